@@ -1,0 +1,374 @@
+//! Configuration: parsing and validating `roster.toml`, and the types the rest of Roster reads.
+//!
+//! Data enters as the text of the config file (see `load`) and leaves as an immutable
+//! [`Config`], shared behind an `Arc` and swapped whole on reload (see [`reload`]). Every
+//! problem found is reported at once, each naming the tenant and key, so an operator can fix
+//! a file in one pass. Relative paths (`host_keys`, `data_dir`) are taken relative to the
+//! current working directory, which is how the quick start runs the server from the repo root.
+
+pub mod reload;
+mod validate;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use reload::ConfigHandle;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub mail: Option<MailConfig>,
+    #[serde(default)]
+    pub tenants: Vec<Tenant>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// SFTP listen address.
+    pub listen: String,
+    /// Directory holding `ssh_host_ed25519_key` and `ssh_host_rsa_key`.
+    pub host_keys: PathBuf,
+    /// Directory of the store and the tenant homes (`data/tenants/<id>/`).
+    pub data_dir: PathBuf,
+    pub max_upload_bytes: u64,
+    pub idle_timeout_secs: u64,
+    pub max_sessions_per_tenant: usize,
+    /// Failed logins from one address (or against one tenant) before it is blocked.
+    pub max_auth_failures: u32,
+    /// How long such a block lasts.
+    pub auth_block_secs: u64,
+    /// How long after an upload finished before the file may be moved (client follow-up STAT/SETSTAT).
+    pub settle_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:2222".into(),
+            host_keys: PathBuf::from("host_keys"),
+            data_dir: PathBuf::from("data"),
+            max_upload_bytes: 209_715_200,
+            idle_timeout_secs: 600,
+            max_sessions_per_tenant: 16,
+            max_auth_failures: 10,
+            auth_block_secs: 300,
+            settle_ms: 1500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: String,
+    pub token: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:8022".into(),
+            token: "change-me".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    pub smtp_url: String,
+    pub from: String,
+}
+
+/// One organisation: its login, its folder, and how its files are imported.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    pub id: String,
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub authorized_keys: Vec<String>,
+    #[serde(default)]
+    pub notify: Vec<String>,
+    #[serde(default)]
+    pub scim_token_sha256: Option<String>,
+    #[serde(default)]
+    pub import: ImportProfile,
+    #[serde(default)]
+    pub reference: Reference,
+}
+
+/// Known org units, locations and workplaces of a tenant (`[tenants.reference]`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reference {
+    pub org_units: Vec<String>,
+    pub locations: Vec<String>,
+    pub workplaces: Vec<String>,
+}
+
+/// How a tenant's file is found, read and synced (`[tenants.import]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImportProfile {
+    /// File name pattern: `{date}` in `date_format`, `*` wildcard.
+    pub file: String,
+    pub date_format: String,
+    pub only_today: bool,
+    pub timezone: String,
+    pub trigger: Trigger,
+    pub schedule: Option<String>,
+    pub delimiter: DelimiterSetting,
+    pub encoding: EncodingSetting,
+    pub match_by: MatchBy,
+    pub on_missing: OnMissing,
+    pub max_missing_percent: f64,
+    pub empty_cells: EmptyCells,
+    pub languages: Vec<String>,
+    pub name_case: NameCase,
+    pub activate: Activate,
+    pub list_separator: String,
+    pub unknown_reference: UnknownReference,
+    pub archive: Archive,
+    pub retention_days: u32,
+    pub report: ReportWhen,
+    /// field name → CSV header. Keys are field names (`email`, `custom.cost_center`, ...).
+    pub columns: BTreeMap<String, String>,
+}
+
+impl Default for ImportProfile {
+    fn default() -> Self {
+        ImportProfile {
+            file: "users.csv".into(),
+            date_format: "%Y_%m_%d".into(),
+            only_today: false,
+            timezone: "UTC".into(),
+            trigger: Trigger::Upload,
+            schedule: None,
+            delimiter: DelimiterSetting::Auto,
+            encoding: EncodingSetting::Auto,
+            match_by: MatchBy::Email,
+            on_missing: OnMissing::Keep,
+            max_missing_percent: 20.0,
+            empty_cells: EmptyCells::Keep,
+            languages: ["hr", "en", "de", "sl", "sr", "ru", "es"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            name_case: NameCase::AsIs,
+            activate: Activate::Always,
+            list_separator: ";".into(),
+            unknown_reference: UnknownReference::Ignore,
+            archive: Archive::Processed,
+            retention_days: 90,
+            report: ReportWhen::Failures,
+            columns: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Upload,
+    Schedule,
+    Both,
+}
+
+/// `delimiter`: "auto" or one of `;` `,` tab `|`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DelimiterSetting {
+    Auto,
+    Fixed(u8),
+}
+
+impl<'de> Deserialize<'de> for DelimiterSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "auto" => Ok(DelimiterSetting::Auto),
+            ";" => Ok(DelimiterSetting::Fixed(b';')),
+            "," => Ok(DelimiterSetting::Fixed(b',')),
+            "\t" | "\\t" | "tab" => Ok(DelimiterSetting::Fixed(b'\t')),
+            "|" => Ok(DelimiterSetting::Fixed(b'|')),
+            other => Err(serde::de::Error::custom(format!(
+                "delimiter {other:?} is not one of \"auto\", \";\", \",\", \"\\t\", \"|\""
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum EncodingSetting {
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "utf-8", alias = "utf8")]
+    Utf8,
+    #[serde(rename = "windows-1252", alias = "cp1252")]
+    Windows1252,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchBy {
+    Email,
+    MappingCode,
+    Username,
+}
+
+impl MatchBy {
+    /// The field name of the match key.
+    pub fn field(self) -> &'static str {
+        match self {
+            MatchBy::Email => "email",
+            MatchBy::MappingCode => "mapping_code",
+            MatchBy::Username => "username",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMissing {
+    Keep,
+    Deactivate,
+    Delete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmptyCells {
+    Keep,
+    Clear,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NameCase {
+    AsIs,
+    Capitalize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activate {
+    Always,
+    WithPassword,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownReference {
+    Ignore,
+    Create,
+    SkipRow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Archive {
+    Processed,
+    Bak,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportWhen {
+    Failures,
+    Always,
+    Never,
+}
+
+/// Every problem found in a config file, one sentence each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is not valid:", self.file.display())?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            file: path.to_path_buf(),
+            problems: vec![format!("cannot read the file: {e}")],
+        })?;
+        Config::parse(&text).map_err(|problems| ConfigErrors {
+            file: path.to_path_buf(),
+            problems,
+        })
+    }
+
+    /// Parses and validates config text; on failure returns every problem found.
+    pub fn parse(text: &str) -> Result<Config, Vec<String>> {
+        let config: Config = toml::from_str(text).map_err(|e| vec![describe_toml_error(text, &e)])?;
+        let problems = validate::problems(&config);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| t.id == id)
+    }
+
+    /// `data_dir/tenants/<id>`: the folder a tenant sees as `/`.
+    pub fn tenant_home(&self, id: &str) -> PathBuf {
+        self.server.data_dir.join("tenants").join(id)
+    }
+}
+
+/// Turns a TOML error into one sentence with the line number and, where the parser knows it,
+/// the tenant the key belongs to.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].lines().count().max(1);
+            let tenant = tenant_around(text, span.start);
+            match tenant {
+                Some(t) => format!("line {line} (tenant {t:?}): {msg}"),
+                None => format!("line {line}: {msg}"),
+            }
+        }
+        None => msg,
+    }
+}
+
+/// Finds the `id = "..."` of the `[[tenants]]` block that contains byte offset `at`, if any.
+fn tenant_around(text: &str, at: usize) -> Option<String> {
+    let before = &text[..at.min(text.len())];
+    let start = before.rfind("[[tenants]]")?;
+    let block_end = text[start + 11..]
+        .find("[[tenants]]")
+        .map(|i| start + 11 + i)
+        .unwrap_or(text.len());
+    text[start..block_end].lines().find_map(|l| {
+        let l = l.trim();
+        let rest = l.strip_prefix("id")?.trim_start().strip_prefix('=')?;
+        Some(rest.trim().trim_matches('"').to_string())
+    })
+}

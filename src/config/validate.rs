@@ -1,0 +1,223 @@
+//! Semantic checks on a parsed [`Config`]: every problem, each naming the tenant and the key.
+
+use super::{Config, Tenant, Trigger};
+use std::collections::HashSet;
+use std::str::FromStr;
+
+pub(super) fn problems(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let s = &config.server;
+    if s.listen.parse::<std::net::SocketAddr>().is_err() {
+        out.push(format!(
+            "[server] listen {:?} is not an address like \"127.0.0.1:2222\"",
+            s.listen
+        ));
+    }
+    if s.max_upload_bytes == 0 {
+        out.push("[server] max_upload_bytes must be greater than 0".into());
+    }
+    if s.max_sessions_per_tenant == 0 {
+        out.push("[server] max_sessions_per_tenant must be at least 1".into());
+    }
+    if s.idle_timeout_secs == 0 {
+        out.push("[server] idle_timeout_secs must be at least 1".into());
+    }
+    if config.admin.listen.parse::<std::net::SocketAddr>().is_err() {
+        out.push(format!(
+            "[admin] listen {:?} is not an address like \"127.0.0.1:8022\"",
+            config.admin.listen
+        ));
+    }
+    if config.admin.token.trim().is_empty() {
+        out.push("[admin] token must not be empty".into());
+    }
+    if let Some(mail) = &config.mail {
+        let scheme_ok = ["smtp://", "smtps://"]
+            .iter()
+            .any(|p| mail.smtp_url.starts_with(p));
+        if !scheme_ok {
+            out.push(format!(
+                "[mail] smtp_url {:?} must start with smtp:// or smtps://",
+                mail.smtp_url
+            ));
+        }
+        if mail.from.parse::<lettre::message::Mailbox>().is_err() {
+            out.push(format!(
+                "[mail] from {:?} is not a mail address like \"Roster <roster@example.com>\"",
+                mail.from
+            ));
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, t) in config.tenants.iter().enumerate() {
+        if !seen.insert(t.id.as_str()) {
+            out.push(format!(
+                "tenant {:?}: id is used by more than one tenant",
+                t.id
+            ));
+        }
+        tenant_problems(i, t, &mut out);
+    }
+    out
+}
+
+/// True for a valid tenant id: `[a-z0-9_-]{1,64}`.
+pub fn is_valid_tenant_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn tenant_problems(index: usize, t: &Tenant, out: &mut Vec<String>) {
+    let name = if t.id.is_empty() {
+        format!("tenant #{}", index + 1)
+    } else {
+        format!("tenant {:?}", t.id)
+    };
+    let mut say = |key: &str, msg: String| out.push(format!("{name}: {key} {msg}"));
+
+    if !is_valid_tenant_id(&t.id) {
+        say(
+            "id",
+            format!(
+                "{:?} must be 1 to 64 characters of a-z, 0-9, _ or -",
+                t.id
+            ),
+        );
+    }
+    if t.password_hash.is_none() && t.authorized_keys.is_empty() {
+        say(
+            "password_hash/authorized_keys",
+            "are both missing: give a password hash, keys, or both".into(),
+        );
+    }
+    if let Some(h) = &t.password_hash {
+        if argon2::password_hash::phc::PasswordHash::new(h).is_err() {
+            say(
+                "password_hash",
+                "is not a PHC string; make one with `roster hash-password`".into(),
+            );
+        }
+    }
+    for (n, k) in t.authorized_keys.iter().enumerate() {
+        if crate::sftp::auth::parse_authorized_key(k).is_err() {
+            say(
+                &format!("authorized_keys[{n}]"),
+                format!("{:?} is not an OpenSSH public key line", short(k)),
+            );
+        }
+    }
+    for addr in &t.notify {
+        if addr.parse::<lettre::Address>().is_err() {
+            say("notify", format!("{addr:?} is not a mail address"));
+        }
+    }
+    if let Some(tok) = &t.scim_token_sha256 {
+        if tok.len() != 64 || !tok.bytes().all(|b| b.is_ascii_hexdigit()) {
+            say(
+                "scim_token_sha256",
+                "must be 64 hex digits (the SHA-256 of the token)".into(),
+            );
+        }
+    }
+    let p = &t.import;
+    if p.file.trim().is_empty() || p.file.contains('/') || p.file.contains('\\') {
+        say(
+            "import.file",
+            format!("{:?} must be a file name without folders", p.file),
+        );
+    }
+    if p.file.contains("{date}") {
+        let probe = chrono::NaiveDate::from_ymd_opt(2026, 1, 31)
+            .map(|d| {
+                use std::fmt::Write;
+                let mut s = String::new();
+                write!(s, "{}", d.format(&p.date_format)).is_ok()
+            })
+            .unwrap_or(false);
+        if !probe || p.date_format.is_empty() {
+            say(
+                "import.date_format",
+                format!("{:?} is not a valid strftime format", p.date_format),
+            );
+        }
+    }
+    if chrono_tz::Tz::from_str(&p.timezone).is_err() {
+        say(
+            "import.timezone",
+            format!("{:?} is not an IANA time zone like \"Europe/Zagreb\"", p.timezone),
+        );
+    }
+    match (&p.schedule, p.trigger) {
+        (None, Trigger::Schedule | Trigger::Both) => say(
+            "import.schedule",
+            "is required when trigger is \"schedule\" or \"both\"".into(),
+        ),
+        (Some(expr), _) => {
+            if let Err(e) = croner::Cron::from_str(expr) {
+                say(
+                    "import.schedule",
+                    format!("{expr:?} is not a cron expression: {e}"),
+                );
+            }
+        }
+        _ => {}
+    }
+    if !(0.0..=100.0).contains(&p.max_missing_percent) {
+        say(
+            "import.max_missing_percent",
+            format!("{} must be between 0 and 100", p.max_missing_percent),
+        );
+    }
+    if p.list_separator.chars().count() != 1 {
+        say(
+            "import.list_separator",
+            format!("{:?} must be exactly one character", p.list_separator),
+        );
+    }
+    if p.languages.is_empty() {
+        say("import.languages", "must list at least one code".into());
+    }
+    let key = p.match_by.field();
+    if !p.columns.is_empty() {
+        for required in [key, "first_name", "last_name"] {
+            if !p.columns.contains_key(required) {
+                say(
+                    "import.columns",
+                    format!("must map {required:?} (the match key and both names are required)"),
+                );
+            }
+        }
+    }
+    let mut headers = HashSet::new();
+    for (field, header) in &p.columns {
+        if !crate::import::fields::is_known_field(field) {
+            say(
+                "import.columns",
+                format!("names an unknown field {field:?}"),
+            );
+        }
+        if header.trim().is_empty() {
+            say(
+                &format!("import.columns.{field}"),
+                "must name a CSV header".into(),
+            );
+        }
+        if !headers.insert(header.trim().to_lowercase()) {
+            say(
+                &format!("import.columns.{field}"),
+                format!("header {header:?} is mapped to more than one field"),
+            );
+        }
+    }
+}
+
+fn short(s: &str) -> String {
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(40).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}

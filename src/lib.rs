@@ -1,0 +1,10 @@
+//! Roster: an SFTP server for HR data drops.
+//!
+//! An upload travels `sftp` (CLOSE or RENAME) → `intake` (queue) → `import` (plan, apply via
+//! `store`) → `intake` archives the file → `mail` delivers the report. Each module owns one
+//! stage; see its doc comment for what enters and leaves it.
+
+pub mod config;
+pub mod import;
+pub mod sftp;
+pub mod store;

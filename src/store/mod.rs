@@ -1,0 +1,1 @@
+//! The only module that touches sled. (Being built; see issue 3.)
