@@ -6,5 +6,6 @@
 
 pub mod config;
 pub mod import;
+pub mod mail;
 pub mod sftp;
 pub mod store;
