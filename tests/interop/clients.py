@@ -22,7 +22,7 @@ import sys
 import time
 
 import paramiko
-from paramiko.sftp import CMD_OPEN, CMD_HANDLE, CMD_EXTENDED, SFTPError
+from paramiko.sftp import CMD_OPEN, CMD_HANDLE, CMD_EXTENDED, CMD_WRITE, CMD_STATUS, SFTPError
 from paramiko.sftp_attr import SFTPAttributes
 from paramiko.sftp_file import SFTPFile
 
@@ -510,7 +510,8 @@ def check_garbage_input():
                 except socket.timeout:
                     raise AssertionError(f"{label}: server kept the connection open for 10 s")
         # Inside an authenticated SFTP channel: an unknown extension must get a status, and a
-        # length field of 2^31 must end that session only.
+        # complete 4 MiB WRITE packet (over every advertised limit) must get a status reply
+        # (the session stays usable) or close that session only.
         t, s = sftp_session()
         try:
             s._request(CMD_EXTENDED, "no-such-extension@example.com")
@@ -518,18 +519,27 @@ def check_garbage_input():
         except IOError:
             pass
         s.listdir("/")                          # the session survives the unknown extension
+        f = s.open("bigpacket.bin", "wb")
         chan = s.get_channel()
-        chan.sendall(struct.pack(">I", 0x7FFFFFFF) + bytes([CMD_OPEN]) + b"\x00" * 32)
-        t_end = time.time() + 10
-        closed = False
-        while time.time() < t_end:
-            if chan.closed or chan.eof_received or not t.is_active():
-                closed = True
-                break
-            if chan.recv_ready():
-                chan.recv(65536)
-            time.sleep(0.1)
-        info(f"2 GiB SFTP length field: session {'closed' if closed else 'still open after 10 s'}")
+        size = 4 << 20
+        body = (bytes([CMD_WRITE]) + struct.pack(">I", 0x7777) + struct.pack(">I", len(f.handle))
+                + f.handle + struct.pack(">QI", 0, size) + os.urandom(size))
+        try:
+            chan.sendall(struct.pack(">I", len(body)) + body)
+            reply = _read_packet(chan, 20)
+        except OSError:                         # closed while we were still sending
+            reply = None
+        if reply is None:
+            info("4 MiB WRITE packet: the server closed the session")
+        else:
+            rtype, rid = reply[0], struct.unpack(">I", reply[1:5])[0]
+            check(rtype == CMD_STATUS and rid == 0x7777, f"4 MiB WRITE: unexpected reply type {rtype} id {rid:#x}")
+            code = struct.unpack(">I", reply[5:9])[0]
+            msg = reply[13:13 + struct.unpack(">I", reply[9:13])[0]].decode(errors="replace")
+            info(f"4 MiB WRITE packet: status {code} {msg!r}")
+            if code == 0:
+                check(os.path.getsize(on_disk("bigpacket.bin")) == size, "WRITE answered OK but the data is not there")
+            s.listdir("/")                      # still in sync after the big packet
         t.close()
         s_ok.listdir("/")                       # the other session is unaffected
         t2, s2 = sftp_session()
@@ -537,6 +547,21 @@ def check_garbage_input():
         t2.close()
     finally:
         t_ok.close()
+
+
+def _read_packet(chan, secs):
+    """One raw SFTP packet body from chan, or None if the channel closes or nothing comes."""
+    chan.settimeout(secs)
+    buf = b""
+    try:
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+            d = chan.recv(1 << 16)
+            if not d:
+                return None
+            buf += d
+    except socket.timeout:
+        raise AssertionError(f"no reply and no close within {secs} s")
+    return buf[4:4 + struct.unpack(">I", buf[:4])[0]]
 
 
 CHECKS = {n[len("check_"):]: f for n, f in globals().items() if n.startswith("check_")}

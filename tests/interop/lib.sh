@@ -57,6 +57,7 @@ hash_password() {
 }
 
 # write_roster_config FILE DIR SFTP_PORT ADMIN_PORT  then lines "ID|PASSWORD_HASH|PUBKEY_LINE" on stdin
+# $MAX_UPLOAD_BYTES overrides the 200 MB upload limit.
 write_roster_config() {
     local file=$1 dir=$2 port=$3 admin_port=$4 id hash key
     {
@@ -65,7 +66,7 @@ write_roster_config() {
         echo "listen = \"127.0.0.1:$port\""
         echo "host_keys = \"$dir/host_keys\""
         echo "data_dir = \"$dir/data\""
-        echo "max_upload_bytes = 209715200"
+        echo "max_upload_bytes = ${MAX_UPLOAD_BYTES:-209715200}"
         echo
         echo "[admin]"
         echo "listen = \"127.0.0.1:$admin_port\""

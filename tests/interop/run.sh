@@ -71,8 +71,9 @@ if [ "$TARGET" = roster ]; then
     PASSWORD=$PW
     ADMIN_PORT=$(free_port)
     HASH=$(hash_password "$PW")
+    LIMIT=$((16 * 1048576))                   # small upload limit, so the limit check is quick
     printf 'acme|%s|%s\nflood|%s|%s\n' "$HASH" "$(cat "$KEY.pub")" "$HASH" "$(cat "$KEY.pub")" \
-        | write_roster_config "$DIR/roster.toml" "$DIR" "$PORT" "$ADMIN_PORT"
+        | MAX_UPLOAD_BYTES=$LIMIT write_roster_config "$DIR/roster.toml" "$DIR" "$PORT" "$ADMIN_PORT"
     mkdir -p "$DIR/data"
     "$ROSTER_BIN" serve -c "$DIR/roster.toml" >"$DIR/server.log" 2>&1 &
     SERVER_PID=$!
@@ -337,6 +338,47 @@ c_kill_mid_upload() {
 
 c_flood() { py flood; }
 
+c_sftp_mkdir_rmdir() {
+    batch "mkdir sub" "put $HALF sub/x.bin" "get sub/x.bin $DIR/dl/sub-x.bin"
+    "${SFTP[@]}" -b "$DIR/work/batch.txt" "$LOGIN@127.0.0.1" || fail "mkdir/put/get exited $?"
+    same "$HALF" "$DIR/dl/sub-x.bin" && same "$HALF" "$HOME_DIR/sub/x.bin"
+    batch "rmdir sub"
+    "${SFTP[@]}" -b "$DIR/work/batch.txt" "$LOGIN@127.0.0.1" && fail "rmdir of a non-empty folder succeeded"
+    batch "rm sub/x.bin" "rmdir sub"
+    "${SFTP[@]}" -b "$DIR/work/batch.txt" "$LOGIN@127.0.0.1" || fail "rm + rmdir exited $?"
+    [ ! -e "$HOME_DIR/sub" ] || fail "sub/ still exists on disk"
+}
+
+c_sftp_many_files() {
+    # 1500 entries: READDIR must page and end with EOF; OpenSSH sftp lists them all.
+    mkdir -p "$HOME_DIR/many"
+    (cd "$HOME_DIR/many" && seq -f 'entry-%04g.txt' 1 1500 | xargs touch)
+    batch "ls -1 many"
+    local out n
+    out=$("${SFTP[@]}" -b "$DIR/work/batch.txt" "$LOGIN@127.0.0.1" 2>&1) || { echo "$out" | tail; fail "ls exited non-zero"; }
+    n=$(echo "$out" | grep -c 'entry-[0-9]*\.txt')
+    echo "listed $n entries"
+    [ "$n" -eq 1500 ] || fail "ls -1 listed $n of 1500 entries"
+    rm -rf "$HOME_DIR/many"
+}
+
+c_upload_limit() {
+    [ "$TARGET" = roster ] || skip "max_upload_bytes is a Roster setting"
+    head -c "$LIMIT" /dev/urandom >"$DIR/at-limit.bin"
+    head -c $((LIMIT + 1)) /dev/urandom >"$DIR/over-limit.bin"
+    batch "put $DIR/at-limit.bin at-limit.bin" "get at-limit.bin $DIR/dl/at-limit.bin"
+    "${SFTP[@]}" -b "$DIR/work/batch.txt" "$LOGIN@127.0.0.1" || fail "an upload of exactly max_upload_bytes failed"
+    same "$DIR/at-limit.bin" "$DIR/dl/at-limit.bin"
+    batch "put $DIR/over-limit.bin over-limit.bin"
+    local out rc
+    out=$("${SFTP[@]}" -b "$DIR/work/batch.txt" "$LOGIN@127.0.0.1" 2>&1); rc=$?
+    echo "$out"
+    echo "INFO: over-limit put: sftp exit $rc, says: $(echo "$out" | grep -v '^sftp>' | tr '\n' ' ')"
+    [ "$rc" -ne 0 ] || fail "an upload of max_upload_bytes + 1 succeeded (sftp exit 0)"
+    sleep 1
+    [ ! -e "$HOME_DIR/over-limit.bin" ] || fail "the partial over-limit file was left on disk ($(stat -c %s "$HOME_DIR/over-limit.bin") bytes)"
+}
+
 c_server_healthy() {
     kill -0 "$SERVER_PID" 2>/dev/null || fail "the server process is gone"
     if grep -n 'panicked' "$DIR/server.log"; then fail "the server log contains a panic"; fi
@@ -379,6 +421,9 @@ run_check readonly_dirs         c_readonly_dirs
 run_check sftp_symlink_refused  c_sftp_symlink_refused
 run_check wrong_password        c_wrong_password
 run_check garbage_input         c_garbage_input
+run_check sftp_mkdir_rmdir      c_sftp_mkdir_rmdir
+run_check sftp_many_files       c_sftp_many_files
+run_check upload_limit          c_upload_limit
 run_check kill_mid_upload       c_kill_mid_upload
 run_check flood                 c_flood          # last but one: it may get 127.0.0.2 blocked
 run_check server_healthy        c_server_healthy
