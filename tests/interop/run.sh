@@ -183,6 +183,14 @@ c_sftp_put_preserve_fsync() {
     [ "$want" = "$got" ] || fail "mtime after put -p / get -p is $got, expected $want"
 }
 
+c_sftp_names_overwrite() {
+    # Real HR file names have spaces and non-ASCII; a second put onto a longer file truncates it.
+    batch "put $P1 \"Mitarbeiter Liste ü 2024.csv\"" "put $HALF \"Mitarbeiter Liste ü 2024.csv\"" \
+          "get \"Mitarbeiter Liste ü 2024.csv\" $DIR/dl/names.bin" "ls -l"
+    "${SFTP[@]}" -b "$DIR/work/batch.txt" "$LOGIN@127.0.0.1" || fail "sftp -b exited $?"
+    same "$HALF" "$DIR/dl/names.bin" && same "$HALF" "$HOME_DIR/Mitarbeiter Liste ü 2024.csv"
+}
+
 c_scp() {
     timeout "$T" scp -s -P "$PORT" "${SSH_COMMON[@]}" "$P1" "$LOGIN@127.0.0.1:scp.bin" || fail "scp upload exited $?"
     timeout "$T" scp -s -P "$PORT" "${SSH_COMMON[@]}" "$LOGIN@127.0.0.1:scp.bin" "$DIR/dl/scp.bin" || fail "scp download exited $?"
@@ -379,6 +387,17 @@ c_upload_limit() {
     [ ! -e "$HOME_DIR/over-limit.bin" ] || fail "the partial over-limit file was left on disk ($(stat -c %s "$HOME_DIR/over-limit.bin") bytes)"
 }
 
+c_events_in_log() {
+    # Roster logs each UploadFinished event as "upload finished ... path=/NAME size=N how=...".
+    [ "$TARGET" = roster ] || skip "upload events are Roster's"
+    local log; log=$(sed 's/\x1b\[[0-9;]*m//g' "$DIR/server.log" | grep 'upload finished')
+    echo "$log" | sed 's/^/log: /'
+    [ -n "$log" ] || fail "no 'upload finished' line in the server log at all"
+    echo "$log" | grep -q 'path=/ws.bin size=3158073 how=Rename' || fail "no event for the WinSCP rename onto /ws.bin"
+    ! echo "$log" | grep -E 'path=\S*(\.filepart|killed\.bin|over-limit\.bin|bigpacket\.bin)' || fail "an event was announced for a temp, killed, over-limit or broken upload"
+    [ "$(echo "$log" | grep -c 'path=/s1.bin ')" -eq 1 ] || fail "expected exactly one event for /s1.bin"
+}
+
 c_server_healthy() {
     kill -0 "$SERVER_PID" 2>/dev/null || fail "the server process is gone"
     if grep -n 'panicked' "$DIR/server.log"; then fail "the server log contains a panic"; fi
@@ -399,6 +418,7 @@ run_check sftp_put_get          c_sftp_put_get
 run_check sftp_reput            c_sftp_reput
 run_check sftp_rename_ls_df     c_sftp_rename_ls_df
 run_check sftp_put_preserve_fsync c_sftp_put_preserve_fsync
+run_check sftp_names_overwrite  c_sftp_names_overwrite
 run_check scp                   c_scp
 run_check paramiko_put_get      c_paramiko_put_get
 run_check asyncssh_1mib         c_asyncssh_1mib
@@ -426,6 +446,7 @@ run_check sftp_many_files       c_sftp_many_files
 run_check upload_limit          c_upload_limit
 run_check kill_mid_upload       c_kill_mid_upload
 run_check flood                 c_flood          # last but one: it may get 127.0.0.2 blocked
+run_check events_in_log         c_events_in_log
 run_check server_healthy        c_server_healthy
 
 if [ "$FAILED" -gt 0 ]; then
