@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Roster interop suite: drives a running `roster serve` with real SFTP clients over loopback.
 #
-#   tests/interop/install.sh        # once: OpenSSH client/server, lftp, putty-tools, curl, sshpass,
+#   tests/interop/install.sh        # once: OpenSSH client/server, lftp, putty-tools, curl, rclone,
 #                                   #       paramiko, asyncssh, argon2-cffi
 #   cargo build                     # this script builds nothing
 #   tests/interop/run.sh            # uses $ROSTER_BIN (default target/debug/roster)
@@ -257,6 +257,20 @@ c_curl() {
     same "$P1" "$DIR/dl/cu.bin"
 }
 
+c_rclone() {
+    command -v rclone >/dev/null || skip "rclone is not installed"
+    local remote=":sftp,host=127.0.0.1,port=$PORT,user=$LOGIN"
+    if [ -n "$PASSWORD" ]; then remote="$remote,pass=$(rclone obscure "$PASSWORD")"; else remote="$remote,key_file=$KEY"; fi
+    # rclone probes for md5sum/sha1sum by running commands (exec): Roster must refuse, not hang.
+    local ro=(--config /dev/null --contimeout 10s --timeout 30s --retries 1 --low-level-retries 1)
+    timeout "$T" rclone "${ro[@]}" copyto "$P1" "$remote:rc.bin" || fail "rclone upload exited $?"
+    timeout "$T" rclone "${ro[@]}" lsl "$remote:" | grep ' rc.bin$' || fail "rclone lsl does not list rc.bin"
+    timeout "$T" rclone "${ro[@]}" copyto "$remote:rc.bin" "$DIR/dl/rc.bin" || fail "rclone download exited $?"
+    same "$P1" "$DIR/dl/rc.bin" && same "$P1" "$HOME_DIR/rc.bin"
+    ls "$HOME_DIR" | grep -i 'partial' && fail "rclone left a partial file behind"
+    return 0
+}
+
 # ------------------------------------------------------------------ refusals and the jail
 c_exec_refused() {
     local rc t0=$SECONDS
@@ -430,6 +444,7 @@ run_check lftp                  c_lftp
 run_check psftp_key             c_psftp_key
 run_check psftp_password        c_psftp_password
 run_check curl                  c_curl
+run_check rclone                c_rclone
 run_check exec_refused          c_exec_refused
 run_check shell_refused         c_shell_refused
 run_check sftp_traversal        c_sftp_traversal
