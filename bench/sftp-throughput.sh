@@ -102,7 +102,7 @@ upload() {                       # upload TARGET -> prints MB/s, or "fail"
     end=$(date +%s.%N)
     if [ "$(stat -c %s "${CLEAN[$t]}" 2>/dev/null)" != "$BYTES" ]; then echo fail; echo "    $t: uploaded size wrong" >&2; return; fi
     rm -f "${CLEAN[$t]}"
-    python3 -c "import sys; print('%.1f' % ($BYTES / 1e6 / (float(sys.argv[2]) - float(sys.argv[1]))))" "$start" "$end"
+    "${PYTHON:-python3}" -c "import sys; print('%.1f' % ($BYTES / 1e6 / (float(sys.argv[2]) - float(sys.argv[1]))))" "$start" "$end"
 }
 
 declare -A RESULTS
@@ -124,7 +124,7 @@ for t in $TARGETS; do
 done
 if [[ " $TARGETS " == *" roster "* && " $TARGETS " == *" sshd "* ]]; then
     r=$(median ${RESULTS[roster]}); s=$(median ${RESULTS[sshd]})
-    python3 -c "import sys
+    "${PYTHON:-python3}" -c "import sys
 try: print('ratio roster/sshd: %.2f' % (float(sys.argv[1]) / float(sys.argv[2])))
 except ValueError: print('ratio roster/sshd: n/a')" "$r" "$s"
 fi

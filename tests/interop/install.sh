@@ -31,7 +31,7 @@ else
     echo "install.sh: apt packages already present"
 fi
 
-PY="${PYTHON:-python3}"
+PY="${PYTHON:-python3}"                  # run.sh uses the same $PYTHON (default python3)
 need_pip=()
 for i in "${!PY_MODS[@]}"; do
     if ! "$PY" -c "import ${PY_MODS[$i]}" 2>/dev/null; then
@@ -39,10 +39,22 @@ for i in "${!PY_MODS[@]}"; do
     fi
 done
 if [ "${#need_pip[@]}" -gt 0 ]; then
+    if ! "$PY" -m pip --version >/dev/null 2>&1; then
+        # Debian's python3 ships without pip; a self-built python has ensurepip.
+        if [ "$(readlink -f "$(command -v "$PY")")" = "$(readlink -f /usr/bin/python3)" ]; then
+            echo "install.sh: apt-get install python3-pip"
+            export DEBIAN_FRONTEND=noninteractive
+            $SUDO apt-get update -qq
+            $SUDO apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+        else
+            "$PY" -m ensurepip -q
+        fi
+    fi
     echo "install.sh: pip install ${need_pip[*]}"
-    # Debian's system python marks itself externally managed; allow installing anyway.
+    # Debian's system python marks itself externally managed (PEP 668); allow installing anyway.
     "$PY" -m pip install -q "${need_pip[@]}" 2>/dev/null \
         || "$PY" -m pip install -q --break-system-packages "${need_pip[@]}"
+    for m in "${PY_MODS[@]}"; do "$PY" -c "import $m" || { echo "install.sh: $m still missing"; exit 1; }; done
 else
     echo "install.sh: python modules already present"
 fi

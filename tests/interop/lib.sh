@@ -10,7 +10,7 @@
 #   stop_pid PID              SIGTERM, wait up to 10 s, then SIGKILL
 
 free_port() {
-    python3 - <<'PY'
+    "${PYTHON:-python3}" - <<'PY'
 import socket
 s = socket.socket()
 s.bind(("127.0.0.1", 0))
@@ -22,7 +22,7 @@ PY
 # Succeeds once a TCP connect to 127.0.0.1:$1 returns an SSH identification line.
 wait_ssh_banner() {
     local port=$1 secs=${2:-30}
-    python3 - "$port" "$secs" <<'PY'
+    "${PYTHON:-python3}" - "$port" "$secs" <<'PY'
 import socket, sys, time
 port, secs = int(sys.argv[1]), float(sys.argv[2])
 deadline = time.time() + secs
@@ -52,7 +52,7 @@ hash_password() {
     fi
     case "$out" in
         '$argon2id$'*) printf '%s\n' "$out" ;;
-        *) python3 -c 'import sys, argon2; print(argon2.PasswordHasher().hash(sys.argv[1]))' "$pw" ;;
+        *) "${PYTHON:-python3}" -c 'import sys, argon2; print(argon2.PasswordHasher().hash(sys.argv[1]))' "$pw" ;;
     esac
 }
 

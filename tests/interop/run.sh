@@ -15,6 +15,8 @@
 #   INTEROP_ONLY      space-separated check names to run (default: all)
 #   INTEROP_KEEP=1    keep the temp dir (config, keys, logs) for inspection
 #
+# Python: $PYTHON (default python3) must have paramiko, asyncssh and argon2 (install.sh does that).
+#
 # What it does: makes a temp dir with a config, a client ed25519 key and test payloads, starts the
 # server on a free 127.0.0.1 port, waits for its SSH banner, runs every check (each uploads, reads
 # back and compares sha256, or asserts a refusal), stops the server, and prints
@@ -132,10 +134,11 @@ run_check() {                    # run_check NAME FUNCTION
 }
 
 # Each check runs in its own subshell, so fail/skip end just that check.
+# Note: never pipe into grep -q here (pipefail + SIGPIPE); use grep -q PATTERN <<<"$var".
 fail() { echo "assertion failed: $*"; exit 1; }
 skip() { echo "SKIP: $*"; exit 77; }
 same() { [ "$(sha256sum <"$1")" = "$(sha256sum <"$2")" ] || fail "sha256 of $2 differs from $1"; }
-py() { timeout "$T" python3 "$HERE/clients.py" "$1"; }
+py() { timeout "$T" "${PYTHON:-python3}" "$HERE/clients.py" "$1"; }
 batch() { printf '%s\n' "$@" >"$DIR/work/batch.txt"; cat "$DIR/work/batch.txt" | sed 's/^/batch> /'; }
 
 # ------------------------------------------------------------------ OpenSSH sftp / scp
@@ -167,10 +170,24 @@ c_sftp_rename_ls_df() {
     echo "$out"
     same "$P1" "$DIR/dl/rn2.bin" || return 1   # rename onto an existing name = posix-rename
     local listing; listing=$(echo "$out" | grep -v '^sftp>')   # drop the echoed commands
-    echo "$listing" | grep -q 'rn2.bin' || fail "ls -l does not list rn2.bin"
-    echo "$listing" | grep -q 'rn1.bin\|rn-moved.bin' && fail "ls -l still lists a renamed-away name"
-    echo "$out" | grep -Eq '^ +Size +Used +Avail' || fail "df -h printed no statvfs table"
+    grep -q 'rn2.bin' <<<"$listing" || fail "ls -l does not list rn2.bin"
+    grep -q 'rn1.bin\|rn-moved.bin' <<<"$listing" && fail "ls -l still lists a renamed-away name"
+    grep -Eq '^ +Size +Used +Avail' <<<"$out" || fail "df -h printed no statvfs table"
     return 0
+}
+
+c_sftp_ls_longname() {
+    # `ls -l` of a folder prints the server's READDIR longname verbatim. FileZilla and WinSCP parse
+    # that text like Unix `ls -l` output (OpenSSH: "-rw-r--r--    1 user group  1234 Nov 21 14:30 name",
+    # time for recent files, year for old ones), so it must look like that.
+    batch "put $HALF longname.bin" "ls -l"
+    local out line
+    out=$("${SFTP[@]}" -b "$DIR/work/batch.txt" "$LOGIN@127.0.0.1" 2>&1) || { echo "$out"; fail "sftp -b exited non-zero"; }
+    echo "$out"
+    line=$(grep -v '^sftp>' <<<"$out" | grep ' longname\.bin$' | head -n1)
+    [ -n "$line" ] || fail "ls -l printed no line for longname.bin"
+    grep -Eq '^-[rwxsStT-]{9}[.+@]? +[0-9?]+ +[^ ]+ +[^ ]+ +'"$(stat -c %s "$HALF")"' +[A-Z][a-z]{2} +[0-9]{1,2} +([0-9]{2}:[0-9]{2}|[0-9]{4}) +longname\.bin$' <<<"$line" \
+        || fail "longname is not in ls -l form: '$line'"
 }
 
 c_sftp_put_preserve_fsync() {
@@ -248,7 +265,7 @@ c_psftp_password() {
 }
 
 c_curl() {
-    curl -V | grep -q '^Protocols:.* sftp' || skip "this curl was built without sftp (libssh2)"
+    grep -q '^Protocols:.* sftp' <<<"$(curl -V)" || skip "this curl was built without sftp (libssh2)"
     local auth
     if [ -n "$PASSWORD" ]; then auth=(-u "$LOGIN:$PASSWORD"); else auth=(-u "$LOGIN:" --key "$KEY" --pubkey "$KEY.pub"); fi
     echo "curl auth: $([ -n "$PASSWORD" ] && echo password || echo key)"
@@ -407,7 +424,7 @@ c_events_in_log() {
     local log; log=$(sed 's/\x1b\[[0-9;]*m//g' "$DIR/server.log" | grep 'upload finished')
     echo "$log" | sed 's/^/log: /'
     [ -n "$log" ] || fail "no 'upload finished' line in the server log at all"
-    echo "$log" | grep -q 'path=/ws.bin size=3158073 how=Rename' || fail "no event for the WinSCP rename onto /ws.bin"
+    grep -q 'path=/ws.bin size=3158073 how=Rename' <<<"$log" || fail "no event for the WinSCP rename onto /ws.bin"
     ! echo "$log" | grep -E 'path=\S*(\.filepart|killed\.bin|over-limit\.bin|bigpacket\.bin)' || fail "an event was announced for a temp, killed, over-limit or broken upload"
     [ "$(echo "$log" | grep -c 'path=/s1.bin ')" -eq 1 ] || fail "expected exactly one event for /s1.bin"
 }
@@ -432,6 +449,7 @@ run_check sftp_put_get          c_sftp_put_get
 run_check sftp_reput            c_sftp_reput
 run_check sftp_rename_ls_df     c_sftp_rename_ls_df
 run_check sftp_put_preserve_fsync c_sftp_put_preserve_fsync
+run_check sftp_ls_longname      c_sftp_ls_longname
 run_check sftp_names_overwrite  c_sftp_names_overwrite
 run_check scp                   c_scp
 run_check paramiko_put_get      c_paramiko_put_get
