@@ -141,6 +141,20 @@ def check_paramiko_put_get():
         t.close()
 
 
+def check_paramiko_rsa_key():
+    """paramiko logs in with an RSA key (RT_KEY) and an SFTP request works."""
+    sock = socket.create_connection((HOST, PORT), timeout=15)
+    t = paramiko.Transport(sock)
+    try:
+        t.start_client(timeout=15)
+        t.auth_publickey(USER, paramiko.RSAKey.from_private_key_file(KEY))
+        s = paramiko.SFTPClient.from_transport(t)
+        s.listdir("/")
+        info(f"paramiko RSA login ok; server-sig-algs: {getattr(t, 'server_extensions', {}).get('server-sig-algs', b'(none sent)')!r}")
+    finally:
+        t.close()
+
+
 def check_asyncssh_1mib():
     """asyncssh put/get with block_size=1 MiB (larger than most servers' packet limit)."""
     import asyncssh

@@ -57,7 +57,7 @@ hash_password() {
 }
 
 # write_roster_config FILE DIR SFTP_PORT ADMIN_PORT  then lines "ID|PASSWORD_HASH|PUBKEY_LINE" on stdin
-# $MAX_UPLOAD_BYTES overrides the 200 MB upload limit.
+# PUBKEY_LINE may hold several keys separated by ";". $MAX_UPLOAD_BYTES overrides the 200 MB limit.
 write_roster_config() {
     local file=$1 dir=$2 port=$3 admin_port=$4 id hash key
     {
@@ -77,7 +77,7 @@ write_roster_config() {
             echo "[[tenants]]"
             echo "id = \"$id\""
             echo "password_hash = '$hash'"
-            echo "authorized_keys = [\"$key\"]"
+            echo "authorized_keys = [\"${key//;/\", \"}\"]"
             echo
             echo "[tenants.import]"
             echo "file = \"users.csv\""
@@ -91,11 +91,13 @@ write_roster_config() {
 write_sshd_config() {
     local file=$1 dir=$2 port=$3 akeys=$4 chroot=${5:-}
     [ -f "$dir/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$dir/ssh_host_ed25519_key"
+    [ -f "$dir/ssh_host_rsa_key" ] || ssh-keygen -q -t rsa -b 3072 -N '' -f "$dir/ssh_host_rsa_key"
     mkdir -p /run/sshd
     {
         echo "Port $port"
         echo "ListenAddress 127.0.0.1"
         echo "HostKey $dir/ssh_host_ed25519_key"
+        echo "HostKey $dir/ssh_host_rsa_key"
         echo "PidFile $dir/sshd.pid"
         echo "AuthorizedKeysFile $akeys"
         echo "StrictModes no"

@@ -58,6 +58,10 @@ trap 'exit 130' INT TERM
 # ------------------------------------------------------------------ set-up
 KEY="$DIR/client_key"
 make_client_key "$KEY"
+# Extra client keys: HR systems often still use RSA (rsa-sha2-256/512 signatures) or ECDSA.
+ssh-keygen -q -t rsa -b 3072 -N '' -C rsa-client -f "$DIR/client_rsa"
+ssh-keygen -q -t ecdsa -b 256 -N '' -C ecdsa-client -f "$DIR/client_ecdsa"
+ALL_PUBS="$(cat "$KEY.pub");$(cat "$DIR/client_rsa.pub");$(cat "$DIR/client_ecdsa.pub")"
 PORT=$(free_port)
 HOME_DIR="$DIR/data/tenants/acme"
 
@@ -74,7 +78,7 @@ if [ "$TARGET" = roster ]; then
     ADMIN_PORT=$(free_port)
     HASH=$(hash_password "$PW")
     LIMIT=$((16 * 1048576))                   # small upload limit, so the limit check is quick
-    printf 'acme|%s|%s\nflood|%s|%s\n' "$HASH" "$(cat "$KEY.pub")" "$HASH" "$(cat "$KEY.pub")" \
+    printf 'acme|%s|%s\nflood|%s|%s\n' "$HASH" "$ALL_PUBS" "$HASH" "$(cat "$KEY.pub")" \
         | MAX_UPLOAD_BYTES=$LIMIT write_roster_config "$DIR/roster.toml" "$DIR" "$PORT" "$ADMIN_PORT"
     mkdir -p "$DIR/data"
     "$ROSTER_BIN" serve -c "$DIR/roster.toml" >"$DIR/server.log" 2>&1 &
@@ -84,7 +88,7 @@ else
     FLOOD_USER=root
     PASSWORD=""                               # no system password to use; key auth everywhere
     mkdir -p "$HOME_DIR"
-    cp "$KEY.pub" "$DIR/authorized_keys"
+    tr ';' '\n' <<<"$ALL_PUBS" >"$DIR/authorized_keys"
     write_sshd_config "$DIR/sshd_config" "$DIR" "$PORT" "$DIR/authorized_keys" "$HOME_DIR"
     /usr/sbin/sshd -D -e -f "$DIR/sshd_config" >"$DIR/server.log" 2>&1 &
     SERVER_PID=$!
@@ -206,6 +210,21 @@ c_sftp_names_overwrite() {
           "get \"Mitarbeiter Liste ü 2024.csv\" $DIR/dl/names.bin" "ls -l"
     "${SFTP[@]}" -b "$DIR/work/batch.txt" "$LOGIN@127.0.0.1" || fail "sftp -b exited $?"
     same "$HALF" "$DIR/dl/names.bin" && same "$HALF" "$HOME_DIR/Mitarbeiter Liste ü 2024.csv"
+}
+
+c_key_types() {
+    # Client keys RSA and ECDSA (OpenSSH signs RSA with rsa-sha2-512), and every host key type.
+    local k a
+    echo pwd >"$DIR/work/batch.txt"
+    for k in client_rsa client_ecdsa; do
+        timeout "$T" sftp -P "$PORT" "${SSH_COMMON[@]}" -o IdentitiesOnly=yes -i "$DIR/$k" -b "$DIR/work/batch.txt" \
+            "$LOGIN@127.0.0.1" || fail "login with the $k key failed (exit $?)"
+    done
+    for a in ssh-ed25519 rsa-sha2-256 rsa-sha2-512; do
+        timeout "$T" sftp -P "$PORT" "${SSH_COMMON[@]}" -o HostKeyAlgorithms=$a -b "$DIR/work/batch.txt" \
+            "$LOGIN@127.0.0.1" || fail "connecting with host key algorithm $a failed (exit $?)"
+    done
+    RT_KEY="$DIR/client_rsa" py paramiko_rsa_key
 }
 
 c_scp() {
@@ -451,6 +470,7 @@ run_check sftp_rename_ls_df     c_sftp_rename_ls_df
 run_check sftp_put_preserve_fsync c_sftp_put_preserve_fsync
 run_check sftp_ls_longname      c_sftp_ls_longname
 run_check sftp_names_overwrite  c_sftp_names_overwrite
+run_check key_types             c_key_types
 run_check scp                   c_scp
 run_check paramiko_put_get      c_paramiko_put_get
 run_check asyncssh_1mib         c_asyncssh_1mib
