@@ -445,6 +445,42 @@ def check_readonly_dirs():
         t.close()
 
 
+def check_forwarding_refused():
+    """A tenant must not use the server as a TCP proxy: direct-tcpip (ssh -L) and tcpip-forward
+    (ssh -R) are refused, and nothing connects to a listener we hold open on loopback."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(5)
+    lsock.settimeout(2)
+    target = lsock.getsockname()[1]
+    t = connect()
+    problems = []
+    try:
+        try:
+            ch = t.open_channel("direct-tcpip", ("127.0.0.1", target), ("127.0.0.1", 40000), timeout=10)
+            problems.append("direct-tcpip channel to 127.0.0.1:%d was opened" % target)
+            ch.close()
+        except (paramiko.ChannelException, paramiko.SSHException, EOFError):
+            pass
+        try:
+            c, _ = lsock.accept()
+            problems.append("the server connected to our loopback listener")
+            c.close()
+        except socket.timeout:
+            pass
+        try:
+            port = t.request_port_forward("127.0.0.1", 0)
+            problems.append(f"tcpip-forward (ssh -R) was granted on port {port}")
+        except paramiko.SSHException:
+            pass
+        check(not problems, "; ".join(problems))
+        s = paramiko.SFTPClient.from_transport(t)   # the connection itself is still fine
+        s.listdir("/")
+    finally:
+        t.close()
+        lsock.close()
+
+
 def check_wrong_password():
     """Wrong password and unknown tenant are rejected (and quickly: < 10 s each)."""
     for user, pw in ((USER, "definitely-wrong-password"), ("no-such-tenant-x", "whatever")):

@@ -108,6 +108,7 @@ write_sshd_config() {
         echo "UsePAM no"
         echo "MaxStartups 200:30:300"
         echo "MaxSessions 100"
+        echo "DisableForwarding yes"
         echo "LogLevel INFO"
         if [ -n "$chroot" ]; then
             echo "Subsystem sftp internal-sftp -d / -P symlink"

@@ -362,6 +362,15 @@ c_sftp_symlink_refused() {
 }
 
 c_wrong_password() { py wrong_password; }
+c_forwarding_refused() { py forwarding_refused; }
+
+c_subsystem_refused() {
+    local rc t0=$SECONDS
+    timeout 10 ssh -p "$PORT" "${SSH_COMMON[@]}" -s "$LOGIN@127.0.0.1" no-such-subsystem </dev/null; rc=$?
+    echo "ssh -s no-such-subsystem exited $rc after $((SECONDS - t0)) s"
+    [ "$rc" -ne 124 ] || fail "an unknown subsystem request hung (killed by timeout after 10 s)"
+    [ "$rc" -ne 0 ] || fail "an unknown subsystem request succeeded (exit 0)"
+}
 c_garbage_input()  { py garbage_input; }
 
 c_kill_mid_upload() {
@@ -485,6 +494,8 @@ run_check curl                  c_curl
 run_check rclone                c_rclone
 run_check exec_refused          c_exec_refused
 run_check shell_refused         c_shell_refused
+run_check subsystem_refused     c_subsystem_refused
+run_check forwarding_refused    c_forwarding_refused
 run_check sftp_traversal        c_sftp_traversal
 run_check traversal_read        c_traversal_read
 run_check traversal_write       c_traversal_write
