@@ -481,6 +481,40 @@ def check_forwarding_refused():
         lsock.close()
 
 
+def check_session_limit():
+    """max_sessions_per_tenant (default 16): the 17th concurrent session is refused, the 16 open
+    ones keep working, and a slot freed by closing one is usable again."""
+    if TARGET == "sshd":
+        raise Skip("max_sessions_per_tenant is a Roster setting")
+    limit = int(os.environ.get("RT_MAX_SESSIONS", "16"))
+    open_ = []
+    try:
+        for i in range(limit):
+            open_.append(sftp_session())
+        try:
+            t, s = sftp_session()
+            s.listdir("/")
+            open_.append((t, s))
+            raise AssertionError(f"session {limit + 1} was accepted (limit {limit})")
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            info(f"session {limit + 1} refused: {type(e).__name__}: {e}")
+        for t, s in open_:
+            s.listdir("/")
+        t, s = open_.pop()
+        t.close()
+        deadline = time.time() + 10
+        while True:
+            try:
+                open_.append(sftp_session())
+                break
+            except (paramiko.SSHException, OSError, EOFError):
+                check(time.time() < deadline, "a freed session slot was not reusable within 10 s")
+                time.sleep(0.5)
+    finally:
+        for t, _ in open_:
+            t.close()
+
+
 def check_wrong_password():
     """Wrong password and unknown tenant are rejected (and quickly: < 10 s each)."""
     for user, pw in ((USER, "definitely-wrong-password"), ("no-such-tenant-x", "whatever")):

@@ -363,6 +363,7 @@ c_sftp_symlink_refused() {
 
 c_wrong_password() { py wrong_password; }
 c_forwarding_refused() { py forwarding_refused; }
+c_session_limit() { py session_limit; }
 
 c_subsystem_refused() {
     local rc t0=$SECONDS
@@ -505,6 +506,7 @@ run_check readonly_dirs         c_readonly_dirs
 run_check sftp_symlink_refused  c_sftp_symlink_refused
 run_check wrong_password        c_wrong_password
 run_check garbage_input         c_garbage_input
+run_check session_limit         c_session_limit
 run_check sftp_mkdir_rmdir      c_sftp_mkdir_rmdir
 run_check sftp_many_files       c_sftp_many_files
 run_check upload_limit          c_upload_limit
