@@ -458,6 +458,27 @@ c_events_in_log() {
     [ "$(echo "$log" | grep -c 'path=/s1.bin ')" -eq 1 ] || fail "expected exactly one event for /s1.bin"
 }
 
+c_host_key_restart() {
+    # Nightly HR jobs use strict known_hosts: the host keys must survive a restart unchanged.
+    [ "$TARGET" = roster ] || skip "restarting is only exercised for Roster"
+    local kh="$DIR/work/known_hosts" before after f
+    timeout 15 ssh-keyscan -p "$PORT" 127.0.0.1 2>/dev/null | sort >"$kh"
+    [ -s "$kh" ] || fail "ssh-keyscan got no host keys"
+    for f in "$DIR"/host_keys/*; do
+        case "$f" in *.pub) continue ;; esac
+        [ "$(stat -c %a "$f")" = 600 ] || fail "host key $f has mode $(stat -c %a "$f"), expected 600"
+    done
+    stop_pid "$SERVER_PID"
+    "$ROSTER_BIN" serve -c "$DIR/roster.toml" >>"$DIR/server.log" 2>&1 &
+    echo "$!" >"$DIR/server.pid"
+    wait_ssh_banner "$PORT" 60 || fail "the server did not come back after a restart"
+    after=$(timeout 15 ssh-keyscan -p "$PORT" 127.0.0.1 2>/dev/null | sort)
+    [ "$after" = "$(cat "$kh")" ] || fail "host keys changed across a restart"
+    echo pwd >"$DIR/work/batch.txt"
+    timeout "$T" sftp -P "$PORT" -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$kh" -o BatchMode=yes \
+        -o IdentitiesOnly=yes -i "$KEY" -b "$DIR/work/batch.txt" "$LOGIN@127.0.0.1" || fail "strict host-key login after restart failed"
+}
+
 c_server_healthy() {
     kill -0 "$SERVER_PID" 2>/dev/null || fail "the server process is gone"
     if grep -n 'panicked' "$DIR/server.log"; then fail "the server log contains a panic"; fi
@@ -514,6 +535,9 @@ run_check kill_mid_upload       c_kill_mid_upload
 run_check flood                 c_flood          # last but one: it may get 127.0.0.2 blocked
 run_check events_in_log         c_events_in_log
 run_check server_healthy        c_server_healthy
+run_check host_key_restart      c_host_key_restart
+# host_key_restart ran in a subshell: pick up the restarted server's pid so cleanup stops it.
+if [ -f "$DIR/server.pid" ]; then SERVER_PID=$(cat "$DIR/server.pid"); fi
 
 if [ "$FAILED" -gt 0 ]; then
     echo "server log tail ($DIR/server.log):"
