@@ -106,7 +106,6 @@ SSH_COMMON=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLe
             -o BatchMode=yes -o ConnectTimeout=10 -o IdentitiesOnly=yes -o ServerAliveInterval=5
             -o ServerAliveCountMax=3 -i "$KEY")
 SFTP=(timeout "$T" sftp -P "$PORT" "${SSH_COMMON[@]}")
-SSH=(timeout "$T" ssh -p "$PORT" "${SSH_COMMON[@]}")
 
 export RT_PORT=$PORT RT_USER=$LOGIN RT_PASSWORD=$PASSWORD RT_KEY=$KEY RT_WORK="$DIR/work" \
        RT_HOME=$HOME_DIR RT_FILE=$P1 RT_TARGET=$TARGET RT_SERVER_LOG="$DIR/server.log" \
@@ -557,7 +556,7 @@ if [ -f "$DIR/server.pid" ]; then SERVER_PID=$(cat "$DIR/server.pid"); fi
 
 if [ "$FAILED" -gt 0 ]; then
     echo "server log tail ($DIR/server.log):"
-    tail -n 30 "$DIR/server.log" | sed 's/^/    /'
+    tail -n 30 "$DIR/server.log" | sed 's/\x1b\[[0-9;]*m//g; s/^/    /'
     echo "failed: ${FAILED_NAMES[*]}"
 fi
 [ "$SKIPPED" -gt 0 ] && echo "$SKIPPED skipped"
