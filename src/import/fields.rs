@@ -1,4 +1,156 @@
-//! The field table (design.md §4): one spec per field drives parsing, validation and storage.
+//! The field table (design.md §4): one spec per field drives parsing, normalisation,
+//! validation and storage.
+//!
+//! Data enters as one trimmed CSV cell plus the tenant's import profile and leaves as a
+//! normalised value ([`Norm`]) or a problem phrase that the caller turns into a sentence naming
+//! the row, the column header and the value.
+
+use crate::config::{ImportProfile, NameCase, Reference};
+use crate::store::LIST_SEP;
+
+/// How a field's cells are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Trimmed, lower-cased, must have a domain with a dot.
+    Email,
+    /// Trimmed, kept as text (leading zeros stay).
+    Id,
+    /// Trimmed.
+    Text,
+    /// Trimmed, inner whitespace collapsed, optionally capitalised.
+    Name,
+    /// `YYYY-MM-DD`, `DD.MM.YYYY` or `D.M.YYYY`; stored ISO.
+    Date,
+    /// `M` or `F`.
+    Sex,
+    /// One of the tenant's `languages`; stored lower-case.
+    Language,
+    /// A password: hashed, never stored as given.
+    Secret,
+    /// Must be in `[tenants.reference]` (which list: see [`RefList`]).
+    Reference(RefList),
+    /// Split on the tenant's `list_separator`.
+    List,
+    /// `1/0`, `true/false`, ... ; `invert` for `deactivate`.
+    Bool { invert: bool },
+}
+
+/// Which reference list a reference field is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefList {
+    OrgUnits,
+    Locations,
+    Workplaces,
+}
+
+/// One row of the field table.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldSpec {
+    pub name: &'static str,
+    pub kind: Kind,
+}
+
+/// The field table. `custom.NAME` fields use [`CUSTOM`].
+pub const FIELDS: &[FieldSpec] = &[
+    FieldSpec {
+        name: "email",
+        kind: Kind::Email,
+    },
+    FieldSpec {
+        name: "manager_email",
+        kind: Kind::Email,
+    },
+    FieldSpec {
+        name: "mapping_code",
+        kind: Kind::Id,
+    },
+    FieldSpec {
+        name: "username",
+        kind: Kind::Text,
+    },
+    FieldSpec {
+        name: "first_name",
+        kind: Kind::Name,
+    },
+    FieldSpec {
+        name: "last_name",
+        kind: Kind::Name,
+    },
+    FieldSpec {
+        name: "date_of_birth",
+        kind: Kind::Date,
+    },
+    FieldSpec {
+        name: "start_date",
+        kind: Kind::Date,
+    },
+    FieldSpec {
+        name: "sex",
+        kind: Kind::Sex,
+    },
+    FieldSpec {
+        name: "language",
+        kind: Kind::Language,
+    },
+    FieldSpec {
+        name: "national_id",
+        kind: Kind::Text,
+    },
+    FieldSpec {
+        name: "phone",
+        kind: Kind::Text,
+    },
+    FieldSpec {
+        name: "job_title",
+        kind: Kind::Text,
+    },
+    FieldSpec {
+        name: "role",
+        kind: Kind::Text,
+    },
+    FieldSpec {
+        name: "timezone",
+        kind: Kind::Text,
+    },
+    FieldSpec {
+        name: "password",
+        kind: Kind::Secret,
+    },
+    FieldSpec {
+        name: "org_unit",
+        kind: Kind::Reference(RefList::OrgUnits),
+    },
+    FieldSpec {
+        name: "location",
+        kind: Kind::Reference(RefList::Locations),
+    },
+    FieldSpec {
+        name: "workplace",
+        kind: Kind::Reference(RefList::Workplaces),
+    },
+    FieldSpec {
+        name: "groups",
+        kind: Kind::List,
+    },
+    FieldSpec {
+        name: "teams",
+        kind: Kind::List,
+    },
+    FieldSpec {
+        name: "active",
+        kind: Kind::Bool { invert: false },
+    },
+    FieldSpec {
+        name: "deactivate",
+        kind: Kind::Bool { invert: true },
+    },
+];
+
+/// The spec of every `custom.NAME` field.
+pub const CUSTOM: FieldSpec = FieldSpec {
+    name: "custom",
+    kind: Kind::Text,
+};
 
 /// Names of the built-in fields; `custom.NAME` is accepted too.
 pub const FIELD_NAMES: &[&str] = &[
@@ -29,8 +181,228 @@ pub const FIELD_NAMES: &[&str] = &[
 
 /// True for a field a tenant may map a column to.
 pub fn is_known_field(name: &str) -> bool {
-    FIELD_NAMES.contains(&name)
-        || name
-            .strip_prefix("custom.")
-            .is_some_and(|rest| !rest.is_empty())
+    spec(name).is_some()
+}
+
+/// The spec of a field name (built-in or `custom.NAME`).
+pub fn spec(name: &str) -> Option<FieldSpec> {
+    if let Some(s) = FIELDS.iter().find(|s| s.name == name) {
+        return Some(*s);
+    }
+    name.strip_prefix("custom.")
+        .filter(|rest| !rest.is_empty())
+        .map(|_| CUSTOM)
+}
+
+/// A normalised cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Norm {
+    /// The cell was empty (after trimming).
+    Empty,
+    /// The stored form.
+    Value(String),
+    /// A boolean (active/deactivate already inverted: true = active).
+    Active(bool),
+    /// A reference not in the tenant's lists, with `unknown_reference = "ignore"`: dropped.
+    UnknownReference,
+}
+
+/// Problem phrases, completed by the caller as `row N: HEADER "VALUE" <phrase>`.
+pub type Problem = String;
+
+/// Parses one cell of a field.
+pub fn normalise(
+    spec: FieldSpec,
+    cell: &str,
+    profile: &ImportProfile,
+    reference: &Reference,
+) -> Result<Norm, Problem> {
+    let t = cell.trim();
+    if t.is_empty() {
+        return Ok(Norm::Empty);
+    }
+    match spec.kind {
+        Kind::Email => email(t).map(Norm::Value),
+        Kind::Id | Kind::Text | Kind::Secret => Ok(Norm::Value(t.to_string())),
+        Kind::Name => Ok(Norm::Value(name(t, profile.name_case))),
+        Kind::Date => date(t).map(Norm::Value),
+        Kind::Sex => match t.to_ascii_uppercase().as_str() {
+            "M" => Ok(Norm::Value("M".into())),
+            "F" => Ok(Norm::Value("F".into())),
+            _ => Err("is not a sex: use M or F".into()),
+        },
+        Kind::Language => {
+            let lower = t.to_lowercase();
+            if profile.languages.iter().any(|l| l.to_lowercase() == lower) {
+                Ok(Norm::Value(lower))
+            } else {
+                Err(format!(
+                    "is not one of the accepted languages ({})",
+                    profile.languages.join(", ")
+                ))
+            }
+        }
+        Kind::Reference(list) => {
+            let known = match list {
+                RefList::OrgUnits => &reference.org_units,
+                RefList::Locations => &reference.locations,
+                RefList::Workplaces => &reference.workplaces,
+            };
+            match known.iter().find(|k| k.trim().eq_ignore_ascii_case(t)) {
+                Some(k) => Ok(Norm::Value(k.trim().to_string())),
+                None => match profile.unknown_reference {
+                    crate::config::UnknownReference::Create => Ok(Norm::Value(t.to_string())),
+                    crate::config::UnknownReference::Ignore => Ok(Norm::UnknownReference),
+                    crate::config::UnknownReference::SkipRow => {
+                        Err("is not in the tenant's reference list".into())
+                    }
+                },
+            }
+        }
+        Kind::List => {
+            let sep = profile.list_separator.chars().next().unwrap_or(';');
+            let items: Vec<&str> = t
+                .split(sep)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            if items.is_empty() {
+                Ok(Norm::Empty)
+            } else {
+                Ok(Norm::Value(items.join(&LIST_SEP.to_string())))
+            }
+        }
+        Kind::Bool { invert } => match boolean(t) {
+            Some(b) => Ok(Norm::Active(b != invert)),
+            None => {
+                Err("is not a yes/no value (use 1/0, true/false, yes/no, active/inactive)".into())
+            }
+        },
+    }
+}
+
+/// Lower-cases and checks an email address (a domain with a dot is required).
+pub fn email(t: &str) -> Result<String, Problem> {
+    let lower = t.to_lowercase();
+    let opts = email_address::Options {
+        minimum_sub_domains: 2,
+        allow_domain_literal: false,
+        allow_display_text: false,
+    };
+    let ok = email_address::EmailAddress::parse_with_options(&lower, opts).is_ok()
+        && !lower.contains(char::is_whitespace)
+        && lower
+            .rsplit_once('@')
+            .is_some_and(|(_, d)| d.contains('.') && !d.ends_with('.') && !d.starts_with('.'));
+    if ok {
+        Ok(lower)
+    } else {
+        Err("is not a valid email address".into())
+    }
+}
+
+fn name(t: &str, case: NameCase) -> String {
+    let collapsed = t.split_whitespace().collect::<Vec<_>>().join(" ");
+    match case {
+        NameCase::AsIs => collapsed,
+        NameCase::Capitalize => {
+            let mut out = String::with_capacity(collapsed.len());
+            let mut start = true;
+            for c in collapsed.chars() {
+                if start {
+                    out.extend(c.to_uppercase());
+                } else {
+                    out.extend(c.to_lowercase());
+                }
+                start = matches!(c, ' ' | '-' | '\'');
+            }
+            out
+        }
+    }
+}
+
+/// `YYYY-MM-DD`, `DD.MM.YYYY`, `D.M.YYYY` → ISO.
+pub fn date(t: &str) -> Result<String, Problem> {
+    let bad = || "is not a date (use YYYY-MM-DD or DD.MM.YYYY)".to_string();
+    let parts: Vec<&str>;
+    let (y, m, d) = if t.contains('-') {
+        parts = t.split('-').collect();
+        match parts.as_slice() {
+            [y, m, d] if y.len() == 4 && m.len() == 2 && d.len() == 2 => (*y, *m, *d),
+            _ => return Err(bad()),
+        }
+    } else {
+        parts = t.trim_end_matches('.').split('.').collect();
+        match parts.as_slice() {
+            [d, m, y]
+                if y.len() == 4 && (1..=2).contains(&m.len()) && (1..=2).contains(&d.len()) =>
+            {
+                (*y, *m, *d)
+            }
+            _ => return Err(bad()),
+        }
+    };
+    let num = |s: &str| -> Option<u32> {
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (Some(y), Some(m), Some(d)) = (num(y), num(m), num(d)) else {
+        return Err(bad());
+    };
+    match chrono::NaiveDate::from_ymd_opt(y as i32, m, d) {
+        Some(date) => Ok(date.format("%Y-%m-%d").to_string()),
+        None => Err(bad()),
+    }
+}
+
+fn boolean(t: &str) -> Option<bool> {
+    match t.to_lowercase().as_str() {
+        "1" | "true" | "yes" | "y" | "active" | "activo" | "aktivan" | "da" | "ja" => Some(true),
+        "0" | "false" | "no" | "n" | "inactive" | "inactivo" | "neaktivan" | "ne" | "nein" => {
+            Some(false)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(date("7.3.1975").ok().as_deref(), Some("1975-03-07"));
+        assert_eq!(date("03.04.1985").ok().as_deref(), Some("1985-04-03"));
+        assert_eq!(date("1990-12-01").ok().as_deref(), Some("1990-12-01"));
+        assert!(date("12.13.1980").is_err());
+        assert!(date("1990-2-1").is_err());
+        assert!(date("x.y.zzzz").is_err());
+    }
+
+    #[test]
+    fn emails() {
+        assert_eq!(
+            email("Ivan.Kovacic@ACME.example").ok().as_deref(),
+            Some("ivan.kovacic@acme.example")
+        );
+        assert!(email("luka.maric@").is_err());
+        assert!(email("not-an-email").is_err());
+        assert!(email("a@localhost").is_err());
+        assert!(email("A <a@b.example>").is_err());
+    }
+
+    #[test]
+    fn names_and_fields() {
+        assert_eq!(name("jOHN   dOE", NameCase::Capitalize), "John Doe");
+        assert_eq!(name(" Novak ", NameCase::AsIs), "Novak");
+        assert!(is_known_field("custom.x"));
+        assert!(!is_known_field("custom."));
+        assert!(!is_known_field("nope"));
+        for n in FIELD_NAMES {
+            assert!(FIELDS.iter().any(|s| s.name == *n));
+        }
+    }
 }

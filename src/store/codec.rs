@@ -1,0 +1,273 @@
+//! The compact binary form of stored users and of the buckets that hold them.
+//!
+//! Data enters as [`UserRec`] values from the import planner (or a restore) and leaves as bytes
+//! written into a bucket blob; reading goes the other way. A record starts with a fixed header
+//! (status, flags, timestamps, the digest of the last imported row, the password fingerprint)
+//! so that the planner can tell an unchanged user from the header alone, without decoding the
+//! fields. Nothing here touches sled; `store` writes the blobs.
+//!
+//! Record layout (little endian):
+//! `version u8 | status u8 | flags u8 | created_at i64 | updated_at i64 | deleted_at i64 |
+//!  row_digest [16] | pw_fp [16] | pw_hash (varint len + bytes) | field count varint |
+//!  (name: varint len + bytes, value: varint len + bytes)*` — fields sorted by name; list
+//! values are joined with U+001F.
+//!
+//! Bucket layout: `(key: varint len + bytes, record: varint len + bytes)*`, sorted by key.
+
+use anyhow::{bail, Result};
+
+/// Record format version written in the first byte.
+const VERSION: u8 = 1;
+/// Byte length of the fixed record header.
+pub(crate) const HEADER_LEN: usize = 3 + 24 + 32;
+/// Offset of the row digest inside a record.
+pub(crate) const DIGEST_AT: usize = 27;
+/// Separator of list items inside a stored value.
+pub const LIST_SEP: char = '\u{1f}';
+
+pub(crate) const STATUS_ACTIVE: u8 = 0;
+pub(crate) const STATUS_INACTIVE: u8 = 1;
+pub(crate) const STATUS_DELETED: u8 = 2;
+
+/// The user was created or last updated by an import (so `on_missing` may act on it).
+pub(crate) const FLAG_MANAGED: u8 = 1;
+/// The user was deactivated or deleted by an import because it was missing from a file.
+pub(crate) const FLAG_MISSING: u8 = 2;
+
+/// A decoded user record (all fields owned).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct UserRec {
+    pub status: u8,
+    pub flags: u8,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted_at: i64,
+    pub row_digest: [u8; 16],
+    pub pw_fp: [u8; 16],
+    pub pw_hash: String,
+    /// (field name, value), sorted by name, names unique.
+    pub fields: Vec<(String, String)>,
+}
+
+impl UserRec {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()
+            .map(|i| self.fields[i].1.as_str())
+    }
+
+    /// Sets (Some) or removes (None) a field; returns true when the stored value changed.
+    pub fn set(&mut self, name: &str, value: Option<&str>) -> bool {
+        match (
+            self.fields.binary_search_by(|(n, _)| n.as_str().cmp(name)),
+            value,
+        ) {
+            (Ok(i), Some(v)) => {
+                if self.fields[i].1 == v {
+                    false
+                } else {
+                    self.fields[i].1 = v.to_string();
+                    true
+                }
+            }
+            (Ok(i), None) => {
+                self.fields.remove(i);
+                true
+            }
+            (Err(i), Some(v)) => {
+                self.fields.insert(i, (name.to_string(), v.to_string()));
+                true
+            }
+            (Err(_), None) => false,
+        }
+    }
+
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(VERSION);
+        out.push(self.status);
+        out.push(self.flags);
+        out.extend_from_slice(&self.created_at.to_le_bytes());
+        out.extend_from_slice(&self.updated_at.to_le_bytes());
+        out.extend_from_slice(&self.deleted_at.to_le_bytes());
+        out.extend_from_slice(&self.row_digest);
+        out.extend_from_slice(&self.pw_fp);
+        put_bytes(out, self.pw_hash.as_bytes());
+        put_varint(out, self.fields.len() as u64);
+        for (n, v) in &self.fields {
+            put_bytes(out, n.as_bytes());
+            put_bytes(out, v.as_bytes());
+        }
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<UserRec> {
+        if buf.len() < HEADER_LEN || buf[0] != VERSION {
+            bail!("a stored user record is damaged (bad header)");
+        }
+        let i64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[at..at + 8]);
+            i64::from_le_bytes(b)
+        };
+        let mut rec = UserRec {
+            status: buf[1],
+            flags: buf[2],
+            created_at: i64_at(3),
+            updated_at: i64_at(11),
+            deleted_at: i64_at(19),
+            ..Default::default()
+        };
+        rec.row_digest.copy_from_slice(&buf[27..43]);
+        rec.pw_fp.copy_from_slice(&buf[43..59]);
+        let mut r = Reader {
+            buf,
+            at: HEADER_LEN,
+        };
+        rec.pw_hash = r.string()?;
+        let n = r.varint()?;
+        if n > buf.len() as u64 {
+            bail!("a stored user record is damaged (field count)");
+        }
+        rec.fields.reserve(n as usize);
+        for _ in 0..n {
+            let name = r.string()?;
+            let value = r.string()?;
+            rec.fields.push((name, value));
+        }
+        Ok(rec)
+    }
+}
+
+/// Status byte of an encoded record (without decoding it).
+pub(crate) fn status_of(rec: &[u8]) -> u8 {
+    rec.get(1).copied().unwrap_or(STATUS_INACTIVE)
+}
+
+/// Flags byte of an encoded record.
+pub(crate) fn flags_of(rec: &[u8]) -> u8 {
+    rec.get(2).copied().unwrap_or(0)
+}
+
+/// Row digest of an encoded record.
+pub(crate) fn digest_of(rec: &[u8]) -> Option<&[u8]> {
+    rec.get(DIGEST_AT..DIGEST_AT + 16)
+}
+
+/// Iterates the (key, record) pairs of a bucket blob without copying.
+pub(crate) fn bucket_entries(blob: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
+    let mut r = Reader { buf: blob, at: 0 };
+    let mut out = Vec::new();
+    while r.at < blob.len() {
+        let k = r.bytes()?;
+        let v = r.bytes()?;
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+/// Appends one (key, record) pair to a bucket blob under construction.
+pub(crate) fn bucket_push(out: &mut Vec<u8>, key: &[u8], rec: &[u8]) {
+    put_bytes(out, key);
+    put_bytes(out, rec);
+}
+
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// A cursor over an encoded buffer; every read is bounds-checked.
+pub(crate) struct Reader<'a> {
+    pub buf: &'a [u8],
+    pub at: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn varint(&mut self) -> Result<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let Some(&b) = self.buf.get(self.at) else {
+                bail!("stored data is damaged (truncated number)");
+            };
+            self.at += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        bail!("stored data is damaged (number too long)")
+    }
+
+    pub fn bytes(&mut self) -> Result<&'a [u8]> {
+        let n = self.varint()? as usize;
+        let end = self.at.checked_add(n).filter(|e| *e <= self.buf.len());
+        let Some(end) = end else {
+            bail!("stored data is damaged (length out of range)");
+        };
+        let s = &self.buf[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    pub fn string(&mut self) -> Result<String> {
+        let b = self.bytes()?;
+        Ok(std::str::from_utf8(b)
+            .map_err(|_| anyhow::anyhow!("stored data is damaged (not UTF-8)"))?
+            .to_string())
+    }
+}
+
+/// FNV-1a, 64 bit: a stable hash for bucket placement and in-memory indexes.
+pub fn fnv64(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trip() {
+        let mut r = UserRec {
+            status: STATUS_INACTIVE,
+            flags: FLAG_MANAGED,
+            created_at: 5,
+            updated_at: 7,
+            pw_hash: "$argon2id$x".into(),
+            ..Default::default()
+        };
+        r.set("email", Some("a@b.example"));
+        r.set("custom.x", Some("1"));
+        let mut buf = Vec::new();
+        r.encode_into(&mut buf);
+        assert_eq!(UserRec::decode(&buf).ok(), Some(r));
+        assert!(UserRec::decode(&buf[..buf.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn bucket_round_trip() {
+        let mut b = Vec::new();
+        bucket_push(&mut b, b"k1", b"v1");
+        bucket_push(&mut b, b"k2", b"");
+        let e = bucket_entries(&b).unwrap_or_default();
+        assert_eq!(e, vec![(&b"k1"[..], &b"v1"[..]), (&b"k2"[..], &b""[..])]);
+        assert!(bucket_entries(&b[..3]).is_err());
+    }
+}
