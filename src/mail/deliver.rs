@@ -1,0 +1,272 @@
+//! Delivering one stored message: over SMTP to `[mail] smtp_url`, or as an `.eml` file.
+//!
+//! Enters: an [`OutgoingMail`] (envelope + finished bytes) and the SMTP URL. Leaves: `Ok` once
+//! the server accepted the message for at least one recipient, or a [`DeliveryError`] saying
+//! whether to try again later (server unreachable, timeout, 4xx) or to give up (5xx for every
+//! recipient). Without `[mail]`, [`write_eml`] writes the bytes to `data/outbox/` atomically.
+//!
+//! URL forms (lettre's `from_url`): `smtp://host:port` plain, `smtp://host:port?tls=required`
+//! STARTTLS, `smtps://host:port` implicit TLS; `user:pass@` in the URL enables AUTH.
+
+use super::OutgoingMail;
+use anyhow::Context as _;
+use lettre::address::{Address, Envelope};
+use lettre::transport::smtp::Error as SmtpError;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Default bound for one SMTP exchange (connect, each command, and the whole send).
+pub const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a message was not delivered, split by what the caller should do.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The server could not be reached or did not finish the exchange (connection refused,
+    /// DNS, TLS, timeout, a malformed `smtp_url`). Retry later; other messages will fail too.
+    #[error("SMTP server unavailable: {0}")]
+    Unavailable(String),
+    /// The server answered with a 4xx reply. Retry later.
+    #[error("SMTP server deferred the message: {0}")]
+    Transient(String),
+    /// The server answered 5xx for every recipient, or the stored envelope is unusable.
+    /// Retrying will not help.
+    #[error("SMTP server rejected the message: {0}")]
+    Permanent(String),
+}
+
+impl DeliveryError {
+    /// True for [`Unavailable`](Self::Unavailable) and [`Transient`](Self::Transient).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, DeliveryError::Permanent(_))
+    }
+}
+
+/// Sends `mail` through the SMTP server at `smtp_url`, bounded by [`SMTP_TIMEOUT`].
+pub async fn deliver(smtp_url: &str, mail: &OutgoingMail) -> Result<(), DeliveryError> {
+    deliver_with_timeout(smtp_url, mail, SMTP_TIMEOUT).await
+}
+
+/// [`deliver`] with an explicit bound per exchange.
+///
+/// lettre stops a transaction at the first refused `RCPT`, so when a message to several
+/// recipients gets a 5xx, each recipient is tried on its own: the message then reaches the
+/// addresses that accept it, the refused ones are logged, and only if all refuse is the result
+/// [`DeliveryError::Permanent`]. If one of those single tries is deferred (4xx), the result is
+/// a retry, and recipients that already accepted may receive the message twice; a duplicate is
+/// preferred to a loss.
+pub async fn deliver_with_timeout(
+    smtp_url: &str,
+    mail: &OutgoingMail,
+    timeout: Duration,
+) -> Result<(), DeliveryError> {
+    let from = parse_address(&mail.from)?;
+    let to = mail
+        .to
+        .iter()
+        .map(|a| parse_address(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    if to.is_empty() {
+        return Err(DeliveryError::Permanent(
+            "the stored message has no recipients".into(),
+        ));
+    }
+
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
+        .map_err(|e| {
+            DeliveryError::Unavailable(format!(
+                "smtp_url {:?} is not usable: {e}",
+                redact(smtp_url)
+            ))
+        })?
+        .timeout(Some(timeout))
+        .build();
+
+    let all = send_once(&transport, &from, &to, &mail.bytes, timeout).await;
+    let result = match all {
+        Err(DeliveryError::Permanent(why)) if to.len() > 1 => {
+            per_recipient(&transport, &from, &to, mail, timeout, why).await
+        }
+        other => other,
+    };
+    // QUIT the pooled connection; bounded, and its outcome does not change the result.
+    let _ = tokio::time::timeout(timeout, transport.shutdown()).await;
+    result
+}
+
+async fn per_recipient(
+    transport: &AsyncSmtpTransport<Tokio1Executor>,
+    from: &Address,
+    to: &[Address],
+    mail: &OutgoingMail,
+    timeout: Duration,
+    first_refusal: String,
+) -> Result<(), DeliveryError> {
+    let mut accepted = 0usize;
+    let mut refused = Vec::new();
+    let mut retry: Option<DeliveryError> = None;
+    for rcpt in to {
+        match send_once(
+            transport,
+            from,
+            std::slice::from_ref(rcpt),
+            &mail.bytes,
+            timeout,
+        )
+        .await
+        {
+            Ok(()) => accepted += 1,
+            Err(DeliveryError::Permanent(why)) => refused.push(format!("{rcpt}: {why}")),
+            Err(e) => retry = Some(e),
+        }
+    }
+    if let Some(e) = retry {
+        return Err(e);
+    }
+    if accepted == 0 {
+        return Err(DeliveryError::Permanent(if refused.is_empty() {
+            first_refusal
+        } else {
+            refused.join("; ")
+        }));
+    }
+    tracing::warn!(
+        tenant = %mail.tenant,
+        subject = %mail.subject,
+        refused = %refused.join("; "),
+        "mail delivered to {accepted} of {} recipients; the others were refused permanently",
+        to.len()
+    );
+    Ok(())
+}
+
+async fn send_once(
+    transport: &AsyncSmtpTransport<Tokio1Executor>,
+    from: &Address,
+    to: &[Address],
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), DeliveryError> {
+    let envelope = Envelope::new(Some(from.clone()), to.to_vec())
+        .map_err(|e| DeliveryError::Permanent(format!("bad envelope: {e}")))?;
+    // lettre bounds each step by `timeout`; this bounds the whole exchange (connect, EHLO,
+    // optional STARTTLS and AUTH, MAIL, RCPT, DATA) by at most twice that.
+    match tokio::time::timeout(timeout * 2, transport.send_raw(&envelope, bytes)).await {
+        Err(_) => Err(DeliveryError::Unavailable(format!(
+            "no answer within {} s",
+            (timeout * 2).as_secs()
+        ))),
+        Ok(Ok(_response)) => Ok(()),
+        Ok(Err(e)) => Err(classify(&e)),
+    }
+}
+
+fn classify(e: &SmtpError) -> DeliveryError {
+    let text = error_chain(e);
+    if e.is_permanent() {
+        DeliveryError::Permanent(text)
+    } else if e.is_transient() {
+        DeliveryError::Transient(text)
+    } else {
+        DeliveryError::Unavailable(text)
+    }
+}
+
+/// The error and its sources in one line (lettre's Display alone often omits the io cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn parse_address(s: &str) -> Result<Address, DeliveryError> {
+    s.trim()
+        .parse()
+        .map_err(|e| DeliveryError::Permanent(format!("stored address {s:?} is invalid: {e}")))
+}
+
+/// The URL without a password, for messages and logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+static EML_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `mail` as `<dir>/<UTC timestamp>-<tenant>-<n>.eml` and returns its path.
+///
+/// The bytes go to a hidden temporary file in `dir` first, are synced, and are then renamed,
+/// so a reader never sees a half-written `.eml`. `dir` is created if needed.
+pub fn write_eml(dir: &Path, mail: &OutgoingMail) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the outbox folder {}", dir.display()))?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let tenant: String = mail
+        .tenant
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let tenant = if tenant.is_empty() {
+        "roster".into()
+    } else {
+        tenant
+    };
+
+    let (tmp, mut file, path) = loop {
+        let n = EML_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{stamp}-{tenant}-{n}.eml");
+        let path = dir.join(&name);
+        if path.exists() {
+            continue;
+        }
+        let tmp = dir.join(format!(".{name}.tmp"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f, path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("creating {}", tmp.display()));
+            }
+        }
+    };
+    let written = file
+        .write_all(&mail.bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()));
+    drop(file);
+    if let Err(e) = written.and_then(|()| {
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    }) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    // Make the rename itself durable; a failure here is not worth failing the write for.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(path)
+}

@@ -1,0 +1,306 @@
+//! The delivery worker: takes due messages from the outbox and sends them, with backoff.
+//!
+//! Enters: messages through the [`MailQueue`] trait (implemented by the store's durable outbox;
+//! this module never touches storage itself), a wake-up [`Notify`] poked when a message is
+//! queued, and a shutdown future. Leaves: one call back into the queue per message — `mark_sent`,
+//! `defer` (with the next attempt time from [`Backoff`]) or `give_up` — and one log line per
+//! outcome carrying the tenant and subject. Without `[mail]`, "sending" means writing an `.eml`
+//! file into the outbox folder.
+
+use super::deliver::{deliver_with_timeout, write_eml, DeliveryError, SMTP_TIMEOUT};
+use super::OutgoingMail;
+use crate::config::MailConfig;
+use chrono::{DateTime, Utc};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// A message taken from the outbox for one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMail {
+    /// The outbox's own key for the message.
+    pub id: u64,
+    pub mail: OutgoingMail,
+    /// Failed attempts so far (0 for a new message).
+    pub attempts: u32,
+}
+
+/// The durable outbox as the worker sees it. The store implements it; tests use a `Vec`.
+///
+/// Contract: a message stays in the queue until `mark_sent` or `give_up` is called for it, so a
+/// crash between taking and settling it means it is sent again after restart (at least once).
+/// Methods are called from async code and should return quickly (an embedded-db call is fine).
+pub trait MailQueue: Send + Sync {
+    /// Pending messages whose next attempt time is at or before `now`, oldest first.
+    fn due(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<QueuedMail>>;
+    /// The message was accepted by the SMTP server (or written as `.eml`): remove it.
+    fn mark_sent(&self, id: u64) -> anyhow::Result<()>;
+    /// The attempt failed but may succeed later: store `attempts` (the new failure count), do
+    /// not offer the message again before `next_at`, and keep `last_error` for operators.
+    fn defer(
+        &self,
+        id: u64,
+        attempts: u32,
+        next_at: DateTime<Utc>,
+        last_error: &str,
+    ) -> anyhow::Result<()>;
+    /// The server refused the message for good: stop trying and keep `reason` (the message may
+    /// be kept as dead for inspection or removed; the worker never offers it again either way).
+    fn give_up(&self, id: u64, reason: &str) -> anyhow::Result<()>;
+}
+
+/// Exponential backoff: `first` after the first failure, doubling, never more than `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// 5 s, 10 s, 20 s, ... capped at 15 min.
+    pub const DEFAULT: Backoff = Backoff {
+        first: Duration::from_secs(5),
+        max: Duration::from_secs(15 * 60),
+    };
+
+    /// The wait before the next attempt after `attempts` failed attempts (0 → no wait).
+    pub fn delay(&self, attempts: u32) -> Duration {
+        if attempts == 0 {
+            return Duration::ZERO;
+        }
+        let factor = 1u32.checked_shl(attempts - 1).unwrap_or(u32::MAX);
+        self.first
+            .checked_mul(factor)
+            .map_or(self.max, |d| d.min(self.max))
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::DEFAULT
+    }
+}
+
+/// The default schedule: the wait after `attempts` failed attempts (5 s doubling, ≤ 15 min).
+pub fn next_attempt(attempts: u32) -> Duration {
+    Backoff::DEFAULT.delay(attempts)
+}
+
+/// What one pass over the due messages did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepReport {
+    pub sent: usize,
+    pub deferred: usize,
+    pub given_up: usize,
+    /// The earliest `next_at` among the messages deferred in this pass.
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+/// The delivery worker. Build with [`Worker::new`], adjust, then [`Worker::run`] it (or call
+/// [`Worker::step`] yourself).
+pub struct Worker {
+    queue: Arc<dyn MailQueue>,
+    mail: Option<MailConfig>,
+    outbox_dir: PathBuf,
+    backoff: Backoff,
+    smtp_timeout: Duration,
+    poll_interval: Duration,
+}
+
+impl Worker {
+    /// `mail` is the `[mail]` section (None: write `.eml` files into `outbox_dir`).
+    pub fn new(queue: Arc<dyn MailQueue>, mail: Option<MailConfig>, outbox_dir: PathBuf) -> Self {
+        Worker {
+            queue,
+            mail,
+            outbox_dir,
+            backoff: Backoff::DEFAULT,
+            smtp_timeout: SMTP_TIMEOUT,
+            poll_interval: Duration::from_secs(30),
+        }
+    }
+
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    pub fn smtp_timeout(mut self, timeout: Duration) -> Self {
+        self.smtp_timeout = timeout;
+        self
+    }
+
+    /// Longest sleep between passes when nothing wakes the worker (catches messages deferred
+    /// before a restart, whose times this worker does not know). Default 30 s.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Loops until `shutdown` completes: a pass over due messages, then sleep until `wake` is
+    /// notified, the earliest deferred message is due, or the poll interval passes. Shutdown is
+    /// checked between messages; a delivery already under way finishes (bounded by the SMTP
+    /// timeout) so that a message the server accepted is also marked sent.
+    pub async fn run(self, wake: Arc<Notify>, shutdown: impl Future<Output = ()> + Send) {
+        tokio::pin!(shutdown);
+        tracing::info!(
+            smtp = self.mail.is_some(),
+            outbox = %self.outbox_dir.display(),
+            "mail delivery worker started"
+        );
+        loop {
+            let report = self.pass(Utc::now(), Some(&mut shutdown)).await;
+            let report = match report {
+                Some(r) => r,
+                None => break,
+            };
+            let mut wait = self.poll_interval;
+            if let Some(at) = report.next_due {
+                let until = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                wait = wait.min(until);
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::info!("mail delivery worker stopped");
+    }
+
+    /// One pass: every message due at `now` is attempted once and settled in the queue.
+    pub async fn step(&self, now: DateTime<Utc>) -> StepReport {
+        self.pass::<std::future::Pending<()>>(now, None)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Returns None if shutdown was seen.
+    async fn pass<F: Future<Output = ()>>(
+        &self,
+        now: DateTime<Utc>,
+        mut shutdown: Option<&mut std::pin::Pin<&mut F>>,
+    ) -> Option<StepReport> {
+        let mut report = StepReport::default();
+        let batch = match self.queue.due(now) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "reading the mail outbox failed");
+                return Some(report);
+            }
+        };
+        // Once the server is unreachable, the rest of the pass is deferred without trying.
+        let mut unreachable: Option<String> = None;
+        for item in batch {
+            if let Some(s) = shutdown.as_mut() {
+                if is_ready(s).await {
+                    return None;
+                }
+            }
+            let outcome = match &unreachable {
+                Some(why) => Err(DeliveryError::Unavailable(format!("not tried: {why}"))),
+                None => self.attempt(&item.mail).await,
+            };
+            match outcome {
+                Ok(how) => {
+                    tracing::info!(
+                        tenant = %item.mail.tenant,
+                        subject = %item.mail.subject,
+                        to = %item.mail.to.join(", "),
+                        attempts = item.attempts + 1,
+                        "mail {how}"
+                    );
+                    self.settle(item.id, "mark_sent", self.queue.mark_sent(item.id));
+                    report.sent += 1;
+                }
+                Err(e) if e.is_retryable() => {
+                    if let (DeliveryError::Unavailable(why), None) = (&e, &unreachable) {
+                        unreachable = Some(why.clone());
+                    }
+                    let attempts = item.attempts.saturating_add(1);
+                    let delay = self.backoff.delay(attempts);
+                    let next_at = chrono::Duration::from_std(delay)
+                        .ok()
+                        .and_then(|d| Utc::now().checked_add_signed(d))
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                    tracing::warn!(
+                        tenant = %item.mail.tenant,
+                        subject = %item.mail.subject,
+                        attempts,
+                        retry_in_secs = delay.as_secs(),
+                        error = %e,
+                        "mail not delivered; will retry"
+                    );
+                    let reason = e.to_string();
+                    let res = self.queue.defer(item.id, attempts, next_at, &reason);
+                    self.settle(item.id, "defer", res);
+                    report.deferred += 1;
+                    report.next_due = Some(report.next_due.map_or(next_at, |t| t.min(next_at)));
+                }
+                Err(e) => {
+                    tracing::error!(
+                        tenant = %item.mail.tenant,
+                        subject = %item.mail.subject,
+                        to = %item.mail.to.join(", "),
+                        error = %e,
+                        "mail refused permanently; giving up"
+                    );
+                    let reason = e.to_string();
+                    self.settle(item.id, "give_up", self.queue.give_up(item.id, &reason));
+                    report.given_up += 1;
+                }
+            }
+        }
+        Some(report)
+    }
+
+    /// Sends over SMTP, or writes an `.eml` without `[mail]`. Ok carries a word for the log.
+    async fn attempt(&self, mail: &OutgoingMail) -> Result<String, DeliveryError> {
+        match &self.mail {
+            Some(cfg) => deliver_with_timeout(&cfg.smtp_url, mail, self.smtp_timeout)
+                .await
+                .map(|()| "delivered".to_string()),
+            None => {
+                let dir = self.outbox_dir.clone();
+                let mail = mail.clone();
+                match tokio::task::spawn_blocking(move || write_eml(&dir, &mail)).await {
+                    Ok(Ok(path)) => Ok(format!("written to {}", path.display())),
+                    // A full or unwritable disk may recover: retry like an unreachable server.
+                    Ok(Err(e)) => Err(DeliveryError::Transient(format!("{e:#}"))),
+                    Err(e) => Err(DeliveryError::Transient(format!("writing the .eml: {e}"))),
+                }
+            }
+        }
+    }
+
+    fn settle(&self, id: u64, what: &str, res: anyhow::Result<()>) {
+        if let Err(e) = res {
+            tracing::error!(id, error = %format!("{e:#}"), "mail outbox {what} failed");
+        }
+    }
+}
+
+/// True if `fut` has completed, without waiting for it.
+async fn is_ready<F: Future<Output = ()>>(fut: &mut std::pin::Pin<&mut F>) -> bool {
+    tokio::select! {
+        biased;
+        _ = fut.as_mut() => true,
+        _ = std::future::ready(()) => false,
+    }
+}
+
+/// Runs the delivery worker with the default backoff until `shutdown` completes. Poke `wake`
+/// (`notify_one`) after queueing a message so it goes out at once.
+pub async fn run_delivery(
+    queue: Arc<dyn MailQueue>,
+    mail_config: Option<MailConfig>,
+    outbox_dir: PathBuf,
+    wake: Arc<Notify>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    Worker::new(queue, mail_config, outbox_dir)
+        .run(wake, shutdown)
+        .await
+}
