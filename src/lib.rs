@@ -7,5 +7,6 @@
 pub mod config;
 pub mod import;
 pub mod mail;
+pub mod serve;
 pub mod sftp;
 pub mod store;

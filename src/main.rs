@@ -1,1 +1,140 @@
-fn main() {}
+//! The `roster` command line: parses arguments and calls the library. See design.md §2.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use roster::config::Config;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "roster", version, about = "An SFTP server for HR data drops")]
+struct Cli {
+    /// The config file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        env = "ROSTER_CONFIG",
+        default_value = "config/roster.toml"
+    )]
+    config: PathBuf,
+    /// Log format: human or json.
+    #[arg(long = "log-format", global = true, default_value = "human")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the SFTP server until SIGINT/SIGTERM.
+    Serve,
+    /// Validate the config; print tenants and host-key fingerprints.
+    CheckConfig,
+    /// Read a password from stdin and print its argon2id PHC string.
+    HashPassword,
+    /// Serve SFTP on stdin/stdout, jailed to DIR (for OpenSSH's `Subsystem sftp`).
+    SftpServer {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        read_only: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(
+        &cli.log_format,
+        matches!(cli.command, Command::SftpServer { .. }),
+    );
+    let result = match &cli.command {
+        Command::Serve => runtime().and_then(|rt| rt.block_on(roster::serve::run(&cli.config))),
+        Command::CheckConfig => check_config(&cli.config),
+        Command::HashPassword => hash_password(),
+        Command::SftpServer { root, read_only } => runtime()
+            .and_then(|rt| rt.block_on(roster::sftp::serve_stdio(root, *read_only, u64::MAX))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roster: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init_logs(format: &str, stderr_only_warnings: bool) {
+    let default = if stderr_only_warnings { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn check_config(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    println!(
+        "{}: valid, {} tenant(s)",
+        path.display(),
+        config.tenants.len()
+    );
+    for t in &config.tenants {
+        let mut methods = Vec::new();
+        if t.password_hash.is_some() {
+            methods.push("password".to_string());
+        }
+        if !t.authorized_keys.is_empty() {
+            methods.push(format!("{} key(s)", t.authorized_keys.len()));
+        }
+        println!(
+            "  {:<20} auth: {:<22} file: {:<28} trigger: {:?}",
+            t.id,
+            methods.join(" + "),
+            t.import.file,
+            t.import.trigger
+        );
+    }
+    let keys = roster::sftp::hostkeys::load_existing(&config.server.host_keys)?;
+    if keys.is_empty() {
+        println!(
+            "host keys: none yet in {} (created on first start)",
+            config.server.host_keys.display()
+        );
+    }
+    for k in keys {
+        println!("host key {:<12} {}", k.algorithm(), k.fingerprint());
+    }
+    Ok(())
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let password = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("Password: ").context("cannot read the password")?
+    } else {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read the password from stdin")?;
+        s.trim_end_matches(['\n', '\r']).to_string()
+    };
+    if password.is_empty() {
+        anyhow::bail!("the password is empty");
+    }
+    println!("{}", roster::sftp::auth::hash_password(&password)?);
+    Ok(())
+}

@@ -322,7 +322,8 @@ impl Config {
 
     /// Parses and validates config text; on failure returns every problem found.
     pub fn parse(text: &str) -> Result<Config, Vec<String>> {
-        let config: Config = toml::from_str(text).map_err(|e| vec![describe_toml_error(text, &e)])?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| vec![describe_toml_error(text, &e)])?;
         let problems = validate::problems(&config);
         if problems.is_empty() {
             Ok(config)

@@ -69,7 +69,10 @@ impl ConfigHandle {
                     );
                 }
             }
-            Err(e) => tracing::error!(why, "config reload rejected, keeping the running config: {e}"),
+            Err(e) => tracing::error!(
+                why,
+                "config reload rejected, keeping the running config: {e}"
+            ),
         }
     }
 
@@ -115,7 +118,8 @@ impl ConfigHandle {
                 return;
             }
         };
-        if let Err(e) = notify::Watcher::watch(&mut watcher, &dir, notify::RecursiveMode::NonRecursive)
+        if let Err(e) =
+            notify::Watcher::watch(&mut watcher, &dir, notify::RecursiveMode::NonRecursive)
         {
             tracing::warn!(dir = %dir.display(), "cannot watch the config folder ({e}); reload with SIGHUP");
             return;

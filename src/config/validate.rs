@@ -81,10 +81,7 @@ fn tenant_problems(index: usize, t: &Tenant, out: &mut Vec<String>) {
     if !is_valid_tenant_id(&t.id) {
         say(
             "id",
-            format!(
-                "{:?} must be 1 to 64 characters of a-z, 0-9, _ or -",
-                t.id
-            ),
+            format!("{:?} must be 1 to 64 characters of a-z, 0-9, _ or -", t.id),
         );
     }
     if t.password_hash.is_none() && t.authorized_keys.is_empty() {
@@ -147,7 +144,10 @@ fn tenant_problems(index: usize, t: &Tenant, out: &mut Vec<String>) {
     if chrono_tz::Tz::from_str(&p.timezone).is_err() {
         say(
             "import.timezone",
-            format!("{:?} is not an IANA time zone like \"Europe/Zagreb\"", p.timezone),
+            format!(
+                "{:?} is not an IANA time zone like \"Europe/Zagreb\"",
+                p.timezone
+            ),
         );
     }
     match (&p.schedule, p.trigger) {

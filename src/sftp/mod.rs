@@ -1,4 +1,40 @@
-//! The SFTP front door: SSH listener, authentication, the per-tenant jail, the SFTP request
-//! handler and upload-finished events.
+//! The SFTP front door: the SSH listener and authentication (`server`, `auth`, `hostkeys`), the
+//! per-tenant jail (`jail`), the SFTP request handler (`requests`) and its wire loop (`wire`),
+//! and the "upload finished" event (`events`).
+//!
+//! Bytes enter from SSH clients (or stdin for `roster sftp-server`); files land in the tenant's
+//! home; each finished upload leaves as one [`UploadFinished`] on an [`UploadSink`].
 
 pub mod auth;
+pub mod events;
+pub mod hostkeys;
+pub mod jail;
+pub mod requests;
+pub mod server;
+pub mod wire;
+
+pub use events::{is_temp_name, FinishedBy, InProgress, NoUploadSink, UploadFinished, UploadSink};
+pub use jail::Jail;
+pub use server::SftpServer;
+
+use std::sync::Arc;
+
+/// Serves one SFTP session on stdin/stdout, jailed to `root` (`roster sftp-server`), for use as
+/// OpenSSH's `Subsystem sftp`. Uploads are not announced here: the server's folder watcher sees them.
+pub async fn serve_stdio(
+    root: &std::path::Path,
+    read_only: bool,
+    max_upload_bytes: u64,
+) -> anyhow::Result<()> {
+    let jail = Jail::new(root, read_only)
+        .map_err(|e| anyhow::anyhow!("cannot use {} as the SFTP root: {e}", root.display()))?;
+    let session = requests::SftpSession::new(requests::SessionContext {
+        tenant: root.display().to_string(),
+        jail,
+        max_upload_bytes,
+        sink: Arc::new(NoUploadSink),
+        in_progress: InProgress::none(),
+    });
+    wire::serve(tokio::io::stdin(), tokio::io::stdout(), session).await?;
+    Ok(())
+}
