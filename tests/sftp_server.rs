@@ -1,0 +1,155 @@
+//! The SSH side of the front door over a real socket: logins (password, key, wrong password,
+//! unknown tenant), the failed-login block, the per-tenant session limit, config reload while
+//! running, and host keys reused across restarts.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use support::sftp::{
+    config_text, eventually, Client, Login, TestServer, ACME_PASSWORD, BETA_PASSWORD,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_by_password_and_key() {
+    let srv = TestServer::start().await;
+    assert!(srv.password("acme", ACME_PASSWORD).await.is_ok());
+    assert!(srv.password("beta", BETA_PASSWORD).await.is_ok());
+    let _ = srv.acme().await;
+    // Wrong password, unknown tenant, a key the tenant does not list.
+    assert!(srv.password("acme", "wrong").await.is_err());
+    assert!(srv.password("nobody", ACME_PASSWORD).await.is_err());
+    assert!(
+        Client::connect(srv.addr(), "beta", Login::Key(srv.acme_key.clone()))
+            .await
+            .is_err()
+    );
+    // Each tenant lands in its own home.
+    let a = srv.acme().await;
+    a.put("users.csv", b"acme").await.unwrap();
+    let b = srv.password("beta", BETA_PASSWORD).await.unwrap();
+    assert!(b.get("users.csv").await.is_err());
+    assert!(srv.home("acme").join("users.csv").exists());
+    assert!(!srv.home("beta").join("users.csv").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_block_the_address() {
+    let srv = TestServer::start().await; // max_auth_failures = 5
+    for _ in 0..5 {
+        assert!(srv.password("beta", "guess").await.is_err());
+    }
+    // Now even the right password is refused from this address.
+    assert!(srv.password("beta", BETA_PASSWORD).await.is_err());
+    assert!(srv.password("acme", ACME_PASSWORD).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_per_tenant_are_limited() {
+    let srv = TestServer::start().await; // max_sessions_per_tenant = 4
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        open.push(srv.acme().await);
+    }
+    assert!(
+        Client::connect(srv.addr(), "acme", Login::Key(srv.acme_key.clone()))
+            .await
+            .is_err()
+    );
+    // Another tenant is not affected.
+    assert!(srv.password("beta", BETA_PASSWORD).await.is_ok());
+    // Closing one frees a slot.
+    let c = open.pop().unwrap();
+    c.ssh
+        .disconnect(russh::Disconnect::ByApplication, "", "en")
+        .await
+        .unwrap();
+    drop(c);
+    let again = eventually(5, || async {
+        Client::connect(srv.addr(), "acme", Login::Key(srv.acme_key.clone()))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(again);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_reload_while_running() {
+    let srv = TestServer::start().await;
+    let dir = srv.dir.path().to_path_buf();
+    let gamma_hash = roster::sftp::auth::hash_password("gamma-pass").unwrap();
+    let gamma = format!("\n[[tenants]]\nid = \"gamma\"\npassword_hash = \"{gamma_hash}\"\n");
+    let base = config_text(&dir, srv.acme_key.public_key(), "");
+
+    // A new tenant can log in.
+    std::fs::write(&srv.config_path, format!("{base}{gamma}")).unwrap();
+    assert!(
+        eventually(10, || async {
+            srv.password("gamma", "gamma-pass").await.is_ok()
+        })
+        .await
+    );
+
+    // An invalid edit is refused and the running config stays.
+    std::fs::write(
+        &srv.config_path,
+        format!("{base}{gamma}\n[[tenants]]\nid = \"Bad Id!\"\n"),
+    )
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(srv.password("gamma", "gamma-pass").await.is_ok());
+
+    // A removed tenant cannot start new sessions; a changed password applies.
+    let acme_hash2 = roster::sftp::auth::hash_password("new-acme-pass").unwrap();
+    let changed = base.replacen(&first_hash(&base), &acme_hash2, 1);
+    std::fs::write(&srv.config_path, changed).unwrap();
+    assert!(
+        eventually(10, || async {
+            srv.password("gamma", "gamma-pass").await.is_err()
+        })
+        .await
+    );
+    assert!(
+        eventually(10, || async {
+            srv.password("acme", "new-acme-pass").await.is_ok()
+        })
+        .await
+    );
+    assert!(srv.password("acme", ACME_PASSWORD).await.is_err());
+}
+
+fn first_hash(text: &str) -> String {
+    let start = text.find("$argon2id$").unwrap();
+    let end = text[start..].find('"').unwrap();
+    text[start..start + end].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_keys_are_created_once_and_reused() {
+    let mut srv = TestServer::start().await;
+    let keys = srv.dir.path().join("host_keys");
+    for name in ["ssh_host_ed25519_key", "ssh_host_rsa_key"] {
+        let mode = std::fs::metadata(keys.join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    let before = std::fs::read(keys.join("ssh_host_ed25519_key")).unwrap();
+    let first = srv.acme().await.host_key.unwrap();
+    srv.stop().await;
+
+    let TestServer {
+        dir,
+        config_path,
+        acme_key,
+        ..
+    } = srv;
+    let srv = TestServer::start_in(dir, config_path, acme_key).await;
+    let second = srv.acme().await.host_key.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(
+        std::fs::read(keys.join("ssh_host_ed25519_key")).unwrap(),
+        before
+    );
+}
