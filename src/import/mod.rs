@@ -1,4 +1,167 @@
-//! The import engine: CSV bytes → a validated, planned and applied sync of a tenant's directory.
-//! (Being built; see issue 3.)
+//! The import engine: CSV bytes → a validated, planned and atomically applied sync of a
+//! tenant's user directory (design.md §3–§6).
+//!
+//! Data enters as a file path or bytes plus the tenant's [`Tenant`] profile; it leaves as an
+//! [`ImportOutcome`]: the history record (already committed to the store together with every
+//! user change, and flushed), the failure report CSV, and a password-blanked copy for the
+//! archive. The intake decides names and folders and moves files; this module only produces
+//! bytes. Stages, one file each: `read` (encoding, delimiter, csv), `fields` (the field table),
+//! `row` (mapping and validation), `plan` (merging a bucket), `apply` (parallel passes,
+//! staging), `report` (failure report, archive copy), `engine` (the run from start to end).
+//!
+//! Decisions where the contract is silent:
+//! - Row numbers count the header as row 1, so the first data row is row 2 (as a spreadsheet
+//!   shows it). Lines whose cells are all empty are not counted as rows.
+//! - A file in which no row can be imported (every row skipped) is an `error`: nothing is
+//!   applied, not even `on_missing`.
+//! - Two rows with different keys and the same email: both are skipped. A row whose email
+//!   belongs to another stored user (who keeps it) is skipped.
+//! - With an empty `columns` map each header that is a field name (`email`, `custom.x`, …) is
+//!   taken as that field; other headers are ignored and named in a message.
+//! - `activate = "with_password"` also activates an existing inactive user when a row gives a
+//!   password. A user who returns after being deleted or deactivated by an import is restored
+//!   to active unless the row's active/deactivate column says otherwise.
+//! - The archive copy is UTF-8 (with a BOM unless the original was BOM-less UTF-8).
+//! - A held run stores the file and the profile; `approve` re-plans exactly that file with
+//!   that profile against the directory as it was when held, and refuses if the directory
+//!   changed since.
 
+mod apply;
+mod engine;
 pub mod fields;
+mod plan;
+mod read;
+mod report;
+mod row;
+
+pub use crate::store::{ImportRecord, ImportStatus};
+pub use plan::{Change, Counts, FieldChange};
+
+use crate::config::Tenant;
+use crate::store::Store;
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Options of one run.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// When the file finished uploading (recorded as `received_at`).
+    pub received_at: DateTime<Utc>,
+    /// Plan only: compute everything, change nothing, record nothing.
+    pub dry_run: bool,
+    /// Called with the number of rows read so far, every few thousand rows.
+    pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            received_at: Utc::now(),
+            dry_run: false,
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("received_at", &self.received_at)
+            .field("dry_run", &self.dry_run)
+            .finish()
+    }
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct ImportOutcome {
+    /// The history record (committed unless `dry_run`).
+    pub record: ImportRecord,
+    /// The failure report (design.md §6), when rows were skipped.
+    pub report_csv: Option<Vec<u8>>,
+    /// The file with password cells blanked, when it has a password column; otherwise the
+    /// intake archives the original.
+    pub archive_copy: Option<Vec<u8>>,
+}
+
+/// A dry run's plan with details.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    /// The record the run would produce (status `held` if it would be held).
+    pub record: ImportRecord,
+    /// Inserts, updates (field: old → new), restores, deactivations, deletions.
+    pub changes: Vec<Change>,
+    /// True when there were more changes than [`PREVIEW_LIMIT`].
+    pub truncated: bool,
+    pub report_csv: Option<Vec<u8>>,
+}
+
+/// Most changes a preview lists (the counts are always complete).
+pub const PREVIEW_LIMIT: usize = 10_000;
+
+/// Imports a file of `tenant` and commits the result (see the module doc).
+pub fn run_file(
+    store: &Store,
+    tenant: &Tenant,
+    path: &Path,
+    opts: &RunOptions,
+) -> Result<ImportOutcome> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| path.display().to_string());
+    let job = engine::Job::new(store, tenant, &name, read::Input::Path(path), opts);
+    Ok(engine::execute(job)?.outcome)
+}
+
+/// Imports bytes named `file_name`.
+pub fn run_bytes(
+    store: &Store,
+    tenant: &Tenant,
+    file_name: &str,
+    bytes: &[u8],
+    opts: &RunOptions,
+) -> Result<ImportOutcome> {
+    let job = engine::Job::new(store, tenant, file_name, read::Input::Bytes(bytes), opts);
+    Ok(engine::execute(job)?.outcome)
+}
+
+/// What importing `path` would do; nothing is changed or recorded.
+pub fn preview(store: &Store, tenant: &Tenant, path: &Path) -> Result<Preview> {
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    preview_bytes(store, tenant, &name, &bytes)
+}
+
+/// [`preview`] of bytes.
+pub fn preview_bytes(
+    store: &Store,
+    tenant: &Tenant,
+    file_name: &str,
+    bytes: &[u8],
+) -> Result<Preview> {
+    let opts = RunOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let mut job = engine::Job::new(store, tenant, file_name, read::Input::Bytes(bytes), &opts);
+    job.detail = PREVIEW_LIMIT;
+    let done = engine::execute(job)?;
+    Ok(Preview {
+        record: done.outcome.record,
+        truncated: done.changes.len() >= PREVIEW_LIMIT,
+        changes: done.changes,
+        report_csv: done.outcome.report_csv,
+    })
+}
+
+/// Applies a held run exactly as planned; the held record becomes `success` or `partial`.
+pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<ImportOutcome> {
+    engine::approve(store, tenant, import_id)
+}

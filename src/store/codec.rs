@@ -119,7 +119,7 @@ impl UserRec {
         };
         rec.row_digest.copy_from_slice(&buf[27..43]);
         rec.pw_fp.copy_from_slice(&buf[43..59]);
-        let mut r = Reader {
+        let mut r = Cursor {
             buf,
             at: HEADER_LEN,
         };
@@ -153,11 +153,27 @@ pub(crate) fn digest_of(rec: &[u8]) -> Option<&[u8]> {
     rec.get(DIGEST_AT..DIGEST_AT + 16)
 }
 
+/// One field of an encoded record, found without decoding the others.
+pub(crate) fn field_of<'a>(rec: &'a [u8], name: &str) -> Result<Option<&'a str>> {
+    let mut r = Cursor::new(rec);
+    r.take(HEADER_LEN)?;
+    r.bytes()?;
+    let n = r.varint()?;
+    for _ in 0..n {
+        let k = r.bytes()?;
+        let v = r.bytes()?;
+        if k == name.as_bytes() {
+            return Ok(std::str::from_utf8(v).ok());
+        }
+    }
+    Ok(None)
+}
+
 /// Iterates the (key, record) pairs of a bucket blob without copying.
 pub(crate) fn bucket_entries(blob: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
-    let mut r = Reader { buf: blob, at: 0 };
+    let mut r = Cursor::new(blob);
     let mut out = Vec::new();
-    while r.at < blob.len() {
+    while !r.at_end() {
         let k = r.bytes()?;
         let v = r.bytes()?;
         out.push((k, v));
@@ -171,7 +187,7 @@ pub(crate) fn bucket_push(out: &mut Vec<u8>, key: &[u8], rec: &[u8]) {
     put_bytes(out, rec);
 }
 
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     loop {
         let b = (v & 0x7f) as u8;
         v >>= 7;
@@ -183,18 +199,41 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     }
 }
 
-pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
 }
 
 /// A cursor over an encoded buffer; every read is bounds-checked.
-pub(crate) struct Reader<'a> {
-    pub buf: &'a [u8],
-    pub at: usize,
+pub struct Cursor<'a> {
+    buf: &'a [u8],
+    at: usize,
 }
 
-impl<'a> Reader<'a> {
+impl<'a> Cursor<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Cursor { buf, at: 0 }
+    }
+
+    pub fn at_end(&self) -> bool {
+        self.at >= self.buf.len()
+    }
+
+    pub fn byte(&mut self) -> Result<u8> {
+        let b = self.take(1)?;
+        Ok(b[0])
+    }
+
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.at.checked_add(n).filter(|e| *e <= self.buf.len());
+        let Some(end) = end else {
+            bail!("stored data is damaged (length out of range)");
+        };
+        let s = &self.buf[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
     pub fn varint(&mut self) -> Result<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
@@ -212,13 +251,7 @@ impl<'a> Reader<'a> {
 
     pub fn bytes(&mut self) -> Result<&'a [u8]> {
         let n = self.varint()? as usize;
-        let end = self.at.checked_add(n).filter(|e| *e <= self.buf.len());
-        let Some(end) = end else {
-            bail!("stored data is damaged (length out of range)");
-        };
-        let s = &self.buf[self.at..end];
-        self.at = end;
-        Ok(s)
+        self.take(n)
     }
 
     pub fn string(&mut self) -> Result<String> {

@@ -40,10 +40,10 @@ mod outbox;
 mod users;
 
 pub(crate) use codec::{
-    bucket_entries, bucket_push, digest_of, flags_of, status_of, UserRec, FLAG_MANAGED,
+    bucket_entries, bucket_push, digest_of, field_of, flags_of, status_of, UserRec, FLAG_MANAGED,
     FLAG_MISSING, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE,
 };
-pub use codec::{fnv64, LIST_SEP};
+pub use codec::{fnv64, put_bytes, put_varint, Cursor, LIST_SEP};
 pub use history::{ImportRecord, ImportStatus};
 pub use ledger::{LedgerEntry, LedgerState};
 pub use outbox::OutboxItem;
@@ -67,7 +67,6 @@ pub struct Store {
 
 struct Inner {
     db: sled::Db,
-    meta: sled::Tree,
     users: sled::Tree,
     history: sled::Tree,
     plans: sled::Tree,
@@ -183,7 +182,6 @@ impl Store {
                 plans: tree("plans")?,
                 ledger: tree("ledger")?,
                 outbox: tree("outbox")?,
-                meta,
                 db,
                 secret,
             }),

@@ -1,0 +1,137 @@
+//! Running the bucket passes over all cores and committing the result.
+//!
+//! Data enters as per-bucket arenas of packed rows and the tenant's state; the survey pass
+//! leaves counts for the hold decision, the main pass leaves staged bucket generations (written
+//! to the store but invisible) plus counts, change details and late skips. `commit` then makes
+//! the run visible in one transaction; on any failure the staged buckets are discarded.
+
+use super::plan::{plan_bucket, survey, BucketPlan, Counts, Ctx};
+use crate::store::{Store, TenantState, BUCKETS};
+use anyhow::Result;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Calls `f` for every bucket index on all cores; returns the results in bucket order.
+pub fn par_buckets<T: Send>(f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<(usize, Result<T>)>> = Mutex::new(Vec::with_capacity(BUCKETS));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut local = Vec::new();
+                loop {
+                    let b = next.fetch_add(1, Ordering::Relaxed);
+                    if b >= BUCKETS || failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let r = f(b);
+                    if r.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    local.push((b, r));
+                }
+                if let Ok(mut all) = results.lock() {
+                    all.extend(local);
+                }
+            });
+        }
+    });
+    let mut all = results
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a planning thread failed"))?;
+    all.sort_by_key(|(b, _)| *b);
+    all.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Totals of the survey pass.
+#[derive(Default)]
+pub struct Survey {
+    pub current: u64,
+    pub missing: u64,
+    pub conflicts: Vec<(u64, String)>,
+}
+
+pub fn run_survey(
+    store: &Store,
+    ctx: &Ctx<'_>,
+    state: &TenantState,
+    arenas: &[Vec<u8>],
+    file_emails: &HashMap<u64, (u64, u64)>,
+) -> Result<Survey> {
+    let tenant = ctx.tenant.id.as_str();
+    let parts = par_buckets(|b| {
+        let blob = store.bucket(tenant, b as u16, state.gen(b))?;
+        survey(ctx, blob.as_deref(), &arenas[b], file_emails)
+    })?;
+    let mut s = Survey::default();
+    for (c, m, conf) in parts {
+        s.current += c;
+        s.missing += m;
+        s.conflicts.extend(conf);
+    }
+    Ok(s)
+}
+
+/// The outcome of the main pass.
+#[derive(Default)]
+pub struct Planned {
+    pub counts: Counts,
+    pub changes: Vec<super::plan::Change>,
+    pub late_skips: Vec<(u64, String)>,
+    /// (bucket, generation) written to the store but not yet committed.
+    pub staged: Vec<(u16, u64)>,
+}
+
+/// Plans every bucket; when `stage`, writes each changed bucket under a new generation.
+pub fn run_plan(
+    store: &Store,
+    ctx: &Ctx<'_>,
+    state: &TenantState,
+    arenas: &[Vec<u8>],
+    stage: bool,
+) -> Result<Planned> {
+    let tenant = ctx.tenant.id.as_str();
+    let staged_so_far: Mutex<Vec<(u16, u64)>> = Mutex::new(Vec::new());
+    let parts = par_buckets(|b| {
+        let gen = state.gen(b);
+        if gen == 0 && arenas[b].is_empty() {
+            return Ok((BucketPlan::default(), None));
+        }
+        let blob = store.bucket(tenant, b as u16, gen)?;
+        let mut plan = plan_bucket(ctx, blob.as_deref(), &arenas[b])?;
+        drop(blob);
+        let mut staged = None;
+        if let (true, Some(new)) = (stage, plan.blob.take()) {
+            let g = store.new_generation()?;
+            store.stage_bucket(tenant, b as u16, g, &new)?;
+            if let Ok(mut s) = staged_so_far.lock() {
+                s.push((b as u16, g));
+            }
+            staged = Some((b as u16, g));
+        }
+        plan.blob = None;
+        Ok((plan, staged))
+    });
+    let parts = match parts {
+        Ok(p) => p,
+        Err(e) => {
+            let staged = staged_so_far.into_inner().unwrap_or_default();
+            let _ = store.discard_staged(tenant, &staged);
+            return Err(e);
+        }
+    };
+    let mut out = Planned::default();
+    for (p, staged) in parts {
+        out.counts.add(&p.counts);
+        out.changes.extend(p.changes);
+        out.late_skips.extend(p.late_skips);
+        out.staged.extend(staged);
+    }
+    Ok(out)
+}

@@ -1,0 +1,572 @@
+//! One run from start to end: scan, duplicate check, header mapping, row pass into bucket
+//! arenas, survey and hold decision, main pass with staging, failure report, commit.
+//!
+//! Data enters as a [`Job`] (store, tenant, file, options) and leaves as a [`Done`]: the
+//! outcome (record, report, archive copy) and, for previews, the change details.
+
+use super::apply::{run_plan, run_survey};
+use super::plan::{Change, Ctx};
+use super::read::{self, Input};
+use super::report;
+use super::row::{self, Parsed, Row, ROW_PRESENT_ONLY};
+use super::{ImportOutcome, RunOptions};
+use crate::config::{MatchBy, OnMissing, Tenant};
+use crate::store::{
+    fnv64, Commit, ImportRecord, ImportStatus, LedgerEntry, LedgerState, Store, BUCKETS,
+};
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Most messages kept in a record (the report has every skipped row).
+const MAX_MESSAGES: usize = 50;
+
+pub struct Job<'a> {
+    pub store: &'a Store,
+    pub tenant: &'a Tenant,
+    pub file: &'a str,
+    pub input: Input<'a>,
+    pub opts: &'a RunOptions,
+    /// Changes to collect (previews).
+    pub detail: usize,
+    /// Set by `approve`: the held record to complete and the state version it was held at.
+    pub approving: Option<(String, u64)>,
+}
+
+impl<'a> Job<'a> {
+    pub fn new(
+        store: &'a Store,
+        tenant: &'a Tenant,
+        file: &'a str,
+        input: Input<'a>,
+        opts: &'a RunOptions,
+    ) -> Self {
+        Job {
+            store,
+            tenant,
+            file,
+            input,
+            opts,
+            detail: 0,
+            approving: None,
+        }
+    }
+}
+
+pub struct Done {
+    pub outcome: ImportOutcome,
+    pub changes: Vec<Change>,
+}
+
+/// Header of a held plan in the store; the file bytes follow it.
+#[derive(Serialize, Deserialize)]
+struct HeldPlan {
+    tenant: Tenant,
+    file: String,
+    received_at: DateTime<Utc>,
+    version: u64,
+}
+
+fn push_msg(msgs: &mut Vec<String>, dropped: &mut u64, m: String) {
+    if msgs.len() < MAX_MESSAGES {
+        msgs.push(m);
+    } else {
+        *dropped += 1;
+    }
+}
+
+/// Runs a job (see the module doc).
+pub fn execute(job: Job<'_>) -> Result<Done> {
+    let store = job.store;
+    let tenant = job.tenant;
+    let profile = &tenant.import;
+    let started_at = Utc::now();
+    let scan = read::scan(job.input, profile.encoding)?;
+    let id = match &job.approving {
+        Some((id, _)) => id.clone(),
+        None if job.opts.dry_run => "preview".to_string(),
+        None => store.new_import_id(started_at)?,
+    };
+    let mut rec = ImportRecord {
+        id,
+        tenant: tenant.id.clone(),
+        file: job.file.to_string(),
+        sha256: scan.sha256.clone(),
+        bytes: scan.bytes,
+        received_at: job.opts.received_at,
+        started_at,
+        finished_at: started_at,
+        status: ImportStatus::Error,
+        rows: 0,
+        inserted: 0,
+        updated: 0,
+        unchanged: 0,
+        deactivated: 0,
+        deleted: 0,
+        restored: 0,
+        skipped: 0,
+        errors: 0,
+        messages: Vec::new(),
+        encoding: String::new(),
+        delimiter: String::new(),
+        archived_as: None,
+        report: None,
+    };
+    let state = store.tenant_state(&tenant.id)?;
+    if let Some((_, held_version)) = &job.approving {
+        if *held_version != state.version {
+            bail!(
+                "import {} of tenant {} cannot be approved: the directory changed after it was held; upload the file again",
+                rec.id,
+                tenant.id
+            );
+        }
+    } else if state.last_applied_sha256.as_deref() == Some(scan.sha256.as_str()) {
+        rec.status = ImportStatus::Duplicate;
+        rec.messages.push(
+            "the file is identical (same sha256) to the last applied file, so nothing was changed"
+                .into(),
+        );
+        return finish(job, rec, &state, Vec::new(), None, None, Vec::new());
+    }
+    let enc = match scan.encoding {
+        Ok(e) => e,
+        Err(msg) => return fail(job, rec, &state, msg, None),
+    };
+    rec.encoding = enc.name().to_string();
+    let (text, delim) = read::with_delimiter(read::text(job.input, enc)?, profile.delimiter)?;
+    rec.delimiter = read::delimiter_name(delim);
+    let mut rdr = read::csv_reader(text, delim);
+    let mut record = csv::ByteRecord::new();
+    let header_ok = rdr
+        .read_byte_record(&mut record)
+        .context("cannot read the header row");
+    match header_ok {
+        Ok(true) => {}
+        Ok(false) => return fail(job, rec, &state, "the file is empty".into(), None),
+        Err(e) => return fail(job, rec, &state, format!("{e:#}"), None),
+    }
+    let headers: Vec<String> = record
+        .iter()
+        .map(|h| String::from_utf8_lossy(h).to_string())
+        .collect();
+    let map = match row::map_columns(&headers, profile) {
+        Ok(m) => m,
+        Err(msg) => return fail(job, rec, &state, msg, None),
+    };
+    let password_col = map.password.map(|i| map.cols[i].index);
+    let mut dropped = 0u64;
+    for n in &map.notes {
+        push_msg(&mut rec.messages, &mut dropped, n.clone());
+    }
+    // Row pass: validate, pack into bucket arenas, remember skip reasons and emails.
+    let secret = *store.secret();
+    let check_emails = profile.match_by != MatchBy::Email && map.email.is_some();
+    let mut arenas: Vec<Vec<u8>> = vec![Vec::new(); BUCKETS];
+    let mut skips: HashMap<u64, String> = HashMap::new();
+    let mut file_emails: HashMap<u64, (u64, u64)> = HashMap::new();
+    let mut email_clash: HashMap<u64, (String, Vec<u64>)> = HashMap::new();
+    let mut notes = Vec::new();
+    let mut line = 1u64;
+    loop {
+        match rdr.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                let msg = format!("cannot read the file after row {line}: {e}");
+                return fail(job, rec, &state, msg, password_col);
+            }
+        }
+        line += 1;
+        if record.iter().all(|c| c.iter().all(u8::is_ascii_whitespace)) {
+            continue;
+        }
+        rec.rows += 1;
+        if let Some(p) = &job.opts.progress {
+            if rec.rows % 8192 == 0 {
+                p(rec.rows);
+            }
+        }
+        match row::parse_record(&record, line, &map, tenant, &mut notes) {
+            Parsed::Valid(r) => {
+                let fp = match &r.password {
+                    Some(pw) => row::password_fp(&secret, pw),
+                    None => [0; 16],
+                };
+                let digest = row::row_digest(&r, &map, profile, &fp);
+                if check_emails {
+                    if let Some(e) = &r.email {
+                        let eh = fnv64(e.as_bytes());
+                        let kh = fnv64(r.key.as_bytes());
+                        match file_emails.get(&eh) {
+                            Some(&(k0, l0)) if k0 != kh => {
+                                let c = email_clash
+                                    .entry(eh)
+                                    .or_insert_with(|| (e.clone(), vec![l0]));
+                                c.1.push(line);
+                            }
+                            Some(_) => {}
+                            None => {
+                                file_emails.insert(eh, (kh, line));
+                            }
+                        }
+                    }
+                }
+                row::pack(&mut arenas[row::bucket_of(&r.key)], &r, 0, &digest);
+            }
+            Parsed::Skipped { key, reason } => {
+                if let Some(key) = key {
+                    let r = Row {
+                        line,
+                        key,
+                        ..Default::default()
+                    };
+                    row::pack(
+                        &mut arenas[row::bucket_of(&r.key)],
+                        &r,
+                        ROW_PRESENT_ONLY,
+                        &[0; 16],
+                    );
+                }
+                skips.insert(line, reason);
+            }
+        }
+        for n in notes.drain(..) {
+            push_msg(&mut rec.messages, &mut dropped, n);
+        }
+    }
+    if let Some(p) = &job.opts.progress {
+        p(rec.rows);
+    }
+    if rec.rows == 0 {
+        return fail(
+            job,
+            rec,
+            &state,
+            "the file has a header row but no data rows".into(),
+            password_col,
+        );
+    }
+    // Emails given to more than one key in the file: skip every such row.
+    let mut conflicts: HashMap<u64, String> = HashMap::new();
+    let email_header = map
+        .email
+        .map(|i| map.cols[i].header.clone())
+        .unwrap_or_default();
+    for (eh, (email, lines)) in email_clash {
+        file_emails.remove(&eh);
+        let list: Vec<String> = lines.iter().map(u64::to_string).collect();
+        for l in &lines {
+            conflicts.insert(
+                *l,
+                format!(
+                    "row {l}: {email_header} {email:?} is given to more than one user in this file (rows {})",
+                    list.join(", ")
+                ),
+            );
+        }
+    }
+    let empty = HashMap::new();
+    let mut ctx = Ctx {
+        tenant,
+        map: &map,
+        secret,
+        now_ms: started_at.timestamp_millis(),
+        detail: job.detail,
+        hash_passwords: !job.opts.dry_run,
+        conflicts: &empty,
+        missing: true,
+    };
+    let has_users = state.gens.iter().any(|g| *g != 0);
+    let mut held = None;
+    if has_users && (profile.on_missing != OnMissing::Keep || check_emails) {
+        let survey = run_survey(store, &ctx, &state, &arenas, &file_emails)?;
+        let limit = profile.max_missing_percent / 100.0 * survey.current as f64;
+        if job.approving.is_none() && survey.missing >= 5 && survey.missing as f64 > limit {
+            held = Some(survey.missing);
+        }
+        conflicts.extend(survey.conflicts);
+    }
+    ctx.conflicts = &conflicts;
+    drop(file_emails);
+    if let (Some(missing), false) = (held, job.opts.dry_run) {
+        // Held: record the run and keep the file and profile for `approve`; change nothing.
+        for (l, r) in &conflicts {
+            skips.entry(*l).or_insert_with(|| r.clone());
+        }
+        rec.status = ImportStatus::Held;
+        rec.skipped = skips.len() as u64;
+        rec.errors = rec.skipped;
+        match profile.on_missing {
+            OnMissing::Delete => rec.deleted = missing,
+            _ => rec.deactivated = missing,
+        }
+        rec.messages.insert(
+            0,
+            format!(
+                "held: {missing} users are missing from the file, more than max_missing_percent ({}%) of the tenant's users; nothing was changed. Approve with `roster approve {} {}` to apply this run",
+                profile.max_missing_percent, tenant.id, rec.id
+            ),
+        );
+        let bytes = match job.input {
+            Input::Bytes(b) => b.to_vec(),
+            Input::Path(p) => {
+                std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
+            }
+        };
+        let header = serde_json::to_vec(&HeldPlan {
+            tenant: tenant.clone(),
+            file: job.file.to_string(),
+            received_at: job.opts.received_at,
+            version: state.version,
+        })?;
+        let mut plan = Vec::with_capacity(4 + header.len() + bytes.len());
+        plan.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        plan.extend_from_slice(&header);
+        plan.extend_from_slice(&bytes);
+        drop(bytes);
+        let (report_csv, archive) = report::write(
+            job.input,
+            enc,
+            delim,
+            &report::Want {
+                skips: &skips,
+                password_col,
+            },
+        )?;
+        let put = Some((rec.id.clone(), plan));
+        return finish_with(
+            job,
+            rec,
+            &state,
+            Vec::new(),
+            report_csv,
+            archive,
+            Vec::new(),
+            put,
+        );
+    }
+    let stage = !job.opts.dry_run;
+    let planned = run_plan(store, &ctx, &state, &arenas, stage)?;
+    drop(arenas);
+    for (l, r) in planned.late_skips {
+        skips.entry(l).or_insert(r);
+    }
+    let c = planned.counts;
+    rec.inserted = c.inserted;
+    rec.updated = c.updated;
+    rec.unchanged = c.unchanged;
+    rec.deactivated = c.deactivated;
+    rec.deleted = c.deleted;
+    rec.restored = c.restored;
+    rec.skipped = skips.len() as u64;
+    rec.errors = rec.skipped;
+    let applied = c.inserted + c.updated + c.unchanged + c.restored;
+    let mut first: Vec<(&u64, &String)> = skips.iter().collect();
+    first.sort();
+    let (report_csv, archive) = report::write(
+        job.input,
+        enc,
+        delim,
+        &report::Want {
+            skips: &skips,
+            password_col,
+        },
+    )?;
+    if applied == 0 {
+        store.discard_staged(&tenant.id, &planned.staged)?;
+        let why = first.first().map(|(_, r)| r.as_str()).unwrap_or("");
+        rec.status = ImportStatus::Error;
+        rec.errors += 1;
+        rec.deactivated = 0;
+        rec.deleted = 0;
+        rec.messages.insert(
+            0,
+            format!(
+                "none of the {} rows could be imported, so nothing was changed; the first problem: {why}",
+                rec.rows
+            ),
+        );
+        return finish(
+            job,
+            rec,
+            &state,
+            Vec::new(),
+            report_csv,
+            archive,
+            planned.changes,
+        );
+    }
+    for (_, r) in first.iter().take(MAX_MESSAGES) {
+        push_msg(&mut rec.messages, &mut dropped, (*r).clone());
+    }
+    dropped += first.len().saturating_sub(MAX_MESSAGES) as u64;
+    if dropped > 0 {
+        rec.messages
+            .push(format!("… and {dropped} more (see the failure report)"));
+    }
+    rec.status = if held.is_some() {
+        ImportStatus::Held
+    } else if rec.skipped > 0 {
+        ImportStatus::Partial
+    } else {
+        ImportStatus::Success
+    };
+    if job.approving.is_some() {
+        rec.messages.push(format!(
+            "approved and applied at {}",
+            Utc::now().to_rfc3339()
+        ));
+    }
+    finish(
+        job,
+        rec,
+        &state,
+        planned.staged,
+        report_csv,
+        archive,
+        planned.changes,
+    )
+}
+
+fn fail(
+    job: Job<'_>,
+    mut rec: ImportRecord,
+    state: &crate::store::TenantState,
+    msg: String,
+    password_col: Option<usize>,
+) -> Result<Done> {
+    rec.status = ImportStatus::Error;
+    rec.errors = 1;
+    rec.messages.insert(0, msg);
+    let archive = match (
+        password_col,
+        read::scan(job.input, job.tenant.import.encoding)?.encoding,
+    ) {
+        (Some(col), Ok(enc)) => {
+            let d = match job.tenant.import.delimiter {
+                crate::config::DelimiterSetting::Fixed(d) => d,
+                crate::config::DelimiterSetting::Auto => {
+                    rec.delimiter.bytes().next().unwrap_or(b',')
+                }
+            };
+            let empty = HashMap::new();
+            report::write(
+                job.input,
+                enc,
+                d,
+                &report::Want {
+                    skips: &empty,
+                    password_col: Some(col),
+                },
+            )?
+            .1
+        }
+        _ => None,
+    };
+    finish(job, rec, state, Vec::new(), None, archive, Vec::new())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    job: Job<'_>,
+    rec: ImportRecord,
+    state: &crate::store::TenantState,
+    staged: Vec<(u16, u64)>,
+    report_csv: Option<Vec<u8>>,
+    archive_copy: Option<Vec<u8>>,
+    changes: Vec<Change>,
+) -> Result<Done> {
+    finish_with(
+        job,
+        rec,
+        state,
+        staged,
+        report_csv,
+        archive_copy,
+        changes,
+        None,
+    )
+}
+
+/// Commits the record (and staged buckets) unless this is a dry run.
+#[allow(clippy::too_many_arguments)]
+fn finish_with(
+    job: Job<'_>,
+    mut rec: ImportRecord,
+    state: &crate::store::TenantState,
+    staged: Vec<(u16, u64)>,
+    report_csv: Option<Vec<u8>>,
+    archive_copy: Option<Vec<u8>>,
+    changes: Vec<Change>,
+    put_plan: Option<(String, Vec<u8>)>,
+) -> Result<Done> {
+    rec.finished_at = Utc::now();
+    if !job.opts.dry_run {
+        let applied = matches!(rec.status, ImportStatus::Success | ImportStatus::Partial);
+        let commit = Commit {
+            tenant: job.tenant.id.clone(),
+            expected_version: state.version,
+            buckets: staged.clone(),
+            last_applied_sha256: applied.then(|| rec.sha256.clone()),
+            ledger: Some(LedgerEntry {
+                tenant: job.tenant.id.clone(),
+                file: rec.file.clone(),
+                sha256: rec.sha256.clone(),
+                state: if rec.status == ImportStatus::Error {
+                    LedgerState::Failed
+                } else {
+                    LedgerState::Done
+                },
+                import_id: Some(rec.id.clone()),
+                updated_at: rec.finished_at,
+            }),
+            record: Some(rec.clone()),
+            put_plan,
+            remove_plan: job.approving.as_ref().map(|(id, _)| id.clone()),
+        };
+        if let Err(e) = job.store.commit(&commit) {
+            job.store.discard_staged(&job.tenant.id, &staged)?;
+            return Err(e);
+        }
+        tracing::info!(tenant = %rec.tenant, file = %rec.file, id = %rec.id, status = %rec.status,
+            rows = rec.rows, inserted = rec.inserted, updated = rec.updated, skipped = rec.skipped,
+            "import finished");
+    }
+    Ok(Done {
+        outcome: ImportOutcome {
+            record: rec,
+            report_csv,
+            archive_copy,
+        },
+        changes,
+    })
+}
+
+/// Applies a held plan (see `import::approve`).
+pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<ImportOutcome> {
+    let Some(blob) = store.held_plan(&tenant.id, import_id)? else {
+        bail!("tenant {} has no held import {import_id}", tenant.id);
+    };
+    let len = blob
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .unwrap_or(usize::MAX);
+    let Some(header) = blob.get(4..4usize.saturating_add(len)) else {
+        bail!(
+            "the held plan {import_id} of tenant {} is damaged",
+            tenant.id
+        );
+    };
+    let held: HeldPlan = serde_json::from_slice(header)
+        .with_context(|| format!("the held plan {import_id} is damaged"))?;
+    let bytes = &blob[4 + len..];
+    let opts = RunOptions {
+        received_at: held.received_at,
+        ..Default::default()
+    };
+    let mut job = Job::new(store, &held.tenant, &held.file, Input::Bytes(bytes), &opts);
+    job.approving = Some((import_id.to_string(), held.version));
+    Ok(execute(job)?.outcome)
+}

@@ -1,0 +1,465 @@
+//! Planning one bucket of a tenant's directory: merging the stored users of the bucket with the
+//! file's rows that hash to it, in key order.
+//!
+//! Data enters as the stored bucket blob (or none) and the bucket's arena of packed rows; it
+//! leaves as counts, the new bucket blob (only when something changed), optional change
+//! details for a preview, and late skip reasons (duplicated keys, email conflicts). Nothing is
+//! written here: `apply` stages and commits.
+
+use super::row::{unpack, Mapping, PackedRow};
+use crate::config::{Activate, EmptyCells, OnMissing, Tenant};
+use crate::store::{
+    bucket_entries, bucket_push, digest_of, field_of, flags_of, status_of, UserRec, FLAG_MANAGED,
+    FLAG_MISSING, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE,
+};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// One change of a plan, as a preview shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Change {
+    Insert {
+        key: String,
+        fields: BTreeMap<String, String>,
+    },
+    Update {
+        key: String,
+        changes: Vec<FieldChange>,
+    },
+    Restore {
+        key: String,
+        changes: Vec<FieldChange>,
+    },
+    Deactivate {
+        key: String,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+/// `field: old → new` (passwords appear as `(changed)`, never their value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+/// Counters of a plan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deactivated: u64,
+    pub deleted: u64,
+    pub restored: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.inserted += o.inserted;
+        self.updated += o.updated;
+        self.unchanged += o.unchanged;
+        self.deactivated += o.deactivated;
+        self.deleted += o.deleted;
+        self.restored += o.restored;
+    }
+}
+
+/// What the planner needs to know besides the bucket.
+pub struct Ctx<'a> {
+    pub tenant: &'a Tenant,
+    pub map: &'a Mapping,
+    pub secret: [u8; 32],
+    pub now_ms: i64,
+    /// Collect [`Change`]s (preview), at most this many per bucket.
+    pub detail: usize,
+    /// Hash new or changed passwords (false for a preview).
+    pub hash_passwords: bool,
+    /// Rows skipped because their email belongs to someone else (line → reason).
+    pub conflicts: &'a HashMap<u64, String>,
+    /// Apply `on_missing` (false when the run only previews a hold).
+    pub missing: bool,
+}
+
+/// The plan of one bucket.
+#[derive(Default)]
+pub struct BucketPlan {
+    pub blob: Option<Vec<u8>>,
+    pub counts: Counts,
+    pub changes: Vec<Change>,
+    pub late_skips: Vec<(u64, String)>,
+}
+
+fn missing_action(ctx: &Ctx<'_>, rec: &[u8]) -> Option<u8> {
+    if !ctx.missing || flags_of(rec) & FLAG_MANAGED == 0 {
+        return None;
+    }
+    match (ctx.tenant.import.on_missing, status_of(rec)) {
+        (OnMissing::Deactivate, STATUS_ACTIVE) => Some(STATUS_INACTIVE),
+        (OnMissing::Delete, s) if s != STATUS_DELETED => Some(STATUS_DELETED),
+        _ => None,
+    }
+}
+
+/// Groups sorted rows by key: (key, the single applicable row if any, all lines).
+fn groups<'a>(rows: &[PackedRow<'a>]) -> Vec<(&'a [u8], Vec<PackedRow<'a>>)> {
+    let mut out: Vec<(&'a [u8], Vec<PackedRow<'a>>)> = Vec::new();
+    for r in rows {
+        match out.last_mut() {
+            Some((k, g)) if *k == r.key => g.push(*r),
+            _ => out.push((r.key, vec![*r])),
+        }
+    }
+    out
+}
+
+/// Counts a bucket for the hold decision: (current users, users that would go missing), and
+/// finds rows whose email already belongs to another stored user.
+pub fn survey(
+    ctx: &Ctx<'_>,
+    stored: Option<&[u8]>,
+    arena: &[u8],
+    file_emails: &HashMap<u64, (u64, u64)>,
+) -> Result<(u64, u64, Vec<(u64, String)>)> {
+    let Some(stored) = stored else {
+        return Ok((0, 0, Vec::new()));
+    };
+    let mut rows = unpack(arena)?;
+    rows.sort_unstable_by(|a, b| a.key.cmp(b.key));
+    let (mut current, mut missing, mut conflicts) = (0, 0, Vec::new());
+    let check_email = !file_emails.is_empty();
+    for (k, v) in bucket_entries(stored)? {
+        if status_of(v) != STATUS_DELETED {
+            current += 1;
+        }
+        let found = rows.binary_search_by(|r| r.key.cmp(k));
+        if found.is_err() && missing_action(ctx, v).is_some() {
+            missing += 1;
+        }
+        if !check_email {
+            continue;
+        }
+        let Some(email) = field_of(v, "email")? else {
+            continue;
+        };
+        let Some(&(owner, line)) = file_emails.get(&crate::store::fnv64(email.as_bytes())) else {
+            continue;
+        };
+        if owner == crate::store::fnv64(k) {
+            continue;
+        }
+        // The stored user keeps this email unless its own row gives it another one.
+        let moves_away = match found {
+            Ok(i) => {
+                let r = &rows[i];
+                !r.present_only() && row_email(ctx, r)?.is_some_and(|e| e != email)
+            }
+            Err(_) => false,
+        };
+        if !moves_away {
+            let header = ctx
+                .map
+                .email
+                .and_then(|i| ctx.map.cols.get(i))
+                .map(|c| c.header.as_str())
+                .unwrap_or("email");
+            conflicts.push((
+                line,
+                format!(
+                    "row {line}: {header} {email:?} already belongs to user {:?}",
+                    String::from_utf8_lossy(k)
+                ),
+            ));
+        }
+    }
+    Ok((current, missing, conflicts))
+}
+
+fn row_email<'a>(ctx: &Ctx<'_>, r: &PackedRow<'a>) -> Result<Option<&'a str>> {
+    let Some(ei) = ctx.map.email else {
+        return Ok(None);
+    };
+    Ok(r.values()?
+        .into_iter()
+        .find(|(c, _)| *c == ei)
+        .and_then(|(_, v)| v))
+}
+
+/// Plans one bucket (see the module doc).
+pub fn plan_bucket(ctx: &Ctx<'_>, stored: Option<&[u8]>, arena: &[u8]) -> Result<BucketPlan> {
+    let stored = match stored {
+        Some(s) => bucket_entries(s)?,
+        None => Vec::new(),
+    };
+    let mut rows = unpack(arena)?;
+    rows.sort_unstable_by(|a, b| a.key.cmp(b.key).then(a.line.cmp(&b.line)));
+    let groups = groups(&rows);
+    let key_header = ctx.map.cols[ctx.map.key].header.as_str();
+    let mut plan = BucketPlan::default();
+    let mut out = Vec::with_capacity(
+        stored
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum::<usize>()
+            + arena.len(),
+    );
+    let mut changed = false;
+    let (mut i, mut j) = (0, 0);
+    while i < stored.len() || j < groups.len() {
+        let order = match (stored.get(i), groups.get(j)) {
+            (Some((sk, _)), Some((gk, _))) => sk.cmp(gk),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        let stored_here = (order != std::cmp::Ordering::Greater).then(|| stored[i]);
+        let group_here = (order != std::cmp::Ordering::Less).then(|| &groups[j]);
+        if stored_here.is_some() {
+            i += 1;
+        }
+        if group_here.is_some() {
+            j += 1;
+        }
+        // Choose the applicable row of the key, if any.
+        let mut row = None;
+        if let Some((key, g)) = group_here {
+            if g.len() > 1 {
+                let lines: Vec<String> = g.iter().map(|r| r.line.to_string()).collect();
+                for r in g.iter().filter(|r| !r.present_only()) {
+                    plan.late_skips.push((
+                        r.line,
+                        format!(
+                            "row {}: {key_header} {:?} appears on more than one row (rows {}), so none of them is imported",
+                            r.line,
+                            String::from_utf8_lossy(key),
+                            lines.join(", ")
+                        ),
+                    ));
+                }
+            } else if let Some(r) = g.first().filter(|r| !r.present_only()) {
+                match ctx.conflicts.get(&r.line) {
+                    Some(reason) => plan.late_skips.push((r.line, reason.clone())),
+                    None => row = Some(*r),
+                }
+            }
+        }
+        match (stored_here, group_here, row) {
+            (Some((k, v)), None, _) => match missing_action(ctx, v) {
+                Some(status) => {
+                    let mut rec = UserRec::decode(v)?;
+                    rec.status = status;
+                    rec.flags |= FLAG_MISSING;
+                    rec.updated_at = ctx.now_ms;
+                    let key = String::from_utf8_lossy(k).to_string();
+                    if status == STATUS_DELETED {
+                        rec.deleted_at = ctx.now_ms;
+                        plan.counts.deleted += 1;
+                        detail(ctx, &mut plan.changes, || Change::Delete { key });
+                    } else {
+                        plan.counts.deactivated += 1;
+                        detail(ctx, &mut plan.changes, || Change::Deactivate { key });
+                    }
+                    let mut enc = Vec::new();
+                    rec.encode_into(&mut enc);
+                    bucket_push(&mut out, k, &enc);
+                    changed = true;
+                }
+                None => bucket_push(&mut out, k, v),
+            },
+            (Some((k, v)), Some(_), None) => bucket_push(&mut out, k, v),
+            (Some((k, v)), Some(_), Some(r)) => {
+                let unchanged = digest_of(v) == Some(r.digest)
+                    && status_of(v) != STATUS_DELETED
+                    && flags_of(v) & FLAG_MISSING == 0
+                    && flags_of(v) & FLAG_MANAGED != 0;
+                if unchanged {
+                    plan.counts.unchanged += 1;
+                    bucket_push(&mut out, k, v);
+                    continue;
+                }
+                let mut rec = UserRec::decode(v)?;
+                let (restored, fchanges) = update(ctx, &mut rec, &r)?;
+                let mut enc = Vec::new();
+                rec.encode_into(&mut enc);
+                bucket_push(&mut out, k, &enc);
+                changed = true;
+                let key = || String::from_utf8_lossy(k).to_string();
+                if restored {
+                    plan.counts.restored += 1;
+                    detail(ctx, &mut plan.changes, || Change::Restore {
+                        key: key(),
+                        changes: fchanges,
+                    });
+                } else if fchanges.is_empty() {
+                    plan.counts.unchanged += 1;
+                } else {
+                    plan.counts.updated += 1;
+                    detail(ctx, &mut plan.changes, || Change::Update {
+                        key: key(),
+                        changes: fchanges,
+                    });
+                }
+            }
+            (None, Some((k, _)), Some(r)) => {
+                let rec = insert(ctx, &r)?;
+                let mut enc = Vec::new();
+                rec.encode_into(&mut enc);
+                bucket_push(&mut out, k, &enc);
+                changed = true;
+                plan.counts.inserted += 1;
+                detail(ctx, &mut plan.changes, || Change::Insert {
+                    key: String::from_utf8_lossy(k).to_string(),
+                    fields: rec
+                        .fields
+                        .iter()
+                        .cloned()
+                        .chain(
+                            (!rec.pw_hash.is_empty() || r.password.is_some())
+                                .then(|| ("password".to_string(), "(set)".to_string())),
+                        )
+                        .chain(std::iter::once((
+                            "status".to_string(),
+                            status_name(rec.status).to_string(),
+                        )))
+                        .collect(),
+                });
+            }
+            (None, Some(_), None) | (None, None, _) => {}
+        }
+    }
+    if changed {
+        plan.blob = Some(out);
+    }
+    Ok(plan)
+}
+
+fn detail(ctx: &Ctx<'_>, changes: &mut Vec<Change>, f: impl FnOnce() -> Change) {
+    if changes.len() < ctx.detail {
+        changes.push(f());
+    }
+}
+
+fn status_name(s: u8) -> &'static str {
+    match s {
+        STATUS_ACTIVE => "active",
+        STATUS_DELETED => "deleted",
+        _ => "inactive",
+    }
+}
+
+fn hash_password(ctx: &Ctx<'_>, pw: &[u8]) -> Result<String> {
+    use argon2::password_hash::PasswordHasher;
+    if !ctx.hash_passwords {
+        return Ok(String::new());
+    }
+    let salt: [u8; 16] = rand::random();
+    let hash = argon2::Argon2::default()
+        .hash_password_with_salt(pw, &salt)
+        .map_err(|e| anyhow::anyhow!("cannot hash a password: {e}"))?;
+    Ok(hash.to_string())
+}
+
+fn fingerprint(ctx: &Ctx<'_>, pw: &[u8]) -> [u8; 16] {
+    super::row::password_fp(&ctx.secret, &String::from_utf8_lossy(pw))
+}
+
+fn insert(ctx: &Ctx<'_>, r: &PackedRow<'_>) -> Result<UserRec> {
+    let mut rec = UserRec {
+        flags: FLAG_MANAGED,
+        created_at: ctx.now_ms,
+        updated_at: ctx.now_ms,
+        ..Default::default()
+    };
+    rec.row_digest.copy_from_slice(r.digest);
+    for (ci, v) in r.values()? {
+        if let (Some(col), Some(v)) = (ctx.map.cols.get(ci), v) {
+            rec.set(&col.field, Some(v));
+        }
+    }
+    if let Some(pw) = r.password {
+        rec.pw_fp = fingerprint(ctx, pw);
+        rec.pw_hash = hash_password(ctx, pw)?;
+    }
+    let active = match r.active() {
+        Some(a) => a,
+        None => match ctx.tenant.import.activate {
+            Activate::Always => true,
+            Activate::WithPassword => r.password.is_some(),
+        },
+    };
+    rec.status = if active {
+        STATUS_ACTIVE
+    } else {
+        STATUS_INACTIVE
+    };
+    Ok(rec)
+}
+
+/// Applies a row to a stored user; returns (restored, field changes).
+fn update(ctx: &Ctx<'_>, rec: &mut UserRec, r: &PackedRow<'_>) -> Result<(bool, Vec<FieldChange>)> {
+    let mut changes = Vec::new();
+    let clear = ctx.tenant.import.empty_cells == EmptyCells::Clear;
+    for (ci, v) in r.values()? {
+        let Some(col) = ctx.map.cols.get(ci) else {
+            continue;
+        };
+        if v.is_none() && !clear {
+            continue;
+        }
+        let old = rec.get(&col.field).map(str::to_string);
+        if rec.set(&col.field, v) {
+            changes.push(FieldChange {
+                field: col.field.clone(),
+                old,
+                new: v.map(str::to_string),
+            });
+        }
+    }
+    if let Some(pw) = r.password {
+        let fp = fingerprint(ctx, pw);
+        if fp != rec.pw_fp || rec.pw_hash.is_empty() && ctx.hash_passwords {
+            rec.pw_fp = fp;
+            rec.pw_hash = hash_password(ctx, pw)?;
+            changes.push(FieldChange {
+                field: "password".into(),
+                old: None,
+                new: Some("(changed)".into()),
+            });
+        }
+    }
+    let returning = rec.status == STATUS_DELETED
+        || rec.status == STATUS_INACTIVE && rec.flags & FLAG_MISSING != 0;
+    let target = match r.active() {
+        Some(true) => STATUS_ACTIVE,
+        Some(false) => STATUS_INACTIVE,
+        None if returning => STATUS_ACTIVE,
+        None if ctx.tenant.import.activate == Activate::WithPassword
+            && r.password.is_some()
+            && rec.status == STATUS_INACTIVE =>
+        {
+            STATUS_ACTIVE
+        }
+        None => rec.status,
+    };
+    if target != rec.status {
+        changes.push(FieldChange {
+            field: "status".into(),
+            old: Some(status_name(rec.status).into()),
+            new: Some(status_name(target).into()),
+        });
+        rec.status = target;
+    }
+    if returning {
+        rec.deleted_at = 0;
+    }
+    rec.flags = (rec.flags | FLAG_MANAGED) & !FLAG_MISSING;
+    rec.row_digest.copy_from_slice(r.digest);
+    if !changes.is_empty() {
+        rec.updated_at = ctx.now_ms;
+    }
+    Ok((returning, changes))
+}

@@ -1,0 +1,351 @@
+//! Reading a file: one scan for sha256, size and encoding; then a decoded UTF-8 stream, a
+//! quote-aware delimiter guess, and a `csv` reader over it.
+//!
+//! Data enters as bytes in memory or a path (read in 1 MiB chunks, never whole) and leaves as
+//! a [`Scan`] (facts about the file) and a `csv::Reader` over UTF-8 text without a BOM.
+
+use crate::config::{DelimiterSetting, EncodingSetting};
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{BufReader, Cursor, Read};
+use std::path::Path;
+
+/// Where the bytes come from.
+#[derive(Clone, Copy)]
+pub enum Input<'a> {
+    Bytes(&'a [u8]),
+    Path(&'a Path),
+}
+
+impl<'a> Input<'a> {
+    fn open(&self) -> Result<Box<dyn Read + 'a>> {
+        match *self {
+            Input::Bytes(b) => Ok(Box::new(Cursor::new(b))),
+            Input::Path(p) => Ok(Box::new(BufReader::with_capacity(
+                1 << 20,
+                File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
+            ))),
+        }
+    }
+}
+
+/// The text encoding of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enc {
+    Utf8,
+    Utf8Bom,
+    Utf16Le,
+    Utf16Be,
+    Windows1252,
+}
+
+impl Enc {
+    pub fn name(self) -> &'static str {
+        match self {
+            Enc::Utf8 => "utf-8",
+            Enc::Utf8Bom => "utf-8-bom",
+            Enc::Utf16Le => "utf-16le",
+            Enc::Utf16Be => "utf-16be",
+            Enc::Windows1252 => "windows-1252",
+        }
+    }
+}
+
+/// Facts gathered by one pass over the bytes.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    pub sha256: String,
+    pub bytes: u64,
+    /// The encoding to decode with, or a sentence saying why the file cannot be decoded.
+    pub encoding: Result<Enc, String>,
+}
+
+/// Hashes the file and decides its encoding (BOM, else valid UTF-8, else Windows-1252).
+pub fn scan(input: Input<'_>, setting: EncodingSetting) -> Result<Scan> {
+    let mut r = input.open()?;
+    let mut sha = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut head: Vec<u8> = Vec::new();
+    let mut carry: Vec<u8> = Vec::new();
+    let mut utf8_ok = true;
+    let mut nul = false;
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf).context("cannot read the file")?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        sha.update(chunk);
+        total += n as u64;
+        if head.len() < 4 {
+            head.extend_from_slice(&chunk[..chunk.len().min(4 - head.len())]);
+        }
+        if !nul && memchr_nul(chunk) {
+            nul = true;
+        }
+        if utf8_ok {
+            carry.extend_from_slice(chunk);
+            match std::str::from_utf8(&carry) {
+                Ok(_) => carry.clear(),
+                Err(e) if e.error_len().is_none() => {
+                    let keep = carry.split_off(e.valid_up_to());
+                    carry = keep;
+                }
+                Err(_) => {
+                    utf8_ok = false;
+                    carry = Vec::new();
+                }
+            }
+        }
+    }
+    if !carry.is_empty() {
+        utf8_ok = false;
+    }
+    let bom = if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        Some(Enc::Utf8Bom)
+    } else if head.starts_with(&[0xFF, 0xFE]) {
+        Some(Enc::Utf16Le)
+    } else if head.starts_with(&[0xFE, 0xFF]) {
+        Some(Enc::Utf16Be)
+    } else {
+        None
+    };
+    let binary = || {
+        Err("the file contains binary data (NUL bytes), so it is not a CSV text file".to_string())
+    };
+    let encoding = match setting {
+        EncodingSetting::Auto => match bom {
+            Some(e @ (Enc::Utf16Le | Enc::Utf16Be)) => Ok(e),
+            Some(_) if utf8_ok && !nul => Ok(Enc::Utf8Bom),
+            Some(_) => Err("the file starts with a UTF-8 byte order mark but is not valid UTF-8".into()),
+            None if nul => binary(),
+            None if utf8_ok => Ok(Enc::Utf8),
+            None => Ok(Enc::Windows1252),
+        },
+        EncodingSetting::Utf8 if nul => binary(),
+        EncodingSetting::Utf8 if utf8_ok => Ok(if bom == Some(Enc::Utf8Bom) {
+            Enc::Utf8Bom
+        } else {
+            Enc::Utf8
+        }),
+        EncodingSetting::Utf8 => Err(
+            "the file is not valid UTF-8 (the tenant's encoding is \"utf-8\"; save it as UTF-8 or set encoding = \"auto\")"
+                .into(),
+        ),
+        EncodingSetting::Windows1252 if nul => binary(),
+        EncodingSetting::Windows1252 => Ok(Enc::Windows1252),
+    };
+    Ok(Scan {
+        sha256: hex::encode(sha.finalize()),
+        bytes: total,
+        encoding,
+    })
+}
+
+fn memchr_nul(b: &[u8]) -> bool {
+    b.contains(&0)
+}
+
+/// A reader that turns bytes in some encoding into UTF-8, streaming.
+struct Decode<'a> {
+    inner: Box<dyn Read + 'a>,
+    dec: encoding_rs::Decoder,
+    inbuf: Vec<u8>,
+    in_start: usize,
+    in_end: usize,
+    out: Vec<u8>,
+    out_start: usize,
+    out_end: usize,
+    eof: bool,
+    done: bool,
+}
+
+impl Read for Decode<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.out_start < self.out_end {
+                let n = buf.len().min(self.out_end - self.out_start);
+                buf[..n].copy_from_slice(&self.out[self.out_start..self.out_start + n]);
+                self.out_start += n;
+                return Ok(n);
+            }
+            if self.done {
+                return Ok(0);
+            }
+            if self.in_start == self.in_end && !self.eof {
+                let n = self.inner.read(&mut self.inbuf)?;
+                self.in_start = 0;
+                self.in_end = n;
+                self.eof = n == 0;
+            }
+            let (_, read, written, _) = self.dec.decode_to_utf8(
+                &self.inbuf[self.in_start..self.in_end],
+                &mut self.out,
+                self.eof,
+            );
+            self.in_start += read;
+            self.out_start = 0;
+            self.out_end = written;
+            if self.eof && self.in_start == self.in_end && written == 0 {
+                self.done = true;
+            }
+        }
+    }
+}
+
+/// The file as a UTF-8 stream without a BOM.
+pub fn text<'a>(input: Input<'a>, enc: Enc) -> Result<Box<dyn Read + 'a>> {
+    let mut r = input.open()?;
+    let dec = match enc {
+        Enc::Utf8 => return Ok(r),
+        Enc::Utf8Bom => {
+            let mut bom = [0u8; 3];
+            r.read_exact(&mut bom).context("cannot read the file")?;
+            return Ok(r);
+        }
+        Enc::Utf16Le => encoding_rs::UTF_16LE.new_decoder_with_bom_removal(),
+        Enc::Utf16Be => encoding_rs::UTF_16BE.new_decoder_with_bom_removal(),
+        Enc::Windows1252 => encoding_rs::WINDOWS_1252.new_decoder_without_bom_handling(),
+    };
+    Ok(Box::new(Decode {
+        inner: r,
+        dec,
+        inbuf: vec![0; 1 << 16],
+        in_start: 0,
+        in_end: 0,
+        out: vec![0; 3 << 16],
+        out_start: 0,
+        out_end: 0,
+        eof: false,
+        done: false,
+    }))
+}
+
+/// How many leading bytes of text the delimiter guess looks at.
+const SNIFF_BYTES: usize = 64 * 1024;
+
+/// Reads the head of the stream, guesses the delimiter, and returns a stream that still
+/// starts at the beginning.
+pub fn with_delimiter<'a>(
+    mut r: Box<dyn Read + 'a>,
+    setting: DelimiterSetting,
+) -> Result<(Box<dyn Read + 'a>, u8)> {
+    let mut head = Vec::with_capacity(SNIFF_BYTES);
+    (&mut r)
+        .take(SNIFF_BYTES as u64)
+        .read_to_end(&mut head)
+        .context("cannot read the file")?;
+    let delim = match setting {
+        DelimiterSetting::Fixed(d) => d,
+        DelimiterSetting::Auto => sniff(&head),
+    };
+    Ok((Box::new(Cursor::new(head).chain(r)), delim))
+}
+
+/// Quote-aware delimiter guess among `;` `,` tab `|` over the first lines: the candidate that
+/// appears outside quotes on the header and the same number of times on most following lines.
+pub fn sniff(head: &[u8]) -> u8 {
+    const CANDIDATES: [u8; 4] = [b';', b',', b'\t', b'|'];
+    let mut best = (b',', 0usize, 0usize);
+    for &d in &CANDIDATES {
+        let counts = counts_per_line(head, d, 20);
+        let Some(&first) = counts.first() else {
+            continue;
+        };
+        if first == 0 {
+            continue;
+        }
+        let consistent = counts[1..].iter().filter(|&&c| c == first).count();
+        if (consistent, first) > (best.1, best.2) {
+            best = (d, consistent, first);
+        }
+    }
+    best.0
+}
+
+fn counts_per_line(head: &[u8], d: u8, max_lines: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut in_quotes = false;
+    let mut count = 0;
+    let mut line_has_text = false;
+    for &b in head {
+        if b == b'"' {
+            in_quotes = !in_quotes;
+        } else if !in_quotes && (b == b'\n' || b == b'\r') {
+            if line_has_text {
+                out.push(count);
+                if out.len() >= max_lines {
+                    return out;
+                }
+            }
+            count = 0;
+            line_has_text = false;
+            continue;
+        } else if !in_quotes && b == d {
+            count += 1;
+        }
+        line_has_text = true;
+    }
+    if line_has_text && out.len() < max_lines {
+        // The last line may be cut by the sniff window: count it only if it is the only one.
+        if out.is_empty() {
+            out.push(count);
+        }
+    }
+    out
+}
+
+/// A csv reader over UTF-8 text: no header handling (the engine maps headers itself), rows may
+/// differ in length (the engine reports it).
+pub fn csv_reader<'a>(r: Box<dyn Read + 'a>, delim: u8) -> csv::Reader<Box<dyn Read + 'a>> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delim)
+        .buffer_capacity(1 << 16)
+        .from_reader(r)
+}
+
+/// How a delimiter is written in records and messages.
+pub fn delimiter_name(d: u8) -> String {
+    match d {
+        b'\t' => "\\t".into(),
+        other => (other as char).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_quoted_delimiters() {
+        assert_eq!(sniff(b"a;b;c\n1;\"x,y\";3\n"), b';');
+        assert_eq!(sniff(b"a,b,c\n1,\"x;y;z\",3\n4,5,6\n"), b',');
+        assert_eq!(sniff(b"a\tb\n1\t2\n"), b'\t');
+        assert_eq!(sniff(b"a|b\r\n1|2\r\n"), b'|');
+        assert_eq!(sniff(b"single\n1\n"), b',');
+    }
+
+    #[test]
+    fn decodes_windows_1252_and_utf16() {
+        let s = scan(Input::Bytes(b"J\xfcrgen;x\n"), EncodingSetting::Auto).ok();
+        assert_eq!(s.map(|s| s.encoding), Some(Ok(Enc::Windows1252)));
+        let mut out = String::new();
+        let r = text(Input::Bytes(b"J\xfcrgen"), Enc::Windows1252);
+        assert!(r.is_ok_and(|mut r| r.read_to_string(&mut out).is_ok()));
+        assert_eq!(out, "Jürgen");
+        let utf16: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("a\tb\n".encode_utf16().flat_map(|u| u.to_le_bytes()))
+            .collect();
+        let s = scan(Input::Bytes(&utf16), EncodingSetting::Auto).ok();
+        assert_eq!(s.map(|s| s.encoding), Some(Ok(Enc::Utf16Le)));
+        let mut out = String::new();
+        let r = text(Input::Bytes(&utf16), Enc::Utf16Le);
+        assert!(r.is_ok_and(|mut r| r.read_to_string(&mut out).is_ok()));
+        assert_eq!(out, "a\tb\n");
+    }
+}

@@ -1,0 +1,422 @@
+//! From CSV records to normalised rows: mapping headers to fields, validating each cell through
+//! the field table, and packing valid rows compactly into per-bucket arenas.
+//!
+//! Data enters as the header record and then one `csv::ByteRecord` at a time; it leaves as a
+//! [`Mapping`] (which column is which field) and, per row, either a packed row in its bucket's
+//! arena or a skip reason (with the key when it could be read, so the user still counts as
+//! present).
+
+use super::fields::{self, FieldSpec, Kind, Norm};
+use crate::config::{EmptyCells, ImportProfile, Tenant};
+use crate::store::{fnv64, BUCKETS};
+use sha2::{Digest, Sha256};
+
+/// Longest cell accepted, in bytes.
+pub const MAX_CELL: usize = 4096;
+
+/// One mapped column.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub field: String,
+    pub spec: FieldSpec,
+    /// Index of the column in the file.
+    pub index: usize,
+    /// The header as written in the file (trimmed).
+    pub header: String,
+}
+
+/// Which columns of this file are which fields.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    pub cols: Vec<Column>,
+    /// Index into `cols` of the match key.
+    pub key: usize,
+    pub password: Option<usize>,
+    /// Index into `cols` of the `email` column.
+    pub email: Option<usize>,
+    /// Number of header cells.
+    pub width: usize,
+    /// Notes about the mapping (ignored headers), for the run's messages.
+    pub notes: Vec<String>,
+}
+
+fn norm_header(h: &str) -> String {
+    h.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
+        .to_lowercase()
+}
+
+/// Maps the header row to fields. An empty `columns` map takes each header as a field name.
+pub fn map_columns(headers: &[String], profile: &ImportProfile) -> Result<Mapping, String> {
+    let normed: Vec<String> = headers.iter().map(|h| norm_header(h)).collect();
+    let find = |want: &str| normed.iter().position(|h| h == &norm_header(want));
+    let mut cols = Vec::new();
+    let mut notes = Vec::new();
+    if profile.columns.is_empty() {
+        let mut ignored = Vec::new();
+        for (i, h) in normed.iter().enumerate() {
+            match fields::spec(h) {
+                Some(spec) if !cols.iter().any(|c: &Column| &c.field == h) => cols.push(Column {
+                    field: h.clone(),
+                    spec,
+                    index: i,
+                    header: headers[i].trim().to_string(),
+                }),
+                _ if !h.is_empty() => ignored.push(headers[i].trim().to_string()),
+                _ => {}
+            }
+        }
+        if !ignored.is_empty() {
+            let shown: Vec<&str> = ignored.iter().take(10).map(String::as_str).collect();
+            notes.push(format!(
+                "columns ignored because they are not field names (map them in [tenants.import.columns]): {}{}",
+                shown.join(", "),
+                if ignored.len() > 10 { ", …" } else { "" }
+            ));
+        }
+    } else {
+        for (field, header) in &profile.columns {
+            let Some(spec) = fields::spec(field) else {
+                return Err(format!("the profile maps the unknown field {field:?}"));
+            };
+            if let Some(i) = find(header) {
+                cols.push(Column {
+                    field: field.clone(),
+                    spec,
+                    index: i,
+                    header: headers[i].trim().to_string(),
+                });
+            }
+        }
+    }
+    cols.sort_by_key(|c| c.index);
+    let key_field = profile.match_by.field();
+    let mut missing = Vec::new();
+    for required in [key_field, "first_name", "last_name"] {
+        if !cols.iter().any(|c| c.field == required) {
+            let header = profile
+                .columns
+                .get(required)
+                .cloned()
+                .unwrap_or_else(|| required.to_string());
+            missing.push(format!("{header:?} (for {required})"));
+        }
+    }
+    if !missing.is_empty() {
+        let found: Vec<&str> = headers.iter().take(12).map(|h| h.trim()).collect();
+        let more = if headers.len() > 12 { ", …" } else { "" };
+        return Err(format!(
+            "the file has no column {} — its header row is: {}{more}. Check the column names and the delimiter",
+            missing.join(" and no column "),
+            found.join(" | ")
+        ));
+    }
+    let pos = |f: &str| cols.iter().position(|c| c.field == f);
+    Ok(Mapping {
+        key: pos(key_field).unwrap_or(0),
+        password: pos("password"),
+        email: pos("email"),
+        width: headers.len(),
+        notes,
+        cols,
+    })
+}
+
+/// A row that passed validation, before packing.
+#[derive(Debug, Default)]
+pub struct Row {
+    pub line: u64,
+    pub key: String,
+    /// (index into `Mapping::cols`, value or None for an empty cell) — passwords and the
+    /// active/deactivate columns are not in here.
+    pub values: Vec<(u16, Option<String>)>,
+    pub password: Option<String>,
+    pub active: Option<bool>,
+    pub email: Option<String>,
+}
+
+/// What one record became.
+pub enum Parsed {
+    Valid(Row),
+    Skipped { key: Option<String>, reason: String },
+}
+
+/// Normalises a match key for storage and comparison.
+pub fn key_of(field: &str, value: &str) -> String {
+    match field {
+        "email" | "username" => value.to_lowercase(),
+        _ => value.to_string(),
+    }
+}
+
+fn show(v: &str) -> String {
+    if v.chars().count() > 60 {
+        format!("{}…", v.chars().take(60).collect::<String>())
+    } else {
+        v.to_string()
+    }
+}
+
+/// Validates one record. `notes` collects non-fatal remarks (unknown references).
+pub fn parse_record(
+    rec: &csv::ByteRecord,
+    line: u64,
+    map: &Mapping,
+    tenant: &Tenant,
+    notes: &mut Vec<String>,
+) -> Parsed {
+    let profile = &tenant.import;
+    let mut problems: Vec<String> = Vec::new();
+    let cell = |i: usize| -> Result<&str, ()> {
+        std::str::from_utf8(rec.get(i).unwrap_or(b"")).map_err(|_| ())
+    };
+    // The key first, so that a skipped row can still count as present.
+    let key_col = &map.cols[map.key];
+    let key = match cell(key_col.index) {
+        Ok(raw) => match fields::normalise(key_col.spec, raw, profile, &tenant.reference) {
+            Ok(Norm::Value(v)) => Some(key_of(&key_col.field, &v)),
+            _ => None,
+        },
+        Err(()) => None,
+    };
+    if rec.len() != map.width {
+        let hint = if rec.iter().any(|c| c.contains(&b'\n')) {
+            " (an unbalanced quote may have joined lines)"
+        } else {
+            ""
+        };
+        return Parsed::Skipped {
+            key,
+            reason: format!(
+                "row {line}: has {} cells but the header has {}{hint}; check the delimiter and quotes",
+                rec.len(),
+                map.width
+            ),
+        };
+    }
+    let mut row = Row {
+        line,
+        ..Default::default()
+    };
+    for (ci, col) in map.cols.iter().enumerate() {
+        let raw = match cell(col.index) {
+            Ok(s) => s,
+            Err(()) => {
+                problems.push(format!("{} is not valid text", col.header));
+                continue;
+            }
+        };
+        if raw.len() > MAX_CELL {
+            problems.push(format!(
+                "{} is longer than {MAX_CELL} characters",
+                col.header
+            ));
+            continue;
+        }
+        let required = ci == map.key || col.field == "first_name" || col.field == "last_name";
+        match fields::normalise(col.spec, raw, profile, &tenant.reference) {
+            Err(p) => problems.push(format!("{} {:?} {p}", col.header, show(raw.trim()))),
+            Ok(Norm::Empty) if required => problems.push(format!(
+                "{} is empty, but {} is required",
+                col.header, col.field
+            )),
+            Ok(Norm::Empty) => match col.spec.kind {
+                Kind::Secret | Kind::Bool { .. } => {}
+                _ => row.values.push((ci as u16, None)),
+            },
+            Ok(Norm::Active(b)) => row.active = Some(b),
+            Ok(Norm::UnknownReference) => {
+                notes.push(format!(
+                    "row {line}: {} {:?} is not in the tenant's reference list, so the user was imported without it",
+                    col.header,
+                    show(raw.trim())
+                ));
+            }
+            Ok(Norm::Value(v)) => {
+                if ci == map.key {
+                    row.key = key_of(&col.field, &v);
+                }
+                if Some(ci) == map.email {
+                    row.email = Some(v.clone());
+                }
+                match col.spec.kind {
+                    Kind::Secret => row.password = Some(v),
+                    _ => row.values.push((ci as u16, Some(v))),
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Parsed::Valid(row)
+    } else {
+        Parsed::Skipped {
+            key,
+            reason: format!("row {line}: {}", problems.join("; ")),
+        }
+    }
+}
+
+/// Bucket of a normalised key.
+pub fn bucket_of(key: &str) -> usize {
+    ((fnv64(key.as_bytes()) >> 20) % BUCKETS as u64) as usize
+}
+
+/// HMAC-SHA256 (RFC 2104) with a 32-byte key.
+pub fn hmac_sha256(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
+    let mut ipad = [0x36u8; 64];
+    let mut opad = [0x5cu8; 64];
+    for i in 0..32 {
+        ipad[i] ^= key[i];
+        opad[i] ^= key[i];
+    }
+    let inner = Sha256::new()
+        .chain_update(ipad)
+        .chain_update(msg)
+        .finalize();
+    let outer = Sha256::new()
+        .chain_update(opad)
+        .chain_update(inner)
+        .finalize();
+    outer.into()
+}
+
+/// The keyed fingerprint of a password (first 16 bytes of its HMAC).
+pub fn password_fp(secret: &[u8; 32], pw: &str) -> [u8; 16] {
+    let mut fp = [0u8; 16];
+    fp.copy_from_slice(&hmac_sha256(secret, pw.as_bytes())[..16]);
+    fp
+}
+
+/// Row flag: the row was skipped but its key is known (it only marks the user present).
+pub const ROW_PRESENT_ONLY: u8 = 1;
+const ROW_HAS_ACTIVE: u8 = 2;
+const ROW_ACTIVE: u8 = 4;
+const ROW_HAS_PASSWORD: u8 = 8;
+
+/// A packed row borrowed from an arena.
+#[derive(Debug, Clone, Copy)]
+pub struct PackedRow<'a> {
+    pub line: u64,
+    pub key: &'a [u8],
+    pub flags: u8,
+    pub digest: &'a [u8],
+    pub password: Option<&'a [u8]>,
+    values: &'a [u8],
+    nvalues: u64,
+}
+
+impl<'a> PackedRow<'a> {
+    pub fn present_only(&self) -> bool {
+        self.flags & ROW_PRESENT_ONLY != 0
+    }
+    pub fn active(&self) -> Option<bool> {
+        (self.flags & ROW_HAS_ACTIVE != 0).then_some(self.flags & ROW_ACTIVE != 0)
+    }
+    /// (column index, value or None for an empty cell).
+    pub fn values(&self) -> anyhow::Result<Vec<(usize, Option<&'a str>)>> {
+        let mut r = crate::store::Cursor::new(self.values);
+        let mut out = Vec::with_capacity(self.nvalues as usize);
+        for _ in 0..self.nvalues {
+            let col = r.varint()? as usize;
+            let has = r.byte()?;
+            let v = r.bytes()?;
+            let v = if has == 1 {
+                Some(std::str::from_utf8(v)?)
+            } else {
+                None
+            };
+            out.push((col, v));
+        }
+        Ok(out)
+    }
+}
+
+/// The digest of a row as it would be applied (changes whenever any applied input changes).
+pub fn row_digest(row: &Row, map: &Mapping, profile: &ImportProfile, pw_fp: &[u8; 16]) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update([
+        (profile.empty_cells == EmptyCells::Clear) as u8,
+        profile.activate as u8,
+        match row.active {
+            None => 0,
+            Some(true) => 1,
+            Some(false) => 2,
+        },
+        row.password.is_some() as u8,
+    ]);
+    h.update(pw_fp);
+    for (ci, v) in &row.values {
+        if let Some(c) = map.cols.get(*ci as usize) {
+            h.update(c.field.as_bytes());
+        }
+        match v {
+            Some(v) => {
+                h.update([1]);
+                h.update((v.len() as u32).to_le_bytes());
+                h.update(v.as_bytes());
+            }
+            None => h.update([0]),
+        }
+    }
+    let mut d = [0u8; 16];
+    d.copy_from_slice(&h.finalize()[..16]);
+    d
+}
+
+/// Appends a packed row to an arena.
+pub fn pack(arena: &mut Vec<u8>, row: &Row, flags: u8, digest: &[u8; 16]) {
+    use crate::store::put_bytes as pb;
+    use crate::store::put_varint as pv;
+    pv(arena, row.line);
+    pb(arena, row.key.as_bytes());
+    let mut f = flags;
+    if let Some(a) = row.active {
+        f |= ROW_HAS_ACTIVE | if a { ROW_ACTIVE } else { 0 };
+    }
+    if row.password.is_some() {
+        f |= ROW_HAS_PASSWORD;
+    }
+    arena.push(f);
+    arena.extend_from_slice(digest);
+    pb(arena, row.password.as_deref().unwrap_or("").as_bytes());
+    let mut vals = Vec::with_capacity(64);
+    for (ci, v) in &row.values {
+        pv(&mut vals, u64::from(*ci));
+        match v {
+            Some(v) => {
+                vals.push(1);
+                pb(&mut vals, v.as_bytes());
+            }
+            None => {
+                vals.push(0);
+                pb(&mut vals, b"");
+            }
+        }
+    }
+    pv(arena, row.values.len() as u64);
+    pb(arena, &vals);
+}
+
+/// Unpacks every row of an arena (borrowing).
+pub fn unpack(arena: &[u8]) -> anyhow::Result<Vec<PackedRow<'_>>> {
+    let mut r = crate::store::Cursor::new(arena);
+    let mut out = Vec::new();
+    while !r.at_end() {
+        let line = r.varint()?;
+        let key = r.bytes()?;
+        let flags = r.byte()?;
+        let digest = r.take(16)?;
+        let pw = r.bytes()?;
+        let nvalues = r.varint()?;
+        let values = r.bytes()?;
+        out.push(PackedRow {
+            line,
+            key,
+            flags,
+            digest,
+            password: (flags & ROW_HAS_PASSWORD != 0).then_some(pw),
+            values,
+            nvalues,
+        });
+    }
+    Ok(out)
+}
