@@ -298,3 +298,15 @@ fn backoff_doubles_from_five_seconds_and_caps_at_fifteen_minutes() {
     assert_eq!(fast.delay(2), Duration::from_millis(200));
     assert_eq!(fast.delay(3), Duration::from_millis(250));
 }
+
+#[test]
+fn from_stored_rebuilds_the_envelope_and_log_fields_from_the_bytes() {
+    let mail = compose_report(FROM, &to(), &partial_run()).expect("compose");
+    let back = OutgoingMail::from_stored(mail.to.clone(), mail.bytes.clone());
+    assert_eq!(back, mail);
+    let msg = MessageParser::default().parse(&mail.bytes).expect("parses");
+    assert_eq!(
+        msg.header_raw(roster::mail::TENANT_HEADER).map(str::trim),
+        Some("acme")
+    );
+}

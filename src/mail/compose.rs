@@ -7,13 +7,16 @@
 //! Pure apart from the clock and host name lettre puts into `Date` and `Message-ID`.
 
 use super::OutgoingMail;
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::Message;
 use std::fmt::Write as _;
 
 /// Sender used when the config has no `[mail]` section (messages then only become `.eml` files).
 pub const DEFAULT_FROM: &str = "Roster <roster@localhost>";
+
+/// Names the tenant in every message, for mail filters and for [`OutgoingMail::from_stored`].
+pub const TENANT_HEADER: &str = "X-Roster-Tenant";
 
 const CSV_CONTENT_TYPE: &str = "text/csv; charset=utf-8";
 
@@ -280,7 +283,11 @@ fn build(
     let mut builder = Message::builder()
         .from(sender)
         .subject(subject.clone())
-        .message_id(None);
+        .message_id(None)
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str(TENANT_HEADER),
+            clean_line(tenant),
+        ));
     for addr in to {
         let mbox: Mailbox = addr
             .trim()

@@ -20,7 +20,7 @@ mod worker;
 
 pub use compose::{
     compose_notice, compose_report, report_body, report_subject, ComposeError, Counts,
-    CsvAttachment, RunSummary, DEFAULT_FROM,
+    CsvAttachment, RunSummary, DEFAULT_FROM, TENANT_HEADER,
 };
 pub use deliver::{deliver, deliver_with_timeout, write_eml, DeliveryError, SMTP_TIMEOUT};
 pub use worker::{next_attempt, run_delivery, Backoff, MailQueue, QueuedMail, StepReport, Worker};
@@ -40,4 +40,59 @@ pub struct OutgoingMail {
     pub to: Vec<String>,
     pub subject: String,
     pub bytes: Vec<u8>,
+}
+
+impl OutgoingMail {
+    /// Rebuilds the value from what an outbox that keeps only the recipients and the bytes has
+    /// stored: `from`, `subject` and `tenant` are read back from the `From`, `Subject` and
+    /// `X-Roster-Tenant` headers that [`compose_report`] / [`compose_notice`] write. A header
+    /// that is missing gives an empty field; `subject` is the header as transmitted (a non-ASCII
+    /// subject stays RFC 2047-encoded), which is only used for logs.
+    pub fn from_stored(to: Vec<String>, bytes: Vec<u8>) -> OutgoingMail {
+        let from = header_value(&bytes, "From")
+            .map(|v| angle_address(&v))
+            .unwrap_or_default();
+        OutgoingMail {
+            tenant: header_value(&bytes, TENANT_HEADER).unwrap_or_default(),
+            from,
+            to,
+            subject: header_value(&bytes, "Subject").unwrap_or_default(),
+            bytes,
+        }
+    }
+}
+
+/// The first header `name` (case-insensitive) of a message, unfolded and trimmed.
+fn header_value(message: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    let mut found: Option<String> = None;
+    for line in text.split("\r\n").flat_map(|l| l.split('\n')) {
+        if line.is_empty() {
+            break; // end of the header block
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(v) = found.as_mut() {
+                v.push(' ');
+                v.push_str(line.trim());
+            }
+            continue;
+        }
+        if found.is_some() {
+            break;
+        }
+        if let Some((n, v)) = line.split_once(':') {
+            if n.trim().eq_ignore_ascii_case(name) {
+                found = Some(v.trim().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// `Name <a@b>` → `a@b`; a bare address is returned trimmed.
+fn angle_address(v: &str) -> String {
+    match (v.rfind('<'), v.rfind('>')) {
+        (Some(a), Some(b)) if b > a => v[a + 1..b].trim().to_string(),
+        _ => v.trim().to_string(),
+    }
 }
