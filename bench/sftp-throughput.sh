@@ -57,7 +57,7 @@ declare -A PORT DEST USERNAME CLEAN
 if [[ " $TARGETS " == *" roster "* ]]; then
     PORT[roster]=$(free_port)
     printf 'bench|%s|%s\n' "$(hash_password "bench-$RANDOM$RANDOM")" "$(cat "$KEY.pub")" \
-        | write_roster_config "$DIR/roster.toml" "$DIR/roster" "${PORT[roster]}" "$(free_port)"
+        | MAX_UPLOAD_BYTES=$((BYTES + 1048576)) write_roster_config "$DIR/roster.toml" "$DIR/roster" "${PORT[roster]}" "$(free_port)"
     mkdir -p "$DIR/roster/data"
     "$ROSTER_BIN" serve -c "$DIR/roster.toml" >"$DIR/roster.log" 2>&1 &
     PIDS+=($!)
@@ -113,7 +113,8 @@ for i in $(seq 1 "$RUNS"); do
     for t in $order; do
         r=$(upload "$t")
         RESULTS[$t]="${RESULTS[$t]:-} $r"
-        printf 'run %d  %-6s %s MB/s\n' "$i" "$t" "$r"
+        if [ "$r" = fail ]; then u=""; else u=" MB/s"; fi
+        printf 'run %d  %-6s %s%s\n' "$i" "$t" "$r" "$u"
     done
 done
 
