@@ -62,7 +62,8 @@ pub struct Done {
 /// Header of a held plan in the store; the file bytes follow it.
 #[derive(Serialize, Deserialize)]
 struct HeldPlan {
-    tenant: Tenant,
+    /// The tenant as JSON; see [`tenant_json`].
+    tenant: serde_json::Value,
     file: String,
     received_at: DateTime<Utc>,
     version: u64,
@@ -316,7 +317,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             }
         };
         let header = serde_json::to_vec(&HeldPlan {
-            tenant: tenant.clone(),
+            tenant: tenant_json(tenant)?,
             file: job.file.to_string(),
             received_at: job.opts.received_at,
             version: state.version,
@@ -544,6 +545,21 @@ fn finish_with(
     })
 }
 
+/// The tenant as JSON that deserialises again. (`DelimiterSetting`'s derived `Serialize` writes
+/// `"Auto"`/`{"Fixed":59}`, which its own `Deserialize` does not accept, so the delimiter is
+/// written in its config form here.)
+fn tenant_json(tenant: &Tenant) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(tenant)?;
+    let d = match tenant.import.delimiter {
+        crate::config::DelimiterSetting::Auto => "auto".to_string(),
+        crate::config::DelimiterSetting::Fixed(d) => (d as char).to_string(),
+    };
+    if let Some(import) = v.get_mut("import").and_then(|i| i.as_object_mut()) {
+        import.insert("delimiter".into(), serde_json::Value::String(d));
+    }
+    Ok(v)
+}
+
 /// Applies a held plan (see `import::approve`).
 pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<ImportOutcome> {
     let Some(blob) = store.held_plan(&tenant.id, import_id)? else {
@@ -561,12 +577,14 @@ pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<Import
     };
     let held: HeldPlan = serde_json::from_slice(header)
         .with_context(|| format!("the held plan {import_id} is damaged"))?;
+    let held_tenant: Tenant = serde_json::from_value(held.tenant)
+        .with_context(|| format!("the profile in held plan {import_id} is damaged"))?;
     let bytes = &blob[4 + len..];
     let opts = RunOptions {
         received_at: held.received_at,
         ..Default::default()
     };
-    let mut job = Job::new(store, &held.tenant, &held.file, Input::Bytes(bytes), &opts);
+    let mut job = Job::new(store, &held_tenant, &held.file, Input::Bytes(bytes), &opts);
     job.approving = Some((import_id.to_string(), held.version));
     Ok(execute(job)?.outcome)
 }

@@ -1,0 +1,312 @@
+//! Sync semantics (design.md §5) on small generated files: edited re-imports, duplicates,
+//! restores, the mass-change hold and approve, previews, email ownership, empty cells.
+
+use roster::config::{EmptyCells, ImportProfile, MatchBy, OnMissing, Reference, Tenant};
+use roster::import::{approve, preview_bytes, run_bytes, Change, ImportStatus, RunOptions};
+use roster::store::{Store, UserStatus};
+
+fn tenant(on_missing: OnMissing, match_by: MatchBy) -> Tenant {
+    let columns = [
+        ("mapping_code", "Code"),
+        ("first_name", "First"),
+        ("last_name", "Last"),
+        ("email", "Email"),
+        ("job_title", "Title"),
+        ("password", "Password"),
+    ];
+    Tenant {
+        id: "t1".into(),
+        password_hash: None,
+        authorized_keys: vec![],
+        notify: vec![],
+        scim_token_sha256: None,
+        import: ImportProfile {
+            match_by,
+            on_missing,
+            columns: columns
+                .iter()
+                .map(|(f, h)| (f.to_string(), h.to_string()))
+                .collect(),
+            ..Default::default()
+        },
+        reference: Reference::default(),
+    }
+}
+
+fn file(rows: &[(u32, &str, &str)]) -> Vec<u8> {
+    let mut s = String::from("Code;First;Last;Email;Title;Password\n");
+    for (i, title, pw) in rows {
+        s.push_str(&format!(
+            "C{i:03};First{i};Last{i};user{i}@x.example;{title};{pw}\n"
+        ));
+    }
+    s.into_bytes()
+}
+
+fn users(n: u32) -> Vec<(u32, &'static str, &'static str)> {
+    (0..n).map(|i| (i, "Engineer", "")).collect()
+}
+
+fn open() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    (Store::open(dir.path()).expect("open"), dir)
+}
+
+fn go(store: &Store, t: &Tenant, bytes: &[u8]) -> roster::import::ImportOutcome {
+    run_bytes(store, t, "users.csv", bytes, &RunOptions::default()).expect("run")
+}
+
+#[test]
+fn edited_reimport_changes_only_edited_fields() {
+    let (store, _d) = open();
+    let t = tenant(OnMissing::Keep, MatchBy::MappingCode);
+    let first = go(&store, &t, &file(&users(20)));
+    assert_eq!(first.record.inserted, 20);
+    let before = store.users("t1", None).unwrap();
+    let mut rows = users(20);
+    rows[3].1 = "Manager";
+    rows[7].1 = "Director";
+    let second = go(&store, &t, &file(&rows));
+    let r = &second.record;
+    assert_eq!(r.status, ImportStatus::Success);
+    assert_eq!((r.inserted, r.updated, r.unchanged), (0, 2, 18));
+    let after = store.users("t1", None).unwrap();
+    for (b, a) in before.iter().zip(&after) {
+        if a.key == "C003" || a.key == "C007" {
+            assert_ne!(a.fields["job_title"], b.fields["job_title"]);
+            let mut a2 = a.clone();
+            a2.fields = b.fields.clone();
+            a2.updated_at = b.updated_at;
+            assert_eq!(&a2, b, "only the title and updated_at change");
+        } else {
+            assert_eq!(a, b, "untouched user {} is identical", a.key);
+        }
+    }
+    assert_eq!(
+        store.user("t1", "C007").unwrap().unwrap().fields["job_title"],
+        "Director"
+    );
+}
+
+#[test]
+fn same_bytes_twice_is_duplicate() {
+    let (store, _d) = open();
+    let t = tenant(OnMissing::Keep, MatchBy::MappingCode);
+    let bytes = file(&users(5));
+    assert_eq!(go(&store, &t, &bytes).record.status, ImportStatus::Success);
+    let again = go(&store, &t, &bytes);
+    assert_eq!(again.record.status, ImportStatus::Duplicate);
+    assert_eq!(again.record.inserted + again.record.updated, 0);
+    let h = store.history("t1", 10).unwrap();
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[0].status, ImportStatus::Duplicate, "newest first");
+    assert_eq!(store.import("t1", &h[1].id).unwrap().unwrap().inserted, 5);
+}
+
+#[test]
+fn removed_then_readded_user_is_restored() {
+    let (store, _d) = open();
+    let t = tenant(OnMissing::Delete, MatchBy::MappingCode);
+    go(&store, &t, &file(&users(20)));
+    let without: Vec<_> = users(20).into_iter().filter(|u| u.0 != 4).collect();
+    let r = go(&store, &t, &file(&without)).record;
+    assert_eq!((r.deleted, r.unchanged), (1, 19));
+    let u = store.user("t1", "C004").unwrap().unwrap();
+    assert_eq!(u.status, UserStatus::Deleted);
+    assert!(u.deleted_at.is_some());
+    let r = go(&store, &t, &file(&users(20))).record;
+    assert_eq!((r.restored, r.unchanged, r.deleted), (1, 19, 0));
+    let u = store.user("t1", "C004").unwrap().unwrap();
+    assert_eq!(u.status, UserStatus::Active);
+    assert!(u.deleted_at.is_none());
+    // The admin restore works too.
+    go(&store, &t, &file(&without[1..]));
+    assert_eq!(
+        store.user("t1", "C000").unwrap().unwrap().status,
+        UserStatus::Deleted
+    );
+    let u = store.restore("t1", "C000").unwrap();
+    assert_eq!(u.status, UserStatus::Active);
+    assert!(store.restore("t1", "C001").is_err(), "not deleted");
+}
+
+#[test]
+fn truncated_file_is_held_and_approve_applies_exactly_it() {
+    let (store, _d) = open();
+    let t = tenant(OnMissing::Deactivate, MatchBy::MappingCode);
+    go(&store, &t, &file(&users(100)));
+    let before = store.users("t1", None).unwrap();
+    let mut rows = users(60);
+    rows[0].1 = "Chief";
+    let held = go(&store, &t, &file(&rows)).record;
+    assert_eq!(held.status, ImportStatus::Held, "{:?}", held.messages);
+    assert_eq!(held.deactivated, 40);
+    assert_eq!(store.users("t1", None).unwrap(), before, "nothing changed");
+    assert_eq!(store.held_plans("t1").unwrap(), vec![held.id.clone()]);
+    // A preview of the same file shows the plan and still changes nothing.
+    let p = preview_bytes(&store, &t, "users.csv", &file(&rows)).unwrap();
+    assert_eq!(p.record.status, ImportStatus::Held);
+    assert_eq!(p.record.deactivated, 40);
+    assert!(p.changes.iter().any(|c| matches!(c, Change::Update { key, changes }
+        if key == "C000" && changes[0].old.as_deref() == Some("Engineer") && changes[0].new.as_deref() == Some("Chief"))));
+    assert_eq!(store.users("t1", None).unwrap(), before);
+    let applied = approve(&store, &t, &held.id).unwrap().record;
+    assert_eq!(applied.id, held.id);
+    assert_eq!(applied.status, ImportStatus::Success);
+    assert_eq!(
+        (applied.deactivated, applied.updated, applied.unchanged),
+        (40, 1, 59)
+    );
+    let active = store.users("t1", Some(UserStatus::Active)).unwrap();
+    assert_eq!(active.len(), 60);
+    assert_eq!(
+        store.user("t1", "C000").unwrap().unwrap().fields["job_title"],
+        "Chief"
+    );
+    assert_eq!(
+        store.user("t1", "C099").unwrap().unwrap().status,
+        UserStatus::Inactive
+    );
+    assert!(store.held_plans("t1").unwrap().is_empty());
+    assert_eq!(
+        store.import("t1", &held.id).unwrap().unwrap().status,
+        ImportStatus::Success
+    );
+    assert!(
+        approve(&store, &t, &held.id).is_err(),
+        "a plan applies once"
+    );
+}
+
+#[test]
+fn approve_refuses_when_directory_changed() {
+    let (store, _d) = open();
+    let t = tenant(OnMissing::Deactivate, MatchBy::MappingCode);
+    go(&store, &t, &file(&users(50)));
+    let held = go(&store, &t, &file(&users(10))).record;
+    assert_eq!(held.status, ImportStatus::Held);
+    let mut rows = users(50);
+    rows[1].1 = "Changed";
+    go(&store, &t, &file(&rows));
+    let err = approve(&store, &t, &held.id).unwrap_err().to_string();
+    assert!(err.contains("changed"), "{err}");
+    assert_eq!(
+        store.users("t1", Some(UserStatus::Active)).unwrap().len(),
+        50
+    );
+}
+
+#[test]
+fn skipped_rows_count_as_present() {
+    let (store, _d) = open();
+    let t = tenant(OnMissing::Deactivate, MatchBy::MappingCode);
+    go(&store, &t, &file(&users(10)));
+    let mut s = String::from_utf8(file(&users(10))).unwrap();
+    s = s.replace("user3@x.example", "user3@");
+    let r = go(&store, &t, s.as_bytes()).record;
+    assert_eq!(r.status, ImportStatus::Partial);
+    assert_eq!((r.skipped, r.deactivated), (1, 0));
+    assert_eq!(
+        store.user("t1", "C003").unwrap().unwrap().status,
+        UserStatus::Active
+    );
+}
+
+#[test]
+fn passwords_are_hashed_once_and_rehashed_on_change() {
+    let (store, _d) = open();
+    let t = tenant(OnMissing::Keep, MatchBy::MappingCode);
+    let rows = vec![(1, "A", "s3cret-one"), (2, "A", "s3cret-two")];
+    let r = go(&store, &t, &file(&rows)).record;
+    assert_eq!(r.inserted, 2);
+    let mut rows2 = rows.clone();
+    rows2[0].1 = "B"; // same password, other title
+    let r = go(&store, &t, &file(&rows2)).record;
+    assert_eq!((r.updated, r.unchanged), (1, 1));
+    rows2[1].2 = "new-secret";
+    let p = preview_bytes(&store, &t, "users.csv", &file(&rows2)).unwrap();
+    assert!(p.changes.iter().any(|c| matches!(c, Change::Update { key, changes }
+        if key == "C002" && changes.iter().any(|f| f.field == "password" && f.new.as_deref() == Some("(changed)")))));
+    let r = go(&store, &t, &file(&rows2)).record;
+    assert_eq!((r.updated, r.unchanged), (1, 1));
+    let json = serde_json::to_string(&store.users("t1", None).unwrap()).unwrap();
+    assert!(!json.contains("secret") && !json.contains("argon2"));
+    assert!(store.user("t1", "C002").unwrap().unwrap().has_password);
+}
+
+#[test]
+fn email_owned_by_another_user_skips_the_row() {
+    let (store, _d) = open();
+    let t = tenant(OnMissing::Keep, MatchBy::MappingCode);
+    go(&store, &t, &file(&users(3)));
+    let s = "Code;First;Last;Email;Title;Password\nC009;New;Person;user1@x.example;X;\n";
+    let r = go(&store, &t, s.as_bytes());
+    assert_eq!(
+        r.record.status,
+        ImportStatus::Error,
+        "the only row is skipped"
+    );
+    let report = String::from_utf8(r.report_csv.unwrap()).unwrap();
+    assert!(report.contains("already belongs to user"), "{report}");
+    // Two keys swapping addresses in one file is fine; two rows claiming one address is not.
+    let s = "Code;First;Last;Email;Title;Password\nC000;A;B;user1@x.example;X;\nC001;A;B;user0@x.example;X;\nC002;A;B;same@x.example;X;\nC005;A;B;same@x.example;X;\n";
+    let r = go(&store, &t, s.as_bytes()).record;
+    assert_eq!((r.updated, r.skipped), (2, 2), "{:?}", r.messages);
+    assert_eq!(
+        store.user("t1", "C001").unwrap().unwrap().email.as_deref(),
+        Some("user0@x.example")
+    );
+}
+
+#[test]
+fn empty_cells_keep_or_clear() {
+    let (store, _d) = open();
+    let mut t = tenant(OnMissing::Keep, MatchBy::MappingCode);
+    go(&store, &t, &file(&users(2)));
+    let blank = file(&[(0, "", ""), (1, "Engineer", "")]);
+    let r = go(&store, &t, &blank).record;
+    assert_eq!(r.unchanged, 2);
+    assert_eq!(
+        store.user("t1", "C000").unwrap().unwrap().fields["job_title"],
+        "Engineer"
+    );
+    t.import.empty_cells = EmptyCells::Clear;
+    let r = go(&store, &t, &[&blank[..], b"\n"].concat()).record;
+    assert_eq!(r.updated, 1);
+    assert!(!store
+        .user("t1", "C000")
+        .unwrap()
+        .unwrap()
+        .fields
+        .contains_key("job_title"));
+}
+
+#[test]
+fn ledger_and_outbox_and_record_import() {
+    let (store, _d) = open();
+    let t = tenant(OnMissing::Keep, MatchBy::MappingCode);
+    let out = go(&store, &t, &file(&users(2)));
+    let e = store.ledger_get("t1", "users.csv").unwrap().unwrap();
+    assert_eq!(e.state, roster::store::LedgerState::Done);
+    assert_eq!(e.import_id.as_deref(), Some(out.record.id.as_str()));
+    let mut rec = out.record.clone();
+    rec.archived_as = Some("processed/users.csv.20261121T000000Z.csv".into());
+    store.record_import(&rec).unwrap();
+    assert_eq!(
+        store.import("t1", &rec.id).unwrap().unwrap().archived_as,
+        rec.archived_as
+    );
+    let id = store
+        .outbox_push(&["a@b.example".into()], b"Subject: x\r\n\r\nhi")
+        .unwrap();
+    let due = store.outbox_due(chrono::Utc::now()).unwrap();
+    assert_eq!(due.len(), 1);
+    let later = chrono::Utc::now() + chrono::Duration::minutes(5);
+    store
+        .outbox_defer(id, later, 1, "connection refused")
+        .unwrap();
+    assert!(store.outbox_due(chrono::Utc::now()).unwrap().is_empty());
+    assert_eq!(store.outbox_due(later).unwrap()[0].attempts, 1);
+    store.outbox_mark_sent(id).unwrap();
+    assert_eq!(store.outbox_len(), 0);
+}
