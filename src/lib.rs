@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod import;
+pub mod intake;
 pub mod mail;
 pub mod serve;
 pub mod sftp;

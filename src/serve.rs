@@ -1,15 +1,18 @@
 //! `roster serve`: starts every stage of the server and stops them on SIGINT/SIGTERM.
 //!
 //! The config file enters here, becomes a [`ConfigHandle`] (reloaded on change or SIGHUP), and
-//! is handed to the SFTP listener; upload events leave the listener on a channel that the
-//! intake consumes.
+//! is handed to every stage: the SFTP listener sends upload events on a channel to the intake;
+//! the intake imports through the store and queues mail; the mail worker delivers it.
 
 use crate::config::{Config, ConfigHandle};
+use crate::intake::Intake;
 use crate::sftp::{hostkeys, SftpServer, UploadFinished, UploadSink};
+use crate::store::Store;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A running SFTP listener (used by `serve` and by the integration tests).
 pub struct RunningSftp {
@@ -59,19 +62,68 @@ pub async fn start_sftp(path: &Path, sink: Arc<dyn UploadSink>) -> anyhow::Resul
     })
 }
 
+/// Opens the store under `data_dir/store`.
+pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let dir = config.server.data_dir.join("store");
+    Store::open(&dir).with_context(|| format!("cannot open the store in {}", dir.display()))
+}
+
+/// Everything `roster serve` runs: SFTP listener, intake, mail delivery.
+pub struct RunningServer {
+    pub sftp: RunningSftp,
+    pub intake: Intake,
+    pub store: Store,
+    mail_stop: tokio::sync::watch::Sender<bool>,
+    mail_task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Graceful stop: no new sessions, running imports finish (bounded), queued mail stays queued.
+    pub async fn stop(self, grace: Duration) {
+        self.sftp.stop().await;
+        self.intake.shutdown(grace).await;
+        let _ = self.mail_stop.send(true);
+        let _ = self.mail_task.await;
+        if let Err(e) = self.store.flush() {
+            tracing::error!("cannot flush the store: {e:#}");
+        }
+    }
+}
+
+/// Starts every stage on the config at `path`.
+pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
+    let config = Config::load(path)?;
+    let store = open_store(&config)?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<UploadFinished>();
+    let sftp = start_sftp(path, Arc::new(tx)).await?;
+    let mail_wake = Arc::new(tokio::sync::Notify::new());
+    let (mail_stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mail_task = tokio::spawn(crate::mail::run_delivery(
+        Arc::new(store.clone()),
+        config.mail.clone(),
+        config.server.data_dir.join("outbox"),
+        mail_wake.clone(),
+        async move {
+            let _ = stop_rx.changed().await;
+        },
+    ));
+    let intake = Intake::start(sftp.config.clone(), store.clone(), rx, mail_wake);
+    Ok(RunningServer {
+        sftp,
+        intake,
+        store,
+        mail_stop,
+        mail_task,
+    })
+}
+
 /// `roster serve`: runs until SIGINT or SIGTERM.
 pub async fn run(path: &Path) -> anyhow::Result<()> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<UploadFinished>();
-    let sftp = start_sftp(path, Arc::new(tx)).await?;
-    let uploads = tokio::spawn(async move {
-        while let Some(ev) = rx.recv().await {
-            tracing::debug!(tenant = %ev.tenant, path = %ev.path, size = ev.size, "upload event received");
-        }
-    });
+    let server = start(path).await?;
     wait_for_stop_signal().await;
-    tracing::info!("stopping: no new sessions");
-    sftp.stop().await;
-    uploads.abort();
+    tracing::info!("stopping: no new sessions; waiting for running imports");
+    server.stop(Duration::from_secs(120)).await;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -16,6 +16,7 @@
 
 mod compose;
 mod deliver;
+mod outbox;
 mod worker;
 
 pub use compose::{
@@ -23,6 +24,7 @@ pub use compose::{
     CsvAttachment, RunSummary, DEFAULT_FROM, TENANT_HEADER,
 };
 pub use deliver::{deliver, deliver_with_timeout, write_eml, DeliveryError, SMTP_TIMEOUT};
+pub use outbox::enqueue;
 pub use worker::{next_attempt, run_delivery, Backoff, MailQueue, QueuedMail, StepReport, Worker};
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,357 @@
+//! The intake: decides *when* a file is imported, and runs each import once.
+//!
+//! Triggers enter as [`UploadFinished`] events from the SFTP server, folder-watch events
+//! (files copied in locally or written through `roster sftp-server`), cron schedules, `run-now`,
+//! and a start-up scan (see `triggers`). After a short settle time each becomes a request to
+//! import one file name of one tenant, put on that tenant's queue: one worker per tenant runs
+//! its requests one at a time in arrival order, and a semaphore bounds how many tenants import
+//! at once (the number of cores). A request for a name already waiting is merged into it, so
+//! several sessions or triggers never start two imports of one file. Each run (see `run`)
+//! leaves a history record, an archived file and a queued mail.
+//!
+//! Which files qualify: directly in the tenant root, matching the tenant's `file` pattern, not a
+//! temp name, and not marked as an unfinished upload by the SFTP server. Tenants with
+//! `trigger = "schedule"` are imported only when their schedule fires (or on `run-now`).
+
+pub mod archive;
+pub mod pattern;
+mod run;
+mod triggers;
+
+use crate::config::{ConfigHandle, Tenant, Trigger};
+use crate::sftp::{is_temp_name, InProgress, UploadFinished};
+use crate::store::{ImportRecord, ImportStatus, Store};
+use pattern::FilePattern;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify, Semaphore};
+
+/// What the intake shares between its tasks.
+pub struct Shared {
+    pub config: ConfigHandle,
+    pub store: Store,
+    pub mail_wake: Arc<Notify>,
+    permits: Arc<Semaphore>,
+    queues: Mutex<HashMap<String, TenantQueue>>,
+    running: tokio::sync::watch::Sender<usize>,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Clone)]
+struct TenantQueue {
+    tx: mpsc::UnboundedSender<Request>,
+    waiting: Arc<Mutex<HashSet<String>>>,
+}
+
+/// One request on a tenant's queue.
+enum Request {
+    /// Import this file of the tenant root, if it still qualifies.
+    File(String),
+    /// Finish a claim folder left by an earlier process.
+    Claim(std::path::PathBuf),
+    /// A schedule fired: import what is there, or record `missing`.
+    Scheduled,
+    /// `run-now`: import what is there now; answer with the records.
+    Now(tokio::sync::oneshot::Sender<Vec<ImportRecord>>),
+}
+
+/// The running intake. Cloning is cheap.
+#[derive(Clone)]
+pub struct Intake {
+    shared: Arc<Shared>,
+}
+
+impl Intake {
+    /// Starts the intake: the upload-event consumer, folder watcher, schedules, the start-up
+    /// recovery and the daily retention sweep.
+    pub fn start(
+        config: ConfigHandle,
+        store: Store,
+        uploads: mpsc::UnboundedReceiver<UploadFinished>,
+        mail_wake: Arc<Notify>,
+    ) -> Intake {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let (running, _) = tokio::sync::watch::channel(0);
+        let intake = Intake {
+            shared: Arc::new(Shared {
+                config,
+                store,
+                mail_wake,
+                permits: Arc::new(Semaphore::new(cores)),
+                queues: Mutex::new(HashMap::new()),
+                running,
+                stopping: std::sync::atomic::AtomicBool::new(false),
+            }),
+        };
+        triggers::start(intake.clone(), uploads);
+        intake
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    fn queue(&self, tenant: &str) -> TenantQueue {
+        let mut map = match self.shared.queues.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        map.entry(tenant.to_string())
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let q = TenantQueue {
+                    tx,
+                    waiting: Arc::new(Mutex::new(HashSet::new())),
+                };
+                tokio::spawn(worker(
+                    self.clone(),
+                    tenant.to_string(),
+                    rx,
+                    q.waiting.clone(),
+                ));
+                q
+            })
+            .clone()
+    }
+
+    /// Asks for `name` of `tenant` to be imported (merged with a request already waiting).
+    pub fn request_file(&self, tenant: &str, name: &str) {
+        let q = self.queue(tenant);
+        let fresh = match q.waiting.lock() {
+            Ok(mut w) => w.insert(name.to_string()),
+            Err(p) => p.into_inner().insert(name.to_string()),
+        };
+        if fresh {
+            let _ = q.tx.send(Request::File(name.to_string()));
+        }
+    }
+
+    fn request(&self, tenant: &str, r: Request) {
+        let _ = self.queue(tenant).tx.send(r);
+    }
+
+    /// Imports the tenant's current file(s) now, after whatever is queued; returns the records.
+    pub async fn run_now(&self, tenant: &str) -> Vec<ImportRecord> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.request(tenant, Request::Now(tx));
+        rx.await.unwrap_or_default()
+    }
+
+    /// Stops taking new work and waits (at most `grace`) for running imports to finish.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut rx = self.shared.running.subscribe();
+        let idle = async {
+            while *rx.borrow_and_update() > 0 {
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        if tokio::time::timeout(grace, idle).await.is_err() {
+            tracing::warn!("stopping with imports still running; they will be finished on restart");
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.shared
+            .stopping
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Files of `tenant` in its root that qualify for import now, oldest first.
+pub fn candidates(config: &crate::config::Config, tenant: &Tenant) -> Vec<String> {
+    let home = config.tenant_home(&tenant.id);
+    let pattern = FilePattern::new(&tenant.import);
+    let markers = InProgress::new(&config.server.data_dir, &tenant.id);
+    let Ok(entries) = std::fs::read_dir(&home) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(std::time::SystemTime, String)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let meta = e.path().symlink_metadata().ok()?;
+            let ok = meta.is_file()
+                && !is_temp_name(&name)
+                && pattern.matches(&name).is_some()
+                && !markers.is_incomplete(&format!("/{name}"));
+            ok.then(|| (meta.modified().unwrap_or(std::time::UNIX_EPOCH), name))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, n)| n).collect()
+}
+
+/// True when uploads (and folder events) of this tenant start imports.
+fn on_upload(t: &Tenant) -> bool {
+    matches!(t.import.trigger, Trigger::Upload | Trigger::Both)
+}
+
+/// One tenant's worker: runs its requests one at a time.
+async fn worker(
+    intake: Intake,
+    tenant: String,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    waiting: Arc<Mutex<HashSet<String>>>,
+) {
+    while let Some(req) = rx.recv().await {
+        if intake.stopping() {
+            break;
+        }
+        if let Request::File(name) = &req {
+            match waiting.lock() {
+                Ok(mut w) => w.remove(name),
+                Err(p) => p.into_inner().remove(name),
+            };
+        }
+        let config = intake.shared.config.current();
+        let Some(t) = config.tenant(&tenant).cloned() else {
+            tracing::warn!(%tenant, "tenant is no longer configured; request dropped");
+            continue;
+        };
+        let permit = match intake.shared.permits.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        intake.shared.running.send_modify(|n| *n += 1);
+        let shared = intake.shared.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            handle(&shared, &t, req)
+        })
+        .await;
+        intake
+            .shared
+            .running
+            .send_modify(|n| *n = n.saturating_sub(1));
+        if let Err(e) = result {
+            tracing::error!(%tenant, "an import task failed: {e}");
+        }
+    }
+}
+
+/// Runs one request (blocking).
+fn handle(shared: &Shared, tenant: &Tenant, req: Request) {
+    let config = shared.config.current();
+    let home = config.tenant_home(&tenant.id);
+    match req {
+        Request::File(name) => {
+            if !candidates(&config, tenant).contains(&name) {
+                tracing::debug!(tenant = %tenant.id, file = %name, "nothing to import (already taken, removed, or unfinished)");
+                return;
+            }
+            claim_and_run(shared, tenant, &home, &name);
+        }
+        Request::Claim(dir) => with_retries(&tenant.id, &dir.display().to_string(), || {
+            run::recover_claim(shared, tenant, &dir).map(|_| ())
+        }),
+        Request::Scheduled => {
+            let files = candidates(&config, tenant);
+            if files.is_empty() {
+                record_missing(shared, tenant);
+            }
+            for name in files {
+                claim_and_run(shared, tenant, &home, &name);
+            }
+        }
+        Request::Now(reply) => {
+            let mut records = Vec::new();
+            for name in candidates(&config, tenant) {
+                records.extend(claim_and_run(shared, tenant, &home, &name));
+            }
+            let _ = reply.send(records);
+        }
+    }
+}
+
+fn claim_and_run(
+    shared: &Shared,
+    tenant: &Tenant,
+    home: &std::path::Path,
+    name: &str,
+) -> Option<ImportRecord> {
+    let span = tracing::info_span!("run", tenant = %tenant.id, file = %name);
+    let _enter = span.enter();
+    let claimed = match run::claim(shared, &tenant.id, home, name) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("cannot claim the file: {e:#}");
+            return None;
+        }
+    };
+    let Some(dir) = claimed.parent().map(|d| d.to_path_buf()) else {
+        return None;
+    };
+    let mut out = None;
+    let mut first = true;
+    with_retries(&tenant.id, name, || {
+        // After a failed attempt the run may have committed; recovery knows from the ledger.
+        out = if std::mem::take(&mut first) {
+            Some(run::run_claimed(shared, tenant, &claimed)?)
+        } else {
+            run::recover_claim(shared, tenant, &dir)?
+        };
+        Ok(())
+    });
+    out
+}
+
+/// Retries a run that failed for a reason outside the file (store, archive folder): three more
+/// times, a minute apart; after that the claim stays and is retried on the next start.
+fn with_retries(tenant: &str, what: &str, mut f: impl FnMut() -> anyhow::Result<()>) {
+    for attempt in 1..=4 {
+        match f() {
+            Ok(()) => return,
+            Err(e) if attempt < 4 => {
+                tracing::error!(%tenant, file = what, attempt, "run failed, retrying in a minute: {e:#}");
+                std::thread::sleep(Duration::from_secs(if cfg!(debug_assertions) {
+                    5
+                } else {
+                    60
+                }));
+            }
+            Err(e) => {
+                tracing::error!(%tenant, file = what, "run failed; it stays claimed and is retried on the next start: {e:#}")
+            }
+        }
+    }
+}
+
+fn record_missing(shared: &Shared, tenant: &Tenant) {
+    let pattern = FilePattern::new(&tenant.import);
+    let tz: chrono_tz::Tz = tenant.import.timezone.parse().unwrap_or(chrono_tz::UTC);
+    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+    let expected = if pattern.has_date() {
+        pattern.name_for(today)
+    } else {
+        tenant.import.file.clone()
+    };
+    let msg = format!(
+        "The schedule fired but no file matching {:?} was there (expected {expected}). Check that the HR export ran and uploaded.",
+        tenant.import.file
+    );
+    let made = run::own_record(
+        shared,
+        &tenant.id,
+        &expected,
+        ImportStatus::Missing,
+        msg,
+        0,
+        chrono::Utc::now(),
+    )
+    .and_then(|r| shared.store.record_import(&r).map(|_| r));
+    match made {
+        Ok(r) => {
+            tracing::warn!(tenant = %tenant.id, import_id = %r.id, expected = %expected, "scheduled run found no file");
+            run::queue_mail(shared, tenant, &r, None, None);
+        }
+        Err(e) => tracing::error!(tenant = %tenant.id, "cannot record a missing run: {e:#}"),
+    }
+}

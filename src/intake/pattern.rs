@@ -1,0 +1,142 @@
+//! Which file names a tenant's `file` setting selects: `{date}` in `date_format`, `*` for any
+//! run of characters, everything else literal (compared case-sensitively, like the file system).
+
+use crate::config::ImportProfile;
+use chrono::NaiveDate;
+
+/// A compiled `file` pattern.
+#[derive(Debug, Clone)]
+pub struct FilePattern {
+    parts: Vec<Part>,
+    date_format: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Literal(String),
+    Star,
+    Date,
+}
+
+/// A name that matched, with the date it carries (when the pattern has `{date}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matched {
+    pub date: Option<NaiveDate>,
+}
+
+impl FilePattern {
+    pub fn new(profile: &ImportProfile) -> FilePattern {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut rest = profile.file.as_str();
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix("{date}") {
+                if !lit.is_empty() {
+                    parts.push(Part::Literal(std::mem::take(&mut lit)));
+                }
+                parts.push(Part::Date);
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix('*') {
+                if !lit.is_empty() {
+                    parts.push(Part::Literal(std::mem::take(&mut lit)));
+                }
+                parts.push(Part::Star);
+                rest = after;
+            } else {
+                let mut chars = rest.chars();
+                if let Some(c) = chars.next() {
+                    lit.push(c);
+                }
+                rest = chars.as_str();
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Literal(lit));
+        }
+        FilePattern {
+            parts,
+            date_format: profile.date_format.clone(),
+        }
+    }
+
+    pub fn has_date(&self) -> bool {
+        self.parts.contains(&Part::Date)
+    }
+
+    /// Matches a bare file name (no folders).
+    pub fn matches(&self, name: &str) -> Option<Matched> {
+        self.match_from(0, name, None)
+    }
+
+    fn match_from(&self, i: usize, rest: &str, date: Option<NaiveDate>) -> Option<Matched> {
+        let Some(part) = self.parts.get(i) else {
+            return rest.is_empty().then_some(Matched { date });
+        };
+        match part {
+            Part::Literal(l) => {
+                let after = rest.strip_prefix(l.as_str())?;
+                self.match_from(i + 1, after, date)
+            }
+            Part::Star => (0..=rest.len())
+                .filter(|&k| rest.is_char_boundary(k))
+                .find_map(|k| self.match_from(i + 1, &rest[k..], date)),
+            Part::Date => {
+                // Try every prefix that parses as a date in the configured format.
+                (1..=rest.len().min(40))
+                    .filter(|&k| rest.is_char_boundary(k))
+                    .find_map(|k| {
+                        let d = NaiveDate::parse_from_str(&rest[..k], &self.date_format).ok()?;
+                        self.match_from(i + 1, &rest[k..], Some(d))
+                    })
+            }
+        }
+    }
+
+    /// The name expected for `date` (for messages such as "expected users_2026_11_21.csv").
+    pub fn name_for(&self, date: NaiveDate) -> String {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Literal(l) => l.clone(),
+                Part::Star => "*".to_string(),
+                Part::Date => date.format(&self.date_format).to_string(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(file: &str, fmt: &str) -> FilePattern {
+        let p = ImportProfile {
+            file: file.into(),
+            date_format: fmt.into(),
+            ..Default::default()
+        };
+        FilePattern::new(&p)
+    }
+
+    #[test]
+    fn literal_star_and_date() {
+        let p = pattern("sync_users.csv", "%Y");
+        assert!(p.matches("sync_users.csv").is_some());
+        assert!(p.matches("sync_users.csv.filepart").is_none());
+
+        let p = pattern("userdata_*.csv", "%Y");
+        assert!(p.matches("userdata_2026-11-21.csv").is_some());
+        assert!(p.matches("userdata_.csv").is_some());
+        assert!(p.matches("users.csv").is_none());
+
+        let p = pattern("smartarena_users_{date}.csv", "%Y_%m_%d");
+        let m = p.matches("smartarena_users_2026_02_12.csv").unwrap();
+        assert_eq!(m.date, NaiveDate::from_ymd_opt(2026, 2, 12));
+        assert!(p.matches("smartarena_users_2026_02_30.csv").is_none());
+        assert!(p.matches("smartarena_users_latest.csv").is_none());
+        assert_eq!(
+            p.name_for(NaiveDate::from_ymd_opt(2026, 11, 21).unwrap()),
+            "smartarena_users_2026_11_21.csv"
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! Where import requests come from: SFTP upload events, the folder watcher (notify), cron
+//! schedules (croner, in each tenant's time zone), the start-up scan, and the daily retention
+//! sweep. Each turns into [`Intake::request_file`] or a queue request after the settle time.
+//!
+//! The watcher watches `data/tenants/` and acts only on files directly in a tenant root, on
+//! "closed after writing" and "renamed into place" (a file still being written is not touched);
+//! the archive folders and Roster's own moves are ignored. Files uploaded through Roster's SFTP
+//! server are seen twice (event and watcher); the queue merges them.
+
+use super::{candidates, on_upload, run, Intake, Request};
+use crate::sftp::UploadFinished;
+use chrono::{DateTime, Utc};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::EventKind;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub(super) fn start(intake: Intake, uploads: mpsc::UnboundedReceiver<UploadFinished>) {
+    startup(&intake);
+    tokio::spawn(consume_uploads(intake.clone(), uploads));
+    watch_folders(intake.clone());
+    tokio::spawn(schedules(intake.clone()));
+    tokio::spawn(retention(intake));
+}
+
+/// After `settle_ms`, asks for `name` of `tenant` if the tenant imports on upload.
+fn settle_then_request(intake: &Intake, tenant: String, name: String) {
+    let config = intake.shared.config.current();
+    let Some(t) = config.tenant(&tenant) else {
+        return;
+    };
+    if !on_upload(t) || crate::sftp::is_temp_name(&name) {
+        return;
+    }
+    let settle = Duration::from_millis(config.server.settle_ms);
+    let intake = intake.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(settle).await;
+        intake.request_file(&tenant, &name);
+    });
+}
+
+async fn consume_uploads(intake: Intake, mut uploads: mpsc::UnboundedReceiver<UploadFinished>) {
+    while let Some(ev) = uploads.recv().await {
+        // Only files directly in `/` are imported.
+        let rel = ev.path.trim_start_matches('/');
+        if rel.is_empty() || rel.contains('/') {
+            continue;
+        }
+        settle_then_request(&intake, ev.tenant, rel.to_string());
+    }
+}
+
+/// Creates the homes of configured tenants, queues claims left by an earlier process, then the
+/// complete files waiting in the roots.
+fn startup(intake: &Intake) {
+    let config = intake.shared.config.current();
+    for t in &config.tenants {
+        let home = config.tenant_home(&t.id);
+        if let Err(e) = std::fs::create_dir_all(&home) {
+            tracing::error!(tenant = %t.id, "cannot create the tenant folder {}: {e}", home.display());
+        }
+        let mut claims: Vec<PathBuf> = std::fs::read_dir(run::work_dir(&intake.shared, &t.id))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default();
+        claims.sort();
+        for dir in claims {
+            intake.request(&t.id, Request::Claim(dir));
+        }
+        if on_upload(t) {
+            for name in candidates(&config, t) {
+                tracing::info!(tenant = %t.id, file = %name, "found a finished upload waiting since before the start");
+                intake.request_file(&t.id, &name);
+            }
+        }
+    }
+}
+
+/// (tenant, file name) when `path` is a file directly in a tenant root under `tenants`.
+fn tenant_file(tenants: &Path, path: &Path) -> Option<(String, String)> {
+    let rel = path.strip_prefix(tenants).ok()?;
+    let mut parts = rel.components();
+    let tenant = parts.next()?.as_os_str().to_str()?.to_string();
+    let name = parts.next()?.as_os_str().to_str()?.to_string();
+    parts.next().is_none().then_some((tenant, name))
+}
+
+fn watch_folders(intake: Intake) {
+    let config = intake.shared.config.current();
+    let tenants = config.server.data_dir.join("tenants");
+    if let Err(e) = std::fs::create_dir_all(&tenants) {
+        tracing::error!(
+            "cannot create {}: {e}; folder watching is off",
+            tenants.display()
+        );
+        return;
+    }
+    let tenants = tenants.canonicalize().unwrap_or(tenants);
+    let (tx, mut rx) = mpsc::unbounded_channel::<notify::Event>();
+    let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| match ev {
+        Ok(ev) => {
+            let _ = tx.send(ev);
+        }
+        Err(e) => tracing::warn!("folder watcher error: {e}"),
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(
+                "cannot watch the tenant folders ({e}); files copied in are found at start only"
+            );
+            return;
+        }
+    };
+    if let Err(e) = notify::Watcher::watch(&mut watcher, &tenants, notify::RecursiveMode::Recursive)
+    {
+        tracing::error!(
+            "cannot watch {} ({e}); files copied in are found at start only",
+            tenants.display()
+        );
+        return;
+    }
+    tokio::spawn(async move {
+        let _keep = watcher;
+        while let Some(ev) = rx.recv().await {
+            if ev.need_rescan() {
+                tracing::warn!("folder watcher overflowed; rescanning every tenant folder");
+                let config = intake.shared.config.current();
+                for t in config.tenants.iter().filter(|t| on_upload(t)) {
+                    for name in candidates(&config, t) {
+                        intake.request_file(&t.id, &name);
+                    }
+                }
+                continue;
+            }
+            let finished_writing = matches!(
+                ev.kind,
+                EventKind::Access(AccessKind::Close(AccessMode::Write))
+                    | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+            );
+            if !finished_writing {
+                continue;
+            }
+            // For a rename with both names, the destination is last.
+            if let Some((tenant, name)) = ev.paths.last().and_then(|p| tenant_file(&tenants, p)) {
+                settle_then_request(&intake, tenant, name);
+            }
+        }
+    });
+}
+
+/// Fires each tenant's cron schedule in its time zone; checks twice a second and follows
+/// config reloads (a changed schedule takes effect from its next occurrence).
+async fn schedules(intake: Intake) {
+    let mut next: HashMap<String, (String, DateTime<Utc>)> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if intake.stopping() {
+            return;
+        }
+        let config = intake.shared.config.current();
+        let now = Utc::now();
+        next.retain(|id, _| config.tenant(id).is_some());
+        for t in &config.tenants {
+            let p = &t.import;
+            let Some(expr) = p
+                .schedule
+                .as_ref()
+                .filter(|_| p.trigger != crate::config::Trigger::Upload)
+            else {
+                next.remove(&t.id);
+                continue;
+            };
+            let key = format!("{expr}|{}", p.timezone);
+            let due = match next.get(&t.id) {
+                Some((k, at)) if *k == key => *at,
+                _ => {
+                    if let Some(at) = next_fire(expr, &p.timezone, now) {
+                        tracing::info!(tenant = %t.id, schedule = %expr, timezone = %p.timezone, next = %at, "schedule set");
+                        next.insert(t.id.clone(), (key, at));
+                    }
+                    continue;
+                }
+            };
+            if now >= due {
+                tracing::info!(tenant = %t.id, schedule = %expr, "schedule fired");
+                intake.request(&t.id, Request::Scheduled);
+                match next_fire(expr, &p.timezone, now) {
+                    Some(at) => {
+                        next.insert(t.id.clone(), (key, at));
+                    }
+                    None => {
+                        next.remove(&t.id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The next time `expr` fires after `after`, in time zone `tz`.
+pub fn next_fire(expr: &str, tz: &str, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let cron = croner::Cron::from_str(expr).ok()?;
+    let tz: chrono_tz::Tz = tz.parse().ok()?;
+    cron.find_next_occurrence(&after.with_timezone(&tz), false)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Deletes old archived files and reports, at start and then daily.
+async fn retention(intake: Intake) {
+    let mut tick = tokio::time::interval(Duration::from_secs(86_400));
+    loop {
+        tick.tick().await;
+        let config = intake.shared.config.current();
+        for t in &config.tenants {
+            let home = config.tenant_home(&t.id);
+            let days = t.import.retention_days;
+            let removed = tokio::task::spawn_blocking(move || super::archive::sweep(&home, days))
+                .await
+                .unwrap_or(0);
+            if removed > 0 {
+                tracing::info!(tenant = %t.id, removed, days, "retention: old archived files deleted");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_in_a_time_zone() {
+        let after = DateTime::parse_from_rfc3339("2026-11-21T05:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        // 07:30 in Zagreb (UTC+1 in November) is 06:30 UTC.
+        let at = next_fire("30 7 * * *", "Europe/Zagreb", after).unwrap();
+        assert_eq!(at.to_rfc3339(), "2026-11-21T06:30:00+00:00");
+        let every5 = next_fire("*/5 * * * *", "UTC", after).unwrap();
+        assert_eq!(every5.to_rfc3339(), "2026-11-21T05:05:00+00:00");
+    }
+
+    #[test]
+    fn only_root_files_of_a_tenant() {
+        let t = Path::new("/d/tenants");
+        assert_eq!(
+            tenant_file(t, Path::new("/d/tenants/acme/users.csv")),
+            Some(("acme".into(), "users.csv".into()))
+        );
+        assert_eq!(
+            tenant_file(t, Path::new("/d/tenants/acme/processed/users.csv")),
+            None
+        );
+        assert_eq!(tenant_file(t, Path::new("/d/tenants/acme")), None);
+    }
+}

@@ -1,0 +1,48 @@
+//! The durable outbox as the delivery worker sees it: [`MailQueue`] implemented on the store's
+//! outbox (the store keeps recipients and message bytes; the rest is read back from the headers).
+
+use super::{MailQueue, OutgoingMail, QueuedMail};
+use crate::store::Store;
+use chrono::{DateTime, Utc};
+
+impl MailQueue for Store {
+    fn due(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<QueuedMail>> {
+        Ok(self
+            .outbox_due(now)?
+            .into_iter()
+            .map(|item| QueuedMail {
+                id: item.id,
+                attempts: item.attempts,
+                mail: OutgoingMail::from_stored(item.recipients, item.message),
+            })
+            .collect())
+    }
+
+    fn mark_sent(&self, id: u64) -> anyhow::Result<()> {
+        self.outbox_mark_sent(id)
+    }
+
+    fn defer(
+        &self,
+        id: u64,
+        attempts: u32,
+        next_at: DateTime<Utc>,
+        last_error: &str,
+    ) -> anyhow::Result<()> {
+        self.outbox_defer(id, next_at, attempts, last_error)
+    }
+
+    fn give_up(&self, id: u64, reason: &str) -> anyhow::Result<()> {
+        tracing::error!(
+            id,
+            reason,
+            "mail refused for good by the SMTP server; removed from the outbox"
+        );
+        self.outbox_mark_sent(id)
+    }
+}
+
+/// Queues `mail` in the store's outbox (durable before this returns).
+pub fn enqueue(store: &Store, mail: &OutgoingMail) -> anyhow::Result<u64> {
+    store.outbox_push(&mail.to, &mail.bytes)
+}
