@@ -170,6 +170,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     let mut email_clash: HashMap<u64, (String, Vec<u64>)> = HashMap::new();
     let mut notes = Vec::new();
     let mut line = 1u64;
+    let mut valid = 0u64;
     loop {
         match rdr.read_byte_record(&mut record) {
             Ok(true) => {}
@@ -191,6 +192,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         }
         match row::parse_record(&record, line, &map, tenant, &mut notes) {
             Parsed::Valid(r) => {
+                valid += 1;
                 let fp = match &r.password {
                     Some(pw) => row::password_fp(&secret, pw),
                     None => [0; 16],
@@ -248,6 +250,16 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             "the file has a header row but no data rows".into(),
             password_col,
         );
+    }
+    if valid == 0 {
+        drop(arenas);
+        let (report_csv, archive) = report::write(
+            job.input,
+            enc,
+            delim,
+            &report::Want { skips: &skips, password_col },
+        )?;
+        return nothing_imported(job, rec, &state, &skips, report_csv, archive);
     }
     // Emails given to more than one key in the file: skip every such row.
     let mut conflicts: HashMap<u64, String> = HashMap::new();
@@ -429,6 +441,35 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         archive,
         planned.changes,
     )
+}
+
+/// Every row was skipped: an error, nothing applied (not even `on_missing`).
+fn nothing_imported(
+    job: Job<'_>,
+    mut rec: ImportRecord,
+    state: &crate::store::TenantState,
+    skips: &HashMap<u64, String>,
+    report_csv: Option<Vec<u8>>,
+    archive: Option<Vec<u8>>,
+) -> Result<Done> {
+    let first = skips.iter().min_by_key(|(l, _)| **l).map(|(_, r)| r.as_str()).unwrap_or("");
+    rec.status = ImportStatus::Error;
+    rec.skipped = skips.len() as u64;
+    rec.errors = rec.skipped + 1;
+    rec.inserted = 0;
+    rec.updated = 0;
+    rec.unchanged = 0;
+    rec.restored = 0;
+    rec.deactivated = 0;
+    rec.deleted = 0;
+    rec.messages.insert(
+        0,
+        format!(
+            "none of the {} rows could be imported, so nothing was changed; the first problem: {first}",
+            rec.rows
+        ),
+    );
+    finish(job, rec, state, Vec::new(), report_csv, archive, Vec::new())
 }
 
 fn fail(
