@@ -36,6 +36,8 @@ pub struct Shared {
     queues: Mutex<HashMap<String, TenantQueue>>,
     running: tokio::sync::watch::Sender<usize>,
     stopping: std::sync::atomic::AtomicBool,
+    /// Every task the intake started, ended at shutdown so the store is released.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 #[derive(Clone)]
@@ -84,10 +86,23 @@ impl Intake {
                 queues: Mutex::new(HashMap::new()),
                 running,
                 stopping: std::sync::atomic::AtomicBool::new(false),
+                tasks: Mutex::new(Vec::new()),
             }),
         };
         triggers::start(intake.clone(), uploads);
         intake
+    }
+
+    /// Spawns a task that ends with the intake.
+    fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(fut).abort_handle();
+        match self.shared.tasks.lock() {
+            Ok(mut t) => {
+                t.retain(|h| !h.is_finished());
+                t.push(handle);
+            }
+            Err(p) => p.into_inner().push(handle),
+        }
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -106,7 +121,7 @@ impl Intake {
                     tx,
                     waiting: Arc::new(Mutex::new(HashSet::new())),
                 };
-                tokio::spawn(worker(
+                self.spawn(worker(
                     self.clone(),
                     tenant.to_string(),
                     rx,
@@ -155,6 +170,25 @@ impl Intake {
         };
         if tokio::time::timeout(grace, idle).await.is_err() {
             tracing::warn!("stopping with imports still running; they will be finished on restart");
+        }
+        let tasks = match self.shared.tasks.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
+        for t in tasks {
+            t.abort();
+        }
+        match self.shared.queues.lock() {
+            Ok(mut q) => q.clear(),
+            Err(p) => p.into_inner().clear(),
+        }
+        // Aborted tasks drop their state on their next poll: wait (briefly) until only this
+        // handle holds the intake, so the store is released when the caller drops it.
+        for _ in 0..100 {
+            if Arc::strong_count(&self.shared) <= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

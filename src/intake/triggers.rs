@@ -20,10 +20,10 @@ use tokio::sync::mpsc;
 
 pub(super) fn start(intake: Intake, uploads: mpsc::UnboundedReceiver<UploadFinished>) {
     startup(&intake);
-    tokio::spawn(consume_uploads(intake.clone(), uploads));
+    intake.spawn(consume_uploads(intake.clone(), uploads));
     watch_folders(intake.clone());
-    tokio::spawn(schedules(intake.clone()));
-    tokio::spawn(retention(intake));
+    intake.spawn(schedules(intake.clone()));
+    intake.spawn(retention(intake.clone()));
 }
 
 /// After `settle_ms`, asks for `name` of `tenant` if the tenant imports on upload.
@@ -36,8 +36,9 @@ fn settle_then_request(intake: &Intake, tenant: String, name: String) {
         return;
     }
     let settle = Duration::from_millis(config.server.settle_ms);
-    let intake = intake.clone();
-    tokio::spawn(async move {
+    let later = intake.clone();
+    intake.spawn(async move {
+        let intake = later;
         tokio::time::sleep(settle).await;
         intake.request_file(&tenant, &name);
     });
@@ -128,7 +129,8 @@ fn watch_folders(intake: Intake) {
         );
         return;
     }
-    tokio::spawn(async move {
+    let watching = intake.clone();
+    watching.spawn(async move {
         let _keep = watcher;
         while let Some(ev) = rx.recv().await {
             if ev.need_rescan() {
