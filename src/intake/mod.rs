@@ -27,6 +27,34 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify, Semaphore};
 
+/// The import a tenant is running now (for the admin API's progress view).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunProgress {
+    pub file: String,
+    /// Size of the file.
+    pub bytes: u64,
+    /// Rows read so far (updated every few thousand rows).
+    pub rows_read: u64,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+}
+
+type ProgressMap = Arc<Mutex<HashMap<String, RunProgress>>>;
+
+fn set_progress(map: &ProgressMap, tenant: &str, p: Option<RunProgress>) {
+    let mut m = match map.lock() {
+        Ok(g) => g,
+        Err(e) => e.into_inner(),
+    };
+    match p {
+        Some(p) => {
+            m.insert(tenant.to_string(), p);
+        }
+        None => {
+            m.remove(tenant);
+        }
+    }
+}
+
 /// What the intake shares between its tasks.
 pub struct Shared {
     pub config: ConfigHandle,
@@ -36,6 +64,7 @@ pub struct Shared {
     queues: Mutex<HashMap<String, TenantQueue>>,
     running: tokio::sync::watch::Sender<usize>,
     stopping: std::sync::atomic::AtomicBool,
+    progress: ProgressMap,
     /// Every task the intake started, ended at shutdown so the store is released.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -87,6 +116,7 @@ impl Intake {
                 running,
                 stopping: std::sync::atomic::AtomicBool::new(false),
                 tasks: Mutex::new(Vec::new()),
+                progress: Arc::new(Mutex::new(HashMap::new())),
             }),
         };
         triggers::start(intake.clone(), uploads);
@@ -153,6 +183,14 @@ impl Intake {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.request(tenant, Request::Now(tx));
         rx.await.unwrap_or_default()
+    }
+
+    /// The imports running now, by tenant.
+    pub fn progress(&self) -> HashMap<String, RunProgress> {
+        match self.shared.progress.lock() {
+            Ok(m) => m.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
     }
 
     /// Stops taking new work and waits (at most `grace`) for running imports to finish.

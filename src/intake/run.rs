@@ -10,7 +10,7 @@
 
 use super::archive;
 use super::pattern::FilePattern;
-use super::Shared;
+use super::{RunProgress, Shared};
 use crate::config::{ReportWhen, Tenant};
 use crate::import::{self, ImportOutcome, RunOptions};
 use crate::mail::{compose_report, CsvAttachment, RunSummary};
@@ -157,12 +157,33 @@ pub fn run_claimed(
             return finish(shared, tenant, claimed, outcome);
         }
     }
+    let bytes_total = std::fs::metadata(claimed).map(|m| m.len()).unwrap_or(0);
+    let progress = shared.progress.clone();
+    let tenant_id = tenant.id.clone();
+    super::set_progress(
+        &progress,
+        &tenant.id,
+        Some(RunProgress {
+            file: name.clone(),
+            bytes: bytes_total,
+            rows_read: 0,
+            started_at: Utc::now(),
+        }),
+    );
     let opts = RunOptions {
         received_at,
+        progress: Some(std::sync::Arc::new(move |rows| {
+            if let Ok(mut map) = progress.lock() {
+                if let Some(p) = map.get_mut(&tenant_id) {
+                    p.rows_read = rows;
+                }
+            }
+        })),
         ..Default::default()
     };
-    let outcome = import::run_file(&shared.store, tenant, claimed, &opts)
-        .with_context(|| format!("the import of {name} could not run"))?;
+    let outcome = import::run_file(&shared.store, tenant, claimed, &opts);
+    super::set_progress(&shared.progress, &tenant.id, None);
+    let outcome = outcome.with_context(|| format!("the import of {name} could not run"))?;
     // Keep the outputs beside the claim until filed, so a crash in between loses nothing.
     let dir = claimed.parent().unwrap_or(claimed);
     if let Some(r) = &outcome.report_csv {
