@@ -388,6 +388,14 @@ c_subsystem_refused() {
 }
 c_garbage_input()  { py garbage_input; }
 
+children_of() {                  # child pids of $1, from /proc (procps may be absent)
+    local p
+    for p in /proc/[0-9]*; do
+        [ "$(awk '{print $4}' "$p/stat" 2>/dev/null)" = "$1" ] && echo "${p#/proc/}"
+    done
+    return 0
+}
+
 c_kill_mid_upload() {
     local big="$DIR/big.bin" pid kids k i size
     [ -f "$big" ] || head -c $((50 * 1048576)) /dev/urandom >"$big"
@@ -401,7 +409,7 @@ c_kill_mid_upload() {
     same "$P1" "$DIR/dl/during.bin" || return 1
     kill -0 "$pid" 2>/dev/null || fail "the slow upload ended before it could be killed"
     # timeout -> sftp -> ssh: kill the ssh that owns the TCP connection, and its parents.
-    kids=$(pgrep -P "$pid"); for k in $kids; do kids="$kids $(pgrep -P "$k")"; done
+    kids=$(children_of "$pid"); for k in $kids; do kids="$kids $(children_of "$k")"; done
     for k in $kids; do
         [ "$(cat /proc/"$k"/comm 2>/dev/null)" = ssh ] && kill -9 "$k"
     done
