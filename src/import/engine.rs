@@ -257,7 +257,10 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             job.input,
             enc,
             delim,
-            &report::Want { skips: &skips, password_col },
+            &report::Want {
+                skips: &skips,
+                password_col,
+            },
         )?;
         return nothing_imported(job, rec, &state, &skips, report_csv, archive);
     }
@@ -452,7 +455,11 @@ fn nothing_imported(
     report_csv: Option<Vec<u8>>,
     archive: Option<Vec<u8>>,
 ) -> Result<Done> {
-    let first = skips.iter().min_by_key(|(l, _)| **l).map(|(_, r)| r.as_str()).unwrap_or("");
+    let first = skips
+        .iter()
+        .min_by_key(|(l, _)| **l)
+        .map(|(_, r)| r.as_str())
+        .unwrap_or("");
     rec.status = ImportStatus::Error;
     rec.skipped = skips.len() as u64;
     rec.errors = rec.skipped + 1;

@@ -1,0 +1,89 @@
+//! Runs the import engine on a local file, for the benchmark (bench/import.sh).
+//!
+//! Usage: `import_bench STORE_DIR CSV [--on-missing deactivate]`. Prints one line with the
+//! status, counts, wall time, rows/s and peak RSS (VmHWM) of this process.
+
+use roster::config::{ImportProfile, MatchBy, OnMissing, Reference, Tenant};
+use roster::import::{run_file, RunOptions};
+use roster::store::Store;
+use std::path::Path;
+use std::time::Instant;
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(dir), Some(csv)) = (args.get(1), args.get(2)) else {
+        anyhow::bail!("usage: import_bench STORE_DIR CSV");
+    };
+    let columns = [
+        ("mapping_code", "id"),
+        ("first_name", "first_name"),
+        ("last_name", "last_name"),
+        ("email", "email"),
+        ("date_of_birth", "date_of_birth"),
+        ("sex", "sex"),
+        ("language", "language"),
+        ("org_unit", "org_unit"),
+        ("location", "location"),
+        ("job_title", "job_title"),
+    ];
+    let tenant = Tenant {
+        id: "bench".into(),
+        password_hash: None,
+        authorized_keys: vec![],
+        notify: vec![],
+        scim_token_sha256: None,
+        import: ImportProfile {
+            match_by: MatchBy::MappingCode,
+            on_missing: OnMissing::Deactivate,
+            columns: columns
+                .iter()
+                .map(|(f, h)| (f.to_string(), h.to_string()))
+                .collect(),
+            ..Default::default()
+        },
+        reference: Reference {
+            org_units: (0..50).map(|i| format!("OU{i}")).collect(),
+            locations: (0..20).map(|i| format!("LOC{i}")).collect(),
+            workplaces: vec![],
+        },
+    };
+    let t0 = Instant::now();
+    let store = Store::open(Path::new(dir))?;
+    let opened = t0.elapsed();
+    let t1 = Instant::now();
+    let out = run_file(&store, &tenant, Path::new(csv), &RunOptions::default())?;
+    let secs = t1.elapsed().as_secs_f64();
+    let r = &out.record;
+    println!(
+        "status={} rows={} inserted={} updated={} unchanged={} deactivated={} skipped={} | import {:.2} s, {:.0} rows/s, store open {:.2} s, peak RSS {:.0} MB",
+        r.status,
+        r.rows,
+        r.inserted,
+        r.updated,
+        r.unchanged,
+        r.deactivated,
+        r.skipped,
+        secs,
+        r.rows as f64 / secs,
+        opened.as_secs_f64(),
+        peak_rss_mb()
+    );
+    for m in r.messages.iter().take(3) {
+        println!("  {m}");
+    }
+    Ok(())
+}
