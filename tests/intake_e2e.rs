@@ -111,7 +111,7 @@ impl Env {
         Client::connect(
             self.server().sftp.addr,
             tenant,
-            Login::Key(self.key.clone()),
+            Login::Key(Box::new(self.key.clone())),
         )
         .await
         .unwrap()

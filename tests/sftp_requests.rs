@@ -459,7 +459,7 @@ async fn exec_and_shell_are_refused_at_once() {
     let (ssh, _) = Client::authenticate(
         srv.addr(),
         "acme",
-        support::sftp::Login::Key(srv.acme_key.clone()),
+        support::sftp::Login::Key(Box::new(srv.acme_key.clone())),
     )
     .await
     .unwrap();

@@ -18,11 +18,13 @@ async fn logins_by_password_and_key() {
     // Wrong password, unknown tenant, a key the tenant does not list.
     assert!(srv.password("acme", "wrong").await.is_err());
     assert!(srv.password("nobody", ACME_PASSWORD).await.is_err());
-    assert!(
-        Client::connect(srv.addr(), "beta", Login::Key(srv.acme_key.clone()))
-            .await
-            .is_err()
-    );
+    assert!(Client::connect(
+        srv.addr(),
+        "beta",
+        Login::Key(Box::new(srv.acme_key.clone()))
+    )
+    .await
+    .is_err());
     // Each tenant lands in its own home.
     let a = srv.acme().await;
     a.put("users.csv", b"acme").await.unwrap();
@@ -50,11 +52,13 @@ async fn sessions_per_tenant_are_limited() {
     for _ in 0..4 {
         open.push(srv.acme().await);
     }
-    assert!(
-        Client::connect(srv.addr(), "acme", Login::Key(srv.acme_key.clone()))
-            .await
-            .is_err()
-    );
+    assert!(Client::connect(
+        srv.addr(),
+        "acme",
+        Login::Key(Box::new(srv.acme_key.clone()))
+    )
+    .await
+    .is_err());
     // Another tenant is not affected.
     assert!(srv.password("beta", BETA_PASSWORD).await.is_ok());
     // Closing one frees a slot.
@@ -65,9 +69,13 @@ async fn sessions_per_tenant_are_limited() {
         .unwrap();
     drop(c);
     let again = eventually(5, || async {
-        Client::connect(srv.addr(), "acme", Login::Key(srv.acme_key.clone()))
-            .await
-            .is_ok()
+        Client::connect(
+            srv.addr(),
+            "acme",
+            Login::Key(Box::new(srv.acme_key.clone())),
+        )
+        .await
+        .is_ok()
     })
     .await;
     assert!(again);

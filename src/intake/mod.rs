@@ -358,9 +358,7 @@ fn claim_and_run(
             return None;
         }
     };
-    let Some(dir) = claimed.parent().map(|d| d.to_path_buf()) else {
-        return None;
-    };
+    let dir = claimed.parent().map(|d| d.to_path_buf())?;
     let mut out = None;
     let mut first = true;
     with_retries(&tenant.id, name, || {

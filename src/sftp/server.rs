@@ -50,17 +50,19 @@ impl SftpServer {
     /// The russh settings, from the config in force now.
     fn ssh_config(&self) -> russh::server::Config {
         let cfg = self.config.current();
-        let mut preferred = russh::Preferred::default();
         // Host-key signatures: Ed25519, then RSA with SHA-2 only (no SHA-1 `ssh-rsa`).
-        preferred.key = Cow::Owned(vec![
-            Algorithm::Ed25519,
-            Algorithm::Rsa {
-                hash: Some(HashAlg::Sha512),
-            },
-            Algorithm::Rsa {
-                hash: Some(HashAlg::Sha256),
-            },
-        ]);
+        let preferred = russh::Preferred {
+            key: Cow::Owned(vec![
+                Algorithm::Ed25519,
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha512),
+                },
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha256),
+                },
+            ]),
+            ..Default::default()
+        };
         russh::server::Config {
             server_id: russh::SshId::Standard(Cow::Borrowed("SSH-2.0-Roster")),
             methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
@@ -109,6 +111,7 @@ impl SftpServer {
 
     async fn connection(self: Arc<Self>, socket: tokio::net::TcpStream, peer: SocketAddr) {
         let _ = socket.set_nodelay(true);
+        let _open = crate::metrics::session_open();
         let handler = Connection {
             server: self.clone(),
             peer,
@@ -187,6 +190,7 @@ impl Connection {
         });
         self.tenant = Some(user.to_string());
         self.server.throttle.succeeded(Some(self.peer.ip()));
+        crate::metrics::login_ok();
         tracing::info!(tenant = user, peer = %self.peer, method, "login");
         Auth::Accept
     }
@@ -195,6 +199,7 @@ impl Connection {
         match self.server.throttle.gate(Some(self.peer.ip()), user) {
             Gate::Open => false,
             Gate::Blocked(why) => {
+                crate::metrics::login_blocked();
                 tracing::warn!(peer = %self.peer, "login refused: {why}");
                 true
             }
@@ -227,6 +232,7 @@ impl russh::server::Handler for Connection {
             .server
             .throttle
             .failed(self.server.policy(), Some(self.peer.ip()), user);
+        crate::metrics::login_failed();
         tracing::warn!(tenant = user, peer = %self.peer, known = config.tenant(user).is_some(), "failed password login");
         tokio::time::sleep(delay).await;
         Ok(Auth::reject())

@@ -98,9 +98,13 @@ impl TestServer {
     }
 
     pub async fn acme(&self) -> Client {
-        Client::connect(self.addr(), "acme", Login::Key(self.acme_key.clone()))
-            .await
-            .unwrap()
+        Client::connect(
+            self.addr(),
+            "acme",
+            Login::Key(Box::new(self.acme_key.clone())),
+        )
+        .await
+        .unwrap()
     }
 
     /// The next upload event, or panics after `secs`.
@@ -129,7 +133,7 @@ impl TestServer {
 
 pub enum Login {
     Password(String),
-    Key(PrivateKey),
+    Key(Box<PrivateKey>),
 }
 
 /// Records the host key the server showed.
@@ -173,6 +177,7 @@ impl Client {
         let ok = match login {
             Login::Password(p) => ssh.authenticate_password(user, p).await?.success(),
             Login::Key(k) => {
+                let k = *k;
                 let hash = ssh.best_supported_rsa_hash().await?.flatten();
                 ssh.authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(k), hash))
                     .await?
