@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import os
 import random
+import re
 import socket
 import stat as pystat
 import struct
@@ -564,7 +565,7 @@ def check_flood():
     logged = []
     if SERVER_LOG and os.path.exists(SERVER_LOG):
         with open(SERVER_LOG, errors="replace") as f:
-            logged = [l.strip() for l in f if "block" in l.lower()]
+            logged = [re.sub(r"\x1b\[[0-9;]*m", "", l).strip() for l in f if "block" in l.lower()]
     if logged:
         info("flood: server logged: " + logged[0][:300])
     else:

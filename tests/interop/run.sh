@@ -419,7 +419,7 @@ c_kill_mid_upload() {
     kill -0 "$SERVER_PID" 2>/dev/null || fail "the server process died"
     size=$(stat -c %s "$HOME_DIR/killed.bin" 2>/dev/null || echo absent)
     echo "INFO: partial file after kill -9: killed.bin $size bytes (of $((50 * 1048576)))"
-    grep -i 'killed.bin' "$DIR/server.log" | tail -n 3 | sed 's/^/INFO: server log: /'
+    sed 's/\x1b\[[0-9;]*m//g' "$DIR/server.log" | grep -i 'killed.bin' | tail -n 3 | sed 's/^/INFO: server log: /'
     [ "$size" != $((50 * 1048576)) ] || fail "the killed upload somehow completed"
     batch "put $P1 after.bin" "get after.bin $DIR/dl/after.bin"
     "${SFTP[@]}" -b "$DIR/work/batch.txt" "$LOGIN@127.0.0.1" || fail "a new session after the kill failed"
