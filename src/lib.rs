@@ -8,6 +8,7 @@ pub mod config;
 pub mod import;
 pub mod intake;
 pub mod mail;
+pub mod metrics;
 pub mod serve;
 pub mod sftp;
 pub mod store;

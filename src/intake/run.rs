@@ -237,6 +237,7 @@ fn finish(
     }
     archive::file_away(&home, &plan.file, claimed, archive_copy.as_deref())?;
     shared.store.record_import(&record)?;
+    crate::metrics::import_finished(&record);
     let _ = std::fs::remove_dir_all(&claim_dir);
     tracing::info!(
         tenant = %record.tenant, file = %record.file, import_id = %record.id,

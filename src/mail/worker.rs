@@ -214,6 +214,7 @@ impl Worker {
                     );
                     self.settle(item.id, "mark_sent", self.queue.mark_sent(item.id));
                     report.sent += 1;
+                    crate::metrics::mail_sent();
                 }
                 Err(e) if e.is_retryable() => {
                     if let (DeliveryError::Unavailable(why), None) = (&e, &unreachable) {
@@ -237,6 +238,7 @@ impl Worker {
                     let res = self.queue.defer(item.id, attempts, next_at, &reason);
                     self.settle(item.id, "defer", res);
                     report.deferred += 1;
+                    crate::metrics::mail_failed(false);
                     report.next_due = Some(report.next_due.map_or(next_at, |t| t.min(next_at)));
                 }
                 Err(e) => {
@@ -250,6 +252,7 @@ impl Worker {
                     let reason = e.to_string();
                     self.settle(item.id, "give_up", self.queue.give_up(item.id, &reason));
                     report.given_up += 1;
+                    crate::metrics::mail_failed(true);
                 }
             }
         }

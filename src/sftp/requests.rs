@@ -389,6 +389,7 @@ impl SftpSession {
         }
         f.size = f.size.max(end);
         f.wrote = true;
+        crate::metrics::bytes_uploaded(data.len());
         Ok(ok(id))
     }
 
