@@ -49,6 +49,14 @@ pub fn par_buckets<T: Send>(f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec
     all.into_iter().map(|(_, r)| r).collect()
 }
 
+/// The arenas of bucket `b` from every worker of the row pass.
+fn parts_of(arenas: &[Vec<Vec<u8>>], b: usize) -> Vec<&[u8]> {
+    arenas
+        .iter()
+        .filter_map(|w| w.get(b).map(Vec::as_slice))
+        .collect()
+}
+
 /// Totals of the survey pass.
 #[derive(Default)]
 pub struct Survey {
@@ -61,13 +69,13 @@ pub fn run_survey(
     store: &Store,
     ctx: &Ctx<'_>,
     state: &TenantState,
-    arenas: &[Vec<u8>],
+    arenas: &[Vec<Vec<u8>>],
     file_emails: &HashMap<u64, (u64, u64)>,
 ) -> Result<Survey> {
     let tenant = ctx.tenant.id.as_str();
     let parts = par_buckets(|b| {
         let blob = store.bucket(tenant, b as u16, state.gen(b))?;
-        survey(ctx, blob.as_deref(), &arenas[b], file_emails)
+        survey(ctx, blob.as_deref(), &parts_of(arenas, b), file_emails)
     })?;
     let mut s = Survey::default();
     for (c, m, conf) in parts {
@@ -93,18 +101,19 @@ pub fn run_plan(
     store: &Store,
     ctx: &Ctx<'_>,
     state: &TenantState,
-    arenas: &[Vec<u8>],
+    arenas: &[Vec<Vec<u8>>],
     stage: bool,
 ) -> Result<Planned> {
     let tenant = ctx.tenant.id.as_str();
     let staged_so_far: Mutex<Vec<(u16, u64)>> = Mutex::new(Vec::new());
     let parts = par_buckets(|b| {
         let gen = state.gen(b);
-        if gen == 0 && arenas[b].is_empty() {
+        let rows = parts_of(arenas, b);
+        if gen == 0 && rows.iter().all(|r| r.is_empty()) {
             return Ok((BucketPlan::default(), None));
         }
         let blob = store.bucket(tenant, b as u16, gen)?;
-        let mut plan = plan_bucket(ctx, blob.as_deref(), &arenas[b])?;
+        let mut plan = plan_bucket(ctx, blob.as_deref(), &rows)?;
         drop(blob);
         let mut staged = None;
         if let (true, Some(new)) = (stage, plan.blob.take()) {

@@ -8,11 +8,12 @@ use super::apply::{run_plan, run_survey};
 use super::plan::{Change, Ctx};
 use super::read::{self, Input};
 use super::report;
-use super::row::{self, Parsed, Row, ROW_PRESENT_ONLY};
+use super::parse;
+use super::row;
 use super::{ImportOutcome, RunOptions};
 use crate::config::{MatchBy, OnMissing, Tenant};
 use crate::store::{
-    fnv64, Commit, ImportRecord, ImportStatus, LedgerEntry, LedgerState, Store, BUCKETS,
+    Commit, ImportRecord, ImportStatus, LedgerEntry, LedgerState, Store,
 };
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -83,7 +84,10 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     let tenant = job.tenant;
     let profile = &tenant.import;
     let started_at = Utc::now();
+    let clock = std::time::Instant::now();
+    let phase = |name: &str| tracing::debug!(phase = name, ms = clock.elapsed().as_millis() as u64, "import phase done");
     let scan = read::scan(job.input, profile.encoding)?;
+    phase("scan");
     let id = match &job.approving {
         Some((id, _)) => id.clone(),
         None if job.opts.dry_run => "preview".to_string(),
@@ -152,7 +156,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         .iter()
         .map(|h| String::from_utf8_lossy(h).to_string())
         .collect();
-    let map = match row::map_columns(&headers, profile) {
+    let map = match row::map_columns(&headers, tenant) {
         Ok(m) => m,
         Err(msg) => return fail(job, rec, &state, msg, None),
     };
@@ -164,84 +168,29 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     // Row pass: validate, pack into bucket arenas, remember skip reasons and emails.
     let secret = *store.secret();
     let check_emails = profile.match_by != MatchBy::Email && map.email.is_some();
-    let mut arenas: Vec<Vec<u8>> = vec![Vec::new(); BUCKETS];
-    let mut skips: HashMap<u64, String> = HashMap::new();
-    let mut file_emails: HashMap<u64, (u64, u64)> = HashMap::new();
-    let mut email_clash: HashMap<u64, (String, Vec<u64>)> = HashMap::new();
-    let mut notes = Vec::new();
-    let mut line = 1u64;
-    let mut valid = 0u64;
-    loop {
-        match rdr.read_byte_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                let msg = format!("cannot read the file after row {line}: {e}");
-                return fail(job, rec, &state, msg, password_col);
-            }
-        }
-        line += 1;
-        if record.iter().all(|c| c.iter().all(u8::is_ascii_whitespace)) {
-            continue;
-        }
-        rec.rows += 1;
-        if let Some(p) = &job.opts.progress {
-            if rec.rows % 8192 == 0 {
-                p(rec.rows);
-            }
-        }
-        match row::parse_record(&record, line, &map, tenant, &mut notes) {
-            Parsed::Valid(r) => {
-                valid += 1;
-                let fp = match &r.password {
-                    Some(pw) => row::password_fp(&secret, pw),
-                    None => [0; 16],
-                };
-                let digest = row::row_digest(&r, &map, profile, &fp);
-                if check_emails {
-                    if let Some(e) = &r.email {
-                        let eh = fnv64(e.as_bytes());
-                        let kh = fnv64(r.key.as_bytes());
-                        match file_emails.get(&eh) {
-                            Some(&(k0, l0)) if k0 != kh => {
-                                let c = email_clash
-                                    .entry(eh)
-                                    .or_insert_with(|| (e.clone(), vec![l0]));
-                                c.1.push(line);
-                            }
-                            Some(_) => {}
-                            None => {
-                                file_emails.insert(eh, (kh, line));
-                            }
-                        }
-                    }
-                }
-                row::pack(&mut arenas[row::bucket_of(&r.key)], &r, 0, &digest);
-            }
-            Parsed::Skipped { key, reason } => {
-                if let Some(key) = key {
-                    let r = Row {
-                        line,
-                        key,
-                        ..Default::default()
-                    };
-                    row::pack(
-                        &mut arenas[row::bucket_of(&r.key)],
-                        &r,
-                        ROW_PRESENT_ONLY,
-                        &[0; 16],
-                    );
-                }
-                skips.insert(line, reason);
-            }
-        }
-        for n in notes.drain(..) {
-            push_msg(&mut rec.messages, &mut dropped, n);
-        }
-    }
+    let pass = match parse::row_pass(
+        &mut rdr,
+        &map,
+        tenant,
+        &secret,
+        check_emails,
+        job.opts.progress.as_deref(),
+    )? {
+        Ok(p) => p,
+        Err(msg) => return fail(job, rec, &state, msg, password_col),
+    };
     if let Some(p) = &job.opts.progress {
-        p(rec.rows);
+        p(pass.rows);
     }
+    phase("rows");
+    rec.rows = pass.rows;
+    for (_, n) in pass.notes {
+        push_msg(&mut rec.messages, &mut dropped, n);
+    }
+    let mut skips = pass.skips;
+    let arenas = pass.arenas;
+    let file_emails = pass.file_emails;
+    let mut conflicts = pass.clashes;
     if rec.rows == 0 {
         return fail(
             job,
@@ -251,7 +200,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             password_col,
         );
     }
-    if valid == 0 {
+    if pass.valid == 0 {
         drop(arenas);
         let (report_csv, archive) = report::write(
             job.input,
@@ -263,25 +212,6 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             },
         )?;
         return nothing_imported(job, rec, &state, &skips, report_csv, archive);
-    }
-    // Emails given to more than one key in the file: skip every such row.
-    let mut conflicts: HashMap<u64, String> = HashMap::new();
-    let email_header = map
-        .email
-        .map(|i| map.cols[i].header.clone())
-        .unwrap_or_default();
-    for (eh, (email, lines)) in email_clash {
-        file_emails.remove(&eh);
-        let list: Vec<String> = lines.iter().map(u64::to_string).collect();
-        for l in &lines {
-            conflicts.insert(
-                *l,
-                format!(
-                    "row {l}: {email_header} {email:?} is given to more than one user in this file (rows {})",
-                    list.join(", ")
-                ),
-            );
-        }
     }
     let empty = HashMap::new();
     let mut ctx = Ctx {
@@ -303,6 +233,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             held = Some(survey.missing);
         }
         conflicts.extend(survey.conflicts);
+        phase("survey");
     }
     ctx.conflicts = &conflicts;
     drop(file_emails);
@@ -366,6 +297,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     let stage = !job.opts.dry_run;
     let planned = run_plan(store, &ctx, &state, &arenas, stage)?;
     drop(arenas);
+    phase("plan");
     for (l, r) in planned.late_skips {
         skips.entry(l).or_insert(r);
     }

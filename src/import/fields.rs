@@ -210,13 +210,37 @@ pub enum Norm {
 /// Problem phrases, completed by the caller as `row N: HEADER "VALUE" <phrase>`.
 pub type Problem = String;
 
+/// The tenant's lists prepared once per run for fast, case-insensitive lookups.
+#[derive(Debug, Clone)]
+pub struct Lookups {
+    pub profile: ImportProfile,
+    /// Lower-cased → as written in the config, per [`RefList`].
+    refs: [std::collections::HashMap<String, String>; 3],
+    languages: std::collections::HashSet<String>,
+}
+
+impl Lookups {
+    pub fn new(profile: &ImportProfile, reference: &Reference) -> Lookups {
+        let index = |l: &[String]| {
+            l.iter()
+                .map(|v| (v.trim().to_lowercase(), v.trim().to_string()))
+                .collect()
+        };
+        Lookups {
+            profile: profile.clone(),
+            refs: [
+                index(&reference.org_units),
+                index(&reference.locations),
+                index(&reference.workplaces),
+            ],
+            languages: profile.languages.iter().map(|l| l.to_lowercase()).collect(),
+        }
+    }
+}
+
 /// Parses one cell of a field.
-pub fn normalise(
-    spec: FieldSpec,
-    cell: &str,
-    profile: &ImportProfile,
-    reference: &Reference,
-) -> Result<Norm, Problem> {
+pub fn normalise(spec: FieldSpec, cell: &str, lk: &Lookups) -> Result<Norm, Problem> {
+    let profile = &lk.profile;
     let t = cell.trim();
     if t.is_empty() {
         return Ok(Norm::Empty);
@@ -233,7 +257,7 @@ pub fn normalise(
         },
         Kind::Language => {
             let lower = t.to_lowercase();
-            if profile.languages.iter().any(|l| l.to_lowercase() == lower) {
+            if lk.languages.contains(&lower) {
                 Ok(Norm::Value(lower))
             } else {
                 Err(format!(
@@ -243,13 +267,9 @@ pub fn normalise(
             }
         }
         Kind::Reference(list) => {
-            let known = match list {
-                RefList::OrgUnits => &reference.org_units,
-                RefList::Locations => &reference.locations,
-                RefList::Workplaces => &reference.workplaces,
-            };
-            match known.iter().find(|k| k.trim().eq_ignore_ascii_case(t)) {
-                Some(k) => Ok(Norm::Value(k.trim().to_string())),
+            let known = &lk.refs[list as usize];
+            match known.get(&t.to_lowercase()) {
+                Some(k) => Ok(Norm::Value(k.clone())),
                 None => match profile.unknown_reference {
                     crate::config::UnknownReference::Create => Ok(Norm::Value(t.to_string())),
                     crate::config::UnknownReference::Ignore => Ok(Norm::UnknownReference),
@@ -353,7 +373,7 @@ pub fn date(t: &str) -> Result<String, Problem> {
         return Err(bad());
     };
     match chrono::NaiveDate::from_ymd_opt(y as i32, m, d) {
-        Some(date) => Ok(date.format("%Y-%m-%d").to_string()),
+        Some(_) => Ok(format!("{y:04}-{m:02}-{d:02}")),
         None => Err(bad()),
     }
 }

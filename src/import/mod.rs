@@ -29,6 +29,7 @@
 mod apply;
 mod engine;
 pub mod fields;
+mod parse;
 mod plan;
 mod read;
 mod report;

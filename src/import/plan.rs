@@ -106,6 +106,14 @@ fn missing_action(ctx: &Ctx<'_>, rec: &[u8]) -> Option<u8> {
     }
 }
 
+fn unpack_all<'a>(arenas: &[&'a [u8]]) -> Result<Vec<PackedRow<'a>>> {
+    let mut rows = Vec::new();
+    for a in arenas {
+        rows.extend(unpack(a)?);
+    }
+    Ok(rows)
+}
+
 /// Groups sorted rows by key: (key, the single applicable row if any, all lines).
 fn groups<'a>(rows: &[PackedRow<'a>]) -> Vec<(&'a [u8], Vec<PackedRow<'a>>)> {
     let mut out: Vec<(&'a [u8], Vec<PackedRow<'a>>)> = Vec::new();
@@ -123,13 +131,13 @@ fn groups<'a>(rows: &[PackedRow<'a>]) -> Vec<(&'a [u8], Vec<PackedRow<'a>>)> {
 pub fn survey(
     ctx: &Ctx<'_>,
     stored: Option<&[u8]>,
-    arena: &[u8],
+    arenas: &[&[u8]],
     file_emails: &HashMap<u64, (u64, u64)>,
 ) -> Result<(u64, u64, Vec<(u64, String)>)> {
     let Some(stored) = stored else {
         return Ok((0, 0, Vec::new()));
     };
-    let mut rows = unpack(arena)?;
+    let mut rows = unpack_all(arenas)?;
     rows.sort_unstable_by(|a, b| a.key.cmp(b.key));
     let (mut current, mut missing, mut conflicts) = (0, 0, Vec::new());
     let check_email = !file_emails.is_empty();
@@ -191,12 +199,12 @@ fn row_email<'a>(ctx: &Ctx<'_>, r: &PackedRow<'a>) -> Result<Option<&'a str>> {
 }
 
 /// Plans one bucket (see the module doc).
-pub fn plan_bucket(ctx: &Ctx<'_>, stored: Option<&[u8]>, arena: &[u8]) -> Result<BucketPlan> {
+pub fn plan_bucket(ctx: &Ctx<'_>, stored: Option<&[u8]>, arenas: &[&[u8]]) -> Result<BucketPlan> {
     let stored = match stored {
         Some(s) => bucket_entries(s)?,
         None => Vec::new(),
     };
-    let mut rows = unpack(arena)?;
+    let mut rows = unpack_all(arenas)?;
     rows.sort_unstable_by(|a, b| a.key.cmp(b.key).then(a.line.cmp(&b.line)));
     let groups = groups(&rows);
     let key_header = ctx.map.cols[ctx.map.key].header.as_str();
@@ -206,7 +214,7 @@ pub fn plan_bucket(ctx: &Ctx<'_>, stored: Option<&[u8]>, arena: &[u8]) -> Result
             .iter()
             .map(|(k, v)| k.len() + v.len() + 4)
             .sum::<usize>()
-            + arena.len(),
+            + arenas.iter().map(|a| a.len()).sum::<usize>(),
     );
     let mut changed = false;
     let (mut i, mut j) = (0, 0);

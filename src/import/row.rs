@@ -38,6 +38,8 @@ pub struct Mapping {
     pub width: usize,
     /// Notes about the mapping (ignored headers), for the run's messages.
     pub notes: Vec<String>,
+    /// The tenant's lists, prepared for lookups.
+    pub lookups: fields::Lookups,
 }
 
 fn norm_header(h: &str) -> String {
@@ -46,7 +48,8 @@ fn norm_header(h: &str) -> String {
 }
 
 /// Maps the header row to fields. An empty `columns` map takes each header as a field name.
-pub fn map_columns(headers: &[String], profile: &ImportProfile) -> Result<Mapping, String> {
+pub fn map_columns(headers: &[String], tenant: &Tenant) -> Result<Mapping, String> {
+    let profile = &tenant.import;
     let normed: Vec<String> = headers.iter().map(|h| norm_header(h)).collect();
     let find = |want: &str| normed.iter().position(|h| h == &norm_header(want));
     let mut cols = Vec::new();
@@ -118,6 +121,7 @@ pub fn map_columns(headers: &[String], profile: &ImportProfile) -> Result<Mappin
         width: headers.len(),
         notes,
         cols,
+        lookups: fields::Lookups::new(profile, &tenant.reference),
     })
 }
 
@@ -164,7 +168,8 @@ pub fn parse_record(
     tenant: &Tenant,
     notes: &mut Vec<String>,
 ) -> Parsed {
-    let profile = &tenant.import;
+    let _ = tenant;
+    let lk = &map.lookups;
     let mut problems: Vec<String> = Vec::new();
     let cell = |i: usize| -> Result<&str, ()> {
         std::str::from_utf8(rec.get(i).unwrap_or(b"")).map_err(|_| ())
@@ -172,7 +177,7 @@ pub fn parse_record(
     // The key first, so that a skipped row can still count as present.
     let key_col = &map.cols[map.key];
     let key = match cell(key_col.index) {
-        Ok(raw) => match fields::normalise(key_col.spec, raw, profile, &tenant.reference) {
+        Ok(raw) => match fields::normalise(key_col.spec, raw, lk) {
             Ok(Norm::Value(v)) => Some(key_of(&key_col.field, &v)),
             _ => None,
         },
@@ -213,7 +218,7 @@ pub fn parse_record(
             continue;
         }
         let required = ci == map.key || col.field == "first_name" || col.field == "last_name";
-        match fields::normalise(col.spec, raw, profile, &tenant.reference) {
+        match fields::normalise(col.spec, raw, lk) {
             Err(p) => problems.push(format!("{} {:?} {p}", col.header, show(raw.trim()))),
             Ok(Norm::Empty) if required => problems.push(format!(
                 "{} is empty, but {} is required",
