@@ -54,6 +54,12 @@ pub async fn verify_password(config: &Config, user: &str, password: &str) -> boo
     let known = hash.is_some();
     let hash = hash.unwrap_or_else(|| DECOY_HASH.to_string());
     let password = password.to_string();
+    // One argon2 check per core at a time: a burst of logins then queues instead of thrashing
+    // memory (each check takes ~19 MiB), and each client waits about its share.
+    let _permit = match argon2_slots().acquire().await {
+        Ok(p) => Some(p),
+        Err(_) => None,
+    };
     let ok = tokio::task::spawn_blocking(move || match PasswordHash::new(&hash) {
         Ok(parsed) => Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
@@ -63,6 +69,16 @@ pub async fn verify_password(config: &Config, user: &str, password: &str) -> boo
     .await
     .unwrap_or(false);
     known && ok
+}
+
+fn argon2_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        tokio::sync::Semaphore::new(cores)
+    })
 }
 
 /// How many failures lead to what.

@@ -137,6 +137,49 @@ fn attrs_of(meta: &std::fs::Metadata) -> FileAttributes {
     a
 }
 
+/// A directory entry with an `ls -l` style long name, which FileZilla and WinSCP parse:
+/// `-rw-r--r--    1 acme     acme         1234 Nov 21 14:50 users.csv` (older than six months:
+/// the year instead of the time).
+fn listing_entry(
+    name: String,
+    attrs: FileAttributes,
+    meta: &std::fs::Metadata,
+    owner: &str,
+) -> File {
+    let kind = if meta.file_type().is_symlink() {
+        'l'
+    } else if meta.is_dir() {
+        'd'
+    } else {
+        '-'
+    };
+    let mode = attrs.permissions.unwrap_or(0);
+    let mut perms = String::with_capacity(9);
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        perms.push(if bits & 4 != 0 { 'r' } else { '-' });
+        perms.push(if bits & 2 != 0 { 'w' } else { '-' });
+        perms.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    let mtime = chrono::DateTime::<chrono::Utc>::from(meta.modified().unwrap_or(UNIX_EPOCH));
+    let age = chrono::Utc::now().signed_duration_since(mtime);
+    let when = if age.num_days().abs() < 180 {
+        mtime.format("%b %e %H:%M").to_string()
+    } else {
+        mtime.format("%b %e  %Y").to_string()
+    };
+    let owner: String = owner.chars().take(8).collect();
+    let longname = format!(
+        "{kind}{perms}    1 {owner:<8} {owner:<8} {size:>8} {when} {name}",
+        size = meta.len()
+    );
+    File {
+        filename: name,
+        longname,
+        attrs,
+    }
+}
+
 fn system_time(secs: u32) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(u64::from(secs))
 }
@@ -538,7 +581,8 @@ impl SftpSession {
             .iter()
             .filter_map(|(n, r)| std::fs::metadata(r).ok().map(|m| (n.to_string(), m)))
         {
-            entries.push(File::new(name, attrs_of(&meta)));
+            let attrs = attrs_of(&meta);
+            entries.push(listing_entry(name, attrs, &meta, &self.ctx.tenant));
         }
         for entry in rd.flatten() {
             let Ok(name) = entry.file_name().into_string() else {
@@ -549,7 +593,7 @@ impl SftpSession {
             if meta.file_type().is_symlink() {
                 attrs.permissions = Some(0o120777);
             }
-            entries.push(File::new(name, attrs));
+            entries.push(listing_entry(name, attrs, &meta, &self.ctx.tenant));
         }
         let handle = self.new_handle(OpenHandle::Dir(DirHandle { entries, next: 0 }))?;
         Ok(Packet::Handle(Handle { id, handle }))

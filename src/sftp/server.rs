@@ -311,17 +311,19 @@ impl russh::server::Handler for Connection {
             in_progress: InProgress::new(&config.server.data_dir, &tenant),
         });
         session.channel_success(id)?;
-        let handle = session.handle();
         tokio::spawn(async move {
-            let stream = channel.into_stream();
-            let (r, w) = tokio::io::split(stream);
-            if let Err(e) = wire::serve(r, w, sftp).await {
+            // Reads, writes, exit-status, EOF and CLOSE all go through the channel's own halves,
+            // so they leave in order: `sftp -b` and `scp` exit 1 unless they see the exit status
+            // before the close.
+            let (mut read_half, write_half) = channel.split();
+            let reader = read_half.make_reader();
+            let writer = write_half.make_writer();
+            if let Err(e) = wire::serve(reader, writer, sftp).await {
                 tracing::debug!(%tenant, "SFTP stream ended: {e}");
             }
-            // `sftp -b` and `scp` exit 1 unless they see an exit status before the close.
-            let _ = handle.exit_status_request(id, 0).await;
-            let _ = handle.eof(id).await;
-            let _ = handle.close(id).await;
+            let _ = write_half.exit_status(0).await;
+            let _ = write_half.eof().await;
+            let _ = write_half.close().await;
         });
         Ok(())
     }
