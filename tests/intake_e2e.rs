@@ -406,3 +406,51 @@ async fn mail_waits_while_smtp_is_down_and_arrives_later() {
     .await;
     assert!(ours, "the error mail never arrived");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_archive_folder_is_retried_and_nothing_is_lost() {
+    let smtp = SmtpSink::start().await.unwrap();
+    let env = Env::start(&smtp.url()).await;
+    // `processed` is a plain file: the archive folder cannot be created.
+    std::fs::write(env.home("cdp").join("processed"), b"in the way").unwrap();
+    let c = env.client("cdp").await;
+    c.put(
+        "userdata_retry.csv",
+        b"userId,name,lastName,email\nu-1,Ana,Horvat,ana@cdp.example\n",
+    )
+    .await
+    .unwrap();
+    // The import committed, the filing failed: the file waits in its claim, not lost.
+    let store = env.server().store.clone();
+    let committed = eventually(20, || {
+        let store = store.clone();
+        async move {
+            store
+                .history("cdp", 10)
+                .map(|h| h.len() == 1)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(committed);
+    let work = env.dir.path().join("data/work/cdp");
+    let claimed = std::fs::read_dir(&work)
+        .unwrap()
+        .flatten()
+        .any(|d| d.path().join("userdata_retry.csv").exists());
+    assert!(claimed, "the upload must wait in its claim folder");
+    // Let the first filing attempt fail for sure, then make the folder writable again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(env.server().store.history("cdp", 10).unwrap()[0]
+        .archived_as
+        .is_none());
+    std::fs::remove_file(env.home("cdp").join("processed")).unwrap();
+    let h = env.history_len("cdp", 1, 30).await;
+    assert_eq!(h.len(), 1, "imported once: {h:?}");
+    assert!(h[0]
+        .archived_as
+        .as_deref()
+        .unwrap()
+        .starts_with("processed/userdata_retry."));
+    assert_eq!(env.server().store.users("cdp", None).unwrap().len(), 1);
+}
