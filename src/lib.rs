@@ -4,6 +4,8 @@
 //! `store`) → `intake` archives the file → `mail` delivers the report. Each module owns one
 //! stage; see its doc comment for what enters and leaves it.
 
+pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod import;
 pub mod intake;

@@ -19,11 +19,20 @@ struct Cli {
         default_value = "config/roster.toml"
     )]
     config: PathBuf,
-    /// Log format: human or json.
-    #[arg(long = "log-format", global = true, default_value = "human")]
-    log_format: String,
+    /// Log format: human or json (one JSON object per line, for log collectors).
+    #[arg(long = "log-format", global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    /// Admin API URL for the admin commands (default: from [admin] listen in the config).
+    #[arg(long = "admin-url", global = true, env = "ROSTER_ADMIN_URL")]
+    admin_url: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -41,13 +50,15 @@ enum Command {
         #[arg(long)]
         read_only: bool,
     },
+    #[command(flatten)]
+    Admin(roster::cli::AdminCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(
-        &cli.log_format,
-        matches!(cli.command, Command::SftpServer { .. }),
+        cli.log_format,
+        matches!(cli.command, Command::SftpServer { .. } | Command::Admin(_)),
     );
     let result = match &cli.command {
         Command::Serve => runtime().and_then(|rt| rt.block_on(roster::serve::run(&cli.config))),
@@ -55,6 +66,7 @@ fn main() -> ExitCode {
         Command::HashPassword => hash_password(),
         Command::SftpServer { root, read_only } => runtime()
             .and_then(|rt| rt.block_on(roster::sftp::serve_stdio(root, *read_only, u64::MAX))),
+        Command::Admin(cmd) => roster::cli::run(cmd, &cli.config, cli.admin_url.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -72,7 +84,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn init_logs(format: &str, stderr_only_warnings: bool) {
+fn init_logs(format: LogFormat, stderr_only_warnings: bool) {
     let default = if stderr_only_warnings { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -80,7 +92,7 @@ fn init_logs(format: &str, stderr_only_warnings: bool) {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    if format == "json" {
+    if format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();

@@ -68,11 +68,13 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     Store::open(&dir).with_context(|| format!("cannot open the store in {}", dir.display()))
 }
 
-/// Everything `roster serve` runs: SFTP listener, intake, mail delivery.
+/// Everything `roster serve` runs: SFTP listener, intake, mail delivery, admin API.
 pub struct RunningServer {
     pub sftp: RunningSftp,
     pub intake: Intake,
     pub store: Store,
+    /// The admin API, `/metrics` and SCIM (its bound address is `admin.addr`).
+    pub admin: crate::admin::RunningAdmin,
     mail_stop: tokio::sync::watch::Sender<bool>,
     mail_task: tokio::task::JoinHandle<()>,
 }
@@ -80,6 +82,7 @@ pub struct RunningServer {
 impl RunningServer {
     /// Graceful stop: no new sessions, running imports finish (bounded), queued mail stays queued.
     pub async fn stop(self, grace: Duration) {
+        self.admin.stop().await;
         self.sftp.stop().await;
         self.intake.shutdown(grace).await;
         let _ = self.mail_stop.send(true);
@@ -108,10 +111,22 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
         },
     ));
     let intake = Intake::start(sftp.config.clone(), store.clone(), rx, mail_wake);
+    let admin = match crate::admin::start(sftp.config.clone(), store.clone(), intake.clone()).await {
+        Ok(a) => a,
+        Err(e) => {
+            // Release what already runs (the store above all) before reporting.
+            intake.shutdown(Duration::from_secs(5)).await;
+            sftp.stop().await;
+            let _ = mail_stop.send(true);
+            let _ = mail_task.await;
+            return Err(e);
+        }
+    };
     Ok(RunningServer {
         sftp,
         intake,
         store,
+        admin,
         mail_stop,
         mail_task,
     })

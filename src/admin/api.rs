@@ -1,0 +1,498 @@
+//! The admin API routes (all behind the `[admin] token`), and `/metrics`.
+//!
+//! Requests enter as paths under `/api/tenants/{tenant}/...` with small query strings and, for
+//! `preview`, the raw bytes of a CSV file; they leave as JSON: import records and users in the
+//! stable form of design.md §5 (the `Serialize` of [`ImportRecord`] and [`User`]), previews
+//! as the record plus the planned changes. See `docs/operators.md` for the route table.
+//!
+//! Decisions: a tenant not in the current config is a 404 even if the store still has data for
+//! it; `limit` is clamped to 1..=1000; a POST body is optional but, when given, must be a JSON
+//! object (the API takes no options in bodies today, so anything else is a client bug worth a
+//! 400); one preview runs at a time (each holds a whole file in memory).
+
+use super::{auth, ApiError, AppState};
+use crate::config::{Config, Tenant};
+use crate::intake::pattern::FilePattern;
+use crate::store::{ImportRecord, ImportStatus, UserStatus};
+use axum::body::{Body, HttpBody};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+type ApiResult = Result<Response, ApiError>;
+
+/// Most history records one request returns.
+pub const MAX_LIMIT: usize = 1000;
+/// Largest JSON body a POST accepts.
+const MAX_JSON_BODY: u64 = 64 * 1024;
+
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/api/tenants", get(tenants))
+        .route("/api/progress", get(progress_all))
+        .route("/api/tenants/{tenant}/imports", get(history))
+        .route("/api/tenants/{tenant}/imports/{id}", get(one_import))
+        .route("/api/tenants/{tenant}/imports/{id}/approve", post(approve))
+        .route("/api/tenants/{tenant}/run-now", post(run_now))
+        .route("/api/tenants/{tenant}/today", get(today))
+        .route("/api/tenants/{tenant}/preview", post(preview))
+        .route("/api/tenants/{tenant}/progress", get(progress_one))
+        .route("/api/tenants/{tenant}/users", get(users))
+        .route("/api/tenants/{tenant}/users/{key}", get(one_user))
+        .route("/api/tenants/{tenant}/users/{key}/restore", post(restore))
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ))
+        .with_state(state)
+}
+
+fn json_ok(v: impl serde::Serialize) -> ApiResult {
+    Ok(Json(v).into_response())
+}
+
+/// The tenant of a path, from the current config.
+fn tenant_of(config: &Config, id: &str) -> Result<Tenant, ApiError> {
+    config
+        .tenant(id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("there is no tenant {id:?} in the config")))
+}
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(v)| v)
+        .map_err(|e| ApiError::bad_request(format!("the path is not valid: {}", e.body_text())))
+}
+
+fn params(q: Params) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(m)| m).map_err(|e| {
+        ApiError::bad_request(format!("the query string is not valid: {}", e.body_text()))
+    })
+}
+
+/// A numeric query parameter, clamped to `min..=max`; absent → `default`.
+pub(crate) fn number_param(
+    m: &HashMap<String, String>,
+    name: &str,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    let Some(raw) = m.get(name) else {
+        return Ok(default);
+    };
+    let raw = raw.trim();
+    if let Ok(n) = raw.parse::<i128>() {
+        return Ok(n.clamp(min as i128, max as i128) as usize);
+    }
+    // Digits too long for i128 are absurdly large, not malformed.
+    if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(max);
+    }
+    Err(ApiError::bad_request(format!(
+        "{name} must be a whole number, not {raw:?}"
+    )))
+}
+
+/// Runs blocking store or import work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<anyhow::Result<T>, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(what, anyhow::anyhow!("the task failed: {e}")))
+}
+
+/// Reads a request body of at most `limit` bytes; 413 beyond (checked on Content-Length first,
+/// then while reading, so an oversized body is never held whole).
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: u64,
+) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    loop {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        match frame {
+            None => break,
+            Some(Err(e)) => {
+                return Err(ApiError::bad_request(format!(
+                    "the request body could not be read: {e}"
+                )))
+            }
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if out.len() as u64 + data.len() as u64 > limit {
+                        return Err(too_large());
+                    }
+                    out.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An optional JSON body: empty is fine; anything else must be a JSON object.
+async fn optional_json(headers: &HeaderMap, body: Body) -> Result<Option<Value>, ApiError> {
+    let bytes = read_body(headers, body, MAX_JSON_BODY).await?;
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v @ Value::Object(_)) => Ok(Some(v)),
+        Ok(_) => Err(ApiError::bad_request(
+            "the request body must be a JSON object (or empty)",
+        )),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+async fn health(State(st): State<AppState>) -> ApiResult {
+    let config = st.config.current();
+    json_ok(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "tenants": config.tenants.len(),
+        "imports_running": st.intake.progress().len(),
+    }))
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    let depth = st.store.outbox_len();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(Some(depth)),
+    )
+        .into_response()
+}
+
+async fn tenants(State(st): State<AppState>) -> ApiResult {
+    let config = st.config.current();
+    let store = st.store.clone();
+    let ids: Vec<String> = config.tenants.iter().map(|t| t.id.clone()).collect();
+    let rows = blocking("cannot list the tenants", move || {
+        let mut out = Vec::new();
+        for id in ids {
+            let (active, inactive, deleted) = store.user_counts(&id)?;
+            let last = store.history(&id, 1)?.into_iter().next();
+            out.push(json!({
+                "id": id,
+                "users": {"active": active, "inactive": inactive, "deleted": deleted},
+                "last_import": last,
+                "held": store.held_plans(&id)?,
+            }));
+        }
+        Ok(out)
+    })
+    .await?
+    .map_err(|e| ApiError::internal("cannot list the tenants", e))?;
+    json_ok(rows)
+}
+
+async fn history(
+    State(st): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    q: Params,
+) -> ApiResult {
+    let tenant = path(p)?;
+    let t = tenant_of(&st.config.current(), &tenant)?;
+    let limit = number_param(&params(q)?, "limit", 20, 1, MAX_LIMIT)?;
+    let store = st.store.clone();
+    let records = blocking("cannot read the import history", move || {
+        store.history(&t.id, limit)
+    })
+    .await?
+    .map_err(|e| ApiError::internal("cannot read the import history", e))?;
+    json_ok(records)
+}
+
+async fn find_import(st: &AppState, tenant: &str, id: &str) -> Result<ImportRecord, ApiError> {
+    let store = st.store.clone();
+    let (t, i) = (tenant.to_string(), id.to_string());
+    blocking("cannot read the import history", move || {
+        store.import(&t, &i)
+    })
+    .await?
+    .map_err(|e| ApiError::internal("cannot read the import history", e))?
+    .ok_or_else(|| ApiError::not_found(format!("tenant {tenant} has no import {id:?}")))
+}
+
+async fn one_import(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult {
+    let (tenant, id) = path(p)?;
+    tenant_of(&st.config.current(), &tenant)?;
+    json_ok(find_import(&st, &tenant, &id).await?)
+}
+
+async fn approve(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let (tenant, id) = path(p)?;
+    let t = tenant_of(&st.config.current(), &tenant)?;
+    optional_json(&headers, body).await?;
+    let record = find_import(&st, &tenant, &id).await?;
+    let store = st.store.clone();
+    let (tid, iid) = (tenant.clone(), id.clone());
+    let held = blocking("cannot read the held plans", move || store.held_plans(&tid))
+        .await?
+        .map_err(|e| ApiError::internal("cannot read the held plans", e))?;
+    if record.status != ImportStatus::Held || !held.contains(&iid) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "import {id} of tenant {tenant} is not held (its status is {}), so there is nothing to approve",
+                record.status
+            ),
+        ));
+    }
+    let store = st.store.clone();
+    let outcome = blocking("cannot approve the import", move || {
+        crate::import::approve(&store, &t, &iid)
+    })
+    .await?
+    .map_err(|e| {
+        tracing::warn!(%tenant, import_id = %id, "approve refused: {e:#}");
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!("import {id} of tenant {tenant} was not applied: {e:#}"),
+        )
+    })?;
+    crate::metrics::import_finished(&outcome.record);
+    tracing::info!(%tenant, import_id = %id, status = %outcome.record.status, deactivated = outcome.record.deactivated, deleted = outcome.record.deleted, "held import approved");
+    json_ok(outcome.record)
+}
+
+async fn run_now(
+    State(st): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let tenant = path(p)?;
+    let t = tenant_of(&st.config.current(), &tenant)?;
+    optional_json(&headers, body).await?;
+    let records = st.intake.run_now(&t.id).await;
+    json_ok(json!({ "tenant": t.id, "file": t.import.file, "imports": records }))
+}
+
+async fn today(State(st): State<AppState>, p: Result<Path<String>, PathRejection>) -> ApiResult {
+    let tenant = path(p)?;
+    let config = st.config.current();
+    let t = tenant_of(&config, &tenant)?;
+    let store = st.store.clone();
+    let report = blocking("cannot look for today's file", move || {
+        today_report(&config, &t, &store)
+    })
+    .await?
+    .map_err(|e| ApiError::internal("cannot look for today's file", e))?;
+    json_ok(report)
+}
+
+/// Today's file of a tenant: waiting in the root, or already imported today (history).
+fn today_report(config: &Config, t: &Tenant, store: &crate::store::Store) -> anyhow::Result<Value> {
+    let tz: chrono_tz::Tz = t.import.timezone.parse().unwrap_or(chrono_tz::UTC);
+    let today = Utc::now().with_timezone(&tz).date_naive();
+    let pattern = FilePattern::new(&t.import);
+    let is_today = |time: DateTime<Utc>| time.with_timezone(&tz).date_naive() == today;
+    let home = config.tenant_home(&t.id);
+    let mut waiting = Vec::new();
+    for name in crate::intake::candidates(config, t) {
+        let Ok(meta) = std::fs::metadata(home.join(&name)) else {
+            continue;
+        };
+        let modified: DateTime<Utc> = meta.modified().map(Into::into).unwrap_or_default();
+        let dated_today = pattern.matches(&name).and_then(|m| m.date) == Some(today);
+        if dated_today || (!pattern.has_date() && is_today(modified)) {
+            waiting.push(json!({"name": name, "bytes": meta.len(), "modified_at": modified}));
+        }
+    }
+    let imported: Vec<ImportRecord> = store
+        .history(&t.id, 50)?
+        .into_iter()
+        .filter(|r| r.status != ImportStatus::Missing && is_today(r.received_at))
+        .collect();
+    Ok(json!({
+        "tenant": t.id,
+        "date": today.to_string(),
+        "timezone": tz.name(),
+        "pattern": t.import.file,
+        "expected": pattern.has_date().then(|| pattern.name_for(today)),
+        "present": !waiting.is_empty() || !imported.is_empty(),
+        "waiting": waiting,
+        "imported": imported,
+    }))
+}
+
+async fn preview(
+    State(st): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    q: Params,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let tenant = path(p)?;
+    let config = st.config.current();
+    let t = tenant_of(&config, &tenant)?;
+    let m = params(q)?;
+    let file = m
+        .get("file")
+        .map(|f| f.trim().to_string())
+        .filter(|f| !f.is_empty())
+        .unwrap_or_else(|| "preview.csv".to_string());
+    let _permit = st
+        .previews
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError::internal("cannot start the preview", anyhow::anyhow!("{e}")))?;
+    let bytes = read_body(&headers, body, config.server.max_upload_bytes).await?;
+    let store = st.store.clone();
+    let name = file.clone();
+    let preview = blocking("cannot preview the file", move || {
+        crate::import::preview_bytes(&store, &t, &name, &bytes)
+    })
+    .await?
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("cannot preview {file}: {e:#}"),
+        )
+    })?;
+    json_ok(json!({
+        "tenant": tenant,
+        "file": file,
+        "dry_run": true,
+        "record": preview.record,
+        "changes": preview.changes,
+        "truncated": preview.truncated,
+    }))
+}
+
+async fn progress_all(State(st): State<AppState>) -> ApiResult {
+    json_ok(st.intake.progress())
+}
+
+async fn progress_one(
+    State(st): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let tenant = path(p)?;
+    tenant_of(&st.config.current(), &tenant)?;
+    json_ok(json!({ "tenant": tenant, "running": st.intake.progress().remove(&tenant) }))
+}
+
+/// `status` query value → filter (None = every status).
+fn status_param(m: &HashMap<String, String>) -> Result<Option<UserStatus>, ApiError> {
+    match m
+        .get("status")
+        .map(|s| s.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("") | Some("all") => Ok(None),
+        Some("active") => Ok(Some(UserStatus::Active)),
+        Some("inactive") => Ok(Some(UserStatus::Inactive)),
+        Some("deleted") => Ok(Some(UserStatus::Deleted)),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "status must be one of active, inactive, deleted, all; not {other:?}"
+        ))),
+    }
+}
+
+async fn users(
+    State(st): State<AppState>,
+    p: Result<Path<String>, PathRejection>,
+    q: Params,
+) -> ApiResult {
+    let tenant = path(p)?;
+    let t = tenant_of(&st.config.current(), &tenant)?;
+    let status = status_param(&params(q)?)?;
+    let store = st.store.clone();
+    let list = blocking("cannot list the users", move || store.users(&t.id, status))
+        .await?
+        .map_err(|e| ApiError::internal("cannot list the users", e))?;
+    json_ok(list)
+}
+
+async fn one_user(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult {
+    let (tenant, key) = path(p)?;
+    let t = tenant_of(&st.config.current(), &tenant)?;
+    let store = st.store.clone();
+    let k = key.clone();
+    let user = blocking("cannot read the user", move || store.user(&t.id, &k))
+        .await?
+        .map_err(|e| ApiError::internal("cannot read the user", e))?
+        .ok_or_else(|| ApiError::not_found(format!("tenant {tenant} has no user {key:?}")))?;
+    json_ok(user)
+}
+
+async fn restore(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let (tenant, key) = path(p)?;
+    let t = tenant_of(&st.config.current(), &tenant)?;
+    optional_json(&headers, body).await?;
+    let store = st.store.clone();
+    let k = key.clone();
+    let tid = t.id.clone();
+    let existing = blocking("cannot read the user", move || store.user(&tid, &k))
+        .await?
+        .map_err(|e| ApiError::internal("cannot read the user", e))?;
+    if existing.is_none() {
+        return Err(ApiError::not_found(format!(
+            "tenant {tenant} has no user {key:?}"
+        )));
+    }
+    let store = st.store.clone();
+    let k = key.clone();
+    let user = blocking("cannot restore the user", move || store.restore(&t.id, &k))
+        .await?
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))?;
+    tracing::info!(%tenant, key = %user.key, "user restored through the admin API");
+    json_ok(user)
+}

@@ -1,0 +1,141 @@
+//! The admin surface: the loopback HTTP API the CLI's admin commands call, `/metrics`, and the
+//! read-only SCIM 2.0 API for downstream applications.
+//!
+//! Data enters as HTTP requests on `[admin] listen` (bound once at start; a reload changes the
+//! token and tenants, not the address). Every route checks a bearer token before anything else
+//! (`auth`): the admin routes and `/metrics` the `[admin] token`, the SCIM routes a tenant's
+//! SCIM token (its SHA-256 must equal that tenant's `scim_token_sha256`), both compared in
+//! constant time. Handlers read the directory and history through [`Store`], run imports and
+//! dry runs through `import`/[`Intake`], and leave as JSON (`api`), SCIM JSON (`scim`) or
+//! Prometheus text (`crate::metrics`). Nothing here writes the store except `approve` and
+//! `restore`, which go through the import engine and the store's own methods.
+//!
+//! Errors are one JSON object `{"error": "<sentence>"}` with a 4xx status for bad input (SCIM
+//! uses its own error schema); a 5xx only for a store failure. Request bodies are bounded:
+//! small for JSON, `max_upload_bytes` for a preview, read incrementally so a huge body is
+//! refused with 413 without being held in memory.
+
+mod api;
+mod auth;
+mod filter;
+mod schemas;
+mod scim;
+
+use crate::config::ConfigHandle;
+use crate::intake::Intake;
+use crate::store::Store;
+use anyhow::Context;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub config: ConfigHandle,
+    pub store: Store,
+    pub intake: Intake,
+    /// One preview at a time: each holds a whole file (up to `max_upload_bytes`) in memory.
+    pub previews: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// The running admin listener.
+pub struct RunningAdmin {
+    /// The bound address (useful when `[admin] listen` ends in `:0`).
+    pub addr: SocketAddr,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningAdmin {
+    /// Stops accepting requests, lets the ones in flight finish, and waits.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `[admin] listen` and serves the admin API, `/metrics` and SCIM until stopped.
+pub async fn start(
+    config: ConfigHandle,
+    store: Store,
+    intake: Intake,
+) -> anyhow::Result<RunningAdmin> {
+    let listen = config.current().admin.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} for the admin API ([admin] listen)"))?;
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the admin API listens beyond loopback: keep [admin] token long and random, and firewall the port");
+    }
+    if config.current().admin.token == "change-me" {
+        tracing::warn!("[admin] token is still the default \"change-me\": set a long random token");
+    }
+    let state = AppState {
+        config,
+        store,
+        intake,
+        previews: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+    };
+    let app = api::router(state.clone()).merge(scim::router(state));
+    let (shutdown, mut rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let stop = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!("the admin API stopped: {e}");
+        }
+    });
+    tracing::info!(%addr, "admin API listening");
+    Ok(RunningAdmin {
+        addr,
+        shutdown,
+        task,
+    })
+}
+
+/// An admin API error: a status and one sentence, sent as `{"error": "..."}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+    /// A failure inside Roster (store, task): logged with its chain, answered with a sentence.
+    pub fn internal(what: &str, e: anyhow::Error) -> ApiError {
+        tracing::error!("admin API: {what}: {e:#}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {e:#}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.message });
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"roster-admin\""),
+            );
+        }
+        resp
+    }
+}

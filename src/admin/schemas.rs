@@ -1,0 +1,135 @@
+//! The fixed SCIM discovery documents (RFC 7643 §5–§7): ServiceProviderConfig, ResourceTypes
+//! and Schemas, describing what Roster's read-only User endpoint offers.
+//!
+//! Nothing enters but the base URL used in `meta.location`; the documents leave as JSON.
+
+use serde_json::{json, Value};
+
+pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+const SPC_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
+const RT_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
+const SCHEMA_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
+
+/// Most resources one page returns (`count` is clamped to this).
+pub const MAX_RESULTS: usize = 1000;
+
+pub fn service_provider_config(base: &str) -> Value {
+    json!({
+        "schemas": [SPC_SCHEMA],
+        "documentationUri": "https://github.com/roster/roster/blob/main/docs/operators.md",
+        "patch": {"supported": false},
+        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+        "filter": {"supported": true, "maxResults": MAX_RESULTS},
+        "changePassword": {"supported": false},
+        "sort": {"supported": false},
+        "etag": {"supported": false},
+        "authenticationSchemes": [{
+            "type": "oauthbearertoken",
+            "name": "Bearer token",
+            "description": "The tenant's SCIM token in Authorization: Bearer <token>; Roster stores only its SHA-256 (scim_token_sha256).",
+            "primary": true
+        }],
+        "meta": {
+            "resourceType": "ServiceProviderConfig",
+            "location": format!("{base}/ServiceProviderConfig")
+        }
+    })
+}
+
+pub fn user_resource_type(base: &str) -> Value {
+    json!({
+        "schemas": [RT_SCHEMA],
+        "id": "User",
+        "name": "User",
+        "endpoint": "/Users",
+        "description": "A person in the tenant's directory, synced from its HR file (read-only).",
+        "schema": USER_SCHEMA,
+        "schemaExtensions": [{"schema": ENTERPRISE_SCHEMA, "required": false}],
+        "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User")}
+    })
+}
+
+fn attr(name: &str, kind: &str, multi: bool, case_exact: bool, desc: &str) -> Value {
+    json!({
+        "name": name,
+        "type": kind,
+        "multiValued": multi,
+        "description": desc,
+        "required": false,
+        "caseExact": case_exact,
+        "mutability": "readOnly",
+        "returned": "default",
+        "uniqueness": if name == "userName" { "server" } else { "none" }
+    })
+}
+
+fn complex(name: &str, multi: bool, desc: &str, subs: Vec<Value>) -> Value {
+    let mut v = attr(name, "complex", multi, false, desc);
+    v["subAttributes"] = Value::Array(subs);
+    v
+}
+
+pub fn user_schema(base: &str) -> Value {
+    json!({
+        "schemas": [SCHEMA_SCHEMA],
+        "id": USER_SCHEMA,
+        "name": "User",
+        "description": "User Account (read-only in Roster)",
+        "attributes": [
+            attr("userName", "string", false, false, "username if mapped, else the email, else the match key"),
+            complex("name", false, "The user's name", vec![
+                attr("formatted", "string", false, false, "Given and family name"),
+                attr("givenName", "string", false, false, "first_name"),
+                attr("familyName", "string", false, false, "last_name"),
+            ]),
+            attr("displayName", "string", false, false, "Given and family name"),
+            attr("title", "string", false, false, "job_title"),
+            attr("preferredLanguage", "string", false, false, "language"),
+            attr("timezone", "string", false, false, "timezone"),
+            attr("active", "boolean", false, false, "false for deactivated users; deleted users are not listed"),
+            complex("emails", true, "The user's email", vec![
+                attr("value", "string", false, false, "email"),
+                attr("type", "string", false, false, "always work"),
+                attr("primary", "boolean", false, false, "always true"),
+            ]),
+            complex("phoneNumbers", true, "The user's phone", vec![
+                attr("value", "string", false, false, "phone"),
+                attr("type", "string", false, false, "always work"),
+            ]),
+        ],
+        "meta": {"resourceType": "Schema", "location": format!("{base}/Schemas/{USER_SCHEMA}")}
+    })
+}
+
+pub fn enterprise_schema(base: &str) -> Value {
+    json!({
+        "schemas": [SCHEMA_SCHEMA],
+        "id": ENTERPRISE_SCHEMA,
+        "name": "EnterpriseUser",
+        "description": "Enterprise User (read-only in Roster)",
+        "attributes": [
+            attr("employeeNumber", "string", false, true, "mapping_code"),
+            attr("department", "string", false, false, "org_unit"),
+            complex("manager", false, "The user's manager", vec![
+                attr("value", "string", false, true, "the manager's id, when the manager is a user of the tenant"),
+                attr("$ref", "reference", false, true, "the manager's URI"),
+                attr("displayName", "string", false, false, "manager_email"),
+            ]),
+        ],
+        "meta": {"resourceType": "Schema", "location": format!("{base}/Schemas/{ENTERPRISE_SCHEMA}")}
+    })
+}
+
+/// A ListResponse of `resources` (all of them; discovery lists are not paged).
+pub fn list(resources: Vec<Value>) -> Value {
+    json!({
+        "schemas": [LIST_SCHEMA],
+        "totalResults": resources.len(),
+        "itemsPerPage": resources.len(),
+        "startIndex": 1,
+        "Resources": resources,
+    })
+}

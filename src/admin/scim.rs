@@ -1,0 +1,502 @@
+//! The read-only SCIM 2.0 API (RFC 7643/7644) under `/scim/v2`, one directory per tenant.
+//!
+//! A request enters with a tenant's SCIM token (`auth::scim_tenant` finds the tenant by the
+//! token's SHA-256; there is no tenant in the URL) and a query (`filter`, `startIndex`,
+//! `count`); users are read from the [`Store`] and leave as core User resources with the
+//! enterprise extension, in a ListResponse or alone. Deactivated users appear with
+//! `active: false`; soft-deleted users do not appear at all (a 404 by id).
+//!
+//! Mapping: `id` = the match key; `userName` = username, else email, else the key;
+//! `externalId` and `employeeNumber` = mapping code; `department` = org unit; `manager` =
+//! `{displayName: manager_email}`, plus `value`/`$ref` when the tenant matches by email and the
+//! manager is a listed user of the tenant. Writes (POST, PUT, PATCH, DELETE, Bulk, .search)
+//! answer 501; other methods 405; bad filters 400 `invalidFilter`; bad numbers 400
+//! `invalidValue`. Every error uses the SCIM Error schema.
+
+// Handlers return ready SCIM error responses through Result; their size does not matter here.
+#![allow(clippy::result_large_err)]
+
+use super::filter::{self, Attr, Cond, Filter};
+use super::schemas::{self, ENTERPRISE_SCHEMA, ERROR_SCHEMA, LIST_SCHEMA, USER_SCHEMA};
+use super::{auth, AppState};
+use crate::config::MatchBy;
+use crate::store::{User, UserStatus};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+
+/// Characters escaped in an `id` inside a URL path.
+const PATH_SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'?')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|')
+    .add(b'[')
+    .add(b']');
+
+/// Page size when the client gives no `count`.
+const DEFAULT_COUNT: usize = 100;
+
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/scim/v2/Users", any(users))
+        .route("/scim/v2/Users/{id}", any(user))
+        .route(
+            "/scim/v2/ServiceProviderConfig",
+            any(service_provider_config),
+        )
+        .route("/scim/v2/ResourceTypes", any(resource_types))
+        .route("/scim/v2/ResourceTypes/{id}", any(resource_type))
+        .route("/scim/v2/Schemas", any(schemas_list))
+        .route("/scim/v2/Schemas/{id}", any(schema))
+        .route("/scim/v2", any(not_found))
+        .route("/scim/v2/{*rest}", any(not_found))
+        .with_state(state)
+}
+
+/// A SCIM error response (RFC 7644 §3.12).
+fn error(status: StatusCode, scim_type: Option<&str>, detail: impl Into<String>) -> Response {
+    let mut body = json!({
+        "schemas": [ERROR_SCHEMA],
+        "status": status.as_u16().to_string(),
+        "detail": detail.into(),
+    });
+    if let Some(t) = scim_type {
+        body["scimType"] = json!(t);
+    }
+    let mut resp = scim_json(status, body);
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"roster-scim\""),
+        );
+    }
+    resp
+}
+
+fn scim_json(status: StatusCode, body: Value) -> Response {
+    let text = serde_json::to_string(&body).unwrap_or_else(|_| "{}".into());
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/scim+json")],
+        text,
+    )
+        .into_response()
+}
+
+/// Authenticates and checks the method: Ok(tenant) for a GET (or HEAD) with a valid token.
+fn gate(st: &AppState, headers: &HeaderMap, method: &Method) -> Result<String, Response> {
+    let Some(tenant) = auth::scim_tenant(st, headers) else {
+        let detail = if auth::bearer(headers).is_some() {
+            "the bearer token is not the SCIM token of any tenant"
+        } else {
+            "SCIM requests need the header Authorization: Bearer <the tenant's SCIM token>"
+        };
+        return Err(error(StatusCode::UNAUTHORIZED, None, detail));
+    };
+    match *method {
+        Method::GET | Method::HEAD => Ok(tenant),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE => Err(error(
+            StatusCode::NOT_IMPLEMENTED,
+            None,
+            "Roster's SCIM API is read-only: the directory is synced from the tenant's HR file",
+        )),
+        _ => Err(error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+            format!("the method {method} is not allowed here"),
+        )),
+    }
+}
+
+/// `http://<Host>/scim/v2` for `meta.location`, or a relative base without a usable Host.
+fn base(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        });
+    match host {
+        Some(h) => format!("http://{h}/scim/v2"),
+        None => "/scim/v2".into(),
+    }
+}
+
+fn field<'a>(u: &'a User, name: &str) -> Option<&'a str> {
+    u.fields.get(name).and_then(|v| v.as_str())
+}
+
+fn user_name(u: &User) -> &str {
+    u.username
+        .as_deref()
+        .or(u.email.as_deref())
+        .unwrap_or(&u.key)
+}
+
+/// A stored user as a SCIM User resource. `manager_id` is the manager's id, when known.
+fn resource(u: &User, base: &str, manager_id: Option<&str>) -> Value {
+    let id_path = utf8_percent_encode(&u.key, PATH_SEGMENT).to_string();
+    let given = u.first_name.clone().unwrap_or_default();
+    let family = u.last_name.clone().unwrap_or_default();
+    let formatted = format!("{given} {family}").trim().to_string();
+    let mut r = json!({
+        "schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA],
+        "id": u.key,
+        "userName": user_name(u),
+        "name": {"givenName": given, "familyName": family, "formatted": formatted},
+        "displayName": formatted,
+        "active": u.status == UserStatus::Active,
+        "meta": {
+            "resourceType": "User",
+            "created": u.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "lastModified": u.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "location": format!("{base}/Users/{id_path}"),
+        },
+    });
+    if let Some(code) = &u.mapping_code {
+        r["externalId"] = json!(code);
+    }
+    if let Some(email) = &u.email {
+        r["emails"] = json!([{"value": email, "type": "work", "primary": true}]);
+    }
+    if let Some(phone) = field(u, "phone") {
+        r["phoneNumbers"] = json!([{"value": phone, "type": "work"}]);
+    }
+    for (scim, ours) in [
+        ("title", "job_title"),
+        ("preferredLanguage", "language"),
+        ("timezone", "timezone"),
+    ] {
+        if let Some(v) = field(u, ours) {
+            r[scim] = json!(v);
+        }
+    }
+    let mut ext = json!({});
+    if let Some(code) = &u.mapping_code {
+        ext["employeeNumber"] = json!(code);
+    }
+    if let Some(dept) = field(u, "org_unit") {
+        ext["department"] = json!(dept);
+    }
+    if let Some(mgr) = field(u, "manager_email") {
+        let mut m = json!({"displayName": mgr});
+        if let Some(id) = manager_id {
+            m["value"] = json!(id);
+            m["$ref"] = json!(format!(
+                "{base}/Users/{}",
+                utf8_percent_encode(id, PATH_SEGMENT)
+            ));
+        }
+        ext["manager"] = m;
+    }
+    if ext.as_object().is_some_and(|o| !o.is_empty()) {
+        r[ENTERPRISE_SCHEMA] = ext;
+    } else {
+        r["schemas"] = json!([USER_SCHEMA]);
+    }
+    r
+}
+
+fn matches(u: &User, f: &Filter) -> bool {
+    f.all.iter().all(|c| match c {
+        Cond::Active(b) => (u.status == UserStatus::Active) == *b,
+        Cond::Text(Attr::Id, v) => u.key == *v,
+        Cond::Text(Attr::UserName, v) => user_name(u).eq_ignore_ascii_case(v),
+        Cond::Text(Attr::Email, v) => u
+            .email
+            .as_deref()
+            .is_some_and(|e| e.eq_ignore_ascii_case(v)),
+        Cond::Text(Attr::ExternalId, v) => u.mapping_code.as_deref() == Some(v.as_str()),
+        Cond::Text(Attr::Active, _) => false,
+    })
+}
+
+/// A numeric paging parameter (RFC 7644 §3.4.2.4), clamped to `min..=max`; Err on non-numbers.
+fn paging(
+    m: &HashMap<String, String>,
+    name: &str,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> Result<usize, Response> {
+    super::api::number_param(m, name, default, min, max)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, Some("invalidValue"), e.message))
+}
+
+async fn users(
+    State(st): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let tenant = match gate(&st, &headers, &method) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let Ok(Query(m)) = q else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+            "the query string is not valid",
+        );
+    };
+    let filter = match m.get("filter").map(|f| filter::parse(f)) {
+        None => Filter::default(),
+        Some(Ok(f)) => f,
+        Some(Err(why)) => return error(StatusCode::BAD_REQUEST, Some("invalidFilter"), why),
+    };
+    let start = match paging(&m, "startIndex", 1, 1, usize::MAX) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let count = match paging(&m, "count", DEFAULT_COUNT, 0, schemas::MAX_RESULTS) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let config = st.config.current();
+    let by_email = config
+        .tenant(&tenant)
+        .is_some_and(|t| t.import.match_by == MatchBy::Email);
+    let store = st.store.clone();
+    let t = tenant.clone();
+    let loaded = tokio::task::spawn_blocking(move || store.users(&t, None)).await;
+    let all = match loaded {
+        Ok(Ok(all)) => all,
+        Ok(Err(e)) => {
+            tracing::error!(%tenant, "SCIM: cannot list users: {e:#}");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "the directory cannot be read",
+            );
+        }
+        Err(e) => {
+            tracing::error!(%tenant, "SCIM: the listing task failed: {e}");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "the directory cannot be read",
+            );
+        }
+    };
+    let listed: HashSet<&str> = all
+        .iter()
+        .filter(|u| u.status != UserStatus::Deleted)
+        .map(|u| u.key.as_str())
+        .collect();
+    let hits: Vec<&User> = all
+        .iter()
+        .filter(|u| u.status != UserStatus::Deleted && matches(u, &filter))
+        .collect();
+    let base = base(&headers);
+    let page: Vec<Value> = hits
+        .iter()
+        .skip(start.saturating_sub(1))
+        .take(count)
+        .map(|u| {
+            let mgr = field(u, "manager_email").filter(|m| by_email && listed.contains(m));
+            resource(u, &base, mgr)
+        })
+        .collect();
+    scim_json(
+        StatusCode::OK,
+        json!({
+            "schemas": [LIST_SCHEMA],
+            "totalResults": hits.len(),
+            "itemsPerPage": page.len(),
+            "startIndex": start,
+            "Resources": page,
+        }),
+    )
+}
+
+async fn user(
+    State(st): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    p: Result<Path<String>, PathRejection>,
+) -> Response {
+    let tenant = match gate(&st, &headers, &method) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let Ok(Path(id)) = p else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+            "the user id in the path is not valid",
+        );
+    };
+    let by_email = st
+        .config
+        .current()
+        .tenant(&tenant)
+        .is_some_and(|t| t.import.match_by == MatchBy::Email);
+    let store = st.store.clone();
+    let (t, key) = (tenant.clone(), id.clone());
+    let found = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let Some(u) = store.user(&t, &key)? else {
+            return Ok(None);
+        };
+        let mut mgr = None;
+        if let (true, Some(m)) = (by_email, field(&u, "manager_email")) {
+            mgr = store
+                .user(&t, m)?
+                .filter(|x| x.status != UserStatus::Deleted)
+                .map(|x| x.key);
+        }
+        Ok(Some((u, mgr)))
+    })
+    .await;
+    match found {
+        Ok(Ok(Some((u, mgr)))) if u.status != UserStatus::Deleted => scim_json(
+            StatusCode::OK,
+            resource(&u, &base(&headers), mgr.as_deref()),
+        ),
+        Ok(Ok(_)) => error(
+            StatusCode::NOT_FOUND,
+            None,
+            format!("there is no user with id {id:?}"),
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(%tenant, "SCIM: cannot read a user: {e:#}");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "the directory cannot be read",
+            )
+        }
+        Err(e) => {
+            tracing::error!(%tenant, "SCIM: the lookup task failed: {e}");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "the directory cannot be read",
+            )
+        }
+    }
+}
+
+async fn service_provider_config(
+    State(st): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = gate(&st, &headers, &method) {
+        return r;
+    }
+    scim_json(
+        StatusCode::OK,
+        schemas::service_provider_config(&base(&headers)),
+    )
+}
+
+async fn resource_types(
+    State(st): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = gate(&st, &headers, &method) {
+        return r;
+    }
+    scim_json(
+        StatusCode::OK,
+        schemas::list(vec![schemas::user_resource_type(&base(&headers))]),
+    )
+}
+
+async fn resource_type(
+    State(st): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    p: Result<Path<String>, PathRejection>,
+) -> Response {
+    if let Err(r) = gate(&st, &headers, &method) {
+        return r;
+    }
+    match p {
+        Ok(Path(id)) if id == "User" => {
+            scim_json(StatusCode::OK, schemas::user_resource_type(&base(&headers)))
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            None,
+            "the only resource type is User",
+        ),
+    }
+}
+
+async fn schemas_list(State(st): State<AppState>, method: Method, headers: HeaderMap) -> Response {
+    if let Err(r) = gate(&st, &headers, &method) {
+        return r;
+    }
+    let b = base(&headers);
+    scim_json(
+        StatusCode::OK,
+        schemas::list(vec![
+            schemas::user_schema(&b),
+            schemas::enterprise_schema(&b),
+        ]),
+    )
+}
+
+async fn schema(
+    State(st): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    p: Result<Path<String>, PathRejection>,
+) -> Response {
+    if let Err(r) = gate(&st, &headers, &method) {
+        return r;
+    }
+    let b = base(&headers);
+    match p {
+        Ok(Path(id)) if id == USER_SCHEMA => scim_json(StatusCode::OK, schemas::user_schema(&b)),
+        Ok(Path(id)) if id == ENTERPRISE_SCHEMA => {
+            scim_json(StatusCode::OK, schemas::enterprise_schema(&b))
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            None,
+            "no such schema; see /scim/v2/Schemas",
+        ),
+    }
+}
+
+async fn not_found(State(st): State<AppState>, method: Method, headers: HeaderMap) -> Response {
+    let writes = [Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
+    if let Err(r) = gate(&st, &headers, &Method::GET) {
+        return r;
+    }
+    if writes.contains(&method) {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            None,
+            "Roster's SCIM API is read-only (no Bulk, no .search, no writes)",
+        );
+    }
+    error(
+        StatusCode::NOT_FOUND,
+        None,
+        "Roster serves /Users, /ServiceProviderConfig, /ResourceTypes and /Schemas",
+    )
+}

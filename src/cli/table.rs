@@ -1,0 +1,118 @@
+//! Text formatting for the CLI: aligned tables, local times, sizes, and the CSV export.
+//!
+//! Values enter as strings (or typed records), and leave as text for stdout.
+
+use chrono::{DateTime, Local, Utc};
+
+/// A column: header and whether it is right-aligned (numbers).
+pub struct Col(pub &'static str, pub bool);
+
+/// Renders rows under headers, columns padded to their widest cell, two spaces apart.
+pub fn table(cols: &[Col], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = cols.iter().map(|c| c.0.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, ((cell, w), col)) in cells.iter().zip(&widths).zip(cols).enumerate() {
+            let pad = w.saturating_sub(cell.chars().count());
+            let last = i + 1 == cols.len();
+            if col.1 {
+                l.push_str(&" ".repeat(pad));
+                l.push_str(cell);
+            } else {
+                l.push_str(cell);
+                if !last {
+                    l.push_str(&" ".repeat(pad));
+                }
+            }
+            if !last {
+                l.push_str("  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(cols.iter().map(|c| c.0).collect());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// A time in the local time zone, to the second.
+pub fn local(t: &DateTime<Utc>) -> String {
+    t.with_timezone(&Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// An RFC 3339 string from the API in local time (as given when it does not parse).
+pub fn local_str(s: &str) -> String {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| local(&t.with_timezone(&Utc)))
+        .unwrap_or_else(|_| s.to_string())
+}
+
+/// A byte count for people: `812 B`, `12.3 kB`, `4.5 MB`, `1.2 GB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// Cells that a spreadsheet would run as a formula get a leading `'` (as the failure report
+/// does); values that are plainly numbers or phone numbers (`+385 1 234`, `-12.5`) are kept.
+pub fn csv_safe(cell: &str) -> String {
+    let risky = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let numeric = cell
+        .chars()
+        .all(|c| c.is_ascii_digit() || " +-.()/".contains(c))
+        && cell.chars().any(|c| c.is_ascii_digit());
+    if risky && !numeric {
+        format!("'{cell}")
+    } else {
+        cell.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned() {
+        let t = table(
+            &[Col("NAME", false), Col("N", true), Col("NOTE", false)],
+            &[
+                vec!["a".into(), "10".into(), "x".into()],
+                vec!["long name".into(), "2".into(), "".into()],
+            ],
+        );
+        assert_eq!(t, "NAME        N  NOTE\na          10  x\nlong name   2\n");
+    }
+
+    #[test]
+    fn sizes_and_cells() {
+        assert_eq!(size(999), "999 B");
+        assert_eq!(size(12_345), "12.3 kB");
+        assert_eq!(size(209_715_200), "209.7 MB");
+        assert_eq!(csv_safe("=SUM(A1)"), "'=SUM(A1)");
+        assert_eq!(csv_safe("+385 1 234 567"), "+385 1 234 567");
+        assert_eq!(csv_safe("@cmd"), "'@cmd");
+        assert_eq!(csv_safe("-"), "'-");
+        assert_eq!(csv_safe("Ana"), "Ana");
+    }
+}
