@@ -385,6 +385,11 @@ async fn mail_waits_while_smtp_is_down_and_arrives_later() {
         .files("cdp", "errors")
         .iter()
         .any(|f| f.starts_with("userdata_bad.")));
+    // A file-level error has a report too: one line saying what is wrong.
+    let report = h[0].report.clone().expect("an error run has a report");
+    let text = std::fs::read_to_string(env.home("cdp").join(&report)).unwrap();
+    assert!(text.starts_with("\u{feff}row,reason"), "{text}");
+    assert!(text.lines().count() >= 2, "{text}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         env.server().store.outbox_len() >= 1,
