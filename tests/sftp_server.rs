@@ -161,3 +161,22 @@ async fn host_keys_are_created_once_and_reused() {
         before
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = russh::keys::PrivateKey::random(&mut rand10::rng(), russh::keys::Algorithm::Ed25519)
+        .unwrap();
+    let config_path = dir.path().join("roster.toml");
+    let text = config_text(dir.path(), key.public_key(), "").replace(
+        "max_auth_failures = 5",
+        "max_auth_failures = 5\nidle_timeout_secs = 1",
+    );
+    std::fs::write(&config_path, text).unwrap();
+    let srv = TestServer::start_in(dir, config_path, key).await;
+    let c = srv.acme().await;
+    assert!(c.sftp.realpath(".").await.is_ok());
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(c.ssh.is_closed(), "an idle connection must be closed");
+    assert!(c.sftp.realpath(".").await.is_err());
+}
