@@ -7,10 +7,12 @@
 
 pub mod auth;
 pub mod events;
+mod fs;
 pub mod hostkeys;
 pub mod jail;
 pub mod requests;
 pub mod server;
+mod status;
 pub mod wire;
 
 pub use events::{is_temp_name, FinishedBy, InProgress, NoUploadSink, UploadFinished, UploadSink};

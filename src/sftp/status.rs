@@ -1,0 +1,65 @@
+//! SFTP status replies: the short sentences a person sees in their client when a request fails,
+//! and how I/O and jail errors map to SFTP status codes.
+
+use super::jail::JailError;
+use russh_sftp::protocol::{Packet, Status, StatusCode};
+use std::io::ErrorKind;
+
+/// A failed request: status code and a short sentence for the person at the client.
+pub type Failure = (StatusCode, String);
+
+pub fn fail(code: StatusCode, msg: impl Into<String>) -> Failure {
+    (code, msg.into())
+}
+
+pub fn status(id: u32, code: StatusCode, msg: impl Into<String>) -> Packet {
+    Packet::Status(Status {
+        id,
+        status_code: code,
+        error_message: msg.into(),
+        language_tag: "en".into(),
+    })
+}
+
+pub fn ok(id: u32) -> Packet {
+    status(id, StatusCode::Ok, "OK")
+}
+
+pub fn jail_fail(e: JailError) -> Failure {
+    match e {
+        JailError::ReadOnly(_) | JailError::Symlink(_) => {
+            fail(StatusCode::PermissionDenied, e.to_string())
+        }
+        JailError::Invalid(_) => fail(StatusCode::BadMessage, e.to_string()),
+    }
+}
+
+/// Maps an I/O error on `path` to a status a person can read.
+pub fn io_fail(path: &str, e: std::io::Error) -> Failure {
+    match e.kind() {
+        ErrorKind::NotFound => fail(
+            StatusCode::NoSuchFile,
+            format!("No such file or folder: {path}"),
+        ),
+        ErrorKind::PermissionDenied => fail(
+            StatusCode::PermissionDenied,
+            format!("Permission denied: {path}"),
+        ),
+        ErrorKind::AlreadyExists => fail(StatusCode::Failure, format!("{path} already exists")),
+        ErrorKind::DirectoryNotEmpty => fail(
+            StatusCode::Failure,
+            format!("The folder {path} is not empty"),
+        ),
+        ErrorKind::IsADirectory => fail(StatusCode::Failure, format!("{path} is a folder")),
+        ErrorKind::NotADirectory => fail(StatusCode::Failure, format!("{path} is not a folder")),
+        ErrorKind::StorageFull => fail(
+            StatusCode::Failure,
+            "The server's disk is full; try again later",
+        ),
+        _ if e.raw_os_error() == Some(libc::ELOOP) => fail(
+            StatusCode::PermissionDenied,
+            format!("{path} is a symbolic link, which is not allowed"),
+        ),
+        _ => fail(StatusCode::Failure, format!("{path}: {e}")),
+    }
+}
