@@ -61,6 +61,10 @@ fn main() -> anyhow::Result<()> {
             workplaces: vec![],
         },
     };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let t0 = Instant::now();
     let store = Store::open(Path::new(dir))?;
     let opened = t0.elapsed();

@@ -41,8 +41,17 @@ fn bad(bytes: &[u8]) -> roster::import::ImportOutcome {
     run_bytes(&store, &t, "u.csv", GOOD.as_bytes(), &RunOptions::default()).expect("seed");
     let before = store.users("bad", None).expect("users");
     let out = run_bytes(&store, &t, "u.csv", bytes, &RunOptions::default()).expect("run");
-    assert_eq!(store.users("bad", None).expect("users"), before, "directory untouched");
-    assert_eq!(out.record.status, ImportStatus::Error, "{:?}", out.record.messages);
+    assert_eq!(
+        store.users("bad", None).expect("users"),
+        before,
+        "directory untouched"
+    );
+    assert_eq!(
+        out.record.status,
+        ImportStatus::Error,
+        "{:?}",
+        out.record.messages
+    );
     assert!(!out.record.messages.is_empty());
     out
 }
@@ -63,11 +72,17 @@ fn header_only() {
 
 #[test]
 fn binary_garbage() {
-    let garbage: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     assert!(first_message(&bad(&garbage)).contains("binary"));
     let no_nul: Vec<u8> = garbage.iter().map(|b| b.max(&1)).copied().collect();
     let o = bad(&no_nul);
-    assert!(first_message(&o).contains("no column"), "{:?}", o.record.messages);
+    assert!(
+        first_message(&o).contains("no column"),
+        "{:?}",
+        o.record.messages
+    );
 }
 
 #[test]
@@ -77,7 +92,11 @@ fn fifty_megabyte_single_line() {
     let mut with_header = b"Code;First;Last;Email\n".to_vec();
     with_header.extend_from_slice(&line);
     let o = bad(&with_header);
-    assert!(first_message(&o).contains("none of the 1 rows"), "{:?}", o.record.messages);
+    assert!(
+        first_message(&o).contains("none of the 1 rows"),
+        "{:?}",
+        o.record.messages
+    );
 }
 
 #[test]
@@ -87,8 +106,15 @@ fn ten_thousand_columns() {
     s.push_str(&"1;".repeat(10_000));
     s.push_str("2\n");
     let o = bad(s.as_bytes());
-    assert!(first_message(&o).contains("\"Code\" (for mapping_code)"), "{}", first_message(&o));
-    assert!(first_message(&o).len() < 2000, "the sentence stays readable");
+    assert!(
+        first_message(&o).contains("\"Code\" (for mapping_code)"),
+        "{}",
+        first_message(&o)
+    );
+    assert!(
+        first_message(&o).len() < 2000,
+        "the sentence stays readable"
+    );
 }
 
 #[test]
@@ -103,14 +129,20 @@ fn unbalanced_quotes() {
 fn required_column_missing() {
     let o = bad(b"Code;First;Email\nA1;Ann;ann@x.example\n");
     let m = first_message(&o);
-    assert!(m.contains("\"Last\" (for last_name)") && m.contains("Code | First | Email"), "{m}");
+    assert!(
+        m.contains("\"Last\" (for last_name)") && m.contains("Code | First | Email"),
+        "{m}"
+    );
 }
 
 #[test]
 fn mixed_delimiters() {
     let o = bad(b"Code;First;Last;Email\nA1,Ann,Lee,ann@x.example\nA2,Bob,Ray,bob@x.example\n");
     let m = first_message(&o);
-    assert!(m.contains("has 1 cells but the header has 4") && m.contains("delimiter"), "{m}");
+    assert!(
+        m.contains("has 1 cells but the header has 4") && m.contains("delimiter"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -119,7 +151,14 @@ fn invalid_utf8_when_utf8_is_required() {
     let store = Store::open(dir.path()).expect("open");
     let mut t = tenant();
     t.import.encoding = roster::config::EncodingSetting::Utf8;
-    let o = run_bytes(&store, &t, "u.csv", b"Code;First;Last;Email\nA1;J\xfcrgen;M;a@x.example\n", &RunOptions::default()).unwrap();
+    let o = run_bytes(
+        &store,
+        &t,
+        "u.csv",
+        b"Code;First;Last;Email\nA1;J\xfcrgen;M;a@x.example\n",
+        &RunOptions::default(),
+    )
+    .unwrap();
     assert_eq!(o.record.status, ImportStatus::Error);
     assert!(o.record.messages[0].contains("not valid UTF-8"));
 }

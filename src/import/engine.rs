@@ -5,16 +5,14 @@
 //! outcome (record, report, archive copy) and, for previews, the change details.
 
 use super::apply::{run_plan, run_survey};
+use super::parse;
 use super::plan::{Change, Ctx};
 use super::read::{self, Input};
 use super::report;
-use super::parse;
 use super::row;
 use super::{ImportOutcome, RunOptions};
 use crate::config::{MatchBy, OnMissing, Tenant};
-use crate::store::{
-    Commit, ImportRecord, ImportStatus, LedgerEntry, LedgerState, Store,
-};
+use crate::store::{Commit, ImportRecord, ImportStatus, LedgerEntry, LedgerState, Store};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -85,7 +83,13 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     let profile = &tenant.import;
     let started_at = Utc::now();
     let clock = std::time::Instant::now();
-    let phase = |name: &str| tracing::debug!(phase = name, ms = clock.elapsed().as_millis() as u64, "import phase done");
+    let phase = |name: &str| {
+        tracing::debug!(
+            phase = name,
+            ms = clock.elapsed().as_millis() as u64,
+            "import phase done"
+        )
+    };
     let scan = read::scan(job.input, profile.encoding)?;
     phase("scan");
     let id = match &job.approving {

@@ -73,7 +73,16 @@ pub fn row_pass<R: Read>(
                 let mut notes = Vec::new();
                 for batch in rx {
                     for (line, rec) in &batch {
-                        work(&mut out, &mut notes, rec, *line, map, tenant, secret, check_emails);
+                        work(
+                            &mut out,
+                            &mut notes,
+                            rec,
+                            *line,
+                            map,
+                            tenant,
+                            secret,
+                            check_emails,
+                        );
                     }
                     let _ = back.send(batch);
                 }
@@ -106,7 +115,7 @@ pub fn row_pass<R: Read>(
             fill += 1;
             rows += 1;
             if let Some(p) = progress {
-                if rows % 8192 == 0 {
+                if rows.is_multiple_of(8192) {
                     p(rows);
                 }
             }
@@ -163,7 +172,11 @@ pub fn row_pass<R: Read>(
                 }
             }
         }
-        pass.arenas.push(o.arenas);
+        let mut arenas = o.arenas;
+        for a in &mut arenas {
+            a.shrink_to_fit();
+        }
+        pass.arenas.push(arenas);
     }
     pass.notes.sort();
     let header = map

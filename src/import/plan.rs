@@ -126,6 +126,9 @@ fn groups<'a>(rows: &[PackedRow<'a>]) -> Vec<(&'a [u8], Vec<PackedRow<'a>>)> {
     out
 }
 
+/// (current users, users that would go missing, email conflicts as (row, reason)).
+pub type SurveyPart = (u64, u64, Vec<(u64, String)>);
+
 /// Counts a bucket for the hold decision: (current users, users that would go missing), and
 /// finds rows whose email already belongs to another stored user.
 pub fn survey(
@@ -133,7 +136,7 @@ pub fn survey(
     stored: Option<&[u8]>,
     arenas: &[&[u8]],
     file_emails: &HashMap<u64, (u64, u64)>,
-) -> Result<(u64, u64, Vec<(u64, String)>)> {
+) -> Result<SurveyPart> {
     let Some(stored) = stored else {
         return Ok((0, 0, Vec::new()));
     };
@@ -312,6 +315,13 @@ pub fn plan_bucket(ctx: &Ctx<'_>, stored: Option<&[u8]>, arenas: &[&[u8]]) -> Re
                     });
                 }
             }
+            (None, Some((k, _)), Some(r)) if ctx.detail == 0 && r.password.is_none() => {
+                let mut enc = Vec::with_capacity(256);
+                insert_fast(ctx, &r, &mut enc)?;
+                bucket_push(&mut out, k, &enc);
+                changed = true;
+                plan.counts.inserted += 1;
+            }
             (None, Some((k, _)), Some(r)) => {
                 let rec = insert(ctx, &r)?;
                 let mut enc = Vec::new();
@@ -373,6 +383,49 @@ fn hash_password(ctx: &Ctx<'_>, pw: &[u8]) -> Result<String> {
 
 fn fingerprint(ctx: &Ctx<'_>, pw: &[u8]) -> [u8; 16] {
     super::row::password_fp(&ctx.secret, &String::from_utf8_lossy(pw))
+}
+
+/// Status of a new user.
+fn new_status(ctx: &Ctx<'_>, r: &PackedRow<'_>) -> u8 {
+    let active = match r.active() {
+        Some(a) => a,
+        None => match ctx.tenant.import.activate {
+            Activate::Always => true,
+            Activate::WithPassword => r.password.is_some(),
+        },
+    };
+    if active {
+        STATUS_ACTIVE
+    } else {
+        STATUS_INACTIVE
+    }
+}
+
+/// Encodes a new user without a password straight from the packed row (no field strings).
+fn insert_fast(ctx: &Ctx<'_>, r: &PackedRow<'_>, out: &mut Vec<u8>) -> Result<()> {
+    let mut head = UserRec {
+        status: new_status(ctx, r),
+        flags: FLAG_MANAGED,
+        created_at: ctx.now_ms,
+        updated_at: ctx.now_ms,
+        ..Default::default()
+    };
+    head.row_digest.copy_from_slice(r.digest);
+    head.encode_head(out);
+    let mut by_col: Vec<Option<&str>> = vec![None; ctx.map.cols.len()];
+    for (ci, v) in r.values()? {
+        if let Some(slot) = by_col.get_mut(ci) {
+            *slot = v;
+        }
+    }
+    crate::store::put_varint(out, by_col.iter().filter(|v| v.is_some()).count() as u64);
+    for (ci, name) in &ctx.map.by_name {
+        if let Some(Some(v)) = by_col.get(*ci) {
+            out.extend_from_slice(name);
+            crate::store::put_bytes(out, v.as_bytes());
+        }
+    }
+    Ok(())
 }
 
 fn insert(ctx: &Ctx<'_>, r: &PackedRow<'_>) -> Result<UserRec> {

@@ -33,13 +33,11 @@ pub struct Want<'a> {
     pub password_col: Option<usize>,
 }
 
+/// (failure report, archive copy).
+pub type ReportAndArchive = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Runs the second pass; returns (report, archive copy).
-pub fn write(
-    input: Input<'_>,
-    enc: Enc,
-    delim: u8,
-    want: &Want<'_>,
-) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<ReportAndArchive> {
     if want.skips.is_empty() && want.password_col.is_none() {
         return Ok((None, None));
     }

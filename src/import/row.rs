@@ -40,6 +40,9 @@ pub struct Mapping {
     pub notes: Vec<String>,
     /// The tenant's lists, prepared for lookups.
     pub lookups: fields::Lookups,
+    /// (index into `cols`, the stored form of its field name), sorted by field name: the order
+    /// in which a new record's fields are written.
+    pub by_name: Vec<(usize, Vec<u8>)>,
 }
 
 fn norm_header(h: &str) -> String {
@@ -115,13 +118,28 @@ pub fn map_columns(headers: &[String], tenant: &Tenant) -> Result<Mapping, Strin
     }
     let pos = |f: &str| cols.iter().position(|c| c.field == f);
     Ok(Mapping {
+        cols: cols.clone(),
         key: pos(key_field).unwrap_or(0),
         password: pos("password"),
         email: pos("email"),
         width: headers.len(),
         notes,
-        cols,
         lookups: fields::Lookups::new(profile, &tenant.reference),
+        by_name: {
+            let mut v: Vec<(usize, &str)> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (i, c.field.as_str()))
+                .collect();
+            v.sort_by(|a, b| a.1.cmp(b.1));
+            v.into_iter()
+                .map(|(i, name)| {
+                    let mut enc = Vec::new();
+                    crate::store::put_name(&mut enc, name);
+                    (i, enc)
+                })
+                .collect()
+        },
     })
 }
 

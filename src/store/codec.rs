@@ -9,8 +9,9 @@
 //! Record layout (little endian):
 //! `version u8 | status u8 | flags u8 | created_at i64 | updated_at i64 | deleted_at i64 |
 //!  row_digest [16] | pw_fp [16] | pw_hash (varint len + bytes) | field count varint |
-//!  (name: varint len + bytes, value: varint len + bytes)*` — fields sorted by name; list
-//! values are joined with U+001F.
+//!  (name, value: varint len + bytes)*` — fields sorted by name; a name is one byte, the index
+//! of a built-in field in `import::fields::FIELD_NAMES` (append-only), or 0xFF followed by the
+//! name as text (`custom.*`); list values are joined with U+001F.
 //!
 //! Bucket layout: `(key: varint len + bytes, record: varint len + bytes)*`, sorted by key.
 
@@ -83,7 +84,8 @@ impl UserRec {
         }
     }
 
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
+    /// Writes everything before the fields (the fixed header and the password hash).
+    pub fn encode_head(&self, out: &mut Vec<u8>) {
         out.push(VERSION);
         out.push(self.status);
         out.push(self.flags);
@@ -93,9 +95,13 @@ impl UserRec {
         out.extend_from_slice(&self.row_digest);
         out.extend_from_slice(&self.pw_fp);
         put_bytes(out, self.pw_hash.as_bytes());
+    }
+
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        self.encode_head(out);
         put_varint(out, self.fields.len() as u64);
         for (n, v) in &self.fields {
-            put_bytes(out, n.as_bytes());
+            put_name(out, n);
             put_bytes(out, v.as_bytes());
         }
     }
@@ -130,7 +136,7 @@ impl UserRec {
         }
         rec.fields.reserve(n as usize);
         for _ in 0..n {
-            let name = r.string()?;
+            let name = r.name()?.into_owned();
             let value = r.string()?;
             rec.fields.push((name, value));
         }
@@ -159,10 +165,16 @@ pub(crate) fn field_of<'a>(rec: &'a [u8], name: &str) -> Result<Option<&'a str>>
     r.take(HEADER_LEN)?;
     r.bytes()?;
     let n = r.varint()?;
+    let want = name_id(name);
     for _ in 0..n {
-        let k = r.bytes()?;
+        let tag = r.byte()?;
+        let matches = if tag == CUSTOM_NAME {
+            r.bytes()? == name.as_bytes()
+        } else {
+            Some(tag) == want
+        };
         let v = r.bytes()?;
-        if k == name.as_bytes() {
+        if matches {
             return Ok(std::str::from_utf8(v).ok());
         }
     }
@@ -185,6 +197,28 @@ pub(crate) fn bucket_entries(blob: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
 pub(crate) fn bucket_push(out: &mut Vec<u8>, key: &[u8], rec: &[u8]) {
     put_bytes(out, key);
     put_bytes(out, rec);
+}
+
+/// Tag of a field name written as text (`custom.*`); other tags index [`FIELD_NAMES`].
+const CUSTOM_NAME: u8 = 0xFF;
+
+/// Built-in field names are stored as one byte: their index in this list. Append only.
+use crate::import::fields::FIELD_NAMES;
+
+/// The one-byte id of a built-in field name.
+pub(crate) fn name_id(name: &str) -> Option<u8> {
+    FIELD_NAMES.iter().position(|n| *n == name).map(|i| i as u8)
+}
+
+/// Writes a field name: its id, or the tag and the text.
+pub(crate) fn put_name(out: &mut Vec<u8>, name: &str) {
+    match name_id(name) {
+        Some(id) => out.push(id),
+        None => {
+            out.push(CUSTOM_NAME);
+            put_bytes(out, name.as_bytes());
+        }
+    }
 }
 
 pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -252,6 +286,18 @@ impl<'a> Cursor<'a> {
     pub fn bytes(&mut self) -> Result<&'a [u8]> {
         let n = self.varint()? as usize;
         self.take(n)
+    }
+
+    /// Reads a field name written by [`put_name`].
+    pub(crate) fn name(&mut self) -> Result<std::borrow::Cow<'static, str>> {
+        let tag = self.byte()?;
+        if tag == CUSTOM_NAME {
+            return Ok(std::borrow::Cow::Owned(self.string()?));
+        }
+        match FIELD_NAMES.get(tag as usize) {
+            Some(n) => Ok(std::borrow::Cow::Borrowed(n)),
+            None => bail!("stored data is damaged (unknown field id {tag})"),
+        }
     }
 
     pub fn string(&mut self) -> Result<String> {

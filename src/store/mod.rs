@@ -40,8 +40,8 @@ mod outbox;
 mod users;
 
 pub(crate) use codec::{
-    bucket_entries, bucket_push, digest_of, field_of, flags_of, status_of, UserRec, FLAG_MANAGED,
-    FLAG_MISSING, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE,
+    bucket_entries, bucket_push, digest_of, field_of, flags_of, put_name, status_of, UserRec,
+    FLAG_MANAGED, FLAG_MISSING, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE,
 };
 pub use codec::{fnv64, put_bytes, put_varint, Cursor, LIST_SEP};
 pub use history::{ImportRecord, ImportStatus};
@@ -149,7 +149,7 @@ impl Store {
             .with_context(|| format!("cannot create the store folder {}", dir.display()))?;
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(16 * 1024 * 1024)
             .open()
             .with_context(|| {
                 format!(
