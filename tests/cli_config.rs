@@ -1,0 +1,122 @@
+//! `roster check-config` and `roster hash-password`, run as the real binary.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn roster(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn hash_password_prints_a_verifiable_argon2id_string() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret pass\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    // The hash is accepted by config validation and verifies the password (and only it).
+    let config = format!("[[tenants]]\nid = \"t\"\npassword_hash = \"{hash}\"\n");
+    let parsed = roster::config::Config::parse(&config).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert!(rt.block_on(roster::sftp::auth::verify_password(
+        &parsed,
+        "t",
+        "s3cret pass"
+    )));
+    assert!(!rt.block_on(roster::sftp::auth::verify_password(
+        &parsed,
+        "t",
+        "s3cret pass\n"
+    )));
+}
+
+#[test]
+fn check_config_lists_tenants_and_host_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("roster.toml");
+    let hash = roster::sftp::auth::hash_password("x").unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nhost_keys = \"{d}/hk\"\ndata_dir = \"{d}/data\"\n\n[[tenants]]\nid = \"acme\"\npassword_hash = \"{hash}\"\n[tenants.import]\nfile = \"users_{{date}}.csv\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    roster::sftp::hostkeys::load_or_create(&dir.path().join("hk")).unwrap();
+    let out = roster(&["check-config", "-c", path.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("acme") && text.contains("password") && text.contains("users_{date}.csv"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ssh-ed25519") && text.contains("SHA256:"),
+        "{text}"
+    );
+    assert!(text.contains("rsa"), "{text}");
+}
+
+#[test]
+fn check_config_names_every_problem_with_tenant_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("roster.toml");
+    std::fs::write(
+        &path,
+        r#"
+[server]
+listen = "not an address"
+
+[[tenants]]
+id = "Bad Id"
+password_hash = "plaintext"
+
+[[tenants]]
+id = "acme"
+authorized_keys = ["ssh-ed25519 garbage"]
+[tenants.import]
+timezone = "Mars/Olympus"
+trigger = "schedule"
+[tenants.import.columns]
+email = "E-mail"
+nonsense = "X"
+"#,
+    )
+    .unwrap();
+    let out = roster(&["check-config", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "[server] listen",
+        "tenant \"Bad Id\": id",
+        "tenant \"Bad Id\": password_hash",
+        "tenant \"acme\": authorized_keys[0]",
+        "tenant \"acme\": import.timezone",
+        "tenant \"acme\": import.schedule",
+        "tenant \"acme\": import.columns",
+        "\"nonsense\"",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    // A syntax error names the line and the tenant around it.
+    std::fs::write(&path, "[[tenants]]\nid = \"acme\"\nnotify = 5\n").unwrap();
+    let out = roster(&["check-config", "-c", path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("line 3") && err.contains("acme"), "{err}");
+}
