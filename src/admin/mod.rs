@@ -78,7 +78,11 @@ pub async fn start(
         intake,
         previews: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
     };
-    let app = api::router(state.clone()).merge(scim::router(state));
+    let app = api::router(state.clone())
+        .merge(scim::router(state))
+        .fallback(|| async {
+            ApiError::not_found("there is no such route; see docs/operators.md for the admin API")
+        });
     let (shutdown, mut rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let stop = async move {

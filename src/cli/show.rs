@@ -1,0 +1,306 @@
+//! Human output of the admin commands: tables and summaries built from the API's JSON.
+//!
+//! Values enter as the typed records (or JSON) the admin API returned; they leave as text.
+
+use super::table::{self, local, local_str, size, Col};
+use crate::store::{ImportRecord, User};
+use serde_json::Value;
+
+pub(super) fn status_word(u: &User) -> String {
+    serde_json::to_value(u.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+pub(super) fn counts_line(r: &ImportRecord) -> String {
+    format!(
+        "rows {}: {} inserted, {} updated, {} unchanged, {} deactivated, {} deleted, {} restored, {} skipped",
+        r.rows, r.inserted, r.updated, r.unchanged, r.deactivated, r.deleted, r.restored, r.skipped
+    )
+}
+
+pub(super) fn history_text(tenant: &str, records: &[ImportRecord]) -> String {
+    if records.is_empty() {
+        return format!("no imports yet for {tenant}\n");
+    }
+    let cols = [
+        Col("ID", false),
+        Col("RECEIVED", false),
+        Col("FILE", false),
+        Col("STATUS", false),
+        Col("ROWS", true),
+        Col("INS", true),
+        Col("UPD", true),
+        Col("SAME", true),
+        Col("DEACT", true),
+        Col("DEL", true),
+        Col("REST", true),
+        Col("SKIP", true),
+    ];
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            let mut row = vec![
+                r.id.clone(),
+                local(&r.received_at),
+                r.file.clone(),
+                r.status.to_string(),
+            ];
+            for n in [
+                r.rows,
+                r.inserted,
+                r.updated,
+                r.unchanged,
+                r.deactivated,
+                r.deleted,
+                r.restored,
+                r.skipped,
+            ] {
+                row.push(n.to_string());
+            }
+            row
+        })
+        .collect();
+    let mut out = table::table(&cols, &rows);
+    for r in records
+        .iter()
+        .filter(|r| r.status == crate::store::ImportStatus::Held)
+    {
+        out.push_str(&format!(
+            "held: {} would deactivate {} and delete {}; check with `roster preview`, apply with `roster approve {tenant} {}`\n",
+            r.id, r.deactivated, r.deleted, r.id
+        ));
+    }
+    out
+}
+
+pub(super) fn run_now_text(tenant: &str, v: &Value) -> anyhow::Result<String> {
+    let records: Vec<ImportRecord> = serde_json::from_value(v["imports"].clone())?;
+    if records.is_empty() {
+        let pattern = v["file"].as_str().unwrap_or("?");
+        return Ok(format!(
+            "{tenant}: no file matching {pattern:?} is waiting in the tenant folder; nothing was run\n"
+        ));
+    }
+    let mut out = String::new();
+    for r in &records {
+        out.push_str(&format!(
+            "{tenant}: {} → {} (import {})\n{}\n",
+            r.file,
+            r.status,
+            r.id,
+            counts_line(r)
+        ));
+        for m in &r.messages {
+            out.push_str(&format!("  {m}\n"));
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn today_text(v: &Value) -> anyhow::Result<String> {
+    let tenant = v["tenant"].as_str().unwrap_or("?");
+    let date = v["date"].as_str().unwrap_or("?");
+    let tz = v["timezone"].as_str().unwrap_or("?");
+    let mut out = format!("{tenant}, {date} ({tz}): ");
+    let present = v["present"].as_bool().unwrap_or(false);
+    if present {
+        out.push_str("today's file is there\n");
+    } else {
+        let expected = v["expected"]
+            .as_str()
+            .or(v["pattern"].as_str())
+            .unwrap_or("?");
+        out.push_str(&format!("no file for today yet (expected {expected})\n"));
+        return Ok(out);
+    }
+    let mut rows = Vec::new();
+    for f in v["waiting"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            "waiting".into(),
+            f["name"].as_str().unwrap_or("?").into(),
+            size(f["bytes"].as_u64().unwrap_or(0)),
+            local_str(f["modified_at"].as_str().unwrap_or("")),
+            String::new(),
+        ]);
+    }
+    let imported: Vec<ImportRecord> = serde_json::from_value(v["imported"].clone())?;
+    for r in &imported {
+        rows.push(vec![
+            "imported".into(),
+            r.file.clone(),
+            size(r.bytes),
+            local(&r.received_at),
+            r.status.to_string(),
+        ]);
+    }
+    let cols = [
+        Col("STATE", false),
+        Col("FILE", false),
+        Col("SIZE", true),
+        Col("MODIFIED / RECEIVED", false),
+        Col("STATUS", false),
+    ];
+    out.push_str(&table::table(&cols, &rows));
+    Ok(out)
+}
+
+pub(super) fn preview_text(v: &Value) -> anyhow::Result<String> {
+    let r: ImportRecord = serde_json::from_value(v["record"].clone())?;
+    let mut out = format!(
+        "Dry run of {} for {}: nothing was changed.\nAn import now would be: {}\n{}\n",
+        v["file"].as_str().unwrap_or("?"),
+        v["tenant"].as_str().unwrap_or("?"),
+        r.status,
+        counts_line(&r)
+    );
+    let mut changes = v["changes"].as_array().cloned().unwrap_or_default();
+    let rank = |c: &Value| match c["action"].as_str() {
+        Some("insert") => 0,
+        Some("update") => 1,
+        Some("restore") => 2,
+        Some("deactivate") => 3,
+        Some("delete") => 4,
+        _ => 5,
+    };
+    changes.sort_by(|a, b| (rank(a), a["key"].as_str()).cmp(&(rank(b), b["key"].as_str())));
+    if !changes.is_empty() {
+        out.push('\n');
+    }
+    for ch in &changes {
+        let key = ch["key"].as_str().unwrap_or("?");
+        match ch["action"].as_str().unwrap_or("") {
+            "insert" => {
+                let fields: Vec<String> = ch["fields"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push_str(&format!("+ insert      {key}  {}\n", fields.join(", ")));
+            }
+            action @ ("update" | "restore") => {
+                out.push_str(&format!("~ {action:<10}  {key}\n"));
+                for fc in ch["changes"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "      {}: {} → {}\n",
+                        fc["field"].as_str().unwrap_or("?"),
+                        fc["old"].as_str().unwrap_or("(empty)"),
+                        fc["new"].as_str().unwrap_or("(empty)")
+                    ));
+                }
+            }
+            "deactivate" => out.push_str(&format!("- deactivate  {key}\n")),
+            "delete" => out.push_str(&format!("- delete      {key}\n")),
+            other => out.push_str(&format!("? {other:<10}  {key}\n")),
+        }
+    }
+    if v["truncated"].as_bool().unwrap_or(false) {
+        out.push_str("(more changes than listed; the counts above are complete)\n");
+    }
+    if !r.messages.is_empty() {
+        out.push_str("\nmessages:\n");
+        for m in &r.messages {
+            out.push_str(&format!("  {m}\n"));
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn users_text(tenant: &str, users: &[User]) -> String {
+    if users.is_empty() {
+        return format!("{tenant} has no users with that status\n");
+    }
+    let cols = [
+        Col("KEY", false),
+        Col("STATUS", false),
+        Col("EMAIL", false),
+        Col("NAME", false),
+        Col("UPDATED", false),
+    ];
+    let rows: Vec<Vec<String>> = users
+        .iter()
+        .map(|u| {
+            let name = format!(
+                "{} {}",
+                u.first_name.as_deref().unwrap_or(""),
+                u.last_name.as_deref().unwrap_or("")
+            );
+            vec![
+                u.key.clone(),
+                status_word(u),
+                u.email.clone().unwrap_or_default(),
+                name.trim().to_string(),
+                local(&u.updated_at),
+            ]
+        })
+        .collect();
+    let mut out = table::table(&cols, &rows);
+    out.push_str(&format!("{} user(s)\n", users.len()));
+    out
+}
+
+/// The directory as CSV: fixed columns, then every other field and `custom.NAME` in name order.
+pub(super) fn users_csv(users: &[User]) -> anyhow::Result<String> {
+    let mut extra: std::collections::BTreeSet<String> = Default::default();
+    let mut custom: std::collections::BTreeSet<String> = Default::default();
+    for u in users {
+        extra.extend(u.fields.keys().cloned());
+        custom.extend(u.attributes.keys().cloned());
+    }
+    let mut header: Vec<String> = [
+        "key",
+        "status",
+        "email",
+        "username",
+        "mapping_code",
+        "first_name",
+        "last_name",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    header.extend(extra.iter().cloned());
+    header.extend(custom.iter().map(|c| format!("custom.{c}")));
+    header.extend(["created_at", "updated_at", "deleted_at"].map(String::from));
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&header)?;
+    for u in users {
+        let opt = |o: &Option<String>| o.clone().unwrap_or_default();
+        let mut row = vec![
+            u.key.clone(),
+            status_word(u),
+            opt(&u.email),
+            opt(&u.username),
+            opt(&u.mapping_code),
+            opt(&u.first_name),
+            opt(&u.last_name),
+        ];
+        for f in &extra {
+            row.push(match u.fields.get(f) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|i| i.as_str())
+                    .collect::<Vec<_>>()
+                    .join(";"),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            });
+        }
+        for c in &custom {
+            row.push(u.attributes.get(c).cloned().unwrap_or_default());
+        }
+        row.push(u.created_at.to_rfc3339());
+        row.push(u.updated_at.to_rfc3339());
+        row.push(u.deleted_at.map(|t| t.to_rfc3339()).unwrap_or_default());
+        w.write_record(row.iter().map(|c| table::csv_safe(c)))?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("cannot write the CSV: {e}"))?;
+    Ok(String::from_utf8(bytes)?)
+}

@@ -1,0 +1,439 @@
+//! The admin API over real HTTP against a whole running Roster: token checks on every route,
+//! history after real SFTP uploads, preview, approve of a held plan, restore, run-now, today,
+//! metrics, and bad input.
+
+#[path = "admin_support/mod.rs"]
+mod admin_support;
+mod support;
+
+use admin_support::{keys, users_csv, Env, MAX_UPLOAD, TOKEN};
+use roster::store::{ImportRecord, ImportStatus, User};
+use std::io::{Read, Write};
+
+/// Every admin route, as (method, path) on tenant acme.
+const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+    ("GET", "/api/tenants"),
+    ("GET", "/api/progress"),
+    ("GET", "/api/tenants/acme/imports"),
+    ("GET", "/api/tenants/acme/imports/x"),
+    ("POST", "/api/tenants/acme/imports/x/approve"),
+    ("POST", "/api/tenants/acme/run-now"),
+    ("GET", "/api/tenants/acme/today"),
+    ("POST", "/api/tenants/acme/preview"),
+    ("GET", "/api/tenants/acme/progress"),
+    ("GET", "/api/tenants/acme/users"),
+    ("GET", "/api/tenants/acme/users/x@acme.example"),
+    ("POST", "/api/tenants/acme/users/x@acme.example/restore"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_needs_the_admin_token() {
+    let env = Env::start().await;
+    for (method, path) in ROUTES {
+        for token in [None, Some("wrong"), Some(admin_support::SCIM_ACME)] {
+            let a = env.http(method, path, token, None).await;
+            assert_eq!(a.status, 401, "{method} {path} with {token:?}: {}", a.text);
+            assert!(
+                a.json["error"].as_str().unwrap_or("").contains("token"),
+                "{method} {path}: {}",
+                a.text
+            );
+        }
+        let a = env.http(method, path, Some(TOKEN), None).await;
+        assert_ne!(a.status, 401, "{method} {path} with the token");
+        assert!(a.status < 500, "{method} {path}: {} {}", a.status, a.text);
+    }
+    let ok = env.get("/health").await;
+    assert_eq!((ok.status, ok.json["status"].as_str()), (200, Some("ok")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_lists_real_uploads_newest_first() {
+    let env = Env::start().await;
+    let first = env.import("acme", &users_csv(0, 3)).await;
+    let second = env.import("acme", &users_csv(0, 4)).await;
+    assert_eq!(first.status, ImportStatus::Success);
+    assert_eq!((second.inserted, second.unchanged), (1, 3));
+
+    let a = env.get("/api/tenants/acme/imports").await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let list: Vec<ImportRecord> = serde_json::from_value(a.json.clone()).unwrap();
+    assert_eq!(
+        list.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [second.id.as_str(), first.id.as_str()]
+    );
+    // The stable record of design.md §5: exactly these fields.
+    let mut fields: Vec<&str> = a.json[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort();
+    let mut want = vec![
+        "id",
+        "tenant",
+        "file",
+        "sha256",
+        "bytes",
+        "received_at",
+        "started_at",
+        "finished_at",
+        "status",
+        "rows",
+        "inserted",
+        "updated",
+        "unchanged",
+        "deactivated",
+        "deleted",
+        "restored",
+        "skipped",
+        "errors",
+        "messages",
+        "encoding",
+        "delimiter",
+        "archived_as",
+        "report",
+    ];
+    want.sort();
+    assert_eq!(fields, want);
+
+    let one = env
+        .get(&format!("/api/tenants/acme/imports/{}", first.id))
+        .await;
+    assert_eq!(one.status, 200);
+    assert_eq!(
+        serde_json::from_value::<ImportRecord>(one.json).unwrap(),
+        first
+    );
+    // limit is clamped, never an error for a number.
+    for (q, n) in [
+        ("1", 1),
+        ("0", 1),
+        ("-7", 1),
+        ("99999999999999999999999999999", 2),
+    ] {
+        let a = env
+            .get(&format!("/api/tenants/acme/imports?limit={q}"))
+            .await;
+        assert_eq!(a.status, 200, "limit={q}: {}", a.text);
+        assert_eq!(a.json.as_array().unwrap().len(), n, "limit={q}");
+    }
+    let bad = env.get("/api/tenants/acme/imports?limit=ten").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.json["error"].as_str().unwrap().contains("limit"));
+
+    // The tenant list shows counts and the last run.
+    let t = env.get("/api/tenants").await;
+    let acme = t
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "acme")
+        .unwrap()
+        .clone();
+    assert_eq!(acme["users"]["active"], 4);
+    assert_eq!(acme["last_import"]["id"], second.id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_leaves_the_directory_unchanged() {
+    let env = Env::start().await;
+    env.import("acme", &users_csv(0, 6)).await;
+    let users_before = env.get("/api/tenants/acme/users").await.json;
+    let history_before = env.get("/api/tenants/acme/imports").await.json;
+    let files_before: Vec<_> = std::fs::read_dir(env.home("acme"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+
+    // user00..05 known; drop user05, rename user01, add user06.
+    let csv =
+        users_csv(0, 5).replace("Last01", "Renamed01") + &users_csv(6, 7)[users_csv(0, 0).len()..];
+    let a = env
+        .post(
+            "/api/tenants/acme/preview?file=users.csv",
+            Some(csv.into_bytes()),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json["dry_run"], true);
+    let r: ImportRecord = serde_json::from_value(a.json["record"].clone()).unwrap();
+    assert_eq!(
+        (r.inserted, r.updated, r.unchanged, r.deactivated),
+        (1, 1, 4, 1)
+    );
+    let changes = a.json["changes"].as_array().unwrap();
+    let update = changes.iter().find(|c| c["action"] == "update").unwrap();
+    assert_eq!(update["key"], "user01@acme.example");
+    assert_eq!(update["changes"][0]["field"], "last_name");
+    assert_eq!(update["changes"][0]["old"], "Last01");
+    assert_eq!(update["changes"][0]["new"], "Renamed01");
+    assert!(changes
+        .iter()
+        .any(|c| c["action"] == "insert" && c["key"] == "user06@acme.example"));
+    assert!(changes
+        .iter()
+        .any(|c| c["action"] == "deactivate" && c["key"] == "user05@acme.example"));
+
+    assert_eq!(env.get("/api/tenants/acme/users").await.json, users_before);
+    assert_eq!(
+        env.get("/api/tenants/acme/imports").await.json,
+        history_before
+    );
+    let files_after: Vec<_> = std::fs::read_dir(env.home("acme"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(files_after, files_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_applies_exactly_the_held_plan_and_restore_undoes_one() {
+    let env = Env::start().await;
+    assert_eq!(env.import("acme", &users_csv(0, 10)).await.inserted, 10);
+    let held = env.import("acme", &users_csv(0, 2)).await;
+    assert_eq!(held.status, ImportStatus::Held);
+    assert_eq!(held.deactivated, 8);
+    let active = env.get("/api/tenants/acme/users?status=active").await;
+    assert_eq!(
+        active.json.as_array().unwrap().len(),
+        10,
+        "held: nothing applied"
+    );
+
+    let a = env
+        .post(
+            &format!("/api/tenants/acme/imports/{}/approve", held.id),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let done: ImportRecord = serde_json::from_value(a.json).unwrap();
+    assert_eq!(done.id, held.id);
+    assert_eq!(done.status, ImportStatus::Success);
+    assert_eq!((done.deactivated, done.unchanged), (8, 2));
+
+    let inactive: Vec<User> = serde_json::from_value(
+        env.get("/api/tenants/acme/users?status=inactive")
+            .await
+            .json,
+    )
+    .unwrap();
+    assert_eq!(
+        inactive.iter().map(|u| u.key.clone()).collect::<Vec<_>>(),
+        keys(2, 10)
+    );
+    let history = env.get("/api/tenants/acme/imports").await;
+    assert_eq!(history.json[0]["status"], "success");
+
+    // Approving again: it is no longer held.
+    let again = env
+        .post(
+            &format!("/api/tenants/acme/imports/{}/approve", held.id),
+            None,
+        )
+        .await;
+    assert_eq!(again.status, 409, "{}", again.text);
+    assert!(again.json["error"].as_str().unwrap().contains("not held"));
+    let unknown = env
+        .post("/api/tenants/acme/imports/20990101T000000Z-0/approve", None)
+        .await;
+    assert_eq!(unknown.status, 404);
+
+    // Restore one of the deactivated users.
+    let r = env
+        .post("/api/tenants/acme/users/user05@acme.example/restore", None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "active");
+    let u = env.get("/api/tenants/acme/users/USER05@acme.example").await;
+    assert_eq!((u.status, u.json["status"].as_str()), (200, Some("active")));
+    let twice = env
+        .post("/api/tenants/acme/users/user05@acme.example/restore", None)
+        .await;
+    assert_eq!(twice.status, 409, "{}", twice.text);
+    let nobody = env
+        .post("/api/tenants/acme/users/nobody@acme.example/restore", None)
+        .await;
+    assert_eq!(nobody.status, 404);
+    assert!(u.json.get("password_hash").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_and_today_for_a_scheduled_tenant() {
+    let env = Env::start().await;
+    let none = env.get("/api/tenants/sched/today").await;
+    assert_eq!(none.status, 200);
+    assert_eq!(none.json["present"], false);
+    let today = none.json["date"].as_str().unwrap().to_string();
+    assert_eq!(none.json["expected"], format!("hr_{today}.csv"));
+
+    let name = format!("hr_{today}.csv");
+    env.upload("sched", &name, users_csv(0, 3).as_bytes()).await;
+    let waiting = env.get("/api/tenants/sched/today").await;
+    assert_eq!(waiting.json["present"], true, "{}", waiting.text);
+    assert_eq!(waiting.json["waiting"][0]["name"], name.as_str());
+    assert_eq!(
+        waiting.json["waiting"][0]["bytes"],
+        users_csv(0, 3).len() as u64
+    );
+
+    let run = env.post("/api/tenants/sched/run-now", None).await;
+    assert_eq!(run.status, 200, "{}", run.text);
+    let imports = run.json["imports"].as_array().unwrap();
+    assert_eq!(imports.len(), 1);
+    assert_eq!(imports[0]["status"], "success");
+    assert_eq!(imports[0]["inserted"], 3);
+
+    let after = env.get("/api/tenants/sched/today").await;
+    assert_eq!(after.json["present"], true);
+    assert_eq!(after.json["waiting"].as_array().unwrap().len(), 0);
+    assert_eq!(after.json["imported"][0]["file"], name.as_str());
+    // Nothing left: run-now runs nothing.
+    let empty = env.post("/api/tenants/sched/run-now", None).await;
+    assert_eq!(empty.json["imports"].as_array().unwrap().len(), 0);
+    let progress = env.get("/api/tenants/sched/progress").await;
+    assert_eq!(progress.json["running"], serde_json::Value::Null);
+}
+
+/// Sends raw bytes and returns the status line (for requests no client library would make).
+fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(request).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
+    let env = Env::start().await;
+    env.import("acme", &users_csv(0, 2)).await;
+
+    for path in [
+        "/api/tenants/acme/run-now",
+        "/api/tenants/acme/users/user00@acme.example/restore",
+        "/api/tenants/acme/imports/x/approve",
+    ] {
+        let a = env.post(path, Some(b"{\"oops\": ".to_vec())).await;
+        assert_eq!(a.status, 400, "{path}: {}", a.text);
+        assert!(a.json["error"].as_str().unwrap().contains("not valid JSON"));
+        let a = env.post(path, Some(b"[1,2]".to_vec())).await;
+        assert_eq!(a.status, 400, "{path}: {}", a.text);
+    }
+    for (method, path) in ROUTES.iter().filter(|(_, p)| p.contains("/acme/")) {
+        let p = path.replace("/acme/", "/nosuch/");
+        let a = env.http(method, &p, Some(TOKEN), None).await;
+        assert_eq!(a.status, 404, "{method} {p}: {}", a.text);
+        assert!(a.json["error"].as_str().unwrap().contains("nosuch"));
+    }
+    let a = env.get("/api/tenants/acme/imports/not-an-id").await;
+    assert_eq!(a.status, 404);
+    assert!(a.json["error"].as_str().unwrap().contains("not-an-id"));
+    let a = env.get("/api/tenants/acme/users?status=sleeping").await;
+    assert_eq!(a.status, 400);
+    let a = env.get("/api/tenants/acme/imports?limit=%ZZ").await;
+    assert!(a.status == 400 || a.status == 200, "{}", a.text);
+    let a = env
+        .http("DELETE", "/api/tenants/acme/users", Some(TOKEN), None)
+        .await;
+    assert_eq!(a.status, 405);
+    let a = env.get("/api/nothing/here").await;
+    assert_eq!(a.status, 404);
+
+    // A 1 GB preview announced by Content-Length is refused before any of it is read.
+    let addr = env.server().admin.addr;
+    let head = format!(
+        "POST /api/tenants/acme/preview HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 1000000000\r\n\r\nemail,first_name\r\n"
+    );
+    let answer = tokio::task::spawn_blocking(move || raw(addr, head.as_bytes()))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("larger than the limit"), "{answer}");
+    // Just over max_upload_bytes, sent whole: 413 as well.
+    let big = vec![b'a'; MAX_UPLOAD as usize + 1];
+    let a = env.post("/api/tenants/acme/preview", Some(big)).await;
+    assert_eq!(a.status, 413, "{}", a.text);
+    // Exactly at the limit is read (and is not a CSV the tenant can import).
+    let mut at_limit = b"email,first_name,last_name\n".to_vec();
+    at_limit.resize(MAX_UPLOAD as usize, b'x');
+    let a = env.post("/api/tenants/acme/preview", Some(at_limit)).await;
+    assert!(a.status == 200 || a.status == 422, "{}", a.text);
+    // Binary junk: a preview that reports an error run, not a server error.
+    let junk: Vec<u8> = (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let a = env.post("/api/tenants/acme/preview", Some(junk)).await;
+    assert!(a.status == 200 || a.status == 422, "{}", a.text);
+    if a.status == 200 {
+        assert_eq!(a.json["record"]["status"], "error");
+    }
+    // Garbage on the wire.
+    let answer = tokio::task::spawn_blocking(move || raw(addr, b"\x16\x03\x01garbage\r\n\r\n"))
+        .await
+        .unwrap();
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "{answer}"
+    );
+
+    // Still serving, and nothing changed.
+    let users = env.get("/api/tenants/acme/users").await;
+    assert_eq!(users.status, 200);
+    assert_eq!(users.json.as_array().unwrap().len(), 2);
+    assert_eq!(env.get("/health").await.status, 200);
+}
+
+/// The value of a sample line `name{labels} value` in an exposition.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_counters_move_after_an_upload() {
+    let env = Env::start().await;
+    let before = env.get("/metrics").await;
+    assert_eq!(before.status, 200);
+    assert!(
+        before.content_type.starts_with("text/plain"),
+        "{}",
+        before.content_type
+    );
+    let csv = users_csv(0, 7);
+    let record = env.import("acme", &csv).await;
+    assert_eq!(record.status, ImportStatus::Success);
+    let after = env.get("/metrics").await;
+    let (b, a) = (&before.text, &after.text);
+    for (series, at_least) in [
+        ("roster_sftp_uploaded_bytes_total", csv.len() as f64),
+        ("roster_sftp_logins_total{result=\"ok\"}", 1.0),
+        ("roster_imports_total{status=\"success\"}", 1.0),
+        ("roster_import_rows_total", 7.0),
+        ("roster_import_duration_seconds_count", 1.0),
+        ("roster_import_duration_seconds_bucket{le=\"+Inf\"}", 1.0),
+    ] {
+        assert!(
+            sample(a, series) - sample(b, series) >= at_least,
+            "{series}: {} → {}",
+            sample(b, series),
+            sample(a, series)
+        );
+    }
+    for family in [
+        "roster_sftp_sessions_open",
+        "roster_mail_sent_total",
+        "roster_mail_failed_total{kind=\"retry\"}",
+        "roster_mail_outbox_depth",
+    ] {
+        sample(a, family);
+    }
+}

@@ -1,0 +1,248 @@
+//! The built `roster` binary's admin commands against a running server: `--json` output
+//! parsed back into the records, `users --csv`, human tables, one-sentence errors (server not
+//! running, unknown import), and `serve --log-format json`.
+
+#[path = "admin_support/mod.rs"]
+mod admin_support;
+mod support;
+
+use admin_support::{users_csv, Env};
+use roster::store::{ImportRecord, ImportStatus, User, UserStatus};
+use std::path::Path;
+use std::process::Output;
+
+const BIN: &str = env!("CARGO_BIN_EXE_roster");
+
+async fn roster(config: &Path, args: &[&str]) -> Output {
+    tokio::process::Command::new(BIN)
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env_remove("ROSTER_ADMIN_URL")
+        .env("TZ", "UTC")
+        .output()
+        .await
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_json_csv_and_tables_against_a_running_server() {
+    let env = Env::start().await;
+    let cfg = env.cli_config();
+    let first = env.import("acme", &users_csv(0, 10)).await;
+    let held = env.import("acme", &users_csv(0, 2)).await;
+    assert_eq!(held.status, ImportStatus::Held);
+
+    // history --json: the stable import records, newest first.
+    let o = roster(&cfg, &["history", "acme", "--json"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let records: Vec<ImportRecord> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        records.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        [held.id.clone(), first.id.clone()]
+    );
+    let o = roster(&cfg, &["history", "acme", "--limit", "1", "--json"]).await;
+    assert_eq!(
+        serde_json::from_slice::<Vec<ImportRecord>>(&o.stdout)
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The human table: a header, one line per run, aligned, and the approve hint.
+    let o = roster(&cfg, &["history", "acme"]).await;
+    let text = stdout(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("ID "), "{text}");
+    assert!(
+        lines[0].contains("RECEIVED") && lines[0].contains("STATUS"),
+        "{text}"
+    );
+    let status_col = lines[0].find("STATUS").unwrap();
+    assert_eq!(&lines[1][status_col..status_col + 4], "held", "{text}");
+    assert_eq!(&lines[2][status_col..status_col + 7], "success", "{text}");
+    assert!(
+        text.contains(&format!("roster approve acme {}", held.id)),
+        "{text}"
+    );
+    let local = first.received_at.format("%Y-%m-%d %H:%M").to_string();
+    assert!(
+        text.contains(&local),
+        "dates in local time (TZ=UTC here): {text}"
+    );
+
+    // preview --json of a file on disk: nothing changes.
+    let file = env.dir.path().join("next.csv");
+    std::fs::write(&file, users_csv(0, 10).replace("Last04", "Changed04")).unwrap();
+    let o = roster(&cfg, &["preview", "acme", file.to_str().unwrap(), "--json"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["record"]["updated"], 1);
+    assert_eq!(v["changes"][0]["changes"][0]["new"], "Changed04");
+    let o = roster(&cfg, &["preview", "acme", file.to_str().unwrap()]).await;
+    let text = stdout(&o);
+    assert!(text.contains("nothing was changed"), "{text}");
+    assert!(text.contains("last_name: Last04 → Changed04"), "{text}");
+
+    // approve, then users --json / --csv / table.
+    let o = roster(&cfg, &["approve", "acme", &held.id, "--json"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let approved: ImportRecord = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (approved.status, approved.deactivated),
+        (ImportStatus::Success, 8)
+    );
+    let o = roster(&cfg, &["users", "acme", "--status", "inactive", "--json"]).await;
+    let users: Vec<User> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(users.len(), 8);
+    assert!(users.iter().all(|u| u.status == UserStatus::Inactive));
+    let o = roster(&cfg, &["users", "acme", "--csv"]).await;
+    let mut rd = csv::Reader::from_reader(o.stdout.as_slice());
+    let header: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(&header[..3], ["key", "status", "email"]);
+    assert!(header.contains(&"phone".to_string()), "{header:?}");
+    let rows: Vec<csv::StringRecord> = rd.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 10);
+    let phone = header.iter().position(|h| h == "phone").unwrap();
+    assert_eq!(
+        &rows[0][phone], "+385 1 555 0000",
+        "phone numbers are not mangled"
+    );
+    let o = roster(&cfg, &["users", "acme"]).await;
+    assert!(stdout(&o).starts_with("KEY "), "{}", stdout(&o));
+    assert!(stdout(&o).contains("10 user(s)"));
+
+    // restore, run-now, today with --json.
+    let o = roster(&cfg, &["restore", "acme", "user07@acme.example", "--json"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let u: User = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(u.status, UserStatus::Active);
+    let o = roster(&cfg, &["run-now", "acme", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["imports"].as_array().unwrap().len(), 0);
+    let o = roster(&cfg, &["today", "acme", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["present"], true);
+    assert_eq!(v["imported"].as_array().unwrap().len(), 2);
+    let o = roster(&cfg, &["today", "acme"]).await;
+    assert!(
+        stdout(&o).contains("today's file is there"),
+        "{}",
+        stdout(&o)
+    );
+
+    // --admin-url overrides the config; errors are one sentence with a non-zero exit.
+    let o = roster(
+        &env.config_path,
+        &[
+            "--admin-url",
+            &env.admin_url(),
+            "approve",
+            "acme",
+            "20990101T000000Z-0",
+        ],
+    )
+    .await;
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("no import"), "{err}");
+    let o = roster(&cfg, &["users", "nosuch"]).await;
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no tenant \"nosuch\""),
+        "{}",
+        stderr(&o)
+    );
+    // A config whose admin port is 0 cannot be used without --admin-url.
+    let o = roster(&env.config_path, &["history", "acme"]).await;
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--admin-url"), "{}", stderr(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_says_in_one_sentence_when_the_server_is_not_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = russh::keys::PrivateKey::random(&mut rand10::rng(), russh::keys::Algorithm::Ed25519)
+        .unwrap();
+    // A port that was free a moment ago, so nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("roster.toml");
+    std::fs::write(
+        &cfg,
+        admin_support::config_text(dir.path(), &key, &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    for args in [
+        vec!["history", "acme"],
+        vec!["users", "acme", "--json"],
+        vec!["run-now", "acme"],
+    ] {
+        let o = roster(&cfg, &args).await;
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = stderr(&o);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("not running"), "{err}");
+        assert!(stdout(&o).is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_writes_json_logs_with_log_format_json() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = russh::keys::PrivateKey::random(&mut rand10::rng(), russh::keys::Algorithm::Ed25519)
+        .unwrap();
+    let cfg = dir.path().join("roster.toml");
+    std::fs::write(
+        &cfg,
+        admin_support::config_text(dir.path(), &key, "127.0.0.1:0"),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--log-format", "json", "-c"])
+        .arg(&cfg)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen_admin = false;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !seen_admin {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .expect("no admin log line in time")
+            .unwrap()
+            .expect("serve ended early");
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+        seen_admin = v["fields"]["message"] == "admin API listening";
+    }
+    child.kill().await.unwrap();
+
+    let o = tokio::process::Command::new(BIN)
+        .args(["serve", "--log-format", "xml", "-c"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("xml"), "{}", stderr(&o));
+}

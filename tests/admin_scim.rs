@@ -1,0 +1,349 @@
+//! The read-only SCIM 2.0 API over real HTTP: tenant tokens, filters, pagination, single
+//! users, discovery documents, and error responses in the shapes of RFC 7644 §3.12.
+
+#[path = "admin_support/mod.rs"]
+mod admin_support;
+mod support;
+
+use admin_support::{users_csv, Env, SCIM_ACME, SCIM_BETA, TOKEN};
+use serde_json::Value;
+
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const LIST: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+
+/// `/scim/v2/Users?filter=<f>` with the filter percent-encoded.
+fn filter_path(f: &str) -> String {
+    let enc: String = f
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("/scim/v2/Users?filter={enc}")
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn assert_scim_error(a: &admin_support::Answer, status: u16, scim_type: Option<&str>) {
+    assert_eq!(a.status, status, "{}", a.text);
+    assert_eq!(a.json["schemas"][0], ERROR, "{}", a.text);
+    assert_eq!(a.json["status"], status.to_string(), "{}", a.text);
+    assert!(!a.json["detail"].as_str().unwrap_or("").is_empty());
+    if let Some(t) = scim_type {
+        assert_eq!(a.json["scimType"], t, "{}", a.text);
+    }
+}
+
+/// acme: 12 users (user03 inactive by its column); beta: 3 users, then one soft-deleted.
+async fn populated() -> Env {
+    let env = Env::start().await;
+    let csv = users_csv(0, 12).replace(
+        "email,first_name,last_name,mapping_code,username,phone,job_title,org_unit,manager_email\n",
+        "email,first_name,last_name,mapping_code,username,phone,job_title,org_unit,manager_email,active\n",
+    );
+    let csv: String = csv
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match i {
+            0 => format!("{l}\n"),
+            4 => format!("{l},0\n"),
+            _ => format!("{l},1\n"),
+        })
+        .collect();
+    let r = env.import("acme", &csv).await;
+    assert_eq!(r.inserted, 12, "{:?}", r.messages);
+    let beta = "mapping_code,first_name,last_name,email\nB1,Ana,One,ana@beta.example\nB2,Bo,Two,bo@beta.example\nB3,Cy,Three,cy@beta.example\n";
+    env.import("beta", beta).await;
+    let r = env
+        .import("beta", &beta.replace("B3,Cy,Three,cy@beta.example\n", ""))
+        .await;
+    assert_eq!(r.deleted, 1, "{r:?}");
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_needs_a_tenant_token_and_shows_only_that_tenant() {
+    let env = populated().await;
+    for path in [
+        "/scim/v2/Users",
+        "/scim/v2/Users/user01@acme.example",
+        "/scim/v2/ServiceProviderConfig",
+        "/scim/v2/ResourceTypes",
+        "/scim/v2/ResourceTypes/User",
+        "/scim/v2/Schemas",
+        "/scim/v2/Bulk",
+    ] {
+        for token in [None, Some("wrong"), Some(TOKEN)] {
+            let a = env.http("GET", path, token, None).await;
+            assert_scim_error(&a, 401, None);
+        }
+        let a = env.http("POST", path, None, Some(b"{}".to_vec())).await;
+        assert_scim_error(&a, 401, None);
+    }
+    let acme = env.scim("/scim/v2/Users", SCIM_ACME).await;
+    assert_eq!(acme.json["totalResults"], 12);
+    let beta = env.scim("/scim/v2/Users", SCIM_BETA).await;
+    assert_eq!(
+        beta.json["totalResults"], 2,
+        "the soft-deleted user is not listed"
+    );
+    assert_eq!(ids(&beta.json), ["B1", "B2"]);
+    // A tenant cannot read another's user by id.
+    let cross = env.scim("/scim/v2/Users/B1", SCIM_ACME).await;
+    assert_scim_error(&cross, 404, None);
+    let deleted = env.scim("/scim/v2/Users/B3", SCIM_BETA).await;
+    assert_scim_error(&deleted, 404, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_users_filters_pagination_and_mapping() {
+    let env = populated().await;
+    let all = env.scim("/scim/v2/Users", SCIM_ACME).await;
+    assert_eq!(all.status, 200);
+    assert!(all.content_type.starts_with("application/scim+json"));
+    assert_eq!(all.json["schemas"][0], LIST);
+    assert_eq!(all.json["startIndex"], 1);
+    assert_eq!(all.json["itemsPerPage"], 12);
+
+    // One resource in full.
+    let u = env
+        .scim("/scim/v2/Users/user01@acme.example", SCIM_ACME)
+        .await;
+    assert_eq!(u.status, 200, "{}", u.text);
+    let r = &u.json;
+    assert_eq!(r["schemas"], serde_json::json!([USER, ENTERPRISE]));
+    assert_eq!(r["id"], "user01@acme.example");
+    assert_eq!(r["userName"], "u01");
+    assert_eq!(r["externalId"], "E001");
+    assert_eq!(r["name"]["givenName"], "First01");
+    assert_eq!(r["name"]["familyName"], "Last01");
+    assert_eq!(r["emails"][0]["value"], "user01@acme.example");
+    assert_eq!(r["phoneNumbers"][0]["value"], "+385 1 555 0001");
+    assert_eq!(r["title"], "Clerk");
+    assert_eq!(r["active"], true);
+    assert_eq!(r[ENTERPRISE]["employeeNumber"], "E001");
+    assert_eq!(r[ENTERPRISE]["department"], "HQ");
+    assert_eq!(r[ENTERPRISE]["manager"]["value"], "user00@acme.example");
+    assert_eq!(r["meta"]["resourceType"], "User");
+    assert!(r["meta"]["location"]
+        .as_str()
+        .unwrap()
+        .ends_with("/scim/v2/Users/user01@acme.example"));
+    assert!(r.get("password").is_none());
+
+    for (f, want) in [
+        (r#"userName eq "U07""#, vec!["user07@acme.example"]),
+        (r#"externalId eq "E004""#, vec!["user04@acme.example"]),
+        (r#"externalId eq "e004""#, vec![]),
+        (
+            r#"emails.value eq "USER09@acme.example""#,
+            vec!["user09@acme.example"],
+        ),
+        (
+            r#"emails eq "user09@acme.example""#,
+            vec!["user09@acme.example"],
+        ),
+        ("active eq false", vec!["user03@acme.example"]),
+        (r#"active eq true and userName eq "u03""#, vec![]),
+        (
+            r#"id eq "user02@acme.example""#,
+            vec!["user02@acme.example"],
+        ),
+        (r#"userName eq "x\" or \"1\" eq \"1""#, vec![]),
+    ] {
+        let a = env.scim(&filter_path(f), SCIM_ACME).await;
+        assert_eq!(a.status, 200, "{f}: {}", a.text);
+        assert_eq!(ids(&a.json), want, "{f}");
+        assert_eq!(a.json["totalResults"], want.len(), "{f}");
+    }
+    let inactive = env
+        .scim("/scim/v2/Users/user03@acme.example", SCIM_ACME)
+        .await;
+    assert_eq!(inactive.json["active"], false);
+    let active = env.scim(&filter_path("active eq true"), SCIM_ACME).await;
+    assert_eq!(active.json["totalResults"], 11);
+
+    // Pagination: 1-based startIndex, count, totalResults of the whole result.
+    let page = env
+        .scim("/scim/v2/Users?startIndex=3&count=4", SCIM_ACME)
+        .await;
+    assert_eq!(page.json["totalResults"], 12);
+    assert_eq!(page.json["startIndex"], 3);
+    assert_eq!(page.json["itemsPerPage"], 4);
+    assert_eq!(
+        ids(&page.json),
+        (2..6)
+            .map(|i| format!("user{i:02}@acme.example"))
+            .collect::<Vec<_>>()
+    );
+    let tail = env
+        .scim("/scim/v2/Users?startIndex=11&count=10", SCIM_ACME)
+        .await;
+    assert_eq!(tail.json["itemsPerPage"], 2);
+    let past = env.scim("/scim/v2/Users?startIndex=500", SCIM_ACME).await;
+    assert_eq!(
+        (
+            past.json["itemsPerPage"].as_u64(),
+            past.json["totalResults"].as_u64()
+        ),
+        (Some(0), Some(12))
+    );
+    for (q, items, start) in [
+        ("count=0", 0, 1),
+        ("count=-3", 0, 1),
+        ("startIndex=0&count=2", 2, 1),
+        ("startIndex=-9&count=2", 2, 1),
+        ("count=99999999999999999999999999999999", 12, 1),
+        ("count=1000000", 12, 1),
+    ] {
+        let a = env.scim(&format!("/scim/v2/Users?{q}"), SCIM_ACME).await;
+        assert_eq!(a.status, 200, "{q}: {}", a.text);
+        assert_eq!(a.json["itemsPerPage"], items, "{q}");
+        assert_eq!(a.json["startIndex"], start, "{q}");
+        assert_eq!(a.json["totalResults"], 12, "{q}");
+    }
+    for q in ["count=ten", "startIndex=1.5"] {
+        let a = env.scim(&format!("/scim/v2/Users?{q}"), SCIM_ACME).await;
+        assert_scim_error(&a, 400, Some("invalidValue"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_discovery_documents() {
+    let env = Env::start().await;
+    let spc = env.scim("/scim/v2/ServiceProviderConfig", SCIM_ACME).await;
+    assert_eq!(spc.status, 200);
+    assert_eq!(
+        spc.json["schemas"][0],
+        "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
+    );
+    assert_eq!(spc.json["filter"]["supported"], true);
+    assert!(spc.json["filter"]["maxResults"].as_u64().unwrap() >= 100);
+    for feature in ["patch", "bulk", "changePassword", "sort", "etag"] {
+        assert_eq!(spc.json[feature]["supported"], false, "{feature}");
+    }
+    assert_eq!(
+        spc.json["authenticationSchemes"][0]["type"],
+        "oauthbearertoken"
+    );
+
+    let rts = env.scim("/scim/v2/ResourceTypes", SCIM_ACME).await;
+    assert_eq!(rts.json["schemas"][0], LIST);
+    assert_eq!(rts.json["totalResults"], 1);
+    let rt = &rts.json["Resources"][0];
+    assert_eq!(
+        (rt["id"].as_str(), rt["endpoint"].as_str()),
+        (Some("User"), Some("/Users"))
+    );
+    assert_eq!(rt["schema"], USER);
+    assert_eq!(rt["schemaExtensions"][0]["schema"], ENTERPRISE);
+    let one = env.scim("/scim/v2/ResourceTypes/User", SCIM_ACME).await;
+    assert_eq!(one.json["id"], "User");
+    assert_scim_error(
+        &env.scim("/scim/v2/ResourceTypes/Group", SCIM_ACME).await,
+        404,
+        None,
+    );
+
+    let schemas = env.scim("/scim/v2/Schemas", SCIM_ACME).await;
+    let mut ids: Vec<String> = schemas.json["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [USER, ENTERPRISE]);
+    for id in [USER, ENTERPRISE] {
+        let s = env.scim(&format!("/scim/v2/Schemas/{id}"), SCIM_ACME).await;
+        assert_eq!(s.status, 200);
+        assert!(!s.json["attributes"].as_array().unwrap().is_empty());
+    }
+    assert_scim_error(
+        &env.scim("/scim/v2/Schemas/urn:nope", SCIM_ACME).await,
+        404,
+        None,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_errors_are_scim_shaped_and_never_500() {
+    let env = populated().await;
+    for f in [
+        r#"userName co "u0""#,
+        r#"userName eq "u01" or userName eq "u02""#,
+        r#"userName eq "u01"; DROP TABLE users; --"#,
+        r#"userName eq "u01" ) or ( 1 eq 1"#,
+        r#"not (active eq false)"#,
+        r#"userName eq 'u01'"#,
+        r#"userName eq "u01"#,
+        r#"password eq "secret""#,
+        r#"emails[type eq "work"].value eq "x""#,
+        "userName eq \"\\u0000\\\"",
+        "active eq 1",
+        "userName",
+        "' OR 1=1 --",
+        "${jndi:ldap://x}",
+    ] {
+        let a = env.scim(&filter_path(f), SCIM_ACME).await;
+        assert_scim_error(&a, 400, Some("invalidFilter"));
+    }
+    let long = format!(r#"userName eq "{}""#, "a".repeat(5000));
+    assert_scim_error(
+        &env.scim(&filter_path(&long), SCIM_ACME).await,
+        400,
+        Some("invalidFilter"),
+    );
+
+    let body = br#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"x"}"#;
+    for (method, path) in [
+        ("POST", "/scim/v2/Users"),
+        ("PUT", "/scim/v2/Users/user01@acme.example"),
+        ("PATCH", "/scim/v2/Users/user01@acme.example"),
+        ("DELETE", "/scim/v2/Users/user01@acme.example"),
+        ("POST", "/scim/v2/Bulk"),
+        ("POST", "/scim/v2/Users/.search"),
+    ] {
+        let b = (method != "DELETE").then(|| body.to_vec());
+        let a = env.http(method, path, Some(SCIM_ACME), b).await;
+        assert_scim_error(&a, 501, None);
+    }
+    let malformed = env
+        .http(
+            "POST",
+            "/scim/v2/Users",
+            Some(SCIM_ACME),
+            Some(b"{not json".to_vec()),
+        )
+        .await;
+    assert_scim_error(&malformed, 501, None);
+    let options = env
+        .http("OPTIONS", "/scim/v2/Users", Some(SCIM_ACME), None)
+        .await;
+    assert_scim_error(&options, 405, None);
+    assert_scim_error(&env.scim("/scim/v2/Groups", SCIM_ACME).await, 404, None);
+    assert_scim_error(
+        &env.scim("/scim/v2/Users/nobody", SCIM_ACME).await,
+        404,
+        None,
+    );
+
+    // The user was not changed, and the API still answers.
+    let u = env
+        .scim("/scim/v2/Users/user01@acme.example", SCIM_ACME)
+        .await;
+    assert_eq!((u.status, u.json["userName"].as_str()), (200, Some("u01")));
+}
