@@ -111,7 +111,8 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
         },
     ));
     let intake = Intake::start(sftp.config.clone(), store.clone(), rx, mail_wake);
-    let admin = match crate::admin::start(sftp.config.clone(), store.clone(), intake.clone()).await {
+    let admin = match crate::admin::start(sftp.config.clone(), store.clone(), intake.clone()).await
+    {
         Ok(a) => a,
         Err(e) => {
             // Release what already runs (the store above all) before reporting.
