@@ -60,7 +60,7 @@ impl Default for ServerConfig {
             max_sessions_per_tenant: 16,
             max_auth_failures: 10,
             auth_block_secs: 300,
-            settle_ms: 1500,
+            settle_ms: 1000,
         }
     }
 }
