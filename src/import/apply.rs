@@ -8,7 +8,6 @@
 use super::plan::{plan_bucket, survey, BucketPlan, Counts, Ctx};
 use crate::store::{Store, TenantState, BUCKETS};
 use anyhow::Result;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -70,7 +69,7 @@ pub fn run_survey(
     ctx: &Ctx<'_>,
     state: &TenantState,
     arenas: &[Vec<Vec<u8>>],
-    file_emails: &HashMap<u64, (u64, u64)>,
+    file_emails: &super::parse::EmailMap,
 ) -> Result<Survey> {
     let tenant = ctx.tenant.id.as_str();
     let parts = par_buckets(|b| {

@@ -135,7 +135,7 @@ pub fn survey(
     ctx: &Ctx<'_>,
     stored: Option<&[u8]>,
     arenas: &[&[u8]],
-    file_emails: &HashMap<u64, (u64, u64)>,
+    file_emails: &super::parse::EmailMap,
 ) -> Result<SurveyPart> {
     let Some(stored) = stored else {
         return Ok((0, 0, Vec::new()));
