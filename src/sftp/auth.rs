@@ -56,10 +56,7 @@ pub async fn verify_password(config: &Config, user: &str, password: &str) -> boo
     let password = password.to_string();
     // One argon2 check per core at a time: a burst of logins then queues instead of thrashing
     // memory (each check takes ~19 MiB), and each client waits about its share.
-    let _permit = match argon2_slots().acquire().await {
-        Ok(p) => Some(p),
-        Err(_) => None,
-    };
+    let _permit = argon2_slots().acquire().await.ok();
     let ok = tokio::task::spawn_blocking(move || match PasswordHash::new(&hash) {
         Ok(parsed) => Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
