@@ -7,6 +7,7 @@
 
 use crate::config::{ImportProfile, NameCase, Reference};
 use crate::store::LIST_SEP;
+use std::borrow::Cow;
 
 /// How a field's cells are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,11 +197,11 @@ pub fn spec(name: &str) -> Option<FieldSpec> {
 
 /// A normalised cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Norm {
+pub enum Norm<'a> {
     /// The cell was empty (after trimming).
     Empty,
-    /// The stored form.
-    Value(String),
+    /// The stored form (borrowed from the cell or the lookups when nothing had to change).
+    Value(Cow<'a, str>),
     /// A boolean (active/deactivate already inverted: true = active).
     Active(bool),
     /// A reference not in the tenant's lists, with `unknown_reference = "ignore"`: dropped.
@@ -239,26 +240,26 @@ impl Lookups {
 }
 
 /// Parses one cell of a field.
-pub fn normalise(spec: FieldSpec, cell: &str, lk: &Lookups) -> Result<Norm, Problem> {
+pub fn normalise<'a>(spec: FieldSpec, cell: &'a str, lk: &'a Lookups) -> Result<Norm<'a>, Problem> {
     let profile = &lk.profile;
     let t = cell.trim();
     if t.is_empty() {
         return Ok(Norm::Empty);
     }
     match spec.kind {
-        Kind::Email => email(t).map(Norm::Value),
-        Kind::Id | Kind::Text | Kind::Secret => Ok(Norm::Value(t.to_string())),
-        Kind::Name => Ok(Norm::Value(name(t, profile.name_case))),
-        Kind::Date => date(t).map(Norm::Value),
-        Kind::Sex => match t.to_ascii_uppercase().as_str() {
-            "M" => Ok(Norm::Value("M".into())),
-            "F" => Ok(Norm::Value("F".into())),
+        Kind::Email => email_cow(t).map(Norm::Value),
+        Kind::Id | Kind::Text | Kind::Secret => Ok(Norm::Value(Cow::Borrowed(t))),
+        Kind::Name => Ok(Norm::Value(name_cow(t, profile.name_case))),
+        Kind::Date => date(t).map(|d| Norm::Value(Cow::Owned(d))),
+        Kind::Sex => match t {
+            "M" | "m" => Ok(Norm::Value(Cow::Borrowed("M"))),
+            "F" | "f" => Ok(Norm::Value(Cow::Borrowed("F"))),
             _ => Err("is not a sex: use M or F".into()),
         },
         Kind::Language => {
-            let lower = t.to_lowercase();
-            if lk.languages.contains(&lower) {
-                Ok(Norm::Value(lower))
+            let lower = lower_cow(t);
+            if let Some(l) = lk.languages.get(lower.as_ref()) {
+                Ok(Norm::Value(Cow::Borrowed(l.as_str())))
             } else {
                 Err(format!(
                     "is not one of the accepted languages ({})",
@@ -268,10 +269,10 @@ pub fn normalise(spec: FieldSpec, cell: &str, lk: &Lookups) -> Result<Norm, Prob
         }
         Kind::Reference(list) => {
             let known = &lk.refs[list as usize];
-            match known.get(&t.to_lowercase()) {
-                Some(k) => Ok(Norm::Value(k.clone())),
+            match known.get(lower_cow(t).as_ref()) {
+                Some(k) => Ok(Norm::Value(Cow::Borrowed(k.as_str()))),
                 None => match profile.unknown_reference {
-                    crate::config::UnknownReference::Create => Ok(Norm::Value(t.to_string())),
+                    crate::config::UnknownReference::Create => Ok(Norm::Value(Cow::Borrowed(t))),
                     crate::config::UnknownReference::Ignore => Ok(Norm::UnknownReference),
                     crate::config::UnknownReference::SkipRow => {
                         Err("is not in the tenant's reference list".into())
@@ -286,10 +287,10 @@ pub fn normalise(spec: FieldSpec, cell: &str, lk: &Lookups) -> Result<Norm, Prob
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .collect();
-            if items.is_empty() {
-                Ok(Norm::Empty)
-            } else {
-                Ok(Norm::Value(items.join(&LIST_SEP.to_string())))
+            match items.as_slice() {
+                [] => Ok(Norm::Empty),
+                [one] => Ok(Norm::Value(Cow::Borrowed(one))),
+                _ => Ok(Norm::Value(Cow::Owned(items.join(&LIST_SEP.to_string())))),
             }
         }
         Kind::Bool { invert } => match boolean(t) {
@@ -303,7 +304,20 @@ pub fn normalise(spec: FieldSpec, cell: &str, lk: &Lookups) -> Result<Norm, Prob
 
 /// Lower-cases and checks an email address (a domain with a dot is required).
 pub fn email(t: &str) -> Result<String, Problem> {
-    let lower = t.to_lowercase();
+    email_cow(t).map(Cow::into_owned)
+}
+
+/// `t` lower-cased, borrowed when it already is.
+fn lower_cow(t: &str) -> Cow<'_, str> {
+    if t.chars().any(char::is_uppercase) {
+        Cow::Owned(t.to_lowercase())
+    } else {
+        Cow::Borrowed(t)
+    }
+}
+
+fn email_cow(t: &str) -> Result<Cow<'_, str>, Problem> {
+    let lower = lower_cow(t);
     let opts = email_address::Options {
         minimum_sub_domains: 2,
         allow_domain_literal: false,
@@ -318,6 +332,18 @@ pub fn email(t: &str) -> Result<String, Problem> {
         Ok(lower)
     } else {
         Err("is not a valid email address".into())
+    }
+}
+
+fn name_cow(t: &str, case: NameCase) -> Cow<'_, str> {
+    let plain = t
+        .bytes()
+        .all(|b| b != b'\t' && b != b'\n' && b != b'\r' && b != 0xC2)
+        && !t.contains("  ");
+    if case == NameCase::AsIs && plain {
+        Cow::Borrowed(t)
+    } else {
+        Cow::Owned(name(t, case))
     }
 }
 

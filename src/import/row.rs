@@ -10,6 +10,7 @@ use super::fields::{self, FieldSpec, Kind, Norm};
 use crate::config::{EmptyCells, ImportProfile, Tenant};
 use crate::store::{fnv64, BUCKETS};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 
 /// Longest cell accepted, in bytes.
 pub const MAX_CELL: usize = 4096;
@@ -145,20 +146,20 @@ pub fn map_columns(headers: &[String], tenant: &Tenant) -> Result<Mapping, Strin
 
 /// A row that passed validation, before packing.
 #[derive(Debug, Default)]
-pub struct Row {
+pub struct Row<'a> {
     pub line: u64,
     pub key: String,
     /// (index into `Mapping::cols`, value or None for an empty cell) — passwords and the
     /// active/deactivate columns are not in here.
-    pub values: Vec<(u16, Option<String>)>,
-    pub password: Option<String>,
+    pub values: Vec<(u16, Option<Cow<'a, str>>)>,
+    pub password: Option<Cow<'a, str>>,
     pub active: Option<bool>,
-    pub email: Option<String>,
+    pub email: Option<Cow<'a, str>>,
 }
 
 /// What one record became.
-pub enum Parsed {
-    Valid(Row),
+pub enum Parsed<'a> {
+    Valid(Row<'a>),
     Skipped { key: Option<String>, reason: String },
 }
 
@@ -179,17 +180,17 @@ fn show(v: &str) -> String {
 }
 
 /// Validates one record. `notes` collects non-fatal remarks (unknown references).
-pub fn parse_record(
-    rec: &csv::ByteRecord,
+pub fn parse_record<'a>(
+    rec: &'a csv::ByteRecord,
     line: u64,
-    map: &Mapping,
+    map: &'a Mapping,
     tenant: &Tenant,
     notes: &mut Vec<String>,
-) -> Parsed {
+) -> Parsed<'a> {
     let _ = tenant;
     let lk = &map.lookups;
     let mut problems: Vec<String> = Vec::new();
-    let cell = |i: usize| -> Result<&str, ()> {
+    let cell = |i: usize| -> Result<&'a str, ()> {
         std::str::from_utf8(rec.get(i).unwrap_or(b"")).map_err(|_| ())
     };
     // The key first, so that a skipped row can still count as present.
@@ -218,6 +219,7 @@ pub fn parse_record(
     }
     let mut row = Row {
         line,
+        values: Vec::with_capacity(map.cols.len()),
         ..Default::default()
     };
     for (ci, col) in map.cols.iter().enumerate() {
@@ -256,7 +258,7 @@ pub fn parse_record(
             }
             Ok(Norm::Value(v)) => {
                 if ci == map.key {
-                    row.key = key_of(&col.field, &v);
+                    row.key = key.clone().unwrap_or_else(|| key_of(&col.field, &v));
                 }
                 if Some(ci) == map.email {
                     row.email = Some(v.clone());
@@ -354,7 +356,12 @@ impl<'a> PackedRow<'a> {
 }
 
 /// The digest of a row as it would be applied (changes whenever any applied input changes).
-pub fn row_digest(row: &Row, map: &Mapping, profile: &ImportProfile, pw_fp: &[u8; 16]) -> [u8; 16] {
+pub fn row_digest(
+    row: &Row<'_>,
+    map: &Mapping,
+    profile: &ImportProfile,
+    pw_fp: &[u8; 16],
+) -> [u8; 16] {
     let mut h = Sha256::new();
     h.update([
         (profile.empty_cells == EmptyCells::Clear) as u8,
@@ -386,7 +393,7 @@ pub fn row_digest(row: &Row, map: &Mapping, profile: &ImportProfile, pw_fp: &[u8
 }
 
 /// Appends a packed row to an arena.
-pub fn pack(arena: &mut Vec<u8>, row: &Row, flags: u8, digest: &[u8; 16]) {
+pub fn pack(arena: &mut Vec<u8>, row: &Row<'_>, flags: u8, digest: &[u8; 16]) {
     use crate::store::put_bytes as pb;
     use crate::store::put_varint as pv;
     pv(arena, row.line);
