@@ -144,16 +144,35 @@ pub fn survey(
     rows.sort_unstable_by(|a, b| a.key.cmp(b.key));
     let (mut current, mut missing, mut conflicts) = (0, 0, Vec::new());
     let check_email = !file_emails.is_empty();
+    let mut j = 0;
     for (k, v) in bucket_entries(stored)? {
         if status_of(v) != STATUS_DELETED {
             current += 1;
         }
-        let found = rows.binary_search_by(|r| r.key.cmp(k));
+        // Rows and stored users are both sorted by key: walk them together.
+        while j < rows.len() && rows[j].key < k {
+            j += 1;
+        }
+        let found = match rows.get(j) {
+            Some(r) if r.key == k => Ok(j),
+            _ => Err(j),
+        };
         if found.is_err() && missing_action(ctx, v).is_some() {
             missing += 1;
         }
         if !check_email {
             continue;
+        }
+        // A user whose own valid row gives an email either keeps it (then the file agrees) or
+        // gives it up: no conflict can come from its stored email.
+        if let Ok(i) = found {
+            if rows[i..]
+                .iter()
+                .take_while(|r| r.key == k)
+                .any(|r| !r.present_only() && r.has_email())
+            {
+                continue;
+            }
         }
         let Some(email) = field_of(v, "email")? else {
             continue;

@@ -316,6 +316,7 @@ pub const ROW_PRESENT_ONLY: u8 = 1;
 const ROW_HAS_ACTIVE: u8 = 2;
 const ROW_ACTIVE: u8 = 4;
 const ROW_HAS_PASSWORD: u8 = 8;
+const ROW_HAS_EMAIL: u8 = 16;
 
 /// A packed row borrowed from an arena.
 #[derive(Debug, Clone, Copy)]
@@ -332,6 +333,10 @@ pub struct PackedRow<'a> {
 impl<'a> PackedRow<'a> {
     pub fn present_only(&self) -> bool {
         self.flags & ROW_PRESENT_ONLY != 0
+    }
+    /// The row gives an email (a valid one: it passed validation).
+    pub fn has_email(&self) -> bool {
+        self.flags & ROW_HAS_EMAIL != 0
     }
     pub fn active(&self) -> Option<bool> {
         (self.flags & ROW_HAS_ACTIVE != 0).then_some(self.flags & ROW_ACTIVE != 0)
@@ -404,6 +409,9 @@ pub fn pack(arena: &mut Vec<u8>, row: &Row<'_>, flags: u8, digest: &[u8; 16]) {
     }
     if row.password.is_some() {
         f |= ROW_HAS_PASSWORD;
+    }
+    if row.email.is_some() {
+        f |= ROW_HAS_EMAIL;
     }
     arena.push(f);
     arena.extend_from_slice(digest);
