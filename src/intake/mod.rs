@@ -321,9 +321,18 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) {
             }
             claim_and_run(shared, tenant, &home, &name);
         }
-        Request::Claim(dir) => with_retries(&tenant.id, &dir.display().to_string(), || {
-            run::recover_claim(shared, tenant, &dir).map(|_| ())
-        }),
+        Request::Claim(dir) => {
+            let span = tracing::info_span!(
+                "recover",
+                tenant = %tenant.id,
+                claim = %dir.display(),
+                import_id = tracing::field::Empty
+            );
+            let _enter = span.enter();
+            with_retries(&tenant.id, &dir.display().to_string(), || {
+                run::recover_claim(shared, tenant, &dir).map(|_| ())
+            })
+        }
         Request::Scheduled => {
             let files = candidates(&config, tenant);
             if files.is_empty() {
@@ -349,7 +358,12 @@ fn claim_and_run(
     home: &std::path::Path,
     name: &str,
 ) -> Option<ImportRecord> {
-    let span = tracing::info_span!("run", tenant = %tenant.id, file = %name);
+    let span = tracing::info_span!(
+        "run",
+        tenant = %tenant.id,
+        file = %name,
+        import_id = tracing::field::Empty
+    );
     let _enter = span.enter();
     let claimed = match run::claim(shared, &tenant.id, home, name) {
         Ok(p) => p,

@@ -209,6 +209,8 @@ fn finish(
         archive_copy,
     } = outcome;
     let report_csv = report_csv.or_else(|| file_level_report(&record));
+    // From here on every log line of the run carries its import id (see the `run` span).
+    tracing::Span::current().record("import_id", record.id.as_str());
     let config = shared.config.current();
     let home = config.tenant_home(&tenant.id);
     let claim_dir = claimed.parent().unwrap_or(claimed).to_path_buf();
