@@ -61,6 +61,15 @@ impl SftpServer {
                     hash: Some(HashAlg::Sha256),
                 },
             ]),
+            // russh's defaults plus aes128-gcm, which some clients are configured to insist on.
+            cipher: Cow::Owned(vec![
+                russh::cipher::CHACHA20_POLY1305,
+                russh::cipher::AES_256_GCM,
+                russh::cipher::AES_128_GCM,
+                russh::cipher::AES_256_CTR,
+                russh::cipher::AES_192_CTR,
+                russh::cipher::AES_128_CTR,
+            ]),
             ..Default::default()
         };
         russh::server::Config {
