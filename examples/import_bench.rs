@@ -68,6 +68,9 @@ fn main() -> anyhow::Result<()> {
     let t0 = Instant::now();
     let store = Store::open(Path::new(dir))?;
     let opened = t0.elapsed();
+    if std::env::var_os("ROSTER_BENCH_RSS").is_some() {
+        eprintln!("after open: peak RSS {:.0} MB", peak_rss_mb());
+    }
     let t1 = Instant::now();
     let out = run_file(&store, &tenant, Path::new(csv), &RunOptions::default())?;
     let secs = t1.elapsed().as_secs_f64();

@@ -16,6 +16,7 @@
 //! | `meta` | `secret` | 32 random bytes: the key of password fingerprints (HMAC-SHA256) |
 //! | `users` | `<tenant>\0s` | JSON [`TenantState`]: commit version, sha256 of the last applied file, and for each of the 1024 buckets the generation that holds it |
 //! | `users` | `<tenant>\0b<bucket u16 BE><generation u64 BE>` | one bucket: the tenant's users whose key hashes (FNV-1a) to that bucket, sorted by key (see `codec`) |
+//! | `users` | `\x01<tenant>\0<bucket u16 BE><generation u64 BE>` | empty: this bucket generation is staged and not yet committed (removed by the commit) |
 //! | `history` | `<tenant>\0<import id>` | JSON [`ImportRecord`]; import ids sort by time, so a reverse scan lists newest first |
 //! | `plans` | `<tenant>\0<import id>` | a held plan: JSON header, then the file bytes |
 //! | `ledger` | `<tenant>\0<file name>` | JSON [`LedgerEntry`] |
@@ -30,7 +31,8 @@
 //! swaps the generations in the tenant state, removes the old buckets, and writes the history
 //! record, the ledger entry and the held-plan change. sled recovers a transaction entirely or
 //! not at all, so a killed process leaves the directory exactly before or exactly after the run;
-//! buckets staged by an unfinished run are swept away by [`Store::open`]. Every commit is
+//! buckets staged by an unfinished run are found through their staging markers and swept away
+//! by [`Store::open`] (without reading any bucket). Every commit is
 //! flushed to disk before it returns.
 
 mod codec;
@@ -133,6 +135,17 @@ fn tkey(tenant: &str, rest: &[u8]) -> Vec<u8> {
 
 fn state_key(tenant: &str) -> Vec<u8> {
     tkey(tenant, b"s")
+}
+
+/// Marks a bucket generation as staged but not committed: `\x01<tenant>\0<bucket><gen>`.
+fn staged_key(tenant: &str, bucket: u16, gen: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tenant.len() + 12);
+    k.push(1);
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&bucket.to_be_bytes());
+    k.extend_from_slice(&gen.to_be_bytes());
+    k
 }
 
 fn bucket_key(tenant: &str, bucket: u16, gen: u64) -> Vec<u8> {
@@ -243,6 +256,11 @@ impl Store {
         gen: u64,
         blob: &[u8],
     ) -> Result<()> {
+        // The marker goes first, so a staged bucket is never left unmarked by a crash.
+        self.inner
+            .users
+            .insert(staged_key(tenant, bucket, gen), &[][..])
+            .context("cannot write to the store")?;
         self.inner
             .users
             .insert(bucket_key(tenant, bucket, gen), blob)
@@ -255,44 +273,41 @@ impl Store {
         for &(b, g) in staged {
             if g != 0 {
                 self.inner.users.remove(bucket_key(tenant, b, g))?;
+                self.inner.users.remove(staged_key(tenant, b, g))?;
             }
         }
         Ok(())
     }
 
-    /// Deletes bucket generations that no tenant state names (left by a killed import).
+    /// Deletes bucket generations staged by an import that never committed (a killed
+    /// process). Only the small staging markers are read, never the buckets themselves.
     fn sweep_orphans(&self) -> Result<()> {
-        let mut current: Option<(Vec<u8>, TenantState)> = None;
         let mut doomed = Vec::new();
-        for kv in self.inner.users.iter() {
+        for kv in self.inner.users.scan_prefix([1u8]) {
             let (k, _) = kv?;
             let Some(sep) = k.iter().position(|&b| b == 0) else {
                 continue;
             };
-            let (tenant, rest) = (&k[..sep], &k[sep + 1..]);
-            if rest.first() != Some(&b'b') || rest.len() != 11 {
+            let (tenant, rest) = (&k[1..sep], &k[sep + 1..]);
+            if rest.len() != 10 {
                 continue;
             }
-            if current.as_ref().map(|(t, _)| t.as_slice()) != Some(tenant) {
-                let name = String::from_utf8_lossy(tenant).to_string();
-                current = Some((tenant.to_vec(), self.tenant_state(&name)?));
-            }
-            let bucket = u16::from_be_bytes([rest[1], rest[2]]) as usize;
+            let tenant = String::from_utf8_lossy(tenant).to_string();
+            let bucket = u16::from_be_bytes([rest[0], rest[1]]);
             let mut g = [0u8; 8];
-            g.copy_from_slice(&rest[3..11]);
+            g.copy_from_slice(&rest[2..10]);
             let gen = u64::from_be_bytes(g);
-            if let Some((_, st)) = &current {
-                if st.gen(bucket) != gen {
-                    doomed.push(k.clone());
-                }
+            if self.tenant_state(&tenant)?.gen(bucket as usize) != gen {
+                doomed.push(bucket_key(&tenant, bucket, gen));
             }
+            doomed.push(k.to_vec());
         }
         for k in &doomed {
             self.inner.users.remove(k)?;
         }
         if !doomed.is_empty() {
             tracing::info!(
-                count = doomed.len(),
+                count = doomed.len() / 2,
                 "removed buckets of an unfinished import"
             );
             self.flush()?;
@@ -337,6 +352,9 @@ impl Store {
                     st.version += 1;
                 }
                 for &(b, g) in &c.buckets {
+                    if g != 0 {
+                        users.remove(staged_key(&c.tenant, b, g))?;
+                    }
                     let old = st.gen(b as usize);
                     if old != 0 && old != g {
                         users.remove(bucket_key(&c.tenant, b, old))?;
