@@ -87,6 +87,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         tracing::debug!(
             phase = name,
             ms = clock.elapsed().as_millis() as u64,
+            rss_mb = resident_mb(),
             "import phase done"
         )
     };
@@ -380,6 +381,19 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         archive,
         planned.changes,
     )
+}
+
+/// Current resident set size in MB (Linux; 0 elsewhere), for the phase log.
+fn resident_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(0)
 }
 
 /// Every row was skipped: an error, nothing applied (not even `on_missing`).
