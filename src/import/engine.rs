@@ -192,6 +192,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     for (_, n) in pass.notes {
         push_msg(&mut rec.messages, &mut dropped, n);
     }
+    dropped += pass.notes_dropped;
     let mut skips = pass.skips;
     let arenas = pass.arenas;
     let file_emails = pass.file_emails;
@@ -356,8 +357,9 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     }
     dropped += first.len().saturating_sub(MAX_MESSAGES) as u64;
     if dropped > 0 {
-        rec.messages
-            .push(format!("… and {dropped} more (see the failure report)"));
+        rec.messages.push(format!(
+            "… and {dropped} more messages (every skipped row is in the failure report)"
+        ));
     }
     rec.status = if held.is_some() {
         ImportStatus::Held

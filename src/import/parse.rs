@@ -14,6 +14,8 @@ use std::io::Read;
 use std::sync::mpsc;
 
 const BATCH: usize = 2048;
+/// Notes kept per worker (a million unknown references must not become a million strings).
+pub const MAX_NOTES: usize = 100;
 
 /// A hasher for keys that are already hashes (FNV-1a of an email): one multiply, no SipHash.
 #[derive(Default, Clone, Copy)]
@@ -41,8 +43,10 @@ pub struct RowPass {
     /// `arenas[worker][bucket]`: packed rows.
     pub arenas: Vec<Vec<Vec<u8>>>,
     pub skips: HashMap<u64, String>,
-    /// Non-fatal notes, sorted by row.
+    /// Non-fatal notes, sorted by row (at most [`MAX_NOTES`] per worker).
     pub notes: Vec<(u64, String)>,
+    /// Notes left out to bound memory.
+    pub notes_dropped: u64,
     /// Data rows read (blank lines not counted).
     pub rows: u64,
     pub valid: u64,
@@ -57,6 +61,7 @@ struct WorkerOut {
     arenas: Vec<Vec<u8>>,
     skips: Vec<(u64, String)>,
     notes: Vec<(u64, String)>,
+    notes_dropped: u64,
     valid: u64,
     /// (email hash, key hash, row, offset and length of the email in `email_text`).
     emails: Vec<(u64, u64, u64, u32, u32)>,
@@ -166,6 +171,7 @@ pub fn row_pass<R: Read>(
         arenas: Vec::with_capacity(outs.len()),
         skips: HashMap::new(),
         notes: Vec::new(),
+        notes_dropped: 0,
         rows,
         valid: 0,
         file_emails: EmailMap::default(),
@@ -176,6 +182,7 @@ pub fn row_pass<R: Read>(
         pass.valid += o.valid;
         pass.skips.extend(o.skips);
         pass.notes.extend(o.notes);
+        pass.notes_dropped += o.notes_dropped;
         for (eh, kh, line, off, len) in o.emails {
             match pass.file_emails.get(&eh) {
                 Some(&(k0, l0)) if k0 != kh => {
@@ -271,5 +278,11 @@ fn work(
             out.skips.push((line, reason));
         }
     }
-    out.notes.extend(notes.drain(..).map(|n| (line, n)));
+    for n in notes.drain(..) {
+        if out.notes.len() < MAX_NOTES {
+            out.notes.push((line, n));
+        } else {
+            out.notes_dropped += 1;
+        }
+    }
 }
