@@ -231,6 +231,14 @@ async fn approve_applies_exactly_the_held_plan_and_restore_undoes_one() {
     );
     let history = env.get("/api/tenants/acme/imports").await;
     assert_eq!(history.json[0]["status"], "success");
+    // Where the held file was filed is kept by the approval.
+    assert!(
+        history.json[0]["archived_as"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("processed/")),
+        "{}",
+        history.json[0]
+    );
 
     // Approving again: it is no longer held.
     let again = env

@@ -184,11 +184,20 @@ pub enum Trigger {
     Both,
 }
 
-/// `delimiter`: "auto" or one of `;` `,` tab `|`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// `delimiter`: "auto" or one of `;` `,` tab `|` (written back in the same form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DelimiterSetting {
     Auto,
     Fixed(u8),
+}
+
+impl Serialize for DelimiterSetting {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            DelimiterSetting::Auto => s.serialize_str("auto"),
+            DelimiterSetting::Fixed(b) => s.serialize_str(&char::from(*b).to_string()),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for DelimiterSetting {
@@ -372,4 +381,20 @@ fn tenant_around(text: &str, at: usize) -> Option<String> {
         let rest = l.strip_prefix("id")?.trim_start().strip_prefix('=')?;
         Some(rest.trim().trim_matches('"').to_string())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_round_trips_through_serde() {
+        let text = "[[tenants]]\nid = \"a\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0XSsfOIUbEVJFH1EkHwIqJ5NV+nZFzs1OHp9Fk1dcWs\"\n[tenants.import]\ndelimiter = \"\\t\"\n";
+        let config = Config::parse(text).unwrap();
+        let json = serde_json::to_string(&config.tenants[0]).unwrap();
+        let back: Tenant = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.import.delimiter, DelimiterSetting::Fixed(b'\t'));
+        let toml_text = toml::to_string(&config).unwrap();
+        assert!(Config::parse(&toml_text).is_ok(), "{toml_text}");
+    }
 }

@@ -584,7 +584,19 @@ pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<Import
         received_at: held.received_at,
         ..Default::default()
     };
+    // The held run's file was already filed away by the intake: keep where.
+    let filed = store
+        .import(&tenant.id, import_id)?
+        .map(|r| (r.archived_as, r.report));
     let mut job = Job::new(store, &held_tenant, &held.file, Input::Bytes(bytes), &opts);
     job.approving = Some((import_id.to_string(), held.version));
-    Ok(execute(job)?.outcome)
+    let mut outcome = execute(job)?.outcome;
+    if let Some((archived_as, report)) = filed {
+        if archived_as.is_some() || report.is_some() {
+            outcome.record.archived_as = archived_as;
+            outcome.record.report = report;
+            store.record_import(&outcome.record)?;
+        }
+    }
+    Ok(outcome)
 }

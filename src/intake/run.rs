@@ -239,7 +239,15 @@ fn finish(
         archive::write_file(&home, rel, bytes)?;
     }
     archive::file_away(&home, &plan.file, claimed, archive_copy.as_deref())?;
-    shared.store.record_import(&record)?;
+    // Set only where the file went on the stored record: it may have moved on since the run
+    // (a held run approved in the meantime) and must keep its newer status and counts.
+    let mut stored = shared
+        .store
+        .import(&tenant.id, &record.id)?
+        .unwrap_or_else(|| record.clone());
+    stored.archived_as = record.archived_as.clone();
+    stored.report = record.report.clone();
+    shared.store.record_import(&stored)?;
     crate::metrics::import_finished(&record);
     let _ = std::fs::remove_dir_all(&claim_dir);
     tracing::info!(
