@@ -310,17 +310,7 @@ pub fn queue_mail(
         file: record.file.clone(),
         status: record.status.as_str().to_string(),
         import_id: Some(record.id.clone()),
-        counts: crate::mail::Counts {
-            rows: record.rows,
-            inserted: record.inserted,
-            updated: record.updated,
-            unchanged: record.unchanged,
-            deactivated: record.deactivated,
-            deleted: record.deleted,
-            restored: record.restored,
-            skipped: record.skipped,
-            errors: record.errors,
-        },
+        counts: record.into(),
         messages: record.messages.clone(),
         attachment: report.map(|bytes| CsvAttachment {
             file_name: report_name

@@ -34,6 +34,22 @@ pub struct Counts {
     pub errors: u64,
 }
 
+impl From<&crate::store::ImportRecord> for Counts {
+    fn from(r: &crate::store::ImportRecord) -> Counts {
+        Counts {
+            rows: r.rows,
+            inserted: r.inserted,
+            updated: r.updated,
+            unchanged: r.unchanged,
+            deactivated: r.deactivated,
+            deleted: r.deleted,
+            restored: r.restored,
+            skipped: r.skipped,
+            errors: r.errors,
+        }
+    }
+}
+
 /// A file to attach: the failure report CSV, sent byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsvAttachment {

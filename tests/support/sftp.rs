@@ -207,6 +207,16 @@ impl Client {
         })
     }
 
+    /// Opens `path` with `flags`; returns the handle.
+    pub async fn open(
+        &self,
+        path: &str,
+        flags: russh_sftp::protocol::OpenFlags,
+    ) -> Result<String, russh_sftp::client::error::Error> {
+        let attrs = russh_sftp::protocol::FileAttributes::default();
+        Ok(self.sftp.open(path, flags, attrs).await?.handle)
+    }
+
     /// Uploads `data` to `path` (WRITE|CREATE|TRUNCATE, 32 KiB writes, CLOSE).
     pub async fn put(&self, path: &str, data: &[u8]) -> anyhow::Result<()> {
         use russh_sftp::protocol::{FileAttributes, OpenFlags};
