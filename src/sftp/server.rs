@@ -126,6 +126,7 @@ impl SftpServer {
             peer,
             tenant: None,
             slot: None,
+            over_limit: None,
             channels: HashMap::new(),
         };
         let config = Arc::new(self.ssh_config());
@@ -175,6 +176,9 @@ struct Connection {
     peer: SocketAddr,
     tenant: Option<String>,
     slot: Option<SessionSlot>,
+    /// Logged in while the tenant had `max_sessions_per_tenant` open: the SFTP request is refused
+    /// with this sentence (a refused login would read "wrong password" to the person).
+    over_limit: Option<String>,
     channels: HashMap<ChannelId, Channel<Msg>>,
 }
 
@@ -188,8 +192,12 @@ impl Connection {
         };
         let n = map.entry(user.to_string()).or_insert(0);
         if *n >= max {
-            tracing::warn!(tenant = user, peer = %self.peer, max, "login refused: too many sessions for this tenant");
-            return Auth::reject();
+            tracing::warn!(tenant = user, peer = %self.peer, max, "session refused: too many sessions for this tenant");
+            self.over_limit = Some(format!(
+                "Roster: {user} already has {max} sessions open, the most allowed. Close one and try again.\r\n"
+            ));
+            self.tenant = Some(user.to_string());
+            return Auth::Accept;
         }
         *n += 1;
         drop(map);
@@ -300,6 +308,15 @@ impl russh::server::Handler for Connection {
         let Some(channel) = self.channels.remove(&id) else {
             return session.channel_failure(id);
         };
+        if let Some(msg) = self.over_limit.clone() {
+            // Said on the channel's stderr (OpenSSH prints it), then the channel ends.
+            session.channel_success(id)?;
+            let _ = channel.extended_data(1, msg.as_bytes()).await;
+            let _ = channel.exit_status(1).await;
+            let _ = channel.eof().await;
+            let _ = channel.close().await;
+            return Ok(());
+        }
         let config = self.server.config.current();
         if config.tenant(&tenant).is_none() {
             tracing::warn!(%tenant, "tenant was removed from the config; SFTP refused");
