@@ -64,18 +64,52 @@ pub struct Survey {
     pub conflicts: Vec<(u64, String)>,
 }
 
+/// Surveys every bucket; replaces a bucket's arenas by one where the rows found unchanged are
+/// compacted (see `plan::survey`), freeing their values before the main pass.
 pub fn run_survey(
     store: &Store,
     ctx: &Ctx<'_>,
     state: &TenantState,
-    arenas: &[Vec<Vec<u8>>],
+    arenas: &mut [Vec<Vec<u8>>],
     file_emails: &super::parse::EmailMap,
 ) -> Result<Survey> {
     let tenant = ctx.tenant.id.as_str();
+    // One slot per bucket holding that bucket's arena of every worker.
+    let slots: Vec<Mutex<Vec<Vec<u8>>>> = (0..BUCKETS)
+        .map(|b| {
+            Mutex::new(
+                arenas
+                    .iter_mut()
+                    .map(|w| w.get_mut(b).map(std::mem::take).unwrap_or_default())
+                    .collect(),
+            )
+        })
+        .collect();
     let parts = par_buckets(|b| {
         let blob = store.bucket(tenant, b as u16, state.gen(b))?;
-        survey(ctx, blob.as_deref(), &parts_of(arenas, b), file_emails)
-    })?;
+        let mut slot = slots[b]
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a survey thread failed"))?;
+        let parts: Vec<&[u8]> = slot.iter().map(Vec::as_slice).collect();
+        let (c, m, conf, packed) = survey(ctx, blob.as_deref(), &parts, file_emails)?;
+        drop(parts);
+        if let Some(p) = packed {
+            *slot = vec![p];
+        }
+        Ok((c, m, conf))
+    });
+    // Put the arenas back (also after an error, so that nothing is lost).
+    for (b, slot) in slots.into_iter().enumerate() {
+        let parts = slot
+            .into_inner()
+            .map_err(|_| anyhow::anyhow!("a survey thread failed"))?;
+        for (w, a) in parts.into_iter().enumerate() {
+            if let Some(dst) = arenas.get_mut(w).and_then(|w| w.get_mut(b)) {
+                *dst = a;
+            }
+        }
+    }
+    let parts = parts?;
     let mut s = Survey::default();
     for (c, m, conf) in parts {
         s.current += c;

@@ -194,7 +194,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     }
     dropped += pass.notes_dropped;
     let mut skips = pass.skips;
-    let arenas = pass.arenas;
+    let mut arenas = pass.arenas;
     let file_emails = pass.file_emails;
     let mut conflicts = pass.clashes;
     if rec.rows == 0 {
@@ -233,7 +233,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     let has_users = state.gens.iter().any(|g| *g != 0);
     let mut held = None;
     if has_users && (profile.on_missing != OnMissing::Keep || check_emails) {
-        let survey = run_survey(store, &ctx, &state, &arenas, &file_emails)?;
+        let survey = run_survey(store, &ctx, &state, &mut arenas, &file_emails)?;
         let limit = profile.max_missing_percent / 100.0 * survey.current as f64;
         if job.approving.is_none() && survey.missing >= 5 && survey.missing as f64 > limit {
             held = Some(survey.missing);

@@ -12,7 +12,7 @@ use crate::store::{
     bucket_entries, bucket_push, digest_of, field_of, flags_of, status_of, UserRec, FLAG_MANAGED,
     FLAG_MISSING, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE,
 };
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -126,11 +126,22 @@ fn groups<'a>(rows: &[PackedRow<'a>]) -> Vec<(&'a [u8], Vec<PackedRow<'a>>)> {
     out
 }
 
-/// (current users, users that would go missing, email conflicts as (row, reason)).
-pub type SurveyPart = (u64, u64, Vec<(u64, String)>);
+/// (current users, users that would go missing, email conflicts as (row, reason), and the
+/// bucket's rows re-packed with unchanged rows compacted, when any were).
+pub type SurveyPart = (u64, u64, Vec<(u64, String)>, Option<Vec<u8>>);
+
+/// The stored user has the row's digest and is neither deleted, missing nor unmanaged: the
+/// row changes nothing (the test `plan_bucket` uses for `unchanged`).
+fn unchanged(stored: &[u8], r: &PackedRow<'_>) -> bool {
+    digest_of(stored) == Some(r.digest)
+        && status_of(stored) != STATUS_DELETED
+        && flags_of(stored) & FLAG_MISSING == 0
+        && flags_of(stored) & FLAG_MANAGED != 0
+}
 
 /// Counts a bucket for the hold decision: (current users, users that would go missing), and
-/// finds rows whose email already belongs to another stored user.
+/// finds rows whose email already belongs to another stored user. Rows found unchanged are
+/// compacted to line, key, flags and digest, so their values do not stay in memory.
 pub fn survey(
     ctx: &Ctx<'_>,
     stored: Option<&[u8]>,
@@ -138,12 +149,13 @@ pub fn survey(
     file_emails: &super::parse::EmailMap,
 ) -> Result<SurveyPart> {
     let Some(stored) = stored else {
-        return Ok((0, 0, Vec::new()));
+        return Ok((0, 0, Vec::new(), None));
     };
     let mut rows = unpack_all(arenas)?;
     rows.sort_unstable_by(|a, b| a.key.cmp(b.key));
     let (mut current, mut missing, mut conflicts) = (0, 0, Vec::new());
     let check_email = !file_emails.is_empty();
+    let mut compact = vec![false; rows.len()];
     let mut j = 0;
     for (k, v) in bucket_entries(stored)? {
         if status_of(v) != STATUS_DELETED {
@@ -159,6 +171,18 @@ pub fn survey(
         };
         if found.is_err() && missing_action(ctx, v).is_some() {
             missing += 1;
+        }
+        if let Ok(i) = found {
+            for (n, r) in rows
+                .iter()
+                .enumerate()
+                .skip(i)
+                .take_while(|(_, r)| r.key == k)
+            {
+                if !r.present_only() && unchanged(v, r) {
+                    compact[n] = true;
+                }
+            }
         }
         if !check_email {
             continue;
@@ -207,7 +231,25 @@ pub fn survey(
             ));
         }
     }
-    Ok((current, missing, conflicts))
+    let packed = if compact.iter().any(|c| *c) {
+        let mut out = Vec::with_capacity(
+            rows.iter()
+                .zip(&compact)
+                .map(|(r, c)| if *c { r.key.len() + 24 } else { r.raw.len() })
+                .sum(),
+        );
+        for (r, c) in rows.iter().zip(&compact) {
+            if *c {
+                super::row::pack_compact(&mut out, r);
+            } else {
+                out.extend_from_slice(r.raw);
+            }
+        }
+        Some(out)
+    } else {
+        None
+    };
+    Ok((current, missing, conflicts, packed))
 }
 
 fn row_email<'a>(ctx: &Ctx<'_>, r: &PackedRow<'a>) -> Result<Option<&'a str>> {
@@ -302,14 +344,13 @@ pub fn plan_bucket(ctx: &Ctx<'_>, stored: Option<&[u8]>, arenas: &[&[u8]]) -> Re
             },
             (Some((k, v)), Some(_), None) => bucket_push(&mut out, k, v),
             (Some((k, v)), Some(_), Some(r)) => {
-                let unchanged = digest_of(v) == Some(r.digest)
-                    && status_of(v) != STATUS_DELETED
-                    && flags_of(v) & FLAG_MISSING == 0
-                    && flags_of(v) & FLAG_MANAGED != 0;
-                if unchanged {
+                if unchanged(v, &r) {
                     plan.counts.unchanged += 1;
                     bucket_push(&mut out, k, v);
                     continue;
+                }
+                if r.compact() {
+                    bail!("a compacted row of bucket planning no longer matches its stored user");
                 }
                 let mut rec = UserRec::decode(v)?;
                 let (restored, fchanges) = update(ctx, &mut rec, &r)?;
@@ -333,6 +374,9 @@ pub fn plan_bucket(ctx: &Ctx<'_>, stored: Option<&[u8]>, arenas: &[&[u8]]) -> Re
                         changes: fchanges,
                     });
                 }
+            }
+            (None, Some(_), Some(r)) if r.compact() => {
+                bail!("a compacted row of bucket planning has no stored user");
             }
             (None, Some((k, _)), Some(r)) if ctx.detail == 0 && r.password.is_none() => {
                 let mut enc = Vec::with_capacity(256);

@@ -317,6 +317,9 @@ const ROW_HAS_ACTIVE: u8 = 2;
 const ROW_ACTIVE: u8 = 4;
 const ROW_HAS_PASSWORD: u8 = 8;
 const ROW_HAS_EMAIL: u8 = 16;
+/// Row flag: the row was found unchanged against its stored user (same digest) by the survey,
+/// so only its line, key, flags and digest were kept; its values and password are gone.
+const ROW_COMPACT: u8 = 32;
 
 /// A packed row borrowed from an arena.
 #[derive(Debug, Clone, Copy)]
@@ -328,9 +331,15 @@ pub struct PackedRow<'a> {
     pub password: Option<&'a [u8]>,
     values: &'a [u8],
     nvalues: u64,
+    /// The whole packed row as it is in the arena.
+    pub raw: &'a [u8],
 }
 
 impl<'a> PackedRow<'a> {
+    /// Only line, key, flags and digest are left (see [`pack_compact`]).
+    pub fn compact(&self) -> bool {
+        self.flags & ROW_COMPACT != 0
+    }
     pub fn present_only(&self) -> bool {
         self.flags & ROW_PRESENT_ONLY != 0
     }
@@ -434,11 +443,26 @@ pub fn pack(arena: &mut Vec<u8>, row: &Row<'_>, flags: u8, digest: &[u8; 16]) {
     pb(arena, &vals);
 }
 
+/// Appends `row` without its values and password (for a row whose stored user already has
+/// its digest: the planner only counts it as unchanged).
+pub fn pack_compact(arena: &mut Vec<u8>, row: &PackedRow<'_>) {
+    use crate::store::put_bytes as pb;
+    use crate::store::put_varint as pv;
+    pv(arena, row.line);
+    pb(arena, row.key);
+    arena.push((row.flags & !ROW_HAS_PASSWORD) | ROW_COMPACT);
+    arena.extend_from_slice(row.digest);
+    pb(arena, b"");
+    pv(arena, 0);
+    pb(arena, b"");
+}
+
 /// Unpacks every row of an arena (borrowing).
 pub fn unpack(arena: &[u8]) -> anyhow::Result<Vec<PackedRow<'_>>> {
     let mut r = crate::store::Cursor::new(arena);
     let mut out = Vec::new();
     while !r.at_end() {
+        let start = r.pos();
         let line = r.varint()?;
         let key = r.bytes()?;
         let flags = r.byte()?;
@@ -454,6 +478,7 @@ pub fn unpack(arena: &[u8]) -> anyhow::Result<Vec<PackedRow<'_>>> {
             password: (flags & ROW_HAS_PASSWORD != 0).then_some(pw),
             values,
             nvalues,
+            raw: arena.get(start..r.pos()).unwrap_or_default(),
         });
     }
     Ok(out)

@@ -249,6 +249,10 @@ impl<'a> Cursor<'a> {
         Cursor { buf, at: 0 }
     }
 
+    /// Bytes read so far.
+    pub fn pos(&self) -> usize {
+        self.at
+    }
     pub fn at_end(&self) -> bool {
         self.at >= self.buf.len()
     }
