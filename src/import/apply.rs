@@ -48,11 +48,18 @@ pub fn par_buckets<T: Send>(f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec
     all.into_iter().map(|(_, r)| r).collect()
 }
 
-/// The arenas of bucket `b` from every worker of the row pass.
-fn parts_of(arenas: &[Vec<Vec<u8>>], b: usize) -> Vec<&[u8]> {
-    arenas
-        .iter()
-        .filter_map(|w| w.get(b).map(Vec::as_slice))
+/// Moves the arenas (`[worker][bucket]`) into one slot per bucket holding that bucket's
+/// arena of every worker, so that a pass can replace or free one bucket's rows.
+fn bucket_slots(arenas: &mut [Vec<Vec<u8>>]) -> Vec<Mutex<Vec<Vec<u8>>>> {
+    (0..BUCKETS)
+        .map(|b| {
+            Mutex::new(
+                arenas
+                    .iter_mut()
+                    .map(|w| w.get_mut(b).map(std::mem::take).unwrap_or_default())
+                    .collect(),
+            )
+        })
         .collect()
 }
 
@@ -74,17 +81,7 @@ pub fn run_survey(
     file_emails: &super::parse::EmailMap,
 ) -> Result<Survey> {
     let tenant = ctx.tenant.id.as_str();
-    // One slot per bucket holding that bucket's arena of every worker.
-    let slots: Vec<Mutex<Vec<Vec<u8>>>> = (0..BUCKETS)
-        .map(|b| {
-            Mutex::new(
-                arenas
-                    .iter_mut()
-                    .map(|w| w.get_mut(b).map(std::mem::take).unwrap_or_default())
-                    .collect(),
-            )
-        })
-        .collect();
+    let slots = bucket_slots(arenas);
     let parts = par_buckets(|b| {
         let blob = store.bucket(tenant, b as u16, state.gen(b))?;
         let mut slot = slots[b]
@@ -129,25 +126,34 @@ pub struct Planned {
     pub staged: Vec<(u16, u64)>,
 }
 
-/// Plans every bucket; when `stage`, writes each changed bucket under a new generation.
+/// Plans every bucket; when `stage`, writes each changed bucket under a new generation. Each
+/// bucket's arenas are freed as soon as that bucket is planned.
 pub fn run_plan(
     store: &Store,
     ctx: &Ctx<'_>,
     state: &TenantState,
-    arenas: &[Vec<Vec<u8>>],
+    mut arenas: Vec<Vec<Vec<u8>>>,
     stage: bool,
 ) -> Result<Planned> {
     let tenant = ctx.tenant.id.as_str();
     let staged_so_far: Mutex<Vec<(u16, u64)>> = Mutex::new(Vec::new());
+    let slots = bucket_slots(&mut arenas);
+    drop(arenas);
     let parts = par_buckets(|b| {
         let gen = state.gen(b);
-        let rows = parts_of(arenas, b);
+        let owned = slots[b]
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .map_err(|_| anyhow::anyhow!("a planning thread failed"))?;
+        let rows: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
         if gen == 0 && rows.iter().all(|r| r.is_empty()) {
             return Ok((BucketPlan::default(), None));
         }
         let blob = store.bucket(tenant, b as u16, gen)?;
         let mut plan = plan_bucket(ctx, blob.as_deref(), &rows)?;
         drop(blob);
+        drop(rows);
+        drop(owned);
         let mut staged = None;
         if let (true, Some(new)) = (stage, plan.blob.take()) {
             let g = store.new_generation()?;

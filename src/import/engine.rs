@@ -301,8 +301,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         );
     }
     let stage = !job.opts.dry_run;
-    let planned = run_plan(store, &ctx, &state, &arenas, stage)?;
-    drop(arenas);
+    let planned = run_plan(store, &ctx, &state, arenas, stage)?;
     phase("plan");
     for (l, r) in planned.late_skips {
         skips.entry(l).or_insert(r);
