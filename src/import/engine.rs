@@ -179,6 +179,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         tenant,
         &secret,
         check_emails,
+        scan.bytes,
         job.opts.progress.as_deref(),
     )? {
         Ok(p) => p,
