@@ -370,20 +370,22 @@ fn name(t: &str, case: NameCase) -> String {
 /// `YYYY-MM-DD`, `DD.MM.YYYY`, `D.M.YYYY` → ISO.
 pub fn date(t: &str) -> Result<String, Problem> {
     let bad = || "is not a date (use YYYY-MM-DD or DD.MM.YYYY)".to_string();
-    let parts: Vec<&str>;
+    // Exactly three parts (no Vec: this runs for every row).
     let (y, m, d) = if t.contains('-') {
-        parts = t.split('-').collect();
-        match parts.as_slice() {
-            [y, m, d] if y.len() == 4 && m.len() == 2 && d.len() == 2 => (*y, *m, *d),
+        let mut it = t.split('-');
+        match (it.next(), it.next(), it.next(), it.next()) {
+            (Some(y), Some(m), Some(d), None) if y.len() == 4 && m.len() == 2 && d.len() == 2 => {
+                (y, m, d)
+            }
             _ => return Err(bad()),
         }
     } else {
-        parts = t.trim_end_matches('.').split('.').collect();
-        match parts.as_slice() {
-            [d, m, y]
+        let mut it = t.trim_end_matches('.').split('.');
+        match (it.next(), it.next(), it.next(), it.next()) {
+            (Some(d), Some(m), Some(y), None)
                 if y.len() == 4 && (1..=2).contains(&m.len()) && (1..=2).contains(&d.len()) =>
             {
-                (*y, *m, *d)
+                (y, m, d)
             }
             _ => return Err(bad()),
         }
@@ -399,7 +401,20 @@ pub fn date(t: &str) -> Result<String, Problem> {
         return Err(bad());
     };
     match chrono::NaiveDate::from_ymd_opt(y as i32, m, d) {
-        Some(_) => Ok(format!("{y:04}-{m:02}-{d:02}")),
+        // y has four digits, m and d at most two (checked above): `YYYY-MM-DD`.
+        Some(_) => {
+            let mut out = String::with_capacity(10);
+            for (v, width) in [(y, 4u32), (m, 2), (d, 2)] {
+                if width == 2 {
+                    out.push('-');
+                }
+                for p in (0..width).rev() {
+                    let digit = (v / 10u32.pow(p)) % 10;
+                    out.push(char::from(b'0' + digit as u8));
+                }
+            }
+            Ok(out)
+        }
         None => Err(bad()),
     }
 }
@@ -426,6 +441,10 @@ mod tests {
         assert!(date("12.13.1980").is_err());
         assert!(date("1990-2-1").is_err());
         assert!(date("x.y.zzzz").is_err());
+        assert_eq!(date("0099-01-02").ok().as_deref(), Some("0099-01-02"));
+        assert_eq!(date("1.1.2000.").ok().as_deref(), Some("2000-01-01"));
+        assert!(date("1.1.2000.1").is_err());
+        assert!(date("2000-01-01-01").is_err());
     }
 
     #[test]

@@ -406,6 +406,16 @@ pub fn row_digest(
     d
 }
 
+/// Bytes `put_varint` writes for `v`.
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
 /// Appends a packed row to an arena.
 pub fn pack(arena: &mut Vec<u8>, row: &Row<'_>, flags: u8, digest: &[u8; 16]) {
     use crate::store::put_bytes as pb;
@@ -425,22 +435,31 @@ pub fn pack(arena: &mut Vec<u8>, row: &Row<'_>, flags: u8, digest: &[u8; 16]) {
     arena.push(f);
     arena.extend_from_slice(digest);
     pb(arena, row.password.as_deref().unwrap_or("").as_bytes());
-    let mut vals = Vec::with_capacity(64);
+    // The values block is written in place after its length (computed first).
+    let value_len = |v: &Option<Cow<'_, str>>| v.as_ref().map_or(0, |v| v.len());
+    let vals_len: usize = row
+        .values
+        .iter()
+        .map(|(ci, v)| {
+            let n = value_len(v);
+            varint_len(u64::from(*ci)) + 1 + varint_len(n as u64) + n
+        })
+        .sum();
+    pv(arena, row.values.len() as u64);
+    pv(arena, vals_len as u64);
     for (ci, v) in &row.values {
-        pv(&mut vals, u64::from(*ci));
+        pv(arena, u64::from(*ci));
         match v {
             Some(v) => {
-                vals.push(1);
-                pb(&mut vals, v.as_bytes());
+                arena.push(1);
+                pb(arena, v.as_bytes());
             }
             None => {
-                vals.push(0);
-                pb(&mut vals, b"");
+                arena.push(0);
+                pb(arena, b"");
             }
         }
     }
-    pv(arena, row.values.len() as u64);
-    pb(arena, &vals);
 }
 
 /// Appends `row` without its values and password (for a row whose stored user already has
