@@ -23,7 +23,7 @@ use crate::sftp::{is_temp_name, InProgress, UploadFinished};
 use crate::store::{ImportRecord, ImportStatus, Store};
 use pattern::FilePattern;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify, Semaphore};
 
@@ -41,10 +41,7 @@ pub struct RunProgress {
 type ProgressMap = Arc<Mutex<HashMap<String, RunProgress>>>;
 
 fn set_progress(map: &ProgressMap, tenant: &str, p: Option<RunProgress>) {
-    let mut m = match map.lock() {
-        Ok(g) => g,
-        Err(e) => e.into_inner(),
-    };
+    let mut m = map.lock().unwrap_or_else(PoisonError::into_inner);
     match p {
         Some(p) => {
             m.insert(tenant.to_string(), p);
@@ -126,13 +123,13 @@ impl Intake {
     /// Spawns a task that ends with the intake.
     fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
         let handle = tokio::spawn(fut).abort_handle();
-        match self.shared.tasks.lock() {
-            Ok(mut t) => {
-                t.retain(|h| !h.is_finished());
-                t.push(handle);
-            }
-            Err(p) => p.into_inner().push(handle),
-        }
+        let mut tasks = self
+            .shared
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        tasks.retain(|h| !h.is_finished());
+        tasks.push(handle);
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -140,10 +137,11 @@ impl Intake {
     }
 
     fn queue(&self, tenant: &str) -> TenantQueue {
-        let mut map = match self.shared.queues.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut map = self
+            .shared
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         map.entry(tenant.to_string())
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -165,10 +163,11 @@ impl Intake {
     /// Asks for `name` of `tenant` to be imported (merged with a request already waiting).
     pub fn request_file(&self, tenant: &str, name: &str) {
         let q = self.queue(tenant);
-        let fresh = match q.waiting.lock() {
-            Ok(mut w) => w.insert(name.to_string()),
-            Err(p) => p.into_inner().insert(name.to_string()),
-        };
+        let fresh = q
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_string());
         if fresh {
             let _ = q.tx.send(Request::File(name.to_string()));
         }
@@ -187,10 +186,11 @@ impl Intake {
 
     /// The imports running now, by tenant.
     pub fn progress(&self) -> HashMap<String, RunProgress> {
-        match self.shared.progress.lock() {
-            Ok(m) => m.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.shared
+            .progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Stops taking new work and waits (at most `grace`) for running imports to finish.
@@ -209,17 +209,21 @@ impl Intake {
         if tokio::time::timeout(grace, idle).await.is_err() {
             tracing::warn!("stopping with imports still running; they will be finished on restart");
         }
-        let tasks = match self.shared.tasks.lock() {
-            Ok(mut t) => std::mem::take(&mut *t),
-            Err(p) => std::mem::take(&mut *p.into_inner()),
-        };
+        let tasks = std::mem::take(
+            &mut *self
+                .shared
+                .tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         for t in tasks {
             t.abort();
         }
-        match self.shared.queues.lock() {
-            Ok(mut q) => q.clear(),
-            Err(p) => p.into_inner().clear(),
-        }
+        self.shared
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         // Aborted tasks drop their state on their next poll: wait (briefly) until only this
         // handle holds the intake, so the store is released when the caller drops it.
         for _ in 0..100 {
@@ -278,10 +282,10 @@ async fn worker(
             break;
         }
         if let Request::File(name) = &req {
-            match waiting.lock() {
-                Ok(mut w) => w.remove(name),
-                Err(p) => p.into_inner().remove(name),
-            };
+            waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(name);
         }
         let config = intake.shared.config.current();
         let Some(t) = config.tenant(&tenant).cloned() else {

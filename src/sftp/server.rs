@@ -19,7 +19,7 @@ use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -157,10 +157,7 @@ struct SessionSlot {
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        let mut map = match self.sessions.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut map = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = map.get_mut(&self.tenant) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -186,10 +183,11 @@ impl Connection {
     /// Login accepted: take a session slot, or refuse when the tenant has too many.
     fn admit(&mut self, user: &str, method: &str) -> Auth {
         let max = self.server.config.current().server.max_sessions_per_tenant;
-        let mut map = match self.server.sessions.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut map = self
+            .server
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let n = map.entry(user.to_string()).or_insert(0);
         if *n >= max {
             tracing::warn!(tenant = user, peer = %self.peer, max, "session refused: too many sessions for this tenant");
