@@ -367,10 +367,31 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("larger than the limit"), "{answer}");
-    // Just over max_upload_bytes, sent whole: 413 as well.
-    let big = vec![b'a'; MAX_UPLOAD as usize + 1];
-    let a = env.post("/api/tenants/acme/preview", Some(big)).await;
-    assert_eq!(a.status, 413, "{}", a.text);
+    // Just over max_upload_bytes, sent whole: refused as well. The server answers 413 as soon as
+    // it sees the length and closes, so the client may see the answer or a closed connection
+    // while it is still sending; either way nothing was read and the server keeps serving.
+    let over = tokio::task::spawn_blocking(move || {
+        let body = vec![b'a'; MAX_UPLOAD as usize + 1];
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let head = format!(
+            "POST /api/tenants/acme/preview HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let _ = s.write_all(&body);
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    })
+    .await
+    .unwrap();
+    assert!(
+        over.is_empty() || over.starts_with("HTTP/1.1 413"),
+        "{over}"
+    );
+    assert_eq!(env.get("/health").await.status, 200);
     // Exactly at the limit is read (and is not a CSV the tenant can import).
     let mut at_limit = b"email,first_name,last_name\n".to_vec();
     at_limit.resize(MAX_UPLOAD as usize, b'x');
