@@ -123,25 +123,7 @@ impl Env {
         n: usize,
         secs: u64,
     ) -> Vec<roster::store::ImportRecord> {
-        let store = self.server().store.clone();
-        let t = tenant.to_string();
-        eventually(secs, || {
-            let store = store.clone();
-            let t = t.clone();
-            async move {
-                // Wait until each run is also filed away (archived_as is set after the commit).
-                store
-                    .history(&t, 100)
-                    .map(|h| {
-                        h.len() >= n
-                            && h.iter().all(|r| {
-                                r.archived_as.is_some() || r.status == ImportStatus::Missing
-                            })
-                    })
-                    .unwrap_or(false)
-            }
-        })
-        .await;
+        support::history::wait_filed(&self.server().store, tenant, n, secs).await;
         self.server().store.history(tenant, 100).unwrap()
     }
 

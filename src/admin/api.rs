@@ -119,6 +119,16 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(what, anyhow::anyhow!("the task failed: {e}")))
 }
 
+/// [`blocking`] for the common case: any error is a 500 that says `what` failed.
+async fn blocking_ok<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    blocking(what, f)
+        .await?
+        .map_err(|e| ApiError::internal(what, e))
+}
+
 /// Reads a request body of at most `limit` bytes; 413 beyond (checked on Content-Length first,
 /// then while reading, so an oversized body is never held whole).
 pub(crate) async fn read_body(
@@ -205,7 +215,7 @@ async fn tenants(State(st): State<AppState>) -> ApiResult {
     let config = st.config.current();
     let store = st.store.clone();
     let ids: Vec<String> = config.tenants.iter().map(|t| t.id.clone()).collect();
-    let rows = blocking("cannot list the tenants", move || {
+    let rows = blocking_ok("cannot list the tenants", move || {
         let mut out = Vec::new();
         for id in ids {
             let (active, inactive, deleted) = store.user_counts(&id)?;
@@ -219,8 +229,7 @@ async fn tenants(State(st): State<AppState>) -> ApiResult {
         }
         Ok(out)
     })
-    .await?
-    .map_err(|e| ApiError::internal("cannot list the tenants", e))?;
+    .await?;
     json_ok(rows)
 }
 
@@ -233,22 +242,20 @@ async fn history(
     let t = tenant_of(&st.config.current(), &tenant)?;
     let limit = number_param(&params(q)?, "limit", 20, 1, MAX_LIMIT)?;
     let store = st.store.clone();
-    let records = blocking("cannot read the import history", move || {
+    let records = blocking_ok("cannot read the import history", move || {
         store.history(&t.id, limit)
     })
-    .await?
-    .map_err(|e| ApiError::internal("cannot read the import history", e))?;
+    .await?;
     json_ok(records)
 }
 
 async fn find_import(st: &AppState, tenant: &str, id: &str) -> Result<ImportRecord, ApiError> {
     let store = st.store.clone();
     let (t, i) = (tenant.to_string(), id.to_string());
-    blocking("cannot read the import history", move || {
+    blocking_ok("cannot read the import history", move || {
         store.import(&t, &i)
     })
     .await?
-    .map_err(|e| ApiError::internal("cannot read the import history", e))?
     .ok_or_else(|| ApiError::not_found(format!("tenant {tenant} has no import {id:?}")))
 }
 
@@ -273,9 +280,7 @@ async fn approve(
     let record = find_import(&st, &tenant, &id).await?;
     let store = st.store.clone();
     let (tid, iid) = (tenant.clone(), id.clone());
-    let held = blocking("cannot read the held plans", move || store.held_plans(&tid))
-        .await?
-        .map_err(|e| ApiError::internal("cannot read the held plans", e))?;
+    let held = blocking_ok("cannot read the held plans", move || store.held_plans(&tid)).await?;
     if record.status != ImportStatus::Held || !held.contains(&iid) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -320,11 +325,10 @@ async fn today(State(st): State<AppState>, p: Result<Path<String>, PathRejection
     let config = st.config.current();
     let t = tenant_of(&config, &tenant)?;
     let store = st.store.clone();
-    let report = blocking("cannot look for today's file", move || {
+    let report = blocking_ok("cannot look for today's file", move || {
         today_report(&config, &t, &store)
     })
-    .await?
-    .map_err(|e| ApiError::internal("cannot look for today's file", e))?;
+    .await?;
     json_ok(report)
 }
 
@@ -447,9 +451,7 @@ async fn users(
     let t = tenant_of(&st.config.current(), &tenant)?;
     let status = status_param(&params(q)?)?;
     let store = st.store.clone();
-    let list = blocking("cannot list the users", move || store.users(&t.id, status))
-        .await?
-        .map_err(|e| ApiError::internal("cannot list the users", e))?;
+    let list = blocking_ok("cannot list the users", move || store.users(&t.id, status)).await?;
     json_ok(list)
 }
 
@@ -461,9 +463,8 @@ async fn one_user(
     let t = tenant_of(&st.config.current(), &tenant)?;
     let store = st.store.clone();
     let k = key.clone();
-    let user = blocking("cannot read the user", move || store.user(&t.id, &k))
+    let user = blocking_ok("cannot read the user", move || store.user(&t.id, &k))
         .await?
-        .map_err(|e| ApiError::internal("cannot read the user", e))?
         .ok_or_else(|| ApiError::not_found(format!("tenant {tenant} has no user {key:?}")))?;
     json_ok(user)
 }
@@ -480,9 +481,7 @@ async fn restore(
     let store = st.store.clone();
     let k = key.clone();
     let tid = t.id.clone();
-    let existing = blocking("cannot read the user", move || store.user(&tid, &k))
-        .await?
-        .map_err(|e| ApiError::internal("cannot read the user", e))?;
+    let existing = blocking_ok("cannot read the user", move || store.user(&tid, &k)).await?;
     if existing.is_none() {
         return Err(ApiError::not_found(format!(
             "tenant {tenant} has no user {key:?}"

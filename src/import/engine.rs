@@ -99,29 +99,16 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         None => store.new_import_id(started_at)?,
     };
     let mut rec = ImportRecord {
-        id,
-        tenant: tenant.id.clone(),
-        file: job.file.to_string(),
         sha256: scan.sha256.clone(),
         bytes: scan.bytes,
-        received_at: job.opts.received_at,
-        started_at,
-        finished_at: started_at,
-        status: ImportStatus::Error,
-        rows: 0,
-        inserted: 0,
-        updated: 0,
-        unchanged: 0,
-        deactivated: 0,
-        deleted: 0,
-        restored: 0,
-        skipped: 0,
-        errors: 0,
-        messages: Vec::new(),
-        encoding: String::new(),
-        delimiter: String::new(),
-        archived_as: None,
-        report: None,
+        ..ImportRecord::begun(
+            id,
+            &tenant.id,
+            job.file,
+            ImportStatus::Error,
+            job.opts.received_at,
+            started_at,
+        )
     };
     let state = store.tenant_state(&tenant.id)?;
     if let Some((_, held_version)) = &job.approving {
@@ -166,6 +153,19 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         Err(msg) => return fail(job, rec, &state, msg, None),
     };
     let password_col = map.password.map(|i| map.cols[i].index);
+    // The second pass over the file: failure report and password-blanked archive copy.
+    let input = job.input;
+    let report_and_archive = |skips: &HashMap<u64, String>| {
+        report::write(
+            input,
+            enc,
+            delim,
+            &report::Want {
+                skips,
+                password_col,
+            },
+        )
+    };
     let mut dropped = 0u64;
     for n in &map.notes {
         push_msg(&mut rec.messages, &mut dropped, n.clone());
@@ -209,15 +209,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     }
     if pass.valid == 0 {
         drop(arenas);
-        let (report_csv, archive) = report::write(
-            job.input,
-            enc,
-            delim,
-            &report::Want {
-                skips: &skips,
-                password_col,
-            },
-        )?;
+        let (report_csv, archive) = report_and_archive(&skips)?;
         return nothing_imported(job, rec, &state, &skips, report_csv, archive);
     }
     let empty = HashMap::new();
@@ -280,15 +272,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         plan.extend_from_slice(&header);
         plan.extend_from_slice(&bytes);
         drop(bytes);
-        let (report_csv, archive) = report::write(
-            job.input,
-            enc,
-            delim,
-            &report::Want {
-                skips: &skips,
-                password_col,
-            },
-        )?;
+        let (report_csv, archive) = report_and_archive(&skips)?;
         let put = Some((rec.id.clone(), plan));
         return finish_with(
             job,
@@ -319,15 +303,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     let applied = c.inserted + c.updated + c.unchanged + c.restored;
     let mut first: Vec<(&u64, &String)> = skips.iter().collect();
     first.sort();
-    let (report_csv, archive) = report::write(
-        job.input,
-        enc,
-        delim,
-        &report::Want {
-            skips: &skips,
-            password_col,
-        },
-    )?;
+    let (report_csv, archive) = report_and_archive(&skips)?;
     if applied == 0 {
         store.discard_staged(&tenant.id, &planned.staged)?;
         let why = first.first().map(|(_, r)| r.as_str()).unwrap_or("");

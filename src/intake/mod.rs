@@ -243,26 +243,41 @@ impl Intake {
 
 /// Files of `tenant` in its root that qualify for import now, oldest first.
 pub fn candidates(config: &crate::config::Config, tenant: &Tenant) -> Vec<String> {
-    let home = config.tenant_home(&tenant.id);
-    let pattern = FilePattern::new(&tenant.import);
-    let markers = InProgress::new(&config.server.data_dir, &tenant.id);
-    let Ok(entries) = std::fs::read_dir(&home) else {
+    let Ok(entries) = std::fs::read_dir(config.tenant_home(&tenant.id)) else {
         return Vec::new();
     };
     let mut found: Vec<(std::time::SystemTime, String)> = entries
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let meta = e.path().symlink_metadata().ok()?;
-            let ok = meta.is_file()
-                && !is_temp_name(&name)
-                && pattern.matches(&name).is_some()
-                && !markers.is_incomplete(&format!("/{name}"));
-            ok.then(|| (meta.modified().unwrap_or(std::time::UNIX_EPOCH), name))
+            let modified = qualifies(config, tenant, &name)?;
+            Some((modified, name))
         })
         .collect();
     found.sort();
     found.into_iter().map(|(_, n)| n).collect()
+}
+
+/// Whether `name` in the tenant root qualifies for import now (see the module doc); if so,
+/// its modification time.
+fn qualifies(
+    config: &crate::config::Config,
+    tenant: &Tenant,
+    name: &str,
+) -> Option<std::time::SystemTime> {
+    if is_temp_name(name) || FilePattern::new(&tenant.import).matches(name).is_none() {
+        return None;
+    }
+    let meta = config
+        .tenant_home(&tenant.id)
+        .join(name)
+        .symlink_metadata()
+        .ok()?;
+    let markers = InProgress::new(&config.server.data_dir, &tenant.id);
+    if !meta.is_file() || markers.is_incomplete(&format!("/{name}")) {
+        return None;
+    }
+    Some(meta.modified().unwrap_or(std::time::UNIX_EPOCH))
 }
 
 /// True when uploads (and folder events) of this tenant start imports.
@@ -319,7 +334,7 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) {
     let home = config.tenant_home(&tenant.id);
     match req {
         Request::File(name) => {
-            if !candidates(&config, tenant).contains(&name) {
+            if qualifies(&config, tenant, &name).is_none() {
                 tracing::debug!(tenant = %tenant.id, file = %name, "nothing to import (already taken, removed, or unfinished)");
                 return;
             }

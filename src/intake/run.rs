@@ -85,30 +85,12 @@ pub fn own_record(
     received_at: DateTime<Utc>,
 ) -> anyhow::Result<ImportRecord> {
     let now = Utc::now();
+    let id = shared.store.new_import_id(now)?;
     Ok(ImportRecord {
-        id: shared.store.new_import_id(now)?,
-        tenant: tenant.to_string(),
-        file: file.to_string(),
-        sha256: String::new(),
         bytes,
-        received_at,
-        started_at: now,
-        finished_at: now,
-        status,
-        rows: 0,
-        inserted: 0,
-        updated: 0,
-        unchanged: 0,
-        deactivated: 0,
-        deleted: 0,
-        restored: 0,
-        skipped: 0,
         errors: u64::from(status == ImportStatus::Error),
         messages: vec![message],
-        encoding: String::new(),
-        delimiter: String::new(),
-        archived_as: None,
-        report: None,
+        ..ImportRecord::begun(id, tenant, file, status, received_at, now)
     })
 }
 

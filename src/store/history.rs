@@ -85,6 +85,44 @@ pub struct ImportRecord {
     pub report: Option<String>,
 }
 
+impl ImportRecord {
+    /// A run that has counted nothing yet: all counts zero, no messages, not filed.
+    pub fn begun(
+        id: String,
+        tenant: &str,
+        file: &str,
+        status: ImportStatus,
+        received_at: DateTime<Utc>,
+        started_at: DateTime<Utc>,
+    ) -> ImportRecord {
+        ImportRecord {
+            id,
+            tenant: tenant.to_string(),
+            file: file.to_string(),
+            sha256: String::new(),
+            bytes: 0,
+            received_at,
+            started_at,
+            finished_at: started_at,
+            status,
+            rows: 0,
+            inserted: 0,
+            updated: 0,
+            unchanged: 0,
+            deactivated: 0,
+            deleted: 0,
+            restored: 0,
+            skipped: 0,
+            errors: 0,
+            messages: Vec::new(),
+            encoding: String::new(),
+            delimiter: String::new(),
+            archived_as: None,
+            report: None,
+        }
+    }
+}
+
 impl Store {
     /// Stores (inserts or replaces) a record made outside the engine: a `missing` run, or a
     /// record whose `archived_as`/`report` the intake has just filled in. Flushed on return.

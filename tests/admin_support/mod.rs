@@ -3,9 +3,9 @@
 
 #![allow(dead_code)]
 
-use crate::support::sftp::{eventually, Client, Login};
+use crate::support::sftp::{Client, Login};
 use roster::serve::RunningServer;
-use roster::store::{ImportRecord, ImportStatus};
+use roster::store::ImportRecord;
 use russh::keys::PrivateKey;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -148,24 +148,7 @@ impl Env {
 
     /// Waits until the tenant has `n` runs, each filed away; returns the history.
     pub async fn wait_history(&self, tenant: &str, n: usize) -> Vec<ImportRecord> {
-        let store = self.server().store.clone();
-        let t = tenant.to_string();
-        let ok = eventually(30, || {
-            let store = store.clone();
-            let t = t.clone();
-            async move {
-                store
-                    .history(&t, 100)
-                    .map(|h| {
-                        h.len() >= n
-                            && h.iter().all(|r| {
-                                r.archived_as.is_some() || r.status == ImportStatus::Missing
-                            })
-                    })
-                    .unwrap_or(false)
-            }
-        })
-        .await;
+        let ok = crate::support::history::wait_filed(&self.server().store, tenant, n, 30).await;
         assert!(ok, "{tenant}: {n} run(s) were not recorded in time");
         self.server().store.history(tenant, 100).unwrap()
     }
