@@ -6,8 +6,48 @@
 use roster::config::{ImportProfile, MatchBy, OnMissing, Reference, Tenant};
 use roster::import::{run_file, RunOptions};
 use roster::store::Store;
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+
+/// Counts live heap bytes, so the benchmark can tell memory the program holds from memory the
+/// allocator keeps (RSS). Set `ROSTER_BENCH_TRACE=1` for a timeline on stderr.
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        LIVE.fetch_add(n, Ordering::Relaxed);
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        System.realloc(p, l, n)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
 
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -72,6 +112,17 @@ fn main() -> anyhow::Result<()> {
         eprintln!("after open: peak RSS {:.0} MB", peak_rss_mb());
     }
     let t1 = Instant::now();
+    if std::env::var_os("ROSTER_BENCH_TRACE").is_some() {
+        std::thread::spawn(move || loop {
+            eprintln!(
+                "{:6.2} s  live {:4.0} MB  rss {:4.0} MB",
+                t1.elapsed().as_secs_f64(),
+                LIVE.load(Ordering::Relaxed) as f64 / 1048576.0,
+                rss_mb()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        });
+    }
     let out = run_file(&store, &tenant, Path::new(csv), &RunOptions::default())?;
     let secs = t1.elapsed().as_secs_f64();
     let r = &out.record;

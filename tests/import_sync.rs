@@ -252,6 +252,12 @@ fn email_owned_by_another_user_skips_the_row() {
     let s = "Code;First;Last;Email;Title;Password\nC000;A;B;user1@x.example;X;\nC001;A;B;user0@x.example;X;\nC002;A;B;same@x.example;X;\nC005;A;B;same@x.example;X;\n";
     let r = go(&store, &t, s.as_bytes()).record;
     assert_eq!((r.updated, r.skipped), (2, 2), "{:?}", r.messages);
+    for row in [4, 5] {
+        let want = format!(
+            "row {row}: Email \"same@x.example\" is given to more than one user in this file (rows 4, 5)"
+        );
+        assert!(r.messages.contains(&want), "{want} not in {:?}", r.messages);
+    }
     assert_eq!(
         store.user("t1", "C001").unwrap().unwrap().email.as_deref(),
         Some("user0@x.example")

@@ -78,7 +78,7 @@ pub fn run_survey(
     ctx: &Ctx<'_>,
     state: &TenantState,
     arenas: &mut [Vec<Vec<u8>>],
-    file_emails: &super::parse::EmailMap,
+    file_emails: &super::parse::FileEmails,
 ) -> Result<Survey> {
     let tenant = ctx.tenant.id.as_str();
     let slots = bucket_slots(arenas);

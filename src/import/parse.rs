@@ -9,7 +9,7 @@
 use super::row::{self, Mapping, Parsed, Row, ROW_PRESENT_ONLY};
 use crate::config::Tenant;
 use crate::store::{fnv64, BUCKETS};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::mpsc;
 
@@ -17,26 +17,25 @@ const BATCH: usize = 2048;
 /// Notes kept per worker (a million unknown references must not become a million strings).
 pub const MAX_NOTES: usize = 100;
 
-/// A hasher for keys that are already hashes (FNV-1a of an email): one multiply, no SipHash.
-#[derive(Default, Clone, Copy)]
-pub struct PreHashed(u64);
+/// The file's emails for the uniqueness checks, in 24 bytes an email: (email hash, key hash,
+/// row), sorted by email hash, one entry per email (emails given to several keys are taken
+/// out as clashes). Hashes are FNV-1a 64 of the normalised text; a false clash between two
+/// different emails needs a 64-bit collision.
+#[derive(Default)]
+pub struct FileEmails(Vec<(u64, u64, u64)>);
 
-impl std::hash::Hasher for PreHashed {
-    fn finish(&self) -> u64 {
+impl FileEmails {
+    /// (key hash, row) of the row that gives the email with this hash.
+    pub fn get(&self, email_hash: u64) -> Option<(u64, u64)> {
         self.0
+            .binary_search_by_key(&email_hash, |e| e.0)
+            .ok()
+            .map(|i| (self.0[i].1, self.0[i].2))
     }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
-
-/// email hash → (key hash, row).
-pub type EmailMap = HashMap<u64, (u64, u64), std::hash::BuildHasherDefault<PreHashed>>;
 
 /// What the row pass found.
 pub struct RowPass {
@@ -50,8 +49,8 @@ pub struct RowPass {
     /// Data rows read (blank lines not counted).
     pub rows: u64,
     pub valid: u64,
-    /// email hash → (key hash, row) of the first row giving that email (clashing ones removed).
-    pub file_emails: EmailMap,
+    /// The first row giving each email (clashing ones removed).
+    pub file_emails: FileEmails,
     /// Rows that give an email already given by another key in the file (row → reason).
     pub clashes: HashMap<u64, String>,
 }
@@ -63,9 +62,8 @@ struct WorkerOut {
     notes: Vec<(u64, String)>,
     notes_dropped: u64,
     valid: u64,
-    /// (email hash, key hash, row, offset and length of the email in `email_text`).
-    emails: Vec<(u64, u64, u64, u32, u32)>,
-    email_text: Vec<u8>,
+    /// (email hash, key hash, row).
+    emails: Vec<(u64, u64, u64)>,
 }
 
 /// Most bytes reserved up front for one arena (see `file_bytes` in [`row_pass`]).
@@ -187,34 +185,16 @@ pub fn row_pass<R: Read>(
         notes_dropped: 0,
         rows,
         valid: 0,
-        file_emails: EmailMap::default(),
+        file_emails: FileEmails::default(),
         clashes: HashMap::new(),
     };
-    let emails: usize = outs.iter().map(|o| o.emails.len()).sum();
-    pass.file_emails.reserve(emails);
-    let mut clash: HashMap<u64, (String, Vec<u64>)> = HashMap::new();
-    for o in outs {
+    let mut emails = Vec::with_capacity(outs.iter().map(|o| o.emails.len()).sum());
+    for mut o in outs {
         pass.valid += o.valid;
         pass.skips.extend(o.skips);
         pass.notes.extend(o.notes);
         pass.notes_dropped += o.notes_dropped;
-        for (eh, kh, line, off, len) in o.emails {
-            match pass.file_emails.get(&eh) {
-                Some(&(k0, l0)) if k0 != kh => {
-                    let text = o
-                        .email_text
-                        .get(off as usize..(off + len) as usize)
-                        .map(|b| String::from_utf8_lossy(b).to_string())
-                        .unwrap_or_default();
-                    let c = clash.entry(eh).or_insert_with(|| (text, vec![l0]));
-                    c.1.push(line);
-                }
-                Some(_) => {}
-                None => {
-                    pass.file_emails.insert(eh, (kh, line));
-                }
-            }
-        }
+        emails.append(&mut o.emails);
         let mut arenas = o.arenas;
         for a in &mut arenas {
             a.shrink_to_fit();
@@ -222,26 +202,85 @@ pub fn row_pass<R: Read>(
         pass.arenas.push(arenas);
     }
     pass.notes.sort();
-    let header = map
-        .email
-        .and_then(|i| map.cols.get(i))
-        .map(|c| c.header.clone())
-        .unwrap_or_default();
-    for (eh, (email, mut lines)) in clash {
-        pass.file_emails.remove(&eh);
-        lines.sort_unstable();
-        let list: Vec<String> = lines.iter().map(u64::to_string).collect();
-        for l in &lines {
-            pass.clashes.insert(
-                *l,
-                format!(
-                    "row {l}: {header} {email:?} is given to more than one user in this file (rows {})",
-                    list.join(", ")
-                ),
-            );
+    let (file_emails, clash) = email_index(emails);
+    pass.file_emails = file_emails;
+    if !clash.is_empty() {
+        let wanted: HashSet<u64> = clash.iter().map(|c| c.0).collect();
+        let texts = email_texts(&pass.arenas, map, &wanted)?;
+        let header = map
+            .email
+            .and_then(|i| map.cols.get(i))
+            .map(|c| c.header.clone())
+            .unwrap_or_default();
+        for (first, lines) in clash {
+            let email = texts.get(&first).map(String::as_str).unwrap_or_default();
+            let list: Vec<String> = lines.iter().map(u64::to_string).collect();
+            for l in &lines {
+                pass.clashes.insert(
+                    *l,
+                    format!(
+                        "row {l}: {header} {email:?} is given to more than one user in this file (rows {})",
+                        list.join(", ")
+                    ),
+                );
+            }
         }
     }
     Ok(Ok(pass))
+}
+
+/// Sorts the rows' emails and splits them into the index (one row per email) and the clashes:
+/// (first row, the rows in order) of an email given by more than one key. Works in place, so the
+/// index costs no second copy.
+fn email_index(mut all: Vec<(u64, u64, u64)>) -> (FileEmails, Vec<(u64, Vec<u64>)>) {
+    all.sort_unstable_by_key(|e| (e.0, e.2));
+    let mut clash = Vec::new();
+    let (mut kept, mut i) = (0, 0);
+    while i < all.len() {
+        let (eh, k0, _) = all[i];
+        let run = all[i..].iter().take_while(|e| e.0 == eh).count();
+        let group = &all[i..i + run];
+        if group.iter().any(|e| e.1 != k0) {
+            // The first row, and every row of another key, give the email to more than one user.
+            let lines: Vec<u64> = group
+                .iter()
+                .enumerate()
+                .filter(|(n, e)| *n == 0 || e.1 != k0)
+                .map(|(_, e)| e.2)
+                .collect();
+            clash.push((group[0].2, lines));
+        } else {
+            all[kept] = group[0];
+            kept += 1;
+        }
+        i += run;
+    }
+    all.truncate(kept);
+    all.shrink_to_fit();
+    (FileEmails(all), clash)
+}
+
+/// The email text of the given rows, read back from the packed rows (only for messages).
+fn email_texts(
+    arenas: &[Vec<Vec<u8>>],
+    map: &Mapping,
+    wanted: &HashSet<u64>,
+) -> anyhow::Result<HashMap<u64, String>> {
+    let mut out = HashMap::new();
+    let Some(col) = map.email else {
+        return Ok(out);
+    };
+    for arena in arenas.iter().flatten() {
+        for r in row::unpack(arena)? {
+            if !wanted.contains(&r.line) || r.present_only() {
+                continue;
+            }
+            if let Some((_, Some(v))) = r.values()?.into_iter().find(|(c, _)| *c == col) {
+                out.insert(r.line, v.to_string());
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -264,15 +303,8 @@ fn work(
             };
             let digest = row::row_digest(&r, map, &tenant.import, &fp);
             if let (true, Some(e)) = (check_emails, &r.email) {
-                let off = out.email_text.len() as u32;
-                out.email_text.extend_from_slice(e.as_bytes());
-                out.emails.push((
-                    fnv64(e.as_bytes()),
-                    fnv64(r.key.as_bytes()),
-                    line,
-                    off,
-                    e.len() as u32,
-                ));
+                out.emails
+                    .push((fnv64(e.as_bytes()), fnv64(r.key.as_bytes()), line));
             }
             row::pack(&mut out.arenas[row::bucket_of(&r.key)], &r, 0, &digest);
         }
@@ -299,5 +331,30 @@ fn work(
         } else {
             out.notes_dropped += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::email_index;
+
+    #[test]
+    fn email_index_keeps_one_row_per_email_and_lists_clashes_in_row_order() {
+        // (email hash, key hash, row): email 1 twice by key 10 (rows 2 and 5) and once by key
+        // 20 (row 7); email 2 once; email 3 twice by the same key.
+        let rows = vec![
+            (1, 20, 7),
+            (2, 30, 3),
+            (1, 10, 5),
+            (3, 40, 9),
+            (1, 10, 2),
+            (3, 40, 4),
+        ];
+        let (index, clash) = email_index(rows);
+        assert_eq!(clash, vec![(2, vec![2, 7])]);
+        assert_eq!(index.get(1), None);
+        assert_eq!(index.get(2), Some((30, 3)));
+        assert_eq!(index.get(3), Some((40, 4)));
+        assert!(!index.is_empty());
     }
 }

@@ -146,7 +146,7 @@ pub fn survey(
     ctx: &Ctx<'_>,
     stored: Option<&[u8]>,
     arenas: &[&[u8]],
-    file_emails: &super::parse::EmailMap,
+    file_emails: &super::parse::FileEmails,
 ) -> Result<SurveyPart> {
     let Some(stored) = stored else {
         return Ok((0, 0, Vec::new(), None));
@@ -201,7 +201,7 @@ pub fn survey(
         let Some(email) = field_of(v, "email")? else {
             continue;
         };
-        let Some(&(owner, line)) = file_emails.get(&crate::store::fnv64(email.as_bytes())) else {
+        let Some((owner, line)) = file_emails.get(crate::store::fnv64(email.as_bytes())) else {
             continue;
         };
         if owner == crate::store::fnv64(k) {

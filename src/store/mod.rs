@@ -237,13 +237,16 @@ impl Store {
     }
 
     /// Reads one bucket of a tenant (None when empty).
-    pub(crate) fn bucket(&self, tenant: &str, bucket: u16, gen: u64) -> Result<Option<Blob>> {
+    /// Reads a bucket (decompressed) of the given generation; None for generation 0 (empty).
+    pub(crate) fn bucket(&self, tenant: &str, bucket: u16, gen: u64) -> Result<Option<Vec<u8>>> {
         if gen == 0 {
             return Ok(None);
         }
         let v = self.inner.users.get(bucket_key(tenant, bucket, gen))?;
         match v {
-            Some(v) => Ok(Some(Blob(v))),
+            Some(v) => codec::unseal_bucket(&v)
+                .map(Some)
+                .with_context(|| format!("bucket {bucket} of tenant {tenant} cannot be read")),
             None => bail!("bucket {bucket} of tenant {tenant} is missing from the store"),
         }
     }
@@ -263,7 +266,7 @@ impl Store {
             .context("cannot write to the store")?;
         self.inner
             .users
-            .insert(bucket_key(tenant, bucket, gen), blob)
+            .insert(bucket_key(tenant, bucket, gen), codec::seal_bucket(blob))
             .context("cannot write to the store")?;
         Ok(())
     }
