@@ -8,26 +8,35 @@ use roster::import::{run_file, RunOptions};
 use roster::store::Store;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// Counts live heap bytes, so the benchmark can tell memory the program holds from memory the
-/// allocator keeps (RSS). Set `ROSTER_BENCH_TRACE=1` for a timeline on stderr.
+/// allocator keeps (RSS). Set `ROSTER_BENCH_TRACE=1` for a timeline on stderr (the count
+/// starts there, so allocations made before it are not in it).
 struct Counting;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// Counting costs an atomic add per allocation, so it is on only for the timeline.
+static COUNT: AtomicBool = AtomicBool::new(false);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        if COUNT.load(Ordering::Relaxed) {
+            LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        }
         System.alloc(l)
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        if COUNT.load(Ordering::Relaxed) {
+            LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        }
         System.dealloc(p, l)
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        LIVE.fetch_add(n, Ordering::Relaxed);
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        if COUNT.load(Ordering::Relaxed) {
+            LIVE.fetch_add(n, Ordering::Relaxed);
+            LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        }
         System.realloc(p, l, n)
     }
 }
@@ -105,6 +114,10 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
+    COUNT.store(
+        std::env::var_os("ROSTER_BENCH_TRACE").is_some(),
+        Ordering::Relaxed,
+    );
     let t0 = Instant::now();
     let store = Store::open(Path::new(dir))?;
     let opened = t0.elapsed();

@@ -5,7 +5,7 @@
 //! to the store but invisible) plus counts, change details and late skips. `commit` then makes
 //! the run visible in one transaction; on any failure the staged buckets are discarded.
 
-use super::plan::{plan_bucket, survey, BucketPlan, Counts, Ctx};
+use super::plan::{plan_bucket, plan_quiet, survey, BucketPlan, Counts, Ctx};
 use crate::store::{Store, TenantState, BUCKETS};
 use anyhow::Result;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -69,6 +69,8 @@ pub struct Survey {
     pub current: u64,
     pub missing: u64,
     pub conflicts: Vec<(u64, String)>,
+    /// Per bucket: nothing in it changes (see `plan::SurveyPart::quiet`).
+    pub quiet: Vec<bool>,
 }
 
 /// Surveys every bucket; replaces a bucket's arenas by one where the rows found unchanged are
@@ -88,12 +90,12 @@ pub fn run_survey(
             .lock()
             .map_err(|_| anyhow::anyhow!("a survey thread failed"))?;
         let parts: Vec<&[u8]> = slot.iter().map(Vec::as_slice).collect();
-        let (c, m, conf, packed) = survey(ctx, blob.as_deref(), &parts, file_emails)?;
+        let mut part = survey(ctx, blob.as_deref(), &parts, file_emails)?;
         drop(parts);
-        if let Some(p) = packed {
+        if let Some(p) = part.packed.take() {
             *slot = vec![p];
         }
-        Ok((c, m, conf))
+        Ok(part)
     });
     // Put the arenas back (also after an error, so that nothing is lost).
     for (b, slot) in slots.into_iter().enumerate() {
@@ -108,10 +110,11 @@ pub fn run_survey(
     }
     let parts = parts?;
     let mut s = Survey::default();
-    for (c, m, conf) in parts {
-        s.current += c;
-        s.missing += m;
-        s.conflicts.extend(conf);
+    for p in parts {
+        s.current += p.current;
+        s.missing += p.missing;
+        s.conflicts.extend(p.conflicts);
+        s.quiet.push(p.quiet);
     }
     Ok(s)
 }
@@ -127,12 +130,14 @@ pub struct Planned {
 }
 
 /// Plans every bucket; when `stage`, writes each changed bucket under a new generation. Each
-/// bucket's arenas are freed as soon as that bucket is planned.
+/// bucket's arenas are freed as soon as that bucket is planned. Buckets that `quiet` (from
+/// the survey, empty when there was none) marks are not read from the store.
 pub fn run_plan(
     store: &Store,
     ctx: &Ctx<'_>,
     state: &TenantState,
     mut arenas: Vec<Vec<Vec<u8>>>,
+    quiet: &[bool],
     stage: bool,
 ) -> Result<Planned> {
     let tenant = ctx.tenant.id.as_str();
@@ -148,6 +153,11 @@ pub fn run_plan(
         let rows: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
         if gen == 0 && rows.iter().all(|r| r.is_empty()) {
             return Ok((BucketPlan::default(), None));
+        }
+        if quiet.get(b).copied().unwrap_or(false) {
+            if let Some(plan) = plan_quiet(ctx, &rows)? {
+                return Ok((plan, None));
+            }
         }
         let blob = store.bucket(tenant, b as u16, gen)?;
         let mut plan = plan_bucket(ctx, blob.as_deref(), &rows)?;

@@ -225,6 +225,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     };
     let has_users = state.gens.iter().any(|g| *g != 0);
     let mut held = None;
+    let mut quiet = Vec::new();
     if has_users && (profile.on_missing != OnMissing::Keep || check_emails) {
         let survey = run_survey(store, &ctx, &state, &mut arenas, &file_emails)?;
         let limit = profile.max_missing_percent / 100.0 * survey.current as f64;
@@ -232,6 +233,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             held = Some(survey.missing);
         }
         conflicts.extend(survey.conflicts);
+        quiet = survey.quiet;
         phase("survey");
     }
     ctx.conflicts = &conflicts;
@@ -286,7 +288,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         );
     }
     let stage = !job.opts.dry_run;
-    let planned = run_plan(store, &ctx, &state, arenas, stage)?;
+    let planned = run_plan(store, &ctx, &state, arenas, &quiet, stage)?;
     phase("plan");
     for (l, r) in planned.late_skips {
         skips.entry(l).or_insert(r);

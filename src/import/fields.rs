@@ -8,6 +8,7 @@
 use crate::config::{ImportProfile, NameCase, Reference};
 use crate::store::LIST_SEP;
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 /// How a field's cells are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,8 +217,54 @@ pub type Problem = String;
 pub struct Lookups {
     pub profile: ImportProfile,
     /// Lower-cased → as written in the config, per [`RefList`].
-    refs: [std::collections::HashMap<String, String>; 3],
-    languages: std::collections::HashSet<String>,
+    refs: [LowerMap; 3],
+    /// Lower-cased → itself.
+    languages: LowerMap,
+}
+
+/// A map keyed by lower-cased text, looked up without allocating for short ASCII cells (the
+/// lookups run for every row). FNV hashing: the keys come from the config, not from files.
+#[derive(Debug, Clone, Default)]
+struct LowerMap(HashMap<String, String, std::hash::BuildHasherDefault<Fnv>>);
+
+impl LowerMap {
+    fn get(&self, t: &str) -> Option<&String> {
+        let mut buf = [0u8; 64];
+        match buf.get_mut(..t.len()) {
+            Some(b) if t.is_ascii() => {
+                b.copy_from_slice(t.as_bytes());
+                b.make_ascii_lowercase();
+                std::str::from_utf8(b).ok().and_then(|k| self.0.get(k))
+            }
+            _ => self.0.get(&t.to_lowercase()),
+        }
+    }
+}
+
+impl FromIterator<(String, String)> for LowerMap {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(it: I) -> Self {
+        LowerMap(it.into_iter().collect())
+    }
+}
+
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
 }
 
 impl Lookups {
@@ -234,7 +281,11 @@ impl Lookups {
                 index(&reference.locations),
                 index(&reference.workplaces),
             ],
-            languages: profile.languages.iter().map(|l| l.to_lowercase()).collect(),
+            languages: profile
+                .languages
+                .iter()
+                .map(|l| (l.to_lowercase(), l.to_lowercase()))
+                .collect(),
         }
     }
 }
@@ -257,8 +308,7 @@ pub fn normalise<'a>(spec: FieldSpec, cell: &'a str, lk: &'a Lookups) -> Result<
             _ => Err("is not a sex: use M or F".into()),
         },
         Kind::Language => {
-            let lower = lower_cow(t);
-            if let Some(l) = lk.languages.get(lower.as_ref()) {
+            if let Some(l) = lk.languages.get(t) {
                 Ok(Norm::Value(Cow::Borrowed(l.as_str())))
             } else {
                 Err(format!(
@@ -269,7 +319,7 @@ pub fn normalise<'a>(spec: FieldSpec, cell: &'a str, lk: &'a Lookups) -> Result<
         }
         Kind::Reference(list) => {
             let known = &lk.refs[list as usize];
-            match known.get(lower_cow(t).as_ref()) {
+            match known.get(t) {
                 Some(k) => Ok(Norm::Value(Cow::Borrowed(k.as_str()))),
                 None => match profile.unknown_reference {
                     crate::config::UnknownReference::Create => Ok(Norm::Value(Cow::Borrowed(t))),
@@ -336,10 +386,13 @@ fn email_cow(t: &str) -> Result<Cow<'_, str>, Problem> {
 }
 
 fn name_cow(t: &str, case: NameCase) -> Cow<'_, str> {
-    let plain = t
-        .bytes()
-        .all(|b| b != b'\t' && b != b'\n' && b != b'\r' && b != 0xC2)
-        && !t.contains("  ");
+    // One look at the bytes: no tab, line break, U+0080..U+00BF lead byte (NBSP) or double space.
+    let mut prev_space = false;
+    let plain = t.bytes().all(|b| {
+        let ok = !matches!(b, b'\t' | b'\n' | b'\r' | 0xC2) && !(prev_space && b == b' ');
+        prev_space = b == b' ';
+        ok
+    });
     if case == NameCase::AsIs && plain {
         Cow::Borrowed(t)
     } else {

@@ -64,6 +64,8 @@ struct WorkerOut {
     valid: u64,
     /// (email hash, key hash, row).
     emails: Vec<(u64, u64, u64)>,
+    /// Reused by `row_digest`.
+    scratch: Vec<u8>,
 }
 
 /// Most bytes reserved up front for one arena (see `file_bytes` in [`row_pass`]).
@@ -301,7 +303,7 @@ fn work(
                 Some(pw) => row::password_fp(secret, pw),
                 None => [0; 16],
             };
-            let digest = row::row_digest(&r, map, &tenant.import, &fp);
+            let digest = row::row_digest(&r, map, &tenant.import, &fp, &mut out.scratch);
             if let (true, Some(e)) = (check_emails, &r.email) {
                 out.emails
                     .push((fnv64(e.as_bytes()), fnv64(r.key.as_bytes()), line));

@@ -126,9 +126,22 @@ fn groups<'a>(rows: &[PackedRow<'a>]) -> Vec<(&'a [u8], Vec<PackedRow<'a>>)> {
     out
 }
 
-/// (current users, users that would go missing, email conflicts as (row, reason), and the
-/// bucket's rows re-packed with unchanged rows compacted, when any were).
-pub type SurveyPart = (u64, u64, Vec<(u64, String)>, Option<Vec<u8>>);
+/// What the survey learnt of one bucket.
+#[derive(Default)]
+pub struct SurveyPart {
+    /// Users that are not deleted.
+    pub current: u64,
+    /// Users that would go missing (on_missing acts on them).
+    pub missing: u64,
+    /// Rows whose email belongs to another stored user: (row, reason).
+    pub conflicts: Vec<(u64, String)>,
+    /// The bucket's rows re-packed with unchanged rows compacted, when any were.
+    pub packed: Option<Vec<u8>>,
+    /// Nothing in this bucket changes: every row is unchanged, keys are unique and no stored
+    /// user goes missing. The main pass then only checks the rows against email conflicts
+    /// found elsewhere and does not read the bucket again.
+    pub quiet: bool,
+}
 
 /// The stored user has the row's digest and is neither deleted, missing nor unmanaged: the
 /// row changes nothing (the test `plan_bucket` uses for `unchanged`).
@@ -149,13 +162,15 @@ pub fn survey(
     file_emails: &super::parse::FileEmails,
 ) -> Result<SurveyPart> {
     let Some(stored) = stored else {
-        return Ok((0, 0, Vec::new(), None));
+        return Ok(SurveyPart::default());
     };
     let mut rows = unpack_all(arenas)?;
     rows.sort_unstable_by(|a, b| a.key.cmp(b.key));
     let (mut current, mut missing, mut conflicts) = (0, 0, Vec::new());
     let check_email = !file_emails.is_empty();
     let mut compact = vec![false; rows.len()];
+    // Unique keys so far; every row must also be found unchanged (checked below).
+    let mut quiet = rows.windows(2).all(|w| w[0].key != w[1].key);
     let mut j = 0;
     for (k, v) in bucket_entries(stored)? {
         if status_of(v) != STATUS_DELETED {
@@ -171,6 +186,7 @@ pub fn survey(
         };
         if found.is_err() && missing_action(ctx, v).is_some() {
             missing += 1;
+            quiet = false;
         }
         if let Ok(i) = found {
             for (n, r) in rows
@@ -231,6 +247,7 @@ pub fn survey(
             ));
         }
     }
+    quiet = quiet && compact.iter().all(|c| *c);
     let packed = if compact.iter().any(|c| *c) {
         let mut out = Vec::with_capacity(
             rows.iter()
@@ -249,7 +266,25 @@ pub fn survey(
     } else {
         None
     };
-    Ok((current, missing, conflicts, packed))
+    Ok(SurveyPart {
+        current,
+        missing,
+        conflicts,
+        packed,
+        quiet,
+    })
+}
+
+/// The plan of a bucket the survey found quiet: `None` when one of its rows was found to
+/// clash with another user's email after all (then the bucket is planned in full).
+pub fn plan_quiet(ctx: &Ctx<'_>, arenas: &[&[u8]]) -> Result<Option<BucketPlan>> {
+    let rows = unpack_all(arenas)?;
+    if rows.iter().any(|r| ctx.conflicts.contains_key(&r.line)) {
+        return Ok(None);
+    }
+    let mut plan = BucketPlan::default();
+    plan.counts.unchanged = rows.len() as u64;
+    Ok(Some(plan))
 }
 
 fn row_email<'a>(ctx: &Ctx<'_>, r: &PackedRow<'a>) -> Result<Option<&'a str>> {

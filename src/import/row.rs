@@ -24,6 +24,10 @@ pub struct Column {
     pub index: usize,
     /// The header as written in the file (trimmed).
     pub header: String,
+    /// A value is required (the match key, first and last name).
+    pub required: bool,
+    /// The field name as records store it (see `store::put_name`), for row digests.
+    pub stored_name: Vec<u8>,
 }
 
 /// Which columns of this file are which fields.
@@ -67,6 +71,8 @@ pub fn map_columns(headers: &[String], tenant: &Tenant) -> Result<Mapping, Strin
                     spec,
                     index: i,
                     header: headers[i].trim().to_string(),
+                    required: false,
+                    stored_name: Vec::new(),
                 }),
                 _ if !h.is_empty() => ignored.push(headers[i].trim().to_string()),
                 _ => {}
@@ -91,12 +97,18 @@ pub fn map_columns(headers: &[String], tenant: &Tenant) -> Result<Mapping, Strin
                     spec,
                     index: i,
                     header: headers[i].trim().to_string(),
+                    required: false,
+                    stored_name: Vec::new(),
                 });
             }
         }
     }
     cols.sort_by_key(|c| c.index);
     let key_field = profile.match_by.field();
+    for c in &mut cols {
+        c.required = [key_field, "first_name", "last_name"].contains(&c.field.as_str());
+        crate::store::put_name(&mut c.stored_name, &c.field);
+    }
     let mut missing = Vec::new();
     for required in [key_field, "first_name", "last_name"] {
         if !cols.iter().any(|c| c.field == required) {
@@ -237,7 +249,7 @@ pub fn parse_record<'a>(
             ));
             continue;
         }
-        let required = ci == map.key || col.field == "first_name" || col.field == "last_name";
+        let required = col.required;
         match fields::normalise(col.spec, raw, lk) {
             Err(p) => problems.push(format!("{} {:?} {p}", col.header, show(raw.trim()))),
             Ok(Norm::Empty) if required => problems.push(format!(
@@ -258,7 +270,10 @@ pub fn parse_record<'a>(
             }
             Ok(Norm::Value(v)) => {
                 if ci == map.key {
-                    row.key = key.clone().unwrap_or_else(|| key_of(&col.field, &v));
+                    row.key = match &key {
+                        Some(k) => k.clone(),
+                        None => key_of(&col.field, &v),
+                    };
                 }
                 if Some(ci) == map.email {
                     row.email = Some(v.clone());
@@ -369,15 +384,20 @@ impl<'a> PackedRow<'a> {
     }
 }
 
-/// The digest of a row as it would be applied (changes whenever any applied input changes).
+/// The digest of a row as it would be applied (changes whenever any applied input changes):
+/// XXH3-128 of the profile switches that shape the applied record, the password fingerprint
+/// and each (field, value). It only tells "same as last time" apart from "different", for the
+/// tenant's own rows, so a fast non-cryptographic hash is enough. `buf` is scratch space kept
+/// by the caller.
 pub fn row_digest(
     row: &Row<'_>,
     map: &Mapping,
     profile: &ImportProfile,
     pw_fp: &[u8; 16],
+    buf: &mut Vec<u8>,
 ) -> [u8; 16] {
-    let mut h = Sha256::new();
-    h.update([
+    buf.clear();
+    buf.extend_from_slice(&[
         (profile.empty_cells == EmptyCells::Clear) as u8,
         profile.activate as u8,
         match row.active {
@@ -387,23 +407,21 @@ pub fn row_digest(
         },
         row.password.is_some() as u8,
     ]);
-    h.update(pw_fp);
+    buf.extend_from_slice(pw_fp);
     for (ci, v) in &row.values {
         if let Some(c) = map.cols.get(*ci as usize) {
-            h.update(c.field.as_bytes());
+            buf.extend_from_slice(&c.stored_name);
         }
         match v {
             Some(v) => {
-                h.update([1]);
-                h.update((v.len() as u32).to_le_bytes());
-                h.update(v.as_bytes());
+                buf.push(1);
+                buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                buf.extend_from_slice(v.as_bytes());
             }
-            None => h.update([0]),
+            None => buf.push(0),
         }
     }
-    let mut d = [0u8; 16];
-    d.copy_from_slice(&h.finalize()[..16]);
-    d
+    xxhash_rust::xxh3::xxh3_128(buf).to_le_bytes()
 }
 
 /// Bytes `put_varint` writes for `v`.
