@@ -389,9 +389,9 @@ fn name_cow(t: &str, case: NameCase) -> Cow<'_, str> {
     // One look at the bytes: no tab, line break, U+0080..U+00BF lead byte (NBSP) or double space.
     let mut prev_space = false;
     let plain = t.bytes().all(|b| {
-        let ok = !matches!(b, b'\t' | b'\n' | b'\r' | 0xC2) && !(prev_space && b == b' ');
+        let bad = matches!(b, b'\t' | b'\n' | b'\r' | 0xC2) || (prev_space && b == b' ');
         prev_space = b == b' ';
-        ok
+        !bad
     });
     if case == NameCase::AsIs && plain {
         Cow::Borrowed(t)
