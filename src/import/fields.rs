@@ -423,35 +423,37 @@ fn name(t: &str, case: NameCase) -> String {
 /// `YYYY-MM-DD`, `DD.MM.YYYY`, `D.M.YYYY` → ISO.
 pub fn date(t: &str) -> Result<String, Problem> {
     let bad = || "is not a date (use YYYY-MM-DD or DD.MM.YYYY)".to_string();
-    // Exactly three parts (no Vec: this runs for every row).
-    let (y, m, d) = if t.contains('-') {
-        let mut it = t.split('-');
-        match (it.next(), it.next(), it.next(), it.next()) {
-            (Some(y), Some(m), Some(d), None) if y.len() == 4 && m.len() == 2 && d.len() == 2 => {
-                (y, m, d)
-            }
-            _ => return Err(bad()),
+    // Split on one separator into exactly three runs of digits, by bytes (this runs for every
+    // row): `YYYY-MM-DD`, or `D.M.YYYY` with one or two digits and optional final dots.
+    let b = t.as_bytes();
+    let (sep, b) = match b.iter().find(|c| matches!(c, b'-' | b'.')) {
+        Some(b'-') => (b'-', b),
+        Some(_) => {
+            let end = b.iter().rposition(|c| *c != b'.').map_or(0, |i| i + 1);
+            (b'.', &b[..end])
         }
-    } else {
-        let mut it = t.trim_end_matches('.').split('.');
-        match (it.next(), it.next(), it.next(), it.next()) {
-            (Some(d), Some(m), Some(y), None)
-                if y.len() == 4 && (1..=2).contains(&m.len()) && (1..=2).contains(&d.len()) =>
-            {
-                (y, m, d)
-            }
-            _ => return Err(bad()),
-        }
+        None => return Err(bad()),
     };
-    let num = |s: &str| -> Option<u32> {
-        if s.bytes().all(|b| b.is_ascii_digit()) {
-            s.parse().ok()
+    let mut parts = [0u32; 3];
+    let mut lens = [0usize; 3];
+    let mut n = 0;
+    for &c in b {
+        if c == sep {
+            n += 1;
+            if n == 3 {
+                return Err(bad());
+            }
+        } else if c.is_ascii_digit() && lens[n] < 4 {
+            parts[n] = parts[n] * 10 + u32::from(c - b'0');
+            lens[n] += 1;
         } else {
-            None
+            return Err(bad());
         }
-    };
-    let (Some(y), Some(m), Some(d)) = (num(y), num(m), num(d)) else {
-        return Err(bad());
+    }
+    let (y, m, d) = match (sep, lens) {
+        (b'-', [4, 2, 2]) if n == 2 => (parts[0], parts[1], parts[2]),
+        (b'.', [1..=2, 1..=2, 4]) if n == 2 => (parts[2], parts[1], parts[0]),
+        _ => return Err(bad()),
     };
     match chrono::NaiveDate::from_ymd_opt(y as i32, m, d) {
         // y has four digits, m and d at most two (checked above): `YYYY-MM-DD`.
@@ -498,6 +500,12 @@ mod tests {
         assert_eq!(date("1.1.2000.").ok().as_deref(), Some("2000-01-01"));
         assert!(date("1.1.2000.1").is_err());
         assert!(date("2000-01-01-01").is_err());
+        assert!(date("1-1.2000").is_err());
+        assert!(date("12345.1.2000").is_err());
+        assert!(date("").is_err());
+        assert!(date("2000-01-1x").is_err());
+        assert!(date("31.02.2000").is_err());
+        assert_eq!(date("29.2.2000").ok().as_deref(), Some("2000-02-29"));
     }
 
     #[test]

@@ -202,12 +202,19 @@ pub fn parse_record<'a>(
     let _ = tenant;
     let lk = &map.lookups;
     let mut problems: Vec<String> = Vec::new();
+    // One UTF-8 check for the whole record (the decoded stream is UTF-8, and cells split at
+    // ASCII delimiters, so every cell is a char-boundary slice of it); cell by cell only when
+    // that fails, to name the bad cell.
+    let whole = std::str::from_utf8(rec.as_slice()).ok();
     let cell = |i: usize| -> Result<&'a str, ()> {
+        if let Some(c) = whole.zip(rec.range(i)).and_then(|(w, r)| w.get(r)) {
+            return Ok(c);
+        }
         std::str::from_utf8(rec.get(i).unwrap_or(b"")).map_err(|_| ())
     };
     // The key first, so that a skipped row can still count as present.
     let key_col = &map.cols[map.key];
-    let key = match cell(key_col.index) {
+    let mut key = match cell(key_col.index) {
         Ok(raw) => match fields::normalise(key_col.spec, raw, lk) {
             Ok(Norm::Value(v)) => Some(key_of(&key_col.field, &v)),
             _ => None,
@@ -270,10 +277,7 @@ pub fn parse_record<'a>(
             }
             Ok(Norm::Value(v)) => {
                 if ci == map.key {
-                    row.key = match &key {
-                        Some(k) => k.clone(),
-                        None => key_of(&col.field, &v),
-                    };
+                    row.key = key.take().unwrap_or_else(|| key_of(&col.field, &v));
                 }
                 if Some(ci) == map.email {
                     row.email = Some(v.clone());
@@ -288,6 +292,8 @@ pub fn parse_record<'a>(
     if problems.is_empty() {
         Parsed::Valid(row)
     } else {
+        // The key moved into the row when its cell was read.
+        let key = key.or_else(|| (!row.key.is_empty()).then_some(row.key));
         Parsed::Skipped {
             key,
             reason: format!("row {line}: {}", problems.join("; ")),
