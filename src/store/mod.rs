@@ -15,7 +15,7 @@
 //! |---|---|---|
 //! | `meta` | `secret` | 32 random bytes: the key of password fingerprints (HMAC-SHA256) |
 //! | `users` | `<tenant>\0s` | JSON [`TenantState`]: commit version, sha256 of the last applied file, and for each of the 1024 buckets the generation that holds it |
-//! | `users` | `<tenant>\0b<bucket u16 BE><generation u64 BE>` | one bucket: the tenant's users whose key hashes (FNV-1a) to that bucket, sorted by key (see `codec`) |
+//! | `users` | `<tenant>\0b<bucket u16 BE><generation u64 BE>` | one bucket: the tenant's users whose key hashes (FNV-1a) to that bucket, sorted by key, sealed (LZ4-compressed, see `codec`) |
 //! | `users` | `\x01<tenant>\0<bucket u16 BE><generation u64 BE>` | empty: this bucket generation is staged and not yet committed (removed by the commit) |
 //! | `history` | `<tenant>\0<import id>` | JSON [`ImportRecord`]; import ids sort by time, so a reverse scan lists newest first |
 //! | `plans` | `<tenant>\0<import id>` | a held plan: JSON header, then the file bytes |
@@ -25,7 +25,9 @@
 //! # Atomic imports
 //!
 //! Users are stored in buckets (about a thousand users each for a million-user tenant) because
-//! sled writes one large value far faster than a thousand small ones. An import writes every
+//! sled writes one large value far faster than a thousand small ones. Buckets are compressed
+//! because sled keeps every node an import reads or writes in memory until the import ends
+//! (see `codec`): a million users take about 55 MB sealed instead of 170 MB. An import writes every
 //! changed bucket under a *new* generation first; these writes are invisible because the tenant
 //! state still names the old generations. It then commits one multi-tree transaction that
 //! swaps the generations in the tenant state, removes the old buckets, and writes the history
