@@ -15,7 +15,7 @@
 //!
 //! Bucket layout: `(key: varint len + bytes, record: varint len + bytes)*`, sorted by key.
 //! In sled a bucket is stored *sealed*: the tag byte [`SEALED_LZ4`], then the bucket compressed
-//! as one LZ4 block with its length in front (`lz4_flex`, about a third of the size). sled keeps
+//! as one LZ4 block with its length in front (`lz4_flex`; a third of the size for the benchmark's users). sled keeps
 //! every node it has read or written in memory for the rest of an import (its LRU evicts only
 //! after many accesses to the same shard), so the stored size of a bucket is what an import
 //! holds per bucket; compressing it is what keeps a million-user re-import under its memory
