@@ -15,11 +15,12 @@
 //!
 //! Bucket layout: `(key: varint len + bytes, record: varint len + bytes)*`, sorted by key.
 //! In sled a bucket is stored *sealed*: the tag byte [`SEALED_LZ4`], then the bucket compressed
-//! as one LZ4 block with its length in front (`lz4_flex`; a third of the size for the benchmark's users). sled keeps
-//! every node it has read or written in memory for the rest of an import (its LRU evicts only
-//! after many accesses to the same shard), so the stored size of a bucket is what an import
-//! holds per bucket; compressing it is what keeps a million-user re-import under its memory
-//! target. [`unseal_bucket`] checks the tag and the block, so a damaged value is an error.
+//! as one LZ4 block with its length in front (`lz4_flex`; a third of the size for the
+//! benchmark's users). sled keeps every node it has read or written in memory for the rest of
+//! an import (its LRU evicts only after many accesses to the same shard), so the stored size
+//! of a bucket is what an import holds per bucket; compressing it is what keeps a million-user
+//! re-import under its memory target. [`unseal_bucket`] checks the tag and the block, so a
+//! damaged value is an error.
 
 use anyhow::{bail, Result};
 
