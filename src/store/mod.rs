@@ -24,18 +24,17 @@
 //!
 //! # Atomic imports
 //!
-//! Users are stored in buckets (about a thousand users each for a million-user tenant) because
-//! sled writes one large value far faster than a thousand small ones. Buckets are compressed
-//! because sled keeps every node an import reads or writes in memory until the import ends
-//! (see `codec`): the benchmark's million users take 93 MB of sled blobs instead of 276 MB.
-//! An import writes every changed bucket under a *new* generation first; these writes are
-//! invisible because the tenant state still names the old generations. It then commits one multi-tree transaction that
-//! swaps the generations in the tenant state, removes the old buckets, and writes the history
-//! record, the ledger entry and the held-plan change. sled recovers a transaction entirely or
-//! not at all, so a killed process leaves the directory exactly before or exactly after the run;
-//! buckets staged by an unfinished run are found through their staging markers and swept away
-//! by [`Store::open`] (without reading any bucket). Every commit is
-//! flushed to disk before it returns.
+//! Users are stored in buckets (about a thousand users each for a million-user tenant) because sled
+//! writes one large value far faster than a thousand small ones. Buckets are compressed because
+//! sled keeps every node an import reads or writes in memory until the import ends (see `codec`):
+//! the benchmark's million users take 93 MB of sled blobs instead of 276 MB. An import writes every
+//! changed bucket under a *new* generation first; these writes are invisible because the tenant
+//! state still names the old generations. It then commits one multi-tree transaction that swaps the
+//! generations in the tenant state, removes the old buckets, and writes the history record, the
+//! ledger entry and the held-plan change. sled recovers a transaction entirely or not at all, so a
+//! killed process leaves the directory exactly before or exactly after the run; buckets staged by
+//! an unfinished run are found through their staging markers and swept away by [`Store::open`]
+//! (without reading any bucket). Every commit is flushed to disk before it returns.
 
 mod codec;
 mod history;
