@@ -189,3 +189,241 @@ proptest! {
         prop_assert!(out.is_ok(), "{:?}", out.err());
     }
 }
+
+// ---- The archived copy never holds a password in plaintext (design.md §4, §6), also when the
+// run fails before the header is mapped.
+
+const SECRET: &str = "Sup3rSecret!";
+const SECRET2: &str = "0therSecret?";
+
+/// A profile matching by email that maps a password column.
+fn tenant_with_password() -> Tenant {
+    let mut t = tenant();
+    t.import.match_by = MatchBy::Email;
+    t.import.columns = [
+        ("email", "E-mail"),
+        ("first_name", "First Name"),
+        ("last_name", "Last Name"),
+        ("password", "Password"),
+    ]
+    .iter()
+    .map(|(f, h)| (f.to_string(), h.to_string()))
+    .collect();
+    t
+}
+
+fn run_with(t: &Tenant, bytes: &[u8]) -> roster::import::ImportOutcome {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    run_bytes(&store, t, "u.csv", bytes, &RunOptions::default()).expect("run")
+}
+
+/// What the intake would archive: the copy when there is one, else the original bytes.
+fn archived(o: &roster::import::ImportOutcome, original: &[u8]) -> Vec<u8> {
+    o.archive_copy.clone().unwrap_or_else(|| original.to_vec())
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn utf16le(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+}
+
+#[test]
+fn binary_file_archive_has_no_password() {
+    let bytes = format!(
+        "E-mail;First Name;Last Name;Password\r\nann@x.example;Ann;Lee;{SECRET}\r\nbob@x.example;Bob\0;Ray;{SECRET2}\r\n"
+    );
+    // Through a path, as the intake runs it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("db")).expect("open");
+    let path = dir.path().join("u.csv");
+    std::fs::write(&path, &bytes).expect("write");
+    let o = roster::import::run_file(
+        &store,
+        &tenant_with_password(),
+        &path,
+        &RunOptions::default(),
+    )
+    .expect("run");
+    assert_eq!(o.record.status, ImportStatus::Error);
+    assert!(
+        o.record.messages[0].contains("binary"),
+        "{:?}",
+        o.record.messages
+    );
+    let copy = o
+        .archive_copy
+        .expect("a blanked copy replaces the original");
+    let text = String::from_utf8(copy).expect("utf-8");
+    assert!(!text.contains(SECRET) && !text.contains(SECRET2), "{text}");
+    assert!(
+        text.contains("E-mail;First Name;Last Name;Password"),
+        "{text}"
+    );
+    assert!(text.contains("ann@x.example;Ann;Lee;\n"), "{text}");
+    assert!(text.contains("bob@x.example;Bob\0;Ray;\n"), "{text}");
+    assert!(
+        !o.record
+            .messages
+            .iter()
+            .any(|m| m.contains("could not be checked")),
+        "{:?}",
+        o.record.messages
+    );
+}
+
+#[test]
+fn binary_file_with_empty_columns_map_blanks_the_password_header() {
+    let mut t = tenant_with_password();
+    t.import.columns.clear();
+    let bytes = format!(
+        "\u{feff}email,first_name,last_name, PASSWORD \nann@x.example,Ann\0,Lee,{SECRET}\n"
+    );
+    let o = run_with(&t, bytes.as_bytes());
+    assert_eq!(o.record.status, ImportStatus::Error);
+    let text = String::from_utf8(archived(&o, bytes.as_bytes())).expect("utf-8");
+    assert!(!text.contains(SECRET), "{text}");
+    assert!(text.contains("ann@x.example,Ann\0,Lee,\n"), "{text}");
+}
+
+#[test]
+fn utf16_without_bom_archive_has_no_password() {
+    // UTF-16 without a BOM is NUL bytes to the scan: "binary".
+    let bytes = utf16le(&format!(
+        "E-mail;First Name;Last Name;Password\r\nann@x.example;Ann;Lee;{SECRET}\r\n"
+    ));
+    let o = run_with(&tenant_with_password(), &bytes);
+    assert_eq!(o.record.status, ImportStatus::Error);
+    assert!(
+        o.record.messages[0].contains("binary"),
+        "{:?}",
+        o.record.messages
+    );
+    let copy = archived(&o, &bytes);
+    assert!(!contains(&copy, &utf16le(SECRET)));
+    let without_nul: Vec<u8> = copy.iter().copied().filter(|b| *b != 0).collect();
+    assert!(!contains(&without_nul, SECRET.as_bytes()));
+    assert!(contains(&without_nul, b"ann@x.example;Ann;Lee;"));
+}
+
+#[test]
+fn missing_required_column_archive_has_no_password() {
+    let bytes = format!("E-mail;First Name;Password\nann@x.example;Ann;{SECRET}\n");
+    let o = run_with(&tenant_with_password(), bytes.as_bytes());
+    assert_eq!(o.record.status, ImportStatus::Error);
+    assert!(
+        o.record.messages[0].contains("\"Last Name\" (for last_name)"),
+        "{:?}",
+        o.record.messages
+    );
+    let text = String::from_utf8(archived(&o, bytes.as_bytes())).expect("utf-8");
+    assert!(!text.contains(SECRET), "{text}");
+    assert!(text.contains("ann@x.example;Ann;\n"), "{text}");
+}
+
+#[test]
+fn duplicate_file_archive_has_no_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let t = tenant_with_password();
+    let bytes = format!("E-mail;First Name;Last Name;Password\nann@x.example;Ann;Lee;{SECRET}\n");
+    let first = run_bytes(
+        &store,
+        &t,
+        "u.csv",
+        bytes.as_bytes(),
+        &RunOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(first.record.status, ImportStatus::Success);
+    let o = run_bytes(
+        &store,
+        &t,
+        "u.csv",
+        bytes.as_bytes(),
+        &RunOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(o.record.status, ImportStatus::Duplicate);
+    let text = String::from_utf8(archived(&o, bytes.as_bytes())).expect("utf-8");
+    assert!(!text.contains(SECRET), "{text}");
+    assert!(text.contains("ann@x.example;Ann;Lee;\n"), "{text}");
+}
+
+#[test]
+fn misaligned_rows_are_blanked_whole() {
+    // A row written with another delimiter, and lines joined by an unbalanced quote: their
+    // passwords are not in the password column, so the whole row is blank in copy and report.
+    let bytes = format!(
+        "E-mail;First Name;Last Name;Password\nann@x.example;Ann;Lee;{SECRET}\nbob@x.example,Bob,Ray,{SECRET2}\ncy@x.example;\"Cy;Do;Pw1-secret\ndi@x.example;Di;Ek;Pw2-secret\n"
+    );
+    let o = run_with(&tenant_with_password(), bytes.as_bytes());
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Partial,
+        "{:?}",
+        o.record.messages
+    );
+    let copy = String::from_utf8(archived(&o, bytes.as_bytes())).expect("utf-8");
+    let report = String::from_utf8(o.report_csv.clone().expect("report")).expect("utf-8");
+    for out in [&copy, &report] {
+        for s in [SECRET, SECRET2, "Pw1-secret", "Pw2-secret"] {
+            assert!(!out.contains(s), "{s} in {out}");
+        }
+    }
+    assert!(copy.contains("ann@x.example;Ann;Lee;\n"), "{copy}");
+    assert!(
+        report.contains("has 1 cells but the header has 4"),
+        "{report}"
+    );
+    let messages = o.record.messages.join("\n");
+    assert!(!messages.contains(SECRET2) && !messages.contains("Pw1-secret"));
+}
+
+#[test]
+fn binary_file_without_password_column_archives_the_original() {
+    // A profile that maps no password: unchanged, the original bytes are archived.
+    let mut garbage: Vec<u8> = (0..10_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    garbage[5] = 0;
+    let o = bad(&garbage);
+    assert!(first_message(&o).contains("binary"));
+    assert!(o.archive_copy.is_none());
+    let o = bad(b"Code;First;Last;Email;Password\nA1;Ann\0;Lee;a@x.example;Sup3r\n");
+    assert!(first_message(&o).contains("binary"));
+    assert!(o.archive_copy.is_none());
+    // A profile that maps one, but a file without that column: nothing to blank.
+    let bytes = b"E-mail;First Name;Last Name\nann@x.example;Ann\0;Lee\n";
+    let o = run_with(&tenant_with_password(), bytes);
+    assert_eq!(o.record.status, ImportStatus::Error);
+    assert!(o.archive_copy.is_none());
+    assert!(!o
+        .record
+        .messages
+        .iter()
+        .any(|m| m.contains("could not be checked")));
+}
+
+#[test]
+fn fifty_megabyte_binary_line_with_a_password_profile() {
+    let mut bytes = b"E-mail;First Name;Last Name;Password\n".to_vec();
+    let mut line = vec![b'x'; 50 * 1024 * 1024];
+    line[1000] = 0;
+    bytes.extend_from_slice(&line);
+    drop(line);
+    let o = run_with(&tenant_with_password(), &bytes);
+    assert_eq!(o.record.status, ImportStatus::Error);
+    assert!(
+        o.record.messages[0].contains("binary"),
+        "{:?}",
+        o.record.messages
+    );
+    // The single long row does not line up with the header: blanked whole.
+    let copy = o.archive_copy.expect("copy");
+    assert!(copy.starts_with(b"E-mail;First Name;Last Name;Password\n"));
+    assert!(copy.len() < 1024, "{}", copy.len());
+}

@@ -3,11 +3,24 @@
 //!
 //! Data enters as a [`Job`] (store, tenant, file, options) and leaves as a [`Done`]: the
 //! outcome (record, report, archive copy) and, for previews, the change details.
+//!
+//! Archive copy of a run that ends early (decision where the contract is silent; design.md §4
+//! and §6 say password plaintext is never archived, and the file must not be lost otherwise):
+//! a run that stops before the header is mapped (undecodable file such as NUL bytes, header
+//! unreadable, required column missing) or finds a duplicate still blanks passwords when the
+//! profile could map a password column (`columns` has `password`, or `columns` is empty and a
+//! header is literally `password`). The file is read best-effort (its encoding, or when it
+//! cannot be decoded [`read::Scan::fallback`], which decodes any bytes), the delimiter is set or
+//! guessed as for a run, and the column whose header matches loosely
+//! ([`report::same_header`]: trimmed, case-insensitive, NULs ignored) is blanked in every row
+//! (rows that do not line up with the header are blanked whole, see [`report`]). With no such
+//! column the original bytes are archived (nothing to leak). Only when the file cannot be read
+//! at all is the original archived unchecked, and the record says so.
 
 use super::apply::{run_plan, run_survey};
 use super::parse;
 use super::plan::{Change, Ctx};
-use super::read::{self, Input};
+use super::read::{self, Enc, Input};
 use super::report;
 use super::row;
 use super::{ImportOutcome, RunOptions};
@@ -125,11 +138,14 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             "the file is identical (same sha256) to the last applied file, so nothing was changed"
                 .into(),
         );
-        return finish(job, rec, &state, Vec::new(), None, None, Vec::new());
+        // The file moves to the archive like any other: without its passwords.
+        let enc = scan.encoding.clone().unwrap_or(scan.fallback);
+        let archive = archive_early(&job, &mut rec, Reached::Scan(enc));
+        return finish(job, rec, &state, Vec::new(), None, archive, Vec::new());
     }
     let enc = match scan.encoding {
         Ok(e) => e,
-        Err(msg) => return fail(job, rec, &state, msg, None),
+        Err(msg) => return fail(job, rec, &state, msg, Reached::Scan(scan.fallback)),
     };
     rec.encoding = enc.name().to_string();
     let (text, delim) = read::with_delimiter(read::text(job.input, enc)?, profile.delimiter)?;
@@ -141,8 +157,14 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         .context("cannot read the header row");
     match header_ok {
         Ok(true) => {}
-        Ok(false) => return fail(job, rec, &state, "the file is empty".into(), None),
-        Err(e) => return fail(job, rec, &state, format!("{e:#}"), None),
+        Ok(false) => {
+            let msg = "the file is empty".into();
+            return fail(job, rec, &state, msg, Reached::Text(enc, delim));
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            return fail(job, rec, &state, msg, Reached::Text(enc, delim));
+        }
     }
     let headers: Vec<String> = record
         .iter()
@@ -150,9 +172,10 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         .collect();
     let map = match row::map_columns(&headers, tenant) {
         Ok(m) => m,
-        Err(msg) => return fail(job, rec, &state, msg, None),
+        Err(msg) => return fail(job, rec, &state, msg, Reached::Text(enc, delim)),
     };
     let password_col = map.password.map(|i| map.cols[i].index);
+    let mapped = Reached::Header(enc, delim, password_col);
     // The second pass over the file: failure report and password-blanked archive copy.
     let input = job.input;
     let report_and_archive = |skips: &HashMap<u64, String>| {
@@ -163,6 +186,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             &report::Want {
                 skips,
                 password_col,
+                password_header: None,
             },
         )
     };
@@ -183,7 +207,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         job.opts.progress.as_deref(),
     )? {
         Ok(p) => p,
-        Err(msg) => return fail(job, rec, &state, msg, password_col),
+        Err(msg) => return fail(job, rec, &state, msg, mapped),
     };
     if let Some(p) = &job.opts.progress {
         p(pass.rows);
@@ -204,7 +228,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             rec,
             &state,
             "the file has a header row but no data rows".into(),
-            password_col,
+            mapped,
         );
     }
     if pass.valid == 0 {
@@ -414,37 +438,65 @@ fn fail(
     mut rec: ImportRecord,
     state: &crate::store::TenantState,
     msg: String,
-    password_col: Option<usize>,
+    reached: Reached,
 ) -> Result<Done> {
     rec.status = ImportStatus::Error;
     rec.errors = 1;
     rec.messages.insert(0, msg);
-    let archive = match (
-        password_col,
-        read::scan(job.input, job.tenant.import.encoding)?.encoding,
-    ) {
-        (Some(col), Ok(enc)) => {
-            let d = match job.tenant.import.delimiter {
-                crate::config::DelimiterSetting::Fixed(d) => d,
-                crate::config::DelimiterSetting::Auto => {
-                    rec.delimiter.bytes().next().unwrap_or(b',')
-                }
-            };
-            let empty = HashMap::new();
-            report::write(
-                job.input,
-                enc,
-                d,
-                &report::Want {
-                    skips: &empty,
-                    password_col: Some(col),
-                },
-            )?
-            .1
-        }
-        _ => None,
-    };
+    let archive = archive_early(&job, &mut rec, reached);
     finish(job, rec, state, Vec::new(), None, archive, Vec::new())
+}
+
+/// How far a run that ends early read the file.
+#[derive(Clone, Copy)]
+enum Reached {
+    /// Only scanned: read it with this encoding, guess the delimiter.
+    Scan(Enc),
+    /// Decoded with this encoding and delimiter; the header is not mapped.
+    Text(Enc, u8),
+    /// The header is mapped; the file column of the password, if any.
+    Header(Enc, u8, Option<usize>),
+}
+
+/// The password-blanked copy to archive in place of the original, for a run that ends early
+/// (see the module doc); `None` archives the original bytes.
+fn archive_early(job: &Job<'_>, rec: &mut ImportRecord, reached: Reached) -> Option<Vec<u8>> {
+    let profile = &job.tenant.import;
+    let (enc, delim, col) = match reached {
+        Reached::Header(_, _, None) => return None,
+        Reached::Header(e, d, Some(c)) => (e, Some(d), Some(c)),
+        Reached::Text(e, d) => (e, Some(d), None),
+        Reached::Scan(e) => (e, None, None),
+    };
+    let header = match (col, profile.columns.get("password")) {
+        (Some(_), _) => None,
+        (None, Some(h)) => Some(h.as_str()),
+        (None, None) if profile.columns.is_empty() => Some("password"),
+        // The profile maps no password: the file has no password field to leak.
+        (None, None) => return None,
+    };
+    let copy = || -> Result<Option<Vec<u8>>> {
+        let delim = match delim {
+            Some(d) => d,
+            None => read::with_delimiter(read::text(job.input, enc)?, profile.delimiter)?.1,
+        };
+        let empty = HashMap::new();
+        let want = report::Want {
+            skips: &empty,
+            password_col: col,
+            password_header: header,
+        };
+        Ok(report::write(job.input, enc, delim, &want)?.1)
+    };
+    match copy() {
+        Ok(c) => c,
+        Err(e) => {
+            rec.messages.push(format!(
+                "the archived file could not be checked for passwords, so it is archived as uploaded: {e:#}"
+            ));
+            None
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

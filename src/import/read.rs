@@ -59,6 +59,10 @@ pub struct Scan {
     pub bytes: u64,
     /// The encoding to decode with, or a sentence saying why the file cannot be decoded.
     pub encoding: Result<Enc, String>,
+    /// The encoding for a best-effort reading when `encoding` is an error (to blank the
+    /// passwords of the archived copy): what `auto` would choose if NUL bytes were allowed. It
+    /// decodes any bytes (UTF-8 only when they are valid UTF-8; malformed UTF-16 becomes U+FFFD).
+    pub fallback: Enc,
 }
 
 /// Hashes the file and decides its encoding (BOM, else valid UTF-8, else Windows-1252).
@@ -137,10 +141,17 @@ pub fn scan(input: Input<'_>, setting: EncodingSetting) -> Result<Scan> {
         EncodingSetting::Windows1252 if nul => binary(),
         EncodingSetting::Windows1252 => Ok(Enc::Windows1252),
     };
+    let fallback = match bom {
+        Some(e @ (Enc::Utf16Le | Enc::Utf16Be)) => e,
+        Some(_) if utf8_ok => Enc::Utf8Bom,
+        None if utf8_ok => Enc::Utf8,
+        _ => Enc::Windows1252,
+    };
     Ok(Scan {
         sha256: hex::encode(sha.finalize()),
         bytes: total,
         encoding,
+        fallback,
     })
 }
 

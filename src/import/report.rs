@@ -5,6 +5,12 @@
 //! original columns, a `reason` column; same delimiter; UTF-8 with BOM; cells starting with
 //! `= + - @` prefixed with `'`; password cells blank) and, when the file has a password column,
 //! the whole file re-written with that column blank (UTF-8, same delimiter).
+//!
+//! The password column is given by index (the header was mapped) or by its header, looked up
+//! loosely in the header row (a run that failed before mapping; see [`Want::password_header`]).
+//! A row whose cells do not line up with the header (another cell count, or a cell that holds a
+//! line break and the delimiter: lines joined by an unbalanced quote) may carry its password in
+//! any cell, so in a file with a password column all its cells are blank in both outputs.
 
 use super::read::{self, Enc, Input};
 use anyhow::{Context, Result};
@@ -31,6 +37,31 @@ pub struct Want<'a> {
     pub skips: &'a HashMap<u64, String>,
     /// File column of the password, blanked everywhere; an archive copy is made when set.
     pub password_col: Option<usize>,
+    /// When `password_col` is `None`: the header of the password column, found in the header
+    /// row by [`same_header`]; an archive copy is made when the header row has it.
+    pub password_header: Option<&'a str>,
+}
+
+/// Whether a header cell names `want`: trimmed (also a BOM, and a BOM read as Windows-1252 or
+/// UTF-16 bytes read as single bytes), NUL characters ignored (UTF-16 read as single bytes),
+/// case-insensitive. Allocates nothing, so a 50 MB header cell costs one scan.
+pub fn same_header(cell: &[u8], want: &str) -> bool {
+    let cell = String::from_utf8_lossy(cell);
+    let junk = |c: char| c.is_whitespace() || c == '\u{feff}' || c == '\0';
+    let mut h = cell.trim_matches(junk);
+    for bom in ["\u{ef}\u{bb}\u{bf}", "\u{ff}\u{fe}", "\u{fe}\u{ff}"] {
+        h = h.strip_prefix(bom).unwrap_or(h).trim_matches(junk);
+    }
+    let want = want.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    h.chars()
+        .filter(|&c| c != '\0')
+        .flat_map(char::to_lowercase)
+        .eq(want.chars().flat_map(char::to_lowercase))
+}
+
+/// A cell made of several lines joined by an unbalanced quote (a line break and the delimiter).
+fn joined(c: &[u8], delim: u8) -> bool {
+    c.iter().any(|&b| b == b'\n' || b == b'\r') && c.contains(&delim)
 }
 
 /// (failure report, archive copy).
@@ -38,7 +69,7 @@ pub type ReportAndArchive = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Runs the second pass; returns (report, archive copy).
 pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<ReportAndArchive> {
-    if want.skips.is_empty() && want.password_col.is_none() {
+    if want.skips.is_empty() && want.password_col.is_none() && want.password_header.is_none() {
         return Ok((None, None));
     }
     let text = read::text(input, enc)?;
@@ -54,13 +85,12 @@ pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<R
     } else {
         BOM.to_vec()
     };
-    let mut archive = want
-        .password_col
-        .map(|_| builder().from_writer(archive_start));
+    let mut col = want.password_col;
+    let mut archive = (col.is_some() || want.password_header.is_some())
+        .then(|| builder().from_writer(archive_start));
     let mut rec = csv::ByteRecord::new();
     let mut width = 0;
     let mut line = 0u64;
-    let blank = |i: usize| want.password_col == Some(i);
     while rdr
         .read_byte_record(&mut rec)
         .context("cannot read the file a second time")?
@@ -68,6 +98,12 @@ pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<R
         line += 1;
         if line == 1 {
             width = rec.len();
+            if let (None, Some(h)) = (col, want.password_header) {
+                col = rec.iter().position(|c| same_header(c, h));
+                if col.is_none() {
+                    archive = None;
+                }
+            }
             if let Some(w) = report.as_mut() {
                 let mut out = csv::ByteRecord::new();
                 out.push_field(b"row");
@@ -82,6 +118,9 @@ pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<R
             }
             continue;
         }
+        // Every cell of a row that does not line up with the header, or the password cell.
+        let all = col.is_some() && (rec.len() != width || rec.iter().any(|c| joined(c, delim)));
+        let blank = |i: usize| all || col == Some(i);
         if let Some(w) = archive.as_mut() {
             let mut out = csv::ByteRecord::new();
             for (i, c) in rec.iter().enumerate() {
@@ -100,6 +139,10 @@ pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<R
             w.write_byte_record(&out)?;
         }
     }
+    if line == 0 {
+        // No header row: nothing to blank (and nothing that could hold a password).
+        archive = None;
+    }
     let finish = |w: csv::Writer<Vec<u8>>| -> Result<Vec<u8>> {
         w.into_inner()
             .map_err(|e| anyhow::anyhow!("cannot finish a CSV: {}", e.error()))
@@ -108,4 +151,44 @@ pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<R
         report.map(finish).transpose()?,
         archive.map(finish).transpose()?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_header_is_loose_but_exact() {
+        assert!(same_header(b"Password", "password"));
+        assert!(same_header(" \u{feff}PASSWORD\t".as_bytes(), " Password "));
+        assert!(same_header(
+            "\u{ef}\u{bb}\u{bf}password".as_bytes(),
+            "Password"
+        ));
+        assert!(same_header(b"\0P\0a\0s\0s\0w\0o\0r\0d\0", "password"));
+        assert!(!same_header(b"Passwords", "password"));
+        assert!(!same_header(b"Pass word", "password"));
+        assert!(!same_header(b"", "password"));
+    }
+
+    #[test]
+    fn copy_by_header_blanks_that_column_only() {
+        let skips = HashMap::new();
+        let want = Want {
+            skips: &skips,
+            password_col: None,
+            password_header: Some("Lozinka"),
+        };
+        let input = Input::Bytes(b"a;lozinka;b\n1;secret;2\n");
+        let out = write(input, Enc::Utf8, b';', &want).map(|r| r.1);
+        assert_eq!(
+            out.ok().flatten().as_deref(),
+            Some(&b"a;lozinka;b\n1;;2\n"[..])
+        );
+        let input = Input::Bytes(b"a;pw;b\n1;secret;2\n");
+        let out = write(input, Enc::Utf8, b';', &want).map(|r| r.1);
+        assert!(matches!(out, Ok(None)));
+        let out = write(Input::Bytes(b""), Enc::Utf8, b';', &want).map(|r| r.1);
+        assert!(matches!(out, Ok(None)));
+    }
 }
