@@ -336,9 +336,12 @@ async fn only_today_refuses_yesterdays_file_naming_the_expected_date() {
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let c = env.client("today").await;
     let name = format!("users_{yesterday}.csv");
-    c.put(&name, b"email,first_name,last_name\na@b.example,A,B\n")
-        .await
-        .unwrap();
+    c.put(
+        &name,
+        b"email,first_name,last_name,password\na@b.example,A,B,Sup3rSecret!\n",
+    )
+    .await
+    .unwrap();
     let h = env.history_len("today", 1, 20).await;
     assert_eq!(h[0].status, ImportStatus::Error);
     assert!(
@@ -346,7 +349,14 @@ async fn only_today_refuses_yesterdays_file_naming_the_expected_date() {
         "{:?}",
         h[0].messages
     );
-    assert!(h[0].archived_as.as_deref().unwrap().starts_with("errors/"));
+    let archived = h[0].archived_as.as_deref().unwrap();
+    assert!(archived.starts_with("errors/"));
+    // Not imported, yet archived like any file: without its passwords.
+    let copy = std::fs::read_to_string(env.home("today").join(archived)).unwrap();
+    assert!(
+        copy.contains("a@b.example") && !copy.contains("Sup3rSecret!"),
+        "{copy}"
+    );
     assert!(env.server().store.users("today", None).unwrap().is_empty());
 }
 

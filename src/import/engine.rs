@@ -140,7 +140,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         );
         // The file moves to the archive like any other: without its passwords.
         let enc = scan.encoding.clone().unwrap_or(scan.fallback);
-        let archive = archive_early(&job, &mut rec, Reached::Scan(enc));
+        let archive = archive_early(job.tenant, job.input, &mut rec.messages, Reached::Scan(enc));
         return finish(job, rec, &state, Vec::new(), None, archive, Vec::new());
     }
     let enc = match scan.encoding {
@@ -443,7 +443,7 @@ fn fail(
     rec.status = ImportStatus::Error;
     rec.errors = 1;
     rec.messages.insert(0, msg);
-    let archive = archive_early(&job, &mut rec, reached);
+    let archive = archive_early(job.tenant, job.input, &mut rec.messages, reached);
     finish(job, rec, state, Vec::new(), None, archive, Vec::new())
 }
 
@@ -460,8 +460,13 @@ enum Reached {
 
 /// The password-blanked copy to archive in place of the original, for a run that ends early
 /// (see the module doc); `None` archives the original bytes.
-fn archive_early(job: &Job<'_>, rec: &mut ImportRecord, reached: Reached) -> Option<Vec<u8>> {
-    let profile = &job.tenant.import;
+fn archive_early(
+    tenant: &Tenant,
+    input: Input<'_>,
+    messages: &mut Vec<String>,
+    reached: Reached,
+) -> Option<Vec<u8>> {
+    let profile = &tenant.import;
     let (enc, delim, col) = match reached {
         Reached::Header(_, _, None) => return None,
         Reached::Header(e, d, Some(c)) => (e, Some(d), Some(c)),
@@ -478,7 +483,7 @@ fn archive_early(job: &Job<'_>, rec: &mut ImportRecord, reached: Reached) -> Opt
     let copy = || -> Result<Option<Vec<u8>>> {
         let delim = match delim {
             Some(d) => d,
-            None => read::with_delimiter(read::text(job.input, enc)?, profile.delimiter)?.1,
+            None => read::with_delimiter(read::text(input, enc)?, profile.delimiter)?.1,
         };
         let empty = HashMap::new();
         let want = report::Want {
@@ -486,17 +491,29 @@ fn archive_early(job: &Job<'_>, rec: &mut ImportRecord, reached: Reached) -> Opt
             password_col: col,
             password_header: header,
         };
-        Ok(report::write(job.input, enc, delim, &want)?.1)
+        Ok(report::write(input, enc, delim, &want)?.1)
     };
     match copy() {
         Ok(c) => c,
         Err(e) => {
-            rec.messages.push(format!(
+            messages.push(format!(
                 "the archived file could not be checked for passwords, so it is archived as uploaded: {e:#}"
             ));
             None
         }
     }
+}
+
+/// The copy to archive of a file that is not imported at all (see
+/// [`crate::import::password_free_copy`]).
+pub fn unread_copy(
+    tenant: &Tenant,
+    input: Input<'_>,
+    messages: &mut Vec<String>,
+) -> Result<Option<Vec<u8>>> {
+    let scan = read::scan(input, tenant.import.encoding)?;
+    let enc = scan.encoding.clone().unwrap_or(scan.fallback);
+    Ok(archive_early(tenant, input, messages, Reached::Scan(enc)))
 }
 
 #[allow(clippy::too_many_arguments)]

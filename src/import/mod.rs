@@ -117,6 +117,18 @@ pub fn run_file(
     Ok(engine::execute(job)?.outcome)
 }
 
+/// The copy to archive of a file that is not imported at all (the intake's `only_today`
+/// rejection): password cells blanked, as in every archived file. `None` means the file may be
+/// archived as it is (the profile maps no password column, the file has none, or it cannot be
+/// read; then a sentence saying so is pushed to `messages`).
+pub fn password_free_copy(
+    tenant: &Tenant,
+    path: &Path,
+    messages: &mut Vec<String>,
+) -> Result<Option<Vec<u8>>> {
+    engine::unread_copy(tenant, read::Input::Path(path), messages)
+}
+
 /// Imports bytes named `file_name`.
 pub fn run_bytes(
     store: &Store,

@@ -121,7 +121,7 @@ pub fn run_claimed(
                 pattern.name_for(today),
                 profile.timezone
             );
-            let record = own_record(
+            let mut record = own_record(
                 shared,
                 &tenant.id,
                 &name,
@@ -130,11 +130,14 @@ pub fn run_claimed(
                 bytes,
                 received_at,
             )?;
+            // Not imported, but archived: without its passwords, like any archived file.
+            let archive_copy =
+                crate::import::password_free_copy(tenant, claimed, &mut record.messages)?;
             shared.store.record_import(&record)?;
             let outcome = ImportOutcome {
                 record,
                 report_csv: None,
-                archive_copy: None,
+                archive_copy,
             };
             return finish(shared, tenant, claimed, outcome);
         }
