@@ -316,3 +316,84 @@ fn ledger_and_outbox_and_record_import() {
     store.outbox_mark_sent(id).unwrap();
     assert_eq!(store.outbox_len(), 0);
 }
+
+/// Every file under `dir` (the store), read whole.
+fn files_under(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(std::fs::read(&p).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_held_run_keeps_no_plaintext_password_and_approve_applies_its_passwords() {
+    let (store, dir) = open();
+    let t = tenant(OnMissing::Deactivate, MatchBy::MappingCode);
+    let mut rows = users(10);
+    rows[0].2 = "Old-Secret-0";
+    rows[1].2 = "Old-Secret-1";
+    assert_eq!(go(&store, &t, &file(&rows)).record.inserted, 10);
+    // Users 3..9 are missing (held); user 0 keeps its password, 1 changes it, 2 gets one.
+    let kept = vec![
+        (0, "Engineer", "Old-Secret-0"),
+        (1, "Engineer", "New-Secret-1"),
+        (2, "Engineer", "New-Secret-2"),
+    ];
+    let upload = file(&kept);
+    let held = go(&store, &t, &upload).record;
+    assert_eq!(held.status, ImportStatus::Held, "{:?}", held.messages);
+    assert_eq!(held.deactivated, 7);
+    store.flush().unwrap();
+    for secret in [
+        "Old-Secret-0",
+        "Old-Secret-1",
+        "New-Secret-1",
+        "New-Secret-2",
+    ] {
+        let found = files_under(dir.path())
+            .iter()
+            .any(|f| f.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        assert!(!found, "{secret} is in the store in plaintext");
+    }
+    assert!(!store
+        .verify_user_password("t1", "C001", "New-Secret-1")
+        .unwrap());
+    let applied = approve(&store, &t, &held.id).unwrap().record;
+    assert_eq!(
+        applied.status,
+        ImportStatus::Success,
+        "{:?}",
+        applied.messages
+    );
+    assert_eq!(
+        (applied.updated, applied.unchanged, applied.deactivated),
+        (2, 1, 7)
+    );
+    assert_eq!(
+        applied.sha256, held.sha256,
+        "the upload's sha256, not the kept copy's"
+    );
+    assert!(store
+        .verify_user_password("t1", "C000", "Old-Secret-0")
+        .unwrap());
+    assert!(store
+        .verify_user_password("t1", "C001", "New-Secret-1")
+        .unwrap());
+    assert!(!store
+        .verify_user_password("t1", "C001", "Old-Secret-1")
+        .unwrap());
+    assert!(store
+        .verify_user_password("t1", "C002", "New-Secret-2")
+        .unwrap());
+    // The same upload again is a duplicate of the applied file.
+    assert_eq!(
+        go(&store, &t, &upload).record.status,
+        ImportStatus::Duplicate
+    );
+}

@@ -17,12 +17,18 @@
 //! column the original bytes are archived (nothing to leak). Only when the file cannot be read
 //! at all is the original archived unchecked, and the record says so.
 
+//!
+//! A held run keeps no plaintext password: with a password column, the held plan stores the
+//! file with those cells blank (see [`report::Want::keep_col`]) plus a [`KeptPassword`] per row
+//! (fingerprint, and the argon2id hash that applying will store), and `approve` runs on that
+//! copy with them ([`Approving`]).
+
 use super::apply::{run_plan, run_survey};
 use super::parse;
 use super::plan::{Change, Ctx};
 use super::read::{self, Enc, Input};
 use super::report;
-use super::row;
+use super::row::{self, GivenPasswords};
 use super::{ImportOutcome, RunOptions};
 use crate::config::{MatchBy, OnMissing, Tenant};
 use crate::store::{Commit, ImportRecord, ImportStatus, LedgerEntry, LedgerState, Store};
@@ -42,8 +48,28 @@ pub struct Job<'a> {
     pub opts: &'a RunOptions,
     /// Changes to collect (previews).
     pub detail: usize,
-    /// Set by `approve`: the held record to complete and the state version it was held at.
-    pub approving: Option<(String, u64)>,
+    /// Set by `approve`: the held run to complete.
+    pub approving: Option<Approving>,
+}
+
+/// The passwords kept by the held run being approved, if it kept any.
+fn given_passwords<'j>(job: &'j Job<'_>) -> Option<&'j GivenPasswords> {
+    job.approving
+        .as_ref()
+        .map(|a| &a.passwords)
+        .filter(|p| !p.is_empty())
+}
+
+/// What `approve` takes from a held plan.
+pub struct Approving {
+    /// The held record's id (completed in place).
+    pub id: String,
+    /// `TenantState::version` when the run was held.
+    pub version: u64,
+    /// sha256 and size of the file as uploaded (the kept copy has its passwords blank).
+    pub upload: Option<(String, u64)>,
+    /// The passwords the held run kept (fingerprints and hashes, never plaintext).
+    pub passwords: GivenPasswords,
 }
 
 impl<'a> Job<'a> {
@@ -71,7 +97,8 @@ pub struct Done {
     pub changes: Vec<Change>,
 }
 
-/// Header of a held plan in the store; the file bytes follow it.
+/// Header of a held plan in the store; the file follows it, with its password cells blank when
+/// it has a password column (then `passwords` has what approving needs of them).
 #[derive(Serialize, Deserialize)]
 struct HeldPlan {
     /// The tenant as JSON; see [`tenant_json`].
@@ -79,6 +106,30 @@ struct HeldPlan {
     file: String,
     received_at: DateTime<Utc>,
     version: u64,
+    /// sha256 of the file as uploaded (the kept copy may differ: passwords blank).
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    bytes: Option<u64>,
+    #[serde(default)]
+    passwords: Vec<KeptPassword>,
+}
+
+/// One password of a held run: row, keyed fingerprint, and the argon2id hash when applying the
+/// run stores one (a new user, or a changed password).
+#[derive(Serialize, Deserialize)]
+struct KeptPassword {
+    row: u64,
+    fp: String,
+    hash: Option<String>,
+}
+
+impl KeptPassword {
+    fn to_given(&self) -> Result<(u64, row::GivenPassword)> {
+        let mut fp = [0u8; 16];
+        hex::decode_to_slice(&self.fp, &mut fp).context("a password fingerprint is not hex")?;
+        Ok((self.row, (fp, self.hash.clone())))
+    }
 }
 
 fn push_msg(msgs: &mut Vec<String>, dropped: &mut u64, m: String) {
@@ -107,7 +158,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     let scan = read::scan(job.input, profile.encoding)?;
     phase("scan");
     let id = match &job.approving {
-        Some((id, _)) => id.clone(),
+        Some(a) => a.id.clone(),
         None if job.opts.dry_run => "preview".to_string(),
         None => store.new_import_id(started_at)?,
     };
@@ -124,8 +175,12 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         )
     };
     let state = store.tenant_state(&tenant.id)?;
-    if let Some((_, held_version)) = &job.approving {
-        if *held_version != state.version {
+    if let Some(a) = &job.approving {
+        if let Some((sha256, bytes)) = &a.upload {
+            rec.sha256 = sha256.clone();
+            rec.bytes = *bytes;
+        }
+        if a.version != state.version {
             bail!(
                 "import {} of tenant {} cannot be approved: the directory changed after it was held; upload the file again",
                 rec.id,
@@ -187,6 +242,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
                 skips,
                 password_col,
                 password_header: None,
+                keep_col: None,
             },
         )
     };
@@ -204,6 +260,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         &secret,
         check_emails,
         scan.bytes,
+        given_passwords(&job),
         job.opts.progress.as_deref(),
     )? {
         Ok(p) => p,
@@ -222,6 +279,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     let mut arenas = pass.arenas;
     let file_emails = pass.file_emails;
     let mut conflicts = pass.clashes;
+    let pass_fingerprints = pass.fingerprints;
     if rec.rows == 0 {
         return fail(
             job,
@@ -246,6 +304,8 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         hash_passwords: !job.opts.dry_run,
         conflicts: &empty,
         missing: true,
+        given: given_passwords(&job),
+        collect: None,
     };
     let has_users = state.gens.iter().any(|g| *g != 0);
     let mut held = None;
@@ -281,17 +341,65 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
                 profile.max_missing_percent, tenant.id, rec.id
             ),
         );
-        let bytes = match job.input {
-            Input::Bytes(b) => b.to_vec(),
-            Input::Path(p) => {
-                std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
+        let (bytes, passwords, kept_tenant) = match password_col {
+            None => {
+                let bytes = match job.input {
+                    Input::Bytes(b) => b.to_vec(),
+                    Input::Path(p) => {
+                        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
+                    }
+                };
+                (bytes, Vec::new(), tenant_json(tenant)?)
+            }
+            Some(col) => {
+                // No plaintext waits in the store: keep the file with the password cells blank,
+                // and of each password its fingerprint, plus the hash that applying will store
+                // (computed now by planning the run as approving it would).
+                let kept = std::sync::Mutex::new(Vec::new());
+                let hold_ctx = Ctx {
+                    hash_passwords: true,
+                    collect: Some(&kept),
+                    detail: 0,
+                    ..ctx
+                };
+                run_plan(store, &hold_ctx, &state, arenas, &quiet, false)?;
+                let hashes: HashMap<u64, String> = kept
+                    .into_inner()
+                    .map_err(|_| anyhow::anyhow!("a planning thread failed"))?
+                    .into_iter()
+                    .collect();
+                let passwords = pass_fingerprints
+                    .iter()
+                    .map(|(row, fp)| KeptPassword {
+                        row: *row,
+                        fp: hex::encode(fp),
+                        hash: hashes.get(row).cloned(),
+                    })
+                    .collect();
+                let empty = HashMap::new();
+                let want = report::Want {
+                    skips: &empty,
+                    password_col: Some(col),
+                    password_header: None,
+                    keep_col: Some(map.cols[map.key].index),
+                };
+                let (_, copy) = report::write(input, enc, delim, &want)?;
+                let copy = copy.context("cannot make the held copy without passwords")?;
+                // The copy is UTF-8 with this delimiter: approving reads it so.
+                let mut held_profile = tenant.clone();
+                held_profile.import.delimiter = crate::config::DelimiterSetting::Fixed(delim);
+                held_profile.import.encoding = crate::config::EncodingSetting::Auto;
+                (copy, passwords, tenant_json(&held_profile)?)
             }
         };
         let header = serde_json::to_vec(&HeldPlan {
-            tenant: tenant_json(tenant)?,
+            tenant: kept_tenant,
             file: job.file.to_string(),
             received_at: job.opts.received_at,
             version: state.version,
+            sha256: Some(rec.sha256.clone()),
+            bytes: Some(rec.bytes),
+            passwords,
         })?;
         let mut plan = Vec::with_capacity(4 + header.len() + bytes.len());
         plan.extend_from_slice(&(header.len() as u32).to_le_bytes());
@@ -490,6 +598,7 @@ fn archive_early(
             skips: &empty,
             password_col: col,
             password_header: header,
+            keep_col: None,
         };
         Ok(report::write(input, enc, delim, &want)?.1)
     };
@@ -572,7 +681,7 @@ fn finish_with(
             }),
             record: Some(rec.clone()),
             put_plan,
-            remove_plan: job.approving.as_ref().map(|(id, _)| id.clone()),
+            remove_plan: job.approving.as_ref().map(|a| a.id.clone()),
         };
         if let Err(e) = job.store.commit(&commit) {
             job.store.discard_staged(&job.tenant.id, &staged)?;
@@ -636,7 +745,17 @@ pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<Import
         .import(&tenant.id, import_id)?
         .map(|r| (r.archived_as, r.report));
     let mut job = Job::new(store, &held_tenant, &held.file, Input::Bytes(bytes), &opts);
-    job.approving = Some((import_id.to_string(), held.version));
+    job.approving = Some(Approving {
+        id: import_id.to_string(),
+        version: held.version,
+        upload: held.sha256.zip(held.bytes),
+        passwords: held
+            .passwords
+            .iter()
+            .map(|p| p.to_given())
+            .collect::<Result<_>>()
+            .with_context(|| format!("the passwords of held plan {import_id} are damaged"))?,
+    });
     let mut outcome = execute(job)?.outcome;
     if let Some((archived_as, report)) = filed {
         if archived_as.is_some() || report.is_some() {

@@ -6,7 +6,7 @@
 //! and the file's emails for the uniqueness checks. Memory stays bounded by the packed rows
 //! plus a few batches in flight.
 
-use super::row::{self, Mapping, Parsed, Row, ROW_PRESENT_ONLY};
+use super::row::{self, GivenPasswords, Mapping, Parsed, Row, ROW_PRESENT_ONLY};
 use crate::config::Tenant;
 use crate::store::{fnv64, BUCKETS};
 use std::collections::{HashMap, HashSet};
@@ -53,6 +53,9 @@ pub struct RowPass {
     pub file_emails: FileEmails,
     /// Rows that give an email already given by another key in the file (row → reason).
     pub clashes: HashMap<u64, String>,
+    /// (row, password fingerprint) of every valid row that gives a password (kept for a run
+    /// that is held: see [`GivenPasswords`]).
+    pub fingerprints: Vec<(u64, [u8; 16])>,
 }
 
 #[derive(Default)]
@@ -66,6 +69,7 @@ struct WorkerOut {
     emails: Vec<(u64, u64, u64)>,
     /// Reused by `row_digest`.
     scratch: Vec<u8>,
+    fingerprints: Vec<(u64, [u8; 16])>,
 }
 
 /// Most bytes reserved up front for one arena (see `file_bytes` in [`row_pass`]).
@@ -83,6 +87,7 @@ pub fn row_pass<R: Read>(
     secret: &[u8; 32],
     check_emails: bool,
     file_bytes: u64,
+    given: Option<&GivenPasswords>,
     progress: Option<&(dyn Fn(u64) + Send + Sync)>,
 ) -> anyhow::Result<Result<RowPass, String>> {
     let workers = std::thread::available_parallelism()
@@ -121,6 +126,7 @@ pub fn row_pass<R: Read>(
                             tenant,
                             secret,
                             check_emails,
+                            given,
                         );
                     }
                     let _ = back.send(batch);
@@ -189,6 +195,7 @@ pub fn row_pass<R: Read>(
         valid: 0,
         file_emails: FileEmails::default(),
         clashes: HashMap::new(),
+        fingerprints: Vec::new(),
     };
     let mut emails = Vec::with_capacity(outs.iter().map(|o| o.emails.len()).sum());
     for mut o in outs {
@@ -197,6 +204,7 @@ pub fn row_pass<R: Read>(
         pass.notes.extend(o.notes);
         pass.notes_dropped += o.notes_dropped;
         emails.append(&mut o.emails);
+        pass.fingerprints.append(&mut o.fingerprints);
         let mut arenas = o.arenas;
         for a in &mut arenas {
             a.shrink_to_fit();
@@ -295,14 +303,23 @@ fn work(
     tenant: &Tenant,
     secret: &[u8; 32],
     check_emails: bool,
+    given: Option<&GivenPasswords>,
 ) {
     match row::parse_record(rec, line, map, tenant, notes) {
-        Parsed::Valid(r) => {
+        Parsed::Valid(mut r) => {
             out.valid += 1;
-            let fp = match &r.password {
-                Some(pw) => row::password_fp(secret, pw),
-                None => [0; 16],
+            let fp = match (given.and_then(|g| g.get(&line)), &r.password) {
+                // Approving a held run: its copy has the cell blank; the table has the rest.
+                (Some((fp, _)), _) => {
+                    r.password = Some(std::borrow::Cow::Borrowed(""));
+                    *fp
+                }
+                (None, Some(pw)) => row::password_fp(secret, pw),
+                (None, None) => [0; 16],
             };
+            if r.password.is_some() {
+                out.fingerprints.push((line, fp));
+            }
             let digest = row::row_digest(&r, map, &tenant.import, &fp, &mut out.scratch);
             if let (true, Some(e)) = (check_emails, &r.email) {
                 out.emails

@@ -6,7 +6,7 @@
 //! details for a preview, and late skip reasons (duplicated keys, email conflicts). Nothing is
 //! written here: `apply` stages and commits.
 
-use super::row::{unpack, Mapping, PackedRow};
+use super::row::{unpack, GivenPasswords, Mapping, PackedRow};
 use crate::config::{Activate, EmptyCells, OnMissing, Tenant};
 use crate::store::{
     bucket_entries, bucket_push, digest_of, field_of, flags_of, status_of, UserRec, FLAG_MANAGED,
@@ -84,6 +84,10 @@ pub struct Ctx<'a> {
     pub conflicts: &'a HashMap<u64, String>,
     /// Apply `on_missing` (false when the run only previews a hold).
     pub missing: bool,
+    /// Approving a held run: the passwords it kept (see [`GivenPasswords`]).
+    pub given: Option<&'a GivenPasswords>,
+    /// Holding a run: every password hash computed goes here as (row, hash).
+    pub collect: Option<&'a std::sync::Mutex<Vec<(u64, String)>>>,
 }
 
 /// The plan of one bucket.
@@ -467,20 +471,39 @@ fn status_name(s: u8) -> &'static str {
     }
 }
 
-fn hash_password(ctx: &Ctx<'_>, pw: &[u8]) -> Result<String> {
+/// The argon2id hash to store for row `line`'s password: taken from the held run being approved,
+/// or computed (and handed to `ctx.collect` when a held run is keeping its hashes).
+fn hash_password(ctx: &Ctx<'_>, line: u64, pw: &[u8]) -> Result<String> {
     use argon2::password_hash::PasswordHasher;
+    if let Some(given) = ctx.given {
+        return match given.get(&line) {
+            Some((_, Some(h))) => Ok(h.clone()),
+            _ => bail!(
+                "row {line}: the held run kept no password hash for this row; upload the file again"
+            ),
+        };
+    }
     if !ctx.hash_passwords {
         return Ok(String::new());
     }
     let salt: [u8; 16] = rand::random();
     let hash = argon2::Argon2::default()
         .hash_password_with_salt(pw, &salt)
-        .map_err(|e| anyhow::anyhow!("cannot hash a password: {e}"))?;
-    Ok(hash.to_string())
+        .map_err(|e| anyhow::anyhow!("cannot hash a password: {e}"))?
+        .to_string();
+    if let Some(kept) = ctx.collect {
+        if let Ok(mut k) = kept.lock() {
+            k.push((line, hash.clone()));
+        }
+    }
+    Ok(hash)
 }
 
-fn fingerprint(ctx: &Ctx<'_>, pw: &[u8]) -> [u8; 16] {
-    super::row::password_fp(&ctx.secret, &String::from_utf8_lossy(pw))
+fn fingerprint(ctx: &Ctx<'_>, line: u64, pw: &[u8]) -> [u8; 16] {
+    match ctx.given.and_then(|g| g.get(&line)) {
+        Some((fp, _)) => *fp,
+        None => super::row::password_fp(&ctx.secret, &String::from_utf8_lossy(pw)),
+    }
 }
 
 /// Status of a new user.
@@ -540,8 +563,8 @@ fn insert(ctx: &Ctx<'_>, r: &PackedRow<'_>) -> Result<UserRec> {
         }
     }
     if let Some(pw) = r.password {
-        rec.pw_fp = fingerprint(ctx, pw);
-        rec.pw_hash = hash_password(ctx, pw)?;
+        rec.pw_fp = fingerprint(ctx, r.line, pw);
+        rec.pw_hash = hash_password(ctx, r.line, pw)?;
     }
     let active = match r.active() {
         Some(a) => a,
@@ -579,10 +602,10 @@ fn update(ctx: &Ctx<'_>, rec: &mut UserRec, r: &PackedRow<'_>) -> Result<(bool, 
         }
     }
     if let Some(pw) = r.password {
-        let fp = fingerprint(ctx, pw);
+        let fp = fingerprint(ctx, r.line, pw);
         if fp != rec.pw_fp || rec.pw_hash.is_empty() && ctx.hash_passwords {
             rec.pw_fp = fp;
-            rec.pw_hash = hash_password(ctx, pw)?;
+            rec.pw_hash = hash_password(ctx, r.line, pw)?;
             changes.push(FieldChange {
                 field: "password".into(),
                 old: None,

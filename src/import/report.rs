@@ -40,6 +40,9 @@ pub struct Want<'a> {
     /// When `password_col` is `None`: the header of the password column, found in the header
     /// row by [`same_header`]; an archive copy is made when the header row has it.
     pub password_header: Option<&'a str>,
+    /// A file column kept even in a row that is blanked whole (the match key, in the copy a
+    /// held run keeps: that row must still mark its user present when the run is approved).
+    pub keep_col: Option<usize>,
 }
 
 /// Whether a header cell names `want`: trimmed (also a BOM, and a BOM read as Windows-1252 or
@@ -86,6 +89,7 @@ pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<R
         BOM.to_vec()
     };
     let mut col = want.password_col;
+    let keep_col = want.keep_col;
     let mut archive = (col.is_some() || want.password_header.is_some())
         .then(|| builder().from_writer(archive_start));
     let mut rec = csv::ByteRecord::new();
@@ -120,7 +124,7 @@ pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<R
         }
         // Every cell of a row that does not line up with the header, or the password cell.
         let all = col.is_some() && (rec.len() != width || rec.iter().any(|c| joined(c, delim)));
-        let blank = |i: usize| all || col == Some(i);
+        let blank = |i: usize| (all && keep_col != Some(i)) || col == Some(i);
         if let Some(w) = archive.as_mut() {
             let mut out = csv::ByteRecord::new();
             for (i, c) in rec.iter().enumerate() {
@@ -178,6 +182,7 @@ mod tests {
             skips: &skips,
             password_col: None,
             password_header: Some("Lozinka"),
+            keep_col: None,
         };
         let input = Input::Bytes(b"a;lozinka;b\n1;secret;2\n");
         let out = write(input, Enc::Utf8, b';', &want).map(|r| r.1);

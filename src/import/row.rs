@@ -332,6 +332,15 @@ pub fn password_fp(secret: &[u8; 32], pw: &str) -> [u8; 16] {
     fp
 }
 
+/// Passwords a held run already took from its file, by row: the keyed fingerprint, and the
+/// argon2id hash when applying the run must store one. A held run keeps its file with the
+/// password cells blank plus this table, so no plaintext password waits in the store for
+/// `approve` (see `engine`).
+pub type GivenPasswords = std::collections::HashMap<u64, GivenPassword>;
+
+/// A password's keyed fingerprint and, when one must be stored, its argon2id hash.
+pub type GivenPassword = ([u8; 16], Option<String>);
+
 /// Row flag: the row was skipped but its key is known (it only marks the user present).
 pub const ROW_PRESENT_ONLY: u8 = 1;
 const ROW_HAS_ACTIVE: u8 = 2;

@@ -177,6 +177,21 @@ impl Store {
         Ok(None)
     }
 
+    /// Whether `password` is the user's imported password (argon2id check of the stored hash;
+    /// false when the user or the hash is missing). The hash itself never leaves the store.
+    pub fn verify_user_password(&self, tenant: &str, key: &str, password: &str) -> Result<bool> {
+        use argon2::password_hash::{phc::PasswordHash, PasswordVerifier};
+        let Some(rec) = self.user_rec(tenant, key)? else {
+            return Ok(false);
+        };
+        let Ok(hash) = PasswordHash::new(&rec.pw_hash) else {
+            return Ok(false);
+        };
+        Ok(argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok())
+    }
+
     /// Restores a soft-deleted (or import-deactivated) user to active; returns the user.
     pub fn restore(&self, tenant: &str, key: &str) -> Result<User> {
         let st = self.tenant_state(tenant)?;
