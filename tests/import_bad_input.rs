@@ -223,6 +223,22 @@ fn archived(o: &roster::import::ImportOutcome, original: &[u8]) -> Vec<u8> {
     o.archive_copy.clone().unwrap_or_else(|| original.to_vec())
 }
 
+fn assert_binary_error(o: &roster::import::ImportOutcome) {
+    assert_eq!(o.record.status, ImportStatus::Error);
+    assert!(
+        o.record.messages[0].contains("binary"),
+        "{:?}",
+        o.record.messages
+    );
+}
+
+/// The archived copy as text, checked to hold no [`SECRET`].
+fn archived_without_secret(o: &roster::import::ImportOutcome, original: &[u8]) -> String {
+    let text = String::from_utf8(archived(o, original)).expect("utf-8");
+    assert!(!text.contains(SECRET), "{text}");
+    text
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -248,12 +264,7 @@ fn binary_file_archive_has_no_password() {
         &RunOptions::default(),
     )
     .expect("run");
-    assert_eq!(o.record.status, ImportStatus::Error);
-    assert!(
-        o.record.messages[0].contains("binary"),
-        "{:?}",
-        o.record.messages
-    );
+    assert_binary_error(&o);
     let copy = o
         .archive_copy
         .expect("a blanked copy replaces the original");
@@ -284,8 +295,7 @@ fn binary_file_with_empty_columns_map_blanks_the_password_header() {
     );
     let o = run_with(&t, bytes.as_bytes());
     assert_eq!(o.record.status, ImportStatus::Error);
-    let text = String::from_utf8(archived(&o, bytes.as_bytes())).expect("utf-8");
-    assert!(!text.contains(SECRET), "{text}");
+    let text = archived_without_secret(&o, bytes.as_bytes());
     assert!(text.contains("ann@x.example,Ann\0,Lee,\n"), "{text}");
 }
 
@@ -296,12 +306,7 @@ fn utf16_without_bom_archive_has_no_password() {
         "E-mail;First Name;Last Name;Password\r\nann@x.example;Ann;Lee;{SECRET}\r\n"
     ));
     let o = run_with(&tenant_with_password(), &bytes);
-    assert_eq!(o.record.status, ImportStatus::Error);
-    assert!(
-        o.record.messages[0].contains("binary"),
-        "{:?}",
-        o.record.messages
-    );
+    assert_binary_error(&o);
     let copy = archived(&o, &bytes);
     assert!(!contains(&copy, &utf16le(SECRET)));
     let without_nul: Vec<u8> = copy.iter().copied().filter(|b| *b != 0).collect();
@@ -319,8 +324,7 @@ fn missing_required_column_archive_has_no_password() {
         "{:?}",
         o.record.messages
     );
-    let text = String::from_utf8(archived(&o, bytes.as_bytes())).expect("utf-8");
-    assert!(!text.contains(SECRET), "{text}");
+    let text = archived_without_secret(&o, bytes.as_bytes());
     assert!(text.contains("ann@x.example;Ann;\n"), "{text}");
 }
 
@@ -330,26 +334,19 @@ fn duplicate_file_archive_has_no_password() {
     let store = Store::open(dir.path()).expect("open");
     let t = tenant_with_password();
     let bytes = format!("E-mail;First Name;Last Name;Password\nann@x.example;Ann;Lee;{SECRET}\n");
-    let first = run_bytes(
-        &store,
-        &t,
-        "u.csv",
-        bytes.as_bytes(),
-        &RunOptions::default(),
-    )
-    .unwrap();
-    assert_eq!(first.record.status, ImportStatus::Success);
-    let o = run_bytes(
-        &store,
-        &t,
-        "u.csv",
-        bytes.as_bytes(),
-        &RunOptions::default(),
-    )
-    .unwrap();
+    let run = || {
+        run_bytes(
+            &store,
+            &t,
+            "u.csv",
+            bytes.as_bytes(),
+            &RunOptions::default(),
+        )
+    };
+    assert_eq!(run().unwrap().record.status, ImportStatus::Success);
+    let o = run().unwrap();
     assert_eq!(o.record.status, ImportStatus::Duplicate);
-    let text = String::from_utf8(archived(&o, bytes.as_bytes())).expect("utf-8");
-    assert!(!text.contains(SECRET), "{text}");
+    let text = archived_without_secret(&o, bytes.as_bytes());
     assert!(text.contains("ann@x.example;Ann;Lee;\n"), "{text}");
 }
 
@@ -416,12 +413,7 @@ fn fifty_megabyte_binary_line_with_a_password_profile() {
     bytes.extend_from_slice(&line);
     drop(line);
     let o = run_with(&tenant_with_password(), &bytes);
-    assert_eq!(o.record.status, ImportStatus::Error);
-    assert!(
-        o.record.messages[0].contains("binary"),
-        "{:?}",
-        o.record.messages
-    );
+    assert_binary_error(&o);
     // The single long row does not line up with the header: blanked whole.
     let copy = o.archive_copy.expect("copy");
     assert!(copy.starts_with(b"E-mail;First Name;Last Name;Password\n"));
