@@ -71,16 +71,18 @@ pub fn scan(input: Input<'_>, setting: EncodingSetting) -> Result<Scan> {
     let mut sha = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut head: Vec<u8> = Vec::new();
-    let mut carry: Vec<u8> = Vec::new();
+    // The start of a character split by the end of the previous read stays at the front of
+    // `buf` (at most 3 bytes), so the UTF-8 check needs no copy of the file.
+    let mut keep = 0usize;
     let mut utf8_ok = true;
     let mut nul = false;
     let mut total = 0u64;
     loop {
-        let n = r.read(&mut buf).context("cannot read the file")?;
+        let n = r.read(&mut buf[keep..]).context("cannot read the file")?;
         if n == 0 {
             break;
         }
-        let chunk = &buf[..n];
+        let chunk = &buf[keep..keep + n];
         sha.update(chunk);
         total += n as u64;
         if head.len() < 4 {
@@ -89,22 +91,21 @@ pub fn scan(input: Input<'_>, setting: EncodingSetting) -> Result<Scan> {
         if !nul && memchr_nul(chunk) {
             nul = true;
         }
+        let filled = keep + n;
+        keep = 0;
         if utf8_ok {
-            carry.extend_from_slice(chunk);
-            match std::str::from_utf8(&carry) {
-                Ok(_) => carry.clear(),
+            match std::str::from_utf8(&buf[..filled]) {
+                Ok(_) => {}
                 Err(e) if e.error_len().is_none() => {
-                    let keep = carry.split_off(e.valid_up_to());
-                    carry = keep;
+                    let valid = e.valid_up_to();
+                    buf.copy_within(valid..filled, 0);
+                    keep = filled - valid;
                 }
-                Err(_) => {
-                    utf8_ok = false;
-                    carry = Vec::new();
-                }
+                Err(_) => utf8_ok = false,
             }
         }
     }
-    if !carry.is_empty() {
+    if keep > 0 {
         utf8_ok = false;
     }
     let bom = if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
@@ -330,6 +331,20 @@ pub fn delimiter_name(d: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_character_split_by_a_read_is_still_utf8() {
+        use crate::config::EncodingSetting;
+        let mut bytes = vec![b'a'; (1 << 20) - 1];
+        bytes.extend_from_slice("é;b\n".as_bytes());
+        let scan = super::scan(Input::Bytes(&bytes), EncodingSetting::Auto).unwrap();
+        assert_eq!(scan.encoding, Ok(Enc::Utf8));
+        // A character cut off at the very end is not UTF-8.
+        bytes.truncate(bytes.len() - 4);
+        assert_eq!(bytes.last(), Some(&0xC3));
+        let scan = super::scan(Input::Bytes(&bytes), EncodingSetting::Auto).unwrap();
+        assert_eq!(scan.encoding, Ok(Enc::Windows1252));
+    }
 
     #[test]
     fn sniffs_quoted_delimiters() {
