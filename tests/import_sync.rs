@@ -345,16 +345,19 @@ fn a_held_run_keeps_no_plaintext_password_and_approve_applies_its_passwords() {
         (1, "Engineer", "New-Secret-1"),
         (2, "Engineer", "New-Secret-2"),
     ];
-    let upload = file(&kept);
+    let mut upload = file(&kept);
+    // User 3's row has a cell too many: skipped, but its key marks the user present.
+    upload.extend_from_slice(b"C003;First3;Last3;user3@x.example;Engineer;Secret-3;extra\n");
     let held = go(&store, &t, &upload).record;
     assert_eq!(held.status, ImportStatus::Held, "{:?}", held.messages);
-    assert_eq!(held.deactivated, 7);
+    assert_eq!((held.deactivated, held.skipped), (6, 1));
     store.flush().unwrap();
     for secret in [
         "Old-Secret-0",
         "Old-Secret-1",
         "New-Secret-1",
         "New-Secret-2",
+        "Secret-3",
     ] {
         let found = files_under(dir.path())
             .iter()
@@ -367,13 +370,24 @@ fn a_held_run_keeps_no_plaintext_password_and_approve_applies_its_passwords() {
     let applied = approve(&store, &t, &held.id).unwrap().record;
     assert_eq!(
         applied.status,
-        ImportStatus::Success,
+        ImportStatus::Partial,
         "{:?}",
         applied.messages
     );
     assert_eq!(
-        (applied.updated, applied.unchanged, applied.deactivated),
-        (2, 1, 7)
+        (
+            applied.updated,
+            applied.unchanged,
+            applied.deactivated,
+            applied.skipped
+        ),
+        (2, 1, 6, 1)
+    );
+    let c003 = store.user("t1", "C003").unwrap().unwrap();
+    assert_eq!(
+        c003.status,
+        UserStatus::Active,
+        "present, so not deactivated"
     );
     assert_eq!(
         applied.sha256, held.sha256,
