@@ -1,11 +1,12 @@
 //! Running the bucket passes over all cores and committing the result.
 //!
-//! Data enters as per-bucket arenas of packed rows and the tenant's state; the survey pass
+//! Data enters as the run's packed rows by bucket ([`BucketRows`]) and the tenant's state; the survey pass
 //! leaves counts for the hold decision, the main pass leaves staged bucket generations (written
 //! to the store but invisible) plus counts, change details and late skips. `commit` then makes
 //! the run visible in one transaction; on any failure the staged buckets are discarded.
 
 use super::plan::{plan_bucket, plan_quiet, survey, BucketPlan, Counts, Ctx};
+use super::spill::BucketRows;
 use crate::store::{Store, TenantState, BUCKETS};
 use anyhow::Result;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -48,21 +49,6 @@ pub fn par_buckets<T: Send>(f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec
     all.into_iter().map(|(_, r)| r).collect()
 }
 
-/// Moves the arenas (`[worker][bucket]`) into one slot per bucket holding that bucket's
-/// arena of every worker, so that a pass can replace or free one bucket's rows.
-fn bucket_slots(arenas: &mut [Vec<Vec<u8>>]) -> Vec<Mutex<Vec<Vec<u8>>>> {
-    (0..BUCKETS)
-        .map(|b| {
-            Mutex::new(
-                arenas
-                    .iter_mut()
-                    .map(|w| w.get_mut(b).map(std::mem::take).unwrap_or_default())
-                    .collect(),
-            )
-        })
-        .collect()
-}
-
 /// Totals of the survey pass.
 #[derive(Default)]
 pub struct Survey {
@@ -73,42 +59,35 @@ pub struct Survey {
     pub quiet: Vec<bool>,
 }
 
-/// Surveys every bucket; replaces a bucket's arenas by one where the rows found unchanged are
-/// compacted (see `plan::survey`), freeing their values before the main pass.
+/// Surveys every bucket; a bucket whose rows were found unchanged gets them back compacted
+/// (see `plan::survey`), freeing their values before the main pass.
 pub fn run_survey(
     store: &Store,
     ctx: &Ctx<'_>,
     state: &TenantState,
-    arenas: &mut [Vec<Vec<u8>>],
+    rows: &BucketRows,
     file_emails: &super::parse::FileEmails,
 ) -> Result<Survey> {
     let tenant = ctx.tenant.id.as_str();
-    let slots = bucket_slots(arenas);
     let parts = par_buckets(|b| {
         let blob = store.bucket(tenant, b as u16, state.gen(b))?;
-        let mut slot = slots[b]
-            .lock()
-            .map_err(|_| anyhow::anyhow!("a survey thread failed"))?;
-        let parts: Vec<&[u8]> = slot.iter().map(Vec::as_slice).collect();
+        let owned = rows.take(b)?;
+        let parts: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
         let mut part = survey(ctx, blob.as_deref(), &parts, file_emails)?;
         drop(parts);
-        if let Some(p) = part.packed.take() {
-            *slot = vec![p];
-        }
-        Ok(part)
-    });
-    // Put the arenas back (also after an error, so that nothing is lost).
-    for (b, slot) in slots.into_iter().enumerate() {
-        let parts = slot
-            .into_inner()
-            .map_err(|_| anyhow::anyhow!("a survey thread failed"))?;
-        for (w, a) in parts.into_iter().enumerate() {
-            if let Some(dst) = arenas.get_mut(w).and_then(|w| w.get_mut(b)) {
-                *dst = a;
+        match part.packed.take() {
+            Some(p) => {
+                drop(owned);
+                rows.add(b, p)?;
+            }
+            None => {
+                for p in owned {
+                    rows.add(b, p)?;
+                }
             }
         }
-    }
-    let parts = parts?;
+        Ok(part)
+    })?;
     let mut s = Survey::default();
     for p in parts {
         s.current += p.current;
@@ -136,33 +115,28 @@ pub fn run_plan(
     store: &Store,
     ctx: &Ctx<'_>,
     state: &TenantState,
-    mut arenas: Vec<Vec<Vec<u8>>>,
+    rows: &BucketRows,
     quiet: &[bool],
     stage: bool,
 ) -> Result<Planned> {
     let tenant = ctx.tenant.id.as_str();
     let staged_so_far: Mutex<Vec<(u16, u64)>> = Mutex::new(Vec::new());
-    let slots = bucket_slots(&mut arenas);
-    drop(arenas);
     let parts = par_buckets(|b| {
         let gen = state.gen(b);
-        let owned = slots[b]
-            .lock()
-            .map(|mut s| std::mem::take(&mut *s))
-            .map_err(|_| anyhow::anyhow!("a planning thread failed"))?;
-        let rows: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
-        if gen == 0 && rows.iter().all(|r| r.is_empty()) {
+        let owned = rows.take(b)?;
+        let parts: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+        if gen == 0 && parts.is_empty() {
             return Ok((BucketPlan::default(), None));
         }
         if quiet.get(b).copied().unwrap_or(false) {
-            if let Some(plan) = plan_quiet(ctx, &rows)? {
+            if let Some(plan) = plan_quiet(ctx, &parts)? {
                 return Ok((plan, None));
             }
         }
         let blob = store.bucket(tenant, b as u16, gen)?;
-        let mut plan = plan_bucket(ctx, blob.as_deref(), &rows)?;
+        let mut plan = plan_bucket(ctx, blob.as_deref(), &parts)?;
         drop(blob);
-        drop(rows);
+        drop(parts);
         drop(owned);
         let mut staged = None;
         if let (true, Some(new)) = (stage, plan.blob.take()) {

@@ -1,5 +1,5 @@
-//! One run from start to end: scan, duplicate check, header mapping, row pass into bucket
-//! arenas, survey and hold decision, main pass with staging, failure report, commit.
+//! One run from start to end: scan, duplicate check, header mapping, row pass into the run's
+//! bucket rows, survey and hold decision, main pass with staging, failure report, commit.
 //!
 //! Data enters as a [`Job`] (store, tenant, file, options) and leaves as a [`Done`]: the
 //! outcome (record, report, archive copy) and, for previews, the change details.
@@ -29,9 +29,10 @@ use super::plan::{Change, Ctx};
 use super::read::{self, Enc, Input};
 use super::report;
 use super::row::{self, GivenPasswords};
+use super::spill::BucketRows;
 use super::{ImportOutcome, RunOptions};
 use crate::config::{MatchBy, OnMissing, Tenant};
-use crate::store::{Commit, ImportRecord, ImportStatus, LedgerEntry, LedgerState, Store};
+use crate::store::{Commit, ImportRecord, ImportStatus, LedgerEntry, LedgerState, Store, BUCKETS};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -250,19 +251,20 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     for n in &map.notes {
         push_msg(&mut rec.messages, &mut dropped, n.clone());
     }
-    // Row pass: validate, pack into bucket arenas, remember skip reasons and emails.
+    // Row pass: validate, pack into the run's bucket rows, remember skip reasons and emails.
     let secret = *store.secret();
     let check_emails = profile.match_by != MatchBy::Email && map.email.is_some();
-    let pass = match parse::row_pass(
-        &mut rdr,
-        &map,
+    let seal = row::RowSeal::new();
+    let rows = BucketRows::new(BUCKETS, job.opts.row_memory);
+    let cx = parse::RowContext {
+        map: &map,
         tenant,
-        &secret,
+        secret: &secret,
         check_emails,
-        scan.bytes,
-        given_passwords(&job),
-        job.opts.progress.as_deref(),
-    )? {
+        given: given_passwords(&job),
+        seal: &seal,
+    };
+    let pass = match parse::row_pass(&mut rdr, &cx, &rows, job.opts.progress.as_deref())? {
         Ok(p) => p,
         Err(msg) => return fail(job, rec, &state, msg, mapped),
     };
@@ -270,13 +272,16 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         p(pass.rows);
     }
     phase("rows");
+    tracing::debug!(
+        spilled_bytes = rows.spilled(),
+        "row pass done (rows past the memory budget wait in a temporary file)"
+    );
     rec.rows = pass.rows;
     for (_, n) in pass.notes {
         push_msg(&mut rec.messages, &mut dropped, n);
     }
     dropped += pass.notes_dropped;
     let mut skips = pass.skips;
-    let mut arenas = pass.arenas;
     let file_emails = pass.file_emails;
     let mut conflicts = pass.clashes;
     let pass_fingerprints = pass.fingerprints;
@@ -290,7 +295,6 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         );
     }
     if pass.valid == 0 {
-        drop(arenas);
         let (report_csv, archive) = report_and_archive(&skips)?;
         return nothing_imported(job, rec, &state, &skips, report_csv, archive);
     }
@@ -306,12 +310,13 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         missing: true,
         given: given_passwords(&job),
         collect: None,
+        seal: &seal,
     };
     let has_users = state.gens.iter().any(|g| *g != 0);
     let mut held = None;
     let mut quiet = Vec::new();
     if has_users && (profile.on_missing != OnMissing::Keep || check_emails) {
-        let survey = run_survey(store, &ctx, &state, &mut arenas, &file_emails)?;
+        let survey = run_survey(store, &ctx, &state, &rows, &file_emails)?;
         let limit = profile.max_missing_percent / 100.0 * survey.current as f64;
         if job.approving.is_none() && survey.missing >= 5 && survey.missing as f64 > limit {
             held = Some(survey.missing);
@@ -362,7 +367,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
                     detail: 0,
                     ..ctx
                 };
-                run_plan(store, &hold_ctx, &state, arenas, &quiet, false)?;
+                run_plan(store, &hold_ctx, &state, &rows, &quiet, false)?;
                 let hashes: HashMap<u64, String> = kept
                     .into_inner()
                     .map_err(|_| anyhow::anyhow!("a planning thread failed"))?
@@ -420,7 +425,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         );
     }
     let stage = !job.opts.dry_run;
-    let planned = run_plan(store, &ctx, &state, arenas, &quiet, stage)?;
+    let planned = run_plan(store, &ctx, &state, &rows, &quiet, stage)?;
     phase("plan");
     for (l, r) in planned.late_skips {
         skips.entry(l).or_insert(r);

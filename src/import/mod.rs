@@ -34,6 +34,7 @@ mod plan;
 mod read;
 mod report;
 mod row;
+mod spill;
 
 pub use crate::store::{ImportRecord, ImportStatus};
 pub use plan::{Change, Counts, FieldChange};
@@ -54,6 +55,9 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Called with the number of rows read so far, every few thousand rows.
     pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// Bytes of packed rows kept in memory; the rest wait in a temporary file (64 MiB by
+    /// default; see `spill`).
+    pub row_memory: usize,
 }
 
 impl Default for RunOptions {
@@ -62,6 +66,7 @@ impl Default for RunOptions {
             received_at: Utc::now(),
             dry_run: false,
             progress: None,
+            row_memory: spill::DEFAULT_BUDGET,
         }
     }
 }

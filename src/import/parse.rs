@@ -1,12 +1,14 @@
 //! The row pass: the calling thread reads CSV records in batches; worker threads (one per core)
-//! validate them and pack valid rows into their own per-bucket arenas.
+//! validate them and pack valid rows into per-bucket arenas of their own, which they hand to
+//! the run's [`BucketRows`] every few megabytes (kept in memory up to a budget, else spilled).
 //!
-//! Data enters as a `csv::Reader` positioned after the header; it leaves as a [`RowPass`]: the
-//! arenas (one set per worker, so nothing is copied), skip reasons and notes by row number,
-//! and the file's emails for the uniqueness checks. Memory stays bounded by the packed rows
-//! plus a few batches in flight.
+//! Data enters as a `csv::Reader` positioned after the header; the packed rows leave into the
+//! [`BucketRows`], everything else as a [`RowPass`]: skip reasons and notes by row number, the
+//! file's emails for the uniqueness checks, and password fingerprints. Memory stays bounded by
+//! the workers' arenas, the rows' budget and a few batches in flight, plus 24 bytes an email.
 
-use super::row::{self, GivenPasswords, Mapping, Parsed, Row, ROW_PRESENT_ONLY};
+use super::row::{self, GivenPasswords, Mapping, Parsed, Row, RowSeal, ROW_PRESENT_ONLY};
+use super::spill::BucketRows;
 use crate::config::Tenant;
 use crate::store::{fnv64, BUCKETS};
 use std::collections::{HashMap, HashSet};
@@ -39,8 +41,6 @@ impl FileEmails {
 
 /// What the row pass found.
 pub struct RowPass {
-    /// `arenas[worker][bucket]`: packed rows.
-    pub arenas: Vec<Vec<Vec<u8>>>,
     pub skips: HashMap<u64, String>,
     /// Non-fatal notes, sorted by row (at most [`MAX_NOTES`] per worker).
     pub notes: Vec<(u64, String)>,
@@ -58,9 +58,27 @@ pub struct RowPass {
     pub fingerprints: Vec<(u64, [u8; 16])>,
 }
 
+/// What every row of the pass is checked and packed with.
+pub struct RowContext<'a> {
+    pub map: &'a Mapping,
+    pub tenant: &'a Tenant,
+    /// The key of password fingerprints.
+    pub secret: &'a [u8; 32],
+    /// Collect the rows' emails for the uniqueness checks.
+    pub check_emails: bool,
+    /// Approving a held run: the passwords it kept.
+    pub given: Option<&'a GivenPasswords>,
+    pub seal: &'a RowSeal,
+}
+
 #[derive(Default)]
 struct WorkerOut {
+    /// Per bucket: rows packed since the last hand-over to the `BucketRows`.
     arenas: Vec<Vec<u8>>,
+    /// Bytes in `arenas`.
+    held: usize,
+    /// The first failure to hand rows over (writing the temporary file).
+    failed: Option<anyhow::Error>,
     skips: Vec<(u64, String)>,
     notes: Vec<(u64, String)>,
     notes_dropped: u64,
@@ -72,36 +90,26 @@ struct WorkerOut {
     fingerprints: Vec<(u64, [u8; 16])>,
 }
 
-/// Most bytes reserved up front for one arena (see `file_bytes` in [`row_pass`]).
-const MAX_ARENA_RESERVE: usize = 4 << 20;
+/// Bytes of packed rows a worker holds before handing them to the `BucketRows`.
+const WORKER_HOLD: usize = 8 << 20;
 
-/// Runs the row pass. `Err(sentence)` is a file-level problem (the file cannot be read on).
-/// `file_bytes` (the file's size) sizes the arenas up front: packed rows take about 1.6 times
-/// the text, so each arena reserves twice its share of the file; they are not grown by
-/// doubling (which leaves the freed halves resident) and are trimmed at the end.
-#[allow(clippy::too_many_arguments)]
+/// Runs the row pass, packing rows into `rows`. `Err(sentence)` is a file-level problem (the
+/// file cannot be read on).
 pub fn row_pass<R: Read>(
     rdr: &mut csv::Reader<R>,
-    map: &Mapping,
-    tenant: &Tenant,
-    secret: &[u8; 32],
-    check_emails: bool,
-    file_bytes: u64,
-    given: Option<&GivenPasswords>,
+    cx: &RowContext<'_>,
+    rows_out: &BucketRows,
     progress: Option<&(dyn Fn(u64) + Send + Sync)>,
 ) -> anyhow::Result<Result<RowPass, String>> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 8);
-    let reserve = usize::try_from(file_bytes)
-        .unwrap_or(usize::MAX)
-        .saturating_mul(2)
-        / (BUCKETS * workers);
-    let reserve = reserve.min(MAX_ARENA_RESERVE);
+    // Each arena starts with a little more than its share of a hand-over, so it rarely grows.
+    let reserve = WORKER_HOLD / BUCKETS * 5 / 4;
     let mut rows = 0u64;
     let mut read_error = None;
-    let outs: Vec<WorkerOut> = std::thread::scope(|s| {
+    let mut outs: Vec<WorkerOut> = std::thread::scope(|s| {
         let (back_tx, back_rx) = mpsc::channel::<Vec<(u64, csv::ByteRecord)>>();
         let mut senders = Vec::new();
         let mut handles = Vec::new();
@@ -117,20 +125,14 @@ pub fn row_pass<R: Read>(
                 let mut notes = Vec::new();
                 for batch in rx {
                     for (line, rec) in &batch {
-                        work(
-                            &mut out,
-                            &mut notes,
-                            rec,
-                            *line,
-                            map,
-                            tenant,
-                            secret,
-                            check_emails,
-                            given,
-                        );
+                        work(&mut out, &mut notes, rec, *line, cx);
                     }
                     let _ = back.send(batch);
+                    if out.held > WORKER_HOLD {
+                        hand_over(&mut out, rows_out, reserve);
+                    }
                 }
+                hand_over(&mut out, rows_out, 0);
                 out
             }));
         }
@@ -180,14 +182,22 @@ pub fn row_pass<R: Read>(
         drop(senders);
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_default())
+            .map(|h| {
+                // A worker that panicked lost rows: the run fails rather than import part.
+                h.join().unwrap_or_else(|_| WorkerOut {
+                    failed: Some(anyhow::anyhow!("a row pass worker failed")),
+                    ..Default::default()
+                })
+            })
             .collect()
     });
     if let Some(e) = read_error {
         return Ok(Err(e));
     }
+    if let Some(e) = outs.iter_mut().find_map(|o| o.failed.take()) {
+        return Err(e);
+    }
     let mut pass = RowPass {
-        arenas: Vec::with_capacity(outs.len()),
         skips: HashMap::new(),
         notes: Vec::new(),
         notes_dropped: 0,
@@ -205,21 +215,17 @@ pub fn row_pass<R: Read>(
         pass.notes_dropped += o.notes_dropped;
         emails.append(&mut o.emails);
         pass.fingerprints.append(&mut o.fingerprints);
-        let mut arenas = o.arenas;
-        for a in &mut arenas {
-            a.shrink_to_fit();
-        }
-        pass.arenas.push(arenas);
     }
     pass.notes.sort();
     let (file_emails, clash) = email_index(emails);
     pass.file_emails = file_emails;
     if !clash.is_empty() {
         let wanted: HashSet<u64> = clash.iter().map(|c| c.0).collect();
-        let texts = email_texts(&pass.arenas, map, &wanted)?;
-        let header = map
+        let texts = email_texts(rows_out, cx.map, &wanted)?;
+        let header = cx
+            .map
             .email
-            .and_then(|i| map.cols.get(i))
+            .and_then(|i| cx.map.cols.get(i))
             .map(|c| c.header.clone())
             .unwrap_or_default();
         for (first, lines) in clash {
@@ -272,7 +278,7 @@ fn email_index(mut all: Vec<(u64, u64, u64)>) -> (FileEmails, Vec<(u64, Vec<u64>
 
 /// The email text of the given rows, read back from the packed rows (only for messages).
 fn email_texts(
-    arenas: &[Vec<Vec<u8>>],
+    rows: &BucketRows,
     map: &Mapping,
     wanted: &HashSet<u64>,
 ) -> anyhow::Result<HashMap<u64, String>> {
@@ -280,52 +286,68 @@ fn email_texts(
     let Some(col) = map.email else {
         return Ok(out);
     };
-    for arena in arenas.iter().flatten() {
-        for r in row::unpack(arena)? {
-            if !wanted.contains(&r.line) || r.present_only() {
-                continue;
-            }
-            if let Some((_, Some(v))) = r.values()?.into_iter().find(|(c, _)| *c == col) {
-                out.insert(r.line, v.to_string());
+    for b in 0..BUCKETS {
+        for part in rows.read(b)? {
+            for r in row::unpack(&part)? {
+                if !wanted.contains(&r.line) || r.present_only() {
+                    continue;
+                }
+                if let Some((_, Some(v))) = r.values()?.into_iter().find(|(c, _)| *c == col) {
+                    out.insert(r.line, v.to_string());
+                }
             }
         }
     }
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Hands the worker's arenas to the run's rows; new arenas start with `reserve` bytes.
+fn hand_over(out: &mut WorkerOut, rows: &BucketRows, reserve: usize) {
+    for (b, arena) in out.arenas.iter_mut().enumerate() {
+        if arena.is_empty() {
+            continue;
+        }
+        let mut part = std::mem::replace(arena, Vec::with_capacity(reserve));
+        part.shrink_to_fit();
+        if let Err(e) = rows.add(b, part) {
+            out.failed.get_or_insert(e);
+        }
+    }
+    out.held = 0;
+}
+
 fn work(
     out: &mut WorkerOut,
     notes: &mut Vec<String>,
     rec: &csv::ByteRecord,
     line: u64,
-    map: &Mapping,
-    tenant: &Tenant,
-    secret: &[u8; 32],
-    check_emails: bool,
-    given: Option<&GivenPasswords>,
+    cx: &RowContext<'_>,
 ) {
+    let (map, tenant) = (cx.map, cx.tenant);
     match row::parse_record(rec, line, map, tenant, notes) {
         Parsed::Valid(mut r) => {
             out.valid += 1;
-            let fp = match (given.and_then(|g| g.get(&line)), &r.password) {
+            let fp = match (cx.given.and_then(|g| g.get(&line)), &r.password) {
                 // Approving a held run: its copy has the cell blank; the table has the rest.
                 (Some((fp, _)), _) => {
                     r.password = Some(std::borrow::Cow::Borrowed(""));
                     *fp
                 }
-                (None, Some(pw)) => row::password_fp(secret, pw),
+                (None, Some(pw)) => row::password_fp(cx.secret, pw),
                 (None, None) => [0; 16],
             };
             if r.password.is_some() {
                 out.fingerprints.push((line, fp));
             }
             let digest = row::row_digest(&r, map, &tenant.import, &fp, &mut out.scratch);
-            if let (true, Some(e)) = (check_emails, &r.email) {
+            if let (true, Some(e)) = (cx.check_emails, &r.email) {
                 out.emails
                     .push((fnv64(e.as_bytes()), fnv64(r.key.as_bytes()), line));
             }
-            row::pack(&mut out.arenas[row::bucket_of(&r.key)], &r, 0, &digest);
+            let arena = &mut out.arenas[row::bucket_of(&r.key)];
+            let before = arena.len();
+            row::pack(arena, &r, 0, &digest, cx.seal);
+            out.held += arena.len() - before;
         }
         Parsed::Skipped { key, reason } => {
             if let Some(key) = key {
@@ -334,12 +356,10 @@ fn work(
                     key,
                     ..Default::default()
                 };
-                row::pack(
-                    &mut out.arenas[row::bucket_of(&r.key)],
-                    &r,
-                    ROW_PRESENT_ONLY,
-                    &[0; 16],
-                );
+                let arena = &mut out.arenas[row::bucket_of(&r.key)];
+                let before = arena.len();
+                row::pack(arena, &r, ROW_PRESENT_ONLY, &[0; 16], cx.seal);
+                out.held += arena.len() - before;
             }
             out.skips.push((line, reason));
         }

@@ -6,7 +6,7 @@
 //! details for a preview, and late skip reasons (duplicated keys, email conflicts). Nothing is
 //! written here: `apply` stages and commits.
 
-use super::row::{unpack, GivenPasswords, Mapping, PackedRow};
+use super::row::{unpack, GivenPasswords, Mapping, PackedRow, RowSeal};
 use crate::config::{Activate, EmptyCells, OnMissing, Tenant};
 use crate::store::{
     bucket_entries, bucket_push, digest_of, field_of, flags_of, status_of, UserRec, FLAG_MANAGED,
@@ -88,6 +88,8 @@ pub struct Ctx<'a> {
     pub given: Option<&'a GivenPasswords>,
     /// Holding a run: every password hash computed goes here as (row, hash).
     pub collect: Option<&'a std::sync::Mutex<Vec<(u64, String)>>>,
+    /// Opens the password cells of packed rows.
+    pub seal: &'a RowSeal,
 }
 
 /// The plan of one bucket.
@@ -488,7 +490,7 @@ fn hash_password(ctx: &Ctx<'_>, line: u64, pw: &[u8]) -> Result<String> {
     }
     let salt: [u8; 16] = rand::random();
     let hash = argon2::Argon2::default()
-        .hash_password_with_salt(pw, &salt)
+        .hash_password_with_salt(&ctx.seal.open(line, pw), &salt)
         .map_err(|e| anyhow::anyhow!("cannot hash a password: {e}"))?
         .to_string();
     if let Some(kept) = ctx.collect {
@@ -502,7 +504,10 @@ fn hash_password(ctx: &Ctx<'_>, line: u64, pw: &[u8]) -> Result<String> {
 fn fingerprint(ctx: &Ctx<'_>, line: u64, pw: &[u8]) -> [u8; 16] {
     match ctx.given.and_then(|g| g.get(&line)) {
         Some((fp, _)) => *fp,
-        None => super::row::password_fp(&ctx.secret, &String::from_utf8_lossy(pw)),
+        None => super::row::password_fp(
+            &ctx.secret,
+            &String::from_utf8_lossy(&ctx.seal.open(line, pw)),
+        ),
     }
 }
 

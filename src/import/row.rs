@@ -450,7 +450,40 @@ fn varint_len(mut v: u64) -> usize {
 }
 
 /// Appends a packed row to an arena.
-pub fn pack(arena: &mut Vec<u8>, row: &Row<'_>, flags: u8, digest: &[u8; 16]) {
+/// Seals the password cells of packed rows with ChaCha20 under a key made for one run and never
+/// stored (the row number is the nonce): packed rows may be spilled to a temporary file
+/// (`spill`), and no plaintext password may reach the disk. Sealing and opening are the same.
+pub struct RowSeal([u8; 32]);
+
+impl RowSeal {
+    pub fn new() -> RowSeal {
+        RowSeal(rand::random())
+    }
+
+    /// Seals (or opens) `bytes` of row `line` in place.
+    pub fn apply(&self, line: u64, bytes: &mut [u8]) {
+        use chacha20::cipher::{KeyIvInit, StreamCipher};
+        let mut nonce = [0u8; 12];
+        nonce[..8].copy_from_slice(&line.to_le_bytes());
+        chacha20::ChaCha20::new(&self.0.into(), &nonce.into()).apply_keystream(bytes);
+    }
+
+    /// The plaintext of a sealed password of row `line`.
+    pub fn open(&self, line: u64, sealed: &[u8]) -> Vec<u8> {
+        let mut v = sealed.to_vec();
+        self.apply(line, &mut v);
+        v
+    }
+}
+
+impl Default for RowSeal {
+    fn default() -> Self {
+        RowSeal::new()
+    }
+}
+
+/// Appends a row to an arena; its password, if any, sealed with `seal`.
+pub fn pack(arena: &mut Vec<u8>, row: &Row<'_>, flags: u8, digest: &[u8; 16], seal: &RowSeal) {
     use crate::store::put_bytes as pb;
     use crate::store::put_varint as pv;
     pv(arena, row.line);
@@ -467,7 +500,10 @@ pub fn pack(arena: &mut Vec<u8>, row: &Row<'_>, flags: u8, digest: &[u8; 16]) {
     }
     arena.push(f);
     arena.extend_from_slice(digest);
-    pb(arena, row.password.as_deref().unwrap_or("").as_bytes());
+    let pw = row.password.as_deref().unwrap_or("").as_bytes();
+    pb(arena, pw);
+    let at = arena.len() - pw.len();
+    seal.apply(row.line, &mut arena[at..]);
     // The values block is written in place after its length (computed first).
     let value_len = |v: &Option<Cow<'_, str>>| v.as_ref().map_or(0, |v| v.len());
     let vals_len: usize = row
@@ -534,4 +570,26 @@ pub fn unpack(arena: &[u8]) -> anyhow::Result<Vec<PackedRow<'_>>> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RowSeal;
+
+    #[test]
+    fn sealed_passwords_differ_per_row_and_open_again() {
+        let seal = RowSeal::new();
+        let mut a = b"Sup3rSecret!".to_vec();
+        seal.apply(7, &mut a);
+        assert_ne!(a, b"Sup3rSecret!");
+        let mut b = b"Sup3rSecret!".to_vec();
+        seal.apply(8, &mut b);
+        assert_ne!(a, b, "the row number is the nonce");
+        assert_eq!(seal.open(7, &a), b"Sup3rSecret!");
+        assert_ne!(
+            RowSeal::new().open(7, &a),
+            b"Sup3rSecret!",
+            "the key is per run"
+        );
+    }
 }

@@ -1,0 +1,179 @@
+//! The packed rows of a run, kept by bucket between the row pass and the bucket passes: in
+//! memory up to a budget, the rest in an anonymous temporary file. This is what lets a run
+//! stream a file of any size: the rows are never all in memory at once.
+//!
+//! Data enters as byte parts of a bucket ([`BucketRows::add`]: a worker's arena for that
+//! bucket, or the survey's compacted rows) and leaves as all the parts of one bucket
+//! ([`BucketRows::take`]), read back from the file where they were spilled. The file is created
+//! and unlinked at once (mode 0600), so a crash leaves nothing behind; password cells inside
+//! packed rows are already sealed by the row pass (see `row::RowSeal`), so no plaintext password
+//! reaches the disk.
+
+use anyhow::{Context, Result};
+use std::fs::File;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Default bytes of packed rows a run keeps in memory (`RunOptions::row_memory`).
+pub const DEFAULT_BUDGET: usize = 64 << 20;
+
+/// Where one part of a bucket is.
+enum Part {
+    Mem(Vec<u8>),
+    Disk { at: u64, len: usize },
+}
+
+/// Packed rows by bucket (see the module doc). Shared by the pass threads.
+pub struct BucketRows {
+    buckets: Vec<Mutex<Vec<Part>>>,
+    in_memory: AtomicUsize,
+    budget: usize,
+    file: Mutex<Option<Arc<File>>>,
+    /// Next free offset of the file.
+    end: AtomicU64,
+}
+
+impl BucketRows {
+    pub fn new(buckets: usize, budget: usize) -> BucketRows {
+        BucketRows {
+            buckets: (0..buckets).map(|_| Mutex::new(Vec::new())).collect(),
+            in_memory: AtomicUsize::new(0),
+            budget,
+            file: Mutex::new(None),
+            end: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds a part to bucket `b`: kept in memory while the budget allows, else written out.
+    pub fn add(&self, b: usize, bytes: Vec<u8>) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let len = bytes.len();
+        let part = if self.in_memory.fetch_add(len, Ordering::Relaxed) + len <= self.budget {
+            Part::Mem(bytes)
+        } else {
+            self.in_memory.fetch_sub(len, Ordering::Relaxed);
+            let at = self.end.fetch_add(len as u64, Ordering::Relaxed);
+            self.spill_file()?
+                .write_all_at(&bytes, at)
+                .context("cannot write rows to the temporary file")?;
+            Part::Disk { at, len }
+        };
+        if let Some(slot) = self.buckets.get(b) {
+            slot.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(part);
+        }
+        Ok(())
+    }
+
+    /// Every part of bucket `b`, moved out (spilled parts read back).
+    pub fn take(&self, b: usize) -> Result<Vec<Vec<u8>>> {
+        let parts = match self.buckets.get(b) {
+            Some(slot) => std::mem::take(&mut *slot.lock().unwrap_or_else(PoisonError::into_inner)),
+            None => Vec::new(),
+        };
+        parts.into_iter().map(|p| self.load(p, true)).collect()
+    }
+
+    /// Every part of bucket `b`, copied (for messages; the bucket keeps its rows).
+    pub fn read(&self, b: usize) -> Result<Vec<Vec<u8>>> {
+        let Some(slot) = self.buckets.get(b) else {
+            return Ok(Vec::new());
+        };
+        let slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.iter()
+            .map(|p| match p {
+                Part::Mem(v) => Ok(v.clone()),
+                Part::Disk { at, len } => self.load(Part::Disk { at: *at, len: *len }, false),
+            })
+            .collect()
+    }
+
+    /// Bytes written to the temporary file so far.
+    pub fn spilled(&self) -> u64 {
+        self.end.load(Ordering::Relaxed)
+    }
+
+    fn load(&self, part: Part, taken: bool) -> Result<Vec<u8>> {
+        match part {
+            Part::Mem(v) => {
+                if taken {
+                    self.in_memory.fetch_sub(v.len(), Ordering::Relaxed);
+                }
+                Ok(v)
+            }
+            Part::Disk { at, len } => {
+                let mut v = vec![0u8; len];
+                self.spill_file()?
+                    .read_exact_at(&mut v, at)
+                    .context("cannot read rows back from the temporary file")?;
+                Ok(v)
+            }
+        }
+    }
+
+    /// The temporary file, created (and unlinked) on first use.
+    fn spill_file(&self) -> Result<Arc<File>> {
+        let mut f = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(file) = f.as_ref() {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(anonymous_file()?);
+        *f = Some(file.clone());
+        Ok(file)
+    }
+}
+
+/// A new file in the system's temporary folder, already unlinked.
+fn anonymous_file() -> Result<File> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!(
+        "roster-rows-{}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u64>()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    std::fs::remove_file(&path)
+        .with_context(|| format!("cannot unlink the temporary file {}", path.display()))?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_past_the_budget_go_to_disk_and_come_back() {
+        let rows = BucketRows::new(4, 11);
+        rows.add(1, b"12345678".to_vec()).unwrap();
+        rows.add(1, b"abcdef".to_vec()).unwrap(); // over budget: spilled
+        rows.add(2, b"xyz".to_vec()).unwrap();
+        assert_eq!(rows.spilled(), 6);
+        assert_eq!(
+            rows.read(1).unwrap(),
+            vec![b"12345678".to_vec(), b"abcdef".to_vec()]
+        );
+        assert_eq!(
+            rows.take(1).unwrap(),
+            vec![b"12345678".to_vec(), b"abcdef".to_vec()]
+        );
+        assert!(rows.take(1).unwrap().is_empty());
+        assert_eq!(rows.read(2).unwrap(), vec![b"xyz".to_vec()]);
+        // Taking freed the memory part: the next one fits again.
+        rows.add(3, b"1234567".to_vec()).unwrap();
+        assert_eq!(rows.spilled(), 6);
+        assert_eq!(rows.take(3).unwrap(), vec![b"1234567".to_vec()]);
+        assert!(rows.take(9).unwrap().is_empty());
+    }
+}
