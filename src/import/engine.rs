@@ -18,12 +18,10 @@
 //! at all is the original archived unchecked, and the record says so.
 
 //!
-//! A held run keeps no plaintext password: with a password column, the held plan stores the
-//! file with those cells blank (see [`report::Want::keep_col`]) plus a [`KeptPassword`] per row
-//! (fingerprint, and the argon2id hash that applying will store), and `approve` runs on that
-//! copy with them ([`Approving`]).
+//! A held run keeps its plan for `approve` through the `held` module.
 
 use super::apply::{run_plan, run_survey};
+use super::held::{self, Approving};
 use super::parse;
 use super::plan::{Change, Ctx};
 use super::read::{self, Enc, Input};
@@ -34,8 +32,7 @@ use super::{ImportOutcome, RunOptions};
 use crate::config::{MatchBy, OnMissing, Tenant};
 use crate::store::{Commit, ImportRecord, ImportStatus, LedgerEntry, LedgerState, Store, BUCKETS};
 use anyhow::{bail, Context, Result};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
 use std::collections::HashMap;
 
 /// Most messages kept in a record (the report has every skipped row).
@@ -61,18 +58,6 @@ fn given_passwords<'j>(job: &'j Job<'_>) -> Option<&'j GivenPasswords> {
         .filter(|p| !p.is_empty())
 }
 
-/// What `approve` takes from a held plan.
-pub struct Approving {
-    /// The held record's id (completed in place).
-    pub id: String,
-    /// `TenantState::version` when the run was held.
-    pub version: u64,
-    /// sha256 and size of the file as uploaded (the kept copy has its passwords blank).
-    pub upload: Option<(String, u64)>,
-    /// The passwords the held run kept (fingerprints and hashes, never plaintext).
-    pub passwords: GivenPasswords,
-}
-
 impl<'a> Job<'a> {
     pub fn new(
         store: &'a Store,
@@ -96,41 +81,6 @@ impl<'a> Job<'a> {
 pub struct Done {
     pub outcome: ImportOutcome,
     pub changes: Vec<Change>,
-}
-
-/// Header of a held plan in the store; the file follows it, with its password cells blank when
-/// it has a password column (then `passwords` has what approving needs of them).
-#[derive(Serialize, Deserialize)]
-struct HeldPlan {
-    /// The tenant as JSON; see [`tenant_json`].
-    tenant: serde_json::Value,
-    file: String,
-    received_at: DateTime<Utc>,
-    version: u64,
-    /// sha256 of the file as uploaded (the kept copy may differ: passwords blank).
-    #[serde(default)]
-    sha256: Option<String>,
-    #[serde(default)]
-    bytes: Option<u64>,
-    #[serde(default)]
-    passwords: Vec<KeptPassword>,
-}
-
-/// One password of a held run: row, keyed fingerprint, and the argon2id hash when applying the
-/// run stores one (a new user, or a changed password).
-#[derive(Serialize, Deserialize)]
-struct KeptPassword {
-    row: u64,
-    fp: String,
-    hash: Option<String>,
-}
-
-impl KeptPassword {
-    fn to_given(&self) -> Result<(u64, row::GivenPassword)> {
-        let mut fp = [0u8; 16];
-        hex::decode_to_slice(&self.fp, &mut fp).context("a password fingerprint is not hex")?;
-        Ok((self.row, (fp, self.hash.clone())))
-    }
 }
 
 fn push_msg(msgs: &mut Vec<String>, dropped: &mut u64, m: String) {
@@ -346,71 +296,23 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
                 profile.max_missing_percent, tenant.id, rec.id
             ),
         );
-        let (bytes, passwords, kept_tenant) = match password_col {
-            None => {
-                let bytes = match job.input {
-                    Input::Bytes(b) => b.to_vec(),
-                    Input::Path(p) => {
-                        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
-                    }
-                };
-                (bytes, Vec::new(), tenant_json(tenant)?)
-            }
-            Some(col) => {
-                // No plaintext waits in the store: keep the file with the password cells blank,
-                // and of each password its fingerprint, plus the hash that applying will store
-                // (computed now by planning the run as approving it would).
-                let kept = std::sync::Mutex::new(Vec::new());
-                let hold_ctx = Ctx {
-                    hash_passwords: true,
-                    collect: Some(&kept),
-                    detail: 0,
-                    ..ctx
-                };
-                run_plan(store, &hold_ctx, &state, &rows, &quiet, false)?;
-                let hashes: HashMap<u64, String> = kept
-                    .into_inner()
-                    .map_err(|_| anyhow::anyhow!("a planning thread failed"))?
-                    .into_iter()
-                    .collect();
-                let passwords = pass_fingerprints
-                    .iter()
-                    .map(|(row, fp)| KeptPassword {
-                        row: *row,
-                        fp: hex::encode(fp),
-                        hash: hashes.get(row).cloned(),
-                    })
-                    .collect();
-                let empty = HashMap::new();
-                let want = report::Want {
-                    skips: &empty,
-                    password_col: Some(col),
-                    password_header: None,
-                    keep_col: Some(map.cols[map.key].index),
-                };
-                let (_, copy) = report::write(input, enc, delim, &want)?;
-                let copy = copy.context("cannot make the held copy without passwords")?;
-                // The copy is UTF-8 with this delimiter: approving reads it so.
-                let mut held_profile = tenant.clone();
-                held_profile.import.delimiter = crate::config::DelimiterSetting::Fixed(delim);
-                held_profile.import.encoding = crate::config::EncodingSetting::Auto;
-                (copy, passwords, tenant_json(&held_profile)?)
-            }
-        };
-        let header = serde_json::to_vec(&HeldPlan {
-            tenant: kept_tenant,
-            file: job.file.to_string(),
+        let plan = held::plan_bytes(&held::Keep {
+            store,
+            ctx: &ctx,
+            state: &state,
+            rows: &rows,
+            quiet: &quiet,
+            fingerprints: &pass_fingerprints,
+            input,
+            enc,
+            delim,
+            password_col,
+            key_col: map.cols[map.key].index,
+            tenant,
+            file: job.file,
             received_at: job.opts.received_at,
-            version: state.version,
-            sha256: Some(rec.sha256.clone()),
-            bytes: Some(rec.bytes),
-            passwords,
+            upload: (&rec.sha256, rec.bytes),
         })?;
-        let mut plan = Vec::with_capacity(4 + header.len() + bytes.len());
-        plan.extend_from_slice(&(header.len() as u32).to_le_bytes());
-        plan.extend_from_slice(&header);
-        plan.extend_from_slice(&bytes);
-        drop(bytes);
         let (report_csv, archive) = report_and_archive(&skips)?;
         let put = Some((rec.id.clone(), plan));
         return finish_with(
@@ -704,70 +606,4 @@ fn finish_with(
         },
         changes,
     })
-}
-
-/// The tenant as JSON that deserialises again. (`DelimiterSetting`'s derived `Serialize` writes
-/// `"Auto"`/`{"Fixed":59}`, which its own `Deserialize` does not accept, so the delimiter is
-/// written in its config form here.)
-fn tenant_json(tenant: &Tenant) -> Result<serde_json::Value> {
-    let mut v = serde_json::to_value(tenant)?;
-    let d = match tenant.import.delimiter {
-        crate::config::DelimiterSetting::Auto => "auto".to_string(),
-        crate::config::DelimiterSetting::Fixed(d) => (d as char).to_string(),
-    };
-    if let Some(import) = v.get_mut("import").and_then(|i| i.as_object_mut()) {
-        import.insert("delimiter".into(), serde_json::Value::String(d));
-    }
-    Ok(v)
-}
-
-/// Applies a held plan (see `import::approve`).
-pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<ImportOutcome> {
-    let Some(blob) = store.held_plan(&tenant.id, import_id)? else {
-        bail!("tenant {} has no held import {import_id}", tenant.id);
-    };
-    let len = blob
-        .get(..4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .unwrap_or(usize::MAX);
-    let Some(header) = blob.get(4..4usize.saturating_add(len)) else {
-        bail!(
-            "the held plan {import_id} of tenant {} is damaged",
-            tenant.id
-        );
-    };
-    let held: HeldPlan = serde_json::from_slice(header)
-        .with_context(|| format!("the held plan {import_id} is damaged"))?;
-    let held_tenant: Tenant = serde_json::from_value(held.tenant)
-        .with_context(|| format!("the profile in held plan {import_id} is damaged"))?;
-    let bytes = &blob[4 + len..];
-    let opts = RunOptions {
-        received_at: held.received_at,
-        ..Default::default()
-    };
-    // The held run's file was already filed away by the intake: keep where.
-    let filed = store
-        .import(&tenant.id, import_id)?
-        .map(|r| (r.archived_as, r.report));
-    let mut job = Job::new(store, &held_tenant, &held.file, Input::Bytes(bytes), &opts);
-    job.approving = Some(Approving {
-        id: import_id.to_string(),
-        version: held.version,
-        upload: held.sha256.zip(held.bytes),
-        passwords: held
-            .passwords
-            .iter()
-            .map(|p| p.to_given())
-            .collect::<Result<_>>()
-            .with_context(|| format!("the passwords of held plan {import_id} are damaged"))?,
-    });
-    let mut outcome = execute(job)?.outcome;
-    if let Some((archived_as, report)) = filed {
-        if archived_as.is_some() || report.is_some() {
-            outcome.record.archived_as = archived_as;
-            outcome.record.report = report;
-            store.record_import(&outcome.record)?;
-        }
-    }
-    Ok(outcome)
 }

@@ -29,6 +29,7 @@
 mod apply;
 mod engine;
 pub mod fields;
+mod held;
 mod parse;
 mod plan;
 mod read;
@@ -181,5 +182,5 @@ pub fn preview_bytes(
 
 /// Applies a held run exactly as planned; the held record becomes `success` or `partial`.
 pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<ImportOutcome> {
-    engine::approve(store, tenant, import_id)
+    held::approve(store, tenant, import_id)
 }

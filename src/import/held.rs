@@ -1,0 +1,229 @@
+//! Held runs: what a run that is held keeps in the store for `approve`, and approving it.
+//!
+//! Data enters from the engine when the `max_missing_percent` hold stops a run ([`plan_bytes`]:
+//! the plan to store) and from `import::approve` ([`approve`]: the stored plan, run again
+//! through the engine as an [`Approving`] job). A held plan is a JSON [`HeldPlan`] header and the
+//! file. No plaintext password waits in the store: with a password column the file is kept
+//! with those cells blank (a row that does not line up with the header keeps only its key cell,
+//! so it still marks its user present), plus a [`KeptPassword`] per row: its keyed fingerprint
+//! and, where applying will store one, the argon2id hash, computed at hold time by planning the
+//! run exactly as approving would.
+
+use super::apply::run_plan;
+use super::engine::{execute, Job};
+use super::plan::Ctx;
+use super::read::{Enc, Input};
+use super::report;
+use super::row::{self, GivenPasswords};
+use super::spill::BucketRows;
+use super::{ImportOutcome, RunOptions};
+use crate::config::Tenant;
+use crate::store::{Store, TenantState};
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// What `approve` takes from a held plan.
+pub struct Approving {
+    /// The held record's id (completed in place).
+    pub id: String,
+    /// `TenantState::version` when the run was held.
+    pub version: u64,
+    /// sha256 and size of the file as uploaded (the kept copy has its passwords blank).
+    pub upload: Option<(String, u64)>,
+    /// The passwords the held run kept (fingerprints and hashes, never plaintext).
+    pub passwords: GivenPasswords,
+}
+
+/// Header of a held plan in the store; the file follows it, with its password cells blank when
+/// it has a password column (then `passwords` has what approving needs of them).
+#[derive(Serialize, Deserialize)]
+struct HeldPlan {
+    /// The tenant as JSON; see [`tenant_json`].
+    tenant: serde_json::Value,
+    file: String,
+    received_at: DateTime<Utc>,
+    version: u64,
+    /// sha256 of the file as uploaded (the kept copy may differ: passwords blank).
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    bytes: Option<u64>,
+    #[serde(default)]
+    passwords: Vec<KeptPassword>,
+}
+
+/// One password of a held run: row, keyed fingerprint, and the argon2id hash when applying the
+/// run stores one (a new user, or a changed password).
+#[derive(Serialize, Deserialize)]
+struct KeptPassword {
+    row: u64,
+    fp: String,
+    hash: Option<String>,
+}
+
+impl KeptPassword {
+    fn to_given(&self) -> Result<(u64, row::GivenPassword)> {
+        let mut fp = [0u8; 16];
+        hex::decode_to_slice(&self.fp, &mut fp).context("a password fingerprint is not hex")?;
+        Ok((self.row, (fp, self.hash.clone())))
+    }
+}
+
+/// Everything a held run's plan is made from.
+pub struct Keep<'a> {
+    pub store: &'a Store,
+    /// The run's planning context (its hashing settings are overridden).
+    pub ctx: &'a Ctx<'a>,
+    pub state: &'a TenantState,
+    pub rows: &'a BucketRows,
+    pub quiet: &'a [bool],
+    /// (row, fingerprint) of every password the row pass saw.
+    pub fingerprints: &'a [(u64, [u8; 16])],
+    pub input: Input<'a>,
+    pub enc: Enc,
+    pub delim: u8,
+    /// File column of the password, if the file has one.
+    pub password_col: Option<usize>,
+    /// File column of the match key.
+    pub key_col: usize,
+    pub tenant: &'a Tenant,
+    pub file: &'a str,
+    pub received_at: DateTime<Utc>,
+    /// sha256 and size of the file as uploaded.
+    pub upload: (&'a str, u64),
+}
+
+/// The bytes of a held plan (see the module doc).
+pub fn plan_bytes(k: &Keep<'_>) -> Result<Vec<u8>> {
+    let (file, passwords, kept_tenant) = match k.password_col {
+        None => {
+            let bytes = match k.input {
+                Input::Bytes(b) => b.to_vec(),
+                Input::Path(p) => {
+                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
+                }
+            };
+            (bytes, Vec::new(), tenant_json(k.tenant)?)
+        }
+        Some(col) => {
+            let kept = std::sync::Mutex::new(Vec::new());
+            let hold_ctx = Ctx {
+                hash_passwords: true,
+                collect: Some(&kept),
+                detail: 0,
+                ..*k.ctx
+            };
+            run_plan(k.store, &hold_ctx, k.state, k.rows, k.quiet, false)?;
+            let hashes: HashMap<u64, String> = kept
+                .into_inner()
+                .map_err(|_| anyhow::anyhow!("a planning thread failed"))?
+                .into_iter()
+                .collect();
+            let passwords = k
+                .fingerprints
+                .iter()
+                .map(|(row, fp)| KeptPassword {
+                    row: *row,
+                    fp: hex::encode(fp),
+                    hash: hashes.get(row).cloned(),
+                })
+                .collect();
+            let empty = HashMap::new();
+            let want = report::Want {
+                skips: &empty,
+                password_col: Some(col),
+                password_header: None,
+                keep_col: Some(k.key_col),
+            };
+            let (_, copy) = report::write(k.input, k.enc, k.delim, &want)?;
+            let copy = copy.context("cannot make the held copy without passwords")?;
+            // The copy is UTF-8 with this delimiter: approving reads it so.
+            let mut held_profile = k.tenant.clone();
+            held_profile.import.delimiter = crate::config::DelimiterSetting::Fixed(k.delim);
+            held_profile.import.encoding = crate::config::EncodingSetting::Auto;
+            (copy, passwords, tenant_json(&held_profile)?)
+        }
+    };
+    let header = serde_json::to_vec(&HeldPlan {
+        tenant: kept_tenant,
+        file: k.file.to_string(),
+        received_at: k.received_at,
+        version: k.state.version,
+        sha256: Some(k.upload.0.to_string()),
+        bytes: Some(k.upload.1),
+        passwords,
+    })?;
+    let mut plan = Vec::with_capacity(4 + header.len() + file.len());
+    plan.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    plan.extend_from_slice(&header);
+    plan.extend_from_slice(&file);
+    Ok(plan)
+}
+
+/// The tenant as JSON that deserialises again. (`DelimiterSetting`'s derived `Serialize` writes
+/// `"Auto"`/`{"Fixed":59}`, which its own `Deserialize` does not accept, so the delimiter is
+/// written in its config form here.)
+fn tenant_json(tenant: &Tenant) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(tenant)?;
+    let d = match tenant.import.delimiter {
+        crate::config::DelimiterSetting::Auto => "auto".to_string(),
+        crate::config::DelimiterSetting::Fixed(d) => (d as char).to_string(),
+    };
+    if let Some(import) = v.get_mut("import").and_then(|i| i.as_object_mut()) {
+        import.insert("delimiter".into(), serde_json::Value::String(d));
+    }
+    Ok(v)
+}
+
+/// Applies a held plan (see `import::approve`).
+pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<ImportOutcome> {
+    let Some(blob) = store.held_plan(&tenant.id, import_id)? else {
+        bail!("tenant {} has no held import {import_id}", tenant.id);
+    };
+    let len = blob
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .unwrap_or(usize::MAX);
+    let Some(header) = blob.get(4..4usize.saturating_add(len)) else {
+        bail!(
+            "the held plan {import_id} of tenant {} is damaged",
+            tenant.id
+        );
+    };
+    let held: HeldPlan = serde_json::from_slice(header)
+        .with_context(|| format!("the held plan {import_id} is damaged"))?;
+    let held_tenant: Tenant = serde_json::from_value(held.tenant)
+        .with_context(|| format!("the profile in held plan {import_id} is damaged"))?;
+    let bytes = &blob[4 + len..];
+    let opts = RunOptions {
+        received_at: held.received_at,
+        ..Default::default()
+    };
+    // The held run's file was already filed away by the intake: keep where.
+    let filed = store
+        .import(&tenant.id, import_id)?
+        .map(|r| (r.archived_as, r.report));
+    let mut job = Job::new(store, &held_tenant, &held.file, Input::Bytes(bytes), &opts);
+    job.approving = Some(Approving {
+        id: import_id.to_string(),
+        version: held.version,
+        upload: held.sha256.zip(held.bytes),
+        passwords: held
+            .passwords
+            .iter()
+            .map(|p| p.to_given())
+            .collect::<Result<_>>()
+            .with_context(|| format!("the passwords of held plan {import_id} are damaged"))?,
+    });
+    let mut outcome = execute(job)?.outcome;
+    if let Some((archived_as, report)) = filed {
+        if archived_as.is_some() || report.is_some() {
+            outcome.record.archived_as = archived_as;
+            outcome.record.report = report;
+            store.record_import(&outcome.record)?;
+        }
+    }
+    Ok(outcome)
+}
