@@ -1,9 +1,10 @@
 //! Running the bucket passes over all cores and committing the result.
 //!
-//! Data enters as the run's packed rows by bucket ([`BucketRows`]) and the tenant's state; the survey pass
-//! leaves counts for the hold decision, the main pass leaves staged bucket generations (written
-//! to the store but invisible) plus counts, change details and late skips. `commit` then makes
-//! the run visible in one transaction; on any failure the staged buckets are discarded.
+//! Data enters as the run's packed rows by bucket ([`BucketRows`]) and the tenant's state; the
+//! survey pass leaves counts for the hold decision, the main pass leaves staged bucket
+//! generations (written to the store but invisible) plus counts, change details and late skips.
+//! `commit` then makes the run visible in one transaction; on any failure the staged buckets
+//! are discarded.
 
 use super::plan::{plan_bucket, plan_quiet, survey, BucketPlan, Counts, Ctx};
 use super::spill::BucketRows;
@@ -109,7 +110,7 @@ pub struct Planned {
 }
 
 /// Plans every bucket; when `stage`, writes each changed bucket under a new generation. Each
-/// bucket's arenas are freed as soon as that bucket is planned. Buckets that `quiet` (from
+/// bucket's rows are freed as soon as that bucket is planned. Buckets that `quiet` (from
 /// the survey, empty when there was none) marks are not read from the store.
 pub fn run_plan(
     store: &Store,

@@ -16,7 +16,6 @@
 //! (rows that do not line up with the header are blanked whole, see [`report`]). With no such
 //! column the original bytes are archived (nothing to leak). Only when the file cannot be read
 //! at all is the original archived unchecked, and the record says so.
-
 //!
 //! A held run keeps its plan for `approve` through the `held` module.
 

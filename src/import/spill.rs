@@ -47,6 +47,7 @@ impl BucketRows {
 
     /// Adds a part to bucket `b`: kept in memory while the budget allows, else written out.
     pub fn add(&self, b: usize, bytes: Vec<u8>) -> Result<()> {
+        let slot = self.slot(b)?;
         if bytes.is_empty() {
             return Ok(());
         }
@@ -61,33 +62,35 @@ impl BucketRows {
                 .context("cannot write rows to the temporary file")?;
             Part::Disk { at, len }
         };
-        if let Some(slot) = self.buckets.get(b) {
-            slot.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(part);
-        }
+        slot.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(part);
         Ok(())
     }
 
     /// Every part of bucket `b`, moved out (spilled parts read back).
     pub fn take(&self, b: usize) -> Result<Vec<Vec<u8>>> {
-        let parts = match self.buckets.get(b) {
-            Some(slot) => std::mem::take(&mut *slot.lock().unwrap_or_else(PoisonError::into_inner)),
-            None => Vec::new(),
-        };
-        parts.into_iter().map(|p| self.load(p, true)).collect()
+        let parts =
+            std::mem::take(&mut *self.slot(b)?.lock().unwrap_or_else(PoisonError::into_inner));
+        parts
+            .into_iter()
+            .map(|p| match p {
+                Part::Mem(v) => {
+                    self.in_memory.fetch_sub(v.len(), Ordering::Relaxed);
+                    Ok(v)
+                }
+                Part::Disk { at, len } => self.read_back(at, len),
+            })
+            .collect()
     }
 
     /// Every part of bucket `b`, copied (for messages; the bucket keeps its rows).
     pub fn read(&self, b: usize) -> Result<Vec<Vec<u8>>> {
-        let Some(slot) = self.buckets.get(b) else {
-            return Ok(Vec::new());
-        };
-        let slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = self.slot(b)?.lock().unwrap_or_else(PoisonError::into_inner);
         slot.iter()
             .map(|p| match p {
                 Part::Mem(v) => Ok(v.clone()),
-                Part::Disk { at, len } => self.load(Part::Disk { at: *at, len: *len }, false),
+                Part::Disk { at, len } => self.read_back(*at, *len),
             })
             .collect()
     }
@@ -97,22 +100,18 @@ impl BucketRows {
         self.end.load(Ordering::Relaxed)
     }
 
-    fn load(&self, part: Part, taken: bool) -> Result<Vec<u8>> {
-        match part {
-            Part::Mem(v) => {
-                if taken {
-                    self.in_memory.fetch_sub(v.len(), Ordering::Relaxed);
-                }
-                Ok(v)
-            }
-            Part::Disk { at, len } => {
-                let mut v = vec![0u8; len];
-                self.spill_file()?
-                    .read_exact_at(&mut v, at)
-                    .context("cannot read rows back from the temporary file")?;
-                Ok(v)
-            }
-        }
+    fn slot(&self, b: usize) -> Result<&Mutex<Vec<Part>>> {
+        self.buckets
+            .get(b)
+            .with_context(|| format!("bucket {b} is out of range"))
+    }
+
+    fn read_back(&self, at: u64, len: usize) -> Result<Vec<u8>> {
+        let mut v = vec![0u8; len];
+        self.spill_file()?
+            .read_exact_at(&mut v, at)
+            .context("cannot read rows back from the temporary file")?;
+        Ok(v)
     }
 
     /// The temporary file, created (and unlinked) on first use.
@@ -174,6 +173,7 @@ mod tests {
         rows.add(3, b"1234567".to_vec()).unwrap();
         assert_eq!(rows.spilled(), 6);
         assert_eq!(rows.take(3).unwrap(), vec![b"1234567".to_vec()]);
-        assert!(rows.take(9).unwrap().is_empty());
+        assert!(rows.take(3).unwrap().is_empty());
+        assert!(rows.add(9, b"x".to_vec()).is_err(), "no such bucket");
     }
 }
