@@ -3,7 +3,7 @@
 //! Usage: `import_bench STORE_DIR CSV [--on-missing deactivate]`. Prints one line with the
 //! status, counts, wall time, rows/s and peak RSS (VmHWM) of this process.
 
-use roster::config::{ImportProfile, MatchBy, OnMissing, Reference, Tenant};
+use roster::config::{MatchBy, OnMissing, Reference, Tenant};
 use roster::import::{run_file, RunOptions};
 use roster::store::Store;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -84,26 +84,16 @@ fn main() -> anyhow::Result<()> {
         ("location", "location"),
         ("job_title", "job_title"),
     ];
-    let tenant = Tenant {
-        id: "bench".into(),
-        password_hash: None,
-        authorized_keys: vec![],
-        notify: vec![],
-        scim_token_sha256: None,
-        import: ImportProfile {
-            match_by: MatchBy::MappingCode,
-            on_missing: OnMissing::Deactivate,
-            columns: columns
-                .iter()
-                .map(|(f, h)| (f.to_string(), h.to_string()))
-                .collect(),
-            ..Default::default()
-        },
-        reference: Reference {
-            org_units: (0..50).map(|i| format!("OU{i}")).collect(),
-            locations: (0..20).map(|i| format!("LOC{i}")).collect(),
-            workplaces: vec![],
-        },
+    let mut tenant = Tenant::for_import(
+        "bench",
+        MatchBy::MappingCode,
+        OnMissing::Deactivate,
+        &columns,
+    );
+    tenant.reference = Reference {
+        org_units: (0..50).map(|i| format!("OU{i}")).collect(),
+        locations: (0..20).map(|i| format!("LOC{i}")).collect(),
+        workplaces: vec![],
     };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

@@ -2,7 +2,7 @@
 //! import and is killed with SIGKILL at a random moment, many times; after each kill the
 //! reopened store must hold all of that run or none of it.
 
-use roster::config::{ImportProfile, MatchBy, OnMissing, Reference, Tenant};
+use roster::config::{MatchBy, OnMissing, Tenant};
 use roster::import::{run_file, ImportStatus, RunOptions};
 use roster::store::{Store, UserStatus};
 use std::path::Path;
@@ -20,24 +20,14 @@ fn tenant() -> Tenant {
         ("email", "email"),
         ("job_title", "title"),
     ];
-    Tenant {
-        id: "crash".into(),
-        password_hash: None,
-        authorized_keys: vec![],
-        notify: vec![],
-        scim_token_sha256: None,
-        import: ImportProfile {
-            match_by: MatchBy::MappingCode,
-            on_missing: OnMissing::Deactivate,
-            max_missing_percent: 100.0,
-            columns: columns
-                .iter()
-                .map(|(f, h)| (f.to_string(), h.to_string()))
-                .collect(),
-            ..Default::default()
-        },
-        reference: Reference::default(),
-    }
+    let mut t = Tenant::for_import(
+        "crash",
+        MatchBy::MappingCode,
+        OnMissing::Deactivate,
+        &columns,
+    );
+    t.import.max_missing_percent = 100.0;
+    t
 }
 
 /// Run `round`: every user gets title `T<round>`; users beyond `USERS - round` are missing (so

@@ -1,7 +1,7 @@
 //! Bad input never panics, never changes the directory, and says what to fix.
 
 use proptest::prelude::*;
-use roster::config::{ImportProfile, MatchBy, OnMissing, Reference, Tenant};
+use roster::config::{MatchBy, OnMissing, Tenant};
 use roster::import::{run_bytes, ImportStatus, RunOptions};
 use roster::store::Store;
 
@@ -12,23 +12,7 @@ fn tenant() -> Tenant {
         ("last_name", "Last"),
         ("email", "Email"),
     ];
-    Tenant {
-        id: "bad".into(),
-        password_hash: None,
-        authorized_keys: vec![],
-        notify: vec![],
-        scim_token_sha256: None,
-        import: ImportProfile {
-            match_by: MatchBy::MappingCode,
-            on_missing: OnMissing::Deactivate,
-            columns: columns
-                .iter()
-                .map(|(f, h)| (f.to_string(), h.to_string()))
-                .collect(),
-            ..Default::default()
-        },
-        reference: Reference::default(),
-    }
+    Tenant::for_import("bad", MatchBy::MappingCode, OnMissing::Deactivate, &columns)
 }
 
 const GOOD: &str = "Code;First;Last;Email\nA1;Ann;Lee;ann@x.example\nA2;Bob;Ray;bob@x.example\nA3;Cy;Do;cy@x.example\nA4;Di;Ek;di@x.example\nA5;Ed;Fo;ed@x.example\nA6;Fa;Gu;fa@x.example\n";

@@ -12,15 +12,10 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn tenant(profile: ImportProfile, reference: Reference) -> Tenant {
-    Tenant {
-        id: "acme".into(),
-        password_hash: None,
-        authorized_keys: vec![],
-        notify: vec![],
-        scim_token_sha256: None,
-        import: profile,
-        reference,
-    }
+    let mut t = Tenant::for_import("acme", profile.match_by, profile.on_missing, &[]);
+    t.import = profile;
+    t.reference = reference;
+    t
 }
 
 fn cols(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -1,7 +1,7 @@
 //! Sync semantics (design.md §5) on small generated files: edited re-imports, duplicates,
 //! restores, the mass-change hold and approve, previews, email ownership, empty cells.
 
-use roster::config::{EmptyCells, ImportProfile, MatchBy, OnMissing, Reference, Tenant};
+use roster::config::{EmptyCells, MatchBy, OnMissing, Tenant};
 use roster::import::{approve, preview_bytes, run_bytes, Change, ImportStatus, RunOptions};
 use roster::store::{Store, UserStatus};
 
@@ -14,23 +14,7 @@ fn tenant(on_missing: OnMissing, match_by: MatchBy) -> Tenant {
         ("job_title", "Title"),
         ("password", "Password"),
     ];
-    Tenant {
-        id: "t1".into(),
-        password_hash: None,
-        authorized_keys: vec![],
-        notify: vec![],
-        scim_token_sha256: None,
-        import: ImportProfile {
-            match_by,
-            on_missing,
-            columns: columns
-                .iter()
-                .map(|(f, h)| (f.to_string(), h.to_string()))
-                .collect(),
-            ..Default::default()
-        },
-        reference: Reference::default(),
-    }
+    Tenant::for_import("t1", match_by, on_missing, &columns)
 }
 
 fn file(rows: &[(u32, &str, &str)]) -> Vec<u8> {

@@ -13,7 +13,7 @@
 use super::{auth, ApiError, AppState};
 use crate::config::{Config, Tenant};
 use crate::intake::pattern::FilePattern;
-use crate::store::{ImportRecord, ImportStatus, UserStatus};
+use crate::store::{ImportRecord, ImportStatus, User, UserStatus};
 use axum::body::{Body, HttpBody};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -461,12 +461,15 @@ async fn one_user(
 ) -> ApiResult {
     let (tenant, key) = path(p)?;
     let t = tenant_of(&st.config.current(), &tenant)?;
+    json_ok(find_user(&st, &t.id, &key).await?)
+}
+
+async fn find_user(st: &AppState, tenant: &str, key: &str) -> Result<User, ApiError> {
     let store = st.store.clone();
-    let k = key.clone();
-    let user = blocking_ok("cannot read the user", move || store.user(&t.id, &k))
+    let (t, k) = (tenant.to_string(), key.to_string());
+    blocking_ok("cannot read the user", move || store.user(&t, &k))
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("tenant {tenant} has no user {key:?}")))?;
-    json_ok(user)
+        .ok_or_else(|| ApiError::not_found(format!("tenant {tenant} has no user {key:?}")))
 }
 
 async fn restore(
@@ -478,15 +481,7 @@ async fn restore(
     let (tenant, key) = path(p)?;
     let t = tenant_of(&st.config.current(), &tenant)?;
     optional_json(&headers, body).await?;
-    let store = st.store.clone();
-    let k = key.clone();
-    let tid = t.id.clone();
-    let existing = blocking_ok("cannot read the user", move || store.user(&tid, &k)).await?;
-    if existing.is_none() {
-        return Err(ApiError::not_found(format!(
-            "tenant {tenant} has no user {key:?}"
-        )));
-    }
+    find_user(&st, &t.id, &key).await?;
     let store = st.store.clone();
     let k = key.clone();
     let user = blocking("cannot restore the user", move || store.restore(&t.id, &k))

@@ -245,7 +245,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     }
     if pass.valid == 0 {
         let (report_csv, archive) = report_and_archive(&skips)?;
-        return nothing_imported(job, rec, &state, &skips, report_csv, archive);
+        return nothing_imported(job, rec, &state, &skips, report_csv, archive, Vec::new());
     }
     let empty = HashMap::new();
     let mut ctx = Ctx {
@@ -346,27 +346,8 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     let (report_csv, archive) = report_and_archive(&skips)?;
     if applied == 0 {
         store.discard_staged(&tenant.id, &planned.staged)?;
-        let why = first.first().map(|(_, r)| r.as_str()).unwrap_or("");
-        rec.status = ImportStatus::Error;
-        rec.errors += 1;
-        rec.deactivated = 0;
-        rec.deleted = 0;
-        rec.messages.insert(
-            0,
-            format!(
-                "none of the {} rows could be imported, so nothing was changed; the first problem: {why}",
-                rec.rows
-            ),
-        );
-        return finish(
-            job,
-            rec,
-            &state,
-            Vec::new(),
-            report_csv,
-            archive,
-            planned.changes,
-        );
+        let changes = planned.changes;
+        return nothing_imported(job, rec, &state, &skips, report_csv, archive, changes);
     }
     for (_, r) in first.iter().take(MAX_MESSAGES) {
         push_msg(&mut rec.messages, &mut dropped, (*r).clone());
@@ -414,7 +395,8 @@ fn resident_mb() -> u64 {
         .unwrap_or(0)
 }
 
-/// Every row was skipped: an error, nothing applied (not even `on_missing`).
+/// Every row was skipped: an error, nothing applied (not even `on_missing`). `changes` are a
+/// preview's details.
 fn nothing_imported(
     job: Job<'_>,
     mut rec: ImportRecord,
@@ -422,6 +404,7 @@ fn nothing_imported(
     skips: &HashMap<u64, String>,
     report_csv: Option<Vec<u8>>,
     archive: Option<Vec<u8>>,
+    changes: Vec<Change>,
 ) -> Result<Done> {
     let first = skips
         .iter()
@@ -444,7 +427,7 @@ fn nothing_imported(
             rec.rows
         ),
     );
-    finish(job, rec, state, Vec::new(), report_csv, archive, Vec::new())
+    finish(job, rec, state, Vec::new(), report_csv, archive, changes)
 }
 
 fn fail(
