@@ -14,6 +14,9 @@
 //! `trigger = "schedule"` are imported only when their schedule fires (or on `run-now`).
 
 pub mod archive;
+mod claim;
+mod cleanup;
+mod nofollow;
 pub mod pattern;
 mod run;
 mod triggers;
@@ -384,18 +387,20 @@ fn claim_and_run(
         import_id = tracing::field::Empty
     );
     let _enter = span.enter();
-    let claimed = match run::claim(shared, &tenant.id, home, name) {
-        Ok(p) => p,
+    let work = run::work_dir(shared, &tenant.id);
+    let claimed = match claim::claim(&work, home, name) {
+        Ok(c) => c,
         Err(e) => {
             tracing::warn!("cannot claim the file: {e:#}");
             return None;
         }
     };
-    let dir = claimed.parent().map(|d| d.to_path_buf())?;
+    let dir = claimed.dir().to_path_buf();
     let mut out = None;
     let mut first = true;
     with_retries(&tenant.id, name, || {
-        // After a failed attempt the run may have committed; recovery knows from the ledger.
+        // After a failed attempt the run may have committed; recovery knows from the claim's
+        // stamp in the store.
         out = if std::mem::take(&mut first) {
             Some(run::run_claimed(shared, tenant, &claimed)?)
         } else {
