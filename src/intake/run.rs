@@ -328,13 +328,16 @@ pub fn recover_claim(
     tenant: &Tenant,
     dir: &Path,
 ) -> anyhow::Result<Option<ImportRecord>> {
-    let claimed = std::fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
-        });
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        // Finished meanwhile (a claim queued again when its tenant was configured again).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    let claimed = entries.flatten().map(|e| e.path()).find(|p| {
+        p.file_name()
+            .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+    });
     let Some(claimed) = claimed else {
         // The file was already filed away; only the empty claim remains.
         let _ = std::fs::remove_dir_all(dir);
