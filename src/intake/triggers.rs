@@ -27,7 +27,7 @@ pub(super) fn start(intake: Intake, uploads: mpsc::UnboundedReceiver<UploadFinis
     super::cleanup::at_start(&intake.shared);
     startup(&intake);
     intake.spawn(consume_uploads(intake.clone(), uploads));
-    intake.spawn(watch_folders(intake.clone()));
+    watch_folders(&intake);
     intake.spawn(added_tenants(intake.clone()));
     intake.spawn(schedules(intake.clone()));
     intake.spawn(retention(intake.clone()));
@@ -132,40 +132,69 @@ fn tenant_file(tenants: &Path, path: &Path) -> Option<(String, String)> {
 /// Pause before watching again after the watcher failed or could not start.
 const REWATCH_AFTER: Duration = Duration::from_secs(2);
 
-/// Watches the tenant folders for as long as the intake runs. Links are not followed (a link
-/// planted in a home is an entry, not a folder to descend into). A watcher error is logged as
-/// an error, the watcher is built again and every tenant folder is rescanned, so file pickup
-/// never stops silently.
-async fn watch_folders(intake: Intake) {
-    let config = intake.shared.config.current();
-    let tenants = config.server.data_dir.join("tenants");
-    let mut first = true;
-    while !intake.stopping() {
-        if let Err(e) = std::fs::create_dir_all(&tenants) {
-            tracing::error!("cannot create {}: {e}; trying again", tenants.display());
-        }
-        let tenants = tenants.canonicalize().unwrap_or_else(|_| tenants.clone());
-        let (tx, rx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
-        match start_watcher(&tenants, tx) {
-            Ok(watcher) => {
-                if !std::mem::take(&mut first) {
-                    tracing::warn!("folder watcher running again; rescanning every tenant folder");
-                    rescan(&intake);
-                }
-                let failure = follow_events(&intake, &tenants, rx).await;
-                drop(watcher);
-                tracing::error!("folder watcher failed ({failure}); watching again and rescanning every tenant folder");
-            }
-            Err(e) => {
-                first = false;
-                tracing::error!(
-                    "cannot watch {} ({e}); trying again (files copied in are found by the rescan then)",
-                    tenants.display()
-                );
-            }
-        }
-        tokio::time::sleep(REWATCH_AFTER).await;
+/// A running folder watcher and its events.
+struct Watching {
+    tenants: PathBuf,
+    watcher: notify::RecommendedWatcher,
+    events: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+}
+
+/// Starts watching `data/tenants` (created if missing), or says why not.
+fn watch(intake: &Intake) -> Result<Watching, String> {
+    let tenants = intake
+        .shared
+        .config
+        .current()
+        .server
+        .data_dir
+        .join("tenants");
+    if let Err(e) = std::fs::create_dir_all(&tenants) {
+        return Err(format!("cannot create {}: {e}", tenants.display()));
     }
+    let tenants = tenants.canonicalize().unwrap_or(tenants);
+    let (tx, events) = mpsc::unbounded_channel();
+    match start_watcher(&tenants, tx) {
+        Ok(watcher) => Ok(Watching {
+            tenants,
+            watcher,
+            events,
+        }),
+        Err(e) => Err(format!("cannot watch {} ({e})", tenants.display())),
+    }
+}
+
+/// Watches the tenant folders for as long as the intake runs. The first watcher is started
+/// before this returns (so files copied in right after the start are seen). Links are not
+/// followed (a link planted in a home is an entry, not a folder to descend into). A watcher
+/// error is logged as an error, the watcher is built again and every tenant folder is
+/// rescanned, so file pickup never stops silently.
+fn watch_folders(intake: &Intake) {
+    let mut current = watch(intake);
+    let task = intake.clone();
+    intake.spawn(async move {
+        let intake = task;
+        loop {
+            match current {
+                Ok(w) => {
+                    let failure = follow_events(&intake, &w.tenants, w.events).await;
+                    drop(w.watcher);
+                    tracing::error!("folder watcher failed ({failure}); watching again and rescanning every tenant folder");
+                }
+                Err(why) => tracing::error!(
+                    "{why}; trying again (files copied in meanwhile are found by a rescan then)"
+                ),
+            }
+            tokio::time::sleep(REWATCH_AFTER).await;
+            if intake.stopping() {
+                return;
+            }
+            current = watch(&intake);
+            if current.is_ok() {
+                tracing::warn!("folder watcher running again; rescanning every tenant folder");
+                rescan(&intake);
+            }
+        }
+    });
 }
 
 fn start_watcher(
