@@ -7,7 +7,9 @@
 //! its requests one at a time in arrival order, and a semaphore bounds how many tenants import
 //! at once (the number of cores). A request for a name already waiting is merged into it, so
 //! several sessions or triggers never start two imports of one file. Each run (see `run`)
-//! leaves a history record, an archived file and a queued mail.
+//! leaves a history record, an archived file and a queued mail. A run starts by claiming its
+//! file (`claim`); every step in a tenant home goes through folder handles that never follow a
+//! link (`nofollow`); leftovers of a killed process are cleaned at start (`cleanup`).
 //!
 //! Which files qualify: directly in the tenant root, matching the tenant's `file` pattern, not a
 //! temp name, and not marked as an unfinished upload by the SFTP server. Tenants with

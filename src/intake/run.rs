@@ -341,6 +341,8 @@ pub fn recover_claim(
     let Some(claimed) = claimed else {
         // The file was already filed away; only the empty claim remains.
         let _ = std::fs::remove_dir_all(dir);
+        let id = Claimed::found(dir, dir.to_path_buf()).id;
+        let _ = shared.store.claim_done(&tenant.id, &id);
         return Ok(None);
     };
     let claim = Claimed::found(dir, claimed);
