@@ -1,6 +1,7 @@
 //! A real `roster serve` process is killed with SIGKILL while it imports a large file, then
 //! started again: afterwards there is exactly one complete run of that file, every user is in
-//! the directory, and the file is archived — nothing lost, nothing applied twice.
+//! the directory, and the file is archived — nothing lost, nothing applied twice. And a claim
+//! is finished as its own run: an earlier run of the same name and bytes never stands in for it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,6 +10,10 @@ use std::time::{Duration, Instant};
 const ROWS: usize = 40_000;
 
 fn write_config(dir: &Path) -> PathBuf {
+    write_config_with(dir, "users.csv", "")
+}
+
+fn write_config_with(dir: &Path, file: &str, extra: &str) -> PathBuf {
     let hash = roster::sftp::auth::hash_password("pw-not-used").unwrap();
     let text = format!(
         r#"
@@ -24,8 +29,9 @@ listen = "127.0.0.1:0"
 [[tenants]]
 id = "big"
 password_hash = "{hash}"
+{extra}
 [tenants.import]
-file = "users.csv"
+file = "{file}"
 on_missing = "deactivate"
 [tenants.import.columns]
 email = "email"
@@ -40,11 +46,34 @@ last_name = "last"
 }
 
 fn big_csv() -> Vec<u8> {
+    big_csv_version("First")
+}
+
+/// Every user's first name is `<version><i>`.
+fn big_csv_version(version: &str) -> Vec<u8> {
     let mut s = String::from("email,first,last\n");
     for i in 0..ROWS {
-        s.push_str(&format!("user{i}@big.example,First{i},Last{i}\n"));
+        s.push_str(&format!("user{i}@big.example,{version}{i},Last{i}\n"));
     }
     s.into_bytes()
+}
+
+/// Puts a file into the tenant home the way a local copy does: written beside, renamed in.
+fn drop_in(dir: &Path, name: &str, bytes: &[u8]) {
+    let stash = dir.join("stash");
+    std::fs::create_dir_all(&stash).unwrap();
+    std::fs::write(stash.join(name), bytes).unwrap();
+    std::fs::rename(stash.join(name), dir.join("data/tenants/big").join(name)).unwrap();
+}
+
+fn mails(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("data/outbox"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".eml"))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 fn serve(config: &Path) -> Child {
@@ -64,6 +93,12 @@ fn claims(dir: &Path) -> usize {
 }
 
 fn archived(dir: &Path) -> Vec<String> {
+    let mut names = archived_unsorted(dir);
+    names.sort();
+    names
+}
+
+fn archived_unsorted(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir.join("data/tenants/big/processed"))
         .map(|rd| {
             rd.flatten()
@@ -141,4 +176,110 @@ fn killed_during_an_import_then_restarted_runs_exactly_once() {
         assert_eq!(archived(dir).len(), 1, "round {round}");
         assert!(!home.join("users.csv").exists());
     }
+}
+
+/// The A, B, A sequence: `big_R.csv` (version A) is applied, `big_S.csv` (version B) is
+/// applied, then `big_R.csv` with A's bytes again is claimed and the server is killed with
+/// SIGKILL mid-import. After a restart that claim must be finished as its own run: the users
+/// have version A, a third history record exists, the first run's record is untouched, and
+/// exactly one mail per run went out.
+#[test]
+fn killed_reimport_of_earlier_bytes_is_finished_as_its_own_run() {
+    let (a, b) = (big_csv_version("A"), big_csv_version("B"));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = write_config_with(dir, "big_*.csv", "notify = [\"hr@big.example\"]");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("on_missing", "report = \"always\"\non_missing"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("data/tenants/big")).unwrap();
+
+    let mut child = serve(&config);
+    drop_in(dir, "big_R.csv", &a);
+    assert!(
+        wait_until(Duration::from_secs(120), || archived(dir).len() == 1),
+        "run 1"
+    );
+    let first_archive = format!("processed/{}", archived(dir)[0]);
+    drop_in(dir, "big_S.csv", &b);
+    assert!(
+        wait_until(Duration::from_secs(120), || archived(dir).len() == 2),
+        "run 2"
+    );
+    drop_in(dir, "big_R.csv", &a);
+    assert!(
+        wait_until(Duration::from_secs(60), || claims(dir) > 0),
+        "run 3 never started"
+    );
+    child.kill().unwrap(); // SIGKILL, mid-import
+    child.wait().unwrap();
+    let committed_before_kill = archived(dir).len();
+
+    let mut child = serve(&config);
+    let done = wait_until(Duration::from_secs(120), || {
+        claims(dir) == 0 && archived(dir).len() == 3 && mails(dir) >= 3
+    });
+    std::thread::sleep(Duration::from_millis(500)); // a wrong extra mail would show by now
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    child.wait().unwrap();
+    assert_eq!(
+        committed_before_kill, 2,
+        "the kill came after the third run was filed"
+    );
+    assert!(
+        done,
+        "the third run was not finished after the restart: {:?}",
+        archived(dir)
+    );
+
+    let store = roster::store::Store::open(&dir.join("data/store")).unwrap();
+    let mut history = store.history("big", 10).unwrap();
+    history.reverse(); // oldest first
+    let users = store.users("big", None).unwrap();
+    let version_a = users
+        .iter()
+        .filter(|u| u.first_name.as_deref().is_some_and(|f| f.starts_with('A')))
+        .count();
+    eprintln!(
+        "after restart: {} records, {version_a} of {} users on version A, {} mails, first record archived_as {:?} (was {first_archive})",
+        history.len(),
+        users.len(),
+        mails(dir),
+        history[0].archived_as
+    );
+    let files: Vec<_> = history.iter().map(|r| r.file.as_str()).collect();
+    assert_eq!(
+        files,
+        ["big_R.csv", "big_S.csv", "big_R.csv"],
+        "{history:?}"
+    );
+    assert!(
+        history
+            .iter()
+            .all(|r| r.status == roster::store::ImportStatus::Success),
+        "{history:?}"
+    );
+    assert_eq!(
+        history[2].updated, ROWS as u64,
+        "the third run applied version A again"
+    );
+    assert_eq!(
+        history[0].archived_as.as_deref(),
+        Some(first_archive.as_str()),
+        "the first run's record is untouched"
+    );
+    assert_ne!(history[2].archived_as, history[0].archived_as);
+    assert_eq!(users.len(), ROWS);
+    assert!(
+        users
+            .iter()
+            .all(|u| u.first_name.as_deref().is_some_and(|f| f.starts_with('A'))),
+        "users keep version B"
+    );
+    assert_eq!(mails(dir), 3, "exactly one mail per run");
 }

@@ -6,13 +6,21 @@
 //! `roster approve`); with `archive = "bak"` the file and its report both go to `bak/`. An
 //! archived file's modification time is set to the moment it was archived, because clients often
 //! preserve an old timestamp and retention is counted from archiving.
+//!
+//! Every write, move and deletion goes through an open handle of the archive folder (see
+//! `nofollow`): an archive folder that is a symbolic link is refused (the run fails, its file
+//! stays claimed and is retried) and never swept, so nothing is written or deleted outside the
+//! home.
 
+use super::nofollow;
 use crate::config::{Archive, ImportProfile};
 use crate::store::ImportStatus;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where a run's file and report go, relative to the tenant home.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +66,8 @@ pub fn plan(
         };
         let file = format!("{folder}/{base}.{tag}.csv");
         let report = format!("{report_folder}/{base}.{tag}.report.csv");
-        if !home.join(&file).exists() && !home.join(&report).exists() {
+        let taken = |rel: &str| home.join(rel).symlink_metadata().is_ok();
+        if !taken(&file) && !taken(&report) {
             return ArchivePlan {
                 file,
                 report: has_report.then_some(report),
@@ -68,69 +77,150 @@ pub fn plan(
     }
 }
 
-/// Writes `bytes` to `home/rel` (creating its folder), atomically via a temp name.
-pub fn write_file(home: &Path, rel: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    let dest = home.join(rel);
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+/// The archive folder of `rel` (`processed/x.csv` → `processed`) and the file name in it.
+fn split(rel: &str) -> anyhow::Result<(&str, &str)> {
+    match rel.split_once('/') {
+        Some((folder, name)) if !name.contains('/') => Ok((folder, name)),
+        _ => anyhow::bail!("{rel} is not an archive name (folder/name)"),
     }
-    let tmp = dest.with_extension("roster-tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &dest).with_context(|| format!("cannot move into {}", dest.display()))?;
+}
+
+/// Opens (creating if missing) the archive folder `folder` of the home. A folder that is a
+/// symbolic link (or not a folder) is refused: the run fails, keeps its file and is retried.
+fn open_folder(home: &Path, folder: &str) -> anyhow::Result<OwnedFd> {
+    let home_fd = nofollow::open_dir(home)
+        .with_context(|| format!("cannot open the tenant folder {}", home.display()))?;
+    nofollow::open_subdir(home_fd.as_fd(), folder, true).map_err(|e| {
+        let why = if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) {
+            "it is a symbolic link or not a folder; nothing is written through it. Replace it with a folder"
+        } else {
+            "it cannot be opened"
+        };
+        anyhow::anyhow!(
+            "refusing the archive folder {folder}/ in {}: {why} ({e}); the file stays claimed and is retried",
+            home.display()
+        )
+    })
+}
+
+/// Writes `bytes` to `home/rel`, atomically via a temp name, never through a link.
+pub fn write_file(home: &Path, rel: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let (folder, name) = split(rel)?;
+    let dir = open_folder(home, folder)?;
+    write_in(dir.as_fd(), name, bytes).with_context(|| format!("cannot write {rel}"))
+}
+
+fn write_in(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = format!("{name}.{TEMP_SUFFIX}");
+    let _ = nofollow::unlink(dir, &tmp);
+    let mut f = nofollow::create_file(dir, &tmp)?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    drop(f);
+    if let Err(e) = written.and_then(|()| nofollow::rename(dir, &tmp, dir, name)) {
+        let _ = nofollow::unlink(dir, &tmp);
+        return Err(e);
+    }
     Ok(())
 }
 
+/// Ending of the temp name an archive write uses until its rename (cleaned at start).
+pub const TEMP_SUFFIX: &str = "roster-tmp";
+
 /// Moves the claimed file to `home/rel` (or writes `replacement`, the password-blanked copy,
-/// and removes the original), and stamps it with the archive time.
+/// and removes the original), and stamps it with the archive time. Never through a link.
 pub fn file_away(
     home: &Path,
     rel: &str,
     claimed: &Path,
     replacement: Option<&[u8]>,
 ) -> anyhow::Result<PathBuf> {
-    let dest = home.join(rel);
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    let (folder, name) = split(rel)?;
+    let dir = open_folder(home, folder)?;
+    let (claim_dir, claimed_name) = claim_parts(claimed)?;
     match replacement {
         Some(bytes) => {
-            write_file(home, rel, bytes)?;
-            std::fs::remove_file(claimed)
+            write_in(dir.as_fd(), name, bytes).with_context(|| format!("cannot write {rel}"))?;
+            nofollow::unlink(claim_dir.as_fd(), &claimed_name)
                 .with_context(|| format!("cannot remove {}", claimed.display()))?;
         }
         None => {
-            if let Err(e) = std::fs::rename(claimed, &dest) {
+            if let Err(e) = nofollow::rename(claim_dir.as_fd(), &claimed_name, dir.as_fd(), name) {
                 // Another file system: copy, then remove.
-                std::fs::copy(claimed, &dest)
-                    .with_context(|| format!("cannot archive to {} ({e})", dest.display()))?;
-                std::fs::remove_file(claimed)
+                copy_in(claim_dir.as_fd(), &claimed_name, dir.as_fd(), name)
+                    .with_context(|| format!("cannot archive to {rel} ({e})"))?;
+                nofollow::unlink(claim_dir.as_fd(), &claimed_name)
                     .with_context(|| format!("cannot remove {}", claimed.display()))?;
             }
         }
     }
-    if let Ok(f) = std::fs::File::options().write(true).open(&dest) {
+    if let Ok(f) = nofollow::open_for_times(dir.as_fd(), name) {
         let _ = f.set_modified(SystemTime::now());
     }
-    Ok(dest)
+    Ok(home.join(rel))
+}
+
+/// The open claim folder of a claimed file, and the file's name.
+fn claim_parts(claimed: &Path) -> anyhow::Result<(OwnedFd, String)> {
+    let name = claimed
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("a claimed file has no name")?
+        .to_string();
+    let parent = claimed.parent().context("a claimed file has no folder")?;
+    let dir = nofollow::open_dir(parent)
+        .with_context(|| format!("cannot open the claim folder {}", parent.display()))?;
+    Ok((dir, name))
+}
+
+fn copy_in(
+    from_dir: BorrowedFd<'_>,
+    from: &str,
+    to_dir: BorrowedFd<'_>,
+    to: &str,
+) -> std::io::Result<()> {
+    let mut src = nofollow::open_file(from_dir, from)?;
+    let tmp = format!("{to}.{TEMP_SUFFIX}");
+    let _ = nofollow::unlink(to_dir, &tmp);
+    let mut dst = nofollow::create_file(to_dir, &tmp)?;
+    let copied = std::io::copy(&mut src, &mut dst).and_then(|_| dst.sync_all());
+    drop(dst);
+    if let Err(e) = copied.and_then(|()| nofollow::rename(to_dir, &tmp, to_dir, to)) {
+        let _ = nofollow::unlink(to_dir, &tmp);
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Deletes archived files and reports older than `days` in a tenant home. Returns how many.
+/// An archive folder that is a symbolic link is not swept (and logged); only regular files
+/// directly in a real archive folder are removed, through the folder's handle.
 pub fn sweep(home: &Path, days: u32) -> usize {
     let max_age = Duration::from_secs(u64::from(days) * 86_400);
-    let now = SystemTime::now();
+    let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) else {
+        return 0;
+    };
+    let Ok(home_fd) = nofollow::open_dir(home) else {
+        return 0;
+    };
     let mut removed = 0;
     for folder in crate::sftp::jail::ARCHIVE_DIRS {
-        let Ok(entries) = std::fs::read_dir(home.join(folder)) else {
-            continue;
+        let dir = match nofollow::open_subdir(home_fd.as_fd(), folder, false) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                tracing::warn!(home = %home.display(), folder, "retention: not sweeping {folder}/, it is a symbolic link or cannot be opened ({e})");
+                continue;
+            }
         };
-        for e in entries.flatten() {
-            let Ok(meta) = e.metadata() else { continue };
-            let old = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .is_some_and(|age| age > max_age);
-            if meta.is_file() && old && std::fs::remove_file(e.path()).is_ok() {
+        for name in nofollow::names(dir.as_fd()).unwrap_or_default() {
+            let Ok(st) = nofollow::lstat(dir.as_fd(), &name) else {
+                continue;
+            };
+            let age = now
+                .as_secs()
+                .saturating_sub(u64::try_from(st.st_mtime).unwrap_or(0));
+            let old = Duration::from_secs(age) > max_age;
+            if nofollow::is_regular(&st) && old && nofollow::unlink(dir.as_fd(), &name).is_ok() {
                 removed += 1;
             }
         }
@@ -182,7 +272,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_file(dir.path(), "processed/old.csv", b"x").unwrap();
         write_file(dir.path(), "processed/new.csv", b"x").unwrap();
-        write_file(dir.path(), "users.csv", b"x").unwrap();
+        std::fs::write(dir.path().join("users.csv"), b"x").unwrap();
         let old = SystemTime::now() - Duration::from_secs(10 * 86_400);
         std::fs::File::options()
             .write(true)
@@ -194,5 +284,25 @@ mod tests {
         assert!(!dir.path().join("processed/old.csv").exists());
         assert!(dir.path().join("processed/new.csv").exists());
         assert!(dir.path().join("users.csv").exists());
+    }
+
+    #[test]
+    fn archive_folder_that_is_a_link_is_refused_and_not_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep.csv"), b"x").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(400 * 86_400);
+        std::fs::File::options()
+            .write(true)
+            .open(outside.path().join("keep.csv"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("processed")).unwrap();
+        let err = write_file(dir.path(), "processed/a.csv", b"y").unwrap_err();
+        assert!(format!("{err:#}").contains("symbolic link"), "{err:#}");
+        assert_eq!(sweep(dir.path(), 1), 0);
+        assert!(outside.path().join("keep.csv").exists());
+        assert!(!outside.path().join("a.csv").exists());
     }
 }

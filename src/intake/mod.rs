@@ -7,13 +7,18 @@
 //! its requests one at a time in arrival order, and a semaphore bounds how many tenants import
 //! at once (the number of cores). A request for a name already waiting is merged into it, so
 //! several sessions or triggers never start two imports of one file. Each run (see `run`)
-//! leaves a history record, an archived file and a queued mail.
+//! leaves a history record, an archived file and a queued mail. A run starts by claiming its
+//! file (`claim`); every step in a tenant home goes through folder handles that never follow a
+//! link (`nofollow`); leftovers of a killed process are cleaned at start (`cleanup`).
 //!
 //! Which files qualify: directly in the tenant root, matching the tenant's `file` pattern, not a
 //! temp name, and not marked as an unfinished upload by the SFTP server. Tenants with
 //! `trigger = "schedule"` are imported only when their schedule fires (or on `run-now`).
 
 pub mod archive;
+mod claim;
+mod cleanup;
+mod nofollow;
 pub mod pattern;
 mod run;
 mod triggers;
@@ -384,18 +389,20 @@ fn claim_and_run(
         import_id = tracing::field::Empty
     );
     let _enter = span.enter();
-    let claimed = match run::claim(shared, &tenant.id, home, name) {
-        Ok(p) => p,
+    let work = run::work_dir(shared, &tenant.id);
+    let claimed = match claim::claim(&work, home, name) {
+        Ok(c) => c,
         Err(e) => {
             tracing::warn!("cannot claim the file: {e:#}");
             return None;
         }
     };
-    let dir = claimed.parent().map(|d| d.to_path_buf())?;
+    let dir = claimed.dir().to_path_buf();
     let mut out = None;
     let mut first = true;
     with_retries(&tenant.id, name, || {
-        // After a failed attempt the run may have committed; recovery knows from the ledger.
+        // After a failed attempt the run may have committed; recovery knows from the claim's
+        // stamp in the store.
         out = if std::mem::take(&mut first) {
             Some(run::run_claimed(shared, tenant, &claimed)?)
         } else {

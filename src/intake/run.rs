@@ -1,32 +1,34 @@
 //! One run, from a file in the tenant root to an archived file, a history record and a queued
 //! mail: claim → (date check) → import → file away → mail.
 //!
-//! Claiming moves the file out of the tenant's view into `data/work/<tenant>/<claim>/NAME`
-//! (one atomic rename), so a re-upload of the same name during the run is a new file with its
-//! own run, and the archive always holds exactly the bytes that were imported. A claim folder
-//! that survives a crash is finished on restart: if the store's ledger shows the same bytes
-//! already committed, only the filing and the mail are redone; otherwise the import runs again
-//! (the store applies a run all or nothing, so it runs exactly once).
+//! Claiming (see `claim`) moves the file out of the tenant's view into
+//! `data/work/<tenant>/<claim id>/NAME`, so a re-upload of the same name during the run is a new
+//! file with its own run, and the archive always holds exactly the bytes that were imported.
+//! Before the import the claim is registered in the store (`claim_running`); the engine's commit
+//! stamps it with the import id. A claim folder that survives a crash is finished on restart by
+//! its own id only: if the store has a stamp for *this* claim, that run committed and only the
+//! filing and the mail are redone; otherwise the import runs again (the store applies a run all
+//! or nothing, so it runs exactly once). Runs of other files, even of the same name and bytes,
+//! never count.
+//!
+//! A file over `max_upload_bytes` (grown by any means) is refused here with an `error` record
+//! naming its size and the limit, and filed to `errors/` unread.
 
 use super::archive;
+use super::claim::Claimed;
 use super::pattern::FilePattern;
 use super::{RunProgress, Shared};
 use crate::config::{ReportWhen, Tenant};
 use crate::import::{self, ImportOutcome, RunOptions};
 use crate::mail::{compose_report, CsvAttachment, RunSummary};
-use crate::store::{ImportRecord, ImportStatus, LedgerState};
+use crate::store::{ImportRecord, ImportStatus};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use sha2::Digest;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 const REPORT_FILE: &str = ".report.csv";
 const ARCHIVE_FILE: &str = ".archive.csv";
 const MAILED_MARK: &str = ".mailed";
-
-static CLAIMS: AtomicU64 = AtomicU64::new(0);
 
 /// The folder of a tenant's claimed files.
 pub fn work_dir(shared: &Shared, tenant: &str) -> PathBuf {
@@ -37,34 +39,6 @@ pub fn work_dir(shared: &Shared, tenant: &str) -> PathBuf {
         .data_dir
         .join("work")
         .join(tenant)
-}
-
-/// Moves `home/name` into a new claim folder; returns the claimed path.
-pub fn claim(shared: &Shared, tenant: &str, home: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    let n = CLAIMS.fetch_add(1, Ordering::Relaxed);
-    let dir = work_dir(shared, tenant).join(format!(
-        "{}-{n:04}",
-        Utc::now().format("%Y%m%dT%H%M%S%.6fZ")
-    ));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let claimed = dir.join(name);
-    std::fs::rename(home.join(name), &claimed).with_context(|| format!("cannot claim {name}"))?;
-    Ok(claimed)
-}
-
-fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
 }
 
 fn modified_at(path: &Path) -> DateTime<Utc> {
@@ -98,13 +72,41 @@ pub fn own_record(
 pub fn run_claimed(
     shared: &Shared,
     tenant: &Tenant,
-    claimed: &Path,
+    claim: &Claimed,
 ) -> anyhow::Result<ImportRecord> {
+    let claimed = claim.path.as_path();
     let name = claimed
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
+    shared.store.claim_running(&tenant.id, &name, &claim.id)?;
     let received_at = modified_at(claimed);
+    let bytes_total = std::fs::symlink_metadata(claimed)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let limit = shared.config.current().server.max_upload_bytes;
+    if bytes_total > limit {
+        let msg = format!(
+            "{name} is {bytes_total} bytes, over the limit of {limit} bytes (max_upload_bytes); it was not imported and is kept in errors/. Upload a smaller file, or ask the operator to raise the limit."
+        );
+        let record = own_record(
+            shared,
+            &tenant.id,
+            &name,
+            ImportStatus::Error,
+            msg,
+            bytes_total,
+            received_at,
+        )?;
+        tracing::warn!(tenant = %tenant.id, file = %name, bytes = bytes_total, limit, "file over max_upload_bytes refused");
+        shared.store.record_claimed(&record, &claim.id)?;
+        let outcome = ImportOutcome {
+            record,
+            report_csv: None,
+            archive_copy: None,
+        };
+        return finish(shared, tenant, claim, outcome);
+    }
     let profile = &tenant.import;
     let pattern = FilePattern::new(profile);
     if profile.only_today && pattern.has_date() {
@@ -133,16 +135,15 @@ pub fn run_claimed(
             // Not imported, but archived: without its passwords, like any archived file.
             let archive_copy =
                 crate::import::password_free_copy(tenant, claimed, &mut record.messages)?;
-            shared.store.record_import(&record)?;
+            shared.store.record_claimed(&record, &claim.id)?;
             let outcome = ImportOutcome {
                 record,
                 report_csv: None,
                 archive_copy,
             };
-            return finish(shared, tenant, claimed, outcome);
+            return finish(shared, tenant, claim, outcome);
         }
     }
-    let bytes_total = std::fs::metadata(claimed).map(|m| m.len()).unwrap_or(0);
     let progress = shared.progress.clone();
     let tenant_id = tenant.id.clone();
     super::set_progress(
@@ -177,7 +178,7 @@ pub fn run_claimed(
     if let Some(a) = &outcome.archive_copy {
         let _ = std::fs::write(dir.join(ARCHIVE_FILE), a);
     }
-    finish(shared, tenant, claimed, outcome)
+    finish(shared, tenant, claim, outcome)
 }
 
 /// Files the claimed file and its report away, records where, queues the mail, drops the claim.
@@ -185,9 +186,10 @@ pub fn run_claimed(
 fn finish(
     shared: &Shared,
     tenant: &Tenant,
-    claimed: &Path,
+    claim: &Claimed,
     outcome: ImportOutcome,
 ) -> anyhow::Result<ImportRecord> {
+    let claimed = claim.path.as_path();
     let ImportOutcome {
         mut record,
         report_csv,
@@ -235,6 +237,9 @@ fn finish(
     shared.store.record_import(&stored)?;
     crate::metrics::import_finished(&record);
     let _ = std::fs::remove_dir_all(&claim_dir);
+    if let Err(e) = shared.store.claim_done(&tenant.id, &claim.id) {
+        tracing::warn!(tenant = %tenant.id, claim = %claim.id, "cannot drop the claim stamp (dropped at the next start): {e:#}");
+    }
     tracing::info!(
         tenant = %record.tenant, file = %record.file, import_id = %record.id,
         status = record.status.as_str(), rows = record.rows, inserted = record.inserted,
@@ -316,43 +321,51 @@ pub fn queue_mail(
     }
 }
 
-/// Finishes a claim folder left by an earlier process. Blocking.
+/// Finishes a claim folder left by an earlier process (or by a failed attempt): exactly the
+/// run of this claim, found by the claim id. Blocking.
 pub fn recover_claim(
     shared: &Shared,
     tenant: &Tenant,
     dir: &Path,
 ) -> anyhow::Result<Option<ImportRecord>> {
-    let claimed = std::fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
-        });
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        // Finished meanwhile (a claim queued again when its tenant was configured again).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    let claimed = entries.flatten().map(|e| e.path()).find(|p| {
+        p.file_name()
+            .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+    });
     let Some(claimed) = claimed else {
         // The file was already filed away; only the empty claim remains.
         let _ = std::fs::remove_dir_all(dir);
+        let id = Claimed::found(dir, dir.to_path_buf()).id;
+        let _ = shared.store.claim_done(&tenant.id, &id);
         return Ok(None);
     };
-    let name = claimed
+    let claim = Claimed::found(dir, claimed);
+    let name = claim
+        .path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let sha = sha256_file(&claimed)?;
-    let entry = shared.store.ledger_get(&tenant.id, &name)?;
-    let committed = entry
-        .filter(|e| e.sha256 == sha && matches!(e.state, LedgerState::Done | LedgerState::Failed));
-    if let Some(record) = committed
-        .and_then(|e| e.import_id)
-        .and_then(|id| shared.store.import(&tenant.id, &id).ok().flatten())
-    {
-        tracing::info!(tenant = %tenant.id, file = %name, import_id = %record.id, "finishing a run that was committed before a restart");
+    let committed = shared.store.claim_committed(&tenant.id, &claim.id)?;
+    if let Some(id) = committed {
+        let record = shared.store.import(&tenant.id, &id)?.with_context(|| {
+            format!(
+                "claim {} committed import {id}, which is not in the history",
+                claim.id
+            )
+        })?;
+        tracing::info!(tenant = %tenant.id, file = %name, claim = %claim.id, import_id = %record.id, "finishing a run that was committed before a restart");
         let report_csv = std::fs::read(dir.join(REPORT_FILE)).ok();
         let archive_copy = std::fs::read(dir.join(ARCHIVE_FILE)).ok();
         return finish(
             shared,
             tenant,
-            &claimed,
+            &claim,
             ImportOutcome {
                 record,
                 report_csv,
@@ -361,8 +374,8 @@ pub fn recover_claim(
         )
         .map(Some);
     }
-    tracing::info!(tenant = %tenant.id, file = %name, "importing a file claimed before a restart");
-    run_claimed(shared, tenant, &claimed).map(Some)
+    tracing::info!(tenant = %tenant.id, file = %name, claim = %claim.id, "importing a file claimed before a restart (its run never committed)");
+    run_claimed(shared, tenant, &claim).map(Some)
 }
 
 #[cfg(test)]

@@ -5,7 +5,12 @@
 //! The watcher watches `data/tenants/` and acts only on files directly in a tenant root, on
 //! "closed after writing" and "renamed into place" (a file still being written is not touched);
 //! the archive folders and Roster's own moves are ignored. Files uploaded through Roster's SFTP
-//! server are seen twice (event and watcher); the queue merges them.
+//! server are seen twice (event and watcher); the queue merges them. The watcher never follows
+//! links, and a watcher error is loud and recovered: logged as an error, the watcher is built
+//! again and every tenant folder rescanned.
+//!
+//! A config reload that adds a tenant (also one removed earlier) gives it the start-up pick-up:
+//! its claims and the finished files waiting in its root.
 
 use super::{candidates, on_upload, run, Intake, Request};
 use crate::sftp::UploadFinished;
@@ -19,9 +24,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub(super) fn start(intake: Intake, uploads: mpsc::UnboundedReceiver<UploadFinished>) {
+    super::cleanup::at_start(&intake.shared);
     startup(&intake);
     intake.spawn(consume_uploads(intake.clone(), uploads));
-    watch_folders(intake.clone());
+    watch_folders(&intake);
+    intake.spawn(added_tenants(intake.clone()));
     intake.spawn(schedules(intake.clone()));
     intake.spawn(retention(intake.clone()));
 }
@@ -60,28 +67,56 @@ async fn consume_uploads(intake: Intake, mut uploads: mpsc::UnboundedReceiver<Up
 fn startup(intake: &Intake) {
     let config = intake.shared.config.current();
     for t in &config.tenants {
-        let home = config.tenant_home(&t.id);
-        if let Err(e) = std::fs::create_dir_all(&home) {
-            tracing::error!(tenant = %t.id, "cannot create the tenant folder {}: {e}", home.display());
+        pick_up(intake, &config, t);
+    }
+}
+
+/// For one tenant: creates its home, queues its claims left by an earlier process, then the
+/// complete files waiting in its root (at start, and for a tenant a reload adds).
+fn pick_up(intake: &Intake, config: &crate::config::Config, t: &crate::config::Tenant) {
+    let home = config.tenant_home(&t.id);
+    if let Err(e) = std::fs::create_dir_all(&home) {
+        tracing::error!(tenant = %t.id, "cannot create the tenant folder {}: {e}", home.display());
+    }
+    let mut claims: Vec<PathBuf> = std::fs::read_dir(run::work_dir(&intake.shared, &t.id))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    claims.sort();
+    for dir in claims {
+        intake.request(&t.id, Request::Claim(dir));
+    }
+    if on_upload(t) {
+        for name in candidates(config, t) {
+            tracing::info!(tenant = %t.id, file = %name, "found a finished upload waiting since before the start");
+            intake.request_file(&t.id, &name);
         }
-        let mut claims: Vec<PathBuf> = std::fs::read_dir(run::work_dir(&intake.shared, &t.id))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.is_dir())
-                    .collect()
-            })
-            .unwrap_or_default();
-        claims.sort();
-        for dir in claims {
-            intake.request(&t.id, Request::Claim(dir));
+    }
+}
+
+/// Follows config reloads: a tenant that a reload adds (new, or configured again after being
+/// removed) gets the same pick-up as at start, so files left while it was not configured are
+/// imported.
+async fn added_tenants(intake: Intake) {
+    let mut changes = intake.shared.config.subscribe();
+    let ids = |c: &crate::config::Config| -> std::collections::HashSet<String> {
+        c.tenants.iter().map(|t| t.id.clone()).collect()
+    };
+    let mut known = ids(&intake.shared.config.current());
+    while changes.changed().await.is_ok() {
+        if intake.stopping() {
+            return;
         }
-        if on_upload(t) {
-            for name in candidates(&config, t) {
-                tracing::info!(tenant = %t.id, file = %name, "found a finished upload waiting since before the start");
-                intake.request_file(&t.id, &name);
-            }
+        let config = intake.shared.config.current();
+        for t in config.tenants.iter().filter(|t| !known.contains(&t.id)) {
+            tracing::info!(tenant = %t.id, "tenant added by a config reload; picking up its waiting files");
+            pick_up(&intake, &config, t);
         }
+        known = ids(&config);
     }
 }
 
@@ -94,69 +129,127 @@ fn tenant_file(tenants: &Path, path: &Path) -> Option<(String, String)> {
     parts.next().is_none().then_some((tenant, name))
 }
 
-fn watch_folders(intake: Intake) {
-    let config = intake.shared.config.current();
-    let tenants = config.server.data_dir.join("tenants");
+/// Pause before watching again after the watcher failed or could not start.
+const REWATCH_AFTER: Duration = Duration::from_secs(2);
+
+/// A running folder watcher and its events.
+struct Watching {
+    tenants: PathBuf,
+    watcher: notify::RecommendedWatcher,
+    events: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+}
+
+/// Starts watching `data/tenants` (created if missing), or says why not.
+fn watch(intake: &Intake) -> Result<Watching, String> {
+    let tenants = intake
+        .shared
+        .config
+        .current()
+        .server
+        .data_dir
+        .join("tenants");
     if let Err(e) = std::fs::create_dir_all(&tenants) {
-        tracing::error!(
-            "cannot create {}: {e}; folder watching is off",
-            tenants.display()
-        );
-        return;
+        return Err(format!("cannot create {}: {e}", tenants.display()));
     }
     let tenants = tenants.canonicalize().unwrap_or(tenants);
-    let (tx, mut rx) = mpsc::unbounded_channel::<notify::Event>();
-    let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| match ev {
-        Ok(ev) => {
-            let _ = tx.send(ev);
-        }
-        Err(e) => tracing::warn!("folder watcher error: {e}"),
-    });
-    let mut watcher = match watcher {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(
-                "cannot watch the tenant folders ({e}); files copied in are found at start only"
-            );
-            return;
-        }
-    };
-    if let Err(e) = notify::Watcher::watch(&mut watcher, &tenants, notify::RecursiveMode::Recursive)
-    {
-        tracing::error!(
-            "cannot watch {} ({e}); files copied in are found at start only",
-            tenants.display()
-        );
-        return;
+    let (tx, events) = mpsc::unbounded_channel();
+    match start_watcher(&tenants, tx) {
+        Ok(watcher) => Ok(Watching {
+            tenants,
+            watcher,
+            events,
+        }),
+        Err(e) => Err(format!("cannot watch {} ({e})", tenants.display())),
     }
-    let watching = intake.clone();
-    watching.spawn(async move {
-        let _keep = watcher;
-        while let Some(ev) = rx.recv().await {
-            if ev.need_rescan() {
-                tracing::warn!("folder watcher overflowed; rescanning every tenant folder");
-                let config = intake.shared.config.current();
-                for t in config.tenants.iter().filter(|t| on_upload(t)) {
-                    for name in candidates(&config, t) {
-                        intake.request_file(&t.id, &name);
-                    }
+}
+
+/// Watches the tenant folders for as long as the intake runs. The first watcher is started
+/// before this returns (so files copied in right after the start are seen). Links are not
+/// followed (a link planted in a home is an entry, not a folder to descend into). A watcher
+/// error is logged as an error, the watcher is built again and every tenant folder is
+/// rescanned, so file pickup never stops silently.
+fn watch_folders(intake: &Intake) {
+    let mut current = watch(intake);
+    let task = intake.clone();
+    intake.spawn(async move {
+        let intake = task;
+        loop {
+            match current {
+                Ok(w) => {
+                    let failure = follow_events(&intake, &w.tenants, w.events).await;
+                    drop(w.watcher);
+                    tracing::error!("folder watcher failed ({failure}); watching again and rescanning every tenant folder");
                 }
-                continue;
+                Err(why) => tracing::error!(
+                    "{why}; trying again (files copied in meanwhile are found by a rescan then)"
+                ),
             }
-            let finished_writing = matches!(
-                ev.kind,
-                EventKind::Access(AccessKind::Close(AccessMode::Write))
-                    | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
-            );
-            if !finished_writing {
-                continue;
+            tokio::time::sleep(REWATCH_AFTER).await;
+            if intake.stopping() {
+                return;
             }
-            // For a rename with both names, the destination is last.
-            if let Some((tenant, name)) = ev.paths.last().and_then(|p| tenant_file(&tenants, p)) {
-                settle_then_request(&intake, tenant, name);
+            current = watch(&intake);
+            if current.is_ok() {
+                tracing::warn!("folder watcher running again; rescanning every tenant folder");
+                rescan(&intake);
             }
         }
     });
+}
+
+fn start_watcher(
+    tenants: &Path,
+    tx: mpsc::UnboundedSender<notify::Result<notify::Event>>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let handler = move |ev: notify::Result<notify::Event>| {
+        let _ = tx.send(ev);
+    };
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let mut watcher: notify::RecommendedWatcher = notify::Watcher::new(handler, config)?;
+    notify::Watcher::watch(&mut watcher, tenants, notify::RecursiveMode::Recursive)?;
+    Ok(watcher)
+}
+
+/// Requests every qualifying file of every tenant that imports on upload.
+fn rescan(intake: &Intake) {
+    let config = intake.shared.config.current();
+    for t in config.tenants.iter().filter(|t| on_upload(t)) {
+        for name in candidates(&config, t) {
+            intake.request_file(&t.id, &name);
+        }
+    }
+}
+
+/// Turns watcher events into requests until the watcher reports an error (returned).
+async fn follow_events(
+    intake: &Intake,
+    tenants: &Path,
+    mut rx: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+) -> String {
+    while let Some(ev) = rx.recv().await {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => return e.to_string(),
+        };
+        if ev.need_rescan() {
+            tracing::warn!("folder watcher overflowed; rescanning every tenant folder");
+            rescan(intake);
+            continue;
+        }
+        let finished_writing = matches!(
+            ev.kind,
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+                | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+        );
+        if !finished_writing {
+            continue;
+        }
+        // For a rename with both names, the destination is last.
+        if let Some((tenant, name)) = ev.paths.last().and_then(|p| tenant_file(tenants, p)) {
+            settle_then_request(intake, tenant, name);
+        }
+    }
+    "its event channel closed".to_string()
 }
 
 /// Fires each tenant's cron schedule in its time zone; checks twice a second and follows

@@ -209,8 +209,9 @@ static EML_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `mail` as `<dir>/<UTC timestamp>-<tenant>-<n>.eml` and returns its path.
 ///
-/// The bytes go to a hidden temporary file in `dir` first, are synced, and are then renamed,
-/// so a reader never sees a half-written `.eml`. `dir` is created if needed.
+/// The bytes go to a hidden temporary file `.<name>.<process id>.tmp` in `dir` first, are
+/// synced, and are then renamed, so a reader never sees a half-written `.eml`. `dir` is created
+/// if needed. A temporary file left by a killed process is removed by [`remove_temp_files`].
 pub fn write_eml(dir: &Path, mail: &OutgoingMail) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the outbox folder {}", dir.display()))?;
@@ -239,7 +240,7 @@ pub fn write_eml(dir: &Path, mail: &OutgoingMail) -> anyhow::Result<PathBuf> {
         if path.exists() {
             continue;
         }
-        let tmp = dir.join(format!(".{name}.tmp"));
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -269,4 +270,24 @@ pub fn write_eml(dir: &Path, mail: &OutgoingMail) -> anyhow::Result<PathBuf> {
         let _ = d.sync_all();
     }
     Ok(path)
+}
+
+/// Removes the temporary files a killed process left in the outbox folder `dir`: hidden
+/// `.….eml.tmp` and `.….eml.<process id>.tmp` files not written by this process. Returns how
+/// many were removed. Links and folders are left alone.
+pub fn remove_temp_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let own = format!(".{}.tmp", std::process::id());
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let is_temp = name.starts_with('.') && name.ends_with(".tmp") && name.contains(".eml.");
+        let is_file = e.file_type().is_ok_and(|t| t.is_file());
+        if is_temp && is_file && !name.ends_with(&own) && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }

@@ -23,7 +23,9 @@ pub use compose::{
     compose_notice, compose_report, report_body, report_subject, ComposeError, Counts,
     CsvAttachment, RunSummary, DEFAULT_FROM, TENANT_HEADER,
 };
-pub use deliver::{deliver, deliver_with_timeout, write_eml, DeliveryError, SMTP_TIMEOUT};
+pub use deliver::{
+    deliver, deliver_with_timeout, remove_temp_files, write_eml, DeliveryError, SMTP_TIMEOUT,
+};
 pub use outbox::enqueue;
 pub use worker::{next_attempt, run_delivery, Backoff, MailQueue, QueuedMail, StepReport, Worker};
 

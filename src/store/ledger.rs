@@ -1,24 +1,36 @@
-//! The file ledger: which file of which tenant is where in its journey.
+//! The file ledger and the claim stamps: what the store knows about a tenant's files.
 //!
-//! The intake writes entries (`received`, `importing`) with [`Store::ledger_put`]; the import
-//! engine sets `done`/`failed` with the import id inside its atomic commit, so after a crash
-//! the ledger says exactly which files must be imported again ([`Store::ledger_unfinished`]).
+//! * The **ledger** keeps, per tenant and file name, the last run of that name: the import
+//!   engine writes a [`LedgerEntry`] (`done`/`failed`, the sha256, the import id) inside its
+//!   atomic commit, and it is read back with [`Store::ledger_get`]. It is history, not a
+//!   recovery list: an older entry of the same name says nothing about a newer upload.
+//! * The **claim stamps** tie one intake claim (a folder `data/work/<tenant>/<claim id>`) to the
+//!   import that ran it, so a restart finishes exactly that run. Before a claimed file is
+//!   imported the intake calls [`Store::claim_running`] (tenant, file name, claim id); the
+//!   engine's next commit of that file name (not an `approve`) turns it, in the same sled
+//!   transaction, into a stamp `claim id → import id` (see [`Store::commit`]). After a crash,
+//!   [`Store::claim_committed`] answers "did *this* claim's run commit, and as which import?";
+//!   no stamp means the run never committed and must run again. [`Store::claim_done`] drops
+//!   the stamp once the claim folder is gone. Records the intake writes itself for a claim
+//!   (a file refused before the engine runs) are stored with their stamp at once
+//!   ([`Store::record_claimed`]).
 
-use super::{tkey, Store};
+use super::{tkey, ImportRecord, Store};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sled::Transactional;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LedgerState {
-    Received,
-    Importing,
+    /// The run committed (any status but `error`).
     Done,
+    /// The run ended with a file-level `error`.
     Failed,
 }
 
-/// What the store knows about one file of a tenant (keyed by tenant and file name).
+/// The last run of one file name of a tenant (keyed by tenant and file name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {
     pub tenant: String,
@@ -30,16 +42,28 @@ pub struct LedgerEntry {
     pub updated_at: DateTime<Utc>,
 }
 
-impl Store {
-    /// Inserts or replaces the entry of (tenant, file); flushed on return.
-    pub fn ledger_put(&self, e: &LedgerEntry) -> Result<()> {
-        self.inner
-            .ledger
-            .insert(tkey(&e.tenant, e.file.as_bytes()), serde_json::to_vec(e)?)
-            .context("cannot write the file ledger")?;
-        self.flush()
-    }
+/// A claim whose run committed: which file, as which import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ClaimStamp {
+    pub file: String,
+    pub import_id: String,
+}
 
+/// `claims` key of the claim that is running for a file name: `<tenant>\0a<file>`.
+pub(crate) fn running_key(tenant: &str, file: &str) -> Vec<u8> {
+    let mut rest = b"a".to_vec();
+    rest.extend_from_slice(file.as_bytes());
+    tkey(tenant, &rest)
+}
+
+/// `claims` key of a claim's stamp: `<tenant>\0c<claim id>`.
+pub(crate) fn stamp_key(tenant: &str, claim: &str) -> Vec<u8> {
+    let mut rest = b"c".to_vec();
+    rest.extend_from_slice(claim.as_bytes());
+    tkey(tenant, &rest)
+}
+
+impl Store {
     pub fn ledger_get(&self, tenant: &str, file: &str) -> Result<Option<LedgerEntry>> {
         match self.inner.ledger.get(tkey(tenant, file.as_bytes()))? {
             Some(v) => Ok(Some(
@@ -49,22 +73,107 @@ impl Store {
         }
     }
 
-    pub fn ledger_remove(&self, tenant: &str, file: &str) -> Result<()> {
-        self.inner.ledger.remove(tkey(tenant, file.as_bytes()))?;
+    /// Says that claim `claim` is about to import `file` of `tenant`: the next engine commit of
+    /// that file name stamps this claim. Flushed on return.
+    pub fn claim_running(&self, tenant: &str, file: &str, claim: &str) -> Result<()> {
+        self.inner
+            .claims
+            .insert(running_key(tenant, file), claim.as_bytes())
+            .context("cannot write the claim ledger")?;
         self.flush()
     }
 
-    /// Every entry (all tenants) still `received` or `importing`: the start-up recovery list.
-    pub fn ledger_unfinished(&self) -> Result<Vec<LedgerEntry>> {
-        let mut out = Vec::new();
-        for kv in self.inner.ledger.iter() {
-            let (_, v) = kv?;
-            let e: LedgerEntry =
-                serde_json::from_slice(&v).context("a file ledger entry is damaged")?;
-            if matches!(e.state, LedgerState::Received | LedgerState::Importing) {
-                out.push(e);
+    /// The import id that claim `claim` committed, if its run committed.
+    pub fn claim_committed(&self, tenant: &str, claim: &str) -> Result<Option<String>> {
+        match self.inner.claims.get(stamp_key(tenant, claim))? {
+            Some(v) => {
+                let stamp: ClaimStamp =
+                    serde_json::from_slice(&v).context("a claim stamp is damaged")?;
+                Ok(Some(stamp.import_id))
             }
+            None => Ok(None),
+        }
+    }
+
+    /// Forgets claim `claim` (its folder is gone). Flushed on return.
+    pub fn claim_done(&self, tenant: &str, claim: &str) -> Result<()> {
+        self.inner.claims.remove(stamp_key(tenant, claim))?;
+        self.flush()
+    }
+
+    /// Ids of the tenant's stamped claims (for removing stamps whose folder is gone).
+    pub fn claims_stamped(&self, tenant: &str) -> Result<Vec<String>> {
+        let prefix = stamp_key(tenant, "");
+        let mut out = Vec::new();
+        for kv in self.inner.claims.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            out.push(String::from_utf8_lossy(&k[prefix.len()..]).to_string());
         }
         Ok(out)
+    }
+
+    /// Stores a record the intake made for claim `claim` together with the claim's stamp, in
+    /// one transaction, so a restart finishes this record instead of making another.
+    pub fn record_claimed(&self, record: &ImportRecord, claim: &str) -> Result<()> {
+        let json = serde_json::to_vec(record)?;
+        let stamp = serde_json::to_vec(&ClaimStamp {
+            file: record.file.clone(),
+            import_id: record.id.clone(),
+        })?;
+        let key = tkey(&record.tenant, record.id.as_bytes());
+        let skey = stamp_key(&record.tenant, claim);
+        let done: sled::transaction::TransactionResult<()> =
+            (&self.inner.history, &self.inner.claims).transaction(|(history, claims)| {
+                history.insert(key.as_slice(), json.as_slice())?;
+                claims.insert(skey.as_slice(), stamp.as_slice())?;
+                Ok(())
+            });
+        done.map_err(|e| anyhow::anyhow!("cannot write the import history: {e:?}"))?;
+        self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{MatchBy, OnMissing, Tenant};
+    use crate::import::{run_file, RunOptions};
+    use crate::store::Store;
+
+    #[test]
+    fn a_commit_stamps_only_the_claim_running_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let tenant = Tenant::for_import(
+            "t",
+            MatchBy::Email,
+            OnMissing::Keep,
+            &[
+                ("email", "email"),
+                ("first_name", "first"),
+                ("last_name", "last"),
+            ],
+        );
+        let file = dir.path().join("users.csv");
+        std::fs::write(&file, "email,first,last\na@t.example,A,A\n").unwrap();
+        // A run of the file with no claim registered stamps nothing.
+        run_file(&store, &tenant, &file, &RunOptions::default()).unwrap();
+        assert!(store.claims_stamped("t").unwrap().is_empty());
+        store.claim_running("t", "users.csv", "claim-2").unwrap();
+        std::fs::write(&file, "email,first,last\na@t.example,B,B\n").unwrap();
+        let second = run_file(&store, &tenant, &file, &RunOptions::default()).unwrap();
+        assert_eq!(
+            store.claim_committed("t", "claim-2").unwrap(),
+            Some(second.record.id.clone())
+        );
+        // The next run of the same name is not claim-2's.
+        std::fs::write(&file, "email,first,last\na@t.example,C,C\n").unwrap();
+        run_file(&store, &tenant, &file, &RunOptions::default()).unwrap();
+        assert_eq!(
+            store.claim_committed("t", "claim-2").unwrap(),
+            Some(second.record.id)
+        );
+        assert_eq!(store.claims_stamped("t").unwrap(), ["claim-2"]);
+        store.claim_done("t", "claim-2").unwrap();
+        assert_eq!(store.claim_committed("t", "claim-2").unwrap(), None);
     }
 }

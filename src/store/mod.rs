@@ -2,7 +2,7 @@
 //! import history and held plans, plus a file ledger and the mail outbox.
 //!
 //! Data enters through typed calls (`commit` from the import engine, `record_import`,
-//! `ledger_put`, `outbox_push`, `restore`) and leaves as typed values ([`User`],
+//! `claim_running`, `outbox_push`, `restore`) and leaves as typed values ([`User`],
 //! [`ImportRecord`], [`LedgerEntry`], [`OutboxItem`]). Callers never see sled types, so another
 //! engine can replace it behind the same methods.
 //!
@@ -19,7 +19,9 @@
 //! | `users` | `\x01<tenant>\0<bucket u16 BE><generation u64 BE>` | empty: this bucket generation is staged and not yet committed (removed by the commit) |
 //! | `history` | `<tenant>\0<import id>` | JSON [`ImportRecord`]; import ids sort by time, so a reverse scan lists newest first |
 //! | `plans` | `<tenant>\0<import id>` | a held plan: JSON header, then the file bytes |
-//! | `ledger` | `<tenant>\0<file name>` | JSON [`LedgerEntry`] |
+//! | `ledger` | `<tenant>\0<file name>` | JSON [`LedgerEntry`]: the last run of that file name |
+//! | `claims` | `<tenant>\0a<file name>` | the id of the intake claim running that file (see `ledger`) |
+//! | `claims` | `<tenant>\0c<claim id>` | JSON stamp: the claim's run committed, as this import id |
 //! | `outbox` | `<id u64 BE>` | `u32 LE header length`, JSON header (recipients, attempts, next attempt), then the message bytes |
 //!
 //! # Atomic imports
@@ -31,7 +33,7 @@
 //! changed bucket under a *new* generation first; these writes are invisible because the tenant
 //! state still names the old generations. It then commits one multi-tree transaction that swaps the
 //! generations in the tenant state, removes the old buckets, and writes the history record, the
-//! ledger entry and the held-plan change. sled recovers a transaction entirely or not at all, so a
+//! ledger entry (and the stamp of the intake claim running that file), and the held-plan change. sled recovers a transaction entirely or not at all, so a
 //! killed process leaves the directory exactly before or exactly after the run; buckets staged by
 //! an unfinished run are found through their staging markers and swept away by [`Store::open`]
 //! (without reading any bucket). Every commit is flushed to disk before it returns.
@@ -74,6 +76,7 @@ struct Inner {
     history: sled::Tree,
     plans: sled::Tree,
     ledger: sled::Tree,
+    claims: sled::Tree,
     outbox: sled::Tree,
     secret: [u8; 32],
 }
@@ -124,6 +127,22 @@ pub(crate) struct Commit {
     pub ledger: Option<LedgerEntry>,
     pub put_plan: Option<(String, Vec<u8>)>,
     pub remove_plan: Option<String>,
+}
+
+/// For a commit of an intake run (a ledger entry, not an `approve`): the `claims` key of the
+/// claim running that file, and the stamp to write for it.
+fn claim_keys(c: &Commit) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let (Some(entry), None) = (&c.ledger, &c.remove_plan) else {
+        return Ok(None);
+    };
+    let Some(import_id) = entry.import_id.clone() else {
+        return Ok(None);
+    };
+    let stamp = serde_json::to_vec(&ledger::ClaimStamp {
+        file: entry.file.clone(),
+        import_id,
+    })?;
+    Ok(Some((ledger::running_key(&c.tenant, &entry.file), stamp)))
 }
 
 fn tkey(tenant: &str, rest: &[u8]) -> Vec<u8> {
@@ -195,6 +214,7 @@ impl Store {
                 history: tree("history")?,
                 plans: tree("plans")?,
                 ledger: tree("ledger")?,
+                claims: tree("claims")?,
                 outbox: tree("outbox")?,
                 db,
                 secret,
@@ -334,8 +354,9 @@ impl Store {
             .as_ref()
             .map(|l| serde_json::to_vec(l).map(|j| (tkey(&c.tenant, l.file.as_bytes()), j)))
             .transpose()?;
-        let result = (&i.users, &i.history, &i.plans, &i.ledger).transaction(
-            |(users, history, plans, ledger)| {
+        let claim_keys = claim_keys(c)?;
+        let result = (&i.users, &i.history, &i.plans, &i.ledger, &i.claims).transaction(
+            |(users, history, plans, ledger, claims)| {
                 let mut st: TenantState = match users.get(&skey)? {
                     Some(v) => serde_json::from_slice(&v).map_err(|e| {
                         ConflictableTransactionError::Abort(anyhow!(
@@ -378,6 +399,12 @@ impl Store {
                 }
                 if let Some((k, v)) = &ledger_json {
                     ledger.insert(k.as_slice(), v.as_slice())?;
+                }
+                if let Some((running, stamp)) = &claim_keys {
+                    if let Some(claim) = claims.remove(running.as_slice())? {
+                        let claim = String::from_utf8_lossy(&claim).to_string();
+                        claims.insert(ledger::stamp_key(&c.tenant, &claim), stamp.as_slice())?;
+                    }
                 }
                 if let Some((id, bytes)) = &c.put_plan {
                     plans.insert(tkey(&c.tenant, id.as_bytes()), bytes.as_slice())?;

@@ -1,0 +1,98 @@
+//! Claiming a file: taking exactly one regular file out of the tenant's view into a claim folder
+//! `data/work/<tenant>/<claim id>/NAME`, where nothing but Roster can change it.
+//!
+//! The file is opened relative to a handle of the tenant home without following links and
+//! checked to be a regular file (`fstat`); the entry is then moved with `renameat` into the new
+//! claim folder, and the moved entry must be the very file that was opened (same device and
+//! inode). A link planted or swapped in at any moment is therefore never claimed through: a
+//! link found before the move is left alone, one caught by the move is removed, and both are
+//! logged. The claim id (the folder name) is unique per claim and identifies the run in the
+//! store's claim stamps (see `store::ledger`), so a restart finishes exactly this run.
+
+use super::nofollow;
+use anyhow::{bail, Context};
+use chrono::Utc;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static CLAIMS: AtomicU64 = AtomicU64::new(0);
+
+/// A claimed file.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// `data/work/<tenant>/<claim id>/NAME`
+    pub path: PathBuf,
+    /// The claim folder's name: unique per claim (time, process id, counter).
+    pub id: String,
+}
+
+impl Claimed {
+    /// The claim in folder `dir` holding the file `path` (a claim found at start).
+    pub fn found(dir: &Path, path: PathBuf) -> Claimed {
+        let id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        Claimed { path, id }
+    }
+
+    /// The claim folder.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(&self.path)
+    }
+}
+
+/// Moves `home/name` into a new claim folder under `work` (see the module doc).
+pub fn claim(work: &Path, home: &Path, name: &str) -> anyhow::Result<Claimed> {
+    let home_fd = nofollow::open_dir(home)
+        .with_context(|| format!("cannot open the tenant folder {}", home.display()))?;
+    let file = match nofollow::open_file(home_fd.as_fd(), name) {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            bail!("{name} in the tenant folder is a symbolic link; it is not imported")
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot open {name}")),
+    };
+    let opened = file
+        .metadata()
+        .with_context(|| format!("cannot stat {name}"))?;
+    if !opened.is_file() {
+        bail!("{name} in the tenant folder is not a regular file; it is not imported");
+    }
+    let n = CLAIMS.fetch_add(1, Ordering::Relaxed);
+    let id = format!(
+        "{}-{}-{n:04}",
+        Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
+        std::process::id()
+    );
+    std::fs::create_dir_all(work).with_context(|| format!("cannot create {}", work.display()))?;
+    let dir = work.join(&id);
+    std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir_fd = nofollow::open_dir(&dir)
+        .with_context(|| format!("cannot open the claim folder {}", dir.display()))?;
+    if let Err(e) = nofollow::rename(home_fd.as_fd(), name, dir_fd.as_fd(), name) {
+        let _ = std::fs::remove_dir(&dir);
+        return Err(e).with_context(|| format!("cannot claim {name}"));
+    }
+    let moved = nofollow::lstat(dir_fd.as_fd(), name)
+        .with_context(|| format!("cannot stat the claimed {name}"))?;
+    let same = moved.st_dev == opened.dev() && moved.st_ino == opened.ino();
+    if !same && !nofollow::is_regular(&moved) {
+        let _ = nofollow::unlink(dir_fd.as_fd(), name);
+        let _ = std::fs::remove_dir(&dir);
+        bail!(
+            "{name} was replaced by a symbolic link or another kind of entry while it was claimed; that entry was removed and nothing was imported"
+        );
+    }
+    if !same {
+        // A newer regular file took the name in between (a re-upload): it is claimed now,
+        // a regular file in Roster's own folder, and its bytes are what is imported.
+        tracing::info!(file = %name, "the file was replaced by a newer upload while claimed; importing the newer one");
+    }
+    Ok(Claimed {
+        path: dir.join(name),
+        id,
+    })
+}
