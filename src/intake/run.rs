@@ -12,7 +12,8 @@
 //! never count.
 //!
 //! A file over `max_upload_bytes` (grown by any means) is refused here with an `error` record
-//! naming its size and the limit, and filed to `errors/` unread.
+//! naming its size and the limit, and deleted unread: it cannot be read within the limits to
+//! blank its password cells, and no plaintext password is ever archived (design.md §6).
 
 use super::archive;
 use super::claim::Claimed;
@@ -87,7 +88,7 @@ pub fn run_claimed(
     let limit = shared.config.current().server.max_upload_bytes;
     if bytes_total > limit {
         let msg = format!(
-            "{name} is {bytes_total} bytes, over the limit of {limit} bytes (max_upload_bytes); it was not imported and is kept in errors/. Upload a smaller file, or ask the operator to raise the limit."
+            "{name} is {bytes_total} bytes, over the limit of {limit} bytes (max_upload_bytes); it was not imported and was deleted unread (it cannot be read within the limits to blank its passwords, so it is not kept). Upload a smaller file, or ask the operator to raise the limit."
         );
         let record = own_record(
             shared,
@@ -209,7 +210,10 @@ fn finish(
         report_csv.is_some(),
         Utc::now(),
     );
-    record.archived_as = Some(plan.file.clone());
+    // A file over the limit is never kept: it was not read, so its password cells could not be
+    // blanked (design.md §6: no plaintext password is archived).
+    let keep_file = record.bytes <= config.server.max_upload_bytes;
+    record.archived_as = keep_file.then(|| plan.file.clone());
     record.report = plan.report.clone();
     let mailed = claim_dir.join(MAILED_MARK);
     if !mailed.exists() {
@@ -225,7 +229,13 @@ fn finish(
     if let (Some(rel), Some(bytes)) = (&plan.report, &report_csv) {
         archive::write_file(&home, rel, bytes)?;
     }
-    archive::file_away(&home, &plan.file, claimed, archive_copy.as_deref())?;
+    if keep_file {
+        archive::file_away(&home, &plan.file, claimed, archive_copy.as_deref())?;
+    } else if let Err(e) = std::fs::remove_file(claimed) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(anyhow::anyhow!("cannot delete {}: {e}", claimed.display()));
+        }
+    }
     // Set only where the file went on the stored record: it may have moved on since the run
     // (a held run approved in the meantime) and must keep its newer status and counts.
     let mut stored = shared
@@ -243,7 +253,7 @@ fn finish(
     tracing::info!(
         tenant = %record.tenant, file = %record.file, import_id = %record.id,
         status = record.status.as_str(), rows = record.rows, inserted = record.inserted,
-        updated = record.updated, skipped = record.skipped, archived_as = %plan.file,
+        updated = record.updated, skipped = record.skipped, archived_as = record.archived_as.as_deref().unwrap_or("(deleted)"),
         "run finished"
     );
     Ok(record)
