@@ -95,9 +95,9 @@ impl SftpSession {
         } else {
             self.ctx.in_progress.end(&dst.virtual_path);
         }
-        let still_open = self.handles.values().any(|h| {
-            matches!(&h.handle, OpenHandle::File(f) if f.writable && f.path.real == src.real)
-        });
+        let still_open = self.handles.values().any(
+            |h| matches!(&h.handle, OpenHandle::File(f) if f.writable && f.path.real == src.real),
+        );
         if let Some(st) = moved.filter(|st| st.is_file()) {
             if !incomplete && !still_open && !is_temp_name(dst.name()) {
                 self.announce(&dst, st.size, FinishedBy::Rename);
@@ -121,12 +121,8 @@ impl SftpSession {
             .parent(&p)
             .and_then(|(dir, name)| readlink_at(dir.as_fd(), &name))
             .map_err(|e| io_fail(&p.virtual_path, e))?;
-        let text = String::from_utf8(target).map_err(|_| {
-            fail(
-                StatusCode::Failure,
-                "The link's target is not valid UTF-8",
-            )
-        })?;
+        let text = String::from_utf8(target)
+            .map_err(|_| fail(StatusCode::Failure, "The link's target is not valid UTF-8"))?;
         Ok(Packet::Name(Name {
             id,
             files: vec![File::dummy(text)],
@@ -177,11 +173,8 @@ impl SftpSession {
         let (dst_dir, dst_name) = jail
             .parent(&dst)
             .map_err(|e| io_fail(&dst.virtual_path, e))?;
-        link_at(
-            (src_dir.as_fd(), &src_name),
-            (dst_dir.as_fd(), &dst_name),
-        )
-        .map_err(|e| io_fail(&dst.virtual_path, e))?;
+        link_at((src_dir.as_fd(), &src_name), (dst_dir.as_fd(), &dst_name))
+            .map_err(|e| io_fail(&dst.virtual_path, e))?;
         Ok(ok(id))
     }
 }

@@ -133,7 +133,9 @@ impl SftpSession {
         } else {
             read_at.saturating_add(length)
         };
-        if from == to && read_at < write_at.saturating_add(read_end - read_at) && write_at < read_end
+        if from == to
+            && read_at < write_at.saturating_add(read_end - read_at)
+            && write_at < read_end
         {
             return Err(fail(
                 StatusCode::Failure,

@@ -48,7 +48,11 @@ impl TenantHandles {
 
     /// Takes one handle from the tenant's budget, or `None` when it is spent.
     pub fn take(&self) -> Option<HandleTicket> {
-        let mut map = self.budget.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .budget
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let n = map.entry(self.tenant.clone()).or_insert(0);
         if *n >= self.max {
             return None;
@@ -69,7 +73,11 @@ pub struct HandleTicket {
 
 impl Drop for HandleTicket {
     fn drop(&mut self) {
-        let mut map = self.budget.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .budget
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = map.get_mut(&self.tenant) {
             *n = n.saturating_sub(1);
             if *n == 0 {

@@ -200,7 +200,19 @@ impl Jail {
     /// Opens `p` with open(2) `flags` (and `mode` when creating), resolved beneath the home.
     /// In a tenant jail no component, the last included, may be a symlink (ELOOP).
     pub fn open(&self, p: &JailPath, flags: libc::c_int, mode: u32) -> std::io::Result<OwnedFd> {
-        self.open_relative(p.relative(), flags, mode)
+        let opened = self.open_relative(p.relative(), flags, mode);
+        match opened {
+            // A final link opened as a folder says ENOTDIR; tell the person it is a link.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) && !self.links => {
+                match self.open_nofollow(p).map(std::fs::File::from) {
+                    Ok(f) if f.metadata().is_ok_and(|m| m.file_type().is_symlink()) => {
+                        Err(std::io::Error::from_raw_os_error(libc::ELOOP))
+                    }
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Opens `p` without following a final symlink (`O_PATH`), for lstat-like questions.
@@ -333,8 +345,13 @@ fn symlink_as_eloop(dir: BorrowedFd<'_>, name: &str, e: std::io::Error) -> std::
     if e.raw_os_error() != Some(libc::ENOTDIR) {
         return e;
     }
-    match openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0)
-        .and_then(|fd| std::fs::File::from(fd).metadata())
+    match openat(
+        dir,
+        name,
+        libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        0,
+    )
+    .and_then(|fd| std::fs::File::from(fd).metadata())
     {
         Ok(m) if m.file_type().is_symlink() => std::io::Error::from_raw_os_error(libc::ELOOP),
         _ => e,

@@ -17,7 +17,9 @@ use super::handles::{FileHandle, HandleTicket, Held, OpenHandle, TenantHandles};
 use super::jail::{Jail, JailError, JailPath};
 pub use super::status::Failure;
 use super::status::{fail, io_fail, jail_fail, ok, status};
-use russh_sftp::protocol::{Attrs, Data, FileAttributes, Handle, Name, OpenFlags, Packet, StatusCode, Version};
+use russh_sftp::protocol::{
+    Attrs, Data, FileAttributes, Handle, Name, OpenFlags, Packet, StatusCode, Version,
+};
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::os::fd::AsFd;
