@@ -322,11 +322,14 @@ fn walk_nofollow(
     flags: libc::c_int,
     mode: u32,
 ) -> std::io::Result<OwnedFd> {
-    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+    let parts: Vec<&str> = rel
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     let Some((last, folders)) = parts.split_last() else {
-        return Err(invalid());
+        return openat(root, ".", flags, mode); // the home itself
     };
-    if parts.iter().any(|p| *p == "..") {
+    if parts.contains(&"..") {
         return Err(invalid());
     }
     let mut current: Option<OwnedFd> = None;
@@ -415,6 +418,7 @@ mod tests {
         let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         let root = jail.root.as_fd();
         assert!(walk_nofollow(root, "d/f", flags, 0).is_ok());
+        assert!(walk_nofollow(root, ".", flags | libc::O_DIRECTORY, 0).is_ok());
         let e = walk_nofollow(root, "out/passwd", flags, 0).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
         let e = walk_nofollow(root, "out", flags, 0).unwrap_err();

@@ -208,7 +208,8 @@ impl SftpSession {
                 return Err(std::io::Error::from(ErrorKind::IsADirectory));
             }
             if !st.is_file() {
-                return Err(std::io::Error::from(ErrorKind::InvalidInput));
+                let what = "is not a regular file, which Roster does not serve";
+                return Err(std::io::Error::new(ErrorKind::InvalidInput, what));
             }
             Ok((std::fs::File::from(fd), st.size))
         });
