@@ -423,5 +423,24 @@ mod tests {
         assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
         let e = walk_nofollow(root, "out", flags, 0).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+        // The jail's own calls through the walk, as on a kernel without openat2.
+        NO_OPENAT2.store(true, Ordering::Relaxed);
+        let home = jail.resolve("/").unwrap();
+        let through = jail.resolve("/out/passwd").unwrap();
+        let created = jail.resolve("/d/new").unwrap();
+        let results = (
+            jail.open(&home, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                .is_ok(),
+            jail.open(&through, libc::O_RDONLY, 0)
+                .map_err(|e| e.raw_os_error()),
+            jail.open(&created, libc::O_WRONLY | libc::O_CREAT, 0o600)
+                .is_ok(),
+            jail.parent(&through).map_err(|e| e.raw_os_error()).err(),
+        );
+        NO_OPENAT2.store(false, Ordering::Relaxed);
+        assert!(results.0);
+        assert_eq!(results.1.unwrap_err(), Some(libc::ELOOP));
+        assert!(results.2 && jail.home().join("d/new").exists());
+        assert_eq!(results.3, Some(Some(libc::ELOOP)));
     }
 }
