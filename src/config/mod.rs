@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub max_upload_bytes: u64,
     pub idle_timeout_secs: u64,
     pub max_sessions_per_tenant: usize,
+    /// Open SFTP files and folder listings per tenant, across all of its sessions.
+    pub max_handles_per_tenant: usize,
     /// Failed logins from one address (or against one tenant) before it is blocked.
     pub max_auth_failures: u32,
     /// How long such a block lasts.
@@ -58,6 +60,7 @@ impl Default for ServerConfig {
             max_upload_bytes: 209_715_200,
             idle_timeout_secs: 600,
             max_sessions_per_tenant: 16,
+            max_handles_per_tenant: 4096,
             max_auth_failures: 10,
             auth_block_secs: 300,
             settle_ms: 1000,

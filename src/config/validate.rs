@@ -16,6 +16,9 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
     if s.max_upload_bytes == 0 {
         out.push("[server] max_upload_bytes must be greater than 0".into());
     }
+    if s.max_handles_per_tenant == 0 {
+        out.push("[server] max_handles_per_tenant must be at least 1".into());
+    }
     if s.max_sessions_per_tenant == 0 {
         out.push("[server] max_sessions_per_tenant must be at least 1".into());
     }

@@ -1,36 +1,109 @@
-//! File-system helpers of the SFTP handler: attributes, `ls -l` long names, SETSTAT, renames
-//! that refuse to replace, and `statvfs`.
+//! File-system helpers of the SFTP handler: attributes, `ls -l` long names, SETSTAT, and the
+//! `*at()` calls (stat, mkdir, unlink, rename that refuses to replace, links, `statvfs`) that act
+//! on a name inside a folder descriptor the [`Jail`](super::jail::Jail) opened.
+//!
+//! Nothing here takes a path string to the kernel: a folder descriptor plus one final name.
 
 use super::status::{io_fail, Failure};
 use russh_sftp::protocol::{File, FileAttributes};
+use std::ffi::{CStr, CString};
 use std::io::ErrorKind;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub fn attrs_of(meta: &std::fs::Metadata) -> FileAttributes {
-    let mut a = FileAttributes::from(meta);
-    // Uid/gid of the server process mean nothing to a tenant.
-    a.uid = Some(0);
-    a.gid = Some(0);
-    a
+/// What Roster shows of a file: type and permission bits, size, times.
+#[derive(Debug, Clone, Copy)]
+pub struct Stat {
+    pub mode: u32,
+    pub size: u64,
+    pub atime: i64,
+    pub mtime: i64,
+}
+
+impl Stat {
+    fn from_libc(st: &libc::stat) -> Stat {
+        Stat {
+            mode: st.st_mode,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            atime: st.st_atime,
+            mtime: st.st_mtime,
+        }
+    }
+
+    /// `fstat` of an open descriptor (an `O_PATH` one included).
+    pub fn of_fd(fd: BorrowedFd<'_>) -> std::io::Result<Stat> {
+        // SAFETY: `st` is plain old data, fully written by fstat on success.
+        let st = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            check(libc::fstat(fd.as_raw_fd(), &mut st))?;
+            st
+        };
+        Ok(Stat::from_libc(&st))
+    }
+
+    /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: a link is described, not followed.
+    pub fn at(dir: BorrowedFd<'_>, name: &CStr) -> std::io::Result<Stat> {
+        // SAFETY: `name` is NUL-terminated; `st` is fully written by fstatat on success.
+        let st = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            check(libc::fstatat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ))?;
+            st
+        };
+        Ok(Stat::from_libc(&st))
+    }
+
+    fn kind(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.kind() == libc::S_IFDIR
+    }
+
+    pub fn is_symlink(&self) -> bool {
+        self.kind() == libc::S_IFLNK
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.kind() == libc::S_IFREG
+    }
+}
+
+fn clamp_time(t: i64) -> u32 {
+    u32::try_from(t.max(0)).unwrap_or(u32::MAX)
+}
+
+pub fn attrs_of(st: &Stat) -> FileAttributes {
+    FileAttributes {
+        size: Some(st.size),
+        // Uid/gid of the server process mean nothing to a tenant.
+        uid: Some(0),
+        gid: Some(0),
+        permissions: Some(if st.is_symlink() { 0o120777 } else { st.mode }),
+        atime: Some(clamp_time(st.atime)),
+        mtime: Some(clamp_time(st.mtime)),
+        ..Default::default()
+    }
 }
 
 /// A directory entry with an `ls -l` style long name, which FileZilla and WinSCP parse:
 /// `-rw-r--r--    1 acme     acme         1234 Nov 21 14:50 users.csv` (older than six months:
 /// the year instead of the time).
-pub fn listing_entry(
-    name: String,
-    attrs: FileAttributes,
-    meta: &std::fs::Metadata,
-    owner: &str,
-) -> File {
-    let kind = if meta.file_type().is_symlink() {
+pub fn listing_entry(name: String, st: &Stat, owner: &str) -> File {
+    let attrs = attrs_of(st);
+    let kind = if st.is_symlink() {
         'l'
-    } else if meta.is_dir() {
+    } else if st.is_dir() {
         'd'
     } else {
         '-'
     };
-    let mode = attrs.permissions.unwrap_or(0);
+    let mode = st.mode;
     let mut perms = String::with_capacity(9);
     for shift in [6, 3, 0] {
         let bits = (mode >> shift) & 7;
@@ -38,7 +111,7 @@ pub fn listing_entry(
         perms.push(if bits & 2 != 0 { 'w' } else { '-' });
         perms.push(if bits & 1 != 0 { 'x' } else { '-' });
     }
-    let mtime = chrono::DateTime::<chrono::Utc>::from(meta.modified().unwrap_or(UNIX_EPOCH));
+    let mtime = chrono::DateTime::<chrono::Utc>::from_timestamp(st.mtime, 0).unwrap_or_default();
     let age = chrono::Utc::now().signed_duration_since(mtime);
     let when = if age.num_days().abs() < 180 {
         mtime.format("%b %e %H:%M").to_string()
@@ -48,7 +121,7 @@ pub fn listing_entry(
     let owner: String = owner.chars().take(8).collect();
     let longname = format!(
         "{kind}{perms}    1 {owner:<8} {owner:<8} {size:>8} {when} {name}",
-        size = meta.len()
+        size = st.size
     );
     File {
         filename: name,
@@ -61,8 +134,8 @@ fn system_time(secs: u32) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(u64::from(secs))
 }
 
-/// Applies the SETSTAT attributes Roster honours: size (truncate/extend) and times.
-/// Permissions and ownership are accepted and ignored: the server owns the files.
+/// Applies the SETSTAT attributes Roster honours: size (truncate/extend, the caller checks the
+/// upload limit) and times. Permissions and ownership are accepted and ignored.
 pub fn apply_attrs(
     file: &std::fs::File,
     attrs: &FileAttributes,
@@ -84,23 +157,43 @@ pub fn apply_attrs(
     Ok(())
 }
 
-/// `rename(2)` that fails when the target exists (renameat2 RENAME_NOREPLACE), falling back to a
-/// check-then-rename where the file system does not support it.
-pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let c_from = CString::new(from.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
-    let c_to = CString::new(to.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
-    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
+fn check(rc: libc::c_int) -> std::io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `mkdirat(dir, name, 0755)`.
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &CStr) -> std::io::Result<()> {
+    // SAFETY: `name` is NUL-terminated and outlives the call.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) })
+}
+
+/// `unlinkat(dir, name)`; `folder` removes an empty folder instead of a file.
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &CStr, folder: bool) -> std::io::Result<()> {
+    let flags = if folder { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: `name` is NUL-terminated and outlives the call.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) })
+}
+
+/// `renameat2` between two folder descriptors; `replace = false` fails when the target exists
+/// (RENAME_NOREPLACE, or a check-then-rename where the file system lacks it).
+pub fn rename_at(
+    from: (BorrowedFd<'_>, &CStr),
+    to: (BorrowedFd<'_>, &CStr),
+    replace: bool,
+) -> std::io::Result<()> {
+    let flags = if replace { 0 } else { libc::RENAME_NOREPLACE };
+    // SAFETY: both names are NUL-terminated and outlive the call.
     let rc = unsafe {
         libc::renameat2(
-            libc::AT_FDCWD,
-            c_from.as_ptr(),
-            libc::AT_FDCWD,
-            c_to.as_ptr(),
-            libc::RENAME_NOREPLACE,
+            from.0.as_raw_fd(),
+            from.1.as_ptr(),
+            to.0.as_raw_fd(),
+            to.1.as_ptr(),
+            flags,
         )
     };
     if rc == 0 {
@@ -108,28 +201,74 @@ pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> std::io
     }
     let err = std::io::Error::last_os_error();
     match err.raw_os_error() {
-        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
-            if std::fs::symlink_metadata(to).is_ok() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) if !replace => {
+            if Stat::at(to.0, to.1).is_ok() {
                 return Err(std::io::Error::from(ErrorKind::AlreadyExists));
             }
-            std::fs::rename(from, to)
+            // SAFETY: as above.
+            check(unsafe {
+                libc::renameat(
+                    from.0.as_raw_fd(),
+                    from.1.as_ptr(),
+                    to.0.as_raw_fd(),
+                    to.1.as_ptr(),
+                )
+            })
         }
         _ => Err(err),
     }
 }
 
-/// The `statvfs@openssh.com` reply body for the file system holding `path`.
-pub fn statvfs(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
-    // SAFETY: `st` is plain old data fully written by statvfs on success; `c` is NUL-terminated.
+/// `linkat(from, to)` without following a symlink source (`hardlink@openssh.com`).
+pub fn link_at(from: (BorrowedFd<'_>, &CStr), to: (BorrowedFd<'_>, &CStr)) -> std::io::Result<()> {
+    // SAFETY: both names are NUL-terminated and outlive the call.
+    check(unsafe {
+        libc::linkat(
+            from.0.as_raw_fd(),
+            from.1.as_ptr(),
+            to.0.as_raw_fd(),
+            to.1.as_ptr(),
+            0,
+        )
+    })
+}
+
+/// `symlinkat(target, dir, name)`.
+pub fn symlink_at(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> std::io::Result<()> {
+    // SAFETY: both strings are NUL-terminated and outlive the call.
+    check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) })
+}
+
+/// `readlinkat(dir, name)`: the text of a link (at most PATH_MAX bytes).
+pub fn readlink_at(dir: BorrowedFd<'_>, name: &CStr) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: `buf` is writable for its full length; `name` is NUL-terminated.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// A name for the `*at()` calls.
+pub fn c_name(name: &str) -> std::io::Result<CString> {
+    super::jail::cstring(name.as_bytes())
+}
+
+/// The `statvfs@openssh.com` reply body for the file system holding the open descriptor `fd`.
+pub fn statvfs(fd: BorrowedFd<'_>) -> std::io::Result<Vec<u8>> {
+    // SAFETY: `st` is plain old data fully written by fstatvfs on success.
     let st = unsafe {
         let mut st: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        check(libc::fstatvfs(fd.as_raw_fd(), &mut st))?;
         st
     };
     let mut out = Vec::with_capacity(88);

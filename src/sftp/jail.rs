@@ -1,17 +1,32 @@
-//! The per-tenant jail: turns a path as a client sends it into a real path inside the tenant
-//! home, or refuses it.
+//! The per-tenant jail: turns a path as a client sends it into a path inside the tenant home, and
+//! opens it relative to a directory handle of the home, never by path string.
 //!
-//! A client path enters as text (relative, absolute, with `.`/`..`, doubled slashes); it is
-//! normalised lexically against the virtual root `/` (so `..` can never climb above it), then
-//! joined to the home folder. Symlinks are never followed: a symlink in any folder component is
-//! refused, and files are opened with `O_NOFOLLOW`, so a link placed in the home by someone else
-//! cannot lead outside. The top-level archive folders (`processed/`, `errors/`, `bak/`) are
-//! readable and never writable by the tenant.
+//! A client path enters as text (relative, absolute, with `.`/`..`, doubled slashes); only `/`
+//! separates components (a backslash is an ordinary character of a name, as in OpenSSH). It is
+//! normalised lexically against the virtual root `/` (so `..` can never climb above it). Every
+//! file-system operation then starts from a descriptor of the home opened once: the path is
+//! resolved with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, or, where the kernel lacks
+//! `openat2`, by a walk that opens one component at a time with `O_NOFOLLOW`. So a symlink
+//! anywhere in the path is refused at the moment of use, and a folder swapped for a link by
+//! another process between two requests cannot lead outside. Callers act on the final name with
+//! the `*at()` calls on the returned parent descriptor.
+//!
+//! In `roster sftp-server` mode ([`Jail::with_links`]) symlinks are followed the way a chroot
+//! would (`RESOLVE_IN_ROOT`: absolute links and `..` stay inside the root). The top-level archive
+//! folders (`processed/`, `errors/`, `bak/`) are readable and never writable by the tenant.
 
-use std::path::{Component, Path, PathBuf};
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Top-level folders Roster writes into and the tenant may only read.
 pub const ARCHIVE_DIRS: &[&str] = &["processed", "errors", "bak"];
+
+/// Set once `openat2` answered ENOSYS: every later resolution uses the component walk.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
 /// Why a path was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,12 +53,12 @@ impl std::fmt::Display for JailError {
     }
 }
 
-/// A path resolved inside the jail.
+/// A path resolved (lexically) inside the jail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JailPath {
     /// As the tenant sees it: always absolute, normalised, e.g. `/processed/a.csv` or `/`.
     pub virtual_path: String,
-    /// On disk, inside the home folder.
+    /// On disk, inside the home folder (for events and logs; never opened by this string).
     pub real: PathBuf,
 }
 
@@ -62,13 +77,33 @@ impl JailPath {
     pub fn in_root(&self) -> bool {
         !self.is_root() && self.virtual_path.matches('/').count() == 1
     }
+
+    /// The path relative to the home (`.` for the root), as the `*at()` calls take it.
+    fn relative(&self) -> &str {
+        match self.virtual_path.trim_start_matches('/') {
+            "" => ".",
+            rel => rel,
+        }
+    }
+
+    /// The folder holding this path, as a virtual path (`/` for a name in the root).
+    fn parent_virtual(&self) -> &str {
+        match self.virtual_path.rfind('/') {
+            Some(0) | None => "/",
+            Some(i) => &self.virtual_path[..i],
+        }
+    }
 }
 
 /// One tenant's home, seen as `/`.
 #[derive(Debug, Clone)]
 pub struct Jail {
     home: PathBuf,
+    /// The home, opened once; every path is resolved from here.
+    root: Arc<OwnedFd>,
     read_only: bool,
+    /// `roster sftp-server` mode: symlinks are followed inside the root and may be created.
+    links: bool,
 }
 
 impl Jail {
@@ -76,7 +111,31 @@ impl Jail {
     pub fn new(home: &Path, read_only: bool) -> std::io::Result<Jail> {
         std::fs::create_dir_all(home)?;
         let home = home.canonicalize()?;
-        Ok(Jail { home, read_only })
+        let c = cstring(home.as_os_str().as_bytes())?;
+        // SAFETY: `c` is NUL-terminated; the returned descriptor is owned below.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        let root = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(Jail {
+            home,
+            root,
+            read_only,
+            links: false,
+        })
+    }
+
+    /// `roster sftp-server` mode: symlinks resolve inside the root and may be created there.
+    pub fn with_links(mut self) -> Jail {
+        self.links = true;
+        self
     }
 
     pub fn home(&self) -> &Path {
@@ -87,13 +146,19 @@ impl Jail {
         self.read_only
     }
 
-    /// Normalises a client path to a virtual absolute path, without touching the disk.
+    /// True in `roster sftp-server` mode (symlinks and hard links allowed inside the root).
+    pub fn allows_links(&self) -> bool {
+        self.links
+    }
+
+    /// Normalises a client path to a virtual absolute path, without touching the disk. Only `/`
+    /// separates components.
     pub fn normalise(path: &str) -> Result<String, JailError> {
         if path.contains('\0') {
             return Err(JailError::Invalid(path.replace('\0', "\\0")));
         }
         let mut parts: Vec<&str> = Vec::new();
-        for part in path.split(['/', '\\']) {
+        for part in path.split('/') {
             match part {
                 "" | "." => {}
                 ".." => {
@@ -105,34 +170,11 @@ impl Jail {
         Ok(format!("/{}", parts.join("/")))
     }
 
-    /// Resolves a client path for reading: normalised, and no folder component may be a symlink.
-    /// The last component may be anything (callers open it with `O_NOFOLLOW` or use `lstat`).
+    /// Resolves a client path for reading: normalised and joined to the home. Nothing is
+    /// checked on disk here: the `open*` calls refuse links when the path is used.
     pub fn resolve(&self, path: &str) -> Result<JailPath, JailError> {
         let virtual_path = Self::normalise(path)?;
-        let mut real = self.home.clone();
-        let rel = virtual_path.trim_start_matches('/');
-        let comps: Vec<&str> = if rel.is_empty() {
-            Vec::new()
-        } else {
-            rel.split('/').collect()
-        };
-        for (i, c) in comps.iter().enumerate() {
-            real.push(c);
-            let last = i + 1 == comps.len();
-            if !last {
-                if let Ok(m) = std::fs::symlink_metadata(&real) {
-                    if m.file_type().is_symlink() {
-                        return Err(JailError::Symlink(virtual_path));
-                    }
-                }
-            }
-        }
-        // Defence in depth: the lexical result must be inside the home.
-        if real.components().any(|c| matches!(c, Component::ParentDir))
-            || !real.starts_with(&self.home)
-        {
-            return Err(JailError::Invalid(virtual_path));
-        }
+        let real = self.home.join(virtual_path.trim_start_matches('/'));
         Ok(JailPath { virtual_path, real })
     }
 
@@ -155,12 +197,167 @@ impl Jail {
         ARCHIVE_DIRS.contains(&first)
     }
 
-    /// Refuses a final component that is a symlink (for stat and opens that follow links).
-    pub fn refuse_symlink(&self, p: &JailPath) -> Result<(), JailError> {
-        match std::fs::symlink_metadata(&p.real) {
-            Ok(m) if m.file_type().is_symlink() => Err(JailError::Symlink(p.virtual_path.clone())),
-            _ => Ok(()),
+    /// Opens `p` with open(2) `flags` (and `mode` when creating), resolved beneath the home.
+    /// In a tenant jail no component, the last included, may be a symlink (ELOOP).
+    pub fn open(&self, p: &JailPath, flags: libc::c_int, mode: u32) -> std::io::Result<OwnedFd> {
+        let opened = self.open_relative(p.relative(), flags, mode);
+        match opened {
+            // A final link opened as a folder says ENOTDIR; tell the person it is a link.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) && !self.links => {
+                match self.open_nofollow(p).map(std::fs::File::from) {
+                    Ok(f) if f.metadata().is_ok_and(|m| m.file_type().is_symlink()) => {
+                        Err(std::io::Error::from_raw_os_error(libc::ELOOP))
+                    }
+                    _ => Err(e),
+                }
+            }
+            other => other,
         }
+    }
+
+    /// Opens `p` without following a final symlink (`O_PATH`), for lstat-like questions.
+    pub fn open_nofollow(&self, p: &JailPath) -> std::io::Result<OwnedFd> {
+        self.open(p, libc::O_PATH | libc::O_NOFOLLOW, 0)
+    }
+
+    /// Opens the folder holding `p` and returns it with `p`'s final name, for the `*at()` calls.
+    /// Refused for `/` itself.
+    pub fn parent(&self, p: &JailPath) -> std::io::Result<(OwnedFd, CString)> {
+        if p.is_root() {
+            return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+        }
+        let parent = self.resolve(p.parent_virtual()).map_err(|_| invalid())?;
+        let dir = self.open(&parent, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        Ok((dir, cstring(p.name().as_bytes())?))
+    }
+
+    fn open_relative(&self, rel: &str, flags: libc::c_int, mode: u32) -> std::io::Result<OwnedFd> {
+        let mut flags = flags | libc::O_CLOEXEC;
+        if !self.links {
+            flags |= libc::O_NOFOLLOW;
+        }
+        let mode = if flags & libc::O_CREAT != 0 { mode } else { 0 };
+        if !NO_OPENAT2.load(Ordering::Relaxed) {
+            match openat2(self.root.as_fd(), rel, flags, mode, self.resolve_flags()) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                    NO_OPENAT2.store(true, Ordering::Relaxed);
+                }
+                other => return other,
+            }
+        }
+        walk_nofollow(self.root.as_fd(), rel, flags | libc::O_NOFOLLOW, mode)
+    }
+
+    fn resolve_flags(&self) -> u64 {
+        if self.links {
+            libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS
+        } else {
+            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS
+        }
+    }
+}
+
+fn invalid() -> std::io::Error {
+    std::io::Error::from(std::io::ErrorKind::InvalidInput)
+}
+
+/// A C string for a syscall; a NUL inside is refused.
+pub fn cstring(bytes: &[u8]) -> std::io::Result<CString> {
+    CString::new(bytes).map_err(|_| invalid())
+}
+
+/// `openat2(dir, rel, flags, mode, resolve)`.
+fn openat2(
+    dir: BorrowedFd<'_>,
+    rel: &str,
+    flags: libc::c_int,
+    mode: u32,
+    resolve: u64,
+) -> std::io::Result<OwnedFd> {
+    let c = cstring(rel.as_bytes())?;
+    // SAFETY: `open_how` is plain old data; zeroed is a valid value, fields are set below.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.mode = u64::from(mode);
+    how.resolve = resolve;
+    // SAFETY: `c` is NUL-terminated and `how` is a valid open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor returned by the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// `openat(dir, name, flags, mode)` for one component.
+fn openat(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    flags: libc::c_int,
+    mode: u32,
+) -> std::io::Result<OwnedFd> {
+    let c = cstring(name.as_bytes())?;
+    // SAFETY: `c` is NUL-terminated; the returned descriptor is owned below.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, mode) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor returned by the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens `rel` (normalised: no `.`/`..` components) one component at a time from `root`, each
+/// with `O_NOFOLLOW`: the fallback where `openat2` does not exist. Symlinks are never followed.
+fn walk_nofollow(
+    root: BorrowedFd<'_>,
+    rel: &str,
+    flags: libc::c_int,
+    mode: u32,
+) -> std::io::Result<OwnedFd> {
+    let parts: Vec<&str> = rel
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let Some((last, folders)) = parts.split_last() else {
+        return openat(root, ".", flags, mode); // the home itself
+    };
+    if parts.contains(&"..") {
+        return Err(invalid());
+    }
+    let mut current: Option<OwnedFd> = None;
+    for folder in folders {
+        let dir = current.as_ref().map_or(root, |fd| fd.as_fd());
+        let step = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let next = openat(dir, folder, step, 0).map_err(|e| symlink_as_eloop(dir, folder, e))?;
+        current = Some(next);
+    }
+    let dir = current.as_ref().map_or(root, |fd| fd.as_fd());
+    openat(dir, last, flags, mode)
+}
+
+/// `O_PATH|O_NOFOLLOW|O_DIRECTORY` on a symlink says ENOTDIR; say ELOOP like `openat2` does.
+fn symlink_as_eloop(dir: BorrowedFd<'_>, name: &str, e: std::io::Error) -> std::io::Error {
+    if e.raw_os_error() != Some(libc::ENOTDIR) {
+        return e;
+    }
+    match openat(
+        dir,
+        name,
+        libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        0,
+    )
+    .and_then(|fd| std::fs::File::from(fd).metadata())
+    {
+        Ok(m) if m.file_type().is_symlink() => std::io::Error::from_raw_os_error(libc::ELOOP),
+        _ => e,
     }
 }
 
@@ -174,8 +371,14 @@ mod tests {
         assert_eq!(Jail::normalise(".").unwrap(), "/");
         assert_eq!(Jail::normalise("../../etc/passwd").unwrap(), "/etc/passwd");
         assert_eq!(Jail::normalise("/a//b/./../c").unwrap(), "/a/c");
-        assert_eq!(Jail::normalise("a\\..\\..\\x").unwrap(), "/x");
         assert!(Jail::normalise("a\0b").is_err());
+    }
+
+    #[test]
+    fn backslash_is_part_of_a_name() {
+        assert_eq!(Jail::normalise("a\\b").unwrap(), "/a\\b");
+        assert_eq!(Jail::normalise("a\\..\\..\\x").unwrap(), "/a\\..\\..\\x");
+        assert_eq!(Jail::normalise("/d/a\\b/../c").unwrap(), "/d/c");
     }
 
     #[test]
@@ -191,15 +394,53 @@ mod tests {
     }
 
     #[test]
-    fn symlinked_folders_are_refused() {
+    fn symlinks_are_refused_at_use() {
         let dir = tempfile::tempdir().unwrap();
         let jail = Jail::new(dir.path(), false).unwrap();
         std::os::unix::fs::symlink("/etc", jail.home().join("out")).unwrap();
-        assert!(matches!(
-            jail.resolve("/out/passwd"),
-            Err(JailError::Symlink(_))
-        ));
-        let p = jail.resolve("/out").unwrap();
-        assert!(jail.refuse_symlink(&p).is_err());
+        let through = jail.resolve("/out/passwd").unwrap();
+        let err = jail.open(&through, libc::O_RDONLY, 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP));
+        let link = jail.resolve("/out").unwrap();
+        let err = jail.open(&link, libc::O_RDONLY, 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP));
+        assert!(jail.open_nofollow(&link).is_ok());
+        assert!(jail.parent(&through).is_err());
+    }
+
+    #[test]
+    fn the_walk_refuses_links_like_openat2() {
+        let dir = tempfile::tempdir().unwrap();
+        let jail = Jail::new(dir.path(), false).unwrap();
+        std::fs::create_dir(jail.home().join("d")).unwrap();
+        std::fs::write(jail.home().join("d/f"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc", jail.home().join("out")).unwrap();
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let root = jail.root.as_fd();
+        assert!(walk_nofollow(root, "d/f", flags, 0).is_ok());
+        assert!(walk_nofollow(root, ".", flags | libc::O_DIRECTORY, 0).is_ok());
+        let e = walk_nofollow(root, "out/passwd", flags, 0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+        let e = walk_nofollow(root, "out", flags, 0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+        // The jail's own calls through the walk, as on a kernel without openat2.
+        NO_OPENAT2.store(true, Ordering::Relaxed);
+        let home = jail.resolve("/").unwrap();
+        let through = jail.resolve("/out/passwd").unwrap();
+        let created = jail.resolve("/d/new").unwrap();
+        let results = (
+            jail.open(&home, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                .is_ok(),
+            jail.open(&through, libc::O_RDONLY, 0)
+                .map_err(|e| e.raw_os_error()),
+            jail.open(&created, libc::O_WRONLY | libc::O_CREAT, 0o600)
+                .is_ok(),
+            jail.parent(&through).map_err(|e| e.raw_os_error()).err(),
+        );
+        NO_OPENAT2.store(false, Ordering::Relaxed);
+        assert!(results.0);
+        assert_eq!(results.1.unwrap_err(), Some(libc::ELOOP));
+        assert!(results.2 && jail.home().join("d/new").exists());
+        assert_eq!(results.3, Some(Some(libc::ELOOP)));
     }
 }

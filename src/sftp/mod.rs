@@ -1,13 +1,18 @@
 //! The SFTP front door: the SSH listener and authentication (`server`, `auth`, `hostkeys`), the
-//! per-tenant jail (`jail`), the SFTP request handler (`requests`) and its wire loop (`wire`),
+//! per-tenant jail (`jail`), the SFTP request handler (`requests`, with `changes`, `extensions`,
+//! folder listings in `dirstream` and the handle budget in `handles`) and its wire loop (`wire`),
 //! and the "upload finished" event (`events`).
 //!
 //! Bytes enter from SSH clients (or stdin for `roster sftp-server`); files land in the tenant's
 //! home; each finished upload leaves as one [`UploadFinished`] on an [`UploadSink`].
 
 pub mod auth;
+mod changes;
+mod dirstream;
 pub mod events;
+mod extensions;
 mod fs;
+pub mod handles;
 pub mod hostkeys;
 pub mod jail;
 pub mod requests;
@@ -23,15 +28,20 @@ use std::sync::Arc;
 
 /// Serves one SFTP session on stdin/stdout, jailed to `root` (`roster sftp-server`), for use as
 /// OpenSSH's `Subsystem sftp`. Uploads are not announced here: the server's folder watcher sees them.
+/// Unlike a tenant jail, symlinks are followed inside `root` and `ln`/`ln -s` work there, as with
+/// OpenSSH's own sftp-server.
 pub async fn serve_stdio(
     root: &std::path::Path,
     read_only: bool,
     max_upload_bytes: u64,
 ) -> anyhow::Result<()> {
     let jail = Jail::new(root, read_only)
-        .map_err(|e| anyhow::anyhow!("cannot use {} as the SFTP root: {e}", root.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot use {} as the SFTP root: {e}", root.display()))?
+        .with_links();
+    let tenant = root.display().to_string();
     let session = requests::SftpSession::new(requests::SessionContext {
-        tenant: root.display().to_string(),
+        handles: handles::HandleBudget::default().for_tenant(&tenant, requests::MAX_HANDLES),
+        tenant,
         jail,
         max_upload_bytes,
         sink: Arc::new(NoUploadSink),

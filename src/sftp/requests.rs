@@ -1,24 +1,29 @@
 //! The SFTP request handler: one [`SftpSession`] per SFTP channel, answering each request
 //! against the tenant's [`Jail`].
 //!
-//! Requests enter decoded (from `wire`) and leave as reply packets. File I/O uses plain blocking
-//! calls on the session's task: each is one page-cache operation of at most ~1 MiB, cheaper than a
-//! hop to a blocking thread (`fsync@openssh.com`, rare, blocks for the flush). Uploads are announced
+//! Requests enter decoded (from `wire`) and leave as reply packets. Every path is opened through
+//! the jail (relative to a descriptor of the home, no symlinks); every open handle is counted
+//! per session and per tenant (see `handles`); every way a file can grow (WRITE, APPEND,
+//! SETSTAT/FSETSTAT size, copy-data) stops at `max_upload_bytes`. Renames, removals, folders and
+//! links are in `changes`, the extensions in `extensions`. File I/O uses plain blocking calls on
+//! the session's task: each is one page-cache operation of at most ~1 MiB, cheaper than a hop to
+//! a blocking thread (`fsync@openssh.com`, rare, blocks for the flush). Uploads are announced
 //! through the [`UploadSink`] on CLOSE of a handle that wrote, or on a rename onto a name.
 
+use super::dirstream::DirStream;
 use super::events::{is_temp_name, FinishedBy, InProgress, UploadFinished, UploadSink};
-use super::fs::{apply_attrs, attrs_of, listing_entry, put_u64, rename_noreplace, statvfs};
-use super::jail::{Jail, JailPath};
+use super::fs::{apply_attrs, attrs_of, Stat};
+use super::handles::{FileHandle, HandleTicket, Held, OpenHandle, TenantHandles};
+use super::jail::{Jail, JailError, JailPath};
 pub use super::status::Failure;
 use super::status::{fail, io_fail, jail_fail, ok, status};
 use russh_sftp::protocol::{
-    Attrs, Data, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags, Packet, StatusCode,
-    Version,
+    Attrs, Data, FileAttributes, Handle, Name, OpenFlags, Packet, StatusCode, Version,
 };
 use std::collections::HashMap;
-use std::fs::OpenOptions;
 use std::io::ErrorKind;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -29,10 +34,8 @@ pub const MAX_PACKET: u32 = 1024 * 1024 + 1024;
 pub const MAX_READ: u32 = 261_120;
 /// Largest WRITE payload accepted.
 pub const MAX_WRITE: u32 = 1024 * 1024;
-/// Handles one session may hold open at once.
+/// Handles one session may hold open at once (the tenant's budget may be smaller).
 pub const MAX_HANDLES: usize = 1024;
-/// Directory entries per READDIR reply (keeps each NAME packet far below 256 KiB).
-const DIR_PAGE: usize = 128;
 
 /// Everything an SFTP session needs to know about who it serves.
 pub struct SessionContext {
@@ -41,56 +44,15 @@ pub struct SessionContext {
     pub max_upload_bytes: u64,
     pub sink: Arc<dyn UploadSink>,
     pub in_progress: InProgress,
-}
-
-struct FileHandle {
-    file: std::fs::File,
-    path: JailPath,
-    writable: bool,
-    append: bool,
-    /// Opened with TRUNC, or written to: closing it finishes an upload.
-    wrote: bool,
-    /// Highest byte written so far (or the size at open), to enforce `max_upload_bytes`.
-    size: u64,
-    /// The upload broke (too large): further writes fail, CLOSE announces nothing.
-    broken: bool,
-}
-
-struct DirHandle {
-    entries: Vec<File>,
-    next: usize,
-}
-
-enum OpenHandle {
-    File(FileHandle),
-    Dir(DirHandle),
+    /// The tenant's share of the server's handle budget (`max_handles_per_tenant`).
+    pub handles: TenantHandles,
 }
 
 /// One SFTP session's state: its open handles.
 pub struct SftpSession {
-    ctx: SessionContext,
-    handles: HashMap<String, OpenHandle>,
+    pub(super) ctx: SessionContext,
+    pub(super) handles: HashMap<String, Held>,
     next_handle: u64,
-}
-
-/// Reads one SSH string (u32 length + bytes) from `data` at `*pos`.
-fn take_string<'a>(data: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
-    let len_bytes = data.get(*pos..*pos + 4)?;
-    let len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
-    let s = data.get(*pos + 4..*pos + 4 + len)?;
-    *pos += 4 + len;
-    Some(s)
-}
-
-fn take_str(data: &[u8], pos: &mut usize) -> Result<String, Failure> {
-    let raw = take_string(data, pos)
-        .ok_or_else(|| fail(StatusCode::BadMessage, "The request is truncated"))?;
-    String::from_utf8(raw.to_vec()).map_err(|_| {
-        fail(
-            StatusCode::BadMessage,
-            "A path in the request is not valid UTF-8",
-        )
-    })
 }
 
 impl SftpSession {
@@ -133,14 +95,10 @@ impl SftpSession {
             Packet::RmDir(r) => self.rmdir(id, &r.path),
             Packet::RealPath(r) => self.realpath(id, &r.path),
             Packet::Rename(r) => self.rename(id, &r.oldpath, &r.newpath, false),
-            Packet::ReadLink(_) => Err(fail(
-                StatusCode::OpUnsupported,
-                "Symbolic links are not supported",
-            )),
-            Packet::Symlink(_) => Err(fail(
-                StatusCode::PermissionDenied,
-                "Roster does not allow creating symbolic links",
-            )),
+            Packet::ReadLink(r) => self.readlink(id, &r.path),
+            // OpenSSH sends the link's target first and the new link's path second (the reverse
+            // of the draft, whose names russh-sftp uses): `linkpath` here is the target.
+            Packet::Symlink(s) => self.symlink(id, &s.linkpath, &s.targetpath),
             Packet::Extended(e) => self.extended(id, &e.request, &e.data),
             _ => Err(fail(
                 StatusCode::OpUnsupported,
@@ -158,23 +116,54 @@ impl SftpSession {
             ("statvfs@openssh.com", "2"),
             ("fsync@openssh.com", "1"),
             ("limits@openssh.com", "1"),
+            ("copy-data", "1"),
         ] {
             v.extensions.insert(name.into(), ver.into());
+        }
+        if self.ctx.jail.allows_links() {
+            v.extensions
+                .insert("hardlink@openssh.com".into(), "1".into());
         }
         Packet::Version(v)
     }
 
-    fn new_handle(&mut self, h: OpenHandle) -> Result<String, Failure> {
+    /// Most handles this session may hold: the per-session cap or the tenant's, the smaller.
+    pub(super) fn max_handles(&self) -> usize {
+        MAX_HANDLES.min(self.ctx.handles.max())
+    }
+
+    /// A place for one more handle, taken before anything is opened or created.
+    fn ticket(&self) -> Result<HandleTicket, Failure> {
         if self.handles.len() >= MAX_HANDLES {
             return Err(fail(
                 StatusCode::Failure,
-                format!("Too many open files (at most {MAX_HANDLES} per session)"),
+                format!("Too many open files (at most {MAX_HANDLES} per session); close some and try again"),
             ));
         }
+        self.ctx.handles.take().ok_or_else(|| {
+            tracing::warn!(tenant = %self.ctx.tenant, max = self.ctx.handles.max(), "open refused: tenant handle limit");
+            fail(
+                StatusCode::Failure,
+                format!(
+                    "Too many open files for {} (at most {} across all sessions); close some and try again",
+                    self.ctx.tenant,
+                    self.ctx.handles.max()
+                ),
+            )
+        })
+    }
+
+    fn insert(&mut self, handle: OpenHandle, ticket: HandleTicket) -> String {
         let name = self.next_handle.to_string();
         self.next_handle += 1;
-        self.handles.insert(name.clone(), h);
-        Ok(name)
+        self.handles.insert(
+            name.clone(),
+            Held {
+                handle,
+                _ticket: ticket,
+            },
+        );
+        name
     }
 
     fn open(&mut self, id: u32, filename: &str, flags: OpenFlags) -> Result<Packet, Failure> {
@@ -187,35 +176,42 @@ impl SftpSession {
             self.ctx.jail.resolve(filename)
         }
         .map_err(jail_fail)?;
-        let mut opts = OpenOptions::new();
-        opts.read(flags.contains(OpenFlags::READ) || !changes)
-            .write(changes)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o644);
+        let readable = flags.contains(OpenFlags::READ) || !changes;
+        let mut oflags = match (readable, changes) {
+            (true, true) => libc::O_RDWR,
+            (false, true) => libc::O_WRONLY,
+            _ => libc::O_RDONLY,
+        };
+        // Never block on a FIFO planted in the home; only regular files are served.
+        oflags |= libc::O_NONBLOCK;
         if flags.contains(OpenFlags::APPEND) {
-            opts.append(true);
+            oflags |= libc::O_APPEND;
         }
         if flags.contains(OpenFlags::CREATE) {
+            oflags |= libc::O_CREAT;
             if flags.contains(OpenFlags::EXCLUDE) {
-                opts.create_new(true);
-            } else {
-                opts.create(true);
+                oflags |= libc::O_EXCL;
             }
         }
         if flags.contains(OpenFlags::TRUNCATE) {
-            opts.truncate(true);
+            oflags |= libc::O_TRUNC;
         }
+        let ticket = self.ticket()?;
         let vpath = path.virtual_path.clone();
         if changes {
             // Marked before the first byte lands, so a crash mid-upload leaves the marker.
             self.ctx.in_progress.begin(&vpath);
         }
-        let opened = opts.open(&path.real).and_then(|f| {
-            let meta = f.metadata()?;
-            if meta.is_dir() {
+        let opened = self.ctx.jail.open(&path, oflags, 0o644).and_then(|fd| {
+            let st = Stat::of_fd(fd.as_fd())?;
+            if st.is_dir() {
                 return Err(std::io::Error::from(ErrorKind::IsADirectory));
             }
-            Ok((f, meta.len()))
+            if !st.is_file() {
+                let what = "is not a regular file, which Roster does not serve";
+                return Err(std::io::Error::new(ErrorKind::InvalidInput, what));
+            }
+            Ok((std::fs::File::from(fd), st.size))
         });
         let (file, size) = match opened {
             Ok(x) => x,
@@ -226,20 +222,24 @@ impl SftpSession {
                 return Err(io_fail(&vpath, e));
             }
         };
-        let handle = self.new_handle(OpenHandle::File(FileHandle {
-            file,
-            path,
-            writable: changes,
-            append: flags.contains(OpenFlags::APPEND),
-            wrote: flags.contains(OpenFlags::TRUNCATE),
-            size,
-            broken: false,
-        }))?;
+        let handle = self.insert(
+            OpenHandle::File(FileHandle {
+                file,
+                path,
+                readable,
+                writable: changes,
+                append: flags.contains(OpenFlags::APPEND),
+                wrote: flags.contains(OpenFlags::TRUNCATE),
+                size,
+                broken: false,
+            }),
+            ticket,
+        );
         Ok(Packet::Handle(Handle { id, handle }))
     }
 
-    fn file_handle(&mut self, handle: &str) -> Result<&mut FileHandle, Failure> {
-        match self.handles.get_mut(handle) {
+    pub(super) fn file_handle(&mut self, handle: &str) -> Result<&mut FileHandle, Failure> {
+        match self.handles.get_mut(handle).map(|h| &mut h.handle) {
             Some(OpenHandle::File(f)) => Ok(f),
             Some(OpenHandle::Dir(_)) => Err(fail(
                 StatusCode::Failure,
@@ -258,8 +258,6 @@ impl SftpSession {
         data: &[u8],
     ) -> Result<Packet, Failure> {
         let max = self.ctx.max_upload_bytes;
-        let in_progress = self.ctx.in_progress.clone();
-        let tenant = self.ctx.tenant.clone();
         let f = self.file_handle(handle)?;
         if !f.writable {
             return Err(fail(
@@ -276,16 +274,8 @@ impl SftpSession {
         let end = if f.append { f.size } else { offset }.saturating_add(data.len() as u64);
         if end > max {
             f.broken = true;
-            let vpath = f.path.virtual_path.clone();
-            let removed = std::fs::remove_file(&f.path.real);
-            in_progress.end(&vpath);
-            tracing::warn!(%tenant, path = %vpath, limit = max, "upload over max_upload_bytes stopped; partial file removed");
-            let mb = max as f64 / 1_000_000.0;
-            let msg = match removed {
-                Ok(()) => format!("The upload of {vpath} is larger than the limit of {mb:.1} MB; the partial file was removed"),
-                Err(_) => format!("The upload of {vpath} is larger than the limit of {mb:.1} MB"),
-            };
-            return Err(fail(StatusCode::Failure, msg));
+            let path = f.path.clone();
+            return Err(self.stop_oversized_upload(&path));
         }
         let written = if f.append {
             use std::io::Write;
@@ -300,6 +290,42 @@ impl SftpSession {
         f.wrote = true;
         crate::metrics::bytes_uploaded(data.len());
         Ok(ok(id))
+    }
+
+    /// A write went past `max_upload_bytes`: the partial file is removed (through the jail) and
+    /// the person is told why.
+    fn stop_oversized_upload(&self, path: &JailPath) -> Failure {
+        let max = self.ctx.max_upload_bytes;
+        let removed = self
+            .ctx
+            .jail
+            .parent(path)
+            .and_then(|(dir, name)| super::fs::unlink_at(dir.as_fd(), &name, false));
+        self.ctx.in_progress.end(&path.virtual_path);
+        let vpath = &path.virtual_path;
+        tracing::warn!(tenant = %self.ctx.tenant, path = %vpath, limit = max, "upload over max_upload_bytes stopped; partial file removed");
+        let mb = max as f64 / 1_000_000.0;
+        let msg = match removed {
+            Ok(()) => format!("The upload of {vpath} is larger than the limit of {mb:.1} MB; the partial file was removed"),
+            Err(_) => format!("The upload of {vpath} is larger than the limit of {mb:.1} MB"),
+        };
+        fail(StatusCode::Failure, msg)
+    }
+
+    /// SETSTAT/FSETSTAT `size` may shrink a file or grow it up to `max_upload_bytes`, no further.
+    fn check_size(&self, attrs: &FileAttributes, vpath: &str) -> Result<(), Failure> {
+        let max = self.ctx.max_upload_bytes;
+        match attrs.size {
+            Some(size) if size > max => {
+                tracing::warn!(tenant = %self.ctx.tenant, path = %vpath, size, limit = max, "set-size over max_upload_bytes refused");
+                let mb = max as f64 / 1_000_000.0;
+                Err(fail(
+                    StatusCode::Failure,
+                    format!("{vpath} cannot be made {size} bytes long: the limit is {mb:.1} MB"),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// READ: appends the file bytes (at most `MAX_READ`) to `out`; an empty read is EOF.
@@ -338,30 +364,30 @@ impl SftpSession {
     }
 
     fn close(&mut self, id: u32, handle: &str) -> Result<Packet, Failure> {
-        match self.handles.remove(handle) {
-            None => Err(fail(StatusCode::Failure, "Unknown or closed handle")),
-            Some(OpenHandle::Dir(_)) => Ok(ok(id)),
-            Some(OpenHandle::File(f)) => {
-                if !f.writable {
-                    return Ok(ok(id));
-                }
-                self.ctx.in_progress.end(&f.path.virtual_path);
-                if f.broken {
-                    return Err(fail(
-                        StatusCode::Failure,
-                        "This upload was stopped and its file removed",
-                    ));
-                }
-                if f.wrote && !is_temp_name(f.path.name()) {
-                    let size = f.file.metadata().map(|m| m.len()).unwrap_or(f.size);
-                    self.announce(&f.path, size, FinishedBy::Close);
-                }
-                Ok(ok(id))
-            }
+        let Some(held) = self.handles.remove(handle) else {
+            return Err(fail(StatusCode::Failure, "Unknown or closed handle"));
+        };
+        let OpenHandle::File(f) = held.handle else {
+            return Ok(ok(id));
+        };
+        if !f.writable {
+            return Ok(ok(id));
         }
+        self.ctx.in_progress.end(&f.path.virtual_path);
+        if f.broken {
+            return Err(fail(
+                StatusCode::Failure,
+                "This upload was stopped and its file removed",
+            ));
+        }
+        if f.wrote && !is_temp_name(f.path.name()) {
+            let size = f.file.metadata().map(|m| m.len()).unwrap_or(f.size);
+            self.announce(&f.path, size, FinishedBy::Close);
+        }
+        Ok(ok(id))
     }
 
-    fn announce(&self, path: &JailPath, size: u64, how: FinishedBy) {
+    pub(super) fn announce(&self, path: &JailPath, size: u64, how: FinishedBy) {
         tracing::info!(tenant = %self.ctx.tenant, path = %path.virtual_path, size, ?how, "upload finished");
         self.ctx.sink.finished(UploadFinished {
             tenant: self.ctx.tenant.clone(),
@@ -375,45 +401,48 @@ impl SftpSession {
 
     fn stat(&mut self, id: u32, path: &str, follow: bool) -> Result<Packet, Failure> {
         let p = self.ctx.jail.resolve(path).map_err(jail_fail)?;
-        if follow {
-            self.ctx.jail.refuse_symlink(&p).map_err(jail_fail)?;
+        let opened = if follow {
+            self.ctx.jail.open(&p, libc::O_PATH, 0)
+        } else {
+            self.ctx.jail.open_nofollow(&p)
+        };
+        let st = opened
+            .and_then(|fd| Stat::of_fd(fd.as_fd()))
+            .map_err(|e| io_fail(&p.virtual_path, e))?;
+        if follow && st.is_symlink() {
+            return Err(jail_fail(JailError::Symlink(p.virtual_path)));
         }
-        let meta = std::fs::symlink_metadata(&p.real).map_err(|e| io_fail(&p.virtual_path, e))?;
-        let mut attrs = attrs_of(&meta);
-        if meta.file_type().is_symlink() {
-            attrs.permissions = Some(0o120777);
-        }
-        Ok(Packet::Attrs(Attrs { id, attrs }))
+        Ok(Packet::Attrs(Attrs {
+            id,
+            attrs: attrs_of(&st),
+        }))
     }
 
     fn fstat(&mut self, id: u32, handle: &str) -> Result<Packet, Failure> {
         let f = self.file_handle(handle)?;
-        let meta = f
-            .file
-            .metadata()
-            .map_err(|e| io_fail(&f.path.virtual_path, e))?;
+        let st = Stat::of_fd(f.file.as_fd()).map_err(|e| io_fail(&f.path.virtual_path, e))?;
         Ok(Packet::Attrs(Attrs {
             id,
-            attrs: attrs_of(&meta),
+            attrs: attrs_of(&st),
         }))
     }
 
     fn setstat(&mut self, id: u32, path: &str, attrs: &FileAttributes) -> Result<Packet, Failure> {
         let p = self.ctx.jail.resolve_for_write(path).map_err(jail_fail)?;
-        self.ctx.jail.refuse_symlink(&p).map_err(jail_fail)?;
-        let meta = std::fs::symlink_metadata(&p.real).map_err(|e| io_fail(&p.virtual_path, e))?;
-        if attrs.size.is_some() && meta.is_dir() {
-            return Err(fail(
-                StatusCode::Failure,
-                format!("{} is a folder", p.virtual_path),
-            ));
+        self.check_size(attrs, &p.virtual_path)?;
+        let jail = &self.ctx.jail;
+        let file = match jail.open(&p, libc::O_WRONLY | libc::O_NONBLOCK, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+                if attrs.size.is_some() {
+                    let folder = format!("{} is a folder", p.virtual_path);
+                    return Err(fail(StatusCode::Failure, folder));
+                }
+                jail.open(&p, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            }
+            other => other,
         }
-        let file = OpenOptions::new()
-            .read(meta.is_dir())
-            .write(!meta.is_dir())
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&p.real)
-            .map_err(|e| io_fail(&p.virtual_path, e))?;
+        .map(std::fs::File::from)
+        .map_err(|e| io_fail(&p.virtual_path, e))?;
         apply_attrs(&file, attrs, &p.virtual_path)?;
         Ok(ok(id))
     }
@@ -431,7 +460,10 @@ impl SftpSession {
                 "This file was opened for reading only",
             ));
         }
-        apply_attrs(&f.file, attrs, &f.path.virtual_path)?;
+        let vpath = f.path.virtual_path.clone();
+        self.check_size(attrs, &vpath)?;
+        let f = self.file_handle(handle)?;
+        apply_attrs(&f.file, attrs, &vpath)?;
         if let Some(size) = attrs.size {
             f.size = size;
         }
@@ -440,33 +472,19 @@ impl SftpSession {
 
     fn opendir(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
         let p = self.ctx.jail.resolve(path).map_err(jail_fail)?;
-        self.ctx.jail.refuse_symlink(&p).map_err(jail_fail)?;
-        let rd = std::fs::read_dir(&p.real).map_err(|e| io_fail(&p.virtual_path, e))?;
-        let mut entries = Vec::new();
-        for (name, meta) in [(".", &p.real), ("..", &p.real)]
-            .iter()
-            .filter_map(|(n, r)| std::fs::metadata(r).ok().map(|m| (n.to_string(), m)))
-        {
-            let attrs = attrs_of(&meta);
-            entries.push(listing_entry(name, attrs, &meta, &self.ctx.tenant));
-        }
-        for entry in rd.flatten() {
-            let Ok(name) = entry.file_name().into_string() else {
-                continue; // not representable in SFTPv3 UTF-8 names
-            };
-            let Ok(meta) = entry.metadata() else { continue };
-            let mut attrs = attrs_of(&meta);
-            if meta.file_type().is_symlink() {
-                attrs.permissions = Some(0o120777);
-            }
-            entries.push(listing_entry(name, attrs, &meta, &self.ctx.tenant));
-        }
-        let handle = self.new_handle(OpenHandle::Dir(DirHandle { entries, next: 0 }))?;
+        let ticket = self.ticket()?;
+        let dir = self
+            .ctx
+            .jail
+            .open(&p, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            .map_err(|e| io_fail(&p.virtual_path, e))?;
+        let handle = self.insert(OpenHandle::Dir(DirStream::new(dir)), ticket);
         Ok(Packet::Handle(Handle { id, handle }))
     }
 
     fn readdir(&mut self, id: u32, handle: &str) -> Result<Packet, Failure> {
-        let d = match self.handles.get_mut(handle) {
+        let owner = self.ctx.tenant.clone();
+        let d = match self.handles.get_mut(handle).map(|h| &mut h.handle) {
             Some(OpenHandle::Dir(d)) => d,
             Some(OpenHandle::File(_)) => {
                 return Err(fail(
@@ -476,126 +494,18 @@ impl SftpSession {
             }
             None => return Err(fail(StatusCode::Failure, "Unknown or closed handle")),
         };
-        if d.next >= d.entries.len() {
-            return Err(fail(StatusCode::Eof, "End of folder listing"));
-        }
-        let end = (d.next + DIR_PAGE).min(d.entries.len());
-        let files = d.entries[d.next..end].to_vec();
-        d.next = end;
-        Ok(Packet::Name(Name { id, files }))
-    }
-
-    fn remove(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
-        let p = self.ctx.jail.resolve_for_write(path).map_err(jail_fail)?;
-        let meta = std::fs::symlink_metadata(&p.real).map_err(|e| io_fail(&p.virtual_path, e))?;
-        if meta.is_dir() {
-            return Err(fail(
-                StatusCode::Failure,
-                format!("{} is a folder; use rmdir", p.virtual_path),
-            ));
-        }
-        std::fs::remove_file(&p.real).map_err(|e| io_fail(&p.virtual_path, e))?;
-        self.ctx.in_progress.end(&p.virtual_path);
-        Ok(ok(id))
-    }
-
-    fn mkdir(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
-        let p = self.ctx.jail.resolve_for_write(path).map_err(jail_fail)?;
-        std::fs::create_dir(&p.real).map_err(|e| io_fail(&p.virtual_path, e))?;
-        Ok(ok(id))
-    }
-
-    fn rmdir(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
-        let p = self.ctx.jail.resolve_for_write(path).map_err(jail_fail)?;
-        std::fs::remove_dir(&p.real).map_err(|e| io_fail(&p.virtual_path, e))?;
-        Ok(ok(id))
-    }
-
-    fn realpath(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
-        let v = Jail::normalise(path).map_err(jail_fail)?;
-        Ok(Packet::Name(Name {
-            id,
-            files: vec![File::dummy(v)],
-        }))
-    }
-
-    /// RENAME (`overwrite = false`, SFTPv3: fails onto an existing name) and posix-rename.
-    fn rename(
-        &mut self,
-        id: u32,
-        from: &str,
-        to: &str,
-        overwrite: bool,
-    ) -> Result<Packet, Failure> {
-        let src = self.ctx.jail.resolve_for_write(from).map_err(jail_fail)?;
-        let dst = self.ctx.jail.resolve_for_write(to).map_err(jail_fail)?;
-        let meta =
-            std::fs::symlink_metadata(&src.real).map_err(|e| io_fail(&src.virtual_path, e))?;
-        if overwrite {
-            std::fs::rename(&src.real, &dst.real).map_err(|e| io_fail(&dst.virtual_path, e))?;
-        } else {
-            rename_noreplace(&src.real, &dst.real).map_err(|e| io_fail(&dst.virtual_path, e))?;
-        }
-        let incomplete = self.ctx.in_progress.is_incomplete(&src.virtual_path);
-        if incomplete {
-            // A half-written file keeps its "not finished" mark under its new name.
-            self.ctx.in_progress.end(&src.virtual_path);
-            self.ctx.in_progress.begin(&dst.virtual_path);
-        } else {
-            self.ctx.in_progress.end(&dst.virtual_path);
-        }
-        let still_open = self
-            .handles
-            .values()
-            .any(|h| matches!(h, OpenHandle::File(f) if f.writable && f.path.real == src.real));
-        if meta.is_file() && !incomplete && !still_open && !is_temp_name(dst.name()) {
-            self.announce(&dst, meta.len(), FinishedBy::Rename);
-        }
-        Ok(ok(id))
-    }
-
-    fn extended(&mut self, id: u32, request: &str, data: &[u8]) -> Result<Packet, Failure> {
-        let mut pos = 0;
-        match request {
-            "limits@openssh.com" => {
-                let mut out = Vec::with_capacity(32);
-                put_u64(&mut out, u64::from(MAX_PACKET));
-                put_u64(&mut out, u64::from(MAX_READ));
-                put_u64(&mut out, u64::from(MAX_WRITE));
-                put_u64(&mut out, MAX_HANDLES as u64);
-                Ok(Packet::ExtendedReply(ExtendedReply { id, data: out }))
-            }
-            "posix-rename@openssh.com" => {
-                let from = take_str(data, &mut pos)?;
-                let to = take_str(data, &mut pos)?;
-                self.rename(id, &from, &to, true)
-            }
-            "statvfs@openssh.com" => {
-                let path = take_str(data, &mut pos)?;
-                let p = self.ctx.jail.resolve(&path).map_err(jail_fail)?;
-                let out = statvfs(&p.real).map_err(|e| io_fail(&p.virtual_path, e))?;
-                Ok(Packet::ExtendedReply(ExtendedReply { id, data: out }))
-            }
-            "fsync@openssh.com" => {
-                let handle = take_str(data, &mut pos)?;
-                let f = self.file_handle(&handle)?;
-                f.file
-                    .sync_all()
-                    .map_err(|e| io_fail(&f.path.virtual_path, e))?;
-                Ok(ok(id))
-            }
-            other => Err(fail(
-                StatusCode::OpUnsupported,
-                format!("The extension {other} is not supported"),
-            )),
+        match d.next_page(&owner) {
+            Ok(Some(files)) => Ok(Packet::Name(Name { id, files })),
+            Ok(None) => Err(fail(StatusCode::Eof, "End of folder listing")),
+            Err(e) => Err(io_fail("the folder", e)),
         }
     }
 
     /// The session ended: handles still open for writing were not finished; nothing is announced
-    /// and their in-progress markers stay.
+    /// and their in-progress markers stay. Every handle goes back to the tenant's budget.
     pub fn end(&mut self) {
         for h in self.handles.values() {
-            if let OpenHandle::File(f) = h {
+            if let OpenHandle::File(f) = &h.handle {
                 if f.writable {
                     tracing::warn!(tenant = %self.ctx.tenant, path = %f.path.virtual_path, "session ended during an upload; the file is left incomplete and will not be imported");
                 }

@@ -8,6 +8,7 @@
 
 use super::auth::{self, Gate, LoginThrottle, ThrottlePolicy};
 use super::events::{InProgress, UploadSink};
+use super::handles::HandleBudget;
 use super::hostkeys::HostKey;
 use super::jail::Jail;
 use super::requests::{SessionContext, SftpSession};
@@ -29,6 +30,8 @@ pub struct SftpServer {
     host_keys: Vec<russh::keys::PrivateKey>,
     throttle: LoginThrottle,
     sessions: Arc<Mutex<HashMap<String, usize>>>,
+    /// Open SFTP handles per tenant across its sessions (`max_handles_per_tenant`).
+    handles: HandleBudget,
     sink: Arc<dyn UploadSink>,
 }
 
@@ -43,6 +46,7 @@ impl SftpServer {
             host_keys: host_keys.iter().map(|k| k.key.clone()).collect(),
             throttle: LoginThrottle::default(),
             sessions: Arc::new(Mutex::new(HashMap::new())),
+            handles: HandleBudget::default(),
             sink,
         })
     }
@@ -333,6 +337,8 @@ impl russh::server::Handler for Connection {
             max_upload_bytes: config.server.max_upload_bytes,
             sink: self.server.sink.clone(),
             in_progress: InProgress::new(&config.server.data_dir, &tenant),
+            handles: (self.server.handles)
+                .for_tenant(&tenant, config.server.max_handles_per_tenant),
         });
         session.channel_success(id)?;
         tokio::spawn(async move {

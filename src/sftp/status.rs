@@ -58,7 +58,7 @@ pub fn io_fail(path: &str, e: std::io::Error) -> Failure {
         ),
         _ if e.raw_os_error() == Some(libc::ELOOP) => fail(
             StatusCode::PermissionDenied,
-            format!("{path} is a symbolic link, which is not allowed"),
+            format!("{path} is or goes through a symbolic link, which is not allowed"),
         ),
         _ => fail(StatusCode::Failure, format!("{path}: {e}")),
     }

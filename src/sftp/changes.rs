@@ -1,0 +1,229 @@
+//! The SFTP requests that change names in the tenant's home: REMOVE, MKDIR, RMDIR, RENAME (and
+//! posix-rename), and in `roster sftp-server` mode the links (SYMLINK, READLINK,
+//! `hardlink@openssh.com`); plus REALPATH, which only normalises.
+//!
+//! Each opens the folder holding the name through the [`Jail`](super::jail::Jail) and acts on the
+//! final name with an `*at()` call on that folder's descriptor, so nothing is resolved twice by
+//! path. A rename onto a name announces a finished upload, like a CLOSE.
+
+use super::events::{is_temp_name, FinishedBy};
+use super::fs::{c_name, link_at, mkdir_at, readlink_at, rename_at, symlink_at, unlink_at, Stat};
+use super::handles::OpenHandle;
+use super::jail::Jail;
+use super::requests::{Failure, SftpSession};
+use super::status::{fail, io_fail, jail_fail, ok};
+use russh_sftp::protocol::{File, Name, Packet, StatusCode};
+use std::os::fd::AsFd;
+
+impl SftpSession {
+    pub(super) fn remove(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
+        let p = self.ctx.jail.resolve_for_write(path).map_err(jail_fail)?;
+        let (dir, name) = self
+            .ctx
+            .jail
+            .parent(&p)
+            .map_err(|e| io_fail(&p.virtual_path, e))?;
+        match unlink_at(dir.as_fd(), &name, false) {
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => Err(fail(
+                StatusCode::Failure,
+                format!("{} is a folder; use rmdir", p.virtual_path),
+            )),
+            Err(e) => Err(io_fail(&p.virtual_path, e)),
+            Ok(()) => {
+                self.ctx.in_progress.end(&p.virtual_path);
+                Ok(ok(id))
+            }
+        }
+    }
+
+    pub(super) fn mkdir(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
+        let p = self.ctx.jail.resolve_for_write(path).map_err(jail_fail)?;
+        self.ctx
+            .jail
+            .parent(&p)
+            .and_then(|(dir, name)| mkdir_at(dir.as_fd(), &name))
+            .map_err(|e| io_fail(&p.virtual_path, e))?;
+        Ok(ok(id))
+    }
+
+    pub(super) fn rmdir(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
+        let p = self.ctx.jail.resolve_for_write(path).map_err(jail_fail)?;
+        self.ctx
+            .jail
+            .parent(&p)
+            .and_then(|(dir, name)| unlink_at(dir.as_fd(), &name, true))
+            .map_err(|e| io_fail(&p.virtual_path, e))?;
+        Ok(ok(id))
+    }
+
+    pub(super) fn realpath(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
+        let v = Jail::normalise(path).map_err(jail_fail)?;
+        Ok(Packet::Name(Name {
+            id,
+            files: vec![File::dummy(v)],
+        }))
+    }
+
+    /// RENAME (`overwrite = false`, SFTPv3: fails onto an existing name) and posix-rename.
+    pub(super) fn rename(
+        &mut self,
+        id: u32,
+        from: &str,
+        to: &str,
+        overwrite: bool,
+    ) -> Result<Packet, Failure> {
+        let jail = &self.ctx.jail;
+        let src = jail.resolve_for_write(from).map_err(jail_fail)?;
+        let dst = jail.resolve_for_write(to).map_err(jail_fail)?;
+        let (src_dir, src_name) = jail
+            .parent(&src)
+            .map_err(|e| io_fail(&src.virtual_path, e))?;
+        let (dst_dir, dst_name) = jail
+            .parent(&dst)
+            .map_err(|e| io_fail(&dst.virtual_path, e))?;
+        let src_ends = (src_dir.as_fd(), src_name.as_c_str());
+        let dst_ends = (dst_dir.as_fd(), dst_name.as_c_str());
+        // The source must exist (its own error beats one about the target).
+        Stat::at(src_ends.0, src_ends.1).map_err(|e| io_fail(&src.virtual_path, e))?;
+        rename_at(src_ends, dst_ends, overwrite).map_err(|e| io_fail(&dst.virtual_path, e))?;
+        let moved = Stat::at(dst_ends.0, dst_ends.1).ok();
+        let incomplete = self.ctx.in_progress.is_incomplete(&src.virtual_path);
+        if incomplete {
+            // A half-written file keeps its "not finished" mark under its new name.
+            self.ctx.in_progress.end(&src.virtual_path);
+            self.ctx.in_progress.begin(&dst.virtual_path);
+        } else {
+            self.ctx.in_progress.end(&dst.virtual_path);
+        }
+        let still_open = self.handles.values().any(
+            |h| matches!(&h.handle, OpenHandle::File(f) if f.writable && f.path.real == src.real),
+        );
+        if let Some(st) = moved.filter(|st| st.is_file()) {
+            if !incomplete && !still_open && !is_temp_name(dst.name()) {
+                self.announce(&dst, st.size, FinishedBy::Rename);
+            }
+        }
+        Ok(ok(id))
+    }
+
+    /// READLINK: only in `roster sftp-server` mode (a tenant jail has no links to read).
+    pub(super) fn readlink(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
+        if !self.ctx.jail.allows_links() {
+            return Err(fail(
+                StatusCode::OpUnsupported,
+                "Symbolic links are not supported",
+            ));
+        }
+        let p = self.ctx.jail.resolve(path).map_err(jail_fail)?;
+        let target = self
+            .ctx
+            .jail
+            .parent(&p)
+            .and_then(|(dir, name)| readlink_at(dir.as_fd(), &name))
+            .map_err(|e| io_fail(&p.virtual_path, e))?;
+        let text = String::from_utf8(target)
+            .map_err(|_| fail(StatusCode::Failure, "The link's target is not valid UTF-8"))?;
+        Ok(Packet::Name(Name {
+            id,
+            files: vec![File::dummy(text)],
+        }))
+    }
+
+    /// SYMLINK (OpenSSH argument order: target, then the new link). Only in `roster sftp-server`
+    /// mode; the target must lie inside the root and is stored relative to the link's folder, so
+    /// it resolves to the same file for the OS user and for this server.
+    pub(super) fn symlink(&mut self, id: u32, target: &str, link: &str) -> Result<Packet, Failure> {
+        if !self.ctx.jail.allows_links() {
+            return Err(fail(
+                StatusCode::PermissionDenied,
+                "Roster does not allow creating symbolic links",
+            ));
+        }
+        let p = self.ctx.jail.resolve_for_write(link).map_err(jail_fail)?;
+        let folder = p.virtual_path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let stored = link_target_inside(folder, target).ok_or_else(|| {
+            fail(
+                StatusCode::PermissionDenied,
+                format!("The link target {target} is outside the served folder"),
+            )
+        })?;
+        let c_target = c_name(&stored).map_err(|e| io_fail(target, e))?;
+        self.ctx
+            .jail
+            .parent(&p)
+            .and_then(|(dir, name)| symlink_at(&c_target, dir.as_fd(), &name))
+            .map_err(|e| io_fail(&p.virtual_path, e))?;
+        Ok(ok(id))
+    }
+
+    /// `hardlink@openssh.com`: only in `roster sftp-server` mode, both names inside the root.
+    pub(super) fn hardlink(&mut self, id: u32, from: &str, to: &str) -> Result<Packet, Failure> {
+        if !self.ctx.jail.allows_links() {
+            return Err(fail(
+                StatusCode::OpUnsupported,
+                "The extension hardlink@openssh.com is not supported",
+            ));
+        }
+        let jail = &self.ctx.jail;
+        let src = jail.resolve(from).map_err(jail_fail)?;
+        let dst = jail.resolve_for_write(to).map_err(jail_fail)?;
+        let (src_dir, src_name) = jail
+            .parent(&src)
+            .map_err(|e| io_fail(&src.virtual_path, e))?;
+        let (dst_dir, dst_name) = jail
+            .parent(&dst)
+            .map_err(|e| io_fail(&dst.virtual_path, e))?;
+        link_at((src_dir.as_fd(), &src_name), (dst_dir.as_fd(), &dst_name))
+            .map_err(|e| io_fail(&dst.virtual_path, e))?;
+        Ok(ok(id))
+    }
+}
+
+/// Where a link in the virtual folder `folder` (`""` for the root) pointing at `target` leads,
+/// written relative to `folder`; `None` when the target is empty or climbs above the root.
+fn link_target_inside(folder: &str, target: &str) -> Option<String> {
+    if target.is_empty() || target.contains('\0') {
+        return None;
+    }
+    let base: Vec<&str> = folder.split('/').filter(|s| !s.is_empty()).collect();
+    let mut parts: Vec<&str> = if target.starts_with('/') {
+        Vec::new()
+    } else {
+        base.clone()
+    };
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    let ups = base.len();
+    let mut out: Vec<&str> = vec![".."; ups];
+    out.extend(parts);
+    Some(if out.is_empty() {
+        ".".to_string()
+    } else {
+        out.join("/")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_target_inside;
+
+    #[test]
+    fn link_targets_stay_inside_and_become_relative() {
+        assert_eq!(link_target_inside("", "a.csv").unwrap(), "a.csv");
+        assert_eq!(link_target_inside("", "/d/a.csv").unwrap(), "d/a.csv");
+        assert_eq!(link_target_inside("/d", "/x").unwrap(), "../x");
+        assert_eq!(link_target_inside("/d", "../x").unwrap(), "../x");
+        assert_eq!(link_target_inside("/d/e", "f").unwrap(), "../../d/e/f");
+        assert_eq!(link_target_inside("", "/").unwrap(), ".");
+        assert!(link_target_inside("", "../etc/passwd").is_none());
+        assert!(link_target_inside("/d", "../../x").is_none());
+        assert!(link_target_inside("", "").is_none());
+    }
+}
