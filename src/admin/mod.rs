@@ -37,7 +37,15 @@ pub(crate) struct AppState {
     pub intake: Intake,
     /// One preview at a time: each holds a whole file (up to `max_upload_bytes`) in memory.
     pub previews: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The token from `<data_dir>/admin-token` while `[admin] token` is unset (read at start,
+    /// or when a reload unsets the token).
+    pub generated_token: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// Directory listings (SCIM `/Users`, admin `/users`) running at once; more get 503.
+    pub heavy: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Directory listings served at once (each scans a tenant's whole directory).
+pub(crate) const HEAVY_REQUESTS: usize = 4;
 
 /// The running admin listener.
 pub struct RunningAdmin {
@@ -69,14 +77,21 @@ pub async fn start(
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "the admin API listens beyond loopback: keep [admin] token long and random, and firewall the port");
     }
-    if config.current().admin.token == "change-me" {
-        tracing::warn!("[admin] token is still the default \"change-me\": set a long random token");
+    let current = config.current();
+    if current.admin.token.trim() == crate::config::admin_token::OLD_DEFAULT {
+        tracing::warn!("[admin] token is the old example \"change-me\", which is never accepted: using the generated token instead");
     }
+    let generated = match crate::config::admin_token::configured(&current) {
+        Some(_) => None,
+        None => Some(crate::config::admin_token::ensure(&current)?),
+    };
     let state = AppState {
         config,
         store,
         intake,
         previews: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+        generated_token: std::sync::Arc::new(std::sync::Mutex::new(generated)),
+        heavy: std::sync::Arc::new(tokio::sync::Semaphore::new(HEAVY_REQUESTS)),
     };
     let app = api::router(state.clone())
         .merge(scim::router(state))
