@@ -85,14 +85,17 @@ async fn a_truncated_or_tenantless_config_is_not_applied_on_reload() {
 async fn no_default_admin_token_works_and_the_cli_reads_the_generated_one() {
     for token_line in ["", "token = \"change-me\""] {
         let dir = tempfile::tempdir().unwrap();
-        let key =
-            PrivateKey::random(&mut rand10::rng(), russh::keys::Algorithm::Ed25519).unwrap();
+        let key = PrivateKey::random(&mut rand10::rng(), russh::keys::Algorithm::Ed25519).unwrap();
         let path = dir.path().join("roster.toml");
         std::fs::write(&path, config(dir.path(), &key, &["acme"], token_line)).unwrap();
         let server = roster::serve::start(&path).await.unwrap();
         let admin = server.admin.addr;
         for guess in ["change-me", ""] {
-            assert_eq!(admin_status(admin, guess).await, 401, "{token_line:?}: {guess:?} accepted");
+            assert_eq!(
+                admin_status(admin, guess).await,
+                401,
+                "{token_line:?}: {guess:?} accepted"
+            );
         }
         let file = dir.path().join("data/admin-token");
         let meta = std::fs::metadata(&file).expect("a generated token file");
@@ -105,7 +108,14 @@ async fn no_default_admin_token_works_and_the_cli_reads_the_generated_one() {
         let (cfg, url) = (path.clone(), format!("http://{admin}"));
         let out = tokio::task::spawn_blocking(move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
-                .args(["-c", cfg.to_str().unwrap(), "--admin-url", &url, "users", "acme"])
+                .args([
+                    "-c",
+                    cfg.to_str().unwrap(),
+                    "--admin-url",
+                    &url,
+                    "users",
+                    "acme",
+                ])
                 .output()
                 .unwrap()
         })

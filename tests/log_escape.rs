@@ -48,7 +48,13 @@ async fn start(format: &str) -> (Server, std::net::SocketAddr) {
     .unwrap();
     let log = dir.path().join("stderr.log");
     let child = Command::new(env!("CARGO_BIN_EXE_roster"))
-        .args(["-c", config.to_str().unwrap(), "--log-format", format, "serve"])
+        .args([
+            "-c",
+            config.to_str().unwrap(),
+            "--log-format",
+            format,
+            "serve",
+        ])
         .env("ROSTER_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -90,7 +96,11 @@ async fn forge(format: &str) -> String {
         async move { text.contains("upload finished") }
     })
     .await;
-    assert!(logged, "the upload was not logged: {}", log_text(&server.log));
+    assert!(
+        logged,
+        "the upload was not logged: {}",
+        log_text(&server.log)
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     log_text(&server.log)
 }
@@ -98,10 +108,16 @@ async fn forge(format: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_name_cannot_forge_a_human_log_line() {
     let log = forge("human").await;
-    assert!(!log.contains(['\x1b', '\u{9b}']), "a raw ESC/CSI reached the log:\n{log}");
+    assert!(
+        !log.contains(['\x1b', '\u{9b}']),
+        "a raw ESC/CSI reached the log:\n{log}"
+    );
     for line in log.lines() {
         assert!(!line.starts_with(FAKE), "forged line:\n{log}");
-        assert!(line.starts_with("20") && line.contains('Z'), "a line that is not an event: {line:?}\n{log}");
+        assert!(
+            line.starts_with("20") && line.contains('Z'),
+            "a line that is not an event: {line:?}\n{log}"
+        );
     }
     let upload = log.lines().find(|l| l.contains("upload finished")).unwrap();
     assert!(
@@ -113,11 +129,14 @@ async fn a_file_name_cannot_forge_a_human_log_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_name_cannot_forge_a_json_log_line() {
     let log = forge("json").await;
-    assert!(!log.contains(['\x1b', '\u{9b}']), "a raw ESC/CSI reached the log:\n{log}");
+    assert!(
+        !log.contains(['\x1b', '\u{9b}']),
+        "a raw ESC/CSI reached the log:\n{log}"
+    );
     let mut seen = false;
     for line in log.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
         if v["fields"]["message"] == "upload finished" {
             let path = v["fields"]["path"].as_str().unwrap_or("");
             assert_eq!(path, format!("/evil.csv\n{FAKE}{RED}.csv"), "{line}");

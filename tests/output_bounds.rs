@@ -112,7 +112,10 @@ report = "always"
 
     /// GET on the admin API with the token: (status, body length).
     async fn history_api_len(&self) -> (u16, usize) {
-        let url = format!("http://{}/api/tenants/acme/imports", self.server().admin.addr);
+        let url = format!(
+            "http://{}/api/tenants/acme/imports",
+            self.server().admin.addr
+        );
         tokio::task::spawn_blocking(move || {
             let mut resp = ureq::get(&url)
                 .header("Authorization", format!("Bearer {TOKEN}"))
@@ -170,10 +173,17 @@ async fn a_huge_header_line_gives_a_small_record_report_and_mail() {
     let rec = env.import(&csv).await;
     assert_eq!(rec.status, ImportStatus::Error, "{:?}", rec.messages);
     let longest = rec.messages.iter().map(|m| m.chars().count()).max();
-    assert!(longest.unwrap_or(0) <= 1001, "a message of {longest:?} chars");
+    assert!(
+        longest.unwrap_or(0) <= 1001,
+        "a message of {longest:?} chars"
+    );
     assert!(rec.messages.iter().any(|m| m.contains("no column")));
     let json = serde_json::to_vec(&rec).unwrap();
-    assert!(json.len() < 16 << 10, "history record of {} bytes", json.len());
+    assert!(
+        json.len() < 16 << 10,
+        "history record of {} bytes",
+        json.len()
+    );
     let (status, api_len) = env.history_api_len().await;
     assert_eq!(status, 200);
     assert!(api_len < 16 << 10, "history API answered {api_len} bytes");
@@ -181,7 +191,11 @@ async fn a_huge_header_line_gives_a_small_record_report_and_mail() {
         assert!(len < 16 << 10, "{} is {len} bytes", path.display());
     }
     let mails = env.mails(1).await;
-    assert!(mails[0].len() < 64 << 10, "a mail of {} bytes", mails[0].len());
+    assert!(
+        mails[0].len() < 64 << 10,
+        "a mail of {} bytes",
+        mails[0].len()
+    );
     env.stop().await;
 }
 
@@ -199,9 +213,17 @@ async fn a_report_grows_at_most_twice_the_file() {
     let reports = env.reports();
     let (path, len) = reports.first().expect("a failure report");
     let bound = 2 * csv.len() as u64 + (1 << 20) + 4096;
-    assert!(*len <= bound, "{} is {len} bytes for a {} byte file", path.display(), csv.len());
+    assert!(
+        *len <= bound,
+        "{} is {len} bytes for a {} byte file",
+        path.display(),
+        csv.len()
+    );
     let text = std::fs::read_to_string(path).unwrap();
-    assert!(text.contains("more skipped rows, not listed"), "the cut is said");
+    assert!(
+        text.contains("more skipped rows, not listed"),
+        "the cut is said"
+    );
     env.stop().await;
 }
 
@@ -221,10 +243,18 @@ async fn a_report_too_large_to_mail_stays_in_errors_and_the_mail_says_so() {
     assert_eq!(rec.status, ImportStatus::Error, "{:?}", rec.messages);
     let reports = env.reports();
     let (path, len) = reports.first().expect("a failure report");
-    assert!(path.starts_with(env.home().join("errors")), "{}", path.display());
+    assert!(
+        path.starts_with(env.home().join("errors")),
+        "{}",
+        path.display()
+    );
     assert!(*len > 4 << 20, "the report is {len} bytes");
     let mails = env.mails(1).await;
-    assert!(mails[0].len() < 64 << 10, "a mail of {} bytes", mails[0].len());
+    assert!(
+        mails[0].len() < 64 << 10,
+        "a mail of {} bytes",
+        mails[0].len()
+    );
     let text = mail_text(&mails[0]);
     assert!(text.contains("too large to attach"), "{text}");
     let name = path.file_name().unwrap().to_string_lossy().to_string();
@@ -259,7 +289,10 @@ async fn report_cells_starting_with_tab_or_cr_are_neutralised() {
         .filter(|c| c.starts_with(['\t', '\r', '=', '+', '-', '@']))
         .collect();
     assert!(risky.is_empty(), "cells a spreadsheet would run: {risky:?}");
-    assert!(cells.iter().any(|c| c.starts_with("'\t=HYPERLINK")), "{cells:?}");
+    assert!(
+        cells.iter().any(|c| c.starts_with("'\t=HYPERLINK")),
+        "{cells:?}"
+    );
     assert!(cells.iter().any(|c| c.starts_with("'\r=cmd")), "{cells:?}");
     assert!(cells.iter().any(|c| c == "'\r-2"), "{cells:?}");
     env.stop().await;

@@ -75,7 +75,14 @@ async fn scim_pages_a_large_directory_in_bounded_memory() {
     let base = format!("http://{}", server.admin.addr);
 
     // Paging is in key order, with the total counted.
-    let tail = http(&base, "GET", "/scim/v2/Users?startIndex=59999&count=5", Some(SCIM_ACME), None).await;
+    let tail = http(
+        &base,
+        "GET",
+        "/scim/v2/Users?startIndex=59999&count=5",
+        Some(SCIM_ACME),
+        None,
+    )
+    .await;
     assert_eq!(tail.status, 200, "{}", tail.text);
     assert_eq!(tail.json["totalResults"], USERS);
     let ids: Vec<&str> = (0..2)
@@ -91,7 +98,14 @@ async fn scim_pages_a_large_directory_in_bounded_memory() {
         .map(|_| {
             let base = base.clone();
             tokio::spawn(async move {
-                http(&base, "GET", "/scim/v2/Users?count=1", Some(SCIM_ACME), None).await
+                http(
+                    &base,
+                    "GET",
+                    "/scim/v2/Users?count=1",
+                    Some(SCIM_ACME),
+                    None,
+                )
+                .await
             })
         })
         .collect();
@@ -115,6 +129,9 @@ async fn scim_pages_a_large_directory_in_bounded_memory() {
         "30 count=1 requests grew the heap by {} MB",
         growth >> 20
     );
-    println!("heap growth during the burst: {:.1} MB, {ok} answered 200", growth as f64 / 1e6);
+    println!(
+        "heap growth during the burst: {:.1} MB, {ok} answered 200",
+        growth as f64 / 1e6
+    );
     server.stop(Duration::from_secs(10)).await;
 }

@@ -450,10 +450,10 @@ async fn users(
     let tenant = path(p)?;
     let t = tenant_of(&st.config.current(), &tenant)?;
     let status = status_param(&params(q)?)?;
-    let Ok(_permit) = st.heavy.clone().try_acquire_owned() else {
+    let Some(_turn) = super::heavy_turn(&st).await else {
         let mut busy = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "too many directory listings are running at once; retry in a second",
+            "too many directory listings are running or waiting; retry in a second",
         )
         .into_response();
         busy.headers_mut()

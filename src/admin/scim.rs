@@ -17,7 +17,8 @@
 //!
 //! `/Users` pages without loading the directory (`Store::users_page`: one bucket at a time,
 //! only the page's keys kept) and at most `HEAVY_REQUESTS` listings run at once (SCIM and the
-//! admin API's `/users` together); one more is answered 503 with `Retry-After: 1`.
+//! admin API's `/users` together); up to 64 more wait (10 s at most), beyond that a request is
+//! answered 503 with `Retry-After: 1`.
 
 // Handlers return ready SCIM error responses through Result; their size does not matter here.
 #![allow(clippy::result_large_err)]
@@ -299,7 +300,7 @@ async fn users(
     let by_email = config
         .tenant(&tenant)
         .is_some_and(|t| t.import.match_by == MatchBy::Email);
-    let Ok(_permit) = st.heavy.clone().try_acquire_owned() else {
+    let Some(_turn) = super::heavy_turn(&st).await else {
         return busy();
     };
     let store = st.store.clone();
@@ -360,12 +361,12 @@ async fn users(
     )
 }
 
-/// 503 with `Retry-After` when [`super::HEAVY_REQUESTS`] listings are already running.
+/// 503 with `Retry-After` when too many listings are running and waiting (`heavy_turn`).
 fn busy() -> Response {
     let mut resp = error(
         StatusCode::SERVICE_UNAVAILABLE,
         None,
-        "too many directory listings are running at once; retry in a second",
+        "too many directory listings are running or waiting; retry in a second",
     );
     resp.headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));

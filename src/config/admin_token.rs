@@ -121,7 +121,10 @@ mod tests {
         assert_ne!(first, OLD_DEFAULT);
         assert_eq!(ensure(&config).unwrap(), first, "kept across starts");
         assert_eq!(for_cli(&config).unwrap(), first);
-        let mode = std::fs::metadata(token_path(&config)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(token_path(&config))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         config.admin.token = "set-by-operator".into();
         assert_eq!(ensure(&config).unwrap(), "set-by-operator");

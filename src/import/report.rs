@@ -156,7 +156,8 @@ pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<R
             let mut out = csv::ByteRecord::new();
             out.push_field(line.to_string().as_bytes());
             for i in 0..width {
-                let c = safe_cell(&cut_bytes(rec.get(i).unwrap_or(b""), MAX_CELL_BYTES)).into_owned();
+                let c =
+                    safe_cell(&cut_bytes(rec.get(i).unwrap_or(b""), MAX_CELL_BYTES)).into_owned();
                 out.push_field(if blank(i) { b"" } else { &c });
             }
             out.push_field(&safe_cell(cut(reason, MAX_MESSAGE_CHARS).as_bytes()));

@@ -183,21 +183,25 @@ pub fn report_body(run: &RunSummary) -> String {
     }
 
     match (&run.attachment, mailable(run)) {
-        (Some(att), Some(_)) => _ = writeln!(
-            out,
-            "The attached file {} lists every row that was not imported, with the reason.\n",
-            clean_line(&att.file_name)
-        ),
-        (Some(att), None) => _ = writeln!(
-            out,
-            "The failure report {} lists every row that was not imported, with the reason. At \
+        (Some(att), Some(_)) => {
+            _ = writeln!(
+                out,
+                "The attached file {} lists every row that was not imported, with the reason.\n",
+                clean_line(&att.file_name)
+            )
+        }
+        (Some(att), None) => {
+            _ = writeln!(
+                out,
+                "The failure report {} lists every row that was not imported, with the reason. At \
              {:.1} MB it is too large to attach (the limit is {} MB): find it in your folder on \
              the server, in errors/ (bak/ if your files are archived there), next to the \
              uploaded file.\n",
-            clean_line(&att.file_name),
-            att.bytes.len() as f64 / 1e6,
-            MAX_ATTACHMENT_BYTES / 1_000_000,
-        ),
+                clean_line(&att.file_name),
+                att.bytes.len() as f64 / 1e6,
+                MAX_ATTACHMENT_BYTES / 1_000_000,
+            )
+        }
         _ => {}
     }
 
@@ -286,14 +290,7 @@ pub fn compose_report(
 ) -> Result<OutgoingMail, ComposeError> {
     let subject = report_subject(&run.tenant, &run.file, &run.status);
     let body = report_body(run);
-    build(
-        from,
-        to,
-        &run.tenant,
-        subject,
-        body,
-        mailable(run),
-    )
+    build(from, to, &run.tenant, subject, body, mailable(run))
 }
 
 /// A plain message without counts (e.g. an operator notice to a tenant's contacts).
