@@ -136,6 +136,8 @@ pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<R
             if let Some(w) = archive.as_mut() {
                 w.write_byte_record(&rec)?;
             }
+            // The header line can be as large as the file: do not keep its buffer for the rows.
+            rec = csv::ByteRecord::new();
             continue;
         }
         // Every cell of a row that does not line up with the header, or the password cell.
