@@ -82,6 +82,30 @@ fn report_full(w: &csv::Writer<Vec<u8>>, read: u64) -> bool {
     w.get_ref().len() as u64 > read.saturating_mul(2) + REPORT_SLACK
 }
 
+/// Writes one report row: `first`, then `width` cells (None, or missing: blank; each cut to
+/// `MAX_CELL_BYTES` and made formula-safe), then `last` (made formula-safe).
+fn report_row<'c>(
+    w: &mut csv::Writer<Vec<u8>>,
+    first: &[u8],
+    width: usize,
+    cells: impl Iterator<Item = Option<&'c [u8]>>,
+    last: &[u8],
+) -> Result<()> {
+    let mut out = csv::ByteRecord::new();
+    out.push_field(first);
+    let mut n = 0;
+    for c in cells.take(width) {
+        out.push_field(&safe_cell(&cut_bytes(c.unwrap_or(b""), MAX_CELL_BYTES)));
+        n += 1;
+    }
+    for _ in n..width {
+        out.push_field(b"");
+    }
+    out.push_field(&safe_cell(last));
+    w.write_byte_record(&out)?;
+    Ok(())
+}
+
 /// (failure report, archive copy).
 pub type ReportAndArchive = (Option<Vec<u8>>, Option<Vec<u8>>);
 
@@ -125,13 +149,8 @@ pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<R
                 }
             }
             if let Some(w) = report.as_mut() {
-                let mut out = csv::ByteRecord::new();
-                out.push_field(b"row");
-                for c in rec.iter() {
-                    out.push_field(&safe_cell(&cut_bytes(c, MAX_CELL_BYTES)));
-                }
-                out.push_field(b"reason");
-                w.write_byte_record(&out)?;
+                let cells = rec.iter().map(Some);
+                report_row(w, b"row", width, cells, b"reason")?;
             }
             if let Some(w) = archive.as_mut() {
                 w.write_byte_record(&rec)?;
@@ -155,28 +174,22 @@ pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<R
                 left_out += 1;
                 continue;
             }
-            let mut out = csv::ByteRecord::new();
-            out.push_field(line.to_string().as_bytes());
-            for i in 0..width {
-                let c =
-                    safe_cell(&cut_bytes(rec.get(i).unwrap_or(b""), MAX_CELL_BYTES)).into_owned();
-                out.push_field(if blank(i) { b"" } else { &c });
-            }
-            out.push_field(&safe_cell(cut(reason, MAX_MESSAGE_CHARS).as_bytes()));
-            w.write_byte_record(&out)?;
+            let cells = (0..width).map(|i| (!blank(i)).then(|| rec.get(i).unwrap_or(b"")));
+            let reason = cut(reason, MAX_MESSAGE_CHARS);
+            report_row(
+                w,
+                line.to_string().as_bytes(),
+                width,
+                cells,
+                reason.as_bytes(),
+            )?;
         }
     }
     if let (Some(w), true) = (report.as_mut(), left_out > 0) {
         let why = format!(
             "… and {left_out} more skipped rows, not listed: the report is kept below twice the size of the file (fix the rows above and upload again to see the rest)"
         );
-        let mut out = csv::ByteRecord::new();
-        out.push_field(b"");
-        for _ in 0..width {
-            out.push_field(b"");
-        }
-        out.push_field(why.as_bytes());
-        w.write_byte_record(&out)?;
+        report_row(w, b"", width, std::iter::empty(), why.as_bytes())?;
     }
     if line == 0 {
         // No header row: nothing to blank (and nothing that could hold a password).
