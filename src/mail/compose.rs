@@ -7,8 +7,8 @@
 //! Pure apart from the clock and host name lettre puts into `Date` and `Message-ID`.
 //!
 //! A mail stays small whatever the file was: a report larger than [`MAX_ATTACHMENT_BYTES`] is
-//! not attached; the body says how large it is and that it waits in the tenant's folder next to
-//! the archived file (`errors/`, or `bak/`), where the intake always files it. Each message line
+//! not attached; the body says how large it is and that it waits in the tenant's folder, in
+//! `errors/` (or `bak/`), where the intake always files reports. Each message line
 //! is cut to [`MAX_BODY_LINE_CHARS`] characters.
 
 use super::OutgoingMail;
@@ -195,8 +195,7 @@ pub fn report_body(run: &RunSummary) -> String {
                 out,
                 "The failure report {} lists every row that was not imported, with the reason. At \
              {:.1} MB it is too large to attach (the limit is {} MB): find it in your folder on \
-             the server, in errors/ (bak/ if your files are archived there), next to the \
-             uploaded file.\n",
+             the server, in errors/ (or in bak/ if your files are archived there).\n",
                 clean_line(&att.file_name),
                 att.bytes.len() as f64 / 1e6,
                 MAX_ATTACHMENT_BYTES / 1_000_000,
