@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod import;
 pub mod intake;
+pub mod logs;
 pub mod mail;
 pub mod metrics;
 pub mod serve;

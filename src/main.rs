@@ -86,17 +86,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn init_logs(format: LogFormat, stderr_only_warnings: bool) {
     let default = if stderr_only_warnings { "warn" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if format == LogFormat::Json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    roster::logs::init(format == LogFormat::Json, default);
 }
 
 fn check_config(path: &Path) -> anyhow::Result<()> {

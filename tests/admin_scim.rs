@@ -347,3 +347,29 @@ async fn scim_errors_are_scim_shaped_and_never_500() {
         .await;
     assert_eq!((u.status, u.json["userName"].as_str()), (200, Some("u01")));
 }
+
+/// RFC 7644 §4: the discovery endpoints are read-only; a write method is 405 (with `Allow`),
+/// not 501, and a read still works afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_discovery_endpoints_answer_writes_with_405() {
+    let env = populated().await;
+    let body = br#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"]}"#;
+    for path in [
+        "/scim/v2/ServiceProviderConfig",
+        "/scim/v2/ResourceTypes",
+        "/scim/v2/ResourceTypes/User",
+        "/scim/v2/Schemas",
+        "/scim/v2/Schemas/urn:ietf:params:scim:schemas:core:2.0:User",
+    ] {
+        for method in ["POST", "PUT", "PATCH", "DELETE"] {
+            let b = (method != "DELETE").then(|| body.to_vec());
+            let a = env.http(method, path, Some(SCIM_ACME), b).await;
+            assert_scim_error(&a, 405, None);
+            assert!(a.text.contains("read-only"), "{method} {path}: {}", a.text);
+        }
+        // Without a token it is still 401 first.
+        let a = env.http("POST", path, None, Some(body.to_vec())).await;
+        assert_scim_error(&a, 401, None);
+        assert_eq!(env.scim(path, SCIM_ACME).await.status, 200, "{path}");
+    }
+}

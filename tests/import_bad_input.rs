@@ -403,3 +403,14 @@ fn fifty_megabyte_binary_line_with_a_password_profile() {
     assert!(copy.starts_with(b"E-mail;First Name;Last Name;Password\n"));
     assert!(copy.len() < 1024, "{}", copy.len());
 }
+
+#[test]
+fn a_mapped_header_in_two_columns_is_a_file_level_error() {
+    let o = bad(b"Code;First;Last;Email;EMAIL \nA1;Ann;Lee;ann@x.example;other@x.example\n");
+    let m = first_message(&o);
+    assert!(
+        m.contains("\"Email\"") && m.contains("columns 4, 5"),
+        "{:?}",
+        o.record.messages
+    );
+}

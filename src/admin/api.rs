@@ -450,6 +450,16 @@ async fn users(
     let tenant = path(p)?;
     let t = tenant_of(&st.config.current(), &tenant)?;
     let status = status_param(&params(q)?)?;
+    let Some(_turn) = super::heavy_turn(&st).await else {
+        let mut busy = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many directory listings are running or waiting; retry in a second",
+        )
+        .into_response();
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return Ok(busy);
+    };
     let store = st.store.clone();
     let list = blocking_ok("cannot list the users", move || store.users(&t.id, status)).await?;
     json_ok(list)

@@ -1,7 +1,8 @@
 //! Bearer-token checks for the admin API and SCIM, in constant time.
 //!
 //! A token enters in the `Authorization: Bearer <token>` header. For the admin API it is
-//! compared with `[admin] token`; for SCIM its SHA-256 is compared with each tenant's
+//! compared with `[admin] token`, or when that is unset (or the old example `change-me`) with
+//! the token generated into `<data_dir>/admin-token` (`config::admin_token`); for SCIM its SHA-256 is compared with each tenant's
 //! `scim_token_sha256`, which also tells which tenant the request reads. Both sides are hashed
 //! (or already a hash) before comparing, so the comparison always runs over 32 bytes and
 //! neither the content nor the length of the secret leaks through timing.
@@ -47,10 +48,11 @@ pub(crate) async fn require_admin(
     req: Request,
     next: Next,
 ) -> Response {
-    let config = state.config.current();
-    let expected = config.admin.token.as_bytes();
+    let expected = expected_token(&state).unwrap_or_default();
     let ok = match bearer(req.headers()) {
-        Some(given) => !expected.is_empty() && ct_eq(&sha256(given.as_bytes()), &sha256(expected)),
+        Some(given) => {
+            !expected.is_empty() && ct_eq(&sha256(given.as_bytes()), &sha256(expected.as_bytes()))
+        }
         None => false,
     };
     if !ok {
@@ -62,6 +64,27 @@ pub(crate) async fn require_admin(
         return ApiError::new(StatusCode::UNAUTHORIZED, why).into_response();
     }
     next.run(req).await
+}
+
+/// The admin token in force: `[admin] token`, else the generated one (never `change-me`).
+/// None when neither is usable (every request is then refused, and the reason logged).
+fn expected_token(state: &AppState) -> Option<String> {
+    let config = state.config.current();
+    if let Some(t) = crate::config::admin_token::configured(&config) {
+        return Some(t.to_string());
+    }
+    let mut generated = match state.generated_token.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if generated.is_none() {
+        // A reload unset the token after a start with one: generate (or read) it now.
+        match crate::config::admin_token::ensure(&config) {
+            Ok(t) => *generated = Some(t),
+            Err(e) => tracing::error!("no admin token can be used: {e:#}"),
+        }
+    }
+    generated.clone()
 }
 
 /// The tenant whose SCIM token the request carries, or None. Every tenant with SCIM enabled

@@ -37,6 +37,36 @@ pub(crate) struct AppState {
     pub intake: Intake,
     /// One preview at a time: each holds a whole file (up to `max_upload_bytes`) in memory.
     pub previews: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The token from `<data_dir>/admin-token` while `[admin] token` is unset (read at start,
+    /// or when a reload unsets the token).
+    pub generated_token: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// Directory listings (SCIM `/Users`, admin `/users`) running at once.
+    pub heavy: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Listings running or waiting for a turn; beyond that a request gets 503 at once.
+    pub heavy_queue: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Directory listings served at once (each scans a tenant's whole directory).
+pub(crate) const HEAVY_REQUESTS: usize = 4;
+/// Listings admitted (running or waiting); more are answered 503 with `Retry-After` at once.
+const HEAVY_QUEUE: usize = 64;
+/// How long an admitted listing waits for its turn before it is answered 503.
+const HEAVY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A turn to run a directory listing: at most [`HEAVY_REQUESTS`] at once, [`HEAVY_QUEUE`]
+/// admitted, each waiting at most [`HEAVY_WAIT`]. None: answer 503 with `Retry-After`.
+pub(crate) async fn heavy_turn(
+    st: &AppState,
+) -> Option<(
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::sync::OwnedSemaphorePermit,
+)> {
+    let admitted = st.heavy_queue.clone().try_acquire_owned().ok()?;
+    let running = tokio::time::timeout(HEAVY_WAIT, st.heavy.clone().acquire_owned())
+        .await
+        .ok()?
+        .ok()?;
+    Some((admitted, running))
 }
 
 /// The running admin listener.
@@ -69,14 +99,22 @@ pub async fn start(
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "the admin API listens beyond loopback: keep [admin] token long and random, and firewall the port");
     }
-    if config.current().admin.token == "change-me" {
-        tracing::warn!("[admin] token is still the default \"change-me\": set a long random token");
+    let current = config.current();
+    if current.admin.token.trim() == crate::config::admin_token::OLD_DEFAULT {
+        tracing::warn!("[admin] token is the old example \"change-me\", which is never accepted: using the generated token instead");
     }
+    let generated = match crate::config::admin_token::configured(&current) {
+        Some(_) => None,
+        None => Some(crate::config::admin_token::ensure(&current)?),
+    };
     let state = AppState {
         config,
         store,
         intake,
         previews: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+        generated_token: std::sync::Arc::new(std::sync::Mutex::new(generated)),
+        heavy: std::sync::Arc::new(tokio::sync::Semaphore::new(HEAVY_REQUESTS)),
+        heavy_queue: std::sync::Arc::new(tokio::sync::Semaphore::new(HEAVY_QUEUE)),
     };
     let app = api::router(state.clone())
         .merge(scim::router(state))

@@ -9,9 +9,16 @@
 //! Mapping: `id` = the match key; `userName` = username, else email, else the key;
 //! `externalId` and `employeeNumber` = mapping code; `department` = org unit; `manager` =
 //! `{displayName: manager_email}`, plus `value`/`$ref` when the tenant matches by email and the
-//! manager is a listed user of the tenant. Writes (POST, PUT, PATCH, DELETE, Bulk, .search)
-//! answer 501; other methods 405; bad filters 400 `invalidFilter`; bad numbers 400
-//! `invalidValue`. Every error uses the SCIM Error schema.
+//! manager is a listed user of the tenant. Writes to users (POST, PUT, PATCH, DELETE, Bulk,
+//! .search) answer 501; the discovery endpoints (`/ServiceProviderConfig`, `/ResourceTypes`,
+//! `/Schemas`) answer any method but GET/HEAD with 405 and `Allow: GET, HEAD` (RFC 7644 §4);
+//! other methods 405; bad filters 400 `invalidFilter`; bad numbers 400 `invalidValue`. Every
+//! error uses the SCIM Error schema.
+//!
+//! `/Users` pages without loading the directory (`Store::users_page`: one bucket at a time,
+//! only the page's keys kept) and at most `HEAVY_REQUESTS` listings run at once (SCIM and the
+//! admin API's `/users` together); up to 64 more wait (10 s at most), beyond that a request is
+//! answered 503 with `Retry-After: 1`.
 
 // Handlers return ready SCIM error responses through Result; their size does not matter here.
 #![allow(clippy::result_large_err)]
@@ -29,7 +36,7 @@ use axum::routing::any;
 use axum::Router;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// Characters escaped in an `id` inside a URL path.
 const PATH_SEGMENT: &AsciiSet = &CONTROLS
@@ -123,6 +130,23 @@ fn gate(st: &AppState, headers: &HeaderMap, method: &Method) -> Result<String, R
             format!("the method {method} is not allowed here"),
         )),
     }
+}
+
+/// [`gate`] for the discovery endpoints, which are read-only by definition (RFC 7644 §4):
+/// any other method than GET/HEAD is 405 with `Allow: GET, HEAD`.
+fn gate_discovery(st: &AppState, headers: &HeaderMap, method: &Method) -> Result<(), Response> {
+    gate(st, headers, &Method::GET)?;
+    if matches!(*method, Method::GET | Method::HEAD) {
+        return Ok(());
+    }
+    let mut resp = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        None,
+        format!("the method {method} is not allowed here: discovery endpoints are read-only"),
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+    Err(resp)
 }
 
 /// `http://<Host>/scim/v2` for `meta.location`, or a relative base without a usable Host.
@@ -276,11 +300,31 @@ async fn users(
     let by_email = config
         .tenant(&tenant)
         .is_some_and(|t| t.import.match_by == MatchBy::Email);
+    let Some(_turn) = super::heavy_turn(&st).await else {
+        return busy();
+    };
     let store = st.store.clone();
     let t = tenant.clone();
-    let loaded = tokio::task::spawn_blocking(move || store.users(&t, None)).await;
-    let all = match loaded {
-        Ok(Ok(all)) => all,
+    let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let keep = |u: &User| u.status != UserStatus::Deleted && matches(u, &filter);
+        let page = store.users_page(&t, &keep, start.saturating_sub(1), count)?;
+        // Managers are looked up one by one: a page holds at most MAX_RESULTS users.
+        let mut managers = Vec::with_capacity(page.users.len());
+        for u in &page.users {
+            let mut id = None;
+            if let (true, Some(m)) = (by_email, field(u, "manager_email")) {
+                id = store
+                    .user(&t, m)?
+                    .filter(|x| x.status != UserStatus::Deleted)
+                    .map(|x| x.key);
+            }
+            managers.push(id);
+        }
+        Ok((page, managers))
+    })
+    .await;
+    let (page, managers) = match loaded {
+        Ok(Ok(p)) => p,
         Ok(Err(e)) => {
             tracing::error!(%tenant, "SCIM: cannot list users: {e:#}");
             return error(
@@ -298,35 +342,35 @@ async fn users(
             );
         }
     };
-    let listed: HashSet<&str> = all
-        .iter()
-        .filter(|u| u.status != UserStatus::Deleted)
-        .map(|u| u.key.as_str())
-        .collect();
-    let hits: Vec<&User> = all
-        .iter()
-        .filter(|u| u.status != UserStatus::Deleted && matches(u, &filter))
-        .collect();
     let base = base(&headers);
-    let page: Vec<Value> = hits
+    let resources: Vec<Value> = page
+        .users
         .iter()
-        .skip(start.saturating_sub(1))
-        .take(count)
-        .map(|u| {
-            let mgr = field(u, "manager_email").filter(|m| by_email && listed.contains(m));
-            resource(u, &base, mgr)
-        })
+        .zip(&managers)
+        .map(|(u, mgr)| resource(u, &base, mgr.as_deref()))
         .collect();
     scim_json(
         StatusCode::OK,
         json!({
             "schemas": [LIST_SCHEMA],
-            "totalResults": hits.len(),
-            "itemsPerPage": page.len(),
+            "totalResults": page.total,
+            "itemsPerPage": resources.len(),
             "startIndex": start,
-            "Resources": page,
+            "Resources": resources,
         }),
     )
+}
+
+/// 503 with `Retry-After` when too many listings are running and waiting (`heavy_turn`).
+fn busy() -> Response {
+    let mut resp = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        None,
+        "too many directory listings are running or waiting; retry in a second",
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    resp
 }
 
 async fn user(
@@ -401,7 +445,7 @@ async fn service_provider_config(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = gate(&st, &headers, &method) {
+    if let Err(r) = gate_discovery(&st, &headers, &method) {
         return r;
     }
     scim_json(
@@ -415,7 +459,7 @@ async fn resource_types(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = gate(&st, &headers, &method) {
+    if let Err(r) = gate_discovery(&st, &headers, &method) {
         return r;
     }
     scim_json(
@@ -430,7 +474,7 @@ async fn resource_type(
     headers: HeaderMap,
     p: Result<Path<String>, PathRejection>,
 ) -> Response {
-    if let Err(r) = gate(&st, &headers, &method) {
+    if let Err(r) = gate_discovery(&st, &headers, &method) {
         return r;
     }
     match p {
@@ -446,7 +490,7 @@ async fn resource_type(
 }
 
 async fn schemas_list(State(st): State<AppState>, method: Method, headers: HeaderMap) -> Response {
-    if let Err(r) = gate(&st, &headers, &method) {
+    if let Err(r) = gate_discovery(&st, &headers, &method) {
         return r;
     }
     let b = base(&headers);
@@ -465,7 +509,7 @@ async fn schema(
     headers: HeaderMap,
     p: Result<Path<String>, PathRejection>,
 ) -> Response {
-    if let Err(r) = gate(&st, &headers, &method) {
+    if let Err(r) = gate_discovery(&st, &headers, &method) {
         return r;
     }
     let b = base(&headers);

@@ -1,7 +1,7 @@
 //! The CLI's HTTP client for the admin API of a running `roster serve`.
 //!
-//! The address and token enter from the config file (`[admin] listen`, `[admin] token`) or
-//! `--admin-url`; requests leave as blocking HTTP calls (ureq), and responses come back as
+//! The address and token enter from the config file (`[admin] listen`, `[admin] token`, or
+//! when that is unset the server's generated `<data_dir>/admin-token`) or `--admin-url`; requests leave as blocking HTTP calls (ureq), and responses come back as
 //! JSON values or a [`CliError`] sentence: "the server is not running", "the token was
 //! refused", or the server's own `{"error": ...}` message.
 
@@ -56,7 +56,7 @@ impl Client {
             .build();
         Ok(Client {
             base,
-            token: config.admin.token.clone(),
+            token: crate::config::admin_token::for_cli(&config)?,
             config_path: config_path.to_path_buf(),
             agent: ureq::Agent::new_with_config(agent_config),
             max_upload_bytes: config.server.max_upload_bytes,
@@ -106,7 +106,7 @@ impl Client {
             .map_err(|e| self.transport_error(e))?;
         if status.as_u16() == 401 {
             anyhow::bail!(
-                "the server refused the admin token: [admin] token in {} does not match the running server's",
+                "the server refused the admin token: [admin] token in {} (or, when unset, the generated token in its data_dir) does not match the running server's",
                 self.config_path.display()
             );
         }

@@ -6,6 +6,7 @@
 //! a file in one pass. Relative paths (`host_keys`, `data_dir`) are taken relative to the
 //! current working directory, which is how the quick start runs the server from the repo root.
 
+pub mod admin_token;
 pub mod reload;
 mod validate;
 
@@ -72,6 +73,8 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: String,
+    /// Empty (the default) or `change-me`: a generated token in `data_dir` is used instead
+    /// (see [`admin_token`]).
     pub token: String,
 }
 
@@ -79,7 +82,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: "127.0.0.1:8022".into(),
-            token: "change-me".into(),
+            token: String::new(),
         }
     }
 }

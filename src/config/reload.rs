@@ -1,6 +1,7 @@
 //! The live configuration: a [`ConfigHandle`] that every part of the server reads, swapped whole
 //! when the file changes on disk (watched with notify) or on SIGHUP. A file that fails validation
-//! is logged and ignored: the running config stays.
+//! is logged and ignored: the running config stays. So is a file that is empty or defines no
+//! tenants: an editor or `>` caught halfway (or a truncation) must not lock every tenant out.
 
 use super::Config;
 use std::path::{Path, PathBuf};
@@ -45,7 +46,22 @@ impl ConfigHandle {
     /// Re-reads the file. On success the new config replaces the old one; on failure the old
     /// one stays and the problems are returned (and logged by the caller).
     pub fn reload(&self) -> Result<Arc<Config>, super::ConfigErrors> {
-        let fresh = Arc::new(Config::load(&self.path)?);
+        let fresh = Config::load(&self.path)?;
+        if fresh.tenants.is_empty() {
+            let empty = std::fs::read(self.path.as_ref())
+                .map(|t| t.iter().all(u8::is_ascii_whitespace))
+                .unwrap_or(true);
+            let why = if empty {
+                "the file is empty (truncated, or caught while being written)"
+            } else {
+                "the file defines no tenants ([[tenants]]), which would lock every tenant out"
+            };
+            return Err(super::ConfigErrors {
+                file: self.path.as_ref().clone(),
+                problems: vec![why.to_string()],
+            });
+        }
+        let fresh = Arc::new(fresh);
         match self.inner.write() {
             Ok(mut g) => *g = fresh.clone(),
             Err(poisoned) => *poisoned.into_inner() = fresh.clone(),

@@ -31,9 +31,7 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
             config.admin.listen
         ));
     }
-    if config.admin.token.trim().is_empty() {
-        out.push("[admin] token must not be empty".into());
-    }
+    // An empty [admin] token is fine: a random one is generated (config::admin_token).
     if let Some(mail) = &config.mail {
         let scheme_ok = ["smtp://", "smtps://"]
             .iter()

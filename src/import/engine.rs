@@ -20,6 +20,7 @@
 //! A held run keeps its plan for `approve` through the `held` module.
 
 use super::apply::{run_plan, run_survey};
+use super::bounds::{self, MAX_MESSAGES};
 use super::held::{self, Approving};
 use super::parse;
 use super::plan::{Change, Ctx};
@@ -33,9 +34,6 @@ use crate::store::{Commit, ImportRecord, ImportStatus, LedgerEntry, LedgerState,
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use std::collections::HashMap;
-
-/// Most messages kept in a record (the report has every skipped row).
-const MAX_MESSAGES: usize = 50;
 
 pub struct Job<'a> {
     pub store: &'a Store,
@@ -171,10 +169,8 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             return fail(job, rec, &state, msg, Reached::Text(enc, delim));
         }
     }
-    let headers: Vec<String> = record
-        .iter()
-        .map(|h| String::from_utf8_lossy(h).to_string())
-        .collect();
+    let headers: Vec<String> = record.iter().map(bounds::header_text).collect();
+    drop(record); // a header line can be as large as the file: keep only the cut names
     let map = match row::map_columns(&headers, tenant) {
         Ok(m) => m,
         Err(msg) => return fail(job, rec, &state, msg, Reached::Text(enc, delim)),
@@ -549,6 +545,7 @@ fn finish_with(
     put_plan: Option<(String, Vec<u8>)>,
 ) -> Result<Done> {
     rec.finished_at = Utc::now();
+    bounds::bound_messages(&mut rec.messages);
     if !job.opts.dry_run {
         let applied = matches!(rec.status, ImportStatus::Success | ImportStatus::Partial);
         let commit = Commit {

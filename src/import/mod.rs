@@ -27,6 +27,7 @@
 //!   changed since.
 
 mod apply;
+mod bounds;
 mod engine;
 pub mod fields;
 mod held;

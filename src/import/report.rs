@@ -3,8 +3,14 @@
 //! Data enters as a second streaming pass over the same file (same encoding and delimiter) and
 //! the skip reasons by row number; it leaves as bytes: the report CSV (a `row` column, the
 //! original columns, a `reason` column; same delimiter; UTF-8 with BOM; cells starting with
-//! `= + - @` prefixed with `'`; password cells blank) and, when the file has a password column,
-//! the whole file re-written with that column blank (UTF-8, same delimiter).
+//! `= + - @`, TAB or CR prefixed with `'` (OWASP's list); password cells blank) and, when the
+//! file has a password column, the whole file re-written with that column blank (UTF-8, same
+//! delimiter).
+//!
+//! The report is bounded by the file: each cell is cut to `MAX_CELL_BYTES` and each
+//! reason to `MAX_MESSAGE_CHARS` (ending in `…`), and once the report is larger than
+//! twice the bytes read so far plus 1 MiB, further skipped rows are only counted, in a last row
+//! that says how many were left out. The archive copy is never cut.
 //!
 //! The password column is given by index (the header was mapped) or by its header, looked up
 //! loosely in the header row (a run that failed before mapping; see [`Want::password_header`]).
@@ -12,16 +18,19 @@
 //! line break and the delimiter: lines joined by an unbalanced quote) may carry its password in
 //! any cell, so in a file with a password column all its cells are blank in both outputs.
 
+use super::bounds::{cut, cut_bytes, MAX_CELL_BYTES, MAX_MESSAGE_CHARS};
 use super::read::{self, Enc, Input};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
+/// Report bytes allowed beyond twice the bytes read (a header row and a few long reasons).
+const REPORT_SLACK: u64 = 1 << 20;
 
-/// Neutralises a cell that a spreadsheet would run as a formula.
+/// Neutralises a cell that a spreadsheet would run as a formula (OWASP: `= + - @`, TAB, CR).
 pub fn safe_cell(c: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     match c.first() {
-        Some(b'=' | b'+' | b'-' | b'@') => {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => {
             let mut v = Vec::with_capacity(c.len() + 1);
             v.push(b'\'');
             v.extend_from_slice(c);
@@ -67,6 +76,36 @@ fn joined(c: &[u8], delim: u8) -> bool {
     c.iter().any(|&b| b == b'\n' || b == b'\r') && c.contains(&delim)
 }
 
+/// Whether the report has reached its bound for a file read up to byte `read`.
+fn report_full(w: &csv::Writer<Vec<u8>>, read: u64) -> bool {
+    // The writer's own buffer (a few KiB) is not counted: the bound is not that tight.
+    w.get_ref().len() as u64 > read.saturating_mul(2) + REPORT_SLACK
+}
+
+/// Writes one report row: `first`, then `width` cells (None, or missing: blank; each cut to
+/// `MAX_CELL_BYTES` and made formula-safe), then `last` (made formula-safe).
+fn report_row<'c>(
+    w: &mut csv::Writer<Vec<u8>>,
+    first: &[u8],
+    width: usize,
+    cells: impl Iterator<Item = Option<&'c [u8]>>,
+    last: &[u8],
+) -> Result<()> {
+    let mut out = csv::ByteRecord::new();
+    out.push_field(first);
+    let mut n = 0;
+    for c in cells.take(width) {
+        out.push_field(&safe_cell(&cut_bytes(c.unwrap_or(b""), MAX_CELL_BYTES)));
+        n += 1;
+    }
+    for _ in n..width {
+        out.push_field(b"");
+    }
+    out.push_field(&safe_cell(last));
+    w.write_byte_record(&out)?;
+    Ok(())
+}
+
 /// (failure report, archive copy).
 pub type ReportAndArchive = (Option<Vec<u8>>, Option<Vec<u8>>);
 
@@ -95,6 +134,7 @@ pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<R
     let mut rec = csv::ByteRecord::new();
     let mut width = 0;
     let mut line = 0u64;
+    let mut left_out = 0u64;
     while rdr
         .read_byte_record(&mut rec)
         .context("cannot read the file a second time")?
@@ -109,17 +149,14 @@ pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<R
                 }
             }
             if let Some(w) = report.as_mut() {
-                let mut out = csv::ByteRecord::new();
-                out.push_field(b"row");
-                for c in rec.iter() {
-                    out.push_field(&safe_cell(c));
-                }
-                out.push_field(b"reason");
-                w.write_byte_record(&out)?;
+                let cells = rec.iter().map(Some);
+                report_row(w, b"row", width, cells, b"reason")?;
             }
             if let Some(w) = archive.as_mut() {
                 w.write_byte_record(&rec)?;
             }
+            // The header line can be as large as the file: do not keep its buffer for the rows.
+            rec = csv::ByteRecord::new();
             continue;
         }
         // Every cell of a row that does not line up with the header, or the password cell.
@@ -133,15 +170,26 @@ pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<R
             w.write_byte_record(&out)?;
         }
         if let (Some(w), Some(reason)) = (report.as_mut(), want.skips.get(&line)) {
-            let mut out = csv::ByteRecord::new();
-            out.push_field(line.to_string().as_bytes());
-            for i in 0..width {
-                let c = safe_cell(rec.get(i).unwrap_or(b""));
-                out.push_field(if blank(i) { b"" } else { &c });
+            if report_full(w, rdr.position().byte()) {
+                left_out += 1;
+                continue;
             }
-            out.push_field(&safe_cell(reason.as_bytes()));
-            w.write_byte_record(&out)?;
+            let cells = (0..width).map(|i| (!blank(i)).then(|| rec.get(i).unwrap_or(b"")));
+            let reason = cut(reason, MAX_MESSAGE_CHARS);
+            report_row(
+                w,
+                line.to_string().as_bytes(),
+                width,
+                cells,
+                reason.as_bytes(),
+            )?;
         }
+    }
+    if let (Some(w), true) = (report.as_mut(), left_out > 0) {
+        let why = format!(
+            "… and {left_out} more skipped rows, not listed: the report is kept below twice the size of the file (fix the rows above and upload again to see the rest)"
+        );
+        report_row(w, b"", width, std::iter::empty(), why.as_bytes())?;
     }
     if line == 0 {
         // No header row: nothing to blank (and nothing that could hold a password).

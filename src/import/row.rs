@@ -55,6 +55,16 @@ fn norm_header(h: &str) -> String {
         .to_lowercase()
 }
 
+/// The file-level error for a mapped header that names several columns (1-based numbers).
+fn twice(header: &str, normed: &[String], norm: &str) -> String {
+    let at: Vec<String> = (normed.iter().enumerate())
+        .filter(|(_, h)| *h == norm)
+        .map(|(i, _)| (i + 1).to_string())
+        .collect();
+    let header = super::bounds::cut(header.trim(), 100);
+    format!("the header {header:?} appears in more than one column (columns {}), so it is not clear which one to import; remove or rename all but one", at.join(", "))
+}
+
 /// Maps the header row to fields. An empty `columns` map takes each header as a field name.
 pub fn map_columns(headers: &[String], tenant: &Tenant) -> Result<Mapping, String> {
     let profile = &tenant.import;
@@ -66,7 +76,10 @@ pub fn map_columns(headers: &[String], tenant: &Tenant) -> Result<Mapping, Strin
         let mut ignored = Vec::new();
         for (i, h) in normed.iter().enumerate() {
             match fields::spec(h) {
-                Some(spec) if !cols.iter().any(|c: &Column| &c.field == h) => cols.push(Column {
+                Some(_) if cols.iter().any(|c: &Column| &c.field == h) => {
+                    return Err(twice(&headers[i], &normed, h));
+                }
+                Some(spec) => cols.push(Column {
                     field: h.clone(),
                     spec,
                     index: i,
@@ -92,6 +105,9 @@ pub fn map_columns(headers: &[String], tenant: &Tenant) -> Result<Mapping, Strin
                 return Err(format!("the profile maps the unknown field {field:?}"));
             };
             if let Some(i) = find(header) {
+                if normed.iter().filter(|h| **h == normed[i]).count() > 1 {
+                    return Err(twice(&headers[i], &normed, &normed[i]));
+                }
                 cols.push(Column {
                     field: field.clone(),
                     spec,

@@ -5,6 +5,11 @@
 //! complete RFC 5322 message (`Date`, `Message-ID`, UTF-8 `text/plain` body, and the failure
 //! report as a base64 `text/csv` attachment so its bytes survive exactly, BOM and CRLF included).
 //! Pure apart from the clock and host name lettre puts into `Date` and `Message-ID`.
+//!
+//! A mail stays small whatever the file was: a report larger than [`MAX_ATTACHMENT_BYTES`] is
+//! not attached; the body says how large it is and that it waits in the tenant's folder, in
+//! `errors/` (or `bak/`), where the intake always files reports. Each message line
+//! is cut to [`MAX_BODY_LINE_CHARS`] characters.
 
 use super::OutgoingMail;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
@@ -19,6 +24,20 @@ pub const DEFAULT_FROM: &str = "Roster <roster@localhost>";
 pub const TENANT_HEADER: &str = "X-Roster-Tenant";
 
 const CSV_CONTENT_TYPE: &str = "text/csv; charset=utf-8";
+
+/// Largest failure report sent as an attachment (about 5.3 MiB once base64-encoded, below the
+/// 10 MiB that common mail servers accept).
+pub const MAX_ATTACHMENT_BYTES: usize = 4 << 20;
+
+/// Characters of one message line in the body.
+pub const MAX_BODY_LINE_CHARS: usize = 1000;
+
+/// The attachment to send, or None when it is over [`MAX_ATTACHMENT_BYTES`].
+fn mailable(run: &RunSummary) -> Option<&CsvAttachment> {
+    run.attachment
+        .as_ref()
+        .filter(|a| a.bytes.len() <= MAX_ATTACHMENT_BYTES)
+}
 
 /// The numbers of one import run, as in the import record (design §5).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -154,17 +173,35 @@ pub fn report_body(run: &RunSummary) -> String {
     if !run.messages.is_empty() {
         out.push_str("Messages:\n");
         for m in &run.messages {
-            let _ = writeln!(out, "- {}", m.trim());
+            let m = m.trim();
+            match m.char_indices().nth(MAX_BODY_LINE_CHARS) {
+                Some((at, _)) => _ = writeln!(out, "- {}…", &m[..at]),
+                None => _ = writeln!(out, "- {m}"),
+            }
         }
         out.push('\n');
     }
 
-    if let Some(att) = &run.attachment {
-        let _ = writeln!(
-            out,
-            "The attached file {} lists every row that was not imported, with the reason.\n",
-            clean_line(&att.file_name)
-        );
+    match (&run.attachment, mailable(run)) {
+        (Some(att), Some(_)) => {
+            _ = writeln!(
+                out,
+                "The attached file {} lists every row that was not imported, with the reason.\n",
+                clean_line(&att.file_name)
+            )
+        }
+        (Some(att), None) => {
+            _ = writeln!(
+                out,
+                "The failure report {} lists every row that was not imported, with the reason. At \
+             {:.1} MB it is too large to attach (the limit is {} MB): find it in your folder on \
+             the server, in errors/ (or in bak/ if your files are archived there).\n",
+                clean_line(&att.file_name),
+                att.bytes.len() as f64 / 1e6,
+                MAX_ATTACHMENT_BYTES / 1_000_000,
+            )
+        }
+        _ => {}
     }
 
     if let Some(next) = next_step(run, &tenant, &file) {
@@ -252,14 +289,7 @@ pub fn compose_report(
 ) -> Result<OutgoingMail, ComposeError> {
     let subject = report_subject(&run.tenant, &run.file, &run.status);
     let body = report_body(run);
-    build(
-        from,
-        to,
-        &run.tenant,
-        subject,
-        body,
-        run.attachment.as_ref(),
-    )
+    build(from, to, &run.tenant, subject, body, mailable(run))
 }
 
 /// A plain message without counts (e.g. an operator notice to a tenant's contacts).

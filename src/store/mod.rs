@@ -52,7 +52,7 @@ pub use codec::{fnv64, put_bytes, put_varint, Cursor, LIST_SEP};
 pub use history::{ImportRecord, ImportStatus};
 pub use ledger::{LedgerEntry, LedgerState};
 pub use outbox::OutboxItem;
-pub use users::{User, UserStatus};
+pub use users::{User, UserPage, UserStatus};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,10 @@
 //! The user directory as the rest of Roster sees it: [`User`] values, listed, looked up and
 //! restored. Users enter only through an import commit (or [`Store::restore`]); stored
 //! password hashes never leave this module.
+//!
+//! [`Store::users_page`] serves paged readers (SCIM) without materialising the directory: it
+//! reads one bucket at a time, counts the matches and keeps only the keys of the first
+//! `skip + take` of them, then reads the page's users from their buckets.
 
 use super::codec::{
     bucket_entries, bucket_push, fnv64, UserRec, FLAG_MISSING, LIST_SEP, STATUS_ACTIVE,
@@ -10,7 +14,7 @@ use super::{Commit, Store, BUCKETS};
 use anyhow::{bail, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BinaryHeap};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -108,6 +112,15 @@ impl User {
     }
 }
 
+/// One page of [`Store::users_page`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserPage {
+    /// Users matching the filter in the whole directory.
+    pub total: u64,
+    /// The page, sorted by key.
+    pub users: Vec<User>,
+}
+
 /// Bucket of a normalised key.
 pub(crate) fn bucket_of(key: &[u8]) -> u16 {
     ((fnv64(key) >> 20) % BUCKETS as u64) as u16
@@ -132,6 +145,63 @@ impl Store {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    /// The users for which `keep` is true, in key order: the `take` after the first `skip`,
+    /// and the number of all matches. Memory: one bucket at a time, plus the keys of the first
+    /// `skip + take` matches (not users). A commit between the two passes can leave a user out
+    /// of the page; a reader asks again.
+    pub fn users_page(
+        &self,
+        tenant: &str,
+        keep: &dyn Fn(&User) -> bool,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
+        let st = self.tenant_state(tenant)?;
+        let limit = skip.saturating_add(take);
+        // A max-heap of the smallest matching keys seen so far.
+        let mut first: BinaryHeap<Vec<u8>> = BinaryHeap::new();
+        let mut total = 0u64;
+        for b in 0..BUCKETS {
+            let Some(blob) = self.bucket(tenant, b as u16, st.gen(b))? else {
+                continue;
+            };
+            for (k, v) in bucket_entries(&blob)? {
+                let rec = UserRec::decode(v)?;
+                if !keep(&User::from_rec(&String::from_utf8_lossy(k), &rec)) {
+                    continue;
+                }
+                total += 1;
+                if first.len() < limit {
+                    first.push(k.to_vec());
+                } else if first.peek().is_some_and(|top| k < top.as_slice()) {
+                    first.pop();
+                    first.push(k.to_vec());
+                }
+            }
+        }
+        let page: Vec<Vec<u8>> = first.into_sorted_vec().into_iter().skip(skip).collect();
+        let mut buckets: BTreeMap<u16, Vec<&[u8]>> = BTreeMap::new();
+        for k in &page {
+            buckets.entry(bucket_of(k)).or_default().push(k);
+        }
+        let mut found: BTreeMap<&[u8], User> = BTreeMap::new();
+        for (b, keys) in buckets {
+            let Some(blob) = self.bucket(tenant, b, st.gen(b as usize))? else {
+                continue;
+            };
+            for (k, v) in bucket_entries(&blob)? {
+                if let Some(&key) = keys.iter().find(|key| **key == k) {
+                    let user = User::from_rec(&String::from_utf8_lossy(k), &UserRec::decode(v)?);
+                    found.insert(key, user);
+                }
+            }
+        }
+        Ok(UserPage {
+            total,
+            users: found.into_values().collect(),
+        })
     }
 
     /// Number of users per status: (active, inactive, deleted).

@@ -1,0 +1,186 @@
+//! The log output: one line per event on stderr, human-readable or JSON, in which no value can
+//! start a line of its own or drive the terminal.
+//!
+//! Data enters as `tracing` events and spans from every module; many fields carry text a tenant
+//! chose (file names, paths, cells quoted in messages). It leaves as bytes on stderr. In the
+//! human format every field value and the message go through [`EscapedFields`], which writes
+//! control characters (C0 such as LF, CR, TAB and ESC; DEL; C1) and the Unicode line and
+//! paragraph separators and bidi overrides as `\n`, `\r`, `\t` or `\u{..}` escapes, so a file
+//! named `a\n2026-… ERROR fake` stays on its line and ANSI sequences are inert. In the JSON
+//! format, serde_json already escapes C0 characters inside strings; [`JsonEscapingWriter`]
+//! also writes DEL, C1 and the separators as `\u` escapes (they can only appear inside JSON
+//! strings, so the line stays valid JSON).
+
+use std::fmt::{self, Write as _};
+use std::io::{self, Write};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FormatFields, MakeWriter};
+
+/// Whether a character must not reach a log line as it is.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `s` with every unsafe character escaped (see the module doc); a backslash stays as it is.
+pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(is_unsafe) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_unsafe(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The human format's field formatter: the message first, then `name=value` pairs, every value
+/// escaped.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EscapedFields;
+
+impl<'w> FormatFields<'w> for EscapedFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut v = EscapingVisitor {
+            out: &mut writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut v);
+        v.result
+    }
+}
+
+struct EscapingVisitor<'a, 'w> {
+    out: &'a mut Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl EscapingVisitor<'_, '_> {
+    fn put(&mut self, field: &Field, value: &str) {
+        if self.result.is_err() {
+            return;
+        }
+        let sep = if self.first { "" } else { " " };
+        self.first = false;
+        let value = escape(value);
+        self.result = match field.name() {
+            "message" => write!(self.out, "{sep}{value}"),
+            // `log` records bridged into tracing carry these; the formatter shows them itself.
+            name if name.starts_with("log.") => Ok(()),
+            name => write!(self.out, "{sep}{name}={value}"),
+        };
+    }
+}
+
+impl Visit for EscapingVisitor<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, value);
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, &value.to_string());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, &format!("{value:?}"));
+    }
+}
+
+/// Writes JSON log lines to the inner writer with DEL, C1 characters and the Unicode line
+/// separators and bidi overrides as `\uXXXX` escapes (see the module doc).
+pub struct JsonEscapingWriter<W>(pub W);
+
+impl<W: Write> Write for JsonEscapingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // A line arrives whole; cut characters cannot occur at the ends of a valid UTF-8 line.
+        match std::str::from_utf8(buf) {
+            Ok(s) if s.chars().any(|c| c != '\n' && is_unsafe(c)) => {
+                let mut out = String::with_capacity(s.len() + 16);
+                for c in s.chars() {
+                    if c != '\n' && is_unsafe(c) {
+                        // Every such character is below U+10000: one \uXXXX escape each.
+                        let _ = write!(out, "\\u{:04x}", c as u32);
+                    } else {
+                        out.push(c);
+                    }
+                }
+                self.0.write_all(out.as_bytes())?;
+            }
+            _ => self.0.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// [`MakeWriter`] of [`JsonEscapingWriter`] around stderr.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JsonStderr;
+
+impl<'a> MakeWriter<'a> for JsonStderr {
+    type Writer = JsonEscapingWriter<io::Stderr>;
+    fn make_writer(&'a self) -> Self::Writer {
+        JsonEscapingWriter(io::stderr())
+    }
+}
+
+/// Installs the global subscriber: `json` or human lines on stderr, verbosity from `ROSTER_LOG`
+/// (else `default_level`), colours only on a terminal.
+pub fn init(json: bool, default_level: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().with_writer(JsonStderr).init();
+    } else {
+        builder
+            .with_ansi(io::stderr().is_terminal())
+            .fmt_fields(EscapedFields)
+            .with_writer(io::stderr)
+            .init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_controls_and_separators() {
+        assert_eq!(escape("plain ü \\ ok"), "plain ü \\ ok");
+        assert_eq!(
+            escape("a\nb\r\tc\u{1b}[31md\u{7f}\u{85}\u{2028}\u{202e}"),
+            "a\\nb\\r\\tc\\u{1b}[31md\\u{7f}\\u{85}\\u{2028}\\u{202e}"
+        );
+    }
+
+    #[test]
+    fn json_writer_keeps_lines_valid() {
+        let mut w = JsonEscapingWriter(Vec::new());
+        let line = "{\"f\":\"a\u{85}b\u{7f}\u{2028}\"}\n";
+        w.write_all(line.as_bytes()).unwrap();
+        let out = String::from_utf8(w.0).unwrap();
+        assert_eq!(out, "{\"f\":\"a\\u0085b\\u007f\\u2028\"}\n");
+        let v: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
+        assert_eq!(v["f"], "a\u{85}b\u{7f}\u{2028}");
+    }
+}
