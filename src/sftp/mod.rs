@@ -1,11 +1,13 @@
-//! The SFTP front door: the SSH listener and authentication (`server`, `auth`, `hostkeys`), the
-//! per-tenant jail (`jail`), the SFTP request handler (`requests`) and its wire loop (`wire`),
-//! and the "upload finished" event (`events`).
+//! The SFTP front door: the SSH listener, its connection caps and authentication (`server`,
+//! `admission`, `auth`, `hostkeys`), the per-tenant jail (`jail`), the SFTP request handler
+//! (`requests`) and its wire loop (`wire`), and the "upload finished" event (`events`).
 //!
 //! Bytes enter from SSH clients (or stdin for `roster sftp-server`); files land in the tenant's
 //! home; each finished upload leaves as one [`UploadFinished`] on an [`UploadSink`].
 
+pub mod admission;
 pub mod auth;
+mod connection;
 pub mod events;
 mod fs;
 pub mod hostkeys;
