@@ -182,17 +182,22 @@ async fn unauthenticated_connections_are_capped_in_all_and_per_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalives_do_not_extend_the_login_deadline() {
     let srv = server_with("idle_timeout_secs = 1\nauth_timeout_secs = 2").await;
-    // A client that completes the key exchange, never logs in, and sends a keep-alive every
-    // 300 ms, which resets the idle timer.
+    // A client that completes the key exchange, never logs in, and sends a keep-alive (a global
+    // request) every 300 ms, which resets the idle timer.
     let config = || russh::client::Config {
         keepalive_interval: Some(Duration::from_millis(300)),
         ..Default::default()
     };
     let idle = ssh(srv.addr(), config()).await;
-    // A logged-in client with the same keep-alives stays.
+    // A logged-in client with keep-alives stays.
     let mut ssh = ssh(srv.addr(), config()).await;
     assert!(key_login(&mut ssh, &srv).await);
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if idle.send_keepalive(false).await.is_err() {
+            break;
+        }
+    }
     assert!(idle.is_closed(), "still not logged in 3.5 s after accept");
     assert!(!ssh.is_closed());
     let sftp = open_sftp(ssh.channel_open_session().await.unwrap())
