@@ -404,3 +404,59 @@ async fn at_the_descriptor_budget_new_connections_are_refused_at_once() {
         .await
     );
 }
+
+/// OpenSSH's `sftp` types a wrong password, then the right one: it only asks again when the
+/// server still offers `password` after the first failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_asks_again_after_a_wrong_password() {
+    use std::os::unix::fs::PermissionsExt;
+    let srv = TestServer::start().await;
+    let work = srv.dir.path();
+    let askpass = work.join("askpass.sh");
+    let count = work.join("askpass.count");
+    std::fs::write(
+        &askpass,
+        format!(
+            "#!/bin/sh\necho x >> '{c}'\nif [ $(wc -l < '{c}') -eq 1 ]; then echo wrong; else echo '{p}'; fi\n",
+            c = count.display(),
+            p = ACME_PASSWORD
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut cmd = tokio::process::Command::new("sftp");
+    cmd.args([
+        "-P",
+        &srv.addr().port().to_string(),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "PreferredAuthentications=password",
+        "-o",
+        "NumberOfPasswordPrompts=3",
+        "acme@127.0.0.1",
+    ])
+    .env("SSH_ASKPASS", &askpass)
+    .env("SSH_ASKPASS_REQUIRE", "force")
+    .env("DISPLAY", ":0")
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        stdin.write_all(b"pwd\nbye\n").await.unwrap();
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("sftp did not finish in 30 s")
+        .unwrap();
+    let asked = std::fs::read_to_string(&count).unwrap_or_default().lines().count();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(asked, 2, "sftp asked {asked} times; stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "stdout: {stdout}");
+    assert!(stdout.contains("Remote working directory: /"), "{stdout}");
+}
