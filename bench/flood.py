@@ -109,47 +109,66 @@ def key_login(port, key, known):
     """One `sftp -b` key login of tenant beta (acme is the attacker) from 127.0.0.2 doing `pwd`;
     returns (ok, seconds)."""
     t = time.monotonic()
-    r = subprocess.run(["sftp", "-b", "-", "-P", str(port), "-o", "BindAddress=127.0.0.2",
-                        *ssh_opts(key, known), "beta@127.0.0.1"],
-                       input="pwd\n", capture_output=True, text=True, timeout=60)
+    try:
+        r = subprocess.run(["sftp", "-b", "-", "-P", str(port), "-o", "BindAddress=127.0.0.2",
+                            *ssh_opts(key, known), "beta@127.0.0.1"],
+                           input="pwd\n", capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return False, time.monotonic() - t
     return r.returncode == 0, time.monotonic() - t
 
 
 # --- the connection flood -------------------------------------------------------------------
 
-def flood_worker(port, sources, count, hold, results):
-    raise_nofile()
-    socks, refused, failed = [], 0, 0
-    for i in range(count):
-        src = sources[i % len(sources)]
-        s = socket.socket()
-        s.settimeout(3)
-        try:
-            s.bind((src, 0))
-            s.connect(("127.0.0.1", port))
-            socks.append(s)
-        except OSError:
-            failed += 1
-            s.close()
-    # Which ones did the server keep? Those it closed read EOF (or a reset) at once.
-    time.sleep(1)
-    kept = []
+IP_BIND_ADDRESS_NO_PORT = 24   # Linux: pick the source port at connect (4-tuple), not at bind
+
+
+def sweep(socks):
+    """Splits sockets into those the server still holds and the number it closed."""
+    kept, closed = [], 0
     for s in socks:
-        s.setblocking(False)
         try:
             data = s.recv(256)
             if data:
                 kept.append(s)       # the banner: admitted
             else:
-                refused += 1
+                closed += 1          # EOF: closed by the server
                 s.close()
         except BlockingIOError:
-            kept.append(s)           # nothing yet (the server is slow to answer): still open
+            kept.append(s)           # nothing yet: still open
         except OSError:
-            refused += 1
+            closed += 1              # reset by the server
             s.close()
-    results.put(("opened", len(socks) + 0, len(kept), refused, failed))
-    time.sleep(hold)
+    return kept, closed
+
+
+def flood_worker(port, sources, count, ramp, hold, results):
+    raise_nofile()
+    socks, refused, failed, connected = [], 0, 0, 0
+    stop = time.monotonic() + ramp
+    for i in range(count):
+        if time.monotonic() > stop:
+            failed += count - i     # not even tried: the server stopped accepting
+            break
+        s = socket.socket()
+        s.settimeout(1)
+        try:
+            s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            s.bind((sources[i % len(sources)], 0))
+            s.connect(("127.0.0.1", port))
+            s.setblocking(False)    # so that `sweep` never waits
+            socks.append(s)
+            connected += 1
+        except OSError:
+            failed += 1
+            s.close()
+        if i % 256 == 255:          # let go of what the server already closed
+            socks, closed = sweep(socks)
+            refused += closed
+    time.sleep(1)
+    kept, closed = sweep(socks)
+    results.put(("opened", connected, len(kept), refused + closed, failed))
+    time.sleep(max(0, stop + hold - ramp - time.monotonic()))
     for s in kept:
         s.close()
 
@@ -212,12 +231,14 @@ def channel_worker(port, key, known, ctl, handles, hold, results, index):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--flood", type=int, default=20000, help="unauthenticated connections")
-    ap.add_argument("--sources", type=int, default=1, help="flood source addresses")
+    ap.add_argument("--sources", type=int, default=8, help="flood source addresses")
     ap.add_argument("--workers", type=int, default=4, help="flood processes")
     ap.add_argument("--channels", type=int, default=20, help="SFTP channels on one connection")
     ap.add_argument("--handles", type=int, default=1024, help="handles opened per channel")
     ap.add_argument("--logins", type=int, default=5, help="timed key logins")
-    ap.add_argument("--hold", type=int, default=60, help="seconds the floods are held")
+    ap.add_argument("--ramp", type=int, default=60,
+                    help="seconds to open the floods before the logins are timed anyway")
+    ap.add_argument("--hold", type=int, default=150, help="seconds the floods are held")
     args = ap.parse_args()
 
     binary = os.environ.get("ROSTER_BIN", os.path.join(ROOT, "target", "debug", "roster"))
@@ -248,8 +269,12 @@ def main():
         per = args.flood // args.workers
         t0 = time.monotonic()
         for w in range(args.workers):
+            # Each worker its own addresses: one address cannot open 20,000 connections to one
+            # port in a few seconds (its source ports run out while the closed ones sit in
+            # TIME_WAIT).
+            mine = sources[w::args.workers] or sources
             p = multiprocessing.Process(target=flood_worker,
-                                        args=(sftp_port, sources, per, args.hold, results))
+                                        args=(sftp_port, mine, per, args.ramp, args.hold, results))
             p.start()
             procs.append(p)
         master = subprocess.Popen(["ssh", "-M", "-S", ctl, "-N", "-p", str(sftp_port),
@@ -270,7 +295,7 @@ def main():
         channels = []
         peak = {}
         waiting = args.workers + args.channels
-        deadline = time.monotonic() + args.hold
+        deadline = time.monotonic() + args.ramp
         while waiting and time.monotonic() < deadline:
             try:
                 r = results.get(timeout=1)
@@ -287,9 +312,11 @@ def main():
             else:
                 channels.append(r[1:])
         t_ready = time.monotonic() - t0
+        if waiting:
+            print(f"{waiting} flood processes had not finished opening after {args.ramp} s")
         print(f"connection flood: {flood[0]} connected of {args.flood} from {args.sources} "
               f"address(es), {flood[1]} held open by the server, {flood[2]} closed by it at once, "
-              f"{flood[3]} failed to connect ({t_ready:.1f} s)")
+              f"{flood[3]} failed or not tried ({t_ready:.1f} s)")
         handles = sum(c[1] for c in channels)
         refused = [c for c in channels if c[2]]
         print(f"channel flood: {len(channels)} channels answered, {handles} handles open, "
@@ -299,11 +326,11 @@ def main():
 
         times = []
         for _ in range(args.logins):
-            ok, secs = key_login(sftp_port, key, known)
-            times.append(secs if ok else None)
-        good = sorted(t for t in times if t is not None)
+            times.append(key_login(sftp_port, key, known))
+        good = sorted(secs for ok, secs in times if ok)
         print(f"key logins during the floods: {len(good)}/{args.logins} ok; "
-              + (f"median {good[len(good) // 2]:.2f} s, max {good[-1]:.2f} s" if good else "none"))
+              + (f"median {good[len(good) // 2]:.2f} s, max {good[-1]:.2f} s" if good else "none")
+              + "; failed ones took " + ", ".join(f"{secs:.1f} s" for ok, secs in times if not ok))
         status, secs = health(admin_port)
         print(f"/health during the floods: {status} in {secs:.2f} s")
         now = proc_status(server.pid)

@@ -56,11 +56,6 @@ impl SftpServer {
         })
     }
 
-    /// (open connections, of which not logged in yet).
-    pub fn connection_counts(&self) -> (usize, usize) {
-        self.admission.counts()
-    }
-
     /// The russh settings, from the config in force now.
     fn ssh_config(&self) -> russh::server::Config {
         let cfg = self.config.current();
