@@ -9,11 +9,15 @@
 //! Logging in gives the unauthenticated slots back ([`ConnectionTicket::authenticated`]);
 //! dropping the ticket gives everything back.
 //!
+//! When all `max_unauthenticated` slots are taken, a newcomer from an address that waits with
+//! fewer connections than the busiest address takes the slot of that address's oldest waiting
+//! connection, which is killed: a flood from many addresses cannot lock out everyone else.
+//!
 //! [`Killable`] wraps the socket so that the listener can end a connection from outside russh
 //! (login deadline passed, tenant removed by a reload): [`KillSwitch::kill`] makes every pending
 //! and later read or write fail, so russh's session task ends and drops the socket.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,11 +33,41 @@ pub struct Caps {
     pub max_unauthenticated_per_address: usize,
 }
 
+/// A connection waiting to log in.
+struct Waiting {
+    id: u64,
+    kill: Arc<KillSwitch>,
+}
+
 #[derive(Default)]
 struct Counts {
     open: usize,
     unauthenticated: usize,
-    unauthenticated_by_address: HashMap<IpAddr, usize>,
+    /// The connections waiting to log in, per address, oldest first.
+    waiting: HashMap<IpAddr, VecDeque<Waiting>>,
+    next_id: u64,
+}
+
+impl Counts {
+    /// Frees a slot for a newcomer from `addr` that has `mine` connections waiting: kills the
+    /// oldest waiting connection of the busiest address if that one has at least two more.
+    fn evict_for(&mut self, mine: usize) -> bool {
+        let busiest = self
+            .waiting
+            .iter_mut()
+            .max_by_key(|(_, q)| q.len())
+            .filter(|(_, q)| q.len() > mine + 1);
+        let Some((_, queue)) = busiest else {
+            return false;
+        };
+        let Some(oldest) = queue.pop_front() else {
+            return false;
+        };
+        oldest.kill.kill();
+        self.unauthenticated = self.unauthenticated.saturating_sub(1);
+        self.waiting.retain(|_, q| !q.is_empty());
+        true
+    }
 }
 
 /// Counts open and not-yet-authenticated connections. Cloning shares the counts.
@@ -70,27 +104,39 @@ impl Admission {
         f(&mut self.counts.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Takes a connection slot and an unauthenticated slot for `addr`, or says why not.
-    pub fn admit(&self, addr: IpAddr, caps: Caps) -> Result<ConnectionTicket, Refused> {
-        self.with(|c| {
+    /// Takes a connection slot and an unauthenticated slot for `addr`, or says why not. `kill`
+    /// ends the connection if a newcomer later takes its slot (see the module doc).
+    pub fn admit(
+        &self,
+        addr: IpAddr,
+        caps: Caps,
+        kill: Arc<KillSwitch>,
+    ) -> Result<ConnectionTicket, Refused> {
+        let id = self.with(|c| {
             if c.open >= caps.max_connections {
                 return Err(Refused::DescriptorReserve);
             }
-            if c.unauthenticated >= caps.max_unauthenticated.max(1) {
-                return Err(Refused::Unauthenticated);
-            }
-            let from_addr = c.unauthenticated_by_address.entry(addr).or_insert(0);
-            if *from_addr >= caps.max_unauthenticated_per_address.max(1) {
+            let mine = c.waiting.get(&addr).map_or(0, VecDeque::len);
+            if mine >= caps.max_unauthenticated_per_address.max(1) {
                 return Err(Refused::UnauthenticatedFromAddress);
             }
-            *from_addr += 1;
+            if c.unauthenticated >= caps.max_unauthenticated.max(1) && !c.evict_for(mine) {
+                return Err(Refused::Unauthenticated);
+            }
+            let id = c.next_id;
+            c.next_id += 1;
+            c.waiting
+                .entry(addr)
+                .or_default()
+                .push_back(Waiting { id, kill });
             c.unauthenticated += 1;
             c.open += 1;
-            Ok(())
+            Ok(id)
         })?;
         Ok(ConnectionTicket {
             admission: self.clone(),
             addr,
+            id,
             unauthenticated: true,
         })
     }
@@ -100,15 +146,20 @@ impl Admission {
         self.with(|c| (c.open, c.unauthenticated))
     }
 
-    fn release_unauthenticated(&self, addr: IpAddr) {
+    /// Gives back an unauthenticated slot, unless a newcomer already took it.
+    fn release_unauthenticated(&self, addr: IpAddr, id: u64) {
         self.with(|c| {
-            c.unauthenticated = c.unauthenticated.saturating_sub(1);
-            if let Some(n) = c.unauthenticated_by_address.get_mut(&addr) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    c.unauthenticated_by_address.remove(&addr);
-                }
+            let Some(queue) = c.waiting.get_mut(&addr) else {
+                return;
+            };
+            let Some(at) = queue.iter().position(|w| w.id == id) else {
+                return;
+            };
+            queue.remove(at);
+            if queue.is_empty() {
+                c.waiting.remove(&addr);
             }
+            c.unauthenticated = c.unauthenticated.saturating_sub(1);
         });
     }
 }
@@ -117,6 +168,7 @@ impl Admission {
 pub struct ConnectionTicket {
     admission: Admission,
     addr: IpAddr,
+    id: u64,
     unauthenticated: bool,
 }
 
@@ -124,7 +176,7 @@ impl ConnectionTicket {
     /// The login succeeded: free the unauthenticated slots, keep the connection slot.
     pub fn authenticated(&mut self) {
         if std::mem::take(&mut self.unauthenticated) {
-            self.admission.release_unauthenticated(self.addr);
+            self.admission.release_unauthenticated(self.addr, self.id);
         }
     }
 }
@@ -187,6 +239,10 @@ pub struct Killable<S> {
 }
 
 impl<S> Killable<S> {
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     pub fn new(inner: S) -> (Killable<S>, Arc<KillSwitch>) {
         let switch = Arc::new(KillSwitch::default());
         (
@@ -256,15 +312,16 @@ mod tests {
         let a = IpAddr::from([10, 0, 0, 1]);
         let b = IpAddr::from([10, 0, 0, 2]);
         let adm = Admission::default();
-        let t1 = adm.admit(a, caps(3, 2));
-        let t2 = adm.admit(a, caps(3, 2));
+        let admit = |addr, caps| adm.admit(addr, caps, Arc::new(KillSwitch::default()));
+        let t1 = admit(a, caps(3, 2));
+        let t2 = admit(a, caps(3, 2));
         assert!(t1.is_ok() && t2.is_ok());
         assert_eq!(
-            adm.admit(a, caps(3, 2)).err(),
+            admit(a, caps(3, 2)).err(),
             Some(Refused::UnauthenticatedFromAddress)
         );
-        let mut t3 = adm.admit(b, caps(3, 2)).ok();
-        assert_eq!(adm.admit(b, caps(3, 2)).err(), Some(Refused::Unauthenticated));
+        let mut t3 = admit(b, caps(3, 2)).ok();
+        assert_eq!(admit(b, caps(3, 2)).err(), Some(Refused::Unauthenticated));
         // A login frees the unauthenticated slots but keeps the connection slot.
         if let Some(t) = t3.as_mut() {
             t.authenticated();
@@ -274,8 +331,37 @@ mod tests {
             max_connections: 3,
             ..caps(10, 10)
         };
-        assert_eq!(adm.admit(b, full).err(), Some(Refused::DescriptorReserve));
+        assert_eq!(admit(b, full).err(), Some(Refused::DescriptorReserve));
         drop((t1, t2, t3));
+        assert_eq!(adm.counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_newcomer_takes_the_slot_of_the_busiest_address() {
+        let adm = Admission::default();
+        let busy = IpAddr::from([10, 0, 0, 1]);
+        let switches: Vec<Arc<KillSwitch>> = (0..3).map(|_| Arc::default()).collect();
+        let held: Vec<_> = switches
+            .iter()
+            .map(|k| adm.admit(busy, caps(3, 3), k.clone()))
+            .collect();
+        assert!(held.iter().all(Result::is_ok));
+        let newcomer = adm.admit(IpAddr::from([10, 0, 0, 2]), caps(3, 3), Arc::default());
+        assert!(newcomer.is_ok());
+        // The oldest of the busy address was killed, the others not.
+        let killed: Vec<bool> = switches
+            .iter()
+            .map(|k| k.killed.load(Ordering::SeqCst))
+            .collect();
+        assert_eq!(killed, [true, false, false]);
+        assert_eq!(adm.counts(), (4, 3));
+        // Two addresses with 2 and 1 waiting: a third newcomer (0) may still evict (2 > 0 + 1);
+        // then 1, 1, 1: nobody is evicted any more.
+        let third = adm.admit(IpAddr::from([10, 0, 0, 3]), caps(3, 3), Arc::default());
+        assert!(third.is_ok());
+        let fourth = adm.admit(IpAddr::from([10, 0, 0, 4]), caps(3, 3), Arc::default());
+        assert_eq!(fourth.err(), Some(Refused::Unauthenticated));
+        drop((held, newcomer, third));
         assert_eq!(adm.counts(), (0, 0));
     }
 }

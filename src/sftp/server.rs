@@ -124,14 +124,17 @@ impl SftpServer {
                 }
                 accepted = listener.accept() => {
                     match accepted {
-                        Ok((socket, peer)) => match self.admission.admit(peer.ip(), self.caps()) {
-                            Ok(ticket) => {
-                                let server = self.clone();
-                                tokio::spawn(server.connection(socket, peer, ticket));
+                        Ok((socket, peer)) => {
+                            let (stream, kill) = Killable::new(socket);
+                            match self.admission.admit(peer.ip(), self.caps(), kill.clone()) {
+                                Ok(ticket) => {
+                                    let server = self.clone();
+                                    tokio::spawn(server.connection(stream, kill, peer, ticket));
+                                }
+                                // Closed at once: nothing read or written, no descriptor kept.
+                                Err(why) => refusals.refused(peer, why),
                             }
-                            // Closed at once: nothing read, nothing written, no descriptor kept.
-                            Err(why) => refusals.refused(peer, why),
-                        },
+                        }
                         Err(e) => {
                             // Out of descriptors (EMFILE/ENFILE) or a connection reset before
                             // accept: back off briefly rather than spin, then go on accepting.
@@ -146,13 +149,13 @@ impl SftpServer {
 
     async fn connection(
         self: Arc<Self>,
-        socket: tokio::net::TcpStream,
+        stream: Killable<tokio::net::TcpStream>,
+        kill: Arc<KillSwitch>,
         peer: SocketAddr,
         ticket: ConnectionTicket,
     ) {
-        let _ = socket.set_nodelay(true);
+        let _ = stream.get_ref().set_nodelay(true);
         let _open = crate::metrics::session_open();
-        let (stream, kill) = Killable::new(socket);
         let handler = Connection::new(self.clone(), peer, ticket, kill.clone());
         let authenticated = handler.authenticated_flag();
         let config = Arc::new(self.ssh_config());
