@@ -81,7 +81,10 @@ pub fn raise_descriptor_limit() -> u64 {
     };
     // SAFETY: getrlimit/setrlimit only read and write the struct passed.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        tracing::warn!("cannot read the descriptor limit: {}", std::io::Error::last_os_error());
+        tracing::warn!(
+            "cannot read the descriptor limit: {}",
+            std::io::Error::last_os_error()
+        );
         return 1024;
     }
     if lim.rlim_cur < lim.rlim_max {
@@ -91,7 +94,11 @@ pub fn raise_descriptor_limit() -> u64 {
         };
         // SAFETY: as above.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            tracing::info!(from = lim.rlim_cur, to = lim.rlim_max, "raised the descriptor limit");
+            tracing::info!(
+                from = lim.rlim_cur,
+                to = lim.rlim_max,
+                "raised the descriptor limit"
+            );
             lim.rlim_cur = lim.rlim_max;
         } else {
             tracing::warn!(

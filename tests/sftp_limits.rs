@@ -145,7 +145,12 @@ async fn sftp_channels_take_session_slots() {
     let s = sessions.pop().unwrap();
     s.close_session().unwrap();
     drop(s);
-    assert!(eventually(5, || async { srv.password("acme", ACME_PASSWORD).await.is_ok() }).await);
+    assert!(
+        eventually(5, || async {
+            srv.password("acme", ACME_PASSWORD).await.is_ok()
+        })
+        .await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +158,11 @@ async fn unauthenticated_connections_are_capped_in_all_and_per_address() {
     let srv = server_with("max_unauthenticated = 40\nmax_unauthenticated_per_address = 8").await;
     let attacker = IpAddr::from([127, 0, 0, 1]);
     let kept = silent_connections(attacker, srv.addr(), 300).await;
-    assert_eq!(kept.len(), 8, "one address holds at most 8 connections before login");
+    assert_eq!(
+        kept.len(),
+        8,
+        "one address holds at most 8 connections before login"
+    );
     assert_eq!(still_open(&kept), 8);
     // Other addresses still get in, and a key login from one of them works during the flood.
     acme_key_login_from(&srv, IpAddr::from([127, 0, 0, 2]))
@@ -166,7 +175,11 @@ async fn unauthenticated_connections_are_capped_in_all_and_per_address() {
         held.extend(silent_connections(IpAddr::from([127, 0, 0, last]), srv.addr(), 8).await);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(still_open(&held), 40, "at most 40 connections before login in all");
+    assert_eq!(
+        still_open(&held),
+        40,
+        "at most 40 connections before login in all"
+    );
     // With every slot taken, a client from a fresh address still logs in.
     acme_key_login_from(&srv, IpAddr::from([127, 0, 0, 30]))
         .await
@@ -246,11 +259,20 @@ async fn channel_requests_that_want_a_reply_get_one() {
         .request_x11(true, false, "MIT-MAGIC-COOKIE-1", "00ff", 0)
         .await
         .unwrap();
-    assert!(matches!(reply(&mut channel).await, Some(ChannelMsg::Failure)));
+    assert!(matches!(
+        reply(&mut channel).await,
+        Some(ChannelMsg::Failure)
+    ));
     channel.set_env(true, "LANG", "C.UTF-8").await.unwrap();
-    assert!(matches!(reply(&mut channel).await, Some(ChannelMsg::Failure)));
+    assert!(matches!(
+        reply(&mut channel).await,
+        Some(ChannelMsg::Failure)
+    ));
     channel.agent_forward(true).await.unwrap();
-    assert!(matches!(reply(&mut channel).await, Some(ChannelMsg::Failure)));
+    assert!(matches!(
+        reply(&mut channel).await,
+        Some(ChannelMsg::Failure)
+    ));
     // The channel still serves SFTP afterwards.
     let sftp = open_sftp(channel).await.unwrap();
     assert!(sftp.realpath(".").await.is_ok());
@@ -406,8 +428,15 @@ async fn at_the_descriptor_budget_new_connections_are_refused_at_once() {
     // 300 connections that never log in, from one address: 100 are served, every other one
     // is closed at once (`admitted` fails the test when one is left waiting).
     let kept = silent_connections(IpAddr::from([127, 0, 0, 1]), sftp, 300).await;
-    assert_eq!(kept.len(), 100, "connections allowed under a 400-descriptor limit");
-    assert!(health_answers(admin).await, "/health must answer at the budget");
+    assert_eq!(
+        kept.len(),
+        100,
+        "connections allowed under a 400-descriptor limit"
+    );
+    assert!(
+        health_answers(admin).await,
+        "/health must answer at the budget"
+    );
     drop(kept);
     assert!(
         eventually(10, || async {
@@ -469,9 +498,17 @@ async fn openssh_asks_again_after_a_wrong_password() {
         .await
         .expect("sftp did not finish in 30 s")
         .unwrap();
-    let asked = std::fs::read_to_string(&count).unwrap_or_default().lines().count();
+    let asked = std::fs::read_to_string(&count)
+        .unwrap_or_default()
+        .lines()
+        .count();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(asked, 2, "sftp asked {asked} times; stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        asked,
+        2,
+        "sftp asked {asked} times; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "stdout: {stdout}");
     assert!(stdout.contains("Remote working directory: /"), "{stdout}");
 }

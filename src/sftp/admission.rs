@@ -202,7 +202,8 @@ impl KillSwitch {
     /// Every pending and later read or write of the connection fails.
     pub fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
-        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(PoisonError::into_inner));
+        let wakers =
+            std::mem::take(&mut *self.wakers.lock().unwrap_or_else(PoisonError::into_inner));
         for w in wakers.into_iter().flatten() {
             w.wake();
         }

@@ -255,7 +255,10 @@ impl RefusalLog {
 
     fn due(&mut self) -> bool {
         let now = Instant::now();
-        if self.since.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+        if self
+            .since
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
             return false;
         }
         self.since = Some(now);
@@ -394,4 +397,3 @@ impl Drop for SessionSlot {
         }
     }
 }
-
