@@ -3,6 +3,10 @@
 //! The config file enters here, becomes a [`ConfigHandle`] (reloaded on change or SIGHUP), and
 //! is handed to every stage: the SFTP listener sends upload events on a channel to the intake;
 //! the intake imports through the store and queues mail; the mail worker delivers it.
+//!
+//! At start the soft `RLIMIT_NOFILE` is raised to the hard limit, and the SFTP listener gets a
+//! connection budget of that limit minus [`DESCRIPTOR_RESERVE`], so that the listener, admin API,
+//! store and intake always have descriptors left.
 
 use crate::config::{Config, ConfigHandle};
 use crate::intake::Intake;
@@ -51,7 +55,10 @@ pub async fn start_sftp(path: &Path, sink: Arc<dyn UploadSink>) -> anyhow::Resul
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, tenants = config.tenants.len(), "SFTP listening");
-    let server = SftpServer::new(handle.clone(), &keys, sink);
+    let descriptors = raise_descriptor_limit();
+    let max_connections = connection_budget(descriptors);
+    tracing::info!(descriptors, max_connections, "SFTP connection budget");
+    let server = SftpServer::new(handle.clone(), &keys, sink, max_connections);
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(server.run(listener, rx));
     Ok(RunningSftp {
@@ -60,6 +67,56 @@ pub async fn start_sftp(path: &Path, sink: Arc<dyn UploadSink>) -> anyhow::Resul
         shutdown,
         task,
     })
+}
+
+/// Descriptors kept out of the SFTP connection budget, for the admin API, the store, the intake,
+/// the folder watchers, mail, and the files that open SFTP sessions hold.
+pub const DESCRIPTOR_RESERVE: u64 = 1024;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit now in force.
+pub fn raise_descriptor_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        tracing::warn!(
+            "cannot read the descriptor limit: {}",
+            std::io::Error::last_os_error()
+        );
+        return 1024;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            tracing::info!(
+                from = lim.rlim_cur,
+                to = lim.rlim_max,
+                "raised the descriptor limit"
+            );
+            lim.rlim_cur = lim.rlim_max;
+        } else {
+            tracing::warn!(
+                "cannot raise the descriptor limit: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Open SSH connections allowed under a soft descriptor limit of `descriptors`: the limit minus
+/// the reserve, or a quarter of the limit when the limit is small.
+pub fn connection_budget(descriptors: u64) -> usize {
+    let budget = descriptors
+        .saturating_sub(DESCRIPTOR_RESERVE)
+        .max(descriptors / 4);
+    usize::try_from(budget).unwrap_or(usize::MAX)
 }
 
 /// Opens the store under `data_dir/store`.

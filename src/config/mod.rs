@@ -48,6 +48,12 @@ pub struct ServerConfig {
     pub max_auth_failures: u32,
     /// How long such a block lasts.
     pub auth_block_secs: u64,
+    /// Connections not yet logged in, in all (over it a new connection is closed at once).
+    pub max_unauthenticated: usize,
+    /// Connections not yet logged in, per source address.
+    pub max_unauthenticated_per_address: usize,
+    /// Seconds from accept to a finished login; traffic does not extend it.
+    pub auth_timeout_secs: u64,
     /// How long after an upload finished before the file may be moved (client follow-up STAT/SETSTAT).
     pub settle_ms: u64,
 }
@@ -64,6 +70,9 @@ impl Default for ServerConfig {
             max_handles_per_tenant: 4096,
             max_auth_failures: 10,
             auth_block_secs: 300,
+            max_unauthenticated: 1024,
+            max_unauthenticated_per_address: 32,
+            auth_timeout_secs: 60,
             settle_ms: 1000,
         }
     }

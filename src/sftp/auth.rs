@@ -94,6 +94,46 @@ struct Record {
     blocked_until: Option<Instant>,
 }
 
+impl Record {
+    /// Counts one failure at `now`; true when it starts a block.
+    fn bump(&mut self, policy: ThrottlePolicy, now: Instant) -> bool {
+        if self.expired(policy, now) {
+            *self = Record {
+                failures: 0,
+                first: Some(now),
+                blocked_until: None,
+            };
+        }
+        self.failures += 1;
+        if self.failures >= policy.max_failures && self.blocked_until.is_none() {
+            self.blocked_until = Some(now + policy.block_for);
+            return true;
+        }
+        false
+    }
+
+    /// The counting window and any block are over.
+    fn expired(&self, policy: ThrottlePolicy, now: Instant) -> bool {
+        self.first
+            .is_none_or(|f| now.duration_since(f) > policy.block_for)
+            && self.blocked_until.is_none_or(|u| u <= now)
+    }
+}
+
+/// An address's failures, and how many of them were against each tenant name (so that a login
+/// as one tenant clears only the failures against that tenant).
+#[derive(Debug, Default)]
+struct AddressRecord {
+    all: Record,
+    by_tenant: HashMap<String, u32>,
+}
+
+/// Names remembered per address; failures against further names still count, but no login
+/// clears them.
+const NAMES_PER_ADDRESS: usize = 64;
+/// Above this many records, expired ones are dropped (names and addresses come from clients).
+const RECORDS_BEFORE_PRUNING: usize = 4096;
+
 /// Counts failed logins per address and per tenant; slows and then blocks them.
 #[derive(Clone, Default)]
 pub struct LoginThrottle {
@@ -102,7 +142,7 @@ pub struct LoginThrottle {
 
 #[derive(Default)]
 struct Throttles {
-    by_addr: HashMap<IpAddr, Record>,
+    by_addr: HashMap<IpAddr, AddressRecord>,
     by_tenant: HashMap<String, Record>,
 }
 
@@ -127,7 +167,7 @@ impl LoginThrottle {
         let now = Instant::now();
         self.with(|t| {
             if let Some(a) = addr {
-                if let Some(until) = t.by_addr.get(&a).and_then(|r| r.blocked_until) {
+                if let Some(until) = t.by_addr.get(&a).and_then(|r| r.all.blocked_until) {
                     if until > now {
                         return Gate::Blocked(format!(
                             "address {a} is blocked after repeated failed logins"
@@ -152,49 +192,65 @@ impl LoginThrottle {
     pub fn failed(&self, policy: ThrottlePolicy, addr: Option<IpAddr>, tenant: &str) -> Duration {
         let now = Instant::now();
         self.with(|t| {
+            t.prune(policy, now);
             let mut worst = 0;
-            let mut bump = |r: &mut Record, what: &str| {
-                if r.first
-                    .is_none_or(|f| now.duration_since(f) > policy.block_for)
-                {
-                    *r = Record {
-                        failures: 0,
-                        first: Some(now),
-                        blocked_until: None,
-                    };
-                }
-                r.failures += 1;
-                if r.failures >= policy.max_failures && r.blocked_until.is_none() {
-                    r.blocked_until = Some(now + policy.block_for);
-                    tracing::warn!(
-                        who = what,
-                        failures = r.failures,
-                        block_secs = policy.block_for.as_secs(),
-                        "login blocked after repeated failures"
-                    );
-                }
-                worst = worst.max(r.failures);
-            };
             if let Some(a) = addr {
-                bump(t.by_addr.entry(a).or_default(), &format!("address {a}"));
+                let r = t.by_addr.entry(a).or_default();
+                if r.all.expired(policy, now) {
+                    r.by_tenant.clear();
+                }
+                if r.all.bump(policy, now) {
+                    log_block(&format!("address {a}"), &r.all, policy);
+                }
+                if r.by_tenant.len() < NAMES_PER_ADDRESS || r.by_tenant.contains_key(tenant) {
+                    *r.by_tenant.entry(tenant.to_string()).or_insert(0) += 1;
+                }
+                worst = worst.max(r.all.failures);
             }
-            bump(
-                t.by_tenant.entry(tenant.to_string()).or_default(),
-                &format!("tenant {tenant}"),
-            );
+            let r = t.by_tenant.entry(tenant.to_string()).or_default();
+            if r.bump(policy, now) {
+                log_block(&format!("tenant {tenant}"), r, policy);
+            }
+            worst = worst.max(r.failures);
             // The first three failures answer at the normal pace; then each adds 500 ms, up to 3 s.
             Duration::from_millis((u64::from(worst.saturating_sub(3)) * 500).min(3000))
         })
     }
 
-    /// A successful login clears its address's record.
-    pub fn succeeded(&self, addr: Option<IpAddr>) {
-        if let Some(a) = addr {
-            self.with(|t| {
+    /// A successful login as `tenant` clears its address's failures against that tenant only.
+    pub fn succeeded(&self, addr: Option<IpAddr>, tenant: &str) {
+        let Some(a) = addr else { return };
+        self.with(|t| {
+            let Some(r) = t.by_addr.get_mut(&a) else {
+                return;
+            };
+            let mine = r.by_tenant.remove(tenant).unwrap_or(0);
+            r.all.failures = r.all.failures.saturating_sub(mine);
+            if r.all.failures == 0 && r.all.blocked_until.is_none() {
                 t.by_addr.remove(&a);
-            });
+            }
+        });
+    }
+}
+
+impl Throttles {
+    fn prune(&mut self, policy: ThrottlePolicy, now: Instant) {
+        if self.by_addr.len() > RECORDS_BEFORE_PRUNING {
+            self.by_addr.retain(|_, r| !r.all.expired(policy, now));
+        }
+        if self.by_tenant.len() > RECORDS_BEFORE_PRUNING {
+            self.by_tenant.retain(|_, r| !r.expired(policy, now));
         }
     }
+}
+
+fn log_block(who: &str, r: &Record, policy: ThrottlePolicy) {
+    tracing::warn!(
+        who,
+        failures = r.failures,
+        block_secs = policy.block_for.as_secs(),
+        "login blocked after repeated failures"
+    );
 }
 
 #[cfg(test)]
@@ -218,6 +274,28 @@ mod tests {
         assert_eq!(th.gate(None, Some("other")), Gate::Open);
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(th.gate(Some(addr), Some("acme")), Gate::Open);
+    }
+
+    #[test]
+    fn a_login_clears_only_failures_against_its_own_tenant() {
+        let th = LoginThrottle::default();
+        let policy = ThrottlePolicy {
+            max_failures: 3,
+            block_for: Duration::from_secs(60),
+        };
+        let addr = IpAddr::from([127, 0, 0, 9]);
+        th.failed(policy, Some(addr), "beta");
+        th.failed(policy, Some(addr), "beta");
+        th.succeeded(Some(addr), "acme");
+        th.failed(policy, Some(addr), "gamma");
+        assert!(matches!(th.gate(Some(addr), None), Gate::Blocked(_)));
+
+        let other = IpAddr::from([127, 0, 0, 10]);
+        th.failed(policy, Some(other), "beta");
+        th.failed(policy, Some(other), "beta");
+        th.succeeded(Some(other), "beta");
+        th.failed(policy, Some(other), "gamma");
+        assert_eq!(th.gate(Some(other), None), Gate::Open);
     }
 
     #[test]

@@ -1,13 +1,16 @@
-//! The SFTP front door: the SSH listener and authentication (`server`, `auth`, `hostkeys`), the
-//! per-tenant jail (`jail`), the SFTP request handler (`requests`, with `changes`, `extensions`,
-//! folder listings in `dirstream` and the handle budget in `handles`) and its wire loop (`wire`),
-//! and the "upload finished" event (`events`).
+//! The SFTP front door: the SSH listener, its connection caps and authentication (`server`,
+//! `admission`, `connection`, `auth`, `hostkeys`), the per-tenant jail (`jail`), the SFTP request
+//! handler (`requests`, with `changes`, `extensions`, folder listings in `dirstream` and the
+//! handle budget in `handles`) and its wire loop (`wire`), and the "upload finished" event
+//! (`events`).
 //!
 //! Bytes enter from SSH clients (or stdin for `roster sftp-server`); files land in the tenant's
 //! home; each finished upload leaves as one [`UploadFinished`] on an [`UploadSink`].
 
+pub mod admission;
 pub mod auth;
 mod changes;
+mod connection;
 mod dirstream;
 pub mod events;
 mod extensions;

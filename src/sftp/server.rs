@@ -1,53 +1,62 @@
-//! The SSH listener: accepts TCP connections, runs russh on each, authenticates the tenant
-//! (see `auth`), refuses shells/exec/pty, and runs the SFTP subsystem (see `wire`) inside the
-//! tenant's [`Jail`].
+//! The SSH listener: accepts TCP connections under the caps of [`Admission`], runs russh on each
+//! with a [`Connection`] handler (see `connection`), ends connections whose login deadline passed,
+//! and closes the sessions of tenants a config reload removed or whose credential it withdrew.
 //!
-//! Connections enter from a `TcpListener`; finished uploads leave through the [`UploadSink`].
-//! Each connection reads the config in force when it starts (so reloads apply to new sessions)
-//! and holds a slot in the per-tenant session count until it ends.
+//! Connections enter from a `TcpListener`; a connection over a cap is closed at once, before any
+//! byte is read. Each SFTP channel holds a slot in the per-tenant session count until it ends
+//! (see [`SessionSlots`]); finished uploads leave through the [`UploadSink`].
 
-use super::auth::{self, Gate, LoginThrottle, ThrottlePolicy};
-use super::events::{InProgress, UploadSink};
+use super::admission::{Admission, Caps, ConnectionTicket, KillSwitch, Killable};
+use super::auth::{LoginThrottle, ThrottlePolicy};
+use super::connection::Connection;
+use super::events::UploadSink;
 use super::handles::HandleBudget;
 use super::hostkeys::HostKey;
-use super::jail::Jail;
-use super::requests::{SessionContext, SftpSession};
-use super::wire;
-use crate::config::ConfigHandle;
+use crate::config::{Config, ConfigHandle};
 use russh::keys::{Algorithm, HashAlg};
-use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
-use russh::{Channel, ChannelId, MethodKind, MethodSet};
+use russh::{MethodKind, MethodSet};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 /// What every connection shares.
 pub struct SftpServer {
-    config: ConfigHandle,
+    pub(super) config: ConfigHandle,
     host_keys: Vec<russh::keys::PrivateKey>,
-    throttle: LoginThrottle,
-    sessions: Arc<Mutex<HashMap<String, usize>>>,
+    pub(super) throttle: LoginThrottle,
+    pub(super) slots: SessionSlots,
+    pub(super) sink: Arc<dyn UploadSink>,
     /// Open SFTP handles per tenant across its sessions (`max_handles_per_tenant`).
-    handles: HandleBudget,
-    sink: Arc<dyn UploadSink>,
+    pub(super) handles: HandleBudget,
+    admission: Admission,
+    /// Open connections allowed: the descriptor limit minus a reserve (see `serve`).
+    max_connections: usize,
+    pub(super) logins: LiveLogins,
 }
 
 impl SftpServer {
+    /// `max_connections` bounds open SSH connections (authenticated or not) so that they never
+    /// take the descriptors the rest of the server needs.
     pub fn new(
         config: ConfigHandle,
         host_keys: &[HostKey],
         sink: Arc<dyn UploadSink>,
+        max_connections: usize,
     ) -> Arc<SftpServer> {
         Arc::new(SftpServer {
             config,
             host_keys: host_keys.iter().map(|k| k.key.clone()).collect(),
             throttle: LoginThrottle::default(),
-            sessions: Arc::new(Mutex::new(HashMap::new())),
-            handles: HandleBudget::default(),
+            slots: SessionSlots::default(),
             sink,
+            handles: HandleBudget::default(),
+            admission: Admission::default(),
+            max_connections,
+            logins: LiveLogins::default(),
         })
     }
 
@@ -78,7 +87,7 @@ impl SftpServer {
         };
         russh::server::Config {
             server_id: russh::SshId::Standard(Cow::Borrowed("SSH-2.0-Roster")),
-            methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
+            methods: login_methods(),
             auth_rejection_time: Duration::from_millis(300),
             auth_rejection_time_initial: Some(Duration::ZERO),
             keys: self.host_keys.clone(),
@@ -94,12 +103,23 @@ impl SftpServer {
         }
     }
 
+    fn caps(&self) -> Caps {
+        let cfg = self.config.current();
+        Caps {
+            max_connections: self.max_connections,
+            max_unauthenticated: cfg.server.max_unauthenticated,
+            max_unauthenticated_per_address: cfg.server.max_unauthenticated_per_address,
+        }
+    }
+
     /// Accepts connections until `shutdown` fires. Returns when no new sessions will start.
     pub async fn run(
         self: Arc<Self>,
         listener: TcpListener,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
+        tokio::spawn(self.clone().close_withdrawn_logins(shutdown.clone()));
+        let mut refusals = RefusalLog::default();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {
@@ -109,12 +129,21 @@ impl SftpServer {
                 accepted = listener.accept() => {
                     match accepted {
                         Ok((socket, peer)) => {
-                            let server = self.clone();
-                            tokio::spawn(async move { server.connection(socket, peer).await });
+                            let (stream, kill) = Killable::new(socket);
+                            match self.admission.admit(peer.ip(), self.caps(), kill.clone()) {
+                                Ok(ticket) => {
+                                    let server = self.clone();
+                                    tokio::spawn(server.connection(stream, kill, peer, ticket));
+                                }
+                                // Closed at once: nothing read or written, no descriptor kept.
+                                Err(why) => refusals.refused(peer, why),
+                            }
                         }
                         Err(e) => {
-                            tracing::warn!("accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            // Out of descriptors (EMFILE/ENFILE) or a connection reset before
+                            // accept: back off briefly rather than spin, then go on accepting.
+                            refusals.accept_failed(&e);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     }
                 }
@@ -122,39 +151,241 @@ impl SftpServer {
         }
     }
 
-    async fn connection(self: Arc<Self>, socket: tokio::net::TcpStream, peer: SocketAddr) {
-        let _ = socket.set_nodelay(true);
+    async fn connection(
+        self: Arc<Self>,
+        stream: Killable<tokio::net::TcpStream>,
+        kill: Arc<KillSwitch>,
+        peer: SocketAddr,
+        ticket: ConnectionTicket,
+    ) {
+        let _ = stream.get_ref().set_nodelay(true);
         let _open = crate::metrics::session_open();
-        let handler = Connection {
-            server: self.clone(),
-            peer,
-            tenant: None,
-            slot: None,
-            over_limit: None,
-            channels: HashMap::new(),
-        };
+        let handler = Connection::new(self.clone(), peer, ticket, kill.clone());
+        let authenticated = handler.authenticated_flag();
         let config = Arc::new(self.ssh_config());
-        match russh::server::run_stream(config, socket, handler).await {
-            Ok(session) => {
-                if let Err(e) = session.await {
-                    tracing::debug!(%peer, "connection ended: {e}");
+        let deadline = Duration::from_secs(self.config.current().server.auth_timeout_secs.max(1));
+        let run = async move {
+            match russh::server::run_stream(config, stream, handler).await {
+                Ok(session) => {
+                    if let Err(e) = session.await {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
                 }
+                Err(e) => tracing::debug!(%peer, "SSH handshake failed: {e}"),
             }
-            Err(e) => tracing::debug!(%peer, "SSH handshake failed: {e}"),
+        };
+        tokio::pin!(run);
+        tokio::select! {
+            () = &mut run => return,
+            () = tokio::time::sleep(deadline) => {}
         }
+        // Counted from accept: keep-alive traffic (SSH_MSG_IGNORE, ...) does not extend it.
+        if !authenticated.load(Ordering::SeqCst) {
+            tracing::info!(%peer, secs = deadline.as_secs(), "login deadline passed; connection closed");
+            kill.kill();
+        }
+        run.await;
     }
 
-    fn policy(&self) -> ThrottlePolicy {
+    pub(super) fn policy(&self) -> ThrottlePolicy {
         let cfg = self.config.current();
         ThrottlePolicy {
             max_failures: cfg.server.max_auth_failures.max(1),
             block_for: Duration::from_secs(cfg.server.auth_block_secs),
         }
     }
+
+    /// After each reload: end the connections of tenants that were removed or whose login
+    /// credential (the password hash or the key used) is no longer in the config.
+    async fn close_withdrawn_logins(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut reloads = self.config.subscribe();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                changed = reloads.changed() => if changed.is_err() { return },
+            }
+            let config = self.config.current();
+            for (tenant, handle, kill) in self.logins.withdrawn(&config) {
+                tracing::warn!(%tenant, "tenant or its credential was removed from the config; session closed");
+                tokio::spawn(async move {
+                    let bye = handle.disconnect(
+                        russh::Disconnect::ByApplication,
+                        "Roster: this login was withdrawn by the administrator".into(),
+                        "en".into(),
+                    );
+                    let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+                    // Give the goodbye a moment to leave, then cut the socket whatever the client does.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    kill.kill();
+                });
+            }
+        }
+    }
+}
+
+/// The methods offered at every step: a wrong password must not take `password` off the list
+/// (OpenSSH would stop asking); only a block does.
+pub(super) fn login_methods() -> MethodSet {
+    MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..])
+}
+
+/// Logs refused connections at most once a second, with a count (a flood must not flood the log).
+#[derive(Default)]
+struct RefusalLog {
+    since: Option<Instant>,
+    refused: u64,
+    accept_errors: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, peer: SocketAddr, why: super::admission::Refused) {
+        self.refused += 1;
+        if self.due() {
+            tracing::warn!(%peer, refused = self.refused, "connection refused: {why}");
+            self.refused = 0;
+        }
+    }
+
+    fn accept_failed(&mut self, e: &std::io::Error) {
+        self.accept_errors += 1;
+        if self.due() {
+            tracing::warn!(errors = self.accept_errors, "accept failed: {e}");
+            self.accept_errors = 0;
+        }
+    }
+
+    fn due(&mut self) -> bool {
+        let now = Instant::now();
+        if self
+            .since
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return false;
+        }
+        self.since = Some(now);
+        true
+    }
+}
+
+/// What a connection logged in with, to check again after a reload.
+pub(super) enum Credential {
+    /// The PHC hash the password was verified against.
+    Password(String),
+    Key(russh::keys::PublicKey),
+}
+
+impl Credential {
+    fn still_valid(&self, config: &Config, tenant: &str) -> bool {
+        let Some(t) = config.tenant(tenant) else {
+            return false;
+        };
+        match self {
+            Credential::Password(hash) => t.password_hash.as_deref() == Some(hash.as_str()),
+            Credential::Key(key) => super::auth::key_is_authorized(t, key),
+        }
+    }
+}
+
+struct LiveLogin {
+    tenant: String,
+    credential: Credential,
+    handle: russh::server::Handle,
+    kill: Arc<KillSwitch>,
+}
+
+/// The logged-in connections, so that a reload can end those it withdrew.
+#[derive(Default)]
+pub(super) struct LiveLogins {
+    next: AtomicU64,
+    live: Arc<Mutex<HashMap<u64, LiveLogin>>>,
+}
+
+impl LiveLogins {
+    /// Registers a login until the returned entry is dropped.
+    pub(super) fn register(
+        &self,
+        tenant: &str,
+        credential: Credential,
+        handle: russh::server::Handle,
+        kill: Arc<KillSwitch>,
+    ) -> LiveEntry {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let login = LiveLogin {
+            tenant: tenant.to_string(),
+            credential,
+            handle,
+            kill,
+        };
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, login);
+        LiveEntry {
+            id,
+            live: self.live.clone(),
+        }
+    }
+
+    /// Removes and returns the logins that `config` no longer allows.
+    fn withdrawn(&self, config: &Config) -> Vec<(String, russh::server::Handle, Arc<KillSwitch>)> {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let gone: Vec<u64> = live
+            .iter()
+            .filter(|(_, l)| !l.credential.still_valid(config, &l.tenant))
+            .map(|(id, _)| *id)
+            .collect();
+        gone.iter()
+            .filter_map(|id| live.remove(id))
+            .map(|l| (l.tenant, l.handle, l.kill))
+            .collect()
+    }
+}
+
+/// A registered login; dropping it (the connection ended) unregisters it.
+pub(super) struct LiveEntry {
+    id: u64,
+    live: Arc<Mutex<HashMap<u64, LiveLogin>>>,
+}
+
+impl Drop for LiveEntry {
+    fn drop(&mut self) {
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+/// How many SFTP sessions (channels) each tenant has open.
+#[derive(Default)]
+pub(super) struct SessionSlots {
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl SessionSlots {
+    /// One of the tenant's `max` slots, or `None` when all are taken.
+    pub(super) fn try_take(&self, tenant: &str, max: usize) -> Option<SessionSlot> {
+        let mut map = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = map.entry(tenant.to_string()).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                map.remove(tenant);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(SessionSlot {
+            tenant: tenant.to_string(),
+            sessions: self.counts.clone(),
+        })
+    }
 }
 
 /// Holds one of a tenant's `max_sessions_per_tenant` slots until dropped.
-struct SessionSlot {
+pub(super) struct SessionSlot {
     tenant: String,
     sessions: Arc<Mutex<HashMap<String, usize>>>,
 }
@@ -168,236 +399,5 @@ impl Drop for SessionSlot {
                 map.remove(&self.tenant);
             }
         }
-    }
-}
-
-/// One SSH connection.
-struct Connection {
-    server: Arc<SftpServer>,
-    peer: SocketAddr,
-    tenant: Option<String>,
-    slot: Option<SessionSlot>,
-    /// Logged in while the tenant had `max_sessions_per_tenant` open: the SFTP request is refused
-    /// with this sentence (a refused login would read "wrong password" to the person).
-    over_limit: Option<String>,
-    channels: HashMap<ChannelId, Channel<Msg>>,
-}
-
-impl Connection {
-    /// Login accepted: take a session slot, or refuse when the tenant has too many.
-    fn admit(&mut self, user: &str, method: &str) -> Auth {
-        let max = self.server.config.current().server.max_sessions_per_tenant;
-        let mut map = self
-            .server
-            .sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let n = map.entry(user.to_string()).or_insert(0);
-        if *n >= max {
-            tracing::warn!(tenant = user, peer = %self.peer, max, "session refused: too many sessions for this tenant");
-            self.over_limit = Some(format!(
-                "Roster: {user} already has {max} sessions open, the most allowed. Close one and try again.\r\n"
-            ));
-            self.tenant = Some(user.to_string());
-            return Auth::Accept;
-        }
-        *n += 1;
-        drop(map);
-        self.slot = Some(SessionSlot {
-            tenant: user.to_string(),
-            sessions: self.server.sessions.clone(),
-        });
-        self.tenant = Some(user.to_string());
-        self.server.throttle.succeeded(Some(self.peer.ip()));
-        crate::metrics::login_ok();
-        tracing::info!(tenant = user, peer = %self.peer, method, "login");
-        Auth::Accept
-    }
-
-    fn blocked(&self, user: Option<&str>) -> bool {
-        match self.server.throttle.gate(Some(self.peer.ip()), user) {
-            Gate::Open => false,
-            Gate::Blocked(why) => {
-                crate::metrics::login_blocked();
-                tracing::warn!(peer = %self.peer, "login refused: {why}");
-                true
-            }
-        }
-    }
-
-    fn refuse_channel_request(
-        &self,
-        channel: ChannelId,
-        what: &str,
-        session: &mut Session,
-    ) -> Result<(), russh::Error> {
-        tracing::info!(tenant = ?self.tenant, peer = %self.peer, "refused a {what} request: Roster only serves SFTP");
-        session.channel_failure(channel)
-    }
-}
-
-impl russh::server::Handler for Connection {
-    type Error = russh::Error;
-
-    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if self.blocked(Some(user)) {
-            return Ok(Auth::reject());
-        }
-        let config = self.server.config.current();
-        if auth::verify_password(&config, user, password).await {
-            return Ok(self.admit(user, "password"));
-        }
-        let delay = self
-            .server
-            .throttle
-            .failed(self.server.policy(), Some(self.peer.ip()), user);
-        crate::metrics::login_failed();
-        tracing::warn!(tenant = user, peer = %self.peer, known = config.tenant(user).is_some(), "failed password login");
-        tokio::time::sleep(delay).await;
-        Ok(Auth::reject())
-    }
-
-    async fn auth_publickey_offered(
-        &mut self,
-        user: &str,
-        offer: PublicKeyOffer<'_>,
-    ) -> Result<Auth, Self::Error> {
-        if self.blocked(None) {
-            return Ok(Auth::reject());
-        }
-        let config = self.server.config.current();
-        let ok = config
-            .tenant(user)
-            .is_some_and(|t| auth::key_is_authorized(t, offer.public_key));
-        Ok(if ok { Auth::Accept } else { Auth::reject() })
-    }
-
-    async fn auth_publickey(
-        &mut self,
-        user: &str,
-        key: VerifiedPublicKey<'_>,
-    ) -> Result<Auth, Self::Error> {
-        let config = self.server.config.current();
-        if config
-            .tenant(user)
-            .is_some_and(|t| auth::key_is_authorized(t, key.public_key))
-        {
-            return Ok(self.admit(user, "publickey"));
-        }
-        Ok(Auth::reject())
-    }
-
-    async fn channel_open_session(
-        &mut self,
-        channel: Channel<Msg>,
-        reply: ChannelOpenHandle,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.channels.insert(channel.id(), channel);
-        reply.accept().await;
-        Ok(())
-    }
-
-    async fn subsystem_request(
-        &mut self,
-        id: ChannelId,
-        name: &str,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        let (Some(tenant), true) = (self.tenant.clone(), name == "sftp") else {
-            return self.refuse_channel_request(id, &format!("subsystem {name:?}"), session);
-        };
-        let Some(channel) = self.channels.remove(&id) else {
-            return session.channel_failure(id);
-        };
-        if let Some(msg) = self.over_limit.clone() {
-            // Said on the channel's stderr (OpenSSH prints it), then the channel ends.
-            session.channel_success(id)?;
-            let _ = channel.extended_data(1, msg.as_bytes()).await;
-            let _ = channel.exit_status(1).await;
-            let _ = channel.eof().await;
-            let _ = channel.close().await;
-            return Ok(());
-        }
-        let config = self.server.config.current();
-        if config.tenant(&tenant).is_none() {
-            tracing::warn!(%tenant, "tenant was removed from the config; SFTP refused");
-            return session.channel_failure(id);
-        }
-        let jail = match Jail::new(&config.tenant_home(&tenant), false) {
-            Ok(j) => j,
-            Err(e) => {
-                tracing::error!(%tenant, "cannot open the tenant folder: {e}");
-                return session.channel_failure(id);
-            }
-        };
-        let sftp = SftpSession::new(SessionContext {
-            tenant: tenant.clone(),
-            jail,
-            max_upload_bytes: config.server.max_upload_bytes,
-            sink: self.server.sink.clone(),
-            in_progress: InProgress::new(&config.server.data_dir, &tenant),
-            handles: (self.server.handles)
-                .for_tenant(&tenant, config.server.max_handles_per_tenant),
-        });
-        session.channel_success(id)?;
-        tokio::spawn(async move {
-            // Reads, writes, exit-status, EOF and CLOSE all go through the channel's own halves,
-            // so they leave in order: `sftp -b` and `scp` exit 1 unless they see the exit status
-            // before the close.
-            let (mut read_half, write_half) = channel.split();
-            let reader = read_half.make_reader();
-            let writer = write_half.make_writer();
-            if let Err(e) = wire::serve(reader, writer, sftp).await {
-                tracing::debug!(%tenant, "SFTP stream ended: {e}");
-            }
-            let _ = write_half.exit_status(0).await;
-            let _ = write_half.eof().await;
-            let _ = write_half.close().await;
-        });
-        Ok(())
-    }
-
-    async fn exec_request(
-        &mut self,
-        id: ChannelId,
-        _data: &[u8],
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.refuse_channel_request(id, "command (exec)", session)?;
-        session.close(id)
-    }
-
-    async fn shell_request(
-        &mut self,
-        id: ChannelId,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.refuse_channel_request(id, "shell", session)?;
-        session.close(id)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn pty_request(
-        &mut self,
-        id: ChannelId,
-        _term: &str,
-        _col_width: u32,
-        _row_height: u32,
-        _pix_width: u32,
-        _pix_height: u32,
-        _modes: &[(russh::Pty, u32)],
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.refuse_channel_request(id, "terminal (pty)", session)
-    }
-
-    async fn channel_close(
-        &mut self,
-        id: ChannelId,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.channels.remove(&id);
-        Ok(())
     }
 }
