@@ -4,9 +4,10 @@
 //! is handed to every stage: the SFTP listener sends upload events on a channel to the intake;
 //! the intake imports through the store and queues mail; the mail worker delivers it.
 //!
-//! At start the soft `RLIMIT_NOFILE` is raised to the hard limit, and the SFTP listener gets a
-//! connection budget of that limit minus [`DESCRIPTOR_RESERVE`], so that the listener, admin API,
-//! store and intake always have descriptors left.
+//! At start the soft `RLIMIT_NOFILE` is raised to the hard limit, and SFTP gets a descriptor
+//! budget of that limit minus [`DESCRIPTOR_RESERVE`], half for SSH connections and half for open
+//! SFTP handles over all tenants, so that the listener, admin API, store and intake always have
+//! descriptors left, however many clients and tenants push at once.
 
 use crate::config::{Config, ConfigHandle};
 use crate::intake::Intake;
@@ -56,9 +57,16 @@ pub async fn start_sftp(path: &Path, sink: Arc<dyn UploadSink>) -> anyhow::Resul
     let addr = listener.local_addr()?;
     tracing::info!(%addr, tenants = config.tenants.len(), "SFTP listening");
     let descriptors = raise_descriptor_limit();
-    let max_connections = connection_budget(descriptors);
-    tracing::info!(descriptors, max_connections, "SFTP connection budget");
-    let server = SftpServer::new(handle.clone(), &keys, sink, max_connections);
+    let budget = descriptor_budget(descriptors);
+    let max_connections = budget / 2;
+    let max_handles = budget - max_connections;
+    tracing::info!(
+        descriptors,
+        max_connections,
+        max_handles,
+        "SFTP descriptor budget"
+    );
+    let server = SftpServer::new(handle.clone(), &keys, sink, max_connections, max_handles);
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(server.run(listener, rx));
     Ok(RunningSftp {
@@ -69,8 +77,8 @@ pub async fn start_sftp(path: &Path, sink: Arc<dyn UploadSink>) -> anyhow::Resul
     })
 }
 
-/// Descriptors kept out of the SFTP connection budget, for the admin API, the store, the intake,
-/// the folder watchers, mail, and the files that open SFTP sessions hold.
+/// Descriptors kept out of the SFTP budget, for the listeners, the admin API, the store, the
+/// intake, the folder watchers and mail.
 pub const DESCRIPTOR_RESERVE: u64 = 1024;
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit now in force.
@@ -110,9 +118,9 @@ pub fn raise_descriptor_limit() -> u64 {
     lim.rlim_cur
 }
 
-/// Open SSH connections allowed under a soft descriptor limit of `descriptors`: the limit minus
-/// the reserve, or a quarter of the limit when the limit is small.
-pub fn connection_budget(descriptors: u64) -> usize {
+/// Descriptors SFTP may use (connections and open handles) under a soft limit of `descriptors`:
+/// the limit minus the reserve, or a quarter of the limit when the limit is small.
+pub fn descriptor_budget(descriptors: u64) -> usize {
     let budget = descriptors
         .saturating_sub(DESCRIPTOR_RESERVE)
         .max(descriptors / 4);

@@ -2,7 +2,8 @@
 //! `max_sessions_per_tenant` and per connection; unauthenticated connections are capped (in all
 //! and per address) and closed at once over a cap; the login deadline counts from accept and
 //! keep-alives do not extend it; at the descriptor budget a real `roster serve` process refuses
-//! at once and keeps answering `/health`; every channel request that wants a reply gets one;
+//! at once and keeps answering `/health`, and open handles of all tenants together stay within
+//! their half of that budget; every channel request that wants a reply gets one;
 //! a reload closes withdrawn logins; a wrong password keeps `password` offered; a login as one
 //! tenant does not clear failures against another. Floods are bounded in count and time.
 
@@ -377,7 +378,7 @@ async fn health_answers(admin: SocketAddr) -> bool {
 }
 
 /// Starts the real binary with RLIMIT_NOFILE soft 200 / hard 400: the server raises the soft
-/// limit to 400 and allows 400 / 4 = 100 connections.
+/// limit to 400; its descriptor budget is 400 / 4 = 100, half of it (50) for connections.
 fn serve_with_few_descriptors(dir: &std::path::Path, sftp: u16, admin: u16) -> ServeProcess {
     use std::os::unix::process::CommandExt;
     let key = russh::keys::PrivateKey::random(&mut rand10::rng(), russh::keys::Algorithm::Ed25519)
@@ -425,12 +426,12 @@ async fn at_the_descriptor_budget_new_connections_are_refused_at_once() {
         eventually(30, || health_answers(admin)).await,
         "server did not start"
     );
-    // 300 connections that never log in, from one address: 100 are served, every other one
+    // 300 connections that never log in, from one address: 50 are served, every other one
     // is closed at once (`admitted` fails the test when one is left waiting).
     let kept = silent_connections(IpAddr::from([127, 0, 0, 1]), sftp, 300).await;
     assert_eq!(
         kept.len(),
-        100,
+        50,
         "connections allowed under a 400-descriptor limit"
     );
     assert!(
@@ -511,4 +512,57 @@ async fn openssh_asks_again_after_a_wrong_password() {
     );
     assert!(out.status.success(), "stdout: {stdout}");
     assert!(stdout.contains("Remote working directory: /"), "{stdout}");
+}
+
+/// Opens files `prefix0`, `prefix1`, ... until the server refuses one (at most `limit`); returns
+/// how many opened and the refusal.
+async fn open_until_refused(
+    client: &support::sftp::Client,
+    prefix: &str,
+    limit: usize,
+) -> (usize, Option<String>) {
+    use russh_sftp::protocol::OpenFlags;
+    for i in 0..limit {
+        let path = format!("/{prefix}{i}.bin");
+        if let Err(e) = client
+            .open(&path, OpenFlags::CREATE | OpenFlags::WRITE)
+            .await
+        {
+            return (i, Some(e.to_string()));
+        }
+    }
+    (limit, None)
+}
+
+/// Open SFTP handles share the descriptor budget with connections: under a 400-descriptor limit
+/// (budget 100, half for handles) two tenants together get 50 handles, far below their own caps
+/// (1024 a session, 4096 a tenant), and the refusal says the server is full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_handles_over_all_tenants_stay_within_the_descriptor_budget() {
+    use support::sftp::{Client, Login};
+    let dir = tempfile::tempdir().unwrap();
+    let (sftp_port, admin_port) = (free_port(), free_port());
+    let _server = serve_with_few_descriptors(dir.path(), sftp_port, admin_port);
+    let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+    let sftp: SocketAddr = ([127, 0, 0, 1], sftp_port).into();
+    assert!(
+        eventually(30, || health_answers(admin)).await,
+        "server did not start"
+    );
+    let acme = Client::connect(sftp, "acme", Login::Password(ACME_PASSWORD.into()))
+        .await
+        .unwrap();
+    let beta = Client::connect(sftp, "beta", Login::Password(BETA_PASSWORD.into()))
+        .await
+        .unwrap();
+    let (a, _) = open_until_refused(&acme, "a", 30).await;
+    let (b, refusal) = open_until_refused(&beta, "b", 200).await;
+    assert_eq!(a, 30, "acme's first 30 handles fit");
+    assert_eq!(a + b, 50, "handles over all tenants: half of the budget");
+    let refusal = refusal.unwrap_or_default();
+    assert!(
+        refusal.contains("too many open files right now"),
+        "{refusal}"
+    );
+    assert!(health_answers(admin).await, "/health must answer");
 }

@@ -4,20 +4,52 @@
 //! The server makes one [`HandleBudget`] and gives each session a [`TenantHandles`] for its
 //! tenant. Every open handle holds a [`HandleTicket`]; dropping the handle (CLOSE, or the session
 //! ending) gives the ticket back. Opening past `max_handles_per_tenant` is refused, as is opening
-//! past the per-session [`MAX_HANDLES`](super::requests::MAX_HANDLES).
+//! past the per-session [`MAX_HANDLES`](super::requests::MAX_HANDLES), and past the server-wide
+//! cap (the share of the descriptor budget that `serve` gives handles, see
+//! [`HandleBudget::with_server_max`]), so many tenants together cannot exhaust descriptors either.
 
 use super::dirstream::DirStream;
 use super::jail::JailPath;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// Open handles per tenant, across all of its sessions.
-#[derive(Clone, Default)]
+/// Open handles per tenant, across all of its sessions, and in all.
+#[derive(Clone)]
 pub struct HandleBudget {
-    open: Arc<Mutex<HashMap<String, usize>>>,
+    open: Arc<Mutex<OpenHandles>>,
+    /// Handles open at once over every tenant.
+    server_max: usize,
+}
+
+#[derive(Default)]
+struct OpenHandles {
+    per_tenant: HashMap<String, usize>,
+    total: usize,
+}
+
+/// Why a handle was refused.
+pub enum HandleRefusal {
+    /// The tenant holds `max_handles_per_tenant`.
+    Tenant,
+    /// The server as a whole holds its share of descriptors for handles.
+    Server,
+}
+
+impl Default for HandleBudget {
+    fn default() -> HandleBudget {
+        HandleBudget::with_server_max(usize::MAX)
+    }
 }
 
 impl HandleBudget {
+    /// A budget that allows at most `server_max` handles open at once over all tenants.
+    pub fn with_server_max(server_max: usize) -> HandleBudget {
+        HandleBudget {
+            open: Arc::default(),
+            server_max,
+        }
+    }
+
     /// The budget of `tenant`, allowing at most `max` handles open at once.
     pub fn for_tenant(&self, tenant: &str, max: usize) -> TenantHandles {
         TenantHandles {
@@ -29,8 +61,8 @@ impl HandleBudget {
 
     /// Handles `tenant` holds open now (for tests and metrics).
     pub fn open_count(&self, tenant: &str) -> usize {
-        let map = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        map.get(tenant).copied().unwrap_or(0)
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.per_tenant.get(tenant).copied().unwrap_or(0)
     }
 }
 
@@ -46,19 +78,28 @@ impl TenantHandles {
         self.max
     }
 
-    /// Takes one handle from the tenant's budget, or `None` when it is spent.
-    pub fn take(&self) -> Option<HandleTicket> {
-        let mut map = self
+    /// The server-wide cap this tenant's handles also count against.
+    pub fn server_max(&self) -> usize {
+        self.budget.server_max
+    }
+
+    /// Takes one handle from the tenant's budget and the server's, or says which is spent.
+    pub fn take(&self) -> Result<HandleTicket, HandleRefusal> {
+        let mut open = self
             .budget
             .open
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let n = map.entry(self.tenant.clone()).or_insert(0);
+        if open.total >= self.budget.server_max {
+            return Err(HandleRefusal::Server);
+        }
+        let n = open.per_tenant.entry(self.tenant.clone()).or_insert(0);
         if *n >= self.max {
-            return None;
+            return Err(HandleRefusal::Tenant);
         }
         *n += 1;
-        Some(HandleTicket {
+        open.total += 1;
+        Ok(HandleTicket {
             budget: self.budget.clone(),
             tenant: self.tenant.clone(),
         })
@@ -73,15 +114,16 @@ pub struct HandleTicket {
 
 impl Drop for HandleTicket {
     fn drop(&mut self) {
-        let mut map = self
+        let mut open = self
             .budget
             .open
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = map.get_mut(&self.tenant) {
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.per_tenant.get_mut(&self.tenant) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                map.remove(&self.tenant);
+                open.per_tenant.remove(&self.tenant);
             }
         }
     }
@@ -123,13 +165,27 @@ mod tests {
         let a1 = budget.for_tenant("acme", 2);
         let a2 = budget.for_tenant("acme", 2);
         let b = budget.for_tenant("beta", 2);
-        let t1 = a1.take().unwrap();
-        let t2 = a2.take().unwrap();
-        assert!(a1.take().is_none() && a2.take().is_none());
-        assert!(b.take().is_some());
+        let t1 = a1.take().ok().unwrap();
+        let t2 = a2.take().ok().unwrap();
+        assert!(a1.take().is_err() && a2.take().is_err());
+        assert!(b.take().is_ok());
         drop(t1);
         assert_eq!(budget.open_count("acme"), 1);
-        assert!(a2.take().is_some());
+        assert!(a2.take().is_ok());
         drop(t2);
+    }
+
+    #[test]
+    fn the_server_cap_holds_over_all_tenants() {
+        let budget = HandleBudget::with_server_max(3);
+        let a = budget.for_tenant("acme", 2);
+        let b = budget.for_tenant("beta", 2);
+        let held: Vec<_> = [a.take(), a.take(), b.take()]
+            .into_iter()
+            .map(|t| t.ok().unwrap())
+            .collect();
+        assert!(matches!(b.take(), Err(HandleRefusal::Server)));
+        drop(held);
+        assert!(b.take().is_ok());
     }
 }

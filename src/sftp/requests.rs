@@ -13,7 +13,7 @@
 use super::dirstream::DirStream;
 use super::events::{is_temp_name, FinishedBy, InProgress, UploadFinished, UploadSink};
 use super::fs::{apply_attrs, attrs_of, Stat};
-use super::handles::{FileHandle, HandleTicket, Held, OpenHandle, TenantHandles};
+use super::handles::{FileHandle, HandleRefusal, HandleTicket, Held, OpenHandle, TenantHandles};
 use super::jail::{Jail, JailError, JailPath};
 pub use super::status::Failure;
 use super::status::{fail, io_fail, jail_fail, ok, status};
@@ -140,16 +140,23 @@ impl SftpSession {
                 format!("Too many open files (at most {MAX_HANDLES} per session); close some and try again"),
             ));
         }
-        self.ctx.handles.take().ok_or_else(|| {
-            tracing::warn!(tenant = %self.ctx.tenant, max = self.ctx.handles.max(), "open refused: tenant handle limit");
-            fail(
-                StatusCode::Failure,
-                format!(
-                    "Too many open files for {} (at most {} across all sessions); close some and try again",
-                    self.ctx.tenant,
-                    self.ctx.handles.max()
-                ),
-            )
+        self.ctx.handles.take().map_err(|why| {
+            let sentence = match why {
+                HandleRefusal::Tenant => {
+                    tracing::warn!(tenant = %self.ctx.tenant, max = self.ctx.handles.max(), "open refused: tenant handle limit");
+                    format!(
+                        "Too many open files for {} (at most {} across all sessions); close some and try again",
+                        self.ctx.tenant,
+                        self.ctx.handles.max()
+                    )
+                }
+                HandleRefusal::Server => {
+                    tracing::warn!(tenant = %self.ctx.tenant, max = self.ctx.handles.server_max(), "open refused: the server's handle limit");
+                    "The server has too many open files right now; close some and try again later"
+                        .to_string()
+                }
+            };
+            fail(StatusCode::Failure, sentence)
         })
     }
 

@@ -39,13 +39,15 @@ pub struct SftpServer {
 }
 
 impl SftpServer {
-    /// `max_connections` bounds open SSH connections (authenticated or not) so that they never
-    /// take the descriptors the rest of the server needs.
+    /// `max_connections` bounds open SSH connections (authenticated or not) and `max_handles`
+    /// open SFTP handles over all tenants, so that they never take the descriptors the rest of
+    /// the server needs.
     pub fn new(
         config: ConfigHandle,
         host_keys: &[HostKey],
         sink: Arc<dyn UploadSink>,
         max_connections: usize,
+        max_handles: usize,
     ) -> Arc<SftpServer> {
         Arc::new(SftpServer {
             config,
@@ -53,7 +55,7 @@ impl SftpServer {
             throttle: LoginThrottle::default(),
             slots: SessionSlots::default(),
             sink,
-            handles: HandleBudget::default(),
+            handles: HandleBudget::with_server_max(max_handles),
             admission: Admission::default(),
             max_connections,
             logins: LiveLogins::default(),
