@@ -436,8 +436,7 @@ fn with_retries(tenant: &str, what: &str, mut f: impl FnMut() -> anyhow::Result<
 
 fn record_missing(shared: &Shared, tenant: &Tenant) {
     let pattern = FilePattern::new(&tenant.import);
-    let tz: chrono_tz::Tz = tenant.import.timezone.parse().unwrap_or(chrono_tz::UTC);
-    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+    let today = pattern::TenantCalendar::of(&tenant.import).today();
     let expected = if pattern.has_date() {
         pattern.name_for(today)
     } else {

@@ -17,7 +17,7 @@
 
 use super::archive;
 use super::claim::Claimed;
-use super::pattern::FilePattern;
+use super::pattern::{FilePattern, TenantCalendar};
 use super::{RunProgress, Shared};
 use crate::config::{ReportWhen, Tenant};
 use crate::import::{self, ImportOutcome, RunOptions};
@@ -111,8 +111,7 @@ pub fn run_claimed(
     let profile = &tenant.import;
     let pattern = FilePattern::new(profile);
     if profile.only_today && pattern.has_date() {
-        let tz: chrono_tz::Tz = profile.timezone.parse().unwrap_or(chrono_tz::UTC);
-        let today = Utc::now().with_timezone(&tz).date_naive();
+        let today = TenantCalendar::of(profile).today();
         let date = pattern.matches(&name).and_then(|m| m.date);
         if date != Some(today) {
             let bytes = std::fs::metadata(claimed).map(|m| m.len()).unwrap_or(0);
