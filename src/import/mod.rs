@@ -136,6 +136,12 @@ pub fn password_free_copy(
     engine::unread_copy(tenant, read::Input::Path(path), messages)
 }
 
+/// The failure report of a run that failed as a whole (one line per message of an `error`
+/// record; see `report`), for the records the intake writes itself.
+pub fn failed_run_report(record: &ImportRecord) -> Option<Vec<u8>> {
+    report::for_failed_run(record)
+}
+
 /// Imports bytes named `file_name`.
 pub fn run_bytes(
     store: &Store,

@@ -1,6 +1,11 @@
-//! The failure report (design.md §6) and the archived copy with password cells blanked.
+//! The failure report (design.md §6) and the archived copy with password cells blanked: the
+//! one place either is built (the engine, the held plan and the intake all call here).
 //!
-//! Data enters as a second streaming pass over the same file (same encoding and delimiter) and
+//! A run that failed as a whole (not CSV, empty, undecodable, wrong date, too large) has no rows
+//! to report; its report ([`for_failed_run`]) is one line per message of its record, so the
+//! tenant still gets a file that says what to fix.
+//!
+//! For the rows, data enters as a second streaming pass over the same file (same encoding and delimiter) and
 //! the skip reasons by row number; it leaves as bytes: the report CSV (a `row` column, the
 //! original columns, a `reason` column; same delimiter; UTF-8 with BOM; cells starting with
 //! `= + - @`, TAB or CR prefixed with `'` (OWASP's list); password cells blank) and, when the
@@ -20,6 +25,7 @@
 
 use super::bounds::{cut, cut_bytes, MAX_CELL_BYTES, MAX_MESSAGE_CHARS};
 use super::read::{self, Enc, Input};
+use super::{ImportRecord, ImportStatus};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 
@@ -104,6 +110,22 @@ fn report_row<'c>(
     out.push_field(&safe_cell(last));
     w.write_byte_record(&out)?;
     Ok(())
+}
+
+/// The report of a run that failed as a whole (see the module doc): `row,reason` and one line
+/// per message, UTF-8 with BOM, CRLF. `None` unless the record is an `error` with messages.
+pub fn for_failed_run(record: &ImportRecord) -> Option<Vec<u8>> {
+    if record.status != ImportStatus::Error || record.messages.is_empty() {
+        return None;
+    }
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(BOM.to_vec());
+    w.write_record(["row", "reason"]).ok()?;
+    for m in &record.messages {
+        w.write_record(["", m.as_str()]).ok()?;
+    }
+    w.into_inner().ok()
 }
 
 /// (failure report, archive copy).
@@ -221,6 +243,21 @@ mod tests {
         assert!(!same_header(b"Passwords", "password"));
         assert!(!same_header(b"Pass word", "password"));
         assert!(!same_header(b"", "password"));
+    }
+
+    #[test]
+    fn a_failed_run_reports_its_messages() {
+        let now = chrono::Utc::now();
+        let mut r = ImportRecord::begun("1".into(), "t", "u.csv", ImportStatus::Error, now, now);
+        assert_eq!(for_failed_run(&r), None);
+        r.messages = vec!["the file is empty".into(), "a, \"b\"".into()];
+        let out = for_failed_run(&r).unwrap();
+        assert_eq!(
+            out,
+            b"\xEF\xBB\xBFrow,reason\r\n,the file is empty\r\n,\"a, \"\"b\"\"\"\r\n"
+        );
+        r.status = ImportStatus::Partial;
+        assert_eq!(for_failed_run(&r), None);
     }
 
     #[test]

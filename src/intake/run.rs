@@ -195,7 +195,7 @@ fn finish(
         report_csv,
         archive_copy,
     } = outcome;
-    let report_csv = report_csv.or_else(|| file_level_report(&record));
+    let report_csv = report_csv.or_else(|| import::failed_run_report(&record));
     // From here on every log line of the run carries its import id (see the `run` span).
     tracing::Span::current().record("import_id", record.id.as_str());
     let config = shared.config.current();
@@ -256,23 +256,6 @@ fn finish(
         "run finished"
     );
     Ok(record)
-}
-
-/// A run that failed as a whole (not CSV, empty, undecodable, wrong date) has no rows to
-/// report; its report is one line per message, so the tenant gets a file that says what to fix.
-fn file_level_report(record: &ImportRecord) -> Option<Vec<u8>> {
-    if record.status != ImportStatus::Error || record.messages.is_empty() {
-        return None;
-    }
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::CRLF)
-        .from_writer(b"\xEF\xBB\xBF".to_vec());
-    let mut rows = vec![["row".to_string(), "reason".to_string()]];
-    rows.extend(record.messages.iter().map(|m| [String::new(), m.clone()]));
-    for r in rows {
-        w.write_record(r).ok()?;
-    }
-    w.into_inner().ok()
 }
 
 fn wants_mail(when: ReportWhen, status: ImportStatus) -> bool {
