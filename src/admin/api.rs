@@ -290,21 +290,21 @@ async fn approve(
             ),
         ));
     }
-    let store = st.store.clone();
-    let outcome = blocking("cannot approve the import", move || {
-        crate::import::approve(&store, &t, &iid)
-    })
-    .await?
-    .map_err(|e| {
+    // Like every import, through the tenant's queue (one run per tenant at a time).
+    let applied = st.intake.approve(&t.id, &id).await.ok_or_else(|| {
+        ApiError::internal(
+            "cannot approve the import",
+            anyhow::anyhow!("the intake is stopping or the tenant was removed; nothing was applied"),
+        )
+    })?;
+    let record = applied.map_err(|e| {
         tracing::warn!(%tenant, import_id = %id, "approve refused: {e:#}");
         ApiError::new(
             StatusCode::CONFLICT,
             format!("import {id} of tenant {tenant} was not applied: {e:#}"),
         )
     })?;
-    crate::metrics::import_finished(&outcome.record);
-    tracing::info!(%tenant, import_id = %id, status = %outcome.record.status, deactivated = outcome.record.deactivated, deleted = outcome.record.deleted, "held import approved");
-    json_ok(outcome.record)
+    json_ok(record)
 }
 
 async fn run_now(

@@ -313,6 +313,21 @@ pub fn queue_mail(
     }
 }
 
+/// Applies a held run (the admin API's `approve`, through the tenant's queue). Its file was
+/// filed when it was held, so nothing is filed or mailed here. Blocking.
+pub fn approve_held(
+    shared: &Shared,
+    tenant: &Tenant,
+    import_id: &str,
+) -> anyhow::Result<ImportRecord> {
+    let span = tracing::info_span!("approve", tenant = %tenant.id, import_id = %import_id);
+    let _enter = span.enter();
+    let record = import::approve(&shared.store, tenant, import_id)?.record;
+    crate::metrics::import_finished(&record);
+    tracing::info!(status = %record.status, deactivated = record.deactivated, deleted = record.deleted, "held import approved");
+    Ok(record)
+}
+
 /// Finishes a claim folder left by an earlier process (or by a failed attempt): exactly the
 /// run of this claim, found by the claim id. Blocking.
 pub fn recover_claim(
