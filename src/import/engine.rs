@@ -532,7 +532,9 @@ fn finish(
     )
 }
 
-/// Commits the record (and staged buckets) unless this is a dry run.
+/// Completes the record (the failed-run report when there is no other; the archive names of
+/// the run's filing, or the held run's when approving) and commits it with the staged buckets,
+/// after staging the outputs for the intake, unless this is a dry run.
 #[allow(clippy::too_many_arguments)]
 fn finish_with(
     job: Job<'_>,
@@ -546,7 +548,20 @@ fn finish_with(
 ) -> Result<Done> {
     rec.finished_at = Utc::now();
     bounds::bound_messages(&mut rec.messages);
+    let report_csv = report_csv.or_else(|| report::for_failed_run(&rec));
+    // The record is committed complete: where its file and report are filed (see `filing`).
+    if let Some(a) = &job.approving {
+        rec.archived_as = a.archived_as.clone();
+        rec.report = a.report.clone();
+    } else if let Some(f) = &job.opts.filing {
+        let (file, report) = f.plan.names(rec.status, report_csv.is_some());
+        rec.archived_as = Some(file);
+        rec.report = report;
+    }
     if !job.opts.dry_run {
+        if let Some(f) = job.opts.filing.as_ref().filter(|_| job.approving.is_none()) {
+            f.stage(report_csv.as_deref(), archive_copy.as_deref())?;
+        }
         let applied = matches!(rec.status, ImportStatus::Success | ImportStatus::Partial);
         let commit = Commit {
             tenant: job.tenant.id.clone(),

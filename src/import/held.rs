@@ -2,7 +2,9 @@
 //!
 //! Data enters from the engine when the `max_missing_percent` hold stops a run ([`plan_bytes`]:
 //! the plan to store) and from `import::approve` ([`approve`]: the stored plan, run again
-//! through the engine as an [`Approving`] job). A held plan is a JSON [`HeldPlan`] header and the
+//! through the engine as an [`Approving`] job, which commits the held record completed in place,
+//! keeping where the intake filed the held file and report; the intake runs it on the tenant's
+//! queue). A held plan is a JSON [`HeldPlan`] header and the
 //! file. No plaintext password waits in the store: with a password column the file is kept
 //! with those cells blank (a row that does not line up with the header keeps only its key cell,
 //! so it still marks its user present), plus a [`KeptPassword`] per row: its keyed fingerprint
@@ -34,6 +36,9 @@ pub struct Approving {
     pub upload: Option<(String, u64)>,
     /// The passwords the held run kept (fingerprints and hashes, never plaintext).
     pub passwords: GivenPasswords,
+    /// Where the intake filed the held run's file and report: the approved record keeps them.
+    pub archived_as: Option<String>,
+    pub report: Option<String>,
 }
 
 /// Header of a held plan in the store; the file follows it, with its password cells blank when
@@ -201,10 +206,11 @@ pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<Import
         received_at: held.received_at,
         ..Default::default()
     };
-    // The held run's file was already filed away by the intake: keep where.
-    let filed = store
+    // The held run's file was already filed away by the intake: the record keeps where.
+    let (archived_as, report) = store
         .import(&tenant.id, import_id)?
-        .map(|r| (r.archived_as, r.report));
+        .map(|r| (r.archived_as, r.report))
+        .unwrap_or_default();
     let mut job = Job::new(store, &held_tenant, &held.file, Input::Bytes(bytes), &opts);
     job.approving = Some(Approving {
         id: import_id.to_string(),
@@ -216,14 +222,9 @@ pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<Import
             .map(|p| p.to_given())
             .collect::<Result<_>>()
             .with_context(|| format!("the passwords of held plan {import_id} are damaged"))?,
+        archived_as,
+        report,
     });
-    let mut outcome = execute(job)?.outcome;
-    if let Some((archived_as, report)) = filed {
-        if archived_as.is_some() || report.is_some() {
-            outcome.record.archived_as = archived_as;
-            outcome.record.report = report;
-            store.record_import(&outcome.record)?;
-        }
-    }
+    let outcome = execute(job)?.outcome;
     Ok(outcome)
 }
