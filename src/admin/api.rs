@@ -294,7 +294,9 @@ async fn approve(
     let applied = st.intake.approve(&t.id, &id).await.ok_or_else(|| {
         ApiError::internal(
             "cannot approve the import",
-            anyhow::anyhow!("the intake is stopping or the tenant was removed; nothing was applied"),
+            anyhow::anyhow!(
+                "the intake is stopping or the tenant was removed; nothing was applied"
+            ),
         )
     })?;
     let record = applied.map_err(|e| {

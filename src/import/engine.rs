@@ -103,16 +103,20 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             "import phase done"
         )
     };
-    let scan = read::scan(job.input, profile.encoding)?;
+    // A held run's file was hashed when it was held (its kept copy may differ: passwords
+    // blank), so approving does not hash again.
+    let upload = job.approving.as_ref().and_then(|a| a.upload.clone());
+    let scan = read::scan(job.input, profile.encoding, upload.is_none())?;
     phase("scan");
     let id = match &job.approving {
         Some(a) => a.id.clone(),
         None if job.opts.dry_run => "preview".to_string(),
         None => store.new_import_id(started_at)?,
     };
+    let (sha256, bytes) = upload.unwrap_or_else(|| (scan.sha256.unwrap_or_default(), scan.bytes));
     let mut rec = ImportRecord {
-        sha256: scan.sha256.clone(),
-        bytes: scan.bytes,
+        sha256,
+        bytes,
         ..ImportRecord::begun(
             id,
             &tenant.id,
@@ -124,10 +128,6 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     };
     let state = store.tenant_state(&tenant.id)?;
     if let Some(a) = &job.approving {
-        if let Some((sha256, bytes)) = &a.upload {
-            rec.sha256 = sha256.clone();
-            rec.bytes = *bytes;
-        }
         if a.version != state.version {
             bail!(
                 "import {} of tenant {} cannot be approved: the directory changed after it was held; upload the file again",
@@ -135,7 +135,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
                 tenant.id
             );
         }
-    } else if state.last_applied_sha256.as_deref() == Some(scan.sha256.as_str()) {
+    } else if state.last_applied_sha256.as_deref() == Some(rec.sha256.as_str()) {
         rec.status = ImportStatus::Duplicate;
         rec.messages.push(
             "the file is identical (same sha256) to the last applied file, so nothing was changed"
@@ -505,7 +505,7 @@ pub fn unread_copy(
     input: Input<'_>,
     messages: &mut Vec<String>,
 ) -> Result<Option<Vec<u8>>> {
-    let scan = read::scan(input, tenant.import.encoding)?;
+    let scan = read::scan(input, tenant.import.encoding, false)?;
     let enc = scan.encoding.clone().unwrap_or(scan.fallback);
     Ok(archive_early(tenant, input, messages, Reached::Scan(enc)))
 }

@@ -65,8 +65,7 @@ impl Filing {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
-                        return Err(e)
-                            .with_context(|| format!("cannot remove {}", path.display()))
+                        return Err(e).with_context(|| format!("cannot remove {}", path.display()))
                     }
                 },
             }
@@ -102,7 +101,10 @@ mod tests {
         };
         assert_eq!(
             plan.names(ImportStatus::Held, true),
-            ("processed/u.T.csv".into(), Some("errors/u.T.report.csv".into()))
+            (
+                "processed/u.T.csv".into(),
+                Some("errors/u.T.report.csv".into())
+            )
         );
         assert_eq!(
             plan.names(ImportStatus::Error, false),
@@ -114,7 +116,10 @@ mod tests {
             outputs: dir.path().to_path_buf(),
         };
         f.stage(Some(b"r"), Some(b"c")).unwrap();
-        assert_eq!(staged(dir.path()), (Some(b"r".to_vec()), Some(b"c".to_vec())));
+        assert_eq!(
+            staged(dir.path()),
+            (Some(b"r".to_vec()), Some(b"c".to_vec()))
+        );
         f.stage(None, Some(b"d")).unwrap();
         assert_eq!(staged(dir.path()), (None, Some(b"d".to_vec())));
     }

@@ -90,7 +90,10 @@ enum Request {
     /// `run-now`: import what is there now; answer with the records.
     Now(tokio::sync::oneshot::Sender<Vec<ImportRecord>>),
     /// `approve`: apply this held run; answer with its record, or why it was not applied.
-    Approve(String, tokio::sync::oneshot::Sender<anyhow::Result<ImportRecord>>),
+    Approve(
+        String,
+        tokio::sync::oneshot::Sender<anyhow::Result<ImportRecord>>,
+    ),
 }
 
 /// The running intake. Cloning is cheap.
