@@ -103,8 +103,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             "import phase done"
         )
     };
-    // A held run's file was hashed when it was held (its kept copy may differ: passwords
-    // blank), so approving does not hash again.
+    // Approving: the file was hashed when held (the kept copy may differ), not again.
     let upload = job.approving.as_ref().and_then(|a| a.upload.clone());
     let scan = read::scan(job.input, profile.encoding, upload.is_none())?;
     phase("scan");
@@ -128,6 +127,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     };
     let state = store.tenant_state(&tenant.id)?;
     if let Some(a) = &job.approving {
+        (rec.archived_as, rec.report) = (a.archived_as.clone(), a.report.clone());
         if a.version != state.version {
             bail!(
                 "import {} of tenant {} cannot be approved: the directory changed after it was held; upload the file again",
@@ -532,9 +532,7 @@ fn finish(
     )
 }
 
-/// Completes the record (the failed-run report when there is no other; the archive names of
-/// the run's filing, or the held run's when approving) and commits it with the staged buckets,
-/// after staging the outputs for the intake, unless this is a dry run.
+/// Commits the record, complete (see `filing`), and the staged buckets unless this is a dry run.
 #[allow(clippy::too_many_arguments)]
 fn finish_with(
     job: Job<'_>,
@@ -549,18 +547,9 @@ fn finish_with(
     rec.finished_at = Utc::now();
     bounds::bound_messages(&mut rec.messages);
     let report_csv = report_csv.or_else(|| report::for_failed_run(&rec));
-    // The record is committed complete: where its file and report are filed (see `filing`).
-    if let Some(a) = &job.approving {
-        rec.archived_as = a.archived_as.clone();
-        rec.report = a.report.clone();
-    } else if let Some(f) = &job.opts.filing {
-        let (file, report) = f.plan.names(rec.status, report_csv.is_some());
-        rec.archived_as = Some(file);
-        rec.report = report;
-    }
     if !job.opts.dry_run {
-        if let Some(f) = job.opts.filing.as_ref().filter(|_| job.approving.is_none()) {
-            f.stage(report_csv.as_deref(), archive_copy.as_deref())?;
+        if let Some(f) = &job.opts.filing {
+            f.complete(&mut rec, report_csv.as_deref(), archive_copy.as_deref())?;
         }
         let applied = matches!(rec.status, ImportStatus::Success | ImportStatus::Partial);
         let commit = Commit {

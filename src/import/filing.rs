@@ -3,12 +3,13 @@
 //! transaction as the user changes: a run's record is written once, by that commit.
 //!
 //! Data enters from the intake as a [`Filing`] in [`super::RunOptions`]: the archive names it
-//! planned ([`ArchivePlan`], see `intake::archive::plan`) and the claim folder of the run. It
-//! leaves in two ways: the engine sets the record's names from the plan by the run's status
-//! ([`ArchivePlan::names`]), and, just before committing, writes the run's failure report and
+//! planned ([`ArchivePlan`], see `intake::archive::plan`) and the claim folder of the run. Just
+//! before committing, the engine calls [`Filing::complete`]: it sets the record's names from the
+//! plan by the run's status ([`ArchivePlan::names`]) and writes the run's failure report and
 //! password-free archive copy into the claim folder ([`Filing::stage`]). So a crash after the
 //! commit loses nothing: recovery reads them back ([`staged`]) and files exactly what the record
-//! names. Library callers and previews pass no filing; their records name no archive.
+//! names. The intake uses the same calls for the records it writes itself. Library callers and
+//! previews pass no filing; their records name no archive.
 
 use super::ImportStatus;
 use anyhow::{Context, Result};
@@ -53,6 +54,20 @@ pub struct Filing {
 }
 
 impl Filing {
+    /// Before the commit: names the record's archived file and report (by its status) and
+    /// stages the outputs.
+    pub fn complete(
+        &self,
+        record: &mut super::ImportRecord,
+        report: Option<&[u8]>,
+        copy: Option<&[u8]>,
+    ) -> Result<()> {
+        let (file, report_name) = self.plan.names(record.status, report.is_some());
+        record.archived_as = Some(file);
+        record.report = report_name;
+        self.stage(report, copy)
+    }
+
     /// Writes the report and archive copy into the claim folder (durably: the commit that
     /// follows names them), removing one left by an earlier attempt that this run lacks.
     pub fn stage(&self, report: Option<&[u8]>, copy: Option<&[u8]>) -> Result<()> {
