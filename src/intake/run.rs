@@ -208,16 +208,14 @@ fn record_refused(
     kept: Kept,
 ) -> anyhow::Result<ImportRecord> {
     let report_csv = import::failed_run_report(&record);
-    let (file, report) = filing.plan.names(record.status, report_csv.is_some());
-    let archive_copy = match kept {
-        Kept::Nothing => None,
-        Kept::File(copy) => {
-            record.archived_as = Some(file);
-            copy
-        }
+    let (keep_file, archive_copy) = match kept {
+        Kept::Nothing => (false, None),
+        Kept::File(copy) => (true, copy),
     };
-    record.report = report;
-    filing.stage(report_csv.as_deref(), archive_copy.as_deref())?;
+    filing.complete(&mut record, report_csv.as_deref(), archive_copy.as_deref())?;
+    if !keep_file {
+        record.archived_as = None;
+    }
     shared.store.record_claimed(&record, &claim.id)?;
     let outcome = ImportOutcome {
         record,
