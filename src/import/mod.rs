@@ -143,7 +143,7 @@ pub fn password_free_copy(
     path: &Path,
     messages: &mut Vec<String>,
 ) -> Result<Option<Vec<u8>>> {
-    engine::unread_copy(tenant, read::Input::Path(path), messages)
+    report::unread_copy(tenant, read::Input::Path(path), messages)
 }
 
 /// The failure report of a run that failed as a whole (one line per message of an `error`
