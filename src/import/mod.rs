@@ -199,5 +199,20 @@ pub fn preview_bytes(
 
 /// Applies a held run exactly as planned; the held record becomes `success` or `partial`.
 pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<ImportOutcome> {
-    held::approve(store, tenant, import_id)
+    let held::HeldRun {
+        tenant: held_tenant,
+        file,
+        received_at,
+        plan,
+        file_at,
+        approving,
+    } = held::load(store, tenant, import_id)?;
+    let opts = RunOptions {
+        received_at,
+        ..Default::default()
+    };
+    let input = read::Input::Bytes(&plan[file_at..]);
+    let mut job = engine::Job::new(store, &held_tenant, &file, input, &opts);
+    job.approving = Some(approving);
+    Ok(engine::execute(job)?.outcome)
 }
