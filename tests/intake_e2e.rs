@@ -431,23 +431,40 @@ async fn an_unwritable_archive_folder_is_retried_and_nothing_is_lost() {
     .await;
     assert!(committed);
     let work = env.dir.path().join("data/work/cdp");
-    let claimed = std::fs::read_dir(&work)
-        .unwrap()
-        .flatten()
-        .any(|d| d.path().join("userdata_retry.csv").exists());
-    assert!(claimed, "the upload must wait in its claim folder");
-    // Let the first filing attempt fail for sure, then make the folder writable again.
+    assert!(
+        claimed_still(&work, "userdata_retry.csv"),
+        "the upload must wait in its claim folder"
+    );
+    // Let the first filing attempt fail for sure, then make the folder writable again. The
+    // record was committed complete, naming where the file goes; it is not there yet.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(env.server().store.history("cdp", 10).unwrap()[0]
+    let planned = env.server().store.history("cdp", 10).unwrap()[0]
         .archived_as
-        .is_none());
+        .clone()
+        .expect("the committed record names the archive");
+    assert!(
+        planned.starts_with("processed/userdata_retry."),
+        "{planned}"
+    );
+    assert!(!env.home("cdp").join(&planned).exists());
+    assert!(
+        claimed_still(&work, "userdata_retry.csv"),
+        "still waiting in its claim"
+    );
     std::fs::remove_file(env.home("cdp").join("processed")).unwrap();
     let h = env.history_len("cdp", 1, 30).await;
     assert_eq!(h.len(), 1, "imported once: {h:?}");
-    assert!(h[0]
-        .archived_as
-        .as_deref()
-        .unwrap()
-        .starts_with("processed/userdata_retry."));
+    assert_eq!(h[0].archived_as.as_deref(), Some(planned.as_str()));
+    assert!(
+        env.home("cdp").join(&planned).is_file(),
+        "filed exactly where the record said"
+    );
     assert_eq!(env.server().store.users("cdp", None).unwrap().len(), 1);
+}
+
+/// Whether `name` waits in a claim folder under `work`.
+fn claimed_still(work: &std::path::Path, name: &str) -> bool {
+    std::fs::read_dir(work)
+        .map(|rd| rd.flatten().any(|d| d.path().join(name).exists()))
+        .unwrap_or(false)
 }

@@ -223,8 +223,13 @@ async fn archive_folders_planted_as_links_are_refused_then_retried() {
         1,
         "the file is kept in its claim"
     );
+    // The record was committed complete: it names where the file goes (nothing written yet).
     let history = env.server().store.history("acme", 10).unwrap();
-    assert_eq!(history[0].archived_as, None, "{history:?}");
+    let planned = history[0]
+        .archived_as
+        .clone()
+        .expect("the committed record names the archive");
+    assert!(planned.starts_with("processed/users."), "{history:?}");
 
     // The operator replaces the links with folders: the retry files the run.
     for f in ["processed", "errors"] {
@@ -237,6 +242,7 @@ async fn archive_folders_planted_as_links_are_refused_then_retried() {
         .clone()
         .expect("filed after the retry");
     assert!(env.home("acme").join(&archived).is_file(), "{archived}");
+    assert_eq!(archived, planned, "filed exactly where the record said");
     assert_eq!(history.len(), 1, "one run, not two: {history:?}");
     assert!(env.claimed_files("acme").is_empty());
     assert_eq!(count_entries(outside.path()), 0);

@@ -12,7 +12,7 @@
 
 use super::{auth, ApiError, AppState};
 use crate::config::{Config, Tenant};
-use crate::intake::pattern::FilePattern;
+use crate::intake::pattern::{FilePattern, TenantCalendar};
 use crate::store::{ImportRecord, ImportStatus, User, UserStatus};
 use axum::body::{Body, HttpBody};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -290,21 +290,23 @@ async fn approve(
             ),
         ));
     }
-    let store = st.store.clone();
-    let outcome = blocking("cannot approve the import", move || {
-        crate::import::approve(&store, &t, &iid)
-    })
-    .await?
-    .map_err(|e| {
+    // Like every import, through the tenant's queue (one run per tenant at a time).
+    let applied = st.intake.approve(&t.id, &id).await.ok_or_else(|| {
+        ApiError::internal(
+            "cannot approve the import",
+            anyhow::anyhow!(
+                "the intake is stopping or the tenant was removed; nothing was applied"
+            ),
+        )
+    })?;
+    let record = applied.map_err(|e| {
         tracing::warn!(%tenant, import_id = %id, "approve refused: {e:#}");
         ApiError::new(
             StatusCode::CONFLICT,
             format!("import {id} of tenant {tenant} was not applied: {e:#}"),
         )
     })?;
-    crate::metrics::import_finished(&outcome.record);
-    tracing::info!(%tenant, import_id = %id, status = %outcome.record.status, deactivated = outcome.record.deactivated, deleted = outcome.record.deleted, "held import approved");
-    json_ok(outcome.record)
+    json_ok(record)
 }
 
 async fn run_now(
@@ -334,10 +336,10 @@ async fn today(State(st): State<AppState>, p: Result<Path<String>, PathRejection
 
 /// Today's file of a tenant: waiting in the root, or already imported today (history).
 fn today_report(config: &Config, t: &Tenant, store: &crate::store::Store) -> anyhow::Result<Value> {
-    let tz: chrono_tz::Tz = t.import.timezone.parse().unwrap_or(chrono_tz::UTC);
-    let today = Utc::now().with_timezone(&tz).date_naive();
+    let calendar = TenantCalendar::of(&t.import);
+    let today = calendar.today();
     let pattern = FilePattern::new(&t.import);
-    let is_today = |time: DateTime<Utc>| time.with_timezone(&tz).date_naive() == today;
+    let is_today = |time: DateTime<Utc>| calendar.date_of(time) == today;
     let home = config.tenant_home(&t.id);
     let mut waiting = Vec::new();
     for name in crate::intake::candidates(config, t) {
@@ -358,7 +360,7 @@ fn today_report(config: &Config, t: &Tenant, store: &crate::store::Store) -> any
     Ok(json!({
         "tenant": t.id,
         "date": today.to_string(),
-        "timezone": tz.name(),
+        "timezone": calendar.zone.name(),
         "pattern": t.import.file,
         "expected": pattern.has_date().then(|| pattern.name_for(today)),
         "present": !waiting.is_empty() || !imported.is_empty(),

@@ -5,10 +5,11 @@
 //! token and tenants, not the address). Every route checks a bearer token before anything else
 //! (`auth`): the admin routes and `/metrics` the `[admin] token`, the SCIM routes a tenant's
 //! SCIM token (its SHA-256 must equal that tenant's `scim_token_sha256`), both compared in
-//! constant time. Handlers read the directory and history through [`Store`], run imports and
-//! dry runs through `import`/[`Intake`], and leave as JSON (`api`), SCIM JSON (`scim`) or
-//! Prometheus text (`crate::metrics`). Nothing here writes the store except `approve` and
-//! `restore`, which go through the import engine and the store's own methods.
+//! constant time. Handlers read the directory and history through [`Store`], run imports
+//! (`run-now`, `approve`) as requests on the tenant's queue in the [`Intake`] and wait for their
+//! records, run dry runs (`preview`) through `import`, and leave as JSON (`api`), SCIM JSON
+//! (`scim`) or Prometheus text (`crate::metrics`). Nothing here writes the store except
+//! `restore`, through the store's own method; `approve` writes through the intake's run.
 //!
 //! Errors are one JSON object `{"error": "<sentence>"}` with a 4xx status for bad input (SCIM
 //! uses its own error schema); a 5xx only for a store failure. Request bodies are bounded:

@@ -2,20 +2,11 @@
 //! bucket rows, survey and hold decision, main pass with staging, failure report, commit.
 //!
 //! Data enters as a [`Job`] (store, tenant, file, options) and leaves as a [`Done`]: the
-//! outcome (record, report, archive copy) and, for previews, the change details.
+//! outcome (record, report, archive copy) and, for previews, the change details. The record is
+//! committed complete: with the intake's filing in the options it names the archived file and
+//! report (see `filing`); approving keeps the held run's names.
 //!
-//! Archive copy of a run that ends early (decision where the contract is silent; design.md §4
-//! and §6 say password plaintext is never archived, and the file must not be lost otherwise):
-//! a run that stops before the header is mapped (undecodable file such as NUL bytes, header
-//! unreadable, required column missing) or finds a duplicate still blanks passwords when the
-//! profile could map a password column (`columns` has `password`, or `columns` is empty and a
-//! header is literally `password`). The file is read best-effort (its encoding, or when it
-//! cannot be decoded [`read::Scan::fallback`], which decodes any bytes), the delimiter is set or
-//! guessed as for a run, and the column whose header matches loosely
-//! ([`report::same_header`]: trimmed, case-insensitive, NULs ignored) is blanked in every row
-//! (rows that do not line up with the header are blanked whole, see [`report`]). With no such
-//! column the original bytes are archived (nothing to leak). Only when the file cannot be read
-//! at all is the original archived unchecked, and the record says so.
+//! Reports, and the archive copy of a run that ends early, are built in `report`.
 //!
 //! A held run keeps its plan for `approve` through the `held` module.
 
@@ -24,7 +15,7 @@ use super::bounds::{self, MAX_MESSAGES};
 use super::held::{self, Approving};
 use super::parse;
 use super::plan::{Change, Ctx};
-use super::read::{self, Enc, Input};
+use super::read::{self, Input};
 use super::report;
 use super::row::{self, GivenPasswords};
 use super::spill::BucketRows;
@@ -103,16 +94,19 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             "import phase done"
         )
     };
-    let scan = read::scan(job.input, profile.encoding)?;
+    // Approving: the file was hashed when held (the kept copy may differ), not again.
+    let upload = job.approving.as_ref().and_then(|a| a.upload.clone());
+    let scan = read::scan(job.input, profile.encoding, upload.is_none())?;
     phase("scan");
     let id = match &job.approving {
         Some(a) => a.id.clone(),
         None if job.opts.dry_run => "preview".to_string(),
         None => store.new_import_id(started_at)?,
     };
+    let (sha256, bytes) = upload.unwrap_or_else(|| (scan.sha256.unwrap_or_default(), scan.bytes));
     let mut rec = ImportRecord {
-        sha256: scan.sha256.clone(),
-        bytes: scan.bytes,
+        sha256,
+        bytes,
         ..ImportRecord::begun(
             id,
             &tenant.id,
@@ -124,10 +118,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     };
     let state = store.tenant_state(&tenant.id)?;
     if let Some(a) = &job.approving {
-        if let Some((sha256, bytes)) = &a.upload {
-            rec.sha256 = sha256.clone();
-            rec.bytes = *bytes;
-        }
+        (rec.archived_as, rec.report) = (a.archived_as.clone(), a.report.clone());
         if a.version != state.version {
             bail!(
                 "import {} of tenant {} cannot be approved: the directory changed after it was held; upload the file again",
@@ -135,7 +126,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
                 tenant.id
             );
         }
-    } else if state.last_applied_sha256.as_deref() == Some(scan.sha256.as_str()) {
+    } else if state.last_applied_sha256.as_deref() == Some(rec.sha256.as_str()) {
         rec.status = ImportStatus::Duplicate;
         rec.messages.push(
             "the file is identical (same sha256) to the last applied file, so nothing was changed"
@@ -143,12 +134,17 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         );
         // The file moves to the archive like any other: without its passwords.
         let enc = scan.encoding.clone().unwrap_or(scan.fallback);
-        let archive = archive_early(job.tenant, job.input, &mut rec.messages, Reached::Scan(enc));
+        let archive = report::archive_early(
+            job.tenant,
+            job.input,
+            &mut rec.messages,
+            report::Reached::Scan(enc),
+        );
         return finish(job, rec, &state, Vec::new(), None, archive, Vec::new());
     }
     let enc = match scan.encoding {
         Ok(e) => e,
-        Err(msg) => return fail(job, rec, &state, msg, Reached::Scan(scan.fallback)),
+        Err(msg) => return fail(job, rec, &state, msg, report::Reached::Scan(scan.fallback)),
     };
     rec.encoding = enc.name().to_string();
     let (text, delim) = read::with_delimiter(read::text(job.input, enc)?, profile.delimiter)?;
@@ -162,21 +158,21 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         Ok(true) => {}
         Ok(false) => {
             let msg = "the file is empty".into();
-            return fail(job, rec, &state, msg, Reached::Text(enc, delim));
+            return fail(job, rec, &state, msg, report::Reached::Text(enc, delim));
         }
         Err(e) => {
             let msg = format!("{e:#}");
-            return fail(job, rec, &state, msg, Reached::Text(enc, delim));
+            return fail(job, rec, &state, msg, report::Reached::Text(enc, delim));
         }
     }
     let headers: Vec<String> = record.iter().map(bounds::header_text).collect();
     drop(record); // a header line can be as large as the file: keep only the cut names
     let map = match row::map_columns(&headers, tenant) {
         Ok(m) => m,
-        Err(msg) => return fail(job, rec, &state, msg, Reached::Text(enc, delim)),
+        Err(msg) => return fail(job, rec, &state, msg, report::Reached::Text(enc, delim)),
     };
     let password_col = map.password.map(|i| map.cols[i].index);
-    let mapped = Reached::Header(enc, delim, password_col);
+    let mapped = report::Reached::Header(enc, delim, password_col);
     // The second pass over the file: failure report and password-blanked archive copy.
     let input = job.input;
     let report_and_archive = |skips: &HashMap<u64, String>| {
@@ -431,83 +427,13 @@ fn fail(
     mut rec: ImportRecord,
     state: &crate::store::TenantState,
     msg: String,
-    reached: Reached,
+    reached: report::Reached,
 ) -> Result<Done> {
     rec.status = ImportStatus::Error;
     rec.errors = 1;
     rec.messages.insert(0, msg);
-    let archive = archive_early(job.tenant, job.input, &mut rec.messages, reached);
+    let archive = report::archive_early(job.tenant, job.input, &mut rec.messages, reached);
     finish(job, rec, state, Vec::new(), None, archive, Vec::new())
-}
-
-/// How far a run that ends early read the file.
-#[derive(Clone, Copy)]
-enum Reached {
-    /// Only scanned: read it with this encoding, guess the delimiter.
-    Scan(Enc),
-    /// Decoded with this encoding and delimiter; the header is not mapped.
-    Text(Enc, u8),
-    /// The header is mapped; the file column of the password, if any.
-    Header(Enc, u8, Option<usize>),
-}
-
-/// The password-blanked copy to archive in place of the original, for a run that ends early
-/// (see the module doc); `None` archives the original bytes.
-fn archive_early(
-    tenant: &Tenant,
-    input: Input<'_>,
-    messages: &mut Vec<String>,
-    reached: Reached,
-) -> Option<Vec<u8>> {
-    let profile = &tenant.import;
-    let (enc, delim, col) = match reached {
-        Reached::Header(_, _, None) => return None,
-        Reached::Header(e, d, Some(c)) => (e, Some(d), Some(c)),
-        Reached::Text(e, d) => (e, Some(d), None),
-        Reached::Scan(e) => (e, None, None),
-    };
-    let header = match (col, profile.columns.get("password")) {
-        (Some(_), _) => None,
-        (None, Some(h)) => Some(h.as_str()),
-        (None, None) if profile.columns.is_empty() => Some("password"),
-        // The profile maps no password: the file has no password field to leak.
-        (None, None) => return None,
-    };
-    let copy = || -> Result<Option<Vec<u8>>> {
-        let delim = match delim {
-            Some(d) => d,
-            None => read::with_delimiter(read::text(input, enc)?, profile.delimiter)?.1,
-        };
-        let empty = HashMap::new();
-        let want = report::Want {
-            skips: &empty,
-            password_col: col,
-            password_header: header,
-            keep_col: None,
-        };
-        Ok(report::write(input, enc, delim, &want)?.1)
-    };
-    match copy() {
-        Ok(c) => c,
-        Err(e) => {
-            messages.push(format!(
-                "the archived file could not be checked for passwords, so it is archived as uploaded: {e:#}"
-            ));
-            None
-        }
-    }
-}
-
-/// The copy to archive of a file that is not imported at all (see
-/// [`crate::import::password_free_copy`]).
-pub fn unread_copy(
-    tenant: &Tenant,
-    input: Input<'_>,
-    messages: &mut Vec<String>,
-) -> Result<Option<Vec<u8>>> {
-    let scan = read::scan(input, tenant.import.encoding)?;
-    let enc = scan.encoding.clone().unwrap_or(scan.fallback);
-    Ok(archive_early(tenant, input, messages, Reached::Scan(enc)))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -532,7 +458,7 @@ fn finish(
     )
 }
 
-/// Commits the record (and staged buckets) unless this is a dry run.
+/// Commits the record, complete (see `filing`), and the staged buckets unless this is a dry run.
 #[allow(clippy::too_many_arguments)]
 fn finish_with(
     job: Job<'_>,
@@ -546,7 +472,11 @@ fn finish_with(
 ) -> Result<Done> {
     rec.finished_at = Utc::now();
     bounds::bound_messages(&mut rec.messages);
+    let report_csv = report_csv.or_else(|| report::for_failed_run(&rec));
     if !job.opts.dry_run {
+        if let Some(f) = &job.opts.filing {
+            f.complete(&mut rec, report_csv.as_deref(), archive_copy.as_deref())?;
+        }
         let applied = matches!(rec.status, ImportStatus::Success | ImportStatus::Partial);
         let commit = Commit {
             tenant: job.tenant.id.clone(),

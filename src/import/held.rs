@@ -1,8 +1,11 @@
 //! Held runs: what a run that is held keeps in the store for `approve`, and approving it.
 //!
 //! Data enters from the engine when the `max_missing_percent` hold stops a run ([`plan_bytes`]:
-//! the plan to store) and from `import::approve` ([`approve`]: the stored plan, run again
-//! through the engine as an [`Approving`] job). A held plan is a JSON [`HeldPlan`] header and the
+//! the plan to store) and leaves to `import::approve` ([`load`]: the stored plan as a
+//! [`HeldRun`], which `approve` runs again through the engine as an [`Approving`] job; that
+//! commits the held record completed in place, keeping where the intake filed the held file and
+//! report; the intake runs it on the tenant's queue). This module calls no engine code, so the
+//! engine → held arrow is the only one. A held plan is a JSON [`HeldPlan`] header and the
 //! file. No plaintext password waits in the store: with a password column the file is kept
 //! with those cells blank (a row that does not line up with the header keeps only its key cell,
 //! so it still marks its user present), plus a [`KeptPassword`] per row: its keyed fingerprint
@@ -10,15 +13,13 @@
 //! run exactly as approving would.
 
 use super::apply::run_plan;
-use super::engine::{execute, Job};
 use super::plan::Ctx;
 use super::read::{Enc, Input};
 use super::report;
 use super::row::{self, GivenPasswords};
 use super::spill::BucketRows;
-use super::{ImportOutcome, RunOptions};
 use crate::config::Tenant;
-use crate::store::{Store, TenantState};
+use crate::store::{Blob, Store, TenantState};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,9 @@ pub struct Approving {
     pub upload: Option<(String, u64)>,
     /// The passwords the held run kept (fingerprints and hashes, never plaintext).
     pub passwords: GivenPasswords,
+    /// Where the intake filed the held run's file and report: the approved record keeps them.
+    pub archived_as: Option<String>,
+    pub report: Option<String>,
 }
 
 /// Header of a held plan in the store; the file follows it, with its password cells blank when
@@ -177,8 +181,21 @@ fn tenant_json(tenant: &Tenant) -> Result<serde_json::Value> {
     Ok(v)
 }
 
-/// Applies a held plan (see `import::approve`).
-pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<ImportOutcome> {
+/// A held run loaded for approval: the profile and file it was held with, and what the
+/// engine needs to complete it (see `import::approve`, which runs it).
+pub struct HeldRun {
+    /// The tenant's profile as it was when the run was held.
+    pub tenant: Tenant,
+    pub file: String,
+    pub received_at: DateTime<Utc>,
+    /// The stored plan; the kept file is `plan[file_at..]`.
+    pub plan: Blob,
+    pub file_at: usize,
+    pub approving: Approving,
+}
+
+/// Loads the held plan `import_id` of the tenant for approval.
+pub fn load(store: &Store, tenant: &Tenant, import_id: &str) -> Result<HeldRun> {
     let Some(blob) = store.held_plan(&tenant.id, import_id)? else {
         bail!("tenant {} has no held import {import_id}", tenant.id);
     };
@@ -196,17 +213,12 @@ pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<Import
         .with_context(|| format!("the held plan {import_id} is damaged"))?;
     let held_tenant: Tenant = serde_json::from_value(held.tenant)
         .with_context(|| format!("the profile in held plan {import_id} is damaged"))?;
-    let bytes = &blob[4 + len..];
-    let opts = RunOptions {
-        received_at: held.received_at,
-        ..Default::default()
-    };
-    // The held run's file was already filed away by the intake: keep where.
-    let filed = store
+    // The held run's file was already filed away by the intake: the record keeps where.
+    let (archived_as, report) = store
         .import(&tenant.id, import_id)?
-        .map(|r| (r.archived_as, r.report));
-    let mut job = Job::new(store, &held_tenant, &held.file, Input::Bytes(bytes), &opts);
-    job.approving = Some(Approving {
+        .map(|r| (r.archived_as, r.report))
+        .unwrap_or_default();
+    let approving = Approving {
         id: import_id.to_string(),
         version: held.version,
         upload: held.sha256.zip(held.bytes),
@@ -216,14 +228,15 @@ pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<Import
             .map(|p| p.to_given())
             .collect::<Result<_>>()
             .with_context(|| format!("the passwords of held plan {import_id} are damaged"))?,
-    });
-    let mut outcome = execute(job)?.outcome;
-    if let Some((archived_as, report)) = filed {
-        if archived_as.is_some() || report.is_some() {
-            outcome.record.archived_as = archived_as;
-            outcome.record.report = report;
-            store.record_import(&outcome.record)?;
-        }
-    }
-    Ok(outcome)
+        archived_as,
+        report,
+    };
+    Ok(HeldRun {
+        tenant: held_tenant,
+        file: held.file,
+        received_at: held.received_at,
+        plan: blob,
+        file_at: 4 + len,
+        approving,
+    })
 }

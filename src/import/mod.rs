@@ -4,10 +4,12 @@
 //! Data enters as a file path or bytes plus the tenant's [`Tenant`] profile; it leaves as an
 //! [`ImportOutcome`]: the history record (already committed to the store together with every
 //! user change, and flushed), the failure report CSV, and a password-blanked copy for the
-//! archive. The intake decides names and folders and moves files; this module only produces
-//! bytes. Stages, one file each: `read` (encoding, delimiter, csv), `fields` (the field table),
-//! `row` (mapping and validation), `plan` (merging a bucket), `apply` (parallel passes,
-//! staging), `report` (failure report, archive copy), `engine` (the run from start to end).
+//! archive. The intake decides names and folders before the run and moves files; the engine
+//! writes those names into the record it commits, so the record is written once, complete
+//! (`filing`). Stages, one file each: `read` (encoding, delimiter, csv), `fields` (the field
+//! table), `row` (mapping and validation), `plan` (merging a bucket), `apply` (parallel passes,
+//! staging), `report` (failure report, archive copy), `filing` (archive names, staged
+//! outputs), `engine` (the run from start to end).
 //!
 //! Decisions where the contract is silent:
 //! - Row numbers count the header as row 1, so the first data row is row 2 (as a spreadsheet
@@ -30,6 +32,7 @@ mod apply;
 mod bounds;
 mod engine;
 pub mod fields;
+mod filing;
 mod held;
 mod parse;
 mod plan;
@@ -39,6 +42,7 @@ mod row;
 mod spill;
 
 pub use crate::store::{ImportRecord, ImportStatus};
+pub use filing::{staged, ArchivePlan, Filing};
 pub use plan::{Change, Counts, FieldChange};
 
 use crate::config::Tenant;
@@ -60,6 +64,10 @@ pub struct RunOptions {
     /// Bytes of packed rows kept in memory; the rest wait in a temporary file (64 MiB by
     /// default; see `spill`).
     pub row_memory: usize,
+    /// Set by the intake: where the run will be filed. The committed record then names its
+    /// archived file and report, and the outputs are staged in the claim folder before the
+    /// commit (see `filing`). `None`: the record names no archive.
+    pub filing: Option<Filing>,
 }
 
 impl Default for RunOptions {
@@ -69,6 +77,7 @@ impl Default for RunOptions {
             dry_run: false,
             progress: None,
             row_memory: spill::DEFAULT_BUDGET,
+            filing: None,
         }
     }
 }
@@ -78,6 +87,7 @@ impl std::fmt::Debug for RunOptions {
         f.debug_struct("RunOptions")
             .field("received_at", &self.received_at)
             .field("dry_run", &self.dry_run)
+            .field("filing", &self.filing)
             .finish()
     }
 }
@@ -133,7 +143,13 @@ pub fn password_free_copy(
     path: &Path,
     messages: &mut Vec<String>,
 ) -> Result<Option<Vec<u8>>> {
-    engine::unread_copy(tenant, read::Input::Path(path), messages)
+    report::unread_copy(tenant, read::Input::Path(path), messages)
+}
+
+/// The failure report of a run that failed as a whole (one line per message of an `error`
+/// record; see `report`), for the records the intake writes itself.
+pub fn failed_run_report(record: &ImportRecord) -> Option<Vec<u8>> {
+    report::for_failed_run(record)
 }
 
 /// Imports bytes named `file_name`.
@@ -183,5 +199,20 @@ pub fn preview_bytes(
 
 /// Applies a held run exactly as planned; the held record becomes `success` or `partial`.
 pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<ImportOutcome> {
-    held::approve(store, tenant, import_id)
+    let held::HeldRun {
+        tenant: held_tenant,
+        file,
+        received_at,
+        plan,
+        file_at,
+        approving,
+    } = held::load(store, tenant, import_id)?;
+    let opts = RunOptions {
+        received_at,
+        ..Default::default()
+    };
+    let input = read::Input::Bytes(&plan[file_at..]);
+    let mut job = engine::Job::new(store, &held_tenant, &file, input, &opts);
+    job.approving = Some(approving);
+    Ok(engine::execute(job)?.outcome)
 }

@@ -1,4 +1,4 @@
-//! Reading a file: one scan for sha256, size and encoding; then a decoded UTF-8 stream, a
+//! Reading a file: one scan for sha256 (skipped when the caller knows it), size and encoding; then a decoded UTF-8 stream, a
 //! quote-aware delimiter guess, and a `csv` reader over it.
 //!
 //! Data enters as bytes in memory or a path (read in 1 MiB chunks, never whole) and leaves as
@@ -55,7 +55,8 @@ impl Enc {
 /// Facts gathered by one pass over the bytes.
 #[derive(Debug, Clone)]
 pub struct Scan {
-    pub sha256: String,
+    /// Hex sha256 of the bytes, when asked for.
+    pub sha256: Option<String>,
     pub bytes: u64,
     /// The encoding to decode with, or a sentence saying why the file cannot be decoded.
     pub encoding: Result<Enc, String>,
@@ -65,10 +66,12 @@ pub struct Scan {
     pub fallback: Enc,
 }
 
-/// Hashes the file and decides its encoding (BOM, else valid UTF-8, else Windows-1252).
-pub fn scan(input: Input<'_>, setting: EncodingSetting) -> Result<Scan> {
+/// Measures the file, hashes it when `hash` (a run hashes its file once: a held run's approval
+/// and a file only archived do not), and decides its encoding (BOM, else valid UTF-8, else
+/// Windows-1252).
+pub fn scan(input: Input<'_>, setting: EncodingSetting, hash: bool) -> Result<Scan> {
     let mut r = input.open()?;
-    let mut sha = Sha256::new();
+    let mut sha = hash.then(Sha256::new);
     let mut buf = vec![0u8; 1 << 20];
     let mut head: Vec<u8> = Vec::new();
     // The start of a character split by the end of the previous read stays at the front of
@@ -83,7 +86,9 @@ pub fn scan(input: Input<'_>, setting: EncodingSetting) -> Result<Scan> {
             break;
         }
         let chunk = &buf[keep..keep + n];
-        sha.update(chunk);
+        if let Some(sha) = sha.as_mut() {
+            sha.update(chunk);
+        }
         total += n as u64;
         if head.len() < 4 {
             head.extend_from_slice(&chunk[..chunk.len().min(4 - head.len())]);
@@ -149,7 +154,7 @@ pub fn scan(input: Input<'_>, setting: EncodingSetting) -> Result<Scan> {
         _ => Enc::Windows1252,
     };
     Ok(Scan {
-        sha256: hex::encode(sha.finalize()),
+        sha256: sha.map(|sha| hex::encode(sha.finalize())),
         bytes: total,
         encoding,
         fallback,
@@ -337,12 +342,12 @@ mod tests {
         use crate::config::EncodingSetting;
         let mut bytes = vec![b'a'; (1 << 20) - 1];
         bytes.extend_from_slice("é;b\n".as_bytes());
-        let scan = super::scan(Input::Bytes(&bytes), EncodingSetting::Auto).unwrap();
+        let scan = super::scan(Input::Bytes(&bytes), EncodingSetting::Auto, true).unwrap();
         assert_eq!(scan.encoding, Ok(Enc::Utf8));
         // A character cut off at the very end is not UTF-8.
         bytes.truncate(bytes.len() - 4);
         assert_eq!(bytes.last(), Some(&0xC3));
-        let scan = super::scan(Input::Bytes(&bytes), EncodingSetting::Auto).unwrap();
+        let scan = super::scan(Input::Bytes(&bytes), EncodingSetting::Auto, true).unwrap();
         assert_eq!(scan.encoding, Ok(Enc::Windows1252));
     }
 
@@ -357,7 +362,7 @@ mod tests {
 
     #[test]
     fn decodes_windows_1252_and_utf16() {
-        let s = scan(Input::Bytes(b"J\xfcrgen;x\n"), EncodingSetting::Auto).ok();
+        let s = scan(Input::Bytes(b"J\xfcrgen;x\n"), EncodingSetting::Auto, true).ok();
         assert_eq!(s.map(|s| s.encoding), Some(Ok(Enc::Windows1252)));
         let mut out = String::new();
         let r = text(Input::Bytes(b"J\xfcrgen"), Enc::Windows1252);
@@ -367,7 +372,7 @@ mod tests {
             .into_iter()
             .chain("a\tb\n".encode_utf16().flat_map(|u| u.to_le_bytes()))
             .collect();
-        let s = scan(Input::Bytes(&utf16), EncodingSetting::Auto).ok();
+        let s = scan(Input::Bytes(&utf16), EncodingSetting::Auto, true).ok();
         assert_eq!(s.map(|s| s.encoding), Some(Ok(Enc::Utf16Le)));
         let mut out = String::new();
         let r = text(Input::Bytes(&utf16), Enc::Utf16Le);

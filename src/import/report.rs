@@ -1,11 +1,30 @@
-//! The failure report (design.md §6) and the archived copy with password cells blanked.
+//! The failure report (design.md §6) and the archived copy with password cells blanked: the
+//! one place either is built (the engine, the held plan and the intake all call here).
 //!
-//! Data enters as a second streaming pass over the same file (same encoding and delimiter) and
-//! the skip reasons by row number; it leaves as bytes: the report CSV (a `row` column, the
-//! original columns, a `reason` column; same delimiter; UTF-8 with BOM; cells starting with
-//! `= + - @`, TAB or CR prefixed with `'` (OWASP's list); password cells blank) and, when the
-//! file has a password column, the whole file re-written with that column blank (UTF-8, same
-//! delimiter).
+//! A run that failed as a whole (not CSV, empty, undecodable, wrong date, too large) has no rows
+//! to report; its report ([`for_failed_run`]) is one line per message of its record, so the
+//! tenant still gets a file that says what to fix.
+//!
+//! For the rows, data enters as a second streaming pass over the same file (same encoding and
+//! delimiter) and the skip reasons by row number; it leaves as bytes: the report CSV (a `row`
+//! column, the original columns, a `reason` column; same delimiter; UTF-8 with BOM; cells
+//! starting with `= + - @`, TAB or CR prefixed with `'` (OWASP's list); password cells blank)
+//! and, when the file has a password column, the whole file re-written with that column blank
+//! (UTF-8, same delimiter).
+//!
+//! The archive copy of a run that ends early ([`archive_early`]; also of a file the intake
+//! refuses unread by `only_today`, [`unread_copy`]) is a decision where the contract is silent
+//! (design.md §4 and §6 say password plaintext is never archived, and the file must not be lost
+//! otherwise): a run that stops before the header is mapped (undecodable file such as NUL
+//! bytes, header unreadable, required column missing) or finds a duplicate still blanks
+//! passwords when the profile could map a password column (`columns` has `password`, or
+//! `columns` is empty and a header is literally `password`). The file is read best-effort (its
+//! encoding, or when it cannot be decoded [`read::Scan::fallback`], which decodes any bytes),
+//! the delimiter is set or guessed as for a run, and the column whose header matches loosely
+//! ([`same_header`]: trimmed, case-insensitive, NULs ignored) is blanked in every row (rows
+//! that do not line up with the header are blanked whole, see below). With no such column the
+//! original bytes are archived (nothing to leak). Only when the file cannot be read at all is
+//! the original archived unchecked, and the record says so.
 //!
 //! The report is bounded by the file: each cell is cut to `MAX_CELL_BYTES` and each
 //! reason to `MAX_MESSAGE_CHARS` (ending in `…`), and once the report is larger than
@@ -20,6 +39,8 @@
 
 use super::bounds::{cut, cut_bytes, MAX_CELL_BYTES, MAX_MESSAGE_CHARS};
 use super::read::{self, Enc, Input};
+use super::{ImportRecord, ImportStatus};
+use crate::config::Tenant;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 
@@ -104,6 +125,92 @@ fn report_row<'c>(
     out.push_field(&safe_cell(last));
     w.write_byte_record(&out)?;
     Ok(())
+}
+
+/// How far a run that ends early read the file.
+#[derive(Clone, Copy)]
+pub enum Reached {
+    /// Only scanned: read it with this encoding, guess the delimiter.
+    Scan(Enc),
+    /// Decoded with this encoding and delimiter; the header is not mapped.
+    Text(Enc, u8),
+    /// The header is mapped; the file column of the password, if any.
+    Header(Enc, u8, Option<usize>),
+}
+
+/// The password-blanked copy to archive in place of the original, for a run that ends early
+/// (see the module doc); `None` archives the original bytes.
+pub fn archive_early(
+    tenant: &Tenant,
+    input: Input<'_>,
+    messages: &mut Vec<String>,
+    reached: Reached,
+) -> Option<Vec<u8>> {
+    let profile = &tenant.import;
+    let (enc, delim, col) = match reached {
+        Reached::Header(_, _, None) => return None,
+        Reached::Header(e, d, Some(c)) => (e, Some(d), Some(c)),
+        Reached::Text(e, d) => (e, Some(d), None),
+        Reached::Scan(e) => (e, None, None),
+    };
+    let header = match (col, profile.columns.get("password")) {
+        (Some(_), _) => None,
+        (None, Some(h)) => Some(h.as_str()),
+        (None, None) if profile.columns.is_empty() => Some("password"),
+        // The profile maps no password: the file has no password field to leak.
+        (None, None) => return None,
+    };
+    let copy = || -> Result<Option<Vec<u8>>> {
+        let delim = match delim {
+            Some(d) => d,
+            None => read::with_delimiter(read::text(input, enc)?, profile.delimiter)?.1,
+        };
+        let empty = HashMap::new();
+        let want = Want {
+            skips: &empty,
+            password_col: col,
+            password_header: header,
+            keep_col: None,
+        };
+        Ok(write(input, enc, delim, &want)?.1)
+    };
+    match copy() {
+        Ok(c) => c,
+        Err(e) => {
+            messages.push(format!(
+                "the archived file could not be checked for passwords, so it is archived as uploaded: {e:#}"
+            ));
+            None
+        }
+    }
+}
+
+/// The copy to archive of a file that is not imported at all (see
+/// [`crate::import::password_free_copy`]): scanned for its encoding only (not hashed).
+pub fn unread_copy(
+    tenant: &Tenant,
+    input: Input<'_>,
+    messages: &mut Vec<String>,
+) -> Result<Option<Vec<u8>>> {
+    let scan = read::scan(input, tenant.import.encoding, false)?;
+    let enc = scan.encoding.clone().unwrap_or(scan.fallback);
+    Ok(archive_early(tenant, input, messages, Reached::Scan(enc)))
+}
+
+/// The report of a run that failed as a whole (see the module doc): `row,reason` and one line
+/// per message, UTF-8 with BOM, CRLF. `None` unless the record is an `error` with messages.
+pub fn for_failed_run(record: &ImportRecord) -> Option<Vec<u8>> {
+    if record.status != ImportStatus::Error || record.messages.is_empty() {
+        return None;
+    }
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(BOM.to_vec());
+    w.write_record(["row", "reason"]).ok()?;
+    for m in &record.messages {
+        w.write_record(["", m.as_str()]).ok()?;
+    }
+    w.into_inner().ok()
 }
 
 /// (failure report, archive copy).
@@ -221,6 +328,21 @@ mod tests {
         assert!(!same_header(b"Passwords", "password"));
         assert!(!same_header(b"Pass word", "password"));
         assert!(!same_header(b"", "password"));
+    }
+
+    #[test]
+    fn a_failed_run_reports_its_messages() {
+        let now = chrono::Utc::now();
+        let mut r = ImportRecord::begun("1".into(), "t", "u.csv", ImportStatus::Error, now, now);
+        assert_eq!(for_failed_run(&r), None);
+        r.messages = vec!["the file is empty".into(), "a, \"b\"".into()];
+        let out = for_failed_run(&r).unwrap();
+        assert_eq!(
+            out,
+            b"\xEF\xBB\xBFrow,reason\r\n,the file is empty\r\n,\"a, \"\"b\"\"\"\r\n"
+        );
+        r.status = ImportStatus::Partial;
+        assert_eq!(for_failed_run(&r), None);
     }
 
     #[test]

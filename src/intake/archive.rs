@@ -1,6 +1,7 @@
 //! Filing a run's file away: `processed/`, `errors/` or `bak/` in the tenant home, named
 //! `NAME.<UTC timestamp>.csv`, plus the failure report `NAME.<UTC timestamp>.report.csv`; and the
-//! daily retention sweep of those folders.
+//! daily retention sweep of those folders. The names are planned when the run starts ([`plan`])
+//! and committed in its record by the engine; filing then writes exactly those names.
 //!
 //! Decisions: a `held` file goes to `processed/` (the store keeps the held plan and its bytes for
 //! `roster approve`); with `archive = "bak"` the file and its report both go to `bak/`. An
@@ -14,22 +15,13 @@
 
 use super::nofollow;
 use crate::config::{Archive, ImportProfile};
-use crate::store::ImportStatus;
+use crate::import::ArchivePlan;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Where a run's file and report go, relative to the tenant home.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArchivePlan {
-    /// e.g. `processed/users.20261121T073000Z.csv`
-    pub file: String,
-    /// e.g. `errors/users.20261121T073000Z.report.csv`
-    pub report: Option<String>,
-}
 
 /// `users.csv` → `users`; names without a `.csv` ending are kept whole.
 fn stem(name: &str) -> &str {
@@ -41,19 +33,14 @@ fn stem(name: &str) -> &str {
     }
 }
 
-/// Chooses archive names for a run that finished at `at`, avoiding names already taken.
-pub fn plan(
-    home: &Path,
-    profile: &ImportProfile,
-    name: &str,
-    status: ImportStatus,
-    has_report: bool,
-    at: DateTime<Utc>,
-) -> ArchivePlan {
-    let (folder, report_folder) = match (profile.archive, status) {
-        (Archive::Bak, _) => ("bak", "bak"),
-        (Archive::Processed, ImportStatus::Error | ImportStatus::Missing) => ("errors", "errors"),
-        (Archive::Processed, _) => ("processed", "errors"),
+/// Chooses the archive names of a run of `name` starting at `at`, before the run, so the
+/// engine commits them in its record (see `import::Filing`): one timestamp tag for the file
+/// (in its folder for either outcome) and the report, the first tag none of those names has
+/// taken (`T`, `T-2`, …).
+pub fn plan(home: &Path, profile: &ImportProfile, name: &str, at: DateTime<Utc>) -> ArchivePlan {
+    let (kept, failed, reports) = match profile.archive {
+        Archive::Bak => ("bak", "bak", "bak"),
+        Archive::Processed => ("processed", "errors", "errors"),
     };
     let stamp = at.format("%Y%m%dT%H%M%SZ").to_string();
     let base = stem(name);
@@ -64,14 +51,14 @@ pub fn plan(
         } else {
             format!("{stamp}-{n}")
         };
-        let file = format!("{folder}/{base}.{tag}.csv");
-        let report = format!("{report_folder}/{base}.{tag}.report.csv");
+        let plan = ArchivePlan {
+            kept: format!("{kept}/{base}.{tag}.csv"),
+            failed: format!("{failed}/{base}.{tag}.csv"),
+            report: format!("{reports}/{base}.{tag}.report.csv"),
+        };
         let taken = |rel: &str| home.join(rel).symlink_metadata().is_ok();
-        if !taken(&file) && !taken(&report) {
-            return ArchivePlan {
-                file,
-                report: has_report.then_some(report),
-            };
+        if !taken(&plan.kept) && !taken(&plan.failed) && !taken(&plan.report) {
+            return plan;
         }
         n += 1;
     }
@@ -234,35 +221,29 @@ mod tests {
 
     #[test]
     fn names_by_status_and_setting() {
+        use crate::import::ImportStatus;
         let dir = tempfile::tempdir().unwrap();
         let at = DateTime::parse_from_rfc3339("2026-11-21T07:30:00Z")
             .unwrap()
             .with_timezone(&Utc);
         let mut p = ImportProfile::default();
-        let a = plan(dir.path(), &p, "users.csv", ImportStatus::Partial, true, at);
-        assert_eq!(a.file, "processed/users.20261121T073000Z.csv");
+        let a = plan(dir.path(), &p, "users.csv", at).names(ImportStatus::Partial, true);
+        assert_eq!(a.0, "processed/users.20261121T073000Z.csv");
         assert_eq!(
-            a.report.as_deref(),
+            a.1.as_deref(),
             Some("errors/users.20261121T073000Z.report.csv")
         );
-        let e = plan(dir.path(), &p, "users.csv", ImportStatus::Error, false, at);
-        assert_eq!(e.file, "errors/users.20261121T073000Z.csv");
-        assert_eq!(e.report, None);
-        write_file(dir.path(), &e.file, b"x").unwrap();
-        let again = plan(dir.path(), &p, "users.csv", ImportStatus::Error, false, at);
-        assert_eq!(again.file, "errors/users.20261121T073000Z-2.csv");
+        let e = plan(dir.path(), &p, "users.csv", at).names(ImportStatus::Error, false);
+        assert_eq!(e.0, "errors/users.20261121T073000Z.csv");
+        assert_eq!(e.1, None);
+        write_file(dir.path(), &e.0, b"x").unwrap();
+        let again = plan(dir.path(), &p, "users.csv", at).names(ImportStatus::Error, false);
+        assert_eq!(again.0, "errors/users.20261121T073000Z-2.csv");
         p.archive = Archive::Bak;
-        let b = plan(
-            dir.path(),
-            &p,
-            "export.txt",
-            ImportStatus::Success,
-            true,
-            at,
-        );
-        assert_eq!(b.file, "bak/export.txt.20261121T073000Z.csv");
+        let b = plan(dir.path(), &p, "export.txt", at).names(ImportStatus::Success, true);
+        assert_eq!(b.0, "bak/export.txt.20261121T073000Z.csv");
         assert_eq!(
-            b.report.as_deref(),
+            b.1.as_deref(),
             Some("bak/export.txt.20261121T073000Z.report.csv")
         );
     }

@@ -6,7 +6,9 @@
 //! import one file name of one tenant, put on that tenant's queue: one worker per tenant runs
 //! its requests one at a time in arrival order, and a semaphore bounds how many tenants import
 //! at once (the number of cores). A request for a name already waiting is merged into it, so
-//! several sessions or triggers never start two imports of one file. Each run (see `run`)
+//! several sessions or triggers never start two imports of one file. Approving a held run (the
+//! admin API's `approve`) is a request on the same queue, so every import that changes a
+//! directory runs here, one per tenant at a time. Each run (see `run`)
 //! leaves a history record, an archived file and a queued mail. A run starts by claiming its
 //! file (`claim`); every step in a tenant home goes through folder handles that never follow a
 //! link (`nofollow`); leftovers of a killed process are cleaned at start (`cleanup`).
@@ -87,6 +89,11 @@ enum Request {
     Scheduled,
     /// `run-now`: import what is there now; answer with the records.
     Now(tokio::sync::oneshot::Sender<Vec<ImportRecord>>),
+    /// `approve`: apply this held run; answer with its record, or why it was not applied.
+    Approve(
+        String,
+        tokio::sync::oneshot::Sender<anyhow::Result<ImportRecord>>,
+    ),
 }
 
 /// The running intake. Cloning is cheap.
@@ -187,6 +194,19 @@ impl Intake {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.request(tenant, Request::Now(tx));
         rx.await.unwrap_or_default()
+    }
+
+    /// Applies the held run `import_id` of the tenant, after whatever is queued (like every
+    /// import: on the tenant's queue, under the import semaphore). `None` when the request was
+    /// dropped unrun (the intake is stopping, or the tenant is no longer configured).
+    pub async fn approve(
+        &self,
+        tenant: &str,
+        import_id: &str,
+    ) -> Option<anyhow::Result<ImportRecord>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.request(tenant, Request::Approve(import_id.to_string(), tx));
+        rx.await.ok()
     }
 
     /// The imports running now, by tenant.
@@ -373,6 +393,9 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) {
             }
             let _ = reply.send(records);
         }
+        Request::Approve(id, reply) => {
+            let _ = reply.send(run::approve_held(shared, tenant, &id));
+        }
     }
 }
 
@@ -436,8 +459,7 @@ fn with_retries(tenant: &str, what: &str, mut f: impl FnMut() -> anyhow::Result<
 
 fn record_missing(shared: &Shared, tenant: &Tenant) {
     let pattern = FilePattern::new(&tenant.import);
-    let tz: chrono_tz::Tz = tenant.import.timezone.parse().unwrap_or(chrono_tz::UTC);
-    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+    let today = pattern::TenantCalendar::of(&tenant.import).today();
     let expected = if pattern.has_date() {
         pattern.name_for(today)
     } else {

@@ -1,8 +1,35 @@
 //! Which file names a tenant's `file` setting selects: `{date}` in `date_format`, `*` for any
-//! run of characters, everything else literal (compared case-sensitively, like the file system).
+//! run of characters, everything else literal (compared case-sensitively, like the file system);
+//! and the tenant's calendar ([`TenantCalendar`]): what "today" is in its `timezone`, the one
+//! rule used by `only_today`, the `missing` record of a schedule and the admin API's `today`.
 
 use crate::config::ImportProfile;
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
+
+/// A tenant's calendar: its `timezone` (UTC when the name does not parse; config validation
+/// refuses such a name, so that only happens to a profile built in code).
+#[derive(Debug, Clone, Copy)]
+pub struct TenantCalendar {
+    pub zone: chrono_tz::Tz,
+}
+
+impl TenantCalendar {
+    pub fn of(profile: &ImportProfile) -> TenantCalendar {
+        TenantCalendar {
+            zone: profile.timezone.parse().unwrap_or(chrono_tz::UTC),
+        }
+    }
+
+    /// The tenant's date at the instant `at`.
+    pub fn date_of(&self, at: DateTime<Utc>) -> NaiveDate {
+        at.with_timezone(&self.zone).date_naive()
+    }
+
+    /// The tenant's date now.
+    pub fn today(&self) -> NaiveDate {
+        self.date_of(Utc::now())
+    }
+}
 
 /// A compiled `file` pattern.
 #[derive(Debug, Clone)]
@@ -116,6 +143,30 @@ mod tests {
             ..Default::default()
         };
         FilePattern::new(&p)
+    }
+
+    #[test]
+    fn today_is_the_date_in_the_tenant_zone() {
+        let p = ImportProfile {
+            timezone: "Pacific/Kiritimati".into(),
+            ..Default::default()
+        };
+        let at = DateTime::parse_from_rfc3339("2026-11-21T20:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        // UTC+14: already the 22nd there.
+        assert_eq!(
+            TenantCalendar::of(&p).date_of(at),
+            NaiveDate::from_ymd_opt(2026, 11, 22).unwrap()
+        );
+        let bad = ImportProfile {
+            timezone: "Nowhere/Else".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            TenantCalendar::of(&bad).date_of(at),
+            NaiveDate::from_ymd_opt(2026, 11, 21).unwrap()
+        );
     }
 
     #[test]

@@ -1,5 +1,14 @@
 //! One run, from a file in the tenant root to an archived file, a history record and a queued
-//! mail: claim → (date check) → import → file away → mail.
+//! mail: claim → plan the archive names → (size and date checks) → import, which commits the
+//! record → file away → mail. Also approving a held run ([`approve_held`]), which files nothing.
+//!
+//! A run's record is written once, complete. The archive names (file and report) are planned
+//! before the run (`archive::plan`) and passed to the engine in the run options
+//! (`import::Filing`); the engine sets them in the record it commits and, before that commit,
+//! stages the failure report and the password-free copy in the claim folder. A file refused
+//! here (too large, not today's) gets its record from [`record_refused`], also complete, in one
+//! write with the claim's stamp. Filing then only moves and writes files where the record says;
+//! it never writes the history. Approving keeps the held run's names (see `import::held`).
 //!
 //! Claiming (see `claim`) moves the file out of the tenant's view into
 //! `data/work/<tenant>/<claim id>/NAME`, so a re-upload of the same name during the run is a new
@@ -7,7 +16,8 @@
 //! Before the import the claim is registered in the store (`claim_running`); the engine's commit
 //! stamps it with the import id. A claim folder that survives a crash is finished on restart by
 //! its own id only: if the store has a stamp for *this* claim, that run committed and only the
-//! filing and the mail are redone; otherwise the import runs again (the store applies a run all
+//! filing (to the names in its record, with the outputs it staged) and the mail are redone;
+//! otherwise the import runs again (the store applies a run all
 //! or nothing, so it runs exactly once). Runs of other files, even of the same name and bytes,
 //! never count.
 //!
@@ -17,18 +27,16 @@
 
 use super::archive;
 use super::claim::Claimed;
-use super::pattern::FilePattern;
+use super::pattern::{FilePattern, TenantCalendar};
 use super::{RunProgress, Shared};
 use crate::config::{ReportWhen, Tenant};
-use crate::import::{self, ImportOutcome, RunOptions};
+use crate::import::{self, Filing, ImportOutcome, RunOptions};
 use crate::mail::{compose_report, CsvAttachment, RunSummary};
 use crate::store::{ImportRecord, ImportStatus};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
 
-const REPORT_FILE: &str = ".report.csv";
-const ARCHIVE_FILE: &str = ".archive.csv";
 const MAILED_MARK: &str = ".mailed";
 
 /// The folder of a tenant's claimed files.
@@ -85,7 +93,18 @@ pub fn run_claimed(
     let bytes_total = std::fs::symlink_metadata(claimed)
         .map(|m| m.len())
         .unwrap_or(0);
-    let limit = shared.config.current().server.max_upload_bytes;
+    let config = shared.config.current();
+    // Where the run will be filed, decided now: the record is committed naming it.
+    let filing = Filing {
+        plan: archive::plan(
+            &config.tenant_home(&tenant.id),
+            &tenant.import,
+            &name,
+            Utc::now(),
+        ),
+        outputs: claim.dir().to_path_buf(),
+    };
+    let limit = config.server.max_upload_bytes;
     if bytes_total > limit {
         let msg = format!(
             "{name} is {bytes_total} bytes, over the limit of {limit} bytes (max_upload_bytes); it was not imported and was deleted unread (it cannot be read within the limits to blank its passwords, so it is not kept). Upload a smaller file, or ask the operator to raise the limit."
@@ -100,50 +119,22 @@ pub fn run_claimed(
             received_at,
         )?;
         tracing::warn!(tenant = %tenant.id, file = %name, bytes = bytes_total, limit, "file over max_upload_bytes refused");
-        shared.store.record_claimed(&record, &claim.id)?;
-        let outcome = ImportOutcome {
-            record,
-            report_csv: None,
-            archive_copy: None,
-        };
-        return finish(shared, tenant, claim, outcome);
+        // Never kept: it was not read, so its password cells could not be blanked (design.md §6).
+        return record_refused(shared, tenant, claim, &filing, record, Kept::Nothing);
     }
-    let profile = &tenant.import;
-    let pattern = FilePattern::new(profile);
-    if profile.only_today && pattern.has_date() {
-        let tz: chrono_tz::Tz = profile.timezone.parse().unwrap_or(chrono_tz::UTC);
-        let today = Utc::now().with_timezone(&tz).date_naive();
-        let date = pattern.matches(&name).and_then(|m| m.date);
-        if date != Some(today) {
-            let bytes = std::fs::metadata(claimed).map(|m| m.len()).unwrap_or(0);
-            let found = date
-                .map(|d| d.to_string())
-                .unwrap_or_else(|| "no date".into());
-            let msg = format!(
-                "{name} carries {found}, but only today's file is imported (only_today = true): expected {} for {today} in {}. Upload today's export.",
-                pattern.name_for(today),
-                profile.timezone
-            );
-            let mut record = own_record(
-                shared,
-                &tenant.id,
-                &name,
-                ImportStatus::Error,
-                msg,
-                bytes,
-                received_at,
-            )?;
-            // Not imported, but archived: without its passwords, like any archived file.
-            let archive_copy =
-                crate::import::password_free_copy(tenant, claimed, &mut record.messages)?;
-            shared.store.record_claimed(&record, &claim.id)?;
-            let outcome = ImportOutcome {
-                record,
-                report_csv: None,
-                archive_copy,
-            };
-            return finish(shared, tenant, claim, outcome);
-        }
+    if let Some(msg) = not_today(tenant, &name) {
+        let mut record = own_record(
+            shared,
+            &tenant.id,
+            &name,
+            ImportStatus::Error,
+            msg,
+            bytes_total,
+            received_at,
+        )?;
+        // Not imported, but archived: without its passwords, like any archived file.
+        let copy = import::password_free_copy(tenant, claimed, &mut record.messages)?;
+        return record_refused(shared, tenant, claim, &filing, record, Kept::File(copy));
     }
     let progress = shared.progress.clone();
     let tenant_id = tenant.id.clone();
@@ -166,24 +157,77 @@ pub fn run_claimed(
                 }
             }
         })),
+        filing: Some(filing),
         ..Default::default()
     };
     let outcome = import::run_file(&shared.store, tenant, claimed, &opts);
     super::set_progress(&shared.progress, &tenant.id, None);
     let outcome = outcome.with_context(|| format!("the import of {name} could not run"))?;
-    // Keep the outputs beside the claim until filed, so a crash in between loses nothing.
-    let dir = claimed.parent().unwrap_or(claimed);
-    if let Some(r) = &outcome.report_csv {
-        let _ = std::fs::write(dir.join(REPORT_FILE), r);
-    }
-    if let Some(a) = &outcome.archive_copy {
-        let _ = std::fs::write(dir.join(ARCHIVE_FILE), a);
-    }
     finish(shared, tenant, claim, outcome)
 }
 
-/// Files the claimed file and its report away, records where, queues the mail, drops the claim.
-/// Safe to repeat after a failure: the mail is queued once (a `.mailed` mark in the claim).
+/// With `only_today` and a `{date}` pattern: why `name` is not today's file, if it is not.
+fn not_today(tenant: &Tenant, name: &str) -> Option<String> {
+    let profile = &tenant.import;
+    let pattern = FilePattern::new(profile);
+    if !profile.only_today || !pattern.has_date() {
+        return None;
+    }
+    let today = TenantCalendar::of(profile).today();
+    let date = pattern.matches(name).and_then(|m| m.date);
+    if date == Some(today) {
+        return None;
+    }
+    let found = date
+        .map(|d| d.to_string())
+        .unwrap_or_else(|| "no date".into());
+    Some(format!(
+        "{name} carries {found}, but only today's file is imported (only_today = true): expected {} for {today} in {}. Upload today's export.",
+        pattern.name_for(today),
+        profile.timezone
+    ))
+}
+
+/// What is kept of a file the intake refuses before the engine runs.
+enum Kept {
+    /// Nothing: the file is deleted.
+    Nothing,
+    /// The file is archived: this password-free copy, or the original when `None`.
+    File(Option<Vec<u8>>),
+}
+
+/// Completes a record the intake writes itself (the engine never ran) with its archive names
+/// and failure report, stages the outputs, records it with the claim's stamp (its one write),
+/// and files the run.
+fn record_refused(
+    shared: &Shared,
+    tenant: &Tenant,
+    claim: &Claimed,
+    filing: &Filing,
+    mut record: ImportRecord,
+    kept: Kept,
+) -> anyhow::Result<ImportRecord> {
+    let report_csv = import::failed_run_report(&record);
+    let (keep_file, archive_copy) = match kept {
+        Kept::Nothing => (false, None),
+        Kept::File(copy) => (true, copy),
+    };
+    filing.complete(&mut record, report_csv.as_deref(), archive_copy.as_deref())?;
+    if !keep_file {
+        record.archived_as = None;
+    }
+    shared.store.record_claimed(&record, &claim.id)?;
+    let outcome = ImportOutcome {
+        record,
+        report_csv,
+        archive_copy,
+    };
+    finish(shared, tenant, claim, outcome)
+}
+
+/// Files the claimed file and its report where the committed record says, queues the mail,
+/// drops the claim. Writes nothing to the history: the record was committed complete. Safe to
+/// repeat after a failure: the mail is queued once (a `.mailed` mark in the claim).
 fn finish(
     shared: &Shared,
     tenant: &Tenant,
@@ -192,59 +236,35 @@ fn finish(
 ) -> anyhow::Result<ImportRecord> {
     let claimed = claim.path.as_path();
     let ImportOutcome {
-        mut record,
+        record,
         report_csv,
         archive_copy,
     } = outcome;
-    let report_csv = report_csv.or_else(|| file_level_report(&record));
     // From here on every log line of the run carries its import id (see the `run` span).
     tracing::Span::current().record("import_id", record.id.as_str());
-    let config = shared.config.current();
-    let home = config.tenant_home(&tenant.id);
-    let claim_dir = claimed.parent().unwrap_or(claimed).to_path_buf();
-    let plan = archive::plan(
-        &home,
-        &tenant.import,
-        &record.file,
-        record.status,
-        report_csv.is_some(),
-        Utc::now(),
-    );
-    // A file over the limit is never kept: it was not read, so its password cells could not be
-    // blanked (design.md §6: no plaintext password is archived).
-    let keep_file = record.bytes <= config.server.max_upload_bytes;
-    record.archived_as = keep_file.then(|| plan.file.clone());
-    record.report = plan.report.clone();
+    let home = shared.config.current().tenant_home(&tenant.id);
+    let claim_dir = claim.dir().to_path_buf();
     let mailed = claim_dir.join(MAILED_MARK);
     if !mailed.exists() {
-        queue_mail(
-            shared,
-            tenant,
-            &record,
-            report_csv.as_deref(),
-            plan.report.as_deref(),
-        );
+        let report_name = record.report.as_deref();
+        queue_mail(shared, tenant, &record, report_csv.as_deref(), report_name);
         let _ = std::fs::write(&mailed, b"");
     }
-    if let (Some(rel), Some(bytes)) = (&plan.report, &report_csv) {
+    if let (Some(rel), Some(bytes)) = (&record.report, &report_csv) {
         archive::write_file(&home, rel, bytes)?;
     }
-    if keep_file {
-        archive::file_away(&home, &plan.file, claimed, archive_copy.as_deref())?;
-    } else if let Err(e) = std::fs::remove_file(claimed) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            return Err(anyhow::anyhow!("cannot delete {}: {e}", claimed.display()));
+    match &record.archived_as {
+        Some(rel) => {
+            archive::file_away(&home, rel, claimed, archive_copy.as_deref())?;
+        }
+        None => {
+            if let Err(e) = std::fs::remove_file(claimed) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(anyhow::anyhow!("cannot delete {}: {e}", claimed.display()));
+                }
+            }
         }
     }
-    // Set only where the file went on the stored record: it may have moved on since the run
-    // (a held run approved in the meantime) and must keep its newer status and counts.
-    let mut stored = shared
-        .store
-        .import(&tenant.id, &record.id)?
-        .unwrap_or_else(|| record.clone());
-    stored.archived_as = record.archived_as.clone();
-    stored.report = record.report.clone();
-    shared.store.record_import(&stored)?;
     crate::metrics::import_finished(&record);
     let _ = std::fs::remove_dir_all(&claim_dir);
     if let Err(e) = shared.store.claim_done(&tenant.id, &claim.id) {
@@ -257,23 +277,6 @@ fn finish(
         "run finished"
     );
     Ok(record)
-}
-
-/// A run that failed as a whole (not CSV, empty, undecodable, wrong date) has no rows to
-/// report; its report is one line per message, so the tenant gets a file that says what to fix.
-fn file_level_report(record: &ImportRecord) -> Option<Vec<u8>> {
-    if record.status != ImportStatus::Error || record.messages.is_empty() {
-        return None;
-    }
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::CRLF)
-        .from_writer(b"\xEF\xBB\xBF".to_vec());
-    let mut rows = vec![["row".to_string(), "reason".to_string()]];
-    rows.extend(record.messages.iter().map(|m| [String::new(), m.clone()]));
-    for r in rows {
-        w.write_record(r).ok()?;
-    }
-    w.into_inner().ok()
 }
 
 fn wants_mail(when: ReportWhen, status: ImportStatus) -> bool {
@@ -331,6 +334,50 @@ pub fn queue_mail(
     }
 }
 
+/// Applies a held run (the admin API's `approve`, through the tenant's queue). Its file was
+/// filed when it was held, so nothing is filed or mailed here. Blocking.
+pub fn approve_held(
+    shared: &Shared,
+    tenant: &Tenant,
+    import_id: &str,
+) -> anyhow::Result<ImportRecord> {
+    let span = tracing::info_span!("approve", tenant = %tenant.id, import_id = %import_id);
+    let _enter = span.enter();
+    let record = import::approve(&shared.store, tenant, import_id)?.record;
+    crate::metrics::import_finished(&record);
+    tracing::info!(status = %record.status, deactivated = record.deactivated, deleted = record.deleted, "held import approved");
+    Ok(record)
+}
+
+/// The outcome of a committed run found at recovery: its record as stored, and the outputs it
+/// staged in its claim folder before the commit.
+fn committed_outcome(
+    shared: &Shared,
+    tenant: &Tenant,
+    dir: &Path,
+    mut record: ImportRecord,
+) -> ImportOutcome {
+    let (staged_report, archive_copy) = import::staged(dir);
+    let report_csv = match &record.report {
+        Some(_) => staged_report.or_else(|| import::failed_run_report(&record)),
+        None => None,
+    };
+    let config = shared.config.current();
+    if record.archived_as.is_none() && record.bytes <= config.server.max_upload_bytes {
+        // Committed by a version that named the archive after the commit: file it under a
+        // name planned now (the stored record keeps no name, as that version left it).
+        let home = config.tenant_home(&tenant.id);
+        let plan = archive::plan(&home, &tenant.import, &record.file, Utc::now());
+        record.archived_as = Some(plan.names(record.status, false).0);
+        tracing::warn!(import_id = %record.id, archived_as = ?record.archived_as, "a run committed without archive names is filed under a new name");
+    }
+    ImportOutcome {
+        record,
+        report_csv,
+        archive_copy,
+    }
+}
+
 /// Finishes a claim folder left by an earlier process (or by a failed attempt): exactly the
 /// run of this claim, found by the claim id. Blocking.
 pub fn recover_claim(
@@ -370,19 +417,8 @@ pub fn recover_claim(
             )
         })?;
         tracing::info!(tenant = %tenant.id, file = %name, claim = %claim.id, import_id = %record.id, "finishing a run that was committed before a restart");
-        let report_csv = std::fs::read(dir.join(REPORT_FILE)).ok();
-        let archive_copy = std::fs::read(dir.join(ARCHIVE_FILE)).ok();
-        return finish(
-            shared,
-            tenant,
-            &claim,
-            ImportOutcome {
-                record,
-                report_csv,
-                archive_copy,
-            },
-        )
-        .map(Some);
+        let outcome = committed_outcome(shared, tenant, dir, record);
+        return finish(shared, tenant, &claim, outcome).map(Some);
     }
     tracing::info!(tenant = %tenant.id, file = %name, claim = %claim.id, "importing a file claimed before a restart (its run never committed)");
     run_claimed(shared, tenant, &claim).map(Some)
