@@ -12,6 +12,7 @@ pub mod intake;
 pub mod logs;
 pub mod mail;
 pub mod metrics;
+pub mod model;
 pub mod serve;
 pub mod sftp;
 pub mod store;

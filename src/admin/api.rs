@@ -13,7 +13,7 @@
 use super::{auth, ApiError, AppState};
 use crate::config::{Config, Tenant};
 use crate::intake::pattern::FilePattern;
-use crate::store::{ImportRecord, ImportStatus, User, UserStatus};
+use crate::model::{ImportRecord, ImportStatus, User, UserStatus};
 use axum::body::{Body, HttpBody};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -303,7 +303,7 @@ async fn approve(
         )
     })?;
     crate::metrics::import_finished(&outcome.record);
-    tracing::info!(%tenant, import_id = %id, status = %outcome.record.status, deactivated = outcome.record.deactivated, deleted = outcome.record.deleted, "held import approved");
+    tracing::info!(%tenant, import_id = %id, status = %outcome.record.status, deactivated = outcome.record.counts.deactivated, deleted = outcome.record.counts.deleted, "held import approved");
     json_ok(outcome.record)
 }
 

@@ -27,7 +27,7 @@ use super::filter::{self, Attr, Cond, Filter};
 use super::schemas::{self, ENTERPRISE_SCHEMA, ERROR_SCHEMA, LIST_SCHEMA, USER_SCHEMA};
 use super::{auth, AppState};
 use crate::config::MatchBy;
-use crate::store::{User, UserStatus};
+use crate::model::{User, UserStatus};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};

@@ -8,7 +8,8 @@
 
 use super::plan::{plan_bucket, plan_quiet, survey, BucketPlan, Counts, Ctx};
 use super::spill::BucketRows;
-use crate::store::{Store, TenantState, BUCKETS};
+use crate::model::bucket::BUCKETS;
+use crate::store::{Store, TenantState};
 use anyhow::Result;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;

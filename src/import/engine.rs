@@ -30,7 +30,9 @@ use super::row::{self, GivenPasswords};
 use super::spill::BucketRows;
 use super::{ImportOutcome, RunOptions};
 use crate::config::{MatchBy, OnMissing, Tenant};
-use crate::store::{Commit, ImportRecord, ImportStatus, LedgerEntry, LedgerState, Store, BUCKETS};
+use crate::model::bucket::BUCKETS;
+use crate::model::{ImportRecord, ImportStatus};
+use crate::store::{Commit, LedgerEntry, LedgerState, Store};
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use std::collections::HashMap;
@@ -221,7 +223,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         spilled_bytes = rows.spilled(),
         "row pass done (rows past the memory budget wait in a temporary file)"
     );
-    rec.rows = pass.rows;
+    rec.counts.rows = pass.rows;
     for (_, n) in pass.notes {
         push_msg(&mut rec.messages, &mut dropped, n);
     }
@@ -230,7 +232,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     let file_emails = pass.file_emails;
     let mut conflicts = pass.clashes;
     let pass_fingerprints = pass.fingerprints;
-    if rec.rows == 0 {
+    if rec.counts.rows == 0 {
         return fail(
             job,
             rec,
@@ -278,11 +280,11 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             skips.entry(*l).or_insert_with(|| r.clone());
         }
         rec.status = ImportStatus::Held;
-        rec.skipped = skips.len() as u64;
-        rec.errors = rec.skipped;
+        rec.counts.skipped = skips.len() as u64;
+        rec.counts.errors = rec.counts.skipped;
         match profile.on_missing {
-            OnMissing::Delete => rec.deleted = missing,
-            _ => rec.deactivated = missing,
+            OnMissing::Delete => rec.counts.deleted = missing,
+            _ => rec.counts.deactivated = missing,
         }
         rec.messages.insert(
             0,
@@ -328,14 +330,14 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         skips.entry(l).or_insert(r);
     }
     let c = planned.counts;
-    rec.inserted = c.inserted;
-    rec.updated = c.updated;
-    rec.unchanged = c.unchanged;
-    rec.deactivated = c.deactivated;
-    rec.deleted = c.deleted;
-    rec.restored = c.restored;
-    rec.skipped = skips.len() as u64;
-    rec.errors = rec.skipped;
+    rec.counts.inserted = c.inserted;
+    rec.counts.updated = c.updated;
+    rec.counts.unchanged = c.unchanged;
+    rec.counts.deactivated = c.deactivated;
+    rec.counts.deleted = c.deleted;
+    rec.counts.restored = c.restored;
+    rec.counts.skipped = skips.len() as u64;
+    rec.counts.errors = rec.counts.skipped;
     let applied = c.inserted + c.updated + c.unchanged + c.restored;
     let mut first: Vec<(&u64, &String)> = skips.iter().collect();
     first.sort();
@@ -356,7 +358,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     }
     rec.status = if held.is_some() {
         ImportStatus::Held
-    } else if rec.skipped > 0 {
+    } else if rec.counts.skipped > 0 {
         ImportStatus::Partial
     } else {
         ImportStatus::Success
@@ -408,19 +410,19 @@ fn nothing_imported(
         .map(|(_, r)| r.as_str())
         .unwrap_or("");
     rec.status = ImportStatus::Error;
-    rec.skipped = skips.len() as u64;
-    rec.errors = rec.skipped + 1;
-    rec.inserted = 0;
-    rec.updated = 0;
-    rec.unchanged = 0;
-    rec.restored = 0;
-    rec.deactivated = 0;
-    rec.deleted = 0;
+    rec.counts.skipped = skips.len() as u64;
+    rec.counts.errors = rec.counts.skipped + 1;
+    rec.counts.inserted = 0;
+    rec.counts.updated = 0;
+    rec.counts.unchanged = 0;
+    rec.counts.restored = 0;
+    rec.counts.deactivated = 0;
+    rec.counts.deleted = 0;
     rec.messages.insert(
         0,
         format!(
             "none of the {} rows could be imported, so nothing was changed; the first problem: {first}",
-            rec.rows
+            rec.counts.rows
         ),
     );
     finish(job, rec, state, Vec::new(), report_csv, archive, changes)
@@ -434,7 +436,7 @@ fn fail(
     reached: Reached,
 ) -> Result<Done> {
     rec.status = ImportStatus::Error;
-    rec.errors = 1;
+    rec.counts.errors = 1;
     rec.messages.insert(0, msg);
     let archive = archive_early(job.tenant, job.input, &mut rec.messages, reached);
     finish(job, rec, state, Vec::new(), None, archive, Vec::new())
@@ -574,7 +576,7 @@ fn finish_with(
             return Err(e);
         }
         tracing::info!(tenant = %rec.tenant, file = %rec.file, id = %rec.id, status = %rec.status,
-            rows = rec.rows, inserted = rec.inserted, updated = rec.updated, skipped = rec.skipped,
+            rows = rec.counts.rows, inserted = rec.counts.inserted, updated = rec.counts.updated, skipped = rec.counts.skipped,
             "import finished");
     }
     Ok(Done {

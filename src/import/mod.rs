@@ -38,7 +38,7 @@ mod report;
 mod row;
 mod spill;
 
-pub use crate::store::{ImportRecord, ImportStatus};
+pub use crate::model::{ImportRecord, ImportStatus};
 pub use plan::{Change, Counts, FieldChange};
 
 use crate::config::Tenant;

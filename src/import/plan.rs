@@ -8,7 +8,7 @@
 
 use super::row::{unpack, GivenPasswords, Mapping, PackedRow, RowSeal};
 use crate::config::{Activate, EmptyCells, OnMissing, Tenant};
-use crate::store::{
+use crate::model::packed::{
     bucket_entries, bucket_push, digest_of, field_of, flags_of, status_of, UserRec, FLAG_MANAGED,
     FLAG_MISSING, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE,
 };
@@ -223,10 +223,11 @@ pub fn survey(
         let Some(email) = field_of(v, "email")? else {
             continue;
         };
-        let Some((owner, line)) = file_emails.get(crate::store::fnv64(email.as_bytes())) else {
+        let Some((owner, line)) = file_emails.get(crate::model::bucket::fnv64(email.as_bytes()))
+        else {
             continue;
         };
-        if owner == crate::store::fnv64(k) {
+        if owner == crate::model::bucket::fnv64(k) {
             continue;
         }
         // The stored user keeps this email unless its own row gives it another one.
@@ -544,11 +545,11 @@ fn insert_fast(ctx: &Ctx<'_>, r: &PackedRow<'_>, out: &mut Vec<u8>) -> Result<()
             *slot = v;
         }
     }
-    crate::store::put_varint(out, by_col.iter().filter(|v| v.is_some()).count() as u64);
+    crate::model::packed::put_varint(out, by_col.iter().filter(|v| v.is_some()).count() as u64);
     for (ci, name) in &ctx.map.by_name {
         if let Some(Some(v)) = by_col.get(*ci) {
             out.extend_from_slice(name);
-            crate::store::put_bytes(out, v.as_bytes());
+            crate::model::packed::put_bytes(out, v.as_bytes());
         }
     }
     Ok(())

@@ -14,7 +14,7 @@
 
 use super::nofollow;
 use crate::config::{Archive, ImportProfile};
-use crate::store::ImportStatus;
+use crate::model::ImportStatus;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use std::io::Write;

@@ -22,7 +22,7 @@ use super::{RunProgress, Shared};
 use crate::config::{ReportWhen, Tenant};
 use crate::import::{self, ImportOutcome, RunOptions};
 use crate::mail::{compose_report, CsvAttachment, RunSummary};
-use crate::store::{ImportRecord, ImportStatus};
+use crate::model::{Counts, ImportRecord, ImportStatus};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
@@ -63,7 +63,10 @@ pub fn own_record(
     let id = shared.store.new_import_id(now)?;
     Ok(ImportRecord {
         bytes,
-        errors: u64::from(status == ImportStatus::Error),
+        counts: Counts {
+            errors: u64::from(status == ImportStatus::Error),
+            ..Counts::default()
+        },
         messages: vec![message],
         ..ImportRecord::begun(id, tenant, file, status, received_at, now)
     })
@@ -252,8 +255,8 @@ fn finish(
     }
     tracing::info!(
         tenant = %record.tenant, file = %record.file, import_id = %record.id,
-        status = record.status.as_str(), rows = record.rows, inserted = record.inserted,
-        updated = record.updated, skipped = record.skipped, archived_as = record.archived_as.as_deref().unwrap_or("(deleted)"),
+        status = record.status.as_str(), rows = record.counts.rows, inserted = record.counts.inserted,
+        updated = record.counts.updated, skipped = record.counts.skipped, archived_as = record.archived_as.as_deref().unwrap_or("(deleted)"),
         "run finished"
     );
     Ok(record)
@@ -310,7 +313,7 @@ pub fn queue_mail(
         file: record.file.clone(),
         status: record.status.as_str().to_string(),
         import_id: Some(record.id.clone()),
-        counts: record.into(),
+        counts: record.counts,
         messages: record.messages.clone(),
         attachment: report.map(|bytes| CsvAttachment {
             file_name: report_name

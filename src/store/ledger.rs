@@ -15,7 +15,8 @@
 //!   (a file refused before the engine runs) are stored with their stamp at once
 //!   ([`Store::record_claimed`]).
 
-use super::{tkey, ImportRecord, Store};
+use super::{tkey, Store};
+use crate::model::ImportRecord;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -130,50 +131,5 @@ impl Store {
             });
         done.map_err(|e| anyhow::anyhow!("cannot write the import history: {e:?}"))?;
         self.flush()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::config::{MatchBy, OnMissing, Tenant};
-    use crate::import::{run_file, RunOptions};
-    use crate::store::Store;
-
-    #[test]
-    fn a_commit_stamps_only_the_claim_running_its_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
-        let tenant = Tenant::for_import(
-            "t",
-            MatchBy::Email,
-            OnMissing::Keep,
-            &[
-                ("email", "email"),
-                ("first_name", "first"),
-                ("last_name", "last"),
-            ],
-        );
-        let file = dir.path().join("users.csv");
-        std::fs::write(&file, "email,first,last\na@t.example,A,A\n").unwrap();
-        // A run of the file with no claim registered stamps nothing.
-        run_file(&store, &tenant, &file, &RunOptions::default()).unwrap();
-        assert!(store.claims_stamped("t").unwrap().is_empty());
-        store.claim_running("t", "users.csv", "claim-2").unwrap();
-        std::fs::write(&file, "email,first,last\na@t.example,B,B\n").unwrap();
-        let second = run_file(&store, &tenant, &file, &RunOptions::default()).unwrap();
-        assert_eq!(
-            store.claim_committed("t", "claim-2").unwrap(),
-            Some(second.record.id.clone())
-        );
-        // The next run of the same name is not claim-2's.
-        std::fs::write(&file, "email,first,last\na@t.example,C,C\n").unwrap();
-        run_file(&store, &tenant, &file, &RunOptions::default()).unwrap();
-        assert_eq!(
-            store.claim_committed("t", "claim-2").unwrap(),
-            Some(second.record.id)
-        );
-        assert_eq!(store.claims_stamped("t").unwrap(), ["claim-2"]);
-        store.claim_done("t", "claim-2").unwrap();
-        assert_eq!(store.claim_committed("t", "claim-2").unwrap(), None);
     }
 }

@@ -38,31 +38,23 @@
 //! an unfinished run are found through their staging markers and swept away by [`Store::open`]
 //! (without reading any bucket). Every commit is flushed to disk before it returns.
 
-mod codec;
 mod history;
 mod ledger;
 mod outbox;
+mod seal;
 mod users;
 
-pub(crate) use codec::{
-    bucket_entries, bucket_push, digest_of, field_of, flags_of, put_name, status_of, UserRec,
-    FLAG_MANAGED, FLAG_MISSING, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE,
-};
-pub use codec::{fnv64, put_bytes, put_varint, Cursor, LIST_SEP};
-pub use history::{ImportRecord, ImportStatus};
 pub use ledger::{LedgerEntry, LedgerState};
 pub use outbox::OutboxItem;
-pub use users::{User, UserPage, UserStatus};
 
+use crate::model::bucket::BUCKETS;
+use crate::model::ImportRecord;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::path::Path;
 use std::sync::Arc;
-
-/// Number of buckets a tenant's users are spread over.
-pub const BUCKETS: usize = 1024;
 
 /// Handle to the store; cheap to clone, shareable across threads.
 #[derive(Clone)]
@@ -265,7 +257,7 @@ impl Store {
         }
         let v = self.inner.users.get(bucket_key(tenant, bucket, gen))?;
         match v {
-            Some(v) => codec::unseal_bucket(&v)
+            Some(v) => seal::unseal_bucket(&v)
                 .map(Some)
                 .with_context(|| format!("bucket {bucket} of tenant {tenant} cannot be read")),
             None => bail!("bucket {bucket} of tenant {tenant} is missing from the store"),
@@ -287,7 +279,7 @@ impl Store {
             .context("cannot write to the store")?;
         self.inner
             .users
-            .insert(bucket_key(tenant, bucket, gen), codec::seal_bucket(blob))
+            .insert(bucket_key(tenant, bucket, gen), seal::seal_bucket(blob))
             .context("cannot write to the store")?;
         Ok(())
     }

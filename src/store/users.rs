@@ -6,125 +6,15 @@
 //! reads one bucket at a time, counts the matches and keeps only the keys of the first
 //! `skip + take` of them, then reads the page's users from their buckets.
 
-use super::codec::{
-    bucket_entries, bucket_push, fnv64, UserRec, FLAG_MISSING, LIST_SEP, STATUS_ACTIVE,
-    STATUS_DELETED, STATUS_INACTIVE,
+use super::{Commit, Store};
+use crate::model::bucket::{bucket_of, BUCKETS};
+use crate::model::packed::{
+    bucket_entries, bucket_push, status_of, UserRec, STATUS_ACTIVE, STATUS_DELETED,
 };
-use super::{Commit, Store, BUCKETS};
+use crate::model::{User, UserPage, UserStatus};
 use anyhow::{bail, Result};
-use chrono::{DateTime, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
 use std::collections::{BTreeMap, BinaryHeap};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UserStatus {
-    Active,
-    Inactive,
-    Deleted,
-}
-
-impl UserStatus {
-    pub(crate) fn from_byte(b: u8) -> UserStatus {
-        match b {
-            STATUS_ACTIVE => UserStatus::Active,
-            STATUS_DELETED => UserStatus::Deleted,
-            _ => UserStatus::Inactive,
-        }
-    }
-}
-
-/// A user as the admin API and `users --json` show it (never the password hash).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct User {
-    /// The match key, normalised (lower-case for email and username).
-    pub key: String,
-    pub status: UserStatus,
-    pub email: Option<String>,
-    pub username: Option<String>,
-    pub mapping_code: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    /// Every other mapped field (`groups`/`teams` as arrays, the rest as strings).
-    #[serde(flatten)]
-    pub fields: BTreeMap<String, serde_json::Value>,
-    /// `custom.NAME` fields, by NAME.
-    pub attributes: BTreeMap<String, String>,
-    /// Whether a password hash is stored (the hash itself is never shown).
-    pub has_password: bool,
-    /// Created or last updated by an import (so `on_missing` applies to it).
-    pub managed: bool,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub deleted_at: Option<DateTime<Utc>>,
-}
-
-pub(crate) fn millis_to_time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
-}
-
-impl User {
-    pub(crate) fn from_rec(key: &str, r: &UserRec) -> User {
-        let mut u = User {
-            key: key.to_string(),
-            status: UserStatus::from_byte(r.status),
-            email: None,
-            username: None,
-            mapping_code: None,
-            first_name: None,
-            last_name: None,
-            fields: BTreeMap::new(),
-            attributes: BTreeMap::new(),
-            has_password: !r.pw_hash.is_empty(),
-            managed: r.flags & super::FLAG_MANAGED != 0,
-            created_at: millis_to_time(r.created_at),
-            updated_at: millis_to_time(r.updated_at),
-            deleted_at: (r.deleted_at != 0).then(|| millis_to_time(r.deleted_at)),
-        };
-        for (name, value) in &r.fields {
-            let v = Some(value.clone());
-            match name.as_str() {
-                "email" => u.email = v,
-                "username" => u.username = v,
-                "mapping_code" => u.mapping_code = v,
-                "first_name" => u.first_name = v,
-                "last_name" => u.last_name = v,
-                "groups" | "teams" => {
-                    let items = value
-                        .split(LIST_SEP)
-                        .map(|s| serde_json::Value::String(s.to_string()))
-                        .collect();
-                    u.fields
-                        .insert(name.clone(), serde_json::Value::Array(items));
-                }
-                other => match other.strip_prefix("custom.") {
-                    Some(c) => {
-                        u.attributes.insert(c.to_string(), value.clone());
-                    }
-                    None => {
-                        u.fields
-                            .insert(name.clone(), serde_json::Value::String(value.clone()));
-                    }
-                },
-            }
-        }
-        u
-    }
-}
-
-/// One page of [`Store::users_page`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct UserPage {
-    /// Users matching the filter in the whole directory.
-    pub total: u64,
-    /// The page, sorted by key.
-    pub users: Vec<User>,
-}
-
-/// Bucket of a normalised key.
-pub(crate) fn bucket_of(key: &[u8]) -> u16 {
-    ((fnv64(key) >> 20) % BUCKETS as u64) as u16
-}
 
 impl Store {
     /// Every user of the tenant with the given status (all when None), sorted by key.
@@ -136,7 +26,7 @@ impl Store {
                 continue;
             };
             for (k, v) in bucket_entries(&blob)? {
-                if status.is_some_and(|s| UserStatus::from_byte(super::status_of(v)) != s) {
+                if status.is_some_and(|s| UserStatus::from_byte(status_of(v)) != s) {
                     continue;
                 }
                 let rec = UserRec::decode(v)?;
@@ -213,7 +103,7 @@ impl Store {
                 continue;
             };
             for (_, v) in bucket_entries(&blob)? {
-                match super::status_of(v) {
+                match status_of(v) {
                     STATUS_ACTIVE => c.0 += 1,
                     STATUS_DELETED => c.2 += 1,
                     _ => c.1 += 1,
@@ -282,16 +172,10 @@ impl Store {
                     continue;
                 }
                 let mut rec = UserRec::decode(v)?;
-                let deactivated_by_import =
-                    rec.status == STATUS_INACTIVE && rec.flags & FLAG_MISSING != 0;
-                if rec.status != STATUS_DELETED && !deactivated_by_import {
-                    bail!("user {k:?} of tenant {tenant} is not deleted, so there is nothing to restore");
+                if let Err(e) = crate::model::user::restore(&mut rec, Utc::now().timestamp_millis())
+                {
+                    bail!("user {k:?} of tenant {tenant} {e}");
                 }
-                rec.status = STATUS_ACTIVE;
-                rec.flags &= !FLAG_MISSING;
-                rec.deleted_at = 0;
-                rec.row_digest = [0; 16];
-                rec.updated_at = Utc::now().timestamp_millis();
                 let mut enc = Vec::new();
                 rec.encode_into(&mut enc);
                 bucket_push(&mut out, ek, &enc);

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use super::sftp::eventually;
-use roster::store::{ImportStatus, Store};
+use roster::model::ImportStatus;
+use roster::store::Store;
 
 /// Waits up to `secs` until `tenant` has at least `n` runs in its history, each also filed
 /// away (`archived_as` is set just after the commit; `missing` runs have no file). True if so.
