@@ -127,9 +127,12 @@ fn removed_then_readded_user_is_restored() {
         store.user("t1", "C000").unwrap().unwrap().status,
         UserStatus::Deleted
     );
-    let u = store.restore("t1", "C000").unwrap();
+    let u = roster::import::restore(&*store, "t1", "C000").unwrap();
     assert_eq!(u.status, UserStatus::Active);
-    assert!(store.restore("t1", "C001").is_err(), "not deleted");
+    assert!(
+        roster::import::restore(&*store, "t1", "C001").is_err(),
+        "not deleted"
+    );
 }
 
 #[test]

@@ -494,9 +494,11 @@ async fn restore(
     find_user(&st, &t.id, &key).await?;
     let store = st.store.clone();
     let k = key.clone();
-    let user = blocking("cannot restore the user", move || store.restore(&t.id, &k))
-        .await?
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))?;
+    let user = blocking("cannot restore the user", move || {
+        crate::import::restore(&*store, &t.id, &k)
+    })
+    .await?
+    .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))?;
     tracing::info!(%tenant, key = %user.key, "user restored through the admin API");
     json_ok(user)
 }

@@ -199,7 +199,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         push_msg(&mut rec.messages, &mut dropped, n.clone());
     }
     // Row pass: validate, pack into the run's bucket rows, remember skip reasons and emails.
-    let secret = *store.secret();
+    let secret = *store.fingerprint_key();
     let check_emails = profile.match_by != MatchBy::Email && map.email.is_some();
     let seal = row::RowSeal::new();
     let rows = BucketRows::new(BUCKETS, job.opts.row_memory);
@@ -263,7 +263,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     let mut held = None;
     let mut quiet = Vec::new();
     if has_users && (profile.on_missing != OnMissing::Keep || check_emails) {
-        let survey = run_survey(store, &ctx, &state, &rows, &file_emails)?;
+        let survey = run_survey(&**store, &ctx, &state, &rows, &file_emails)?;
         let limit = profile.max_missing_percent / 100.0 * survey.current as f64;
         if job.approving.is_none() && survey.missing >= 5 && survey.missing as f64 > limit {
             held = Some(survey.missing);
@@ -294,7 +294,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             ),
         );
         let plan = held::plan_bytes(&held::Keep {
-            store,
+            store: &**store,
             ctx: &ctx,
             state: &state,
             rows: &rows,
@@ -324,7 +324,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         );
     }
     let stage = !job.opts.dry_run;
-    let planned = run_plan(store, &ctx, &state, &rows, &quiet, stage)?;
+    let planned = run_plan(&**store, &ctx, &state, &rows, &quiet, stage)?;
     phase("plan");
     for (l, r) in planned.late_skips {
         skips.entry(l).or_insert(r);

@@ -18,7 +18,7 @@ use super::row::{self, GivenPasswords};
 use super::spill::BucketRows;
 use super::{ImportOutcome, RunOptions};
 use crate::config::Tenant;
-use crate::store::{Store, TenantState};
+use crate::store::{Directory, Store, TenantState};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -73,7 +73,7 @@ impl KeptPassword {
 
 /// Everything a held run's plan is made from.
 pub struct Keep<'a> {
-    pub store: &'a Store,
+    pub store: &'a dyn Directory,
     /// The run's planning context (its hashing settings are overridden).
     pub ctx: &'a Ctx<'a>,
     pub state: &'a TenantState,
@@ -146,7 +146,7 @@ pub fn plan_bytes(k: &Keep<'_>) -> Result<Vec<u8>> {
             (copy, passwords, tenant_json(&held_profile)?)
         }
     };
-    let header = serde_json::to_vec(&HeldPlan {
+    let header = HeldPlan {
         tenant: kept_tenant,
         file: k.file.to_string(),
         received_at: k.received_at,
@@ -154,12 +154,8 @@ pub fn plan_bytes(k: &Keep<'_>) -> Result<Vec<u8>> {
         sha256: Some(k.upload.0.to_string()),
         bytes: Some(k.upload.1),
         passwords,
-    })?;
-    let mut plan = Vec::with_capacity(4 + header.len() + file.len());
-    plan.extend_from_slice(&(header.len() as u32).to_le_bytes());
-    plan.extend_from_slice(&header);
-    plan.extend_from_slice(&file);
-    Ok(plan)
+    };
+    crate::store::frame(&header, &file)
 }
 
 /// The tenant as JSON that deserialises again. (`DelimiterSetting`'s derived `Serialize` writes
@@ -182,21 +178,14 @@ pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<Import
     let Some(blob) = store.held_plan(&tenant.id, import_id)? else {
         bail!("tenant {} has no held import {import_id}", tenant.id);
     };
-    let len = blob
-        .get(..4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .unwrap_or(usize::MAX);
-    let Some(header) = blob.get(4..4usize.saturating_add(len)) else {
-        bail!(
+    let (held, bytes): (HeldPlan, &[u8]) = crate::store::unframe(&blob).with_context(|| {
+        format!(
             "the held plan {import_id} of tenant {} is damaged",
             tenant.id
-        );
-    };
-    let held: HeldPlan = serde_json::from_slice(header)
-        .with_context(|| format!("the held plan {import_id} is damaged"))?;
+        )
+    })?;
     let held_tenant: Tenant = serde_json::from_value(held.tenant)
         .with_context(|| format!("the profile in held plan {import_id} is damaged"))?;
-    let bytes = &blob[4 + len..];
     let opts = RunOptions {
         received_at: held.received_at,
         ..Default::default()

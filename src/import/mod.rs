@@ -35,11 +35,13 @@ mod parse;
 mod plan;
 mod read;
 mod report;
+mod restore;
 mod row;
 mod spill;
 
 pub use crate::model::{ImportRecord, ImportStatus};
 pub use plan::{Change, Counts, FieldChange};
+pub use restore::restore;
 
 use crate::config::Tenant;
 use crate::store::Store;

@@ -1,24 +1,22 @@
-//! The user directory as the rest of Roster sees it: [`User`] values, listed, looked up and
-//! restored. Users enter only through an import commit (or [`Store::restore`]); stored
+//! The [`Users`] seam on sled: [`User`] values listed, paged, counted and looked up, read
+//! bucket by bucket through the sled [`Directory`]. Users enter only through a commit; stored
 //! password hashes never leave this module.
 //!
-//! [`Store::users_page`] serves paged readers (SCIM) without materialising the directory: it
-//! reads one bucket at a time, counts the matches and keeps only the keys of the first
-//! `skip + take` of them, then reads the page's users from their buckets.
+//! `users_page` serves paged readers (SCIM) without materialising the directory: it reads one
+//! bucket at a time, counts the matches and keeps only the keys of the first `skip + take` of
+//! them, then reads the page's users from their buckets.
 
-use super::{Commit, Store};
+use super::SledStore;
 use crate::model::bucket::{bucket_of, BUCKETS};
-use crate::model::packed::{
-    bucket_entries, bucket_push, status_of, UserRec, STATUS_ACTIVE, STATUS_DELETED,
-};
+use crate::model::packed::{bucket_entries, status_of, UserRec, STATUS_ACTIVE, STATUS_DELETED};
 use crate::model::{User, UserPage, UserStatus};
-use anyhow::{bail, Result};
-use chrono::Utc;
+use crate::store::{Directory, Users};
+use anyhow::Result;
 use std::collections::{BTreeMap, BinaryHeap};
 
-impl Store {
+impl Users for SledStore {
     /// Every user of the tenant with the given status (all when None), sorted by key.
-    pub fn users(&self, tenant: &str, status: Option<UserStatus>) -> Result<Vec<User>> {
+    fn users(&self, tenant: &str, status: Option<UserStatus>) -> Result<Vec<User>> {
         let st = self.tenant_state(tenant)?;
         let mut out = Vec::new();
         for b in 0..BUCKETS {
@@ -41,7 +39,7 @@ impl Store {
     /// and the number of all matches. Memory: one bucket at a time, plus the keys of the first
     /// `skip + take` matches (not users). A commit between the two passes can leave a user out
     /// of the page; a reader asks again.
-    pub fn users_page(
+    fn users_page(
         &self,
         tenant: &str,
         keep: &dyn Fn(&User) -> bool,
@@ -95,7 +93,7 @@ impl Store {
     }
 
     /// Number of users per status: (active, inactive, deleted).
-    pub fn user_counts(&self, tenant: &str) -> Result<(u64, u64, u64)> {
+    fn user_counts(&self, tenant: &str) -> Result<(u64, u64, u64)> {
         let st = self.tenant_state(tenant)?;
         let mut c = (0, 0, 0);
         for b in 0..BUCKETS {
@@ -114,7 +112,7 @@ impl Store {
     }
 
     /// One user by key (tried as given, then lower-cased, as email and username keys are).
-    pub fn user(&self, tenant: &str, key: &str) -> Result<Option<User>> {
+    fn user(&self, tenant: &str, key: &str) -> Result<Option<User>> {
         for k in [key.trim().to_string(), key.trim().to_lowercase()] {
             if let Some(rec) = self.user_rec(tenant, &k)? {
                 return Ok(Some(User::from_rec(&k, &rec)));
@@ -123,23 +121,9 @@ impl Store {
         Ok(None)
     }
 
-    pub(crate) fn user_rec(&self, tenant: &str, key: &str) -> Result<Option<UserRec>> {
-        let st = self.tenant_state(tenant)?;
-        let b = bucket_of(key.as_bytes());
-        let Some(blob) = self.bucket(tenant, b, st.gen(b as usize))? else {
-            return Ok(None);
-        };
-        for (k, v) in bucket_entries(&blob)? {
-            if k == key.as_bytes() {
-                return Ok(Some(UserRec::decode(v)?));
-            }
-        }
-        Ok(None)
-    }
-
     /// Whether `password` is the user's imported password (argon2id check of the stored hash;
     /// false when the user or the hash is missing). The hash itself never leaves the store.
-    pub fn verify_user_password(&self, tenant: &str, key: &str, password: &str) -> Result<bool> {
+    fn verify_user_password(&self, tenant: &str, key: &str, password: &str) -> Result<bool> {
         use argon2::password_hash::{phc::PasswordHash, PasswordVerifier};
         let Some(rec) = self.user_rec(tenant, key)? else {
             return Ok(false);
@@ -151,52 +135,21 @@ impl Store {
             .verify_password(password.as_bytes(), &hash)
             .is_ok())
     }
+}
 
-    /// Restores a soft-deleted (or import-deactivated) user to active; returns the user.
-    pub fn restore(&self, tenant: &str, key: &str) -> Result<User> {
+impl SledStore {
+    /// The packed record of exactly this key.
+    fn user_rec(&self, tenant: &str, key: &str) -> Result<Option<UserRec>> {
         let st = self.tenant_state(tenant)?;
-        for k in [key.trim().to_string(), key.trim().to_lowercase()] {
-            let b = bucket_of(k.as_bytes());
-            let Some(blob) = self.bucket(tenant, b, st.gen(b as usize))? else {
-                continue;
-            };
-            let entries = bucket_entries(&blob)?;
-            if !entries.iter().any(|(ek, _)| *ek == k.as_bytes()) {
-                continue;
-            }
-            let mut out = Vec::with_capacity(blob.len() + 16);
-            let mut restored = None;
-            for (ek, v) in entries {
-                if ek != k.as_bytes() {
-                    bucket_push(&mut out, ek, v);
-                    continue;
-                }
-                let mut rec = UserRec::decode(v)?;
-                if let Err(e) = crate::model::user::restore(&mut rec, Utc::now().timestamp_millis())
-                {
-                    bail!("user {k:?} of tenant {tenant} {e}");
-                }
-                let mut enc = Vec::new();
-                rec.encode_into(&mut enc);
-                bucket_push(&mut out, ek, &enc);
-                restored = Some(User::from_rec(&k, &rec));
-            }
-            let gen = self.new_generation()?;
-            self.stage_bucket(tenant, b, gen, &out)?;
-            let commit = Commit {
-                tenant: tenant.to_string(),
-                expected_version: st.version,
-                buckets: vec![(b, gen)],
-                ..Default::default()
-            };
-            if let Err(e) = self.commit(&commit) {
-                self.discard_staged(tenant, &[(b, gen)])?;
-                return Err(e);
-            }
-            if let Some(u) = restored {
-                return Ok(u);
+        let b = bucket_of(key.as_bytes());
+        let Some(blob) = self.bucket(tenant, b, st.gen(b as usize))? else {
+            return Ok(None);
+        };
+        for (k, v) in bucket_entries(&blob)? {
+            if k == key.as_bytes() {
+                return Ok(Some(UserRec::decode(v)?));
             }
         }
-        bail!("tenant {tenant} has no user {key:?}")
+        Ok(None)
     }
 }
