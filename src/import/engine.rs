@@ -31,7 +31,7 @@ use super::spill::BucketRows;
 use super::{ImportOutcome, RunOptions};
 use crate::config::{MatchBy, OnMissing, Tenant};
 use crate::model::bucket::BUCKETS;
-use crate::model::{ImportRecord, ImportStatus};
+use crate::model::{Counts, ImportRecord, ImportStatus};
 use crate::store::{Commit, LedgerEntry, LedgerState, Store};
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
@@ -330,14 +330,13 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         skips.entry(l).or_insert(r);
     }
     let c = planned.counts;
-    rec.counts.inserted = c.inserted;
-    rec.counts.updated = c.updated;
-    rec.counts.unchanged = c.unchanged;
-    rec.counts.deactivated = c.deactivated;
-    rec.counts.deleted = c.deleted;
-    rec.counts.restored = c.restored;
-    rec.counts.skipped = skips.len() as u64;
-    rec.counts.errors = rec.counts.skipped;
+    let skipped = skips.len() as u64;
+    rec.counts = Counts {
+        rows: rec.counts.rows,
+        skipped,
+        errors: skipped,
+        ..c
+    };
     let applied = c.inserted + c.updated + c.unchanged + c.restored;
     let mut first: Vec<(&u64, &String)> = skips.iter().collect();
     first.sort();
@@ -410,14 +409,13 @@ fn nothing_imported(
         .map(|(_, r)| r.as_str())
         .unwrap_or("");
     rec.status = ImportStatus::Error;
-    rec.counts.skipped = skips.len() as u64;
-    rec.counts.errors = rec.counts.skipped + 1;
-    rec.counts.inserted = 0;
-    rec.counts.updated = 0;
-    rec.counts.unchanged = 0;
-    rec.counts.restored = 0;
-    rec.counts.deactivated = 0;
-    rec.counts.deleted = 0;
+    let skipped = skips.len() as u64;
+    rec.counts = Counts {
+        rows: rec.counts.rows,
+        skipped,
+        errors: skipped + 1,
+        ..Counts::default()
+    };
     rec.messages.insert(
         0,
         format!(

@@ -39,8 +39,7 @@ mod restore;
 mod row;
 mod spill;
 
-pub use crate::model::{ImportRecord, ImportStatus};
-pub use plan::{Change, Counts, FieldChange};
+pub use crate::model::{Change, Counts, FieldChange, ImportRecord, ImportStatus};
 pub use restore::restore;
 
 use crate::config::Tenant;

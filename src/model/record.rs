@@ -9,8 +9,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// The numbers of one run (design.md §5), as the history record, the report mail and the
-/// metrics show them.
+/// The numbers of one run (design.md §5), as the planner tallies them, the history record
+/// keeps them, and the report mail and the metrics show them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Data rows read (the header not counted).
@@ -24,6 +24,21 @@ pub struct Counts {
     pub skipped: u64,
     /// Problems that stopped a row or the file (skipped rows + a file-level error).
     pub errors: u64,
+}
+
+impl Counts {
+    /// Adds `o` to these counts (the planner sums its buckets so).
+    pub fn add(&mut self, o: &Counts) {
+        self.rows += o.rows;
+        self.inserted += o.inserted;
+        self.updated += o.updated;
+        self.unchanged += o.unchanged;
+        self.deactivated += o.deactivated;
+        self.deleted += o.deleted;
+        self.restored += o.restored;
+        self.skipped += o.skipped;
+        self.errors += o.errors;
+    }
 }
 
 /// Outcome of one run (design.md §5.8).
