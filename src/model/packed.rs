@@ -25,9 +25,9 @@ use anyhow::{bail, Result};
 /// Record format version written in the first byte.
 const VERSION: u8 = 1;
 /// Byte length of the fixed record header.
-pub const HEADER_LEN: usize = 3 + 24 + 32;
+const HEADER_LEN: usize = 3 + 24 + 32;
 /// Offset of the row digest inside a record.
-pub const DIGEST_AT: usize = 27;
+const DIGEST_AT: usize = 27;
 
 pub const STATUS_ACTIVE: u8 = 0;
 pub const STATUS_INACTIVE: u8 = 1;
@@ -206,7 +206,7 @@ pub fn bucket_push(out: &mut Vec<u8>, key: &[u8], rec: &[u8]) {
 const CUSTOM_NAME: u8 = 0xFF;
 
 /// The one-byte id of a built-in field name.
-pub fn name_id(name: &str) -> Option<u8> {
+fn name_id(name: &str) -> Option<u8> {
     FIELD_NAMES.iter().position(|n| *n == name).map(|i| i as u8)
 }
 

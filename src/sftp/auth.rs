@@ -6,7 +6,7 @@
 //! blocked by password failures can still log in with its key: keys cannot be guessed, and an
 //! attacker must not be able to lock out a nightly HR export by typing wrong passwords.
 
-pub use crate::config::authorized_keys::parse_authorized_key;
+use crate::config::authorized_keys::parse_authorized_key;
 use crate::config::{Config, Tenant};
 use anyhow::anyhow;
 use argon2::password_hash::phc::PasswordHash;
