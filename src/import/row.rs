@@ -8,6 +8,7 @@
 
 use super::fields::{self, FieldSpec, Kind, Norm};
 use crate::config::{EmptyCells, ImportProfile, Tenant};
+use crate::model::packed::varint_len;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 
@@ -447,16 +448,6 @@ pub fn row_digest(
         }
     }
     xxhash_rust::xxh3::xxh3_128(buf).to_le_bytes()
-}
-
-/// Bytes `put_varint` writes for `v`.
-fn varint_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
 }
 
 /// Appends a packed row to an arena.
