@@ -175,6 +175,7 @@ pub trait Users: Send + Sync {
     fn user(&self, tenant: &str, key: &str) -> Result<Option<User>>;
     /// Whether `password` is the user's imported password (false when the user or the hash is
     /// missing). The hash itself never leaves the store.
+    /// No caller in the server today: the tests check stored hashes with it.
     fn verify_user_password(&self, tenant: &str, key: &str, password: &str) -> Result<bool>;
 }
 
@@ -192,7 +193,8 @@ pub trait RunLog: Send + Sync {
     fn held_plan(&self, tenant: &str, id: &str) -> Result<Option<Blob>>;
     /// Import ids of the tenant's held plans.
     fn held_plans(&self, tenant: &str) -> Result<Vec<String>>;
-    /// The last run of a file name.
+    /// The last run of a file name. History, not a recovery path (the intake recovers through
+    /// claim stamps); no caller in the server today, the tests check the ledger with it.
     fn ledger_get(&self, tenant: &str, file: &str) -> Result<Option<LedgerEntry>>;
     /// Says that claim `claim` is about to import `file`: the next engine commit of that file
     /// name (not an `approve`) stamps this claim. Durable on return.
