@@ -127,14 +127,14 @@ fn main() -> anyhow::Result<()> {
     println!(
         "status={} rows={} inserted={} updated={} unchanged={} deactivated={} skipped={} | import {:.2} s, {:.0} rows/s, store open {:.2} s, peak RSS {:.0} MB",
         r.status,
-        r.rows,
-        r.inserted,
-        r.updated,
-        r.unchanged,
-        r.deactivated,
-        r.skipped,
+        r.counts.rows,
+        r.counts.inserted,
+        r.counts.updated,
+        r.counts.unchanged,
+        r.counts.deactivated,
+        r.counts.skipped,
         secs,
-        r.rows as f64 / secs,
+        r.counts.rows as f64 / secs,
         opened.as_secs_f64(),
         peak_rss_mb()
     );

@@ -10,7 +10,7 @@
 //! Counters are global (statics), so they survive config reloads and are shared by every
 //! server started in one process (tests compare before/after values, never absolute ones).
 
-use crate::store::{ImportRecord, ImportStatus};
+use crate::model::{ImportRecord, ImportStatus};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
@@ -97,7 +97,7 @@ pub fn import_finished(record: &ImportRecord) {
     if let Some(i) = STATUSES.iter().position(|s| *s == record.status) {
         IMPORTS[i].fetch_add(1, Relaxed);
     }
-    ROWS_PROCESSED.fetch_add(record.rows, Relaxed);
+    ROWS_PROCESSED.fetch_add(record.counts.rows, Relaxed);
     let ms = (record.finished_at - record.started_at)
         .num_milliseconds()
         .max(0) as u64;

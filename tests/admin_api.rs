@@ -7,7 +7,7 @@ mod admin_support;
 mod support;
 
 use admin_support::{keys, users_csv, Env, MAX_UPLOAD, TOKEN};
-use roster::store::{ImportRecord, ImportStatus, User};
+use roster::model::{ImportRecord, ImportStatus, User};
 use std::io::{Read, Write};
 
 /// Every admin route, as (method, path) on tenant acme.
@@ -55,7 +55,7 @@ async fn history_lists_real_uploads_newest_first() {
     let first = env.import("acme", &users_csv(0, 3)).await;
     let second = env.import("acme", &users_csv(0, 4)).await;
     assert_eq!(first.status, ImportStatus::Success);
-    assert_eq!((second.inserted, second.unchanged), (1, 3));
+    assert_eq!((second.counts.inserted, second.counts.unchanged), (1, 3));
 
     let a = env.get("/api/tenants/acme/imports").await;
     assert_eq!(a.status, 200, "{}", a.text);
@@ -164,7 +164,12 @@ async fn preview_leaves_the_directory_unchanged() {
     assert_eq!(a.json["dry_run"], true);
     let r: ImportRecord = serde_json::from_value(a.json["record"].clone()).unwrap();
     assert_eq!(
-        (r.inserted, r.updated, r.unchanged, r.deactivated),
+        (
+            r.counts.inserted,
+            r.counts.updated,
+            r.counts.unchanged,
+            r.counts.deactivated
+        ),
         (1, 1, 4, 1)
     );
     let changes = a.json["changes"].as_array().unwrap();
@@ -196,10 +201,13 @@ async fn preview_leaves_the_directory_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_applies_exactly_the_held_plan_and_restore_undoes_one() {
     let env = Env::start().await;
-    assert_eq!(env.import("acme", &users_csv(0, 10)).await.inserted, 10);
+    assert_eq!(
+        env.import("acme", &users_csv(0, 10)).await.counts.inserted,
+        10
+    );
     let held = env.import("acme", &users_csv(0, 2)).await;
     assert_eq!(held.status, ImportStatus::Held);
-    assert_eq!(held.deactivated, 8);
+    assert_eq!(held.counts.deactivated, 8);
     let active = env.get("/api/tenants/acme/users?status=active").await;
     assert_eq!(
         active.json.as_array().unwrap().len(),
@@ -217,7 +225,7 @@ async fn approve_applies_exactly_the_held_plan_and_restore_undoes_one() {
     let done: ImportRecord = serde_json::from_value(a.json).unwrap();
     assert_eq!(done.id, held.id);
     assert_eq!(done.status, ImportStatus::Success);
-    assert_eq!((done.deactivated, done.unchanged), (8, 2));
+    assert_eq!((done.counts.deactivated, done.counts.unchanged), (8, 2));
 
     let inactive: Vec<User> = serde_json::from_value(
         env.get("/api/tenants/acme/users?status=inactive")

@@ -7,7 +7,7 @@ mod admin_support;
 mod support;
 
 use admin_support::{users_csv, Env};
-use roster::store::{ImportRecord, ImportStatus, User, UserStatus};
+use roster::model::{ImportRecord, ImportStatus, User, UserStatus};
 use std::path::Path;
 use std::process::Output;
 
@@ -97,7 +97,7 @@ async fn cli_json_csv_and_tables_against_a_running_server() {
     assert!(o.status.success(), "{}", stderr(&o));
     let approved: ImportRecord = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
-        (approved.status, approved.deactivated),
+        (approved.status, approved.counts.deactivated),
         (ImportStatus::Success, 8)
     );
     let o = roster(&cfg, &["users", "acme", "--status", "inactive", "--json"]).await;

@@ -64,13 +64,13 @@ async fn populated() -> Env {
         })
         .collect();
     let r = env.import("acme", &csv).await;
-    assert_eq!(r.inserted, 12, "{:?}", r.messages);
+    assert_eq!(r.counts.inserted, 12, "{:?}", r.messages);
     let beta = "mapping_code,first_name,last_name,email\nB1,Ana,One,ana@beta.example\nB2,Bo,Two,bo@beta.example\nB3,Cy,Three,cy@beta.example\n";
     env.import("beta", beta).await;
     let r = env
         .import("beta", &beta.replace("B3,Cy,Three,cy@beta.example\n", ""))
         .await;
-    assert_eq!(r.deleted, 1, "{r:?}");
+    assert_eq!(r.counts.deleted, 1, "{r:?}");
     env
 }
 

@@ -4,7 +4,8 @@
 
 use roster::config::{MatchBy, OnMissing, Tenant};
 use roster::import::{run_file, ImportStatus, RunOptions};
-use roster::store::{Store, UserStatus};
+use roster::model::UserStatus;
+use roster::store::Store;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -2,7 +2,8 @@
 
 use roster::config::{Activate, ImportProfile, MatchBy, NameCase, Reference, Tenant};
 use roster::import::{run_bytes, ImportStatus, RunOptions};
-use roster::store::{Store, UserStatus};
+use roster::model::UserStatus;
+use roster::store::Store;
 use std::collections::BTreeMap;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/");
@@ -62,7 +63,10 @@ fn smartarena() {
     let (store, out, _d) = run(&t, "smartarena_users_2026_02_12.csv");
     let r = &out.record;
     assert_eq!(r.status, ImportStatus::Partial, "{:?}", r.messages);
-    assert_eq!((r.rows, r.inserted, r.skipped), (6, 4, 2));
+    assert_eq!(
+        (r.counts.rows, r.counts.inserted, r.counts.skipped),
+        (6, 4, 2)
+    );
     assert_eq!(r.encoding, "utf-8-bom");
     assert_eq!(r.delimiter, ";");
     let ana = store.user("acme", "00017").unwrap().expect("ana");
@@ -142,7 +146,10 @@ fn smartfense() {
     let (store, out, _d) = run(&t, "smartfense_users.csv");
     let r = &out.record;
     assert_eq!(r.status, ImportStatus::Success, "{:?}", r.messages);
-    assert_eq!((r.rows, r.inserted, r.skipped), (4, 4, 0));
+    assert_eq!(
+        (r.counts.rows, r.counts.inserted, r.counts.skipped),
+        (4, 4, 0)
+    );
     assert_eq!(r.delimiter, ",");
     let john = store
         .user("acme", "john.doe@example.com")
@@ -199,7 +206,7 @@ fn opscom() {
     let (store, out, _d) = run(&t, "opscom_users.csv");
     let r = &out.record;
     assert_eq!(r.status, ImportStatus::Success, "{:?}", r.messages);
-    assert_eq!((r.rows, r.inserted), (3, 3));
+    assert_eq!((r.counts.rows, r.counts.inserted), (3, 3));
     let st = |k: &str| store.user("acme", k).unwrap().expect("user").status;
     assert_eq!(st("1001"), UserStatus::Active);
     assert_eq!(st("1002"), UserStatus::Inactive);
@@ -246,7 +253,7 @@ fn sync_users_mapped() {
     let (store, out, _d) = run(&t, "sync_users.csv");
     let r = &out.record;
     assert_eq!(r.status, ImportStatus::Success, "{:?}", r.messages);
-    assert_eq!((r.rows, r.inserted), (3, 3));
+    assert_eq!((r.counts.rows, r.counts.inserted), (3, 3));
     check_sync(&store);
     let noah = store
         .user("acme", "noah.green@learn.example")
@@ -267,7 +274,7 @@ fn sync_users_headers_as_field_names() {
     let (store, out, _d) = run(&t, "sync_users.csv");
     let r = &out.record;
     assert_eq!(r.status, ImportStatus::Success, "{:?}", r.messages);
-    assert_eq!((r.rows, r.inserted), (3, 3));
+    assert_eq!((r.counts.rows, r.counts.inserted), (3, 3));
     check_sync(&store);
     assert!(
         r.messages.iter().any(|m| m.contains("team")),
@@ -295,7 +302,7 @@ fn windows_1252() {
     let (store, out, _d) = run(&t, "users_windows1252.csv");
     let r = &out.record;
     assert_eq!(r.status, ImportStatus::Success, "{:?}", r.messages);
-    assert_eq!(r.inserted, 3);
+    assert_eq!(r.counts.inserted, 3);
     assert_eq!(r.encoding, "windows-1252");
     assert_eq!(r.delimiter, ";");
     let name = |k: &str| {
@@ -327,7 +334,10 @@ fn userdata() {
     let (store, out, _d) = run(&t, "userdata_2026-11-21.csv");
     let r = &out.record;
     assert_eq!(r.status, ImportStatus::Partial, "{:?}", r.messages);
-    assert_eq!((r.rows, r.inserted, r.skipped), (4, 1, 3));
+    assert_eq!(
+        (r.counts.rows, r.counts.inserted, r.counts.skipped),
+        (4, 1, 3)
+    );
     assert!(store.user("acme", "u-1").unwrap().is_some());
     assert!(store.user("acme", "u-2").unwrap().is_none());
     let report = String::from_utf8(out.report_csv.expect("report")).unwrap();

@@ -3,7 +3,8 @@
 
 use roster::config::{EmptyCells, MatchBy, OnMissing, Tenant};
 use roster::import::{approve, preview_bytes, run_bytes, Change, ImportStatus, RunOptions};
-use roster::store::{Store, UserStatus};
+use roster::model::UserStatus;
+use roster::store::Store;
 
 fn tenant(on_missing: OnMissing, match_by: MatchBy) -> Tenant {
     let columns = [
@@ -45,7 +46,7 @@ fn edited_reimport_changes_only_edited_fields() {
     let (store, _d) = open();
     let t = tenant(OnMissing::Keep, MatchBy::MappingCode);
     let first = go(&store, &t, &file(&users(20)));
-    assert_eq!(first.record.inserted, 20);
+    assert_eq!(first.record.counts.inserted, 20);
     let before = store.users("t1", None).unwrap();
     let mut rows = users(20);
     rows[3].1 = "Manager";
@@ -53,7 +54,10 @@ fn edited_reimport_changes_only_edited_fields() {
     let second = go(&store, &t, &file(&rows));
     let r = &second.record;
     assert_eq!(r.status, ImportStatus::Success);
-    assert_eq!((r.inserted, r.updated, r.unchanged), (0, 2, 18));
+    assert_eq!(
+        (r.counts.inserted, r.counts.updated, r.counts.unchanged),
+        (0, 2, 18)
+    );
     let after = store.users("t1", None).unwrap();
     for (b, a) in before.iter().zip(&after) {
         if a.key == "C003" || a.key == "C007" {
@@ -80,11 +84,22 @@ fn same_bytes_twice_is_duplicate() {
     assert_eq!(go(&store, &t, &bytes).record.status, ImportStatus::Success);
     let again = go(&store, &t, &bytes);
     assert_eq!(again.record.status, ImportStatus::Duplicate);
-    assert_eq!(again.record.inserted + again.record.updated, 0);
+    assert_eq!(
+        again.record.counts.inserted + again.record.counts.updated,
+        0
+    );
     let h = store.history("t1", 10).unwrap();
     assert_eq!(h.len(), 2);
     assert_eq!(h[0].status, ImportStatus::Duplicate, "newest first");
-    assert_eq!(store.import("t1", &h[1].id).unwrap().unwrap().inserted, 5);
+    assert_eq!(
+        store
+            .import("t1", &h[1].id)
+            .unwrap()
+            .unwrap()
+            .counts
+            .inserted,
+        5
+    );
 }
 
 #[test]
@@ -94,12 +109,15 @@ fn removed_then_readded_user_is_restored() {
     go(&store, &t, &file(&users(20)));
     let without: Vec<_> = users(20).into_iter().filter(|u| u.0 != 4).collect();
     let r = go(&store, &t, &file(&without)).record;
-    assert_eq!((r.deleted, r.unchanged), (1, 19));
+    assert_eq!((r.counts.deleted, r.counts.unchanged), (1, 19));
     let u = store.user("t1", "C004").unwrap().unwrap();
     assert_eq!(u.status, UserStatus::Deleted);
     assert!(u.deleted_at.is_some());
     let r = go(&store, &t, &file(&users(20))).record;
-    assert_eq!((r.restored, r.unchanged, r.deleted), (1, 19, 0));
+    assert_eq!(
+        (r.counts.restored, r.counts.unchanged, r.counts.deleted),
+        (1, 19, 0)
+    );
     let u = store.user("t1", "C004").unwrap().unwrap();
     assert_eq!(u.status, UserStatus::Active);
     assert!(u.deleted_at.is_none());
@@ -109,9 +127,12 @@ fn removed_then_readded_user_is_restored() {
         store.user("t1", "C000").unwrap().unwrap().status,
         UserStatus::Deleted
     );
-    let u = store.restore("t1", "C000").unwrap();
+    let u = roster::import::restore(&*store, "t1", "C000").unwrap();
     assert_eq!(u.status, UserStatus::Active);
-    assert!(store.restore("t1", "C001").is_err(), "not deleted");
+    assert!(
+        roster::import::restore(&*store, "t1", "C001").is_err(),
+        "not deleted"
+    );
 }
 
 #[test]
@@ -124,13 +145,13 @@ fn truncated_file_is_held_and_approve_applies_exactly_it() {
     rows[0].1 = "Chief";
     let held = go(&store, &t, &file(&rows)).record;
     assert_eq!(held.status, ImportStatus::Held, "{:?}", held.messages);
-    assert_eq!(held.deactivated, 40);
+    assert_eq!(held.counts.deactivated, 40);
     assert_eq!(store.users("t1", None).unwrap(), before, "nothing changed");
     assert_eq!(store.held_plans("t1").unwrap(), vec![held.id.clone()]);
     // A preview of the same file shows the plan and still changes nothing.
     let p = preview_bytes(&store, &t, "users.csv", &file(&rows)).unwrap();
     assert_eq!(p.record.status, ImportStatus::Held);
-    assert_eq!(p.record.deactivated, 40);
+    assert_eq!(p.record.counts.deactivated, 40);
     assert!(p.changes.iter().any(|c| matches!(c, Change::Update { key, changes }
         if key == "C000" && changes[0].old.as_deref() == Some("Engineer") && changes[0].new.as_deref() == Some("Chief"))));
     assert_eq!(store.users("t1", None).unwrap(), before);
@@ -138,7 +159,11 @@ fn truncated_file_is_held_and_approve_applies_exactly_it() {
     assert_eq!(applied.id, held.id);
     assert_eq!(applied.status, ImportStatus::Success);
     assert_eq!(
-        (applied.deactivated, applied.updated, applied.unchanged),
+        (
+            applied.counts.deactivated,
+            applied.counts.updated,
+            applied.counts.unchanged
+        ),
         (40, 1, 59)
     );
     let active = store.users("t1", Some(UserStatus::Active)).unwrap();
@@ -189,7 +214,7 @@ fn skipped_rows_count_as_present() {
     s = s.replace("user3@x.example", "user3@");
     let r = go(&store, &t, s.as_bytes()).record;
     assert_eq!(r.status, ImportStatus::Partial);
-    assert_eq!((r.skipped, r.deactivated), (1, 0));
+    assert_eq!((r.counts.skipped, r.counts.deactivated), (1, 0));
     assert_eq!(
         store.user("t1", "C003").unwrap().unwrap().status,
         UserStatus::Active
@@ -202,17 +227,17 @@ fn passwords_are_hashed_once_and_rehashed_on_change() {
     let t = tenant(OnMissing::Keep, MatchBy::MappingCode);
     let rows = vec![(1, "A", "s3cret-one"), (2, "A", "s3cret-two")];
     let r = go(&store, &t, &file(&rows)).record;
-    assert_eq!(r.inserted, 2);
+    assert_eq!(r.counts.inserted, 2);
     let mut rows2 = rows.clone();
     rows2[0].1 = "B"; // same password, other title
     let r = go(&store, &t, &file(&rows2)).record;
-    assert_eq!((r.updated, r.unchanged), (1, 1));
+    assert_eq!((r.counts.updated, r.counts.unchanged), (1, 1));
     rows2[1].2 = "new-secret";
     let p = preview_bytes(&store, &t, "users.csv", &file(&rows2)).unwrap();
     assert!(p.changes.iter().any(|c| matches!(c, Change::Update { key, changes }
         if key == "C002" && changes.iter().any(|f| f.field == "password" && f.new.as_deref() == Some("(changed)")))));
     let r = go(&store, &t, &file(&rows2)).record;
-    assert_eq!((r.updated, r.unchanged), (1, 1));
+    assert_eq!((r.counts.updated, r.counts.unchanged), (1, 1));
     let json = serde_json::to_string(&store.users("t1", None).unwrap()).unwrap();
     assert!(!json.contains("secret") && !json.contains("argon2"));
     assert!(store.user("t1", "C002").unwrap().unwrap().has_password);
@@ -235,7 +260,12 @@ fn email_owned_by_another_user_skips_the_row() {
     // Two keys swapping addresses in one file is fine; two rows claiming one address is not.
     let s = "Code;First;Last;Email;Title;Password\nC000;A;B;user1@x.example;X;\nC001;A;B;user0@x.example;X;\nC002;A;B;same@x.example;X;\nC005;A;B;same@x.example;X;\n";
     let r = go(&store, &t, s.as_bytes()).record;
-    assert_eq!((r.updated, r.skipped), (2, 2), "{:?}", r.messages);
+    assert_eq!(
+        (r.counts.updated, r.counts.skipped),
+        (2, 2),
+        "{:?}",
+        r.messages
+    );
     for row in [4, 5] {
         let want = format!(
             "row {row}: Email \"same@x.example\" is given to more than one user in this file (rows 4, 5)"
@@ -255,14 +285,14 @@ fn empty_cells_keep_or_clear() {
     go(&store, &t, &file(&users(2)));
     let blank = file(&[(0, "", ""), (1, "Engineer", "")]);
     let r = go(&store, &t, &blank).record;
-    assert_eq!(r.unchanged, 2);
+    assert_eq!(r.counts.unchanged, 2);
     assert_eq!(
         store.user("t1", "C000").unwrap().unwrap().fields["job_title"],
         "Engineer"
     );
     t.import.empty_cells = EmptyCells::Clear;
     let r = go(&store, &t, &[&blank[..], b"\n"].concat()).record;
-    assert_eq!(r.updated, 1);
+    assert_eq!(r.counts.updated, 1);
     assert!(!store
         .user("t1", "C000")
         .unwrap()
@@ -322,7 +352,7 @@ fn a_held_run_keeps_no_plaintext_password_and_approve_applies_its_passwords() {
     let mut rows = users(10);
     rows[0].2 = "Old-Secret-0";
     rows[1].2 = "Old-Secret-1";
-    assert_eq!(go(&store, &t, &file(&rows)).record.inserted, 10);
+    assert_eq!(go(&store, &t, &file(&rows)).record.counts.inserted, 10);
     // Users 3..9 are missing (held); user 0 keeps its password, 1 changes it, 2 gets one.
     let kept = vec![
         (0, "Engineer", "Old-Secret-0"),
@@ -334,7 +364,7 @@ fn a_held_run_keeps_no_plaintext_password_and_approve_applies_its_passwords() {
     upload.extend_from_slice(b"C003;First3;Last3;user3@x.example;Engineer;Secret-3;extra\n");
     let held = go(&store, &t, &upload).record;
     assert_eq!(held.status, ImportStatus::Held, "{:?}", held.messages);
-    assert_eq!((held.deactivated, held.skipped), (6, 1));
+    assert_eq!((held.counts.deactivated, held.counts.skipped), (6, 1));
     store.flush().unwrap();
     for secret in [
         "Old-Secret-0",
@@ -360,10 +390,10 @@ fn a_held_run_keeps_no_plaintext_password_and_approve_applies_its_passwords() {
     );
     assert_eq!(
         (
-            applied.updated,
-            applied.unchanged,
-            applied.deactivated,
-            applied.skipped
+            applied.counts.updated,
+            applied.counts.unchanged,
+            applied.counts.deactivated,
+            applied.counts.skipped
         ),
         (2, 1, 6, 1)
     );
@@ -437,7 +467,13 @@ fn scenario(row_memory: usize) -> (Vec<String>, String, bool) {
             .collect();
         seen.push(format!(
             "{} +{} ~{} ={} -{} skip{} {:?}",
-            r.status, r.inserted, r.updated, r.unchanged, r.deactivated, r.skipped, messages
+            r.status,
+            r.counts.inserted,
+            r.counts.updated,
+            r.counts.unchanged,
+            r.counts.deactivated,
+            r.counts.skipped,
+            messages
         ));
         r.id
     };
@@ -480,4 +516,61 @@ fn spilling_rows_to_disk_changes_no_outcome() {
     assert!(in_memory.2 && spilled.2, "passwords verify");
     assert_eq!(in_memory.0, spilled.0);
     assert_eq!(in_memory.1, spilled.1);
+}
+
+/// Moved from `store::ledger` (the store must not import the engine, not even in tests).
+#[test]
+fn a_commit_stamps_only_the_claim_running_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let tenant = Tenant::for_import(
+        "t",
+        MatchBy::Email,
+        OnMissing::Keep,
+        &[
+            ("email", "email"),
+            ("first_name", "first"),
+            ("last_name", "last"),
+        ],
+    );
+    let file = dir.path().join("users.csv");
+    std::fs::write(&file, "email,first,last\na@t.example,A,A\n").unwrap();
+    // A run of the file with no claim registered stamps nothing.
+    roster::import::run_file(
+        &store,
+        &tenant,
+        &file,
+        &roster::import::RunOptions::default(),
+    )
+    .unwrap();
+    assert!(store.claims_stamped("t").unwrap().is_empty());
+    store.claim_running("t", "users.csv", "claim-2").unwrap();
+    std::fs::write(&file, "email,first,last\na@t.example,B,B\n").unwrap();
+    let second = roster::import::run_file(
+        &store,
+        &tenant,
+        &file,
+        &roster::import::RunOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        store.claim_committed("t", "claim-2").unwrap(),
+        Some(second.record.id.clone())
+    );
+    // The next run of the same name is not claim-2's.
+    std::fs::write(&file, "email,first,last\na@t.example,C,C\n").unwrap();
+    roster::import::run_file(
+        &store,
+        &tenant,
+        &file,
+        &roster::import::RunOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        store.claim_committed("t", "claim-2").unwrap(),
+        Some(second.record.id)
+    );
+    assert_eq!(store.claims_stamped("t").unwrap(), ["claim-2"]);
+    store.claim_done("t", "claim-2").unwrap();
+    assert_eq!(store.claim_committed("t", "claim-2").unwrap(), None);
 }

@@ -158,14 +158,14 @@ fn killed_during_an_import_then_restarted_runs_exactly_once() {
         let history = store.history("big", 10).unwrap();
         let applied: Vec<_> = history
             .iter()
-            .filter(|r| matches!(r.status, roster::store::ImportStatus::Success))
+            .filter(|r| matches!(r.status, roster::model::ImportStatus::Success))
             .collect();
         assert_eq!(applied.len(), 1, "round {round}: {history:?}");
-        assert_eq!(applied[0].inserted, ROWS as u64, "round {round}");
+        assert_eq!(applied[0].counts.inserted, ROWS as u64, "round {round}");
         assert!(
             history
                 .iter()
-                .all(|r| r.status != roster::store::ImportStatus::Duplicate),
+                .all(|r| r.status != roster::model::ImportStatus::Duplicate),
             "round {round}: the same file was run twice: {history:?}"
         );
         assert_eq!(
@@ -261,11 +261,11 @@ fn killed_reimport_of_earlier_bytes_is_finished_as_its_own_run() {
     assert!(
         history
             .iter()
-            .all(|r| r.status == roster::store::ImportStatus::Success),
+            .all(|r| r.status == roster::model::ImportStatus::Success),
         "{history:?}"
     );
     assert_eq!(
-        history[2].updated, ROWS as u64,
+        history[2].counts.updated, ROWS as u64,
         "the third run applied version A again"
     );
     assert_eq!(

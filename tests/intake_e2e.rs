@@ -3,7 +3,7 @@
 
 mod support;
 
-use roster::store::ImportStatus;
+use roster::model::ImportStatus;
 use russh::keys::PrivateKey;
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
 use std::path::{Path, PathBuf};
@@ -122,7 +122,7 @@ impl Env {
         tenant: &str,
         n: usize,
         secs: u64,
-    ) -> Vec<roster::store::ImportRecord> {
+    ) -> Vec<roster::model::ImportRecord> {
         support::history::wait_filed(&self.server().store, tenant, n, secs).await;
         self.server().store.history(tenant, 100).unwrap()
     }
@@ -158,7 +158,7 @@ async fn a_fixture_upload_is_imported_filed_and_mailed() {
     assert_eq!(h.len(), 1);
     let r = &h[0];
     assert_eq!(r.status, ImportStatus::Partial);
-    assert_eq!((r.inserted, r.skipped), (1, 3));
+    assert_eq!((r.counts.inserted, r.counts.skipped), (1, 3));
     let archived = r.archived_as.clone().unwrap();
     assert!(
         archived.starts_with("processed/userdata_2026-11-21."),

@@ -6,8 +6,8 @@
 
 mod support;
 
+use roster::model::ImportStatus;
 use roster::serve::RunningServer;
-use roster::store::ImportStatus;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 use support::sftp::eventually;
@@ -87,7 +87,7 @@ impl Env {
         std::fs::rename(stash.join(name), self.home(tenant).join(name)).unwrap();
     }
 
-    async fn filed(&self, tenant: &str, n: usize, secs: u64) -> Vec<roster::store::ImportRecord> {
+    async fn filed(&self, tenant: &str, n: usize, secs: u64) -> Vec<roster::model::ImportRecord> {
         support::history::wait_filed(&self.server().store, tenant, n, secs).await;
         self.server().store.history(tenant, 100).unwrap()
     }
@@ -319,7 +319,7 @@ async fn a_file_over_the_limit_is_refused_with_a_record() {
     let r = &history[0];
     eprintln!(
         "{size} bytes: status {}, {} inserted, {:?}",
-        r.status, r.inserted, r.messages
+        r.status, r.counts.inserted, r.messages
     );
     assert_eq!(r.status, ImportStatus::Error, "{r:?}");
     assert!(

@@ -4,8 +4,8 @@
 
 mod support;
 
+use roster::model::{ImportRecord, ImportStatus};
 use roster::serve::RunningServer;
-use roster::store::{ImportRecord, ImportStatus};
 use russh::keys::PrivateKey;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -209,7 +209,7 @@ async fn a_report_grows_at_most_twice_the_file() {
     }
     let rec = env.import(&csv).await;
     assert_eq!(rec.status, ImportStatus::Error, "{:?}", rec.messages);
-    assert!(rec.skipped > 100_000, "{rec:?}");
+    assert!(rec.counts.skipped > 100_000, "{rec:?}");
     let reports = env.reports();
     let (path, len) = reports.first().expect("a failure report");
     let bound = 2 * csv.len() as u64 + (1 << 20) + 4096;
@@ -272,7 +272,7 @@ async fn report_cells_starting_with_tab_or_cr_are_neutralised() {
                bad-email,\"\t@SUM(1)\",\"\r-2\"\n";
     let rec = env.import(csv.as_bytes()).await;
     assert_eq!(rec.status, ImportStatus::Partial, "{:?}", rec.messages);
-    assert_eq!(rec.skipped, 3, "{:?}", rec.messages);
+    assert_eq!(rec.counts.skipped, 3, "{:?}", rec.messages);
     let reports = env.reports();
     let (path, _) = reports.first().expect("a failure report");
     let bytes = std::fs::read(path).unwrap();
@@ -304,11 +304,11 @@ async fn two_columns_with_the_same_header_are_a_file_level_error() {
     let rec = env
         .import(b"email,first_name,last_name\nana@acme.example,Ana,Horvat\n")
         .await;
-    assert_eq!(rec.inserted, 1);
+    assert_eq!(rec.counts.inserted, 1);
     let csv = "email,first_name,last_name,Email\nana@acme.example,Ana,Kovac,ana.k@acme.example\nbo@acme.example,Bo,Ban,bo2@acme.example\n";
     let rec = env.import(csv.as_bytes()).await;
     assert_eq!(rec.status, ImportStatus::Error, "{:?}", rec.messages);
-    assert_eq!(rec.inserted + rec.updated, 0, "{rec:?}");
+    assert_eq!(rec.counts.inserted + rec.counts.updated, 0, "{rec:?}");
     let first = &rec.messages[0];
     assert!(
         first.contains("\"Email\"") && first.contains("columns 1, 4"),

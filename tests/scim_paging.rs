@@ -69,7 +69,7 @@ async fn scim_pages_a_large_directory_in_bounded_memory() {
         .unwrap();
     assert!(support::history::wait_filed(&server.store, "acme", 1, 300).await);
     let rec = server.store.history("acme", 1).unwrap().remove(0);
-    assert_eq!(rec.inserted, USERS as u64, "{:?}", rec.messages);
+    assert_eq!(rec.counts.inserted, USERS as u64, "{:?}", rec.messages);
     let mut keys = admin_support::keys(0, USERS);
     keys.sort();
     let base = format!("http://{}", server.admin.addr);

@@ -13,7 +13,7 @@
 use super::{auth, ApiError, AppState};
 use crate::config::{Config, Tenant};
 use crate::intake::pattern::{FilePattern, TenantCalendar};
-use crate::store::{ImportRecord, ImportStatus, User, UserStatus};
+use crate::model::{ImportRecord, ImportStatus, User, UserStatus};
 use axum::body::{Body, HttpBody};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -496,9 +496,11 @@ async fn restore(
     find_user(&st, &t.id, &key).await?;
     let store = st.store.clone();
     let k = key.clone();
-    let user = blocking("cannot restore the user", move || store.restore(&t.id, &k))
-        .await?
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))?;
+    let user = blocking("cannot restore the user", move || {
+        crate::import::restore(&*store, &t.id, &k)
+    })
+    .await?
+    .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))?;
     tracing::info!(%tenant, key = %user.key, "user restored through the admin API");
     json_ok(user)
 }

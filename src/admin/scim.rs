@@ -15,7 +15,7 @@
 //! other methods 405; bad filters 400 `invalidFilter`; bad numbers 400 `invalidValue`. Every
 //! error uses the SCIM Error schema.
 //!
-//! `/Users` pages without loading the directory (`Store::users_page`: one bucket at a time,
+//! `/Users` pages without loading the directory (`Users::users_page`: one bucket at a time,
 //! only the page's keys kept) and at most `HEAVY_REQUESTS` listings run at once (SCIM and the
 //! admin API's `/users` together); up to 64 more wait (10 s at most), beyond that a request is
 //! answered 503 with `Retry-After: 1`.
@@ -27,7 +27,7 @@ use super::filter::{self, Attr, Cond, Filter};
 use super::schemas::{self, ENTERPRISE_SCHEMA, ERROR_SCHEMA, LIST_SCHEMA, USER_SCHEMA};
 use super::{auth, AppState};
 use crate::config::MatchBy;
-use crate::store::{User, UserStatus};
+use crate::model::{User, UserStatus};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};

@@ -14,7 +14,7 @@ pub mod client;
 mod show;
 mod table;
 
-use crate::store::{ImportRecord, User};
+use crate::model::{ImportRecord, User};
 use client::{seg, Client};
 use serde_json::Value;
 use show::*;

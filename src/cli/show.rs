@@ -3,7 +3,7 @@
 //! Values enter as the typed records (or JSON) the admin API returned; they leave as text.
 
 use super::table::{self, local, local_str, size, Col};
-use crate::store::{ImportRecord, User};
+use crate::model::{ImportRecord, ImportStatus, User};
 use serde_json::Value;
 
 pub(super) fn status_word(u: &User) -> String {
@@ -16,7 +16,7 @@ pub(super) fn status_word(u: &User) -> String {
 pub(super) fn counts_line(r: &ImportRecord) -> String {
     format!(
         "rows {}: {} inserted, {} updated, {} unchanged, {} deactivated, {} deleted, {} restored, {} skipped",
-        r.rows, r.inserted, r.updated, r.unchanged, r.deactivated, r.deleted, r.restored, r.skipped
+        r.counts.rows, r.counts.inserted, r.counts.updated, r.counts.unchanged, r.counts.deactivated, r.counts.deleted, r.counts.restored, r.counts.skipped
     )
 }
 
@@ -48,14 +48,14 @@ pub(super) fn history_text(tenant: &str, records: &[ImportRecord]) -> String {
                 r.status.to_string(),
             ];
             for n in [
-                r.rows,
-                r.inserted,
-                r.updated,
-                r.unchanged,
-                r.deactivated,
-                r.deleted,
-                r.restored,
-                r.skipped,
+                r.counts.rows,
+                r.counts.inserted,
+                r.counts.updated,
+                r.counts.unchanged,
+                r.counts.deactivated,
+                r.counts.deleted,
+                r.counts.restored,
+                r.counts.skipped,
             ] {
                 row.push(n.to_string());
             }
@@ -63,13 +63,10 @@ pub(super) fn history_text(tenant: &str, records: &[ImportRecord]) -> String {
         })
         .collect();
     let mut out = table::table(&cols, &rows);
-    for r in records
-        .iter()
-        .filter(|r| r.status == crate::store::ImportStatus::Held)
-    {
+    for r in records.iter().filter(|r| r.status == ImportStatus::Held) {
         out.push_str(&format!(
             "held: {} would deactivate {} and delete {}; check with `roster preview`, apply with `roster approve {tenant} {}`\n",
-            r.id, r.deactivated, r.deleted, r.id
+            r.id, r.counts.deactivated, r.counts.deleted, r.id
         ));
     }
     out

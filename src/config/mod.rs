@@ -7,6 +7,7 @@
 //! current working directory, which is how the quick start runs the server from the repo root.
 
 pub mod admin_token;
+pub mod authorized_keys;
 pub mod reload;
 mod validate;
 

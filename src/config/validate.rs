@@ -1,6 +1,8 @@
 //! Semantic checks on a parsed [`Config`]: every problem, each naming the tenant and the key.
 
+use super::authorized_keys::parse_authorized_key;
 use super::{Config, Tenant, Trigger};
+use crate::model::fields::is_known_field;
 use std::collections::HashSet;
 use std::str::FromStr;
 
@@ -100,7 +102,7 @@ fn tenant_problems(index: usize, t: &Tenant, out: &mut Vec<String>) {
         }
     }
     for (n, k) in t.authorized_keys.iter().enumerate() {
-        if crate::sftp::auth::parse_authorized_key(k).is_err() {
+        if parse_authorized_key(k).is_err() {
             say(
                 &format!("authorized_keys[{n}]"),
                 format!("{:?} is not an OpenSSH public key line", short(k)),
@@ -194,7 +196,7 @@ fn tenant_problems(index: usize, t: &Tenant, out: &mut Vec<String>) {
     }
     let mut headers = HashSet::new();
     for (field, header) in &p.columns {
-        if !crate::import::fields::is_known_field(field) {
+        if !is_known_field(field) {
             say(
                 "import.columns",
                 format!("names an unknown field {field:?}"),

@@ -8,7 +8,8 @@
 
 use super::plan::{plan_bucket, plan_quiet, survey, BucketPlan, Counts, Ctx};
 use super::spill::BucketRows;
-use crate::store::{Store, TenantState, BUCKETS};
+use crate::model::bucket::BUCKETS;
+use crate::store::{Directory, TenantState};
 use anyhow::Result;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -63,7 +64,7 @@ pub struct Survey {
 /// Surveys every bucket; a bucket whose rows were found unchanged gets them back compacted
 /// (see `plan::survey`), freeing their values before the main pass.
 pub fn run_survey(
-    store: &Store,
+    store: &dyn Directory,
     ctx: &Ctx<'_>,
     state: &TenantState,
     rows: &BucketRows,
@@ -113,7 +114,7 @@ pub struct Planned {
 /// bucket's rows are freed as soon as that bucket is planned. Buckets that `quiet` (from
 /// the survey, empty when there was none) marks are not read from the store.
 pub fn run_plan(
-    store: &Store,
+    store: &dyn Directory,
     ctx: &Ctx<'_>,
     state: &TenantState,
     rows: &BucketRows,
@@ -141,8 +142,7 @@ pub fn run_plan(
         drop(owned);
         let mut staged = None;
         if let (true, Some(new)) = (stage, plan.blob.take()) {
-            let g = store.new_generation()?;
-            store.stage_bucket(tenant, b as u16, g, &new)?;
+            let g = store.stage_bucket(tenant, b as u16, &new)?;
             if let Ok(mut s) = staged_so_far.lock() {
                 s.push((b as u16, g));
             }

@@ -21,7 +21,9 @@ use super::row::{self, GivenPasswords};
 use super::spill::BucketRows;
 use super::{ImportOutcome, RunOptions};
 use crate::config::{MatchBy, OnMissing, Tenant};
-use crate::store::{Commit, ImportRecord, ImportStatus, LedgerEntry, LedgerState, Store, BUCKETS};
+use crate::model::bucket::BUCKETS;
+use crate::model::{Counts, ImportRecord, ImportStatus};
+use crate::store::{Commit, LedgerEntry, LedgerState, Store};
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use std::collections::HashMap;
@@ -193,7 +195,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         push_msg(&mut rec.messages, &mut dropped, n.clone());
     }
     // Row pass: validate, pack into the run's bucket rows, remember skip reasons and emails.
-    let secret = *store.secret();
+    let secret = *store.fingerprint_key();
     let check_emails = profile.match_by != MatchBy::Email && map.email.is_some();
     let seal = row::RowSeal::new();
     let rows = BucketRows::new(BUCKETS, job.opts.row_memory);
@@ -217,7 +219,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         spilled_bytes = rows.spilled(),
         "row pass done (rows past the memory budget wait in a temporary file)"
     );
-    rec.rows = pass.rows;
+    rec.counts.rows = pass.rows;
     for (_, n) in pass.notes {
         push_msg(&mut rec.messages, &mut dropped, n);
     }
@@ -226,7 +228,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     let file_emails = pass.file_emails;
     let mut conflicts = pass.clashes;
     let pass_fingerprints = pass.fingerprints;
-    if rec.rows == 0 {
+    if rec.counts.rows == 0 {
         return fail(
             job,
             rec,
@@ -257,7 +259,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     let mut held = None;
     let mut quiet = Vec::new();
     if has_users && (profile.on_missing != OnMissing::Keep || check_emails) {
-        let survey = run_survey(store, &ctx, &state, &rows, &file_emails)?;
+        let survey = run_survey(&**store, &ctx, &state, &rows, &file_emails)?;
         let limit = profile.max_missing_percent / 100.0 * survey.current as f64;
         if job.approving.is_none() && survey.missing >= 5 && survey.missing as f64 > limit {
             held = Some(survey.missing);
@@ -274,11 +276,11 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             skips.entry(*l).or_insert_with(|| r.clone());
         }
         rec.status = ImportStatus::Held;
-        rec.skipped = skips.len() as u64;
-        rec.errors = rec.skipped;
+        rec.counts.skipped = skips.len() as u64;
+        rec.counts.errors = rec.counts.skipped;
         match profile.on_missing {
-            OnMissing::Delete => rec.deleted = missing,
-            _ => rec.deactivated = missing,
+            OnMissing::Delete => rec.counts.deleted = missing,
+            _ => rec.counts.deactivated = missing,
         }
         rec.messages.insert(
             0,
@@ -288,7 +290,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             ),
         );
         let plan = held::plan_bytes(&held::Keep {
-            store,
+            store: &**store,
             ctx: &ctx,
             state: &state,
             rows: &rows,
@@ -318,20 +320,19 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         );
     }
     let stage = !job.opts.dry_run;
-    let planned = run_plan(store, &ctx, &state, &rows, &quiet, stage)?;
+    let planned = run_plan(&**store, &ctx, &state, &rows, &quiet, stage)?;
     phase("plan");
     for (l, r) in planned.late_skips {
         skips.entry(l).or_insert(r);
     }
     let c = planned.counts;
-    rec.inserted = c.inserted;
-    rec.updated = c.updated;
-    rec.unchanged = c.unchanged;
-    rec.deactivated = c.deactivated;
-    rec.deleted = c.deleted;
-    rec.restored = c.restored;
-    rec.skipped = skips.len() as u64;
-    rec.errors = rec.skipped;
+    let skipped = skips.len() as u64;
+    rec.counts = Counts {
+        rows: rec.counts.rows,
+        skipped,
+        errors: skipped,
+        ..c
+    };
     let applied = c.inserted + c.updated + c.unchanged + c.restored;
     let mut first: Vec<(&u64, &String)> = skips.iter().collect();
     first.sort();
@@ -352,7 +353,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     }
     rec.status = if held.is_some() {
         ImportStatus::Held
-    } else if rec.skipped > 0 {
+    } else if rec.counts.skipped > 0 {
         ImportStatus::Partial
     } else {
         ImportStatus::Success
@@ -404,19 +405,18 @@ fn nothing_imported(
         .map(|(_, r)| r.as_str())
         .unwrap_or("");
     rec.status = ImportStatus::Error;
-    rec.skipped = skips.len() as u64;
-    rec.errors = rec.skipped + 1;
-    rec.inserted = 0;
-    rec.updated = 0;
-    rec.unchanged = 0;
-    rec.restored = 0;
-    rec.deactivated = 0;
-    rec.deleted = 0;
+    let skipped = skips.len() as u64;
+    rec.counts = Counts {
+        rows: rec.counts.rows,
+        skipped,
+        errors: skipped + 1,
+        ..Counts::default()
+    };
     rec.messages.insert(
         0,
         format!(
             "none of the {} rows could be imported, so nothing was changed; the first problem: {first}",
-            rec.rows
+            rec.counts.rows
         ),
     );
     finish(job, rec, state, Vec::new(), report_csv, archive, changes)
@@ -430,7 +430,7 @@ fn fail(
     reached: report::Reached,
 ) -> Result<Done> {
     rec.status = ImportStatus::Error;
-    rec.errors = 1;
+    rec.counts.errors = 1;
     rec.messages.insert(0, msg);
     let archive = report::archive_early(job.tenant, job.input, &mut rec.messages, reached);
     finish(job, rec, state, Vec::new(), None, archive, Vec::new())
@@ -504,7 +504,7 @@ fn finish_with(
             return Err(e);
         }
         tracing::info!(tenant = %rec.tenant, file = %rec.file, id = %rec.id, status = %rec.status,
-            rows = rec.rows, inserted = rec.inserted, updated = rec.updated, skipped = rec.skipped,
+            rows = rec.counts.rows, inserted = rec.counts.inserted, updated = rec.counts.updated, skipped = rec.counts.skipped,
             "import finished");
     }
     Ok(Done {

@@ -6,195 +6,12 @@
 //! the row, the column header and the value.
 
 use crate::config::{ImportProfile, NameCase, Reference};
-use crate::store::LIST_SEP;
+use crate::model::bucket::{fnv64_extend, FNV_OFFSET};
+pub use crate::model::fields::{
+    is_known_field, spec, FieldSpec, Kind, RefList, CUSTOM, FIELDS, FIELD_NAMES, LIST_SEP,
+};
 use std::borrow::Cow;
 use std::collections::HashMap;
-
-/// How a field's cells are read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Trimmed, lower-cased, must have a domain with a dot.
-    Email,
-    /// Trimmed, kept as text (leading zeros stay).
-    Id,
-    /// Trimmed.
-    Text,
-    /// Trimmed, inner whitespace collapsed, optionally capitalised.
-    Name,
-    /// `YYYY-MM-DD`, `DD.MM.YYYY` or `D.M.YYYY`; stored ISO.
-    Date,
-    /// `M` or `F`.
-    Sex,
-    /// One of the tenant's `languages`; stored lower-case.
-    Language,
-    /// A password: hashed, never stored as given.
-    Secret,
-    /// Must be in `[tenants.reference]` (which list: see [`RefList`]).
-    Reference(RefList),
-    /// Split on the tenant's `list_separator`.
-    List,
-    /// `1/0`, `true/false`, ... ; `invert` for `deactivate`.
-    Bool { invert: bool },
-}
-
-/// Which reference list a reference field is checked against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefList {
-    OrgUnits,
-    Locations,
-    Workplaces,
-}
-
-/// One row of the field table.
-#[derive(Debug, Clone, Copy)]
-pub struct FieldSpec {
-    pub name: &'static str,
-    pub kind: Kind,
-}
-
-/// The field table. `custom.NAME` fields use [`CUSTOM`].
-pub const FIELDS: &[FieldSpec] = &[
-    FieldSpec {
-        name: "email",
-        kind: Kind::Email,
-    },
-    FieldSpec {
-        name: "manager_email",
-        kind: Kind::Email,
-    },
-    FieldSpec {
-        name: "mapping_code",
-        kind: Kind::Id,
-    },
-    FieldSpec {
-        name: "username",
-        kind: Kind::Text,
-    },
-    FieldSpec {
-        name: "first_name",
-        kind: Kind::Name,
-    },
-    FieldSpec {
-        name: "last_name",
-        kind: Kind::Name,
-    },
-    FieldSpec {
-        name: "date_of_birth",
-        kind: Kind::Date,
-    },
-    FieldSpec {
-        name: "start_date",
-        kind: Kind::Date,
-    },
-    FieldSpec {
-        name: "sex",
-        kind: Kind::Sex,
-    },
-    FieldSpec {
-        name: "language",
-        kind: Kind::Language,
-    },
-    FieldSpec {
-        name: "national_id",
-        kind: Kind::Text,
-    },
-    FieldSpec {
-        name: "phone",
-        kind: Kind::Text,
-    },
-    FieldSpec {
-        name: "job_title",
-        kind: Kind::Text,
-    },
-    FieldSpec {
-        name: "role",
-        kind: Kind::Text,
-    },
-    FieldSpec {
-        name: "timezone",
-        kind: Kind::Text,
-    },
-    FieldSpec {
-        name: "password",
-        kind: Kind::Secret,
-    },
-    FieldSpec {
-        name: "org_unit",
-        kind: Kind::Reference(RefList::OrgUnits),
-    },
-    FieldSpec {
-        name: "location",
-        kind: Kind::Reference(RefList::Locations),
-    },
-    FieldSpec {
-        name: "workplace",
-        kind: Kind::Reference(RefList::Workplaces),
-    },
-    FieldSpec {
-        name: "groups",
-        kind: Kind::List,
-    },
-    FieldSpec {
-        name: "teams",
-        kind: Kind::List,
-    },
-    FieldSpec {
-        name: "active",
-        kind: Kind::Bool { invert: false },
-    },
-    FieldSpec {
-        name: "deactivate",
-        kind: Kind::Bool { invert: true },
-    },
-];
-
-/// The spec of every `custom.NAME` field.
-pub const CUSTOM: FieldSpec = FieldSpec {
-    name: "custom",
-    kind: Kind::Text,
-};
-
-/// Names of the built-in fields; `custom.NAME` is accepted too.
-pub const FIELD_NAMES: &[&str] = &[
-    "email",
-    "manager_email",
-    "mapping_code",
-    "username",
-    "first_name",
-    "last_name",
-    "date_of_birth",
-    "start_date",
-    "sex",
-    "language",
-    "national_id",
-    "phone",
-    "job_title",
-    "role",
-    "timezone",
-    "password",
-    "org_unit",
-    "location",
-    "workplace",
-    "groups",
-    "teams",
-    "active",
-    "deactivate",
-];
-
-/// True for a field a tenant may map a column to.
-pub fn is_known_field(name: &str) -> bool {
-    spec(name).is_some()
-}
-
-/// The spec of a field name (built-in or `custom.NAME`).
-pub fn spec(name: &str) -> Option<FieldSpec> {
-    if let Some(s) = FIELDS.iter().find(|s| s.name == name) {
-        return Some(*s);
-    }
-    name.strip_prefix("custom.")
-        .filter(|rest| !rest.is_empty())
-        .map(|_| CUSTOM)
-}
 
 /// A normalised cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,15 +72,8 @@ impl std::hash::Hasher for Fnv {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
+        let start = if self.0 == 0 { FNV_OFFSET } else { self.0 };
+        self.0 = fnv64_extend(start, bytes);
     }
 }
 

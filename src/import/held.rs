@@ -19,7 +19,7 @@ use super::report;
 use super::row::{self, GivenPasswords};
 use super::spill::BucketRows;
 use crate::config::Tenant;
-use crate::store::{Blob, Store, TenantState};
+use crate::store::{Blob, Directory, Store, TenantState};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -77,7 +77,7 @@ impl KeptPassword {
 
 /// Everything a held run's plan is made from.
 pub struct Keep<'a> {
-    pub store: &'a Store,
+    pub store: &'a dyn Directory,
     /// The run's planning context (its hashing settings are overridden).
     pub ctx: &'a Ctx<'a>,
     pub state: &'a TenantState,
@@ -150,7 +150,7 @@ pub fn plan_bytes(k: &Keep<'_>) -> Result<Vec<u8>> {
             (copy, passwords, tenant_json(&held_profile)?)
         }
     };
-    let header = serde_json::to_vec(&HeldPlan {
+    let header = HeldPlan {
         tenant: kept_tenant,
         file: k.file.to_string(),
         received_at: k.received_at,
@@ -158,12 +158,8 @@ pub fn plan_bytes(k: &Keep<'_>) -> Result<Vec<u8>> {
         sha256: Some(k.upload.0.to_string()),
         bytes: Some(k.upload.1),
         passwords,
-    })?;
-    let mut plan = Vec::with_capacity(4 + header.len() + file.len());
-    plan.extend_from_slice(&(header.len() as u32).to_le_bytes());
-    plan.extend_from_slice(&header);
-    plan.extend_from_slice(&file);
-    Ok(plan)
+    };
+    crate::store::frame(&header, &file)
 }
 
 /// The tenant as JSON that deserialises again. (`DelimiterSetting`'s derived `Serialize` writes
@@ -199,18 +195,14 @@ pub fn load(store: &Store, tenant: &Tenant, import_id: &str) -> Result<HeldRun> 
     let Some(blob) = store.held_plan(&tenant.id, import_id)? else {
         bail!("tenant {} has no held import {import_id}", tenant.id);
     };
-    let len = blob
-        .get(..4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .unwrap_or(usize::MAX);
-    let Some(header) = blob.get(4..4usize.saturating_add(len)) else {
-        bail!(
+    let (held, bytes): (HeldPlan, &[u8]) = crate::store::unframe(&blob).with_context(|| {
+        format!(
             "the held plan {import_id} of tenant {} is damaged",
             tenant.id
-        );
-    };
-    let held: HeldPlan = serde_json::from_slice(header)
-        .with_context(|| format!("the held plan {import_id} is damaged"))?;
+        )
+    })?;
+    // The kept file is the tail of the stored plan, after the framed header.
+    let file_at = blob.len() - bytes.len();
     let held_tenant: Tenant = serde_json::from_value(held.tenant)
         .with_context(|| format!("the profile in held plan {import_id} is damaged"))?;
     // The held run's file was already filed away by the intake: the record keeps where.
@@ -236,7 +228,7 @@ pub fn load(store: &Store, tenant: &Tenant, import_id: &str) -> Result<HeldRun> 
         file: held.file,
         received_at: held.received_at,
         plan: blob,
-        file_at: 4 + len,
+        file_at,
         approving,
     })
 }

@@ -38,12 +38,13 @@ mod parse;
 mod plan;
 mod read;
 mod report;
+mod restore;
 mod row;
 mod spill;
 
-pub use crate::store::{ImportRecord, ImportStatus};
+pub use crate::model::{Change, Counts, FieldChange, ImportRecord, ImportStatus};
 pub use filing::{staged, ArchivePlan, Filing};
-pub use plan::{Change, Counts, FieldChange};
+pub use restore::restore;
 
 use crate::config::Tenant;
 use crate::store::Store;

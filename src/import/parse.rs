@@ -10,7 +10,7 @@
 use super::row::{self, GivenPasswords, Mapping, Parsed, Row, RowSeal, ROW_PRESENT_ONLY};
 use super::spill::BucketRows;
 use crate::config::Tenant;
-use crate::store::{fnv64, BUCKETS};
+use crate::model::bucket::{bucket_of, fnv64, BUCKETS};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::mpsc;
@@ -344,7 +344,7 @@ fn work(
                 out.emails
                     .push((fnv64(e.as_bytes()), fnv64(r.key.as_bytes()), line));
             }
-            let arena = &mut out.arenas[row::bucket_of(&r.key)];
+            let arena = &mut out.arenas[bucket_of(r.key.as_bytes()) as usize];
             let before = arena.len();
             row::pack(arena, &r, 0, &digest, cx.seal);
             out.held += arena.len() - before;
@@ -356,7 +356,7 @@ fn work(
                     key,
                     ..Default::default()
                 };
-                let arena = &mut out.arenas[row::bucket_of(&r.key)];
+                let arena = &mut out.arenas[bucket_of(r.key.as_bytes()) as usize];
                 let before = arena.len();
                 row::pack(arena, &r, ROW_PRESENT_ONLY, &[0; 16], cx.seal);
                 out.held += arena.len() - before;

@@ -8,67 +8,13 @@
 
 use super::row::{unpack, GivenPasswords, Mapping, PackedRow, RowSeal};
 use crate::config::{Activate, EmptyCells, OnMissing, Tenant};
-use crate::store::{
+use crate::model::packed::{
     bucket_entries, bucket_push, digest_of, field_of, flags_of, status_of, UserRec, FLAG_MANAGED,
     FLAG_MISSING, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE,
 };
+pub use crate::model::{Change, Counts, FieldChange};
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
-
-/// One change of a plan, as a preview shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum Change {
-    Insert {
-        key: String,
-        fields: BTreeMap<String, String>,
-    },
-    Update {
-        key: String,
-        changes: Vec<FieldChange>,
-    },
-    Restore {
-        key: String,
-        changes: Vec<FieldChange>,
-    },
-    Deactivate {
-        key: String,
-    },
-    Delete {
-        key: String,
-    },
-}
-
-/// `field: old → new` (passwords appear as `(changed)`, never their value).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FieldChange {
-    pub field: String,
-    pub old: Option<String>,
-    pub new: Option<String>,
-}
-
-/// Counters of a plan.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    pub inserted: u64,
-    pub updated: u64,
-    pub unchanged: u64,
-    pub deactivated: u64,
-    pub deleted: u64,
-    pub restored: u64,
-}
-
-impl Counts {
-    pub fn add(&mut self, o: &Counts) {
-        self.inserted += o.inserted;
-        self.updated += o.updated;
-        self.unchanged += o.unchanged;
-        self.deactivated += o.deactivated;
-        self.deleted += o.deleted;
-        self.restored += o.restored;
-    }
-}
+use std::collections::HashMap;
 
 /// What the planner needs to know besides the bucket.
 pub struct Ctx<'a> {
@@ -223,10 +169,11 @@ pub fn survey(
         let Some(email) = field_of(v, "email")? else {
             continue;
         };
-        let Some((owner, line)) = file_emails.get(crate::store::fnv64(email.as_bytes())) else {
+        let Some((owner, line)) = file_emails.get(crate::model::bucket::fnv64(email.as_bytes()))
+        else {
             continue;
         };
-        if owner == crate::store::fnv64(k) {
+        if owner == crate::model::bucket::fnv64(k) {
             continue;
         }
         // The stored user keeps this email unless its own row gives it another one.
@@ -544,11 +491,11 @@ fn insert_fast(ctx: &Ctx<'_>, r: &PackedRow<'_>, out: &mut Vec<u8>) -> Result<()
             *slot = v;
         }
     }
-    crate::store::put_varint(out, by_col.iter().filter(|v| v.is_some()).count() as u64);
+    crate::model::packed::put_varint(out, by_col.iter().filter(|v| v.is_some()).count() as u64);
     for (ci, name) in &ctx.map.by_name {
         if let Some(Some(v)) = by_col.get(*ci) {
             out.extend_from_slice(name);
-            crate::store::put_bytes(out, v.as_bytes());
+            crate::model::packed::put_bytes(out, v.as_bytes());
         }
     }
     Ok(())

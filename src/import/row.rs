@@ -8,7 +8,7 @@
 
 use super::fields::{self, FieldSpec, Kind, Norm};
 use crate::config::{EmptyCells, ImportProfile, Tenant};
-use crate::store::{fnv64, BUCKETS};
+use crate::model::packed::varint_len;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 
@@ -26,7 +26,7 @@ pub struct Column {
     pub header: String,
     /// A value is required (the match key, first and last name).
     pub required: bool,
-    /// The field name as records store it (see `store::put_name`), for row digests.
+    /// The field name as records store it (see `model::packed::put_name`), for row digests.
     pub stored_name: Vec<u8>,
 }
 
@@ -123,7 +123,7 @@ pub fn map_columns(headers: &[String], tenant: &Tenant) -> Result<Mapping, Strin
     let key_field = profile.match_by.field();
     for c in &mut cols {
         c.required = [key_field, "first_name", "last_name"].contains(&c.field.as_str());
-        crate::store::put_name(&mut c.stored_name, &c.field);
+        crate::model::packed::put_name(&mut c.stored_name, &c.field);
     }
     let mut missing = Vec::new();
     for required in [key_field, "first_name", "last_name"] {
@@ -164,7 +164,7 @@ pub fn map_columns(headers: &[String], tenant: &Tenant) -> Result<Mapping, Strin
             v.into_iter()
                 .map(|(i, name)| {
                     let mut enc = Vec::new();
-                    crate::store::put_name(&mut enc, name);
+                    crate::model::packed::put_name(&mut enc, name);
                     (i, enc)
                 })
                 .collect()
@@ -317,11 +317,6 @@ pub fn parse_record<'a>(
     }
 }
 
-/// Bucket of a normalised key.
-pub fn bucket_of(key: &str) -> usize {
-    ((fnv64(key.as_bytes()) >> 20) % BUCKETS as u64) as usize
-}
-
 /// HMAC-SHA256 (RFC 2104) with a 32-byte key.
 pub fn hmac_sha256(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
     let mut ipad = [0x36u8; 64];
@@ -398,7 +393,7 @@ impl<'a> PackedRow<'a> {
     }
     /// (column index, value or None for an empty cell).
     pub fn values(&self) -> anyhow::Result<Vec<(usize, Option<&'a str>)>> {
-        let mut r = crate::store::Cursor::new(self.values);
+        let mut r = crate::model::packed::Cursor::new(self.values);
         let mut out = Vec::with_capacity(self.nvalues as usize);
         for _ in 0..self.nvalues {
             let col = r.varint()? as usize;
@@ -455,16 +450,6 @@ pub fn row_digest(
     xxhash_rust::xxh3::xxh3_128(buf).to_le_bytes()
 }
 
-/// Bytes `put_varint` writes for `v`.
-fn varint_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
-}
-
 /// Appends a packed row to an arena.
 /// Seals the password cells of packed rows with ChaCha20 under a key made for one run and never
 /// stored (the row number is the nonce): packed rows may be spilled to a temporary file
@@ -500,8 +485,8 @@ impl Default for RowSeal {
 
 /// Appends a row to an arena; its password, if any, sealed with `seal`.
 pub fn pack(arena: &mut Vec<u8>, row: &Row<'_>, flags: u8, digest: &[u8; 16], seal: &RowSeal) {
-    use crate::store::put_bytes as pb;
-    use crate::store::put_varint as pv;
+    use crate::model::packed::put_bytes as pb;
+    use crate::model::packed::put_varint as pv;
     pv(arena, row.line);
     pb(arena, row.key.as_bytes());
     let mut f = flags;
@@ -550,8 +535,8 @@ pub fn pack(arena: &mut Vec<u8>, row: &Row<'_>, flags: u8, digest: &[u8; 16], se
 /// Appends `row` without its values and password (for a row whose stored user already has
 /// its digest: the planner only counts it as unchanged).
 pub fn pack_compact(arena: &mut Vec<u8>, row: &PackedRow<'_>) {
-    use crate::store::put_bytes as pb;
-    use crate::store::put_varint as pv;
+    use crate::model::packed::put_bytes as pb;
+    use crate::model::packed::put_varint as pv;
     pv(arena, row.line);
     pb(arena, row.key);
     arena.push((row.flags & !ROW_HAS_PASSWORD) | ROW_COMPACT);
@@ -563,7 +548,7 @@ pub fn pack_compact(arena: &mut Vec<u8>, row: &PackedRow<'_>) {
 
 /// Unpacks every row of an arena (borrowing).
 pub fn unpack(arena: &[u8]) -> anyhow::Result<Vec<PackedRow<'_>>> {
-    let mut r = crate::store::Cursor::new(arena);
+    let mut r = crate::model::packed::Cursor::new(arena);
     let mut out = Vec::new();
     while !r.at_end() {
         let start = r.pos();

@@ -26,8 +26,9 @@ mod run;
 mod triggers;
 
 use crate::config::{ConfigHandle, Tenant, Trigger};
+use crate::model::{ImportRecord, ImportStatus};
 use crate::sftp::{is_temp_name, InProgress, UploadFinished};
-use crate::store::{ImportRecord, ImportStatus, Store};
+use crate::store::Store;
 use pattern::FilePattern;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -32,7 +32,7 @@ use super::{RunProgress, Shared};
 use crate::config::{ReportWhen, Tenant};
 use crate::import::{self, Filing, ImportOutcome, RunOptions};
 use crate::mail::{compose_report, CsvAttachment, RunSummary};
-use crate::store::{ImportRecord, ImportStatus};
+use crate::model::{Counts, ImportRecord, ImportStatus};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
@@ -71,7 +71,10 @@ pub fn own_record(
     let id = shared.store.new_import_id(now)?;
     Ok(ImportRecord {
         bytes,
-        errors: u64::from(status == ImportStatus::Error),
+        counts: Counts {
+            errors: u64::from(status == ImportStatus::Error),
+            ..Counts::default()
+        },
         messages: vec![message],
         ..ImportRecord::begun(id, tenant, file, status, received_at, now)
     })
@@ -272,8 +275,8 @@ fn finish(
     }
     tracing::info!(
         tenant = %record.tenant, file = %record.file, import_id = %record.id,
-        status = record.status.as_str(), rows = record.rows, inserted = record.inserted,
-        updated = record.updated, skipped = record.skipped, archived_as = record.archived_as.as_deref().unwrap_or("(deleted)"),
+        status = record.status.as_str(), rows = record.counts.rows, inserted = record.counts.inserted,
+        updated = record.counts.updated, skipped = record.counts.skipped, archived_as = record.archived_as.as_deref().unwrap_or("(deleted)"),
         "run finished"
     );
     Ok(record)
@@ -313,7 +316,7 @@ pub fn queue_mail(
         file: record.file.clone(),
         status: record.status.as_str().to_string(),
         import_id: Some(record.id.clone()),
-        counts: record.into(),
+        counts: record.counts,
         messages: record.messages.clone(),
         attachment: report.map(|bytes| CsvAttachment {
             file_name: report_name
@@ -345,7 +348,7 @@ pub fn approve_held(
     let _enter = span.enter();
     let record = import::approve(&shared.store, tenant, import_id)?.record;
     crate::metrics::import_finished(&record);
-    tracing::info!(status = %record.status, deactivated = record.deactivated, deleted = record.deleted, "held import approved");
+    tracing::info!(status = %record.status, deactivated = record.counts.deactivated, deleted = record.counts.deleted, "held import approved");
     Ok(record)
 }
 

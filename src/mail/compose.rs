@@ -12,6 +12,7 @@
 //! is cut to [`MAX_BODY_LINE_CHARS`] characters.
 
 use super::OutgoingMail;
+pub use crate::model::Counts;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::Message;
@@ -37,36 +38,6 @@ fn mailable(run: &RunSummary) -> Option<&CsvAttachment> {
     run.attachment
         .as_ref()
         .filter(|a| a.bytes.len() <= MAX_ATTACHMENT_BYTES)
-}
-
-/// The numbers of one import run, as in the import record (design §5).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub rows: u64,
-    pub inserted: u64,
-    pub updated: u64,
-    pub unchanged: u64,
-    pub deactivated: u64,
-    pub deleted: u64,
-    pub restored: u64,
-    pub skipped: u64,
-    pub errors: u64,
-}
-
-impl From<&crate::store::ImportRecord> for Counts {
-    fn from(r: &crate::store::ImportRecord) -> Counts {
-        Counts {
-            rows: r.rows,
-            inserted: r.inserted,
-            updated: r.updated,
-            unchanged: r.unchanged,
-            deactivated: r.deactivated,
-            deleted: r.deleted,
-            restored: r.restored,
-            skipped: r.skipped,
-            errors: r.errors,
-        }
-    }
 }
 
 /// A file to attach: the failure report CSV, sent byte for byte.

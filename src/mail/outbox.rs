@@ -1,8 +1,9 @@
 //! The durable outbox as the delivery worker sees it: [`MailQueue`] implemented on the store's
-//! outbox (the store keeps recipients and message bytes; the rest is read back from the headers).
+//! [`MailOutbox`] seam (the store keeps recipients and message bytes; the rest is read back from
+//! the headers). Composed mail enters through [`enqueue`]; due mail leaves to the worker.
 
 use super::{MailQueue, OutgoingMail, QueuedMail};
-use crate::store::Store;
+use crate::store::{MailOutbox, Store};
 use chrono::{DateTime, Utc};
 
 impl MailQueue for Store {
@@ -44,5 +45,6 @@ impl MailQueue for Store {
 
 /// Queues `mail` in the store's outbox (durable before this returns).
 pub fn enqueue(store: &Store, mail: &OutgoingMail) -> anyhow::Result<u64> {
-    store.outbox_push(&mail.to, &mail.bytes)
+    let outbox: &dyn MailOutbox = &**store;
+    outbox.outbox_push(&mail.to, &mail.bytes)
 }

@@ -6,24 +6,15 @@
 //! blocked by password failures can still log in with its key: keys cannot be guessed, and an
 //! attacker must not be able to lock out a nightly HR export by typing wrong passwords.
 
+use crate::config::authorized_keys::parse_authorized_key;
 use crate::config::{Config, Tenant};
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Argon2, PasswordVerifier};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Parses one `authorized_keys` line (`ssh-ed25519 AAAA... comment`; options are not supported).
-pub fn parse_authorized_key(line: &str) -> anyhow::Result<russh::keys::PublicKey> {
-    let mut parts = line.split_whitespace();
-    let _algo = parts.next().ok_or_else(|| anyhow!("empty key line"))?;
-    let b64 = parts
-        .next()
-        .ok_or_else(|| anyhow!("no key data after the algorithm"))?;
-    russh::keys::parse_public_key_base64(b64).context("key data is not a valid public key")
-}
 
 /// True when `tenant` lists `key` in `authorized_keys`.
 pub fn key_is_authorized(tenant: &Tenant, key: &russh::keys::PublicKey) -> bool {

@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use crate::support::sftp::{Client, Login};
+use roster::model::ImportRecord;
 use roster::serve::RunningServer;
-use roster::store::ImportRecord;
 use russh::keys::PrivateKey;
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -1,50 +1,46 @@
-//! The compact binary form of stored users and of the buckets that hold them.
+//! The packed user record and the packed bucket: the one binary form of a stored user that
+//! both the import engine (which plans on it without decoding) and the store (which keeps it)
+//! read and write.
 //!
-//! Data enters as [`UserRec`] values from the import planner (or a restore) and leaves as bytes
-//! written into a bucket blob; reading goes the other way. A record starts with a fixed header
-//! (status, flags, timestamps, the digest of the last imported row, the password fingerprint)
-//! so that the planner can tell an unchanged user from the header alone, without decoding the
-//! fields. Nothing here touches sled; `store` writes the blobs.
+//! Data enters as [`UserRec`] values (from the planner or a restore) and leaves as bytes
+//! appended to a bucket blob; reading goes the other way through [`Cursor`]. A record starts
+//! with a fixed header (status, flags, timestamps, the digest of the last imported row, the
+//! password fingerprint) so that the planner can tell an unchanged user from the header alone,
+//! without decoding the fields. Pure: no I/O; how a store keeps the blobs (sled seals them with
+//! LZ4) is the store's business.
 //!
 //! Record layout (little endian):
 //! `version u8 | status u8 | flags u8 | created_at i64 | updated_at i64 | deleted_at i64 |
 //!  row_digest [16] | pw_fp [16] | pw_hash (varint len + bytes) | field count varint |
 //!  (name, value: varint len + bytes)*` — fields sorted by name; a name is one byte, the index
-//! of a built-in field in `import::fields::FIELD_NAMES` (append-only), or 0xFF followed by the
-//! name as text (`custom.*`); list values are joined with U+001F.
+//! of a built-in field in [`FIELD_NAMES`] (append-only), or 0xFF followed by the name as text
+//! (`custom.*`); list values are joined with [`LIST_SEP`](super::fields::LIST_SEP).
 //!
 //! Bucket layout: `(key: varint len + bytes, record: varint len + bytes)*`, sorted by key.
-//! In sled a bucket is stored *sealed*: the tag byte [`SEALED_LZ4`], then the bucket compressed
-//! as one LZ4 block with its length in front (`lz4_flex`; a third of the size for the
-//! benchmark's users). sled keeps every node it has read or written in memory for the rest of
-//! an import (its LRU evicts only after many accesses to the same shard), so the stored size
-//! of a bucket is what an import holds per bucket; compressing it is what keeps a million-user
-//! re-import under its memory target. [`unseal_bucket`] checks the tag and the block, so a
-//! damaged value is an error.
+//! Which bucket a key belongs to is [`bucket_of`](super::bucket::bucket_of).
 
+use super::fields::FIELD_NAMES;
 use anyhow::{bail, Result};
 
 /// Record format version written in the first byte.
 const VERSION: u8 = 1;
 /// Byte length of the fixed record header.
-pub(crate) const HEADER_LEN: usize = 3 + 24 + 32;
+const HEADER_LEN: usize = 3 + 24 + 32;
 /// Offset of the row digest inside a record.
-pub(crate) const DIGEST_AT: usize = 27;
-/// Separator of list items inside a stored value.
-pub const LIST_SEP: char = '\u{1f}';
+const DIGEST_AT: usize = 27;
 
-pub(crate) const STATUS_ACTIVE: u8 = 0;
-pub(crate) const STATUS_INACTIVE: u8 = 1;
-pub(crate) const STATUS_DELETED: u8 = 2;
+pub const STATUS_ACTIVE: u8 = 0;
+pub const STATUS_INACTIVE: u8 = 1;
+pub const STATUS_DELETED: u8 = 2;
 
 /// The user was created or last updated by an import (so `on_missing` may act on it).
-pub(crate) const FLAG_MANAGED: u8 = 1;
+pub const FLAG_MANAGED: u8 = 1;
 /// The user was deactivated or deleted by an import because it was missing from a file.
-pub(crate) const FLAG_MISSING: u8 = 2;
+pub const FLAG_MISSING: u8 = 2;
 
 /// A decoded user record (all fields owned).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct UserRec {
+pub struct UserRec {
     pub status: u8,
     pub flags: u8,
     pub created_at: i64,
@@ -152,22 +148,22 @@ impl UserRec {
 }
 
 /// Status byte of an encoded record (without decoding it).
-pub(crate) fn status_of(rec: &[u8]) -> u8 {
+pub fn status_of(rec: &[u8]) -> u8 {
     rec.get(1).copied().unwrap_or(STATUS_INACTIVE)
 }
 
 /// Flags byte of an encoded record.
-pub(crate) fn flags_of(rec: &[u8]) -> u8 {
+pub fn flags_of(rec: &[u8]) -> u8 {
     rec.get(2).copied().unwrap_or(0)
 }
 
 /// Row digest of an encoded record.
-pub(crate) fn digest_of(rec: &[u8]) -> Option<&[u8]> {
+pub fn digest_of(rec: &[u8]) -> Option<&[u8]> {
     rec.get(DIGEST_AT..DIGEST_AT + 16)
 }
 
 /// One field of an encoded record, found without decoding the others.
-pub(crate) fn field_of<'a>(rec: &'a [u8], name: &str) -> Result<Option<&'a str>> {
+pub fn field_of<'a>(rec: &'a [u8], name: &str) -> Result<Option<&'a str>> {
     let mut r = Cursor::new(rec);
     r.take(HEADER_LEN)?;
     r.bytes()?;
@@ -189,7 +185,7 @@ pub(crate) fn field_of<'a>(rec: &'a [u8], name: &str) -> Result<Option<&'a str>>
 }
 
 /// Iterates the (key, record) pairs of a bucket blob without copying.
-pub(crate) fn bucket_entries(blob: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
+pub fn bucket_entries(blob: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
     let mut r = Cursor::new(blob);
     let mut out = Vec::new();
     while !r.at_end() {
@@ -201,59 +197,21 @@ pub(crate) fn bucket_entries(blob: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
 }
 
 /// Appends one (key, record) pair to a bucket blob under construction.
-pub(crate) fn bucket_push(out: &mut Vec<u8>, key: &[u8], rec: &[u8]) {
+pub fn bucket_push(out: &mut Vec<u8>, key: &[u8], rec: &[u8]) {
     put_bytes(out, key);
     put_bytes(out, rec);
-}
-
-/// First byte of a sealed bucket: an LZ4 block with its size prepended follows.
-const SEALED_LZ4: u8 = 1;
-
-/// The stored form of a bucket blob (see the module doc).
-pub(crate) fn seal_bucket(blob: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + 4 + lz4_flex::block::get_maximum_output_size(blob.len()));
-    out.push(SEALED_LZ4);
-    out.extend_from_slice(&lz4_flex::compress_prepend_size(blob));
-    out
-}
-
-/// The bucket blob of a stored value.
-pub(crate) fn unseal_bucket(stored: &[u8]) -> Result<Vec<u8>> {
-    match stored.split_first() {
-        Some((&SEALED_LZ4, rest)) if rest.len() >= 4 => {
-            let (len, block) = rest.split_at(4);
-            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-            // LZ4 expands at most about 255 times; a larger claim is damage, not a reason to
-            // allocate gigabytes.
-            if len > block.len().saturating_mul(255) + 16 {
-                bail!("the stored bucket is damaged (impossible length {len})");
-            }
-            match lz4_flex::decompress(block, len) {
-                Ok(out) if out.len() == len => Ok(out),
-                Ok(out) => bail!(
-                    "the stored bucket is damaged ({} bytes instead of {len})",
-                    out.len()
-                ),
-                Err(e) => bail!("the stored bucket is damaged: {e}"),
-            }
-        }
-        _ => bail!("the stored bucket is damaged (unknown format tag)"),
-    }
 }
 
 /// Tag of a field name written as text (`custom.*`); other tags index [`FIELD_NAMES`].
 const CUSTOM_NAME: u8 = 0xFF;
 
-/// Built-in field names are stored as one byte: their index in this list. Append only.
-use crate::import::fields::FIELD_NAMES;
-
 /// The one-byte id of a built-in field name.
-pub(crate) fn name_id(name: &str) -> Option<u8> {
+fn name_id(name: &str) -> Option<u8> {
     FIELD_NAMES.iter().position(|n| *n == name).map(|i| i as u8)
 }
 
 /// Writes a field name: its id, or the tag and the text.
-pub(crate) fn put_name(out: &mut Vec<u8>, name: &str) {
+pub fn put_name(out: &mut Vec<u8>, name: &str) {
     match name_id(name) {
         Some(id) => out.push(id),
         None => {
@@ -273,6 +231,17 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
         }
         out.push(b | 0x80);
     }
+}
+
+/// Bytes [`put_varint`] writes for `v`.
+#[inline]
+pub fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
 }
 
 pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -335,7 +304,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Reads a field name written by [`put_name`].
-    pub(crate) fn name(&mut self) -> Result<std::borrow::Cow<'static, str>> {
+    pub fn name(&mut self) -> Result<std::borrow::Cow<'static, str>> {
         let tag = self.byte()?;
         if tag == CUSTOM_NAME {
             return Ok(std::borrow::Cow::Owned(self.string()?));
@@ -352,16 +321,6 @@ impl<'a> Cursor<'a> {
             .map_err(|_| anyhow::anyhow!("stored data is damaged (not UTF-8)"))?
             .to_string())
     }
-}
-
-/// FNV-1a, 64 bit: a stable hash for bucket placement and in-memory indexes.
-pub fn fnv64(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in data {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 #[cfg(test)]
@@ -394,32 +353,5 @@ mod tests {
         let e = bucket_entries(&b).unwrap_or_default();
         assert_eq!(e, vec![(&b"k1"[..], &b"v1"[..]), (&b"k2"[..], &b""[..])]);
         assert!(bucket_entries(&b[..3]).is_err());
-    }
-
-    #[test]
-    fn sealed_bucket_round_trip_and_damage() {
-        let mut b = Vec::new();
-        for i in 0..500 {
-            bucket_push(
-                &mut b,
-                format!("{i:07}").as_bytes(),
-                b"First;Last;user@example.com",
-            );
-        }
-        let sealed = seal_bucket(&b);
-        assert!(
-            sealed.len() < b.len() / 2,
-            "{} vs {}",
-            sealed.len(),
-            b.len()
-        );
-        assert_eq!(unseal_bucket(&sealed).ok(), Some(b.clone()));
-        // Damaged: unknown tag, truncated block, a claimed length far beyond the data.
-        assert!(unseal_bucket(&[]).is_err());
-        assert!(unseal_bucket(&b).is_err());
-        assert!(unseal_bucket(&sealed[..sealed.len() / 2]).is_err());
-        let mut huge = sealed.clone();
-        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(unseal_bucket(&huge).is_err());
     }
 }

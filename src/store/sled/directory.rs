@@ -1,0 +1,237 @@
+//! The [`Directory`] seam on sled: tenant state, staged and committed bucket generations, the
+//! one multi-tree transaction of a run, and rewriting one user (see the key layout in `sled`).
+
+use super::{seal, tkey, SledStore};
+use crate::model::bucket::{bucket_of, BUCKETS};
+use crate::model::packed::{bucket_entries, bucket_push, UserRec};
+use crate::store::{Backend, Commit, Directory, TenantState};
+use anyhow::{anyhow, bail, Context, Result};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+/// For a commit of an intake run (a ledger entry, not an `approve`): the `claims` key of the
+/// claim running that file, and the stamp to write for it.
+fn claim_keys(c: &Commit) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let (Some(entry), None) = (&c.ledger, &c.remove_plan) else {
+        return Ok(None);
+    };
+    let Some(import_id) = entry.import_id.clone() else {
+        return Ok(None);
+    };
+    let stamp = serde_json::to_vec(&super::runs::ClaimStamp {
+        file: entry.file.clone(),
+        import_id,
+    })?;
+    Ok(Some((
+        super::runs::running_key(&c.tenant, &entry.file),
+        stamp,
+    )))
+}
+
+fn state_key(tenant: &str) -> Vec<u8> {
+    tkey(tenant, b"s")
+}
+
+/// Marks a bucket generation as staged but not committed: `\x01<tenant>\0<bucket><gen>`.
+pub(super) fn staged_key(tenant: &str, bucket: u16, gen: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tenant.len() + 12);
+    k.push(1);
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&bucket.to_be_bytes());
+    k.extend_from_slice(&gen.to_be_bytes());
+    k
+}
+
+pub(super) fn bucket_key(tenant: &str, bucket: u16, gen: u64) -> Vec<u8> {
+    let mut k = tkey(tenant, b"b");
+    k.extend_from_slice(&bucket.to_be_bytes());
+    k.extend_from_slice(&gen.to_be_bytes());
+    k
+}
+
+impl Directory for SledStore {
+    /// The tenant's directory state (empty for a new tenant).
+    fn tenant_state(&self, tenant: &str) -> Result<TenantState> {
+        let mut st: TenantState = match self.inner.users.get(state_key(tenant))? {
+            Some(v) => serde_json::from_slice(&v)
+                .with_context(|| format!("the stored state of tenant {tenant} is damaged"))?,
+            None => TenantState::default(),
+        };
+        st.gens.resize(BUCKETS, 0);
+        Ok(st)
+    }
+
+    fn fingerprint_key(&self) -> &[u8; 32] {
+        &self.inner.secret
+    }
+
+    /// Reads a bucket (decompressed) of the given generation; None for generation 0 (empty).
+    fn bucket(&self, tenant: &str, bucket: u16, gen: u64) -> Result<Option<Vec<u8>>> {
+        if gen == 0 {
+            return Ok(None);
+        }
+        let v = self.inner.users.get(bucket_key(tenant, bucket, gen))?;
+        match v {
+            Some(v) => seal::unseal_bucket(&v)
+                .map(Some)
+                .with_context(|| format!("bucket {bucket} of tenant {tenant} cannot be read")),
+            None => bail!("bucket {bucket} of tenant {tenant} is missing from the store"),
+        }
+    }
+
+    fn stage_bucket(&self, tenant: &str, bucket: u16, blob: &[u8]) -> Result<u64> {
+        let gen = self.inner.db.generate_id()? + 1;
+        // The marker goes first, so a staged bucket is never left unmarked by a crash.
+        self.inner
+            .users
+            .insert(staged_key(tenant, bucket, gen), &[][..])
+            .context("cannot write to the store")?;
+        self.inner
+            .users
+            .insert(bucket_key(tenant, bucket, gen), seal::seal_bucket(blob))
+            .context("cannot write to the store")?;
+        Ok(gen)
+    }
+
+    /// Removes staged buckets of an abandoned plan.
+    fn discard_staged(&self, tenant: &str, staged: &[(u16, u64)]) -> Result<()> {
+        for &(b, g) in staged {
+            if g != 0 {
+                self.inner.users.remove(bucket_key(tenant, b, g))?;
+                self.inner.users.remove(staged_key(tenant, b, g))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one import atomically: new bucket generations, history, ledger, plans. Fails
+    /// without changing anything if another commit changed the tenant since the plan was made.
+    fn commit(&self, c: &Commit) -> Result<TenantState> {
+        let i = &self.inner;
+        let skey = state_key(&c.tenant);
+        let record_json = c
+            .record
+            .as_ref()
+            .map(|r| serde_json::to_vec(r).map(|j| (tkey(&c.tenant, r.id.as_bytes()), j)))
+            .transpose()?;
+        let ledger_json = c
+            .ledger
+            .as_ref()
+            .map(|l| serde_json::to_vec(l).map(|j| (tkey(&c.tenant, l.file.as_bytes()), j)))
+            .transpose()?;
+        let claim_keys = claim_keys(c)?;
+        let result = (&i.users, &i.history, &i.plans, &i.ledger, &i.claims).transaction(
+            |(users, history, plans, ledger, claims)| {
+                let mut st: TenantState = match users.get(&skey)? {
+                    Some(v) => serde_json::from_slice(&v).map_err(|e| {
+                        ConflictableTransactionError::Abort(anyhow!(
+                            "the stored state of tenant {} is damaged: {e}",
+                            c.tenant
+                        ))
+                    })?,
+                    None => TenantState::default(),
+                };
+                st.gens.resize(BUCKETS, 0);
+                if st.version != c.expected_version {
+                    return Err(ConflictableTransactionError::Abort(anyhow!(
+                        "the directory of tenant {} changed while this import was planned; run it again",
+                        c.tenant
+                    )));
+                }
+                if !c.buckets.is_empty() {
+                    st.version += 1;
+                }
+                for &(b, g) in &c.buckets {
+                    if g != 0 {
+                        users.remove(staged_key(&c.tenant, b, g))?;
+                    }
+                    let old = st.gen(b as usize);
+                    if old != 0 && old != g {
+                        users.remove(bucket_key(&c.tenant, b, old))?;
+                    }
+                    if let Some(slot) = st.gens.get_mut(b as usize) {
+                        *slot = g;
+                    }
+                }
+                if let Some(sha) = &c.last_applied_sha256 {
+                    st.last_applied_sha256 = Some(sha.clone());
+                }
+                let json = serde_json::to_vec(&st)
+                    .map_err(|e| ConflictableTransactionError::Abort(anyhow!(e)))?;
+                users.insert(skey.as_slice(), json)?;
+                if let Some((k, v)) = &record_json {
+                    history.insert(k.as_slice(), v.as_slice())?;
+                }
+                if let Some((k, v)) = &ledger_json {
+                    ledger.insert(k.as_slice(), v.as_slice())?;
+                }
+                if let Some((running, stamp)) = &claim_keys {
+                    if let Some(claim) = claims.remove(running.as_slice())? {
+                        let claim = String::from_utf8_lossy(&claim).to_string();
+                        claims.insert(super::runs::stamp_key(&c.tenant, &claim), stamp.as_slice())?;
+                    }
+                }
+                if let Some((id, bytes)) = &c.put_plan {
+                    plans.insert(tkey(&c.tenant, id.as_bytes()), bytes.as_slice())?;
+                }
+                if let Some(id) = &c.remove_plan {
+                    plans.remove(tkey(&c.tenant, id.as_bytes()))?;
+                }
+                Ok(st)
+            },
+        );
+        let st = match result {
+            Ok(st) => st,
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => {
+                return Err(anyhow!(e).context("cannot commit the import to the store"))
+            }
+        };
+        self.flush()?;
+        Ok(st)
+    }
+
+    fn update_user(
+        &self,
+        tenant: &str,
+        key: &str,
+        change: &mut dyn FnMut(&mut UserRec) -> Result<()>,
+    ) -> Result<Option<UserRec>> {
+        let st = self.tenant_state(tenant)?;
+        let b = bucket_of(key.as_bytes());
+        let Some(blob) = self.bucket(tenant, b, st.gen(b as usize))? else {
+            return Ok(None);
+        };
+        let entries = bucket_entries(&blob)?;
+        let mut out = Vec::with_capacity(blob.len() + 16);
+        let mut changed = None;
+        for (k, v) in entries {
+            if k != key.as_bytes() {
+                bucket_push(&mut out, k, v);
+                continue;
+            }
+            let mut rec = UserRec::decode(v)?;
+            change(&mut rec)?;
+            let mut enc = Vec::new();
+            rec.encode_into(&mut enc);
+            bucket_push(&mut out, k, &enc);
+            changed = Some(rec);
+        }
+        if changed.is_none() {
+            return Ok(None);
+        }
+        let gen = self.stage_bucket(tenant, b, &out)?;
+        let commit = Commit {
+            tenant: tenant.to_string(),
+            expected_version: st.version,
+            buckets: vec![(b, gen)],
+            ..Default::default()
+        };
+        if let Err(e) = self.commit(&commit) {
+            self.discard_staged(tenant, &[(b, gen)])?;
+            return Err(e);
+        }
+        Ok(changed)
+    }
+}

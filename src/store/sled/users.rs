@@ -1,0 +1,155 @@
+//! The [`Users`] seam on sled: [`User`] values listed, paged, counted and looked up, read
+//! bucket by bucket through the sled [`Directory`]. Users enter only through a commit; stored
+//! password hashes never leave this module.
+//!
+//! `users_page` serves paged readers (SCIM) without materialising the directory: it reads one
+//! bucket at a time, counts the matches and keeps only the keys of the first `skip + take` of
+//! them, then reads the page's users from their buckets.
+
+use super::SledStore;
+use crate::model::bucket::{bucket_of, BUCKETS};
+use crate::model::packed::{bucket_entries, status_of, UserRec, STATUS_ACTIVE, STATUS_DELETED};
+use crate::model::{User, UserPage, UserStatus};
+use crate::store::{Directory, Users};
+use anyhow::Result;
+use std::collections::{BTreeMap, BinaryHeap};
+
+impl Users for SledStore {
+    /// Every user of the tenant with the given status (all when None), sorted by key.
+    fn users(&self, tenant: &str, status: Option<UserStatus>) -> Result<Vec<User>> {
+        let st = self.tenant_state(tenant)?;
+        let mut out = Vec::new();
+        for b in 0..BUCKETS {
+            let Some(blob) = self.bucket(tenant, b as u16, st.gen(b))? else {
+                continue;
+            };
+            for (k, v) in bucket_entries(&blob)? {
+                if status.is_some_and(|s| UserStatus::from_byte(status_of(v)) != s) {
+                    continue;
+                }
+                let rec = UserRec::decode(v)?;
+                out.push(User::from_rec(&String::from_utf8_lossy(k), &rec));
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// The users for which `keep` is true, in key order: the `take` after the first `skip`,
+    /// and the number of all matches. Memory: one bucket at a time, plus the keys of the first
+    /// `skip + take` matches (not users). A commit between the two passes can leave a user out
+    /// of the page; a reader asks again.
+    fn users_page(
+        &self,
+        tenant: &str,
+        keep: &dyn Fn(&User) -> bool,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
+        let st = self.tenant_state(tenant)?;
+        let limit = skip.saturating_add(take);
+        // A max-heap of the smallest matching keys seen so far.
+        let mut first: BinaryHeap<Vec<u8>> = BinaryHeap::new();
+        let mut total = 0u64;
+        for b in 0..BUCKETS {
+            let Some(blob) = self.bucket(tenant, b as u16, st.gen(b))? else {
+                continue;
+            };
+            for (k, v) in bucket_entries(&blob)? {
+                let rec = UserRec::decode(v)?;
+                if !keep(&User::from_rec(&String::from_utf8_lossy(k), &rec)) {
+                    continue;
+                }
+                total += 1;
+                if first.len() < limit {
+                    first.push(k.to_vec());
+                } else if first.peek().is_some_and(|top| k < top.as_slice()) {
+                    first.pop();
+                    first.push(k.to_vec());
+                }
+            }
+        }
+        let page: Vec<Vec<u8>> = first.into_sorted_vec().into_iter().skip(skip).collect();
+        let mut buckets: BTreeMap<u16, Vec<&[u8]>> = BTreeMap::new();
+        for k in &page {
+            buckets.entry(bucket_of(k)).or_default().push(k);
+        }
+        let mut found: BTreeMap<&[u8], User> = BTreeMap::new();
+        for (b, keys) in buckets {
+            let Some(blob) = self.bucket(tenant, b, st.gen(b as usize))? else {
+                continue;
+            };
+            for (k, v) in bucket_entries(&blob)? {
+                if let Some(&key) = keys.iter().find(|key| **key == k) {
+                    let user = User::from_rec(&String::from_utf8_lossy(k), &UserRec::decode(v)?);
+                    found.insert(key, user);
+                }
+            }
+        }
+        Ok(UserPage {
+            total,
+            users: found.into_values().collect(),
+        })
+    }
+
+    /// Number of users per status: (active, inactive, deleted).
+    fn user_counts(&self, tenant: &str) -> Result<(u64, u64, u64)> {
+        let st = self.tenant_state(tenant)?;
+        let mut c = (0, 0, 0);
+        for b in 0..BUCKETS {
+            let Some(blob) = self.bucket(tenant, b as u16, st.gen(b))? else {
+                continue;
+            };
+            for (_, v) in bucket_entries(&blob)? {
+                match status_of(v) {
+                    STATUS_ACTIVE => c.0 += 1,
+                    STATUS_DELETED => c.2 += 1,
+                    _ => c.1 += 1,
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// One user by key (tried as given, then lower-cased, as email and username keys are).
+    fn user(&self, tenant: &str, key: &str) -> Result<Option<User>> {
+        for k in [key.trim().to_string(), key.trim().to_lowercase()] {
+            if let Some(rec) = self.user_rec(tenant, &k)? {
+                return Ok(Some(User::from_rec(&k, &rec)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether `password` is the user's imported password (argon2id check of the stored hash;
+    /// false when the user or the hash is missing). The hash itself never leaves the store.
+    fn verify_user_password(&self, tenant: &str, key: &str, password: &str) -> Result<bool> {
+        use argon2::password_hash::{phc::PasswordHash, PasswordVerifier};
+        let Some(rec) = self.user_rec(tenant, key)? else {
+            return Ok(false);
+        };
+        let Ok(hash) = PasswordHash::new(&rec.pw_hash) else {
+            return Ok(false);
+        };
+        Ok(argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok())
+    }
+}
+
+impl SledStore {
+    /// The packed record of exactly this key.
+    fn user_rec(&self, tenant: &str, key: &str) -> Result<Option<UserRec>> {
+        let st = self.tenant_state(tenant)?;
+        let b = bucket_of(key.as_bytes());
+        let Some(blob) = self.bucket(tenant, b, st.gen(b as usize))? else {
+            return Ok(None);
+        };
+        for (k, v) in bucket_entries(&blob)? {
+            if k == key.as_bytes() {
+                return Ok(Some(UserRec::decode(v)?));
+            }
+        }
+        Ok(None)
+    }
+}
