@@ -114,8 +114,25 @@ pub fn import_finished(record: &ImportRecord) {
 /// The Prometheus text exposition (format 0.0.4). `outbox_depth` is read by the caller.
 pub fn render(outbox_depth: Option<usize>) -> String {
     let mut out = String::with_capacity(4096);
+    render_sftp(&mut out);
+    render_imports(&mut out);
+    render_mail(&mut out);
+    if let Some(depth) = outbox_depth {
+        header(
+            &mut out,
+            "roster_mail_outbox_depth",
+            "gauge",
+            "Messages waiting in the durable mail outbox.",
+        );
+        let _ = writeln!(out, "roster_mail_outbox_depth {depth}");
+    }
+    out
+}
+
+/// Sessions, logins and uploaded bytes.
+fn render_sftp(out: &mut String) {
     header(
-        &mut out,
+        out,
         "roster_sftp_sessions_open",
         "gauge",
         "SSH connections open now.",
@@ -126,7 +143,7 @@ pub fn render(outbox_depth: Option<usize>) -> String {
         SESSIONS_OPEN.load(Relaxed).max(0)
     );
     header(
-        &mut out,
+        out,
         "roster_sftp_logins_total",
         "counter",
         "SFTP logins by result (ok, failed, blocked).",
@@ -143,7 +160,7 @@ pub fn render(outbox_depth: Option<usize>) -> String {
         );
     }
     header(
-        &mut out,
+        out,
         "roster_sftp_uploaded_bytes_total",
         "counter",
         "Bytes written by SFTP clients.",
@@ -153,8 +170,12 @@ pub fn render(outbox_depth: Option<usize>) -> String {
         "roster_sftp_uploaded_bytes_total {}",
         BYTES_UPLOADED.load(Relaxed)
     );
+}
+
+/// Import runs by status, their durations and rows.
+fn render_imports(out: &mut String) {
     header(
-        &mut out,
+        out,
         "roster_imports_total",
         "counter",
         "Finished import runs by status.",
@@ -168,7 +189,7 @@ pub fn render(outbox_depth: Option<usize>) -> String {
         );
     }
     header(
-        &mut out,
+        out,
         "roster_import_duration_seconds",
         "histogram",
         "Duration of import runs (started_at to finished_at).",
@@ -192,7 +213,7 @@ pub fn render(outbox_depth: Option<usize>) -> String {
     );
     let _ = writeln!(out, "roster_import_duration_seconds_count {count}");
     header(
-        &mut out,
+        out,
         "roster_import_rows_total",
         "counter",
         "Data rows read by finished import runs.",
@@ -202,15 +223,19 @@ pub fn render(outbox_depth: Option<usize>) -> String {
         "roster_import_rows_total {}",
         ROWS_PROCESSED.load(Relaxed)
     );
+}
+
+/// Mail delivered and failed.
+fn render_mail(out: &mut String) {
     header(
-        &mut out,
+        out,
         "roster_mail_sent_total",
         "counter",
         "Report mails delivered (or written as .eml without [mail]).",
     );
     let _ = writeln!(out, "roster_mail_sent_total {}", MAILS_SENT.load(Relaxed));
     header(
-        &mut out,
+        out,
         "roster_mail_failed_total",
         "counter",
         "Failed delivery attempts: retry (kept in the outbox) or permanent (given up).",
@@ -225,16 +250,6 @@ pub fn render(outbox_depth: Option<usize>) -> String {
         "roster_mail_failed_total{{kind=\"permanent\"}} {}",
         MAILS_GIVEN_UP.load(Relaxed)
     );
-    if let Some(depth) = outbox_depth {
-        header(
-            &mut out,
-            "roster_mail_outbox_depth",
-            "gauge",
-            "Messages waiting in the durable mail outbox.",
-        );
-        let _ = writeln!(out, "roster_mail_outbox_depth {depth}");
-    }
-    out
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -149,6 +149,9 @@ async fn a_link_swapped_in_for_the_file_is_never_imported() {
             let csv = format!("email,first_name,last_name\ngood{rounds}@acme.example,G,R\n");
             std::fs::write(stash.join("users.csv"), csv).unwrap();
             std::fs::rename(stash.join("users.csv"), home.join("users.csv")).unwrap();
+            // The regular file stays a moment, so the intake sees it and the link can replace
+            // it between the intake's look and its claim (both states last a few ms).
+            std::thread::sleep(Duration::from_millis(4));
             let _ = std::fs::remove_file(stash.join("link"));
             std::os::unix::fs::symlink(&evil, stash.join("link")).unwrap();
             std::fs::rename(stash.join("link"), home.join("users.csv")).unwrap();

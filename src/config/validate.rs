@@ -1,7 +1,7 @@
 //! Semantic checks on a parsed [`Config`]: every problem, each naming the tenant and the key.
 
 use super::authorized_keys::parse_authorized_key;
-use super::{Config, Tenant, Trigger};
+use super::{Config, ImportProfile, Tenant, Trigger};
 use crate::model::fields::is_known_field;
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -73,14 +73,33 @@ pub fn is_valid_tenant_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
+/// The problems of one tenant, each said as "tenant "acme": KEY MESSAGE".
+struct TenantProblems<'a> {
+    name: String,
+    out: &'a mut Vec<String>,
+}
+
+impl TenantProblems<'_> {
+    fn say(&mut self, key: &str, msg: String) {
+        self.out.push(format!("{}: {key} {msg}", self.name));
+    }
+}
+
 fn tenant_problems(index: usize, t: &Tenant, out: &mut Vec<String>) {
     let name = if t.id.is_empty() {
         format!("tenant #{}", index + 1)
     } else {
         format!("tenant {:?}", t.id)
     };
-    let mut say = |key: &str, msg: String| out.push(format!("{name}: {key} {msg}"));
+    let mut problems = TenantProblems { name, out };
+    login_problems(t, &mut problems);
+    import_problems(&t.import, &mut problems);
+    column_problems(&t.import, &mut problems);
+}
 
+/// The id, the login methods, the notify list and the SCIM token.
+fn login_problems(t: &Tenant, problems: &mut TenantProblems<'_>) {
+    let mut say = |key: &str, msg: String| problems.say(key, msg);
     if !is_valid_tenant_id(&t.id) {
         say(
             "id",
@@ -122,7 +141,11 @@ fn tenant_problems(index: usize, t: &Tenant, out: &mut Vec<String>) {
             );
         }
     }
-    let p = &t.import;
+}
+
+/// `[tenants.import]` apart from its columns.
+fn import_problems(p: &ImportProfile, problems: &mut TenantProblems<'_>) {
+    let mut say = |key: &str, msg: String| problems.say(key, msg);
     if p.file.trim().is_empty() || p.file.contains('/') || p.file.contains('\\') {
         say(
             "import.file",
@@ -183,6 +206,11 @@ fn tenant_problems(index: usize, t: &Tenant, out: &mut Vec<String>) {
     if p.languages.is_empty() {
         say("import.languages", "must list at least one code".into());
     }
+}
+
+/// `[tenants.import.columns]`: the required fields are mapped, each to one header.
+fn column_problems(p: &ImportProfile, problems: &mut TenantProblems<'_>) {
+    let mut say = |key: &str, msg: String| problems.say(key, msg);
     let key = p.match_by.field();
     if !p.columns.is_empty() {
         for required in [key, "first_name", "last_name"] {
