@@ -6,7 +6,7 @@
 //! `commit` then makes the run visible in one transaction; on any failure the staged buckets
 //! are discarded.
 
-use super::plan::{plan_bucket, plan_quiet, survey, BucketPlan, Counts, Ctx};
+use super::merge::{merge_bucket, merge_quiet, survey, BucketMerge, Counts, MergeSettings};
 use super::spill::BucketRows;
 use crate::model::bucket::BUCKETS;
 use crate::store::{Directory, TenantState};
@@ -57,18 +57,18 @@ pub struct Survey {
     pub current: u64,
     pub missing: u64,
     pub conflicts: Vec<(u64, String)>,
-    /// Per bucket: nothing in it changes (see `plan::SurveyPart::quiet`).
+    /// Per bucket: nothing in it changes (see `merge::SurveyPart::quiet`).
     pub quiet: Vec<bool>,
 }
 
 /// Surveys every bucket; a bucket whose rows were found unchanged gets them back compacted
-/// (see `plan::survey`), freeing their values before the main pass.
+/// (see `merge::survey`), freeing their values before the main pass.
 pub fn run_survey(
     store: &dyn Directory,
-    ctx: &Ctx<'_>,
+    ctx: &MergeSettings<'_>,
     state: &TenantState,
     rows: &BucketRows,
-    file_emails: &super::parse::FileEmails,
+    file_emails: &super::row_pass::FileEmails,
 ) -> Result<Survey> {
     let tenant = ctx.tenant.id.as_str();
     let parts = par_buckets(|b| {
@@ -102,9 +102,9 @@ pub fn run_survey(
 
 /// The outcome of the main pass.
 #[derive(Default)]
-pub struct Planned {
+pub struct Merged {
     pub counts: Counts,
-    pub changes: Vec<super::plan::Change>,
+    pub changes: Vec<super::merge::Change>,
     pub late_skips: Vec<(u64, String)>,
     /// (bucket, generation) written to the store but not yet committed.
     pub staged: Vec<(u16, u64)>,
@@ -113,14 +113,14 @@ pub struct Planned {
 /// Plans every bucket; when `stage`, writes each changed bucket under a new generation. Each
 /// bucket's rows are freed as soon as that bucket is planned. Buckets that `quiet` (from
 /// the survey, empty when there was none) marks are not read from the store.
-pub fn run_plan(
+pub fn run_merge(
     store: &dyn Directory,
-    ctx: &Ctx<'_>,
+    ctx: &MergeSettings<'_>,
     state: &TenantState,
     rows: &BucketRows,
     quiet: &[bool],
     stage: bool,
-) -> Result<Planned> {
+) -> Result<Merged> {
     let tenant = ctx.tenant.id.as_str();
     let staged_so_far: Mutex<Vec<(u16, u64)>> = Mutex::new(Vec::new());
     let parts = par_buckets(|b| {
@@ -128,15 +128,15 @@ pub fn run_plan(
         let owned = rows.take(b)?;
         let parts: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
         if gen == 0 && parts.is_empty() {
-            return Ok((BucketPlan::default(), None));
+            return Ok((BucketMerge::default(), None));
         }
         if quiet.get(b).copied().unwrap_or(false) {
-            if let Some(plan) = plan_quiet(ctx, &parts)? {
+            if let Some(plan) = merge_quiet(ctx, &parts)? {
                 return Ok((plan, None));
             }
         }
         let blob = store.bucket(tenant, b as u16, gen)?;
-        let mut plan = plan_bucket(ctx, blob.as_deref(), &parts)?;
+        let mut plan = merge_bucket(ctx, blob.as_deref(), &parts)?;
         drop(blob);
         drop(parts);
         drop(owned);
@@ -159,7 +159,7 @@ pub fn run_plan(
             return Err(e);
         }
     };
-    let mut out = Planned::default();
+    let mut out = Merged::default();
     for (p, staged) in parts {
         out.counts.add(&p.counts);
         out.changes.extend(p.changes);

@@ -10,14 +10,14 @@
 //!
 //! A held run keeps its plan for `approve` through the `held` module.
 
-use super::apply::{run_plan, run_survey};
+use super::apply::{run_merge, run_survey};
 use super::bounds::{self, MAX_MESSAGES};
 use super::held::{self, Approving};
-use super::parse;
-use super::plan::{Change, Ctx};
+use super::row_pass;
+use super::merge::{Change, MergeSettings};
 use super::read::{self, Input};
 use super::report;
-use super::row::{self, GivenPasswords};
+use super::record::{self, GivenPasswords};
 use super::spill::BucketRows;
 use super::{ImportOutcome, RunOptions};
 use crate::config::{MatchBy, OnMissing, Tenant};
@@ -169,7 +169,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     }
     let headers: Vec<String> = record.iter().map(bounds::header_text).collect();
     drop(record); // a header line can be as large as the file: keep only the cut names
-    let map = match row::map_columns(&headers, tenant) {
+    let map = match record::map_columns(&headers, tenant) {
         Ok(m) => m,
         Err(msg) => return fail(job, rec, &state, msg, report::Reached::Text(enc, delim)),
     };
@@ -197,9 +197,9 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     // Row pass: validate, pack into the run's bucket rows, remember skip reasons and emails.
     let secret = *store.fingerprint_key();
     let check_emails = profile.match_by != MatchBy::Email && map.email.is_some();
-    let seal = row::RowSeal::new();
+    let seal = record::RowSeal::new();
     let rows = BucketRows::new(BUCKETS, job.opts.row_memory);
-    let cx = parse::RowContext {
+    let cx = row_pass::RowContext {
         map: &map,
         tenant,
         secret: &secret,
@@ -207,7 +207,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         given: given_passwords(&job),
         seal: &seal,
     };
-    let pass = match parse::row_pass(&mut rdr, &cx, &rows, job.opts.progress.as_deref())? {
+    let pass = match row_pass::row_pass(&mut rdr, &cx, &rows, job.opts.progress.as_deref())? {
         Ok(p) => p,
         Err(msg) => return fail(job, rec, &state, msg, mapped),
     };
@@ -242,7 +242,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         return nothing_imported(job, rec, &state, &skips, report_csv, archive, Vec::new());
     }
     let empty = HashMap::new();
-    let mut ctx = Ctx {
+    let mut ctx = MergeSettings {
         tenant,
         map: &map,
         secret,
@@ -320,7 +320,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         );
     }
     let stage = !job.opts.dry_run;
-    let planned = run_plan(&**store, &ctx, &state, &rows, &quiet, stage)?;
+    let planned = run_merge(&**store, &ctx, &state, &rows, &quiet, stage)?;
     phase("plan");
     for (l, r) in planned.late_skips {
         skips.entry(l).or_insert(r);

@@ -12,11 +12,11 @@
 //! and, where applying will store one, the argon2id hash, computed at hold time by planning the
 //! run exactly as approving would.
 
-use super::apply::run_plan;
-use super::plan::Ctx;
+use super::apply::run_merge;
+use super::merge::MergeSettings;
 use super::read::{Enc, Input};
 use super::report;
-use super::row::{self, GivenPasswords};
+use super::record::{self, GivenPasswords};
 use super::spill::BucketRows;
 use crate::config::Tenant;
 use crate::store::{Blob, Directory, Store, TenantState};
@@ -68,7 +68,7 @@ struct KeptPassword {
 }
 
 impl KeptPassword {
-    fn to_given(&self) -> Result<(u64, row::GivenPassword)> {
+    fn to_given(&self) -> Result<(u64, record::GivenPassword)> {
         let mut fp = [0u8; 16];
         hex::decode_to_slice(&self.fp, &mut fp).context("a password fingerprint is not hex")?;
         Ok((self.row, (fp, self.hash.clone())))
@@ -79,7 +79,7 @@ impl KeptPassword {
 pub struct Keep<'a> {
     pub store: &'a dyn Directory,
     /// The run's planning context (its hashing settings are overridden).
-    pub ctx: &'a Ctx<'a>,
+    pub ctx: &'a MergeSettings<'a>,
     pub state: &'a TenantState,
     pub rows: &'a BucketRows,
     pub quiet: &'a [bool],
@@ -113,13 +113,13 @@ pub fn plan_bytes(k: &Keep<'_>) -> Result<Vec<u8>> {
         }
         Some(col) => {
             let kept = std::sync::Mutex::new(Vec::new());
-            let hold_ctx = Ctx {
+            let hold_ctx = MergeSettings {
                 hash_passwords: true,
                 collect: Some(&kept),
                 detail: 0,
                 ..*k.ctx
             };
-            run_plan(k.store, &hold_ctx, k.state, k.rows, k.quiet, false)?;
+            run_merge(k.store, &hold_ctx, k.state, k.rows, k.quiet, false)?;
             let hashes: HashMap<u64, String> = kept
                 .into_inner()
                 .map_err(|_| anyhow::anyhow!("a planning thread failed"))?

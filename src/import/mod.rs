@@ -34,12 +34,12 @@ mod engine;
 pub mod fields;
 mod filing;
 mod held;
-mod parse;
-mod plan;
+mod merge;
 mod read;
 mod report;
+mod record;
 mod restore;
-mod row;
+mod row_pass;
 mod spill;
 
 pub use crate::model::{Change, Counts, FieldChange, ImportRecord, ImportStatus};

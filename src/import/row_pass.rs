@@ -7,7 +7,7 @@
 //! file's emails for the uniqueness checks, and password fingerprints. Memory stays bounded by
 //! the workers' arenas, the rows' budget and a few batches in flight, plus 24 bytes an email.
 
-use super::row::{self, GivenPasswords, Mapping, Parsed, Row, RowSeal, ROW_PRESENT_ONLY};
+use super::record::{self, GivenPasswords, Mapping, Parsed, Row, RowSeal, ROW_PRESENT_ONLY};
 use super::spill::BucketRows;
 use crate::config::Tenant;
 use crate::model::bucket::{bucket_of, fnv64, BUCKETS};
@@ -288,7 +288,7 @@ fn email_texts(
     };
     for b in 0..BUCKETS {
         for part in rows.read(b)? {
-            for r in row::unpack(&part)? {
+            for r in record::unpack(&part)? {
                 if !wanted.contains(&r.line) || r.present_only() {
                     continue;
                 }
@@ -324,7 +324,7 @@ fn work(
     cx: &RowContext<'_>,
 ) {
     let (map, tenant) = (cx.map, cx.tenant);
-    match row::parse_record(rec, line, map, tenant, notes) {
+    match record::parse_record(rec, line, map, tenant, notes) {
         Parsed::Valid(mut r) => {
             out.valid += 1;
             let fp = match (cx.given.and_then(|g| g.get(&line)), &r.password) {
@@ -333,20 +333,20 @@ fn work(
                     r.password = Some(std::borrow::Cow::Borrowed(""));
                     *fp
                 }
-                (None, Some(pw)) => row::password_fp(cx.secret, pw),
+                (None, Some(pw)) => record::password_fp(cx.secret, pw),
                 (None, None) => [0; 16],
             };
             if r.password.is_some() {
                 out.fingerprints.push((line, fp));
             }
-            let digest = row::row_digest(&r, map, &tenant.import, &fp, &mut out.scratch);
+            let digest = record::row_digest(&r, map, &tenant.import, &fp, &mut out.scratch);
             if let (true, Some(e)) = (cx.check_emails, &r.email) {
                 out.emails
                     .push((fnv64(e.as_bytes()), fnv64(r.key.as_bytes()), line));
             }
             let arena = &mut out.arenas[bucket_of(r.key.as_bytes()) as usize];
             let before = arena.len();
-            row::pack(arena, &r, 0, &digest, cx.seal);
+            record::pack(arena, &r, 0, &digest, cx.seal);
             out.held += arena.len() - before;
         }
         Parsed::Skipped { key, reason } => {
@@ -358,7 +358,7 @@ fn work(
                 };
                 let arena = &mut out.arenas[bucket_of(r.key.as_bytes()) as usize];
                 let before = arena.len();
-                row::pack(arena, &r, ROW_PRESENT_ONLY, &[0; 16], cx.seal);
+                record::pack(arena, &r, ROW_PRESENT_ONLY, &[0; 16], cx.seal);
                 out.held += arena.len() - before;
             }
             out.skips.push((line, reason));

@@ -6,7 +6,7 @@
 //! details for a preview, and late skip reasons (duplicated keys, email conflicts). Nothing is
 //! written here: `apply` stages and commits.
 
-use super::row::{unpack, GivenPasswords, Mapping, PackedRow, RowSeal};
+use super::record::{unpack, GivenPasswords, Mapping, PackedRow, RowSeal};
 use crate::config::{Activate, EmptyCells, OnMissing, Tenant};
 use crate::model::packed::{
     bucket_entries, bucket_push, digest_of, field_of, flags_of, status_of, UserRec, FLAG_MANAGED,
@@ -17,7 +17,7 @@ use anyhow::{bail, Result};
 use std::collections::HashMap;
 
 /// What the planner needs to know besides the bucket.
-pub struct Ctx<'a> {
+pub struct MergeSettings<'a> {
     pub tenant: &'a Tenant,
     pub map: &'a Mapping,
     pub secret: [u8; 32],
@@ -40,14 +40,14 @@ pub struct Ctx<'a> {
 
 /// The plan of one bucket.
 #[derive(Default)]
-pub struct BucketPlan {
+pub struct BucketMerge {
     pub blob: Option<Vec<u8>>,
     pub counts: Counts,
     pub changes: Vec<Change>,
     pub late_skips: Vec<(u64, String)>,
 }
 
-fn missing_action(ctx: &Ctx<'_>, rec: &[u8]) -> Option<u8> {
+fn missing_action(ctx: &MergeSettings<'_>, rec: &[u8]) -> Option<u8> {
     if !ctx.missing || flags_of(rec) & FLAG_MANAGED == 0 {
         return None;
     }
@@ -96,7 +96,7 @@ pub struct SurveyPart {
 }
 
 /// The stored user has the row's digest and is neither deleted, missing nor unmanaged: the
-/// row changes nothing (the test `plan_bucket` uses for `unchanged`).
+/// row changes nothing (the test `merge_bucket` uses for `unchanged`).
 fn unchanged(stored: &[u8], r: &PackedRow<'_>) -> bool {
     digest_of(stored) == Some(r.digest)
         && status_of(stored) != STATUS_DELETED
@@ -108,10 +108,10 @@ fn unchanged(stored: &[u8], r: &PackedRow<'_>) -> bool {
 /// finds rows whose email already belongs to another stored user. Rows found unchanged are
 /// compacted to line, key, flags and digest, so their values do not stay in memory.
 pub fn survey(
-    ctx: &Ctx<'_>,
+    ctx: &MergeSettings<'_>,
     stored: Option<&[u8]>,
     arenas: &[&[u8]],
-    file_emails: &super::parse::FileEmails,
+    file_emails: &super::row_pass::FileEmails,
 ) -> Result<SurveyPart> {
     let Some(stored) = stored else {
         return Ok(SurveyPart::default());
@@ -210,7 +210,7 @@ pub fn survey(
         );
         for (r, c) in rows.iter().zip(&compact) {
             if *c {
-                super::row::pack_compact(&mut out, r);
+                super::record::pack_compact(&mut out, r);
             } else {
                 out.extend_from_slice(r.raw);
             }
@@ -230,17 +230,17 @@ pub fn survey(
 
 /// The plan of a bucket the survey found quiet: `None` when one of its rows was found to
 /// clash with another user's email after all (then the bucket is planned in full).
-pub fn plan_quiet(ctx: &Ctx<'_>, arenas: &[&[u8]]) -> Result<Option<BucketPlan>> {
+pub fn merge_quiet(ctx: &MergeSettings<'_>, arenas: &[&[u8]]) -> Result<Option<BucketMerge>> {
     let rows = unpack_all(arenas)?;
     if rows.iter().any(|r| ctx.conflicts.contains_key(&r.line)) {
         return Ok(None);
     }
-    let mut plan = BucketPlan::default();
+    let mut plan = BucketMerge::default();
     plan.counts.unchanged = rows.len() as u64;
     Ok(Some(plan))
 }
 
-fn row_email<'a>(ctx: &Ctx<'_>, r: &PackedRow<'a>) -> Result<Option<&'a str>> {
+fn row_email<'a>(ctx: &MergeSettings<'_>, r: &PackedRow<'a>) -> Result<Option<&'a str>> {
     let Some(ei) = ctx.map.email else {
         return Ok(None);
     };
@@ -251,7 +251,7 @@ fn row_email<'a>(ctx: &Ctx<'_>, r: &PackedRow<'a>) -> Result<Option<&'a str>> {
 }
 
 /// Plans one bucket (see the module doc).
-pub fn plan_bucket(ctx: &Ctx<'_>, stored: Option<&[u8]>, arenas: &[&[u8]]) -> Result<BucketPlan> {
+pub fn merge_bucket(ctx: &MergeSettings<'_>, stored: Option<&[u8]>, arenas: &[&[u8]]) -> Result<BucketMerge> {
     let stored = match stored {
         Some(s) => bucket_entries(s)?,
         None => Vec::new(),
@@ -260,7 +260,7 @@ pub fn plan_bucket(ctx: &Ctx<'_>, stored: Option<&[u8]>, arenas: &[&[u8]]) -> Re
     rows.sort_unstable_by(|a, b| a.key.cmp(b.key).then(a.line.cmp(&b.line)));
     let groups = groups(&rows);
     let key_header = ctx.map.cols[ctx.map.key].header.as_str();
-    let mut plan = BucketPlan::default();
+    let mut plan = BucketMerge::default();
     let mut out = Vec::with_capacity(
         stored
             .iter()
@@ -406,7 +406,7 @@ pub fn plan_bucket(ctx: &Ctx<'_>, stored: Option<&[u8]>, arenas: &[&[u8]]) -> Re
     Ok(plan)
 }
 
-fn detail(ctx: &Ctx<'_>, changes: &mut Vec<Change>, f: impl FnOnce() -> Change) {
+fn detail(ctx: &MergeSettings<'_>, changes: &mut Vec<Change>, f: impl FnOnce() -> Change) {
     if changes.len() < ctx.detail {
         changes.push(f());
     }
@@ -422,7 +422,7 @@ fn status_name(s: u8) -> &'static str {
 
 /// The argon2id hash to store for row `line`'s password: taken from the held run being approved,
 /// or computed (and handed to `ctx.collect` when a held run is keeping its hashes).
-fn hash_password(ctx: &Ctx<'_>, line: u64, pw: &[u8]) -> Result<String> {
+fn hash_password(ctx: &MergeSettings<'_>, line: u64, pw: &[u8]) -> Result<String> {
     use argon2::password_hash::PasswordHasher;
     if let Some(given) = ctx.given {
         return match given.get(&line) {
@@ -448,10 +448,10 @@ fn hash_password(ctx: &Ctx<'_>, line: u64, pw: &[u8]) -> Result<String> {
     Ok(hash)
 }
 
-fn fingerprint(ctx: &Ctx<'_>, line: u64, pw: &[u8]) -> [u8; 16] {
+fn fingerprint(ctx: &MergeSettings<'_>, line: u64, pw: &[u8]) -> [u8; 16] {
     match ctx.given.and_then(|g| g.get(&line)) {
         Some((fp, _)) => *fp,
-        None => super::row::password_fp(
+        None => super::record::password_fp(
             &ctx.secret,
             &String::from_utf8_lossy(&ctx.seal.open(line, pw)),
         ),
@@ -459,7 +459,7 @@ fn fingerprint(ctx: &Ctx<'_>, line: u64, pw: &[u8]) -> [u8; 16] {
 }
 
 /// Status of a new user.
-fn new_status(ctx: &Ctx<'_>, r: &PackedRow<'_>) -> u8 {
+fn new_status(ctx: &MergeSettings<'_>, r: &PackedRow<'_>) -> u8 {
     let active = match r.active() {
         Some(a) => a,
         None => match ctx.tenant.import.activate {
@@ -475,7 +475,7 @@ fn new_status(ctx: &Ctx<'_>, r: &PackedRow<'_>) -> u8 {
 }
 
 /// Encodes a new user without a password straight from the packed row (no field strings).
-fn insert_fast(ctx: &Ctx<'_>, r: &PackedRow<'_>, out: &mut Vec<u8>) -> Result<()> {
+fn insert_fast(ctx: &MergeSettings<'_>, r: &PackedRow<'_>, out: &mut Vec<u8>) -> Result<()> {
     let mut head = UserRec {
         status: new_status(ctx, r),
         flags: FLAG_MANAGED,
@@ -501,7 +501,7 @@ fn insert_fast(ctx: &Ctx<'_>, r: &PackedRow<'_>, out: &mut Vec<u8>) -> Result<()
     Ok(())
 }
 
-fn insert(ctx: &Ctx<'_>, r: &PackedRow<'_>) -> Result<UserRec> {
+fn insert(ctx: &MergeSettings<'_>, r: &PackedRow<'_>) -> Result<UserRec> {
     let mut rec = UserRec {
         flags: FLAG_MANAGED,
         created_at: ctx.now_ms,
@@ -534,7 +534,7 @@ fn insert(ctx: &Ctx<'_>, r: &PackedRow<'_>) -> Result<UserRec> {
 }
 
 /// Applies a row to a stored user; returns (restored, field changes).
-fn update(ctx: &Ctx<'_>, rec: &mut UserRec, r: &PackedRow<'_>) -> Result<(bool, Vec<FieldChange>)> {
+fn update(ctx: &MergeSettings<'_>, rec: &mut UserRec, r: &PackedRow<'_>) -> Result<(bool, Vec<FieldChange>)> {
     let mut changes = Vec::new();
     let clear = ctx.tenant.import.empty_cells == EmptyCells::Clear;
     for (ci, v) in r.values()? {
