@@ -51,6 +51,15 @@ pub fn par_buckets<T: Send>(f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec
     all.into_iter().map(|(_, r)| r).collect()
 }
 
+/// What the survey and the main pass read: the stored directory, the run's merge settings and
+/// its bucket rows.
+pub struct MergeInput<'a> {
+    pub store: &'a dyn Directory,
+    pub settings: &'a MergeSettings<'a>,
+    pub state: &'a TenantState,
+    pub rows: &'a BucketRows,
+}
+
 /// Totals of the survey pass.
 #[derive(Default)]
 pub struct Survey {
@@ -64,12 +73,15 @@ pub struct Survey {
 /// Surveys every bucket; a bucket whose rows were found unchanged gets them back compacted
 /// (see `merge::survey`), freeing their values before the main pass.
 pub fn run_survey(
-    store: &dyn Directory,
-    ctx: &MergeSettings<'_>,
-    state: &TenantState,
-    rows: &BucketRows,
+    input: &MergeInput<'_>,
     file_emails: &super::row_pass::FileEmails,
 ) -> Result<Survey> {
+    let MergeInput {
+        store,
+        settings: ctx,
+        state,
+        rows,
+    } = *input;
     let tenant = ctx.tenant.id.as_str();
     let parts = par_buckets(|b| {
         let blob = store.bucket(tenant, b as u16, state.gen(b))?;
@@ -113,14 +125,13 @@ pub struct Merged {
 /// Plans every bucket; when `stage`, writes each changed bucket under a new generation. Each
 /// bucket's rows are freed as soon as that bucket is planned. Buckets that `quiet` (from
 /// the survey, empty when there was none) marks are not read from the store.
-pub fn run_merge(
-    store: &dyn Directory,
-    ctx: &MergeSettings<'_>,
-    state: &TenantState,
-    rows: &BucketRows,
-    quiet: &[bool],
-    stage: bool,
-) -> Result<Merged> {
+pub fn run_merge(input: &MergeInput<'_>, quiet: &[bool], stage: bool) -> Result<Merged> {
+    let MergeInput {
+        store,
+        settings: ctx,
+        state,
+        rows,
+    } = *input;
     let tenant = ctx.tenant.id.as_str();
     let staged_so_far: Mutex<Vec<(u16, u64)>> = Mutex::new(Vec::new());
     let parts = par_buckets(|b| {

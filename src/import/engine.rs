@@ -1,33 +1,39 @@
-//! One run from start to end: scan, duplicate check, header mapping, row pass into the run's
-//! bucket rows, survey and hold decision, main pass with staging, failure report, commit.
+//! One run from start to end, as a sequence of phases: begin (scan, record, tenant state) →
+//! duplicate check → header mapping → row pass → survey and hold decision → hold, or main pass
+//! with staging → tally (counts, messages, status, failure report) → commit.
 //!
 //! Data enters as a [`Job`] (store, tenant, file, options) and leaves as a [`Done`]: the
-//! outcome (record, report, archive copy) and, for previews, the change details. The record is
-//! committed complete: with the intake's filing in the options it names the archived file and
-//! report (see `filing`); approving keeps the held run's names.
+//! outcome (record, report, archive copy) and, for previews, the change details. Each phase
+//! from the duplicate check on returns a [`Phase`]: `Continue` with what the next phase needs,
+//! or `Break` with the [`Ending`] the run is committed with (the record, written into along
+//! the way, goes with it). The record is committed complete: with the intake's filing in the
+//! options it names the archived file and report (see `filing`); approving keeps the held
+//! run's names.
 //!
 //! Reports, and the archive copy of a run that ends early, are built in `report`.
 //!
 //! A held run keeps its plan for `approve` through the `held` module.
 
-use super::apply::{run_merge, run_survey};
+use super::apply::{run_merge, run_survey, MergeInput, Merged};
 use super::bounds::{self, MAX_MESSAGES};
-use super::held::{self, Approving};
-use super::row_pass;
+use super::held::{self, Approving, HoldParts};
 use super::merge::{Change, MergeSettings};
-use super::read::{self, Input};
+use super::read::{self, Enc, Input, Layout, Scan};
+use super::record::{self, GivenPasswords, Mapping, RowSeal};
 use super::report;
-use super::record::{self, GivenPasswords};
+use super::row_pass::{self, FileEmails};
 use super::spill::BucketRows;
 use super::{ImportOutcome, RunOptions};
 use crate::config::{MatchBy, OnMissing, Tenant};
 use crate::model::bucket::BUCKETS;
 use crate::model::{Counts, ImportRecord, ImportStatus};
-use crate::store::{Commit, LedgerEntry, LedgerState, Store};
+use crate::store::{Commit, LedgerEntry, LedgerState, Store, TenantState};
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use std::collections::HashMap;
-
+use std::io::Read;
+use std::ops::ControlFlow::{self, Break, Continue};
+use std::time::Instant;
 pub struct Job<'a> {
     pub store: &'a Store,
     pub tenant: &'a Tenant,
@@ -73,6 +79,52 @@ pub struct Done {
     pub changes: Vec<Change>,
 }
 
+/// What a phase returns: go on with `T`, or end the run with an [`Ending`].
+type Phase<T> = Result<ControlFlow<Ending, T>>;
+
+/// The value of a phase that goes on; returns its [`Ending`] from the caller otherwise.
+macro_rules! go_on {
+    ($phase:expr) => {
+        match $phase? {
+            Continue(value) => value,
+            Break(ending) => return Ok(ending),
+        }
+    };
+}
+
+/// How a run ends: what the commit writes besides the record.
+#[derive(Default)]
+struct Ending {
+    /// (bucket, generation) staged by the main pass.
+    staged: Vec<(u16, u64)>,
+    outputs: Outputs,
+    /// A preview's change details.
+    changes: Vec<Change>,
+    /// A held run: the plan kept for `approve` (see `held`).
+    held_plan: Option<Vec<u8>>,
+}
+
+/// The failure report and the password-blanked archive copy of a run.
+#[derive(Default)]
+struct Outputs {
+    report_csv: Option<Vec<u8>>,
+    archive_copy: Option<Vec<u8>>,
+}
+
+/// Logs each phase's end with the time since the run began.
+struct PhaseClock(Instant);
+
+impl PhaseClock {
+    fn done(&self, name: &str) {
+        tracing::debug!(
+            phase = name,
+            ms = self.0.elapsed().as_millis() as u64,
+            rss_mb = resident_mb(),
+            "import phase done"
+        )
+    }
+}
+
 fn push_msg(msgs: &mut Vec<String>, dropped: &mut u64, m: String) {
     if msgs.len() < MAX_MESSAGES {
         msgs.push(m);
@@ -83,29 +135,28 @@ fn push_msg(msgs: &mut Vec<String>, dropped: &mut u64, m: String) {
 
 /// Runs a job (see the module doc).
 pub fn execute(job: Job<'_>) -> Result<Done> {
-    let store = job.store;
-    let tenant = job.tenant;
-    let profile = &tenant.import;
+    let clock = PhaseClock(Instant::now());
+    let (mut rec, state, scan) = begin(&job, &clock)?;
+    let ending = run_phases(&job, &state, &mut rec, scan, &clock)?;
+    commit(job, &state, rec, ending)
+}
+
+/// Begin: scans the file (encoding, sha256), starts the record and reads the tenant's state.
+/// Approving a held run fails here if the directory changed since it was held.
+fn begin(job: &Job<'_>, clock: &PhaseClock) -> Result<(ImportRecord, TenantState, Scan)> {
     let started_at = Utc::now();
-    let clock = std::time::Instant::now();
-    let phase = |name: &str| {
-        tracing::debug!(
-            phase = name,
-            ms = clock.elapsed().as_millis() as u64,
-            rss_mb = resident_mb(),
-            "import phase done"
-        )
-    };
+    let tenant = job.tenant;
     // Approving: the file was hashed when held (the kept copy may differ), not again.
     let upload = job.approving.as_ref().and_then(|a| a.upload.clone());
-    let scan = read::scan(job.input, profile.encoding, upload.is_none())?;
-    phase("scan");
+    let scan = read::scan(job.input, tenant.import.encoding, upload.is_none())?;
+    clock.done("scan");
     let id = match &job.approving {
         Some(a) => a.id.clone(),
         None if job.opts.dry_run => "preview".to_string(),
-        None => store.new_import_id(started_at)?,
+        None => job.store.new_import_id(started_at)?,
     };
-    let (sha256, bytes) = upload.unwrap_or_else(|| (scan.sha256.unwrap_or_default(), scan.bytes));
+    let (sha256, bytes) =
+        upload.unwrap_or_else(|| (scan.sha256.clone().unwrap_or_default(), scan.bytes));
     let mut rec = ImportRecord {
         sha256,
         bytes,
@@ -118,7 +169,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             started_at,
         )
     };
-    let state = store.tenant_state(&tenant.id)?;
+    let state = job.store.tenant_state(&tenant.id)?;
     if let Some(a) = &job.approving {
         (rec.archived_as, rec.report) = (a.archived_as.clone(), a.report.clone());
         if a.version != state.version {
@@ -128,7 +179,72 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
                 tenant.id
             );
         }
-    } else if state.last_applied_sha256.as_deref() == Some(rec.sha256.as_str()) {
+    }
+    Ok((rec, state, scan))
+}
+
+/// The phases after `begin`, up to the [`Ending`] to commit.
+fn run_phases(
+    job: &Job<'_>,
+    state: &TenantState,
+    rec: &mut ImportRecord,
+    scan: Scan,
+    clock: &PhaseClock,
+) -> Result<Ending> {
+    let enc = go_on!(check_duplicate(job, state, rec, scan));
+    let mut header = go_on!(map_header(job, rec, enc));
+    let keys = RowKeys {
+        secret: *job.store.fingerprint_key(),
+        seal: RowSeal::new(),
+    };
+    let mut read = go_on!(read_rows(job, rec, &mut header, &keys, clock));
+    let empty = HashMap::new();
+    let mut settings = MergeSettings {
+        tenant: job.tenant,
+        map: &header.map,
+        secret: keys.secret,
+        now_ms: rec.started_at.timestamp_millis(),
+        detail: job.detail,
+        hash_passwords: !job.opts.dry_run,
+        conflicts: &empty,
+        missing: true,
+        given: given_passwords(job),
+        collect: None,
+        seal: &keys.seal,
+    };
+    let decision = survey(job, state, &settings, &mut read, clock)?;
+    settings.conflicts = &read.conflicts;
+    let merge = MergeInput {
+        store: &**job.store,
+        settings: &settings,
+        state,
+        rows: &read.rows,
+    };
+    let findings = Findings {
+        layout: header.layout,
+        skips: &mut read.skips,
+        fingerprints: &read.fingerprints,
+        dropped: read.dropped,
+    };
+    if decision.held.is_some() && !job.opts.dry_run {
+        return hold(job, rec, &merge, findings, &decision);
+    }
+    let merged = run_merge(&merge, &decision.quiet, !job.opts.dry_run)?;
+    clock.done("plan");
+    tally(job, rec, findings, merged, decision.held.is_some())
+}
+
+/// Duplicate check: a file identical to the last applied one ends the run as `duplicate`
+/// (archived without its passwords). Then the encoding the scan found, or the run fails.
+fn check_duplicate(
+    job: &Job<'_>,
+    state: &TenantState,
+    rec: &mut ImportRecord,
+    scan: Scan,
+) -> Phase<Enc> {
+    let duplicate = job.approving.is_none()
+        && state.last_applied_sha256.as_deref() == Some(rec.sha256.as_str());
+    if duplicate {
         rec.status = ImportStatus::Duplicate;
         rec.messages.push(
             "the file is identical (same sha256) to the last applied file, so nothing was changed"
@@ -136,85 +252,131 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         );
         // The file moves to the archive like any other: without its passwords.
         let enc = scan.encoding.clone().unwrap_or(scan.fallback);
-        let archive = report::archive_early(
+        let archive_copy = report::archive_early(
             job.tenant,
             job.input,
             &mut rec.messages,
             report::Reached::Scan(enc),
         );
-        return finish(job, rec, &state, Vec::new(), None, archive, Vec::new());
+        return Ok(Break(Ending {
+            outputs: Outputs {
+                report_csv: None,
+                archive_copy,
+            },
+            ..Ending::default()
+        }));
     }
-    let enc = match scan.encoding {
-        Ok(e) => e,
-        Err(msg) => return fail(job, rec, &state, msg, report::Reached::Scan(scan.fallback)),
-    };
+    Ok(match scan.encoding {
+        Ok(e) => Continue(e),
+        Err(msg) => Break(fail(job, rec, msg, report::Reached::Scan(scan.fallback))),
+    })
+}
+
+/// The file decoded, its header read and mapped to fields, ready for the row pass.
+struct Header<'a> {
+    reader: csv::Reader<Box<dyn Read + 'a>>,
+    layout: Layout<'a>,
+    map: Mapping,
+}
+
+/// Header mapping: decodes the file, finds the delimiter, reads the header row and maps its
+/// columns to fields; an empty file, an unreadable header or a mapping problem fails the run.
+fn map_header<'a>(job: &Job<'a>, rec: &mut ImportRecord, enc: Enc) -> Phase<Header<'a>> {
     rec.encoding = enc.name().to_string();
-    let (text, delim) = read::with_delimiter(read::text(job.input, enc)?, profile.delimiter)?;
+    let (text, delim) =
+        read::with_delimiter(read::text(job.input, enc)?, job.tenant.import.delimiter)?;
     rec.delimiter = read::delimiter_name(delim);
-    let mut rdr = read::csv_reader(text, delim);
-    let mut record = csv::ByteRecord::new();
-    let header_ok = rdr
-        .read_byte_record(&mut record)
+    let mut reader = read::csv_reader(text, delim);
+    let mut first = csv::ByteRecord::new();
+    let header_ok = reader
+        .read_byte_record(&mut first)
         .context("cannot read the header row");
+    let reached = report::Reached::Text(enc, delim);
     match header_ok {
         Ok(true) => {}
-        Ok(false) => {
-            let msg = "the file is empty".into();
-            return fail(job, rec, &state, msg, report::Reached::Text(enc, delim));
-        }
-        Err(e) => {
-            let msg = format!("{e:#}");
-            return fail(job, rec, &state, msg, report::Reached::Text(enc, delim));
-        }
+        Ok(false) => return Ok(Break(fail(job, rec, "the file is empty".into(), reached))),
+        Err(e) => return Ok(Break(fail(job, rec, format!("{e:#}"), reached))),
     }
-    let headers: Vec<String> = record.iter().map(bounds::header_text).collect();
-    drop(record); // a header line can be as large as the file: keep only the cut names
-    let map = match record::map_columns(&headers, tenant) {
+    let headers: Vec<String> = first.iter().map(bounds::header_text).collect();
+    drop(first); // a header line can be as large as the file: keep only the cut names
+    let map = match record::map_columns(&headers, job.tenant) {
         Ok(m) => m,
-        Err(msg) => return fail(job, rec, &state, msg, report::Reached::Text(enc, delim)),
+        Err(msg) => return Ok(Break(fail(job, rec, msg, reached))),
     };
-    let password_col = map.password.map(|i| map.cols[i].index);
-    let mapped = report::Reached::Header(enc, delim, password_col);
-    // The second pass over the file: failure report and password-blanked archive copy.
-    let input = job.input;
-    let report_and_archive = |skips: &HashMap<u64, String>| {
-        report::write(
-            input,
-            enc,
-            delim,
-            &report::Want {
-                skips,
-                password_col,
-                password_header: None,
-                keep_col: None,
-            },
-        )
+    let layout = Layout {
+        input: job.input,
+        enc,
+        delim,
+        password_col: map.password.map(|i| map.cols[i].index),
     };
+    Ok(Continue(Header {
+        reader,
+        layout,
+        map,
+    }))
+}
+
+/// The run's keys for packed rows: the password fingerprint key and the seal of password
+/// cells.
+struct RowKeys {
+    secret: [u8; 32],
+    seal: RowSeal,
+}
+
+/// What the row pass leaves for the survey and the main pass.
+struct RowsRead {
+    rows: BucketRows,
+    /// Skipped rows (row → reason).
+    skips: HashMap<u64, String>,
+    file_emails: FileEmails,
+    /// Rows skipped because their email belongs to another key (row → reason).
+    conflicts: HashMap<u64, String>,
+    fingerprints: Vec<(u64, [u8; 16])>,
+    /// Check emails against the stored users' (the match key is not the email).
+    check_emails: bool,
+    /// Messages left out of the record so far.
+    dropped: u64,
+}
+
+/// Row pass: validates every row and packs it into the run's bucket rows, remembering skip
+/// reasons and emails. A file-level problem or a file without data rows fails the run; a file
+/// in which no row is valid ends it as nothing imported.
+fn read_rows(
+    job: &Job<'_>,
+    rec: &mut ImportRecord,
+    header: &mut Header<'_>,
+    keys: &RowKeys,
+    clock: &PhaseClock,
+) -> Phase<RowsRead> {
+    let map = &header.map;
     let mut dropped = 0u64;
     for n in &map.notes {
         push_msg(&mut rec.messages, &mut dropped, n.clone());
     }
-    // Row pass: validate, pack into the run's bucket rows, remember skip reasons and emails.
-    let secret = *store.fingerprint_key();
-    let check_emails = profile.match_by != MatchBy::Email && map.email.is_some();
-    let seal = record::RowSeal::new();
+    let check_emails = job.tenant.import.match_by != MatchBy::Email && map.email.is_some();
     let rows = BucketRows::new(BUCKETS, job.opts.row_memory);
     let cx = row_pass::RowContext {
-        map: &map,
-        tenant,
-        secret: &secret,
+        map,
+        tenant: job.tenant,
+        secret: &keys.secret,
         check_emails,
-        given: given_passwords(&job),
-        seal: &seal,
+        given: given_passwords(job),
+        seal: &keys.seal,
     };
-    let pass = match row_pass::row_pass(&mut rdr, &cx, &rows, job.opts.progress.as_deref())? {
+    let progress = job.opts.progress.as_deref();
+    let mapped = report::Reached::Header(
+        header.layout.enc,
+        header.layout.delim,
+        header.layout.password_col,
+    );
+    let pass = match row_pass::row_pass(&mut header.reader, &cx, &rows, progress)? {
         Ok(p) => p,
-        Err(msg) => return fail(job, rec, &state, msg, mapped),
+        Err(msg) => return Ok(Break(fail(job, rec, msg, mapped))),
     };
-    if let Some(p) = &job.opts.progress {
+    if let Some(p) = progress {
         p(pass.rows);
     }
-    phase("rows");
+    clock.done("rows");
     tracing::debug!(
         spilled_bytes = rows.spilled(),
         "row pass done (rows past the memory budget wait in a temporary file)"
@@ -224,108 +386,168 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         push_msg(&mut rec.messages, &mut dropped, n);
     }
     dropped += pass.notes_dropped;
-    let mut skips = pass.skips;
-    let file_emails = pass.file_emails;
-    let mut conflicts = pass.clashes;
-    let pass_fingerprints = pass.fingerprints;
     if rec.counts.rows == 0 {
-        return fail(
-            job,
-            rec,
-            &state,
-            "the file has a header row but no data rows".into(),
-            mapped,
-        );
+        let msg = "the file has a header row but no data rows".into();
+        return Ok(Break(fail(job, rec, msg, mapped)));
     }
     if pass.valid == 0 {
-        let (report_csv, archive) = report_and_archive(&skips)?;
-        return nothing_imported(job, rec, &state, &skips, report_csv, archive, Vec::new());
+        let outputs = write_outputs(header.layout, &pass.skips)?;
+        return Ok(Break(nothing_imported(
+            rec,
+            &pass.skips,
+            outputs,
+            Vec::new(),
+        )));
     }
-    let empty = HashMap::new();
-    let mut ctx = MergeSettings {
-        tenant,
-        map: &map,
-        secret,
-        now_ms: started_at.timestamp_millis(),
-        detail: job.detail,
-        hash_passwords: !job.opts.dry_run,
-        conflicts: &empty,
-        missing: true,
-        given: given_passwords(&job),
-        collect: None,
-        seal: &seal,
-    };
+    Ok(Continue(RowsRead {
+        rows,
+        skips: pass.skips,
+        file_emails: pass.file_emails,
+        conflicts: pass.clashes,
+        fingerprints: pass.fingerprints,
+        check_emails,
+        dropped,
+    }))
+}
+
+/// What the survey decided.
+struct HoldDecision {
+    /// Users missing from the file, when that is too many (`max_missing_percent`): the run is
+    /// held, unless it is approving or a dry run.
+    held: Option<u64>,
+    /// Per bucket: nothing in it changes (empty without a survey).
+    quiet: Vec<bool>,
+}
+
+/// Survey and hold decision: with stored users, and `on_missing` to apply or emails to check,
+/// counts the missing users and finds email conflicts and quiet buckets before anything is
+/// changed. The file's emails are freed here.
+fn survey(
+    job: &Job<'_>,
+    state: &TenantState,
+    settings: &MergeSettings<'_>,
+    read: &mut RowsRead,
+    clock: &PhaseClock,
+) -> Result<HoldDecision> {
+    let file_emails = std::mem::take(&mut read.file_emails);
+    let profile = &job.tenant.import;
     let has_users = state.gens.iter().any(|g| *g != 0);
-    let mut held = None;
-    let mut quiet = Vec::new();
-    if has_users && (profile.on_missing != OnMissing::Keep || check_emails) {
-        let survey = run_survey(&**store, &ctx, &state, &rows, &file_emails)?;
+    let mut decision = HoldDecision {
+        held: None,
+        quiet: Vec::new(),
+    };
+    if has_users && (profile.on_missing != OnMissing::Keep || read.check_emails) {
+        let input = MergeInput {
+            store: &**job.store,
+            settings,
+            state,
+            rows: &read.rows,
+        };
+        let survey = run_survey(&input, &file_emails)?;
         let limit = profile.max_missing_percent / 100.0 * survey.current as f64;
         if job.approving.is_none() && survey.missing >= 5 && survey.missing as f64 > limit {
-            held = Some(survey.missing);
+            decision.held = Some(survey.missing);
         }
-        conflicts.extend(survey.conflicts);
-        quiet = survey.quiet;
-        phase("survey");
+        read.conflicts.extend(survey.conflicts);
+        decision.quiet = survey.quiet;
+        clock.done("survey");
     }
-    ctx.conflicts = &conflicts;
-    drop(file_emails);
-    if let (Some(missing), false) = (held, job.opts.dry_run) {
-        // Held: record the run and keep the file and profile for `approve`; change nothing.
-        for (l, r) in &conflicts {
-            skips.entry(*l).or_insert_with(|| r.clone());
-        }
-        rec.status = ImportStatus::Held;
-        rec.counts.skipped = skips.len() as u64;
-        rec.counts.errors = rec.counts.skipped;
-        match profile.on_missing {
-            OnMissing::Delete => rec.counts.deleted = missing,
-            _ => rec.counts.deactivated = missing,
-        }
-        rec.messages.insert(
-            0,
-            format!(
-                "held: {missing} users are missing from the file, more than max_missing_percent ({}%) of the tenant's users; nothing was changed. Approve with `roster approve {} {}` to apply this run",
-                profile.max_missing_percent, tenant.id, rec.id
-            ),
-        );
-        let plan = held::plan_bytes(&held::Keep {
-            store: &**store,
-            ctx: &ctx,
-            state: &state,
-            rows: &rows,
-            quiet: &quiet,
-            fingerprints: &pass_fingerprints,
-            input,
-            enc,
-            delim,
-            password_col,
-            key_col: map.cols[map.key].index,
-            tenant,
-            file: job.file,
-            received_at: job.opts.received_at,
-            upload: (&rec.sha256, rec.bytes),
-        })?;
-        let (report_csv, archive) = report_and_archive(&skips)?;
-        let put = Some((rec.id.clone(), plan));
-        return finish_with(
-            job,
-            rec,
-            &state,
-            Vec::new(),
-            report_csv,
-            archive,
-            Vec::new(),
-            put,
-        );
+    Ok(decision)
+}
+
+/// What the file gave besides its rows: how to read it again, the skipped rows, the password
+/// fingerprints and the count of messages left out so far.
+struct Findings<'r> {
+    layout: Layout<'r>,
+    skips: &'r mut HashMap<u64, String>,
+    fingerprints: &'r [(u64, [u8; 16])],
+    dropped: u64,
+}
+
+/// The failure report and the password-blanked archive copy: a second pass over the file.
+fn write_outputs(layout: Layout<'_>, skips: &HashMap<u64, String>) -> Result<Outputs> {
+    let (report_csv, archive_copy) = report::write(
+        layout.input,
+        layout.enc,
+        layout.delim,
+        &report::Want {
+            skips,
+            password_col: layout.password_col,
+            password_header: None,
+            keep_col: None,
+        },
+    )?;
+    Ok(Outputs {
+        report_csv,
+        archive_copy,
+    })
+}
+
+/// Hold: records the run and keeps the file and profile for `approve`; changes nothing.
+fn hold(
+    job: &Job<'_>,
+    rec: &mut ImportRecord,
+    merge: &MergeInput<'_>,
+    findings: Findings<'_>,
+    decision: &HoldDecision,
+) -> Result<Ending> {
+    let Some(missing) = decision.held else {
+        bail!("a run was held without users missing");
+    };
+    let profile = &job.tenant.import;
+    for (l, r) in merge.settings.conflicts {
+        findings.skips.entry(*l).or_insert_with(|| r.clone());
     }
-    let stage = !job.opts.dry_run;
-    let planned = run_merge(&**store, &ctx, &state, &rows, &quiet, stage)?;
-    phase("plan");
-    for (l, r) in planned.late_skips {
+    rec.status = ImportStatus::Held;
+    rec.counts.skipped = findings.skips.len() as u64;
+    rec.counts.errors = rec.counts.skipped;
+    match profile.on_missing {
+        OnMissing::Delete => rec.counts.deleted = missing,
+        _ => rec.counts.deactivated = missing,
+    }
+    rec.messages.insert(
+        0,
+        format!(
+            "held: {missing} users are missing from the file, more than max_missing_percent ({}%) of the tenant's users; nothing was changed. Approve with `roster approve {} {}` to apply this run",
+            profile.max_missing_percent, job.tenant.id, rec.id
+        ),
+    );
+    let map = merge.settings.map;
+    let plan = held::plan_bytes(&HoldParts {
+        merge,
+        quiet: &decision.quiet,
+        fingerprints: findings.fingerprints,
+        layout: findings.layout,
+        key_col: map.cols[map.key].index,
+        record: rec,
+    })?;
+    let outputs = write_outputs(findings.layout, findings.skips)?;
+    Ok(Ending {
+        outputs,
+        held_plan: Some(plan),
+        ..Ending::default()
+    })
+}
+
+/// Tally after the main pass: counts, skip messages, status and the failure report; a run in
+/// which nothing could be applied ends as nothing imported, its staged buckets discarded.
+fn tally(
+    job: &Job<'_>,
+    rec: &mut ImportRecord,
+    findings: Findings<'_>,
+    merged: Merged,
+    held: bool,
+) -> Result<Ending> {
+    let Findings {
+        layout,
+        skips,
+        mut dropped,
+        ..
+    } = findings;
+    for (l, r) in merged.late_skips {
         skips.entry(l).or_insert(r);
     }
-    let c = planned.counts;
+    let c = merged.counts;
     let skipped = skips.len() as u64;
     rec.counts = Counts {
         rows: rec.counts.rows,
@@ -336,11 +558,10 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
     let applied = c.inserted + c.updated + c.unchanged + c.restored;
     let mut first: Vec<(&u64, &String)> = skips.iter().collect();
     first.sort();
-    let (report_csv, archive) = report_and_archive(&skips)?;
+    let outputs = write_outputs(layout, skips)?;
     if applied == 0 {
-        store.discard_staged(&tenant.id, &planned.staged)?;
-        let changes = planned.changes;
-        return nothing_imported(job, rec, &state, &skips, report_csv, archive, changes);
+        job.store.discard_staged(&job.tenant.id, &merged.staged)?;
+        return Ok(nothing_imported(rec, skips, outputs, merged.changes));
     }
     for (_, r) in first.iter().take(MAX_MESSAGES) {
         push_msg(&mut rec.messages, &mut dropped, (*r).clone());
@@ -351,7 +572,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             "… and {dropped} more messages (every skipped row is in the failure report)"
         ));
     }
-    rec.status = if held.is_some() {
+    rec.status = if held {
         ImportStatus::Held
     } else if rec.counts.skipped > 0 {
         ImportStatus::Partial
@@ -364,15 +585,12 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             Utc::now().to_rfc3339()
         ));
     }
-    finish(
-        job,
-        rec,
-        &state,
-        planned.staged,
-        report_csv,
-        archive,
-        planned.changes,
-    )
+    Ok(Ending {
+        staged: merged.staged,
+        outputs,
+        changes: merged.changes,
+        held_plan: None,
+    })
 }
 
 /// Current resident set size in MB (Linux; 0 elsewhere), for the phase log.
@@ -391,14 +609,11 @@ fn resident_mb() -> u64 {
 /// Every row was skipped: an error, nothing applied (not even `on_missing`). `changes` are a
 /// preview's details.
 fn nothing_imported(
-    job: Job<'_>,
-    mut rec: ImportRecord,
-    state: &crate::store::TenantState,
+    rec: &mut ImportRecord,
     skips: &HashMap<u64, String>,
-    report_csv: Option<Vec<u8>>,
-    archive: Option<Vec<u8>>,
+    outputs: Outputs,
     changes: Vec<Change>,
-) -> Result<Done> {
+) -> Ending {
     let first = skips
         .iter()
         .min_by_key(|(l, _)| **l)
@@ -419,57 +634,47 @@ fn nothing_imported(
             rec.counts.rows
         ),
     );
-    finish(job, rec, state, Vec::new(), report_csv, archive, changes)
+    Ending {
+        outputs,
+        changes,
+        ..Ending::default()
+    }
 }
 
-fn fail(
-    job: Job<'_>,
-    mut rec: ImportRecord,
-    state: &crate::store::TenantState,
-    msg: String,
-    reached: report::Reached,
-) -> Result<Done> {
+/// The run fails as a whole with `msg`; the file is archived without its passwords as far as
+/// the run `reached` (see `report::archive_early`).
+fn fail(job: &Job<'_>, rec: &mut ImportRecord, msg: String, reached: report::Reached) -> Ending {
     rec.status = ImportStatus::Error;
     rec.counts.errors = 1;
     rec.messages.insert(0, msg);
-    let archive = report::archive_early(job.tenant, job.input, &mut rec.messages, reached);
-    finish(job, rec, state, Vec::new(), None, archive, Vec::new())
+    let archive_copy = report::archive_early(job.tenant, job.input, &mut rec.messages, reached);
+    Ending {
+        outputs: Outputs {
+            report_csv: None,
+            archive_copy,
+        },
+        ..Ending::default()
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn finish(
+/// Commit: writes the record, complete (see `filing`), with the staged buckets and a held
+/// run's plan in one store commit, unless this is a dry run.
+fn commit(
     job: Job<'_>,
-    rec: ImportRecord,
-    state: &crate::store::TenantState,
-    staged: Vec<(u16, u64)>,
-    report_csv: Option<Vec<u8>>,
-    archive_copy: Option<Vec<u8>>,
-    changes: Vec<Change>,
+    state: &TenantState,
+    mut rec: ImportRecord,
+    ending: Ending,
 ) -> Result<Done> {
-    finish_with(
-        job,
-        rec,
-        state,
+    let Ending {
         staged,
+        outputs,
+        changes,
+        held_plan,
+    } = ending;
+    let Outputs {
         report_csv,
         archive_copy,
-        changes,
-        None,
-    )
-}
-
-/// Commits the record, complete (see `filing`), and the staged buckets unless this is a dry run.
-#[allow(clippy::too_many_arguments)]
-fn finish_with(
-    job: Job<'_>,
-    mut rec: ImportRecord,
-    state: &crate::store::TenantState,
-    staged: Vec<(u16, u64)>,
-    report_csv: Option<Vec<u8>>,
-    archive_copy: Option<Vec<u8>>,
-    changes: Vec<Change>,
-    put_plan: Option<(String, Vec<u8>)>,
-) -> Result<Done> {
+    } = outputs;
     rec.finished_at = Utc::now();
     bounds::bound_messages(&mut rec.messages);
     let report_csv = report_csv.or_else(|| report::for_failed_run(&rec));
@@ -496,7 +701,7 @@ fn finish_with(
                 updated_at: rec.finished_at,
             }),
             record: Some(rec.clone()),
-            put_plan,
+            put_plan: held_plan.map(|plan| (rec.id.clone(), plan)),
             remove_plan: job.approving.as_ref().map(|a| a.id.clone()),
         };
         if let Err(e) = job.store.commit(&commit) {

@@ -12,14 +12,14 @@
 //! and, where applying will store one, the argon2id hash, computed at hold time by planning the
 //! run exactly as approving would.
 
-use super::apply::run_merge;
+use super::apply::{run_merge, MergeInput};
 use super::merge::MergeSettings;
-use super::read::{Enc, Input};
-use super::report;
+use super::read::{Input, Layout};
 use super::record::{self, GivenPasswords};
-use super::spill::BucketRows;
+use super::report;
 use crate::config::Tenant;
-use crate::store::{Blob, Directory, Store, TenantState};
+use crate::model::ImportRecord;
+use crate::store::{Blob, Store};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -76,50 +76,46 @@ impl KeptPassword {
 }
 
 /// Everything a held run's plan is made from.
-pub struct Keep<'a> {
-    pub store: &'a dyn Directory,
-    /// The run's planning context (its hashing settings are overridden).
-    pub ctx: &'a MergeSettings<'a>,
-    pub state: &'a TenantState,
-    pub rows: &'a BucketRows,
+pub struct HoldParts<'a> {
+    /// What the main pass would read (its settings' hashing is overridden here).
+    pub merge: &'a MergeInput<'a>,
+    /// Buckets the survey found quiet.
     pub quiet: &'a [bool],
     /// (row, fingerprint) of every password the row pass saw.
     pub fingerprints: &'a [(u64, [u8; 16])],
-    pub input: Input<'a>,
-    pub enc: Enc,
-    pub delim: u8,
-    /// File column of the password, if the file has one.
-    pub password_col: Option<usize>,
+    pub layout: Layout<'a>,
     /// File column of the match key.
     pub key_col: usize,
-    pub tenant: &'a Tenant,
-    pub file: &'a str,
-    pub received_at: DateTime<Utc>,
-    /// sha256 and size of the file as uploaded.
-    pub upload: (&'a str, u64),
+    /// The held record: file name, `received_at`, and sha256 and size as uploaded.
+    pub record: &'a ImportRecord,
 }
 
 /// The bytes of a held plan (see the module doc).
-pub fn plan_bytes(k: &Keep<'_>) -> Result<Vec<u8>> {
-    let (file, passwords, kept_tenant) = match k.password_col {
+pub fn plan_bytes(k: &HoldParts<'_>) -> Result<Vec<u8>> {
+    let tenant = k.merge.settings.tenant;
+    let (file, passwords, kept_tenant) = match k.layout.password_col {
         None => {
-            let bytes = match k.input {
+            let bytes = match k.layout.input {
                 Input::Bytes(b) => b.to_vec(),
                 Input::Path(p) => {
                     std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
                 }
             };
-            (bytes, Vec::new(), tenant_json(k.tenant)?)
+            (bytes, Vec::new(), tenant_json(tenant)?)
         }
         Some(col) => {
             let kept = std::sync::Mutex::new(Vec::new());
-            let hold_ctx = MergeSettings {
+            let hold_settings = MergeSettings {
                 hash_passwords: true,
                 collect: Some(&kept),
                 detail: 0,
-                ..*k.ctx
+                ..*k.merge.settings
             };
-            run_merge(k.store, &hold_ctx, k.state, k.rows, k.quiet, false)?;
+            let hold_input = MergeInput {
+                settings: &hold_settings,
+                ..*k.merge
+            };
+            run_merge(&hold_input, k.quiet, false)?;
             let hashes: HashMap<u64, String> = kept
                 .into_inner()
                 .map_err(|_| anyhow::anyhow!("a planning thread failed"))?
@@ -141,22 +137,25 @@ pub fn plan_bytes(k: &Keep<'_>) -> Result<Vec<u8>> {
                 password_header: None,
                 keep_col: Some(k.key_col),
             };
-            let (_, copy) = report::write(k.input, k.enc, k.delim, &want)?;
+            let Layout {
+                input, enc, delim, ..
+            } = k.layout;
+            let (_, copy) = report::write(input, enc, delim, &want)?;
             let copy = copy.context("cannot make the held copy without passwords")?;
             // The copy is UTF-8 with this delimiter: approving reads it so.
-            let mut held_profile = k.tenant.clone();
-            held_profile.import.delimiter = crate::config::DelimiterSetting::Fixed(k.delim);
+            let mut held_profile = tenant.clone();
+            held_profile.import.delimiter = crate::config::DelimiterSetting::Fixed(delim);
             held_profile.import.encoding = crate::config::EncodingSetting::Auto;
             (copy, passwords, tenant_json(&held_profile)?)
         }
     };
     let header = HeldPlan {
         tenant: kept_tenant,
-        file: k.file.to_string(),
-        received_at: k.received_at,
-        version: k.state.version,
-        sha256: Some(k.upload.0.to_string()),
-        bytes: Some(k.upload.1),
+        file: k.record.file.clone(),
+        received_at: k.record.received_at,
+        version: k.merge.state.version,
+        sha256: Some(k.record.sha256.clone()),
+        bytes: Some(k.record.bytes),
         passwords,
     };
     crate::store::frame(&header, &file)

@@ -251,7 +251,11 @@ fn row_email<'a>(ctx: &MergeSettings<'_>, r: &PackedRow<'a>) -> Result<Option<&'
 }
 
 /// Plans one bucket (see the module doc).
-pub fn merge_bucket(ctx: &MergeSettings<'_>, stored: Option<&[u8]>, arenas: &[&[u8]]) -> Result<BucketMerge> {
+pub fn merge_bucket(
+    ctx: &MergeSettings<'_>,
+    stored: Option<&[u8]>,
+    arenas: &[&[u8]],
+) -> Result<BucketMerge> {
     let stored = match stored {
         Some(s) => bucket_entries(s)?,
         None => Vec::new(),
@@ -534,7 +538,11 @@ fn insert(ctx: &MergeSettings<'_>, r: &PackedRow<'_>) -> Result<UserRec> {
 }
 
 /// Applies a row to a stored user; returns (restored, field changes).
-fn update(ctx: &MergeSettings<'_>, rec: &mut UserRec, r: &PackedRow<'_>) -> Result<(bool, Vec<FieldChange>)> {
+fn update(
+    ctx: &MergeSettings<'_>,
+    rec: &mut UserRec,
+    r: &PackedRow<'_>,
+) -> Result<(bool, Vec<FieldChange>)> {
     let mut changes = Vec::new();
     let clear = ctx.tenant.import.empty_cells == EmptyCells::Clear;
     for (ci, v) in r.values()? {
