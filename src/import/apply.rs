@@ -3,11 +3,12 @@
 //! Data enters as the run's packed rows by bucket ([`BucketRows`]) and the tenant's state; the
 //! survey pass leaves counts for the hold decision, the main pass leaves staged bucket
 //! generations (written to the store but invisible) plus counts, change details and late skips.
-//! `commit` then makes the run visible in one transaction; on any failure the staged buckets
-//! are discarded.
+//! The engine's commit phase then makes the run visible in one transaction; on any failure the
+//! staged buckets are discarded.
 
-use super::merge::{merge_bucket, merge_quiet, survey, BucketMerge, Counts, MergeSettings};
+use super::merge::{merge_bucket, merge_quiet, BucketMerge, Counts, MergeSettings};
 use super::spill::BucketRows;
+use super::survey::survey;
 use crate::model::bucket::BUCKETS;
 use crate::store::{Directory, TenantState};
 use anyhow::Result;
@@ -66,12 +67,12 @@ pub struct Survey {
     pub current: u64,
     pub missing: u64,
     pub conflicts: Vec<(u64, String)>,
-    /// Per bucket: nothing in it changes (see `merge::SurveyPart::quiet`).
+    /// Per bucket: nothing in it changes (see `survey::SurveyPart::quiet`).
     pub quiet: Vec<bool>,
 }
 
 /// Surveys every bucket; a bucket whose rows were found unchanged gets them back compacted
-/// (see `merge::survey`), freeing their values before the main pass.
+/// (see `survey`), freeing their values before the main pass.
 pub fn run_survey(
     input: &MergeInput<'_>,
     file_emails: &super::row_pass::FileEmails,
@@ -122,8 +123,8 @@ pub struct Merged {
     pub staged: Vec<(u16, u64)>,
 }
 
-/// Plans every bucket; when `stage`, writes each changed bucket under a new generation. Each
-/// bucket's rows are freed as soon as that bucket is planned. Buckets that `quiet` (from
+/// Merges every bucket; when `stage`, writes each changed bucket under a new generation. Each
+/// bucket's rows are freed as soon as that bucket is merged. Buckets that `quiet` (from
 /// the survey, empty when there was none) marks are not read from the store.
 pub fn run_merge(input: &MergeInput<'_>, quiet: &[bool], stage: bool) -> Result<Merged> {
     let MergeInput {
@@ -142,25 +143,25 @@ pub fn run_merge(input: &MergeInput<'_>, quiet: &[bool], stage: bool) -> Result<
             return Ok((BucketMerge::default(), None));
         }
         if quiet.get(b).copied().unwrap_or(false) {
-            if let Some(plan) = merge_quiet(ctx, &parts)? {
-                return Ok((plan, None));
+            if let Some(merged) = merge_quiet(ctx, &parts)? {
+                return Ok((merged, None));
             }
         }
         let blob = store.bucket(tenant, b as u16, gen)?;
-        let mut plan = merge_bucket(ctx, blob.as_deref(), &parts)?;
+        let mut merged = merge_bucket(ctx, blob.as_deref(), &parts)?;
         drop(blob);
         drop(parts);
         drop(owned);
         let mut staged = None;
-        if let (true, Some(new)) = (stage, plan.blob.take()) {
+        if let (true, Some(new)) = (stage, merged.blob.take()) {
             let g = store.stage_bucket(tenant, b as u16, &new)?;
             if let Ok(mut s) = staged_so_far.lock() {
                 s.push((b as u16, g));
             }
             staged = Some((b as u16, g));
         }
-        plan.blob = None;
-        Ok((plan, staged))
+        merged.blob = None;
+        Ok((merged, staged))
     });
     let parts = match parts {
         Ok(p) => p,

@@ -1,22 +1,24 @@
-//! Planning one bucket of a tenant's directory: merging the stored users of the bucket with the
-//! file's rows that hash to it, in key order.
+//! Merging one bucket of a tenant's directory: the stored users of the bucket and the file's
+//! rows that hash to it, walked together in key order ([`merge_bucket`]), with the run's
+//! [`MergeSettings`]. The helpers the survey shares (`missing_action`, `unchanged`, …) live
+//! here too.
 //!
 //! Data enters as the stored bucket blob (or none) and the bucket's arena of packed rows; it
-//! leaves as counts, the new bucket blob (only when something changed), optional change
-//! details for a preview, and late skip reasons (duplicated keys, email conflicts). Nothing is
-//! written here: `apply` stages and commits.
+//! leaves as a [`BucketMerge`]: counts, the new bucket blob (only when something changed),
+//! optional change details for a preview, and late skip reasons (duplicated keys, email
+//! conflicts). Nothing is written here: `apply` stages and the engine commits.
 
 use super::record::{unpack, GivenPasswords, Mapping, PackedRow, RowSeal};
 use crate::config::{Activate, EmptyCells, OnMissing, Tenant};
 use crate::model::packed::{
-    bucket_entries, bucket_push, digest_of, field_of, flags_of, status_of, UserRec, FLAG_MANAGED,
+    bucket_entries, bucket_push, digest_of, flags_of, status_of, UserRec, FLAG_MANAGED,
     FLAG_MISSING, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE,
 };
 pub use crate::model::{Change, Counts, FieldChange};
 use anyhow::{bail, Result};
 use std::collections::HashMap;
 
-/// What the planner needs to know besides the bucket.
+/// What merging a bucket needs to know besides the bucket: the run's settings.
 pub struct MergeSettings<'a> {
     pub tenant: &'a Tenant,
     pub map: &'a Mapping,
@@ -38,7 +40,7 @@ pub struct MergeSettings<'a> {
     pub seal: &'a RowSeal,
 }
 
-/// The plan of one bucket.
+/// The result of merging one bucket.
 #[derive(Default)]
 pub struct BucketMerge {
     pub blob: Option<Vec<u8>>,
@@ -47,7 +49,7 @@ pub struct BucketMerge {
     pub late_skips: Vec<(u64, String)>,
 }
 
-fn missing_action(ctx: &MergeSettings<'_>, rec: &[u8]) -> Option<u8> {
+pub(super) fn missing_action(ctx: &MergeSettings<'_>, rec: &[u8]) -> Option<u8> {
     if !ctx.missing || flags_of(rec) & FLAG_MANAGED == 0 {
         return None;
     }
@@ -58,7 +60,7 @@ fn missing_action(ctx: &MergeSettings<'_>, rec: &[u8]) -> Option<u8> {
     }
 }
 
-fn unpack_all<'a>(arenas: &[&'a [u8]]) -> Result<Vec<PackedRow<'a>>> {
+pub(super) fn unpack_all<'a>(arenas: &[&'a [u8]]) -> Result<Vec<PackedRow<'a>>> {
     let mut rows = Vec::new();
     for a in arenas {
         rows.extend(unpack(a)?);
@@ -78,169 +80,28 @@ fn groups<'a>(rows: &[PackedRow<'a>]) -> Vec<(&'a [u8], Vec<PackedRow<'a>>)> {
     out
 }
 
-/// What the survey learnt of one bucket.
-#[derive(Default)]
-pub struct SurveyPart {
-    /// Users that are not deleted.
-    pub current: u64,
-    /// Users that would go missing (on_missing acts on them).
-    pub missing: u64,
-    /// Rows whose email belongs to another stored user: (row, reason).
-    pub conflicts: Vec<(u64, String)>,
-    /// The bucket's rows re-packed with unchanged rows compacted, when any were.
-    pub packed: Option<Vec<u8>>,
-    /// Nothing in this bucket changes: every row is unchanged, keys are unique and no stored
-    /// user goes missing. The main pass then only checks the rows against email conflicts
-    /// found elsewhere and does not read the bucket again.
-    pub quiet: bool,
-}
-
 /// The stored user has the row's digest and is neither deleted, missing nor unmanaged: the
 /// row changes nothing (the test `merge_bucket` uses for `unchanged`).
-fn unchanged(stored: &[u8], r: &PackedRow<'_>) -> bool {
+pub(super) fn unchanged(stored: &[u8], r: &PackedRow<'_>) -> bool {
     digest_of(stored) == Some(r.digest)
         && status_of(stored) != STATUS_DELETED
         && flags_of(stored) & FLAG_MISSING == 0
         && flags_of(stored) & FLAG_MANAGED != 0
 }
 
-/// Counts a bucket for the hold decision: (current users, users that would go missing), and
-/// finds rows whose email already belongs to another stored user. Rows found unchanged are
-/// compacted to line, key, flags and digest, so their values do not stay in memory.
-pub fn survey(
-    ctx: &MergeSettings<'_>,
-    stored: Option<&[u8]>,
-    arenas: &[&[u8]],
-    file_emails: &super::row_pass::FileEmails,
-) -> Result<SurveyPart> {
-    let Some(stored) = stored else {
-        return Ok(SurveyPart::default());
-    };
-    let mut rows = unpack_all(arenas)?;
-    rows.sort_unstable_by(|a, b| a.key.cmp(b.key));
-    let (mut current, mut missing, mut conflicts) = (0, 0, Vec::new());
-    let check_email = !file_emails.is_empty();
-    let mut compact = vec![false; rows.len()];
-    // Unique keys so far; every row must also be found unchanged (checked below).
-    let mut quiet = rows.windows(2).all(|w| w[0].key != w[1].key);
-    let mut j = 0;
-    for (k, v) in bucket_entries(stored)? {
-        if status_of(v) != STATUS_DELETED {
-            current += 1;
-        }
-        // Rows and stored users are both sorted by key: walk them together.
-        while j < rows.len() && rows[j].key < k {
-            j += 1;
-        }
-        let found = match rows.get(j) {
-            Some(r) if r.key == k => Ok(j),
-            _ => Err(j),
-        };
-        if found.is_err() && missing_action(ctx, v).is_some() {
-            missing += 1;
-            quiet = false;
-        }
-        if let Ok(i) = found {
-            for (n, r) in rows
-                .iter()
-                .enumerate()
-                .skip(i)
-                .take_while(|(_, r)| r.key == k)
-            {
-                if !r.present_only() && unchanged(v, r) {
-                    compact[n] = true;
-                }
-            }
-        }
-        if !check_email {
-            continue;
-        }
-        // A user whose own valid row gives an email either keeps it (then the file agrees) or
-        // gives it up: no conflict can come from its stored email.
-        if let Ok(i) = found {
-            if rows[i..]
-                .iter()
-                .take_while(|r| r.key == k)
-                .any(|r| !r.present_only() && r.has_email())
-            {
-                continue;
-            }
-        }
-        let Some(email) = field_of(v, "email")? else {
-            continue;
-        };
-        let Some((owner, line)) = file_emails.get(crate::model::bucket::fnv64(email.as_bytes()))
-        else {
-            continue;
-        };
-        if owner == crate::model::bucket::fnv64(k) {
-            continue;
-        }
-        // The stored user keeps this email unless its own row gives it another one.
-        let moves_away = match found {
-            Ok(i) => {
-                let r = &rows[i];
-                !r.present_only() && row_email(ctx, r)?.is_some_and(|e| e != email)
-            }
-            Err(_) => false,
-        };
-        if !moves_away {
-            let header = ctx
-                .map
-                .email
-                .and_then(|i| ctx.map.cols.get(i))
-                .map(|c| c.header.as_str())
-                .unwrap_or("email");
-            conflicts.push((
-                line,
-                format!(
-                    "row {line}: {header} {email:?} already belongs to user {:?}",
-                    String::from_utf8_lossy(k)
-                ),
-            ));
-        }
-    }
-    quiet = quiet && compact.iter().all(|c| *c);
-    let packed = if compact.iter().any(|c| *c) {
-        let mut out = Vec::with_capacity(
-            rows.iter()
-                .zip(&compact)
-                .map(|(r, c)| if *c { r.key.len() + 24 } else { r.raw.len() })
-                .sum(),
-        );
-        for (r, c) in rows.iter().zip(&compact) {
-            if *c {
-                super::record::pack_compact(&mut out, r);
-            } else {
-                out.extend_from_slice(r.raw);
-            }
-        }
-        Some(out)
-    } else {
-        None
-    };
-    Ok(SurveyPart {
-        current,
-        missing,
-        conflicts,
-        packed,
-        quiet,
-    })
-}
-
-/// The plan of a bucket the survey found quiet: `None` when one of its rows was found to
-/// clash with another user's email after all (then the bucket is planned in full).
+/// The merge of a bucket the survey found quiet: `None` when one of its rows was found to
+/// clash with another user's email after all (then the bucket is merged in full).
 pub fn merge_quiet(ctx: &MergeSettings<'_>, arenas: &[&[u8]]) -> Result<Option<BucketMerge>> {
     let rows = unpack_all(arenas)?;
     if rows.iter().any(|r| ctx.conflicts.contains_key(&r.line)) {
         return Ok(None);
     }
-    let mut plan = BucketMerge::default();
-    plan.counts.unchanged = rows.len() as u64;
-    Ok(Some(plan))
+    let mut merged = BucketMerge::default();
+    merged.counts.unchanged = rows.len() as u64;
+    Ok(Some(merged))
 }
 
-fn row_email<'a>(ctx: &MergeSettings<'_>, r: &PackedRow<'a>) -> Result<Option<&'a str>> {
+pub(super) fn row_email<'a>(ctx: &MergeSettings<'_>, r: &PackedRow<'a>) -> Result<Option<&'a str>> {
     let Some(ei) = ctx.map.email else {
         return Ok(None);
     };
@@ -250,7 +111,7 @@ fn row_email<'a>(ctx: &MergeSettings<'_>, r: &PackedRow<'a>) -> Result<Option<&'
         .and_then(|(_, v)| v))
 }
 
-/// Plans one bucket (see the module doc).
+/// Merges one bucket (see the module doc).
 pub fn merge_bucket(
     ctx: &MergeSettings<'_>,
     stored: Option<&[u8]>,
@@ -263,8 +124,7 @@ pub fn merge_bucket(
     let mut rows = unpack_all(arenas)?;
     rows.sort_unstable_by(|a, b| a.key.cmp(b.key).then(a.line.cmp(&b.line)));
     let groups = groups(&rows);
-    let key_header = ctx.map.cols[ctx.map.key].header.as_str();
-    let mut plan = BucketMerge::default();
+    let mut merged = BucketMerge::default();
     let mut out = Vec::with_capacity(
         stored
             .iter()
@@ -288,47 +148,14 @@ pub fn merge_bucket(
         if group_here.is_some() {
             j += 1;
         }
-        // Choose the applicable row of the key, if any.
-        let mut row = None;
-        if let Some((key, g)) = group_here {
-            if g.len() > 1 {
-                let lines: Vec<String> = g.iter().map(|r| r.line.to_string()).collect();
-                for r in g.iter().filter(|r| !r.present_only()) {
-                    plan.late_skips.push((
-                        r.line,
-                        format!(
-                            "row {}: {key_header} {:?} appears on more than one row (rows {}), so none of them is imported",
-                            r.line,
-                            String::from_utf8_lossy(key),
-                            lines.join(", ")
-                        ),
-                    ));
-                }
-            } else if let Some(r) = g.first().filter(|r| !r.present_only()) {
-                match ctx.conflicts.get(&r.line) {
-                    Some(reason) => plan.late_skips.push((r.line, reason.clone())),
-                    None => row = Some(*r),
-                }
-            }
-        }
+        let row = match group_here {
+            Some((key, g)) => applicable_row(ctx, key, g, &mut merged.late_skips),
+            None => None,
+        };
         match (stored_here, group_here, row) {
             (Some((k, v)), None, _) => match missing_action(ctx, v) {
                 Some(status) => {
-                    let mut rec = UserRec::decode(v)?;
-                    rec.status = status;
-                    rec.flags |= FLAG_MISSING;
-                    rec.updated_at = ctx.now_ms;
-                    let key = String::from_utf8_lossy(k).to_string();
-                    if status == STATUS_DELETED {
-                        rec.deleted_at = ctx.now_ms;
-                        plan.counts.deleted += 1;
-                        detail(ctx, &mut plan.changes, || Change::Delete { key });
-                    } else {
-                        plan.counts.deactivated += 1;
-                        detail(ctx, &mut plan.changes, || Change::Deactivate { key });
-                    }
-                    let mut enc = Vec::new();
-                    rec.encode_into(&mut enc);
+                    let enc = mark_missing(ctx, &mut merged, k, v, status)?;
                     bucket_push(&mut out, k, &enc);
                     changed = true;
                 }
@@ -337,35 +164,13 @@ pub fn merge_bucket(
             (Some((k, v)), Some(_), None) => bucket_push(&mut out, k, v),
             (Some((k, v)), Some(_), Some(r)) => {
                 if unchanged(v, &r) {
-                    plan.counts.unchanged += 1;
+                    merged.counts.unchanged += 1;
                     bucket_push(&mut out, k, v);
                     continue;
                 }
-                if r.compact() {
-                    bail!("a compacted row of bucket planning no longer matches its stored user");
-                }
-                let mut rec = UserRec::decode(v)?;
-                let (restored, fchanges) = update(ctx, &mut rec, &r)?;
-                let mut enc = Vec::new();
-                rec.encode_into(&mut enc);
+                let enc = update_stored(ctx, &mut merged, (k, v), &r)?;
                 bucket_push(&mut out, k, &enc);
                 changed = true;
-                let key = || String::from_utf8_lossy(k).to_string();
-                if restored {
-                    plan.counts.restored += 1;
-                    detail(ctx, &mut plan.changes, || Change::Restore {
-                        key: key(),
-                        changes: fchanges,
-                    });
-                } else if fchanges.is_empty() {
-                    plan.counts.unchanged += 1;
-                } else {
-                    plan.counts.updated += 1;
-                    detail(ctx, &mut plan.changes, || Change::Update {
-                        key: key(),
-                        changes: fchanges,
-                    });
-                }
             }
             (None, Some(_), Some(r)) if r.compact() => {
                 bail!("a compacted row of bucket planning has no stored user");
@@ -375,7 +180,7 @@ pub fn merge_bucket(
                 insert_fast(ctx, &r, &mut enc)?;
                 bucket_push(&mut out, k, &enc);
                 changed = true;
-                plan.counts.inserted += 1;
+                merged.counts.inserted += 1;
             }
             (None, Some((k, _)), Some(r)) => {
                 let rec = insert(ctx, &r)?;
@@ -383,31 +188,132 @@ pub fn merge_bucket(
                 rec.encode_into(&mut enc);
                 bucket_push(&mut out, k, &enc);
                 changed = true;
-                plan.counts.inserted += 1;
-                detail(ctx, &mut plan.changes, || Change::Insert {
-                    key: String::from_utf8_lossy(k).to_string(),
-                    fields: rec
-                        .fields
-                        .iter()
-                        .cloned()
-                        .chain(
-                            (!rec.pw_hash.is_empty() || r.password.is_some())
-                                .then(|| ("password".to_string(), "(set)".to_string())),
-                        )
-                        .chain(std::iter::once((
-                            "status".to_string(),
-                            status_name(rec.status).to_string(),
-                        )))
-                        .collect(),
-                });
+                merged.counts.inserted += 1;
+                detail(ctx, &mut merged.changes, || insert_change(k, &rec, &r));
             }
             (None, Some(_), None) | (None, None, _) => {}
         }
     }
     if changed {
-        plan.blob = Some(out);
+        merged.blob = Some(out);
     }
-    Ok(plan)
+    Ok(merged)
+}
+
+/// The row of a key group that applies, if any: a key on more than one row applies none of
+/// them, and a row whose email belongs to someone else does not apply (both become late
+/// skips).
+#[inline]
+fn applicable_row<'a>(
+    ctx: &MergeSettings<'_>,
+    key: &[u8],
+    group: &[PackedRow<'a>],
+    late_skips: &mut Vec<(u64, String)>,
+) -> Option<PackedRow<'a>> {
+    if group.len() > 1 {
+        let key_header = ctx.map.cols[ctx.map.key].header.as_str();
+        let lines: Vec<String> = group.iter().map(|r| r.line.to_string()).collect();
+        for r in group.iter().filter(|r| !r.present_only()) {
+            late_skips.push((
+                r.line,
+                format!(
+                    "row {}: {key_header} {:?} appears on more than one row (rows {}), so none of them is imported",
+                    r.line,
+                    String::from_utf8_lossy(key),
+                    lines.join(", ")
+                ),
+            ));
+        }
+        return None;
+    }
+    let r = group.first().filter(|r| !r.present_only())?;
+    match ctx.conflicts.get(&r.line) {
+        Some(reason) => {
+            late_skips.push((r.line, reason.clone()));
+            None
+        }
+        None => Some(*r),
+    }
+}
+
+/// A stored user whose row changes it (`(key, encoded record)`): its new encoding, counted as
+/// restored, updated or (only its bookkeeping changed) unchanged.
+fn update_stored(
+    ctx: &MergeSettings<'_>,
+    merged: &mut BucketMerge,
+    (k, v): (&[u8], &[u8]),
+    r: &PackedRow<'_>,
+) -> Result<Vec<u8>> {
+    if r.compact() {
+        bail!("a compacted row of bucket planning no longer matches its stored user");
+    }
+    let mut rec = UserRec::decode(v)?;
+    let (restored, fchanges) = update(ctx, &mut rec, r)?;
+    let mut enc = Vec::new();
+    rec.encode_into(&mut enc);
+    let key = || String::from_utf8_lossy(k).to_string();
+    if restored {
+        merged.counts.restored += 1;
+        detail(ctx, &mut merged.changes, || Change::Restore {
+            key: key(),
+            changes: fchanges,
+        });
+    } else if fchanges.is_empty() {
+        merged.counts.unchanged += 1;
+    } else {
+        merged.counts.updated += 1;
+        detail(ctx, &mut merged.changes, || Change::Update {
+            key: key(),
+            changes: fchanges,
+        });
+    }
+    Ok(enc)
+}
+
+/// A stored user missing from the file, given `status` by `on_missing`: its new encoding.
+fn mark_missing(
+    ctx: &MergeSettings<'_>,
+    merged: &mut BucketMerge,
+    k: &[u8],
+    v: &[u8],
+    status: u8,
+) -> Result<Vec<u8>> {
+    let mut rec = UserRec::decode(v)?;
+    rec.status = status;
+    rec.flags |= FLAG_MISSING;
+    rec.updated_at = ctx.now_ms;
+    let key = String::from_utf8_lossy(k).to_string();
+    if status == STATUS_DELETED {
+        rec.deleted_at = ctx.now_ms;
+        merged.counts.deleted += 1;
+        detail(ctx, &mut merged.changes, || Change::Delete { key });
+    } else {
+        merged.counts.deactivated += 1;
+        detail(ctx, &mut merged.changes, || Change::Deactivate { key });
+    }
+    let mut enc = Vec::new();
+    rec.encode_into(&mut enc);
+    Ok(enc)
+}
+
+/// The preview's detail of an inserted user.
+fn insert_change(k: &[u8], rec: &UserRec, r: &PackedRow<'_>) -> Change {
+    Change::Insert {
+        key: String::from_utf8_lossy(k).to_string(),
+        fields: rec
+            .fields
+            .iter()
+            .cloned()
+            .chain(
+                (!rec.pw_hash.is_empty() || r.password.is_some())
+                    .then(|| ("password".to_string(), "(set)".to_string())),
+            )
+            .chain(std::iter::once((
+                "status".to_string(),
+                status_name(rec.status).to_string(),
+            )))
+            .collect(),
+    }
 }
 
 fn detail(ctx: &MergeSettings<'_>, changes: &mut Vec<Change>, f: impl FnOnce() -> Change) {

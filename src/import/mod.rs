@@ -41,6 +41,7 @@ mod report;
 mod restore;
 mod row_pass;
 mod spill;
+mod survey;
 
 pub use crate::model::{Change, Counts, FieldChange, ImportRecord, ImportStatus};
 pub use filing::{staged, ArchivePlan, Filing};
