@@ -14,71 +14,29 @@
 //!
 //! A held run keeps its plan for `approve` through the `held` module.
 
-use super::apply::{run_merge, run_survey, MergeInput, Merged};
-use super::bounds::{self, MAX_MESSAGES};
-use super::held::{self, Approving, HoldParts};
-use super::merge::{Change, MergeSettings};
-use super::read::{self, Enc, Input, Layout, Scan};
-use super::record::{self, GivenPasswords, Mapping, RowSeal};
+use super::apply::{run_merge, run_survey, MergeInput};
+use super::bounds;
+use super::ending::{
+    commit, fail, hold, nothing_imported, push_msg, tally, write_outputs, Ending, Findings,
+    HoldDecision, Outputs,
+};
+use super::job::{given_passwords, Done, Job};
+use super::merge::MergeSettings;
+use super::read::{self, Enc, Layout, Scan};
+use super::record::{self, Mapping, RowSeal};
 use super::report;
 use super::row_pass::{self, FileEmails};
 use super::spill::BucketRows;
-use super::{ImportOutcome, RunOptions};
-use crate::config::{MatchBy, OnMissing, Tenant};
+use crate::config::{MatchBy, OnMissing};
 use crate::model::bucket::BUCKETS;
-use crate::model::{Counts, ImportRecord, ImportStatus};
-use crate::store::{Commit, LedgerEntry, LedgerState, Store, TenantState};
+use crate::model::{ImportRecord, ImportStatus};
+use crate::store::TenantState;
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use std::collections::HashMap;
 use std::io::Read;
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::time::Instant;
-pub struct Job<'a> {
-    pub store: &'a Store,
-    pub tenant: &'a Tenant,
-    pub file: &'a str,
-    pub input: Input<'a>,
-    pub opts: &'a RunOptions,
-    /// Changes to collect (previews).
-    pub detail: usize,
-    /// Set by `approve`: the held run to complete.
-    pub approving: Option<Approving>,
-}
-
-/// The passwords kept by the held run being approved, if it kept any.
-fn given_passwords<'j>(job: &'j Job<'_>) -> Option<&'j GivenPasswords> {
-    job.approving
-        .as_ref()
-        .map(|a| &a.passwords)
-        .filter(|p| !p.is_empty())
-}
-
-impl<'a> Job<'a> {
-    pub fn new(
-        store: &'a Store,
-        tenant: &'a Tenant,
-        file: &'a str,
-        input: Input<'a>,
-        opts: &'a RunOptions,
-    ) -> Self {
-        Job {
-            store,
-            tenant,
-            file,
-            input,
-            opts,
-            detail: 0,
-            approving: None,
-        }
-    }
-}
-
-pub struct Done {
-    pub outcome: ImportOutcome,
-    pub changes: Vec<Change>,
-}
-
 /// What a phase returns: go on with `T`, or end the run with an [`Ending`].
 type Phase<T> = Result<ControlFlow<Ending, T>>;
 
@@ -92,25 +50,6 @@ macro_rules! go_on {
     };
 }
 
-/// How a run ends: what the commit writes besides the record.
-#[derive(Default)]
-struct Ending {
-    /// (bucket, generation) staged by the main pass.
-    staged: Vec<(u16, u64)>,
-    outputs: Outputs,
-    /// A preview's change details.
-    changes: Vec<Change>,
-    /// A held run: the plan kept for `approve` (see `held`).
-    held_plan: Option<Vec<u8>>,
-}
-
-/// The failure report and the password-blanked archive copy of a run.
-#[derive(Default)]
-struct Outputs {
-    report_csv: Option<Vec<u8>>,
-    archive_copy: Option<Vec<u8>>,
-}
-
 /// Logs each phase's end with the time since the run began.
 struct PhaseClock(Instant);
 
@@ -122,14 +61,6 @@ impl PhaseClock {
             rss_mb = resident_mb(),
             "import phase done"
         )
-    }
-}
-
-fn push_msg(msgs: &mut Vec<String>, dropped: &mut u64, m: String) {
-    if msgs.len() < MAX_MESSAGES {
-        msgs.push(m);
-    } else {
-        *dropped += 1;
     }
 }
 
@@ -410,15 +341,6 @@ fn read_rows(
     }))
 }
 
-/// What the survey decided.
-struct HoldDecision {
-    /// Users missing from the file, when that is too many (`max_missing_percent`): the run is
-    /// held, unless it is approving or a dry run.
-    held: Option<u64>,
-    /// Per bucket: nothing in it changes (empty without a survey).
-    quiet: Vec<bool>,
-}
-
 /// Survey and hold decision: with stored users, and `on_missing` to apply or emails to check,
 /// counts the missing users and finds email conflicts and quiet buckets before anything is
 /// changed. The file's emails are freed here.
@@ -455,144 +377,6 @@ fn survey(
     Ok(decision)
 }
 
-/// What the file gave besides its rows: how to read it again, the skipped rows, the password
-/// fingerprints and the count of messages left out so far.
-struct Findings<'r> {
-    layout: Layout<'r>,
-    skips: &'r mut HashMap<u64, String>,
-    fingerprints: &'r [(u64, [u8; 16])],
-    dropped: u64,
-}
-
-/// The failure report and the password-blanked archive copy: a second pass over the file.
-fn write_outputs(layout: Layout<'_>, skips: &HashMap<u64, String>) -> Result<Outputs> {
-    let (report_csv, archive_copy) = report::write(
-        layout.input,
-        layout.enc,
-        layout.delim,
-        &report::Want {
-            skips,
-            password_col: layout.password_col,
-            password_header: None,
-            keep_col: None,
-        },
-    )?;
-    Ok(Outputs {
-        report_csv,
-        archive_copy,
-    })
-}
-
-/// Hold: records the run and keeps the file and profile for `approve`; changes nothing.
-fn hold(
-    job: &Job<'_>,
-    rec: &mut ImportRecord,
-    merge: &MergeInput<'_>,
-    findings: Findings<'_>,
-    decision: &HoldDecision,
-) -> Result<Ending> {
-    let Some(missing) = decision.held else {
-        bail!("a run was held without users missing");
-    };
-    let profile = &job.tenant.import;
-    for (l, r) in merge.settings.conflicts {
-        findings.skips.entry(*l).or_insert_with(|| r.clone());
-    }
-    rec.status = ImportStatus::Held;
-    rec.counts.skipped = findings.skips.len() as u64;
-    rec.counts.errors = rec.counts.skipped;
-    match profile.on_missing {
-        OnMissing::Delete => rec.counts.deleted = missing,
-        _ => rec.counts.deactivated = missing,
-    }
-    rec.messages.insert(
-        0,
-        format!(
-            "held: {missing} users are missing from the file, more than max_missing_percent ({}%) of the tenant's users; nothing was changed. Approve with `roster approve {} {}` to apply this run",
-            profile.max_missing_percent, job.tenant.id, rec.id
-        ),
-    );
-    let map = merge.settings.map;
-    let plan = held::plan_bytes(&HoldParts {
-        merge,
-        quiet: &decision.quiet,
-        fingerprints: findings.fingerprints,
-        layout: findings.layout,
-        key_col: map.cols[map.key].index,
-        record: rec,
-    })?;
-    let outputs = write_outputs(findings.layout, findings.skips)?;
-    Ok(Ending {
-        outputs,
-        held_plan: Some(plan),
-        ..Ending::default()
-    })
-}
-
-/// Tally after the main pass: counts, skip messages, status and the failure report; a run in
-/// which nothing could be applied ends as nothing imported, its staged buckets discarded.
-fn tally(
-    job: &Job<'_>,
-    rec: &mut ImportRecord,
-    findings: Findings<'_>,
-    merged: Merged,
-    held: bool,
-) -> Result<Ending> {
-    let Findings {
-        layout,
-        skips,
-        mut dropped,
-        ..
-    } = findings;
-    for (l, r) in merged.late_skips {
-        skips.entry(l).or_insert(r);
-    }
-    let c = merged.counts;
-    let skipped = skips.len() as u64;
-    rec.counts = Counts {
-        rows: rec.counts.rows,
-        skipped,
-        errors: skipped,
-        ..c
-    };
-    let applied = c.inserted + c.updated + c.unchanged + c.restored;
-    let mut first: Vec<(&u64, &String)> = skips.iter().collect();
-    first.sort();
-    let outputs = write_outputs(layout, skips)?;
-    if applied == 0 {
-        job.store.discard_staged(&job.tenant.id, &merged.staged)?;
-        return Ok(nothing_imported(rec, skips, outputs, merged.changes));
-    }
-    for (_, r) in first.iter().take(MAX_MESSAGES) {
-        push_msg(&mut rec.messages, &mut dropped, (*r).clone());
-    }
-    dropped += first.len().saturating_sub(MAX_MESSAGES) as u64;
-    if dropped > 0 {
-        rec.messages.push(format!(
-            "… and {dropped} more messages (every skipped row is in the failure report)"
-        ));
-    }
-    rec.status = if held {
-        ImportStatus::Held
-    } else if rec.counts.skipped > 0 {
-        ImportStatus::Partial
-    } else {
-        ImportStatus::Success
-    };
-    if job.approving.is_some() {
-        rec.messages.push(format!(
-            "approved and applied at {}",
-            Utc::now().to_rfc3339()
-        ));
-    }
-    Ok(Ending {
-        staged: merged.staged,
-        outputs,
-        changes: merged.changes,
-        held_plan: None,
-    })
-}
-
 /// Current resident set size in MB (Linux; 0 elsewhere), for the phase log.
 fn resident_mb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -604,120 +388,4 @@ fn resident_mb() -> u64 {
         })
         .map(|kb| kb / 1024)
         .unwrap_or(0)
-}
-
-/// Every row was skipped: an error, nothing applied (not even `on_missing`). `changes` are a
-/// preview's details.
-fn nothing_imported(
-    rec: &mut ImportRecord,
-    skips: &HashMap<u64, String>,
-    outputs: Outputs,
-    changes: Vec<Change>,
-) -> Ending {
-    let first = skips
-        .iter()
-        .min_by_key(|(l, _)| **l)
-        .map(|(_, r)| r.as_str())
-        .unwrap_or("");
-    rec.status = ImportStatus::Error;
-    let skipped = skips.len() as u64;
-    rec.counts = Counts {
-        rows: rec.counts.rows,
-        skipped,
-        errors: skipped + 1,
-        ..Counts::default()
-    };
-    rec.messages.insert(
-        0,
-        format!(
-            "none of the {} rows could be imported, so nothing was changed; the first problem: {first}",
-            rec.counts.rows
-        ),
-    );
-    Ending {
-        outputs,
-        changes,
-        ..Ending::default()
-    }
-}
-
-/// The run fails as a whole with `msg`; the file is archived without its passwords as far as
-/// the run `reached` (see `report::archive_early`).
-fn fail(job: &Job<'_>, rec: &mut ImportRecord, msg: String, reached: report::Reached) -> Ending {
-    rec.status = ImportStatus::Error;
-    rec.counts.errors = 1;
-    rec.messages.insert(0, msg);
-    let archive_copy = report::archive_early(job.tenant, job.input, &mut rec.messages, reached);
-    Ending {
-        outputs: Outputs {
-            report_csv: None,
-            archive_copy,
-        },
-        ..Ending::default()
-    }
-}
-
-/// Commit: writes the record, complete (see `filing`), with the staged buckets and a held
-/// run's plan in one store commit, unless this is a dry run.
-fn commit(
-    job: Job<'_>,
-    state: &TenantState,
-    mut rec: ImportRecord,
-    ending: Ending,
-) -> Result<Done> {
-    let Ending {
-        staged,
-        outputs,
-        changes,
-        held_plan,
-    } = ending;
-    let Outputs {
-        report_csv,
-        archive_copy,
-    } = outputs;
-    rec.finished_at = Utc::now();
-    bounds::bound_messages(&mut rec.messages);
-    let report_csv = report_csv.or_else(|| report::for_failed_run(&rec));
-    if !job.opts.dry_run {
-        if let Some(f) = &job.opts.filing {
-            f.complete(&mut rec, report_csv.as_deref(), archive_copy.as_deref())?;
-        }
-        let applied = matches!(rec.status, ImportStatus::Success | ImportStatus::Partial);
-        let commit = Commit {
-            tenant: job.tenant.id.clone(),
-            expected_version: state.version,
-            buckets: staged.clone(),
-            last_applied_sha256: applied.then(|| rec.sha256.clone()),
-            ledger: Some(LedgerEntry {
-                tenant: job.tenant.id.clone(),
-                file: rec.file.clone(),
-                sha256: rec.sha256.clone(),
-                state: if rec.status == ImportStatus::Error {
-                    LedgerState::Failed
-                } else {
-                    LedgerState::Done
-                },
-                import_id: Some(rec.id.clone()),
-                updated_at: rec.finished_at,
-            }),
-            record: Some(rec.clone()),
-            put_plan: held_plan.map(|plan| (rec.id.clone(), plan)),
-            remove_plan: job.approving.as_ref().map(|a| a.id.clone()),
-        };
-        if let Err(e) = job.store.commit(&commit) {
-            job.store.discard_staged(&job.tenant.id, &staged)?;
-            return Err(e);
-        }
-        tracing::info!(tenant = %rec.tenant, file = %rec.file, id = %rec.id, status = %rec.status,
-            rows = rec.counts.rows, inserted = rec.counts.inserted, updated = rec.counts.updated, skipped = rec.counts.skipped,
-            "import finished");
-    }
-    Ok(Done {
-        outcome: ImportOutcome {
-            record: rec,
-            report_csv,
-            archive_copy,
-        },
-        changes,
-    })
 }

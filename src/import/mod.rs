@@ -30,10 +30,12 @@
 
 mod apply;
 mod bounds;
+mod ending;
 mod engine;
 pub mod fields;
 mod filing;
 mod held;
+mod job;
 mod merge;
 mod read;
 mod record;
@@ -132,7 +134,7 @@ pub fn run_file(
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| path.display().to_string());
-    let job = engine::Job::new(store, tenant, &name, read::Input::Path(path), opts);
+    let job = job::Job::new(store, tenant, &name, read::Input::Path(path), opts);
     Ok(engine::execute(job)?.outcome)
 }
 
@@ -162,7 +164,7 @@ pub fn run_bytes(
     bytes: &[u8],
     opts: &RunOptions,
 ) -> Result<ImportOutcome> {
-    let job = engine::Job::new(store, tenant, file_name, read::Input::Bytes(bytes), opts);
+    let job = job::Job::new(store, tenant, file_name, read::Input::Bytes(bytes), opts);
     Ok(engine::execute(job)?.outcome)
 }
 
@@ -188,7 +190,7 @@ pub fn preview_bytes(
         dry_run: true,
         ..Default::default()
     };
-    let mut job = engine::Job::new(store, tenant, file_name, read::Input::Bytes(bytes), &opts);
+    let mut job = job::Job::new(store, tenant, file_name, read::Input::Bytes(bytes), &opts);
     job.detail = PREVIEW_LIMIT;
     let done = engine::execute(job)?;
     Ok(Preview {
@@ -214,7 +216,7 @@ pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<Import
         ..Default::default()
     };
     let input = read::Input::Bytes(&plan[file_at..]);
-    let mut job = engine::Job::new(store, &held_tenant, &file, input, &opts);
+    let mut job = job::Job::new(store, &held_tenant, &file, input, &opts);
     job.approving = Some(approving);
     Ok(engine::execute(job)?.outcome)
 }
