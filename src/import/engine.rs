@@ -21,9 +21,10 @@ use super::ending::{
     HoldDecision, Outputs,
 };
 use super::job::{given_passwords, Done, Job};
+use super::mapping::{self, Mapping};
 use super::merge::MergeSettings;
 use super::read::{self, Enc, Layout, Scan};
-use super::record::{self, Mapping, RowSeal};
+use super::record::RowSeal;
 use super::report;
 use super::row_pass::{self, FileEmails};
 use super::spill::BucketRows;
@@ -230,7 +231,7 @@ fn map_header<'a>(job: &Job<'a>, rec: &mut ImportRecord, enc: Enc) -> Phase<Head
     }
     let headers: Vec<String> = first.iter().map(bounds::header_text).collect();
     drop(first); // a header line can be as large as the file: keep only the cut names
-    let map = match record::map_columns(&headers, job.tenant) {
+    let map = match mapping::map_columns(&headers, job.tenant) {
         Ok(m) => m,
         Err(msg) => return Ok(Break(fail(job, rec, msg, reached))),
     };

@@ -8,7 +8,8 @@
 //! optional change details for a preview, and late skip reasons (duplicated keys, email
 //! conflicts). Nothing is written here: `apply` stages and the engine commits.
 
-use super::record::{unpack, GivenPasswords, Mapping, PackedRow, RowSeal};
+use super::mapping::Mapping;
+use super::record::{unpack, GivenPasswords, PackedRow, RowSeal};
 use crate::config::{Activate, EmptyCells, OnMissing, Tenant};
 use crate::model::packed::{
     bucket_entries, bucket_push, digest_of, flags_of, status_of, UserRec, FLAG_MANAGED,

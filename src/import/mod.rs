@@ -36,6 +36,7 @@ pub mod fields;
 mod filing;
 mod held;
 mod job;
+mod mapping;
 mod merge;
 mod read;
 mod record;

@@ -7,7 +7,8 @@
 //! file's emails for the uniqueness checks, and password fingerprints. Memory stays bounded by
 //! the workers' arenas, the rows' budget and a few batches in flight, plus 24 bytes an email.
 
-use super::record::{self, GivenPasswords, Mapping, Parsed, Row, RowSeal, ROW_PRESENT_ONLY};
+use super::mapping::Mapping;
+use super::record::{self, GivenPasswords, Parsed, Row, RowSeal, ROW_PRESENT_ONLY};
 use super::spill::BucketRows;
 use crate::config::Tenant;
 use crate::model::bucket::{bucket_of, fnv64, BUCKETS};
