@@ -118,24 +118,8 @@ pub fn row_pass<R: Read>(
             let (tx, rx) = mpsc::sync_channel::<Vec<(u64, csv::ByteRecord)>>(2);
             senders.push(tx);
             let back = back_tx.clone();
-            handles.push(s.spawn(move || {
-                let mut out = WorkerOut {
-                    arenas: (0..BUCKETS).map(|_| Vec::with_capacity(reserve)).collect(),
-                    ..Default::default()
-                };
-                let mut notes = Vec::new();
-                for batch in rx {
-                    for (line, rec) in &batch {
-                        work(&mut out, &mut notes, rec, *line, cx);
-                    }
-                    let _ = back.send(batch);
-                    if out.held > WORKER_HOLD {
-                        hand_over(&mut out, rows_out, reserve);
-                    }
-                }
-                hand_over(&mut out, rows_out, 0);
-                out
-            }));
+            let batches = Batches { rx, back };
+            handles.push(s.spawn(move || worker(batches, cx, rows_out, reserve)));
         }
         drop(back_tx);
         let mut line = 1u64;
@@ -198,6 +182,49 @@ pub fn row_pass<R: Read>(
     if let Some(e) = outs.iter_mut().find_map(|o| o.failed.take()) {
         return Err(e);
     }
+    Ok(Ok(combine(outs, rows, rows_out, cx)?))
+}
+
+/// A worker's ends of the batch channels: full batches in, emptied batches back for reuse.
+struct Batches {
+    rx: mpsc::Receiver<Vec<(u64, csv::ByteRecord)>>,
+    back: mpsc::Sender<Vec<(u64, csv::ByteRecord)>>,
+}
+
+/// One worker of the row pass: checks and packs every row of the batches it receives, handing
+/// packed rows over to `rows_out` whenever it holds more than [`WORKER_HOLD`] bytes.
+fn worker(
+    batches: Batches,
+    cx: &RowContext<'_>,
+    rows_out: &BucketRows,
+    reserve: usize,
+) -> WorkerOut {
+    let mut out = WorkerOut {
+        arenas: (0..BUCKETS).map(|_| Vec::with_capacity(reserve)).collect(),
+        ..Default::default()
+    };
+    let mut notes = Vec::new();
+    for batch in batches.rx {
+        for (line, rec) in &batch {
+            work(&mut out, &mut notes, rec, *line, cx);
+        }
+        let _ = batches.back.send(batch);
+        if out.held > WORKER_HOLD {
+            hand_over(&mut out, rows_out, reserve);
+        }
+    }
+    hand_over(&mut out, rows_out, 0);
+    out
+}
+
+/// The pass's result from the workers' outputs: skips, notes and fingerprints together, the
+/// file's email index, and the rows whose email another key of the file also gives.
+fn combine(
+    outs: Vec<WorkerOut>,
+    rows: u64,
+    rows_out: &BucketRows,
+    cx: &RowContext<'_>,
+) -> anyhow::Result<RowPass> {
     let mut pass = RowPass {
         skips: HashMap::new(),
         notes: Vec::new(),
@@ -243,7 +270,7 @@ pub fn row_pass<R: Read>(
             }
         }
     }
-    Ok(Ok(pass))
+    Ok(pass)
 }
 
 /// Sorts the rows' emails and splits them into the index (one row per email) and the clashes:
