@@ -22,7 +22,7 @@ use super::ending::{
 };
 use super::job::{given_passwords, Done, Job};
 use super::mapping::{self, Mapping};
-use super::merge::MergeSettings;
+use super::merge::{MergeSettings, PasswordRules};
 use super::read::{self, Enc, Layout, Scan};
 use super::record::RowSeal;
 use super::report;
@@ -134,15 +134,17 @@ fn run_phases(
     let mut settings = MergeSettings {
         tenant: job.tenant,
         map: &header.map,
-        secret: keys.secret,
         now_ms: rec.started_at.timestamp_millis(),
         detail: job.detail,
-        hash_passwords: !job.opts.dry_run,
         conflicts: &empty,
         missing: true,
-        given: given_passwords(job),
-        collect: None,
-        seal: &keys.seal,
+        passwords: PasswordRules {
+            secret: keys.secret,
+            hash: !job.opts.dry_run,
+            given: given_passwords(job),
+            collect: None,
+            seal: &keys.seal,
+        },
     };
     let decision = survey(job, state, &settings, &mut read, clock)?;
     settings.conflicts = &read.conflicts;

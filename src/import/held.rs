@@ -13,7 +13,7 @@
 //! run exactly as approving would.
 
 use super::apply::{run_merge, MergeInput};
-use super::merge::MergeSettings;
+use super::merge::{MergeSettings, PasswordRules};
 use super::read::{Input, Layout};
 use super::record::{self, GivenPasswords};
 use super::report;
@@ -106,8 +106,11 @@ pub fn plan_bytes(k: &HoldParts<'_>) -> Result<Vec<u8>> {
         Some(col) => {
             let kept = std::sync::Mutex::new(Vec::new());
             let hold_settings = MergeSettings {
-                hash_passwords: true,
-                collect: Some(&kept),
+                passwords: PasswordRules {
+                    hash: true,
+                    collect: Some(&kept),
+                    ..k.merge.settings.passwords
+                },
                 detail: 0,
                 ..*k.merge.settings
             };

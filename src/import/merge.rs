@@ -23,16 +23,23 @@ use std::collections::HashMap;
 pub struct MergeSettings<'a> {
     pub tenant: &'a Tenant,
     pub map: &'a Mapping,
-    pub secret: [u8; 32],
     pub now_ms: i64,
     /// Collect [`Change`]s (preview), at most this many per bucket.
     pub detail: usize,
-    /// Hash new or changed passwords (false for a preview).
-    pub hash_passwords: bool,
     /// Rows skipped because their email belongs to someone else (line → reason).
     pub conflicts: &'a HashMap<u64, String>,
     /// Apply `on_missing` (false when the run only previews a hold).
     pub missing: bool,
+    pub passwords: PasswordRules<'a>,
+}
+
+/// How a merge treats the rows' passwords.
+#[derive(Clone, Copy)]
+pub struct PasswordRules<'a> {
+    /// The key of password fingerprints.
+    pub secret: [u8; 32],
+    /// Hash new or changed passwords (false for a preview).
+    pub hash: bool,
     /// Approving a held run: the passwords it kept (see [`GivenPasswords`]).
     pub given: Option<&'a GivenPasswords>,
     /// Holding a run: every password hash computed goes here as (row, hash).
@@ -332,10 +339,10 @@ fn status_name(s: u8) -> &'static str {
 }
 
 /// The argon2id hash to store for row `line`'s password: taken from the held run being approved,
-/// or computed (and handed to `ctx.collect` when a held run is keeping its hashes).
+/// or computed (and handed to `ctx.passwords.collect` when a held run is keeping its hashes).
 fn hash_password(ctx: &MergeSettings<'_>, line: u64, pw: &[u8]) -> Result<String> {
     use argon2::password_hash::PasswordHasher;
-    if let Some(given) = ctx.given {
+    if let Some(given) = ctx.passwords.given {
         return match given.get(&line) {
             Some((_, Some(h))) => Ok(h.clone()),
             _ => bail!(
@@ -343,15 +350,15 @@ fn hash_password(ctx: &MergeSettings<'_>, line: u64, pw: &[u8]) -> Result<String
             ),
         };
     }
-    if !ctx.hash_passwords {
+    if !ctx.passwords.hash {
         return Ok(String::new());
     }
     let salt: [u8; 16] = rand::random();
     let hash = argon2::Argon2::default()
-        .hash_password_with_salt(&ctx.seal.open(line, pw), &salt)
+        .hash_password_with_salt(&ctx.passwords.seal.open(line, pw), &salt)
         .map_err(|e| anyhow::anyhow!("cannot hash a password: {e}"))?
         .to_string();
-    if let Some(kept) = ctx.collect {
+    if let Some(kept) = ctx.passwords.collect {
         if let Ok(mut k) = kept.lock() {
             k.push((line, hash.clone()));
         }
@@ -360,11 +367,11 @@ fn hash_password(ctx: &MergeSettings<'_>, line: u64, pw: &[u8]) -> Result<String
 }
 
 fn fingerprint(ctx: &MergeSettings<'_>, line: u64, pw: &[u8]) -> [u8; 16] {
-    match ctx.given.and_then(|g| g.get(&line)) {
+    match ctx.passwords.given.and_then(|g| g.get(&line)) {
         Some((fp, _)) => *fp,
         None => super::record::password_fp(
-            &ctx.secret,
-            &String::from_utf8_lossy(&ctx.seal.open(line, pw)),
+            &ctx.passwords.secret,
+            &String::from_utf8_lossy(&ctx.passwords.seal.open(line, pw)),
         ),
     }
 }
@@ -470,7 +477,7 @@ fn update(
     }
     if let Some(pw) = r.password {
         let fp = fingerprint(ctx, r.line, pw);
-        if fp != rec.pw_fp || rec.pw_hash.is_empty() && ctx.hash_passwords {
+        if fp != rec.pw_fp || rec.pw_hash.is_empty() && ctx.passwords.hash {
             rec.pw_fp = fp;
             rec.pw_hash = hash_password(ctx, r.line, pw)?;
             changes.push(FieldChange {
