@@ -12,6 +12,7 @@ use super::held::{self, HoldParts};
 use super::job::{Done, Job};
 use super::merge::Change;
 use super::read::Layout;
+use super::record::RowFingerprint;
 use super::report;
 use super::ImportOutcome;
 use crate::config::OnMissing;
@@ -62,7 +63,7 @@ pub(super) struct HoldDecision {
 pub(super) struct Findings<'r> {
     pub(super) layout: Layout<'r>,
     pub(super) skips: &'r mut HashMap<u64, String>,
-    pub(super) fingerprints: &'r [(u64, [u8; 16])],
+    pub(super) fingerprints: &'r [RowFingerprint],
     pub(super) dropped: u64,
 }
 

@@ -24,7 +24,7 @@ use super::job::{given_passwords, Done, Job};
 use super::mapping::{self, Mapping};
 use super::merge::{MergeSettings, PasswordRules};
 use super::read::{self, Enc, Layout, Scan};
-use super::record::RowSeal;
+use super::record::{RowFingerprint, RowSeal};
 use super::report;
 use super::row_pass::{self, FileEmails};
 use super::spill::BucketRows;
@@ -87,8 +87,10 @@ fn begin(job: &Job<'_>, clock: &PhaseClock) -> Result<(ImportRecord, TenantState
         None if job.opts.dry_run => "preview".to_string(),
         None => job.store.new_import_id(started_at)?,
     };
-    let (sha256, bytes) =
-        upload.unwrap_or_else(|| (scan.sha256.clone().unwrap_or_default(), scan.bytes));
+    let (sha256, bytes) = upload.map_or_else(
+        || (scan.sha256.clone().unwrap_or_default(), scan.bytes),
+        |u| (u.sha256, u.bytes),
+    );
     let mut rec = ImportRecord {
         sha256,
         bytes,
@@ -265,7 +267,7 @@ struct RowsRead {
     file_emails: FileEmails,
     /// Rows skipped because their email belongs to another key (row → reason).
     conflicts: HashMap<u64, String>,
-    fingerprints: Vec<(u64, [u8; 16])>,
+    fingerprints: Vec<RowFingerprint>,
     /// Check emails against the stored users' (the match key is not the email).
     check_emails: bool,
     /// Messages left out of the record so far.

@@ -15,7 +15,7 @@
 use super::apply::{run_merge, MergeInput};
 use super::merge::{MergeSettings, PasswordRules};
 use super::read::{Input, Layout};
-use super::record::{self, GivenPasswords};
+use super::record::{self, GivenPasswords, RowFingerprint};
 use super::report;
 use crate::config::Tenant;
 use crate::model::ImportRecord;
@@ -32,12 +32,19 @@ pub struct Approving {
     /// `TenantState::version` when the run was held.
     pub version: u64,
     /// sha256 and size of the file as uploaded (the kept copy has its passwords blank).
-    pub upload: Option<(String, u64)>,
+    pub upload: Option<Upload>,
     /// The passwords the held run kept (fingerprints and hashes, never plaintext).
     pub passwords: GivenPasswords,
     /// Where the intake filed the held run's file and report: the approved record keeps them.
     pub archived_as: Option<String>,
     pub report: Option<String>,
+}
+
+/// The file as uploaded: its sha256 and size.
+#[derive(Clone)]
+pub struct Upload {
+    pub sha256: String,
+    pub bytes: u64,
 }
 
 /// Header of a held plan in the store; the file follows it, with its password cells blank when
@@ -71,7 +78,8 @@ impl KeptPassword {
     fn to_given(&self) -> Result<(u64, record::GivenPassword)> {
         let mut fp = [0u8; 16];
         hex::decode_to_slice(&self.fp, &mut fp).context("a password fingerprint is not hex")?;
-        Ok((self.row, (fp, self.hash.clone())))
+        let hash = self.hash.clone();
+        Ok((self.row, record::GivenPassword { fp, hash }))
     }
 }
 
@@ -82,7 +90,7 @@ pub struct HoldParts<'a> {
     /// Buckets the survey found quiet.
     pub quiet: &'a [bool],
     /// (row, fingerprint) of every password the row pass saw.
-    pub fingerprints: &'a [(u64, [u8; 16])],
+    pub fingerprints: &'a [RowFingerprint],
     pub layout: Layout<'a>,
     /// File column of the match key.
     pub key_col: usize,
@@ -127,10 +135,10 @@ pub fn plan_bytes(k: &HoldParts<'_>) -> Result<Vec<u8>> {
             let passwords = k
                 .fingerprints
                 .iter()
-                .map(|(row, fp)| KeptPassword {
-                    row: *row,
-                    fp: hex::encode(fp),
-                    hash: hashes.get(row).cloned(),
+                .map(|f| KeptPassword {
+                    row: f.row,
+                    fp: hex::encode(f.fp),
+                    hash: hashes.get(&f.row).cloned(),
                 })
                 .collect();
             let empty = HashMap::new();
@@ -215,7 +223,10 @@ pub fn load(store: &Store, tenant: &Tenant, import_id: &str) -> Result<HeldRun> 
     let approving = Approving {
         id: import_id.to_string(),
         version: held.version,
-        upload: held.sha256.zip(held.bytes),
+        upload: held
+            .sha256
+            .zip(held.bytes)
+            .map(|(sha256, bytes)| Upload { sha256, bytes }),
         passwords: held
             .passwords
             .iter()

@@ -9,7 +9,7 @@
 //! conflicts). Nothing is written here: `apply` stages and the engine commits.
 
 use super::mapping::Mapping;
-use super::record::{unpack, GivenPasswords, PackedRow, RowSeal};
+use super::record::{unpack, GivenPassword, GivenPasswords, PackedRow, RowSeal};
 use crate::config::{Activate, EmptyCells, OnMissing, Tenant};
 use crate::model::packed::{
     bucket_entries, bucket_push, digest_of, flags_of, status_of, UserRec, FLAG_MANAGED,
@@ -344,7 +344,7 @@ fn hash_password(ctx: &MergeSettings<'_>, line: u64, pw: &[u8]) -> Result<String
     use argon2::password_hash::PasswordHasher;
     if let Some(given) = ctx.passwords.given {
         return match given.get(&line) {
-            Some((_, Some(h))) => Ok(h.clone()),
+            Some(GivenPassword { hash: Some(h), .. }) => Ok(h.clone()),
             _ => bail!(
                 "row {line}: the held run kept no password hash for this row; upload the file again"
             ),
@@ -368,7 +368,7 @@ fn hash_password(ctx: &MergeSettings<'_>, line: u64, pw: &[u8]) -> Result<String
 
 fn fingerprint(ctx: &MergeSettings<'_>, line: u64, pw: &[u8]) -> [u8; 16] {
     match ctx.passwords.given.and_then(|g| g.get(&line)) {
-        Some((fp, _)) => *fp,
+        Some(given) => given.fp,
         None => super::record::password_fp(
             &ctx.passwords.secret,
             &String::from_utf8_lossy(&ctx.passwords.seal.open(line, pw)),

@@ -202,10 +202,23 @@ pub fn password_fp(secret: &[u8; 32], pw: &str) -> [u8; 16] {
 /// argon2id hash when applying the run must store one. A held run keeps its file with the
 /// password cells blank plus this table, so no plaintext password waits in the store for
 /// `approve` (see `engine`).
+/// The keyed fingerprint of the password a row gives (kept for a run that is held).
+#[derive(Debug, Clone, Copy)]
+pub struct RowFingerprint {
+    pub row: u64,
+    pub fp: [u8; 16],
+}
+
 pub type GivenPasswords = std::collections::HashMap<u64, GivenPassword>;
 
 /// A password's keyed fingerprint and, when one must be stored, its argon2id hash.
-pub type GivenPassword = ([u8; 16], Option<String>);
+#[derive(Debug, Clone)]
+pub struct GivenPassword {
+    /// The keyed fingerprint of the password.
+    pub fp: [u8; 16],
+    /// Its argon2id hash, where applying the run stores one.
+    pub hash: Option<String>,
+}
 
 /// Row flag: the row was skipped but its key is known (it only marks the user present).
 pub const ROW_PRESENT_ONLY: u8 = 1;

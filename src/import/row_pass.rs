@@ -8,7 +8,7 @@
 //! the workers' arenas, the rows' budget and a few batches in flight, plus 24 bytes an email.
 
 use super::mapping::Mapping;
-use super::record::{self, GivenPasswords, Parsed, Row, RowSeal, ROW_PRESENT_ONLY};
+use super::record::{self, GivenPasswords, Parsed, Row, RowFingerprint, RowSeal, ROW_PRESENT_ONLY};
 use super::spill::BucketRows;
 use crate::config::Tenant;
 use crate::model::bucket::{bucket_of, fnv64, BUCKETS};
@@ -56,7 +56,7 @@ pub struct RowPass {
     pub clashes: HashMap<u64, String>,
     /// (row, password fingerprint) of every valid row that gives a password (kept for a run
     /// that is held: see [`GivenPasswords`]).
-    pub fingerprints: Vec<(u64, [u8; 16])>,
+    pub fingerprints: Vec<RowFingerprint>,
 }
 
 /// What every row of the pass is checked and packed with.
@@ -88,7 +88,7 @@ struct WorkerOut {
     emails: Vec<(u64, u64, u64)>,
     /// Reused by `row_digest`.
     scratch: Vec<u8>,
-    fingerprints: Vec<(u64, [u8; 16])>,
+    fingerprints: Vec<RowFingerprint>,
 }
 
 /// Bytes of packed rows a worker holds before handing them to the `BucketRows`.
@@ -357,15 +357,15 @@ fn work(
             out.valid += 1;
             let fp = match (cx.given.and_then(|g| g.get(&line)), &r.password) {
                 // Approving a held run: its copy has the cell blank; the table has the rest.
-                (Some((fp, _)), _) => {
+                (Some(given), _) => {
                     r.password = Some(std::borrow::Cow::Borrowed(""));
-                    *fp
+                    given.fp
                 }
                 (None, Some(pw)) => record::password_fp(cx.secret, pw),
                 (None, None) => [0; 16],
             };
             if r.password.is_some() {
-                out.fingerprints.push((line, fp));
+                out.fingerprints.push(RowFingerprint { row: line, fp });
             }
             let digest = record::row_digest(&r, map, &tenant.import, &fp, &mut out.scratch);
             if let (true, Some(e)) = (cx.check_emails, &r.email) {
