@@ -1,4 +1,4 @@
-//! Running the bucket passes over all cores and committing the result.
+//! Running the bucket passes (survey, then merge with staging) over all cores.
 //!
 //! Data enters as the run's packed rows by bucket ([`BucketRows`]) and the tenant's state; the
 //! survey pass leaves counts for the hold decision, the main pass leaves staged bucket

@@ -10,9 +10,10 @@
 //! options it names the archived file and report (see `filing`); approving keeps the held
 //! run's names.
 //!
-//! Reports, and the archive copy of a run that ends early, are built in `report`.
-//!
-//! A held run keeps its plan for `approve` through the `held` module.
+//! This file holds the driver ([`execute`], `run_phases`) and the phases up to the hold
+//! decision; the phases that end a run (hold, tally, fail, nothing imported) and the commit
+//! are in `ending`. Reports, and the archive copy of a run that ends early, are built in
+//! `report`; a held run keeps its plan for `approve` through `held`.
 
 use super::apply::{run_merge, run_survey, MergeInput};
 use super::bounds;

@@ -1,11 +1,13 @@
 //! Held runs: what a run that is held keeps in the store for `approve`, and approving it.
 //!
-//! Data enters from the engine when the `max_missing_percent` hold stops a run ([`plan_bytes`]:
-//! the plan to store) and leaves to `import::approve` ([`load`]: the stored plan as a
-//! [`HeldRun`], which `approve` runs again through the engine as an [`Approving`] job; that
-//! commits the held record completed in place, keeping where the intake filed the held file and
-//! report; the intake runs it on the tenant's queue). This module calls no engine code, so the
-//! engine → held arrow is the only one. A held plan is a JSON [`HeldPlan`] header and the
+//! Data enters from the engine's hold phase (`ending::hold`) when the `max_missing_percent`
+//! hold stops a run ([`plan_bytes`] from the [`HoldParts`]: the plan to store) and leaves to
+//! `import::approve` ([`load`]: the stored plan as a [`HeldRun`], which `approve` runs again
+//! through the engine as an [`Approving`] job; that commits the held record completed in place,
+//! keeping where the intake filed the held file and report; the intake runs it on the tenant's
+//! queue). This module calls no engine code (only the merge, through `apply`, to compute the
+//! kept hashes), so the arrows into it are the only ones. A held plan is a JSON [`HeldPlan`]
+//! header and the
 //! file. No plaintext password waits in the store: with a password column the file is kept
 //! with those cells blank (a row that does not line up with the header keeps only its key cell,
 //! so it still marks its user present), plus a [`KeptPassword`] per row: its keyed fingerprint

@@ -6,10 +6,27 @@
 //! user change, and flushed), the failure report CSV, and a password-blanked copy for the
 //! archive. The intake decides names and folders before the run and moves files; the engine
 //! writes those names into the record it commits, so the record is written once, complete
-//! (`filing`). Stages, one file each: `read` (encoding, delimiter, csv), `fields` (the field
-//! table), `row` (mapping and validation), `plan` (merging a bucket), `apply` (parallel passes,
-//! staging), `report` (failure report, archive copy), `filing` (archive names, staged
-//! outputs), `engine` (the run from start to end).
+//! (`filing`).
+//!
+//! The files, in the order an upload goes through them:
+//! - `job`: what a run is asked to do (a `Job`) and what it gives back (a `Done`).
+//! - `engine`: the run as phases, from the scan to the hold decision; which phase ends it.
+//! - `read`: scan (sha256, size, encoding), decoding, delimiter guess, the csv reader.
+//! - `mapping`: the header row → which column is which field.
+//! - `row_pass`: the parallel pass over the rows: check, pack into the run's bucket rows.
+//! - `record`: one CSV record → a validated row, packed; packed rows read back.
+//! - `fields`: the field table every cell is normalised and validated through.
+//! - `bounds`: limits that keep messages, report cells and headers proportional to the file.
+//! - `spill`: the run's packed rows by bucket, in memory up to a budget, then a temporary file.
+//! - `apply`: the bucket passes over all cores (survey, then merge with staging).
+//! - `survey`: one bucket before any change: missing users, email conflicts, quiet rows.
+//! - `merge`: one bucket merged: stored users and the file's rows, in key order.
+//! - `held`: the plan a held run keeps for `approve`, and loading it again.
+//! - `report`: the failure report and the password-blanked archive copy.
+//! - `filing`: the archive names planned by the intake; outputs staged before the commit.
+//! - `ending`: how a run ends: hold, tally, failure, nothing imported, and the commit.
+//!
+//! Besides runs: `restore` brings back one soft-deleted or deactivated user.
 //!
 //! Decisions where the contract is silent:
 //! - Row numbers count the header as row 1, so the first data row is row 2 (as a spreadsheet
