@@ -1,13 +1,14 @@
-//! Running the bucket passes over all cores and committing the result.
+//! Running the bucket passes (survey, then merge with staging) over all cores.
 //!
 //! Data enters as the run's packed rows by bucket ([`BucketRows`]) and the tenant's state; the
 //! survey pass leaves counts for the hold decision, the main pass leaves staged bucket
 //! generations (written to the store but invisible) plus counts, change details and late skips.
-//! `commit` then makes the run visible in one transaction; on any failure the staged buckets
-//! are discarded.
+//! The engine's commit phase then makes the run visible in one transaction; on any failure the
+//! staged buckets are discarded.
 
-use super::plan::{plan_bucket, plan_quiet, survey, BucketPlan, Counts, Ctx};
+use super::merge::{merge_bucket, merge_quiet, BucketMerge, Counts, MergeSettings};
 use super::spill::BucketRows;
+use super::survey::survey;
 use crate::model::bucket::BUCKETS;
 use crate::store::{Directory, TenantState};
 use anyhow::Result;
@@ -51,25 +52,37 @@ pub fn par_buckets<T: Send>(f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec
     all.into_iter().map(|(_, r)| r).collect()
 }
 
+/// What the survey and the main pass read: the stored directory, the run's merge settings and
+/// its bucket rows.
+pub struct MergeInput<'a> {
+    pub store: &'a dyn Directory,
+    pub settings: &'a MergeSettings<'a>,
+    pub state: &'a TenantState,
+    pub rows: &'a BucketRows,
+}
+
 /// Totals of the survey pass.
 #[derive(Default)]
 pub struct Survey {
     pub current: u64,
     pub missing: u64,
     pub conflicts: Vec<(u64, String)>,
-    /// Per bucket: nothing in it changes (see `plan::SurveyPart::quiet`).
+    /// Per bucket: nothing in it changes (see `survey::SurveyPart::quiet`).
     pub quiet: Vec<bool>,
 }
 
 /// Surveys every bucket; a bucket whose rows were found unchanged gets them back compacted
-/// (see `plan::survey`), freeing their values before the main pass.
+/// (see `survey`), freeing their values before the main pass.
 pub fn run_survey(
-    store: &dyn Directory,
-    ctx: &Ctx<'_>,
-    state: &TenantState,
-    rows: &BucketRows,
-    file_emails: &super::parse::FileEmails,
+    input: &MergeInput<'_>,
+    file_emails: &super::row_pass::FileEmails,
 ) -> Result<Survey> {
+    let MergeInput {
+        store,
+        settings: ctx,
+        state,
+        rows,
+    } = *input;
     let tenant = ctx.tenant.id.as_str();
     let parts = par_buckets(|b| {
         let blob = store.bucket(tenant, b as u16, state.gen(b))?;
@@ -102,25 +115,24 @@ pub fn run_survey(
 
 /// The outcome of the main pass.
 #[derive(Default)]
-pub struct Planned {
+pub struct Merged {
     pub counts: Counts,
-    pub changes: Vec<super::plan::Change>,
+    pub changes: Vec<super::merge::Change>,
     pub late_skips: Vec<(u64, String)>,
     /// (bucket, generation) written to the store but not yet committed.
     pub staged: Vec<(u16, u64)>,
 }
 
-/// Plans every bucket; when `stage`, writes each changed bucket under a new generation. Each
-/// bucket's rows are freed as soon as that bucket is planned. Buckets that `quiet` (from
+/// Merges every bucket; when `stage`, writes each changed bucket under a new generation. Each
+/// bucket's rows are freed as soon as that bucket is merged. Buckets that `quiet` (from
 /// the survey, empty when there was none) marks are not read from the store.
-pub fn run_plan(
-    store: &dyn Directory,
-    ctx: &Ctx<'_>,
-    state: &TenantState,
-    rows: &BucketRows,
-    quiet: &[bool],
-    stage: bool,
-) -> Result<Planned> {
+pub fn run_merge(input: &MergeInput<'_>, quiet: &[bool], stage: bool) -> Result<Merged> {
+    let MergeInput {
+        store,
+        settings: ctx,
+        state,
+        rows,
+    } = *input;
     let tenant = ctx.tenant.id.as_str();
     let staged_so_far: Mutex<Vec<(u16, u64)>> = Mutex::new(Vec::new());
     let parts = par_buckets(|b| {
@@ -128,28 +140,28 @@ pub fn run_plan(
         let owned = rows.take(b)?;
         let parts: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
         if gen == 0 && parts.is_empty() {
-            return Ok((BucketPlan::default(), None));
+            return Ok((BucketMerge::default(), None));
         }
         if quiet.get(b).copied().unwrap_or(false) {
-            if let Some(plan) = plan_quiet(ctx, &parts)? {
-                return Ok((plan, None));
+            if let Some(merged) = merge_quiet(ctx, &parts)? {
+                return Ok((merged, None));
             }
         }
         let blob = store.bucket(tenant, b as u16, gen)?;
-        let mut plan = plan_bucket(ctx, blob.as_deref(), &parts)?;
+        let mut merged = merge_bucket(ctx, blob.as_deref(), &parts)?;
         drop(blob);
         drop(parts);
         drop(owned);
         let mut staged = None;
-        if let (true, Some(new)) = (stage, plan.blob.take()) {
+        if let (true, Some(new)) = (stage, merged.blob.take()) {
             let g = store.stage_bucket(tenant, b as u16, &new)?;
             if let Ok(mut s) = staged_so_far.lock() {
                 s.push((b as u16, g));
             }
             staged = Some((b as u16, g));
         }
-        plan.blob = None;
-        Ok((plan, staged))
+        merged.blob = None;
+        Ok((merged, staged))
     });
     let parts = match parts {
         Ok(p) => p,
@@ -159,7 +171,7 @@ pub fn run_plan(
             return Err(e);
         }
     };
-    let mut out = Planned::default();
+    let mut out = Merged::default();
     for (p, staged) in parts {
         out.counts.add(&p.counts);
         out.changes.extend(p.changes);

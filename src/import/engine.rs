@@ -1,111 +1,97 @@
-//! One run from start to end: scan, duplicate check, header mapping, row pass into the run's
-//! bucket rows, survey and hold decision, main pass with staging, failure report, commit.
+//! One run from start to end, as a sequence of phases: begin (scan, record, tenant state) →
+//! duplicate check → header mapping → row pass → survey and hold decision → hold, or main pass
+//! with staging → tally (counts, messages, status, failure report) → commit.
 //!
 //! Data enters as a [`Job`] (store, tenant, file, options) and leaves as a [`Done`]: the
-//! outcome (record, report, archive copy) and, for previews, the change details. The record is
-//! committed complete: with the intake's filing in the options it names the archived file and
-//! report (see `filing`); approving keeps the held run's names.
+//! outcome (record, report, archive copy) and, for previews, the change details. Each phase
+//! from the duplicate check on returns a [`Phase`]: `Continue` with what the next phase needs,
+//! or `Break` with the [`Ending`] the run is committed with (the record, written into along
+//! the way, goes with it). The record is committed complete: with the intake's filing in the
+//! options it names the archived file and report (see `filing`); approving keeps the held
+//! run's names.
 //!
-//! Reports, and the archive copy of a run that ends early, are built in `report`.
-//!
-//! A held run keeps its plan for `approve` through the `held` module.
+//! This file holds the driver ([`execute`], `run_phases`) and the phases up to the hold
+//! decision; the phases that end a run (hold, tally, fail, nothing imported) and the commit
+//! are in `ending`. Reports, and the archive copy of a run that ends early, are built in
+//! `report`; a held run keeps its plan for `approve` through `held`.
 
-use super::apply::{run_plan, run_survey};
-use super::bounds::{self, MAX_MESSAGES};
-use super::held::{self, Approving};
-use super::parse;
-use super::plan::{Change, Ctx};
-use super::read::{self, Input};
+use super::apply::{run_merge, run_survey, MergeInput};
+use super::bounds;
+use super::ending::{
+    commit, fail, hold, nothing_imported, push_msg, tally, write_outputs, Ending, Findings,
+    HoldDecision, Outputs,
+};
+use super::job::{given_passwords, Done, Job};
+use super::mapping::{self, Mapping};
+use super::merge::{MergeSettings, PasswordRules};
+use super::read::{self, Enc, Layout, Scan};
+use super::record::{RowFingerprint, RowSeal};
 use super::report;
-use super::row::{self, GivenPasswords};
+use super::row_pass::{self, FileEmails};
 use super::spill::BucketRows;
-use super::{ImportOutcome, RunOptions};
-use crate::config::{MatchBy, OnMissing, Tenant};
+use crate::config::{MatchBy, OnMissing};
 use crate::model::bucket::BUCKETS;
-use crate::model::{Counts, ImportRecord, ImportStatus};
-use crate::store::{Commit, LedgerEntry, LedgerState, Store};
+use crate::model::{ImportRecord, ImportStatus};
+use crate::store::TenantState;
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use std::collections::HashMap;
+use std::io::Read;
+use std::ops::ControlFlow::{self, Break, Continue};
+use std::time::Instant;
+/// What a phase returns: go on with `T`, or end the run with an [`Ending`].
+type Phase<T> = Result<ControlFlow<Ending, T>>;
 
-pub struct Job<'a> {
-    pub store: &'a Store,
-    pub tenant: &'a Tenant,
-    pub file: &'a str,
-    pub input: Input<'a>,
-    pub opts: &'a RunOptions,
-    /// Changes to collect (previews).
-    pub detail: usize,
-    /// Set by `approve`: the held run to complete.
-    pub approving: Option<Approving>,
-}
-
-/// The passwords kept by the held run being approved, if it kept any.
-fn given_passwords<'j>(job: &'j Job<'_>) -> Option<&'j GivenPasswords> {
-    job.approving
-        .as_ref()
-        .map(|a| &a.passwords)
-        .filter(|p| !p.is_empty())
-}
-
-impl<'a> Job<'a> {
-    pub fn new(
-        store: &'a Store,
-        tenant: &'a Tenant,
-        file: &'a str,
-        input: Input<'a>,
-        opts: &'a RunOptions,
-    ) -> Self {
-        Job {
-            store,
-            tenant,
-            file,
-            input,
-            opts,
-            detail: 0,
-            approving: None,
+/// The value of a phase that goes on; returns its [`Ending`] from the caller otherwise.
+macro_rules! go_on {
+    ($phase:expr) => {
+        match $phase? {
+            Continue(value) => value,
+            Break(ending) => return Ok(ending),
         }
-    }
+    };
 }
 
-pub struct Done {
-    pub outcome: ImportOutcome,
-    pub changes: Vec<Change>,
-}
+/// Logs each phase's end with the time since the run began.
+struct PhaseClock(Instant);
 
-fn push_msg(msgs: &mut Vec<String>, dropped: &mut u64, m: String) {
-    if msgs.len() < MAX_MESSAGES {
-        msgs.push(m);
-    } else {
-        *dropped += 1;
+impl PhaseClock {
+    fn done(&self, name: &str) {
+        tracing::debug!(
+            phase = name,
+            ms = self.0.elapsed().as_millis() as u64,
+            rss_mb = resident_mb(),
+            "import phase done"
+        )
     }
 }
 
 /// Runs a job (see the module doc).
 pub fn execute(job: Job<'_>) -> Result<Done> {
-    let store = job.store;
-    let tenant = job.tenant;
-    let profile = &tenant.import;
+    let clock = PhaseClock(Instant::now());
+    let (mut rec, state, scan) = begin(&job, &clock)?;
+    let ending = run_phases(&job, &state, &mut rec, scan, &clock)?;
+    commit(job, &state, rec, ending)
+}
+
+/// Begin: scans the file (encoding, sha256), starts the record and reads the tenant's state.
+/// Approving a held run fails here if the directory changed since it was held.
+fn begin(job: &Job<'_>, clock: &PhaseClock) -> Result<(ImportRecord, TenantState, Scan)> {
     let started_at = Utc::now();
-    let clock = std::time::Instant::now();
-    let phase = |name: &str| {
-        tracing::debug!(
-            phase = name,
-            ms = clock.elapsed().as_millis() as u64,
-            rss_mb = resident_mb(),
-            "import phase done"
-        )
-    };
+    let tenant = job.tenant;
     // Approving: the file was hashed when held (the kept copy may differ), not again.
     let upload = job.approving.as_ref().and_then(|a| a.upload.clone());
-    let scan = read::scan(job.input, profile.encoding, upload.is_none())?;
-    phase("scan");
+    let scan = read::scan(job.input, tenant.import.encoding, upload.is_none())?;
+    clock.done("scan");
     let id = match &job.approving {
         Some(a) => a.id.clone(),
         None if job.opts.dry_run => "preview".to_string(),
-        None => store.new_import_id(started_at)?,
+        None => job.store.new_import_id(started_at)?,
     };
-    let (sha256, bytes) = upload.unwrap_or_else(|| (scan.sha256.unwrap_or_default(), scan.bytes));
+    let (sha256, bytes) = upload.map_or_else(
+        || (scan.sha256.clone().unwrap_or_default(), scan.bytes),
+        |u| (u.sha256, u.bytes),
+    );
     let mut rec = ImportRecord {
         sha256,
         bytes,
@@ -118,7 +104,7 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
             started_at,
         )
     };
-    let state = store.tenant_state(&tenant.id)?;
+    let state = job.store.tenant_state(&tenant.id)?;
     if let Some(a) = &job.approving {
         (rec.archived_as, rec.report) = (a.archived_as.clone(), a.report.clone());
         if a.version != state.version {
@@ -128,7 +114,74 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
                 tenant.id
             );
         }
-    } else if state.last_applied_sha256.as_deref() == Some(rec.sha256.as_str()) {
+    }
+    Ok((rec, state, scan))
+}
+
+/// The phases after `begin`, up to the [`Ending`] to commit.
+fn run_phases(
+    job: &Job<'_>,
+    state: &TenantState,
+    rec: &mut ImportRecord,
+    scan: Scan,
+    clock: &PhaseClock,
+) -> Result<Ending> {
+    let enc = go_on!(check_duplicate(job, state, rec, scan));
+    let mut header = go_on!(map_header(job, rec, enc));
+    let keys = RowKeys {
+        secret: *job.store.fingerprint_key(),
+        seal: RowSeal::new(),
+    };
+    let mut read = go_on!(read_rows(job, rec, &mut header, &keys, clock));
+    let empty = HashMap::new();
+    let mut settings = MergeSettings {
+        tenant: job.tenant,
+        map: &header.map,
+        now_ms: rec.started_at.timestamp_millis(),
+        detail: job.detail,
+        conflicts: &empty,
+        missing: true,
+        passwords: PasswordRules {
+            secret: keys.secret,
+            hash: !job.opts.dry_run,
+            given: given_passwords(job),
+            collect: None,
+            seal: &keys.seal,
+        },
+    };
+    let decision = survey(job, state, &settings, &mut read, clock)?;
+    settings.conflicts = &read.conflicts;
+    let merge = MergeInput {
+        store: &**job.store,
+        settings: &settings,
+        state,
+        rows: &read.rows,
+    };
+    let findings = Findings {
+        layout: header.layout,
+        skips: &mut read.skips,
+        fingerprints: &read.fingerprints,
+        dropped: read.dropped,
+    };
+    if decision.held.is_some() && !job.opts.dry_run {
+        return hold(job, rec, &merge, findings, &decision);
+    }
+    let merged = run_merge(&merge, &decision.quiet, !job.opts.dry_run)?;
+    clock.done("plan");
+    tally(job, rec, findings, merged, decision.held.is_some())
+}
+
+/// Duplicate check: a file identical to the last applied one ends the run as `duplicate`
+/// (archived without its passwords). Then the encoding the scan found, or the run fails.
+fn check_duplicate(
+    job: &Job<'_>,
+    state: &TenantState,
+    rec: &mut ImportRecord,
+    scan: Scan,
+) -> Phase<Enc> {
+    let duplicate = job.approving.is_none()
+        && state.last_applied_sha256.as_deref() == Some(rec.sha256.as_str());
+    if duplicate {
         rec.status = ImportStatus::Duplicate;
         rec.messages.push(
             "the file is identical (same sha256) to the last applied file, so nothing was changed"
@@ -136,85 +189,131 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         );
         // The file moves to the archive like any other: without its passwords.
         let enc = scan.encoding.clone().unwrap_or(scan.fallback);
-        let archive = report::archive_early(
+        let archive_copy = report::archive_early(
             job.tenant,
             job.input,
             &mut rec.messages,
             report::Reached::Scan(enc),
         );
-        return finish(job, rec, &state, Vec::new(), None, archive, Vec::new());
+        return Ok(Break(Ending {
+            outputs: Outputs {
+                report_csv: None,
+                archive_copy,
+            },
+            ..Ending::default()
+        }));
     }
-    let enc = match scan.encoding {
-        Ok(e) => e,
-        Err(msg) => return fail(job, rec, &state, msg, report::Reached::Scan(scan.fallback)),
-    };
+    Ok(match scan.encoding {
+        Ok(e) => Continue(e),
+        Err(msg) => Break(fail(job, rec, msg, report::Reached::Scan(scan.fallback))),
+    })
+}
+
+/// The file decoded, its header read and mapped to fields, ready for the row pass.
+struct Header<'a> {
+    reader: csv::Reader<Box<dyn Read + 'a>>,
+    layout: Layout<'a>,
+    map: Mapping,
+}
+
+/// Header mapping: decodes the file, finds the delimiter, reads the header row and maps its
+/// columns to fields; an empty file, an unreadable header or a mapping problem fails the run.
+fn map_header<'a>(job: &Job<'a>, rec: &mut ImportRecord, enc: Enc) -> Phase<Header<'a>> {
     rec.encoding = enc.name().to_string();
-    let (text, delim) = read::with_delimiter(read::text(job.input, enc)?, profile.delimiter)?;
+    let (text, delim) =
+        read::with_delimiter(read::text(job.input, enc)?, job.tenant.import.delimiter)?;
     rec.delimiter = read::delimiter_name(delim);
-    let mut rdr = read::csv_reader(text, delim);
-    let mut record = csv::ByteRecord::new();
-    let header_ok = rdr
-        .read_byte_record(&mut record)
+    let mut reader = read::csv_reader(text, delim);
+    let mut first = csv::ByteRecord::new();
+    let header_ok = reader
+        .read_byte_record(&mut first)
         .context("cannot read the header row");
+    let reached = report::Reached::Text(enc, delim);
     match header_ok {
         Ok(true) => {}
-        Ok(false) => {
-            let msg = "the file is empty".into();
-            return fail(job, rec, &state, msg, report::Reached::Text(enc, delim));
-        }
-        Err(e) => {
-            let msg = format!("{e:#}");
-            return fail(job, rec, &state, msg, report::Reached::Text(enc, delim));
-        }
+        Ok(false) => return Ok(Break(fail(job, rec, "the file is empty".into(), reached))),
+        Err(e) => return Ok(Break(fail(job, rec, format!("{e:#}"), reached))),
     }
-    let headers: Vec<String> = record.iter().map(bounds::header_text).collect();
-    drop(record); // a header line can be as large as the file: keep only the cut names
-    let map = match row::map_columns(&headers, tenant) {
+    let headers: Vec<String> = first.iter().map(bounds::header_text).collect();
+    drop(first); // a header line can be as large as the file: keep only the cut names
+    let map = match mapping::map_columns(&headers, job.tenant) {
         Ok(m) => m,
-        Err(msg) => return fail(job, rec, &state, msg, report::Reached::Text(enc, delim)),
+        Err(msg) => return Ok(Break(fail(job, rec, msg, reached))),
     };
-    let password_col = map.password.map(|i| map.cols[i].index);
-    let mapped = report::Reached::Header(enc, delim, password_col);
-    // The second pass over the file: failure report and password-blanked archive copy.
-    let input = job.input;
-    let report_and_archive = |skips: &HashMap<u64, String>| {
-        report::write(
-            input,
-            enc,
-            delim,
-            &report::Want {
-                skips,
-                password_col,
-                password_header: None,
-                keep_col: None,
-            },
-        )
+    let layout = Layout {
+        input: job.input,
+        enc,
+        delim,
+        password_col: map.password.map(|i| map.cols[i].index),
     };
+    Ok(Continue(Header {
+        reader,
+        layout,
+        map,
+    }))
+}
+
+/// The run's keys for packed rows: the password fingerprint key and the seal of password
+/// cells.
+struct RowKeys {
+    secret: [u8; 32],
+    seal: RowSeal,
+}
+
+/// What the row pass leaves for the survey and the main pass.
+struct RowsRead {
+    rows: BucketRows,
+    /// Skipped rows (row → reason).
+    skips: HashMap<u64, String>,
+    file_emails: FileEmails,
+    /// Rows skipped because their email belongs to another key (row → reason).
+    conflicts: HashMap<u64, String>,
+    fingerprints: Vec<RowFingerprint>,
+    /// Check emails against the stored users' (the match key is not the email).
+    check_emails: bool,
+    /// Messages left out of the record so far.
+    dropped: u64,
+}
+
+/// Row pass: validates every row and packs it into the run's bucket rows, remembering skip
+/// reasons and emails. A file-level problem or a file without data rows fails the run; a file
+/// in which no row is valid ends it as nothing imported.
+fn read_rows(
+    job: &Job<'_>,
+    rec: &mut ImportRecord,
+    header: &mut Header<'_>,
+    keys: &RowKeys,
+    clock: &PhaseClock,
+) -> Phase<RowsRead> {
+    let map = &header.map;
     let mut dropped = 0u64;
     for n in &map.notes {
         push_msg(&mut rec.messages, &mut dropped, n.clone());
     }
-    // Row pass: validate, pack into the run's bucket rows, remember skip reasons and emails.
-    let secret = *store.fingerprint_key();
-    let check_emails = profile.match_by != MatchBy::Email && map.email.is_some();
-    let seal = row::RowSeal::new();
+    let check_emails = job.tenant.import.match_by != MatchBy::Email && map.email.is_some();
     let rows = BucketRows::new(BUCKETS, job.opts.row_memory);
-    let cx = parse::RowContext {
-        map: &map,
-        tenant,
-        secret: &secret,
+    let cx = row_pass::RowContext {
+        map,
+        tenant: job.tenant,
+        secret: &keys.secret,
         check_emails,
-        given: given_passwords(&job),
-        seal: &seal,
+        given: given_passwords(job),
+        seal: &keys.seal,
     };
-    let pass = match parse::row_pass(&mut rdr, &cx, &rows, job.opts.progress.as_deref())? {
+    let progress = job.opts.progress.as_deref();
+    let mapped = report::Reached::Header(
+        header.layout.enc,
+        header.layout.delim,
+        header.layout.password_col,
+    );
+    let pass = match row_pass::row_pass(&mut header.reader, &cx, &rows, progress)? {
         Ok(p) => p,
-        Err(msg) => return fail(job, rec, &state, msg, mapped),
+        Err(msg) => return Ok(Break(fail(job, rec, msg, mapped))),
     };
-    if let Some(p) = &job.opts.progress {
+    if let Some(p) = progress {
         p(pass.rows);
     }
-    phase("rows");
+    clock.done("rows");
     tracing::debug!(
         spilled_bytes = rows.spilled(),
         "row pass done (rows past the memory budget wait in a temporary file)"
@@ -224,155 +323,64 @@ pub fn execute(job: Job<'_>) -> Result<Done> {
         push_msg(&mut rec.messages, &mut dropped, n);
     }
     dropped += pass.notes_dropped;
-    let mut skips = pass.skips;
-    let file_emails = pass.file_emails;
-    let mut conflicts = pass.clashes;
-    let pass_fingerprints = pass.fingerprints;
     if rec.counts.rows == 0 {
-        return fail(
-            job,
-            rec,
-            &state,
-            "the file has a header row but no data rows".into(),
-            mapped,
-        );
+        let msg = "the file has a header row but no data rows".into();
+        return Ok(Break(fail(job, rec, msg, mapped)));
     }
     if pass.valid == 0 {
-        let (report_csv, archive) = report_and_archive(&skips)?;
-        return nothing_imported(job, rec, &state, &skips, report_csv, archive, Vec::new());
+        let outputs = write_outputs(header.layout, &pass.skips)?;
+        return Ok(Break(nothing_imported(
+            rec,
+            &pass.skips,
+            outputs,
+            Vec::new(),
+        )));
     }
-    let empty = HashMap::new();
-    let mut ctx = Ctx {
-        tenant,
-        map: &map,
-        secret,
-        now_ms: started_at.timestamp_millis(),
-        detail: job.detail,
-        hash_passwords: !job.opts.dry_run,
-        conflicts: &empty,
-        missing: true,
-        given: given_passwords(&job),
-        collect: None,
-        seal: &seal,
-    };
+    Ok(Continue(RowsRead {
+        rows,
+        skips: pass.skips,
+        file_emails: pass.file_emails,
+        conflicts: pass.clashes,
+        fingerprints: pass.fingerprints,
+        check_emails,
+        dropped,
+    }))
+}
+
+/// Survey and hold decision: with stored users, and `on_missing` to apply or emails to check,
+/// counts the missing users and finds email conflicts and quiet buckets before anything is
+/// changed. The file's emails are freed here.
+fn survey(
+    job: &Job<'_>,
+    state: &TenantState,
+    settings: &MergeSettings<'_>,
+    read: &mut RowsRead,
+    clock: &PhaseClock,
+) -> Result<HoldDecision> {
+    let file_emails = std::mem::take(&mut read.file_emails);
+    let profile = &job.tenant.import;
     let has_users = state.gens.iter().any(|g| *g != 0);
-    let mut held = None;
-    let mut quiet = Vec::new();
-    if has_users && (profile.on_missing != OnMissing::Keep || check_emails) {
-        let survey = run_survey(&**store, &ctx, &state, &rows, &file_emails)?;
+    let mut decision = HoldDecision {
+        held: None,
+        quiet: Vec::new(),
+    };
+    if has_users && (profile.on_missing != OnMissing::Keep || read.check_emails) {
+        let input = MergeInput {
+            store: &**job.store,
+            settings,
+            state,
+            rows: &read.rows,
+        };
+        let survey = run_survey(&input, &file_emails)?;
         let limit = profile.max_missing_percent / 100.0 * survey.current as f64;
         if job.approving.is_none() && survey.missing >= 5 && survey.missing as f64 > limit {
-            held = Some(survey.missing);
+            decision.held = Some(survey.missing);
         }
-        conflicts.extend(survey.conflicts);
-        quiet = survey.quiet;
-        phase("survey");
+        read.conflicts.extend(survey.conflicts);
+        decision.quiet = survey.quiet;
+        clock.done("survey");
     }
-    ctx.conflicts = &conflicts;
-    drop(file_emails);
-    if let (Some(missing), false) = (held, job.opts.dry_run) {
-        // Held: record the run and keep the file and profile for `approve`; change nothing.
-        for (l, r) in &conflicts {
-            skips.entry(*l).or_insert_with(|| r.clone());
-        }
-        rec.status = ImportStatus::Held;
-        rec.counts.skipped = skips.len() as u64;
-        rec.counts.errors = rec.counts.skipped;
-        match profile.on_missing {
-            OnMissing::Delete => rec.counts.deleted = missing,
-            _ => rec.counts.deactivated = missing,
-        }
-        rec.messages.insert(
-            0,
-            format!(
-                "held: {missing} users are missing from the file, more than max_missing_percent ({}%) of the tenant's users; nothing was changed. Approve with `roster approve {} {}` to apply this run",
-                profile.max_missing_percent, tenant.id, rec.id
-            ),
-        );
-        let plan = held::plan_bytes(&held::Keep {
-            store: &**store,
-            ctx: &ctx,
-            state: &state,
-            rows: &rows,
-            quiet: &quiet,
-            fingerprints: &pass_fingerprints,
-            input,
-            enc,
-            delim,
-            password_col,
-            key_col: map.cols[map.key].index,
-            tenant,
-            file: job.file,
-            received_at: job.opts.received_at,
-            upload: (&rec.sha256, rec.bytes),
-        })?;
-        let (report_csv, archive) = report_and_archive(&skips)?;
-        let put = Some((rec.id.clone(), plan));
-        return finish_with(
-            job,
-            rec,
-            &state,
-            Vec::new(),
-            report_csv,
-            archive,
-            Vec::new(),
-            put,
-        );
-    }
-    let stage = !job.opts.dry_run;
-    let planned = run_plan(&**store, &ctx, &state, &rows, &quiet, stage)?;
-    phase("plan");
-    for (l, r) in planned.late_skips {
-        skips.entry(l).or_insert(r);
-    }
-    let c = planned.counts;
-    let skipped = skips.len() as u64;
-    rec.counts = Counts {
-        rows: rec.counts.rows,
-        skipped,
-        errors: skipped,
-        ..c
-    };
-    let applied = c.inserted + c.updated + c.unchanged + c.restored;
-    let mut first: Vec<(&u64, &String)> = skips.iter().collect();
-    first.sort();
-    let (report_csv, archive) = report_and_archive(&skips)?;
-    if applied == 0 {
-        store.discard_staged(&tenant.id, &planned.staged)?;
-        let changes = planned.changes;
-        return nothing_imported(job, rec, &state, &skips, report_csv, archive, changes);
-    }
-    for (_, r) in first.iter().take(MAX_MESSAGES) {
-        push_msg(&mut rec.messages, &mut dropped, (*r).clone());
-    }
-    dropped += first.len().saturating_sub(MAX_MESSAGES) as u64;
-    if dropped > 0 {
-        rec.messages.push(format!(
-            "… and {dropped} more messages (every skipped row is in the failure report)"
-        ));
-    }
-    rec.status = if held.is_some() {
-        ImportStatus::Held
-    } else if rec.counts.skipped > 0 {
-        ImportStatus::Partial
-    } else {
-        ImportStatus::Success
-    };
-    if job.approving.is_some() {
-        rec.messages.push(format!(
-            "approved and applied at {}",
-            Utc::now().to_rfc3339()
-        ));
-    }
-    finish(
-        job,
-        rec,
-        &state,
-        planned.staged,
-        report_csv,
-        archive,
-        planned.changes,
-    )
+    Ok(decision)
 }
 
 /// Current resident set size in MB (Linux; 0 elsewhere), for the phase log.
@@ -386,133 +394,4 @@ fn resident_mb() -> u64 {
         })
         .map(|kb| kb / 1024)
         .unwrap_or(0)
-}
-
-/// Every row was skipped: an error, nothing applied (not even `on_missing`). `changes` are a
-/// preview's details.
-fn nothing_imported(
-    job: Job<'_>,
-    mut rec: ImportRecord,
-    state: &crate::store::TenantState,
-    skips: &HashMap<u64, String>,
-    report_csv: Option<Vec<u8>>,
-    archive: Option<Vec<u8>>,
-    changes: Vec<Change>,
-) -> Result<Done> {
-    let first = skips
-        .iter()
-        .min_by_key(|(l, _)| **l)
-        .map(|(_, r)| r.as_str())
-        .unwrap_or("");
-    rec.status = ImportStatus::Error;
-    let skipped = skips.len() as u64;
-    rec.counts = Counts {
-        rows: rec.counts.rows,
-        skipped,
-        errors: skipped + 1,
-        ..Counts::default()
-    };
-    rec.messages.insert(
-        0,
-        format!(
-            "none of the {} rows could be imported, so nothing was changed; the first problem: {first}",
-            rec.counts.rows
-        ),
-    );
-    finish(job, rec, state, Vec::new(), report_csv, archive, changes)
-}
-
-fn fail(
-    job: Job<'_>,
-    mut rec: ImportRecord,
-    state: &crate::store::TenantState,
-    msg: String,
-    reached: report::Reached,
-) -> Result<Done> {
-    rec.status = ImportStatus::Error;
-    rec.counts.errors = 1;
-    rec.messages.insert(0, msg);
-    let archive = report::archive_early(job.tenant, job.input, &mut rec.messages, reached);
-    finish(job, rec, state, Vec::new(), None, archive, Vec::new())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    job: Job<'_>,
-    rec: ImportRecord,
-    state: &crate::store::TenantState,
-    staged: Vec<(u16, u64)>,
-    report_csv: Option<Vec<u8>>,
-    archive_copy: Option<Vec<u8>>,
-    changes: Vec<Change>,
-) -> Result<Done> {
-    finish_with(
-        job,
-        rec,
-        state,
-        staged,
-        report_csv,
-        archive_copy,
-        changes,
-        None,
-    )
-}
-
-/// Commits the record, complete (see `filing`), and the staged buckets unless this is a dry run.
-#[allow(clippy::too_many_arguments)]
-fn finish_with(
-    job: Job<'_>,
-    mut rec: ImportRecord,
-    state: &crate::store::TenantState,
-    staged: Vec<(u16, u64)>,
-    report_csv: Option<Vec<u8>>,
-    archive_copy: Option<Vec<u8>>,
-    changes: Vec<Change>,
-    put_plan: Option<(String, Vec<u8>)>,
-) -> Result<Done> {
-    rec.finished_at = Utc::now();
-    bounds::bound_messages(&mut rec.messages);
-    let report_csv = report_csv.or_else(|| report::for_failed_run(&rec));
-    if !job.opts.dry_run {
-        if let Some(f) = &job.opts.filing {
-            f.complete(&mut rec, report_csv.as_deref(), archive_copy.as_deref())?;
-        }
-        let applied = matches!(rec.status, ImportStatus::Success | ImportStatus::Partial);
-        let commit = Commit {
-            tenant: job.tenant.id.clone(),
-            expected_version: state.version,
-            buckets: staged.clone(),
-            last_applied_sha256: applied.then(|| rec.sha256.clone()),
-            ledger: Some(LedgerEntry {
-                tenant: job.tenant.id.clone(),
-                file: rec.file.clone(),
-                sha256: rec.sha256.clone(),
-                state: if rec.status == ImportStatus::Error {
-                    LedgerState::Failed
-                } else {
-                    LedgerState::Done
-                },
-                import_id: Some(rec.id.clone()),
-                updated_at: rec.finished_at,
-            }),
-            record: Some(rec.clone()),
-            put_plan,
-            remove_plan: job.approving.as_ref().map(|a| a.id.clone()),
-        };
-        if let Err(e) = job.store.commit(&commit) {
-            job.store.discard_staged(&job.tenant.id, &staged)?;
-            return Err(e);
-        }
-        tracing::info!(tenant = %rec.tenant, file = %rec.file, id = %rec.id, status = %rec.status,
-            rows = rec.counts.rows, inserted = rec.counts.inserted, updated = rec.counts.updated, skipped = rec.counts.skipped,
-            "import finished");
-    }
-    Ok(Done {
-        outcome: ImportOutcome {
-            record: rec,
-            report_csv,
-            archive_copy,
-        },
-        changes,
-    })
 }

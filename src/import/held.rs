@@ -1,25 +1,27 @@
 //! Held runs: what a run that is held keeps in the store for `approve`, and approving it.
 //!
-//! Data enters from the engine when the `max_missing_percent` hold stops a run ([`plan_bytes`]:
-//! the plan to store) and leaves to `import::approve` ([`load`]: the stored plan as a
-//! [`HeldRun`], which `approve` runs again through the engine as an [`Approving`] job; that
-//! commits the held record completed in place, keeping where the intake filed the held file and
-//! report; the intake runs it on the tenant's queue). This module calls no engine code, so the
-//! engine → held arrow is the only one. A held plan is a JSON [`HeldPlan`] header and the
+//! Data enters from the engine's hold phase (`ending::hold`) when the `max_missing_percent`
+//! hold stops a run ([`plan_bytes`] from the [`HoldParts`]: the plan to store) and leaves to
+//! `import::approve` ([`load`]: the stored plan as a [`HeldRun`], which `approve` runs again
+//! through the engine as an [`Approving`] job; that commits the held record completed in place,
+//! keeping where the intake filed the held file and report; the intake runs it on the tenant's
+//! queue). This module calls no engine code (only the merge, through `apply`, to compute the
+//! kept hashes), so the arrows into it are the only ones. A held plan is a JSON [`HeldPlan`]
+//! header and the
 //! file. No plaintext password waits in the store: with a password column the file is kept
 //! with those cells blank (a row that does not line up with the header keeps only its key cell,
 //! so it still marks its user present), plus a [`KeptPassword`] per row: its keyed fingerprint
 //! and, where applying will store one, the argon2id hash, computed at hold time by planning the
 //! run exactly as approving would.
 
-use super::apply::run_plan;
-use super::plan::Ctx;
-use super::read::{Enc, Input};
+use super::apply::{run_merge, MergeInput};
+use super::merge::{MergeSettings, PasswordRules};
+use super::read::{Input, Layout};
+use super::record::{self, GivenPasswords, RowFingerprint};
 use super::report;
-use super::row::{self, GivenPasswords};
-use super::spill::BucketRows;
 use crate::config::Tenant;
-use crate::store::{Blob, Directory, Store, TenantState};
+use crate::model::ImportRecord;
+use crate::store::{Blob, Store};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -32,12 +34,19 @@ pub struct Approving {
     /// `TenantState::version` when the run was held.
     pub version: u64,
     /// sha256 and size of the file as uploaded (the kept copy has its passwords blank).
-    pub upload: Option<(String, u64)>,
+    pub upload: Option<Upload>,
     /// The passwords the held run kept (fingerprints and hashes, never plaintext).
     pub passwords: GivenPasswords,
     /// Where the intake filed the held run's file and report: the approved record keeps them.
     pub archived_as: Option<String>,
     pub report: Option<String>,
+}
+
+/// The file as uploaded: its sha256 and size.
+#[derive(Clone)]
+pub struct Upload {
+    pub sha256: String,
+    pub bytes: u64,
 }
 
 /// Header of a held plan in the store; the file follows it, with its password cells blank when
@@ -68,58 +77,58 @@ struct KeptPassword {
 }
 
 impl KeptPassword {
-    fn to_given(&self) -> Result<(u64, row::GivenPassword)> {
+    fn to_given(&self) -> Result<(u64, record::GivenPassword)> {
         let mut fp = [0u8; 16];
         hex::decode_to_slice(&self.fp, &mut fp).context("a password fingerprint is not hex")?;
-        Ok((self.row, (fp, self.hash.clone())))
+        let hash = self.hash.clone();
+        Ok((self.row, record::GivenPassword { fp, hash }))
     }
 }
 
 /// Everything a held run's plan is made from.
-pub struct Keep<'a> {
-    pub store: &'a dyn Directory,
-    /// The run's planning context (its hashing settings are overridden).
-    pub ctx: &'a Ctx<'a>,
-    pub state: &'a TenantState,
-    pub rows: &'a BucketRows,
+pub struct HoldParts<'a> {
+    /// What the main pass would read (its settings' hashing is overridden here).
+    pub merge: &'a MergeInput<'a>,
+    /// Buckets the survey found quiet.
     pub quiet: &'a [bool],
     /// (row, fingerprint) of every password the row pass saw.
-    pub fingerprints: &'a [(u64, [u8; 16])],
-    pub input: Input<'a>,
-    pub enc: Enc,
-    pub delim: u8,
-    /// File column of the password, if the file has one.
-    pub password_col: Option<usize>,
+    pub fingerprints: &'a [RowFingerprint],
+    pub layout: Layout<'a>,
     /// File column of the match key.
     pub key_col: usize,
-    pub tenant: &'a Tenant,
-    pub file: &'a str,
-    pub received_at: DateTime<Utc>,
-    /// sha256 and size of the file as uploaded.
-    pub upload: (&'a str, u64),
+    /// The held record: file name, `received_at`, and sha256 and size as uploaded.
+    pub record: &'a ImportRecord,
 }
 
 /// The bytes of a held plan (see the module doc).
-pub fn plan_bytes(k: &Keep<'_>) -> Result<Vec<u8>> {
-    let (file, passwords, kept_tenant) = match k.password_col {
+pub fn plan_bytes(k: &HoldParts<'_>) -> Result<Vec<u8>> {
+    let tenant = k.merge.settings.tenant;
+    let (file, passwords, kept_tenant) = match k.layout.password_col {
         None => {
-            let bytes = match k.input {
+            let bytes = match k.layout.input {
                 Input::Bytes(b) => b.to_vec(),
                 Input::Path(p) => {
                     std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
                 }
             };
-            (bytes, Vec::new(), tenant_json(k.tenant)?)
+            (bytes, Vec::new(), tenant_json(tenant)?)
         }
         Some(col) => {
             let kept = std::sync::Mutex::new(Vec::new());
-            let hold_ctx = Ctx {
-                hash_passwords: true,
-                collect: Some(&kept),
+            let hold_settings = MergeSettings {
+                passwords: PasswordRules {
+                    hash: true,
+                    collect: Some(&kept),
+                    ..k.merge.settings.passwords
+                },
                 detail: 0,
-                ..*k.ctx
+                ..*k.merge.settings
             };
-            run_plan(k.store, &hold_ctx, k.state, k.rows, k.quiet, false)?;
+            let hold_input = MergeInput {
+                settings: &hold_settings,
+                ..*k.merge
+            };
+            run_merge(&hold_input, k.quiet, false)?;
             let hashes: HashMap<u64, String> = kept
                 .into_inner()
                 .map_err(|_| anyhow::anyhow!("a planning thread failed"))?
@@ -128,10 +137,10 @@ pub fn plan_bytes(k: &Keep<'_>) -> Result<Vec<u8>> {
             let passwords = k
                 .fingerprints
                 .iter()
-                .map(|(row, fp)| KeptPassword {
-                    row: *row,
-                    fp: hex::encode(fp),
-                    hash: hashes.get(row).cloned(),
+                .map(|f| KeptPassword {
+                    row: f.row,
+                    fp: hex::encode(f.fp),
+                    hash: hashes.get(&f.row).cloned(),
                 })
                 .collect();
             let empty = HashMap::new();
@@ -141,22 +150,25 @@ pub fn plan_bytes(k: &Keep<'_>) -> Result<Vec<u8>> {
                 password_header: None,
                 keep_col: Some(k.key_col),
             };
-            let (_, copy) = report::write(k.input, k.enc, k.delim, &want)?;
+            let Layout {
+                input, enc, delim, ..
+            } = k.layout;
+            let (_, copy) = report::write(input, enc, delim, &want)?;
             let copy = copy.context("cannot make the held copy without passwords")?;
             // The copy is UTF-8 with this delimiter: approving reads it so.
-            let mut held_profile = k.tenant.clone();
-            held_profile.import.delimiter = crate::config::DelimiterSetting::Fixed(k.delim);
+            let mut held_profile = tenant.clone();
+            held_profile.import.delimiter = crate::config::DelimiterSetting::Fixed(delim);
             held_profile.import.encoding = crate::config::EncodingSetting::Auto;
             (copy, passwords, tenant_json(&held_profile)?)
         }
     };
     let header = HeldPlan {
         tenant: kept_tenant,
-        file: k.file.to_string(),
-        received_at: k.received_at,
-        version: k.state.version,
-        sha256: Some(k.upload.0.to_string()),
-        bytes: Some(k.upload.1),
+        file: k.record.file.clone(),
+        received_at: k.record.received_at,
+        version: k.merge.state.version,
+        sha256: Some(k.record.sha256.clone()),
+        bytes: Some(k.record.bytes),
         passwords,
     };
     crate::store::frame(&header, &file)
@@ -213,7 +225,10 @@ pub fn load(store: &Store, tenant: &Tenant, import_id: &str) -> Result<HeldRun> 
     let approving = Approving {
         id: import_id.to_string(),
         version: held.version,
-        upload: held.sha256.zip(held.bytes),
+        upload: held
+            .sha256
+            .zip(held.bytes)
+            .map(|(sha256, bytes)| Upload { sha256, bytes }),
         passwords: held
             .passwords
             .iter()

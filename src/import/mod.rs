@@ -6,10 +6,27 @@
 //! user change, and flushed), the failure report CSV, and a password-blanked copy for the
 //! archive. The intake decides names and folders before the run and moves files; the engine
 //! writes those names into the record it commits, so the record is written once, complete
-//! (`filing`). Stages, one file each: `read` (encoding, delimiter, csv), `fields` (the field
-//! table), `row` (mapping and validation), `plan` (merging a bucket), `apply` (parallel passes,
-//! staging), `report` (failure report, archive copy), `filing` (archive names, staged
-//! outputs), `engine` (the run from start to end).
+//! (`filing`).
+//!
+//! The files, in the order an upload goes through them:
+//! - `job`: what a run is asked to do (a `Job`) and what it gives back (a `Done`).
+//! - `engine`: the run as phases, from the scan to the hold decision; which phase ends it.
+//! - `read`: scan (sha256, size, encoding), decoding, delimiter guess, the csv reader.
+//! - `mapping`: the header row → which column is which field.
+//! - `row_pass`: the parallel pass over the rows: check, pack into the run's bucket rows.
+//! - `record`: one CSV record → a validated row, packed; packed rows read back.
+//! - `fields`: the field table every cell is normalised and validated through.
+//! - `bounds`: limits that keep messages, report cells and headers proportional to the file.
+//! - `spill`: the run's packed rows by bucket, in memory up to a budget, then a temporary file.
+//! - `apply`: the bucket passes over all cores (survey, then merge with staging).
+//! - `survey`: one bucket before any change: missing users, email conflicts, quiet rows.
+//! - `merge`: one bucket merged: stored users and the file's rows, in key order.
+//! - `held`: the plan a held run keeps for `approve`, and loading it again.
+//! - `report`: the failure report and the password-blanked archive copy.
+//! - `filing`: the archive names planned by the intake; outputs staged before the commit.
+//! - `ending`: how a run ends: hold, tally, failure, nothing imported, and the commit.
+//!
+//! Besides runs: `restore` brings back one soft-deleted or deactivated user.
 //!
 //! Decisions where the contract is silent:
 //! - Row numbers count the header as row 1, so the first data row is row 2 (as a spreadsheet
@@ -30,17 +47,21 @@
 
 mod apply;
 mod bounds;
+mod ending;
 mod engine;
 pub mod fields;
 mod filing;
 mod held;
-mod parse;
-mod plan;
+mod job;
+mod mapping;
+mod merge;
 mod read;
+mod record;
 mod report;
 mod restore;
-mod row;
+mod row_pass;
 mod spill;
+mod survey;
 
 pub use crate::model::{Change, Counts, FieldChange, ImportRecord, ImportStatus};
 pub use filing::{staged, ArchivePlan, Filing};
@@ -131,7 +152,7 @@ pub fn run_file(
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| path.display().to_string());
-    let job = engine::Job::new(store, tenant, &name, read::Input::Path(path), opts);
+    let job = job::Job::new(store, tenant, &name, read::Input::Path(path), opts);
     Ok(engine::execute(job)?.outcome)
 }
 
@@ -161,7 +182,7 @@ pub fn run_bytes(
     bytes: &[u8],
     opts: &RunOptions,
 ) -> Result<ImportOutcome> {
-    let job = engine::Job::new(store, tenant, file_name, read::Input::Bytes(bytes), opts);
+    let job = job::Job::new(store, tenant, file_name, read::Input::Bytes(bytes), opts);
     Ok(engine::execute(job)?.outcome)
 }
 
@@ -187,7 +208,7 @@ pub fn preview_bytes(
         dry_run: true,
         ..Default::default()
     };
-    let mut job = engine::Job::new(store, tenant, file_name, read::Input::Bytes(bytes), &opts);
+    let mut job = job::Job::new(store, tenant, file_name, read::Input::Bytes(bytes), &opts);
     job.detail = PREVIEW_LIMIT;
     let done = engine::execute(job)?;
     Ok(Preview {
@@ -213,7 +234,7 @@ pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<Import
         ..Default::default()
     };
     let input = read::Input::Bytes(&plan[file_at..]);
-    let mut job = engine::Job::new(store, &held_tenant, &file, input, &opts);
+    let mut job = job::Job::new(store, &held_tenant, &file, input, &opts);
     job.approving = Some(approving);
     Ok(engine::execute(job)?.outcome)
 }

@@ -30,6 +30,17 @@ impl<'a> Input<'a> {
     }
 }
 
+/// How a file whose header is mapped is read again (for the failure report, the archive copy
+/// and a held run's kept copy): its input, encoding, delimiter and password column.
+#[derive(Clone, Copy)]
+pub struct Layout<'a> {
+    pub input: Input<'a>,
+    pub enc: Enc,
+    pub delim: u8,
+    /// File column of the password, if the file has one.
+    pub password_col: Option<usize>,
+}
+
 /// The text encoding of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enc {

@@ -6,7 +6,7 @@
 //! bucket, or the survey's compacted rows) and leaves as all the parts of one bucket
 //! ([`BucketRows::take`]), read back from the file where they were spilled. The file is created
 //! and unlinked at once (mode 0600), so a crash leaves nothing behind; password cells inside
-//! packed rows are already sealed by the row pass (see `row::RowSeal`), so no plaintext password
+//! packed rows are already sealed by the row pass (see `record::RowSeal`), so no plaintext password
 //! reaches the disk.
 
 use anyhow::{Context, Result};

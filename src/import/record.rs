@@ -1,12 +1,13 @@
-//! From CSV records to normalised rows: mapping headers to fields, validating each cell through
-//! the field table, and packing valid rows compactly into per-bucket arenas.
+//! From CSV records to normalised rows: validating each cell through the field table, and
+//! packing valid rows compactly into per-bucket arenas (and reading them back).
 //!
-//! Data enters as the header record and then one `csv::ByteRecord` at a time; it leaves as a
-//! [`Mapping`] (which column is which field) and, per row, either a packed row in its bucket's
-//! arena or a skip reason (with the key when it could be read, so the user still counts as
-//! present).
+//! Data enters as one `csv::ByteRecord` at a time with the header's [`Mapping`] (see
+//! `mapping`); it leaves, per row, as either a packed row in its bucket's arena or a skip
+//! reason (with the key when it could be read, so the user still counts as present). The
+//! merge reads packed rows back as [`PackedRow`]s.
 
-use super::fields::{self, FieldSpec, Kind, Norm};
+use super::fields::{self, Kind, Norm};
+use super::mapping::Mapping;
 use crate::config::{EmptyCells, ImportProfile, Tenant};
 use crate::model::packed::varint_len;
 use sha2::{Digest, Sha256};
@@ -14,163 +15,6 @@ use std::borrow::Cow;
 
 /// Longest cell accepted, in bytes.
 pub const MAX_CELL: usize = 4096;
-
-/// One mapped column.
-#[derive(Debug, Clone)]
-pub struct Column {
-    pub field: String,
-    pub spec: FieldSpec,
-    /// Index of the column in the file.
-    pub index: usize,
-    /// The header as written in the file (trimmed).
-    pub header: String,
-    /// A value is required (the match key, first and last name).
-    pub required: bool,
-    /// The field name as records store it (see `model::packed::put_name`), for row digests.
-    pub stored_name: Vec<u8>,
-}
-
-/// Which columns of this file are which fields.
-#[derive(Debug, Clone)]
-pub struct Mapping {
-    pub cols: Vec<Column>,
-    /// Index into `cols` of the match key.
-    pub key: usize,
-    pub password: Option<usize>,
-    /// Index into `cols` of the `email` column.
-    pub email: Option<usize>,
-    /// Number of header cells.
-    pub width: usize,
-    /// Notes about the mapping (ignored headers), for the run's messages.
-    pub notes: Vec<String>,
-    /// The tenant's lists, prepared for lookups.
-    pub lookups: fields::Lookups,
-    /// (index into `cols`, the stored form of its field name), sorted by field name: the order
-    /// in which a new record's fields are written.
-    pub by_name: Vec<(usize, Vec<u8>)>,
-}
-
-fn norm_header(h: &str) -> String {
-    h.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
-        .to_lowercase()
-}
-
-/// The file-level error for a mapped header that names several columns (1-based numbers).
-fn twice(header: &str, normed: &[String], norm: &str) -> String {
-    let at: Vec<String> = (normed.iter().enumerate())
-        .filter(|(_, h)| *h == norm)
-        .map(|(i, _)| (i + 1).to_string())
-        .collect();
-    let header = super::bounds::cut(header.trim(), 100);
-    format!("the header {header:?} appears in more than one column (columns {}), so it is not clear which one to import; remove or rename all but one", at.join(", "))
-}
-
-/// Maps the header row to fields. An empty `columns` map takes each header as a field name.
-pub fn map_columns(headers: &[String], tenant: &Tenant) -> Result<Mapping, String> {
-    let profile = &tenant.import;
-    let normed: Vec<String> = headers.iter().map(|h| norm_header(h)).collect();
-    let find = |want: &str| normed.iter().position(|h| h == &norm_header(want));
-    let mut cols = Vec::new();
-    let mut notes = Vec::new();
-    if profile.columns.is_empty() {
-        let mut ignored = Vec::new();
-        for (i, h) in normed.iter().enumerate() {
-            match fields::spec(h) {
-                Some(_) if cols.iter().any(|c: &Column| &c.field == h) => {
-                    return Err(twice(&headers[i], &normed, h));
-                }
-                Some(spec) => cols.push(Column {
-                    field: h.clone(),
-                    spec,
-                    index: i,
-                    header: headers[i].trim().to_string(),
-                    required: false,
-                    stored_name: Vec::new(),
-                }),
-                _ if !h.is_empty() => ignored.push(headers[i].trim().to_string()),
-                _ => {}
-            }
-        }
-        if !ignored.is_empty() {
-            let shown: Vec<&str> = ignored.iter().take(10).map(String::as_str).collect();
-            notes.push(format!(
-                "columns ignored because they are not field names (map them in [tenants.import.columns]): {}{}",
-                shown.join(", "),
-                if ignored.len() > 10 { ", …" } else { "" }
-            ));
-        }
-    } else {
-        for (field, header) in &profile.columns {
-            let Some(spec) = fields::spec(field) else {
-                return Err(format!("the profile maps the unknown field {field:?}"));
-            };
-            if let Some(i) = find(header) {
-                if normed.iter().filter(|h| **h == normed[i]).count() > 1 {
-                    return Err(twice(&headers[i], &normed, &normed[i]));
-                }
-                cols.push(Column {
-                    field: field.clone(),
-                    spec,
-                    index: i,
-                    header: headers[i].trim().to_string(),
-                    required: false,
-                    stored_name: Vec::new(),
-                });
-            }
-        }
-    }
-    cols.sort_by_key(|c| c.index);
-    let key_field = profile.match_by.field();
-    for c in &mut cols {
-        c.required = [key_field, "first_name", "last_name"].contains(&c.field.as_str());
-        crate::model::packed::put_name(&mut c.stored_name, &c.field);
-    }
-    let mut missing = Vec::new();
-    for required in [key_field, "first_name", "last_name"] {
-        if !cols.iter().any(|c| c.field == required) {
-            let header = profile
-                .columns
-                .get(required)
-                .cloned()
-                .unwrap_or_else(|| required.to_string());
-            missing.push(format!("{header:?} (for {required})"));
-        }
-    }
-    if !missing.is_empty() {
-        let found: Vec<&str> = headers.iter().take(12).map(|h| h.trim()).collect();
-        let more = if headers.len() > 12 { ", …" } else { "" };
-        return Err(format!(
-            "the file has no column {} — its header row is: {}{more}. Check the column names and the delimiter",
-            missing.join(" and no column "),
-            found.join(" | ")
-        ));
-    }
-    let pos = |f: &str| cols.iter().position(|c| c.field == f);
-    Ok(Mapping {
-        cols: cols.clone(),
-        key: pos(key_field).unwrap_or(0),
-        password: pos("password"),
-        email: pos("email"),
-        width: headers.len(),
-        notes,
-        lookups: fields::Lookups::new(profile, &tenant.reference),
-        by_name: {
-            let mut v: Vec<(usize, &str)> = cols
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (i, c.field.as_str()))
-                .collect();
-            v.sort_by(|a, b| a.1.cmp(b.1));
-            v.into_iter()
-                .map(|(i, name)| {
-                    let mut enc = Vec::new();
-                    crate::model::packed::put_name(&mut enc, name);
-                    (i, enc)
-                })
-                .collect()
-        },
-    })
-}
 
 /// A row that passed validation, before packing.
 #[derive(Debug, Default)]
@@ -238,19 +82,7 @@ pub fn parse_record<'a>(
         Err(()) => None,
     };
     if rec.len() != map.width {
-        let hint = if rec.iter().any(|c| c.contains(&b'\n')) {
-            " (an unbalanced quote may have joined lines)"
-        } else {
-            ""
-        };
-        return Parsed::Skipped {
-            key,
-            reason: format!(
-                "row {line}: has {} cells but the header has {}{hint}; check the delimiter and quotes",
-                rec.len(),
-                map.width
-            ),
-        };
+        return wrong_width(rec, line, map.width, key);
     }
     let mut row = Row {
         line,
@@ -317,6 +149,29 @@ pub fn parse_record<'a>(
     }
 }
 
+/// A row whose cell count is not the header's: skipped, with a hint when a quote may have
+/// joined lines.
+#[cold]
+fn wrong_width<'a>(
+    rec: &csv::ByteRecord,
+    line: u64,
+    width: usize,
+    key: Option<String>,
+) -> Parsed<'a> {
+    let hint = if rec.iter().any(|c| c.contains(&b'\n')) {
+        " (an unbalanced quote may have joined lines)"
+    } else {
+        ""
+    };
+    Parsed::Skipped {
+        key,
+        reason: format!(
+            "row {line}: has {} cells but the header has {width}{hint}; check the delimiter and quotes",
+            rec.len(),
+        ),
+    }
+}
+
 /// HMAC-SHA256 (RFC 2104) with a 32-byte key.
 pub fn hmac_sha256(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
     let mut ipad = [0x36u8; 64];
@@ -347,10 +202,23 @@ pub fn password_fp(secret: &[u8; 32], pw: &str) -> [u8; 16] {
 /// argon2id hash when applying the run must store one. A held run keeps its file with the
 /// password cells blank plus this table, so no plaintext password waits in the store for
 /// `approve` (see `engine`).
+/// The keyed fingerprint of the password a row gives (kept for a run that is held).
+#[derive(Debug, Clone, Copy)]
+pub struct RowFingerprint {
+    pub row: u64,
+    pub fp: [u8; 16],
+}
+
 pub type GivenPasswords = std::collections::HashMap<u64, GivenPassword>;
 
 /// A password's keyed fingerprint and, when one must be stored, its argon2id hash.
-pub type GivenPassword = ([u8; 16], Option<String>);
+#[derive(Debug, Clone)]
+pub struct GivenPassword {
+    /// The keyed fingerprint of the password.
+    pub fp: [u8; 16],
+    /// Its argon2id hash, where applying the run stores one.
+    pub hash: Option<String>,
+}
 
 /// Row flag: the row was skipped but its key is known (it only marks the user present).
 pub const ROW_PRESENT_ONLY: u8 = 1;

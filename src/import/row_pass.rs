@@ -7,7 +7,8 @@
 //! file's emails for the uniqueness checks, and password fingerprints. Memory stays bounded by
 //! the workers' arenas, the rows' budget and a few batches in flight, plus 24 bytes an email.
 
-use super::row::{self, GivenPasswords, Mapping, Parsed, Row, RowSeal, ROW_PRESENT_ONLY};
+use super::mapping::Mapping;
+use super::record::{self, GivenPasswords, Parsed, Row, RowFingerprint, RowSeal, ROW_PRESENT_ONLY};
 use super::spill::BucketRows;
 use crate::config::Tenant;
 use crate::model::bucket::{bucket_of, fnv64, BUCKETS};
@@ -55,7 +56,7 @@ pub struct RowPass {
     pub clashes: HashMap<u64, String>,
     /// (row, password fingerprint) of every valid row that gives a password (kept for a run
     /// that is held: see [`GivenPasswords`]).
-    pub fingerprints: Vec<(u64, [u8; 16])>,
+    pub fingerprints: Vec<RowFingerprint>,
 }
 
 /// What every row of the pass is checked and packed with.
@@ -87,7 +88,7 @@ struct WorkerOut {
     emails: Vec<(u64, u64, u64)>,
     /// Reused by `row_digest`.
     scratch: Vec<u8>,
-    fingerprints: Vec<(u64, [u8; 16])>,
+    fingerprints: Vec<RowFingerprint>,
 }
 
 /// Bytes of packed rows a worker holds before handing them to the `BucketRows`.
@@ -117,24 +118,8 @@ pub fn row_pass<R: Read>(
             let (tx, rx) = mpsc::sync_channel::<Vec<(u64, csv::ByteRecord)>>(2);
             senders.push(tx);
             let back = back_tx.clone();
-            handles.push(s.spawn(move || {
-                let mut out = WorkerOut {
-                    arenas: (0..BUCKETS).map(|_| Vec::with_capacity(reserve)).collect(),
-                    ..Default::default()
-                };
-                let mut notes = Vec::new();
-                for batch in rx {
-                    for (line, rec) in &batch {
-                        work(&mut out, &mut notes, rec, *line, cx);
-                    }
-                    let _ = back.send(batch);
-                    if out.held > WORKER_HOLD {
-                        hand_over(&mut out, rows_out, reserve);
-                    }
-                }
-                hand_over(&mut out, rows_out, 0);
-                out
-            }));
+            let batches = Batches { rx, back };
+            handles.push(s.spawn(move || worker(batches, cx, rows_out, reserve)));
         }
         drop(back_tx);
         let mut line = 1u64;
@@ -197,6 +182,49 @@ pub fn row_pass<R: Read>(
     if let Some(e) = outs.iter_mut().find_map(|o| o.failed.take()) {
         return Err(e);
     }
+    Ok(Ok(combine(outs, rows, rows_out, cx)?))
+}
+
+/// A worker's ends of the batch channels: full batches in, emptied batches back for reuse.
+struct Batches {
+    rx: mpsc::Receiver<Vec<(u64, csv::ByteRecord)>>,
+    back: mpsc::Sender<Vec<(u64, csv::ByteRecord)>>,
+}
+
+/// One worker of the row pass: checks and packs every row of the batches it receives, handing
+/// packed rows over to `rows_out` whenever it holds more than [`WORKER_HOLD`] bytes.
+fn worker(
+    batches: Batches,
+    cx: &RowContext<'_>,
+    rows_out: &BucketRows,
+    reserve: usize,
+) -> WorkerOut {
+    let mut out = WorkerOut {
+        arenas: (0..BUCKETS).map(|_| Vec::with_capacity(reserve)).collect(),
+        ..Default::default()
+    };
+    let mut notes = Vec::new();
+    for batch in batches.rx {
+        for (line, rec) in &batch {
+            work(&mut out, &mut notes, rec, *line, cx);
+        }
+        let _ = batches.back.send(batch);
+        if out.held > WORKER_HOLD {
+            hand_over(&mut out, rows_out, reserve);
+        }
+    }
+    hand_over(&mut out, rows_out, 0);
+    out
+}
+
+/// The pass's result from the workers' outputs: skips, notes and fingerprints together, the
+/// file's email index, and the rows whose email another key of the file also gives.
+fn combine(
+    outs: Vec<WorkerOut>,
+    rows: u64,
+    rows_out: &BucketRows,
+    cx: &RowContext<'_>,
+) -> anyhow::Result<RowPass> {
     let mut pass = RowPass {
         skips: HashMap::new(),
         notes: Vec::new(),
@@ -242,7 +270,7 @@ pub fn row_pass<R: Read>(
             }
         }
     }
-    Ok(Ok(pass))
+    Ok(pass)
 }
 
 /// Sorts the rows' emails and splits them into the index (one row per email) and the clashes:
@@ -288,7 +316,7 @@ fn email_texts(
     };
     for b in 0..BUCKETS {
         for part in rows.read(b)? {
-            for r in row::unpack(&part)? {
+            for r in record::unpack(&part)? {
                 if !wanted.contains(&r.line) || r.present_only() {
                     continue;
                 }
@@ -324,29 +352,29 @@ fn work(
     cx: &RowContext<'_>,
 ) {
     let (map, tenant) = (cx.map, cx.tenant);
-    match row::parse_record(rec, line, map, tenant, notes) {
+    match record::parse_record(rec, line, map, tenant, notes) {
         Parsed::Valid(mut r) => {
             out.valid += 1;
             let fp = match (cx.given.and_then(|g| g.get(&line)), &r.password) {
                 // Approving a held run: its copy has the cell blank; the table has the rest.
-                (Some((fp, _)), _) => {
+                (Some(given), _) => {
                     r.password = Some(std::borrow::Cow::Borrowed(""));
-                    *fp
+                    given.fp
                 }
-                (None, Some(pw)) => row::password_fp(cx.secret, pw),
+                (None, Some(pw)) => record::password_fp(cx.secret, pw),
                 (None, None) => [0; 16],
             };
             if r.password.is_some() {
-                out.fingerprints.push((line, fp));
+                out.fingerprints.push(RowFingerprint { row: line, fp });
             }
-            let digest = row::row_digest(&r, map, &tenant.import, &fp, &mut out.scratch);
+            let digest = record::row_digest(&r, map, &tenant.import, &fp, &mut out.scratch);
             if let (true, Some(e)) = (cx.check_emails, &r.email) {
                 out.emails
                     .push((fnv64(e.as_bytes()), fnv64(r.key.as_bytes()), line));
             }
             let arena = &mut out.arenas[bucket_of(r.key.as_bytes()) as usize];
             let before = arena.len();
-            row::pack(arena, &r, 0, &digest, cx.seal);
+            record::pack(arena, &r, 0, &digest, cx.seal);
             out.held += arena.len() - before;
         }
         Parsed::Skipped { key, reason } => {
@@ -358,7 +386,7 @@ fn work(
                 };
                 let arena = &mut out.arenas[bucket_of(r.key.as_bytes()) as usize];
                 let before = arena.len();
-                row::pack(arena, &r, ROW_PRESENT_ONLY, &[0; 16], cx.seal);
+                record::pack(arena, &r, ROW_PRESENT_ONLY, &[0; 16], cx.seal);
                 out.held += arena.len() - before;
             }
             out.skips.push((line, reason));

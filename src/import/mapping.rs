@@ -1,0 +1,189 @@
+//! Header mapping: which file column is which field.
+//!
+//! Data enters as the header row's cells (already cut to a bounded length) and the tenant's
+//! profile; it leaves as a [`Mapping`] (the mapped columns, the match key, password and email
+//! columns, notes about ignored headers, and the lookups and stored field names the row pass
+//! and the merge use), or as the sentence saying why the header cannot be used (a required
+//! column missing, a column given twice, an unknown field in the profile).
+
+use super::fields::{self, FieldSpec};
+use crate::config::{ImportProfile, Tenant};
+
+/// One mapped column.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub field: String,
+    pub spec: FieldSpec,
+    /// Index of the column in the file.
+    pub index: usize,
+    /// The header as written in the file (trimmed).
+    pub header: String,
+    /// A value is required (the match key, first and last name).
+    pub required: bool,
+    /// The field name as records store it (see `model::packed::put_name`), for row digests.
+    pub stored_name: Vec<u8>,
+}
+
+/// Which columns of this file are which fields.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    pub cols: Vec<Column>,
+    /// Index into `cols` of the match key.
+    pub key: usize,
+    pub password: Option<usize>,
+    /// Index into `cols` of the `email` column.
+    pub email: Option<usize>,
+    /// Number of header cells.
+    pub width: usize,
+    /// Notes about the mapping (ignored headers), for the run's messages.
+    pub notes: Vec<String>,
+    /// The tenant's lists, prepared for lookups.
+    pub lookups: fields::Lookups,
+    /// (index into `cols`, the stored form of its field name), sorted by field name: the order
+    /// in which a new record's fields are written.
+    pub by_name: Vec<(usize, Vec<u8>)>,
+}
+
+fn norm_header(h: &str) -> String {
+    h.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
+        .to_lowercase()
+}
+
+/// The file-level error for a mapped header that names several columns (1-based numbers).
+fn twice(header: &str, normed: &[String], norm: &str) -> String {
+    let at: Vec<String> = (normed.iter().enumerate())
+        .filter(|(_, h)| *h == norm)
+        .map(|(i, _)| (i + 1).to_string())
+        .collect();
+    let header = super::bounds::cut(header.trim(), 100);
+    format!("the header {header:?} appears in more than one column (columns {}), so it is not clear which one to import; remove or rename all but one", at.join(", "))
+}
+
+/// With an empty `columns` map: each header that is a field name is that field; the others
+/// are ignored and named in a note.
+fn columns_by_field_name(
+    headers: &[String],
+    normed: &[String],
+    notes: &mut Vec<String>,
+) -> Result<Vec<Column>, String> {
+    let mut cols = Vec::new();
+    let mut ignored = Vec::new();
+    for (i, h) in normed.iter().enumerate() {
+        match fields::spec(h) {
+            Some(_) if cols.iter().any(|c: &Column| &c.field == h) => {
+                return Err(twice(&headers[i], normed, h));
+            }
+            Some(spec) => cols.push(Column {
+                field: h.clone(),
+                spec,
+                index: i,
+                header: headers[i].trim().to_string(),
+                required: false,
+                stored_name: Vec::new(),
+            }),
+            _ if !h.is_empty() => ignored.push(headers[i].trim().to_string()),
+            _ => {}
+        }
+    }
+    if !ignored.is_empty() {
+        let shown: Vec<&str> = ignored.iter().take(10).map(String::as_str).collect();
+        notes.push(format!(
+            "columns ignored because they are not field names (map them in [tenants.import.columns]): {}{}",
+            shown.join(", "),
+            if ignored.len() > 10 { ", …" } else { "" }
+        ));
+    }
+    Ok(cols)
+}
+
+/// The profile's `columns` map: each mapped field whose header the file has.
+fn columns_from_profile(
+    profile: &ImportProfile,
+    headers: &[String],
+    normed: &[String],
+) -> Result<Vec<Column>, String> {
+    let find = |want: &str| normed.iter().position(|h| h == &norm_header(want));
+    let mut cols = Vec::new();
+    for (field, header) in &profile.columns {
+        let Some(spec) = fields::spec(field) else {
+            return Err(format!("the profile maps the unknown field {field:?}"));
+        };
+        if let Some(i) = find(header) {
+            if normed.iter().filter(|h| **h == normed[i]).count() > 1 {
+                return Err(twice(&headers[i], normed, &normed[i]));
+            }
+            cols.push(Column {
+                field: field.clone(),
+                spec,
+                index: i,
+                header: headers[i].trim().to_string(),
+                required: false,
+                stored_name: Vec::new(),
+            });
+        }
+    }
+    Ok(cols)
+}
+
+/// Maps the header row to fields. An empty `columns` map takes each header as a field name.
+pub fn map_columns(headers: &[String], tenant: &Tenant) -> Result<Mapping, String> {
+    let profile = &tenant.import;
+    let normed: Vec<String> = headers.iter().map(|h| norm_header(h)).collect();
+    let mut notes = Vec::new();
+    let mut cols = if profile.columns.is_empty() {
+        columns_by_field_name(headers, &normed, &mut notes)?
+    } else {
+        columns_from_profile(profile, headers, &normed)?
+    };
+    cols.sort_by_key(|c| c.index);
+    let key_field = profile.match_by.field();
+    for c in &mut cols {
+        c.required = [key_field, "first_name", "last_name"].contains(&c.field.as_str());
+        crate::model::packed::put_name(&mut c.stored_name, &c.field);
+    }
+    let mut missing = Vec::new();
+    for required in [key_field, "first_name", "last_name"] {
+        if !cols.iter().any(|c| c.field == required) {
+            let header = profile
+                .columns
+                .get(required)
+                .cloned()
+                .unwrap_or_else(|| required.to_string());
+            missing.push(format!("{header:?} (for {required})"));
+        }
+    }
+    if !missing.is_empty() {
+        let found: Vec<&str> = headers.iter().take(12).map(|h| h.trim()).collect();
+        let more = if headers.len() > 12 { ", …" } else { "" };
+        return Err(format!(
+            "the file has no column {} — its header row is: {}{more}. Check the column names and the delimiter",
+            missing.join(" and no column "),
+            found.join(" | ")
+        ));
+    }
+    let pos = |f: &str| cols.iter().position(|c| c.field == f);
+    Ok(Mapping {
+        cols: cols.clone(),
+        key: pos(key_field).unwrap_or(0),
+        password: pos("password"),
+        email: pos("email"),
+        width: headers.len(),
+        notes,
+        lookups: fields::Lookups::new(profile, &tenant.reference),
+        by_name: {
+            let mut v: Vec<(usize, &str)> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (i, c.field.as_str()))
+                .collect();
+            v.sort_by(|a, b| a.1.cmp(b.1));
+            v.into_iter()
+                .map(|(i, name)| {
+                    let mut enc = Vec::new();
+                    crate::model::packed::put_name(&mut enc, name);
+                    (i, enc)
+                })
+                .collect()
+        },
+    })
+}

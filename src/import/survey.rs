@@ -1,0 +1,177 @@
+//! The survey of one bucket before anything changes: how many users it has and how many would
+//! go missing (for the hold decision), which rows' emails already belong to another stored
+//! user, and which rows change nothing (compacted, so their values leave memory early).
+//!
+//! Data enters as the stored bucket blob and the bucket's arena of packed rows, with the file's
+//! emails from the row pass; it leaves as a [`SurveyPart`]. Nothing is written here: `apply`
+//! gives the compacted rows back to the run's bucket rows.
+
+use super::merge::{missing_action, row_email, unchanged, unpack_all, MergeSettings};
+use super::record::{pack_compact, PackedRow};
+use super::row_pass::FileEmails;
+use crate::model::bucket::fnv64;
+use crate::model::packed::{bucket_entries, field_of, status_of, STATUS_DELETED};
+use anyhow::Result;
+
+/// What the survey learnt of one bucket.
+#[derive(Default)]
+pub struct SurveyPart {
+    /// Users that are not deleted.
+    pub current: u64,
+    /// Users that would go missing (on_missing acts on them).
+    pub missing: u64,
+    /// Rows whose email belongs to another stored user: (row, reason).
+    pub conflicts: Vec<(u64, String)>,
+    /// The bucket's rows re-packed with unchanged rows compacted, when any were.
+    pub packed: Option<Vec<u8>>,
+    /// Nothing in this bucket changes: every row is unchanged, keys are unique and no stored
+    /// user goes missing. The main pass then only checks the rows against email conflicts
+    /// found elsewhere and does not read the bucket again.
+    pub quiet: bool,
+}
+
+/// Counts a bucket for the hold decision: (current users, users that would go missing), and
+/// finds rows whose email already belongs to another stored user. Rows found unchanged are
+/// compacted to line, key, flags and digest, so their values do not stay in memory.
+pub fn survey(
+    ctx: &MergeSettings<'_>,
+    stored: Option<&[u8]>,
+    arenas: &[&[u8]],
+    file_emails: &FileEmails,
+) -> Result<SurveyPart> {
+    let Some(stored) = stored else {
+        return Ok(SurveyPart::default());
+    };
+    let mut rows = unpack_all(arenas)?;
+    rows.sort_unstable_by(|a, b| a.key.cmp(b.key));
+    let (mut current, mut missing, mut conflicts) = (0, 0, Vec::new());
+    let check_email = !file_emails.is_empty();
+    let mut compact = vec![false; rows.len()];
+    // Unique keys so far; every row must also be found unchanged (checked below).
+    let mut quiet = rows.windows(2).all(|w| w[0].key != w[1].key);
+    let mut j = 0;
+    for (k, v) in bucket_entries(stored)? {
+        if status_of(v) != STATUS_DELETED {
+            current += 1;
+        }
+        // Rows and stored users are both sorted by key: walk them together.
+        while j < rows.len() && rows[j].key < k {
+            j += 1;
+        }
+        let found = match rows.get(j) {
+            Some(r) if r.key == k => Ok(j),
+            _ => Err(j),
+        };
+        if found.is_err() && missing_action(ctx, v).is_some() {
+            missing += 1;
+            quiet = false;
+        }
+        if let Ok(i) = found {
+            for (n, r) in rows
+                .iter()
+                .enumerate()
+                .skip(i)
+                .take_while(|(_, r)| r.key == k)
+            {
+                if !r.present_only() && unchanged(v, r) {
+                    compact[n] = true;
+                }
+            }
+        }
+        if !check_email {
+            continue;
+        }
+        let own = match found {
+            Ok(i) => &rows[i..],
+            Err(_) => &[],
+        };
+        let user = StoredUser { key: k, value: v };
+        if let Some(c) = email_conflict(ctx, file_emails, user, own)? {
+            conflicts.push(c);
+        }
+    }
+    quiet = quiet && compact.iter().all(|c| *c);
+    Ok(SurveyPart {
+        current,
+        missing,
+        conflicts,
+        packed: repack(&rows, &compact),
+        quiet,
+    })
+}
+
+/// A stored user of the bucket: key and encoded record.
+#[derive(Clone, Copy)]
+struct StoredUser<'a> {
+    key: &'a [u8],
+    value: &'a [u8],
+}
+
+/// The conflict, if any, of a stored user's email with a row of another key that gives it:
+/// (row, reason). `own` are the file's rows from the user's key on (sorted by key), empty when
+/// the file has none of its key.
+fn email_conflict(
+    ctx: &MergeSettings<'_>,
+    file_emails: &FileEmails,
+    user: StoredUser<'_>,
+    own: &[PackedRow<'_>],
+) -> Result<Option<(u64, String)>> {
+    let StoredUser { key: k, value: v } = user;
+    let own_rows = || own.iter().take_while(|r| r.key == k);
+    // A user whose own valid row gives an email either keeps it (then the file agrees) or
+    // gives it up: no conflict can come from its stored email.
+    if own_rows().any(|r| !r.present_only() && r.has_email()) {
+        return Ok(None);
+    }
+    let Some(email) = field_of(v, "email")? else {
+        return Ok(None);
+    };
+    let Some((owner, line)) = file_emails.get(fnv64(email.as_bytes())) else {
+        return Ok(None);
+    };
+    if owner == fnv64(k) {
+        return Ok(None);
+    }
+    // The stored user keeps this email unless its own row gives it another one.
+    let moves_away = match own_rows().next() {
+        Some(r) => !r.present_only() && row_email(ctx, r)?.is_some_and(|e| e != email),
+        None => false,
+    };
+    if moves_away {
+        return Ok(None);
+    }
+    let header = ctx
+        .map
+        .email
+        .and_then(|i| ctx.map.cols.get(i))
+        .map(|c| c.header.as_str())
+        .unwrap_or("email");
+    Ok(Some((
+        line,
+        format!(
+            "row {line}: {header} {email:?} already belongs to user {:?}",
+            String::from_utf8_lossy(k)
+        ),
+    )))
+}
+
+/// The bucket's rows re-packed with the `compact` ones compacted, when any are.
+fn repack(rows: &[PackedRow<'_>], compact: &[bool]) -> Option<Vec<u8>> {
+    if !compact.iter().any(|c| *c) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(
+        rows.iter()
+            .zip(compact)
+            .map(|(r, c)| if *c { r.key.len() + 24 } else { r.raw.len() })
+            .sum(),
+    );
+    for (r, c) in rows.iter().zip(compact) {
+        if *c {
+            pack_compact(&mut out, r);
+        } else {
+            out.extend_from_slice(r.raw);
+        }
+    }
+    Some(out)
+}
