@@ -93,7 +93,7 @@ fn same_bytes_twice_is_duplicate() {
     assert_eq!(h[0].status, ImportStatus::Duplicate, "newest first");
     assert_eq!(
         store
-            .import("t1", &h[1].id)
+            .import_record("t1", &h[1].id)
             .unwrap()
             .unwrap()
             .counts
@@ -178,7 +178,7 @@ fn truncated_file_is_held_and_approve_applies_exactly_it() {
     );
     assert!(store.held_plans("t1").unwrap().is_empty());
     assert_eq!(
-        store.import("t1", &held.id).unwrap().unwrap().status,
+        store.import_record("t1", &held.id).unwrap().unwrap().status,
         ImportStatus::Success
     );
     assert!(
@@ -313,7 +313,11 @@ fn ledger_and_outbox_and_record_import() {
     rec.archived_as = Some("processed/users.csv.20261121T000000Z.csv".into());
     store.record_import(&rec).unwrap();
     assert_eq!(
-        store.import("t1", &rec.id).unwrap().unwrap().archived_as,
+        store
+            .import_record("t1", &rec.id)
+            .unwrap()
+            .unwrap()
+            .archived_as,
         rec.archived_as
     );
     let id = store

@@ -253,7 +253,7 @@ async fn find_import(st: &AppState, tenant: &str, id: &str) -> Result<ImportReco
     let store = st.store.clone();
     let (t, i) = (tenant.to_string(), id.to_string());
     blocking_ok("cannot read the import history", move || {
-        store.import(&t, &i)
+        store.import_record(&t, &i)
     })
     .await?
     .ok_or_else(|| ApiError::not_found(format!("tenant {tenant} has no import {id:?}")))

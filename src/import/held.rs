@@ -219,7 +219,7 @@ pub fn load(store: &Store, tenant: &Tenant, import_id: &str) -> Result<HeldRun> 
         .with_context(|| format!("the profile in held plan {import_id} is damaged"))?;
     // The held run's file was already filed away by the intake: the record keeps where.
     let (archived_as, report) = store
-        .import(&tenant.id, import_id)?
+        .import_record(&tenant.id, import_id)?
         .map(|r| (r.archived_as, r.report))
         .unwrap_or_default();
     let approving = Approving {

@@ -413,12 +413,15 @@ pub fn recover_claim(
         .unwrap_or_default();
     let committed = shared.store.claim_committed(&tenant.id, &claim.id)?;
     if let Some(id) = committed {
-        let record = shared.store.import(&tenant.id, &id)?.with_context(|| {
-            format!(
-                "claim {} committed import {id}, which is not in the history",
-                claim.id
-            )
-        })?;
+        let record = shared
+            .store
+            .import_record(&tenant.id, &id)?
+            .with_context(|| {
+                format!(
+                    "claim {} committed import {id}, which is not in the history",
+                    claim.id
+                )
+            })?;
         tracing::info!(tenant = %tenant.id, file = %name, claim = %claim.id, import_id = %record.id, "finishing a run that was committed before a restart");
         let outcome = committed_outcome(shared, tenant, dir, record);
         return finish(shared, tenant, &claim, outcome).map(Some);

@@ -188,7 +188,7 @@ pub trait RunLog: Send + Sync {
     /// The tenant's import history, newest first, at most `limit` records.
     fn history(&self, tenant: &str, limit: usize) -> Result<Vec<ImportRecord>>;
     /// One history record by import id.
-    fn import(&self, tenant: &str, id: &str) -> Result<Option<ImportRecord>>;
+    fn import_record(&self, tenant: &str, id: &str) -> Result<Option<ImportRecord>>;
     /// A held plan's framed bytes (see `import::held`).
     fn held_plan(&self, tenant: &str, id: &str) -> Result<Option<Blob>>;
     /// Import ids of the tenant's held plans.

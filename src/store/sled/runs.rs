@@ -81,7 +81,7 @@ impl RunLog for SledStore {
     }
 
     /// One import record by id.
-    fn import(&self, tenant: &str, id: &str) -> Result<Option<ImportRecord>> {
+    fn import_record(&self, tenant: &str, id: &str) -> Result<Option<ImportRecord>> {
         match self.inner.history.get(tkey(tenant, id.as_bytes()))? {
             Some(v) => Ok(Some(serde_json::from_slice(&v).with_context(|| {
                 format!("history record {id} of tenant {tenant} is damaged")
