@@ -304,6 +304,31 @@ async fn a_link_to_proc_does_not_stop_the_watcher() {
     env.stop().await;
 }
 
+/// The folder of tenant homes replaced under a running server (restored from a backup, moved
+/// aside and re-created): the watcher on the old folder sees nothing more, so it is noticed,
+/// logged, watched again and rescanned, and a file copied in afterwards is imported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replaced_tenant_folder_is_watched_again() {
+    let env = Env::start(|_| {}).await;
+    let tenants = env.dir.path().join("data/tenants");
+    let old = env.dir.path().join("data/tenants.old");
+    std::fs::rename(&tenants, &old).unwrap();
+    std::fs::create_dir(&tenants).unwrap();
+    for id in ["acme", "beta"] {
+        std::fs::rename(old.join(id), tenants.join(id)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.drop_in(
+        "beta",
+        "users.csv",
+        b"email,first_name,last_name\nbo@beta.example,Bo,B\n",
+    );
+    let history = env.filed("beta", 1, 30).await;
+    assert_eq!(history.len(), 1, "the file copied in was not picked up");
+    assert_eq!(env.emails("beta"), ["bo@beta.example"]);
+    env.stop().await;
+}
+
 /// A file over `max_upload_bytes` (a valid CSV that got there other than through an SFTP
 /// write) is refused by the intake with a record naming its size and the limit; nothing of it is
 /// imported and, unread and so not blanked, it is not kept.

@@ -7,7 +7,9 @@
 //! the archive folders and Roster's own moves are ignored. Files uploaded through Roster's SFTP
 //! server are seen twice (event and watcher); the queue merges them. The watcher never follows
 //! links, and a watcher error is loud and recovered: logged as an error, the watcher is built
-//! again and every tenant folder rescanned.
+//! again and every tenant folder rescanned. The same happens when `data/tenants/` itself is
+//! replaced or removed (a watch follows the old folder and would silently see nothing more):
+//! its identity is checked every [`ROOT_CHECK`].
 //!
 //! A config reload that adds a tenant (also one removed earlier) gives it the start-up pick-up:
 //! its claims and the finished files waiting in its root.
@@ -220,13 +222,36 @@ fn rescan(intake: &Intake) {
     }
 }
 
-/// Turns watcher events into requests until the watcher reports an error (returned).
+/// How often the watcher checks that `data/tenants/` is still the folder it watches.
+const ROOT_CHECK: Duration = Duration::from_secs(2);
+
+/// The identity (device, inode) of a folder, without following a link.
+fn folder_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = path.symlink_metadata().ok()?;
+    meta.is_dir().then(|| (meta.dev(), meta.ino()))
+}
+
+/// Turns watcher events into requests until the watcher reports an error, or the watched
+/// folder is replaced or removed (the reason is returned).
 async fn follow_events(
     intake: &Intake,
     tenants: &Path,
     mut rx: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
 ) -> String {
-    while let Some(ev) = rx.recv().await {
+    let watched = folder_identity(tenants);
+    let mut check = tokio::time::interval(ROOT_CHECK);
+    loop {
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            _ = check.tick() => {
+                if folder_identity(tenants) != watched {
+                    return format!("{} was replaced or removed", tenants.display());
+                }
+                continue;
+            }
+        };
+        let Some(ev) = ev else { break };
         let ev = match ev {
             Ok(ev) => ev,
             Err(e) => return e.to_string(),
