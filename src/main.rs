@@ -143,7 +143,28 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
     for k in keys {
         println!("host key {:<12} {}", k.algorithm(), k.fingerprint());
     }
-    Ok(())
+    report_store(&config)
+}
+
+/// With `[store] url`: connects, applies nothing, and prints the schema version found and the
+/// one this binary expects; fails when it cannot connect or the schema is newer than the binary.
+/// The sled store (no url) prints nothing, as before.
+fn report_store(config: &Config) -> anyhow::Result<()> {
+    let Some(target) = config.store.postgres().map_err(anyhow::Error::msg)? else {
+        return Ok(());
+    };
+    let at = target.describe();
+    let found = runtime()?
+        .block_on(roster::store::postgres::schema_version(&target.config))
+        .with_context(|| format!("store: cannot reach PostgreSQL at {at} as {}", target.user))?;
+    let expected = roster::store::postgres::SCHEMA_VERSION;
+    let note = if found == 0 {
+        ", no roster schema yet"
+    } else {
+        ""
+    };
+    println!("store: PostgreSQL at {at}, schema version {found} (binary expects {expected}{note})");
+    roster::store::postgres::refuse_newer(found)
 }
 
 fn hash_password() -> anyhow::Result<()> {
