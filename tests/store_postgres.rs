@@ -341,3 +341,39 @@ async fn check_config_reports_the_schema_version_and_applies_nothing() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_password_comes_from_pgpassword_or_pgpass() {
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    pg.psql("hr", "CREATE ROLE app LOGIN PASSWORD 's3cret:x'");
+    pg.hba_prepend("host all app 127.0.0.1/32 scram-sha-256");
+    let dir = tempfile::tempdir().unwrap();
+    let plain = write_config(dir.path(), "");
+    let url = format!("postgres://app@127.0.0.1:{}/hr", pg.port);
+    let check = |pgpassword: Option<&str>, home: &std::path::Path| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_roster"));
+        cmd.arg("-c").arg(&plain).arg("check-config");
+        cmd.env("ROSTER_STORE_URL", &url).env("HOME", home);
+        cmd.env_remove("PGPASSWORD").env_remove("PGPASSFILE");
+        if let Some(pw) = pgpassword {
+            cmd.env("PGPASSWORD", pw);
+        }
+        let out = cmd.output().expect("cannot run roster");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, err) = check(None, dir.path());
+    assert!(!ok && err.contains("cannot reach PostgreSQL"), "{err}");
+    let (ok, err) = check(Some("s3cret:x"), dir.path());
+    assert!(ok, "PGPASSWORD: {err}");
+    std::fs::write(
+        dir.path().join(".pgpass"),
+        format!("127.0.0.1:{}:hr:app:s3cret\\:x\n", pg.port),
+    )
+    .unwrap();
+    let (ok, err) = check(None, dir.path());
+    assert!(ok, "~/.pgpass: {err}");
+}

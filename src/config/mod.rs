@@ -6,7 +6,7 @@
 //! a file in one pass. Relative paths (`host_keys`, `data_dir`) are taken relative to the
 //! current working directory, which is how the quick start runs the server from the repo root.
 //! `[store]` (see [`store`]) is read here too: `ROSTER_STORE_URL` overrides its `url` in
-//! [`Config::parse`], the one place the environment feeds the config.
+//! [`Config::parse`], the one key the environment overrides.
 
 pub mod admin_token;
 pub mod authorized_keys;

@@ -112,6 +112,14 @@ impl TestPostgres {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Puts `line` first in pg_hba.conf and reloads the server (e.g. to demand a password).
+    pub fn hba_prepend(&self, line: &str) {
+        let hba = self.data_dir().join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("cannot read pg_hba.conf");
+        std::fs::write(&hba, format!("{line}\n{old}")).expect("cannot write pg_hba.conf");
+        assert_eq!(self.psql("postgres", "SELECT pg_reload_conf()"), "t");
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
