@@ -61,7 +61,9 @@ fn main() -> ExitCode {
         matches!(cli.command, Command::SftpServer { .. } | Command::Admin(_)),
     );
     let result = match &cli.command {
-        Command::Serve => runtime().and_then(|rt| rt.block_on(roster::serve::run(&cli.config))),
+        Command::Serve => refuse_postgres_store(&cli.config)
+            .and_then(|()| runtime())
+            .and_then(|rt| rt.block_on(roster::serve::run(&cli.config))),
         Command::CheckConfig => check_config(&cli.config),
         Command::HashPassword => hash_password(),
         Command::SftpServer { root, read_only } => runtime()
@@ -87,6 +89,25 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn init_logs(format: LogFormat, stderr_only_warnings: bool) {
     let default = if stderr_only_warnings { "warn" } else { "info" };
     roster::logs::init(format == LogFormat::Json, default);
+}
+
+/// `roster serve` with `[store] url` (or `ROSTER_STORE_URL`) stops before anything starts: the
+/// PostgreSQL store has its schema but does not serve yet (docs/postgres.md). A config that does
+/// not load is left to `serve::run`, which reports it as before.
+fn refuse_postgres_store(path: &Path) -> anyhow::Result<()> {
+    let Ok(config) = Config::load(path) else {
+        return Ok(());
+    };
+    if let Ok(Some(target)) = config.store.postgres() {
+        anyhow::bail!(
+            "[store] url (or ROSTER_STORE_URL) points at PostgreSQL ({}), but this version of \
+             roster cannot serve from PostgreSQL yet: only its schema and `roster check-config` \
+             exist (see docs/postgres.md). Remove [store] url and ROSTER_STORE_URL to serve from \
+             the embedded store under data_dir.",
+            target.describe()
+        );
+    }
+    Ok(())
 }
 
 fn check_config(path: &Path) -> anyhow::Result<()> {
@@ -122,7 +143,28 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
     for k in keys {
         println!("host key {:<12} {}", k.algorithm(), k.fingerprint());
     }
-    Ok(())
+    report_store(&config)
+}
+
+/// With `[store] url`: connects, applies nothing, and prints the schema version found and the
+/// one this binary expects; fails when it cannot connect or the schema is newer than the binary.
+/// The sled store (no url) prints nothing, as before.
+fn report_store(config: &Config) -> anyhow::Result<()> {
+    let Some(target) = config.store.postgres().map_err(anyhow::Error::msg)? else {
+        return Ok(());
+    };
+    let at = target.describe();
+    let found = runtime()?
+        .block_on(roster::store::postgres::schema_version(&target.config))
+        .with_context(|| format!("store: cannot reach PostgreSQL at {at} as {}", target.user))?;
+    let expected = roster::store::postgres::SCHEMA_VERSION;
+    let note = if found == 0 {
+        ", no roster schema yet"
+    } else {
+        ""
+    };
+    println!("store: PostgreSQL at {at}, schema version {found} (binary expects {expected}{note})");
+    roster::store::postgres::refuse_newer(found)
 }
 
 fn hash_password() -> anyhow::Result<()> {

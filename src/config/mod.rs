@@ -5,10 +5,13 @@
 //! problem found is reported at once, each naming the tenant and key, so an operator can fix
 //! a file in one pass. Relative paths (`host_keys`, `data_dir`) are taken relative to the
 //! current working directory, which is how the quick start runs the server from the repo root.
+//! `[store]` (see [`store`]) is read here too: `ROSTER_STORE_URL` overrides its `url` in
+//! [`Config::parse`], the one key the environment overrides.
 
 pub mod admin_token;
 pub mod authorized_keys;
 pub mod reload;
+pub mod store;
 mod validate;
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use reload::ConfigHandle;
+pub use store::StoreConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -29,6 +33,9 @@ pub struct Config {
     pub mail: Option<MailConfig>,
     #[serde(default)]
     pub tenants: Vec<Tenant>,
+    /// `[store]`: sled (no `url`, the default) or PostgreSQL; see [`store`].
+    #[serde(default, skip_serializing_if = "StoreConfig::is_default")]
+    pub store: StoreConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -374,10 +381,14 @@ impl Config {
         })
     }
 
-    /// Parses and validates config text; on failure returns every problem found.
+    /// Parses and validates config text (`ROSTER_STORE_URL` overrides `[store] url`); on
+    /// failure returns every problem found.
     pub fn parse(text: &str) -> Result<Config, Vec<String>> {
-        let config: Config =
+        let mut config: Config =
             toml::from_str(text).map_err(|e| vec![describe_toml_error(text, &e)])?;
+        config
+            .store
+            .apply_env(std::env::var(store::STORE_URL_ENV).ok());
         let problems = validate::problems(&config);
         if problems.is_empty() {
             Ok(config)

@@ -33,6 +33,7 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
             config.admin.listen
         ));
     }
+    out.extend(config.store.problems());
     // An empty [admin] token is fine: a random one is generated (config::admin_token).
     if let Some(mail) = &config.mail {
         let scheme_ok = ["smtp://", "smtps://"]

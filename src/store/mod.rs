@@ -2,7 +2,8 @@
 //! held plans, the file ledger and intake claims), and the mail outbox. This module is the seam:
 //! one small trait per consumer, and the [`Store`] handle that carries one backend behind all
 //! of them. The only backend today is sled ([`sled`](self::sled), the only code that touches
-//! sled); a PostgreSQL backend implements the same traits.
+//! sled); a PostgreSQL backend implements the same traits next ([`postgres`], the only code
+//! that speaks SQL, so far its connection and schema migrations).
 //!
 //! | trait | consumer | what goes through it |
 //! |---|---|---|
@@ -32,6 +33,7 @@
 //! [`frame`] and read back by [`unframe`]: `u32 LE header length | JSON header | bytes`.
 
 mod frame;
+pub mod postgres;
 pub mod sled;
 
 pub use frame::{frame, unframe};

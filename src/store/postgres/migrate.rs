@@ -1,0 +1,130 @@
+//! Versioned schema migrations: `schema/NNNN_*.sql`, compiled in, applied in order.
+//!
+//! [`migrate`] takes a connection, opens one transaction, takes the transaction-scoped advisory
+//! lock [`MIGRATION_LOCK`] (so several nodes starting at once migrate one after the other; the
+//! lock ends with the transaction), creates schema `roster` and `roster.schema_version` if
+//! missing, reads the version, refuses a database newer than this binary, applies every newer
+//! migration with its `schema_version` row, and commits: all of it or none. A second migrator
+//! that waited on the lock finds the version current and applies nothing.
+//! [`schema_version`] only reads.
+
+use anyhow::{bail, Context};
+
+/// The schema version this binary creates and expects.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Key of the advisory lock migrations run under ("Roster" in ASCII, then 1).
+const MIGRATION_LOCK: i64 = 0x0052_6f73_7465_7201;
+
+struct Migration {
+    version: i32,
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// Every migration, oldest first; the last one's version is [`SCHEMA_VERSION`].
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("schema/0001_initial.sql"),
+}];
+
+/// What schema `roster` and its version table look like before any migration.
+const BOOTSTRAP: &str = "
+CREATE SCHEMA IF NOT EXISTS roster;
+CREATE TABLE IF NOT EXISTS roster.schema_version (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);";
+
+/// The versions before and after a [`migrate`] (equal when nothing was applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    pub from: i32,
+    pub to: i32,
+}
+
+/// Brings the database at `config` to [`SCHEMA_VERSION`] in one transaction under the
+/// migration lock; refuses (changing nothing) a database whose schema is newer.
+pub async fn migrate(config: &tokio_postgres::Config) -> anyhow::Result<Migrated> {
+    let mut client = super::connect(config).await?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .context("cannot take the migration lock")?;
+    tx.batch_execute(BOOTSTRAP)
+        .await
+        .context("cannot create schema roster")?;
+    let from: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM roster.schema_version",
+            &[],
+        )
+        .await?
+        .get(0);
+    refuse_newer(from)?;
+    for m in MIGRATIONS.iter().filter(|m| m.version > from) {
+        tx.batch_execute(m.sql)
+            .await
+            .with_context(|| format!("migration {} ({}) failed", m.version, m.name))?;
+        tx.execute(
+            "INSERT INTO roster.schema_version (version, name) VALUES ($1, $2)",
+            &[&m.version, &m.name],
+        )
+        .await?;
+    }
+    tx.commit().await.context("cannot commit the migration")?;
+    Ok(Migrated {
+        from,
+        to: SCHEMA_VERSION.max(from),
+    })
+}
+
+/// The schema version of the database at `config` (0: no roster schema yet); changes nothing.
+pub async fn schema_version(config: &tokio_postgres::Config) -> anyhow::Result<i32> {
+    let client = super::connect(config).await?;
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('roster.schema_version') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let version: i32 = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM roster.schema_version",
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok(version)
+}
+
+/// The sentence for a database migrated by a newer roster.
+pub fn refuse_newer(found: i32) -> anyhow::Result<()> {
+    if found > SCHEMA_VERSION {
+        bail!(
+            "the database's roster schema is at version {found}, newer than this roster binary \
+             understands (version {SCHEMA_VERSION}): run a roster at least as new as the one \
+             that migrated it; nothing was changed"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order_up_to_the_schema_version() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i32 + 1, "{}", m.name);
+        }
+        assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(SCHEMA_VERSION));
+    }
+}

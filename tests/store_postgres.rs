@@ -1,0 +1,379 @@
+//! The PostgreSQL store against a real PostgreSQL (issue 11, first increment): each test starts
+//! its own throwaway cluster (tests/support/postgres.rs) and fails loudly when it cannot.
+
+#[path = "support/postgres.rs"]
+mod test_postgres;
+
+use roster::store::postgres::{migrate, schema_version, Migrated, SCHEMA_VERSION};
+use test_postgres::TestPostgres;
+
+/// tokio-postgres settings for a test database URL (trust authentication, no password).
+fn pg_config(url: &str) -> tokio_postgres::Config {
+    roster::config::store::parse_url(url)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config
+}
+
+#[test]
+fn a_throwaway_cluster_starts_and_answers_sql() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("roster_smoke");
+    assert!(url.ends_with("/roster_smoke"), "{url}");
+    assert_eq!(pg.psql("roster_smoke", "SELECT 1 + 1"), "2");
+}
+
+fn roster(config: &std::path::Path, args: &[&str], env_url: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_roster"));
+    cmd.arg("-c")
+        .arg(config)
+        .args(args)
+        .env_remove("ROSTER_STORE_URL");
+    cmd.env_remove("PGPASSWORD").env("HOME", "/nonexistent");
+    if let Some(url) = env_url {
+        cmd.env("ROSTER_STORE_URL", url);
+    }
+    cmd.output().expect("cannot run roster")
+}
+
+fn write_config(dir: &std::path::Path, store: &str) -> std::path::PathBuf {
+    let path = dir.join("roster.toml");
+    let text = format!(
+        "[server]\nhost_keys = {:?}\ndata_dir = {:?}\n{store}",
+        dir.join("keys"),
+        dir.join("data")
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn serve_with_a_store_url_refuses_with_a_sentence_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[store]\nurl = \"postgres://app@127.0.0.1:1/hr\"\n",
+    );
+    let out = roster(&config, &["serve"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot serve from PostgreSQL yet") && err.contains("127.0.0.1:1/hr"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "serve created its data folder"
+    );
+    // ROSTER_STORE_URL alone does the same.
+    let config = write_config(dir.path(), "");
+    let out = roster(&config, &["serve"], Some("postgres://app@127.0.0.1:1/env"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("127.0.0.1:1/env"), "{err}");
+}
+
+#[test]
+fn a_bad_store_url_is_a_config_problem_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[store]\nurl = \"postgres://app@db/hr?sslmode=verify-full\"\n",
+    );
+    let out = roster(&config, &["check-config"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("[store] url") && err.contains("sslmode=verify-full is not supported yet"),
+        "{err}"
+    );
+    let out = roster(&config, &["check-config"], Some("mysql://x@y/z"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not start with postgres://"), "{err}");
+}
+
+#[tokio::test]
+async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
+    let pg = TestPostgres::start();
+    let config = pg_config(&pg.create_database("hr"));
+    assert_eq!(schema_version(&config).await.unwrap(), 0);
+    let first = migrate(&config).await.unwrap();
+    assert_eq!(
+        first,
+        Migrated {
+            from: 0,
+            to: SCHEMA_VERSION
+        }
+    );
+    assert_eq!(schema_version(&config).await.unwrap(), SCHEMA_VERSION);
+    let again = migrate(&config).await.unwrap();
+    assert_eq!(
+        again,
+        Migrated {
+            from: SCHEMA_VERSION,
+            to: SCHEMA_VERSION
+        }
+    );
+    assert_eq!(
+        pg.psql(
+            "hr",
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM roster.schema_version"
+        ),
+        (1..=SCHEMA_VERSION)
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let tables = pg.psql(
+        "hr",
+        "SELECT string_agg(table_name, ',' ORDER BY table_name) FROM information_schema.tables \
+         WHERE table_schema = 'roster'",
+    );
+    for t in [
+        "auth_failures",
+        "bucket_gens",
+        "claim_stamps",
+        "claims",
+        "held_plans",
+        "import_records",
+        "imports",
+        "leases",
+        "ledger",
+        "meta",
+        "nodes",
+        "outbox",
+        "schedule_ticks",
+        "schema_version",
+        "staged_buckets",
+        "tenant_state",
+        "user_rows",
+        "users",
+    ] {
+        assert!(
+            tables.split(',').any(|x| x == t),
+            "no roster.{t} in {tables}"
+        );
+    }
+}
+
+#[test]
+fn concurrent_migrators_end_at_the_same_version_without_error() {
+    let pg = TestPostgres::start();
+    let config = pg_config(&pg.create_database("hr"));
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let config = config.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                barrier.wait();
+                rt.block_on(migrate(&config))
+            })
+        })
+        .collect();
+    let results: Vec<Migrated> = threads
+        .into_iter()
+        .map(|t| t.join().unwrap().unwrap_or_else(|e| panic!("{e:#}")))
+        .collect();
+    assert!(
+        results.iter().all(|m| m.to == SCHEMA_VERSION),
+        "{results:?}"
+    );
+    let applied = results.iter().filter(|m| m.from == 0).count();
+    assert_eq!(applied, 1, "exactly one migrator applies: {results:?}");
+    assert_eq!(
+        pg.psql("hr", "SELECT count(*) FROM roster.schema_version"),
+        SCHEMA_VERSION.to_string()
+    );
+}
+
+#[tokio::test]
+async fn a_database_newer_than_the_binary_is_refused_and_left_alone() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("hr");
+    let config = pg_config(&url);
+    migrate(&config).await.unwrap();
+    let newer = SCHEMA_VERSION + 1;
+    pg.psql(
+        "hr",
+        &format!("INSERT INTO roster.schema_version (version, name) VALUES ({newer}, 'future')"),
+    );
+    let e = format!("{:#}", migrate(&config).await.unwrap_err());
+    assert!(
+        e.contains(&format!(
+            "roster schema is at version {newer}, newer than this roster binary"
+        )),
+        "{e}"
+    );
+    assert_eq!(schema_version(&config).await.unwrap(), newer);
+    // check-config says the same and fails.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), &format!("[store]\nurl = {url:?}\n"));
+    let out = roster(&file, &["check-config"], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "schema version {newer} (binary expects {SCHEMA_VERSION})"
+        )),
+        "{stdout}"
+    );
+    assert!(stderr.contains("newer than this roster binary"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_read_contract_is_plain_sql_and_never_shows_the_password_hash() {
+    let pg = TestPostgres::start();
+    let config = pg_config(&pg.create_database("hr"));
+    migrate(&config).await.unwrap();
+    pg.psql(
+        "hr",
+        "INSERT INTO roster.user_rows (tenant, key, status, email, first_name, date_of_birth, \
+         groups, attributes, created_at, updated_at, bucket, password_hash, password_fp, \
+         row_digest) VALUES ('acme', 'e100', 'active', 'ann@example.com', 'Ann', '1990-02-03', \
+         ARRAY['sales','emea'], '{\"custom.badge\": \"7\"}', now(), now(), 17, \
+         '$argon2id$secret', decode(repeat('ab', 16), 'hex'), decode(repeat('cd', 16), 'hex'))",
+    );
+    assert_eq!(
+        pg.psql(
+            "hr",
+            "SELECT key || '|' || status || '|' || first_name || '|' || date_of_birth || '|' || \
+             array_to_string(groups, ';') || '|' || (attributes->>'custom.badge') \
+             FROM roster.users WHERE tenant = 'acme' AND email = 'ann@example.com'"
+        ),
+        "e100|active|Ann|1990-02-03|sales;emea|7"
+    );
+    let columns = pg.psql(
+        "hr",
+        "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) \
+         FROM information_schema.columns WHERE table_schema = 'roster' AND table_name = 'users'",
+    );
+    for private in [
+        "password_hash",
+        "password_fp",
+        "row_digest",
+        "bucket",
+        "flags",
+    ] {
+        assert!(
+            !columns.split(',').any(|c| c == private),
+            "{private} in {columns}"
+        );
+    }
+    for public in [
+        "tenant",
+        "key",
+        "status",
+        "email",
+        "username",
+        "mapping_code",
+        "groups",
+        "teams",
+        "attributes",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+    ] {
+        assert!(
+            columns.split(',').any(|c| c == public),
+            "no {public} in {columns}"
+        );
+    }
+    pg.psql(
+        "hr",
+        "INSERT INTO roster.import_records (tenant, id, file, sha256, bytes, received_at, \
+         started_at, finished_at, status, rows, inserted, encoding, delimiter) VALUES \
+         ('acme', '20260101T000000Z-1', 'users.csv', 'ff', 10, now(), now(), now(), 'success', \
+         1, 1, 'utf-8', ';')",
+    );
+    assert_eq!(
+        pg.psql("hr", "SELECT file || ' ' || status || ' ' || inserted FROM roster.imports WHERE tenant = 'acme'"),
+        "users.csv success 1"
+    );
+}
+
+#[tokio::test]
+async fn check_config_reports_the_schema_version_and_applies_nothing() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("hr");
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), &format!("[store]\nurl = {url:?}\n"));
+    let at = format!("127.0.0.1:{}/hr", pg.port);
+    let out = roster(&file, &["check-config"], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("store: PostgreSQL at {at}, schema version 0 (binary expects {SCHEMA_VERSION}, no roster schema yet)")),
+        "{stdout}"
+    );
+    assert_eq!(
+        pg.psql(
+            "hr",
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'roster'"
+        ),
+        "0"
+    );
+    migrate(&pg_config(&url)).await.unwrap();
+    // The URL from ROSTER_STORE_URL, over a config without [store].
+    let plain = write_config(dir.path(), "");
+    let out = roster(&plain, &["check-config"], Some(&url));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("store: PostgreSQL at {at}, schema version {SCHEMA_VERSION} (binary expects {SCHEMA_VERSION})")),
+        "{stdout}"
+    );
+    // No server there: the reason, and exit 1.
+    drop(pg);
+    let out = roster(&plain, &["check-config"], Some(&url));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("store: cannot reach PostgreSQL at {at} as roster")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_password_comes_from_pgpassword_or_pgpass() {
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    pg.psql("hr", "CREATE ROLE app LOGIN PASSWORD 's3cret:x'");
+    pg.hba_prepend("host all app 127.0.0.1/32 scram-sha-256");
+    let dir = tempfile::tempdir().unwrap();
+    let plain = write_config(dir.path(), "");
+    let url = format!("postgres://app@127.0.0.1:{}/hr", pg.port);
+    let check = |pgpassword: Option<&str>, home: &std::path::Path| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_roster"));
+        cmd.arg("-c").arg(&plain).arg("check-config");
+        cmd.env("ROSTER_STORE_URL", &url).env("HOME", home);
+        cmd.env_remove("PGPASSWORD").env_remove("PGPASSFILE");
+        if let Some(pw) = pgpassword {
+            cmd.env("PGPASSWORD", pw);
+        }
+        let out = cmd.output().expect("cannot run roster");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, err) = check(None, dir.path());
+    assert!(!ok && err.contains("cannot reach PostgreSQL"), "{err}");
+    let (ok, err) = check(Some("s3cret:x"), dir.path());
+    assert!(ok, "PGPASSWORD: {err}");
+    std::fs::write(
+        dir.path().join(".pgpass"),
+        format!("127.0.0.1:{}:hr:app:s3cret\\:x\n", pg.port),
+    )
+    .unwrap();
+    let (ok, err) = check(None, dir.path());
+    assert!(ok, "~/.pgpass: {err}");
+}

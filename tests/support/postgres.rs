@@ -1,0 +1,256 @@
+//! A real, throwaway PostgreSQL cluster for one test: `initdb` into a temp folder under /tmp,
+//! `pg_ctl start` on a free port of 127.0.0.1 with its unix socket in that folder, fsync off.
+//! When the tests run as root the cluster runs as `nobody` (PostgreSQL refuses to run as root)
+//! through `runuser -u nobody --`. [`TestPostgres::url`] is a `postgres://` URL for the superuser
+//! `roster` (trust authentication, no password). Dropping the value stops the cluster
+//! (`pg_ctl stop -m immediate`) and removes the folder.
+//!
+//! Starting panics with PostgreSQL's own output when the binaries are missing or the server
+//! does not start: a PostgreSQL test never skips silently. `tests/postgres/install.sh`
+//! installs the binaries.
+//!
+//! Include it with `#[path = "support/postgres.rs"] mod test_postgres;` in the test files that
+//! need it, so test binaries without PostgreSQL do not carry it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The user the cluster runs as when the tests run as root.
+const UNPRIVILEGED_USER: &str = "nobody";
+/// The cluster's superuser; the URL logs in as it.
+pub const SUPERUSER: &str = "roster";
+
+pub struct TestPostgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    run_as: Option<String>,
+    pub port: u16,
+}
+
+impl TestPostgres {
+    /// Creates and starts a cluster; panics with the reason when it cannot.
+    pub fn start() -> TestPostgres {
+        let bin = server_bin_dir();
+        let run_as = is_root().then(|| UNPRIVILEGED_USER.to_string());
+        let dir = tempfile::Builder::new()
+            .prefix("roster-pg-")
+            .tempdir_in("/tmp")
+            .expect("cannot create a temp folder for PostgreSQL under /tmp");
+        if let Some(user) = &run_as {
+            let (uid, gid) = user_ids(user);
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .expect("cannot hand the PostgreSQL temp folder to the unprivileged user");
+        }
+        let mut pg = TestPostgres {
+            dir,
+            bin,
+            run_as,
+            port: 0,
+        };
+        let data = pg.data_dir();
+        pg.run_checked(
+            "initdb",
+            &[
+                "-D",
+                path_str(&data),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        );
+        // A free port can be taken by someone else between the probe and the start: retry.
+        let mut last = String::new();
+        for _ in 0..5 {
+            pg.port = free_port();
+            match pg.try_start() {
+                Ok(()) => return pg,
+                Err(e) => last = e,
+            }
+        }
+        panic!("PostgreSQL did not start (tests/postgres/install.sh installs it):\n{last}");
+    }
+
+    /// `postgres://roster@127.0.0.1:PORT/DB`.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Creates an empty database and returns its URL.
+    pub fn create_database(&self, db: &str) -> String {
+        self.psql("postgres", &format!("CREATE DATABASE \"{db}\""));
+        self.url(db)
+    }
+
+    /// Runs SQL through `psql` (from the same bin folder) and returns its stdout, trimmed;
+    /// panics with psql's output when it fails.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let psql = self.bin.join("psql");
+        let psql = if psql.exists() {
+            psql
+        } else {
+            PathBuf::from("psql")
+        };
+        let out = Command::new(psql)
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args(["-h", "127.0.0.1", "-U", SUPERUSER, "-d", db])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .expect("cannot run psql");
+        assert!(
+            out.status.success(),
+            "psql failed on {sql:?}: {}",
+            describe(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Puts `line` first in pg_hba.conf and reloads the server (e.g. to demand a password).
+    pub fn hba_prepend(&self, line: &str) {
+        let hba = self.data_dir().join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("cannot read pg_hba.conf");
+        std::fs::write(&hba, format!("{line}\n{old}")).expect("cannot write pg_hba.conf");
+        assert_eq!(self.psql("postgres", "SELECT pg_reload_conf()"), "t");
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn try_start(&self) -> Result<(), String> {
+        let data = self.data_dir();
+        let log = self.dir.path().join("server.log");
+        let options = format!(
+            "-F -p {} -k {} -c listen_addresses=127.0.0.1 -c full_page_writes=off \
+             -c synchronous_commit=off -c max_connections=50",
+            self.port,
+            path_str(self.dir.path())
+        );
+        let out = self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                path_str(&data),
+                "-l",
+                path_str(&log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+        if out.status.success() {
+            return Ok(());
+        }
+        let server_log = std::fs::read_to_string(&log).unwrap_or_default();
+        Err(format!("{}\nserver log:\n{server_log}", describe(&out)))
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Output {
+        let exe = self.bin.join(tool);
+        let mut cmd = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()))
+    }
+
+    fn run_checked(&self, tool: &str, args: &[&str]) {
+        let out = self.run(tool, args);
+        assert!(
+            out.status.success(),
+            "{tool} failed (tests/postgres/install.sh installs PostgreSQL): {}",
+            describe(&out)
+        );
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        let data = self.data_dir();
+        let _ = self.run(
+            "pg_ctl",
+            &["-D", path_str(&data), "-m", "immediate", "stop"],
+        );
+    }
+}
+
+/// The folder of `initdb`/`pg_ctl`/`postgres`: Debian's newest `/usr/lib/postgresql/<major>/bin`,
+/// else the folder of `initdb` on PATH.
+fn server_bin_dir() -> PathBuf {
+    let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let major = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((major, bin))
+        })
+        .collect();
+    debian.sort();
+    if let Some((_, bin)) = debian.pop() {
+        return bin;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for d in std::env::split_paths(&path) {
+        if d.join("initdb").exists() && d.join("pg_ctl").exists() {
+            return d;
+        }
+    }
+    panic!("PostgreSQL's initdb/pg_ctl are not installed: run tests/postgres/install.sh");
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn user_ids(user: &str) -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id")
+            .args([flag, user])
+            .output()
+            .expect("cannot run id");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no user {user:?} to run PostgreSQL as"))
+    };
+    (id("-u"), id("-g"))
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("cannot bind a probe port");
+    l.local_addr().expect("probe port has no address").port()
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
