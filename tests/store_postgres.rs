@@ -9,7 +9,7 @@ use test_postgres::TestPostgres;
 
 /// tokio-postgres settings for a test database URL (trust authentication, no password).
 fn pg_config(url: &str) -> tokio_postgres::Config {
-    roster::config::store::parse_url(url)
+    roster::store::postgres::parse_url(url)
         .unwrap_or_else(|e| panic!("{e}"))
         .config
 }

@@ -7,7 +7,7 @@
 //! inode). A link planted or swapped in at any moment is therefore never claimed through: a
 //! link found before the move is left alone, one caught by the move is removed, and both are
 //! logged. The claim id (the folder name) is unique per claim and identifies the run in the
-//! store's claim stamps (see `store::sled::runs`), so a restart finishes exactly this run.
+//! store's claim stamps (`store::RunLog::claim_running`), so a restart finishes exactly this run.
 
 use super::nofollow;
 use anyhow::{bail, Context};

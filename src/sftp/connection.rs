@@ -315,9 +315,7 @@ impl russh::server::Handler for Connection {
         session.close(id)
     }
 
-    // The signature is russh's (its trait method carries the same allowance); the default
-    // answers nothing, so it is overridden to refuse at once.
-    #[allow(clippy::too_many_arguments)]
+    // The default answers nothing, so it is overridden to refuse at once.
     async fn pty_request(
         &mut self,
         id: ChannelId,

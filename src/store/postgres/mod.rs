@@ -3,9 +3,9 @@
 //! `RunLog`, `MailOutbox`) are not implemented for it yet, so `roster serve` refuses a
 //! PostgreSQL `[store] url` (see `main.rs` and docs/postgres.md).
 //!
-//! Data enters as a `tokio_postgres::Config` (parsed from `[store] url`, its password resolved,
-//! by `config::store`) and leaves as a connected client ([`connect`]), the schema version found
-//! in a database ([`schema_version`]) and the result of [`migrate`]. The schema lives in
+//! Data enters as the text of `[store] url`, parsed and its password resolved in `target.rs`
+//! into a `tokio_postgres::Config`, and leaves as a connected client ([`connect`]), the schema
+//! version found in a database ([`schema_version`]) and the result of [`migrate`]. The schema lives in
 //! `schema/NNNN_*.sql`, compiled in; `migrate` (in `migrate.rs`) applies them.
 //!
 //! # Tables
@@ -27,8 +27,10 @@
 //! | `nodes`, `leases`, `schedule_ticks`, `auth_failures` | a cluster's shared state (not used yet) |
 
 mod migrate;
+mod target;
 
 pub use migrate::{migrate, refuse_newer, schema_version, Migrated, SCHEMA_VERSION};
+pub use target::{parse_url, PostgresTarget};
 
 use anyhow::Context;
 use std::time::Duration;
@@ -36,7 +38,7 @@ use std::time::Duration;
 /// How long a connection attempt may take when the URL sets no `connect_timeout`.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connects (without TLS: `config::store` accepts only `sslmode=disable` so far) and drives the
+/// Connects (without TLS: `target.rs` accepts only `sslmode=disable` so far) and drives the
 /// connection on the current tokio runtime until the client is dropped.
 pub async fn connect(config: &tokio_postgres::Config) -> anyhow::Result<tokio_postgres::Client> {
     let mut config = config.clone();
