@@ -415,17 +415,25 @@ fn serve_with_few_descriptors(dir: &std::path::Path, sftp: u16, admin: u16) -> S
     ServeProcess(cmd.spawn().unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn at_the_descriptor_budget_new_connections_are_refused_at_once() {
+/// A running [`serve_with_few_descriptors`] process: its folder, the process, and the SFTP and
+/// admin addresses, once `/health` answers.
+async fn started_with_few_descriptors() -> (tempfile::TempDir, ServeProcess, SocketAddr, SocketAddr)
+{
     let dir = tempfile::tempdir().unwrap();
     let (sftp_port, admin_port) = (free_port(), free_port());
-    let _server = serve_with_few_descriptors(dir.path(), sftp_port, admin_port);
+    let server = serve_with_few_descriptors(dir.path(), sftp_port, admin_port);
     let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
     let sftp: SocketAddr = ([127, 0, 0, 1], sftp_port).into();
     assert!(
         eventually(30, || health_answers(admin)).await,
         "server did not start"
     );
+    (dir, server, sftp, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_descriptor_budget_new_connections_are_refused_at_once() {
+    let (_dir, _server, sftp, admin) = started_with_few_descriptors().await;
     // 300 connections that never log in, from one address: 50 are served, every other one
     // is closed at once (`admitted` fails the test when one is left waiting).
     let kept = silent_connections(IpAddr::from([127, 0, 0, 1]), sftp, 300).await;
@@ -540,15 +548,7 @@ async fn open_until_refused(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_handles_over_all_tenants_stay_within_the_descriptor_budget() {
     use support::sftp::{Client, Login};
-    let dir = tempfile::tempdir().unwrap();
-    let (sftp_port, admin_port) = (free_port(), free_port());
-    let _server = serve_with_few_descriptors(dir.path(), sftp_port, admin_port);
-    let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
-    let sftp: SocketAddr = ([127, 0, 0, 1], sftp_port).into();
-    assert!(
-        eventually(30, || health_answers(admin)).await,
-        "server did not start"
-    );
+    let (_dir, _server, sftp, admin) = started_with_few_descriptors().await;
     let acme = Client::connect(sftp, "acme", Login::Password(ACME_PASSWORD.into()))
         .await
         .unwrap();

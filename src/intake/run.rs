@@ -107,34 +107,30 @@ pub fn run_claimed(
         ),
         outputs: claim.dir().to_path_buf(),
     };
+    // The `error` record of a file refused before the engine runs.
+    let refused = |msg: String| {
+        own_record(
+            shared,
+            &tenant.id,
+            &name,
+            ImportStatus::Error,
+            msg,
+            bytes_total,
+            received_at,
+        )
+    };
     let limit = config.server.max_upload_bytes;
     if bytes_total > limit {
         let msg = format!(
             "{name} is {bytes_total} bytes, over the limit of {limit} bytes (max_upload_bytes); it was not imported and was deleted unread (it cannot be read within the limits to blank its passwords, so it is not kept). Upload a smaller file, or ask the operator to raise the limit."
         );
-        let record = own_record(
-            shared,
-            &tenant.id,
-            &name,
-            ImportStatus::Error,
-            msg,
-            bytes_total,
-            received_at,
-        )?;
+        let record = refused(msg)?;
         tracing::warn!(tenant = %tenant.id, file = %name, bytes = bytes_total, limit, "file over max_upload_bytes refused");
         // Never kept: it was not read, so its password cells could not be blanked (design.md §6).
         return record_refused(shared, tenant, claim, &filing, record, Kept::Nothing);
     }
     if let Some(msg) = not_today(tenant, &name) {
-        let mut record = own_record(
-            shared,
-            &tenant.id,
-            &name,
-            ImportStatus::Error,
-            msg,
-            bytes_total,
-            received_at,
-        )?;
+        let mut record = refused(msg)?;
         // Not imported, but archived: without its passwords, like any archived file.
         let copy = import::password_free_copy(tenant, claimed, &mut record.messages)?;
         return record_refused(shared, tenant, claim, &filing, record, Kept::File(copy));

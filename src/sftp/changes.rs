@@ -9,20 +9,35 @@
 use super::events::{is_temp_name, FinishedBy};
 use super::fs::{c_name, link_at, mkdir_at, readlink_at, rename_at, symlink_at, unlink_at, Stat};
 use super::handles::OpenHandle;
-use super::jail::Jail;
+use super::jail::{Jail, JailPath};
 use super::requests::{Failure, SftpSession};
 use super::status::{fail, io_fail, jail_fail, ok};
 use russh_sftp::protocol::{File, Name, Packet, StatusCode};
-use std::os::fd::AsFd;
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 impl SftpSession {
+    /// The folder holding `p` (opened through the jail) and the final name in it.
+    fn parent_of(&self, p: &JailPath) -> Result<(OwnedFd, CString), Failure> {
+        self.ctx
+            .jail
+            .parent(p)
+            .map_err(|e| io_fail(&p.virtual_path, e))
+    }
+
+    /// Runs one `*at()` call on the folder holding `p` and its final name.
+    fn at_name<T>(
+        &self,
+        p: &JailPath,
+        call: impl FnOnce(BorrowedFd<'_>, &CStr) -> std::io::Result<T>,
+    ) -> Result<T, Failure> {
+        let (dir, name) = self.parent_of(p)?;
+        call(dir.as_fd(), &name).map_err(|e| io_fail(&p.virtual_path, e))
+    }
+
     pub(super) fn remove(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
         let p = self.ctx.jail.resolve_for_write(path).map_err(jail_fail)?;
-        let (dir, name) = self
-            .ctx
-            .jail
-            .parent(&p)
-            .map_err(|e| io_fail(&p.virtual_path, e))?;
+        let (dir, name) = self.parent_of(&p)?;
         match unlink_at(dir.as_fd(), &name, false) {
             Err(e) if e.raw_os_error() == Some(libc::EISDIR) => Err(fail(
                 StatusCode::Failure,
@@ -38,21 +53,13 @@ impl SftpSession {
 
     pub(super) fn mkdir(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
         let p = self.ctx.jail.resolve_for_write(path).map_err(jail_fail)?;
-        self.ctx
-            .jail
-            .parent(&p)
-            .and_then(|(dir, name)| mkdir_at(dir.as_fd(), &name))
-            .map_err(|e| io_fail(&p.virtual_path, e))?;
+        self.at_name(&p, mkdir_at)?;
         Ok(ok(id))
     }
 
     pub(super) fn rmdir(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
         let p = self.ctx.jail.resolve_for_write(path).map_err(jail_fail)?;
-        self.ctx
-            .jail
-            .parent(&p)
-            .and_then(|(dir, name)| unlink_at(dir.as_fd(), &name, true))
-            .map_err(|e| io_fail(&p.virtual_path, e))?;
+        self.at_name(&p, |dir, name| unlink_at(dir, name, true))?;
         Ok(ok(id))
     }
 
@@ -75,12 +82,8 @@ impl SftpSession {
         let jail = &self.ctx.jail;
         let src = jail.resolve_for_write(from).map_err(jail_fail)?;
         let dst = jail.resolve_for_write(to).map_err(jail_fail)?;
-        let (src_dir, src_name) = jail
-            .parent(&src)
-            .map_err(|e| io_fail(&src.virtual_path, e))?;
-        let (dst_dir, dst_name) = jail
-            .parent(&dst)
-            .map_err(|e| io_fail(&dst.virtual_path, e))?;
+        let (src_dir, src_name) = self.parent_of(&src)?;
+        let (dst_dir, dst_name) = self.parent_of(&dst)?;
         let src_ends = (src_dir.as_fd(), src_name.as_c_str());
         let dst_ends = (dst_dir.as_fd(), dst_name.as_c_str());
         // The source must exist (its own error beats one about the target).
@@ -115,12 +118,7 @@ impl SftpSession {
             ));
         }
         let p = self.ctx.jail.resolve(path).map_err(jail_fail)?;
-        let target = self
-            .ctx
-            .jail
-            .parent(&p)
-            .and_then(|(dir, name)| readlink_at(dir.as_fd(), &name))
-            .map_err(|e| io_fail(&p.virtual_path, e))?;
+        let target = self.at_name(&p, readlink_at)?;
         let text = String::from_utf8(target)
             .map_err(|_| fail(StatusCode::Failure, "The link's target is not valid UTF-8"))?;
         Ok(Packet::Name(Name {
@@ -148,11 +146,7 @@ impl SftpSession {
             )
         })?;
         let c_target = c_name(&stored).map_err(|e| io_fail(target, e))?;
-        self.ctx
-            .jail
-            .parent(&p)
-            .and_then(|(dir, name)| symlink_at(&c_target, dir.as_fd(), &name))
-            .map_err(|e| io_fail(&p.virtual_path, e))?;
+        self.at_name(&p, |dir, name| symlink_at(&c_target, dir, name))?;
         Ok(ok(id))
     }
 
@@ -167,12 +161,8 @@ impl SftpSession {
         let jail = &self.ctx.jail;
         let src = jail.resolve(from).map_err(jail_fail)?;
         let dst = jail.resolve_for_write(to).map_err(jail_fail)?;
-        let (src_dir, src_name) = jail
-            .parent(&src)
-            .map_err(|e| io_fail(&src.virtual_path, e))?;
-        let (dst_dir, dst_name) = jail
-            .parent(&dst)
-            .map_err(|e| io_fail(&dst.virtual_path, e))?;
+        let (src_dir, src_name) = self.parent_of(&src)?;
+        let (dst_dir, dst_name) = self.parent_of(&dst)?;
         link_at((src_dir.as_fd(), &src_name), (dst_dir.as_fd(), &dst_name))
             .map_err(|e| io_fail(&dst.virtual_path, e))?;
         Ok(ok(id))
