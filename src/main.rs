@@ -61,9 +61,7 @@ fn main() -> ExitCode {
         matches!(cli.command, Command::SftpServer { .. } | Command::Admin(_)),
     );
     let result = match &cli.command {
-        Command::Serve => refuse_postgres_store(&cli.config)
-            .and_then(|()| runtime())
-            .and_then(|rt| rt.block_on(roster::serve::run(&cli.config))),
+        Command::Serve => runtime().and_then(|rt| rt.block_on(roster::serve::run(&cli.config))),
         Command::CheckConfig => check_config(&cli.config),
         Command::HashPassword => hash_password(),
         Command::SftpServer { root, read_only } => runtime()
@@ -89,25 +87,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn init_logs(format: LogFormat, stderr_only_warnings: bool) {
     let default = if stderr_only_warnings { "warn" } else { "info" };
     roster::logs::init(format == LogFormat::Json, default);
-}
-
-/// `roster serve` with `[store] url` (or `ROSTER_STORE_URL`) stops before anything starts: the
-/// PostgreSQL store has its schema but does not serve yet (docs/postgres.md). A config that does
-/// not load is left to `serve::run`, which reports it as before.
-fn refuse_postgres_store(path: &Path) -> anyhow::Result<()> {
-    let Ok(config) = Config::load(path) else {
-        return Ok(());
-    };
-    if let Ok(Some(target)) = config.store.postgres() {
-        anyhow::bail!(
-            "[store] url (or ROSTER_STORE_URL) points at PostgreSQL ({}), but this version of \
-             roster cannot serve from PostgreSQL yet: only its schema and `roster check-config` \
-             exist (see docs/postgres.md). Remove [store] url and ROSTER_STORE_URL to serve from \
-             the embedded store under data_dir.",
-            target.describe()
-        );
-    }
-    Ok(())
 }
 
 fn check_config(path: &Path) -> anyhow::Result<()> {

@@ -127,8 +127,13 @@ pub fn descriptor_budget(descriptors: u64) -> usize {
     usize::try_from(budget).unwrap_or(usize::MAX)
 }
 
-/// Opens the store under `data_dir/store`.
+/// Opens the store: PostgreSQL when `[store] url` (or `ROSTER_STORE_URL`) is set, connecting
+/// and migrating its schema; else sled under `data_dir/store`.
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+    if let Some(target) = config.store.postgres().map_err(anyhow::Error::msg)? {
+        let node = config.cluster.node_id(&config.server.listen);
+        return Store::open_postgres(&target, &node);
+    }
     let dir = config.server.data_dir.join("store");
     Store::open(&dir).with_context(|| format!("cannot open the store in {}", dir.display()))
 }

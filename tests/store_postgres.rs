@@ -47,32 +47,6 @@ fn write_config(dir: &std::path::Path, store: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn serve_with_a_store_url_refuses_with_a_sentence_and_starts_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "[store]\nurl = \"postgres://app@127.0.0.1:1/hr\"\n",
-    );
-    let out = roster(&config, &["serve"], None);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("cannot serve from PostgreSQL yet") && err.contains("127.0.0.1:1/hr"),
-        "{err}"
-    );
-    assert!(
-        !dir.path().join("data").exists(),
-        "serve created its data folder"
-    );
-    // ROSTER_STORE_URL alone does the same.
-    let config = write_config(dir.path(), "");
-    let out = roster(&config, &["serve"], Some("postgres://app@127.0.0.1:1/env"));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("127.0.0.1:1/env"), "{err}");
-}
-
-#[test]
 fn a_bad_store_url_is_a_config_problem_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(

@@ -8,6 +8,7 @@
 //! `[store]` (see [`store`]) is read here too: `ROSTER_STORE_URL` overrides its `url` in
 //! [`Config::parse`], the one key the environment overrides.
 
+pub mod cluster;
 pub mod admin_token;
 pub mod authorized_keys;
 pub mod reload;
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use reload::ConfigHandle;
+pub use cluster::ClusterConfig;
 pub use store::StoreConfig;
 
 /// The whole configuration file.
@@ -36,6 +38,9 @@ pub struct Config {
     /// `[store]`: sled (no `url`, the default) or PostgreSQL; see [`store`].
     #[serde(default, skip_serializing_if = "StoreConfig::is_default")]
     pub store: StoreConfig,
+    /// `[cluster]`: this node's id and the lease length (PostgreSQL store only); see [`cluster`].
+    #[serde(default, skip_serializing_if = "ClusterConfig::is_default")]
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

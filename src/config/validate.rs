@@ -34,6 +34,7 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
         ));
     }
     out.extend(config.store.problems());
+    out.extend(config.cluster.problems());
     // An empty [admin] token is fine: a random one is generated (config::admin_token).
     if let Some(mail) = &config.mail {
         let scheme_ok = ["smtp://", "smtps://"]

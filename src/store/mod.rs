@@ -251,6 +251,11 @@ impl Store {
         Ok(Store::new(SledStore::open(dir)?))
     }
 
+    /// Connects to (and migrates) the PostgreSQL store at `target`, as node `node_id`.
+    pub fn open_postgres(target: &postgres::PostgresTarget, node_id: &str) -> Result<Store> {
+        Ok(Store::new(postgres::PostgresStore::open(target, node_id)?))
+    }
+
     /// A handle on any backend.
     pub fn new(backend: impl Backend + 'static) -> Store {
         Store {

@@ -1,36 +1,53 @@
-//! The PostgreSQL backend of the store (issue 11): the only code that speaks SQL. This first
-//! increment owns the connection and the schema; the store traits (`Directory`, `Users`,
-//! `RunLog`, `MailOutbox`) are not implemented for it yet, so `roster serve` refuses a
-//! PostgreSQL `[store] url` (see `main.rs` and docs/postgres.md).
+//! The PostgreSQL backend of the store (issue 11): the only code that speaks SQL. It implements
+//! every seam of `store` ([`Directory`](super::Directory), [`Users`](super::Users),
+//! [`RunLog`](super::RunLog), [`MailOutbox`](super::MailOutbox)) on one database that several
+//! `roster serve` nodes may share.
 //!
 //! Data enters as the text of `[store] url`, parsed and its password resolved in `target.rs`
-//! into a `tokio_postgres::Config`, and leaves as a connected client ([`connect`]), the schema
-//! version found in a database ([`schema_version`]) and the result of [`migrate`]. The schema lives in
-//! `schema/NNNN_*.sql`, compiled in; `migrate` (in `migrate.rs`) applies them.
+//! into a [`PostgresTarget`]; [`PostgresStore::open`] migrates the schema (`migrate.rs`,
+//! `schema/NNNN_*.sql`, compiled in) and keeps a pool of connections on its own small runtime
+//! (`connections.rs`), through which the synchronous trait calls run. Values leave as `model`
+//! values and packed buckets, as from every backend; no SQL type crosses the traits.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `target.rs`, `tls.rs` | where the database is, how to reach it |
+//! | `migrate.rs`, `schema/` | schema `roster` and its versions |
+//! | `connections.rs` | the pool and the sync-to-async bridge |
+//! | `rows.rs` | a packed user record as the typed columns of `roster.users` |
+//! | `directory.rs`, `users.rs` | [`Directory`](super::Directory) and [`Users`](super::Users) on `user_rows` |
+//! | `runs.rs`, `outbox.rs` | [`RunLog`](super::RunLog) and [`MailOutbox`](super::MailOutbox) |
 //!
 //! # Tables
 //!
-//! Schema `roster`. `roster.schema_version` is kept by the migrator; version 1
-//! (`schema/0001_initial.sql`) creates the rest. Applications read only the views
-//! `roster.users` and `roster.imports` (the read contract, docs/postgres.md); the tables
+//! Schema `roster`. `roster.schema_version` is kept by the migrator. Applications read only the
+//! views `roster.users` and `roster.imports` (the read contract, docs/postgres.md); the tables
 //! behind them and the others are Roster's own:
 //!
 //! | table | holds |
 //! |---|---|
-//! | `user_rows` | one row per user, fields as typed columns, plus private columns: `bucket` (the `model::bucket` partition as a column, indexed with the tenant), password hash and fingerprint, row digest, flags |
+//! | `user_rows` | one row per user: fields as typed columns, the packed record (`record`), the `model::bucket` partition as a column (indexed with the tenant and key) |
 //! | `tenant_state`, `bucket_gens` | `store::TenantState`: commit version, last applied sha256, a version token per bucket |
-//! | `staged_buckets` | packed buckets staged by a running import, applied by its commit |
+//! | `staged_rows` | what a running import staged: per staged generation, the rows it writes and the keys it removes |
 //! | `import_records` | the history, one row per `model::ImportRecord` |
 //! | `held_plans`, `ledger`, `claims`, `claim_stamps` | the rest of `RunLog` |
 //! | `outbox` | queued mail, with a per-node delivery claim |
 //! | `meta` | the password-fingerprint key |
-//! | `nodes`, `leases`, `schedule_ticks`, `auth_failures` | a cluster's shared state (not used yet) |
+//! | `nodes`, `leases`, `schedule_ticks`, `auth_failures` | a cluster's shared state |
 
+mod connections;
+mod directory;
 mod migrate;
+mod outbox;
+mod runs;
 mod target;
+mod tls;
+mod users;
 
 pub use migrate::{migrate, refuse_newer, schema_version, Migrated, SCHEMA_VERSION};
 pub use target::{parse_url, PostgresTarget};
+
+use connections::Connections;
 
 use anyhow::Context;
 use std::time::Duration;
@@ -55,4 +72,72 @@ pub async fn connect(config: &tokio_postgres::Config) -> anyhow::Result<tokio_po
         }
     });
     Ok(client)
+}
+
+/// Connections a store keeps at most (the import engine stages buckets from several threads).
+const POOL_SIZE: usize = 8;
+
+/// The PostgreSQL store; shareable across threads (the [`Store`](super::Store) handle clones it).
+pub struct PostgresStore {
+    db: Connections,
+    /// This node's id: staged rows, claims and outbox deliveries carry it.
+    node_id: String,
+    /// The key of password fingerprints, kept in `roster.meta`.
+    secret: [u8; 32],
+}
+
+impl PostgresStore {
+    /// Connects, migrates the schema to this binary's version (refusing a newer one), reads or
+    /// makes the fingerprint key, and sweeps rows this node staged before it last stopped.
+    pub fn open(target: &PostgresTarget, node_id: &str) -> anyhow::Result<PostgresStore> {
+        let db = Connections::open(target, POOL_SIZE)?;
+        let config = target.config.clone();
+        db.run(move |_| async move { migrate(&config).await.map(|_| ()) })
+            .with_context(|| format!("cannot prepare the PostgreSQL store at {}", target.describe()))?;
+        let secret = db.run(|pool| async move {
+            let client = Connections::client(&pool).await?;
+            let fresh: [u8; 32] = rand::random();
+            client
+                .execute(
+                    "INSERT INTO roster.meta (name, value) VALUES ('fingerprint_key', $1) \
+                     ON CONFLICT (name) DO NOTHING",
+                    &[&&fresh[..]],
+                )
+                .await?;
+            let row = client
+                .query_one(
+                    "SELECT value FROM roster.meta WHERE name = 'fingerprint_key'",
+                    &[],
+                )
+                .await?;
+            let value: Vec<u8> = row.try_get(0)?;
+            <[u8; 32]>::try_from(value.as_slice())
+                .map_err(|_| anyhow::anyhow!("roster.meta fingerprint_key is not 32 bytes"))
+        })?;
+        let node = node_id.to_string();
+        db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            client
+                .execute("DELETE FROM roster.staged_rows WHERE node_id = $1", &[&node])
+                .await?;
+            Ok(())
+        })?;
+        Ok(PostgresStore {
+            db,
+            node_id: node_id.to_string(),
+            secret,
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+}
+
+impl super::Backend for PostgresStore {
+    /// Every commit is durable when it returns (PostgreSQL's own commit); nothing to flush.
+    fn flush(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }

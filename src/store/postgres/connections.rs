@@ -1,0 +1,111 @@
+//! The PostgreSQL store's connections, and the bridge from Roster's synchronous store traits to
+//! the asynchronous client.
+//!
+//! The store traits are plain functions: the import engine calls them from its worker threads,
+//! the admin API from `spawn_blocking`, tests from anywhere. tokio-postgres is asynchronous. So
+//! the store owns a small tokio runtime of its own (two worker threads, `roster-pg`) that drives
+//! a pool of connections (deadpool-postgres), and [`Connections::run`] hands a future to that
+//! runtime and waits for its result on the calling thread. Waiting on a thread of another tokio
+//! runtime is announced with `block_in_place` (so that runtime moves its other tasks away); on a
+//! current-thread runtime the thread simply blocks, which never deadlocks because the work runs
+//! on the store's own runtime.
+//!
+//! Data enters as a [`PostgresTarget`] and closures over a pooled client; it leaves as their
+//! results. A pooled connection that broke (the server restarted) is dropped by the pool and a
+//! new one is made for the next call, so the store recovers on its own once PostgreSQL is back.
+
+use super::PostgresTarget;
+use anyhow::{anyhow, Context, Result};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts};
+use std::future::Future;
+use std::time::Duration;
+
+/// How long a call waits for a free pooled connection, or for a new one to connect.
+const POOL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A pool of connections on the store's own runtime.
+pub struct Connections {
+    runtime: Option<tokio::runtime::Runtime>,
+    pool: Pool,
+}
+
+impl Connections {
+    /// Makes the runtime and the pool (at most `size` connections). Connects lazily: the first
+    /// [`run`](Self::run) that needs a connection makes it.
+    pub fn open(target: &PostgresTarget, size: usize) -> Result<Connections> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("roster-pg")
+            .enable_all()
+            .build()
+            .context("cannot start the PostgreSQL store's runtime")?;
+        let mut config = target.config.clone();
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(POOL_TIMEOUT);
+        }
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match super::tls::connector(target)? {
+            Some(tls) => Manager::from_config(config, tls, manager_config),
+            None => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(POOL_TIMEOUT),
+                create: Some(POOL_TIMEOUT),
+                recycle: Some(POOL_TIMEOUT),
+            })
+            .build()
+            .context("cannot make the PostgreSQL connection pool")?;
+        Ok(Connections {
+            runtime: Some(runtime),
+            pool,
+        })
+    }
+
+    /// Runs `work` with the pool on the store's runtime and waits for its result.
+    pub fn run<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce(Pool) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| anyhow!("the PostgreSQL store is closed"))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let pool = self.pool.clone();
+        runtime.spawn(async move {
+            let _ = tx.send(work(pool).await);
+        });
+        let wait = move || rx.recv();
+        let received = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        };
+        received.map_err(|_| anyhow!("a PostgreSQL store task stopped before it answered"))?
+    }
+
+    /// A pooled client, with a sentence that says the database is unreachable.
+    pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object> {
+        pool.get()
+            .await
+            .map_err(|e| anyhow!("the PostgreSQL store is unreachable: {e}"))
+    }
+}
+
+impl Drop for Connections {
+    /// Stops the runtime without waiting: dropping a runtime inside another runtime's task
+    /// would panic, and a store handle may be dropped anywhere.
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
