@@ -44,3 +44,15 @@ impl RunLog for PostgresStore {
         bail!("not built yet")
     }
 }
+
+/// Writes the run-log parts of a [`Commit`](crate::store::Commit) inside the commit's own
+/// transaction (the directory's commit in `directory.rs` calls it after checking the tenant's
+/// version): the history record, the ledger entry, the stamp of the claim running the ledger's
+/// file (the `claims` row of that tenant and file becomes a `claim_stamps` row with the record's
+/// import id), and the held plan put or removed.
+pub(super) async fn write_commit_parts(
+    _tx: &tokio_postgres::Transaction<'_>,
+    _c: &crate::store::Commit,
+) -> Result<()> {
+    bail!("not built yet")
+}
