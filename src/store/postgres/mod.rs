@@ -17,6 +17,7 @@
 //! | `rows.rs` | a packed user record as the typed columns of `roster.users` |
 //! | `directory.rs`, `users.rs` | [`Directory`](super::Directory) and [`Users`](super::Users) on `user_rows` |
 //! | `runs.rs`, `outbox.rs` | [`RunLog`](super::RunLog) and [`MailOutbox`](super::MailOutbox) |
+//! | `cluster.rs` | [`Cluster`](super::Cluster): nodes, leases, ticks, login failures, orphan claims |
 //!
 //! # Tables
 //!
@@ -35,6 +36,7 @@
 //! | `meta` | the password-fingerprint key |
 //! | `nodes`, `leases`, `schedule_ticks`, `auth_failures` | a cluster's shared state |
 
+mod cluster;
 mod connections;
 mod directory;
 mod migrate;
@@ -84,6 +86,8 @@ pub struct PostgresStore {
     node_id: String,
     /// The key of password fingerprints, kept in `roster.meta`.
     secret: [u8; 32],
+    /// `[cluster] lease_secs` (see `cluster.rs`, `with_lease_secs`).
+    lease_secs: u64,
 }
 
 impl PostgresStore {
@@ -93,7 +97,12 @@ impl PostgresStore {
         let db = Connections::open(target, POOL_SIZE)?;
         let config = target.config.clone();
         db.run(move |_| async move { migrate(&config).await.map(|_| ()) })
-            .with_context(|| format!("cannot prepare the PostgreSQL store at {}", target.describe()))?;
+            .with_context(|| {
+                format!(
+                    "cannot prepare the PostgreSQL store at {}",
+                    target.describe()
+                )
+            })?;
         let secret = db.run(|pool| async move {
             let client = Connections::client(&pool).await?;
             let fresh: [u8; 32] = rand::random();
@@ -118,7 +127,10 @@ impl PostgresStore {
         db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
             client
-                .execute("DELETE FROM roster.staged_rows WHERE node_id = $1", &[&node])
+                .execute(
+                    "DELETE FROM roster.staged_rows WHERE node_id = $1",
+                    &[&node],
+                )
                 .await?;
             Ok(())
         })?;
@@ -126,6 +138,7 @@ impl PostgresStore {
             db,
             node_id: node_id.to_string(),
             secret,
+            lease_secs: cluster::DEFAULT_LEASE_SECS,
         })
     }
 

@@ -37,6 +37,7 @@
 //! their staging markers and swept away by [`SledStore::open`] (without reading any bucket).
 //! Every commit is flushed to disk before it returns.
 
+mod cluster;
 mod directory;
 mod outbox;
 mod runs;

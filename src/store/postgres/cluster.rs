@@ -1,0 +1,381 @@
+//! The [`Cluster`] seam on PostgreSQL: what several `roster serve` nodes on one database share
+//! (docs/postgres.md, "Several nodes").
+//!
+//! Data enters as this node's heartbeats, lease names, schedule ticks, login failures and the
+//! periodic call for orphan claims; it leaves as rows of `roster.nodes`, `roster.leases`,
+//! `roster.schedule_ticks`, `roster.auth_failures` and `roster.claims`, and as the answers of
+//! the trait. Every time is the database's (`now()`), so the nodes' clocks never matter.
+//!
+//! * A node is **alive** while its `nodes.heartbeat_at` is younger than `lease_secs`.
+//! * A **lease** row is held by `node_id` while `expires_at` is in the future *and* the holder
+//!   is alive. Heartbeats extend the holder's leases; a release sets `expires_at` to now. One
+//!   `INSERT … ON CONFLICT DO UPDATE … WHERE <free>` takes it, so two nodes racing for it are
+//!   ordered by the row lock and the second sees the first's row. `fencing` grows with every
+//!   new holder (not when a holder takes its own lease again).
+//! * A **tick** is one row `(tenant, tick)`; the node whose insert made it fires.
+//! * **Login failures** are one row per (scope, subject): a count in a window of `block_for`,
+//!   and `blocked_until` once `max` is reached.
+//! * **Orphan claims**: rows of `roster.claims` whose node is not alive are moved to this
+//!   node by one `UPDATE … WHERE node_id = <dead node> RETURNING` (rows another survivor is
+//!   moving are skipped), and the rows the dead nodes staged are deleted.
+
+use super::connections::Connections;
+use super::PostgresStore;
+use crate::store::{Cluster, LoginScope, NodeBeat, NodeStatus, OrphanClaim};
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// `[cluster] lease_secs` when the caller sets none.
+pub(super) const DEFAULT_LEASE_SECS: u64 = 30;
+
+/// Login-failure rows idle this long (and not blocking) are deleted by heartbeats.
+const FAILURES_KEPT: &str = "1 day";
+/// Fired ticks are kept this long (a tick is only ever compared with recent ones).
+const TICKS_KEPT: &str = "7 days";
+
+impl PostgresStore {
+    /// Sets `[cluster] lease_secs`: how long a node may go without a heartbeat before the
+    /// others treat it as dead (default 30).
+    pub fn with_lease_secs(mut self, secs: u64) -> PostgresStore {
+        self.lease_secs = secs.max(1);
+        self
+    }
+
+    fn lease_f64(&self) -> f64 {
+        self.lease_secs as f64
+    }
+}
+
+/// `address` of a node row: `sftp=<addr> admin=<addr>` (addresses hold no spaces).
+fn address_text(beat: &NodeBeat) -> String {
+    format!("sftp={} admin={}", beat.sftp, beat.admin)
+}
+
+/// (sftp, admin) from an `address` written by [`address_text`]; empty parts when absent.
+fn address_parts(address: &str) -> (String, String) {
+    let mut sftp = String::new();
+    let mut admin = String::new();
+    for part in address.split_whitespace() {
+        if let Some(v) = part.strip_prefix("sftp=") {
+            sftp = v.to_string();
+        } else if let Some(v) = part.strip_prefix("admin=") {
+            admin = v.to_string();
+        }
+    }
+    (sftp, admin)
+}
+
+impl Cluster for PostgresStore {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn shares_logins(&self) -> bool {
+        true
+    }
+
+    fn heartbeat(&self, beat: &NodeBeat) -> Result<()> {
+        let (node, lease) = (self.node_id.clone(), self.lease_f64());
+        let (address, version, started) =
+            (address_text(beat), beat.version.clone(), beat.started_at);
+        self.db
+            .run(move |pool| async move {
+                let client = Connections::client(&pool).await?;
+                client
+                    .execute(
+                        "INSERT INTO roster.nodes (node_id, address, version, started_at, heartbeat_at) \
+                         VALUES ($1, $2, $3, $4, now()) \
+                         ON CONFLICT (node_id) DO UPDATE SET address = EXCLUDED.address, \
+                         version = EXCLUDED.version, started_at = EXCLUDED.started_at, heartbeat_at = now()",
+                        &[&node, &address, &version, &started],
+                    )
+                    .await?;
+                client
+                    .execute(
+                        "UPDATE roster.leases SET expires_at = now() + $2::float8 * interval '1 second' \
+                         WHERE node_id = $1 AND expires_at > now()",
+                        &[&node, &lease],
+                    )
+                    .await?;
+                client
+                    .batch_execute(&format!(
+                        "DELETE FROM roster.auth_failures WHERE window_start < now() - interval '{FAILURES_KEPT}' \
+                         AND (blocked_until IS NULL OR blocked_until < now()); \
+                         DELETE FROM roster.schedule_ticks WHERE fired_at < now() - interval '{TICKS_KEPT}'"
+                    ))
+                    .await?;
+                Ok(())
+            })
+            .context("cannot record this node's heartbeat in PostgreSQL")
+    }
+
+    fn leave(&self) -> Result<()> {
+        let node = self.node_id.clone();
+        self.db
+            .run(move |pool| async move {
+                let client = Connections::client(&pool).await?;
+                client
+                    .execute("DELETE FROM roster.nodes WHERE node_id = $1", &[&node])
+                    .await?;
+                client
+                    .execute(
+                        "UPDATE roster.leases SET expires_at = now() \
+                         WHERE node_id = $1 AND expires_at > now()",
+                        &[&node],
+                    )
+                    .await?;
+                Ok(())
+            })
+            .context("cannot remove this node from roster.nodes")
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeStatus>> {
+        let lease = self.lease_f64();
+        self.db
+            .run(move |pool| async move {
+                let client = Connections::client(&pool).await?;
+                let rows = client
+                    .query(
+                        "SELECT node_id, coalesce(address, ''), coalesce(version, ''), started_at, \
+                         heartbeat_at, heartbeat_at > now() - $1::float8 * interval '1 second' \
+                         FROM roster.nodes ORDER BY node_id",
+                        &[&lease],
+                    )
+                    .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let address: String = row.try_get(1)?;
+                    let (sftp, admin) = address_parts(&address);
+                    out.push(NodeStatus {
+                        node_id: row.try_get(0)?,
+                        sftp,
+                        admin,
+                        version: row.try_get(2)?,
+                        started_at: row.try_get(3)?,
+                        heartbeat_at: row.try_get(4)?,
+                        alive: row.try_get(5)?,
+                    });
+                }
+                Ok(out)
+            })
+            .context("cannot list the nodes in PostgreSQL")
+    }
+
+    fn take_lease(&self, name: &str) -> Result<Option<u64>> {
+        let (node, lease, name) = (self.node_id.clone(), self.lease_f64(), name.to_string());
+        let what = format!("cannot take the lease {name} in PostgreSQL");
+        self.db
+            .run(move |pool| async move {
+                let client = Connections::client(&pool).await?;
+                let row = client
+                    .query_opt(
+                        "INSERT INTO roster.leases AS l (name, node_id, fencing, acquired_at, expires_at) \
+                         VALUES ($1, $2, 1, now(), now() + $3::float8 * interval '1 second') \
+                         ON CONFLICT (name) DO UPDATE SET \
+                           fencing = CASE WHEN l.node_id = EXCLUDED.node_id AND l.expires_at > now() \
+                                          THEN l.fencing ELSE l.fencing + 1 END, \
+                           acquired_at = CASE WHEN l.node_id = EXCLUDED.node_id AND l.expires_at > now() \
+                                          THEN l.acquired_at ELSE now() END, \
+                           node_id = EXCLUDED.node_id, \
+                           expires_at = EXCLUDED.expires_at \
+                         WHERE l.node_id = EXCLUDED.node_id \
+                            OR l.expires_at <= now() \
+                            OR NOT EXISTS (SELECT 1 FROM roster.nodes n WHERE n.node_id = l.node_id \
+                                 AND n.heartbeat_at > now() - $3::float8 * interval '1 second') \
+                         RETURNING fencing",
+                        &[&name, &node, &lease],
+                    )
+                    .await?;
+                match row {
+                    Some(row) => {
+                        let fencing: i64 = row.try_get(0)?;
+                        Ok(Some(u64::try_from(fencing).unwrap_or(0)))
+                    }
+                    None => Ok(None),
+                }
+            })
+            .context(what)
+    }
+
+    fn release_lease(&self, name: &str) -> Result<()> {
+        let (node, name) = (self.node_id.clone(), name.to_string());
+        let what = format!("cannot release the lease {name} in PostgreSQL");
+        self.db
+            .run(move |pool| async move {
+                let client = Connections::client(&pool).await?;
+                client
+                    .execute(
+                        "UPDATE roster.leases SET expires_at = now() \
+                         WHERE name = $1 AND node_id = $2 AND expires_at > now()",
+                        &[&name, &node],
+                    )
+                    .await?;
+                Ok(())
+            })
+            .context(what)
+    }
+
+    fn fire_tick(&self, tenant: &str, tick: DateTime<Utc>) -> Result<bool> {
+        let (node, tenant) = (self.node_id.clone(), tenant.to_string());
+        self.db
+            .run(move |pool| async move {
+                let client = Connections::client(&pool).await?;
+                let n = client
+                    .execute(
+                        "INSERT INTO roster.schedule_ticks (tenant, tick, node_id) VALUES ($1, $2, $3) \
+                         ON CONFLICT (tenant, tick) DO NOTHING",
+                        &[&tenant, &tick, &node],
+                    )
+                    .await?;
+                Ok(n == 1)
+            })
+            .context("cannot record a schedule tick in PostgreSQL")
+    }
+
+    fn login_failed(
+        &self,
+        scope: LoginScope,
+        subject: &str,
+        max: u32,
+        block_for: Duration,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let (scope, subject) = (scope.as_str(), subject.to_string());
+        let max = i32::try_from(max.max(1)).unwrap_or(i32::MAX);
+        let block = block_for.as_secs_f64();
+        self.db
+            .run(move |pool| async move {
+                let client = Connections::client(&pool).await?;
+                let row = client
+                    .query_one(
+                        "WITH p AS (SELECT now() + $4::float8 * interval '1 second' AS until, \
+                                           now() - $4::float8 * interval '1 second' AS window_floor) \
+                         INSERT INTO roster.auth_failures AS f (scope, subject, failures, window_start, blocked_until) \
+                         SELECT $1, $2, 1, now(), CASE WHEN 1 >= $3 THEN p.until END FROM p \
+                         ON CONFLICT (scope, subject) DO UPDATE SET \
+                           failures = CASE WHEN f.window_start < (SELECT window_floor FROM p) \
+                                            AND coalesce(f.blocked_until <= now(), true) \
+                                           THEN 1 ELSE f.failures + 1 END, \
+                           window_start = CASE WHEN f.window_start < (SELECT window_floor FROM p) \
+                                            AND coalesce(f.blocked_until <= now(), true) \
+                                           THEN now() ELSE f.window_start END, \
+                           blocked_until = CASE \
+                             WHEN f.window_start < (SELECT window_floor FROM p) \
+                                  AND coalesce(f.blocked_until <= now(), true) \
+                               THEN CASE WHEN 1 >= $3 THEN (SELECT until FROM p) END \
+                             WHEN coalesce(f.blocked_until <= now(), true) AND f.failures + 1 >= $3 \
+                               THEN (SELECT until FROM p) \
+                             ELSE f.blocked_until END \
+                         RETURNING CASE WHEN blocked_until > now() THEN blocked_until END",
+                        &[&scope, &subject, &max, &block],
+                    )
+                    .await?;
+                Ok(row.try_get(0)?)
+            })
+            .context("cannot count a failed login in PostgreSQL")
+    }
+
+    fn login_blocked(&self, scope: LoginScope, subject: &str) -> Result<Option<DateTime<Utc>>> {
+        let (scope, subject) = (scope.as_str(), subject.to_string());
+        self.db
+            .run(move |pool| async move {
+                let client = Connections::client(&pool).await?;
+                let row = client
+                    .query_opt(
+                        "SELECT blocked_until FROM roster.auth_failures \
+                         WHERE scope = $1 AND subject = $2 AND blocked_until > now()",
+                        &[&scope, &subject],
+                    )
+                    .await?;
+                match row {
+                    Some(row) => Ok(Some(row.try_get(0)?)),
+                    None => Ok(None),
+                }
+            })
+            .context("cannot read login blocks in PostgreSQL")
+    }
+
+    fn login_cleared(&self, scope: LoginScope, subject: &str) -> Result<()> {
+        let (scope, subject) = (scope.as_str(), subject.to_string());
+        self.db
+            .run(move |pool| async move {
+                let client = Connections::client(&pool).await?;
+                client
+                    .execute(
+                        "DELETE FROM roster.auth_failures WHERE scope = $1 AND subject = $2 \
+                         AND (blocked_until IS NULL OR blocked_until <= now())",
+                        &[&scope, &subject],
+                    )
+                    .await?;
+                Ok(())
+            })
+            .context("cannot clear login failures in PostgreSQL")
+    }
+
+    fn orphan_claims(&self) -> Result<Vec<OrphanClaim>> {
+        let (node, lease) = (self.node_id.clone(), self.lease_f64());
+        self.db
+            .run(move |pool| async move {
+                let mut client = Connections::client(&pool).await?;
+                let tx = client.transaction().await?;
+                let rows = tx
+                    .query(
+                        "WITH dead AS ( \
+                           SELECT c.tenant, c.file, c.node_id FROM roster.claims c \
+                            WHERE c.node_id IS NOT NULL AND c.node_id <> $1 \
+                              AND NOT EXISTS (SELECT 1 FROM roster.nodes n WHERE n.node_id = c.node_id \
+                                    AND n.heartbeat_at > now() - $2::float8 * interval '1 second') \
+                            FOR UPDATE OF c SKIP LOCKED) \
+                         UPDATE roster.claims c SET node_id = $1 FROM dead \
+                          WHERE c.tenant = dead.tenant AND c.file = dead.file AND c.node_id = dead.node_id \
+                         RETURNING c.tenant, c.file, c.claim, dead.node_id",
+                        &[&node, &lease],
+                    )
+                    .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    out.push(OrphanClaim {
+                        tenant: row.try_get(0)?,
+                        file: row.try_get(1)?,
+                        claim: row.try_get(2)?,
+                        from_node: row.try_get(3)?,
+                    });
+                }
+                let mut dead: Vec<String> = out.iter().map(|c| c.from_node.clone()).collect();
+                dead.sort();
+                dead.dedup();
+                if !dead.is_empty() {
+                    tx.execute(
+                        "DELETE FROM roster.staged_rows WHERE node_id = ANY($1)",
+                        &[&dead],
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(out)
+            })
+            .context("cannot take over the claims of dead nodes in PostgreSQL")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_row_round_trips() {
+        let beat = NodeBeat {
+            sftp: "127.0.0.1:2222".into(),
+            admin: "[::1]:8080".into(),
+            version: "0.1.0".into(),
+            started_at: Utc::now(),
+        };
+        let text = address_text(&beat);
+        assert_eq!(text, "sftp=127.0.0.1:2222 admin=[::1]:8080");
+        assert_eq!(
+            address_parts(&text),
+            ("127.0.0.1:2222".to_string(), "[::1]:8080".to_string())
+        );
+        assert_eq!(address_parts(""), (String::new(), String::new()));
+    }
+}

@@ -1,0 +1,291 @@
+//! The PostgreSQL store's [`Cluster`] seam against a real PostgreSQL: two stores with different
+//! node ids on one database stand for two nodes. A node is made dead either by waiting out a
+//! short lease or by moving its heartbeat into the past with SQL.
+
+#[path = "support/postgres.rs"]
+mod test_postgres;
+
+use chrono::{TimeZone, Utc};
+use roster::store::postgres::{parse_url, PostgresStore};
+use roster::store::{Cluster, LoginScope, NodeBeat};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+use test_postgres::TestPostgres;
+
+fn open(url: &str, node: &str, lease_secs: u64) -> PostgresStore {
+    let target = parse_url(url).unwrap_or_else(|e| panic!("{e}"));
+    PostgresStore::open(&target, node)
+        .unwrap()
+        .with_lease_secs(lease_secs)
+}
+
+fn beat(sftp: &str) -> NodeBeat {
+    NodeBeat {
+        sftp: sftp.to_string(),
+        admin: "127.0.0.1:9".to_string(),
+        version: "test".to_string(),
+        started_at: Utc::now(),
+    }
+}
+
+/// Moves a node's heartbeat an hour into the past: it is dead from now on.
+fn kill(pg: &TestPostgres, db: &str, node: &str) {
+    pg.psql(
+        db,
+        &format!(
+            "UPDATE roster.nodes SET heartbeat_at = now() - interval '1 hour' WHERE node_id = '{node}'"
+        ),
+    );
+}
+
+#[test]
+fn nodes_list_each_other_and_a_silent_node_turns_dead() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("c_nodes");
+    let a = open(&url, "node-a", 2);
+    let b = open(&url, "node-b", 2);
+    a.heartbeat(&beat("127.0.0.1:2201")).unwrap();
+    b.heartbeat(&beat("127.0.0.1:2202")).unwrap();
+    let seen = a.nodes().unwrap();
+    let ids: Vec<&str> = seen.iter().map(|n| n.node_id.as_str()).collect();
+    assert_eq!(ids, ["node-a", "node-b"]);
+    assert!(seen.iter().all(|n| n.alive));
+    assert_eq!(seen[1].sftp, "127.0.0.1:2202");
+    assert_eq!(seen[1].admin, "127.0.0.1:9");
+    assert_eq!(seen[1].version, "test");
+
+    // b stops beating; after the lease it is listed as dead, a still alive.
+    std::thread::sleep(Duration::from_millis(1200));
+    a.heartbeat(&beat("127.0.0.1:2201")).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let seen = b.nodes().unwrap();
+    assert!(seen[0].alive, "{seen:?}");
+    assert!(!seen[1].alive, "{seen:?}");
+
+    // Leaving removes the row.
+    b.leave().unwrap();
+    let ids: Vec<String> = a.nodes().unwrap().into_iter().map(|n| n.node_id).collect();
+    assert_eq!(ids, ["node-a"]);
+}
+
+#[test]
+fn a_lease_is_taken_over_only_after_its_holder_expires_and_fencing_grows() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("c_lease");
+    let a = open(&url, "node-a", 2);
+    let b = open(&url, "node-b", 2);
+    a.heartbeat(&beat("a")).unwrap();
+    b.heartbeat(&beat("b")).unwrap();
+
+    let first = a
+        .take_lease("tenant:acme")
+        .unwrap()
+        .expect("a free lease is granted");
+    assert_eq!(
+        b.take_lease("tenant:acme").unwrap(),
+        None,
+        "a live holder keeps it"
+    );
+    // Taking one's own lease again keeps its fencing number.
+    assert_eq!(a.take_lease("tenant:acme").unwrap(), Some(first));
+    // Another lease is independent.
+    assert!(b.take_lease("tenant:beta").unwrap().is_some());
+
+    // a keeps beating: its lease is extended and stays its own past the lease length.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(800));
+        a.heartbeat(&beat("a")).unwrap();
+        b.heartbeat(&beat("b")).unwrap();
+        assert_eq!(b.take_lease("tenant:acme").unwrap(), None);
+    }
+
+    // a falls silent: once its heartbeat is older than the lease, b takes over.
+    std::thread::sleep(Duration::from_millis(2300));
+    b.heartbeat(&beat("b")).unwrap();
+    let second = b
+        .take_lease("tenant:acme")
+        .unwrap()
+        .expect("the lease of a dead holder is taken over");
+    assert!(second > first, "fencing {second} must exceed {first}");
+    assert_eq!(a.take_lease("tenant:acme").unwrap(), None);
+
+    // A release frees it at once for a live node, with a new fencing number.
+    a.heartbeat(&beat("a")).unwrap();
+    b.release_lease("tenant:acme").unwrap();
+    let third = a
+        .take_lease("tenant:acme")
+        .unwrap()
+        .expect("a released lease is free");
+    assert!(third > second);
+    // A release by a node that does not hold it changes nothing.
+    b.release_lease("tenant:acme").unwrap();
+    assert_eq!(b.take_lease("tenant:acme").unwrap(), None);
+    // Leaving releases every lease of the node.
+    a.leave().unwrap();
+    assert!(b.take_lease("tenant:acme").unwrap().is_some());
+}
+
+#[test]
+fn racing_stores_get_one_lease_and_one_tick() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("c_race");
+    let stores: Vec<Arc<PostgresStore>> = (0..4)
+        .map(|i| Arc::new(open(&url, &format!("node-{i}"), 30)))
+        .collect();
+    for s in &stores {
+        s.heartbeat(&beat("x")).unwrap();
+    }
+    let tick = Utc.with_ymd_and_hms(2026, 11, 29, 7, 30, 0).unwrap();
+    for round in 0..5 {
+        let barrier = Arc::new(Barrier::new(stores.len()));
+        let handles: Vec<_> = stores
+            .iter()
+            .map(|s| {
+                let (s, barrier) = (s.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let fired = s
+                        .fire_tick("acme", tick + chrono::Duration::minutes(round))
+                        .unwrap();
+                    let leased = s.take_lease(&format!("tenant:r{round}")).unwrap().is_some();
+                    (fired, leased)
+                })
+            })
+            .collect();
+        let results: Vec<(bool, bool)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(
+            results.iter().filter(|r| r.0).count(),
+            1,
+            "round {round}: {results:?}"
+        );
+        assert_eq!(
+            results.iter().filter(|r| r.1).count(),
+            1,
+            "round {round}: {results:?}"
+        );
+    }
+    // Another tenant's tick at the same time is its own.
+    assert!(stores[0].fire_tick("beta", tick).unwrap());
+    assert!(!stores[1].fire_tick("beta", tick).unwrap());
+}
+
+#[test]
+fn failed_logins_block_across_stores_and_expire() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("c_auth");
+    let a = open(&url, "node-a", 30);
+    let b = open(&url, "node-b", 30);
+    let block = Duration::from_secs(2);
+    let addr = LoginScope::Address;
+    // Failures alternate between the nodes: the third, wherever it lands, blocks.
+    assert_eq!(a.login_failed(addr, "10.0.0.7", 3, block).unwrap(), None);
+    assert_eq!(b.login_failed(addr, "10.0.0.7", 3, block).unwrap(), None);
+    assert_eq!(a.login_blocked(addr, "10.0.0.7").unwrap(), None);
+    let until = a.login_failed(addr, "10.0.0.7", 3, block).unwrap();
+    assert!(until.is_some_and(|u| u > Utc::now()), "{until:?}");
+    assert_eq!(b.login_blocked(addr, "10.0.0.7").unwrap(), until);
+    // The same subject under the other scope, and other subjects, are not blocked.
+    assert_eq!(
+        b.login_blocked(LoginScope::Tenant, "10.0.0.7").unwrap(),
+        None
+    );
+    assert_eq!(b.login_blocked(addr, "10.0.0.8").unwrap(), None);
+    // More failures during the block do not extend it; a login does not lift it.
+    assert_eq!(b.login_failed(addr, "10.0.0.7", 3, block).unwrap(), until);
+    b.login_cleared(addr, "10.0.0.7").unwrap();
+    assert_eq!(a.login_blocked(addr, "10.0.0.7").unwrap(), until);
+    // The block ends; counting starts again from one.
+    std::thread::sleep(Duration::from_millis(2300));
+    assert_eq!(a.login_blocked(addr, "10.0.0.7").unwrap(), None);
+    assert_eq!(a.login_failed(addr, "10.0.0.7", 3, block).unwrap(), None);
+    assert_eq!(b.login_failed(addr, "10.0.0.7", 3, block).unwrap(), None);
+    // A login clears failures below the block.
+    a.login_cleared(addr, "10.0.0.7").unwrap();
+    assert_eq!(a.login_failed(addr, "10.0.0.7", 3, block).unwrap(), None);
+    assert_eq!(b.login_failed(addr, "10.0.0.7", 3, block).unwrap(), None);
+    // Tenant scope counts on its own.
+    let t = LoginScope::Tenant;
+    assert_eq!(a.login_failed(t, "acme", 2, block).unwrap(), None);
+    assert!(b.login_failed(t, "acme", 2, block).unwrap().is_some());
+    assert!(a.login_blocked(t, "acme").unwrap().is_some());
+}
+
+#[test]
+fn orphan_claims_are_taken_once_by_two_racing_survivors() {
+    let pg = TestPostgres::start();
+    let db = "c_orphans";
+    let url = pg.create_database(db);
+    let dead = open(&url, "node-dead", 30);
+    let live = open(&url, "node-live", 30);
+    let s1 = Arc::new(open(&url, "node-s1", 30));
+    let s2 = Arc::new(open(&url, "node-s2", 30));
+    for s in [&dead, &live] {
+        s.heartbeat(&beat("x")).unwrap();
+    }
+    s1.heartbeat(&beat("x")).unwrap();
+    s2.heartbeat(&beat("x")).unwrap();
+    let mut claims = String::new();
+    for i in 0..20 {
+        claims.push_str(&format!(
+            "INSERT INTO roster.claims (tenant, file, claim, node_id) VALUES ('t{}', 'f{i}.csv', 'c{i}', 'node-dead');",
+            i % 3
+        ));
+    }
+    claims.push_str(
+        "INSERT INTO roster.claims (tenant, file, claim, node_id) VALUES ('t0', 'live.csv', 'cl', 'node-live');",
+    );
+    pg.psql(db, &claims);
+    pg.psql(
+        db,
+        "INSERT INTO roster.staged_rows (gen, node_id, tenant, key, bucket) VALUES \
+         (1, 'node-dead', 't0', 'k1', 0), (2, 'node-live', 't0', 'k2', 0)",
+    );
+    // Nothing is taken while every node is alive.
+    assert!(s1.orphan_claims().unwrap().is_empty());
+
+    kill(&pg, db, "node-dead");
+    let barrier = Arc::new(Barrier::new(2));
+    let race = |s: Arc<PostgresStore>| {
+        let barrier = barrier.clone();
+        std::thread::spawn(move || {
+            barrier.wait();
+            s.orphan_claims().unwrap()
+        })
+    };
+    let (h1, h2) = (race(s1.clone()), race(s2.clone()));
+    let (got1, got2) = (h1.join().unwrap(), h2.join().unwrap());
+    let mut all: Vec<String> = got1.iter().chain(&got2).map(|c| c.claim.clone()).collect();
+    all.sort();
+    let mut expected: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+    expected.sort();
+    assert_eq!(all, expected, "each dead claim taken exactly once");
+    assert!(got1.iter().chain(&got2).all(|c| c.from_node == "node-dead"));
+    let c7 = got1.iter().chain(&got2).find(|c| c.claim == "c7").unwrap();
+    assert_eq!((c7.tenant.as_str(), c7.file.as_str()), ("t1", "f7.csv"));
+
+    // The rows now name their new holder; the live node's claim and staged rows are untouched.
+    let owners = pg.psql(
+        db,
+        "SELECT node_id || ':' || count(*) FROM roster.claims GROUP BY node_id ORDER BY node_id",
+    );
+    let taken1 = got1.len();
+    let taken2 = got2.len();
+    let mut want = vec!["node-live:1".to_string()];
+    if taken1 > 0 {
+        want.push(format!("node-s1:{taken1}"));
+    }
+    if taken2 > 0 {
+        want.push(format!("node-s2:{taken2}"));
+    }
+    assert_eq!(owners.lines().collect::<Vec<_>>(), want);
+    assert_eq!(
+        pg.psql(
+            db,
+            "SELECT string_agg(node_id, ',') FROM roster.staged_rows"
+        ),
+        "node-live"
+    );
+    // Taken claims are the survivors' own now: nothing is left to take.
+    assert!(s1.orphan_claims().unwrap().is_empty());
+    assert!(s2.orphan_claims().unwrap().is_empty());
+}
