@@ -4,6 +4,12 @@
 //! is handed to every stage: the SFTP listener sends upload events on a channel to the intake;
 //! the intake imports through the store and queues mail; the mail worker delivers it.
 //!
+//! The node takes part in a cluster through the store's `Cluster` seam (docs/postgres.md,
+//! "Several nodes"): its first heartbeat is recorded before the intake starts, then one every
+//! `[cluster] lease_secs / 3`, each followed by the intake's check for claims of dead nodes; on
+//! stop the node's row goes and its leases are released. With sled the node is a cluster of
+//! one and all of this is bookkeeping.
+//!
 //! At start the soft `RLIMIT_NOFILE` is raised to the hard limit, and SFTP gets a descriptor
 //! budget of that limit minus [`DESCRIPTOR_RESERVE`], half for SSH connections and half for open
 //! SFTP handles over all tenants, so that the listener, admin API, store and intake always have
@@ -12,7 +18,7 @@
 use crate::config::{Config, ConfigHandle};
 use crate::intake::Intake;
 use crate::sftp::{hostkeys, SftpServer, UploadFinished, UploadSink};
-use crate::store::Store;
+use crate::store::{NodeBeat, Store};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -38,6 +44,15 @@ impl RunningSftp {
 /// Loads the config at `path`, prepares host keys and folders, binds the SFTP listener and starts
 /// serving; finished uploads go to `sink`. Also starts the config watchers.
 pub async fn start_sftp(path: &Path, sink: Arc<dyn UploadSink>) -> anyhow::Result<RunningSftp> {
+    start_sftp_with(path, sink, None).await
+}
+
+/// [`start_sftp`], counting failed logins in `store` too when several nodes share it.
+pub async fn start_sftp_with(
+    path: &Path,
+    sink: Arc<dyn UploadSink>,
+    store: Option<Store>,
+) -> anyhow::Result<RunningSftp> {
     let config = Config::load(path)?;
     let handle = ConfigHandle::new(path, config.clone());
     handle.spawn_watchers();
@@ -67,6 +82,9 @@ pub async fn start_sftp(path: &Path, sink: Arc<dyn UploadSink>) -> anyhow::Resul
         "SFTP descriptor budget"
     );
     let server = SftpServer::new(handle.clone(), &keys, sink, max_connections, max_handles);
+    if let Some(store) = store {
+        server.throttle.share_through(store);
+    }
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(server.run(listener, rx));
     Ok(RunningSftp {
@@ -132,7 +150,9 @@ pub fn descriptor_budget(descriptors: u64) -> usize {
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     if let Some(target) = config.store.postgres().map_err(anyhow::Error::msg)? {
         let node = config.cluster.node_id(&config.server.listen);
-        return Store::open_postgres(&target, &node);
+        let store = crate::store::postgres::PostgresStore::open(&target, &node)?
+            .with_lease_secs(config.cluster.lease_secs);
+        return Ok(Store::new(store));
     }
     let dir = config.server.data_dir.join("store");
     Store::open(&dir).with_context(|| format!("cannot open the store in {}", dir.display()))
@@ -147,14 +167,25 @@ pub struct RunningServer {
     pub admin: crate::admin::RunningAdmin,
     mail_stop: tokio::sync::watch::Sender<bool>,
     mail_task: tokio::task::JoinHandle<()>,
+    heartbeat: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
-    /// Graceful stop: no new sessions, running imports finish (bounded), queued mail stays queued.
+    /// Graceful stop: no new sessions, running imports finish (bounded), queued mail stays
+    /// queued, and the node leaves the cluster (its row goes, its leases are released).
     pub async fn stop(self, grace: Duration) {
         self.admin.stop().await;
         self.sftp.stop().await;
+        // Heartbeats go on while running imports finish, so no other node takes them over.
         self.intake.shutdown(grace).await;
+        self.heartbeat.abort();
+        let _ = self.heartbeat.await;
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.leave()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot leave the cluster (the others see this node's heartbeat expire): {e:#}"),
+            Err(e) => tracing::warn!("cannot leave the cluster: {e}"),
+        }
         let _ = self.mail_stop.send(true);
         let _ = self.mail_task.await;
         if let Err(e) = self.store.flush() {
@@ -168,7 +199,22 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
     let config = Config::load(path)?;
     let store = open_store(&config)?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<UploadFinished>();
-    let sftp = start_sftp(path, Arc::new(tx)).await?;
+    let sftp = start_sftp_with(path, Arc::new(tx), Some(store.clone())).await?;
+    // The first heartbeat, before the intake starts: other nodes must see this one alive
+    // before it takes any lease. The admin address is the configured one until it is bound.
+    let mut beat = NodeBeat {
+        sftp: sftp.addr.to_string(),
+        admin: config.admin.listen.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: chrono::Utc::now(),
+    };
+    let first = store.clone();
+    let first_beat = beat.clone();
+    let recorded = tokio::task::spawn_blocking(move || first.heartbeat(&first_beat)).await;
+    if let Err(e) = recorded.map_err(anyhow::Error::from).and_then(|r| r) {
+        sftp.stop().await;
+        return Err(e.context("cannot record this node's first heartbeat"));
+    }
     let mail_wake = Arc::new(tokio::sync::Notify::new());
     let (mail_stop, mut stop_rx) = tokio::sync::watch::channel(false);
     let mail_task = tokio::spawn(crate::mail::run_delivery(
@@ -193,6 +239,13 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
             return Err(e);
         }
     };
+    beat.admin = admin.addr.to_string();
+    let heartbeat = tokio::spawn(heartbeats(
+        store.clone(),
+        intake.clone(),
+        beat,
+        beat_interval(config.cluster.lease_secs),
+    ));
     Ok(RunningServer {
         sftp,
         intake,
@@ -200,7 +253,30 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
         admin,
         mail_stop,
         mail_task,
+        heartbeat,
     })
+}
+
+/// A third of the lease: two heartbeats may be missed before the others call this node dead.
+fn beat_interval(lease_secs: u64) -> Duration {
+    Duration::from_millis(lease_secs.saturating_mul(1000) / 3).max(Duration::from_millis(500))
+}
+
+/// Records a heartbeat every `every`, then lets the intake take over claims of dead nodes.
+async fn heartbeats(store: Store, intake: Intake, beat: NodeBeat, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let (s, b) = (store.clone(), beat.clone());
+        match tokio::task::spawn_blocking(move || s.heartbeat(&b)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("heartbeat not recorded: {e:#}"),
+            Err(e) => tracing::warn!("heartbeat not recorded: {e}"),
+        }
+        intake.take_over_orphans().await;
+    }
 }
 
 /// `roster serve`: runs until SIGINT or SIGTERM.

@@ -8,6 +8,9 @@
 //! link found before the move is left alone, one caught by the move is removed, and both are
 //! logged. The claim id (the folder name) is unique per claim and identifies the run in the
 //! store's claim stamps (`store::RunLog::claim_running`), so a restart finishes exactly this run.
+//!
+//! A file that is gone when it is opened or moved (`ENOENT`: another node on the shared data
+//! folder, or the client, took it first) is not an error: [`claim`] answers `None`.
 
 use super::nofollow;
 use anyhow::{bail, Context};
@@ -44,8 +47,13 @@ impl Claimed {
     }
 }
 
-/// Moves `home/name` into a new claim folder under `work` (see the module doc).
-pub fn claim(work: &Path, home: &Path, name: &str) -> anyhow::Result<Claimed> {
+fn is_gone(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
+}
+
+/// Moves `home/name` into a new claim folder under `work` (see the module doc); `None` when
+/// the file is no longer there.
+pub fn claim(work: &Path, home: &Path, name: &str) -> anyhow::Result<Option<Claimed>> {
     let home_fd = nofollow::open_dir(home)
         .with_context(|| format!("cannot open the tenant folder {}", home.display()))?;
     let file = match nofollow::open_file(home_fd.as_fd(), name) {
@@ -53,6 +61,7 @@ pub fn claim(work: &Path, home: &Path, name: &str) -> anyhow::Result<Claimed> {
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             bail!("{name} in the tenant folder is a symbolic link; it is not imported")
         }
+        Err(e) if is_gone(&e) => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot open {name}")),
     };
     let opened = file
@@ -74,6 +83,9 @@ pub fn claim(work: &Path, home: &Path, name: &str) -> anyhow::Result<Claimed> {
         .with_context(|| format!("cannot open the claim folder {}", dir.display()))?;
     if let Err(e) = nofollow::rename(home_fd.as_fd(), name, dir_fd.as_fd(), name) {
         let _ = std::fs::remove_dir(&dir);
+        if is_gone(&e) {
+            return Ok(None);
+        }
         return Err(e).with_context(|| format!("cannot claim {name}"));
     }
     let moved = nofollow::lstat(dir_fd.as_fd(), name)
@@ -91,8 +103,8 @@ pub fn claim(work: &Path, home: &Path, name: &str) -> anyhow::Result<Claimed> {
         // a regular file in Roster's own folder, and its bytes are what is imported.
         tracing::info!(file = %name, "the file was replaced by a newer upload while claimed; importing the newer one");
     }
-    Ok(Claimed {
+    Ok(Some(Claimed {
         path: dir.join(name),
         id,
-    })
+    }))
 }

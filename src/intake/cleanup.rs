@@ -7,6 +7,10 @@
 //! there is no pending claim); the store's claim stamps whose claim folder is gone; and row
 //! spill files (`roster-rows-<pid>-…` in the system temp folder) of processes that no longer
 //! run. Pending claim folders are left for recovery. Each removal is counted in one log line.
+//!
+//! With a store several nodes share, the data folder is shared too and another node may be
+//! writing an archive or outbox temp file right now: outbox temp files are then left alone, and
+//! a tenant's archive temp files are removed by [`under_lease`], while its lease is held.
 
 use super::{archive, nofollow, run, Shared};
 use std::os::fd::AsFd;
@@ -15,11 +19,17 @@ use std::path::Path;
 /// Cleans everything listed in the module doc; logs what it removed.
 pub fn at_start(shared: &Shared) {
     let config = shared.config.current();
-    let outbox = crate::mail::remove_temp_files(&config.server.data_dir.join("outbox"));
+    let shared_folder = shared.store.shared_by_nodes();
+    let outbox = match shared_folder {
+        true => 0,
+        false => crate::mail::remove_temp_files(&config.server.data_dir.join("outbox")),
+    };
     let spill = spill_files(&std::env::temp_dir());
     let (mut archive_tmp, mut work_files, mut stamps) = (0, 0, 0);
     for t in &config.tenants {
-        archive_tmp += archive_temp_files(&config.tenant_home(&t.id));
+        if !shared_folder {
+            archive_tmp += archive_temp_files(&config.tenant_home(&t.id));
+        }
         let work = run::work_dir(shared, &t.id);
         work_files += stray_work_files(&work);
         stamps += stale_stamps(shared, &t.id, &work);
@@ -33,6 +43,18 @@ pub fn at_start(shared: &Shared) {
             stamps,
             "removed temporary files left by an earlier process"
         );
+    }
+}
+
+/// With a store several nodes share: removes the tenant's archive temp files. The caller holds
+/// the tenant's lease, so no other node is filing for it.
+pub fn under_lease(shared: &Shared, tenant: &str) {
+    if !shared.store.shared_by_nodes() {
+        return;
+    }
+    let removed = archive_temp_files(&shared.config.current().tenant_home(tenant));
+    if removed > 0 {
+        tracing::info!(%tenant, archive_tmp = removed, "removed archive temp files left by a stopped node");
     }
 }
 

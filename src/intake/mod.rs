@@ -11,7 +11,10 @@
 //! directory runs here, one per tenant at a time. Each run (see `run`)
 //! leaves a history record, an archived file and a queued mail. A run starts by claiming its
 //! file (`claim`); every step in a tenant home goes through folder handles that never follow a
-//! link (`nofollow`); leftovers of a killed process are cleaned at start (`cleanup`).
+//! link (`nofollow`); leftovers of a killed process are cleaned at start (`cleanup`). Each
+//! request that imports holds the tenant's store lease (`lease`), so on several nodes sharing
+//! one store and data folder a tenant's imports still run one at a time, and the claims of a
+//! node that died are finished by another.
 //!
 //! Which files qualify: directly in the tenant root, matching the tenant's `file` pattern, not a
 //! temp name, and not marked as an unfinished upload by the SFTP server. Tenants with
@@ -20,6 +23,7 @@
 pub mod archive;
 mod claim;
 mod cleanup;
+mod lease;
 mod nofollow;
 pub mod pattern;
 mod run;
@@ -72,6 +76,8 @@ pub struct Shared {
     progress: ProgressMap,
     /// Every task the intake started, ended at shutdown so the store is released.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Claim ids this process made or gave up on: recovery leaves them alone (see `lease`).
+    settled: Mutex<HashSet<String>>,
 }
 
 #[derive(Clone)]
@@ -84,8 +90,9 @@ struct TenantQueue {
 enum Request {
     /// Import this file of the tenant root, if it still qualifies.
     File(String),
-    /// Finish a claim folder left by an earlier process.
-    Claim(std::path::PathBuf),
+    /// Finish the tenant's claim folders left by an earlier process or by a node that stopped
+    /// or died (under the tenant's lease; see `lease`).
+    Recover,
     /// A schedule fired: import what is there, or record `missing`.
     Scheduled,
     /// `run-now`: import what is there now; answer with the records.
@@ -127,6 +134,7 @@ impl Intake {
                 stopping: std::sync::atomic::AtomicBool::new(false),
                 tasks: Mutex::new(Vec::new()),
                 progress: Arc::new(Mutex::new(HashMap::new())),
+                settled: Mutex::new(HashSet::new()),
             }),
         };
         triggers::start(intake.clone(), uploads);
@@ -183,6 +191,19 @@ impl Intake {
             .insert(name.to_string());
         if fresh {
             let _ = q.tx.send(Request::File(name.to_string()));
+        }
+    }
+
+    /// Asks for the tenant's claim folders to be finished (merged with a request waiting).
+    fn request_recover(&self, tenant: &str) {
+        let q = self.queue(tenant);
+        let fresh = q
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(RECOVER_KEY.to_string());
+        if fresh {
+            let _ = q.tx.send(Request::Recover);
         }
     }
 
@@ -311,6 +332,9 @@ fn on_upload(t: &Tenant) -> bool {
     matches!(t.import.trigger, Trigger::Upload | Trigger::Both)
 }
 
+/// The `waiting` entry of a queued [`Request::Recover`] (no file name holds a NUL).
+const RECOVER_KEY: &str = "\0recover";
+
 /// One tenant's worker: runs its requests one at a time.
 async fn worker(
     intake: Intake,
@@ -322,11 +346,16 @@ async fn worker(
         if intake.stopping() {
             break;
         }
-        if let Request::File(name) = &req {
+        let key = match &req {
+            Request::File(name) => Some(name.as_str()),
+            Request::Recover => Some(RECOVER_KEY),
+            _ => None,
+        };
+        if let Some(key) = key {
             waiting
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .remove(name);
+                .remove(key);
         }
         let config = intake.shared.config.current();
         let Some(t) = config.tenant(&tenant).cloned() else {
@@ -348,54 +377,121 @@ async fn worker(
             .shared
             .running
             .send_modify(|n| *n = n.saturating_sub(1));
-        if let Err(e) = result {
-            tracing::error!(%tenant, "an import task failed: {e}");
+        match result {
+            Ok(Handled::Done) => {}
+            Ok(Handled::Later(name)) => {
+                // Another node holds the tenant's lease (or the store is unreachable): the
+                // file stays where it is and is asked for again.
+                let (again, tenant) = (intake.clone(), tenant.clone());
+                let after = lease::retry_after(&intake.shared);
+                intake.spawn(async move {
+                    tokio::time::sleep(after).await;
+                    again.request_file(&tenant, &name);
+                });
+            }
+            Err(e) => tracing::error!(%tenant, "an import task failed: {e}"),
         }
     }
 }
 
-/// Runs one request (blocking).
-fn handle(shared: &Shared, tenant: &Tenant, req: Request) {
+/// What became of a request.
+enum Handled {
+    Done,
+    /// Ask for this file again later: another node holds the tenant's lease.
+    Later(String),
+}
+
+/// Runs one request (blocking), under the tenant's lease.
+fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
     let config = shared.config.current();
     let home = config.tenant_home(&tenant.id);
     match req {
         Request::File(name) => {
             if qualifies(&config, tenant, &name).is_none() {
                 tracing::debug!(tenant = %tenant.id, file = %name, "nothing to import (already taken, removed, or unfinished)");
-                return;
+                return Handled::Done;
             }
-            claim_and_run(shared, tenant, &home, &name);
-        }
-        Request::Claim(dir) => {
-            let span = tracing::info_span!(
-                "recover",
-                tenant = %tenant.id,
-                claim = %dir.display(),
-                import_id = tracing::field::Empty
-            );
-            let _enter = span.enter();
-            with_retries(&tenant.id, &dir.display().to_string(), || {
-                run::recover_claim(shared, tenant, &dir).map(|_| ())
-            })
-        }
-        Request::Scheduled => {
-            let files = candidates(&config, tenant);
-            if files.is_empty() {
-                record_missing(shared, tenant);
-            }
-            for name in files {
+            let _lease = match lease::try_take(&shared.store, &tenant.id) {
+                Ok(l) => l,
+                Err(lease::NotLeased::Elsewhere) => {
+                    tracing::debug!(tenant = %tenant.id, file = %name, "another node is importing for this tenant; asking again later");
+                    return Handled::Later(name);
+                }
+                Err(lease::NotLeased::Failed(e)) => {
+                    tracing::warn!(tenant = %tenant.id, file = %name, "cannot take the tenant's lease; the file waits and is asked for again: {e:#}");
+                    return Handled::Later(name);
+                }
+            };
+            // Another node may have taken the file while this one waited for the lease.
+            if qualifies(&config, tenant, &name).is_some() {
                 claim_and_run(shared, tenant, &home, &name);
             }
         }
+        Request::Recover => {
+            match lease::try_take(&shared.store, &tenant.id) {
+                Ok(_lease) => recover_claims(shared, tenant),
+                Err(lease::NotLeased::Elsewhere) => {
+                    tracing::debug!(tenant = %tenant.id, "another node holds the tenant's lease; its claims are left to it")
+                }
+                Err(lease::NotLeased::Failed(e)) => {
+                    tracing::warn!(tenant = %tenant.id, "cannot take the tenant's lease to finish its claims (tried again later): {e:#}")
+                }
+            }
+        }
+        Request::Scheduled => match lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT) {
+            Ok(_lease) => {
+                let files = candidates(&config, tenant);
+                if files.is_empty() {
+                    record_missing(shared, tenant);
+                }
+                for name in files {
+                    claim_and_run(shared, tenant, &home, &name);
+                }
+            }
+            Err(e) => {
+                tracing::error!(tenant = %tenant.id, "the scheduled run did not run: {e:#}")
+            }
+        },
         Request::Now(reply) => {
             let mut records = Vec::new();
-            for name in candidates(&config, tenant) {
-                records.extend(claim_and_run(shared, tenant, &home, &name));
+            match lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT) {
+                Ok(_lease) => {
+                    for name in candidates(&config, tenant) {
+                        records.extend(claim_and_run(shared, tenant, &home, &name));
+                    }
+                }
+                Err(e) => tracing::error!(tenant = %tenant.id, "run-now did not run: {e:#}"),
             }
             let _ = reply.send(records);
         }
         Request::Approve(id, reply) => {
-            let _ = reply.send(run::approve_held(shared, tenant, &id));
+            let result = lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT)
+                .and_then(|_lease| run::approve_held(shared, tenant, &id));
+            let _ = reply.send(result);
+        }
+    }
+    Handled::Done
+}
+
+/// Finishes the tenant's claim folders that no run of this process works on (the caller holds
+/// the tenant's lease). A claim that still fails is left for the next start.
+fn recover_claims(shared: &Shared, tenant: &Tenant) {
+    cleanup::under_lease(shared, &tenant.id);
+    for dir in lease::foreign_claims(shared, &tenant.id) {
+        let span = tracing::info_span!(
+            "recover",
+            tenant = %tenant.id,
+            claim = %dir.display(),
+            import_id = tracing::field::Empty
+        );
+        let _enter = span.enter();
+        let done = with_retries(&tenant.id, &dir.display().to_string(), || {
+            run::recover_claim(shared, tenant, &dir).map(|_| ())
+        });
+        if !done {
+            if let Some(id) = dir.file_name() {
+                lease::settle(shared, &id.to_string_lossy());
+            }
         }
     }
 }
@@ -415,12 +511,17 @@ fn claim_and_run(
     let _enter = span.enter();
     let work = run::work_dir(shared, &tenant.id);
     let claimed = match claim::claim(&work, home, name) {
-        Ok(c) => c,
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            tracing::debug!("the file was taken or removed before it could be claimed");
+            return None;
+        }
         Err(e) => {
             tracing::warn!("cannot claim the file: {e:#}");
             return None;
         }
     };
+    lease::settle(shared, &claimed.id);
     let dir = claimed.dir().to_path_buf();
     let mut out = None;
     let mut first = true;
@@ -438,11 +539,12 @@ fn claim_and_run(
 }
 
 /// Retries a run that failed for a reason outside the file (store, archive folder): three more
-/// times, a minute apart; after that the claim stays and is retried on the next start.
-fn with_retries(tenant: &str, what: &str, mut f: impl FnMut() -> anyhow::Result<()>) {
+/// times, a minute apart; after that the claim stays and is retried on the next start. True
+/// when an attempt succeeded.
+fn with_retries(tenant: &str, what: &str, mut f: impl FnMut() -> anyhow::Result<()>) -> bool {
     for attempt in 1..=4 {
         match f() {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(e) if attempt < 4 => {
                 tracing::error!(%tenant, file = what, attempt, "run failed, retrying in a minute: {e:#}");
                 std::thread::sleep(Duration::from_secs(if cfg!(debug_assertions) {
@@ -456,6 +558,7 @@ fn with_retries(tenant: &str, what: &str, mut f: impl FnMut() -> anyhow::Result<
             }
         }
     }
+    false
 }
 
 fn record_missing(shared: &Shared, tenant: &Tenant) {

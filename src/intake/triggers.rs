@@ -14,7 +14,7 @@
 //! A config reload that adds a tenant (also one removed earlier) gives it the start-up pick-up:
 //! its claims and the finished files waiting in its root.
 
-use super::{candidates, on_upload, run, Intake, Request};
+use super::{candidates, on_upload, Intake, Request};
 use crate::sftp::UploadFinished;
 use chrono::{DateTime, Utc};
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
@@ -80,18 +80,8 @@ fn pick_up(intake: &Intake, config: &crate::config::Config, t: &crate::config::T
     if let Err(e) = std::fs::create_dir_all(&home) {
         tracing::error!(tenant = %t.id, "cannot create the tenant folder {}: {e}", home.display());
     }
-    let mut claims: Vec<PathBuf> = std::fs::read_dir(run::work_dir(&intake.shared, &t.id))
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default();
-    claims.sort();
-    for dir in claims {
-        intake.request(&t.id, Request::Claim(dir));
-    }
+    // Claims are finished under the tenant's lease, in one request (see `lease`).
+    intake.request_recover(&t.id);
     if on_upload(t) {
         for name in candidates(config, t) {
             tracing::info!(tenant = %t.id, file = %name, "found a finished upload waiting since before the start");
@@ -312,8 +302,10 @@ async fn schedules(intake: Intake) {
                 }
             };
             if now >= due {
-                tracing::info!(tenant = %t.id, schedule = %expr, "schedule fired");
-                intake.request(&t.id, Request::Scheduled);
+                if fires_here(&intake, &t.id, due).await {
+                    tracing::info!(tenant = %t.id, schedule = %expr, "schedule fired");
+                    intake.request(&t.id, Request::Scheduled);
+                }
                 match next_fire(expr, &p.timezone, now) {
                     Some(at) => {
                         next.insert(t.id.clone(), (key, at));
@@ -323,6 +315,29 @@ async fn schedules(intake: Intake) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Whether this node fires the tenant's tick `due`: the store says yes to one node per tick
+/// across the cluster (always, with sled). When the store cannot be asked, the tick is
+/// skipped and logged: firing anyway could run it on every node.
+async fn fires_here(intake: &Intake, tenant: &str, due: DateTime<Utc>) -> bool {
+    let store = intake.shared.store.clone();
+    let id = tenant.to_string();
+    match tokio::task::spawn_blocking(move || store.fire_tick(&id, due)).await {
+        Ok(Ok(true)) => true,
+        Ok(Ok(false)) => {
+            tracing::info!(%tenant, tick = %due, "schedule fired on another node");
+            false
+        }
+        Ok(Err(e)) => {
+            tracing::error!(%tenant, tick = %due, "the schedule tick is skipped: cannot record it in the store: {e:#}");
+            false
+        }
+        Err(e) => {
+            tracing::error!(%tenant, tick = %due, "the schedule tick is skipped: {e}");
+            false
         }
     }
 }

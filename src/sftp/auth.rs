@@ -5,15 +5,26 @@
 //! A login name enters with a password or a verified key and leaves as a [`Verdict`]. A tenant
 //! blocked by password failures can still log in with its key: keys cannot be guessed, and an
 //! attacker must not be able to lock out a nightly HR export by typing wrong passwords.
+//!
+//! With a store several nodes share (PostgreSQL; [`LoginThrottle::share_through`]), failures
+//! are also counted, and blocks checked, in the store, so a brute force cannot rotate across
+//! nodes. The store is synchronous: it is called on a blocking thread, for at most
+//! [`SHARED_WAIT`]. The in-memory counts always run as well, and a block the store reports is
+//! remembered in them, so when the store fails (logged) a client blocked before stays blocked
+//! and everyone else is judged by this node's own counts: never all locked out. A successful
+//! login clears its address's shared failures (not a block in force); the tenant's shared
+//! count is not cleared by a login, so password guesses against one tenant stay bounded
+//! whatever the address.
 
 use crate::config::authorized_keys::parse_authorized_key;
 use crate::config::{Config, Tenant};
+use crate::store::{LoginScope, Store};
 use anyhow::anyhow;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Argon2, PasswordVerifier};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// True when `tenant` lists `key` in `authorized_keys`.
@@ -129,7 +140,12 @@ const RECORDS_BEFORE_PRUNING: usize = 4096;
 #[derive(Clone, Default)]
 pub struct LoginThrottle {
     inner: Arc<Mutex<Throttles>>,
+    /// The store whose shared counters are used too (several nodes), once set.
+    shared: Arc<OnceLock<Store>>,
 }
+
+/// How long a login waits for the shared counters before it is judged by local counts alone.
+pub const SHARED_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Default)]
 struct Throttles {
@@ -208,9 +224,19 @@ impl LoginThrottle {
         })
     }
 
-    /// A successful login as `tenant` clears its address's failures against that tenant only.
+    /// A successful login as `tenant` clears its address's failures against that tenant only
+    /// (and, with shared counters, the address's shared failures, in the background).
     pub fn succeeded(&self, addr: Option<IpAddr>, tenant: &str) {
         let Some(a) = addr else { return };
+        if let (Some(store), Ok(rt)) = (self.shared.get().cloned(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                let subject = a.to_string();
+                let cleared = ask_store(move || store.login_cleared(LoginScope::Address, &subject));
+                if let Err(e) = cleared.await {
+                    tracing::warn!(address = %a, "cannot clear the shared failed logins: {e:#}");
+                }
+            });
+        }
         self.with(|t| {
             let Some(r) = t.by_addr.get_mut(&a) else {
                 return;
@@ -221,6 +247,145 @@ impl LoginThrottle {
                 t.by_addr.remove(&a);
             }
         });
+    }
+}
+
+impl LoginThrottle {
+    /// Counts and checks failures in `store` too, when several nodes share it (a no-op for a
+    /// one-node store, and after the first call).
+    pub fn share_through(&self, store: Store) {
+        if store.shared_by_nodes() {
+            let _ = self.shared.set(store);
+        }
+    }
+
+    /// [`gate`](Self::gate), then the shared blocks (remembered locally when found). When the
+    /// store cannot answer, the local answer stands (logged).
+    pub async fn check(&self, addr: Option<IpAddr>, tenant: Option<&str>) -> Gate {
+        let local = self.gate(addr, tenant);
+        let Some(store) = self.shared.get().cloned() else {
+            return local;
+        };
+        if local != Gate::Open {
+            return local;
+        }
+        let subjects = subjects(addr, tenant);
+        let found = ask_store(move || {
+            for (scope, subject) in subjects {
+                if let Some(until) = store.login_blocked(scope, &subject)? {
+                    return Ok(Some((scope, subject, until)));
+                }
+            }
+            Ok(None)
+        })
+        .await;
+        match found {
+            Ok(None) => Gate::Open,
+            Ok(Some((scope, subject, until))) => {
+                self.remember_block(scope, &subject, until);
+                Gate::Blocked(blocked_reason(scope, &subject))
+            }
+            Err(e) => {
+                tracing::warn!("cannot read the shared login blocks; judging by this node's own counts: {e:#}");
+                Gate::Open
+            }
+        }
+    }
+
+    /// [`failed`](Self::failed), and the failure counted in the shared counters too (a block
+    /// they report is remembered locally). Returns how long to delay the answer.
+    pub async fn record_failure(
+        &self,
+        policy: ThrottlePolicy,
+        addr: Option<IpAddr>,
+        tenant: &str,
+    ) -> Duration {
+        let delay = self.failed(policy, addr, tenant);
+        let Some(store) = self.shared.get().cloned() else {
+            return delay;
+        };
+        let subjects = subjects(addr, Some(tenant));
+        let counted = ask_store(move || {
+            let mut blocks = Vec::new();
+            for (scope, subject) in subjects {
+                let until =
+                    store.login_failed(scope, &subject, policy.max_failures, policy.block_for)?;
+                if let Some(until) = until {
+                    blocks.push((scope, subject, until));
+                }
+            }
+            Ok(blocks)
+        })
+        .await;
+        match counted {
+            Ok(blocks) => {
+                for (scope, subject, until) in blocks {
+                    self.remember_block(scope, &subject, until);
+                }
+            }
+            Err(e) => tracing::warn!(
+                "cannot count a failed login in the shared counters; this node counts it alone: {e:#}"
+            ),
+        }
+        delay
+    }
+
+    /// Keeps a block the shared counters reported, so it holds while the store is unreachable.
+    fn remember_block(&self, scope: LoginScope, subject: &str, until: chrono::DateTime<chrono::Utc>) {
+        let Ok(left) = (until - chrono::Utc::now()).to_std() else {
+            return;
+        };
+        let until = Instant::now() + left;
+        let later = |r: &mut Record| {
+            if r.blocked_until.is_none_or(|u| u < until) {
+                r.blocked_until = Some(until);
+            }
+        };
+        self.with(|t| match scope {
+            LoginScope::Address => {
+                if let Ok(a) = subject.parse::<IpAddr>() {
+                    later(&mut t.by_addr.entry(a).or_default().all);
+                }
+            }
+            LoginScope::Tenant => later(t.by_tenant.entry(subject.to_string()).or_default()),
+        });
+    }
+}
+
+/// The shared counters an attempt touches: its address, and the tenant of a password attempt.
+fn subjects(addr: Option<IpAddr>, tenant: Option<&str>) -> Vec<(LoginScope, String)> {
+    let mut out = Vec::new();
+    if let Some(a) = addr {
+        out.push((LoginScope::Address, a.to_string()));
+    }
+    if let Some(t) = tenant {
+        out.push((LoginScope::Tenant, t.to_string()));
+    }
+    out
+}
+
+fn blocked_reason(scope: LoginScope, subject: &str) -> String {
+    match scope {
+        LoginScope::Address => {
+            format!("address {subject} is blocked after repeated failed logins (on any node)")
+        }
+        LoginScope::Tenant => format!(
+            "password logins for tenant {subject} are blocked after repeated failures (on any node)"
+        ),
+    }
+}
+
+/// Runs a store call on a blocking thread, for at most [`SHARED_WAIT`].
+async fn ask_store<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(SHARED_WAIT, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(anyhow!("the store task failed: {e}")),
+        Err(_) => Err(anyhow!(
+            "the store did not answer within {} s",
+            SHARED_WAIT.as_secs()
+        )),
     }
 }
 

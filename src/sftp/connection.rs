@@ -94,8 +94,8 @@ impl Connection {
         Auth::Accept
     }
 
-    fn blocked(&self, user: Option<&str>) -> bool {
-        match self.server.throttle.gate(Some(self.peer.ip()), user) {
+    async fn blocked(&self, user: Option<&str>) -> bool {
+        match self.server.throttle.check(Some(self.peer.ip()), user).await {
             Gate::Open => false,
             Gate::Blocked(why) => {
                 crate::metrics::login_blocked();
@@ -143,7 +143,7 @@ impl russh::server::Handler for Connection {
     type Error = russh::Error;
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if self.blocked(Some(user)) {
+        if self.blocked(Some(user)).await {
             return Ok(Auth::reject());
         }
         let config = self.server.config.current();
@@ -157,7 +157,8 @@ impl russh::server::Handler for Connection {
         let delay = self
             .server
             .throttle
-            .failed(self.server.policy(), Some(self.peer.ip()), user);
+            .record_failure(self.server.policy(), Some(self.peer.ip()), user)
+            .await;
         crate::metrics::login_failed();
         tracing::warn!(tenant = user, peer = %self.peer, known = config.tenant(user).is_some(), "failed password login");
         tokio::time::sleep(delay).await;
@@ -176,7 +177,7 @@ impl russh::server::Handler for Connection {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.blocked(None) {
+        if self.blocked(None).await {
             return Ok(Auth::reject());
         }
         let config = self.server.config.current();

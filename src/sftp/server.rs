@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 pub struct SftpServer {
     pub(super) config: ConfigHandle,
     host_keys: Vec<russh::keys::PrivateKey>,
-    pub(super) throttle: LoginThrottle,
+    pub(crate) throttle: LoginThrottle,
     pub(super) slots: SessionSlots,
     pub(super) sink: Arc<dyn UploadSink>,
     /// Open SFTP handles per tenant across its sessions (`max_handles_per_tenant`).

@@ -290,12 +290,13 @@ pub struct OrphanClaim {
 /// "Several nodes"). A node is alive while its last [`heartbeat`](Self::heartbeat) is younger
 /// than `[cluster] lease_secs`, measured on the store's clock. A store that serves one node
 /// (sled) is a one-node cluster: every lease and tick is granted, and login failures stay in
-/// the SFTP server's memory ([`shares_logins`](Self::shares_logins) is false).
+/// the SFTP server's memory ([`shared_by_nodes`](Self::shared_by_nodes) is false).
 pub trait Cluster: Send + Sync {
     /// This node's id.
     fn node_id(&self) -> &str;
-    /// True when several nodes may share this store (its login counters are the shared ones).
-    fn shares_logins(&self) -> bool;
+    /// True when several nodes may share this store: its login counters are the shared ones,
+    /// and claims of other nodes may appear in the shared data folder.
+    fn shared_by_nodes(&self) -> bool;
     /// Records this node's heartbeat (inserts or refreshes its row) and extends its leases.
     fn heartbeat(&self, beat: &NodeBeat) -> Result<()>;
     /// This node stops: its row goes and its leases are released.

@@ -71,7 +71,7 @@ impl Cluster for PostgresStore {
         &self.node_id
     }
 
-    fn shares_logins(&self) -> bool {
+    fn shared_by_nodes(&self) -> bool {
         true
     }
 

@@ -1,7 +1,7 @@
 //! The [`Cluster`] seam on sled: a one-node cluster. sled is opened by one process only, so
 //! this node is the whole cluster: every lease is granted to it (fencing 1), every schedule
 //! tick fires, there are never claims of another node, and failed logins are counted by the
-//! SFTP server's in-memory tracker alone ([`Cluster::shares_logins`] is false; the login
+//! SFTP server's in-memory tracker alone ([`Cluster::shared_by_nodes`] is false; the login
 //! methods keep nothing).
 //!
 //! Data enters as this node's heartbeat, kept as JSON under `node` in the `cluster` tree (not
@@ -42,7 +42,7 @@ impl Cluster for SledStore {
         SLED_NODE_ID
     }
 
-    fn shares_logins(&self) -> bool {
+    fn shared_by_nodes(&self) -> bool {
         false
     }
 
@@ -146,7 +146,7 @@ mod tests {
         assert_eq!(store.take_lease("tenant:a").unwrap(), Some(1));
         assert!(store.fire_tick("a", started).unwrap());
         assert!(store.fire_tick("a", started).unwrap());
-        assert!(!store.shares_logins());
+        assert!(!store.shared_by_nodes());
         store.leave().unwrap();
         assert!(store.nodes().unwrap().is_empty());
     }

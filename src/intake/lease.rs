@@ -1,0 +1,162 @@
+//! The intake on several nodes sharing one store and one data folder (docs/postgres.md,
+//! "Several nodes"): a tenant's imports run under the store lease `tenant:<id>`, so they never
+//! run on two nodes at once, and claims left by a node that died are finished by another.
+//!
+//! Leases enter from the store's [`Cluster`](crate::store::Cluster) seam and leave as a
+//! [`TenantLease`] held for one request (released when dropped). A node takes the lease
+//! *before* it claims a file and releases it only after the claim folder is gone, so a claim
+//! folder exists only while its tenant's lease is held, or after its holder stopped or died:
+//! whoever holds the lease may finish every claim folder of the tenant that no run of its own
+//! process is working on. With the one-node sled store every lease is granted at once, so all of
+//! this costs nothing there.
+//!
+//! Each heartbeat (see `serve`) calls [`Intake::take_over_orphans`]: the store moves the claim
+//! rows of dead nodes to this node (one node wins each), and every tenant with a claim folder
+//! this process did not make gets a recovery request, which finishes those folders once the
+//! tenant's lease is free (at once for a dead holder's lease, which expired with its heartbeat).
+
+use super::{run, Intake, Shared};
+use crate::store::Store;
+use std::path::PathBuf;
+use std::sync::PoisonError;
+use std::time::{Duration, Instant};
+
+/// How long an explicit request (`run-now`, `approve`, a schedule) waits for a tenant's lease
+/// that another node holds.
+pub(super) const LEASE_WAIT: Duration = Duration::from_secs(600);
+/// How often a waiting request asks for the lease again.
+const LEASE_POLL: Duration = Duration::from_millis(500);
+
+/// The name of a tenant's import lease.
+pub fn lease_name(tenant: &str) -> String {
+    format!("tenant:{tenant}")
+}
+
+/// A tenant's import lease, held by this node until dropped.
+pub(super) struct TenantLease {
+    store: Store,
+    name: String,
+}
+
+impl Drop for TenantLease {
+    fn drop(&mut self) {
+        if let Err(e) = self.store.release_lease(&self.name) {
+            tracing::warn!(lease = %self.name, "cannot release the lease (it ends with this node's heartbeats): {e:#}");
+        }
+    }
+}
+
+/// Why a lease was not taken.
+pub(super) enum NotLeased {
+    /// A live node holds it.
+    Elsewhere,
+    /// The store could not be asked.
+    Failed(anyhow::Error),
+}
+
+/// Takes the tenant's lease if it is free. Blocking.
+pub(super) fn try_take(store: &Store, tenant: &str) -> Result<TenantLease, NotLeased> {
+    let name = lease_name(tenant);
+    match store.take_lease(&name) {
+        Ok(Some(fencing)) => {
+            tracing::debug!(lease = %name, fencing, "lease taken");
+            Ok(TenantLease {
+                store: store.clone(),
+                name,
+            })
+        }
+        Ok(None) => Err(NotLeased::Elsewhere),
+        Err(e) => Err(NotLeased::Failed(e)),
+    }
+}
+
+/// Takes the tenant's lease, waiting up to `max` while another node holds it. Blocking.
+pub(super) fn wait_take(store: &Store, tenant: &str, max: Duration) -> anyhow::Result<TenantLease> {
+    let end = Instant::now() + max;
+    let mut said = false;
+    loop {
+        match try_take(store, tenant) {
+            Ok(lease) => return Ok(lease),
+            Err(NotLeased::Failed(e)) => return Err(e),
+            Err(NotLeased::Elsewhere) if Instant::now() < end => {
+                if !std::mem::replace(&mut said, true) {
+                    tracing::info!(%tenant, "another node is importing for this tenant; waiting for it");
+                }
+                std::thread::sleep(LEASE_POLL);
+            }
+            Err(NotLeased::Elsewhere) => anyhow::bail!(
+                "another node has been importing for tenant {tenant} for over {} s; try again later",
+                max.as_secs()
+            ),
+        }
+    }
+}
+
+/// When a file whose lease is held elsewhere is asked for again: a third of the lease, 1-10 s.
+pub(super) fn retry_after(shared: &Shared) -> Duration {
+    let lease = shared.config.current().cluster.lease_secs;
+    Duration::from_secs((lease / 3).clamp(1, 10))
+}
+
+/// Remembers a claim id this process made or gave up on: recovery leaves it alone.
+pub(super) fn settle(shared: &Shared, claim: &str) {
+    shared
+        .settled
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(claim.to_string());
+}
+
+/// Claim folders of the tenant that this process neither made nor gave up on, oldest first.
+pub(super) fn foreign_claims(shared: &Shared, tenant: &str) -> Vec<PathBuf> {
+    let settled = shared
+        .settled
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let mut claims: Vec<PathBuf> = std::fs::read_dir(run::work_dir(shared, tenant))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter(|e| !settled.contains(&*e.file_name().to_string_lossy()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    claims.sort();
+    claims
+}
+
+impl Intake {
+    /// Takes over the claims of dead nodes and asks for every tenant with a claim folder this
+    /// process did not make to be recovered (under its lease). Only with a store several nodes
+    /// share; with sled, claims are recovered at start only.
+    pub async fn take_over_orphans(&self) {
+        if self.stopping() || !self.shared.store.shared_by_nodes() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            match shared.store.orphan_claims() {
+                Ok(taken) => {
+                    for c in &taken {
+                        tracing::warn!(tenant = %c.tenant, file = %c.file, claim = %c.claim, from = %c.from_node, "took over the claim of a node whose heartbeat expired");
+                    }
+                }
+                Err(e) => tracing::warn!("cannot look for claims of dead nodes: {e:#}"),
+            }
+            let config = shared.config.current();
+            config
+                .tenants
+                .iter()
+                .filter(|t| !foreign_claims(&shared, &t.id).is_empty())
+                .map(|t| t.id.clone())
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for tenant in found {
+            self.request_recover(&tenant);
+        }
+    }
+}
