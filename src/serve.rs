@@ -183,7 +183,9 @@ impl RunningServer {
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.leave()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("cannot leave the cluster (the others see this node's heartbeat expire): {e:#}"),
+            Ok(Err(e)) => tracing::warn!(
+                "cannot leave the cluster (the others see this node's heartbeat expire): {e:#}"
+            ),
             Err(e) => tracing::warn!("cannot leave the cluster: {e}"),
         }
         let _ = self.mail_stop.send(true);

@@ -39,6 +39,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/tenants", get(tenants))
         .route("/api/progress", get(progress_all))
+        .route("/api/nodes", get(nodes))
         .route("/api/tenants/{tenant}/imports", get(history))
         .route("/api/tenants/{tenant}/imports/{id}", get(one_import))
         .route("/api/tenants/{tenant}/imports/{id}/approve", post(approve))
@@ -412,6 +413,14 @@ async fn preview(
         "changes": preview.changes,
         "truncated": preview.truncated,
     }))
+}
+
+/// `{"nodes": [...]}`: every node of the cluster with its addresses and last heartbeat (with
+/// sled, this node alone).
+async fn nodes(State(st): State<AppState>) -> ApiResult {
+    let store = st.store.clone();
+    let nodes = blocking_ok("cannot list the nodes", move || store.nodes()).await?;
+    json_ok(json!({ "nodes": nodes }))
 }
 
 async fn progress_all(State(st): State<AppState>) -> ApiResult {

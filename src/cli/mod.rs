@@ -1,5 +1,5 @@
 //! The CLI's admin commands (`history`, `run-now`, `today`, `preview`, `approve`, `users`,
-//! `restore`): the client side of the admin API of a running `roster serve`.
+//! `restore`, `nodes`): the client side of the admin API of a running `roster serve`.
 //!
 //! Arguments enter as an [`AdminCommand`] (parsed by clap in `main.rs`) plus the config path
 //! (for the admin address and token) and an optional `--admin-url`. Each command makes one or
@@ -80,6 +80,12 @@ pub enum AdminCommand {
     Restore {
         tenant: String,
         user_key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The nodes sharing the store, with their addresses and last heartbeat.
+    Nodes {
+        /// Print `{"nodes": [...]}` as the API returns it.
         #[arg(long)]
         json: bool,
     },
@@ -196,10 +202,50 @@ pub fn run(cmd: &AdminCommand, config_path: &Path, admin_url: Option<&str>) -> a
                 format!("restored {} of {tenant}: now {}\n", u.key, status_word(&u))
             }
         }
+        AdminCommand::Nodes { json } => {
+            let v = c.get("/api/nodes")?;
+            if *json {
+                pretty(&v)?
+            } else {
+                nodes_text(&v)?
+            }
+        }
     };
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(())
+}
+
+/// The nodes as a table: id, addresses, version, start, last heartbeat, alive or dead.
+fn nodes_text(v: &Value) -> anyhow::Result<String> {
+    let nodes: Vec<crate::store::NodeStatus> = serde_json::from_value(v["nodes"].clone())?;
+    if nodes.is_empty() {
+        return Ok("no nodes have a heartbeat\n".to_string());
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.node_id.clone(),
+                n.sftp.clone(),
+                n.admin.clone(),
+                n.version.clone(),
+                table::local(&n.started_at),
+                table::local(&n.heartbeat_at),
+                if n.alive { "alive" } else { "dead" }.to_string(),
+            ]
+        })
+        .collect();
+    let cols = [
+        table::Col("NODE", false),
+        table::Col("SFTP", false),
+        table::Col("ADMIN", false),
+        table::Col("VERSION", false),
+        table::Col("STARTED", false),
+        table::Col("HEARTBEAT", false),
+        table::Col("STATE", false),
+    ];
+    Ok(table::table(&cols, &rows))
 }
 
 fn pretty(v: &Value) -> anyhow::Result<String> {

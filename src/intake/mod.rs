@@ -427,31 +427,31 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
                 claim_and_run(shared, tenant, &home, &name);
             }
         }
-        Request::Recover => {
-            match lease::try_take(&shared.store, &tenant.id) {
-                Ok(_lease) => recover_claims(shared, tenant),
-                Err(lease::NotLeased::Elsewhere) => {
-                    tracing::debug!(tenant = %tenant.id, "another node holds the tenant's lease; its claims are left to it")
+        Request::Recover => match lease::try_take(&shared.store, &tenant.id) {
+            Ok(_lease) => recover_claims(shared, tenant),
+            Err(lease::NotLeased::Elsewhere) => {
+                tracing::debug!(tenant = %tenant.id, "another node holds the tenant's lease; its claims are left to it")
+            }
+            Err(lease::NotLeased::Failed(e)) => {
+                tracing::warn!(tenant = %tenant.id, "cannot take the tenant's lease to finish its claims (tried again later): {e:#}")
+            }
+        },
+        Request::Scheduled => {
+            match lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT) {
+                Ok(_lease) => {
+                    let files = candidates(&config, tenant);
+                    if files.is_empty() {
+                        record_missing(shared, tenant);
+                    }
+                    for name in files {
+                        claim_and_run(shared, tenant, &home, &name);
+                    }
                 }
-                Err(lease::NotLeased::Failed(e)) => {
-                    tracing::warn!(tenant = %tenant.id, "cannot take the tenant's lease to finish its claims (tried again later): {e:#}")
+                Err(e) => {
+                    tracing::error!(tenant = %tenant.id, "the scheduled run did not run: {e:#}")
                 }
             }
         }
-        Request::Scheduled => match lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT) {
-            Ok(_lease) => {
-                let files = candidates(&config, tenant);
-                if files.is_empty() {
-                    record_missing(shared, tenant);
-                }
-                for name in files {
-                    claim_and_run(shared, tenant, &home, &name);
-                }
-            }
-            Err(e) => {
-                tracing::error!(tenant = %tenant.id, "the scheduled run did not run: {e:#}")
-            }
-        },
         Request::Now(reply) => {
             let mut records = Vec::new();
             match lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT) {

@@ -228,7 +228,10 @@ impl LoginThrottle {
     /// (and, with shared counters, the address's shared failures, in the background).
     pub fn succeeded(&self, addr: Option<IpAddr>, tenant: &str) {
         let Some(a) = addr else { return };
-        if let (Some(store), Ok(rt)) = (self.shared.get().cloned(), tokio::runtime::Handle::try_current()) {
+        if let (Some(store), Ok(rt)) = (
+            self.shared.get().cloned(),
+            tokio::runtime::Handle::try_current(),
+        ) {
             rt.spawn(async move {
                 let subject = a.to_string();
                 let cleared = ask_store(move || store.login_cleared(LoginScope::Address, &subject));
@@ -286,7 +289,9 @@ impl LoginThrottle {
                 Gate::Blocked(blocked_reason(scope, &subject))
             }
             Err(e) => {
-                tracing::warn!("cannot read the shared login blocks; judging by this node's own counts: {e:#}");
+                tracing::warn!(
+                    "cannot read the shared login blocks; judging by this node's own counts: {e:#}"
+                );
                 Gate::Open
             }
         }
@@ -331,7 +336,12 @@ impl LoginThrottle {
     }
 
     /// Keeps a block the shared counters reported, so it holds while the store is unreachable.
-    fn remember_block(&self, scope: LoginScope, subject: &str, until: chrono::DateTime<chrono::Utc>) {
+    fn remember_block(
+        &self,
+        scope: LoginScope,
+        subject: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) {
         let Ok(left) = (until - chrono::Utc::now()).to_std() else {
             return;
         };

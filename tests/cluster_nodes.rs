@@ -1,0 +1,420 @@
+//! Two real `roster serve` processes on one PostgreSQL database and one data folder (issue 11,
+//! "Several nodes"): they list each other in `/api/nodes` and `roster nodes`; an upload both
+//! of them see is imported once; and when the node importing a big file is killed with
+//! SIGKILL, the other finishes that file once the dead node's lease (3 s) has expired, with
+//! exactly one history record and every user.
+//!
+//! Every failure message carries the tail of both nodes' logs: until the PostgreSQL store's
+//! Directory and RunLog are built, the import tests fail there with the stubs' "not built yet".
+
+#[path = "support/postgres.rs"]
+mod test_postgres;
+
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use test_postgres::TestPostgres;
+
+const TOKEN: &str = "cluster-test-token-5d1e8b";
+const LEASE_SECS: u64 = 3;
+
+/// One node: its config, log, admin URL and process.
+struct Node {
+    id: String,
+    config: PathBuf,
+    log: PathBuf,
+    admin: String,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn start(&mut self) {
+        let log = std::fs::File::create(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_roster"))
+            .args(["serve", "-c"])
+            .arg(&self.config)
+            .env_remove("ROSTER_STORE_URL")
+            .env("RUST_LOG", "info,roster=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: sends SIGTERM to our own child.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            c.wait().unwrap();
+        }
+    }
+
+    /// GET `path` on this node's admin API: (status, JSON body or Null).
+    fn get(&self, path: &str) -> (u16, Value) {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build(),
+        );
+        let url = format!("{}{path}", self.admin);
+        match agent
+            .get(&url)
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .call()
+        {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                let text = resp.body_mut().read_to_string().unwrap_or_default();
+                (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(25);
+        format!("--- log of {} ---\n{}", self.id, lines[from..].join("\n"))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Two nodes on one database and one data folder.
+struct Cluster {
+    _pg: TestPostgres,
+    dir: tempfile::TempDir,
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    fn start(db: &str) -> Cluster {
+        let pg = TestPostgres::start();
+        let url = pg.create_database(db);
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes: Vec<Node> = ["node-a", "node-b"]
+            .iter()
+            .map(|id| {
+                let admin_port = free_port();
+                let config = dir.path().join(format!("{id}.toml"));
+                std::fs::write(&config, config_text(dir.path(), id, admin_port, &url)).unwrap();
+                Node {
+                    id: id.to_string(),
+                    log: dir.path().join(format!("{id}.log")),
+                    config,
+                    admin: format!("http://127.0.0.1:{admin_port}"),
+                    child: None,
+                }
+            })
+            .collect();
+        std::fs::create_dir_all(dir.path().join("data/tenants/big")).unwrap();
+        for n in &mut nodes {
+            n.start();
+        }
+        let c = Cluster {
+            _pg: pg,
+            dir,
+            nodes,
+        };
+        let up = wait_until(Duration::from_secs(60), || {
+            c.nodes.iter().all(|n| n.get("/health").0 == 200)
+        });
+        assert!(up, "the nodes did not start\n{}", c.logs());
+        c
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(Node::log_tail)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Puts a file into the shared tenant folder as a local copy does: written, renamed in.
+    fn drop_in(&self, name: &str, bytes: &[u8]) {
+        let stash = self.path().join("stash");
+        std::fs::create_dir_all(&stash).unwrap();
+        std::fs::write(stash.join(name), bytes).unwrap();
+        std::fs::rename(
+            stash.join(name),
+            self.path().join("data/tenants/big").join(name),
+        )
+        .unwrap();
+    }
+
+    fn archived(&self) -> usize {
+        count_entries(&self.path().join("data/tenants/big/processed"))
+    }
+
+    fn claims(&self) -> usize {
+        count_entries(&self.path().join("data/work/big"))
+    }
+
+    /// The tenant's history as one node's API answers it (panics with the answer otherwise).
+    fn history(&self, node: usize) -> Vec<Value> {
+        let (status, v) = self.nodes[node].get("/api/tenants/big/imports?limit=100");
+        match v.as_array() {
+            Some(records) if status == 200 => records.clone(),
+            _ => panic!(
+                "GET /api/tenants/big/imports: {status} {v}\n{}",
+                self.logs()
+            ),
+        }
+    }
+
+    /// Active users of the tenant, from `/api/tenants`.
+    fn active_users(&self, node: usize) -> u64 {
+        let (status, v) = self.nodes[node].get("/api/tenants");
+        assert_eq!(status, 200, "GET /api/tenants: {v}\n{}", self.logs());
+        v[0]["users"]["active"].as_u64().unwrap_or(0)
+    }
+}
+
+fn config_text(dir: &Path, node: &str, admin_port: u16, url: &str) -> String {
+    let hash = roster::sftp::auth::hash_password("pw-not-used").unwrap();
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+host_keys = "{dir}/host_keys"
+data_dir = "{dir}/data"
+settle_ms = 100
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = "{TOKEN}"
+
+[store]
+url = "{url}"
+
+[cluster]
+node_id = "{node}"
+lease_secs = {LEASE_SECS}
+
+[[tenants]]
+id = "big"
+password_hash = "{hash}"
+[tenants.import]
+file = "users.csv"
+on_missing = "deactivate"
+[tenants.import.columns]
+email = "email"
+first_name = "first"
+last_name = "last"
+"#,
+        dir = dir.display()
+    )
+}
+
+fn users_csv(rows: usize) -> Vec<u8> {
+    let mut s = String::from("email,first,last\n");
+    for i in 0..rows {
+        s.push_str(&format!("user{i}@big.example,First{i},Last{i}\n"));
+    }
+    s.into_bytes()
+}
+
+fn count_entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|rd| rd.count()).unwrap_or(0)
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn node_ids(v: &Value, alive_only: bool) -> Vec<String> {
+    let mut ids: Vec<String> = v["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|n| !alive_only || n["alive"] == Value::Bool(true))
+                .filter_map(|n| n["node_id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn both_nodes_list_each_other() {
+    let mut c = Cluster::start("nodes_list");
+    for n in &c.nodes {
+        let listed = wait_until(Duration::from_secs(20), || {
+            node_ids(&n.get("/api/nodes").1, true) == ["node-a", "node-b"]
+        });
+        assert!(listed, "{}: {}\n{}", n.id, n.get("/api/nodes").1, c.logs());
+    }
+    let (_, v) = c.nodes[0].get("/api/nodes");
+    let b = v["nodes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["node_id"] == "node-b"))
+        .cloned()
+        .unwrap();
+    assert_eq!(b["admin"], c.nodes[1].admin.trim_start_matches("http://"));
+    assert!(b["sftp"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("127.0.0.1:")));
+    assert_eq!(b["version"], env!("CARGO_PKG_VERSION"));
+    for key in ["started_at", "heartbeat_at"] {
+        assert!(b[key].as_str().is_some_and(|s| !s.is_empty()), "{b}");
+    }
+    // Without the token: 401.
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let resp = agent
+        .get(&format!("{}/api/nodes", c.nodes[0].admin))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+
+    // `roster nodes` and `roster nodes --json` through the CLI.
+    let out = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .arg("-c")
+        .arg(&c.nodes[1].config)
+        .arg("nodes")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("NODE"), "{text}");
+    for id in ["node-a", "node-b"] {
+        let line = text.lines().find(|l| l.starts_with(id)).unwrap_or_default();
+        assert!(line.ends_with("alive"), "{text}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .arg("-c")
+        .arg(&c.nodes[1].config)
+        .args(["nodes", "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(node_ids(&v, true), ["node-a", "node-b"]);
+
+    // A node that stops leaves the list at once; one killed is listed dead after its lease.
+    c.nodes[1].stop();
+    assert_eq!(node_ids(&c.nodes[0].get("/api/nodes").1, false), ["node-a"]);
+    c.nodes[1].start();
+    assert!(wait_until(Duration::from_secs(20), || {
+        node_ids(&c.nodes[0].get("/api/nodes").1, true) == ["node-a", "node-b"]
+    }));
+    c.nodes[1].kill9();
+    let dead = wait_until(Duration::from_secs(LEASE_SECS + 5), || {
+        let v = c.nodes[0].get("/api/nodes").1;
+        node_ids(&v, false) == ["node-a", "node-b"] && node_ids(&v, true) == ["node-a"]
+    });
+    assert!(dead, "{}", c.nodes[0].get("/api/nodes").1);
+    c.nodes[0].stop();
+}
+
+#[test]
+fn an_upload_both_nodes_see_is_imported_once() {
+    let mut c = Cluster::start("import_once");
+    const ROWS: usize = 500;
+    c.drop_in("users.csv", &users_csv(ROWS));
+    let done = wait_until(Duration::from_secs(60), || {
+        c.archived() == 1 && c.claims() == 0
+    });
+    assert!(done, "the upload was not imported\n{}", c.logs());
+    // Give a second run (the other node's) every chance to show.
+    std::thread::sleep(Duration::from_secs(2));
+    for node in 0..2 {
+        let history = c.history(node);
+        assert_eq!(history.len(), 1, "{history:?}\n{}", c.logs());
+        assert_eq!(history[0]["status"], "success", "{history:?}");
+        assert_eq!(history[0]["counts"]["inserted"], ROWS as u64, "{history:?}");
+        assert_eq!(c.active_users(node), ROWS as u64);
+    }
+    assert_eq!(c.archived(), 1);
+    assert!(!c.path().join("data/tenants/big/users.csv").exists());
+    for n in &mut c.nodes {
+        n.stop();
+    }
+}
+
+#[test]
+fn a_node_killed_mid_import_is_finished_by_the_other() {
+    let mut c = Cluster::start("kill_one");
+    const ROWS: usize = 100_000;
+    c.drop_in("users.csv", &users_csv(ROWS));
+    // Find the node that runs the import, and kill it mid-run.
+    let mut importing = None;
+    let started = wait_until(Duration::from_secs(60), || {
+        importing = (0..2).find(|&i| {
+            let (_, v) = c.nodes[i].get("/api/progress");
+            v.as_object().is_some_and(|m| !m.is_empty())
+        });
+        importing.is_some()
+    });
+    assert!(started, "no node started the import\n{}", c.logs());
+    let victim = importing.unwrap_or(0);
+    let survivor = 1 - victim;
+    c.nodes[victim].kill9();
+    assert_eq!(c.archived(), 0, "the run was filed before the kill");
+    assert_eq!(c.claims(), 1, "the killed node's claim is left");
+
+    let done = wait_until(Duration::from_secs(240), || {
+        c.claims() == 0 && c.archived() == 1
+    });
+    assert!(
+        done,
+        "{} did not finish the claim of {}\n{}",
+        c.nodes[survivor].id,
+        c.nodes[victim].id,
+        c.logs()
+    );
+    let history = c.history(survivor);
+    assert_eq!(history.len(), 1, "{history:?}\n{}", c.logs());
+    assert_eq!(history[0]["status"], "success", "{history:?}");
+    assert_eq!(history[0]["counts"]["inserted"], ROWS as u64, "{history:?}");
+    assert_eq!(c.active_users(survivor), ROWS as u64);
+    let log = std::fs::read_to_string(&c.nodes[survivor].log).unwrap_or_default();
+    assert!(
+        log.contains("importing a file claimed before a restart"),
+        "the survivor did not recover the claim\n{}",
+        c.logs()
+    );
+    c.nodes[survivor].stop();
+}
