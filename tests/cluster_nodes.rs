@@ -126,18 +126,21 @@ impl Cluster {
             })
             .collect();
         std::fs::create_dir_all(dir.path().join("data/tenants/big")).unwrap();
-        for n in &mut nodes {
-            n.start();
-        }
-        let c = Cluster {
+        let mut c = Cluster {
             _pg: pg,
             dir,
-            nodes,
+            nodes: Vec::new(),
         };
-        let up = wait_until(Duration::from_secs(60), || {
-            c.nodes.iter().all(|n| n.get("/health").0 == 200)
-        });
-        assert!(up, "the nodes did not start\n{}", c.logs());
+        // One after the other: the first creates the shared host keys the second then reads
+        // (nodes behind one address must present the same host key).
+        for mut n in nodes.drain(..) {
+            n.start();
+            c.nodes.push(n);
+            let up = wait_until(Duration::from_secs(60), || {
+                c.nodes.last().is_some_and(|n| n.get("/health").0 == 200)
+            });
+            assert!(up, "the nodes did not start\n{}", c.logs());
+        }
         c
     }
 
