@@ -289,3 +289,71 @@ fn orphan_claims_are_taken_once_by_two_racing_survivors() {
     assert!(s1.orphan_claims().unwrap().is_empty());
     assert!(s2.orphan_claims().unwrap().is_empty());
 }
+
+/// The SFTP login throttles of two nodes share their counts through the store: failures on
+/// either node add up to one block that both enforce; a key login for another tenant does not
+/// lift the tenant's block. With the database gone, the block already seen holds and other
+/// clients are still let in (judged by each node's own counts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_throttles_of_two_nodes_share_failures_and_survive_the_database_going_away() {
+    use roster::sftp::auth::{Gate, LoginThrottle, ThrottlePolicy};
+    use roster::store::Store;
+    use std::net::IpAddr;
+
+    let pg = TestPostgres::start();
+    let url = pg.create_database("c_throttle");
+    let node_a = LoginThrottle::default();
+    let node_b = LoginThrottle::default();
+    node_a.share_through(Store::new(open(&url, "node-a", 30)));
+    node_b.share_through(Store::new(open(&url, "node-b", 30)));
+    let policy = ThrottlePolicy {
+        max_failures: 4,
+        block_for: Duration::from_secs(60),
+    };
+    let attacker: IpAddr = "10.9.9.9".parse().unwrap();
+    let other: IpAddr = "10.9.9.10".parse().unwrap();
+    // Two failures on each node: neither node alone has seen four.
+    for node in [&node_a, &node_b, &node_a] {
+        node.record_failure(policy, Some(attacker), "acme").await;
+        assert_eq!(node_b.check(Some(attacker), Some("acme")).await, Gate::Open);
+    }
+    node_b.record_failure(policy, Some(attacker), "acme").await;
+    for node in [&node_a, &node_b] {
+        assert!(matches!(
+            node.check(Some(attacker), None).await,
+            Gate::Blocked(_)
+        ));
+        // The tenant's password logins are blocked for every address, on every node.
+        assert!(matches!(
+            node.check(Some(other), Some("acme")).await,
+            Gate::Blocked(_)
+        ));
+        assert_eq!(node.check(Some(other), Some("beta")).await, Gate::Open);
+    }
+    // A login (of another tenant, from the attacker's address) does not lift the block.
+    node_a.succeeded(Some(attacker), "beta");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(matches!(
+        node_b.check(Some(attacker), None).await,
+        Gate::Blocked(_)
+    ));
+
+    // The database stops: the blocks seen stay, nobody else is locked out.
+    drop(pg);
+    for node in [&node_a, &node_b] {
+        assert!(matches!(
+            node.check(Some(attacker), None).await,
+            Gate::Blocked(_)
+        ));
+        assert_eq!(node.check(Some(other), Some("beta")).await, Gate::Open);
+    }
+    // Failures still count on the node that sees them.
+    let fresh: IpAddr = "10.9.9.11".parse().unwrap();
+    for _ in 0..4 {
+        node_a.record_failure(policy, Some(fresh), "gamma").await;
+    }
+    assert!(matches!(
+        node_a.check(Some(fresh), None).await,
+        Gate::Blocked(_)
+    ));
+}
