@@ -426,3 +426,29 @@ fn a_node_killed_mid_import_is_finished_by_the_other() {
     );
     c.nodes[survivor].stop();
 }
+
+/// With the embedded store the node is a cluster of one: `/api/nodes` lists it, alive.
+#[test]
+fn a_sled_node_lists_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let config = dir.path().join("sled.toml");
+    let text = config_text(dir.path(), "ignored-with-sled", admin_port, "unused")
+        .replace("[store]\nurl = \"unused\"\n", "");
+    std::fs::write(&config, text).unwrap();
+    let mut node = Node {
+        id: "sled".to_string(),
+        log: dir.path().join("sled.log"),
+        config,
+        admin: format!("http://127.0.0.1:{admin_port}"),
+        child: None,
+    };
+    node.start();
+    let listed = wait_until(Duration::from_secs(60), || {
+        node_ids(&node.get("/api/nodes").1, true) == ["local"]
+    });
+    assert!(listed, "{}\n{}", node.get("/api/nodes").1, node.log_tail());
+    let (_, v) = node.get("/api/nodes");
+    assert_eq!(v["nodes"][0]["admin"], format!("127.0.0.1:{admin_port}"));
+    node.stop();
+}

@@ -108,3 +108,27 @@ pub fn claim(work: &Path, home: &Path, name: &str) -> anyhow::Result<Option<Clai
         id,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_is_gone_is_no_claim_and_no_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (home, work) = (dir.path().join("home"), dir.path().join("work"));
+        std::fs::create_dir_all(&home).unwrap();
+        assert!(claim(&work, &home, "users.csv").unwrap().is_none());
+        assert_eq!(std::fs::read_dir(&work).map(|d| d.count()).unwrap_or(0), 0);
+
+        std::fs::write(home.join("users.csv"), b"email\n").unwrap();
+        let c = claim(&work, &home, "users.csv")
+            .unwrap()
+            .expect("a present file is claimed");
+        assert_eq!(std::fs::read(&c.path).unwrap(), b"email\n");
+        assert!(!home.join("users.csv").exists());
+        // The second node's claim of the same upload finds it gone.
+        assert!(claim(&work, &home, "users.csv").unwrap().is_none());
+        assert_eq!(std::fs::read_dir(&work).unwrap().count(), 1);
+    }
+}

@@ -107,6 +107,15 @@ pub(super) fn settle(shared: &Shared, claim: &str) {
         .insert(claim.to_string());
 }
 
+/// Forgets a claim id of [`settle`] once its run finished (its folder is gone).
+pub(super) fn unsettle(shared: &Shared, claim: &str) {
+    shared
+        .settled
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(claim);
+}
+
 /// Claim folders of the tenant that this process neither made nor gave up on, oldest first.
 pub(super) fn foreign_claims(shared: &Shared, tenant: &str) -> Vec<PathBuf> {
     let settled = shared

@@ -525,7 +525,7 @@ fn claim_and_run(
     let dir = claimed.dir().to_path_buf();
     let mut out = None;
     let mut first = true;
-    with_retries(&tenant.id, name, || {
+    let done = with_retries(&tenant.id, name, || {
         // After a failed attempt the run may have committed; recovery knows from the claim's
         // stamp in the store.
         out = if std::mem::take(&mut first) {
@@ -535,6 +535,10 @@ fn claim_and_run(
         };
         Ok(())
     });
+    if done {
+        // Finished: its folder is gone, nothing to keep recovery away from.
+        lease::unsettle(shared, &claimed.id);
+    }
     out
 }
 
