@@ -1,8 +1,9 @@
 //! Two real `roster serve` processes on one PostgreSQL database and one data folder (issue 11,
 //! "Several nodes"): they list each other in `/api/nodes` and `roster nodes`; an upload both
-//! of them see is imported once; and when the node importing a big file is killed with
-//! SIGKILL, the other finishes that file once the dead node's lease (3 s) has expired, with
-//! exactly one history record and every user.
+//! of them see is imported once; when the node importing a big file is killed with SIGKILL,
+//! the other finishes that file once the dead node's lease (3 s) has expired, with exactly one
+//! history record and every user; a schedule fires once per tick; and failed SFTP logins
+//! spread over both nodes add up to one block.
 //!
 //! Every failure message carries the tail of both nodes' logs: until the PostgreSQL store's
 //! Directory and RunLog are built, the import tests fail there with the stubs' "not built yet".
@@ -205,6 +206,7 @@ listen = "127.0.0.1:0"
 host_keys = "{dir}/host_keys"
 data_dir = "{dir}/data"
 settle_ms = 100
+max_auth_failures = 4
 
 [admin]
 listen = "127.0.0.1:{admin_port}"
@@ -227,6 +229,14 @@ on_missing = "deactivate"
 email = "email"
 first_name = "first"
 last_name = "last"
+
+[[tenants]]
+id = "sched"
+password_hash = "{hash}"
+[tenants.import]
+file = "sched.csv"
+trigger = "schedule"
+schedule = "* * * * *"
 "#,
         dir = dir.display()
     )
@@ -451,4 +461,120 @@ fn a_sled_node_lists_itself() {
     let (_, v) = node.get("/api/nodes");
     assert_eq!(v["nodes"][0]["admin"], format!("127.0.0.1:{admin_port}"));
     node.stop();
+}
+
+/// A schedule every minute on both nodes: each tick leaves one `missing` record, not two.
+#[test]
+fn a_schedule_fires_once_per_tick_across_the_nodes() {
+    let mut c = Cluster::start("schedule_once");
+    let history = |node: usize| -> Vec<Value> {
+        let (status, v) = c.nodes[node].get("/api/tenants/sched/imports?limit=100");
+        match v.as_array() {
+            Some(records) if status == 200 => records.clone(),
+            _ => panic!("GET /api/tenants/sched/imports: {status} {v}\n{}", c.logs()),
+        }
+    };
+    let fired = wait_until(Duration::from_secs(75), || !history(0).is_empty());
+    assert!(
+        fired,
+        "the schedule did not fire within a minute\n{}",
+        c.logs()
+    );
+    // A second node firing the same tick would have recorded by now.
+    std::thread::sleep(Duration::from_secs(3));
+    let records = history(1);
+    let mut minutes: Vec<String> = records
+        .iter()
+        .map(|r| r["started_at"].as_str().unwrap_or_default()[..16].to_string())
+        .collect();
+    assert!(
+        records.iter().all(|r| r["status"] == "missing"),
+        "{records:?}"
+    );
+    let all = minutes.len();
+    minutes.dedup();
+    assert_eq!(
+        minutes.len(),
+        all,
+        "a tick fired twice: {records:?}\n{}",
+        c.logs()
+    );
+    let logs: String = c
+        .nodes
+        .iter()
+        .map(|n| std::fs::read_to_string(&n.log).unwrap_or_default())
+        .collect();
+    assert!(
+        logs.contains("schedule fired on another node"),
+        "{}",
+        c.logs()
+    );
+    for n in &mut c.nodes {
+        n.stop();
+    }
+}
+
+/// Accepts any host key (the test's own servers).
+struct AnyHostKey;
+
+impl russh::client::Handler for AnyHostKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// One password login on its own connection: accepted or not.
+async fn password_login(addr: &str, user: &str, password: &str) -> bool {
+    let config = std::sync::Arc::new(russh::client::Config::default());
+    let mut ssh = russh::client::connect(config, addr, AnyHostKey)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    ssh.authenticate_password(user, password)
+        .await
+        .map(|r| r.success())
+        .unwrap_or(false)
+}
+
+/// `max_auth_failures = 4`: two wrong passwords on each node block the address (and the
+/// tenant's password logins) on both, though neither node saw four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_on_both_nodes_add_up_to_one_block() {
+    let mut c = Cluster::start("logins_shared");
+    let (_, v) = c.nodes[0].get("/api/nodes");
+    let sftp: Vec<String> = ["node-a", "node-b"]
+        .iter()
+        .map(|id| {
+            v["nodes"]
+                .as_array()
+                .and_then(|a| a.iter().find(|n| n["node_id"] == *id))
+                .and_then(|n| n["sftp"].as_str())
+                .unwrap_or_else(|| panic!("{id} is not listed: {v}"))
+                .to_string()
+        })
+        .collect();
+    assert!(
+        password_login(&sftp[1], "big", "pw-not-used").await,
+        "the right password works"
+    );
+    for addr in [&sftp[0], &sftp[1], &sftp[0]] {
+        assert!(!password_login(addr, "big", "wrong").await);
+    }
+    // Three failures: still open on both.
+    assert!(password_login(&sftp[0], "big", "pw-not-used").await);
+    assert!(!password_login(&sftp[1], "big", "wrong").await);
+    for addr in &sftp {
+        assert!(
+            !password_login(addr, "big", "pw-not-used").await,
+            "{addr} let a blocked client in\n{}",
+            c.logs()
+        );
+    }
+    for n in &mut c.nodes {
+        n.stop();
+    }
 }
