@@ -9,6 +9,7 @@
 //! Directory and RunLog are built, the import tests fail there with the stubs' "not built yet".
 
 #[path = "support/postgres.rs"]
+#[allow(dead_code)] // each test file uses part of the support
 mod test_postgres;
 
 use serde_json::Value;

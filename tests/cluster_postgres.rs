@@ -3,6 +3,7 @@
 //! short lease or by moving its heartbeat into the past with SQL.
 
 #[path = "support/postgres.rs"]
+#[allow(dead_code)] // each test file uses part of the support
 mod test_postgres;
 
 use chrono::{TimeZone, Utc};
