@@ -16,6 +16,7 @@
 //! tenant's lease is free (at once for a dead holder's lease, which expired with its heartbeat).
 
 use super::{run, Intake, Shared};
+use crate::config::Tenant;
 use crate::store::Store;
 use std::path::PathBuf;
 use std::sync::PoisonError;
@@ -134,6 +135,29 @@ pub(super) fn foreign_claims(shared: &Shared, tenant: &str) -> Vec<PathBuf> {
         .unwrap_or_default();
     claims.sort();
     claims
+}
+
+/// Finishes the tenant's claim folders that no run of this process works on (the caller holds
+/// the tenant's lease). A claim that still fails is left for the next start.
+pub(super) fn recover_claims(shared: &Shared, tenant: &Tenant) {
+    super::cleanup::under_lease(shared, &tenant.id);
+    for dir in foreign_claims(shared, &tenant.id) {
+        let span = tracing::info_span!(
+            "recover",
+            tenant = %tenant.id,
+            claim = %dir.display(),
+            import_id = tracing::field::Empty
+        );
+        let _enter = span.enter();
+        let done = super::with_retries(&tenant.id, &dir.display().to_string(), || {
+            run::recover_claim(shared, tenant, &dir).map(|_| ())
+        });
+        if !done {
+            if let Some(id) = dir.file_name() {
+                settle(shared, &id.to_string_lossy());
+            }
+        }
+    }
 }
 
 impl Intake {

@@ -428,7 +428,7 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
             }
         }
         Request::Recover => match lease::try_take(&shared.store, &tenant.id) {
-            Ok(_lease) => recover_claims(shared, tenant),
+            Ok(_lease) => lease::recover_claims(shared, tenant),
             Err(lease::NotLeased::Elsewhere) => {
                 tracing::debug!(tenant = %tenant.id, "another node holds the tenant's lease; its claims are left to it")
             }
@@ -471,29 +471,6 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
         }
     }
     Handled::Done
-}
-
-/// Finishes the tenant's claim folders that no run of this process works on (the caller holds
-/// the tenant's lease). A claim that still fails is left for the next start.
-fn recover_claims(shared: &Shared, tenant: &Tenant) {
-    cleanup::under_lease(shared, &tenant.id);
-    for dir in lease::foreign_claims(shared, &tenant.id) {
-        let span = tracing::info_span!(
-            "recover",
-            tenant = %tenant.id,
-            claim = %dir.display(),
-            import_id = tracing::field::Empty
-        );
-        let _enter = span.enter();
-        let done = with_retries(&tenant.id, &dir.display().to_string(), || {
-            run::recover_claim(shared, tenant, &dir).map(|_| ())
-        });
-        if !done {
-            if let Some(id) = dir.file_name() {
-                lease::settle(shared, &id.to_string_lossy());
-            }
-        }
-    }
 }
 
 fn claim_and_run(
