@@ -109,10 +109,19 @@ struct Cluster {
 
 impl Cluster {
     fn start(db: &str) -> Cluster {
+        let mut c = Cluster::prepare(db);
+        for i in 0..c.nodes.len() {
+            c.start_node(i);
+        }
+        c
+    }
+
+    /// Both nodes configured, none started.
+    fn prepare(db: &str) -> Cluster {
         let pg = TestPostgres::start();
         let url = pg.create_database(db);
         let dir = tempfile::tempdir().unwrap();
-        let mut nodes: Vec<Node> = ["node-a", "node-b"]
+        let nodes: Vec<Node> = ["node-a", "node-b"]
             .iter()
             .map(|id| {
                 let admin_port = free_port();
@@ -128,22 +137,22 @@ impl Cluster {
             })
             .collect();
         std::fs::create_dir_all(dir.path().join("data/tenants/big")).unwrap();
-        let mut c = Cluster {
+        Cluster {
             _pg: pg,
             dir,
-            nodes: Vec::new(),
-        };
-        // One after the other: the first creates the shared host keys the second then reads
-        // (nodes behind one address must present the same host key).
-        for mut n in nodes.drain(..) {
-            n.start();
-            c.nodes.push(n);
-            let up = wait_until(Duration::from_secs(60), || {
-                c.nodes.last().is_some_and(|n| n.get("/health").0 == 200)
-            });
-            assert!(up, "the nodes did not start\n{}", c.logs());
+            nodes,
         }
-        c
+    }
+
+    /// Starts node `i` and waits for its admin API. Nodes start one after the other: the
+    /// first creates the shared host keys the next ones read (nodes behind one address must
+    /// present the same host key).
+    fn start_node(&mut self, i: usize) {
+        self.nodes[i].start();
+        let up = wait_until(Duration::from_secs(60), || {
+            self.nodes[i].get("/health").0 == 200
+        });
+        assert!(up, "{} did not start\n{}", self.nodes[i].id, self.logs());
     }
 
     fn path(&self) -> &Path {
@@ -153,6 +162,7 @@ impl Cluster {
     fn logs(&self) -> String {
         self.nodes
             .iter()
+            .filter(|n| n.log.exists())
             .map(Node::log_tail)
             .collect::<Vec<_>>()
             .join("\n")
@@ -575,6 +585,43 @@ async fn failed_logins_on_both_nodes_add_up_to_one_block() {
             c.logs()
         );
     }
+    for n in &mut c.nodes {
+        n.stop();
+    }
+}
+
+/// A node that starts while another imports leaves that claim alone: its start-up recovery
+/// needs the tenant's lease, which the importing node holds. One run, by the first node.
+#[test]
+fn a_node_starting_mid_import_leaves_the_running_claim_alone() {
+    let mut c = Cluster::prepare("start_mid_import");
+    c.start_node(0);
+    const ROWS: usize = 100_000;
+    c.drop_in("users.csv", &users_csv(ROWS));
+    let started = wait_until(Duration::from_secs(60), || c.claims() == 1);
+    assert!(started, "node-a did not claim the file\n{}", c.logs());
+    c.start_node(1);
+    assert_eq!(
+        (c.claims(), c.archived()),
+        (1, 0),
+        "node-a finished before node-b started: nothing was tested\n{}",
+        c.logs()
+    );
+    let done = wait_until(Duration::from_secs(240), || {
+        c.claims() == 0 && c.archived() == 1
+    });
+    assert!(done, "the import did not finish\n{}", c.logs());
+    std::thread::sleep(Duration::from_secs(2));
+    let history = c.history(1);
+    assert_eq!(history.len(), 1, "{history:?}\n{}", c.logs());
+    assert_eq!(history[0]["status"], "success", "{history:?}");
+    assert_eq!(history[0]["inserted"], ROWS as u64, "{history:?}");
+    let log_b = std::fs::read_to_string(&c.nodes[1].log).unwrap_or_default();
+    assert!(
+        !log_b.contains("claimed before a restart"),
+        "node-b took node-a's running claim\n{}",
+        c.logs()
+    );
     for n in &mut c.nodes {
         n.stop();
     }
