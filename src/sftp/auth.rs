@@ -9,9 +9,11 @@
 //! With a store several nodes share (PostgreSQL; [`LoginThrottle::share_through`]), failures
 //! are also counted, and blocks checked, in the store, so a brute force cannot rotate across
 //! nodes. The store is synchronous: it is called on a blocking thread, for at most
-//! [`SHARED_WAIT`]. The in-memory counts always run as well, and a block the store reports is
-//! remembered in them, so when the store fails (logged) a client blocked before stays blocked
-//! and everyone else is judged by this node's own counts: never all locked out. A successful
+//! [`SHARED_WAIT`], and after a failure it is left alone for [`STORE_BACKOFF`] so logins do not
+//! wait on a database that is down. The in-memory counts always run as well, and a block the
+//! store reports is remembered in them, so when the store fails (logged) a client blocked
+//! before stays blocked and everyone else is judged by this node's own counts: never all
+//! locked out. A successful
 //! login clears its address's shared failures (not a block in force); the tenant's shared
 //! count is not cleared by a login, so password guesses against one tenant stay bounded
 //! whatever the address.
@@ -142,10 +144,14 @@ pub struct LoginThrottle {
     inner: Arc<Mutex<Throttles>>,
     /// The store whose shared counters are used too (several nodes), once set.
     shared: Arc<OnceLock<Store>>,
+    /// After the store failed, it is left alone until then (logins do not wait on it).
+    store_down_until: Arc<Mutex<Option<Instant>>>,
 }
 
 /// How long a login waits for the shared counters before it is judged by local counts alone.
 pub const SHARED_WAIT: Duration = Duration::from_secs(3);
+/// How long the shared counters are left alone after the store failed.
+pub const STORE_BACKOFF: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct Throttles {
@@ -228,14 +234,14 @@ impl LoginThrottle {
     /// (and, with shared counters, the address's shared failures, in the background).
     pub fn succeeded(&self, addr: Option<IpAddr>, tenant: &str) {
         let Some(a) = addr else { return };
-        if let (Some(store), Ok(rt)) = (
-            self.shared.get().cloned(),
-            tokio::runtime::Handle::try_current(),
-        ) {
+        if let (Some(store), Ok(rt)) = (self.shared_store(), tokio::runtime::Handle::try_current())
+        {
+            let this = self.clone();
             rt.spawn(async move {
                 let subject = a.to_string();
                 let cleared = ask_store(move || store.login_cleared(LoginScope::Address, &subject));
                 if let Err(e) = cleared.await {
+                    this.store_failed();
                     tracing::warn!(address = %a, "cannot clear the shared failed logins: {e:#}");
                 }
             });
@@ -266,7 +272,7 @@ impl LoginThrottle {
     /// store cannot answer, the local answer stands (logged).
     pub async fn check(&self, addr: Option<IpAddr>, tenant: Option<&str>) -> Gate {
         let local = self.gate(addr, tenant);
-        let Some(store) = self.shared.get().cloned() else {
+        let Some(store) = self.shared_store() else {
             return local;
         };
         if local != Gate::Open {
@@ -289,6 +295,7 @@ impl LoginThrottle {
                 Gate::Blocked(blocked_reason(scope, &subject))
             }
             Err(e) => {
+                self.store_failed();
                 tracing::warn!(
                     "cannot read the shared login blocks; judging by this node's own counts: {e:#}"
                 );
@@ -306,7 +313,7 @@ impl LoginThrottle {
         tenant: &str,
     ) -> Duration {
         let delay = self.failed(policy, addr, tenant);
-        let Some(store) = self.shared.get().cloned() else {
+        let Some(store) = self.shared_store() else {
             return delay;
         };
         let subjects = subjects(addr, Some(tenant));
@@ -328,11 +335,40 @@ impl LoginThrottle {
                     self.remember_block(scope, &subject, until);
                 }
             }
-            Err(e) => tracing::warn!(
-                "cannot count a failed login in the shared counters; this node counts it alone: {e:#}"
-            ),
+            Err(e) => {
+                self.store_failed();
+                tracing::warn!(
+                    "cannot count a failed login in the shared counters; this node counts it alone: {e:#}"
+                )
+            }
         }
         delay
+    }
+
+    /// The store of the shared counters, unless there is none or it failed in the last
+    /// [`STORE_BACKOFF`].
+    fn shared_store(&self) -> Option<Store> {
+        let store = self.shared.get()?;
+        let mut down = self
+            .store_down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *down {
+            Some(until) if Instant::now() < until => None,
+            _ => {
+                *down = None;
+                Some(store.clone())
+            }
+        }
+    }
+
+    /// The store failed: leave it alone for [`STORE_BACKOFF`].
+    fn store_failed(&self) {
+        let mut down = self
+            .store_down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *down = Some(Instant::now() + STORE_BACKOFF);
     }
 
     /// Keeps a block the shared counters reported, so it holds while the store is unreachable.
