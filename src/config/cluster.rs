@@ -49,13 +49,9 @@ impl ClusterConfig {
             out.push("[cluster] lease_secs must be at least 3".to_string());
         }
         if let Some(id) = &self.node_id {
-            let ok = !id.is_empty()
-                && id.len() <= 200
-                && id.chars().all(|c| c.is_ascii_graphic());
+            let ok = !id.is_empty() && id.len() <= 200 && id.chars().all(|c| c.is_ascii_graphic());
             if !ok {
-                out.push(
-                    "[cluster] node_id must be 1 to 200 visible ASCII characters".to_string(),
-                );
+                out.push("[cluster] node_id must be 1 to 200 visible ASCII characters".to_string());
             }
         }
         out

@@ -8,9 +8,9 @@
 //! `[store]` (see [`store`]) is read here too: `ROSTER_STORE_URL` overrides its `url` in
 //! [`Config::parse`], the one key the environment overrides.
 
-pub mod cluster;
 pub mod admin_token;
 pub mod authorized_keys;
+pub mod cluster;
 pub mod reload;
 pub mod store;
 mod validate;
@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use reload::ConfigHandle;
 pub use cluster::ClusterConfig;
+pub use reload::ConfigHandle;
 pub use store::StoreConfig;
 
 /// The whole configuration file.

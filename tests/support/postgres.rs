@@ -194,7 +194,33 @@ impl Drop for TestPostgres {
 
 /// The folder of `initdb`/`pg_ctl`/`postgres`: Debian's newest `/usr/lib/postgresql/<major>/bin`,
 /// else the folder of `initdb` on PATH.
+/// The folder of `initdb` and `pg_ctl`. When they are missing, `tests/postgres/install.sh` is
+/// run once (so `cargo test` sets up its own PostgreSQL on a fresh machine, as the README
+/// promises) and the search is repeated; a failed install panics with its output.
 fn server_bin_dir() -> PathBuf {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    if let Some(bin) = find_server_bin_dir() {
+        return bin;
+    }
+    INSTALL.call_once(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/postgres/install.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .expect("cannot run tests/postgres/install.sh");
+        assert!(
+            out.status.success(),
+            "tests/postgres/install.sh failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    find_server_bin_dir().unwrap_or_else(|| {
+        panic!("PostgreSQL's initdb/pg_ctl are not installed: run tests/postgres/install.sh")
+    })
+}
+
+fn find_server_bin_dir() -> Option<PathBuf> {
     let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -207,15 +233,10 @@ fn server_bin_dir() -> PathBuf {
         .collect();
     debian.sort();
     if let Some((_, bin)) = debian.pop() {
-        return bin;
+        return Some(bin);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for d in std::env::split_paths(&path) {
-        if d.join("initdb").exists() && d.join("pg_ctl").exists() {
-            return d;
-        }
-    }
-    panic!("PostgreSQL's initdb/pg_ctl are not installed: run tests/postgres/install.sh");
+    std::env::split_paths(&path).find(|d| d.join("initdb").exists() && d.join("pg_ctl").exists())
 }
 
 fn is_root() -> bool {
