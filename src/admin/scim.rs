@@ -78,6 +78,23 @@ pub(crate) fn router(state: AppState) -> Router {
 }
 
 /// A SCIM error response (RFC 7644 §3.12).
+/// The answer to a failed directory read: 503 when the store cannot be reached right now
+/// (`store::Unavailable`: the client should retry), else 500.
+fn store_failed(e: &anyhow::Error) -> Response {
+    if crate::store::is_unavailable(e) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "the directory cannot be read right now (its store is unavailable); retry shortly",
+        );
+    }
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        None,
+        "the directory cannot be read",
+    )
+}
+
 fn error(status: StatusCode, scim_type: Option<&str>, detail: impl Into<String>) -> Response {
     let mut body = json!({
         "schemas": [ERROR_SCHEMA],
@@ -327,11 +344,7 @@ async fn users(
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
             tracing::error!(%tenant, "SCIM: cannot list users: {e:#}");
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                None,
-                "the directory cannot be read",
-            );
+            return store_failed(&e);
         }
         Err(e) => {
             tracing::error!(%tenant, "SCIM: the listing task failed: {e}");
@@ -423,11 +436,7 @@ async fn user(
         ),
         Ok(Err(e)) => {
             tracing::error!(%tenant, "SCIM: cannot read a user: {e:#}");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                None,
-                "the directory cannot be read",
-            )
+            store_failed(&e)
         }
         Err(e) => {
             tracing::error!(%tenant, "SCIM: the lookup task failed: {e}");

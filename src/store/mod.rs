@@ -238,6 +238,24 @@ pub trait Backend: Directory + Users + RunLog + MailOutbox {
     fn flush(&self) -> Result<()>;
 }
 
+/// A store call failed because the store cannot be reached right now (PostgreSQL down, restarting
+/// or unreachable), not because of what was asked: callers answer "try again later" (the admin
+/// API's 503) and retry, instead of blaming the request or the file. Backends attach it as
+/// context to such errors; [`is_unavailable`] finds it under any further context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the store is unavailable right now")
+    }
+}
+
+/// True when `e` (at any level of context) says the store cannot be reached right now.
+pub fn is_unavailable(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Unavailable>().is_some()
+}
+
 /// Handle to the store; cheap to clone, shareable across threads. Dereferences to the backend,
 /// so `store.history(..)` is a [`RunLog`] call and `&*store` is a `&dyn Directory`.
 #[derive(Clone)]
@@ -274,5 +292,18 @@ impl std::ops::Deref for Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Store")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_is_found_under_further_context() {
+        let e = anyhow::anyhow!("connection refused").context(Unavailable);
+        let e = e.context("cannot read the history").context("admin API");
+        assert!(is_unavailable(&e));
+        assert!(!is_unavailable(&anyhow::anyhow!("a damaged record")));
     }
 }
