@@ -120,6 +120,24 @@ impl TestPostgres {
         assert_eq!(self.psql("postgres", "SELECT pg_reload_conf()"), "t");
     }
 
+    /// Stops the server at once, as a crash or a power loss would (`pg_ctl stop -m immediate`:
+    /// open connections are cut, nothing is shut down cleanly). [`start_again`](Self::start_again)
+    /// brings it back on the same port with the same data.
+    pub fn stop(&self) {
+        let data = self.data_dir();
+        self.run_checked(
+            "pg_ctl",
+            &["-D", path_str(&data), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
+    /// Starts the stopped server again on the same port; panics when it does not start.
+    pub fn start_again(&self) {
+        if let Err(e) = self.try_start() {
+            panic!("PostgreSQL did not start again:\n{e}");
+        }
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -193,8 +211,7 @@ impl Drop for TestPostgres {
 }
 
 /// The folder of `initdb`/`pg_ctl`/`postgres`: Debian's newest `/usr/lib/postgresql/<major>/bin`,
-/// else the folder of `initdb` on PATH.
-/// The folder of `initdb` and `pg_ctl`. When they are missing, `tests/postgres/install.sh` is
+/// else the folder of `initdb` on PATH. When they are missing, `tests/postgres/install.sh` is
 /// run once (so `cargo test` sets up its own PostgreSQL on a fresh machine, as the README
 /// promises) and the search is repeated; a failed install panics with its output.
 fn server_bin_dir() -> PathBuf {
