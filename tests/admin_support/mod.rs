@@ -96,11 +96,16 @@ pub struct Answer {
 }
 
 impl Env {
+    /// A server on sled, or on PostgreSQL when `ROSTER_TEST_STORE=postgres`.
     pub async fn start() -> Env {
+        Env::start_with(crate::support::server_store::ServerStore::for_test()).await
+    }
+
+    /// A server on the given store.
+    pub async fn start_with(store_under_test: crate::support::server_store::ServerStore) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let key = PrivateKey::random(&mut rand10::rng(), russh::keys::Algorithm::Ed25519).unwrap();
         let config_path = dir.path().join("roster.toml");
-        let store_under_test = crate::support::server_store::ServerStore::for_test();
         let text =
             config_text(dir.path(), &key, "127.0.0.1:0") + &store_under_test.config_section();
         std::fs::write(&config_path, text).unwrap();

@@ -30,15 +30,18 @@ impl ServerStore {
                 postgres: None,
                 url: None,
             },
-            Some("postgres") => {
-                let pg = TestPostgres::start();
-                let url = pg.create_database("roster");
-                ServerStore {
-                    postgres: Some(pg),
-                    url: Some(url),
-                }
-            }
+            Some("postgres") => ServerStore::postgres(),
             Some(other) => panic!("{TEST_STORE_ENV}={other:?}: use sled or postgres"),
+        }
+    }
+
+    /// Always a fresh PostgreSQL, whatever the environment says (the fault tests).
+    pub fn postgres() -> ServerStore {
+        let pg = TestPostgres::start();
+        let url = pg.create_database("roster");
+        ServerStore {
+            postgres: Some(pg),
+            url: Some(url),
         }
     }
 
