@@ -23,10 +23,11 @@
 // Handlers return ready SCIM error responses through Result; their size does not matter here.
 #![allow(clippy::result_large_err)]
 
-use super::filter::{self, Attr, Cond, Filter};
+use super::filter;
 use super::schemas::{self, ENTERPRISE_SCHEMA, ERROR_SCHEMA, LIST_SCHEMA, USER_SCHEMA};
 use super::{auth, AppState};
 use crate::config::MatchBy;
+use crate::model::UserFilter;
 use crate::model::{User, UserStatus};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -257,20 +258,6 @@ fn resource(u: &User, base: &str, manager_id: Option<&str>) -> Value {
     r
 }
 
-fn matches(u: &User, f: &Filter) -> bool {
-    f.all.iter().all(|c| match c {
-        Cond::Active(b) => (u.status == UserStatus::Active) == *b,
-        Cond::Text(Attr::Id, v) => u.key == *v,
-        Cond::Text(Attr::UserName, v) => user_name(u).eq_ignore_ascii_case(v),
-        Cond::Text(Attr::Email, v) => u
-            .email
-            .as_deref()
-            .is_some_and(|e| e.eq_ignore_ascii_case(v)),
-        Cond::Text(Attr::ExternalId, v) => u.mapping_code.as_deref() == Some(v.as_str()),
-        Cond::Text(Attr::Active, _) => false,
-    })
-}
-
 /// A numeric paging parameter (RFC 7644 §3.4.2.4), clamped to `min..=max`; Err on non-numbers.
 fn paging(
     m: &HashMap<String, String>,
@@ -301,7 +288,7 @@ async fn users(
         );
     };
     let filter = match m.get("filter").map(|f| filter::parse(f)) {
-        None => Filter::default(),
+        None => UserFilter::Everyone,
         Some(Ok(f)) => f,
         Some(Err(why)) => return error(StatusCode::BAD_REQUEST, Some("invalidFilter"), why),
     };
@@ -323,7 +310,7 @@ async fn users(
     let store = st.store.clone();
     let t = tenant.clone();
     let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let keep = |u: &User| u.status != UserStatus::Deleted && matches(u, &filter);
+        let keep = |u: &User| u.status != UserStatus::Deleted && filter.matches(u);
         let page = store.users_page(&t, &keep, start.saturating_sub(1), count)?;
         // Managers are looked up one by one: a page holds at most MAX_RESULTS users.
         let mut managers = Vec::with_capacity(page.users.len());
