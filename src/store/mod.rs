@@ -11,6 +11,7 @@
 //! | [`Users`] | the admin API and SCIM | users listed, paged, counted, looked up (as [`User`](crate::model::User), never the password hash) |
 //! | [`RunLog`] | the intake, the admin API, `approve` | history records, held plans, the file ledger, intake claims |
 //! | [`MailOutbox`] | `mail` | queued messages until delivered |
+//! | [`ChangeLog`] | the admin API, delivery (webhooks, SCIM push) | the change log, the event log, delivery cursors |
 //!
 //! Data enters and leaves as `model` values and packed bytes (`model::packed`); no backend type
 //! crosses these traits. A call is made per bucket, per user or per run, never per row.
@@ -39,6 +40,7 @@ pub mod sled;
 pub use frame::{frame, unframe};
 pub use sled::SledStore;
 
+use crate::model::changelog::{Cursor, Event, LoggedChange};
 use crate::model::packed::UserRec;
 use crate::model::{ImportRecord, User, UserPage, UserStatus};
 use anyhow::Result;
@@ -232,8 +234,28 @@ pub trait MailOutbox: Send + Sync {
     ) -> Result<()>;
 }
 
+/// What was committed, as applications are told it (docs/delivery.md): the change log, the
+/// event log, and each delivery consumer's cursor. Entries are written only by commits (the
+/// import engine's [`Commit`], a restore through [`Directory::update_user`]), in the same
+/// transaction as the directory change.
+pub trait ChangeLog: Send + Sync {
+    /// The tenant's change-log entries with `seq > after`, in `seq` order, at most `limit`.
+    fn changes(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<LoggedChange>>;
+    /// One user's change-log entries, newest first, at most `limit`.
+    fn user_changes(&self, tenant: &str, key: &str, limit: usize) -> Result<Vec<LoggedChange>>;
+    /// The tenant's events with `seq > after`, in `seq` order, at most `limit`.
+    fn events(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<Event>>;
+    /// The cursor of `consumer` (a webhook endpoint, SCIM push) on the tenant's logs; the
+    /// default (position 0) for a new consumer.
+    fn cursor(&self, tenant: &str, consumer: &str) -> Result<Cursor>;
+    /// Stores the cursor of `consumer`. Durable on return.
+    fn save_cursor(&self, tenant: &str, consumer: &str, cursor: &Cursor) -> Result<()>;
+    /// Removes change-log and event entries older than `before`; returns how many.
+    fn trim_changes(&self, tenant: &str, before: DateTime<Utc>) -> Result<u64>;
+}
+
 /// One backend behind every seam.
-pub trait Backend: Directory + Users + RunLog + MailOutbox {
+pub trait Backend: Directory + Users + RunLog + MailOutbox + ChangeLog {
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<()>;
 }

@@ -35,6 +35,7 @@
 //! | `meta` | the password-fingerprint key |
 //! | `nodes`, `leases`, `schedule_ticks`, `auth_failures` | a cluster's shared state |
 
+mod changes;
 mod connections;
 mod directory;
 mod migrate;

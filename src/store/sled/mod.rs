@@ -20,6 +20,7 @@
 //! | `ledger` | `<tenant>\0<file name>` | JSON [`LedgerEntry`](crate::store::LedgerEntry): the last run of that file name |
 //! | `claims` | `<tenant>\0a<file name>` | the id of the intake claim running that file (see `runs`) |
 //! | `claims` | `<tenant>\0c<claim id>` | JSON stamp: the claim's run committed, as this import id |
+//! | `cursors` | `<tenant>\0<consumer>` | JSON `model::changelog::Cursor`: how far a delivery consumer got (see `changes`) |
 //! | `outbox` | `<id u64 BE>` | framed (`store::frame`) JSON header (recipients, attempts, next attempt), then the message bytes |
 //!
 //! # Atomic imports
@@ -37,6 +38,7 @@
 //! their staging markers and swept away by [`SledStore::open`] (without reading any bucket).
 //! Every commit is flushed to disk before it returns.
 
+mod changes;
 mod directory;
 mod outbox;
 mod runs;
@@ -62,6 +64,7 @@ struct Inner {
     ledger: sled::Tree,
     claims: sled::Tree,
     outbox: sled::Tree,
+    cursors: sled::Tree,
     secret: [u8; 32],
 }
 
@@ -114,6 +117,7 @@ impl SledStore {
                 ledger: tree("ledger")?,
                 claims: tree("claims")?,
                 outbox: tree("outbox")?,
+                cursors: tree("cursors")?,
                 db,
                 secret,
             }),
