@@ -488,10 +488,15 @@ mod directory {
             store.user("t", "a").unwrap().unwrap().first_name.as_deref(),
             Some("Ann-1")
         );
-        // The loser's staged rows wait until its caller discards them.
+        // The loser's staged row (and its generation's marker) wait until its caller discards
+        // them.
         assert_eq!(
-            pg.psql("hr", "SELECT count(*) FROM roster.staged_rows"),
-            "1"
+            pg.psql(
+                "hr",
+                "SELECT string_agg(key || ':' || coalesce(status, '-'), ',' ORDER BY key) \
+                 FROM roster.staged_rows"
+            ),
+            ":staged,a:active"
         );
         store.discard_staged("t", &plan2).unwrap();
         assert_eq!(
@@ -572,9 +577,16 @@ mod directory {
         let state = put_all(&store, "t", &users);
         let count = |sql: &str| pg.psql("hr", sql);
         assert_eq!(count("SELECT count(*) FROM roster.staged_rows"), "0");
-        // Unchanged: a generation, no rows.
+        // Unchanged: a generation (its marker), no rows.
         let same = stage(&store, "t", &users, &["u0"]);
-        assert_eq!(count("SELECT count(*) FROM roster.staged_rows"), "0");
+        assert_eq!(
+            count("SELECT count(*) FROM roster.staged_rows WHERE key <> ''"),
+            "0"
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM roster.staged_rows WHERE status = 'staged'"),
+            "1"
+        );
         // One changed, one removed: two rows, the removal with no record.
         users.insert(keys[0].clone(), user(STATUS_ACTIVE, &[("role", "new")]));
         users.remove(&keys[1]);
@@ -582,7 +594,7 @@ mod directory {
         assert_eq!(
             count(
                 "SELECT string_agg(key || ':' || (record IS NULL)::text, ',' ORDER BY key) \
-                 FROM roster.staged_rows WHERE node_id = 'n1'"
+                 FROM roster.staged_rows WHERE node_id = 'n1' AND key <> ''"
             ),
             {
                 let mut v = [format!("{}:false", keys[0]), format!("{}:true", keys[1])];
@@ -609,13 +621,31 @@ mod directory {
         // What a node staged before it stopped is swept when it opens again; others' stay.
         let other = open(&pg.url("hr"), "n2");
         users.insert(keys[2].clone(), user(STATUS_DELETED, &[]));
-        stage(&store, "t", &users, &["u0"]);
+        let swept = stage(&store, "t", &users, &["u0"]);
         stage(&other, "t", &users, &["u0"]);
-        assert_eq!(count("SELECT count(*) FROM roster.staged_rows"), "2");
+        assert_eq!(count("SELECT count(*) FROM roster.staged_rows"), "4");
         drop(open(&pg.url("hr"), "n1"));
         assert_eq!(
-            count("SELECT string_agg(node_id, ',') FROM roster.staged_rows"),
+            count("SELECT string_agg(DISTINCT node_id, ',') FROM roster.staged_rows"),
             "n2"
+        );
+        // A plan whose staged rows were swept does not commit (it would lose them silently).
+        let e = store
+            .commit(&Commit {
+                tenant: "t".into(),
+                expected_version: after.version,
+                buckets: swept,
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("staged for tenant t are gone"),
+            "{e:#}"
+        );
+        assert_eq!(store.tenant_state("t").unwrap(), after);
+        assert_eq!(
+            store.user("t", &keys[2]).unwrap().unwrap().status,
+            UserStatus::Active
         );
     }
 

@@ -13,11 +13,13 @@
 //! - **stage**: the staged bucket is compared with the bucket's committed rows and only the
 //!   difference goes into `staged_rows` (binary COPY) under a fresh generation
 //!   (`roster.staged_gen`), tagged with this node: a changed or new row with its typed columns,
-//!   a removed key with `record` NULL. The CPU work (decode, compare, project) runs on the
-//!   calling thread, the SQL on the store's runtime.
+//!   a removed key with `record` NULL, and one marker row (key `''`, status [`MARKER`], no
+//!   record) that says the generation exists even when nothing differs. The CPU work (decode,
+//!   compare, project) runs on the calling thread, the SQL on the store's runtime.
 //! - **commit**: one transaction that locks the tenant's state row, refuses (changing nothing)
-//!   when its version is not the plan's, applies the named generations with one upsert and one
-//!   delete, sets the bucket generations, bumps the version when buckets changed, and writes the
+//!   when its version is not the plan's or when a named generation's marker is gone (its rows
+//!   were discarded, or swept by a process that opened the store as the same node: committing
+//!   would lose them silently), applies the named generations with one upsert and one delete, sets the bucket generations, bumps the version when buckets changed, and writes the
 //!   run-log parts (`runs::write_commit_parts`). Durable when PostgreSQL's commit returns.
 //! - **update_user**: optimistic. The record is read in one call, `change` (which is neither
 //!   `Send` nor `'static`, so it cannot run on the store's runtime) runs on the calling thread,
@@ -39,6 +41,9 @@ use std::collections::HashMap;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{IsolationLevel, Transaction};
+
+/// The `status` of a staged generation's marker row (never a user's status).
+const MARKER: &str = "staged";
 
 /// How often `update_user` tries again when another writer changed the user meanwhile.
 const UPDATE_ATTEMPTS: usize = 5;
@@ -155,13 +160,11 @@ impl Directory for PostgresStore {
                 .into_keys()
                 .map(|key| StagedRow { key, row: None }),
         );
-        if !staged.is_empty() {
-            let (tenant, node) = (tenant.to_string(), self.node_id.clone());
-            self.db.run(move |pool| async move {
-                let client = Connections::client(&pool).await?;
-                copy_staged(&client, gen, &node, &tenant, bucket, &staged).await
-            })?;
-        }
+        let (tenant, node) = (tenant.to_string(), self.node_id.clone());
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            copy_staged(&client, gen, &node, &tenant, bucket, &staged).await
+        })?;
         u64::try_from(gen).map_err(|_| anyhow!("roster.staged_gen handed out {gen}"))
     }
 
@@ -332,6 +335,21 @@ async fn apply_commit(tx: &Transaction<'_>, c: &Commit) -> Result<TenantState> {
             set_gens.push(i64::try_from(g).map_err(|_| anyhow!("generation {g} out of range"))?);
         }
     }
+    let marked: i64 = tx
+        .query_one(
+            "SELECT count(DISTINCT gen) FROM roster.staged_rows \
+             WHERE gen = ANY($1) AND tenant = $2 AND status = $3 AND record IS NULL",
+            &[&set_gens, &c.tenant, &MARKER],
+        )
+        .await?
+        .try_get(0)?;
+    if usize::try_from(marked).ok() != Some(set_gens.len()) {
+        bail!(
+            "the rows this import staged for tenant {} are gone (discarded, or swept when this \
+             node's store was opened again); nothing was changed; run it again",
+            c.tenant
+        );
+    }
     apply_staged(tx, &c.tenant, &set_gens).await?;
     if !emptied.is_empty() {
         for table in ["user_rows", "bucket_gens"] {
@@ -390,7 +408,7 @@ async fn apply_staged(tx: &Transaction<'_>, tenant: &str, gens: &[i64]) -> Resul
     tx.execute(&upsert, &[&gens, &tenant]).await?;
     tx.execute(
         "DELETE FROM roster.user_rows u USING roster.staged_rows s \
-         WHERE s.gen = ANY($1) AND s.tenant = $2 AND s.record IS NULL \
+         WHERE s.gen = ANY($1) AND s.tenant = $2 AND s.record IS NULL AND s.status IS NULL \
          AND u.tenant = s.tenant AND u.key = s.key",
         &[&gens, &tenant],
     )
@@ -403,7 +421,8 @@ async fn apply_staged(tx: &Transaction<'_>, tenant: &str, gens: &[i64]) -> Resul
     Ok(())
 }
 
-/// Writes `staged` into `staged_rows` under generation `gen` with one binary COPY.
+/// Writes the marker and `staged` into `staged_rows` under generation `gen` with one binary
+/// COPY.
 async fn copy_staged(
     client: &tokio_postgres::Client,
     gen: i64,
@@ -423,6 +442,9 @@ async fn copy_staged(
     let writer = BinaryCopyInWriter::new(sink, &types);
     tokio::pin!(writer);
     let nulls = null_values();
+    let mut marker: Vec<&(dyn ToSql + Sync)> = vec![&gen, &node, &tenant, &"", &bucket, &MARKER];
+    marker.extend(nulls.iter().skip(1).copied());
+    writer.as_mut().write(&marker).await?;
     for s in staged {
         let mut values: Vec<&(dyn ToSql + Sync)> = vec![&gen, &node, &tenant, &s.key, &bucket];
         match &s.row {

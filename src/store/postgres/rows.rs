@@ -12,13 +12,15 @@
 //! the packed `record` column. A value that does not convert must not fail an import, so it
 //! leaves its typed column NULL instead: a date that is not `YYYY-MM-DD`, a `sex` other than `M`
 //! or `F` (the table's check), and any text holding a NUL character (PostgreSQL text and jsonb
-//! cannot hold one; for a list the whole column, for an attribute that one key). Fields without
-//! a column (`password`, `active`, `deactivate`) are not projected. Pure: no I/O.
+//! cannot hold one; for a list the whole column, for an attribute that one key). A time outside
+//! what `timestamptz` holds (only a damaged record has one) is NULL for `deleted_at` and the
+//! epoch for the two columns that cannot be NULL. Fields without a column (`password`,
+//! `active`, `deactivate`) are not projected. Pure: no I/O.
 
 use crate::model::fields::{custom_name, LIST_SEP};
 use crate::model::packed::{UserRec, STATUS_ACTIVE, STATUS_DELETED};
 use crate::model::user::millis_to_time;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use tokio_postgres::types::{ToSql, Type};
 
 /// The text columns, in [`TYPED_COLUMNS`] order; each is the field of the same name.
@@ -162,9 +164,11 @@ impl TypedRow {
             dates,
             lists,
             attributes: serde_json::Value::Object(attributes),
-            created_at: millis_to_time(rec.created_at),
-            updated_at: millis_to_time(rec.updated_at),
-            deleted_at: (rec.deleted_at != 0).then(|| millis_to_time(rec.deleted_at)),
+            created_at: pg_time(rec.created_at).unwrap_or_default(),
+            updated_at: pg_time(rec.updated_at).unwrap_or_default(),
+            deleted_at: (rec.deleted_at != 0)
+                .then(|| pg_time(rec.deleted_at))
+                .flatten(),
             record,
         }
     }
@@ -189,6 +193,13 @@ impl TypedRow {
         v.push(&self.record);
         v
     }
+}
+
+/// A time in milliseconds as `timestamptz` holds it; None outside its range (4713 BC to
+/// 294276 AD, with a margin).
+fn pg_time(ms: i64) -> Option<DateTime<Utc>> {
+    let t = millis_to_time(ms);
+    (t.timestamp_millis() == ms && (-4700..=294_000).contains(&t.year())).then_some(t)
 }
 
 /// A stored ISO date (`YYYY-MM-DD`); None for anything else.
@@ -296,5 +307,11 @@ mod tests {
         assert_eq!(status_text(STATUS_INACTIVE), "inactive");
         assert_eq!(status_text(9), "inactive");
         assert_eq!(row.attributes, serde_json::json!({}));
+        // Times PostgreSQL cannot hold (a damaged record).
+        r.created_at = i64::MIN;
+        r.deleted_at = 400_000 * 365 * 86_400_000;
+        let row = TypedRow::from_rec(&r, Vec::new());
+        assert_eq!(row.created_at.timestamp_millis(), 0);
+        assert_eq!(row.deleted_at, None);
     }
 }
