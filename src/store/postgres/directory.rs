@@ -19,8 +19,10 @@
 //! - **commit**: one transaction that locks the tenant's state row, refuses (changing nothing)
 //!   when its version is not the plan's or when a named generation's marker is gone (its rows
 //!   were discarded, or swept by a process that opened the store as the same node: committing
-//!   would lose them silently), applies the named generations with one upsert and one delete, sets the bucket generations, bumps the version when buckets changed, and writes the
-//!   run-log parts (`runs::write_commit_parts`). Durable when PostgreSQL's commit returns.
+//!   would lose them silently), applies the named generations with one upsert and one delete,
+//!   sets the bucket generations (0: the bucket's rows go), bumps the version when buckets
+//!   changed, and writes the run-log parts (`runs::write_commit_parts`, called only when the
+//!   commit carries a record, ledger entry or plan). Durable when PostgreSQL's commit returns.
 //! - **update_user**: optimistic. The record is read in one call, `change` (which is neither
 //!   `Send` nor `'static`, so it cannot run on the store's runtime) runs on the calling thread,
 //!   and the write is a compare-and-set on the record's bytes inside a transaction that also
