@@ -473,3 +473,38 @@ fn users_listings_match_the_sled_store() {
     assert_eq!(pg_store.user_counts("other").unwrap(), (0, 0, 0));
     assert!(pg_store.users("other", None).unwrap().is_empty());
 }
+
+#[test]
+fn a_bucket_committed_as_generation_zero_is_emptied() {
+    let (pg, store) = start("n1");
+    // "a" and a key of another bucket.
+    let other = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| bucket_of(k.as_bytes()) != bucket_of(b"a"))
+        .unwrap();
+    let users = directory(&[
+        ("a", user(STATUS_ACTIVE, &[])),
+        (other.as_str(), user(STATUS_ACTIVE, &[])),
+    ]);
+    let state = put_all(&store, "t", &users);
+    let a = bucket_of(b"a");
+    let after = commit(&store, "t", state.version, &[(a, 0)]);
+    assert_eq!(
+        (after.version, after.gen(a as usize)),
+        (state.version + 1, 0)
+    );
+    assert_eq!(
+        after.gen(bucket_of(other.as_bytes()) as usize),
+        state.gen(bucket_of(other.as_bytes()) as usize)
+    );
+    assert!(store.user("t", "a").unwrap().is_none());
+    assert!(store.user("t", &other).unwrap().is_some());
+    assert_eq!(store.bucket("t", a, 0).unwrap(), None);
+    assert_eq!(
+        pg.psql(
+            "hr",
+            &format!("SELECT count(*) FROM roster.bucket_gens WHERE bucket = {a}")
+        ),
+        "0"
+    );
+}
