@@ -508,3 +508,60 @@ fn a_bucket_committed_as_generation_zero_is_emptied() {
         "0"
     );
 }
+
+#[test]
+fn update_user_runs_change_again_when_the_user_changed_meanwhile() {
+    let (pg, store) = start("n1");
+    put_all(
+        &store,
+        "t",
+        &directory(&[("a", user(STATUS_ACTIVE, &[("first_name", "Ann")]))]),
+    );
+    // Another writer's record for "a", written while `change` runs.
+    let sneak = |name: &str| {
+        let mut enc = Vec::new();
+        user(STATUS_ACTIVE, &[("first_name", name)]).encode_into(&mut enc);
+        pg.psql(
+            "hr",
+            &format!(
+                "UPDATE roster.user_rows SET record = decode('{}', 'hex') WHERE key = 'a'",
+                hex::encode(&enc)
+            ),
+        );
+    };
+    let mut calls = 0;
+    let rec = store
+        .update_user("t", "a", &mut |r| {
+            calls += 1;
+            if calls == 1 {
+                sneak("Concurrent");
+            }
+            r.set("job_title", Some("New"));
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(calls, 2, "the first write found the record changed");
+    assert_eq!(
+        (rec.get("first_name"), rec.get("job_title")),
+        (Some("Concurrent"), Some("New"))
+    );
+    let shown = store.user("t", "a").unwrap().unwrap();
+    assert_eq!(shown.first_name.as_deref(), Some("Concurrent"));
+    assert_eq!(shown.fields["job_title"], "New");
+    // A user that never stops changing: a few attempts, then an error, nothing of ours written.
+    let mut round = 0;
+    let e = store
+        .update_user("t", "a", &mut |r| {
+            round += 1;
+            sneak(&format!("Other{round}"));
+            r.set("job_title", Some("Never"));
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("kept changing"), "{e:#}");
+    assert_eq!(round, 5);
+    let shown = store.user("t", "a").unwrap().unwrap();
+    assert_eq!(shown.first_name.as_deref(), Some("Other5"));
+    assert!(!shown.fields.contains_key("job_title"));
+}
