@@ -94,12 +94,7 @@ impl PostgresStore {
         let db = Connections::open(target, POOL_SIZE)?;
         let config = target.config.clone();
         db.run(move |_| async move { migrate(&config).await.map(|_| ()) })
-            .with_context(|| {
-                format!(
-                    "cannot prepare the PostgreSQL store at {}",
-                    target.describe()
-                )
-            })?;
+            .with_context(|| format!("cannot prepare the PostgreSQL store at {}", target.describe()))?;
         let secret = db.run(|pool| async move {
             let client = Connections::client(&pool).await?;
             let fresh: [u8; 32] = rand::random();
@@ -124,10 +119,7 @@ impl PostgresStore {
         db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
             client
-                .execute(
-                    "DELETE FROM roster.staged_rows WHERE node_id = $1",
-                    &[&node],
-                )
+                .execute("DELETE FROM roster.staged_rows WHERE node_id = $1", &[&node])
                 .await?;
             Ok(())
         })?;
