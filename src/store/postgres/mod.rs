@@ -40,6 +40,7 @@ mod connections;
 mod directory;
 mod migrate;
 mod outbox;
+mod rows;
 mod runs;
 mod target;
 mod tls;
