@@ -134,7 +134,7 @@ fn report_store(config: &Config) -> anyhow::Result<()> {
     };
     let at = target.describe();
     let found = runtime()?
-        .block_on(roster::store::postgres::schema_version(&target.config))
+        .block_on(roster::store::postgres::schema_version(&target))
         .with_context(|| format!("store: cannot reach PostgreSQL at {at} as {}", target.user))?;
     let expected = roster::store::postgres::SCHEMA_VERSION;
     let note = if found == 0 {

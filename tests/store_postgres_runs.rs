@@ -3,6 +3,7 @@
 //! `RunLog` and `MailOutbox` must come back as the sled store gives it back; several stores
 //! (nodes) on one database must not hand out the same import id or deliver the same message.
 
+#[allow(dead_code)]
 #[path = "support/postgres.rs"]
 mod test_postgres;
 
@@ -10,7 +11,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use roster::mail::{MailQueue, Worker};
 use roster::model::{Counts, ImportRecord, ImportStatus};
 use roster::store::postgres::parse_url;
-use roster::store::{MailOutbox, RunLog, Store};
+use roster::store::Store;
 use std::sync::Arc;
 use test_postgres::TestPostgres;
 
@@ -48,7 +49,10 @@ fn full_record(tenant: &str, id: &str) -> ImportRecord {
             skipped: 8,
             errors: 9,
         },
-        messages: vec!["zeta comes first".into(), "alpha second, 'quoted' {x}".into()],
+        messages: vec![
+            "zeta comes first".into(),
+            "alpha second, 'quoted' {x}".into(),
+        ],
         encoding: "windows-1252".to_string(),
         delimiter: "\t".to_string(),
         archived_as: Some("processed/users.csv".to_string()),
@@ -71,15 +75,24 @@ fn import_ids_are_formatted_as_sled_does_and_unique_across_nodes() {
     for id in &ids {
         let (time, n) = id.split_once('-').unwrap();
         assert_eq!(time, "20261121T073000Z", "{id}");
-        assert!(n.len() == 10 && n.bytes().all(|c| c.is_ascii_digit()), "{id}");
+        assert!(
+            n.len() == 10 && n.bytes().all(|c| c.is_ascii_digit()),
+            "{id}"
+        );
     }
     let mut sorted = ids.clone();
     sorted.sort();
-    assert_eq!(sorted, ids, "ids taken one after the other sort in that order");
+    assert_eq!(
+        sorted, ids,
+        "ids taken one after the other sort in that order"
+    );
     sorted.dedup();
     assert_eq!(sorted.len(), ids.len(), "no id handed out twice: {ids:?}");
     let later = a.new_import_id(now + chrono::Duration::seconds(1)).unwrap();
-    assert!(later > ids[ids.len() - 1], "a later time sorts after: {later}");
+    assert!(
+        later > ids[ids.len() - 1],
+        "a later time sorts after: {later}"
+    );
 }
 
 #[test]
@@ -206,7 +219,9 @@ fn claims_run_stamp_and_are_forgotten() {
 
     let record = full_record("acme", "20261121T073000Z-0000000007");
     store.record_claimed(&record, "c-9").unwrap();
-    store.record_claimed(&full_record("acme", "i-2"), "c-10").unwrap();
+    store
+        .record_claimed(&full_record("acme", "i-2"), "c-10")
+        .unwrap();
     assert_eq!(
         store.claim_committed("acme", "c-9").unwrap().as_deref(),
         Some(record.id.as_str())
@@ -248,7 +263,10 @@ fn held_plans_and_the_ledger_read_what_the_tables_hold() {
     assert_eq!(entry.state, roster::store::LedgerState::Failed);
     assert_eq!(entry.import_id, None);
     let expected = Utc.with_ymd_and_hms(2026, 11, 21, 7, 30, 0).unwrap();
-    assert_eq!(entry.updated_at, expected + chrono::Duration::microseconds(1));
+    assert_eq!(
+        entry.updated_at,
+        expected + chrono::Duration::microseconds(1)
+    );
 }
 
 /// A message with the headers the worker reads back (tenant, subject).
@@ -274,7 +292,10 @@ fn the_outbox_keeps_messages_until_sent_and_defers_with_attempts() {
     let long_ago = Utc::now() - chrono::Duration::hours(1);
     assert!(store.outbox_due(long_ago).unwrap().is_empty());
     let due = store.outbox_due(Utc::now()).unwrap();
-    assert_eq!(due.iter().map(|i| i.id).collect::<Vec<_>>(), [first, second]);
+    assert_eq!(
+        due.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [first, second]
+    );
     assert_eq!(due[0].recipients, to);
     assert_eq!(due[0].message, message("one"));
     assert_eq!((due[0].attempts, due[0].last_error.as_deref()), (0, None));
@@ -313,7 +334,13 @@ fn two_nodes_never_take_the_same_message_and_a_dead_claim_expires() {
         (ha.join().unwrap(), hb.join().unwrap())
     });
     let mut ids: Vec<u64> = ta.iter().chain(&tb).map(|i| i.id).collect();
-    assert_eq!(ids.len(), 40, "every message taken once: a {} b {}", ta.len(), tb.len());
+    assert_eq!(
+        ids.len(),
+        40,
+        "every message taken once: a {} b {}",
+        ta.len(),
+        tb.len()
+    );
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 40, "no message taken by both nodes");
@@ -373,4 +400,144 @@ fn outbox_len_is_zero_and_calls_fail_when_the_database_is_gone() {
     assert_eq!(store.outbox_len(), 0);
     assert!(store.outbox_due(Utc::now()).is_err());
     assert!(store.history("acme", 1).is_err());
+}
+
+/// How many connections named `app` the server has, and how many of them use TLS.
+fn tls_connections(pg: &TestPostgres, app: &str) -> (u32, u32) {
+    let out = pg.psql(
+        "postgres",
+        &format!(
+            "SELECT count(*) || ' ' || count(*) FILTER (WHERE s.ssl) FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a USING (pid) WHERE a.application_name = '{app}'"
+        ),
+    );
+    let (all, tls) = out.split_once(' ').unwrap();
+    (all.parse().unwrap(), tls.parse().unwrap())
+}
+
+/// A URL of database `db` on `host`, with `params`.
+fn url_at(pg: &TestPostgres, host: &str, db: &str, params: &str) -> String {
+    format!(
+        "postgres://{}@{host}:{}/{db}?{params}",
+        test_postgres::SUPERUSER,
+        pg.port
+    )
+}
+
+fn open_url(url: &str) -> anyhow::Result<Store> {
+    let target = parse_url(url).unwrap_or_else(|e| panic!("{e}"));
+    Store::open_postgres(&target, "node-a")
+}
+
+#[test]
+fn sslmode_require_encrypts_without_checking_the_certificate() {
+    let pg = TestPostgres::start_with_ssl();
+    pg.create_database("hr");
+    // 127.0.0.1 is not a name of the certificate, and its CA is not trusted: require accepts it.
+    let url = url_at(
+        &pg,
+        "127.0.0.1",
+        "hr",
+        "sslmode=require&application_name=tls-require",
+    );
+    let store = open_url(&url).unwrap();
+    store
+        .outbox_push(&["it@x.example".to_string()], &message("m"))
+        .unwrap();
+    assert_eq!(store.outbox_len(), 1);
+    let (all, tls) = tls_connections(&pg, "tls-require");
+    assert!(all > 0 && tls == all, "{tls} of {all} connections use TLS");
+    // Plain connections stay plain.
+    let plain = url_at(&pg, "127.0.0.1", "hr", "application_name=tls-none");
+    let plain_store = open_url(&plain).unwrap();
+    assert_eq!(plain_store.outbox_len(), 1);
+    let (all, tls) = tls_connections(&pg, "tls-none");
+    assert!(
+        all > 0 && tls == 0,
+        "{tls} of {all} plain connections use TLS"
+    );
+}
+
+#[test]
+fn sslmode_verify_full_checks_the_chain_and_the_host_name() {
+    let pg = TestPostgres::start_with_ssl();
+    pg.create_database("hr");
+    let ca = pg.ssl_ca.clone().unwrap();
+    let ca = ca.to_str().unwrap();
+    let good = url_at(
+        &pg,
+        "localhost",
+        "hr",
+        &format!("sslmode=verify-full&sslrootcert={ca}&application_name=tls-verified"),
+    );
+    let store = open_url(&good).unwrap();
+    assert!(store.history("acme", 1).unwrap().is_empty());
+    let (all, tls) = tls_connections(&pg, "tls-verified");
+    assert!(all > 0 && tls == all, "{tls} of {all} connections use TLS");
+    // The migrator's own connection (check-config's too) verifies the same way.
+    let target = parse_url(&good).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert_eq!(
+        rt.block_on(roster::store::postgres::schema_version(&target))
+            .unwrap(),
+        roster::store::postgres::SCHEMA_VERSION
+    );
+
+    // The certificate names localhost, not 127.0.0.1.
+    let wrong_host = url_at(
+        &pg,
+        "127.0.0.1",
+        "hr",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    );
+    let e = format!("{:#}", open_url(&wrong_host).err().unwrap());
+    assert!(
+        e.contains("the server's TLS certificate was refused")
+            && e.contains("\"127.0.0.1\"")
+            && e.contains(ca),
+        "{e}"
+    );
+    let e = format!(
+        "{:#}",
+        rt.block_on(roster::store::postgres::schema_version(
+            &parse_url(&wrong_host).unwrap()
+        ))
+        .unwrap_err()
+    );
+    assert!(e.contains("certificate was refused"), "{e}");
+    // Without sslrootcert only the public roots are trusted: the test CA is not one.
+    let public = url_at(&pg, "localhost", "hr", "sslmode=verify-full");
+    let e = format!("{:#}", open_url(&public).err().unwrap());
+    assert!(
+        e.contains("certificate was refused") && e.contains("public CA roots"),
+        "{e}"
+    );
+    // A missing sslrootcert file is named.
+    let missing = url_at(
+        &pg,
+        "localhost",
+        "hr",
+        "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+    );
+    let e = format!("{:#}", open_url(&missing).err().unwrap());
+    assert!(
+        e.contains("cannot read the sslrootcert file /nonexistent/ca.pem"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sslmode_require_refuses_a_server_without_tls() {
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    let e = format!(
+        "{:#}",
+        open_url(&url_at(&pg, "127.0.0.1", "hr", "sslmode=require"))
+            .err()
+            .unwrap()
+    );
+    assert!(
+        e.contains("cannot connect to PostgreSQL") && e.contains("TLS"),
+        "{e}"
+    );
 }

@@ -405,9 +405,7 @@ impl RunLog for PostgresStore {
             tx.execute(UPSERT_STAMP, &[&params.tenant, &claim, &params.id])
                 .await
                 .context("cannot write a claim stamp")?;
-            tx.commit()
-                .await
-                .context("cannot write the import history")
+            tx.commit().await.context("cannot write the import history")
         })
     }
 }

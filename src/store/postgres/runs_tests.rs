@@ -79,7 +79,10 @@ fn a_commit_writes_record_ledger_stamp_and_plan_and_approve_removes_the_plan() {
         "the stamped claim no longer runs; the other one does"
     );
     assert_eq!(store.held_plans("acme").unwrap(), vec!["i-1"]);
-    assert_eq!(&store.held_plan("acme", "i-1").unwrap().unwrap()[..], &[1, 2, 3]);
+    assert_eq!(
+        &store.held_plan("acme", "i-1").unwrap().unwrap()[..],
+        &[1, 2, 3]
+    );
 
     // An approve: a new record, a ledger entry, the plan removed, and no claim stamped.
     store.claim_running("acme", "users.csv", "c-3").unwrap();
@@ -98,7 +101,10 @@ fn a_commit_writes_record_ledger_stamp_and_plan_and_approve_removes_the_plan() {
     .unwrap();
     assert!(store.held_plans("acme").unwrap().is_empty());
     assert_eq!(store.claim_committed("acme", "c-3").unwrap(), None);
-    assert_eq!(store.history("acme", 10).unwrap(), vec![approved, record("i-1")]);
+    assert_eq!(
+        store.history("acme", 10).unwrap(),
+        vec![approved, record("i-1")]
+    );
 }
 
 #[test]
@@ -117,7 +123,10 @@ fn a_ledger_entry_without_an_import_id_stamps_nothing_and_a_failed_write_leaves_
     .unwrap();
     assert_eq!(store.claim_committed("acme", "c-1").unwrap(), None);
     assert_eq!(
-        store.ledger_get("acme", "users.csv").unwrap().map(|l| l.state),
+        store
+            .ledger_get("acme", "users.csv")
+            .unwrap()
+            .map(|l| l.state),
         Some(LedgerState::Failed)
     );
     // A count PostgreSQL cannot hold fails the write before anything is committed.
