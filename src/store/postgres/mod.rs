@@ -17,6 +17,7 @@
 //! | `rows.rs` | a packed user record as the typed columns of `roster.users` |
 //! | `directory.rs`, `users.rs` | [`Directory`](super::Directory) and [`Users`](super::Users) on `user_rows` |
 //! | `runs.rs`, `outbox.rs` | [`RunLog`](super::RunLog) and [`MailOutbox`](super::MailOutbox) |
+//! | `fill.rs` | what `roster migrate-store` writes beyond the traits (plans, ledger, stamps, outbox as it stands, tenant state) |
 //!
 //! # Tables
 //!
@@ -37,6 +38,7 @@
 
 mod connections;
 mod directory;
+mod fill;
 mod migrate;
 mod outbox;
 mod runs;
