@@ -45,6 +45,7 @@ impl TestPostgres {
 
     /// As [`start`](Self::start), with `ssl = on` and a certificate for `localhost` signed by
     /// the CA of [`ssl_ca`](Self::ssl_ca); plain connections are still accepted.
+    #[allow(dead_code)] // only the TLS tests call it
     pub fn start_with_ssl() -> TestPostgres {
         Self::start_with(true)
     }
