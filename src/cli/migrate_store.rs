@@ -244,3 +244,41 @@ pub fn verify(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TenantCheck;
+
+    #[test]
+    fn a_check_matches_only_when_every_count_is_equal() {
+        let same = TenantCheck {
+            tenant: "acme".into(),
+            users: [(3, 2, 1), (3, 2, 1)],
+            records: [4, 4],
+            plans: [1, 1],
+        };
+        assert!(same.matches());
+        assert_eq!(
+            same.to_string(),
+            "acme: users active 3 = 3, inactive 2 = 2, deleted 1 = 1; records 4 = 4; \
+             plans 1 = 1: ok"
+        );
+        for broken in [
+            TenantCheck {
+                users: [(3, 2, 1), (3, 1, 1)],
+                ..same.clone()
+            },
+            TenantCheck {
+                records: [4, 3],
+                ..same.clone()
+            },
+            TenantCheck {
+                plans: [1, 0],
+                ..same.clone()
+            },
+        ] {
+            assert!(!broken.matches(), "{broken}");
+            assert!(broken.to_string().ends_with(": MISMATCH"), "{broken}");
+        }
+    }
+}

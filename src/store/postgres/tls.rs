@@ -26,12 +26,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 /// The TLS connector for `target`, or `None` when it connects in plain text.
 pub fn connector(target: &PostgresTarget) -> Result<Option<MakeRustlsConnect>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .context("cannot set up TLS")?;
     let config = match &target.tls {
         TlsMode::Disable => return Ok(None),
-        TlsMode::Require => builder
+        TlsMode::Require => builder(provider.clone())?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
             .with_no_client_auth(),
@@ -42,10 +39,21 @@ pub fn connector(target: &PostgresTarget) -> Result<Option<MakeRustlsConnect>> {
                     roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
                 },
             };
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder(provider)?
+                .with_root_certificates(roots)
+                .with_no_client_auth()
         }
     };
     Ok(Some(MakeRustlsConnect::new(config)))
+}
+
+/// A client configuration on `provider` with rustls's safe default protocol versions.
+fn builder(
+    provider: Arc<CryptoProvider>,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>> {
+    ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("cannot set up TLS")
 }
 
 /// The CA certificates of a PEM file (`sslrootcert`).
