@@ -541,3 +541,46 @@ fn sslmode_require_refuses_a_server_without_tls() {
         "{e}"
     );
 }
+
+#[test]
+fn check_config_connects_with_the_same_tls_and_says_a_refused_certificate() {
+    let pg = TestPostgres::start_with_ssl();
+    pg.create_database("hr");
+    let ca = pg.ssl_ca.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let check = |host: &str| {
+        let url = url_at(
+            &pg,
+            host,
+            "hr",
+            &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+        );
+        let config = dir.path().join("roster.toml");
+        let text = format!(
+            "[server]\nhost_keys = {:?}\ndata_dir = {:?}\n[store]\nurl = {url:?}\n",
+            dir.path().join("keys"),
+            dir.path().join("data")
+        );
+        std::fs::write(&config, text).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+            .arg("-c")
+            .arg(&config)
+            .arg("check-config")
+            .env_remove("ROSTER_STORE_URL")
+            .env_remove("PGPASSWORD")
+            .env("HOME", "/nonexistent")
+            .output()
+            .unwrap()
+    };
+    let out = check("localhost");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("schema version 0"), "{stdout}");
+    let out = check("127.0.0.1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("the server's TLS certificate was refused") && stderr.contains("127.0.0.1"),
+        "{stderr}"
+    );
+}
