@@ -5,7 +5,7 @@
 //! Data enters as `model::ImportRecord`, `store::LedgerEntry`, framed plan bytes and claim ids,
 //! and as the run-log parts of a [`Commit`](crate::store::Commit) (written by
 //! [`write_commit_parts`] inside the directory's commit transaction); it leaves as the same
-//! values. An [`ImportRecord`] is one row, every field its own column (`record_params`,
+//! values. An [`ImportRecord`] is one row, every field its own column (`RecordParams`,
 //! `record_from_row`): counts as `bigint`, messages as `text[]` in their order, `archived_as`
 //! and `report` NULL when None. Timestamps are `timestamptz`, which keeps microseconds: a
 //! record's times come back truncated to the microsecond.
