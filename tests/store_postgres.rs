@@ -7,11 +7,9 @@ mod test_postgres;
 use roster::store::postgres::{migrate, schema_version, Migrated, SCHEMA_VERSION};
 use test_postgres::TestPostgres;
 
-/// tokio-postgres settings for a test database URL (trust authentication, no password).
-fn pg_config(url: &str) -> tokio_postgres::Config {
-    roster::store::postgres::parse_url(url)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .config
+/// The target of a test database URL (trust authentication, no password).
+fn pg_config(url: &str) -> roster::store::postgres::PostgresTarget {
+    roster::store::postgres::parse_url(url).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
@@ -51,13 +49,13 @@ fn a_bad_store_url_is_a_config_problem_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
-        "[store]\nurl = \"postgres://app@db/hr?sslmode=verify-full\"\n",
+        "[store]\nurl = \"postgres://app@db/hr?sslmode=verify-ca\"\n",
     );
     let out = roster(&config, &["check-config"], None);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("[store] url") && err.contains("sslmode=verify-full is not supported yet"),
+        err.contains("[store] url") && err.contains("sslmode=\"verify-ca\" is not one of"),
         "{err}"
     );
     let out = roster(&config, &["check-config"], Some("mysql://x@y/z"));

@@ -9,6 +9,10 @@
 //! does not start: a PostgreSQL test never skips silently. `tests/postgres/install.sh`
 //! installs the binaries.
 //!
+//! [`TestPostgres::start_with_ssl`] starts the cluster with `ssl = on` and a server certificate
+//! for the host name `localhost` made at start by `openssl` and signed by a CA made with it
+//! ([`TestPostgres::ssl_ca`], a PEM file for `sslrootcert`).
+//!
 //! Include it with `#[path = "support/postgres.rs"] mod test_postgres;` in the test files that
 //! need it, so test binaries without PostgreSQL do not carry it.
 
@@ -26,11 +30,27 @@ pub struct TestPostgres {
     bin: PathBuf,
     run_as: Option<String>,
     pub port: u16,
+    /// `-c name=value` options of `postgres` beyond the usual ones (TLS).
+    extra_options: String,
+    /// With [`TestPostgres::start_with_ssl`]: the PEM file of the CA that signed the server's
+    /// certificate (for `sslrootcert`).
+    pub ssl_ca: Option<PathBuf>,
 }
 
 impl TestPostgres {
     /// Creates and starts a cluster; panics with the reason when it cannot.
     pub fn start() -> TestPostgres {
+        Self::start_with(false)
+    }
+
+    /// As [`start`](Self::start), with `ssl = on` and a certificate for `localhost` signed by
+    /// the CA of [`ssl_ca`](Self::ssl_ca); plain connections are still accepted.
+    #[allow(dead_code)] // only the TLS tests call it
+    pub fn start_with_ssl() -> TestPostgres {
+        Self::start_with(true)
+    }
+
+    fn start_with(ssl: bool) -> TestPostgres {
         let bin = server_bin_dir();
         let run_as = is_root().then(|| UNPRIVILEGED_USER.to_string());
         let dir = tempfile::Builder::new()
@@ -47,6 +67,8 @@ impl TestPostgres {
             bin,
             run_as,
             port: 0,
+            extra_options: String::new(),
+            ssl_ca: None,
         };
         let data = pg.data_dir();
         pg.run_checked(
@@ -63,6 +85,9 @@ impl TestPostgres {
                 "--locale=C",
             ],
         );
+        if ssl {
+            pg.make_certificates();
+        }
         // A free port can be taken by someone else between the probe and the start: retry.
         let mut last = String::new();
         for _ in 0..5 {
@@ -147,9 +172,10 @@ impl TestPostgres {
         let log = self.dir.path().join("server.log");
         let options = format!(
             "-F -p {} -k {} -c listen_addresses=127.0.0.1 -c full_page_writes=off \
-             -c synchronous_commit=off -c max_connections=50",
+             -c synchronous_commit=off -c max_connections=50{}",
             self.port,
-            path_str(self.dir.path())
+            path_str(self.dir.path()),
+            self.extra_options
         );
         let out = self.run(
             "pg_ctl",
@@ -171,6 +197,74 @@ impl TestPostgres {
         }
         let server_log = std::fs::read_to_string(&log).unwrap_or_default();
         Err(format!("{}\nserver log:\n{server_log}", describe(&out)))
+    }
+
+    /// A CA and a server certificate for `localhost` (P-256 keys, two days), made by `openssl`
+    /// in the temp folder; the server's key is handed to the user the cluster runs as.
+    fn make_certificates(&mut self) {
+        let dir = self.dir.path().to_path_buf();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("cannot run openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", describe(&out));
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=roster test CA"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+        openssl(&ca);
+        let mut csr = vec!["req", "-new", "-subj", "/CN=localhost"];
+        csr.extend(ec);
+        csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+        openssl(&csr);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName = DNS:localhost\nbasicConstraints = critical, CA:FALSE\n\
+             keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\n",
+        )
+        .expect("cannot write the certificate extensions");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ]);
+        let key = dir.join("server.key");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("cannot restrict the server key");
+        if let Some(user) = &self.run_as {
+            let (uid, gid) = user_ids(user);
+            for f in ["server.key", "server.crt"] {
+                std::os::unix::fs::chown(dir.join(f), Some(uid), Some(gid))
+                    .expect("cannot hand the server certificate to the unprivileged user");
+            }
+        }
+        self.extra_options = format!(
+            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            path_str(&dir.join("server.crt")),
+            path_str(&key)
+        );
+        self.ssl_ca = Some(dir.join("ca.crt"));
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> Output {

@@ -163,6 +163,39 @@ impl SledStore {
     }
 }
 
+/// Read-only listings for `roster migrate-store`, which copies a whole store and so needs what
+/// the store traits never list: every tenant, and a tenant's ledger entries.
+impl SledStore {
+    /// Every tenant with anything stored (directory state, history, plans, ledger or claims),
+    /// sorted.
+    pub fn tenants(&self) -> Result<Vec<String>> {
+        let i = &self.inner;
+        let mut out = std::collections::BTreeSet::new();
+        for tree in [&i.users, &i.history, &i.plans, &i.ledger, &i.claims] {
+            for key in tree.iter().keys() {
+                let key = key?;
+                if key.first() == Some(&1) {
+                    continue; // a staging marker (`\x01<tenant>...`)
+                }
+                if let Some(sep) = key.iter().position(|&b| b == 0) {
+                    out.insert(String::from_utf8_lossy(&key[..sep]).to_string());
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// The tenant's file ledger entries, by file name.
+    pub fn ledger_entries(&self, tenant: &str) -> Result<Vec<crate::store::LedgerEntry>> {
+        let mut out = Vec::new();
+        for kv in self.inner.ledger.scan_prefix(tkey(tenant, b"")) {
+            let (_, v) = kv?;
+            out.push(serde_json::from_slice(&v).context("a file ledger entry is damaged")?);
+        }
+        Ok(out)
+    }
+}
+
 impl Backend for SledStore {
     /// Flushes everything written so far to disk.
     fn flush(&self) -> Result<()> {
