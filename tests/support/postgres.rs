@@ -148,6 +148,7 @@ impl TestPostgres {
     /// Stops the server at once, as a crash or a power loss would (`pg_ctl stop -m immediate`:
     /// open connections are cut, nothing is shut down cleanly). [`start_again`](Self::start_again)
     /// brings it back on the same port with the same data.
+    #[allow(dead_code)] // only the fault tests call it
     pub fn stop(&self) {
         let data = self.data_dir();
         self.run_checked(
@@ -157,6 +158,7 @@ impl TestPostgres {
     }
 
     /// Starts the stopped server again on the same port; panics when it does not start.
+    #[allow(dead_code)] // only the fault tests call it
     pub fn start_again(&self) {
         if let Err(e) = self.try_start() {
             panic!("PostgreSQL did not start again:\n{e}");
