@@ -1,7 +1,9 @@
 //! Runs the import engine on a local file, for the benchmark (bench/import.sh).
 //!
-//! Usage: `import_bench STORE_DIR CSV [--on-missing deactivate]`. Prints one line with the
-//! status, counts, wall time, rows/s and peak RSS (VmHWM) of this process.
+//! Usage: `import_bench STORE_DIR CSV [--store-url postgres://...]`. Prints one line with the
+//! status, counts, wall time, rows/s and peak RSS (VmHWM) of this process. With `--store-url`
+//! the store is the PostgreSQL database at that URL (migrated on open, node id `bench`) and
+//! STORE_DIR is not used.
 
 use roster::config::{MatchBy, OnMissing, Reference, Tenant};
 use roster::import::{run_file, RunOptions};
@@ -70,7 +72,14 @@ fn peak_rss_mb() -> f64 {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(dir), Some(csv)) = (args.get(1), args.get(2)) else {
-        anyhow::bail!("usage: import_bench STORE_DIR CSV");
+        anyhow::bail!("usage: import_bench STORE_DIR CSV [--store-url postgres://...]");
+    };
+    let store_url = match args.iter().position(|a| a == "--store-url") {
+        Some(i) => match args.get(i + 1) {
+            Some(url) => Some(url.clone()),
+            None => anyhow::bail!("--store-url needs a postgres:// URL"),
+        },
+        None => None,
     };
     let columns = [
         ("mapping_code", "id"),
@@ -104,7 +113,13 @@ fn main() -> anyhow::Result<()> {
         Ordering::Relaxed,
     );
     let t0 = Instant::now();
-    let store = Store::open(Path::new(dir))?;
+    let store = match &store_url {
+        Some(url) => {
+            let target = roster::store::postgres::parse_url(url).map_err(anyhow::Error::msg)?;
+            Store::open_postgres(&target, "bench")?
+        }
+        None => Store::open(Path::new(dir))?,
+    };
     let opened = t0.elapsed();
     if std::env::var_os("ROSTER_BENCH_RSS").is_some() {
         eprintln!("after open: peak RSS {:.0} MB", peak_rss_mb());

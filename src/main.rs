@@ -50,6 +50,14 @@ enum Command {
         #[arg(long)]
         read_only: bool,
     },
+    /// Copy the embedded store (data_dir/store; roster serve must be stopped) into an empty
+    /// PostgreSQL store, then compare the two.
+    MigrateStore {
+        /// The PostgreSQL store: postgres://USER@HOST:PORT/DB (sslmode, sslrootcert as in
+        /// [store] url).
+        #[arg(long)]
+        to: String,
+    },
     #[command(flatten)]
     Admin(roster::cli::AdminCommand),
 }
@@ -66,6 +74,7 @@ fn main() -> ExitCode {
         Command::HashPassword => hash_password(),
         Command::SftpServer { root, read_only } => runtime()
             .and_then(|rt| rt.block_on(roster::sftp::serve_stdio(root, *read_only, u64::MAX))),
+        Command::MigrateStore { to } => roster::cli::migrate_store::run(&cli.config, to),
         Command::Admin(cmd) => roster::cli::run(cmd, &cli.config, cli.admin_url.as_deref()),
     };
     match result {
@@ -134,7 +143,7 @@ fn report_store(config: &Config) -> anyhow::Result<()> {
     };
     let at = target.describe();
     let found = runtime()?
-        .block_on(roster::store::postgres::schema_version(&target.config))
+        .block_on(roster::store::postgres::schema_version(&target))
         .with_context(|| format!("store: cannot reach PostgreSQL at {at} as {}", target.user))?;
     let expected = roster::store::postgres::SCHEMA_VERSION;
     let note = if found == 0 {

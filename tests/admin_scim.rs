@@ -163,6 +163,29 @@ async fn scim_users_filters_pagination_and_mapping() {
             vec!["user02@acme.example"],
         ),
         (r#"userName eq "x\" or \"1\" eq \"1""#, vec![]),
+        // The full grammar (RFC 7644 §3.4.2.2): operators, or, not, groups, value paths.
+        (
+            r#"userName sw "u1""#,
+            vec!["user10@acme.example", "user11@acme.example"],
+        ),
+        (
+            r#"userName eq "u01" or userName eq "u02""#,
+            vec!["user01@acme.example", "user02@acme.example"],
+        ),
+        (
+            r#"not (active eq true) or (externalId ew "11" and title pr)"#,
+            vec!["user03@acme.example", "user11@acme.example"],
+        ),
+        (
+            r#"emails[type eq "work" and value co "R10@ACME"]"#,
+            vec!["user10@acme.example"],
+        ),
+        (r#"emails[type eq "home"]"#, vec![]),
+        (
+            r#"name.familyName gt "Last09" and phoneNumbers pr"#,
+            vec!["user10@acme.example", "user11@acme.example"],
+        ),
+        (r#"meta.lastModified lt "2000-01-01T00:00:00Z""#, vec![]),
     ] {
         let a = env.scim(&filter_path(f), SCIM_ACME).await;
         assert_eq!(a.status, 200, "{f}: {}", a.text);
@@ -283,11 +306,12 @@ async fn scim_discovery_documents() {
 async fn scim_errors_are_scim_shaped_and_never_500() {
     let env = populated().await;
     for f in [
-        r#"userName co "u0""#,
-        r#"userName eq "u01" or userName eq "u02""#,
+        r#"userName zz "u0""#,
         r#"userName eq "u01"; DROP TABLE users; --"#,
         r#"userName eq "u01" ) or ( 1 eq 1"#,
-        r#"not (active eq false)"#,
+        r#"not active eq false"#,
+        r#"meta.lastModified gt "yesterday""#,
+        r#"((((((((((((((((((userName pr))))))))))))))))))"#,
         r#"userName eq 'u01'"#,
         r#"userName eq "u01"#,
         r#"password eq "secret""#,

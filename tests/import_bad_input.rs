@@ -1,9 +1,13 @@
 //! Bad input never panics, never changes the directory, and says what to fix.
+//!
+//! Runs on sled, or on PostgreSQL with `ROSTER_TEST_STORE=postgres` (tests/support/store.rs).
+
+#[path = "support/store.rs"]
+mod test_store;
 
 use proptest::prelude::*;
 use roster::config::{MatchBy, OnMissing, Tenant};
 use roster::import::{run_bytes, ImportStatus, RunOptions};
-use roster::store::Store;
 
 fn tenant() -> Tenant {
     let columns = [
@@ -19,8 +23,7 @@ const GOOD: &str = "Code;First;Last;Email\nA1;Ann;Lee;ann@x.example\nA2;Bob;Ray;
 
 /// Imports GOOD, then `bytes`; checks that the directory is untouched and returns the record.
 fn bad(bytes: &[u8]) -> roster::import::ImportOutcome {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let (store, _dir) = test_store::temp_store();
     let t = tenant();
     run_bytes(&store, &t, "u.csv", GOOD.as_bytes(), &RunOptions::default()).expect("seed");
     let before = store.users("bad", None).expect("users");
@@ -131,8 +134,7 @@ fn mixed_delimiters() {
 
 #[test]
 fn invalid_utf8_when_utf8_is_required() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let (store, _dir) = test_store::temp_store();
     let mut t = tenant();
     t.import.encoding = roster::config::EncodingSetting::Utf8;
     let o = run_bytes(
@@ -147,31 +149,59 @@ fn invalid_utf8_when_utf8_is_required() {
     assert!(o.record.messages[0].contains("not valid UTF-8"));
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+/// Runs `cases` generated inputs through the engine on one store, each case as a tenant of its
+/// own (so a PostgreSQL run starts one cluster, not one per case): none may panic or make the
+/// engine return an error instead of a record.
+fn never_fails<S: Strategy>(strategy: S, input: impl Fn(S::Value) -> Vec<u8>)
+where
+    S::Value: std::fmt::Debug,
+{
+    let (store, _dir) = test_store::temp_store();
+    let case = std::cell::Cell::new(0u32);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 300,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&strategy, |value| {
+            case.set(case.get() + 1);
+            let mut t = tenant();
+            t.id = format!("bad{}", case.get());
+            let out = run_bytes(&store, &t, "u.csv", &input(value), &RunOptions::default());
+            prop_assert!(out.is_ok(), "{:?}", out.err());
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+}
 
-    /// Arbitrary bytes (and arbitrary bytes after a valid header) never panic the engine and
-    /// never make it return an error instead of a record.
-    #[test]
-    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048), with_header in any::<bool>()) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
-        let mut input = if with_header { b"Code;First;Last;Email\n".to_vec() } else { Vec::new() };
+/// Arbitrary bytes (and arbitrary bytes after a valid header) never panic the engine and never
+/// make it return an error instead of a record.
+#[test]
+fn arbitrary_bytes_never_panic() {
+    let strategy = (
+        proptest::collection::vec(any::<u8>(), 0..2048),
+        any::<bool>(),
+    );
+    never_fails(strategy, |(bytes, with_header)| {
+        let mut input = if with_header {
+            b"Code;First;Last;Email\n".to_vec()
+        } else {
+            Vec::new()
+        };
         input.extend_from_slice(&bytes);
-        let out = run_bytes(&store, &tenant(), "u.csv", &input, &RunOptions::default());
-        prop_assert!(out.is_ok(), "{:?}", out.err());
-    }
+        input
+    });
+}
 
-    /// CSV-ish text built from the delimiters, quotes and line breaks the reader cares about.
-    #[test]
-    fn csvish_text_never_panics(cells in proptest::collection::vec("[a-z@.\";,\t|\r\n =+-]{0,12}", 0..60)) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+/// CSV-ish text built from the delimiters, quotes and line breaks the reader cares about.
+#[test]
+fn csvish_text_never_panics() {
+    let strategy = proptest::collection::vec("[a-z@.\";,\t|\r\n =+-]{0,12}", 0..60);
+    never_fails(strategy, |cells| {
         let mut input = String::from("Code;First;Last;Email\n");
         input.push_str(&cells.join(";"));
-        let out = run_bytes(&store, &tenant(), "u.csv", input.as_bytes(), &RunOptions::default());
-        prop_assert!(out.is_ok(), "{:?}", out.err());
-    }
+        input.into_bytes()
+    });
 }
 
 // ---- The archived copy never holds a password in plaintext (design.md §4, §6), also when the
@@ -197,8 +227,7 @@ fn tenant_with_password() -> Tenant {
 }
 
 fn run_with(t: &Tenant, bytes: &[u8]) -> roster::import::ImportOutcome {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let (store, _dir) = test_store::temp_store();
     run_bytes(&store, t, "u.csv", bytes, &RunOptions::default()).expect("run")
 }
 
@@ -237,8 +266,7 @@ fn binary_file_archive_has_no_password() {
         "E-mail;First Name;Last Name;Password\r\nann@x.example;Ann;Lee;{SECRET}\r\nbob@x.example;Bob\0;Ray;{SECRET2}\r\n"
     );
     // Through a path, as the intake runs it.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("db")).expect("open");
+    let (store, dir) = test_store::temp_store();
     let path = dir.path().join("u.csv");
     std::fs::write(&path, &bytes).expect("write");
     let o = roster::import::run_file(
@@ -314,8 +342,7 @@ fn missing_required_column_archive_has_no_password() {
 
 #[test]
 fn duplicate_file_archive_has_no_password() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let (store, _dir) = test_store::temp_store();
     let t = tenant_with_password();
     let bytes = format!("E-mail;First Name;Last Name;Password\nann@x.example;Ann;Lee;{SECRET}\n");
     let run = || {

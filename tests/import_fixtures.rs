@@ -1,4 +1,9 @@
 //! Every fixture in ../shared/fixtures gives exactly the outcome its README describes.
+//!
+//! Runs on sled, or on PostgreSQL with `ROSTER_TEST_STORE=postgres` (tests/support/store.rs).
+
+#[path = "support/store.rs"]
+mod test_store;
 
 use roster::config::{Activate, ImportProfile, MatchBy, NameCase, Reference, Tenant};
 use roster::import::{run_bytes, ImportStatus, RunOptions};
@@ -26,9 +31,8 @@ fn cols(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn run(t: &Tenant, file: &str) -> (Store, roster::import::ImportOutcome, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("store opens");
+fn run(t: &Tenant, file: &str) -> (Store, roster::import::ImportOutcome, test_store::TempStore) {
+    let (store, dir) = test_store::temp_store();
     let out = run_bytes(&store, t, file, &fixture(file), &RunOptions::default()).expect("run");
     (store, out, dir)
 }

@@ -1,5 +1,10 @@
 //! Sync semantics (design.md §5) on small generated files: edited re-imports, duplicates,
 //! restores, the mass-change hold and approve, previews, email ownership, empty cells.
+//!
+//! Runs on sled, or on PostgreSQL with `ROSTER_TEST_STORE=postgres` (tests/support/store.rs).
+
+#[path = "support/store.rs"]
+mod test_store;
 
 use roster::config::{EmptyCells, MatchBy, OnMissing, Tenant};
 use roster::import::{approve, preview_bytes, run_bytes, Change, ImportStatus, RunOptions};
@@ -32,9 +37,8 @@ fn users(n: u32) -> Vec<(u32, &'static str, &'static str)> {
     (0..n).map(|i| (i, "Engineer", "")).collect()
 }
 
-fn open() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    (Store::open(dir.path()).expect("open"), dir)
+fn open() -> (Store, test_store::TempStore) {
+    test_store::temp_store()
 }
 
 fn go(store: &Store, t: &Tenant, bytes: &[u8]) -> roster::import::ImportOutcome {
@@ -335,20 +339,6 @@ fn ledger_and_outbox_and_record_import() {
     assert_eq!(store.outbox_len(), 0);
 }
 
-/// Every file under `dir` (the store), read whole.
-fn files_under(dir: &std::path::Path) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(std::fs::read(&p).unwrap());
-        }
-    }
-    out
-}
-
 #[test]
 fn a_held_run_keeps_no_plaintext_password_and_approve_applies_its_passwords() {
     let (store, dir) = open();
@@ -377,7 +367,9 @@ fn a_held_run_keeps_no_plaintext_password_and_approve_applies_its_passwords() {
         "New-Secret-2",
         "Secret-3",
     ] {
-        let found = files_under(dir.path())
+        let found = dir
+            .guard
+            .stored_bytes()
             .iter()
             .any(|f| f.windows(secret.len()).any(|w| w == secret.as_bytes()));
         assert!(!found, "{secret} is in the store in plaintext");
@@ -525,8 +517,7 @@ fn spilling_rows_to_disk_changes_no_outcome() {
 /// Moved from `store::ledger` (the store must not import the engine, not even in tests).
 #[test]
 fn a_commit_stamps_only_the_claim_running_its_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("store")).unwrap();
+    let (store, dir) = open();
     let tenant = Tenant::for_import(
         "t",
         MatchBy::Email,

@@ -22,6 +22,8 @@ struct Env {
     config_path: PathBuf,
     key: PrivateKey,
     server: Option<roster::serve::RunningServer>,
+    /// sled, or this test's own PostgreSQL (`ROSTER_TEST_STORE=postgres`).
+    _store_under_test: support::server_store::ServerStore,
 }
 
 fn config(dir: &Path, key: &PrivateKey, smtp_url: &str) -> String {
@@ -82,13 +84,16 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let key = PrivateKey::random(&mut rand10::rng(), russh::keys::Algorithm::Ed25519).unwrap();
         let config_path = dir.path().join("roster.toml");
-        std::fs::write(&config_path, config(dir.path(), &key, smtp_url)).unwrap();
+        let store_under_test = support::server_store::ServerStore::for_test();
+        let text = config(dir.path(), &key, smtp_url) + &store_under_test.config_section();
+        std::fs::write(&config_path, text).unwrap();
         let server = Some(roster::serve::start(&config_path).await.unwrap());
         Env {
             dir,
             config_path,
             key,
             server,
+            _store_under_test: store_under_test,
         }
     }
 

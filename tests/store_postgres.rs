@@ -7,11 +7,9 @@ mod test_postgres;
 use roster::store::postgres::{migrate, schema_version, Migrated, SCHEMA_VERSION};
 use test_postgres::TestPostgres;
 
-/// tokio-postgres settings for a test database URL (trust authentication, no password).
-fn pg_config(url: &str) -> tokio_postgres::Config {
-    roster::store::postgres::parse_url(url)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .config
+/// The target of a test database URL (trust authentication, no password).
+fn pg_config(url: &str) -> roster::store::postgres::PostgresTarget {
+    roster::store::postgres::parse_url(url).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
@@ -51,13 +49,13 @@ fn a_bad_store_url_is_a_config_problem_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
-        "[store]\nurl = \"postgres://app@db/hr?sslmode=verify-full\"\n",
+        "[store]\nurl = \"postgres://app@db/hr?sslmode=verify-ca\"\n",
     );
     let out = roster(&config, &["check-config"], None);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("[store] url") && err.contains("sslmode=verify-full is not supported yet"),
+        err.contains("[store] url") && err.contains("sslmode=\"verify-ca\" is not one of"),
         "{err}"
     );
     let out = roster(&config, &["check-config"], Some("mysql://x@y/z"));
@@ -117,7 +115,7 @@ async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
         "outbox",
         "schedule_ticks",
         "schema_version",
-        "staged_buckets",
+        "staged_rows",
         "tenant_state",
         "user_rows",
         "users",
@@ -207,10 +205,9 @@ async fn the_read_contract_is_plain_sql_and_never_shows_the_password_hash() {
     pg.psql(
         "hr",
         "INSERT INTO roster.user_rows (tenant, key, status, email, first_name, date_of_birth, \
-         groups, attributes, created_at, updated_at, bucket, password_hash, password_fp, \
-         row_digest) VALUES ('acme', 'e100', 'active', 'ann@example.com', 'Ann', '1990-02-03', \
-         ARRAY['sales','emea'], '{\"custom.badge\": \"7\"}', now(), now(), 17, \
-         '$argon2id$secret', decode(repeat('ab', 16), 'hex'), decode(repeat('cd', 16), 'hex'))",
+         groups, attributes, created_at, updated_at, bucket, record) VALUES ('acme', 'e100', \
+         'active', 'ann@example.com', 'Ann', '1990-02-03', ARRAY['sales','emea'], \
+         '{\"custom.badge\": \"7\"}', now(), now(), 17, convert_to('$argon2id$secret', 'UTF8'))",
     );
     assert_eq!(
         pg.psql(
@@ -232,6 +229,7 @@ async fn the_read_contract_is_plain_sql_and_never_shows_the_password_hash() {
         "row_digest",
         "bucket",
         "flags",
+        "record",
     ] {
         assert!(
             !columns.split(',').any(|c| c == private),

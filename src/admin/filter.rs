@@ -1,39 +1,29 @@
-//! The subset of the SCIM filter language (RFC 7644 §3.4.2.2) that Roster answers.
+//! The SCIM filter language (RFC 7644 §3.4.2.2) for the User attributes Roster serves.
 //!
-//! A `filter` query string enters [`parse`]; it leaves as a [`Filter`] (comparisons joined by
-//! `and`) or a sentence saying exactly what is not supported, which the SCIM module sends as a
-//! 400 `invalidFilter`. Supported: `userName`, `externalId`, `emails.value` (or `emails`),
-//! `id` with `eq` and a JSON string; `active eq true|false`. Attribute names and operators are
-//! case-insensitive and may carry the core User schema URN. Strings are JSON strings, so a
-//! quote inside a value is data, never syntax; there is no query language underneath, so a
-//! would-be injection is either a literal value that matches nobody or a 400.
+//! A `filter` query string enters [`parse`] and leaves as a [`UserFilter`] (`model::filter`,
+//! which also says how a user matches), or as a sentence saying exactly what is wrong, which
+//! the SCIM module sends as a 400 `invalidFilter`.
+//!
+//! Supported: the operators `eq ne co sw ew gt ge lt le pr`; `and`, `or`, `not ( … )` and
+//! parentheses, with `not` binding tightest, then `and`, then `or`; value paths such as
+//! `emails[type eq "work" and value co "@example.com"]`; attribute names case-insensitive,
+//! optionally behind the core or enterprise User schema URN. The attributes are those of the
+//! User resource Roster serves (see [`attribute`]): `id`, `userName`, `externalId`,
+//! `displayName`, `name.givenName|familyName|formatted`, `emails[.value|.type|.primary]`,
+//! `phoneNumbers[.value|.type]`, `title`, `preferredLanguage`, `timezone`, `active`,
+//! `meta.created`, `meta.lastModified`, and the enterprise `employeeNumber`, `department`,
+//! `manager.displayName`. Strings are JSON strings, so a quote inside a value is data, never
+//! syntax; there is no query language underneath. Input is bounded: at most
+//! [`MAX_FILTER_LEN`] characters and [`MAX_DEPTH`] nested groups.
+
+use crate::model::filter::{Attribute, Op, Operand, UserFilter};
 
 /// Longest filter accepted.
 pub const MAX_FILTER_LEN: usize = 1024;
+/// Deepest nesting of parentheses, `not` and value paths accepted.
+pub const MAX_DEPTH: usize = 16;
 const CORE_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:user:";
-
-/// An attribute a filter can compare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attr {
-    Id,
-    UserName,
-    ExternalId,
-    Email,
-    Active,
-}
-
-/// One `attr eq value` comparison.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cond {
-    Text(Attr, String),
-    Active(bool),
-}
-
-/// Comparisons that must all hold.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Filter {
-    pub all: Vec<Cond>,
-}
+const ENTERPRISE_URN: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:user:";
 
 #[derive(Debug, Clone, PartialEq)]
 enum Token {
@@ -41,6 +31,25 @@ enum Token {
     Str(String),
     Open,
     Close,
+    OpenBracket,
+    CloseBracket,
+}
+
+impl Token {
+    fn describe(&self) -> String {
+        match self {
+            Token::Word(w) => format!("{w:?}"),
+            Token::Str(v) => format!("the string {v:?}"),
+            Token::Open => "\"(\"".into(),
+            Token::Close => "\")\"".into(),
+            Token::OpenBracket => "\"[\"".into(),
+            Token::CloseBracket => "\"]\"".into(),
+        }
+    }
+
+    fn is_word(&self, w: &str) -> bool {
+        matches!(self, Token::Word(x) if x.eq_ignore_ascii_case(w))
+    }
 }
 
 fn tokens(s: &str) -> Result<Vec<Token>, String> {
@@ -48,76 +57,126 @@ fn tokens(s: &str) -> Result<Vec<Token>, String> {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        match b[i] {
-            c if c.is_ascii_whitespace() => i += 1,
-            b'(' | b'[' => {
-                out.push(Token::Open);
+        let single = match b[i] {
+            c if c.is_ascii_whitespace() => {
+                i += 1;
+                continue;
+            }
+            b'(' => Some(Token::Open),
+            b')' => Some(Token::Close),
+            b'[' => Some(Token::OpenBracket),
+            b']' => Some(Token::CloseBracket),
+            _ => None,
+        };
+        if let Some(t) = single {
+            out.push(t);
+            i += 1;
+        } else if b[i] == b'"' {
+            let (value, next) = string_at(s, i)?;
+            out.push(Token::Str(value));
+            i = next;
+        } else {
+            let start = i;
+            while i < b.len()
+                && !b[i].is_ascii_whitespace()
+                && !matches!(b[i], b'(' | b')' | b'[' | b']' | b'"')
+            {
                 i += 1;
             }
-            b')' | b']' => {
-                out.push(Token::Close);
-                i += 1;
-            }
-            b'"' => {
-                // Find the closing quote, honouring backslash escapes; JSON decodes the rest.
-                let mut j = i + 1;
-                let mut escaped = false;
-                while j < b.len() {
-                    match b[j] {
-                        _ if escaped => escaped = false,
-                        b'\\' => escaped = true,
-                        b'"' => break,
-                        _ => {}
-                    }
-                    j += 1;
-                }
-                if j >= b.len() {
-                    return Err(format!(
-                        "the string starting at character {} is not closed with a double quote",
-                        i + 1
-                    ));
-                }
-                let value: String = serde_json::from_str(&s[i..=j]).map_err(|e| {
-                    format!(
-                        "the string starting at character {} is not a valid JSON string: {e}",
-                        i + 1
-                    )
-                })?;
-                out.push(Token::Str(value));
-                i = j + 1;
-            }
-            _ => {
-                let start = i;
-                while i < b.len()
-                    && !b[i].is_ascii_whitespace()
-                    && !matches!(b[i], b'(' | b')' | b'[' | b']' | b'"')
-                {
-                    i += 1;
-                }
-                out.push(Token::Word(s[start..i].to_string()));
-            }
+            out.push(Token::Word(s[start..i].to_string()));
         }
     }
     Ok(out)
 }
 
-fn attr(word: &str) -> Result<Attr, String> {
-    let lower = word.to_ascii_lowercase();
-    let name = lower.strip_prefix(CORE_URN).unwrap_or(&lower);
-    match name {
-        "id" => Ok(Attr::Id),
-        "username" => Ok(Attr::UserName),
-        "externalid" => Ok(Attr::ExternalId),
-        "emails" | "emails.value" => Ok(Attr::Email),
-        "active" => Ok(Attr::Active),
-        _ => Err(format!(
-            "filtering on {word:?} is not supported; use userName, externalId, emails.value, id or active"
-        )),
+/// The JSON string starting at byte `i` (a `"`), and the index after it.
+fn string_at(s: &str, i: usize) -> Result<(String, usize), String> {
+    let b = s.as_bytes();
+    let mut j = i + 1;
+    let mut escaped = false;
+    while j < b.len() {
+        match b[j] {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'"' => break,
+            _ => {}
+        }
+        j += 1;
     }
+    if j >= b.len() {
+        return Err(format!(
+            "the string starting at character {} is not closed with a double quote",
+            i + 1
+        ));
+    }
+    let value: String = serde_json::from_str(&s[i..=j]).map_err(|e| {
+        format!(
+            "the string starting at character {} is not a valid JSON string: {e}",
+            i + 1
+        )
+    })?;
+    Ok((value, j + 1))
+}
+
+/// What an attribute path resolves to.
+#[derive(Debug, Clone, PartialEq)]
+enum Resolved {
+    /// An attribute of the user.
+    Attr(Attribute),
+    /// A sub-attribute Roster serves with a fixed value whenever the base attribute is there
+    /// (`emails.type` is always "work", `emails.primary` always true).
+    Fixed(&'static str, Attribute),
+}
+
+/// Resolves an attribute path (already joined with its value path's parent, lower-cased).
+fn attribute(path: &str) -> Option<Resolved> {
+    use Attribute as A;
+    let path = path
+        .strip_prefix(CORE_URN)
+        .or_else(|| path.strip_prefix(ENTERPRISE_URN))
+        .unwrap_or(path);
+    let attr = match path {
+        "id" => A::Key,
+        "username" => A::UserName,
+        "externalid" | "employeenumber" => A::MappingCode,
+        "displayname" | "name.formatted" => A::FullName,
+        "name.givenname" => A::FirstName,
+        "name.familyname" => A::LastName,
+        "emails" | "emails.value" => A::Email,
+        "emails.type" => return Some(Resolved::Fixed("work", A::Email)),
+        "emails.primary" => return Some(Resolved::Fixed("true", A::Email)),
+        "phonenumbers" | "phonenumbers.value" => A::Field("phone"),
+        "phonenumbers.type" => return Some(Resolved::Fixed("work", A::Field("phone"))),
+        "title" => A::Field("job_title"),
+        "preferredlanguage" => A::Field("language"),
+        "timezone" => A::Field("timezone"),
+        "department" => A::Field("org_unit"),
+        "manager.displayname" => A::Field("manager_email"),
+        "active" => A::Active,
+        "meta.created" => A::Created,
+        "meta.lastmodified" => A::Modified,
+        _ => return None,
+    };
+    Some(Resolved::Attr(attr))
+}
+
+fn operator(word: &str) -> Option<Op> {
+    Some(match word.to_ascii_lowercase().as_str() {
+        "eq" => Op::Eq,
+        "ne" => Op::Ne,
+        "co" => Op::Co,
+        "sw" => Op::Sw,
+        "ew" => Op::Ew,
+        "gt" => Op::Gt,
+        "ge" => Op::Ge,
+        "lt" => Op::Lt,
+        "le" => Op::Le,
+        _ => return None,
+    })
 }
 
 /// Parses a filter; Err is the sentence for the 400 `invalidFilter` response.
-pub fn parse(s: &str) -> Result<Filter, String> {
+pub fn parse(s: &str) -> Result<UserFilter, String> {
     if s.len() > MAX_FILTER_LEN {
         return Err(format!(
             "the filter is {} characters long; at most {MAX_FILTER_LEN} are accepted",
@@ -128,128 +187,322 @@ pub fn parse(s: &str) -> Result<Filter, String> {
     if toks.is_empty() {
         return Err("the filter is empty".into());
     }
-    let mut filter = Filter::default();
-    let mut it = toks.into_iter().peekable();
-    loop {
-        let a = match it.next() {
-            Some(Token::Word(w)) => attr(&w)?,
-            Some(Token::Open) | Some(Token::Close) => {
-                return Err("grouping with parentheses or brackets is not supported".into())
-            }
-            Some(Token::Str(v)) => {
-                return Err(format!(
-                    "expected an attribute name, found the string {v:?}"
-                ))
-            }
-            None => return Err("the filter ends after \"and\"".into()),
-        };
-        let op = match it.next() {
-            Some(Token::Word(w)) => w.to_ascii_lowercase(),
-            Some(Token::Open) => {
-                return Err(
-                    "value filters such as emails[type eq \"work\"] are not supported".into(),
-                )
-            }
-            _ => return Err("expected an operator after the attribute name".into()),
-        };
-        if op != "eq" {
-            return Err(match op.as_str() {
-                "ne" | "co" | "sw" | "ew" | "pr" | "gt" | "ge" | "lt" | "le" => {
-                    format!("the operator {op:?} is not supported; only \"eq\" is")
-                }
-                _ => format!("{op:?} is not a filter operator"),
-            });
+    let mut p = Parser {
+        toks,
+        at: 0,
+        depth: 0,
+    };
+    let f = p.or_expr(None)?;
+    match p.peek() {
+        None => Ok(f),
+        Some(t) => Err(format!(
+            "unexpected {} after a complete expression; join expressions with \"and\" or \"or\"",
+            t.describe()
+        )),
+    }
+}
+
+struct Parser {
+    toks: Vec<Token>,
+    at: usize,
+    depth: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.toks.get(self.at)
+    }
+
+    fn next(&mut self) -> Option<Token> {
+        let t = self.toks.get(self.at).cloned();
+        self.at += 1;
+        t
+    }
+
+    /// `and_expr ("or" and_expr)*`; `parent` is the attribute of an enclosing value path.
+    fn or_expr(&mut self, parent: Option<&str>) -> Result<UserFilter, String> {
+        let mut f = self.and_expr(parent)?;
+        while self.peek().is_some_and(|t| t.is_word("or")) {
+            self.at += 1;
+            let rhs = self.and_expr(parent)?;
+            f = UserFilter::Or(Box::new(f), Box::new(rhs));
         }
-        let cond = match (a, it.next()) {
-            (Attr::Active, Some(Token::Word(w))) => match w.to_ascii_lowercase().as_str() {
-                "true" => Cond::Active(true),
-                "false" => Cond::Active(false),
-                _ => return Err(format!("active compares with true or false, not {w:?}")),
-            },
-            (Attr::Active, _) => {
-                return Err("active compares with true or false (without quotes)".into())
+        Ok(f)
+    }
+
+    fn and_expr(&mut self, parent: Option<&str>) -> Result<UserFilter, String> {
+        let mut f = self.unary(parent)?;
+        while self.peek().is_some_and(|t| t.is_word("and")) {
+            self.at += 1;
+            let rhs = self.unary(parent)?;
+            f = UserFilter::And(Box::new(f), Box::new(rhs));
+        }
+        Ok(f)
+    }
+
+    /// `not ( … )`, `( … )`, or a comparison / value path.
+    fn unary(&mut self, parent: Option<&str>) -> Result<UserFilter, String> {
+        match self.next() {
+            Some(t) if t.is_word("not") => {
+                if self.next() != Some(Token::Open) {
+                    return Err("\"not\" must be followed by a parenthesised filter".into());
+                }
+                let inner = self.group(parent)?;
+                Ok(UserFilter::Not(Box::new(inner)))
             }
-            (a, Some(Token::Str(v))) => Cond::Text(a, v),
-            (_, Some(Token::Word(w))) => {
-                return Err(format!("the value {w:?} must be a string in double quotes"))
-            }
-            _ => return Err("expected a value after \"eq\"".into()),
-        };
-        filter.all.push(cond);
-        match it.next() {
-            None => return Ok(filter),
-            Some(Token::Word(w)) if w.eq_ignore_ascii_case("and") => continue,
-            Some(Token::Word(w))
-                if w.eq_ignore_ascii_case("or") || w.eq_ignore_ascii_case("not") =>
-            {
-                return Err(format!(
-                    "the logical operator {:?} is not supported; only \"and\" is",
-                    w.to_ascii_lowercase()
-                ))
-            }
-            Some(t) => {
-                return Err(format!(
-                    "unexpected {} after a complete comparison; join comparisons with \"and\"",
-                    match t {
-                        Token::Word(w) => format!("{w:?}"),
-                        Token::Str(v) => format!("string {v:?}"),
-                        Token::Open | Token::Close => "bracket".into(),
-                    }
-                ))
-            }
+            Some(Token::Open) => self.group(parent),
+            Some(Token::Word(w)) => self.comparison(&w, parent),
+            Some(t) => Err(format!(
+                "expected an attribute name, found {}",
+                t.describe()
+            )),
+            None => Err("the filter ends where an attribute name was expected".into()),
         }
     }
+
+    /// The rest of a group after its `(`, through its `)`.
+    fn group(&mut self, parent: Option<&str>) -> Result<UserFilter, String> {
+        self.deeper()?;
+        let f = self.or_expr(parent)?;
+        self.depth -= 1;
+        match self.next() {
+            Some(Token::Close) => Ok(f),
+            Some(t) => Err(format!("expected \")\", found {}", t.describe())),
+            None => Err("a \"(\" is not closed".into()),
+        }
+    }
+
+    fn deeper(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!(
+                "the filter nests more than {MAX_DEPTH} groups deep"
+            ));
+        }
+        Ok(())
+    }
+
+    /// `PATH pr`, `PATH OP VALUE` or `PATH [ … ]`.
+    fn comparison(&mut self, word: &str, parent: Option<&str>) -> Result<UserFilter, String> {
+        let path = match parent {
+            Some(p) => format!("{p}.{}", word.to_ascii_lowercase()),
+            None => word.to_ascii_lowercase(),
+        };
+        if self.peek() == Some(&Token::OpenBracket) {
+            if parent.is_some() {
+                return Err("a value path cannot hold another value path".into());
+            }
+            self.at += 1;
+            self.deeper()?;
+            let f = self.or_expr(Some(&path))?;
+            self.depth -= 1;
+            return match self.next() {
+                Some(Token::CloseBracket) => Ok(f),
+                Some(t) => Err(format!("expected \"]\", found {}", t.describe())),
+                None => Err("a \"[\" is not closed".into()),
+            };
+        }
+        let resolved = attribute(&path).ok_or_else(|| {
+            format!(
+                "filtering on {word:?} is not supported; use id, userName, externalId, \
+                 displayName, name.givenName, name.familyName, emails, phoneNumbers, title, \
+                 preferredLanguage, timezone, active, meta.created, meta.lastModified, \
+                 employeeNumber, department or manager.displayName"
+            )
+        })?;
+        let op_word = match self.next() {
+            Some(Token::Word(w)) => w,
+            Some(t) => {
+                return Err(format!(
+                    "expected an operator after {word:?}, found {}",
+                    t.describe()
+                ))
+            }
+            None => return Err(format!("expected an operator after {word:?}")),
+        };
+        if op_word.eq_ignore_ascii_case("pr") {
+            return Ok(match resolved {
+                Resolved::Attr(a) | Resolved::Fixed(_, a) => UserFilter::Present(a),
+            });
+        }
+        let op =
+            operator(&op_word).ok_or_else(|| format!("{op_word:?} is not a filter operator"))?;
+        let value = self.next();
+        match resolved {
+            Resolved::Attr(a) => operand(&a, op, value).map(|v| UserFilter::Compare(a, op, v)),
+            Resolved::Fixed(fixed, base) => fixed_value(fixed, base, op, value),
+        }
+    }
+}
+
+/// The operand of a comparison on `a`, checked against what `a` can be compared with.
+fn operand(a: &Attribute, op: Op, value: Option<Token>) -> Result<Operand, String> {
+    if *a == Attribute::Active {
+        let b = match value {
+            Some(Token::Word(w)) if w.eq_ignore_ascii_case("true") => true,
+            Some(Token::Word(w)) if w.eq_ignore_ascii_case("false") => false,
+            _ => return Err("active compares with true or false (without quotes)".into()),
+        };
+        if !matches!(op, Op::Eq | Op::Ne) {
+            return Err("active is a boolean: only \"eq\" and \"ne\" compare it".into());
+        }
+        return Ok(Operand::Bool(b));
+    }
+    let text = match value {
+        Some(Token::Str(v)) => v,
+        Some(Token::Word(w)) => {
+            return Err(format!("the value {w:?} must be a string in double quotes"))
+        }
+        _ => return Err("expected a value after the operator".into()),
+    };
+    if a.is_time() {
+        if matches!(op, Op::Co | Op::Sw | Op::Ew) {
+            return Err(
+                "meta.created and meta.lastModified compare with eq, ne, gt, ge, lt or le".into(),
+            );
+        }
+        let t = chrono::DateTime::parse_from_rfc3339(&text).map_err(|_| {
+            format!("{text:?} is not a date-time such as \"2026-11-01T00:00:00Z\" (RFC 3339)")
+        })?;
+        return Ok(Operand::Time(t.with_timezone(&chrono::Utc)));
+    }
+    Ok(Operand::Text(text))
+}
+
+/// A comparison on a sub-attribute Roster serves with one fixed value: decided now, so it
+/// becomes "the base attribute is there" or "nobody".
+fn fixed_value(
+    fixed: &str,
+    base: Attribute,
+    op: Op,
+    value: Option<Token>,
+) -> Result<UserFilter, String> {
+    let want = match value {
+        Some(Token::Str(v)) => v,
+        Some(Token::Word(w)) if fixed == "true" => w.to_ascii_lowercase(),
+        _ => return Err("expected a value after the operator".into()),
+    };
+    let (have, want) = (fixed.to_string(), want.to_lowercase());
+    let holds = match op {
+        Op::Eq => have == want,
+        Op::Ne => have != want,
+        Op::Co => have.contains(&want),
+        Op::Sw => have.starts_with(&want),
+        Op::Ew => have.ends_with(&want),
+        Op::Gt => have > want,
+        Op::Ge => have >= want,
+        Op::Lt => have < want,
+        Op::Le => have <= want,
+    };
+    Ok(if holds {
+        UserFilter::Present(base)
+    } else {
+        UserFilter::Not(Box::new(UserFilter::Everyone))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Attribute as A;
+
+    fn text(a: Attribute, op: Op, v: &str) -> UserFilter {
+        UserFilter::Compare(a, op, Operand::Text(v.into()))
+    }
 
     #[test]
-    fn supported_filters() {
+    fn comparisons_and_attribute_names() {
         assert_eq!(
-            parse(r#"userName eq "Ana@X.example""#).unwrap().all,
-            vec![Cond::Text(Attr::UserName, "Ana@X.example".into())]
+            parse(r#"userName eq "Ana@X.example""#).unwrap(),
+            text(A::UserName, Op::Eq, "Ana@X.example")
         );
         assert_eq!(
-            parse(r#"EMAILS.VALUE Eq "a@b.c" and active eq FALSE"#)
-                .unwrap()
-                .all,
-            vec![Cond::Text(Attr::Email, "a@b.c".into()), Cond::Active(false)]
+            parse(r#"urn:ietf:params:scim:schemas:core:2.0:User:externalId sw "00""#).unwrap(),
+            text(A::MappingCode, Op::Sw, "00")
         );
         assert_eq!(
-            parse(r#"urn:ietf:params:scim:schemas:core:2.0:User:externalId eq "007""#)
-                .unwrap()
-                .all,
-            vec![Cond::Text(Attr::ExternalId, "007".into())]
+            parse(
+                r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department ne "HQ""#
+            )
+            .unwrap(),
+            text(A::Field("org_unit"), Op::Ne, "HQ")
         );
+        assert_eq!(
+            parse("title pr").unwrap(),
+            UserFilter::Present(A::Field("job_title"))
+        );
+        assert!(matches!(
+            parse(r#"meta.lastModified gt "2026-11-01T00:00:00Z""#).unwrap(),
+            UserFilter::Compare(A::Modified, Op::Gt, Operand::Time(_))
+        ));
         // A quote inside a JSON string is data.
         assert_eq!(
-            parse(r#"userName eq "x\" or \"1\" eq \"1""#).unwrap().all,
-            vec![Cond::Text(Attr::UserName, r#"x" or "1" eq "1"#.into())]
+            parse(r#"userName eq "x\" or \"1\" eq \"1""#).unwrap(),
+            text(A::UserName, Op::Eq, r#"x" or "1" eq "1"#)
         );
     }
 
     #[test]
-    fn unsupported_filters_say_why() {
+    fn precedence_not_and_or_and_groups() {
+        let a = || text(A::FirstName, Op::Eq, "a");
+        let b = || text(A::LastName, Op::Eq, "b");
+        let c = || UserFilter::Compare(A::Active, Op::Eq, Operand::Bool(true));
+        let and = |x, y| UserFilter::And(Box::new(x), Box::new(y));
+        let or = |x, y| UserFilter::Or(Box::new(x), Box::new(y));
+        let f = r#"name.givenName eq "a" or name.familyName eq "b" and active eq true"#;
+        assert_eq!(parse(f).unwrap(), or(a(), and(b(), c())));
+        let f = r#"(name.givenName eq "a" or name.familyName eq "b") and active eq true"#;
+        assert_eq!(parse(f).unwrap(), and(or(a(), b()), c()));
+        let f = r#"not (name.givenName eq "a") AND active eq TRUE"#;
+        assert_eq!(parse(f).unwrap(), and(UserFilter::Not(Box::new(a())), c()));
+    }
+
+    #[test]
+    fn value_paths_resolve_sub_attributes() {
+        let f = r#"emails[type eq "work" and value co "@acme"]"#;
+        assert_eq!(
+            parse(f).unwrap(),
+            UserFilter::And(
+                Box::new(UserFilter::Present(A::Email)),
+                Box::new(text(A::Email, Op::Co, "@acme"))
+            )
+        );
+        let f = r#"emails[type eq "home"]"#;
+        assert_eq!(
+            parse(f).unwrap(),
+            UserFilter::Not(Box::new(UserFilter::Everyone))
+        );
+        assert_eq!(
+            parse("emails[primary eq true]").unwrap(),
+            UserFilter::Present(A::Email)
+        );
+    }
+
+    #[test]
+    fn bad_filters_say_why() {
         for (f, needle) in [
             ("", "empty"),
-            (r#"userName co "a""#, "only \"eq\""),
-            (r#"userName eq "a" or userName eq "b""#, "\"or\""),
+            (r#"userName zz "a""#, "not a filter operator"),
             (r#"userName eq "a"; DROP TABLE users"#, "unexpected"),
             (r#"userName eq "a"#, "not closed"),
             ("userName eq a", "double quotes"),
             (r#"password eq "x""#, "not supported"),
-            (r#"(userName eq "a")"#, "parentheses"),
-            (r#"emails[type eq "work"]"#, "value filters"),
+            (r#"(userName eq "a""#, "not closed"),
+            (r#"not userName eq "a""#, "parenthesised"),
             ("active eq \"true\"", "without quotes"),
+            ("active gt true", "only \"eq\" and \"ne\""),
+            (r#"meta.created co "2026""#, "compare with eq"),
+            (r#"meta.created gt "yesterday""#, "RFC 3339"),
             ("userName eq", "expected a value"),
-            (r#"userName eq "a" and"#, "ends after"),
+            (r#"userName eq "a" and"#, "ends where"),
             (r#"userName eq "\x""#, "JSON"),
+            (r#"emails[value[x eq "a"]]"#, "value path"),
         ] {
             let e = parse(f).unwrap_err();
             assert!(e.contains(needle), "{f:?}: {e}");
         }
         assert!(parse(&"a".repeat(5000)).unwrap_err().contains("at most"));
+        let deep = format!("{}userName pr{}", "(".repeat(40), ")".repeat(40));
+        assert!(parse(&deep).unwrap_err().contains("nests"));
     }
 }

@@ -162,9 +162,19 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, message)
     }
-    /// A failure inside Roster (store, task): logged with its chain, answered with a sentence.
+    /// A failure inside Roster (store, task): logged with its chain, answered with a sentence:
+    /// 503 when the store cannot be reached right now (`store::Unavailable`), else 500.
     pub fn internal(what: &str, e: anyhow::Error) -> ApiError {
         tracing::error!("admin API: {what}: {e:#}");
+        if crate::store::is_unavailable(&e) {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{what}: the store (PostgreSQL) cannot be reached right now; uploads wait \
+                     in the tenant folders and are imported when it is back. Try again shortly."
+                ),
+            );
+        }
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {e:#}"))
     }
 }

@@ -23,10 +23,11 @@
 // Handlers return ready SCIM error responses through Result; their size does not matter here.
 #![allow(clippy::result_large_err)]
 
-use super::filter::{self, Attr, Cond, Filter};
+use super::filter;
 use super::schemas::{self, ENTERPRISE_SCHEMA, ERROR_SCHEMA, LIST_SCHEMA, USER_SCHEMA};
 use super::{auth, AppState};
 use crate::config::MatchBy;
+use crate::model::UserFilter;
 use crate::model::{User, UserStatus};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -78,6 +79,23 @@ pub(crate) fn router(state: AppState) -> Router {
 }
 
 /// A SCIM error response (RFC 7644 §3.12).
+/// The answer to a failed directory read: 503 when the store cannot be reached right now
+/// (`store::Unavailable`: the client should retry), else 500.
+fn store_failed(e: &anyhow::Error) -> Response {
+    if crate::store::is_unavailable(e) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "the directory cannot be read right now (its store is unavailable); retry shortly",
+        );
+    }
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        None,
+        "the directory cannot be read",
+    )
+}
+
 fn error(status: StatusCode, scim_type: Option<&str>, detail: impl Into<String>) -> Response {
     let mut body = json!({
         "schemas": [ERROR_SCHEMA],
@@ -240,20 +258,6 @@ fn resource(u: &User, base: &str, manager_id: Option<&str>) -> Value {
     r
 }
 
-fn matches(u: &User, f: &Filter) -> bool {
-    f.all.iter().all(|c| match c {
-        Cond::Active(b) => (u.status == UserStatus::Active) == *b,
-        Cond::Text(Attr::Id, v) => u.key == *v,
-        Cond::Text(Attr::UserName, v) => user_name(u).eq_ignore_ascii_case(v),
-        Cond::Text(Attr::Email, v) => u
-            .email
-            .as_deref()
-            .is_some_and(|e| e.eq_ignore_ascii_case(v)),
-        Cond::Text(Attr::ExternalId, v) => u.mapping_code.as_deref() == Some(v.as_str()),
-        Cond::Text(Attr::Active, _) => false,
-    })
-}
-
 /// A numeric paging parameter (RFC 7644 §3.4.2.4), clamped to `min..=max`; Err on non-numbers.
 fn paging(
     m: &HashMap<String, String>,
@@ -284,7 +288,7 @@ async fn users(
         );
     };
     let filter = match m.get("filter").map(|f| filter::parse(f)) {
-        None => Filter::default(),
+        None => UserFilter::Everyone,
         Some(Ok(f)) => f,
         Some(Err(why)) => return error(StatusCode::BAD_REQUEST, Some("invalidFilter"), why),
     };
@@ -306,7 +310,7 @@ async fn users(
     let store = st.store.clone();
     let t = tenant.clone();
     let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let keep = |u: &User| u.status != UserStatus::Deleted && matches(u, &filter);
+        let keep = |u: &User| u.status != UserStatus::Deleted && filter.matches(u);
         let page = store.users_page(&t, &keep, start.saturating_sub(1), count)?;
         // Managers are looked up one by one: a page holds at most MAX_RESULTS users.
         let mut managers = Vec::with_capacity(page.users.len());
@@ -327,11 +331,7 @@ async fn users(
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
             tracing::error!(%tenant, "SCIM: cannot list users: {e:#}");
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                None,
-                "the directory cannot be read",
-            );
+            return store_failed(&e);
         }
         Err(e) => {
             tracing::error!(%tenant, "SCIM: the listing task failed: {e}");
@@ -423,11 +423,7 @@ async fn user(
         ),
         Ok(Err(e)) => {
             tracing::error!(%tenant, "SCIM: cannot read a user: {e:#}");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                None,
-                "the directory cannot be read",
-            )
+            store_failed(&e)
         }
         Err(e) => {
             tracing::error!(%tenant, "SCIM: the lookup task failed: {e}");

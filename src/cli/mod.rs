@@ -11,6 +11,7 @@
 //! Errors leave as one sentence (see `client`).
 
 pub mod client;
+pub mod migrate_store;
 mod show;
 mod table;
 

@@ -149,7 +149,7 @@ pub(super) fn recover_claims(shared: &Shared, tenant: &Tenant) {
             import_id = tracing::field::Empty
         );
         let _enter = span.enter();
-        let done = super::with_retries(&tenant.id, &dir.display().to_string(), || {
+        let done = super::with_retries(shared, &tenant.id, &dir.display().to_string(), || {
             run::recover_claim(shared, tenant, &dir).map(|_| ())
         });
         if !done {

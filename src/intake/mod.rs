@@ -357,6 +357,9 @@ async fn worker(
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(key);
         }
+        if !store_answers(&intake, &tenant).await {
+            break;
+        }
         let config = intake.shared.config.current();
         let Some(t) = config.tenant(&tenant).cloned() else {
             tracing::warn!(%tenant, "tenant is no longer configured; request dropped");
@@ -391,6 +394,38 @@ async fn worker(
             }
             Err(e) => tracing::error!(%tenant, "an import task failed: {e}"),
         }
+    }
+}
+
+/// Waits until the store answers for `tenant` (at once, unless it is unavailable: PostgreSQL
+/// down or restarting). Meanwhile the request waits on the tenant's queue and its upload waits
+/// in the tenant folder, unclaimed. False when the intake stops while waiting.
+async fn store_answers(intake: &Intake, tenant: &str) -> bool {
+    let mut pause = Duration::from_secs(1);
+    let mut said = false;
+    loop {
+        if intake.stopping() {
+            return false;
+        }
+        let store = intake.shared.store.clone();
+        let t = tenant.to_string();
+        let probe = tokio::task::spawn_blocking(move || store.tenant_state(&t).map(|_| ())).await;
+        match probe {
+            Ok(Err(e)) if crate::store::is_unavailable(&e) => {
+                if !said {
+                    tracing::warn!(%tenant, "the store is unavailable; uploads wait in the tenant folder until it is back: {e:#}");
+                    said = true;
+                }
+            }
+            _ => {
+                if said {
+                    tracing::info!(%tenant, "the store is back; imports resume");
+                }
+                return true;
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(15));
     }
 }
 
@@ -502,7 +537,7 @@ fn claim_and_run(
     let dir = claimed.dir().to_path_buf();
     let mut out = None;
     let mut first = true;
-    let done = with_retries(&tenant.id, name, || {
+    let done = with_retries(shared, &tenant.id, name, || {
         // After a failed attempt the run may have committed; recovery knows from the claim's
         // stamp in the store.
         out = if std::mem::take(&mut first) {
@@ -520,13 +555,29 @@ fn claim_and_run(
 }
 
 /// Retries a run that failed for a reason outside the file (store, archive folder): three more
-/// times, a minute apart; after that the claim stays and is retried on the next start. True
-/// when an attempt succeeded.
-fn with_retries(tenant: &str, what: &str, mut f: impl FnMut() -> anyhow::Result<()>) -> bool {
-    for attempt in 1..=4 {
+/// times, a minute apart; after that the claim stays and is retried on the next start.
+/// A failure because the store is unavailable does not count as an attempt: the run waits
+/// until the store answers again (or the intake stops), then goes on. True when an attempt
+/// succeeded.
+fn with_retries(
+    shared: &Shared,
+    tenant: &str,
+    what: &str,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> bool {
+    let mut attempt = 1;
+    while attempt <= 4 {
         match f() {
             Ok(()) => return true,
+            Err(e) if crate::store::is_unavailable(&e) => {
+                tracing::warn!(%tenant, file = what, "run interrupted: the store is unavailable; it is retried when the store is back: {e:#}");
+                if !wait_for_store(shared, tenant) {
+                    tracing::warn!(%tenant, file = what, "stopping: the run stays claimed and is finished on the next start");
+                    return false;
+                }
+            }
             Err(e) if attempt < 4 => {
+                attempt += 1;
                 tracing::error!(%tenant, file = what, attempt, "run failed, retrying in a minute: {e:#}");
                 std::thread::sleep(Duration::from_secs(if cfg!(debug_assertions) {
                     5
@@ -535,9 +586,24 @@ fn with_retries(tenant: &str, what: &str, mut f: impl FnMut() -> anyhow::Result<
                 }));
             }
             Err(e) => {
-                tracing::error!(%tenant, file = what, "run failed; it stays claimed and is retried on the next start: {e:#}")
+                tracing::error!(%tenant, file = what, "run failed; it stays claimed and is retried on the next start: {e:#}");
+                return false;
             }
         }
+    }
+    false
+}
+
+/// Blocks until the store answers for `tenant` again; false when the intake stops first.
+fn wait_for_store(shared: &Shared, tenant: &str) -> bool {
+    let mut pause = Duration::from_secs(1);
+    while !shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(pause);
+        match shared.store.tenant_state(tenant) {
+            Err(e) if crate::store::is_unavailable(&e) => {}
+            _ => return true,
+        }
+        pause = (pause * 2).min(Duration::from_secs(15));
     }
     false
 }

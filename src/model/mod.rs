@@ -4,6 +4,8 @@
 //! * [`record`]: the record of one import run ([`ImportRecord`] with its [`Counts`] and
 //!   [`ImportStatus`]);
 //! * [`change`]: a change to one user, as a preview lists it;
+//! * [`changelog`]: the change log and event log a commit writes, and delivery cursors;
+//! * [`filter`]: a filter over users ([`UserFilter`]) and whether a user matches it;
 //! * [`user`]: a directory user as shown outside ([`User`], [`UserStatus`]) and the restore rule;
 //! * [`fields`]: the field table (names, kinds, [`LIST_SEP`](fields::LIST_SEP));
 //! * [`packed`]: the packed user record and bucket, the form the import engine plans on and
@@ -14,11 +16,14 @@
 
 pub mod bucket;
 pub mod change;
+pub mod changelog;
 pub mod fields;
+pub mod filter;
 pub mod packed;
 pub mod record;
 pub mod user;
 
 pub use change::{Change, FieldChange};
+pub use filter::UserFilter;
 pub use record::{Counts, ImportRecord, ImportStatus};
 pub use user::{User, UserPage, UserStatus};

@@ -12,6 +12,7 @@
 //! | [`RunLog`] | the intake, the admin API, `approve` | history records, held plans, the file ledger, intake claims |
 //! | [`MailOutbox`] | `mail` | queued messages until delivered |
 //! | [`Cluster`] | `serve`, the intake, SFTP logins, the admin API | heartbeats, leases, schedule ticks, shared login failures, claims of dead nodes |
+//! | [`ChangeLog`] | the admin API, delivery (webhooks, SCIM push) | the change log, the event log, delivery cursors |
 //!
 //! Data enters and leaves as `model` values and packed bytes (`model::packed`); no backend type
 //! crosses these traits. A call is made per bucket, per user or per run, never per row.
@@ -40,6 +41,7 @@ pub mod sled;
 pub use frame::{frame, unframe};
 pub use sled::SledStore;
 
+use crate::model::changelog::{Cursor, Event, LoggedChange};
 use crate::model::packed::UserRec;
 use crate::model::{ImportRecord, User, UserPage, UserStatus};
 use anyhow::Result;
@@ -330,10 +332,48 @@ pub trait Cluster: Send + Sync {
     fn orphan_claims(&self) -> Result<Vec<OrphanClaim>>;
 }
 
+/// What was committed, as applications are told it (docs/delivery.md): the change log, the
+/// event log, and each delivery consumer's cursor. Entries are written only by commits (the
+/// import engine's [`Commit`], a restore through [`Directory::update_user`]), in the same
+/// transaction as the directory change.
+pub trait ChangeLog: Send + Sync {
+    /// The tenant's change-log entries with `seq > after`, in `seq` order, at most `limit`.
+    fn changes(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<LoggedChange>>;
+    /// One user's change-log entries, newest first, at most `limit`.
+    fn user_changes(&self, tenant: &str, key: &str, limit: usize) -> Result<Vec<LoggedChange>>;
+    /// The tenant's events with `seq > after`, in `seq` order, at most `limit`.
+    fn events(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<Event>>;
+    /// The cursor of `consumer` (a webhook endpoint, SCIM push) on the tenant's logs; the
+    /// default (position 0) for a new consumer.
+    fn cursor(&self, tenant: &str, consumer: &str) -> Result<Cursor>;
+    /// Stores the cursor of `consumer`. Durable on return.
+    fn save_cursor(&self, tenant: &str, consumer: &str, cursor: &Cursor) -> Result<()>;
+    /// Removes change-log and event entries older than `before`; returns how many.
+    fn trim_changes(&self, tenant: &str, before: DateTime<Utc>) -> Result<u64>;
+}
+
 /// One backend behind every seam.
-pub trait Backend: Directory + Users + RunLog + MailOutbox + Cluster {
+pub trait Backend: Directory + Users + RunLog + MailOutbox + ChangeLog + Cluster {
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<()>;
+}
+
+/// A store call failed because the store cannot be reached right now (PostgreSQL down, restarting
+/// or unreachable), not because of what was asked: callers answer "try again later" (the admin
+/// API's 503) and retry, instead of blaming the request or the file. Backends attach it as
+/// context to such errors; [`is_unavailable`] finds it under any further context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the store is unavailable right now")
+    }
+}
+
+/// True when `e` (at any level of context) says the store cannot be reached right now.
+pub fn is_unavailable(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Unavailable>().is_some()
 }
 
 /// Handle to the store; cheap to clone, shareable across threads. Dereferences to the backend,
@@ -372,5 +412,18 @@ impl std::ops::Deref for Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Store")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_is_found_under_further_context() {
+        let e = anyhow::anyhow!("connection refused").context(Unavailable);
+        let e = e.context("cannot read the history").context("admin API");
+        assert!(is_unavailable(&e));
+        assert!(!is_unavailable(&anyhow::anyhow!("a damaged record")));
     }
 }

@@ -82,6 +82,8 @@ pub struct Env {
     pub config_path: PathBuf,
     pub key: PrivateKey,
     pub server: Option<RunningServer>,
+    /// sled, or this test's own PostgreSQL (`ROSTER_TEST_STORE=postgres`).
+    pub store_under_test: crate::support::server_store::ServerStore,
 }
 
 /// An HTTP answer: status, body text, and the body as JSON when it is JSON.
@@ -94,17 +96,26 @@ pub struct Answer {
 }
 
 impl Env {
+    /// A server on sled, or on PostgreSQL when `ROSTER_TEST_STORE=postgres`.
     pub async fn start() -> Env {
+        Env::start_with(crate::support::server_store::ServerStore::for_test()).await
+    }
+
+    /// A server on the given store.
+    pub async fn start_with(store_under_test: crate::support::server_store::ServerStore) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let key = PrivateKey::random(&mut rand10::rng(), russh::keys::Algorithm::Ed25519).unwrap();
         let config_path = dir.path().join("roster.toml");
-        std::fs::write(&config_path, config_text(dir.path(), &key, "127.0.0.1:0")).unwrap();
+        let text =
+            config_text(dir.path(), &key, "127.0.0.1:0") + &store_under_test.config_section();
+        std::fs::write(&config_path, text).unwrap();
         let server = Some(roster::serve::start(&config_path).await.unwrap());
         Env {
             dir,
             config_path,
             key,
             server,
+            store_under_test,
         }
     }
 

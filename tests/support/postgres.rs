@@ -9,6 +9,10 @@
 //! does not start: a PostgreSQL test never skips silently. `tests/postgres/install.sh`
 //! installs the binaries.
 //!
+//! [`TestPostgres::start_with_ssl`] starts the cluster with `ssl = on` and a server certificate
+//! for the host name `localhost` made at start by `openssl` and signed by a CA made with it
+//! ([`TestPostgres::ssl_ca`], a PEM file for `sslrootcert`).
+//!
 //! Include it with `#[path = "support/postgres.rs"] mod test_postgres;` in the test files that
 //! need it, so test binaries without PostgreSQL do not carry it.
 
@@ -26,11 +30,27 @@ pub struct TestPostgres {
     bin: PathBuf,
     run_as: Option<String>,
     pub port: u16,
+    /// `-c name=value` options of `postgres` beyond the usual ones (TLS).
+    extra_options: String,
+    /// With [`TestPostgres::start_with_ssl`]: the PEM file of the CA that signed the server's
+    /// certificate (for `sslrootcert`).
+    pub ssl_ca: Option<PathBuf>,
 }
 
 impl TestPostgres {
     /// Creates and starts a cluster; panics with the reason when it cannot.
     pub fn start() -> TestPostgres {
+        Self::start_with(false)
+    }
+
+    /// As [`start`](Self::start), with `ssl = on` and a certificate for `localhost` signed by
+    /// the CA of [`ssl_ca`](Self::ssl_ca); plain connections are still accepted.
+    #[allow(dead_code)] // only the TLS tests call it
+    pub fn start_with_ssl() -> TestPostgres {
+        Self::start_with(true)
+    }
+
+    fn start_with(ssl: bool) -> TestPostgres {
         let bin = server_bin_dir();
         let run_as = is_root().then(|| UNPRIVILEGED_USER.to_string());
         let dir = tempfile::Builder::new()
@@ -47,6 +67,8 @@ impl TestPostgres {
             bin,
             run_as,
             port: 0,
+            extra_options: String::new(),
+            ssl_ca: None,
         };
         let data = pg.data_dir();
         pg.run_checked(
@@ -63,6 +85,9 @@ impl TestPostgres {
                 "--locale=C",
             ],
         );
+        if ssl {
+            pg.make_certificates();
+        }
         // A free port can be taken by someone else between the probe and the start: retry.
         let mut last = String::new();
         for _ in 0..5 {
@@ -120,6 +145,26 @@ impl TestPostgres {
         assert_eq!(self.psql("postgres", "SELECT pg_reload_conf()"), "t");
     }
 
+    /// Stops the server at once, as a crash or a power loss would (`pg_ctl stop -m immediate`:
+    /// open connections are cut, nothing is shut down cleanly). [`start_again`](Self::start_again)
+    /// brings it back on the same port with the same data.
+    #[allow(dead_code)] // only the fault tests call it
+    pub fn stop(&self) {
+        let data = self.data_dir();
+        self.run_checked(
+            "pg_ctl",
+            &["-D", path_str(&data), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
+    /// Starts the stopped server again on the same port; panics when it does not start.
+    #[allow(dead_code)] // only the fault tests call it
+    pub fn start_again(&self) {
+        if let Err(e) = self.try_start() {
+            panic!("PostgreSQL did not start again:\n{e}");
+        }
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -129,9 +174,10 @@ impl TestPostgres {
         let log = self.dir.path().join("server.log");
         let options = format!(
             "-F -p {} -k {} -c listen_addresses=127.0.0.1 -c full_page_writes=off \
-             -c synchronous_commit=off -c max_connections=50",
+             -c synchronous_commit=off -c max_connections=50{}",
             self.port,
-            path_str(self.dir.path())
+            path_str(self.dir.path()),
+            self.extra_options
         );
         let out = self.run(
             "pg_ctl",
@@ -153,6 +199,74 @@ impl TestPostgres {
         }
         let server_log = std::fs::read_to_string(&log).unwrap_or_default();
         Err(format!("{}\nserver log:\n{server_log}", describe(&out)))
+    }
+
+    /// A CA and a server certificate for `localhost` (P-256 keys, two days), made by `openssl`
+    /// in the temp folder; the server's key is handed to the user the cluster runs as.
+    fn make_certificates(&mut self) {
+        let dir = self.dir.path().to_path_buf();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("cannot run openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", describe(&out));
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=roster test CA"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+        openssl(&ca);
+        let mut csr = vec!["req", "-new", "-subj", "/CN=localhost"];
+        csr.extend(ec);
+        csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+        openssl(&csr);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName = DNS:localhost\nbasicConstraints = critical, CA:FALSE\n\
+             keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\n",
+        )
+        .expect("cannot write the certificate extensions");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ]);
+        let key = dir.join("server.key");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("cannot restrict the server key");
+        if let Some(user) = &self.run_as {
+            let (uid, gid) = user_ids(user);
+            for f in ["server.key", "server.crt"] {
+                std::os::unix::fs::chown(dir.join(f), Some(uid), Some(gid))
+                    .expect("cannot hand the server certificate to the unprivileged user");
+            }
+        }
+        self.extra_options = format!(
+            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            path_str(&dir.join("server.crt")),
+            path_str(&key)
+        );
+        self.ssl_ca = Some(dir.join("ca.crt"));
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> Output {
@@ -193,8 +307,33 @@ impl Drop for TestPostgres {
 }
 
 /// The folder of `initdb`/`pg_ctl`/`postgres`: Debian's newest `/usr/lib/postgresql/<major>/bin`,
-/// else the folder of `initdb` on PATH.
+/// else the folder of `initdb` on PATH. When they are missing, `tests/postgres/install.sh` is
+/// run once (so `cargo test` sets up its own PostgreSQL on a fresh machine, as the README
+/// promises) and the search is repeated; a failed install panics with its output.
 fn server_bin_dir() -> PathBuf {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    if let Some(bin) = find_server_bin_dir() {
+        return bin;
+    }
+    INSTALL.call_once(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/postgres/install.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .expect("cannot run tests/postgres/install.sh");
+        assert!(
+            out.status.success(),
+            "tests/postgres/install.sh failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    find_server_bin_dir().unwrap_or_else(|| {
+        panic!("PostgreSQL's initdb/pg_ctl are not installed: run tests/postgres/install.sh")
+    })
+}
+
+fn find_server_bin_dir() -> Option<PathBuf> {
     let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -207,15 +346,10 @@ fn server_bin_dir() -> PathBuf {
         .collect();
     debian.sort();
     if let Some((_, bin)) = debian.pop() {
-        return bin;
+        return Some(bin);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for d in std::env::split_paths(&path) {
-        if d.join("initdb").exists() && d.join("pg_ctl").exists() {
-            return d;
-        }
-    }
-    panic!("PostgreSQL's initdb/pg_ctl are not installed: run tests/postgres/install.sh");
+    std::env::split_paths(&path).find(|d| d.join("initdb").exists() && d.join("pg_ctl").exists())
 }
 
 fn is_root() -> bool {

@@ -89,15 +89,40 @@ impl Connections {
             }
             _ => wait(),
         };
-        received.map_err(|_| anyhow!("a PostgreSQL store task stopped before it answered"))?
+        let result =
+            received.map_err(|_| anyhow!("a PostgreSQL store task stopped before it answered"))?;
+        result.map_err(|e| {
+            if lost_the_server(&e) && !crate::store::is_unavailable(&e) {
+                e.context(crate::store::Unavailable)
+            } else {
+                e
+            }
+        })
     }
 
     /// A pooled client, with a sentence that says the database is unreachable.
     pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object> {
-        pool.get()
-            .await
-            .map_err(|e| anyhow!("the PostgreSQL store is unreachable: {e}"))
+        pool.get().await.map_err(|e| {
+            anyhow!("PostgreSQL cannot be reached: {e}").context(crate::store::Unavailable)
+        })
     }
+}
+
+/// True when `e` says the server went away or refused to serve (connection closed or broken,
+/// SQLSTATE class 08 "connection exception", 57P "operator intervention": shutdown, restart,
+/// cannot connect now), rather than that a statement was wrong.
+fn lost_the_server(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        if let Some(pe) = cause.downcast_ref::<tokio_postgres::Error>() {
+            let code = pe.code().map(|c| c.code()).unwrap_or("");
+            return pe.is_closed()
+                || code.starts_with("08")
+                || code.starts_with("57P")
+                || (code.is_empty()
+                    && std::error::Error::source(pe).is_some_and(|s| s.is::<std::io::Error>()));
+        }
+        cause.is::<deadpool_postgres::PoolError>() || cause.is::<std::io::Error>()
+    })
 }
 
 impl Drop for Connections {

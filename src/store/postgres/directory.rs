@@ -1,35 +1,522 @@
-//! The [`Directory`] seam on PostgreSQL (to be built).
+//! The [`Directory`] seam on PostgreSQL: a tenant's users are rows of `roster.user_rows` (the
+//! packed record plus its typed projection, `rows.rs`); the engine's buckets are assembled from
+//! and written into those rows; its commit is one transaction.
+//!
+//! Data enters as packed buckets (`model::packed`) and [`Commit`]s and leaves as packed buckets
+//! and [`TenantState`]s, as from the sled backend, whose semantics these match:
+//!
+//! - **state**: `tenant_state` (version, last applied sha256) and `bucket_gens` (a version token
+//!   per bucket; no row = generation 0), read in one snapshot.
+//! - **bucket**: the bucket's rows in byte order of the key (`COLLATE "C"`), read in the same
+//!   statement as the bucket's current generation; a generation that a commit replaced since
+//!   the caller read the state is an error, as in sled, where the old generation is gone.
+//! - **stage**: the staged bucket is compared with the bucket's committed rows and only the
+//!   difference goes into `staged_rows` (binary COPY) under a fresh generation
+//!   (`roster.staged_gen`), tagged with this node: a changed or new row with its typed columns,
+//!   a removed key with `record` NULL, and one marker row (key `''`, status [`MARKER`], no
+//!   record) that says the generation exists even when nothing differs. The CPU work (decode,
+//!   compare, project) runs on the calling thread, the SQL on the store's runtime.
+//! - **commit**: one transaction that locks the tenant's state row, refuses (changing nothing)
+//!   when its version is not the plan's or when a named generation's marker is gone (its rows
+//!   were discarded, or swept by a process that opened the store as the same node: committing
+//!   would lose them silently), applies the named generations with one upsert and one delete,
+//!   sets the bucket generations (0: the bucket's rows go), bumps the version when buckets
+//!   changed, and writes the run-log parts (`runs::write_commit_parts`, called only when the
+//!   commit carries a record, ledger entry or plan). Durable when PostgreSQL's commit returns.
+//! - **update_user**: optimistic. The record is read in one call, `change` (which is neither
+//!   `Send` nor `'static`, so it cannot run on the store's runtime) runs on the calling thread,
+//!   and the write is a compare-and-set on the record's bytes inside a transaction that also
+//!   bumps the version and the bucket's generation. When another writer changed the user in
+//!   between, nothing is written and the whole step repeats (so `change` may run again), a few
+//!   times at most. A transaction held open across the two calls would tie up a pooled
+//!   connection in an open transaction while foreign code runs, and leave it dirty if that
+//!   code panicked; the compare-and-set needs no lock while `change` runs.
 
+use super::connections::Connections;
+use super::rows::{null_values, typed_column_types, TypedRow, TYPED_COLUMNS};
 use super::PostgresStore;
-use crate::model::packed::UserRec;
+use crate::model::bucket::BUCKETS;
+use crate::model::packed::{bucket_entries, bucket_push, UserRec};
 use crate::store::{Commit, Directory, TenantState};
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::HashMap;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{IsolationLevel, Transaction};
+
+/// The `status` of a staged generation's marker row (never a user's status).
+const MARKER: &str = "staged";
+
+/// How often `update_user` tries again when another writer changed the user meanwhile.
+const UPDATE_ATTEMPTS: usize = 5;
+
+/// The sentence of a commit refused because the tenant's version moved (the same as sled's).
+fn changed_meanwhile(tenant: &str) -> anyhow::Error {
+    anyhow!("the directory of tenant {tenant} changed while this import was planned; run it again")
+}
+
+/// A row a staged bucket writes (`Some`: its projection and record) or removes (`None`).
+struct StagedRow {
+    key: String,
+    row: Option<TypedRow>,
+}
 
 impl Directory for PostgresStore {
-    fn tenant_state(&self, _tenant: &str) -> Result<TenantState> {
-        bail!("not built yet")
+    fn tenant_state(&self, tenant: &str) -> Result<TenantState> {
+        let tenant = tenant.to_string();
+        self.db.run(move |pool| async move {
+            let mut client = Connections::client(&pool).await?;
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let state = read_state(&tx, &tenant).await?;
+            tx.commit().await?;
+            Ok(state)
+        })
     }
+
     fn fingerprint_key(&self) -> &[u8; 32] {
         &self.secret
     }
-    fn bucket(&self, _tenant: &str, _bucket: u16, _gen: u64) -> Result<Option<Vec<u8>>> {
-        bail!("not built yet")
+
+    fn bucket(&self, tenant: &str, bucket: u16, gen: u64) -> Result<Option<Vec<u8>>> {
+        if gen == 0 {
+            return Ok(None);
+        }
+        let tenant = tenant.to_string();
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            let rows = client
+                .query(
+                    "SELECT g.gen, u.key, u.record FROM roster.bucket_gens g \
+                     LEFT JOIN roster.user_rows u ON u.tenant = g.tenant AND u.bucket = g.bucket \
+                     WHERE g.tenant = $1 AND g.bucket = $2 ORDER BY u.key COLLATE \"C\"",
+                    &[&tenant, &to_i16(bucket)?],
+                )
+                .await?;
+            let current = match rows.first() {
+                Some(r) => r.try_get::<_, i64>(0)?,
+                None => 0,
+            };
+            if u64::try_from(current).ok() != Some(gen) {
+                bail!(
+                    "bucket {bucket} of tenant {tenant} is missing from the store \
+                     (generation {gen} was replaced by another commit); run it again"
+                );
+            }
+            let mut packed = Vec::new();
+            for r in &rows {
+                let key: Option<&str> = r.try_get(1)?;
+                let record: Option<&[u8]> = r.try_get(2)?;
+                if let (Some(k), Some(v)) = (key, record) {
+                    bucket_push(&mut packed, k.as_bytes(), v);
+                }
+            }
+            Ok((!packed.is_empty()).then_some(packed))
+        })
     }
-    fn stage_bucket(&self, _tenant: &str, _bucket: u16, _packed: &[u8]) -> Result<u64> {
-        bail!("not built yet")
+
+    fn stage_bucket(&self, tenant: &str, bucket: u16, packed: &[u8]) -> Result<u64> {
+        let entries = bucket_entries(packed)
+            .with_context(|| format!("a staged bucket of tenant {tenant} is damaged"))?;
+        let (gen, mut committed) = {
+            let tenant = tenant.to_string();
+            self.db.run(move |pool| async move {
+                let client = Connections::client(&pool).await?;
+                let gen: i64 = client
+                    .query_one("SELECT nextval('roster.staged_gen')", &[])
+                    .await?
+                    .try_get(0)?;
+                let rows = client
+                    .query(
+                        "SELECT key, record FROM roster.user_rows \
+                         WHERE tenant = $1 AND bucket = $2",
+                        &[&tenant, &to_i16(bucket)?],
+                    )
+                    .await?;
+                let mut committed = HashMap::with_capacity(rows.len());
+                for r in rows {
+                    committed.insert(r.try_get::<_, String>(0)?, r.try_get::<_, Vec<u8>>(1)?);
+                }
+                Ok((gen, committed))
+            })?
+        };
+        let mut staged = Vec::new();
+        for (k, v) in entries {
+            let key = std::str::from_utf8(k)
+                .map_err(|_| anyhow!("a staged user key of tenant {tenant} is not UTF-8"))?;
+            if committed.remove(key).is_some_and(|old| old == v) {
+                continue;
+            }
+            let rec = UserRec::decode(v)?;
+            staged.push(StagedRow {
+                key: key.to_string(),
+                row: Some(TypedRow::from_rec(&rec, v.to_vec())),
+            });
+        }
+        staged.extend(
+            committed
+                .into_keys()
+                .map(|key| StagedRow { key, row: None }),
+        );
+        let (tenant, node) = (tenant.to_string(), self.node_id.clone());
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            copy_staged(&client, gen, &node, &tenant, bucket, &staged).await
+        })?;
+        u64::try_from(gen).map_err(|_| anyhow!("roster.staged_gen handed out {gen}"))
     }
-    fn discard_staged(&self, _tenant: &str, _staged: &[(u16, u64)]) -> Result<()> {
-        bail!("not built yet")
+
+    fn discard_staged(&self, tenant: &str, staged: &[(u16, u64)]) -> Result<()> {
+        let gens = staged_gens(staged);
+        if gens.is_empty() {
+            return Ok(());
+        }
+        let tenant = tenant.to_string();
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            client
+                .execute(
+                    "DELETE FROM roster.staged_rows WHERE tenant = $1 AND gen = ANY($2)",
+                    &[&tenant, &gens],
+                )
+                .await?;
+            Ok(())
+        })
     }
-    fn commit(&self, _c: &Commit) -> Result<TenantState> {
-        bail!("not built yet")
+
+    fn commit(&self, c: &Commit) -> Result<TenantState> {
+        let c = Commit {
+            tenant: c.tenant.clone(),
+            expected_version: c.expected_version,
+            buckets: c.buckets.clone(),
+            last_applied_sha256: c.last_applied_sha256.clone(),
+            record: c.record.clone(),
+            ledger: c.ledger.clone(),
+            put_plan: c.put_plan.clone(),
+            remove_plan: c.remove_plan.clone(),
+        };
+        self.db.run(move |pool| async move {
+            let mut client = Connections::client(&pool).await?;
+            let tx = client.transaction().await?;
+            match apply_commit(&tx, &c).await {
+                Ok(state) => {
+                    tx.commit()
+                        .await
+                        .context("cannot commit the import to the store")?;
+                    Ok(state)
+                }
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            }
+        })
     }
+
     fn update_user(
         &self,
-        _tenant: &str,
-        _key: &str,
-        _change: &mut dyn FnMut(&mut UserRec) -> Result<()>,
+        tenant: &str,
+        key: &str,
+        change: &mut dyn FnMut(&mut UserRec) -> Result<()>,
     ) -> Result<Option<UserRec>> {
-        bail!("not built yet")
+        for _ in 0..UPDATE_ATTEMPTS {
+            let old = {
+                let (tenant, key) = (tenant.to_string(), key.to_string());
+                self.db.run(move |pool| async move {
+                    let client = Connections::client(&pool).await?;
+                    let row = client
+                        .query_opt(
+                            "SELECT record FROM roster.user_rows WHERE tenant = $1 AND key = $2",
+                            &[&tenant, &key],
+                        )
+                        .await?;
+                    row.map(|r| r.try_get::<_, Vec<u8>>(0))
+                        .transpose()
+                        .map_err(anyhow::Error::from)
+                })?
+            };
+            let Some(old) = old else {
+                return Ok(None);
+            };
+            let mut rec = UserRec::decode(&old)?;
+            change(&mut rec)?;
+            let mut new = Vec::with_capacity(old.len() + 16);
+            rec.encode_into(&mut new);
+            let row = TypedRow::from_rec(&rec, new);
+            let (tenant, key) = (tenant.to_string(), key.to_string());
+            let written = self.db.run(move |pool| async move {
+                let mut client = Connections::client(&pool).await?;
+                let tx = client.transaction().await?;
+                let written = rewrite_user(&tx, &tenant, &key, &old, &row).await?;
+                tx.commit().await?;
+                Ok(written)
+            })?;
+            if written {
+                return Ok(Some(rec));
+            }
+        }
+        bail!("user {key:?} of tenant {tenant} kept changing while it was rewritten; try again")
     }
+}
+
+/// The tenant's state as `tx` sees it.
+pub(super) async fn read_state(tx: &Transaction<'_>, tenant: &str) -> Result<TenantState> {
+    let row = tx
+        .query_opt(
+            "SELECT version, last_applied_sha256 FROM roster.tenant_state WHERE tenant = $1",
+            &[&tenant],
+        )
+        .await?;
+    let (version, last_applied_sha256) = match row {
+        Some(r) => (r.try_get::<_, i64>(0)?, r.try_get::<_, Option<String>>(1)?),
+        None => (0, None),
+    };
+    let mut gens = vec![0u64; BUCKETS];
+    let rows = tx
+        .query(
+            "SELECT bucket, gen FROM roster.bucket_gens WHERE tenant = $1",
+            &[&tenant],
+        )
+        .await?;
+    for r in rows {
+        let (b, g): (i16, i64) = (r.try_get(0)?, r.try_get(1)?);
+        let slot = usize::try_from(b).ok().and_then(|b| gens.get_mut(b));
+        if let (Some(slot), Ok(g)) = (slot, u64::try_from(g)) {
+            *slot = g;
+        }
+    }
+    Ok(TenantState {
+        version: u64::try_from(version)
+            .map_err(|_| anyhow!("the stored version of tenant {tenant} is negative"))?,
+        last_applied_sha256,
+        gens,
+    })
+}
+
+/// Makes sure the tenant has a state row and locks it for the rest of `tx`: every writer of a
+/// tenant's users goes through this lock first, so writers of one tenant run one at a time and
+/// never deadlock. Returns the version.
+async fn lock_state(tx: &Transaction<'_>, tenant: &str) -> Result<u64> {
+    tx.execute(
+        "INSERT INTO roster.tenant_state (tenant) VALUES ($1) ON CONFLICT (tenant) DO NOTHING",
+        &[&tenant],
+    )
+    .await?;
+    let version: i64 = tx
+        .query_one(
+            "SELECT version FROM roster.tenant_state WHERE tenant = $1 FOR UPDATE",
+            &[&tenant],
+        )
+        .await?
+        .try_get(0)?;
+    u64::try_from(version).map_err(|_| anyhow!("the stored version of tenant {tenant} is negative"))
+}
+
+/// The commit's work inside its transaction (see the module doc); the caller commits or rolls
+/// back.
+async fn apply_commit(tx: &Transaction<'_>, c: &Commit) -> Result<TenantState> {
+    let version = lock_state(tx, &c.tenant).await?;
+    if version != c.expected_version {
+        return Err(changed_meanwhile(&c.tenant));
+    }
+    // The last entry of a bucket wins, as in sled.
+    let mut last: HashMap<u16, u64> = HashMap::new();
+    for &(b, g) in &c.buckets {
+        last.insert(b, g);
+    }
+    let (mut set_buckets, mut set_gens, mut emptied) = (Vec::new(), Vec::new(), Vec::new());
+    for (b, g) in last {
+        if g == 0 {
+            emptied.push(to_i16(b)?);
+        } else {
+            set_buckets.push(to_i16(b)?);
+            set_gens.push(i64::try_from(g).map_err(|_| anyhow!("generation {g} out of range"))?);
+        }
+    }
+    let marked: i64 = tx
+        .query_one(
+            "SELECT count(DISTINCT gen) FROM roster.staged_rows \
+             WHERE gen = ANY($1) AND tenant = $2 AND status = $3 AND record IS NULL",
+            &[&set_gens, &c.tenant, &MARKER],
+        )
+        .await?
+        .try_get(0)?;
+    if usize::try_from(marked).ok() != Some(set_gens.len()) {
+        bail!(
+            "the rows this import staged for tenant {} are gone (discarded, or swept when this \
+             node's store was opened again); nothing was changed; run it again",
+            c.tenant
+        );
+    }
+    apply_staged(tx, &c.tenant, &set_gens).await?;
+    if !emptied.is_empty() {
+        for table in ["user_rows", "bucket_gens"] {
+            tx.execute(
+                &format!(
+                    "DELETE FROM roster.{table} WHERE tenant = $1 AND bucket = ANY($2::smallint[])"
+                ),
+                &[&c.tenant, &emptied],
+            )
+            .await?;
+        }
+    }
+    if !set_buckets.is_empty() {
+        tx.execute(
+            "INSERT INTO roster.bucket_gens (tenant, bucket, gen) \
+             SELECT $1, b, g FROM unnest($2::smallint[], $3::bigint[]) AS s(b, g) \
+             ON CONFLICT (tenant, bucket) DO UPDATE SET gen = EXCLUDED.gen",
+            &[&c.tenant, &set_buckets, &set_gens],
+        )
+        .await?;
+    }
+    let version = version + u64::from(!c.buckets.is_empty());
+    tx.execute(
+        "UPDATE roster.tenant_state SET version = $2, \
+         last_applied_sha256 = COALESCE($3, last_applied_sha256), updated_at = now() \
+         WHERE tenant = $1",
+        &[&c.tenant, &to_i64(version)?, &c.last_applied_sha256],
+    )
+    .await?;
+    let run_log_parts =
+        c.record.is_some() || c.ledger.is_some() || c.put_plan.is_some() || c.remove_plan.is_some();
+    if run_log_parts {
+        super::runs::write_commit_parts(tx, c).await?;
+    }
+    read_state(tx, &c.tenant).await
+}
+
+/// Writes the rows the staged generations `gens` hold into `user_rows`, removes the keys they
+/// remove, and forgets them.
+async fn apply_staged(tx: &Transaction<'_>, tenant: &str, gens: &[i64]) -> Result<()> {
+    if gens.is_empty() {
+        return Ok(());
+    }
+    let columns = TYPED_COLUMNS.join(", ");
+    let updates = TYPED_COLUMNS
+        .iter()
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let upsert = format!(
+        "INSERT INTO roster.user_rows (tenant, key, bucket, {columns}) \
+         SELECT tenant, key, bucket, {columns} FROM roster.staged_rows \
+         WHERE gen = ANY($1) AND tenant = $2 AND record IS NOT NULL \
+         ON CONFLICT (tenant, key) DO UPDATE SET bucket = EXCLUDED.bucket, {updates}"
+    );
+    tx.execute(&upsert, &[&gens, &tenant]).await?;
+    tx.execute(
+        "DELETE FROM roster.user_rows u USING roster.staged_rows s \
+         WHERE s.gen = ANY($1) AND s.tenant = $2 AND s.record IS NULL AND s.status IS NULL \
+         AND u.tenant = s.tenant AND u.key = s.key",
+        &[&gens, &tenant],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM roster.staged_rows WHERE gen = ANY($1)",
+        &[&gens],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Writes the marker and `staged` into `staged_rows` under generation `gen` with one binary
+/// COPY.
+async fn copy_staged(
+    client: &tokio_postgres::Client,
+    gen: i64,
+    node: &str,
+    tenant: &str,
+    bucket: u16,
+    staged: &[StagedRow],
+) -> Result<()> {
+    let bucket = to_i16(bucket)?;
+    let statement = format!(
+        "COPY roster.staged_rows (gen, node_id, tenant, key, bucket, {}) FROM STDIN (FORMAT binary)",
+        TYPED_COLUMNS.join(", ")
+    );
+    let sink = client.copy_in(&statement).await?;
+    let mut types = vec![Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT2];
+    types.extend(typed_column_types());
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    tokio::pin!(writer);
+    let nulls = null_values();
+    let mut marker: Vec<&(dyn ToSql + Sync)> = vec![&gen, &node, &tenant, &"", &bucket, &MARKER];
+    marker.extend(nulls.iter().skip(1).copied());
+    writer.as_mut().write(&marker).await?;
+    for s in staged {
+        let mut values: Vec<&(dyn ToSql + Sync)> = vec![&gen, &node, &tenant, &s.key, &bucket];
+        match &s.row {
+            Some(row) => values.extend(row.values()),
+            None => values.extend(nulls.iter().copied()),
+        }
+        writer.as_mut().write(&values).await?;
+    }
+    writer
+        .finish()
+        .await
+        .context("cannot stage a bucket in the store")?;
+    Ok(())
+}
+
+/// Rewrites one user inside `tx` if its record is still `old`; then bumps the tenant's version
+/// and the bucket's generation. False (nothing written) when the record changed meanwhile or
+/// the user is gone.
+async fn rewrite_user(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    key: &str,
+    old: &[u8],
+    row: &TypedRow,
+) -> Result<bool> {
+    let version = lock_state(tx, tenant).await?;
+    let sets = TYPED_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ${}", i + 4))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let update = format!(
+        "UPDATE roster.user_rows SET {sets} WHERE tenant = $1 AND key = $2 AND record = $3 \
+         RETURNING bucket"
+    );
+    let mut values: Vec<&(dyn ToSql + Sync)> = vec![&tenant, &key, &old];
+    values.extend(row.values());
+    let Some(updated) = tx.query_opt(&update, &values).await? else {
+        return Ok(false);
+    };
+    let bucket: i16 = updated.try_get(0)?;
+    tx.execute(
+        "INSERT INTO roster.bucket_gens (tenant, bucket, gen) \
+         VALUES ($1, $2, nextval('roster.staged_gen')) \
+         ON CONFLICT (tenant, bucket) DO UPDATE SET gen = EXCLUDED.gen",
+        &[&tenant, &bucket],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE roster.tenant_state SET version = $2, updated_at = now() WHERE tenant = $1",
+        &[&tenant, &to_i64(version + 1)?],
+    )
+    .await?;
+    Ok(true)
+}
+
+/// The generations (not 0) of `staged`, as the database keeps them.
+fn staged_gens(staged: &[(u16, u64)]) -> Vec<i64> {
+    staged
+        .iter()
+        .filter(|(_, g)| *g != 0)
+        .filter_map(|(_, g)| i64::try_from(*g).ok())
+        .collect()
+}
+
+fn to_i16(bucket: u16) -> Result<i16> {
+    i16::try_from(bucket).map_err(|_| anyhow!("bucket {bucket} out of range"))
+}
+
+fn to_i64(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| anyhow!("version {v} out of range"))
 }

@@ -52,10 +52,10 @@ pub struct Migrated {
     pub to: i32,
 }
 
-/// Brings the database at `config` to [`SCHEMA_VERSION`] in one transaction under the
+/// Brings the database at `target` to [`SCHEMA_VERSION`] in one transaction under the
 /// migration lock; refuses (changing nothing) a database whose schema is newer.
-pub async fn migrate(config: &tokio_postgres::Config) -> anyhow::Result<Migrated> {
-    let mut client = super::connect(config).await?;
+pub async fn migrate(target: &super::PostgresTarget) -> anyhow::Result<Migrated> {
+    let mut client = super::connect(target).await?;
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
@@ -88,9 +88,9 @@ pub async fn migrate(config: &tokio_postgres::Config) -> anyhow::Result<Migrated
     })
 }
 
-/// The schema version of the database at `config` (0: no roster schema yet); changes nothing.
-pub async fn schema_version(config: &tokio_postgres::Config) -> anyhow::Result<i32> {
-    let client = super::connect(config).await?;
+/// The schema version of the database at `target` (0: no roster schema yet); changes nothing.
+pub async fn schema_version(target: &super::PostgresTarget) -> anyhow::Result<i32> {
+    let client = super::connect(target).await?;
     let exists: bool = client
         .query_one(
             "SELECT to_regclass('roster.schema_version') IS NOT NULL",

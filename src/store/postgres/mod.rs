@@ -18,6 +18,7 @@
 //! | `directory.rs`, `users.rs` | [`Directory`](super::Directory) and [`Users`](super::Users) on `user_rows` |
 //! | `runs.rs`, `outbox.rs` | [`RunLog`](super::RunLog) and [`MailOutbox`](super::MailOutbox) |
 //! | `cluster.rs` | [`Cluster`](super::Cluster): nodes, leases, ticks, login failures, orphan claims |
+//! | `fill.rs` | what `roster migrate-store` writes beyond the traits (plans, ledger, stamps, outbox as it stands, tenant state) |
 //!
 //! # Tables
 //!
@@ -36,18 +37,21 @@
 //! | `meta` | the password-fingerprint key |
 //! | `nodes`, `leases`, `schedule_ticks`, `auth_failures` | a cluster's shared state |
 
+mod changes;
 mod cluster;
 mod connections;
 mod directory;
+mod fill;
 mod migrate;
 mod outbox;
+mod rows;
 mod runs;
 mod target;
 mod tls;
 mod users;
 
 pub use migrate::{migrate, refuse_newer, schema_version, Migrated, SCHEMA_VERSION};
-pub use target::{parse_url, PostgresTarget};
+pub use target::{parse_url, PostgresTarget, TlsMode};
 
 use connections::Connections;
 
@@ -57,23 +61,63 @@ use std::time::Duration;
 /// How long a connection attempt may take when the URL sets no `connect_timeout`.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connects (without TLS: `target.rs` accepts only `sslmode=disable` so far) and drives the
-/// connection on the current tokio runtime until the client is dropped.
-pub async fn connect(config: &tokio_postgres::Config) -> anyhow::Result<tokio_postgres::Client> {
-    let mut config = config.clone();
+/// Connects to `target`, secured as its `sslmode` says (the connector of `tls.rs`, the same
+/// the pool uses), and drives the connection on the current tokio runtime until the client is
+/// dropped. A certificate the TLS handshake refuses is said in a sentence naming the mode.
+pub async fn connect(target: &PostgresTarget) -> anyhow::Result<tokio_postgres::Client> {
+    let mut config = target.config.clone();
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .context("cannot connect to PostgreSQL")?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!("PostgreSQL connection ended: {e}");
-        }
-    });
-    Ok(client)
+    let connected = match tls::connector(target)? {
+        Some(tls) => config.connect(tls).await.map(|(client, connection)| {
+            tokio::spawn(drive(connection));
+            client
+        }),
+        None => config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map(|(client, connection)| {
+                tokio::spawn(drive(connection));
+                client
+            }),
+    };
+    connected.map_err(|e| explain_connect_error(target, e))
+}
+
+/// Runs a connection until its client is dropped or it breaks.
+async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(e) = connection.await {
+        tracing::warn!("PostgreSQL connection ended: {e}");
+    }
+}
+
+/// The driver's error with a sentence in front: which database, and for a refused certificate
+/// what `sslmode=verify-full` checks.
+fn explain_connect_error(target: &PostgresTarget, e: tokio_postgres::Error) -> anyhow::Error {
+    let at = target.describe();
+    let mut causes = std::iter::successors(Some(&e as &dyn std::error::Error), |c| c.source());
+    let refused = causes.any(|c| c.to_string().contains("invalid peer certificate"));
+    let sentence = if refused {
+        format!(
+            "cannot connect to PostgreSQL at {at}: the server's TLS certificate was refused \
+             (sslmode=verify-full checks it against {} and the host name {:?})",
+            match &target.tls {
+                TlsMode::VerifyFull {
+                    root_cert: Some(path),
+                } => format!("the CA certificates of sslrootcert {}", path.display()),
+                _ => "the public CA roots (set sslrootcert for a private CA)".to_string(),
+            },
+            target.host
+        )
+    } else {
+        format!("cannot connect to PostgreSQL at {at}")
+    };
+    anyhow::Error::new(e).context(sentence)
 }
 
 /// Connections a store keeps at most (the import engine stages buckets from several threads).
@@ -95,8 +139,8 @@ impl PostgresStore {
     /// makes the fingerprint key, and sweeps rows this node staged before it last stopped.
     pub fn open(target: &PostgresTarget, node_id: &str) -> anyhow::Result<PostgresStore> {
         let db = Connections::open(target, POOL_SIZE)?;
-        let config = target.config.clone();
-        db.run(move |_| async move { migrate(&config).await.map(|_| ()) })
+        let migrated = target.clone();
+        db.run(move |_| async move { migrate(&migrated).await.map(|_| ()) })
             .with_context(|| {
                 format!(
                     "cannot prepare the PostgreSQL store at {}",

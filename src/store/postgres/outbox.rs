@@ -1,30 +1,144 @@
-//! The [`MailOutbox`] seam on PostgreSQL (to be built).
+//! The [`MailOutbox`] seam on PostgreSQL: messages wait in `roster.outbox` until delivered,
+//! across restarts, shared by every node of the database.
+//!
+//! Data enters as recipients and message bytes (`outbox_push`), a delivery's outcome
+//! (`outbox_mark_sent` deletes, `outbox_defer` records the attempt) and leaves as
+//! [`OutboxItem`]s. Each message is delivered by one node: `outbox_due` claims what it returns
+//! (`claimed_by` this node, `claimed_until` [`CLAIM_MINUTES`] from now), skipping rows another
+//! node has claimed or is claiming (`FOR UPDATE SKIP LOCKED`). The claim ends when the message
+//! is sent (row gone) or deferred (claim cleared); a node that dies holding a claim loses it
+//! when `claimed_until` passes, and the message is due again then, so no message is lost.
 
+use super::connections::Connections;
 use super::PostgresStore;
 use crate::store::{MailOutbox, OutboxItem};
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+
+/// How long a node holds the messages `outbox_due` returned before another node may take them.
+pub const CLAIM_MINUTES: i32 = 5;
+
+/// At most this many messages are claimed at once; the rest wait for the next pass.
+const DUE_BATCH: i64 = 100;
+
+fn item_from_row(row: &Row) -> Result<OutboxItem> {
+    let id: i64 = row.try_get(0)?;
+    let attempts: i32 = row.try_get(3)?;
+    Ok(OutboxItem {
+        id: u64::try_from(id).map_err(|_| anyhow!("outbox message id {id} is negative"))?,
+        recipients: row.try_get(1)?,
+        message: row.try_get(2)?,
+        attempts: u32::try_from(attempts)
+            .map_err(|_| anyhow!("outbox message {id} has {attempts} attempts"))?,
+        next_attempt: row.try_get(4)?,
+        last_error: row.try_get(5)?,
+    })
+}
+
+fn db_id(id: u64) -> Result<i64> {
+    i64::try_from(id).map_err(|_| anyhow!("outbox message {id} does not exist"))
+}
 
 impl MailOutbox for PostgresStore {
-    fn outbox_push(&self, _recipients: &[String], _message: &[u8]) -> Result<u64> {
-        bail!("not built yet")
+    fn outbox_push(&self, recipients: &[String], message: &[u8]) -> Result<u64> {
+        let recipients = recipients.to_vec();
+        let message = message.to_vec();
+        let now = Utc::now();
+        let id: i64 = self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            let row = client
+                .query_one(
+                    "INSERT INTO roster.outbox (recipients, message, next_attempt) \
+                     VALUES ($1, $2, $3) RETURNING id",
+                    &[&recipients, &message, &now],
+                )
+                .await
+                .context("cannot write the mail outbox")?;
+            Ok(row.try_get(0)?)
+        })?;
+        u64::try_from(id).map_err(|_| anyhow!("the outbox handed out a negative id {id}"))
     }
-    fn outbox_due(&self, _now: DateTime<Utc>) -> Result<Vec<OutboxItem>> {
-        bail!("not built yet")
+
+    /// Claims and returns the messages due at `now` that no live claim holds, oldest first.
+    fn outbox_due(&self, now: DateTime<Utc>) -> Result<Vec<OutboxItem>> {
+        let node = self.node_id.clone();
+        let mut items = self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            let rows = client
+                .query(
+                    "UPDATE roster.outbox SET claimed_by = $2, \
+                     claimed_until = now() + make_interval(mins => $3) \
+                     WHERE id IN (SELECT id FROM roster.outbox WHERE next_attempt <= $1 \
+                     AND (claimed_until IS NULL OR claimed_until < now()) \
+                     ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                     RETURNING id, recipients, message, attempts, next_attempt, last_error",
+                    &[&now, &node, &CLAIM_MINUTES, &DUE_BATCH],
+                )
+                .await
+                .context("cannot read the mail outbox")?;
+            rows.iter().map(item_from_row).collect::<Result<Vec<_>>>()
+        })?;
+        items.sort_by_key(|i| i.id);
+        Ok(items)
     }
+
+    /// Every queued message; 0 (and a logged error) when the database cannot say.
     fn outbox_len(&self) -> usize {
-        0
+        let counted = self.db.run(|pool| async move {
+            let client = Connections::client(&pool).await?;
+            let row = client
+                .query_one("SELECT count(*) FROM roster.outbox", &[])
+                .await?;
+            Ok(row.try_get::<_, i64>(0)?)
+        });
+        match counted {
+            Ok(n) => usize::try_from(n).unwrap_or(0),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot count the mail outbox");
+                0
+            }
+        }
     }
-    fn outbox_mark_sent(&self, _id: u64) -> Result<()> {
-        bail!("not built yet")
+
+    fn outbox_mark_sent(&self, id: u64) -> Result<()> {
+        let id = db_id(id)?;
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            client
+                .execute("DELETE FROM roster.outbox WHERE id = $1", &[&id])
+                .await
+                .context("cannot remove a delivered message from the mail outbox")?;
+            Ok(())
+        })
     }
+
+    /// Records a failed attempt and ends this node's claim: the message waits until
+    /// `next_attempt`, then any node may take it.
     fn outbox_defer(
         &self,
-        _id: u64,
-        _next_attempt: DateTime<Utc>,
-        _attempts: u32,
-        _error: &str,
+        id: u64,
+        next_attempt: DateTime<Utc>,
+        attempts: u32,
+        error: &str,
     ) -> Result<()> {
-        bail!("not built yet")
+        let db_id = db_id(id)?;
+        let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
+        let error = error.to_string();
+        let changed = self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            client
+                .execute(
+                    "UPDATE roster.outbox SET next_attempt = $2, attempts = $3, last_error = $4, \
+                     claimed_by = NULL, claimed_until = NULL WHERE id = $1",
+                    &[&db_id, &next_attempt, &attempts, &error],
+                )
+                .await
+                .context("cannot write the mail outbox")
+        })?;
+        if changed == 0 {
+            bail!("outbox message {id} does not exist");
+        }
+        Ok(())
     }
 }

@@ -5,9 +5,13 @@
 //! from the URL, `PGPASSWORD` or `~/.pgpass` (in that order; tokio-postgres itself reads
 //! neither), plus the host, port and database for messages, or a sentence naming the key.
 //!
-//! TLS is not built yet: `sslmode=disable` (or no `sslmode`) is accepted, `require` and
-//! `verify-full` are refused with a sentence saying so, anything else names the key.
-//! Nothing here connects.
+//! TLS: `sslmode` is `disable` (the default when absent), `require` (encrypt, do not verify the
+//! server's certificate, as libpq does) or `verify-full` (verify the chain and the host name);
+//! `sslrootcert=PATH` (with `verify-full` only) names a PEM file of the CA certificates to trust
+//! instead of the public roots. tokio-postgres knows neither `verify-full` nor `sslrootcert`, so
+//! both are taken out of the URL here, kept in [`PostgresTarget::tls`], and the settings get
+//! tokio-postgres's own `disable` or `require`; `tls.rs` makes the connector from them.
+//! Anything else names the key. Nothing here connects or reads a file.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -21,6 +25,20 @@ pub struct PostgresTarget {
     pub port: u16,
     pub dbname: String,
     pub user: String,
+    /// How the connection is secured (`sslmode`, `sslrootcert`).
+    pub tls: TlsMode,
+}
+
+/// `sslmode` (and `sslrootcert`) of a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain TCP (`sslmode=disable`, or no `sslmode`).
+    Disable,
+    /// TLS without checking the server's certificate (`sslmode=require`).
+    Require,
+    /// TLS with the certificate chain and host name verified (`sslmode=verify-full`), against
+    /// the CA certificates of `sslrootcert` when given, else the public (webpki) roots.
+    VerifyFull { root_cert: Option<PathBuf> },
 }
 
 impl PostgresTarget {
@@ -38,9 +56,13 @@ pub fn parse_url(url: &str) -> Result<PostgresTarget, String> {
             "{key} must look like \"postgres://USER@HOST:PORT/DB\" (it does not start with postgres://)"
         ));
     }
-    check_sslmode(url, key)?;
-    let mut config = tokio_postgres::Config::from_str(url)
+    let (url, tls) = take_tls_params(url, key)?;
+    let mut config = tokio_postgres::Config::from_str(&url)
         .map_err(|e| format!("{key} is not a PostgreSQL URL: {e}"))?;
+    config.ssl_mode(match tls {
+        TlsMode::Disable => tokio_postgres::config::SslMode::Disable,
+        TlsMode::Require | TlsMode::VerifyFull { .. } => tokio_postgres::config::SslMode::Require,
+    });
     let host = match config.get_hosts() {
         [tokio_postgres::config::Host::Tcp(h)] => h.clone(),
         [] => {
@@ -79,35 +101,51 @@ pub fn parse_url(url: &str) -> Result<PostgresTarget, String> {
         port,
         dbname,
         user,
+        tls,
     })
 }
 
-/// Accepts no `sslmode` or `sslmode=disable`; refuses `require`/`verify-full` until TLS is built.
-fn check_sslmode(url: &str, key: &str) -> Result<(), String> {
-    let Some((_, query)) = url.split_once('?') else {
-        return Ok(());
+/// The URL without `sslmode` and `sslrootcert`, and the [`TlsMode`] they ask for.
+fn take_tls_params(url: &str, key: &str) -> Result<(String, TlsMode), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), TlsMode::Disable));
     };
+    let mut mode = None;
+    let mut root_cert = None;
+    let mut kept = Vec::new();
     for pair in query.split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if name != "sslmode" {
-            continue;
-        }
-        match value {
-            "disable" => {}
-            "require" | "verify-full" => {
-                return Err(format!(
-                    "{key}: sslmode={value} is not supported yet (TLS to PostgreSQL comes in a \
-                     later version); use sslmode=disable on a trusted network"
-                ))
-            }
-            other => {
-                return Err(format!(
-                    "{key}: sslmode={other:?} is not one of disable, require, verify-full"
-                ))
-            }
+        let value = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .map_err(|_| format!("{key}: the value of {name} is not UTF-8"))?;
+        match name {
+            "sslmode" => mode = Some(value.to_string()),
+            "sslrootcert" => root_cert = Some(PathBuf::from(value.as_ref())),
+            _ => kept.push(pair),
         }
     }
-    Ok(())
+    let tls = match (mode.as_deref(), root_cert) {
+        (None | Some("disable"), None) => TlsMode::Disable,
+        (Some("require"), None) => TlsMode::Require,
+        (Some("verify-full"), root_cert) => TlsMode::VerifyFull { root_cert },
+        (None | Some("disable" | "require"), Some(_)) => {
+            return Err(format!(
+                "{key}: sslrootcert is only used with sslmode=verify-full (add it, or remove \
+                 sslrootcert)"
+            ))
+        }
+        (Some(other), _) => {
+            return Err(format!(
+                "{key}: sslmode={other:?} is not one of disable, require, verify-full"
+            ))
+        }
+    };
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, tls))
 }
 
 /// The password of `PGPASSWORD`, else the first matching line of the pgpass file
@@ -186,8 +224,15 @@ mod tests {
     fn bad_urls_name_the_key() {
         for (url, says) in [
             ("mysql://a@b/c", "does not start with postgres://"),
-            ("postgres://a@b/c?sslmode=require", "not supported yet"),
-            ("postgres://a@b/c?sslmode=verify-full", "not supported yet"),
+            ("postgres://a@b/c?sslmode=verify-ca", "not one of disable"),
+            (
+                "postgres://a@b/c?sslrootcert=/ca.pem",
+                "only used with sslmode=verify-full",
+            ),
+            (
+                "postgres://a@b/c?sslmode=require&sslrootcert=x",
+                "only used with",
+            ),
             ("postgres://a@b/c?sslmode=maybe", "not one of disable"),
             ("postgres://a@b", "names no database"),
             ("postgres://b/c", "names no user"),
@@ -197,6 +242,39 @@ mod tests {
             assert!(e.starts_with("[store] url"), "{url}: {e}");
             assert!(e.contains(says), "{url}: {e}");
         }
+    }
+
+    #[test]
+    fn sslmode_and_sslrootcert_become_the_tls_mode_and_leave_the_url() {
+        use tokio_postgres::config::SslMode;
+        let t = parse_url("postgres://a@b/c").unwrap();
+        assert_eq!(
+            (t.tls, t.config.get_ssl_mode()),
+            (TlsMode::Disable, SslMode::Disable)
+        );
+        let t = parse_url("postgres://a@b/c?sslmode=disable&application_name=x").unwrap();
+        assert_eq!(
+            (t.tls, t.config.get_ssl_mode()),
+            (TlsMode::Disable, SslMode::Disable)
+        );
+        assert_eq!(t.config.get_application_name(), Some("x"));
+        let t = parse_url("postgres://a@b/c?sslmode=require").unwrap();
+        assert_eq!(
+            (t.tls, t.config.get_ssl_mode()),
+            (TlsMode::Require, SslMode::Require)
+        );
+        let t = parse_url("postgres://a@b/c?application_name=y&sslmode=verify-full").unwrap();
+        assert_eq!(t.tls, TlsMode::VerifyFull { root_cert: None });
+        assert_eq!(t.config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(t.config.get_application_name(), Some("y"));
+        let t = parse_url("postgres://a@b/c?sslrootcert=%2Fetc%2Fca%20x.pem&sslmode=verify-full")
+            .unwrap();
+        assert_eq!(
+            t.tls,
+            TlsMode::VerifyFull {
+                root_cert: Some(PathBuf::from("/etc/ca x.pem"))
+            }
+        );
     }
 
     #[test]

@@ -1,30 +1,234 @@
-//! The [`Users`] seam on PostgreSQL (to be built).
+//! The [`Users`] seam on PostgreSQL: [`User`] values listed, paged, counted and looked up from
+//! `roster.user_rows`. Users enter only through the directory's commits (`directory.rs`); a
+//! `User` is made from the packed `record` column (the truth, `rows.rs`), so it never carries
+//! the password hash, and the hash itself never leaves this module (`verify_user_password`
+//! checks it here).
+//!
+//! Listings read the tenant's rows in batches of [`BATCH`] (keyset over the index
+//! `(tenant, bucket, key)`) through the store's runtime and decode and filter them on the
+//! calling thread, so memory is one batch plus what the caller keeps. The result is sorted in
+//! byte order of the key, as the sled backend sorts it, whatever the database's collation: a
+//! scan `ORDER BY key COLLATE "C"` could not use an index (the key's index has the database's
+//! default collation), so the scan goes in index order and the order is made here.
+//! `users_page` keeps the keys of the first `skip + take` matches (a heap, as sled does), then
+//! reads the page's users by key.
 
+use super::connections::Connections;
+use super::rows::status_text;
 use super::PostgresStore;
+use crate::model::packed::{UserRec, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE};
 use crate::model::{User, UserPage, UserStatus};
 use crate::store::Users;
-use anyhow::{bail, Result};
+use anyhow::{anyhow, Result};
+use std::collections::BinaryHeap;
+
+/// Rows per round trip of a listing.
+const BATCH: i64 = 1000;
+
+/// Where a listing's next batch starts: after this (bucket, key).
+type After = Option<(i16, String)>;
 
 impl Users for PostgresStore {
-    fn users(&self, _tenant: &str, _status: Option<UserStatus>) -> Result<Vec<User>> {
-        bail!("not built yet")
+    fn users(&self, tenant: &str, status: Option<UserStatus>) -> Result<Vec<User>> {
+        let mut out = Vec::new();
+        self.scan(tenant, status, &mut |key, record| {
+            out.push(User::from_rec(key, &UserRec::decode(record)?));
+            Ok(())
+        })?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
     }
+
     fn users_page(
         &self,
-        _tenant: &str,
-        _keep: &dyn Fn(&User) -> bool,
-        _skip: usize,
-        _take: usize,
+        tenant: &str,
+        keep: &dyn Fn(&User) -> bool,
+        skip: usize,
+        take: usize,
     ) -> Result<UserPage> {
-        bail!("not built yet")
+        let limit = skip.saturating_add(take);
+        // A max-heap of the smallest matching keys seen so far.
+        let mut first: BinaryHeap<String> = BinaryHeap::new();
+        let mut total = 0u64;
+        self.scan(tenant, None, &mut |key, record| {
+            if !keep(&User::from_rec(key, &UserRec::decode(record)?)) {
+                return Ok(());
+            }
+            total += 1;
+            if first.len() < limit {
+                first.push(key.to_string());
+            } else if first.peek().is_some_and(|top| key < top.as_str()) {
+                first.pop();
+                first.push(key.to_string());
+            }
+            Ok(())
+        })?;
+        let page: Vec<String> = first.into_sorted_vec().into_iter().skip(skip).collect();
+        let mut users = Vec::with_capacity(page.len());
+        for (key, record) in self.records(tenant, page)? {
+            users.push(User::from_rec(&key, &UserRec::decode(&record)?));
+        }
+        users.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(UserPage { total, users })
     }
-    fn user_counts(&self, _tenant: &str) -> Result<(u64, u64, u64)> {
-        bail!("not built yet")
+
+    fn user_counts(&self, tenant: &str) -> Result<(u64, u64, u64)> {
+        let tenant = tenant.to_string();
+        let rows: Vec<(String, i64)> = self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            let rows = client
+                .query(
+                    "SELECT status, count(*) FROM roster.user_rows WHERE tenant = $1 \
+                     GROUP BY status",
+                    &[&tenant],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })?;
+        let mut c = (0, 0, 0);
+        for (status, n) in rows {
+            let n = u64::try_from(n).unwrap_or(0);
+            if status == status_text(STATUS_ACTIVE) {
+                c.0 += n;
+            } else if status == status_text(STATUS_DELETED) {
+                c.2 += n;
+            } else {
+                c.1 += n;
+            }
+        }
+        Ok(c)
     }
-    fn user(&self, _tenant: &str, _key: &str) -> Result<Option<User>> {
-        bail!("not built yet")
+
+    fn user(&self, tenant: &str, key: &str) -> Result<Option<User>> {
+        for k in [key.trim().to_string(), key.trim().to_lowercase()] {
+            if let Some(rec) = self.user_rec(tenant, &k)? {
+                return Ok(Some(User::from_rec(&k, &rec)));
+            }
+        }
+        Ok(None)
     }
-    fn verify_user_password(&self, _tenant: &str, _key: &str, _password: &str) -> Result<bool> {
-        bail!("not built yet")
+
+    /// Whether `password` is the user's imported password (argon2id check of the stored hash,
+    /// on the calling thread; false when the user or the hash is missing).
+    fn verify_user_password(&self, tenant: &str, key: &str, password: &str) -> Result<bool> {
+        use argon2::password_hash::{phc::PasswordHash, PasswordVerifier};
+        let Some(rec) = self.user_rec(tenant, key)? else {
+            return Ok(false);
+        };
+        let Ok(hash) = PasswordHash::new(&rec.pw_hash) else {
+            return Ok(false);
+        };
+        Ok(argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok())
+    }
+}
+
+impl PostgresStore {
+    /// Calls `each` with (key, packed record) of every user of the tenant (of `status` only,
+    /// when given), batch by batch, in index order (not key order).
+    fn scan(
+        &self,
+        tenant: &str,
+        status: Option<UserStatus>,
+        each: &mut dyn FnMut(&str, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let status = status.map(|s| {
+            status_text(match s {
+                UserStatus::Active => STATUS_ACTIVE,
+                UserStatus::Inactive => STATUS_INACTIVE,
+                UserStatus::Deleted => STATUS_DELETED,
+            })
+        });
+        let mut after: After = None;
+        loop {
+            let batch = self.batch(tenant, status, after.take())?;
+            let full = batch.len() as i64 == BATCH;
+            for (_, key, record) in &batch {
+                each(key, record)?;
+            }
+            match (full, batch.into_iter().last()) {
+                (true, Some((bucket, key, _))) => after = Some((bucket, key)),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// One batch of (bucket, key, record) after `after`, in index order.
+    fn batch(
+        &self,
+        tenant: &str,
+        status: Option<&'static str>,
+        after: After,
+    ) -> Result<Vec<(i16, String, Vec<u8>)>> {
+        let tenant = tenant.to_string();
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            let rows = match after {
+                None => {
+                    client
+                        .query(
+                            "SELECT bucket, key, record FROM roster.user_rows \
+                             WHERE tenant = $1 AND ($2::text IS NULL OR status = $2) \
+                             ORDER BY bucket, key LIMIT $3",
+                            &[&tenant, &status, &BATCH],
+                        )
+                        .await?
+                }
+                Some((bucket, key)) => {
+                    client
+                        .query(
+                            "SELECT bucket, key, record FROM roster.user_rows \
+                             WHERE tenant = $1 AND ($2::text IS NULL OR status = $2) \
+                             AND (bucket, key) > ($4, $5) ORDER BY bucket, key LIMIT $3",
+                            &[&tenant, &status, &BATCH, &bucket, &key],
+                        )
+                        .await?
+                }
+            };
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .collect()
+        })
+    }
+
+    /// (key, packed record) of the given keys that exist.
+    fn records(&self, tenant: &str, keys: Vec<String>) -> Result<Vec<(String, Vec<u8>)>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tenant = tenant.to_string();
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            let rows = client
+                .query(
+                    "SELECT key, record FROM roster.user_rows WHERE tenant = $1 AND key = ANY($2)",
+                    &[&tenant, &keys],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })
+    }
+
+    /// The packed record of exactly this key, decoded.
+    fn user_rec(&self, tenant: &str, key: &str) -> Result<Option<UserRec>> {
+        let (tenant, key) = (tenant.to_string(), key.to_string());
+        let record: Option<Vec<u8>> = self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            let row = client
+                .query_opt(
+                    "SELECT record FROM roster.user_rows WHERE tenant = $1 AND key = $2",
+                    &[&tenant, &key],
+                )
+                .await?;
+            row.map(|r| r.try_get(0))
+                .transpose()
+                .map_err(|e| anyhow!(e))
+        })?;
+        record.map(|r| UserRec::decode(&r)).transpose()
     }
 }

@@ -20,6 +20,7 @@
 //! | `ledger` | `<tenant>\0<file name>` | JSON [`LedgerEntry`](crate::store::LedgerEntry): the last run of that file name |
 //! | `claims` | `<tenant>\0a<file name>` | the id of the intake claim running that file (see `runs`) |
 //! | `claims` | `<tenant>\0c<claim id>` | JSON stamp: the claim's run committed, as this import id |
+//! | `cursors` | `<tenant>\0<consumer>` | JSON `model::changelog::Cursor`: how far a delivery consumer got (see `changes`) |
 //! | `outbox` | `<id u64 BE>` | framed (`store::frame`) JSON header (recipients, attempts, next attempt), then the message bytes |
 //!
 //! # Atomic imports
@@ -37,6 +38,7 @@
 //! their staging markers and swept away by [`SledStore::open`] (without reading any bucket).
 //! Every commit is flushed to disk before it returns.
 
+mod changes;
 mod cluster;
 mod directory;
 mod outbox;
@@ -63,6 +65,7 @@ struct Inner {
     ledger: sled::Tree,
     claims: sled::Tree,
     outbox: sled::Tree,
+    cursors: sled::Tree,
     secret: [u8; 32],
 }
 
@@ -115,6 +118,7 @@ impl SledStore {
                 ledger: tree("ledger")?,
                 claims: tree("claims")?,
                 outbox: tree("outbox")?,
+                cursors: tree("cursors")?,
                 db,
                 secret,
             }),
@@ -157,6 +161,39 @@ impl SledStore {
             self.flush()?;
         }
         Ok(())
+    }
+}
+
+/// Read-only listings for `roster migrate-store`, which copies a whole store and so needs what
+/// the store traits never list: every tenant, and a tenant's ledger entries.
+impl SledStore {
+    /// Every tenant with anything stored (directory state, history, plans, ledger or claims),
+    /// sorted.
+    pub fn tenants(&self) -> Result<Vec<String>> {
+        let i = &self.inner;
+        let mut out = std::collections::BTreeSet::new();
+        for tree in [&i.users, &i.history, &i.plans, &i.ledger, &i.claims] {
+            for key in tree.iter().keys() {
+                let key = key?;
+                if key.first() == Some(&1) {
+                    continue; // a staging marker (`\x01<tenant>...`)
+                }
+                if let Some(sep) = key.iter().position(|&b| b == 0) {
+                    out.insert(String::from_utf8_lossy(&key[..sep]).to_string());
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// The tenant's file ledger entries, by file name.
+    pub fn ledger_entries(&self, tenant: &str) -> Result<Vec<crate::store::LedgerEntry>> {
+        let mut out = Vec::new();
+        for kv in self.inner.ledger.scan_prefix(tkey(tenant, b"")) {
+            let (_, v) = kv?;
+            out.push(serde_json::from_slice(&v).context("a file ledger entry is damaged")?);
+        }
+        Ok(out)
     }
 }
 

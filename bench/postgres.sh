@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# PostgreSQL import benchmark (issue 11): the 1,000,000-user file of ../shared/bench/gen-users.py
+# imported by the release engine (examples/import_bench.rs) into the PostgreSQL store three
+# times (first import, unchanged re-import, 1% changed), and, in the same run against the same
+# server, the baseline a DBA would write with no validation at all:
+#
+#   \copy into a staging table, one INSERT ... ON CONFLICT (id) DO UPDATE, and one
+#   UPDATE ... SET active = false for ids not in the staging table (written as NOT EXISTS, the
+#   anti-join PostgreSQL plans well; NOT IN over a million text ids without a hashed subplan
+#   would make the baseline far slower than a DBA's).
+#
+# Prints wall time and peak RSS (/usr/bin/time -v) of each. The server is a throwaway cluster
+# (initdb in a temp folder, a free port, PostgreSQL's default settings; run as `nobody` when
+# this script runs as root), stopped at the end. Peak RSS is the importing process only; the
+# server's memory is the same for both and is not counted.
+#
+# Usage: bench/postgres.sh [ROWS]   (default 1000000; CSV files go to /tmp/roster-bench)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS="${1:-1000000}"
+SHARED="$(cd .. && pwd)/shared/bench"
+WORK=/tmp/roster-bench
+mkdir -p "$WORK"
+bash tests/postgres/install.sh >/dev/null
+cargo build --release --example import_bench >/dev/null
+BIN=target/release/examples/import_bench
+
+CSV="$WORK/users_$ROWS.csv"
+[ -f "$CSV" ] || python3 "$SHARED/gen-users.py" "$ROWS" "$CSV"
+cp "$CSV" "$WORK/unchanged.csv" && echo >>"$WORK/unchanged.csv"
+python3 - "$CSV" "$WORK/changed1.csv" <<'PY'
+import sys
+src, dst = sys.argv[1], sys.argv[2]
+with open(src) as f, open(dst, "w") as o:
+    for n, line in enumerate(f):
+        if n > 0 and n % 100 == 0:
+            parts = line.rstrip("\n").split(";")
+            parts[9] = parts[9] + " (changed)"
+            line = ";".join(parts) + "\n"
+        o.write(line)
+PY
+
+# --- a throwaway cluster -------------------------------------------------------------------
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+PGDIR=$(mktemp -d /tmp/roster-bench-pg-XXXXXX)
+AS=()
+if [ "$(id -u)" -eq 0 ]; then chown nobody "$PGDIR"; AS=(runuser -u nobody --); fi
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"${AS[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U roster --auth=trust -E UTF8 --locale=C >/dev/null
+"${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w \
+    -o "-p $PORT -k $PGDIR -c listen_addresses=127.0.0.1" start >/dev/null
+stop_pg() { "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$PGDIR"; }
+trap stop_pg EXIT
+PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U roster)
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE roster_bench" -c "CREATE DATABASE baseline"
+URL="postgres://roster@127.0.0.1:$PORT/roster_bench"
+
+"${PSQL[@]}" -d baseline <<'SQL'
+CREATE TABLE users (
+    id text PRIMARY KEY, first_name text, last_name text, email text, date_of_birth text,
+    sex text, language text, org_unit text, location text, job_title text,
+    active boolean NOT NULL DEFAULT true
+);
+SQL
+baseline() { # CSV
+    "${PSQL[@]}" -d baseline <<SQL
+BEGIN;
+CREATE TEMP TABLE staging (id text, first_name text, last_name text, email text,
+    date_of_birth text, sex text, language text, org_unit text, location text, job_title text)
+    ON COMMIT DROP;
+\copy staging FROM '$1' WITH (FORMAT csv, DELIMITER ';', HEADER true)
+INSERT INTO users (id, first_name, last_name, email, date_of_birth, sex, language, org_unit,
+                   location, job_title, active)
+SELECT id, first_name, last_name, email, date_of_birth, sex, language, org_unit, location,
+       job_title, true FROM staging
+ON CONFLICT (id) DO UPDATE SET first_name = EXCLUDED.first_name,
+    last_name = EXCLUDED.last_name, email = EXCLUDED.email,
+    date_of_birth = EXCLUDED.date_of_birth, sex = EXCLUDED.sex, language = EXCLUDED.language,
+    org_unit = EXCLUDED.org_unit, location = EXCLUDED.location,
+    job_title = EXCLUDED.job_title, active = true;
+UPDATE users u SET active = false
+ WHERE u.active AND NOT EXISTS (SELECT 1 FROM staging s WHERE s.id = u.id);
+COMMIT;
+SQL
+    echo "baseline done"
+}
+
+measure() { # label, command...
+    local label="$1"; shift
+    local out; out=$( { /usr/bin/time -v "$@" >"$WORK/out.txt"; } 2>&1 )
+    local wall rss
+    wall=$(echo "$out" | awk -F': ' '/Elapsed \(wall clock\)/ {print $2}')
+    rss=$(echo "$out" | awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}')
+    printf '%-30s wall %-8s peak RSS %4s MB | %s\n' "$label" "$wall" "$rss" "$(head -1 "$WORK/out.txt")"
+}
+
+echo "rows: $ROWS ($(du -h "$CSV" | cut -f1)), cores: $(nproc), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')"
+measure "baseline \\copy first" baseline "$CSV"
+measure "roster first import" "$BIN" --store-url "$URL" "$CSV"
+measure "baseline \\copy unchanged" baseline "$WORK/unchanged.csv"
+measure "roster unchanged re-import" "$BIN" --store-url "$URL" "$WORK/unchanged.csv"
+measure "baseline \\copy 1% changed" baseline "$WORK/changed1.csv"
+measure "roster 1% changed" "$BIN" --store-url "$URL" "$WORK/changed1.csv"
+"${PSQL[@]}" -d roster_bench -At -c \
+    "SELECT 'roster users: ' || count(*) || ', active ' || count(*) FILTER (WHERE status = 'active') FROM roster.users"
+"${PSQL[@]}" -d baseline -At -c \
+    "SELECT 'baseline users: ' || count(*) || ', active ' || count(*) FILTER (WHERE active) FROM users"

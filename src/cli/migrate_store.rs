@@ -1,0 +1,284 @@
+//! `roster migrate-store --to postgres://...`: copies the embedded sled store under
+//! `data_dir/store` into an empty PostgreSQL store, then checks the copy.
+//!
+//! Data enters as the config path (for `data_dir`) and the target URL; it is read from sled
+//! through the store traits (plus the two read-only listings `SledStore::tenants` and
+//! `SledStore::ledger_entries`) and written to PostgreSQL through the traits where they write
+//! (`stage_bucket` + `commit` for each tenant's directory, `record_import` for history) and
+//! through `PostgresStore`'s copy helpers for the rest (held plans, ledger, claim stamps, the
+//! outbox as it stands, the tenant's version and last applied sha256). It leaves as lines on
+//! stdout: what was copied per tenant, then per tenant the counts of both stores (users per
+//! status, records, plans); any difference is an error (exit 1).
+//!
+//! The server must be stopped: sled lets one process open its files, so a running `roster
+//! serve` makes the copy fail at once. A target that already holds any user, record, plan or
+//! mail is refused before anything is written. Claims that were running (no stamp) are not
+//! copied: the intake runs their files again from their folders.
+
+use crate::config::Config;
+use crate::store::postgres::{parse_url, PostgresStore};
+use crate::store::{Commit, Directory, MailOutbox, RunLog, SledStore, Users};
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use std::path::Path;
+
+/// The node id the copy writes as (staged rows carry it; no server node uses it).
+const NODE_ID: &str = "roster-migrate-store";
+
+/// Buckets staged per commit while copying a directory.
+const BUCKETS_PER_COMMIT: usize = 64;
+
+/// Runs `migrate-store` for the config at `config_path` into the store at `to`.
+pub fn run(config_path: &Path, to: &str) -> Result<()> {
+    let config = Config::load(config_path)?;
+    let dir = config.server.data_dir.join("store");
+    if !dir.is_dir() {
+        bail!("there is no embedded store in {} to copy", dir.display());
+    }
+    let target = parse_url(to)
+        .map_err(|e| anyhow::anyhow!(e.replace("[store] url (or ROSTER_STORE_URL)", "--to")))?;
+    println!(
+        "migrate-store: copying the embedded store in {} (roster serve must be stopped) to \
+         PostgreSQL at {}",
+        dir.display(),
+        target.describe()
+    );
+    let from = SledStore::open(&dir).with_context(|| {
+        format!(
+            "cannot open the embedded store in {}: stop roster serve first (only one process \
+             may open it)",
+            dir.display()
+        )
+    })?;
+    let to = PostgresStore::open(&target, NODE_ID)?;
+    if to.holds_data()? {
+        bail!(
+            "the target already holds data; migrate-store only fills an empty store \
+             (PostgreSQL at {})",
+            target.describe()
+        );
+    }
+    let tenants = from.tenants()?;
+    for tenant in &tenants {
+        let buckets = copy_directory(&from, &to, tenant)?;
+        let log = copy_run_log(&from, &to, tenant)?;
+        println!(
+            "  {tenant}: {buckets} bucket(s), {} record(s), {} held plan(s), {} ledger \
+             entr(ies), {} claim stamp(s)",
+            log.records, log.plans, log.ledger, log.stamps
+        );
+    }
+    let mail = copy_outbox(&from, &to)?;
+    println!("  outbox: {mail} message(s)");
+    let checks = verify(&from, &to, &tenants)?;
+    println!("verify (embedded = PostgreSQL):");
+    for c in &checks {
+        println!("  {c}");
+    }
+    let to_mail = to.outbox_len();
+    if to_mail != mail {
+        bail!("the copy does not match: the outbox holds {to_mail} message(s), not {mail}");
+    }
+    let bad: Vec<&str> = checks
+        .iter()
+        .filter(|c| !c.matches())
+        .map(|c| c.tenant.as_str())
+        .collect();
+    if !bad.is_empty() {
+        bail!("the copy does not match for tenant(s) {}", bad.join(", "));
+    }
+    println!("migrate-store: done; set [store] url (or ROSTER_STORE_URL) to serve from PostgreSQL");
+    Ok(())
+}
+
+/// Copies one tenant's directory bucket by bucket ([`BUCKETS_PER_COMMIT`] per commit), then
+/// its version and last applied sha256; returns the number of buckets copied.
+pub fn copy_directory(from: &SledStore, to: &PostgresStore, tenant: &str) -> Result<usize> {
+    let state = from.tenant_state(tenant)?;
+    let used: Vec<(u16, u64)> = state
+        .gens
+        .iter()
+        .enumerate()
+        .filter(|(_, gen)| **gen != 0)
+        .filter_map(|(b, gen)| u16::try_from(b).ok().map(|b| (b, *gen)))
+        .collect();
+    // (A tenant without users never asks the target's directory.)
+    let mut version = if used.is_empty() {
+        0
+    } else {
+        to.tenant_state(tenant)?.version
+    };
+    for chunk in used.chunks(BUCKETS_PER_COMMIT) {
+        let mut staged = Vec::with_capacity(chunk.len());
+        for &(bucket, gen) in chunk {
+            let Some(packed) = from.bucket(tenant, bucket, gen)? else {
+                continue;
+            };
+            match to.stage_bucket(tenant, bucket, &packed) {
+                Ok(new_gen) => staged.push((bucket, new_gen)),
+                Err(e) => {
+                    to.discard_staged(tenant, &staged)?;
+                    return Err(
+                        e.context(format!("cannot copy bucket {bucket} of tenant {tenant}"))
+                    );
+                }
+            }
+        }
+        let commit = Commit {
+            tenant: tenant.to_string(),
+            expected_version: version,
+            buckets: staged.clone(),
+            ..Default::default()
+        };
+        match to.commit(&commit) {
+            Ok(st) => version = st.version,
+            Err(e) => {
+                to.discard_staged(tenant, &staged)?;
+                return Err(e.context(format!("cannot copy the directory of tenant {tenant}")));
+            }
+        }
+    }
+    if state.version != 0 || state.last_applied_sha256.is_some() {
+        to.restore_tenant_state(tenant, state.version, state.last_applied_sha256.as_deref())?;
+    }
+    Ok(used.len())
+}
+
+/// What [`copy_run_log`] copied of one tenant.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunLogCopied {
+    pub records: usize,
+    pub plans: usize,
+    pub ledger: usize,
+    pub stamps: usize,
+}
+
+/// Copies one tenant's history, held plans, ledger entries and claim stamps.
+pub fn copy_run_log(from: &SledStore, to: &PostgresStore, tenant: &str) -> Result<RunLogCopied> {
+    let mut copied = RunLogCopied::default();
+    for record in from.history(tenant, usize::MAX)? {
+        to.record_import(&record)?;
+        copied.records += 1;
+    }
+    for id in from.held_plans(tenant)? {
+        if let Some(plan) = from.held_plan(tenant, &id)? {
+            to.put_held_plan(tenant, &id, &plan)?;
+            copied.plans += 1;
+        }
+    }
+    for entry in from.ledger_entries(tenant)? {
+        to.put_ledger_entry(&entry)?;
+        copied.ledger += 1;
+    }
+    for claim in from.claims_stamped(tenant)? {
+        if let Some(import_id) = from.claim_committed(tenant, &claim)? {
+            to.put_claim_stamp(tenant, &claim, &import_id)?;
+            copied.stamps += 1;
+        }
+    }
+    Ok(copied)
+}
+
+/// Copies every queued message, oldest first, with its attempts, next attempt and last error.
+pub fn copy_outbox(from: &SledStore, to: &PostgresStore) -> Result<usize> {
+    let mut items = from.outbox_due(DateTime::<Utc>::MAX_UTC)?;
+    items.sort_by_key(|i| i.id);
+    for item in &items {
+        to.put_outbox_item(item)?;
+    }
+    Ok(items.len())
+}
+
+/// One tenant's counts in both stores: (embedded, PostgreSQL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantCheck {
+    pub tenant: String,
+    /// (active, inactive, deleted).
+    pub users: [(u64, u64, u64); 2],
+    pub records: [usize; 2],
+    pub plans: [usize; 2],
+}
+
+impl TenantCheck {
+    pub fn matches(&self) -> bool {
+        self.users[0] == self.users[1]
+            && self.records[0] == self.records[1]
+            && self.plans[0] == self.plans[1]
+    }
+}
+
+impl std::fmt::Display for TenantCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [(a0, i0, d0), (a1, i1, d1)] = self.users;
+        write!(
+            f,
+            "{}: users active {a0} = {a1}, inactive {i0} = {i1}, deleted {d0} = {d1}; \
+             records {} = {}; plans {} = {}: {}",
+            self.tenant,
+            self.records[0],
+            self.records[1],
+            self.plans[0],
+            self.plans[1],
+            if self.matches() { "ok" } else { "MISMATCH" }
+        )
+    }
+}
+
+/// Counts users per status, records and plans of every tenant in both stores.
+pub fn verify(
+    from: &SledStore,
+    to: &PostgresStore,
+    tenants: &[String],
+) -> Result<Vec<TenantCheck>> {
+    let mut out = Vec::with_capacity(tenants.len());
+    for t in tenants {
+        out.push(TenantCheck {
+            tenant: t.clone(),
+            users: [from.user_counts(t)?, to.user_counts(t)?],
+            records: [
+                from.history(t, usize::MAX)?.len(),
+                to.history(t, usize::MAX)?.len(),
+            ],
+            plans: [from.held_plans(t)?.len(), to.held_plans(t)?.len()],
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TenantCheck;
+
+    #[test]
+    fn a_check_matches_only_when_every_count_is_equal() {
+        let same = TenantCheck {
+            tenant: "acme".into(),
+            users: [(3, 2, 1), (3, 2, 1)],
+            records: [4, 4],
+            plans: [1, 1],
+        };
+        assert!(same.matches());
+        assert_eq!(
+            same.to_string(),
+            "acme: users active 3 = 3, inactive 2 = 2, deleted 1 = 1; records 4 = 4; \
+             plans 1 = 1: ok"
+        );
+        for broken in [
+            TenantCheck {
+                users: [(3, 2, 1), (3, 1, 1)],
+                ..same.clone()
+            },
+            TenantCheck {
+                records: [4, 3],
+                ..same.clone()
+            },
+            TenantCheck {
+                plans: [1, 0],
+                ..same.clone()
+            },
+        ] {
+            assert!(!broken.matches(), "{broken}");
+            assert!(broken.to_string().ends_with(": MISMATCH"), "{broken}");
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The change log and the event log (docs/delivery.md): what a commit tells applications.
+//!
+//! A [`LoggedChange`] is one user's change as committed, numbered per tenant (`seq`); an
+//! [`Event`] is one webhook announcement, numbered per tenant in its own sequence, naming either
+//! a range of change-log entries of one import (`directory.changed`, at most
+//! [`EVENT_CHANGES_MAX`]) or an import record. A [`Cursor`] is how far one consumer (a webhook
+//! endpoint, SCIM push) has delivered, and how its last attempt went.
+//!
+//! Data enters as packed records compared by [`between`] (the import engine, a restore) and as
+//! the record a commit writes ([`events_for`]); it leaves through the store's `ChangeLog` seam
+//! to the admin API, the CLI, and the delivery workers. Pure: no I/O.
+
+use super::change::FieldChange;
+use super::packed::{UserRec, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE};
+use super::record::{ImportRecord, ImportStatus};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// At most this many changes in one `directory.changed` event.
+pub const EVENT_CHANGES_MAX: u64 = 500;
+
+/// What happened to a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Created,
+    Updated,
+    Deactivated,
+    Deleted,
+    Restored,
+}
+
+/// One change of one user, before the commit numbers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingChange {
+    pub key: String,
+    pub kind: ChangeKind,
+    /// `updated`/`restored`: each changed field (`password` as "(changed)", never its value).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChange>,
+}
+
+/// One entry of a tenant's change log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedChange {
+    /// Strictly increasing per tenant, without gaps a reader could see fill later.
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    /// The import that made it; none for an operator's restore.
+    pub import_id: Option<String>,
+    pub key: String,
+    pub kind: ChangeKind,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChange>,
+}
+
+/// The type of a webhook event (its `type` on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "directory.changed")]
+    DirectoryChanged,
+    #[serde(rename = "import.finished")]
+    ImportFinished,
+    #[serde(rename = "import.held")]
+    ImportHeld,
+    #[serde(rename = "import.failed")]
+    ImportFailed,
+    #[serde(rename = "file.missing")]
+    FileMissing,
+}
+
+impl EventType {
+    /// The name on the wire and in `events = [...]`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::DirectoryChanged => "directory.changed",
+            EventType::ImportFinished => "import.finished",
+            EventType::ImportHeld => "import.held",
+            EventType::ImportFailed => "import.failed",
+            EventType::FileMissing => "file.missing",
+        }
+    }
+
+    /// Every type, for config checks.
+    pub const ALL: [EventType; 5] = [
+        EventType::DirectoryChanged,
+        EventType::ImportFinished,
+        EventType::ImportHeld,
+        EventType::ImportFailed,
+        EventType::FileMissing,
+    ];
+}
+
+/// An event before the commit numbers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingEvent {
+    pub kind: EventType,
+    pub import_id: Option<String>,
+    /// `directory.changed`: the first and last change-log `seq` it announces (inclusive).
+    pub changes: Option<(u64, u64)>,
+}
+
+/// One entry of a tenant's event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub kind: EventType,
+    pub import_id: Option<String>,
+    pub changes: Option<(u64, u64)>,
+}
+
+/// How far one consumer of a tenant's logs has delivered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The last `seq` delivered (0: nothing yet).
+    pub position: u64,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// Failed attempts at the entry after `position`.
+    pub attempts: u32,
+    pub next_attempt: Option<DateTime<Utc>>,
+    /// The consumer stopped (a webhook endpoint answered 410 Gone).
+    pub disabled: bool,
+}
+
+/// The change from `old` to `new` of the user `key`, as the change log records it; None when
+/// nothing a reader sees changed (only bookkeeping such as the row digest or `updated_at`).
+/// `old` None is a user created; `new` None a user removed from the directory.
+pub fn between(key: &str, old: Option<&UserRec>, new: Option<&UserRec>) -> Option<PendingChange> {
+    let change = |kind, fields| {
+        Some(PendingChange {
+            key: key.to_string(),
+            kind,
+            fields,
+        })
+    };
+    let (old, new) = match (old, new) {
+        (None, None) => return None,
+        (None, Some(_)) => return change(ChangeKind::Created, Vec::new()),
+        (Some(_), None) => return change(ChangeKind::Deleted, Vec::new()),
+        (Some(o), Some(n)) => (o, n),
+    };
+    let fields = field_changes(old, new);
+    let kind = match (old.status, new.status) {
+        (o, STATUS_DELETED) if o != STATUS_DELETED => ChangeKind::Deleted,
+        (STATUS_ACTIVE, STATUS_INACTIVE) => ChangeKind::Deactivated,
+        (o, STATUS_ACTIVE) if o != STATUS_ACTIVE => ChangeKind::Restored,
+        _ if !fields.is_empty() => ChangeKind::Updated,
+        _ => return None,
+    };
+    change(kind, fields)
+}
+
+/// Every field whose value differs, in name order, then `password` when it changed.
+fn field_changes(old: &UserRec, new: &UserRec) -> Vec<FieldChange> {
+    let mut names: Vec<&str> = old
+        .fields
+        .iter()
+        .chain(new.fields.iter())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut out: Vec<FieldChange> = names
+        .into_iter()
+        .filter(|n| old.get(n) != new.get(n))
+        .map(|n| FieldChange {
+            field: n.to_string(),
+            old: old.get(n).map(str::to_string),
+            new: new.get(n).map(str::to_string),
+        })
+        .collect();
+    if old.pw_fp != new.pw_fp || old.pw_hash != new.pw_hash {
+        out.push(FieldChange {
+            field: "password".into(),
+            old: None,
+            new: Some("(changed)".into()),
+        });
+    }
+    out
+}
+
+/// The events a commit announces: `directory.changed` for the changes `first..=last` it
+/// numbered (in chunks of [`EVENT_CHANGES_MAX`]), then one event for its record, if any.
+pub fn events_for(record: Option<&ImportRecord>, changes: Option<(u64, u64)>) -> Vec<PendingEvent> {
+    let import_id = record.map(|r| r.id.clone());
+    let mut out = Vec::new();
+    if let Some((first, last)) = changes {
+        let mut from = first;
+        while from <= last {
+            let to = last.min(from + EVENT_CHANGES_MAX - 1);
+            out.push(PendingEvent {
+                kind: EventType::DirectoryChanged,
+                import_id: import_id.clone(),
+                changes: Some((from, to)),
+            });
+            from = to + 1;
+        }
+    }
+    if let Some(r) = record {
+        let kind = match r.status {
+            ImportStatus::Success | ImportStatus::Partial | ImportStatus::Duplicate => {
+                EventType::ImportFinished
+            }
+            ImportStatus::Held => EventType::ImportHeld,
+            ImportStatus::Error => EventType::ImportFailed,
+            ImportStatus::Missing => EventType::FileMissing,
+        };
+        out.push(PendingEvent {
+            kind,
+            import_id,
+            changes: None,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(status: u8, fields: &[(&str, &str)]) -> UserRec {
+        UserRec {
+            status,
+            fields: fields
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            ..UserRec::default()
+        }
+    }
+
+    #[test]
+    fn between_names_the_kind_and_the_changed_fields() {
+        let a = rec(
+            STATUS_ACTIVE,
+            &[("email", "a@x.example"), ("first_name", "Ann")],
+        );
+        let created = between("k", None, Some(&a)).unwrap();
+        assert_eq!(
+            (created.kind, created.fields.len()),
+            (ChangeKind::Created, 0)
+        );
+        let mut b = rec(
+            STATUS_ACTIVE,
+            &[("email", "a@x.example"), ("last_name", "Lee")],
+        );
+        b.pw_fp = [1; 16];
+        let up = between("k", Some(&a), Some(&b)).unwrap();
+        assert_eq!(up.kind, ChangeKind::Updated);
+        let names: Vec<_> = up.fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(names, ["first_name", "last_name", "password"]);
+        assert_eq!(up.fields[2].new.as_deref(), Some("(changed)"));
+        let mut gone = a.clone();
+        gone.status = STATUS_INACTIVE;
+        assert_eq!(
+            between("k", Some(&a), Some(&gone)).unwrap().kind,
+            ChangeKind::Deactivated
+        );
+        assert_eq!(
+            between("k", Some(&gone), Some(&a)).unwrap().kind,
+            ChangeKind::Restored
+        );
+        gone.status = STATUS_DELETED;
+        assert_eq!(
+            between("k", Some(&a), Some(&gone)).unwrap().kind,
+            ChangeKind::Deleted
+        );
+        let mut touched = a.clone();
+        touched.updated_at = 99;
+        assert_eq!(between("k", Some(&a), Some(&touched)), None);
+    }
+
+    #[test]
+    fn a_large_import_is_announced_in_chunks_then_its_record() {
+        let r = ImportRecord::begun(
+            "i1".into(),
+            "acme",
+            "users.csv",
+            ImportStatus::Success,
+            Utc::now(),
+            Utc::now(),
+        );
+        let ev = events_for(Some(&r), Some((11, 1210)));
+        let ranges: Vec<_> = ev.iter().filter_map(|e| e.changes).collect();
+        assert_eq!(ranges, vec![(11, 510), (511, 1010), (1011, 1210)]);
+        assert_eq!(ev.last().map(|e| e.kind), Some(EventType::ImportFinished));
+        assert!(ev.iter().all(|e| e.import_id.as_deref() == Some("i1")));
+        // A restore: changes without a record.
+        let ev = events_for(None, Some((5, 5)));
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].kind, EventType::DirectoryChanged);
+        assert_eq!(ev[0].import_id, None);
+    }
+}

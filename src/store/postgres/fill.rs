@@ -1,0 +1,152 @@
+//! What `roster migrate-store` needs of a PostgreSQL store beyond the store traits: whether it
+//! already holds data, and writing the run-log pieces the traits only write inside an import's
+//! commit (held plans, ledger entries, claim stamps), outbox messages with their attempts, and
+//! a tenant's state as the old store had it.
+//!
+//! Data enters as the values the sled store gives back (`store::LedgerEntry`,
+//! `store::OutboxItem`, framed plan bytes, a `TenantState`'s version and sha256) and leaves as
+//! rows; only the copy of a whole store calls these, into an empty store.
+
+use super::connections::Connections;
+use super::PostgresStore;
+use crate::store::{LedgerEntry, LedgerState, OutboxItem};
+use anyhow::{anyhow, Context, Result};
+
+impl PostgresStore {
+    /// Whether any user, import record, held plan or queued mail is stored.
+    pub fn holds_data(&self) -> Result<bool> {
+        self.db.run(|pool| async move {
+            let client = Connections::client(&pool).await?;
+            let row = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM roster.user_rows) \
+                     OR EXISTS (SELECT 1 FROM roster.import_records) \
+                     OR EXISTS (SELECT 1 FROM roster.held_plans) \
+                     OR EXISTS (SELECT 1 FROM roster.outbox)",
+                    &[],
+                )
+                .await
+                .context("cannot check whether the PostgreSQL store is empty")?;
+            Ok(row.try_get(0)?)
+        })
+    }
+
+    /// Holds plan `id` of `tenant` (framed bytes, as `RunLog::held_plan` gives them back).
+    pub fn put_held_plan(&self, tenant: &str, id: &str, plan: &[u8]) -> Result<()> {
+        let (tenant, id, plan) = (tenant.to_string(), id.to_string(), plan.to_vec());
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            client
+                .execute(
+                    "INSERT INTO roster.held_plans (tenant, import_id, plan) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tenant, import_id) DO UPDATE SET plan = EXCLUDED.plan",
+                    &[&tenant, &id, &plan],
+                )
+                .await
+                .with_context(|| format!("cannot hold plan {id} of tenant {tenant}"))?;
+            Ok(())
+        })
+    }
+
+    /// Writes (or replaces) the ledger entry of `entry.tenant` and `entry.file`.
+    pub fn put_ledger_entry(&self, entry: &LedgerEntry) -> Result<()> {
+        let e = entry.clone();
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            let state = match e.state {
+                LedgerState::Done => "done",
+                LedgerState::Failed => "failed",
+            };
+            client
+                .execute(
+                    "INSERT INTO roster.ledger (tenant, file, sha256, state, import_id, \
+                     updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, file) \
+                     DO UPDATE SET sha256 = EXCLUDED.sha256, state = EXCLUDED.state, \
+                     import_id = EXCLUDED.import_id, updated_at = EXCLUDED.updated_at",
+                    &[
+                        &e.tenant,
+                        &e.file,
+                        &e.sha256,
+                        &state,
+                        &e.import_id,
+                        &e.updated_at,
+                    ],
+                )
+                .await
+                .context("cannot write the file ledger")?;
+            Ok(())
+        })
+    }
+
+    /// Stamps claim `claim` of `tenant` as having committed import `import_id`.
+    pub fn put_claim_stamp(&self, tenant: &str, claim: &str, import_id: &str) -> Result<()> {
+        let (tenant, claim, id) = (tenant.to_string(), claim.to_string(), import_id.to_string());
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            client
+                .execute(
+                    "INSERT INTO roster.claim_stamps (tenant, claim, import_id) \
+                     VALUES ($1, $2, $3) ON CONFLICT (tenant, claim) \
+                     DO UPDATE SET import_id = EXCLUDED.import_id",
+                    &[&tenant, &claim, &id],
+                )
+                .await
+                .context("cannot write a claim stamp")?;
+            Ok(())
+        })
+    }
+
+    /// Queues `item` as it stands (recipients, message, attempts, next attempt, last error),
+    /// unclaimed, under a new id; returns the id.
+    pub fn put_outbox_item(&self, item: &OutboxItem) -> Result<u64> {
+        let attempts = i32::try_from(item.attempts).unwrap_or(i32::MAX);
+        let i = item.clone();
+        let id: i64 = self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            let row = client
+                .query_one(
+                    "INSERT INTO roster.outbox (recipients, message, attempts, next_attempt, \
+                     last_error) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                    &[
+                        &i.recipients,
+                        &i.message,
+                        &attempts,
+                        &i.next_attempt,
+                        &i.last_error,
+                    ],
+                )
+                .await
+                .context("cannot write the mail outbox")?;
+            Ok(row.try_get(0)?)
+        })?;
+        u64::try_from(id).map_err(|_| anyhow!("the outbox handed out a negative id {id}"))
+    }
+
+    /// Sets the tenant's commit version and last applied sha256 to what the old store had, so
+    /// plans held there (which name the version they were made against) can be approved here.
+    pub fn restore_tenant_state(
+        &self,
+        tenant: &str,
+        version: u64,
+        last_applied_sha256: Option<&str>,
+    ) -> Result<()> {
+        let version = i64::try_from(version)
+            .map_err(|_| anyhow!("tenant {tenant} has a version too large for PostgreSQL"))?;
+        let tenant = tenant.to_string();
+        let sha = last_applied_sha256.map(str::to_string);
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            client
+                .execute(
+                    "INSERT INTO roster.tenant_state (tenant, version, last_applied_sha256) \
+                     VALUES ($1, $2, $3) ON CONFLICT (tenant) DO UPDATE SET \
+                     version = EXCLUDED.version, \
+                     last_applied_sha256 = EXCLUDED.last_applied_sha256, updated_at = now()",
+                    &[&tenant, &version, &sha],
+                )
+                .await
+                .with_context(|| format!("cannot write the state of tenant {tenant}"))?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,586 @@
+//! The PostgreSQL store's run log, mail outbox and TLS against a real PostgreSQL (issue 11):
+//! each test starts its own throwaway cluster (tests/support/postgres.rs). What goes in through
+//! `RunLog` and `MailOutbox` must come back as the sled store gives it back; several stores
+//! (nodes) on one database must not hand out the same import id or deliver the same message.
+
+#[allow(dead_code)]
+#[path = "support/postgres.rs"]
+mod test_postgres;
+
+use chrono::{DateTime, TimeZone, Utc};
+use roster::mail::{MailQueue, Worker};
+use roster::model::{Counts, ImportRecord, ImportStatus};
+use roster::store::postgres::parse_url;
+use roster::store::Store;
+use std::sync::Arc;
+use test_postgres::TestPostgres;
+
+/// A store on database `db` of `pg` as node `node`.
+fn open(pg: &TestPostgres, db: &str, node: &str) -> Store {
+    let target = parse_url(&pg.url(db)).unwrap_or_else(|e| panic!("{e}"));
+    Store::open_postgres(&target, node).unwrap()
+}
+
+fn at(micros: i64) -> DateTime<Utc> {
+    Utc.timestamp_micros(micros).unwrap()
+}
+
+/// A record with every field set to something its own (counts all different, two messages,
+/// both optional paths set).
+fn full_record(tenant: &str, id: &str) -> ImportRecord {
+    ImportRecord {
+        id: id.to_string(),
+        tenant: tenant.to_string(),
+        file: "users; 2026.csv".to_string(),
+        sha256: "ab".repeat(32),
+        bytes: 123_456,
+        received_at: at(1_790_000_000_000_001),
+        started_at: at(1_790_000_001_000_002),
+        finished_at: at(1_790_000_002_000_003),
+        status: ImportStatus::Partial,
+        counts: Counts {
+            rows: 1,
+            inserted: 2,
+            updated: 3,
+            unchanged: 4,
+            deactivated: 5,
+            deleted: 6,
+            restored: 7,
+            skipped: 8,
+            errors: 9,
+        },
+        messages: vec![
+            "zeta comes first".into(),
+            "alpha second, 'quoted' {x}".into(),
+        ],
+        encoding: "windows-1252".to_string(),
+        delimiter: "\t".to_string(),
+        archived_as: Some("processed/users.csv".to_string()),
+        report: Some("reports/users.txt".to_string()),
+    }
+}
+
+#[test]
+fn import_ids_are_formatted_as_sled_does_and_unique_across_nodes() {
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    let a = open(&pg, "hr", "node-a");
+    let b = open(&pg, "hr", "node-b");
+    let now = Utc.with_ymd_and_hms(2026, 11, 21, 7, 30, 0).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 { &a } else { &b };
+        ids.push(store.new_import_id(now).unwrap());
+    }
+    for id in &ids {
+        let (time, n) = id.split_once('-').unwrap();
+        assert_eq!(time, "20261121T073000Z", "{id}");
+        assert!(
+            n.len() == 10 && n.bytes().all(|c| c.is_ascii_digit()),
+            "{id}"
+        );
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted, ids,
+        "ids taken one after the other sort in that order"
+    );
+    sorted.dedup();
+    assert_eq!(sorted.len(), ids.len(), "no id handed out twice: {ids:?}");
+    let later = a.new_import_id(now + chrono::Duration::seconds(1)).unwrap();
+    assert!(
+        later > ids[ids.len() - 1],
+        "a later time sorts after: {later}"
+    );
+}
+
+#[test]
+fn a_record_round_trips_exactly_and_is_replaced_in_place() {
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    let store = open(&pg, "hr", "node-a");
+    let full = full_record("acme", "20261121T073000Z-0000000001");
+    store.record_import(&full).unwrap();
+    assert_eq!(
+        store.import_record("acme", &full.id).unwrap().as_ref(),
+        Some(&full)
+    );
+    // None fields, no messages, zero counts: NULLs and an empty array come back as such.
+    let t = at(1_790_000_000_000_000);
+    let bare = ImportRecord::begun(
+        "20261121T073000Z-0000000002".into(),
+        "acme",
+        "b.csv",
+        ImportStatus::Missing,
+        t,
+        t,
+    );
+    store.record_import(&bare).unwrap();
+    assert_eq!(
+        store.import_record("acme", &bare.id).unwrap().as_ref(),
+        Some(&bare)
+    );
+    // Insert or replace: the same id again replaces every column, and adds no row.
+    let mut filed = full.clone();
+    filed.archived_as = None;
+    filed.report = Some("reports/other.txt".into());
+    filed.messages.reverse();
+    filed.status = ImportStatus::Error;
+    store.record_import(&filed).unwrap();
+    assert_eq!(
+        store.import_record("acme", &full.id).unwrap().as_ref(),
+        Some(&filed)
+    );
+    assert_eq!(store.history("acme", 10).unwrap().len(), 2);
+    assert_eq!(store.import_record("acme", "nope").unwrap(), None);
+    assert_eq!(store.import_record("other", &full.id).unwrap(), None);
+    // The read contract shows the record's columns.
+    assert_eq!(
+        pg.psql(
+            "hr",
+            "SELECT status || ' ' || errors || ' ' || array_to_string(messages, '|') \
+             FROM roster.imports WHERE id = '20261121T073000Z-0000000001'"
+        ),
+        "error 9 alpha second, 'quoted' {x}|zeta comes first"
+    );
+}
+
+#[test]
+fn timestamps_keep_microseconds_and_lose_nanoseconds() {
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    let store = open(&pg, "hr", "node-a");
+    let mut r = full_record("acme", "i-1");
+    r.finished_at = Utc.timestamp_nanos(1_790_000_002_000_003_789);
+    store.record_import(&r).unwrap();
+    let back = store.import_record("acme", "i-1").unwrap().unwrap();
+    assert_eq!(back.finished_at, at(1_790_000_002_000_003));
+}
+
+#[test]
+fn history_is_newest_first_per_tenant_and_limited() {
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    let store = open(&pg, "hr", "node-a");
+    let mut ids = Vec::new();
+    for second in [5, 1, 9, 3] {
+        let now = Utc.with_ymd_and_hms(2026, 11, 21, 7, 30, second).unwrap();
+        let id = store.new_import_id(now).unwrap();
+        store.record_import(&full_record("acme", &id)).unwrap();
+        ids.push(id);
+    }
+    store
+        .record_import(&full_record("globex", "20991231T000000Z-0000000099"))
+        .unwrap();
+    ids.sort();
+    ids.reverse();
+    let got: Vec<String> = store
+        .history("acme", 100)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(got, ids);
+    let two: Vec<String> = store
+        .history("acme", 2)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(two, ids[..2]);
+    assert!(store.history("acme", 0).unwrap().is_empty());
+    assert!(store.history("nobody", 10).unwrap().is_empty());
+}
+
+#[test]
+fn claims_run_stamp_and_are_forgotten() {
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    let store = open(&pg, "hr", "node-a");
+    store.claim_running("acme", "users.csv", "c-1").unwrap();
+    // A newer claim of the same file replaces the first.
+    store.claim_running("acme", "users.csv", "c-2").unwrap();
+    assert_eq!(
+        pg.psql(
+            "hr",
+            "SELECT claim || ' ' || node_id FROM roster.claims WHERE tenant = 'acme'"
+        ),
+        "c-2 node-a"
+    );
+    // The same claim id moving to another file leaves one row for it.
+    store.claim_running("acme", "other.csv", "c-2").unwrap();
+    assert_eq!(
+        pg.psql("hr", "SELECT string_agg(file, ',') FROM roster.claims"),
+        "other.csv"
+    );
+    assert_eq!(store.claim_committed("acme", "c-2").unwrap(), None);
+    assert!(store.claims_stamped("acme").unwrap().is_empty());
+
+    let record = full_record("acme", "20261121T073000Z-0000000007");
+    store.record_claimed(&record, "c-9").unwrap();
+    store
+        .record_claimed(&full_record("acme", "i-2"), "c-10")
+        .unwrap();
+    assert_eq!(
+        store.claim_committed("acme", "c-9").unwrap().as_deref(),
+        Some(record.id.as_str())
+    );
+    assert_eq!(
+        store.import_record("acme", &record.id).unwrap().as_ref(),
+        Some(&record)
+    );
+    assert_eq!(store.claims_stamped("acme").unwrap(), vec!["c-10", "c-9"]);
+    assert!(store.claims_stamped("globex").unwrap().is_empty());
+    assert_eq!(store.claim_committed("globex", "c-9").unwrap(), None);
+    store.claim_done("acme", "c-9").unwrap();
+    assert_eq!(store.claim_committed("acme", "c-9").unwrap(), None);
+    assert_eq!(store.claims_stamped("acme").unwrap(), vec!["c-10"]);
+    // The record stays: only the stamp is forgotten.
+    assert!(store.import_record("acme", &record.id).unwrap().is_some());
+}
+
+#[test]
+fn held_plans_and_the_ledger_read_what_the_tables_hold() {
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    let store = open(&pg, "hr", "node-a");
+    assert!(store.held_plans("acme").unwrap().is_empty());
+    assert!(store.held_plan("acme", "p-1").unwrap().is_none());
+    assert_eq!(store.ledger_get("acme", "users.csv").unwrap(), None);
+    pg.psql(
+        "hr",
+        "INSERT INTO roster.held_plans (tenant, import_id, plan) VALUES \
+         ('acme', 'p-2', '\\x00ff10'::bytea), ('acme', 'p-1', '\\x01'::bytea), \
+         ('globex', 'p-3', '\\x02'::bytea); \
+         INSERT INTO roster.ledger (tenant, file, sha256, state, import_id, updated_at) VALUES \
+         ('acme', 'users.csv', 'cafe', 'failed', NULL, '2026-11-21 07:30:00.000001+00')",
+    );
+    assert_eq!(store.held_plans("acme").unwrap(), vec!["p-1", "p-2"]);
+    let plan = store.held_plan("acme", "p-2").unwrap().unwrap();
+    assert_eq!(&plan[..], &[0x00, 0xff, 0x10]);
+    let entry = store.ledger_get("acme", "users.csv").unwrap().unwrap();
+    assert_eq!(entry.state, roster::store::LedgerState::Failed);
+    assert_eq!(entry.import_id, None);
+    let expected = Utc.with_ymd_and_hms(2026, 11, 21, 7, 30, 0).unwrap();
+    assert_eq!(
+        entry.updated_at,
+        expected + chrono::Duration::microseconds(1)
+    );
+}
+
+/// A message with the headers the worker reads back (tenant, subject).
+fn message(subject: &str) -> Vec<u8> {
+    format!(
+        "From: Roster <roster@acme.example>\r\nTo: it@acme.example\r\nSubject: {subject}\r\n\
+         X-Roster-Tenant: acme\r\n\r\nbody of {subject}\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn the_outbox_keeps_messages_until_sent_and_defers_with_attempts() {
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    let store = open(&pg, "hr", "node-a");
+    assert_eq!(store.outbox_len(), 0);
+    let to = vec!["a@x.example".to_string(), "b@x.example".to_string()];
+    let first = store.outbox_push(&to, &message("one")).unwrap();
+    let second = store.outbox_push(&to[..1], &message("two")).unwrap();
+    assert!(second > first);
+    assert_eq!(store.outbox_len(), 2);
+    let long_ago = Utc::now() - chrono::Duration::hours(1);
+    assert!(store.outbox_due(long_ago).unwrap().is_empty());
+    let due = store.outbox_due(Utc::now()).unwrap();
+    assert_eq!(
+        due.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [first, second]
+    );
+    assert_eq!(due[0].recipients, to);
+    assert_eq!(due[0].message, message("one"));
+    assert_eq!((due[0].attempts, due[0].last_error.as_deref()), (0, None));
+    // Claimed by this pass: the next pass does not see them again.
+    assert!(store.outbox_due(Utc::now()).unwrap().is_empty());
+
+    let retry_at = at(Utc::now().timestamp_micros() + 60_000_000);
+    store.outbox_defer(first, retry_at, 3, "421 busy").unwrap();
+    store.outbox_mark_sent(second).unwrap();
+    assert_eq!(store.outbox_len(), 1);
+    assert!(store.outbox_due(Utc::now()).unwrap().is_empty());
+    let again = store.outbox_due(retry_at).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].id, again[0].attempts, again[0].next_attempt),
+        (first, 3, retry_at)
+    );
+    assert_eq!(again[0].last_error.as_deref(), Some("421 busy"));
+    let e = store.outbox_defer(second, retry_at, 1, "x").unwrap_err();
+    assert!(format!("{e}").contains("does not exist"), "{e}");
+}
+
+#[test]
+fn two_nodes_never_take_the_same_message_and_a_dead_claim_expires() {
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    let a = open(&pg, "hr", "node-a");
+    let b = open(&pg, "hr", "node-b");
+    for i in 0..40 {
+        a.outbox_push(&["it@x.example".to_string()], &message(&format!("m{i}")))
+            .unwrap();
+    }
+    let (ta, tb) = std::thread::scope(|s| {
+        let ha = s.spawn(|| a.outbox_due(Utc::now()).unwrap());
+        let hb = s.spawn(|| b.outbox_due(Utc::now()).unwrap());
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    let mut ids: Vec<u64> = ta.iter().chain(&tb).map(|i| i.id).collect();
+    assert_eq!(
+        ids.len(),
+        40,
+        "every message taken once: a {} b {}",
+        ta.len(),
+        tb.len()
+    );
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40, "no message taken by both nodes");
+    assert_eq!(
+        pg.psql(
+            "hr",
+            "SELECT count(*) FROM roster.outbox WHERE claimed_by IS NULL \
+             OR claimed_until < now() + interval '4 minutes'"
+        ),
+        "0",
+        "every message is claimed for five minutes"
+    );
+    // Node a dies holding its claims: once they expire, node b takes those messages.
+    pg.psql(
+        "hr",
+        "UPDATE roster.outbox SET claimed_until = now() - interval '1 second' \
+         WHERE claimed_by = 'node-a'",
+    );
+    let taken_over = b.outbox_due(Utc::now()).unwrap();
+    let mut from_a: Vec<u64> = ta.iter().map(|i| i.id).collect();
+    from_a.sort();
+    assert_eq!(taken_over.iter().map(|i| i.id).collect::<Vec<_>>(), from_a);
+    assert_eq!(a.outbox_len(), 40);
+}
+
+#[tokio::test]
+async fn the_mail_worker_delivers_from_the_postgres_outbox_once() {
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    let store = open(&pg, "hr", "node-a");
+    store
+        .outbox_push(&["it@acme.example".to_string()], &message("held"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let outbox_dir = dir.path().join("outbox");
+    let queue: Arc<dyn MailQueue> = Arc::new(store.clone());
+    let worker = Worker::new(queue, None, outbox_dir.clone());
+    let report = worker.step(Utc::now()).await;
+    assert_eq!((report.sent, report.deferred), (1, 0));
+    assert_eq!(store.outbox_len(), 0);
+    let files: Vec<_> = std::fs::read_dir(&outbox_dir).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    let report = worker.step(Utc::now()).await;
+    assert_eq!(report.sent, 0);
+}
+
+#[test]
+fn outbox_len_is_zero_and_calls_fail_when_the_database_is_gone() {
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    let store = open(&pg, "hr", "node-a");
+    store
+        .outbox_push(&["it@x.example".to_string()], &message("m"))
+        .unwrap();
+    assert_eq!(store.outbox_len(), 1);
+    drop(pg);
+    assert_eq!(store.outbox_len(), 0);
+    assert!(store.outbox_due(Utc::now()).is_err());
+    assert!(store.history("acme", 1).is_err());
+}
+
+/// How many connections named `app` the server has, and how many of them use TLS.
+fn tls_connections(pg: &TestPostgres, app: &str) -> (u32, u32) {
+    let out = pg.psql(
+        "postgres",
+        &format!(
+            "SELECT count(*) || ' ' || count(*) FILTER (WHERE s.ssl) FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a USING (pid) WHERE a.application_name = '{app}'"
+        ),
+    );
+    let (all, tls) = out.split_once(' ').unwrap();
+    (all.parse().unwrap(), tls.parse().unwrap())
+}
+
+/// A URL of database `db` on `host`, with `params`.
+fn url_at(pg: &TestPostgres, host: &str, db: &str, params: &str) -> String {
+    format!(
+        "postgres://{}@{host}:{}/{db}?{params}",
+        test_postgres::SUPERUSER,
+        pg.port
+    )
+}
+
+fn open_url(url: &str) -> anyhow::Result<Store> {
+    let target = parse_url(url).unwrap_or_else(|e| panic!("{e}"));
+    Store::open_postgres(&target, "node-a")
+}
+
+#[test]
+fn sslmode_require_encrypts_without_checking_the_certificate() {
+    let pg = TestPostgres::start_with_ssl();
+    pg.create_database("hr");
+    // 127.0.0.1 is not a name of the certificate, and its CA is not trusted: require accepts it.
+    let url = url_at(
+        &pg,
+        "127.0.0.1",
+        "hr",
+        "sslmode=require&application_name=tls-require",
+    );
+    let store = open_url(&url).unwrap();
+    store
+        .outbox_push(&["it@x.example".to_string()], &message("m"))
+        .unwrap();
+    assert_eq!(store.outbox_len(), 1);
+    let (all, tls) = tls_connections(&pg, "tls-require");
+    assert!(all > 0 && tls == all, "{tls} of {all} connections use TLS");
+    // Plain connections stay plain.
+    let plain = url_at(&pg, "127.0.0.1", "hr", "application_name=tls-none");
+    let plain_store = open_url(&plain).unwrap();
+    assert_eq!(plain_store.outbox_len(), 1);
+    let (all, tls) = tls_connections(&pg, "tls-none");
+    assert!(
+        all > 0 && tls == 0,
+        "{tls} of {all} plain connections use TLS"
+    );
+}
+
+#[test]
+fn sslmode_verify_full_checks_the_chain_and_the_host_name() {
+    let pg = TestPostgres::start_with_ssl();
+    pg.create_database("hr");
+    let ca = pg.ssl_ca.clone().unwrap();
+    let ca = ca.to_str().unwrap();
+    let good = url_at(
+        &pg,
+        "localhost",
+        "hr",
+        &format!("sslmode=verify-full&sslrootcert={ca}&application_name=tls-verified"),
+    );
+    let store = open_url(&good).unwrap();
+    assert!(store.history("acme", 1).unwrap().is_empty());
+    let (all, tls) = tls_connections(&pg, "tls-verified");
+    assert!(all > 0 && tls == all, "{tls} of {all} connections use TLS");
+    // The migrator's own connection (check-config's too) verifies the same way.
+    let target = parse_url(&good).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert_eq!(
+        rt.block_on(roster::store::postgres::schema_version(&target))
+            .unwrap(),
+        roster::store::postgres::SCHEMA_VERSION
+    );
+
+    // The certificate names localhost, not 127.0.0.1.
+    let wrong_host = url_at(
+        &pg,
+        "127.0.0.1",
+        "hr",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    );
+    let e = format!("{:#}", open_url(&wrong_host).err().unwrap());
+    assert!(
+        e.contains("the server's TLS certificate was refused")
+            && e.contains("\"127.0.0.1\"")
+            && e.contains(ca),
+        "{e}"
+    );
+    let e = format!(
+        "{:#}",
+        rt.block_on(roster::store::postgres::schema_version(
+            &parse_url(&wrong_host).unwrap()
+        ))
+        .unwrap_err()
+    );
+    assert!(e.contains("certificate was refused"), "{e}");
+    // Without sslrootcert only the public roots are trusted: the test CA is not one.
+    let public = url_at(&pg, "localhost", "hr", "sslmode=verify-full");
+    let e = format!("{:#}", open_url(&public).err().unwrap());
+    assert!(
+        e.contains("certificate was refused") && e.contains("public CA roots"),
+        "{e}"
+    );
+    // A missing sslrootcert file is named.
+    let missing = url_at(
+        &pg,
+        "localhost",
+        "hr",
+        "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+    );
+    let e = format!("{:#}", open_url(&missing).err().unwrap());
+    assert!(
+        e.contains("cannot read the sslrootcert file /nonexistent/ca.pem"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sslmode_require_refuses_a_server_without_tls() {
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    let e = format!(
+        "{:#}",
+        open_url(&url_at(&pg, "127.0.0.1", "hr", "sslmode=require"))
+            .err()
+            .unwrap()
+    );
+    assert!(
+        e.contains("cannot connect to PostgreSQL") && e.contains("TLS"),
+        "{e}"
+    );
+}
+
+#[test]
+fn check_config_connects_with_the_same_tls_and_says_a_refused_certificate() {
+    let pg = TestPostgres::start_with_ssl();
+    pg.create_database("hr");
+    let ca = pg.ssl_ca.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let check = |host: &str| {
+        let url = url_at(
+            &pg,
+            host,
+            "hr",
+            &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+        );
+        let config = dir.path().join("roster.toml");
+        let text = format!(
+            "[server]\nhost_keys = {:?}\ndata_dir = {:?}\n[store]\nurl = {url:?}\n",
+            dir.path().join("keys"),
+            dir.path().join("data")
+        );
+        std::fs::write(&config, text).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+            .arg("-c")
+            .arg(&config)
+            .arg("check-config")
+            .env_remove("ROSTER_STORE_URL")
+            .env_remove("PGPASSWORD")
+            .env("HOME", "/nonexistent")
+            .output()
+            .unwrap()
+    };
+    let out = check("localhost");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("schema version 0"), "{stdout}");
+    let out = check("127.0.0.1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("the server's TLS certificate was refused") && stderr.contains("127.0.0.1"),
+        "{stderr}"
+    );
+}
