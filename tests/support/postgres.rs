@@ -1,5 +1,7 @@
 //! A real, throwaway PostgreSQL cluster for one test: `initdb` into a temp folder under /tmp,
-//! `pg_ctl start` on a free port of 127.0.0.1 with its unix socket in that folder, fsync off.
+//! `pg_ctl start` on a free port of 127.0.0.1 with its unix socket in that folder, fsync off
+//! (the operating system keeps what a stopped server wrote) but `synchronous_commit` on: a
+//! commit PostgreSQL acknowledged survives `stop` (immediate), as Roster's exactly-once needs.
 //! When the tests run as root the cluster runs as `nobody` (PostgreSQL refuses to run as root)
 //! through `runuser -u nobody --`. [`TestPostgres::url`] is a `postgres://` URL for the superuser
 //! `roster` (trust authentication, no password). Dropping the value stops the cluster
@@ -174,7 +176,7 @@ impl TestPostgres {
         let log = self.dir.path().join("server.log");
         let options = format!(
             "-F -p {} -k {} -c listen_addresses=127.0.0.1 -c full_page_writes=off \
-             -c synchronous_commit=off -c max_connections=50{}",
+             -c max_connections=50{}",
             self.port,
             path_str(self.dir.path()),
             self.extra_options
