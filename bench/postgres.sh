@@ -96,11 +96,11 @@ measure() { # label, command...
 
 echo "rows: $ROWS ($(du -h "$CSV" | cut -f1)), cores: $(nproc), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')"
 measure "baseline \\copy first" baseline "$CSV"
-measure "roster first import" "$BIN" --store-url "$URL" "$CSV"
+measure "roster first import" "$BIN" "$WORK/pg-unused" "$CSV" --store-url "$URL"
 measure "baseline \\copy unchanged" baseline "$WORK/unchanged.csv"
-measure "roster unchanged re-import" "$BIN" --store-url "$URL" "$WORK/unchanged.csv"
+measure "roster unchanged re-import" "$BIN" "$WORK/pg-unused" "$WORK/unchanged.csv" --store-url "$URL"
 measure "baseline \\copy 1% changed" baseline "$WORK/changed1.csv"
-measure "roster 1% changed" "$BIN" --store-url "$URL" "$WORK/changed1.csv"
+measure "roster 1% changed" "$BIN" "$WORK/pg-unused" "$WORK/changed1.csv" --store-url "$URL"
 "${PSQL[@]}" -d roster_bench -At -c \
     "SELECT 'roster users: ' || count(*) || ', active ' || count(*) FILTER (WHERE status = 'active') FROM roster.users"
 "${PSQL[@]}" -d baseline -At -c \
