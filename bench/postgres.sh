@@ -62,8 +62,8 @@ CREATE TABLE users (
     active boolean NOT NULL DEFAULT true
 );
 SQL
-baseline() { # CSV
-    "${PSQL[@]}" -d baseline <<SQL
+baseline_sql() { # CSV -> the baseline's SQL for that file, in $WORK/baseline.sql
+    cat >"$WORK/baseline.sql" <<SQL
 BEGIN;
 CREATE TEMP TABLE staging (id text, first_name text, last_name text, email text,
     date_of_birth text, sex text, language text, org_unit text, location text, job_title text)
@@ -81,8 +81,8 @@ ON CONFLICT (id) DO UPDATE SET first_name = EXCLUDED.first_name,
 UPDATE users u SET active = false
  WHERE u.active AND NOT EXISTS (SELECT 1 FROM staging s WHERE s.id = u.id);
 COMMIT;
+SELECT 'baseline done';
 SQL
-    echo "baseline done"
 }
 
 measure() { # label, command...
@@ -95,11 +95,14 @@ measure() { # label, command...
 }
 
 echo "rows: $ROWS ($(du -h "$CSV" | cut -f1)), cores: $(nproc), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')"
-measure "baseline \\copy first" baseline "$CSV"
+baseline_sql "$CSV"
+measure "baseline \\copy first" "${PSQL[@]}" -At -d baseline -f "$WORK/baseline.sql"
 measure "roster first import" "$BIN" "$WORK/pg-unused" "$CSV" --store-url "$URL"
-measure "baseline \\copy unchanged" baseline "$WORK/unchanged.csv"
+baseline_sql "$CSV"   # the same rows (\copy refuses the blank line that makes Roster's copy new bytes)
+measure "baseline \\copy unchanged" "${PSQL[@]}" -At -d baseline -f "$WORK/baseline.sql"
 measure "roster unchanged re-import" "$BIN" "$WORK/pg-unused" "$WORK/unchanged.csv" --store-url "$URL"
-measure "baseline \\copy 1% changed" baseline "$WORK/changed1.csv"
+baseline_sql "$WORK/changed1.csv"
+measure "baseline \\copy 1% changed" "${PSQL[@]}" -At -d baseline -f "$WORK/baseline.sql"
 measure "roster 1% changed" "$BIN" "$WORK/pg-unused" "$WORK/changed1.csv" --store-url "$URL"
 "${PSQL[@]}" -d roster_bench -At -c \
     "SELECT 'roster users: ' || count(*) || ', active ' || count(*) FILTER (WHERE status = 'active') FROM roster.users"
