@@ -214,6 +214,98 @@ impl PostgresStore {
     }
 }
 
+/// What `roster migrate-store` writes beyond the traits: a tenant's logs as the old store had
+/// them (the events `record_import` made while the history was copied are replaced).
+impl PostgresStore {
+    /// Forgets the tenant's events and change-log entries (before the copied ones go in).
+    pub fn clear_logs(&self, tenant: &str) -> Result<()> {
+        let tenant = tenant.to_string();
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            for table in ["changes", "events"] {
+                client
+                    .execute(
+                        &format!("DELETE FROM roster.{table} WHERE tenant = $1"),
+                        &[&tenant],
+                    )
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes copied change-log entries and events as they are (their `seq`s kept).
+    pub fn put_logs(&self, tenant: &str, changes: &[LoggedChange], events: &[Event]) -> Result<()> {
+        let tenant = tenant.to_string();
+        let mut rows = Vec::with_capacity(changes.len());
+        for c in changes {
+            let fields = serde_json::to_value(&c.fields)?;
+            rows.push((
+                to_i64(c.seq)?,
+                c.at,
+                c.import_id.clone(),
+                c.key.clone(),
+                kind_str(c.kind)?,
+                fields,
+            ));
+        }
+        let mut evs = Vec::with_capacity(events.len());
+        for e in events {
+            let first = e.changes.map(|c| to_i64(c.0)).transpose()?;
+            let last = e.changes.map(|c| to_i64(c.1)).transpose()?;
+            evs.push((
+                to_i64(e.seq)?,
+                e.at,
+                e.kind.as_str(),
+                e.import_id.clone(),
+                first,
+                last,
+            ));
+        }
+        self.db.run(move |pool| async move {
+            let mut client = Connections::client(&pool).await?;
+            let tx = client.transaction().await?;
+            for (seq, at, import_id, key, kind, fields) in &rows {
+                tx.execute(
+                    "INSERT INTO roster.changes (tenant, seq, at, import_id, key, kind, fields) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[&tenant, seq, at, import_id, key, kind, fields],
+                )
+                .await
+                .context("cannot copy the change log")?;
+            }
+            for (seq, at, kind, import_id, first, last) in &evs {
+                tx.execute(
+                    "INSERT INTO roster.events (tenant, seq, at, kind, import_id, first_change, last_change) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[&tenant, seq, at, kind, import_id, first, last],
+                )
+                .await
+                .context("cannot copy the event log")?;
+            }
+            tx.commit().await.context("cannot copy the logs")
+        })
+    }
+
+    /// Sets the tenant's last change-log and event-log `seq`.
+    pub fn set_log_counters(&self, tenant: &str, change_seq: u64, event_seq: u64) -> Result<()> {
+        let (tenant, c, e) = (tenant.to_string(), to_i64(change_seq)?, to_i64(event_seq)?);
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            client
+                .execute(
+                    "INSERT INTO roster.tenant_state (tenant, change_seq, event_seq) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tenant) DO UPDATE SET change_seq = EXCLUDED.change_seq, \
+                     event_seq = EXCLUDED.event_seq",
+                    &[&tenant, &c, &e],
+                )
+                .await
+                .context("cannot write the log counters")?;
+            Ok(())
+        })
+    }
+}
+
 impl ChangeLog for PostgresStore {
     fn changes(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<LoggedChange>> {
         let (tenant, after) = (tenant.to_string(), to_i64(after)?);
