@@ -9,6 +9,7 @@ Usage: receiver.py SECRET LOG CONTROL PORTFILE
   to LOG as one JSON line: {"id", "timestamp", "verified", "error", "status", "body"}.
 - What it answers comes from CONTROL, read on each request: a comma-separated list of answers,
   the first of which is used and removed (an empty file or a missing one: 200). Answers:
+  Each arrival is also appended to LOG.arrivals (its id) before answering.
   `200`, `500`, `410`, `429:SECS` (Retry-After in seconds), `429date:SECS` (Retry-After as an
   HTTP date SECS from now), `sleep:SECS` (wait, then 200). A delivery that fails verification
   is answered 400 whatever CONTROL says.
@@ -45,6 +46,8 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length", "0"))
         raw = self.rfile.read(length)
         headers = {k: v for k, v in self.headers.items()}
+        with open(LOG + ".arrivals", "a") as f:
+            f.write((headers.get("webhook-id") or headers.get("Webhook-Id") or "") + "\n")
         verified, error, body = True, None, None
         try:
             body = HOOK.verify(raw, headers)

@@ -102,6 +102,17 @@ impl Receiver {
             .collect()
     }
 
+    /// Ids of the requests that arrived so far, answered or not (in arrival order).
+    pub fn arrivals(&self) -> Vec<String> {
+        let mut path = self.log.clone().into_os_string();
+        path.push(".arrivals");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Waits until at least `n` deliveries were answered 2xx; returns every delivery.
     pub fn wait_delivered(&self, n: usize, within: Duration) -> Vec<Seen> {
         let deadline = Instant::now() + within;
