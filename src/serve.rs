@@ -246,11 +246,8 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
         }
     };
     beat.admin = admin.addr.to_string();
-    let webhooks = crate::deliver::webhook::start(
-        sftp.config.clone(),
-        Arc::new(store.clone()),
-        intake.runs(),
-    );
+    let webhooks =
+        crate::deliver::webhook::start(sftp.config.clone(), Arc::new(store.clone()), intake.runs());
     let heartbeat = tokio::spawn(heartbeats(
         store.clone(),
         intake.clone(),

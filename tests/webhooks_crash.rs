@@ -70,7 +70,9 @@ fn serve(config: &Path) -> Child {
 fn endpoint(admin_port: u16) -> Option<serde_json::Value> {
     let agent = ureq::Agent::new_with_defaults();
     let mut resp = agent
-        .get(format!("http://127.0.0.1:{admin_port}/api/tenants/big/webhooks"))
+        .get(format!(
+            "http://127.0.0.1:{admin_port}/api/tenants/big/webhooks"
+        ))
         .header("authorization", format!("Bearer {TOKEN}"))
         .call()
         .ok()?;
@@ -94,7 +96,11 @@ fn drop_in(dir: &Path, bytes: &[u8]) {
     let stash = dir.join("stash");
     std::fs::create_dir_all(&stash).unwrap();
     std::fs::write(stash.join("users.csv"), bytes).unwrap();
-    std::fs::rename(stash.join("users.csv"), dir.join("data/tenants/big/users.csv")).unwrap();
+    std::fs::rename(
+        stash.join("users.csv"),
+        dir.join("data/tenants/big/users.csv"),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -146,7 +152,11 @@ fn killed_while_delivering_then_restarted_loses_nothing_and_repeats_only_ids() {
     let mut order = Vec::new();
     for s in &seen {
         match first.get(&s.id) {
-            Some(body) => assert_eq!(body, &s.body, "{} was sent twice with different bodies", s.id),
+            Some(body) => assert_eq!(
+                body, &s.body,
+                "{} was sent twice with different bodies",
+                s.id
+            ),
             None => {
                 first.insert(s.id.clone(), s.body.clone());
                 order.push(s.id.clone());
@@ -155,7 +165,10 @@ fn killed_while_delivering_then_restarted_loses_nothing_and_repeats_only_ids() {
     }
     let want: Vec<String> = (1..=EVENTS).map(|n| format!("msg_big_{n}")).collect();
     assert_eq!(order, want);
-    assert!(seen.len() > EVENTS as usize, "the message in flight at the kill is sent again");
+    assert!(
+        seen.len() > EVENTS as usize,
+        "the message in flight at the kill is sent again"
+    );
     // Nothing lost: every user's creation arrived, once per distinct message.
     let mut keys: Vec<String> = first
         .values()

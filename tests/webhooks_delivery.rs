@@ -10,9 +10,7 @@ mod webhooks;
 
 use chrono::Utc;
 use roster::config::WebhookConfig;
-use roster::deliver::webhook::{
-    consumer_id, send, EndpointDelivery, EventSource, PassOutcome,
-};
+use roster::deliver::webhook::{consumer_id, send, EndpointDelivery, EventSource, PassOutcome};
 use roster::model::changelog::{ChangeKind, Cursor, Event, EventType, LoggedChange};
 use roster::model::{ImportRecord, ImportStatus};
 use roster::store::Store;
@@ -89,14 +87,30 @@ impl HandSource {
 impl EventSource for HandSource {
     fn events(&self, _t: &str, after: u64, limit: usize) -> anyhow::Result<Vec<Event>> {
         let events = self.events.lock().unwrap();
-        Ok(events.iter().filter(|e| e.seq > after).take(limit).cloned().collect())
+        Ok(events
+            .iter()
+            .filter(|e| e.seq > after)
+            .take(limit)
+            .cloned()
+            .collect())
     }
     fn changes(&self, _t: &str, after: u64, limit: usize) -> anyhow::Result<Vec<LoggedChange>> {
         let changes = self.changes.lock().unwrap();
-        Ok(changes.iter().filter(|c| c.seq > after).take(limit).cloned().collect())
+        Ok(changes
+            .iter()
+            .filter(|c| c.seq > after)
+            .take(limit)
+            .cloned()
+            .collect())
     }
     fn import_record(&self, _t: &str, id: &str) -> anyhow::Result<Option<ImportRecord>> {
-        Ok(self.records.lock().unwrap().iter().find(|r| r.id == id).cloned())
+        Ok(self
+            .records
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|r| r.id == id)
+            .cloned())
     }
     fn cursor(&self, tenant: &str, consumer: &str) -> anyhow::Result<Cursor> {
         self.store.cursor(tenant, consumer)
@@ -162,11 +176,20 @@ fn events_arrive_in_order_signed_and_verified_with_their_data() {
     let seen = rx.seen();
     let ids: Vec<&str> = seen.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, ["msg_acme_1", "msg_acme_2", "msg_acme_3"]);
-    assert!(seen.iter().all(|s| s.verified && s.status == 200), "{seen:#?}");
+    assert!(
+        seen.iter().all(|s| s.verified && s.status == 200),
+        "{seen:#?}"
+    );
     let now = Utc::now().timestamp();
     assert!(seen.iter().all(|s| (now - s.timestamp).abs() < 60));
-    let types: Vec<&str> = seen.iter().map(|s| s.body["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["directory.changed", "import.finished", "file.missing"]);
+    let types: Vec<&str> = seen
+        .iter()
+        .map(|s| s.body["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["directory.changed", "import.finished", "file.missing"]
+    );
     let changed = &seen[0].body["data"];
     assert_eq!(changed["tenant"], "acme");
     assert_eq!(changed["import_id"], "imp-1");
@@ -221,10 +244,17 @@ fn failures_retry_with_backoff_and_retry_after_keeping_the_message_id() {
         panic!("a 500 is retried")
     };
     let wait = (at - t0).num_milliseconds();
-    assert!((900..=1500).contains(&wait), "first retry after 1 s, not {wait} ms");
+    assert!(
+        (900..=1500).contains(&wait),
+        "first retry after 1 s, not {wait} ms"
+    );
     let c = cursor(&src, &rx.url);
     assert_eq!((c.position, c.attempts), (0, 1));
-    assert!(c.last_error.as_deref().unwrap().contains("msg_acme_1: answered 500"));
+    assert!(c
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("msg_acme_1: answered 500"));
     assert_eq!(c.next_attempt, Some(at));
     // Not due yet: nothing is sent.
     assert_eq!(pass(&hook, &src), PassOutcome::WaitUntil(at));
@@ -235,14 +265,20 @@ fn failures_retry_with_backoff_and_retry_after_keeping_the_message_id() {
         panic!("a 429 is retried")
     };
     let wait = (at - t1).num_milliseconds();
-    assert!((1900..=2600).contains(&wait), "Retry-After: 2 honoured, not {wait} ms");
+    assert!(
+        (1900..=2600).contains(&wait),
+        "Retry-After: 2 honoured, not {wait} ms"
+    );
     assert_eq!(cursor(&src, &rx.url).attempts, 2);
     std::thread::sleep((at - Utc::now()).to_std().unwrap_or_default());
     let PassOutcome::WaitUntil(at) = pass(&hook, &src) else {
         panic!("a 429 with a date is retried")
     };
     let wait = (at - Utc::now()).num_milliseconds();
-    assert!((0..=3100).contains(&wait), "Retry-After as a date honoured, not {wait} ms");
+    assert!(
+        (0..=3100).contains(&wait),
+        "Retry-After as a date honoured, not {wait} ms"
+    );
     assert_eq!(drain(&hook, &src, 10), PassOutcome::CaughtUp);
     let seen = rx.seen();
     let got: Vec<(&str, u16)> = seen.iter().map(|s| (s.id.as_str(), s.status)).collect();
@@ -359,5 +395,8 @@ fn a_long_backlog_goes_out_in_batches() {
     .unwrap();
     assert_eq!((status.position, status.backlog), (Some(260), 0));
     src.import("imp-x", &["z@x.example"]);
-    assert_eq!(roster::deliver::webhook::newest_event(&src, TENANT).unwrap(), 262);
+    assert_eq!(
+        roster::deliver::webhook::newest_event(&src, TENANT).unwrap(),
+        262
+    );
 }

@@ -27,7 +27,9 @@ fn set_webhooks(env: &Env, hooks: &str) {
 }
 
 fn hook_toml(url: &str, events: Option<&str>) -> String {
-    let events = events.map(|e| format!("events = {e}\n")).unwrap_or_default();
+    let events = events
+        .map(|e| format!("events = {e}\n"))
+        .unwrap_or_default();
     format!("[[tenants.webhooks]]\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n{events}")
 }
 
@@ -53,7 +55,10 @@ async fn wait_delivered(rx: &Receiver, n: usize) -> Vec<webhooks::Seen> {
         if seen.iter().filter(|s| s.status < 300).count() >= n {
             return seen;
         }
-        assert!(Instant::now() < end, "{n} deliveries not received: {seen:#?}");
+        assert!(
+            Instant::now() < end,
+            "{n} deliveries not received: {seen:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -68,7 +73,10 @@ async fn an_import_is_announced_signed_in_order_and_reloads_apply() {
 
     let record = env.import("acme", &users_csv(0, 3)).await;
     let seen = wait_delivered(&rx, 2).await;
-    assert!(seen.iter().all(|s| s.verified && s.status == 200), "{seen:#?}");
+    assert!(
+        seen.iter().all(|s| s.verified && s.status == 200),
+        "{seen:#?}"
+    );
     let got: Vec<(&str, &str)> = seen
         .iter()
         .map(|s| (s.id.as_str(), s.body["type"].as_str().unwrap()))
@@ -81,7 +89,10 @@ async fn an_import_is_announced_signed_in_order_and_reloads_apply() {
         ]
     );
     let data = &seen[0].body["data"];
-    assert_eq!((&data["tenant"], &data["import_id"]), (&"acme".into(), &record.id.clone().into()));
+    assert_eq!(
+        (&data["tenant"], &data["import_id"]),
+        (&"acme".into(), &record.id.clone().into())
+    );
     // In change-log order (by bucket, not by key): compared as a set.
     let mut changed: Vec<(&str, &str)> = data["changes"]
         .as_array()
@@ -93,14 +104,19 @@ async fn an_import_is_announced_signed_in_order_and_reloads_apply() {
     let want = keys(0, 3);
     assert_eq!(
         changed,
-        want.iter().map(|k| (k.as_str(), "created")).collect::<Vec<_>>()
+        want.iter()
+            .map(|k| (k.as_str(), "created"))
+            .collect::<Vec<_>>()
     );
     assert_eq!(seen[1].body["data"]["id"], record.id.as_str());
     assert_eq!(seen[1].body["data"]["status"], "success");
 
     let st = &status(&env).await[0];
     assert_eq!(st["url"], rx.url.as_str());
-    assert_eq!((st["position"].as_u64(), st["backlog"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(
+        (st["position"].as_u64(), st["backlog"].as_u64()),
+        (Some(2), Some(0))
+    );
     assert!(st["last_success"].is_string() && st["last_error"].is_null());
     assert_eq!(st["disabled"], false);
     assert!(st.get("secret").is_none() && !st.to_string().contains(SECRET));

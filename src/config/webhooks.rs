@@ -58,7 +58,10 @@ impl WebhookConfig {
                 let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
                 out.push((
                     format!("{at}.events"),
-                    format!("{name:?} is not an event type (one of {})", known.join(", ")),
+                    format!(
+                        "{name:?} is not an event type (one of {})",
+                        known.join(", ")
+                    ),
                 ));
             }
         }
@@ -69,7 +72,9 @@ impl WebhookConfig {
 /// Decodes `whsec_<base64>`: 24 to 64 bytes.
 pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
     let Some(b64) = secret.strip_prefix(SECRET_PREFIX) else {
-        return Err("must start with \"whsec_\" (the Standard Webhooks format: whsec_ + base64)".into());
+        return Err(
+            "must start with \"whsec_\" (the Standard Webhooks format: whsec_ + base64)".into(),
+        );
     };
     let key = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
@@ -86,9 +91,7 @@ pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
 
 /// An http(s) URL with a host.
 fn check_url(url: &str) -> Result<(), String> {
-    let uri: ureq::http::Uri = url
-        .parse()
-        .map_err(|_| format!("{url:?} is not a URL"))?;
+    let uri: ureq::http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
         _ => return Err(format!("{url:?} must start with http:// or https://")),
@@ -115,13 +118,32 @@ mod tests {
     fn secrets_urls_and_event_names_are_checked() {
         let good = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         assert_eq!(decode_secret(good).map(|k| k.len()), Ok(24));
-        assert!(hook("https://a.example/h", good, None).problems("webhooks[0]").is_empty());
+        assert!(hook("https://a.example/h", good, None)
+            .problems("webhooks[0]")
+            .is_empty());
         assert!(decode_secret("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
-        assert!(decode_secret("whsec_c2hvcnQ=").unwrap_err().contains("5 bytes"));
+        assert!(decode_secret("whsec_c2hvcnQ=")
+            .unwrap_err()
+            .contains("5 bytes"));
         assert!(decode_secret("whsec_!!!").is_err());
-        let bad = hook("ftp://a.example/", "whsec_", Some(&["import.finished", "user.made"]));
-        let keys: Vec<String> = bad.problems("webhooks[1]").into_iter().map(|(k, _)| k).collect();
-        assert_eq!(keys, ["webhooks[1].url", "webhooks[1].secret", "webhooks[1].events"]);
+        let bad = hook(
+            "ftp://a.example/",
+            "whsec_",
+            Some(&["import.finished", "user.made"]),
+        );
+        let keys: Vec<String> = bad
+            .problems("webhooks[1]")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "webhooks[1].url",
+                "webhooks[1].secret",
+                "webhooks[1].events"
+            ]
+        );
         let some = hook("http://127.0.0.1:9/", good, Some(&["file.missing"]));
         assert!(some.wants(EventType::FileMissing));
         assert!(!some.wants(EventType::DirectoryChanged));

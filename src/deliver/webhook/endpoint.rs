@@ -10,8 +10,8 @@
 //! history. Blocking: run a pass on a blocking thread.
 
 use super::send::{self, SendOutcome};
-use super::{consumer_id, lease_name, message, message_id, status::newest_event, EventSource};
 use super::Signer;
+use super::{consumer_id, lease_name, message, message_id, status::newest_event, EventSource};
 use crate::config::WebhookConfig;
 use crate::model::changelog::Cursor;
 use anyhow::Result;

@@ -132,8 +132,7 @@ async fn endpoint_task(shared: Shared, tenant: String, hook: WebhookConfig) {
     let mut wake = shared.wake.clone();
     let mut stop_rx = shared.stop_rx.clone();
     let mut reloads = shared.config.subscribe();
-    while !shared.stop.load(Ordering::Relaxed) && still_configured(&shared.config, &tenant, &hook)
-    {
+    while !shared.stop.load(Ordering::Relaxed) && still_configured(&shared.config, &tenant, &hook) {
         let outcome = run_pass(&shared, &delivery).await;
         let wait = match outcome {
             Ok(PassOutcome::More) => continue,
@@ -164,10 +163,6 @@ async fn run_pass(
     delivery: &Arc<EndpointDelivery>,
 ) -> anyhow::Result<PassOutcome> {
     let _permit = shared.sending.clone().acquire_owned().await?;
-    let (source, delivery, stop) = (
-        shared.source.clone(),
-        delivery.clone(),
-        shared.stop.clone(),
-    );
+    let (source, delivery, stop) = (shared.source.clone(), delivery.clone(), shared.stop.clone());
     tokio::task::spawn_blocking(move || delivery.pass(source.as_ref(), &stop)).await?
 }

@@ -50,9 +50,7 @@ pub fn post(
     headers: &[(&'static str, String)],
     body: &[u8],
 ) -> SendOutcome {
-    let mut request = agent
-        .post(url)
-        .header("content-type", "application/json");
+    let mut request = agent.post(url).header("content-type", "application/json");
     for (name, value) in headers {
         request = request.header(*name, value.as_str());
     }
@@ -100,7 +98,9 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let wait = if let Ok(secs) = value.parse::<u64>() {
         Duration::from_secs(secs)
     } else {
-        let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
+        let at = DateTime::parse_from_rfc2822(value)
+            .ok()?
+            .with_timezone(&Utc);
         (at - now).to_std().unwrap_or(Duration::ZERO)
     };
     Some(wait.min(MAX_RETRY_AFTER))

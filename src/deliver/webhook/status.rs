@@ -63,9 +63,8 @@ pub fn endpoint_status(
 /// The `seq` of the tenant's newest event (0 when there is none), found with O(log n) reads of
 /// one event each: "is there an event after x" holds exactly for x below the newest.
 pub fn newest_event(source: &dyn EventSource, tenant: &str) -> Result<u64> {
-    let after = |x: u64| -> Result<Option<u64>> {
-        Ok(source.events(tenant, x, 1)?.first().map(|e| e.seq))
-    };
+    let after =
+        |x: u64| -> Result<Option<u64>> { Ok(source.events(tenant, x, 1)?.first().map(|e| e.seq)) };
     let Some(first) = after(0)? else {
         return Ok(0);
     };
