@@ -150,3 +150,42 @@ mod tests {
         assert!(hook("http://x/", good, None).wants(EventType::ImportHeld));
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+    use crate::config::Config;
+
+    const TENANT: &str = "[[tenants]]\nid = \"acme\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0XSsfOIUbEVJFH1EkHwIqJ5NV+nZFzs1OHp9Fk1dcWs\"\n";
+
+    #[test]
+    fn a_config_names_the_tenant_and_key_of_each_bad_webhook() {
+        let good = format!(
+            "{TENANT}[[tenants.webhooks]]\nurl = \"https://app.example/hooks\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nevents = [\"directory.changed\"]\n"
+        );
+        let config = Config::parse(&good).unwrap();
+        assert_eq!(config.tenants[0].webhooks.len(), 1);
+        let bad = format!(
+            "{TENANT}[[tenants.webhooks]]\nurl = \"https://app.example/hooks\"\nsecret = \"s3cret\"\n[[tenants.webhooks]]\nurl = \"https://app.example/hooks\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nevents = [\"user.created\"]\n"
+        );
+        let problems = Config::parse(&bad).unwrap_err();
+        let joined = problems.join("\n");
+        assert!(
+            joined.contains("tenant \"acme\": webhooks[0].secret must start with \"whsec_\""),
+            "{joined}"
+        );
+        assert!(
+            joined.contains(
+                "tenant \"acme\": webhooks[1].events \"user.created\" is not an event type"
+            ),
+            "{joined}"
+        );
+        assert!(
+            joined.contains(
+                "tenant \"acme\": webhooks[1].url \"https://app.example/hooks\" is listed twice"
+            ),
+            "{joined}"
+        );
+        let unknown = format!("{TENANT}[[tenants.webhooks]]\nurl = \"http://a/\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nsigning = 1\n");
+        assert!(Config::parse(&unknown).unwrap_err()[0].contains("signing"));
+    }
+}

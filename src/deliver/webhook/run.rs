@@ -7,7 +7,7 @@
 //! next poll, or a wake-up. A task whose endpoint left the config (or whose url, secret or
 //! events changed: it is restarted with the new ones) ends and releases its lease.
 
-use super::endpoint::{EndpointDelivery, PassOutcome};
+use super::endpoint::{Backoff, EndpointDelivery, PassOutcome};
 use super::{send, EventSource};
 use crate::config::{ConfigHandle, WebhookConfig};
 use chrono::Utc;
@@ -20,6 +20,9 @@ use tokio::task::JoinHandle;
 
 /// How often an idle endpoint looks at the event log (a wake-up comes sooner after an import).
 pub const POLL: Duration = Duration::from_secs(2);
+/// The longest wait after passes that failed on the store (it is down, or its delivery cursors
+/// are not built yet); the wait doubles from [`POLL`] up to this.
+pub const MAX_ERROR_WAIT: Duration = Duration::from_secs(60);
 /// Deliveries in flight at once over all endpoints (each holds a blocking thread up to
 /// `send::TIMEOUT`).
 pub const SENDING_AT_ONCE: usize = 16;
@@ -86,10 +89,10 @@ pub fn start(
 async fn supervise(shared: Shared) {
     let mut reloads = shared.config.subscribe();
     let mut stop_rx = shared.stop_rx.clone();
-    let mut tasks: HashMap<(String, String), (WebhookConfig, JoinHandle<()>)> = HashMap::new();
+    let mut tasks: HashMap<(String, String), JoinHandle<()>> = HashMap::new();
     loop {
         let config = shared.config.current();
-        tasks.retain(|_, (_, task)| !task.is_finished());
+        tasks.retain(|_, task| !task.is_finished());
         for tenant in &config.tenants {
             for hook in &tenant.webhooks {
                 let key = (tenant.id.clone(), hook.url.clone());
@@ -97,7 +100,7 @@ async fn supervise(shared: Shared) {
                     continue; // running with this config, or ending: its successor waits
                 }
                 let task = tokio::spawn(endpoint_task(shared.clone(), key.0.clone(), hook.clone()));
-                tasks.insert(key, (hook.clone(), task));
+                tasks.insert(key, task);
             }
         }
         tokio::select! {
@@ -106,7 +109,7 @@ async fn supervise(shared: Shared) {
             _ = stop_rx.wait_for(|s| *s) => break,
         }
     }
-    for (_, (_, task)) in tasks {
+    for (_, task) in tasks {
         let _ = task.await;
     }
 }
@@ -132,8 +135,14 @@ async fn endpoint_task(shared: Shared, tenant: String, hook: WebhookConfig) {
     let mut wake = shared.wake.clone();
     let mut stop_rx = shared.stop_rx.clone();
     let mut reloads = shared.config.subscribe();
+    let mut failed_passes = 0u32;
     while !shared.stop.load(Ordering::Relaxed) && still_configured(&shared.config, &tenant, &hook) {
         let outcome = run_pass(&shared, &delivery).await;
+        failed_passes = if outcome.is_err() {
+            failed_passes.saturating_add(1)
+        } else {
+            0
+        };
         let wait = match outcome {
             Ok(PassOutcome::More) => continue,
             Ok(PassOutcome::WaitUntil(at)) => (at - Utc::now()).to_std().unwrap_or_default(),
@@ -141,7 +150,11 @@ async fn endpoint_task(shared: Shared, tenant: String, hook: WebhookConfig) {
             Ok(PassOutcome::CaughtUp | PassOutcome::Disabled | PassOutcome::OtherNode) => POLL,
             Err(e) => {
                 tracing::warn!(%tenant, %url, "webhook delivery pass failed: {e:#}");
-                POLL
+                Backoff {
+                    first: POLL,
+                    max: MAX_ERROR_WAIT,
+                }
+                .delay(failed_passes)
             }
         };
         tokio::select! {
