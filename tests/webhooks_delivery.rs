@@ -400,3 +400,55 @@ fn a_long_backlog_goes_out_in_batches() {
         262
     );
 }
+
+/// Throughput of one endpoint: a first import of `WEBHOOK_BENCH_USERS` users (default 100,000)
+/// delivered to the verifying receiver. Run by hand:
+/// `cargo test --test webhooks_delivery -- --ignored --nocapture bench`.
+#[test]
+#[ignore = "a benchmark: run by hand"]
+fn bench_a_first_import_delivered() {
+    let users: usize = std::env::var("WEBHOOK_BENCH_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let rx = Receiver::start(SECRET);
+    let src = HandSource::new();
+    let hook = endpoint(&rx.url, None);
+    pass(&hook, &src);
+    let keys: Vec<String> = (0..users).map(|i| format!("user{i}@x.example")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    // One import: directory.changed per 500 changes, then import.finished.
+    {
+        let mut changes = src.changes.lock().unwrap();
+        for (i, key) in refs.iter().enumerate() {
+            changes.push(LoggedChange {
+                seq: i as u64 + 1,
+                at: Utc::now(),
+                import_id: Some("imp-1".into()),
+                key: key.to_string(),
+                kind: ChangeKind::Created,
+                fields: Vec::new(),
+            });
+        }
+    }
+    let mut from = 1u64;
+    while from <= users as u64 {
+        let to = (from + 499).min(users as u64);
+        src.push(EventType::DirectoryChanged, Some("imp-1"), Some((from, to)));
+        from = to + 1;
+    }
+    src.push(EventType::ImportFinished, Some("imp-1"), None);
+    let messages = src.events.lock().unwrap().len();
+    let t0 = std::time::Instant::now();
+    assert_eq!(drain(&hook, &src, 1_000_000), PassOutcome::CaughtUp);
+    let took = t0.elapsed();
+    let seen = rx.seen();
+    assert_eq!(seen.len(), messages);
+    assert!(seen.iter().all(|s| s.verified));
+    println!(
+        "webhooks bench: {users} users, {messages} messages in {:.2} s ({:.0} messages/s, {:.0} changes/s)",
+        took.as_secs_f64(),
+        messages as f64 / took.as_secs_f64(),
+        users as f64 / took.as_secs_f64()
+    );
+}
