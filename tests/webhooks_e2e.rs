@@ -121,6 +121,27 @@ async fn an_import_is_announced_signed_in_order_and_reloads_apply() {
     assert_eq!(st["disabled"], false);
     assert!(st.get("secret").is_none() && !st.to_string().contains(SECRET));
 
+    // The CLI shows the same.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+        .arg("-c")
+        .arg(env.cli_config())
+        .args(["webhooks", "acme"])
+        .env_remove("ROSTER_ADMIN_URL")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("BACKLOG") && text.contains(&rx.url) && text.contains(" ok"),
+        "{text}"
+    );
+    assert!(!text.contains(SECRET));
+
     // Only import.finished from now on: an update's directory.changed is passed over.
     set_webhooks(&env, &hook_toml(&rx.url, Some("[\"import.finished\"]")));
     let mut csv = users_csv(0, 3);

@@ -8,10 +8,10 @@ use crate::config::WebhookConfig;
 use crate::model::changelog::{Cursor, EventType};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One endpoint as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointStatus {
     pub url: String,
     /// The event types it gets (every type when the config names none).
