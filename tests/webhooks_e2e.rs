@@ -181,3 +181,49 @@ async fn the_webhooks_route_needs_the_token_and_a_known_tenant() {
     assert!(a.json["error"].as_str().unwrap().contains("nope"));
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deactivation_and_an_operators_restore_are_announced() {
+    let rx = Receiver::start(SECRET);
+    let mut env = Env::start().await;
+    set_webhooks(&env, &hook_toml(&rx.url, Some("[\"directory.changed\"]")));
+    wait_seen(&env).await;
+    env.import("acme", &users_csv(0, 10)).await;
+    // user09 missing from the next file: deactivated (10 % missing, under the hold limit).
+    env.import("acme", &users_csv(0, 9)).await;
+    let a = env
+        .post("/api/tenants/acme/users/user09@acme.example/restore", None)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let seen = wait_delivered(&rx, 3).await;
+    assert!(seen.iter().all(|s| s.verified && s.status == 200));
+    let kinds: Vec<Vec<(String, String)>> = seen
+        .iter()
+        .map(|s| {
+            s.body["data"]["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    (
+                        c["key"].as_str().unwrap().into(),
+                        c["kind"].as_str().unwrap().into(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(kinds[0].len(), 10);
+    let user09 = "user09@acme.example".to_string();
+    assert_eq!(kinds[1], [(user09.clone(), "deactivated".to_string())]);
+    assert_eq!(kinds[2], [(user09, "restored".to_string())]);
+    assert!(seen[2].body["data"]["import_id"].is_null());
+    // Change numbers grow across the messages.
+    let seqs: Vec<u64> = seen
+        .iter()
+        .flat_map(|s| s.body["data"]["changes"].as_array().unwrap().clone())
+        .map(|c| c["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    env.stop().await;
+}
