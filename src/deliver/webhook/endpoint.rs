@@ -189,7 +189,11 @@ impl EndpointDelivery {
             }
             SendOutcome::Retry { error, retry_after } => {
                 cursor.attempts = cursor.attempts.saturating_add(1);
-                let wait = retry_after.unwrap_or_else(|| self.backoff.delay(cursor.attempts));
+                // A Retry-After of 0 (or a past date) still waits the first backoff step.
+                let wait = retry_after.map_or_else(
+                    || self.backoff.delay(cursor.attempts),
+                    |w| w.max(self.backoff.first),
+                );
                 let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
                 cursor.next_attempt = Some(at);
                 cursor.last_error = Some(format!("{id}: {error}"));
