@@ -174,7 +174,7 @@ fn one_node_delivers_and_the_other_takes_over_after_a_kill() {
             .is_some_and(|e| e["position"].as_u64() == Some(0))),
         "the endpoint was not picked up"
     );
-    rx.answer(&vec!["sleep:0.4"; EVENTS].join(","));
+    rx.answer(&["sleep:0.4"; EVENTS].join(","));
     let mut csv = String::from("email,first,last\n");
     for i in 0..ROWS {
         csv.push_str(&format!("user{i}@big.example,First{i},Last{i}\n"));
