@@ -2,7 +2,8 @@
 //!
 //! The config file enters here, becomes a [`ConfigHandle`] (reloaded on change or SIGHUP), and
 //! is handed to every stage: the SFTP listener sends upload events on a channel to the intake;
-//! the intake imports through the store and queues mail; the mail worker delivers it.
+//! the intake imports through the store and queues mail; the mail worker delivers it; the
+//! webhook tasks (`deliver::webhook`) post the events each commit logged, woken when a run ends.
 //!
 //! The node takes part in a cluster through the store's `Cluster` seam (docs/postgres.md,
 //! "Several nodes"): its first heartbeat is recorded before the intake starts, then one every
@@ -165,6 +166,7 @@ pub struct RunningServer {
     pub store: Store,
     /// The admin API, `/metrics` and SCIM (its bound address is `admin.addr`).
     pub admin: crate::admin::RunningAdmin,
+    webhooks: crate::deliver::webhook::RunningWebhooks,
     mail_stop: tokio::sync::watch::Sender<bool>,
     mail_task: tokio::task::JoinHandle<()>,
     heartbeat: tokio::task::JoinHandle<()>,
@@ -178,6 +180,8 @@ impl RunningServer {
         self.sftp.stop().await;
         // Heartbeats go on while running imports finish, so no other node takes them over.
         self.intake.shutdown(grace).await;
+        // Before the node leaves: the delivery tasks release their leases themselves.
+        self.webhooks.stop(Duration::from_secs(15)).await;
         self.heartbeat.abort();
         let _ = self.heartbeat.await;
         let store = self.store.clone();
@@ -242,6 +246,8 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
         }
     };
     beat.admin = admin.addr.to_string();
+    let webhooks =
+        crate::deliver::webhook::start(sftp.config.clone(), Arc::new(store.clone()), intake.runs());
     let heartbeat = tokio::spawn(heartbeats(
         store.clone(),
         intake.clone(),
@@ -253,6 +259,7 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
         intake,
         store,
         admin,
+        webhooks,
         mail_stop,
         mail_task,
         heartbeat,

@@ -22,6 +22,7 @@ mod changes;
 mod filter;
 mod schemas;
 mod scim;
+mod webhooks;
 
 use crate::config::ConfigHandle;
 use crate::intake::Intake;
@@ -119,6 +120,7 @@ pub async fn start(
         heavy_queue: std::sync::Arc::new(tokio::sync::Semaphore::new(HEAVY_QUEUE)),
     };
     let app = api::router(state.clone())
+        .merge(webhooks::router(state.clone()))
         .merge(scim::router(state))
         .fallback(|| async {
             ApiError::not_found("there is no such route; see docs/operators.md for the admin API")

@@ -1,5 +1,6 @@
 //! The CLI's admin commands (`history`, `run-now`, `today`, `preview`, `approve`, `users`,
-//! `restore`, `nodes`, `changes`): the client side of the admin API of a running `roster serve`.
+//! `restore`, `nodes`, `changes`, `webhooks`): the client side of the admin API of a running
+//! `roster serve`.
 //!
 //! Arguments enter as an [`AdminCommand`] (parsed by clap in `main.rs`) plus the config path
 //! (for the admin address and token) and an optional `--admin-url`. Each command makes one or
@@ -15,6 +16,7 @@ pub mod client;
 pub mod migrate_store;
 mod show;
 mod table;
+mod webhooks;
 
 use crate::model::{ImportRecord, User};
 use client::{seg, Client};
@@ -101,6 +103,13 @@ pub enum AdminCommand {
     /// The nodes sharing the store, with their addresses and last heartbeat.
     Nodes {
         /// Print `{"nodes": [...]}` as the API returns it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The tenant's webhook endpoints: position, backlog, last success and error, state.
+    Webhooks {
+        tenant: String,
+        /// Print `{"webhooks": [...]}` as the API returns it.
         #[arg(long)]
         json: bool,
     },
@@ -233,6 +242,14 @@ pub fn run(cmd: &AdminCommand, config_path: &Path, admin_url: Option<&str>) -> a
                 pretty(&v)?
             } else {
                 nodes_text(&v)?
+            }
+        }
+        AdminCommand::Webhooks { tenant, json } => {
+            let v = c.get(&format!("/api/tenants/{}/webhooks", seg(tenant)))?;
+            if *json {
+                pretty(&v)?
+            } else {
+                webhooks::webhooks_text(tenant, &v)?
             }
         }
     };

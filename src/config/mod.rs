@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod reload;
 pub mod store;
 mod validate;
+pub mod webhooks;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 pub use cluster::ClusterConfig;
 pub use reload::ConfigHandle;
 pub use store::StoreConfig;
+pub use webhooks::WebhookConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -133,6 +135,9 @@ pub struct Tenant {
     pub import: ImportProfile,
     #[serde(default)]
     pub reference: Reference,
+    /// `[[tenants.webhooks]]`: endpoints the tenant's events are posted to (see [`webhooks`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl Tenant {
@@ -160,6 +165,7 @@ impl Tenant {
                 ..Default::default()
             },
             reference: Reference::default(),
+            webhooks: Vec::new(),
         }
     }
 }

@@ -97,6 +97,24 @@ fn tenant_problems(index: usize, t: &Tenant, out: &mut Vec<String>) {
     login_problems(t, &mut problems);
     import_problems(&t.import, &mut problems);
     column_problems(&t.import, &mut problems);
+    webhook_problems(t, &mut problems);
+}
+
+/// Each `[[tenants.webhooks]]` endpoint's keys, and one URL per endpoint.
+fn webhook_problems(t: &Tenant, problems: &mut TenantProblems<'_>) {
+    let mut urls = HashSet::new();
+    for (n, hook) in t.webhooks.iter().enumerate() {
+        let at = format!("webhooks[{n}]");
+        for (key, msg) in hook.problems(&at) {
+            problems.say(&key, msg);
+        }
+        if !urls.insert(hook.url.as_str()) {
+            problems.say(
+                &format!("{at}.url"),
+                format!("{:?} is listed twice; one endpoint per URL", hook.url),
+            );
+        }
+    }
 }
 
 /// The id, the login methods, the notify list and the SCIM token.

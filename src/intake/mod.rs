@@ -240,6 +240,12 @@ impl Intake {
             .clone()
     }
 
+    /// The number of imports running, changed whenever one starts or ends: delivery workers
+    /// (webhooks) wake on it to send what a run committed at once.
+    pub fn runs(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.shared.running.subscribe()
+    }
+
     /// Stops taking new work and waits (at most `grace`) for running imports to finish.
     pub async fn shutdown(&self, grace: Duration) {
         self.shared

@@ -1,0 +1,230 @@
+//! One endpoint's delivery pass: walks the events after its cursor, in order, one POST at a
+//! time, and saves the cursor after each outcome.
+//!
+//! Data enters through the [`EventSource`] (cursor, events, bodies) and the endpoint's config;
+//! it leaves as signed POSTs ([`send`](super::send)) and the cursor saved back: 2xx advances
+//! it (`last_success`), a retry keeps it (`attempts`, `last_error`, `next_attempt` by
+//! [`Backoff`] or the receiver's `Retry-After`), 410 Gone sets `disabled`. An event type the
+//! endpoint does not subscribe to is passed over (the cursor advances). An endpoint seen for
+//! the first time starts after the newest event: it gets what happens from then on, not the
+//! history. Blocking: run a pass on a blocking thread.
+
+use super::send::{self, SendOutcome};
+use super::Signer;
+use super::{consumer_id, lease_name, message, message_id, status::newest_event, EventSource};
+use crate::config::WebhookConfig;
+use crate::model::changelog::Cursor;
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Events read from the store at once; a pass ends after one batch so config changes, the
+/// lease and a stop are looked at again.
+pub const BATCH: usize = 100;
+
+/// Waits between failed attempts at one event: `first` after the first failure, doubling, at
+/// most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// 1 s, 2 s, 4 s, ... at most 10 min.
+    pub const DEFAULT: Backoff = Backoff {
+        first: Duration::from_secs(1),
+        max: Duration::from_secs(600),
+    };
+
+    /// The wait after `attempts` failed attempts (0: none).
+    pub fn delay(&self, attempts: u32) -> Duration {
+        if attempts == 0 {
+            return Duration::ZERO;
+        }
+        let factor = 1u32.checked_shl(attempts - 1).unwrap_or(u32::MAX);
+        self.first
+            .checked_mul(factor)
+            .map_or(self.max, |d| d.min(self.max))
+    }
+}
+
+/// How a pass ended, and so when the next one is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassOutcome {
+    /// Every event so far is delivered (or passed over).
+    CaughtUp,
+    /// A batch went out and more may wait: run again at once.
+    More,
+    /// An attempt failed, or the last one did and its retry is not due: wait until then.
+    WaitUntil(DateTime<Utc>),
+    /// The endpoint answered 410 Gone once; nothing is sent to it any more.
+    Disabled,
+    /// Another node holds this endpoint's lease and delivers.
+    OtherNode,
+    /// The stop flag was raised between two events.
+    Stopped,
+}
+
+/// Delivery to one endpoint of one tenant.
+pub struct EndpointDelivery {
+    pub tenant: String,
+    pub hook: WebhookConfig,
+    pub backoff: Backoff,
+    signer: Signer,
+    agent: ureq::Agent,
+    consumer: String,
+    lease: String,
+}
+
+impl EndpointDelivery {
+    /// Delivery of `tenant`'s events to `hook` with the HTTP client `agent` (see
+    /// [`send::agent`]); an error says what is wrong with the secret.
+    pub fn new(tenant: &str, hook: WebhookConfig, agent: ureq::Agent) -> Result<Self, String> {
+        let signer = Signer::from_secret(&hook.secret)?;
+        Ok(EndpointDelivery {
+            tenant: tenant.to_string(),
+            consumer: consumer_id(&hook.url),
+            lease: lease_name(tenant, &hook.url),
+            hook,
+            backoff: Backoff::DEFAULT,
+            signer,
+            agent,
+        })
+    }
+
+    /// The store lease this delivery holds while it runs.
+    pub fn lease(&self) -> &str {
+        &self.lease
+    }
+
+    /// Delivers what is due, up to one batch; stops between events when `stop` is raised.
+    pub fn pass(&self, source: &dyn EventSource, stop: &AtomicBool) -> Result<PassOutcome> {
+        if !source.take_lease(&self.lease)? {
+            return Ok(PassOutcome::OtherNode);
+        }
+        let mut cursor = self.cursor(source)?;
+        if cursor.disabled {
+            return Ok(PassOutcome::Disabled);
+        }
+        if let Some(at) = cursor.next_attempt.filter(|at| *at > Utc::now()) {
+            return Ok(PassOutcome::WaitUntil(at));
+        }
+        let events = source.events(&self.tenant, cursor.position, BATCH)?;
+        let full = events.len() == BATCH;
+        let mut passed_over = false;
+        for event in events {
+            if stop.load(Ordering::Relaxed) {
+                self.save_if(source, passed_over, &cursor)?;
+                return Ok(PassOutcome::Stopped);
+            }
+            if !self.hook.wants(event.kind) {
+                cursor.position = event.seq;
+                passed_over = true;
+                continue;
+            }
+            let id = message_id(&self.tenant, event.seq);
+            let body = message::body(source, &self.tenant, &event)?;
+            let headers = self.signer.headers(&id, Utc::now().timestamp(), &body);
+            let outcome = send::post(&self.agent, &self.hook.url, &headers, &body);
+            if let Some(done) = self.settle(source, &mut cursor, event.seq, &id, outcome)? {
+                return Ok(done);
+            }
+            passed_over = false;
+        }
+        self.save_if(source, passed_over, &cursor)?;
+        Ok(if full {
+            PassOutcome::More
+        } else {
+            PassOutcome::CaughtUp
+        })
+    }
+
+    /// The endpoint's cursor; at first sight, one after the newest event (saved).
+    fn cursor(&self, source: &dyn EventSource) -> Result<Cursor> {
+        let cursor = source.cursor(&self.tenant, &self.consumer)?;
+        if cursor != Cursor::default() {
+            return Ok(cursor);
+        }
+        let fresh = Cursor {
+            position: newest_event(source, &self.tenant)?,
+            next_attempt: Some(Utc::now()),
+            ..Cursor::default()
+        };
+        source.save_cursor(&self.tenant, &self.consumer, &fresh)?;
+        tracing::info!(tenant = %self.tenant, url = %self.hook.url, after_event = fresh.position,
+            "new webhook endpoint: delivering the events after the newest one");
+        Ok(fresh)
+    }
+
+    fn save_if(&self, source: &dyn EventSource, changed: bool, cursor: &Cursor) -> Result<()> {
+        if changed {
+            source.save_cursor(&self.tenant, &self.consumer, cursor)?;
+        }
+        Ok(())
+    }
+
+    /// Records the outcome of sending event `seq` in the cursor (saved); Some when the pass
+    /// ends here.
+    fn settle(
+        &self,
+        source: &dyn EventSource,
+        cursor: &mut Cursor,
+        seq: u64,
+        id: &str,
+        outcome: SendOutcome,
+    ) -> Result<Option<PassOutcome>> {
+        let now = Utc::now();
+        let (tenant, url) = (&self.tenant, &self.hook.url);
+        let done = match outcome {
+            SendOutcome::Delivered(status) => {
+                cursor.position = seq;
+                cursor.last_success = Some(now);
+                cursor.last_error = None;
+                cursor.attempts = 0;
+                cursor.next_attempt = None;
+                tracing::debug!(%tenant, %url, %id, status, "webhook delivered");
+                None
+            }
+            SendOutcome::Retry { error, retry_after } => {
+                cursor.attempts = cursor.attempts.saturating_add(1);
+                // A Retry-After of 0 (or a past date) still waits the first backoff step.
+                let wait = retry_after.map_or_else(
+                    || self.backoff.delay(cursor.attempts),
+                    |w| w.max(self.backoff.first),
+                );
+                let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                cursor.next_attempt = Some(at);
+                cursor.last_error = Some(format!("{id}: {error}"));
+                tracing::warn!(%tenant, %url, %id, attempts = cursor.attempts, next_attempt = %at,
+                    "webhook not delivered, will retry: {error}");
+                Some(PassOutcome::WaitUntil(at))
+            }
+            SendOutcome::Gone(error) => {
+                cursor.disabled = true;
+                cursor.next_attempt = None;
+                cursor.last_error = Some(format!("{id}: {error}"));
+                tracing::error!(%tenant, %url, %id,
+                    "webhook endpoint disabled: it answered 410 Gone; change its url to deliver again");
+                Some(PassOutcome::Disabled)
+            }
+        };
+        source.save_cursor(&self.tenant, &self.consumer, cursor)?;
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_to_ten_minutes() {
+        let b = Backoff::DEFAULT;
+        let secs: Vec<u64> = (0..5).map(|a| b.delay(a).as_secs()).collect();
+        assert_eq!(secs, [0, 1, 2, 4, 8]);
+        assert_eq!(b.delay(11).as_secs(), 600);
+        assert_eq!(b.delay(40).as_secs(), 600);
+    }
+}

@@ -1,0 +1,98 @@
+//! Signed webhooks (Standard Webhooks): one delivery task per tenant and endpoint walks the
+//! tenant's event log after the endpoint's cursor, in order (docs/delivery.md, docs/operators.md
+//! "Webhooks").
+//!
+//! Data enters through [`EventSource`] (the store implements it: events, change-log ranges,
+//! import records, cursors, leases) and the `[[tenants.webhooks]]` config, read on every pass so
+//! reloads apply at once. It leaves as HTTP POSTs signed by [`sign`], built by [`message`] and
+//! sent by [`send`], and as the endpoint's cursor saved after each outcome ([`endpoint`]):
+//! 2xx advances it; a timeout, connection error, 429, 5xx or other 4xx keeps it and schedules a
+//! retry with backoff; 410 Gone disables the endpoint. [`run`] keeps one task per endpoint in
+//! the config; [`status`] is what the admin API shows.
+//!
+//! Names: the cursor's consumer id is `webhook:` + hex sha256 of the URL ([`consumer_id`]), so
+//! a changed URL is a new endpoint, which starts after the newest event at first sight; the
+//! message id is `msg_<tenant>_<event seq>` ([`message_id`]), the same on every retry, even
+//! after kill -9, so receivers can de-duplicate; with several nodes the endpoint's store lease
+//! is `webhook:<tenant>:<hash>` ([`lease_name`]), so one node delivers per tenant and endpoint.
+
+pub mod endpoint;
+pub mod message;
+pub mod run;
+pub mod send;
+pub mod sign;
+pub mod status;
+
+pub use endpoint::{Backoff, EndpointDelivery, PassOutcome};
+pub use run::{start, RunningWebhooks};
+pub use sign::Signer;
+pub use status::{endpoint_status, newest_event, EndpointStatus};
+
+use crate::model::changelog::{Cursor, Event, LoggedChange};
+use crate::model::ImportRecord;
+use crate::store::Store;
+use anyhow::Result;
+use sha2::{Digest, Sha256};
+
+/// What a delivery task reads and writes. The store implements it ([`Store`]); the tests
+/// implement it with hand-built events. Calls block (run them off the async runtime).
+pub trait EventSource: Send + Sync + 'static {
+    /// The tenant's events with `seq > after`, in order, at most `limit`.
+    fn events(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<Event>>;
+    /// The tenant's change-log entries with `seq > after`, in order, at most `limit`.
+    fn changes(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<LoggedChange>>;
+    /// One import record.
+    fn import_record(&self, tenant: &str, id: &str) -> Result<Option<ImportRecord>>;
+    /// The consumer's cursor (the default for a consumer never saved).
+    fn cursor(&self, tenant: &str, consumer: &str) -> Result<Cursor>;
+    /// Stores the consumer's cursor, durable on return.
+    fn save_cursor(&self, tenant: &str, consumer: &str, cursor: &Cursor) -> Result<()>;
+    /// Takes the lease `name` for this node; false while another live node holds it.
+    fn take_lease(&self, name: &str) -> Result<bool>;
+    /// Releases the lease `name` if this node holds it.
+    fn release_lease(&self, name: &str) -> Result<()>;
+}
+
+impl EventSource for Store {
+    fn events(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<Event>> {
+        crate::store::ChangeLog::events(&**self, tenant, after, limit)
+    }
+    fn changes(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<LoggedChange>> {
+        crate::store::ChangeLog::changes(&**self, tenant, after, limit)
+    }
+    fn import_record(&self, tenant: &str, id: &str) -> Result<Option<ImportRecord>> {
+        crate::store::RunLog::import_record(&**self, tenant, id)
+    }
+    fn cursor(&self, tenant: &str, consumer: &str) -> Result<Cursor> {
+        crate::store::ChangeLog::cursor(&**self, tenant, consumer)
+    }
+    fn save_cursor(&self, tenant: &str, consumer: &str, cursor: &Cursor) -> Result<()> {
+        crate::store::ChangeLog::save_cursor(&**self, tenant, consumer, cursor)
+    }
+    fn take_lease(&self, name: &str) -> Result<bool> {
+        Ok(crate::store::Cluster::take_lease(&**self, name)?.is_some())
+    }
+    fn release_lease(&self, name: &str) -> Result<()> {
+        crate::store::Cluster::release_lease(&**self, name)
+    }
+}
+
+/// Hex sha256 of an endpoint URL.
+pub fn url_hash(url: &str) -> String {
+    hex::encode(Sha256::digest(url.as_bytes()))
+}
+
+/// The cursor's consumer id of the endpoint at `url`: `webhook:<hex sha256 of the URL>`.
+pub fn consumer_id(url: &str) -> String {
+    format!("webhook:{}", url_hash(url))
+}
+
+/// The store lease one node holds to deliver to `url` for `tenant`.
+pub fn lease_name(tenant: &str, url: &str) -> String {
+    format!("webhook:{tenant}:{}", url_hash(url))
+}
+
+/// The `webhook-id` of the tenant's event `seq`: `msg_<tenant>_<seq>`.
+pub fn message_id(tenant: &str, seq: u64) -> String {
+    format!("msg_{tenant}_{seq}")
+}
