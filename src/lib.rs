@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod deliver;
 pub mod import;
 pub mod intake;
 pub mod logs;

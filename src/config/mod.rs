@@ -12,6 +12,7 @@ pub mod admin_token;
 pub mod authorized_keys;
 pub mod cluster;
 pub mod reload;
+pub mod scim_push;
 pub mod store;
 mod validate;
 
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use cluster::ClusterConfig;
 pub use reload::ConfigHandle;
+pub use scim_push::{ScimOnMissing, ScimPushConfig};
 pub use store::StoreConfig;
 
 /// The whole configuration file.
@@ -133,6 +135,9 @@ pub struct Tenant {
     pub import: ImportProfile,
     #[serde(default)]
     pub reference: Reference,
+    /// `[tenants.scim_push]`: push the directory to an application's SCIM API (issue 12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scim_push: Option<ScimPushConfig>,
 }
 
 impl Tenant {
@@ -160,6 +165,7 @@ impl Tenant {
                 ..Default::default()
             },
             reference: Reference::default(),
+            scim_push: None,
         }
     }
 }
