@@ -39,11 +39,12 @@ impl ScimError {
         }
     }
 
-    /// No answer, 408, 429 or 5xx: the same request may succeed later.
+    /// No answer, 401/403 (the token: every user would fail alike), 408, 429 or 5xx: the same
+    /// request may succeed later, so the push waits instead of skipping the user.
     pub fn transient(&self) -> bool {
         match self.status {
             None => true,
-            Some(s) => s == 408 || s == 429 || s >= 500,
+            Some(s) => matches!(s, 401 | 403 | 408 | 429) || s >= 500,
         }
     }
 }
@@ -292,6 +293,7 @@ mod tests {
             retry_after: None,
         };
         assert!(e(None).transient() && e(Some(429)).transient() && e(Some(503)).transient());
+        assert!(e(Some(401)).transient());
         assert!(!e(Some(400)).transient() && !e(Some(409)).transient());
         assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
     }

@@ -14,8 +14,8 @@
 //! nothing from Roster.
 //!
 //! Durable: the cursor moves past a change only when its user was pushed, or refused for good
-//! (a 4xx other than 408/429: kept in the status with the provider's `detail` and retried with
-//! backoff). A transient failure (no answer, 408, 429, 5xx) holds the cursor before that user's
+//! (a 4xx other than 401/403/408/429: kept in the status with the provider's `detail` and retried with
+//! backoff). A transient failure (no answer, 401/403, 408, 429, 5xx) holds the cursor before that user's
 //! first change, and the whole batch waits for `Retry-After`, else an exponential backoff.
 
 use super::client::{id_of, Found, ScimClient, ScimError};
