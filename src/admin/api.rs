@@ -25,8 +25,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
-type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
-type ApiResult = Result<Response, ApiError>;
+pub(super) type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
 /// Most history records one request returns.
 pub const MAX_LIMIT: usize = 1000;
@@ -59,6 +59,15 @@ pub(crate) fn router(state: AppState) -> Router {
             "/api/tenants/{tenant}/scim-push/reconcile",
             post(super::scim_push::reconcile),
         )
+        // issue 12: the change log (admin/changes.rs)
+        .route(
+            "/api/tenants/{tenant}/changes",
+            get(super::changes::changes),
+        )
+        .route(
+            "/api/tenants/{tenant}/users/{key}/changes",
+            get(super::changes::user_changes),
+        )
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -72,24 +81,24 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn json_ok(v: impl serde::Serialize) -> ApiResult {
+pub(super) fn json_ok(v: impl serde::Serialize) -> ApiResult {
     Ok(Json(v).into_response())
 }
 
 /// The tenant of a path, from the current config.
-fn tenant_of(config: &Config, id: &str) -> Result<Tenant, ApiError> {
+pub(super) fn tenant_of(config: &Config, id: &str) -> Result<Tenant, ApiError> {
     config
         .tenant(id)
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("there is no tenant {id:?} in the config")))
 }
 
-fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+pub(super) fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     p.map(|Path(v)| v)
         .map_err(|e| ApiError::bad_request(format!("the path is not valid: {}", e.body_text())))
 }
 
-fn params(q: Params) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn params(q: Params) -> Result<HashMap<String, String>, ApiError> {
     q.map(|Query(m)| m).map_err(|e| {
         ApiError::bad_request(format!("the query string is not valid: {}", e.body_text()))
     })
@@ -130,7 +139,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// [`blocking`] for the common case: any error is a 500 that says `what` failed.
-async fn blocking_ok<T: Send + 'static>(
+pub(super) async fn blocking_ok<T: Send + 'static>(
     what: &'static str,
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {

@@ -18,6 +18,7 @@
 
 mod api;
 mod auth;
+mod changes;
 mod filter;
 mod schemas;
 mod scim;

@@ -1,5 +1,5 @@
 //! The CLI's admin commands (`history`, `run-now`, `today`, `preview`, `approve`, `users`,
-//! `restore`, `nodes`): the client side of the admin API of a running `roster serve`.
+//! `restore`, `nodes`, `changes`): the client side of the admin API of a running `roster serve`.
 //!
 //! Arguments enter as an [`AdminCommand`] (parsed by clap in `main.rs`) plus the config path
 //! (for the admin address and token) and an optional `--admin-url`. Each command makes one or
@@ -10,6 +10,7 @@
 //! indicatif bar when stdout is a terminal, plain lines otherwise, nothing with `--json`.
 //! Errors leave as one sentence (see `client`).
 
+mod changes;
 pub mod client;
 pub mod migrate_store;
 mod scim_push;
@@ -85,6 +86,19 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The tenant's change log (issue 12), in seq order.
+    Changes {
+        tenant: String,
+        /// Print only entries after this seq.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Keep asking every second and print new entries until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per entry and line.
+        #[arg(long)]
+        json: bool,
+    },
     /// The nodes sharing the store, with their addresses and last heartbeat.
     Nodes {
         /// Print `{"nodes": [...]}` as the API returns it.
@@ -108,6 +122,15 @@ pub enum AdminCommand {
 /// Runs one admin command against the server configured in `config_path`.
 pub fn run(cmd: &AdminCommand, config_path: &Path, admin_url: Option<&str>) -> anyhow::Result<()> {
     let c = Client::from_config(config_path, admin_url)?;
+    if let AdminCommand::Changes {
+        tenant,
+        after,
+        follow,
+        json,
+    } = cmd
+    {
+        return changes::run(&c, tenant, *after, *follow, *json);
+    }
     let mut out = std::io::stdout().lock();
     let text = match cmd {
         AdminCommand::History {
@@ -222,6 +245,7 @@ pub fn run(cmd: &AdminCommand, config_path: &Path, admin_url: Option<&str>) -> a
             dry_run,
             json,
         } => scim_push::run(&c, tenant, *reconcile, *dry_run, *json)?,
+        AdminCommand::Changes { .. } => String::new(), // handled above
         AdminCommand::Nodes { json } => {
             let v = c.get("/api/nodes")?;
             if *json {

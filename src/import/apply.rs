@@ -10,6 +10,7 @@ use super::merge::{merge_bucket, merge_quiet, BucketMerge, Counts, MergeSettings
 use super::spill::BucketRows;
 use super::survey::survey;
 use crate::model::bucket::BUCKETS;
+use crate::model::changelog::bucket_changes;
 use crate::store::{Directory, TenantState};
 use anyhow::Result;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -149,15 +150,17 @@ pub fn run_merge(input: &MergeInput<'_>, quiet: &[bool], stage: bool) -> Result<
         }
         let blob = store.bucket(tenant, b as u16, gen)?;
         let mut merged = merge_bucket(ctx, blob.as_deref(), &parts)?;
-        drop(blob);
         drop(parts);
         drop(owned);
         let mut staged = None;
         if let (true, Some(new)) = (stage, merged.blob.take()) {
+            let logged = bucket_changes(blob.as_deref(), &new)?;
+            drop(blob);
             let g = store.stage_bucket(tenant, b as u16, &new)?;
             if let Ok(mut s) = staged_so_far.lock() {
                 s.push((b as u16, g));
             }
+            store.stage_changes(tenant, b as u16, g, &logged)?;
             staged = Some((b as u16, g));
         }
         merged.blob = None;

@@ -351,7 +351,8 @@ pub fn next_fire(expr: &str, tz: &str, after: DateTime<Utc>) -> Option<DateTime<
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// Deletes old archived files and reports, at start and then daily.
+/// Deletes old archived files and reports, and change-log entries older than the tenant's
+/// `retention_days`, at start and then daily.
 async fn retention(intake: Intake) {
     let mut tick = tokio::time::interval(Duration::from_secs(86_400));
     loop {
@@ -365,6 +366,22 @@ async fn retention(intake: Intake) {
                 .unwrap_or(0);
             if removed > 0 {
                 tracing::info!(tenant = %t.id, removed, days, "retention: old archived files deleted");
+            }
+            // issue 12: change-log and event entries older than retention_days go too.
+            let store = intake.shared.store.clone();
+            let (id, before) = (
+                t.id.clone(),
+                Utc::now() - chrono::Duration::days(days as i64),
+            );
+            match tokio::task::spawn_blocking(move || store.trim_changes(&id, before)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(trimmed)) => {
+                    tracing::info!(tenant = %t.id, trimmed, days, "retention: old change-log entries removed")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(tenant = %t.id, "retention: cannot trim the change log: {e:#}")
+                }
+                Err(e) => tracing::warn!(tenant = %t.id, "retention: the trim task failed: {e}"),
             }
         }
     }

@@ -11,7 +11,7 @@
 //! to the admin API, the CLI, and the delivery workers. Pure: no I/O.
 
 use super::change::FieldChange;
-use super::packed::{UserRec, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE};
+use super::packed::{bucket_entries, UserRec, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE};
 use super::record::{ImportRecord, ImportStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -150,6 +150,51 @@ pub fn between(key: &str, old: Option<&UserRec>, new: Option<&UserRec>) -> Optio
         _ => return None,
     };
     change(kind, fields)
+}
+
+/// The changes from the bucket `old` (none: empty) to the bucket `new`, both packed and
+/// sorted by key (`model::packed`), in key order. A user whose stored bytes are identical is
+/// not decoded. Memory: the two buckets and the changes of one bucket.
+pub fn bucket_changes(old: Option<&[u8]>, new: &[u8]) -> anyhow::Result<Vec<PendingChange>> {
+    let old = match old {
+        Some(b) => bucket_entries(b)?,
+        None => Vec::new(),
+    };
+    let new = bucket_entries(new)?;
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < old.len() || j < new.len() {
+        let (o, n) = (old.get(i), new.get(j));
+        let order = match (o, n) {
+            (Some(o), Some(n)) => o.0.cmp(n.0),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        let (key, before, after) = match (order, o, n) {
+            (std::cmp::Ordering::Less, Some(o), _) => {
+                i += 1;
+                (o.0, Some(o.1), None)
+            }
+            (std::cmp::Ordering::Greater, _, Some(n)) => {
+                j += 1;
+                (n.0, None, Some(n.1))
+            }
+            (_, Some(o), Some(n)) => {
+                i += 1;
+                j += 1;
+                if o.1 == n.1 {
+                    continue;
+                }
+                (o.0, Some(o.1), Some(n.1))
+            }
+            _ => break,
+        };
+        let before = before.map(UserRec::decode).transpose()?;
+        let after = after.map(UserRec::decode).transpose()?;
+        let key = String::from_utf8_lossy(key);
+        out.extend(between(&key, before.as_ref(), after.as_ref()));
+    }
+    Ok(out)
 }
 
 /// Every field whose value differs, in name order, then `password` when it changed.
@@ -292,5 +337,36 @@ mod tests {
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].kind, EventType::DirectoryChanged);
         assert_eq!(ev[0].import_id, None);
+    }
+    #[test]
+    fn bucket_changes_walks_both_buckets_in_key_order() {
+        use crate::model::packed::bucket_push;
+        let pack = |users: &[(&str, &UserRec)]| {
+            let mut out = Vec::new();
+            for (k, r) in users {
+                let mut enc = Vec::new();
+                r.encode_into(&mut enc);
+                bucket_push(&mut out, k.as_bytes(), &enc);
+            }
+            out
+        };
+        let a = rec(STATUS_ACTIVE, &[("email", "a@x.example")]);
+        let b = rec(STATUS_ACTIVE, &[("email", "b@x.example")]);
+        let b2 = rec(STATUS_ACTIVE, &[("email", "b2@x.example")]);
+        let old = pack(&[("a", &a), ("b", &b), ("c", &a)]);
+        let new = pack(&[("a", &a), ("b", &b2), ("d", &b)]);
+        let got = bucket_changes(Some(&old), &new).unwrap();
+        let summary: Vec<_> = got.iter().map(|c| (c.key.as_str(), c.kind)).collect();
+        assert_eq!(
+            summary,
+            [
+                ("b", ChangeKind::Updated),
+                ("c", ChangeKind::Deleted),
+                ("d", ChangeKind::Created)
+            ]
+        );
+        assert_eq!(got[0].fields[0].new.as_deref(), Some("b2@x.example"));
+        assert_eq!(bucket_changes(None, &new).unwrap().len(), 3);
+        assert!(bucket_changes(Some(&new), &new).unwrap().is_empty());
     }
 }

@@ -41,7 +41,7 @@ pub mod sled;
 pub use frame::{frame, unframe};
 pub use sled::SledStore;
 
-use crate::model::changelog::{Cursor, Event, LoggedChange};
+use crate::model::changelog::{Cursor, Event, LoggedChange, PendingChange};
 use crate::model::packed::UserRec;
 use crate::model::{ImportRecord, User, UserPage, UserStatus};
 use anyhow::Result;
@@ -145,13 +145,28 @@ pub trait Directory: Send + Sync {
     /// Writes a bucket under a new generation, invisible until a [`Commit`] names it; returns
     /// the generation (never 0).
     fn stage_bucket(&self, tenant: &str, bucket: u16, packed: &[u8]) -> Result<u64>;
-    /// Removes staged buckets of an abandoned plan.
+    /// Stages the change-log entries of the bucket generation `gen` that
+    /// [`stage_bucket`](Self::stage_bucket) returned (`model::changelog::bucket_changes` of the
+    /// old and new bucket): invisible until a [`Commit`] names that (bucket, generation) in
+    /// `buckets`, which numbers and publishes them; removed with it by
+    /// [`discard_staged`](Self::discard_staged). Nothing is staged for an empty list.
+    fn stage_changes(
+        &self,
+        tenant: &str,
+        bucket: u16,
+        gen: u64,
+        changes: &[PendingChange],
+    ) -> Result<()>;
+    /// Removes staged buckets (and their staged changes) of an abandoned plan.
     fn discard_staged(&self, tenant: &str, staged: &[(u16, u64)]) -> Result<()>;
     /// Applies one run atomically (buckets, state, record, ledger, claim stamp, plans), durable
-    /// on return. Fails without changing anything if another commit changed the tenant since
+    /// on return. In the same transaction it numbers and publishes the changes staged for the
+    /// named buckets (in `buckets` order) and the events of `model::changelog::events_for`
+    /// (the record and those changes). Fails without changing anything if another commit changed the tenant since
     /// `expected_version`.
     fn commit(&self, c: &Commit) -> Result<TenantState>;
-    /// Rewrites one user with `change` in its own commit; None (nothing written) when the
+    /// Rewrites one user with `change` in its own commit, logging the change (no import id)
+    /// and its `directory.changed` event; None (nothing written) when the
     /// tenant has no user with exactly this key. An error from `change` writes nothing.
     fn update_user(
         &self,
@@ -188,7 +203,9 @@ pub trait Users: Send + Sync {
 pub trait RunLog: Send + Sync {
     /// A fresh, time-sortable import id such as `20261121T073000Z-0000000042`.
     fn new_import_id(&self, now: DateTime<Utc>) -> Result<String>;
-    /// Stores (inserts or replaces) a record made outside a [`Commit`]. Durable on return.
+    /// Stores (inserts or replaces) a record made outside a [`Commit`]. Durable on return. A
+    /// record new to the store gets its event (`model::changelog::events_for`) in the same
+    /// write; replacing a record (filled-in `archived_as`) announces nothing again.
     fn record_import(&self, record: &ImportRecord) -> Result<()>;
     /// The tenant's import history, newest first, at most `limit` records.
     fn history(&self, tenant: &str, limit: usize) -> Result<Vec<ImportRecord>>;

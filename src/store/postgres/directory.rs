@@ -36,6 +36,7 @@ use super::connections::Connections;
 use super::rows::{null_values, typed_column_types, TypedRow, TYPED_COLUMNS};
 use super::PostgresStore;
 use crate::model::bucket::BUCKETS;
+use crate::model::changelog::PendingChange;
 use crate::model::packed::{bucket_entries, bucket_push, UserRec};
 use crate::store::{Commit, Directory, TenantState};
 use anyhow::{anyhow, bail, Context, Result};
@@ -168,6 +169,16 @@ impl Directory for PostgresStore {
             copy_staged(&client, gen, &node, &tenant, bucket, &staged).await
         })?;
         u64::try_from(gen).map_err(|_| anyhow!("roster.staged_gen handed out {gen}"))
+    }
+
+    fn stage_changes(
+        &self,
+        tenant: &str,
+        bucket: u16,
+        gen: u64,
+        changes: &[PendingChange],
+    ) -> Result<()> {
+        self.stage_change_rows(tenant, bucket, gen, changes)
     }
 
     fn discard_staged(&self, tenant: &str, staged: &[(u16, u64)]) -> Result<()> {

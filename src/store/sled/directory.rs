@@ -1,8 +1,10 @@
 //! The [`Directory`] seam on sled: tenant state, staged and committed bucket generations, the
-//! one multi-tree transaction of a run, and rewriting one user (see the key layout in `sled`).
+//! one multi-tree transaction of a run (which publishes the run's staged changes and its events,
+//! see `changes`), and rewriting one user (see the key layout in `sled`).
 
 use super::{seal, tkey, SledStore};
 use crate::model::bucket::{bucket_of, BUCKETS};
+use crate::model::changelog::{between, PendingChange};
 use crate::model::packed::{bucket_entries, bucket_push, UserRec};
 use crate::store::{Backend, Commit, Directory, TenantState};
 use anyhow::{anyhow, bail, Context, Result};
@@ -94,10 +96,21 @@ impl Directory for SledStore {
         Ok(gen)
     }
 
-    /// Removes staged buckets of an abandoned plan.
+    fn stage_changes(
+        &self,
+        tenant: &str,
+        bucket: u16,
+        gen: u64,
+        changes: &[PendingChange],
+    ) -> Result<()> {
+        self.stage_chunk(tenant, bucket, gen, changes)
+    }
+
+    /// Removes staged buckets (and their staged changes) of an abandoned plan.
     fn discard_staged(&self, tenant: &str, staged: &[(u16, u64)]) -> Result<()> {
         for &(b, g) in staged {
             if g != 0 {
+                self.discard_chunk(tenant, b, g)?;
                 self.inner.users.remove(bucket_key(tenant, b, g))?;
                 self.inner.users.remove(staged_key(tenant, b, g))?;
             }
@@ -121,8 +134,12 @@ impl Directory for SledStore {
             .map(|l| serde_json::to_vec(l).map(|j| (tkey(&c.tenant, l.file.as_bytes()), j)))
             .transpose()?;
         let claim_keys = claim_keys(c)?;
-        let result = (&i.users, &i.history, &i.plans, &i.ledger, &i.claims).transaction(
-            |(users, history, plans, ledger, claims)| {
+        let at = chrono::Utc::now();
+        let trees = (
+            &i.users, &i.history, &i.plans, &i.ledger, &i.claims, &i.changes,
+        );
+        let result = trees.transaction(
+            |(users, history, plans, ledger, claims, changes)| {
                 let mut st: TenantState = match users.get(&skey)? {
                     Some(v) => serde_json::from_slice(&v).map_err(|e| {
                         ConflictableTransactionError::Abort(anyhow!(
@@ -178,6 +195,7 @@ impl Directory for SledStore {
                 if let Some(id) = &c.remove_plan {
                     plans.remove(tkey(&c.tenant, id.as_bytes()))?;
                 }
+                super::changes::publish(changes, &c.tenant, &c.buckets, c.record.as_ref(), at)?;
                 Ok(st)
             },
         );
@@ -206,13 +224,16 @@ impl Directory for SledStore {
         let entries = bucket_entries(&blob)?;
         let mut out = Vec::with_capacity(blob.len() + 16);
         let mut changed = None;
+        let mut logged = Vec::new();
         for (k, v) in entries {
             if k != key.as_bytes() {
                 bucket_push(&mut out, k, v);
                 continue;
             }
             let mut rec = UserRec::decode(v)?;
+            let before = rec.clone();
             change(&mut rec)?;
+            logged.extend(between(key, Some(&before), Some(&rec)));
             let mut enc = Vec::new();
             rec.encode_into(&mut enc);
             bucket_push(&mut out, k, &enc);
@@ -222,6 +243,10 @@ impl Directory for SledStore {
             return Ok(None);
         }
         let gen = self.stage_bucket(tenant, b, &out)?;
+        if let Err(e) = self.stage_chunk(tenant, b, gen, &logged) {
+            self.discard_staged(tenant, &[(b, gen)])?;
+            return Err(e);
+        }
         let commit = Commit {
             tenant: tenant.to_string(),
             expected_version: st.version,

@@ -21,6 +21,7 @@
 //! | `claims` | `<tenant>\0a<file name>` | the id of the intake claim running that file (see `runs`) |
 //! | `claims` | `<tenant>\0c<claim id>` | JSON stamp: the claim's run committed, as this import id |
 //! | `cursors` | `<tenant>\0<consumer>` | JSON `model::changelog::Cursor`: how far a delivery consumer got (see `changes`) |
+//! | `changes` | (see `changes`) | the change log (chunks staged with their bucket, published by the commit), the event log, their counters |
 //! | `outbox` | `<id u64 BE>` | framed (`store::frame`) JSON header (recipients, attempts, next attempt), then the message bytes |
 //!
 //! # Atomic imports
@@ -32,7 +33,8 @@
 //! changed bucket under a *new* generation first; these writes are invisible because the tenant
 //! state still names the old generations. It then commits one multi-tree transaction that swaps the
 //! generations in the tenant state, removes the old buckets, and writes the history record, the
-//! ledger entry (and the stamp of the intake claim running that file), and the held-plan change.
+//! ledger entry (and the stamp of the intake claim running that file), the held-plan change, and
+//! the run's change-log chunks and events (numbered here, see `changes`).
 //! sled recovers a transaction entirely or not at all, so a killed process leaves the directory
 //! exactly before or exactly after the run; buckets staged by an unfinished run are found through
 //! their staging markers and swept away by [`SledStore::open`] (without reading any bucket).
@@ -66,6 +68,7 @@ struct Inner {
     claims: sled::Tree,
     outbox: sled::Tree,
     cursors: sled::Tree,
+    changes: sled::Tree,
     secret: [u8; 32],
 }
 
@@ -119,6 +122,7 @@ impl SledStore {
                 claims: tree("claims")?,
                 outbox: tree("outbox")?,
                 cursors: tree("cursors")?,
+                changes: tree("changes")?,
                 db,
                 secret,
             }),
@@ -153,7 +157,8 @@ impl SledStore {
         for k in &doomed {
             self.inner.users.remove(k)?;
         }
-        if !doomed.is_empty() {
+        let chunks = self.sweep_staged_chunks()?;
+        if !doomed.is_empty() || chunks > 0 {
             tracing::info!(
                 count = doomed.len() / 2,
                 "removed buckets of an unfinished import"

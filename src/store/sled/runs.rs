@@ -57,10 +57,21 @@ impl RunLog for SledStore {
     /// record whose `archived_as`/`report` the intake has just filled in. Flushed on return.
     fn record_import(&self, record: &ImportRecord) -> Result<()> {
         let json = serde_json::to_vec(record)?;
-        self.inner
-            .history
-            .insert(tkey(&record.tenant, record.id.as_bytes()), json)
-            .context("cannot write the import history")?;
+        let key = tkey(&record.tenant, record.id.as_bytes());
+        let done: sled::transaction::TransactionResult<(), anyhow::Error> =
+            (&self.inner.history, &self.inner.changes).transaction(|(history, changes)| {
+                if history.insert(key.as_slice(), json.as_slice())?.is_none() {
+                    super::changes::publish(
+                        changes,
+                        &record.tenant,
+                        &[],
+                        Some(record),
+                        Utc::now(),
+                    )?;
+                }
+                Ok(())
+            });
+        done.map_err(|e| anyhow::anyhow!("cannot write the import history: {e:?}"))?;
         self.flush()
     }
 
@@ -168,9 +179,18 @@ impl RunLog for SledStore {
         })?;
         let key = tkey(&record.tenant, record.id.as_bytes());
         let skey = stamp_key(&record.tenant, claim);
-        let done: sled::transaction::TransactionResult<()> =
-            (&self.inner.history, &self.inner.claims).transaction(|(history, claims)| {
-                history.insert(key.as_slice(), json.as_slice())?;
+        let trees = (&self.inner.history, &self.inner.claims, &self.inner.changes);
+        let done: sled::transaction::TransactionResult<(), anyhow::Error> =
+            trees.transaction(|(history, claims, changes)| {
+                if history.insert(key.as_slice(), json.as_slice())?.is_none() {
+                    super::changes::publish(
+                        changes,
+                        &record.tenant,
+                        &[],
+                        Some(record),
+                        Utc::now(),
+                    )?;
+                }
                 claims.insert(skey.as_slice(), stamp.as_slice())?;
                 Ok(())
             });
