@@ -129,6 +129,12 @@ impl ScimServer {
         v
     }
 
+    /// Deletes a user directly (as the application's own admin would).
+    pub fn delete(&self, id: &str) {
+        let (s, v) = self.request("DELETE", &format!("/Users/{id}"), None);
+        assert_eq!(s, 204, "{v}");
+    }
+
     /// Every user of the server.
     pub fn users(&self) -> Vec<Value> {
         let v = self.get("/Users?count=1000").unwrap();
