@@ -14,7 +14,7 @@ use roster::deliver::scim_push::{reconcile, snapshot, Batch, ChangeSource, Pushe
 use roster::model::changelog::{ChangeKind, Cursor, LoggedChange};
 use roster::model::{FieldChange, User, UserStatus};
 use serde_json::{json, Value};
-use server::ScimServer;
+use server::{RateLimiter, ScimServer};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -425,4 +425,52 @@ fn reconcile_reports_the_drift_then_fixes_it() {
         .filter(|u| u["userName"] == "local-admin")
         .collect();
     assert_eq!(local.len(), 1);
+}
+
+#[test]
+fn a_429_with_retry_after_makes_the_push_wait_that_long_then_finish() {
+    let s = ScimServer::start(&[]);
+    // nginx limit_req: bursts of 4, then 2 requests/s; the excess answered 429, Retry-After: 3.
+    let limiter = RateLimiter::start(&s, 2, 3);
+    let mut cfg = config(&s, ScimOnMissing::Deactivate);
+    cfg.url = limiter.base.clone();
+    let p = Pusher::new("t-429", &cfg).unwrap();
+    let src = MemSource::default();
+    for k in ["a1", "a2", "a3", "a4", "a5", "a6"] {
+        create(&src, k, "A");
+    }
+    let mut waits = 0;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while src.position() < 6 {
+        assert!(
+            std::time::Instant::now() < until,
+            "not drained: {:?}",
+            src.cursor().unwrap()
+        );
+        let now = Utc::now();
+        match p.run_batch(&src, now).unwrap() {
+            Batch::Waiting(t) => std::thread::sleep((t - Utc::now()).to_std().unwrap_or_default()),
+            Batch::Pushed { .. } => {
+                let c = src.cursor().unwrap();
+                if let Some(next) = c.next_attempt {
+                    waits += 1;
+                    assert!(
+                        c.last_error.as_deref().unwrap_or("").contains("429"),
+                        "{c:?}"
+                    );
+                    let wait = (next - now).num_milliseconds();
+                    assert!(
+                        (2900..=3100).contains(&wait),
+                        "Retry-After 3 honoured: {wait} ms"
+                    );
+                }
+            }
+            Batch::Idle => panic!("idle before the end: {:?}", src.cursor().unwrap()),
+        }
+    }
+    assert!(waits >= 1, "the limiter never answered 429");
+    for k in ["a1", "a2", "a3", "a4", "a5", "a6"] {
+        assert!(s.by_external_id(k).is_some(), "{k}");
+    }
+    assert_eq!(s.users().len(), 6, "a retried batch duplicates nobody");
 }

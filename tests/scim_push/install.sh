@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs scim2-server (PyPI, by Yaal Coop: an in-memory SCIM 2.0 service provider that Roster's
+# Installs nginx (Debian) and scim2-server (PyPI, by Yaal Coop: an in-memory SCIM 2.0 service provider that Roster's
 # developers did not write) into a virtualenv, the push target of tests/scim_push*.rs and
 # bench/scim_push.sh. Prints the path of the `scim2-server` program on its last line.
 #
@@ -21,6 +21,13 @@ if [ ! -x "$VENV/bin/scim2-server" ]; then
         "$PY" -m venv "$VENV"
     fi
     "$VENV/bin/pip" install -q "scim2-server==$VERSION" >&2
+fi
+# nginx: a real rate limiter (limit_req answering 429 with Retry-After) in front of it.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends nginx >/dev/null
 fi
 "$VENV/bin/scim2-server" --help >/dev/null
 echo "$VENV/bin/scim2-server"

@@ -154,3 +154,83 @@ impl Drop for ScimServer {
         self.kill();
     }
 }
+
+/// nginx in front of a [`ScimServer`], limiting requests to `rate` per second (no burst) and
+/// answering the excess 429 with `Retry-After: retry_after`.
+pub struct RateLimiter {
+    child: Child,
+    _dir: tempfile::TempDir,
+    pub base: String,
+}
+
+impl RateLimiter {
+    pub fn start(upstream: &ScimServer, rate: u32, retry_after: u32) -> RateLimiter {
+        program(); // installs nginx too
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let p = dir.path().display();
+        let conf = format!(
+            r#"worker_processes 1;
+daemon off;
+user root;
+pid {p}/nginx.pid;
+error_log {p}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {p}/body;
+    proxy_temp_path {p}/proxy;
+    fastcgi_temp_path {p}/fastcgi;
+    uwsgi_temp_path {p}/uwsgi;
+    scgi_temp_path {p}/scgi;
+    limit_req_zone $binary_remote_addr zone=push:1m rate={rate}r/s;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            limit_req zone=push burst=4 nodelay;
+            limit_req_status 429;
+            add_header Retry-After {retry_after} always;
+            proxy_pass http://127.0.0.1:{up};
+        }}
+    }}
+}}
+"#,
+            up = upstream.port
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let nginx = if std::path::Path::new("/usr/sbin/nginx").exists() {
+            "/usr/sbin/nginx"
+        } else {
+            "nginx"
+        };
+        let child = Command::new(nginx)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < until, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RateLimiter {
+            child,
+            _dir: dir,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for RateLimiter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -16,7 +16,10 @@
 //! Durable: the cursor moves past a change only when its user was pushed, or refused for good
 //! (a 4xx other than 401/403/408/429: kept in the status with the provider's `detail` and retried with
 //! backoff). A transient failure (no answer, 401/403, 408, 429, 5xx) holds the cursor before that user's
-//! first change, and the whole batch waits for `Retry-After`, else an exponential backoff.
+//! first change, no further user of the batch is started, and the whole batch waits for
+//! `Retry-After`, else an exponential backoff. After a 429 or 503 users are pushed one at a time
+//! until a batch goes through unthrottled, so a rate-limited provider sees progress instead of
+//! the same burst again.
 
 use super::client::{id_of, Found, ScimClient, ScimError};
 use super::resource;
@@ -28,7 +31,7 @@ use crate::store::Store;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -146,6 +149,8 @@ fn later(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(300))
 }
 
+type PushResult = Result<Action, ScimError>;
+
 /// Pushes one tenant's changes to one application.
 pub struct Pusher {
     tenant: String,
@@ -154,6 +159,8 @@ pub struct Pusher {
     extra: BTreeMap<String, String>,
     /// From `/ServiceProviderConfig`, read once per pusher (None: not yet read).
     patch: Mutex<Option<bool>>,
+    /// The last batch was answered 429/503: push one user at a time until a batch goes through.
+    throttled: AtomicBool,
     status: Arc<Mutex<PushStatus>>,
 }
 
@@ -166,6 +173,7 @@ impl Pusher {
             on_missing: config.on_missing,
             extra: config.attributes.clone(),
             patch: Mutex::new(None),
+            throttled: AtomicBool::new(false),
             status: status_of(tenant),
         })
     }
@@ -268,39 +276,35 @@ impl Pusher {
         self.sync_user(key, user.as_ref(), cleared)
     }
 
-    /// Pushes every user of `work`, [`IN_FLIGHT`] at once; results in `work`'s order.
-    fn push_all(
-        &self,
-        src: &dyn ChangeSource,
-        work: &[UserWork],
-    ) -> Vec<Result<Action, ScimError>> {
+    /// Pushes the users of `work`, [`IN_FLIGHT`] at once (one at a time after the provider
+    /// throttled), in `work`'s order; once one fails transiently no further user is started.
+    /// None: a user not started.
+    fn push_all(&self, src: &dyn ChangeSource, work: &[UserWork]) -> Vec<Option<PushResult>> {
         let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<Option<Result<Action, ScimError>>>> =
-            Mutex::new(vec![None; work.len()]);
+        let stop = AtomicBool::new(false);
+        let results: Mutex<Vec<Option<PushResult>>> = Mutex::new(vec![None; work.len()]);
+        let in_flight = if self.throttled.load(Ordering::Relaxed) {
+            1
+        } else {
+            IN_FLIGHT
+        };
         std::thread::scope(|s| {
-            for _ in 0..IN_FLIGHT.min(work.len()) {
+            for _ in 0..in_flight.min(work.len()) {
                 s.spawn(|| loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(w) = work.get(i) else { break };
                     let r = self.push_one(src, &w.key, &w.cleared);
+                    if r.as_ref().is_err_and(ScimError::transient) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
                     results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
                 });
             }
         });
-        results
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner())
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(ScimError {
-                        status: None,
-                        detail: "the push thread stopped".into(),
-                        retry_after: None,
-                    })
-                })
-            })
-            .collect()
+        results.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Pushes the next batch after the cursor (or waits, or retries failing users when idle).
@@ -317,21 +321,26 @@ impl Pusher {
         let work = group(&changes);
         let results = self.push_all(src, &work);
         let (mut pushed, mut failed) = (0, 0);
-        let mut hold: Option<(u64, ScimError)> = None;
+        // The first change the cursor must not pass (a transient failure or a user not
+        // started), and the transient error of the earliest such user.
+        let mut hold_seq: Option<u64> = None;
+        let mut hold_err: Option<(u64, ScimError)> = None;
         {
             let mut st = self.status();
             for (w, r) in work.iter().zip(results) {
                 match r {
-                    Ok(_) => {
+                    None => hold_seq = Some(hold_seq.map_or(w.first_seq, |s| s.min(w.first_seq))),
+                    Some(Ok(_)) => {
                         pushed += 1;
                         st.failing.remove(&w.key);
                     }
-                    Err(e) if e.transient() => {
-                        if hold.as_ref().is_none_or(|(s, _)| w.first_seq < *s) {
-                            hold = Some((w.first_seq, e));
+                    Some(Err(e)) if e.transient() => {
+                        if hold_err.as_ref().is_none_or(|(s, _)| w.first_seq < *s) {
+                            hold_err = Some((w.first_seq, e));
                         }
+                        hold_seq = Some(hold_seq.map_or(w.first_seq, |s| s.min(w.first_seq)));
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
                         failed += 1;
                         let attempts = st.failing.get(&w.key).map_or(0, |f| f.attempts) + 1;
                         tracing::warn!(tenant = %self.tenant, key = %w.key, "SCIM push refused: {e}");
@@ -351,11 +360,23 @@ impl Pusher {
             if pushed > 0 {
                 st.last_success = Some(now);
             }
-            st.last_error = hold.as_ref().map(|(_, e)| e.to_string());
+            st.last_error = hold_err.as_ref().map(|(_, e)| e.to_string());
         }
+        let throttled = hold_err
+            .as_ref()
+            .is_some_and(|(_, e)| matches!(e.status, Some(429) | Some(503)));
+        self.throttled.store(throttled, Ordering::Relaxed);
         if pushed > 0 {
             cursor.last_success = Some(now);
         }
+        let hold = hold_seq.map(|seq| {
+            let e = hold_err.map(|(_, e)| e).unwrap_or_else(|| ScimError {
+                status: None,
+                detail: "users of the batch were not pushed".into(),
+                retry_after: None,
+            });
+            (seq, e)
+        });
         match hold {
             None => {
                 cursor.position = last_seq;
