@@ -160,3 +160,156 @@ async fn a_tenant_without_scim_push_is_a_404() {
     );
     env.stop().await;
 }
+
+/// A `roster serve` process on its own config (so it can be killed with SIGKILL).
+struct ServeProcess {
+    child: std::process::Child,
+}
+
+impl ServeProcess {
+    fn start(config: &std::path::Path) -> ServeProcess {
+        let child = std::process::Command::new(BIN)
+            .arg("-c")
+            .arg(config)
+            .arg("serve")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        ServeProcess { child }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn roster_blocking(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_push_killed_with_sigkill_resumes_without_duplicates() {
+    const N: usize = 400;
+    let scim = ScimServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let hash = {
+        use std::io::Write;
+        let mut c = std::process::Command::new(BIN)
+            .arg("hash-password")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(b"pw-kill-test").unwrap();
+        String::from_utf8(c.wait_with_output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let config = dir.path().join("roster.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{sftp}"
+host_keys = "{d}/host_keys"
+data_dir = "{d}/data"
+[admin]
+listen = "127.0.0.1:{admin}"
+token = "kill-test-admin-token-0123456789"
+[[tenants]]
+id = "k9"
+password_hash = "{hash}"
+[tenants.import]
+file = "users.csv"
+report = "never"
+[tenants.scim_push]
+url = "{url}"
+"#,
+            sftp = free_port(),
+            admin = free_port(),
+            url = scim.base
+        ),
+    )
+    .unwrap();
+    let home = dir.path().join("data/tenants/k9");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut csv = String::from("email,first_name,last_name\n");
+    for i in 0..N {
+        csv.push_str(&format!("p{i:04}@k9.example,F{i},L{i}\n"));
+    }
+    std::fs::write(home.join("users.csv"), csv).unwrap();
+
+    let mut serve = ServeProcess::start(&config);
+    let until = Instant::now() + Duration::from_secs(30);
+    while !roster_blocking(&config, &["nodes"]).status.success() {
+        assert!(Instant::now() < until, "roster serve did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let run = roster_blocking(&config, &["run-now", "k9", "--json"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // Kill it mid-push: some users are in the application, not all.
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = scim.users().len();
+        if n >= 20 {
+            assert!(n < N, "the push finished before the kill ({n})");
+            break;
+        }
+        assert!(Instant::now() < until, "the push did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    serve.kill9();
+    let at_kill = scim.users().len();
+    let _serve = ServeProcess::start(&config);
+    let until = Instant::now() + Duration::from_secs(120);
+    let users = loop {
+        let users = scim.users();
+        if users.len() >= N {
+            break users;
+        }
+        assert!(
+            Instant::now() < until,
+            "not resumed: {} of {N}",
+            users.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut ext: Vec<&str> = users
+        .iter()
+        .filter_map(|u| u["externalId"].as_str())
+        .collect();
+    ext.sort_unstable();
+    ext.dedup();
+    assert_eq!(
+        (users.len(), ext.len()),
+        (N, N),
+        "killed at {at_kill}: no duplicates, none lost"
+    );
+}
