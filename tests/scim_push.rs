@@ -474,3 +474,20 @@ fn a_429_with_retry_after_makes_the_push_wait_that_long_then_finish() {
     }
     assert_eq!(s.users().len(), 6, "a retried batch duplicates nobody");
 }
+
+#[test]
+fn the_manager_is_the_application_id_of_the_user_with_that_email() {
+    let s = ScimServer::start(&[]);
+    let src = MemSource::default();
+    let p = Pusher::new("t-manager", &config(&s, ScimOnMissing::Deactivate)).unwrap();
+    create(&src, "boss", "Boss");
+    drain(&p, &src);
+    let mut emp = user("emp", "Emp");
+    emp.fields
+        .insert("manager_email".into(), json!("BOSS@acme.example"));
+    src.apply("emp", Some(emp), ChangeKind::Created, &[]);
+    drain(&p, &src);
+    let boss_id = s.by_external_id("boss").unwrap()["id"].clone();
+    let emp = s.by_external_id("emp").unwrap();
+    assert_eq!(emp[ENTERPRISE]["manager"]["value"], boss_id, "{emp}");
+}

@@ -211,6 +211,23 @@ impl ScimClient {
         }
     }
 
+    /// The id of the application's user whose `userName` or email is `email`, if one is.
+    pub fn id_by_email(&self, email: &str) -> Result<Option<String>, ScimError> {
+        let filter = format!(
+            "userName eq {} or emails.value eq {}",
+            quoted(email),
+            quoted(email)
+        );
+        let path = format!(
+            "/Users?count=2&filter={}",
+            percent_encoding::utf8_percent_encode(&filter, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let v = self.call("GET", &path, None)?;
+        Ok(v.pointer("/Resources/0/id")
+            .and_then(Value::as_str)
+            .map(str::to_string))
+    }
+
     /// `POST /Users`.
     pub fn create(&self, resource: &Value) -> Result<Value, ScimError> {
         self.call("POST", "/Users", Some(resource))

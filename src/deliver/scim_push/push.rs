@@ -43,6 +43,8 @@ pub const BATCH: usize = 256;
 pub const IN_FLIGHT: usize = 4;
 /// Longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Managers' ids remembered per pusher (the map is emptied when full).
+const MANAGERS_KEPT: usize = 10_000;
 /// Failing users retried per batch.
 const RETRIES_PER_BATCH: usize = 16;
 
@@ -159,6 +161,8 @@ pub struct Pusher {
     extra: BTreeMap<String, String>,
     /// From `/ServiceProviderConfig`, read once per pusher (None: not yet read).
     patch: Mutex<Option<bool>>,
+    /// Managers' application ids by email (see `manager_id`).
+    managers: Mutex<HashMap<String, String>>,
     /// The last batch was answered 429/503: push one user at a time until a batch goes through.
     throttled: AtomicBool,
     status: Arc<Mutex<PushStatus>>,
@@ -174,6 +178,7 @@ impl Pusher {
             extra: config.attributes.clone(),
             patch: Mutex::new(None),
             throttled: AtomicBool::new(false),
+            managers: Mutex::new(HashMap::new()),
             status: status_of(tenant),
         })
     }
@@ -202,15 +207,42 @@ impl Pusher {
         Ok(p)
     }
 
+    /// The application's id of `u`'s manager (`manager_email`), when the application has that
+    /// user; remembered per pusher (at most [`MANAGERS_KEPT`]). Best effort: a failed lookup
+    /// leaves the manager out.
+    fn manager_id(&self, u: &User) -> Option<String> {
+        let email = resource::field_value(u, "manager_email")?.to_lowercase();
+        let mut known = self.managers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = known.get(&email) {
+            return Some(id.clone());
+        }
+        drop(known);
+        let id = self.client.id_by_email(&email).ok()??;
+        known = self.managers.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= MANAGERS_KEPT {
+            known.clear();
+        }
+        known.insert(email, id.clone());
+        Some(id)
+    }
+
+    /// A body for `u` with its manager set, when known.
+    fn with_manager(&self, u: &User, mut body: serde_json::Value) -> serde_json::Value {
+        if let Some(id) = self.manager_id(u) {
+            resource::with_manager(&mut body, &id);
+        }
+        body
+    }
+
     /// Writes our values over the application's user `id`.
     pub fn update(&self, id: &str, u: &User, cleared: &BTreeSet<String>) -> Result<(), ScimError> {
         if self.use_patch()? {
             let remove = resource::cleared_paths(cleared, &self.extra);
-            self.client
-                .patch(id, &resource::patch(u, &self.extra, &remove))
+            let body = self.with_manager(u, resource::patch(u, &self.extra, &remove));
+            self.client.patch(id, &body)
         } else {
-            self.client
-                .replace(id, &resource::resource(u, &self.extra, Some(id)))
+            let body = self.with_manager(u, resource::resource(u, &self.extra, Some(id)));
+            self.client.replace(id, &body)
         }
     }
 
@@ -256,7 +288,7 @@ impl Pusher {
             // Taken: the provider decides (most answer 409 uniqueness, kept with its detail).
             Found::Nobody | Found::Taken(_) => self
                 .client
-                .create(&resource::resource(u, &self.extra, None))
+                .create(&self.with_manager(u, resource::resource(u, &self.extra, None)))
                 .map(|_| Action::Created),
         }
     }

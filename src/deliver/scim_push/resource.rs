@@ -9,8 +9,9 @@
 //! `name.givenName`/`familyName` and `displayName`; `emails` (work, primary); `active`;
 //! `phoneNumbers` (work); `title` = job_title; `preferredLanguage` = language; `timezone`; the
 //! enterprise extension's `employeeNumber` = mapping_code and `department` = org_unit. The
-//! attributes table adds paths or overrides these. `manager` is not pushed: its `value` must be
-//! the application's id of the manager, which needs a lookup per manager (not built yet).
+//! attributes table adds paths or overrides these. The enterprise `manager.value` is the
+//! application's id of the user whose email is `manager_email`, set by [`with_manager`] once
+//! the pusher has found it.
 
 use crate::model::fields::{custom_name, EMAIL, FIRST_NAME, LAST_NAME, MAPPING_CODE, USERNAME};
 use crate::model::{User, UserStatus};
@@ -207,6 +208,28 @@ pub fn patch(u: &User, extra: &BTreeMap<String, String>, remove: &[String]) -> V
     let mut ops = vec![json!({"op": "replace", "value": Value::Object(attributes(u, extra))})];
     ops.extend(remove.iter().map(|p| json!({"op": "remove", "path": p})));
     json!({"schemas": [PATCH_SCHEMA], "Operations": ops})
+}
+
+/// Sets the enterprise `manager` (`value` = the application's id of the manager) in a body made
+/// by [`resource`] (top level) or [`patch`] (the `replace` operation's value).
+pub fn with_manager(body: &mut Value, manager_id: &str) {
+    let is_patch = body.get("Operations").is_some();
+    if let Some(Value::Array(s)) = body.get_mut("schemas") {
+        if !is_patch && !s.contains(&json!(ENTERPRISE_SCHEMA)) {
+            s.push(json!(ENTERPRISE_SCHEMA));
+        }
+    }
+    let target = match body.get_mut("Operations") {
+        Some(ops) => ops.get_mut(0).and_then(|op| op.get_mut("value")),
+        None => Some(body),
+    };
+    if let Some(Value::Object(attrs)) = target {
+        set_path(
+            attrs,
+            &format!("{ENTERPRISE_SCHEMA}:manager.value"),
+            json!(manager_id),
+        );
+    }
 }
 
 /// The body of a PATCH that sets only `active`.
