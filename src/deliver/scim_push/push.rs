@@ -153,6 +153,17 @@ fn later(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 
 type PushResult = Result<Action, ScimError>;
 
+/// What a batch's results say.
+#[derive(Default)]
+struct Tally {
+    pushed: usize,
+    failed: usize,
+    /// The first change the cursor must not pass (a transient failure or a user not started).
+    hold_seq: Option<u64>,
+    /// The transient error of the earliest user that had one, with its first change.
+    hold_err: Option<(u64, ScimError)>,
+}
+
 /// Pushes one tenant's changes to one application.
 pub struct Pusher {
     tenant: String,
@@ -339,6 +350,52 @@ impl Pusher {
         results.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records a batch's results in the status; says where the cursor must stop.
+    fn tally(
+        &self,
+        work: &[UserWork],
+        results: Vec<Option<PushResult>>,
+        now: DateTime<Utc>,
+    ) -> Tally {
+        let mut t = Tally::default();
+        let mut st = self.status();
+        for (w, r) in work.iter().zip(results) {
+            match r {
+                None => t.hold_seq = Some(t.hold_seq.map_or(w.first_seq, |s| s.min(w.first_seq))),
+                Some(Ok(_)) => {
+                    t.pushed += 1;
+                    st.failing.remove(&w.key);
+                }
+                Some(Err(e)) if e.transient() => {
+                    if t.hold_err.as_ref().is_none_or(|(s, _)| w.first_seq < *s) {
+                        t.hold_err = Some((w.first_seq, e));
+                    }
+                    t.hold_seq = Some(t.hold_seq.map_or(w.first_seq, |s| s.min(w.first_seq)));
+                }
+                Some(Err(e)) => {
+                    t.failed += 1;
+                    let attempts = st.failing.get(&w.key).map_or(0, |f| f.attempts) + 1;
+                    tracing::warn!(tenant = %self.tenant, key = %w.key, "SCIM push refused: {e}");
+                    st.fail(Failure {
+                        key: w.key.clone(),
+                        kind: format!("{:?}", w.kind).to_lowercase(),
+                        status: e.status,
+                        detail: e.detail,
+                        at: now,
+                        attempts,
+                        next_attempt: later(now, backoff(attempts)),
+                    });
+                }
+            }
+        }
+        st.pushed += t.pushed as u64;
+        if t.pushed > 0 {
+            st.last_success = Some(now);
+        }
+        st.last_error = t.hold_err.as_ref().map(|(_, e)| e.to_string());
+        t
+    }
+
     /// Pushes the next batch after the cursor (or waits, or retries failing users when idle).
     pub fn run_batch(&self, src: &dyn ChangeSource, now: DateTime<Utc>) -> Result<Batch> {
         let mut cursor = src.cursor()?;
@@ -352,48 +409,12 @@ impl Pusher {
         };
         let work = group(&changes);
         let results = self.push_all(src, &work);
-        let (mut pushed, mut failed) = (0, 0);
-        // The first change the cursor must not pass (a transient failure or a user not
-        // started), and the transient error of the earliest such user.
-        let mut hold_seq: Option<u64> = None;
-        let mut hold_err: Option<(u64, ScimError)> = None;
-        {
-            let mut st = self.status();
-            for (w, r) in work.iter().zip(results) {
-                match r {
-                    None => hold_seq = Some(hold_seq.map_or(w.first_seq, |s| s.min(w.first_seq))),
-                    Some(Ok(_)) => {
-                        pushed += 1;
-                        st.failing.remove(&w.key);
-                    }
-                    Some(Err(e)) if e.transient() => {
-                        if hold_err.as_ref().is_none_or(|(s, _)| w.first_seq < *s) {
-                            hold_err = Some((w.first_seq, e));
-                        }
-                        hold_seq = Some(hold_seq.map_or(w.first_seq, |s| s.min(w.first_seq)));
-                    }
-                    Some(Err(e)) => {
-                        failed += 1;
-                        let attempts = st.failing.get(&w.key).map_or(0, |f| f.attempts) + 1;
-                        tracing::warn!(tenant = %self.tenant, key = %w.key, "SCIM push refused: {e}");
-                        st.fail(Failure {
-                            key: w.key.clone(),
-                            kind: format!("{:?}", w.kind).to_lowercase(),
-                            status: e.status,
-                            detail: e.detail,
-                            at: now,
-                            attempts,
-                            next_attempt: later(now, backoff(attempts)),
-                        });
-                    }
-                }
-            }
-            st.pushed += pushed as u64;
-            if pushed > 0 {
-                st.last_success = Some(now);
-            }
-            st.last_error = hold_err.as_ref().map(|(_, e)| e.to_string());
-        }
+        let Tally {
+            pushed,
+            failed,
+            hold_seq,
+            hold_err,
+        } = self.tally(&work, results, now);
         let throttled = hold_err
             .as_ref()
             .is_some_and(|(_, e)| matches!(e.status, Some(429) | Some(503)));
