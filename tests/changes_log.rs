@@ -313,3 +313,34 @@ fn trim_removes_entries_older_than_the_time_and_seq_keeps_growing() {
     let newest = all_changes(&store);
     assert_eq!(newest.last().map(|c| c.seq), Some(32));
 }
+
+#[test]
+fn readers_never_see_a_partial_commit() {
+    let (store, _d) = test_store::temp_store();
+    let t = tenant(OnMissing::Keep);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut seen = std::collections::BTreeSet::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let changes = all_changes(&store);
+                let events = all_events(&store);
+                assert_no_gaps(&changes, &events);
+                seen.insert(changes.len());
+            }
+            seen
+        });
+        go(&store, &t, &file(&users(3000)));
+        let mut rows = users(3000);
+        for r in rows.iter_mut().take(1500) {
+            r.1 = "Lead";
+        }
+        go(&store, &t, &file(&rows));
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let seen = reader.join().unwrap();
+        assert!(
+            seen.iter().all(|n| [0, 3000, 4500].contains(n)),
+            "only whole commits: {seen:?}"
+        );
+    });
+}

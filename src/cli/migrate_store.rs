@@ -6,7 +6,8 @@
 //! `SledStore::ledger_entries`) and written to PostgreSQL through the traits where they write
 //! (`stage_bucket` + `commit` for each tenant's directory, `record_import` for history) and
 //! through `PostgresStore`'s copy helpers for the rest (held plans, ledger, claim stamps, the
-//! outbox as it stands, the tenant's version and last applied sha256). It leaves as lines on
+//! outbox as it stands, the tenant's version and last applied sha256, the change log, event log,
+//! their counters and the delivery cursors, see [`copy_change_log`]). It leaves as lines on
 //! stdout: what was copied per tenant, then per tenant the counts of both stores (users per
 //! status, records, plans); any difference is an error (exit 1).
 //!
@@ -17,7 +18,7 @@
 
 use crate::config::Config;
 use crate::store::postgres::{parse_url, PostgresStore};
-use crate::store::{Commit, Directory, MailOutbox, RunLog, SledStore, Users};
+use crate::store::{ChangeLog, Commit, Directory, MailOutbox, RunLog, SledStore, Users};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use std::path::Path;
@@ -62,9 +63,11 @@ pub fn run(config_path: &Path, to: &str) -> Result<()> {
     for tenant in &tenants {
         let buckets = copy_directory(&from, &to, tenant)?;
         let log = copy_run_log(&from, &to, tenant)?;
+        let (changes, events, cursors) = copy_change_log(&from, &to, tenant)?;
         println!(
             "  {tenant}: {buckets} bucket(s), {} record(s), {} held plan(s), {} ledger \
-             entr(ies), {} claim stamp(s)",
+             entr(ies), {} claim stamp(s), {changes} change(s), {events} event(s), {cursors} \
+             cursor(s)",
             log.records, log.plans, log.ledger, log.stamps
         );
     }
@@ -177,6 +180,44 @@ pub fn copy_run_log(from: &SledStore, to: &PostgresStore, tenant: &str) -> Resul
         }
     }
     Ok(copied)
+}
+
+/// Entries of the logs copied per write.
+const LOG_PAGE: usize = 1000;
+
+/// Copies one tenant's change log, event log (replacing the events `record_import` made while
+/// the history was copied), log counters and delivery cursors, a page at a time; returns the
+/// numbers of changes, events and cursors copied. Run after [`copy_run_log`].
+pub fn copy_change_log(
+    from: &SledStore,
+    to: &PostgresStore,
+    tenant: &str,
+) -> Result<(usize, usize, usize)> {
+    to.clear_logs(tenant)?;
+    let (mut changes, mut events) = (0, 0);
+    let mut after = 0;
+    loop {
+        let page = from.changes(tenant, after, LOG_PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        to.put_logs(tenant, &page, &[])?;
+        changes += page.len();
+    }
+    after = 0;
+    loop {
+        let page = from.events(tenant, after, LOG_PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        to.put_logs(tenant, &[], &page)?;
+        events += page.len();
+    }
+    let (change_seq, event_seq) = from.log_counters(tenant)?;
+    to.set_log_counters(tenant, change_seq, event_seq)?;
+    let cursors = from.cursors_of(tenant)?;
+    for (consumer, cursor) in &cursors {
+        to.save_cursor(tenant, consumer, cursor)?;
+    }
+    Ok((changes, events, cursors.len()))
 }
 
 /// Copies every queued message, oldest first, with its attempts, next attempt and last error.

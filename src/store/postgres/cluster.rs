@@ -350,6 +350,11 @@ impl Cluster for PostgresStore {
                         &[&dead],
                     )
                     .await?;
+                    tx.execute(
+                        "DELETE FROM roster.staged_changes WHERE node_id = ANY($1)",
+                        &[&dead],
+                    )
+                    .await?;
                 }
                 tx.commit().await?;
                 Ok(out)

@@ -21,7 +21,8 @@
 //!   were discarded, or swept by a process that opened the store as the same node: committing
 //!   would lose them silently), applies the named generations with one upsert and one delete,
 //!   sets the bucket generations (0: the bucket's rows go), bumps the version when buckets
-//!   changed, and writes the run-log parts (`runs::write_commit_parts`, called only when the
+//!   changed, numbers and publishes the staged changes and the events (`changes::publish`),
+//!   and writes the run-log parts (`runs::write_commit_parts`, called only when the
 //!   commit carries a record, ledger entry or plan). Durable when PostgreSQL's commit returns.
 //! - **update_user**: optimistic. The record is read in one call, `change` (which is neither
 //!   `Send` nor `'static`, so it cannot run on the store's runtime) runs on the calling thread,
@@ -36,7 +37,7 @@ use super::connections::Connections;
 use super::rows::{null_values, typed_column_types, TypedRow, TYPED_COLUMNS};
 use super::PostgresStore;
 use crate::model::bucket::BUCKETS;
-use crate::model::changelog::PendingChange;
+use crate::model::changelog::{between, PendingChange};
 use crate::model::packed::{bucket_entries, bucket_push, UserRec};
 use crate::store::{Commit, Directory, TenantState};
 use anyhow::{anyhow, bail, Context, Result};
@@ -195,7 +196,7 @@ impl Directory for PostgresStore {
                     &[&tenant, &gens],
                 )
                 .await?;
-            Ok(())
+            PostgresStore::discard_change_rows(&**client, &tenant, &gens).await
         })
     }
 
@@ -254,7 +255,11 @@ impl Directory for PostgresStore {
                 return Ok(None);
             };
             let mut rec = UserRec::decode(&old)?;
+            let before = rec.clone();
             change(&mut rec)?;
+            let logged: Vec<_> = between(key, Some(&before), Some(&rec))
+                .into_iter()
+                .collect();
             let mut new = Vec::with_capacity(old.len() + 16);
             rec.encode_into(&mut new);
             let row = TypedRow::from_rec(&rec, new);
@@ -263,6 +268,9 @@ impl Directory for PostgresStore {
                 let mut client = Connections::client(&pool).await?;
                 let tx = client.transaction().await?;
                 let written = rewrite_user(&tx, &tenant, &key, &old, &row).await?;
+                if written {
+                    super::changes::publish(&tx, &tenant, &[], &logged, None).await?;
+                }
                 tx.commit().await?;
                 Ok(written)
             })?;
@@ -311,7 +319,7 @@ pub(super) async fn read_state(tx: &Transaction<'_>, tenant: &str) -> Result<Ten
 /// Makes sure the tenant has a state row and locks it for the rest of `tx`: every writer of a
 /// tenant's users goes through this lock first, so writers of one tenant run one at a time and
 /// never deadlock. Returns the version.
-async fn lock_state(tx: &Transaction<'_>, tenant: &str) -> Result<u64> {
+pub(super) async fn lock_state(tx: &Transaction<'_>, tenant: &str) -> Result<u64> {
     tx.execute(
         "INSERT INTO roster.tenant_state (tenant) VALUES ($1) ON CONFLICT (tenant) DO NOTHING",
         &[&tenant],
@@ -363,6 +371,14 @@ async fn apply_commit(tx: &Transaction<'_>, c: &Commit) -> Result<TenantState> {
             c.tenant
         );
     }
+    let mut ordered_gens = Vec::new();
+    for &(_, g) in &c.buckets {
+        let g = i64::try_from(g).map_err(|_| anyhow!("generation {g} out of range"))?;
+        if g != 0 && !ordered_gens.contains(&g) {
+            ordered_gens.push(g);
+        }
+    }
+    super::changes::publish(tx, &c.tenant, &ordered_gens, &[], c.record.as_ref()).await?;
     apply_staged(tx, &c.tenant, &set_gens).await?;
     if !emptied.is_empty() {
         for table in ["user_rows", "bucket_gens"] {

@@ -32,6 +32,7 @@
 //! | `tenant_state`, `bucket_gens` | `store::TenantState`: commit version, last applied sha256, a version token per bucket |
 //! | `staged_rows` | what a running import staged: per staged generation, the rows it writes and the keys it removes |
 //! | `import_records` | the history, one row per `model::ImportRecord` |
+//! | `changes`, `events`, `cursors`, `staged_changes` | the `ChangeLog`: change log and event log (numbered from `tenant_state.change_seq`/`event_seq` by the commit), delivery cursors, changes staged with a bucket generation |
 //! | `held_plans`, `ledger`, `claims`, `claim_stamps` | the rest of `RunLog` |
 //! | `outbox` | queued mail, with a per-node delivery claim |
 //! | `meta` | the password-fingerprint key |
@@ -173,6 +174,12 @@ impl PostgresStore {
             client
                 .execute(
                     "DELETE FROM roster.staged_rows WHERE node_id = $1",
+                    &[&node],
+                )
+                .await?;
+            client
+                .execute(
+                    "DELETE FROM roster.staged_changes WHERE node_id = $1",
                     &[&node],
                 )
                 .await?;

@@ -236,9 +236,12 @@ impl RunLog for PostgresStore {
 
     fn record_import(&self, record: &ImportRecord) -> Result<()> {
         let params = RecordParams::new(&record.tenant, record)?;
+        let record = record.clone();
         self.db.run(move |pool| async move {
-            let client = Connections::client(&pool).await?;
-            params.upsert(&**client).await
+            let mut client = Connections::client(&pool).await?;
+            let tx = client.transaction().await?;
+            upsert_announced(&tx, &params, &record).await?;
+            tx.commit().await.context("cannot write the import history")
         })
     }
 
@@ -398,16 +401,39 @@ impl RunLog for PostgresStore {
     fn record_claimed(&self, record: &ImportRecord, claim: &str) -> Result<()> {
         let params = RecordParams::new(&record.tenant, record)?;
         let claim = claim.to_string();
+        let record = record.clone();
         self.db.run(move |pool| async move {
             let mut client = Connections::client(&pool).await?;
             let tx = client.transaction().await?;
-            params.upsert(&*tx).await?;
+            upsert_announced(&tx, &params, &record).await?;
             tx.execute(UPSERT_STAMP, &[&params.tenant, &claim, &params.id])
                 .await
                 .context("cannot write a claim stamp")?;
             tx.commit().await.context("cannot write the import history")
         })
     }
+}
+
+/// Inserts or replaces a record made outside a commit; a record new to the store gets its event
+/// (`changes::publish`, under the tenant's state row lock) in the same transaction.
+async fn upsert_announced(
+    tx: &tokio_postgres::Transaction<'_>,
+    params: &RecordParams,
+    record: &ImportRecord,
+) -> Result<()> {
+    super::directory::lock_state(tx, &record.tenant).await?;
+    let known = tx
+        .query_opt(
+            "SELECT 1 FROM roster.import_records WHERE tenant = $1 AND id = $2",
+            &[&record.tenant, &record.id],
+        )
+        .await?
+        .is_some();
+    params.upsert(tx).await?;
+    if !known {
+        super::changes::publish(tx, &record.tenant, &[], &[], Some(record)).await?;
+    }
+    Ok(())
 }
 
 /// Writes the run-log parts of a [`Commit`](crate::store::Commit) inside the commit's own

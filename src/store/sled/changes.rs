@@ -30,7 +30,7 @@ use crate::model::changelog::{
 use crate::model::ImportRecord;
 use crate::store::ChangeLog;
 use anyhow::{anyhow, Context, Result};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
@@ -109,6 +109,8 @@ pub(super) fn publish(
     record: Option<&ImportRecord>,
     at: DateTime<Utc>,
 ) -> TxResult<()> {
+    // Microseconds, as PostgreSQL keeps times: both backends (and a copy) agree.
+    let at = at.trunc_subsecs(6);
     let ckey = counters_key(tenant);
     let (mut last_change, mut last_event) = match tx.get(&ckey)? {
         Some(v) if v.len() == 16 => (tail_u64(&v[..8]), tail_u64(&v)),
@@ -258,6 +260,33 @@ impl SledStore {
     fn chunk_ref(tenant: &str, value: &[u8]) -> Result<ChunkRef> {
         serde_json::from_slice(value)
             .with_context(|| format!("a change-log entry of tenant {tenant} is damaged"))
+    }
+}
+
+/// Read-only listings for `roster migrate-store`, which copies the logs whole.
+impl SledStore {
+    /// The tenant's last change-log and event-log `seq` (0, 0 when nothing was logged).
+    pub fn log_counters(&self, tenant: &str) -> Result<(u64, u64)> {
+        match self.inner.changes.get(counters_key(tenant))? {
+            Some(v) if v.len() == 16 => Ok((tail_u64(&v[..8]), tail_u64(&v))),
+            Some(_) => Err(anyhow!("the log counters of tenant {tenant} are damaged")),
+            None => Ok((0, 0)),
+        }
+    }
+
+    /// Every delivery cursor of the tenant, by consumer.
+    pub fn cursors_of(&self, tenant: &str) -> Result<Vec<(String, Cursor)>> {
+        let prefix = tkey(tenant, b"");
+        let mut out = Vec::new();
+        for kv in self.inner.cursors.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let consumer = String::from_utf8_lossy(&k[prefix.len()..]).to_string();
+            let cursor = serde_json::from_slice(&v).with_context(|| {
+                format!("the cursor of {consumer} (tenant {tenant}) is damaged")
+            })?;
+            out.push((consumer, cursor));
+        }
+        Ok(out)
     }
 }
 
