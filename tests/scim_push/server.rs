@@ -230,7 +230,10 @@ http {{
 
 impl Drop for RateLimiter {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM: the master stops its workers (SIGKILL would leave them orphaned).
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signals our own child process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
         let _ = self.child.wait();
     }
 }
