@@ -3,7 +3,8 @@
 //! The config file enters here, becomes a [`ConfigHandle`] (reloaded on change or SIGHUP), and
 //! is handed to every stage: the SFTP listener sends upload events on a channel to the intake;
 //! the intake imports through the store and queues mail; the mail worker delivers it; the
-//! webhook tasks (`deliver::webhook`) post the events each commit logged, woken when a run ends.
+//! webhook tasks (`deliver::webhook`) post the events each commit logged, woken when a run ends;
+//! the SCIM push worker (`deliver::scim_push`) pushes the change log to applications.
 //!
 //! The node takes part in a cluster through the store's `Cluster` seam (docs/postgres.md,
 //! "Several nodes"): its first heartbeat is recorded before the intake starts, then one every
@@ -170,6 +171,8 @@ pub struct RunningServer {
     mail_stop: tokio::sync::watch::Sender<bool>,
     mail_task: tokio::task::JoinHandle<()>,
     heartbeat: tokio::task::JoinHandle<()>,
+    /// Pushes the change log of tenants with `[tenants.scim_push]` (issue 12).
+    scim_push: crate::deliver::scim_push::Worker,
 }
 
 impl RunningServer {
@@ -184,6 +187,8 @@ impl RunningServer {
         self.webhooks.stop(Duration::from_secs(15)).await;
         self.heartbeat.abort();
         let _ = self.heartbeat.await;
+        let push = self.scim_push;
+        let _ = tokio::task::spawn_blocking(move || push.stop()).await;
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.leave()).await {
             Ok(Ok(())) => {}
@@ -254,6 +259,7 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
         beat,
         beat_interval(config.cluster.lease_secs),
     ));
+    let scim_push = crate::deliver::scim_push::Worker::start(sftp.config.clone(), store.clone());
     Ok(RunningServer {
         sftp,
         intake,
@@ -263,6 +269,7 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
         mail_stop,
         mail_task,
         heartbeat,
+        scim_push,
     })
 }
 

@@ -50,6 +50,15 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/tenants/{tenant}/users", get(users))
         .route("/api/tenants/{tenant}/users/{key}", get(one_user))
         .route("/api/tenants/{tenant}/users/{key}/restore", post(restore))
+        // SCIM push (issue 12)
+        .route(
+            "/api/tenants/{tenant}/scim-push",
+            get(super::scim_push::status),
+        )
+        .route(
+            "/api/tenants/{tenant}/scim-push/reconcile",
+            post(super::scim_push::reconcile),
+        )
         // issue 12: the change log (admin/changes.rs)
         .route(
             "/api/tenants/{tenant}/changes",

@@ -23,6 +23,7 @@ mod filter;
 mod schemas;
 mod scim;
 mod webhooks;
+mod scim_push;
 
 use crate::config::ConfigHandle;
 use crate::intake::Intake;

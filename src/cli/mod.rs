@@ -14,6 +14,7 @@
 mod changes;
 pub mod client;
 pub mod migrate_store;
+mod scim_push;
 mod show;
 mod table;
 mod webhooks;
@@ -110,6 +111,18 @@ pub enum AdminCommand {
     Webhooks {
         tenant: String,
         /// Print `{"webhooks": [...]}` as the API returns it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// SCIM push to the tenant's application: status, or `--reconcile` the drift.
+    ScimPush {
+        tenant: String,
+        /// Compare the application's users with the directory and fix the drift.
+        #[arg(long)]
+        reconcile: bool,
+        /// With --reconcile: only print the drift.
+        #[arg(long, requires = "reconcile")]
+        dry_run: bool,
         #[arg(long)]
         json: bool,
     },
@@ -235,6 +248,12 @@ pub fn run(cmd: &AdminCommand, config_path: &Path, admin_url: Option<&str>) -> a
                 format!("restored {} of {tenant}: now {}\n", u.key, status_word(&u))
             }
         }
+        AdminCommand::ScimPush {
+            tenant,
+            reconcile,
+            dry_run,
+            json,
+        } => scim_push::run(&c, tenant, *reconcile, *dry_run, *json)?,
         AdminCommand::Changes { .. } => String::new(), // handled above
         AdminCommand::Nodes { json } => {
             let v = c.get("/api/nodes")?;

@@ -12,6 +12,7 @@ pub mod admin_token;
 pub mod authorized_keys;
 pub mod cluster;
 pub mod reload;
+pub mod scim_push;
 pub mod store;
 mod validate;
 pub mod webhooks;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use cluster::ClusterConfig;
 pub use reload::ConfigHandle;
+pub use scim_push::{ScimOnMissing, ScimPushConfig};
 pub use store::StoreConfig;
 pub use webhooks::WebhookConfig;
 
@@ -138,6 +140,9 @@ pub struct Tenant {
     /// `[[tenants.webhooks]]`: endpoints the tenant's events are posted to (see [`webhooks`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<WebhookConfig>,
+    /// `[tenants.scim_push]`: push the directory to an application's SCIM API (issue 12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scim_push: Option<ScimPushConfig>,
 }
 
 impl Tenant {
@@ -166,6 +171,7 @@ impl Tenant {
             },
             reference: Reference::default(),
             webhooks: Vec::new(),
+            scim_push: None,
         }
     }
 }

@@ -97,6 +97,11 @@ fn tenant_problems(index: usize, t: &Tenant, out: &mut Vec<String>) {
     login_problems(t, &mut problems);
     import_problems(&t.import, &mut problems);
     column_problems(&t.import, &mut problems);
+    if let Some(push) = &t.scim_push {
+        for (key, msg) in push.problems() {
+            problems.say(&key, msg);
+        }
+    }
     webhook_problems(t, &mut problems);
 }
 

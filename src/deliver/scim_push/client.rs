@@ -1,0 +1,317 @@
+//! The HTTP side of SCIM push: one application's SCIM 2.0 API (RFC 7644), spoken with `ureq`
+//! on the calling (blocking) thread.
+//!
+//! Requests leave as JSON bodies built by `resource`; answers enter as JSON, read with a size
+//! limit ([`MAX_BODY`]) and a timeout per request, so a slow or hostile application cannot grow
+//! Roster's memory or hold a thread for ever. A failed request becomes a [`ScimError`] carrying
+//! the HTTP status, the provider's `detail` (RFC 7644 §3.12, cut to [`MAX_DETAIL`] characters),
+//! and its `Retry-After`, and says whether trying again later may help ([`ScimError::transient`]).
+
+use serde_json::Value;
+use std::time::Duration;
+
+/// Largest answer body read (a list page of 100 users fits many times over).
+pub const MAX_BODY: u64 = 4 * 1024 * 1024;
+/// Longest provider detail kept.
+pub const MAX_DETAIL: usize = 500;
+/// Longest a request may take, connection included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Users per page when listing (`--reconcile`).
+pub const PAGE: usize = 100;
+
+/// A request the application did not accept, or could not be asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScimError {
+    /// The HTTP status; None when no answer came (connection, timeout, unreadable body).
+    pub status: Option<u16>,
+    /// The provider's `detail`, or what went wrong.
+    pub detail: String,
+    /// The provider's `Retry-After` (429, 503).
+    pub retry_after: Option<Duration>,
+}
+
+impl ScimError {
+    fn transport(e: impl std::fmt::Display) -> ScimError {
+        ScimError {
+            status: None,
+            detail: cut(&e.to_string()),
+            retry_after: None,
+        }
+    }
+
+    /// No answer, 401/403 (the token: every user would fail alike), 408, 429 or 5xx: the same
+    /// request may succeed later, so the push waits instead of skipping the user.
+    pub fn transient(&self) -> bool {
+        match self.status {
+            None => true,
+            Some(s) => matches!(s, 401 | 403 | 408 | 429) || s >= 500,
+        }
+    }
+}
+
+impl std::fmt::Display for ScimError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.status {
+            Some(s) => write!(f, "HTTP {s}: {}", self.detail),
+            None => write!(f, "{}", self.detail),
+        }
+    }
+}
+
+fn cut(s: &str) -> String {
+    if s.chars().count() <= MAX_DETAIL {
+        return s.to_string();
+    }
+    s.chars().take(MAX_DETAIL).collect::<String>() + "…"
+}
+
+/// `Retry-After` in seconds (an HTTP date is not honoured; the backoff applies instead),
+/// capped at an hour.
+pub fn retry_after(value: Option<&str>) -> Option<Duration> {
+    let secs: u64 = value?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(3600)))
+}
+
+/// Escapes a value for a SCIM filter string literal.
+fn quoted(v: &str) -> String {
+    let mut s = String::with_capacity(v.len() + 2);
+    s.push('"');
+    for c in v.chars() {
+        if c == '"' || c == '\\' {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s.push('"');
+    s
+}
+
+/// A client of one application's SCIM API.
+pub struct ScimClient {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl ScimClient {
+    /// A client of the SCIM API at `base` (its `/Users` is `base + "/Users"`).
+    pub fn new(base: &str, token: Option<String>) -> ScimClient {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .max_idle_connections_per_host(8)
+            .build();
+        ScimClient {
+            base: base.trim().trim_end_matches('/').to_string(),
+            token,
+            agent: ureq::Agent::new_with_config(config),
+        }
+    }
+
+    /// Sends one request; the answer's JSON (Null for an empty body) when it is a 2xx.
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, ScimError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("Accept", "application/scim+json");
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let sent = match body {
+            Some(b) => {
+                let bytes = serde_json::to_vec(b).map_err(ScimError::transport)?;
+                let req = req
+                    .header("Content-Type", "application/scim+json")
+                    .body(bytes)
+                    .map_err(ScimError::transport)?;
+                self.agent.run(req)
+            }
+            None => {
+                let req = req.body(()).map_err(ScimError::transport)?;
+                self.agent.run(req)
+            }
+        };
+        let mut resp = sent.map_err(ScimError::transport)?;
+        let status = resp.status().as_u16();
+        let retry = retry_after(
+            resp.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+        );
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_string()
+            .map_err(ScimError::transport)?;
+        let json: Option<Value> = serde_json::from_str(&text).ok();
+        if (200..300).contains(&status) {
+            return Ok(json.unwrap_or(Value::Null));
+        }
+        let detail = json
+            .as_ref()
+            .and_then(|v| v.get("detail"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{method} {path} answered without a SCIM detail"));
+        Err(ScimError {
+            status: Some(status),
+            detail: cut(&detail),
+            retry_after: retry,
+        })
+    }
+
+    /// Whether the provider supports PATCH (`/ServiceProviderConfig`); true when it does not say.
+    pub fn patch_supported(&self) -> Result<bool, ScimError> {
+        let v = self.call("GET", "/ServiceProviderConfig", None)?;
+        Ok(v.pointer("/patch/supported")
+            .and_then(Value::as_bool)
+            .unwrap_or(true))
+    }
+
+    /// The application's user for Roster user `key`: the one whose `externalId` is `key`, else
+    /// one whose `userName` is `user_name` (case-insensitive) and carries no other externalId.
+    /// Err(Conflict) names a user that has `user_name` but another externalId.
+    pub fn find(&self, key: &str, user_name: &str) -> Result<Found, ScimError> {
+        let filter = format!(
+            "externalId eq {} or userName eq {}",
+            quoted(key),
+            quoted(user_name)
+        );
+        let path = format!(
+            "/Users?count=10&filter={}",
+            percent_encoding::utf8_percent_encode(&filter, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let v = self.call("GET", &path, None)?;
+        let users = v
+            .get("Resources")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let ext = |u: &Value| {
+            u.get("externalId")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        if let Some(u) = users.iter().find(|u| ext(u).as_deref() == Some(key)) {
+            return Ok(Found::Ours(u.clone()));
+        }
+        let same_name = |u: &&Value| {
+            u.get("userName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case(user_name))
+        };
+        match users.iter().find(same_name) {
+            None => Ok(Found::Nobody),
+            Some(u) => match ext(u) {
+                Some(other) if !other.is_empty() => Ok(Found::Taken(other)),
+                _ => Ok(Found::Adoptable(u.clone())),
+            },
+        }
+    }
+
+    /// The id of the application's user whose `userName` or email is `email`, if one is.
+    pub fn id_by_email(&self, email: &str) -> Result<Option<String>, ScimError> {
+        let filter = format!(
+            "userName eq {} or emails.value eq {}",
+            quoted(email),
+            quoted(email)
+        );
+        let path = format!(
+            "/Users?count=2&filter={}",
+            percent_encoding::utf8_percent_encode(&filter, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let v = self.call("GET", &path, None)?;
+        Ok(v.pointer("/Resources/0/id")
+            .and_then(Value::as_str)
+            .map(str::to_string))
+    }
+
+    /// `POST /Users`.
+    pub fn create(&self, resource: &Value) -> Result<Value, ScimError> {
+        self.call("POST", "/Users", Some(resource))
+    }
+
+    /// `PUT /Users/{id}`.
+    pub fn replace(&self, id: &str, resource: &Value) -> Result<(), ScimError> {
+        self.call("PUT", &user_path(id), Some(resource)).map(|_| ())
+    }
+
+    /// `PATCH /Users/{id}`.
+    pub fn patch(&self, id: &str, ops: &Value) -> Result<(), ScimError> {
+        self.call("PATCH", &user_path(id), Some(ops)).map(|_| ())
+    }
+
+    /// `DELETE /Users/{id}`; a user already gone (404) is not an error.
+    pub fn delete(&self, id: &str) -> Result<(), ScimError> {
+        match self.call("DELETE", &user_path(id), None) {
+            Err(e) if e.status == Some(404) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// One page of the application's users from `start` (1-based): (users, totalResults).
+    pub fn list(&self, start: usize) -> Result<(Vec<Value>, usize), ScimError> {
+        let v = self.call(
+            "GET",
+            &format!("/Users?startIndex={start}&count={PAGE}"),
+            None,
+        )?;
+        let total = v
+            .get("totalResults")
+            .and_then(Value::as_u64)
+            .and_then(|t| usize::try_from(t).ok())
+            .unwrap_or(0);
+        let users = match v.get("Resources") {
+            Some(Value::Array(a)) => a.clone(),
+            _ => Vec::new(),
+        };
+        Ok((users, total))
+    }
+}
+
+fn user_path(id: &str) -> String {
+    format!(
+        "/Users/{}",
+        percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+    )
+}
+
+/// The application's user `find` matched.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// Carries our externalId.
+    Ours(Value),
+    /// Same userName, no externalId: ours to adopt.
+    Adoptable(Value),
+    /// Same userName, but another externalId (named): not ours.
+    Taken(String),
+    Nobody,
+}
+
+/// The `id` of an application's user.
+pub fn id_of(u: &Value) -> Option<&str> {
+    u.get("id").and_then(Value::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_and_transient() {
+        assert_eq!(retry_after(Some(" 7 ")), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(Some("99999")), Some(Duration::from_secs(3600)));
+        assert_eq!(retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        let e = |s| ScimError {
+            status: s,
+            detail: String::new(),
+            retry_after: None,
+        };
+        assert!(e(None).transient() && e(Some(429)).transient() && e(Some(503)).transient());
+        assert!(e(Some(401)).transient());
+        assert!(!e(Some(400)).transient() && !e(Some(409)).transient());
+        assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+}

@@ -1,0 +1,549 @@
+//! The pusher: walks a tenant's change log after the `scim-push` cursor and makes the
+//! application's users match the directory, one batch at a time.
+//!
+//! Changes enter through a [`ChangeSource`] (the store's change log and users, see
+//! [`StoreSource`]; tests hand-build one); requests leave through [`ScimClient`]. A batch is at
+//! most [`BATCH`] changes, grouped by user: one user's changes are pushed in order by one
+//! thread, at most [`IN_FLIGHT`] users at once. Each user is pushed as it is now in the
+//! directory (so re-pushing is harmless): an active user is found (`externalId`, then
+//! `userName`) and updated, adopted or created; an inactive one is updated (`active=false`); a
+//! user deleted or gone from the directory is deactivated or deleted per `on_missing`.
+//!
+//! The application's id is looked up by `externalId` each time (no id map in the store): one
+//! GET before each write, and an application whose ids change (a restore from backup) needs
+//! nothing from Roster.
+//!
+//! Durable: the cursor moves past a change only when its user was pushed, or refused for good
+//! (a 4xx other than 401/403/408/429: kept in the status with the provider's `detail` and retried with
+//! backoff). A transient failure (no answer, 401/403, 408, 429, 5xx) holds the cursor before that user's
+//! first change, no further user of the batch is started, and the whole batch waits for
+//! `Retry-After`, else an exponential backoff. After a 429 or 503 users are pushed one at a time
+//! until a batch goes through unthrottled, so a rate-limited provider sees progress instead of
+//! the same burst again.
+
+use super::client::{id_of, Found, ScimClient, ScimError};
+use super::resource;
+use super::status::{status_of, Failure, PushStatus};
+use crate::config::{ScimOnMissing, ScimPushConfig};
+use crate::model::changelog::{ChangeKind, Cursor, LoggedChange};
+use crate::model::{User, UserStatus};
+use crate::store::Store;
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The cursor's consumer name in the store.
+pub const CONSUMER: &str = "scim-push";
+/// Most change-log entries read per batch.
+pub const BATCH: usize = 256;
+/// Users pushed at once.
+pub const IN_FLIGHT: usize = 4;
+/// Longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Managers' ids remembered per pusher (the map is emptied when full).
+const MANAGERS_KEPT: usize = 10_000;
+/// Failing users retried per batch.
+const RETRIES_PER_BATCH: usize = 16;
+
+/// Where a pusher reads changes and users and keeps its cursor (one tenant).
+pub trait ChangeSource: Send + Sync {
+    /// Change-log entries with `seq > after`, in order, at most `limit`.
+    fn changes(&self, after: u64, limit: usize) -> Result<Vec<LoggedChange>>;
+    /// The user as the directory has it now (None: gone).
+    fn user(&self, key: &str) -> Result<Option<User>>;
+    fn cursor(&self) -> Result<Cursor>;
+    fn save_cursor(&self, cursor: &Cursor) -> Result<()>;
+}
+
+/// A tenant's change log, users and `scim-push` cursor in the store.
+pub struct StoreSource {
+    pub store: Store,
+    pub tenant: String,
+}
+
+impl ChangeSource for StoreSource {
+    fn changes(&self, after: u64, limit: usize) -> Result<Vec<LoggedChange>> {
+        self.store.changes(&self.tenant, after, limit)
+    }
+    fn user(&self, key: &str) -> Result<Option<User>> {
+        self.store.user(&self.tenant, key)
+    }
+    fn cursor(&self) -> Result<Cursor> {
+        self.store.cursor(&self.tenant, CONSUMER)
+    }
+    fn save_cursor(&self, cursor: &Cursor) -> Result<()> {
+        self.store.save_cursor(&self.tenant, CONSUMER, cursor)
+    }
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Batch {
+    /// Nothing after the cursor.
+    Idle,
+    /// The cursor waits (backoff or `Retry-After`) until then.
+    Waiting(DateTime<Utc>),
+    /// Users pushed and refused; the cursor is now at `position`.
+    Pushed {
+        pushed: usize,
+        failed: usize,
+        position: u64,
+    },
+}
+
+/// What was done to one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Created,
+    Updated,
+    Adopted,
+    Deactivated,
+    Deleted,
+    Nothing,
+}
+
+/// One user's changes in a batch.
+struct UserWork {
+    key: String,
+    first_seq: u64,
+    kind: ChangeKind,
+    /// Fields the batch left empty.
+    cleared: BTreeSet<String>,
+}
+
+/// Groups a batch by user, in order of each user's first change.
+fn group(changes: &[LoggedChange]) -> Vec<UserWork> {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut out: Vec<UserWork> = Vec::new();
+    for c in changes {
+        let i = *index.entry(c.key.as_str()).or_insert_with(|| {
+            out.push(UserWork {
+                key: c.key.clone(),
+                first_seq: c.seq,
+                kind: c.kind,
+                cleared: BTreeSet::new(),
+            });
+            out.len() - 1
+        });
+        let w = &mut out[i];
+        w.kind = c.kind;
+        for f in &c.fields {
+            if f.new.as_deref().is_none_or(str::is_empty) {
+                w.cleared.insert(f.field.clone());
+            } else {
+                w.cleared.remove(&f.field);
+            }
+        }
+    }
+    out
+}
+
+/// Exponential backoff after `attempts` failures: 1 s, 2 s, 4 s, … up to [`MAX_BACKOFF`].
+pub fn backoff(attempts: u32) -> Duration {
+    let secs = 1u64 << attempts.saturating_sub(1).min(16);
+    Duration::from_secs(secs).min(MAX_BACKOFF)
+}
+
+fn later(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(300))
+}
+
+type PushResult = Result<Action, ScimError>;
+
+/// What a batch's results say.
+#[derive(Default)]
+struct Tally {
+    pushed: usize,
+    failed: usize,
+    /// The first change the cursor must not pass (a transient failure or a user not started).
+    hold_seq: Option<u64>,
+    /// The transient error of the earliest user that had one, with its first change.
+    hold_err: Option<(u64, ScimError)>,
+}
+
+/// Pushes one tenant's changes to one application.
+pub struct Pusher {
+    tenant: String,
+    client: ScimClient,
+    on_missing: ScimOnMissing,
+    extra: BTreeMap<String, String>,
+    /// From `/ServiceProviderConfig`, read once per pusher (None: not yet read).
+    patch: Mutex<Option<bool>>,
+    /// Managers' application ids by email (see `manager_id`).
+    managers: Mutex<HashMap<String, String>>,
+    /// The last batch was answered 429/503: push one user at a time until a batch goes through.
+    throttled: AtomicBool,
+    status: Arc<Mutex<PushStatus>>,
+}
+
+impl Pusher {
+    /// A pusher for `tenant` with its `[tenants.scim_push]`; fails when the token is missing.
+    pub fn new(tenant: &str, config: &ScimPushConfig) -> Result<Pusher, String> {
+        Ok(Pusher {
+            tenant: tenant.to_string(),
+            client: ScimClient::new(&config.url, config.bearer()?),
+            on_missing: config.on_missing,
+            extra: config.attributes.clone(),
+            patch: Mutex::new(None),
+            throttled: AtomicBool::new(false),
+            managers: Mutex::new(HashMap::new()),
+            status: status_of(tenant),
+        })
+    }
+
+    pub fn client(&self) -> &ScimClient {
+        &self.client
+    }
+
+    pub fn extra(&self) -> &BTreeMap<String, String> {
+        &self.extra
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, PushStatus> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether updates go as PATCH (else PUT), asking the provider the first time.
+    fn use_patch(&self) -> Result<bool, ScimError> {
+        let mut known = self.patch.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = *known {
+            return Ok(p);
+        }
+        let p = self.client.patch_supported()?;
+        tracing::info!(tenant = %self.tenant, patch = p, "SCIM push: read the provider's ServiceProviderConfig");
+        *known = Some(p);
+        Ok(p)
+    }
+
+    /// The application's id of `u`'s manager (`manager_email`), when the application has that
+    /// user; remembered per pusher (at most [`MANAGERS_KEPT`]). Best effort: a failed lookup
+    /// leaves the manager out.
+    fn manager_id(&self, u: &User) -> Option<String> {
+        let email = resource::field_value(u, "manager_email")?.to_lowercase();
+        let mut known = self.managers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = known.get(&email) {
+            return Some(id.clone());
+        }
+        drop(known);
+        let id = self.client.id_by_email(&email).ok()??;
+        known = self.managers.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= MANAGERS_KEPT {
+            known.clear();
+        }
+        known.insert(email, id.clone());
+        Some(id)
+    }
+
+    /// A body for `u` with its manager set, when known.
+    fn with_manager(&self, u: &User, mut body: serde_json::Value) -> serde_json::Value {
+        if let Some(id) = self.manager_id(u) {
+            resource::with_manager(&mut body, &id);
+        }
+        body
+    }
+
+    /// Writes our values over the application's user `id`.
+    pub fn update(&self, id: &str, u: &User, cleared: &BTreeSet<String>) -> Result<(), ScimError> {
+        if self.use_patch()? {
+            let remove = resource::cleared_paths(cleared, &self.extra);
+            let body = self.with_manager(u, resource::patch(u, &self.extra, &remove));
+            self.client.patch(id, &body)
+        } else {
+            let body = self.with_manager(u, resource::resource(u, &self.extra, Some(id)));
+            self.client.replace(id, &body)
+        }
+    }
+
+    /// Makes the application's user of `key` match `user` (None: gone from the directory).
+    pub fn sync_user(
+        &self,
+        key: &str,
+        user: Option<&User>,
+        cleared: &BTreeSet<String>,
+    ) -> Result<Action, ScimError> {
+        let live = user.filter(|u| u.status != UserStatus::Deleted);
+        let name = live.map(resource::user_name).unwrap_or(key);
+        let found = self.client.find(key, name)?;
+        let Some(u) = live else {
+            let Found::Ours(app) = found else {
+                return Ok(Action::Nothing);
+            };
+            let id = id_of(&app).unwrap_or_default();
+            return match self.on_missing {
+                ScimOnMissing::Delete => self.client.delete(id).map(|_| Action::Deleted),
+                ScimOnMissing::Deactivate => self
+                    .client
+                    .patch(id, &resource::patch_active(false))
+                    .map(|_| Action::Deactivated),
+            };
+        };
+        match found {
+            Found::Ours(app) => {
+                let id = id_of(&app).unwrap_or_default();
+                self.update(id, u, cleared).map(|_| match u.status {
+                    UserStatus::Active => Action::Updated,
+                    _ => Action::Deactivated,
+                })
+            }
+            Found::Adoptable(app) => {
+                let id = id_of(&app).unwrap_or_default();
+                self.update(id, u, cleared).map(|_| Action::Adopted)
+            }
+            // An inactive user the application never had: nothing to tell it.
+            Found::Nobody | Found::Taken(_) if u.status != UserStatus::Active => {
+                Ok(Action::Nothing)
+            }
+            // Taken: the provider decides (most answer 409 uniqueness, kept with its detail).
+            Found::Nobody | Found::Taken(_) => self
+                .client
+                .create(&self.with_manager(u, resource::resource(u, &self.extra, None)))
+                .map(|_| Action::Created),
+        }
+    }
+
+    /// Reads the user from `src` and pushes it.
+    fn push_one(
+        &self,
+        src: &dyn ChangeSource,
+        key: &str,
+        cleared: &BTreeSet<String>,
+    ) -> Result<Action, ScimError> {
+        let user = src.user(key).map_err(|e| ScimError {
+            status: None,
+            detail: format!("cannot read the user from the store: {e:#}"),
+            retry_after: None,
+        })?;
+        self.sync_user(key, user.as_ref(), cleared)
+    }
+
+    /// Pushes the users of `work`, [`IN_FLIGHT`] at once (one at a time after the provider
+    /// throttled), in `work`'s order; once one fails transiently no further user is started.
+    /// None: a user not started.
+    fn push_all(&self, src: &dyn ChangeSource, work: &[UserWork]) -> Vec<Option<PushResult>> {
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let results: Mutex<Vec<Option<PushResult>>> = Mutex::new(vec![None; work.len()]);
+        let in_flight = if self.throttled.load(Ordering::Relaxed) {
+            1
+        } else {
+            IN_FLIGHT
+        };
+        std::thread::scope(|s| {
+            for _ in 0..in_flight.min(work.len()) {
+                s.spawn(|| loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(w) = work.get(i) else { break };
+                    let r = self.push_one(src, &w.key, &w.cleared);
+                    if r.as_ref().is_err_and(ScimError::transient) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+                });
+            }
+        });
+        results.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a batch's results in the status; says where the cursor must stop.
+    fn tally(
+        &self,
+        work: &[UserWork],
+        results: Vec<Option<PushResult>>,
+        now: DateTime<Utc>,
+    ) -> Tally {
+        let mut t = Tally::default();
+        let mut st = self.status();
+        for (w, r) in work.iter().zip(results) {
+            match r {
+                None => t.hold_seq = Some(t.hold_seq.map_or(w.first_seq, |s| s.min(w.first_seq))),
+                Some(Ok(_)) => {
+                    t.pushed += 1;
+                    st.failing.remove(&w.key);
+                }
+                Some(Err(e)) if e.transient() => {
+                    if t.hold_err.as_ref().is_none_or(|(s, _)| w.first_seq < *s) {
+                        t.hold_err = Some((w.first_seq, e));
+                    }
+                    t.hold_seq = Some(t.hold_seq.map_or(w.first_seq, |s| s.min(w.first_seq)));
+                }
+                Some(Err(e)) => {
+                    t.failed += 1;
+                    let attempts = st.failing.get(&w.key).map_or(0, |f| f.attempts) + 1;
+                    tracing::warn!(tenant = %self.tenant, key = %w.key, "SCIM push refused: {e}");
+                    st.fail(Failure {
+                        key: w.key.clone(),
+                        kind: format!("{:?}", w.kind).to_lowercase(),
+                        status: e.status,
+                        detail: e.detail,
+                        at: now,
+                        attempts,
+                        next_attempt: later(now, backoff(attempts)),
+                    });
+                }
+            }
+        }
+        st.pushed += t.pushed as u64;
+        if t.pushed > 0 {
+            st.last_success = Some(now);
+        }
+        st.last_error = t.hold_err.as_ref().map(|(_, e)| e.to_string());
+        t
+    }
+
+    /// Pushes the next batch after the cursor (or waits, or retries failing users when idle).
+    pub fn run_batch(&self, src: &dyn ChangeSource, now: DateTime<Utc>) -> Result<Batch> {
+        let mut cursor = src.cursor()?;
+        if let Some(t) = cursor.next_attempt.filter(|t| *t > now) {
+            return Ok(Batch::Waiting(t));
+        }
+        let changes = src.changes(cursor.position, BATCH)?;
+        let Some(last_seq) = changes.last().map(|c| c.seq) else {
+            self.retry_failing(src, now);
+            return Ok(Batch::Idle);
+        };
+        let work = group(&changes);
+        let results = self.push_all(src, &work);
+        let Tally {
+            pushed,
+            failed,
+            hold_seq,
+            hold_err,
+        } = self.tally(&work, results, now);
+        let throttled = hold_err
+            .as_ref()
+            .is_some_and(|(_, e)| matches!(e.status, Some(429) | Some(503)));
+        self.throttled.store(throttled, Ordering::Relaxed);
+        if pushed > 0 {
+            cursor.last_success = Some(now);
+        }
+        let hold = hold_seq.map(|seq| {
+            let e = hold_err.map(|(_, e)| e).unwrap_or_else(|| ScimError {
+                status: None,
+                detail: "users of the batch were not pushed".into(),
+                retry_after: None,
+            });
+            (seq, e)
+        });
+        match hold {
+            None => {
+                cursor.position = last_seq;
+                cursor.attempts = 0;
+                cursor.next_attempt = None;
+                cursor.last_error = None;
+            }
+            Some((seq, e)) => {
+                tracing::warn!(tenant = %self.tenant, "SCIM push waits: {e}");
+                cursor.position = cursor.position.max(seq.saturating_sub(1));
+                cursor.attempts = cursor.attempts.saturating_add(1);
+                let wait = e.retry_after.unwrap_or_else(|| backoff(cursor.attempts));
+                cursor.next_attempt = Some(later(now, wait));
+                cursor.last_error = Some(e.to_string());
+            }
+        }
+        src.save_cursor(&cursor)?;
+        Ok(Batch::Pushed {
+            pushed,
+            failed,
+            position: cursor.position,
+        })
+    }
+
+    /// Tries again the failing users whose next attempt is due (a few per call).
+    fn retry_failing(&self, src: &dyn ChangeSource, now: DateTime<Utc>) {
+        let due: Vec<Failure> = self
+            .status()
+            .failing
+            .values()
+            .filter(|f| f.next_attempt <= now)
+            .take(RETRIES_PER_BATCH)
+            .cloned()
+            .collect();
+        for f in due {
+            let r = self.push_one(src, &f.key, &BTreeSet::new());
+            let mut st = self.status();
+            match r {
+                Ok(_) => {
+                    st.failing.remove(&f.key);
+                    st.pushed += 1;
+                }
+                Err(e) => {
+                    let attempts = f.attempts.saturating_add(1);
+                    st.fail(Failure {
+                        status: e.status,
+                        detail: e.detail,
+                        at: now,
+                        attempts,
+                        next_attempt: later(now, backoff(attempts)),
+                        ..f
+                    });
+                }
+            }
+        }
+    }
+
+    /// Runs batches until nothing is left or the cursor waits, at most `max_batches`.
+    pub fn drain(&self, src: &dyn ChangeSource, max_batches: usize) -> Result<Batch> {
+        let mut last = Batch::Idle;
+        for _ in 0..max_batches {
+            last = self.run_batch(src, Utc::now())?;
+            if matches!(last, Batch::Idle | Batch::Waiting(_)) {
+                break;
+            }
+        }
+        Ok(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FieldChange;
+
+    fn change(
+        seq: u64,
+        key: &str,
+        kind: ChangeKind,
+        fields: &[(&str, Option<&str>)],
+    ) -> LoggedChange {
+        LoggedChange {
+            seq,
+            at: Utc::now(),
+            import_id: None,
+            key: key.into(),
+            kind,
+            fields: fields
+                .iter()
+                .map(|(f, n)| FieldChange {
+                    field: f.to_string(),
+                    old: Some("x".into()),
+                    new: n.map(str::to_string),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_batch_groups_by_user_in_order_and_tracks_cleared_fields() {
+        let c = [
+            change(1, "a", ChangeKind::Created, &[]),
+            change(2, "b", ChangeKind::Updated, &[("job_title", None)]),
+            change(3, "a", ChangeKind::Updated, &[("phone", None)]),
+            change(4, "b", ChangeKind::Updated, &[("job_title", Some("Boss"))]),
+        ];
+        let g = group(&c);
+        assert_eq!(g.len(), 2);
+        assert_eq!((g[0].key.as_str(), g[0].first_seq), ("a", 1));
+        assert_eq!(g[0].kind, ChangeKind::Updated);
+        assert!(g[0].cleared.contains("phone"));
+        assert!(g[1].cleared.is_empty());
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(40), MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,146 @@
+//! `roster scim-push TENANT --reconcile [--dry-run]`: compares the application's users with the
+//! directory and fixes the drift.
+//!
+//! The application's users enter page by page ([`client::PAGE`](super::client::PAGE) at a time)
+//! and are indexed by `externalId` and `userName`; the directory's users enter as the list the
+//! caller read. Leaves as a [`Drift`] report: users created (missing in the application), updated
+//! (an attribute differs), deactivated (active in the application but inactive, deleted or gone
+//! in the directory, among the users carrying an `externalId`; users without one are not
+//! Roster's and are left alone). Without `dry_run` each fix is made as the pusher makes it.
+//! Memory: the application's users are held while comparing (one JSON value each).
+
+use super::client::{id_of, ScimError};
+use super::push::Pusher;
+use super::resource;
+use crate::config::ScimOnMissing;
+use crate::model::{User, UserStatus};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+/// Most keys listed per kind of fix in the report (the counts are always complete).
+pub const MAX_LISTED: usize = 1000;
+/// Most application users read (a bound on memory).
+pub const MAX_APP_USERS: usize = 2_000_000;
+
+/// One kind of fix: how many, and the first keys.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Fixes {
+    pub count: usize,
+    pub keys: Vec<String>,
+}
+
+impl Fixes {
+    fn add(&mut self, key: &str) {
+        self.count += 1;
+        if self.keys.len() < MAX_LISTED {
+            self.keys.push(key.to_string());
+        }
+    }
+}
+
+/// What `--reconcile` found (and, without `dry_run`, fixed).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Drift {
+    pub dry_run: bool,
+    /// Users the application holds.
+    pub application_users: usize,
+    pub create: Fixes,
+    pub update: Fixes,
+    pub deactivate: Fixes,
+    pub delete: Fixes,
+    /// Fixes the application refused: "key: detail".
+    pub errors: Vec<String>,
+}
+
+/// Every user of the application, page by page.
+fn application_users(p: &Pusher) -> Result<Vec<Value>, ScimError> {
+    let mut out = Vec::new();
+    loop {
+        let (page, total) = p.client().list(out.len() + 1)?;
+        let got = page.len();
+        out.extend(page);
+        if got == 0 || out.len() >= total || out.len() >= MAX_APP_USERS {
+            return Ok(out);
+        }
+    }
+}
+
+fn text<'a>(u: &'a Value, name: &str) -> Option<&'a str> {
+    u.get(name).and_then(Value::as_str)
+}
+
+/// Compares and (unless `dry_run`) fixes; `directory` is every user of the tenant.
+pub fn reconcile(
+    p: &Pusher,
+    directory: &[User],
+    on_missing: ScimOnMissing,
+    dry_run: bool,
+) -> Result<Drift, ScimError> {
+    let app = application_users(p)?;
+    let mut drift = Drift {
+        dry_run,
+        application_users: app.len(),
+        ..Drift::default()
+    };
+    let mut by_ext: HashMap<&str, &Value> = HashMap::new();
+    let mut by_name: HashMap<String, &Value> = HashMap::new();
+    for u in &app {
+        if let Some(e) = text(u, "externalId").filter(|e| !e.is_empty()) {
+            by_ext.insert(e, u);
+        } else if let Some(n) = text(u, "userName") {
+            by_name.insert(n.to_lowercase(), u);
+        }
+    }
+    let mut live: HashSet<&str> = HashSet::new();
+    let none = BTreeSet::new();
+    for u in directory.iter().filter(|u| u.status != UserStatus::Deleted) {
+        live.insert(&u.key);
+        let matched = by_ext
+            .get(u.key.as_str())
+            .or_else(|| by_name.get(&resource::user_name(u).to_lowercase()))
+            .copied();
+        let want = resource::resource(u, p.extra(), None);
+        let fix = match matched {
+            None if u.status == UserStatus::Active => &mut drift.create,
+            None => continue,
+            Some(have) if resource::covers(have, &without_schemas(&want)) => continue,
+            Some(_) if u.status == UserStatus::Active => &mut drift.update,
+            Some(_) => &mut drift.deactivate,
+        };
+        fix.add(&u.key);
+        if !dry_run {
+            if let Err(e) = p.sync_user(&u.key, Some(u), &none) {
+                drift.errors.push(format!("{}: {e}", u.key));
+            }
+        }
+    }
+    for (ext, have) in &by_ext {
+        if live.contains(ext) {
+            continue;
+        }
+        let fix = match on_missing {
+            ScimOnMissing::Delete => &mut drift.delete,
+            ScimOnMissing::Deactivate if have.get("active") == Some(&Value::Bool(false)) => {
+                continue
+            }
+            ScimOnMissing::Deactivate => &mut drift.deactivate,
+        };
+        fix.add(ext);
+        if !dry_run && id_of(have).is_some() {
+            if let Err(e) = p.sync_user(ext, None, &none) {
+                drift.errors.push(format!("{ext}: {e}"));
+            }
+        }
+    }
+    drift.errors.truncate(MAX_LISTED);
+    Ok(drift)
+}
+
+fn without_schemas(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("schemas");
+    }
+    v
+}

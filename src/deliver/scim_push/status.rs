@@ -1,0 +1,83 @@
+//! What SCIM push reports about itself: per tenant, the last success and the users whose
+//! changes the application refused, with the provider's `detail`.
+//!
+//! The pusher writes a tenant's [`PushStatus`] after every batch; the admin API
+//! (`GET /api/tenants/{t}/scim-push`) reads it through [`status_of`]. Kept in this process's
+//! memory (the cursor, the durable part, is in the store): after a restart the failing users are
+//! found again when their next change is pushed, or by `roster scim-push --reconcile`. Bounded:
+//! at most [`MAX_FAILING`] users are kept.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Most failing users kept per tenant; past it the oldest failure is dropped.
+pub const MAX_FAILING: usize = 1000;
+
+/// A user the application refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub key: String,
+    /// The change-log kind of the last change pushed (or "reconcile").
+    pub kind: String,
+    /// The HTTP status, if the application answered.
+    pub status: Option<u16>,
+    /// The provider's `detail`.
+    pub detail: String,
+    pub at: DateTime<Utc>,
+    pub attempts: u32,
+    /// When the pusher tries this user again.
+    pub next_attempt: DateTime<Utc>,
+}
+
+/// One tenant's push, as the admin API shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PushStatus {
+    /// Users pushed since this process started.
+    pub pushed: u64,
+    pub last_success: Option<DateTime<Utc>>,
+    /// The last error of the push as a whole (the application unreachable, 429, 5xx).
+    pub last_error: Option<String>,
+    /// Users whose push failed, by key.
+    pub failing: BTreeMap<String, Failure>,
+}
+
+impl PushStatus {
+    /// Keeps `f` (replacing the user's previous failure), dropping the oldest past the bound.
+    pub fn fail(&mut self, f: Failure) {
+        self.failing.insert(f.key.clone(), f);
+        while self.failing.len() > MAX_FAILING {
+            let oldest = self
+                .failing
+                .values()
+                .min_by_key(|f| f.at)
+                .map(|f| f.key.clone());
+            match oldest {
+                Some(k) => self.failing.remove(&k),
+                None => break,
+            };
+        }
+    }
+}
+
+type Registry = Mutex<HashMap<String, Arc<Mutex<PushStatus>>>>;
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The shared status of `tenant` (created empty on first use).
+pub fn status_of(tenant: &str) -> Arc<Mutex<PushStatus>> {
+    let mut map = registry().lock().unwrap_or_else(|p| p.into_inner());
+    map.entry(tenant.to_string()).or_default().clone()
+}
+
+/// A copy of `tenant`'s status.
+pub fn snapshot(tenant: &str) -> PushStatus {
+    status_of(tenant)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}

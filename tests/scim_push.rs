@@ -1,0 +1,493 @@
+//! SCIM push against a real SCIM service provider (`scim2-server`, see tests/scim_push/): the
+//! pusher walks hand-built change logs (a `ChangeSource` in memory) and the tests read the
+//! provider's users back through its own SCIM API. Covers create, adoption by externalId and by
+//! userName, update by PATCH and by PUT (a provider without PATCH), deactivate, restore,
+//! delete, a refusal kept with the provider's detail, the cursor held while the provider is
+//! down, a bearer token, and `--reconcile`.
+
+#[path = "scim_push/server.rs"]
+mod server;
+
+use chrono::Utc;
+use roster::config::{ScimOnMissing, ScimPushConfig};
+use roster::deliver::scim_push::{reconcile, snapshot, Batch, ChangeSource, Pusher};
+use roster::model::changelog::{ChangeKind, Cursor, LoggedChange};
+use roster::model::{FieldChange, User, UserStatus};
+use serde_json::{json, Value};
+use server::{RateLimiter, ScimServer};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// A tenant's change log, directory and cursor in memory.
+#[derive(Default)]
+struct MemSource {
+    log: Mutex<Vec<LoggedChange>>,
+    users: Mutex<HashMap<String, User>>,
+    cursor: Mutex<Cursor>,
+}
+
+impl ChangeSource for MemSource {
+    fn changes(&self, after: u64, limit: usize) -> anyhow::Result<Vec<LoggedChange>> {
+        let log = self.log.lock().unwrap();
+        Ok(log
+            .iter()
+            .filter(|c| c.seq > after)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+    fn user(&self, key: &str) -> anyhow::Result<Option<User>> {
+        Ok(self.users.lock().unwrap().get(key).cloned())
+    }
+    fn cursor(&self) -> anyhow::Result<Cursor> {
+        Ok(self.cursor.lock().unwrap().clone())
+    }
+    fn save_cursor(&self, c: &Cursor) -> anyhow::Result<()> {
+        *self.cursor.lock().unwrap() = c.clone();
+        Ok(())
+    }
+}
+
+impl MemSource {
+    /// Sets the user (None: removed) and logs the change.
+    fn apply(
+        &self,
+        key: &str,
+        user: Option<User>,
+        kind: ChangeKind,
+        fields: &[(&str, Option<&str>)],
+    ) {
+        let mut log = self.log.lock().unwrap();
+        let seq = log.len() as u64 + 1;
+        log.push(LoggedChange {
+            seq,
+            at: Utc::now(),
+            import_id: Some("i1".into()),
+            key: key.into(),
+            kind,
+            fields: fields
+                .iter()
+                .map(|(f, n)| FieldChange {
+                    field: f.to_string(),
+                    old: None,
+                    new: n.map(str::to_string),
+                })
+                .collect(),
+        });
+        let mut users = self.users.lock().unwrap();
+        match user {
+            Some(u) => users.insert(key.into(), u),
+            None => users.remove(key),
+        };
+    }
+
+    fn get(&self, key: &str) -> User {
+        self.users.lock().unwrap()[key].clone()
+    }
+
+    fn position(&self) -> u64 {
+        self.cursor.lock().unwrap().position
+    }
+}
+
+fn user(key: &str, first: &str) -> User {
+    User {
+        key: key.into(),
+        status: UserStatus::Active,
+        email: Some(format!("{key}@acme.example")),
+        username: None,
+        mapping_code: Some(format!("E-{key}")),
+        first_name: Some(first.into()),
+        last_name: Some("Lee".into()),
+        fields: [
+            ("job_title".to_string(), json!("Clerk")),
+            ("org_unit".to_string(), json!("HQ")),
+        ]
+        .into(),
+        attributes: BTreeMap::new(),
+        has_password: false,
+        managed: true,
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+        deleted_at: None,
+    }
+}
+
+fn config(s: &ScimServer, on_missing: ScimOnMissing) -> ScimPushConfig {
+    ScimPushConfig {
+        url: s.base.clone(),
+        token: None,
+        token_env: None,
+        on_missing,
+        attributes: BTreeMap::new(),
+    }
+}
+
+fn drain(p: &Pusher, src: &MemSource) -> Batch {
+    p.drain(src, 100).unwrap()
+}
+
+fn create(src: &MemSource, key: &str, first: &str) {
+    src.apply(key, Some(user(key, first)), ChangeKind::Created, &[]);
+}
+
+#[test]
+fn created_updated_deactivated_restored_and_deleted_users_reach_the_application() {
+    let s = ScimServer::start(&[]);
+    let src = MemSource::default();
+    let p = Pusher::new("t-life", &config(&s, ScimOnMissing::Deactivate)).unwrap();
+    for (k, n) in [("ann", "Ann"), ("bob", "Bob"), ("cy", "Cy")] {
+        create(&src, k, n);
+    }
+    drain(&p, &src);
+    assert_eq!(src.position(), 3);
+    let ann = s.by_external_id("ann").unwrap();
+    assert_eq!(ann["userName"], "ann@acme.example");
+    assert_eq!(ann["name"]["givenName"], "Ann");
+    assert_eq!(ann["emails"][0]["value"], "ann@acme.example");
+    assert_eq!(ann["title"], "Clerk");
+    assert_eq!(ann["active"], true);
+    assert_eq!(ann[ENTERPRISE]["employeeNumber"], "E-ann");
+    assert_eq!(ann[ENTERPRISE]["department"], "HQ");
+    assert_eq!(s.users().len(), 3);
+
+    // Updated (PATCH): a new first name; bob's title cleared.
+    let mut a = src.get("ann");
+    a.first_name = Some("Anne".into());
+    src.apply(
+        "ann",
+        Some(a),
+        ChangeKind::Updated,
+        &[("first_name", Some("Anne"))],
+    );
+    let mut b = src.get("bob");
+    b.fields.remove("job_title");
+    src.apply("bob", Some(b), ChangeKind::Updated, &[("job_title", None)]);
+    // Deactivated, then deleted from the directory.
+    let mut c = src.get("cy");
+    c.status = UserStatus::Inactive;
+    src.apply("cy", Some(c), ChangeKind::Deactivated, &[]);
+    drain(&p, &src);
+    assert_eq!(
+        s.by_external_id("ann").unwrap()["name"]["givenName"],
+        "Anne"
+    );
+    assert!(s.by_external_id("bob").unwrap().get("title").is_none());
+    assert_eq!(s.by_external_id("cy").unwrap()["active"], false);
+
+    // Restored: active again with its fields.
+    let mut c = src.get("cy");
+    c.status = UserStatus::Active;
+    c.first_name = Some("Cyril".into());
+    src.apply(
+        "cy",
+        Some(c),
+        ChangeKind::Restored,
+        &[("first_name", Some("Cyril"))],
+    );
+    drain(&p, &src);
+    let cy = s.by_external_id("cy").unwrap();
+    assert_eq!(
+        (cy["active"].clone(), cy["name"]["givenName"].clone()),
+        (json!(true), json!("Cyril"))
+    );
+
+    // Deleted with on_missing = deactivate: kept, inactive.
+    src.apply("bob", None, ChangeKind::Deleted, &[]);
+    drain(&p, &src);
+    assert_eq!(s.by_external_id("bob").unwrap()["active"], false);
+    // With on_missing = delete: gone.
+    let del = Pusher::new("t-life", &config(&s, ScimOnMissing::Delete)).unwrap();
+    let mut gone = src.get("cy");
+    gone.status = UserStatus::Deleted;
+    src.apply("cy", Some(gone), ChangeKind::Deleted, &[]);
+    drain(&del, &src);
+    assert!(s.by_external_id("cy").is_none());
+    assert_eq!(s.users().len(), 2, "no user was duplicated");
+    assert_eq!(src.position(), src.log.lock().unwrap().len() as u64);
+    assert!(snapshot("t-life").failing.is_empty());
+}
+
+#[test]
+fn an_existing_application_user_is_adopted_by_external_id_then_by_user_name() {
+    let s = ScimServer::start(&[]);
+    s.create(
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "old-name", "externalId": "ann", "name": {"givenName": "Old"}}),
+    );
+    s.create(
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "BOB@acme.example", "name": {"givenName": "Robert"}}),
+    );
+    let src = MemSource::default();
+    let p = Pusher::new("t-adopt", &config(&s, ScimOnMissing::Deactivate)).unwrap();
+    create(&src, "ann", "Ann");
+    create(&src, "bob", "Bob");
+    drain(&p, &src);
+    let users = s.users();
+    assert_eq!(users.len(), 2, "adopted, not duplicated: {users:?}");
+    let ann = s.by_external_id("ann").unwrap();
+    assert_eq!(
+        (ann["userName"].clone(), ann["name"]["givenName"].clone()),
+        (json!("ann@acme.example"), json!("Ann"))
+    );
+    let bob = s
+        .by_external_id("bob")
+        .expect("bob adopted by userName and given our externalId");
+    assert_eq!(bob["name"]["givenName"], "Bob");
+}
+
+#[test]
+fn a_provider_without_patch_gets_put() {
+    let cfg = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/scim_push/no-patch-config.json"
+    );
+    let s = ScimServer::start(&["--service-provider-config", cfg]);
+    let src = MemSource::default();
+    let p = Pusher::new("t-put", &config(&s, ScimOnMissing::Deactivate)).unwrap();
+    create(&src, "ann", "Ann");
+    drain(&p, &src);
+    let mut a = src.get("ann");
+    a.first_name = Some("Anne".into());
+    a.fields.insert("job_title".into(), json!("Boss"));
+    src.apply(
+        "ann",
+        Some(a),
+        ChangeKind::Updated,
+        &[("first_name", Some("Anne"))],
+    );
+    let mut a = src.get("ann");
+    a.status = UserStatus::Inactive;
+    src.apply("ann", Some(a), ChangeKind::Deactivated, &[]);
+    drain(&p, &src);
+    let ann = s.by_external_id("ann").unwrap();
+    assert_eq!(ann["name"]["givenName"], "Anne");
+    assert_eq!(ann["title"], "Boss");
+    assert_eq!(ann["active"], false);
+    assert!(
+        snapshot("t-put").failing.is_empty(),
+        "{:?}",
+        snapshot("t-put").failing
+    );
+}
+
+#[test]
+fn a_refused_user_is_kept_with_the_provider_detail_and_the_others_go_on() {
+    let s = ScimServer::start(&[]);
+    // The application already has carol's userName under someone else's externalId.
+    s.create(
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "carol@acme.example", "externalId": "someone-else"}),
+    );
+    let src = MemSource::default();
+    let p = Pusher::new("t-refused", &config(&s, ScimOnMissing::Deactivate)).unwrap();
+    create(&src, "ann", "Ann");
+    create(&src, "carol", "Carol");
+    create(&src, "dan", "Dan");
+    drain(&p, &src);
+    assert_eq!(src.position(), 3, "a refusal does not hold the cursor");
+    assert!(s.by_external_id("ann").is_some() && s.by_external_id("dan").is_some());
+    let st = snapshot("t-refused");
+    let f = st.failing.get("carol").expect("carol is kept as failing");
+    assert_eq!(f.status, Some(409));
+    assert!(f.detail.contains("already in use"), "{}", f.detail);
+    assert_eq!(f.kind, "created");
+    assert_eq!(st.failing.len(), 1);
+    assert!(s.users().iter().all(|u| u["externalId"] != "carol"));
+}
+
+#[test]
+fn the_cursor_holds_while_the_provider_is_down_and_moves_when_it_is_back() {
+    let mut s = ScimServer::start(&[]);
+    let src = MemSource::default();
+    let p = Pusher::new("t-down", &config(&s, ScimOnMissing::Deactivate)).unwrap();
+    create(&src, "ann", "Ann");
+    drain(&p, &src);
+    s.kill();
+    create(&src, "bob", "Bob");
+    let now = Utc::now();
+    let b = p.run_batch(&src, now).unwrap();
+    assert!(
+        matches!(
+            b,
+            Batch::Pushed {
+                pushed: 0,
+                position: 1,
+                ..
+            }
+        ),
+        "{b:?}"
+    );
+    let c = src.cursor().unwrap();
+    assert_eq!((c.position, c.attempts), (1, 1));
+    assert!(c.last_error.is_some());
+    let wake = c.next_attempt.expect("a backoff");
+    assert!(wake > now);
+    assert_eq!(p.run_batch(&src, now).unwrap(), Batch::Waiting(wake));
+    s.restart(); // an empty provider on the same address
+    let b = p.run_batch(&src, wake).unwrap();
+    assert!(
+        matches!(
+            b,
+            Batch::Pushed {
+                pushed: 1,
+                position: 2,
+                ..
+            }
+        ),
+        "{b:?}"
+    );
+    assert!(s.by_external_id("bob").is_some());
+    let c = src.cursor().unwrap();
+    assert_eq!((c.attempts, c.next_attempt, c.last_error), (0, None, None));
+}
+
+#[test]
+fn a_bearer_token_is_sent() {
+    let s = ScimServer::start(&["--bearer-token", "s3cret-push"]);
+    let src = MemSource::default();
+    create(&src, "ann", "Ann");
+    let mut wrong = config(&s, ScimOnMissing::Deactivate);
+    wrong.token = Some("wrong".into());
+    let p = Pusher::new("t-token-wrong", &wrong).unwrap();
+    let b = p.run_batch(&src, Utc::now()).unwrap();
+    assert!(
+        matches!(
+            b,
+            Batch::Pushed {
+                pushed: 0,
+                position: 0,
+                ..
+            }
+        ),
+        "{b:?}"
+    );
+    let held = src.cursor().unwrap();
+    assert!(
+        held.last_error.unwrap().contains("401"),
+        "a refused token holds the cursor"
+    );
+    src.save_cursor(&Cursor::default()).unwrap(); // the operator fixed the token: no wait
+    let mut right = config(&s, ScimOnMissing::Deactivate);
+    right.token_env = Some("ROSTER_TEST_SCIM_PUSH_TOKEN".into());
+    std::env::set_var("ROSTER_TEST_SCIM_PUSH_TOKEN", "s3cret-push");
+    let p = Pusher::new("t-token", &right).unwrap();
+    let b = p.run_batch(&src, Utc::now()).unwrap();
+    assert!(matches!(b, Batch::Pushed { pushed: 1, .. }), "{b:?}");
+    assert!(s.by_external_id("ann").is_some());
+}
+
+#[test]
+fn reconcile_reports_the_drift_then_fixes_it() {
+    let s = ScimServer::start(&[]);
+    let p = Pusher::new("t-rec", &config(&s, ScimOnMissing::Deactivate)).unwrap();
+    let ann = user("ann", "Ann");
+    let bob = user("bob", "Bob");
+    let mut cy = user("cy", "Cy");
+    // In the application: ann as she is, bob with an old name, an extra that carries an
+    // externalId, and someone without one (not Roster's: left alone).
+    p.sync_user("ann", Some(&ann), &Default::default()).unwrap();
+    let mut old_bob = bob.clone();
+    old_bob.first_name = Some("Robert".into());
+    p.sync_user("bob", Some(&old_bob), &Default::default())
+        .unwrap();
+    p.sync_user("gone", Some(&user("gone", "Gone")), &Default::default())
+        .unwrap();
+    s.create(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "local-admin"}));
+    cy.status = UserStatus::Active;
+    let directory = vec![ann, bob, cy];
+    let dry = reconcile(&p, &directory, ScimOnMissing::Deactivate, true).unwrap();
+    assert_eq!(dry.application_users, 4);
+    assert_eq!(dry.create.keys, ["cy"]);
+    assert_eq!(dry.update.keys, ["bob"]);
+    assert_eq!(dry.deactivate.keys, ["gone"]);
+    assert!(
+        s.by_external_id("cy").is_none(),
+        "a dry run changes nothing"
+    );
+    let fixed = reconcile(&p, &directory, ScimOnMissing::Deactivate, false).unwrap();
+    assert!(fixed.errors.is_empty(), "{:?}", fixed.errors);
+    assert_eq!(s.by_external_id("bob").unwrap()["name"]["givenName"], "Bob");
+    assert_eq!(s.by_external_id("gone").unwrap()["active"], false);
+    assert!(s.by_external_id("cy").is_some());
+    let again = reconcile(&p, &directory, ScimOnMissing::Deactivate, true).unwrap();
+    let nothing = |f: &roster::deliver::scim_push::reconcile::Fixes| f.count == 0;
+    assert!(
+        nothing(&again.create) && nothing(&again.update) && nothing(&again.deactivate),
+        "{again:?}"
+    );
+    let local: Vec<Value> = s
+        .users()
+        .into_iter()
+        .filter(|u| u["userName"] == "local-admin")
+        .collect();
+    assert_eq!(local.len(), 1);
+}
+
+#[test]
+fn a_429_with_retry_after_makes_the_push_wait_that_long_then_finish() {
+    let s = ScimServer::start(&[]);
+    // nginx limit_req: bursts of 4, then 2 requests/s; the excess answered 429, Retry-After: 3.
+    let limiter = RateLimiter::start(&s, 2, 3);
+    let mut cfg = config(&s, ScimOnMissing::Deactivate);
+    cfg.url = limiter.base.clone();
+    let p = Pusher::new("t-429", &cfg).unwrap();
+    let src = MemSource::default();
+    for k in ["a1", "a2", "a3", "a4", "a5", "a6"] {
+        create(&src, k, "A");
+    }
+    let mut waits = 0;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while src.position() < 6 {
+        assert!(
+            std::time::Instant::now() < until,
+            "not drained: {:?}",
+            src.cursor().unwrap()
+        );
+        let now = Utc::now();
+        match p.run_batch(&src, now).unwrap() {
+            Batch::Waiting(t) => std::thread::sleep((t - Utc::now()).to_std().unwrap_or_default()),
+            Batch::Pushed { .. } => {
+                let c = src.cursor().unwrap();
+                if let Some(next) = c.next_attempt {
+                    waits += 1;
+                    assert!(
+                        c.last_error.as_deref().unwrap_or("").contains("429"),
+                        "{c:?}"
+                    );
+                    let wait = (next - now).num_milliseconds();
+                    assert!(
+                        (2900..=3100).contains(&wait),
+                        "Retry-After 3 honoured: {wait} ms"
+                    );
+                }
+            }
+            Batch::Idle => panic!("idle before the end: {:?}", src.cursor().unwrap()),
+        }
+    }
+    assert!(waits >= 1, "the limiter never answered 429");
+    for k in ["a1", "a2", "a3", "a4", "a5", "a6"] {
+        assert!(s.by_external_id(k).is_some(), "{k}");
+    }
+    assert_eq!(s.users().len(), 6, "a retried batch duplicates nobody");
+}
+
+#[test]
+fn the_manager_is_the_application_id_of_the_user_with_that_email() {
+    let s = ScimServer::start(&[]);
+    let src = MemSource::default();
+    let p = Pusher::new("t-manager", &config(&s, ScimOnMissing::Deactivate)).unwrap();
+    create(&src, "boss", "Boss");
+    drain(&p, &src);
+    let mut emp = user("emp", "Emp");
+    emp.fields
+        .insert("manager_email".into(), json!("BOSS@acme.example"));
+    src.apply("emp", Some(emp), ChangeKind::Created, &[]);
+    drain(&p, &src);
+    let boss_id = s.by_external_id("boss").unwrap()["id"].clone();
+    let emp = s.by_external_id("emp").unwrap();
+    assert_eq!(emp[ENTERPRISE]["manager"]["value"], boss_id, "{emp}");
+}
