@@ -22,8 +22,8 @@ mod changes;
 mod filter;
 mod schemas;
 mod scim;
-mod webhooks;
 mod scim_push;
+mod webhooks;
 
 use crate::config::ConfigHandle;
 use crate::intake::Intake;
