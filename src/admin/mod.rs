@@ -21,6 +21,7 @@ mod auth;
 mod filter;
 mod schemas;
 mod scim;
+mod scim_groups;
 
 use crate::config::ConfigHandle;
 use crate::intake::Intake;

@@ -11,7 +11,7 @@
 use anyhow::{bail, Context};
 
 /// The schema version this binary creates and expects.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Key of the advisory lock migrations run under ("Roster" in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x0052_6f73_7465_7201;
@@ -33,6 +33,12 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "packed_rows",
         sql: include_str!("schema/0002_packed_rows.sql"),
+    },
+    // Version 3 (the change log) comes from h-changes; 4 is h-scimread's.
+    Migration {
+        version: 4,
+        name: "scim_read",
+        sql: include_str!("schema/0004_scim_read.sql"),
     },
 ];
 
