@@ -18,7 +18,7 @@
 
 mod api;
 mod auth;
-mod filter;
+pub mod filter;
 mod schemas;
 mod scim;
 mod scim_groups;
