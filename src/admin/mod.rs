@@ -19,6 +19,7 @@
 mod api;
 mod auth;
 pub mod filter;
+mod openapi;
 mod schemas;
 mod scim;
 mod scim_groups;
