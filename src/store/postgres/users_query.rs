@@ -6,7 +6,8 @@
 //! [`UserPage`] or [`GroupPage`]. Every value of the filter is a bound parameter; the SQL text
 //! holds only column names and operators chosen here, never text from the request. The
 //! condition gives the same answer as [`UserFilter::matches`]: every comparison is made
-//! two-valued with `coalesce(…, false)` (a missing value fails every comparison but `ne`),
+//! two-valued with `value IS NOT NULL AND …` (a missing value fails every comparison but
+//! `ne`; written so, not with `coalesce`, so that the indexes of migration 4 still apply),
 //! case-insensitive attributes compare `lower()` of both sides, `gt ge lt le` compare in byte
 //! order (`COLLATE "C"`), `co sw ew` are `LIKE` with the value's `%`, `_` and `\` escaped, a
 //! list column (`groups`, `teams`) matches when any item does, `meta.*` compare `created_at`
@@ -132,7 +133,7 @@ impl Builder {
         Some(match a {
             Attribute::Active | Attribute::Created | Attribute::Modified => "true".into(),
             _ => match self.source(a)? {
-                Source::One(e) => format!("coalesce({e} <> '', false)"),
+                Source::One(e) => format!("({e} IS NOT NULL AND {e} <> '')"),
                 Source::List(c) => {
                     format!("EXISTS (SELECT 1 FROM unnest({c}) AS item(v) WHERE v <> '')")
                 }
@@ -190,7 +191,7 @@ impl Builder {
         };
         let test = |b: &mut Builder, e: &str| b.text_test(e, exact, test_op, want);
         let yes = match source {
-            Source::One(e) => format!("coalesce({}, false)", test(self, &e)),
+            Source::One(e) => format!("({e} IS NOT NULL AND {})", test(self, &e)),
             Source::List(c) => format!(
                 "EXISTS (SELECT 1 FROM unnest({c}) AS item(v) WHERE {})",
                 test(self, "v")
@@ -305,9 +306,14 @@ impl PostgresStore {
             i64::try_from(skip).unwrap_or(i64::MAX),
             i64::try_from(take).unwrap_or(i64::MAX),
         );
-        let groups = "FROM roster.user_rows, unnest(groups) AS g(name) WHERE tenant = $1 \
-                      AND status <> 'deleted' AND g.name <> '' \
-                      AND ($2::text IS NULL OR g.name = $2)";
+        // One group: the GIN index finds its rows; all groups: a scan of the tenant's rows.
+        let groups = if name.is_some() {
+            "FROM roster.user_rows, unnest(groups) AS g(name) WHERE tenant = $1 \
+             AND status <> 'deleted' AND groups @> ARRAY[$2::text] AND g.name = $2::text"
+        } else {
+            "FROM roster.user_rows, unnest(groups) AS g(name) WHERE tenant = $1 \
+             AND status <> 'deleted' AND g.name <> '' AND $2::text IS NULL"
+        };
         let (total, rows): (i64, Vec<(String, i64)>) = self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
             let total: i64 = client
