@@ -22,8 +22,11 @@ const LATER: &[&str] = &[
     "/api/tenants/{tenant}/scim-push/reconcile",
 ];
 
-/// (method, template, path, query, body) of every call the test makes.
-fn calls(import_id: &str) -> Vec<(&'static str, &'static str, String, String, Option<Vec<u8>>)> {
+/// One call: (method, path template of the document, path, query, body).
+type Call = (&'static str, &'static str, String, String, Option<Vec<u8>>);
+
+/// Every call the test makes.
+fn calls(import_id: &str) -> Vec<Call> {
     let csv = users_csv(0, 3).into_bytes();
     let mut v = Vec::new();
     let mut call = |m, t, p: &str, q: &str, b: Option<Vec<u8>>| {
