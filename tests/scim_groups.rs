@@ -153,7 +153,10 @@ async fn one_group_discovery_and_members_through_users() {
         .await;
     assert_eq!(one.status, 200, "{}", one.text);
     assert_eq!(one.json["id"], "R&D/Ops");
-    assert_eq!(member_ids(&one.json), ["u2@acme.example", "u5@acme.example"]);
+    assert_eq!(
+        member_ids(&one.json),
+        ["u2@acme.example", "u5@acme.example"]
+    );
     let slim = env
         .scim(
             "/scim/v2/Groups/Sales?excludedAttributes=members",
