@@ -301,25 +301,23 @@ impl PostgresStore {
         skip: usize,
         take: usize,
     ) -> Result<GroupPage> {
-        let (tenant, name) = (tenant.to_string(), name.map(str::to_string));
+        if let Some(name) = name {
+            return self.one_group(tenant, name, skip, take);
+        }
+        let tenant = tenant.to_string();
         let (skip, take) = (
             i64::try_from(skip).unwrap_or(i64::MAX),
             i64::try_from(take).unwrap_or(i64::MAX),
         );
-        // One group: the GIN index finds its rows; all groups: a scan of the tenant's rows.
-        let groups = if name.is_some() {
-            "FROM roster.user_rows, unnest(groups) AS g(name) WHERE tenant = $1 \
-             AND status <> 'deleted' AND groups @> ARRAY[$2::text] AND g.name = $2::text"
-        } else {
-            "FROM roster.user_rows, unnest(groups) AS g(name) WHERE tenant = $1 \
-             AND status <> 'deleted' AND g.name <> '' AND $2::text IS NULL"
-        };
+        // Every group: a scan of the tenant's `groups` column.
+        let groups = "FROM roster.user_rows, unnest(groups) AS g(name) WHERE tenant = $1 \
+                      AND status <> 'deleted' AND g.name <> ''";
         let (total, rows): (i64, Vec<(String, i64)>) = self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
             let total: i64 = client
                 .query_one(
                     &format!("SELECT count(DISTINCT g.name) {groups}"),
-                    &[&tenant, &name],
+                    &[&tenant],
                 )
                 .await?
                 .try_get(0)?;
@@ -327,9 +325,9 @@ impl PostgresStore {
                 .query(
                     &format!(
                         "SELECT g.name, count(DISTINCT key) {groups} GROUP BY g.name \
-                         ORDER BY g.name COLLATE \"C\" LIMIT $3 OFFSET $4"
+                         ORDER BY g.name COLLATE \"C\" LIMIT $2 OFFSET $3"
                     ),
-                    &[&tenant, &name, &take, &skip],
+                    &[&tenant, &take, &skip],
                 )
                 .await?;
             let rows = rows
@@ -347,6 +345,33 @@ impl PostgresStore {
                     members: u64::try_from(n).unwrap_or(0),
                 })
                 .collect(),
+        })
+    }
+
+    /// [`crate::store::Users::groups_page`] for one name: its members counted through the GIN
+    /// index (`groups @> ARRAY[name]`, exact), without unnesting.
+    fn one_group(&self, tenant: &str, name: &str, skip: usize, take: usize) -> Result<GroupPage> {
+        if name.is_empty() {
+            return Ok(GroupPage::default());
+        }
+        let (tenant, group) = (tenant.to_string(), name.to_string());
+        let members: i64 = self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            let row = client
+                .query_one(
+                    &format!("SELECT count(*) {LIVE} AND groups @> ARRAY[$2::text]"),
+                    &[&tenant, &group],
+                )
+                .await?;
+            Ok(row.try_get(0)?)
+        })?;
+        let found = (members > 0).then(|| GroupSummary {
+            name: name.to_string(),
+            members: u64::try_from(members).unwrap_or(0),
+        });
+        Ok(GroupPage {
+            total: u64::from(found.is_some()),
+            groups: found.into_iter().skip(skip).take(take).collect(),
         })
     }
 
