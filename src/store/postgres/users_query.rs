@@ -192,6 +192,11 @@ impl Builder {
         let test = |b: &mut Builder, e: &str| b.text_test(e, exact, test_op, want);
         let yes = match source {
             Source::One(e) => format!("({e} IS NOT NULL AND {})", test(self, &e)),
+            // eq on `groups`: through the GIN index of lower-cased items (migration 4).
+            Source::List("groups") if test_op == Op::Eq && !exact => {
+                let p = self.bind(Param::Text(want.to_string()));
+                format!("(groups IS NOT NULL AND roster.lower_items(groups) @> ARRAY[lower({p})])")
+            }
             Source::List(c) => format!(
                 "EXISTS (SELECT 1 FROM unnest({c}) AS item(v) WHERE {})",
                 test(self, "v")
@@ -431,7 +436,13 @@ mod tests {
         assert_eq!(c.params.len(), 3);
         assert!(condition(&text(Attribute::Field("sex"), Op::Eq, "M"), 2).is_none());
         assert!(condition(&text(Attribute::Field("start_date"), Op::Eq, "x"), 2).is_none());
-        let groups = condition(&text(Attribute::Field("groups"), Op::Eq, "x"), 2).unwrap();
+        let groups = condition(&text(Attribute::Field("groups"), Op::Sw, "x"), 2).unwrap();
         assert!(groups.sql.contains("unnest(groups)"), "{}", groups.sql);
+        let groups = condition(&text(Attribute::Field("groups"), Op::Eq, "x"), 2).unwrap();
+        assert!(
+            groups.sql.contains("lower_items(groups) @>"),
+            "{}",
+            groups.sql
+        );
     }
 }

@@ -15,3 +15,9 @@ CREATE INDEX user_rows_tenant_mapping_code ON roster.user_rows (tenant, mapping_
 CREATE INDEX user_rows_tenant_updated_at ON roster.user_rows (tenant, updated_at);
 -- /Groups: the members of one group (groups @> ARRAY[name])
 CREATE INDEX user_rows_groups ON roster.user_rows USING gin (groups);
+-- /Users?filter=groups eq "…" (case-insensitive): the items of `groups` lower-cased, so a GIN
+-- index can answer `roster.lower_items(groups) @> ARRAY[lower($1)]`.
+CREATE FUNCTION roster.lower_items(items text[]) RETURNS text[]
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$ SELECT array_agg(lower(item)) FROM unnest(items) AS item $$;
+CREATE INDEX user_rows_lower_groups ON roster.user_rows USING gin (roster.lower_items(groups));
