@@ -265,7 +265,7 @@ async fn scim_discovery_documents() {
 
     let rts = env.scim("/scim/v2/ResourceTypes", SCIM_ACME).await;
     assert_eq!(rts.json["schemas"][0], LIST);
-    assert_eq!(rts.json["totalResults"], 1);
+    assert_eq!(rts.json["totalResults"], 2, "User and Group");
     let rt = &rts.json["Resources"][0];
     assert_eq!(
         (rt["id"].as_str(), rt["endpoint"].as_str()),
@@ -276,7 +276,7 @@ async fn scim_discovery_documents() {
     let one = env.scim("/scim/v2/ResourceTypes/User", SCIM_ACME).await;
     assert_eq!(one.json["id"], "User");
     assert_scim_error(
-        &env.scim("/scim/v2/ResourceTypes/Group", SCIM_ACME).await,
+        &env.scim("/scim/v2/ResourceTypes/Nope", SCIM_ACME).await,
         404,
         None,
     );
@@ -289,8 +289,9 @@ async fn scim_discovery_documents() {
         .map(|s| s["id"].as_str().unwrap().to_string())
         .collect();
     ids.sort();
-    assert_eq!(ids, [USER, ENTERPRISE]);
-    for id in [USER, ENTERPRISE] {
+    let group = "urn:ietf:params:scim:schemas:core:2.0:Group";
+    assert_eq!(ids, [group, USER, ENTERPRISE]);
+    for id in [USER, ENTERPRISE, group] {
         let s = env.scim(&format!("/scim/v2/Schemas/{id}"), SCIM_ACME).await;
         assert_eq!(s.status, 200);
         assert!(!s.json["attributes"].as_array().unwrap().is_empty());
@@ -358,7 +359,7 @@ async fn scim_errors_are_scim_shaped_and_never_500() {
         .http("OPTIONS", "/scim/v2/Users", Some(SCIM_ACME), None)
         .await;
     assert_scim_error(&options, 405, None);
-    assert_scim_error(&env.scim("/scim/v2/Groups", SCIM_ACME).await, 404, None);
+    assert_scim_error(&env.scim("/scim/v2/Nope", SCIM_ACME).await, 404, None);
     assert_scim_error(
         &env.scim("/scim/v2/Users/nobody", SCIM_ACME).await,
         404,

@@ -40,6 +40,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/tenants", get(tenants))
         .route("/api/progress", get(progress_all))
         .route("/api/nodes", get(nodes))
+        .route("/api/openapi.json", get(super::openapi::document))
         .route("/api/tenants/{tenant}/imports", get(history))
         .route("/api/tenants/{tenant}/imports/{id}", get(one_import))
         .route("/api/tenants/{tenant}/imports/{id}/approve", post(approve))

@@ -12,7 +12,7 @@
 //! `displayName`, `name.givenName|familyName|formatted`, `emails[.value|.type|.primary]`,
 //! `phoneNumbers[.value|.type]`, `title`, `preferredLanguage`, `timezone`, `active`,
 //! `meta.created`, `meta.lastModified`, and the enterprise `employeeNumber`, `department`,
-//! `manager.displayName`. Strings are JSON strings, so a quote inside a value is data, never
+//! `manager.displayName`, and `groups[.value|.display]` (the user's group names). Strings are JSON strings, so a quote inside a value is data, never
 //! syntax; there is no query language underneath. Input is bounded: at most
 //! [`MAX_FILTER_LEN`] characters and [`MAX_DEPTH`] nested groups.
 
@@ -152,6 +152,7 @@ fn attribute(path: &str) -> Option<Resolved> {
         "timezone" => A::Field("timezone"),
         "department" => A::Field("org_unit"),
         "manager.displayname" => A::Field("manager_email"),
+        "groups" | "groups.value" | "groups.display" => A::Field("groups"),
         "active" => A::Active,
         "meta.created" => A::Created,
         "meta.lastmodified" => A::Modified,

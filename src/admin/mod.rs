@@ -19,9 +19,11 @@
 mod api;
 mod auth;
 mod changes;
-mod filter;
+pub mod filter;
+mod openapi;
 mod schemas;
 mod scim;
+mod scim_groups;
 mod scim_push;
 mod webhooks;
 

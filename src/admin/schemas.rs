@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 pub const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 const SPC_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
@@ -99,6 +100,11 @@ pub fn user_schema(base: &str) -> Value {
                 attr("value", "string", false, false, "phone"),
                 attr("type", "string", false, false, "always work"),
             ]),
+            complex("groups", true, "The groups the user is in (the groups field)", vec![
+                attr("value", "string", false, true, "the group's id (its name)"),
+                attr("$ref", "reference", false, true, "the group's URI"),
+                attr("display", "string", false, true, "the group's name"),
+            ]),
         ],
         "meta": {"resourceType": "Schema", "location": format!("{base}/Schemas/{USER_SCHEMA}")}
     })
@@ -120,6 +126,37 @@ pub fn enterprise_schema(base: &str) -> Value {
             ]),
         ],
         "meta": {"resourceType": "Schema", "location": format!("{base}/Schemas/{ENTERPRISE_SCHEMA}")}
+    })
+}
+
+pub fn group_resource_type(base: &str) -> Value {
+    json!({
+        "schemas": [RT_SCHEMA],
+        "id": "Group",
+        "name": "Group",
+        "endpoint": "/Groups",
+        "description": "A group named in the users' groups field (read-only; id = displayName = the name).",
+        "schema": GROUP_SCHEMA,
+        "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/Group")}
+    })
+}
+
+pub fn group_schema(base: &str) -> Value {
+    json!({
+        "schemas": [SCHEMA_SCHEMA],
+        "id": GROUP_SCHEMA,
+        "name": "Group",
+        "description": "Group (read-only in Roster: built from the users' groups field)",
+        "attributes": [
+            attr("displayName", "string", false, true, "the group's name, as in the groups field"),
+            complex("members", true, "users that are not deleted and list the group", vec![
+                attr("value", "string", false, true, "the member's id"),
+                attr("$ref", "reference", false, true, "the member's URI"),
+                attr("display", "string", false, false, "the member's displayName"),
+                attr("type", "string", false, true, "always User"),
+            ]),
+        ],
+        "meta": {"resourceType": "Schema", "location": format!("{base}/Schemas/{GROUP_SCHEMA}")}
     })
 }
 

@@ -15,16 +15,20 @@
 //! other methods 405; bad filters 400 `invalidFilter`; bad numbers 400 `invalidValue`. Every
 //! error uses the SCIM Error schema.
 //!
-//! `/Users` pages without loading the directory (`Users::users_page`: one bucket at a time,
-//! only the page's keys kept) and at most `HEAVY_REQUESTS` listings run at once (SCIM and the
-//! admin API's `/users` together); up to 64 more wait (10 s at most), beyond that a request is
+//! `/Users` pages without loading the directory: the store filters and pages
+//! (`Users::users_matching`: SQL over indexed columns on PostgreSQL, one bucket at a time on
+//! sled, only the page kept). `/Groups` (read-only) lives in `scim_groups`. At most
+//! `HEAVY_REQUESTS` listings (SCIM and the admin API's `/users` together) run at once; up to
+//! 64 more wait (10 s at most), beyond that a request is
 //! answered 503 with `Retry-After: 1`.
 
 // Handlers return ready SCIM error responses through Result; their size does not matter here.
 #![allow(clippy::result_large_err)]
 
 use super::filter;
-use super::schemas::{self, ENTERPRISE_SCHEMA, ERROR_SCHEMA, LIST_SCHEMA, USER_SCHEMA};
+use super::schemas::{
+    self, ENTERPRISE_SCHEMA, ERROR_SCHEMA, GROUP_SCHEMA, LIST_SCHEMA, USER_SCHEMA,
+};
 use super::{auth, AppState};
 use crate::config::MatchBy;
 use crate::model::UserFilter;
@@ -40,7 +44,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 
 /// Characters escaped in an `id` inside a URL path.
-const PATH_SEGMENT: &AsciiSet = &CONTROLS
+pub(super) const PATH_SEGMENT: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')
@@ -59,12 +63,14 @@ const PATH_SEGMENT: &AsciiSet = &CONTROLS
     .add(b']');
 
 /// Page size when the client gives no `count`.
-const DEFAULT_COUNT: usize = 100;
+pub(super) const DEFAULT_COUNT: usize = 100;
 
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/scim/v2/Users", any(users))
         .route("/scim/v2/Users/{id}", any(user))
+        .route("/scim/v2/Groups", any(super::scim_groups::groups))
+        .route("/scim/v2/Groups/{id}", any(super::scim_groups::group))
         .route(
             "/scim/v2/ServiceProviderConfig",
             any(service_provider_config),
@@ -81,7 +87,7 @@ pub(crate) fn router(state: AppState) -> Router {
 /// A SCIM error response (RFC 7644 §3.12).
 /// The answer to a failed directory read: 503 when the store cannot be reached right now
 /// (`store::Unavailable`: the client should retry), else 500.
-fn store_failed(e: &anyhow::Error) -> Response {
+pub(super) fn store_failed(e: &anyhow::Error) -> Response {
     if crate::store::is_unavailable(e) {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -96,7 +102,11 @@ fn store_failed(e: &anyhow::Error) -> Response {
     )
 }
 
-fn error(status: StatusCode, scim_type: Option<&str>, detail: impl Into<String>) -> Response {
+pub(super) fn error(
+    status: StatusCode,
+    scim_type: Option<&str>,
+    detail: impl Into<String>,
+) -> Response {
     let mut body = json!({
         "schemas": [ERROR_SCHEMA],
         "status": status.as_u16().to_string(),
@@ -115,7 +125,7 @@ fn error(status: StatusCode, scim_type: Option<&str>, detail: impl Into<String>)
     resp
 }
 
-fn scim_json(status: StatusCode, body: Value) -> Response {
+pub(super) fn scim_json(status: StatusCode, body: Value) -> Response {
     let text = serde_json::to_string(&body).unwrap_or_else(|_| "{}".into());
     (
         status,
@@ -126,7 +136,11 @@ fn scim_json(status: StatusCode, body: Value) -> Response {
 }
 
 /// Authenticates and checks the method: Ok(tenant) for a GET (or HEAD) with a valid token.
-fn gate(st: &AppState, headers: &HeaderMap, method: &Method) -> Result<String, Response> {
+pub(super) fn gate(
+    st: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+) -> Result<String, Response> {
     let Some(tenant) = auth::scim_tenant(st, headers) else {
         let detail = if auth::bearer(headers).is_some() {
             "the bearer token is not the SCIM token of any tenant"
@@ -168,7 +182,7 @@ fn gate_discovery(st: &AppState, headers: &HeaderMap, method: &Method) -> Result
 }
 
 /// `http://<Host>/scim/v2` for `meta.location`, or a relative base without a usable Host.
-fn base(headers: &HeaderMap) -> String {
+pub(super) fn base(headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -187,7 +201,7 @@ fn field<'a>(u: &'a User, name: &str) -> Option<&'a str> {
     u.fields.get(name).and_then(|v| v.as_str())
 }
 
-fn user_name(u: &User) -> &str {
+pub(super) fn user_name(u: &User) -> &str {
     u.username
         .as_deref()
         .or(u.email.as_deref())
@@ -232,6 +246,20 @@ fn resource(u: &User, base: &str, manager_id: Option<&str>) -> Value {
             r[scim] = json!(v);
         }
     }
+    if let Some(serde_json::Value::Array(names)) = u.fields.get("groups") {
+        let groups: Vec<Value> = names
+            .iter()
+            .filter_map(|n| n.as_str())
+            .filter(|n| !n.is_empty())
+            .map(|n| {
+                let path = utf8_percent_encode(n, PATH_SEGMENT);
+                json!({"value": n, "display": n, "$ref": format!("{base}/Groups/{path}")})
+            })
+            .collect();
+        if !groups.is_empty() {
+            r["groups"] = Value::Array(groups);
+        }
+    }
     let mut ext = json!({});
     if let Some(code) = &u.mapping_code {
         ext["employeeNumber"] = json!(code);
@@ -259,7 +287,7 @@ fn resource(u: &User, base: &str, manager_id: Option<&str>) -> Value {
 }
 
 /// A numeric paging parameter (RFC 7644 §3.4.2.4), clamped to `min..=max`; Err on non-numbers.
-fn paging(
+pub(super) fn paging(
     m: &HashMap<String, String>,
     name: &str,
     default: usize,
@@ -310,8 +338,7 @@ async fn users(
     let store = st.store.clone();
     let t = tenant.clone();
     let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let keep = |u: &User| u.status != UserStatus::Deleted && filter.matches(u);
-        let page = store.users_page(&t, &keep, start.saturating_sub(1), count)?;
+        let page = store.users_matching(&t, &filter, start.saturating_sub(1), count)?;
         // Managers are looked up one by one: a page holds at most MAX_RESULTS users.
         let mut managers = Vec::with_capacity(page.users.len());
         for u in &page.users {
@@ -362,7 +389,7 @@ async fn users(
 }
 
 /// 503 with `Retry-After` when too many listings are running and waiting (`heavy_turn`).
-fn busy() -> Response {
+pub(super) fn busy() -> Response {
     let mut resp = error(
         StatusCode::SERVICE_UNAVAILABLE,
         None,
@@ -460,7 +487,10 @@ async fn resource_types(
     }
     scim_json(
         StatusCode::OK,
-        schemas::list(vec![schemas::user_resource_type(&base(&headers))]),
+        schemas::list(vec![
+            schemas::user_resource_type(&base(&headers)),
+            schemas::group_resource_type(&base(&headers)),
+        ]),
     )
 }
 
@@ -477,10 +507,14 @@ async fn resource_type(
         Ok(Path(id)) if id == "User" => {
             scim_json(StatusCode::OK, schemas::user_resource_type(&base(&headers)))
         }
+        Ok(Path(id)) if id == "Group" => scim_json(
+            StatusCode::OK,
+            schemas::group_resource_type(&base(&headers)),
+        ),
         _ => error(
             StatusCode::NOT_FOUND,
             None,
-            "the only resource type is User",
+            "the resource types are User and Group",
         ),
     }
 }
@@ -495,6 +529,7 @@ async fn schemas_list(State(st): State<AppState>, method: Method, headers: Heade
         schemas::list(vec![
             schemas::user_schema(&b),
             schemas::enterprise_schema(&b),
+            schemas::group_schema(&b),
         ]),
     )
 }
@@ -514,6 +549,7 @@ async fn schema(
         Ok(Path(id)) if id == ENTERPRISE_SCHEMA => {
             scim_json(StatusCode::OK, schemas::enterprise_schema(&b))
         }
+        Ok(Path(id)) if id == GROUP_SCHEMA => scim_json(StatusCode::OK, schemas::group_schema(&b)),
         _ => error(
             StatusCode::NOT_FOUND,
             None,
@@ -537,6 +573,6 @@ async fn not_found(State(st): State<AppState>, method: Method, headers: HeaderMa
     error(
         StatusCode::NOT_FOUND,
         None,
-        "Roster serves /Users, /ServiceProviderConfig, /ResourceTypes and /Schemas",
+        "Roster serves /Users, /Groups, /ServiceProviderConfig, /ResourceTypes and /Schemas",
     )
 }

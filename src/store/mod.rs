@@ -43,7 +43,7 @@ pub use sled::SledStore;
 
 use crate::model::changelog::{Cursor, Event, LoggedChange, PendingChange};
 use crate::model::packed::UserRec;
-use crate::model::{ImportRecord, User, UserPage, UserStatus};
+use crate::model::{ImportRecord, User, UserFilter, UserPage, UserStatus};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -189,6 +189,38 @@ pub trait Users: Send + Sync {
         skip: usize,
         take: usize,
     ) -> Result<UserPage>;
+    // --- SCIM reads done by the store (h-scimread) ---
+    /// The users that are not deleted and match `filter`, in byte order of the key: the
+    /// `take` after the first `skip`, and the number of all matches. PostgreSQL translates the
+    /// filter to SQL over the typed columns (`postgres::users_query`); sled evaluates it bucket
+    /// by bucket ([`Users::users_page`]).
+    fn users_matching(
+        &self,
+        tenant: &str,
+        filter: &UserFilter,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage>;
+    /// The groups named in the `groups` field of users that are not deleted, in byte order of
+    /// the name (only `name` when given): the `take` after the first `skip`, each with its
+    /// number of members, and the number of all such groups.
+    fn groups_page(
+        &self,
+        tenant: &str,
+        name: Option<&str>,
+        skip: usize,
+        take: usize,
+    ) -> Result<GroupPage>;
+    /// The users that are not deleted and list exactly `group` in their `groups` field, paged
+    /// as [`Users::users_matching`].
+    fn group_members(
+        &self,
+        tenant: &str,
+        group: &str,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage>;
+    // --- end SCIM reads ---
     /// Number of users per status: (active, inactive, deleted).
     fn user_counts(&self, tenant: &str) -> Result<(u64, u64, u64)>;
     /// One user by key (tried as given, then lower-cased, as email and username keys are).
@@ -197,6 +229,23 @@ pub trait Users: Send + Sync {
     /// missing). The hash itself never leaves the store.
     /// No caller in the server today: the tests check stored hashes with it.
     fn verify_user_password(&self, tenant: &str, key: &str, password: &str) -> Result<bool>;
+}
+
+/// One group of a [`GroupPage`]: its name (from users' `groups` field) and member count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSummary {
+    pub name: String,
+    /// Users that are not deleted and list the group.
+    pub members: u64,
+}
+
+/// One page of the groups of a tenant ([`Users::groups_page`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupPage {
+    /// Groups in the whole directory (matching the name, when one was given).
+    pub total: u64,
+    /// The page, sorted by name.
+    pub groups: Vec<GroupSummary>,
 }
 
 /// The run log: what happened to each upload, and what waits.

@@ -50,6 +50,7 @@ mod runs;
 mod target;
 mod tls;
 mod users;
+mod users_query;
 
 pub use migrate::{migrate, refuse_newer, schema_version, Migrated, SCHEMA_VERSION};
 pub use target::{parse_url, PostgresTarget, TlsMode};

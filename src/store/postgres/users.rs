@@ -15,10 +15,11 @@
 
 use super::connections::Connections;
 use super::rows::status_text;
+use super::users_query::condition;
 use super::PostgresStore;
 use crate::model::packed::{UserRec, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE};
-use crate::model::{User, UserPage, UserStatus};
-use crate::store::Users;
+use crate::model::{User, UserFilter, UserPage, UserStatus};
+use crate::store::{GroupPage, Users};
 use anyhow::{anyhow, Result};
 use std::collections::BinaryHeap;
 
@@ -70,6 +71,44 @@ impl Users for PostgresStore {
         }
         users.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(UserPage { total, users })
+    }
+
+    /// Translated to SQL (`users_query`) when every attribute has an exact column, else
+    /// evaluated row by row as `users_page` does.
+    fn users_matching(
+        &self,
+        tenant: &str,
+        filter: &UserFilter,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
+        match condition(filter, 2) {
+            Some(cond) => self.page_where(tenant, cond, skip, take),
+            None => {
+                let keep = |u: &User| u.status != UserStatus::Deleted && filter.matches(u);
+                self.users_page(tenant, &keep, skip, take)
+            }
+        }
+    }
+
+    fn groups_page(
+        &self,
+        tenant: &str,
+        name: Option<&str>,
+        skip: usize,
+        take: usize,
+    ) -> Result<GroupPage> {
+        self.groups_where(tenant, name, skip, take)
+    }
+
+    fn group_members(
+        &self,
+        tenant: &str,
+        group: &str,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
+        self.members_where(tenant, group, skip, take)
     }
 
     fn user_counts(&self, tenant: &str) -> Result<(u64, u64, u64)> {

@@ -5,12 +5,17 @@
 //! `users_page` serves paged readers (SCIM) without materialising the directory: it reads one
 //! bucket at a time, counts the matches and keeps only the keys of the first `skip + take` of
 //! them, then reads the page's users from their buckets.
+//!
+//! The SCIM reads (`users_matching`, `groups_page`, `group_members`) have no index on sled:
+//! they evaluate the filter on every user of every bucket (`users_page`), so their time grows
+//! with the directory while their memory stays bounded by the page (and, for `groups_page`,
+//! by the number of distinct group names).
 
 use super::SledStore;
 use crate::model::bucket::{bucket_of, BUCKETS};
 use crate::model::packed::{bucket_entries, status_of, UserRec, STATUS_ACTIVE, STATUS_DELETED};
-use crate::model::{User, UserPage, UserStatus};
-use crate::store::{Directory, Users};
+use crate::model::{User, UserFilter, UserPage, UserStatus};
+use crate::store::{Directory, GroupPage, GroupSummary, Users};
 use anyhow::Result;
 use std::collections::{BTreeMap, BinaryHeap};
 
@@ -92,6 +97,65 @@ impl Users for SledStore {
         })
     }
 
+    fn users_matching(
+        &self,
+        tenant: &str,
+        filter: &UserFilter,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
+        let keep = |u: &User| u.status != UserStatus::Deleted && filter.matches(u);
+        self.users_page(tenant, &keep, skip, take)
+    }
+
+    fn groups_page(
+        &self,
+        tenant: &str,
+        name: Option<&str>,
+        skip: usize,
+        take: usize,
+    ) -> Result<GroupPage> {
+        let st = self.tenant_state(tenant)?;
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for b in 0..BUCKETS {
+            let Some(blob) = self.bucket(tenant, b as u16, st.gen(b))? else {
+                continue;
+            };
+            for (k, v) in bucket_entries(&blob)? {
+                if status_of(v) == STATUS_DELETED {
+                    continue;
+                }
+                let user = User::from_rec(&String::from_utf8_lossy(k), &UserRec::decode(v)?);
+                let names: std::collections::BTreeSet<&str> = group_names(&user).collect();
+                for g in names {
+                    if name.is_none_or(|n| n == g) {
+                        *counts.entry(g.to_string()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        Ok(GroupPage {
+            total: counts.len() as u64,
+            groups: counts
+                .into_iter()
+                .skip(skip)
+                .take(take)
+                .map(|(name, members)| GroupSummary { name, members })
+                .collect(),
+        })
+    }
+
+    fn group_members(
+        &self,
+        tenant: &str,
+        group: &str,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
+        let keep = |u: &User| u.status != UserStatus::Deleted && group_names(u).any(|g| g == group);
+        self.users_page(tenant, &keep, skip, take)
+    }
+
     /// Number of users per status: (active, inactive, deleted).
     fn user_counts(&self, tenant: &str) -> Result<(u64, u64, u64)> {
         let st = self.tenant_state(tenant)?;
@@ -152,4 +216,15 @@ impl SledStore {
         }
         Ok(None)
     }
+}
+
+/// The non-empty names in a user's `groups` field.
+fn group_names(u: &User) -> impl Iterator<Item = &str> {
+    u.fields
+        .get("groups")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.as_str())
+        .filter(|g| !g.is_empty())
 }

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# SCIM read benchmark (issue 12): filtered and paged SCIM requests on a 1,000,000-user tenant
+# of the PostgreSQL store, answered by a real `roster serve` over HTTP.
+#
+# Loads ROWS users (../shared/bench/gen-users.py) through the import engine
+# (examples/import_bench.rs --store-url) into a throwaway PostgreSQL cluster, puts every user
+# in one of 10 groups (G0..G9, 100,000 members each at 1,000,000 users; set in the `groups`
+# column directly, since the bench file has no groups column), runs `roster serve` on that
+# database, and times each request with curl (the median of 5, after one warm-up), printing
+# the HTTP status, totalResults, the median time, and the server's peak RSS (VmHWM) before
+# and after the requests (memory bounded by the page: it must not grow with the tenant).
+#
+# Usage: bench/scim_read.sh [ROWS] [debug|release]   (default 1000000 release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS="${1:-1000000}"
+PROFILE="${2:-release}"
+SHARED="$(cd .. && pwd)/shared/bench"
+WORK=/tmp/roster-bench
+mkdir -p "$WORK"
+bash tests/postgres/install.sh >/dev/null
+if [ "$PROFILE" = release ]; then
+    cargo build --release --example import_bench --bin roster >/dev/null
+else
+    cargo build --example import_bench --bin roster >/dev/null
+fi
+BIN="target/$PROFILE"
+CSV="$WORK/users_$ROWS.csv"
+[ -f "$CSV" ] || python3 "$SHARED/gen-users.py" "$ROWS" "$CSV"
+
+# --- a throwaway cluster -------------------------------------------------------------------
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+[ -n "$PGBIN" ] || PGBIN=$(dirname "$(command -v initdb)")
+PGDIR=$(mktemp -d /tmp/roster-bench-pg-XXXXXX)
+AS=()
+if [ "$(id -u)" -eq 0 ]; then chown nobody "$PGDIR"; AS=(runuser -u nobody --); fi
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+"${AS[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U roster --auth=trust -E UTF8 --locale=C >/dev/null
+"${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w \
+    -o "-p $PORT -k $PGDIR -c listen_addresses=127.0.0.1" start >/dev/null
+SERVER_PID=""
+cleanup() {
+    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+    "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast stop >/dev/null 2>&1 || true
+    rm -rf "$PGDIR"
+}
+trap cleanup EXIT
+PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U roster)
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE roster_bench"
+URL="postgres://roster@127.0.0.1:$PORT/roster_bench"
+
+echo "== load: $ROWS users through the import engine"
+"$BIN/examples/import_bench" "$WORK/unused-sled" "$CSV" --store-url "$URL"
+"${PSQL[@]}" -d roster_bench -c \
+    "UPDATE roster.user_rows SET groups = ARRAY['G' || right(key, 1)]" -c "VACUUM ANALYZE roster.user_rows"
+
+# --- roster serve on that database ---------------------------------------------------------
+SCIM_TOKEN=bench-scim-token-0123456789
+ADMIN_PORT=$(free_port)
+CONF="$PGDIR/roster.toml"
+ssh-keygen -q -t ed25519 -N "" -f "$PGDIR/tenant_key"
+cat >"$CONF" <<TOML
+[server]
+listen = "127.0.0.1:0"
+host_keys = "$PGDIR/host_keys"
+data_dir = "$PGDIR/roster-data"
+
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+token = "bench-admin-token-0123456789"
+
+[store]
+url = "$URL"
+
+[[tenants]]
+id = "bench"
+authorized_keys = ["$(cat "$PGDIR/tenant_key.pub")"]
+scim_token_sha256 = "$(printf %s "$SCIM_TOKEN" | sha256sum | cut -d' ' -f1)"
+[tenants.import]
+file = "users.csv"
+match_by = "mapping_code"
+TOML
+"$BIN/roster" serve --config "$CONF" >"$PGDIR/serve.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$ADMIN_PORT/scim/v2/Users" && break
+    sleep 0.2
+done
+if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "roster serve did not start:"; cat "$PGDIR/serve.log"; SERVER_PID=""; exit 1
+fi
+hwm() { awk '/VmHWM/ {printf "%.0f MB", $2/1024}' "/proc/$SERVER_PID/status"; }
+echo "== roster serve up; peak RSS $(hwm)"
+
+enc() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
+timed() { # LABEL PATH
+    local url="http://127.0.0.1:$ADMIN_PORT/scim/v2$2" times=() out status total
+    curl -s -o /dev/null -H "Authorization: Bearer $SCIM_TOKEN" "$url"
+    for _ in 1 2 3 4 5; do
+        times+=("$(curl -s -o "$PGDIR/body" -w '%{time_total}' -H "Authorization: Bearer $SCIM_TOKEN" "$url")")
+    done
+    status=$(curl -s -o "$PGDIR/body" -w '%{http_code}' -H "Authorization: Bearer $SCIM_TOKEN" "$url")
+    total=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d.get("totalResults", d.get("id", "-")))' "$PGDIR/body" 2>/dev/null || echo "?")
+    median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 3p)
+    printf '%-48s %s  total %-8s  median %6.1f ms\n' "$1" "$status" "$total" "$(echo "$median * 1000" | bc -l)"
+}
+F() { echo "/Users?filter=$(enc "$1")&count=${2:-100}"; }
+echo "== requests (median of 5)"
+timed "first page (count=100)" "/Users?count=100"
+timed "deep page (startIndex=500000)" "/Users?startIndex=500000&count=100"
+timed "userName eq" "$(F 'userName eq "user777777@example.com"')"
+timed "emails.value eq" "$(F 'emails.value eq "USER123456@example.com"')"
+timed "externalId eq" "$(F 'externalId eq "0424242"')"
+timed "id eq" "$(F 'id eq "0031337"')"
+timed "meta.lastModified gt (nothing newer)" "$(F 'meta.lastModified gt "2099-01-01T00:00:00Z"')"
+timed "meta.lastModified gt (everyone)" "$(F 'meta.lastModified gt "2000-01-01T00:00:00Z"')"
+timed "active eq true" "$(F 'active eq true')"
+timed "userName sw (prefix)" "$(F 'userName sw "user99999"')"
+timed "title co (no index: full scan)" "$(F 'title co "engineer 7"')"
+timed "groups eq (100,000 members), page" "$(F 'groups eq "G3"')"
+timed "/Groups excludedAttributes=members" "/Groups?excludedAttributes=members"
+timed "/Groups/G3 excludedAttributes=members" "/Groups/G3?excludedAttributes=members"
+timed "/Groups/G3 with members (tooMany: 400)" "/Groups/G3"
+echo "== roster serve peak RSS after the requests: $(hwm)"

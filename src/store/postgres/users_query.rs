@@ -1,0 +1,448 @@
+//! SCIM reads done by PostgreSQL: a [`UserFilter`] translated into a SQL condition over the
+//! typed columns of `roster.user_rows`, paged and counted by the database (`users_matching`),
+//! and the groups of the `groups` column (`groups_page`, `group_members`).
+//!
+//! Data enters as a `UserFilter` (parsed from SCIM by `admin::filter`) and leaves as a
+//! [`UserPage`] or [`GroupPage`]. Every value of the filter is a bound parameter; the SQL text
+//! holds only column names and operators chosen here, never text from the request. The
+//! condition gives the same answer as [`UserFilter::matches`]: every comparison is made
+//! two-valued with `value IS NOT NULL AND …` (a missing value fails every comparison but
+//! `ne`; written so, not with `coalesce`, so that the indexes of migration 4 still apply),
+//! case-insensitive attributes compare `lower()` of both sides, `gt ge lt le` compare in byte
+//! order (`COLLATE "C"`), `co sw ew` are `LIKE` with the value's `%`, `_` and `\` escaped, a
+//! list column (`groups`, `teams`) matches when any item does, `meta.*` compare `created_at`
+//! and `updated_at`, `custom.*` read the `attributes` jsonb.
+//!
+//! A filter on an attribute whose typed column is a lossy projection of the record (`sex`,
+//! the date columns, or a field without a column) is not translated ([`condition`] is None):
+//! the caller then evaluates it row by row (`Users::users_page`), as sled does. Pages are
+//! `ORDER BY key COLLATE "C"` with `LIMIT`/`OFFSET` over the index of migration 4, so a page
+//! costs its rows (plus the offset) and the count, never the tenant's whole directory in memory.
+
+use super::connections::Connections;
+use super::rows::{LIST_COLUMNS, TEXT_COLUMNS};
+use super::PostgresStore;
+use crate::model::filter::{Attribute, Op, Operand};
+use crate::model::packed::UserRec;
+use crate::model::{User, UserFilter, UserPage};
+use crate::store::{GroupPage, GroupSummary};
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
+
+/// A bound value of a translated filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Text(String),
+    Time(DateTime<Utc>),
+}
+
+impl Param {
+    fn as_sql(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Param::Text(t) => t,
+            Param::Time(t) => t,
+        }
+    }
+}
+
+/// A translated filter: SQL text whose placeholders start at the `first` given to
+/// [`condition`], and their values in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub sql: String,
+    pub params: Vec<Param>,
+}
+
+/// Translates `f` to a SQL condition whose first placeholder is `$first`; None when an
+/// attribute has no exact column (the caller evaluates the filter itself).
+pub fn condition(f: &UserFilter, first: usize) -> Option<Condition> {
+    let mut b = Builder {
+        params: Vec::new(),
+        first,
+    };
+    let sql = b.filter(f)?;
+    Some(Condition {
+        sql,
+        params: b.params,
+    })
+}
+
+struct Builder {
+    params: Vec<Param>,
+    first: usize,
+}
+
+/// Where an attribute's text lives.
+enum Source {
+    /// One value: an SQL expression (NULL when missing).
+    One(String),
+    /// A `text[]` column: any item.
+    List(&'static str),
+}
+
+impl Builder {
+    fn bind(&mut self, p: Param) -> String {
+        let cast = match p {
+            Param::Text(_) => "text",
+            Param::Time(_) => "timestamptz",
+        };
+        self.params.push(p);
+        format!("${}::{cast}", self.first + self.params.len() - 1)
+    }
+
+    fn filter(&mut self, f: &UserFilter) -> Option<String> {
+        Some(match f {
+            UserFilter::Everyone => "true".into(),
+            UserFilter::And(a, b) => format!("({} AND {})", self.filter(a)?, self.filter(b)?),
+            UserFilter::Or(a, b) => format!("({} OR {})", self.filter(a)?, self.filter(b)?),
+            UserFilter::Not(a) => format!("(NOT {})", self.filter(a)?),
+            UserFilter::Present(a) => self.present(a)?,
+            UserFilter::Compare(a, op, v) => self.compare(a, *op, v)?,
+        })
+    }
+
+    fn source(&mut self, a: &Attribute) -> Option<Source> {
+        Some(Source::One(match a {
+            Attribute::Key => "key".into(),
+            Attribute::UserName => "coalesce(username, email, key)".into(),
+            Attribute::Email => "email".into(),
+            Attribute::MappingCode => "mapping_code".into(),
+            Attribute::FirstName => "first_name".into(),
+            Attribute::LastName => "last_name".into(),
+            Attribute::FullName => "nullif(btrim(coalesce(first_name, '') || ' ' || \
+                                    coalesce(last_name, '')), '')"
+                .into(),
+            Attribute::Field(name) => {
+                if let Some(list) = LIST_COLUMNS.iter().find(|c| *c == name) {
+                    return Some(Source::List(list));
+                }
+                // `sex` keeps only M/F in its column: not exact, so not translated.
+                let column = TEXT_COLUMNS.iter().find(|c| *c == name && **c != "sex")?;
+                (*column).to_string()
+            }
+            Attribute::Custom(name) => {
+                let key = self.bind(Param::Text(format!("custom.{name}")));
+                format!("(attributes ->> {key})")
+            }
+            Attribute::Active | Attribute::Created | Attribute::Modified => return None,
+        }))
+    }
+
+    fn present(&mut self, a: &Attribute) -> Option<String> {
+        Some(match a {
+            Attribute::Active | Attribute::Created | Attribute::Modified => "true".into(),
+            _ => match self.source(a)? {
+                Source::One(e) => format!("({e} IS NOT NULL AND {e} <> '')"),
+                Source::List(c) => {
+                    format!("EXISTS (SELECT 1 FROM unnest({c}) AS item(v) WHERE v <> '')")
+                }
+            },
+        })
+    }
+
+    fn compare(&mut self, a: &Attribute, op: Op, v: &Operand) -> Option<String> {
+        match (a, v) {
+            (Attribute::Active, Operand::Bool(want)) => Some(
+                match (op, *want) {
+                    (Op::Eq, true) | (Op::Ne, false) => "status = 'active'",
+                    (Op::Eq, false) | (Op::Ne, true) => "status <> 'active'",
+                    _ => "false",
+                }
+                .into(),
+            ),
+            (Attribute::Created | Attribute::Modified, Operand::Time(t)) => {
+                let column = if *a == Attribute::Created {
+                    "created_at"
+                } else {
+                    "updated_at"
+                };
+                let sign = match op {
+                    Op::Eq => "=",
+                    Op::Ne => "<>",
+                    Op::Gt => ">",
+                    Op::Ge => ">=",
+                    Op::Lt => "<",
+                    Op::Le => "<=",
+                    Op::Co | Op::Sw | Op::Ew => return Some("false".into()),
+                };
+                let p = self.bind(Param::Time(*t));
+                Some(format!("({column} {sign} {p})"))
+            }
+            (a, Operand::Text(want))
+                if !matches!(
+                    a,
+                    Attribute::Active | Attribute::Created | Attribute::Modified
+                ) =>
+            {
+                self.text_compare(a, op, want)
+            }
+            _ => Some("false".into()),
+        }
+    }
+
+    fn text_compare(&mut self, a: &Attribute, op: Op, want: &str) -> Option<String> {
+        let source = self.source(a)?;
+        let exact = a.case_exact();
+        let (test_op, negate) = if op == Op::Ne {
+            (Op::Eq, true)
+        } else {
+            (op, false)
+        };
+        let test = |b: &mut Builder, e: &str| b.text_test(e, exact, test_op, want);
+        let yes = match source {
+            Source::One(e) => format!("({e} IS NOT NULL AND {})", test(self, &e)),
+            // eq on `groups`: through the GIN index of lower-cased items (migration 4).
+            Source::List("groups") if test_op == Op::Eq && !exact => {
+                let p = self.bind(Param::Text(want.to_string()));
+                format!("(groups IS NOT NULL AND roster.lower_items(groups) @> ARRAY[lower({p})])")
+            }
+            Source::List(c) => format!(
+                "EXISTS (SELECT 1 FROM unnest({c}) AS item(v) WHERE {})",
+                test(self, "v")
+            ),
+        };
+        Some(if negate { format!("(NOT {yes})") } else { yes })
+    }
+
+    /// `e OP want` for one text value (NULL when `e` is NULL).
+    fn text_test(&mut self, e: &str, exact: bool, op: Op, want: &str) -> String {
+        let fold = |x: String| if exact { x } else { format!("lower({x})") };
+        let have = fold(e.to_string());
+        let pattern = |s: &str| match op {
+            Op::Co => format!("%{}%", like_escape(s)),
+            Op::Sw => format!("{}%", like_escape(s)),
+            _ => format!("%{}", like_escape(s)),
+        };
+        match op {
+            Op::Eq | Op::Ne => {
+                let p = self.bind(Param::Text(want.to_string()));
+                format!("({have} = {})", fold(p))
+            }
+            Op::Co | Op::Sw | Op::Ew => {
+                let p = self.bind(Param::Text(pattern(want)));
+                format!("({have} LIKE {})", fold(p))
+            }
+            Op::Gt | Op::Ge | Op::Lt | Op::Le => {
+                let sign = match op {
+                    Op::Gt => ">",
+                    Op::Ge => ">=",
+                    Op::Lt => "<",
+                    _ => "<=",
+                };
+                let p = self.bind(Param::Text(want.to_string()));
+                format!("({have} COLLATE \"C\" {sign} {} COLLATE \"C\")", fold(p))
+            }
+        }
+    }
+}
+
+/// `s` with the `LIKE` wildcards and the escape character escaped (backslash, the default).
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Rows that are not deleted, of the tenant bound to `$1`.
+const LIVE: &str = "FROM roster.user_rows WHERE tenant = $1 AND status <> 'deleted'";
+
+impl PostgresStore {
+    /// One page of the users matching `cond` (placeholders from `$2`) and the match count.
+    pub(super) fn page_where(
+        &self,
+        tenant: &str,
+        cond: Condition,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
+        let tenant = tenant.to_string();
+        let n = cond.params.len();
+        let count_sql = format!("SELECT count(*) {LIVE} AND {}", cond.sql);
+        let page_sql = format!(
+            "SELECT key, record {LIVE} AND {} ORDER BY key COLLATE \"C\" LIMIT ${} OFFSET ${}",
+            cond.sql,
+            n + 2,
+            n + 3
+        );
+        let (skip, take) = (
+            i64::try_from(skip).unwrap_or(i64::MAX),
+            i64::try_from(take).unwrap_or(i64::MAX),
+        );
+        let (total, rows): (i64, Vec<(String, Vec<u8>)>) = self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant];
+            params.extend(cond.params.iter().map(Param::as_sql));
+            let total: i64 = client.query_one(&count_sql, &params).await?.try_get(0)?;
+            params.push(&take);
+            params.push(&skip);
+            let rows = client.query(&page_sql, &params).await?;
+            let rows = rows
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<_>>()?;
+            Ok((total, rows))
+        })?;
+        let mut users = Vec::with_capacity(rows.len());
+        for (key, record) in rows {
+            users.push(User::from_rec(&key, &UserRec::decode(&record)?));
+        }
+        Ok(UserPage {
+            total: u64::try_from(total).unwrap_or(0),
+            users,
+        })
+    }
+
+    /// [`crate::store::Users::groups_page`] on PostgreSQL.
+    pub(super) fn groups_where(
+        &self,
+        tenant: &str,
+        name: Option<&str>,
+        skip: usize,
+        take: usize,
+    ) -> Result<GroupPage> {
+        if let Some(name) = name {
+            return self.one_group(tenant, name, skip, take);
+        }
+        let tenant = tenant.to_string();
+        let (skip, take) = (
+            i64::try_from(skip).unwrap_or(i64::MAX),
+            i64::try_from(take).unwrap_or(i64::MAX),
+        );
+        // Every group: a scan of the tenant's `groups` column.
+        let groups = "FROM roster.user_rows, unnest(groups) AS g(name) WHERE tenant = $1 \
+                      AND status <> 'deleted' AND g.name <> ''";
+        let (total, rows): (i64, Vec<(String, i64)>) = self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            let total: i64 = client
+                .query_one(
+                    &format!("SELECT count(DISTINCT g.name) {groups}"),
+                    &[&tenant],
+                )
+                .await?
+                .try_get(0)?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT g.name, count(DISTINCT key) {groups} GROUP BY g.name \
+                         ORDER BY g.name COLLATE \"C\" LIMIT $2 OFFSET $3"
+                    ),
+                    &[&tenant, &take, &skip],
+                )
+                .await?;
+            let rows = rows
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<_>>()?;
+            Ok((total, rows))
+        })?;
+        Ok(GroupPage {
+            total: u64::try_from(total).unwrap_or(0),
+            groups: rows
+                .into_iter()
+                .map(|(name, n)| GroupSummary {
+                    name,
+                    members: u64::try_from(n).unwrap_or(0),
+                })
+                .collect(),
+        })
+    }
+
+    /// [`crate::store::Users::groups_page`] for one name: its members counted through the GIN
+    /// index (`groups @> ARRAY[name]`, exact), without unnesting.
+    fn one_group(&self, tenant: &str, name: &str, skip: usize, take: usize) -> Result<GroupPage> {
+        if name.is_empty() {
+            return Ok(GroupPage::default());
+        }
+        let (tenant, group) = (tenant.to_string(), name.to_string());
+        let members: i64 = self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            let row = client
+                .query_one(
+                    &format!("SELECT count(*) {LIVE} AND groups @> ARRAY[$2::text]"),
+                    &[&tenant, &group],
+                )
+                .await?;
+            Ok(row.try_get(0)?)
+        })?;
+        let found = (members > 0).then(|| GroupSummary {
+            name: name.to_string(),
+            members: u64::try_from(members).unwrap_or(0),
+        });
+        Ok(GroupPage {
+            total: u64::from(found.is_some()),
+            groups: found.into_iter().skip(skip).take(take).collect(),
+        })
+    }
+
+    /// [`crate::store::Users::group_members`] on PostgreSQL (`groups @> ARRAY[name]`, which the
+    /// GIN index of migration 4 serves).
+    pub(super) fn members_where(
+        &self,
+        tenant: &str,
+        group: &str,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
+        let cond = Condition {
+            sql: "groups @> ARRAY[$2::text]".into(),
+            params: vec![Param::Text(group.to_string())],
+        };
+        self.page_where(tenant, cond, skip, take)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(a: Attribute, op: Op, v: &str) -> UserFilter {
+        UserFilter::Compare(a, op, Operand::Text(v.into()))
+    }
+
+    #[test]
+    fn values_are_bound_never_spliced() {
+        let f = text(Attribute::Email, Op::Co, "x'; DROP TABLE t; --%_");
+        let c = condition(&f, 2).unwrap();
+        assert!(!c.sql.contains("DROP"), "{}", c.sql);
+        assert_eq!(
+            c.params,
+            vec![Param::Text("%x'; DROP TABLE t; --\\%\\_%".into())]
+        );
+        assert!(
+            c.sql.contains("lower(email) LIKE lower($2::text)"),
+            "{}",
+            c.sql
+        );
+    }
+
+    #[test]
+    fn placeholders_count_from_first_and_lossy_columns_are_not_translated() {
+        let f = UserFilter::And(
+            Box::new(text(Attribute::Key, Op::Eq, "a")),
+            Box::new(UserFilter::Not(Box::new(text(
+                Attribute::Custom("badge".into()),
+                Op::Ne,
+                "7",
+            )))),
+        );
+        let c = condition(&f, 2).unwrap();
+        assert!(c.sql.contains("$2") && c.sql.contains("$3") && c.sql.contains("$4"));
+        assert_eq!(c.params.len(), 3);
+        assert!(condition(&text(Attribute::Field("sex"), Op::Eq, "M"), 2).is_none());
+        assert!(condition(&text(Attribute::Field("start_date"), Op::Eq, "x"), 2).is_none());
+        let groups = condition(&text(Attribute::Field("groups"), Op::Sw, "x"), 2).unwrap();
+        assert!(groups.sql.contains("unnest(groups)"), "{}", groups.sql);
+        let groups = condition(&text(Attribute::Field("groups"), Op::Eq, "x"), 2).unwrap();
+        assert!(
+            groups.sql.contains("lower_items(groups) @>"),
+            "{}",
+            groups.sql
+        );
+    }
+}

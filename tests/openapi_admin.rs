@@ -1,0 +1,257 @@
+//! The OpenAPI document of the admin API is served at `/api/openapi.json` (behind the token)
+//! and is true: every route of the document is called on a real server, and each status and
+//! body is checked against the document by an independent validator (openapi-core, from pip:
+//! tests/openapi/install.sh, run by this test when missing; tests/openapi/check.py). Routes the
+//! document describes but this build does not serve yet are skipped by name, never silently.
+
+#[path = "admin_support/mod.rs"]
+mod admin_support;
+mod support;
+
+use admin_support::{users_csv, Env, TOKEN};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+
+/// Routes other helpers of issue 12 add; until merged they may be missing from this build.
+const LATER: &[&str] = &[
+    "/api/tenants/{tenant}/changes",
+    "/api/tenants/{tenant}/users/{key}/changes",
+    "/api/tenants/{tenant}/webhooks",
+    "/api/tenants/{tenant}/scim-push",
+    "/api/tenants/{tenant}/scim-push/reconcile",
+];
+
+/// One call: (method, path template of the document, path, query, body).
+type Call = (&'static str, &'static str, String, String, Option<Vec<u8>>);
+
+/// Every call the test makes.
+fn calls(import_id: &str) -> Vec<Call> {
+    let csv = users_csv(0, 3).into_bytes();
+    let mut v = Vec::new();
+    let mut call = |m, t, p: &str, q: &str, b: Option<Vec<u8>>| {
+        v.push((m, t, p.to_string(), q.to_string(), b))
+    };
+    call("GET", "/health", "/health", "", None);
+    call("GET", "/metrics", "/metrics", "", None);
+    call("GET", "/api/openapi.json", "/api/openapi.json", "", None);
+    call("GET", "/api/tenants", "/api/tenants", "", None);
+    call("GET", "/api/progress", "/api/progress", "", None);
+    call("GET", "/api/nodes", "/api/nodes", "", None);
+    let imports = "/api/tenants/{tenant}/imports";
+    call("GET", imports, "/api/tenants/acme/imports", "limit=5", None);
+    call("GET", imports, "/api/tenants/acme/imports", "limit=x", None);
+    call("GET", imports, "/api/tenants/nobody/imports", "", None);
+    let one = "/api/tenants/{tenant}/imports/{id}";
+    call(
+        "GET",
+        one,
+        &format!("/api/tenants/acme/imports/{import_id}"),
+        "",
+        None,
+    );
+    call("GET", one, "/api/tenants/acme/imports/nope", "", None);
+    let approve = "/api/tenants/{tenant}/imports/{id}/approve";
+    let approve_path = format!("/api/tenants/acme/imports/{import_id}/approve");
+    call("POST", approve, &approve_path, "", None);
+    call("POST", approve, &approve_path, "", Some(b"[1]".to_vec()));
+    let run_now = "/api/tenants/{tenant}/run-now";
+    call(
+        "POST",
+        run_now,
+        "/api/tenants/acme/run-now",
+        "",
+        Some(b"{}".to_vec()),
+    );
+    call(
+        "GET",
+        "/api/tenants/{tenant}/today",
+        "/api/tenants/sched/today",
+        "",
+        None,
+    );
+    let preview = "/api/tenants/{tenant}/preview";
+    call(
+        "POST",
+        preview,
+        "/api/tenants/acme/preview",
+        "file=x.csv",
+        Some(csv),
+    );
+    call(
+        "POST",
+        preview,
+        "/api/tenants/acme/preview",
+        "",
+        Some(b"\xff\xfe\x00".to_vec()),
+    );
+    let progress = "/api/tenants/{tenant}/progress";
+    call("GET", progress, "/api/tenants/acme/progress", "", None);
+    let users = "/api/tenants/{tenant}/users";
+    call("GET", users, "/api/tenants/acme/users", "", None);
+    call(
+        "GET",
+        users,
+        "/api/tenants/beta/users",
+        "status=deleted",
+        None,
+    );
+    call(
+        "GET",
+        users,
+        "/api/tenants/acme/users",
+        "status=bogus",
+        None,
+    );
+    let user = "/api/tenants/{tenant}/users/{key}";
+    call(
+        "GET",
+        user,
+        "/api/tenants/acme/users/user01@acme.example",
+        "",
+        None,
+    );
+    call("GET", user, "/api/tenants/acme/users/nobody", "", None);
+    let restore = "/api/tenants/{tenant}/users/{key}/restore";
+    call(
+        "POST",
+        restore,
+        "/api/tenants/beta/users/B3/restore",
+        "",
+        None,
+    );
+    call(
+        "POST",
+        restore,
+        "/api/tenants/acme/users/nobody/restore",
+        "",
+        None,
+    );
+    let changes = "/api/tenants/{tenant}/changes";
+    call(
+        "GET",
+        changes,
+        "/api/tenants/acme/changes",
+        "after=0&limit=10",
+        None,
+    );
+    let user_changes = "/api/tenants/{tenant}/users/{key}/changes";
+    call(
+        "GET",
+        user_changes,
+        "/api/tenants/acme/users/user01@acme.example/changes",
+        "",
+        None,
+    );
+    call(
+        "GET",
+        "/api/tenants/{tenant}/webhooks",
+        "/api/tenants/acme/webhooks",
+        "",
+        None,
+    );
+    call(
+        "GET",
+        "/api/tenants/{tenant}/scim-push",
+        "/api/tenants/acme/scim-push",
+        "",
+        None,
+    );
+    let reconcile = "/api/tenants/{tenant}/scim-push/reconcile";
+    call(
+        "POST",
+        reconcile,
+        "/api/tenants/acme/scim-push/reconcile",
+        "dry_run=true",
+        None,
+    );
+    v
+}
+
+fn install_validator() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openapi/install.sh");
+    let out = Command::new("bash").arg(&script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_as_the_document_says() {
+    install_validator();
+    let env = Env::start().await;
+    let first = env.import("acme", &users_csv(0, 5)).await;
+    let beta = "mapping_code,first_name,last_name,email\nB1,Ana,One,a@b.example\nB3,Cy,Three,c@b.example\n";
+    env.import("beta", beta).await;
+    env.import(
+        "beta",
+        "mapping_code,first_name,last_name,email\nB1,Ana,One,a@b.example\n",
+    )
+    .await;
+
+    // The document needs the token like every /api route, and is the compiled-in file.
+    let anonymous = env.http("GET", "/api/openapi.json", None, None).await;
+    assert_eq!(anonymous.status, 401);
+    let served = env.get("/api/openapi.json").await;
+    assert_eq!(served.status, 200);
+    assert!(served.content_type.starts_with("application/json"));
+    assert_eq!(served.json["openapi"], "3.1.0");
+
+    let mut exchanges = Vec::new();
+    for (method, template, path, query, body) in calls(&first.id) {
+        let full = if query.is_empty() {
+            path.clone()
+        } else {
+            format!("{path}?{query}")
+        };
+        let a = env.http(method, &full, Some(TOKEN), body).await;
+        exchanges.push(json!({
+            "method": method, "template": template, "path": path, "query": query,
+            "status": a.status, "content_type": a.content_type, "body": a.text,
+        }));
+    }
+    // A call without the token is a documented 401.
+    let a = env.http("GET", "/api/tenants", None, None).await;
+    exchanges.push(json!({
+        "method": "GET", "template": "/api/tenants", "path": "/api/tenants", "query": "",
+        "status": a.status, "content_type": a.content_type, "body": a.text,
+    }));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (doc, xs) = (
+        dir.path().join("openapi.json"),
+        dir.path().join("exchanges.json"),
+    );
+    std::fs::write(&doc, &served.text).unwrap();
+    std::fs::write(&xs, serde_json::to_vec(&exchanges).unwrap()).unwrap();
+    let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openapi/check.py");
+    let out = Command::new("python3")
+        .arg(&check)
+        .arg(&doc)
+        .arg(&xs)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the OpenAPI check failed:\n{stdout}");
+    let summary: Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(Value::Null);
+    let skipped: Vec<&str> = summary["skipped"]
+        .as_array()
+        .expect("a summary line")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for s in &skipped {
+        assert!(
+            LATER.contains(s),
+            "{s} is missing from the server but not expected to be"
+        );
+    }
+    eprintln!("routes skipped (not in this build): {skipped:?}");
+}
