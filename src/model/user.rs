@@ -147,3 +147,30 @@ pub fn restore(rec: &mut UserRec, now_ms: i64) -> Result<(), NothingToRestore> {
     rec.updated_at = now_ms;
     Ok(())
 }
+
+/// Finds a user by `key` as every store does: the key as given (trimmed), then lower-cased (email
+/// and username keys are stored lower-case); `record_of` reads the packed record of exactly one
+/// key.
+pub fn find_user<E>(
+    key: &str,
+    mut record_of: impl FnMut(&str) -> Result<Option<UserRec>, E>,
+) -> Result<Option<User>, E> {
+    for k in [key.trim().to_string(), key.trim().to_lowercase()] {
+        if let Some(rec) = record_of(&k)? {
+            return Ok(Some(User::from_rec(&k, &rec)));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `password` is the record's imported password (argon2id check of its hash; false
+/// without a hash or with a damaged one).
+pub fn password_matches(rec: &UserRec, password: &str) -> bool {
+    use argon2::password_hash::{phc::PasswordHash, PasswordVerifier};
+    let Ok(hash) = PasswordHash::new(&rec.pw_hash) else {
+        return false;
+    };
+    argon2::Argon2::default()
+        .verify_password(password.as_bytes(), &hash)
+        .is_ok()
+}

@@ -177,27 +177,15 @@ impl Users for SledStore {
 
     /// One user by key (tried as given, then lower-cased, as email and username keys are).
     fn user(&self, tenant: &str, key: &str) -> Result<Option<User>> {
-        for k in [key.trim().to_string(), key.trim().to_lowercase()] {
-            if let Some(rec) = self.user_rec(tenant, &k)? {
-                return Ok(Some(User::from_rec(&k, &rec)));
-            }
-        }
-        Ok(None)
+        crate::model::user::find_user(key, |k| self.user_rec(tenant, k))
     }
 
     /// Whether `password` is the user's imported password (argon2id check of the stored hash;
     /// false when the user or the hash is missing). The hash itself never leaves the store.
     fn verify_user_password(&self, tenant: &str, key: &str, password: &str) -> Result<bool> {
-        use argon2::password_hash::{phc::PasswordHash, PasswordVerifier};
-        let Some(rec) = self.user_rec(tenant, key)? else {
-            return Ok(false);
-        };
-        let Ok(hash) = PasswordHash::new(&rec.pw_hash) else {
-            return Ok(false);
-        };
-        Ok(argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok())
+        Ok(self
+            .user_rec(tenant, key)?
+            .is_some_and(|rec| crate::model::user::password_matches(&rec, password)))
     }
 }
 

@@ -1,0 +1,97 @@
+//! When a run cannot go on for a reason outside its file: the store is unavailable (PostgreSQL
+//! down or restarting), or an archive folder or the store failed. A tenant's queue waits for the
+//! store before it claims anything ([`store_answers`]), so uploads stay in the tenant folder;
+//! a claimed run is retried a few times and waits out an unavailable store without spending an
+//! attempt ([`with_retries`]).
+//!
+//! Data enters as the intake's shared state and a run to try; it leaves as whether the run
+//! succeeded. Nothing is written here: the runs write.
+
+use super::{Intake, Shared};
+use std::time::Duration;
+
+/// Waits until the store answers for `tenant` (at once, unless it is unavailable: PostgreSQL
+/// down or restarting). Meanwhile the request waits on the tenant's queue and its upload waits
+/// in the tenant folder, unclaimed. False when the intake stops while waiting.
+pub(super) async fn store_answers(intake: &Intake, tenant: &str) -> bool {
+    let mut pause = Duration::from_secs(1);
+    let mut said = false;
+    loop {
+        if intake.stopping() {
+            return false;
+        }
+        let store = intake.shared.store.clone();
+        let t = tenant.to_string();
+        let probe = tokio::task::spawn_blocking(move || store.tenant_state(&t).map(|_| ())).await;
+        match probe {
+            Ok(Err(e)) if crate::store::is_unavailable(&e) => {
+                if !said {
+                    tracing::warn!(%tenant, "the store is unavailable; uploads wait in the tenant folder until it is back: {e:#}");
+                    said = true;
+                }
+            }
+            _ => {
+                if said {
+                    tracing::info!(%tenant, "the store is back; imports resume");
+                }
+                return true;
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(15));
+    }
+}
+
+/// Retries a run that failed for a reason outside the file (store, archive folder): three more
+/// times, a minute apart; after that the claim stays and is retried on the next start.
+/// A failure because the store is unavailable does not count as an attempt: the run waits
+/// until the store answers again (or the intake stops), then goes on. True when an attempt
+/// succeeded.
+pub(super) fn with_retries(
+    shared: &Shared,
+    tenant: &str,
+    what: &str,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> bool {
+    let mut attempt = 1;
+    while attempt <= 4 {
+        match f() {
+            Ok(()) => return true,
+            Err(e) if crate::store::is_unavailable(&e) => {
+                tracing::warn!(%tenant, file = what, "run interrupted: the store is unavailable; it is retried when the store is back: {e:#}");
+                if !wait_for_store(shared, tenant) {
+                    tracing::warn!(%tenant, file = what, "stopping: the run stays claimed and is finished on the next start");
+                    return false;
+                }
+            }
+            Err(e) if attempt < 4 => {
+                attempt += 1;
+                tracing::error!(%tenant, file = what, attempt, "run failed, retrying in a minute: {e:#}");
+                std::thread::sleep(Duration::from_secs(if cfg!(debug_assertions) {
+                    5
+                } else {
+                    60
+                }));
+            }
+            Err(e) => {
+                tracing::error!(%tenant, file = what, "run failed; it stays claimed and is retried on the next start: {e:#}");
+                return false;
+            }
+        }
+    }
+    false
+}
+
+/// Blocks until the store answers for `tenant` again; false when the intake stops first.
+fn wait_for_store(shared: &Shared, tenant: &str) -> bool {
+    let mut pause = Duration::from_secs(1);
+    while !shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(pause);
+        match shared.store.tenant_state(tenant) {
+            Err(e) if crate::store::is_unavailable(&e) => {}
+            _ => return true,
+        }
+        pause = (pause * 2).min(Duration::from_secs(15));
+    }
+    false
+}
