@@ -441,3 +441,18 @@ fn a_mapped_header_in_two_columns_is_a_file_level_error() {
         o.record.messages
     );
 }
+
+/// A UTF-16 byte-order mark followed by an odd byte: a clear file-level error, never a panic
+/// (the admin API's preview of these bytes once answered 500 from a panicking task).
+#[test]
+fn utf16_bom_with_an_odd_byte() {
+    let bytes = b"\xff\xfe\x00";
+    let out = bad(bytes);
+    assert!(!first_message(&out).is_empty());
+    let (store, _dir) = test_store::temp_store();
+    let preview = roster::import::preview_bytes(&store, &tenant(), "u.csv", bytes);
+    match preview {
+        Ok(p) => assert_eq!(p.record.status, ImportStatus::Error, "{:?}", p.record),
+        Err(e) => assert!(!format!("{e:#}").is_empty()),
+    }
+}

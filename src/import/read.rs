@@ -208,7 +208,7 @@ impl Read for Decode<'_> {
                 self.in_end = n;
                 self.eof = n == 0;
             }
-            let (_, read, written, _) = self.dec.decode_to_utf8(
+            let (result, read, written, _) = self.dec.decode_to_utf8(
                 &self.inbuf[self.in_start..self.in_end],
                 &mut self.out,
                 self.eof,
@@ -216,7 +216,10 @@ impl Read for Decode<'_> {
             self.in_start += read;
             self.out_start = 0;
             self.out_end = written;
-            if self.eof && self.in_start == self.in_end && written == 0 {
+            // The last call (at end of input) that consumed everything finishes the decoder:
+            // it must not be called again, even when that call still wrote output (say, a
+            // replacement character for an odd trailing byte).
+            if self.eof && result == encoding_rs::CoderResult::InputEmpty {
                 self.done = true;
             }
         }
