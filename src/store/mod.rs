@@ -1,9 +1,10 @@
 //! The store: where Roster keeps, per tenant, the user directory, the run log (import history,
-//! held plans, the file ledger and intake claims), and the mail outbox. This module is the seam:
+//! held plans, the file ledger and intake claims), the change log and event log with delivery
+//! cursors, and the mail outbox; and the state several nodes share. This module is the seam:
 //! one small trait per consumer, and the [`Store`] handle that carries one backend behind all
-//! of them. The only backend today is sled ([`sled`](self::sled), the only code that touches
-//! sled); a PostgreSQL backend implements the same traits next ([`postgres`], the only code
-//! that speaks SQL, so far its connection and schema migrations).
+//! of them. Two backends implement every trait: sled ([`sled`](self::sled), embedded, the
+//! default, the only code that touches sled) and PostgreSQL ([`postgres`], the only code that
+//! speaks SQL; docs/postgres.md).
 //!
 //! | trait | consumer | what goes through it |
 //! |---|---|---|
