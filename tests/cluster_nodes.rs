@@ -8,15 +8,18 @@
 //! Every failure message carries the tail of both nodes' logs: until the PostgreSQL store's
 //! Directory and RunLog are built, the import tests fail there with the stubs' "not built yet".
 
+#[path = "support/process.rs"]
+mod process;
+use process::{free_port, wait_until};
+
 #[path = "support/postgres.rs"]
 #[allow(dead_code)] // each test file uses part of the support
 mod test_postgres;
 
 use serde_json::Value;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use test_postgres::TestPostgres;
 
 const TOKEN: &str = "cluster-test-token-5d1e8b";
@@ -263,22 +266,6 @@ fn users_csv(rows: usize) -> Vec<u8> {
 
 fn count_entries(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|rd| rd.count()).unwrap_or(0)
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 fn node_ids(v: &Value, alive_only: bool) -> Vec<String> {

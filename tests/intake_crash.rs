@@ -3,9 +3,12 @@
 //! the directory, and the file is archived — nothing lost, nothing applied twice. And a claim
 //! is finished as its own run: an earlier run of the same name and bytes never stands in for it.
 
+#[path = "support/process.rs"]
+mod process;
+use process::{serve, wait_until};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ROWS: usize = 40_000;
 
@@ -76,16 +79,6 @@ fn mails(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-fn serve(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_roster"))
-        .args(["serve", "-c"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 fn claims(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("data/work/big"))
         .map(|rd| rd.count())
@@ -106,17 +99,6 @@ fn archived_unsorted(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
 }
 
 #[test]

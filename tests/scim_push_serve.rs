@@ -9,6 +9,8 @@ mod admin_support;
 mod server;
 mod support;
 
+use support::process::free_port;
+
 use admin_support::{keys, users_csv, Env};
 use serde_json::{json, Value};
 use server::ScimServer;
@@ -195,14 +197,6 @@ impl Drop for ServeProcess {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn roster_blocking(config: &std::path::Path, args: &[&str]) -> std::process::Output {

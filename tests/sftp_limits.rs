@@ -9,6 +9,8 @@
 
 mod support;
 
+use support::process::free_port;
+
 use russh::client::Msg;
 use russh::{Channel, ChannelMsg, MethodKind};
 use russh_sftp::client::RawSftpSession;
@@ -350,14 +352,6 @@ impl Drop for ServeProcess {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `GET /health` with the admin token; true on a 200 answer within 10 s.

@@ -3,6 +3,10 @@
 //! other takes the lease over once it expires (3 s) and finishes, with every message received
 //! in order and a repeat only of the same `webhook-id` and body.
 
+#[path = "support/process.rs"]
+mod process;
+use process::{free_port, wait_until};
+
 #[path = "support/postgres.rs"]
 #[allow(dead_code)] // each test file uses part of the support
 mod test_postgres;
@@ -13,7 +17,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use test_postgres::TestPostgres;
 use webhooks::{Receiver, SECRET};
 
@@ -120,22 +124,6 @@ last_name = "last"
 "#,
         dir = dir.display()
     )
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 #[test]

@@ -2,24 +2,22 @@
 //! again: every event reaches the receiver (verified with the Standard Webhooks reference
 //! library), in order, and a message sent twice carries the same `webhook-id` and body.
 
+#[path = "support/process.rs"]
+mod process;
+use process::{free_port, serve, wait_until};
+
 #[path = "webhooks/support.rs"]
 mod webhooks;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use webhooks::{Receiver, SECRET};
 
 /// 2,100 users: five `directory.changed` events (500 each at most) and one `import.finished`.
 const ROWS: usize = 2100;
 const EVENTS: u64 = 6;
 const TOKEN: &str = "webhooks-crash-token-5e1f";
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 fn write_config(dir: &Path, url: &str, admin_port: u16) -> PathBuf {
     let hash = roster::sftp::auth::hash_password("pw-not-used").unwrap();
@@ -56,16 +54,6 @@ last_name = "last"
     path
 }
 
-fn serve(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_roster"))
-        .args(["serve", "-c"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 /// The endpoint's status from the admin API, once it answers.
 fn endpoint(admin_port: u16) -> Option<serde_json::Value> {
     let agent = ureq::Agent::new_with_defaults();
@@ -79,17 +67,6 @@ fn endpoint(admin_port: u16) -> Option<serde_json::Value> {
     let text = resp.body_mut().read_to_string().ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v["webhooks"].get(0).cloned()
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 fn drop_in(dir: &Path, bytes: &[u8]) {

@@ -286,6 +286,41 @@ fn resource(u: &User, base: &str, manager_id: Option<&str>) -> Value {
     r
 }
 
+/// What every SCIM listing (`/Users`, `/Groups`) reads before its own filter: the tenant of the
+/// token, the query, and the paging (`startIndex`, 1-based, and `count`).
+pub(super) struct ListRequest {
+    pub tenant: String,
+    pub query: HashMap<String, String>,
+    pub start: usize,
+    pub count: usize,
+}
+
+/// Checks the token and method and reads the query and the paging of a listing; Err is the
+/// SCIM error response to send.
+pub(super) fn list_request(
+    st: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<ListRequest, Response> {
+    let tenant = gate(st, headers, method)?;
+    let Ok(Query(query)) = q else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+            "the query string is not valid",
+        ));
+    };
+    let start = paging(&query, "startIndex", 1, 1, usize::MAX)?;
+    let count = paging(&query, "count", DEFAULT_COUNT, 0, schemas::MAX_RESULTS)?;
+    Ok(ListRequest {
+        tenant,
+        query,
+        start,
+        count,
+    })
+}
+
 /// A numeric paging parameter (RFC 7644 §3.4.2.4), clamped to `min..=max`; Err on non-numbers.
 pub(super) fn paging(
     m: &HashMap<String, String>,
@@ -304,29 +339,19 @@ async fn users(
     headers: HeaderMap,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    let tenant = match gate(&st, &headers, &method) {
-        Ok(t) => t,
+    let ListRequest {
+        tenant,
+        query: m,
+        start,
+        count,
+    } = match list_request(&st, &headers, &method, q) {
+        Ok(r) => r,
         Err(r) => return r,
-    };
-    let Ok(Query(m)) = q else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            Some("invalidValue"),
-            "the query string is not valid",
-        );
     };
     let filter = match m.get("filter").map(|f| filter::parse(f)) {
         None => UserFilter::Everyone,
         Some(Ok(f)) => f,
         Some(Err(why)) => return error(StatusCode::BAD_REQUEST, Some("invalidFilter"), why),
-    };
-    let start = match paging(&m, "startIndex", 1, 1, usize::MAX) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    let count = match paging(&m, "count", DEFAULT_COUNT, 0, schemas::MAX_RESULTS) {
-        Ok(n) => n,
-        Err(r) => return r,
     };
     let config = st.config.current();
     let by_email = config

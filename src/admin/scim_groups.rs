@@ -17,8 +17,8 @@
 // Handlers return ready SCIM error responses through Result; their size does not matter here.
 #![allow(clippy::result_large_err)]
 
-use super::schemas::{self, GROUP_SCHEMA, LIST_SCHEMA};
-use super::scim::{base, busy, error, gate, paging, scim_json, store_failed, DEFAULT_COUNT};
+use super::schemas::{GROUP_SCHEMA, LIST_SCHEMA};
+use super::scim::{base, busy, error, gate, list_request, scim_json, store_failed, ListRequest};
 use super::scim::{user_name, PATH_SEGMENT};
 use super::AppState;
 use crate::model::User;
@@ -177,29 +177,19 @@ pub(super) async fn groups(
     headers: HeaderMap,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    let tenant = match gate(&st, &headers, &method) {
-        Ok(t) => t,
+    let ListRequest {
+        tenant,
+        query: m,
+        start,
+        count,
+    } = match list_request(&st, &headers, &method, q) {
+        Ok(r) => r,
         Err(r) => return r,
-    };
-    let Ok(Query(m)) = q else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            Some("invalidValue"),
-            "the query string is not valid",
-        );
     };
     let name = match m.get("filter").map(|f| name_filter(f)) {
         None => None,
         Some(Ok(n)) => Some(n),
         Some(Err(why)) => return error(StatusCode::BAD_REQUEST, Some("invalidFilter"), why),
-    };
-    let start = match paging(&m, "startIndex", 1, 1, usize::MAX) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    let count = match paging(&m, "count", DEFAULT_COUNT, 0, schemas::MAX_RESULTS) {
-        Ok(n) => n,
-        Err(r) => return r,
     };
     let Some(_turn) = super::heavy_turn(&st).await else {
         return busy();

@@ -8,13 +8,31 @@
 //! succeeded. Nothing is written here: the runs write.
 
 use super::{Intake, Shared};
+use crate::store::Store;
 use std::time::Duration;
+
+/// The first pause between probes of an unavailable store; it doubles up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+const MAX_PAUSE: Duration = Duration::from_secs(15);
+
+/// Why the store cannot answer for `tenant` right now, if it cannot (one cheap read). Any
+/// other answer, even an error, means it is reachable.
+fn unavailable(store: &Store, tenant: &str) -> Option<anyhow::Error> {
+    match store.tenant_state(tenant) {
+        Err(e) if crate::store::is_unavailable(&e) => Some(e),
+        _ => None,
+    }
+}
+
+fn next_pause(pause: Duration) -> Duration {
+    (pause * 2).min(MAX_PAUSE)
+}
 
 /// Waits until the store answers for `tenant` (at once, unless it is unavailable: PostgreSQL
 /// down or restarting). Meanwhile the request waits on the tenant's queue and its upload waits
 /// in the tenant folder, unclaimed. False when the intake stops while waiting.
 pub(super) async fn store_answers(intake: &Intake, tenant: &str) -> bool {
-    let mut pause = Duration::from_secs(1);
+    let mut pause = FIRST_PAUSE;
     let mut said = false;
     loop {
         if intake.stopping() {
@@ -22,9 +40,9 @@ pub(super) async fn store_answers(intake: &Intake, tenant: &str) -> bool {
         }
         let store = intake.shared.store.clone();
         let t = tenant.to_string();
-        let probe = tokio::task::spawn_blocking(move || store.tenant_state(&t).map(|_| ())).await;
+        let probe = tokio::task::spawn_blocking(move || unavailable(&store, &t)).await;
         match probe {
-            Ok(Err(e)) if crate::store::is_unavailable(&e) => {
+            Ok(Some(e)) => {
                 if !said {
                     tracing::warn!(%tenant, "the store is unavailable; uploads wait in the tenant folder until it is back: {e:#}");
                     said = true;
@@ -38,7 +56,7 @@ pub(super) async fn store_answers(intake: &Intake, tenant: &str) -> bool {
             }
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(15));
+        pause = next_pause(pause);
     }
 }
 
@@ -84,14 +102,13 @@ pub(super) fn with_retries(
 
 /// Blocks until the store answers for `tenant` again; false when the intake stops first.
 fn wait_for_store(shared: &Shared, tenant: &str) -> bool {
-    let mut pause = Duration::from_secs(1);
+    let mut pause = FIRST_PAUSE;
     while !shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
         std::thread::sleep(pause);
-        match shared.store.tenant_state(tenant) {
-            Err(e) if crate::store::is_unavailable(&e) => {}
-            _ => return true,
+        if unavailable(&shared.store, tenant).is_none() {
+            return true;
         }
-        pause = (pause * 2).min(Duration::from_secs(15));
+        pause = next_pause(pause);
     }
     false
 }
