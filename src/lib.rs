@@ -12,6 +12,7 @@ pub mod config;
 pub mod deliver;
 pub mod import;
 pub mod intake;
+pub mod login;
 pub mod logs;
 pub mod mail;
 pub mod metrics;

@@ -168,6 +168,6 @@ fn hash_password() -> anyhow::Result<()> {
     if password.is_empty() {
         anyhow::bail!("the password is empty");
     }
-    println!("{}", roster::sftp::auth::hash_password(&password)?);
+    println!("{}", roster::login::hash_password(&password)?);
     Ok(())
 }

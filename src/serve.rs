@@ -31,6 +31,8 @@ use std::time::Duration;
 pub struct RunningSftp {
     pub addr: SocketAddr,
     pub config: ConfigHandle,
+    /// The failed-login counts and blocks, shared with the web console's sign-in.
+    pub throttle: crate::login::LoginThrottle,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -88,9 +90,11 @@ pub async fn start_sftp_with(
         server.throttle.share_through(store);
     }
     let (shutdown, rx) = tokio::sync::watch::channel(false);
+    let throttle = server.throttle.clone();
     let task = tokio::spawn(server.run(listener, rx));
     Ok(RunningSftp {
         addr,
+        throttle,
         config: handle,
         shutdown,
         task,
@@ -238,7 +242,13 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
         },
     ));
     let intake = Intake::start(sftp.config.clone(), store.clone(), rx, mail_wake);
-    let admin = match crate::admin::start(sftp.config.clone(), store.clone(), intake.clone()).await
+    let admin = match crate::admin::start(
+        sftp.config.clone(),
+        store.clone(),
+        intake.clone(),
+        sftp.throttle.clone(),
+    )
+    .await
     {
         Ok(a) => a,
         Err(e) => {

@@ -32,12 +32,8 @@ fn hash_password_prints_a_verifiable_argon2id_string() {
     let config = format!("[[tenants]]\nid = \"t\"\npassword_hash = \"{hash}\"\n");
     let parsed = roster::config::Config::parse(&config).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    assert!(rt.block_on(roster::sftp::auth::verify_password(
-        &parsed,
-        "t",
-        "s3cret pass"
-    )));
-    assert!(!rt.block_on(roster::sftp::auth::verify_password(
+    assert!(rt.block_on(roster::login::verify_password(&parsed, "t", "s3cret pass")));
+    assert!(!rt.block_on(roster::login::verify_password(
         &parsed,
         "t",
         "s3cret pass\n"
@@ -48,7 +44,7 @@ fn hash_password_prints_a_verifiable_argon2id_string() {
 fn check_config_lists_tenants_and_host_keys() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("roster.toml");
-    let hash = roster::sftp::auth::hash_password("x").unwrap();
+    let hash = roster::login::hash_password("x").unwrap();
     std::fs::write(
         &path,
         format!(

@@ -212,7 +212,7 @@ impl Cluster {
 }
 
 fn config_text(dir: &Path, node: &str, admin_port: u16, url: &str) -> String {
-    let hash = roster::sftp::auth::hash_password("pw-not-used").unwrap();
+    let hash = roster::login::hash_password("pw-not-used").unwrap();
     format!(
         r#"
 [server]

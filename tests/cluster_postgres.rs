@@ -297,7 +297,7 @@ fn orphan_claims_are_taken_once_by_two_racing_survivors() {
 /// clients are still let in (judged by each node's own counts).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sftp_throttles_of_two_nodes_share_failures_and_survive_the_database_going_away() {
-    use roster::sftp::auth::{Gate, LoginThrottle, ThrottlePolicy};
+    use roster::login::{Gate, LoginThrottle, ThrottlePolicy};
     use roster::store::Store;
     use std::net::IpAddr;
 

@@ -17,7 +17,7 @@ fn write_config(dir: &Path) -> PathBuf {
 }
 
 fn write_config_with(dir: &Path, file: &str, extra: &str) -> PathBuf {
-    let hash = roster::sftp::auth::hash_password("pw-not-used").unwrap();
+    let hash = roster::login::hash_password("pw-not-used").unwrap();
     let text = format!(
         r#"
 [server]

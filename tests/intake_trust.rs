@@ -20,7 +20,7 @@ fn config(dir: &Path, with_beta: bool) -> String {
     } else {
         ""
     };
-    let hash = roster::sftp::auth::hash_password("not-used-1").unwrap();
+    let hash = roster::login::hash_password("not-used-1").unwrap();
     format!(
         r#"
 [server]

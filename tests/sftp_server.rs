@@ -85,7 +85,7 @@ async fn sessions_per_tenant_are_limited() {
 async fn config_reload_while_running() {
     let srv = TestServer::start().await;
     let dir = srv.dir.path().to_path_buf();
-    let gamma_hash = roster::sftp::auth::hash_password("gamma-pass").unwrap();
+    let gamma_hash = roster::login::hash_password("gamma-pass").unwrap();
     let gamma = format!("\n[[tenants]]\nid = \"gamma\"\npassword_hash = \"{gamma_hash}\"\n");
     let base = config_text(&dir, srv.acme_key.public_key(), "");
 
@@ -108,7 +108,7 @@ async fn config_reload_while_running() {
     assert!(srv.password("gamma", "gamma-pass").await.is_ok());
 
     // A removed tenant cannot start new sessions; a changed password applies.
-    let acme_hash2 = roster::sftp::auth::hash_password("new-acme-pass").unwrap();
+    let acme_hash2 = roster::login::hash_password("new-acme-pass").unwrap();
     let changed = base.replacen(&first_hash(&base), &acme_hash2, 1);
     std::fs::write(&srv.config_path, changed).unwrap();
     assert!(

@@ -305,7 +305,7 @@ fn staged_rows_hold_only_the_difference_and_an_abandoned_plan_leaves_nothing() {
 #[test]
 fn the_read_contract_shows_typed_values_and_never_a_hash() {
     let (pg, store) = start("n1");
-    let hash = roster::sftp::auth::hash_password("Pa55word!").unwrap();
+    let hash = roster::login::hash_password("Pa55word!").unwrap();
     let mut ann = user(
         STATUS_ACTIVE,
         &[

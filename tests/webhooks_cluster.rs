@@ -88,7 +88,7 @@ impl Drop for Node {
 }
 
 fn config_text(dir: &Path, node: &str, admin_port: u16, db: &str, hook: &str) -> String {
-    let hash = roster::sftp::auth::hash_password("pw-not-used").unwrap();
+    let hash = roster::login::hash_password("pw-not-used").unwrap();
     format!(
         r#"
 [server]

@@ -20,7 +20,7 @@ const EVENTS: u64 = 6;
 const TOKEN: &str = "webhooks-crash-token-5e1f";
 
 fn write_config(dir: &Path, url: &str, admin_port: u16) -> PathBuf {
-    let hash = roster::sftp::auth::hash_password("pw-not-used").unwrap();
+    let hash = roster::login::hash_password("pw-not-used").unwrap();
     let text = format!(
         r#"
 [server]

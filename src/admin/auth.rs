@@ -68,7 +68,7 @@ pub(crate) async fn require_admin(
 
 /// The admin token in force: `[admin] token`, else the generated one (never `change-me`).
 /// None when neither is usable (every request is then refused, and the reason logged).
-fn expected_token(state: &AppState) -> Option<String> {
+pub(crate) fn expected_token(state: &AppState) -> Option<String> {
     let config = state.config.current();
     if let Some(t) = crate::config::admin_token::configured(&config) {
         return Some(t.to_string());

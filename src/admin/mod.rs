@@ -1,5 +1,6 @@
-//! The admin surface: the loopback HTTP API the CLI's admin commands call, `/metrics`, and the
-//! read-only SCIM 2.0 API for downstream applications.
+//! The admin surface: the loopback HTTP API the CLI's admin commands call, `/metrics`, the
+//! read-only SCIM 2.0 API for downstream applications, and the web console with its tenant
+//! portal (`console`, HTML pages with cookie sessions instead of bearer tokens).
 //!
 //! Data enters as HTTP requests on `[admin] listen` (bound once at start; a reload changes the
 //! token and tenants, not the address). Every route checks a bearer token before anything else
@@ -19,6 +20,7 @@
 mod api;
 mod auth;
 mod changes;
+pub(crate) mod console;
 pub mod filter;
 mod openapi;
 mod schemas;
@@ -50,6 +52,10 @@ pub(crate) struct AppState {
     pub heavy: std::sync::Arc<tokio::sync::Semaphore>,
     /// Listings running or waiting for a turn; beyond that a request gets 503 at once.
     pub heavy_queue: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Failed logins and blocks, shared with SFTP (the console's sign-in counts here too).
+    pub throttle: crate::login::LoginThrottle,
+    /// The web console's sessions on this node.
+    pub sessions: console::Sessions,
 }
 
 /// Directory listings served at once (each scans a tenant's whole directory).
@@ -96,6 +102,7 @@ pub async fn start(
     config: ConfigHandle,
     store: Store,
     intake: Intake,
+    throttle: crate::login::LoginThrottle,
 ) -> anyhow::Result<RunningAdmin> {
     let listen = config.current().admin.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -121,10 +128,13 @@ pub async fn start(
         generated_token: std::sync::Arc::new(std::sync::Mutex::new(generated)),
         heavy: std::sync::Arc::new(tokio::sync::Semaphore::new(HEAVY_REQUESTS)),
         heavy_queue: std::sync::Arc::new(tokio::sync::Semaphore::new(HEAVY_QUEUE)),
+        throttle,
+        sessions: console::Sessions::default(),
     };
     let app = api::router(state.clone())
         .merge(webhooks::router(state.clone()))
-        .merge(scim::router(state))
+        .merge(scim::router(state.clone()))
+        .merge(console::router(state))
         .fallback(|| async {
             ApiError::not_found("there is no such route; see docs/operators.md for the admin API")
         });
@@ -133,6 +143,7 @@ pub async fn start(
         let stop = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await

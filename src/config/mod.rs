@@ -102,6 +102,11 @@ pub struct AdminConfig {
     /// Empty (the default) or `change-me`: a generated token in `data_dir` is used instead
     /// (see [`admin_token`]).
     pub token: String,
+    /// The console's address as users reach it, e.g. `https://roster.example.com` behind a
+    /// TLS proxy: with `https`, session cookies are marked `Secure`. Empty: the listen address.
+    pub public_url: String,
+    /// How long a console session lasts without use, in minutes (default 30).
+    pub session_minutes: u64,
 }
 
 impl Default for AdminConfig {
@@ -109,6 +114,8 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: "127.0.0.1:8022".into(),
             token: String::new(),
+            public_url: String::new(),
+            session_minutes: 30,
         }
     }
 }
@@ -127,6 +134,11 @@ pub struct Tenant {
     pub id: String,
     #[serde(default)]
     pub password_hash: Option<String>,
+    /// The web console's tenant portal password (argon2id PHC), for a tenant that logs in to
+    /// SFTP with keys only, or that wants a portal password apart from the SFTP one. Unset: the
+    /// portal takes the SFTP password; neither: no portal for this tenant.
+    #[serde(default)]
+    pub portal_password_hash: Option<String>,
     #[serde(default)]
     pub authorized_keys: Vec<String>,
     #[serde(default)]
@@ -157,6 +169,7 @@ impl Tenant {
         Tenant {
             id: id.to_string(),
             password_hash: None,
+            portal_password_hash: None,
             authorized_keys: Vec::new(),
             notify: Vec::new(),
             scim_token_sha256: None,

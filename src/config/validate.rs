@@ -33,6 +33,15 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
             config.admin.listen
         ));
     }
+    let public = config.admin.public_url.trim();
+    if !public.is_empty() && !public.starts_with("http://") && !public.starts_with("https://") {
+        out.push(format!(
+            "[admin] public_url {public:?} must start with http:// or https://"
+        ));
+    }
+    if !(1..=24 * 60).contains(&config.admin.session_minutes) {
+        out.push("[admin] session_minutes must be 1 to 1440".into());
+    }
     out.extend(config.store.problems());
     out.extend(config.cluster.problems());
     // An empty [admin] token is fine: a random one is generated (config::admin_token).
@@ -141,6 +150,14 @@ fn login_problems(t: &Tenant, problems: &mut TenantProblems<'_>) {
         if argon2::password_hash::phc::PasswordHash::new(h).is_err() {
             say(
                 "password_hash",
+                "is not a PHC string; make one with `roster hash-password`".into(),
+            );
+        }
+    }
+    if let Some(h) = &t.portal_password_hash {
+        if argon2::password_hash::phc::PasswordHash::new(h).is_err() {
+            say(
+                "portal_password_hash",
                 "is not a PHC string; make one with `roster hash-password`".into(),
             );
         }

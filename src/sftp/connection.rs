@@ -8,12 +8,12 @@
 //! arrives (so reloads apply to new sessions; `server` closes withdrawn ones).
 
 use super::admission::{ConnectionTicket, KillSwitch};
-use super::auth::{self, Gate};
 use super::events::InProgress;
 use super::jail::Jail;
 use super::requests::{SessionContext, SftpSession};
 use super::server::{login_methods, Credential, LiveEntry, SessionSlot, SftpServer};
 use super::wire;
+use crate::login::{self as auth, Gate};
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Sig};
 use std::collections::{HashMap, HashSet};

@@ -1,5 +1,6 @@
 //! The SFTP front door: the SSH listener, its connection caps and authentication (`server`,
-//! `admission`, `connection`, `auth`, `hostkeys`), the per-tenant jail (`jail`), the SFTP request
+//! `admission`, `connection`, `hostkeys`; password and key checks and the login throttle are
+//! `crate::login`), the per-tenant jail (`jail`), the SFTP request
 //! handler (`requests`, with `changes`, `extensions`, folder listings in `dirstream` and the
 //! handle budget in `handles`) and its wire loop (`wire`), and the "upload finished" event
 //! (`events`).
@@ -8,7 +9,6 @@
 //! home; each finished upload leaves as one [`UploadFinished`] on an [`UploadSink`].
 
 pub mod admission;
-pub mod auth;
 mod changes;
 mod connection;
 mod dirstream;

@@ -7,12 +7,12 @@
 //! (see [`SessionSlots`]); finished uploads leave through the [`UploadSink`].
 
 use super::admission::{Admission, Caps, ConnectionTicket, KillSwitch, Killable};
-use super::auth::{LoginThrottle, ThrottlePolicy};
 use super::connection::Connection;
 use super::events::UploadSink;
 use super::handles::HandleBudget;
 use super::hostkeys::HostKey;
 use crate::config::{Config, ConfigHandle};
+use crate::login::{LoginThrottle, ThrottlePolicy};
 use russh::keys::{Algorithm, HashAlg};
 use russh::{MethodKind, MethodSet};
 use std::borrow::Cow;
@@ -286,7 +286,7 @@ impl Credential {
         };
         match self {
             Credential::Password(hash) => t.password_hash.as_deref() == Some(hash.as_str()),
-            Credential::Key(key) => super::auth::key_is_authorized(t, key),
+            Credential::Key(key) => crate::login::key_is_authorized(t, key),
         }
     }
 }

@@ -103,11 +103,19 @@ impl Env {
 
     /// A server on the given store.
     pub async fn start_with(store_under_test: crate::support::server_store::ServerStore) -> Env {
+        Env::start_edited(store_under_test, |text| text).await
+    }
+
+    /// A server on the given store, its config text passed through `edit` first.
+    pub async fn start_edited(
+        store_under_test: crate::support::server_store::ServerStore,
+        edit: impl FnOnce(String) -> String,
+    ) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let key = PrivateKey::random(&mut rand10::rng(), russh::keys::Algorithm::Ed25519).unwrap();
         let config_path = dir.path().join("roster.toml");
         let text =
-            config_text(dir.path(), &key, "127.0.0.1:0") + &store_under_test.config_section();
+            edit(config_text(dir.path(), &key, "127.0.0.1:0")) + &store_under_test.config_section();
         std::fs::write(&config_path, text).unwrap();
         let server = Some(roster::serve::start(&config_path).await.unwrap());
         Env {

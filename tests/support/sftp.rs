@@ -17,8 +17,8 @@ pub const BETA_PASSWORD: &str = "beta-secret-2";
 
 /// A config with two tenants: `acme` (password + key) and `beta` (password only).
 pub fn config_text(dir: &Path, acme_key: &PublicKey, extra: &str) -> String {
-    let acme_hash = roster::sftp::auth::hash_password(ACME_PASSWORD).unwrap();
-    let beta_hash = roster::sftp::auth::hash_password(BETA_PASSWORD).unwrap();
+    let acme_hash = roster::login::hash_password(ACME_PASSWORD).unwrap();
+    let beta_hash = roster::login::hash_password(BETA_PASSWORD).unwrap();
     format!(
         r#"
 [server]

@@ -1,8 +1,10 @@
-//! Authentication of tenants: passwords (argon2id, verified on a blocking thread) and public
+//! Who may log in: tenants' passwords (argon2id, verified on a blocking thread) and public
 //! keys, against the config in force at the moment of the attempt; plus the throttle that slows
-//! and then blocks repeated failures per source address and per tenant.
+//! and then blocks repeated failures per source address and per tenant. SFTP (`crate::sftp`) and
+//! the web console (`crate::admin::console`: the tenant portal's password, the operator's
+//! token) share one [`LoginThrottle`], so failures on either count toward the same blocks.
 //!
-//! A login name enters with a password or a verified key and leaves as a [`Verdict`]. A tenant
+//! A login name enters with a password or a verified key and leaves as a yes or no. A tenant
 //! blocked by password failures can still log in with its key: keys cannot be guessed, and an
 //! attacker must not be able to lock out a nightly HR export by typing wrong passwords.
 //!
@@ -55,6 +57,20 @@ const DECOY_HASH: &str =
 /// Checks `password` against the tenant's hash on a blocking thread (argon2 costs tens of ms).
 pub async fn verify_password(config: &Config, user: &str, password: &str) -> bool {
     let hash = config.tenant(user).and_then(|t| t.password_hash.clone());
+    verify_hash(hash, password).await
+}
+
+/// The tenant portal's check: `portal_password_hash` when the tenant has one, else its SFTP
+/// `password_hash`; a tenant with neither (keys only) cannot sign in to the portal.
+pub async fn verify_portal_password(config: &Config, tenant: &str, password: &str) -> bool {
+    let hash = config
+        .tenant(tenant)
+        .and_then(|t| t.portal_password_hash.clone().or(t.password_hash.clone()));
+    verify_hash(hash, password).await
+}
+
+/// `password` against `hash`; a missing hash is checked against a decoy (same time) and fails.
+async fn verify_hash(hash: Option<String>, password: &str) -> bool {
     let known = hash.is_some();
     let hash = hash.unwrap_or_else(|| DECOY_HASH.to_string());
     let password = password.to_string();
@@ -203,6 +219,17 @@ impl LoginThrottle {
 
     /// Records a failure; returns how long to delay the answer.
     pub fn failed(&self, policy: ThrottlePolicy, addr: Option<IpAddr>, tenant: &str) -> Duration {
+        self.failed_as(policy, addr, Some(tenant))
+    }
+
+    /// [`failed`](Self::failed) for an attempt that names a tenant, or (None: the console's
+    /// operator token) only an address.
+    fn failed_as(
+        &self,
+        policy: ThrottlePolicy,
+        addr: Option<IpAddr>,
+        tenant: Option<&str>,
+    ) -> Duration {
         let now = Instant::now();
         self.with(|t| {
             t.prune(policy, now);
@@ -215,16 +242,20 @@ impl LoginThrottle {
                 if r.all.bump(policy, now) {
                     log_block(&format!("address {a}"), &r.all, policy);
                 }
-                if r.by_tenant.len() < NAMES_PER_ADDRESS || r.by_tenant.contains_key(tenant) {
-                    *r.by_tenant.entry(tenant.to_string()).or_insert(0) += 1;
+                if let Some(tenant) = tenant {
+                    if r.by_tenant.len() < NAMES_PER_ADDRESS || r.by_tenant.contains_key(tenant) {
+                        *r.by_tenant.entry(tenant.to_string()).or_insert(0) += 1;
+                    }
                 }
                 worst = worst.max(r.all.failures);
             }
-            let r = t.by_tenant.entry(tenant.to_string()).or_default();
-            if r.bump(policy, now) {
-                log_block(&format!("tenant {tenant}"), r, policy);
+            if let Some(tenant) = tenant {
+                let r = t.by_tenant.entry(tenant.to_string()).or_default();
+                if r.bump(policy, now) {
+                    log_block(&format!("tenant {tenant}"), r, policy);
+                }
+                worst = worst.max(r.failures);
             }
-            worst = worst.max(r.failures);
             // The first three failures answer at the normal pace; then each adds 500 ms, up to 3 s.
             Duration::from_millis((u64::from(worst.saturating_sub(3)) * 500).min(3000))
         })
@@ -312,11 +343,30 @@ impl LoginThrottle {
         addr: Option<IpAddr>,
         tenant: &str,
     ) -> Duration {
-        let delay = self.failed(policy, addr, tenant);
+        self.record_failure_as(policy, addr, Some(tenant)).await
+    }
+
+    /// A wrong operator token in the web console: counted against the address only (a tenant
+    /// name is not involved, and no one may lock the operator out from every address).
+    pub async fn record_operator_failure(
+        &self,
+        policy: ThrottlePolicy,
+        addr: Option<IpAddr>,
+    ) -> Duration {
+        self.record_failure_as(policy, addr, None).await
+    }
+
+    async fn record_failure_as(
+        &self,
+        policy: ThrottlePolicy,
+        addr: Option<IpAddr>,
+        tenant: Option<&str>,
+    ) -> Duration {
+        let delay = self.failed_as(policy, addr, tenant);
         let Some(store) = self.shared_store() else {
             return delay;
         };
-        let subjects = subjects(addr, Some(tenant));
+        let subjects = subjects(addr, tenant);
         let counted = ask_store(move || {
             let mut blocks = Vec::new();
             for (scope, subject) in subjects {

@@ -1,0 +1,203 @@
+//! The web console: HTML pages for operators (every tenant) and the tenant portal (one tenant,
+//! read-only), served by `roster serve` on the admin listener beside the JSON API.
+//!
+//! Requests enter as browser GETs and form POSTs. `session` says who is signed in (a
+//! [`Viewer`]: an operator or one tenant) and guards forms with CSRF tokens; `signin` makes and
+//! ends sessions. Each page module reads the store, the config and the intake the way the JSON
+//! API does (`crate::admin::api` has the same operations as JSON) and leaves as HTML rendered
+//! from an askama template (`templates/`, compiled into the binary) inside the frame of
+//! `base.html`. Pages: `overview` (all tenants), `history` (a tenant's runs and chart), `run` (one
+//! run: counts, messages, skipped rows, downloads), `held` (who a held run would remove, and
+//! Approve), `today` (today's file, Run now), `users` (search, one user, Restore), `preview`
+//! (a dry run of an uploaded file) and `mapping` (the column mapping helper).
+//!
+//! Nothing here needs JavaScript or reaches the network: the stylesheet is embedded
+//! (`assets/console.css`) and charts are SVG drawn on the server. Every answer carries a
+//! Content-Security-Policy that allows only this origin. A page a viewer may not see answers
+//! 404, as if it did not exist.
+
+mod held;
+mod history;
+mod mapping;
+mod overview;
+mod preview;
+mod run;
+pub(crate) mod session;
+mod signin;
+mod today;
+mod users;
+
+use crate::admin::AppState;
+use askama::Template;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+pub(crate) use session::{Role, Sessions, Viewer};
+
+/// The console's routes (merged into the admin listener's router).
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(home))
+        .route("/assets/console.css", get(stylesheet))
+        .merge(signin::routes())
+        .merge(overview::routes())
+        .merge(history::routes())
+        .merge(run::routes())
+        .merge(held::routes())
+        .merge(today::routes())
+        .merge(users::routes())
+        .merge(preview::routes())
+        .merge(mapping::routes())
+        .layer(axum::middleware::map_response(page_headers))
+        .with_state(state)
+}
+
+/// `/`: an operator's overview, a tenant's own history, or the sign-in page.
+async fn home(viewer: Result<Viewer, Response>) -> Redirect {
+    match viewer.map(|v| v.role) {
+        Ok(Role::Operator) => Redirect::to("/tenants"),
+        Ok(Role::Tenant(id)) => Redirect::to(&format!("/tenants/{id}")),
+        Err(_) => Redirect::to("/login"),
+    }
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("assets/console.css"),
+    )
+        .into_response()
+}
+
+/// Headers on every console answer: only this origin may supply anything, no framing, no
+/// caching of pages (they show directory data).
+async fn page_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+/// What the frame around every page (`base.html`) shows: the title, who is signed in, the
+/// navigation for the tenant in view, and the CSRF token for the sign-out form.
+pub(crate) struct Chrome {
+    pub title: String,
+    pub operator: bool,
+    /// The tenant the page is about (its navigation: history, users, today's file).
+    pub tenant: Option<String>,
+    pub signed_in_as: String,
+    pub csrf: String,
+}
+
+impl Chrome {
+    pub fn new(viewer: &Viewer, title: impl Into<String>, tenant: Option<&str>) -> Chrome {
+        Chrome {
+            title: title.into(),
+            operator: viewer.is_operator(),
+            tenant: tenant.map(str::to_string),
+            signed_in_as: match &viewer.role {
+                Role::Operator => "operator".to_string(),
+                Role::Tenant(id) => format!("tenant {id}"),
+            },
+            csrf: viewer.csrf.clone(),
+        }
+    }
+}
+
+/// A rendered page, or the error page.
+pub(crate) fn page(t: &impl Template) -> Result<Response, PageError> {
+    let body = t
+        .render()
+        .map_err(|e| PageError::internal("cannot render the page", anyhow::anyhow!("{e}")))?;
+    Ok(Html(body).into_response())
+}
+
+/// A page that could not be shown: a status and one sentence, rendered as `error.html`.
+#[derive(Debug)]
+pub(crate) struct PageError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    reason: &'a str,
+    message: &'a str,
+}
+
+impl PageError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> PageError {
+        PageError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn not_found(message: impl Into<String>) -> PageError {
+        PageError::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> PageError {
+        PageError::new(StatusCode::FORBIDDEN, message)
+    }
+    /// A failure inside Roster: 503 when the store cannot be reached, else 500 (logged).
+    pub fn internal(what: &str, e: anyhow::Error) -> PageError {
+        let api = crate::admin::ApiError::internal(what, e);
+        PageError::new(api.status, api.message)
+    }
+}
+
+impl From<crate::admin::ApiError> for PageError {
+    fn from(e: crate::admin::ApiError) -> PageError {
+        PageError::new(e.status, e.message)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let page = ErrorPage {
+            status: self.status.as_u16(),
+            reason: self.status.canonical_reason().unwrap_or("Error"),
+            message: &self.message,
+        };
+        match page.render() {
+            Ok(body) => (self.status, Html(body)).into_response(),
+            Err(_) => (self.status, self.message).into_response(),
+        }
+    }
+}
+
+/// Runs a store call on a blocking thread; its error becomes a page error.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, PageError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(PageError::internal(what, e)),
+        Err(e) => Err(PageError::internal(
+            what,
+            anyhow::anyhow!("the task failed: {e}"),
+        )),
+    }
+}

@@ -1,0 +1,275 @@
+//! Console sessions: who is signed in (an operator, or one tenant), their CSRF token, and the
+//! cookies that carry them.
+//!
+//! A session is made by a successful sign-in (`signin`) and leaves as a `roster_session` cookie
+//! (`HttpOnly`, `SameSite=Strict`, `Secure` when `[admin] public_url` is https). Each request
+//! brings the cookie back; [`Viewer`] (an axum extractor) finds the session, checks that it has
+//! not expired and that the credential it was made with is still the one in force (a reload
+//! that changes the admin token or the tenant's password, or removes the tenant, ends it), and
+//! refreshes its idle deadline. A GET without a session is redirected to `/login`.
+//!
+//! Sessions live in this node's memory, bounded by [`MAX_SESSIONS`] (expired ones are dropped
+//! first, then the oldest): a restart signs everyone out, and behind a load balancer the console
+//! needs session affinity (docs/console.md). Session ids are 256 random bits, kept only as their
+//! SHA-256, so the table holds nothing a reader could replay.
+//!
+//! CSRF: every session has a random token; each state-changing form carries it in the field
+//! `csrf` and the handler calls [`Viewer::check_csrf`] (403 otherwise). The sign-in forms, made
+//! before any session exists, use a double-submit token: the `roster_login` cookie must equal
+//! the form's `csrf` field.
+
+use super::PageError;
+use crate::admin::auth::ct_eq;
+use crate::admin::AppState;
+use crate::config::Config;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Method};
+use axum::response::{IntoResponse, Redirect, Response};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Sessions held at once; beyond that the oldest is ended.
+pub(crate) const MAX_SESSIONS: usize = 10_000;
+/// A session ends this long after sign-in, however active.
+const ABSOLUTE_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// The session cookie's name.
+pub(crate) const SESSION_COOKIE: &str = "roster_session";
+/// The sign-in forms' double-submit cookie.
+pub(crate) const LOGIN_COOKIE: &str = "roster_login";
+
+/// Who a session belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Signed in with the admin token: every tenant, every action.
+    Operator,
+    /// Signed in with a tenant's portal password: that tenant only, read-only.
+    Tenant(String),
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    role: Role,
+    csrf: String,
+    /// SHA-256 of the credential it was made with (admin token, or the tenant's hash string).
+    credential: [u8; 32],
+    made: Instant,
+    idle_until: Instant,
+}
+
+/// The sessions of this node.
+#[derive(Clone, Default)]
+pub(crate) struct Sessions {
+    inner: Arc<Mutex<HashMap<[u8; 32], Session>>>,
+}
+
+/// The signed-in person making a request.
+#[derive(Debug, Clone)]
+pub(crate) struct Viewer {
+    pub role: Role,
+    /// The session's CSRF token (put into every form).
+    pub csrf: String,
+    session: [u8; 32],
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// 256 random bits as hex.
+pub(crate) fn random_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// What a session of `role` was made with, as it stands in `config` now; None when the role
+/// cannot sign in any more (tenant removed, no password).
+pub(crate) fn credential_of(state: &AppState, config: &Config, role: &Role) -> Option<[u8; 32]> {
+    match role {
+        Role::Operator => crate::admin::auth::expected_token(state).map(|t| sha256(t.as_bytes())),
+        Role::Tenant(id) => {
+            let t = config.tenant(id)?;
+            let hash = t
+                .portal_password_hash
+                .as_ref()
+                .or(t.password_hash.as_ref())?;
+            Some(sha256(hash.as_bytes()))
+        }
+    }
+}
+
+impl Sessions {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<[u8; 32], Session>) -> T) -> T {
+        match self.inner.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    /// Starts a session; returns its id (for the cookie).
+    pub fn start(&self, role: Role, credential: [u8; 32], idle: Duration) -> String {
+        let id = random_token();
+        let now = Instant::now();
+        let session = Session {
+            role,
+            csrf: random_token(),
+            credential,
+            made: now,
+            idle_until: now + idle,
+        };
+        self.with(|m| {
+            if m.len() >= MAX_SESSIONS {
+                m.retain(|_, s| s.idle_until > now && now < s.made + ABSOLUTE_LIFETIME);
+            }
+            if m.len() >= MAX_SESSIONS {
+                if let Some(oldest) = m.iter().min_by_key(|(_, s)| s.made).map(|(k, _)| *k) {
+                    m.remove(&oldest);
+                }
+            }
+            m.insert(sha256(id.as_bytes()), session);
+        });
+        id
+    }
+
+    /// The live session of a cookie value, its idle deadline pushed back.
+    fn touch(&self, id: &str, idle: Duration) -> Option<Session> {
+        let key = sha256(id.as_bytes());
+        let now = Instant::now();
+        self.with(|m| {
+            let live = m
+                .get(&key)
+                .is_some_and(|s| s.idle_until > now && now < s.made + ABSOLUTE_LIFETIME);
+            if !live {
+                m.remove(&key);
+                return None;
+            }
+            let s = m.get_mut(&key)?;
+            s.idle_until = now + idle;
+            Some(s.clone())
+        })
+    }
+
+    fn end_key(&self, key: &[u8; 32]) {
+        self.with(|m| m.remove(key));
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// A `Set-Cookie` value: `HttpOnly`, `SameSite=Strict`, `Path=/`, `Secure` when the console's
+/// public URL is https; `max_age` None ends the cookie.
+pub(crate) fn set_cookie(config: &Config, name: &str, value: &str, max_age: Option<u64>) -> String {
+    let secure = if config.admin.public_url.trim().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let age = max_age.unwrap_or(0);
+    format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={age}{secure}")
+}
+
+/// How long a session lasts without use.
+pub(crate) fn idle_limit(config: &Config) -> Duration {
+    Duration::from_secs(config.admin.session_minutes.max(1) * 60)
+}
+
+impl Viewer {
+    /// 403 unless `given` is this session's CSRF token.
+    pub fn check_csrf(&self, given: &str) -> Result<(), PageError> {
+        if ct_eq(&sha256(given.as_bytes()), &sha256(self.csrf.as_bytes())) {
+            Ok(())
+        } else {
+            Err(PageError::forbidden(
+                "this form is stale or did not come from the console (its CSRF token does not \
+                 match your session); reload the page and try again",
+            ))
+        }
+    }
+
+    pub fn is_operator(&self) -> bool {
+        self.role == Role::Operator
+    }
+
+    /// Operator-only pages answer 404 to a tenant (as if they did not exist).
+    pub fn operator_only(&self) -> Result<(), PageError> {
+        if self.is_operator() {
+            Ok(())
+        } else {
+            Err(PageError::not_found("there is no such page"))
+        }
+    }
+
+    /// The tenant a page is about, if this viewer may see it: an operator any configured
+    /// tenant, a tenant only itself. Anything else is the same 404 as a tenant that does not
+    /// exist, so the portal does not reveal other tenants' ids.
+    pub fn tenant<'c>(
+        &self,
+        config: &'c Config,
+        id: &str,
+    ) -> Result<&'c crate::config::Tenant, PageError> {
+        let allowed = match &self.role {
+            Role::Operator => true,
+            Role::Tenant(own) => own == id,
+        };
+        config
+            .tenant(id)
+            .filter(|_| allowed)
+            .ok_or_else(|| PageError::not_found(format!("there is no tenant {id:?}")))
+    }
+
+    /// The session's key (to end it on sign out).
+    pub(crate) fn end(&self, sessions: &Sessions) {
+        sessions.end_key(&self.session);
+    }
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let config = state.config.current();
+        let found = cookie(&parts.headers, SESSION_COOKIE).and_then(|id| {
+            Some((
+                sha256(id.as_bytes()),
+                state.sessions.touch(id, idle_limit(&config))?,
+            ))
+        });
+        let Some((key, session)) = found else {
+            return Err(signed_out(parts));
+        };
+        let current = credential_of(state, &config, &session.role);
+        if current.is_none_or(|c| !ct_eq(&c, &session.credential)) {
+            state.sessions.end_key(&key);
+            return Err(signed_out(parts));
+        }
+        Ok(Viewer {
+            role: session.role,
+            csrf: session.csrf,
+            session: key,
+        })
+    }
+}
+
+/// No live session: a GET goes to the sign-in page, anything else is refused with 403.
+fn signed_out(parts: &Parts) -> Response {
+    if parts.method == Method::GET || parts.method == Method::HEAD {
+        Redirect::to("/login").into_response()
+    } else {
+        PageError::forbidden("you are not signed in (or your session ended); sign in again")
+            .into_response()
+    }
+}

@@ -1,0 +1,238 @@
+//! Signing in and out of the console.
+//!
+//! `GET /login` shows two forms: the operator's (field `token`: the admin token) and a
+//! tenant's (fields `tenant` and `password`: the portal password, `login::verify_portal_password`).
+//! Both are guarded by a double-submit token (the `roster_login` cookie set with the page must
+//! equal the form's `csrf` field) and by the same [`crate::login::LoginThrottle`] as SFTP: a
+//! blocked address or tenant is refused without checking, and each failure counts (an operator
+//! failure against the address only). A success starts a session (`session::Sessions`) and
+//! redirects to `/`; `POST /logout` ends it.
+
+use super::session::{
+    cookie, credential_of, idle_limit, random_token, set_cookie, LOGIN_COOKIE, SESSION_COOKIE,
+};
+use super::{page, PageError, Role, Viewer};
+use crate::admin::auth::ct_eq;
+use crate::admin::AppState;
+use crate::login::{Gate, ThrottlePolicy};
+use askama::Template;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(login_page))
+        .route("/login/operator", post(operator))
+        .route("/login/tenant", post(tenant))
+        .route("/logout", post(logout))
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    csrf: String,
+    error: Option<String>,
+    tenant: String,
+}
+
+/// Renders the sign-in page with a fresh double-submit token (and its cookie).
+fn login_answer(
+    st: &AppState,
+    status: StatusCode,
+    error: Option<String>,
+    tenant: &str,
+) -> Response {
+    let csrf = random_token();
+    let form = LoginPage {
+        csrf: csrf.clone(),
+        error,
+        tenant: tenant.to_string(),
+    };
+    let cookie = set_cookie(&st.config.current(), LOGIN_COOKIE, &csrf, Some(3600));
+    match page(&form) {
+        Ok(mut resp) => {
+            *resp.status_mut() = status;
+            if let Ok(v) = cookie.parse() {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn login_page(State(st): State<AppState>, viewer: Result<Viewer, Response>) -> Response {
+    if viewer.is_ok() {
+        return Redirect::to("/").into_response();
+    }
+    login_answer(&st, StatusCode::OK, None, "")
+}
+
+#[derive(Deserialize)]
+struct OperatorForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    token: String,
+}
+
+#[derive(Deserialize)]
+struct TenantForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    tenant: String,
+    #[serde(default)]
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// 403 unless the form's token equals the `roster_login` cookie.
+fn check_login_csrf(headers: &HeaderMap, given: &str) -> Result<(), PageError> {
+    let expected = cookie(headers, LOGIN_COOKIE).unwrap_or_default();
+    let digest = |s: &str| -> [u8; 32] { Sha256::digest(s.as_bytes()).into() };
+    if !expected.is_empty() && ct_eq(&digest(expected), &digest(given)) {
+        Ok(())
+    } else {
+        Err(PageError::forbidden(
+            "this sign-in form is stale or did not come from the console; reload the sign-in \
+             page and try again",
+        ))
+    }
+}
+
+fn policy(st: &AppState) -> ThrottlePolicy {
+    let cfg = st.config.current();
+    ThrottlePolicy {
+        max_failures: cfg.server.max_auth_failures.max(1),
+        block_for: Duration::from_secs(cfg.server.auth_block_secs),
+    }
+}
+
+fn address(peer: &Result<ConnectInfo<SocketAddr>, impl Sized>) -> Option<IpAddr> {
+    peer.as_ref().ok().map(|c| c.0.ip())
+}
+
+/// Starts a session for `role` and redirects to `/` with its cookie (and the sign-in cookie
+/// ended).
+fn signed_in(st: &AppState, role: Role) -> Response {
+    let config = st.config.current();
+    let Some(credential) = credential_of(st, &config, &role) else {
+        return PageError::forbidden("this account cannot sign in").into_response();
+    };
+    let idle = idle_limit(&config);
+    let id = st.sessions.start(role, credential, idle);
+    let mut resp = Redirect::to("/").into_response();
+    for c in [
+        set_cookie(&config, SESSION_COOKIE, &id, Some(idle.as_secs())),
+        set_cookie(&config, LOGIN_COOKIE, "", None),
+    ] {
+        if let Ok(v) = c.parse() {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+async fn operator(
+    State(st): State<AppState>,
+    peer: Result<ConnectInfo<SocketAddr>, axum::extract::rejection::ExtensionRejection>,
+    headers: HeaderMap,
+    Form(form): Form<OperatorForm>,
+) -> Response {
+    if let Err(e) = check_login_csrf(&headers, &form.csrf) {
+        return e.into_response();
+    }
+    let addr = address(&peer);
+    if let Gate::Blocked(why) = st.throttle.check(addr, None).await {
+        tracing::warn!(?addr, "console operator sign-in refused: {why}");
+        return login_answer(
+            &st,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(blocked_sentence()),
+            "",
+        );
+    }
+    let expected = crate::admin::auth::expected_token(&st).unwrap_or_default();
+    let digest = |s: &str| -> [u8; 32] { Sha256::digest(s.as_bytes()).into() };
+    let ok = !expected.is_empty() && ct_eq(&digest(form.token.trim()), &digest(&expected));
+    if !ok {
+        let delay = st.throttle.record_operator_failure(policy(&st), addr).await;
+        tracing::warn!(?addr, "console operator sign-in failed: wrong admin token");
+        tokio::time::sleep(delay).await;
+        let why = "that is not the admin token of this server".to_string();
+        return login_answer(&st, StatusCode::UNAUTHORIZED, Some(why), "");
+    }
+    tracing::info!(?addr, "console: operator signed in");
+    signed_in(&st, Role::Operator)
+}
+
+async fn tenant(
+    State(st): State<AppState>,
+    peer: Result<ConnectInfo<SocketAddr>, axum::extract::rejection::ExtensionRejection>,
+    headers: HeaderMap,
+    Form(form): Form<TenantForm>,
+) -> Response {
+    if let Err(e) = check_login_csrf(&headers, &form.csrf) {
+        return e.into_response();
+    }
+    let addr = address(&peer);
+    let id = form.tenant.trim().to_string();
+    if id.is_empty() || id.len() > 64 {
+        let why = "give your tenant id and password".to_string();
+        return login_answer(&st, StatusCode::UNAUTHORIZED, Some(why), "");
+    }
+    if let Gate::Blocked(why) = st.throttle.check(addr, Some(&id)).await {
+        tracing::warn!(?addr, tenant = %id, "console tenant sign-in refused: {why}");
+        return login_answer(
+            &st,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(blocked_sentence()),
+            &id,
+        );
+    }
+    let config = st.config.current();
+    if !crate::login::verify_portal_password(&config, &id, &form.password).await {
+        let delay = st.throttle.record_failure(policy(&st), addr, &id).await;
+        tracing::warn!(?addr, tenant = %id, "console tenant sign-in failed");
+        tokio::time::sleep(delay).await;
+        let why = "the tenant id or the password is wrong (or this tenant has no portal \
+                   password)"
+            .to_string();
+        return login_answer(&st, StatusCode::UNAUTHORIZED, Some(why), &id);
+    }
+    st.throttle.succeeded(addr, &id);
+    tracing::info!(?addr, tenant = %id, "console: tenant signed in to the portal");
+    signed_in(&st, Role::Tenant(id))
+}
+
+fn blocked_sentence() -> String {
+    "too many failed sign-ins: signing in is blocked for a while; try again later".to_string()
+}
+
+async fn logout(
+    State(st): State<AppState>,
+    viewer: Viewer,
+    Form(form): Form<LogoutForm>,
+) -> Result<Response, PageError> {
+    viewer.check_csrf(&form.csrf)?;
+    viewer.end(&st.sessions);
+    let mut resp = Redirect::to("/login").into_response();
+    let ended = set_cookie(&st.config.current(), SESSION_COOKIE, "", None);
+    if let Ok(v) = ended.parse() {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}

@@ -1,0 +1,235 @@
+//! The web console's sign-in, sessions, CSRF and the tenant portal's isolation, in real headless
+//! Chromium against a real running Roster (and, for what a browser will not send, forged HTTP
+//! requests with cookies).
+
+#[path = "admin_support/mod.rs"]
+mod admin_support;
+#[path = "support/browser.rs"]
+mod browser;
+mod console_support;
+mod support;
+
+use browser::Browser;
+use console_support::{
+    cookie_value, csrf_in, operator_session, request, sign_in_operator, sign_in_tenant,
+    ACME_PORTAL_PASSWORD, BETA_PASSWORD,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_signs_in_sees_the_overview_and_signs_out() {
+    let env = console_support::start().await;
+    let b = Browser::start().await;
+    let base = env.admin_url();
+
+    b.open(&format!("{base}/")).await;
+    assert_eq!(
+        b.path().await,
+        "/login",
+        "without a session / goes to the sign-in page"
+    );
+
+    b.fill("#token", "not-the-token").await;
+    b.click("#operator-submit").await;
+    assert_eq!(b.path().await, "/login/operator");
+    assert!(
+        b.text("#login-error").await.contains("not the admin token"),
+        "a wrong token is refused with a sentence"
+    );
+
+    sign_in_operator(&b, &env).await;
+    let table = b.text("#tenants").await;
+    for tenant in ["acme", "beta", "sched"] {
+        assert!(
+            table.contains(tenant),
+            "the overview lists {tenant}: {table}"
+        );
+    }
+    b.click("form.signout button").await;
+    assert_eq!(
+        b.path().await,
+        "/login",
+        "signing out lands on the sign-in page"
+    );
+    b.open(&format!("{base}/tenants")).await;
+    assert_eq!(
+        b.path().await,
+        "/login",
+        "after signing out the overview needs a session again"
+    );
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_sees_only_its_own_tenant() {
+    let env = console_support::start().await;
+    let b = Browser::start().await;
+    let base = env.admin_url();
+
+    sign_in_tenant(&b, &env, "beta", BETA_PASSWORD).await;
+    assert!(b.page_text().await.contains("Import history of beta"));
+    assert_eq!(
+        b.count("header nav a[href='/tenants']").await,
+        0,
+        "no overview link"
+    );
+    for other in ["/tenants/acme", "/tenants/nosuch", "/tenants"] {
+        b.open(&format!("{base}{other}")).await;
+        let text = b.page_text().await;
+        assert!(
+            text.contains("404"),
+            "{other} answers 404 to tenant beta: {text}"
+        );
+        assert!(
+            !text.contains("Import history of acme"),
+            "{other} shows nothing of acme"
+        );
+    }
+    // The 404 for another tenant reads exactly like the one for a tenant that does not exist.
+    b.open(&format!("{base}/tenants/acme")).await;
+    let acme = b.text("main").await.replace("acme", "X");
+    b.open(&format!("{base}/tenants/nosuch")).await;
+    let nosuch = b.text("main").await.replace("nosuch", "X");
+    assert_eq!(acme, nosuch);
+
+    b.open(&format!("{base}/tenants/beta")).await;
+    b.click("form.signout button").await;
+    sign_in_tenant(&b, &env, "acme", ACME_PORTAL_PASSWORD).await;
+    b.click("form.signout button").await;
+
+    // sched has neither a password nor a portal password: no portal.
+    b.fill("#tenant", "sched").await;
+    b.fill("#password", "anything").await;
+    b.click("#tenant-submit").await;
+    assert!(b.text("#login-error").await.contains("wrong"));
+    // acme's SFTP has keys only: its portal password is not an SFTP password (and beta's SFTP
+    // password does not open acme's portal).
+    b.fill("#tenant", "acme").await;
+    b.fill("#password", BETA_PASSWORD).await;
+    b.click("#tenant-submit").await;
+    assert!(b.text("#login-error").await.contains("wrong"));
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_without_the_csrf_token_are_refused() {
+    let env = console_support::start().await;
+    let base = env.admin_url();
+    let (cookies, csrf) = operator_session(&base).await;
+
+    for form in [vec![], vec![("csrf", "forged")]] {
+        let answer = request(&base, "POST", "/logout", &cookies, Some(&form)).await;
+        assert_eq!(
+            answer.status, 403,
+            "sign-out without the right token: {answer:?}"
+        );
+        assert!(answer.body.contains("CSRF"));
+    }
+    let still = request(&base, "GET", "/tenants", &cookies, None).await;
+    assert_eq!(
+        still.status, 200,
+        "a refused form changed nothing: still signed in"
+    );
+
+    // The sign-in forms need the double-submit cookie.
+    let login = request(&base, "GET", "/login", "", None).await;
+    let pre = csrf_in(&login.body);
+    let forged = request(
+        &base,
+        "POST",
+        "/login/operator",
+        "",
+        Some(&[("csrf", &pre), ("token", admin_support::TOKEN)]),
+    )
+    .await;
+    assert_eq!(forged.status, 403, "sign-in without its cookie: {forged:?}");
+    assert!(cookie_value(&forged.set_cookies, "roster_session").is_none());
+
+    let out = request(&base, "POST", "/logout", &cookies, Some(&[("csrf", &csrf)])).await;
+    assert_eq!(out.status, 303);
+    let after = request(&base, "GET", "/tenants", &cookies, None).await;
+    assert_eq!(after.status, 303, "the ended session no longer opens pages");
+    assert_eq!(after.location.as_deref(), Some("/login"));
+    let post_after = request(&base, "POST", "/logout", &cookies, Some(&[("csrf", &csrf)])).await;
+    assert_eq!(
+        post_after.status, 403,
+        "a POST without a session is refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookies_are_http_only_and_strict() {
+    let env = console_support::start().await;
+    let base = env.admin_url();
+    let login = request(&base, "GET", "/login", "", None).await;
+    let pre = cookie_value(&login.set_cookies, "roster_login").unwrap();
+    let signed = request(
+        &base,
+        "POST",
+        "/login/tenant",
+        &format!("roster_login={pre}"),
+        Some(&[
+            ("csrf", &csrf_in(&login.body)),
+            ("tenant", "beta"),
+            ("password", BETA_PASSWORD),
+        ]),
+    )
+    .await;
+    let session = signed
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("roster_session="))
+        .expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(session.contains(attr), "{session} has {attr}");
+    }
+    assert!(
+        !session.contains("Secure"),
+        "no Secure flag without an https public_url"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_operator_sign_ins_block_the_address_for_ssh_too() {
+    let env = console_support::start().await;
+    let base = env.admin_url();
+    // The server blocks after 4 failures (console_support sets max_auth_failures = 4).
+    for _ in 0..4 {
+        let login = request(&base, "GET", "/login", "", None).await;
+        let pre = cookie_value(&login.set_cookies, "roster_login").unwrap();
+        let wrong = request(
+            &base,
+            "POST",
+            "/login/operator",
+            &format!("roster_login={pre}"),
+            Some(&[("csrf", &csrf_in(&login.body)), ("token", "guess")]),
+        )
+        .await;
+        assert_eq!(wrong.status, 401);
+    }
+    let login = request(&base, "GET", "/login", "", None).await;
+    let pre = cookie_value(&login.set_cookies, "roster_login").unwrap();
+    let right = request(
+        &base,
+        "POST",
+        "/login/operator",
+        &format!("roster_login={pre}"),
+        Some(&[
+            ("csrf", &csrf_in(&login.body)),
+            ("token", admin_support::TOKEN),
+        ]),
+    )
+    .await;
+    assert_eq!(
+        right.status, 429,
+        "the address is blocked, even with the right token"
+    );
+    assert!(right.body.contains("blocked"));
+    // The same block holds at the SFTP door: beta's right password is refused from here.
+    let ssh = support::sftp::Client::connect(
+        env.server().sftp.addr,
+        "beta",
+        support::sftp::Login::Password(BETA_PASSWORD.to_string()),
+    )
+    .await;
+    assert!(ssh.is_err(), "SSH from the blocked address is refused");
+}
