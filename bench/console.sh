@@ -130,16 +130,18 @@ curl -s -o /dev/null -b "$JAR" -c "$JAR" --data-urlencode "csrf=$CSRF" \
 RUN_ID=$(curl -s -H "Authorization: Bearer $TOKEN" "$BASE/api/tenants/bench/imports?limit=1" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
 KEY=$(sed -n 2p "$CSV" | cut -d';' -f1)
-EMAIL=$(sed -n 500002p "$CSV" | cut -d';' -f4)
-LAST=$(sed -n 700002p "$CSV" | cut -d';' -f3)
+EMAIL=$(sed -n "$((ROWS / 2 + 2))p" "$CSV" | cut -d';' -f4)
+LAST=$(sed -n "$((ROWS * 7 / 10 + 2))p" "$CSV" | cut -d';' -f3)
 
 timed() { # LABEL PATH
-    local url="$BASE$2" times=() status size
+    local url="$BASE$2" times=() status size out
     curl -s -o /dev/null -b "$JAR" "$url"
     for _ in 1 2 3 4 5; do
         times+=("$(curl -s -o "$DIR/body" -b "$JAR" -w '%{time_total}' "$url")")
     done
-    read -r status size < <(curl -s -o "$DIR/body" -b "$JAR" -w '%{http_code} %{size_download}' "$url")
+    out=$(curl -s -o "$DIR/body" -b "$JAR" -w '%{http_code} %{size_download}' "$url")
+    status=${out% *}
+    size=${out#* }
     median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 3p)
     printf '%-44s %s %8s B  median %7.1f ms\n' "$1" "$status" "$size" "$(echo "$median * 1000" | bc -l)"
 }
