@@ -95,7 +95,7 @@ async fn held_page(
         crate::import::preview_held(&store, &held_tenant, &iid)
     })
     .await?;
-    let all: Vec<Removal> = preview
+    let mut all: Vec<Removal> = preview
         .changes
         .into_iter()
         .filter_map(|c| match c {
@@ -110,6 +110,7 @@ async fn held_page(
             _ => None,
         })
         .collect();
+    all.sort_by(|a, b| a.key.cmp(&b.key));
     let listed = all.len();
     let pages = listed.div_ceil(PER_PAGE).max(1);
     let page_no = query.page.unwrap_or(1).clamp(1, pages);

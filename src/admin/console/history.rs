@@ -91,6 +91,9 @@ pub(super) struct Series {
     pub dots: Vec<(f64, f64)>,
 }
 
+/// A series' name, colour, and the count of a run it draws.
+type SeriesOf = (&'static str, &'static str, fn(&ImportRecord) -> u64);
+
 /// A line chart of the four counts over runs (oldest left), drawn on the server.
 pub(super) struct Chart {
     pub width: f64,
@@ -101,8 +104,8 @@ pub(super) struct Chart {
     pub series: Vec<Series>,
     /// (y, label) of the horizontal grid lines.
     pub y_ticks: Vec<(f64, u64)>,
-    /// (x, label) under the first and the last run.
-    pub x_labels: Vec<(f64, String)>,
+    /// (x, label, text-anchor) under the first and the last run.
+    pub x_labels: Vec<(f64, String, &'static str)>,
     /// One sentence for screen readers.
     pub summary: String,
 }
@@ -114,7 +117,7 @@ impl Chart {
             return None;
         }
         let chrono: Vec<&ImportRecord> = runs.iter().rev().collect();
-        let pick: [(&'static str, &'static str, fn(&ImportRecord) -> u64); 4] = [
+        let pick: [SeriesOf; 4] = [
             ("inserted", "#1a7f37", |r| r.counts.inserted),
             ("updated", "#0b5cad", |r| r.counts.updated),
             ("deactivated", "#9a6700", |r| {
@@ -164,9 +167,11 @@ impl Chart {
         tick_values.dedup();
         let y_ticks = tick_values.into_iter().map(|v| (round(y(v)), v)).collect();
         let label = |r: &ImportRecord| r.received_at.format("%Y-%m-%d %H:%M").to_string();
-        let mut x_labels = vec![(round(x(0)), label(chrono[0]))];
+        let mut x_labels = vec![(round(x(0)), label(chrono[0]), "start")];
         if n > 1 {
-            x_labels.push((round(x(n - 1)), label(chrono[n - 1])));
+            x_labels.push((round(x(n - 1)), label(chrono[n - 1]), "end"));
+        } else {
+            x_labels[0].2 = "middle";
         }
         let summary = format!(
             "Rows inserted, updated, deactivated or deleted, and skipped in each of {n} run{} from {} to {} (UTC); the largest count is {max}. The table below lists the same numbers.",

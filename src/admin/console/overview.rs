@@ -163,7 +163,7 @@ fn webhook_backlog(store: &Store, t: &Tenant) -> anyhow::Result<Option<Backlog>>
     for hook in &t.webhooks {
         let status = crate::deliver::webhook::endpoint_status(store, &t.id, hook)?;
         sum.pending += status.backlog;
-        sum.failing |= status.last_error.is_some() && status.attempts > 0 || status.disabled;
+        sum.failing |= (status.last_error.is_some() && status.attempts > 0) || status.disabled;
     }
     Ok(Some(sum))
 }

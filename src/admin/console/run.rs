@@ -162,7 +162,7 @@ fn skipped_rows(
         .from_reader(rest);
     let mut records = reader.byte_records();
     let header: Vec<String> = match records.next() {
-        Some(h) => h?.iter().map(|c| shown(c)).collect(),
+        Some(h) => h?.iter().map(shown).collect(),
         None => return Ok((Vec::new(), false)),
     };
     let skip = (page_no - 1).saturating_mul(ROWS_PER_PAGE);
