@@ -451,3 +451,57 @@ async fn a_tenant_sees_its_own_runs_and_downloads_and_nothing_else() {
     assert_eq!(still.status, ImportStatus::Held, "nothing was approved");
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_the_delivery_backlog_of_a_failing_receiver() {
+    // Nothing listens on this port: every webhook and SCIM push attempt fails.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let anchor = "org_units = [\"HQ\", \"R&D\"]\n";
+    let env = admin_support::Env::start_edited(
+        support::server_store::ServerStore::for_test(),
+        |text| {
+            text.replacen(
+                anchor,
+                &format!(
+                    "{anchor}[tenants.scim_push]\nurl = \"{dead}/scim/v2\"\ntoken = \"push-token\"\n\
+                     [[tenants.webhooks]]\nurl = \"{dead}/hooks\"\n\
+                     secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+                ),
+                1,
+            )
+        },
+    )
+    .await;
+    let base = env.admin_url();
+    env.import("acme", &users_csv(0, 10)).await;
+    let (cookies, _) = operator_session(&base).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let row = loop {
+        let page = request(&base, "GET", "/tenants", &cookies, None).await;
+        assert_eq!(page.status, 200);
+        let at = page.body.find("id=\"tenant-acme\"").unwrap();
+        let row = page.body[at..page.body[at..].find("</tr>").unwrap() + at].to_string();
+        if row.matches("failing").count() == 2 {
+            break row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failing deliveries never showed: {row}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        row.contains("10 changes"),
+        "10 users wait to be pushed: {row}"
+    );
+    let events = row
+        .split("<td>")
+        .find(|cell| cell.contains(" event"))
+        .unwrap_or_else(|| panic!("a webhook backlog cell: {row}"));
+    let pending: u64 = events.trim().split(' ').next().unwrap().parse().unwrap();
+    assert!(pending >= 1, "events wait for the webhook: {row}");
+    let beta = request(&base, "GET", "/tenants?q=beta", &cookies, None).await;
+    assert!(beta.body.contains("no webhooks") && beta.body.contains("no SCIM push"));
+}

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
-use std::io::Read;
+use std::io::BufRead;
 use std::path::{Path as FsPath, PathBuf};
 
 /// Skipped rows per page.
@@ -141,25 +141,31 @@ fn delimiter_byte(d: &str) -> u8 {
 }
 
 /// The skipped rows of page `page_no` of a failure report (`row`, the file's columns,
-/// `reason`; UTF-8 with BOM), and whether more follow. Reads one record at a time.
+/// `reason`; UTF-8 with BOM), and whether more follow. Reads one record at a time. The
+/// delimiter is the one after `row` in the header (the report of a run that failed as a whole
+/// is always comma-separated), else `delimiter`.
 fn skipped_rows(
     path: &FsPath,
     delimiter: u8,
     page_no: usize,
 ) -> anyhow::Result<(Vec<SkippedRow>, bool)> {
     let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
-    let mut bom = [0u8; 3];
-    let n = file.read(&mut bom)?;
-    let rest: Box<dyn Read> = if n == 3 && bom == *b"\xEF\xBB\xBF" {
-        Box::new(file)
+    let head = file.fill_buf()?;
+    let bom = if head.starts_with(b"\xEF\xBB\xBF") {
+        3
     } else {
-        Box::new(std::io::Cursor::new(bom[..n].to_vec()).chain(file))
+        0
     };
+    let delimiter = match head.get(bom..bom + 4) {
+        Some([b'r', b'o', b'w', d]) if !d.is_ascii_alphanumeric() => *d,
+        _ => delimiter,
+    };
+    file.consume(bom);
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .flexible(true)
         .has_headers(false)
-        .from_reader(rest);
+        .from_reader(file);
     let mut records = reader.byte_records();
     let header: Vec<String> = match records.next() {
         Some(h) => h?.iter().map(shown).collect(),
@@ -331,5 +337,24 @@ mod tests {
         assert_eq!(last.len(), 20);
         assert!(!more);
         assert_eq!(last[19].row, "121");
+    }
+
+    #[test]
+    fn the_report_of_a_failed_run_is_read_whatever_the_files_delimiter() {
+        let at = chrono::Utc::now();
+        let mut record =
+            ImportRecord::begun("r".into(), "acme", "users.csv", ImportStatus::Error, at, at);
+        record.messages = vec![
+            "the file is empty".into(),
+            "second; with a semicolon".into(),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        std::fs::write(&path, crate::import::failed_run_report(&record).unwrap()).unwrap();
+        let (rows, more) = skipped_rows(&path, b';', 1).unwrap();
+        assert!(!more);
+        let reasons: Vec<&str> = rows.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(reasons, ["the file is empty", "second; with a semicolon"]);
+        assert_eq!(rows[0].row, "");
     }
 }
