@@ -293,6 +293,18 @@ async fn a_held_run_lists_who_would_go_and_approve_applies_it() {
     let again = request(&base, "POST", &approve, &cookies, Some(&[("csrf", &csrf)])).await;
     assert_eq!(again.status, 409, "{again:?}");
     assert!(again.body.contains("not held"));
+    let page = request(
+        &base,
+        "GET",
+        &format!("/tenants/acme/runs/{}/held", held.id),
+        &cookies,
+        None,
+    )
+    .await;
+    assert_eq!(
+        page.status, 409,
+        "an approved run has no held page: {page:?}"
+    );
     b.stop().await;
 }
 

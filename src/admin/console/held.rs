@@ -91,10 +91,16 @@ async fn held_page(
         .map_err(|e| PageError::internal("cannot start the dry run", anyhow::anyhow!("{e}")))?;
     let store = st.store.clone();
     let (held_tenant, iid) = (t.clone(), record.id.clone());
-    let preview = blocking("cannot plan the held run", move || {
-        crate::import::preview_held(&store, &held_tenant, &iid)
+    let planned = blocking("cannot plan the held run", move || {
+        if !store.held_plans(&held_tenant.id)?.contains(&iid) {
+            return Ok(None);
+        }
+        crate::import::preview_held(&store, &held_tenant, &iid).map(Some)
     })
     .await?;
+    let Some(preview) = planned else {
+        return Err(not_held(&t.id, &record));
+    };
     let mut all: Vec<Removal> = preview
         .changes
         .into_iter()
