@@ -225,7 +225,7 @@ pub(super) fn tenant_file(home: &FsPath, rel: &str) -> Option<PathBuf> {
 }
 
 /// Streams the file `home/rel` (checked by [`tenant_file`]) as a CSV download named after its
-/// last path part.
+/// last path part (chunked: a waiting file may still change size while it is read).
 pub(super) async fn send_file(home: PathBuf, rel: String) -> Result<Response, PageError> {
     let missing =
         || PageError::not_found("that file is no longer there (retention may have removed it)");
@@ -246,7 +246,6 @@ pub(super) async fn send_file(home: PathBuf, rel: String) -> Result<Response, Pa
         })
         .collect();
     let file = tokio::fs::File::open(&found).await.map_err(|_| missing())?;
-    let len = file.metadata().await.map(|m| m.len()).ok();
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     let mut resp = body.into_response();
     let h = resp.headers_mut();
@@ -256,9 +255,6 @@ pub(super) async fn send_file(home: PathBuf, rel: String) -> Result<Response, Pa
     );
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    if let Some(len) = len {
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     Ok(resp)
 }
