@@ -32,7 +32,7 @@ pub(super) fn routes() -> Router<AppState> {
 #[derive(Deserialize, Default)]
 struct PageQuery {
     #[serde(default)]
-    page: Option<usize>,
+    page: Option<String>,
 }
 
 /// A form that carries only its CSRF token.
@@ -119,7 +119,7 @@ async fn held_page(
     all.sort_by(|a, b| a.key.cmp(&b.key));
     let listed = all.len();
     let pages = listed.div_ceil(PER_PAGE).max(1);
-    let page_no = query.page.unwrap_or(1).clamp(1, pages);
+    let page_no = super::history::page_number(query.page.as_deref()).clamp(1, pages);
     let removals = all
         .into_iter()
         .skip((page_no - 1) * PER_PAGE)

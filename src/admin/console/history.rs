@@ -29,7 +29,7 @@ pub(super) fn routes() -> Router<AppState> {
 #[derive(Deserialize, Default)]
 struct PageQuery {
     #[serde(default)]
-    page: Option<usize>,
+    page: Option<String>,
 }
 
 #[derive(Template)]
@@ -51,7 +51,7 @@ async fn history(
 ) -> Result<Response, PageError> {
     let config = st.config.current();
     let t = viewer.tenant(&config, &tenant)?.clone();
-    let page_no = query.page.unwrap_or(1).clamp(1, MAX_PAGES);
+    let page_no = page_number(query.page.as_deref()).clamp(1, MAX_PAGES);
     let store = st.store.clone();
     let id = t.id.clone();
     let skip = (page_no - 1) * PAGE_SIZE;
@@ -193,6 +193,12 @@ impl Chart {
     }
 }
 
+/// A `page` query value as a page number: 1 when absent or not a number (a bad link
+/// shows the first page rather than an error).
+pub(super) fn page_number(raw: Option<&str>) -> usize {
+    raw.and_then(|p| p.trim().parse().ok()).unwrap_or(1).max(1)
+}
+
 fn round(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
@@ -234,6 +240,16 @@ mod tests {
             .summary
             .contains("3 runs from 2026-11-01 07:30 to 2026-11-03 07:30"));
         assert_eq!(chart.y_ticks.last().map(|t| t.1), Some(10));
+    }
+
+    #[test]
+    fn a_bad_page_number_is_the_first_page() {
+        assert_eq!(page_number(None), 1);
+        assert_eq!(page_number(Some("3")), 3);
+        assert_eq!(page_number(Some("0")), 1);
+        assert_eq!(page_number(Some("-2")), 1);
+        assert_eq!(page_number(Some("abc")), 1);
+        assert_eq!(page_number(Some("99999999999999999999999")), 1);
     }
 
     #[test]

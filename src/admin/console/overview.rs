@@ -38,7 +38,7 @@ struct OverviewQuery {
     #[serde(default)]
     q: String,
     #[serde(default)]
-    page: Option<usize>,
+    page: Option<String>,
 }
 
 /// A delivery backlog: how many wait (counted up to a bound) and whether the last attempt
@@ -93,7 +93,7 @@ async fn overview(
         .filter(|t| q.is_empty() || t.id.contains(&q));
     let total = matching.clone().count();
     let pages = total.div_ceil(PAGE_SIZE).max(1);
-    let page_no = query.page.unwrap_or(1).clamp(1, pages);
+    let page_no = super::history::page_number(query.page.as_deref()).clamp(1, pages);
     let shown: Vec<Tenant> = matching
         .skip((page_no - 1) * PAGE_SIZE)
         .take(PAGE_SIZE)

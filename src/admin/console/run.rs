@@ -42,7 +42,7 @@ pub(super) fn routes() -> Router<AppState> {
 #[derive(Deserialize, Default)]
 struct PageQuery {
     #[serde(default)]
-    page: Option<usize>,
+    page: Option<String>,
 }
 
 /// One skipped row of the failure report.
@@ -96,7 +96,7 @@ async fn run_page(
 ) -> Result<Response, PageError> {
     let (t, record) = find_run(&st, &viewer, &tenant, &id).await?;
     let home = st.config.current().tenant_home(&t.id);
-    let page_no = query.page.unwrap_or(1).max(1);
+    let page_no = super::history::page_number(query.page.as_deref()).max(1);
     let (report_rel, file_rel) = (record.report.clone(), record.archived_as.clone());
     let delimiter = delimiter_byte(&record.delimiter);
     let (skipped, has_next, has_report, has_file) =
