@@ -19,6 +19,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Users listed per page.
 const PER_PAGE: usize = 50;
@@ -43,6 +45,7 @@ pub(super) struct CsrfForm {
 }
 
 /// One user approving would remove.
+#[derive(Clone)]
 struct Removal {
     key: String,
     /// "deactivated" or "deleted".
@@ -83,6 +86,76 @@ async fn held_page(
     if record.status != ImportStatus::Held {
         return Err(not_held(&t.id, &record));
     }
+    let planned = removals_of(&st, &t, &record).await?;
+    let Some((all, truncated)) = planned else {
+        return Err(not_held(&t.id, &record));
+    };
+    let listed = all.len();
+    let pages = listed.div_ceil(PER_PAGE).max(1);
+    let page_no = super::history::page_number(query.page.as_deref()).clamp(1, pages);
+    let removals = all
+        .iter()
+        .skip((page_no - 1) * PER_PAGE)
+        .take(PER_PAGE)
+        .cloned()
+        .collect();
+    page(&HeldPage {
+        chrome: Chrome::new(
+            &viewer,
+            format!("Held run {} of {}", record.id, t.id),
+            Some(&t.id),
+        ),
+        tenant: t.id.clone(),
+        record,
+        removals,
+        listed,
+        truncated,
+        page: page_no,
+        pages,
+    })
+}
+
+/// A held run's planned removals, kept for the few runs planned last so that paging through a
+/// long list does not plan the run again for every page (a dry run of a 1,000,000-user file
+/// takes seconds). An entry holds for the directory version it was planned against: any commit
+/// to the tenant makes it stale.
+struct PlannedRemovals {
+    tenant: String,
+    id: String,
+    version: u64,
+    all: Arc<Vec<Removal>>,
+    truncated: bool,
+}
+
+/// Held runs whose removals are kept (each at most `import::PREVIEW_LIMIT` keys).
+const PLANS_KEPT: usize = 4;
+
+fn planned_removals() -> &'static Mutex<VecDeque<PlannedRemovals>> {
+    static KEPT: OnceLock<Mutex<VecDeque<PlannedRemovals>>> = OnceLock::new();
+    KEPT.get_or_init(|| Mutex::new(VecDeque::new()))
+}
+
+/// Who approving `record` would remove, sorted by key, and whether the dry run stopped
+/// listing at its limit; None when the run is no longer held.
+async fn removals_of(
+    st: &AppState,
+    t: &crate::config::Tenant,
+    record: &ImportRecord,
+) -> Result<Option<(Arc<Vec<Removal>>, bool)>, PageError> {
+    let store = st.store.clone();
+    let tid = t.id.clone();
+    let version = blocking("cannot read the directory", move || {
+        Ok(store.tenant_state(&tid)?.version)
+    })
+    .await?;
+    let kept = |list: &VecDeque<PlannedRemovals>| {
+        list.iter()
+            .find(|p| p.tenant == t.id && p.id == record.id && p.version == version)
+            .map(|p| (p.all.clone(), p.truncated))
+    };
+    if let Some(found) = kept(&planned_removals().lock().unwrap_or_else(|p| p.into_inner())) {
+        return Ok(Some(found));
+    }
     let _turn = st
         .previews
         .clone()
@@ -99,7 +172,7 @@ async fn held_page(
     })
     .await?;
     let Some(preview) = planned else {
-        return Err(not_held(&t.id, &record));
+        return Ok(None);
     };
     let mut all: Vec<Removal> = preview
         .changes
@@ -117,28 +190,20 @@ async fn held_page(
         })
         .collect();
     all.sort_by(|a, b| a.key.cmp(&b.key));
-    let listed = all.len();
-    let pages = listed.div_ceil(PER_PAGE).max(1);
-    let page_no = super::history::page_number(query.page.as_deref()).clamp(1, pages);
-    let removals = all
-        .into_iter()
-        .skip((page_no - 1) * PER_PAGE)
-        .take(PER_PAGE)
-        .collect();
-    page(&HeldPage {
-        chrome: Chrome::new(
-            &viewer,
-            format!("Held run {} of {}", record.id, t.id),
-            Some(&t.id),
-        ),
+    let all = Arc::new(all);
+    let mut list = planned_removals().lock().unwrap_or_else(|p| p.into_inner());
+    list.retain(|p| !(p.tenant == t.id && p.id == record.id));
+    if list.len() >= PLANS_KEPT {
+        list.pop_front();
+    }
+    list.push_back(PlannedRemovals {
         tenant: t.id.clone(),
-        record,
-        removals,
-        listed,
+        id: record.id.clone(),
+        version,
+        all: all.clone(),
         truncated: preview.truncated,
-        page: page_no,
-        pages,
-    })
+    });
+    Ok(Some((all, preview.truncated)))
 }
 
 fn not_held(tenant: &str, record: &ImportRecord) -> PageError {
