@@ -343,7 +343,10 @@ fn gone_disables_the_endpoint_until_enabled_and_then_nothing_is_lost() {
         ]
     );
     assert!(seen.iter().all(|s| s.verified));
-    assert_eq!(seen[0].body, seen[1].body, "the refused message is sent again as it was");
+    assert_eq!(
+        seen[0].body, seen[1].body,
+        "the refused message is sent again as it was"
+    );
     let c = cursor(&src, &rx.url);
     assert_eq!((c.position, c.disabled), (4, false));
     assert!(c.last_error.is_none());
@@ -394,7 +397,10 @@ fn during_a_rotation_receivers_on_either_secret_verify_every_message() {
         let seen = rx.seen();
         let ids: Vec<&str> = seen.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["msg_acme_1", "msg_acme_2"]);
-        assert!(seen.iter().all(|s| s.verified && s.status == 200), "{seen:#?}");
+        assert!(
+            seen.iter().all(|s| s.verified && s.status == 200),
+            "{seen:#?}"
+        );
         for s in &seen {
             let sigs: Vec<&str> = s.signature.split(' ').collect();
             assert_eq!(sigs.len(), 2, "{}", s.signature);

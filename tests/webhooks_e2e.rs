@@ -294,7 +294,11 @@ async fn a_gone_endpoint_is_enabled_again_and_gets_every_event_it_missed() {
     let (ok, text) = cli(&env, &["webhooks", "acme", "--enable", "0"]).await;
     assert!(ok, "{text}");
     // (After event 0 with 4 waiting, unless the delivery task was quicker than the status read.)
-    assert!(text.contains("endpoint 0 (") && text.contains("enabled again: delivery resumes after event"), "{text}");
+    assert!(
+        text.contains("endpoint 0 (")
+            && text.contains("enabled again: delivery resumes after event"),
+        "{text}"
+    );
     let seen = wait_delivered(&rx, 4).await;
     let got: Vec<(&str, u16)> = seen.iter().map(|s| (s.id.as_str(), s.status)).collect();
     assert_eq!(
@@ -316,7 +320,10 @@ async fn a_gone_endpoint_is_enabled_again_and_gets_every_event_it_missed() {
         .sum();
     assert_eq!(announced, 4, "3 created, then 1 more: nothing lost");
     let st = wait_status(&env, "caught up", |s| s["position"].as_u64() == Some(4)).await;
-    assert_eq!((&st["disabled"], st["backlog"].as_u64()), (&false.into(), Some(0)));
+    assert_eq!(
+        (&st["disabled"], st["backlog"].as_u64()),
+        (&false.into(), Some(0))
+    );
     assert!(st["last_error"].is_null());
     // Once more: nothing to enable, said so.
     let a = env.post(enable, None).await;
@@ -324,7 +331,10 @@ async fn a_gone_endpoint_is_enabled_again_and_gets_every_event_it_missed() {
     assert_eq!(a.json["enabled"], false);
     assert_eq!(a.json["webhook"]["position"].as_u64(), Some(4));
     let (ok, text) = cli(&env, &["webhooks", "acme", "--enable", "0"]).await;
-    assert!(ok && text.contains("was not disabled: nothing changed"), "{text}");
+    assert!(
+        ok && text.contains("was not disabled: nothing changed"),
+        "{text}"
+    );
     env.stop().await;
 }
 
@@ -341,13 +351,19 @@ async fn during_a_secret_rotation_receivers_on_either_secret_verify() {
     wait_seen(&env).await;
     let end = Instant::now() + Duration::from_secs(20);
     while status(&env).await[1]["position"].is_null() {
-        assert!(Instant::now() < end, "the second endpoint was never picked up");
+        assert!(
+            Instant::now() < end,
+            "the second endpoint was never picked up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     env.import("acme", &users_csv(0, 3)).await;
     for rx in [&on_new, &on_old] {
         let seen = wait_delivered(rx, 2).await;
-        assert!(seen.iter().all(|s| s.verified && s.status == 200), "{seen:#?}");
+        assert!(
+            seen.iter().all(|s| s.verified && s.status == 200),
+            "{seen:#?}"
+        );
         assert!(seen.iter().all(|s| s.signature.split(' ').count() == 2));
     }
     let st = status(&env).await;

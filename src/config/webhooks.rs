@@ -165,7 +165,8 @@ mod tests {
         assert!(!some.wants(EventType::DirectoryChanged));
         assert!(hook("http://x/", good, None).wants(EventType::ImportHeld));
         let mut rotating = hook("http://x/", good, None);
-        rotating.previous_secret = Some("whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into());
+        rotating.previous_secret =
+            Some("whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into());
         assert!(rotating.problems("webhooks[0]").is_empty());
         for bad in ["s3cret", good] {
             rotating.previous_secret = Some(bad.into());

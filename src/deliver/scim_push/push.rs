@@ -20,8 +20,12 @@
 //! `Retry-After`, else an exponential backoff. After a 429 or 503 users are pushed one at a time
 //! until a batch goes through unthrottled, so a rate-limited provider sees progress instead of
 //! the same burst again.
+//!
+//! A report pushed before its manager reached the application is pushed again after the
+//! batch that created or adopted the manager ([`ManagerWaits`]), so it gets its `manager`.
 
 use super::client::{id_of, Found, ScimClient, ScimError};
+use super::managers::ManagerWaits;
 use super::resource;
 use super::status::{status_of, Failure, PushStatus};
 use crate::config::{ScimOnMissing, ScimPushConfig};
@@ -141,6 +145,15 @@ fn group(changes: &[LoggedChange]) -> Vec<UserWork> {
     out
 }
 
+/// The lower-cased names a manager is looked up by: `userName`, and the email.
+fn arrival_names(u: &User) -> Vec<String> {
+    let mut names = vec![resource::user_name(u).to_lowercase()];
+    if let Some(email) = &u.email {
+        names.push(email.to_lowercase());
+    }
+    names
+}
+
 /// Exponential backoff after `attempts` failures: 1 s, 2 s, 4 s, … up to [`MAX_BACKOFF`].
 pub fn backoff(attempts: u32) -> Duration {
     let secs = 1u64 << attempts.saturating_sub(1).min(16);
@@ -174,6 +187,8 @@ pub struct Pusher {
     patch: Mutex<Option<bool>>,
     /// Managers' application ids by email (see `manager_id`).
     managers: Mutex<HashMap<String, String>>,
+    /// Reports pushed before their manager was in the application.
+    waits: ManagerWaits,
     /// The last batch was answered 429/503: push one user at a time until a batch goes through.
     throttled: AtomicBool,
     status: Arc<Mutex<PushStatus>>,
@@ -190,6 +205,7 @@ impl Pusher {
             patch: Mutex::new(None),
             throttled: AtomicBool::new(false),
             managers: Mutex::new(HashMap::new()),
+            waits: ManagerWaits::default(),
             status: status_of(tenant),
         })
     }
@@ -220,7 +236,7 @@ impl Pusher {
 
     /// The application's id of `u`'s manager (`manager_email`), when the application has that
     /// user; remembered per pusher (at most [`MANAGERS_KEPT`]). Best effort: a failed lookup
-    /// leaves the manager out.
+    /// leaves the manager out; one that found nobody also makes `u` wait for that manager.
     fn manager_id(&self, u: &User) -> Option<String> {
         let email = resource::field_value(u, "manager_email")?.to_lowercase();
         let mut known = self.managers.lock().unwrap_or_else(|p| p.into_inner());
@@ -228,7 +244,14 @@ impl Pusher {
             return Some(id.clone());
         }
         drop(known);
-        let id = self.client.id_by_email(&email).ok()??;
+        let id = match self.client.id_by_email(&email) {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                self.waits.wait(&email, &u.key); // bounded: past it, not kept
+                return None;
+            }
+            Err(_) => return None,
+        };
         known = self.managers.lock().unwrap_or_else(|p| p.into_inner());
         if known.len() >= MANAGERS_KEPT {
             known.clear();
@@ -290,17 +313,46 @@ impl Pusher {
             }
             Found::Adoptable(app) => {
                 let id = id_of(&app).unwrap_or_default();
-                self.update(id, u, cleared).map(|_| Action::Adopted)
+                self.update(id, u, cleared)?;
+                self.waits.arrived(&arrival_names(u));
+                Ok(Action::Adopted)
             }
             // An inactive user the application never had: nothing to tell it.
             Found::Nobody | Found::Taken(_) if u.status != UserStatus::Active => {
                 Ok(Action::Nothing)
             }
             // Taken: the provider decides (most answer 409 uniqueness, kept with its detail).
-            Found::Nobody | Found::Taken(_) => self
-                .client
-                .create(&self.with_manager(u, resource::resource(u, &self.extra, None)))
-                .map(|_| Action::Created),
+            Found::Nobody | Found::Taken(_) => {
+                self.client
+                    .create(&self.with_manager(u, resource::resource(u, &self.extra, None)))?;
+                self.waits.arrived(&arrival_names(u));
+                Ok(Action::Created)
+            }
+        }
+    }
+
+    /// Pushes again the reports whose manager reached the application since the last call;
+    /// one that fails is kept as a failing user (retried with backoff).
+    fn push_waiting_reports(&self, src: &dyn ChangeSource, now: DateTime<Utc>) {
+        for key in self.waits.take_ready() {
+            let r = self.push_one(src, &key, &BTreeSet::new());
+            let mut st = self.status();
+            match r {
+                Ok(_) => st.pushed += 1,
+                Err(e) => {
+                    tracing::warn!(tenant = %self.tenant, %key,
+                        "SCIM push: setting the manager failed: {e}");
+                    st.fail(Failure {
+                        key,
+                        kind: "manager".into(),
+                        status: e.status,
+                        detail: e.detail,
+                        at: now,
+                        attempts: 1,
+                        next_attempt: later(now, backoff(1)),
+                    });
+                }
+            }
         }
     }
 
@@ -405,6 +457,7 @@ impl Pusher {
         let changes = src.changes(cursor.position, BATCH)?;
         let Some(last_seq) = changes.last().map(|c| c.seq) else {
             self.retry_failing(src, now);
+            self.push_waiting_reports(src, now);
             return Ok(Batch::Idle);
         };
         let work = group(&changes);
@@ -447,6 +500,7 @@ impl Pusher {
             }
         }
         src.save_cursor(&cursor)?;
+        self.push_waiting_reports(src, now);
         Ok(Batch::Pushed {
             pushed,
             failed,

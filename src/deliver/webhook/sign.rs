@@ -107,9 +107,11 @@ mod tests {
         let both = Signer::rotating(new, Some(old)).unwrap();
         let sig = both.signature("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
         let alone = |s: &str| {
-            Signer::from_secret(s)
-                .unwrap()
-                .signature("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
+            Signer::from_secret(s).unwrap().signature(
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                body,
+            )
         };
         assert_eq!(sig, format!("{} {}", alone(new), alone(old)));
         assert!(sig.ends_with(" v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="));
