@@ -21,7 +21,8 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 "$SCIM" --hostname 127.0.0.1 --port "$SCIM_PORT" >"$WORK/scim.log" 2>&1 &
-PIDS+=($!)
+SCIM_PID=$!
+PIDS+=($SCIM_PID)
 HASH=$(printf "bench-password" | "$BIN" hash-password)
 cat >"$WORK/roster.toml" <<TOML
 [server]
@@ -77,6 +78,8 @@ ts = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 took = ts(r["finished_at"]) - ts(r["started_at"])
 print(f"import run: {r['status']}, {r['inserted']} inserted in {took:.1f} s")
 PY
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14+$15)/t}' "/proc/$1/stat"; }
+echo "CPU time (user+system, whole run): roster $(cpu_s "$ROSTER_PID") s, scim2-server $(cpu_s "$SCIM_PID") s"
 echo "roster peak RSS (VmHWM): $(( $(awk '$1=="VmHWM:" {print $2}' "/proc/$ROSTER_PID/status") / 1024 )) MiB"
 python3 - "$t1" "$t2" "$N" "$failing" "$WORK/scim.log" <<'PY'
 import re, sys

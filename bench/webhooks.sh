@@ -110,6 +110,8 @@ for _ in $(seq 18000); do
 done
 curl -s "$RECEIVER/stats" >"$WORK/stats.json"
 R webhooks bench --json >"$WORK/status.json"
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14+$15)/t}' "/proc/$1/stat"; }
+echo "roster CPU time (user+system, whole run): $(cpu_s "$ROSTER_PID") s"
 echo "roster RSS after delivery: $(( $(rss VmRSS) / 1024 )) MiB, peak (VmHWM): $(( $(rss VmHWM) / 1024 )) MiB"
 python3 - "$WORK" "$t_up0" "$t_up1" "$N" <<'PY'
 import json, sys
