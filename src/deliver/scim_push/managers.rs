@@ -22,6 +22,8 @@ struct Waits {
     count: usize,
     /// Managers who arrived since the last `take_ready`.
     arrived: BTreeSet<String>,
+    /// Reports whose manager arrived, not yet handed back (past a call's limit).
+    ready: BTreeSet<String>,
 }
 
 /// The reports waiting for their manager to reach the application.
@@ -66,18 +68,20 @@ impl ManagerWaits {
         }
     }
 
-    /// The reports whose manager arrived since the last call, no longer waiting.
-    pub fn take_ready(&self) -> Vec<String> {
+    /// At most `limit` reports whose manager arrived, no longer waiting (the rest come with
+    /// the next calls).
+    pub fn take_ready(&self, limit: usize) -> Vec<String> {
         let mut w = self.lock();
         let arrived = std::mem::take(&mut w.arrived);
-        let mut ready = BTreeSet::new();
         for name in arrived {
             if let Some(reports) = w.by_manager.remove(&name) {
                 w.count -= reports.len();
-                ready.extend(reports);
+                w.ready.extend(reports);
             }
         }
-        ready.into_iter().collect()
+        std::iter::from_fn(|| w.ready.pop_first())
+            .take(limit)
+            .collect()
     }
 }
 
@@ -89,15 +93,16 @@ mod tests {
     fn reports_wait_for_their_manager_and_are_handed_back_once() {
         let w = ManagerWaits::default();
         w.arrived(&["boss@x".into()]); // nobody waits: nothing remembered
-        assert!(w.take_ready().is_empty());
+        assert!(w.take_ready(10).is_empty());
         assert!(w.wait("boss@x", "emp1"));
         assert!(w.wait("boss@x", "emp2"));
         assert!(w.wait("boss@x", "emp1"));
         assert!(w.wait("other@x", "emp3"));
-        assert!(w.take_ready().is_empty());
+        assert!(w.take_ready(10).is_empty());
         w.arrived(&["boss".into(), "boss@x".into()]);
-        assert_eq!(w.take_ready(), ["emp1", "emp2"]);
-        assert!(w.take_ready().is_empty());
+        assert_eq!(w.take_ready(1), ["emp1"]);
+        assert_eq!(w.take_ready(10), ["emp2"]);
+        assert!(w.take_ready(10).is_empty());
         assert_eq!(w.lock().count, 1);
         for i in 0..MAX_WAITING {
             w.wait("many@x", &format!("r{i}"));

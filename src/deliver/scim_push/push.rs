@@ -331,10 +331,10 @@ impl Pusher {
         }
     }
 
-    /// Pushes again the reports whose manager reached the application since the last call;
-    /// one that fails is kept as a failing user (retried with backoff).
+    /// Pushes again (at most [`BATCH`] per call) the reports whose manager reached the
+    /// application; one that fails is kept as a failing user (retried with backoff).
     fn push_waiting_reports(&self, src: &dyn ChangeSource, now: DateTime<Utc>) {
-        for key in self.waits.take_ready() {
+        for key in self.waits.take_ready(BATCH) {
             let r = self.push_one(src, &key, &BTreeSet::new());
             let mut st = self.status();
             match r {
