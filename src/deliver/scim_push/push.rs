@@ -24,6 +24,8 @@
 //! A report pushed before its manager reached the application is pushed again after the
 //! batch that created or adopted the manager ([`ManagerWaits`]), so it gets its `manager`.
 
+mod failing;
+
 use super::client::{id_of, Found, ScimClient, ScimError};
 use super::managers::ManagerWaits;
 use super::resource;
@@ -41,6 +43,8 @@ use std::time::Duration;
 
 /// The cursor's consumer name in the store.
 pub const CONSUMER: &str = "scim-push";
+/// The consumer record whose `state` holds the failing users (a JSON list of `Failure`).
+pub const FAILING_CONSUMER: &str = "scim-push:failing";
 /// Most change-log entries read per batch.
 pub const BATCH: usize = 256;
 /// Users pushed at once.
@@ -60,6 +64,14 @@ pub trait ChangeSource: Send + Sync {
     fn user(&self, key: &str) -> Result<Option<User>>;
     fn cursor(&self) -> Result<Cursor>;
     fn save_cursor(&self, cursor: &Cursor) -> Result<()>;
+    /// The failing users as last saved (none: empty).
+    fn failures(&self) -> Result<Vec<Failure>> {
+        Ok(Vec::new())
+    }
+    /// Keeps the failing users durable (they survive a restart).
+    fn save_failures(&self, _failures: &[Failure]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A tenant's change log, users and `scim-push` cursor in the store.
@@ -80,6 +92,22 @@ impl ChangeSource for StoreSource {
     }
     fn save_cursor(&self, cursor: &Cursor) -> Result<()> {
         self.store.save_cursor(&self.tenant, CONSUMER, cursor)
+    }
+    fn failures(&self) -> Result<Vec<Failure>> {
+        let kept = self.store.cursor(&self.tenant, FAILING_CONSUMER)?;
+        Ok(match kept.state {
+            Some(list) => serde_json::from_value(list)?,
+            None => Vec::new(),
+        })
+    }
+    fn save_failures(&self, failures: &[Failure]) -> Result<()> {
+        let record = Cursor {
+            state: Some(serde_json::to_value(failures)?),
+            last_success: Some(Utc::now()),
+            ..Cursor::default()
+        };
+        self.store
+            .save_cursor(&self.tenant, FAILING_CONSUMER, &record)
     }
 }
 
@@ -191,6 +219,8 @@ pub struct Pusher {
     waits: ManagerWaits,
     /// The last batch was answered 429/503: push one user at a time until a batch goes through.
     throttled: AtomicBool,
+    /// The failing users as last saved in the store; None until loaded from it.
+    saved_failing: Mutex<Option<Vec<Failure>>>,
     status: Arc<Mutex<PushStatus>>,
 }
 
@@ -206,6 +236,7 @@ impl Pusher {
             throttled: AtomicBool::new(false),
             managers: Mutex::new(HashMap::new()),
             waits: ManagerWaits::default(),
+            saved_failing: Mutex::new(None),
             status: status_of(tenant),
         })
     }
@@ -331,31 +362,6 @@ impl Pusher {
         }
     }
 
-    /// Pushes again (at most [`BATCH`] per call) the reports whose manager reached the
-    /// application; one that fails is kept as a failing user (retried with backoff).
-    fn push_waiting_reports(&self, src: &dyn ChangeSource, now: DateTime<Utc>) {
-        for key in self.waits.take_ready(BATCH) {
-            let r = self.push_one(src, &key, &BTreeSet::new());
-            let mut st = self.status();
-            match r {
-                Ok(_) => st.pushed += 1,
-                Err(e) => {
-                    tracing::warn!(tenant = %self.tenant, %key,
-                        "SCIM push: setting the manager failed: {e}");
-                    st.fail(Failure {
-                        key,
-                        kind: "manager".into(),
-                        status: e.status,
-                        detail: e.detail,
-                        at: now,
-                        attempts: 1,
-                        next_attempt: later(now, backoff(1)),
-                    });
-                }
-            }
-        }
-    }
-
     /// Reads the user from `src` and pushes it.
     fn push_one(
         &self,
@@ -450,6 +456,14 @@ impl Pusher {
 
     /// Pushes the next batch after the cursor (or waits, or retries failing users when idle).
     pub fn run_batch(&self, src: &dyn ChangeSource, now: DateTime<Utc>) -> Result<Batch> {
+        self.load_failing(src)?;
+        let batch = self.push_batch(src, now);
+        self.save_failing(src)?;
+        batch
+    }
+
+    /// One batch (see [`run_batch`](Self::run_batch)).
+    fn push_batch(&self, src: &dyn ChangeSource, now: DateTime<Utc>) -> Result<Batch> {
         let mut cursor = src.cursor()?;
         if let Some(t) = cursor.next_attempt.filter(|t| *t > now) {
             return Ok(Batch::Waiting(t));
@@ -506,39 +520,6 @@ impl Pusher {
             failed,
             position: cursor.position,
         })
-    }
-
-    /// Tries again the failing users whose next attempt is due (a few per call).
-    fn retry_failing(&self, src: &dyn ChangeSource, now: DateTime<Utc>) {
-        let due: Vec<Failure> = self
-            .status()
-            .failing
-            .values()
-            .filter(|f| f.next_attempt <= now)
-            .take(RETRIES_PER_BATCH)
-            .cloned()
-            .collect();
-        for f in due {
-            let r = self.push_one(src, &f.key, &BTreeSet::new());
-            let mut st = self.status();
-            match r {
-                Ok(_) => {
-                    st.failing.remove(&f.key);
-                    st.pushed += 1;
-                }
-                Err(e) => {
-                    let attempts = f.attempts.saturating_add(1);
-                    st.fail(Failure {
-                        status: e.status,
-                        detail: e.detail,
-                        at: now,
-                        attempts,
-                        next_attempt: later(now, backoff(attempts)),
-                        ..f
-                    });
-                }
-            }
-        }
     }
 
     /// Runs batches until nothing is left or the cursor waits, at most `max_batches`.
