@@ -369,6 +369,10 @@ fn a_refused_user_is_still_failing_after_a_restart_and_is_retried() {
     }));
     let dir = tempfile::tempdir().unwrap();
     let config = k9_config(dir.path(), &scim.base);
+    // On the store under test (ROSTER_TEST_STORE=postgres: a throwaway PostgreSQL).
+    let store = support::server_store::ServerStore::for_test();
+    let text = std::fs::read_to_string(&config).unwrap() + &store.config_section();
+    std::fs::write(&config, text).unwrap();
     let home = dir.path().join("data/tenants/k9");
     std::fs::create_dir_all(&home).unwrap();
     std::fs::write(
