@@ -14,8 +14,8 @@
 //! nothing from Roster.
 //!
 //! Durable: the cursor moves past a change only when its user was pushed, or refused for good
-//! (a 4xx other than 401/403/408/429: kept in the status with the provider's `detail` and retried with
-//! backoff). A transient failure (no answer, 401/403, 408, 429, 5xx) holds the cursor before that user's
+//! (a 4xx other than 401/403/408/429: kept in the status with the provider's `detail`, saved in
+//! the store so a restart keeps it, and retried with backoff; see `failing`). A transient failure (no answer, 401/403, 408, 429, 5xx) holds the cursor before that user's
 //! first change, no further user of the batch is started, and the whole batch waits for
 //! `Retry-After`, else an exponential backoff. After a 429 or 503 users are pushed one at a time
 //! until a batch goes through unthrottled, so a rate-limited provider sees progress instead of
