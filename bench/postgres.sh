@@ -18,6 +18,8 @@
 #   ROSTER_BENCH_DIR=DIR   work folder instead of /tmp/roster-bench (helpers benchmarking at once)
 #   PG_OPTIONS='-c synchronous_commit=off'   extra server settings (default: none, i.e.
 #                          synchronous_commit = on and fsync = on, PostgreSQL's defaults)
+#   ROSTER_BENCH_BIN=PATH  an import_bench binary built elsewhere (e.g. the previous version,
+#                          to compare on the same machine); nothing is built then
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${1:-1000000}"
@@ -25,8 +27,10 @@ SHARED="$(cd .. && pwd)/shared/bench"
 WORK="${ROSTER_BENCH_DIR:-/tmp/roster-bench}"
 mkdir -p "$WORK"
 bash tests/postgres/install.sh >/dev/null
-cargo build --release --example import_bench >/dev/null
-BIN=target/release/examples/import_bench
+if [ -n "${ROSTER_BENCH_BIN:-}" ]; then BIN="$ROSTER_BENCH_BIN"; else
+    cargo build --release --example import_bench >/dev/null
+    BIN=target/release/examples/import_bench
+fi
 
 CSV="$WORK/users_$ROWS.csv"
 [ -f "$CSV" ] || python3 "$SHARED/gen-users.py" "$ROWS" "$CSV"
@@ -97,7 +101,7 @@ measure() { # label, command...
     printf '%-30s wall %-8s peak RSS %4s MB | %s\n' "$label" "$wall" "$rss" "$(head -1 "$WORK/out.txt")"
 }
 
-echo "rows: $ROWS ($(du -h "$CSV" | cut -f1)), cores: $(nproc), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')," \
+echo "rows: $ROWS ($(du -hL "$CSV" | cut -f1)), cores: $(nproc), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')," \
     "$("${PSQL[@]}" -d postgres -At -c "SELECT 'synchronous_commit ' || current_setting('synchronous_commit') || ', fsync ' || current_setting('fsync')")"
 baseline_sql "$CSV"
 measure "baseline \\copy first" "${PSQL[@]}" -At -d baseline -f "$WORK/baseline.sql"
