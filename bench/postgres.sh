@@ -15,15 +15,22 @@
 # server's memory is the same for both and is not counted.
 #
 # Usage: bench/postgres.sh [ROWS]   (default 1000000; CSV files go to /tmp/roster-bench)
+#   ROSTER_BENCH_DIR=DIR   work folder instead of /tmp/roster-bench (helpers benchmarking at once)
+#   PG_OPTIONS='-c synchronous_commit=off'   extra server settings (default: none, i.e.
+#                          synchronous_commit = on and fsync = on, PostgreSQL's defaults)
+#   ROSTER_BENCH_BIN=PATH  an import_bench binary built elsewhere (e.g. the previous version,
+#                          to compare on the same machine); nothing is built then
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${1:-1000000}"
 SHARED="$(cd .. && pwd)/shared/bench"
-WORK=/tmp/roster-bench
+WORK="${ROSTER_BENCH_DIR:-/tmp/roster-bench}"
 mkdir -p "$WORK"
 bash tests/postgres/install.sh >/dev/null
-cargo build --release --example import_bench >/dev/null
-BIN=target/release/examples/import_bench
+if [ -n "${ROSTER_BENCH_BIN:-}" ]; then BIN="$ROSTER_BENCH_BIN"; else
+    cargo build --release --example import_bench >/dev/null
+    BIN=target/release/examples/import_bench
+fi
 
 CSV="$WORK/users_$ROWS.csv"
 [ -f "$CSV" ] || python3 "$SHARED/gen-users.py" "$ROWS" "$CSV"
@@ -48,7 +55,7 @@ if [ "$(id -u)" -eq 0 ]; then chown nobody "$PGDIR"; AS=(runuser -u nobody --); 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "${AS[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U roster --auth=trust -E UTF8 --locale=C >/dev/null
 "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w \
-    -o "-p $PORT -k $PGDIR -c listen_addresses=127.0.0.1" start >/dev/null
+    -o "-p $PORT -k $PGDIR -c listen_addresses=127.0.0.1 ${PG_OPTIONS:-}" start >/dev/null
 stop_pg() { "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$PGDIR"; }
 trap stop_pg EXIT
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U roster)
@@ -94,7 +101,8 @@ measure() { # label, command...
     printf '%-30s wall %-8s peak RSS %4s MB | %s\n' "$label" "$wall" "$rss" "$(head -1 "$WORK/out.txt")"
 }
 
-echo "rows: $ROWS ($(du -h "$CSV" | cut -f1)), cores: $(nproc), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')"
+echo "rows: $ROWS ($(du -hL "$CSV" | cut -f1)), cores: $(nproc), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')," \
+    "$("${PSQL[@]}" -d postgres -At -c "SELECT 'synchronous_commit ' || current_setting('synchronous_commit') || ', fsync ' || current_setting('fsync')")"
 baseline_sql "$CSV"
 measure "baseline \\copy first" "${PSQL[@]}" -At -d baseline -f "$WORK/baseline.sql"
 measure "roster first import" "$BIN" "$WORK/pg-unused" "$CSV" --store-url "$URL"

@@ -2,11 +2,11 @@
 //! (`roster.changes`), the event log (`roster.events`), delivery cursors (`roster.cursors`),
 //! and the part of a commit that numbers and publishes them ([`publish`]).
 //!
-//! Changes enter staged with their bucket generation (`roster.staged_changes`, one
-//! `INSERT ... SELECT unnest(...)` per bucket, tagged with this node so a restart sweeps them);
+//! Changes enter staged with their bucket generation (`roster.staged_changes`, unlogged, one
+//! binary COPY per bucket, numbered `ord` 1..n, tagged with this node so a restart sweeps them);
 //! the commit's transaction, holding the tenant's `tenant_state` row lock, numbers them from
 //! `tenant_state.change_seq` in one `INSERT ... SELECT` (in the commit's bucket order, then
-//! the order staged), writes the events of `model::changelog::events_for` from `event_seq`, and
+//! the order staged: seq = the counter + the counts of the generations before + `ord`), writes the events of `model::changelog::events_for` from `event_seq`, and
 //! advances both counters: seq is per tenant, without gaps, and invisible until the commit.
 //! Entries leave as `model::changelog` values.
 
@@ -20,6 +20,8 @@ use crate::model::ImportRecord;
 use crate::store::ChangeLog;
 use anyhow::{anyhow, Context, Result};
 use chrono::{DateTime, Utc};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row, Transaction};
 
 fn kind_str(kind: ChangeKind) -> Result<String> {
@@ -60,21 +62,7 @@ pub(super) async fn publish(
     let import_id = record.map(|r| r.id.clone());
     let mut next = last_change;
     if !gens.is_empty() {
-        next += tx
-            .execute(
-                "INSERT INTO roster.changes (tenant, seq, at, import_id, key, kind, fields) \
-                 SELECT $1, $2 + row_number() OVER (ORDER BY array_position($3::bigint[], gen), ord), \
-                        $4, $5, key, kind, fields \
-                 FROM roster.staged_changes WHERE gen = ANY($3) AND tenant = $1",
-                &[&tenant, &to_i64(next)?, &gens, &at, &import_id],
-            )
-            .await
-            .context("cannot write the change log")?;
-        tx.execute(
-            "DELETE FROM roster.staged_changes WHERE gen = ANY($1)",
-            &[&gens],
-        )
-        .await?;
+        next += publish_staged(tx, tenant, gens, next, at, import_id.as_deref()).await?;
     }
     for change in direct {
         next += 1;
@@ -122,6 +110,57 @@ pub(super) async fn publish(
     )
     .await?;
     Ok(())
+}
+
+/// Moves the changes staged for `gens` into `roster.changes`, numbered from `last + 1` in the
+/// order of `gens`, then the order staged; returns how many. Each generation's changes are
+/// numbered `ord` 1..n (`stage_change_rows`), so a change's seq is `last`, plus the count of
+/// the generations before its own, plus its `ord`: no sort of the whole set. The rows are read
+/// generation by generation through the key `(gen, ord)`, so they go in in seq order (which
+/// keeps the inserts into the primary key `(tenant, seq)` at its right end).
+async fn publish_staged(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    gens: &[i64],
+    last: u64,
+    at: DateTime<Utc>,
+    import_id: Option<&str>,
+) -> Result<u64> {
+    let counts = tx
+        .query(
+            "SELECT gen, count(*) FROM roster.staged_changes \
+             WHERE gen = ANY($1) AND tenant = $2 GROUP BY gen",
+            &[&gens, &tenant],
+        )
+        .await?;
+    let mut count_of = std::collections::HashMap::with_capacity(counts.len());
+    for r in &counts {
+        count_of.insert(r.try_get::<_, i64>(0)?, r.try_get::<_, i64>(1)?);
+    }
+    let (mut offsets, mut total) = (Vec::with_capacity(gens.len()), 0i64);
+    for g in gens {
+        offsets.push(total);
+        total += count_of.get(g).copied().unwrap_or(0);
+    }
+    if total == 0 {
+        return Ok(0);
+    }
+    tx.execute(
+        "INSERT INTO roster.changes (tenant, seq, at, import_id, key, kind, fields) \
+         SELECT $1, $2 + o.offset_ + s.ord, $5, $6, s.key, s.kind, s.fields \
+         FROM unnest($3::bigint[], $4::bigint[]) AS o(gen, offset_) \
+         CROSS JOIN LATERAL (SELECT ord, key, kind, fields FROM roster.staged_changes \
+                             WHERE gen = o.gen AND tenant = $1 ORDER BY ord) AS s",
+        &[&tenant, &to_i64(last)?, &gens, &offsets, &at, &import_id],
+    )
+    .await
+    .context("cannot write the change log")?;
+    tx.execute(
+        "DELETE FROM roster.staged_changes WHERE gen = ANY($1)",
+        &[&gens],
+    )
+    .await?;
+    from_i64(total, "change count")
 }
 
 fn change_from_row(r: &Row) -> Result<LoggedChange> {
@@ -174,24 +213,43 @@ impl PostgresStore {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut keys = Vec::with_capacity(changes.len());
-        let mut kinds = Vec::with_capacity(changes.len());
-        let mut fields = Vec::with_capacity(changes.len());
-        for c in changes {
-            keys.push(c.key.clone());
-            kinds.push(kind_str(c.kind)?);
-            fields.push(serde_json::to_value(&c.fields)?);
+        let mut rows = Vec::with_capacity(changes.len());
+        for (ord, c) in (1i32..).zip(changes) {
+            rows.push((
+                ord,
+                c.key.clone(),
+                kind_str(c.kind)?,
+                serde_json::to_value(&c.fields)?,
+            ));
         }
         let (tenant, node, gen) = (tenant.to_string(), self.node_id.clone(), to_i64(gen)?);
         self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
-            client
-                .execute(
-                    "INSERT INTO roster.staged_changes (gen, ord, node_id, tenant, key, kind, fields) \
-                     SELECT $1, o::integer, $2, $3, k, c, f \
-                     FROM unnest($4::text[], $5::text[], $6::jsonb[]) WITH ORDINALITY AS u(k, c, f, o)",
-                    &[&gen, &node, &tenant, &keys, &kinds, &fields],
+            let sink = client
+                .copy_in(
+                    "COPY roster.staged_changes (gen, ord, node_id, tenant, key, kind, fields) \
+                     FROM STDIN (FORMAT binary)",
                 )
+                .await?;
+            let types = [
+                Type::INT8,
+                Type::INT4,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::JSONB,
+            ];
+            let writer = BinaryCopyInWriter::new(sink, &types);
+            tokio::pin!(writer);
+            for (ord, key, kind, fields) in &rows {
+                writer
+                    .as_mut()
+                    .write(&[&gen, ord, &node, &tenant, key, kind, fields])
+                    .await?;
+            }
+            writer
+                .finish()
                 .await
                 .context("cannot stage the change log")?;
             Ok(())

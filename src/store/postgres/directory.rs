@@ -10,8 +10,9 @@
 //! - **bucket**: the bucket's rows in byte order of the key (`COLLATE "C"`), read in the same
 //!   statement as the bucket's current generation; a generation that a commit replaced since
 //!   the caller read the state is an error, as in sled, where the old generation is gone.
-//! - **stage**: the staged bucket is compared with the bucket's committed rows and only the
-//!   difference goes into `staged_rows` (binary COPY) under a fresh generation
+//! - **stage** (`staging.rs`): the staged bucket is compared with the bucket's committed rows
+//!   (the bucket this thread just read, when its generation is still current; else read again)
+//!   and only the difference goes into `staged_rows` (binary COPY) under a fresh generation
 //!   (`roster.staged_gen`), tagged with this node: a changed or new row with its typed columns,
 //!   a removed key with `record` NULL, and one marker row (key `''`, status [`MARKER`], no
 //!   record) that says the generation exists even when nothing differs. The CPU work (decode,
@@ -34,7 +35,8 @@
 //!   code panicked; the compare-and-set needs no lock while `change` runs.
 
 use super::connections::Connections;
-use super::rows::{null_values, typed_column_types, TypedRow, TYPED_COLUMNS};
+use super::rows::{TypedRow, TYPED_COLUMNS};
+use super::staging::{self, MARKER};
 use super::PostgresStore;
 use crate::model::bucket::BUCKETS;
 use crate::model::changelog::{between, PendingChange};
@@ -42,12 +44,8 @@ use crate::model::packed::{bucket_entries, bucket_push, UserRec};
 use crate::store::{Commit, Directory, TenantState};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Transaction};
-
-/// The `status` of a staged generation's marker row (never a user's status).
-const MARKER: &str = "staged";
 
 /// How often `update_user` tries again when another writer changed the user meanwhile.
 const UPDATE_ATTEMPTS: usize = 5;
@@ -55,12 +53,6 @@ const UPDATE_ATTEMPTS: usize = 5;
 /// The sentence of a commit refused because the tenant's version moved (the same as sled's).
 fn changed_meanwhile(tenant: &str) -> anyhow::Error {
     anyhow!("the directory of tenant {tenant} changed while this import was planned; run it again")
-}
-
-/// A row a staged bucket writes (`Some`: its projection and record) or removes (`None`).
-struct StagedRow {
-    key: String,
-    row: Option<TypedRow>,
 }
 
 impl Directory for PostgresStore {
@@ -86,88 +78,77 @@ impl Directory for PostgresStore {
 
     fn bucket(&self, tenant: &str, bucket: u16, gen: u64) -> Result<Option<Vec<u8>>> {
         if gen == 0 {
+            staging::remember_read(self.id, tenant, bucket, 0, None);
             return Ok(None);
         }
-        let tenant = tenant.to_string();
-        self.db.run(move |pool| async move {
-            let client = Connections::client(&pool).await?;
-            let rows = client
-                .query(
-                    "SELECT g.gen, u.key, u.record FROM roster.bucket_gens g \
+        let read = {
+            let tenant = tenant.to_string();
+            self.db.run(move |pool| async move {
+                let client = Connections::client(&pool).await?;
+                let rows = client
+                    .query(
+                        "SELECT g.gen, u.key, u.record FROM roster.bucket_gens g \
                      LEFT JOIN roster.user_rows u ON u.tenant = g.tenant AND u.bucket = g.bucket \
                      WHERE g.tenant = $1 AND g.bucket = $2 ORDER BY u.key COLLATE \"C\"",
-                    &[&tenant, &to_i16(bucket)?],
-                )
-                .await?;
-            let current = match rows.first() {
-                Some(r) => r.try_get::<_, i64>(0)?,
-                None => 0,
-            };
-            if u64::try_from(current).ok() != Some(gen) {
-                bail!(
-                    "bucket {bucket} of tenant {tenant} is missing from the store \
+                        &[&tenant, &to_i16(bucket)?],
+                    )
+                    .await?;
+                let current = match rows.first() {
+                    Some(r) => r.try_get::<_, i64>(0)?,
+                    None => 0,
+                };
+                if u64::try_from(current).ok() != Some(gen) {
+                    bail!(
+                        "bucket {bucket} of tenant {tenant} is missing from the store \
                      (generation {gen} was replaced by another commit); run it again"
-                );
-            }
-            let mut packed = Vec::new();
-            for r in &rows {
-                let key: Option<&str> = r.try_get(1)?;
-                let record: Option<&[u8]> = r.try_get(2)?;
-                if let (Some(k), Some(v)) = (key, record) {
-                    bucket_push(&mut packed, k.as_bytes(), v);
+                    );
                 }
-            }
-            Ok((!packed.is_empty()).then_some(packed))
-        })
+                let mut packed = Vec::new();
+                for r in &rows {
+                    let key: Option<&str> = r.try_get(1)?;
+                    let record: Option<&[u8]> = r.try_get(2)?;
+                    if let (Some(k), Some(v)) = (key, record) {
+                        bucket_push(&mut packed, k.as_bytes(), v);
+                    }
+                }
+                Ok((!packed.is_empty()).then_some(packed))
+            })?
+        };
+        staging::remember_read(self.id, tenant, bucket, gen, read.as_deref());
+        Ok(read)
     }
 
     fn stage_bucket(&self, tenant: &str, bucket: u16, packed: &[u8]) -> Result<u64> {
         let entries = bucket_entries(packed)
             .with_context(|| format!("a staged bucket of tenant {tenant} is damaged"))?;
-        let (gen, mut committed) = {
+        let kept = staging::take_read(self.id, tenant, bucket);
+        let b = to_i16(bucket)?;
+        let (gen, committed) = {
             let tenant = tenant.to_string();
             self.db.run(move |pool| async move {
                 let client = Connections::client(&pool).await?;
-                let gen: i64 = client
-                    .query_one("SELECT nextval('roster.staged_gen')", &[])
-                    .await?
-                    .try_get(0)?;
-                let rows = client
-                    .query(
-                        "SELECT key, record FROM roster.user_rows \
-                         WHERE tenant = $1 AND bucket = $2",
-                        &[&tenant, &to_i16(bucket)?],
+                let row = client
+                    .query_one(
+                        "SELECT nextval('roster.staged_gen'), (SELECT gen FROM roster.bucket_gens \
+                         WHERE tenant = $1 AND bucket = $2)",
+                        &[&tenant, &b],
                     )
                     .await?;
-                let mut committed = HashMap::with_capacity(rows.len());
-                for r in rows {
-                    committed.insert(r.try_get::<_, String>(0)?, r.try_get::<_, Vec<u8>>(1)?);
+                let gen: i64 = row.try_get(0)?;
+                let current = row.try_get::<_, Option<i64>>(1)?.unwrap_or(0);
+                match kept {
+                    Some((read, packed)) if i64::try_from(read).ok() == Some(current) => {
+                        Ok((gen, packed))
+                    }
+                    _ => Ok((gen, committed_bucket(&client, &tenant, b).await?)),
                 }
-                Ok((gen, committed))
             })?
         };
-        let mut staged = Vec::new();
-        for (k, v) in entries {
-            let key = std::str::from_utf8(k)
-                .map_err(|_| anyhow!("a staged user key of tenant {tenant} is not UTF-8"))?;
-            if committed.remove(key).is_some_and(|old| old == v) {
-                continue;
-            }
-            let rec = UserRec::decode(v)?;
-            staged.push(StagedRow {
-                key: key.to_string(),
-                row: Some(TypedRow::from_rec(&rec, v.to_vec())),
-            });
-        }
-        staged.extend(
-            committed
-                .into_keys()
-                .map(|key| StagedRow { key, row: None }),
-        );
+        let staged = staging::differences(tenant, entries, committed.as_deref())?;
         let (tenant, node) = (tenant.to_string(), self.node_id.clone());
         self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
-            copy_staged(&client, gen, &node, &tenant, bucket, &staged).await
+            staging::copy_staged(&client, gen, &node, &tenant, b, &staged).await
         })?;
         u64::try_from(gen).map_err(|_| anyhow!("roster.staged_gen handed out {gen}"))
     }
@@ -379,7 +360,7 @@ async fn apply_commit(tx: &Transaction<'_>, c: &Commit) -> Result<TenantState> {
         }
     }
     super::changes::publish(tx, &c.tenant, &ordered_gens, &[], c.record.as_ref()).await?;
-    apply_staged(tx, &c.tenant, &set_gens).await?;
+    staging::apply_staged(tx, &c.tenant, &set_gens).await?;
     if !emptied.is_empty() {
         for table in ["user_rows", "bucket_gens"] {
             tx.execute(
@@ -416,77 +397,25 @@ async fn apply_commit(tx: &Transaction<'_>, c: &Commit) -> Result<TenantState> {
     read_state(tx, &c.tenant).await
 }
 
-/// Writes the rows the staged generations `gens` hold into `user_rows`, removes the keys they
-/// remove, and forgets them.
-async fn apply_staged(tx: &Transaction<'_>, tenant: &str, gens: &[i64]) -> Result<()> {
-    if gens.is_empty() {
-        return Ok(());
-    }
-    let columns = TYPED_COLUMNS.join(", ");
-    let updates = TYPED_COLUMNS
-        .iter()
-        .map(|c| format!("{c} = EXCLUDED.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let upsert = format!(
-        "INSERT INTO roster.user_rows (tenant, key, bucket, {columns}) \
-         SELECT tenant, key, bucket, {columns} FROM roster.staged_rows \
-         WHERE gen = ANY($1) AND tenant = $2 AND record IS NOT NULL \
-         ON CONFLICT (tenant, key) DO UPDATE SET bucket = EXCLUDED.bucket, {updates}"
-    );
-    tx.execute(&upsert, &[&gens, &tenant]).await?;
-    tx.execute(
-        "DELETE FROM roster.user_rows u USING roster.staged_rows s \
-         WHERE s.gen = ANY($1) AND s.tenant = $2 AND s.record IS NULL AND s.status IS NULL \
-         AND u.tenant = s.tenant AND u.key = s.key",
-        &[&gens, &tenant],
-    )
-    .await?;
-    tx.execute(
-        "DELETE FROM roster.staged_rows WHERE gen = ANY($1)",
-        &[&gens],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Writes the marker and `staged` into `staged_rows` under generation `gen` with one binary
-/// COPY.
-async fn copy_staged(
+/// The committed rows of `bucket` (packed, in no particular order; None when it has none).
+async fn committed_bucket(
     client: &tokio_postgres::Client,
-    gen: i64,
-    node: &str,
     tenant: &str,
-    bucket: u16,
-    staged: &[StagedRow],
-) -> Result<()> {
-    let bucket = to_i16(bucket)?;
-    let statement = format!(
-        "COPY roster.staged_rows (gen, node_id, tenant, key, bucket, {}) FROM STDIN (FORMAT binary)",
-        TYPED_COLUMNS.join(", ")
-    );
-    let sink = client.copy_in(&statement).await?;
-    let mut types = vec![Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT2];
-    types.extend(typed_column_types());
-    let writer = BinaryCopyInWriter::new(sink, &types);
-    tokio::pin!(writer);
-    let nulls = null_values();
-    let mut marker: Vec<&(dyn ToSql + Sync)> = vec![&gen, &node, &tenant, &"", &bucket, &MARKER];
-    marker.extend(nulls.iter().skip(1).copied());
-    writer.as_mut().write(&marker).await?;
-    for s in staged {
-        let mut values: Vec<&(dyn ToSql + Sync)> = vec![&gen, &node, &tenant, &s.key, &bucket];
-        match &s.row {
-            Some(row) => values.extend(row.values()),
-            None => values.extend(nulls.iter().copied()),
-        }
-        writer.as_mut().write(&values).await?;
+    bucket: i16,
+) -> Result<Option<Vec<u8>>> {
+    let rows = client
+        .query(
+            "SELECT key, record FROM roster.user_rows WHERE tenant = $1 AND bucket = $2",
+            &[&tenant, &bucket],
+        )
+        .await?;
+    let mut packed = Vec::new();
+    for r in &rows {
+        let key: &str = r.try_get(0)?;
+        let record: &[u8] = r.try_get(1)?;
+        bucket_push(&mut packed, key.as_bytes(), record);
     }
-    writer
-        .finish()
-        .await
-        .context("cannot stage a bucket in the store")?;
-    Ok(())
+    Ok((!packed.is_empty()).then_some(packed))
 }
 
 /// Rewrites one user inside `tx` if its record is still `old`; then bumps the tenant's version

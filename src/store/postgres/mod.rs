@@ -16,6 +16,7 @@
 //! | `connections.rs` | the pool and the sync-to-async bridge |
 //! | `rows.rs` | a packed user record as the typed columns of `roster.users` |
 //! | `directory.rs`, `users.rs` | [`Directory`](super::Directory) and [`Users`](super::Users) on `user_rows` |
+//! | `staging.rs` | an import's staged rows: the difference a staged bucket makes, its COPY, its move into `user_rows` |
 //! | `runs.rs`, `outbox.rs` | [`RunLog`](super::RunLog) and [`MailOutbox`](super::MailOutbox) |
 //! | `cluster.rs` | [`Cluster`](super::Cluster): nodes, leases, ticks, login failures, orphan claims |
 //! | `fill.rs` | what `roster migrate-store` writes beyond the traits (plans, ledger, stamps, outbox as it stands, tenant state) |
@@ -47,6 +48,7 @@ mod migrate;
 mod outbox;
 mod rows;
 mod runs;
+mod staging;
 mod target;
 mod tls;
 mod users;
@@ -128,6 +130,9 @@ const POOL_SIZE: usize = 8;
 /// The PostgreSQL store; shareable across threads (the [`Store`](super::Store) handle clones it).
 pub struct PostgresStore {
     db: Connections,
+    /// Tells this store from others in the same process (`staging.rs` keeps the bucket a
+    /// thread just read under it).
+    id: u64,
     /// This node's id: staged rows, claims and outbox deliveries carry it.
     node_id: String,
     /// The key of password fingerprints, kept in `roster.meta`.
@@ -186,8 +191,10 @@ impl PostgresStore {
                 .await?;
             Ok(())
         })?;
+        static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(PostgresStore {
             db,
+            id: OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             node_id: node_id.to_string(),
             secret,
             lease_secs: cluster::DEFAULT_LEASE_SECS,

@@ -8,7 +8,8 @@
 //! condition gives the same answer as [`UserFilter::matches`]: every comparison is made
 //! two-valued with `value IS NOT NULL AND …` (a missing value fails every comparison but
 //! `ne`; written so, not with `coalesce`, so that the indexes of migration 4 still apply),
-//! case-insensitive attributes compare `lower()` of both sides, `gt ge lt le` compare in byte
+//! case-insensitive attributes compare `lower()` of both sides (`email eq` compares the column,
+//! stored lower-case, with `lower()` of the value), `gt ge lt le` compare in byte
 //! order (`COLLATE "C"`), `co sw ew` are `LIKE` with the value's `%`, `_` and `\` escaped, a
 //! list column (`groups`, `teams`) matches when any item does, `meta.*` compare `created_at`
 //! and `updated_at`, `custom.*` read the `attributes` jsonb.
@@ -215,6 +216,12 @@ impl Builder {
             _ => format!("%{}", like_escape(s)),
         };
         match op {
+            // Stored emails are lower-case (migration 5): the column itself, so the read
+            // contract's index (tenant, email) answers it.
+            Op::Eq | Op::Ne if e == "email" && !exact => {
+                let p = self.bind(Param::Text(want.to_string()));
+                format!("(email = lower({p}))")
+            }
             Op::Eq | Op::Ne => {
                 let p = self.bind(Param::Text(want.to_string()));
                 format!("({have} = {})", fold(p))
@@ -248,6 +255,11 @@ fn like_escape(s: &str) -> String {
     }
     out
 }
+
+/// A member of the group bound to `$2` (exact), found through the GIN index of lower-cased
+/// items (migration 4; migration 5 dropped the index of `groups` as it is).
+const GROUP_MEMBER: &str =
+    "(roster.lower_items(groups) @> ARRAY[lower($2::text)] AND groups @> ARRAY[$2::text])";
 
 /// Rows that are not deleted, of the tenant bound to `$1`.
 const LIVE: &str = "FROM roster.user_rows WHERE tenant = $1 AND status <> 'deleted'";
@@ -354,7 +366,7 @@ impl PostgresStore {
     }
 
     /// [`crate::store::Users::groups_page`] for one name: its members counted through the GIN
-    /// index (`groups @> ARRAY[name]`, exact), without unnesting.
+    /// index ([`GROUP_MEMBER`], exact), without unnesting.
     fn one_group(&self, tenant: &str, name: &str, skip: usize, take: usize) -> Result<GroupPage> {
         if name.is_empty() {
             return Ok(GroupPage::default());
@@ -364,7 +376,7 @@ impl PostgresStore {
             let client = Connections::client(&pool).await?;
             let row = client
                 .query_one(
-                    &format!("SELECT count(*) {LIVE} AND groups @> ARRAY[$2::text]"),
+                    &format!("SELECT count(*) {LIVE} AND {GROUP_MEMBER}"),
                     &[&tenant, &group],
                 )
                 .await?;
@@ -380,8 +392,8 @@ impl PostgresStore {
         })
     }
 
-    /// [`crate::store::Users::group_members`] on PostgreSQL (`groups @> ARRAY[name]`, which the
-    /// GIN index of migration 4 serves).
+    /// [`crate::store::Users::group_members`] on PostgreSQL ([`GROUP_MEMBER`], which the GIN
+    /// index of migration 4 serves).
     pub(super) fn members_where(
         &self,
         tenant: &str,
@@ -390,7 +402,7 @@ impl PostgresStore {
         take: usize,
     ) -> Result<UserPage> {
         let cond = Condition {
-            sql: "groups @> ARRAY[$2::text]".into(),
+            sql: GROUP_MEMBER.into(),
             params: vec![Param::Text(group.to_string())],
         };
         self.page_where(tenant, cond, skip, take)
@@ -438,6 +450,12 @@ mod tests {
         assert!(condition(&text(Attribute::Field("start_date"), Op::Eq, "x"), 2).is_none());
         let groups = condition(&text(Attribute::Field("groups"), Op::Sw, "x"), 2).unwrap();
         assert!(groups.sql.contains("unnest(groups)"), "{}", groups.sql);
+        let email = condition(&text(Attribute::Email, Op::Eq, "Ann@X.example"), 2).unwrap();
+        assert!(
+            email.sql.contains("(email = lower($2::text))"),
+            "{}",
+            email.sql
+        );
         let groups = condition(&text(Attribute::Field("groups"), Op::Eq, "x"), 2).unwrap();
         assert!(
             groups.sql.contains("lower_items(groups) @>"),
