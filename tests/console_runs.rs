@@ -16,7 +16,7 @@ mod support;
 use admin_support::users_csv;
 use browser::Browser;
 use console_support::{
-    cookie_value, csrf_in, operator_session, request, sign_in_operator, sign_in_tenant,
+    operator_session, request, sign_in_operator, sign_in_tenant, tenant_session,
     ACME_PORTAL_PASSWORD,
 };
 use roster::model::{ImportRecord, ImportStatus};
@@ -365,32 +365,6 @@ async fn run_now_imports_the_waiting_file_of_today() {
         .contains("No file of today is waiting"));
     assert!(b.text("#imported").await.contains(&name));
     b.stop().await;
-}
-
-/// Signs in to the portal over HTTP; the session's `Cookie` value and CSRF token.
-async fn tenant_session(base: &str, tenant: &str, password: &str) -> (String, String) {
-    let login = request(base, "GET", "/login", "", None).await;
-    let pre = cookie_value(&login.set_cookies, "roster_login").unwrap();
-    let signed = request(
-        base,
-        "POST",
-        "/login/tenant",
-        &format!("roster_login={pre}"),
-        Some(&[
-            ("csrf", &csrf_in(&login.body)),
-            ("tenant", tenant),
-            ("password", password),
-        ]),
-    )
-    .await;
-    assert_eq!(signed.status, 303, "{signed:?}");
-    let cookies = format!(
-        "roster_session={}",
-        cookie_value(&signed.set_cookies, "roster_session").unwrap()
-    );
-    let own = request(base, "GET", &format!("/tenants/{tenant}"), &cookies, None).await;
-    assert_eq!(own.status, 200);
-    (cookies, csrf_in(&own.body))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ mod support;
 use browser::Browser;
 use console_support::{
     cookie_value, csrf_in, operator_session, request, sign_in_operator, sign_in_tenant,
-    ACME_PORTAL_PASSWORD, BETA_PASSWORD,
+    tenant_session, ACME_PORTAL_PASSWORD, BETA_PASSWORD,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,35 +234,12 @@ async fn failed_operator_sign_ins_block_the_address_for_ssh_too() {
     assert!(ssh.is_err(), "SSH from the blocked address is refused");
 }
 
-/// Signs in to the portal over HTTP; returns the `Cookie` header value of the session.
-async fn tenant_session(base: &str, tenant: &str, password: &str) -> String {
-    let login = request(base, "GET", "/login", "", None).await;
-    let pre = cookie_value(&login.set_cookies, "roster_login").unwrap();
-    let signed = request(
-        base,
-        "POST",
-        "/login/tenant",
-        &format!("roster_login={pre}"),
-        Some(&[
-            ("csrf", &csrf_in(&login.body)),
-            ("tenant", tenant),
-            ("password", password),
-        ]),
-    )
-    .await;
-    assert_eq!(signed.status, 303, "{signed:?}");
-    format!(
-        "roster_session={}",
-        cookie_value(&signed.set_cookies, "roster_session").unwrap()
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_changes_the_password_ends_the_portal_session() {
     let env = console_support::start().await;
     let base = env.admin_url();
-    let beta = tenant_session(&base, "beta", BETA_PASSWORD).await;
-    let acme = tenant_session(&base, "acme", ACME_PORTAL_PASSWORD).await;
+    let (beta, _) = tenant_session(&base, "beta", BETA_PASSWORD).await;
+    let (acme, _) = tenant_session(&base, "acme", ACME_PORTAL_PASSWORD).await;
     assert_eq!(
         request(&base, "GET", "/tenants/beta", &beta, None)
             .await

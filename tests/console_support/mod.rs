@@ -173,3 +173,29 @@ pub async fn operator_session(base: &str) -> (String, String) {
     assert_eq!(overview.status, 200);
     (cookies, csrf_in(&overview.body))
 }
+
+/// Signs in to the portal over HTTP; the session's `Cookie` value and CSRF token.
+pub async fn tenant_session(base: &str, tenant: &str, password: &str) -> (String, String) {
+    let login = request(base, "GET", "/login", "", None).await;
+    let pre = cookie_value(&login.set_cookies, "roster_login").unwrap();
+    let signed = request(
+        base,
+        "POST",
+        "/login/tenant",
+        &format!("roster_login={pre}"),
+        Some(&[
+            ("csrf", &csrf_in(&login.body)),
+            ("tenant", tenant),
+            ("password", password),
+        ]),
+    )
+    .await;
+    assert_eq!(signed.status, 303, "{signed:?}");
+    let cookies = format!(
+        "roster_session={}",
+        cookie_value(&signed.set_cookies, "roster_session").unwrap()
+    );
+    let own = request(base, "GET", &format!("/tenants/{tenant}"), &cookies, None).await;
+    assert_eq!(own.status, 200);
+    (cookies, csrf_in(&own.body))
+}
