@@ -222,6 +222,18 @@ pub trait Users: Send + Sync {
         take: usize,
     ) -> Result<UserPage>;
     // --- end SCIM reads ---
+    // --- the console's user search (h-console-users) ---
+    /// As [`Users::users_matching`], over the users whose status is `status` (every user, the
+    /// soft-deleted too, when None): the console filters by status, deleted included.
+    fn users_matching_status(
+        &self,
+        tenant: &str,
+        filter: &UserFilter,
+        status: Option<UserStatus>,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage>;
+    // --- end console user search ---
     /// Number of users per status: (active, inactive, deleted).
     fn user_counts(&self, tenant: &str) -> Result<(u64, u64, u64)>;
     /// One user by key (tried as given, then lower-cased, as email and username keys are).

@@ -15,7 +15,7 @@
 
 use super::connections::Connections;
 use super::rows::status_text;
-use super::users_query::condition;
+use super::users_query::{condition, rows_of};
 use super::PostgresStore;
 use crate::model::packed::{UserRec, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE};
 use crate::model::{User, UserFilter, UserPage, UserStatus};
@@ -86,6 +86,23 @@ impl Users for PostgresStore {
             Some(cond) => self.page_where(tenant, cond, skip, take),
             None => {
                 let keep = |u: &User| u.status != UserStatus::Deleted && filter.matches(u);
+                self.users_page(tenant, &keep, skip, take)
+            }
+        }
+    }
+
+    fn users_matching_status(
+        &self,
+        tenant: &str,
+        filter: &UserFilter,
+        status: Option<UserStatus>,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
+        match condition(filter, 2) {
+            Some(cond) => self.page_in(tenant, rows_of(status), cond, skip, take),
+            None => {
+                let keep = |u: &User| status.is_none_or(|s| u.status == s) && filter.matches(u);
                 self.users_page(tenant, &keep, skip, take)
             }
         }

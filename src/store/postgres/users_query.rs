@@ -252,6 +252,22 @@ fn like_escape(s: &str) -> String {
 /// Rows that are not deleted, of the tenant bound to `$1`.
 const LIVE: &str = "FROM roster.user_rows WHERE tenant = $1 AND status <> 'deleted'";
 
+/// The rows of the tenant bound to `$1` whose status is `status` (every row when None): one of
+/// four fixed texts, never text from a request.
+pub(super) fn rows_of(status: Option<crate::model::UserStatus>) -> &'static str {
+    use crate::model::UserStatus;
+    match status {
+        None => "FROM roster.user_rows WHERE tenant = $1",
+        Some(UserStatus::Active) => "FROM roster.user_rows WHERE tenant = $1 AND status = 'active'",
+        Some(UserStatus::Inactive) => {
+            "FROM roster.user_rows WHERE tenant = $1 AND status = 'inactive'"
+        }
+        Some(UserStatus::Deleted) => {
+            "FROM roster.user_rows WHERE tenant = $1 AND status = 'deleted'"
+        }
+    }
+}
+
 impl PostgresStore {
     /// One page of the users matching `cond` (placeholders from `$2`) and the match count.
     pub(super) fn page_where(
@@ -261,11 +277,23 @@ impl PostgresStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
+        self.page_in(tenant, LIVE, cond, skip, take)
+    }
+
+    /// [`Self::page_where`] over `rows` (`LIVE` or one of [`rows_of`]).
+    pub(super) fn page_in(
+        &self,
+        tenant: &str,
+        rows: &'static str,
+        cond: Condition,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
         let tenant = tenant.to_string();
         let n = cond.params.len();
-        let count_sql = format!("SELECT count(*) {LIVE} AND {}", cond.sql);
+        let count_sql = format!("SELECT count(*) {rows} AND {}", cond.sql);
         let page_sql = format!(
-            "SELECT key, record {LIVE} AND {} ORDER BY key COLLATE \"C\" LIMIT ${} OFFSET ${}",
+            "SELECT key, record {rows} AND {} ORDER BY key COLLATE \"C\" LIMIT ${} OFFSET ${}",
             cond.sql,
             n + 2,
             n + 3

@@ -108,6 +108,18 @@ impl Users for SledStore {
         self.users_page(tenant, &keep, skip, take)
     }
 
+    fn users_matching_status(
+        &self,
+        tenant: &str,
+        filter: &UserFilter,
+        status: Option<UserStatus>,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
+        let keep = |u: &User| status.is_none_or(|s| u.status == s) && filter.matches(u);
+        self.users_page(tenant, &keep, skip, take)
+    }
+
     fn groups_page(
         &self,
         tenant: &str,
