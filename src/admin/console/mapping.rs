@@ -283,14 +283,15 @@ async fn run(
     viewer: Viewer,
     upload: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, PageError> {
+    viewer.operator_only()?;
     let Ok(upload) = upload else {
+        // Not a multipart form at all: it cannot carry the CSRF token either.
         viewer.check_csrf("")?;
         return Err(PageError::new(
             StatusCode::BAD_REQUEST,
             "send the mapping form",
         ));
     };
-    viewer.operator_only()?;
     let config = st.config.current();
     let _permit = st
         .previews

@@ -131,6 +131,9 @@ async fn run(
     Path(tenant): Path<String>,
     upload: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, PageError> {
+    let config = st.config.current();
+    let t = viewer.tenant(&config, &tenant)?.clone();
+    viewer.operator_only()?;
     let Ok(upload) = upload else {
         // Not a multipart form at all: it cannot carry the CSRF token either.
         viewer.check_csrf("")?;
@@ -139,9 +142,6 @@ async fn run(
             "send the preview form",
         ));
     };
-    let config = st.config.current();
-    let t = viewer.tenant(&config, &tenant)?.clone();
-    viewer.operator_only()?;
     let _permit = st
         .previews
         .clone()
