@@ -306,7 +306,7 @@ async fn preview_shows_inserts_updates_and_deactivations_and_changes_nothing() {
     let before = snapshot(&env, "acme");
     // user03's title changes, user09 is missing, user10 is new.
     let mut csv = with_title(0, 9, 3, "Manager");
-    csv.push_str(&users_csv(10, 11).lines().nth(1).unwrap().to_string());
+    csv.push_str(users_csv(10, 11).lines().nth(1).unwrap());
     csv.push('\n');
     let file = env.dir.path().join("preview-me.csv");
     std::fs::write(&file, &csv).unwrap();

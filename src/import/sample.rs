@@ -95,19 +95,14 @@ pub fn sample(bytes: &[u8], tenant: &Tenant, max_rows: usize) -> Result<Sample, 
 }
 
 /// What the import would make of `headers` with `tenant`'s profile: the (field, header) pairs
-/// it maps, in file order, and its notes; or the sentence of the file-level error a run would
-/// fail with (a required column missing, a header twice, an unknown field).
-pub fn check_header(
-    headers: &[String],
-    tenant: &Tenant,
-) -> Result<(Vec<(String, String)>, Vec<String>), String> {
+/// it maps, in file order; or the sentence of the file-level error a run would fail with (a
+/// required column missing, a header twice, an unknown field).
+pub fn check_header(headers: &[String], tenant: &Tenant) -> Result<Vec<(String, String)>, String> {
     let m = mapping::map_columns(headers, tenant)?;
-    let pairs = m
-        .cols
+    Ok(m.cols
         .iter()
         .map(|c| (c.field.clone(), c.header.clone()))
-        .collect();
-    Ok((pairs, m.notes))
+        .collect())
 }
 
 #[cfg(test)]
@@ -138,7 +133,7 @@ mod tests {
             ("first_name", "FIRST"),
             ("last_name", "Last"),
         ]);
-        let (pairs, _) = check_header(&headers, &t).unwrap();
+        let pairs = check_header(&headers, &t).unwrap();
         assert_eq!(pairs[0], ("email".to_string(), "Mail".to_string()));
         assert!(check_header(&headers, &tenant(&[])).is_err());
     }

@@ -342,8 +342,8 @@ fn examine(file: String, bytes: &[u8], tenant: Option<Tenant>) -> Result<Found, 
         .iter()
         .filter_map(|s| Some((s.field.clone()?, s.header.clone())))
         .collect::<BTreeMap<_, _>>();
-    let check = check_header(&sample.headers, &proposed).map(|(pairs, _)| pairs);
-    let current = has_tenant.then(|| check_header(&sample.headers, &base).map(|(pairs, _)| pairs));
+    let check = check_header(&sample.headers, &proposed);
+    let current = has_tenant.then(|| check_header(&sample.headers, &base));
     Ok(Found {
         file,
         key_field: base.import.match_by.field().to_string(),

@@ -191,7 +191,7 @@ fn outcome_of(file: String, p: crate::import::Preview) -> Outcome {
     let mut o = Outcome {
         file,
         status: p.record.status.to_string(),
-        counts: p.record.counts.clone(),
+        counts: p.record.counts,
         messages: p.record.messages.clone(),
         inserts: Section::default(),
         updates: Section::default(),
