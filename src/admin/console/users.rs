@@ -1,7 +1,7 @@
 //! A tenant's users: the search page, one user's page with its change history, and Restore.
 //!
 //! - `GET /tenants/{tenant}/users?q=TEXT&status=S&page=N`: users whose key or mapping code is
-//!   `q`, or whose email, user name, first, last or full name starts with `q` (any case), of
+//!   `q`, or whose email, user name, last or full name ("First Last") starts with `q` (any case), of
 //!   status `S` (active, inactive, deleted, all), [`PAGE_SIZE`] a page. The search is a
 //!   [`UserFilter`] done by the store (`Users::users_matching_status`: SQL on PostgreSQL, one
 //!   bucket at a time on sled), so a page never loads the directory; listings share the admin
@@ -69,7 +69,8 @@ fn status_choice(s: &str) -> Result<Option<UserStatus>, PageError> {
 }
 
 /// The filter of a search: everyone for an empty `q`; else the key or mapping code equal to
-/// `q`, or the email, user name, first, last or full name starting with it.
+/// `q`, or the email, user name, last name or full name ("First Last", so also the first
+/// name) starting with it. On PostgreSQL every branch has an index (migration 5).
 pub(super) fn search_filter(q: &str) -> UserFilter {
     let q = q.trim();
     if q.is_empty() {
@@ -80,7 +81,6 @@ pub(super) fn search_filter(q: &str) -> UserFilter {
         text(Attribute::MappingCode, Op::Eq),
         text(Attribute::Email, Op::Sw),
         text(Attribute::UserName, Op::Sw),
-        text(Attribute::FirstName, Op::Sw),
         text(Attribute::LastName, Op::Sw),
         text(Attribute::FullName, Op::Sw),
     ]
@@ -136,8 +136,11 @@ struct UsersPage {
     status: String,
     rows: Vec<UserRow>,
     total: u64,
+    /// More users match than the store counts (`SEARCH_COUNT_CAP`).
+    more: bool,
     page: usize,
     pages: usize,
+    has_next: bool,
 }
 
 async fn list(
@@ -163,9 +166,17 @@ async fn list(
         store.users_matching_status(&id, &filter, status, (page_no - 1) * PAGE_SIZE, PAGE_SIZE)
     })
     .await?;
+    // A search matching more than the store counts shows no page count, only "next".
+    let more = found.total > crate::store::SEARCH_COUNT_CAP;
     let pages = (found.total as usize)
         .div_ceil(PAGE_SIZE)
         .clamp(1, MAX_PAGE);
+    let has_next = page_no < MAX_PAGE
+        && if more {
+            found.users.len() == PAGE_SIZE
+        } else {
+            page_no < pages
+        };
     page(&UsersPage {
         chrome: Chrome::new(&viewer, format!("Users of {}", t.id), Some(&t.id)),
         tenant: t.id.clone(),
@@ -173,8 +184,10 @@ async fn list(
         status: status.map(status_name).unwrap_or("all").to_string(),
         rows: found.users.iter().map(UserRow::of).collect(),
         total: found.total,
+        more,
         page: page_no,
         pages,
+        has_next,
     })
 }
 

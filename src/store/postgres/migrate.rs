@@ -11,7 +11,7 @@
 use anyhow::{bail, Context};
 
 /// The schema version this binary creates and expects.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Key of the advisory lock migrations run under ("Roster" in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x0052_6f73_7465_7201;
@@ -43,6 +43,12 @@ const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "scim_read",
         sql: include_str!("schema/0004_scim_read.sql"),
+    },
+    // h-console-users: the console's user search
+    Migration {
+        version: 5,
+        name: "console_search",
+        sql: include_str!("schema/0005_console_search.sql"),
     },
 ];
 

@@ -100,10 +100,15 @@ impl Users for PostgresStore {
         take: usize,
     ) -> Result<UserPage> {
         match condition(filter, 2) {
-            Some(cond) => self.page_in(tenant, rows_of(status), cond, skip, take),
+            Some(cond) if *filter == UserFilter::Everyone => {
+                self.page_in(tenant, rows_of(status), cond, skip, take)
+            }
+            Some(cond) => self.search_in(tenant, rows_of(status), cond, skip, take),
             None => {
                 let keep = |u: &User| status.is_none_or(|s| u.status == s) && filter.matches(u);
-                self.users_page(tenant, &keep, skip, take)
+                let mut page = self.users_page(tenant, &keep, skip, take)?;
+                page.total = page.total.min(crate::store::SEARCH_COUNT_CAP + 1);
+                Ok(page)
             }
         }
     }

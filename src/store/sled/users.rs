@@ -117,7 +117,11 @@ impl Users for SledStore {
         take: usize,
     ) -> Result<UserPage> {
         let keep = |u: &User| status.is_none_or(|s| u.status == s) && filter.matches(u);
-        self.users_page(tenant, &keep, skip, take)
+        let mut page = self.users_page(tenant, &keep, skip, take)?;
+        if *filter != UserFilter::Everyone {
+            page.total = page.total.min(crate::store::SEARCH_COUNT_CAP + 1);
+        }
+        Ok(page)
     }
 
     fn groups_page(
