@@ -268,6 +268,26 @@ pub(super) fn rows_of(status: Option<crate::model::UserStatus>) -> &'static str 
     }
 }
 
+/// [`rows_of`] for a search (`search_in`): the status compared under `COLLATE "C"`, which the
+/// index on `(tenant, status)` cannot serve, so the planner drives a search by the search's
+/// own indexes instead of walking every active user to filter them (1.8 s instead of under a
+/// millisecond for a prefix matching nobody, on 1,000,000 users).
+pub(super) fn search_rows_of(status: Option<crate::model::UserStatus>) -> &'static str {
+    use crate::model::UserStatus;
+    match status {
+        None => "FROM roster.user_rows WHERE tenant = $1",
+        Some(UserStatus::Active) => {
+            "FROM roster.user_rows WHERE tenant = $1 AND status COLLATE \"C\" = 'active'"
+        }
+        Some(UserStatus::Inactive) => {
+            "FROM roster.user_rows WHERE tenant = $1 AND status COLLATE \"C\" = 'inactive'"
+        }
+        Some(UserStatus::Deleted) => {
+            "FROM roster.user_rows WHERE tenant = $1 AND status COLLATE \"C\" = 'deleted'"
+        }
+    }
+}
+
 impl PostgresStore {
     /// One page of the users matching `cond` (placeholders from `$2`) and the match count.
     pub(super) fn page_where(
