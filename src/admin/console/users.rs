@@ -50,8 +50,9 @@ struct ListQuery {
     q: String,
     #[serde(default)]
     status: String,
+    /// A page number; anything else shows the first page.
     #[serde(default)]
-    page: Option<usize>,
+    page: String,
 }
 
 /// The `status` choice of the search form; None for every status.
@@ -153,7 +154,12 @@ async fn list(
     let t = viewer.tenant(&config, &tenant)?.clone();
     let status = status_choice(&query.status)?;
     let q: String = query.q.trim().chars().take(MAX_QUERY_CHARS).collect();
-    let page_no = query.page.unwrap_or(1).clamp(1, MAX_PAGE);
+    let page_no = query
+        .page
+        .trim()
+        .parse::<usize>()
+        .unwrap_or(1)
+        .clamp(1, MAX_PAGE);
     let Some(_turn) = crate::admin::heavy_turn(&st).await else {
         return Err(PageError::new(
             StatusCode::SERVICE_UNAVAILABLE,
