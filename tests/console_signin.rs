@@ -233,3 +233,59 @@ async fn failed_operator_sign_ins_block_the_address_for_ssh_too() {
     .await;
     assert!(ssh.is_err(), "SSH from the blocked address is refused");
 }
+
+/// Signs in to the portal over HTTP; returns the `Cookie` header value of the session.
+async fn tenant_session(base: &str, tenant: &str, password: &str) -> String {
+    let login = request(base, "GET", "/login", "", None).await;
+    let pre = cookie_value(&login.set_cookies, "roster_login").unwrap();
+    let signed = request(
+        base,
+        "POST",
+        "/login/tenant",
+        &format!("roster_login={pre}"),
+        Some(&[
+            ("csrf", &csrf_in(&login.body)),
+            ("tenant", tenant),
+            ("password", password),
+        ]),
+    )
+    .await;
+    assert_eq!(signed.status, 303, "{signed:?}");
+    format!(
+        "roster_session={}",
+        cookie_value(&signed.set_cookies, "roster_session").unwrap()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_the_password_ends_the_portal_session() {
+    let env = console_support::start().await;
+    let base = env.admin_url();
+    let beta = tenant_session(&base, "beta", BETA_PASSWORD).await;
+    let acme = tenant_session(&base, "acme", ACME_PORTAL_PASSWORD).await;
+    assert_eq!(
+        request(&base, "GET", "/tenants/beta", &beta, None)
+            .await
+            .status,
+        200
+    );
+
+    // A new SFTP password for beta (acme's portal password stays).
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    let old = text
+        .lines()
+        .find(|l| l.starts_with("password_hash = "))
+        .unwrap()
+        .to_string();
+    let new_hash = roster::login::hash_password("beta-new-password").unwrap();
+    let text = text.replacen(&old, &format!("password_hash = \"{new_hash}\""), 1);
+    std::fs::write(&env.config_path, text).unwrap();
+    env.server().sftp.config.reload().unwrap();
+
+    let after = request(&base, "GET", "/tenants/beta", &beta, None).await;
+    assert_eq!(after.status, 303, "beta's session ended with its password");
+    assert_eq!(after.location.as_deref(), Some("/login"));
+    let other = request(&base, "GET", "/tenants/acme", &acme, None).await;
+    assert_eq!(other.status, 200, "acme's session is untouched");
+    tenant_session(&base, "beta", "beta-new-password").await;
+}

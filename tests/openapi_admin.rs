@@ -150,6 +150,21 @@ fn calls(import_id: &str) -> Vec<Call> {
         "",
         None,
     );
+    let enable = "/api/tenants/{tenant}/webhooks/{index}/enable";
+    call(
+        "POST",
+        enable,
+        "/api/tenants/acme/webhooks/0/enable",
+        "",
+        None,
+    );
+    call(
+        "POST",
+        enable,
+        "/api/tenants/nobody/webhooks/0/enable",
+        "",
+        None,
+    );
     call(
         "GET",
         "/api/tenants/{tenant}/scim-push",

@@ -3,7 +3,8 @@
 //! provider's users back through its own SCIM API. Covers create, adoption by externalId and by
 //! userName, update by PATCH and by PUT (a provider without PATCH), deactivate, restore,
 //! delete, a refusal kept with the provider's detail, the cursor held while the provider is
-//! down, a bearer token, and `--reconcile`.
+//! down, a bearer token, `--reconcile`, and a report pushed before its manager getting the
+//! manager once the manager arrives.
 
 #[path = "scim_push/server.rs"]
 mod server;
@@ -490,4 +491,38 @@ fn the_manager_is_the_application_id_of_the_user_with_that_email() {
     let boss_id = s.by_external_id("boss").unwrap()["id"].clone();
     let emp = s.by_external_id("emp").unwrap();
     assert_eq!(emp[ENTERPRISE]["manager"]["value"], boss_id, "{emp}");
+}
+
+#[test]
+fn a_report_pushed_before_its_manager_gets_the_manager_once_the_manager_arrives() {
+    let s = ScimServer::start(&[]);
+    let src = MemSource::default();
+    let p = Pusher::new("t-manager-late", &config(&s, ScimOnMissing::Deactivate)).unwrap();
+    // One import, the report's change first, then (past one batch of the first push) the boss.
+    let mut emp = user("emp", "Emp");
+    emp.fields
+        .insert("manager_email".into(), json!("Late.Boss@acme.example"));
+    src.apply("emp", Some(emp), ChangeKind::Created, &[]);
+    for i in 0..300 {
+        create(&src, &format!("filler{i:03}"), "Filler");
+    }
+    let mut boss = user("late.boss", "Boss");
+    boss.email = Some("late.boss@acme.example".into());
+    src.apply("late.boss", Some(boss), ChangeKind::Created, &[]);
+    drain(&p, &src);
+    assert_eq!(src.position(), 302);
+    let boss_id = s.by_external_id("late.boss").unwrap()["id"].clone();
+    let emp = s.by_external_id("emp").unwrap();
+    assert_eq!(emp[ENTERPRISE]["manager"]["value"], boss_id, "{emp}");
+    assert!(snapshot("t-manager-late").failing.is_empty());
+    // A manager the application never gets leaves the report without one, and nothing fails.
+    let mut orphan = user("orphan", "Orphan");
+    orphan
+        .fields
+        .insert("manager_email".into(), json!("nobody@acme.example"));
+    src.apply("orphan", Some(orphan), ChangeKind::Created, &[]);
+    drain(&p, &src);
+    let orphan = s.by_external_id("orphan").unwrap();
+    assert!(orphan[ENTERPRISE].get("manager").is_none(), "{orphan}");
+    assert!(snapshot("t-manager-late").failing.is_empty());
 }

@@ -1,7 +1,9 @@
 //! SCIM push inside `roster serve`, end to end: a tenant's imports reach a real SCIM service
 //! provider (`scim2-server`) through the change log and the push worker; the status route
 //! shows the cursor; `roster scim-push --reconcile [--dry-run]` finds and fixes drift made in
-//! the application behind Roster's back. Needs the change log written by commits (h-changes).
+//! the application behind Roster's back; a push killed with SIGKILL resumes without duplicates;
+//! a refused user is still listed (and retried) after a restart. Needs the change log written
+//! by commits (h-changes).
 
 #[path = "admin_support/mod.rs"]
 mod admin_support;
@@ -208,12 +210,10 @@ fn roster_blocking(config: &std::path::Path, args: &[&str]) -> std::process::Out
         .unwrap()
 }
 
-#[test]
-fn a_push_killed_with_sigkill_resumes_without_duplicates() {
-    const N: usize = 400;
-    let scim = ScimServer::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
+/// Writes a config with tenant `k9` (password login, `users.csv`, `[tenants.scim_push]` at
+/// `url`) under `dir`; returns its path.
+fn k9_config(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
+    let d = dir.display();
     let hash = {
         use std::io::Write;
         let mut c = std::process::Command::new(BIN)
@@ -228,7 +228,7 @@ fn a_push_killed_with_sigkill_resumes_without_duplicates() {
             .trim()
             .to_string()
     };
-    let config = dir.path().join("roster.toml");
+    let config = dir.join("roster.toml");
     std::fs::write(
         &config,
         format!(
@@ -250,10 +250,29 @@ url = "{url}"
 "#,
             sftp = free_port(),
             admin = free_port(),
-            url = scim.base
         ),
     )
     .unwrap();
+    config
+}
+
+/// Starts `roster serve` on `config` and waits until its admin API answers.
+fn serve_started(config: &std::path::Path) -> ServeProcess {
+    let serve = ServeProcess::start(config);
+    let until = Instant::now() + Duration::from_secs(30);
+    while !roster_blocking(config, &["nodes"]).status.success() {
+        assert!(Instant::now() < until, "roster serve did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    serve
+}
+
+#[test]
+fn a_push_killed_with_sigkill_resumes_without_duplicates() {
+    const N: usize = 400;
+    let scim = ScimServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = k9_config(dir.path(), &scim.base);
     let home = dir.path().join("data/tenants/k9");
     std::fs::create_dir_all(&home).unwrap();
     let mut csv = String::from("email,first_name,last_name\n");
@@ -262,12 +281,7 @@ url = "{url}"
     }
     std::fs::write(home.join("users.csv"), csv).unwrap();
 
-    let mut serve = ServeProcess::start(&config);
-    let until = Instant::now() + Duration::from_secs(30);
-    while !roster_blocking(&config, &["nodes"]).status.success() {
-        assert!(Instant::now() < until, "roster serve did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut serve = serve_started(&config);
     let run = roster_blocking(&config, &["run-now", "k9", "--json"]);
     assert!(
         run.status.success(),
@@ -312,4 +326,84 @@ url = "{url}"
         (N, N),
         "killed at {at_kill}: no duplicates, none lost"
     );
+}
+
+/// The failing users of `roster scim-push k9 --json` (their keys).
+fn failing_keys(config: &std::path::Path) -> Vec<String> {
+    let out = roster_blocking(config, &["scim-push", "k9", "--json"]);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["failing"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f["key"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until `ok` holds for the failing keys.
+fn wait_failing(config: &std::path::Path, what: &str, ok: impl Fn(&[String]) -> bool) {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let keys = failing_keys(config);
+        if ok(&keys) {
+            return;
+        }
+        assert!(Instant::now() < until, "{what}: {keys:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_refused_user_is_still_failing_after_a_restart_and_is_retried() {
+    let scim = ScimServer::start(&[]);
+    // The application already has someone else under the userName Roster will push: 409.
+    let other = scim.create(json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "taken@k9.example",
+        "externalId": "somebody-else",
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let config = k9_config(dir.path(), &scim.base);
+    // On the store under test (ROSTER_TEST_STORE=postgres: a throwaway PostgreSQL).
+    let store = support::server_store::ServerStore::for_test();
+    let text = std::fs::read_to_string(&config).unwrap() + &store.config_section();
+    std::fs::write(&config, text).unwrap();
+    let home = dir.path().join("data/tenants/k9");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(
+        home.join("users.csv"),
+        "email,first_name,last_name\nfree@k9.example,Fay,Free\ntaken@k9.example,Tom,Taken\n",
+    )
+    .unwrap();
+    let mut serve = serve_started(&config);
+    assert!(roster_blocking(&config, &["run-now", "k9", "--json"])
+        .status
+        .success());
+    wait_failing(&config, "the refusal is not shown", |k| {
+        k == ["taken@k9.example"]
+    });
+    assert!(ours(&scim.users(), "free@k9.example").is_some());
+
+    serve.kill9();
+    let mut serve = serve_started(&config);
+    // No new change reaches the tenant: the list comes back from the store.
+    wait_failing(&config, "forgotten after the restart", |k| {
+        k == ["taken@k9.example"]
+    });
+    // Once the application lets go of the name, the retry (with backoff) creates our user.
+    scim.delete(other["id"].as_str().unwrap());
+    wait_failing(&config, "still failing after the conflict went away", |k| {
+        k.is_empty()
+    });
+    assert!(ours(&scim.users(), "taken@k9.example").is_some());
+    // And the emptied list is what a further restart finds.
+    serve.kill9();
+    let _serve = serve_started(&config);
+    std::thread::sleep(Duration::from_secs(3)); // a few worker rounds
+    assert!(failing_keys(&config).is_empty());
 }

@@ -1,6 +1,7 @@
 //! Webhook delivery against a real receiver (Python, verifying with the Standard Webhooks
 //! reference library): order, signatures, message ids, retries with backoff and Retry-After,
-//! 410 Gone, timeouts, subscriptions, and a new endpoint starting after the newest event.
+//! 410 Gone and enabling again, timeouts, subscriptions, a new endpoint starting after the
+//! newest event, and a secret rotation signed for receivers on either secret.
 //!
 //! The events come from a hand-built [`EventSource`] (the store writes none until the change
 //! log lands); cursors and leases go through a real sled store.
@@ -17,7 +18,7 @@ use roster::store::Store;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::Duration;
-use webhooks::{Receiver, SECRET};
+use webhooks::{Receiver, OLD_SECRET, OTHER_SECRET, SECRET};
 
 const TENANT: &str = "acme";
 
@@ -134,6 +135,7 @@ fn endpoint_with(url: &str, events: Option<&[&str]>, timeout: Duration) -> Endpo
     let hook = WebhookConfig {
         url: url.into(),
         secret: SECRET.into(),
+        previous_secret: None,
         events: events.map(|e| e.iter().map(|s| s.to_string()).collect()),
     };
     EndpointDelivery::new(TENANT, hook, send::agent(timeout)).unwrap()
@@ -217,6 +219,7 @@ fn a_wrong_secret_fails_verification_at_the_receiver_and_is_retried() {
     let hook = WebhookConfig {
         url: rx.url.clone(),
         secret: "whsec_OTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTBmZWRjYmE=".into(),
+        previous_secret: None,
         events: None,
     };
     let d = EndpointDelivery::new(TENANT, hook, send::agent(send::TIMEOUT)).unwrap();
@@ -299,20 +302,125 @@ fn failures_retry_with_backoff_and_retry_after_keeping_the_message_id() {
 }
 
 #[test]
-fn gone_disables_the_endpoint_for_good() {
+fn gone_disables_the_endpoint_until_enabled_and_then_nothing_is_lost() {
     let rx = Receiver::start(SECRET);
     let src = HandSource::new();
-    let hook = endpoint(&rx.url, None);
-    pass(&hook, &src);
+    let d = endpoint(&rx.url, None);
+    pass(&d, &src);
     src.import("imp-1", &["a@x.example"]);
     rx.answer("410");
-    assert_eq!(pass(&hook, &src), PassOutcome::Disabled);
-    assert_eq!(pass(&hook, &src), PassOutcome::Disabled);
+    assert_eq!(pass(&d, &src), PassOutcome::Disabled);
+    assert_eq!(pass(&d, &src), PassOutcome::Disabled);
     assert_eq!(rx.seen().len(), 1);
     let c = cursor(&src, &rx.url);
     assert!(c.disabled);
     assert_eq!(c.position, 0);
     assert!(c.last_error.unwrap().contains("410"));
+    // More events wait while it is disabled.
+    src.import("imp-2", &["b@x.example"]);
+    assert_eq!(pass(&d, &src), PassOutcome::Disabled);
+    assert_eq!(rx.seen().len(), 1);
+
+    let enabled = roster::deliver::webhook::enable(&src, TENANT, &d.hook).unwrap();
+    assert!(enabled);
+    let c = cursor(&src, &rx.url);
+    assert_eq!((c.disabled, c.attempts, c.position), (false, 0, 0));
+    // Enabling an endpoint that is not disabled changes nothing.
+    assert!(!roster::deliver::webhook::enable(&src, TENANT, &d.hook).unwrap());
+    assert_eq!(cursor(&src, &rx.url), c);
+
+    assert_eq!(pass(&d, &src), PassOutcome::CaughtUp);
+    let seen = rx.seen();
+    let got: Vec<(&str, u16)> = seen.iter().map(|s| (s.id.as_str(), s.status)).collect();
+    assert_eq!(
+        got,
+        [
+            ("msg_acme_1", 410),
+            ("msg_acme_1", 200),
+            ("msg_acme_2", 200),
+            ("msg_acme_3", 200),
+            ("msg_acme_4", 200)
+        ]
+    );
+    assert!(seen.iter().all(|s| s.verified));
+    assert_eq!(
+        seen[0].body, seen[1].body,
+        "the refused message is sent again as it was"
+    );
+    let c = cursor(&src, &rx.url);
+    assert_eq!((c.position, c.disabled), (4, false));
+    assert!(c.last_error.is_none());
+    // An endpoint never seen has nothing to enable.
+    let never = WebhookConfig {
+        url: "http://127.0.0.1:9/never".into(),
+        secret: SECRET.into(),
+        previous_secret: None,
+        events: None,
+    };
+    assert!(!roster::deliver::webhook::enable(&src, TENANT, &never).unwrap());
+    assert_eq!(cursor(&src, &never.url), Cursor::default());
+}
+
+/// An endpoint with `secret` and `previous_secret`, and one with `secret` alone.
+fn rotating(url: &str, previous: Option<&str>) -> EndpointDelivery {
+    let hook = WebhookConfig {
+        url: url.into(),
+        secret: SECRET.into(),
+        previous_secret: previous.map(str::to_string),
+        events: None,
+    };
+    EndpointDelivery::new(TENANT, hook, send::agent(send::TIMEOUT)).unwrap()
+}
+
+#[test]
+fn during_a_rotation_receivers_on_either_secret_verify_every_message() {
+    // Three real receivers: one already on the new secret, one still on the old one, one on
+    // a secret neither side uses (it must refuse, or verification proves nothing).
+    let (on_new, on_old, on_other) = (
+        Receiver::start(SECRET),
+        Receiver::start(OLD_SECRET),
+        Receiver::start(OTHER_SECRET),
+    );
+    let src = HandSource::new();
+    let hooks: Vec<EndpointDelivery> = [&on_new, &on_old, &on_other]
+        .iter()
+        .map(|rx| rotating(&rx.url, Some(OLD_SECRET)))
+        .collect();
+    for d in &hooks {
+        pass(d, &src);
+    }
+    src.import("imp-1", &["a@x.example", "b@x.example"]);
+    assert_eq!(pass(&hooks[0], &src), PassOutcome::CaughtUp);
+    assert_eq!(pass(&hooks[1], &src), PassOutcome::CaughtUp);
+    assert!(matches!(pass(&hooks[2], &src), PassOutcome::WaitUntil(_)));
+    for rx in [&on_new, &on_old] {
+        let seen = rx.seen();
+        let ids: Vec<&str> = seen.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["msg_acme_1", "msg_acme_2"]);
+        assert!(
+            seen.iter().all(|s| s.verified && s.status == 200),
+            "{seen:#?}"
+        );
+        for s in &seen {
+            let sigs: Vec<&str> = s.signature.split(' ').collect();
+            assert_eq!(sigs.len(), 2, "{}", s.signature);
+            assert!(sigs.iter().all(|g| g.starts_with("v1,")));
+        }
+    }
+    let refused = on_other.seen();
+    assert_eq!(refused.len(), 1);
+    assert!(!refused[0].verified && refused[0].status == 400);
+
+    // The rotation ends (previous_secret removed): the old secret no longer verifies.
+    let after = [rotating(&on_new.url, None), rotating(&on_old.url, None)];
+    src.import("imp-2", &["c@x.example"]);
+    assert_eq!(pass(&after[0], &src), PassOutcome::CaughtUp);
+    assert!(matches!(pass(&after[1], &src), PassOutcome::WaitUntil(_)));
+    let last = on_new.seen().pop().unwrap();
+    assert!(last.verified && !last.signature.contains(' '));
+    let last = on_old.seen().pop().unwrap();
+    assert!(!last.verified && last.status == 400);
+    assert_eq!(cursor(&src, &on_old.url).position, 2);
 }
 
 #[test]
@@ -389,6 +497,7 @@ fn a_long_backlog_goes_out_in_batches() {
         &WebhookConfig {
             url: rx.url.clone(),
             secret: SECRET.into(),
+            previous_secret: None,
             events: None,
         },
     )

@@ -2,7 +2,9 @@
 //! an import over real SFTP, and its `directory.changed` and `import.finished` received by a
 //! real receiver that verifies each signature with the Standard Webhooks reference library, in
 //! order; `GET /api/tenants/{t}/webhooks` shows the cursor; reloads change the subscription
-//! and remove the endpoint.
+//! and remove the endpoint; an endpoint that 410 Gone disabled is enabled again with
+//! `roster webhooks acme --enable 0` and gets every event it missed; during a secret rotation
+//! receivers on either secret verify every message.
 
 #[path = "admin_support/mod.rs"]
 mod admin_support;
@@ -13,7 +15,7 @@ mod webhooks;
 use admin_support::{keys, users_csv, Env, TOKEN};
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use webhooks::{Receiver, SECRET};
+use webhooks::{Receiver, OLD_SECRET, SECRET};
 
 /// Rewrites the config with `hooks` (TOML of `[[tenants.webhooks]]` tables) in tenant acme,
 /// and reloads it.
@@ -31,6 +33,21 @@ fn hook_toml(url: &str, events: Option<&str>) -> String {
         .map(|e| format!("events = {e}\n"))
         .unwrap_or_default();
     format!("[[tenants.webhooks]]\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n{events}")
+}
+
+/// Runs `roster ARGS` against the env's server; (success, stdout).
+async fn cli(env: &Env, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+        .arg("-c")
+        .arg(env.cli_config())
+        .args(args)
+        .env_remove("ROSTER_ADMIN_URL")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), format!("{text}{err}"))
 }
 
 async fn status(env: &Env) -> Vec<Value> {
@@ -225,5 +242,131 @@ async fn a_deactivation_and_an_operators_restore_are_announced() {
         .map(|c| c["seq"].as_u64().unwrap())
         .collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    env.stop().await;
+}
+
+/// Waits until `check` holds for the first endpoint's status.
+async fn wait_status(env: &Env, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = status(env).await[0].clone();
+        if check(&st) {
+            return st;
+        }
+        assert!(Instant::now() < end, "{what}: {st:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gone_endpoint_is_enabled_again_and_gets_every_event_it_missed() {
+    let rx = Receiver::start(SECRET);
+    let mut env = Env::start().await;
+    set_webhooks(&env, &hook_toml(&rx.url, None));
+    wait_seen(&env).await;
+    rx.answer("410");
+    env.import("acme", &users_csv(0, 3)).await;
+    let st = wait_status(&env, "not disabled", |s| s["disabled"] == true).await;
+    assert_eq!(st["position"].as_u64(), Some(0));
+    assert!(st["last_error"].as_str().unwrap().contains("410"));
+    // Events keep coming while it is disabled; none is sent.
+    env.import("acme", &users_csv(0, 4)).await;
+    let st = wait_status(&env, "backlog", |s| s["backlog"].as_u64() == Some(4)).await;
+    assert_eq!(st["disabled"], true);
+    tokio::time::sleep(Duration::from_millis(2500)).await; // more than one poll
+    assert_eq!(rx.seen().len(), 1);
+    let (ok, text) = cli(&env, &["webhooks", "acme"]).await;
+    assert!(ok && text.contains("disabled (410 Gone"), "{text}");
+
+    // The route's refusals: no token, another tenant, no such endpoint.
+    let enable = "/api/tenants/acme/webhooks/0/enable";
+    assert_eq!(env.http("POST", enable, None, None).await.status, 401);
+    for path in [
+        "/api/tenants/nope/webhooks/0/enable",
+        "/api/tenants/acme/webhooks/1/enable",
+        "/api/tenants/acme/webhooks/x/enable",
+    ] {
+        let a = env.post(path, None).await;
+        assert_eq!(a.status, 404, "{path}: {}", a.text);
+    }
+    assert_eq!(rx.seen().len(), 1);
+
+    let (ok, text) = cli(&env, &["webhooks", "acme", "--enable", "0"]).await;
+    assert!(ok, "{text}");
+    // (After event 0 with 4 waiting, unless the delivery task was quicker than the status read.)
+    assert!(
+        text.contains("endpoint 0 (")
+            && text.contains("enabled again: delivery resumes after event"),
+        "{text}"
+    );
+    let seen = wait_delivered(&rx, 4).await;
+    let got: Vec<(&str, u16)> = seen.iter().map(|s| (s.id.as_str(), s.status)).collect();
+    assert_eq!(
+        got,
+        [
+            ("msg_acme_1", 410),
+            ("msg_acme_1", 200),
+            ("msg_acme_2", 200),
+            ("msg_acme_3", 200),
+            ("msg_acme_4", 200)
+        ]
+    );
+    assert!(seen.iter().all(|s| s.verified));
+    assert_eq!(seen[0].body, seen[1].body);
+    let announced: usize = seen[1..]
+        .iter()
+        .filter(|s| s.body["type"] == "directory.changed")
+        .map(|s| s.body["data"]["changes"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(announced, 4, "3 created, then 1 more: nothing lost");
+    let st = wait_status(&env, "caught up", |s| s["position"].as_u64() == Some(4)).await;
+    assert_eq!(
+        (&st["disabled"], st["backlog"].as_u64()),
+        (&false.into(), Some(0))
+    );
+    assert!(st["last_error"].is_null());
+    // Once more: nothing to enable, said so.
+    let a = env.post(enable, None).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json["enabled"], false);
+    assert_eq!(a.json["webhook"]["position"].as_u64(), Some(4));
+    let (ok, text) = cli(&env, &["webhooks", "acme", "--enable", "0"]).await;
+    assert!(
+        ok && text.contains("was not disabled: nothing changed"),
+        "{text}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn during_a_secret_rotation_receivers_on_either_secret_verify() {
+    let (on_new, on_old) = (Receiver::start(SECRET), Receiver::start(OLD_SECRET));
+    let mut env = Env::start().await;
+    let rotating = |url: &str| {
+        format!(
+            "[[tenants.webhooks]]\nurl = \"{url}\"\nsecret = \"{SECRET}\"\nprevious_secret = \"{OLD_SECRET}\"\n"
+        )
+    };
+    set_webhooks(&env, &(rotating(&on_new.url) + &rotating(&on_old.url)));
+    wait_seen(&env).await;
+    let end = Instant::now() + Duration::from_secs(20);
+    while status(&env).await[1]["position"].is_null() {
+        assert!(
+            Instant::now() < end,
+            "the second endpoint was never picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.import("acme", &users_csv(0, 3)).await;
+    for rx in [&on_new, &on_old] {
+        let seen = wait_delivered(rx, 2).await;
+        assert!(
+            seen.iter().all(|s| s.verified && s.status == 200),
+            "{seen:#?}"
+        );
+        assert!(seen.iter().all(|s| s.signature.split(' ').count() == 2));
+    }
+    let st = status(&env).await;
+    assert!(!st.iter().any(|s| s.to_string().contains(OLD_SECRET)));
     env.stop().await;
 }

@@ -297,36 +297,7 @@ async fn approve(
     let (tenant, id) = path(p)?;
     let t = tenant_of(&st.config.current(), &tenant)?;
     optional_json(&headers, body).await?;
-    let record = find_import(&st, &tenant, &id).await?;
-    let store = st.store.clone();
-    let (tid, iid) = (tenant.clone(), id.clone());
-    let held = blocking_ok("cannot read the held plans", move || store.held_plans(&tid)).await?;
-    if record.status != ImportStatus::Held || !held.contains(&iid) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "import {id} of tenant {tenant} is not held (its status is {}), so there is nothing to approve",
-                record.status
-            ),
-        ));
-    }
-    // Like every import, through the tenant's queue (one run per tenant at a time).
-    let applied = st.intake.approve(&t.id, &id).await.ok_or_else(|| {
-        ApiError::internal(
-            "cannot approve the import",
-            anyhow::anyhow!(
-                "the intake is stopping or the tenant was removed; nothing was applied"
-            ),
-        )
-    })?;
-    let record = applied.map_err(|e| {
-        tracing::warn!(%tenant, import_id = %id, "approve refused: {e:#}");
-        ApiError::new(
-            StatusCode::CONFLICT,
-            format!("import {id} of tenant {tenant} was not applied: {e:#}"),
-        )
-    })?;
-    json_ok(record)
+    json_ok(approve_held(&st, &t, &id).await?)
 }
 
 async fn run_now(
@@ -356,6 +327,37 @@ async fn today(State(st): State<AppState>, p: Result<Path<String>, PathRejection
 
 /// Today's file of a tenant: waiting in the root, or already imported today (history).
 fn today_report(config: &Config, t: &Tenant, store: &crate::store::Store) -> anyhow::Result<Value> {
+    let recent = store.history(&t.id, 50)?;
+    Ok(serde_json::to_value(today_file(config, t, recent))?)
+}
+
+// --- shared with the web console (h-console-runs) ---
+
+/// One file of today waiting in a tenant's root.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct WaitingFile {
+    pub name: String,
+    pub bytes: u64,
+    pub modified_at: DateTime<Utc>,
+}
+
+/// Today's file of a tenant (`GET /api/tenants/{t}/today`, the console's today page and
+/// overview): what waits in its root for today, and which of `recent` (its newest runs, newest
+/// first) imported a file today.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct TodayFile {
+    pub tenant: String,
+    pub date: String,
+    pub timezone: String,
+    pub pattern: String,
+    pub expected: Option<String>,
+    pub present: bool,
+    pub waiting: Vec<WaitingFile>,
+    pub imported: Vec<ImportRecord>,
+}
+
+/// [`TodayFile`] of `t`, from its root folder and its newest runs `recent`.
+pub(crate) fn today_file(config: &Config, t: &Tenant, recent: Vec<ImportRecord>) -> TodayFile {
     let calendar = TenantCalendar::of(&t.import);
     let today = calendar.today();
     let pattern = FilePattern::new(&t.import);
@@ -369,25 +371,69 @@ fn today_report(config: &Config, t: &Tenant, store: &crate::store::Store) -> any
         let modified: DateTime<Utc> = meta.modified().map(Into::into).unwrap_or_default();
         let dated_today = pattern.matches(&name).and_then(|m| m.date) == Some(today);
         if dated_today || (!pattern.has_date() && is_today(modified)) {
-            waiting.push(json!({"name": name, "bytes": meta.len(), "modified_at": modified}));
+            waiting.push(WaitingFile {
+                name,
+                bytes: meta.len(),
+                modified_at: modified,
+            });
         }
     }
-    let imported: Vec<ImportRecord> = store
-        .history(&t.id, 50)?
+    let imported: Vec<ImportRecord> = recent
         .into_iter()
         .filter(|r| r.status != ImportStatus::Missing && is_today(r.received_at))
         .collect();
-    Ok(json!({
-        "tenant": t.id,
-        "date": today.to_string(),
-        "timezone": calendar.zone.name(),
-        "pattern": t.import.file,
-        "expected": pattern.has_date().then(|| pattern.name_for(today)),
-        "present": !waiting.is_empty() || !imported.is_empty(),
-        "waiting": waiting,
-        "imported": imported,
-    }))
+    TodayFile {
+        tenant: t.id.clone(),
+        date: today.to_string(),
+        timezone: calendar.zone.name().to_string(),
+        pattern: t.import.file.clone(),
+        expected: pattern.has_date().then(|| pattern.name_for(today)),
+        present: !waiting.is_empty() || !imported.is_empty(),
+        waiting,
+        imported,
+    }
 }
+
+/// Approves the held run `id` of `t` through the intake (the API's and the console's
+/// Approve): 404 when there is no such run, 409 when it is not held or was not applied.
+pub(crate) async fn approve_held(
+    st: &AppState,
+    t: &Tenant,
+    id: &str,
+) -> Result<ImportRecord, ApiError> {
+    let tenant = t.id.as_str();
+    let record = find_import(st, tenant, id).await?;
+    let store = st.store.clone();
+    let tid = tenant.to_string();
+    let held = blocking_ok("cannot read the held plans", move || store.held_plans(&tid)).await?;
+    if record.status != ImportStatus::Held || !held.iter().any(|h| h == id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "import {id} of tenant {tenant} is not held (its status is {}), so there is nothing to approve",
+                record.status
+            ),
+        ));
+    }
+    // Like every import, through the tenant's queue (one run per tenant at a time).
+    let applied = st.intake.approve(tenant, id).await.ok_or_else(|| {
+        ApiError::internal(
+            "cannot approve the import",
+            anyhow::anyhow!(
+                "the intake is stopping or the tenant was removed; nothing was applied"
+            ),
+        )
+    })?;
+    applied.map_err(|e| {
+        tracing::warn!(%tenant, import_id = %id, "approve refused: {e:#}");
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!("import {id} of tenant {tenant} was not applied: {e:#}"),
+        )
+    })
+}
+
+// --- end shared with the web console ---
 
 async fn preview(
     State(st): State<AppState>,

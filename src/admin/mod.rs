@@ -135,8 +135,17 @@ pub async fn start(
         .merge(webhooks::router(state.clone()))
         .merge(scim::router(state.clone()))
         .merge(console::router(state))
-        .fallback(|| async {
+        .fallback(|headers: axum::http::HeaderMap| async move {
+            // A browser (it asks for HTML) gets the console's 404 page; API clients JSON.
+            let html = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/html"));
+            if html {
+                return console::PageError::not_found("there is no such page").into_response();
+            }
             ApiError::not_found("there is no such route; see docs/operators.md for the admin API")
+                .into_response()
         });
     let (shutdown, mut rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {

@@ -110,6 +110,10 @@ pub enum AdminCommand {
     /// The tenant's webhook endpoints: position, backlog, last success and error, state.
     Webhooks {
         tenant: String,
+        /// Enable endpoint N again (0-based, config order) after 410 Gone disabled it;
+        /// delivery resumes with the event it refused.
+        #[arg(long, value_name = "N")]
+        enable: Option<usize>,
         /// Print `{"webhooks": [...]}` as the API returns it.
         #[arg(long)]
         json: bool,
@@ -263,7 +267,24 @@ pub fn run(cmd: &AdminCommand, config_path: &Path, admin_url: Option<&str>) -> a
                 nodes_text(&v)?
             }
         }
-        AdminCommand::Webhooks { tenant, json } => {
+        AdminCommand::Webhooks {
+            tenant,
+            enable: Some(n),
+            json,
+        } => {
+            let path = format!("/api/tenants/{}/webhooks/{n}/enable", seg(tenant));
+            let v = c.post(&path, None)?;
+            if *json {
+                pretty(&v)?
+            } else {
+                webhooks::enabled_text(*n, &v)?
+            }
+        }
+        AdminCommand::Webhooks {
+            tenant,
+            enable: None,
+            json,
+        } => {
             let v = c.get(&format!("/api/tenants/{}/webhooks", seg(tenant)))?;
             if *json {
                 pretty(&v)?

@@ -1,8 +1,10 @@
-//! `roster webhooks TENANT [--json]`: the tenant's webhook endpoints and how delivery to each
-//! stands, from `GET /api/tenants/{tenant}/webhooks`.
+//! `roster webhooks TENANT [--enable N] [--json]`: the tenant's webhook endpoints and how
+//! delivery to each stands, from `GET /api/tenants/{tenant}/webhooks`; `--enable N` re-enables
+//! endpoint N after 410 Gone (`POST /api/tenants/{tenant}/webhooks/{N}/enable`).
 //!
-//! Data enters as that route's JSON; it leaves as a table (url, events, position, backlog, last
-//! success, attempts, next attempt, state) plus each endpoint's last error on its own line.
+//! Data enters as those routes' JSON; it leaves as a table (number, url, events, position,
+//! backlog, last success, attempts, next attempt, state) plus each endpoint's last error on its
+//! own line, or as one sentence saying what `--enable` did.
 
 use super::table;
 use serde_json::Value;
@@ -21,15 +23,17 @@ pub(super) fn webhooks_text(tenant: &str, v: &Value) -> anyhow::Result<String> {
     };
     let rows: Vec<Vec<String>> = list
         .iter()
-        .map(|e| {
+        .enumerate()
+        .map(|(i, e)| {
             let state = if e.disabled {
-                "disabled (410 Gone)"
+                "disabled (410 Gone; --enable N resumes)"
             } else if e.attempts > 0 {
                 "retrying"
             } else {
                 "ok"
             };
             vec![
+                i.to_string(),
                 e.url.clone(),
                 e.events.len().to_string(),
                 e.position.map_or("-".into(), |p| p.to_string()),
@@ -42,6 +46,7 @@ pub(super) fn webhooks_text(tenant: &str, v: &Value) -> anyhow::Result<String> {
         })
         .collect();
     let cols = [
+        table::Col("N", true),
         table::Col("URL", false),
         table::Col("TYPES", true),
         table::Col("POSITION", true),
@@ -58,4 +63,21 @@ pub(super) fn webhooks_text(tenant: &str, v: &Value) -> anyhow::Result<String> {
         }
     }
     Ok(out)
+}
+
+/// What `--enable n` did, from `{"enabled", "webhook"}`.
+pub(super) fn enabled_text(n: usize, v: &Value) -> anyhow::Result<String> {
+    let e: crate::deliver::webhook::EndpointStatus = serde_json::from_value(v["webhook"].clone())?;
+    let position = e.position.map_or("-".into(), |p| p.to_string());
+    Ok(if v["enabled"].as_bool() == Some(true) {
+        format!(
+            "endpoint {n} ({}) enabled again: delivery resumes after event {position} ({} waiting)\n",
+            e.url, e.backlog
+        )
+    } else {
+        format!(
+            "endpoint {n} ({}) was not disabled: nothing changed\n",
+            e.url
+        )
+    })
 }

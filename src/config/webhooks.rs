@@ -1,6 +1,7 @@
 //! `[[tenants.webhooks]]`: the endpoints a tenant's events are posted to (docs/delivery.md).
 //!
-//! Data enters as TOML (`url`, `secret`, optional `events`) and leaves as [`WebhookConfig`],
+//! Data enters as TOML (`url`, `secret`, optional `previous_secret` while a secret is rotated,
+//! optional `events`) and leaves as [`WebhookConfig`],
 //! read by `deliver::webhook` on every pass, so a reload that adds, removes or changes an
 //! endpoint takes effect without a restart. [`WebhookConfig::problems`] checks each key; the
 //! secret is decoded here only to be checked, and again where it signs.
@@ -24,6 +25,10 @@ pub struct WebhookConfig {
     pub url: String,
     /// `whsec_` + base64 of 24 to 64 random bytes (the Standard Webhooks format).
     pub secret: String,
+    /// During a rotation, the secret receivers may still verify with: every message is signed
+    /// with both (two `v1,` signatures), until it is removed from the config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<String>,
     /// Event type names this endpoint gets; None: every type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<String>>,
@@ -52,6 +57,16 @@ impl WebhookConfig {
         }
         if let Err(why) = self.key() {
             out.push((format!("{at}.secret"), why));
+        }
+        if let Some(previous) = &self.previous_secret {
+            if let Err(why) = decode_secret(previous) {
+                out.push((format!("{at}.previous_secret"), why));
+            } else if *previous == self.secret {
+                out.push((
+                    format!("{at}.previous_secret"),
+                    "is the same as secret; during a rotation it holds the old secret".into(),
+                ));
+            }
         }
         for name in self.events.iter().flatten() {
             if !EventType::ALL.iter().any(|t| t.as_str() == name) {
@@ -110,6 +125,7 @@ mod tests {
         WebhookConfig {
             url: url.into(),
             secret: secret.into(),
+            previous_secret: None,
             events: events.map(|e| e.iter().map(|s| s.to_string()).collect()),
         }
     }
@@ -148,6 +164,19 @@ mod tests {
         assert!(some.wants(EventType::FileMissing));
         assert!(!some.wants(EventType::DirectoryChanged));
         assert!(hook("http://x/", good, None).wants(EventType::ImportHeld));
+        let mut rotating = hook("http://x/", good, None);
+        rotating.previous_secret =
+            Some("whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into());
+        assert!(rotating.problems("webhooks[0]").is_empty());
+        for bad in ["s3cret", good] {
+            rotating.previous_secret = Some(bad.into());
+            let keys: Vec<String> = rotating
+                .problems("webhooks[0]")
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(keys, ["webhooks[0].previous_secret"], "{bad}");
+        }
     }
 }
 

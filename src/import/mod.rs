@@ -241,3 +241,12 @@ pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<Import
     job.approving = Some(approving);
     Ok(engine::execute(job)?.outcome)
 }
+
+// --- the web console's held page (h-console-runs) ---
+
+/// What approving the held run `import_id` would do now: a dry run of its stored plan (the
+/// file and profile it was held with) against the directory as it is. Nothing is changed.
+pub fn preview_held(store: &Store, tenant: &Tenant, import_id: &str) -> Result<Preview> {
+    let held = held::load(store, tenant, import_id)?;
+    preview_bytes(store, &held.tenant, &held.file, &held.plan[held.file_at..])
+}

@@ -29,6 +29,8 @@ pub mod pattern;
 mod retry;
 mod run;
 mod triggers;
+// the web console's overview shows each tenant's next scheduled run (h-console-runs)
+pub use triggers::next_fire;
 
 use crate::config::{ConfigHandle, Tenant, Trigger};
 use crate::model::{ImportRecord, ImportStatus};

@@ -122,6 +122,10 @@ pub struct Cursor {
     pub next_attempt: Option<DateTime<Utc>>,
     /// The consumer stopped (a webhook endpoint answered 410 Gone).
     pub disabled: bool,
+    /// What a consumer keeps beside its position, durable like it (SCIM push: the users the
+    /// application refused, so they survive a restart); None for most consumers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<serde_json::Value>,
 }
 
 /// The change from `old` to `new` of the user `key`, as the change log records it; None when

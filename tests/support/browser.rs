@@ -53,8 +53,6 @@ fn free_port() -> u16 {
 impl Browser {
     pub async fn start() -> Browser {
         install_once();
-        // fantoccini's rustls and Roster's both come with providers; pick ring (Roster's).
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -84,8 +82,8 @@ impl Browser {
         let url = format!("http://127.0.0.1:{port}");
         let mut last = String::new();
         for _ in 0..100 {
-            match ClientBuilder::rustls()
-                .unwrap()
+            let plain_http = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(plain_http)
                 .capabilities(caps.clone())
                 .connect(&url)
                 .await

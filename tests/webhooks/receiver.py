@@ -6,7 +6,8 @@ Usage: receiver.py SECRET LOG CONTROL PORTFILE
 
 - Listens on 127.0.0.1 on a free port and writes the port to PORTFILE.
 - Each POST is verified with standardwebhooks.Webhook(SECRET).verify(body, headers) and appended
-  to LOG as one JSON line: {"id", "timestamp", "verified", "error", "status", "body"}.
+  to LOG as one JSON line: {"id", "timestamp", "signature", "verified", "error", "status",
+  "body"}.
 - What it answers comes from CONTROL, read on each request: a comma-separated list of answers,
   the first of which is used and removed (an empty file or a missing one: 200). Answers:
   Each arrival is also appended to LOG.arrivals (its id) before answering.
@@ -70,6 +71,7 @@ class Handler(BaseHTTPRequestHandler):
             f.write(json.dumps({
                 "id": headers.get("webhook-id") or headers.get("Webhook-Id"),
                 "timestamp": headers.get("webhook-timestamp") or headers.get("Webhook-Timestamp"),
+                "signature": headers.get("webhook-signature") or headers.get("Webhook-Signature"),
                 "verified": verified,
                 "error": error,
                 "status": status,

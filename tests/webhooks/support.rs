@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 /// 32 bytes, `whsec_` + base64.
 pub const SECRET: &str = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+/// Another 32 bytes: the secret being rotated out in the rotation tests.
+pub const OLD_SECRET: &str = "whsec_T0xEb2xkT0xEb2xkT0xEb2xkT0xEb2xkT0xEb2xkT0w=";
+/// A third secret that neither side of a rotation uses.
+pub const OTHER_SECRET: &str = "whsec_OTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTBmZWRjYmE=";
 
 /// Installs `standardwebhooks` (tests/webhooks/install.sh) when python3 cannot import it.
 pub fn ensure_installed() {
@@ -42,6 +46,8 @@ pub struct Receiver {
 pub struct Seen {
     pub id: String,
     pub timestamp: i64,
+    /// The `webhook-signature` header as sent.
+    pub signature: String,
     pub verified: bool,
     pub status: u16,
     pub body: Value,
@@ -94,6 +100,7 @@ impl Receiver {
                 Seen {
                     id: v["id"].as_str().unwrap_or_default().to_string(),
                     timestamp: v["timestamp"].as_str().unwrap_or("0").parse().unwrap_or(0),
+                    signature: v["signature"].as_str().unwrap_or_default().to_string(),
                     verified: v["verified"].as_bool().unwrap_or(false),
                     status: v["status"].as_u64().unwrap_or(0) as u16,
                     body: v["body"].clone(),

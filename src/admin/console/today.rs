@@ -1,10 +1,116 @@
-//! A tenant's file of today (waiting or imported) and the Run now form.
+//! Today's file of a tenant: waiting in its root, or already imported today, with a download of
+//! a waiting file and (operators) "Run now".
 //!
-//! (Not built yet: the route table is empty.)
+//! `GET /tenants/{t}/today` (an operator any tenant, a tenant its own) reads what the admin
+//! API's `today` reads (`api::today_file`: the tenant's root folder and its newest runs).
+//! `GET /tenants/{t}/today/files/{name}` serves a waiting file only when `name` is one of the
+//! files the intake would import now (`intake::candidates`, compared exactly) and it lies
+//! inside the tenant's folder (`run::tenant_file`). `POST /tenants/{t}/run-now` (operators,
+//! CSRF) runs `intake.run_now` like the API and shows the runs it made.
 
+use super::held::CsrfForm;
+use super::{blocking, page, Chrome, PageError, Viewer};
+use crate::admin::api::{today_file, TodayFile};
 use crate::admin::AppState;
-use axum::Router;
+use crate::model::ImportRecord;
+use askama::Template;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Form, Router};
+
+/// Newest runs read to find today's imports.
+const RECENT_RUNS: usize = 50;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
+        .route("/tenants/{tenant}/today", get(today))
+        .route(
+            "/tenants/{tenant}/today/files/{name}",
+            get(download_waiting),
+        )
+        .route("/tenants/{tenant}/run-now", post(run_now))
+}
+
+#[derive(Template)]
+#[template(path = "today.html")]
+struct TodayPage {
+    chrome: Chrome,
+    tenant: String,
+    today: TodayFile,
+}
+
+#[derive(Template)]
+#[template(path = "run_now.html")]
+struct RunNowPage {
+    chrome: Chrome,
+    tenant: String,
+    pattern: String,
+    runs: Vec<ImportRecord>,
+}
+
+async fn today(
+    State(st): State<AppState>,
+    viewer: Viewer,
+    Path(tenant): Path<String>,
+) -> Result<Response, PageError> {
+    let config = st.config.current();
+    let t = viewer.tenant(&config, &tenant)?.clone();
+    let store = st.store.clone();
+    let tc = t.clone();
+    let report = blocking("cannot look for today's file", move || {
+        let recent = store.history(&tc.id, RECENT_RUNS)?;
+        Ok(today_file(&config, &tc, recent))
+    })
+    .await?;
+    page(&TodayPage {
+        chrome: Chrome::new(&viewer, format!("Today's file of {}", t.id), Some(&t.id)),
+        tenant: t.id.clone(),
+        today: report,
+    })
+}
+
+async fn download_waiting(
+    State(st): State<AppState>,
+    viewer: Viewer,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<Response, PageError> {
+    let config = st.config.current();
+    let t = viewer.tenant(&config, &tenant)?.clone();
+    let home = config.tenant_home(&t.id);
+    let wanted = name.clone();
+    let waiting = blocking("cannot look for today's file", move || {
+        Ok(crate::intake::candidates(&config, &t)
+            .into_iter()
+            .any(|n| n == wanted))
+    })
+    .await?;
+    if !waiting {
+        return Err(PageError::not_found(format!(
+            "{name:?} is not a file waiting to be imported"
+        )));
+    }
+    super::run::send_file(home, name).await
+}
+
+async fn run_now(
+    State(st): State<AppState>,
+    viewer: Viewer,
+    Path(tenant): Path<String>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, PageError> {
+    let form = form.map(|Form(f)| f).unwrap_or_default();
+    viewer.check_csrf(&form.csrf)?;
+    viewer.operator_only()?;
+    let config = st.config.current();
+    let t = viewer.tenant(&config, &tenant)?.clone();
+    let runs = st.intake.run_now(&t.id).await;
+    tracing::info!(tenant = %t.id, runs = runs.len(), "run now from the console");
+    page(&RunNowPage {
+        chrome: Chrome::new(&viewer, format!("Run now: {}", t.id), Some(&t.id)),
+        tenant: t.id.clone(),
+        pattern: t.import.file.clone(),
+        runs,
+    })
 }

@@ -170,39 +170,43 @@ impl ScimClient {
             .unwrap_or(true))
     }
 
+    /// The application's users matching `filter` (at most `count`), as `GET /Users?filter=`.
+    fn search(&self, filter: &str, count: usize) -> Result<Vec<Value>, ScimError> {
+        let path = format!(
+            "/Users?count={count}&filter={}",
+            percent_encoding::utf8_percent_encode(filter, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let v = self.call("GET", &path, None)?;
+        Ok(match v.get("Resources") {
+            Some(Value::Array(users)) => users.clone(),
+            _ => Vec::new(),
+        })
+    }
+
     /// The application's user for Roster user `key`: the one whose `externalId` is `key`, else
     /// one whose `userName` is `user_name` (case-insensitive) and carries no other externalId.
     /// Err(Conflict) names a user that has `user_name` but another externalId.
+    ///
+    /// Two single-attribute `eq` filters, one after the other (the second only when the first
+    /// finds nobody), rather than one `or`: that is what Entra and Okta send, so every provider
+    /// answers it, and providers index such lookups (scim2-server scans every user for an `or`).
     pub fn find(&self, key: &str, user_name: &str) -> Result<Found, ScimError> {
-        let filter = format!(
-            "externalId eq {} or userName eq {}",
-            quoted(key),
-            quoted(user_name)
-        );
-        let path = format!(
-            "/Users?count=10&filter={}",
-            percent_encoding::utf8_percent_encode(&filter, percent_encoding::NON_ALPHANUMERIC)
-        );
-        let v = self.call("GET", &path, None)?;
-        let users = v
-            .get("Resources")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
         let ext = |u: &Value| {
             u.get("externalId")
                 .and_then(Value::as_str)
                 .map(str::to_string)
         };
-        if let Some(u) = users.iter().find(|u| ext(u).as_deref() == Some(key)) {
+        let by_key = self.search(&format!("externalId eq {}", quoted(key)), 10)?;
+        if let Some(u) = by_key.iter().find(|u| ext(u).as_deref() == Some(key)) {
             return Ok(Found::Ours(u.clone()));
         }
+        let by_name = self.search(&format!("userName eq {}", quoted(user_name)), 10)?;
         let same_name = |u: &&Value| {
             u.get("userName")
                 .and_then(Value::as_str)
                 .is_some_and(|n| n.eq_ignore_ascii_case(user_name))
         };
-        match users.iter().find(same_name) {
+        match by_name.iter().find(same_name) {
             None => Ok(Found::Nobody),
             Some(u) => match ext(u) {
                 Some(other) if !other.is_empty() => Ok(Found::Taken(other)),
@@ -211,21 +215,23 @@ impl ScimClient {
         }
     }
 
-    /// The id of the application's user whose `userName` or email is `email`, if one is.
+    /// The id of the application's user whose `userName`, else whose email, is `email`, if one
+    /// is (two single-attribute filters, as in [`find`](Self::find)).
     pub fn id_by_email(&self, email: &str) -> Result<Option<String>, ScimError> {
-        let filter = format!(
-            "userName eq {} or emails.value eq {}",
-            quoted(email),
-            quoted(email)
-        );
-        let path = format!(
-            "/Users?count=2&filter={}",
-            percent_encoding::utf8_percent_encode(&filter, percent_encoding::NON_ALPHANUMERIC)
-        );
-        let v = self.call("GET", &path, None)?;
-        Ok(v.pointer("/Resources/0/id")
-            .and_then(Value::as_str)
-            .map(str::to_string))
+        let id = |users: Vec<Value>| {
+            users
+                .first()
+                .and_then(|u| u.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        if let Some(found) = id(self.search(&format!("userName eq {}", quoted(email)), 2)?) {
+            return Ok(Some(found));
+        }
+        Ok(id(self.search(
+            &format!("emails.value eq {}", quoted(email)),
+            2,
+        )?))
     }
 
     /// `POST /Users`.

@@ -5,10 +5,12 @@
 //! the store, or any [`ChangeSource`]) and `[tenants.scim_push]`; it leaves as HTTP requests to
 //! the application (`client`), the cursor written back to the store, and a [`PushStatus`] the
 //! admin API shows. `resource` maps users to SCIM resources (pure); `push` walks the log;
+//! `managers` remembers reports pushed before their manager, to push them again after it;
 //! `worker` runs it inside `roster serve`; `reconcile` compares the application with the
 //! directory for `roster scim-push --reconcile`.
 
 pub mod client;
+pub mod managers;
 pub mod push;
 pub mod reconcile;
 pub mod resource;

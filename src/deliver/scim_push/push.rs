@@ -14,14 +14,20 @@
 //! nothing from Roster.
 //!
 //! Durable: the cursor moves past a change only when its user was pushed, or refused for good
-//! (a 4xx other than 401/403/408/429: kept in the status with the provider's `detail` and retried with
-//! backoff). A transient failure (no answer, 401/403, 408, 429, 5xx) holds the cursor before that user's
+//! (a 4xx other than 401/403/408/429: kept in the status with the provider's `detail`, saved in
+//! the store so a restart keeps it, and retried with backoff; see `failing`). A transient failure (no answer, 401/403, 408, 429, 5xx) holds the cursor before that user's
 //! first change, no further user of the batch is started, and the whole batch waits for
 //! `Retry-After`, else an exponential backoff. After a 429 or 503 users are pushed one at a time
 //! until a batch goes through unthrottled, so a rate-limited provider sees progress instead of
 //! the same burst again.
+//!
+//! A report pushed before its manager reached the application is pushed again after the
+//! batch that created or adopted the manager ([`ManagerWaits`]), so it gets its `manager`.
+
+mod failing;
 
 use super::client::{id_of, Found, ScimClient, ScimError};
+use super::managers::ManagerWaits;
 use super::resource;
 use super::status::{status_of, Failure, PushStatus};
 use crate::config::{ScimOnMissing, ScimPushConfig};
@@ -37,6 +43,8 @@ use std::time::Duration;
 
 /// The cursor's consumer name in the store.
 pub const CONSUMER: &str = "scim-push";
+/// The consumer record whose `state` holds the failing users (a JSON list of `Failure`).
+pub const FAILING_CONSUMER: &str = "scim-push:failing";
 /// Most change-log entries read per batch.
 pub const BATCH: usize = 256;
 /// Users pushed at once.
@@ -56,6 +64,14 @@ pub trait ChangeSource: Send + Sync {
     fn user(&self, key: &str) -> Result<Option<User>>;
     fn cursor(&self) -> Result<Cursor>;
     fn save_cursor(&self, cursor: &Cursor) -> Result<()>;
+    /// The failing users as last saved (none: empty).
+    fn failures(&self) -> Result<Vec<Failure>> {
+        Ok(Vec::new())
+    }
+    /// Keeps the failing users durable (they survive a restart).
+    fn save_failures(&self, _failures: &[Failure]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A tenant's change log, users and `scim-push` cursor in the store.
@@ -76,6 +92,22 @@ impl ChangeSource for StoreSource {
     }
     fn save_cursor(&self, cursor: &Cursor) -> Result<()> {
         self.store.save_cursor(&self.tenant, CONSUMER, cursor)
+    }
+    fn failures(&self) -> Result<Vec<Failure>> {
+        let kept = self.store.cursor(&self.tenant, FAILING_CONSUMER)?;
+        Ok(match kept.state {
+            Some(list) => serde_json::from_value(list)?,
+            None => Vec::new(),
+        })
+    }
+    fn save_failures(&self, failures: &[Failure]) -> Result<()> {
+        let record = Cursor {
+            state: Some(serde_json::to_value(failures)?),
+            last_success: Some(Utc::now()),
+            ..Cursor::default()
+        };
+        self.store
+            .save_cursor(&self.tenant, FAILING_CONSUMER, &record)
     }
 }
 
@@ -141,6 +173,15 @@ fn group(changes: &[LoggedChange]) -> Vec<UserWork> {
     out
 }
 
+/// The lower-cased names a manager is looked up by: `userName`, and the email.
+fn arrival_names(u: &User) -> Vec<String> {
+    let mut names = vec![resource::user_name(u).to_lowercase()];
+    if let Some(email) = &u.email {
+        names.push(email.to_lowercase());
+    }
+    names
+}
+
 /// Exponential backoff after `attempts` failures: 1 s, 2 s, 4 s, … up to [`MAX_BACKOFF`].
 pub fn backoff(attempts: u32) -> Duration {
     let secs = 1u64 << attempts.saturating_sub(1).min(16);
@@ -174,8 +215,12 @@ pub struct Pusher {
     patch: Mutex<Option<bool>>,
     /// Managers' application ids by email (see `manager_id`).
     managers: Mutex<HashMap<String, String>>,
+    /// Reports pushed before their manager was in the application.
+    waits: ManagerWaits,
     /// The last batch was answered 429/503: push one user at a time until a batch goes through.
     throttled: AtomicBool,
+    /// The failing users as last saved in the store; None until loaded from it.
+    saved_failing: Mutex<Option<Vec<Failure>>>,
     status: Arc<Mutex<PushStatus>>,
 }
 
@@ -190,6 +235,8 @@ impl Pusher {
             patch: Mutex::new(None),
             throttled: AtomicBool::new(false),
             managers: Mutex::new(HashMap::new()),
+            waits: ManagerWaits::default(),
+            saved_failing: Mutex::new(None),
             status: status_of(tenant),
         })
     }
@@ -220,7 +267,7 @@ impl Pusher {
 
     /// The application's id of `u`'s manager (`manager_email`), when the application has that
     /// user; remembered per pusher (at most [`MANAGERS_KEPT`]). Best effort: a failed lookup
-    /// leaves the manager out.
+    /// leaves the manager out; one that found nobody also makes `u` wait for that manager.
     fn manager_id(&self, u: &User) -> Option<String> {
         let email = resource::field_value(u, "manager_email")?.to_lowercase();
         let mut known = self.managers.lock().unwrap_or_else(|p| p.into_inner());
@@ -228,7 +275,14 @@ impl Pusher {
             return Some(id.clone());
         }
         drop(known);
-        let id = self.client.id_by_email(&email).ok()??;
+        let id = match self.client.id_by_email(&email) {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                self.waits.wait(&email, &u.key); // bounded: past it, not kept
+                return None;
+            }
+            Err(_) => return None,
+        };
         known = self.managers.lock().unwrap_or_else(|p| p.into_inner());
         if known.len() >= MANAGERS_KEPT {
             known.clear();
@@ -290,17 +344,21 @@ impl Pusher {
             }
             Found::Adoptable(app) => {
                 let id = id_of(&app).unwrap_or_default();
-                self.update(id, u, cleared).map(|_| Action::Adopted)
+                self.update(id, u, cleared)?;
+                self.waits.arrived(&arrival_names(u));
+                Ok(Action::Adopted)
             }
             // An inactive user the application never had: nothing to tell it.
             Found::Nobody | Found::Taken(_) if u.status != UserStatus::Active => {
                 Ok(Action::Nothing)
             }
             // Taken: the provider decides (most answer 409 uniqueness, kept with its detail).
-            Found::Nobody | Found::Taken(_) => self
-                .client
-                .create(&self.with_manager(u, resource::resource(u, &self.extra, None)))
-                .map(|_| Action::Created),
+            Found::Nobody | Found::Taken(_) => {
+                self.client
+                    .create(&self.with_manager(u, resource::resource(u, &self.extra, None)))?;
+                self.waits.arrived(&arrival_names(u));
+                Ok(Action::Created)
+            }
         }
     }
 
@@ -398,6 +456,14 @@ impl Pusher {
 
     /// Pushes the next batch after the cursor (or waits, or retries failing users when idle).
     pub fn run_batch(&self, src: &dyn ChangeSource, now: DateTime<Utc>) -> Result<Batch> {
+        self.load_failing(src)?;
+        let batch = self.push_batch(src, now);
+        self.save_failing(src)?;
+        batch
+    }
+
+    /// One batch (see [`run_batch`](Self::run_batch)).
+    fn push_batch(&self, src: &dyn ChangeSource, now: DateTime<Utc>) -> Result<Batch> {
         let mut cursor = src.cursor()?;
         if let Some(t) = cursor.next_attempt.filter(|t| *t > now) {
             return Ok(Batch::Waiting(t));
@@ -405,6 +471,7 @@ impl Pusher {
         let changes = src.changes(cursor.position, BATCH)?;
         let Some(last_seq) = changes.last().map(|c| c.seq) else {
             self.retry_failing(src, now);
+            self.push_waiting_reports(src, now);
             return Ok(Batch::Idle);
         };
         let work = group(&changes);
@@ -447,44 +514,12 @@ impl Pusher {
             }
         }
         src.save_cursor(&cursor)?;
+        self.push_waiting_reports(src, now);
         Ok(Batch::Pushed {
             pushed,
             failed,
             position: cursor.position,
         })
-    }
-
-    /// Tries again the failing users whose next attempt is due (a few per call).
-    fn retry_failing(&self, src: &dyn ChangeSource, now: DateTime<Utc>) {
-        let due: Vec<Failure> = self
-            .status()
-            .failing
-            .values()
-            .filter(|f| f.next_attempt <= now)
-            .take(RETRIES_PER_BATCH)
-            .cloned()
-            .collect();
-        for f in due {
-            let r = self.push_one(src, &f.key, &BTreeSet::new());
-            let mut st = self.status();
-            match r {
-                Ok(_) => {
-                    st.failing.remove(&f.key);
-                    st.pushed += 1;
-                }
-                Err(e) => {
-                    let attempts = f.attempts.saturating_add(1);
-                    st.fail(Failure {
-                        status: e.status,
-                        detail: e.detail,
-                        at: now,
-                        attempts,
-                        next_attempt: later(now, backoff(attempts)),
-                        ..f
-                    });
-                }
-            }
-        }
     }
 
     /// Runs batches until nothing is left or the cursor waits, at most `max_batches`.

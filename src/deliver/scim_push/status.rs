@@ -3,12 +3,12 @@
 //!
 //! The pusher writes a tenant's [`PushStatus`] after every batch; the admin API
 //! (`GET /api/tenants/{t}/scim-push`) reads it through [`status_of`]. Kept in this process's
-//! memory (the cursor, the durable part, is in the store): after a restart the failing users are
-//! found again when their next change is pushed, or by `roster scim-push --reconcile`. Bounded:
-//! at most [`MAX_FAILING`] users are kept.
+//! memory; the failing users are also saved in the store by the pusher whenever they change
+//! (`push::FAILING_CONSUMER`) and loaded back by the first batch after a restart, so they are
+//! still shown and retried. Bounded: at most [`MAX_FAILING`] users are kept.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub const MAX_FAILING: usize = 1000;
 
 /// A user the application refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     pub key: String,
     /// The change-log kind of the last change pushed (or "reconcile").

@@ -80,9 +80,9 @@ pub struct EndpointDelivery {
 
 impl EndpointDelivery {
     /// Delivery of `tenant`'s events to `hook` with the HTTP client `agent` (see
-    /// [`send::agent`]); an error says what is wrong with the secret.
+    /// [`send::agent`]); an error says what is wrong with the secret (or the previous one).
     pub fn new(tenant: &str, hook: WebhookConfig, agent: ureq::Agent) -> Result<Self, String> {
-        let signer = Signer::from_secret(&hook.secret)?;
+        let signer = Signer::rotating(&hook.secret, hook.previous_secret.as_deref())?;
         Ok(EndpointDelivery {
             tenant: tenant.to_string(),
             consumer: consumer_id(&hook.url),
@@ -206,7 +206,7 @@ impl EndpointDelivery {
                 cursor.next_attempt = None;
                 cursor.last_error = Some(format!("{id}: {error}"));
                 tracing::error!(%tenant, %url, %id,
-                    "webhook endpoint disabled: it answered 410 Gone; change its url to deliver again");
+                    "webhook endpoint disabled: it answered 410 Gone; `roster webhooks TENANT --enable N` resumes it");
                 Some(PassOutcome::Disabled)
             }
         };

@@ -7,8 +7,9 @@
 //! reloads apply at once. It leaves as HTTP POSTs signed by [`sign`], built by [`message`] and
 //! sent by [`send`], and as the endpoint's cursor saved after each outcome ([`endpoint`]):
 //! 2xx advances it; a timeout, connection error, 429, 5xx or other 4xx keeps it and schedules a
-//! retry with backoff; 410 Gone disables the endpoint. [`run`] keeps one task per endpoint in
-//! the config; [`status`] is what the admin API shows.
+//! retry with backoff; 410 Gone disables the endpoint until an operator enables it again
+//! ([`enable`]). [`run`] keeps one task per endpoint in the config; [`status`] is what the
+//! admin API shows.
 //!
 //! Names: the cursor's consumer id is `webhook:` + hex sha256 of the URL ([`consumer_id`]), so
 //! a changed URL is a new endpoint, which starts after the newest event at first sight; the
@@ -16,6 +17,7 @@
 //! after kill -9, so receivers can de-duplicate; with several nodes the endpoint's store lease
 //! is `webhook:<tenant>:<hash>` ([`lease_name`]), so one node delivers per tenant and endpoint.
 
+pub mod enable;
 pub mod endpoint;
 pub mod message;
 pub mod run;
@@ -23,6 +25,7 @@ pub mod send;
 pub mod sign;
 pub mod status;
 
+pub use enable::enable;
 pub use endpoint::{Backoff, EndpointDelivery, PassOutcome};
 pub use run::{start, RunningWebhooks};
 pub use sign::Signer;

@@ -25,7 +25,8 @@ pub struct EndpointStatus {
     /// Failed attempts at the next event.
     pub attempts: u32,
     pub next_attempt: Option<DateTime<Utc>>,
-    /// It answered 410 Gone: nothing is sent to it until its url changes.
+    /// It answered 410 Gone: nothing is sent to it until it is enabled again (or its url
+    /// changes).
     pub disabled: bool,
 }
 
