@@ -86,8 +86,18 @@ impl Users for SledStore {
             };
             return self.page_by_record(tenant, &mut keep, skip, take);
         }
-        let keep = |u: &User| status.is_none_or(|s| u.status == s) && filter.matches(u);
-        let mut page = self.users_page(tenant, &keep, skip, take)?;
+        // A search: records that cannot contain its text are passed over undecoded.
+        let needles = super::search::Needles::of(filter);
+        let mut keep = |k: &[u8], v: &[u8]| -> Result<bool> {
+            if status.is_some_and(|s| UserStatus::from_byte(status_of(v)) != s)
+                || needles.as_ref().is_some_and(|n| !n.may_match(k, v))
+            {
+                return Ok(false);
+            }
+            let user = User::from_rec(&String::from_utf8_lossy(k), &UserRec::decode(v)?);
+            Ok(filter.matches(&user))
+        };
+        let mut page = self.page_by_record(tenant, &mut keep, skip, take)?;
         page.total = page.total.min(crate::store::SEARCH_COUNT_CAP + 1);
         Ok(page)
     }
