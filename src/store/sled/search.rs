@@ -7,7 +7,8 @@
 //! or `sw` comparisons with ASCII text on attributes whose value is one stored field (or the
 //! key), which is what the console builds; any other filter gives None and every record is
 //! decoded. [`Needles::may_match`] is never false for a record the filter matches: it looks
-//! case-insensitively (a superset of case-exact), in the record's text part (every field's
+//! for every word at once (one Aho-Corasick scan, ASCII case-insensitive: a superset of
+//! case-exact) in the record's text part (every field's
 //! value, and more), and gives true for any record or key with non-ASCII bytes (where Unicode
 //! lower-casing could turn a non-ASCII character into ASCII). `FullName` ("first last")
 //! compared with `q` needs only `q`'s first word: the first name, or when it is empty the last
@@ -16,6 +17,7 @@
 use crate::model::filter::{Attribute, Op, Operand};
 use crate::model::packed::text_part;
 use crate::model::UserFilter;
+use aho_corasick::AhoCorasick;
 
 /// Where one alternative's text must appear.
 enum Needle {
@@ -28,13 +30,47 @@ enum Needle {
 }
 
 /// The alternatives of a search filter: a record may match only if one of them is found.
-pub(super) struct Needles(Vec<Needle>);
+pub(super) struct Needles {
+    /// Every `Record` and `RecordOrKey` word, for one scan of a record's text.
+    in_record: Option<AhoCorasick>,
+    /// The `RecordOrKey` words, for the key.
+    in_key: Option<AhoCorasick>,
+    keys: Vec<(Vec<u8>, Op)>,
+}
+
+fn scanner(words: &[&[u8]]) -> Option<Option<AhoCorasick>> {
+    if words.is_empty() {
+        return Some(None);
+    }
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(words)
+        .ok()
+        .map(Some)
+}
 
 impl Needles {
     pub fn of(f: &UserFilter) -> Option<Needles> {
         let mut out = Vec::new();
         collect(f, &mut out)?;
-        Some(Needles(out))
+        let mut record: Vec<&[u8]> = Vec::new();
+        let mut key_words: Vec<&[u8]> = Vec::new();
+        let mut keys = Vec::new();
+        for n in &out {
+            match n {
+                Needle::Record(w) => record.push(w),
+                Needle::RecordOrKey(w) => {
+                    record.push(w);
+                    key_words.push(w);
+                }
+                Needle::Key(k, op) => keys.push((k.clone(), *op)),
+            }
+        }
+        Some(Needles {
+            in_record: scanner(&record)?,
+            in_key: scanner(&key_words)?,
+            keys,
+        })
     }
 
     /// False only when the filter cannot match the user of `key` stored as `rec`.
@@ -43,14 +79,16 @@ impl Needles {
         if !text.is_ascii() {
             return true;
         }
-        self.0.iter().any(|n| match n {
-            Needle::Record(x) => contains_ignore_case(text, x),
-            Needle::Key(x, Op::Eq) => key == x.as_slice(),
-            Needle::Key(x, _) => key.starts_with(x),
-            Needle::RecordOrKey(x) => {
-                !key.is_ascii() || contains_ignore_case(text, x) || contains_ignore_case(key, x)
-            }
-        })
+        let key_hit = |(k, op): &(Vec<u8>, Op)| match op {
+            Op::Eq => key == k.as_slice(),
+            _ => key.starts_with(k),
+        };
+        self.keys.iter().any(key_hit)
+            || self.in_record.as_ref().is_some_and(|a| a.is_match(text))
+            || self
+                .in_key
+                .as_ref()
+                .is_some_and(|a| !key.is_ascii() || a.is_match(key))
     }
 }
 
@@ -84,14 +122,6 @@ fn collect(f: &UserFilter, out: &mut Vec<Needle>) -> Option<()> {
         }
         _ => None,
     }
-}
-
-/// Whether `hay` contains `needle` (lower-case ASCII), ignoring ASCII case.
-fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty()
-        || hay
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]
