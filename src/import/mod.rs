@@ -26,7 +26,8 @@
 //! - `filing`: the archive names planned by the intake; outputs staged before the commit.
 //! - `ending`: how a run ends: hold, tally, failure, nothing imported, and the commit.
 //!
-//! Besides runs: `restore` brings back one soft-deleted or deactivated user.
+//! Besides runs: `restore` brings back one soft-deleted or deactivated user; `sample` reads the
+//! head of a file as a run would, for the console's column mapping helper.
 //!
 //! Decisions where the contract is silent:
 //! - Row numbers count the header as row 1, so the first data row is row 2 (as a spreadsheet
@@ -60,6 +61,8 @@ mod record;
 mod report;
 mod restore;
 mod row_pass;
+// The console's column mapping helper (h-console-users).
+pub mod sample;
 mod spill;
 mod survey;
 

@@ -147,6 +147,13 @@ impl UserRec {
     }
 }
 
+/// The bytes of an encoded record after its fixed header: the password hash, then every field's
+/// name and value (with their lengths). Lets a reader look for text without decoding
+/// (the console's search on sled, `store::sled::search`).
+pub fn text_part(rec: &[u8]) -> &[u8] {
+    rec.get(HEADER_LEN..).unwrap_or(&[])
+}
+
 /// Status byte of an encoded record (without decoding it).
 pub fn status_of(rec: &[u8]) -> u8 {
     rec.get(1).copied().unwrap_or(STATUS_INACTIVE)

@@ -222,6 +222,21 @@ pub trait Users: Send + Sync {
         take: usize,
     ) -> Result<UserPage>;
     // --- end SCIM reads ---
+    // --- the console's user search (h-console-users) ---
+    /// As [`Users::users_matching`], over the users whose status is `status` (every user, the
+    /// soft-deleted too, when None): the console filters by status, deleted included. With a
+    /// filter other than `Everyone`, `total` is exact up to [`SEARCH_COUNT_CAP`] and
+    /// `SEARCH_COUNT_CAP + 1` means "more" (PostgreSQL finds at most that many candidates
+    /// through its indexes before it decides how to page: `postgres::users_query`).
+    fn users_matching_status(
+        &self,
+        tenant: &str,
+        filter: &UserFilter,
+        status: Option<UserStatus>,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage>;
+    // --- end console user search ---
     /// Number of users per status: (active, inactive, deleted).
     fn user_counts(&self, tenant: &str) -> Result<(u64, u64, u64)>;
     /// One user by key (tried as given, then lower-cased, as email and username keys are).
@@ -231,6 +246,9 @@ pub trait Users: Send + Sync {
     /// No caller in the server today: the tests check stored hashes with it.
     fn verify_user_password(&self, tenant: &str, key: &str, password: &str) -> Result<bool>;
 }
+
+/// Matches a filtered [`Users::users_matching_status`] counts exactly; one more means "more".
+pub const SEARCH_COUNT_CAP: u64 = 10_000;
 
 /// One group of a [`GroupPage`]: its name (from users' `groups` field) and member count.
 #[derive(Debug, Clone, PartialEq, Eq)]

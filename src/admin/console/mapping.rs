@@ -1,10 +1,418 @@
-//! The column mapping helper: upload a sample file and see its encoding, delimiter, headers, first rows, a suggested mapping and the [tenants.import.columns] TOML to paste.
+//! The column mapping helper (operators): upload a sample file, see how the import reads it,
+//! and get the `[tenants.import.columns]` TOML to paste.
 //!
-//! (Not built yet: the route table is empty.)
+//! `GET /mapping?tenant=ID` shows the form (a file input and an optional tenant id);
+//! `POST /mapping` takes it as `multipart/form-data` (CSRF checked before the file part is
+//! read, the file bounded by `server.max_upload_bytes`, one upload at a time with the
+//! previews' permit). The file is read by `import::sample` exactly as a run reads it (with the
+//! tenant's `encoding` and `delimiter` settings, else `auto`): the page shows the detected
+//! encoding and delimiter, the headers and the first [`SAMPLE_ROWS`] rows. Each header gets a
+//! suggested field ([`suggest`]): the tenant's own `columns` first, then a header that is a
+//! field name (the import's own rule for an empty `columns` map: trimmed, any case), then a
+//! header that matches a field name or a common alias once case, spaces and punctuation are
+//! ignored (`E-Mail`, `First Name`, `Surname`, `Employee ID`, ...). Headers left over are
+//! listed as ignored, with a `custom.NAME` line to uncomment. The suggested map is checked by
+//! the import's own header matching (`import::sample::check_header`): the page says whether a
+//! run with it would find the match key and both names. Nothing is stored.
 
+use super::upload::read_upload;
+use super::{page, Chrome, PageError, Viewer};
 use crate::admin::AppState;
+use crate::config::{MatchBy, OnMissing, Tenant};
+use crate::import::sample::{check_header, sample, Sample};
+use crate::model::fields::{is_known_field, FIELD_NAMES};
+use askama::Template;
+use axum::extract::{DefaultBodyLimit, Multipart, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
 use axum::Router;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Data rows of the sample shown.
+pub(super) const SAMPLE_ROWS: usize = 20;
 
 pub(super) fn routes() -> Router<AppState> {
-    Router::new()
+    Router::new().route(
+        "/mapping",
+        get(form).post(run).layer(DefaultBodyLimit::disable()),
+    )
+}
+
+/// Common header names of each field, compacted (lower case, letters and digits only). A field
+/// name's own compact form (`firstname`) matches without being listed.
+const ALIASES: &[(&str, &str)] = &[
+    ("email", "mail"),
+    ("email", "emailaddress"),
+    ("email", "workemail"),
+    ("email", "businessemail"),
+    ("first_name", "givenname"),
+    ("first_name", "forename"),
+    ("first_name", "vorname"),
+    ("first_name", "ime"),
+    ("first_name", "nombre"),
+    ("last_name", "surname"),
+    ("last_name", "familyname"),
+    ("last_name", "nachname"),
+    ("last_name", "prezime"),
+    ("last_name", "apellido"),
+    ("mapping_code", "employeeid"),
+    ("mapping_code", "employeenumber"),
+    ("mapping_code", "employeeno"),
+    ("mapping_code", "personnelnumber"),
+    ("mapping_code", "personalnummer"),
+    ("mapping_code", "staffid"),
+    ("mapping_code", "externalid"),
+    ("username", "login"),
+    ("username", "loginname"),
+    ("username", "userid"),
+    ("manager_email", "manager"),
+    ("manager_email", "supervisoremail"),
+    ("manager_email", "linemanager"),
+    ("date_of_birth", "birthdate"),
+    ("date_of_birth", "dob"),
+    ("date_of_birth", "geburtsdatum"),
+    ("start_date", "hiredate"),
+    ("start_date", "entrydate"),
+    ("start_date", "eintrittsdatum"),
+    ("sex", "gender"),
+    ("sex", "geschlecht"),
+    ("sex", "spol"),
+    ("language", "lang"),
+    ("language", "sprache"),
+    ("language", "jezik"),
+    ("national_id", "oib"),
+    ("national_id", "ssn"),
+    ("phone", "mobile"),
+    ("phone", "telephone"),
+    ("phone", "phonenumber"),
+    ("phone", "telefon"),
+    ("job_title", "title"),
+    ("job_title", "position"),
+    ("timezone", "tz"),
+    ("org_unit", "department"),
+    ("org_unit", "dept"),
+    ("org_unit", "abteilung"),
+    ("org_unit", "organizationalunit"),
+    ("location", "site"),
+    ("location", "office"),
+    ("location", "standort"),
+    ("groups", "group"),
+    ("teams", "team"),
+    ("active", "enabled"),
+    ("active", "isactive"),
+    ("deactivate", "disabled"),
+];
+
+/// Lower case, letters and digits only: `First Name` → `firstname`.
+fn compact(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// A `custom.NAME` for a header: lower case, runs of other characters as one `_`; None when
+/// nothing is left.
+fn custom_for(header: &str) -> Option<String> {
+    let mut name = String::new();
+    for c in header.trim().chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            name.push(c);
+        } else if !name.ends_with('_') && !name.is_empty() {
+            name.push('_');
+        }
+    }
+    let name = name.trim_end_matches('_').to_string();
+    (!name.is_empty()).then(|| format!("custom.{name}"))
+}
+
+/// One header and the field suggested for it.
+pub(super) struct Suggestion {
+    pub header: String,
+    /// The field, or None when the header is left out.
+    pub field: Option<String>,
+    /// Why: "the tenant's columns", "field name", "similar name".
+    pub why: &'static str,
+    /// For a header left out: the `custom.NAME` it could be kept as.
+    pub custom: Option<String>,
+}
+
+/// The suggested field of each header (each field given to one header at most, the first).
+pub(super) fn suggest(headers: &[String], tenant: Option<&Tenant>) -> Vec<Suggestion> {
+    let norm = |h: &str| h.trim().to_lowercase();
+    let mut taken: Vec<String> = Vec::new();
+    let mut out = Vec::with_capacity(headers.len());
+    for h in headers {
+        let from_profile = tenant.and_then(|t| {
+            t.import
+                .columns
+                .iter()
+                .find(|(_, header)| norm(header) == norm(h))
+                .map(|(field, _)| (field.clone(), "the tenant's columns"))
+        });
+        let by_name = || is_known_field(&norm(h)).then(|| (norm(h), "field name"));
+        let similar = || {
+            let c = compact(h);
+            let field = FIELD_NAMES
+                .iter()
+                .find(|f| compact(f) == c)
+                .copied()
+                .or_else(|| ALIASES.iter().find(|(_, a)| *a == c).map(|(f, _)| *f))?;
+            Some((field.to_string(), "similar name"))
+        };
+        let found = from_profile
+            .or_else(by_name)
+            .or_else(similar)
+            .filter(|(f, _)| !taken.contains(f));
+        match found {
+            Some((field, why)) => {
+                taken.push(field.clone());
+                out.push(Suggestion {
+                    header: h.clone(),
+                    field: Some(field),
+                    why,
+                    custom: None,
+                });
+            }
+            None => out.push(Suggestion {
+                header: h.clone(),
+                field: None,
+                why: "",
+                custom: custom_for(h),
+            }),
+        }
+    }
+    out
+}
+
+/// A TOML key: bare when it can be, else a quoted string.
+fn toml_key(k: &str) -> String {
+    if !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        k.to_string()
+    } else {
+        toml_string(k)
+    }
+}
+
+/// A TOML basic string (quotes, backslashes and control characters escaped).
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// The `[tenants.import.columns]` block of the suggestions; headers left out as comments.
+pub(super) fn columns_toml(suggestions: &[Suggestion]) -> String {
+    let mut out = String::from("[tenants.import.columns]\n");
+    for s in suggestions {
+        if let Some(f) = &s.field {
+            out.push_str(&format!("{} = {}\n", toml_key(f), toml_string(&s.header)));
+        }
+    }
+    let left: Vec<&Suggestion> = suggestions
+        .iter()
+        .filter(|s| s.field.is_none() && s.custom.is_some())
+        .collect();
+    if !left.is_empty() {
+        out.push_str("# Not imported; uncomment a line to keep the column as a custom field:\n");
+        for s in left {
+            let custom = s.custom.as_deref().unwrap_or_default();
+            out.push_str(&format!(
+                "# {} = {}\n",
+                toml_key(custom),
+                toml_string(&s.header)
+            ));
+        }
+    }
+    out
+}
+
+#[derive(Deserialize, Default)]
+struct FormQuery {
+    #[serde(default)]
+    tenant: String,
+}
+
+/// What the helper found in a sample.
+struct Found {
+    file: String,
+    sample: Sample,
+    suggestions: Vec<Suggestion>,
+    toml: String,
+    /// The import's verdict on the suggested columns: mapped fields, or why a run would fail.
+    check: Result<Vec<(String, String)>, String>,
+    /// The match key the check required.
+    key_field: String,
+    /// With a tenant: what its current profile makes of the header.
+    current: Option<Result<Vec<(String, String)>, String>>,
+}
+
+#[derive(Template)]
+#[template(path = "mapping.html")]
+struct MappingPage {
+    chrome: Chrome,
+    tenant: String,
+    max_bytes: u64,
+    found: Option<Found>,
+    error: Option<String>,
+}
+
+async fn form(
+    State(st): State<AppState>,
+    viewer: Viewer,
+    Query(q): Query<FormQuery>,
+) -> Result<Response, PageError> {
+    viewer.operator_only()?;
+    let config = st.config.current();
+    let tenant = q.tenant.trim().to_string();
+    let context = config.tenant(&tenant).map(|t| t.id.as_str());
+    page(&MappingPage {
+        chrome: Chrome::new(&viewer, "Column mapping helper", context),
+        tenant,
+        max_bytes: config.server.max_upload_bytes,
+        found: None,
+        error: None,
+    })
+}
+
+async fn run(
+    State(st): State<AppState>,
+    viewer: Viewer,
+    upload: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, PageError> {
+    viewer.operator_only()?;
+    let Ok(upload) = upload else {
+        // Not a multipart form at all: it cannot carry the CSRF token either.
+        viewer.check_csrf("")?;
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "send the mapping form",
+        ));
+    };
+    let config = st.config.current();
+    let _permit = st
+        .previews
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| PageError::internal("cannot read the sample", anyhow::anyhow!("{e}")))?;
+    let file = read_upload(&viewer, upload, config.server.max_upload_bytes).await?;
+    let tenant_id = file.field("tenant").trim().to_string();
+    let tenant = match tenant_id.as_str() {
+        "" => None,
+        id => Some(
+            config
+                .tenant(id)
+                .cloned()
+                .ok_or_else(|| PageError::not_found(format!("there is no tenant {id:?}")))?,
+        ),
+    };
+    let file_name = file.file_name.clone();
+    let for_blocking = tenant.clone();
+    let result = tokio::task::spawn_blocking(move || examine(file_name, &file.bytes, for_blocking))
+        .await
+        .map_err(|e| PageError::internal("cannot read the sample", anyhow::anyhow!("{e}")))?;
+    let (found, error) = match result {
+        Ok(f) => (Some(f), None),
+        Err(e) => (None, Some(e)),
+    };
+    let context = tenant.as_ref().map(|t| t.id.as_str());
+    page(&MappingPage {
+        chrome: Chrome::new(&viewer, "Column mapping helper", context),
+        tenant: tenant_id,
+        max_bytes: config.server.max_upload_bytes,
+        found,
+        error,
+    })
+}
+
+/// Reads the sample and makes the suggestions; the error is the sentence to show.
+fn examine(file: String, bytes: &[u8], tenant: Option<Tenant>) -> Result<Found, String> {
+    let has_tenant = tenant.is_some();
+    let base = tenant
+        .unwrap_or_else(|| Tenant::for_import("sample", MatchBy::Email, OnMissing::Keep, &[]));
+    let sample = sample(bytes, &base, SAMPLE_ROWS)?;
+    let suggestions = suggest(&sample.headers, has_tenant.then_some(&base));
+    let toml = columns_toml(&suggestions);
+    let mut proposed = base.clone();
+    proposed.import.columns = suggestions
+        .iter()
+        .filter_map(|s| Some((s.field.clone()?, s.header.clone())))
+        .collect::<BTreeMap<_, _>>();
+    let check = check_header(&sample.headers, &proposed);
+    let current = has_tenant.then(|| check_header(&sample.headers, &base));
+    Ok(Found {
+        file,
+        key_field: base.import.match_by.field().to_string(),
+        sample,
+        suggestions,
+        toml,
+        check,
+        current,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(h: &[&str]) -> Vec<String> {
+        h.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn suggests_fields_by_name_alias_and_profile() {
+        let h = headers(&[
+            "E-Mail",
+            "First Name",
+            "Surname",
+            "Cost Center",
+            "email",
+            "custom.x",
+            "Personal-Nr",
+        ]);
+        let t = Tenant::for_import(
+            "t",
+            MatchBy::Email,
+            OnMissing::Keep,
+            &[("mapping_code", "personal-nr")],
+        );
+        let s = suggest(&h, Some(&t));
+        let fields: Vec<Option<&str>> = s.iter().map(|s| s.field.as_deref()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                Some("email"),
+                Some("first_name"),
+                Some("last_name"),
+                None,
+                None,
+                Some("custom.x"),
+                Some("mapping_code")
+            ]
+        );
+        assert_eq!(s[3].custom.as_deref(), Some("custom.cost_center"));
+        assert_eq!(s[6].why, "the tenant's columns");
+    }
+
+    #[test]
+    fn the_toml_quotes_what_it_must() {
+        let h = headers(&["E-Mail", "Vorname", "Nachname", "Kosten \"Stelle\""]);
+        let toml = columns_toml(&suggest(&h, None));
+        assert!(
+            toml.starts_with("[tenants.import.columns]\nemail = \"E-Mail\"\n"),
+            "{toml}"
+        );
+        let uncommented = toml.replace("# \"custom.", "\"custom.");
+        let parsed: toml::Value = toml::from_str(&uncommented).unwrap();
+        let columns = &parsed["tenants"]["import"]["columns"];
+        assert_eq!(columns["last_name"].as_str(), Some("Nachname"));
+        assert_eq!(
+            columns["custom.kosten_stelle"].as_str(),
+            Some("Kosten \"Stelle\"")
+        );
+    }
 }

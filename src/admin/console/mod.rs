@@ -25,6 +25,8 @@ mod run;
 pub(crate) mod session;
 mod signin;
 mod today;
+// Uploaded files of the preview and the mapping helper (h-console-users).
+mod upload;
 mod users;
 
 use crate::admin::AppState;

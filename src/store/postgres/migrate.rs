@@ -11,7 +11,7 @@
 use anyhow::{bail, Context};
 
 /// The schema version this binary creates and expects.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// Key of the advisory lock migrations run under ("Roster" in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x0052_6f73_7465_7201;
@@ -48,6 +48,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "import_speed",
         sql: include_str!("schema/0005_import_speed.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "console_search",
+        sql: include_str!("schema/0006_console_search.sql"),
     },
 ];
 

@@ -15,7 +15,7 @@
 
 use super::connections::Connections;
 use super::rows::status_text;
-use super::users_query::condition;
+use super::users_query::{condition, rows_of, search_rows_of};
 use super::PostgresStore;
 use crate::model::packed::{UserRec, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE};
 use crate::model::{User, UserFilter, UserPage, UserStatus};
@@ -87,6 +87,28 @@ impl Users for PostgresStore {
             None => {
                 let keep = |u: &User| u.status != UserStatus::Deleted && filter.matches(u);
                 self.users_page(tenant, &keep, skip, take)
+            }
+        }
+    }
+
+    fn users_matching_status(
+        &self,
+        tenant: &str,
+        filter: &UserFilter,
+        status: Option<UserStatus>,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
+        match condition(filter, 2) {
+            Some(cond) if *filter == UserFilter::Everyone => {
+                self.page_in(tenant, rows_of(status), cond, skip, take)
+            }
+            Some(cond) => self.search_in(tenant, search_rows_of(status), cond, skip, take),
+            None => {
+                let keep = |u: &User| status.is_none_or(|s| u.status == s) && filter.matches(u);
+                let mut page = self.users_page(tenant, &keep, skip, take)?;
+                page.total = page.total.min(crate::store::SEARCH_COUNT_CAP + 1);
+                Ok(page)
             }
         }
     }

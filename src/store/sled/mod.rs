@@ -46,6 +46,8 @@ mod directory;
 mod outbox;
 mod runs;
 mod seal;
+// The console's user search: a test of raw records before decoding (h-console-users).
+mod search;
 mod users;
 
 use super::{Backend, Directory};

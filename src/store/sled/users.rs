@@ -9,7 +9,9 @@
 //! The SCIM reads (`users_matching`, `groups_page`, `group_members`) have no index on sled:
 //! they evaluate the filter on every user of every bucket (`users_page`), so their time grows
 //! with the directory while their memory stays bounded by the page (and, for `groups_page`,
-//! by the number of distinct group names).
+//! by the number of distinct group names). The console's listing without a search
+//! (`users_matching_status` with `Everyone`) tests only each record's status byte, decoding no
+//! user but the page's (`page_by_record`).
 
 use super::SledStore;
 use crate::model::bucket::{bucket_of, BUCKETS};
@@ -51,50 +53,11 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
-        let st = self.tenant_state(tenant)?;
-        let limit = skip.saturating_add(take);
-        // A max-heap of the smallest matching keys seen so far.
-        let mut first: BinaryHeap<Vec<u8>> = BinaryHeap::new();
-        let mut total = 0u64;
-        for b in 0..BUCKETS {
-            let Some(blob) = self.bucket(tenant, b as u16, st.gen(b))? else {
-                continue;
-            };
-            for (k, v) in bucket_entries(&blob)? {
-                let rec = UserRec::decode(v)?;
-                if !keep(&User::from_rec(&String::from_utf8_lossy(k), &rec)) {
-                    continue;
-                }
-                total += 1;
-                if first.len() < limit {
-                    first.push(k.to_vec());
-                } else if first.peek().is_some_and(|top| k < top.as_slice()) {
-                    first.pop();
-                    first.push(k.to_vec());
-                }
-            }
-        }
-        let page: Vec<Vec<u8>> = first.into_sorted_vec().into_iter().skip(skip).collect();
-        let mut buckets: BTreeMap<u16, Vec<&[u8]>> = BTreeMap::new();
-        for k in &page {
-            buckets.entry(bucket_of(k)).or_default().push(k);
-        }
-        let mut found: BTreeMap<&[u8], User> = BTreeMap::new();
-        for (b, keys) in buckets {
-            let Some(blob) = self.bucket(tenant, b, st.gen(b as usize))? else {
-                continue;
-            };
-            for (k, v) in bucket_entries(&blob)? {
-                if let Some(&key) = keys.iter().find(|key| **key == k) {
-                    let user = User::from_rec(&String::from_utf8_lossy(k), &UserRec::decode(v)?);
-                    found.insert(key, user);
-                }
-            }
-        }
-        Ok(UserPage {
-            total,
-            users: found.into_values().collect(),
-        })
+        let mut keep_raw = |k: &[u8], v: &[u8]| -> Result<bool> {
+            let rec = UserRec::decode(v)?;
+            Ok(keep(&User::from_rec(&String::from_utf8_lossy(k), &rec)))
+        };
+        self.page_by_record(tenant, &mut keep_raw, skip, take)
     }
 
     fn users_matching(
@@ -106,6 +69,37 @@ impl Users for SledStore {
     ) -> Result<UserPage> {
         let keep = |u: &User| u.status != UserStatus::Deleted && filter.matches(u);
         self.users_page(tenant, &keep, skip, take)
+    }
+
+    fn users_matching_status(
+        &self,
+        tenant: &str,
+        filter: &UserFilter,
+        status: Option<UserStatus>,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
+        if *filter == UserFilter::Everyone {
+            // Only the status byte of each record is read.
+            let mut keep = |_: &[u8], v: &[u8]| {
+                Ok(status.is_none_or(|s| UserStatus::from_byte(status_of(v)) == s))
+            };
+            return self.page_by_record(tenant, &mut keep, skip, take);
+        }
+        // A search: records that cannot contain its text are passed over undecoded.
+        let needles = super::search::Needles::of(filter);
+        let mut keep = |k: &[u8], v: &[u8]| -> Result<bool> {
+            if status.is_some_and(|s| UserStatus::from_byte(status_of(v)) != s)
+                || needles.as_ref().is_some_and(|n| !n.may_match(k, v))
+            {
+                return Ok(false);
+            }
+            let user = User::from_rec(&String::from_utf8_lossy(k), &UserRec::decode(v)?);
+            Ok(filter.matches(&user))
+        };
+        let mut page = self.page_by_record(tenant, &mut keep, skip, take)?;
+        page.total = page.total.min(crate::store::SEARCH_COUNT_CAP + 1);
+        Ok(page)
     }
 
     fn groups_page(
@@ -215,4 +209,66 @@ fn group_names(u: &User) -> impl Iterator<Item = &str> {
         .flatten()
         .filter_map(|g| g.as_str())
         .filter(|g| !g.is_empty())
+}
+
+/// A test of one stored record (key, encoded record) for [`SledStore::page_by_record`].
+type KeepRecord<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
+
+impl SledStore {
+    /// [`Users::users_page`] with the test made on the stored record, so a caller that needs
+    /// only the status byte (the console's unfiltered listing) decodes no user but the page's.
+    /// Memory: one bucket at a time, plus the keys of the first `skip + take` matches (not
+    /// users). A commit between the two passes can leave a user out of the page; a reader asks
+    /// again.
+    fn page_by_record(
+        &self,
+        tenant: &str,
+        keep: &mut KeepRecord<'_>,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
+        let st = self.tenant_state(tenant)?;
+        let limit = skip.saturating_add(take);
+        // A max-heap of the smallest matching keys seen so far.
+        let mut first: BinaryHeap<Vec<u8>> = BinaryHeap::new();
+        let mut total = 0u64;
+        for b in 0..BUCKETS {
+            let Some(blob) = self.bucket(tenant, b as u16, st.gen(b))? else {
+                continue;
+            };
+            for (k, v) in bucket_entries(&blob)? {
+                if !keep(k, v)? {
+                    continue;
+                }
+                total += 1;
+                if first.len() < limit {
+                    first.push(k.to_vec());
+                } else if first.peek().is_some_and(|top| k < top.as_slice()) {
+                    first.pop();
+                    first.push(k.to_vec());
+                }
+            }
+        }
+        let page: Vec<Vec<u8>> = first.into_sorted_vec().into_iter().skip(skip).collect();
+        let mut buckets: BTreeMap<u16, Vec<&[u8]>> = BTreeMap::new();
+        for k in &page {
+            buckets.entry(bucket_of(k)).or_default().push(k);
+        }
+        let mut found: BTreeMap<&[u8], User> = BTreeMap::new();
+        for (b, keys) in buckets {
+            let Some(blob) = self.bucket(tenant, b, st.gen(b as usize))? else {
+                continue;
+            };
+            for (k, v) in bucket_entries(&blob)? {
+                if let Some(&key) = keys.iter().find(|key| **key == k) {
+                    let user = User::from_rec(&String::from_utf8_lossy(k), &UserRec::decode(v)?);
+                    found.insert(key, user);
+                }
+            }
+        }
+        Ok(UserPage {
+            total,
+            users: found.into_values().collect(),
+        })
+    }
 }

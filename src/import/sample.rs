@@ -1,0 +1,140 @@
+//! A sample of a file as the import would read it, for the console's column mapping helper:
+//! the encoding and delimiter the import detects, the header row and the first rows, and what
+//! the import's own header matching (`mapping::map_columns`) makes of that header with a given
+//! profile.
+//!
+//! Data enters as the bytes of an uploaded file plus a tenant profile (its `encoding`,
+//! `delimiter` and `columns`); it leaves as a [`Sample`] (every cell cut to
+//! [`SAMPLE_CELL_CHARS`], at most [`SAMPLE_COLUMNS`] columns and the rows asked for) or as the
+//! sentence saying why the file cannot be read. Nothing is stored.
+
+use super::{bounds, mapping, read};
+use crate::config::Tenant;
+
+/// Characters kept of one cell of a sample.
+pub const SAMPLE_CELL_CHARS: usize = 200;
+/// Columns kept of a sample's rows (the header row keeps as many).
+pub const SAMPLE_COLUMNS: usize = 200;
+
+/// The head of a file, read as the import reads it.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// The encoding the import would decode with (`utf-8`, `windows-1252`, ...).
+    pub encoding: &'static str,
+    /// The delimiter, as written in messages (`;`, `,`, `\t`, `|`).
+    pub delimiter: String,
+    /// The header row (trimmed, bounded).
+    pub headers: Vec<String>,
+    /// Header cells beyond [`SAMPLE_COLUMNS`].
+    pub more_columns: usize,
+    /// The first data rows (lines whose cells are all empty are not counted, as in a run).
+    pub rows: Vec<Vec<String>>,
+    /// True when the file has more data rows than were kept.
+    pub more_rows: bool,
+}
+
+/// Reads the head of `bytes` with `tenant`'s encoding and delimiter settings: the header row
+/// and up to `max_rows` data rows.
+pub fn sample(bytes: &[u8], tenant: &Tenant, max_rows: usize) -> Result<Sample, String> {
+    let input = read::Input::Bytes(bytes);
+    let scan = read::scan(input, tenant.import.encoding, false).map_err(|e| format!("{e:#}"))?;
+    let enc = scan.encoding?;
+    let text = read::text(input, enc).map_err(|e| format!("{e:#}"))?;
+    let (text, delim) =
+        read::with_delimiter(text, tenant.import.delimiter).map_err(|e| format!("{e:#}"))?;
+    let mut reader = read::csv_reader(text, delim);
+    let mut record = csv::ByteRecord::new();
+    let mut headers = None;
+    let mut rows = Vec::new();
+    let mut more_rows = false;
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(format!("the file is not a readable CSV file: {e}")),
+        }
+        if record.iter().all(|c| c.iter().all(u8::is_ascii_whitespace)) {
+            continue;
+        }
+        if headers.is_none() {
+            headers = Some(record.iter().map(bounds::header_text).collect::<Vec<_>>());
+            continue;
+        }
+        if rows.len() >= max_rows {
+            more_rows = true;
+            break;
+        }
+        rows.push(
+            record
+                .iter()
+                .take(SAMPLE_COLUMNS)
+                .map(|c| bounds::cut(&String::from_utf8_lossy(c), SAMPLE_CELL_CHARS).into_owned())
+                .collect(),
+        );
+    }
+    let Some(mut headers) = headers else {
+        return Err("the file is empty: it has no header row".into());
+    };
+    let more_columns = headers.len().saturating_sub(SAMPLE_COLUMNS);
+    headers.truncate(SAMPLE_COLUMNS);
+    let headers = headers
+        .iter()
+        .map(|h| {
+            let h = h.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+            bounds::cut(h, SAMPLE_CELL_CHARS).into_owned()
+        })
+        .collect();
+    Ok(Sample {
+        encoding: enc.name(),
+        delimiter: read::delimiter_name(delim),
+        headers,
+        more_columns,
+        rows,
+        more_rows,
+    })
+}
+
+/// What the import would make of `headers` with `tenant`'s profile: the (field, header) pairs
+/// it maps, in file order; or the sentence of the file-level error a run would fail with (a
+/// required column missing, a header twice, an unknown field).
+pub fn check_header(headers: &[String], tenant: &Tenant) -> Result<Vec<(String, String)>, String> {
+    let m = mapping::map_columns(headers, tenant)?;
+    Ok(m.cols
+        .iter()
+        .map(|c| (c.field.clone(), c.header.clone()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{MatchBy, OnMissing, Tenant};
+
+    fn tenant(columns: &[(&str, &str)]) -> Tenant {
+        Tenant::for_import("t", MatchBy::Email, OnMissing::Keep, columns)
+    }
+
+    #[test]
+    fn reads_a_semicolon_windows_1252_head() {
+        let bytes = b"E-Mail;Vorname;Nachname\r\nj@x.example;J\xfcrgen;M\xfcller\r\n\r\na@x.example;Ana;B\r\n";
+        let s = sample(bytes, &tenant(&[]), 1).unwrap();
+        assert_eq!(s.encoding, "windows-1252");
+        assert_eq!(s.delimiter, ";");
+        assert_eq!(s.headers, vec!["E-Mail", "Vorname", "Nachname"]);
+        assert_eq!(s.rows, vec![vec!["j@x.example", "Jürgen", "Müller"]]);
+        assert!(s.more_rows);
+    }
+
+    #[test]
+    fn checks_a_header_with_the_imports_own_matching() {
+        let headers: Vec<String> = ["Mail", "First", "Last"].map(String::from).to_vec();
+        let t = tenant(&[
+            ("email", "mail"),
+            ("first_name", "FIRST"),
+            ("last_name", "Last"),
+        ]);
+        let pairs = check_header(&headers, &t).unwrap();
+        assert_eq!(pairs[0], ("email".to_string(), "Mail".to_string()));
+        assert!(check_header(&headers, &tenant(&[])).is_err());
+    }
+}
