@@ -21,15 +21,6 @@ use console_support::{
 };
 use roster::model::{ImportRecord, ImportStatus};
 
-/// Saves a screenshot of the page as `<name>.png` when `ROSTER_SCREENSHOTS` names a folder.
-async fn screenshot(b: &Browser, name: &str) {
-    if let Some(dir) = std::env::var_os("ROSTER_SCREENSHOTS") {
-        let dir = std::path::PathBuf::from(dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        b.screenshot(&dir.join(format!("{name}.png"))).await;
-    }
-}
-
 /// The browser's session cookie as a `Cookie` header value.
 async fn browser_cookie(b: &Browser) -> String {
     let c = b.client.get_named_cookie("roster_session").await.unwrap();
@@ -125,7 +116,7 @@ async fn overview_history_chart_run_page_and_downloads() {
     );
     assert!(b.text("#tenant-beta").await.contains("no run yet"));
     assert!(b.text("#outbox").await.contains("Mail outbox"));
-    screenshot(&b, "overview").await;
+    b.screenshot_for_docs("overview").await;
     // The filter narrows the list.
     b.fill("#q", "bet").await;
     b.click("form[role=search] button").await;
@@ -153,7 +144,7 @@ async fn overview_history_chart_run_page_and_downloads() {
         desc.contains("in each of 2 runs"),
         "the chart's text alternative"
     );
-    screenshot(&b, "history").await;
+    b.screenshot_for_docs("history").await;
 
     // The newest run (the partial one) first.
     b.click("#runs tbody tr:first-child th a").await;
@@ -170,7 +161,7 @@ async fn overview_history_chart_run_page_and_downloads() {
         );
     }
     assert!(skipped.contains("not a valid email address"), "{skipped}");
-    screenshot(&b, "run").await;
+    b.screenshot_for_docs("run").await;
 
     // The downloads are exactly the files on disk, for the browser's session.
     let cookies = browser_cookie(&b).await;
@@ -265,7 +256,7 @@ async fn a_held_run_lists_who_would_go_and_approve_applies_it() {
     }
     assert!(!removals.contains("user00@acme.example"), "user00 stays");
     assert!(removals.contains("deactivated"));
-    screenshot(&b, "held").await;
+    b.screenshot_for_docs("held").await;
 
     b.click("#approve").await;
     assert!(
@@ -343,7 +334,7 @@ async fn run_now_imports_the_waiting_file_of_today() {
     )
     .await;
     assert_eq!(status, 404, "never a path from the URL");
-    screenshot(&b, "today").await;
+    b.screenshot_for_docs("today").await;
 
     b.click("#run-now").await;
     assert!(b.text("#run-now-result").await.contains("1 run made"));

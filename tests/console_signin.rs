@@ -27,6 +27,7 @@ async fn operator_signs_in_sees_the_overview_and_signs_out() {
         "/login",
         "without a session / goes to the sign-in page"
     );
+    b.screenshot_for_docs("login").await;
 
     b.fill("#token", "not-the-token").await;
     b.click("#operator-submit").await;

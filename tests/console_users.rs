@@ -20,16 +20,6 @@ use console_support::{
     BETA_PASSWORD,
 };
 use roster::model::UserStatus;
-use std::path::Path;
-
-/// Saves a screenshot of the page as `<name>.png` when `ROSTER_SCREENSHOTS` is set.
-async fn screenshot(b: &Browser, name: &str) {
-    if let Some(dir) = std::env::var_os("ROSTER_SCREENSHOTS") {
-        std::fs::create_dir_all(&dir).unwrap();
-        b.screenshot(&Path::new(&dir).join(format!("{name}.png")))
-            .await;
-    }
-}
 
 /// The keys in the first column of the users table.
 async fn listed_keys(b: &Browser) -> Vec<String> {
@@ -74,7 +64,7 @@ async fn operator_searches_filters_and_pages_users_and_sees_a_change_history() {
     assert!(b.text("#users-summary").await.contains("130 users"));
     let page1 = listed_keys(&b).await;
     assert_eq!(page1.len(), 50, "50 users a page");
-    screenshot(&b, "users").await;
+    b.screenshot_for_docs("users").await;
     b.click("#next-page").await;
     assert!(b.path().await.contains("page=2"), "{}", b.path().await);
     let page2 = listed_keys(&b).await;
@@ -173,7 +163,7 @@ async fn operator_searches_filters_and_pages_users_and_sees_a_change_history() {
         0,
         "an active user has nothing to restore"
     );
-    screenshot(&b, "user").await;
+    b.screenshot_for_docs("user").await;
     b.stop().await;
 }
 
@@ -336,7 +326,7 @@ async fn preview_shows_inserts_updates_and_deactivations_and_changes_nothing() {
         .text("#preview-status")
         .await
         .contains("nothing was changed"));
-    screenshot(&b, "preview").await;
+    b.screenshot_for_docs("preview").await;
     b.stop().await;
     assert_eq!(
         snapshot(&env, "acme"),
@@ -382,7 +372,7 @@ async fn mapping_helper_reads_a_semicolon_windows_1252_sample() {
         b.text("#mapping-check").await.contains("finds"),
         "the mapping would work"
     );
-    screenshot(&b, "mapping").await;
+    b.screenshot_for_docs("mapping").await;
 
     // For beta (match key mapping_code), with the tenant's own profile.
     b.open(&format!("{}/mapping?tenant=beta", env.admin_url()))

@@ -212,6 +212,16 @@ impl Browser {
         std::fs::write(path, png).unwrap();
     }
 
+    /// Saves a PNG of the page as `<name>.png` in the folder `ROSTER_SCREENSHOTS` names (how
+    /// the pictures in docs/console/ are made); nothing without it.
+    pub async fn screenshot_for_docs(&self, name: &str) {
+        if let Some(dir) = std::env::var_os("ROSTER_SCREENSHOTS") {
+            std::fs::create_dir_all(&dir).unwrap();
+            self.screenshot(&Path::new(&dir).join(format!("{name}.png")))
+                .await;
+        }
+    }
+
     /// Ends the session and the driver.
     pub async fn stop(mut self) {
         let _ = self.client.clone().close().await;
