@@ -224,10 +224,11 @@ pub trait Users: Send + Sync {
     // --- end SCIM reads ---
     // --- the console's user search (h-console-users) ---
     /// As [`Users::users_matching`], over the users whose status is `status` (every user, the
-    /// soft-deleted too, when None): the console filters by status, deleted included. With a
-    /// filter other than `Everyone`, `total` is exact up to [`SEARCH_COUNT_CAP`] and
-    /// `SEARCH_COUNT_CAP + 1` means "more" (PostgreSQL finds at most that many candidates
-    /// through its indexes before it decides how to page: `postgres::users_query`).
+    /// soft-deleted too, when None): the console filters by status, deleted included. `total`
+    /// is exact up to [`SEARCH_COUNT_CAP`] and `SEARCH_COUNT_CAP + 1` means "more" (PostgreSQL
+    /// finds at most that many candidates through its indexes before it decides how to page:
+    /// `postgres::users_query`; and counts no further than that when listing everyone, so a
+    /// page of a 1,000,000-user tenant does not count the tenant).
     fn users_matching_status(
         &self,
         tenant: &str,

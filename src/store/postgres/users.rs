@@ -101,7 +101,8 @@ impl Users for PostgresStore {
     ) -> Result<UserPage> {
         match condition(filter, 2) {
             Some(cond) if *filter == UserFilter::Everyone => {
-                self.page_in(tenant, rows_of(status), cond, skip, take)
+                let cap = Some(crate::store::SEARCH_COUNT_CAP + 1);
+                self.page_in(tenant, rows_of(status), cond, (skip, take), cap)
             }
             Some(cond) => self.search_in(tenant, search_rows_of(status), cond, skip, take),
             None => {

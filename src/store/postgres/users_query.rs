@@ -309,21 +309,28 @@ impl PostgresStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
-        self.page_in(tenant, LIVE, cond, skip, take)
+        self.page_in(tenant, LIVE, cond, (skip, take), None)
     }
 
-    /// [`Self::page_where`] over `rows` (`LIVE` or one of [`rows_of`]).
+    /// [`Self::page_where`] over `rows` (`LIVE` or one of [`rows_of`]), `(skip, take)`; with
+    /// `count_cap`, matches are counted only up to that many (the total says "at least").
     pub(super) fn page_in(
         &self,
         tenant: &str,
         rows: &'static str,
         cond: Condition,
-        skip: usize,
-        take: usize,
+        (skip, take): (usize, usize),
+        count_cap: Option<u64>,
     ) -> Result<UserPage> {
         let tenant = tenant.to_string();
         let n = cond.params.len();
-        let count_sql = format!("SELECT count(*) {rows} AND {}", cond.sql);
+        let count_sql = match count_cap {
+            None => format!("SELECT count(*) {rows} AND {}", cond.sql),
+            Some(cap) => format!(
+                "SELECT count(*) FROM (SELECT 1 {rows} AND {} LIMIT {cap}) capped",
+                cond.sql
+            ),
+        };
         let page_sql = format!(
             "SELECT key, record {rows} AND {} ORDER BY key COLLATE \"C\" LIMIT ${} OFFSET ${}",
             cond.sql,

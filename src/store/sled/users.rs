@@ -84,7 +84,10 @@ impl Users for SledStore {
             let mut keep = |_: &[u8], v: &[u8]| {
                 Ok(status.is_none_or(|s| UserStatus::from_byte(status_of(v)) == s))
             };
-            return self.page_by_record(tenant, &mut keep, skip, take);
+            let mut page = self.page_by_record(tenant, &mut keep, skip, take)?;
+            // The same answer as PostgreSQL, which counts no further than the cap.
+            page.total = page.total.min(crate::store::SEARCH_COUNT_CAP + 1);
+            return Ok(page);
         }
         // A search: records that cannot contain its text are passed over undecoded.
         let needles = super::search::Needles::of(filter);
