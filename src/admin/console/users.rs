@@ -30,8 +30,10 @@ use serde::Deserialize;
 
 /// Users per page.
 pub(super) const PAGE_SIZE: usize = 50;
-/// The deepest page (a search narrows further): bounds what one request keeps in memory.
-const MAX_PAGE: usize = 2000;
+/// The deepest page: the first [`crate::store::SEARCH_COUNT_CAP`] users of a listing, as far as
+/// the store counts (a search narrows further). Deeper offsets cost the database a walk over
+/// every row skipped (600 ms at 100,000 on PostgreSQL with 1,000,000 users).
+const MAX_PAGE: usize = crate::store::SEARCH_COUNT_CAP as usize / PAGE_SIZE;
 /// Change-log entries shown on a user's page.
 const CHANGES_SHOWN: usize = 100;
 /// Characters of a search kept.
