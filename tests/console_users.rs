@@ -16,7 +16,7 @@ mod support;
 use admin_support::{users_csv, Env};
 use browser::Browser;
 use console_support::{
-    cookie_value, csrf_in, operator_session, request, sign_in_operator, sign_in_tenant, Page,
+    operator_session, request, sign_in_operator, sign_in_tenant, tenant_session, Page,
     BETA_PASSWORD,
 };
 use roster::model::UserStatus;
@@ -165,32 +165,6 @@ async fn operator_searches_filters_and_pages_users_and_sees_a_change_history() {
     );
     b.screenshot_for_docs("user").await;
     b.stop().await;
-}
-
-/// Signs in to the portal over plain HTTP; returns the session's cookie header and CSRF token.
-async fn tenant_session(base: &str, tenant: &str, password: &str) -> (String, String) {
-    let login = request(base, "GET", "/login", "", None).await;
-    let pre = cookie_value(&login.set_cookies, "roster_login").unwrap();
-    let signed = request(
-        base,
-        "POST",
-        "/login/tenant",
-        &format!("roster_login={pre}"),
-        Some(&[
-            ("csrf", &csrf_in(&login.body)),
-            ("tenant", tenant),
-            ("password", password),
-        ]),
-    )
-    .await;
-    assert_eq!(signed.status, 303, "{signed:?}");
-    let cookies = format!(
-        "roster_session={}",
-        cookie_value(&signed.set_cookies, "roster_session").unwrap()
-    );
-    let home = request(base, "GET", &format!("/tenants/{tenant}"), &cookies, None).await;
-    assert_eq!(home.status, 200);
-    (cookies, csrf_in(&home.body))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
