@@ -355,10 +355,7 @@ impl PostgresStore {
                 .collect::<Result<_>>()?;
             Ok((total, rows))
         })?;
-        let mut users = Vec::with_capacity(rows.len());
-        for (key, record) in rows {
-            users.push(User::from_rec(&key, &UserRec::decode(&record)?));
-        }
+        let users = decoded(rows)?;
         Ok(UserPage {
             total: u64::try_from(total).unwrap_or(0),
             users,
@@ -430,10 +427,7 @@ impl PostgresStore {
                 .collect::<Result<_>>()?;
             Ok((count, rows))
         })?;
-        let mut users = Vec::with_capacity(rows.len());
-        for (key, record) in rows {
-            users.push(User::from_rec(&key, &UserRec::decode(&record)?));
-        }
+        let mut users = decoded(rows)?;
         users.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(UserPage {
             total: u64::try_from(total).unwrap_or(0),
@@ -538,6 +532,13 @@ impl PostgresStore {
         };
         self.page_where(tenant, cond, skip, take)
     }
+}
+
+/// Users from `(key, packed record)` rows.
+fn decoded(rows: Vec<(String, Vec<u8>)>) -> Result<Vec<User>> {
+    rows.iter()
+        .map(|(key, record)| Ok(User::from_rec(key, &UserRec::decode(record)?)))
+        .collect()
 }
 
 #[cfg(test)]
