@@ -246,6 +246,8 @@ async fn a_held_run_lists_who_would_go_and_approve_applies_it() {
         b.path().await,
         format!("/tenants/acme/runs/{}/held", held.id)
     );
+    // A slow dry run shows "planning" and reloads itself until the list is there.
+    b.wait_for("#removals").await;
     assert_eq!(b.count("#removals tbody tr").await, 8);
     let removals = b.text("#removals").await;
     for i in 2..10 {

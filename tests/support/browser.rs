@@ -179,6 +179,18 @@ impl Browser {
         self.text("body").await
     }
 
+    /// Waits (up to 30 s) until `css` matches something: for pages that reload themselves
+    /// while the server is still working (the held run's "planning" page).
+    pub async fn wait_for(&self, css: &str) {
+        for _ in 0..120 {
+            if self.count(css).await > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("{css} did not appear within 30 s");
+    }
+
     /// How many elements `css` matches.
     pub async fn count(&self, css: &str) -> usize {
         self.client.find_all(Locator::Css(css)).await.unwrap().len()

@@ -86,7 +86,28 @@ async fn held_page(
     if record.status != ImportStatus::Held {
         return Err(not_held(&t.id, &record));
     }
-    let planned = removals_of(&st, &t, &record).await?;
+    let planning = tokio::spawn({
+        let (st, t, record) = (st.clone(), t.clone(), record.clone());
+        async move {
+            let planned = removals_of(&st, &t, &record).await;
+            if let Err(e) = &planned {
+                tracing::warn!(tenant = %t.id, import_id = %record.id, "cannot plan the held run: {}", e.message);
+            }
+            planned
+        }
+    });
+    let planned = match tokio::time::timeout(PLAN_WAIT, planning).await {
+        Ok(Ok(planned)) => planned?,
+        Ok(Err(e)) => {
+            return Err(PageError::internal(
+                "cannot plan the held run",
+                anyhow::anyhow!("the task failed: {e}"),
+            ))
+        }
+        // Still planning (a big file): it goes on and keeps its result; the page says so and
+        // reloads itself.
+        Err(_) => return planning_page(&viewer, &t.id, record),
+    };
     let Some((all, truncated)) = planned else {
         return Err(not_held(&t.id, &record));
     };
@@ -129,6 +150,33 @@ struct PlannedRemovals {
 
 /// Held runs whose removals are kept (each at most `import::PREVIEW_LIMIT` keys).
 const PLANS_KEPT: usize = 4;
+/// How long the held page waits for a dry run before it answers "planning" and reloads.
+const PLAN_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+#[derive(Template)]
+#[template(path = "held_planning.html")]
+struct PlanningPage {
+    chrome: Chrome,
+    tenant: String,
+    record: ImportRecord,
+}
+
+/// The held page while its dry run is still going: the run, Approve, and a reload in 2 s.
+fn planning_page(
+    viewer: &Viewer,
+    tenant: &str,
+    record: ImportRecord,
+) -> Result<Response, PageError> {
+    page(&PlanningPage {
+        chrome: Chrome::new(
+            viewer,
+            format!("Held run {} of {tenant}", record.id),
+            Some(tenant),
+        ),
+        tenant: tenant.to_string(),
+        record,
+    })
+}
 
 fn planned_removals() -> &'static Mutex<VecDeque<PlannedRemovals>> {
     static KEPT: OnceLock<Mutex<VecDeque<PlannedRemovals>>> = OnceLock::new();
@@ -162,6 +210,10 @@ async fn removals_of(
         .acquire_owned()
         .await
         .map_err(|e| PageError::internal("cannot start the dry run", anyhow::anyhow!("{e}")))?;
+    // Another request may have planned it while this one waited for its turn.
+    if let Some(found) = kept(&planned_removals().lock().unwrap_or_else(|p| p.into_inner())) {
+        return Ok(Some(found));
+    }
     let store = st.store.clone();
     let (held_tenant, iid) = (t.clone(), record.id.clone());
     let planned = blocking("cannot plan the held run", move || {
