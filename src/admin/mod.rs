@@ -25,6 +25,7 @@ pub mod filter;
 mod openapi;
 mod schemas;
 mod scim;
+mod scim_discovery;
 mod scim_groups;
 mod scim_push;
 mod webhooks;

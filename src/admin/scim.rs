@@ -11,7 +11,7 @@
 //! `{displayName: manager_email}`, plus `value`/`$ref` when the tenant matches by email and the
 //! manager is a listed user of the tenant. Writes to users (POST, PUT, PATCH, DELETE, Bulk,
 //! .search) answer 501; the discovery endpoints (`/ServiceProviderConfig`, `/ResourceTypes`,
-//! `/Schemas`) answer any method but GET/HEAD with 405 and `Allow: GET, HEAD` (RFC 7644 §4);
+//! `/Schemas`, in `scim_discovery`) answer any method but GET/HEAD with 405 and `Allow: GET, HEAD` (RFC 7644 §4);
 //! other methods 405; bad filters 400 `invalidFilter`; bad numbers 400 `invalidValue`. Every
 //! error uses the SCIM Error schema.
 //!
@@ -26,10 +26,8 @@
 #![allow(clippy::result_large_err)]
 
 use super::filter;
-use super::schemas::{
-    self, ENTERPRISE_SCHEMA, ERROR_SCHEMA, GROUP_SCHEMA, LIST_SCHEMA, USER_SCHEMA,
-};
-use super::{auth, AppState};
+use super::schemas::{self, ENTERPRISE_SCHEMA, ERROR_SCHEMA, LIST_SCHEMA, USER_SCHEMA};
+use super::{auth, scim_discovery, AppState};
 use crate::config::MatchBy;
 use crate::model::UserFilter;
 use crate::model::{User, UserStatus};
@@ -73,12 +71,18 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/scim/v2/Groups/{id}", any(super::scim_groups::group))
         .route(
             "/scim/v2/ServiceProviderConfig",
-            any(service_provider_config),
+            any(scim_discovery::service_provider_config),
         )
-        .route("/scim/v2/ResourceTypes", any(resource_types))
-        .route("/scim/v2/ResourceTypes/{id}", any(resource_type))
-        .route("/scim/v2/Schemas", any(schemas_list))
-        .route("/scim/v2/Schemas/{id}", any(schema))
+        .route(
+            "/scim/v2/ResourceTypes",
+            any(scim_discovery::resource_types),
+        )
+        .route(
+            "/scim/v2/ResourceTypes/{id}",
+            any(scim_discovery::resource_type),
+        )
+        .route("/scim/v2/Schemas", any(scim_discovery::schemas_list))
+        .route("/scim/v2/Schemas/{id}", any(scim_discovery::schema))
         .route("/scim/v2", any(not_found))
         .route("/scim/v2/{*rest}", any(not_found))
         .with_state(state)
@@ -162,23 +166,6 @@ pub(super) fn gate(
             format!("the method {method} is not allowed here"),
         )),
     }
-}
-
-/// [`gate`] for the discovery endpoints, which are read-only by definition (RFC 7644 §4):
-/// any other method than GET/HEAD is 405 with `Allow: GET, HEAD`.
-fn gate_discovery(st: &AppState, headers: &HeaderMap, method: &Method) -> Result<(), Response> {
-    gate(st, headers, &Method::GET)?;
-    if matches!(*method, Method::GET | Method::HEAD) {
-        return Ok(());
-    }
-    let mut resp = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        None,
-        format!("the method {method} is not allowed here: discovery endpoints are read-only"),
-    );
-    resp.headers_mut()
-        .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-    Err(resp)
 }
 
 /// `http://<Host>/scim/v2` for `meta.location`, or a relative base without a usable Host.
@@ -485,101 +472,6 @@ async fn user(
                 "the directory cannot be read",
             )
         }
-    }
-}
-
-async fn service_provider_config(
-    State(st): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = gate_discovery(&st, &headers, &method) {
-        return r;
-    }
-    scim_json(
-        StatusCode::OK,
-        schemas::service_provider_config(&base(&headers)),
-    )
-}
-
-async fn resource_types(
-    State(st): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = gate_discovery(&st, &headers, &method) {
-        return r;
-    }
-    scim_json(
-        StatusCode::OK,
-        schemas::list(vec![
-            schemas::user_resource_type(&base(&headers)),
-            schemas::group_resource_type(&base(&headers)),
-        ]),
-    )
-}
-
-async fn resource_type(
-    State(st): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    p: Result<Path<String>, PathRejection>,
-) -> Response {
-    if let Err(r) = gate_discovery(&st, &headers, &method) {
-        return r;
-    }
-    match p {
-        Ok(Path(id)) if id == "User" => {
-            scim_json(StatusCode::OK, schemas::user_resource_type(&base(&headers)))
-        }
-        Ok(Path(id)) if id == "Group" => scim_json(
-            StatusCode::OK,
-            schemas::group_resource_type(&base(&headers)),
-        ),
-        _ => error(
-            StatusCode::NOT_FOUND,
-            None,
-            "the resource types are User and Group",
-        ),
-    }
-}
-
-async fn schemas_list(State(st): State<AppState>, method: Method, headers: HeaderMap) -> Response {
-    if let Err(r) = gate_discovery(&st, &headers, &method) {
-        return r;
-    }
-    let b = base(&headers);
-    scim_json(
-        StatusCode::OK,
-        schemas::list(vec![
-            schemas::user_schema(&b),
-            schemas::enterprise_schema(&b),
-            schemas::group_schema(&b),
-        ]),
-    )
-}
-
-async fn schema(
-    State(st): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    p: Result<Path<String>, PathRejection>,
-) -> Response {
-    if let Err(r) = gate_discovery(&st, &headers, &method) {
-        return r;
-    }
-    let b = base(&headers);
-    match p {
-        Ok(Path(id)) if id == USER_SCHEMA => scim_json(StatusCode::OK, schemas::user_schema(&b)),
-        Ok(Path(id)) if id == ENTERPRISE_SCHEMA => {
-            scim_json(StatusCode::OK, schemas::enterprise_schema(&b))
-        }
-        Ok(Path(id)) if id == GROUP_SCHEMA => scim_json(StatusCode::OK, schemas::group_schema(&b)),
-        _ => error(
-            StatusCode::NOT_FOUND,
-            None,
-            "no such schema; see /scim/v2/Schemas",
-        ),
     }
 }
 

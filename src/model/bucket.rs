@@ -2,8 +2,8 @@
 //!
 //! A tenant's users are partitioned into [`BUCKETS`] buckets by [`bucket_of`] their normalised
 //! key. The import engine plans one bucket at a time and the store reads and writes whole
-//! buckets, so this is the one place that decides the partition: the sled store keeps one
-//! packed blob per bucket, a SQL store would keep the bucket number as a column of each user
+//! buckets, so this is the one place that decides the partition: the embedded store keeps one
+//! packed blob per bucket, the PostgreSQL store keeps the bucket number as a column of each user
 //! row. Pure: no I/O.
 
 /// Number of buckets a tenant's users are spread over.

@@ -6,8 +6,8 @@
 //! appended to a bucket blob; reading goes the other way through [`Cursor`]. A record starts
 //! with a fixed header (status, flags, timestamps, the digest of the last imported row, the
 //! password fingerprint) so that the planner can tell an unchanged user from the header alone,
-//! without decoding the fields. Pure: no I/O; how a store keeps the blobs (sled seals them with
-//! LZ4) is the store's business.
+//! without decoding the fields. Pure: no I/O; how a store keeps the blobs (sealed, compressed)
+//! is the store's business.
 //!
 //! Record layout (little endian):
 //! `version u8 | status u8 | flags u8 | created_at i64 | updated_at i64 | deleted_at i64 |
@@ -148,8 +148,8 @@ impl UserRec {
 }
 
 /// The bytes of an encoded record after its fixed header: the password hash, then every field's
-/// name and value (with their lengths). Lets a reader look for text without decoding
-/// (the console's search on sled, `store::sled::search`).
+/// name and value (with their lengths). Lets a reader look for text without decoding (a
+/// store's search that scans records).
 pub fn text_part(rec: &[u8]) -> &[u8] {
     rec.get(HEADER_LEN..).unwrap_or(&[])
 }
