@@ -9,7 +9,7 @@
 //! `Drift` report.
 
 use super::{ApiError, AppState};
-use crate::deliver::scim_push::{self, Pusher, CONSUMER};
+use crate::deliver::scim_push::{self, Pusher};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -58,15 +58,8 @@ pub(super) async fn status(
     let store = st.store.clone();
     let t = tenant.clone();
     let (cursor, backlog) = blocking(move || {
-        let what = "cannot read the SCIM push cursor";
-        let cursor = store
-            .cursor(&t, CONSUMER)
-            .map_err(|e| ApiError::internal(what, e))?;
-        let backlog = store
-            .changes(&t, cursor.position, BACKLOG_COUNTED + 1)
-            .map_err(|e| ApiError::internal(what, e))?
-            .len();
-        Ok((cursor, backlog))
+        scim_push::status::backlog(&store, &t, BACKLOG_COUNTED)
+            .map_err(|e| ApiError::internal("cannot read the SCIM push cursor", e))
     })
     .await?;
     let now = scim_push::snapshot(&tenant);

@@ -173,10 +173,8 @@ fn scim_push_backlog(store: &Store, t: &Tenant) -> anyhow::Result<Option<Backlog
     if t.scim_push.is_none() {
         return Ok(None);
     }
-    let cursor = store.cursor(&t.id, crate::deliver::scim_push::CONSUMER)?;
-    let pending = store
-        .changes(&t.id, cursor.position, BACKLOG_SHOWN + 1)?
-        .len();
+    let (cursor, pending) =
+        crate::deliver::scim_push::status::backlog(store, &t.id, BACKLOG_SHOWN)?;
     Ok(Some(Backlog {
         pending: pending.min(BACKLOG_SHOWN) as u64,
         more: pending > BACKLOG_SHOWN,

@@ -5,12 +5,25 @@
 //! (`GET /api/tenants/{t}/scim-push`) reads it through [`status_of`]. Kept in this process's
 //! memory; the failing users are also saved in the store by the pusher whenever they change
 //! (`push::FAILING_CONSUMER`) and loaded back by the first batch after a restart, so they are
-//! still shown and retried. Bounded: at most [`MAX_FAILING`] users are kept.
+//! still shown and retried. Bounded: at most [`MAX_FAILING`] users are kept. [`backlog`] reads
+//! how far the pusher is behind from the store (its cursor and the change log after it).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
+
+/// The pusher's cursor of `tenant` and the changes after it, counted up to `up_to + 1` (more
+/// than `up_to` means "at least").
+pub fn backlog(
+    store: &crate::store::Store,
+    tenant: &str,
+    up_to: usize,
+) -> anyhow::Result<(crate::model::changelog::Cursor, usize)> {
+    let cursor = store.cursor(tenant, super::CONSUMER)?;
+    let pending = store.changes(tenant, cursor.position, up_to + 1)?.len();
+    Ok((cursor, pending))
+}
 
 /// Most failing users kept per tenant; past it the oldest failure is dropped.
 pub const MAX_FAILING: usize = 1000;
