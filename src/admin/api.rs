@@ -140,7 +140,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// [`blocking`] for the common case: any error is a 500 that says `what` failed.
-pub(super) async fn blocking_ok<T: Send + 'static>(
+pub(crate) async fn blocking_ok<T: Send + 'static>(
     what: &'static str,
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {

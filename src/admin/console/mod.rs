@@ -189,17 +189,12 @@ impl IntoResponse for PageError {
     }
 }
 
-/// Runs a store call on a blocking thread; its error becomes a page error.
+/// Runs a store call on a blocking thread (as the JSON API does); its error becomes a page error.
 pub(crate) async fn blocking<T: Send + 'static>(
     what: &'static str,
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T, PageError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(PageError::internal(what, e)),
-        Err(e) => Err(PageError::internal(
-            what,
-            anyhow::anyhow!("the task failed: {e}"),
-        )),
-    }
+    crate::admin::api::blocking_ok(what, f)
+        .await
+        .map_err(PageError::from)
 }
