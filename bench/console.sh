@@ -15,6 +15,7 @@
 # Usage: bench/console.sh [ROWS] [TENANTS]   (default 1000000 5000; STORE=sled|postgres)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 ROWS="${1:-1000000}"
 TENANTS="${2:-5000}"
 STORE="${STORE:-sled}"
@@ -26,17 +27,7 @@ BIN=target/release
 CSV="$WORK/users_$ROWS.csv"
 [ -f "$CSV" ] || python3 "$SHARED/gen-users.py" "$ROWS" "$CSV"
 CHANGED="$WORK/changed1_$ROWS.csv"
-[ -f "$CHANGED" ] || python3 - "$CSV" "$CHANGED" <<'PY'
-import sys
-src, dst = sys.argv[1], sys.argv[2]
-with open(src) as f, open(dst, "w") as o:
-    for n, line in enumerate(f):
-        if n > 0 and n % 100 == 0:
-            parts = line.rstrip("\n").split(";")
-            parts[9] = parts[9] + " (changed)"
-            line = ";".join(parts) + "\n"
-        o.write(line)
-PY
+changed_copy "$CSV" "$CHANGED"
 
 DIR=$(mktemp -d /tmp/roster-console-bench-XXXXXX)
 SERVER_PID=""
@@ -47,21 +38,12 @@ cleanup() {
     rm -rf "$DIR"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 STORE_SECTION=""
 LOAD_ARGS=("$DIR/data/store")
 if [ "$STORE" = postgres ]; then
-    bash tests/postgres/install.sh >/dev/null
-    PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
-    [ -n "$PGBIN" ] || PGBIN=$(dirname "$(command -v initdb)")
-    AS=()
-    if [ "$(id -u)" -eq 0 ]; then chown nobody "$DIR"; AS=(runuser -u nobody --); fi
-    PORT=$(free_port)
-    "${AS[@]}" "$PGBIN/initdb" -D "$DIR/pg" -U roster --auth=trust -E UTF8 --locale=C >/dev/null
-    "${AS[@]}" "$PGBIN/pg_ctl" -D "$DIR/pg" -l "$DIR/pg.log" -w \
-        -o "-p $PORT -k $DIR -c listen_addresses=127.0.0.1" start >/dev/null
-    PG_STOP=("${AS[@]}" "$PGBIN/pg_ctl" -D "$DIR/pg" -m fast stop)
+    pg_throwaway "$DIR"
+    PORT=$PG_PORT
     psql -X -q -h 127.0.0.1 -p "$PORT" -U roster -d postgres -c "CREATE DATABASE console_bench"
     URL="postgres://roster@127.0.0.1:$PORT/console_bench"
     STORE_SECTION=$'[store]\nurl = "'"$URL"'"'

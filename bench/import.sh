@@ -7,6 +7,7 @@
 # Usage: bench/import.sh [ROWS]   (default 1000000; files go to /tmp/roster-bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 ROWS="${1:-1000000}"
 SHARED="$(cd .. && pwd)/shared/bench"
 WORK=/tmp/roster-bench
@@ -17,17 +18,8 @@ BIN=target/release/examples/import_bench
 CSV="$WORK/users_$ROWS.csv"
 [ -f "$CSV" ] || python3 "$SHARED/gen-users.py" "$ROWS" "$CSV"
 cp "$CSV" "$WORK/unchanged.csv" && echo >>"$WORK/unchanged.csv"
-python3 - "$CSV" "$WORK/changed1.csv" <<'PY'
-import sys
-src, dst = sys.argv[1], sys.argv[2]
-with open(src) as f, open(dst, "w") as o:
-    for n, line in enumerate(f):
-        if n > 0 and n % 100 == 0:
-            parts = line.rstrip("\n").split(";")
-            parts[9] = parts[9] + " (changed)"
-            line = ";".join(parts) + "\n"
-        o.write(line)
-PY
+CHANGED="$WORK/changed1_$ROWS.csv"
+changed_copy "$CSV" "$CHANGED"
 
 measure() { # label, command...
     local label="$1"; shift
@@ -42,6 +34,6 @@ rm -rf "$WORK/store" "$WORK/baseline.db"
 echo "rows: $ROWS ($(du -h "$CSV" | cut -f1)), cores: $(nproc)"
 measure "roster first import" "$BIN" "$WORK/store" "$CSV"
 measure "roster unchanged re-import" "$BIN" "$WORK/store" "$WORK/unchanged.csv"
-measure "roster 1% changed" "$BIN" "$WORK/store" "$WORK/changed1.csv"
+measure "roster 1% changed" "$BIN" "$WORK/store" "$CHANGED"
 measure "python+sqlite first" python3 "$SHARED/py-sqlite-import.py" "$CSV" "$WORK/baseline.db"
-measure "python+sqlite re-import" python3 "$SHARED/py-sqlite-import.py" "$WORK/changed1.csv" "$WORK/baseline.db"
+measure "python+sqlite re-import" python3 "$SHARED/py-sqlite-import.py" "$CHANGED" "$WORK/baseline.db"

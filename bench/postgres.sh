@@ -22,11 +22,11 @@
 #                          to compare on the same machine); nothing is built then
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 ROWS="${1:-1000000}"
 SHARED="$(cd .. && pwd)/shared/bench"
 WORK="${ROSTER_BENCH_DIR:-/tmp/roster-bench}"
 mkdir -p "$WORK"
-bash tests/postgres/install.sh >/dev/null
 if [ -n "${ROSTER_BENCH_BIN:-}" ]; then BIN="$ROSTER_BENCH_BIN"; else
     cargo build --release --example import_bench >/dev/null
     BIN=target/release/examples/import_bench
@@ -35,30 +35,15 @@ fi
 CSV="$WORK/users_$ROWS.csv"
 [ -f "$CSV" ] || python3 "$SHARED/gen-users.py" "$ROWS" "$CSV"
 cp "$CSV" "$WORK/unchanged.csv" && echo >>"$WORK/unchanged.csv"
-python3 - "$CSV" "$WORK/changed1.csv" <<'PY'
-import sys
-src, dst = sys.argv[1], sys.argv[2]
-with open(src) as f, open(dst, "w") as o:
-    for n, line in enumerate(f):
-        if n > 0 and n % 100 == 0:
-            parts = line.rstrip("\n").split(";")
-            parts[9] = parts[9] + " (changed)"
-            line = ";".join(parts) + "\n"
-        o.write(line)
-PY
+CHANGED="$WORK/changed1_$ROWS.csv"
+changed_copy "$CSV" "$CHANGED"
 
 # --- a throwaway cluster -------------------------------------------------------------------
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 PGDIR=$(mktemp -d /tmp/roster-bench-pg-XXXXXX)
-AS=()
-if [ "$(id -u)" -eq 0 ]; then chown nobody "$PGDIR"; AS=(runuser -u nobody --); fi
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"${AS[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U roster --auth=trust -E UTF8 --locale=C >/dev/null
-"${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w \
-    -o "-p $PORT -k $PGDIR -c listen_addresses=127.0.0.1 ${PG_OPTIONS:-}" start >/dev/null
-stop_pg() { "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$PGDIR"; }
+pg_throwaway "$PGDIR" "${PG_OPTIONS:-}"
+stop_pg() { "${PG_STOP[@]}" >/dev/null 2>&1 || true; rm -rf "$PGDIR"; }
 trap stop_pg EXIT
-PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U roster)
+PORT=$PG_PORT
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE roster_bench" -c "CREATE DATABASE baseline"
 URL="postgres://roster@127.0.0.1:$PORT/roster_bench"
 
@@ -101,7 +86,7 @@ measure() { # label, command...
     printf '%-30s wall %-8s peak RSS %4s MB | %s\n' "$label" "$wall" "$rss" "$(head -1 "$WORK/out.txt")"
 }
 
-echo "rows: $ROWS ($(du -hL "$CSV" | cut -f1)), cores: $(nproc), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')," \
+echo "rows: $ROWS ($(du -hL "$CSV" | cut -f1)), cores: $(nproc), PostgreSQL $("${PSQL[@]}" -d postgres -At -c "SHOW server_version" | cut -d" " -f1)," \
     "$("${PSQL[@]}" -d postgres -At -c "SELECT 'synchronous_commit ' || current_setting('synchronous_commit') || ', fsync ' || current_setting('fsync')")"
 baseline_sql "$CSV"
 measure "baseline \\copy first" "${PSQL[@]}" -At -d baseline -f "$WORK/baseline.sql"
@@ -109,9 +94,9 @@ measure "roster first import" "$BIN" "$WORK/pg-unused" "$CSV" --store-url "$URL"
 baseline_sql "$CSV"   # the same rows (\copy refuses the blank line that makes Roster's copy new bytes)
 measure "baseline \\copy unchanged" "${PSQL[@]}" -At -d baseline -f "$WORK/baseline.sql"
 measure "roster unchanged re-import" "$BIN" "$WORK/pg-unused" "$WORK/unchanged.csv" --store-url "$URL"
-baseline_sql "$WORK/changed1.csv"
+baseline_sql "$CHANGED"
 measure "baseline \\copy 1% changed" "${PSQL[@]}" -At -d baseline -f "$WORK/baseline.sql"
-measure "roster 1% changed" "$BIN" "$WORK/pg-unused" "$WORK/changed1.csv" --store-url "$URL"
+measure "roster 1% changed" "$BIN" "$WORK/pg-unused" "$CHANGED" --store-url "$URL"
 "${PSQL[@]}" -d roster_bench -At -c \
     "SELECT 'roster users: ' || count(*) || ', active ' || count(*) FILTER (WHERE status = 'active') FROM roster.users"
 "${PSQL[@]}" -d baseline -At -c \

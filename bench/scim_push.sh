@@ -8,13 +8,13 @@
 # Usage: bench/scim_push.sh [N]   (ROSTER_BIN defaults to target/release/roster, else debug)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 N="${1:-100000}"
 BIN="${ROSTER_BIN:-target/release/roster}"
 [ -x "$BIN" ] || BIN=target/debug/roster
 [ -x "$BIN" ] || { echo "build roster first (cargo build --release)"; exit 1; }
 SCIM="$(bash tests/scim_push/install.sh | tail -1)"
 WORK="$(mktemp -d /tmp/roster-scim-bench.XXXXXX)"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SCIM_PORT=$(free_port); ADMIN_PORT=$(free_port); SFTP_PORT=$(free_port)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }

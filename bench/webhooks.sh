@@ -11,6 +11,7 @@
 # the work folder with roster.log)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 ROOT="$PWD"
 N="${1:-1000000}"
 BIN="${ROSTER_BIN:-target/release/roster}"
@@ -30,7 +31,6 @@ cleanup() {
     if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SFTP_PORT=$(free_port); ADMIN_PORT=$(free_port)
 now() { date +%s.%N; }
 

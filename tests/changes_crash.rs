@@ -4,43 +4,18 @@
 //! hold exactly the entries of the runs that committed, numbered without gaps, and none of the
 //! lost run.
 
-use roster::config::{MatchBy, OnMissing, Tenant};
+#[path = "support/kill_child.rs"]
+mod kill_child;
+use kill_child::{crash_tenant, kill_after, spawn_self, write_round, KillMoments};
+
 use roster::import::{run_file, ImportStatus, RunOptions};
 use roster::model::changelog::{ChangeKind, EventType};
 use roster::store::Store;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const USERS: usize = 6_000;
 const KILLS: usize = 12;
-
-fn tenant() -> Tenant {
-    let columns = [
-        ("mapping_code", "id"),
-        ("first_name", "first"),
-        ("last_name", "last"),
-        ("email", "email"),
-        ("job_title", "title"),
-    ];
-    let mut t = Tenant::for_import(
-        "crash",
-        MatchBy::MappingCode,
-        OnMissing::Deactivate,
-        &columns,
-    );
-    t.import.max_missing_percent = 100.0;
-    t
-}
-
-/// Run `round`: every user gets title `T<round>`; users from `USERS - round` on are missing.
-fn write_file(path: &Path, round: usize) {
-    let mut s = String::from("id;first;last;email;title\n");
-    for i in 0..USERS - round {
-        s.push_str(&format!("{i:06};F{i};L{i};u{i}@crash.example;T{round}\n"));
-    }
-    std::fs::write(path, s).expect("write csv");
-}
 
 /// The child: applies the file named by the environment to the store named by it.
 #[test]
@@ -52,25 +27,24 @@ fn changes_crash_child() {
         return; // Not running as a child.
     };
     let store = Store::open(Path::new(&dir)).expect("child opens the store");
-    let out = run_file(&store, &tenant(), Path::new(&file), &RunOptions::default())
-        .expect("child import");
+    let out = run_file(
+        &store,
+        &crash_tenant(),
+        Path::new(&file),
+        &RunOptions::default(),
+    )
+    .expect("child import");
     assert_eq!(out.record.status, ImportStatus::Success);
 }
 
 fn child(dir: &Path, file: &Path) -> std::process::Child {
-    Command::new(std::env::current_exe().expect("current exe"))
-        .args([
-            "--exact",
-            "changes_crash_child",
-            "--test-threads=1",
-            "--quiet",
-        ])
-        .env("ROSTER_CHANGES_CRASH_STORE", dir)
-        .env("ROSTER_CHANGES_CRASH_FILE", file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn child")
+    spawn_self(
+        "changes_crash_child",
+        &[
+            ("ROSTER_CHANGES_CRASH_STORE", dir),
+            ("ROSTER_CHANGES_CRASH_FILE", file),
+        ],
+    )
 }
 
 /// Checks the logs against the history: per committed run (oldest first) exactly its
@@ -147,24 +121,17 @@ fn a_killed_import_leaves_no_entries_of_the_lost_run() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
     let f0 = tmp.path().join("round0.csv");
-    write_file(&f0, 0);
+    write_round(&f0, USERS, 0);
     let t = Instant::now();
     assert!(child(&dir, &f0).wait().expect("child 0").success());
     let full = t.elapsed();
     assert_eq!(check_logs(&dir), vec![0]);
-    let mut seed: u64 = 0x2545_F491_4F6C_DD1D ^ u64::from(std::process::id());
+    let mut moments = KillMoments::new(0x2545_F491_4F6C_DD1D);
     let (mut lost, mut kept) = (0, 0);
     for round in 1..=KILLS {
         let file = tmp.path().join(format!("round{round}.csv"));
-        write_file(&file, round);
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let delay = Duration::from_millis(seed % (full.as_millis() as u64 * 2 + 1));
-        let mut c = child(&dir, &file);
-        std::thread::sleep(delay);
-        let _ = c.kill(); // SIGKILL
-        let _ = c.wait();
+        write_round(&file, USERS, round);
+        kill_after(child(&dir, &file), moments.next(full * 2));
         let rounds = check_logs(&dir);
         if rounds.last() == Some(&round) {
             kept += 1;

@@ -10,7 +10,7 @@
 
 #[path = "support/process.rs"]
 mod process;
-use process::{free_port, wait_until};
+use process::{free_port, users_csv, wait_until};
 
 #[path = "support/postgres.rs"]
 #[allow(dead_code)] // each test file uses part of the support
@@ -173,14 +173,7 @@ impl Cluster {
 
     /// Puts a file into the shared tenant folder as a local copy does: written, renamed in.
     fn drop_in(&self, name: &str, bytes: &[u8]) {
-        let stash = self.path().join("stash");
-        std::fs::create_dir_all(&stash).unwrap();
-        std::fs::write(stash.join(name), bytes).unwrap();
-        std::fs::rename(
-            stash.join(name),
-            self.path().join("data/tenants/big").join(name),
-        )
-        .unwrap();
+        process::drop_in(self.path(), "big", name, bytes);
     }
 
     fn archived(&self) -> usize {
@@ -254,14 +247,6 @@ schedule = "* * * * *"
 "#,
         dir = dir.display()
     )
-}
-
-fn users_csv(rows: usize) -> Vec<u8> {
-    let mut s = String::from("email,first,last\n");
-    for i in 0..rows {
-        s.push_str(&format!("user{i}@big.example,First{i},Last{i}\n"));
-    }
-    s.into_bytes()
 }
 
 fn count_entries(dir: &Path) -> usize {
@@ -364,7 +349,7 @@ fn both_nodes_list_each_other() {
 fn an_upload_both_nodes_see_is_imported_once() {
     let mut c = Cluster::start("import_once");
     const ROWS: usize = 500;
-    c.drop_in("users.csv", &users_csv(ROWS));
+    c.drop_in("users.csv", &users_csv(ROWS, "First"));
     let done = wait_until(Duration::from_secs(60), || {
         c.archived() == 1 && c.claims() == 0
     });
@@ -389,7 +374,7 @@ fn an_upload_both_nodes_see_is_imported_once() {
 fn a_node_killed_mid_import_is_finished_by_the_other() {
     let mut c = Cluster::start("kill_one");
     const ROWS: usize = 100_000;
-    c.drop_in("users.csv", &users_csv(ROWS));
+    c.drop_in("users.csv", &users_csv(ROWS, "First"));
     // Find the node that runs the import, and kill it mid-run.
     let mut importing = None;
     let started = wait_until(Duration::from_secs(60), || {
@@ -584,7 +569,7 @@ fn a_node_starting_mid_import_leaves_the_running_claim_alone() {
     let mut c = Cluster::prepare("start_mid_import");
     c.start_node(0);
     const ROWS: usize = 100_000;
-    c.drop_in("users.csv", &users_csv(ROWS));
+    c.drop_in("users.csv", &users_csv(ROWS, "First"));
     let started = wait_until(Duration::from_secs(60), || c.claims() == 1);
     assert!(started, "node-a did not claim the file\n{}", c.logs());
     c.start_node(1);

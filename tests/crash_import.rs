@@ -2,44 +2,18 @@
 //! import and is killed with SIGKILL at a random moment, many times; after each kill the
 //! reopened store must hold all of that run or none of it.
 
-use roster::config::{MatchBy, OnMissing, Tenant};
+#[path = "support/kill_child.rs"]
+mod kill_child;
+use kill_child::{crash_tenant, kill_after, spawn_self, write_round, KillMoments};
+
 use roster::import::{run_file, ImportStatus, RunOptions};
 use roster::model::UserStatus;
 use roster::store::Store;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const USERS: usize = 20_000;
 const KILLS: usize = 24;
-
-fn tenant() -> Tenant {
-    let columns = [
-        ("mapping_code", "id"),
-        ("first_name", "first"),
-        ("last_name", "last"),
-        ("email", "email"),
-        ("job_title", "title"),
-    ];
-    let mut t = Tenant::for_import(
-        "crash",
-        MatchBy::MappingCode,
-        OnMissing::Deactivate,
-        &columns,
-    );
-    t.import.max_missing_percent = 100.0;
-    t
-}
-
-/// Run `round`: every user gets title `T<round>`; users beyond `USERS - round` are missing (so
-/// deactivations are part of the run too).
-fn write_file(path: &Path, round: usize) {
-    let mut s = String::from("id;first;last;email;title\n");
-    for i in 0..USERS - round {
-        s.push_str(&format!("{i:06};F{i};L{i};u{i}@crash.example;T{round}\n"));
-    }
-    std::fs::write(path, s).expect("write csv");
-}
 
 /// The child: applies the file named by the environment to the store named by it.
 #[test]
@@ -51,20 +25,21 @@ fn crash_child() {
         return; // Not running as a child.
     };
     let store = Store::open(Path::new(&dir)).expect("child opens the store");
-    let out = run_file(&store, &tenant(), Path::new(&file), &RunOptions::default())
-        .expect("child import");
+    let out = run_file(
+        &store,
+        &crash_tenant(),
+        Path::new(&file),
+        &RunOptions::default(),
+    )
+    .expect("child import");
     assert_eq!(out.record.status, ImportStatus::Success);
 }
 
 fn child(dir: &Path, file: &Path) -> std::process::Child {
-    Command::new(std::env::current_exe().expect("current exe"))
-        .args(["--exact", "crash_child", "--test-threads=1", "--quiet"])
-        .env("ROSTER_CRASH_STORE", dir)
-        .env("ROSTER_CRASH_FILE", file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn child")
+    spawn_self(
+        "crash_child",
+        &[("ROSTER_CRASH_STORE", dir), ("ROSTER_CRASH_FILE", file)],
+    )
 }
 
 /// Which round the store shows; panics if it shows a mix.
@@ -108,7 +83,7 @@ fn killed_import_is_all_or_nothing() {
     let dir = tmp.path().join("store");
     // Round 0 applied to completion, timed, to calibrate the kill moments.
     let f0 = tmp.path().join("round0.csv");
-    write_file(&f0, 0);
+    write_round(&f0, USERS, 0);
     let t = Instant::now();
     let status = child(&dir, &f0).wait().expect("child 0");
     let full = t.elapsed();
@@ -117,19 +92,11 @@ fn killed_import_is_all_or_nothing() {
     let mut applied = 1;
     let mut current = 0;
     let (mut before, mut after) = (0, 0);
-    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id());
+    let mut moments = KillMoments::new(0x9E37_79B9_7F4A_7C15);
     for round in 1..=KILLS {
         let file = tmp.path().join(format!("round{round}.csv"));
-        write_file(&file, round);
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let window = full.as_millis() as u64 * 3 + 1;
-        let delay = Duration::from_millis(seed % window);
-        let mut c = child(&dir, &file);
-        std::thread::sleep(delay);
-        let _ = c.kill(); // SIGKILL
-        let _ = c.wait();
+        write_round(&file, USERS, round);
+        kill_after(child(&dir, &file), moments.next(full * 3));
         let (seen, successes) = observed_round(&dir);
         if seen == round {
             applied += 1;

@@ -5,7 +5,7 @@
 
 #[path = "support/process.rs"]
 mod process;
-use process::{serve, wait_until};
+use process::{serve, users_csv, wait_until};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,24 +49,12 @@ last_name = "last"
 }
 
 fn big_csv() -> Vec<u8> {
-    big_csv_version("First")
+    users_csv(ROWS, "First")
 }
 
-/// Every user's first name is `<version><i>`.
-fn big_csv_version(version: &str) -> Vec<u8> {
-    let mut s = String::from("email,first,last\n");
-    for i in 0..ROWS {
-        s.push_str(&format!("user{i}@big.example,{version}{i},Last{i}\n"));
-    }
-    s.into_bytes()
-}
-
-/// Puts a file into the tenant home the way a local copy does: written beside, renamed in.
+/// Puts a file into tenant `big`'s home the way a local copy does.
 fn drop_in(dir: &Path, name: &str, bytes: &[u8]) {
-    let stash = dir.join("stash");
-    std::fs::create_dir_all(&stash).unwrap();
-    std::fs::write(stash.join(name), bytes).unwrap();
-    std::fs::rename(stash.join(name), dir.join("data/tenants/big").join(name)).unwrap();
+    process::drop_in(dir, "big", name, bytes);
 }
 
 fn mails(dir: &Path) -> usize {
@@ -167,7 +155,7 @@ fn killed_during_an_import_then_restarted_runs_exactly_once() {
 /// exactly one mail per run went out.
 #[test]
 fn killed_reimport_of_earlier_bytes_is_finished_as_its_own_run() {
-    let (a, b) = (big_csv_version("A"), big_csv_version("B"));
+    let (a, b) = (users_csv(ROWS, "A"), users_csv(ROWS, "B"));
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let config = write_config_with(dir, "big_*.csv", "notify = [\"hr@big.example\"]");

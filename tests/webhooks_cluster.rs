@@ -5,7 +5,7 @@
 
 #[path = "support/process.rs"]
 mod process;
-use process::{free_port, wait_until};
+use process::{drop_in, free_port, users_csv, wait_until};
 
 #[path = "support/postgres.rs"]
 #[allow(dead_code)] // each test file uses part of the support
@@ -163,18 +163,7 @@ fn one_node_delivers_and_the_other_takes_over_after_a_kill() {
         "the endpoint was not picked up"
     );
     rx.answer(&["sleep:0.4"; EVENTS].join(","));
-    let mut csv = String::from("email,first,last\n");
-    for i in 0..ROWS {
-        csv.push_str(&format!("user{i}@big.example,First{i},Last{i}\n"));
-    }
-    let stash = dir.join("stash");
-    std::fs::create_dir_all(&stash).unwrap();
-    std::fs::write(stash.join("users.csv"), csv).unwrap();
-    std::fs::rename(
-        stash.join("users.csv"),
-        dir.join("data/tenants/big/users.csv"),
-    )
-    .unwrap();
+    drop_in(dir, "big", "users.csv", &users_csv(ROWS, "First"));
 
     assert!(
         wait_until(Duration::from_secs(60), || rx.arrivals().len() >= 3),

@@ -4,7 +4,7 @@
 
 #[path = "support/process.rs"]
 mod process;
-use process::{free_port, serve, wait_until};
+use process::{free_port, serve, users_csv, wait_until};
 
 #[path = "webhooks/support.rs"]
 mod webhooks;
@@ -70,14 +70,7 @@ fn endpoint(admin_port: u16) -> Option<serde_json::Value> {
 }
 
 fn drop_in(dir: &Path, bytes: &[u8]) {
-    let stash = dir.join("stash");
-    std::fs::create_dir_all(&stash).unwrap();
-    std::fs::write(stash.join("users.csv"), bytes).unwrap();
-    std::fs::rename(
-        stash.join("users.csv"),
-        dir.join("data/tenants/big/users.csv"),
-    )
-    .unwrap();
+    process::drop_in(dir, "big", "users.csv", bytes);
 }
 
 #[test]
@@ -96,11 +89,7 @@ fn killed_while_delivering_then_restarted_loses_nothing_and_repeats_only_ids() {
     );
     // Slow answers, so the kill lands while a message is in flight.
     rx.answer("sleep:0.5,sleep:0.5,sleep:0.5,sleep:0.5,sleep:0.5,sleep:0.5,sleep:0.5");
-    let mut csv = String::from("email,first,last\n");
-    for i in 0..ROWS {
-        csv.push_str(&format!("user{i}@big.example,First{i},Last{i}\n"));
-    }
-    drop_in(dir, csv.as_bytes());
+    drop_in(dir, &users_csv(ROWS, "First"));
     assert!(
         wait_until(Duration::from_secs(60), || rx.arrivals().len() >= 3),
         "deliveries did not start"

@@ -57,6 +57,8 @@ pub(crate) struct AppState {
     pub throttle: crate::login::LoginThrottle,
     /// The web console's sessions on this node.
     pub sessions: console::Sessions,
+    /// The console's held-run dry runs kept on this node (the held page's pages share one).
+    pub held_plans: console::HeldPlans,
 }
 
 /// Directory listings served at once (each scans a tenant's whole directory).
@@ -131,6 +133,7 @@ pub async fn start(
         heavy_queue: std::sync::Arc::new(tokio::sync::Semaphore::new(HEAVY_QUEUE)),
         throttle,
         sessions: console::Sessions::default(),
+        held_plans: console::HeldPlans::default(),
     };
     let app = api::router(state.clone())
         .merge(webhooks::router(state.clone()))

@@ -3,7 +3,8 @@
 //! node.
 //!
 //! Data enters as the `[cluster]` table of the config file and leaves as [`ClusterConfig`]:
-//! the node's id (default: the host name and the SFTP listen port) and the lease length.
+//! the node's id (default: the host name and the SFTP listen port, or the process id when that
+//! port is 0) and the lease length.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +12,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// This node's id; default `HOSTNAME:PORT` (the SFTP listen port).
+    /// This node's id; default `HOSTNAME:PORT` (the SFTP listen port; `HOSTNAME:pid-PID` when
+    /// that port is 0).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
     /// How long a node may go without a heartbeat before the others treat it as dead.
@@ -33,13 +35,17 @@ impl ClusterConfig {
         *self == ClusterConfig::default()
     }
 
-    /// The node id: `node_id`, else `HOSTNAME:PORT` with the port of `listen`.
+    /// The node id: `node_id`, else `HOSTNAME:PORT` with the port of `listen`. A listen port of
+    /// 0 (the system picks one) says nothing about the node, so two such nodes on one host
+    /// would share an id and take each other's leases: then the id is `HOSTNAME:pid-PID`.
     pub fn node_id(&self, listen: &str) -> String {
         if let Some(id) = &self.node_id {
             return id.clone();
         }
-        let port = listen.rsplit(':').next().unwrap_or("0");
-        format!("{}:{port}", host_name())
+        match listen.rsplit(':').next() {
+            Some(port) if !port.is_empty() && port != "0" => format!("{}:{port}", host_name()),
+            _ => format!("{}:pid-{}", host_name(), std::process::id()),
+        }
     }
 
     /// Every problem with `[cluster]`, each naming the key.

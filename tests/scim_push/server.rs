@@ -25,13 +25,7 @@ fn program() -> &'static str {
     })
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+include!("../support/ports.rs");
 
 pub struct ScimServer {
     child: Child,

@@ -42,13 +42,7 @@ fn install_once() {
     });
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+include!("ports.rs");
 
 impl Browser {
     pub async fn start() -> Browser {

@@ -18,7 +18,6 @@
 //! Include it with `#[path = "support/postgres.rs"] mod test_postgres;` in the test files that
 //! need it, so test binaries without PostgreSQL do not carry it.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -373,10 +372,7 @@ fn user_ids(user: &str) -> (u32, u32) {
     (id("-u"), id("-g"))
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("cannot bind a probe port");
-    l.local_addr().expect("probe port has no address").port()
-}
+include!("ports.rs");
 
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("temp paths are UTF-8")

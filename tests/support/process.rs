@@ -9,11 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port of 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+include!("ports.rs");
 
 /// Polls `f` every 10 ms until it is true (then true) or `limit` has passed (then false).
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -36,4 +32,24 @@ pub fn serve(config: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// Puts `bytes` into the home of tenant `tenant` of a server whose `data_dir` is `dir/data`,
+/// the way a local copy does: written to `dir/stash`, then renamed in (so the intake sees one
+/// finished file).
+pub fn drop_in(dir: &Path, tenant: &str, name: &str, bytes: &[u8]) {
+    let stash = dir.join("stash");
+    std::fs::create_dir_all(&stash).unwrap();
+    std::fs::write(stash.join(name), bytes).unwrap();
+    let home = dir.join("data/tenants").join(tenant);
+    std::fs::rename(stash.join(name), home.join(name)).unwrap();
+}
+
+/// A `email,first,last` file of `rows` users `user<i>@big.example`, first name `<first><i>`.
+pub fn users_csv(rows: usize, first: &str) -> Vec<u8> {
+    let mut s = String::from("email,first,last\n");
+    for i in 0..rows {
+        s.push_str(&format!("user{i}@big.example,{first}{i},Last{i}\n"));
+    }
+    s.into_bytes()
 }

@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 /// Users listed per page.
 const PER_PAGE: usize = 50;
@@ -178,9 +178,15 @@ fn planning_page(
     })
 }
 
-fn planned_removals() -> &'static Mutex<VecDeque<PlannedRemovals>> {
-    static KEPT: OnceLock<Mutex<VecDeque<PlannedRemovals>>> = OnceLock::new();
-    KEPT.get_or_init(|| Mutex::new(VecDeque::new()))
+/// The removals of the last [`PLANS_KEPT`] held runs planned on this node (in `AppState`, so
+/// each server, and each test server in one process, keeps its own).
+#[derive(Clone, Default)]
+pub(crate) struct HeldPlans(Arc<Mutex<VecDeque<PlannedRemovals>>>);
+
+impl HeldPlans {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<PlannedRemovals>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Who approving `record` would remove, sorted by key, and whether the dry run stopped
@@ -201,7 +207,7 @@ async fn removals_of(
             .find(|p| p.tenant == t.id && p.id == record.id && p.version == version)
             .map(|p| (p.all.clone(), p.truncated))
     };
-    if let Some(found) = kept(&planned_removals().lock().unwrap_or_else(|p| p.into_inner())) {
+    if let Some(found) = kept(&st.held_plans.lock()) {
         return Ok(Some(found));
     }
     let _turn = st
@@ -211,7 +217,7 @@ async fn removals_of(
         .await
         .map_err(|e| PageError::internal("cannot start the dry run", anyhow::anyhow!("{e}")))?;
     // Another request may have planned it while this one waited for its turn.
-    if let Some(found) = kept(&planned_removals().lock().unwrap_or_else(|p| p.into_inner())) {
+    if let Some(found) = kept(&st.held_plans.lock()) {
         return Ok(Some(found));
     }
     let store = st.store.clone();
@@ -243,7 +249,7 @@ async fn removals_of(
         .collect();
     all.sort_by(|a, b| a.key.cmp(&b.key));
     let all = Arc::new(all);
-    let mut list = planned_removals().lock().unwrap_or_else(|p| p.into_inner());
+    let mut list = st.held_plans.lock();
     list.retain(|p| !(p.tenant == t.id && p.id == record.id));
     if list.len() >= PLANS_KEPT {
         list.pop_front();

@@ -35,6 +35,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
+pub(crate) use held::HeldPlans;
 pub(crate) use session::{Role, Sessions, Viewer};
 
 /// The console's routes (merged into the admin listener's router).
