@@ -78,3 +78,23 @@ fn host_name() -> String {
         _ => "localhost".to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ClusterConfig;
+
+    #[test]
+    fn the_default_id_names_the_port_or_the_process_when_the_port_is_picked_by_the_system() {
+        let c = ClusterConfig::default();
+        assert!(c.node_id("0.0.0.0:2222").ends_with(":2222"));
+        assert!(c.node_id("[::1]:2222").ends_with(":2222"));
+        let pid = format!(":pid-{}", std::process::id());
+        assert!(c.node_id("127.0.0.1:0").ends_with(&pid));
+        assert!(c.node_id("[::]:0").ends_with(&pid));
+        let set = ClusterConfig {
+            node_id: Some("sftp-1".into()),
+            ..ClusterConfig::default()
+        };
+        assert_eq!(set.node_id("127.0.0.1:0"), "sftp-1");
+    }
+}
