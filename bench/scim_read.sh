@@ -11,55 +11,73 @@
 # and after the requests (memory bounded by the page: it must not grow with the tenant).
 #
 # Usage: bench/scim_read.sh [ROWS] [debug|release]   (default 1000000 release)
+#   ROSTER_BENCH_DIR=DIR   work folder (CSV files) instead of /tmp/roster-bench
+#   ROSTER_BENCH_BIN=DIR   a folder holding `roster` and `import_bench` built elsewhere (e.g. the
+#                          previous version, to compare on the same machine); nothing is built
+#   ROSTER_BENCH_KEEP=DIR  keep the loaded cluster in DIR (created and loaded if DIR/data does
+#                          not exist, reused without loading if it does; it is stopped at the
+#                          end but not deleted): runs before/after on the same data, and
+#                          EXPLAIN between runs. Delete DIR when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${1:-1000000}"
 PROFILE="${2:-release}"
 SHARED="$(cd .. && pwd)/shared/bench"
-WORK=/tmp/roster-bench
+WORK="${ROSTER_BENCH_DIR:-/tmp/roster-bench}"
 mkdir -p "$WORK"
 bash tests/postgres/install.sh >/dev/null
-if [ "$PROFILE" = release ]; then
-    cargo build --release --example import_bench --bin roster >/dev/null
+if [ -n "${ROSTER_BENCH_BIN:-}" ]; then
+    ROSTER_BIN="$ROSTER_BENCH_BIN/roster"; IMPORT_BIN="$ROSTER_BENCH_BIN/import_bench"
 else
-    cargo build --example import_bench --bin roster >/dev/null
+    if [ "$PROFILE" = release ]; then
+        cargo build --release --example import_bench --bin roster >/dev/null
+    else
+        cargo build --example import_bench --bin roster >/dev/null
+    fi
+    ROSTER_BIN="target/$PROFILE/roster"; IMPORT_BIN="target/$PROFILE/examples/import_bench"
 fi
-BIN="target/$PROFILE"
 CSV="$WORK/users_$ROWS.csv"
-[ -f "$CSV" ] || python3 "$SHARED/gen-users.py" "$ROWS" "$CSV"
 
-# --- a throwaway cluster -------------------------------------------------------------------
+# --- a throwaway (or kept) cluster ---------------------------------------------------------
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 [ -n "$PGBIN" ] || PGBIN=$(dirname "$(command -v initdb)")
-PGDIR=$(mktemp -d /tmp/roster-bench-pg-XXXXXX)
+KEEP="${ROSTER_BENCH_KEEP:-}"
+if [ -n "$KEEP" ]; then mkdir -p "$KEEP"; PGDIR=$(cd "$KEEP" && pwd); else PGDIR=$(mktemp -d /tmp/roster-bench-pg-XXXXXX); fi
+LOAD=yes
+[ -d "$PGDIR/data" ] && LOAD=no
 AS=()
 if [ "$(id -u)" -eq 0 ]; then chown nobody "$PGDIR"; AS=(runuser -u nobody --); fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
-"${AS[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U roster --auth=trust -E UTF8 --locale=C >/dev/null
+[ "$LOAD" = yes ] && "${AS[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U roster --auth=trust -E UTF8 --locale=C >/dev/null
 "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w \
     -o "-p $PORT -k $PGDIR -c listen_addresses=127.0.0.1" start >/dev/null
 SERVER_PID=""
 cleanup() {
     [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
     "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast stop >/dev/null 2>&1 || true
-    rm -rf "$PGDIR"
+    [ -n "$KEEP" ] || rm -rf "$PGDIR"
 }
 trap cleanup EXIT
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U roster)
-"${PSQL[@]}" -d postgres -c "CREATE DATABASE roster_bench"
 URL="postgres://roster@127.0.0.1:$PORT/roster_bench"
 
-echo "== load: $ROWS users through the import engine"
-"$BIN/examples/import_bench" "$WORK/unused-sled" "$CSV" --store-url "$URL"
-"${PSQL[@]}" -d roster_bench -c \
-    "UPDATE roster.user_rows SET groups = ARRAY['G' || right(key, 1)]" -c "VACUUM ANALYZE roster.user_rows"
+if [ "$LOAD" = yes ]; then
+    [ -f "$CSV" ] || python3 "$SHARED/gen-users.py" "$ROWS" "$CSV"
+    "${PSQL[@]}" -d postgres -c "CREATE DATABASE roster_bench"
+    echo "== load: $ROWS users through the import engine"
+    "$IMPORT_BIN" "$WORK/unused-sled" "$CSV" --store-url "$URL"
+    "${PSQL[@]}" -d roster_bench -c \
+        "UPDATE roster.user_rows SET groups = ARRAY['G' || right(key, 1)]" -c "VACUUM ANALYZE roster.user_rows"
+else
+    echo "== reusing the cluster loaded in $PGDIR (port $PORT)"
+fi
 
 # --- roster serve on that database ---------------------------------------------------------
 SCIM_TOKEN=bench-scim-token-0123456789
 ADMIN_PORT=$(free_port)
 CONF="$PGDIR/roster.toml"
-ssh-keygen -q -t ed25519 -N "" -f "$PGDIR/tenant_key"
+rm -f "$PGDIR/tenant_key" "$PGDIR/tenant_key.pub"; ssh-keygen -q -t ed25519 -N "" -f "$PGDIR/tenant_key"
 cat >"$CONF" <<TOML
 [server]
 listen = "127.0.0.1:0"
@@ -81,7 +99,7 @@ scim_token_sha256 = "$(printf %s "$SCIM_TOKEN" | sha256sum | cut -d' ' -f1)"
 file = "users.csv"
 match_by = "mapping_code"
 TOML
-"$BIN/roster" serve --config "$CONF" >"$PGDIR/serve.log" 2>&1 &
+"$ROSTER_BIN" serve --config "$CONF" >"$PGDIR/serve.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 100); do
     curl -s -o /dev/null "http://127.0.0.1:$ADMIN_PORT/scim/v2/Users" && break
