@@ -141,3 +141,58 @@ impl SledStore {
         Ok(page)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::bucket::bucket_of;
+    use crate::model::packed::{bucket_push, UserRec, STATUS_ACTIVE, STATUS_DELETED};
+    use crate::store::Users;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_store_written_without_counts_gets_them_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut buckets: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
+        for (key, status, groups) in [
+            ("a", STATUS_ACTIVE, "x\u{1f}y"),
+            ("b", STATUS_ACTIVE, "x"),
+            ("c", STATUS_DELETED, "x\u{1f}z"),
+        ] {
+            let mut rec = UserRec {
+                status,
+                ..Default::default()
+            };
+            rec.set("groups", Some(groups));
+            let mut enc = Vec::new();
+            rec.encode_into(&mut enc);
+            let b = buckets.entry(bucket_of(key.as_bytes())).or_default();
+            bucket_push(b, key.as_bytes(), &enc);
+        }
+        let staged = buckets
+            .iter()
+            .map(|(b, packed)| (*b, store.stage_bucket("t", *b, packed).unwrap()))
+            .collect();
+        store
+            .commit(&Commit {
+                tenant: "t".into(),
+                buckets: staged,
+                ..Default::default()
+            })
+            .unwrap();
+        let counted = store.groups_page("t", None, 0, 10).unwrap();
+        let summary = |name: &str, members| GroupSummary {
+            name: name.into(),
+            members,
+        };
+        assert_eq!(counted.groups, [summary("x", 2), summary("y", 1)]);
+
+        // As a roster without the `groups` tree left the store: no counts, no marker.
+        store.inner.groups.clear().unwrap();
+        assert_eq!(store.groups_page("t", None, 0, 10).unwrap().total, 0);
+        drop(store);
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.groups_page("t", None, 0, 10).unwrap(), counted);
+    }
+}
