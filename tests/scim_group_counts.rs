@@ -68,7 +68,12 @@ fn check(store: &Store, tenant: &str, step: &str) -> BTreeMap<String, u64> {
     assert_eq!(second.groups, expect, "{step}: {tenant} page 2");
     for g in &want {
         let one = store.groups_page(tenant, Some(&g.name), 0, 10).unwrap();
-        assert_eq!(one.groups, [g.clone()], "{step}: {tenant} {}", g.name);
+        assert_eq!(
+            one.groups,
+            std::slice::from_ref(g),
+            "{step}: {tenant} {}",
+            g.name
+        );
     }
     let none = store.groups_page(tenant, Some("nobody"), 0, 10).unwrap();
     assert_eq!((none.total, none.groups.len()), (0, 0), "{step}");
