@@ -15,6 +15,8 @@
 #   ROSTER_BENCH_DIR=DIR   work folder (CSV files) instead of /tmp/roster-bench
 #   ROSTER_BENCH_BIN=DIR   a folder holding `roster` and `import_bench` built elsewhere (e.g. the
 #                          previous version, to compare on the same machine); nothing is built
+#   ROSTER_BENCH_STORE=sled  the same requests on a sled store (loaded by import_bench without
+#                          --store-url, the groups from a `groups` column added to the file)
 #   ROSTER_BENCH_KEEP=DIR  keep the loaded cluster in DIR (created and loaded if DIR/data does
 #                          not exist, reused without loading if it does; it is stopped at the
 #                          end but not deleted): runs before/after on the same data, and
@@ -23,6 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${1:-1000000}"
 PROFILE="${2:-release}"
+STORE="${ROSTER_BENCH_STORE:-postgres}"
 SHARED="$(cd .. && pwd)/shared/bench"
 WORK="${ROSTER_BENCH_DIR:-/tmp/roster-bench}"
 mkdir -p "$WORK"
@@ -45,25 +48,35 @@ PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 KEEP="${ROSTER_BENCH_KEEP:-}"
 if [ -n "$KEEP" ]; then mkdir -p "$KEEP"; PGDIR=$(cd "$KEEP" && pwd); else PGDIR=$(mktemp -d /tmp/roster-bench-pg-XXXXXX); fi
 LOAD=yes
-[ -d "$PGDIR/data" ] && LOAD=no
+[ -d "$PGDIR/data" ] || [ -d "$PGDIR/roster-data/store" ] && LOAD=no
 AS=()
 if [ "$(id -u)" -eq 0 ]; then chown nobody "$PGDIR"; AS=(runuser -u nobody --); fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
-[ "$LOAD" = yes ] && "${AS[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U roster --auth=trust -E UTF8 --locale=C >/dev/null
-"${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w \
-    -o "-p $PORT -k $PGDIR -c listen_addresses=127.0.0.1" start >/dev/null
+if [ "$STORE" = postgres ]; then
+    [ "$LOAD" = yes ] && "${AS[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U roster --auth=trust -E UTF8 --locale=C >/dev/null
+    "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w \
+        -o "-p $PORT -k $PGDIR -c listen_addresses=127.0.0.1" start >/dev/null
+fi
 SERVER_PID=""
 cleanup() {
     [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
-    "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast stop >/dev/null 2>&1 || true
+    [ "$STORE" = postgres ] && { "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast stop >/dev/null 2>&1 || true; }
     [ -n "$KEEP" ] || rm -rf "$PGDIR"
 }
 trap cleanup EXIT
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U roster)
 URL="postgres://roster@127.0.0.1:$PORT/roster_bench"
 
-if [ "$LOAD" = yes ]; then
+if [ "$LOAD" = yes ] && [ "$STORE" = sled ]; then
+    [ -f "$CSV" ] || python3 "$SHARED/gen-users.py" "$ROWS" "$CSV"
+    GROUPED="$WORK/users_${ROWS}_groups.csv"
+    [ -f "$GROUPED" ] || awk -F';' 'NR == 1 { print $0 ";groups"; next }
+        { print $0 ";G" substr($1, length($1), 1) }' "$CSV" >"$GROUPED"
+    echo "== load: $ROWS users through the import engine (sled)"
+    mkdir -p "$PGDIR/roster-data"
+    ROSTER_BENCH_GROUPS=1 "$IMPORT_BIN" "$PGDIR/roster-data/store" "$GROUPED"
+elif [ "$LOAD" = yes ]; then
     [ -f "$CSV" ] || python3 "$SHARED/gen-users.py" "$ROWS" "$CSV"
     "${PSQL[@]}" -d postgres -c "CREATE DATABASE roster_bench"
     echo "== load: $ROWS users through the import engine"
@@ -83,7 +96,7 @@ END IF;
 END $$;
 SQL
 else
-    echo "== reusing the cluster loaded in $PGDIR (port $PORT)"
+    echo "== reusing the $STORE store loaded in $PGDIR"
 fi
 
 # --- roster serve on that database ---------------------------------------------------------
@@ -101,8 +114,7 @@ data_dir = "$PGDIR/roster-data"
 listen = "127.0.0.1:$ADMIN_PORT"
 token = "bench-admin-token-0123456789"
 
-[store]
-url = "$URL"
+$(if [ "$STORE" = postgres ]; then printf '[store]\nurl = "%s"\n' "$URL"; fi)
 
 [[tenants]]
 id = "bench"
