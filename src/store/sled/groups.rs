@@ -64,20 +64,50 @@ impl SledStore {
         for &(b, g) in &c.buckets {
             last.insert(b, g);
         }
-        let mut deltas = GroupDeltas::new();
         if st.version != c.expected_version {
-            return Ok((st.version, deltas)); // the commit refuses anyway
+            return Ok((st.version, GroupDeltas::new())); // the commit refuses anyway
         }
-        for (b, g) in last {
-            let old = st.gen(usize::from(b));
-            if old == g {
-                continue;
+        let changed: Vec<(u16, u64, u64)> = last
+            .into_iter()
+            .map(|(b, g)| (b, st.gen(usize::from(b)), g))
+            .filter(|(_, old, new)| old != new)
+            .collect();
+        // The buckets are read and compared on a few threads: the commit waits for this.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
+        let chunk = changed.len().div_ceil(threads).max(1);
+        let parts: Vec<Result<GroupDeltas>> = std::thread::scope(|s| {
+            let handles: Vec<_> = changed
+                .chunks(chunk)
+                .map(|part| s.spawn(|| self.bucket_deltas(&c.tenant, part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("counting groups failed")))
+                })
+                .collect()
+        });
+        let mut deltas = GroupDeltas::new();
+        for part in parts {
+            for (name, d) in part? {
+                let entry = deltas.entry(name).or_default();
+                *entry += d;
             }
-            let before = self.bucket(&c.tenant, b, old)?;
-            let after = self.bucket(&c.tenant, b, g)?;
+        }
+        deltas.retain(|_, d| *d != 0);
+        Ok((st.version, deltas))
+    }
+
+    /// The deltas of the given (bucket, committed generation, new generation).
+    fn bucket_deltas(&self, tenant: &str, buckets: &[(u16, u64, u64)]) -> Result<GroupDeltas> {
+        let mut deltas = GroupDeltas::new();
+        for &(b, old, new) in buckets {
+            let before = self.bucket(tenant, b, old)?;
+            let after = self.bucket(tenant, b, new)?;
             add_bucket(&mut deltas, before.as_deref(), after.as_deref())?;
         }
-        Ok((st.version, deltas))
+        Ok(deltas)
     }
 
     /// Makes every tenant's counts from its buckets, once: when the store was written by a
