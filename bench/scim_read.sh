@@ -5,61 +5,105 @@
 # Loads ROWS users (../shared/bench/gen-users.py) through the import engine
 # (examples/import_bench.rs --store-url) into a throwaway PostgreSQL cluster, puts every user
 # in one of 10 groups (G0..G9, 100,000 members each at 1,000,000 users; set in the `groups`
-# column directly, since the bench file has no groups column), runs `roster serve` on that
+# column directly, since the bench file has no groups column, and counted into
+# `roster.user_groups` as migration 7 does), runs `roster serve` on that
 # database, and times each request with curl (the median of 5, after one warm-up), printing
 # the HTTP status, totalResults, the median time, and the server's peak RSS (VmHWM) before
 # and after the requests (memory bounded by the page: it must not grow with the tenant).
 #
 # Usage: bench/scim_read.sh [ROWS] [debug|release]   (default 1000000 release)
+#   ROSTER_BENCH_DIR=DIR   work folder (CSV files) instead of /tmp/roster-bench
+#   ROSTER_BENCH_BIN=DIR   a folder holding `roster` and `import_bench` built elsewhere (e.g. the
+#                          previous version, to compare on the same machine); nothing is built
+#   ROSTER_BENCH_STORE=sled  the same requests on a sled store (loaded by import_bench without
+#                          --store-url, the groups from a `groups` column added to the file)
+#   ROSTER_BENCH_KEEP=DIR  keep the loaded cluster in DIR (created and loaded if DIR/data does
+#                          not exist, reused without loading if it does; it is stopped at the
+#                          end but not deleted): runs before/after on the same data, and
+#                          EXPLAIN between runs. Delete DIR when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${1:-1000000}"
 PROFILE="${2:-release}"
+STORE="${ROSTER_BENCH_STORE:-postgres}"
 SHARED="$(cd .. && pwd)/shared/bench"
-WORK=/tmp/roster-bench
+WORK="${ROSTER_BENCH_DIR:-/tmp/roster-bench}"
 mkdir -p "$WORK"
 bash tests/postgres/install.sh >/dev/null
-if [ "$PROFILE" = release ]; then
-    cargo build --release --example import_bench --bin roster >/dev/null
+if [ -n "${ROSTER_BENCH_BIN:-}" ]; then
+    ROSTER_BIN="$ROSTER_BENCH_BIN/roster"; IMPORT_BIN="$ROSTER_BENCH_BIN/import_bench"
 else
-    cargo build --example import_bench --bin roster >/dev/null
+    if [ "$PROFILE" = release ]; then
+        cargo build --release --example import_bench --bin roster >/dev/null
+    else
+        cargo build --example import_bench --bin roster >/dev/null
+    fi
+    ROSTER_BIN="target/$PROFILE/roster"; IMPORT_BIN="target/$PROFILE/examples/import_bench"
 fi
-BIN="target/$PROFILE"
 CSV="$WORK/users_$ROWS.csv"
-[ -f "$CSV" ] || python3 "$SHARED/gen-users.py" "$ROWS" "$CSV"
 
-# --- a throwaway cluster -------------------------------------------------------------------
+# --- a throwaway (or kept) cluster ---------------------------------------------------------
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 [ -n "$PGBIN" ] || PGBIN=$(dirname "$(command -v initdb)")
-PGDIR=$(mktemp -d /tmp/roster-bench-pg-XXXXXX)
+KEEP="${ROSTER_BENCH_KEEP:-}"
+if [ -n "$KEEP" ]; then mkdir -p "$KEEP"; PGDIR=$(cd "$KEEP" && pwd); else PGDIR=$(mktemp -d /tmp/roster-bench-pg-XXXXXX); fi
+LOAD=yes
+[ -d "$PGDIR/data" ] || [ -d "$PGDIR/roster-data/store" ] && LOAD=no
 AS=()
 if [ "$(id -u)" -eq 0 ]; then chown nobody "$PGDIR"; AS=(runuser -u nobody --); fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
-"${AS[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U roster --auth=trust -E UTF8 --locale=C >/dev/null
-"${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w \
-    -o "-p $PORT -k $PGDIR -c listen_addresses=127.0.0.1" start >/dev/null
+if [ "$STORE" = postgres ]; then
+    [ "$LOAD" = yes ] && "${AS[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U roster --auth=trust -E UTF8 --locale=C >/dev/null
+    "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w \
+        -o "-p $PORT -k $PGDIR -c listen_addresses=127.0.0.1" start >/dev/null
+fi
 SERVER_PID=""
 cleanup() {
     [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
-    "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast stop >/dev/null 2>&1 || true
-    rm -rf "$PGDIR"
+    [ "$STORE" = postgres ] && { "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast stop >/dev/null 2>&1 || true; }
+    [ -n "$KEEP" ] || rm -rf "$PGDIR"
 }
 trap cleanup EXIT
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U roster)
-"${PSQL[@]}" -d postgres -c "CREATE DATABASE roster_bench"
 URL="postgres://roster@127.0.0.1:$PORT/roster_bench"
 
-echo "== load: $ROWS users through the import engine"
-"$BIN/examples/import_bench" "$WORK/unused-sled" "$CSV" --store-url "$URL"
-"${PSQL[@]}" -d roster_bench -c \
-    "UPDATE roster.user_rows SET groups = ARRAY['G' || right(key, 1)]" -c "VACUUM ANALYZE roster.user_rows"
+if [ "$LOAD" = yes ] && [ "$STORE" = sled ]; then
+    [ -f "$CSV" ] || python3 "$SHARED/gen-users.py" "$ROWS" "$CSV"
+    GROUPED="$WORK/users_${ROWS}_groups.csv"
+    [ -f "$GROUPED" ] || awk -F';' 'NR == 1 { print $0 ";groups"; next }
+        { print $0 ";G" substr($1, length($1), 1) }' "$CSV" >"$GROUPED"
+    echo "== load: $ROWS users through the import engine (sled)"
+    mkdir -p "$PGDIR/roster-data"
+    ROSTER_BENCH_GROUPS=1 "$IMPORT_BIN" "$PGDIR/roster-data/store" "$GROUPED"
+elif [ "$LOAD" = yes ]; then
+    [ -f "$CSV" ] || python3 "$SHARED/gen-users.py" "$ROWS" "$CSV"
+    "${PSQL[@]}" -d postgres -c "CREATE DATABASE roster_bench"
+    echo "== load: $ROWS users through the import engine"
+    "$IMPORT_BIN" "$WORK/unused-sled" "$CSV" --store-url "$URL"
+    "${PSQL[@]}" -d roster_bench -c \
+        "UPDATE roster.user_rows SET groups = ARRAY['G' || right(key, 1)]" -c "VACUUM ANALYZE roster.user_rows"
+    # The groups were set behind the commit's back: count them as migration 7 does (schema 7+).
+    "${PSQL[@]}" -d roster_bench <<'SQL'
+DO $$ BEGIN
+IF to_regclass('roster.user_groups') IS NOT NULL THEN
+    DELETE FROM roster.user_groups;
+    INSERT INTO roster.user_groups (tenant, name, members)
+    SELECT u.tenant, g.name, count(*) FROM roster.user_rows u
+    CROSS JOIN LATERAL (SELECT DISTINCT item FROM unnest(u.groups) AS item WHERE item <> '') AS g(name)
+    WHERE u.status <> 'deleted' AND u.groups IS NOT NULL GROUP BY u.tenant, g.name;
+END IF;
+END $$;
+SQL
+else
+    echo "== reusing the $STORE store loaded in $PGDIR"
+fi
 
 # --- roster serve on that database ---------------------------------------------------------
 SCIM_TOKEN=bench-scim-token-0123456789
 ADMIN_PORT=$(free_port)
 CONF="$PGDIR/roster.toml"
-ssh-keygen -q -t ed25519 -N "" -f "$PGDIR/tenant_key"
+rm -f "$PGDIR/tenant_key" "$PGDIR/tenant_key.pub"; ssh-keygen -q -t ed25519 -N "" -f "$PGDIR/tenant_key"
 cat >"$CONF" <<TOML
 [server]
 listen = "127.0.0.1:0"
@@ -70,8 +114,7 @@ data_dir = "$PGDIR/roster-data"
 listen = "127.0.0.1:$ADMIN_PORT"
 token = "bench-admin-token-0123456789"
 
-[store]
-url = "$URL"
+$(if [ "$STORE" = postgres ]; then printf '[store]\nurl = "%s"\n' "$URL"; fi)
 
 [[tenants]]
 id = "bench"
@@ -81,7 +124,7 @@ scim_token_sha256 = "$(printf %s "$SCIM_TOKEN" | sha256sum | cut -d' ' -f1)"
 file = "users.csv"
 match_by = "mapping_code"
 TOML
-"$BIN/roster" serve --config "$CONF" >"$PGDIR/serve.log" 2>&1 &
+"$ROSTER_BIN" serve --config "$CONF" >"$PGDIR/serve.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 100); do
     curl -s -o /dev/null "http://127.0.0.1:$ADMIN_PORT/scim/v2/Users" && break

@@ -3,7 +3,7 @@
 //! Usage: `import_bench STORE_DIR CSV [--store-url postgres://...]`. Prints one line with the
 //! status, counts, wall time, rows/s and peak RSS (VmHWM) of this process. With `--store-url`
 //! the store is the PostgreSQL database at that URL (migrated on open, node id `bench`) and
-//! STORE_DIR is not used.
+//! STORE_DIR is not used. With `ROSTER_BENCH_GROUPS=1` the file's `groups` column is imported too.
 
 use roster::config::{MatchBy, OnMissing, Reference, Tenant};
 use roster::import::{run_file, RunOptions};
@@ -81,7 +81,7 @@ fn main() -> anyhow::Result<()> {
         },
         None => None,
     };
-    let columns = [
+    let mut columns = vec![
         ("mapping_code", "id"),
         ("first_name", "first_name"),
         ("last_name", "last_name"),
@@ -93,6 +93,10 @@ fn main() -> anyhow::Result<()> {
         ("location", "location"),
         ("job_title", "job_title"),
     ];
+    // bench/scim_read.sh on sled: a file with a `groups` column (h-scimspeed).
+    if std::env::var_os("ROSTER_BENCH_GROUPS").is_some() {
+        columns.push(("groups", "groups"));
+    }
     let mut tenant = Tenant::for_import(
         "bench",
         MatchBy::MappingCode,

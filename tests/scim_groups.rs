@@ -210,3 +210,58 @@ async fn one_group_discovery_and_members_through_users() {
         .collect();
     assert_eq!(groups, ["R&D/Ops", "All Staff", "sales"]);
 }
+
+/// The `totalResults` of `/Users?filter=groups eq "<name>"` for beta (on PostgreSQL, from the
+/// group counts when one group has that name in any case).
+async fn beta_members(env: &Env, name: &str) -> u64 {
+    let f = format!(
+        "/scim/v2/Users?filter={}&count=1",
+        enc(&format!("groups eq \"{name}\""))
+    );
+    let r = env.scim(&f, SCIM_BETA).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json["totalResults"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_follow_imports_deletions_and_restores() {
+    let env = populated().await;
+    // B2 was deleted by the second import: Ops has one member.
+    assert_eq!(beta_members(&env, "ops").await, 1);
+    let one = env.scim("/scim/v2/Groups/Ops", SCIM_BETA).await;
+    assert_eq!(member_ids(&one.json), ["B1"]);
+
+    // Restored through the admin API: a member again, counted at once.
+    let r = env.post("/api/tenants/beta/users/B2/restore", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(beta_members(&env, "OPS").await, 2);
+    let one = env.scim("/scim/v2/Groups/Ops", SCIM_BETA).await;
+    assert_eq!(member_ids(&one.json), ["B1", "B2"]);
+
+    // Groups changed by an import: a new group appears with its member.
+    let head = "mapping_code,first_name,last_name,email,groups\n";
+    let both = format!("{head}B1,Ana,One,a@b.example,Ops;New\nB2,Bo,Two,b@b.example,Ops\n");
+    env.import("beta", &both).await;
+    let all = env.scim("/scim/v2/Groups", SCIM_BETA).await;
+    assert_eq!(names(&all.json), ["New", "Ops"]);
+    assert_eq!(all.json["totalResults"], 2);
+    assert_eq!(beta_members(&env, "new").await, 1);
+
+    // B1 left out: deleted, so New has no member and is gone. B2 lists Ops and OPS: two
+    // groups, but `groups eq "ops"` (any case) counts B2 once.
+    env.import("beta", &format!("{head}B2,Bo,Two,b@b.example,Ops;OPS\n"))
+        .await;
+    let all = env.scim("/scim/v2/Groups", SCIM_BETA).await;
+    assert_eq!(names(&all.json), ["OPS", "Ops"]);
+    assert_eq!(env.scim("/scim/v2/Groups/New", SCIM_BETA).await.status, 404);
+    assert_eq!(beta_members(&env, "New").await, 0);
+    assert_eq!(beta_members(&env, "Ops").await, 1);
+
+    // "Sales" and "sales" are two groups of acme with different members.
+    let f = format!(
+        "/scim/v2/Users?filter={}&count=1",
+        enc("groups eq \"SALES\"")
+    );
+    let sales = env.scim(&f, SCIM_ACME).await;
+    assert_eq!(sales.json["totalResults"], 4, "{}", sales.text);
+}

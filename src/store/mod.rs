@@ -36,6 +36,8 @@
 //! [`frame`] and read back by [`unframe`]: `u32 LE header length | JSON header | bytes`.
 
 mod frame;
+// Group member counts kept by both backends for /Groups (h-scimspeed).
+pub mod group_counts;
 pub mod postgres;
 pub mod sled;
 

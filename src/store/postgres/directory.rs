@@ -22,7 +22,8 @@
 //!   were discarded, or swept by a process that opened the store as the same node: committing
 //!   would lose them silently), applies the named generations with one upsert and one delete,
 //!   sets the bucket generations (0: the bucket's rows go), bumps the version when buckets
-//!   changed, numbers and publishes the staged changes and the events (`changes::publish`),
+//!   changed, adds the change to the group member counts (`group_counts`), numbers and
+//!   publishes the staged changes and the events (`changes::publish`),
 //!   and writes the run-log parts (`runs::write_commit_parts`, called only when the
 //!   commit carries a record, ledger entry or plan). Durable when PostgreSQL's commit returns.
 //! - **update_user**: optimistic. The record is read in one call, `change` (which is neither
@@ -41,6 +42,7 @@ use super::PostgresStore;
 use crate::model::bucket::BUCKETS;
 use crate::model::changelog::{between, PendingChange};
 use crate::model::packed::{bucket_entries, bucket_push, UserRec};
+use crate::store::group_counts::{add_user, GroupDeltas};
 use crate::store::{Commit, Directory, TenantState};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
@@ -243,6 +245,8 @@ impl Directory for PostgresStore {
                 .collect();
             let mut new = Vec::with_capacity(old.len() + 16);
             rec.encode_into(&mut new);
+            let mut groups = GroupDeltas::new();
+            add_user(&mut groups, Some(&old), Some(&new))?;
             let row = TypedRow::from_rec(&rec, new);
             let (tenant, key) = (tenant.to_string(), key.to_string());
             let written = self.db.run(move |pool| async move {
@@ -251,6 +255,7 @@ impl Directory for PostgresStore {
                 let written = rewrite_user(&tx, &tenant, &key, &old, &row).await?;
                 if written {
                     super::changes::publish(&tx, &tenant, &[], &logged, None).await?;
+                    super::group_counts::apply_deltas(&tx, &tenant, &groups).await?;
                 }
                 tx.commit().await?;
                 Ok(written)
@@ -360,6 +365,8 @@ async fn apply_commit(tx: &Transaction<'_>, c: &Commit) -> Result<TenantState> {
         }
     }
     super::changes::publish(tx, &c.tenant, &ordered_gens, &[], c.record.as_ref()).await?;
+    // Group member counts (h-scimspeed): from the staged rows and the rows they replace.
+    super::group_counts::apply_commit(tx, &c.tenant, &set_gens, &emptied).await?;
     staging::apply_staged(tx, &c.tenant, &set_gens).await?;
     if !emptied.is_empty() {
         for table in ["user_rows", "bucket_gens"] {

@@ -11,7 +11,7 @@
 use anyhow::{bail, Context};
 
 /// The schema version this binary creates and expects.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// Key of the advisory lock migrations run under ("Roster" in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x0052_6f73_7465_7201;
@@ -53,6 +53,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "console_search",
         sql: include_str!("schema/0006_console_search.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "scim_speed",
+        sql: include_str!("schema/0007_scim_speed.sql"),
     },
 ];
 

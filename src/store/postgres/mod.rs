@@ -44,6 +44,8 @@ mod cluster;
 mod connections;
 mod directory;
 mod fill;
+// Group member counts (user_groups, migration 7; h-scimspeed).
+mod group_counts;
 mod migrate;
 mod outbox;
 mod rows;

@@ -15,8 +15,9 @@
 
 use super::connections::Connections;
 use super::rows::status_text;
-use super::users_query::{condition, rows_of, search_rows_of};
+use super::users_query::{condition, rows_of, search_rows_of, Count};
 use super::PostgresStore;
+use crate::model::filter::{Attribute, Op, Operand};
 use crate::model::packed::{UserRec, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE};
 use crate::model::{User, UserFilter, UserPage, UserStatus};
 use crate::store::{GroupPage, Users};
@@ -74,7 +75,8 @@ impl Users for PostgresStore {
     }
 
     /// Translated to SQL (`users_query`) when every attribute has an exact column, else
-    /// evaluated row by row as `users_page` does.
+    /// evaluated row by row as `users_page` does. The total of a filter that is exactly
+    /// `groups eq "…"` comes from `user_groups` when one group has that name in any case.
     fn users_matching(
         &self,
         tenant: &str,
@@ -83,7 +85,13 @@ impl Users for PostgresStore {
         take: usize,
     ) -> Result<UserPage> {
         match condition(filter, 2) {
-            Some(cond) => self.page_where(tenant, cond, skip, take),
+            Some(cond) => {
+                let count = match group_eq(filter) {
+                    Some(name) => self.group_eq_members(tenant, name)?.map(Count::Known),
+                    None => None,
+                };
+                self.page_where(tenant, cond, (skip, take), count.unwrap_or(Count::All))
+            }
             None => {
                 let keep = |u: &User| u.status != UserStatus::Deleted && filter.matches(u);
                 self.users_page(tenant, &keep, skip, take)
@@ -101,7 +109,7 @@ impl Users for PostgresStore {
     ) -> Result<UserPage> {
         match condition(filter, 2) {
             Some(cond) if *filter == UserFilter::Everyone => {
-                let cap = Some(crate::store::SEARCH_COUNT_CAP + 1);
+                let cap = Count::UpTo(crate::store::SEARCH_COUNT_CAP + 1);
                 self.page_in(tenant, rows_of(status), cond, (skip, take), cap)
             }
             Some(cond) => self.search_in(tenant, search_rows_of(status), cond, skip, take),
@@ -121,7 +129,7 @@ impl Users for PostgresStore {
         skip: usize,
         take: usize,
     ) -> Result<GroupPage> {
-        self.groups_where(tenant, name, skip, take)
+        self.group_counts_page(tenant, name, skip, take)
     }
 
     fn group_members(
@@ -280,5 +288,13 @@ impl PostgresStore {
                 .map_err(|e| anyhow!(e))
         })?;
         record.map(|r| UserRec::decode(&r)).transpose()
+    }
+}
+
+/// The name a filter that is exactly `groups eq "…"` asks for.
+fn group_eq(filter: &UserFilter) -> Option<&str> {
+    match filter {
+        UserFilter::Compare(Attribute::Field("groups"), Op::Eq, Operand::Text(name)) => Some(name),
+        _ => None,
     }
 }

@@ -1,6 +1,7 @@
 //! SCIM reads done by PostgreSQL: a [`UserFilter`] translated into a SQL condition over the
 //! typed columns of `roster.user_rows`, paged and counted by the database (`users_matching`),
-//! and the groups of the `groups` column (`groups_page`, `group_members`).
+//! and the members of one group (`group_members`; the groups and their counts are
+//! `group_counts`'s).
 //!
 //! Data enters as a `UserFilter` (parsed from SCIM by `admin::filter`) and leaves as a
 //! [`UserPage`] or [`GroupPage`]. Every value of the filter is a bound parameter; the SQL text
@@ -17,8 +18,9 @@
 //! A filter on an attribute whose typed column is a lossy projection of the record (`sex`,
 //! the date columns, or a field without a column) is not translated ([`condition`] is None):
 //! the caller then evaluates it row by row (`Users::users_page`), as sled does. Pages are
-//! `ORDER BY key COLLATE "C"` with `LIMIT`/`OFFSET` over the index of migration 4, so a page
-//! costs its rows (plus the offset) and the count, never the tenant's whole directory in memory.
+//! `ORDER BY key COLLATE "C"` with `LIMIT`/`OFFSET` over the index of migration 7 (keys first,
+//! then the page's rows: [`PostgresStore::page_in`]), so a page costs its rows, the offset's
+//! index entries and the count, never the tenant's whole directory in memory.
 
 use super::connections::Connections;
 use super::rows::{LIST_COLUMNS, TEXT_COLUMNS};
@@ -26,7 +28,7 @@ use super::PostgresStore;
 use crate::model::filter::{Attribute, Op, Operand};
 use crate::model::packed::UserRec;
 use crate::model::{User, UserFilter, UserPage};
-use crate::store::{GroupPage, GroupSummary, SEARCH_COUNT_CAP};
+use crate::store::SEARCH_COUNT_CAP;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::ToSql;
@@ -300,39 +302,66 @@ pub(super) fn search_rows_of(status: Option<crate::model::UserStatus>) -> &'stat
     }
 }
 
+/// How a page's `total` is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Count {
+    /// Every match counted.
+    All,
+    /// Matches counted only up to this many (the total then says "at least").
+    UpTo(u64),
+    /// Known already (`user_groups` for `groups eq`): no count statement.
+    Known(u64),
+}
+
 impl PostgresStore {
     /// One page of the users matching `cond` (placeholders from `$2`) and the match count.
     pub(super) fn page_where(
         &self,
         tenant: &str,
         cond: Condition,
-        skip: usize,
-        take: usize,
+        (skip, take): (usize, usize),
+        count: Count,
     ) -> Result<UserPage> {
-        self.page_in(tenant, LIVE, cond, (skip, take), None)
+        self.page_in(tenant, LIVE, cond, (skip, take), count)
     }
 
-    /// [`Self::page_where`] over `rows` (`LIVE` or one of [`rows_of`]), `(skip, take)`; with
-    /// `count_cap`, matches are counted only up to that many (the total says "at least").
+    /// [`Self::page_where`] over `rows` (`LIVE` or one of [`rows_of`]), `(skip, take)`.
+    ///
+    /// The page is found as keys first (`ORDER BY key COLLATE "C" LIMIT/OFFSET` over the index
+    /// `(tenant, key COLLATE "C") INCLUDE (status)` of migration 7: an index-only scan when
+    /// the condition needs no other column, so a deep `startIndex` skips index entries, not
+    /// rows), then only the page's rows are read, by key. The count is a statement of its own,
+    /// so each gets the plan that suits it, and runs at the same time on a second pooled
+    /// connection when one is free at once (else after the page, on the same connection): the
+    /// request waits for the slower of the two, not their sum. As before, the two statements
+    /// do not share a snapshot.
     pub(super) fn page_in(
         &self,
         tenant: &str,
         rows: &'static str,
         cond: Condition,
         (skip, take): (usize, usize),
-        count_cap: Option<u64>,
+        count: Count,
     ) -> Result<UserPage> {
         let tenant = tenant.to_string();
         let n = cond.params.len();
-        let count_sql = match count_cap {
-            None => format!("SELECT count(*) {rows} AND {}", cond.sql),
-            Some(cap) => format!(
+        let count_sql = match count {
+            Count::All => Some(format!("SELECT count(*) {rows} AND {}", cond.sql)),
+            Count::UpTo(cap) => Some(format!(
                 "SELECT count(*) FROM (SELECT 1 {rows} AND {} LIMIT {cap}) capped",
                 cond.sql
-            ),
+            )),
+            Count::Known(_) => None,
+        };
+        let known = match count {
+            Count::Known(total) => i64::try_from(total).unwrap_or(i64::MAX),
+            _ => 0,
         };
         let page_sql = format!(
-            "SELECT key, record {rows} AND {} ORDER BY key COLLATE \"C\" LIMIT ${} OFFSET ${}",
+            "WITH page AS MATERIALIZED (SELECT key {rows} AND {} \
+             ORDER BY key COLLATE \"C\" LIMIT ${} OFFSET ${}) \
+             SELECT u.key, u.record FROM page JOIN roster.user_rows u \
+             ON u.tenant = $1 AND u.key = page.key ORDER BY u.key COLLATE \"C\"",
             cond.sql,
             n + 2,
             n + 3
@@ -345,15 +374,24 @@ impl PostgresStore {
             let client = Connections::client(&pool).await?;
             let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant];
             params.extend(cond.params.iter().map(Param::as_sql));
-            let total: i64 = client.query_one(&count_sql, &params).await?.try_get(0)?;
-            params.push(&take);
-            params.push(&skip);
-            let rows = client.query(&page_sql, &params).await?;
-            let rows = rows
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect::<Result<_>>()?;
-            Ok((total, rows))
+            let mut page_params = params.clone();
+            page_params.push(&take);
+            page_params.push(&skip);
+            let page = records_on(&client, &page_sql, &page_params);
+            let Some(count_sql) = &count_sql else {
+                return Ok((known, page.await?));
+            };
+            match spare_client(&pool).await {
+                Some(second) => {
+                    let counted = count_on(&second, count_sql, &params);
+                    let (total, rows) = tokio::try_join!(counted, page)?;
+                    Ok((total, rows))
+                }
+                None => {
+                    let rows = page.await?;
+                    Ok((count_on(&client, count_sql, &params).await?, rows))
+                }
+            }
         })?;
         let users = decoded(rows)?;
         Ok(UserPage {
@@ -435,90 +473,8 @@ impl PostgresStore {
         })
     }
 
-    /// [`crate::store::Users::groups_page`] on PostgreSQL.
-    pub(super) fn groups_where(
-        &self,
-        tenant: &str,
-        name: Option<&str>,
-        skip: usize,
-        take: usize,
-    ) -> Result<GroupPage> {
-        if let Some(name) = name {
-            return self.one_group(tenant, name, skip, take);
-        }
-        let tenant = tenant.to_string();
-        let (skip, take) = (
-            i64::try_from(skip).unwrap_or(i64::MAX),
-            i64::try_from(take).unwrap_or(i64::MAX),
-        );
-        // Every group: a scan of the tenant's `groups` column.
-        let groups = "FROM roster.user_rows, unnest(groups) AS g(name) WHERE tenant = $1 \
-                      AND status <> 'deleted' AND g.name <> ''";
-        let (total, rows): (i64, Vec<(String, i64)>) = self.db.run(move |pool| async move {
-            let client = Connections::client(&pool).await?;
-            let total: i64 = client
-                .query_one(
-                    &format!("SELECT count(DISTINCT g.name) {groups}"),
-                    &[&tenant],
-                )
-                .await?
-                .try_get(0)?;
-            let rows = client
-                .query(
-                    &format!(
-                        "SELECT g.name, count(DISTINCT key) {groups} GROUP BY g.name \
-                         ORDER BY g.name COLLATE \"C\" LIMIT $2 OFFSET $3"
-                    ),
-                    &[&tenant, &take, &skip],
-                )
-                .await?;
-            let rows = rows
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect::<Result<_>>()?;
-            Ok((total, rows))
-        })?;
-        Ok(GroupPage {
-            total: u64::try_from(total).unwrap_or(0),
-            groups: rows
-                .into_iter()
-                .map(|(name, n)| GroupSummary {
-                    name,
-                    members: u64::try_from(n).unwrap_or(0),
-                })
-                .collect(),
-        })
-    }
-
-    /// [`crate::store::Users::groups_page`] for one name: its members counted through the GIN
-    /// index ([`GROUP_MEMBER`], exact), without unnesting.
-    fn one_group(&self, tenant: &str, name: &str, skip: usize, take: usize) -> Result<GroupPage> {
-        if name.is_empty() {
-            return Ok(GroupPage::default());
-        }
-        let (tenant, group) = (tenant.to_string(), name.to_string());
-        let members: i64 = self.db.run(move |pool| async move {
-            let client = Connections::client(&pool).await?;
-            let row = client
-                .query_one(
-                    &format!("SELECT count(*) {LIVE} AND {GROUP_MEMBER}"),
-                    &[&tenant, &group],
-                )
-                .await?;
-            Ok(row.try_get(0)?)
-        })?;
-        let found = (members > 0).then(|| GroupSummary {
-            name: name.to_string(),
-            members: u64::try_from(members).unwrap_or(0),
-        });
-        Ok(GroupPage {
-            total: u64::from(found.is_some()),
-            groups: found.into_iter().skip(skip).take(take).collect(),
-        })
-    }
-
     /// [`crate::store::Users::group_members`] on PostgreSQL ([`GROUP_MEMBER`], which the GIN
-    /// index of migration 4 serves).
+    /// index of migration 4 serves); the total is the group's count in `user_groups`.
     pub(super) fn members_where(
         &self,
         tenant: &str,
@@ -530,8 +486,50 @@ impl PostgresStore {
             sql: GROUP_MEMBER.into(),
             params: vec![Param::Text(group.to_string())],
         };
-        self.page_where(tenant, cond, skip, take)
+        let count = match self
+            .group_counts_page(tenant, Some(group), 0, 1)?
+            .groups
+            .first()
+        {
+            Some(g) => Count::Known(g.members),
+            None => Count::Known(0),
+        };
+        self.page_where(tenant, cond, (skip, take), count)
     }
+}
+
+/// A pooled connection if one is free (or can be made) at once; None rather than waiting, so a
+/// request never holds one connection while it waits for a second.
+async fn spare_client(pool: &deadpool_postgres::Pool) -> Option<deadpool_postgres::Object> {
+    let now = deadpool_postgres::Timeouts {
+        wait: Some(std::time::Duration::ZERO),
+        create: Some(std::time::Duration::from_secs(2)),
+        recycle: Some(std::time::Duration::from_secs(2)),
+    };
+    pool.timeout_get(&now).await.ok()
+}
+
+/// `sql`'s single count on `client`.
+async fn count_on(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<i64> {
+    Ok(client.query_one(sql, params).await?.try_get(0)?)
+}
+
+/// `sql`'s (key, record) rows on `client`.
+async fn records_on(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<(String, Vec<u8>)>> {
+    client
+        .query(sql, params)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
 }
 
 /// Users from `(key, packed record)` rows.

@@ -1,6 +1,7 @@
 //! The [`Directory`] seam on sled: tenant state, staged and committed bucket generations, the
 //! one multi-tree transaction of a run (which publishes the run's staged changes and its events,
-//! see `changes`), and rewriting one user (see the key layout in `sled`).
+//! see `changes`, and adds its change to the group member counts, see `groups`), and rewriting
+//! one user (see the key layout in `sled`).
 
 use super::{seal, tkey, SledStore};
 use crate::model::bucket::{bucket_of, BUCKETS};
@@ -135,11 +136,12 @@ impl Directory for SledStore {
             .transpose()?;
         let claim_keys = claim_keys(c)?;
         let at = chrono::Utc::now();
+        let (counted_at, group_deltas) = self.commit_group_deltas(c)?;
         let trees = (
-            &i.users, &i.history, &i.plans, &i.ledger, &i.claims, &i.changes,
+            &i.users, &i.history, &i.plans, &i.ledger, &i.claims, &i.changes, &i.groups,
         );
         let result = trees.transaction(
-            |(users, history, plans, ledger, claims, changes)| {
+            |(users, history, plans, ledger, claims, changes, groups)| {
                 let mut st: TenantState = match users.get(&skey)? {
                     Some(v) => serde_json::from_slice(&v).map_err(|e| {
                         ConflictableTransactionError::Abort(anyhow!(
@@ -156,6 +158,13 @@ impl Directory for SledStore {
                         c.tenant
                     )));
                 }
+                if st.version != counted_at {
+                    return Err(ConflictableTransactionError::Abort(anyhow!(
+                        "the directory of tenant {} changed during its commit; run it again",
+                        c.tenant
+                    )));
+                }
+                super::groups::add_deltas(groups, &c.tenant, &group_deltas)?;
                 if !c.buckets.is_empty() {
                     st.version += 1;
                 }

@@ -22,6 +22,7 @@
 //! | `claims` | `<tenant>\0c<claim id>` | JSON stamp: the claim's run committed, as this import id |
 //! | `cursors` | `<tenant>\0<consumer>` | JSON `model::changelog::Cursor`: how far a delivery consumer got (see `changes`) |
 //! | `changes` | (see `changes`) | the change log (chunks staged with their bucket, published by the commit), the event log, their counters |
+//! | `groups` | `<tenant>\0<group name>` (see `groups`) | the group's member count (u64 BE), kept by the commit |
 //! | `outbox` | `<id u64 BE>` | framed (`store::frame`) JSON header (recipients, attempts, next attempt), then the message bytes |
 //!
 //! # Atomic imports
@@ -43,6 +44,8 @@
 mod changes;
 mod cluster;
 mod directory;
+// Group member counts (tree `groups`; h-scimspeed).
+mod groups;
 mod outbox;
 mod runs;
 mod seal;
@@ -71,6 +74,8 @@ struct Inner {
     outbox: sled::Tree,
     cursors: sled::Tree,
     changes: sled::Tree,
+    /// Group member counts (see `groups`).
+    groups: sled::Tree,
     secret: [u8; 32],
 }
 
@@ -83,7 +88,8 @@ fn tkey(tenant: &str, rest: &[u8]) -> Vec<u8> {
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir` and sweeps buckets left by an unfinished import.
+    /// Opens (or creates) the store in `dir`, sweeps buckets left by an unfinished import, and
+    /// counts the groups of a store written before the `groups` tree existed.
     pub fn open(dir: &Path) -> Result<SledStore> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the store folder {}", dir.display()))?;
@@ -125,11 +131,13 @@ impl SledStore {
                 outbox: tree("outbox")?,
                 cursors: tree("cursors")?,
                 changes: tree("changes")?,
+                groups: tree("groups")?,
                 db,
                 secret,
             }),
         };
         store.sweep_orphans()?;
+        store.count_groups()?;
         Ok(store)
     }
 

@@ -6,10 +6,10 @@
 //! bucket at a time, counts the matches and keeps only the keys of the first `skip + take` of
 //! them, then reads the page's users from their buckets.
 //!
-//! The SCIM reads (`users_matching`, `groups_page`, `group_members`) have no index on sled:
-//! they evaluate the filter on every user of every bucket (`users_page`), so their time grows
-//! with the directory while their memory stays bounded by the page (and, for `groups_page`,
-//! by the number of distinct group names). The console's listing without a search
+//! The SCIM reads (`users_matching`, `group_members`) have no index on sled: they evaluate the
+//! filter on every user of every bucket (`users_page`), so their time grows with the directory
+//! while their memory stays bounded by the page. `groups_page` reads the member counts every
+//! commit keeps (`groups`), not the buckets. The console's listing without a search
 //! (`users_matching_status` with `Everyone`) tests only each record's status byte, decoding no
 //! user but the page's (`page_by_record`).
 
@@ -17,7 +17,7 @@ use super::SledStore;
 use crate::model::bucket::{bucket_of, BUCKETS};
 use crate::model::packed::{bucket_entries, status_of, UserRec, STATUS_ACTIVE, STATUS_DELETED};
 use crate::model::{User, UserFilter, UserPage, UserStatus};
-use crate::store::{Directory, GroupPage, GroupSummary, Users};
+use crate::store::{Directory, GroupPage, Users};
 use anyhow::Result;
 use std::collections::{BTreeMap, BinaryHeap};
 
@@ -105,6 +105,7 @@ impl Users for SledStore {
         Ok(page)
     }
 
+    /// From the `groups` tree, which every commit keeps (see `groups`).
     fn groups_page(
         &self,
         tenant: &str,
@@ -112,34 +113,7 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<GroupPage> {
-        let st = self.tenant_state(tenant)?;
-        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-        for b in 0..BUCKETS {
-            let Some(blob) = self.bucket(tenant, b as u16, st.gen(b))? else {
-                continue;
-            };
-            for (k, v) in bucket_entries(&blob)? {
-                if status_of(v) == STATUS_DELETED {
-                    continue;
-                }
-                let user = User::from_rec(&String::from_utf8_lossy(k), &UserRec::decode(v)?);
-                let names: std::collections::BTreeSet<&str> = group_names(&user).collect();
-                for g in names {
-                    if name.is_none_or(|n| n == g) {
-                        *counts.entry(g.to_string()).or_default() += 1;
-                    }
-                }
-            }
-        }
-        Ok(GroupPage {
-            total: counts.len() as u64,
-            groups: counts
-                .into_iter()
-                .skip(skip)
-                .take(take)
-                .map(|(name, members)| GroupSummary { name, members })
-                .collect(),
-        })
+        self.group_counts_page(tenant, name, skip, take)
     }
 
     fn group_members(
