@@ -23,6 +23,7 @@
 #                          EXPLAIN between runs. Delete DIR when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 ROWS="${1:-1000000}"
 PROFILE="${2:-release}"
 STORE="${ROSTER_BENCH_STORE:-postgres}"
@@ -51,7 +52,6 @@ LOAD=yes
 [ -d "$PGDIR/data" ] || [ -d "$PGDIR/roster-data/store" ] && LOAD=no
 AS=()
 if [ "$(id -u)" -eq 0 ]; then chown nobody "$PGDIR"; AS=(runuser -u nobody --); fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
 if [ "$STORE" = postgres ]; then
     [ "$LOAD" = yes ] && "${AS[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U roster --auth=trust -E UTF8 --locale=C >/dev/null
