@@ -3,10 +3,11 @@
 //! record's bytes before the record is decoded into a `User` (which costs allocations per
 //! field, per user, over the whole tenant).
 //!
-//! A filter enters as a `UserFilter`; [`Needles::of`] keeps it only when it is an `or` of `eq`
-//! or `sw` comparisons with ASCII text on attributes whose value is one stored field (or the
-//! key), which is what the console builds; any other filter gives None and every record is
-//! decoded. [`Needles::may_match`] is never false for a record the filter matches: it looks
+//! A filter enters as a `UserFilter`; [`Needles::of`] keeps it only when it is an `or` of `eq`,
+//! `sw`, `co` or `ew` comparisons with ASCII text on attributes whose value is stored text
+//! (a field, or the key for `eq`/`sw`), which is what the console builds and what most SCIM
+//! filters are (the SCIM read looks for them on one side of an `and` too); any other filter
+//! gives None and every record is decoded. [`Needles::may_match`] is never false for a record the filter matches: it looks
 //! for every word at once (one Aho-Corasick scan, ASCII case-insensitive: a superset of
 //! case-exact) in the record's text part (every field's
 //! value, and more), and gives true for any record or key with non-ASCII bytes (where Unicode
@@ -98,18 +99,20 @@ fn collect(f: &UserFilter, out: &mut Vec<Needle>) -> Option<()> {
             collect(a, out)?;
             collect(b, out)
         }
-        UserFilter::Compare(attr, op @ (Op::Eq | Op::Sw), Operand::Text(v))
+        UserFilter::Compare(attr, op @ (Op::Eq | Op::Sw | Op::Co | Op::Ew), Operand::Text(v))
             if v.is_ascii() && !v.is_empty() =>
         {
             let low = v.to_ascii_lowercase().into_bytes();
+            let whole = matches!(op, Op::Eq | Op::Sw);
             out.push(match attr {
-                Attribute::Key => Needle::Key(v.as_bytes().to_vec(), *op),
+                Attribute::Key if whole => Needle::Key(v.as_bytes().to_vec(), *op),
                 Attribute::MappingCode
                 | Attribute::Email
                 | Attribute::FirstName
-                | Attribute::LastName => Needle::Record(low),
+                | Attribute::LastName
+                | Attribute::Field(_) => Needle::Record(low),
                 Attribute::UserName => Needle::RecordOrKey(low),
-                Attribute::FullName => {
+                Attribute::FullName if whole => {
                     let word: Vec<u8> = low.split(|b| *b == b' ').next()?.to_vec();
                     if word.is_empty() {
                         return None;
@@ -198,7 +201,61 @@ mod tests {
             }
         }
         assert!(ruled_out > 10, "the test rules something out: {ruled_out}");
-        assert!(Needles::of(&text(Attribute::Field("phone"), Op::Eq, "1")).is_none());
-        assert!(Needles::of(&text(Attribute::Email, Op::Co, "a")).is_none());
+        // No text a record must contain: decode every record.
+        assert!(Needles::of(&text(Attribute::FullName, Op::Co, "n l")).is_none());
+        assert!(Needles::of(&text(Attribute::Key, Op::Ew, "1")).is_none());
+        assert!(Needles::of(&text(Attribute::Email, Op::Gt, "a")).is_none());
+        assert!(Needles::of(&text(Attribute::Custom("x".into()), Op::Eq, "a")).is_none());
+    }
+
+    #[test]
+    fn substrings_and_fields_never_rule_out_a_match() {
+        let mut users = Vec::new();
+        for (key, title, groups, email) in [
+            (
+                "E1",
+                "Senior Engineer 7",
+                "Ops\u{1f}Sales",
+                "ann.lee@x.example",
+            ),
+            ("E2", "Clerk", "sales", "bo@y.example"),
+            ("E3", "Ingeniería", "OPS", "cy@z.example"),
+        ] {
+            let mut r = UserRec::default();
+            r.set("mapping_code", Some(key));
+            r.set("job_title", Some(title));
+            r.set("groups", Some(groups));
+            r.set("email", Some(email));
+            let mut enc = Vec::new();
+            r.encode_into(&mut enc);
+            users.push((key.to_string(), enc));
+        }
+        let filters = [
+            text(Attribute::Field("job_title"), Op::Co, "ENGINEER 7"),
+            text(Attribute::Field("job_title"), Op::Ew, "erk"),
+            text(Attribute::Field("job_title"), Op::Eq, "clerk"),
+            text(Attribute::Field("job_title"), Op::Co, "ingen"),
+            text(Attribute::Field("groups"), Op::Eq, "ops"),
+            text(Attribute::Field("groups"), Op::Eq, "SALES"),
+            text(Attribute::Email, Op::Ew, "@Y.EXAMPLE"),
+            text(Attribute::Email, Op::Co, "lee"),
+            text(Attribute::UserName, Op::Co, "E2"),
+            text(Attribute::MappingCode, Op::Co, "3"),
+            text(Attribute::LastName, Op::Co, "nobody"),
+        ];
+        let mut ruled_out = 0;
+        for f in &filters {
+            let needles = Needles::of(f).expect("text the record must contain");
+            for (key, enc) in &users {
+                let user = User::from_rec(key, &UserRec::decode(enc).unwrap());
+                let may = needles.may_match(key.as_bytes(), enc);
+                assert!(
+                    may || !f.matches(&user),
+                    "{f:?} ruled out {key}, which matches"
+                );
+                ruled_out += usize::from(!may);
+            }
+        }
+        assert!(ruled_out > 10, "the test rules something out: {ruled_out}");
     }
 }

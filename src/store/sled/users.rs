@@ -6,15 +6,18 @@
 //! bucket at a time, counts the matches and keeps only the keys of the first `skip + take` of
 //! them, then reads the page's users from their buckets.
 //!
-//! The SCIM reads (`users_matching`, `group_members`) have no index on sled: they evaluate the
-//! filter on every user of every bucket (`users_page`), so their time grows with the directory
-//! while their memory stays bounded by the page. `groups_page` reads the member counts every
+//! The SCIM reads (`users_matching`, `group_members`) have no index on sled. A filter that
+//! needs `id eq K` reads K's bucket only; any other reads every bucket, testing each record's
+//! status byte and, when the filter names text the record must contain, that text
+//! (`search::Needles`) before decoding it, so their time grows with the directory while their
+//! memory stays bounded by the keys of the first `skip + take` matches. `groups_page` reads the member counts every
 //! commit keeps (`groups`), not the buckets. The console's listing without a search
 //! (`users_matching_status` with `Everyone`) tests only each record's status byte, decoding no
 //! user but the page's (`page_by_record`).
 
 use super::SledStore;
 use crate::model::bucket::{bucket_of, BUCKETS};
+use crate::model::filter::{Attribute, Op, Operand};
 use crate::model::packed::{bucket_entries, status_of, UserRec, STATUS_ACTIVE, STATUS_DELETED};
 use crate::model::{User, UserFilter, UserPage, UserStatus};
 use crate::store::{Directory, GroupPage, Users};
@@ -60,6 +63,9 @@ impl Users for SledStore {
         self.page_by_record(tenant, &mut keep_raw, skip, take)
     }
 
+    /// Only the bucket of `K` for a filter that needs `id eq K`; else every bucket, where a
+    /// record is decoded only when its status byte says it is not deleted and, for a filter
+    /// with text the record must contain (see `search`), when that text is in it.
     fn users_matching(
         &self,
         tenant: &str,
@@ -67,8 +73,23 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
-        let keep = |u: &User| u.status != UserStatus::Deleted && filter.matches(u);
-        self.users_page(tenant, &keep, skip, take)
+        if let Some(key) = key_needed(filter) {
+            return self.one_key_page(tenant, key, filter, skip, take);
+        }
+        let needles = prefilter(filter);
+        let mut keep = |k: &[u8], v: &[u8]| -> Result<bool> {
+            if status_of(v) == STATUS_DELETED
+                || needles.as_ref().is_some_and(|n| !n.may_match(k, v))
+            {
+                return Ok(false);
+            }
+            if *filter == UserFilter::Everyone {
+                return Ok(true);
+            }
+            let user = User::from_rec(&String::from_utf8_lossy(k), &UserRec::decode(v)?);
+            Ok(filter.matches(&user))
+        };
+        self.page_by_record(tenant, &mut keep, skip, take)
     }
 
     fn users_matching_status(
@@ -123,8 +144,24 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
-        let keep = |u: &User| u.status != UserStatus::Deleted && group_names(u).any(|g| g == group);
-        self.users_page(tenant, &keep, skip, take)
+        // Only records holding the name (in any case) are decoded.
+        let in_group = UserFilter::Compare(
+            Attribute::Field("groups"),
+            Op::Eq,
+            Operand::Text(group.to_string()),
+        );
+        let needles = super::search::Needles::of(&in_group);
+        let mut keep = |k: &[u8], v: &[u8]| -> Result<bool> {
+            if status_of(v) == STATUS_DELETED
+                || needles.as_ref().is_some_and(|n| !n.may_match(k, v))
+            {
+                return Ok(false);
+            }
+            let user = User::from_rec(&String::from_utf8_lossy(k), &UserRec::decode(v)?);
+            let member = group_names(&user).any(|g| g == group);
+            Ok(member)
+        };
+        self.page_by_record(tenant, &mut keep, skip, take)
     }
 
     /// Number of users per status: (active, inactive, deleted).
@@ -178,6 +215,24 @@ impl SledStore {
 }
 
 /// The non-empty names in a user's `groups` field.
+/// The key a user must have to match `f`: `id eq K`, alone or in an `and`.
+fn key_needed(f: &UserFilter) -> Option<&str> {
+    match f {
+        UserFilter::Compare(Attribute::Key, Op::Eq, Operand::Text(k)) => Some(k),
+        UserFilter::And(a, b) => key_needed(a).or_else(|| key_needed(b)),
+        _ => None,
+    }
+}
+
+/// Text a stored record must contain to match `f` (`search::Needles`), from `f` or from one
+/// side of an `and` (each side is necessary).
+fn prefilter(f: &UserFilter) -> Option<super::search::Needles> {
+    match f {
+        UserFilter::And(a, b) => prefilter(a).or_else(|| prefilter(b)),
+        _ => super::search::Needles::of(f),
+    }
+}
+
 fn group_names(u: &User) -> impl Iterator<Item = &str> {
     u.fields
         .get("groups")
@@ -197,6 +252,34 @@ impl SledStore {
     /// Memory: one bucket at a time, plus the keys of the first `skip + take` matches (not
     /// users). A commit between the two passes can leave a user out of the page; a reader asks
     /// again.
+    /// [`Users::users_matching`] for a filter that only the user `key` can match: that user's
+    /// bucket alone is read.
+    fn one_key_page(
+        &self,
+        tenant: &str,
+        key: &str,
+        filter: &UserFilter,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
+        let st = self.tenant_state(tenant)?;
+        let b = bucket_of(key.as_bytes());
+        let mut found = None;
+        if let Some(blob) = self.bucket(tenant, b, st.gen(b as usize))? {
+            for (k, v) in bucket_entries(&blob)? {
+                if k == key.as_bytes() && status_of(v) != STATUS_DELETED {
+                    let user = User::from_rec(key, &UserRec::decode(v)?);
+                    found = filter.matches(&user).then_some(user);
+                    break;
+                }
+            }
+        }
+        Ok(UserPage {
+            total: u64::from(found.is_some()),
+            users: found.into_iter().skip(skip).take(take).collect(),
+        })
+    }
+
     fn page_by_record(
         &self,
         tenant: &str,
