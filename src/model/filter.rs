@@ -103,6 +103,23 @@ impl UserFilter {
     }
 }
 
+impl UserFilter {
+    /// True when the filter reads nothing but whether a user is active and its times (`active`,
+    /// `meta.created`, `meta.lastModified`): a store can then answer it from a record's fixed
+    /// header (`packed::head_of`) without decoding the fields.
+    pub fn reads_status_and_times_only(&self) -> bool {
+        let header = |a: &Attribute| matches!(a, Attribute::Active) || a.is_time();
+        match self {
+            UserFilter::Everyone => true,
+            UserFilter::And(a, b) | UserFilter::Or(a, b) => {
+                a.reads_status_and_times_only() && b.reads_status_and_times_only()
+            }
+            UserFilter::Not(f) => f.reads_status_and_times_only(),
+            UserFilter::Present(a) | UserFilter::Compare(a, _, _) => header(a),
+        }
+    }
+}
+
 /// The text values of `a` for `u` (several for a list field, none when absent).
 fn texts(u: &User, a: &Attribute) -> Vec<String> {
     let one = |v: Option<&String>| v.map(|s| vec![s.clone()]).unwrap_or_default();
@@ -271,6 +288,12 @@ mod tests {
         let either = UserFilter::Or(Box::new(active), Box::new(since(2026, 7)));
         assert!(either.matches(&u));
         assert!(!UserFilter::Not(Box::new(either)).matches(&u));
+        assert!(UserFilter::Not(Box::new(both.clone())).reads_status_and_times_only());
+        assert!(
+            !UserFilter::And(Box::new(both), Box::new(cmp(Attribute::Key, Op::Eq, "k")))
+                .reads_status_and_times_only()
+        );
+        assert!(!UserFilter::Present(Attribute::Email).reads_status_and_times_only());
         // A boolean compared with text, or active with `co`, matches nobody.
         assert!(!cmp(Attribute::Active, Op::Eq, "true").matches(&u));
     }

@@ -154,6 +154,33 @@ pub fn text_part(rec: &[u8]) -> &[u8] {
     rec.get(HEADER_LEN..).unwrap_or(&[])
 }
 
+/// The fixed header of an encoded record (status, flags, times, digests) as a [`UserRec`]
+/// with no password hash and no fields: what a filter on `active` or `meta.*` reads, without
+/// decoding (or allocating) the rest.
+pub fn head_of(rec: &[u8]) -> Result<UserRec> {
+    let Some(head) = rec.get(..HEADER_LEN).filter(|h| h[0] == VERSION) else {
+        bail!("a stored user record is damaged (bad header)");
+    };
+    let i64_at = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&head[at..at + 8]);
+        i64::from_le_bytes(b)
+    };
+    let mut out = UserRec {
+        status: head[1],
+        flags: head[2],
+        created_at: i64_at(3),
+        updated_at: i64_at(11),
+        deleted_at: i64_at(19),
+        ..UserRec::default()
+    };
+    out.row_digest
+        .copy_from_slice(&head[DIGEST_AT..DIGEST_AT + 16]);
+    out.pw_fp
+        .copy_from_slice(&head[DIGEST_AT + 16..DIGEST_AT + 32]);
+    Ok(out)
+}
+
 /// Status byte of an encoded record (without decoding it).
 pub fn status_of(rec: &[u8]) -> u8 {
     rec.get(1).copied().unwrap_or(STATUS_INACTIVE)
@@ -348,8 +375,18 @@ mod tests {
         r.set("custom.x", Some("1"));
         let mut buf = Vec::new();
         r.encode_into(&mut buf);
-        assert_eq!(UserRec::decode(&buf).ok(), Some(r));
+        assert_eq!(UserRec::decode(&buf).ok(), Some(r.clone()));
         assert!(UserRec::decode(&buf[..buf.len() - 1]).is_err());
+        let head = head_of(&buf).unwrap();
+        assert_eq!(
+            head,
+            UserRec {
+                pw_hash: String::new(),
+                fields: Vec::new(),
+                ..r
+            }
+        );
+        assert!(head_of(&buf[..HEADER_LEN - 1]).is_err());
     }
 
     #[test]

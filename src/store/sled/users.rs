@@ -9,7 +9,8 @@
 //! The SCIM reads (`users_matching`, `group_members`) have no index on sled. A filter that
 //! needs `id eq K` reads K's bucket only; any other reads every bucket, testing each record's
 //! status byte and, when the filter names text the record must contain, that text
-//! (`search::Needles`) before decoding it, so their time grows with the directory while their
+//! (`search::Needles`) before decoding it (a filter on `active` and `meta.*` only reads the
+//! record's fixed header), so their time grows with the directory while their
 //! memory stays bounded by the keys of the first `skip + take` matches. `groups_page` reads the member counts every
 //! commit keeps (`groups`), not the buckets. The console's listing without a search
 //! (`users_matching_status` with `Everyone`) tests only each record's status byte, decoding no
@@ -18,7 +19,9 @@
 use super::SledStore;
 use crate::model::bucket::{bucket_of, BUCKETS};
 use crate::model::filter::{Attribute, Op, Operand};
-use crate::model::packed::{bucket_entries, status_of, UserRec, STATUS_ACTIVE, STATUS_DELETED};
+use crate::model::packed::{
+    bucket_entries, head_of, status_of, UserRec, STATUS_ACTIVE, STATUS_DELETED,
+};
 use crate::model::{User, UserFilter, UserPage, UserStatus};
 use crate::store::{Directory, GroupPage, Users};
 use anyhow::Result;
@@ -77,6 +80,7 @@ impl Users for SledStore {
             return self.one_key_page(tenant, key, filter, skip, take);
         }
         let needles = prefilter(filter);
+        let header_only = filter.reads_status_and_times_only();
         let mut keep = |k: &[u8], v: &[u8]| -> Result<bool> {
             if status_of(v) == STATUS_DELETED
                 || needles.as_ref().is_some_and(|n| !n.may_match(k, v))
@@ -85,6 +89,10 @@ impl Users for SledStore {
             }
             if *filter == UserFilter::Everyone {
                 return Ok(true);
+            }
+            if header_only {
+                // The filter reads no key and no field: the header's user is enough.
+                return Ok(filter.matches(&User::from_rec("", &head_of(v)?)));
             }
             let user = User::from_rec(&String::from_utf8_lossy(k), &UserRec::decode(v)?);
             Ok(filter.matches(&user))
