@@ -110,24 +110,7 @@ impl UserRec {
     }
 
     pub fn decode(buf: &[u8]) -> Result<UserRec> {
-        if buf.len() < HEADER_LEN || buf[0] != VERSION {
-            bail!("a stored user record is damaged (bad header)");
-        }
-        let i64_at = |at: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&buf[at..at + 8]);
-            i64::from_le_bytes(b)
-        };
-        let mut rec = UserRec {
-            status: buf[1],
-            flags: buf[2],
-            created_at: i64_at(3),
-            updated_at: i64_at(11),
-            deleted_at: i64_at(19),
-            ..Default::default()
-        };
-        rec.row_digest.copy_from_slice(&buf[27..43]);
-        rec.pw_fp.copy_from_slice(&buf[43..59]);
+        let mut rec = head_of(buf)?;
         let mut r = Cursor {
             buf,
             at: HEADER_LEN,
