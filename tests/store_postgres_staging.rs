@@ -187,3 +187,57 @@ fn changes_of_several_generations_are_numbered_in_the_commits_bucket_order() {
         "6"
     );
 }
+
+/// A commit writing at least 50,000 rows refreshes the planner's statistics of `user_rows` at
+/// once (autovacuum is off for the table here, so nothing else could have): `reltuples`, -1
+/// for a table never analyzed, then holds the rows. A small commit leaves them alone.
+#[test]
+fn a_large_commit_refreshes_the_planners_statistics() {
+    let (pg, store) = start();
+    pg.psql(
+        "hr",
+        "ALTER TABLE roster.user_rows SET (autovacuum_enabled = off)",
+    );
+    let reltuples = || -> f64 {
+        pg.psql(
+            "hr",
+            "SELECT reltuples FROM pg_class WHERE oid = 'roster.user_rows'::regclass",
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    };
+    // A small commit first: 3 rows, no ANALYZE.
+    let (b, keys) = same_bucket_keys(3);
+    let small: Vec<(&str, UserRec)> = keys.iter().map(|k| (k.as_str(), user("x"))).collect();
+    let g = store.stage_bucket("t", b, &packed(&small)).unwrap();
+    commit(&store, 0, vec![(b, g)]);
+    assert_eq!(reltuples(), -1.0, "a small commit does not analyze");
+    // 60,000 users over every bucket (none of the small commit's keys).
+    let mut by_bucket: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+    for i in 0..60_000 {
+        let key = format!("big{i:06}");
+        by_bucket
+            .entry(bucket_of(key.as_bytes()))
+            .or_default()
+            .push(key);
+    }
+    let mut staged = Vec::new();
+    for (bucket, mut keys) in by_bucket {
+        if bucket == b {
+            keys.extend(small.iter().map(|(k, _)| k.to_string()));
+        }
+        keys.sort();
+        let users: Vec<(&str, UserRec)> = keys.iter().map(|k| (k.as_str(), user("x"))).collect();
+        staged.push((
+            bucket,
+            store.stage_bucket("t", bucket, &packed(&users)).unwrap(),
+        ));
+    }
+    commit(&store, 1, staged);
+    assert!(
+        reltuples() >= 50_000.0,
+        "statistics refreshed: reltuples {}",
+        reltuples()
+    );
+}

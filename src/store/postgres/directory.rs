@@ -26,6 +26,7 @@
 //!   publishes the staged changes and the events (`changes::publish`),
 //!   and writes the run-log parts (`runs::write_commit_parts`, called only when the
 //!   commit carries a record, ledger entry or plan). Durable when PostgreSQL's commit returns.
+//!   A commit that wrote many rows then refreshes the planner's statistics (`ANALYZE`).
 //! - **update_user**: optimistic. The record is read in one call, `change` (which is neither
 //!   `Send` nor `'static`, so it cannot run on the store's runtime) runs on the calling thread,
 //!   and the write is a compare-and-set on the record's bytes inside a transaction that also
@@ -198,10 +199,13 @@ impl Directory for PostgresStore {
             let mut client = Connections::client(&pool).await?;
             let tx = client.transaction().await?;
             match apply_commit(&tx, &c).await {
-                Ok(state) => {
+                Ok((state, rows)) => {
                     tx.commit()
                         .await
                         .context("cannot commit the import to the store")?;
+                    if rows >= ANALYZE_AFTER_ROWS {
+                        refresh_statistics(&client, &c.tenant, rows).await;
+                    }
                     Ok(state)
                 }
                 Err(e) => {
@@ -321,9 +325,24 @@ pub(super) async fn lock_state(tx: &Transaction<'_>, tenant: &str) -> Result<u64
     u64::try_from(version).map_err(|_| anyhow!("the stored version of tenant {tenant} is negative"))
 }
 
+/// A commit that wrote or removed at least this many user rows refreshes the planner's
+/// statistics of `user_rows` at once (`refresh_statistics`).
+const ANALYZE_AFTER_ROWS: u64 = 50_000;
+
+/// `ANALYZE roster.user_rows` after a large commit. Until autovacuum's next analyze (up to a
+/// minute or more later) the planner would still believe the tenant small: measured on a
+/// first import of 1,000,000 users, a console page at offset 10,000 took 443 ms (a bitmap scan
+/// of every row, then a sort) instead of 4.6 ms (the key index); the ANALYZE took 0.3 s. The
+/// commit has already succeeded: a failure here is only logged.
+async fn refresh_statistics(client: &tokio_postgres::Client, tenant: &str, rows: u64) {
+    if let Err(e) = client.batch_execute("ANALYZE roster.user_rows").await {
+        tracing::warn!(%tenant, rows, "cannot refresh the statistics of roster.user_rows after a large import (autovacuum will): {e}");
+    }
+}
+
 /// The commit's work inside its transaction (see the module doc); the caller commits or rolls
-/// back.
-async fn apply_commit(tx: &Transaction<'_>, c: &Commit) -> Result<TenantState> {
+/// back. Returns the new state and how many user rows were written or removed.
+async fn apply_commit(tx: &Transaction<'_>, c: &Commit) -> Result<(TenantState, u64)> {
     let version = lock_state(tx, &c.tenant).await?;
     if version != c.expected_version {
         return Err(changed_meanwhile(&c.tenant));
@@ -367,7 +386,7 @@ async fn apply_commit(tx: &Transaction<'_>, c: &Commit) -> Result<TenantState> {
     super::changes::publish(tx, &c.tenant, &ordered_gens, &[], c.record.as_ref()).await?;
     // Group member counts (h-scimspeed): from the staged rows and the rows they replace.
     super::group_counts::apply_commit(tx, &c.tenant, &set_gens, &emptied).await?;
-    staging::apply_staged(tx, &c.tenant, &set_gens).await?;
+    let rows = staging::apply_staged(tx, &c.tenant, &set_gens).await?;
     if !emptied.is_empty() {
         for table in ["user_rows", "bucket_gens"] {
             tx.execute(
@@ -401,7 +420,7 @@ async fn apply_commit(tx: &Transaction<'_>, c: &Commit) -> Result<TenantState> {
     if run_log_parts {
         super::runs::write_commit_parts(tx, c).await?;
     }
-    read_state(tx, &c.tenant).await
+    Ok((read_state(tx, &c.tenant).await?, rows))
 }
 
 /// The committed rows of `bucket` (packed, in no particular order; None when it has none).

@@ -155,9 +155,9 @@ pub(super) async fn copy_staged(
 /// remove, and forgets them. The rows go in in key order: the primary key and the indexes that
 /// follow the key (in files that number their users) then grow at their right end, which
 /// measured a tenth faster for a first import than the staging order.
-pub(super) async fn apply_staged(tx: &Transaction<'_>, tenant: &str, gens: &[i64]) -> Result<()> {
+pub(super) async fn apply_staged(tx: &Transaction<'_>, tenant: &str, gens: &[i64]) -> Result<u64> {
     if gens.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let columns = TYPED_COLUMNS.join(", ");
     let updates = TYPED_COLUMNS
@@ -171,18 +171,19 @@ pub(super) async fn apply_staged(tx: &Transaction<'_>, tenant: &str, gens: &[i64
          WHERE gen = ANY($1) AND tenant = $2 AND record IS NOT NULL ORDER BY key \
          ON CONFLICT (tenant, key) DO UPDATE SET bucket = EXCLUDED.bucket, {updates}"
     );
-    tx.execute(&upsert, &[&gens, &tenant]).await?;
-    tx.execute(
-        "DELETE FROM roster.user_rows u USING roster.staged_rows s \
-         WHERE s.gen = ANY($1) AND s.tenant = $2 AND s.record IS NULL AND s.status IS NULL \
-         AND u.tenant = s.tenant AND u.key = s.key",
-        &[&gens, &tenant],
-    )
-    .await?;
+    let written = tx.execute(&upsert, &[&gens, &tenant]).await?;
+    let removed = tx
+        .execute(
+            "DELETE FROM roster.user_rows u USING roster.staged_rows s \
+             WHERE s.gen = ANY($1) AND s.tenant = $2 AND s.record IS NULL AND s.status IS NULL \
+             AND u.tenant = s.tenant AND u.key = s.key",
+            &[&gens, &tenant],
+        )
+        .await?;
     tx.execute(
         "DELETE FROM roster.staged_rows WHERE gen = ANY($1)",
         &[&gens],
     )
     .await?;
-    Ok(())
+    Ok(written + removed)
 }
