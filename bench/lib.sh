@@ -24,8 +24,9 @@ PY
 }
 
 # pg_throwaway DIR [SERVER OPTIONS]: a PostgreSQL cluster of its own in DIR/pg (Debian's
-# initdb and pg_ctl, as `nobody` when run as root, which initdb requires), listening on a free
-# port of 127.0.0.1, with user `roster` trusted. Sets PG_PORT, PSQL (psql with the connection,
+# initdb and pg_ctl, as `nobody` when run as root, which initdb requires; a DIR/pg left by an
+# earlier run is started again as it is), listening on a free port of 127.0.0.1, with user
+# `roster` trusted. Sets PG_PORT, PSQL (psql with the connection,
 # stopping at the first error) and PG_STOP (the command that stops it; the caller runs it on
 # exit and removes DIR).
 pg_throwaway() {
@@ -36,7 +37,8 @@ pg_throwaway() {
     local as=()
     if [ "$(id -u)" -eq 0 ]; then chown nobody "$dir"; as=(runuser -u nobody --); fi
     PG_PORT=$(free_port)
-    "${as[@]}" "$pgbin/initdb" -D "$dir/pg" -U roster --auth=trust -E UTF8 --locale=C >/dev/null
+    [ -d "$dir/pg" ] ||
+        "${as[@]}" "$pgbin/initdb" -D "$dir/pg" -U roster --auth=trust -E UTF8 --locale=C >/dev/null
     "${as[@]}" "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w \
         -o "-p $PG_PORT -k $dir -c listen_addresses=127.0.0.1 $options" start >/dev/null
     PG_STOP=("${as[@]}" "$pgbin/pg_ctl" -D "$dir/pg" -m fast stop)

@@ -17,7 +17,7 @@
 #                          previous version, to compare on the same machine); nothing is built
 #   ROSTER_BENCH_STORE=sled  the same requests on a sled store (loaded by import_bench without
 #                          --store-url, the groups from a `groups` column added to the file)
-#   ROSTER_BENCH_KEEP=DIR  keep the loaded cluster in DIR (created and loaded if DIR/data does
+#   ROSTER_BENCH_KEEP=DIR  keep the loaded cluster in DIR (created and loaded if DIR/pg does
 #                          not exist, reused without loading if it does; it is stopped at the
 #                          end but not deleted): runs before/after on the same data, and
 #                          EXPLAIN between runs. Delete DIR when done.
@@ -30,7 +30,6 @@ STORE="${ROSTER_BENCH_STORE:-postgres}"
 SHARED="$(cd .. && pwd)/shared/bench"
 WORK="${ROSTER_BENCH_DIR:-/tmp/roster-bench}"
 mkdir -p "$WORK"
-bash tests/postgres/install.sh >/dev/null
 if [ -n "${ROSTER_BENCH_BIN:-}" ]; then
     ROSTER_BIN="$ROSTER_BENCH_BIN/roster"; IMPORT_BIN="$ROSTER_BENCH_BIN/import_bench"
 else
@@ -44,24 +43,20 @@ fi
 CSV="$WORK/users_$ROWS.csv"
 
 # --- a throwaway (or kept) cluster ---------------------------------------------------------
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
-[ -n "$PGBIN" ] || PGBIN=$(dirname "$(command -v initdb)")
 KEEP="${ROSTER_BENCH_KEEP:-}"
 if [ -n "$KEEP" ]; then mkdir -p "$KEEP"; PGDIR=$(cd "$KEEP" && pwd); else PGDIR=$(mktemp -d /tmp/roster-bench-pg-XXXXXX); fi
 LOAD=yes
-[ -d "$PGDIR/data" ] || [ -d "$PGDIR/roster-data/store" ] && LOAD=no
-AS=()
-if [ "$(id -u)" -eq 0 ]; then chown nobody "$PGDIR"; AS=(runuser -u nobody --); fi
+[ -d "$PGDIR/pg" ] || [ -d "$PGDIR/roster-data/store" ] && LOAD=no
+PG_STOP=()
 PORT=$(free_port)
 if [ "$STORE" = postgres ]; then
-    [ "$LOAD" = yes ] && "${AS[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U roster --auth=trust -E UTF8 --locale=C >/dev/null
-    "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w \
-        -o "-p $PORT -k $PGDIR -c listen_addresses=127.0.0.1" start >/dev/null
+    pg_throwaway "$PGDIR"
+    PORT=$PG_PORT
 fi
 SERVER_PID=""
 cleanup() {
     [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
-    [ "$STORE" = postgres ] && { "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m fast stop >/dev/null 2>&1 || true; }
+    [ ${#PG_STOP[@]} -gt 0 ] && { "${PG_STOP[@]}" >/dev/null 2>&1 || true; }
     [ -n "$KEEP" ] || rm -rf "$PGDIR"
 }
 trap cleanup EXIT

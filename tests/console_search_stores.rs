@@ -8,11 +8,14 @@
 #[allow(dead_code)]
 mod test_postgres;
 
+#[path = "support/directory.rs"]
+mod directory;
+use directory::put_all;
+
 use roster::admin::filter::parse;
-use roster::model::bucket::bucket_of;
-use roster::model::packed::{bucket_push, UserRec, STATUS_ACTIVE, STATUS_DELETED};
+use roster::model::packed::{UserRec, STATUS_ACTIVE, STATUS_DELETED};
 use roster::model::{UserFilter, UserStatus};
-use roster::store::{Commit, Store, SEARCH_COUNT_CAP};
+use roster::store::{Store, SEARCH_COUNT_CAP};
 use std::collections::BTreeMap;
 
 const STATUS_INACTIVE: u8 = 1;
@@ -43,31 +46,6 @@ fn directory() -> BTreeMap<String, UserRec> {
         users.insert(key, r);
     }
     users
-}
-
-fn put_all(store: &Store, tenant: &str, users: &BTreeMap<String, UserRec>) {
-    let mut buckets: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
-    for (k, rec) in users {
-        let mut enc = Vec::new();
-        rec.encode_into(&mut enc);
-        bucket_push(
-            buckets.entry(bucket_of(k.as_bytes())).or_default(),
-            k.as_bytes(),
-            &enc,
-        );
-    }
-    let staged: Vec<(u16, u64)> = buckets
-        .iter()
-        .map(|(b, packed)| (*b, store.stage_bucket(tenant, *b, packed).unwrap()))
-        .collect();
-    store
-        .commit(&Commit {
-            tenant: tenant.into(),
-            expected_version: 0,
-            buckets: staged,
-            ..Default::default()
-        })
-        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// The console's search for `q` (admin::console::users::search_filter), as a SCIM filter.

@@ -7,12 +7,15 @@
 #[allow(dead_code)]
 mod test_postgres;
 
+#[path = "support/directory.rs"]
+mod directory;
+use directory::put_all;
+
 use roster::admin::filter::parse;
-use roster::model::bucket::bucket_of;
 use roster::model::filter::{Attribute, Op, Operand};
-use roster::model::packed::{bucket_push, UserRec, STATUS_ACTIVE, STATUS_DELETED};
+use roster::model::packed::{UserRec, STATUS_ACTIVE, STATUS_DELETED};
 use roster::model::UserFilter;
-use roster::store::{Commit, Store};
+use roster::store::Store;
 use std::collections::BTreeMap;
 use test_postgres::TestPostgres;
 
@@ -85,31 +88,6 @@ fn directory() -> BTreeMap<String, UserRec> {
         users.insert(key, r);
     }
     users
-}
-
-fn put_all(store: &Store, tenant: &str, users: &BTreeMap<String, UserRec>) {
-    let mut buckets: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
-    for (k, rec) in users {
-        let mut enc = Vec::new();
-        rec.encode_into(&mut enc);
-        bucket_push(
-            buckets.entry(bucket_of(k.as_bytes())).or_default(),
-            k.as_bytes(),
-            &enc,
-        );
-    }
-    let staged: Vec<(u16, u64)> = buckets
-        .iter()
-        .map(|(b, packed)| (*b, store.stage_bucket(tenant, *b, packed).unwrap()))
-        .collect();
-    store
-        .commit(&Commit {
-            tenant: tenant.into(),
-            expected_version: 0,
-            buckets: staged,
-            ..Default::default()
-        })
-        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 fn stores() -> (TestPostgres, Store, tempfile::TempDir, Store) {

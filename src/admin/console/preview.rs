@@ -113,15 +113,25 @@ async fn form(
     let config = st.config.current();
     let t = viewer.tenant(&config, &tenant)?;
     viewer.operator_only()?;
+    preview_page(&viewer, &t.id, config.server.max_upload_bytes, None)
+}
+
+/// The preview page of `tenant`: the form, and the outcome of the file just sent if any.
+fn preview_page(
+    viewer: &Viewer,
+    tenant: &str,
+    max_bytes: u64,
+    outcome: Option<Outcome>,
+) -> Result<Response, PageError> {
     page(&PreviewPage {
         chrome: Chrome::new(
-            &viewer,
-            format!("Preview an import for {}", t.id),
-            Some(&t.id),
+            viewer,
+            format!("Preview an import for {tenant}"),
+            Some(tenant),
         ),
-        tenant: t.id.clone(),
-        max_bytes: config.server.max_upload_bytes,
-        outcome: None,
+        tenant: tenant.to_string(),
+        max_bytes,
+        outcome,
     })
 }
 
@@ -174,16 +184,12 @@ async fn run(
         }
     };
     let outcome = outcome_of(shown_name, preview);
-    page(&PreviewPage {
-        chrome: Chrome::new(
-            &viewer,
-            format!("Preview an import for {}", t.id),
-            Some(&t.id),
-        ),
-        tenant: t.id.clone(),
-        max_bytes: config.server.max_upload_bytes,
-        outcome: Some(outcome),
-    })
+    preview_page(
+        &viewer,
+        &t.id,
+        config.server.max_upload_bytes,
+        Some(outcome),
+    )
 }
 
 /// Sorts a preview's changes into the page's sections.

@@ -16,6 +16,7 @@
 //! (`users_matching_status` with `Everyone`) tests only each record's status byte, decoding no
 //! user but the page's (`page_by_record`).
 
+use super::search::Needles;
 use super::SledStore;
 use crate::model::bucket::{bucket_of, BUCKETS};
 use crate::model::filter::{Attribute, Op, Operand};
@@ -23,6 +24,7 @@ use crate::model::packed::{
     bucket_entries, head_of, status_of, UserRec, STATUS_ACTIVE, STATUS_DELETED,
 };
 use crate::model::{User, UserFilter, UserPage, UserStatus};
+use crate::store::group_counts::groups_of;
 use crate::store::{Directory, GroupPage, Users};
 use anyhow::Result;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -40,8 +42,7 @@ impl Users for SledStore {
                 if status.is_some_and(|s| UserStatus::from_byte(status_of(v)) != s) {
                     continue;
                 }
-                let rec = UserRec::decode(v)?;
-                out.push(User::from_rec(&String::from_utf8_lossy(k), &rec));
+                out.push(decoded(k, v)?);
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -59,10 +60,7 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
-        let mut keep_raw = |k: &[u8], v: &[u8]| -> Result<bool> {
-            let rec = UserRec::decode(v)?;
-            Ok(keep(&User::from_rec(&String::from_utf8_lossy(k), &rec)))
-        };
+        let mut keep_raw = |k: &[u8], v: &[u8]| -> Result<bool> { Ok(keep(&decoded(k, v)?)) };
         self.page_by_record(tenant, &mut keep_raw, skip, take)
     }
 
@@ -82,9 +80,7 @@ impl Users for SledStore {
         let needles = prefilter(filter);
         let header_only = filter.reads_status_and_times_only();
         let mut keep = |k: &[u8], v: &[u8]| -> Result<bool> {
-            if status_of(v) == STATUS_DELETED
-                || needles.as_ref().is_some_and(|n| !n.may_match(k, v))
-            {
+            if !may_pass(k, v, is_live, needles.as_ref()) {
                 return Ok(false);
             }
             if *filter == UserFilter::Everyone {
@@ -94,8 +90,7 @@ impl Users for SledStore {
                 // The filter reads no key and no field: the header's user is enough.
                 return Ok(filter.matches(&User::from_rec("", &head_of(v)?)));
             }
-            let user = User::from_rec(&String::from_utf8_lossy(k), &UserRec::decode(v)?);
-            Ok(filter.matches(&user))
+            Ok(filter.matches(&decoded(k, v)?))
         };
         self.page_by_record(tenant, &mut keep, skip, take)
     }
@@ -119,15 +114,10 @@ impl Users for SledStore {
             return Ok(page);
         }
         // A search: records that cannot contain its text are passed over undecoded.
-        let needles = super::search::Needles::of(filter);
+        let needles = Needles::of(filter);
+        let wanted = |b: u8| status.is_none_or(|s| UserStatus::from_byte(b) == s);
         let mut keep = |k: &[u8], v: &[u8]| -> Result<bool> {
-            if status.is_some_and(|s| UserStatus::from_byte(status_of(v)) != s)
-                || needles.as_ref().is_some_and(|n| !n.may_match(k, v))
-            {
-                return Ok(false);
-            }
-            let user = User::from_rec(&String::from_utf8_lossy(k), &UserRec::decode(v)?);
-            Ok(filter.matches(&user))
+            Ok(may_pass(k, v, wanted, needles.as_ref()) && filter.matches(&decoded(k, v)?))
         };
         let mut page = self.page_by_record(tenant, &mut keep, skip, take)?;
         page.total = page.total.min(crate::store::SEARCH_COUNT_CAP + 1);
@@ -152,22 +142,16 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
-        // Only records holding the name (in any case) are decoded.
+        // Only records holding the name (in any case) are looked into.
         let in_group = UserFilter::Compare(
             Attribute::Field("groups"),
             Op::Eq,
             Operand::Text(group.to_string()),
         );
-        let needles = super::search::Needles::of(&in_group);
+        let needles = Needles::of(&in_group);
+        // The membership rule of the group counts, read from the record without decoding it.
         let mut keep = |k: &[u8], v: &[u8]| -> Result<bool> {
-            if status_of(v) == STATUS_DELETED
-                || needles.as_ref().is_some_and(|n| !n.may_match(k, v))
-            {
-                return Ok(false);
-            }
-            let user = User::from_rec(&String::from_utf8_lossy(k), &UserRec::decode(v)?);
-            let member = group_names(&user).any(|g| g == group);
-            Ok(member)
+            Ok(may_pass(k, v, is_live, needles.as_ref()) && groups_of(v)?.contains(group))
         };
         self.page_by_record(tenant, &mut keep, skip, take)
     }
@@ -234,21 +218,30 @@ fn key_needed(f: &UserFilter) -> Option<&str> {
 
 /// Text a stored record must contain to match `f` (`search::Needles`), from `f` or from one
 /// side of an `and` (each side is necessary).
-fn prefilter(f: &UserFilter) -> Option<super::search::Needles> {
+fn prefilter(f: &UserFilter) -> Option<Needles> {
     match f {
         UserFilter::And(a, b) => prefilter(a).or_else(|| prefilter(b)),
-        _ => super::search::Needles::of(f),
+        _ => Needles::of(f),
     }
 }
 
-fn group_names(u: &User) -> impl Iterator<Item = &str> {
-    u.fields
-        .get("groups")
-        .and_then(|v| v.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|g| g.as_str())
-        .filter(|g| !g.is_empty())
+/// The user stored under key `k` as record `v`.
+fn decoded(k: &[u8], v: &[u8]) -> Result<User> {
+    Ok(User::from_rec(
+        &String::from_utf8_lossy(k),
+        &UserRec::decode(v)?,
+    ))
+}
+
+/// True for a status byte of a user that is not deleted.
+fn is_live(status: u8) -> bool {
+    status != STATUS_DELETED
+}
+
+/// The tests a listing makes before it decodes a record: its status byte passes `status`, and
+/// it may hold the text `needles` look for (when there are some).
+fn may_pass(k: &[u8], v: &[u8], status: impl Fn(u8) -> bool, needles: Option<&Needles>) -> bool {
+    status(status_of(v)) && needles.is_none_or(|n| n.may_match(k, v))
 }
 
 /// A test of one stored record (key, encoded record) for [`SledStore::page_by_record`].
@@ -275,8 +268,8 @@ impl SledStore {
         let mut found = None;
         if let Some(blob) = self.bucket(tenant, b, st.gen(b as usize))? {
             for (k, v) in bucket_entries(&blob)? {
-                if k == key.as_bytes() && status_of(v) != STATUS_DELETED {
-                    let user = User::from_rec(key, &UserRec::decode(v)?);
+                if k == key.as_bytes() && is_live(status_of(v)) {
+                    let user = decoded(k, v)?;
                     found = filter.matches(&user).then_some(user);
                     break;
                 }
@@ -329,7 +322,7 @@ impl SledStore {
             };
             for (k, v) in bucket_entries(&blob)? {
                 if let Some(&key) = keys.iter().find(|key| **key == k) {
-                    let user = User::from_rec(&String::from_utf8_lossy(k), &UserRec::decode(v)?);
+                    let user = decoded(k, v)?;
                     found.insert(key, user);
                 }
             }
