@@ -35,12 +35,14 @@
 //! Values that are a JSON header plus raw bytes (an outbox message, a held plan) are framed by
 //! [`frame`] and read back by [`unframe`]: `u32 LE header length | JSON header | bytes`.
 
+mod first_keys;
 mod frame;
 // Group member counts kept by both backends for /Groups (h-scimspeed).
 pub mod group_counts;
 pub mod postgres;
 pub mod sled;
 
+pub(crate) use first_keys::FirstKeys;
 pub use frame::{frame, unframe};
 pub use sled::SledStore;
 

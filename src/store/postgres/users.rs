@@ -10,7 +10,7 @@
 //! byte order of the key, as the sled backend sorts it, whatever the database's collation: a
 //! scan `ORDER BY key COLLATE "C"` could not use an index (the key's index has the database's
 //! default collation), so the scan goes in index order and the order is made here.
-//! `users_page` keeps the keys of the first `skip + take` matches (a heap, as sled does), then
+//! `users_page` keeps the keys of the first `skip + take` matches (`store::FirstKeys`, as sled does), then
 //! reads the page's users by key.
 
 use super::connections::Connections;
@@ -20,9 +20,8 @@ use super::PostgresStore;
 use crate::model::filter::{Attribute, Op, Operand};
 use crate::model::packed::{UserRec, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE};
 use crate::model::{User, UserFilter, UserPage, UserStatus};
-use crate::store::{GroupPage, Users};
+use crate::store::{FirstKeys, GroupPage, Users};
 use anyhow::{anyhow, Result};
-use std::collections::BinaryHeap;
 
 /// Rows per round trip of a listing.
 const BATCH: i64 = 1000;
@@ -48,24 +47,14 @@ impl Users for PostgresStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
-        let limit = skip.saturating_add(take);
-        // A max-heap of the smallest matching keys seen so far.
-        let mut first: BinaryHeap<String> = BinaryHeap::new();
-        let mut total = 0u64;
+        let mut first: FirstKeys<String> = FirstKeys::new(skip, take);
         self.scan(tenant, None, &mut |key, record| {
-            if !keep(&User::from_rec(key, &UserRec::decode(record)?)) {
-                return Ok(());
-            }
-            total += 1;
-            if first.len() < limit {
-                first.push(key.to_string());
-            } else if first.peek().is_some_and(|top| key < top.as_str()) {
-                first.pop();
-                first.push(key.to_string());
+            if keep(&User::from_rec(key, &UserRec::decode(record)?)) {
+                first.offer(key);
             }
             Ok(())
         })?;
-        let page: Vec<String> = first.into_sorted_vec().into_iter().skip(skip).collect();
+        let (total, page) = first.page();
         let mut users = Vec::with_capacity(page.len());
         for (key, record) in self.records(tenant, page)? {
             users.push(User::from_rec(&key, &UserRec::decode(&record)?));

@@ -25,9 +25,9 @@ use crate::model::packed::{
 };
 use crate::model::{User, UserFilter, UserPage, UserStatus};
 use crate::store::group_counts::groups_of;
-use crate::store::{Directory, GroupPage, Users};
+use crate::store::{Directory, FirstKeys, GroupPage, Users};
 use anyhow::Result;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 
 impl Users for SledStore {
     /// Every user of the tenant with the given status (all when None), sorted by key.
@@ -289,28 +289,18 @@ impl SledStore {
         take: usize,
     ) -> Result<UserPage> {
         let st = self.tenant_state(tenant)?;
-        let limit = skip.saturating_add(take);
-        // A max-heap of the smallest matching keys seen so far.
-        let mut first: BinaryHeap<Vec<u8>> = BinaryHeap::new();
-        let mut total = 0u64;
+        let mut first: FirstKeys<Vec<u8>> = FirstKeys::new(skip, take);
         for b in 0..BUCKETS {
             let Some(blob) = self.bucket(tenant, b as u16, st.gen(b))? else {
                 continue;
             };
             for (k, v) in bucket_entries(&blob)? {
-                if !keep(k, v)? {
-                    continue;
-                }
-                total += 1;
-                if first.len() < limit {
-                    first.push(k.to_vec());
-                } else if first.peek().is_some_and(|top| k < top.as_slice()) {
-                    first.pop();
-                    first.push(k.to_vec());
+                if keep(k, v)? {
+                    first.offer(k);
                 }
             }
         }
-        let page: Vec<Vec<u8>> = first.into_sorted_vec().into_iter().skip(skip).collect();
+        let (total, page) = first.page();
         let mut buckets: BTreeMap<u16, Vec<&[u8]>> = BTreeMap::new();
         for k in &page {
             buckets.entry(bucket_of(k)).or_default().push(k);
