@@ -42,10 +42,13 @@ fn directory() -> BTreeMap<String, UserRec> {
             updated_at: 1_700_000_000_000 + i64::from(i % 50) * 86_400_000,
             ..Default::default()
         };
+        // Imports store emails lower-cased (PostgreSQL's `eq` relies on it); the mixed case
+        // here is for the other operators.
         let email = format!(
-            "{}.{i}@{}.Example",
+            "{}.{i}@{}.{}",
             ["Ann", "bob", "c%d", "e_f"][(i % 4) as usize],
-            i % 3
+            i % 3,
+            ["Example", "example"][(i % 2) as usize]
         );
         r.set("email", Some(&email));
         if i % 5 == 0 {
@@ -151,6 +154,13 @@ const SCIM_FILTERS: &[&str] = &[
     "active eq true and id eq \"user0005@x.example\"",
     "id eq \"_0003%\"",
     "id eq \"é0002\" and title eq \"nobody\"",
+    // Answered by sled's lookup buckets: case, the username before the email, `or`, `and`.
+    "emails.value eq \"BOB.1@1.EXAMPLE\"",
+    "userName eq \"ann.0@0.example\"",
+    "userName eq \"BOB.1@1.example\"",
+    "userName eq \"u10\" or externalId eq \"E0007\"",
+    "externalId eq \"E0008\" and title pr",
+    "emails.value eq \"bob.5@2.example\" or emails.value eq \"e_f.3@0.example\"",
 ];
 
 fn custom(op: Op, v: &str) -> UserFilter {

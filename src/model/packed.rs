@@ -213,6 +213,49 @@ pub fn bucket_entries(blob: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
     Ok(out)
 }
 
+/// Calls `f(key, old record, new record)` for every user whose record differs between the
+/// packed bucket `old` and `new` (None: empty), both sorted by key; a record absent on one
+/// side is None there. Records whose bytes are equal are not looked at.
+pub fn for_each_changed(
+    old: Option<&[u8]>,
+    new: Option<&[u8]>,
+    mut f: impl FnMut(&[u8], Option<&[u8]>, Option<&[u8]>) -> Result<()>,
+) -> Result<()> {
+    let old = old.map(bucket_entries).transpose()?.unwrap_or_default();
+    let new = new.map(bucket_entries).transpose()?.unwrap_or_default();
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (old.get(i), new.get(j)) {
+            (None, None) => return Ok(()),
+            (Some(&(k, o)), None) => {
+                f(k, Some(o), None)?;
+                i += 1;
+            }
+            (None, Some(&(k, n))) => {
+                f(k, None, Some(n))?;
+                j += 1;
+            }
+            (Some(&(ko, o)), Some(&(kn, n))) => match ko.cmp(kn) {
+                std::cmp::Ordering::Less => {
+                    f(ko, Some(o), None)?;
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    f(kn, None, Some(n))?;
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    if o != n {
+                        f(ko, Some(o), Some(n))?;
+                    }
+                    i += 1;
+                    j += 1;
+                }
+            },
+        }
+    }
+}
+
 /// Appends one (key, record) pair to a bucket blob under construction.
 pub fn bucket_push(out: &mut Vec<u8>, key: &[u8], rec: &[u8]) {
     put_bytes(out, key);

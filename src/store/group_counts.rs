@@ -9,9 +9,8 @@
 //! own transaction, so the counts are always those of the committed directory.
 
 use crate::model::fields::LIST_SEP;
-use crate::model::packed::{bucket_entries, field_of, status_of, STATUS_DELETED};
+use crate::model::packed::{field_of, for_each_changed, status_of, STATUS_DELETED};
 use anyhow::Result;
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Members gained (positive) or lost (negative) per group name; no entry when unchanged.
@@ -45,39 +44,7 @@ pub fn add_user(deltas: &mut GroupDeltas, old: Option<&[u8]>, new: Option<&[u8]>
 /// Adds to `deltas` the change from the packed bucket `old` to `new` (None: empty), both sorted
 /// by key. Records whose bytes are equal are not looked at.
 pub fn add_bucket(deltas: &mut GroupDeltas, old: Option<&[u8]>, new: Option<&[u8]>) -> Result<()> {
-    let old = old.map(bucket_entries).transpose()?.unwrap_or_default();
-    let new = new.map(bucket_entries).transpose()?.unwrap_or_default();
-    let (mut i, mut j) = (0, 0);
-    loop {
-        match (old.get(i), new.get(j)) {
-            (None, None) => return Ok(()),
-            (Some(o), None) => {
-                add_user(deltas, Some(o.1), None)?;
-                i += 1;
-            }
-            (None, Some(n)) => {
-                add_user(deltas, None, Some(n.1))?;
-                j += 1;
-            }
-            (Some(o), Some(n)) => match o.0.cmp(n.0) {
-                Ordering::Less => {
-                    add_user(deltas, Some(o.1), None)?;
-                    i += 1;
-                }
-                Ordering::Greater => {
-                    add_user(deltas, None, Some(n.1))?;
-                    j += 1;
-                }
-                Ordering::Equal => {
-                    if o.1 != n.1 {
-                        add_user(deltas, Some(o.1), Some(n.1))?;
-                    }
-                    i += 1;
-                    j += 1;
-                }
-            },
-        }
-    }
+    for_each_changed(old, new, |_, before, after| add_user(deltas, before, after))
 }
 
 fn bump(deltas: &mut GroupDeltas, name: &str, by: i64) {

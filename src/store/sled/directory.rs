@@ -1,7 +1,7 @@
 //! The [`Directory`] seam on sled: tenant state, staged and committed bucket generations, the
 //! one multi-tree transaction of a run (which publishes the run's staged changes and its events,
-//! see `changes`, and adds its change to the group member counts, see `groups`), and rewriting
-//! one user (see the key layout in `sled`).
+//! see `changes`, adds its change to the group member counts, see `groups`, and swaps in its
+//! lookup buckets, see `lookup`), and rewriting one user (see the key layout in `sled`).
 
 use super::{seal, tkey, SledStore};
 use crate::model::bucket::{bucket_of, BUCKETS};
@@ -136,7 +136,9 @@ impl Directory for SledStore {
             .transpose()?;
         let claim_keys = claim_keys(c)?;
         let at = chrono::Utc::now();
-        let (counted_at, group_deltas) = self.commit_group_deltas(c)?;
+        let derived = self.derive(c)?;
+        let lookups =
+            self.stage_lookups(&c.tenant, &self.lookup_gens(&c.tenant)?, &derived.lookups)?;
         let trees = (
             &i.users, &i.history, &i.plans, &i.ledger, &i.claims, &i.changes, &i.groups,
         );
@@ -158,13 +160,13 @@ impl Directory for SledStore {
                         c.tenant
                     )));
                 }
-                if st.version != counted_at {
+                if st.version != derived.version {
                     return Err(ConflictableTransactionError::Abort(anyhow!(
                         "the directory of tenant {} changed during its commit; run it again",
                         c.tenant
                     )));
                 }
-                super::groups::add_deltas(groups, &c.tenant, &group_deltas)?;
+                super::groups::add_deltas(groups, &c.tenant, &derived.groups)?;
                 if !c.buckets.is_empty() {
                     st.version += 1;
                 }
@@ -180,6 +182,7 @@ impl Directory for SledStore {
                         *slot = g;
                     }
                 }
+                super::lookup::swap_in(users, &c.tenant, &lookups)?;
                 if let Some(sha) = &c.last_applied_sha256 {
                     st.last_applied_sha256 = Some(sha.clone());
                 }
@@ -210,9 +213,14 @@ impl Directory for SledStore {
         );
         let st = match result {
             Ok(st) => st,
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => {
-                return Err(anyhow!(e).context("cannot commit the import to the store"))
+            Err(e) => {
+                self.discard_staged(&c.tenant, &lookups)?;
+                return Err(match e {
+                    TransactionError::Abort(e) => e,
+                    TransactionError::Storage(e) => {
+                        anyhow!(e).context("cannot commit the import to the store")
+                    }
+                });
             }
         };
         self.flush()?;

@@ -6,10 +6,9 @@
 //! | `<tenant>\0<group name>` | members, u64 BE (no key: no member) |
 //! | `\x01counted` | empty: the counts of every tenant were made (by [`SledStore::count_groups`]) |
 //!
-//! Data enters as a [`Commit`]: before its transaction, [`SledStore::commit_group_deltas`]
-//! compares each named bucket's committed generation with the new one
-//! (`store::group_counts::add_bucket`, which looks only at records whose bytes differ); inside
-//! it, [`add_deltas`] adds the result. The commit's version check makes the two agree: the
+//! Data enters as a [`Commit`](crate::store::Commit): before its transaction, `derived` compares each named bucket's
+//! committed generation with the new one (`store::group_counts::add_user` on each record whose
+//! bytes differ); inside it, [`add_deltas`] adds the result. The commit's version check makes the two agree: the
 //! deltas are used only if the tenant is still at the version they were computed from.
 //! A store written before this tree existed gets its counts when opened ([`count_groups`]).
 //! Data leaves as [`GroupPage`]s. Memory: the distinct group names of one commit.
@@ -19,10 +18,9 @@
 use super::{tkey, SledStore};
 use crate::model::bucket::BUCKETS;
 use crate::store::group_counts::{add_bucket, GroupDeltas};
-use crate::store::{Commit, Directory, GroupPage, GroupSummary};
+use crate::store::{Directory, GroupPage, GroupSummary};
 use anyhow::{anyhow, Context, Result};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
-use std::collections::HashMap;
 
 /// The key saying every tenant's counts were made.
 const COUNTED: &[u8] = b"\x01counted";
@@ -56,60 +54,6 @@ pub(super) fn add_deltas(
 }
 
 impl SledStore {
-    /// The change `c` makes to the group counts of its tenant, computed from the committed and
-    /// the staged bucket of each bucket it names, with the tenant version it holds for.
-    pub(super) fn commit_group_deltas(&self, c: &Commit) -> Result<(u64, GroupDeltas)> {
-        let st = self.tenant_state(&c.tenant)?;
-        let mut last: HashMap<u16, u64> = HashMap::new();
-        for &(b, g) in &c.buckets {
-            last.insert(b, g);
-        }
-        if st.version != c.expected_version {
-            return Ok((st.version, GroupDeltas::new())); // the commit refuses anyway
-        }
-        let changed: Vec<(u16, u64, u64)> = last
-            .into_iter()
-            .map(|(b, g)| (b, st.gen(usize::from(b)), g))
-            .filter(|(_, old, new)| old != new)
-            .collect();
-        // The buckets are read and compared on a few threads: the commit waits for this.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
-        let chunk = changed.len().div_ceil(threads).max(1);
-        let parts: Vec<Result<GroupDeltas>> = std::thread::scope(|s| {
-            let handles: Vec<_> = changed
-                .chunks(chunk)
-                .map(|part| s.spawn(|| self.bucket_deltas(&c.tenant, part)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow!("counting groups failed")))
-                })
-                .collect()
-        });
-        let mut deltas = GroupDeltas::new();
-        for part in parts {
-            for (name, d) in part? {
-                let entry = deltas.entry(name).or_default();
-                *entry += d;
-            }
-        }
-        deltas.retain(|_, d| *d != 0);
-        Ok((st.version, deltas))
-    }
-
-    /// The deltas of the given (bucket, committed generation, new generation).
-    fn bucket_deltas(&self, tenant: &str, buckets: &[(u16, u64, u64)]) -> Result<GroupDeltas> {
-        let mut deltas = GroupDeltas::new();
-        for &(b, old, new) in buckets {
-            let before = self.bucket(tenant, b, old)?;
-            let after = self.bucket(tenant, b, new)?;
-            add_bucket(&mut deltas, before.as_deref(), after.as_deref())?;
-        }
-        Ok(deltas)
-    }
-
     /// Makes every tenant's counts from its buckets, once: when the store was written by a
     /// roster without the `groups` tree (or counting was interrupted), on open.
     pub(super) fn count_groups(&self) -> Result<()> {
@@ -177,6 +121,7 @@ mod tests {
     use super::*;
     use crate::model::bucket::bucket_of;
     use crate::model::packed::{bucket_push, UserRec, STATUS_ACTIVE, STATUS_DELETED};
+    use crate::store::Commit;
     use crate::store::Users;
     use std::collections::BTreeMap;
 

@@ -12,9 +12,12 @@
 //! | tree | key | value |
 //! |---|---|---|
 //! | `meta` | `secret` | 32 random bytes: the key of password fingerprints (HMAC-SHA256) |
+//! | `meta` | `lookups-built` | empty: every tenant's lookup buckets were made (see `lookup`) |
 //! | `users` | `<tenant>\0s` | JSON [`TenantState`]: commit version, sha256 of the last applied file, and for each of the 1024 buckets the generation that holds it |
 //! | `users` | `<tenant>\0b<bucket u16 BE><generation u64 BE>` | one bucket: the tenant's users whose key `model::bucket::bucket_of` places there, packed (`model::packed`), sorted by key, sealed (LZ4-compressed, see `seal`) |
-//! | `users` | `\x01<tenant>\0<bucket u16 BE><generation u64 BE>` | empty: this bucket generation is staged and not yet committed (removed by the commit) |
+//! | `users` | `<tenant>\0b<1024 + slot u16 BE><generation u64 BE>` | one lookup bucket: (text, user key) pairs of one `eq`-searchable attribute, packed and sealed like a user bucket (see `lookup`) |
+//! | `users` | `<tenant>\0l` | the generation (u64 BE) of each of the 768 lookup slots; 0 = empty |
+//! | `users` | `\x01<tenant>\0<bucket u16 BE><generation u64 BE>` | empty: this bucket generation (user or lookup) is staged and not yet committed (removed by the commit) |
 //! | `history` | `<tenant>\0<import id>` | JSON [`ImportRecord`]; import ids sort by time, so a reverse scan lists newest first |
 //! | `plans` | `<tenant>\0<import id>` | a held plan: framed (`store::frame`) JSON header, then the file bytes |
 //! | `ledger` | `<tenant>\0<file name>` | JSON [`LedgerEntry`](crate::store::LedgerEntry): the last run of that file name |
@@ -43,9 +46,12 @@
 
 mod changes;
 mod cluster;
+mod derived;
 mod directory;
 // Group member counts (tree `groups`; h-scimspeed).
 mod groups;
+// The lookup buckets of `eq` on userName, emails.value and externalId.
+mod lookup;
 mod outbox;
 mod runs;
 mod seal;
@@ -53,7 +59,7 @@ mod seal;
 mod search;
 mod users;
 
-use super::{Backend, Directory};
+use super::Backend;
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::Arc;
@@ -66,6 +72,8 @@ pub struct SledStore {
 
 struct Inner {
     db: sled::Db,
+    /// The fingerprint secret and the store's one-time upgrade markers.
+    meta: sled::Tree,
     users: sled::Tree,
     history: sled::Tree,
     plans: sled::Tree,
@@ -89,7 +97,7 @@ fn tkey(tenant: &str, rest: &[u8]) -> Vec<u8> {
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`, sweeps buckets left by an unfinished import, and
-    /// counts the groups of a store written before the `groups` tree existed.
+    /// counts the groups and builds the lookups of a store written before they existed.
     pub fn open(dir: &Path) -> Result<SledStore> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the store folder {}", dir.display()))?;
@@ -132,12 +140,14 @@ impl SledStore {
                 cursors: tree("cursors")?,
                 changes: tree("changes")?,
                 groups: tree("groups")?,
+                meta,
                 db,
                 secret,
             }),
         };
         store.sweep_orphans()?;
         store.count_groups()?;
+        store.build_lookups()?;
         Ok(store)
     }
 
@@ -159,7 +169,7 @@ impl SledStore {
             let mut g = [0u8; 8];
             g.copy_from_slice(&rest[2..10]);
             let gen = u64::from_be_bytes(g);
-            if self.tenant_state(&tenant)?.gen(bucket as usize) != gen {
+            if self.committed_gen(&tenant, bucket)? != gen {
                 doomed.push(directory::bucket_key(&tenant, bucket, gen));
             }
             doomed.push(k.to_vec());

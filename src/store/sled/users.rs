@@ -6,8 +6,9 @@
 //! bucket at a time, counts the matches and keeps only the keys of the first `skip + take` of
 //! them, then reads the page's users from their buckets.
 //!
-//! The SCIM reads (`users_matching`, `group_members`) have no index on sled. A filter that
-//! needs `id eq K` reads K's bucket only; any other reads every bucket, testing each record's
+//! The SCIM reads (`users_matching`, `group_members`) have one index on sled, the lookup
+//! buckets of `eq` (see `lookup`): a filter they answer, or one that needs `id eq K`, reads only
+//! the buckets of its candidate users; any other reads every bucket, testing each record's
 //! status byte and, when the filter names text the record must contain, that text
 //! (`search::Needles`) before decoding it (a filter on `active` and `meta.*` only reads the
 //! record's fixed header), so their time grows with the directory while their
@@ -27,7 +28,7 @@ use crate::model::{User, UserFilter, UserPage, UserStatus};
 use crate::store::group_counts::groups_of;
 use crate::store::{Directory, FirstKeys, GroupPage, Users};
 use anyhow::Result;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 impl Users for SledStore {
     /// Every user of the tenant with the given status (all when None), sorted by key.
@@ -64,7 +65,8 @@ impl Users for SledStore {
         self.page_by_record(tenant, &mut keep_raw, skip, take)
     }
 
-    /// Only the bucket of `K` for a filter that needs `id eq K`; else every bucket, where a
+    /// Only the buckets of the candidates for a filter the lookups answer (`eq` on `id`,
+    /// `userName`, `emails.value` or `externalId`, see `lookup`); else every bucket, where a
     /// record is decoded only when its status byte says it is not deleted and, for a filter
     /// with text the record must contain (see `search`), when that text is in it.
     fn users_matching(
@@ -74,8 +76,8 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
-        if let Some(key) = key_needed(filter) {
-            return self.one_key_page(tenant, key, filter, skip, take);
+        if let Some(keys) = self.candidates(tenant, filter)? {
+            return self.candidate_page(tenant, &keys, filter, skip, take);
         }
         let needles = prefilter(filter);
         let header_only = filter.reads_status_and_times_only();
@@ -206,16 +208,6 @@ impl SledStore {
     }
 }
 
-/// The non-empty names in a user's `groups` field.
-/// The key a user must have to match `f`: `id eq K`, alone or in an `and`.
-fn key_needed(f: &UserFilter) -> Option<&str> {
-    match f {
-        UserFilter::Compare(Attribute::Key, Op::Eq, Operand::Text(k)) => Some(k),
-        UserFilter::And(a, b) => key_needed(a).or_else(|| key_needed(b)),
-        _ => None,
-    }
-}
-
 /// Text a stored record must contain to match `f` (`search::Needles`), from `f` or from one
 /// side of an `and` (each side is necessary).
 fn prefilter(f: &UserFilter) -> Option<Needles> {
@@ -248,39 +240,48 @@ fn may_pass(k: &[u8], v: &[u8], status: impl Fn(u8) -> bool, needles: Option<&Ne
 type KeepRecord<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
 
 impl SledStore {
-    /// [`Users::users_page`] with the test made on the stored record, so a caller that needs
-    /// only the status byte (the console's unfiltered listing) decodes no user but the page's.
-    /// Memory: one bucket at a time, plus the keys of the first `skip + take` matches (not
-    /// users). A commit between the two passes can leave a user out of the page; a reader asks
-    /// again.
-    /// [`Users::users_matching`] for a filter that only the user `key` can match: that user's
-    /// bucket alone is read.
-    fn one_key_page(
+    /// [`Users::users_matching`] for a filter that only the users `keys` can match: their
+    /// buckets alone are read, twice (to count, then for the page's users). Memory: the
+    /// matching keys.
+    fn candidate_page(
         &self,
         tenant: &str,
-        key: &str,
+        keys: &BTreeSet<String>,
         filter: &UserFilter,
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
         let st = self.tenant_state(tenant)?;
-        let b = bucket_of(key.as_bytes());
-        let mut found = None;
-        if let Some(blob) = self.bucket(tenant, b, st.gen(b as usize))? {
+        let mut buckets: BTreeMap<u16, Vec<&[u8]>> = BTreeMap::new();
+        for k in keys {
+            buckets
+                .entry(bucket_of(k.as_bytes()))
+                .or_default()
+                .push(k.as_bytes());
+        }
+        let mut matching: BTreeSet<Vec<u8>> = BTreeSet::new();
+        for (b, wanted) in buckets {
+            let Some(blob) = self.bucket(tenant, b, st.gen(usize::from(b)))? else {
+                continue;
+            };
             for (k, v) in bucket_entries(&blob)? {
-                if k == key.as_bytes() && is_live(status_of(v)) {
-                    let user = decoded(k, v)?;
-                    found = filter.matches(&user).then_some(user);
-                    break;
+                if wanted.contains(&k) && is_live(status_of(v)) && filter.matches(&decoded(k, v)?) {
+                    matching.insert(k.to_vec());
                 }
             }
         }
+        let page: Vec<Vec<u8>> = matching.iter().skip(skip).take(take).cloned().collect();
         Ok(UserPage {
-            total: u64::from(found.is_some()),
-            users: found.into_iter().skip(skip).take(take).collect(),
+            total: matching.len() as u64,
+            users: self.users_of_keys(tenant, &page)?,
         })
     }
 
+    /// [`Users::users_page`] with the test made on the stored record, so a caller that needs
+    /// only the status byte (the console's unfiltered listing) decodes no user but the page's.
+    /// Memory: one bucket at a time, plus the keys of the first `skip + take` matches (not
+    /// users). A commit between the two passes can leave a user out of the page; a reader asks
+    /// again.
     fn page_by_record(
         &self,
         tenant: &str,
@@ -301,25 +302,31 @@ impl SledStore {
             }
         }
         let (total, page) = first.page();
+        Ok(UserPage {
+            total,
+            users: self.users_of_keys(tenant, &page)?,
+        })
+    }
+
+    /// The users stored under `keys` (those that still exist), sorted by key: each bucket is
+    /// read once.
+    fn users_of_keys(&self, tenant: &str, keys: &[Vec<u8>]) -> Result<Vec<User>> {
+        let st = self.tenant_state(tenant)?;
         let mut buckets: BTreeMap<u16, Vec<&[u8]>> = BTreeMap::new();
-        for k in &page {
+        for k in keys {
             buckets.entry(bucket_of(k)).or_default().push(k);
         }
-        let mut found: BTreeMap<&[u8], User> = BTreeMap::new();
+        let mut found: BTreeMap<Vec<u8>, User> = BTreeMap::new();
         for (b, keys) in buckets {
-            let Some(blob) = self.bucket(tenant, b, st.gen(b as usize))? else {
+            let Some(blob) = self.bucket(tenant, b, st.gen(usize::from(b)))? else {
                 continue;
             };
             for (k, v) in bucket_entries(&blob)? {
-                if let Some(&key) = keys.iter().find(|key| **key == k) {
-                    let user = decoded(k, v)?;
-                    found.insert(key, user);
+                if keys.contains(&k) {
+                    found.insert(k.to_vec(), decoded(k, v)?);
                 }
             }
         }
-        Ok(UserPage {
-            total,
-            users: found.into_values().collect(),
-        })
+        Ok(found.into_values().collect())
     }
 }
