@@ -137,8 +137,7 @@ impl Directory for SledStore {
         let claim_keys = claim_keys(c)?;
         let at = chrono::Utc::now();
         let derived = self.derive(c)?;
-        let lookups =
-            self.stage_lookups(&c.tenant, &self.lookup_gens(&c.tenant)?, &derived.lookups)?;
+        let lookups = &derived.lookups;
         let trees = (
             &i.users, &i.history, &i.plans, &i.ledger, &i.claims, &i.changes, &i.groups,
         );
@@ -182,7 +181,8 @@ impl Directory for SledStore {
                         *slot = g;
                     }
                 }
-                super::lookup::swap_in(users, &c.tenant, &lookups)?;
+                super::lookup::swap_in(users, &c.tenant, lookups)?;
+                super::order::swap_in(users, &c.tenant, &derived.order)?;
                 if let Some(sha) = &c.last_applied_sha256 {
                     st.last_applied_sha256 = Some(sha.clone());
                 }
@@ -214,7 +214,8 @@ impl Directory for SledStore {
         let st = match result {
             Ok(st) => st,
             Err(e) => {
-                self.discard_staged(&c.tenant, &lookups)?;
+                self.discard_staged(&c.tenant, lookups)?;
+                self.discard_staged(&c.tenant, &derived.order.staged)?;
                 return Err(match e {
                     TransactionError::Abort(e) => e,
                     TransactionError::Storage(e) => {

@@ -90,15 +90,31 @@ fn normalised(attr: usize, text: &str) -> String {
     }
 }
 
-/// Lookup entries a commit adds and removes, per slot: packed `(op, text, key)` triples
-/// (`op` is 1 to add, 0 to remove), compact because a first import adds one per user and
-/// attribute.
+/// Lookup entries a commit adds and removes for some of the attributes, per slot: packed
+/// `(op, text, key)` triples (`op` is 1 to add, 0 to remove), compact because a first import
+/// adds one per user and attribute; one buffer per thread that made them, not copied together.
 #[derive(Default)]
 pub(super) struct LookupChanges {
-    slots: BTreeMap<usize, Vec<u8>>,
+    /// The attribute numbers recorded.
+    attrs: Vec<usize>,
+    slots: BTreeMap<usize, Vec<Vec<u8>>>,
+    /// Bytes recorded so far, and how many may be: past it, nothing more is recorded and
+    /// `overflowed` is set (the commit then derives one attribute at a time).
+    bytes: usize,
+    limit: usize,
+    pub overflowed: bool,
 }
 
 impl LookupChanges {
+    /// Changes to the attributes numbered `attrs`, up to `limit` bytes of them.
+    pub(super) fn of(attrs: &[usize], limit: usize) -> LookupChanges {
+        LookupChanges {
+            attrs: attrs.to_vec(),
+            limit,
+            ..LookupChanges::default()
+        }
+    }
+
     /// Adds the change of user `key` from record `old` to `new` (None: absent).
     pub(super) fn add_user(
         &mut self,
@@ -106,7 +122,11 @@ impl LookupChanges {
         old: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<()> {
-        for attr in 0..ATTRS.len() {
+        if self.bytes > self.limit {
+            self.overflowed = true;
+            return Ok(());
+        }
+        for &attr in &self.attrs {
             let before = old.map(|r| value_of(attr, key, r)).transpose()?.flatten();
             let after = new.map(|r| value_of(attr, key, r)).transpose()?.flatten();
             if before == after {
@@ -114,53 +134,95 @@ impl LookupChanges {
             }
             for (op, text) in [(0u8, before), (1u8, after)] {
                 if let Some(text) = text {
-                    let out = self
+                    let parts = self
                         .slots
                         .entry(slot_of(attr, text.as_bytes()))
                         .or_default();
-                    out.push(op);
-                    bucket_push(out, text.as_bytes(), key);
+                    if parts.is_empty() {
+                        parts.push(Vec::new());
+                    }
+                    if let Some(out) = parts.last_mut() {
+                        let before = out.len();
+                        out.push(op);
+                        bucket_push(out, text.as_bytes(), key);
+                        self.bytes += out.len() - before;
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    /// Takes in the changes of another part of the same commit.
+    /// Takes in the changes another thread made for the same commit.
     pub(super) fn merge(&mut self, other: LookupChanges) {
-        for (slot, bytes) in other.slots {
-            self.slots
-                .entry(slot)
-                .or_default()
-                .extend_from_slice(&bytes);
+        for (slot, parts) in other.slots {
+            self.slots.entry(slot).or_default().extend(parts);
         }
+        self.bytes += other.bytes;
+        self.overflowed |= other.overflowed;
     }
 }
 
+/// Every looked-up attribute's number.
+pub(super) fn attributes() -> Vec<usize> {
+    (0..ATTRS.len()).collect()
+}
+
 /// Slot blob `old` (None: empty) with `changes` made; None when nothing is left.
-fn changed_slot(old: Option<&[u8]>, changes: &[u8]) -> Result<Option<Vec<u8>>> {
-    let mut entries: BTreeSet<(&[u8], &[u8])> = match old {
-        Some(blob) => bucket_entries(blob)?.into_iter().collect(),
-        None => BTreeSet::new(),
-    };
-    let mut c = Cursor::new(changes);
-    while !c.at_end() {
-        let op = c.byte()?;
-        let entry = (c.bytes()?, c.bytes()?);
-        if op == 1 {
-            entries.insert(entry);
-        } else {
-            entries.remove(&entry);
+fn changed_slot(old: Option<&[u8]>, changes: &[Vec<u8>]) -> Result<Option<Vec<u8>>> {
+    let mut ops: Vec<(&[u8], &[u8], u8)> = Vec::new();
+    for part in changes {
+        let mut c = Cursor::new(part);
+        while !c.at_end() {
+            let op = c.byte()?;
+            ops.push((c.bytes()?, c.bytes()?, op));
         }
     }
-    if entries.is_empty() {
-        return Ok(None);
+    // One change per (text, key) in a commit: a user's text leaves or arrives once.
+    ops.sort_unstable();
+    let kept = match old {
+        Some(blob) => bucket_entries(blob)?,
+        None => Vec::new(),
+    };
+    let mut out = Vec::with_capacity(old.map_or(0, <[u8]>::len) + ops.len() * 32);
+    let (mut i, mut j) = (0, 0);
+    loop {
+        let next_old = kept.get(i).copied();
+        let next_op = ops.get(j).map(|&(t, k, op)| ((t, k), op));
+        match (next_old, next_op) {
+            (None, None) => break,
+            (Some((t, k)), None) => {
+                bucket_push(&mut out, t, k);
+                i += 1;
+            }
+            (None, Some(((t, k), op))) => {
+                if op == 1 {
+                    bucket_push(&mut out, t, k);
+                }
+                j += 1;
+            }
+            (Some(have), Some((change, op))) => match have.cmp(&change) {
+                std::cmp::Ordering::Less => {
+                    bucket_push(&mut out, have.0, have.1);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    if op == 1 {
+                        bucket_push(&mut out, change.0, change.1);
+                    }
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    if op == 1 {
+                        bucket_push(&mut out, have.0, have.1);
+                    }
+                    i += 1;
+                    j += 1;
+                }
+            },
+        }
     }
-    let mut out = Vec::with_capacity(old.map_or(0, <[u8]>::len) + changes.len());
-    for (text, key) in entries {
-        bucket_push(&mut out, text, key);
-    }
-    Ok(Some(out))
+    Ok((!out.is_empty()).then_some(out))
 }
 
 fn gens_key(tenant: &str) -> Vec<u8> {
@@ -223,15 +285,6 @@ impl SledStore {
         Ok(gens_of(self.inner.users.get(gens_key(tenant))?.as_deref()))
     }
 
-    /// The committed generation of a bucket number: a user bucket's or a lookup slot's.
-    pub(super) fn committed_gen(&self, tenant: &str, bucket: u16) -> Result<u64> {
-        if is_lookup_bucket(bucket) {
-            let slot = usize::from(bucket) - BUCKETS;
-            return Ok(self.lookup_gens(tenant)?.get(slot).copied().unwrap_or(0));
-        }
-        Ok(self.tenant_state(tenant)?.gen(usize::from(bucket)))
-    }
-
     /// Stages every slot `changes` touch, as the slot of generation `base` (the committed
     /// ones, see [`Self::lookup_gens`]) with the changes made, and returns (bucket number,
     /// staged generation; 0 = now empty) for the commit. On an error, what was staged is
@@ -242,23 +295,46 @@ impl SledStore {
         gens: &[u64],
         changes: &LookupChanges,
     ) -> Result<Vec<(u16, u64)>> {
-        let mut staged = Vec::with_capacity(changes.slots.len());
-        for (&slot, bytes) in &changes.slots {
-            let bucket = slot_bucket(slot);
-            let step = self
-                .bucket(tenant, bucket, gens.get(slot).copied().unwrap_or(0))
-                .and_then(|old| changed_slot(old.as_deref(), bytes))
-                .and_then(|blob| match blob {
-                    Some(blob) => self.stage_bucket(tenant, bucket, &blob),
-                    None => Ok(0),
-                });
-            match step {
-                Ok(gen) => staged.push((bucket, gen)),
-                Err(e) => {
-                    self.discard_staged(tenant, &staged)?;
-                    return Err(e);
-                }
+        let slots: Vec<(&usize, &Vec<Vec<u8>>)> = changes.slots.iter().collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
+        let chunk = slots.len().div_ceil(threads).max(1);
+        let stage_part = |part: &[(&usize, &Vec<Vec<u8>>)]| -> Vec<Result<(u16, u64)>> {
+            part.iter()
+                .map(|&(&slot, parts)| {
+                    let bucket = slot_bucket(slot);
+                    let old = self.bucket(tenant, bucket, gens.get(slot).copied().unwrap_or(0))?;
+                    match changed_slot(old.as_deref(), parts)? {
+                        Some(blob) => Ok((bucket, self.stage_bucket(tenant, bucket, &blob)?)),
+                        None => Ok((bucket, 0)),
+                    }
+                })
+                .collect()
+        };
+        let results: Vec<Result<(u16, u64)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = slots
+                .chunks(chunk)
+                .map(|part| s.spawn(move || stage_part(part)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![Err(anyhow::anyhow!("staging the lookups failed"))]
+                    })
+                })
+                .collect()
+        });
+        let mut staged = Vec::with_capacity(results.len());
+        let mut failed = None;
+        for r in results {
+            match r {
+                Ok(done) => staged.push(done),
+                Err(e) => failed = failed.or(Some(e)),
             }
+        }
+        if let Some(e) = failed {
+            self.discard_staged(tenant, &staged)?;
+            return Err(e);
         }
         Ok(staged)
     }
@@ -339,15 +415,26 @@ impl SledStore {
         let nothing = vec![0; ALL_SLOTS];
         for tenant in self.tenants()? {
             let st = self.tenant_state(&tenant)?;
-            let mut changes = LookupChanges::default();
-            for b in 0..BUCKETS {
-                let blob = self.bucket(&tenant, b as u16, st.gen(b))?;
-                for_each_changed(None, blob.as_deref(), |k, _, new| {
-                    changes.add_user(k, None, new)
-                })?;
+            // One attribute at a time, as a large commit does (see `derived`).
+            let mut staged = Vec::new();
+            for attr in attributes() {
+                let mut changes = LookupChanges::of(&[attr], usize::MAX);
+                let built = (0..BUCKETS).try_for_each(|b| {
+                    let blob = self.bucket(&tenant, b as u16, st.gen(b))?;
+                    for_each_changed(None, blob.as_deref(), |k, _, new| {
+                        changes.add_user(k, None, new)
+                    })
+                });
+                let more = built.and_then(|()| self.stage_lookups(&tenant, &nothing, &changes));
+                match more {
+                    Ok(more) => staged.extend(more),
+                    Err(e) => {
+                        self.discard_staged(&tenant, &staged)?;
+                        return Err(e);
+                    }
+                }
             }
             // Built from nothing, and every slot replaced, also those left empty.
-            let mut staged = self.stage_lookups(&tenant, &nothing, &changes)?;
             let written: BTreeSet<u16> = staged.iter().map(|(b, _)| *b).collect();
             staged.extend(
                 (0..ALL_SLOTS)
@@ -363,7 +450,8 @@ impl SledStore {
                 self.discard_staged(&tenant, &staged)?;
                 anyhow::bail!("cannot write the lookups of tenant {tenant}: {e:?}");
             }
-            tracing::info!(tenant = %tenant, "built the user lookups");
+            self.build_order(&tenant)?;
+            tracing::info!(tenant = %tenant, "built the user lookups and key order");
         }
         self.inner.meta.insert(BUILT, &[][..])?;
         self.inner.db.flush().context("cannot flush the store")?;
@@ -372,7 +460,7 @@ impl SledStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::bucket::bucket_of;
     use crate::model::packed::UserRec;
@@ -390,9 +478,9 @@ mod tests {
 
     /// Commits the directory `users` (key, record): every bucket holding one of them, and
     /// every bucket named in `emptied`, is rewritten.
-    fn put(
+    pub(in crate::store::sled) fn put<K: AsRef<str>>(
         store: &SledStore,
-        users: &BTreeMap<&str, Vec<u8>>,
+        users: &BTreeMap<K, Vec<u8>>,
         emptied: &[&str],
     ) -> Result<TenantState> {
         let mut buckets: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
@@ -400,6 +488,7 @@ mod tests {
             buckets.entry(bucket_of(key.as_bytes())).or_default();
         }
         for (key, r) in users {
+            let key: &str = key.as_ref();
             bucket_push(
                 buckets.entry(bucket_of(key.as_bytes())).or_default(),
                 key.as_bytes(),

@@ -12,11 +12,13 @@
 //! | tree | key | value |
 //! |---|---|---|
 //! | `meta` | `secret` | 32 random bytes: the key of password fingerprints (HMAC-SHA256) |
-//! | `meta` | `lookups-built` | empty: every tenant's lookup buckets were made (see `lookup`) |
+//! | `meta` | `lookups-built` | empty: every tenant's lookup buckets and key order were made (see `lookup`, `order`) |
 //! | `users` | `<tenant>\0s` | JSON [`TenantState`]: commit version, sha256 of the last applied file, and for each of the 1024 buckets the generation that holds it |
 //! | `users` | `<tenant>\0b<bucket u16 BE><generation u64 BE>` | one bucket: the tenant's users whose key `model::bucket::bucket_of` places there, packed (`model::packed`), sorted by key, sealed (LZ4-compressed, see `seal`) |
 //! | `users` | `<tenant>\0b<1024 + slot u16 BE><generation u64 BE>` | one lookup bucket: (text, user key) pairs of one `eq`-searchable attribute, packed and sealed like a user bucket (see `lookup`) |
 //! | `users` | `<tenant>\0l` | the generation (u64 BE) of each of the 768 lookup slots; 0 = empty |
+//! | `users` | `<tenant>\0b<2024 u16 BE><generation u64 BE>` | one order slot: the sorted keys of the users not deleted in one key range (see `order`) |
+//! | `users` | `<tenant>\0o` | the order map: each order slot's lowest key, generation and key count (see `order`) |
 //! | `users` | `\x01<tenant>\0<bucket u16 BE><generation u64 BE>` | empty: this bucket generation (user or lookup) is staged and not yet committed (removed by the commit) |
 //! | `history` | `<tenant>\0<import id>` | JSON [`ImportRecord`]; import ids sort by time, so a reverse scan lists newest first |
 //! | `plans` | `<tenant>\0<import id>` | a held plan: framed (`store::frame`) JSON header, then the file bytes |
@@ -52,6 +54,8 @@ mod directory;
 mod groups;
 // The lookup buckets of `eq` on userName, emails.value and externalId.
 mod lookup;
+// The key order of the users (a SCIM listing without a filter).
+mod order;
 mod outbox;
 mod runs;
 mod seal;
@@ -59,7 +63,7 @@ mod seal;
 mod search;
 mod users;
 
-use super::Backend;
+use super::{Backend, Directory};
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::Arc;
@@ -169,7 +173,10 @@ impl SledStore {
             let mut g = [0u8; 8];
             g.copy_from_slice(&rest[2..10]);
             let gen = u64::from_be_bytes(g);
-            if self.committed_gen(&tenant, bucket)? != gen {
+            // A staged lookup or order slot is never committed under its marker.
+            if lookup::is_lookup_bucket(bucket)
+                || self.tenant_state(&tenant)?.gen(bucket as usize) != gen
+            {
                 doomed.push(directory::bucket_key(&tenant, bucket, gen));
             }
             doomed.push(k.to_vec());

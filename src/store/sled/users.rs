@@ -76,6 +76,13 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
+        if *filter == UserFilter::Everyone {
+            let (total, keys) = self.order_page(tenant, skip, take)?;
+            return Ok(UserPage {
+                total,
+                users: self.users_of_keys(tenant, &keys)?,
+            });
+        }
         if let Some(keys) = self.candidates(tenant, filter)? {
             return self.candidate_page(tenant, &keys, filter, skip, take);
         }
