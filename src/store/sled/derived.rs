@@ -1,19 +1,18 @@
 //! What a commit derives from the user buckets it changes, before its transaction: the change
-//! to the group member counts (`groups`), and its lookup buckets (`lookup`) and key order
-//! (`order`), staged.
+//! to the group member counts (`groups`) and to the user lists (`lookup`, `lists`), staged.
 //!
 //! Data enters as a [`Commit`]: each bucket it names is read at its committed and at its new
 //! generation, and every user whose record bytes differ is handed to both (a few threads read
 //! buckets at once; the commit waits). It leaves as [`Derived`], with the tenant version it
 //! holds for: the commit's transaction uses it only if the tenant is still at that version.
 //!
-//! Memory: the lookup entries of a commit wait in memory until they are staged, about 30 bytes
-//! per changed user and attribute. Up to [`LOOKUP_BUDGET`] bytes, one reading of the buckets
-//! makes all of them; past it (a first import of a large file), the buckets are read again for
-//! each attribute alone, so a commit holds the entries of one attribute at a time.
+//! Memory: the list entries of a commit wait in memory until they are staged, about 30 bytes
+//! per changed user and list. Up to [`LIST_BUDGET`] bytes, one reading of the buckets makes
+//! all of them; past it (a first import of a large file), the buckets are read again for each
+//! list alone, so a commit holds the entries of one list at a time.
 
-use super::lookup::{attributes, is_lookup_bucket, LookupChanges};
-use super::order::{OrderChanges, StagedOrder};
+use super::lists::{is_list_bucket, staged_slots, StagedList};
+use super::lookup::{List, LookupChanges, LISTS};
 use super::SledStore;
 use crate::model::packed::for_each_changed;
 use crate::store::group_counts::{add_user, GroupDeltas};
@@ -21,50 +20,45 @@ use crate::store::{Commit, Directory};
 use anyhow::{anyhow, Result};
 use std::collections::HashMap;
 
-/// Bytes of lookup entries one reading of the changed buckets may hold (see the module doc).
+/// Bytes of list entries one reading of the changed buckets may hold (see the module doc).
 #[cfg(not(test))]
-const LOOKUP_BUDGET: usize = 24 << 20;
-/// A small budget in unit tests, so that their commits take the attribute-at-a-time path.
+const LIST_BUDGET: usize = 24 << 20;
+/// A small budget in unit tests, so that their commits take the list-at-a-time path.
 #[cfg(test)]
-const LOOKUP_BUDGET: usize = 64;
+const LIST_BUDGET: usize = 64;
 
 /// What one commit changes besides its buckets (see the module doc).
 pub(super) struct Derived {
     /// The tenant version the rest was computed from.
     pub version: u64,
     pub groups: GroupDeltas,
-    /// The lookup slots staged for the commit: (bucket number, generation; 0 = now empty).
-    pub lookups: Vec<(u16, u64)>,
-    /// The key order staged for the commit (see `order`).
-    pub order: StagedOrder,
+    /// The lists changed, staged.
+    pub lists: Vec<StagedList>,
 }
 
 /// What one reading of the changed buckets makes.
-#[derive(Default)]
 struct Pass {
     groups: GroupDeltas,
-    lookups: LookupChanges,
-    order: OrderChanges,
+    lists: LookupChanges,
 }
 
 /// A changed bucket: (bucket, committed generation, new generation).
 type Changed = (u16, u64, u64);
 
 impl SledStore {
-    /// What `c` changes in the group counts and the lookups of its tenant, the lookups staged.
+    /// What `c` changes in the group counts and the lists of its tenant, the lists staged.
     pub(super) fn derive(&self, c: &Commit) -> Result<Derived> {
         let st = self.tenant_state(&c.tenant)?;
         let mut derived = Derived {
             version: st.version,
             groups: GroupDeltas::new(),
-            lookups: Vec::new(),
-            order: StagedOrder::default(),
+            lists: Vec::new(),
         };
         if st.version != c.expected_version {
             return Ok(derived); // the commit refuses anyway
         }
         let mut last: HashMap<u16, u64> = HashMap::new();
-        for &(b, g) in c.buckets.iter().filter(|(b, _)| !is_lookup_bucket(*b)) {
+        for &(b, g) in c.buckets.iter().filter(|(b, _)| !is_list_bucket(*b)) {
             last.insert(b, g);
         }
         let changed: Vec<Changed> = last
@@ -72,56 +66,53 @@ impl SledStore {
             .map(|(b, g)| (b, st.gen(usize::from(b)), g))
             .filter(|(_, old, new)| old != new)
             .collect();
-        let gens = self.lookup_gens(&c.tenant)?;
-        let first = self.read_changed(&c.tenant, &changed, &attributes(), LOOKUP_BUDGET, true)?;
+        let first = self.read_changed(&c.tenant, &changed, &LISTS, LIST_BUDGET, true)?;
         derived.groups = first.groups;
-        derived.order = self.stage_order(&c.tenant, &self.order_map(&c.tenant)?, &first.order)?;
-        let staged = if first.lookups.overflowed {
-            drop(first.lookups);
-            self.stage_lookups_by_attribute(&c.tenant, &changed, &gens)
+        let passes: Vec<Vec<List>> = if first.lists.overflowed {
+            LISTS.iter().map(|l| vec![*l]).collect()
         } else {
-            self.stage_lookups(&c.tenant, &gens, &first.lookups)
+            Vec::new()
         };
-        match staged {
-            Ok(staged) => derived.lookups = staged,
-            Err(e) => {
-                self.discard_staged(&c.tenant, &derived.order.staged)?;
-                return Err(e);
-            }
-        }
-        Ok(derived)
-    }
-
-    /// The lookups of a large commit, one attribute at a time (see the module doc).
-    fn stage_lookups_by_attribute(
-        &self,
-        tenant: &str,
-        changed: &[Changed],
-        gens: &[u64],
-    ) -> Result<Vec<(u16, u64)>> {
-        let mut staged = Vec::new();
-        for attr in attributes() {
-            let more = self
-                .read_changed(tenant, changed, &[attr], usize::MAX, false)
-                .and_then(|pass| self.stage_lookups(tenant, gens, &pass.lookups));
-            match more {
-                Ok(more) => staged.extend(more),
-                Err(e) => {
-                    self.discard_staged(tenant, &staged)?;
-                    return Err(e);
+        let mut pending = Some(first.lists).filter(|l| !l.overflowed);
+        let mut passes = passes.into_iter();
+        loop {
+            let changes = match pending.take() {
+                Some(changes) => changes,
+                None => match passes.next() {
+                    Some(lists) => {
+                        match self.read_changed(&c.tenant, &changed, &lists, usize::MAX, false) {
+                            Ok(pass) => pass.lists,
+                            Err(e) => return self.abandon(&c.tenant, &derived, e),
+                        }
+                    }
+                    None => return Ok(derived),
+                },
+            };
+            for (list, changes) in &changes.lists {
+                let staged = self
+                    .list_map(&c.tenant, list.id())
+                    .and_then(|map| self.stage_list(&c.tenant, list.id(), &map, changes));
+                match staged {
+                    Ok(staged) => derived.lists.push(staged),
+                    Err(e) => return self.abandon(&c.tenant, &derived, e),
                 }
             }
         }
-        Ok(staged)
     }
 
-    /// One reading of the `changed` buckets on a few threads: the lookup entries of `attrs`
-    /// (up to `limit` bytes), and the group deltas and key order changes when `groups`.
+    /// Removes what `derived` staged, and fails with `e`.
+    fn abandon(&self, tenant: &str, derived: &Derived, e: anyhow::Error) -> Result<Derived> {
+        self.discard_staged(tenant, &staged_slots(&derived.lists))?;
+        Err(e)
+    }
+
+    /// One reading of the `changed` buckets on a few threads: the entries of `lists` (up to
+    /// `limit` bytes), and the group deltas when `groups`.
     fn read_changed(
         &self,
         tenant: &str,
         changed: &[Changed],
-        attrs: &[usize],
+        lists: &[List],
         limit: usize,
         groups: bool,
     ) -> Result<Pass> {
@@ -132,7 +123,7 @@ impl SledStore {
             let handles: Vec<_> = changed
                 .chunks(chunk)
                 .map(|part| {
-                    s.spawn(move || self.read_part(tenant, part, attrs, part_limit, groups))
+                    s.spawn(move || self.read_part(tenant, part, lists, part_limit, groups))
                 })
                 .collect();
             handles
@@ -143,14 +134,16 @@ impl SledStore {
                 })
                 .collect()
         });
-        let mut all = Pass::default();
+        let mut all = Pass {
+            groups: GroupDeltas::new(),
+            lists: LookupChanges::of(lists, limit),
+        };
         for part in parts {
             let part = part?;
             for (name, d) in part.groups {
                 *all.groups.entry(name).or_default() += d;
             }
-            all.lookups.merge(part.lookups);
-            all.order.merge(part.order);
+            all.lists.merge(part.lists);
         }
         all.groups.retain(|_, d| *d != 0);
         Ok(all)
@@ -160,14 +153,13 @@ impl SledStore {
         &self,
         tenant: &str,
         buckets: &[Changed],
-        attrs: &[usize],
+        lists: &[List],
         limit: usize,
         groups: bool,
     ) -> Result<Pass> {
         let mut out = Pass {
             groups: GroupDeltas::new(),
-            lookups: LookupChanges::of(attrs, limit),
-            order: OrderChanges::default(),
+            lists: LookupChanges::of(lists, limit),
         };
         for &(b, old, new) in buckets {
             let before = self.bucket(tenant, b, old)?;
@@ -175,9 +167,8 @@ impl SledStore {
             for_each_changed(before.as_deref(), after.as_deref(), |key, o, n| {
                 if groups {
                     add_user(&mut out.groups, o, n)?;
-                    out.order.add_user(key, o, n);
                 }
-                out.lookups.add_user(key, o, n)
+                out.lists.add_user(key, o, n)
             })?;
         }
         Ok(out)

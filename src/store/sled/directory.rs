@@ -1,7 +1,7 @@
 //! The [`Directory`] seam on sled: tenant state, staged and committed bucket generations, the
 //! one multi-tree transaction of a run (which publishes the run's staged changes and its events,
-//! see `changes`, adds its change to the group member counts, see `groups`, and swaps in its
-//! lookup buckets, see `lookup`), and rewriting one user (see the key layout in `sled`).
+//! see `changes`, adds its change to the group member counts, see `groups`, and makes its
+//! staged user lists current, see `lists`), and rewriting one user (see the key layout in `sled`).
 
 use super::{seal, tkey, SledStore};
 use crate::model::bucket::{bucket_of, BUCKETS};
@@ -137,7 +137,6 @@ impl Directory for SledStore {
         let claim_keys = claim_keys(c)?;
         let at = chrono::Utc::now();
         let derived = self.derive(c)?;
-        let lookups = &derived.lookups;
         let trees = (
             &i.users, &i.history, &i.plans, &i.ledger, &i.claims, &i.changes, &i.groups,
         );
@@ -181,8 +180,7 @@ impl Directory for SledStore {
                         *slot = g;
                     }
                 }
-                super::lookup::swap_in(users, &c.tenant, lookups)?;
-                super::order::swap_in(users, &c.tenant, &derived.order)?;
+                super::lists::swap_in(users, &c.tenant, &derived.lists)?;
                 if let Some(sha) = &c.last_applied_sha256 {
                     st.last_applied_sha256 = Some(sha.clone());
                 }
@@ -214,8 +212,7 @@ impl Directory for SledStore {
         let st = match result {
             Ok(st) => st,
             Err(e) => {
-                self.discard_staged(&c.tenant, lookups)?;
-                self.discard_staged(&c.tenant, &derived.order.staged)?;
+                self.discard_staged(&c.tenant, &super::lists::staged_slots(&derived.lists))?;
                 return Err(match e {
                     TransactionError::Abort(e) => e,
                     TransactionError::Storage(e) => {

@@ -79,6 +79,20 @@ impl SledStore {
         Ok(())
     }
 
+    /// True when the tenant has a group whose name differs from `name` in case only.
+    pub(super) fn has_case_twin(&self, tenant: &str, name: &str) -> Result<bool> {
+        let prefix = tkey(tenant, b"");
+        let lower = name.to_lowercase();
+        for key in self.inner.groups.scan_prefix(&prefix).keys() {
+            let key = key?;
+            let other = String::from_utf8_lossy(&key[prefix.len()..]);
+            if other != name && other.to_lowercase() == lower {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// [`crate::store::Users::groups_page`] on sled: the tenant's groups in byte order of the
     /// name (every group, or the one named `name`), paged, with their member counts.
     pub(super) fn group_counts_page(

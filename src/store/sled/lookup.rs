@@ -1,117 +1,186 @@
-//! Lookup buckets on sled: the one index the embedded store keeps, so that a SCIM `eq` on
-//! `userName`, `emails.value` or `externalId` (what Entra, Okta and most SCIM clients ask
-//! before they create a user) reads two buckets instead of the whole directory.
+//! The user lists the embedded store keeps (see `lists` for how a list is stored), what each
+//! user contributes to them, and which SCIM filters they answer, so that the reads SCIM
+//! clients make most read a few slots instead of every bucket:
 //!
-//! Each of the three attributes has [`SLOTS`] lookup buckets. A user's text for an attribute
-//! (the filter's own rule: `userName` is the username, else the email, else the key; text is
-//! lower-cased unless the attribute is case-exact, see [`value_of`]) goes to the slot its hash
-//! names, as the pair (text, user key); a slot's blob is packed like a user bucket
-//! (`model::packed`, pairs sorted) and sealed like one (`seal`). Every user is listed, whatever
-//! its status: a status change never touches the lookups, and a reader tests the user anyway.
+//! | list | entries of a user that is not deleted | answers |
+//! |---|---|---|
+//! | [`List::Keys`] | its key | a listing without a filter, at any `startIndex` |
+//! | [`List::UserName`] | `userName` (the username, else the email, else the key), lower-cased | `eq`, `sw` |
+//! | [`List::Email`] | the email, lower-cased | `emails.value` `eq`, `sw` |
+//! | [`List::MappingCode`] | the mapping code (case-exact) | `externalId` `eq`, `sw` |
+//! | [`List::Groups`] | each group name, lower-cased | `groups eq`, a group's members |
 //!
-//! Lookup buckets are kept exactly like user buckets, so they are always those of the
-//! committed directory: a commit's changed user buckets are compared with the committed ones
-//! (`derived`), the changed slots are staged under new generations before the commit
-//! ([`SledStore::stage_lookups`]) and swapped in by its transaction ([`swap_in`]); a killed
-//! process leaves staged slots that `open` sweeps away. Their generations live under
-//! `<tenant>\0l` (one u64 BE per slot), apart from the user buckets' `TenantState`, which
-//! other code reads. A store written before lookups existed gets them when opened
-//! ([`SledStore::build_lookups`]).
+//! A text entry is the text (each 0 byte written as 0, 0xFF) then a 0 byte then the key, so a
+//! list's entries sort by text, then key: the users with one text are one range, in key order,
+//! and those whose text starts with some prefix are one range too. Deleted users are in no list,
+//! so a list range is exactly the users a filter matches, counted off the slot counts.
 //!
-//! Data leaves as candidate user keys ([`SledStore::candidates`]): a superset of the users a
-//! filter can match, which `users` then reads and tests.
+//! Data enters from `derived`: each changed user's entries before and after, as
+//! [`LookupChanges`]. It leaves as list pages ([`SledStore::list_page`]) and as candidate keys
+//! ([`SledStore::candidates`]), which `users` reads and tests against the whole filter.
 
-use super::directory::{bucket_key, staged_key};
-use super::{tkey, SledStore};
-use crate::model::bucket::{fnv64, BUCKETS};
-use crate::model::fields::{EMAIL, MAPPING_CODE, USERNAME};
+use super::lists::ListChanges;
+use super::SledStore;
+use crate::model::bucket::BUCKETS;
+use crate::model::fields::{EMAIL, LIST_SEP, MAPPING_CODE, USERNAME};
 use crate::model::filter::{Attribute, Op, Operand};
-use crate::model::packed::{bucket_entries, bucket_push, field_of, for_each_changed, Cursor};
+use crate::model::packed::{field_of, for_each_changed, status_of, STATUS_DELETED};
 use crate::model::UserFilter;
 use crate::store::Directory;
 use anyhow::{Context, Result};
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Lookup buckets per attribute.
-pub(super) const SLOTS: usize = 256;
-/// The looked-up attributes, in slot order.
-const ATTRS: [Attribute; 3] = [
-    Attribute::UserName,
-    Attribute::Email,
-    Attribute::MappingCode,
+/// The key saying every tenant's lists were made (in tree `meta`).
+const BUILT: &[u8] = b"lists-built";
+
+/// At most this many candidates come from a list range; a wider `sw` (or an `eq` most users
+/// share) is answered by reading every bucket instead.
+const MAX_CANDIDATES: usize = 10_000;
+
+/// The lists (see the module doc); the number is the list's number in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum List {
+    Keys = 0,
+    UserName = 1,
+    Email = 2,
+    MappingCode = 3,
+    Groups = 4,
+}
+
+/// Every list.
+pub(super) const LISTS: [List; 5] = [
+    List::Keys,
+    List::UserName,
+    List::Email,
+    List::MappingCode,
+    List::Groups,
 ];
-/// Every slot of a tenant.
-const ALL_SLOTS: usize = SLOTS * ATTRS.len();
 
-/// The key saying every tenant's lookups were made (in tree `meta`).
-const BUILT: &[u8] = b"lookups-built";
+impl List {
+    pub(super) fn id(self) -> u8 {
+        self as u8
+    }
 
-type TxResult<T> = std::result::Result<T, ConflictableTransactionError<anyhow::Error>>;
+    /// The list of a filter attribute, and whether its text is case-exact.
+    fn of(a: &Attribute) -> Option<List> {
+        Some(match a {
+            Attribute::UserName => List::UserName,
+            Attribute::Email => List::Email,
+            Attribute::MappingCode => List::MappingCode,
+            Attribute::Field("groups") => List::Groups,
+            _ => return None,
+        })
+    }
 
-/// The bucket number (in the user buckets' key space, after them) of lookup slot `slot`.
-fn slot_bucket(slot: usize) -> u16 {
-    u16::try_from(BUCKETS + slot).unwrap_or(u16::MAX)
-}
+    fn case_exact(self) -> bool {
+        self == List::MappingCode
+    }
 
-/// True for the bucket number of a lookup slot.
-pub(super) fn is_lookup_bucket(bucket: u16) -> bool {
-    usize::from(bucket) >= BUCKETS
-}
+    /// The texts of the stored user `key`, `rec` in this list, normalised (none when deleted).
+    fn texts(self, key: &[u8], rec: &[u8]) -> Result<BTreeSet<String>> {
+        let mut out = BTreeSet::new();
+        if status_of(rec) == STATUS_DELETED {
+            return Ok(out);
+        }
+        let text = match self {
+            List::Keys => Some(String::from_utf8_lossy(key).to_string()),
+            List::UserName => Some(match field_of(rec, USERNAME)?.or(field_of(rec, EMAIL)?) {
+                Some(name) => name.to_lowercase(),
+                None => String::from_utf8_lossy(key).to_lowercase(),
+            }),
+            List::Email => field_of(rec, EMAIL)?.map(str::to_lowercase),
+            List::MappingCode => field_of(rec, MAPPING_CODE)?.map(str::to_string),
+            List::Groups => {
+                for item in field_of(rec, "groups")?
+                    .into_iter()
+                    .flat_map(|g| g.split(LIST_SEP))
+                {
+                    if !item.is_empty() {
+                        out.insert(item.to_lowercase());
+                    }
+                }
+                None
+            }
+        };
+        out.extend(text);
+        Ok(out)
+    }
 
-/// The slot of text `value` of attribute number `attr`.
-fn slot_of(attr: usize, value: &[u8]) -> usize {
-    attr * SLOTS + (fnv64(value) % SLOTS as u64) as usize
-}
+    /// The entry of `text` for user `key` in this list.
+    fn entry(self, text: &str, key: &[u8]) -> Vec<u8> {
+        if self == List::Keys {
+            return key.to_vec();
+        }
+        let mut out = escaped(text);
+        out.push(0);
+        out.extend_from_slice(key);
+        out
+    }
 
-/// The text of attribute number `attr` that `eq` compares, normalised as the filter compares
-/// it; None when the user has none.
-fn value_of(attr: usize, key: &[u8], rec: &[u8]) -> Result<Option<String>> {
-    let text = match ATTRS.get(attr) {
-        Some(Attribute::UserName) => Some(match field_of(rec, USERNAME)? {
-            Some(name) => name.to_string(),
-            None => match field_of(rec, EMAIL)? {
-                Some(email) => email.to_string(),
-                None => String::from_utf8_lossy(key).to_string(),
-            },
-        }),
-        Some(Attribute::Email) => field_of(rec, EMAIL)?.map(str::to_string),
-        Some(Attribute::MappingCode) => field_of(rec, MAPPING_CODE)?.map(str::to_string),
-        _ => None,
-    };
-    Ok(text.map(|t| normalised(attr, &t)))
-}
+    /// The user key of one of this list's entries.
+    fn key_of(self, entry: &[u8]) -> Vec<u8> {
+        if self == List::Keys {
+            return entry.to_vec();
+        }
+        let mut i = 0;
+        while i < entry.len() {
+            if entry[i] == 0 {
+                if entry.get(i + 1) == Some(&0xFF) {
+                    i += 2;
+                    continue;
+                }
+                return entry[i + 1..].to_vec();
+            }
+            i += 1;
+        }
+        Vec::new()
+    }
 
-fn normalised(attr: usize, text: &str) -> String {
-    if ATTRS.get(attr).is_some_and(Attribute::case_exact) {
-        text.to_string()
-    } else {
-        text.to_lowercase()
+    /// The prefix of the entries whose text is `text` (`exact`) or starts with it.
+    fn prefix(self, text: &str, exact: bool) -> Vec<u8> {
+        let text = if self.case_exact() {
+            text.to_string()
+        } else {
+            text.to_lowercase()
+        };
+        let mut out = escaped(&text);
+        if exact {
+            out.push(0);
+        }
+        out
     }
 }
 
-/// Lookup entries a commit adds and removes for some of the attributes, per slot: packed
-/// `(op, text, key)` triples (`op` is 1 to add, 0 to remove), compact because a first import
-/// adds one per user and attribute; one buffer per thread that made them, not copied together.
-#[derive(Default)]
+/// `text` with each 0 byte written as 0, 0xFF (so 0 then anything else ends a text).
+fn escaped(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 1);
+    for &b in text.as_bytes() {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+    out
+}
+
+/// The list entries a commit adds and removes, for some of the lists, up to a number of bytes:
+/// past it nothing more is recorded and `overflowed` is set (the commit then derives one list
+/// at a time, see `derived`).
 pub(super) struct LookupChanges {
-    /// The attribute numbers recorded.
-    attrs: Vec<usize>,
-    slots: BTreeMap<usize, Vec<Vec<u8>>>,
-    /// Bytes recorded so far, and how many may be: past it, nothing more is recorded and
-    /// `overflowed` is set (the commit then derives one attribute at a time).
+    pub lists: BTreeMap<List, ListChanges>,
     bytes: usize,
     limit: usize,
     pub overflowed: bool,
 }
 
 impl LookupChanges {
-    /// Changes to the attributes numbered `attrs`, up to `limit` bytes of them.
-    pub(super) fn of(attrs: &[usize], limit: usize) -> LookupChanges {
+    /// Changes to `lists`, up to `limit` bytes of them.
+    pub(super) fn of(lists: &[List], limit: usize) -> LookupChanges {
         LookupChanges {
-            attrs: attrs.to_vec(),
+            lists: lists.iter().map(|l| (*l, ListChanges::default())).collect(),
+            bytes: 0,
             limit,
-            ..LookupChanges::default()
+            overflowed: false,
         }
     }
 
@@ -126,28 +195,20 @@ impl LookupChanges {
             self.overflowed = true;
             return Ok(());
         }
-        for &attr in &self.attrs {
-            let before = old.map(|r| value_of(attr, key, r)).transpose()?.flatten();
-            let after = new.map(|r| value_of(attr, key, r)).transpose()?.flatten();
-            if before == after {
-                continue;
+        for (list, changes) in self.lists.iter_mut() {
+            let before = old
+                .map(|r| list.texts(key, r))
+                .transpose()?
+                .unwrap_or_default();
+            let after = new
+                .map(|r| list.texts(key, r))
+                .transpose()?
+                .unwrap_or_default();
+            for gone in before.difference(&after) {
+                self.bytes += changes.push(false, &list.entry(gone, key));
             }
-            for (op, text) in [(0u8, before), (1u8, after)] {
-                if let Some(text) = text {
-                    let parts = self
-                        .slots
-                        .entry(slot_of(attr, text.as_bytes()))
-                        .or_default();
-                    if parts.is_empty() {
-                        parts.push(Vec::new());
-                    }
-                    if let Some(out) = parts.last_mut() {
-                        let before = out.len();
-                        out.push(op);
-                        bucket_push(out, text.as_bytes(), key);
-                        self.bytes += out.len() - before;
-                    }
-                }
+            for came in after.difference(&before) {
+                self.bytes += changes.push(true, &list.entry(came, key));
             }
         }
         Ok(())
@@ -155,246 +216,96 @@ impl LookupChanges {
 
     /// Takes in the changes another thread made for the same commit.
     pub(super) fn merge(&mut self, other: LookupChanges) {
-        for (slot, parts) in other.slots {
-            self.slots.entry(slot).or_default().extend(parts);
+        for (list, changes) in other.lists {
+            self.lists.entry(list).or_default().merge(changes);
         }
         self.bytes += other.bytes;
         self.overflowed |= other.overflowed;
     }
 }
 
-/// Every looked-up attribute's number.
-pub(super) fn attributes() -> Vec<usize> {
-    (0..ATTRS.len()).collect()
-}
-
-/// Slot blob `old` (None: empty) with `changes` made; None when nothing is left.
-fn changed_slot(old: Option<&[u8]>, changes: &[Vec<u8>]) -> Result<Option<Vec<u8>>> {
-    let mut ops: Vec<(&[u8], &[u8], u8)> = Vec::new();
-    for part in changes {
-        let mut c = Cursor::new(part);
-        while !c.at_end() {
-            let op = c.byte()?;
-            ops.push((c.bytes()?, c.bytes()?, op));
+/// A filter a list range answers exactly, in key order: `eq` on a listed attribute.
+fn whole_range(f: &UserFilter) -> Option<(List, &str)> {
+    match f {
+        UserFilter::Compare(a, Op::Eq, Operand::Text(v)) if !v.is_empty() => {
+            List::of(a).map(|l| (l, v.as_str()))
         }
+        _ => None,
     }
-    // One change per (text, key) in a commit: a user's text leaves or arrives once.
-    ops.sort_unstable();
-    let kept = match old {
-        Some(blob) => bucket_entries(blob)?,
-        None => Vec::new(),
-    };
-    let mut out = Vec::with_capacity(old.map_or(0, <[u8]>::len) + ops.len() * 32);
-    let (mut i, mut j) = (0, 0);
-    loop {
-        let next_old = kept.get(i).copied();
-        let next_op = ops.get(j).map(|&(t, k, op)| ((t, k), op));
-        match (next_old, next_op) {
-            (None, None) => break,
-            (Some((t, k)), None) => {
-                bucket_push(&mut out, t, k);
-                i += 1;
-            }
-            (None, Some(((t, k), op))) => {
-                if op == 1 {
-                    bucket_push(&mut out, t, k);
-                }
-                j += 1;
-            }
-            (Some(have), Some((change, op))) => match have.cmp(&change) {
-                std::cmp::Ordering::Less => {
-                    bucket_push(&mut out, have.0, have.1);
-                    i += 1;
-                }
-                std::cmp::Ordering::Greater => {
-                    if op == 1 {
-                        bucket_push(&mut out, change.0, change.1);
-                    }
-                    j += 1;
-                }
-                std::cmp::Ordering::Equal => {
-                    if op == 1 {
-                        bucket_push(&mut out, have.0, have.1);
-                    }
-                    i += 1;
-                    j += 1;
-                }
-            },
-        }
-    }
-    Ok((!out.is_empty()).then_some(out))
-}
-
-fn gens_key(tenant: &str) -> Vec<u8> {
-    tkey(tenant, b"l")
-}
-
-/// Slot generations from their stored form (missing or short: 0).
-fn gens_of(stored: Option<&[u8]>) -> Vec<u64> {
-    let mut gens = vec![0; ALL_SLOTS];
-    if let Some(bytes) = stored {
-        for (slot, chunk) in bytes.chunks_exact(8).take(ALL_SLOTS).enumerate() {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(chunk);
-            gens[slot] = u64::from_be_bytes(b);
-        }
-    }
-    gens
-}
-
-fn gens_bytes(gens: &[u64]) -> Vec<u8> {
-    gens.iter().flat_map(|g| g.to_be_bytes()).collect()
-}
-
-/// Inside a commit's transaction on tree `users`: makes the staged slots `staged` (bucket
-/// number, generation; 0 = now empty) the committed ones and removes the generations they
-/// replace.
-pub(super) fn swap_in(
-    users: &TransactionalTree,
-    tenant: &str,
-    staged: &[(u16, u64)],
-) -> TxResult<()> {
-    if staged.is_empty() {
-        return Ok(());
-    }
-    let key = gens_key(tenant);
-    let mut gens = gens_of(users.get(&key)?.as_deref());
-    for &(bucket, gen) in staged {
-        let Some(slot) = usize::from(bucket)
-            .checked_sub(BUCKETS)
-            .filter(|s| *s < ALL_SLOTS)
-        else {
-            continue;
-        };
-        if gen != 0 {
-            users.remove(staged_key(tenant, bucket, gen))?;
-        }
-        let old = gens[slot];
-        if old != 0 && old != gen {
-            users.remove(bucket_key(tenant, bucket, old))?;
-        }
-        gens[slot] = gen;
-    }
-    users.insert(key, gens_bytes(&gens))?;
-    Ok(())
 }
 
 impl SledStore {
-    /// The committed generation of every lookup slot of `tenant`.
-    pub(super) fn lookup_gens(&self, tenant: &str) -> Result<Vec<u64>> {
-        Ok(gens_of(self.inner.users.get(gens_key(tenant))?.as_deref()))
-    }
-
-    /// Stages every slot `changes` touch, as the slot of generation `base` (the committed
-    /// ones, see [`Self::lookup_gens`]) with the changes made, and returns (bucket number,
-    /// staged generation; 0 = now empty) for the commit. On an error, what was staged is
-    /// removed again.
-    pub(super) fn stage_lookups(
+    /// For a filter a list answers exactly (no filter, or `eq` on a listed attribute): the
+    /// total and the keys of the page.
+    pub(super) fn list_page(
         &self,
         tenant: &str,
-        gens: &[u64],
-        changes: &LookupChanges,
-    ) -> Result<Vec<(u16, u64)>> {
-        let slots: Vec<(&usize, &Vec<Vec<u8>>)> = changes.slots.iter().collect();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
-        let chunk = slots.len().div_ceil(threads).max(1);
-        let stage_part = |part: &[(&usize, &Vec<Vec<u8>>)]| -> Vec<Result<(u16, u64)>> {
-            part.iter()
-                .map(|&(&slot, parts)| {
-                    let bucket = slot_bucket(slot);
-                    let old = self.bucket(tenant, bucket, gens.get(slot).copied().unwrap_or(0))?;
-                    match changed_slot(old.as_deref(), parts)? {
-                        Some(blob) => Ok((bucket, self.stage_bucket(tenant, bucket, &blob)?)),
-                        None => Ok((bucket, 0)),
-                    }
-                })
-                .collect()
+        f: &UserFilter,
+        skip: usize,
+        take: usize,
+    ) -> Result<Option<(u64, Vec<Vec<u8>>)>> {
+        let (list, prefix) = match (f, whole_range(f)) {
+            (UserFilter::Everyone, _) => (List::Keys, Vec::new()),
+            (_, Some((list, text))) => (list, list.prefix(text, true)),
+            _ => return Ok(None),
         };
-        let results: Vec<Result<(u16, u64)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = slots
-                .chunks(chunk)
-                .map(|part| s.spawn(move || stage_part(part)))
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        vec![Err(anyhow::anyhow!("staging the lookups failed"))]
-                    })
-                })
-                .collect()
-        });
-        let mut staged = Vec::with_capacity(results.len());
-        let mut failed = None;
-        for r in results {
-            match r {
-                Ok(done) => staged.push(done),
-                Err(e) => failed = failed.or(Some(e)),
-            }
-        }
-        if let Some(e) = failed {
-            self.discard_staged(tenant, &staged)?;
-            return Err(e);
-        }
-        Ok(staged)
+        let page = self.list_range(tenant, list.id(), &prefix, skip, take)?;
+        let keys = page.entries.iter().map(|e| list.key_of(e)).collect();
+        Ok(Some((page.total, keys)))
     }
 
-    /// Keys of the users whose text for attribute number `attr` is `value` (normalised), read
-    /// from its one slot. The users may since have changed; the caller tests them.
-    fn lookup(&self, tenant: &str, gens: &[u64], attr: usize, value: &str) -> Result<Vec<String>> {
-        let value = normalised(attr, value);
-        let slot = slot_of(attr, value.as_bytes());
-        let gen = gens.get(slot).copied().unwrap_or(0);
-        let Some(blob) = self.bucket(tenant, slot_bucket(slot), gen)? else {
-            return Ok(Vec::new());
-        };
-        Ok(bucket_entries(&blob)?
-            .into_iter()
-            .filter(|(text, _)| *text == value.as_bytes())
-            .map(|(_, key)| String::from_utf8_lossy(key).to_string())
-            .collect())
+    /// The members of the group named exactly `group`, from the groups list, when no other
+    /// group's name differs from it in case only (the list is lower-cased).
+    pub(super) fn group_page(
+        &self,
+        tenant: &str,
+        group: &str,
+        skip: usize,
+        take: usize,
+    ) -> Result<Option<(u64, Vec<Vec<u8>>)>> {
+        if group.is_empty() || self.has_case_twin(tenant, group)? {
+            return Ok(None);
+        }
+        let prefix = List::Groups.prefix(group, true);
+        let page = self.list_range(tenant, List::Groups.id(), &prefix, skip, take)?;
+        let keys = page
+            .entries
+            .iter()
+            .map(|e| List::Groups.key_of(e))
+            .collect();
+        Ok(Some((page.total, keys)))
     }
 
-    /// Keys of users among which are all those `f` can match, when the lookups (or an
-    /// `id eq`) say so: `eq` on a looked-up attribute or on `id`, either side of an `and`, both
-    /// sides of an `or`. None when `f` needs a reading of every user.
+    /// Keys of users among which are all those `f` can match, when the lists (or an `id eq`)
+    /// say so: `eq` or `sw` on a listed attribute or `eq` on `id`, either side of an `and`,
+    /// both sides of an `or`. None when `f` needs a reading of every user (or a range holds
+    /// more than [`MAX_CANDIDATES`]).
     pub(super) fn candidates(
         &self,
         tenant: &str,
         f: &UserFilter,
-    ) -> Result<Option<BTreeSet<String>>> {
-        let gens = self.lookup_gens(tenant)?;
-        self.candidates_with(tenant, &gens, f)
-    }
-
-    fn candidates_with(
-        &self,
-        tenant: &str,
-        gens: &[u64],
-        f: &UserFilter,
-    ) -> Result<Option<BTreeSet<String>>> {
+    ) -> Result<Option<BTreeSet<Vec<u8>>>> {
         Ok(match f {
             UserFilter::Compare(Attribute::Key, Op::Eq, Operand::Text(k)) => {
-                Some(BTreeSet::from([k.clone()]))
+                Some(BTreeSet::from([k.as_bytes().to_vec()]))
             }
-            UserFilter::Compare(a, Op::Eq, Operand::Text(v)) => {
-                match ATTRS.iter().position(|x| x == a) {
-                    Some(attr) => Some(self.lookup(tenant, gens, attr, v)?.into_iter().collect()),
-                    None => None,
+            UserFilter::Compare(a, op @ (Op::Eq | Op::Sw), Operand::Text(v)) if !v.is_empty() => {
+                let Some(list) = List::of(a) else {
+                    return Ok(None);
+                };
+                let prefix = list.prefix(v, *op == Op::Eq);
+                let page = self.list_range(tenant, list.id(), &prefix, 0, MAX_CANDIDATES)?;
+                if page.total > MAX_CANDIDATES as u64 {
+                    return Ok(None);
                 }
+                Some(page.entries.iter().map(|e| list.key_of(e)).collect())
             }
-            UserFilter::And(a, b) => {
-                let left = self.candidates_with(tenant, gens, a)?;
-                match left {
-                    Some(keys) => Some(keys),
-                    None => self.candidates_with(tenant, gens, b)?,
-                }
-            }
+            UserFilter::And(a, b) => match self.candidates(tenant, a)? {
+                Some(keys) => Some(keys),
+                None => self.candidates(tenant, b)?,
+            },
             UserFilter::Or(a, b) => {
-                match (
-                    self.candidates_with(tenant, gens, a)?,
-                    self.candidates_with(tenant, gens, b)?,
-                ) {
+                match (self.candidates(tenant, a)?, self.candidates(tenant, b)?) {
                     (Some(mut x), Some(y)) => {
                         x.extend(y);
                         Some(x)
@@ -406,52 +317,27 @@ impl SledStore {
         })
     }
 
-    /// Makes every tenant's lookups from its user buckets, once: when the store was written by
-    /// a roster without lookups (or building was interrupted), on open.
-    pub(super) fn build_lookups(&self) -> Result<()> {
+    /// Makes every tenant's lists from its user buckets, once: when the store was written by
+    /// a roster without them (or building was interrupted), on open. One list at a time, as a
+    /// large commit does (see `derived`).
+    pub(super) fn build_lists(&self) -> Result<()> {
         if self.inner.meta.contains_key(BUILT)? {
             return Ok(());
         }
-        let nothing = vec![0; ALL_SLOTS];
         for tenant in self.tenants()? {
             let st = self.tenant_state(&tenant)?;
-            // One attribute at a time, as a large commit does (see `derived`).
-            let mut staged = Vec::new();
-            for attr in attributes() {
-                let mut changes = LookupChanges::of(&[attr], usize::MAX);
-                let built = (0..BUCKETS).try_for_each(|b| {
+            for list in LISTS {
+                let mut changes = LookupChanges::of(&[list], usize::MAX);
+                for b in 0..BUCKETS {
                     let blob = self.bucket(&tenant, b as u16, st.gen(b))?;
                     for_each_changed(None, blob.as_deref(), |k, _, new| {
                         changes.add_user(k, None, new)
-                    })
-                });
-                let more = built.and_then(|()| self.stage_lookups(&tenant, &nothing, &changes));
-                match more {
-                    Ok(more) => staged.extend(more),
-                    Err(e) => {
-                        self.discard_staged(&tenant, &staged)?;
-                        return Err(e);
-                    }
+                    })?;
                 }
+                let built = changes.lists.remove(&list).unwrap_or_default();
+                self.rebuild_list(&tenant, list.id(), &built)?;
             }
-            // Built from nothing, and every slot replaced, also those left empty.
-            let written: BTreeSet<u16> = staged.iter().map(|(b, _)| *b).collect();
-            staged.extend(
-                (0..ALL_SLOTS)
-                    .map(slot_bucket)
-                    .filter(|b| !written.contains(b))
-                    .map(|b| (b, 0)),
-            );
-            let swapped = self
-                .inner
-                .users
-                .transaction(|users| swap_in(users, &tenant, &staged));
-            if let Err(e) = swapped {
-                self.discard_staged(&tenant, &staged)?;
-                anyhow::bail!("cannot write the lookups of tenant {tenant}: {e:?}");
-            }
-            self.build_order(&tenant)?;
-            tracing::info!(tenant = %tenant, "built the user lookups and key order");
+            tracing::info!(tenant = %tenant, "built the user lists");
         }
         self.inner.meta.insert(BUILT, &[][..])?;
         self.inner.db.flush().context("cannot flush the store")?;
@@ -460,27 +346,43 @@ impl SledStore {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
     use crate::model::bucket::bucket_of;
-    use crate::model::packed::UserRec;
-    use crate::store::{Commit, Users};
+    use crate::model::packed::{bucket_push, UserRec, STATUS_ACTIVE, STATUS_INACTIVE};
+    use crate::store::{Commit, TenantState, Users};
+    use Attribute::{Email, MappingCode, UserName};
 
-    fn rec(email: &str, username: Option<&str>, code: &str) -> Vec<u8> {
-        let mut r = UserRec::default();
+    fn rec(status: u8, email: &str, username: Option<&str>, code: &str, groups: &str) -> Vec<u8> {
+        let mut r = UserRec {
+            status,
+            ..Default::default()
+        };
         r.set("email", Some(email));
         r.set("username", username);
         r.set("mapping_code", Some(code));
+        r.set("groups", Some(groups).filter(|g| !g.is_empty()));
         let mut out = Vec::new();
         r.encode_into(&mut out);
         out
     }
 
+    fn user(i: usize, status: u8) -> Vec<u8> {
+        let groups = ["g1", "g1\u{1f}G2", "", "Sales"][i % 4];
+        rec(
+            status,
+            &format!("U{i}@x.example"),
+            None,
+            &format!("C{i:02}"),
+            groups,
+        )
+    }
+
     /// Commits the directory `users` (key, record): every bucket holding one of them, and
     /// every bucket named in `emptied`, is rewritten.
-    pub(in crate::store::sled) fn put<K: AsRef<str>>(
+    fn put(
         store: &SledStore,
-        users: &BTreeMap<K, Vec<u8>>,
+        users: &BTreeMap<String, Vec<u8>>,
         emptied: &[&str],
     ) -> Result<TenantState> {
         let mut buckets: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
@@ -488,7 +390,6 @@ pub(super) mod tests {
             buckets.entry(bucket_of(key.as_bytes())).or_default();
         }
         for (key, r) in users {
-            let key: &str = key.as_ref();
             bucket_push(
                 buckets.entry(bucket_of(key.as_bytes())).or_default(),
                 key.as_bytes(),
@@ -512,109 +413,183 @@ pub(super) mod tests {
         })
     }
 
-    fn eq(store: &SledStore, a: Attribute, v: &str) -> Vec<String> {
-        let f = UserFilter::Compare(a, Op::Eq, Operand::Text(v.into()));
-        let page = store.users_matching("t", &f, 0, 10).unwrap();
-        assert_eq!(page.total as usize, page.users.len());
-        page.users.into_iter().map(|u| u.key).collect()
+    fn keys(page: &crate::model::UserPage) -> Vec<String> {
+        page.users.iter().map(|u| u.key.clone()).collect()
     }
 
-    fn candidates(store: &SledStore, a: Attribute, v: &str) -> Option<BTreeSet<String>> {
-        let f = UserFilter::Compare(a, Op::Eq, Operand::Text(v.into()));
-        store.candidates("t", &f).unwrap()
+    /// Every filter answers what the filter's own rule gives for every user, at several pages.
+    fn check(store: &SledStore) {
+        let everyone = store.users("t", None).unwrap();
+        for f in [
+            "",
+            r#"userName eq "U3@X.example""#,
+            r#"userName eq "bob""#,
+            r#"emails.value eq "u5@x.example""#,
+            r#"externalId eq "C07""#,
+            r#"externalId eq "c07""#,
+            r#"groups eq "G1""#,
+            r#"groups eq "sales""#,
+            r#"userName sw "u1""#,
+            r#"externalId sw "C1" and groups eq "g1""#,
+            r#"emails.value eq "u2@x.example" or userName eq "bob""#,
+            r#"emails.value co "1""#,
+        ] {
+            let filter = if f.is_empty() {
+                UserFilter::Everyone
+            } else {
+                crate::admin::filter::parse(f).unwrap()
+            };
+            let want: Vec<String> = everyone
+                .iter()
+                .filter(|u| u.status != crate::model::UserStatus::Deleted && filter.matches(u))
+                .map(|u| u.key.clone())
+                .collect();
+            for (skip, take) in [(0, 100), (0, 3), (2, 5), (9, 1), (want.len(), 2)] {
+                let page = store.users_matching("t", &filter, skip, take).unwrap();
+                assert_eq!(page.total as usize, want.len(), "{f} ({skip}, {take})");
+                let expected: Vec<String> = want.iter().skip(skip).take(take).cloned().collect();
+                assert_eq!(keys(&page), expected, "{f} ({skip}, {take})");
+            }
+        }
+        for group in ["g1", "G2", "Sales"] {
+            let want: Vec<String> = everyone
+                .iter()
+                .filter(|u| u.status != crate::model::UserStatus::Deleted)
+                .filter(|u| {
+                    u.fields
+                        .get("groups")
+                        .is_some_and(|g| g.as_array().is_some_and(|a| a.iter().any(|i| i == group)))
+                })
+                .map(|u| u.key.clone())
+                .collect();
+            let page = store.group_members("t", group, 1, 4).unwrap();
+            assert_eq!(page.total as usize, want.len(), "members of {group}");
+            assert_eq!(
+                keys(&page),
+                want.iter().skip(1).take(4).cloned().collect::<Vec<_>>(),
+                "{group}"
+            );
+        }
     }
-
-    use crate::store::TenantState;
-    use Attribute::{Email, MappingCode, UserName};
 
     #[test]
-    fn eq_finds_users_through_their_lookups_after_every_change() {
+    fn lists_answer_as_the_filter_rule_through_changes_and_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        let mut users = BTreeMap::from([
-            ("a", rec("Ann@X.example", None, "C1")),
-            ("b", rec("bob@x.example", Some("Bobby"), "C2")),
-        ]);
+        let mut users: BTreeMap<String, Vec<u8>> = (0..30)
+            .map(|i| {
+                (
+                    format!("k{i:02}"),
+                    user(i, [STATUS_ACTIVE, STATUS_INACTIVE][i % 2]),
+                )
+            })
+            .collect();
+        users.insert(
+            "bob".into(),
+            rec(STATUS_ACTIVE, "bob@x.example", Some("Bob"), "C99", "g1"),
+        );
         put(&store, &users, &[]).unwrap();
-        assert_eq!(eq(&store, Email, "ann@x.EXAMPLE"), ["a"]);
-        assert_eq!(eq(&store, UserName, "ann@x.example"), ["a"]);
-        assert_eq!(eq(&store, UserName, "BOBBY"), ["b"]);
-        // The username wins over the email; the mapping code is case-exact.
-        assert!(eq(&store, UserName, "bob@x.example").is_empty());
-        assert!(eq(&store, MappingCode, "c1").is_empty());
-        assert_eq!(eq(&store, MappingCode, "C1"), ["a"]);
+        check(&store);
+        assert!(
+            store
+                .list_map("t", List::Keys.id())
+                .unwrap()
+                .to_bytes()
+                .len()
+                > 40,
+            "slots split"
+        );
 
-        // a's email changes, b is removed: their old texts leave the lookups.
-        users.insert("a", rec("ann2@x.example", None, "C1"));
-        users.remove("b");
-        put(&store, &users, &["b"]).unwrap();
+        // Deleted users leave every list; an email, a username and groups change; a user goes.
+        for i in (0..30).step_by(3) {
+            users.insert(format!("k{i:02}"), user(i, STATUS_DELETED));
+        }
+        users.insert(
+            "k01".into(),
+            rec(STATUS_ACTIVE, "new@x.example", Some("bob"), "C01", "sales"),
+        );
+        users.insert("k03".into(), user(3, STATUS_ACTIVE));
+        users.remove("k04");
+        put(&store, &users, &["k04"]).unwrap();
+        check(&store);
         assert_eq!(
-            candidates(&store, Email, "ann@x.example"),
+            store
+                .candidates(
+                    "t",
+                    &UserFilter::Compare(Email, Op::Eq, Operand::Text("u1@x.example".into()))
+                )
+                .unwrap(),
             Some(BTreeSet::new())
         );
-        assert_eq!(candidates(&store, UserName, "bobby"), Some(BTreeSet::new()));
-        assert_eq!(candidates(&store, MappingCode, "C2"), Some(BTreeSet::new()));
-        assert_eq!(eq(&store, Email, "ANN2@x.example"), ["a"]);
-        assert_eq!(eq(&store, UserName, "ann2@x.example"), ["a"]);
-        // Only what a filter needs: an `or` of lookups, an `and` with one; not a `co`.
-        let either =
-            crate::admin::filter::parse(r#"externalId eq "C1" or userName eq "x""#).unwrap();
-        assert_eq!(
-            store.candidates("t", &either).unwrap(),
-            Some(BTreeSet::from(["a".into()]))
-        );
-        let co = crate::admin::filter::parse(r#"emails.value co "ann""#).unwrap();
-        assert_eq!(store.candidates("t", &co).unwrap(), None);
-    }
+        // "sales" and "Sales" are twins: the members of one are read from the buckets.
+        assert!(store.group_page("t", "Sales", 0, 10).unwrap().is_none());
+        assert!(store.group_page("t", "g1", 0, 10).unwrap().is_some());
 
-    #[test]
-    fn a_store_written_without_lookups_gets_them_when_opened() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let users = BTreeMap::from([("a", rec("ann@x.example", None, "C1"))]);
-        put(&store, &users, &[]).unwrap();
-        // As a roster without lookups left the store: no generations, no marker.
-        for slot in 0..ALL_SLOTS {
-            let gen = store.lookup_gens("t").unwrap()[slot];
-            if gen != 0 {
+        // As a roster without lists left the store: built when opened.
+        for list in LISTS {
+            for gen in store.list_map("t", list.id()).unwrap().gens_for_test() {
                 store
                     .inner
                     .users
-                    .remove(bucket_key("t", slot_bucket(slot), gen))
+                    .remove(super::super::directory::bucket_key(
+                        "t",
+                        2024 + u16::from(list.id()),
+                        gen,
+                    ))
                     .unwrap();
             }
+            store
+                .inner
+                .users
+                .remove(super::super::tkey("t", &[b'o', list.id()]))
+                .unwrap();
         }
-        store.inner.users.remove(gens_key("t")).unwrap();
         store.inner.meta.remove(BUILT).unwrap();
-        assert!(eq(&store, Email, "ann@x.example").is_empty());
+        assert_eq!(
+            store
+                .users_matching("t", &UserFilter::Everyone, 0, 10)
+                .unwrap()
+                .total,
+            0
+        );
         drop(store);
         let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(eq(&store, Email, "ann@x.example"), ["a"]);
-        assert_eq!(eq(&store, MappingCode, "C1"), ["a"]);
+        check(&store);
+        assert_eq!(
+            store.inner.users.scan_prefix([1u8]).count(),
+            0,
+            "nothing left staged"
+        );
     }
 
     #[test]
-    fn a_refused_commit_leaves_no_staged_lookup() {
+    fn candidates_come_only_from_what_a_list_narrows() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        let users = BTreeMap::from([("a", rec("ann@x.example", None, "C1"))]);
+        let users: BTreeMap<String, Vec<u8>> = (0..5)
+            .map(|i| (format!("k{i}"), user(i, STATUS_ACTIVE)))
+            .collect();
         put(&store, &users, &[]).unwrap();
-        let before = store.lookup_gens("t").unwrap();
-        let key = "z";
-        let mut blob = Vec::new();
-        bucket_push(&mut blob, key.as_bytes(), &rec("zed@x.example", None, "C9"));
-        let b = bucket_of(key.as_bytes());
-        let gen = store.stage_bucket("t", b, &blob).unwrap();
-        let refused = store.commit(&Commit {
-            tenant: "t".into(),
-            expected_version: 99,
-            buckets: vec![(b, gen)],
-            ..Default::default()
-        });
-        assert!(refused.is_err());
-        store.discard_staged("t", &[(b, gen)]).unwrap();
-        assert_eq!(store.inner.users.scan_prefix([1u8]).count(), 0);
-        assert_eq!(store.lookup_gens("t").unwrap(), before);
-        assert!(eq(&store, Email, "zed@x.example").is_empty());
+        let of = |f: &str| {
+            store
+                .candidates("t", &crate::admin::filter::parse(f).unwrap())
+                .unwrap()
+        };
+        let set = |keys: &[&str]| {
+            Some(
+                keys.iter()
+                    .map(|k| k.as_bytes().to_vec())
+                    .collect::<BTreeSet<_>>(),
+            )
+        };
+        assert_eq!(
+            of(r#"externalId eq "C01" or userName eq "u2@x.example""#),
+            set(&["k1", "k2"])
+        );
+        assert_eq!(of(r#"title pr and emails.value sw "u3""#), set(&["k3"]));
+        assert_eq!(of(r#"id eq "zz""#), set(&["zz"]));
+        assert_eq!(of(r#"emails.value co "u""#), None);
+        assert_eq!(of(r#"externalId eq "C01" or title pr"#), None);
+        let _ = (UserName, MappingCode);
     }
 }

@@ -12,14 +12,12 @@
 //! | tree | key | value |
 //! |---|---|---|
 //! | `meta` | `secret` | 32 random bytes: the key of password fingerprints (HMAC-SHA256) |
-//! | `meta` | `lookups-built` | empty: every tenant's lookup buckets and key order were made (see `lookup`, `order`) |
+//! | `meta` | `lists-built` | empty: every tenant's user lists were made (see `lookup`) |
 //! | `users` | `<tenant>\0s` | JSON [`TenantState`]: commit version, sha256 of the last applied file, and for each of the 1024 buckets the generation that holds it |
 //! | `users` | `<tenant>\0b<bucket u16 BE><generation u64 BE>` | one bucket: the tenant's users whose key `model::bucket::bucket_of` places there, packed (`model::packed`), sorted by key, sealed (LZ4-compressed, see `seal`) |
-//! | `users` | `<tenant>\0b<1024 + slot u16 BE><generation u64 BE>` | one lookup bucket: (text, user key) pairs of one `eq`-searchable attribute, packed and sealed like a user bucket (see `lookup`) |
-//! | `users` | `<tenant>\0l` | the generation (u64 BE) of each of the 768 lookup slots; 0 = empty |
-//! | `users` | `<tenant>\0b<2024 u16 BE><generation u64 BE>` | one order slot: the sorted keys of the users not deleted in one key range (see `order`) |
-//! | `users` | `<tenant>\0o` | the order map: each order slot's lowest key, generation and key count (see `order`) |
-//! | `users` | `\x01<tenant>\0<bucket u16 BE><generation u64 BE>` | empty: this bucket generation (user or lookup) is staged and not yet committed (removed by the commit) |
+//! | `users` | `<tenant>\0o<list u8>` | a user list's map: each slot's lowest entry, generation and entry count (see `lists`; the lists are in `lookup`) |
+//! | `users` | `<tenant>\0b<2024 + list, u16 BE><generation u64 BE>` | one slot of a user list: its entries, sorted, packed and sealed like a user bucket |
+//! | `users` | `\x01<tenant>\0<bucket u16 BE><generation u64 BE>` | empty: this bucket generation (user bucket or list slot) is staged and not yet committed (removed by the commit) |
 //! | `history` | `<tenant>\0<import id>` | JSON [`ImportRecord`]; import ids sort by time, so a reverse scan lists newest first |
 //! | `plans` | `<tenant>\0<import id>` | a held plan: framed (`store::frame`) JSON header, then the file bytes |
 //! | `ledger` | `<tenant>\0<file name>` | JSON [`LedgerEntry`](crate::store::LedgerEntry): the last run of that file name |
@@ -52,10 +50,9 @@ mod derived;
 mod directory;
 // Group member counts (tree `groups`; h-scimspeed).
 mod groups;
-// The lookup buckets of `eq` on userName, emails.value and externalId.
+// Ordered lists of users in slots (the store's index), and which lists there are.
+mod lists;
 mod lookup;
-// The key order of the users (a SCIM listing without a filter).
-mod order;
 mod outbox;
 mod runs;
 mod seal;
@@ -101,7 +98,7 @@ fn tkey(tenant: &str, rest: &[u8]) -> Vec<u8> {
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`, sweeps buckets left by an unfinished import, and
-    /// counts the groups and builds the lookups of a store written before they existed.
+    /// counts the groups and builds the user lists of a store written before they existed.
     pub fn open(dir: &Path) -> Result<SledStore> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the store folder {}", dir.display()))?;
@@ -151,7 +148,7 @@ impl SledStore {
         };
         store.sweep_orphans()?;
         store.count_groups()?;
-        store.build_lookups()?;
+        store.build_lists()?;
         Ok(store)
     }
 
@@ -173,8 +170,8 @@ impl SledStore {
             let mut g = [0u8; 8];
             g.copy_from_slice(&rest[2..10]);
             let gen = u64::from_be_bytes(g);
-            // A staged lookup or order slot is never committed under its marker.
-            if lookup::is_lookup_bucket(bucket)
+            // A staged list slot is never committed under its marker.
+            if lists::is_list_bucket(bucket)
                 || self.tenant_state(&tenant)?.gen(bucket as usize) != gen
             {
                 doomed.push(directory::bucket_key(&tenant, bucket, gen));

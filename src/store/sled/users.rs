@@ -6,9 +6,11 @@
 //! bucket at a time, counts the matches and keeps only the keys of the first `skip + take` of
 //! them, then reads the page's users from their buckets.
 //!
-//! The SCIM reads (`users_matching`, `group_members`) have one index on sled, the lookup
-//! buckets of `eq` (see `lookup`): a filter they answer, or one that needs `id eq K`, reads only
-//! the buckets of its candidate users; any other reads every bucket, testing each record's
+//! The SCIM reads (`users_matching`, `group_members`) use sled's one kind of index, the user
+//! lists (see `lookup`): no filter, `eq` on `userName`, `emails.value`, `externalId` or `groups`,
+//! and a group's members are read as a list range (the slots of the page); a filter the lists
+//! narrow down (`sw` too, `id eq`, in `and`/`or`) reads only its candidate users' buckets; any
+//! other reads every bucket, testing each record's
 //! status byte and, when the filter names text the record must contain, that text
 //! (`search::Needles`) before decoding it (a filter on `active` and `meta.*` only reads the
 //! record's fixed header), so their time grows with the directory while their
@@ -65,10 +67,11 @@ impl Users for SledStore {
         self.page_by_record(tenant, &mut keep_raw, skip, take)
     }
 
-    /// Only the buckets of the candidates for a filter the lookups answer (`eq` on `id`,
-    /// `userName`, `emails.value` or `externalId`, see `lookup`); else every bucket, where a
-    /// record is decoded only when its status byte says it is not deleted and, for a filter
-    /// with text the record must contain (see `search`), when that text is in it.
+    /// From a user list for no filter or `eq` on a listed attribute (see `lookup`); from
+    /// the buckets of the candidates for a filter the lists narrow down (`eq`, `sw`, `id eq`,
+    /// in `and` and `or`); else from every bucket, where a record is decoded only when its
+    /// status byte says it is not deleted and, for a filter with text the record must contain
+    /// (see `search`), when that text is in it.
     fn users_matching(
         &self,
         tenant: &str,
@@ -76,8 +79,7 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
-        if *filter == UserFilter::Everyone {
-            let (total, keys) = self.order_page(tenant, skip, take)?;
+        if let Some((total, keys)) = self.list_page(tenant, filter, skip, take)? {
             return Ok(UserPage {
                 total,
                 users: self.users_of_keys(tenant, &keys)?,
@@ -151,6 +153,12 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
+        if let Some((total, keys)) = self.group_page(tenant, group, skip, take)? {
+            return Ok(UserPage {
+                total,
+                users: self.users_of_keys(tenant, &keys)?,
+            });
+        }
         // Only records holding the name (in any case) are looked into.
         let in_group = UserFilter::Compare(
             Attribute::Field("groups"),
@@ -253,7 +261,7 @@ impl SledStore {
     fn candidate_page(
         &self,
         tenant: &str,
-        keys: &BTreeSet<String>,
+        keys: &BTreeSet<Vec<u8>>,
         filter: &UserFilter,
         skip: usize,
         take: usize,
@@ -261,10 +269,7 @@ impl SledStore {
         let st = self.tenant_state(tenant)?;
         let mut buckets: BTreeMap<u16, Vec<&[u8]>> = BTreeMap::new();
         for k in keys {
-            buckets
-                .entry(bucket_of(k.as_bytes()))
-                .or_default()
-                .push(k.as_bytes());
+            buckets.entry(bucket_of(k)).or_default().push(k);
         }
         let mut matching: BTreeSet<Vec<u8>> = BTreeSet::new();
         for (b, wanted) in buckets {
