@@ -161,6 +161,12 @@ const SCIM_FILTERS: &[&str] = &[
     "userName eq \"u10\" or externalId eq \"E0007\"",
     "externalId eq \"E0008\" and title pr",
     "emails.value eq \"bob.5@2.example\" or emails.value eq \"e_f.3@0.example\"",
+    // ... and by its status, time, group and key lists.
+    "active eq true",
+    "active ne true",
+    "meta.lastModified eq \"2023-11-15T22:13:20Z\"",
+    "meta.lastModified gt \"2023-12-20T00:00:00Z\" and active eq true",
+    "userName sw \"u1\" or groups eq \"sales emea\"",
 ];
 
 fn custom(op: Op, v: &str) -> UserFilter {

@@ -9,10 +9,10 @@
 //! Memory: the list entries of a commit wait in memory until they are staged, about 30 bytes
 //! per changed user and list. Up to [`LIST_BUDGET`] bytes, one reading of the buckets makes
 //! all of them; past it (a first import of a large file), the buckets are read again for each
-//! list alone, so a commit holds the entries of one list at a time.
+//! group of lists in `lookup::PASSES`, so a commit holds the entries of one group at a time.
 
 use super::lists::{is_list_bucket, staged_slots, StagedList};
-use super::lookup::{List, LookupChanges, LISTS};
+use super::lookup::{List, LookupChanges, LISTS, PASSES};
 use super::SledStore;
 use crate::model::packed::for_each_changed;
 use crate::store::group_counts::{add_user, GroupDeltas};
@@ -68,8 +68,8 @@ impl SledStore {
             .collect();
         let first = self.read_changed(&c.tenant, &changed, &LISTS, LIST_BUDGET, true)?;
         derived.groups = first.groups;
-        let passes: Vec<Vec<List>> = if first.lists.overflowed {
-            LISTS.iter().map(|l| vec![*l]).collect()
+        let passes: Vec<&[List]> = if first.lists.overflowed {
+            PASSES.to_vec()
         } else {
             Vec::new()
         };
@@ -80,7 +80,7 @@ impl SledStore {
                 Some(changes) => changes,
                 None => match passes.next() {
                     Some(lists) => {
-                        match self.read_changed(&c.tenant, &changed, &lists, usize::MAX, false) {
+                        match self.read_changed(&c.tenant, &changed, lists, usize::MAX, false) {
                             Ok(pass) => pass.lists,
                             Err(e) => return self.abandon(&c.tenant, &derived, e),
                         }
@@ -88,10 +88,11 @@ impl SledStore {
                     None => return Ok(derived),
                 },
             };
-            for (list, changes) in &changes.lists {
+            // Each list's entries are dropped once staged.
+            for (list, changes) in changes.lists {
                 let staged = self
                     .list_map(&c.tenant, list.id())
-                    .and_then(|map| self.stage_list(&c.tenant, list.id(), &map, changes));
+                    .and_then(|map| self.stage_list(&c.tenant, list.id(), &map, &changes));
                 match staged {
                     Ok(staged) => derived.lists.push(staged),
                     Err(e) => return self.abandon(&c.tenant, &derived, e),

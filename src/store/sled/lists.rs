@@ -131,8 +131,9 @@ pub(super) struct ListChanges {
 }
 
 impl ListChanges {
-    /// Records `entry` added (`add`) or removed; returns the bytes it took.
-    pub(super) fn push(&mut self, add: bool, entry: &[u8]) -> usize {
+    /// Records the entry made of `pieces` (concatenated) added (`add`) or removed; returns
+    /// the bytes it took.
+    pub(super) fn push(&mut self, add: bool, pieces: &[&[u8]]) -> usize {
         if self.parts.is_empty() {
             self.parts.push(Vec::new());
         }
@@ -140,7 +141,10 @@ impl ListChanges {
             Some(out) => {
                 let before = out.len();
                 out.push(u8::from(add));
-                put_bytes(out, entry);
+                put_varint(out, pieces.iter().map(|p| p.len() as u64).sum());
+                for p in pieces {
+                    out.extend_from_slice(p);
+                }
                 out.len() - before
             }
             None => 0,
@@ -195,34 +199,93 @@ pub(super) fn staged_slots(lists: &[StagedList]) -> Vec<(u16, u64)> {
         .collect()
 }
 
-/// Sorted `have` with the sorted `ops` (entry, op) made: op 1 adds an entry, op 0 removes it.
-fn merged<'a>(have: &[&'a [u8]], ops: &[(&'a [u8], u8)]) -> Vec<&'a [u8]> {
-    let mut out = Vec::with_capacity(have.len() + ops.len());
-    let (mut i, mut j) = (0, 0);
-    loop {
-        match (have.get(i), ops.get(j)) {
-            (Some(&e), Some(&(o, op))) if e == o => {
-                if op == 1 {
-                    out.push(e);
+/// Sorted `have` with the sorted `ops` (entry, op) made, in order: op 1 adds an entry, op 0
+/// removes it. An iterator, so that a slot of a million entries is never a vector of them.
+struct Merged<'h, 'a> {
+    have: &'h [&'a [u8]],
+    ops: &'h [(&'a [u8], u8)],
+}
+
+impl<'a> Iterator for Merged<'_, 'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            match (self.have.first(), self.ops.first()) {
+                (Some(&e), Some(&(o, op))) if e == o => {
+                    self.have = &self.have[1..];
+                    self.ops = &self.ops[1..];
+                    if op == 1 {
+                        return Some(e);
+                    }
                 }
-                i += 1;
-                j += 1;
-            }
-            (Some(&e), Some(&(o, _))) if e < o => {
-                out.push(e);
-                i += 1;
-            }
-            (Some(&e), None) => {
-                out.push(e);
-                i += 1;
-            }
-            (_, Some(&(o, op))) => {
-                if op == 1 {
-                    out.push(o);
+                (Some(&e), Some(&(o, _))) if e < o => {
+                    self.have = &self.have[1..];
+                    return Some(e);
                 }
-                j += 1;
+                (Some(&e), None) => {
+                    self.have = &self.have[1..];
+                    return Some(e);
+                }
+                (_, Some(&(o, op))) => {
+                    self.ops = &self.ops[1..];
+                    if op == 1 {
+                        return Some(o);
+                    }
+                }
+                (None, None) => return None,
             }
-            (None, None) => return out,
+        }
+    }
+}
+
+/// A range of a list's entries: those starting with a prefix, or those from `start` up to
+/// (not including) an end.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Range {
+    start: Vec<u8>,
+    end: End,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum End {
+    /// Entries that start with `start`.
+    Prefix,
+    /// Entries below this (None: no end).
+    Before(Option<Vec<u8>>),
+}
+
+impl Range {
+    /// The entries that start with `prefix` (every entry for an empty one).
+    pub(super) fn prefix(prefix: Vec<u8>) -> Range {
+        Range {
+            start: prefix,
+            end: End::Prefix,
+        }
+    }
+
+    /// The entries from `start` up to `end`, not including it (None: to the last).
+    pub(super) fn between(start: Vec<u8>, end: Option<Vec<u8>>) -> Range {
+        Range {
+            start,
+            end: End::Before(end),
+        }
+    }
+
+    fn holds(&self, e: &[u8]) -> bool {
+        match &self.end {
+            End::Prefix => e.starts_with(&self.start),
+            End::Before(end) => {
+                e >= self.start.as_slice() && end.as_ref().is_none_or(|x| e < x.as_slice())
+            }
+        }
+    }
+
+    /// True when no entry after the start is past the range.
+    fn unbounded(&self) -> bool {
+        match &self.end {
+            End::Prefix => self.start.is_empty(),
+            End::Before(end) => end.is_none(),
         }
     }
 }
@@ -297,30 +360,41 @@ impl SledStore {
                 Some(b) => bucket_entries(b)?.into_iter().map(|(e, _)| e).collect(),
                 None => Vec::new(),
             };
-            let now = merged(&have, &ops[at..end]);
+            let now = || Merged {
+                have: &have,
+                ops: &ops[at..end],
+            };
             if slot.gen != 0 {
                 out.replaced.push(slot.gen);
             }
-            self.stage_split(tenant, bucket, slot, &now, &mut slots, &mut out.staged)?;
+            let count = now().count();
+            self.stage_split(
+                tenant,
+                bucket,
+                slot,
+                (now(), count),
+                &mut slots,
+                &mut out.staged,
+            )?;
             at = end;
         }
         out.map = Some(ListMap { slots });
         Ok(())
     }
 
-    /// Stages the entries `now` of `slot` as one slot, or several past twice
-    /// [`SLOT_ENTRIES`], or none when empty (the first slot stays, empty), and lists them in
-    /// `slots`.
-    fn stage_split(
+    /// Stages the entries `now` (an iterator, and how many it yields) of `slot` as one slot,
+    /// or several past twice [`SLOT_ENTRIES`], or none when empty (the first slot stays,
+    /// empty), and lists them in `slots`.
+    fn stage_split<'a>(
         &self,
         tenant: &str,
         bucket: u16,
         slot: &Slot,
-        now: &[&[u8]],
+        (mut now, count): (impl Iterator<Item = &'a [u8]>, usize),
         slots: &mut Vec<Slot>,
         staged: &mut Vec<(u16, u64)>,
     ) -> Result<()> {
-        if now.is_empty() {
+        if count == 0 {
             if slot.low.is_empty() {
                 slots.push(Slot {
                     low: Vec::new(),
@@ -330,64 +404,70 @@ impl SledStore {
             }
             return Ok(());
         }
-        let pieces = if now.len() > 2 * SLOT_ENTRIES {
-            now.len().div_ceil(SLOT_ENTRIES)
+        let pieces = if count > 2 * SLOT_ENTRIES {
+            count.div_ceil(SLOT_ENTRIES)
         } else {
             1
         };
-        let size = now.len().div_ceil(pieces);
-        for (n, chunk) in now.chunks(size).enumerate() {
-            let mut blob = Vec::with_capacity(chunk.iter().map(|e| e.len() + 2).sum());
-            for e in chunk {
+        let size = count.div_ceil(pieces);
+        let mut blob = Vec::new();
+        for n in 0..pieces {
+            blob.clear();
+            let mut low = None;
+            let mut taken = 0u64;
+            for e in now.by_ref().take(size) {
+                low.get_or_insert(e);
                 bucket_push(&mut blob, e, b"");
+                taken += 1;
+            }
+            if taken == 0 {
+                break;
             }
             let gen = self.stage_bucket(tenant, bucket, &blob)?;
             staged.push((bucket, gen));
-            let low = match (n, chunk.first()) {
+            let low = match (n, low) {
                 (0, _) | (_, None) => slot.low.clone(),
                 (_, Some(first)) => first.to_vec(),
             };
             slots.push(Slot {
                 low,
                 gen,
-                count: chunk.len() as u64,
+                count: taken,
             });
         }
         Ok(())
     }
 
-    /// The entries of list `list` that start with `prefix`, in order: how many there are, and
-    /// at most `take` of them from the `skip`-th. Only the slots at the ends of the range and
-    /// those holding the page are read.
+    /// The entries of list `list` in `range`, in order: how many there are, and at most
+    /// `take` of them from the `skip`-th. Only the slots at the ends of the range and those
+    /// holding the page are read.
     pub(super) fn list_range(
         &self,
         tenant: &str,
         list: u8,
-        prefix: &[u8],
+        range: &Range,
         skip: usize,
         take: usize,
     ) -> Result<RangePage> {
         let map = self.list_map(tenant, list)?;
         let first = map
             .slots
-            .partition_point(|s| s.low.as_slice() <= prefix)
+            .partition_point(|s| s.low <= range.start)
             .saturating_sub(1);
-        let (skip, mut page) = (
-            skip as u64,
-            RangePage {
-                total: 0,
-                entries: Vec::new(),
-            },
-        );
+        let skip = skip as u64;
+        let mut page = RangePage {
+            total: 0,
+            entries: Vec::new(),
+        };
         for (i, slot) in map.slots.iter().enumerate().skip(first) {
-            if i > first && !slot.low.starts_with(prefix) {
+            if i > first && !range.holds(&slot.low) {
                 break; // past the range
             }
-            // Every entry of a slot between two lowest entries in the range is in it.
-            let inside = slot.low.starts_with(prefix)
+            // Every entry of a slot whose lowest entry and next slot's are in it is in it.
+            let inside = range.holds(&slot.low)
                 && match map.slots.get(i + 1) {
-                    Some(next) => next.low.starts_with(prefix),
-                    None => prefix.is_empty(),
+                    Some(next) => range.holds(&next.low),
+                    None => range.unbounded(),
                 };
             let wanted = page.total + slot.count > skip && page.entries.len() < take;
             if inside && !wanted {
@@ -398,7 +478,7 @@ impl SledStore {
                 continue;
             };
             for (e, _) in bucket_entries(&blob)? {
-                if !e.starts_with(prefix) {
+                if !range.holds(e) {
                     continue;
                 }
                 if page.total >= skip && page.entries.len() < take {
@@ -436,7 +516,7 @@ mod tests {
     fn changes(ops: &[(bool, &str)]) -> ListChanges {
         let mut c = ListChanges::default();
         for (add, e) in ops {
-            c.push(*add, e.as_bytes());
+            c.push(*add, &[e.as_bytes()]);
         }
         c
     }
@@ -453,9 +533,8 @@ mod tests {
     }
 
     fn range(store: &SledStore, prefix: &str, skip: usize, take: usize) -> (u64, Vec<String>) {
-        let page = store
-            .list_range("t", 0, prefix.as_bytes(), skip, take)
-            .unwrap();
+        let range = Range::prefix(prefix.as_bytes().to_vec());
+        let page = store.list_range("t", 0, &range, skip, take).unwrap();
         let entries = page
             .entries
             .iter()
@@ -525,5 +604,36 @@ mod tests {
             map.slots.iter().all(|s| s.count > 0 || s.low.is_empty()),
             "emptied slots are dropped"
         );
+        // Ranges with an end: from "a1" up to "c1", from "c" to the last, everything below "b".
+        for (start, end) in [
+            ("a1", Some("c1")),
+            ("c", None),
+            ("", Some("b")),
+            ("b", Some("b")),
+        ] {
+            let range = Range::between(
+                start.as_bytes().to_vec(),
+                end.map(|e| e.as_bytes().to_vec()),
+            );
+            let all: Vec<String> = want
+                .iter()
+                .filter(|e| e.as_str() >= start && end.is_none_or(|x| e.as_str() < x))
+                .cloned()
+                .collect();
+            for (skip, take) in [(0, 100), (2, 3), (all.len(), 1)] {
+                let page = store.list_range("t", 0, &range, skip, take).unwrap();
+                let got: Vec<String> = page
+                    .entries
+                    .iter()
+                    .map(|e| String::from_utf8_lossy(e).to_string())
+                    .collect();
+                let expected: Vec<String> = all.iter().skip(skip).take(take).cloned().collect();
+                assert_eq!(
+                    (page.total, got),
+                    (all.len() as u64, expected),
+                    "{start}..{end:?}"
+                );
+            }
+        }
     }
 }

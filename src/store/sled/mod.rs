@@ -51,6 +51,7 @@ mod directory;
 // Group member counts (tree `groups`; h-scimspeed).
 mod groups;
 // Ordered lists of users in slots (the store's index), and which lists there are.
+mod list_filters;
 mod lists;
 mod lookup;
 mod outbox;
