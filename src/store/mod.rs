@@ -446,6 +446,10 @@ pub trait ChangeLog: Send + Sync {
 pub trait Backend: Directory + Users + RunLog + MailOutbox + ChangeLog + Cluster {
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<()>;
+
+    /// Waits for work a commit left running on its own (the sled store's rebuild of its user
+    /// lists after a large import); returns at once when there is none.
+    fn settle(&self) {}
 }
 
 /// A store call failed because the store cannot be reached right now (PostgreSQL down, restarting

@@ -7,12 +7,12 @@
 //! holds for: the commit's transaction uses it only if the tenant is still at that version.
 //!
 //! Memory: the list entries of a commit wait in memory until they are staged, about 30 bytes
-//! per changed user and list. Up to [`LIST_BUDGET`] bytes, one reading of the buckets makes
-//! all of them; past it (a first import of a large file), the buckets are read again for each
-//! group of lists in `lookup::PASSES`, so a commit holds the entries of one group at a time.
+//! per changed user and list, up to [`LIST_BUDGET`] bytes. Past it (a first import of a large
+//! file), the commit leaves the lists stale, and they are rebuilt from the committed directory
+//! right after it, when the import has let go of its own memory (see `lookup`).
 
 use super::lists::{is_list_bucket, staged_slots, StagedList};
-use super::lookup::{List, LookupChanges, LISTS, PASSES};
+use super::lookup::{List, LookupChanges, LISTS};
 use super::SledStore;
 use crate::model::packed::for_each_changed;
 use crate::store::group_counts::{add_user, GroupDeltas};
@@ -20,12 +20,12 @@ use crate::store::{Commit, Directory};
 use anyhow::{anyhow, Result};
 use std::collections::HashMap;
 
-/// Bytes of list entries one reading of the changed buckets may hold (see the module doc).
+/// Bytes of list entries a commit may hold (see the module doc): some 200,000 changed users.
 #[cfg(not(test))]
 const LIST_BUDGET: usize = 24 << 20;
-/// A small budget in unit tests, so that their commits take the list-at-a-time path.
+/// A small budget in unit tests, so that a commit of a few dozen users leaves the lists stale.
 #[cfg(test)]
-const LIST_BUDGET: usize = 64;
+const LIST_BUDGET: usize = 4096;
 
 /// What one commit changes besides its buckets (see the module doc).
 pub(super) struct Derived {
@@ -34,6 +34,9 @@ pub(super) struct Derived {
     pub groups: GroupDeltas,
     /// The lists changed, staged.
     pub lists: Vec<StagedList>,
+    /// The commit leaves the lists stale (too many changes to keep them, or stale already):
+    /// they are rebuilt after it (see `lookup`).
+    pub lists_stale: bool,
 }
 
 /// What one reading of the changed buckets makes.
@@ -53,6 +56,7 @@ impl SledStore {
             version: st.version,
             groups: GroupDeltas::new(),
             lists: Vec::new(),
+            lists_stale: false,
         };
         if st.version != c.expected_version {
             return Ok(derived); // the commit refuses anyway
@@ -66,39 +70,26 @@ impl SledStore {
             .map(|(b, g)| (b, st.gen(usize::from(b)), g))
             .filter(|(_, old, new)| old != new)
             .collect();
-        let first = self.read_changed(&c.tenant, &changed, &LISTS, LIST_BUDGET, true)?;
-        derived.groups = first.groups;
-        let passes: Vec<&[List]> = if first.lists.overflowed {
-            PASSES.to_vec()
-        } else {
-            Vec::new()
-        };
-        let mut pending = Some(first.lists).filter(|l| !l.overflowed);
-        let mut passes = passes.into_iter();
-        loop {
-            let changes = match pending.take() {
-                Some(changes) => changes,
-                None => match passes.next() {
-                    Some(lists) => {
-                        match self.read_changed(&c.tenant, &changed, lists, usize::MAX, false) {
-                            Ok(pass) => pass.lists,
-                            Err(e) => return self.abandon(&c.tenant, &derived, e),
-                        }
-                    }
-                    None => return Ok(derived),
-                },
-            };
-            // Each list's entries are dropped once staged.
-            for (list, changes) in changes.lists {
-                let staged = self
-                    .list_map(&c.tenant, list.id())
-                    .and_then(|map| self.stage_list(&c.tenant, list.id(), &map, &changes));
-                match staged {
-                    Ok(staged) => derived.lists.push(staged),
-                    Err(e) => return self.abandon(&c.tenant, &derived, e),
-                }
+        // Stale lists are rebuilt whole: a commit does not keep them.
+        let stale = self.lists_stale(&c.tenant)?;
+        let lists: &[List] = if stale { &[] } else { &LISTS };
+        let pass = self.read_changed(&c.tenant, &changed, lists, LIST_BUDGET, true)?;
+        derived.groups = pass.groups;
+        if stale || pass.lists.overflowed {
+            derived.lists_stale = true;
+            return Ok(derived);
+        }
+        // Each list's entries are dropped once staged.
+        for (list, changes) in pass.lists.lists {
+            let staged = self
+                .list_map(&c.tenant, list.id())
+                .and_then(|map| self.stage_list(&c.tenant, list.id(), &map, &changes));
+            match staged {
+                Ok(staged) => derived.lists.push(staged),
+                Err(e) => return self.abandon(&c.tenant, &derived, e),
             }
         }
+        Ok(derived)
     }
 
     /// Removes what `derived` staged, and fails with `e`.

@@ -31,7 +31,7 @@ fn claim_keys(c: &Commit) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
     )))
 }
 
-fn state_key(tenant: &str) -> Vec<u8> {
+pub(super) fn state_key(tenant: &str) -> Vec<u8> {
     tkey(tenant, b"s")
 }
 
@@ -181,6 +181,9 @@ impl Directory for SledStore {
                     }
                 }
                 super::lists::swap_in(users, &c.tenant, &derived.lists)?;
+                if derived.lists_stale {
+                    super::lookup::mark_stale(users, &c.tenant)?;
+                }
                 if let Some(sha) = &c.last_applied_sha256 {
                     st.last_applied_sha256 = Some(sha.clone());
                 }
@@ -222,6 +225,9 @@ impl Directory for SledStore {
             }
         };
         self.flush()?;
+        if derived.lists_stale {
+            self.rebuild_lists_later(&c.tenant);
+        }
         Ok(st)
     }
 

@@ -210,12 +210,31 @@ mod tests {
     }
 
     /// Commits the directory `users` (key, record): every bucket holding one of them, and
-    /// every bucket named in `emptied`, is rewritten.
+    /// every bucket named in `emptied`, is rewritten; `keeps_lists` says whether the commit
+    /// must keep the lists itself (or leave them stale).
     fn put(
         store: &SledStore,
         users: &BTreeMap<String, Vec<u8>>,
         emptied: &[&str],
+        keeps_lists: bool,
     ) -> Result<TenantState> {
+        let (commit, keeps) = staged(store, users, emptied)?;
+        // The commit keeps the lists itself, or leaves them stale for a rebuild, by its size.
+        assert_eq!(
+            keeps,
+            keeps_lists,
+            "a commit of {} users keeps the lists",
+            users.len()
+        );
+        store.commit(&commit)
+    }
+
+    /// The commit of `users` (see `put`), staged, and whether it keeps the lists itself.
+    fn staged(
+        store: &SledStore,
+        users: &BTreeMap<String, Vec<u8>>,
+        emptied: &[&str],
+    ) -> Result<(Commit, bool)> {
         let mut buckets: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
         for key in emptied {
             buckets.entry(bucket_of(key.as_bytes())).or_default();
@@ -236,12 +255,15 @@ mod tests {
             };
             staged.push((b, gen));
         }
-        store.commit(&Commit {
+        let commit = Commit {
             tenant: "t".into(),
             expected_version: store.tenant_state("t")?.version,
             buckets: staged,
             ..Default::default()
-        })
+        };
+        let derived = store.derive(&commit)?;
+        store.discard_staged("t", &super::super::lists::staged_slots(&derived.lists))?;
+        Ok((commit, !derived.lists_stale && !store.lists_stale("t")?))
     }
 
     fn keys(page: &crate::model::UserPage) -> Vec<String> {
@@ -314,7 +336,7 @@ mod tests {
     fn lists_answer_as_the_filter_rule_through_changes_and_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        let mut users: BTreeMap<String, Vec<u8>> = (0..30)
+        let mut users: BTreeMap<String, Vec<u8>> = (0..60)
             .map(|i| {
                 (
                     format!("k{i:02}"),
@@ -326,7 +348,12 @@ mod tests {
             "bob".into(),
             rec(STATUS_ACTIVE, "bob@x.example", Some("Bob"), "C99", "g1"),
         );
-        put(&store, &users, &[]).unwrap();
+        // A commit this large (for the unit tests' budget) leaves the lists stale: reads
+        // take every bucket until the rebuild is done.
+        put(&store, &users, &[], false).unwrap();
+        check(&store);
+        store.wait_for_lists();
+        assert!(!store.lists_stale("t").unwrap());
         check(&store);
         assert!(
             store
@@ -348,7 +375,9 @@ mod tests {
         );
         users.insert("k03".into(), user(3, STATUS_ACTIVE));
         users.remove("k04");
-        put(&store, &users, &["k04"]).unwrap();
+        // A small commit keeps the lists itself.
+        put(&store, &users, &["k04"], true).unwrap();
+        assert!(!store.lists_stale("t").unwrap());
         check(&store);
         assert_eq!(
             store
@@ -392,6 +421,25 @@ mod tests {
         );
         drop(store);
         let store = SledStore::open(dir.path()).unwrap();
+        assert!(!store.lists_stale("t").unwrap());
+        check(&store);
+
+        // A stale mark left by a process stopped before the rebuild: rebuilt when opened.
+        store
+            .inner
+            .users
+            .insert(super::super::tkey("t", b"L"), &[][..])
+            .unwrap();
+        for list in LISTS {
+            store
+                .inner
+                .users
+                .remove(super::super::tkey("t", &[b'o', list.id()]))
+                .unwrap();
+        }
+        drop(store);
+        let store = SledStore::open(dir.path()).unwrap();
+        assert!(!store.lists_stale("t").unwrap());
         check(&store);
         assert_eq!(
             store.inner.users.scan_prefix([1u8]).count(),
@@ -407,7 +455,7 @@ mod tests {
         let users: BTreeMap<String, Vec<u8>> = (0..5)
             .map(|i| (format!("k{i}"), user(i, STATUS_ACTIVE)))
             .collect();
-        put(&store, &users, &[]).unwrap();
+        put(&store, &users, &[], true).unwrap();
         let of = |f: &str| {
             store
                 .candidates("t", &crate::admin::filter::parse(f).unwrap())

@@ -17,18 +17,28 @@
 //! list, so the users of one status, email, mapping code or group are exactly one range.
 //!
 //! Data enters from `derived` (each changed user's record before and after, made into
-//! [`LookupChanges`]) and from [`SledStore::build_lists`] (a store written before the lists).
+//! [`LookupChanges`]). A commit that changes more users than it can keep the lists for in
+//! bounded memory (a first import of a large file) marks them *stale* (`<tenant>\0L`) in its
+//! transaction instead; readers then read every bucket, and the lists are rebuilt from the
+//! committed directory on a thread of their own right after the commit
+//! ([`SledStore::rebuild_lists_later`]), when the import has let go of its memory. A stale mark
+//! left by a stopped process, and a store written before lists existed, are rebuilt on open
+//! ([`SledStore::build_lists`]).
 
+use super::directory::state_key;
 use super::lists::ListChanges;
-use super::SledStore;
+use super::{tkey, SledStore};
 use crate::model::bucket::BUCKETS;
 use crate::model::fields::{EMAIL, LIST_SEP, MAPPING_CODE, USERNAME};
 use crate::model::packed::{field_of, for_each_changed, head_of, status_of};
 use crate::model::packed::{STATUS_ACTIVE, STATUS_DELETED};
 use crate::store::Directory;
 use anyhow::{Context, Result};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<anyhow::Error>>;
 
 /// The key saying every tenant's lists were made (in tree `meta`).
 pub(super) const BUILT: &[u8] = b"lists-built";
@@ -254,31 +264,108 @@ impl LookupChanges {
 }
 
 impl SledStore {
-    /// Makes every tenant's lists from its user buckets, once: when the store was written by
-    /// a roster without them (or building was interrupted), on open. One group of lists at a
-    /// time, as a large commit does (see `derived`).
+    /// True while the tenant's lists are stale: left so by a large commit, not yet rebuilt.
+    /// Readers do not use them then (see `users`).
+    pub(super) fn lists_stale(&self, tenant: &str) -> Result<bool> {
+        Ok(self.inner.users.contains_key(stale_key(tenant))?)
+    }
+
+    /// Marks every tenant's lists stale when the store was written by a roster without lists
+    /// (once, on open), then rebuilds the lists of every tenant whose lists are stale (a
+    /// process stopped before it finished a rebuild).
     pub(super) fn build_lists(&self) -> Result<()> {
-        if self.inner.meta.contains_key(BUILT)? {
-            return Ok(());
+        if !self.inner.meta.contains_key(BUILT)? {
+            for tenant in self.tenants()? {
+                self.inner.users.insert(stale_key(&tenant), &[][..])?;
+            }
+            self.inner.meta.insert(BUILT, &[][..])?;
+            self.inner.db.flush().context("cannot flush the store")?;
         }
         for tenant in self.tenants()? {
-            let st = self.tenant_state(&tenant)?;
+            if self.lists_stale(&tenant)? {
+                self.rebuild_lists(&tenant)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the tenant's stale lists on a thread of their own (one per tenant at a time);
+    /// [`SledStore::wait_for_lists`] waits for them.
+    pub(super) fn rebuild_lists_later(&self, tenant: &str) {
+        let (running, _) = &self.inner.rebuilding;
+        let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
+        if !running.insert(tenant.to_string()) {
+            return; // the running rebuild starts again when it sees this commit
+        }
+        let (store, tenant) = (self.clone(), tenant.to_string());
+        std::thread::spawn(move || {
+            if let Err(e) = store.rebuild_lists(&tenant) {
+                tracing::error!(tenant = %tenant, "cannot rebuild the user lists (SCIM reads read every user until the next start): {e:#}");
+            }
+            let (running, done) = &store.inner.rebuilding;
+            running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&tenant);
+            done.notify_all();
+        });
+    }
+
+    /// Waits until no rebuild of lists runs.
+    pub(super) fn wait_for_lists(&self) {
+        let (running, done) = &self.inner.rebuilding;
+        let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
+        while !running.is_empty() {
+            running = done.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Rebuilds every list of the tenant from its committed directory, a few lists per reading
+    /// of its buckets ([`PASSES`]), and clears the stale mark if no commit came meanwhile
+    /// (else starts again).
+    fn rebuild_lists(&self, tenant: &str) -> Result<()> {
+        let started = std::time::Instant::now();
+        for _ in 0..20 {
+            let state = self.inner.users.get(state_key(tenant))?;
+            let st = self.tenant_state(tenant)?;
             for lists in PASSES {
                 let mut changes = LookupChanges::of(lists, usize::MAX);
                 for b in 0..BUCKETS {
-                    let blob = self.bucket(&tenant, b as u16, st.gen(b))?;
+                    let blob = self.bucket(tenant, b as u16, st.gen(b))?;
                     for_each_changed(None, blob.as_deref(), |k, _, new| {
                         changes.add_user(k, None, new)
                     })?;
                 }
-                for (list, built) in &changes.lists {
-                    self.rebuild_list(&tenant, list.id(), built)?;
+                for (list, built) in changes.lists {
+                    self.rebuild_list(tenant, list.id(), &built)?;
                 }
             }
-            tracing::info!(tenant = %tenant, "built the user lists");
+            let current = self.inner.users.transaction(|users| {
+                if users.get(state_key(tenant))? != state {
+                    return Ok(false); // a commit came meanwhile: its changes are not in
+                }
+                users.remove(stale_key(tenant))?;
+                Ok(true)
+            });
+            let current: std::result::Result<bool, TransactionError<anyhow::Error>> = current;
+            if current.map_err(|e| anyhow::anyhow!("cannot write to the store: {e:?}"))? {
+                self.inner.db.flush().context("cannot flush the store")?;
+                tracing::info!(tenant = %tenant, ms = started.elapsed().as_millis() as u64, "rebuilt the user lists");
+                return Ok(());
+            }
         }
-        self.inner.meta.insert(BUILT, &[][..])?;
-        self.inner.db.flush().context("cannot flush the store")?;
-        Ok(())
+        anyhow::bail!(
+            "the directory of tenant {tenant} kept changing while its user lists were rebuilt"
+        )
     }
+}
+
+fn stale_key(tenant: &str) -> Vec<u8> {
+    tkey(tenant, b"L")
+}
+
+/// Inside a commit's transaction on tree `users`: marks the tenant's lists stale.
+pub(super) fn mark_stale(users: &TransactionalTree, tenant: &str) -> TxResult<()> {
+    users.insert(stale_key(tenant), &[][..])?;
+    Ok(())
 }

@@ -12,9 +12,10 @@
 //! | tree | key | value |
 //! |---|---|---|
 //! | `meta` | `secret` | 32 random bytes: the key of password fingerprints (HMAC-SHA256) |
-//! | `meta` | `lists-built` | empty: every tenant's user lists were made (see `lookup`) |
+//! | `meta` | `lists-built` | empty: every tenant's user lists were made, or marked stale to be (see `lookup`) |
 //! | `users` | `<tenant>\0s` | JSON [`TenantState`]: commit version, sha256 of the last applied file, and for each of the 1024 buckets the generation that holds it |
 //! | `users` | `<tenant>\0b<bucket u16 BE><generation u64 BE>` | one bucket: the tenant's users whose key `model::bucket::bucket_of` places there, packed (`model::packed`), sorted by key, sealed (LZ4-compressed, see `seal`) |
+//! | `users` | `<tenant>\0L` | empty: the tenant's user lists are stale, to be rebuilt (see `lookup`) |
 //! | `users` | `<tenant>\0o<list u8>` | a user list's map: each slot's lowest entry, generation and entry count (see `lists`; the lists are in `lookup`) |
 //! | `users` | `<tenant>\0b<2024 + list, u16 BE><generation u64 BE>` | one slot of a user list: its entries, sorted, packed and sealed like a user bucket |
 //! | `users` | `\x01<tenant>\0<bucket u16 BE><generation u64 BE>` | empty: this bucket generation (user bucket or list slot) is staged and not yet committed (removed by the commit) |
@@ -63,8 +64,9 @@ mod users;
 
 use super::{Backend, Directory};
 use anyhow::{Context, Result};
+use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 /// The sled store; cheap to clone, shareable across threads.
 #[derive(Clone)]
@@ -86,6 +88,9 @@ struct Inner {
     changes: sled::Tree,
     /// Group member counts (see `groups`).
     groups: sled::Tree,
+    /// Tenants whose user lists are being rebuilt, and the signal that one finished (see
+    /// `lookup`).
+    rebuilding: (Mutex<HashSet<String>>, Condvar),
     secret: [u8; 32],
 }
 
@@ -143,6 +148,7 @@ impl SledStore {
                 changes: tree("changes")?,
                 groups: tree("groups")?,
                 meta,
+                rebuilding: (Mutex::new(HashSet::new()), Condvar::new()),
                 db,
                 secret,
             }),
@@ -232,5 +238,9 @@ impl Backend for SledStore {
     fn flush(&self) -> Result<()> {
         self.inner.db.flush().context("cannot flush the store")?;
         Ok(())
+    }
+
+    fn settle(&self) {
+        self.wait_for_lists();
     }
 }

@@ -79,14 +79,17 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
-        if let Some((total, keys)) = self.list_page(tenant, filter, skip, take)? {
-            return Ok(UserPage {
-                total,
-                users: self.users_of_keys(tenant, &keys)?,
-            });
-        }
-        if let Some(keys) = self.candidates(tenant, filter)? {
-            return self.candidate_page(tenant, &keys, filter, skip, take);
+        // Stale lists (a large commit just now) are not used until rebuilt.
+        if !self.lists_stale(tenant)? {
+            if let Some((total, keys)) = self.list_page(tenant, filter, skip, take)? {
+                return Ok(UserPage {
+                    total,
+                    users: self.users_of_keys(tenant, &keys)?,
+                });
+            }
+            if let Some(keys) = self.candidates(tenant, filter)? {
+                return self.candidate_page(tenant, &keys, filter, skip, take);
+            }
         }
         let needles = prefilter(filter);
         let header_only = filter.reads_status_and_times_only();
@@ -153,7 +156,12 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
-        if let Some((total, keys)) = self.group_page(tenant, group, skip, take)? {
+        let listed = if self.lists_stale(tenant)? {
+            None
+        } else {
+            self.group_page(tenant, group, skip, take)?
+        };
+        if let Some((total, keys)) = listed {
             return Ok(UserPage {
                 total,
                 users: self.users_of_keys(tenant, &keys)?,
