@@ -18,7 +18,7 @@
 //!
 //! Data enters from `derived` (each changed user's record before and after, made into
 //! [`LookupChanges`]). A commit that changes more users than it can keep the lists for in
-//! bounded memory (a first import of a large file) marks them *stale* (`<tenant>\0L`) in its
+//! bounded memory (a first import of a large file) marks them *stale* (`\x02<tenant>`) in its
 //! transaction instead; readers then read every bucket, and the lists are rebuilt from the
 //! committed directory on a thread of their own right after the commit
 //! ([`SledStore::rebuild_lists_later`]), when the import has let go of its memory. A stale mark
@@ -27,7 +27,7 @@
 
 use super::directory::state_key;
 use super::lists::ListChanges;
-use super::{tkey, SledStore};
+use super::SledStore;
 use crate::model::bucket::BUCKETS;
 use crate::model::fields::{EMAIL, LIST_SEP, MAPPING_CODE, USERNAME};
 use crate::model::packed::{field_of, for_each_changed, head_of, status_of};
@@ -55,11 +55,13 @@ pub(super) enum List {
     Modified = 6,
 }
 
-/// The lists a large commit derives together, one group per reading of its buckets (about
-/// 30 bytes per user and list at most: see `derived`).
-pub(super) const PASSES: [&[List]; 3] = [
-    &[List::Keys, List::Status, List::MappingCode],
-    &[List::Modified, List::Groups, List::UserName],
+/// The lists a rebuild makes together, one group per reading of the buckets, so that it holds
+/// at most about 30 bytes per user (plus 24 to sort them) at a time.
+pub(super) const PASSES: [&[List]; 5] = [
+    &[List::Keys, List::Status],
+    &[List::MappingCode, List::UserName],
+    &[List::Modified],
+    &[List::Groups],
     &[List::Email],
 ];
 
@@ -281,10 +283,12 @@ impl SledStore {
             self.inner.meta.insert(BUILT, &[][..])?;
             self.inner.db.flush().context("cannot flush the store")?;
         }
-        for tenant in self.tenants()? {
-            if self.lists_stale(&tenant)? {
-                self.rebuild_lists(&tenant)?;
-            }
+        let mut stale = Vec::new();
+        for key in self.inner.users.scan_prefix([STALE]).keys() {
+            stale.push(String::from_utf8_lossy(&key?[1..]).to_string());
+        }
+        for tenant in stale {
+            self.rebuild_lists(&tenant)?;
         }
         Ok(())
     }
@@ -360,9 +364,16 @@ impl SledStore {
     }
 }
 
+/// `\x02<tenant>`: found without reading the tenants' buckets (a scan of the prefix).
 fn stale_key(tenant: &str) -> Vec<u8> {
-    tkey(tenant, b"L")
+    let mut k = Vec::with_capacity(tenant.len() + 1);
+    k.push(STALE);
+    k.extend_from_slice(tenant.as_bytes());
+    k
 }
+
+/// The first byte of a stale mark's key.
+pub(super) const STALE: u8 = 2;
 
 /// Inside a commit's transaction on tree `users`: marks the tenant's lists stale.
 pub(super) fn mark_stale(users: &TransactionalTree, tenant: &str) -> TxResult<()> {

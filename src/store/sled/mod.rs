@@ -15,7 +15,7 @@
 //! | `meta` | `lists-built` | empty: every tenant's user lists were made, or marked stale to be (see `lookup`) |
 //! | `users` | `<tenant>\0s` | JSON [`TenantState`]: commit version, sha256 of the last applied file, and for each of the 1024 buckets the generation that holds it |
 //! | `users` | `<tenant>\0b<bucket u16 BE><generation u64 BE>` | one bucket: the tenant's users whose key `model::bucket::bucket_of` places there, packed (`model::packed`), sorted by key, sealed (LZ4-compressed, see `seal`) |
-//! | `users` | `<tenant>\0L` | empty: the tenant's user lists are stale, to be rebuilt (see `lookup`) |
+//! | `users` | `\x02<tenant>` | empty: the tenant's user lists are stale, to be rebuilt (see `lookup`) |
 //! | `users` | `<tenant>\0o<list u8>` | a user list's map: each slot's lowest entry, generation and entry count (see `lists`; the lists are in `lookup`) |
 //! | `users` | `<tenant>\0b<2024 + list, u16 BE><generation u64 BE>` | one slot of a user list: its entries, sorted, packed and sealed like a user bucket |
 //! | `users` | `\x01<tenant>\0<bucket u16 BE><generation u64 BE>` | empty: this bucket generation (user bucket or list slot) is staged and not yet committed (removed by the commit) |
@@ -211,8 +211,8 @@ impl SledStore {
         for tree in [&i.users, &i.history, &i.plans, &i.ledger, &i.claims] {
             for key in tree.iter().keys() {
                 let key = key?;
-                if key.first() == Some(&1) {
-                    continue; // a staging marker (`\x01<tenant>...`)
+                if matches!(key.first(), Some(&1) | Some(&lookup::STALE)) {
+                    continue; // a staging marker (`\x01<tenant>...`) or a stale mark
                 }
                 if let Some(sep) = key.iter().position(|&b| b == 0) {
                     out.insert(String::from_utf8_lossy(&key[..sep]).to_string());
