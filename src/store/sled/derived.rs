@@ -25,7 +25,7 @@ use std::collections::HashMap;
 const LIST_BUDGET: usize = 24 << 20;
 /// A small budget in unit tests, so that a commit of a few dozen users leaves the lists stale.
 #[cfg(test)]
-const LIST_BUDGET: usize = 4096;
+const LIST_BUDGET: usize = 2048;
 
 /// What one commit changes besides its buckets (see the module doc).
 pub(super) struct Derived {

@@ -3,7 +3,8 @@
 //!
 //! - exactly, as one list range in key order, counted off the slot counts
 //!   ([`SledStore::list_page`]): no filter (`Keys`); `active eq`/`ne` (`Status`); `eq` on
-//!   `emails.value`, `externalId` or `groups`; and a group's members ([`SledStore::group_page`]);
+//!   `emails.value`, `externalId` or `groups`; a `meta.lastModified` comparison every user
+//!   passes (as no filter); and a group's members ([`SledStore::group_page`]);
 //! - as candidates, a few keys among which are all the users the filter can match
 //!   ([`SledStore::candidates`], which `users` reads and tests against the whole filter):
 //!   `id eq`; `eq` and `sw` on `userName` (its list and `Email`'s), `emails.value`,
@@ -97,12 +98,30 @@ impl SledStore {
         skip: usize,
         take: usize,
     ) -> Result<Option<KeyPage>> {
-        let Some((list, range)) = exact_range(f) else {
+        let Some((list, range)) = exact_range(f).or(self.modified_by_everyone(tenant, f)?) else {
             return Ok(None);
         };
         let page = self.list_range(tenant, list.id(), &range, skip, take)?;
         let keys = page.entries.iter().map(|e| list.key_of(e)).collect();
         Ok(Some((page.total, keys)))
+    }
+
+    /// For a `meta.lastModified` comparison that every listed user passes (a client's first
+    /// "what changed since" asks about a time before everyone's), the range of everyone.
+    fn modified_by_everyone(&self, tenant: &str, f: &UserFilter) -> Result<Option<(List, Range)>> {
+        if !matches!(f, UserFilter::Compare(Attribute::Modified, ..)) {
+            return Ok(None);
+        }
+        let ranges = candidate_ranges(f).unwrap_or_default();
+        let [(list, range)] = ranges.as_slice() else {
+            return Ok(None);
+        };
+        let passing = self.list_range(tenant, list.id(), range, 0, 0)?.total;
+        let everyone = Range::prefix(Vec::new());
+        let listed = self
+            .list_range(tenant, List::Keys.id(), &everyone, 0, 0)?
+            .total;
+        Ok((passing == listed).then_some((List::Keys, everyone)))
     }
 
     /// The members of the group named exactly `group`, from the groups list, when no other
@@ -293,6 +312,8 @@ mod tests {
             r#"meta.lastModified le "2023-11-14T22:13:20.0035Z""#,
             r#"meta.lastModified eq "2023-11-14T22:13:20.007Z" or userName eq "bob""#,
             r#"meta.lastModified ge "2023-11-14T22:13:20.030Z" and active eq true"#,
+            r#"meta.lastModified gt "2000-01-01T00:00:00Z""#,
+            r#"meta.lastModified ge "2023-11-14T22:13:20Z""#,
         ] {
             let filter = if f.is_empty() {
                 UserFilter::Everyone
@@ -366,7 +387,7 @@ mod tests {
         );
 
         // Deleted users leave every list; an email, a username and groups change; a user goes.
-        for i in (0..30).step_by(3) {
+        for i in (0..60).step_by(6) {
             users.insert(format!("k{i:02}"), user(i, STATUS_DELETED));
         }
         users.insert(
