@@ -58,11 +58,12 @@ pub(super) enum List {
 /// The lists a rebuild makes together, one group per reading of the buckets, so that it holds
 /// at most about 30 bytes per user (plus 24 to sort them) at a time.
 pub(super) const PASSES: [&[List]; 5] = [
-    &[List::Keys, List::Status],
-    &[List::MappingCode, List::UserName],
+    // Largest first: the slots written by each pass stay in sled's cache for the rest.
+    &[List::Email],
     &[List::Modified],
     &[List::Groups],
-    &[List::Email],
+    &[List::MappingCode, List::UserName],
+    &[List::Keys, List::Status],
 ];
 
 /// Every list.
