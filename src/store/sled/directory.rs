@@ -3,7 +3,7 @@
 //! see `changes`, adds its change to the group member counts, see `groups`, and makes its
 //! staged user lists current, see `lists`), and rewriting one user (see the key layout in `sled`).
 
-use super::{seal, tkey, SledStore};
+use super::{bucket_key, seal, staged_key, state_key, tkey, SledStore};
 use crate::model::bucket::{bucket_of, BUCKETS};
 use crate::model::changelog::{between, PendingChange};
 use crate::model::packed::{bucket_entries, bucket_push, UserRec};
@@ -29,28 +29,6 @@ fn claim_keys(c: &Commit) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         super::runs::running_key(&c.tenant, &entry.file),
         stamp,
     )))
-}
-
-pub(super) fn state_key(tenant: &str) -> Vec<u8> {
-    tkey(tenant, b"s")
-}
-
-/// Marks a bucket generation as staged but not committed: `\x01<tenant>\0<bucket><gen>`.
-pub(super) fn staged_key(tenant: &str, bucket: u16, gen: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(tenant.len() + 12);
-    k.push(1);
-    k.extend_from_slice(tenant.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&bucket.to_be_bytes());
-    k.extend_from_slice(&gen.to_be_bytes());
-    k
-}
-
-pub(super) fn bucket_key(tenant: &str, bucket: u16, gen: u64) -> Vec<u8> {
-    let mut k = tkey(tenant, b"b");
-    k.extend_from_slice(&bucket.to_be_bytes());
-    k.extend_from_slice(&gen.to_be_bytes());
-    k
 }
 
 impl Directory for SledStore {

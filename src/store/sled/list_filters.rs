@@ -353,10 +353,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn lists_answer_as_the_filter_rule_through_changes_and_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
+    /// 60 users with varied status, groups and times, and one with a username.
+    fn directory() -> BTreeMap<String, Vec<u8>> {
         let mut users: BTreeMap<String, Vec<u8>> = (0..60)
             .map(|i| {
                 (
@@ -369,6 +367,14 @@ mod tests {
             "bob".into(),
             rec(STATUS_ACTIVE, "bob@x.example", Some("Bob"), "C99", "g1"),
         );
+        users
+    }
+
+    #[test]
+    fn lists_answer_as_the_filter_rule_through_large_and_small_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut users = directory();
         // A commit this large (for the unit tests' budget) leaves the lists stale: reads
         // take every bucket until the rebuild is done.
         put(&store, &users, &[], false).unwrap();
@@ -412,6 +418,14 @@ mod tests {
         // "sales" and "Sales" are twins: the members of one are read from the buckets.
         assert!(store.group_page("t", "Sales", 0, 10).unwrap().is_none());
         assert!(store.group_page("t", "g1", 0, 10).unwrap().is_some());
+    }
+
+    #[test]
+    fn lists_are_rebuilt_when_a_store_opens_without_them_or_with_a_stale_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        put(&store, &directory(), &[], false).unwrap();
+        store.wait_for_lists();
 
         // As a roster without lists left the store: built when opened.
         for list in LISTS {
@@ -419,7 +433,7 @@ mod tests {
                 store
                     .inner
                     .users
-                    .remove(super::super::directory::bucket_key(
+                    .remove(super::super::bucket_key(
                         "t",
                         2024 + u16::from(list.id()),
                         gen,

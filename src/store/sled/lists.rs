@@ -16,8 +16,8 @@
 //! ([`SledStore::stage_list`]); its transaction writes the new maps and removes the replaced
 //! slots ([`swap_in`]). A killed process leaves staged slots, swept away by `open`.
 
-use super::directory::{bucket_key, staged_key};
-use super::{tkey, SledStore};
+use super::list_merge::{Merged, SortedOps};
+use super::{bucket_key, staged_key, tkey, SledStore};
 use crate::model::bucket::BUCKETS;
 use crate::model::packed::{bucket_entries, bucket_push, put_bytes, put_varint, Cursor};
 use crate::store::Directory;
@@ -197,111 +197,6 @@ pub(super) fn staged_slots(lists: &[StagedList]) -> Vec<(u16, u64)> {
         .iter()
         .flat_map(|l| l.staged.iter().copied())
         .collect()
-}
-
-/// A commit's changes to one list, sorted by entry: each is 8 bytes (which buffer, where, how
-/// long, add or remove) instead of a 24-byte reference, since a rebuild sorts a million.
-struct SortedOps<'a> {
-    parts: &'a [Vec<u8>],
-    /// part (7 bits) | add (1 bit) | offset (32 bits) | length (24 bits)
-    ops: Vec<u64>,
-}
-
-impl<'a> SortedOps<'a> {
-    fn of(parts: &'a [Vec<u8>]) -> Result<SortedOps<'a>> {
-        let mut ops = Vec::new();
-        for (p, part) in parts.iter().enumerate() {
-            let mut c = Cursor::new(part);
-            while !c.at_end() {
-                let op = c.byte()?;
-                let entry = c.bytes()?;
-                let (Ok(p), Ok(at), Ok(len)) = (
-                    u64::try_from(p).map(|p| p.min(128)),
-                    u32::try_from(c.pos() - entry.len()),
-                    u32::try_from(entry.len()),
-                ) else {
-                    bail!("a list change is too large");
-                };
-                if p >= 128 || len >= 1 << 24 {
-                    bail!("a list change is too large");
-                }
-                ops.push(p << 57 | u64::from(op == 1) << 56 | u64::from(at) << 24 | u64::from(len));
-            }
-        }
-        let mut sorted = SortedOps {
-            parts,
-            ops: Vec::new(),
-        };
-        ops.sort_unstable_by(|a, b| sorted.get(*a).cmp(&sorted.get(*b)));
-        sorted.ops = ops;
-        Ok(sorted)
-    }
-
-    /// The entry and op (1: add) of a packed op.
-    fn get(&self, op: u64) -> (&'a [u8], u8) {
-        let part = (op >> 57) as usize;
-        let at = ((op >> 24) & 0xFFFF_FFFF) as usize;
-        let len = (op & 0xFF_FFFF) as usize;
-        let entry = self
-            .parts
-            .get(part)
-            .and_then(|p| p.get(at..at + len))
-            .unwrap_or_default();
-        (entry, ((op >> 56) & 1) as u8)
-    }
-
-    /// The `i`-th op in order: its entry, and 1 to add or 0 to remove.
-    fn at(&self, i: usize) -> Option<(&'a [u8], u8)> {
-        self.ops.get(i).map(|op| self.get(*op))
-    }
-}
-
-/// Sorted `have` with the sorted `ops` (entry, op) made, in order: op 1 adds an entry, op 0
-/// removes it. An iterator, so that a slot of a million entries is never a vector of them.
-struct Merged<'h, 'a> {
-    have: &'h [&'a [u8]],
-    ops: &'h SortedOps<'a>,
-    /// The next op, and the end of this slot's ops.
-    next: usize,
-    end: usize,
-}
-
-impl<'a> Iterator for Merged<'_, 'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        loop {
-            let op = if self.next < self.end {
-                self.ops.at(self.next)
-            } else {
-                None
-            };
-            match (self.have.first(), op) {
-                (Some(&e), Some((o, op))) if e == o => {
-                    self.have = &self.have[1..];
-                    self.next += 1;
-                    if op == 1 {
-                        return Some(e);
-                    }
-                }
-                (Some(&e), Some((o, _))) if e < o => {
-                    self.have = &self.have[1..];
-                    return Some(e);
-                }
-                (Some(&e), None) => {
-                    self.have = &self.have[1..];
-                    return Some(e);
-                }
-                (_, Some((o, op))) => {
-                    self.next += 1;
-                    if op == 1 {
-                        return Some(o);
-                    }
-                }
-                (None, None) => return None,
-            }
-        }
-    }
 }
 
 /// A range of a list's entries: those starting with a prefix, or those from `start` up to

@@ -25,9 +25,8 @@
 //! left by a stopped process, and a store written before lists existed, are rebuilt on open
 //! ([`SledStore::build_lists`]).
 
-use super::directory::state_key;
 use super::lists::ListChanges;
-use super::SledStore;
+use super::{state_key, SledStore};
 use crate::model::bucket::BUCKETS;
 use crate::model::fields::{EMAIL, LIST_SEP, MAPPING_CODE, USERNAME};
 use crate::model::packed::{field_of, for_each_changed, head_of, status_of};
@@ -36,7 +35,30 @@ use crate::store::Directory;
 use anyhow::{Context, Result};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+/// The rebuilds of stale lists running on their own threads (see
+/// [`SledStore::rebuild_lists_later`]).
+#[derive(Default)]
+pub(super) struct Rebuilds {
+    running: Mutex<Running>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+pub(super) struct Running {
+    /// Tenants being rebuilt.
+    tenants: HashSet<String>,
+    /// Threads not yet ended.
+    threads: usize,
+}
+
+impl Rebuilds {
+    fn lock(&self) -> MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<anyhow::Error>>;
 
@@ -294,34 +316,50 @@ impl SledStore {
         Ok(())
     }
 
-    /// Rebuilds the tenant's stale lists on a thread of their own (one per tenant at a time);
-    /// [`SledStore::wait_for_lists`] waits for them.
+    /// Rebuilds the tenant's stale lists on a thread of their own (one per tenant at a time;
+    /// it starts again when a commit marked them stale while it ran);
+    /// [`SledStore::wait_for_lists`] waits for every such thread to end.
     pub(super) fn rebuild_lists_later(&self, tenant: &str) {
-        let (running, _) = &self.inner.rebuilding;
-        let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
-        if !running.insert(tenant.to_string()) {
-            return; // the running rebuild starts again when it sees this commit
+        let rebuilds = Arc::clone(&self.inner.rebuilds);
+        {
+            let mut running = rebuilds.lock();
+            if !running.tenants.insert(tenant.to_string()) {
+                return; // that thread checks for a new stale mark before it ends
+            }
+            running.threads += 1;
         }
         let (store, tenant) = (self.clone(), tenant.to_string());
         std::thread::spawn(move || {
-            if let Err(e) = store.rebuild_lists(&tenant) {
-                tracing::error!(tenant = %tenant, "cannot rebuild the user lists (SCIM reads read every user until the next start): {e:#}");
+            loop {
+                let built = store.rebuild_lists(&tenant);
+                if let Err(e) = &built {
+                    tracing::error!(tenant = %tenant, "cannot rebuild the user lists (SCIM reads read every user until the next start): {e:#}");
+                }
+                let mut running = rebuilds.lock();
+                // A commit writes its stale mark before it asks for a rebuild, so a mark
+                // written while this ran is seen here, under the lock it asks under.
+                if built.is_ok() && store.lists_stale(&tenant).unwrap_or(false) {
+                    continue;
+                }
+                running.tenants.remove(&tenant);
+                break;
             }
-            let (running, done) = &store.inner.rebuilding;
-            running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&tenant);
-            done.notify_all();
+            // The store is let go before the waiters hear of it (so they may reopen it).
+            drop(store);
+            rebuilds.lock().threads -= 1;
+            rebuilds.done.notify_all();
         });
     }
 
-    /// Waits until no rebuild of lists runs.
+    /// Waits until no thread rebuilds lists.
     pub(super) fn wait_for_lists(&self) {
-        let (running, done) = &self.inner.rebuilding;
-        let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
-        while !running.is_empty() {
-            running = done.wait(running).unwrap_or_else(|e| e.into_inner());
+        let rebuilds = &self.inner.rebuilds;
+        let mut running = rebuilds.lock();
+        while running.threads > 0 {
+            running = rebuilds
+                .done
+                .wait(running)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 

@@ -53,6 +53,7 @@ mod directory;
 mod groups;
 // Ordered lists of users in slots (the store's index), and which lists there are.
 mod list_filters;
+mod list_merge;
 mod lists;
 mod lookup;
 mod outbox;
@@ -64,9 +65,8 @@ mod users;
 
 use super::{Backend, Directory};
 use anyhow::{Context, Result};
-use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
 /// The sled store; cheap to clone, shareable across threads.
 #[derive(Clone)]
@@ -90,8 +90,32 @@ struct Inner {
     groups: sled::Tree,
     /// Tenants whose user lists are being rebuilt, and the signal that one finished (see
     /// `lookup`).
-    rebuilding: (Mutex<HashSet<String>>, Condvar),
+    rebuilds: Arc<lookup::Rebuilds>,
     secret: [u8; 32],
+}
+
+/// `<tenant>\0s`: the tenant's [`TenantState`](crate::store::TenantState).
+fn state_key(tenant: &str) -> Vec<u8> {
+    tkey(tenant, b"s")
+}
+
+/// Marks a bucket generation as staged but not committed: `\x01<tenant>\0<bucket><gen>`.
+fn staged_key(tenant: &str, bucket: u16, gen: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tenant.len() + 12);
+    k.push(1);
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&bucket.to_be_bytes());
+    k.extend_from_slice(&gen.to_be_bytes());
+    k
+}
+
+/// `<tenant>\0b<bucket><gen>`: one bucket generation (a user bucket or a list slot).
+fn bucket_key(tenant: &str, bucket: u16, gen: u64) -> Vec<u8> {
+    let mut k = tkey(tenant, b"b");
+    k.extend_from_slice(&bucket.to_be_bytes());
+    k.extend_from_slice(&gen.to_be_bytes());
+    k
 }
 
 fn tkey(tenant: &str, rest: &[u8]) -> Vec<u8> {
@@ -148,7 +172,7 @@ impl SledStore {
                 changes: tree("changes")?,
                 groups: tree("groups")?,
                 meta,
-                rebuilding: (Mutex::new(HashSet::new()), Condvar::new()),
+                rebuilds: Arc::default(),
                 db,
                 secret,
             }),
@@ -181,7 +205,7 @@ impl SledStore {
             if lists::is_list_bucket(bucket)
                 || self.tenant_state(&tenant)?.gen(bucket as usize) != gen
             {
-                doomed.push(directory::bucket_key(&tenant, bucket, gen));
+                doomed.push(bucket_key(&tenant, bucket, gen));
             }
             doomed.push(k.to_vec());
         }
