@@ -8,7 +8,7 @@ use crate::model::bucket::{bucket_of, BUCKETS};
 use crate::model::changelog::{between, PendingChange};
 use crate::model::packed::{bucket_entries, bucket_push, UserRec};
 use crate::store::{Backend, Commit, Directory, TenantState};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
@@ -57,7 +57,9 @@ impl Directory for SledStore {
             Some(v) => seal::unseal_bucket(&v)
                 .map(Some)
                 .with_context(|| format!("bucket {bucket} of tenant {tenant} cannot be read")),
-            None => bail!("bucket {bucket} of tenant {tenant} is missing from the store"),
+            None => Err(anyhow::Error::new(super::Replaced).context(format!(
+                "bucket {bucket} of tenant {tenant} is missing from the store"
+            ))),
         }
     }
 

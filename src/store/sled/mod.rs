@@ -68,6 +68,20 @@ use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::Arc;
 
+/// Why a bucket (or list slot) generation is not in the store: a commit replaced it after the
+/// reader read which generation is current (or the store is damaged). Readers of several
+/// buckets read again (`users`).
+#[derive(Debug)]
+struct Replaced;
+
+impl std::fmt::Display for Replaced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a stored generation was replaced while it was read")
+    }
+}
+
+impl std::error::Error for Replaced {}
+
 /// The sled store; cheap to clone, shareable across threads.
 #[derive(Clone)]
 pub struct SledStore {

@@ -20,7 +20,7 @@
 //! user but the page's (`page_by_record`).
 
 use super::search::Needles;
-use super::SledStore;
+use super::{Replaced, SledStore};
 use crate::model::bucket::{bucket_of, BUCKETS};
 use crate::model::filter::{Attribute, Op, Operand};
 use crate::model::packed::{
@@ -35,21 +35,23 @@ use std::collections::{BTreeMap, BTreeSet};
 impl Users for SledStore {
     /// Every user of the tenant with the given status (all when None), sorted by key.
     fn users(&self, tenant: &str, status: Option<UserStatus>) -> Result<Vec<User>> {
-        let st = self.tenant_state(tenant)?;
-        let mut out = Vec::new();
-        for b in 0..BUCKETS {
-            let Some(blob) = self.bucket(tenant, b as u16, st.gen(b))? else {
-                continue;
-            };
-            for (k, v) in bucket_entries(&blob)? {
-                if status.is_some_and(|s| UserStatus::from_byte(status_of(v)) != s) {
+        again(|| {
+            let st = self.tenant_state(tenant)?;
+            let mut out = Vec::new();
+            for b in 0..BUCKETS {
+                let Some(blob) = self.bucket(tenant, b as u16, st.gen(b))? else {
                     continue;
+                };
+                for (k, v) in bucket_entries(&blob)? {
+                    if status.is_some_and(|s| UserStatus::from_byte(status_of(v)) != s) {
+                        continue;
+                    }
+                    out.push(decoded(k, v)?);
                 }
-                out.push(decoded(k, v)?);
             }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
     }
 
     /// The users for which `keep` is true, in key order: the `take` after the first `skip`,
@@ -63,8 +65,10 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
-        let mut keep_raw = |k: &[u8], v: &[u8]| -> Result<bool> { Ok(keep(&decoded(k, v)?)) };
-        self.page_by_record(tenant, &mut keep_raw, skip, take)
+        again(|| {
+            let mut keep_raw = |k: &[u8], v: &[u8]| -> Result<bool> { Ok(keep(&decoded(k, v)?)) };
+            self.page_by_record(tenant, &mut keep_raw, skip, take)
+        })
     }
 
     /// From a user list for no filter or `eq` on a listed attribute (see `lookup`); from
@@ -79,34 +83,36 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
-        // Stale lists (a large commit just now) are not used until rebuilt.
-        if !self.lists_stale(tenant)? {
-            if let Some((total, keys)) = self.list_page(tenant, filter, skip, take)? {
-                return Ok(UserPage {
-                    total,
-                    users: self.users_of_keys(tenant, &keys)?,
-                });
+        again(|| {
+            // Stale lists (a large commit just now) are not used until rebuilt.
+            if !self.lists_stale(tenant)? {
+                if let Some((total, keys)) = self.list_page(tenant, filter, skip, take)? {
+                    return Ok(UserPage {
+                        total,
+                        users: self.users_of_keys(tenant, &keys)?,
+                    });
+                }
+                if let Some(keys) = self.candidates(tenant, filter)? {
+                    return self.candidate_page(tenant, &keys, filter, skip, take);
+                }
             }
-            if let Some(keys) = self.candidates(tenant, filter)? {
-                return self.candidate_page(tenant, &keys, filter, skip, take);
-            }
-        }
-        let needles = prefilter(filter);
-        let header_only = filter.reads_status_and_times_only();
-        let mut keep = |k: &[u8], v: &[u8]| -> Result<bool> {
-            if !may_pass(k, v, is_live, needles.as_ref()) {
-                return Ok(false);
-            }
-            if *filter == UserFilter::Everyone {
-                return Ok(true);
-            }
-            if header_only {
-                // The filter reads no key and no field: the header's user is enough.
-                return Ok(filter.matches(&User::from_rec("", &head_of(v)?)));
-            }
-            Ok(filter.matches(&decoded(k, v)?))
-        };
-        self.page_by_record(tenant, &mut keep, skip, take)
+            let needles = prefilter(filter);
+            let header_only = filter.reads_status_and_times_only();
+            let mut keep = |k: &[u8], v: &[u8]| -> Result<bool> {
+                if !may_pass(k, v, is_live, needles.as_ref()) {
+                    return Ok(false);
+                }
+                if *filter == UserFilter::Everyone {
+                    return Ok(true);
+                }
+                if header_only {
+                    // The filter reads no key and no field: the header's user is enough.
+                    return Ok(filter.matches(&User::from_rec("", &head_of(v)?)));
+                }
+                Ok(filter.matches(&decoded(k, v)?))
+            };
+            self.page_by_record(tenant, &mut keep, skip, take)
+        })
     }
 
     fn users_matching_status(
@@ -117,25 +123,27 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
-        if *filter == UserFilter::Everyone {
-            // Only the status byte of each record is read.
-            let mut keep = |_: &[u8], v: &[u8]| {
-                Ok(status.is_none_or(|s| UserStatus::from_byte(status_of(v)) == s))
+        again(|| {
+            if *filter == UserFilter::Everyone {
+                // Only the status byte of each record is read.
+                let mut keep = |_: &[u8], v: &[u8]| {
+                    Ok(status.is_none_or(|s| UserStatus::from_byte(status_of(v)) == s))
+                };
+                let mut page = self.page_by_record(tenant, &mut keep, skip, take)?;
+                // The same answer as PostgreSQL, which counts no further than the cap.
+                page.total = page.total.min(crate::store::SEARCH_COUNT_CAP + 1);
+                return Ok(page);
+            }
+            // A search: records that cannot contain its text are passed over undecoded.
+            let needles = Needles::of(filter);
+            let wanted = |b: u8| status.is_none_or(|s| UserStatus::from_byte(b) == s);
+            let mut keep = |k: &[u8], v: &[u8]| -> Result<bool> {
+                Ok(may_pass(k, v, wanted, needles.as_ref()) && filter.matches(&decoded(k, v)?))
             };
             let mut page = self.page_by_record(tenant, &mut keep, skip, take)?;
-            // The same answer as PostgreSQL, which counts no further than the cap.
             page.total = page.total.min(crate::store::SEARCH_COUNT_CAP + 1);
-            return Ok(page);
-        }
-        // A search: records that cannot contain its text are passed over undecoded.
-        let needles = Needles::of(filter);
-        let wanted = |b: u8| status.is_none_or(|s| UserStatus::from_byte(b) == s);
-        let mut keep = |k: &[u8], v: &[u8]| -> Result<bool> {
-            Ok(may_pass(k, v, wanted, needles.as_ref()) && filter.matches(&decoded(k, v)?))
-        };
-        let mut page = self.page_by_record(tenant, &mut keep, skip, take)?;
-        page.total = page.total.min(crate::store::SEARCH_COUNT_CAP + 1);
-        Ok(page)
+            Ok(page)
+        })
     }
 
     /// From the `groups` tree, which every commit keeps (see `groups`).
@@ -156,48 +164,52 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
-        let listed = if self.lists_stale(tenant)? {
-            None
-        } else {
-            self.group_page(tenant, group, skip, take)?
-        };
-        if let Some((total, keys)) = listed {
-            return Ok(UserPage {
-                total,
-                users: self.users_of_keys(tenant, &keys)?,
-            });
-        }
-        // Only records holding the name (in any case) are looked into.
-        let in_group = UserFilter::Compare(
-            Attribute::Field("groups"),
-            Op::Eq,
-            Operand::Text(group.to_string()),
-        );
-        let needles = Needles::of(&in_group);
-        // The membership rule of the group counts, read from the record without decoding it.
-        let mut keep = |k: &[u8], v: &[u8]| -> Result<bool> {
-            Ok(may_pass(k, v, is_live, needles.as_ref()) && groups_of(v)?.contains(group))
-        };
-        self.page_by_record(tenant, &mut keep, skip, take)
+        again(|| {
+            let listed = if self.lists_stale(tenant)? {
+                None
+            } else {
+                self.group_page(tenant, group, skip, take)?
+            };
+            if let Some((total, keys)) = listed {
+                return Ok(UserPage {
+                    total,
+                    users: self.users_of_keys(tenant, &keys)?,
+                });
+            }
+            // Only records holding the name (in any case) are looked into.
+            let in_group = UserFilter::Compare(
+                Attribute::Field("groups"),
+                Op::Eq,
+                Operand::Text(group.to_string()),
+            );
+            let needles = Needles::of(&in_group);
+            // The membership rule of the group counts, read from the record without decoding it.
+            let mut keep = |k: &[u8], v: &[u8]| -> Result<bool> {
+                Ok(may_pass(k, v, is_live, needles.as_ref()) && groups_of(v)?.contains(group))
+            };
+            self.page_by_record(tenant, &mut keep, skip, take)
+        })
     }
 
     /// Number of users per status: (active, inactive, deleted).
     fn user_counts(&self, tenant: &str) -> Result<(u64, u64, u64)> {
-        let st = self.tenant_state(tenant)?;
-        let mut c = (0, 0, 0);
-        for b in 0..BUCKETS {
-            let Some(blob) = self.bucket(tenant, b as u16, st.gen(b))? else {
-                continue;
-            };
-            for (_, v) in bucket_entries(&blob)? {
-                match status_of(v) {
-                    STATUS_ACTIVE => c.0 += 1,
-                    STATUS_DELETED => c.2 += 1,
-                    _ => c.1 += 1,
+        again(|| {
+            let st = self.tenant_state(tenant)?;
+            let mut c = (0, 0, 0);
+            for b in 0..BUCKETS {
+                let Some(blob) = self.bucket(tenant, b as u16, st.gen(b))? else {
+                    continue;
+                };
+                for (_, v) in bucket_entries(&blob)? {
+                    match status_of(v) {
+                        STATUS_ACTIVE => c.0 += 1,
+                        STATUS_DELETED => c.2 += 1,
+                        _ => c.1 += 1,
+                    }
                 }
             }
-        }
-        Ok(c)
+            Ok(c)
+        })
     }
 
     /// One user by key (tried as given, then lower-cased, as email and username keys are).
@@ -257,6 +269,20 @@ fn is_live(status: u8) -> bool {
 /// it may hold the text `needles` look for (when there are some).
 fn may_pass(k: &[u8], v: &[u8], status: impl Fn(u8) -> bool, needles: Option<&Needles>) -> bool {
     status(status_of(v)) && needles.is_none_or(|n| n.may_match(k, v))
+}
+
+/// Makes `read` again (up to 3 times) when it raced a commit that replaced a bucket or list
+/// slot generation it was about to read (see `Replaced`): a reader reads the tenant's
+/// generations first and the buckets after, and a commit in between removes the ones it
+/// replaces.
+fn again<T>(read: impl Fn() -> Result<T>) -> Result<T> {
+    let mut tries = 0;
+    loop {
+        match read() {
+            Err(e) if tries < 3 && e.downcast_ref::<Replaced>().is_some() => tries += 1,
+            done => return done,
+        }
+    }
 }
 
 /// A test of one stored record (key, encoded record) for [`SledStore::page_by_record`].
@@ -348,5 +374,74 @@ impl SledStore {
             }
         }
         Ok(found.into_values().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::packed::{bucket_push, UserRec};
+    use crate::store::Commit;
+    use std::cell::Cell;
+
+    /// Commits user `key` alone in its bucket, with `email`.
+    fn put(store: &SledStore, key: &str, email: &str) -> u16 {
+        let mut rec = UserRec::default();
+        rec.set("email", Some(email));
+        let (mut enc, mut blob) = (Vec::new(), Vec::new());
+        rec.encode_into(&mut enc);
+        bucket_push(&mut blob, key.as_bytes(), &enc);
+        let b = bucket_of(key.as_bytes());
+        let gen = store.stage_bucket("t", b, &blob).unwrap();
+        let version = store.tenant_state("t").unwrap().version;
+        store
+            .commit(&Commit {
+                tenant: "t".into(),
+                expected_version: version,
+                buckets: vec![(b, gen)],
+                ..Default::default()
+            })
+            .unwrap();
+        b
+    }
+
+    #[test]
+    fn a_generation_a_commit_replaced_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let b = put(&store, "a", "a@x.example");
+        let before = store.tenant_state("t").unwrap();
+        put(&store, "a", "b@x.example");
+        // What a reader that read the generations before that commit gets.
+        let e = store
+            .bucket("t", b, before.gen(usize::from(b)))
+            .unwrap_err();
+        assert!(e.downcast_ref::<Replaced>().is_some(), "{e:#}");
+
+        // `again` makes such a read again, a few times, and nothing else.
+        let calls = Cell::new(0);
+        let flaky = || {
+            calls.set(calls.get() + 1);
+            if calls.get() < 3 {
+                store.bucket("t", b, before.gen(usize::from(b))).map(|_| 0)
+            } else {
+                Ok(calls.get())
+            }
+        };
+        assert_eq!(again(flaky).unwrap(), 3);
+        calls.set(0);
+        let stale = || {
+            calls.set(calls.get() + 1);
+            store.bucket("t", b, before.gen(usize::from(b)))
+        };
+        assert!(again(stale).is_err());
+        assert_eq!(calls.get(), 4);
+        calls.set(0);
+        let damaged = || -> Result<()> {
+            calls.set(calls.get() + 1);
+            anyhow::bail!("a damaged record")
+        };
+        assert!(again(damaged).is_err());
+        assert_eq!(calls.get(), 1);
     }
 }
