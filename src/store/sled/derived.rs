@@ -11,7 +11,7 @@
 //! file), the commit leaves the lists stale, and they are rebuilt from the committed directory
 //! right after it, when the import has let go of its own memory (see `lookup`).
 
-use super::lists::{is_list_bucket, staged_slots, StagedList};
+use super::lists::{staged_slots, StagedList};
 use super::lookup::{List, LookupChanges, LISTS};
 use super::SledStore;
 use crate::model::packed::for_each_changed;
@@ -62,7 +62,7 @@ impl SledStore {
             return Ok(derived); // the commit refuses anyway
         }
         let mut last: HashMap<u16, u64> = HashMap::new();
-        for &(b, g) in c.buckets.iter().filter(|(b, _)| !is_list_bucket(*b)) {
+        for &(b, g) in &c.buckets {
             last.insert(b, g);
         }
         let changed: Vec<Changed> = last

@@ -18,16 +18,13 @@ use super::lists::Range;
 use super::lookup::{time_head, List};
 use super::SledStore;
 use crate::model::filter::{Attribute, Op, Operand};
-use crate::model::UserFilter;
+use crate::model::{UserFilter, UserPage};
 use anyhow::Result;
 use std::collections::BTreeSet;
 
 /// At most this many candidates come from one list range; a wider `sw` (or an `eq` most
 /// users share, or a time most users passed) is answered by reading every bucket instead.
 const MAX_CANDIDATES: usize = 10_000;
-
-/// A total and the keys of one page.
-type KeyPage = (u64, Vec<Vec<u8>>);
 
 /// The list and range that hold exactly the users `f` matches, in key order.
 fn exact_range(f: &UserFilter) -> Option<(List, Range)> {
@@ -90,20 +87,40 @@ fn candidate_ranges(f: &UserFilter) -> Option<Vec<(List, Range)>> {
 }
 
 impl SledStore {
-    /// For a filter one list range answers exactly: the total and the keys of the page.
+    /// For a filter one list range answers exactly: the page of users.
     pub(super) fn list_page(
         &self,
         tenant: &str,
         f: &UserFilter,
         skip: usize,
         take: usize,
-    ) -> Result<Option<KeyPage>> {
-        let Some((list, range)) = exact_range(f).or(self.modified_by_everyone(tenant, f)?) else {
+    ) -> Result<Option<UserPage>> {
+        let exact = match exact_range(f) {
+            Some(found) => Some(found),
+            None => self.modified_by_everyone(tenant, f)?,
+        };
+        let Some((list, range)) = exact else {
             return Ok(None);
         };
-        let page = self.list_range(tenant, list.id(), &range, skip, take)?;
-        let keys = page.entries.iter().map(|e| list.key_of(e)).collect();
-        Ok(Some((page.total, keys)))
+        self.range_page(tenant, list, &range, skip, take).map(Some)
+    }
+
+    /// The users of the entries of `list` in `range`, from the `skip`-th, at most `take`, and
+    /// how many the range holds.
+    fn range_page(
+        &self,
+        tenant: &str,
+        list: List,
+        range: &Range,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
+        let page = self.list_range(tenant, list.id(), range, skip, take)?;
+        let keys: Vec<Vec<u8>> = page.entries.iter().map(|e| list.key_of(e)).collect();
+        Ok(UserPage {
+            total: page.total,
+            users: self.users_of_keys(tenant, &keys)?,
+        })
     }
 
     /// For a `meta.lastModified` comparison that every listed user passes (a client's first
@@ -132,14 +149,13 @@ impl SledStore {
         group: &str,
         skip: usize,
         take: usize,
-    ) -> Result<Option<KeyPage>> {
+    ) -> Result<Option<UserPage>> {
         if group.is_empty() || self.has_case_twin(tenant, group)? {
             return Ok(None);
         }
         let range = Range::prefix(List::Groups.text_prefix(group, true));
-        let page = self.list_range(tenant, List::Groups.id(), &range, skip, take)?;
-        let keys = page.entries.iter().map(|e| List::Groups.key_of(e));
-        Ok(Some((page.total, keys.collect())))
+        self.range_page(tenant, List::Groups, &range, skip, take)
+            .map(Some)
     }
 
     /// Keys of users among which are all those `f` can match, when the lists (or an `id eq`)
@@ -429,7 +445,7 @@ mod tests {
 
         // As a roster without lists left the store: built when opened.
         for list in LISTS {
-            for gen in store.list_map("t", list.id()).unwrap().gens_for_test() {
+            for gen in store.list_map("t", list.id()).unwrap().gens() {
                 store
                     .inner
                     .users

@@ -22,45 +22,40 @@ impl<'a> SortedOps<'a> {
             while !c.at_end() {
                 let op = c.byte()?;
                 let entry = c.bytes()?;
-                let (Ok(p), Ok(at), Ok(len)) = (
-                    u64::try_from(p).map(|p| p.min(128)),
-                    u32::try_from(c.pos() - entry.len()),
-                    u32::try_from(entry.len()),
-                ) else {
-                    bail!("a list change is too large");
-                };
-                if p >= 128 || len >= 1 << 24 {
+                let (at, len) = (c.pos() - entry.len(), entry.len());
+                if p >= 1 << 7 || at >= 1 << 32 || len >= 1 << 24 {
                     bail!("a list change is too large");
                 }
-                ops.push(p << 57 | u64::from(op == 1) << 56 | u64::from(at) << 24 | u64::from(len));
+                ops.push(
+                    (p as u64) << 57 | u64::from(op == 1) << 56 | (at as u64) << 24 | len as u64,
+                );
             }
         }
-        let mut sorted = SortedOps {
-            parts,
-            ops: Vec::new(),
-        };
-        ops.sort_unstable_by(|a, b| sorted.get(*a).cmp(&sorted.get(*b)));
-        sorted.ops = ops;
-        Ok(sorted)
+        ops.sort_unstable_by(|a, b| unpacked(parts, *a).cmp(&unpacked(parts, *b)));
+        Ok(SortedOps { parts, ops })
     }
 
     /// The entry and op (1: add) of a packed op.
     pub(super) fn get(&self, op: u64) -> (&'a [u8], u8) {
-        let part = (op >> 57) as usize;
-        let at = ((op >> 24) & 0xFFFF_FFFF) as usize;
-        let len = (op & 0xFF_FFFF) as usize;
-        let entry = self
-            .parts
-            .get(part)
-            .and_then(|p| p.get(at..at + len))
-            .unwrap_or_default();
-        (entry, ((op >> 56) & 1) as u8)
+        unpacked(self.parts, op)
     }
 
     /// The `i`-th op in order: its entry, and 1 to add or 0 to remove.
     fn at(&self, i: usize) -> Option<(&'a [u8], u8)> {
         self.ops.get(i).map(|op| self.get(*op))
     }
+}
+
+/// The entry and op (1: add) that the packed op `op` names in `parts`.
+fn unpacked(parts: &[Vec<u8>], op: u64) -> (&[u8], u8) {
+    let part = (op >> 57) as usize;
+    let at = ((op >> 24) & 0xFFFF_FFFF) as usize;
+    let len = (op & 0xFF_FFFF) as usize;
+    let entry = parts
+        .get(part)
+        .and_then(|p| p.get(at..at + len))
+        .unwrap_or_default();
+    (entry, ((op >> 56) & 1) as u8)
 }
 
 /// Sorted `have` with the sorted `ops` (entry, op) made, in order: op 1 adds an entry, op 0

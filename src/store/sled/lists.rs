@@ -103,14 +103,8 @@ impl ListMap {
         out
     }
 
-    /// The generations of its slots that hold entries (for a unit test elsewhere).
-    #[cfg(test)]
-    pub(super) fn gens_for_test(&self) -> Vec<u64> {
-        self.gens()
-    }
-
     /// The generations of its slots that hold entries.
-    fn gens(&self) -> Vec<u64> {
+    pub(super) fn gens(&self) -> Vec<u64> {
         self.slots
             .iter()
             .map(|s| s.gen)

@@ -86,11 +86,8 @@ impl Users for SledStore {
         again(|| {
             // Stale lists (a large commit just now) are not used until rebuilt.
             if !self.lists_stale(tenant)? {
-                if let Some((total, keys)) = self.list_page(tenant, filter, skip, take)? {
-                    return Ok(UserPage {
-                        total,
-                        users: self.users_of_keys(tenant, &keys)?,
-                    });
+                if let Some(page) = self.list_page(tenant, filter, skip, take)? {
+                    return Ok(page);
                 }
                 if let Some(keys) = self.candidates(tenant, filter)? {
                     return self.candidate_page(tenant, &keys, filter, skip, take);
@@ -165,16 +162,10 @@ impl Users for SledStore {
         take: usize,
     ) -> Result<UserPage> {
         again(|| {
-            let listed = if self.lists_stale(tenant)? {
-                None
-            } else {
-                self.group_page(tenant, group, skip, take)?
-            };
-            if let Some((total, keys)) = listed {
-                return Ok(UserPage {
-                    total,
-                    users: self.users_of_keys(tenant, &keys)?,
-                });
+            if !self.lists_stale(tenant)? {
+                if let Some(page) = self.group_page(tenant, group, skip, take)? {
+                    return Ok(page);
+                }
             }
             // Only records holding the name (in any case) are looked into.
             let in_group = UserFilter::Compare(
@@ -356,7 +347,7 @@ impl SledStore {
 
     /// The users stored under `keys` (those that still exist), sorted by key: each bucket is
     /// read once.
-    fn users_of_keys(&self, tenant: &str, keys: &[Vec<u8>]) -> Result<Vec<User>> {
+    pub(super) fn users_of_keys(&self, tenant: &str, keys: &[Vec<u8>]) -> Result<Vec<User>> {
         let st = self.tenant_state(tenant)?;
         let mut buckets: BTreeMap<u16, Vec<&[u8]>> = BTreeMap::new();
         for k in keys {
