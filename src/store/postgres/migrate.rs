@@ -11,7 +11,7 @@
 use anyhow::{bail, Context};
 
 /// The schema version this binary creates and expects.
-pub const SCHEMA_VERSION: i32 = 7;
+pub const SCHEMA_VERSION: i32 = 8;
 
 /// Key of the advisory lock migrations run under ("Roster" in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x0052_6f73_7465_7201;
@@ -59,6 +59,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "scim_speed",
         sql: include_str!("schema/0007_scim_speed.sql"),
     },
+    Migration {
+        version: 8,
+        name: "tenant_partitions",
+        sql: include_str!("schema/0008_tenant_partitions.sql"),
+    },
 ];
 
 /// What schema `roster` and its version table look like before any migration.
@@ -80,6 +85,12 @@ pub struct Migrated {
 /// Brings the database at `target` to [`SCHEMA_VERSION`] in one transaction under the
 /// migration lock; refuses (changing nothing) a database whose schema is newer.
 pub async fn migrate(target: &super::PostgresTarget) -> anyhow::Result<Migrated> {
+    migrate_to(target, SCHEMA_VERSION).await
+}
+
+/// [`migrate`], stopping at version `to` (at most [`SCHEMA_VERSION`]): what a test of a
+/// migration uses to make the database an older binary left.
+pub async fn migrate_to(target: &super::PostgresTarget, to: i32) -> anyhow::Result<Migrated> {
     let mut client = super::connect(target).await?;
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -96,7 +107,10 @@ pub async fn migrate(target: &super::PostgresTarget) -> anyhow::Result<Migrated>
         .await?
         .get(0);
     refuse_newer(from)?;
-    for m in MIGRATIONS.iter().filter(|m| m.version > from) {
+    for m in MIGRATIONS
+        .iter()
+        .filter(|m| m.version > from && m.version <= to)
+    {
         tx.batch_execute(m.sql)
             .await
             .with_context(|| format!("migration {} ({}) failed", m.version, m.name))?;
@@ -109,7 +123,7 @@ pub async fn migrate(target: &super::PostgresTarget) -> anyhow::Result<Migrated>
     tx.commit().await.context("cannot commit the migration")?;
     Ok(Migrated {
         from,
-        to: SCHEMA_VERSION.max(from),
+        to: to.min(SCHEMA_VERSION).max(from),
     })
 }
 

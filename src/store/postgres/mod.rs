@@ -17,6 +17,7 @@
 //! | `rows.rs` | a packed user record as the typed columns of `roster.users` |
 //! | `directory.rs`, `users.rs` | [`Directory`](super::Directory) and [`Users`](super::Users) on `user_rows` |
 //! | `staging.rs` | an import's staged rows: the difference a staged bucket makes, its COPY, its move into `user_rows` |
+//! | `partitions.rs` | a tenant's partition of `user_rows`: made empty, or filled and indexed in bulk by its first commit |
 //! | `runs.rs`, `outbox.rs` | [`RunLog`](super::RunLog) and [`MailOutbox`](super::MailOutbox) |
 //! | `cluster.rs` | [`Cluster`](super::Cluster): nodes, leases, ticks, login failures, orphan claims |
 //! | `fill.rs` | what `roster migrate-store` writes beyond the traits (plans, ledger, stamps, outbox as it stands, tenant state) |
@@ -29,7 +30,7 @@
 //!
 //! | table | holds |
 //! |---|---|
-//! | `user_rows` | one row per user: fields as typed columns, the packed record (`record`), the `model::bucket` partition as a column (indexed with the tenant and key) |
+//! | `user_rows` | one row per user: fields as typed columns, the packed record (`record`), the `model::bucket` partition as a column (indexed with the tenant and key); partitioned by tenant, one table per tenant (`partitions.rs`) |
 //! | `tenant_state`, `bucket_gens` | `store::TenantState`: commit version, last applied sha256, a version token per bucket |
 //! | `staged_rows` | what a running import staged: per staged generation, the rows it writes and the keys it removes |
 //! | `import_records` | the history, one row per `model::ImportRecord` |
@@ -48,6 +49,7 @@ mod fill;
 mod group_counts;
 mod migrate;
 mod outbox;
+mod partitions;
 mod rows;
 mod runs;
 mod staging;
@@ -56,7 +58,7 @@ mod tls;
 mod users;
 mod users_query;
 
-pub use migrate::{migrate, refuse_newer, schema_version, Migrated, SCHEMA_VERSION};
+pub use migrate::{migrate, migrate_to, refuse_newer, schema_version, Migrated, SCHEMA_VERSION};
 pub use target::{parse_url, PostgresTarget, TlsMode};
 
 use connections::Connections;
