@@ -17,7 +17,9 @@ CREATE FUNCTION roster.tenant_partition(base text, tenant text) RETURNS text
 -- The view depends on the table; it is made again below, unchanged.
 DROP VIEW roster.users;
 ALTER TABLE roster.user_rows RENAME TO user_rows_unpartitioned;
-ALTER TABLE roster.user_rows_unpartitioned DROP CONSTRAINT user_rows_pkey;
+-- The old primary key stays (renamed) for reading each tenant's rows in key order below.
+ALTER TABLE roster.user_rows_unpartitioned
+    RENAME CONSTRAINT user_rows_pkey TO user_rows_unpartitioned_pkey;
 DROP INDEX roster.user_rows_tenant_email, roster.user_rows_tenant_status,
     roster.user_rows_tenant_bucket, roster.user_rows_tenant_user_name,
     roster.user_rows_tenant_mapping_code, roster.user_rows_lower_groups,
@@ -51,16 +53,23 @@ CREATE INDEX user_rows_search_full_name
 CREATE INDEX user_rows_tenant_key_c ON roster.user_rows (tenant, key COLLATE "C") INCLUDE (status);
 CREATE INDEX user_rows_tenant_updated_at ON roster.user_rows (tenant, updated_at) INCLUDE (status);
 
--- A partition for each tenant with users, then the users.
+-- A table for each tenant with users, made as a tenant's first commit makes it
+-- (store::postgres::partitions): filled in key order with the CHECK that attaching would
+-- otherwise verify by a scan, then attached, which builds its indexes in one pass each.
 DO $$
 DECLARE t text;
+DECLARE p text;
 BEGIN
     FOR t IN SELECT DISTINCT tenant FROM roster.user_rows_unpartitioned LOOP
-        EXECUTE format('CREATE TABLE roster.%I PARTITION OF roster.user_rows FOR VALUES IN (%L)',
-                       roster.tenant_partition('user_rows', t), t);
+        p := roster.tenant_partition('user_rows', t);
+        EXECUTE format('CREATE TABLE roster.%1$I (LIKE roster.user_rows INCLUDING DEFAULTS '
+                       'INCLUDING CONSTRAINTS, CONSTRAINT %1$I CHECK (tenant = %2$L))', p, t);
+        EXECUTE format('INSERT INTO roster.%I SELECT * FROM roster.user_rows_unpartitioned '
+                       'WHERE tenant = %L ORDER BY key', p, t);
+        EXECUTE format('ALTER TABLE roster.user_rows ATTACH PARTITION roster.%I '
+                       'FOR VALUES IN (%L)', p, t);
     END LOOP;
 END $$;
-INSERT INTO roster.user_rows SELECT * FROM roster.user_rows_unpartitioned;
 DROP TABLE roster.user_rows_unpartitioned;
 
 CREATE VIEW roster.users AS
