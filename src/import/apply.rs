@@ -16,12 +16,13 @@ use anyhow::Result;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// Calls `f` for every bucket index on all cores; returns the results in bucket order.
-pub fn par_buckets<T: Send>(f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 16);
+/// Calls `f` for every bucket index on `threads` threads (at most 16); returns the results in
+/// bucket order.
+pub fn par_buckets<T: Send>(
+    threads: usize,
+    f: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let threads = threads.clamp(1, 16);
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let results: Mutex<Vec<(usize, Result<T>)>> = Mutex::new(Vec::with_capacity(BUCKETS));
@@ -85,7 +86,7 @@ pub fn run_survey(
         rows,
     } = *input;
     let tenant = ctx.tenant.id.as_str();
-    let parts = par_buckets(|b| {
+    let parts = par_buckets(store.planning_threads(), |b| {
         let blob = store.bucket(tenant, b as u16, state.gen(b))?;
         let owned = rows.take(b)?;
         let parts: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
@@ -136,7 +137,7 @@ pub fn run_merge(input: &MergeInput<'_>, quiet: &[bool], stage: bool) -> Result<
     } = *input;
     let tenant = ctx.tenant.id.as_str();
     let staged_so_far: Mutex<Vec<(u16, u64)>> = Mutex::new(Vec::new());
-    let parts = par_buckets(|b| {
+    let parts = par_buckets(store.planning_threads(), |b| {
         let gen = state.gen(b);
         let owned = rows.take(b)?;
         let parts: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();

@@ -179,6 +179,16 @@ pub trait Directory: Send + Sync {
         key: &str,
         change: &mut dyn FnMut(&mut UserRec) -> Result<()>,
     ) -> Result<Option<UserRec>>;
+    /// How many threads an import's bucket passes should run with this store: one per core
+    /// (the work is the engine's own), unless calls mostly wait on a server.
+    fn planning_threads(&self) -> usize {
+        cores()
+    }
+}
+
+/// The cores this process may use (1 when unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The directory as readers see it: users, never password hashes.
