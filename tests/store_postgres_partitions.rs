@@ -116,12 +116,14 @@ fn a_first_commit_makes_the_tenants_partition_with_each_index_of_user_rows_once(
         (parent, parent),
         "each index built once, all adopted"
     );
-    let other = stage(&store, "o", &keys("k", 5), "other");
-    commit(&store, "o", 0, other).unwrap_or_else(|e| panic!("{e:#}"));
+    // A tenant name that needs quoting in SQL gets its table too.
+    let odd = "o'b \"x\"";
+    let other = stage(&store, odd, &keys("k", 5), "other");
+    commit(&store, odd, 0, other).unwrap_or_else(|e| panic!("{e:#}"));
     let listed = partitions(&pg);
     assert_eq!(listed.matches("FOR VALUES IN").count(), 2, "{listed}");
     assert!(
-        listed.contains("('t')") && listed.contains("('o')"),
+        listed.contains("('t')") && listed.contains("('o''b \"x\"')"),
         "{listed}"
     );
     assert_eq!(
@@ -147,7 +149,10 @@ fn a_first_commit_makes_the_tenants_partition_with_each_index_of_user_rows_once(
     );
     assert_eq!(index_counts(&pg, "t").1, index_counts(&pg, "t").0);
     assert_eq!(
-        pg.psql("hr", "SELECT count(*) FROM roster.users WHERE tenant = 'o'"),
+        pg.psql(
+            "hr",
+            "SELECT count(*) FROM roster.users WHERE tenant = 'o''b \"x\"'"
+        ),
         "5"
     );
 }
