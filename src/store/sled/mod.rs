@@ -140,22 +140,59 @@ fn tkey(tenant: &str, rest: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Opens the sled database in `dir`, once more after removing unfinished snapshots when sled
+/// finds one corrupt.
+///
+/// sled 0.34 writes a snapshot (a cache of where its pages are, rebuilt from the log when
+/// absent) to `snap.<lsn>.generating`, syncs it, renames it to `snap.<lsn>`, and on open reads
+/// the newest file starting `snap.`, an unfinished `.generating` one included. A process
+/// killed while writing one leaves a store that fails to open with "Read corrupted data at
+/// file offset None" (sled issues 1509 and 1527; seen here by `tests/changes_crash.rs`).
+/// Removing that file leaves the store exactly as if the kill had come just before sled began
+/// the snapshot, a state sled recovers from its log: nothing committed is lost.
+fn open_sled(dir: &Path) -> sled::Result<sled::Db> {
+    let open = || {
+        sled::Config::new()
+            .path(dir)
+            .cache_capacity(16 * 1024 * 1024)
+            .open()
+    };
+    match open() {
+        Err(sled::Error::Corruption { .. }) if remove_unfinished_snapshots(dir)? > 0 => open(),
+        opened => opened,
+    }
+}
+
+/// Removes the `snap.*.generating` files of `dir`; returns how many.
+fn remove_unfinished_snapshots(dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let unfinished = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating"));
+        if unfinished {
+            tracing::warn!(file = %path.display(), "removing an unfinished sled snapshot left by a stopped process");
+            std::fs::remove_file(&path)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`, sweeps buckets left by an unfinished import, and
     /// counts the groups and builds the user lists of a store written before they existed.
     pub fn open(dir: &Path) -> Result<SledStore> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the store folder {}", dir.display()))?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(16 * 1024 * 1024)
-            .open()
-            .with_context(|| {
-                format!(
-                    "cannot open the store in {} (is another roster process using it?)",
-                    dir.display()
-                )
-            })?;
+        let db = open_sled(dir).with_context(|| {
+            format!(
+                "cannot open the store in {} (is another roster process using it?)",
+                dir.display()
+            )
+        })?;
         let tree = |name: &str| {
             db.open_tree(name)
                 .with_context(|| format!("cannot open the store tree {name}"))
