@@ -4,18 +4,16 @@
 //! that leaves no table behind; later commits write into the partition; and
 //! migration 8 moves the users of a version-7 database into one partition per tenant.
 
-#[path = "support/postgres.rs"]
-#[allow(dead_code)]
-mod test_postgres;
+#[path = "support/store.rs"]
+mod test_store;
 
 use roster::model::bucket::bucket_of;
 use roster::model::packed::{bucket_push, UserRec, STATUS_ACTIVE};
 use roster::store::{Commit, Store};
-use test_postgres::TestPostgres;
+use test_store::test_postgres::TestPostgres;
 
 fn open(pg: &TestPostgres) -> Store {
-    let target = roster::store::postgres::parse_url(&pg.url("hr")).unwrap();
-    Store::open_postgres(&target, "n1").unwrap_or_else(|e| panic!("{e:#}"))
+    test_store::open_postgres(&pg.url("hr"))
 }
 
 fn user(role: &str) -> UserRec {

@@ -102,10 +102,7 @@ pub fn row_pass<R: Read>(
     rows_out: &BucketRows,
     progress: Option<&(dyn Fn(u64) + Send + Sync)>,
 ) -> anyhow::Result<Result<RowPass, String>> {
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8);
+    let workers = crate::store::cores().clamp(1, 8);
     // Each arena starts with a little more than its share of a hand-over, so it rarely grows.
     let reserve = WORKER_HOLD / BUCKETS * 5 / 4;
     let mut rows = 0u64;

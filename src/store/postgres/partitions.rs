@@ -25,95 +25,88 @@ use super::rows::TYPED_COLUMNS;
 use anyhow::{Context, Result};
 use tokio_postgres::GenericClient;
 
-/// The name (in schema `roster`, needing no quotes) of `tenant`'s partition of `user_rows`.
-async fn name(client: &impl GenericClient, tenant: &str) -> Result<String> {
+/// `tenant`'s table: its name in schema `roster` (needing no quotes), and whether it exists
+/// (is attached as the tenant's partition of `user_rows`).
+pub(super) async fn table_of(client: &impl GenericClient, tenant: &str) -> Result<(String, bool)> {
     let row = client
         .query_one(
-            "SELECT roster.tenant_partition('user_rows', $1)",
+            "SELECT p, to_regclass('roster.' || p) IS NOT NULL \
+             FROM roster.tenant_partition('user_rows', $1) AS p",
             &[&tenant],
         )
         .await?;
-    Ok(row.try_get(0)?)
+    Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
-/// Whether `tenant` has a partition of `user_rows`.
-pub(super) async fn exists(client: &impl GenericClient, tenant: &str) -> Result<bool> {
-    let row = client
-        .query_one(
-            "SELECT to_regclass(format('roster.%I', roster.tenant_partition('user_rows', $1))) \
-             IS NOT NULL",
-            &[&tenant],
-        )
-        .await?;
-    Ok(row.try_get(0)?)
-}
-
-/// A statement built on the server with `format(template, name, tenant)`, so the tenant is
-/// quoted as a literal by PostgreSQL itself (DDL takes no bound parameters).
-async fn formatted(
-    client: &impl GenericClient,
+/// Runs the statement `format(template, table, tenant)` built on the server, so the tenant is
+/// quoted as a literal by PostgreSQL itself (DDL takes no bound parameters); `what` says what
+/// failed.
+async fn run_formatted(
+    tx: &tokio_postgres::Transaction<'_>,
     template: &str,
-    name: &str,
+    table: &str,
     tenant: &str,
-) -> Result<String> {
-    let row = client
+    what: &str,
+) -> Result<()> {
+    let statement: String = tx
         .query_one(
             "SELECT format($1, $2::text, $3::text)",
-            &[&template, &name, &tenant],
+            &[&template, &table, &tenant],
         )
-        .await?;
-    Ok(row.try_get(0)?)
+        .await?
+        .try_get(0)?;
+    tx.batch_execute(&statement)
+        .await
+        .with_context(|| format!("cannot {what} the user table of tenant {tenant}"))?;
+    Ok(())
 }
 
-/// The first commit of a tenant without a partition (see the module doc): its partition made
-/// from the rows the staged generations `gens` write, attached (and so indexed). Keys the
+/// The first commit of a tenant without a partition (see the module doc): its partition
+/// `table` (from [`table_of`]) made from the rows the staged generations `gens` write,
+/// attached (and so indexed). Keys the
 /// generations remove are not there to remove. Returns how many rows it holds.
 pub(super) async fn create_filled(
     tx: &tokio_postgres::Transaction<'_>,
     tenant: &str,
+    table: &str,
     gens: &[i64],
 ) -> Result<u64> {
-    let name = name(tx, tenant).await?;
-    let create = formatted(
+    run_formatted(
         tx,
         "CREATE TABLE roster.%1$I (LIKE roster.user_rows INCLUDING DEFAULTS INCLUDING \
          CONSTRAINTS, CONSTRAINT %1$I CHECK (tenant = %2$L))",
-        &name,
+        table,
         tenant,
+        "create",
     )
     .await?;
-    tx.batch_execute(&create)
-        .await
-        .with_context(|| format!("cannot create the user table of tenant {tenant}"))?;
     let columns = TYPED_COLUMNS.join(", ");
     let written = tx
         .execute(
             &format!(
-                "INSERT INTO roster.{name} (tenant, key, bucket, {columns}) \
+                "INSERT INTO roster.{table} (tenant, key, bucket, {columns}) \
                  SELECT tenant, key, bucket, {columns} FROM roster.staged_rows \
                  WHERE gen = ANY($1) AND tenant = $2 AND record IS NOT NULL ORDER BY key"
             ),
             &[&gens, &tenant],
         )
         .await?;
-    let attach = formatted(
+    run_formatted(
         tx,
         "ALTER TABLE roster.user_rows ATTACH PARTITION roster.%I FOR VALUES IN (%L)",
-        &name,
+        table,
         tenant,
+        "attach",
     )
     .await?;
-    tx.batch_execute(&attach)
-        .await
-        .with_context(|| format!("cannot attach the user table of tenant {tenant}"))?;
     Ok(written)
 }
 
 /// `ANALYZE` of `tenant`'s partition of `user_rows`.
 pub(super) async fn analyze(client: &impl GenericClient, tenant: &str) -> Result<()> {
-    let name = name(client, tenant).await?;
+    let (table, _) = table_of(client, tenant).await?;
     client
-        .batch_execute(&format!("ANALYZE roster.{name}"))
+        .batch_execute(&format!("ANALYZE roster.{table}"))
         .await?;
     Ok(())
 }

@@ -108,7 +108,7 @@ impl SledStore {
         limit: usize,
         groups: bool,
     ) -> Result<Pass> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
+        let threads = crate::store::cores().clamp(1, 4);
         let chunk = changed.len().div_ceil(threads).max(1);
         let part_limit = limit / threads;
         let parts: Vec<Result<Pass>> = std::thread::scope(|s| {
