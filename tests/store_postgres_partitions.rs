@@ -1,13 +1,15 @@
-//! A tenant's partition of `roster.user_rows` (schema 8, `store/postgres/partitions.rs`)
-//! against a real PostgreSQL: a tenant's first commit makes its partition, filled, then
-//! attached, which gives it each index of `user_rows` once; a first commit that fails after
-//! that leaves no table behind; later commits write into the partition; and
-//! migration 8 moves the users of a version-7 database into one partition per tenant.
+//! A tenant's partitions of `roster.user_rows` (schema 8) and `roster.changes` (schema 9;
+//! `store/postgres/partitions.rs`) against a real PostgreSQL: a tenant's first commit makes
+//! both, filled, then attached, which gives each the indexes of its table once; a first commit
+//! that fails after that leaves no table behind; later commits write into the partitions; and
+//! migrations 8 and 9 move the users and the change log of a version-7 database into
+//! partitions of their tenants.
 
 #[path = "support/store.rs"]
 mod test_store;
 
 use roster::model::bucket::bucket_of;
+use roster::model::changelog::{ChangeKind, PendingChange};
 use roster::model::packed::{bucket_push, UserRec, STATUS_ACTIVE};
 use roster::store::{Commit, Store};
 use test_store::test_postgres::TestPostgres;
@@ -28,7 +30,8 @@ fn user(role: &str) -> UserRec {
     r
 }
 
-/// Stages `keys` (each user with `role`) bucket by bucket for `tenant`: the commit's buckets.
+/// Stages `keys` (each user with `role`, logged as `created`) bucket by bucket for `tenant`:
+/// the commit's buckets.
 fn stage(store: &Store, tenant: &str, keys: &[String], role: &str) -> Vec<(u16, u64)> {
     let mut by_bucket: std::collections::BTreeMap<u16, Vec<&str>> = Default::default();
     for k in keys {
@@ -41,12 +44,20 @@ fn stage(store: &Store, tenant: &str, keys: &[String], role: &str) -> Vec<(u16, 
     for (bucket, mut keys) in by_bucket {
         keys.sort();
         let mut packed = Vec::new();
+        let mut changes = Vec::new();
         for k in keys {
             let mut enc = Vec::new();
             user(role).encode_into(&mut enc);
             bucket_push(&mut packed, k.as_bytes(), &enc);
+            changes.push(PendingChange {
+                key: k.to_string(),
+                kind: ChangeKind::Created,
+                fields: Vec::new(),
+            });
         }
-        staged.push((bucket, store.stage_bucket(tenant, bucket, &packed).unwrap()));
+        let gen = store.stage_bucket(tenant, bucket, &packed).unwrap();
+        store.stage_changes(tenant, bucket, gen, &changes).unwrap();
+        staged.push((bucket, gen));
     }
     staged
 }
@@ -71,23 +82,37 @@ fn keys(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i:04}")).collect()
 }
 
-/// Tables of schema roster that are partitions of user_rows, with the tenant each holds.
-fn partitions(pg: &TestPostgres) -> String {
+/// Tables of schema roster that are partitions of `base`, with the tenant each holds.
+fn partitions_of(pg: &TestPostgres, base: &str) -> String {
     pg.psql(
         "hr",
-        "SELECT string_agg(c.relname || '=' || pg_get_expr(c.relpartbound, c.oid), ' ' \
-         ORDER BY c.relname) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-         WHERE i.inhparent = 'roster.user_rows'::regclass",
+        &format!(
+            "SELECT string_agg(c.relname || '=' || pg_get_expr(c.relpartbound, c.oid), ' ' \
+             ORDER BY c.relname) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'roster.{base}'::regclass"
+        ),
     )
+}
+
+/// Tables of schema roster that are partitions of user_rows, with the tenant each holds.
+fn partitions(pg: &TestPostgres) -> String {
+    partitions_of(pg, "user_rows")
 }
 
 /// (indexes of user_rows, indexes of the tenant's partition, those attached to a parent index).
 fn index_counts(pg: &TestPostgres, tenant: &str) -> (u64, u64, u64) {
+    index_counts_of(pg, "user_rows", tenant)
+}
+
+/// [`index_counts`] of the partitioned table `base`.
+fn index_counts_of(pg: &TestPostgres, base: &str, tenant: &str) -> (u64, u64, u64) {
     let n = |sql: String| -> u64 { pg.psql("hr", &sql).parse().unwrap() };
     let part =
-        format!("format('roster.%I', roster.tenant_partition('user_rows', '{tenant}'))::regclass");
+        format!("format('roster.%I', roster.tenant_partition('{base}', '{tenant}'))::regclass");
     (
-        n("SELECT count(*) FROM pg_index WHERE indrelid = 'roster.user_rows'::regclass".into()),
+        n(format!(
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'roster.{base}'::regclass"
+        )),
         n(format!(
             "SELECT count(*) FROM pg_index WHERE indrelid = {part}"
         )),
@@ -113,6 +138,22 @@ fn a_first_commit_makes_the_tenants_partition_with_each_index_of_user_rows_once(
         (part, attached),
         (parent, parent),
         "each index built once, all adopted"
+    );
+    // Its 300 "created" changes went into a change-log table of its own, made the same way.
+    let (parent, part, attached) = index_counts_of(&pg, "changes", "t");
+    assert_eq!(
+        (parent, part, attached),
+        (2, 2, 2),
+        "primary key and by-key index"
+    );
+    assert_eq!(
+        pg.psql(
+            "hr",
+            "SELECT count(*) || ':' || min(seq) || '-' || max(seq) || ':' || \
+             bool_and(tableoid = format('roster.%I', roster.tenant_partition('changes', 't'))::regclass) \
+             FROM roster.changes WHERE tenant = 't' AND kind = 'created'"
+        ),
+        "300:1-300:true"
     );
     // A tenant name that needs quoting in SQL gets its table too.
     let odd = "o'b \"x\"";
@@ -175,13 +216,15 @@ fn a_first_commit_that_fails_after_making_the_partition_leaves_no_table() {
         "{err:#}"
     );
     assert_eq!(partitions(&pg), "");
+    assert_eq!(partitions_of(&pg, "changes"), "");
     assert_eq!(
         pg.psql(
             "hr",
-            "SELECT count(*) FROM pg_class WHERE relname = roster.tenant_partition('user_rows', 't')"
+            "SELECT count(*) FROM pg_class WHERE relname IN \
+             (roster.tenant_partition('user_rows', 't'), roster.tenant_partition('changes', 't'))"
         ),
         "0",
-        "the table made by the failed commit is gone with it"
+        "the tables made by the failed commit are gone with it"
     );
     // The staged rows are still there: the same commit succeeds once nothing refuses it.
     pg.psql("hr", "DROP TRIGGER refuse ON roster.bucket_gens");
@@ -193,7 +236,7 @@ fn a_first_commit_that_fails_after_making_the_partition_leaves_no_table() {
 }
 
 #[tokio::test]
-async fn migration_8_moves_each_tenants_users_into_a_partition_of_its_own() {
+async fn migrations_8_and_9_move_each_tenants_users_and_changes_into_partitions_of_its_own() {
     let pg = TestPostgres::start();
     let target = roster::store::postgres::parse_url(&pg.create_database("hr")).unwrap();
     roster::store::postgres::migrate_to(&target, 7)
@@ -209,8 +252,17 @@ async fn migration_8_moves_each_tenants_users_into_a_partition_of_its_own() {
             ),
         );
     }
+    for (tenant, seq, key) in [("acme", 2, "a2"), ("acme", 1, "a1"), ("beta", 1, "b1")] {
+        pg.psql(
+            "hr",
+            &format!(
+                "INSERT INTO roster.changes (tenant, seq, at, import_id, key, kind, fields) \
+                 VALUES ('{tenant}', {seq}, now(), 'i1', '{key}', 'created', '[]')"
+            ),
+        );
+    }
     let migrated = roster::store::postgres::migrate(&target).await.unwrap();
-    assert_eq!((migrated.from, migrated.to), (7, 8));
+    assert_eq!((migrated.from, migrated.to), (7, 9));
     let listed = partitions(&pg);
     assert!(
         listed.contains("('acme')") && listed.contains("('beta')"),
@@ -234,4 +286,28 @@ async fn migration_8_moves_each_tenants_users_into_a_partition_of_its_own() {
     );
     let (parent, part, attached) = index_counts(&pg, "acme");
     assert_eq!((part, attached), (parent, parent));
+    assert_eq!(
+        pg.psql(
+            "hr",
+            "SELECT string_agg(tenant || '/' || seq || '/' || key || '@' || \
+             (tableoid = format('roster.%I', roster.tenant_partition('changes', tenant))::regclass), \
+             ',' ORDER BY tenant, seq) FROM roster.changes"
+        ),
+        "acme/1/a1@true,acme/2/a2@true,beta/1/b1@true"
+    );
+    assert_eq!(index_counts_of(&pg, "changes", "beta"), (2, 2, 2));
+    // The primary key is (key, tenant) now; ON CONFLICT (tenant, key) still finds it.
+    pg.psql(
+        "hr",
+        "INSERT INTO roster.user_rows (tenant, key, status, email, created_at, updated_at, \
+         bucket, record) VALUES ('beta', 'b1', 'inactive', 'b1@example.com', now(), now(), 3, \
+         '\\x00') ON CONFLICT (tenant, key) DO UPDATE SET status = EXCLUDED.status",
+    );
+    assert_eq!(
+        pg.psql(
+            "hr",
+            "SELECT status FROM roster.users WHERE tenant = 'beta'"
+        ),
+        "inactive"
+    );
 }

@@ -11,6 +11,7 @@
 //! Entries leave as `model::changelog` values.
 
 use super::connections::Connections;
+use super::partitions::{self, Partitioned};
 use super::PostgresStore;
 use crate::model::change::FieldChange;
 use crate::model::changelog::{
@@ -39,6 +40,34 @@ fn to_i64(v: u64) -> Result<i64> {
     i64::try_from(v).map_err(|_| anyhow!("{v} is out of range for the store"))
 }
 
+/// The tenant's partition of the change log, as a transaction writes into it: made in that
+/// transaction when the tenant has none yet, and attached (its indexes built in one pass each)
+/// by [`LogTable::close`] after the transaction wrote its entries (`partitions`, module doc).
+struct LogTable {
+    name: String,
+    made: bool,
+}
+
+impl LogTable {
+    async fn open(tx: &Transaction<'_>, tenant: &str) -> Result<LogTable> {
+        let (name, exists) = partitions::table_of(tx, Partitioned::Changes, tenant).await?;
+        if !exists {
+            partitions::create(tx, Partitioned::Changes, &name, tenant).await?;
+        }
+        Ok(LogTable {
+            name,
+            made: !exists,
+        })
+    }
+
+    async fn close(self, tx: &Transaction<'_>, tenant: &str) -> Result<()> {
+        if self.made {
+            partitions::attach(tx, Partitioned::Changes, &self.name, tenant).await?;
+        }
+        Ok(())
+    }
+}
+
 /// What a commit publishes, inside its transaction `tx`, which must hold the tenant's
 /// `tenant_state` row lock: the changes staged for `gens` (in that order), then `direct` (a
 /// restore's change), numbered from `change_seq`; then the events of `record` and those
@@ -60,28 +89,16 @@ pub(super) async fn publish(
     let last_change = from_i64(row.try_get(0)?, "change seq")?;
     let mut last_event = from_i64(row.try_get(1)?, "event seq")?;
     let import_id = record.map(|r| r.id.clone());
-    let mut next = last_change;
-    if !gens.is_empty() {
-        next += publish_staged(tx, tenant, gens, next, at, import_id.as_deref()).await?;
-    }
-    for change in direct {
-        next += 1;
-        tx.execute(
-            "INSERT INTO roster.changes (tenant, seq, at, import_id, key, kind, fields) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &tenant,
-                &to_i64(next)?,
-                &at,
-                &import_id,
-                &change.key,
-                &kind_str(change.kind)?,
-                &serde_json::to_value(&change.fields)?,
-            ],
-        )
-        .await
-        .context("cannot write the change log")?;
-    }
+    let next = log_changes(
+        tx,
+        tenant,
+        gens,
+        direct,
+        last_change,
+        at,
+        import_id.as_deref(),
+    )
+    .await?;
     let range = (next > last_change).then_some((last_change + 1, next));
     let events = events_for(record, range);
     let (mut seqs, mut kinds, mut ids, mut firsts, mut lasts) =
@@ -112,6 +129,51 @@ pub(super) async fn publish(
     Ok(())
 }
 
+/// Writes the changes staged for `gens` (in that order), then `direct`, into the tenant's
+/// change log numbered from `last + 1`; returns the last seq written (`last` when none).
+async fn log_changes(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    gens: &[i64],
+    direct: &[PendingChange],
+    last: u64,
+    at: DateTime<Utc>,
+    import_id: Option<&str>,
+) -> Result<u64> {
+    if gens.is_empty() && direct.is_empty() {
+        return Ok(last);
+    }
+    let log = LogTable::open(tx, tenant).await?;
+    let mut next = last;
+    if !gens.is_empty() {
+        next += publish_staged(tx, tenant, &log.name, gens, next, at, import_id).await?;
+    }
+    let insert = format!(
+        "INSERT INTO roster.{} (tenant, seq, at, import_id, key, kind, fields) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        log.name
+    );
+    for change in direct {
+        next += 1;
+        tx.execute(
+            &insert,
+            &[
+                &tenant,
+                &to_i64(next)?,
+                &at,
+                &import_id,
+                &change.key,
+                &kind_str(change.kind)?,
+                &serde_json::to_value(&change.fields)?,
+            ],
+        )
+        .await
+        .context("cannot write the change log")?;
+    }
+    log.close(tx, tenant).await?;
+    Ok(next)
+}
+
 /// Moves the changes staged for `gens` into `roster.changes`, numbered from `last + 1` in the
 /// order of `gens`, then the order staged; returns how many. Each generation's changes are
 /// numbered `ord` 1..n (`stage_change_rows`), so a change's seq is `last`, plus the count of
@@ -121,6 +183,7 @@ pub(super) async fn publish(
 async fn publish_staged(
     tx: &Transaction<'_>,
     tenant: &str,
+    table: &str,
     gens: &[i64],
     last: u64,
     at: DateTime<Utc>,
@@ -146,11 +209,13 @@ async fn publish_staged(
         return Ok(0);
     }
     tx.execute(
-        "INSERT INTO roster.changes (tenant, seq, at, import_id, key, kind, fields) \
-         SELECT $1, $2 + o.offset_ + s.ord, $5, $6, s.key, s.kind, s.fields \
-         FROM unnest($3::bigint[], $4::bigint[]) AS o(gen, offset_) \
-         CROSS JOIN LATERAL (SELECT ord, key, kind, fields FROM roster.staged_changes \
-                             WHERE gen = o.gen AND tenant = $1 ORDER BY ord) AS s",
+        &format!(
+            "INSERT INTO roster.{table} (tenant, seq, at, import_id, key, kind, fields) \
+             SELECT $1, $2 + o.offset_ + s.ord, $5, $6, s.key, s.kind, s.fields \
+             FROM unnest($3::bigint[], $4::bigint[]) AS o(gen, offset_) \
+             CROSS JOIN LATERAL (SELECT ord, key, kind, fields FROM roster.staged_changes \
+                                 WHERE gen = o.gen AND tenant = $1 ORDER BY ord) AS s"
+        ),
         &[&tenant, &to_i64(last)?, &gens, &offsets, &at, &import_id],
     )
     .await
@@ -323,15 +388,18 @@ impl PostgresStore {
         self.db.run(move |pool| async move {
             let mut client = Connections::client(&pool).await?;
             let tx = client.transaction().await?;
+            let log = LogTable::open(&tx, &tenant).await?;
+            let insert = format!(
+                "INSERT INTO roster.{} (tenant, seq, at, import_id, key, kind, fields) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                log.name
+            );
             for (seq, at, import_id, key, kind, fields) in &rows {
-                tx.execute(
-                    "INSERT INTO roster.changes (tenant, seq, at, import_id, key, kind, fields) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    &[&tenant, seq, at, import_id, key, kind, fields],
-                )
-                .await
-                .context("cannot copy the change log")?;
+                tx.execute(&insert, &[&tenant, seq, at, import_id, key, kind, fields])
+                    .await
+                    .context("cannot copy the change log")?;
             }
+            log.close(&tx, &tenant).await?;
             for (seq, at, kind, import_id, first, last) in &evs {
                 tx.execute(
                     "INSERT INTO roster.events (tenant, seq, at, kind, import_id, first_change, last_change) \

@@ -11,7 +11,7 @@
 use anyhow::{bail, Context};
 
 /// The schema version this binary creates and expects.
-pub const SCHEMA_VERSION: i32 = 8;
+pub const SCHEMA_VERSION: i32 = 9;
 
 /// Key of the advisory lock migrations run under ("Roster" in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x0052_6f73_7465_7201;
@@ -63,6 +63,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 8,
         name: "tenant_partitions",
         sql: include_str!("schema/0008_tenant_partitions.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "partition_keys",
+        sql: include_str!("schema/0009_partition_keys.sql"),
     },
 ];
 

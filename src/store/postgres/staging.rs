@@ -153,15 +153,16 @@ pub(super) async fn copy_staged(
 
 /// Writes the rows the staged generations `gens` hold into `user_rows`, removes the keys they
 /// remove, and forgets them. A tenant without a partition gets one made from these rows
-/// (`partitions::create_filled`, its indexes built in bulk). The rows go in in key order: the
-/// primary key and the indexes that follow the key (in files that number their users) then
-/// grow at their right end, which measured a tenth faster for a first import than the staging
-/// order.
+/// (`partitions::create_filled`, its indexes built in bulk). Into an existing partition the
+/// rows go in in key order: the primary key and the indexes that follow the key (in files that
+/// number their users) then grow at their right end, which measured a tenth faster than the
+/// staging order.
 pub(super) async fn apply_staged(tx: &Transaction<'_>, tenant: &str, gens: &[i64]) -> Result<u64> {
     if gens.is_empty() {
         return Ok(0);
     }
-    let (table, exists) = super::partitions::table_of(tx, tenant).await?;
+    let (table, exists) =
+        super::partitions::table_of(tx, super::partitions::Partitioned::UserRows, tenant).await?;
     if !exists {
         let written = super::partitions::create_filled(tx, tenant, &table, gens).await?;
         forget_staged(tx, gens).await?;
