@@ -3,7 +3,7 @@
 //! both, filled, then attached, which gives each the indexes of its table once; a first commit
 //! that fails after that leaves no table behind; later commits write into the partitions; and
 //! migrations 8 and 9 move the users and the change log of a version-7 database into
-//! partitions of their tenants.
+//! partitions of their tenants; migration 10 leaves no plan staged before it half-committable.
 
 #[path = "support/store.rs"]
 mod test_store;
@@ -261,7 +261,9 @@ async fn migrations_8_and_9_move_each_tenants_users_and_changes_into_partitions_
             ),
         );
     }
-    let migrated = roster::store::postgres::migrate(&target).await.unwrap();
+    let migrated = roster::store::postgres::migrate_to(&target, 9)
+        .await
+        .unwrap();
     assert_eq!((migrated.from, migrated.to), (7, 9));
     let listed = partitions(&pg);
     assert!(
@@ -309,5 +311,48 @@ async fn migrations_8_and_9_move_each_tenants_users_and_changes_into_partitions_
             "SELECT status FROM roster.users WHERE tenant = 'beta'"
         ),
         "inactive"
+    );
+}
+
+#[tokio::test]
+async fn a_plan_staged_before_migration_10_is_refused_and_planned_again_not_applied_without_its_changes(
+) {
+    let pg = TestPostgres::start();
+    let target = roster::store::postgres::parse_url(&pg.create_database("hr")).unwrap();
+    roster::store::postgres::migrate_to(&target, 9)
+        .await
+        .unwrap();
+    // What a node staged for tenant t under version 9: a bucket generation's marker, one user
+    // and its change, one row per change.
+    pg.psql(
+        "hr",
+        "INSERT INTO roster.staged_rows (gen, node_id, tenant, key, bucket, status) \
+         VALUES (41, 'n1', 't', '', 3, 'staged'); \
+         INSERT INTO roster.staged_rows (gen, node_id, tenant, key, bucket, status, record) \
+         VALUES (41, 'n1', 't', 'k1', 3, 'active', '\\x00'); \
+         INSERT INTO roster.staged_changes (gen, ord, node_id, tenant, key, kind, fields) \
+         VALUES (41, 1, 'n1', 't', 'k1', 'created', '[]')",
+    );
+    let store = open(&pg);
+    let err = commit(&store, "t", 0, vec![(3, 41)]).unwrap_err();
+    assert!(format!("{err:#}").contains("are gone"), "{err:#}");
+    assert_eq!(
+        pg.psql(
+            "hr",
+            "SELECT (SELECT count(*) FROM roster.users) || '/' || \
+             (SELECT count(*) FROM roster.changes)"
+        ),
+        "0/0",
+        "nothing applied"
+    );
+    // Planned again under version 10, it commits with its change.
+    let staged = stage(&store, "t", &keys("k", 1), "r");
+    commit(&store, "t", 0, staged).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        pg.psql(
+            "hr",
+            "SELECT string_agg(seq || ':' || key || ':' || kind, ',') FROM roster.changes"
+        ),
+        "1:k0000:created"
     );
 }

@@ -3,11 +3,13 @@
 //! and the part of a commit that numbers and publishes them ([`publish`]).
 //!
 //! Changes enter staged with their bucket generation (`roster.staged_changes`, unlogged, one
-//! binary COPY per bucket, numbered `ord` 1..n, tagged with this node so a restart sweeps them);
-//! the commit's transaction, holding the tenant's `tenant_state` row lock, numbers them from
-//! `tenant_state.change_seq` in one `INSERT ... SELECT` (in the commit's bucket order, then
-//! the order staged: seq = the counter + the counts of the generations before + `ord`), writes the events of `model::changelog::events_for` from `event_seq`, and
-//! advances both counters: seq is per tenant, without gaps, and invisible until the commit.
+//! row per generation holding its changes as arrays in the order staged (schema 10), tagged
+//! with this node so a restart sweeps them); the commit's transaction, holding the tenant's
+//! `tenant_state` row lock, numbers them from `tenant_state.change_seq` in one
+//! `INSERT ... SELECT` (in the commit's bucket order, then the order staged: seq is the
+//! counter plus the counts of the generations before plus the position in the arrays), writes
+//! the events of `model::changelog::events_for` from `event_seq`, and advances both counters:
+//! seq is per tenant, without gaps, and invisible until the commit.
 //! Entries leave as `model::changelog` values.
 
 use super::connections::Connections;
@@ -21,8 +23,6 @@ use crate::model::ImportRecord;
 use crate::store::ChangeLog;
 use anyhow::{anyhow, Context, Result};
 use chrono::{DateTime, Utc};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row, Transaction};
 
 fn kind_str(kind: ChangeKind) -> Result<String> {
@@ -174,12 +174,11 @@ async fn log_changes(
     Ok(next)
 }
 
-/// Moves the changes staged for `gens` into `roster.changes`, numbered from `last + 1` in the
-/// order of `gens`, then the order staged; returns how many. Each generation's changes are
-/// numbered `ord` 1..n (`stage_change_rows`), so a change's seq is `last`, plus the count of
-/// the generations before its own, plus its `ord`: no sort of the whole set. The rows are read
-/// generation by generation through the key `(gen, ord)`, so they go in in seq order (which
-/// keeps the inserts into the primary key `(tenant, seq)` at its right end).
+/// Moves the changes staged for `gens` into the tenant's change-log `table`, numbered from
+/// `last + 1` in the order of `gens`, then the order staged; returns how many. A change's seq
+/// is `last`, plus the count of the generations before its own, plus its position in its
+/// generation's arrays (`stage_change_rows`): no sort of the whole set, and the entries go in
+/// in seq order (which keeps the inserts into the primary key at its right end).
 async fn publish_staged(
     tx: &Transaction<'_>,
     tenant: &str,
@@ -191,8 +190,8 @@ async fn publish_staged(
 ) -> Result<u64> {
     let counts = tx
         .query(
-            "SELECT gen, count(*) FROM roster.staged_changes \
-             WHERE gen = ANY($1) AND tenant = $2 GROUP BY gen",
+            "SELECT gen, cardinality(keys)::bigint FROM roster.staged_changes \
+             WHERE gen = ANY($1) AND tenant = $2",
             &[&gens, &tenant],
         )
         .await?;
@@ -213,8 +212,9 @@ async fn publish_staged(
             "INSERT INTO roster.{table} (tenant, seq, at, import_id, key, kind, fields) \
              SELECT $1, $2 + o.offset_ + s.ord, $5, $6, s.key, s.kind, s.fields \
              FROM unnest($3::bigint[], $4::bigint[]) AS o(gen, offset_) \
-             CROSS JOIN LATERAL (SELECT ord, key, kind, fields FROM roster.staged_changes \
-                                 WHERE gen = o.gen AND tenant = $1 ORDER BY ord) AS s"
+             JOIN roster.staged_changes c ON c.gen = o.gen AND c.tenant = $1 \
+             CROSS JOIN LATERAL unnest(c.keys, c.kinds, c.fields) \
+                 WITH ORDINALITY AS s(key, kind, fields, ord)"
         ),
         &[&tenant, &to_i64(last)?, &gens, &offsets, &at, &import_id],
     )
@@ -278,43 +278,23 @@ impl PostgresStore {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut rows = Vec::with_capacity(changes.len());
-        for (ord, c) in (1i32..).zip(changes) {
-            rows.push((
-                ord,
-                c.key.clone(),
-                kind_str(c.kind)?,
-                serde_json::to_value(&c.fields)?,
-            ));
+        let mut keys = Vec::with_capacity(changes.len());
+        let mut kinds = Vec::with_capacity(changes.len());
+        let mut fields = Vec::with_capacity(changes.len());
+        for c in changes {
+            keys.push(c.key.clone());
+            kinds.push(kind_str(c.kind)?);
+            fields.push(serde_json::to_value(&c.fields)?);
         }
         let (tenant, node, gen) = (tenant.to_string(), self.node_id.clone(), to_i64(gen)?);
         self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
-            let sink = client
-                .copy_in(
-                    "COPY roster.staged_changes (gen, ord, node_id, tenant, key, kind, fields) \
-                     FROM STDIN (FORMAT binary)",
+            client
+                .execute(
+                    "INSERT INTO roster.staged_changes (gen, node_id, tenant, keys, kinds, fields) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[&gen, &node, &tenant, &keys, &kinds, &fields],
                 )
-                .await?;
-            let types = [
-                Type::INT8,
-                Type::INT4,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::JSONB,
-            ];
-            let writer = BinaryCopyInWriter::new(sink, &types);
-            tokio::pin!(writer);
-            for (ord, key, kind, fields) in &rows {
-                writer
-                    .as_mut()
-                    .write(&[&gen, ord, &node, &tenant, key, kind, fields])
-                    .await?;
-            }
-            writer
-                .finish()
                 .await
                 .context("cannot stage the change log")?;
             Ok(())

@@ -11,7 +11,7 @@
 use anyhow::{bail, Context};
 
 /// The schema version this binary creates and expects.
-pub const SCHEMA_VERSION: i32 = 9;
+pub const SCHEMA_VERSION: i32 = 10;
 
 /// Key of the advisory lock migrations run under ("Roster" in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x0052_6f73_7465_7201;
@@ -68,6 +68,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 9,
         name: "partition_keys",
         sql: include_str!("schema/0009_partition_keys.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "packed_staged_changes",
+        sql: include_str!("schema/0010_packed_staged_changes.sql"),
     },
 ];
 
