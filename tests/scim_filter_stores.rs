@@ -272,3 +272,71 @@ fn groups_and_members_are_the_same_on_sled_and_postgres() {
         }
     }
 }
+
+/// On PostgreSQL a filter no index narrows is counted and paged by one scan while it matches
+/// fewer than `scan_page::ONE_SCAN_CAP` (50,000) users, and by a count and a walk of the key
+/// index past that (`store/postgres/scan_page.rs`): both give every match, in key order, with
+/// the exact total, on either side of the cap.
+#[test]
+fn a_filter_no_index_narrows_pages_the_same_below_and_above_the_one_scan_cap() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("hr");
+    let target = roster::store::postgres::parse_url(&url).unwrap();
+    let store = Store::open_postgres(&target, "n1").unwrap_or_else(|e| panic!("{e:#}"));
+    let mut users = BTreeMap::new();
+    for i in 0..50_100u32 {
+        let mut r = UserRec {
+            status: if i % 1000 == 7 {
+                STATUS_DELETED
+            } else {
+                STATUS_ACTIVE
+            },
+            created_at: 1_700_000_000_000,
+            updated_at: 1_700_000_000_000,
+            ..Default::default()
+        };
+        r.set(
+            "job_title",
+            Some(if i % 250 == 0 { "Chief" } else { "Engineer" }),
+        );
+        users.insert(format!("k{i:06}"), r);
+    }
+    put_all(&store, "t", &users);
+    let live = |title_has: &str| -> Vec<String> {
+        users
+            .iter()
+            .filter(|(_, r)| r.status != STATUS_DELETED)
+            .filter(|(_, r)| {
+                r.get("job_title")
+                    .is_some_and(|t| t.to_lowercase().contains(title_has))
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    // 50,049 live users (51 deleted): 49,848 engineers and 201 chiefs. An "e" is in every
+    // live title, over the cap; "gine" and a final "r" only in the engineers' (under the cap,
+    // though the deleted engineers would take them over it), a final "f" in the chiefs'.
+    assert_eq!((live("e").len(), live("gine").len()), (50_049, 49_848));
+    for (filter, has) in [
+        ("title co \"E\"", "e"),
+        ("title co \"gine\"", "gine"),
+        ("title ew \"r\"", "r"),
+        ("title ew \"F\"", "f"),
+    ] {
+        let f = parse(filter).unwrap();
+        let expected = live(has);
+        for (skip, take) in [(0, 5), (1000, 3), (expected.len() - 2, 10), (60_000, 5)] {
+            let got = store
+                .users_matching("t", &f, skip, take)
+                .unwrap_or_else(|e| panic!("{filter}: {e:#}"));
+            assert_eq!(
+                got.total,
+                expected.len() as u64,
+                "{filter} ({skip}, {take})"
+            );
+            let keys: Vec<String> = got.users.iter().map(|u| u.key.clone()).collect();
+            let want: Vec<String> = expected.iter().skip(skip).take(take).cloned().collect();
+            assert_eq!(keys, want, "{filter} ({skip}, {take})");
+        }
+    }
+}

@@ -200,7 +200,7 @@ pub trait Users: Send + Sync {
     fn users_page(
         &self,
         tenant: &str,
-        keep: &dyn Fn(&User) -> bool,
+        keep: &(dyn Fn(&User) -> bool + Sync),
         skip: usize,
         take: usize,
     ) -> Result<UserPage>;

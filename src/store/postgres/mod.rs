@@ -17,7 +17,8 @@
 //! | `rows.rs` | a packed user record as the typed columns of `roster.users` |
 //! | `directory.rs`, `users.rs` | [`Directory`](super::Directory) and [`Users`](super::Users) on `user_rows` |
 //! | `staging.rs` | an import's staged rows: the difference a staged bucket makes, its COPY, its move into `user_rows` |
-//! | `partitions.rs` | a tenant's partition of `user_rows`: made empty, or filled and indexed in bulk by its first commit |
+//! | `partitions.rs` | a tenant's partitions of `user_rows` and `changes`, filled and then indexed in bulk by its first commit |
+//! | `users_query.rs`, `scan_page.rs` | SCIM filters as SQL, paged and counted by the database; one scan for a filter no index narrows |
 //! | `runs.rs`, `outbox.rs` | [`RunLog`](super::RunLog) and [`MailOutbox`](super::MailOutbox) |
 //! | `cluster.rs` | [`Cluster`](super::Cluster): nodes, leases, ticks, login failures, orphan claims |
 //! | `fill.rs` | what `roster migrate-store` writes beyond the traits (plans, ledger, stamps, outbox as it stands, tenant state) |
@@ -34,7 +35,7 @@
 //! | `tenant_state`, `bucket_gens` | `store::TenantState`: commit version, last applied sha256, a version token per bucket |
 //! | `staged_rows` | what a running import staged: per staged generation, the rows it writes and the keys it removes |
 //! | `import_records` | the history, one row per `model::ImportRecord` |
-//! | `changes`, `events`, `cursors`, `staged_changes` | the `ChangeLog`: change log and event log (numbered from `tenant_state.change_seq`/`event_seq` by the commit), delivery cursors, changes staged with a bucket generation |
+//! | `changes`, `events`, `cursors`, `staged_changes` | the `ChangeLog`: change log (partitioned by tenant) and event log (numbered from `tenant_state.change_seq`/`event_seq` by the commit), delivery cursors, changes staged with a bucket generation (one row of arrays each) |
 //! | `held_plans`, `ledger`, `claims`, `claim_stamps` | the rest of `RunLog` |
 //! | `outbox` | queued mail, with a per-node delivery claim |
 //! | `meta` | the password-fingerprint key |
@@ -52,6 +53,7 @@ mod outbox;
 mod partitions;
 mod rows;
 mod runs;
+mod scan_page;
 mod staging;
 mod target;
 mod tls;

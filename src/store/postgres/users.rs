@@ -43,7 +43,7 @@ impl Users for PostgresStore {
     fn users_page(
         &self,
         tenant: &str,
-        keep: &dyn Fn(&User) -> bool,
+        keep: &(dyn Fn(&User) -> bool + Sync),
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
@@ -65,7 +65,9 @@ impl Users for PostgresStore {
 
     /// Translated to SQL (`users_query`) when every attribute has an exact column, else
     /// evaluated row by row as `users_page` does. The total of a filter that is exactly
-    /// `groups eq "…"` comes from `user_groups` when one group has that name in any case.
+    /// `groups eq "…"` comes from `user_groups` when one group has that name in any case. A
+    /// filter no index narrows is counted and paged by one scan when it matches fewer than
+    /// `scan_page::ONE_SCAN_CAP` users (`scan_page`).
     fn users_matching(
         &self,
         tenant: &str,
@@ -79,6 +81,12 @@ impl Users for PostgresStore {
                     Some(name) => self.group_eq_members(tenant, name)?.map(Count::Known),
                     None => None,
                 };
+                if count.is_none() && super::scan_page::reads_every_row(filter) {
+                    let one_scan = self.page_by_one_scan(tenant, cond.clone(), (skip, take))?;
+                    if let Some(page) = one_scan {
+                        return Ok(page);
+                    }
+                }
                 self.page_where(tenant, cond, (skip, take), count.unwrap_or(Count::All))
             }
             None => {

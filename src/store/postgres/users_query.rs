@@ -41,7 +41,7 @@ pub enum Param {
 }
 
 impl Param {
-    fn as_sql(&self) -> &(dyn ToSql + Sync) {
+    pub(super) fn as_sql(&self) -> &(dyn ToSql + Sync) {
         match self {
             Param::Text(t) => t,
             Param::Time(t) => t,
@@ -264,7 +264,7 @@ const GROUP_MEMBER: &str =
     "(roster.lower_items(groups) @> ARRAY[lower($2::text)] AND groups @> ARRAY[$2::text])";
 
 /// Rows that are not deleted, of the tenant bound to `$1`.
-const LIVE: &str = "FROM roster.user_rows WHERE tenant = $1 AND status <> 'deleted'";
+pub(super) const LIVE: &str = "FROM roster.user_rows WHERE tenant = $1 AND status <> 'deleted'";
 
 /// The rows of the tenant bound to `$1` whose status is `status` (every row when None): one of
 /// four fixed texts, never text from a request.
