@@ -82,8 +82,8 @@ impl Users for PostgresStore {
                     None => None,
                 };
                 if count.is_none() && super::scan_page::reads_every_row(filter) {
-                    let one_scan = self.page_by_one_scan(tenant, cond.clone(), (skip, take))?;
-                    if let Some(page) = one_scan {
+                    let unnarrowed = self.page_of_unnarrowed(tenant, cond.clone(), (skip, take))?;
+                    if let Some(page) = unnarrowed {
                         return Ok(page);
                     }
                 }

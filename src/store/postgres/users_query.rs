@@ -500,7 +500,9 @@ impl PostgresStore {
 
 /// A pooled connection if one is free (or can be made) at once; None rather than waiting, so a
 /// request never holds one connection while it waits for a second.
-async fn spare_client(pool: &deadpool_postgres::Pool) -> Option<deadpool_postgres::Object> {
+pub(super) async fn spare_client(
+    pool: &deadpool_postgres::Pool,
+) -> Option<deadpool_postgres::Object> {
     let now = deadpool_postgres::Timeouts {
         wait: Some(std::time::Duration::ZERO),
         create: Some(std::time::Duration::from_secs(2)),
@@ -510,7 +512,7 @@ async fn spare_client(pool: &deadpool_postgres::Pool) -> Option<deadpool_postgre
 }
 
 /// `sql`'s single count on `client`.
-async fn count_on(
+pub(super) async fn count_on(
     client: &tokio_postgres::Client,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
