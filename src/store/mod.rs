@@ -191,6 +191,30 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Runs `f(0)`, …, `f(n - 1)` at once, each but the first on a thread of its own, and returns
+/// their results in that order (none for `n` 0); a thread that panicked gives an error. For a pass that a
+/// backend splits into `n` parts (`cores()` or fewer) with a result to join per part.
+pub(crate) fn on_threads<T: Send>(
+    n: usize,
+    f: impl Fn(usize) -> Result<T> + Sync,
+) -> Vec<Result<T>> {
+    if n == 0 {
+        return Vec::new();
+    }
+    std::thread::scope(|s| {
+        let f = &f;
+        let running: Vec<_> = (1..n).map(|i| s.spawn(move || f(i))).collect();
+        let mut results = vec![f(0)];
+        for r in running {
+            results.push(
+                r.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a thread of a store pass failed"))),
+            );
+        }
+        results
+    })
+}
+
 /// The directory as readers see it: users, never password hashes.
 pub trait Users: Send + Sync {
     /// Every user of the tenant with the given status (all when None), sorted by key.

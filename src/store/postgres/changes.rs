@@ -60,6 +60,16 @@ impl LogTable {
         })
     }
 
+    /// The statement that writes one entry (`$1`..`$7`: tenant, seq, at, import id, key, kind,
+    /// fields) into this table.
+    fn insert_one(&self) -> String {
+        format!(
+            "INSERT INTO roster.{} (tenant, seq, at, import_id, key, kind, fields) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            self.name
+        )
+    }
+
     async fn close(self, tx: &Transaction<'_>, tenant: &str) -> Result<()> {
         if self.made {
             partitions::attach(tx, Partitioned::Changes, &self.name, tenant).await?;
@@ -148,11 +158,7 @@ async fn log_changes(
     if !gens.is_empty() {
         next += publish_staged(tx, tenant, &log.name, gens, next, at, import_id).await?;
     }
-    let insert = format!(
-        "INSERT INTO roster.{} (tenant, seq, at, import_id, key, kind, fields) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        log.name
-    );
+    let insert = log.insert_one();
     for change in direct {
         next += 1;
         tx.execute(
@@ -369,11 +375,7 @@ impl PostgresStore {
             let mut client = Connections::client(&pool).await?;
             let tx = client.transaction().await?;
             let log = LogTable::open(&tx, &tenant).await?;
-            let insert = format!(
-                "INSERT INTO roster.{} (tenant, seq, at, import_id, key, kind, fields) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                log.name
-            );
+            let insert = log.insert_one();
             for (seq, at, import_id, key, kind, fields) in &rows {
                 tx.execute(&insert, &[&tenant, seq, at, import_id, key, kind, fields])
                     .await

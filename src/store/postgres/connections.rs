@@ -106,6 +106,17 @@ impl Connections {
             anyhow!("PostgreSQL cannot be reached: {e}").context(crate::store::Unavailable)
         })
     }
+
+    /// A second pooled client if one is free (or can be made) at once; None rather than
+    /// waiting, so a request never holds one connection while it waits for another.
+    pub async fn spare(pool: &Pool) -> Option<deadpool_postgres::Object> {
+        let now = Timeouts {
+            wait: Some(Duration::ZERO),
+            create: Some(Duration::from_secs(2)),
+            recycle: Some(Duration::from_secs(2)),
+        };
+        pool.timeout_get(&now).await.ok()
+    }
 }
 
 /// True when `e` says the server went away or refused to serve (connection closed or broken,

@@ -20,7 +20,8 @@
 //! The server holds at most the cap's keys; Roster holds the page. What a filter past the
 //! cap pays is the part of the scan that found the cap's matches, then the count.
 
-use super::users_query::{count_on, spare_client, Condition, Param, LIVE};
+use super::connections::Connections;
+use super::users_query::{count_on, decoded, records_on, Condition, LIVE};
 use super::PostgresStore;
 use crate::model::filter::{Attribute, Op};
 use crate::model::packed::UserRec;
@@ -109,9 +110,8 @@ impl PostgresStore {
         );
         let (tenant, cond) = (tenant.to_string(), cond.clone());
         self.db.run(move |pool| async move {
-            let client = super::connections::Connections::client(&pool).await?;
-            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant];
-            params.extend(cond.params.iter().map(Param::as_sql));
+            let client = Connections::client(&pool).await?;
+            let params = cond.bound(&tenant);
             count_on(&client, &sql, &params).await
         })
     }
@@ -142,9 +142,8 @@ impl PostgresStore {
             i64::try_from(take).unwrap_or(i64::MAX),
         );
         let rows = self.db.run(move |pool| async move {
-            let client = super::connections::Connections::client(&pool).await?;
-            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant];
-            params.extend(cond.params.iter().map(Param::as_sql));
+            let client = Connections::client(&pool).await?;
+            let mut params = cond.bound(&tenant);
             params.extend([&ONE_SCAN_CAP as &(dyn ToSql + Sync), &take, &skip]);
             Ok(client.query(&sql, &params).await?)
         })?;
@@ -195,12 +194,11 @@ impl PostgresStore {
             i64::try_from(take).unwrap_or(i64::MAX),
         );
         let (total, rows) = self.db.run(move |pool| async move {
-            let mut client = super::connections::Connections::client(&pool).await?;
-            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant];
-            params.extend(cond.params.iter().map(Param::as_sql));
+            let mut client = Connections::client(&pool).await?;
+            let params = cond.bound(&tenant);
             let mut page_params = params.clone();
             page_params.extend([&take as &(dyn ToSql + Sync), &skip]);
-            let second = spare_client(&pool).await;
+            let second = Connections::spare(&pool).await;
             let walk = async {
                 let tx = client.transaction().await?;
                 tx.batch_execute(
@@ -208,7 +206,7 @@ impl PostgresStore {
                      SET LOCAL enable_sort = off",
                 )
                 .await?;
-                let rows = tx.query(&page_sql, &page_params).await?;
+                let rows = records_on(&*tx, &page_sql, &page_params).await?;
                 tx.commit().await?;
                 anyhow::Ok(rows)
             };
@@ -223,14 +221,9 @@ impl PostgresStore {
                 }
             }
         })?;
-        let mut users = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let (key, record): (String, Vec<u8>) = (r.try_get(0)?, r.try_get(1)?);
-            users.push(User::from_rec(&key, &UserRec::decode(&record)?));
-        }
         Ok(UserPage {
             total: u64::try_from(total).unwrap_or(0),
-            users,
+            users: decoded(rows)?,
         })
     }
 }

@@ -57,6 +57,15 @@ pub struct Condition {
     pub params: Vec<Param>,
 }
 
+impl Condition {
+    /// The statement's parameters: `$1` the tenant, then the condition's values from `$2`.
+    pub(super) fn bound<'a>(&'a self, tenant: &'a String) -> Vec<&'a (dyn ToSql + Sync)> {
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![tenant];
+        params.extend(self.params.iter().map(Param::as_sql));
+        params
+    }
+}
+
 /// Translates `f` to a SQL condition whose first placeholder is `$first`; None when an
 /// attribute has no exact column (the caller evaluates the filter itself).
 pub fn condition(f: &UserFilter, first: usize) -> Option<Condition> {
@@ -372,16 +381,15 @@ impl PostgresStore {
         );
         let (total, rows): (i64, Vec<(String, Vec<u8>)>) = self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
-            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant];
-            params.extend(cond.params.iter().map(Param::as_sql));
+            let params = cond.bound(&tenant);
             let mut page_params = params.clone();
             page_params.push(&take);
             page_params.push(&skip);
-            let page = records_on(&client, &page_sql, &page_params);
+            let page = records_on(&**client, &page_sql, &page_params);
             let Some(count_sql) = &count_sql else {
                 return Ok((known, page.await?));
             };
-            match spare_client(&pool).await {
+            match Connections::spare(&pool).await {
                 Some(second) => {
                     let counted = count_on(&second, count_sql, &params);
                     let (total, rows) = tokio::try_join!(counted, page)?;
@@ -440,8 +448,7 @@ impl PostgresStore {
         );
         let (total, rows): (i64, Vec<(String, Vec<u8>)>) = self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
-            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant];
-            params.extend(cond.params.iter().map(Param::as_sql));
+            let mut params = cond.bound(&tenant);
             let limit = cap + 1;
             let mut first = params.clone();
             first.extend([&limit as &(dyn ToSql + Sync), &take, &skip]);
@@ -498,19 +505,6 @@ impl PostgresStore {
     }
 }
 
-/// A pooled connection if one is free (or can be made) at once; None rather than waiting, so a
-/// request never holds one connection while it waits for a second.
-pub(super) async fn spare_client(
-    pool: &deadpool_postgres::Pool,
-) -> Option<deadpool_postgres::Object> {
-    let now = deadpool_postgres::Timeouts {
-        wait: Some(std::time::Duration::ZERO),
-        create: Some(std::time::Duration::from_secs(2)),
-        recycle: Some(std::time::Duration::from_secs(2)),
-    };
-    pool.timeout_get(&now).await.ok()
-}
-
 /// `sql`'s single count on `client`.
 pub(super) async fn count_on(
     client: &tokio_postgres::Client,
@@ -521,8 +515,8 @@ pub(super) async fn count_on(
 }
 
 /// `sql`'s (key, record) rows on `client`.
-async fn records_on(
-    client: &tokio_postgres::Client,
+pub(super) async fn records_on(
+    client: &impl tokio_postgres::GenericClient,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<(String, Vec<u8>)>> {
@@ -535,7 +529,7 @@ async fn records_on(
 }
 
 /// Users from `(key, packed record)` rows.
-fn decoded(rows: Vec<(String, Vec<u8>)>) -> Result<Vec<User>> {
+pub(super) fn decoded(rows: Vec<(String, Vec<u8>)>) -> Result<Vec<User>> {
     rows.iter()
         .map(|(key, record)| Ok(User::from_rec(key, &UserRec::decode(record)?)))
         .collect()

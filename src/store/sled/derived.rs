@@ -17,7 +17,7 @@ use super::SledStore;
 use crate::model::packed::for_each_changed;
 use crate::store::group_counts::{add_user, GroupDeltas};
 use crate::store::{Commit, Directory};
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use std::collections::HashMap;
 
 /// Bytes of list entries a commit may hold (see the module doc): some 200,000 changed users.
@@ -111,20 +111,9 @@ impl SledStore {
         let threads = crate::store::cores().clamp(1, 4);
         let chunk = changed.len().div_ceil(threads).max(1);
         let part_limit = limit / threads;
-        let parts: Vec<Result<Pass>> = std::thread::scope(|s| {
-            let handles: Vec<_> = changed
-                .chunks(chunk)
-                .map(|part| {
-                    s.spawn(move || self.read_part(tenant, part, lists, part_limit, groups))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow!("reading the changed buckets failed")))
-                })
-                .collect()
+        let chunks: Vec<&[Changed]> = changed.chunks(chunk).collect();
+        let parts = crate::store::on_threads(chunks.len(), |i| {
+            self.read_part(tenant, chunks[i], lists, part_limit, groups)
         });
         let mut all = Pass {
             groups: GroupDeltas::new(),

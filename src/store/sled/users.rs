@@ -349,22 +349,8 @@ impl SledStore {
             }
             Ok(first)
         };
-        let parts: Vec<Result<FirstKeys<Vec<u8>>>> = std::thread::scope(|s| {
-            let running: Vec<_> = (1..threads)
-                .map(|t| s.spawn(move || scan(t * share)))
-                .collect();
-            let mut parts = vec![scan(0)];
-            for r in running {
-                parts.push(r.join().unwrap_or_else(|_| {
-                    Err(anyhow::anyhow!(
-                        "a thread reading the users of {tenant} failed"
-                    ))
-                }));
-            }
-            parts
-        });
         let mut first: FirstKeys<Vec<u8>> = FirstKeys::new(skip, take);
-        for part in parts {
+        for part in crate::store::on_threads(threads, |t| scan(t * share)) {
             first.absorb(part?);
         }
         let (total, page) = first.page();
