@@ -207,7 +207,7 @@ fn every_filter_pages_the_same_on_sled_and_postgres() {
         // records over by their text before decoding them; PostgreSQL translates to SQL).
         let expected: Vec<String> = everyone
             .iter()
-            .filter(|u| u.status != roster::model::UserStatus::Deleted && f.matches(u))
+            .filter(|u| u.status != roster::model::UserStatus::Deleted && f.matches(*u))
             .map(|u| u.key.clone())
             .collect();
         let first = sled.users_matching("t", f, 0, 1000).unwrap();

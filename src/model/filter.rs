@@ -16,6 +16,7 @@
 use super::fields::LIST_SEP;
 use super::user::{User, UserStatus};
 use chrono::{DateTime, Utc};
+use std::borrow::Cow;
 
 /// What a filter can compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,113 +90,162 @@ pub enum UserFilter {
     Compare(Attribute, Op, Operand),
 }
 
+/// What a filter reads of one user: a decoded [`User`], or a stored record read where it lies
+/// ([`RecordView`](super::record_view::RecordView)), so that a store scanning records need not
+/// decode each one. Both give the same answers; the rules of comparing stay here.
+pub trait Subject {
+    fn is_active(&self) -> bool;
+    fn created_at(&self) -> DateTime<Utc>;
+    fn updated_at(&self) -> DateTime<Utc>;
+    /// Whether `test` holds for one of the text values of `a` (several for a list field, none
+    /// when absent); never called with `Active`, `Created` or `Modified`.
+    fn any_text(&self, a: &Attribute, test: &mut dyn FnMut(&str) -> bool) -> bool;
+}
+
 impl UserFilter {
     /// Whether `u` matches.
-    pub fn matches(&self, u: &User) -> bool {
+    pub fn matches(&self, u: &impl Subject) -> bool {
         match self {
             UserFilter::Everyone => true,
             UserFilter::And(a, b) => a.matches(u) && b.matches(u),
             UserFilter::Or(a, b) => a.matches(u) || b.matches(u),
             UserFilter::Not(f) => !f.matches(u),
-            UserFilter::Present(a) => !texts(u, a).iter().all(|t| t.is_empty()),
+            UserFilter::Present(a) if header_attribute(a) => true,
+            UserFilter::Present(a) => u.any_text(a, &mut |t| !t.is_empty()),
             UserFilter::Compare(a, op, value) => compare(u, a, *op, value),
         }
     }
-}
 
-impl UserFilter {
-    /// True when the filter reads nothing but whether a user is active and its times (`active`,
-    /// `meta.created`, `meta.lastModified`): a store can then answer it from a record's fixed
-    /// header (`packed::head_of`) without decoding the fields.
-    pub fn reads_status_and_times_only(&self) -> bool {
-        let header = |a: &Attribute| matches!(a, Attribute::Active) || a.is_time();
+    /// The same filter with each text compared case-insensitively already lower-cased, so that
+    /// evaluating it over many users does not lower-case the same text for each of them.
+    pub fn folded(&self) -> UserFilter {
+        let fold = |f: &UserFilter| Box::new(f.folded());
         match self {
-            UserFilter::Everyone => true,
-            UserFilter::And(a, b) | UserFilter::Or(a, b) => {
-                a.reads_status_and_times_only() && b.reads_status_and_times_only()
+            UserFilter::And(a, b) => UserFilter::And(fold(a), fold(b)),
+            UserFilter::Or(a, b) => UserFilter::Or(fold(a), fold(b)),
+            UserFilter::Not(f) => UserFilter::Not(fold(f)),
+            UserFilter::Compare(a, op, Operand::Text(t)) if !a.case_exact() => {
+                UserFilter::Compare(a.clone(), *op, Operand::Text(t.to_lowercase()))
             }
-            UserFilter::Not(f) => f.reads_status_and_times_only(),
-            UserFilter::Present(a) | UserFilter::Compare(a, _, _) => header(a),
+            other => other.clone(),
         }
     }
 }
 
-/// The text values of `a` for `u` (several for a list field, none when absent).
-fn texts(u: &User, a: &Attribute) -> Vec<String> {
-    let one = |v: Option<&String>| v.map(|s| vec![s.clone()]).unwrap_or_default();
-    match a {
-        Attribute::Key => vec![u.key.clone()],
-        Attribute::UserName => vec![u
-            .username
-            .as_ref()
-            .or(u.email.as_ref())
-            .unwrap_or(&u.key)
-            .clone()],
-        Attribute::Email => one(u.email.as_ref()),
-        Attribute::MappingCode => one(u.mapping_code.as_ref()),
-        Attribute::FirstName => one(u.first_name.as_ref()),
-        Attribute::LastName => one(u.last_name.as_ref()),
-        Attribute::FullName => {
-            let first = u.first_name.as_deref().unwrap_or("");
-            let last = u.last_name.as_deref().unwrap_or("");
-            let full = format!("{first} {last}").trim().to_string();
-            if full.is_empty() {
-                Vec::new()
-            } else {
-                vec![full]
-            }
-        }
-        Attribute::Field(name) => match u.fields.get(*name) {
-            Some(serde_json::Value::String(s)) => s.split(LIST_SEP).map(str::to_string).collect(),
-            Some(serde_json::Value::Array(items)) => items
-                .iter()
-                .filter_map(|i| i.as_str().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        },
-        Attribute::Custom(name) => one(u.attributes.get(name)),
-        Attribute::Active => vec![(u.status == UserStatus::Active).to_string()],
-        Attribute::Created => vec![u.created_at.to_rfc3339()],
-        Attribute::Modified => vec![u.updated_at.to_rfc3339()],
-    }
+/// `active` and the times, read from a record's fixed header: every user has them (so they
+/// are always present).
+fn header_attribute(a: &Attribute) -> bool {
+    matches!(a, Attribute::Active) || a.is_time()
 }
 
-fn compare(u: &User, a: &Attribute, op: Op, value: &Operand) -> bool {
-    match (a, value) {
-        (Attribute::Active, Operand::Bool(b)) => {
-            let active = u.status == UserStatus::Active;
-            match op {
-                Op::Eq => active == *b,
-                Op::Ne => active != *b,
+impl Subject for User {
+    fn is_active(&self) -> bool {
+        self.status == UserStatus::Active
+    }
+    fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+    fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+    fn any_text(&self, a: &Attribute, test: &mut dyn FnMut(&str) -> bool) -> bool {
+        let one = |v: &Option<String>, test: &mut dyn FnMut(&str) -> bool| {
+            v.as_deref().is_some_and(&mut *test)
+        };
+        match a {
+            Attribute::Key => test(&self.key),
+            Attribute::UserName => test(
+                self.username
+                    .as_ref()
+                    .or(self.email.as_ref())
+                    .unwrap_or(&self.key),
+            ),
+            Attribute::Email => one(&self.email, test),
+            Attribute::MappingCode => one(&self.mapping_code, test),
+            Attribute::FirstName => one(&self.first_name, test),
+            Attribute::LastName => one(&self.last_name, test),
+            Attribute::FullName => full_name(self.first_name.as_deref(), self.last_name.as_deref())
+                .is_some_and(|full| test(&full)),
+            Attribute::Field(name) => match self.fields.get(*name) {
+                Some(serde_json::Value::String(s)) => s.split(LIST_SEP).any(test),
+                Some(serde_json::Value::Array(items)) => {
+                    items.iter().filter_map(|i| i.as_str()).any(test)
+                }
                 _ => false,
-            }
+            },
+            Attribute::Custom(name) => self.attributes.get(name).is_some_and(|s| test(s)),
+            Attribute::Active | Attribute::Created | Attribute::Modified => false,
         }
-        (Attribute::Created, Operand::Time(t)) => order(op, u.created_at.cmp(t)),
-        (Attribute::Modified, Operand::Time(t)) => order(op, u.updated_at.cmp(t)),
-        (a, Operand::Text(want)) if !a.is_time() && *a != Attribute::Active => {
-            let have = texts(u, a);
+    }
+}
+
+/// "First Last" as `displayName` shows it, None when both are empty.
+pub fn full_name(first: Option<&str>, last: Option<&str>) -> Option<String> {
+    let full = format!("{} {}", first.unwrap_or(""), last.unwrap_or(""));
+    let full = full.trim();
+    (!full.is_empty()).then(|| full.to_string())
+}
+
+fn compare(u: &impl Subject, a: &Attribute, op: Op, value: &Operand) -> bool {
+    match (a, value) {
+        (Attribute::Active, Operand::Bool(b)) => match op {
+            Op::Eq => u.is_active() == *b,
+            Op::Ne => u.is_active() != *b,
+            _ => false,
+        },
+        (Attribute::Created, Operand::Time(t)) => order(op, u.created_at().cmp(t)),
+        (Attribute::Modified, Operand::Time(t)) => order(op, u.updated_at().cmp(t)),
+        (a, Operand::Text(want)) if !header_attribute(a) => {
+            let exact = a.case_exact();
+            let want = if exact {
+                Cow::Borrowed(want.as_str())
+            } else {
+                lower(want)
+            };
             if op == Op::Ne {
-                return !have.iter().any(|h| text_op(a, Op::Eq, h, want));
+                return !u.any_text(a, &mut |have| text_op(exact, Op::Eq, have, &want));
             }
-            have.iter().any(|h| text_op(a, op, h, want))
+            u.any_text(a, &mut |have| text_op(exact, op, have, &want))
         }
         _ => false,
     }
 }
 
-fn text_op(a: &Attribute, op: Op, have: &str, want: &str) -> bool {
-    let (have, want) = if a.case_exact() {
-        (have.to_string(), want.to_string())
+/// `s` lower-cased; not copied when it has no letter to change.
+fn lower(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+        Cow::Owned(s.to_lowercase())
     } else {
-        (have.to_lowercase(), want.to_lowercase())
-    };
+        Cow::Borrowed(s)
+    }
+}
+
+/// `have` compared by `op` with `want`, which is lower-case already unless `exact`. An ASCII
+/// `have` is lower-cased as it is read (for ASCII text that is what `to_lowercase` does), so
+/// the usual value costs no copy.
+fn text_op(exact: bool, op: Op, have: &str, want: &str) -> bool {
+    if exact || have.is_ascii() {
+        return bytes_op(op, have.as_bytes(), want.as_bytes(), !exact);
+    }
+    bytes_op(op, have.to_lowercase().as_bytes(), want.as_bytes(), false)
+}
+
+/// `op` on the bytes of two texts (byte order is the order of `str`); `fold` lower-cases the
+/// ASCII letters of `have`.
+fn bytes_op(op: Op, have: &[u8], want: &[u8], fold: bool) -> bool {
+    let read = |b: &u8| if fold { b.to_ascii_lowercase() } else { *b };
+    let same = |h: &[u8]| h.len() == want.len() && h.iter().map(read).eq(want.iter().copied());
+    let tail = have
+        .len()
+        .checked_sub(want.len())
+        .and_then(|at| have.get(at..));
     match op {
-        Op::Eq => have == want,
-        Op::Ne => have != want,
-        Op::Co => have.contains(&want),
-        Op::Sw => have.starts_with(&want),
-        Op::Ew => have.ends_with(&want),
-        _ => order(op, have.as_str().cmp(want.as_str())),
+        Op::Eq => same(have),
+        Op::Ne => !same(have),
+        Op::Co => want.is_empty() || have.windows(want.len()).any(same),
+        Op::Sw => have.get(..want.len()).is_some_and(same),
+        Op::Ew => tail.is_some_and(same),
+        _ => order(op, have.iter().map(read).cmp(want.iter().copied())),
     }
 }
 
@@ -288,12 +338,6 @@ mod tests {
         let either = UserFilter::Or(Box::new(active), Box::new(since(2026, 7)));
         assert!(either.matches(&u));
         assert!(!UserFilter::Not(Box::new(either)).matches(&u));
-        assert!(UserFilter::Not(Box::new(both.clone())).reads_status_and_times_only());
-        assert!(
-            !UserFilter::And(Box::new(both), Box::new(cmp(Attribute::Key, Op::Eq, "k")))
-                .reads_status_and_times_only()
-        );
-        assert!(!UserFilter::Present(Attribute::Email).reads_status_and_times_only());
         // A boolean compared with text, or active with `co`, matches nobody.
         assert!(!cmp(Attribute::Active, Op::Eq, "true").matches(&u));
     }

@@ -6,6 +6,7 @@
 //! * [`change`]: a change to one user, as a preview lists it;
 //! * [`changelog`]: the change log and event log a commit writes, and delivery cursors;
 //! * [`filter`]: a filter over users ([`UserFilter`]) and whether a user matches it;
+//! * [`record_view`]: a stored record read in place for a filter, without decoding it;
 //! * [`user`]: a directory user as shown outside ([`User`], [`UserStatus`]) and the restore rule;
 //! * [`fields`]: the field table (names, kinds, [`LIST_SEP`](fields::LIST_SEP));
 //! * [`packed`]: the packed user record and bucket, the form the import engine plans on and
@@ -21,6 +22,7 @@ pub mod fields;
 pub mod filter;
 pub mod packed;
 pub mod record;
+pub mod record_view;
 pub mod user;
 
 pub use change::{Change, FieldChange};

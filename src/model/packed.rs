@@ -201,6 +201,33 @@ pub fn field_of<'a>(rec: &'a [u8], name: &str) -> Result<Option<&'a str>> {
     Ok(None)
 }
 
+/// Calls `visit` with each field of an encoded record (name, value bytes) in stored order,
+/// until it gives false; allocates nothing. An error when the record is damaged.
+pub fn fields_of<'a>(rec: &'a [u8], mut visit: impl FnMut(&str, &'a [u8]) -> bool) -> Result<()> {
+    let mut r = Cursor::new(rec);
+    r.take(HEADER_LEN)?;
+    r.bytes()?;
+    let n = r.varint()?;
+    for _ in 0..n {
+        let tag = r.byte()?;
+        let name = if tag == CUSTOM_NAME {
+            match std::str::from_utf8(r.bytes()?) {
+                Ok(name) => name,
+                Err(_) => bail!("stored data is damaged (not UTF-8)"),
+            }
+        } else {
+            match FIELD_NAMES.get(tag as usize) {
+                Some(name) => name,
+                None => bail!("stored data is damaged (unknown field id {tag})"),
+            }
+        };
+        if !visit(name, r.bytes()?) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// Iterates the (key, record) pairs of a bucket blob without copying.
 pub fn bucket_entries(blob: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
     let mut r = Cursor::new(blob);

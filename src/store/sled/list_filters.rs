@@ -338,7 +338,7 @@ mod tests {
             };
             let want: Vec<String> = everyone
                 .iter()
-                .filter(|u| u.status != crate::model::UserStatus::Deleted && filter.matches(u))
+                .filter(|u| u.status != crate::model::UserStatus::Deleted && filter.matches(*u))
                 .map(|u| u.key.clone())
                 .collect();
             for (skip, take) in [(0, 100), (0, 3), (2, 5), (9, 1), (want.len(), 2)] {

@@ -5,9 +5,9 @@
 //!
 //! A filter enters as a `UserFilter`; [`Needles::of`] keeps it only when it is an `or` of `eq`,
 //! `sw`, `co` or `ew` comparisons with ASCII text on attributes whose value is stored text
-//! (a field, or the key for `eq`/`sw`), which is what the console builds and what most SCIM
-//! filters are (the SCIM read looks for them on one side of an `and` too); any other filter
-//! gives None and every record is decoded. [`Needles::may_match`] is never false for a record the filter matches: it looks
+//! (a field, or the key for `eq`/`sw`), which is what the console builds; any other filter
+//! gives None and every record is decoded. (SCIM's reads test each record in place instead,
+//! `model::record_view`, which costs less than this scan of its text.) [`Needles::may_match`] is never false for a record the filter matches: it looks
 //! for every word at once (one Aho-Corasick scan, ASCII case-insensitive: a superset of
 //! case-exact) in the record's text part (every field's
 //! value, and more), and gives true for any record or key with non-ASCII bytes (where Unicode

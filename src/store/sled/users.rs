@@ -23,9 +23,8 @@ use super::search::Needles;
 use super::{Replaced, SledStore};
 use crate::model::bucket::{bucket_of, BUCKETS};
 use crate::model::filter::{Attribute, Op, Operand};
-use crate::model::packed::{
-    bucket_entries, head_of, status_of, UserRec, STATUS_ACTIVE, STATUS_DELETED,
-};
+use crate::model::packed::{bucket_entries, status_of, UserRec, STATUS_ACTIVE, STATUS_DELETED};
+use crate::model::record_view::RecordView;
 use crate::model::{User, UserFilter, UserPage, UserStatus};
 use crate::store::group_counts::groups_of;
 use crate::store::{Directory, FirstKeys, GroupPage, Users};
@@ -73,9 +72,8 @@ impl Users for SledStore {
 
     /// From a user list for no filter or `eq` on a listed attribute (see `lookup`); from
     /// the buckets of the candidates for a filter the lists narrow down (`eq`, `sw`, `id eq`,
-    /// in `and` and `or`); else from every bucket, where a record is decoded only when its
-    /// status byte says it is not deleted and, for a filter with text the record must contain
-    /// (see `search`), when that text is in it.
+    /// in `and` and `or`); else from every bucket, where each record whose status byte says
+    /// it is not deleted is tested in place (`RecordView`): only the page's users are decoded.
     fn users_matching(
         &self,
         tenant: &str,
@@ -93,20 +91,16 @@ impl Users for SledStore {
                     return self.candidate_page(tenant, &keys, filter, skip, take);
                 }
             }
-            let needles = prefilter(filter);
-            let header_only = filter.reads_status_and_times_only();
+            // Each record is tested where it lies (`RecordView`): its status byte, then only
+            // the fields the filter names. No text prefilter (`search::Needles`) here: looking
+            // for a word in every record cost more than the test itself (a `co` over 1,000,000
+            // users: 137 ms with it, 79 ms without, when every record has the word's start).
+            let folded = filter.folded();
             let keep = |k: &[u8], v: &[u8]| -> Result<bool> {
-                if !may_pass(k, v, is_live, needles.as_ref()) {
+                if !is_live(status_of(v)) {
                     return Ok(false);
                 }
-                if *filter == UserFilter::Everyone {
-                    return Ok(true);
-                }
-                if header_only {
-                    // The filter reads no key and no field: the header's user is enough.
-                    return Ok(filter.matches(&User::from_rec("", &head_of(v)?)));
-                }
-                Ok(filter.matches(&decoded(k, v)?))
+                RecordView::new(k, v)?.matches(&folded)
             };
             self.page_by_record(tenant, &keep, skip, take)
         })
@@ -134,8 +128,10 @@ impl Users for SledStore {
             // A search: records that cannot contain its text are passed over undecoded.
             let needles = Needles::of(filter);
             let wanted = |b: u8| status.is_none_or(|s| UserStatus::from_byte(b) == s);
+            let folded = filter.folded();
             let keep = |k: &[u8], v: &[u8]| -> Result<bool> {
-                Ok(may_pass(k, v, wanted, needles.as_ref()) && filter.matches(&decoded(k, v)?))
+                Ok(may_pass(k, v, wanted, needles.as_ref())
+                    && RecordView::new(k, v)?.matches(&folded)?)
             };
             let mut page = self.page_by_record(tenant, &keep, skip, take)?;
             page.total = page.total.min(crate::store::SEARCH_COUNT_CAP + 1);
@@ -234,15 +230,6 @@ impl SledStore {
     }
 }
 
-/// Text a stored record must contain to match `f` (`search::Needles`), from `f` or from one
-/// side of an `and` (each side is necessary).
-fn prefilter(f: &UserFilter) -> Option<Needles> {
-    match f {
-        UserFilter::And(a, b) => prefilter(a).or_else(|| prefilter(b)),
-        _ => Needles::of(f),
-    }
-}
-
 /// The user stored under key `k` as record `v`.
 fn decoded(k: &[u8], v: &[u8]) -> Result<User> {
     Ok(User::from_rec(
@@ -306,7 +293,10 @@ impl SledStore {
                 continue;
             };
             for (k, v) in bucket_entries(&blob)? {
-                if wanted.contains(&k) && is_live(status_of(v)) && filter.matches(&decoded(k, v)?) {
+                if wanted.contains(&k)
+                    && is_live(status_of(v))
+                    && RecordView::new(k, v)?.matches(filter)?
+                {
                     matching.insert(k.to_vec());
                 }
             }
