@@ -2,9 +2,7 @@
 
 use super::*;
 
-#[allow(dead_code)]
-#[path = "../../../tests/support/postgres.rs"]
-mod test_postgres;
+use super::super::test_postgres;
 
 #[test]
 fn every_connection_runs_without_jit_where_the_server_would_use_it() {

@@ -60,6 +60,12 @@ mod tls;
 mod users;
 mod users_query;
 
+/// The throwaway PostgreSQL cluster the integration tests use, for this folder's unit tests.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../../tests/support/postgres.rs"]
+mod test_postgres;
+
 pub use migrate::{migrate, migrate_to, refuse_newer, schema_version, Migrated, SCHEMA_VERSION};
 pub use target::{parse_url, PostgresTarget, TlsMode};
 

@@ -5,9 +5,7 @@ use super::*;
 use crate::store::Store;
 use chrono::TimeZone;
 
-#[allow(dead_code)]
-#[path = "../../../tests/support/postgres.rs"]
-mod test_postgres;
+use super::super::test_postgres;
 
 fn open(pg: &test_postgres::TestPostgres) -> PostgresStore {
     let url = pg.create_database("hr");
