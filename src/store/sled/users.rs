@@ -11,10 +11,9 @@
 //! and a group's members are read as a list range (the slots of the page); a filter the lists
 //! narrow down (`sw` too, `id eq`, in `and`/`or`) reads only its candidate users' buckets; any
 //! other reads every bucket, testing each record's
-//! status byte and, when the filter names text the record must contain, that text
-//! (`search::Needles`) before decoding it (a filter on `active` and `meta.*` only reads the
-//! record's fixed header), so their time grows with the directory while their
-//! memory stays bounded by the keys of the first `skip + take` matches. `groups_page` reads the member counts every
+//! status byte and then the record where it lies (`model::record_view`: only the fields the
+//! filter names, nothing decoded but the page's users), so their time grows with the directory
+//! while their memory stays bounded by the keys of the first `skip + take` matches. `groups_page` reads the member counts every
 //! commit keeps (`groups`), not the buckets. The console's listing without a search
 //! (`users_matching_status` with `Everyone`) tests only each record's status byte, decoding no
 //! user but the page's (`page_by_record`).
