@@ -157,9 +157,34 @@ fn open_sled(dir: &Path) -> sled::Result<sled::Db> {
             .cache_capacity(16 * 1024 * 1024)
             .open()
     };
-    match open() {
-        Err(sled::Error::Corruption { .. }) if remove_unfinished_snapshots(dir)? > 0 => open(),
+    match open_unlocked(open) {
+        Err(sled::Error::Corruption { .. }) if remove_unfinished_snapshots(dir)? > 0 => {
+            open_unlocked(open)
+        }
         opened => opened,
+    }
+}
+
+/// How long opening waits for the store's file lock to be let go.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `open`, tried again for up to [`LOCK_WAIT`] while another handle holds the file lock: a
+/// store just closed in this process (or a process that is stopping) lets go of it only when
+/// sled's background writes end, a moment after the last handle is dropped. Another process
+/// that keeps the store open still gets the error, after the wait.
+fn open_unlocked(open: impl Fn() -> sled::Result<sled::Db>) -> sled::Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match open() {
+            // sled 0.34 reports the lock as an `Other` error with this sentence.
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            opened => return opened,
+        }
     }
 }
 
@@ -317,5 +342,37 @@ impl Backend for SledStore {
 
     fn settle(&self) {
         self.wait_for_lists();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn opening_waits_for_a_handle_let_go_a_moment_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SledStore::open(dir.path()).unwrap();
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(first);
+        });
+        let second = SledStore::open(dir.path());
+        holder.join().unwrap();
+        assert!(second.is_ok(), "{:#}", second.err().unwrap());
+    }
+
+    #[test]
+    fn a_store_kept_open_is_refused_after_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let _kept = SledStore::open(dir.path()).unwrap();
+        let started = Instant::now();
+        let refused = SledStore::open(dir.path()).err().unwrap();
+        assert!(started.elapsed() >= LOCK_WAIT);
+        assert!(
+            format!("{refused:#}").contains("is another roster process using it?"),
+            "{refused:#}"
+        );
     }
 }
