@@ -18,6 +18,8 @@ pub const USERNAME: &str = "username";
 pub const MAPPING_CODE: &str = "mapping_code";
 pub const FIRST_NAME: &str = "first_name";
 pub const LAST_NAME: &str = "last_name";
+/// All five, for a reader that must leave them out of the `fields` map as a `User` does.
+pub const MEMBER_FIELDS: [&str; 5] = [EMAIL, USERNAME, MAPPING_CODE, FIRST_NAME, LAST_NAME];
 
 /// How a field's cells are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

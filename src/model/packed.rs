@@ -122,7 +122,7 @@ impl UserRec {
         }
         rec.fields.reserve(n as usize);
         for _ in 0..n {
-            let name = r.name()?.into_owned();
+            let name = r.name()?.to_string();
             let value = r.string()?;
             rec.fields.push((name, value));
         }
@@ -181,10 +181,7 @@ pub fn digest_of(rec: &[u8]) -> Option<&[u8]> {
 
 /// One field of an encoded record, found without decoding the others.
 pub fn field_of<'a>(rec: &'a [u8], name: &str) -> Result<Option<&'a str>> {
-    let mut r = Cursor::new(rec);
-    r.take(HEADER_LEN)?;
-    r.bytes()?;
-    let n = r.varint()?;
+    let (mut r, n) = Cursor::at_fields(rec)?;
     let want = name_id(name);
     for _ in 0..n {
         let tag = r.byte()?;
@@ -204,23 +201,9 @@ pub fn field_of<'a>(rec: &'a [u8], name: &str) -> Result<Option<&'a str>> {
 /// Calls `visit` with each field of an encoded record (name, value bytes) in stored order,
 /// until it gives false; allocates nothing. An error when the record is damaged.
 pub fn fields_of<'a>(rec: &'a [u8], mut visit: impl FnMut(&str, &'a [u8]) -> bool) -> Result<()> {
-    let mut r = Cursor::new(rec);
-    r.take(HEADER_LEN)?;
-    r.bytes()?;
-    let n = r.varint()?;
+    let (mut r, n) = Cursor::at_fields(rec)?;
     for _ in 0..n {
-        let tag = r.byte()?;
-        let name = if tag == CUSTOM_NAME {
-            match std::str::from_utf8(r.bytes()?) {
-                Ok(name) => name,
-                Err(_) => bail!("stored data is damaged (not UTF-8)"),
-            }
-        } else {
-            match FIELD_NAMES.get(tag as usize) {
-                Some(name) => name,
-                None => bail!("stored data is damaged (unknown field id {tag})"),
-            }
-        };
+        let name = r.name()?;
         if !visit(name, r.bytes()?) {
             break;
         }
@@ -347,6 +330,16 @@ impl<'a> Cursor<'a> {
         Cursor { buf, at: 0 }
     }
 
+    /// A cursor at the first field of encoded record `rec` (past the header and the password
+    /// hash), and the number of fields.
+    fn at_fields(rec: &'a [u8]) -> Result<(Cursor<'a>, u64)> {
+        let mut r = Cursor::new(rec);
+        r.take(HEADER_LEN)?;
+        r.bytes()?;
+        let n = r.varint()?;
+        Ok((r, n))
+    }
+
     /// Bytes read so far.
     pub fn pos(&self) -> usize {
         self.at
@@ -391,13 +384,16 @@ impl<'a> Cursor<'a> {
     }
 
     /// Reads a field name written by [`put_name`].
-    pub fn name(&mut self) -> Result<std::borrow::Cow<'static, str>> {
+    pub fn name(&mut self) -> Result<&'a str> {
         let tag = self.byte()?;
         if tag == CUSTOM_NAME {
-            return Ok(std::borrow::Cow::Owned(self.string()?));
+            return match std::str::from_utf8(self.bytes()?) {
+                Ok(name) => Ok(name),
+                Err(_) => bail!("stored data is damaged (not UTF-8)"),
+            };
         }
         match FIELD_NAMES.get(tag as usize) {
-            Some(n) => Ok(std::borrow::Cow::Borrowed(n)),
+            Some(n) => Ok(n),
             None => bail!("stored data is damaged (unknown field id {tag})"),
         }
     }

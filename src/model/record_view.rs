@@ -11,7 +11,9 @@
 //! decoding would be (a bucket's LZ4 block and framing are checked as it is read). Pure: no
 //! I/O, no allocation for the usual ASCII text.
 
-use super::fields::{custom_name, EMAIL, FIRST_NAME, LAST_NAME, LIST_SEP, MAPPING_CODE, USERNAME};
+use super::fields::{
+    custom_name, EMAIL, FIRST_NAME, LAST_NAME, LIST_SEP, MAPPING_CODE, MEMBER_FIELDS, USERNAME,
+};
 use super::filter::{full_name, Attribute, Subject, UserFilter};
 use super::packed::{fields_of, head_of, UserRec};
 use super::user::millis_to_time;
@@ -106,7 +108,11 @@ impl Subject for RecordView<'_> {
             Attribute::FullName => full_name(self.field(FIRST_NAME), self.field(LAST_NAME))
                 .is_some_and(|full| test(&full)),
             // A `User` shows these names as its own members or as attributes, not as fields.
-            Attribute::Field(name) if is_member(name) || custom_name(name).is_some() => false,
+            Attribute::Field(name)
+                if MEMBER_FIELDS.contains(name) || custom_name(name).is_some() =>
+            {
+                false
+            }
             Attribute::Field(name) => self
                 .field(name)
                 .is_some_and(|value| value.split(LIST_SEP).any(test)),
@@ -116,11 +122,6 @@ impl Subject for RecordView<'_> {
             Attribute::Active | Attribute::Created | Attribute::Modified => false,
         }
     }
-}
-
-/// The field names a `User` shows as members of its own.
-fn is_member(name: &str) -> bool {
-    [EMAIL, USERNAME, MAPPING_CODE, FIRST_NAME, LAST_NAME].contains(&name)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! item <> ''`, as migration 7 filled the table. Groups whose count reaches 0 lose their row.
 
 use super::connections::Connections;
+use super::users_query::window;
 use super::PostgresStore;
 use crate::store::group_counts::GroupDeltas;
 use crate::store::{GroupPage, GroupSummary};
@@ -107,10 +108,7 @@ impl PostgresStore {
         take: usize,
     ) -> Result<GroupPage> {
         let (tenant, name) = (tenant.to_string(), name.map(str::to_string));
-        let (skip, take) = (
-            i64::try_from(skip).unwrap_or(i64::MAX),
-            i64::try_from(take).unwrap_or(i64::MAX),
-        );
+        let (skip, take) = window(skip, take);
         let (total, rows): (i64, Vec<(String, i64)>) = self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
             let total: i64 = client

@@ -21,11 +21,10 @@
 //! cap pays is the part of the scan that found the cap's matches, then the count.
 
 use super::connections::Connections;
-use super::users_query::{count_on, decoded, records_on, Condition, LIVE};
+use super::users_query::{count_on, decoded, records_on, window, Condition, LIVE};
 use super::PostgresStore;
 use crate::model::filter::{Attribute, Op};
-use crate::model::packed::UserRec;
-use crate::model::{User, UserFilter, UserPage};
+use crate::model::{UserFilter, UserPage};
 use anyhow::Result;
 use tokio_postgres::types::ToSql;
 
@@ -137,10 +136,7 @@ impl PostgresStore {
             n + 4
         );
         let tenant = tenant.to_string();
-        let (skip, take) = (
-            i64::try_from(skip).unwrap_or(i64::MAX),
-            i64::try_from(take).unwrap_or(i64::MAX),
-        );
+        let (skip, take) = window(skip, take);
         let rows = self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
             let mut params = cond.bound(&tenant);
@@ -148,12 +144,12 @@ impl PostgresStore {
             Ok(client.query(&sql, &params).await?)
         })?;
         let mut total = 0i64;
-        let mut users = Vec::with_capacity(rows.len());
+        let mut page = Vec::with_capacity(rows.len());
         for r in &rows {
             total = r.try_get(0)?;
             let (key, record): (Option<String>, Option<Vec<u8>>) = (r.try_get(1)?, r.try_get(2)?);
             if let (Some(key), Some(record)) = (key, record) {
-                users.push(User::from_rec(&key, &UserRec::decode(&record)?));
+                page.push((key, record));
             }
         }
         if total >= ONE_SCAN_CAP {
@@ -161,7 +157,7 @@ impl PostgresStore {
         }
         Ok(Some(UserPage {
             total: u64::try_from(total).unwrap_or(0),
-            users,
+            users: decoded(page)?,
         }))
     }
 }
@@ -189,10 +185,7 @@ impl PostgresStore {
             n + 3
         );
         let tenant = tenant.to_string();
-        let (skip, take) = (
-            i64::try_from(skip).unwrap_or(i64::MAX),
-            i64::try_from(take).unwrap_or(i64::MAX),
-        );
+        let (skip, take) = window(skip, take);
         let (total, rows) = self.db.run(move |pool| async move {
             let mut client = Connections::client(&pool).await?;
             let params = cond.bound(&tenant);

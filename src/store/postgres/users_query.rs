@@ -375,10 +375,7 @@ impl PostgresStore {
             n + 2,
             n + 3
         );
-        let (skip, take) = (
-            i64::try_from(skip).unwrap_or(i64::MAX),
-            i64::try_from(take).unwrap_or(i64::MAX),
-        );
+        let (skip, take) = window(skip, take);
         let (total, rows): (i64, Vec<(String, Vec<u8>)>) = self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
             let params = cond.bound(&tenant);
@@ -442,10 +439,7 @@ impl PostgresStore {
             n + 3
         );
         let cap = i64::try_from(SEARCH_COUNT_CAP).unwrap_or(i64::MAX);
-        let (skip, take) = (
-            i64::try_from(skip).unwrap_or(i64::MAX),
-            i64::try_from(take).unwrap_or(i64::MAX),
-        );
+        let (skip, take) = window(skip, take);
         let (total, rows): (i64, Vec<(String, Vec<u8>)>) = self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
             let mut params = cond.bound(&tenant);
@@ -503,6 +497,12 @@ impl PostgresStore {
         };
         self.page_where(tenant, cond, (skip, take), count)
     }
+}
+
+/// A page's `skip` and `take` as SQL's `OFFSET` and `LIMIT` values (beyond `i64`: no limit).
+pub(super) fn window(skip: usize, take: usize) -> (i64, i64) {
+    let big = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    (big(skip), big(take))
 }
 
 /// `sql`'s single count on `client`.
