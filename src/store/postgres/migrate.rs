@@ -11,7 +11,7 @@
 use anyhow::{bail, Context};
 
 /// The schema version this binary creates and expects.
-pub const SCHEMA_VERSION: i32 = 10;
+pub const SCHEMA_VERSION: i32 = 11;
 
 /// Key of the advisory lock migrations run under ("Roster" in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x0052_6f73_7465_7201;
@@ -73,6 +73,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 10,
         name: "packed_staged_changes",
         sql: include_str!("schema/0010_packed_staged_changes.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "cheaper_indexes",
+        sql: include_str!("schema/0011_cheaper_indexes.sql"),
     },
 ];
 
