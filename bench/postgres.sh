@@ -9,7 +9,11 @@
 #   anti-join PostgreSQL plans well; NOT IN over a million text ids without a hashed subplan
 #   would make the baseline far slower than a DBA's).
 #
-# Prints wall time and peak RSS (/usr/bin/time -v) of each. The server is a throwaway cluster
+# Prints wall time, CPU work and peak RSS (/usr/bin/time -v) of each. CPU work is the
+# core-seconds the whole machine spent busy during the step (bench/lib.sh busy_seconds): the
+# importer and the server's processes together, so what a step costs on more cores or fewer
+# can be told from what it waits on; anything else running on the machine counts too.
+# The server is a throwaway cluster
 # (initdb in a temp folder, a free port, PostgreSQL's default settings; run as `nobody` when
 # this script runs as root), stopped at the end. Peak RSS is the importing process only; the
 # server's memory is the same for both and is not counted.
@@ -79,11 +83,14 @@ SQL
 
 measure() { # label, command...
     local label="$1"; shift
+    local before; before=$(busy_seconds)
     local out; out=$( { /usr/bin/time -v "$@" >"$WORK/out.txt"; } 2>&1 )
-    local wall rss
+    local wall rss cpu
+    cpu=$(awk -v a="$before" -v b="$(busy_seconds)" 'BEGIN {printf "%.1f", b - a}')
     wall=$(echo "$out" | awk -F': ' '/Elapsed \(wall clock\)/ {print $2}')
     rss=$(echo "$out" | awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}')
-    printf '%-30s wall %-8s peak RSS %4s MB | %s\n' "$label" "$wall" "$rss" "$(head -1 "$WORK/out.txt")"
+    printf '%-30s wall %-8s cpu %5s core-s  peak RSS %4s MB | %s\n' "$label" "$wall" "$cpu" "$rss" \
+        "$(head -1 "$WORK/out.txt")"
 }
 
 echo "rows: $ROWS ($(du -hL "$CSV" | cut -f1)), cores: $(nproc), PostgreSQL $("${PSQL[@]}" -d postgres -At -c "SHOW server_version" | cut -d" " -f1)," \
