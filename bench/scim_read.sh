@@ -8,8 +8,10 @@
 # column directly, since the bench file has no groups column, and counted into
 # `roster.user_groups` as migration 7 does), runs `roster serve` on that
 # database, and times each request with curl (the median of 5, after one warm-up), printing
-# the HTTP status, totalResults, the median time, and the server's peak RSS (VmHWM) before
-# and after the requests (memory bounded by the page: it must not grow with the tenant).
+# the HTTP status, totalResults, the median time, the CPU work of one request (core-seconds
+# the machine spent busy during the five, divided by five: roster, PostgreSQL's processes and
+# curl together; bench/lib.sh busy_seconds), and the server's peak RSS (VmHWM) before and
+# after the requests (memory bounded by the page: it must not grow with the tenant).
 #
 # Usage: bench/scim_read.sh [ROWS] [debug|release]   (default 1000000 release)
 #   ROSTER_BENCH_DIR=DIR   work folder (CSV files) instead of /tmp/roster-bench
@@ -135,13 +137,16 @@ enc() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[
 timed() { # LABEL PATH
     local url="http://127.0.0.1:$ADMIN_PORT/scim/v2$2" times=() out status total
     curl -s -o /dev/null -H "Authorization: Bearer $SCIM_TOKEN" "$url"
+    local before; before=$(busy_seconds)
     for _ in 1 2 3 4 5; do
         times+=("$(curl -s -o "$PGDIR/body" -w '%{time_total}' -H "Authorization: Bearer $SCIM_TOKEN" "$url")")
     done
+    local cpu; cpu=$(awk -v a="$before" -v b="$(busy_seconds)" 'BEGIN {printf "%.0f", (b - a) * 1000 / 5}')
     status=$(curl -s -o "$PGDIR/body" -w '%{http_code}' -H "Authorization: Bearer $SCIM_TOKEN" "$url")
     total=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d.get("totalResults", d.get("id", "-")))' "$PGDIR/body" 2>/dev/null || echo "?")
     median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 3p)
-    printf '%-48s %s  total %-8s  median %6.1f ms\n' "$1" "$status" "$total" "$(echo "$median * 1000" | bc -l)"
+    printf '%-48s %s  total %-8s  median %6.1f ms  cpu %4s ms\n' "$1" "$status" "$total" \
+        "$(echo "$median * 1000" | bc -l)" "$cpu"
 }
 F() { echo "/Users?filter=$(enc "$1")&count=${2:-100}"; }
 echo "== requests (median of 5)"

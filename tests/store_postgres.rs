@@ -127,12 +127,11 @@ async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
     }
 }
 
-/// Migration 11's indexes. `roster.lower_items` (the array's text lower-cased and read back)
-/// gives what lower-casing each item gives, for items that the array's text form quotes or
-/// escapes, and the GIN index built on it answers a group lookup; the one index of `email`
-/// (text_pattern_ops) answers both a lookup by email and a search by its prefix.
+/// `roster.lower_items` (migration 11: the array's text lower-cased and read back) gives what
+/// lower-casing each item gives, for items that the array's text form quotes or escapes, and
+/// the GIN index built on it answers a group lookup.
 #[tokio::test]
-async fn migration_11_indexes_answer_what_the_dropped_ones_did() {
+async fn lower_items_lowers_each_item_and_its_index_is_used() {
     let pg = TestPostgres::start();
     let config = pg_config(&pg.create_database("hr"));
     migrate(&config).await.unwrap();
@@ -158,24 +157,16 @@ async fn migration_11_indexes_answer_what_the_dropped_ones_did() {
         "hr",
         "CREATE TABLE roster.user_rows_t PARTITION OF roster.user_rows FOR VALUES IN ('t'); \
          INSERT INTO roster.user_rows_t (tenant, key, status, attributes, created_at, \
-         updated_at, bucket, record, groups, email) SELECT 't', 'u' || i, 'active', '{}', \
-         now(), now(), 0, '', ARRAY['G' || (i % 500)], 'u' || i || '@x.example' \
-         FROM generate_series(1, 20000) AS i; ANALYZE roster.user_rows_t",
+         updated_at, bucket, record, groups) SELECT 't', 'u' || i, 'active', '{}', now(), \
+         now(), 0, '', ARRAY['G' || (i % 500)] FROM generate_series(1, 20000) AS i; \
+         ANALYZE roster.user_rows_t",
     );
-    for (query, index) in [
-        (
-            "roster.lower_items(groups) @> ARRAY[lower('Sales')]",
-            "user_rows_t_lower_items_idx",
-        ),
-        ("email = 'u77@x.example'", "user_rows_t_email_idx"),
-        ("email LIKE lower('U123') || '%'", "user_rows_t_email_idx"),
-    ] {
-        let plan = pg.psql(
-            "hr",
-            &format!("EXPLAIN SELECT key FROM roster.user_rows WHERE tenant = 't' AND {query}"),
-        );
-        assert!(plan.contains(index), "{query}: {plan}");
-    }
+    let plan = pg.psql(
+        "hr",
+        "EXPLAIN SELECT key FROM roster.user_rows WHERE tenant = 't' \
+         AND roster.lower_items(groups) @> ARRAY[lower('Sales')]",
+    );
+    assert!(plan.contains("user_rows_t_lower_items_idx"), "{plan}");
 }
 
 #[test]

@@ -76,8 +76,8 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 11,
-        name: "cheaper_indexes",
-        sql: include_str!("schema/0011_cheaper_indexes.sql"),
+        name: "lower_items_plpgsql",
+        sql: include_str!("schema/0011_lower_items_plpgsql.sql"),
     },
 ];
 

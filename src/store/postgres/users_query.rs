@@ -220,19 +220,19 @@ impl Builder {
     /// `e OP want` for one text value (NULL when `e` is NULL).
     fn text_test(&mut self, e: &str, exact: bool, op: Op, want: &str) -> String {
         let fold = |x: String| if exact { x } else { format!("lower({x})") };
-        // Stored emails are lower-case (migration 5): the column itself, so that its one index
-        // (email text_pattern_ops, migration 11) answers `eq` and `sw`.
-        let have = if e == "email" {
-            e.to_string()
-        } else {
-            fold(e.to_string())
-        };
+        let have = fold(e.to_string());
         let pattern = |s: &str| match op {
             Op::Co => format!("%{}%", like_escape(s)),
             Op::Sw => format!("{}%", like_escape(s)),
             _ => format!("%{}", like_escape(s)),
         };
         match op {
+            // Stored emails are lower-case (migration 5): the column itself, so the read
+            // contract's index (tenant, email) answers it.
+            Op::Eq | Op::Ne if e == "email" && !exact => {
+                let p = self.bind(Param::Text(want.to_string()));
+                format!("(email = lower({p}))")
+            }
             Op::Eq | Op::Ne => {
                 let p = self.bind(Param::Text(want.to_string()));
                 format!("({have} = {})", fold(p))
@@ -552,7 +552,11 @@ mod tests {
             c.params,
             vec![Param::Text("%x'; DROP TABLE t; --\\%\\_%".into())]
         );
-        assert!(c.sql.contains("(email LIKE lower($2::text))"), "{}", c.sql);
+        assert!(
+            c.sql.contains("lower(email) LIKE lower($2::text)"),
+            "{}",
+            c.sql
+        );
     }
 
     #[test]

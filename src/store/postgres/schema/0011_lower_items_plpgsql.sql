@@ -1,6 +1,7 @@
--- Roster schema version 11: two indexes cheaper to build (issue 11; docs/postgres.md, Speed).
+-- Roster schema version 11: roster.lower_items without a subquery (issue 11; docs/postgres.md,
+-- Speed).
 --
--- 1. roster.lower_items without a subquery. The GIN index of lower-cased groups (migration 4) calls roster.lower_items once per row. As
+-- The GIN index of lower-cased groups (migration 4) calls roster.lower_items once per row. As
 -- a SQL function over `unnest` and `array_agg` each call ran a small query of its own: building
 -- that index on a first import of 1,000,000 users took 2.2 s, where the same index of `groups`
 -- as it is took 0.26 s. The function now lower-cases the array's text form and reads it back:
@@ -21,12 +22,3 @@ CREATE OR REPLACE FUNCTION roster.lower_items(items text[]) RETURNS text[]
     AS $$ BEGIN RETURN lower(items::text)::text[]; END $$;
 CREATE INDEX user_rows_lower_groups ON roster.user_rows USING gin (roster.lower_items(groups));
 
--- 2. One index of `email` where there were two. Stored emails are lower-case (migration 5), so
--- the console's search by email prefix, `lower(email) LIKE 'q%'` with its own index of
--- lower(email) text_pattern_ops (migration 6), is `email LIKE lower('q') || '%'`. A
--- text_pattern_ops index answers such a prefix and plain equality alike, so the one index of
--- `email` in that operator class serves the search, SCIM's `emails.value eq` and the read
--- contract's lookups by email; only ordering by email in the database's collation no longer
--- has an index. A first import of 1,000,000 users builds one index less (0.3-0.4 s).
-DROP INDEX roster.user_rows_email, roster.user_rows_search_email;
-CREATE INDEX user_rows_email ON roster.user_rows (email text_pattern_ops);
