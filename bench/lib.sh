@@ -6,8 +6,6 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# changed_copy SRC DST: DST is SRC (a gen-users.py file) with every 100th data row's job title
-# changed, the "1% changed" input. Kept when DST already exists.
 # Core-seconds this machine's processors have spent busy since boot (user, nice, system, irq,
 # softirq, steal of /proc/stat's `cpu` line): the difference around a step is the CPU work of
 # everything that ran meanwhile (the importer and the PostgreSQL server's processes alike).
@@ -15,6 +13,8 @@ busy_seconds() {
     awk -v hz="$(getconf CLK_TCK)" '/^cpu / {printf "%.2f", ($2+$3+$4+$7+$8+$9)/hz}' /proc/stat
 }
 
+# changed_copy SRC DST: DST is SRC (a gen-users.py file) with every 100th data row's job title
+# changed, the "1% changed" input. Kept when DST already exists.
 changed_copy() {
     [ -f "$2" ] && return 0
     python3 - "$1" "$2" <<'PY'
