@@ -12,10 +12,9 @@
 # Prints wall time, CPU work and peak RSS (/usr/bin/time -v) of each. CPU work is the
 # core-seconds the whole machine spent busy during the step (bench/lib.sh busy_seconds): the
 # importer and the server's processes together, so what a step costs on more cores or fewer
-# can be told from what it waits on; anything else running on the machine counts too.
-# The server is a throwaway cluster
-# (initdb in a temp folder, a free port, PostgreSQL's default settings; run as `nobody` when
-# this script runs as root), stopped at the end. Peak RSS is the importing process only; the
+# can be told from what it waits on; anything else running on the machine counts too. The
+# server is a throwaway cluster (initdb in a temp folder, a free port, PostgreSQL's default
+# settings; run as `nobody` when this script runs as root), stopped at the end. Peak RSS is the importing process only; the
 # server's memory is the same for both and is not counted.
 #
 # Usage: bench/postgres.sh [ROWS]   (default 1000000; CSV files go to /tmp/roster-bench)

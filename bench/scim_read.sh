@@ -141,7 +141,8 @@ timed() { # LABEL PATH
     for _ in 1 2 3 4 5; do
         times+=("$(curl -s -o "$PGDIR/body" -w '%{time_total}' -H "Authorization: Bearer $SCIM_TOKEN" "$url")")
     done
-    local cpu; cpu=$(awk -v a="$before" -v b="$(busy_seconds)" 'BEGIN {printf "%.0f", (b - a) * 1000 / 5}')
+    local cpu
+    cpu=$(awk -v a="$before" -v b="$(busy_seconds)" 'BEGIN {printf "%.0f", (b - a) * 1000 / 5}')
     status=$(curl -s -o "$PGDIR/body" -w '%{http_code}' -H "Authorization: Bearer $SCIM_TOKEN" "$url")
     total=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d.get("totalResults", d.get("id", "-")))' "$PGDIR/body" 2>/dev/null || echo "?")
     median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 3p)

@@ -2,10 +2,10 @@
 //! `not` ([`UserFilter`]), and the rule of whether one user matches ([`UserFilter::matches`]).
 //!
 //! Data enters as a `UserFilter` built by a query language's parser (SCIM's in
-//! `admin::filter`) and leaves as a yes or no per user. A user is read through [`Subject`]:
-//! a decoded [`User`], or a stored record read in place (`record_view`), with the same answers. The attributes are Roster's, not
-//! SCIM's: each [`Attribute`] names what it reads of a `User`, and says whether its text compares
-//! case-exactly ([`Attribute::case_exact`]). Pure: no I/O, so every store can evaluate it the
+//! `admin::filter`) and leaves as a yes or no per user. A user is read through [`Subject`]: a
+//! decoded [`User`], or a stored record read in place (`record_view`), with the same answers.
+//! The attributes are Roster's, not SCIM's: each [`Attribute`] names what it reads of a `User`,
+//! and says whether its text compares case-exactly ([`Attribute::case_exact`]). Pure: no I/O, so every store can evaluate it the
 //! same way, and a store that can (PostgreSQL) may translate it instead of evaluating it.
 //!
 //! Semantics, as RFC 7644 §3.4.2.2 gives them: `eq ne co sw ew gt ge lt le` on text compare

@@ -1,15 +1,15 @@
 //! A cheap first test of a stored record for the console's user search on sled, which has no
 //! index: the text a record must contain for a search filter to match it, looked for in the
-//! record's bytes before the record is decoded into a `User` (which costs allocations per
-//! field, per user, over the whole tenant).
+//! record's bytes before the filter itself is tested on the record (`model::record_view`,
+//! which looks up each field the search names, per user, over the whole tenant).
 //!
 //! A filter enters as a `UserFilter`; [`Needles::of`] keeps it only when it is an `or` of `eq`,
 //! `sw`, `co` or `ew` comparisons with ASCII text on attributes whose value is stored text
 //! (a field, or the key for `eq`/`sw`), which is what the console builds; any other filter
-//! gives None and every record is decoded. (SCIM's reads test each record in place instead,
-//! `model::record_view`, which costs less than this scan of its text.) [`Needles::may_match`] is never false for a record the filter matches: it looks
-//! for every word at once (one Aho-Corasick scan, ASCII case-insensitive: a superset of
-//! case-exact) in the record's text part (every field's
+//! gives None and every record is tested. (SCIM's reads skip this scan and test each record
+//! at once: their text is often in nearly every record.) [`Needles::may_match`] is never false
+//! for a record the filter matches: it looks for every word at once (one Aho-Corasick scan,
+//! ASCII case-insensitive: a superset of case-exact) in the record's text part (every field's
 //! value, and more), and gives true for any record or key with non-ASCII bytes (where Unicode
 //! lower-casing could turn a non-ASCII character into ASCII). `FullName` ("first last")
 //! compared with `q` needs only `q`'s first word: the first name, or when it is empty the last
