@@ -65,6 +65,8 @@ pub(super) struct Findings<'r> {
     pub(super) skips: &'r mut HashMap<u64, String>,
     pub(super) fingerprints: &'r [RowFingerprint],
     pub(super) dropped: u64,
+    /// The profile maps columns the file does not have (`Mapping::absent`): `partial`.
+    pub(super) columns_absent: bool,
 }
 
 /// The failure report and the password-blanked archive copy: a second pass over the file.
@@ -145,6 +147,7 @@ pub(super) fn tally(
         layout,
         skips,
         mut dropped,
+        columns_absent,
         ..
     } = findings;
     for (l, r) in merged.late_skips {
@@ -177,7 +180,7 @@ pub(super) fn tally(
     }
     rec.status = if held {
         ImportStatus::Held
-    } else if rec.counts.skipped > 0 {
+    } else if rec.counts.skipped > 0 || columns_absent {
         ImportStatus::Partial
     } else {
         ImportStatus::Success

@@ -140,7 +140,7 @@ fn run_phases(
         now_ms: rec.started_at.timestamp_millis(),
         detail: job.detail,
         conflicts: &empty,
-        missing: true,
+        missing: read.misshapen == 0,
         passwords: PasswordRules {
             secret: keys.secret,
             hash: !job.opts.dry_run,
@@ -162,6 +162,7 @@ fn run_phases(
         skips: &mut read.skips,
         fingerprints: &read.fingerprints,
         dropped: read.dropped,
+        columns_absent: header.map.absent > 0,
     };
     if decision.held.is_some() && !job.opts.dry_run {
         return hold(job, rec, &merge, findings, &decision);
@@ -271,6 +272,9 @@ struct RowsRead {
     fingerprints: Vec<RowFingerprint>,
     /// Check emails against the stored users' (the match key is not the email).
     check_emails: bool,
+    /// Rows whose cell count is not the header's: while there are any, `on_missing` is not
+    /// applied (they may be users the file lists).
+    misshapen: u64,
     /// Messages left out of the record so far.
     dropped: u64,
 }
@@ -336,6 +340,13 @@ fn read_rows(
             Vec::new(),
         )));
     }
+    if pass.misshapen > 0 && job.tenant.import.on_missing != OnMissing::Keep {
+        push_msg(
+            &mut rec.messages,
+            &mut dropped,
+            not_applied(job.tenant.import.on_missing, pass.misshapen),
+        );
+    }
     Ok(Continue(RowsRead {
         rows,
         skips: pass.skips,
@@ -343,8 +354,26 @@ fn read_rows(
         conflicts: pass.clashes,
         fingerprints: pass.fingerprints,
         check_emails,
+        misshapen: pass.misshapen,
         dropped,
     }))
+}
+
+/// The message of a run that leaves `on_missing` out because `rows` rows are misshapen.
+fn not_applied(on_missing: OnMissing, rows: u64) -> String {
+    let (what, verb) = match on_missing {
+        OnMissing::Delete => ("deleted", "delete"),
+        _ => ("deactivated", "deactivate"),
+    };
+    let these = if rows == 1 {
+        "1 row has".to_string()
+    } else {
+        format!("{rows} rows have")
+    };
+    format!(
+        "nobody was {what} this run (on_missing = \"{verb}\"): {these} a different number of cells than the header, so the file may list users that could not be read; fix {} and upload the file again",
+        if rows == 1 { "it" } else { "them" }
+    )
 }
 
 /// Survey and hold decision: with stored users, and `on_missing` to apply or emails to check,

@@ -35,8 +35,12 @@ pub struct Mapping {
     pub email: Option<usize>,
     /// Number of header cells.
     pub width: usize,
-    /// Notes about the mapping (ignored headers), for the run's messages.
+    /// Notes about the mapping (ignored headers, configured columns the file lacks), for the
+    /// run's messages.
     pub notes: Vec<String>,
+    /// Columns of the profile's `columns` map that the file does not have: the run is then
+    /// `partial` (its fields were read for nobody, and the operator must hear of it).
+    pub absent: usize,
     /// The tenant's lists, prepared for lookups.
     pub lookups: fields::Lookups,
     /// (index into `cols`, the stored form of its field name), sorted by field name: the order
@@ -125,6 +129,25 @@ fn columns_from_profile(
     Ok(cols)
 }
 
+/// Names, in a note, the columns of the profile's `columns` map that the file does not have
+/// (a renamed `deactivate` column would otherwise leave leavers active without a word);
+/// returns how many there are.
+fn absent_columns(profile: &ImportProfile, cols: &[Column], notes: &mut Vec<String>) -> usize {
+    let absent: Vec<String> = (profile.columns.iter())
+        .filter(|(field, _)| !cols.iter().any(|c| &c.field == *field))
+        .map(|(field, header)| format!("{:?} (for {field})", super::bounds::cut(header, 100)))
+        .collect();
+    if !absent.is_empty() {
+        let shown: Vec<&str> = absent.iter().take(10).map(String::as_str).collect();
+        notes.push(format!(
+            "the file has no column {}{}, mapped in [tenants.import.columns]: those fields were read for nobody and keep their stored values",
+            shown.join(", no column "),
+            if absent.len() > 10 { ", …" } else { "" }
+        ));
+    }
+    absent.len()
+}
+
 /// Maps the header row to fields. An empty `columns` map takes each header as a field name.
 pub fn map_columns(headers: &[String], tenant: &Tenant) -> Result<Mapping, String> {
     let profile = &tenant.import;
@@ -161,6 +184,7 @@ pub fn map_columns(headers: &[String], tenant: &Tenant) -> Result<Mapping, Strin
             found.join(" | ")
         ));
     }
+    let absent = absent_columns(profile, &cols, &mut notes);
     let pos = |f: &str| cols.iter().position(|c| c.field == f);
     Ok(Mapping {
         cols: cols.clone(),
@@ -169,6 +193,7 @@ pub fn map_columns(headers: &[String], tenant: &Tenant) -> Result<Mapping, Strin
         email: pos("email"),
         width: headers.len(),
         notes,
+        absent,
         lookups: fields::Lookups::new(profile, &tenant.reference),
         by_name: {
             let mut v: Vec<(usize, &str)> = cols

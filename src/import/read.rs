@@ -88,7 +88,7 @@ pub fn scan(input: Input<'_>, setting: EncodingSetting, hash: bool) -> Result<Sc
     // The start of a character split by the end of the previous read stays at the front of
     // `buf` (at most 3 bytes), so the UTF-8 check needs no copy of the file.
     let mut keep = 0usize;
-    let mut utf8_ok = true;
+    let mut utf8 = Utf8Seen::default();
     let mut nul = false;
     let mut total = 0u64;
     loop {
@@ -108,22 +108,16 @@ pub fn scan(input: Input<'_>, setting: EncodingSetting, hash: bool) -> Result<Sc
             nul = true;
         }
         let filled = keep + n;
-        keep = 0;
-        if utf8_ok {
-            match std::str::from_utf8(&buf[..filled]) {
-                Ok(_) => {}
-                Err(e) if e.error_len().is_none() => {
-                    let valid = e.valid_up_to();
-                    buf.copy_within(valid..filled, 0);
-                    keep = filled - valid;
-                }
-                Err(_) => utf8_ok = false,
-            }
-        }
+        let tail = utf8.check(&buf[..filled]);
+        buf.copy_within(filled - tail..filled, 0);
+        keep = tail;
     }
     if keep > 0 {
-        utf8_ok = false;
+        // The file ends inside a character.
+        utf8.invalid += 1;
+        utf8.first_bad_line.get_or_insert(utf8.lines + 1);
     }
+    let utf8_ok = utf8.first_bad_line.is_none();
     let bom = if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
         Some(Enc::Utf8Bom)
     } else if head.starts_with(&[0xFF, 0xFE]) {
@@ -143,7 +137,10 @@ pub fn scan(input: Input<'_>, setting: EncodingSetting, hash: bool) -> Result<Sc
             Some(_) => Err("the file starts with a UTF-8 byte order mark but is not valid UTF-8".into()),
             None if nul => binary(),
             None if utf8_ok => Ok(Enc::Utf8),
-            None => Ok(Enc::Windows1252),
+            None => match utf8.first_bad_line {
+                Some(line) if utf8.multibyte >= utf8.invalid => Err(mixed(line)),
+                _ => Ok(Enc::Windows1252),
+            },
         },
         EncodingSetting::Utf8 if nul => binary(),
         EncodingSetting::Utf8 if utf8_ok => Ok(if bom == Some(Enc::Utf8Bom) {
@@ -170,6 +167,71 @@ pub fn scan(input: Input<'_>, setting: EncodingSetting, hash: bool) -> Result<Sc
         encoding,
         fallback,
     })
+}
+
+/// What the scan learnt of the bytes as UTF-8.
+#[derive(Default)]
+struct Utf8Seen {
+    /// Valid UTF-8 characters of more than one byte (an accented letter written as UTF-8).
+    /// Windows-1252 text forms one only by chance (a capital accented letter followed by a
+    /// symbol such as `™`), so as many of them as bytes that are not UTF-8 mean a UTF-8 file
+    /// with bytes of another encoding in it.
+    multibyte: u64,
+    /// Sequences of bytes that are not UTF-8.
+    invalid: u64,
+    /// The line (from 1) of the first byte that is not UTF-8.
+    first_bad_line: Option<u64>,
+    /// Line breaks before the current chunk, while no bad byte was seen.
+    lines: u64,
+}
+
+impl Utf8Seen {
+    /// Checks `bytes` (a chunk, after the previous chunk's unfinished character); returns how
+    /// many bytes at its end start a character the next chunk finishes.
+    fn check(&mut self, bytes: &[u8]) -> usize {
+        let mut rest = bytes;
+        loop {
+            let (valid, error) = match std::str::from_utf8(rest) {
+                Ok(_) => (rest.len(), None),
+                Err(e) => (e.valid_up_to(), Some(e.error_len())),
+            };
+            let text = &rest[..valid];
+            if !text.is_ascii() {
+                self.multibyte += text.iter().filter(|&&b| b >= 0xC0).count() as u64;
+            }
+            let at = bytes.len() - rest.len() + valid;
+            match error {
+                None => break,
+                Some(None) => {
+                    self.count_lines(&bytes[..at]);
+                    return rest.len() - valid;
+                }
+                Some(Some(len)) => {
+                    self.invalid += 1;
+                    if self.first_bad_line.is_none() {
+                        self.count_lines(&bytes[..at]);
+                        self.first_bad_line = Some(self.lines + 1);
+                    }
+                    rest = &rest[valid + len..];
+                }
+            }
+        }
+        self.count_lines(bytes);
+        0
+    }
+
+    fn count_lines(&mut self, bytes: &[u8]) {
+        if self.first_bad_line.is_none() {
+            self.lines += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+    }
+}
+
+/// Why a file that is partly UTF-8 is not read at all (design §3, `encoding`).
+fn mixed(line: u64) -> String {
+    format!(
+        "the file mixes text encodings: it has characters written as UTF-8 and, from line {line} on, bytes that are not UTF-8 (text pasted from another program?); reading it as Windows-1252 would garble every accented letter, so nothing was imported. Save the whole file as UTF-8 (or set encoding = \"windows-1252\" if that is what it is)"
+    )
 }
 
 fn memchr_nul(b: &[u8]) -> bool {
@@ -363,6 +425,47 @@ mod tests {
         assert_eq!(bytes.last(), Some(&0xC3));
         let scan = super::scan(Input::Bytes(&bytes), EncodingSetting::Auto, true).unwrap();
         assert_eq!(scan.encoding, Ok(Enc::Windows1252));
+    }
+
+    #[test]
+    fn utf8_with_a_stray_byte_is_refused_not_read_as_windows_1252() {
+        use crate::config::EncodingSetting::Auto;
+        let encoding = |b: &[u8]| scan(Input::Bytes(b), Auto, false).map(|s| s.encoding).ok();
+        let refused_at = |b: &[u8], line: &str| {
+            let e = encoding(b);
+            assert!(matches!(&e, Some(Err(m)) if m.contains(line)), "{e:?}");
+        };
+        // An en dash pasted as Windows-1252 (0x96) into a UTF-8 file, after or before the
+        // UTF-8 letters: refused, naming the line of the stray byte.
+        refused_at(
+            &["n;t\nKovačić;a\nB;".as_bytes(), b"\x96\n"].concat(),
+            "from line 3 on",
+        );
+        refused_at(
+            &[b"n;t\nB;\x96\n".as_slice(), "Müller;a\n".as_bytes()].concat(),
+            "from line 2 on",
+        );
+        // Across the 1 MiB reads, the line is still counted right.
+        let mut long = b"n;t\n".repeat(300_000);
+        long.extend_from_slice("é;a\n".as_bytes());
+        long.extend_from_slice(b"x;\xE9\n");
+        refused_at(&long, "from line 300002 on");
+        // Windows-1252 letters alone (none of them valid UTF-8) are Windows-1252.
+        assert_eq!(
+            encoding(b"n;t\nJ\xfcrgen;Fran\xe7ois\n\xc9mile;x\n"),
+            Some(Ok(Enc::Windows1252))
+        );
+        // A Windows-1252 file in which one pair of letters happens to be valid UTF-8 (É then
+        // ©, 0xC9 0xA9) is still Windows-1252.
+        assert_eq!(
+            encoding(b"n;t\nJ\xfcrgen;\xc9\xa9\n\xe9t\xe9;l\xe0\n"),
+            Some(Ok(Enc::Windows1252))
+        );
+        // A whole UTF-8 file is UTF-8.
+        assert_eq!(
+            encoding("n;t\nKovačić;Müller\n".as_bytes()),
+            Some(Ok(Enc::Utf8))
+        );
     }
 
     #[test]

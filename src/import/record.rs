@@ -32,7 +32,16 @@ pub struct Row<'a> {
 /// What one record became.
 pub enum Parsed<'a> {
     Valid(Row<'a>),
-    Skipped { key: Option<String>, reason: String },
+    Skipped {
+        key: Option<String>,
+        reason: String,
+    },
+    /// A row whose cell count is not the header's: a delimiter too many or too few, or an
+    /// unbalanced quote that joined lines. Which cell is the key is unknown, so it names no
+    /// user, and the run applies `on_missing` to nobody (design §5.2).
+    Misshapen {
+        reason: String,
+    },
 }
 
 /// Normalises a match key for storage and comparison.
@@ -60,6 +69,9 @@ pub fn parse_record<'a>(
     notes: &mut Vec<String>,
 ) -> Parsed<'a> {
     let _ = tenant;
+    if rec.len() != map.width {
+        return wrong_width(rec, line, map.width);
+    }
     let lk = &map.lookups;
     let mut problems: Vec<String> = Vec::new();
     // One UTF-8 check for the whole record (the decoded stream is UTF-8, and cells split at
@@ -81,9 +93,6 @@ pub fn parse_record<'a>(
         },
         Err(()) => None,
     };
-    if rec.len() != map.width {
-        return wrong_width(rec, line, map.width, key);
-    }
     let mut row = Row {
         line,
         values: Vec::with_capacity(map.cols.len()),
@@ -149,22 +158,16 @@ pub fn parse_record<'a>(
     }
 }
 
-/// A row whose cell count is not the header's: skipped, with a hint when a quote may have
-/// joined lines.
+/// A row whose cell count is not the header's: skipped without a key (the cell at the key's
+/// position may belong to another column), with a hint when a quote may have joined lines.
 #[cold]
-fn wrong_width<'a>(
-    rec: &csv::ByteRecord,
-    line: u64,
-    width: usize,
-    key: Option<String>,
-) -> Parsed<'a> {
+fn wrong_width<'a>(rec: &csv::ByteRecord, line: u64, width: usize) -> Parsed<'a> {
     let hint = if rec.iter().any(|c| c.contains(&b'\n')) {
         " (an unbalanced quote may have joined lines)"
     } else {
         ""
     };
-    Parsed::Skipped {
-        key,
+    Parsed::Misshapen {
         reason: format!(
             "row {line}: has {} cells but the header has {width}{hint}; check the delimiter and quotes",
             rec.len(),

@@ -50,6 +50,8 @@ pub struct RowPass {
     /// Data rows read (blank lines not counted).
     pub rows: u64,
     pub valid: u64,
+    /// Rows whose cell count is not the header's ([`Parsed::Misshapen`]).
+    pub misshapen: u64,
     /// The first row giving each email (clashing ones removed).
     pub file_emails: FileEmails,
     /// Rows that give an email already given by another key in the file (row → reason).
@@ -84,6 +86,7 @@ struct WorkerOut {
     notes: Vec<(u64, String)>,
     notes_dropped: u64,
     valid: u64,
+    misshapen: u64,
     /// (email hash, key hash, row).
     emails: Vec<(u64, u64, u64)>,
     /// Reused by `row_digest`.
@@ -228,6 +231,7 @@ fn combine(
         notes_dropped: 0,
         rows,
         valid: 0,
+        misshapen: 0,
         file_emails: FileEmails::default(),
         clashes: HashMap::new(),
         fingerprints: Vec::new(),
@@ -235,6 +239,7 @@ fn combine(
     let mut emails = Vec::with_capacity(outs.iter().map(|o| o.emails.len()).sum());
     for mut o in outs {
         pass.valid += o.valid;
+        pass.misshapen += o.misshapen;
         pass.skips.extend(o.skips);
         pass.notes.extend(o.notes);
         pass.notes_dropped += o.notes_dropped;
@@ -386,6 +391,10 @@ fn work(
                 record::pack(arena, &r, ROW_PRESENT_ONLY, &[0; 16], cx.seal);
                 out.held += arena.len() - before;
             }
+            out.skips.push((line, reason));
+        }
+        Parsed::Misshapen { reason } => {
+            out.misshapen += 1;
             out.skips.push((line, reason));
         }
     }

@@ -1,5 +1,5 @@
-//! The survey of one bucket before anything changes: how many users it has and how many would
-//! go missing (for the hold decision), which rows' emails already belong to another stored
+//! The survey of one bucket before anything changes: how many users `on_missing` could act on
+//! and how many of them would go missing (for the hold decision), which rows' emails already belong to another stored
 //! user, and which rows change nothing (compacted, so their values leave memory early).
 //!
 //! Data enters as the stored bucket blob and the bucket's arena of packed rows, with the file's
@@ -10,13 +10,14 @@ use super::merge::{missing_action, row_email, unchanged, unpack_all, MergeSettin
 use super::record::{pack_compact, PackedRow};
 use super::row_pass::FileEmails;
 use crate::model::bucket::fnv64;
-use crate::model::packed::{bucket_entries, field_of, status_of, STATUS_DELETED};
+use crate::model::packed::{bucket_entries, field_of};
 use anyhow::Result;
 
 /// What the survey learnt of one bucket.
 #[derive(Default)]
 pub struct SurveyPart {
-    /// Users that are not deleted.
+    /// Users `on_missing` could act on, present or not (the hold's base, design §5.5): managed
+    /// users that are active (`deactivate`) or not yet deleted (`delete`).
     pub current: u64,
     /// Users that would go missing (on_missing acts on them).
     pub missing: u64,
@@ -30,9 +31,10 @@ pub struct SurveyPart {
     pub quiet: bool,
 }
 
-/// Counts a bucket for the hold decision: (current users, users that would go missing), and
-/// finds rows whose email already belongs to another stored user. Rows found unchanged are
-/// compacted to line, key, flags and digest, so their values do not stay in memory.
+/// Counts a bucket for the hold decision: (users `on_missing` could act on, those of them that
+/// would go missing), and finds rows whose email already belongs to another stored user. Rows
+/// found unchanged are compacted to line, key, flags and digest, so their values do not stay
+/// in memory.
 pub fn survey(
     ctx: &MergeSettings<'_>,
     stored: Option<&[u8]>,
@@ -51,7 +53,8 @@ pub fn survey(
     let mut quiet = rows.windows(2).all(|w| w[0].key != w[1].key);
     let mut j = 0;
     for (k, v) in bucket_entries(stored)? {
-        if status_of(v) != STATUS_DELETED {
+        let acts_on = missing_action(ctx, v).is_some();
+        if acts_on {
             current += 1;
         }
         // Rows and stored users are both sorted by key: walk them together.
@@ -62,7 +65,7 @@ pub fn survey(
             Some(r) if r.key == k => Ok(j),
             _ => Err(j),
         };
-        if found.is_err() && missing_action(ctx, v).is_some() {
+        if found.is_err() && acts_on {
             missing += 1;
             quiet = false;
         }
