@@ -6,24 +6,16 @@ mod support;
 use roster::model::ImportStatus;
 use russh::keys::PrivateKey;
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-use support::sftp::{eventually, Client, Login};
+use support::pipeline::Pipeline as Env;
+use support::sftp::eventually;
 use support::smtp_sink::SmtpSink;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures");
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(Path::new(FIXTURES).join(name)).unwrap()
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-    config_path: PathBuf,
-    key: PrivateKey,
-    server: Option<roster::serve::RunningServer>,
-    /// sled, or this test's own PostgreSQL (`ROSTER_TEST_STORE=postgres`).
-    _store_under_test: support::server_store::ServerStore,
 }
 
 fn config(dir: &Path, key: &PrivateKey, smtp_url: &str) -> String {
@@ -79,76 +71,15 @@ only_today = true
     )
 }
 
-impl Env {
-    async fn start(smtp_url: &str) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let key = PrivateKey::random(&mut rand10::rng(), russh::keys::Algorithm::Ed25519).unwrap();
-        let config_path = dir.path().join("roster.toml");
-        let store_under_test = support::server_store::ServerStore::for_test();
-        let text = config(dir.path(), &key, smtp_url) + &store_under_test.config_section();
-        std::fs::write(&config_path, text).unwrap();
-        let server = Some(roster::serve::start(&config_path).await.unwrap());
-        Env {
-            dir,
-            config_path,
-            key,
-            server,
-            _store_under_test: store_under_test,
-        }
-    }
-
-    async fn restart(&mut self) {
-        if let Some(s) = self.server.take() {
-            s.stop(Duration::from_secs(10)).await;
-        }
-        self.server = Some(roster::serve::start(&self.config_path).await.unwrap());
-    }
-
-    fn server(&self) -> &roster::serve::RunningServer {
-        self.server.as_ref().unwrap()
-    }
-
-    fn home(&self, tenant: &str) -> PathBuf {
-        self.dir.path().join("data/tenants").join(tenant)
-    }
-
-    async fn client(&self, tenant: &str) -> Client {
-        Client::connect(
-            self.server().sftp.addr,
-            tenant,
-            Login::Key(Box::new(self.key.clone())),
-        )
-        .await
-        .unwrap()
-    }
-
-    async fn history_len(
-        &self,
-        tenant: &str,
-        n: usize,
-        secs: u64,
-    ) -> Vec<roster::model::ImportRecord> {
-        support::history::wait_filed(&self.server().store, tenant, n, secs).await;
-        self.server().store.history(tenant, 100).unwrap()
-    }
-
-    fn files(&self, tenant: &str, folder: &str) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.home(tenant).join(folder))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
+/// The pipeline with this file's config (`config`), on sled or the test's own PostgreSQL.
+async fn start(smtp_url: &str) -> Env {
+    Env::start(|dir, key| config(dir, key, smtp_url)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fixture_upload_is_imported_filed_and_mailed() {
     let smtp = SmtpSink::start().await.unwrap();
-    let env = Env::start(&smtp.url()).await;
+    let env = start(&smtp.url()).await;
     let c = env.client("cdp").await;
     c.put(
         "userdata_2026-11-21.csv",
@@ -210,7 +141,7 @@ async fn a_fixture_upload_is_imported_filed_and_mailed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn winscp_filepart_imports_once_after_the_rename() {
     let smtp = SmtpSink::start().await.unwrap();
-    let env = Env::start(&smtp.url()).await;
+    let env = start(&smtp.url()).await;
     let c = env.client("cdp").await;
     c.put(
         "userdata_x.csv.filepart",
@@ -246,7 +177,7 @@ async fn winscp_filepart_imports_once_after_the_rename() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_upload_is_never_imported_also_after_restart() {
     let smtp = SmtpSink::start().await.unwrap();
-    let mut env = Env::start(&smtp.url()).await;
+    let mut env = start(&smtp.url()).await;
     {
         let c = env.client("cdp").await;
         let h = c
@@ -286,11 +217,11 @@ async fn an_interrupted_upload_is_never_imported_also_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_copied_in_or_waiting_at_start_are_imported() {
     let smtp = SmtpSink::start().await.unwrap();
-    let mut env = Env::start(&smtp.url()).await;
+    let mut env = start(&smtp.url()).await;
     // Copied in locally while running: the folder watcher sees it.
     std::fs::write(
         env.home("cdp").join("userdata_local.csv"),
-        "userId,name,lastName,email\nu-9,Ana,Horvat,ana@cdp.example\n",
+        "userId,name,lastName,email,city\nu-9,Ana,Horvat,ana@cdp.example,Split\n",
     )
     .unwrap();
     let h = env.history_len("cdp", 1, 20).await;
@@ -304,7 +235,7 @@ async fn files_copied_in_or_waiting_at_start_are_imported() {
         .await;
     std::fs::write(
         env.home("cdp").join("userdata_offline.csv"),
-        "userId,name,lastName,email\nu-10,Ivo,Ivić,ivo@cdp.example\n",
+        "userId,name,lastName,email,city\nu-10,Ivo,Ivić,ivo@cdp.example,Pula\n",
     )
     .unwrap();
     env.restart().await;
@@ -315,7 +246,7 @@ async fn files_copied_in_or_waiting_at_start_are_imported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_with_no_file_records_missing_and_mails() {
     let smtp = SmtpSink::start().await.unwrap();
-    let env = Env::start(&smtp.url()).await;
+    let env = start(&smtp.url()).await;
     let h = env.history_len("sched", 1, 20).await;
     assert_eq!(h[0].status, ImportStatus::Missing);
     assert!(h[0].messages[0].contains("hr_"), "{:?}", h[0].messages);
@@ -334,7 +265,7 @@ async fn a_schedule_with_no_file_records_missing_and_mails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_today_refuses_yesterdays_file_naming_the_expected_date() {
     let smtp = SmtpSink::start().await.unwrap();
-    let env = Env::start(&smtp.url()).await;
+    let env = start(&smtp.url()).await;
     let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
         .format("%Y-%m-%d")
         .to_string();
@@ -371,7 +302,7 @@ async fn mail_waits_while_smtp_is_down_and_arrives_later() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let env = Env::start(&format!("smtp://{port}")).await;
+    let env = start(&format!("smtp://{port}")).await;
     let c = env.client("cdp").await;
     c.put("userdata_bad.csv", b"\x00\x01\x02 not a csv at all")
         .await
@@ -412,7 +343,7 @@ async fn mail_waits_while_smtp_is_down_and_arrives_later() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_archive_folder_is_retried_and_nothing_is_lost() {
     let smtp = SmtpSink::start().await.unwrap();
-    let env = Env::start(&smtp.url()).await;
+    let env = start(&smtp.url()).await;
     // `processed` is a plain file: the archive folder cannot be created.
     std::fs::write(env.home("cdp").join("processed"), b"in the way").unwrap();
     let c = env.client("cdp").await;

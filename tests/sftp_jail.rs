@@ -435,3 +435,21 @@ async fn every_way_to_grow_a_file_stops_at_the_limit() {
         assert!(ev.size <= LIMIT, "{ev:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_data_within_one_handle_from_past_its_end_is_answered() {
+    let srv = TestServer::start().await;
+    let c = srv.acme().await;
+    std::fs::write(srv.home("acme").join("one.csv"), b"abc").unwrap();
+    let rw = OpenFlags::READ | OpenFlags::WRITE;
+    let h = c.open("/one.csv", rw).await.unwrap();
+    // From offset 1000 of a 3-byte file to offset 0 of itself, to its end (length 0): an
+    // answer, not a dead session (it was an overflow in debug builds).
+    let _ = copy_data(&c, &h, 1000, 0, &h, 0).await;
+    assert!(c.sftp.fstat(&h).await.is_ok(), "the session still answers");
+    c.sftp.close(&h).await.unwrap();
+    assert_eq!(
+        std::fs::read(srv.home("acme").join("one.csv")).unwrap(),
+        b"abc"
+    );
+}

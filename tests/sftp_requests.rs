@@ -314,12 +314,16 @@ async fn a_session_that_ends_mid_upload_announces_nothing() {
     }
     srv.no_event(800).await;
     let markers = roster::sftp::InProgress::new(&srv.dir.path().join("data"), "acme");
-    assert!(markers.is_incomplete("/users.csv"));
+    let id = |srv: &TestServer| {
+        let meta = std::fs::metadata(srv.home("acme").join("users.csv")).unwrap();
+        roster::sftp::FileId::of(&meta)
+    };
+    assert!(markers.is_unfinished(id(&srv)));
     // A clean upload later clears it.
     let c = srv.acme().await;
     c.put("users.csv", b"complete").await.unwrap();
     srv.event(5).await;
-    assert!(!markers.is_incomplete("/users.csv"));
+    assert!(!markers.is_unfinished(id(&srv)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

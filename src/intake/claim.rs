@@ -13,6 +13,7 @@
 //! folder, or the client, took it first) is not an error: [`claim`] answers `None`.
 
 use super::nofollow;
+use crate::sftp::{FileId, InProgress};
 use anyhow::{bail, Context};
 use chrono::Utc;
 use std::os::fd::AsFd;
@@ -52,8 +53,14 @@ fn is_gone(e: &std::io::Error) -> bool {
 }
 
 /// Moves `home/name` into a new claim folder under `work` (see the module doc); `None` when
-/// the file is no longer there.
-pub fn claim(work: &Path, home: &Path, name: &str) -> anyhow::Result<Option<Claimed>> {
+/// the file is no longer there, or an upload is writing it (`uploads` decides, with its
+/// writers held off during the move).
+pub fn claim(
+    work: &Path,
+    home: &Path,
+    name: &str,
+    uploads: &InProgress,
+) -> anyhow::Result<Option<Claimed>> {
     let home_fd = nofollow::open_dir(home)
         .with_context(|| format!("cannot open the tenant folder {}", home.display()))?;
     let file = match nofollow::open_file(home_fd.as_fd(), name) {
@@ -81,7 +88,15 @@ pub fn claim(work: &Path, home: &Path, name: &str) -> anyhow::Result<Option<Clai
     std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir_fd = nofollow::open_dir(&dir)
         .with_context(|| format!("cannot open the claim folder {}", dir.display()))?;
-    if let Err(e) = nofollow::rename(home_fd.as_fd(), name, dir_fd.as_fd(), name) {
+    let moved = uploads.take_if_finished(FileId::of(&opened), || {
+        nofollow::rename(home_fd.as_fd(), name, dir_fd.as_fd(), name)
+    });
+    let Some(moved) = moved else {
+        let _ = std::fs::remove_dir(&dir);
+        tracing::info!(file = %name, "an upload opened the file again; it is imported when that upload finishes");
+        return Ok(None);
+    };
+    if let Err(e) = moved {
         let _ = std::fs::remove_dir(&dir);
         if is_gone(&e) {
             return Ok(None);
@@ -118,17 +133,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (home, work) = (dir.path().join("home"), dir.path().join("work"));
         std::fs::create_dir_all(&home).unwrap();
-        assert!(claim(&work, &home, "users.csv").unwrap().is_none());
+        assert!(claim(&work, &home, "users.csv", &InProgress::none())
+            .unwrap()
+            .is_none());
         assert_eq!(std::fs::read_dir(&work).map(|d| d.count()).unwrap_or(0), 0);
 
         std::fs::write(home.join("users.csv"), b"email\n").unwrap();
-        let c = claim(&work, &home, "users.csv")
+        let c = claim(&work, &home, "users.csv", &InProgress::none())
             .unwrap()
             .expect("a present file is claimed");
         assert_eq!(std::fs::read(&c.path).unwrap(), b"email\n");
         assert!(!home.join("users.csv").exists());
         // The second node's claim of the same upload finds it gone.
-        assert!(claim(&work, &home, "users.csv").unwrap().is_none());
+        assert!(claim(&work, &home, "users.csv", &InProgress::none())
+            .unwrap()
+            .is_none());
         assert_eq!(std::fs::read_dir(&work).unwrap().count(), 1);
     }
 }

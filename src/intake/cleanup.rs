@@ -6,15 +6,21 @@
 //! through a link); stray files directly in `data/work/<tenant>/` (claims are folders; a file
 //! there is no pending claim); the store's claim stamps whose claim folder is gone; and row
 //! spill files (`roster-rows-<pid>-…` in the system temp folder) of processes that no longer
-//! run. Pending claim folders are left for recovery. Each removal is counted in one log line.
+//! run; the markers of unfinished uploads whose file is gone (`sftp::uploads`). Pending claim
+//! folders are left for recovery. Each removal is counted in one log line.
 //!
 //! With a store several nodes share, the data folder is shared too and another node may be
 //! writing an archive or outbox temp file right now: outbox temp files are then left alone, and
 //! a tenant's archive temp files are removed by [`under_lease`], while its lease is held.
 
 use super::{archive, nofollow, run, Shared};
+use crate::sftp::InProgress;
 use std::os::fd::AsFd;
 use std::path::Path;
+
+/// Entries of a tenant folder looked at for the markers of unfinished uploads whose file is
+/// gone (`InProgress::sweep`).
+const SWEEP_LIMIT: usize = 10_000;
 
 /// Cleans everything listed in the module doc; logs what it removed.
 pub fn at_start(shared: &Shared) {
@@ -30,6 +36,8 @@ pub fn at_start(shared: &Shared) {
         if !shared_folder {
             archive_tmp += archive_temp_files(&config.tenant_home(&t.id));
         }
+        let home = config.tenant_home(&t.id);
+        InProgress::new(&config.server.data_dir, &t.id).sweep(&home, SWEEP_LIMIT);
         let work = run::work_dir(shared, &t.id);
         work_files += stray_work_files(&work);
         stamps += stale_stamps(shared, &t.id, &work);

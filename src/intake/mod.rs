@@ -34,7 +34,7 @@ pub use triggers::next_fire;
 
 use crate::config::{ConfigHandle, Tenant, Trigger};
 use crate::model::{ImportRecord, ImportStatus};
-use crate::sftp::{is_temp_name, InProgress, UploadFinished};
+use crate::sftp::{is_temp_name, FileId, InProgress, UploadFinished};
 use crate::store::Store;
 use pattern::FilePattern;
 use retry::{store_answers, with_retries};
@@ -330,8 +330,8 @@ fn qualifies(
         .join(name)
         .symlink_metadata()
         .ok()?;
-    let markers = InProgress::new(&config.server.data_dir, &tenant.id);
-    if !meta.is_file() || markers.is_incomplete(&format!("/{name}")) {
+    let uploads = InProgress::new(&config.server.data_dir, &tenant.id);
+    if !meta.is_file() || uploads.is_unfinished(FileId::of(&meta)) {
         return None;
     }
     Some(meta.modified().unwrap_or(std::time::UNIX_EPOCH))
@@ -500,7 +500,8 @@ fn claim_and_run(
     );
     let _enter = span.enter();
     let work = run::work_dir(shared, &tenant.id);
-    let claimed = match claim::claim(&work, home, name) {
+    let uploads = InProgress::new(&shared.config.current().server.data_dir, &tenant.id);
+    let claimed = match claim::claim(&work, home, name, &uploads) {
         Ok(Some(c)) => c,
         Ok(None) => {
             tracing::debug!("the file was taken or removed before it could be claimed");

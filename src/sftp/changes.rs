@@ -8,7 +8,6 @@
 
 use super::events::{is_temp_name, FinishedBy};
 use super::fs::{c_name, link_at, mkdir_at, readlink_at, rename_at, symlink_at, unlink_at, Stat};
-use super::handles::OpenHandle;
 use super::jail::{Jail, JailPath};
 use super::requests::{Failure, SftpSession};
 use super::status::{fail, io_fail, jail_fail, ok};
@@ -38,6 +37,7 @@ impl SftpSession {
     pub(super) fn remove(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
         let p = self.ctx.jail.resolve_for_write(path).map_err(jail_fail)?;
         let (dir, name) = self.parent_of(&p)?;
+        let removed = Stat::at(dir.as_fd(), &name).ok();
         match unlink_at(dir.as_fd(), &name, false) {
             Err(e) if e.raw_os_error() == Some(libc::EISDIR) => Err(fail(
                 StatusCode::Failure,
@@ -45,7 +45,9 @@ impl SftpSession {
             )),
             Err(e) => Err(io_fail(&p.virtual_path, e)),
             Ok(()) => {
-                self.ctx.in_progress.end(&p.virtual_path);
+                if let Some(st) = removed.filter(|st| st.is_file()) {
+                    self.ctx.in_progress.removed(st.id);
+                }
                 Ok(ok(id))
             }
         }
@@ -89,20 +91,11 @@ impl SftpSession {
         // The source must exist (its own error beats one about the target).
         Stat::at(src_ends.0, src_ends.1).map_err(|e| io_fail(&src.virtual_path, e))?;
         rename_at(src_ends, dst_ends, overwrite).map_err(|e| io_fail(&dst.virtual_path, e))?;
+        // A file keeps its upload state under any name (`uploads` knows it by its inode): one
+        // still being written, or left half-written, is not announced.
         let moved = Stat::at(dst_ends.0, dst_ends.1).ok();
-        let incomplete = self.ctx.in_progress.is_incomplete(&src.virtual_path);
-        if incomplete {
-            // A half-written file keeps its "not finished" mark under its new name.
-            self.ctx.in_progress.end(&src.virtual_path);
-            self.ctx.in_progress.begin(&dst.virtual_path);
-        } else {
-            self.ctx.in_progress.end(&dst.virtual_path);
-        }
-        let still_open = self.handles.values().any(
-            |h| matches!(&h.handle, OpenHandle::File(f) if f.writable && f.path.real == src.real),
-        );
         if let Some(st) = moved.filter(|st| st.is_file()) {
-            if !incomplete && !still_open && !is_temp_name(dst.name()) {
+            if !self.ctx.in_progress.is_unfinished(st.id) && !is_temp_name(dst.name()) {
                 self.announce(&dst, st.size, FinishedBy::Rename);
             }
         }

@@ -8,10 +8,10 @@
 //! arrives (so reloads apply to new sessions; `server` closes withdrawn ones).
 
 use super::admission::{ConnectionTicket, KillSwitch};
-use super::events::InProgress;
 use super::jail::Jail;
 use super::requests::{SessionContext, SftpSession};
 use super::server::{login_methods, Credential, LiveEntry, SessionSlot, SftpServer};
+use super::uploads::InProgress;
 use super::wire;
 use crate::login::{self as auth, Gate};
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};

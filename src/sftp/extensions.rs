@@ -134,7 +134,7 @@ impl SftpSession {
             read_at.saturating_add(length)
         };
         if from == to
-            && read_at < write_at.saturating_add(read_end - read_at)
+            && read_at < write_at.saturating_add(read_end.saturating_sub(read_at))
             && write_at < read_end
         {
             return Err(fail(

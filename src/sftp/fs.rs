@@ -18,6 +18,8 @@ pub struct Stat {
     pub size: u64,
     pub atime: i64,
     pub mtime: i64,
+    /// Device and inode: which file this is, whatever its path.
+    pub id: super::uploads::FileId,
 }
 
 impl Stat {
@@ -27,6 +29,10 @@ impl Stat {
             size: u64::try_from(st.st_size).unwrap_or(0),
             atime: st.st_atime,
             mtime: st.st_mtime,
+            id: super::uploads::FileId {
+                dev: st.st_dev,
+                ino: st.st_ino,
+            },
         }
     }
 

@@ -131,6 +131,8 @@ impl Drop for HandleTicket {
 
 pub struct FileHandle {
     pub file: std::fs::File,
+    /// Which file it is (device and inode), for the upload state (`uploads`).
+    pub file_id: super::uploads::FileId,
     pub path: JailPath,
     /// Opened for reading (a copy-data source must be).
     pub readable: bool,

@@ -21,11 +21,13 @@ pub mod jail;
 pub mod requests;
 pub mod server;
 mod status;
+pub mod uploads;
 pub mod wire;
 
-pub use events::{is_temp_name, FinishedBy, InProgress, NoUploadSink, UploadFinished, UploadSink};
+pub use events::{is_temp_name, FinishedBy, NoUploadSink, UploadFinished, UploadSink};
 pub use jail::Jail;
 pub use server::SftpServer;
+pub use uploads::{FileId, InProgress};
 
 use std::sync::Arc;
 

@@ -11,12 +11,13 @@
 //! through the [`UploadSink`] on CLOSE of a handle that wrote, or on a rename onto a name.
 
 use super::dirstream::DirStream;
-use super::events::{is_temp_name, FinishedBy, InProgress, UploadFinished, UploadSink};
+use super::events::{is_temp_name, FinishedBy, UploadFinished, UploadSink};
 use super::fs::{apply_attrs, attrs_of, Stat};
 use super::handles::{FileHandle, HandleRefusal, HandleTicket, Held, OpenHandle, TenantHandles};
 use super::jail::{Jail, JailError, JailPath};
 pub use super::status::Failure;
 use super::status::{fail, io_fail, jail_fail, ok, status};
+use super::uploads::{FileId, HandleEnd, InProgress};
 use russh_sftp::protocol::{
     Attrs, Data, FileAttributes, Handle, Name, OpenFlags, Packet, StatusCode, Version,
 };
@@ -205,11 +206,8 @@ impl SftpSession {
         }
         let ticket = self.ticket()?;
         let vpath = path.virtual_path.clone();
-        if changes {
-            // Marked before the first byte lands, so a crash mid-upload leaves the marker.
-            self.ctx.in_progress.begin(&vpath);
-        }
-        let opened = self.ctx.jail.open(&path, oflags, 0o644).and_then(|fd| {
+        let open = || {
+            let fd = self.ctx.jail.open(&path, oflags, 0o644)?;
             let st = Stat::of_fd(fd.as_fd())?;
             if st.is_dir() {
                 return Err(std::io::Error::from(ErrorKind::IsADirectory));
@@ -218,20 +216,20 @@ impl SftpSession {
                 let what = "is not a regular file, which Roster does not serve";
                 return Err(std::io::Error::new(ErrorKind::InvalidInput, what));
             }
-            Ok((std::fs::File::from(fd), st.size))
-        });
-        let (file, size) = match opened {
-            Ok(x) => x,
-            Err(e) => {
-                if changes {
-                    self.ctx.in_progress.end(&vpath);
-                }
-                return Err(io_fail(&vpath, e));
-            }
+            Ok(((std::fs::File::from(fd), st.size), st.id))
         };
+        // A handle that may write is registered (and its file marked unfinished) before the
+        // OPEN is answered, so a crash mid-upload leaves the mark (`uploads`).
+        let opened = if changes {
+            self.ctx.in_progress.open_for_write(&vpath, open)
+        } else {
+            open()
+        };
+        let ((file, size), file_id) = opened.map_err(|e| io_fail(&vpath, e))?;
         let handle = self.insert(
             OpenHandle::File(FileHandle {
                 file,
+                file_id,
                 path,
                 readable,
                 writable: changes,
@@ -281,8 +279,8 @@ impl SftpSession {
         let end = if f.append { f.size } else { offset }.saturating_add(data.len() as u64);
         if end > max {
             f.broken = true;
-            let path = f.path.clone();
-            return Err(self.stop_oversized_upload(&path));
+            let (path, file_id) = (f.path.clone(), f.file_id);
+            return Err(self.stop_oversized_upload(&path, file_id));
         }
         let written = if f.append {
             use std::io::Write;
@@ -301,14 +299,14 @@ impl SftpSession {
 
     /// A write went past `max_upload_bytes`: the partial file is removed (through the jail) and
     /// the person is told why.
-    fn stop_oversized_upload(&self, path: &JailPath) -> Failure {
+    fn stop_oversized_upload(&self, path: &JailPath, file_id: FileId) -> Failure {
         let max = self.ctx.max_upload_bytes;
         let removed = self
             .ctx
             .jail
             .parent(path)
             .and_then(|(dir, name)| super::fs::unlink_at(dir.as_fd(), &name, false));
-        self.ctx.in_progress.end(&path.virtual_path);
+        self.ctx.in_progress.removed(file_id);
         let vpath = &path.virtual_path;
         tracing::warn!(tenant = %self.ctx.tenant, path = %vpath, limit = max, "upload over max_upload_bytes stopped; partial file removed");
         let mb = max as f64 / 1_000_000.0;
@@ -380,14 +378,15 @@ impl SftpSession {
         if !f.writable {
             return Ok(ok(id));
         }
-        self.ctx.in_progress.end(&f.path.virtual_path);
+        let wrote = f.wrote && !f.broken;
+        let finished = (self.ctx.in_progress).handle_ended(f.file_id, HandleEnd::Closed { wrote });
         if f.broken {
             return Err(fail(
                 StatusCode::Failure,
                 "This upload was stopped and its file removed",
             ));
         }
-        if f.wrote && !is_temp_name(f.path.name()) {
+        if finished && !is_temp_name(f.path.name()) {
             let size = f.file.metadata().map(|m| m.len()).unwrap_or(f.size);
             self.announce(&f.path, size, FinishedBy::Close);
         }
@@ -511,14 +510,24 @@ impl SftpSession {
     /// The session ended: handles still open for writing were not finished; nothing is announced
     /// and their in-progress markers stay. Every handle goes back to the tenant's budget.
     pub fn end(&mut self) {
-        for h in self.handles.values() {
-            if let OpenHandle::File(f) = &h.handle {
-                if f.writable {
-                    tracing::warn!(tenant = %self.ctx.tenant, path = %f.path.virtual_path, "session ended during an upload; the file is left incomplete and will not be imported");
-                }
+        let handles: Vec<Held> = self.handles.drain().map(|(_, h)| h).collect();
+        for h in handles {
+            let OpenHandle::File(f) = &h.handle else {
+                continue;
+            };
+            if !f.writable {
+                continue;
+            }
+            let how = HandleEnd::Dropped { wrote: f.wrote };
+            if f.wrote {
+                tracing::warn!(tenant = %self.ctx.tenant, path = %f.path.virtual_path, "session ended during an upload; the file is left incomplete and will not be imported");
+            }
+            // A handle that wrote nothing may be the last of a file another handle finished.
+            if self.ctx.in_progress.handle_ended(f.file_id, how) && !is_temp_name(f.path.name()) {
+                let size = f.file.metadata().map(|m| m.len()).unwrap_or(f.size);
+                self.announce(&f.path, size, FinishedBy::Close);
             }
         }
-        self.handles.clear();
     }
 }
 

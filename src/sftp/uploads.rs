@@ -1,0 +1,398 @@
+//! Which files are being written: the one place that decides whether an upload is finished.
+//!
+//! A file is known by its identity ([`FileId`]: device and inode), not by its path, so renaming
+//! it, or a folder above it, keeps its state, and a long path needs no long marker name. Two
+//! things record the state:
+//!
+//! - **Live writers**, in this process: every handle open for writing, counted per file, with
+//!   what became of the handles that closed (one wrote and closed cleanly: finished; one went
+//!   away without CLOSE after writing: broken). The count is kept under one lock, which a
+//!   write-OPEN holds across its `open` and the intake holds across its claim's rename, so a
+//!   file is never claimed while a handle that can still write it is being opened.
+//! - **Markers**, on disk under `<data_dir>/uploading/<tenant>/<dev>-<ino>`: one per file that
+//!   a handle opened for writing and that is not finished. It is written before the OPEN is
+//!   answered (an OPEN whose marker cannot be written fails) and is left behind when the last
+//!   writer's session ends without a clean CLOSE, or the process dies, so a half-written file
+//!   is never imported, also after a restart, until an upload of it finishes.
+//!
+//! A file is finished when its last live writer goes away and the last thing a writer did was
+//! to write and CLOSE it. A handle that wrote nothing (a client reading the size of a partial
+//! file before resuming, a second client opening a file another one is writing) changes
+//! nothing: closing it neither finishes the file nor clears another upload's marker.
+//!
+//! Several nodes on one data folder see each other's writers only through the markers: two
+//! nodes writing the same file at the same time are not told apart. A marker of a file deleted
+//! outside SFTP while unfinished is swept at the next start ([`InProgress::sweep`]).
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// A file's identity: device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(meta: &std::fs::Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+
+    fn marker_name(self) -> String {
+        format!("{}-{}", self.dev, self.ino)
+    }
+}
+
+/// What the live writers of one file did.
+#[derive(Debug, Default)]
+struct Writers {
+    open: u32,
+    /// The last writer to go away wrote and closed cleanly.
+    finished: bool,
+    /// The last writer to go away had written and left without CLOSE.
+    broken: bool,
+    /// The file was removed (or its upload stopped) while handles were open.
+    gone: bool,
+    /// A marker was there before the first of these handles opened (an older broken upload).
+    marked_before: bool,
+}
+
+/// Live writers of every file, in this process.
+static WRITERS: Mutex<Option<HashMap<FileId, Writers>>> = Mutex::new(None);
+
+fn writers() -> MutexGuard<'static, Option<HashMap<FileId, Writers>>> {
+    WRITERS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How a writable handle went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandleEnd {
+    /// CLOSE, after writing (or opening with TRUNC) when `wrote`.
+    Closed { wrote: bool },
+    /// The session ended with the handle open.
+    Dropped { wrote: bool },
+}
+
+/// The upload state of one tenant's files (see the module doc).
+#[derive(Debug, Clone)]
+pub struct InProgress {
+    dir: Option<PathBuf>,
+}
+
+impl InProgress {
+    /// Markers for `tenant` under `data_dir/uploading/<tenant>/`.
+    pub fn new(data_dir: &Path, tenant: &str) -> InProgress {
+        InProgress {
+            dir: Some(data_dir.join("uploading").join(tenant)),
+        }
+    }
+
+    /// No markers (stand-alone `sftp-server` mode): live writers only.
+    pub fn none() -> InProgress {
+        InProgress { dir: None }
+    }
+
+    fn marker(&self, id: FileId) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(id.marker_name()))
+    }
+
+    fn unmark(&self, id: FileId) {
+        if let Some(m) = self.marker(id) {
+            let _ = std::fs::remove_file(m);
+        }
+    }
+
+    /// Opens a file for writing with `open` (which returns the file and its identity) and
+    /// registers it as written, marker included. The registry is locked throughout, so no
+    /// claim can take the file in between. A marker that cannot be written fails the open
+    /// (the file is closed again).
+    pub fn open_for_write<T>(
+        &self,
+        virtual_path: &str,
+        open: impl FnOnce() -> std::io::Result<(T, FileId)>,
+    ) -> std::io::Result<(T, FileId)> {
+        let mut guard = writers();
+        let (file, id) = open()?;
+        let map = guard.get_or_insert_with(HashMap::new);
+        let marked_before = self.marker(id).is_some_and(|m| m.exists());
+        if let Some(m) = self.marker(id).filter(|_| !marked_before) {
+            let made = m
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|_| std::fs::write(&m, virtual_path.as_bytes()));
+            if let Err(e) = made {
+                tracing::warn!(
+                    path = virtual_path,
+                    "cannot write the in-progress marker: {e}"
+                );
+                if !map.contains_key(&id) {
+                    return Err(e);
+                }
+            }
+        }
+        let w = map.entry(id).or_insert_with(|| Writers {
+            marked_before,
+            ..Writers::default()
+        });
+        w.open += 1;
+        Ok((file, id))
+    }
+
+    /// A writable handle of `id` went away; true when the upload is finished now (the caller
+    /// announces it).
+    pub fn handle_ended(&self, id: FileId, how: HandleEnd) -> bool {
+        let mut guard = writers();
+        let map = guard.get_or_insert_with(HashMap::new);
+        let Some(w) = map.get_mut(&id) else {
+            return false;
+        };
+        w.open = w.open.saturating_sub(1);
+        match how {
+            HandleEnd::Closed { wrote: true } => (w.finished, w.broken) = (true, false),
+            HandleEnd::Dropped { wrote: true } => (w.finished, w.broken) = (false, true),
+            HandleEnd::Closed { wrote: false } | HandleEnd::Dropped { wrote: false } => {}
+        }
+        if w.open > 0 {
+            return false;
+        }
+        let Some(w) = map.remove(&id) else {
+            return false;
+        };
+        if w.gone {
+            self.unmark(id);
+            return false;
+        }
+        if w.broken {
+            return false;
+        }
+        if w.finished || !w.marked_before {
+            self.unmark(id);
+        }
+        w.finished
+    }
+
+    /// The file `id` was removed, or its upload stopped: its marker goes (now, or when its
+    /// last writer goes away).
+    pub fn removed(&self, id: FileId) {
+        let mut guard = writers();
+        match guard.as_mut().and_then(|m| m.get_mut(&id)) {
+            Some(w) => w.gone = true,
+            None => self.unmark(id),
+        }
+    }
+
+    /// True while the file is unfinished: a handle of this process may still write it, or a
+    /// marker says an upload of it did not finish.
+    pub fn is_unfinished(&self, id: FileId) -> bool {
+        let live = writers().as_ref().is_some_and(|m| m.contains_key(&id));
+        live || self.marker(id).is_some_and(|m| m.exists())
+    }
+
+    /// Runs `take` (a claim's rename) unless the file is unfinished, with the registry locked
+    /// so that no upload can open it in between; `None` when it is unfinished.
+    pub fn take_if_finished<T>(&self, id: FileId, take: impl FnOnce() -> T) -> Option<T> {
+        let guard = writers();
+        let live = guard.as_ref().is_some_and(|m| m.contains_key(&id));
+        if live || self.marker(id).is_some_and(|m| m.exists()) {
+            return None;
+        }
+        let out = take();
+        drop(guard);
+        Some(out)
+    }
+
+    /// At start: removes the markers of files that are no longer in `home` (deleted outside
+    /// SFTP while unfinished), so a new file that reuses the inode is not taken for unfinished,
+    /// and turns a marker named after a path (the version before this one) into one named after
+    /// its file. At most `limit` entries of `home` are looked at; with more, nothing is removed.
+    pub fn sweep(&self, home: &Path, limit: usize) {
+        let Some(dir) = &self.dir else { return };
+        let Ok(markers) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let Some(present) = file_ids(home, limit) else {
+            return;
+        };
+        let names: HashSet<String> = present.iter().map(|id| id.marker_name()).collect();
+        for m in markers.flatten() {
+            let name = m.file_name().to_string_lossy().to_string();
+            if names.contains(&name) {
+                continue;
+            }
+            if !is_file_id_name(&name) {
+                self.adopt_path_marker(home, &name);
+            }
+            tracing::info!(marker = %name, "the file of an unfinished upload is gone or renamed; its old marker is removed");
+            let _ = std::fs::remove_file(m.path());
+        }
+    }
+
+    /// A marker of the previous version, named after the file's path (`a%2Fb.csv` for
+    /// `/a/b.csv`): the file, if it is still there, gets a marker of its own.
+    fn adopt_path_marker(&self, home: &Path, flat: &str) {
+        let path = flat.replace("%2F", "/").replace("%25", "%");
+        let Ok(meta) = home.join(path.trim_start_matches('/')).symlink_metadata() else {
+            return;
+        };
+        if let Some(m) = self.marker(FileId::of(&meta)).filter(|_| meta.is_file()) {
+            if let Err(e) = std::fs::write(&m, path.as_bytes()) {
+                tracing::warn!(path = %path, "cannot carry over the in-progress marker: {e}");
+            }
+        }
+    }
+}
+
+fn is_file_id_name(name: &str) -> bool {
+    name.split_once('-')
+        .is_some_and(|(dev, ino)| dev.parse::<u64>().is_ok() && ino.parse::<u64>().is_ok())
+}
+
+/// The identities of the regular files under `home`, or None past `limit` entries.
+fn file_ids(home: &Path, limit: usize) -> Option<HashSet<FileId>> {
+    let mut ids = HashSet::new();
+    let mut folders = vec![home.to_path_buf()];
+    let mut seen = 0usize;
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            seen += 1;
+            if seen > limit {
+                return None;
+            }
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                folders.push(e.path());
+            } else if meta.is_file() {
+                ids.insert(FileId::of(&meta));
+            }
+        }
+    }
+    Some(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real file in `dir` and an `open` closure for it, as an OPEN would give.
+    fn file(dir: &Path, name: &str) -> FileId {
+        let p = dir.join(name);
+        std::fs::write(&p, b"x").unwrap();
+        FileId::of(&std::fs::metadata(&p).unwrap())
+    }
+
+    fn open(up: &InProgress, id: FileId) {
+        up.open_for_write("/f.csv", || Ok(((), id))).unwrap();
+    }
+
+    #[test]
+    fn a_clean_close_after_writing_finishes_and_a_close_without_writing_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let up = InProgress::new(&dir.path().join("data"), "acme");
+        let id = file(dir.path(), "a.csv");
+        open(&up, id);
+        assert!(up.is_unfinished(id));
+        assert!(up.handle_ended(id, HandleEnd::Closed { wrote: true }));
+        assert!(!up.is_unfinished(id));
+        // Opened and closed without a write: nothing happened to the file.
+        open(&up, id);
+        assert!(!up.handle_ended(id, HandleEnd::Closed { wrote: false }));
+        assert!(!up.is_unfinished(id));
+    }
+
+    #[test]
+    fn a_broken_upload_stays_unfinished_until_an_upload_of_it_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let up = InProgress::new(&data, "acme");
+        let id = file(dir.path(), "a.csv");
+        open(&up, id);
+        assert!(!up.handle_ended(id, HandleEnd::Dropped { wrote: true }));
+        // Also for a process started later (nothing live, the marker on disk).
+        assert!(InProgress::new(&data, "acme").is_unfinished(id));
+        assert!(up.take_if_finished(id, || ()).is_none());
+        // A resume that only reads the size and closes: still unfinished (review of
+        // 2026-11-30, scenario A).
+        open(&up, id);
+        assert!(!up.handle_ended(id, HandleEnd::Closed { wrote: false }));
+        assert!(up.is_unfinished(id));
+        // A resume that writes the rest and closes: finished.
+        open(&up, id);
+        assert!(up.handle_ended(id, HandleEnd::Closed { wrote: true }));
+        assert!(!up.is_unfinished(id));
+        assert_eq!(up.take_if_finished(id, || 7), Some(7));
+    }
+
+    #[test]
+    fn a_second_handle_neither_finishes_nor_clears_an_upload_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let up = InProgress::new(&dir.path().join("data"), "acme");
+        let id = file(dir.path(), "a.csv");
+        open(&up, id);
+        // A second client opens the same file and closes it, or fails and goes away.
+        open(&up, id);
+        assert!(!up.handle_ended(id, HandleEnd::Closed { wrote: false }));
+        assert!(up.is_unfinished(id));
+        assert!(
+            up.take_if_finished(id, || ()).is_none(),
+            "not claimed while written"
+        );
+        // The first finishes: now it is finished.
+        assert!(up.handle_ended(id, HandleEnd::Closed { wrote: true }));
+        assert!(!up.is_unfinished(id));
+        // The other way round: the writer finishes first, the idle handle goes last.
+        open(&up, id);
+        open(&up, id);
+        assert!(!up.handle_ended(id, HandleEnd::Closed { wrote: true }));
+        assert!(up.handle_ended(id, HandleEnd::Dropped { wrote: false }));
+    }
+
+    #[test]
+    fn a_removed_file_leaves_no_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let up = InProgress::new(&dir.path().join("data"), "acme");
+        let id = file(dir.path(), "a.csv");
+        open(&up, id);
+        up.removed(id);
+        assert!(!up.handle_ended(id, HandleEnd::Closed { wrote: true }));
+        assert!(!up.is_unfinished(id));
+        open(&up, id);
+        assert!(!up.handle_ended(id, HandleEnd::Dropped { wrote: true }));
+        up.removed(id);
+        assert!(!up.is_unfinished(id));
+    }
+
+    #[test]
+    fn the_sweep_drops_markers_of_gone_files_and_carries_over_path_markers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, home) = (dir.path().join("data"), dir.path().join("home"));
+        std::fs::create_dir_all(home.join("sub")).unwrap();
+        let up = InProgress::new(&data, "acme");
+        let kept = file(&home, "kept.csv");
+        let gone = file(&home, "gone.csv");
+        for id in [kept, gone] {
+            open(&up, id);
+            up.handle_ended(id, HandleEnd::Dropped { wrote: true });
+        }
+        // A marker of the previous version, named after the path /sub/old%.csv.
+        let old = file(&home.join("sub"), "old%.csv");
+        std::fs::remove_file(home.join("gone.csv")).unwrap();
+        let markers = data.join("uploading").join("acme");
+        std::fs::write(markers.join("sub%2Fold%25.csv"), b"").unwrap();
+        up.sweep(&home, 100);
+        assert!(up.is_unfinished(kept));
+        assert!(!markers.join(gone.marker_name()).exists());
+        assert!(up.is_unfinished(old), "the path marker now names its file");
+        assert!(!markers.join("sub%2Fold%25.csv").exists());
+    }
+}
