@@ -78,6 +78,10 @@ fn check_config_names_every_problem_with_tenant_and_key() {
 [server]
 listen = "not an address"
 
+[mail]
+smtp_url = "smpt://relay-user:S3cret-Relay@relay.example:587"
+from = "Roster <roster@example.com>"
+
 [[tenants]]
 id = "Bad Id"
 password_hash = "plaintext"
@@ -106,9 +110,14 @@ nonsense = "X"
         "tenant \"acme\": import.schedule",
         "tenant \"acme\": import.columns",
         "\"nonsense\"",
+        "[mail] smtp_url must start with smtp:// or smtps:// (it starts with \"smpt://\")",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
+    assert!(
+        !err.contains("S3cret-Relay"),
+        "the relay's password is shown:\n{err}"
+    );
     // A syntax error names the line and the tenant around it.
     std::fs::write(&path, "[[tenants]]\nid = \"acme\"\nnotify = 5\n").unwrap();
     let out = roster(&["check-config", "-c", path.to_str().unwrap()]);

@@ -354,8 +354,8 @@ fn a_held_run_keeps_no_plaintext_password_and_approve_applies_its_passwords() {
         (2, "Engineer", "New-Secret-2"),
     ];
     let mut upload = file(&kept);
-    // User 3's row has a cell too many: skipped, but its key marks the user present.
-    upload.extend_from_slice(b"C003;First3;Last3;user3@x.example;Engineer;Secret-3;extra\n");
+    // User 3's row has a bad email: skipped, but its key marks the user present.
+    upload.extend_from_slice(b"C003;First3;Last3;not-an-email;Engineer;Secret-3\n");
     let held = go(&store, &t, &upload).record;
     assert_eq!(held.status, ImportStatus::Held, "{:?}", held.messages);
     assert_eq!((held.counts.deactivated, held.counts.skipped), (6, 1));

@@ -87,6 +87,9 @@ impl MailQueue for MemQueue {
             .map(|e| e.item.clone())
             .collect())
     }
+    fn still_ours(&self, id: u64) -> anyhow::Result<bool> {
+        self.with(id, |e| e.state == State::Pending)
+    }
     fn mark_sent(&self, id: u64) -> anyhow::Result<()> {
         self.with(id, |e| e.state = State::Sent)
     }

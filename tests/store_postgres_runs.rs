@@ -364,6 +364,24 @@ fn two_nodes_never_take_the_same_message_and_a_dead_claim_expires() {
     from_a.sort();
     assert_eq!(taken_over.iter().map(|i| i.id).collect::<Vec<_>>(), from_a);
     assert_eq!(a.outbox_len(), 40);
+    // Node a was only slow, not dead: before sending each message of its old batch it asks
+    // for its claim again, and leaves to b what b took (each message is sent once).
+    for item in &ta {
+        assert!(
+            !a.outbox_renew_claim(item.id).unwrap(),
+            "b holds {}",
+            item.id
+        );
+        assert!(b.outbox_renew_claim(item.id).unwrap());
+    }
+    // b's claims are renewed for five minutes; a cannot defer them from under b either.
+    let first = ta[0].id;
+    let later = Utc::now() + chrono::Duration::minutes(1);
+    assert!(a.outbox_defer(first, later, 1, "x").is_err());
+    for item in &tb {
+        assert!(b.outbox_renew_claim(item.id).unwrap());
+        assert!(!a.outbox_renew_claim(item.id).unwrap());
+    }
 }
 
 #[tokio::test]

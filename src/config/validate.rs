@@ -45,14 +45,17 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
     out.extend(config.store.problems());
     out.extend(config.cluster.problems());
     // An empty [admin] token is fine: a random one is generated (config::admin_token).
+    let bounds_cut = |s: &str| s.chars().take(20).collect::<String>();
     if let Some(mail) = &config.mail {
         let scheme_ok = ["smtp://", "smtps://"]
             .iter()
             .any(|p| mail.smtp_url.starts_with(p));
         if !scheme_ok {
+            // Only the scheme is shown: the rest may hold the relay's password.
+            let scheme = mail.smtp_url.find("://").map(|i| &mail.smtp_url[..i + 3]);
+            let got = scheme.map_or("no scheme".to_string(), |s| format!("{:?}", bounds_cut(s)));
             out.push(format!(
-                "[mail] smtp_url {:?} must start with smtp:// or smtps://",
-                mail.smtp_url
+                "[mail] smtp_url must start with smtp:// or smtps:// (it starts with {got})"
             ));
         }
         if mail.from.parse::<lettre::message::Mailbox>().is_err() {

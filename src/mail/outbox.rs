@@ -19,6 +19,10 @@ impl MailQueue for Store {
             .collect())
     }
 
+    fn still_ours(&self, id: u64) -> anyhow::Result<bool> {
+        self.outbox_renew_claim(id)
+    }
+
     fn mark_sent(&self, id: u64) -> anyhow::Result<()> {
         self.outbox_mark_sent(id)
     }

@@ -35,6 +35,9 @@ pub struct QueuedMail {
 pub trait MailQueue: Send + Sync {
     /// Pending messages whose next attempt time is at or before `now`, oldest first.
     fn due(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<QueuedMail>>;
+    /// Just before a message is sent: true when this worker may still send it (its node's
+    /// claim renewed), false when another node took it in the meantime or it is gone.
+    fn still_ours(&self, id: u64) -> anyhow::Result<bool>;
     /// The message was accepted by the SMTP server (or written as `.eml`): remove it.
     fn mark_sent(&self, id: u64) -> anyhow::Result<()>;
     /// The attempt failed but may succeed later: store `attempts` (the new failure count), do
@@ -177,6 +180,25 @@ impl Worker {
             .unwrap_or_default()
     }
 
+    /// Whether the message may still be sent by this worker (see [`MailQueue::still_ours`]);
+    /// logged when not.
+    fn still_ours(&self, id: u64) -> bool {
+        match self.queue.still_ours(id) {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::info!(
+                    id,
+                    "mail left to another node: its claim passed before this node got to it"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(id, error = %format!("{e:#}"), "cannot renew the claim of a mail; it is tried in a later pass");
+                false
+            }
+        }
+    }
+
     /// Returns None if shutdown was seen.
     async fn pass<F: Future<Output = ()>>(
         &self,
@@ -201,6 +223,7 @@ impl Worker {
             }
             let outcome = match &unreachable {
                 Some(why) => Err(DeliveryError::Unavailable(format!("not tried: {why}"))),
+                None if !self.still_ours(item.id) => continue,
                 None => self.attempt(&item.mail).await,
             };
             match outcome {

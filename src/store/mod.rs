@@ -343,8 +343,14 @@ pub trait RunLog: Send + Sync {
 pub trait MailOutbox: Send + Sync {
     /// Queues a message for delivery now; returns its id. Durable on return.
     fn outbox_push(&self, recipients: &[String], message: &[u8]) -> Result<u64>;
-    /// Messages whose next attempt is at or before `now`, oldest first.
+    /// Messages whose next attempt is at or before `now`, oldest first (a bounded batch; a
+    /// damaged entry is logged and left out, so it cannot stop the others).
     fn outbox_due(&self, now: DateTime<Utc>) -> Result<Vec<OutboxItem>>;
+    /// Just before a message of the batch is sent: true when this node may still send it
+    /// (with several nodes: it still holds the claim, renewed now; a node that took longer
+    /// than its claim lets the message go instead of sending it twice), false when another
+    /// node took it or it is gone.
+    fn outbox_renew_claim(&self, id: u64) -> Result<bool>;
     /// Every queued message.
     fn outbox_len(&self) -> usize;
     /// Removes a delivered message.

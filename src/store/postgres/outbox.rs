@@ -77,10 +77,39 @@ impl MailOutbox for PostgresStore {
                 )
                 .await
                 .context("cannot read the mail outbox")?;
-            rows.iter().map(item_from_row).collect::<Result<Vec<_>>>()
+            let mut items = Vec::with_capacity(rows.len());
+            for row in &rows {
+                match item_from_row(row) {
+                    Ok(item) => items.push(item),
+                    Err(e) => tracing::error!(
+                        "a message of the mail outbox is damaged and is not sent: {e:#}"
+                    ),
+                }
+            }
+            Ok(items)
         })?;
         items.sort_by_key(|i| i.id);
         Ok(items)
+    }
+
+    /// Renews this node's claim of message `id` for [`CLAIM_MINUTES`]; false when the claim is
+    /// no longer this node's (it expired and another node took the message) or the message is
+    /// gone.
+    fn outbox_renew_claim(&self, id: u64) -> Result<bool> {
+        let id = db_id(id)?;
+        let node = self.node_id.clone();
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            let renewed = client
+                .execute(
+                    "UPDATE roster.outbox SET claimed_until = now() + make_interval(mins => $3) \
+                     WHERE id = $1 AND claimed_by = $2",
+                    &[&id, &node, &CLAIM_MINUTES],
+                )
+                .await
+                .context("cannot renew the claim of a message of the mail outbox")?;
+            Ok(renewed == 1)
+        })
     }
 
     /// Every queued message; 0 (and a logged error) when the database cannot say.
@@ -114,7 +143,8 @@ impl MailOutbox for PostgresStore {
     }
 
     /// Records a failed attempt and ends this node's claim: the message waits until
-    /// `next_attempt`, then any node may take it.
+    /// `next_attempt`, then any node may take it. A message another node holds a live claim
+    /// of is left to that node.
     fn outbox_defer(
         &self,
         id: u64,
@@ -125,19 +155,21 @@ impl MailOutbox for PostgresStore {
         let db_id = db_id(id)?;
         let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
         let error = error.to_string();
+        let node = self.node_id.clone();
         let changed = self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
             client
                 .execute(
                     "UPDATE roster.outbox SET next_attempt = $2, attempts = $3, last_error = $4, \
-                     claimed_by = NULL, claimed_until = NULL WHERE id = $1",
-                    &[&db_id, &next_attempt, &attempts, &error],
+                     claimed_by = NULL, claimed_until = NULL WHERE id = $1 AND (claimed_by IS NULL \
+                     OR claimed_by = $5 OR claimed_until < now())",
+                    &[&db_id, &next_attempt, &attempts, &error, &node],
                 )
                 .await
                 .context("cannot write the mail outbox")
         })?;
         if changed == 0 {
-            bail!("outbox message {id} does not exist");
+            bail!("outbox message {id} does not exist, or another node has taken it");
         }
         Ok(())
     }
