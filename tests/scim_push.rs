@@ -526,3 +526,41 @@ fn a_report_pushed_before_its_manager_gets_the_manager_once_the_manager_arrives(
     assert!(orphan[ENTERPRISE].get("manager").is_none(), "{orphan}");
     assert!(snapshot("t-manager-late").failing.is_empty());
 }
+
+#[test]
+fn a_field_emptied_in_a_refused_push_is_removed_once_the_user_goes_through() {
+    let s = ScimServer::start(&[]);
+    let src = MemSource::default();
+    let p = Pusher::new("t-cleared", &config(&s, ScimOnMissing::Deactivate)).unwrap();
+    create(&src, "ann", "Ann");
+    drain(&p, &src);
+    assert_eq!(s.by_external_id("ann").unwrap()["title"], "Clerk");
+    // One change empties ann's title and gives her a userName someone else has in the
+    // application: the PATCH is refused (409) and the cursor moves on.
+    let other = s.create(
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "taken@acme.example", "externalId": "someone-else"}),
+    );
+    let mut a = src.get("ann");
+    a.fields.remove("job_title");
+    a.username = Some("taken@acme.example".into());
+    let fields = [
+        ("job_title", None),
+        ("username", Some("taken@acme.example")),
+    ];
+    src.apply("ann", Some(a), ChangeKind::Updated, &fields);
+    drain(&p, &src);
+    let st = snapshot("t-cleared");
+    let f = st.failing.get("ann").expect("ann refused");
+    assert_eq!(f.status, Some(409), "{f:?}");
+    assert!(f.cleared.contains("job_title"), "{f:?}");
+    assert_eq!(s.by_external_id("ann").unwrap()["title"], "Clerk");
+    // The operator frees the userName; the retry takes the title away too.
+    s.delete(other["id"].as_str().unwrap());
+    let later = Utc::now() + chrono::Duration::days(1);
+    p.run_batch(&src, later).unwrap();
+    let ann = s.by_external_id("ann").unwrap();
+    assert_eq!(ann["userName"], "taken@acme.example");
+    assert!(ann.get("title").is_none(), "{ann}");
+    assert!(snapshot("t-cleared").failing.is_empty());
+}

@@ -57,13 +57,19 @@ pub(super) async fn status(
     let (tenant, push) = push_config(&st, p)?;
     let store = st.store.clone();
     let t = tenant.clone();
-    let (cursor, backlog) = blocking(move || {
-        scim_push::status::backlog(&store, &t, BACKLOG_COUNTED)
-            .map_err(|e| ApiError::internal("cannot read the SCIM push cursor", e))
+    let (cursor, backlog, saved) = blocking(move || {
+        let (cursor, backlog) = scim_push::status::backlog(&store, &t, BACKLOG_COUNTED)
+            .map_err(|e| ApiError::internal("cannot read the SCIM push cursor", e))?;
+        let source = scim_push::StoreSource { store, tenant: t };
+        let saved = scim_push::ChangeSource::failures(&source)
+            .map_err(|e| ApiError::internal("cannot read the SCIM push's failing users", e))?;
+        Ok((cursor, backlog, saved))
     })
     .await?;
     let now = scim_push::snapshot(&tenant);
-    let failing: Vec<_> = now.failing.values().collect();
+    // The store's list, saved by whichever node pushes this tenant after each batch that
+    // changed it: the same answer from every node behind a load balancer.
+    let failing = saved;
     Ok(Json(json!({
         "tenant": tenant,
         "url": push.url,

@@ -188,6 +188,19 @@ pub fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(secs).min(MAX_BACKOFF)
 }
 
+/// `cleared` with the fields a refused push of `key` left to remove (`Failure::cleared`).
+fn with_failing_cleared(
+    st: &PushStatus,
+    key: &str,
+    cleared: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let mut all = cleared.clone();
+    if let Some(f) = st.failing.get(key) {
+        all.extend(f.cleared.iter().cloned());
+    }
+    all
+}
+
 fn later(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(300))
 }
@@ -299,10 +312,15 @@ impl Pusher {
         body
     }
 
-    /// Writes our values over the application's user `id`.
+    /// Writes our values over the application's user `id`; `cleared` fields that are still
+    /// empty are removed from it.
     pub fn update(&self, id: &str, u: &User, cleared: &BTreeSet<String>) -> Result<(), ScimError> {
         if self.use_patch()? {
-            let remove = resource::cleared_paths(cleared, &self.extra);
+            let still_empty: BTreeSet<String> = (cleared.iter())
+                .filter(|f| resource::field_is_empty(u, f))
+                .cloned()
+                .collect();
+            let remove = resource::cleared_paths(&still_empty, &self.extra);
             let body = self.with_manager(u, resource::patch(u, &self.extra, &remove));
             self.client.patch(id, &body)
         } else {
@@ -389,6 +407,14 @@ impl Pusher {
         } else {
             IN_FLIGHT
         };
+        // A user refused earlier may still owe the application the removal of fields emptied
+        // then: its push carries them too.
+        let cleared: Vec<BTreeSet<String>> = {
+            let st = self.status();
+            work.iter()
+                .map(|w| with_failing_cleared(&st, &w.key, &w.cleared))
+                .collect()
+        };
         std::thread::scope(|s| {
             for _ in 0..in_flight.min(work.len()) {
                 s.spawn(|| loop {
@@ -396,8 +422,10 @@ impl Pusher {
                         break;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(w) = work.get(i) else { break };
-                    let r = self.push_one(src, &w.key, &w.cleared);
+                    let (Some(w), Some(cleared)) = (work.get(i), cleared.get(i)) else {
+                        break;
+                    };
+                    let r = self.push_one(src, &w.key, cleared);
                     if r.as_ref().is_err_and(ScimError::transient) {
                         stop.store(true, Ordering::Relaxed);
                     }
@@ -434,6 +462,7 @@ impl Pusher {
                     t.failed += 1;
                     let attempts = st.failing.get(&w.key).map_or(0, |f| f.attempts) + 1;
                     tracing::warn!(tenant = %self.tenant, key = %w.key, "SCIM push refused: {e}");
+                    let cleared = with_failing_cleared(&st, &w.key, &w.cleared);
                     st.fail(Failure {
                         key: w.key.clone(),
                         kind: format!("{:?}", w.kind).to_lowercase(),
@@ -442,6 +471,7 @@ impl Pusher {
                         at: now,
                         attempts,
                         next_attempt: later(now, backoff(attempts)),
+                        cleared,
                     });
                 }
             }

@@ -202,6 +202,28 @@ pub fn cleared_paths(cleared: &BTreeSet<String>, extra: &BTreeMap<String, String
     out
 }
 
+/// Whether Roster field `field` of `u` is empty (absent, or an empty text or list): a cleared
+/// field that is filled again by the time it is pushed is not removed.
+pub fn field_is_empty(u: &User, field: &str) -> bool {
+    let text = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
+    match field {
+        "email" => text(&u.email),
+        "username" => text(&u.username),
+        "mapping_code" => text(&u.mapping_code),
+        "first_name" => text(&u.first_name),
+        "last_name" => text(&u.last_name),
+        f => match f.strip_prefix("custom.") {
+            Some(name) => u.attributes.get(name).is_none_or(String::is_empty),
+            None => match u.fields.get(f) {
+                None | Some(Value::Null) => true,
+                Some(Value::String(s)) => s.is_empty(),
+                Some(Value::Array(a)) => a.is_empty(),
+                Some(_) => false,
+            },
+        },
+    }
+}
+
 /// The body of `PATCH /Users/{id}`: one `replace` of every attribute `u` has, then a `remove`
 /// for each path in `remove`.
 pub fn patch(u: &User, extra: &BTreeMap<String, String>, remove: &[String]) -> Value {

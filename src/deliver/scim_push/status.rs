@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// The pusher's cursor of `tenant` and the changes after it, counted up to `up_to + 1` (more
@@ -42,6 +42,10 @@ pub struct Failure {
     pub attempts: u32,
     /// When the pusher tries this user again.
     pub next_attempt: DateTime<Utc>,
+    /// Fields emptied by changes the application has not taken yet: removed from its user by
+    /// the next push of this user that goes through (a retry, or a later change).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub cleared: BTreeSet<String>,
 }
 
 /// One tenant's push, as the admin API shows it.
@@ -67,7 +71,10 @@ impl PushStatus {
                 .min_by_key(|f| f.at)
                 .map(|f| f.key.clone());
             match oldest {
-                Some(k) => self.failing.remove(&k),
+                Some(k) => {
+                    tracing::warn!(key = %k, "SCIM push: more than {MAX_FAILING} users are failing; the oldest failure is no longer kept, so that user is pushed again only when it changes or by a reconcile");
+                    self.failing.remove(&k)
+                }
                 None => break,
             };
         }
@@ -88,6 +95,16 @@ pub fn status_of(tenant: &str) -> Arc<Mutex<PushStatus>> {
 }
 
 /// A copy of `tenant`'s status.
+/// Forgets the failing users this process holds for `tenant` (another node pushes it now;
+/// the store keeps the list).
+pub fn forget_failing(tenant: &str) {
+    status_of(tenant)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .failing
+        .clear();
+}
+
 pub fn snapshot(tenant: &str) -> PushStatus {
     status_of(tenant)
         .lock()

@@ -81,7 +81,14 @@ fn round(
     let lease = format!("scim-push:{tenant}");
     match store.take_lease(&lease) {
         Ok(Some(_)) => {}
-        Ok(None) => return false,
+        Ok(None) => {
+            // Another node pushes this tenant now: when the lease comes back, a new pusher
+            // starts from the store's saved failing users, not from this node's old ones.
+            if pushers.remove(tenant).is_some() {
+                super::status::forget_failing(tenant);
+            }
+            return false;
+        }
         Err(e) => {
             tracing::warn!(tenant, "SCIM push: cannot take the lease {lease}: {e:#}");
             return false;

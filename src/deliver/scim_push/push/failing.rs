@@ -7,7 +7,7 @@
 //! [`ChangeSource`]'s saved failures; it leaves as SCIM requests (through the pusher) and the
 //! list saved back with [`ChangeSource::save_failures`].
 
-use super::{backoff, later, ChangeSource, Pusher, BATCH, RETRIES_PER_BATCH};
+use super::{backoff, later, with_failing_cleared, ChangeSource, Pusher, BATCH, RETRIES_PER_BATCH};
 use crate::deliver::scim_push::status::Failure;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -51,14 +51,19 @@ impl Pusher {
     /// application; one that fails is kept as a failing user (retried with backoff).
     pub(super) fn push_waiting_reports(&self, src: &dyn ChangeSource, now: DateTime<Utc>) {
         for key in self.waits.take_ready(BATCH) {
-            let r = self.push_one(src, &key, &BTreeSet::new());
+            let cleared = with_failing_cleared(&self.status(), &key, &BTreeSet::new());
+            let r = self.push_one(src, &key, &cleared);
             let mut st = self.status();
             match r {
-                Ok(_) => st.pushed += 1,
+                Ok(_) => {
+                    st.pushed += 1;
+                    st.failing.remove(&key);
+                }
                 Err(e) => {
                     tracing::warn!(tenant = %self.tenant, %key,
                         "SCIM push: setting the manager failed: {e}");
                     st.fail(Failure {
+                        cleared,
                         key,
                         kind: "manager".into(),
                         status: e.status,
@@ -83,7 +88,7 @@ impl Pusher {
             .cloned()
             .collect();
         for f in due {
-            let r = self.push_one(src, &f.key, &BTreeSet::new());
+            let r = self.push_one(src, &f.key, &f.cleared);
             let mut st = self.status();
             match r {
                 Ok(_) => {
