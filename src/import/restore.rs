@@ -5,15 +5,18 @@
 //! lower-cased (as email and username keys are stored); the rule itself is
 //! [`model::user::restore`](crate::model::user::restore), the write is the directory's.
 
+use crate::model::filter::{Attribute, Op, Operand, UserFilter};
 use crate::model::user::restore as restore_rule;
-use crate::model::User;
-use crate::store::Directory;
+use crate::model::{User, UserStatus};
+use crate::store::Backend;
 use anyhow::{anyhow, bail, Result};
 use chrono::Utc;
 
-/// Restores user `key` of `tenant` to active; returns the user.
-pub fn restore(directory: &dyn Directory, tenant: &str, key: &str) -> Result<User> {
+/// Restores user `key` of `tenant` to active; returns the user. A soft-deleted user owns no
+/// email (design §5.2): when another user has its email now, it is not restored.
+pub fn restore(directory: &dyn Backend, tenant: &str, key: &str) -> Result<User> {
     for k in [key.trim().to_string(), key.trim().to_lowercase()] {
+        refuse_a_taken_email(directory, tenant, &k)?;
         let mut change = |rec: &mut crate::model::packed::UserRec| {
             restore_rule(rec, Utc::now().timestamp_millis())
                 .map_err(|e| anyhow!("user {k:?} of tenant {tenant} {e}"))
@@ -23,4 +26,23 @@ pub fn restore(directory: &dyn Directory, tenant: &str, key: &str) -> Result<Use
         }
     }
     bail!("tenant {tenant} has no user {key:?}")
+}
+
+/// Fails when user `key` is soft-deleted and another user that is not has its email now.
+fn refuse_a_taken_email(store: &dyn Backend, tenant: &str, key: &str) -> Result<()> {
+    let Some(user) = store.user(tenant, key)? else {
+        return Ok(());
+    };
+    let Some(email) = user.email.filter(|_| user.status == UserStatus::Deleted) else {
+        return Ok(());
+    };
+    let same = UserFilter::Compare(Attribute::Email, Op::Eq, Operand::Text(email.clone()));
+    let holders = store.users_matching(tenant, &same, 0, 2)?;
+    if let Some(other) = holders.users.iter().find(|u| u.key != user.key) {
+        bail!(
+            "user {key:?} of tenant {tenant} cannot be restored: its email {email:?} belongs to user {:?} now; give one of them another email first",
+            other.key
+        );
+    }
+    Ok(())
 }

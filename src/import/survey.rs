@@ -10,7 +10,7 @@ use super::merge::{missing_action, row_email, unchanged, unpack_all, MergeSettin
 use super::record::{pack_compact, PackedRow};
 use super::row_pass::FileEmails;
 use crate::model::bucket::fnv64;
-use crate::model::packed::{bucket_entries, field_of};
+use crate::model::packed::{bucket_entries, field_of, status_of, STATUS_DELETED};
 use anyhow::Result;
 
 /// What the survey learnt of one bucket.
@@ -120,6 +120,10 @@ fn email_conflict(
     own: &[PackedRow<'_>],
 ) -> Result<Option<(u64, String)>> {
     let StoredUser { key: k, value: v } = user;
+    // A soft-deleted user owns no email: a rehire under a new key may bring it back.
+    if status_of(v) == STATUS_DELETED {
+        return Ok(None);
+    }
     let own_rows = || own.iter().take_while(|r| r.key == k);
     // A user whose own valid row gives an email either keeps it (then the file agrees) or
     // gives it up: no conflict can come from its stored email.
