@@ -111,3 +111,80 @@ async fn read_only_refuses_every_change() {
     );
     assert!(dir.path().join("a.csv").exists());
 }
+
+/// The archive folders stay read-only when links are followed (the review of 2026-11-30 wrote
+/// into `processed/` through a link to it, and changed an archived file through a hard link).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_never_make_the_archive_folders_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("home");
+    std::fs::create_dir_all(root.join("processed")).unwrap();
+    let archived = root.join("processed/users.20261121T073000Z.csv");
+    std::fs::write(&archived, b"archived,original").unwrap();
+    // A link made outside SFTP (by the OS user) that leads into the archive.
+    std::os::unix::fs::symlink("processed", root.join("p")).unwrap();
+    let (_child, sftp) = spawn(&root, false).await;
+    let put = |path: &'static str| {
+        let sftp = &sftp;
+        async move {
+            let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
+            let h = sftp
+                .open(path, flags, FileAttributes::default())
+                .await?
+                .handle;
+            sftp.write(&h, 0, b"x,y".to_vec()).await?;
+            sftp.close(&h).await
+        }
+    };
+    assert!(put("/processed/direct.csv").await.is_err());
+    assert!(put("/p/through-a-link.csv").await.is_err());
+    assert!(sftp.remove("/p/users.20261121T073000Z.csv").await.is_err());
+    assert!(sftp
+        .rename("/p/users.20261121T073000Z.csv", "/away.csv")
+        .await
+        .is_err());
+    // New links into the archive, or to the root above it, are refused.
+    for target in [
+        "processed",
+        "/processed/users.20261121T073000Z.csv",
+        "/",
+        ".",
+    ] {
+        assert_eq!(
+            status(sftp.symlink(target, "/l").await),
+            StatusCode::PermissionDenied,
+            "{target}"
+        );
+    }
+    // A second name of an archived file is refused too.
+    let hardlink = |from: &str, to: &str| {
+        let mut body = Vec::new();
+        for s in [from, to] {
+            body.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            body.extend_from_slice(s.as_bytes());
+        }
+        body
+    };
+    let linked = sftp
+        .extended(
+            "hardlink@openssh.com",
+            hardlink("/p/users.20261121T073000Z.csv", "/hl.csv"),
+        )
+        .await;
+    assert!(
+        !matches!(&linked, Ok(russh_sftp::protocol::Packet::Status(s)) if s.status_code == StatusCode::Ok),
+        "{linked:?}"
+    );
+    assert!(std::fs::symlink_metadata(root.join("hl.csv")).is_err());
+    let names: Vec<_> = std::fs::read_dir(root.join("processed"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(names.len(), 1, "nothing new in processed/");
+    assert_eq!(std::fs::read(&archived).unwrap(), b"archived,original");
+    // Links elsewhere still work in this mode.
+    std::fs::create_dir_all(root.join("in")).unwrap();
+    sftp.symlink("in", "/to-in").await.unwrap();
+    put("/to-in/a.csv").await.unwrap();
+    assert_eq!(std::fs::read(root.join("in/a.csv")).unwrap(), b"x,y");
+}

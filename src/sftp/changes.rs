@@ -138,6 +138,14 @@ impl SftpSession {
                 format!("The link target {target} is outside the served folder"),
             )
         })?;
+        // A link to the root or into an archive folder would make that folder writable.
+        let lands = Jail::normalise(&format!("{folder}/{stored}")).map_err(jail_fail)?;
+        if lands == "/" || Jail::in_archive(&lands) {
+            return Err(fail(
+                StatusCode::PermissionDenied,
+                format!("A link to {lands} is not allowed: Roster keeps its archived files there"),
+            ));
+        }
         let c_target = c_name(&stored).map_err(|e| io_fail(target, e))?;
         self.at_name(&p, |dir, name| symlink_at(&c_target, dir, name))?;
         Ok(ok(id))
@@ -155,6 +163,13 @@ impl SftpSession {
         let src = jail.resolve(from).map_err(jail_fail)?;
         let dst = jail.resolve_for_write(to).map_err(jail_fail)?;
         let (src_dir, src_name) = self.parent_of(&src)?;
+        // A second name of an archived file would let the tenant change the archive.
+        if Jail::in_archive(&src.virtual_path) || jail.is_archive_folder(src_dir.as_fd()) {
+            return Err(fail(
+                StatusCode::PermissionDenied,
+                format!("{} is in a read-only archive folder", src.virtual_path),
+            ));
+        }
         let (dst_dir, dst_name) = self.parent_of(&dst)?;
         link_at((src_dir.as_fd(), &src_name), (dst_dir.as_fd(), &dst_name))
             .map_err(|e| io_fail(&dst.virtual_path, e))?;

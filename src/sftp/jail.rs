@@ -60,6 +60,9 @@ pub struct JailPath {
     pub virtual_path: String,
     /// On disk, inside the home folder (for events and logs; never opened by this string).
     pub real: PathBuf,
+    /// Resolved to be changed ([`Jail::resolve_for_write`]): with links followed, where it
+    /// really lands is checked too (never an archive folder).
+    write: bool,
 }
 
 impl JailPath {
@@ -175,15 +178,20 @@ impl Jail {
     pub fn resolve(&self, path: &str) -> Result<JailPath, JailError> {
         let virtual_path = Self::normalise(path)?;
         let real = self.home.join(virtual_path.trim_start_matches('/'));
-        Ok(JailPath { virtual_path, real })
+        Ok(JailPath {
+            virtual_path,
+            real,
+            write: false,
+        })
     }
 
     /// Resolves a path that will be changed (written, created, removed, renamed, set-stat).
     pub fn resolve_for_write(&self, path: &str) -> Result<JailPath, JailError> {
-        let p = self.resolve(path)?;
+        let mut p = self.resolve(path)?;
         if self.read_only || p.is_root() || Self::in_archive(&p.virtual_path) {
             return Err(JailError::ReadOnly(p.virtual_path));
         }
+        p.write = true;
         Ok(p)
     }
 
@@ -200,6 +208,12 @@ impl Jail {
     /// Opens `p` with open(2) `flags` (and `mode` when creating), resolved beneath the home.
     /// In a tenant jail no component, the last included, may be a symlink (ELOOP).
     pub fn open(&self, p: &JailPath, flags: libc::c_int, mode: u32) -> std::io::Result<OwnedFd> {
+        if self.links && p.write && !p.is_root() {
+            // Following links, the folder the file lands in must not be an archive folder;
+            // the file itself is opened without following a final link.
+            let (dir, name) = self.parent(p)?;
+            return openat_nofollow(dir.as_fd(), &name, flags, mode);
+        }
         let opened = self.open_relative(p.relative(), flags, mode);
         match opened {
             // A final link opened as a folder says ENOTDIR; tell the person it is a link.
@@ -228,7 +242,23 @@ impl Jail {
         }
         let parent = self.resolve(p.parent_virtual()).map_err(|_| invalid())?;
         let dir = self.open(&parent, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        if self.links && p.write && self.is_archive_folder(dir.as_fd()) {
+            return Err(std::io::Error::from_raw_os_error(libc::EACCES));
+        }
         Ok((dir, cstring(p.name().as_bytes())?))
+    }
+
+    /// Whether the folder `dir` is one of the root's archive folders (by device and inode, so
+    /// a link that leads there is caught wherever it is).
+    pub fn is_archive_folder(&self, dir: BorrowedFd<'_>) -> bool {
+        let Ok(st) = fstat(dir) else {
+            return true;
+        };
+        ARCHIVE_DIRS.iter().any(|name| {
+            cstring(name.as_bytes())
+                .and_then(|c| fstatat_nofollow(self.root.as_fd(), &c))
+                .is_ok_and(|a| a.st_dev == st.st_dev && a.st_ino == st.st_ino)
+        })
     }
 
     fn open_relative(&self, rel: &str, flags: libc::c_int, mode: u32) -> std::io::Result<OwnedFd> {
@@ -254,6 +284,52 @@ impl Jail {
         } else {
             libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS
         }
+    }
+}
+
+fn fstat(fd: BorrowedFd<'_>) -> std::io::Result<libc::stat> {
+    // SAFETY: `st` is plain old data, fully written by fstat on success.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd.as_raw_fd(), &mut st) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(st)
+    }
+}
+
+fn fstatat_nofollow(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> std::io::Result<libc::stat> {
+    // SAFETY: `name` is NUL-terminated; `st` is fully written by fstatat on success.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        let r = libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        );
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(st)
+    }
+}
+
+/// `openat(dir, name, flags | O_NOFOLLOW)`.
+fn openat_nofollow(
+    dir: BorrowedFd<'_>,
+    name: &std::ffi::CStr,
+    flags: libc::c_int,
+    mode: u32,
+) -> std::io::Result<OwnedFd> {
+    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `name` is NUL-terminated; a returned descriptor is new and owned by us.
+    unsafe {
+        let fd = libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode as libc::c_uint);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
     }
 }
 
