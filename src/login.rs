@@ -19,6 +19,18 @@
 //! login clears its address's shared failures (not a block in force); the tenant's shared
 //! count is not cleared by a login, so password guesses against one tenant stay bounded
 //! whatever the address.
+//!
+//! A password attempt is counted before its password is checked, not after:
+//! [`LoginThrottle::begin`] refuses a blocked address or tenant and otherwise counts the
+//! attempt as *in flight*, both in one step under the throttle's lock. While an address's (or a
+//! tenant's) failures plus its attempts in flight reach `max_failures`, a further attempt waits
+//! for one of them to end (at most [`TURN_WAIT`]) instead of being checked. The [`Attempt`] it
+//! returns ends as a failure (counted, as before) or a success (released); dropped unfinished
+//! (the client went away during the check) it counts as a failure, so a client cannot have
+//! passwords checked, or argon2 run, without paying for it. So a burst of concurrent guesses
+//! from one address, or against one tenant, gets at most `max_failures` password checks per
+//! block window on this node, however many requests it sends at once, and cannot take every
+//! argon2 slot from other logins.
 
 use crate::config::authorized_keys::parse_authorized_key;
 use crate::config::{Config, Tenant};
@@ -112,6 +124,8 @@ struct Record {
     failures: u32,
     first: Option<Instant>,
     blocked_until: Option<Instant>,
+    /// Password checks under way ([`LoginThrottle::begin`]), counted before they are made.
+    in_flight: u32,
 }
 
 impl Record {
@@ -122,6 +136,7 @@ impl Record {
                 failures: 0,
                 first: Some(now),
                 blocked_until: None,
+                in_flight: self.in_flight,
             };
         }
         self.failures += 1;
@@ -137,6 +152,22 @@ impl Record {
         self.first
             .is_none_or(|f| now.duration_since(f) > policy.block_for)
             && self.blocked_until.is_none_or(|u| u <= now)
+    }
+
+    /// True when failures in the window plus the checks under way reach `max_failures`: one
+    /// more check could make more failures than allowed.
+    fn full(&self, policy: ThrottlePolicy, now: Instant) -> bool {
+        let failures = if self.expired(policy, now) {
+            0
+        } else {
+            self.failures
+        };
+        failures.saturating_add(self.in_flight) >= policy.max_failures
+    }
+
+    /// Nothing to remember: no failure, no block in force, no check under way.
+    fn idle(&self, now: Instant) -> bool {
+        self.in_flight == 0 && self.failures == 0 && self.blocked_until.is_none_or(|u| u <= now)
     }
 }
 
@@ -158,6 +189,8 @@ const RECORDS_BEFORE_PRUNING: usize = 4096;
 #[derive(Clone, Default)]
 pub struct LoginThrottle {
     inner: Arc<Mutex<Throttles>>,
+    /// Woken whenever an attempt in flight ends, for the attempts waiting for a turn.
+    turns: Arc<tokio::sync::Notify>,
     /// The store whose shared counters are used too (several nodes), once set.
     shared: Arc<OnceLock<Store>>,
     /// After the store failed, it is left alone until then (logins do not wait on it).
@@ -183,6 +216,112 @@ pub enum Gate {
     Blocked(String),
 }
 
+/// How long a password attempt waits for a turn while its address's (or tenant's) failures
+/// plus the attempts in flight reach `max_failures`; then it is refused unchecked.
+pub const TURN_WAIT: Duration = Duration::from_secs(15);
+
+/// Why [`LoginThrottle::begin`] refused an attempt without checking it (the text is for logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The address or the tenant is blocked.
+    Blocked(String),
+    /// `max_failures` attempts of this address or tenant were being checked for all of
+    /// [`TURN_WAIT`].
+    Busy(String),
+}
+
+impl Refusal {
+    /// The reason, for the log.
+    pub fn reason(&self) -> &str {
+        match self {
+            Refusal::Blocked(why) | Refusal::Busy(why) => why,
+        }
+    }
+}
+
+/// What [`LoginThrottle::try_reserve`] found.
+enum Reserve {
+    Taken,
+    Busy(String),
+    Blocked(String),
+}
+
+/// A password attempt counted as in flight by [`LoginThrottle::begin`]. End it with
+/// [`failed`](Attempt::failed), [`succeeded`](Attempt::succeeded) or
+/// [`verified`](Attempt::verified); dropped unfinished (the request or connection went away
+/// during the check) it counts as a failure.
+pub struct Attempt {
+    throttle: LoginThrottle,
+    policy: ThrottlePolicy,
+    addr: Option<IpAddr>,
+    tenant: Option<String>,
+    open: bool,
+}
+
+impl Attempt {
+    /// The password was wrong: the attempt becomes a failure (locally in the same step, then
+    /// in the shared counters). Returns how long to delay the answer.
+    pub async fn failed(mut self) -> Duration {
+        self.open = false;
+        let (policy, addr, tenant) = (self.policy, self.addr, self.tenant.take());
+        let delay = self
+            .throttle
+            .failed_local(policy, addr, tenant.as_deref(), true);
+        self.throttle.turns.notify_waiters();
+        self.throttle
+            .record_shared(policy, addr, tenant.as_deref())
+            .await;
+        delay
+    }
+
+    /// The password was right: the attempt is released and, for a tenant's password, its
+    /// address's failures against that tenant are cleared (as [`LoginThrottle::succeeded`]).
+    pub fn succeeded(self) {
+        let (throttle, addr, tenant) = (self.throttle.clone(), self.addr, self.tenant.clone());
+        self.released();
+        if let Some(tenant) = tenant {
+            throttle.succeeded(addr, &tenant);
+        }
+    }
+
+    /// The password was right: the attempt is released, nothing is cleared (for a caller that
+    /// clears the failures itself, as SFTP's login does for every method).
+    pub fn verified(self) {
+        self.released();
+    }
+
+    /// Ends the attempt without counting it.
+    fn released(mut self) {
+        self.open = false;
+        self.throttle.release(self.addr, self.tenant.as_deref());
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        // Dropped during the check: the client went away, perhaps to have passwords checked
+        // for free. It counts as a failure (locally at once; in the shared counters in the
+        // background).
+        let (policy, addr, tenant) = (self.policy, self.addr, self.tenant.take());
+        self.throttle
+            .failed_local(policy, addr, tenant.as_deref(), true);
+        self.throttle.turns.notify_waiters();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            if self.throttle.shared_store().is_some() {
+                let throttle = self.throttle.clone();
+                rt.spawn(async move {
+                    throttle
+                        .record_shared(policy, addr, tenant.as_deref())
+                        .await;
+                });
+            }
+        }
+    }
+}
+
 impl LoginThrottle {
     fn with<T>(&self, f: impl FnOnce(&mut Throttles) -> T) -> T {
         match self.inner.lock() {
@@ -194,44 +333,123 @@ impl LoginThrottle {
     /// May this address try again (`tenant` given for password attempts)?
     pub fn gate(&self, addr: Option<IpAddr>, tenant: Option<&str>) -> Gate {
         let now = Instant::now();
-        self.with(|t| {
-            if let Some(a) = addr {
-                if let Some(until) = t.by_addr.get(&a).and_then(|r| r.all.blocked_until) {
-                    if until > now {
-                        return Gate::Blocked(format!(
-                            "address {a} is blocked after repeated failed logins"
-                        ));
-                    }
-                }
-            }
-            if let Some(id) = tenant {
-                if let Some(until) = t.by_tenant.get(id).and_then(|r| r.blocked_until) {
-                    if until > now {
-                        return Gate::Blocked(format!(
-                            "password logins for tenant {id} are blocked after repeated failures"
-                        ));
-                    }
-                }
-            }
-            Gate::Open
+        self.with(|t| match t.blocked(addr, tenant, now) {
+            Some(why) => Gate::Blocked(why),
+            None => Gate::Open,
         })
     }
 
-    /// Records a failure; returns how long to delay the answer.
-    pub fn failed(&self, policy: ThrottlePolicy, addr: Option<IpAddr>, tenant: &str) -> Duration {
-        self.failed_as(policy, addr, Some(tenant))
-    }
-
-    /// [`failed`](Self::failed) for an attempt that names a tenant, or (None: the console's
-    /// operator token) only an address.
-    fn failed_as(
+    /// Starts a password attempt (`tenant` None: the console's operator token, counted against
+    /// the address only): refused when the address or tenant is blocked (here or, with shared
+    /// counters, on any node); otherwise counted as in flight in the same step, waiting first
+    /// (at most [`TURN_WAIT`]) while failures plus attempts in flight reach `max_failures`.
+    pub async fn begin(
         &self,
         policy: ThrottlePolicy,
         addr: Option<IpAddr>,
         tenant: Option<&str>,
+    ) -> Result<Attempt, Refusal> {
+        let deadline = tokio::time::Instant::now() + TURN_WAIT;
+        loop {
+            // Registered before looking, so an attempt that ends in between still wakes us.
+            let turn = self.turns.notified();
+            tokio::pin!(turn);
+            turn.as_mut().enable();
+            match self.try_reserve(policy, addr, tenant) {
+                Reserve::Taken => break,
+                Reserve::Blocked(why) => return Err(Refusal::Blocked(why)),
+                Reserve::Busy(why) => {
+                    if tokio::time::timeout_at(deadline, turn).await.is_err() {
+                        return Err(Refusal::Busy(why));
+                    }
+                }
+            }
+        }
+        let attempt = Attempt {
+            throttle: self.clone(),
+            policy,
+            addr,
+            tenant: tenant.map(str::to_string),
+            open: true,
+        };
+        match self.shared_gate(addr, tenant).await {
+            Gate::Blocked(why) => {
+                // Not checked after all.
+                attempt.released();
+                Err(Refusal::Blocked(why))
+            }
+            Gate::Open => Ok(attempt),
+        }
+    }
+
+    /// The gate and the count in one step: refused when blocked; busy when failures plus
+    /// attempts in flight reach `max_failures`; else counted as in flight.
+    fn try_reserve(
+        &self,
+        policy: ThrottlePolicy,
+        addr: Option<IpAddr>,
+        tenant: Option<&str>,
+    ) -> Reserve {
+        let now = Instant::now();
+        self.with(|t| {
+            if let Some(why) = t.blocked(addr, tenant, now) {
+                return Reserve::Blocked(why);
+            }
+            if let Some(a) = addr {
+                if t.by_addr.get(&a).is_some_and(|r| r.all.full(policy, now)) {
+                    return Reserve::Busy(format!(
+                        "address {a} has {} failed or unfinished logins",
+                        policy.max_failures
+                    ));
+                }
+            }
+            if let Some(id) = tenant {
+                if t.by_tenant.get(id).is_some_and(|r| r.full(policy, now)) {
+                    return Reserve::Busy(format!(
+                        "tenant {id} has {} failed or unfinished password logins",
+                        policy.max_failures
+                    ));
+                }
+            }
+            t.prune(policy, now);
+            if let Some(a) = addr {
+                t.by_addr.entry(a).or_default().all.in_flight += 1;
+            }
+            if let Some(id) = tenant {
+                t.by_tenant.entry(id.to_string()).or_default().in_flight += 1;
+            }
+            Reserve::Taken
+        })
+    }
+
+    /// Ends an attempt in flight without counting it (a success, or a client that went away),
+    /// and wakes the attempts waiting for a turn.
+    fn release(&self, addr: Option<IpAddr>, tenant: Option<&str>) {
+        let now = Instant::now();
+        self.with(|t| t.release(addr, tenant, now));
+        self.turns.notify_waiters();
+    }
+
+    /// Records a failure; returns how long to delay the answer.
+    pub fn failed(&self, policy: ThrottlePolicy, addr: Option<IpAddr>, tenant: &str) -> Duration {
+        self.failed_local(policy, addr, Some(tenant), false)
+    }
+
+    /// [`failed`](Self::failed) for an attempt that names a tenant, or (None: the console's
+    /// operator token) only an address; `in_flight`: the attempt was counted by
+    /// [`begin`](Self::begin) and becomes this failure (in the same step).
+    fn failed_local(
+        &self,
+        policy: ThrottlePolicy,
+        addr: Option<IpAddr>,
+        tenant: Option<&str>,
+        in_flight: bool,
     ) -> Duration {
         let now = Instant::now();
         self.with(|t| {
+            if in_flight {
+                t.release(addr, tenant, now);
+            }
             t.prune(policy, now);
             let mut worst = 0;
             if let Some(a) = addr {
@@ -283,7 +501,7 @@ impl LoginThrottle {
             };
             let mine = r.by_tenant.remove(tenant).unwrap_or(0);
             r.all.failures = r.all.failures.saturating_sub(mine);
-            if r.all.failures == 0 && r.all.blocked_until.is_none() {
+            if r.all.failures == 0 && r.all.blocked_until.is_none() && r.all.in_flight == 0 {
                 t.by_addr.remove(&a);
             }
         });
@@ -303,12 +521,18 @@ impl LoginThrottle {
     /// store cannot answer, the local answer stands (logged).
     pub async fn check(&self, addr: Option<IpAddr>, tenant: Option<&str>) -> Gate {
         let local = self.gate(addr, tenant);
-        let Some(store) = self.shared_store() else {
-            return local;
-        };
         if local != Gate::Open {
             return local;
         }
+        self.shared_gate(addr, tenant).await
+    }
+
+    /// The blocks in the shared counters (Open without shared counters, or when the store
+    /// cannot answer; remembered locally when found).
+    async fn shared_gate(&self, addr: Option<IpAddr>, tenant: Option<&str>) -> Gate {
+        let Some(store) = self.shared_store() else {
+            return Gate::Open;
+        };
         let subjects = subjects(addr, tenant);
         let found = ask_store(move || {
             for (scope, subject) in subjects {
@@ -346,25 +570,27 @@ impl LoginThrottle {
         self.record_failure_as(policy, addr, Some(tenant)).await
     }
 
-    /// A wrong operator token in the web console: counted against the address only (a tenant
-    /// name is not involved, and no one may lock the operator out from every address).
-    pub async fn record_operator_failure(
-        &self,
-        policy: ThrottlePolicy,
-        addr: Option<IpAddr>,
-    ) -> Duration {
-        self.record_failure_as(policy, addr, None).await
-    }
-
     async fn record_failure_as(
         &self,
         policy: ThrottlePolicy,
         addr: Option<IpAddr>,
         tenant: Option<&str>,
     ) -> Duration {
-        let delay = self.failed_as(policy, addr, tenant);
+        let delay = self.failed_local(policy, addr, tenant, false);
+        self.record_shared(policy, addr, tenant).await;
+        delay
+    }
+
+    /// Counts a failure in the shared counters, if any (a block they report is remembered
+    /// locally).
+    async fn record_shared(
+        &self,
+        policy: ThrottlePolicy,
+        addr: Option<IpAddr>,
+        tenant: Option<&str>,
+    ) {
         let Some(store) = self.shared_store() else {
-            return delay;
+            return;
         };
         let subjects = subjects(addr, tenant);
         let counted = ask_store(move || {
@@ -392,7 +618,6 @@ impl LoginThrottle {
                 )
             }
         }
-        delay
     }
 
     /// The store of the shared counters, unless there is none or it failed in the last
@@ -488,10 +713,56 @@ async fn ask_store<T: Send + 'static>(
 impl Throttles {
     fn prune(&mut self, policy: ThrottlePolicy, now: Instant) {
         if self.by_addr.len() > RECORDS_BEFORE_PRUNING {
-            self.by_addr.retain(|_, r| !r.all.expired(policy, now));
+            self.by_addr
+                .retain(|_, r| r.all.in_flight > 0 || !r.all.expired(policy, now));
         }
         if self.by_tenant.len() > RECORDS_BEFORE_PRUNING {
-            self.by_tenant.retain(|_, r| !r.expired(policy, now));
+            self.by_tenant
+                .retain(|_, r| r.in_flight > 0 || !r.expired(policy, now));
+        }
+    }
+
+    /// Why the address or the tenant may not try now, if it is blocked.
+    fn blocked(&self, addr: Option<IpAddr>, tenant: Option<&str>, now: Instant) -> Option<String> {
+        if let Some(a) = addr {
+            if let Some(until) = self.by_addr.get(&a).and_then(|r| r.all.blocked_until) {
+                if until > now {
+                    return Some(format!(
+                        "address {a} is blocked after repeated failed logins"
+                    ));
+                }
+            }
+        }
+        if let Some(id) = tenant {
+            if let Some(until) = self.by_tenant.get(id).and_then(|r| r.blocked_until) {
+                if until > now {
+                    return Some(format!(
+                        "password logins for tenant {id} are blocked after repeated failures"
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// One attempt in flight fewer for the address and the tenant; records left with nothing
+    /// to remember are dropped.
+    fn release(&mut self, addr: Option<IpAddr>, tenant: Option<&str>, now: Instant) {
+        if let Some(a) = addr {
+            if let Some(r) = self.by_addr.get_mut(&a) {
+                r.all.in_flight = r.all.in_flight.saturating_sub(1);
+                if r.all.idle(now) && r.by_tenant.is_empty() {
+                    self.by_addr.remove(&a);
+                }
+            }
+        }
+        if let Some(id) = tenant {
+            if let Some(r) = self.by_tenant.get_mut(id) {
+                r.in_flight = r.in_flight.saturating_sub(1);
+                if r.idle(now) {
+                    self.by_tenant.remove(id);
+                }
+            }
         }
     }
 }
@@ -548,6 +819,83 @@ mod tests {
         th.succeeded(Some(other), "beta");
         th.failed(policy, Some(other), "gamma");
         assert_eq!(th.gate(Some(other), None), Gate::Open);
+    }
+
+    /// 20 concurrent wrong passwords from one address: only `max_failures` are checked; the
+    /// others wait for a turn and then find the address blocked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_attempts_get_at_most_max_failures_checks() {
+        let th = LoginThrottle::default();
+        let policy = ThrottlePolicy {
+            max_failures: 3,
+            block_for: Duration::from_secs(60),
+        };
+        let addr = IpAddr::from([127, 0, 0, 9]);
+        let checked = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (th, checked) = (th.clone(), checked.clone());
+            tasks.push(tokio::spawn(async move {
+                match th.begin(policy, Some(addr), Some("acme")).await {
+                    Ok(attempt) => {
+                        checked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        attempt.failed().await;
+                        true
+                    }
+                    Err(Refusal::Blocked(_)) => false,
+                    Err(Refusal::Busy(why)) => panic!("waited out its turn: {why}"),
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(checked.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert!(matches!(th.gate(Some(addr), None), Gate::Blocked(_)));
+        // Against the tenant too, from another address.
+        let other = IpAddr::from([127, 0, 0, 10]);
+        assert!(matches!(
+            th.begin(policy, Some(other), Some("acme")).await,
+            Err(Refusal::Blocked(_))
+        ));
+    }
+
+    /// A success gives its turn to a waiting attempt and counts no failure; an attempt dropped
+    /// during its check (the client went away) counts as a failure.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ended_attempts_give_their_turn_to_waiting_ones() {
+        let th = LoginThrottle::default();
+        let policy = ThrottlePolicy {
+            max_failures: 2,
+            block_for: Duration::from_secs(60),
+        };
+        let addr = IpAddr::from([127, 0, 0, 11]);
+        let first = th.begin(policy, Some(addr), Some("acme")).await.unwrap();
+        let second = th.begin(policy, Some(addr), Some("beta")).await.unwrap();
+        let waiting = tokio::spawn({
+            let th = th.clone();
+            async move {
+                let attempt = th.begin(policy, Some(addr), Some("acme")).await.ok()?;
+                attempt.succeeded();
+                Some(())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "two in flight: a third waits");
+        first.succeeded();
+        assert!(
+            waiting.await.unwrap().is_some(),
+            "the success gave its turn"
+        );
+        assert_eq!(th.gate(Some(addr), None), Gate::Open, "no failure so far");
+        drop(second);
+        let t = th.begin(policy, Some(addr), Some("gamma")).await.unwrap();
+        t.failed().await;
+        assert!(
+            matches!(th.gate(Some(addr), None), Gate::Blocked(_)),
+            "the dropped attempt counted: two failures"
+        );
     }
 
     #[test]

@@ -12,6 +12,11 @@
 //! (`scim`) or Prometheus text (`crate::metrics`). Nothing here writes the store except
 //! `restore`, through the store's own method; `approve` writes through the intake's run.
 //!
+//! Connections are admitted and timed by `listener` (caps in all and per address, a
+//! header-read deadline that also closes idle keep-alive connections, slow bodies and stalled
+//! answers cut off), so slow or silent clients cannot hold the listener or the process's
+//! descriptors.
+//!
 //! Errors are one JSON object `{"error": "<sentence>"}` with a 4xx status for bad input (SCIM
 //! uses its own error schema); a 5xx only for a store failure. Request bodies are bounded:
 //! small for JSON, `max_upload_bytes` for a preview, read incrementally so a huge body is
@@ -22,6 +27,7 @@ mod auth;
 mod changes;
 pub(crate) mod console;
 pub mod filter;
+mod listener;
 mod openapi;
 mod schemas;
 mod scim;
@@ -123,6 +129,7 @@ pub async fn start(
         Some(_) => None,
         None => Some(crate::config::admin_token::ensure(&current)?),
     };
+    let config_handle = config.clone();
     let state = AppState {
         config,
         store,
@@ -151,19 +158,10 @@ pub async fn start(
             ApiError::not_found("there is no such route; see docs/operators.md for the admin API")
                 .into_response()
         });
-    let (shutdown, mut rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(async move {
-        let stop = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!("the admin API stopped: {e}");
-        }
-    });
+    let (shutdown, rx) = tokio::sync::watch::channel(false);
+    // Not axum::serve: it has no header-read timeout, no body or write timeout and no cap on
+    // connections (listener.rs).
+    let task = tokio::spawn(listener::serve(listener, app, config_handle, rx));
     tracing::info!(%addr, "admin API listening");
     Ok(RunningAdmin {
         addr,

@@ -107,6 +107,13 @@ pub struct AdminConfig {
     pub public_url: String,
     /// How long a console session lasts without use, in minutes (default 30).
     pub session_minutes: u64,
+    /// Connections the admin listener holds at once, in all (over it a new one is closed).
+    pub max_connections: usize,
+    /// Connections the admin listener holds at once from one source address.
+    pub max_connections_per_address: usize,
+    /// Seconds a client may take to send a request's head, or stall a body or an answer; an
+    /// idle keep-alive connection is closed after it too.
+    pub client_timeout_secs: u64,
 }
 
 impl Default for AdminConfig {
@@ -116,6 +123,9 @@ impl Default for AdminConfig {
             token: String::new(),
             public_url: String::new(),
             session_minutes: 30,
+            max_connections: 256,
+            max_connections_per_address: 64,
+            client_timeout_secs: 20,
         }
     }
 }

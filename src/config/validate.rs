@@ -42,6 +42,19 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
     if !(1..=24 * 60).contains(&config.admin.session_minutes) {
         out.push("[admin] session_minutes must be 1 to 1440".into());
     }
+    if !(1..=512).contains(&config.admin.max_connections) {
+        out.push(
+            "[admin] max_connections must be 1 to 512 (the admin listener shares the 1024 \
+             descriptors SFTP leaves to the rest of the server)"
+                .into(),
+        );
+    }
+    if config.admin.max_connections_per_address == 0 {
+        out.push("[admin] max_connections_per_address must be at least 1".into());
+    }
+    if !(1..=3600).contains(&config.admin.client_timeout_secs) {
+        out.push("[admin] client_timeout_secs must be 1 to 3600".into());
+    }
     out.extend(config.store.problems());
     out.extend(config.cluster.problems());
     // An empty [admin] token is fine: a random one is generated (config::admin_token).

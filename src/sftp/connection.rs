@@ -143,22 +143,31 @@ impl russh::server::Handler for Connection {
     type Error = russh::Error;
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if self.blocked(Some(user)).await {
-            return Ok(Auth::reject());
-        }
+        // Counted as in flight before the check (login.rs), so concurrent guesses get no more
+        // checks than max_auth_failures; dropped unfinished, it counts as a failure.
+        let attempt = match self
+            .server
+            .throttle
+            .begin(self.server.policy(), Some(self.peer.ip()), Some(user))
+            .await
+        {
+            Ok(attempt) => attempt,
+            Err(refusal) => {
+                crate::metrics::login_blocked();
+                tracing::warn!(peer = %self.peer, "login refused: {}", refusal.reason());
+                return Ok(Auth::reject());
+            }
+        };
         let config = self.server.config.current();
         if auth::verify_password(&config, user, password).await {
             let hash = config
                 .tenant(user)
                 .and_then(|t| t.password_hash.clone())
                 .unwrap_or_default();
+            attempt.verified(); // admit clears this tenant's failures
             return Ok(self.admit(user, "password", Credential::Password(hash)));
         }
-        let delay = self
-            .server
-            .throttle
-            .record_failure(self.server.policy(), Some(self.peer.ip()), user)
-            .await;
+        let delay = attempt.failed().await;
         crate::metrics::login_failed();
         tracing::warn!(tenant = user, peer = %self.peer, known = config.tenant(user).is_some(), "failed password login");
         tokio::time::sleep(delay).await;

@@ -8,10 +8,18 @@
 //! that changes the admin token or the tenant's password, or removes the tenant, ends it), and
 //! refreshes its idle deadline. A GET without a session is redirected to `/login`.
 //!
-//! Sessions live in this node's memory, bounded by [`MAX_SESSIONS`] (expired ones are dropped
-//! first, then the oldest): a restart signs everyone out, and behind a load balancer the console
-//! needs session affinity (docs/console.md). Session ids are 256 random bits, kept only as their
-//! SHA-256, so the table holds nothing a reader could replay.
+//! Sessions live in this node's memory: a restart signs everyone out, and behind a load balancer
+//! the console needs session affinity (docs/console.md). One principal (the operator, or one
+//! tenant) holds at most [`MAX_SESSIONS_PER_PRINCIPAL`]; a further sign-in ends that principal's
+//! own oldest session. Tenants' sessions together are at most [`MAX_SESSIONS`]; when that many
+//! are live a tenant's sign-in is refused (503), and no one's live session is ended for another
+//! principal. The operator's sessions count only against their own cap, so tenants cannot keep
+//! the operator out. Session ids are 256 random bits, kept only as their SHA-256, so the table
+//! holds nothing a reader could replay.
+//!
+//! The cookie's `Max-Age` is the absolute lifetime ([`ABSOLUTE_LIFETIME`]), not the idle limit:
+//! the server ends a session idle for `session_minutes`, and a cookie that expired
+//! `session_minutes` after sign-in would sign out a browser in the middle of its work.
 //!
 //! CSRF: every session has a random token; each state-changing form carries it in the field
 //! `csrf` and the handler calls [`Viewer::check_csrf`] (403 otherwise). The sign-in forms, made
@@ -31,10 +39,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Sessions held at once; beyond that the oldest is ended.
+/// Tenants' sessions held at once; beyond that a tenant's sign-in is refused (503).
 pub(crate) const MAX_SESSIONS: usize = 10_000;
-/// A session ends this long after sign-in, however active.
-const ABSOLUTE_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Sessions of one principal (the operator, or one tenant); a further sign-in ends its oldest.
+pub(crate) const MAX_SESSIONS_PER_PRINCIPAL: usize = 32;
+/// A session ends this long after sign-in, however active (also the cookie's `Max-Age`).
+pub(crate) const ABSOLUTE_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// The session cookie's name.
 pub(crate) const SESSION_COOKIE: &str = "roster_session";
 /// The sign-in forms' double-submit cookie.
@@ -59,10 +69,23 @@ struct Session {
     idle_until: Instant,
 }
 
+/// A tenant's sign-in found [`MAX_SESSIONS`] live tenant sessions.
+#[derive(Debug)]
+pub(crate) struct SessionsFull;
+
 /// The sessions of this node.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Sessions {
     inner: Arc<Mutex<HashMap<[u8; 32], Session>>>,
+    /// [`MAX_SESSIONS`] and [`MAX_SESSIONS_PER_PRINCIPAL`] (smaller in unit tests).
+    max_tenant_sessions: usize,
+    per_principal: usize,
+}
+
+impl Default for Sessions {
+    fn default() -> Sessions {
+        Sessions::with_caps(MAX_SESSIONS, MAX_SESSIONS_PER_PRINCIPAL)
+    }
 }
 
 /// The signed-in person making a request.
@@ -103,6 +126,14 @@ pub(crate) fn credential_of(state: &AppState, config: &Config, role: &Role) -> O
 }
 
 impl Sessions {
+    fn with_caps(max_tenant_sessions: usize, per_principal: usize) -> Sessions {
+        Sessions {
+            inner: Arc::default(),
+            max_tenant_sessions,
+            per_principal: per_principal.max(1),
+        }
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<[u8; 32], Session>) -> T) -> T {
         match self.inner.lock() {
             Ok(mut g) => f(&mut g),
@@ -110,29 +141,56 @@ impl Sessions {
         }
     }
 
-    /// Starts a session; returns its id (for the cookie).
-    pub fn start(&self, role: Role, credential: [u8; 32], idle: Duration) -> String {
+    /// Starts a session; returns its id (for the cookie). Ends the principal's own oldest
+    /// sessions beyond [`MAX_SESSIONS_PER_PRINCIPAL`]; refuses a tenant's when [`MAX_SESSIONS`]
+    /// tenant sessions are live (another principal's live session is never ended).
+    pub fn start(
+        &self,
+        role: Role,
+        credential: [u8; 32],
+        idle: Duration,
+    ) -> Result<String, SessionsFull> {
         let id = random_token();
         let now = Instant::now();
-        let session = Session {
-            role,
-            csrf: random_token(),
-            credential,
-            made: now,
-            idle_until: now + idle,
-        };
         self.with(|m| {
-            if m.len() >= MAX_SESSIONS {
-                m.retain(|_, s| s.idle_until > now && now < s.made + ABSOLUTE_LIFETIME);
-            }
-            if m.len() >= MAX_SESSIONS {
-                if let Some(oldest) = m.iter().min_by_key(|(_, s)| s.made).map(|(k, _)| *k) {
-                    m.remove(&oldest);
+            let live = |s: &Session| s.idle_until > now && now < s.made + ABSOLUTE_LIFETIME;
+            // This principal's ended sessions go first, then its oldest beyond its cap.
+            m.retain(|_, s| s.role != role || live(s));
+            let mut mine: Vec<([u8; 32], Instant)> = m
+                .iter()
+                .filter(|(_, s)| s.role == role)
+                .map(|(k, s)| (*k, s.made))
+                .collect();
+            if mine.len() >= self.per_principal {
+                mine.sort_by_key(|(_, made)| *made);
+                let over = mine.len() + 1 - self.per_principal;
+                for (k, _) in &mine[..over] {
+                    m.remove(k);
                 }
             }
-            m.insert(sha256(id.as_bytes()), session);
-        });
-        id
+            if role != Role::Operator {
+                let tenants = |m: &HashMap<[u8; 32], Session>| {
+                    m.values().filter(|s| s.role != Role::Operator).count()
+                };
+                if tenants(m) >= self.max_tenant_sessions {
+                    m.retain(|_, s| live(s));
+                }
+                if tenants(m) >= self.max_tenant_sessions {
+                    return Err(SessionsFull);
+                }
+            }
+            m.insert(
+                sha256(id.as_bytes()),
+                Session {
+                    role,
+                    csrf: random_token(),
+                    credential,
+                    made: now,
+                    idle_until: now + idle,
+                },
+            );
+            Ok(id)
+        })
     }
 
     /// The live session of a cookie value, its idle deadline pushed back.
@@ -271,5 +329,68 @@ fn signed_out(parts: &Parts) -> Response {
     } else {
         PageError::forbidden("you are not signed in (or your session ended); sign in again")
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live_roles(sessions: &Sessions) -> Vec<Role> {
+        sessions.with(|m| m.values().map(|s| s.role.clone()).collect())
+    }
+
+    #[test]
+    fn a_principal_ends_only_its_own_oldest_session() {
+        let sessions = Sessions::with_caps(100, 3);
+        let idle = Duration::from_secs(60);
+        let operator = sessions.start(Role::Operator, [0; 32], idle).unwrap();
+        let first = sessions
+            .start(Role::Tenant("beta".into()), [1; 32], idle)
+            .unwrap();
+        for _ in 0..10 {
+            sessions
+                .start(Role::Tenant("beta".into()), [1; 32], idle)
+                .unwrap();
+        }
+        assert!(sessions.touch(&operator, idle).is_some(), "operator kept");
+        assert!(
+            sessions.touch(&first, idle).is_none(),
+            "beta's oldest ended"
+        );
+        let beta = live_roles(&sessions)
+            .iter()
+            .filter(|r| **r == Role::Tenant("beta".into()))
+            .count();
+        assert_eq!(beta, 3);
+    }
+
+    #[test]
+    fn a_full_table_refuses_tenants_but_not_the_operator() {
+        let sessions = Sessions::with_caps(4, 2);
+        let idle = Duration::from_secs(60);
+        let mut kept = Vec::new();
+        for t in ["a", "b"] {
+            for _ in 0..2 {
+                kept.push(
+                    sessions
+                        .start(Role::Tenant(t.into()), [1; 32], idle)
+                        .unwrap(),
+                );
+            }
+        }
+        assert!(sessions
+            .start(Role::Tenant("c".into()), [1; 32], idle)
+            .is_err());
+        let operator = sessions.start(Role::Operator, [0; 32], idle).unwrap();
+        for id in kept.iter().chain([&operator]) {
+            assert!(sessions.touch(id, idle).is_some(), "no live session ended");
+        }
+        // An idle-expired tenant session makes room.
+        let short = Sessions::with_caps(1, 2);
+        short
+            .start(Role::Tenant("a".into()), [1; 32], Duration::ZERO)
+            .unwrap();
+        assert!(short.start(Role::Tenant("b".into()), [1; 32], idle).is_ok());
     }
 }

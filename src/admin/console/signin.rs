@@ -4,17 +4,19 @@
 //! tenant's (fields `tenant` and `password`: the portal password, `login::verify_portal_password`).
 //! Both are guarded by a double-submit token (the `roster_login` cookie set with the page must
 //! equal the form's `csrf` field) and by the same [`crate::login::LoginThrottle`] as SFTP: a
-//! blocked address or tenant is refused without checking, and each failure counts (an operator
-//! failure against the address only). A success starts a session (`session::Sessions`) and
-//! redirects to `/`; `POST /logout` ends it.
+//! blocked address or tenant is refused without checking, and each attempt is counted before it
+//! is checked (`LoginThrottle::begin`) and ends as a failure or a success (an operator's against
+//! the address only), so concurrent guesses get no more checks than failures allowed. A
+//! success starts a session (`session::Sessions`) and redirects to `/`; `POST /logout` ends it.
 
 use super::session::{
-    cookie, credential_of, idle_limit, random_token, set_cookie, LOGIN_COOKIE, SESSION_COOKIE,
+    cookie, credential_of, idle_limit, random_token, set_cookie, ABSOLUTE_LIFETIME, LOGIN_COOKIE,
+    SESSION_COOKIE,
 };
 use super::{page, PageError, Role, Viewer};
 use crate::admin::auth::ct_eq;
 use crate::admin::AppState;
-use crate::login::{Gate, ThrottlePolicy};
+use crate::login::{Refusal, ThrottlePolicy};
 use askama::Template;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -126,17 +128,36 @@ fn address(peer: &Result<ConnectInfo<SocketAddr>, impl Sized>) -> Option<IpAddr>
 }
 
 /// Starts a session for `role` and redirects to `/` with its cookie (and the sign-in cookie
-/// ended).
+/// ended). The cookie lasts the session's absolute lifetime; the server ends it sooner when it
+/// is idle for `session_minutes`. When the node holds as many tenant sessions as it may, a
+/// tenant's sign-in is refused with 503 and a sentence.
 fn signed_in(st: &AppState, role: Role) -> Response {
     let config = st.config.current();
     let Some(credential) = credential_of(st, &config, &role) else {
         return PageError::forbidden("this account cannot sign in").into_response();
     };
-    let idle = idle_limit(&config);
-    let id = st.sessions.start(role, credential, idle);
+    let tenant = match &role {
+        Role::Tenant(id) => id.clone(),
+        Role::Operator => String::new(),
+    };
+    let Ok(id) = st.sessions.start(role, credential, idle_limit(&config)) else {
+        tracing::warn!(
+            tenant,
+            "console sign-in refused: the node holds the most tenant sessions it may"
+        );
+        let why = "the console has as many signed-in sessions as it can hold right now; try \
+                   again later, or ask the operator"
+            .to_string();
+        return login_answer(st, StatusCode::SERVICE_UNAVAILABLE, Some(why), &tenant);
+    };
     let mut resp = Redirect::to("/").into_response();
     for c in [
-        set_cookie(&config, SESSION_COOKIE, &id, Some(idle.as_secs())),
+        set_cookie(
+            &config,
+            SESSION_COOKIE,
+            &id,
+            Some(ABSOLUTE_LIFETIME.as_secs()),
+        ),
         set_cookie(&config, LOGIN_COOKIE, "", None),
     ] {
         if let Ok(v) = c.parse() {
@@ -156,25 +177,25 @@ async fn operator(
         return e.into_response();
     }
     let addr = address(&peer);
-    if let Gate::Blocked(why) = st.throttle.check(addr, None).await {
-        tracing::warn!(?addr, "console operator sign-in refused: {why}");
-        return login_answer(
-            &st,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(blocked_sentence()),
-            "",
-        );
-    }
+    let attempt = match st.throttle.begin(policy(&st), addr, None).await {
+        Ok(attempt) => attempt,
+        Err(refusal) => {
+            let why = refusal.reason();
+            tracing::warn!(?addr, "console operator sign-in refused: {why}");
+            return refused(&st, &refusal, "");
+        }
+    };
     let expected = crate::admin::auth::expected_token(&st).unwrap_or_default();
     let digest = |s: &str| -> [u8; 32] { Sha256::digest(s.as_bytes()).into() };
     let ok = !expected.is_empty() && ct_eq(&digest(form.token.trim()), &digest(&expected));
     if !ok {
-        let delay = st.throttle.record_operator_failure(policy(&st), addr).await;
+        let delay = attempt.failed().await;
         tracing::warn!(?addr, "console operator sign-in failed: wrong admin token");
         tokio::time::sleep(delay).await;
         let why = "that is not the admin token of this server".to_string();
         return login_answer(&st, StatusCode::UNAUTHORIZED, Some(why), "");
     }
+    attempt.succeeded();
     tracing::info!(?addr, "console: operator signed in");
     signed_in(&st, Role::Operator)
 }
@@ -194,18 +215,19 @@ async fn tenant(
         let why = "give your tenant id and password".to_string();
         return login_answer(&st, StatusCode::UNAUTHORIZED, Some(why), "");
     }
-    if let Gate::Blocked(why) = st.throttle.check(addr, Some(&id)).await {
-        tracing::warn!(?addr, tenant = %id, "console tenant sign-in refused: {why}");
-        return login_answer(
-            &st,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(blocked_sentence()),
-            &id,
-        );
-    }
+    // Counted as in flight before the password is checked (`LoginThrottle::begin`), so a
+    // burst of concurrent guesses gets no more checks than `max_auth_failures`.
+    let attempt = match st.throttle.begin(policy(&st), addr, Some(&id)).await {
+        Ok(attempt) => attempt,
+        Err(refusal) => {
+            let why = refusal.reason();
+            tracing::warn!(?addr, tenant = %id, "console tenant sign-in refused: {why}");
+            return refused(&st, &refusal, &id);
+        }
+    };
     let config = st.config.current();
     if !crate::login::verify_portal_password(&config, &id, &form.password).await {
-        let delay = st.throttle.record_failure(policy(&st), addr, &id).await;
+        let delay = attempt.failed().await;
         tracing::warn!(?addr, tenant = %id, "console tenant sign-in failed");
         tokio::time::sleep(delay).await;
         let why = "the tenant id or the password is wrong (or this tenant has no portal \
@@ -213,13 +235,28 @@ async fn tenant(
             .to_string();
         return login_answer(&st, StatusCode::UNAUTHORIZED, Some(why), &id);
     }
-    st.throttle.succeeded(addr, &id);
+    attempt.succeeded();
     tracing::info!(?addr, tenant = %id, "console: tenant signed in to the portal");
     signed_in(&st, Role::Tenant(id))
 }
 
-fn blocked_sentence() -> String {
-    "too many failed sign-ins: signing in is blocked for a while; try again later".to_string()
+/// 429 with the sign-in page and a sentence saying why nothing was checked.
+fn refused(st: &AppState, refusal: &Refusal, tenant: &str) -> Response {
+    let sentence = match refusal {
+        Refusal::Blocked(_) => {
+            "too many failed sign-ins: signing in is blocked for a while; try again later"
+        }
+        Refusal::Busy(_) => {
+            "too many sign-ins from here (or for this tenant) are being checked at once; try \
+             again in a moment"
+        }
+    };
+    login_answer(
+        st,
+        StatusCode::TOO_MANY_REQUESTS,
+        Some(sentence.to_string()),
+        tenant,
+    )
 }
 
 async fn logout(

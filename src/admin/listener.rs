@@ -1,0 +1,479 @@
+//! The admin listener's connections: how many may be open, and how long a client may take.
+//!
+//! Data enters as TCP connections on `[admin] listen`. Each is admitted only under
+//! `[admin] max_connections` in all and `max_connections_per_address` per source address
+//! (never more than half the descriptors the SFTP budget leaves to the rest of the server, so
+//! SFTP, the store and the intake always keep theirs); over either it is closed at once, before
+//! a byte is read, and counted in a warning logged at most once a second. An admitted
+//! connection is served as HTTP/1.1 by hyper with a timer, under `[admin] client_timeout_secs`:
+//!
+//! - a request's head (request line and headers) must be complete within that long of the
+//!   connection opening or of the previous answer, so a silent or half-sent request, and an
+//!   idle keep-alive connection, is closed then (hyper's `header_read_timeout`);
+//! - a request body that sends nothing for that long, or that arrives slower than
+//!   [`MIN_BODY_RATE`] on average once that long has passed, fails ([`TimedBody`]): the handler
+//!   reading it answers with an error and the connection closes;
+//! - an answer the client stops reading for that long ends the connection ([`StalledWrite`]).
+//!
+//! Requests leave to the axum router with the peer address as `ConnectInfo<SocketAddr>`.
+
+use crate::config::ConfigHandle;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use axum::Router;
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+/// The slowest a request body may arrive on average, once `client_timeout_secs` has passed
+/// (bytes a second): slower, it is cut off.
+pub(crate) const MIN_BODY_RATE: u64 = 1024;
+
+/// The most connections the admin listener may hold under the process's descriptor limit:
+/// half of what the SFTP budget leaves (`crate::serve::DESCRIPTOR_RESERVE`, or three quarters
+/// of a small limit).
+pub(crate) fn connection_ceiling() -> usize {
+    let limit = crate::serve::raise_descriptor_limit();
+    let reserve = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(crate::serve::descriptor_budget(limit));
+    (reserve / 2).max(1)
+}
+
+/// Open connections, in all and per source address.
+#[derive(Clone, Default)]
+struct Admission {
+    inner: Arc<Mutex<Counts>>,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    by_addr: HashMap<IpAddr, usize>,
+}
+
+/// An admitted connection's place; given back when dropped.
+struct Ticket {
+    admission: Admission,
+    addr: IpAddr,
+}
+
+impl Admission {
+    fn with<T>(&self, f: impl FnOnce(&mut Counts) -> T) -> T {
+        match self.inner.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    /// A place for a connection from `addr`, unless `total` or `per_address` are reached.
+    fn admit(&self, addr: IpAddr, total: usize, per_address: usize) -> Option<Ticket> {
+        self.with(|c| {
+            let mine = c.by_addr.get(&addr).copied().unwrap_or(0);
+            if c.total >= total || mine >= per_address {
+                return None;
+            }
+            c.total += 1;
+            *c.by_addr.entry(addr).or_insert(0) += 1;
+            Some(())
+        })?;
+        Some(Ticket {
+            admission: self.clone(),
+            addr,
+        })
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let addr = self.addr;
+        self.admission.with(|c| {
+            c.total = c.total.saturating_sub(1);
+            if let Some(n) = c.by_addr.get_mut(&addr) {
+                *n -= 1;
+                if *n == 0 {
+                    c.by_addr.remove(&addr);
+                }
+            }
+        });
+    }
+}
+
+/// A warning logged at most once a second, counting what happened in between.
+struct Throttled {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl Throttled {
+    fn new() -> Throttled {
+        Throttled {
+            last: None,
+            count: 0,
+        }
+    }
+
+    /// Counts one; returns the count to log when a second has passed since the last line.
+    fn hit(&mut self) -> Option<u64> {
+        self.count += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|l| now.duration_since(l) < Duration::from_secs(1))
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
+/// Accepts connections on `listener` and serves `app` on them until `stop` turns true; then
+/// stops accepting, lets each connection finish the request in hand, and returns when all are
+/// closed.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    config: ConfigHandle,
+    mut stop: watch::Receiver<bool>,
+) {
+    let ceiling = connection_ceiling();
+    let admission = Admission::default();
+    let (all_closed, open) = watch::channel(());
+    let mut refused = Throttled::new();
+    let mut failed = Throttled::new();
+    {
+        let admin = &config.current().admin;
+        tracing::info!(
+            max_connections = admin.max_connections.min(ceiling),
+            max_connections_per_address = admin.max_connections_per_address,
+            client_timeout_secs = admin.client_timeout_secs,
+            "admin listener limits"
+        );
+    }
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = stopped(&mut stop) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors, most likely: wait a little instead of spinning.
+                if let Some(n) = failed.hit() {
+                    tracing::warn!(failures = n, "admin listener: accept failed: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let cfg = config.current();
+        let total = cfg.admin.max_connections.min(ceiling);
+        let per_address = cfg.admin.max_connections_per_address;
+        let timeout = Duration::from_secs(cfg.admin.client_timeout_secs.max(1));
+        drop(cfg);
+        let Some(ticket) = admission.admit(peer.ip(), total, per_address) else {
+            drop(stream);
+            if let Some(n) = refused.hit() {
+                tracing::warn!(
+                    refused = n,
+                    max_connections = total,
+                    max_connections_per_address = per_address,
+                    "admin connection refused: too many connections open (in all or from this \
+                     address)"
+                );
+            }
+            continue;
+        };
+        let (app, stop, open) = (app.clone(), stop.clone(), open.clone());
+        tokio::spawn(async move {
+            serve_connection(stream, peer, app, timeout, stop).await;
+            drop(ticket);
+            drop(open);
+        });
+    }
+    drop(listener);
+    drop(open);
+    all_closed.closed().await;
+}
+
+/// Returns once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Serves one connection as HTTP/1.1 with the timeouts of the module doc.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let io = TokioIo::new(StalledWrite::new(stream, timeout));
+    let service = TowerToHyperService::new(PeerService { app, peer, timeout });
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, "admin connection ended: {e}");
+    }
+}
+
+/// The router, with the peer address put into each request and its body timed.
+#[derive(Clone)]
+struct PeerService {
+    app: Router,
+    peer: SocketAddr,
+    timeout: Duration,
+}
+
+impl<B> tower_service::Service<Request<B>> for PeerService
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let timeout = self.timeout;
+        let mut req = req.map(|body| TimedBody::new(body, timeout));
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        tower_service::Service::call(&mut self.app, req)
+    }
+}
+
+/// A request body that fails when the client sends nothing for `idle`, or when its waits add
+/// up to more than `idle` plus one second per [`MIN_BODY_RATE`] bytes received. Only the time
+/// spent waiting for the client counts (from the first read on), not the time the handler takes
+/// before or between its reads.
+pub(crate) struct TimedBody<B> {
+    inner: Pin<Box<B>>,
+    idle: Duration,
+    received: u64,
+    /// Time spent waiting for the client so far, before the current wait.
+    waited: Duration,
+    /// When the current wait began.
+    waiting: Option<Instant>,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<B> TimedBody<B> {
+    pub(crate) fn new(inner: B, idle: Duration) -> TimedBody<B> {
+        TimedBody {
+            inner: Box::pin(inner),
+            idle,
+            received: 0,
+            waited: Duration::ZERO,
+            waiting: None,
+            deadline: None,
+        }
+    }
+
+    /// How long the client may have kept the body waiting in all, given what it sent.
+    fn allowed(&self) -> Duration {
+        self.idle + Duration::from_secs(self.received / MIN_BODY_RATE)
+    }
+}
+
+impl<B> HttpBody for TimedBody<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if let Some(since) = this.waiting.take() {
+                    this.waited += since.elapsed();
+                }
+                if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
+                    this.received += data.len() as u64;
+                }
+                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let since = *this.waiting.get_or_insert_with(Instant::now);
+                let left = this.allowed().saturating_sub(this.waited);
+                let until = since + this.idle.min(left);
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                if deadline.deadline() != until {
+                    deadline.as_mut().reset(until);
+                }
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(too_slow(this.idle))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn too_slow(idle: Duration) -> axum::BoxError {
+    format!(
+        "the request body stopped for {} s or arrived slower than {MIN_BODY_RATE} bytes a second",
+        idle.as_secs()
+    )
+    .into()
+}
+
+/// A connection whose writes fail when the client has read nothing for `stall` (an answer
+/// waits on a full socket buffer that long). Only a write that goes through ends the wait.
+struct StalledWrite {
+    inner: TcpStream,
+    stall: Duration,
+    since: Option<Pin<Box<Sleep>>>,
+}
+
+impl StalledWrite {
+    fn new(inner: TcpStream, stall: Duration) -> StalledWrite {
+        StalledWrite {
+            inner,
+            stall,
+            since: None,
+        }
+    }
+
+    /// The write is pending: pending still, or an error once it has been for `stall`.
+    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let stall = self.stall;
+        let timer = self
+            .since
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read nothing for {} s", stall.as_secs()),
+            )));
+        }
+        Poll::Pending
+    }
+
+    fn progressed<T>(
+        &mut self,
+        r: Poll<std::io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<T>> {
+        match r {
+            Poll::Pending => self.pending(cx),
+            ready => {
+                self.since = None;
+                ready
+            }
+        }
+    }
+}
+
+impl AsyncRead for StalledWrite {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StalledWrite {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.progressed(r, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.progressed(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_caps_in_all_and_per_address() {
+        let a = Admission::default();
+        let (one, two) = (IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]));
+        let t1 = a.admit(one, 3, 2).unwrap();
+        let _t2 = a.admit(one, 3, 2).unwrap();
+        assert!(a.admit(one, 3, 2).is_none(), "per address");
+        let _t3 = a.admit(two, 3, 2).unwrap();
+        assert!(a.admit(two, 3, 2).is_none(), "in all");
+        drop(t1);
+        assert!(
+            a.admit(two, 3, 2).is_some(),
+            "a closed connection gives its place back"
+        );
+    }
+}

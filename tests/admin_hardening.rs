@@ -1,0 +1,487 @@
+//! The admin/console listener and the sign-in under abuse, over real sockets against a whole
+//! running Roster: a burst of concurrent wrong passwords (console and SFTP) gets no more
+//! checks than `max_auth_failures`; half-sent requests, idle keep-alive connections and stalled
+//! bodies are closed; connections over the caps are closed at once while SFTP still logs in;
+//! a tenant signing in over and over does not sign the operator out; the session cookie lasts
+//! what docs/console.md says.
+
+#[path = "admin_support/mod.rs"]
+mod admin_support;
+mod support;
+
+use admin_support::{Env, TOKEN};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+const BETA_PASSWORD: &str = "beta-portal-and-sftp-5e1a";
+
+/// Every log line of this test binary (the server runs in-process), for counting the password
+/// checks the server made.
+fn logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || LogSink(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        buf
+    })
+    .clone()
+}
+
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Log lines containing every one of `needles`.
+fn log_lines_with(needles: &[&str]) -> usize {
+    let text = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
+    text.lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .count()
+}
+
+/// A server whose tenant beta has a password (SFTP and portal), with `admin` lines added to
+/// its `[admin]` table and `server` lines to its `[server]` table.
+async fn start(server: &str, admin: &str) -> Env {
+    logs();
+    let hash = roster::login::hash_password(BETA_PASSWORD).unwrap();
+    let (server, admin) = (server.to_string(), admin.to_string());
+    Env::start_edited(
+        support::server_store::ServerStore::for_test(),
+        move |text| {
+            text.replacen("[server]\n", &format!("[server]\n{server}\n"), 1)
+                .replacen("[admin]\n", &format!("[admin]\n{admin}\n"), 1)
+                .replacen(
+                    "id = \"beta\"\n",
+                    &format!("id = \"beta\"\npassword_hash = \"{hash}\"\n"),
+                    1,
+                )
+        },
+    )
+    .await
+}
+
+/// A TCP connection to `to` from the loopback address `from`.
+async fn tcp_from(from: IpAddr, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// The status code of an HTTP/1.1 answer, its `Set-Cookie` values and its whole text.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    set_cookies: Vec<String>,
+    text: String,
+}
+
+fn parse(raw: &[u8]) -> Answer {
+    let text = String::from_utf8_lossy(raw).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    let set_cookies = head
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("set-cookie")
+                .then(|| v.trim().to_string())
+        })
+        .collect();
+    Answer {
+        status,
+        set_cookies,
+        text,
+    }
+}
+
+/// Reads until the server closes; None when it has not within `secs`.
+async fn read_to_close(s: &mut TcpStream, secs: u64) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(secs), read)
+        .await
+        .ok()?;
+    Some(out)
+}
+
+/// One request (`Connection: close`) from `from`; the answer.
+async fn request(from: IpAddr, to: SocketAddr, req: &str) -> Answer {
+    let mut s = tcp_from(from, to).await;
+    s.write_all(req.as_bytes()).await.unwrap();
+    parse(
+        &read_to_close(&mut s, 60)
+            .await
+            .expect("an answer within 60 s"),
+    )
+}
+
+/// A portal sign-in request as beta: the double-submit token is the client's own choice.
+fn tenant_sign_in(password: &str) -> String {
+    let body = format!("csrf=t0k3n&tenant=beta&password={password}");
+    format!(
+        "POST /login/tenant HTTP/1.1\r\nHost: x\r\nCookie: roster_login=t0k3n\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn get(path: &str, cookie: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n")
+}
+
+fn session_cookie(a: &Answer) -> Option<String> {
+    a.set_cookies.iter().find_map(|c| {
+        let v = c.strip_prefix("roster_session=")?.split(';').next()?;
+        (!v.is_empty()).then(|| format!("roster_session={v}"))
+    })
+}
+
+/// 50 wrong portal passwords for beta from one address at once, on connections opened first:
+/// only `max_auth_failures` (10, the default) are checked (401); the rest are refused unchecked
+/// (429). The right password, sent once the first answer is back, does not get in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_console_sign_ins_gets_at_most_max_auth_failures_checks() {
+    let env = start("", "").await;
+    let admin = env.server().admin.addr;
+    let from = IpAddr::from([127, 0, 0, 21]);
+    let mut conns = Vec::new();
+    for _ in 0..50 {
+        conns.push(tcp_from(from, admin).await);
+    }
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    let first_tx = Arc::new(Mutex::new(Some(first_tx)));
+    let mut tasks = Vec::new();
+    for (i, mut s) in conns.into_iter().enumerate() {
+        let first_tx = first_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            s.write_all(tenant_sign_in(&format!("guess-{i}")).as_bytes())
+                .await
+                .unwrap();
+            let raw = read_to_close(&mut s, 120).await.expect("an answer");
+            if let Some(tx) = first_tx.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            parse(&raw).status
+        }));
+    }
+    first_rx.await.unwrap();
+    let right = request(from, admin, &tenant_sign_in(BETA_PASSWORD)).await;
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert!(
+        (1..=10).contains(&checked),
+        "wrong passwords checked: {checked} (at most max_auth_failures = 10): {statuses:?}"
+    );
+    assert_eq!(checked + refused, 50, "{statuses:?}");
+    assert_eq!(
+        log_lines_with(&["console tenant sign-in failed", "127.0.0.21"]),
+        checked,
+        "every 401 is one check, and no other check was made"
+    );
+    assert_eq!(
+        right.status, 429,
+        "the right password in the same burst is refused unchecked: {}",
+        right.text
+    );
+    assert!(session_cookie(&right).is_none());
+}
+
+/// A client trusting any host key.
+struct AnyHost;
+
+impl russh::client::Handler for AnyHost {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// A password login as `user` from `from`; true when accepted.
+async fn sftp_password(from: IpAddr, to: SocketAddr, user: &str, password: &str) -> bool {
+    let stream = tcp_from(from, to).await;
+    let config = Arc::new(russh::client::Config::default());
+    let Ok(mut ssh) = russh::client::connect_stream(config, stream, AnyHost).await else {
+        return false;
+    };
+    ssh.authenticate_password(user, password)
+        .await
+        .is_ok_and(|r| r.success())
+}
+
+/// The same at the SFTP door: 30 concurrent wrong passwords for beta from one address get at
+/// most `max_auth_failures` checks (counted in the server's log), and the right password
+/// afterwards is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_sftp_password_logins_gets_at_most_max_auth_failures_checks() {
+    let env = start("", "").await;
+    let sftp = env.server().sftp.addr;
+    let from = IpAddr::from([127, 0, 0, 22]);
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        tasks.push(tokio::spawn(async move {
+            sftp_password(from, sftp, "beta", &format!("guess-{i}")).await
+        }));
+    }
+    for t in tasks {
+        assert!(!t.await.unwrap(), "a wrong password was accepted");
+    }
+    let checked = log_lines_with(&["failed password login", "peer=127.0.0.22:"]);
+    assert!(
+        (1..=10).contains(&checked),
+        "wrong SFTP passwords checked: {checked} (at most max_auth_failures = 10)"
+    );
+    assert!(
+        !sftp_password(from, sftp, "beta", BETA_PASSWORD).await,
+        "the address is blocked"
+    );
+    // Another address still logs in (the tenant saw at most 10 failures: blocked for
+    // passwords, so with the key).
+    let other = IpAddr::from([127, 0, 0, 23]);
+    let stream = tcp_from(other, sftp).await;
+    let mut ssh =
+        russh::client::connect_stream(Arc::new(russh::client::Config::default()), stream, AnyHost)
+            .await
+            .unwrap();
+    let key = russh::keys::PrivateKeyWithHashAlg::new(Arc::new(env.key.clone()), None);
+    assert!(ssh
+        .authenticate_publickey("beta", key)
+        .await
+        .unwrap()
+        .success());
+}
+
+/// With `client_timeout_secs = 2`: a half-sent request head, a silent connection, an idle
+/// keep-alive connection and a stalled body are all closed (well within 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_silent_clients_are_closed() {
+    let env = start("", "client_timeout_secs = 2").await;
+    let admin = env.server().admin.addr;
+    let from = IpAddr::from([127, 0, 0, 24]);
+
+    let mut half = tcp_from(from, admin).await;
+    half.write_all(b"GET /login HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut silent = tcp_from(from, admin).await;
+
+    let mut kept_alive = tcp_from(from, admin).await;
+    kept_alive
+        .write_all(b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    let mut stalled = tcp_from(from, admin).await;
+    stalled
+        .write_all(
+            b"POST /login/tenant HTTP/1.1\r\nHost: x\r\nCookie: roster_login=a\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\n\
+              Content-Length: 1000\r\n\r\ncsrf=a&ten",
+        )
+        .await
+        .unwrap();
+
+    assert!(
+        read_to_close(&mut half, 30).await.is_some(),
+        "a half-sent request head must be closed"
+    );
+    assert!(
+        read_to_close(&mut silent, 30).await.is_some(),
+        "a silent connection must be closed"
+    );
+    let answered = read_to_close(&mut kept_alive, 30)
+        .await
+        .expect("an idle keep-alive connection must be closed after its answer");
+    assert_eq!(
+        parse(&answered).status,
+        200,
+        "the keep-alive request itself was answered"
+    );
+    let cut = read_to_close(&mut stalled, 30)
+        .await
+        .expect("a stalled request body must be cut off");
+    let cut = parse(&cut);
+    assert!(
+        cut.status == 0 || cut.status >= 400,
+        "a stalled body is not taken as a sign-in: {}",
+        cut.text
+    );
+
+    // A normal request still works.
+    let ok = request(from, admin, &get("/login", "")).await;
+    assert_eq!(ok.status, 200);
+}
+
+/// True when the server closed `s` (EOF or reset) within 10 s without answering.
+async fn closed_at_once(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 16];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+/// With `max_connections = 8` and `max_connections_per_address = 4`: a fifth connection from
+/// one address, and a ninth in all, are closed at once; SFTP still logs in meanwhile; the
+/// admitted connections are served, and a closed one gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_caps_are_closed_and_sftp_still_logs_in() {
+    let env = start(
+        "",
+        "max_connections = 8\nmax_connections_per_address = 4\nclient_timeout_secs = 60",
+    )
+    .await;
+    let admin = env.server().admin.addr;
+    let (a, b, c) = (
+        IpAddr::from([127, 0, 0, 31]),
+        IpAddr::from([127, 0, 0, 32]),
+        IpAddr::from([127, 0, 0, 33]),
+    );
+    let mut kept = Vec::new();
+    for _ in 0..4 {
+        kept.push(tcp_from(a, admin).await);
+    }
+    let mut over = tcp_from(a, admin).await;
+    assert!(
+        closed_at_once(&mut over).await,
+        "a fifth connection from one address is closed"
+    );
+    for _ in 0..4 {
+        kept.push(tcp_from(b, admin).await);
+    }
+    let mut ninth = tcp_from(c, admin).await;
+    assert!(
+        closed_at_once(&mut ninth).await,
+        "a ninth connection in all is closed"
+    );
+
+    // SFTP is not touched by the admin listener's connections.
+    env.upload("acme", "hello.txt", b"hello").await;
+
+    // The admitted connections are served.
+    let health = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let mut first = kept.remove(0);
+    first.write_all(health.as_bytes()).await.unwrap();
+    let answer = parse(&read_to_close(&mut first, 30).await.unwrap());
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    drop(first);
+    // Its place is free again (the server notices the close at once; allow it a moment).
+    assert!(
+        support::sftp::eventually(10, || async {
+            let mut s = tcp_from(c, admin).await;
+            if s.write_all(health.as_bytes()).await.is_err() {
+                return false;
+            }
+            read_to_close(&mut s, 10)
+                .await
+                .is_some_and(|raw| parse(&raw).status == 200)
+        })
+        .await
+    );
+}
+
+/// Signs in as the operator over HTTP; the session's `Cookie` value.
+async fn operator_session(from: IpAddr, admin: SocketAddr) -> String {
+    let body = format!("csrf=t0k3n&token={TOKEN}");
+    let req = format!(
+        "POST /login/operator HTTP/1.1\r\nHost: x\r\nCookie: roster_login=t0k3n\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let a = request(from, admin, &req).await;
+    assert_eq!(a.status, 303, "{}", a.text);
+    session_cookie(&a).expect("a session cookie")
+}
+
+/// A tenant signing in 40 times (more than its 32 sessions) ends only its own oldest
+/// session; the operator stays signed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_signing_in_over_and_over_keeps_the_operator_signed_in() {
+    let env = start("", "").await;
+    let admin = env.server().admin.addr;
+    let from = IpAddr::from([127, 0, 0, 41]);
+    let operator = operator_session(from, admin).await;
+    let mut beta = Vec::new();
+    for _ in 0..40 {
+        let a = request(from, admin, &tenant_sign_in(BETA_PASSWORD)).await;
+        assert_eq!(a.status, 303, "{}", a.text);
+        beta.push(session_cookie(&a).unwrap());
+    }
+    let overview = request(from, admin, &get("/tenants", &operator)).await;
+    assert_eq!(overview.status, 200, "the operator is still signed in");
+    let newest = request(from, admin, &get("/tenants/beta", beta.last().unwrap())).await;
+    assert_eq!(newest.status, 200);
+    let oldest = request(from, admin, &get("/tenants/beta", &beta[0])).await;
+    assert_eq!(
+        oldest.status, 303,
+        "beta's own oldest session made room for its newest"
+    );
+}
+
+/// The session cookie lasts the 12-hour absolute lifetime (the server ends idle sessions), as
+/// docs/console.md says: a browser does not drop an active session `session_minutes` after
+/// sign-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_cookie_lasts_what_the_docs_say() {
+    let env = start("", "session_minutes = 1").await;
+    let admin = env.server().admin.addr;
+    let from = IpAddr::from([127, 0, 0, 42]);
+    let a = request(from, admin, &tenant_sign_in(BETA_PASSWORD)).await;
+    assert_eq!(a.status, 303);
+    let cookie = a
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("roster_session="))
+        .unwrap();
+    assert!(
+        cookie.contains("Max-Age=43200"),
+        "the cookie lasts 12 hours, not session_minutes: {cookie}"
+    );
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/console.md")).unwrap();
+    assert!(
+        docs.contains("`Max-Age=43200`"),
+        "docs/console.md states the cookie's Max-Age"
+    );
+}
