@@ -235,3 +235,42 @@ fn the_hold_counts_only_users_on_missing_can_act_on() {
     );
     assert_eq!((o.record.counts.deactivated, active(&store)), (1, 5));
 }
+
+#[test]
+fn a_held_run_reports_the_rows_approve_will_skip() {
+    let (store, _d) = test_store::temp_store();
+    let t = Tenant::for_import("t1", MatchBy::MappingCode, OnMissing::Deactivate, &COLUMNS);
+    go(&store, &t, &file(|_, l| l));
+    // Six users kept, C001 and C002 each on two rows, one row with a bad email: held.
+    let kept = file(|i, l| if i < 6 { l } else { String::new() });
+    let mut text = String::from_utf8(kept)
+        .expect("utf-8")
+        .replace("\n\n", "\n");
+    text.push_str("C001,First1,Last1,user1@x.example,Lead\n");
+    text.push_str("C002,First2,Last2,user2@x.example,Lead\n");
+    text.push_str("C009,First9,Last9,not-an-email,Engineer\n");
+    let text = text.trim_end_matches('\n').replace("\n\n", "\n") + "\n";
+    let held = go(&store, &t, text.as_bytes());
+    let r = &held.record;
+    assert_eq!(r.status, ImportStatus::Held, "{:?}", r.messages);
+    assert_eq!(r.counts.skipped, 5, "{:?}", r.messages);
+    assert!(
+        says(&held, "appears on more than one row"),
+        "{:?}",
+        r.messages
+    );
+    let report = String::from_utf8(held.report_csv.expect("a report")).expect("utf-8");
+    assert_eq!(
+        report.matches("appears on more than one row").count(),
+        4,
+        "{report}"
+    );
+    let applied = roster::import::approve(&store, &t, &r.id)
+        .expect("approve")
+        .record;
+    assert_eq!(
+        applied.counts.skipped, r.counts.skipped,
+        "{:?}",
+        applied.messages
+    );
+}

@@ -106,6 +106,8 @@ pub(super) fn hold(
     rec.status = ImportStatus::Held;
     rec.counts.skipped = findings.skips.len() as u64;
     rec.counts.errors = rec.counts.skipped;
+    let mut dropped = findings.dropped;
+    skip_messages(rec, findings.skips, &mut dropped);
     match profile.on_missing {
         OnMissing::Delete => rec.counts.deleted = missing,
         _ => rec.counts.deactivated = missing,
@@ -113,7 +115,7 @@ pub(super) fn hold(
     rec.messages.insert(
         0,
         format!(
-            "held: {missing} users are missing from the file, more than max_missing_percent ({}%) of the tenant's users; nothing was changed. Approve with `roster approve {} {}` to apply this run",
+            "held: {missing} users are missing from the file, more than max_missing_percent ({}%) of the users it could act on; nothing was changed. Approve with `roster approve {} {}` to apply this run",
             profile.max_missing_percent, job.tenant.id, rec.id
         ),
     );
@@ -132,6 +134,22 @@ pub(super) fn hold(
         held_plan: Some(plan),
         ..Ending::default()
     })
+}
+
+/// The first [`MAX_MESSAGES`] skip reasons, by row, into the record's messages, and how many
+/// were left out.
+fn skip_messages(rec: &mut ImportRecord, skips: &HashMap<u64, String>, dropped: &mut u64) {
+    let mut first: Vec<(&u64, &String)> = skips.iter().collect();
+    first.sort();
+    for (_, r) in first.iter().take(MAX_MESSAGES) {
+        push_msg(&mut rec.messages, dropped, (*r).clone());
+    }
+    *dropped += first.len().saturating_sub(MAX_MESSAGES) as u64;
+    if *dropped > 0 {
+        rec.messages.push(format!(
+            "… and {dropped} more messages (every skipped row is in the failure report)"
+        ));
+    }
 }
 
 /// Tally after the main pass: counts, skip messages, status and the failure report; a run in
@@ -162,22 +180,12 @@ pub(super) fn tally(
         ..c
     };
     let applied = c.inserted + c.updated + c.unchanged + c.restored;
-    let mut first: Vec<(&u64, &String)> = skips.iter().collect();
-    first.sort();
     let outputs = write_outputs(layout, skips)?;
     if applied == 0 {
         job.store.discard_staged(&job.tenant.id, &merged.staged)?;
         return Ok(nothing_imported(rec, skips, outputs, merged.changes));
     }
-    for (_, r) in first.iter().take(MAX_MESSAGES) {
-        push_msg(&mut rec.messages, &mut dropped, (*r).clone());
-    }
-    dropped += first.len().saturating_sub(MAX_MESSAGES) as u64;
-    if dropped > 0 {
-        rec.messages.push(format!(
-            "… and {dropped} more messages (every skipped row is in the failure report)"
-        ));
-    }
+    skip_messages(rec, skips, &mut dropped);
     rec.status = if held {
         ImportStatus::Held
     } else if rec.counts.skipped > 0 || columns_absent {

@@ -212,6 +212,29 @@ pub fn merge_bucket(
 /// them, and a row whose email belongs to someone else does not apply (both become late
 /// skips).
 #[inline]
+/// The skips of the rows of a key given on more than one row (`group`, sorted by key): none of
+/// them is imported (design §5.2). The survey finds them too, so a held run reports them.
+pub(super) fn duplicate_skips(
+    ctx: &MergeSettings<'_>,
+    key: &[u8],
+    group: &[PackedRow<'_>],
+    out: &mut Vec<(u64, String)>,
+) {
+    let key_header = ctx.map.cols[ctx.map.key].header.as_str();
+    let lines: Vec<String> = group.iter().map(|r| r.line.to_string()).collect();
+    for r in group.iter().filter(|r| !r.present_only()) {
+        out.push((
+            r.line,
+            format!(
+                "row {}: {key_header} {:?} appears on more than one row (rows {}), so none of them is imported",
+                r.line,
+                String::from_utf8_lossy(key),
+                lines.join(", ")
+            ),
+        ));
+    }
+}
+
 fn applicable_row<'a>(
     ctx: &MergeSettings<'_>,
     key: &[u8],
@@ -219,19 +242,7 @@ fn applicable_row<'a>(
     late_skips: &mut Vec<(u64, String)>,
 ) -> Option<PackedRow<'a>> {
     if group.len() > 1 {
-        let key_header = ctx.map.cols[ctx.map.key].header.as_str();
-        let lines: Vec<String> = group.iter().map(|r| r.line.to_string()).collect();
-        for r in group.iter().filter(|r| !r.present_only()) {
-            late_skips.push((
-                r.line,
-                format!(
-                    "row {}: {key_header} {:?} appears on more than one row (rows {}), so none of them is imported",
-                    r.line,
-                    String::from_utf8_lossy(key),
-                    lines.join(", ")
-                ),
-            ));
-        }
+        duplicate_skips(ctx, key, group, late_skips);
         return None;
     }
     let r = group.first().filter(|r| !r.present_only())?;

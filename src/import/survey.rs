@@ -6,7 +6,9 @@
 //! emails from the row pass; it leaves as a [`SurveyPart`]. Nothing is written here: `apply`
 //! gives the compacted rows back to the run's bucket rows.
 
-use super::merge::{missing_action, row_email, unchanged, unpack_all, MergeSettings};
+use super::merge::{
+    duplicate_skips, missing_action, row_email, unchanged, unpack_all, MergeSettings,
+};
 use super::record::{pack_compact, PackedRow};
 use super::row_pass::FileEmails;
 use crate::model::bucket::fnv64;
@@ -21,7 +23,8 @@ pub struct SurveyPart {
     pub current: u64,
     /// Users that would go missing (on_missing acts on them).
     pub missing: u64,
-    /// Rows whose email belongs to another stored user: (row, reason).
+    /// Rows whose email belongs to another stored user, and rows of a key given on more than
+    /// one row: (row, reason).
     pub conflicts: Vec<(u64, String)>,
     /// The bucket's rows re-packed with unchanged rows compacted, when any were.
     pub packed: Option<Vec<u8>>,
@@ -41,12 +44,19 @@ pub fn survey(
     arenas: &[&[u8]],
     file_emails: &FileEmails,
 ) -> Result<SurveyPart> {
-    let Some(stored) = stored else {
-        return Ok(SurveyPart::default());
-    };
     let mut rows = unpack_all(arenas)?;
     rows.sort_unstable_by(|a, b| a.key.cmp(b.key));
-    let (mut current, mut missing, mut conflicts) = (0, 0, Vec::new());
+    let mut conflicts = Vec::new();
+    for group in rows.chunk_by(|a, b| a.key == b.key).filter(|g| g.len() > 1) {
+        duplicate_skips(ctx, group[0].key, group, &mut conflicts);
+    }
+    let Some(stored) = stored else {
+        return Ok(SurveyPart {
+            conflicts,
+            ..SurveyPart::default()
+        });
+    };
+    let (mut current, mut missing) = (0, 0);
     let check_email = !file_emails.is_empty();
     let mut compact = vec![false; rows.len()];
     // Unique keys so far; every row must also be found unchanged (checked below).
