@@ -13,6 +13,7 @@ use admin_support::{Env, TOKEN};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use support::sftp::AnyHost;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -218,20 +219,6 @@ async fn a_burst_of_console_sign_ins_gets_at_most_max_auth_failures_checks() {
         right.text
     );
     assert!(session_cookie(&right).is_none());
-}
-
-/// A client trusting any host key.
-struct AnyHost;
-
-impl russh::client::Handler for AnyHost {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
 }
 
 /// A password login as `user` from `from`; true when accepted.

@@ -17,7 +17,7 @@ use russh_sftp::client::RawSftpSession;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use support::sftp::{config_text, eventually, TestServer, ACME_PASSWORD, BETA_PASSWORD};
+use support::sftp::{config_text, eventually, AnyHost, TestServer, ACME_PASSWORD, BETA_PASSWORD};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -33,20 +33,6 @@ async fn server_with(extra: &str) -> TestServer {
     );
     std::fs::write(&config_path, text).unwrap();
     TestServer::start_in(dir, config_path, key).await
-}
-
-/// A client that trusts any host key.
-struct AnyHost;
-
-impl russh::client::Handler for AnyHost {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
 }
 
 type Ssh = russh::client::Handle<AnyHost>;

@@ -278,3 +278,17 @@ where
     }
     false
 }
+
+/// A client handler that trusts any host key (tests that need no host key check).
+pub struct AnyHost;
+
+impl russh::client::Handler for AnyHost {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}

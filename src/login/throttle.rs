@@ -1,12 +1,5 @@
-//! Who may log in: tenants' passwords (argon2id, verified on a blocking thread) and public
-//! keys, against the config in force at the moment of the attempt; plus the throttle that slows
-//! and then blocks repeated failures per source address and per tenant. SFTP (`crate::sftp`) and
-//! the web console (`crate::admin::console`: the tenant portal's password, the operator's
-//! token) share one [`LoginThrottle`], so failures on either count toward the same blocks.
-//!
-//! A login name enters with a password or a verified key and leaves as a yes or no. A tenant
-//! blocked by password failures can still log in with its key: keys cannot be guessed, and an
-//! attacker must not be able to lock out a nightly HR export by typing wrong passwords.
+//! The login throttle: failures counted per source address and per tenant, slowing and then
+//! blocking repeated failures of SFTP and console logins alike.
 //!
 //! With a store several nodes share (PostgreSQL; [`LoginThrottle::share_through`]), failures
 //! are also counted, and blocks checked, in the store, so a brute force cannot rotate across
@@ -32,83 +25,15 @@
 //! block window on this node, however many requests it sends at once, and cannot take every
 //! argon2 slot from other logins.
 
-use crate::config::authorized_keys::parse_authorized_key;
-use crate::config::{Config, Tenant};
 use crate::store::{LoginScope, Store};
 use anyhow::anyhow;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::{Argon2, PasswordVerifier};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// True when `tenant` lists `key` in `authorized_keys`.
-pub fn key_is_authorized(tenant: &Tenant, key: &russh::keys::PublicKey) -> bool {
-    tenant
-        .authorized_keys
-        .iter()
-        .filter_map(|line| parse_authorized_key(line).ok())
-        .any(|k| k.key_data() == key.key_data())
-}
-
-/// Hashes a password as an argon2id PHC string with a random salt (`roster hash-password`).
-pub fn hash_password(password: &str) -> anyhow::Result<String> {
-    use argon2::PasswordHasher;
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow!("cannot hash the password: {e}"))
-}
-
-/// A hash of a random password, verified when the login name is unknown so that the answer
-/// takes as long as for a real tenant.
-const DECOY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0XSsfOIUbEVJFH1EkHwIqJ5NV+nZFzs1OHp9Fk1dcWs";
-
-/// Checks `password` against the tenant's hash on a blocking thread (argon2 costs tens of ms).
-pub async fn verify_password(config: &Config, user: &str, password: &str) -> bool {
-    let hash = config.tenant(user).and_then(|t| t.password_hash.clone());
-    verify_hash(hash, password).await
-}
-
-/// The tenant portal's check: `portal_password_hash` when the tenant has one, else its SFTP
-/// `password_hash`; a tenant with neither (keys only) cannot sign in to the portal.
-pub async fn verify_portal_password(config: &Config, tenant: &str, password: &str) -> bool {
-    let hash = config
-        .tenant(tenant)
-        .and_then(|t| t.portal_password_hash.clone().or(t.password_hash.clone()));
-    verify_hash(hash, password).await
-}
-
-/// `password` against `hash`; a missing hash is checked against a decoy (same time) and fails.
-async fn verify_hash(hash: Option<String>, password: &str) -> bool {
-    let known = hash.is_some();
-    let hash = hash.unwrap_or_else(|| DECOY_HASH.to_string());
-    let password = password.to_string();
-    // One argon2 check per core at a time: a burst of logins then queues instead of thrashing
-    // memory (each check takes ~19 MiB), and each client waits about its share.
-    let _permit = argon2_slots().acquire().await.ok();
-    let ok = tokio::task::spawn_blocking(move || match PasswordHash::new(&hash) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
-    })
-    .await
-    .unwrap_or(false);
-    known && ok
-}
-
-fn argon2_slots() -> &'static tokio::sync::Semaphore {
-    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    SLOTS.get_or_init(|| {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        tokio::sync::Semaphore::new(cores)
-    })
-}
+mod shared;
+use shared::ask_store;
 
 /// How many failures lead to what.
 #[derive(Debug, Clone, Copy)]
@@ -508,208 +433,6 @@ impl LoginThrottle {
     }
 }
 
-impl LoginThrottle {
-    /// Counts and checks failures in `store` too, when several nodes share it (a no-op for a
-    /// one-node store, and after the first call).
-    pub fn share_through(&self, store: Store) {
-        if store.shared_by_nodes() {
-            let _ = self.shared.set(store);
-        }
-    }
-
-    /// [`gate`](Self::gate), then the shared blocks (remembered locally when found). When the
-    /// store cannot answer, the local answer stands (logged).
-    pub async fn check(&self, addr: Option<IpAddr>, tenant: Option<&str>) -> Gate {
-        let local = self.gate(addr, tenant);
-        if local != Gate::Open {
-            return local;
-        }
-        self.shared_gate(addr, tenant).await
-    }
-
-    /// The blocks in the shared counters (Open without shared counters, or when the store
-    /// cannot answer; remembered locally when found).
-    async fn shared_gate(&self, addr: Option<IpAddr>, tenant: Option<&str>) -> Gate {
-        let Some(store) = self.shared_store() else {
-            return Gate::Open;
-        };
-        let subjects = subjects(addr, tenant);
-        let found = ask_store(move || {
-            for (scope, subject) in subjects {
-                if let Some(until) = store.login_blocked(scope, &subject)? {
-                    return Ok(Some((scope, subject, until)));
-                }
-            }
-            Ok(None)
-        })
-        .await;
-        match found {
-            Ok(None) => Gate::Open,
-            Ok(Some((scope, subject, until))) => {
-                self.remember_block(scope, &subject, until);
-                Gate::Blocked(blocked_reason(scope, &subject))
-            }
-            Err(e) => {
-                self.store_failed();
-                tracing::warn!(
-                    "cannot read the shared login blocks; judging by this node's own counts: {e:#}"
-                );
-                Gate::Open
-            }
-        }
-    }
-
-    /// [`failed`](Self::failed), and the failure counted in the shared counters too (a block
-    /// they report is remembered locally). Returns how long to delay the answer.
-    pub async fn record_failure(
-        &self,
-        policy: ThrottlePolicy,
-        addr: Option<IpAddr>,
-        tenant: &str,
-    ) -> Duration {
-        self.record_failure_as(policy, addr, Some(tenant)).await
-    }
-
-    async fn record_failure_as(
-        &self,
-        policy: ThrottlePolicy,
-        addr: Option<IpAddr>,
-        tenant: Option<&str>,
-    ) -> Duration {
-        let delay = self.failed_local(policy, addr, tenant, false);
-        self.record_shared(policy, addr, tenant).await;
-        delay
-    }
-
-    /// Counts a failure in the shared counters, if any (a block they report is remembered
-    /// locally).
-    async fn record_shared(
-        &self,
-        policy: ThrottlePolicy,
-        addr: Option<IpAddr>,
-        tenant: Option<&str>,
-    ) {
-        let Some(store) = self.shared_store() else {
-            return;
-        };
-        let subjects = subjects(addr, tenant);
-        let counted = ask_store(move || {
-            let mut blocks = Vec::new();
-            for (scope, subject) in subjects {
-                let until =
-                    store.login_failed(scope, &subject, policy.max_failures, policy.block_for)?;
-                if let Some(until) = until {
-                    blocks.push((scope, subject, until));
-                }
-            }
-            Ok(blocks)
-        })
-        .await;
-        match counted {
-            Ok(blocks) => {
-                for (scope, subject, until) in blocks {
-                    self.remember_block(scope, &subject, until);
-                }
-            }
-            Err(e) => {
-                self.store_failed();
-                tracing::warn!(
-                    "cannot count a failed login in the shared counters; this node counts it alone: {e:#}"
-                )
-            }
-        }
-    }
-
-    /// The store of the shared counters, unless there is none or it failed in the last
-    /// [`STORE_BACKOFF`].
-    fn shared_store(&self) -> Option<Store> {
-        let store = self.shared.get()?;
-        let mut down = self
-            .store_down_until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match *down {
-            Some(until) if Instant::now() < until => None,
-            _ => {
-                *down = None;
-                Some(store.clone())
-            }
-        }
-    }
-
-    /// The store failed: leave it alone for [`STORE_BACKOFF`].
-    fn store_failed(&self) {
-        let mut down = self
-            .store_down_until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *down = Some(Instant::now() + STORE_BACKOFF);
-    }
-
-    /// Keeps a block the shared counters reported, so it holds while the store is unreachable.
-    fn remember_block(
-        &self,
-        scope: LoginScope,
-        subject: &str,
-        until: chrono::DateTime<chrono::Utc>,
-    ) {
-        let Ok(left) = (until - chrono::Utc::now()).to_std() else {
-            return;
-        };
-        let until = Instant::now() + left;
-        let later = |r: &mut Record| {
-            if r.blocked_until.is_none_or(|u| u < until) {
-                r.blocked_until = Some(until);
-            }
-        };
-        self.with(|t| match scope {
-            LoginScope::Address => {
-                if let Ok(a) = subject.parse::<IpAddr>() {
-                    later(&mut t.by_addr.entry(a).or_default().all);
-                }
-            }
-            LoginScope::Tenant => later(t.by_tenant.entry(subject.to_string()).or_default()),
-        });
-    }
-}
-
-/// The shared counters an attempt touches: its address, and the tenant of a password attempt.
-fn subjects(addr: Option<IpAddr>, tenant: Option<&str>) -> Vec<(LoginScope, String)> {
-    let mut out = Vec::new();
-    if let Some(a) = addr {
-        out.push((LoginScope::Address, a.to_string()));
-    }
-    if let Some(t) = tenant {
-        out.push((LoginScope::Tenant, t.to_string()));
-    }
-    out
-}
-
-fn blocked_reason(scope: LoginScope, subject: &str) -> String {
-    match scope {
-        LoginScope::Address => {
-            format!("address {subject} is blocked after repeated failed logins (on any node)")
-        }
-        LoginScope::Tenant => format!(
-            "password logins for tenant {subject} are blocked after repeated failures (on any node)"
-        ),
-    }
-}
-
-/// Runs a store call on a blocking thread, for at most [`SHARED_WAIT`].
-async fn ask_store<T: Send + 'static>(
-    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> anyhow::Result<T> {
-    match tokio::time::timeout(SHARED_WAIT, tokio::task::spawn_blocking(f)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => Err(anyhow!("the store task failed: {e}")),
-        Err(_) => Err(anyhow!(
-            "the store did not answer within {} s",
-            SHARED_WAIT.as_secs()
-        )),
-    }
-}
-
 impl Throttles {
     fn prune(&mut self, policy: ThrottlePolicy, now: Instant) {
         if self.by_addr.len() > RECORDS_BEFORE_PRUNING {
@@ -896,10 +619,5 @@ mod tests {
             matches!(th.gate(Some(addr), None), Gate::Blocked(_)),
             "the dropped attempt counted: two failures"
         );
-    }
-
-    #[test]
-    fn decoy_hash_parses() {
-        assert!(PasswordHash::new(DECOY_HASH).is_ok());
     }
 }

@@ -1,0 +1,208 @@
+//! The throttle's counts in a store several nodes share ([`LoginThrottle::share_through`]):
+//! failures counted and blocks checked there too, on a blocking thread for at most
+//! [`SHARED_WAIT`], left alone for [`STORE_BACKOFF`] after the store failed (see the parent
+//! module).
+
+use super::*;
+
+impl LoginThrottle {
+    /// Counts and checks failures in `store` too, when several nodes share it (a no-op for a
+    /// one-node store, and after the first call).
+    pub fn share_through(&self, store: Store) {
+        if store.shared_by_nodes() {
+            let _ = self.shared.set(store);
+        }
+    }
+
+    /// [`gate`](Self::gate), then the shared blocks (remembered locally when found). When the
+    /// store cannot answer, the local answer stands (logged).
+    pub async fn check(&self, addr: Option<IpAddr>, tenant: Option<&str>) -> Gate {
+        let local = self.gate(addr, tenant);
+        if local != Gate::Open {
+            return local;
+        }
+        self.shared_gate(addr, tenant).await
+    }
+
+    /// The blocks in the shared counters (Open without shared counters, or when the store
+    /// cannot answer; remembered locally when found).
+    pub(super) async fn shared_gate(&self, addr: Option<IpAddr>, tenant: Option<&str>) -> Gate {
+        let Some(store) = self.shared_store() else {
+            return Gate::Open;
+        };
+        let subjects = subjects(addr, tenant);
+        let found = ask_store(move || {
+            for (scope, subject) in subjects {
+                if let Some(until) = store.login_blocked(scope, &subject)? {
+                    return Ok(Some((scope, subject, until)));
+                }
+            }
+            Ok(None)
+        })
+        .await;
+        match found {
+            Ok(None) => Gate::Open,
+            Ok(Some((scope, subject, until))) => {
+                self.remember_block(scope, &subject, until);
+                Gate::Blocked(blocked_reason(scope, &subject))
+            }
+            Err(e) => {
+                self.store_failed();
+                tracing::warn!(
+                    "cannot read the shared login blocks; judging by this node's own counts: {e:#}"
+                );
+                Gate::Open
+            }
+        }
+    }
+
+    /// [`failed`](Self::failed), and the failure counted in the shared counters too (a block
+    /// they report is remembered locally). Returns how long to delay the answer.
+    pub async fn record_failure(
+        &self,
+        policy: ThrottlePolicy,
+        addr: Option<IpAddr>,
+        tenant: &str,
+    ) -> Duration {
+        self.record_failure_as(policy, addr, Some(tenant)).await
+    }
+
+    pub(super) async fn record_failure_as(
+        &self,
+        policy: ThrottlePolicy,
+        addr: Option<IpAddr>,
+        tenant: Option<&str>,
+    ) -> Duration {
+        let delay = self.failed_local(policy, addr, tenant, false);
+        self.record_shared(policy, addr, tenant).await;
+        delay
+    }
+
+    /// Counts a failure in the shared counters, if any (a block they report is remembered
+    /// locally).
+    pub(super) async fn record_shared(
+        &self,
+        policy: ThrottlePolicy,
+        addr: Option<IpAddr>,
+        tenant: Option<&str>,
+    ) {
+        let Some(store) = self.shared_store() else {
+            return;
+        };
+        let subjects = subjects(addr, tenant);
+        let counted = ask_store(move || {
+            let mut blocks = Vec::new();
+            for (scope, subject) in subjects {
+                let until =
+                    store.login_failed(scope, &subject, policy.max_failures, policy.block_for)?;
+                if let Some(until) = until {
+                    blocks.push((scope, subject, until));
+                }
+            }
+            Ok(blocks)
+        })
+        .await;
+        match counted {
+            Ok(blocks) => {
+                for (scope, subject, until) in blocks {
+                    self.remember_block(scope, &subject, until);
+                }
+            }
+            Err(e) => {
+                self.store_failed();
+                tracing::warn!(
+                    "cannot count a failed login in the shared counters; this node counts it alone: {e:#}"
+                )
+            }
+        }
+    }
+
+    /// The store of the shared counters, unless there is none or it failed in the last
+    /// [`STORE_BACKOFF`].
+    pub(super) fn shared_store(&self) -> Option<Store> {
+        let store = self.shared.get()?;
+        let mut down = self
+            .store_down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *down {
+            Some(until) if Instant::now() < until => None,
+            _ => {
+                *down = None;
+                Some(store.clone())
+            }
+        }
+    }
+
+    /// The store failed: leave it alone for [`STORE_BACKOFF`].
+    pub(super) fn store_failed(&self) {
+        let mut down = self
+            .store_down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *down = Some(Instant::now() + STORE_BACKOFF);
+    }
+
+    /// Keeps a block the shared counters reported, so it holds while the store is unreachable.
+    pub(super) fn remember_block(
+        &self,
+        scope: LoginScope,
+        subject: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) {
+        let Ok(left) = (until - chrono::Utc::now()).to_std() else {
+            return;
+        };
+        let until = Instant::now() + left;
+        let later = |r: &mut Record| {
+            if r.blocked_until.is_none_or(|u| u < until) {
+                r.blocked_until = Some(until);
+            }
+        };
+        self.with(|t| match scope {
+            LoginScope::Address => {
+                if let Ok(a) = subject.parse::<IpAddr>() {
+                    later(&mut t.by_addr.entry(a).or_default().all);
+                }
+            }
+            LoginScope::Tenant => later(t.by_tenant.entry(subject.to_string()).or_default()),
+        });
+    }
+}
+
+/// The shared counters an attempt touches: its address, and the tenant of a password attempt.
+pub(super) fn subjects(addr: Option<IpAddr>, tenant: Option<&str>) -> Vec<(LoginScope, String)> {
+    let mut out = Vec::new();
+    if let Some(a) = addr {
+        out.push((LoginScope::Address, a.to_string()));
+    }
+    if let Some(t) = tenant {
+        out.push((LoginScope::Tenant, t.to_string()));
+    }
+    out
+}
+
+pub(super) fn blocked_reason(scope: LoginScope, subject: &str) -> String {
+    match scope {
+        LoginScope::Address => {
+            format!("address {subject} is blocked after repeated failed logins (on any node)")
+        }
+        LoginScope::Tenant => format!(
+            "password logins for tenant {subject} are blocked after repeated failures (on any node)"
+        ),
+    }
+}
+
+/// Runs a store call on a blocking thread, for at most [`SHARED_WAIT`].
+pub(super) async fn ask_store<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(SHARED_WAIT, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(anyhow!("the store task failed: {e}")),
+        Err(_) => Err(anyhow!(
+            "the store did not answer within {} s",
+            SHARED_WAIT.as_secs()
+        )),
+    }
+}
