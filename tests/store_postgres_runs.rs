@@ -364,24 +364,31 @@ fn two_nodes_never_take_the_same_message_and_a_dead_claim_expires() {
     from_a.sort();
     assert_eq!(taken_over.iter().map(|i| i.id).collect::<Vec<_>>(), from_a);
     assert_eq!(a.outbox_len(), 40);
-    // Node a was only slow, not dead: before sending each message of its old batch it asks
-    // for its claim again, and leaves to b what b took (each message is sent once).
-    for item in &ta {
-        assert!(
-            !a.outbox_renew_claim(item.id).unwrap(),
-            "b holds {}",
-            item.id
-        );
-        assert!(b.outbox_renew_claim(item.id).unwrap());
+    // Node a is only slow, not dead: it claimed five new messages, took longer than its claim,
+    // and b took them. Before sending each one, a asks for its claim again and leaves to b
+    // what b took (each message is sent once); nor can a defer them from under b.
+    let fresh: Vec<u64> = (0..5)
+        .map(|i| {
+            a.outbox_push(&["it@x.example".to_string()], &message(&format!("n{i}")))
+                .unwrap()
+        })
+        .collect();
+    let slow = a.outbox_due(Utc::now()).unwrap();
+    assert_eq!(slow.iter().map(|i| i.id).collect::<Vec<_>>(), fresh);
+    pg.psql(
+        "hr",
+        "UPDATE roster.outbox SET claimed_until = now() - interval '1 second' \
+         WHERE claimed_by = 'node-a'",
+    );
+    let taken = b.outbox_due(Utc::now()).unwrap();
+    assert!(fresh.iter().all(|id| taken.iter().any(|t| t.id == *id)));
+    for id in &fresh {
+        assert!(!a.outbox_renew_claim(*id).unwrap(), "b holds {id}");
+        assert!(b.outbox_renew_claim(*id).unwrap());
     }
-    // b's claims are renewed for five minutes; a cannot defer them from under b either.
-    let first = ta[0].id;
     let later = Utc::now() + chrono::Duration::minutes(1);
-    assert!(a.outbox_defer(first, later, 1, "x").is_err());
-    for item in &tb {
-        assert!(b.outbox_renew_claim(item.id).unwrap());
-        assert!(!a.outbox_renew_claim(item.id).unwrap());
-    }
+    assert!(a.outbox_defer(fresh[0], later, 1, "x").is_err());
+    assert!(b.outbox_defer(fresh[0], later, 1, "x").is_ok());
 }
 
 #[tokio::test]
