@@ -6,23 +6,25 @@
 //! [`ConnectionTicket`]: one of the `max_connections` slots (the descriptor limit minus a reserve
 //! for the listener, admin API, store and intake) and, until login, one of the
 //! `max_unauthenticated` slots and one of its address's `max_unauthenticated_per_address`.
-//! Logging in gives the unauthenticated slots back ([`ConnectionTicket::authenticated`]);
-//! dropping the ticket gives everything back.
+//! Logging in (within the tenant's session limit) gives the unauthenticated slots back
+//! ([`ConnectionTicket::authenticated`]); dropping the ticket gives everything back.
 //!
 //! When all `max_unauthenticated` slots are taken, a newcomer from an address that waits with
 //! fewer connections than the busiest address takes the slot of that address's oldest waiting
 //! connection, which is killed: a flood from many addresses cannot lock out everyone else.
 //!
 //! [`Killable`] wraps the socket so that the listener can end a connection from outside russh
-//! (login deadline passed, tenant removed by a reload): [`KillSwitch::kill`] makes every pending
-//! and later read or write fail, so russh's session task ends and drops the socket.
+//! (tenant removed by a reload, slot taken by a newcomer): [`KillSwitch::kill`] makes every
+//! pending and later read or write fail, so russh's session task ends and drops the socket. The
+//! switch also records when a byte last moved on the socket, for the listener's idle timeout.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The caps, read from the config in force when a connection arrives.
@@ -188,11 +190,25 @@ impl Drop for ConnectionTicket {
     }
 }
 
-/// Ends one connection from outside: see [`Killable`].
-#[derive(Default)]
+/// Ends one connection from outside, and tells how long it has been idle: see [`Killable`].
 pub struct KillSwitch {
     killed: AtomicBool,
     wakers: Mutex<[Option<Waker>; 2]>,
+    /// When the connection was accepted.
+    opened: Instant,
+    /// When a byte last moved on the socket, in milliseconds after `opened`.
+    last_io_ms: AtomicU64,
+}
+
+impl Default for KillSwitch {
+    fn default() -> Self {
+        KillSwitch {
+            killed: AtomicBool::new(false),
+            wakers: Mutex::default(),
+            opened: Instant::now(),
+            last_io_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 const READ: usize = 0;
@@ -207,6 +223,26 @@ impl KillSwitch {
         for w in wakers.into_iter().flatten() {
             w.wake();
         }
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+
+    /// Time since the connection was accepted.
+    pub fn age(&self) -> Duration {
+        self.opened.elapsed()
+    }
+
+    /// Time since a byte last moved on the socket, either way (since accept if none did).
+    pub fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_io_ms.load(Ordering::Relaxed));
+        self.age().saturating_sub(last)
+    }
+
+    fn moved(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_io_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
     /// Remembers who to wake on kill; true when already killed.
@@ -265,7 +301,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Killable<S> {
         if self.switch.killed(READ, cx) {
             return Poll::Ready(Err(aborted()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.switch.moved();
+        }
+        polled
     }
 }
 
@@ -278,7 +319,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Killable<S> {
         if self.switch.killed(WRITE, cx) {
             return Poll::Ready(Err(aborted()));
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.switch.moved();
+        }
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

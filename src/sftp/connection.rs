@@ -2,13 +2,19 @@
 //! shells/exec/pty and every other channel request with an answer, and runs the SFTP subsystem
 //! (see `wire`) inside the tenant's [`Jail`].
 //!
-//! Requests enter from russh's session task; each SFTP channel leaves as a task of its own that
-//! holds one of the tenant's session slots until the channel ends. A connection may hold at most
+//! Requests enter from russh's session task; each SFTP channel leaves as a task of its own, ended
+//! when the connection ends. A login takes one of the tenant's session slots and holds it until
+//! the connection ends, so a tenant has at most `max_sessions_per_tenant` logged-in connections;
+//! the connection's SFTP channels use that slot one at a time, and each further SFTP channel open
+//! at once takes a slot of its own. A login over the limit is told why on its SFTP channel and
+//! disconnected; until then it counts as not logged in (see [`Connection::admit`]). A session
+//! channel waits in `pending` until it asks for SFTP. A connection may hold at most
 //! [`MAX_CHANNELS_PER_CONNECTION`] open channels. It reads the config in force when a request
 //! arrives (so reloads apply to new sessions; `server` closes withdrawn ones).
 
 use super::admission::{ConnectionTicket, KillSwitch};
 use super::jail::Jail;
+use super::pending::Pending;
 use super::requests::{SessionContext, SftpSession};
 use super::server::{login_methods, Credential, LiveEntry, SessionSlot, SftpServer};
 use super::uploads::InProgress;
@@ -20,6 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// Channels one connection may have open at once (OpenSSH's `MaxSessions` default is 10).
 pub const MAX_CHANNELS_PER_CONNECTION: usize = 10;
@@ -30,19 +37,22 @@ pub(super) struct Connection {
     peer: SocketAddr,
     ticket: ConnectionTicket,
     kill: Arc<KillSwitch>,
+    /// Cancelled when the connection ends: its SFTP tasks stop (a reply waiting for window would
+    /// otherwise wait forever).
+    ended: CancellationToken,
     authenticated: Arc<AtomicBool>,
     tenant: Option<String>,
     /// How the tenant logged in, until `auth_succeeded` registers the login.
     credential: Option<Credential>,
     /// The registered login, held until the connection ends.
     _live: Option<LiveEntry>,
-    /// The slot taken at login; the first SFTP channel uses it, later ones take their own.
-    slot: Option<SessionSlot>,
+    /// The slot taken at login, held until the connection ends.
+    slot: Option<LoginSlot>,
     /// Logged in while the tenant had `max_sessions_per_tenant` open: the SFTP request is refused
     /// with this sentence (a refused login would read "wrong password" to the person).
     over_limit: Option<String>,
     /// Channels opened and not yet given to an SFTP task.
-    channels: HashMap<ChannelId, Channel<Msg>>,
+    channels: HashMap<ChannelId, Pending>,
     /// Every channel open on this connection (closed by the client or not yet).
     open: HashSet<ChannelId>,
 }
@@ -53,12 +63,14 @@ impl Connection {
         peer: SocketAddr,
         ticket: ConnectionTicket,
         kill: Arc<KillSwitch>,
+        ended: CancellationToken,
     ) -> Connection {
         Connection {
             server,
             peer,
             ticket,
             kill,
+            ended,
             authenticated: Arc::new(AtomicBool::new(false)),
             tenant: None,
             credential: None,
@@ -70,25 +82,29 @@ impl Connection {
         }
     }
 
-    /// True once the login succeeded (the listener's login deadline reads it).
+    /// True once the login succeeded within the tenant's session limit (the listener's login
+    /// deadline reads it).
     pub(super) fn authenticated_flag(&self) -> Arc<AtomicBool> {
         self.authenticated.clone()
     }
 
-    /// Login accepted: take a session slot, or mark the connection over the limit.
+    /// Login accepted: take a session slot, or mark the connection over the limit. Over the limit,
+    /// the login is accepted only so that the SFTP request can say why it is refused: the
+    /// connection keeps counting as not logged in (its pre-login connection slots, and the login
+    /// deadline that ends it), and is disconnected once it has been told.
     fn admit(&mut self, user: &str, method: &str, credential: Credential) -> Auth {
         let max = self.server.config.current().server.max_sessions_per_tenant;
         self.tenant = Some(user.to_string());
         self.credential = Some(credential);
-        self.authenticated.store(true, Ordering::SeqCst);
-        self.ticket.authenticated();
         self.server.throttle.succeeded(Some(self.peer.ip()), user);
-        self.slot = self.server.slots.try_take(user, max);
-        if self.slot.is_none() {
+        let Some(slot) = self.server.slots.try_take(user, max) else {
             tracing::warn!(tenant = user, peer = %self.peer, max, "session refused: too many sessions for this tenant");
             self.over_limit = Some(too_many_sessions(user, max));
             return Auth::Accept;
-        }
+        };
+        self.slot = Some(LoginSlot::new(slot));
+        self.authenticated.store(true, Ordering::SeqCst);
+        self.ticket.authenticated();
         crate::metrics::login_ok();
         tracing::info!(tenant = user, peer = %self.peer, method, "login");
         Auth::Accept
@@ -117,12 +133,65 @@ impl Connection {
         session.channel_failure(channel)
     }
 
-    /// This channel's session slot: the login's, or a fresh one of the tenant's.
-    fn channel_slot(&mut self, tenant: &str, max: usize) -> Option<SessionSlot> {
-        self.slot
-            .take()
-            .or_else(|| self.server.slots.try_take(tenant, max))
+    /// This channel's session slot: the login's if no other channel uses it, or a fresh one of
+    /// the tenant's.
+    fn channel_slot(&mut self, tenant: &str, max: usize) -> Option<ChannelSlot> {
+        if let Some(lent) = self.slot.as_ref().and_then(LoginSlot::lend) {
+            return Some(ChannelSlot::Login(lent));
+        }
+        self.server
+            .slots
+            .try_take(tenant, max)
+            .map(ChannelSlot::Own)
     }
+
+    /// Refuses a request that leaves the channel useless, and closes the channel.
+    fn refuse_and_close(
+        &mut self,
+        channel: ChannelId,
+        what: &str,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        self.refuse_channel_request(channel, what, session)?;
+        self.channels.remove(&channel);
+        session.close(channel)
+    }
+}
+
+/// The session slot a login holds until its connection ends, lent to one SFTP channel at a time.
+struct LoginSlot {
+    _slot: SessionSlot,
+    lent: Arc<AtomicBool>,
+}
+
+impl LoginSlot {
+    fn new(slot: SessionSlot) -> LoginSlot {
+        LoginSlot {
+            _slot: slot,
+            lent: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn lend(&self) -> Option<Lent> {
+        let free = !self.lent.swap(true, Ordering::SeqCst);
+        free.then(|| Lent(self.lent.clone()))
+    }
+}
+
+/// The loan of a [`LoginSlot`], given back when dropped.
+struct Lent(Arc<AtomicBool>);
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// What an SFTP channel holds while it serves: its connection's login slot, or one of its own.
+#[allow(dead_code)] // held only to be dropped when the channel ends
+enum ChannelSlot {
+    Login(Lent),
+    Own(SessionSlot),
 }
 
 fn too_many_sessions(tenant: &str, max: usize) -> String {
@@ -131,12 +200,37 @@ fn too_many_sessions(tenant: &str, max: usize) -> String {
     )
 }
 
-/// Says `msg` on the channel's stderr (OpenSSH prints it), then ends the channel.
-async fn refuse_on_stderr(channel: Channel<Msg>, msg: &str) {
-    let _ = channel.extended_data(1, msg.as_bytes()).await;
-    let _ = channel.exit_status(1).await;
-    let _ = channel.eof().await;
-    let _ = channel.close().await;
+/// Says `msg` on the channel's stderr (OpenSSH prints it), then ends the channel, and then the
+/// connection if `disconnect` is given. In a task of its own, ended with the connection: these
+/// messages wait for the client's window and for room in russh's queue, which russh's loop (the
+/// caller) drains.
+fn refuse_on_stderr(
+    channel: Channel<Msg>,
+    msg: String,
+    disconnect: Option<russh::server::Handle>,
+    ended: CancellationToken,
+) {
+    // Nothing is read from it any more: russh drops what the client sends instead of waiting.
+    let (read, write) = channel.split();
+    drop(read);
+    tokio::spawn(async move {
+        let say = async {
+            let _ = write.extended_data(1, msg.as_bytes()).await;
+            let _ = write.exit_status(1).await;
+            let _ = write.eof().await;
+            let _ = write.close().await;
+            if let Some(handle) = disconnect {
+                let why = msg.trim_end().to_string();
+                let _ = handle
+                    .disconnect(russh::Disconnect::ByApplication, why, "en".into())
+                    .await;
+            }
+        };
+        tokio::select! {
+            () = say => {}
+            () = ended.cancelled() => {}
+        }
+    });
 }
 
 impl russh::server::Handler for Connection {
@@ -236,7 +330,7 @@ impl russh::server::Handler for Connection {
             return Ok(());
         }
         self.open.insert(channel.id());
-        self.channels.insert(channel.id(), channel);
+        self.channels.insert(channel.id(), Pending::hold(channel));
         reply.accept().await;
         Ok(())
     }
@@ -248,33 +342,41 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let (Some(tenant), true) = (self.tenant.clone(), name == "sftp") else {
-            return self.refuse_channel_request(id, &format!("subsystem {name:?}"), session);
+            return self.refuse_and_close(id, &format!("subsystem {name:?}"), session);
         };
-        let Some(channel) = self.channels.remove(&id) else {
+        let Some(pending) = self.channels.remove(&id) else {
+            return session.channel_failure(id);
+        };
+        let Some(channel) = pending.claim().await else {
+            // Closed by the client, or by its grace period.
             return session.channel_failure(id);
         };
         if let Some(msg) = self.over_limit.clone() {
             session.channel_success(id)?;
-            refuse_on_stderr(channel, &msg).await;
+            // This login holds no session slot: it is told why, then disconnected.
+            let disconnect = Some(session.handle());
+            refuse_on_stderr(channel, msg, disconnect, self.ended.clone());
             return Ok(());
         }
         let config = self.server.config.current();
         if config.tenant(&tenant).is_none() {
             tracing::warn!(%tenant, "tenant was removed from the config; SFTP refused");
-            return session.channel_failure(id);
+            return self.refuse_and_close(id, "subsystem \"sftp\" of a removed tenant", session);
         }
         let max = config.server.max_sessions_per_tenant;
         let Some(slot) = self.channel_slot(&tenant, max) else {
             tracing::warn!(%tenant, peer = %self.peer, max, "SFTP channel refused: too many sessions for this tenant");
             session.channel_success(id)?;
-            refuse_on_stderr(channel, &too_many_sessions(&tenant, max)).await;
+            let msg = too_many_sessions(&tenant, max);
+            refuse_on_stderr(channel, msg, None, self.ended.clone());
             return Ok(());
         };
         let jail = match Jail::new(&config.tenant_home(&tenant), false) {
             Ok(j) => j,
             Err(e) => {
                 tracing::error!(%tenant, "cannot open the tenant folder: {e}");
-                return session.channel_failure(id);
+                session.channel_failure(id)?;
+                return session.close(id);
             }
         };
         let sftp = SftpSession::new(SessionContext {
@@ -287,6 +389,7 @@ impl russh::server::Handler for Connection {
                 .for_tenant(&tenant, config.server.max_handles_per_tenant),
         });
         session.channel_success(id)?;
+        let ended = self.ended.clone();
         tokio::spawn(async move {
             // The slot is held for as long as this channel serves SFTP.
             let _slot = slot;
@@ -294,14 +397,21 @@ impl russh::server::Handler for Connection {
             // so they leave in order: `sftp -b` and `scp` exit 1 unless they see the exit status
             // before the close.
             let (mut read_half, write_half) = channel.split();
-            let reader = read_half.make_reader();
-            let writer = write_half.make_writer();
-            if let Err(e) = wire::serve(reader, writer, sftp).await {
-                tracing::debug!(%tenant, "SFTP stream ended: {e}");
+            let serve = async {
+                let reader = read_half.make_reader();
+                let writer = write_half.make_writer();
+                if let Err(e) = wire::serve(reader, writer, sftp).await {
+                    tracing::debug!(%tenant, "SFTP stream ended: {e}");
+                }
+                let _ = write_half.exit_status(0).await;
+                let _ = write_half.eof().await;
+                let _ = write_half.close().await;
+            };
+            tokio::select! {
+                () = serve => {}
+                // Nothing can be sent any more; the session ends (dropped) here.
+                () = ended.cancelled() => {}
             }
-            let _ = write_half.exit_status(0).await;
-            let _ = write_half.eof().await;
-            let _ = write_half.close().await;
         });
         Ok(())
     }
@@ -312,8 +422,7 @@ impl russh::server::Handler for Connection {
         _data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse_channel_request(id, "command (exec)", session)?;
-        session.close(id)
+        self.refuse_and_close(id, "command (exec)", session)
     }
 
     async fn shell_request(
@@ -321,8 +430,7 @@ impl russh::server::Handler for Connection {
         id: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse_channel_request(id, "shell", session)?;
-        session.close(id)
+        self.refuse_and_close(id, "shell", session)
     }
 
     // The default answers nothing, so it is overridden to refuse at once.

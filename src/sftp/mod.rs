@@ -1,9 +1,9 @@
 //! The SFTP front door: the SSH listener, its connection caps and authentication (`server`,
 //! `admission`, `connection`, `hostkeys`; password and key checks and the login throttle are
-//! `crate::login`), the per-tenant jail (`jail`), the SFTP request
-//! handler (`requests`, with `changes`, `extensions`, folder listings in `dirstream` and the
-//! handle budget in `handles`) and its wire loop (`wire`), and the "upload finished" event
-//! (`events`).
+//! `crate::login`), session channels until they ask for SFTP (`pending`), the per-tenant jail
+//! (`jail`), the SFTP request handler (`requests`, with `changes`, `extensions`, folder listings
+//! in `dirstream` and the handle budget in `handles`) and its wire loop (`wire`), and the "upload
+//! finished" event (`events`).
 //!
 //! Bytes enter from SSH clients (or stdin for `roster sftp-server`); files land in the tenant's
 //! home; each finished upload leaves as one [`UploadFinished`] on an [`UploadSink`].
@@ -18,6 +18,7 @@ mod fs;
 pub mod handles;
 pub mod hostkeys;
 pub mod jail;
+mod pending;
 pub mod requests;
 pub mod server;
 mod status;

@@ -1,10 +1,17 @@
 //! The SSH listener: accepts TCP connections under the caps of [`Admission`], runs russh on each
-//! with a [`Connection`] handler (see `connection`), ends connections whose login deadline passed,
-//! and closes the sessions of tenants a config reload removed or whose credential it withdrew.
+//! with a [`Connection`] handler (see `connection`), ends connections whose login deadline passed
+//! or that stayed idle for `idle_timeout_secs`, and closes the sessions of tenants a config reload
+//! removed or whose credential it withdrew.
 //!
 //! Connections enter from a `TcpListener`; a connection over a cap is closed at once, before any
-//! byte is read. Each SFTP channel holds a slot in the per-tenant session count until it ends
-//! (see [`SessionSlots`]); finished uploads leave through the [`UploadSink`].
+//! byte is read. To end a connection from outside, the listener makes its socket I/O fail (see
+//! [`KillSwitch`]) and ends its SFTP tasks: russh may be waiting inside its loop to hand a
+//! message to one of their channels, reading nothing from the socket meanwhile, and ending the
+//! task drops that channel's queue, which frees russh to see the failed socket. (russh runs each
+//! session in a task of its own, which cannot be dropped from here; no other queue of a
+//! connection is left unread, see `pending`.) Each login and each further SFTP channel holds a
+//! slot in the per-tenant session count (see [`SessionSlots`]); finished uploads leave through
+//! the [`UploadSink`].
 
 use super::admission::{Admission, Caps, ConnectionTicket, KillSwitch, Killable};
 use super::connection::Connection;
@@ -18,10 +25,11 @@ use russh::{MethodKind, MethodSet};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// What every connection shares.
 pub struct SftpServer {
@@ -162,10 +170,19 @@ impl SftpServer {
     ) {
         let _ = stream.get_ref().set_nodelay(true);
         let _open = crate::metrics::session_open();
-        let handler = Connection::new(self.clone(), peer, ticket, kill.clone());
+        // Ends the connection's SFTP tasks when this returns, however the connection ended.
+        let ended = CancellationToken::new();
+        let _end_tasks = ended.clone().drop_guard();
+        let handler = Connection::new(self.clone(), peer, ticket, kill.clone(), ended.clone());
         let authenticated = handler.authenticated_flag();
         let config = Arc::new(self.ssh_config());
-        let deadline = Duration::from_secs(self.config.current().server.auth_timeout_secs.max(1));
+        let limits = {
+            let cfg = self.config.current();
+            TimeLimits {
+                login: Duration::from_secs(cfg.server.auth_timeout_secs.max(1)),
+                idle: Duration::from_secs(cfg.server.idle_timeout_secs.max(1)),
+            }
+        };
         let run = async move {
             match russh::server::run_stream(config, stream, handler).await {
                 Ok(session) => {
@@ -177,16 +194,28 @@ impl SftpServer {
             }
         };
         tokio::pin!(run);
-        tokio::select! {
+        let why = tokio::select! {
             () = &mut run => return,
-            () = tokio::time::sleep(deadline) => {}
+            why = limits.overdue(&kill, &authenticated) => why,
+        };
+        match why {
+            Overdue::Killed => tracing::debug!(%peer, "connection ended by the server"),
+            Overdue::Login => {
+                tracing::info!(%peer, secs = limits.login.as_secs(), "login deadline passed; connection closed")
+            }
+            Overdue::Idle => {
+                tracing::info!(%peer, secs = limits.idle.as_secs(), "idle timeout; connection closed")
+            }
         }
-        // Counted from accept: keep-alive traffic (SSH_MSG_IGNORE, ...) does not extend it.
-        if !authenticated.load(Ordering::SeqCst) {
-            tracing::info!(%peer, secs = deadline.as_secs(), "login deadline passed; connection closed");
-            kill.kill();
+        kill.kill();
+        ended.cancel();
+        // russh's task now ends, and drops the socket and the handler with what it holds.
+        if tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .is_err()
+        {
+            tracing::error!(%peer, "an SSH session did not end 10 s after its connection was closed");
         }
-        run.await;
     }
 
     pub(super) fn policy(&self) -> ThrottlePolicy {
@@ -224,6 +253,50 @@ impl SftpServer {
                     kill.kill();
                 });
             }
+        }
+    }
+}
+
+/// The time limits of one connection, from the config in force when it was accepted.
+struct TimeLimits {
+    /// From accept to a login within the tenant's session limit; keep-alive traffic
+    /// (SSH_MSG_IGNORE, ...) does not extend it.
+    login: Duration,
+    /// Without a byte moving on the socket either way (`idle_timeout_secs`).
+    idle: Duration,
+}
+
+/// Why the listener ends a connection.
+enum Overdue {
+    /// Its [`KillSwitch`] was pulled (reload, or its pre-login slot was given to a newcomer).
+    Killed,
+    Login,
+    Idle,
+}
+
+impl TimeLimits {
+    /// Returns when the connection must end. russh's own inactivity timeout does this too, but
+    /// only while its loop runs: it stops while russh waits on a full channel queue.
+    async fn overdue(&self, kill: &KillSwitch, authenticated: &AtomicBool) -> Overdue {
+        loop {
+            if kill.is_killed() {
+                return Overdue::Killed;
+            }
+            let login_left = if authenticated.load(Ordering::SeqCst) {
+                Duration::MAX
+            } else {
+                self.login.saturating_sub(kill.age())
+            };
+            let idle_left = self.idle.saturating_sub(kill.idle_for());
+            if login_left.is_zero() {
+                return Overdue::Login;
+            }
+            if idle_left.is_zero() {
+                return Overdue::Idle;
+            }
+            // At least once a second, to see a pulled kill switch.
+            let next = login_left.min(idle_left).min(Duration::from_secs(1));
+            tokio::time::sleep(next).await;
         }
     }
 }
@@ -361,7 +434,8 @@ impl Drop for LiveEntry {
     }
 }
 
-/// How many SFTP sessions (channels) each tenant has open.
+/// How many sessions each tenant has open: its logged-in connections, plus the SFTP channels
+/// open beside the first on one connection.
 #[derive(Default)]
 pub(super) struct SessionSlots {
     counts: Arc<Mutex<HashMap<String, usize>>>,
