@@ -17,7 +17,7 @@ use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use support::process::free_port;
-use support::sftp::{config_text, eventually, Client, Login, BETA_PASSWORD};
+use support::sftp::{config_text, eventually, AnyHost, Client, Login, BETA_PASSWORD};
 
 /// A `roster serve` child process (killed when dropped) with one session per tenant.
 struct Server {
@@ -214,20 +214,6 @@ async fn paramiko_gets_a_file_of_64_mib() {
     assert!(got == data, "the downloaded bytes differ");
     // Its session slot is free again.
     assert!(eventually(20, || srv.beta_logs_in()).await);
-}
-
-/// A client that trusts any host key.
-struct AnyHost;
-
-impl russh::client::Handler for AnyHost {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
 }
 
 /// Logs in as beta and sends `n` one-byte messages on a session channel that never asks for
