@@ -10,6 +10,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod descriptors;
 pub mod import;
 pub mod intake;
 pub mod login;

@@ -42,13 +42,13 @@ use tokio::time::{Instant, Sleep};
 pub(crate) const MIN_BODY_RATE: u64 = 1024;
 
 /// The most connections the admin listener may hold under the process's descriptor limit:
-/// half of what the SFTP budget leaves (`crate::serve::DESCRIPTOR_RESERVE`, or three quarters
+/// half of what the SFTP budget leaves (`crate::descriptors::DESCRIPTOR_RESERVE`, or three quarters
 /// of a small limit).
 pub(crate) fn connection_ceiling() -> usize {
-    let limit = crate::serve::raise_descriptor_limit();
+    let limit = crate::descriptors::raise_descriptor_limit();
     let reserve = usize::try_from(limit)
         .unwrap_or(usize::MAX)
-        .saturating_sub(crate::serve::descriptor_budget(limit));
+        .saturating_sub(crate::descriptors::descriptor_budget(limit));
     (reserve / 2).max(1)
 }
 
