@@ -274,3 +274,47 @@ fn a_held_run_reports_the_rows_approve_will_skip() {
         applied.messages
     );
 }
+
+#[test]
+fn approving_applies_a_row_with_a_cell_of_several_lines() {
+    let (store, _d) = test_store::temp_store();
+    let columns = [
+        ("mapping_code", "Code"),
+        ("first_name", "First"),
+        ("last_name", "Last"),
+        ("password", "Password"),
+        ("custom.address", "Address"),
+    ];
+    let t = Tenant::for_import("t1", MatchBy::MappingCode, OnMissing::Deactivate, &columns);
+    let row = |i: usize, address: &str| format!("C{i};F{i};L{i};Secret-{i};{address}\n");
+    let head = "Code;First;Last;Password;Address\n".to_string();
+    let all = head.clone() + &(1..=10).map(|i| row(i, "Old street")).collect::<String>();
+    go(&store, &t, all.as_bytes());
+    // Four kept (six missing: held); C1 moves to an address written on two lines with the
+    // delimiter in it, and C11 arrives with one.
+    let two_lines = "\"Main St 1;\nZagreb\"";
+    let held_file = head
+        + &row(1, two_lines)
+        + &row(2, "Old street")
+        + &row(3, "Old street")
+        + &row(11, two_lines);
+    let held = go(&store, &t, held_file.as_bytes()).record;
+    assert_eq!(
+        (held.status, held.counts.skipped),
+        (ImportStatus::Held, 0),
+        "{:?}",
+        held.messages
+    );
+    let applied = roster::import::approve(&store, &t, &held.id)
+        .expect("approve")
+        .record;
+    assert_eq!(applied.counts.skipped, 0, "{:?}", applied.messages);
+    assert_eq!((applied.counts.inserted, applied.counts.updated), (1, 1));
+    for key in ["C1", "C11"] {
+        let u = store.user("t1", key).expect("read").expect(key);
+        assert_eq!(u.attributes["address"], "Main St 1;\nZagreb", "{key}");
+    }
+    assert!(store
+        .verify_user_password("t1", "C11", "Secret-11")
+        .expect("verify"));
+}

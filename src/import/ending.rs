@@ -80,6 +80,7 @@ pub(super) fn write_outputs(layout: Layout<'_>, skips: &HashMap<u64, String>) ->
             password_col: layout.password_col,
             password_header: None,
             keep_col: None,
+            keep_mapped: &[],
         },
     )?;
     Ok(Outputs {

@@ -144,11 +144,16 @@ pub fn plan_bytes(k: &HoldParts<'_>) -> Result<Vec<u8>> {
                 })
                 .collect();
             let empty = HashMap::new();
+            let mapped: Vec<usize> = (k.merge.settings.map.cols.iter())
+                .map(|c| c.index)
+                .filter(|i| *i != col)
+                .collect();
             let want = report::Want {
                 skips: &empty,
                 password_col: Some(col),
                 password_header: None,
                 keep_col: Some(k.key_col),
+                keep_mapped: &mapped,
             };
             let Layout {
                 input, enc, delim, ..

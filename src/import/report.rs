@@ -73,6 +73,11 @@ pub struct Want<'a> {
     /// A file column kept even in a row that is blanked whole (the match key, in the copy a
     /// held run keeps: that row must still mark its user present when the run is approved).
     pub keep_col: Option<usize>,
+    /// File columns also kept in a row of the header's width that is blanked because a cell
+    /// holds a line break and the delimiter (the mapped columns, in the copy a held run keeps:
+    /// approving must read such a row as the hold did, and the import stores those values
+    /// anyway). Unmapped cells and the password are blanked still.
+    pub keep_mapped: &'a [usize],
 }
 
 /// Whether a header cell names `want`: trimmed (also a BOM, and a BOM read as Windows-1252 or
@@ -171,6 +176,7 @@ pub fn archive_early(
             password_col: col,
             password_header: header,
             keep_col: None,
+            keep_mapped: &[],
         };
         Ok(write(input, enc, delim, &want)?.1)
     };
@@ -268,7 +274,8 @@ pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<R
         }
         // Every cell of a row that does not line up with the header, or the password cell.
         let all = col.is_some() && (rec.len() != width || rec.iter().any(|c| joined(c, delim)));
-        let blank = |i: usize| (all && keep_col != Some(i)) || col == Some(i);
+        let mapped_kept = |i: usize| rec.len() == width && want.keep_mapped.contains(&i);
+        let blank = |i: usize| (all && keep_col != Some(i) && !mapped_kept(i)) || col == Some(i);
         if let Some(w) = archive.as_mut() {
             let mut out = csv::ByteRecord::new();
             for (i, c) in rec.iter().enumerate() {
@@ -353,6 +360,7 @@ mod tests {
             password_col: None,
             password_header: Some("Lozinka"),
             keep_col: None,
+            keep_mapped: &[],
         };
         let input = Input::Bytes(b"a;lozinka;b\n1;secret;2\n");
         let out = write(input, Enc::Utf8, b';', &want).map(|r| r.1);
