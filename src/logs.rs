@@ -18,6 +18,30 @@ use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 
+/// A warning logged at most once a second, counting what happened in between, so that a flood
+/// (refused connections, failed accepts) does not flood the log.
+#[derive(Debug, Default)]
+pub struct EverySecond {
+    last: Option<std::time::Instant>,
+    count: u64,
+}
+
+impl EverySecond {
+    /// Counts one; returns the count to log when a second has passed since the last line.
+    pub fn hit(&mut self) -> Option<u64> {
+        self.count += 1;
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|l| now.duration_since(l) < std::time::Duration::from_secs(1))
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
 /// Whether a character must not reach a log line as it is.
 fn is_unsafe(c: char) -> bool {
     c.is_control()

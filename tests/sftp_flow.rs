@@ -121,9 +121,16 @@ impl Server {
         self.descriptors()
     }
 
-    /// True once the descriptor count is back at `baseline` (within 30 s).
-    async fn back_to(&self, baseline: usize) -> bool {
-        eventually(30, || async { self.descriptors() <= baseline }).await
+    /// Nothing of the connections before is left: the descriptor count is back at `baseline`
+    /// (within 30 s), and no session slot was left behind (beta, one session allowed, logs in).
+    async fn assert_nothing_left(&self, baseline: usize) {
+        let back = eventually(30, || async { self.descriptors() <= baseline }).await;
+        assert!(
+            back,
+            "descriptors stayed at {} (baseline {baseline})",
+            self.descriptors()
+        );
+        assert!(self.beta_logs_in().await, "beta is locked out");
     }
 }
 
@@ -285,13 +292,7 @@ async fn a_flooded_channel_without_sftp_wedges_nothing() {
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
     }
-    assert!(
-        srv.back_to(baseline).await,
-        "descriptors stayed at {} (baseline {baseline})",
-        srv.descriptors()
-    );
-    // No session slot was left behind: beta (one session allowed) logs in.
-    assert!(srv.beta_logs_in().await, "beta is locked out");
+    srv.assert_nothing_left(baseline).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,12 +306,7 @@ async fn a_client_that_stops_reading_is_ended_by_the_idle_timeout() {
         ok,
         "the server kept a connection whose client reads nothing: {stdout}"
     );
-    assert!(
-        srv.back_to(baseline).await,
-        "descriptors stayed at {} (baseline {baseline})",
-        srv.descriptors()
-    );
-    assert!(srv.beta_logs_in().await, "beta is locked out");
+    srv.assert_nothing_left(baseline).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@
 //! Requests leave to the axum router with the peer address as `ConnectInfo<SocketAddr>`.
 
 use crate::config::ConfigHandle;
+use crate::logs::EverySecond;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
 use axum::Router;
@@ -111,35 +112,6 @@ impl Drop for Ticket {
     }
 }
 
-/// A warning logged at most once a second, counting what happened in between.
-struct Throttled {
-    last: Option<Instant>,
-    count: u64,
-}
-
-impl Throttled {
-    fn new() -> Throttled {
-        Throttled {
-            last: None,
-            count: 0,
-        }
-    }
-
-    /// Counts one; returns the count to log when a second has passed since the last line.
-    fn hit(&mut self) -> Option<u64> {
-        self.count += 1;
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|l| now.duration_since(l) < Duration::from_secs(1))
-        {
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.count))
-    }
-}
-
 /// Accepts connections on `listener` and serves `app` on them until `stop` turns true; then
 /// stops accepting, lets each connection finish the request in hand, and returns when all are
 /// closed.
@@ -152,8 +124,8 @@ pub(crate) async fn serve(
     let ceiling = connection_ceiling();
     let admission = Admission::default();
     let (all_closed, open) = watch::channel(());
-    let mut refused = Throttled::new();
-    let mut failed = Throttled::new();
+    let mut refused = EverySecond::default();
+    let mut failed = EverySecond::default();
     {
         let admin = &config.current().admin;
         tracing::info!(

@@ -194,6 +194,8 @@ impl Drop for ConnectionTicket {
 pub struct KillSwitch {
     killed: AtomicBool,
     wakers: Mutex<[Option<Waker>; 2]>,
+    /// Wakes [`KillSwitch::pulled`].
+    pulled: tokio::sync::Notify,
     /// When the connection was accepted.
     opened: Instant,
     /// When a byte last moved on the socket, in milliseconds after `opened`.
@@ -205,6 +207,7 @@ impl Default for KillSwitch {
         KillSwitch {
             killed: AtomicBool::new(false),
             wakers: Mutex::default(),
+            pulled: tokio::sync::Notify::new(),
             opened: Instant::now(),
             last_io_ms: AtomicU64::new(0),
         }
@@ -223,10 +226,18 @@ impl KillSwitch {
         for w in wakers.into_iter().flatten() {
             w.wake();
         }
+        self.pulled.notify_waiters();
     }
 
-    pub fn is_killed(&self) -> bool {
-        self.killed.load(Ordering::SeqCst)
+    /// Returns once the switch is pulled (at once if it was already).
+    pub async fn pulled(&self) {
+        let notified = self.pulled.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.killed.load(Ordering::SeqCst) {
+            return;
+        }
+        notified.await;
     }
 
     /// Time since the connection was accepted.

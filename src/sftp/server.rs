@@ -20,6 +20,7 @@ use super::handles::HandleBudget;
 use super::hostkeys::HostKey;
 use crate::config::{Config, ConfigHandle};
 use crate::login::{LoginThrottle, ThrottlePolicy};
+use crate::logs::EverySecond;
 use russh::keys::{Algorithm, HashAlg};
 use russh::{MethodKind, MethodSet};
 use std::borrow::Cow;
@@ -27,7 +28,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -129,7 +130,8 @@ impl SftpServer {
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         tokio::spawn(self.clone().close_withdrawn_logins(shutdown.clone()));
-        let mut refusals = RefusalLog::default();
+        // A flood must not flood the log: each kind is logged at most once a second, counted.
+        let (mut refused, mut failed) = (EverySecond::default(), EverySecond::default());
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {
@@ -146,13 +148,19 @@ impl SftpServer {
                                     tokio::spawn(server.connection(stream, kill, peer, ticket));
                                 }
                                 // Closed at once: nothing read or written, no descriptor kept.
-                                Err(why) => refusals.refused(peer, why),
+                                Err(why) => {
+                                    if let Some(n) = refused.hit() {
+                                        tracing::warn!(%peer, refused = n, "connection refused: {why}");
+                                    }
+                                }
                             }
                         }
                         Err(e) => {
                             // Out of descriptors (EMFILE/ENFILE) or a connection reset before
                             // accept: back off briefly rather than spin, then go on accepting.
-                            refusals.accept_failed(&e);
+                            if let Some(n) = failed.hit() {
+                                tracing::warn!(errors = n, "accept failed: {e}");
+                            }
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     }
@@ -279,9 +287,6 @@ impl TimeLimits {
     /// only while its loop runs: it stops while russh waits on a full channel queue.
     async fn overdue(&self, kill: &KillSwitch, authenticated: &AtomicBool) -> Overdue {
         loop {
-            if kill.is_killed() {
-                return Overdue::Killed;
-            }
             let login_left = if authenticated.load(Ordering::SeqCst) {
                 Duration::MAX
             } else {
@@ -294,9 +299,11 @@ impl TimeLimits {
             if idle_left.is_zero() {
                 return Overdue::Idle;
             }
-            // At least once a second, to see a pulled kill switch.
-            let next = login_left.min(idle_left).min(Duration::from_secs(1));
-            tokio::time::sleep(next).await;
+            // Then look again: a login, or bytes moving, push the limits back.
+            tokio::select! {
+                () = kill.pulled() => return Overdue::Killed,
+                () = tokio::time::sleep(login_left.min(idle_left)) => {}
+            }
         }
     }
 }
@@ -305,44 +312,6 @@ impl TimeLimits {
 /// (OpenSSH would stop asking); only a block does.
 pub(super) fn login_methods() -> MethodSet {
     MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..])
-}
-
-/// Logs refused connections at most once a second, with a count (a flood must not flood the log).
-#[derive(Default)]
-struct RefusalLog {
-    since: Option<Instant>,
-    refused: u64,
-    accept_errors: u64,
-}
-
-impl RefusalLog {
-    fn refused(&mut self, peer: SocketAddr, why: super::admission::Refused) {
-        self.refused += 1;
-        if self.due() {
-            tracing::warn!(%peer, refused = self.refused, "connection refused: {why}");
-            self.refused = 0;
-        }
-    }
-
-    fn accept_failed(&mut self, e: &std::io::Error) {
-        self.accept_errors += 1;
-        if self.due() {
-            tracing::warn!(errors = self.accept_errors, "accept failed: {e}");
-            self.accept_errors = 0;
-        }
-    }
-
-    fn due(&mut self) -> bool {
-        let now = Instant::now();
-        if self
-            .since
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
-            return false;
-        }
-        self.since = Some(now);
-        true
-    }
 }
 
 /// What a connection logged in with, to check again after a reload.

@@ -27,7 +27,7 @@
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 /// A file's identity: device and inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,9 +64,9 @@ struct Writers {
 }
 
 /// Live writers of every file, in this process.
-static WRITERS: Mutex<Option<HashMap<FileId, Writers>>> = Mutex::new(None);
+static WRITERS: LazyLock<Mutex<HashMap<FileId, Writers>>> = LazyLock::new(Mutex::default);
 
-fn writers() -> MutexGuard<'static, Option<HashMap<FileId, Writers>>> {
+fn writers() -> MutexGuard<'static, HashMap<FileId, Writers>> {
     WRITERS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -117,9 +117,8 @@ impl InProgress {
         virtual_path: &str,
         open: impl FnOnce() -> std::io::Result<(T, FileId)>,
     ) -> std::io::Result<(T, FileId)> {
-        let mut guard = writers();
+        let mut map = writers();
         let (file, id) = open()?;
-        let map = guard.get_or_insert_with(HashMap::new);
         let marked_before = self.marker(id).is_some_and(|m| m.exists());
         if let Some(m) = self.marker(id).filter(|_| !marked_before) {
             let made = m
@@ -147,8 +146,7 @@ impl InProgress {
     /// A writable handle of `id` went away; true when the upload is finished now (the caller
     /// announces it).
     pub fn handle_ended(&self, id: FileId, how: HandleEnd) -> bool {
-        let mut guard = writers();
-        let map = guard.get_or_insert_with(HashMap::new);
+        let mut map = writers();
         let Some(w) = map.get_mut(&id) else {
             return false;
         };
@@ -180,8 +178,7 @@ impl InProgress {
     /// The file `id` was removed, or its upload stopped: its marker goes (now, or when its
     /// last writer goes away).
     pub fn removed(&self, id: FileId) {
-        let mut guard = writers();
-        match guard.as_mut().and_then(|m| m.get_mut(&id)) {
+        match writers().get_mut(&id) {
             Some(w) => w.gone = true,
             None => self.unmark(id),
         }
@@ -190,16 +187,19 @@ impl InProgress {
     /// True while the file is unfinished: a handle of this process may still write it, or a
     /// marker says an upload of it did not finish.
     pub fn is_unfinished(&self, id: FileId) -> bool {
-        let live = writers().as_ref().is_some_and(|m| m.contains_key(&id));
-        live || self.marker(id).is_some_and(|m| m.exists())
+        self.unfinished_in(&writers(), id)
+    }
+
+    /// [`InProgress::is_unfinished`] with the registry already locked.
+    fn unfinished_in(&self, live: &HashMap<FileId, Writers>, id: FileId) -> bool {
+        live.contains_key(&id) || self.marker(id).is_some_and(|m| m.exists())
     }
 
     /// Runs `take` (a claim's rename) unless the file is unfinished, with the registry locked
     /// so that no upload can open it in between; `None` when it is unfinished.
     pub fn take_if_finished<T>(&self, id: FileId, take: impl FnOnce() -> T) -> Option<T> {
         let guard = writers();
-        let live = guard.as_ref().is_some_and(|m| m.contains_key(&id));
-        if live || self.marker(id).is_some_and(|m| m.exists()) {
+        if self.unfinished_in(&guard, id) {
             return None;
         }
         let out = take();

@@ -23,14 +23,18 @@ struct Header {
 fn decode(id: u64, v: &[u8]) -> Result<OutboxItem> {
     let (h, message): (Header, &[u8]) =
         unframe(v).with_context(|| format!("outbox message {id} is damaged"))?;
-    Ok(OutboxItem {
+    Ok(item(id, h, message))
+}
+
+fn item(id: u64, h: Header, message: &[u8]) -> OutboxItem {
+    OutboxItem {
         id,
         recipients: h.recipients,
         message: message.to_vec(),
         attempts: h.attempts,
         next_attempt: h.next_attempt,
         last_error: h.last_error,
-    })
+    }
 }
 
 impl MailOutbox for SledStore {
@@ -62,13 +66,12 @@ impl MailOutbox for SledStore {
             let id = u64::from_be_bytes(idb);
             match unframe::<Header>(&v) {
                 Ok((h, _)) if h.next_attempt > now => continue,
-                Ok(_) => {}
+                Ok((h, message)) => out.push(item(id, h, message)),
                 Err(e) => {
                     tracing::error!(id, "outbox message {id} is damaged and is not sent: {e:#}");
                     continue;
                 }
             }
-            out.push(decode(id, &v)?);
             if out.len() >= DUE_BATCH {
                 break;
             }
