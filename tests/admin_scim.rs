@@ -398,3 +398,33 @@ async fn scim_discovery_endpoints_answer_writes_with_405() {
         assert_eq!(env.scim(path, SCIM_ACME).await.status, 200, "{path}");
     }
 }
+
+/// A user whose key is `.` or `..` has a `meta.location` that leads to it: the segment is
+/// spelled `%2E` / `%2E%2E`, which no client takes for "this" or "the parent" folder (review
+/// of 2026-11-30, console F4: the location and the console's links went to another page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_of_dots_has_a_location_that_leads_to_it() {
+    let env = Env::start().await;
+    let beta = "mapping_code,first_name,last_name,email\n..,Dot,Dot,dots@beta.example\n.,One,Dot,dot@beta.example\n";
+    let r = env.import("beta", beta).await;
+    assert_eq!(r.counts.inserted, 2, "{:?}", r.messages);
+    let list = env.scim("/scim/v2/Users", SCIM_BETA).await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    for (key, segment) in [("..", "%2E%2E"), (".", "%2E")] {
+        let user = list.json["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["id"] == key)
+            .unwrap_or_else(|| panic!("{key}: {}", list.text));
+        let location = user["meta"]["location"].as_str().unwrap();
+        assert!(
+            location.ends_with(&format!("/scim/v2/Users/{segment}")),
+            "{location}"
+        );
+        let path = &location[location.find("/scim/v2/").unwrap()..];
+        let one = env.scim(path, SCIM_BETA).await;
+        assert_eq!(one.status, 200, "{path}: {}", one.text);
+        assert_eq!(one.json["id"], key, "{path}");
+    }
+}

@@ -22,10 +22,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_roster");
 
 /// Adds `[tenants.scim_push]` to acme in the running server's config and waits for the reload.
 async fn push_acme_to(env: &Env, scim: &ScimServer) {
+    push_acme_to_url(env, &scim.base).await
+}
+
+/// The same, for any base URL.
+async fn push_acme_to_url(env: &Env, base: &str) {
     let text = std::fs::read_to_string(&env.config_path).unwrap();
     let anchor = "org_units = [\"HQ\", \"R&D\"]\n";
     assert!(text.contains(anchor));
-    let block = format!("{anchor}[tenants.scim_push]\nurl = \"{}\"\n", scim.base);
+    let block = format!("{anchor}[tenants.scim_push]\nurl = \"{base}\"\n");
     std::fs::write(&env.config_path, text.replacen(anchor, &block, 1)).unwrap();
     let until = Instant::now() + Duration::from_secs(20);
     while env.get("/api/tenants/acme/scim-push").await.status != 200 {
@@ -156,6 +161,60 @@ async fn imports_reach_the_application_and_reconcile_fixes_drift() {
         "{text}"
     );
     env.stop().await;
+}
+
+/// A reconcile whose client went away (Ctrl-C, a proxy's timeout) still lets the next one run
+/// once its work has ended (review of 2026-11-30, console F1: the flag stayed set for good,
+/// and every later reconcile of every tenant was a 409).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reconcile_whose_client_left_does_not_block_the_next() {
+    use std::io::{Read, Write};
+    // The application: accepts and says nothing until told to hang up.
+    let app = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/scim/v2", app.local_addr().unwrap());
+    let env = Env::start().await;
+    push_acme_to_url(&env, &base).await;
+
+    // A reconcile, and its client gives up while Roster waits on the application.
+    let admin = env.server().admin.addr;
+    let mut client = std::net::TcpStream::connect(admin).unwrap();
+    write!(
+        client,
+        "POST /api/tenants/acme/scim-push/reconcile?dry_run=true HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
+        admin_support::TOKEN
+    )
+    .unwrap();
+    let (held, _) = app.accept().unwrap();
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The application hangs up on this and every later request: the reconcile fails.
+    drop(held);
+    std::thread::spawn(move || {
+        for c in app.incoming() {
+            let Ok(mut c) = c else { return };
+            let mut buf = [0u8; 1024];
+            let _ = c.set_read_timeout(Some(Duration::from_millis(100)));
+            let _ = c.read(&mut buf);
+        }
+    });
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let next = env
+            .post("/api/tenants/acme/scim-push/reconcile?dry_run=true", None)
+            .await;
+        if next.status != 409 {
+            assert_eq!(next.status, 502, "{}", next.text);
+            assert!(next.text.contains("SCIM"), "{}", next.text);
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the abandoned reconcile still blocks: {}",
+            next.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

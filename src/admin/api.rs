@@ -526,7 +526,7 @@ async fn users(
     let tenant = path(p)?;
     let t = tenant_of(&st.config.current(), &tenant)?;
     let status = status_param(&params(q)?)?;
-    let Some(_turn) = super::heavy_turn(&st).await else {
+    let Some(_turn) = st.heavy.turn(&tenant).await else {
         let mut busy = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many directory listings are running or waiting; retry in a second",

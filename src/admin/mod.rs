@@ -27,6 +27,7 @@ mod auth;
 mod changes;
 pub(crate) mod console;
 pub mod filter;
+pub(crate) mod heavy;
 mod listener;
 mod openapi;
 mod schemas;
@@ -55,39 +56,15 @@ pub(crate) struct AppState {
     /// The token from `<data_dir>/admin-token` while `[admin] token` is unset (read at start,
     /// or when a reload unsets the token).
     pub generated_token: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-    /// Directory listings (SCIM `/Users`, admin `/users`) running at once.
-    pub heavy: std::sync::Arc<tokio::sync::Semaphore>,
-    /// Listings running or waiting for a turn; beyond that a request gets 503 at once.
-    pub heavy_queue: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Turns for directory listings (SCIM `/Users` and `/Groups`, admin `/users`, the
+    /// console's user pages), with a share per tenant.
+    pub heavy: heavy::HeavyTurns,
     /// Failed logins and blocks, shared with SFTP (the console's sign-in counts here too).
     pub throttle: crate::login::LoginThrottle,
     /// The web console's sessions on this node.
     pub sessions: console::Sessions,
     /// The console's held-run dry runs kept on this node (the held page's pages share one).
     pub held_plans: console::HeldPlans,
-}
-
-/// Directory listings served at once (each scans a tenant's whole directory).
-pub(crate) const HEAVY_REQUESTS: usize = 4;
-/// Listings admitted (running or waiting); more are answered 503 with `Retry-After` at once.
-const HEAVY_QUEUE: usize = 64;
-/// How long an admitted listing waits for its turn before it is answered 503.
-const HEAVY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// A turn to run a directory listing: at most [`HEAVY_REQUESTS`] at once, [`HEAVY_QUEUE`]
-/// admitted, each waiting at most [`HEAVY_WAIT`]. None: answer 503 with `Retry-After`.
-pub(crate) async fn heavy_turn(
-    st: &AppState,
-) -> Option<(
-    tokio::sync::OwnedSemaphorePermit,
-    tokio::sync::OwnedSemaphorePermit,
-)> {
-    let admitted = st.heavy_queue.clone().try_acquire_owned().ok()?;
-    let running = tokio::time::timeout(HEAVY_WAIT, st.heavy.clone().acquire_owned())
-        .await
-        .ok()?
-        .ok()?;
-    Some((admitted, running))
 }
 
 /// The running admin listener.
@@ -136,8 +113,7 @@ pub async fn start(
         intake,
         previews: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         generated_token: std::sync::Arc::new(std::sync::Mutex::new(generated)),
-        heavy: std::sync::Arc::new(tokio::sync::Semaphore::new(HEAVY_REQUESTS)),
-        heavy_queue: std::sync::Arc::new(tokio::sync::Semaphore::new(HEAVY_QUEUE)),
+        heavy: heavy::HeavyTurns::default(),
         throttle,
         sessions: console::Sessions::default(),
         held_plans: console::HeldPlans::default(),

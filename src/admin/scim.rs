@@ -18,9 +18,9 @@
 //! `/Users` pages without loading the directory: the store filters and pages
 //! (`Users::users_matching`: SQL over indexed columns on PostgreSQL, one bucket at a time on
 //! sled, only the page kept). `/Groups` (read-only) lives in `scim_groups`. At most
-//! `HEAVY_REQUESTS` listings (SCIM and the admin API's `/users` together) run at once; up to
-//! 64 more wait (10 s at most), beyond that a request is
-//! answered 503 with `Retry-After: 1`.
+//! `heavy::HEAVY_REQUESTS` listings (SCIM, the admin API's `/users` and the console together)
+//! run at once, at most half of them one tenant's; up to 64 more wait (10 s at most, 16 of
+//! them per tenant), beyond that a request is answered 503 with `Retry-After: 1`.
 
 // Handlers return ready SCIM error responses through Result; their size does not matter here.
 #![allow(clippy::result_large_err)]
@@ -42,7 +42,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 
 /// Characters escaped in an `id` inside a URL path.
-pub(super) const PATH_SEGMENT: &AsciiSet = &CONTROLS
+const PATH_SEGMENT: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')
@@ -59,6 +59,17 @@ pub(super) const PATH_SEGMENT: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'[')
     .add(b']');
+
+/// `key` (a user's key or a group's name) as one segment of a URL path: percent-encoded, and `.` or `..` spelled `%2E` and
+/// `%2E%2E`, which a browser or client would otherwise take for "this" or "the parent" folder
+/// (a user whose key is `..` had a link to the wrong page; review of 2026-11-30, console F4).
+pub(crate) fn key_segment(key: &str) -> String {
+    match key {
+        "." => "%2E".to_string(),
+        ".." => "%2E%2E".to_string(),
+        _ => utf8_percent_encode(key, PATH_SEGMENT).to_string(),
+    }
+}
 
 /// Page size when the client gives no `count`.
 pub(super) const DEFAULT_COUNT: usize = 100;
@@ -197,7 +208,7 @@ pub(super) fn user_name(u: &User) -> &str {
 
 /// A stored user as a SCIM User resource. `manager_id` is the manager's id, when known.
 fn resource(u: &User, base: &str, manager_id: Option<&str>) -> Value {
-    let id_path = utf8_percent_encode(&u.key, PATH_SEGMENT).to_string();
+    let id_path = key_segment(&u.key);
     let given = u.first_name.clone().unwrap_or_default();
     let family = u.last_name.clone().unwrap_or_default();
     let formatted = format!("{given} {family}").trim().to_string();
@@ -239,7 +250,7 @@ fn resource(u: &User, base: &str, manager_id: Option<&str>) -> Value {
             .filter_map(|n| n.as_str())
             .filter(|n| !n.is_empty())
             .map(|n| {
-                let path = utf8_percent_encode(n, PATH_SEGMENT);
+                let path = key_segment(n);
                 json!({"value": n, "display": n, "$ref": format!("{base}/Groups/{path}")})
             })
             .collect();
@@ -258,10 +269,7 @@ fn resource(u: &User, base: &str, manager_id: Option<&str>) -> Value {
         let mut m = json!({"displayName": mgr});
         if let Some(id) = manager_id {
             m["value"] = json!(id);
-            m["$ref"] = json!(format!(
-                "{base}/Users/{}",
-                utf8_percent_encode(id, PATH_SEGMENT)
-            ));
+            m["$ref"] = json!(format!("{base}/Users/{}", key_segment(id)));
         }
         ext["manager"] = m;
     }
@@ -344,7 +352,7 @@ async fn users(
     let by_email = config
         .tenant(&tenant)
         .is_some_and(|t| t.import.match_by == MatchBy::Email);
-    let Some(_turn) = super::heavy_turn(&st).await else {
+    let Some(_turn) = st.heavy.turn(&tenant).await else {
         return busy();
     };
     let store = st.store.clone();
@@ -400,7 +408,7 @@ async fn users(
     )
 }
 
-/// 503 with `Retry-After` when too many listings are running and waiting (`heavy_turn`).
+/// 503 with `Retry-After` when too many listings are running and waiting (`heavy::HeavyTurns`).
 pub(super) fn busy() -> Response {
     let mut resp = error(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -19,7 +19,7 @@
 
 use super::schemas::{GROUP_SCHEMA, LIST_SCHEMA};
 use super::scim::{base, busy, error, gate, list_request, scim_json, store_failed, ListRequest};
-use super::scim::{user_name, PATH_SEGMENT};
+use super::scim::{key_segment, user_name};
 use super::AppState;
 use crate::model::User;
 use crate::store::{GroupSummary, Store};
@@ -27,7 +27,6 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
-use percent_encoding::utf8_percent_encode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -70,7 +69,7 @@ fn members_excluded(m: &HashMap<String, String>) -> bool {
 }
 
 fn resource(g: &GroupSummary, members: Option<&[User]>, base: &str) -> Value {
-    let id_path = utf8_percent_encode(&g.name, PATH_SEGMENT).to_string();
+    let id_path = key_segment(&g.name);
     let mut r = json!({
         "schemas": [GROUP_SCHEMA],
         "id": g.name,
@@ -94,7 +93,7 @@ fn resource(g: &GroupSummary, members: Option<&[User]>, base: &str) -> Value {
                     "value": u.key,
                     "display": display,
                     "type": "User",
-                    "$ref": format!("{base}/Users/{}", utf8_percent_encode(&u.key, PATH_SEGMENT)),
+                    "$ref": format!("{base}/Users/{}", key_segment(&u.key)),
                 })
             })
             .collect();
@@ -191,7 +190,7 @@ pub(super) async fn groups(
         Some(Ok(n)) => Some(n),
         Some(Err(why)) => return error(StatusCode::BAD_REQUEST, Some("invalidFilter"), why),
     };
-    let Some(_turn) = super::heavy_turn(&st).await else {
+    let Some(_turn) = st.heavy.turn(&tenant).await else {
         return busy();
     };
     let with_members = !members_excluded(&m);
@@ -236,7 +235,7 @@ pub(super) async fn group(
         );
     };
     let with_members = !members_excluded(&m);
-    let Some(_turn) = super::heavy_turn(&st).await else {
+    let Some(_turn) = st.heavy.turn(&tenant).await else {
         return busy();
     };
     let page = load_blocking(&st, &tenant, Some(id.clone()), 0, 1, with_members).await;

@@ -111,14 +111,17 @@ pub(super) async fn reconcile(
             )))
         }
     };
-    if RECONCILING.swap(true, Ordering::AcqRel) {
+    let Some(running) = Reconciling::start() else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "a reconcile is already running; try again when it has finished",
         ));
-    }
+    };
     let store = st.store.clone();
     let result = blocking(move || {
+        // Cleared when the work ends, also when the client went away meanwhile (the request's
+        // future is dropped, the blocking work is not).
+        let _running = running;
         let pusher = Pusher::new(&tenant, &push).map_err(ApiError::bad_request)?;
         let users = store
             .users(&tenant, None)
@@ -131,6 +134,20 @@ pub(super) async fn reconcile(
         })
     })
     .await;
-    RECONCILING.store(false, Ordering::Release);
     Ok(Json(result?).into_response())
+}
+
+/// The one reconcile running in this process; dropping it lets the next one start.
+struct Reconciling;
+
+impl Reconciling {
+    fn start() -> Option<Reconciling> {
+        (!RECONCILING.swap(true, Ordering::AcqRel)).then_some(Reconciling)
+    }
+}
+
+impl Drop for Reconciling {
+    fn drop(&mut self) {
+        RECONCILING.store(false, Ordering::Release);
+    }
 }

@@ -493,4 +493,23 @@ mod tests {
         let toml_text = toml::to_string(&config).unwrap();
         assert!(Config::parse(&toml_text).is_ok(), "{toml_text}");
     }
+
+    #[test]
+    fn two_tenants_cannot_share_a_scim_token() {
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0XSsfOIUbEVJFH1EkHwIqJ5NV+nZFzs1OHp9Fk1dcWs";
+        let token = "ab".repeat(32);
+        let tenant = |id: &str, tok: &str| {
+            format!("[[tenants]]\nid = \"{id}\"\npassword_hash = \"{hash}\"\nscim_token_sha256 = \"{tok}\"\n")
+        };
+        let shared = tenant("a", &token) + &tenant("b", &token.to_ascii_uppercase());
+        let problems = Config::parse(&shared).unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("\"b\"") && p.contains("another tenant's")),
+            "{problems:?}"
+        );
+        let own = tenant("a", &token) + &tenant("b", &"cd".repeat(32));
+        assert!(Config::parse(&own).is_ok());
+    }
 }

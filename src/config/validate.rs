@@ -79,12 +79,24 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
         }
     }
     let mut seen = HashSet::new();
+    // A SCIM token names its tenant: one token for two tenants would read only the first's
+    // directory, silently (a copied tenant block; review of 2026-11-30, console F3).
+    let mut tokens = HashSet::new();
     for (i, t) in config.tenants.iter().enumerate() {
         if !seen.insert(t.id.as_str()) {
             out.push(format!(
                 "tenant {:?}: id is used by more than one tenant",
                 t.id
             ));
+        }
+        if let Some(tok) = &t.scim_token_sha256 {
+            if !tokens.insert(tok.trim().to_ascii_lowercase()) {
+                out.push(format!(
+                    "tenant {:?}: scim_token_sha256 is another tenant's too; give each tenant \
+                     a token of its own",
+                    t.id
+                ));
+            }
         }
         tenant_problems(i, t, &mut out);
     }

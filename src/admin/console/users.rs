@@ -5,7 +5,7 @@
 //!   status `S` (active, inactive, deleted, all), [`PAGE_SIZE`] a page. The search is a
 //!   [`UserFilter`] done by the store (`Users::users_matching_status`: SQL on PostgreSQL, one
 //!   bucket at a time on sled), so a page never loads the directory; listings share the admin
-//!   API's and SCIM's concurrency cap (`heavy_turn`).
+//!   API's and SCIM's concurrency cap (`heavy::HeavyTurns`, a share per tenant).
 //! - `GET /tenants/{tenant}/users/{key}`: the user's fields (never a password hash: a `User`
 //!   has none), status, dates, and its change-log entries, newest first.
 //! - `POST /tenants/{tenant}/users/{key}/restore` (operators, CSRF): brings back a soft-deleted
@@ -96,6 +96,8 @@ pub(super) fn search_filter(q: &str) -> UserFilter {
 /// One user as a row of the list.
 struct UserRow {
     key: String,
+    /// The key as a path segment (`scim::key_segment`).
+    key_path: String,
     name: String,
     email: String,
     mapping_code: String,
@@ -107,6 +109,7 @@ impl UserRow {
     fn of(u: &User) -> UserRow {
         UserRow {
             key: u.key.clone(),
+            key_path: crate::admin::scim::key_segment(&u.key),
             name: full_name(u),
             email: u.email.clone().unwrap_or_default(),
             mapping_code: u.mapping_code.clone().unwrap_or_default(),
@@ -162,7 +165,7 @@ async fn list(
         .parse::<usize>()
         .unwrap_or(1)
         .clamp(1, MAX_PAGE);
-    let Some(_turn) = crate::admin::heavy_turn(&st).await else {
+    let Some(_turn) = st.heavy.turn(&tenant).await else {
         return Err(PageError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many directory listings are running or waiting; reload the page in a second",
@@ -240,6 +243,8 @@ struct UserPage {
     chrome: Chrome,
     tenant: String,
     user: User,
+    /// The user's key as a path segment (`scim::key_segment`).
+    key_path: String,
     name: String,
     status: String,
     /// (field, value) of every other field, custom fields as `custom.NAME`.
@@ -308,6 +313,7 @@ async fn one(
     page(&UserPage {
         chrome: Chrome::new(&viewer, format!("User {}", user.key), Some(&t.id)),
         tenant: t.id.clone(),
+        key_path: crate::admin::scim::key_segment(&user.key),
         name: full_name(&user),
         status: status_name(user.status).to_string(),
         fields: other_fields(&user),
@@ -352,7 +358,7 @@ async fn restore(
     let path = format!(
         "/tenants/{}/users/{}?restored=1",
         t.id,
-        percent_encoding::utf8_percent_encode(&user.key, crate::admin::scim::PATH_SEGMENT)
+        crate::admin::scim::key_segment(&user.key)
     );
     Ok(Redirect::to(&path).into_response())
 }
