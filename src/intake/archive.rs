@@ -131,6 +131,15 @@ pub fn file_away(
                 .with_context(|| format!("cannot remove {}", claimed.display()))?;
         }
         None => {
+            // Stamped before the move: retention goes by this time, and a crash right after
+            // the rename must not leave the client's (possibly months old) time on a file just
+            // archived, which the sweep at the next start would delete (review of 2026-11-30,
+            // config F3).
+            nofollow::open_for_times(claim_dir.as_fd(), &claimed_name)
+                .and_then(|f| f.set_modified(SystemTime::now()))
+                .with_context(|| {
+                    format!("cannot stamp {} with the archive time", claimed.display())
+                })?;
             if let Err(e) = nofollow::rename(claim_dir.as_fd(), &claimed_name, dir.as_fd(), name) {
                 // Another file system: copy, then remove.
                 copy_in(claim_dir.as_fd(), &claimed_name, dir.as_fd(), name)
@@ -140,6 +149,7 @@ pub fn file_away(
             }
         }
     }
+    // A copy or a written replacement is new, but stamp it as well (a copy may keep times).
     if let Ok(f) = nofollow::open_for_times(dir.as_fd(), name) {
         let _ = f.set_modified(SystemTime::now());
     }
@@ -285,5 +295,39 @@ mod tests {
         assert_eq!(sweep(dir.path(), 1), 0);
         assert!(outside.path().join("keep.csv").exists());
         assert!(!outside.path().join("a.csv").exists());
+    }
+
+    #[test]
+    fn a_file_is_stamped_with_the_archive_time_before_it_is_moved() {
+        let home = tempfile::tempdir().unwrap();
+        let claims = tempfile::tempdir().unwrap();
+        let claimed = claims.path().join("users.csv");
+        std::fs::write(&claimed, b"x").unwrap();
+        // A client that keeps the file's time (`put -p`): months old.
+        let months = SystemTime::now() - Duration::from_secs(200 * 86_400);
+        std::fs::File::options()
+            .write(true)
+            .open(&claimed)
+            .unwrap()
+            .set_modified(months)
+            .unwrap();
+        // What cannot be stamped is not filed, and stays where it was: the stamp comes before
+        // the move, so no archived file ever keeps the client's time (a folder in the claim's
+        // place cannot be opened for writing, even by root).
+        let unstampable = claims.path().join("folder.csv");
+        std::fs::create_dir(&unstampable).unwrap();
+        let err = file_away(home.path(), "processed/folder.csv", &unstampable, None).unwrap_err();
+        assert!(format!("{err:#}").contains("archive time"), "{err:#}");
+        assert!(unstampable.is_dir());
+        assert!(!home.path().join("processed/folder.csv").exists());
+        let filed = file_away(home.path(), "processed/users.1.csv", &claimed, None).unwrap();
+        let age = std::fs::metadata(&filed)
+            .unwrap()
+            .modified()
+            .unwrap()
+            .elapsed()
+            .unwrap_or_default();
+        assert!(age < Duration::from_secs(60), "{age:?}");
+        assert_eq!(sweep(home.path(), 90), 0, "the file just archived is kept");
     }
 }
