@@ -126,6 +126,51 @@ fn a_lease_is_taken_over_only_after_its_holder_expires_and_fencing_grows() {
     assert!(b.take_lease("tenant:acme").unwrap().is_some());
 }
 
+/// A lease whose release failed (a dropped connection) is not renewed by the holder's
+/// heartbeats: it ends with its time, and another node can take it (review of 2026-11-30,
+/// PostgreSQL F3: every heartbeat renewed it, for as long as the holder lived).
+#[test]
+fn a_lease_whose_release_failed_ends_with_its_time() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("c_release");
+    let a = open(&url, "node-a", 2);
+    let b = open(&url, "node-b", 2);
+    a.heartbeat(&beat("a")).unwrap();
+    b.heartbeat(&beat("b")).unwrap();
+    assert!(a.take_lease("tenant:acme").unwrap().is_some());
+    assert!(a.take_lease("tenant:kept").unwrap().is_some());
+    // The release fails in the database, as a connection lost at that moment would.
+    pg.psql(
+        "c_release",
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'connection lost'; END $$; \
+         CREATE TRIGGER refuse BEFORE UPDATE ON roster.leases FOR EACH ROW \
+         WHEN (NEW.expires_at <= now()) EXECUTE FUNCTION refuse();",
+    );
+    assert!(a.release_lease("tenant:acme").is_err());
+    pg.psql("c_release", "DROP TRIGGER refuse ON roster.leases");
+    // a stays alive and keeps beating; the lease it still holds stays its own.
+    let mut freed = false;
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(500));
+        a.heartbeat(&beat("a")).unwrap();
+        b.heartbeat(&beat("b")).unwrap();
+        if b.take_lease("tenant:acme").unwrap().is_some() {
+            freed = true;
+            break;
+        }
+    }
+    assert!(
+        freed,
+        "the lease whose release failed was renewed by heartbeats"
+    );
+    assert_eq!(
+        b.take_lease("tenant:kept").unwrap(),
+        None,
+        "a held lease is still renewed"
+    );
+}
+
 #[test]
 fn racing_stores_get_one_lease_and_one_tick() {
     let pg = TestPostgres::start();

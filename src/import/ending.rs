@@ -310,6 +310,7 @@ pub(super) fn commit(
             record: Some(rec.clone()),
             put_plan: held_plan.map(|plan| (rec.id.clone(), plan)),
             remove_plan: job.approving.as_ref().map(|a| a.id.clone()),
+            lease: job.opts.lease.clone(),
         };
         if let Err(e) = job.store.commit(&commit) {
             job.store.discard_staged(&job.tenant.id, &staged)?;

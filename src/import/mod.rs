@@ -93,6 +93,9 @@ pub struct RunOptions {
     /// archived file and report, and the outputs are staged in the claim folder before the
     /// commit (see `filing`). `None`: the record names no archive.
     pub filing: Option<Filing>,
+    /// Set by the intake: the store lease the run holds; its commit is refused once this node
+    /// no longer holds it ([`Commit::lease`](crate::store::Commit)).
+    pub lease: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -103,6 +106,7 @@ impl Default for RunOptions {
             progress: None,
             row_memory: spill::DEFAULT_BUDGET,
             filing: None,
+            lease: None,
         }
     }
 }

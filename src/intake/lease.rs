@@ -42,7 +42,7 @@ pub(super) struct TenantLease {
 impl Drop for TenantLease {
     fn drop(&mut self) {
         if let Err(e) = self.store.release_lease(&self.name) {
-            tracing::warn!(lease = %self.name, "cannot release the lease (it ends with this node's heartbeats): {e:#}");
+            tracing::warn!(lease = %self.name, "cannot release the lease (it ends by itself within [cluster] lease_secs): {e:#}");
         }
     }
 }
@@ -90,6 +90,34 @@ pub(super) fn wait_take(store: &Store, tenant: &str, max: Duration) -> anyhow::R
                 max.as_secs()
             ),
         }
+    }
+}
+
+/// Another node holds the tenant's lease now: a run that had it gives its claim up to that
+/// node instead of retrying (review of 2026-11-30, PostgreSQL F2).
+#[derive(Debug)]
+pub(super) struct HeldElsewhere(pub String);
+
+impl std::fmt::Display for HeldElsewhere {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "another node holds the lease {} now and finishes what this node had claimed",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for HeldElsewhere {}
+
+/// Before a run is tried again: the tenant's lease, taken again if it expired meanwhile (a
+/// database outage longer than `lease_secs`). Fails with [`HeldElsewhere`] when another node
+/// took it. Blocking.
+pub(super) fn renew(store: &Store, tenant: &str) -> anyhow::Result<()> {
+    let name = lease_name(tenant);
+    match store.take_lease(&name)? {
+        Some(_) => Ok(()),
+        None => Err(anyhow::Error::new(HeldElsewhere(name))),
     }
 }
 

@@ -522,6 +522,8 @@ fn claim_and_run(
         out = if std::mem::take(&mut first) {
             Some(run::run_claimed(shared, tenant, &claimed)?)
         } else {
+            // The lease may have expired meanwhile, and another node taken over this claim.
+            lease::renew(&shared.store, &tenant.id)?;
             run::recover_claim(shared, tenant, &dir)?
         };
         Ok(())

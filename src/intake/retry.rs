@@ -63,8 +63,9 @@ pub(super) async fn store_answers(intake: &Intake, tenant: &str) -> bool {
 /// Retries a run that failed for a reason outside the file (store, archive folder): three more
 /// times, a minute apart; after that the claim stays and is retried on the next start.
 /// A failure because the store is unavailable does not count as an attempt: the run waits
-/// until the store answers again (or the intake stops), then goes on. True when an attempt
-/// succeeded.
+/// until the store answers again (or the intake stops), then goes on. A run whose tenant lease
+/// another node took meanwhile is given up to that node (`lease::HeldElsewhere`). True when
+/// an attempt succeeded.
 pub(super) fn with_retries(
     shared: &Shared,
     tenant: &str,
@@ -75,6 +76,10 @@ pub(super) fn with_retries(
     while attempt <= 4 {
         match f() {
             Ok(()) => return true,
+            Err(e) if e.chain().any(|c| c.is::<super::lease::HeldElsewhere>()) => {
+                tracing::warn!(%tenant, file = what, "giving the run up: {e:#}");
+                return false;
+            }
             Err(e) if crate::store::is_unavailable(&e) => {
                 tracing::warn!(%tenant, file = what, "run interrupted: the store is unavailable; it is retried when the store is back: {e:#}");
                 if !wait_for_store(shared, tenant) {

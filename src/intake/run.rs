@@ -157,6 +157,7 @@ pub fn run_claimed(
             }
         })),
         filing: Some(filing),
+        lease: Some(super::lease::lease_name(&tenant.id)),
         ..Default::default()
     };
     let outcome = import::run_file(&shared.store, tenant, claimed, &opts);

@@ -87,6 +87,12 @@ pub struct Commit {
     pub put_plan: Option<(String, Vec<u8>)>,
     /// Import id of the held plan this run completes.
     pub remove_plan: Option<String>,
+    /// The store lease the run holds (`tenant:<id>` for the intake's runs). A store several
+    /// nodes share refuses the commit unless this node still holds that lease, unexpired: a
+    /// node that lost it (a database outage longer than `lease_secs`, a stalled process) while
+    /// another node took over its claim must not commit the same file a second time. The
+    /// one-node sled store grants every lease and ignores it.
+    pub lease: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -508,6 +514,29 @@ impl std::fmt::Display for Unavailable {
 /// True when `e` (at any level of context) says the store cannot be reached right now.
 pub fn is_unavailable(e: &anyhow::Error) -> bool {
     e.downcast_ref::<Unavailable>().is_some()
+}
+
+/// A commit refused because this node no longer holds the lease the run was started under
+/// ([`Commit::lease`]); nothing was changed. Another node may be finishing the same claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseLost(pub String);
+
+impl std::fmt::Display for LeaseLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this node no longer holds the lease {} (it expired, and another node may have \
+             taken over the tenant's imports); nothing was changed",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for LeaseLost {}
+
+/// True when `e` (at any level of context) is a commit refused for a lost lease.
+pub fn is_lease_lost(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<LeaseLost>().is_some())
 }
 
 /// Handle to the store; cheap to clone, shareable across threads. Dereferences to the backend,

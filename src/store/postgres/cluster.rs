@@ -8,7 +8,9 @@
 //!
 //! * A node is **alive** while its `nodes.heartbeat_at` is younger than `lease_secs`.
 //! * A **lease** row is held by `node_id` while `expires_at` is in the future *and* the holder
-//!   is alive. Heartbeats extend the holder's leases; a release sets `expires_at` to now. One
+//!   is alive. Heartbeats extend the leases this process holds (taken, not released: one
+//!   whose release failed is not extended and ends with its time); a release sets
+//!   `expires_at` to now. One
 //!   `INSERT … ON CONFLICT DO UPDATE … WHERE <free>` takes it, so two nodes racing for it are
 //!   ordered by the row lock and the second sees the first's row. `fencing` grows with every
 //!   new holder (not when a holder takes its own lease again).
@@ -35,6 +37,13 @@ const FAILURES_KEPT: &str = "1 day";
 const TICKS_KEPT: &str = "7 days";
 
 impl PostgresStore {
+    /// The leases this process holds ([`PostgresStore`]'s `held_leases`).
+    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.held_leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Sets `[cluster] lease_secs`: how long a node may go without a heartbeat before the
     /// others treat it as dead (default 30).
     pub fn with_lease_secs(mut self, secs: u64) -> PostgresStore {
@@ -77,6 +86,7 @@ impl Cluster for PostgresStore {
 
     fn heartbeat(&self, beat: &NodeBeat) -> Result<()> {
         let (node, lease) = (self.node_id.clone(), self.lease_f64());
+        let held: Vec<String> = self.held().iter().cloned().collect();
         let (address, version, started) =
             (address_text(beat), beat.version.clone(), beat.started_at);
         self.db
@@ -94,8 +104,8 @@ impl Cluster for PostgresStore {
                 client
                     .execute(
                         "UPDATE roster.leases SET expires_at = now() + $2::float8 * interval '1 second' \
-                         WHERE node_id = $1 AND expires_at > now()",
-                        &[&node, &lease],
+                         WHERE node_id = $1 AND expires_at > now() AND name = ANY($3)",
+                        &[&node, &lease, &held],
                     )
                     .await?;
                 client
@@ -164,6 +174,7 @@ impl Cluster for PostgresStore {
 
     fn take_lease(&self, name: &str) -> Result<Option<u64>> {
         let (node, lease, name) = (self.node_id.clone(), self.lease_f64(), name.to_string());
+        let held_leases = self.held_leases.clone();
         let what = format!("cannot take the lease {name} in PostgreSQL");
         self.db
             .run(move |pool| async move {
@@ -189,6 +200,7 @@ impl Cluster for PostgresStore {
                     .await?;
                 match row {
                     Some(row) => {
+                        held_leases.lock().unwrap_or_else(|p| p.into_inner()).insert(name);
                         let fencing: i64 = row.try_get(0)?;
                         Ok(Some(u64::try_from(fencing).unwrap_or(0)))
                     }
@@ -199,6 +211,9 @@ impl Cluster for PostgresStore {
     }
 
     fn release_lease(&self, name: &str) -> Result<()> {
+        // Forgotten first: should the release fail, heartbeats no longer renew the lease and it
+        // ends with its time (review of 2026-11-30, PostgreSQL F3: it was renewed for good).
+        self.held().remove(name);
         let (node, name) = (self.node_id.clone(), name.to_string());
         let what = format!("cannot release the lease {name} in PostgreSQL");
         self.db

@@ -194,11 +194,13 @@ impl Directory for PostgresStore {
             ledger: c.ledger.clone(),
             put_plan: c.put_plan.clone(),
             remove_plan: c.remove_plan.clone(),
+            lease: c.lease.clone(),
         };
+        let node = self.node_id.clone();
         self.db.run(move |pool| async move {
             let mut client = Connections::client(&pool).await?;
             let tx = client.transaction().await?;
-            match apply_commit(&tx, &c).await {
+            match apply_commit(&tx, &c, &node).await {
                 Ok((state, rows)) => {
                     tx.commit()
                         .await
@@ -353,7 +355,10 @@ async fn refresh_statistics(client: &tokio_postgres::Client, tenant: &str, rows:
 
 /// The commit's work inside its transaction (see the module doc); the caller commits or rolls
 /// back. Returns the new state and how many user rows were written or removed.
-async fn apply_commit(tx: &Transaction<'_>, c: &Commit) -> Result<(TenantState, u64)> {
+async fn apply_commit(tx: &Transaction<'_>, c: &Commit, node: &str) -> Result<(TenantState, u64)> {
+    if let Some(lease) = &c.lease {
+        still_leased(tx, lease, node).await?;
+    }
     let version = lock_state(tx, &c.tenant).await?;
     if version != c.expected_version {
         return Err(changed_meanwhile(&c.tenant));
@@ -432,6 +437,24 @@ async fn apply_commit(tx: &Transaction<'_>, c: &Commit) -> Result<(TenantState, 
         super::runs::write_commit_parts(tx, c).await?;
     }
     Ok((read_state(tx, &c.tenant).await?, rows))
+}
+
+/// Refuses a commit unless `node` holds `lease`, unexpired ([`Commit::lease`]). The row is
+/// locked until the commit ends, so no other node can take the lease meanwhile.
+async fn still_leased(tx: &Transaction<'_>, lease: &str, node: &str) -> Result<()> {
+    let held = tx
+        .query_opt(
+            "SELECT 1 FROM roster.leases WHERE name = $1 AND node_id = $2 \
+             AND expires_at > now() FOR SHARE",
+            &[&lease, &node],
+        )
+        .await?;
+    if held.is_none() {
+        return Err(anyhow::Error::new(crate::store::LeaseLost(
+            lease.to_string(),
+        )));
+    }
+    Ok(())
 }
 
 /// The committed rows of `bucket` (packed, in no particular order; None when it has none).

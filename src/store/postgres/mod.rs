@@ -151,6 +151,9 @@ pub struct PostgresStore {
     secret: [u8; 32],
     /// `[cluster] lease_secs` (see `cluster.rs`, `with_lease_secs`).
     lease_secs: u64,
+    /// The leases this process holds (taken and not released): heartbeats renew these only,
+    /// so a lease whose release failed ends with its time (`cluster.rs`).
+    held_leases: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl PostgresStore {
@@ -210,6 +213,7 @@ impl PostgresStore {
             node_id: node_id.to_string(),
             secret,
             lease_secs: cluster::DEFAULT_LEASE_SECS,
+            held_leases: Default::default(),
         })
     }
 
