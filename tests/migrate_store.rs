@@ -305,3 +305,27 @@ fn a_whole_store_is_copied_and_a_held_plan_approves_on_postgresql() {
     assert_eq!(applied.status, ImportStatus::Success);
     assert_eq!(copy.user_counts("t1").unwrap(), (50, 50, 0));
 }
+
+/// Every queued message is copied, not only the first pass's worth: an outbox of 130 messages
+/// arrives whole (review of 2026-11-30, PostgreSQL F1: 100 arrived and the check said ok).
+#[test]
+fn an_outbox_longer_than_one_delivery_pass_is_copied_whole() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("mail");
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledStore::open(dir.path()).unwrap();
+    let to = vec!["hr@x.example".to_string()];
+    for i in 0..130 {
+        let id = sled
+            .outbox_push(&to, format!("Subject: {i}\r\n\r\nreport {i}").as_bytes())
+            .unwrap();
+        if i % 2 == 0 {
+            // Waiting for a later attempt: not due now, still queued.
+            sled.outbox_defer(id, Utc::now() + chrono::Duration::hours(1), 2, "421 busy")
+                .unwrap();
+        }
+    }
+    let pg_store = open_pg(&url);
+    assert_eq!(copy_outbox(&sled, &pg_store).unwrap(), 130);
+    assert_eq!(pg_store.outbox_len(), 130);
+}

@@ -37,6 +37,23 @@ fn item(id: u64, h: Header, message: &[u8]) -> OutboxItem {
     }
 }
 
+impl SledStore {
+    /// Calls `each` with every queued message, oldest first, whatever its next attempt
+    /// (`roster migrate-store`). A damaged message is an error: copying around it would lose
+    /// it.
+    pub fn outbox_each(&self, mut each: impl FnMut(OutboxItem) -> Result<()>) -> Result<()> {
+        for kv in self.inner.outbox.iter() {
+            let (k, v) = kv?;
+            let idb: [u8; 8] = k
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .context("an outbox key is not a message id")?;
+            each(decode(u64::from_be_bytes(idb), &v)?)?;
+        }
+        Ok(())
+    }
+}
+
 impl MailOutbox for SledStore {
     /// Queues a message for delivery now; returns its id. Flushed on return.
     fn outbox_push(&self, recipients: &[String], message: &[u8]) -> Result<u64> {
