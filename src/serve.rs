@@ -241,6 +241,10 @@ fn beat_interval(lease_secs: u64) -> Duration {
 }
 
 /// Records a heartbeat every `every`, then lets the intake take over claims of dead nodes.
+/// Each heartbeat is a durable write: its outcome is the store's health (`store::health`,
+/// `GET /health`), and an embedded store that fails every write for
+/// [`EMBEDDED_GIVE_UP`](crate::store::health::EMBEDDED_GIVE_UP) ends the process (status 1)
+/// for its supervisor to start it again: sled does not recover from an I/O error by itself.
 async fn heartbeats(store: Store, intake: Intake, beat: NodeBeat, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -248,10 +252,24 @@ async fn heartbeats(store: Store, intake: Intake, beat: NodeBeat, every: Duratio
     loop {
         tick.tick().await;
         let (s, b) = (store.clone(), beat.clone());
-        match tokio::task::spawn_blocking(move || s.heartbeat(&b)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("heartbeat not recorded: {e:#}"),
-            Err(e) => tracing::warn!("heartbeat not recorded: {e}"),
+        let result = tokio::task::spawn_blocking(move || s.heartbeat(&b))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
+        match result {
+            Ok(()) => store.health().wrote(),
+            Err(e) => {
+                tracing::warn!("heartbeat not recorded: {e:#}");
+                let failing = store.health().failed(&e);
+                if store.is_embedded() && failing >= crate::store::health::EMBEDDED_GIVE_UP {
+                    tracing::error!(
+                        "the embedded store has failed every write for {} s ({e:#}); stopping so \
+                         that a restart opens it again (claims are finished at the next start)",
+                        failing.as_secs()
+                    );
+                    std::process::exit(1);
+                }
+            }
         }
         intake.take_over_orphans().await;
     }

@@ -209,8 +209,18 @@ async fn optional_json(headers: &HeaderMap, body: Body) -> Result<Option<Value>,
     }
 }
 
+/// `GET /health`: 200 while the store writes (its last heartbeat was recorded), else 503
+/// naming the store's first error (`store::health`).
 async fn health(State(st): State<AppState>) -> ApiResult {
     let config = st.config.current();
+    if let Some((failing, error)) = st.store.health().failing() {
+        let body = json!({
+            "status": "failing",
+            "error": format!("the store cannot write (for {} s): {error}", failing.as_secs()),
+            "version": env!("CARGO_PKG_VERSION"),
+        });
+        return Ok((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response());
+    }
     json_ok(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),

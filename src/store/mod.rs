@@ -39,6 +39,7 @@ mod first_keys;
 mod frame;
 // Group member counts kept by both backends for /Groups (h-scimspeed).
 pub mod group_counts;
+pub mod health;
 pub mod postgres;
 pub mod sled;
 
@@ -544,12 +545,28 @@ pub fn is_lease_lost(e: &anyhow::Error) -> bool {
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
+    /// Whether writes succeed lately (`health`).
+    health: Arc<health::WriteHealth>,
+    /// The embedded store (sled): one process, and no recovery from an I/O error but a restart.
+    embedded: bool,
 }
 
 impl Store {
     /// Opens (or creates) the sled store in `dir`.
     pub fn open(dir: &Path) -> Result<Store> {
-        Ok(Store::new(SledStore::open(dir)?))
+        let mut store = Store::new(SledStore::open(dir)?);
+        store.embedded = true;
+        Ok(store)
+    }
+
+    /// Whether the store's writes succeed lately (recorded by `serve`'s heartbeats).
+    pub fn health(&self) -> &health::WriteHealth {
+        &self.health
+    }
+
+    /// True for the embedded sled store.
+    pub fn is_embedded(&self) -> bool {
+        self.embedded
     }
 
     /// Connects to (and migrates) the PostgreSQL store at `target`, as node `node_id`.
@@ -561,6 +578,8 @@ impl Store {
     pub fn new(backend: impl Backend + 'static) -> Store {
         Store {
             backend: Arc::new(backend),
+            health: Arc::default(),
+            embedded: false,
         }
     }
 }

@@ -9,7 +9,7 @@
 //! [`NodeStatus`] of `nodes()`.
 
 use super::SledStore;
-use crate::store::{Cluster, LoginScope, NodeBeat, NodeStatus, OrphanClaim};
+use crate::store::{Backend, Cluster, LoginScope, NodeBeat, NodeStatus, OrphanClaim};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -57,7 +57,8 @@ impl Cluster for SledStore {
         self.cluster_tree()?
             .insert("node", serde_json::to_vec(&stored)?)
             .context("cannot record the heartbeat")?;
-        Ok(())
+        // Flushed: the heartbeat is also the store's write check (`store::health`).
+        self.flush().context("cannot record the heartbeat")
     }
 
     fn leave(&self) -> Result<()> {

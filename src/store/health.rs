@@ -1,0 +1,79 @@
+//! Whether the store could write lately: `serve`'s heartbeats (a durable write every few
+//! seconds) record each outcome here, `GET /health` reads it, and `serve` stops the process
+//! when the embedded store has failed for too long.
+//!
+//! sled keeps the first I/O error it meets (a full disk, say) and fails every later write with
+//! it, also once space is back: the server then claimed every upload and recorded nothing while
+//! `/health` said "ok" (review of 2026-11-30, config F2). Now `/health` answers 503 naming the
+//! error from the first failed heartbeat, and after [`EMBEDDED_GIVE_UP`] of failures the
+//! process ends with status 1, so its supervisor starts it again, which reopens the store and
+//! finishes the claims. PostgreSQL recovers by itself (its connections are made again), so a
+//! node there only reports it.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long the embedded store may fail every write before the process stops.
+pub const EMBEDDED_GIVE_UP: Duration = Duration::from_secs(60);
+
+/// The first failure of a run of failed writes.
+#[derive(Debug, Clone)]
+struct Failing {
+    since: Instant,
+    error: String,
+}
+
+/// The store's recent writes (shared by the clones of a [`Store`](super::Store)).
+#[derive(Debug, Default)]
+pub struct WriteHealth {
+    failing: Mutex<Option<Failing>>,
+}
+
+impl WriteHealth {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Failing>> {
+        self.failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A write succeeded: the store is healthy again.
+    pub fn wrote(&self) {
+        *self.slot() = None;
+    }
+
+    /// A write failed with `error`; returns how long writes have been failing.
+    pub fn failed(&self, error: &anyhow::Error) -> Duration {
+        let mut slot = self.slot();
+        let f = slot.get_or_insert_with(|| Failing {
+            since: Instant::now(),
+            error: format!("{error:#}"),
+        });
+        f.since.elapsed()
+    }
+
+    /// While writes fail: for how long, and the first error.
+    pub fn failing(&self) -> Option<(Duration, String)> {
+        self.slot()
+            .as_ref()
+            .map(|f| (f.since.elapsed(), f.error.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_failures_keeps_its_first_error_until_a_write_succeeds() {
+        let h = WriteHealth::default();
+        assert!(h.failing().is_none());
+        h.failed(&anyhow::anyhow!("No space left on device"));
+        std::thread::sleep(Duration::from_millis(20));
+        let longer = h.failed(&anyhow::anyhow!("a later error"));
+        assert!(longer >= Duration::from_millis(20));
+        let (_, error) = h.failing().unwrap();
+        assert_eq!(error, "No space left on device");
+        h.wrote();
+        assert!(h.failing().is_none());
+    }
+}
