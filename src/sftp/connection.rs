@@ -371,7 +371,7 @@ impl russh::server::Handler for Connection {
             refuse_on_stderr(channel, msg, None, self.ended.clone());
             return Ok(());
         };
-        let jail = match Jail::new(&config.tenant_home(&tenant), false) {
+        let jail = match Jail::tenant_home(&config.tenant_home(&tenant)) {
             Ok(j) => j,
             Err(e) => {
                 tracing::error!(%tenant, "cannot open the tenant folder: {e}");

@@ -135,6 +135,24 @@ impl Jail {
         })
     }
 
+    /// The jail of a tenant's home under `data_dir/tenants`. The home must be a folder, not a
+    /// symbolic link: the intake never follows one (it would import nothing from it), and a
+    /// link to another tenant's folder would show that tenant's files (review of 2026-11-30,
+    /// config F4). Mount a folder moved to another disk at its place instead.
+    pub fn tenant_home(home: &Path) -> std::io::Result<Jail> {
+        match std::fs::symlink_metadata(home) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(std::io::Error::other(format!(
+                    "the tenant folder {} is a symbolic link, which Roster does not follow \
+                     (mount the folder there instead)",
+                    home.display()
+                )))
+            }
+            _ => {}
+        }
+        Jail::new(home, false)
+    }
+
     /// `roster sftp-server` mode: symlinks resolve inside the root and may be created there.
     pub fn with_links(mut self) -> Jail {
         self.links = true;
@@ -518,5 +536,18 @@ mod tests {
         assert_eq!(results.1.unwrap_err(), Some(libc::ELOOP));
         assert!(results.2 && jail.home().join("d/new").exists());
         assert_eq!(results.3, Some(Some(libc::ELOOP)));
+    }
+
+    #[test]
+    fn a_tenant_home_that_is_a_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("beta");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("private.csv"), b"beta's users").unwrap();
+        let home = dir.path().join("acme");
+        std::os::unix::fs::symlink(&other, &home).unwrap();
+        let err = Jail::tenant_home(&home).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(Jail::tenant_home(&other).is_ok());
     }
 }
