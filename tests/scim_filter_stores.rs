@@ -59,13 +59,18 @@ fn directory() -> BTreeMap<String, UserRec> {
             "first_name",
             Some(["Ann", "ann", "Bo", "Zoë", "F3"][(i % 5) as usize]),
         );
-        if i % 7 != 0 {
+        if i % 13 == 5 {
+            // Letters beyond ASCII in upper case: both stores fold them (migration 12).
+            r.set("last_name", Some("ŠIMIĆ"));
+        } else if i % 7 != 0 {
             r.set(
                 "last_name",
                 Some(["Lee", "b_b", "Ab", "lee"][(i % 4) as usize]),
             );
         }
-        if i % 3 != 0 {
+        if i % 10 == 4 {
+            r.set("job_title", Some("ДИРЕКТОР"));
+        } else if i % 3 != 0 {
             r.set(
                 "job_title",
                 Some(["Clerk", "clerk", "Boss"][(i % 3) as usize]),
@@ -76,6 +81,7 @@ fn directory() -> BTreeMap<String, UserRec> {
         }
         r.set("org_unit", Some(["HQ", "hq", "Field"][(i % 3) as usize]));
         let groups = match i % 5 {
+            0 if i % 2 == 1 => "Продажи".to_string(),
             0 => String::new(),
             1 => "g1".to_string(),
             2 => "g1\u{1f}G2".to_string(),
@@ -167,6 +173,14 @@ const SCIM_FILTERS: &[&str] = &[
     "meta.lastModified eq \"2023-11-15T22:13:20Z\"",
     "meta.lastModified gt \"2023-12-20T00:00:00Z\" and active eq true",
     "userName sw \"u1\" or groups eq \"sales emea\"",
+    // Letters beyond ASCII, in the other case than stored (migration 12: PostgreSQL folded
+    // A-Z only, so these found nobody there).
+    "name.familyName eq \"šimić\"",
+    "name.familyName sw \"ši\"",
+    "title eq \"директор\"",
+    "title co \"ирек\"",
+    "groups eq \"ПРОДАЖИ\"",
+    "displayName co \"n šim\"",
 ];
 
 fn custom(op: Op, v: &str) -> UserFilter {

@@ -148,7 +148,7 @@ impl PostgresStore {
     /// The members of the group that `groups eq "want"` names (any case), when exactly one of
     /// the tenant's groups has that name in any case (then its count is exactly the number of
     /// users the filter matches; 0 when none does); None when several do (a user may list two
-    /// of them). `lower()` under the database's collation, as the filter's SQL compares.
+    /// of them). Folded with `roster.fold()`, as the filter's SQL compares.
     pub(super) fn group_eq_members(&self, tenant: &str, want: &str) -> Result<Option<u64>> {
         let (tenant, want) = (tenant.to_string(), want.to_string());
         let rows: Vec<i64> = self.db.run(move |pool| async move {
@@ -156,7 +156,7 @@ impl PostgresStore {
             let rows = client
                 .query(
                     "SELECT members FROM roster.user_groups \
-                     WHERE tenant = $1 AND lower(name COLLATE \"default\") = lower($2) LIMIT 2",
+                     WHERE tenant = $1 AND roster.fold(name) = roster.fold($2) LIMIT 2",
                     &[&tenant, &want],
                 )
                 .await?;

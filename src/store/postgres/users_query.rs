@@ -9,8 +9,9 @@
 //! condition gives the same answer as [`UserFilter::matches`]: every comparison is made
 //! two-valued with `value IS NOT NULL AND …` (a missing value fails every comparison but
 //! `ne`; written so, not with `coalesce`, so that the indexes of migration 4 still apply),
-//! case-insensitive attributes compare `lower()` of both sides (`email eq` compares the column,
-//! stored lower-case, with `lower()` of the value), `gt ge lt le` compare in byte
+//! case-insensitive attributes compare `roster.fold()` of both sides (every letter lower-cased
+//! as sled's `to_lowercase` does, whatever the database's collation: migration 12; `email eq`
+//! compares the column, stored lower-case, with the folded value), `gt ge lt le` compare in byte
 //! order (`COLLATE "C"`), `co sw ew` are `LIKE` with the value's `%`, `_` and `\` escaped, a
 //! list column (`groups`, `teams`) matches when any item does, `meta.*` compare `created_at`
 //! and `updated_at`, `custom.*` read the `attributes` jsonb.
@@ -207,7 +208,7 @@ impl Builder {
             // eq on `groups`: through the GIN index of lower-cased items (migration 4).
             Source::List("groups") if test_op == Op::Eq && !exact => {
                 let p = self.bind(Param::Text(want.to_string()));
-                format!("(groups IS NOT NULL AND roster.lower_items(groups) @> ARRAY[lower({p})])")
+                format!("(groups IS NOT NULL AND roster.lower_items(groups) @> ARRAY[roster.fold({p})])")
             }
             Source::List(c) => format!(
                 "EXISTS (SELECT 1 FROM unnest({c}) AS item(v) WHERE {})",
@@ -219,7 +220,7 @@ impl Builder {
 
     /// `e OP want` for one text value (NULL when `e` is NULL).
     fn text_test(&mut self, e: &str, exact: bool, op: Op, want: &str) -> String {
-        let fold = |x: String| if exact { x } else { format!("lower({x})") };
+        let fold = |x: String| if exact { x } else { format!("roster.fold({x})") };
         let have = fold(e.to_string());
         let pattern = |s: &str| match op {
             Op::Co => format!("%{}%", like_escape(s)),
@@ -231,7 +232,7 @@ impl Builder {
             // contract's index (tenant, email) answers it.
             Op::Eq | Op::Ne if e == "email" && !exact => {
                 let p = self.bind(Param::Text(want.to_string()));
-                format!("(email = lower({p}))")
+                format!("(email = roster.fold({p}))")
             }
             Op::Eq | Op::Ne => {
                 let p = self.bind(Param::Text(want.to_string()));
@@ -270,7 +271,7 @@ fn like_escape(s: &str) -> String {
 /// A member of the group bound to `$2` (exact), found through the GIN index of lower-cased
 /// items (migration 4; migration 5 dropped the index of `groups` as it is).
 const GROUP_MEMBER: &str =
-    "(roster.lower_items(groups) @> ARRAY[lower($2::text)] AND groups @> ARRAY[$2::text])";
+    "(roster.lower_items(groups) @> ARRAY[roster.fold($2::text)] AND groups @> ARRAY[$2::text])";
 
 /// Rows that are not deleted, of the tenant bound to `$1`.
 pub(super) const LIVE: &str = "FROM roster.user_rows WHERE tenant = $1 AND status <> 'deleted'";
@@ -553,7 +554,7 @@ mod tests {
             vec![Param::Text("%x'; DROP TABLE t; --\\%\\_%".into())]
         );
         assert!(
-            c.sql.contains("lower(email) LIKE lower($2::text)"),
+            c.sql.contains("roster.fold(email) LIKE roster.fold($2::text)"),
             "{}",
             c.sql
         );
@@ -578,7 +579,7 @@ mod tests {
         assert!(groups.sql.contains("unnest(groups)"), "{}", groups.sql);
         let email = condition(&text(Attribute::Email, Op::Eq, "Ann@X.example"), 2).unwrap();
         assert!(
-            email.sql.contains("(email = lower($2::text))"),
+            email.sql.contains("(email = roster.fold($2::text))"),
             "{}",
             email.sql
         );
