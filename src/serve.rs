@@ -186,7 +186,7 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
     let (mail_stop, mut stop_rx) = tokio::sync::watch::channel(false);
     let mail_task = tokio::spawn(crate::mail::run_delivery(
         Arc::new(store.clone()),
-        config.mail.clone(),
+        sftp.config.clone(),
         config.server.data_dir.join("outbox"),
         mail_wake.clone(),
         async move {

@@ -73,19 +73,21 @@ pub fn size(bytes: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
-/// Cells that a spreadsheet would run as a formula get a leading `'` (as the failure report
-/// does); values that are plainly numbers or phone numbers (`+385 1 234`, `-12.5`) are kept.
+/// Cells that a spreadsheet would run as a formula get a leading `'`, by the failure report's own
+/// rule ([`crate::import::safe_cell`]: `= + - @`, TAB, CR). One shape is kept: a phone number
+/// written as `+`, digits and single spaces (`+385 1 555 0101`), which holds no operator a
+/// spreadsheet could compute with. Numbers with `-`, `/`, `.` or a second `+` (`-2+3`, `+1+1`)
+/// are prefixed: a spreadsheet would show their result, not the value.
 pub fn csv_safe(cell: &str) -> String {
-    let risky = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let numeric = cell
-        .chars()
-        .all(|c| c.is_ascii_digit() || " +-.()/".contains(c))
-        && cell.chars().any(|c| c.is_ascii_digit());
-    if risky && !numeric {
-        format!("'{cell}")
-    } else {
-        cell.to_string()
+    let phone = cell.strip_prefix('+').is_some_and(|rest| {
+        rest.starts_with(|c: char| c.is_ascii_digit())
+            && !rest.contains("  ")
+            && rest.chars().all(|c| c.is_ascii_digit() || c == ' ')
+    });
+    if phone {
+        return cell.to_string();
     }
+    String::from_utf8_lossy(&crate::import::safe_cell(cell.as_bytes())).into_owned()
 }
 
 #[cfg(test)]
@@ -114,5 +116,17 @@ mod tests {
         assert_eq!(csv_safe("@cmd"), "'@cmd");
         assert_eq!(csv_safe("-"), "'-");
         assert_eq!(csv_safe("Ana"), "Ana");
+    }
+
+    /// Review of 2026-11-30, F8: `+1+1` and `-2+3` were kept as "numbers", and a spreadsheet
+    /// shows them computed (2, 1).
+    #[test]
+    fn numbers_a_spreadsheet_would_compute_are_neutralised() {
+        for cell in ["+1+1", "-2+3", "-12.5", "+1/2", "\t1", "\r1", "+ 1", "+1-1"] {
+            assert_eq!(csv_safe(cell), format!("'{cell}"), "{cell:?}");
+        }
+        for cell in ["+385 1 555 0101", "+38515550101", "12", "385 1"] {
+            assert_eq!(csv_safe(cell), cell, "{cell:?}");
+        }
     }
 }

@@ -27,6 +27,7 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
     if s.idle_timeout_secs == 0 {
         out.push("[server] idle_timeout_secs must be at least 1".into());
     }
+    duration_problems(config, &mut out);
     if config.admin.listen.parse::<std::net::SocketAddr>().is_err() {
         out.push(format!(
             "[admin] listen {:?} is not an address like \"127.0.0.1:8022\"",
@@ -102,6 +103,38 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
     }
     out
 }
+
+/// The longest wait any duration key may name: 30 days. Timers add these to the clock, and a
+/// value near `i64::MAX` ("never") would overflow it in every connection.
+pub const MAX_DURATION_SECS: u64 = 30 * 86_400;
+
+/// Each duration key within [`MAX_DURATION_SECS`] (the lower bounds are checked apart).
+fn duration_problems(config: &Config, out: &mut Vec<String>) {
+    let s = &config.server;
+    let days = MAX_DURATION_SECS / 86_400;
+    for (key, secs) in [
+        ("[server] idle_timeout_secs", s.idle_timeout_secs),
+        ("[server] auth_block_secs", s.auth_block_secs),
+        ("[server] auth_timeout_secs", s.auth_timeout_secs),
+        ("[cluster] lease_secs", config.cluster.lease_secs),
+    ] {
+        if secs > MAX_DURATION_SECS {
+            out.push(format!(
+                "{key} {secs} is too long: at most {MAX_DURATION_SECS} ({days} days)"
+            ));
+        }
+    }
+    if s.settle_ms > MAX_DURATION_SECS * 1000 {
+        out.push(format!(
+            "[server] settle_ms {} is too long: at most {} ({days} days)",
+            s.settle_ms,
+            MAX_DURATION_SECS * 1000
+        ));
+    }
+}
+
+/// The longest `retention_days`: 100 years.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 /// True for a valid tenant id: `[a-z0-9_-]{1,64}`.
 pub fn is_valid_tenant_id(id: &str) -> bool {
@@ -276,6 +309,17 @@ fn import_problems(p: &ImportProfile, problems: &mut TenantProblems<'_>) {
     if p.languages.is_empty() {
         say("import.languages", "must list at least one code".into());
     }
+    if !(1..=MAX_RETENTION_DAYS).contains(&p.retention_days) {
+        say(
+            "import.retention_days",
+            format!(
+                "{} must be 1 to {MAX_RETENTION_DAYS}: archived files, reports and change-log \
+                 entries older than this many days are deleted (0 would delete them all at \
+                 every start; there is no \"keep forever\")",
+                p.retention_days
+            ),
+        );
+    }
 }
 
 /// `[tenants.import.columns]`: the required fields are mapped, each to one header.
@@ -320,5 +364,55 @@ fn short(s: &str) -> String {
         format!("{}…", s.chars().take(40).collect::<String>())
     } else {
         s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    const TENANT: &str = "[[tenants]]\nid = \"acme\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0XSsfOIUbEVJFH1EkHwIqJ5NV+nZFzs1OHp9Fk1dcWs\"\n";
+
+    fn problems(server: &str, import: &str) -> Vec<String> {
+        let text = format!("[server]\n{server}\n{TENANT}[tenants.import]\n{import}\n");
+        Config::parse(&text).err().unwrap_or_default()
+    }
+
+    /// Review of 2026-11-30, F7: 0 passed and deleted every archived file at each start.
+    #[test]
+    fn retention_days_is_at_least_one() {
+        let p = problems("", "retention_days = 0");
+        assert!(
+            p.iter()
+                .any(|p| p.contains("\"acme\": import.retention_days 0 must be 1 to")),
+            "{p:?}"
+        );
+        assert!(!problems("", "retention_days = 4294967295").is_empty());
+        assert!(problems("", "retention_days = 1").is_empty());
+        assert!(problems("", "retention_days = 36500").is_empty());
+    }
+
+    /// Review of 2026-11-30, F9: i64::MAX passed and every SSH connection panicked.
+    #[test]
+    fn each_duration_key_has_an_upper_bound() {
+        for key in ["idle_timeout_secs", "auth_block_secs", "auth_timeout_secs"] {
+            let p = problems(&format!("{key} = 9223372036854775807"), "");
+            assert!(
+                p.iter().any(|p| p.starts_with(&format!("[server] {key} "))
+                    && p.contains("at most 2592000 (30 days)")),
+                "{key}: {p:?}"
+            );
+            assert!(
+                problems(&format!("{key} = 2592000"), "").is_empty(),
+                "{key}"
+            );
+        }
+        assert!(!problems("settle_ms = 9223372036854775807", "").is_empty());
+        let text = format!("[cluster]\nlease_secs = 9223372036854775807\n{TENANT}");
+        let p = Config::parse(&text).err().unwrap_or_default();
+        assert!(
+            p.iter().any(|p| p.starts_with("[cluster] lease_secs")),
+            "{p:?}"
+        );
     }
 }

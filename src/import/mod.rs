@@ -68,6 +68,7 @@ mod survey;
 
 pub use crate::model::{Change, Counts, FieldChange, ImportRecord, ImportStatus};
 pub use filing::{staged, ArchivePlan, Filing};
+pub use report::safe_cell;
 pub use restore::restore;
 
 use crate::config::Tenant;

@@ -3,7 +3,8 @@
 //!
 //! A run that failed as a whole (not CSV, empty, undecodable, wrong date, too large) has no rows
 //! to report; its report ([`for_failed_run`]) is one line per message of its record, so the
-//! tenant still gets a file that says what to fix.
+//! tenant still gets a file that says what to fix (each message neutralised like a cell, as
+//! it may start with the tenant's file name).
 //!
 //! For the rows, data enters as a second streaming pass over the same file (same encoding and
 //! delimiter) and the skip reasons by row number; it leaves as bytes: the report CSV (a `row`
@@ -214,7 +215,9 @@ pub fn for_failed_run(record: &ImportRecord) -> Option<Vec<u8>> {
         .from_writer(BOM.to_vec());
     w.write_record(["row", "reason"]).ok()?;
     for m in &record.messages {
-        w.write_record(["", m.as_str()]).ok()?;
+        // The messages quote the tenant's file name, which may start with `=`.
+        w.write_record([b"".as_slice(), &safe_cell(m.as_bytes())])
+            .ok()?;
     }
     w.into_inner().ok()
 }
@@ -350,6 +353,35 @@ mod tests {
         );
         r.status = ImportStatus::Partial;
         assert_eq!(for_failed_run(&r), None);
+    }
+
+    /// Review of 2026-11-30, F8: the messages of a run refused before the engine start with
+    /// the tenant's file name, and were written as they were.
+    #[test]
+    fn a_failed_run_neutralises_formula_messages() {
+        let now = chrono::Utc::now();
+        let mut r = ImportRecord::begun("1".into(), "t", "u.csv", ImportStatus::Error, now, now);
+        r.messages = [
+            "=HYPERLINK(1)_2020_01_01.csv carries 2020-01-01",
+            "+1",
+            "-2",
+            "@x",
+            "\tt",
+        ]
+        .map(String::from)
+        .to_vec();
+        let out = String::from_utf8(for_failed_run(&r).unwrap()).unwrap();
+        let cells: Vec<&str> = out.lines().skip(1).map(|l| &l[1..]).collect();
+        assert_eq!(
+            cells,
+            [
+                "'=HYPERLINK(1)_2020_01_01.csv carries 2020-01-01",
+                "'+1",
+                "'-2",
+                "'@x",
+                "'\tt"
+            ]
+        );
     }
 
     #[test]

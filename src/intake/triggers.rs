@@ -369,10 +369,11 @@ async fn retention(intake: Intake) {
             }
             // issue 12: change-log and event entries older than retention_days go too.
             let store = intake.shared.store.clone();
-            let (id, before) = (
-                t.id.clone(),
-                Utc::now() - chrono::Duration::days(days as i64),
-            );
+            // Never panics: validation bounds `days`, and a date before the calendar trims nothing.
+            let before = chrono::Duration::try_days(i64::from(days))
+                .and_then(|d| Utc::now().checked_sub_signed(d))
+                .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+            let id = t.id.clone();
             match tokio::task::spawn_blocking(move || store.trim_changes(&id, before)).await {
                 Ok(Ok(0)) => {}
                 Ok(Ok(trimmed)) => {

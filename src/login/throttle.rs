@@ -53,6 +53,15 @@ struct Record {
     in_flight: u32,
 }
 
+/// `now + wait`, never panicking: a wait past what an `Instant` can hold (a config that slipped
+/// past validation's bounds) ends as late as an `Instant` allows, a year at most.
+pub(crate) fn instant_after(now: Instant, wait: Duration) -> Instant {
+    const YEAR: Duration = Duration::from_secs(365 * 86_400);
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(YEAR))
+        .unwrap_or(now)
+}
+
 impl Record {
     /// Counts one failure at `now`; true when it starts a block.
     fn bump(&mut self, policy: ThrottlePolicy, now: Instant) -> bool {
@@ -66,7 +75,7 @@ impl Record {
         }
         self.failures += 1;
         if self.failures >= policy.max_failures && self.blocked_until.is_none() {
-            self.blocked_until = Some(now + policy.block_for);
+            self.blocked_until = Some(instant_after(now, policy.block_for));
             return true;
         }
         false

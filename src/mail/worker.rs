@@ -6,10 +6,14 @@
 //! `defer` (with the next attempt time from [`Backoff`]) or `give_up` — and one log line per
 //! outcome carrying the tenant and subject. Without `[mail]`, "sending" means writing an `.eml`
 //! file into the outbox folder.
+//!
+//! The server's worker ([`Worker::live`]) reads `[mail]` from the [`ConfigHandle`] at the start
+//! of each pass, so a reload that fixes `smtp_url` (or adds or removes `[mail]`) applies to the
+//! next attempt of every queued message; a reload also wakes the worker.
 
 use super::deliver::{deliver_with_timeout, write_eml, DeliveryError, SMTP_TIMEOUT};
 use super::OutgoingMail;
-use crate::config::MailConfig;
+use crate::config::{ConfigHandle, MailConfig};
 use chrono::{DateTime, Utc};
 use std::future::Future;
 use std::path::PathBuf;
@@ -105,16 +109,34 @@ pub struct StepReport {
 /// [`Worker::step`] yourself).
 pub struct Worker {
     queue: Arc<dyn MailQueue>,
-    mail: Option<MailConfig>,
+    mail: MailSource,
     outbox_dir: PathBuf,
     backoff: Backoff,
     smtp_timeout: Duration,
     poll_interval: Duration,
 }
 
+/// Where the worker finds `[mail]`.
+enum MailSource {
+    /// Fixed when the worker was built.
+    Fixed(Option<MailConfig>),
+    /// The config in force at each pass.
+    Live(ConfigHandle),
+}
+
 impl Worker {
     /// `mail` is the `[mail]` section (None: write `.eml` files into `outbox_dir`).
     pub fn new(queue: Arc<dyn MailQueue>, mail: Option<MailConfig>, outbox_dir: PathBuf) -> Self {
+        Worker::with_source(queue, MailSource::Fixed(mail), outbox_dir)
+    }
+
+    /// A worker that takes `[mail]` from the config in force at each pass (and is woken by
+    /// each reload): what `roster serve` runs.
+    pub fn live(queue: Arc<dyn MailQueue>, config: ConfigHandle, outbox_dir: PathBuf) -> Self {
+        Worker::with_source(queue, MailSource::Live(config), outbox_dir)
+    }
+
+    fn with_source(queue: Arc<dyn MailQueue>, mail: MailSource, outbox_dir: PathBuf) -> Self {
         Worker {
             queue,
             mail,
@@ -149,24 +171,37 @@ impl Worker {
     pub async fn run(self, wake: Arc<Notify>, shutdown: impl Future<Output = ()> + Send) {
         tokio::pin!(shutdown);
         tracing::info!(
-            smtp = self.mail.is_some(),
+            smtp = self.mail_config().is_some(),
             outbox = %self.outbox_dir.display(),
             "mail delivery worker started"
         );
+        let mut reloads = match &self.mail {
+            MailSource::Live(config) => Some(config.subscribe()),
+            MailSource::Fixed(_) => None,
+        };
+        // The earliest deferred message still ahead: a wake-up (a new message, a reload) that
+        // finds nothing due must not forget it until the next poll.
+        let mut next_due: Option<DateTime<Utc>> = None;
         loop {
-            let report = self.pass(Utc::now(), Some(&mut shutdown)).await;
+            let started = Utc::now();
+            let report = self.pass(started, Some(&mut shutdown)).await;
             let report = match report {
                 Some(r) => r,
                 None => break,
             };
-            let mut wait = self.poll_interval;
+            next_due = next_due.filter(|at| *at > started);
             if let Some(at) = report.next_due {
+                next_due = Some(next_due.map_or(at, |t| t.min(at)));
+            }
+            let mut wait = self.poll_interval;
+            if let Some(at) = next_due {
                 let until = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
                 wait = wait.min(until);
             }
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = wake.notified() => {}
+                _ = reloaded(&mut reloads) => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -199,6 +234,14 @@ impl Worker {
         }
     }
 
+    /// The `[mail]` section in force now.
+    fn mail_config(&self) -> Option<MailConfig> {
+        match &self.mail {
+            MailSource::Fixed(mail) => mail.clone(),
+            MailSource::Live(config) => config.current().mail.clone(),
+        }
+    }
+
     /// Returns None if shutdown was seen.
     async fn pass<F: Future<Output = ()>>(
         &self,
@@ -206,6 +249,8 @@ impl Worker {
         mut shutdown: Option<&mut std::pin::Pin<&mut F>>,
     ) -> Option<StepReport> {
         let mut report = StepReport::default();
+        // One `[mail]` for the whole pass: a reload during it applies from the next pass.
+        let mail = self.mail_config();
         let batch = match self.queue.due(now) {
             Ok(b) => b,
             Err(e) => {
@@ -224,7 +269,7 @@ impl Worker {
             let outcome = match &unreachable {
                 Some(why) => Err(DeliveryError::Unavailable(format!("not tried: {why}"))),
                 None if !self.still_ours(item.id) => continue,
-                None => self.attempt(&item.mail).await,
+                None => self.attempt(mail.as_ref(), &item.mail).await,
             };
             match outcome {
                 Ok(how) => {
@@ -283,8 +328,12 @@ impl Worker {
     }
 
     /// Sends over SMTP, or writes an `.eml` without `[mail]`. Ok carries a word for the log.
-    async fn attempt(&self, mail: &OutgoingMail) -> Result<String, DeliveryError> {
-        match &self.mail {
+    async fn attempt(
+        &self,
+        config: Option<&MailConfig>,
+        mail: &OutgoingMail,
+    ) -> Result<String, DeliveryError> {
+        match config {
             Some(cfg) => deliver_with_timeout(&cfg.smtp_url, mail, self.smtp_timeout)
                 .await
                 .map(|()| "delivered".to_string()),
@@ -308,6 +357,20 @@ impl Worker {
     }
 }
 
+/// Returns at the next config reload; never without a config to follow.
+async fn reloaded(reloads: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match reloads {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                // The handle is gone (the server is stopping): wait for the other wake-ups.
+                *reloads = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// True if `fut` has completed, without waiting for it.
 async fn is_ready<F: Future<Output = ()>>(fut: &mut std::pin::Pin<&mut F>) -> bool {
     tokio::select! {
@@ -317,16 +380,17 @@ async fn is_ready<F: Future<Output = ()>>(fut: &mut std::pin::Pin<&mut F>) -> bo
     }
 }
 
-/// Runs the delivery worker with the default backoff until `shutdown` completes. Poke `wake`
-/// (`notify_one`) after queueing a message so it goes out at once.
+/// Runs the delivery worker with the default backoff until `shutdown` completes, taking `[mail]`
+/// from the config in force at each pass. Poke `wake` (`notify_one`) after queueing a message
+/// so it goes out at once.
 pub async fn run_delivery(
     queue: Arc<dyn MailQueue>,
-    mail_config: Option<MailConfig>,
+    config: ConfigHandle,
     outbox_dir: PathBuf,
     wake: Arc<Notify>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    Worker::new(queue, mail_config, outbox_dir)
+    Worker::live(queue, config, outbox_dir)
         .run(wake, shutdown)
         .await
 }

@@ -107,7 +107,12 @@ impl SftpServer {
             channel_buffer_size: 256,
             event_buffer_size: 64,
             max_auth_attempts: 6,
-            inactivity_timeout: Some(Duration::from_secs(cfg.server.idle_timeout_secs)),
+            // Bounded again here: russh adds it to the clock, which must not overflow.
+            inactivity_timeout: Some(Duration::from_secs(
+                cfg.server
+                    .idle_timeout_secs
+                    .min(crate::config::MAX_DURATION_SECS),
+            )),
             nodelay: true,
             preferred,
             ..Default::default()

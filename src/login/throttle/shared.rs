@@ -153,7 +153,7 @@ impl LoginThrottle {
         let Ok(left) = (until - chrono::Utc::now()).to_std() else {
             return;
         };
-        let until = Instant::now() + left;
+        let until = super::instant_after(Instant::now(), left);
         let later = |r: &mut Record| {
             if r.blocked_until.is_none_or(|u| u < until) {
                 r.blocked_until = Some(until);

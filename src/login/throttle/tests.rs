@@ -117,3 +117,21 @@ async fn ended_attempts_give_their_turn_to_waiting_ones() {
         "the dropped attempt counted: two failures"
     );
 }
+
+/// Review of 2026-11-30, F9: a block of i64::MAX seconds used to panic with "overflow when
+/// adding duration to instant"; it now blocks for as long as an `Instant` can say.
+#[test]
+fn a_block_too_long_for_an_instant_blocks_without_a_panic() {
+    let th = LoginThrottle::default();
+    let policy = ThrottlePolicy {
+        max_failures: 2,
+        block_for: Duration::from_secs(i64::MAX as u64),
+    };
+    let addr = IpAddr::from([127, 0, 0, 10]);
+    for _ in 0..2 {
+        th.failed(policy, Some(addr), "acme");
+    }
+    assert!(matches!(th.gate(Some(addr), None), Gate::Blocked(_)));
+    let now = Instant::now();
+    assert!(instant_after(now, Duration::MAX) > now);
+}
