@@ -251,6 +251,37 @@ async fn a_451_is_deferred_with_backoff_and_counted() {
     assert_eq!(queue.get(id).state, State::Sent);
 }
 
+/// A message that keeps failing for a reason that may pass is given up after the last attempt
+/// (review of 2026-11-30, config F5: it was retried for ever, the outbox growing without bound).
+#[tokio::test]
+async fn a_message_that_keeps_failing_is_given_up_after_the_last_attempt() {
+    let sink = SmtpSink::start().await.expect("sink");
+    sink.reply_to_rcpt("full@acme.example", RcptReply::TryLater);
+    let queue = Arc::new(MemQueue::default());
+    let id = queue.push(mail_to("full@acme.example"));
+    let worker = Worker::new(queue.clone(), smtp(sink.url()), "unused".into())
+        .backoff(FAST)
+        .max_attempts(3);
+    for attempt in 1..=2 {
+        let next = queue.get(id).next_at;
+        let report = worker.step(next).await;
+        assert_eq!(
+            (report.deferred, report.given_up),
+            (1, 0),
+            "attempt {attempt}"
+        );
+    }
+    let report = worker.step(queue.get(id).next_at).await;
+    assert_eq!((report.sent, report.deferred, report.given_up), (0, 0, 1));
+    match queue.get(id).state {
+        State::GaveUp(why) => {
+            assert!(why.contains("after 3 attempts"), "{why}");
+            assert!(why.contains("451"), "{why}");
+        }
+        other => panic!("not given up: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn wake_sends_a_new_message_without_waiting_for_the_poll() {
     let sink = SmtpSink::start().await.expect("sink");

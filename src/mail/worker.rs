@@ -90,6 +90,13 @@ impl Default for Backoff {
     }
 }
 
+/// Failed attempts after which a message that keeps failing for a reason that may pass (SMTP
+/// down, a 4xx answer) is given up: about three days of trying with the default backoff (eight
+/// attempts in the first 21 minutes, then one every 15 minutes). Without a bound a relay down
+/// for good, or a mailbox that stays full, kept every report in the outbox for ever (review of
+/// 2026-11-30, config F5). The import's report stays in the tenant's `errors/` folder.
+pub const MAX_ATTEMPTS: u32 = 300;
+
 /// The default schedule: the wait after `attempts` failed attempts (5 s doubling, ≤ 15 min).
 pub fn next_attempt(attempts: u32) -> Duration {
     Backoff::DEFAULT.delay(attempts)
@@ -114,6 +121,7 @@ pub struct Worker {
     backoff: Backoff,
     smtp_timeout: Duration,
     poll_interval: Duration,
+    max_attempts: u32,
 }
 
 /// Where the worker finds `[mail]`.
@@ -144,7 +152,14 @@ impl Worker {
             backoff: Backoff::DEFAULT,
             smtp_timeout: SMTP_TIMEOUT,
             poll_interval: Duration::from_secs(30),
+            max_attempts: MAX_ATTEMPTS,
         }
+    }
+
+    /// Failed attempts after which a message is given up ([`MAX_ATTEMPTS`] by default).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
     }
 
     pub fn backoff(mut self, backoff: Backoff) -> Self {
@@ -283,6 +298,25 @@ impl Worker {
                     self.settle(item.id, "mark_sent", self.queue.mark_sent(item.id));
                     report.sent += 1;
                     crate::metrics::mail_sent();
+                }
+                Err(e)
+                    if e.is_retryable() && item.attempts.saturating_add(1) >= self.max_attempts =>
+                {
+                    tracing::error!(
+                        tenant = %item.mail.tenant,
+                        subject = %item.mail.subject,
+                        to = %item.mail.to.join(", "),
+                        attempts = item.attempts.saturating_add(1),
+                        error = %e,
+                        "mail not delivered after every attempt; giving up"
+                    );
+                    let reason = format!(
+                        "not delivered after {} attempts: {e}",
+                        item.attempts.saturating_add(1)
+                    );
+                    self.settle(item.id, "give_up", self.queue.give_up(item.id, &reason));
+                    report.given_up += 1;
+                    crate::metrics::mail_failed(true);
                 }
                 Err(e) if e.is_retryable() => {
                     if let (DeliveryError::Unavailable(why), None) = (&e, &unreachable) {

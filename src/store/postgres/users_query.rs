@@ -220,7 +220,13 @@ impl Builder {
 
     /// `e OP want` for one text value (NULL when `e` is NULL).
     fn text_test(&mut self, e: &str, exact: bool, op: Op, want: &str) -> String {
-        let fold = |x: String| if exact { x } else { format!("roster.fold({x})") };
+        let fold = |x: String| {
+            if exact {
+                x
+            } else {
+                format!("roster.fold({x})")
+            }
+        };
         let have = fold(e.to_string());
         let pattern = |s: &str| match op {
             Op::Co => format!("%{}%", like_escape(s)),
@@ -554,7 +560,8 @@ mod tests {
             vec![Param::Text("%x'; DROP TABLE t; --\\%\\_%".into())]
         );
         assert!(
-            c.sql.contains("roster.fold(email) LIKE roster.fold($2::text)"),
+            c.sql
+                .contains("roster.fold(email) LIKE roster.fold($2::text)"),
             "{}",
             c.sql
         );
