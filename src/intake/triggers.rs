@@ -320,12 +320,26 @@ async fn schedules(intake: Intake) {
 }
 
 /// Whether this node fires the tenant's tick `due`: the store says yes to one node per tick
-/// across the cluster (always, with sled). When the store cannot be asked, the tick is
-/// skipped and logged: firing anyway could run it on every node.
+/// across the cluster (always, with sled), and yes again to that node if it asks twice. A
+/// failed ask is tried again a few times (its answer may have been lost after the store
+/// recorded this node's tick: skipping then ran the tick on no node; review of 2026-11-30,
+/// PostgreSQL F4); when the store still cannot be asked, the tick is skipped and logged:
+/// firing anyway could run it on every node.
 async fn fires_here(intake: &Intake, tenant: &str, due: DateTime<Utc>) -> bool {
     let store = intake.shared.store.clone();
     let id = tenant.to_string();
-    match tokio::task::spawn_blocking(move || store.fire_tick(&id, due)).await {
+    let asked = tokio::task::spawn_blocking(move || {
+        let mut answer = store.fire_tick(&id, due);
+        for _ in 0..TICK_ASKS {
+            if answer.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            answer = store.fire_tick(&id, due);
+        }
+        answer
+    });
+    match asked.await {
         Ok(Ok(true)) => true,
         Ok(Ok(false)) => {
             tracing::info!(%tenant, tick = %due, "schedule fired on another node");
@@ -341,6 +355,9 @@ async fn fires_here(intake: &Intake, tenant: &str, due: DateTime<Utc>) -> bool {
         }
     }
 }
+
+/// How many more times a failed tick is asked for (2 s apart).
+const TICK_ASKS: usize = 3;
 
 /// The next time `expr` fires after `after`, in time zone `tz`.
 pub fn next_fire(expr: &str, tz: &str, after: DateTime<Utc>) -> Option<DateTime<Utc>> {

@@ -448,7 +448,8 @@ pub trait Cluster: Send + Sync {
     fn take_lease(&self, name: &str) -> Result<Option<u64>>;
     /// Releases the lease `name` if this node holds it.
     fn release_lease(&self, name: &str) -> Result<()>;
-    /// True for exactly one caller per (tenant, tick) across the cluster: that node fires it.
+    /// True for exactly one node per (tenant, tick) across the cluster: that node fires it (and
+    /// is told true again if it asks twice, its first answer lost).
     fn fire_tick(&self, tenant: &str, tick: DateTime<Utc>) -> Result<bool>;
     /// Counts one failed login of `subject`; `max` failures within `block_for` block it for
     /// `block_for`. Returns the end of the block in force, if any.

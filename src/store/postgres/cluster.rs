@@ -236,14 +236,20 @@ impl Cluster for PostgresStore {
         self.db
             .run(move |pool| async move {
                 let client = Connections::client(&pool).await?;
-                let n = client
-                    .execute(
-                        "INSERT INTO roster.schedule_ticks (tenant, tick, node_id) VALUES ($1, $2, $3) \
-                         ON CONFLICT (tenant, tick) DO NOTHING",
+                // The node that made the row fires; asked again (its first answer was lost
+                // with the connection), the same node is told yes again, any other no.
+                let row = client
+                    .query_one(
+                        "WITH made AS (INSERT INTO roster.schedule_ticks (tenant, tick, node_id) \
+                         VALUES ($1, $2, $3) ON CONFLICT (tenant, tick) DO NOTHING RETURNING node_id) \
+                         SELECT node_id FROM made UNION ALL \
+                         SELECT node_id FROM roster.schedule_ticks WHERE tenant = $1 AND tick = $2 \
+                         LIMIT 1",
                         &[&tenant, &tick, &node],
                     )
                     .await?;
-                Ok(n == 1)
+                let firing: String = row.try_get(0)?;
+                Ok(firing == node)
             })
             .context("cannot record a schedule tick in PostgreSQL")
     }
