@@ -64,6 +64,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::CheckConfig | Command::Admin(_)) {
+        // A command whose output is piped into `head` ends quietly when the reader goes away,
+        // as other Unix tools do (println! panicked on the broken pipe). Its network sockets
+        // are written with MSG_NOSIGNAL by std and tokio, so only the output pipe signals.
+        // SAFETY: restores the default action of one signal before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_logs(
         cli.log_format,
         matches!(cli.command, Command::SftpServer { .. } | Command::Admin(_)),

@@ -125,3 +125,44 @@ nonsense = "X"
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains("line 3") && err.contains("acme"), "{err}");
 }
+
+/// Output piped into a reader that went away (`roster check-config | head -1`) ends the command
+/// quietly, as other Unix tools end, instead of a panic on the broken pipe (review of
+/// 2026-11-30).
+#[test]
+fn a_closed_output_pipe_ends_check_config_without_a_panic() {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("roster.toml");
+    let hash = roster::login::hash_password("x").unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nhost_keys = \"{d}/hk\"\ndata_dir = \"{d}/data\"\n\n[[tenants]]\nid = \"acme\"\npassword_hash = \"{hash}\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    // A pipe whose reading end is closed before the command starts.
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe() returns.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors are fresh and owned here.
+    let (read_end, write_end) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read_end);
+    let out = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["check-config", "-c", path.to_str().unwrap()])
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{err}");
+}
