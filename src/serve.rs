@@ -261,6 +261,10 @@ async fn heartbeats(store: Store, intake: Intake, beat: NodeBeat, every: Duratio
             Err(e) => {
                 tracing::warn!("heartbeat not recorded: {e:#}");
                 let failing = store.health().failed(&e);
+                if crate::store::health::is_schema_newer(&e) {
+                    tracing::error!("stopping: {e:#}");
+                    std::process::exit(1);
+                }
                 if store.is_embedded() && failing >= crate::store::health::EMBEDDED_GIVE_UP {
                     tracing::error!(
                         "the embedded store has failed every write for {} s ({e:#}); stopping so \

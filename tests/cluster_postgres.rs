@@ -171,6 +171,26 @@ fn a_lease_whose_release_failed_ends_with_its_time() {
     );
 }
 
+/// A newer roster migrating the shared database while this node runs makes this node's
+/// heartbeat fail with `SchemaNewer` (`serve` then stops; review of 2026-11-30, PostgreSQL F5).
+#[test]
+fn a_heartbeat_sees_a_schema_newer_than_its_binary() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("c_newer");
+    let a = open(&url, "node-a", 2);
+    a.heartbeat(&beat("a")).unwrap();
+    pg.psql(
+        "c_newer",
+        &format!(
+            "INSERT INTO roster.schema_version (version, name) VALUES ({}, 'from the future')",
+            roster::store::postgres::SCHEMA_VERSION + 1
+        ),
+    );
+    let err = a.heartbeat(&beat("a")).unwrap_err();
+    assert!(roster::store::health::is_schema_newer(&err), "{err:#}");
+    assert!(format!("{err:#}").contains("upgrade this node"), "{err:#}");
+}
+
 #[test]
 fn racing_stores_get_one_lease_and_one_tick() {
     let pg = TestPostgres::start();

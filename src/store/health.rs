@@ -8,7 +8,8 @@
 //! error from the first failed heartbeat, and after [`EMBEDDED_GIVE_UP`] of failures the
 //! process ends with status 1, so its supervisor starts it again, which reopens the store and
 //! finishes the claims. PostgreSQL recovers by itself (its connections are made again), so a
-//! node there only reports it.
+//! node there only reports it, unless a newer roster migrated the shared database
+//! ([`SchemaNewer`]): then the node stops at once.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -57,6 +58,32 @@ impl WriteHealth {
             .as_ref()
             .map(|f| (f.since.elapsed(), f.error.clone()))
     }
+}
+
+/// The store's schema is newer than this binary knows: a newer roster migrated the shared
+/// database while this node ran. Its heartbeat fails with this, and `serve` stops at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaNewer {
+    pub found: i32,
+    pub known: i32,
+}
+
+impl std::fmt::Display for SchemaNewer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the database's roster schema is now at version {}, newer than this roster binary \
+             understands (version {}): a newer roster migrated it; upgrade this node",
+            self.found, self.known
+        )
+    }
+}
+
+impl std::error::Error for SchemaNewer {}
+
+/// True when `e` (at any level of context) is [`SchemaNewer`].
+pub fn is_schema_newer(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<SchemaNewer>())
 }
 
 #[cfg(test)]

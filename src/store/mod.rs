@@ -40,6 +40,7 @@ mod frame;
 // Group member counts kept by both backends for /Groups (h-scimspeed).
 pub mod group_counts;
 pub mod health;
+pub use health::SchemaNewer;
 pub mod postgres;
 pub mod sled;
 

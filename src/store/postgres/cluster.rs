@@ -115,6 +115,19 @@ impl Cluster for PostgresStore {
                          DELETE FROM roster.schedule_ticks WHERE fired_at < now() - interval '{TICKS_KEPT}'"
                     ))
                     .await?;
+                // A newer roster may have migrated the database meanwhile (a rolling
+                // upgrade): this node's SQL may no longer fit it (review of 2026-11-30,
+                // PostgreSQL F5).
+                let found: i32 = client
+                    .query_one("SELECT coalesce(max(version), 0) FROM roster.schema_version", &[])
+                    .await?
+                    .try_get(0)?;
+                if found > super::migrate::SCHEMA_VERSION {
+                    return Err(anyhow::Error::new(crate::store::SchemaNewer {
+                        found,
+                        known: super::migrate::SCHEMA_VERSION,
+                    }));
+                }
                 Ok(())
             })
             .context("cannot record this node's heartbeat in PostgreSQL")
