@@ -507,7 +507,11 @@ impl ChangeLog for PostgresStore {
         })
     }
 
-    /// Removes change-log and event entries made before `before`; the counters stay.
+    /// Removes change-log and event entries made before `before`; the counters stay. What goes
+    /// is always a first run of `seq`: the entries before the first one made at or after
+    /// `before`. Entries carry the time of the node that committed them, and nodes' clocks
+    /// differ a little, so `at` need not grow with `seq`; deleting by `at` alone could remove
+    /// N+1 and keep N, a gap a reader would see (review of 2026-11-30, PostgreSQL F6).
     fn trim_changes(&self, tenant: &str, before: DateTime<Utc>) -> Result<u64> {
         let tenant = tenant.to_string();
         self.db.run(move |pool| async move {
@@ -516,7 +520,11 @@ impl ChangeLog for PostgresStore {
             for table in ["changes", "events"] {
                 removed += client
                     .execute(
-                        &format!("DELETE FROM roster.{table} WHERE tenant = $1 AND at < $2"),
+                        &format!(
+                            "DELETE FROM roster.{table} WHERE tenant = $1 AND seq < coalesce(\
+                             (SELECT min(seq) FROM roster.{table} WHERE tenant = $1 AND at >= $2), \
+                             (SELECT max(seq) + 1 FROM roster.{table} WHERE tenant = $1))"
+                        ),
                         &[&tenant, &before],
                     )
                     .await
