@@ -13,8 +13,13 @@
 //! `phoneNumbers[.value|.type]`, `title`, `preferredLanguage`, `timezone`, `active`,
 //! `meta.created`, `meta.lastModified`, and the enterprise `employeeNumber`, `department`,
 //! `manager.displayName`, and `groups[.value|.display]` (the user's group names). Strings are JSON strings, so a quote inside a value is data, never
-//! syntax; there is no query language underneath. Input is bounded: at most
-//! [`MAX_FILTER_LEN`] characters and [`MAX_DEPTH`] nested groups.
+//! syntax; there is no query language underneath. A string holding NUL (`\u0000`) is refused:
+//! no stored value holds one (PostgreSQL cannot). A value path matches only a user that has
+//! the attribute (RFC 7644 §3.4.2.2: some value of it satisfies the inner filter), so
+//! `emails[value ne "x"]` never matches a user without an email; for `groups`, a list, the
+//! inner filter is tested against the user's groups as a whole, not one group at a time.
+//! Input is bounded: at most [`MAX_FILTER_LEN`] characters and [`MAX_DEPTH`] nested groups.
+//! [`equality`] reads the one form `/Groups` accepts (`ATTR eq "VALUE"`) with the same tokens.
 
 use crate::model::filter::{Attribute, Op, Operand, UserFilter};
 
@@ -115,7 +120,38 @@ fn string_at(s: &str, i: usize) -> Result<(String, usize), String> {
             i + 1
         )
     })?;
+    if value.contains('\0') {
+        return Err(format!(
+            "the string starting at character {} holds a NUL character (\\u0000), which no \
+             attribute can hold",
+            i + 1
+        ));
+    }
     Ok((value, j + 1))
+}
+
+/// A filter that is one equality, `ATTR eq "VALUE"` (any spacing, the operator in any case,
+/// in parentheses or not): the attribute as written and the value; Ok(None) for any other
+/// filter; Err when the filter cannot be read at all (the sentence for a 400).
+pub fn equality(s: &str) -> Result<Option<(String, String)>, String> {
+    if s.len() > MAX_FILTER_LEN {
+        return Err(format!(
+            "the filter is {} characters long; at most {MAX_FILTER_LEN} are accepted",
+            s.len()
+        ));
+    }
+    let mut toks = tokens(s)?;
+    while toks.len() > 2 && toks.first() == Some(&Token::Open) && toks.last() == Some(&Token::Close)
+    {
+        toks.pop();
+        toks.remove(0);
+    }
+    Ok(match toks.as_slice() {
+        [Token::Word(attr), op, Token::Str(value)] if op.is_word("eq") => {
+            Some((attr.clone(), value.clone()))
+        }
+        _ => None,
+    })
 }
 
 /// What an attribute path resolves to.
@@ -298,7 +334,7 @@ impl Parser {
             let f = self.or_expr(Some(&path))?;
             self.depth -= 1;
             return match self.next() {
-                Some(Token::CloseBracket) => Ok(f),
+                Some(Token::CloseBracket) => Ok(value_path(&path, f)),
                 Some(t) => Err(format!("expected \"]\", found {}", t.describe())),
                 None => Err("a \"[\" is not closed".into()),
             };
@@ -333,6 +369,34 @@ impl Parser {
             Resolved::Attr(a) => operand(&a, op, value).map(|v| UserFilter::Compare(a, op, v)),
             Resolved::Fixed(fixed, base) => fixed_value(fixed, base, op, value),
         }
+    }
+}
+
+/// A value path `path[f]`: `f` for a user that has `path` (RFC 7644 §3.4.2.2: some value of
+/// the attribute satisfies `f`; a user without one has none that could). The guard is left
+/// out where `f` already implies it, so the common `emails[value eq "…"]` stays a comparison
+/// the stores' indexes serve.
+fn value_path(path: &str, f: UserFilter) -> UserFilter {
+    let base = match attribute(path) {
+        Some(Resolved::Attr(a)) if !matches!(a, Attribute::Active) && !a.is_time() => a,
+        // Not a multi-valued attribute (`name[givenName eq "x"]`): nothing to guard.
+        _ => return f,
+    };
+    if implies_present(&f, &base) {
+        return f;
+    }
+    UserFilter::And(Box::new(UserFilter::Present(base)), Box::new(f))
+}
+
+/// Whether every user `f` matches has a value of `base` (false when unsure).
+fn implies_present(f: &UserFilter, base: &Attribute) -> bool {
+    match f {
+        UserFilter::Present(a) => a == base,
+        UserFilter::Compare(a, op, _) => a == base && *op != Op::Ne,
+        UserFilter::And(x, y) => implies_present(x, base) || implies_present(y, base),
+        UserFilter::Or(x, y) => implies_present(x, base) && implies_present(y, base),
+        UserFilter::Not(x) => **x == UserFilter::Everyone,
+        UserFilter::Everyone => false,
     }
 }
 
@@ -477,6 +541,73 @@ mod tests {
             parse("emails[primary eq true]").unwrap(),
             UserFilter::Present(A::Email)
         );
+    }
+
+    /// Review 2026-11-30 SCIM F6: a value path needs a value of its attribute.
+    #[test]
+    fn value_paths_need_a_value_of_their_attribute() {
+        let has_email = || Box::new(UserFilter::Present(A::Email));
+        assert_eq!(
+            parse(r#"emails[value ne "x@y"]"#).unwrap(),
+            UserFilter::And(has_email(), Box::new(text(A::Email, Op::Ne, "x@y")))
+        );
+        assert_eq!(
+            parse(r#"emails[not (value eq "x@y")]"#).unwrap(),
+            UserFilter::And(
+                has_email(),
+                Box::new(UserFilter::Not(Box::new(text(A::Email, Op::Eq, "x@y"))))
+            )
+        );
+        // Where the inner filter needs a value anyway, it stays as it is.
+        assert_eq!(
+            parse(r#"emails[value eq "x@y"]"#).unwrap(),
+            text(A::Email, Op::Eq, "x@y")
+        );
+        let groups = parse(r#"groups[not (value eq "Ops")]"#).unwrap();
+        assert!(
+            matches!(&groups, UserFilter::And(p, _) if **p == UserFilter::Present(A::Field("groups"))),
+            "{groups:?}"
+        );
+    }
+
+    /// Review 2026-11-30 SCIM F3: no stored value holds NUL; PostgreSQL cannot even be asked.
+    #[test]
+    fn a_nul_in_a_value_is_refused() {
+        for f in [
+            r#"userName eq "a\u0000b""#,
+            r#"id eq "\u0000""#,
+            r#"groups[value eq "x\u0000"]"#,
+        ] {
+            let e = parse(f).unwrap_err();
+            assert!(e.contains("NUL"), "{f}: {e}");
+        }
+        assert!(equality(r#"displayName eq "a\u0000""#)
+            .unwrap_err()
+            .contains("NUL"));
+    }
+
+    /// Review 2026-11-30 SCIM F10: any spacing RFC 7644's tokens allow.
+    #[test]
+    fn one_equality_is_read_whatever_its_spacing() {
+        let want = Some(("displayName".to_string(), "Sales".to_string()));
+        for f in [
+            r#"displayName eq "Sales""#,
+            r#"displayName  eq "Sales""#,
+            r#"displayName eq"Sales""#,
+            "displayName\teq \"Sales\" ",
+            r#"(displayName EQ "Sales")"#,
+        ] {
+            assert_eq!(equality(f).unwrap(), want, "{f}");
+        }
+        for f in [
+            r#"displayName co "Sales""#,
+            r#"displayName eq "a" or displayName eq "b""#,
+            "displayName eq Sales",
+            "",
+        ] {
+            assert_eq!(equality(f).unwrap(), None, "{f}");
+        }
+        assert!(equality(r#"displayName eq "Sales"#).is_err());
     }
 
     #[test]
