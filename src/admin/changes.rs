@@ -5,7 +5,9 @@
 //! [`LoggedChange`](crate::model::changelog::LoggedChange)s read from the store's `ChangeLog`:
 //! `{"changes": [...], "next": SEQ}` in `seq` order (`next` is the last `seq` returned, or
 //! `after` when there is none, so a client passes it back as `after`), and one user's history
-//! newest first. `limit` defaults to 100 and is clamped to 1..=1000.
+//! newest first. `limit` defaults to 100 and is clamped to 1..=1000. `after` is any whole
+//! number up to `u64::MAX` on every store (past the last `seq`: an empty page); a key holding
+//! NUL is a 404 without asking the store (no key holds one).
 
 use super::api::{blocking_ok, json_ok, number_param, params, path, tenant_of, ApiResult, Params};
 use super::{ApiError, AppState};
@@ -60,6 +62,10 @@ pub(super) async fn user_changes(
 ) -> ApiResult {
     let (tenant, key) = path(p)?;
     let t = tenant_of(&st.config.current(), &tenant)?;
+    let no_user = || ApiError::not_found(format!("tenant {tenant} has no user {key:?}"));
+    if key.contains('\0') {
+        return Err(no_user());
+    }
     let limit = number_param(&params(q)?, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?;
     let store = st.store.clone();
     let asked = key.clone();
@@ -70,9 +76,7 @@ pub(super) async fn user_changes(
     })
     .await?;
     if !found && list.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "tenant {tenant} has no user {key:?}"
-        )));
+        return Err(no_user());
     }
     json_ok(json!({ "tenant": tenant, "key": key, "changes": list }))
 }

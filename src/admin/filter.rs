@@ -13,8 +13,13 @@
 //! `phoneNumbers[.value|.type]`, `title`, `preferredLanguage`, `timezone`, `active`,
 //! `meta.created`, `meta.lastModified`, and the enterprise `employeeNumber`, `department`,
 //! `manager.displayName`, and `groups[.value|.display]` (the user's group names). Strings are JSON strings, so a quote inside a value is data, never
-//! syntax; there is no query language underneath. Input is bounded: at most
-//! [`MAX_FILTER_LEN`] characters and [`MAX_DEPTH`] nested groups.
+//! syntax; there is no query language underneath. A string holding NUL (`\u0000`) is refused:
+//! no stored value holds one (PostgreSQL cannot). A value path matches only a user that has
+//! the attribute (RFC 7644 §3.4.2.2: some value of it satisfies the inner filter), so
+//! `emails[value ne "x"]` never matches a user without an email; for `groups`, a list, the
+//! inner filter is tested against the user's groups as a whole, not one group at a time.
+//! Input is bounded: at most [`MAX_FILTER_LEN`] characters and [`MAX_DEPTH`] nested groups.
+//! [`equality`] reads the one form `/Groups` accepts (`ATTR eq "VALUE"`) with the same tokens.
 
 use crate::model::filter::{Attribute, Op, Operand, UserFilter};
 
@@ -115,7 +120,38 @@ fn string_at(s: &str, i: usize) -> Result<(String, usize), String> {
             i + 1
         )
     })?;
+    if value.contains('\0') {
+        return Err(format!(
+            "the string starting at character {} holds a NUL character (\\u0000), which no \
+             attribute can hold",
+            i + 1
+        ));
+    }
     Ok((value, j + 1))
+}
+
+/// A filter that is one equality, `ATTR eq "VALUE"` (any spacing, the operator in any case,
+/// in parentheses or not): the attribute as written and the value; Ok(None) for any other
+/// filter; Err when the filter cannot be read at all (the sentence for a 400).
+pub fn equality(s: &str) -> Result<Option<(String, String)>, String> {
+    if s.len() > MAX_FILTER_LEN {
+        return Err(format!(
+            "the filter is {} characters long; at most {MAX_FILTER_LEN} are accepted",
+            s.len()
+        ));
+    }
+    let mut toks = tokens(s)?;
+    while toks.len() > 2 && toks.first() == Some(&Token::Open) && toks.last() == Some(&Token::Close)
+    {
+        toks.pop();
+        toks.remove(0);
+    }
+    Ok(match toks.as_slice() {
+        [Token::Word(attr), op, Token::Str(value)] if op.is_word("eq") => {
+            Some((attr.clone(), value.clone()))
+        }
+        _ => None,
+    })
 }
 
 /// What an attribute path resolves to.
@@ -298,7 +334,7 @@ impl Parser {
             let f = self.or_expr(Some(&path))?;
             self.depth -= 1;
             return match self.next() {
-                Some(Token::CloseBracket) => Ok(f),
+                Some(Token::CloseBracket) => Ok(value_path(&path, f)),
                 Some(t) => Err(format!("expected \"]\", found {}", t.describe())),
                 None => Err("a \"[\" is not closed".into()),
             };
@@ -333,6 +369,34 @@ impl Parser {
             Resolved::Attr(a) => operand(&a, op, value).map(|v| UserFilter::Compare(a, op, v)),
             Resolved::Fixed(fixed, base) => fixed_value(fixed, base, op, value),
         }
+    }
+}
+
+/// A value path `path[f]`: `f` for a user that has `path` (RFC 7644 §3.4.2.2: some value of
+/// the attribute satisfies `f`; a user without one has none that could). The guard is left
+/// out where `f` already implies it, so the common `emails[value eq "…"]` stays a comparison
+/// the stores' indexes serve.
+fn value_path(path: &str, f: UserFilter) -> UserFilter {
+    let base = match attribute(path) {
+        Some(Resolved::Attr(a)) if !matches!(a, Attribute::Active) && !a.is_time() => a,
+        // Not a multi-valued attribute (`name[givenName eq "x"]`): nothing to guard.
+        _ => return f,
+    };
+    if implies_present(&f, &base) {
+        return f;
+    }
+    UserFilter::And(Box::new(UserFilter::Present(base)), Box::new(f))
+}
+
+/// Whether every user `f` matches has a value of `base` (false when unsure).
+fn implies_present(f: &UserFilter, base: &Attribute) -> bool {
+    match f {
+        UserFilter::Present(a) => a == base,
+        UserFilter::Compare(a, op, _) => a == base && *op != Op::Ne,
+        UserFilter::And(x, y) => implies_present(x, base) || implies_present(y, base),
+        UserFilter::Or(x, y) => implies_present(x, base) && implies_present(y, base),
+        UserFilter::Not(x) => **x == UserFilter::Everyone,
+        UserFilter::Everyone => false,
     }
 }
 
@@ -403,107 +467,4 @@ fn fixed_value(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use Attribute as A;
-
-    fn text(a: Attribute, op: Op, v: &str) -> UserFilter {
-        UserFilter::Compare(a, op, Operand::Text(v.into()))
-    }
-
-    #[test]
-    fn comparisons_and_attribute_names() {
-        assert_eq!(
-            parse(r#"userName eq "Ana@X.example""#).unwrap(),
-            text(A::UserName, Op::Eq, "Ana@X.example")
-        );
-        assert_eq!(
-            parse(r#"urn:ietf:params:scim:schemas:core:2.0:User:externalId sw "00""#).unwrap(),
-            text(A::MappingCode, Op::Sw, "00")
-        );
-        assert_eq!(
-            parse(
-                r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department ne "HQ""#
-            )
-            .unwrap(),
-            text(A::Field("org_unit"), Op::Ne, "HQ")
-        );
-        assert_eq!(
-            parse("title pr").unwrap(),
-            UserFilter::Present(A::Field("job_title"))
-        );
-        assert!(matches!(
-            parse(r#"meta.lastModified gt "2026-11-01T00:00:00Z""#).unwrap(),
-            UserFilter::Compare(A::Modified, Op::Gt, Operand::Time(_))
-        ));
-        // A quote inside a JSON string is data.
-        assert_eq!(
-            parse(r#"userName eq "x\" or \"1\" eq \"1""#).unwrap(),
-            text(A::UserName, Op::Eq, r#"x" or "1" eq "1"#)
-        );
-    }
-
-    #[test]
-    fn precedence_not_and_or_and_groups() {
-        let a = || text(A::FirstName, Op::Eq, "a");
-        let b = || text(A::LastName, Op::Eq, "b");
-        let c = || UserFilter::Compare(A::Active, Op::Eq, Operand::Bool(true));
-        let and = |x, y| UserFilter::And(Box::new(x), Box::new(y));
-        let or = |x, y| UserFilter::Or(Box::new(x), Box::new(y));
-        let f = r#"name.givenName eq "a" or name.familyName eq "b" and active eq true"#;
-        assert_eq!(parse(f).unwrap(), or(a(), and(b(), c())));
-        let f = r#"(name.givenName eq "a" or name.familyName eq "b") and active eq true"#;
-        assert_eq!(parse(f).unwrap(), and(or(a(), b()), c()));
-        let f = r#"not (name.givenName eq "a") AND active eq TRUE"#;
-        assert_eq!(parse(f).unwrap(), and(UserFilter::Not(Box::new(a())), c()));
-    }
-
-    #[test]
-    fn value_paths_resolve_sub_attributes() {
-        let f = r#"emails[type eq "work" and value co "@acme"]"#;
-        assert_eq!(
-            parse(f).unwrap(),
-            UserFilter::And(
-                Box::new(UserFilter::Present(A::Email)),
-                Box::new(text(A::Email, Op::Co, "@acme"))
-            )
-        );
-        let f = r#"emails[type eq "home"]"#;
-        assert_eq!(
-            parse(f).unwrap(),
-            UserFilter::Not(Box::new(UserFilter::Everyone))
-        );
-        assert_eq!(
-            parse("emails[primary eq true]").unwrap(),
-            UserFilter::Present(A::Email)
-        );
-    }
-
-    #[test]
-    fn bad_filters_say_why() {
-        for (f, needle) in [
-            ("", "empty"),
-            (r#"userName zz "a""#, "not a filter operator"),
-            (r#"userName eq "a"; DROP TABLE users"#, "unexpected"),
-            (r#"userName eq "a"#, "not closed"),
-            ("userName eq a", "double quotes"),
-            (r#"password eq "x""#, "not supported"),
-            (r#"(userName eq "a""#, "not closed"),
-            (r#"not userName eq "a""#, "parenthesised"),
-            ("active eq \"true\"", "without quotes"),
-            ("active gt true", "only \"eq\" and \"ne\""),
-            (r#"meta.created co "2026""#, "compare with eq"),
-            (r#"meta.created gt "yesterday""#, "RFC 3339"),
-            ("userName eq", "expected a value"),
-            (r#"userName eq "a" and"#, "ends where"),
-            (r#"userName eq "\x""#, "JSON"),
-            (r#"emails[value[x eq "a"]]"#, "value path"),
-        ] {
-            let e = parse(f).unwrap_err();
-            assert!(e.contains(needle), "{f:?}: {e}");
-        }
-        assert!(parse(&"a".repeat(5000)).unwrap_err().contains("at most"));
-        let deep = format!("{}userName pr{}", "(".repeat(40), ")".repeat(40));
-        assert!(parse(&deep).unwrap_err().contains("nests"));
-    }
-}
+mod tests;

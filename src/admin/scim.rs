@@ -4,7 +4,10 @@
 //! token's SHA-256; there is no tenant in the URL) and a query (`filter`, `startIndex`,
 //! `count`); users are read from the [`Store`] and leave as core User resources with the
 //! enterprise extension, in a ListResponse or alone. Deactivated users appear with
-//! `active: false`; soft-deleted users do not appear at all (a 404 by id).
+//! `active: false`; soft-deleted users do not appear at all (a 404 by id). `/Users/{id}` finds
+//! exactly the `id` (case-exact, as `filter=id eq` does; an id holding NUL is a 404 without
+//! asking the store). `attributes` / `excludedAttributes` decide only whether the manager is
+//! looked up and shown ([`wants`]); every other attribute is always returned.
 //!
 //! Mapping: `id` = the match key; `userName` = username, else email, else the key;
 //! `externalId` and `employeeNumber` = mapping code; `department` = org unit; `manager` =
@@ -195,6 +198,35 @@ pub(super) fn base(headers: &HeaderMap) -> String {
     }
 }
 
+/// Whether a request's `attributes` / `excludedAttributes` (RFC 7644 §3.4.2.5) ask for the
+/// attribute `name` (lower-case) of the schema `urn` (lower-case): `attributes`, when given,
+/// overrides the defaults, so only what it names (the attribute, a sub-attribute of it, or the
+/// whole schema) is wanted; else `excludedAttributes` leaves out the attribute it names. Names
+/// compare case-insensitively, with or without the schema URN in front.
+pub(super) fn wants(m: &HashMap<String, String>, urn: &str, name: &str) -> bool {
+    let names = |key: &str| -> Option<Vec<String>> {
+        let list = m.get(key)?;
+        let own = |a: &str| {
+            let a = a.trim().to_ascii_lowercase();
+            match a.strip_prefix(urn).and_then(|rest| rest.strip_prefix(':')) {
+                Some(rest) => rest.to_string(),
+                None => a,
+            }
+        };
+        Some(list.split(',').map(own).collect())
+    };
+    if let Some(asked) = names("attributes") {
+        let sub = format!("{name}.");
+        return asked
+            .iter()
+            .any(|a| a == name || a.starts_with(&sub) || a == urn);
+    }
+    !names("excludedAttributes").is_some_and(|left| left.iter().any(|a| a == name))
+}
+
+/// The enterprise extension's URN, lower-case, as [`wants`] takes it.
+const ENTERPRISE_LOWER: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:user";
+
 fn field<'a>(u: &'a User, name: &str) -> Option<&'a str> {
     u.fields.get(name).and_then(|v| v.as_str())
 }
@@ -206,8 +238,9 @@ pub(super) fn user_name(u: &User) -> &str {
         .unwrap_or(&u.key)
 }
 
-/// A stored user as a SCIM User resource. `manager_id` is the manager's id, when known.
-fn resource(u: &User, base: &str, manager_id: Option<&str>) -> Value {
+/// A stored user as a SCIM User resource. `manager` is None when the manager is not asked for
+/// ([`wants`]), else its id when known.
+fn resource(u: &User, base: &str, manager: Option<Option<&str>>) -> Value {
     let id_path = key_segment(&u.key);
     let given = u.first_name.clone().unwrap_or_default();
     let family = u.last_name.clone().unwrap_or_default();
@@ -265,7 +298,7 @@ fn resource(u: &User, base: &str, manager_id: Option<&str>) -> Value {
     if let Some(dept) = field(u, "org_unit") {
         ext["department"] = json!(dept);
     }
-    if let Some(mgr) = field(u, "manager_email") {
+    if let (Some(mgr), Some(manager_id)) = (field(u, "manager_email"), manager) {
         let mut m = json!({"displayName": mgr});
         if let Some(id) = manager_id {
             m["value"] = json!(id);
@@ -352,6 +385,7 @@ async fn users(
     let by_email = config
         .tenant(&tenant)
         .is_some_and(|t| t.import.match_by == MatchBy::Email);
+    let with_manager = wants(&m, ENTERPRISE_LOWER, "manager");
     let Some(_turn) = st.heavy.turn(&tenant).await else {
         return busy();
     };
@@ -363,7 +397,7 @@ async fn users(
         let mut managers = Vec::with_capacity(page.users.len());
         for u in &page.users {
             let mut id = None;
-            if let (true, Some(m)) = (by_email, field(u, "manager_email")) {
+            if let (true, true, Some(m)) = (with_manager, by_email, field(u, "manager_email")) {
                 id = store
                     .user(&t, m)?
                     .filter(|x| x.status != UserStatus::Deleted)
@@ -394,7 +428,7 @@ async fn users(
         .users
         .iter()
         .zip(&managers)
-        .map(|(u, mgr)| resource(u, &base, mgr.as_deref()))
+        .map(|(u, mgr)| resource(u, &base, with_manager.then_some(mgr.as_deref())))
         .collect();
     scim_json(
         StatusCode::OK,
@@ -424,19 +458,31 @@ async fn user(
     State(st): State<AppState>,
     method: Method,
     headers: HeaderMap,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
     p: Result<Path<String>, PathRejection>,
 ) -> Response {
     let tenant = match gate(&st, &headers, &method) {
         Ok(t) => t,
         Err(r) => return r,
     };
-    let Ok(Path(id)) = p else {
+    let (Ok(Path(id)), Ok(Query(m))) = (p, q) else {
         return error(
             StatusCode::BAD_REQUEST,
             Some("invalidValue"),
-            "the user id in the path is not valid",
+            "the user id in the path or the query string is not valid",
         );
     };
+    let no_user = || {
+        error(
+            StatusCode::NOT_FOUND,
+            None,
+            format!("there is no user with id {id:?}"),
+        )
+    };
+    if id.contains('\0') {
+        return no_user();
+    }
+    let with_manager = wants(&m, ENTERPRISE_LOWER, "manager");
     let by_email = st
         .config
         .current()
@@ -445,11 +491,12 @@ async fn user(
     let store = st.store.clone();
     let (t, key) = (tenant.clone(), id.clone());
     let found = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let Some(u) = store.user(&t, &key)? else {
+        // The store's lookup forgives case and spaces (the admin CLI's keys); an id is exact.
+        let Some(u) = store.user(&t, &key)?.filter(|u| u.key == key) else {
             return Ok(None);
         };
         let mut mgr = None;
-        if let (true, Some(m)) = (by_email, field(&u, "manager_email")) {
+        if let (true, true, Some(m)) = (with_manager, by_email, field(&u, "manager_email")) {
             mgr = store
                 .user(&t, m)?
                 .filter(|x| x.status != UserStatus::Deleted)
@@ -461,13 +508,9 @@ async fn user(
     match found {
         Ok(Ok(Some((u, mgr)))) if u.status != UserStatus::Deleted => scim_json(
             StatusCode::OK,
-            resource(&u, &base(&headers), mgr.as_deref()),
+            resource(&u, &base(&headers), with_manager.then_some(mgr.as_deref())),
         ),
-        Ok(Ok(_)) => error(
-            StatusCode::NOT_FOUND,
-            None,
-            format!("there is no user with id {id:?}"),
-        ),
+        Ok(Ok(_)) => no_user(),
         Ok(Err(e)) => {
             tracing::error!(%tenant, "SCIM: cannot read a user: {e:#}");
             store_failed(&e)

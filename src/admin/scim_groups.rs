@@ -1,7 +1,7 @@
 //! The read-only SCIM `/Groups` endpoint (RFC 7643 §4.2) under `/scim/v2`.
 //!
 //! A request enters like `/Users` (a tenant's SCIM token; `filter`, `startIndex`, `count`,
-//! `excludedAttributes`) and leaves as Group resources in a ListResponse or alone. Groups are
+//! `attributes`, `excludedAttributes`) and leaves as Group resources in a ListResponse or alone. Groups are
 //! not stored: a group is a name found in the `groups` field of at least one user that is not
 //! deleted (`Users::groups_page`); `id` = `displayName` = the name, exactly as in the HR file
 //! (case-exact). `members` lists every user that is not deleted and lists the group (inactive
@@ -11,15 +11,18 @@
 //! Bounded: the members of one response are at most [`MAX_MEMBERS`] in total. A page whose
 //! groups have more is answered 400 `tooMany`; ask with `excludedAttributes=members` (the
 //! member counts are then not read at all beyond the page's groups) and page through a large
-//! group's members with `/Users?filter=groups eq "<name>"`. Filters: `displayName eq "…"` or
-//! `id eq "…"` only (400 `invalidFilter` otherwise).
+//! group's members with `/Users?filter=groups eq "<name>"`. `attributes` that does not name
+//! `members` leaves them out as well (RFC 7644 §3.4.2.5; `id` and `displayName` are always
+//! returned). Filters: `displayName eq "…"` or `id eq "…"` only, read with `admin::filter`'s
+//! tokens (any spacing; the attribute in any case, optionally behind the Group schema URN);
+//! 400 `invalidFilter` otherwise. An id holding NUL is a 404 without asking the store.
 
 // Handlers return ready SCIM error responses through Result; their size does not matter here.
 #![allow(clippy::result_large_err)]
 
 use super::schemas::{GROUP_SCHEMA, LIST_SCHEMA};
 use super::scim::{base, busy, error, gate, list_request, scim_json, store_failed, ListRequest};
-use super::scim::{key_segment, user_name};
+use super::scim::{key_segment, user_name, wants};
 use super::AppState;
 use crate::model::User;
 use crate::store::{GroupSummary, Store};
@@ -40,33 +43,22 @@ type Shown = (GroupSummary, Option<Vec<User>>);
 fn name_filter(f: &str) -> Result<String, String> {
     const HOW: &str =
         "Roster filters groups only with displayName eq \"<name>\" or id eq \"<name>\"";
-    let f = f.trim();
-    let mut words = f.splitn(3, char::is_whitespace);
-    let (Some(attr), Some(op), Some(value)) = (words.next(), words.next(), words.next()) else {
-        return Err(HOW.into());
+    let Some((attr, name)) = super::filter::equality(f)? else {
+        return Err(format!("{HOW}, the name a JSON string in double quotes"));
     };
+    let attr = attr.to_ascii_lowercase();
     let attr = attr
-        .strip_prefix("urn:ietf:params:scim:schemas:core:2.0:Group:")
-        .unwrap_or(attr);
-    let known = ["displayname", "id"].contains(&attr.to_ascii_lowercase().as_str());
-    if !known || !op.eq_ignore_ascii_case("eq") {
+        .strip_prefix(GROUP_LOWER)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .unwrap_or(&attr);
+    if !["displayname", "id"].contains(&attr) {
         return Err(HOW.into());
     }
-    match serde_json::from_str::<Value>(value.trim()) {
-        Ok(Value::String(name)) => Ok(name),
-        _ => Err(format!("{HOW}; the value must be a JSON string")),
-    }
+    Ok(name)
 }
 
-/// Whether `excludedAttributes` (comma-separated) names `members`.
-fn members_excluded(m: &HashMap<String, String>) -> bool {
-    m.get("excludedAttributes").is_some_and(|v| {
-        v.split(',').any(|a| {
-            let a = a.trim().to_ascii_lowercase();
-            a == "members" || a == "urn:ietf:params:scim:schemas:core:2.0:group:members"
-        })
-    })
-}
+/// The Group schema's URN, lower-case (attribute names compare without case).
+const GROUP_LOWER: &str = "urn:ietf:params:scim:schemas:core:2.0:group";
 
 fn resource(g: &GroupSummary, members: Option<&[User]>, base: &str) -> Value {
     let id_path = key_segment(&g.name);
@@ -193,7 +185,7 @@ pub(super) async fn groups(
     let Some(_turn) = st.heavy.turn(&tenant).await else {
         return busy();
     };
-    let with_members = !members_excluded(&m);
+    let with_members = wants(&m, GROUP_LOWER, "members");
     let skip = start.saturating_sub(1);
     let (total, page) = match load_blocking(&st, &tenant, name, skip, count, with_members).await {
         Ok(p) => p,
@@ -234,7 +226,14 @@ pub(super) async fn group(
             "the group id or the query string is not valid",
         );
     };
-    let with_members = !members_excluded(&m);
+    if id.contains('\0') {
+        return error(
+            StatusCode::NOT_FOUND,
+            None,
+            format!("there is no group with id {id:?}"),
+        );
+    }
+    let with_members = wants(&m, GROUP_LOWER, "members");
     let Some(_turn) = st.heavy.turn(&tenant).await else {
         return busy();
     };
@@ -270,5 +269,15 @@ mod tests {
         assert!(name_filter("members eq \"x\"").is_err());
         assert!(name_filter("displayName eq x").is_err());
         assert!(name_filter("").is_err());
+        // Review 2026-11-30 SCIM F10: what RFC 7644's grammar allows.
+        for f in [
+            "displayName  eq \"Sales\"",
+            "displayName eq\"Sales\"",
+            "urn:ietf:params:scim:schemas:core:2.0:group:displayName eq \"Sales\"",
+            "URN:IETF:PARAMS:SCIM:SCHEMAS:CORE:2.0:Group:ID eq \"Sales\"",
+        ] {
+            assert_eq!(name_filter(f), Ok("Sales".into()), "{f}");
+        }
+        assert!(name_filter("urn:x:displayName eq \"Sales\"").is_err());
     }
 }

@@ -150,11 +150,15 @@ pub fn restore(rec: &mut UserRec, now_ms: i64) -> Result<(), NothingToRestore> {
 
 /// Finds a user by `key` as every store does: the key as given (trimmed), then lower-cased (email
 /// and username keys are stored lower-case); `record_of` reads the packed record of exactly one
-/// key.
+/// key. A key holding NUL finds nobody without a read (no key holds one; PostgreSQL cannot be
+/// asked for one).
 pub fn find_user<E>(
     key: &str,
     mut record_of: impl FnMut(&str) -> Result<Option<UserRec>, E>,
 ) -> Result<Option<User>, E> {
+    if key.contains('\0') {
+        return Ok(None);
+    }
     for k in [key.trim().to_string(), key.trim().to_lowercase()] {
         if let Some(rec) = record_of(&k)? {
             return Ok(Some(User::from_rec(&k, &rec)));

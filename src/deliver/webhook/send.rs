@@ -91,16 +91,21 @@ pub fn post(
     }
 }
 
-/// A `Retry-After` value (seconds, or an HTTP date) as a wait from `now`, at most
-/// [`MAX_RETRY_AFTER`]; None when it cannot be read.
+/// A `Retry-After` value (seconds, or an HTTP date in any of its three forms: IMF-fixdate,
+/// RFC 850 and asctime, RFC 9110 §5.6.7) as a wait from `now`, at most [`MAX_RETRY_AFTER`];
+/// None when it cannot be read.
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
     let wait = if let Ok(secs) = value.parse::<u64>() {
         Duration::from_secs(secs)
     } else {
-        let at = DateTime::parse_from_rfc2822(value)
-            .ok()?
-            .with_timezone(&Utc);
+        let at = match httpdate::parse_http_date(value) {
+            Ok(t) => DateTime::<Utc>::from(t),
+            // Not an HTTP date, but a date all the same (an offset instead of GMT, say).
+            Err(_) => DateTime::parse_from_rfc2822(value)
+                .ok()?
+                .with_timezone(&Utc),
+        };
         (at - now).to_std().unwrap_or(Duration::ZERO)
     };
     Some(wait.min(MAX_RETRY_AFTER))
@@ -125,6 +130,27 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("99999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("Sun, 29 Nov 2026 08:00:30 +0000", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(parse_retry_after("Sun, 29 Nov 2026 08:00:30", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    /// RFC 9110 §5.6.7: the obsolete RFC 850 and asctime forms are HTTP dates too.
+    #[test]
+    fn retry_after_reads_every_http_date_form() {
+        let now = DateTime::parse_from_rfc3339("2026-11-30T06:43:48Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let five_minutes = Some(Duration::from_secs(300));
+        for date in [
+            "Mon, 30 Nov 2026 06:48:48 GMT",
+            "Monday, 30-Nov-26 06:48:48 GMT",
+            "Mon Nov 30 06:48:48 2026",
+        ] {
+            assert_eq!(parse_retry_after(date, now), five_minutes, "{date}");
+        }
     }
 }

@@ -36,6 +36,12 @@ fn from_i64(v: i64, what: &str) -> Result<u64> {
     u64::try_from(v).map_err(|_| anyhow!("a stored {what} is negative"))
 }
 
+/// `after` of a read as the `bigint` it is compared with: a seq past `i64::MAX` is past every
+/// stored one, so `seq > i64::MAX` (nothing) answers it, as sled answers (an empty page).
+fn seq_bound(after: u64) -> i64 {
+    i64::try_from(after).unwrap_or(i64::MAX)
+}
+
 fn to_i64(v: u64) -> Result<i64> {
     i64::try_from(v).map_err(|_| anyhow!("{v} is out of range for the store"))
 }
@@ -416,7 +422,7 @@ impl PostgresStore {
 
 impl ChangeLog for PostgresStore {
     fn changes(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<LoggedChange>> {
-        let (tenant, after) = (tenant.to_string(), to_i64(after)?);
+        let (tenant, after) = (tenant.to_string(), seq_bound(after));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
@@ -454,7 +460,7 @@ impl ChangeLog for PostgresStore {
     }
 
     fn events(&self, tenant: &str, after: u64, limit: usize) -> Result<Vec<Event>> {
-        let (tenant, after) = (tenant.to_string(), to_i64(after)?);
+        let (tenant, after) = (tenant.to_string(), seq_bound(after));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
