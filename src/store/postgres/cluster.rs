@@ -250,14 +250,15 @@ impl Cluster for PostgresStore {
             .run(move |pool| async move {
                 let client = Connections::client(&pool).await?;
                 // The node that made the row fires; asked again (its first answer was lost
-                // with the connection), the same node is told yes again, any other no.
+                // with the connection), the same node is told yes again, any other no. DO UPDATE
+                // (of nothing) returns the row that won, also when another node's insert of it
+                // committed while this one waited (DO NOTHING would return no row then, and a
+                // second read in the same statement would not see it yet).
                 let row = client
                     .query_one(
-                        "WITH made AS (INSERT INTO roster.schedule_ticks (tenant, tick, node_id) \
-                         VALUES ($1, $2, $3) ON CONFLICT (tenant, tick) DO NOTHING RETURNING node_id) \
-                         SELECT node_id FROM made UNION ALL \
-                         SELECT node_id FROM roster.schedule_ticks WHERE tenant = $1 AND tick = $2 \
-                         LIMIT 1",
+                        "INSERT INTO roster.schedule_ticks AS t (tenant, tick, node_id) \
+                         VALUES ($1, $2, $3) ON CONFLICT (tenant, tick) \
+                         DO UPDATE SET node_id = t.node_id RETURNING t.node_id",
                         &[&tenant, &tick, &node],
                     )
                     .await?;
