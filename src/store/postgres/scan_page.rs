@@ -49,7 +49,7 @@ pub(super) fn reads_every_row(f: &UserFilter) -> bool {
 }
 
 /// Whether an index answers `a op …` (migrations 4 to 9).
-fn indexed(a: &Attribute, op: Op) -> bool {
+pub(super) fn indexed(a: &Attribute, op: Op) -> bool {
     matches!(
         (a, op),
         (Attribute::Active, Op::Eq | Op::Ne)
