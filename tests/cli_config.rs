@@ -10,6 +10,21 @@ fn roster(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// A config with one tenant `acme` (password login) in `dir`, `more` appended to it.
+fn write_config(dir: &std::path::Path, more: &str) -> std::path::PathBuf {
+    let path = dir.join("roster.toml");
+    let hash = roster::login::hash_password("x").unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nhost_keys = \"{d}/hk\"\ndata_dir = \"{d}/data\"\n\n[[tenants]]\nid = \"acme\"\npassword_hash = \"{hash}\"\n{more}",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
 #[test]
 fn hash_password_prints_a_verifiable_argon2id_string() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_roster"))
@@ -43,16 +58,10 @@ fn hash_password_prints_a_verifiable_argon2id_string() {
 #[test]
 fn check_config_lists_tenants_and_host_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("roster.toml");
-    let hash = roster::login::hash_password("x").unwrap();
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\nhost_keys = \"{d}/hk\"\ndata_dir = \"{d}/data\"\n\n[[tenants]]\nid = \"acme\"\npassword_hash = \"{hash}\"\n[tenants.import]\nfile = \"users_{{date}}.csv\"\n",
-            d = dir.path().display()
-        ),
-    )
-    .unwrap();
+    let path = write_config(
+        dir.path(),
+        "[tenants.import]\nfile = \"users_{date}.csv\"\n",
+    );
     roster::sftp::hostkeys::load_or_create(&dir.path().join("hk")).unwrap();
     let out = roster(&["check-config", "-c", path.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -134,16 +143,7 @@ fn a_closed_output_pipe_ends_check_config_without_a_panic() {
     use std::os::fd::FromRawFd;
     use std::os::unix::process::ExitStatusExt;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("roster.toml");
-    let hash = roster::login::hash_password("x").unwrap();
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\nhost_keys = \"{d}/hk\"\ndata_dir = \"{d}/data\"\n\n[[tenants]]\nid = \"acme\"\npassword_hash = \"{hash}\"\n",
-            d = dir.path().display()
-        ),
-    )
-    .unwrap();
+    let path = write_config(dir.path(), "");
     // A pipe whose reading end is closed before the command starts.
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe() returns.

@@ -148,16 +148,9 @@ fn a_node_killed_mid_import_is_finished_by_the_other() {
     const ROWS: usize = 100_000;
     c.drop_in("users.csv", &users_csv(ROWS, "First"));
     // Find the node that runs the import, and kill it mid-run.
-    let mut importing = None;
-    let started = wait_until(Duration::from_secs(60), || {
-        importing = (0..2).find(|&i| {
-            let (_, v) = c.nodes[i].get("/api/progress");
-            v.as_object().is_some_and(|m| !m.is_empty())
-        });
-        importing.is_some()
-    });
-    assert!(started, "no node started the import\n{}", c.logs());
-    let victim = importing.unwrap_or(0);
+    let victim = c
+        .importing_node(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no node started the import\n{}", c.logs()));
     let survivor = 1 - victim;
     c.nodes[victim].kill9();
     assert_eq!(c.archived(), 0, "the run was filed before the kill");
@@ -214,16 +207,9 @@ fn a_stalled_node_does_not_import_again_what_the_other_finished() {
     let mut lines: Vec<&str> = text.lines().collect();
     lines[1..].reverse();
     c.drop_in("users.csv", (lines.join("\n") + "\n").as_bytes());
-    let mut importing = None;
-    let started = wait_until(Duration::from_secs(60), || {
-        importing = (0..2).find(|&i| {
-            let (_, v) = c.nodes[i].get("/api/progress");
-            v.as_object().is_some_and(|m| !m.is_empty())
-        });
-        importing.is_some()
-    });
-    assert!(started, "no node started the second import\n{}", c.logs());
-    let stalled = importing.unwrap_or(0);
+    let stalled = c
+        .importing_node(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no node started the second import\n{}", c.logs()));
     let other = 1 - stalled;
     c.nodes[stalled].pause();
     let taken_over = wait_until(Duration::from_secs(120), || {

@@ -164,6 +164,19 @@ impl Cluster {
         assert!(up, "{} did not start\n{}", self.nodes[i].id, self.logs());
     }
 
+    /// The node whose `/api/progress` shows an import running, within `limit`.
+    pub fn importing_node(&self, limit: Duration) -> Option<usize> {
+        let mut importing = None;
+        wait_until(limit, || {
+            importing = (0..self.nodes.len()).find(|&i| {
+                let (_, v) = self.nodes[i].get("/api/progress");
+                v.as_object().is_some_and(|m| !m.is_empty())
+            });
+            importing.is_some()
+        });
+        importing
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
