@@ -47,6 +47,7 @@
 
 mod changes;
 mod cluster;
+mod deep_page;
 mod derived;
 mod directory;
 // Group member counts (tree `groups`; h-scimspeed).

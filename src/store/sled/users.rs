@@ -2,9 +2,9 @@
 //! bucket by bucket through the sled [`Directory`]. Users enter only through a commit; stored
 //! password hashes never leave this module.
 //!
-//! `users_page` serves paged readers (SCIM) without materialising the directory: it reads one
-//! bucket at a time, counts the matches and keeps only the keys of the first `skip + take` of
-//! them, then reads the page's users from their buckets.
+//! `users_page` serves paged readers (SCIM) without materialising the directory: it reads the
+//! buckets in parallel, counts the matches and keeps only the keys the page needs
+//! (`deep_page`), then reads the page's users from their buckets.
 //!
 //! The SCIM reads (`users_matching`, `group_members`) use sled's one kind of index, the user
 //! lists (see `lookup`): no filter, `eq` on `userName`, `emails.value`, `externalId` or `groups`,
@@ -13,11 +13,13 @@
 //! other reads every bucket, testing each record's status byte and then the record where it
 //! lies (`model::record_view`: only the fields the filter names, nothing decoded but the
 //! page's users), so their time grows with the directory while their memory stays bounded by
-//! the keys of the first `skip + take` matches. `groups_page` reads the member counts every
+//! the page at any depth (`deep_page`: a page past its first 50,000 matches takes a second
+//! pass). `groups_page` reads the member counts every
 //! commit keeps (`groups`), not the buckets. The console's listing without a search
 //! (`users_matching_status` with `Everyone`) tests only each record's status byte, decoding no
 //! user but the page's (`page_by_record`).
 
+use super::deep_page::KeepRecord;
 use super::search::Needles;
 use super::{Replaced, SledStore};
 use crate::model::bucket::{bucket_of, BUCKETS};
@@ -26,7 +28,7 @@ use crate::model::packed::{bucket_entries, status_of, UserRec, STATUS_ACTIVE, ST
 use crate::model::record_view::RecordView;
 use crate::model::{User, UserFilter, UserPage, UserStatus};
 use crate::store::group_counts::groups_of;
-use crate::store::{Directory, FirstKeys, GroupPage, Users};
+use crate::store::{Directory, GroupPage, Users};
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -263,13 +265,6 @@ fn again<T>(read: impl Fn() -> Result<T>) -> Result<T> {
     }
 }
 
-/// A test of one stored record (key, encoded record) for [`SledStore::page_by_record`], made
-/// from several threads at once.
-type KeepRecord<'a> = dyn Fn(&[u8], &[u8]) -> Result<bool> + Sync + 'a;
-
-/// At most this many threads read the buckets of one listing (`page_by_record`).
-const LISTING_THREADS: usize = 4;
-
 impl SledStore {
     /// [`Users::users_matching`] for a filter that only the users `keys` can match: their
     /// buckets alone are read, twice (to count, then for the page's users). Memory: the
@@ -310,11 +305,9 @@ impl SledStore {
 
     /// [`Users::users_page`] with the test made on the stored record, so a caller that needs
     /// only the status byte (the console's unfiltered listing) decodes no user but the page's.
-    /// The buckets are split between up to [`LISTING_THREADS`] threads (one per core), each
-    /// keeping the first `skip + take` keys of its matches, joined at the end: on 2 cores a
-    /// `co` over 1,000,000 users took half the time. Memory: one bucket per thread, plus the
-    /// keys of the first `skip + take` matches per thread (not users). A commit between the
-    /// two passes can leave a user out of the page; a reader asks again.
+    /// Every bucket is read, in parallel, with memory bounded by the page at any depth
+    /// (`deep_page`). A commit between the passes can leave a user out of the page; a reader
+    /// asks again.
     fn page_by_record(
         &self,
         tenant: &str,
@@ -323,27 +316,7 @@ impl SledStore {
         take: usize,
     ) -> Result<UserPage> {
         let st = self.tenant_state(tenant)?;
-        let threads = crate::store::cores().clamp(1, LISTING_THREADS);
-        let share = BUCKETS.div_ceil(threads);
-        let scan = |from: usize| -> Result<FirstKeys<Vec<u8>>> {
-            let mut first = FirstKeys::new(skip, take);
-            for b in from..(from + share).min(BUCKETS) {
-                let Some(blob) = self.bucket(tenant, b as u16, st.gen(b))? else {
-                    continue;
-                };
-                for (k, v) in bucket_entries(&blob)? {
-                    if keep(k, v)? {
-                        first.offer(k);
-                    }
-                }
-            }
-            Ok(first)
-        };
-        let mut first: FirstKeys<Vec<u8>> = FirstKeys::new(skip, take);
-        for part in crate::store::on_threads(threads, |t| scan(t * share)) {
-            first.absorb(part?);
-        }
-        let (total, page) = first.page();
+        let (total, page) = self.matching_keys(tenant, &st, keep, skip, take)?;
         Ok(UserPage {
             total,
             users: self.users_of_keys(tenant, &page)?,
