@@ -135,6 +135,11 @@ async fn read_frame<R: AsyncBufRead + Unpin>(reader: &mut R, len: u32) -> std::i
 
 /// Answers queued requests in order until the queue is empty and reading has ended. Replies are
 /// written when [`FLUSH_AT`] bytes wait or no request does.
+///
+/// Requests are plain blocking file system calls, and some take long (a copy-data of up to
+/// `max_upload_bytes`, an fsync, a truncate): each run of queued requests is answered off the
+/// runtime's workers ([`off_the_workers`]), so that one tenant's sessions cannot hold every
+/// worker while other tenants, the admin listener and the intake wait.
 async fn answer<W: AsyncWrite + Unpin>(
     mut requests: UnboundedReceiver<(Frame, u32)>,
     mut writer: W,
@@ -143,7 +148,7 @@ async fn answer<W: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let mut out: Vec<u8> = Vec::with_capacity(FLUSH_AT + 300 * 1024);
     loop {
-        let (frame, taken) = match requests.try_recv() {
+        let first = match requests.try_recv() {
             Ok(queued) => queued,
             Err(TryRecvError::Empty) => {
                 send(&mut writer, &mut out).await?;
@@ -154,13 +159,53 @@ async fn answer<W: AsyncWrite + Unpin>(
             }
             Err(TryRecvError::Disconnected) => break,
         };
-        answer_one(frame, &mut out, session);
-        room.add_permits(taken as usize);
+        let ended =
+            off_the_workers(|| answer_queued(first, &mut requests, &mut out, session, room));
         if out.len() >= FLUSH_AT {
             send(&mut writer, &mut out).await?;
         }
+        if ended {
+            break;
+        }
+        tokio::task::yield_now().await;
     }
     send(&mut writer, &mut out).await
+}
+
+/// Answers `first` and the requests queued behind it, until none waits or [`FLUSH_AT`] bytes
+/// of replies do. True when reading has ended and the queue is empty.
+fn answer_queued(
+    first: (Frame, u32),
+    requests: &mut UnboundedReceiver<(Frame, u32)>,
+    out: &mut Vec<u8>,
+    session: &mut SftpSession,
+    room: &Semaphore,
+) -> bool {
+    let (mut frame, mut taken) = first;
+    loop {
+        answer_one(frame, out, session);
+        room.add_permits(taken as usize);
+        if out.len() >= FLUSH_AT {
+            return false;
+        }
+        (frame, taken) = match requests.try_recv() {
+            Ok(queued) => queued,
+            Err(TryRecvError::Empty) => return false,
+            Err(TryRecvError::Disconnected) => return true,
+        };
+    }
+}
+
+/// Runs `work` without holding one of the runtime's workers: on a multi-threaded runtime the
+/// worker first hands its other tasks to another thread (`block_in_place`); on a one-thread
+/// runtime (some tests) it just runs.
+fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
 }
 
 /// Writes and flushes `out` (if anything waits), then empties it.
