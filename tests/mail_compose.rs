@@ -53,6 +53,7 @@ fn partial_run() -> RunSummary {
             file_name: "users_2026_02_12.csv.20260212T073000Z.report.csv".into(),
             bytes: report_csv(),
         }),
+        archived_as: Some("processed/users_2026_02_12.20260212T073000Z.csv".into()),
     }
 }
 
@@ -145,21 +146,30 @@ fn report_parses_with_subject_envelope_counts_and_exact_attachment() {
 
 #[test]
 fn held_report_says_how_to_preview_and_approve() {
-    let run = RunSummary {
+    let mut run = RunSummary {
         status: "held".into(),
         import_id: Some("42".into()),
         attachment: None,
+        archived_as: Some("processed/users_2026_02_12.20260212T020000Z.csv".into()),
         ..partial_run()
     };
+    run.counts.deactivated = 89;
     let mail = compose_report(FROM, &to(), &run).expect("compose");
     assert_eq!(mail.subject, "Roster: acme users_2026_02_12.csv held");
     let msg = MessageParser::default().parse(&mail.bytes).expect("parses");
     let body = msg.body_text(0).expect("body");
     assert!(body.contains("Nothing was changed yet."), "{body}");
+    // The held file left the upload folder: the preview names the archived copy, and the
+    // users the run would deactivate are not told as deactivated.
     assert!(
-        body.contains("`roster preview acme users_2026_02_12.csv`"),
+        body.contains("`roster preview acme FILE`, FILE being processed/users_2026_02_12.20260212T020000Z.csv"),
         "{body}"
     );
+    assert!(
+        body.contains("89 users would be deactivated once approved."),
+        "{body}"
+    );
+    assert!(!body.contains("were deactivated"), "{body}");
     assert!(body.contains("`roster approve acme 42`"), "{body}");
     assert_eq!(msg.attachment_count(), 0);
 }
@@ -309,4 +319,23 @@ fn from_stored_rebuilds_the_envelope_and_log_fields_from_the_bytes() {
         msg.header_raw(roster::mail::TENANT_HEADER).map(str::trim),
         Some("acme")
     );
+}
+
+#[test]
+fn a_partial_run_without_skipped_rows_names_the_missing_column() {
+    // A run is partial also when the file lacks a column the profile maps; no row was skipped.
+    let mut run = partial_run();
+    run.counts.skipped = 0;
+    run.counts.errors = 0;
+    let body = roster::mail::report_body(&run);
+    assert!(
+        body.contains("lacks a column the tenant's profile maps"),
+        "{body}"
+    );
+    assert!(
+        body.contains("Add the missing column to the export"),
+        "{body}"
+    );
+    assert!(!body.contains("Some rows were skipped"), "{body}");
+    assert!(!body.contains("Correct the skipped rows"), "{body}");
 }

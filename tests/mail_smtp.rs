@@ -43,6 +43,7 @@ fn report(to: &[&str]) -> OutgoingMail {
             file_name: "sync_users.csv.20261121T101500Z.report.csv".into(),
             bytes: csv(),
         }),
+        archived_as: None,
     };
     let to: Vec<String> = to.iter().map(|s| s.to_string()).collect();
     compose_report(FROM, &to, &run).expect("compose")

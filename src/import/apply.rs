@@ -69,6 +69,8 @@ pub struct Survey {
     pub current: u64,
     pub missing: u64,
     pub conflicts: Vec<(u64, String)>,
+    /// Emails taken as given up by their owners (see `survey::Release`).
+    pub releases: Vec<super::survey::Release>,
     /// Per bucket: nothing in it changes (see `survey::SurveyPart::quiet`).
     pub quiet: Vec<bool>,
 }
@@ -110,6 +112,7 @@ pub fn run_survey(
         s.current += p.current;
         s.missing += p.missing;
         s.conflicts.extend(p.conflicts);
+        s.releases.extend(p.releases);
         s.quiet.push(p.quiet);
     }
     Ok(s)

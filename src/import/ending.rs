@@ -9,7 +9,7 @@
 use super::apply::{MergeInput, Merged};
 use super::bounds::{self, MAX_MESSAGES};
 use super::held::{self, HoldParts};
-use super::job::{Done, Job};
+use super::job::{applied_digest, Done, Job};
 use super::merge::Change;
 use super::read::Layout;
 use super::record::RowFingerprint;
@@ -294,7 +294,7 @@ pub(super) fn commit(
             tenant: job.tenant.id.clone(),
             expected_version: state.version,
             buckets: staged.clone(),
-            last_applied_sha256: applied.then(|| rec.sha256.clone()),
+            last_applied_sha256: applied.then(|| applied_digest(&job, &rec.sha256)),
             ledger: Some(LedgerEntry {
                 tenant: job.tenant.id.clone(),
                 file: rec.file.clone(),

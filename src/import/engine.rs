@@ -21,7 +21,7 @@ use super::ending::{
     commit, fail, hold, nothing_imported, push_msg, tally, write_outputs, Ending, Findings,
     HoldDecision, Outputs,
 };
-use super::job::{given_passwords, Done, Job};
+use super::job::{applied_digest, given_passwords, Done, Job};
 use super::mapping::{self, Mapping};
 use super::merge::{MergeSettings, PasswordRules};
 use super::read::{self, Enc, Layout, Scan};
@@ -29,13 +29,14 @@ use super::record::{RowFingerprint, RowSeal};
 use super::report;
 use super::row_pass::{self, FileEmails};
 use super::spill::BucketRows;
+use super::survey::settle_releases;
 use crate::config::{MatchBy, OnMissing};
 use crate::model::bucket::BUCKETS;
 use crate::model::{ImportRecord, ImportStatus};
 use crate::store::TenantState;
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::time::Instant;
@@ -181,11 +182,11 @@ fn check_duplicate(
     scan: Scan,
 ) -> Phase<Enc> {
     let duplicate = job.approving.is_none()
-        && state.last_applied_sha256.as_deref() == Some(rec.sha256.as_str());
+        && state.last_applied_sha256.as_deref() == Some(applied_digest(job, &rec.sha256).as_str());
     if duplicate {
         rec.status = ImportStatus::Duplicate;
         rec.messages.push(
-            "the file is identical (same sha256) to the last applied file, so nothing was changed"
+            "the file is identical (same sha256) to the last applied file, under the same import settings, so nothing was changed"
                 .into(),
         );
         // The file moves to the archive like any other: without its passwords.
@@ -237,7 +238,12 @@ fn map_header<'a>(job: &Job<'a>, rec: &mut ImportRecord, enc: Enc) -> Phase<Head
     }
     let headers: Vec<String> = first.iter().map(bounds::header_text).collect();
     drop(first); // a header line can be as large as the file: keep only the cut names
-    let map = match mapping::map_columns(&headers, job.tenant) {
+    if headers.iter().all(|h| h.trim().is_empty()) {
+        let msg = "the file's first row is blank: it must be the header row that names the columns"
+            .into();
+        return Ok(Break(fail(job, rec, msg, reached)));
+    }
+    let map = match mapping::map_columns(&headers, job.tenant, delim) {
         Ok(m) => m,
         Err(msg) => return Ok(Break(fail(job, rec, msg, reached))),
     };
@@ -401,11 +407,20 @@ fn survey(
             rows: &read.rows,
         };
         let survey = run_survey(&input, &file_emails)?;
-        let limit = profile.max_missing_percent / 100.0 * survey.current as f64;
-        if job.approving.is_none() && survey.missing >= 5 && survey.missing as f64 > limit {
+        // More than the percentage, compared without a division: 29 of 100 at 29 % is not
+        // held (0.29 * 100 is 28.999… in floating point).
+        let over =
+            survey.missing as f64 * 100.0 > profile.max_missing_percent * survey.current as f64;
+        if job.approving.is_none() && survey.missing >= 5 && over {
             decision.held = Some(survey.missing);
         }
         read.conflicts.extend(survey.conflicts);
+        if !survey.releases.is_empty() {
+            let mut skipped: HashSet<u64> = read.skips.keys().copied().collect();
+            skipped.extend(read.conflicts.keys().copied());
+            read.conflicts
+                .extend(settle_releases(&survey.releases, &mut skipped));
+        }
         decision.quiet = survey.quiet;
         clock.done("survey");
     }

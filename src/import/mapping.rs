@@ -35,6 +35,8 @@ pub struct Mapping {
     pub email: Option<usize>,
     /// Number of header cells.
     pub width: usize,
+    /// The file's delimiter (a cell holding it after a line break was joined by a quote).
+    pub delim: u8,
     /// Notes about the mapping (ignored headers, configured columns the file lacks), for the
     /// run's messages.
     pub notes: Vec<String>,
@@ -148,8 +150,9 @@ fn absent_columns(profile: &ImportProfile, cols: &[Column], notes: &mut Vec<Stri
     absent.len()
 }
 
-/// Maps the header row to fields. An empty `columns` map takes each header as a field name.
-pub fn map_columns(headers: &[String], tenant: &Tenant) -> Result<Mapping, String> {
+/// Maps the header row of a file with delimiter `delim` to fields. An empty `columns` map takes
+/// each header as a field name.
+pub fn map_columns(headers: &[String], tenant: &Tenant, delim: u8) -> Result<Mapping, String> {
     let profile = &tenant.import;
     let normed: Vec<String> = headers.iter().map(|h| norm_header(h)).collect();
     let mut notes = Vec::new();
@@ -192,6 +195,7 @@ pub fn map_columns(headers: &[String], tenant: &Tenant) -> Result<Mapping, Strin
         password: pos("password"),
         email: pos("email"),
         width: headers.len(),
+        delim,
         notes,
         absent,
         lookups: fields::Lookups::new(profile, &tenant.reference),

@@ -128,7 +128,7 @@ pub fn scan(input: Input<'_>, setting: EncodingSetting, hash: bool) -> Result<Sc
         None
     };
     let binary = || {
-        Err("the file contains binary data (NUL bytes), so it is not a CSV text file".to_string())
+        Err("the file contains binary data (NUL bytes), so it is not a CSV text file (a UTF-16 file needs its byte order mark: save it as UTF-8, or as UTF-16 with a BOM)".to_string())
     };
     let encoding = match setting {
         EncodingSetting::Auto => match bom {
@@ -138,7 +138,9 @@ pub fn scan(input: Input<'_>, setting: EncodingSetting, hash: bool) -> Result<Sc
             None if nul => binary(),
             None if utf8_ok => Ok(Enc::Utf8),
             None => match utf8.first_bad_line {
-                Some(line) if utf8.multibyte >= utf8.invalid => Err(mixed(line)),
+                Some(line) if utf8.multibyte >= utf8.invalid || utf8.proof > 0 => {
+                    Err(mixed(line))
+                }
                 _ => Ok(Enc::Windows1252),
             },
         },
@@ -177,6 +179,12 @@ struct Utf8Seen {
     /// symbol such as `™`), so as many of them as bytes that are not UTF-8 mean a UTF-8 file
     /// with bytes of another encoding in it.
     multibyte: u64,
+    /// Valid UTF-8 characters that Windows-1252 text cannot form at all: those of three or
+    /// four bytes (a lower-case accented letter followed by two symbols) and those holding a
+    /// byte 1252 leaves undefined (0x81, 0x8D, 0x8F, 0x90, 0x9D; `č` is C4 8D). One of them
+    /// next to bytes that are not UTF-8 means a UTF-8 file with stray bytes, however few
+    /// UTF-8 characters it has (review of 2026-11-30, third round).
+    proof: u64,
     /// Sequences of bytes that are not UTF-8.
     invalid: u64,
     /// The line (from 1) of the first byte that is not UTF-8.
@@ -198,6 +206,10 @@ impl Utf8Seen {
             let text = &rest[..valid];
             if !text.is_ascii() {
                 self.multibyte += text.iter().filter(|&&b| b >= 0xC0).count() as u64;
+                self.proof += text
+                    .iter()
+                    .filter(|&&b| b >= 0xE0 || matches!(b, 0x81 | 0x8D | 0x8F | 0x90 | 0x9D))
+                    .count() as u64;
             }
             let at = bytes.len() - rest.len() + valid;
             match error {

@@ -72,6 +72,13 @@ pub fn parse_record<'a>(
     if rec.len() != map.width {
         return wrong_width(rec, line, map.width);
     }
+    if let Some(cell) = joined_cell(rec, map) {
+        let header = map.cols.iter().find(|c| c.index == cell).map_or_else(
+            || format!("column {}", cell + 1),
+            |c| format!("{:?}", c.header),
+        );
+        return joined(line, &header);
+    }
     let lk = &map.lookups;
     let mut problems: Vec<String> = Vec::new();
     // One UTF-8 check for the whole record (the decoded stream is UTF-8, and cells split at
@@ -124,10 +131,16 @@ pub fn parse_record<'a>(
                 Kind::Secret | Kind::Bool { .. } => {}
                 _ => row.values.push((ci as u16, None)),
             },
+            // `active` and `deactivate` both mapped and disagreeing: the row's state is unknown.
+            Ok(Norm::Active(b)) if row.active.is_some_and(|a| a != b) => problems.push(format!(
+                "{} {:?} contradicts the row's other active/deactivate column",
+                col.header,
+                show(raw.trim())
+            )),
             Ok(Norm::Active(b)) => row.active = Some(b),
             Ok(Norm::UnknownReference) => {
                 notes.push(format!(
-                    "row {line}: {} {:?} is not in the tenant's reference list, so the user was imported without it",
+                    "row {line}: {} {:?} is not in the tenant's reference list, so it was not applied (a new user gets none; an existing user keeps its stored value)",
                     col.header,
                     show(raw.trim())
                 ));
@@ -171,6 +184,33 @@ fn wrong_width<'a>(rec: &csv::ByteRecord, line: u64, width: usize) -> Parsed<'a>
         reason: format!(
             "row {line}: has {} cells but the header has {width}{hint}; check the delimiter and quotes",
             rec.len(),
+        ),
+    }
+}
+
+/// The first cell of `rec` that holds lines a quote joined: a line break and, after it, the
+/// delimiter (or any line break when the file has one column, whose cells never hold one).
+/// A quote that opens in the last column, or that a later quote closes, joins the lines after
+/// it into one cell while the record keeps the header's cell count (review of 2026-11-30,
+/// third round). A real multi-line cell with the delimiter on a later line is taken for one
+/// too: that row is skipped with a sentence that says why, which is safe, where a joined row
+/// taken as good would make the users on the joined lines look missing.
+fn joined_cell(rec: &csv::ByteRecord, map: &Mapping) -> Option<usize> {
+    rec.iter().position(|c| {
+        c.iter()
+            .position(|&b| b == b'\n' || b == b'\r')
+            .is_some_and(|at| map.width == 1 || c[at..].contains(&map.delim))
+    })
+}
+
+/// A row one of whose cells (under `header`) holds lines a quote joined: misshapen, like a row
+/// of the wrong width (its key may not be its own, and the users on the joined lines are not
+/// missing).
+#[cold]
+fn joined<'a>(line: u64, header: &str) -> Parsed<'a> {
+    Parsed::Misshapen {
+        reason: format!(
+            "row {line}: the cell under {header} runs over several lines that look like rows of their own: a quote was opened and not closed where it should be; check the quotes"
         ),
     }
 }

@@ -98,7 +98,8 @@ pub fn sample(bytes: &[u8], tenant: &Tenant, max_rows: usize) -> Result<Sample, 
 /// it maps, in file order; or the sentence of the file-level error a run would fail with (a
 /// required column missing, a header twice, an unknown field).
 pub fn check_header(headers: &[String], tenant: &Tenant) -> Result<Vec<(String, String)>, String> {
-    let m = mapping::map_columns(headers, tenant)?;
+    // The delimiter plays no part in which columns are which.
+    let m = mapping::map_columns(headers, tenant, b',')?;
     Ok(m.cols
         .iter()
         .map(|c| (c.field.clone(), c.header.clone()))

@@ -26,6 +26,9 @@ pub struct SurveyPart {
     /// Rows whose email belongs to another stored user, and rows of a key given on more than
     /// one row: (row, reason).
     pub conflicts: Vec<(u64, String)>,
+    /// Stored emails taken as given up by their owner's row while a row of another key claims
+    /// them: conflicts after all if the owner's row is skipped (`settle_releases`).
+    pub releases: Vec<Release>,
     /// The bucket's rows re-packed with unchanged rows compacted, when any were.
     pub packed: Option<Vec<u8>>,
     /// Nothing in this bucket changes: every row is unchanged, keys are unique and no stored
@@ -47,6 +50,7 @@ pub fn survey(
     let mut rows = unpack_all(arenas)?;
     rows.sort_unstable_by(|a, b| a.key.cmp(b.key));
     let mut conflicts = Vec::new();
+    let mut releases = Vec::new();
     for group in rows.chunk_by(|a, b| a.key == b.key).filter(|g| g.len() > 1) {
         duplicate_skips(ctx, group[0].key, group, &mut conflicts);
     }
@@ -99,8 +103,10 @@ pub fn survey(
             Err(_) => &[],
         };
         let user = StoredUser { key: k, value: v };
-        if let Some(c) = email_conflict(ctx, file_emails, user, own)? {
-            conflicts.push(c);
+        match email_conflict(ctx, file_emails, user, own)? {
+            EmailCheck::Free => {}
+            EmailCheck::Conflict(c) => conflicts.push(c),
+            EmailCheck::Released(r) => releases.push(r),
         }
     }
     quiet = quiet && compact.iter().all(|c| *c);
@@ -108,6 +114,7 @@ pub fn survey(
         current,
         missing,
         conflicts,
+        releases,
         packed: repack(&rows, &compact),
         quiet,
     })
@@ -120,42 +127,51 @@ struct StoredUser<'a> {
     value: &'a [u8],
 }
 
-/// The conflict, if any, of a stored user's email with a row of another key that gives it:
-/// (row, reason). `own` are the file's rows from the user's key on (sorted by key), empty when
-/// the file has none of its key.
+/// A stored user's email that a row of another key claims, taken as given up because the
+/// user's own row gives another email. That row may still be skipped (its key given twice, its
+/// new email taken, a value it cannot hold): the user then keeps the email, and the claim is a
+/// conflict after all. The engine settles that once every bucket is surveyed
+/// ([`settle_releases`]), since the owner's row and the claim may be in different buckets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Release {
+    /// The lines of the owner's rows.
+    pub owner_rows: Vec<u64>,
+    /// The claiming row and the reason it is skipped if the owner keeps the email.
+    pub claim: (u64, String),
+}
+
+/// What a stored user's email means for the file's rows.
+enum EmailCheck {
+    /// No row of another key gives it (or the user owns none).
+    Free,
+    /// A row of another key gives it while the user keeps it: (row, reason).
+    Conflict((u64, String)),
+    /// A row of another key gives it, and the user's own row gives another email.
+    Released(Release),
+}
+
+/// Whether a stored user's email is claimed by a row of another key ([`EmailCheck`]). `own`
+/// are the file's rows from the user's key on (sorted by key), empty when the file has none of
+/// its key.
 fn email_conflict(
     ctx: &MergeSettings<'_>,
     file_emails: &FileEmails,
     user: StoredUser<'_>,
     own: &[PackedRow<'_>],
-) -> Result<Option<(u64, String)>> {
+) -> Result<EmailCheck> {
     let StoredUser { key: k, value: v } = user;
     // A soft-deleted user owns no email: a rehire under a new key may bring it back.
     if status_of(v) == STATUS_DELETED {
-        return Ok(None);
-    }
-    let own_rows = || own.iter().take_while(|r| r.key == k);
-    // A user whose own valid row gives an email either keeps it (then the file agrees) or
-    // gives it up: no conflict can come from its stored email.
-    if own_rows().any(|r| !r.present_only() && r.has_email()) {
-        return Ok(None);
+        return Ok(EmailCheck::Free);
     }
     let Some(email) = field_of(v, "email")? else {
-        return Ok(None);
+        return Ok(EmailCheck::Free);
     };
     let Some((owner, line)) = file_emails.get(fnv64(email.as_bytes())) else {
-        return Ok(None);
+        return Ok(EmailCheck::Free);
     };
     if owner == fnv64(k) {
-        return Ok(None);
-    }
-    // The stored user keeps this email unless its own row gives it another one.
-    let moves_away = match own_rows().next() {
-        Some(r) => !r.present_only() && row_email(ctx, r)?.is_some_and(|e| e != email),
-        None => false,
-    };
-    if moves_away {
-        return Ok(None);
+        return Ok(EmailCheck::Free);
     }
     let header = ctx
         .map
@@ -163,13 +179,47 @@ fn email_conflict(
         .and_then(|i| ctx.map.cols.get(i))
         .map(|c| c.header.as_str())
         .unwrap_or("email");
-    Ok(Some((
+    let claim = (
         line,
         format!(
             "row {line}: {header} {email:?} already belongs to user {:?}",
             String::from_utf8_lossy(k)
         ),
-    )))
+    );
+    let own_rows = || own.iter().take_while(|r| r.key == k);
+    // The user gives the email up when its own valid row gives another one (a row giving the
+    // same email would have clashed with the claim in the row pass).
+    let moves_away = match own_rows().next() {
+        Some(r) => !r.present_only() && row_email(ctx, r)?.is_some_and(|e| e != email),
+        None => false,
+    };
+    if moves_away || own_rows().any(|r| !r.present_only() && r.has_email()) {
+        let owner_rows = own_rows().map(|r| r.line).collect();
+        return Ok(EmailCheck::Released(Release { owner_rows, claim }));
+    }
+    Ok(EmailCheck::Conflict(claim))
+}
+
+/// Turns into conflicts the claims of [`Release`]s whose owner's row is skipped after all
+/// (`skipped`: every row skipped so far, which grows with them), until none is left: a chain
+/// (user 1 moves to an email user 3 keeps, user 2 takes user 1's) is followed to its end.
+pub fn settle_releases(
+    releases: &[Release],
+    skipped: &mut std::collections::HashSet<u64>,
+) -> Vec<(u64, String)> {
+    let mut found = Vec::new();
+    loop {
+        let before = found.len();
+        for r in releases {
+            let owner_kept = r.owner_rows.iter().any(|l| skipped.contains(l));
+            if owner_kept && skipped.insert(r.claim.0) {
+                found.push(r.claim.clone());
+            }
+        }
+        if found.len() == before {
+            return found;
+        }
+    }
 }
 
 /// The bucket's rows re-packed with the `compact` ones compacted, when any are.

@@ -322,6 +322,7 @@ pub fn queue_mail(
                 .to_string(),
             bytes: bytes.to_vec(),
         }),
+        archived_as: record.archived_as.clone(),
     };
     let queued = compose_report(&from, &tenant.notify, &summary)
         .map_err(anyhow::Error::from)

@@ -61,6 +61,9 @@ pub struct RunSummary {
     /// Plain sentences from the run (file-level problems, row reasons, the expected date, ...).
     pub messages: Vec<String>,
     pub attachment: Option<CsvAttachment>,
+    /// Where the file was archived in the tenant's folder (`processed/users.….csv`): a held
+    /// run's file is previewed from there.
+    pub archived_as: Option<String>,
 }
 
 /// Why a message could not be composed. These are configuration or caller mistakes; retrying
@@ -111,34 +114,11 @@ pub fn report_body(run: &RunSummary) -> String {
         );
     }
     out.push('\n');
-    out.push_str(status_explanation(status));
+    out.push_str(status_explanation(run));
     out.push_str("\n\n");
 
     if status != "missing" {
-        let c = &run.counts;
-        out.push_str("Counts:\n");
-        for line in [
-            count_line(
-                c.rows,
-                "row was read from the file",
-                "rows were read from the file",
-            ),
-            count_line(c.inserted, "user was added", "users were added"),
-            count_line(c.updated, "user was updated", "users were updated"),
-            count_line(c.unchanged, "user was unchanged", "users were unchanged"),
-            count_line(
-                c.deactivated,
-                "user was deactivated",
-                "users were deactivated",
-            ),
-            count_line(c.deleted, "user was deleted", "users were deleted"),
-            count_line(c.restored, "user was restored", "users were restored"),
-            count_line(c.skipped, "row was skipped", "rows were skipped"),
-            count_line(c.errors, "error was found", "errors were found"),
-        ] {
-            let _ = writeln!(out, "- {line}");
-        }
-        out.push('\n');
+        count_lines(&mut out, run);
     }
 
     if !run.messages.is_empty() {
@@ -185,9 +165,57 @@ pub fn report_body(run: &RunSummary) -> String {
     out
 }
 
-fn status_explanation(status: &str) -> &'static str {
-    match status {
+/// The counts of a run; a held run's users to deactivate or delete are those it would act on
+/// once approved (its record counts them, nothing was applied).
+fn count_lines(out: &mut String, run: &RunSummary) {
+    let c = &run.counts;
+    let held = run.status == "held";
+    let (deactivated, deleted) = if held {
+        (
+            (
+                "user would be deactivated once approved",
+                "users would be deactivated once approved",
+            ),
+            (
+                "user would be deleted once approved",
+                "users would be deleted once approved",
+            ),
+        )
+    } else {
+        (
+            ("user was deactivated", "users were deactivated"),
+            ("user was deleted", "users were deleted"),
+        )
+    };
+    out.push_str("Counts:\n");
+    for line in [
+        count_line(
+            c.rows,
+            "row was read from the file",
+            "rows were read from the file",
+        ),
+        count_line(c.inserted, "user was added", "users were added"),
+        count_line(c.updated, "user was updated", "users were updated"),
+        count_line(c.unchanged, "user was unchanged", "users were unchanged"),
+        count_line(c.deactivated, deactivated.0, deactivated.1),
+        count_line(c.deleted, deleted.0, deleted.1),
+        count_line(c.restored, "user was restored", "users were restored"),
+        count_line(c.skipped, "row was skipped", "rows were skipped"),
+        count_line(c.errors, "error was found", "errors were found"),
+    ] {
+        let _ = writeln!(out, "- {line}");
+    }
+    out.push('\n');
+}
+
+fn status_explanation(run: &RunSummary) -> &'static str {
+    match run.status.as_str() {
         "success" => "Every row was imported.",
+        // A run is partial for skipped rows, or for a column of the profile the file lacks.
+        "partial" if run.counts.skipped == 0 => {
+            "The file lacks a column the tenant's profile maps (the messages below name it); \
+             every row was applied without it."
+        }
         "partial" => "Some rows were skipped; every other row was applied.",
         "error" => "The file could not be imported. Nothing was changed.",
         "held" => {
@@ -210,10 +238,15 @@ fn next_step(run: &RunSummary, tenant: &str, file: &str) -> Option<String> {
                 .as_deref()
                 .map(clean_line)
                 .unwrap_or_else(|| "IMPORT_ID".to_string());
+            // The held file was moved out of the upload folder: preview the archived copy.
+            let kept = run
+                .archived_as
+                .as_deref()
+                .map_or_else(|| file.to_string(), clean_line);
             let mut s = format!(
-                "Check what the import would change with `roster preview {tenant} {file}`. If \
-                 that is what you intended, apply it with `roster approve {tenant} {id}`. If it \
-                 is not, upload a corrected file."
+                "Check what the import would change with `roster preview {tenant} FILE`, FILE \
+                 being {kept} in the tenant's folder. If that is what you intended, apply it \
+                 with `roster approve {tenant} {id}`. If it is not, upload a corrected file."
             );
             if run.import_id.is_none() {
                 let _ = write!(s, " The import id is shown by `roster history {tenant}`.");
@@ -228,6 +261,11 @@ fn next_step(run: &RunSummary, tenant: &str, file: &str) -> Option<String> {
         "error" => {
             Some("Fix the file as the messages above describe and upload it again.".to_string())
         }
+        "partial" if run.counts.skipped == 0 => Some(
+            "Add the missing column to the export, or take it out of the tenant's profile \
+             (`columns` in the config); the next upload then imports it."
+                .to_string(),
+        ),
         "partial" => Some(
             "Correct the skipped rows in your source system; they are imported with the next \
              upload."

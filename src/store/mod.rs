@@ -64,7 +64,9 @@ use std::sync::Arc;
 pub struct TenantState {
     /// Incremented by every commit that changes users; plans check it to detect races.
     pub version: u64,
-    /// sha256 of the last file whose import was applied (for `duplicate`).
+    /// What the last applied file was, for `duplicate`: its sha256 and, after a `:`, a digest of
+    /// the import settings it was applied under (`import::job::applied_digest`; a plain sha256
+    /// before 2026-11-30, which no file matches again).
     pub last_applied_sha256: Option<String>,
     /// Generation per bucket; 0 = the bucket is empty.
     pub gens: Vec<u64>,

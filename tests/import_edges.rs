@@ -1,0 +1,318 @@
+//! Edges of the import found by the third review of 2026-11-30 (design.md §5): lines joined by a
+//! quote that leave the header's cell count, an email released by a row that is skipped after
+//! all, a UTF-8 file with a few stray bytes, the same file under changed settings, the hold at
+//! exactly its limit, contradicting `active`/`deactivate` columns. Each test fails without its
+//! fix.
+//!
+//! Runs on sled, or on PostgreSQL with `ROSTER_TEST_STORE=postgres` (tests/support/store.rs).
+
+#[path = "support/store.rs"]
+mod test_store;
+
+use roster::config::{MatchBy, OnMissing, Tenant};
+use roster::import::{run_bytes, ImportOutcome, ImportStatus, RunOptions};
+use roster::model::UserStatus;
+use roster::store::Store;
+
+fn tenant(columns: &[(&str, &str)], match_by: MatchBy) -> Tenant {
+    Tenant::for_import("t", match_by, OnMissing::Deactivate, columns)
+}
+
+fn by_email() -> Tenant {
+    let columns = [
+        ("email", "E-mail"),
+        ("first_name", "First"),
+        ("last_name", "Last"),
+    ];
+    tenant(&columns, MatchBy::Email)
+}
+
+fn by_code() -> Tenant {
+    let columns = [
+        ("mapping_code", "Code"),
+        ("email", "E-mail"),
+        ("first_name", "First"),
+        ("last_name", "Last"),
+    ];
+    tenant(&columns, MatchBy::MappingCode)
+}
+
+fn run(store: &Store, t: &Tenant, bytes: &[u8]) -> ImportOutcome {
+    run_bytes(store, t, "u.csv", bytes, &RunOptions::default()).expect("run")
+}
+
+fn status(store: &Store, key: &str) -> UserStatus {
+    store.user("t", key).unwrap().expect(key).status
+}
+
+const FOUR: &str = "E-mail,First,Last\na@x.example,Ann,Able\nb@x.example,Bob,Baker\nc@x.example,Cy,Cole\nd@x.example,Di,Dunn\n";
+
+#[test]
+fn a_quote_opened_in_the_last_column_skips_its_row_and_deactivates_nobody() {
+    let (store, _d) = test_store::temp_store();
+    let t = by_email();
+    run(&store, &t, FOUR.as_bytes());
+    // Cy's quote is never closed: Di's line joins Cy's last name, and the record still has
+    // three cells.
+    let bad = FOUR.replace("c@x.example,Cy,Cole", "c@x.example,Cy,\"Cole");
+    let o = run(&store, &t, bad.as_bytes());
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Partial,
+        "{:?}",
+        o.record.messages
+    );
+    assert_eq!(o.record.counts.deactivated, 0);
+    let messages = o.record.messages.join("\n");
+    assert!(messages.contains("check the quotes"), "{messages}");
+    assert!(messages.contains("nobody was deactivated"), "{messages}");
+    for key in ["a@x.example", "b@x.example", "c@x.example", "d@x.example"] {
+        assert_eq!(status(&store, key), UserStatus::Active, "{key}");
+    }
+    let cy = store.user("t", "c@x.example").unwrap().unwrap();
+    assert_eq!(cy.last_name.as_deref(), Some("Cole"));
+    // Opened in the first data row, it joins every line: nothing is imported.
+    let all = FOUR.replace("a@x.example,Ann,Able", "a@x.example,Ann,\"Able");
+    let o = run(&store, &t, all.as_bytes());
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Error,
+        "{:?}",
+        o.record.messages
+    );
+    assert_eq!(status(&store, "d@x.example"), UserStatus::Active);
+}
+
+#[test]
+fn a_quote_closed_by_a_later_quote_skips_the_joined_row() {
+    let (store, _d) = test_store::temp_store();
+    let t = by_email();
+    run(&store, &t, FOUR.as_bytes());
+    // The quote opened in Bob's last name is closed by the one after Cy's: one record of
+    // three cells holding two lines.
+    let bad = FOUR
+        .replace("Bob,Baker", "Bob,\"Baker")
+        .replace("Cy,Cole", "Cy,Cole\"");
+    let o = run(&store, &t, bad.as_bytes());
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Partial,
+        "{:?}",
+        o.record.messages
+    );
+    assert_eq!(o.record.counts.deactivated, 0);
+    assert_eq!(status(&store, "c@x.example"), UserStatus::Active);
+    let bob = store.user("t", "b@x.example").unwrap().unwrap();
+    assert_eq!(bob.last_name.as_deref(), Some("Baker"));
+}
+
+#[test]
+fn a_multi_line_cell_without_the_delimiter_is_still_one_good_row() {
+    let (store, _d) = test_store::temp_store();
+    let t = by_email();
+    let file = "E-mail,First,Last\na@x.example,Ann,\"Able\nSmith\"\n";
+    let o = run(&store, &t, file.as_bytes());
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Success,
+        "{:?}",
+        o.record.messages
+    );
+}
+
+const CODES: &str = "Code,E-mail,First,Last\n";
+
+fn codes(rows: &[&str]) -> Vec<u8> {
+    let mut s = CODES.to_string();
+    for r in rows {
+        s.push_str(r);
+        s.push('\n');
+    }
+    s.into_bytes()
+}
+
+/// No two users that are not deleted have the same email.
+fn emails_are_unique(store: &Store) {
+    let mut seen = std::collections::BTreeMap::new();
+    for u in store.users("t", None).unwrap() {
+        if let (Some(e), false) = (&u.email, u.status == UserStatus::Deleted) {
+            assert!(seen.insert(e.clone(), u.key.clone()).is_none(), "{e} twice");
+        }
+    }
+}
+
+#[test]
+fn an_owner_whose_rows_are_skipped_keeps_its_email() {
+    let (store, _d) = test_store::temp_store();
+    let t = by_code();
+    run(
+        &store,
+        &t,
+        &codes(&[
+            "1,y@x.example,A,A",
+            "2,x@x.example,B,B",
+            "3,z@x.example,C,C",
+        ]),
+    );
+    // User 1 is given twice (both rows skipped), so it keeps y@; user 3 asks for y@.
+    let file = codes(&[
+        "1,q@x.example,A,A",
+        "1,q@x.example,A,A",
+        "2,x@x.example,B,B",
+        "3,y@x.example,C,C",
+    ]);
+    let o = run(&store, &t, &file);
+    let messages = o.record.messages.join("\n");
+    assert!(
+        messages.contains("already belongs to user \"1\""),
+        "{messages}"
+    );
+    emails_are_unique(&store);
+    let three = store.user("t", "3").unwrap().unwrap();
+    assert_eq!(three.email.as_deref(), Some("z@x.example"));
+}
+
+#[test]
+fn a_chain_of_email_moves_stops_where_a_row_is_skipped() {
+    let (store, _d) = test_store::temp_store();
+    let t = by_code();
+    run(
+        &store,
+        &t,
+        &codes(&[
+            "1,x@x.example,A,A",
+            "2,y@x.example,B,B",
+            "3,z@x.example,C,C",
+        ]),
+    );
+    // 1 moves to z@, which 3 keeps: row 1 is skipped, so 1 keeps x@ and 2 cannot take it.
+    let file = codes(&[
+        "1,z@x.example,A,A",
+        "2,x@x.example,B,B",
+        "3,z@x.example,C,C",
+    ]);
+    let o = run(&store, &t, &file);
+    let report = String::from_utf8(o.report_csv.expect("a report")).unwrap();
+    assert!(
+        report.contains("already belongs to user \"\"1\"\""),
+        "{report}"
+    );
+    emails_are_unique(&store);
+    let one = store.user("t", "1").unwrap().unwrap();
+    assert_eq!(one.email.as_deref(), Some("x@x.example"));
+    // A plain swap still works.
+    let swap = codes(&[
+        "1,y@x.example,A,A",
+        "2,x@x.example,B,B",
+        "3,z@x.example,C,C",
+    ]);
+    assert_eq!(run(&store, &t, &swap).record.status, ImportStatus::Success);
+    emails_are_unique(&store);
+}
+
+#[test]
+fn a_utf8_file_with_a_few_stray_bytes_is_refused() {
+    let (store, _d) = test_store::temp_store();
+    let t = by_email();
+    // Two names written as UTF-8 (č is C4 8D: 0x8D is not a Windows-1252 character), then
+    // more bytes of Windows-1252 than UTF-8 letters.
+    let mut file = "E-mail,First,Last\na@x.example,Ann,Müller\nb@x.example,Bob,Kovačić\n"
+        .as_bytes()
+        .to_vec();
+    file.extend_from_slice(b"c@x.example,Zo\xeb,\xc7a\nd@x.example,\xc9lan,F\xe9e\n");
+    let o = run(&store, &t, &file);
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Error,
+        "{:?}",
+        o.record.messages
+    );
+    assert!(
+        o.record.messages[0].contains("mixes text encodings"),
+        "{:?}",
+        o.record.messages
+    );
+    assert!(store.users("t", None).unwrap().is_empty());
+}
+
+#[test]
+fn the_same_file_under_changed_settings_is_imported_again() {
+    let (store, _d) = test_store::temp_store();
+    let mut t = by_email();
+    t.import
+        .columns
+        .insert("custom.cc".into(), "Cost Centre".into());
+    let file = b"E-mail,First,Last,CostCentre\na@x.example,Ann,Able,CC1\n";
+    let o = run(&store, &t, file);
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Partial,
+        "{:?}",
+        o.record.messages
+    );
+    assert_eq!(run(&store, &t, file).record.status, ImportStatus::Duplicate);
+    // The operator fixes the mapping: the same bytes are applied with it.
+    t.import
+        .columns
+        .insert("custom.cc".into(), "CostCentre".into());
+    let o = run(&store, &t, file);
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Success,
+        "{:?}",
+        o.record.messages
+    );
+    let ann = store.user("t", "a@x.example").unwrap().unwrap();
+    assert_eq!(ann.attributes.get("cc").map(String::as_str), Some("CC1"));
+    assert_eq!(run(&store, &t, file).record.status, ImportStatus::Duplicate);
+}
+
+#[test]
+fn missing_users_exactly_at_the_limit_are_not_held() {
+    let (store, _d) = test_store::temp_store();
+    let mut t = by_email();
+    t.import.max_missing_percent = 29.0;
+    let rows = |n: usize| {
+        let mut s = "E-mail,First,Last\n".to_string();
+        for i in 0..n {
+            s.push_str(&format!("u{i}@x.example,F,L\n"));
+        }
+        s.into_bytes()
+    };
+    run(&store, &t, &rows(100));
+    // 29 of 100 missing is not more than 29 %.
+    let o = run(&store, &t, &rows(71));
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Success,
+        "{:?}",
+        o.record.messages
+    );
+    assert_eq!(o.record.counts.deactivated, 29);
+}
+
+#[test]
+fn contradicting_active_and_deactivate_columns_skip_the_row() {
+    let (store, _d) = test_store::temp_store();
+    let columns = [
+        ("email", "E-mail"),
+        ("first_name", "First"),
+        ("last_name", "Last"),
+        ("active", "Active"),
+        ("deactivate", "Leaver"),
+    ];
+    let t = tenant(&columns, MatchBy::Email);
+    let file =
+        b"E-mail,First,Last,Active,Leaver\na@x.example,Ann,Able,0,no\nb@x.example,Bob,Baker,1,no\n";
+    let o = run(&store, &t, file);
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Partial,
+        "{:?}",
+        o.record.messages
+    );
+    let messages = o.record.messages.join("\n");
+    assert!(messages.contains("contradicts"), "{messages}");
+    assert!(store.user("t", "a@x.example").unwrap().is_none());
+    assert_eq!(status(&store, "b@x.example"), UserStatus::Active);
+}
