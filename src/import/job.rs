@@ -61,9 +61,10 @@ pub struct Done {
 
 /// What the tenant state keeps of an applied file to tell a `duplicate` (design §5.7): the
 /// file's sha256 and a digest of the settings that decide what its rows become (columns, match
-/// key, reading, normalising, `on_missing`, reference lists). The same bytes under changed
-/// settings are imported again: an operator who fixed a mapping after a `partial` run needs
-/// the same file applied with it (review of 2026-11-30, third round).
+/// key, normalising, `on_missing`, reference lists). The same bytes under changed settings are
+/// imported again: an operator who fixed a mapping after a `partial` run needs the same file
+/// applied with it (review of 2026-11-30, third round). How the bytes are read (`delimiter`,
+/// `encoding`) is left out: approving a held run reads its kept copy with settings of its own.
 pub fn applied_digest(job: &Job<'_>, file_sha256: &str) -> String {
     use sha2::{Digest, Sha256};
     let p = &job.tenant.import;
@@ -75,12 +76,13 @@ pub fn applied_digest(job: &Job<'_>, file_sha256: &str) -> String {
             p.empty_cells,
             p.activate,
         ),
-        (p.delimiter, p.encoding, &p.languages, p.name_case),
         (
+            &p.languages,
+            p.name_case,
             &p.list_separator,
             p.unknown_reference,
-            &job.tenant.reference,
         ),
+        &job.tenant.reference,
     ))
     // Serialising plain config values cannot fail; were it to, every file counts as new.
     .unwrap_or_default();
