@@ -167,8 +167,8 @@ fn watch_folders(intake: &Intake) {
         let intake = task;
         loop {
             match current {
-                Ok(w) => {
-                    let failure = follow_events(&intake, &w.tenants, w.events).await;
+                Ok(mut w) => {
+                    let failure = follow_events(&intake, &w.tenants, &mut w.watcher, w.events).await;
                     drop(w.watcher);
                     tracing::error!("folder watcher failed ({failure}); watching again and rescanning every tenant folder");
                 }
@@ -198,8 +198,27 @@ fn start_watcher(
     };
     let config = notify::Config::default().with_follow_symlinks(false);
     let mut watcher: notify::RecommendedWatcher = notify::Watcher::new(handler, config)?;
-    notify::Watcher::watch(&mut watcher, tenants, notify::RecursiveMode::Recursive)?;
+    notify::Watcher::watch(&mut watcher, tenants, notify::RecursiveMode::NonRecursive)?;
+    for entry in std::fs::read_dir(tenants).map_err(notify::Error::io)? {
+        let entry = entry.map_err(notify::Error::io)?;
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            watch_tenant(&mut watcher, &entry.path());
+        }
+    }
     Ok(watcher)
+}
+
+/// Watches one tenant folder, not the folders in it: only files directly in a tenant's folder
+/// are imported, and a watch per sub-folder would let a tenant use up the server's inotify
+/// watches with MKDIR (review of 2026-11-30, third round: about 190,000 folders stopped every
+/// tenant's pickup). A folder gone meanwhile is not an error; one that cannot be watched is
+/// logged, and its files are still found by the rescans.
+fn watch_tenant(watcher: &mut notify::RecommendedWatcher, dir: &Path) {
+    if let Err(e) = notify::Watcher::watch(watcher, dir, notify::RecursiveMode::NonRecursive) {
+        if dir.is_dir() {
+            tracing::warn!(folder = %dir.display(), "cannot watch a tenant folder ({e}); its files are found by rescans");
+        }
+    }
 }
 
 /// Requests every qualifying file of every tenant that imports on upload.
@@ -227,6 +246,7 @@ fn folder_identity(path: &Path) -> Option<(u64, u64)> {
 async fn follow_events(
     intake: &Intake,
     tenants: &Path,
+    watcher: &mut notify::RecommendedWatcher,
     mut rx: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
 ) -> String {
     let watched = folder_identity(tenants);
@@ -248,6 +268,26 @@ async fn follow_events(
         };
         if ev.need_rescan() {
             tracing::warn!("folder watcher overflowed; rescanning every tenant folder");
+            rescan(intake);
+            continue;
+        }
+        // A tenant folder that appeared (a tenant added, a folder moved in) is watched from
+        // now on, and what was copied into it before that is found by a rescan.
+        let new_tenant = ev
+            .paths
+            .iter()
+            .filter(|p| p.parent() == Some(tenants))
+            .any(|p| {
+                let appeared = matches!(
+                    ev.kind,
+                    EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))
+                );
+                appeared && p.symlink_metadata().is_ok_and(|m| m.is_dir())
+            });
+        if new_tenant {
+            for p in ev.paths.iter().filter(|p| p.parent() == Some(tenants)) {
+                watch_tenant(watcher, p);
+            }
             rescan(intake);
             continue;
         }
