@@ -8,7 +8,8 @@
 //!
 //! For the rows, data enters as a second streaming pass over the same file (same encoding and
 //! delimiter) and the skip reasons by row number; it leaves as bytes: the report CSV (a `row`
-//! column, the original columns, a `reason` column; same delimiter; UTF-8 with BOM; cells
+//! column, the original columns, a `reason` column; a row with more cells than the header has
+//! them all before its reason; same delimiter; UTF-8 with BOM; cells
 //! starting with `= + - @`, TAB or CR prefixed with `'` (OWASP's list); password cells blank)
 //! and, when the file has a password column, the whole file re-written with that column blank
 //! (UTF-8, same delimiter, blank lines kept). Rows are numbered as the row pass numbers them
@@ -113,8 +114,10 @@ fn report_full(w: &csv::Writer<Vec<u8>>, read: u64) -> bool {
     w.get_ref().len() as u64 > read.saturating_mul(2) + REPORT_SLACK
 }
 
-/// Writes one report row: `first`, then `width` cells (None, or missing: blank; each cut to
-/// `MAX_CELL_BYTES` and made formula-safe), then `last` (made formula-safe).
+/// Writes one report row: `first`, then the cells (None: blank; each cut to `MAX_CELL_BYTES`
+/// and made formula-safe), blank ones up to `width` when fewer, then `last` (made
+/// formula-safe). A row with more cells than the header keeps them all (the writer is
+/// flexible): the cells that do not fit are what the tenant has to fix.
 fn report_row<'c>(
     w: &mut csv::Writer<Vec<u8>>,
     first: &[u8],
@@ -122,18 +125,18 @@ fn report_row<'c>(
     cells: impl Iterator<Item = Option<&'c [u8]>>,
     last: &[u8],
 ) -> Result<()> {
-    let mut out = csv::ByteRecord::new();
-    out.push_field(first);
+    // Field by field: a row of a million cells is not copied into a record first.
+    w.write_field(first)?;
     let mut n = 0;
-    for c in cells.take(width) {
-        out.push_field(&safe_cell(&cut_bytes(c.unwrap_or(b""), MAX_CELL_BYTES)));
+    for c in cells {
+        w.write_field(safe_cell(&cut_bytes(c.unwrap_or(b""), MAX_CELL_BYTES)))?;
         n += 1;
     }
     for _ in n..width {
-        out.push_field(b"");
+        w.write_field(b"")?;
     }
-    out.push_field(&safe_cell(last));
-    w.write_byte_record(&out)?;
+    w.write_field(safe_cell(last))?;
+    w.write_record(None::<&[u8]>)?;
     Ok(())
 }
 
@@ -343,7 +346,8 @@ impl<'w> Second<'w> {
                 self.left_out += 1;
                 return Ok(());
             }
-            let cells = (0..width).map(|i| (!blank(i)).then(|| rec.get(i).unwrap_or(b"")));
+            let cells =
+                (0..rec.len().max(width)).map(|i| (!blank(i)).then(|| rec.get(i).unwrap_or(b"")));
             let reason = cut(reason, MAX_MESSAGE_CHARS);
             report_row(
                 w,
@@ -488,6 +492,33 @@ mod tests {
         assert_eq!(copy.as_deref(), Some(&b"\na;pw\n1;\n\n\"x\ry\";\n"[..]));
         let report = report.unwrap();
         assert_eq!(&report[3..], b"row;a;pw;reason\n5;\"x\ry\";;row 5: bad\n");
+    }
+
+    /// Review s14, finding 11: the report of a row with too many cells dropped the cells
+    /// past the header's width, which are what the tenant has to fix.
+    #[test]
+    fn report_keeps_the_cells_past_the_header() {
+        let skips = HashMap::from([
+            (2, "row 2: has 5 cells".to_string()),
+            (3, "row 3: has 1 cells".to_string()),
+        ]);
+        let want = Want {
+            skips: &skips,
+            password_col: None,
+            password_header: None,
+            keep_col: None,
+            keep_mapped: &[],
+        };
+        let long = "x".repeat(MAX_CELL_BYTES + 10);
+        let text = format!("a,b,c\n1,2,3,=4,{long}\n9\n");
+        let (report, _) = write(Input::Bytes(text.as_bytes()), Enc::Utf8, b',', &want).unwrap();
+        let report = String::from_utf8(report.unwrap()).unwrap();
+        let cut = cut_bytes(long.as_bytes(), MAX_CELL_BYTES);
+        let want = format!(
+            "\u{feff}row,a,b,c,reason\n2,1,2,3,'=4,{},row 2: has 5 cells\n3,9,,,row 3: has 1 cells\n",
+            String::from_utf8_lossy(&cut)
+        );
+        assert_eq!(report, want);
     }
 
     #[test]
