@@ -19,21 +19,19 @@ use std::io::{self, Read};
 /// Line breaks in `bytes` (CR, LF, CRLF counted once), given whether the byte before them was
 /// a CR; and whether their last byte is a CR.
 fn count_breaks(bytes: &[u8], after_cr: bool) -> (u64, bool) {
-    let Some(&last) = bytes.last() else {
+    let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
         return (0, after_cr);
     };
-    let lf = bytes.iter().filter(|&&b| b == b'\n').count();
-    let cr = bytes.iter().filter(|&&b| b == b'\r').count();
-    let crlf = if cr == 0 {
-        0
+    let n = if !after_cr && !bytes.contains(&b'\r') {
+        bytes.iter().filter(|&&b| b == b'\n').count() as u64
     } else {
-        let next = bytes.iter().skip(1);
-        next.zip(bytes)
-            .filter(|&(&b, &a)| a == b'\r' && b == b'\n')
-            .count()
+        // A CR, or an LF not right after a CR, ends a line.
+        let ends = |b: u8, before: u8| u64::from(b == b'\r' || (b == b'\n' && before != b'\r'));
+        let before_first = if after_cr { b'\r' } else { 0 };
+        let rest = bytes.iter().skip(1).zip(bytes);
+        ends(first, before_first) + rest.map(|(&b, &a)| ends(b, a)).sum::<u64>()
     };
-    let joined = usize::from(after_cr && bytes[0] == b'\n');
-    ((lf + cr - crlf - joined) as u64, last == b'\r')
+    (n, last == b'\r')
 }
 
 /// Line breaks inside the cells of a record (each cell on its own: a cell ending in CR and the
