@@ -28,6 +28,7 @@ use super::read::{self, Enc, Layout, Scan};
 use super::record::{RowFingerprint, RowSeal};
 use super::report;
 use super::row_pass::{self, FileEmails};
+use super::rownum::RowReader;
 use super::spill::BucketRows;
 use super::survey::settle_releases;
 use crate::config::{MatchBy, OnMissing};
@@ -213,7 +214,7 @@ fn check_duplicate(
 
 /// The file decoded, its header read and mapped to fields, ready for the row pass.
 struct Header<'a> {
-    reader: csv::Reader<Box<dyn Read + 'a>>,
+    reader: RowReader<Box<dyn Read + 'a>>,
     layout: Layout<'a>,
     map: Mapping,
 }
@@ -225,15 +226,15 @@ fn map_header<'a>(job: &Job<'a>, rec: &mut ImportRecord, enc: Enc) -> Phase<Head
     let (text, delim) =
         read::with_delimiter(read::text(job.input, enc)?, job.tenant.import.delimiter)?;
     rec.delimiter = read::delimiter_name(delim);
-    let mut reader = read::csv_reader(text, delim);
+    let mut reader = RowReader::new(text, delim);
     let mut first = csv::ByteRecord::new();
     let header_ok = reader
-        .read_byte_record(&mut first)
+        .read_row(&mut first)
         .context("cannot read the header row");
     let reached = report::Reached::Text(enc, delim);
     match header_ok {
-        Ok(true) => {}
-        Ok(false) => return Ok(Break(fail(job, rec, "the file is empty".into(), reached))),
+        Ok(Some(_)) => {}
+        Ok(None) => return Ok(Break(fail(job, rec, "the file is empty".into(), reached))),
         Err(e) => return Ok(Break(fail(job, rec, format!("{e:#}"), reached))),
     }
     let headers: Vec<String> = first.iter().map(bounds::header_text).collect();

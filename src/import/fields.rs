@@ -229,10 +229,12 @@ fn email_cow(t: &str) -> Result<Cow<'_, str>, Problem> {
 }
 
 fn name_cow(t: &str, case: NameCase) -> Cow<'_, str> {
-    // One look at the bytes: no tab, line break, U+0080..U+00BF lead byte (NBSP) or double space.
+    // One look at the bytes: only ASCII, no whitespace but single spaces (tab, line feed,
+    // vertical tab, form feed, CR). Any non-ASCII byte takes the slow path: Unicode has
+    // whitespace in several blocks (NBSP, EM SPACE, the ideographic space, …).
     let mut prev_space = false;
     let plain = t.bytes().all(|b| {
-        let bad = matches!(b, b'\t' | b'\n' | b'\r' | 0xC2) || (prev_space && b == b' ');
+        let bad = b >= 0x80 || matches!(b, b'\t'..=b'\r') || (prev_space && b == b' ');
         prev_space = b == b' ';
         !bad
     });
@@ -417,6 +419,35 @@ mod tests {
         assert!(plain_email("first.last@x.example"));
         assert!(!plain_email("a@b"));
         assert!(!plain_email("a..b@x.example"));
+    }
+
+    /// Review s14, finding 12: inner Unicode whitespace other than NBSP (EM SPACE, the
+    /// ideographic space, …) took the fast path and was kept as written.
+    #[test]
+    fn names_collapse_any_inner_whitespace() {
+        for t in [
+            "Ana\u{2003}Marija",
+            "Ana \u{2003}Marija",
+            "Ana\u{a0}\u{a0}Marija",
+            "Ana\u{3000}Marija",
+            "Ana\u{202f}Marija",
+            "Ana\u{b}Marija",
+            "Ana\u{c}\u{c}Marija",
+            "Ana\tMarija",
+            "Ana  Marija",
+        ] {
+            assert_eq!(name_cow(t, NameCase::AsIs), "Ana Marija", "{t:?}");
+        }
+        // The fast path keeps plain ASCII names borrowed.
+        assert!(matches!(
+            name_cow("Ana Marija", NameCase::AsIs),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(name_cow("Željka Ćorić", NameCase::AsIs), "Željka Ćorić");
+        assert_eq!(
+            name_cow("ana\u{2003}ćorić", NameCase::Capitalize),
+            "Ana Ćorić"
+        );
     }
 
     #[test]

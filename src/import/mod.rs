@@ -12,6 +12,7 @@
 //! - `job`: what a run is asked to do (a `Job`) and what it gives back (a `Done`).
 //! - `engine`: the run as phases, from the scan to the hold decision; which phase ends it.
 //! - `read`: scan (sha256, size, encoding), decoding, delimiter guess, the csv reader.
+//! - `rownum`: the csv reader that numbers rows, the one rule for every pass over a file.
 //! - `mapping`: the header row → which column is which field.
 //! - `row_pass`: the parallel pass over the rows: check, pack into the run's bucket rows.
 //! - `record`: one CSV record → a validated row, packed; packed rows read back.
@@ -30,8 +31,11 @@
 //! head of a file as a run would, for the console's column mapping helper.
 //!
 //! Decisions where the contract is silent:
-//! - Row numbers count the header as row 1, so the first data row is row 2 (as a spreadsheet
-//!   shows it). Lines whose cells are all empty are not counted as rows.
+//! - Rows are numbered as a spreadsheet shows them (`rownum`): the header is row 1 when it is
+//!   the first line, so the first data row is row 2; a blank line is a row; a record whose
+//!   quoted cell spans several lines is one row; LF, CRLF and CR alone each end a line. Blank
+//!   lines and lines whose cells are all empty keep their numbers but are not data rows (not
+//!   imported, counted or reported).
 //! - A file in which no row can be imported (every row skipped) is an `error`: nothing is
 //!   applied, not even `on_missing`.
 //! - Two rows with different keys and the same email: both are skipped. A row whose email
@@ -61,6 +65,7 @@ mod record;
 mod report;
 mod restore;
 mod row_pass;
+mod rownum;
 // The console's column mapping helper (h-console-users).
 pub mod sample;
 mod spill;

@@ -403,8 +403,9 @@ fn counts_per_line(head: &[u8], d: u8, max_lines: usize) -> Vec<usize> {
 }
 
 /// A csv reader over UTF-8 text: no header handling (the engine maps headers itself), rows may
-/// differ in length (the engine reports it).
-pub fn csv_reader<'a>(r: Box<dyn Read + 'a>, delim: u8) -> csv::Reader<Box<dyn Read + 'a>> {
+/// differ in length (the engine reports it). A run reads through [`super::rownum::RowReader`],
+/// which numbers the rows.
+pub fn csv_reader<R: Read>(r: R, delim: u8) -> csv::Reader<R> {
     csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)

@@ -8,10 +8,13 @@
 //!
 //! For the rows, data enters as a second streaming pass over the same file (same encoding and
 //! delimiter) and the skip reasons by row number; it leaves as bytes: the report CSV (a `row`
-//! column, the original columns, a `reason` column; same delimiter; UTF-8 with BOM; cells
+//! column, the original columns, a `reason` column; a row with more cells than the header has
+//! them all before its reason; same delimiter; UTF-8 with BOM; cells
 //! starting with `= + - @`, TAB or CR prefixed with `'` (OWASP's list); password cells blank)
 //! and, when the file has a password column, the whole file re-written with that column blank
-//! (UTF-8, same delimiter).
+//! (UTF-8, same delimiter, blank lines kept). Rows are numbered as the row pass numbers them
+//! (`rownum`); the copy keeps the blank lines so that it numbers its rows as the file does (a
+//! held run keeps it, `approve` reads it again, and the run's passwords are kept by row).
 //!
 //! The archive copy of a run that ends early ([`archive_early`]; also of a file the intake
 //! refuses unread by `only_today`, [`unread_copy`]) is a decision where the contract is silent
@@ -40,9 +43,11 @@
 
 use super::bounds::{cut, cut_bytes, MAX_CELL_BYTES, MAX_MESSAGE_CHARS};
 use super::read::{self, Enc, Input};
+use super::rownum::RowReader;
 use super::{ImportRecord, ImportStatus};
 use crate::config::Tenant;
 use anyhow::{Context, Result};
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -109,8 +114,10 @@ fn report_full(w: &csv::Writer<Vec<u8>>, read: u64) -> bool {
     w.get_ref().len() as u64 > read.saturating_mul(2) + REPORT_SLACK
 }
 
-/// Writes one report row: `first`, then `width` cells (None, or missing: blank; each cut to
-/// `MAX_CELL_BYTES` and made formula-safe), then `last` (made formula-safe).
+/// Writes one report row: `first`, then the cells (None: blank; each cut to `MAX_CELL_BYTES`
+/// and made formula-safe), blank ones up to `width` when fewer, then `last` (made
+/// formula-safe). A row with more cells than the header keeps them all (the writer is
+/// flexible): the cells that do not fit are what the tenant has to fix.
 fn report_row<'c>(
     w: &mut csv::Writer<Vec<u8>>,
     first: &[u8],
@@ -118,18 +125,18 @@ fn report_row<'c>(
     cells: impl Iterator<Item = Option<&'c [u8]>>,
     last: &[u8],
 ) -> Result<()> {
-    let mut out = csv::ByteRecord::new();
-    out.push_field(first);
+    // Field by field: a row of a million cells is not copied into a record first.
+    w.write_field(first)?;
     let mut n = 0;
-    for c in cells.take(width) {
-        out.push_field(&safe_cell(&cut_bytes(c.unwrap_or(b""), MAX_CELL_BYTES)));
+    for c in cells {
+        w.write_field(safe_cell(&cut_bytes(c.unwrap_or(b""), MAX_CELL_BYTES)))?;
         n += 1;
     }
     for _ in n..width {
-        out.push_field(b"");
+        w.write_field(b"")?;
     }
-    out.push_field(&safe_cell(last));
-    w.write_byte_record(&out)?;
+    w.write_field(safe_cell(last))?;
+    w.write_record(None::<&[u8]>)?;
     Ok(())
 }
 
@@ -225,101 +232,187 @@ pub fn for_failed_run(record: &ImportRecord) -> Option<Vec<u8>> {
 /// (failure report, archive copy).
 pub type ReportAndArchive = (Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// Runs the second pass; returns (report, archive copy).
-pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<ReportAndArchive> {
-    if want.skips.is_empty() && want.password_col.is_none() && want.password_header.is_none() {
-        return Ok((None, None));
+/// The archive copy's bytes: the sink of its `csv` writer, which blank lines are also written
+/// to (see [`blank_lines`]).
+#[derive(Default)]
+struct Sink(RefCell<Vec<u8>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.get_mut().extend_from_slice(buf);
+        Ok(buf.len())
     }
-    let text = read::text(input, enc)?;
-    let mut rdr = read::csv_reader(text, delim);
-    let builder = || {
-        let mut b = csv::WriterBuilder::new();
-        b.delimiter(delim).flexible(true);
-        b
-    };
-    let mut report = (!want.skips.is_empty()).then(|| builder().from_writer(BOM.to_vec()));
-    let archive_start = if matches!(enc, Enc::Utf8) {
-        Vec::new()
-    } else {
-        BOM.to_vec()
-    };
-    let mut col = want.password_col;
-    let keep_col = want.keep_col;
-    let mut archive = (col.is_some() || want.password_header.is_some())
-        .then(|| builder().from_writer(archive_start));
-    let mut rec = csv::ByteRecord::new();
-    let mut width = 0;
-    let mut line = 0u64;
-    let mut left_out = 0u64;
-    while rdr
-        .read_byte_record(&mut rec)
-        .context("cannot read the file a second time")?
-    {
-        line += 1;
-        if line == 1 {
-            width = rec.len();
-            if let (None, Some(h)) = (col, want.password_header) {
-                col = rec.iter().position(|c| same_header(c, h));
-                if col.is_none() {
-                    archive = None;
-                }
-            }
-            if let Some(w) = report.as_mut() {
-                let cells = rec.iter().map(Some);
-                report_row(w, b"row", width, cells, b"reason")?;
-            }
-            if let Some(w) = archive.as_mut() {
-                w.write_byte_record(&rec)?;
-            }
-            // The header line can be as large as the file: do not keep its buffer for the rows.
-            rec = csv::ByteRecord::new();
-            continue;
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes `n` blank lines to the archive copy (a `csv` writer cannot: it writes `""`), so the
+/// copy numbers its rows as the file does: `approve` numbers a held run's kept copy again, and
+/// the run's passwords are kept by row.
+fn blank_lines(w: &mut csv::Writer<Sink>, n: u64) -> Result<()> {
+    if n > 0 {
+        w.flush()?;
+        let mut bytes = w.get_ref().0.borrow_mut();
+        bytes.extend(std::iter::repeat_n(b'\n', usize::try_from(n)?));
+    }
+    Ok(())
+}
+
+/// The second pass as it goes: its outputs and what the header row told.
+struct Second<'w> {
+    want: &'w Want<'w>,
+    delim: u8,
+    report: Option<csv::Writer<Vec<u8>>>,
+    archive: Option<csv::Writer<Sink>>,
+    /// File column of the password (found in the header row when given by its header).
+    col: Option<usize>,
+    /// Cells in the header row.
+    width: usize,
+    /// Row number of the record before (0 before the header).
+    last_row: u64,
+    /// Skipped rows left out of the report to bound it.
+    left_out: u64,
+}
+
+impl<'w> Second<'w> {
+    fn new(want: &'w Want<'w>, enc: Enc, delim: u8) -> Self {
+        let builder = || {
+            let mut b = csv::WriterBuilder::new();
+            b.delimiter(delim).flexible(true);
+            b
+        };
+        let report = (!want.skips.is_empty()).then(|| builder().from_writer(BOM.to_vec()));
+        let archive_start = if matches!(enc, Enc::Utf8) {
+            Vec::new()
+        } else {
+            BOM.to_vec()
+        };
+        let archive = (want.password_col.is_some() || want.password_header.is_some())
+            .then(|| builder().from_writer(Sink(RefCell::new(archive_start))));
+        Second {
+            want,
+            delim,
+            report,
+            archive,
+            col: want.password_col,
+            width: 0,
+            last_row: 0,
+            left_out: 0,
         }
+    }
+
+    /// The header row (row `row`: blank lines may come before it).
+    fn header(&mut self, row: u64, rec: &csv::ByteRecord) -> Result<()> {
+        self.width = rec.len();
+        if let (None, Some(h)) = (self.col, self.want.password_header) {
+            self.col = rec.iter().position(|c| same_header(c, h));
+            if self.col.is_none() {
+                self.archive = None;
+            }
+        }
+        if let Some(w) = self.report.as_mut() {
+            let cells = rec.iter().map(Some);
+            report_row(w, b"row", self.width, cells, b"reason")?;
+        }
+        if let Some(w) = self.archive.as_mut() {
+            blank_lines(w, row.saturating_sub(1))?;
+            w.write_byte_record(rec)?;
+        }
+        self.last_row = row;
+        Ok(())
+    }
+
+    /// A row after the header, the file read up to byte `read`.
+    fn row(&mut self, row: u64, rec: &csv::ByteRecord, read: u64) -> Result<()> {
+        let (want, col, width) = (self.want, self.col, self.width);
         // Every cell of a row that does not line up with the header, or the password cell.
-        let all = col.is_some() && (rec.len() != width || rec.iter().any(|c| joined(c, delim)));
+        let all =
+            col.is_some() && (rec.len() != width || rec.iter().any(|c| joined(c, self.delim)));
         let mapped_kept = |i: usize| rec.len() == width && want.keep_mapped.contains(&i);
-        let blank = |i: usize| (all && keep_col != Some(i) && !mapped_kept(i)) || col == Some(i);
-        if let Some(w) = archive.as_mut() {
+        let blank =
+            |i: usize| (all && want.keep_col != Some(i) && !mapped_kept(i)) || col == Some(i);
+        if let Some(w) = self.archive.as_mut() {
+            blank_lines(w, row.saturating_sub(self.last_row + 1))?;
             let mut out = csv::ByteRecord::new();
             for (i, c) in rec.iter().enumerate() {
                 out.push_field(if blank(i) { b"" } else { c });
             }
             w.write_byte_record(&out)?;
         }
-        if let (Some(w), Some(reason)) = (report.as_mut(), want.skips.get(&line)) {
-            if report_full(w, rdr.position().byte()) {
-                left_out += 1;
-                continue;
+        self.last_row = row;
+        if let (Some(w), Some(reason)) = (self.report.as_mut(), want.skips.get(&row)) {
+            if report_full(w, read) {
+                self.left_out += 1;
+                return Ok(());
             }
-            let cells = (0..width).map(|i| (!blank(i)).then(|| rec.get(i).unwrap_or(b"")));
+            let cells =
+                (0..rec.len().max(width)).map(|i| (!blank(i)).then(|| rec.get(i).unwrap_or(b"")));
             let reason = cut(reason, MAX_MESSAGE_CHARS);
             report_row(
                 w,
-                line.to_string().as_bytes(),
+                row.to_string().as_bytes(),
                 width,
                 cells,
                 reason.as_bytes(),
             )?;
         }
+        Ok(())
     }
-    if let (Some(w), true) = (report.as_mut(), left_out > 0) {
-        let why = format!(
-            "… and {left_out} more skipped rows, not listed: the report is kept below twice the size of the file (fix the rows above and upload again to see the rest)"
-        );
-        report_row(w, b"", width, std::iter::empty(), why.as_bytes())?;
+
+    /// (report, archive copy).
+    fn finish(mut self) -> Result<ReportAndArchive> {
+        if let (Some(w), true) = (self.report.as_mut(), self.left_out > 0) {
+            let why = format!(
+                "… and {} more skipped rows, not listed: the report is kept below twice the size of the file (fix the rows above and upload again to see the rest)",
+                self.left_out
+            );
+            report_row(w, b"", self.width, std::iter::empty(), why.as_bytes())?;
+        }
+        let report = match self.report {
+            Some(w) => Some(w.into_inner().map_err(|e| finish_error(e.error()))?),
+            None => None,
+        };
+        let archive = match self.archive {
+            Some(w) => Some(
+                w.into_inner()
+                    .map_err(|e| finish_error(e.error()))?
+                    .0
+                    .into_inner(),
+            ),
+            None => None,
+        };
+        Ok((report, archive))
     }
-    if line == 0 {
+}
+
+fn finish_error(e: &std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!("cannot finish a CSV: {e}")
+}
+
+/// Runs the second pass; returns (report, archive copy). Rows are numbered as the row pass
+/// numbers them ([`RowReader`]), and the archive copy keeps the file's blank lines (not those
+/// after the last record), so it numbers its rows the same.
+pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<ReportAndArchive> {
+    if want.skips.is_empty() && want.password_col.is_none() && want.password_header.is_none() {
+        return Ok((None, None));
+    }
+    const AGAIN: &str = "cannot read the file a second time";
+    let mut rdr = RowReader::new(read::text(input, enc)?, delim);
+    let mut pass = Second::new(want, enc, delim);
+    let mut rec = csv::ByteRecord::new();
+    if let Some(row) = rdr.read_row(&mut rec).context(AGAIN)? {
+        pass.header(row, &rec)?;
+        // The header line can be as large as the file: do not keep its buffer for the rows.
+        rec = csv::ByteRecord::new();
+        while let Some(row) = rdr.read_row(&mut rec).context(AGAIN)? {
+            pass.row(row, &rec, rdr.position().byte())?;
+        }
+    } else {
         // No header row: nothing to blank (and nothing that could hold a password).
-        archive = None;
+        pass.archive = None;
     }
-    let finish = |w: csv::Writer<Vec<u8>>| -> Result<Vec<u8>> {
-        w.into_inner()
-            .map_err(|e| anyhow::anyhow!("cannot finish a CSV: {}", e.error()))
-    };
-    Ok((
-        report.map(finish).transpose()?,
-        archive.map(finish).transpose()?,
-    ))
+    pass.finish()
 }
 
 #[cfg(test)]
@@ -382,6 +475,50 @@ mod tests {
                 "'\tt"
             ]
         );
+    }
+
+    #[test]
+    fn copy_keeps_blank_lines_and_report_numbers_rows_as_a_spreadsheet() {
+        let skips = HashMap::from([(5, "row 5: bad".to_string())]);
+        let want = Want {
+            skips: &skips,
+            password_col: Some(1),
+            password_header: None,
+            keep_col: None,
+            keep_mapped: &[],
+        };
+        let input = Input::Bytes(b"\ra;pw\r1;s1\r\r\"x\ry\";s2\r\r");
+        let (report, copy) = write(input, Enc::Utf8, b';', &want).unwrap();
+        assert_eq!(copy.as_deref(), Some(&b"\na;pw\n1;\n\n\"x\ry\";\n"[..]));
+        let report = report.unwrap();
+        assert_eq!(&report[3..], b"row;a;pw;reason\n5;\"x\ry\";;row 5: bad\n");
+    }
+
+    /// Review s14, finding 11: the report of a row with too many cells dropped the cells
+    /// past the header's width, which are what the tenant has to fix.
+    #[test]
+    fn report_keeps_the_cells_past_the_header() {
+        let skips = HashMap::from([
+            (2, "row 2: has 5 cells".to_string()),
+            (3, "row 3: has 1 cells".to_string()),
+        ]);
+        let want = Want {
+            skips: &skips,
+            password_col: None,
+            password_header: None,
+            keep_col: None,
+            keep_mapped: &[],
+        };
+        let long = "x".repeat(MAX_CELL_BYTES + 10);
+        let text = format!("a,b,c\n1,2,3,=4,{long}\n9\n");
+        let (report, _) = write(Input::Bytes(text.as_bytes()), Enc::Utf8, b',', &want).unwrap();
+        let report = String::from_utf8(report.unwrap()).unwrap();
+        let cut = cut_bytes(long.as_bytes(), MAX_CELL_BYTES);
+        let want = format!(
+            "\u{feff}row,a,b,c,reason\n2,1,2,3,'=4,{},row 2: has 5 cells\n3,9,,,row 3: has 1 cells\n",
+            String::from_utf8_lossy(&cut)
+        );
+        assert_eq!(report, want);
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! validate them and pack valid rows into per-bucket arenas of their own, which they hand to
 //! the run's [`BucketRows`] every few megabytes (kept in memory up to a budget, else spilled).
 //!
-//! Data enters as a `csv::Reader` positioned after the header; the packed rows leave into the
+//! Data enters as a [`RowReader`] positioned after the header (it numbers the rows: blank lines
+//! count, see `rownum`); the packed rows leave into the
 //! [`BucketRows`], everything else as a [`RowPass`]: skip reasons and notes by row number, the
 //! file's emails for the uniqueness checks, and password fingerprints. Memory stays bounded by
 //! the workers' arenas, the rows' budget and a few batches in flight, plus 24 bytes an email.
 
 use super::mapping::Mapping;
 use super::record::{self, GivenPasswords, Parsed, Row, RowFingerprint, RowSeal, ROW_PRESENT_ONLY};
+use super::rownum::RowReader;
 use super::spill::BucketRows;
 use crate::config::Tenant;
 use crate::model::bucket::{bucket_of, fnv64, BUCKETS};
@@ -47,7 +49,7 @@ pub struct RowPass {
     pub notes: Vec<(u64, String)>,
     /// Notes left out to bound memory.
     pub notes_dropped: u64,
-    /// Data rows read (blank lines not counted).
+    /// Data rows read (blank lines and lines whose cells are all blank are not data rows).
     pub rows: u64,
     pub valid: u64,
     /// Rows whose cell count is not the header's ([`Parsed::Misshapen`]).
@@ -100,7 +102,7 @@ const WORKER_HOLD: usize = 8 << 20;
 /// Runs the row pass, packing rows into `rows`. `Err(sentence)` is a file-level problem (the
 /// file cannot be read on).
 pub fn row_pass<R: Read>(
-    rdr: &mut csv::Reader<R>,
+    rdr: &mut RowReader<R>,
     cx: &RowContext<'_>,
     rows_out: &BucketRows,
     progress: Option<&(dyn Fn(u64) + Send + Sync)>,
@@ -122,7 +124,6 @@ pub fn row_pass<R: Read>(
             handles.push(s.spawn(move || worker(batches, cx, rows_out, reserve)));
         }
         drop(back_tx);
-        let mut line = 1u64;
         let mut next = 0usize;
         let mut batch: Vec<(u64, csv::ByteRecord)> = Vec::with_capacity(BATCH);
         let mut fill = 0usize;
@@ -131,15 +132,15 @@ pub fn row_pass<R: Read>(
                 batch.push((0, csv::ByteRecord::new()));
             }
             let slot = &mut batch[fill];
-            match rdr.read_byte_record(&mut slot.1) {
-                Ok(true) => {}
-                Ok(false) => break,
+            let line = match rdr.read_row(&mut slot.1) {
+                Ok(Some(line)) => line,
+                Ok(None) => break,
                 Err(e) => {
-                    read_error = Some(format!("cannot read the file after row {line}: {e}"));
+                    let after = rdr.row();
+                    read_error = Some(format!("cannot read the file after row {after}: {e}"));
                     break;
                 }
-            }
-            line += 1;
+            };
             if slot.1.iter().all(|c| c.iter().all(u8::is_ascii_whitespace)) {
                 continue;
             }

@@ -187,15 +187,21 @@ fn skipped_rows(
 }
 
 /// One report record as shown: its first cell (the row), its last (the reason), and the
-/// cells between as `header: value`.
+/// cells between as `header: value` (`(extra): value` for the cells of a row with more cells
+/// than the header, which the report keeps before the reason).
 fn skipped_row(header: &[String], rec: &csv::ByteRecord) -> SkippedRow {
     let n = rec.len();
     let cell = |i: usize| rec.get(i).map(shown).unwrap_or_default();
+    // The header's last cell names the reason, not a column of the file.
+    let columns = header.len().saturating_sub(1);
     let cells = (1..n.saturating_sub(1))
         .filter(|&i| !rec.get(i).unwrap_or_default().is_empty())
         .take(CELLS_SHOWN)
         .map(|i| {
-            let name = header.get(i).map(String::as_str).unwrap_or("");
+            let name = match header.get(i) {
+                Some(h) if i < columns => h.as_str(),
+                _ => "(extra)",
+            };
             format!("{name}: {}", cell(i))
         })
         .collect::<Vec<_>>()
@@ -333,6 +339,22 @@ mod tests {
         assert_eq!(last.len(), 20);
         assert!(!more);
         assert_eq!(last[19].row, "121");
+    }
+
+    /// A row with more cells than the header keeps them in the report (review s14, finding
+    /// 11): they are not shown under the header's `reason`.
+    #[test]
+    fn cells_past_the_header_are_shown_as_extra() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let text = "\u{feff}row;email;first_name;reason\r\n2;a@x.example;A;x;y;has 4 cells\r\n";
+        std::fs::write(&path, text).unwrap();
+        let (rows, _) = skipped_rows(&path, b';', 1).unwrap();
+        assert_eq!(rows[0].reason, "has 4 cells");
+        assert_eq!(
+            rows[0].cells,
+            "email: a@x.example · first_name: A · (extra): x · (extra): y"
+        );
     }
 
     #[test]

@@ -1,0 +1,243 @@
+//! Row numbers: the one rule every pass over a file numbers its rows by (the row pass, the
+//! failure report, the archive copy and a held run's kept copy, which `approve` numbers again).
+//!
+//! Rows are numbered as a spreadsheet shows them: the first line is row 1 (the header, unless
+//! blank lines come before it); a blank line is a row although the `csv` crate skips it without
+//! a record; a record whose quoted cell spans several lines is one row; a line break is LF,
+//! CRLF or CR alone. So a record's number is one more than the line breaks before it, less the
+//! line breaks inside the cells of the records before it.
+//!
+//! Data enters as the decoded text stream; it leaves as a [`RowReader`], a `csv` reader that
+//! gives each record with its row number. Between the text and the `csv` reader a [`Breaks`]
+//! counts the line breaks in what the `csv` reader has consumed. It keeps a copy of the last
+//! chunk it passed on (at most the `csv` reader's buffer, 64 KiB): the `csv` reader asks for
+//! more only when it has consumed all it was given, so its position is always in that chunk.
+
+use super::read;
+use std::io::{self, Read};
+
+/// Line breaks in `bytes` (CR, LF, CRLF counted once), given whether the byte before them was
+/// a CR; and whether their last byte is a CR.
+fn count_breaks(bytes: &[u8], after_cr: bool) -> (u64, bool) {
+    let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
+        return (0, after_cr);
+    };
+    let n = if !after_cr && !bytes.contains(&b'\r') {
+        bytes.iter().filter(|&&b| b == b'\n').count() as u64
+    } else {
+        // A CR, or an LF not right after a CR, ends a line.
+        let ends = |b: u8, before: u8| u64::from(b == b'\r' || (b == b'\n' && before != b'\r'));
+        let before_first = if after_cr { b'\r' } else { 0 };
+        let rest = bytes.iter().skip(1).zip(bytes);
+        ends(first, before_first) + rest.map(|(&b, &a)| ends(b, a)).sum::<u64>()
+    };
+    (n, last == b'\r')
+}
+
+/// Line breaks inside the cells of a record (each cell on its own: a cell ending in CR and the
+/// next starting with LF are two line breaks in the file too).
+fn breaks_in(rec: &csv::ByteRecord) -> u64 {
+    let all = rec.as_slice();
+    if !all.contains(&b'\n') && !all.contains(&b'\r') {
+        return 0;
+    }
+    rec.iter().map(|c| count_breaks(c, false).0).sum()
+}
+
+/// A reader that counts the line breaks in what its consumer has consumed (see the module doc).
+pub struct Breaks<R> {
+    inner: R,
+    /// The last chunk passed on, and its offset in the stream.
+    chunk: Vec<u8>,
+    start: u64,
+    /// Bytes of `chunk` counted so far.
+    cursor: usize,
+    /// Line breaks before `start + cursor`, and whether the byte before it is a CR.
+    counted: u64,
+    after_cr: bool,
+    /// The stream has ended.
+    eof: bool,
+}
+
+impl<R: Read> Breaks<R> {
+    fn new(inner: R) -> Self {
+        Breaks {
+            inner,
+            chunk: Vec::new(),
+            start: 0,
+            cursor: 0,
+            counted: 0,
+            after_cr: false,
+            eof: false,
+        }
+    }
+
+    /// Line breaks before byte `at` of the stream (`at` never goes back, and is in the last
+    /// chunk; an earlier one gives the count at the start of the last chunk).
+    fn before(&mut self, at: u64) -> u64 {
+        let end = usize::try_from(at.saturating_sub(self.start))
+            .unwrap_or(usize::MAX)
+            .min(self.chunk.len());
+        if end > self.cursor {
+            let (n, cr) = count_breaks(&self.chunk[self.cursor..end], self.after_cr);
+            self.counted += n;
+            self.after_cr = cr;
+            self.cursor = end;
+        }
+        self.counted
+    }
+}
+
+impl<R: Read> Read for Breaks<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        // The consumer asks for more once it consumed the last chunk: count all of it.
+        self.before(self.start + self.chunk.len() as u64);
+        self.start += self.chunk.len() as u64;
+        self.chunk.clear();
+        self.chunk.extend_from_slice(&buf[..n]);
+        self.cursor = 0;
+        self.eof = n == 0;
+        Ok(n)
+    }
+}
+
+/// A `csv` reader (see [`read::csv_reader`]) that numbers its records as rows.
+pub struct RowReader<R> {
+    csv: csv::Reader<Breaks<R>>,
+    /// Line breaks inside the cells of the records read so far.
+    inside: u64,
+    /// The row number of the last record read (0 before the first).
+    row: u64,
+}
+
+impl<R: Read> RowReader<R> {
+    pub fn new(text: R, delim: u8) -> Self {
+        RowReader {
+            csv: read::csv_reader(Breaks::new(text), delim),
+            inside: 0,
+            row: 0,
+        }
+    }
+
+    /// Reads the next record into `rec`; its row number, or `None` at the end of the file.
+    pub fn read_row(&mut self, rec: &mut csv::ByteRecord) -> csv::Result<Option<u64>> {
+        if !self.csv.read_byte_record(rec)? {
+            return Ok(None);
+        }
+        self.inside += breaks_in(rec);
+        let end = self.csv.position().byte();
+        let breaks = self.csv.get_mut();
+        // The line breaks up to the record's end are those before it, those inside the cells
+        // so far, and the one that ends it (none when the file ends without one: the `csv`
+        // reader then had to ask for more and found the end).
+        let ended = u64::from(!breaks.eof);
+        let row = (breaks.before(end) + 1).saturating_sub(self.inside + ended);
+        // Never the same number twice, whatever the input.
+        self.row = row.max(self.row + 1);
+        Ok(Some(self.row))
+    }
+
+    /// The row number of the last record read (0 before the first).
+    pub fn row(&self) -> u64 {
+        self.row
+    }
+
+    /// Where the reader is in the decoded text.
+    pub fn position(&self) -> &csv::Position {
+        self.csv.position()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (first cell, row number) of every record of `text`, read in chunks of `chunk` bytes.
+    fn rows(text: &[u8], chunk: usize) -> Vec<(String, u64)> {
+        struct Chunks<'a>(&'a [u8], usize);
+        impl Read for Chunks<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = self.0.len().min(self.1).min(buf.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut r = RowReader::new(Chunks(text, chunk), b',');
+        let mut rec = csv::ByteRecord::new();
+        let mut out = Vec::new();
+        while let Some(row) = r.read_row(&mut rec).unwrap() {
+            let first = String::from_utf8_lossy(rec.get(0).unwrap_or_default()).into_owned();
+            out.push((first, row));
+        }
+        out
+    }
+
+    fn check(text: &str, want: &[(&str, u64)]) {
+        let want: Vec<(String, u64)> = want.iter().map(|(c, r)| (c.to_string(), *r)).collect();
+        for chunk in [1, 2, 3, 7, 1 << 16] {
+            assert_eq!(
+                rows(text.as_bytes(), chunk),
+                want,
+                "{text:?} in chunks of {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn blank_lines_are_rows_in_every_line_ending() {
+        let want = [("h", 1), ("a", 2), ("b", 4), ("c", 5), ("d", 8)];
+        for nl in ["\n", "\r\n", "\r"] {
+            let text = ["h", "a", "", "b", "c", "", "", "d", "", ""].join(nl);
+            check(&text, &want);
+            check(&(text + nl), &want);
+        }
+        // Mixed endings: LF CR is two line breaks, CR LF one.
+        check(
+            "h\n\ra\r\n\nb\r\rc",
+            &[("h", 1), ("a", 3), ("b", 5), ("c", 7)],
+        );
+    }
+
+    #[test]
+    fn blank_lines_before_the_header_are_rows() {
+        check("\n\nh\na", &[("h", 3), ("a", 4)]);
+        check("\r\n\r\nh\r\na\r\n", &[("h", 3), ("a", 4)]);
+        check("\r\rh\ra\r", &[("h", 3), ("a", 4)]);
+    }
+
+    #[test]
+    fn lines_of_delimiters_are_rows() {
+        check(
+            "h,x\n,\na\n ,\n\nb",
+            &[("h", 1), ("", 2), ("a", 3), (" ", 4), ("b", 6)],
+        );
+    }
+
+    #[test]
+    fn a_record_over_several_lines_is_one_row() {
+        for nl in ["\n", "\r\n", "\r"] {
+            let text = format!("h,x{nl}\"a{nl}{nl}a\",\"1{nl}2\"{nl}{nl}b,\"{nl}\"{nl}c");
+            let cell = format!("a{nl}{nl}a");
+            check(&text, &[("h", 1), (cell.as_str(), 2), ("b", 4), ("c", 5)]);
+        }
+        // A cell ending in CR and the next starting with LF: two line breaks, still one row.
+        check("h\n\"a\r\",\"\nb\"\n\nc", &[("h", 1), ("a\r", 2), ("c", 4)]);
+        // Escaped quotes next to line breaks.
+        check("h\n\"a\r\"\"\n\"\nc", &[("h", 1), ("a\r\"\n", 2), ("c", 3)]);
+    }
+
+    #[test]
+    fn an_unbalanced_quote_to_the_end_is_one_row() {
+        check("h\n\na\n\"b\n\nc\n", &[("h", 1), ("a", 3), ("b\n\nc\n", 4)]);
+        check("h\r\"b\r", &[("h", 1), ("b\r", 2)]);
+    }
+
+    #[test]
+    fn count_breaks_counts_crlf_once() {
+        assert_eq!(count_breaks(b"a\r\nb\n\rc\r", false), (4, true));
+        assert_eq!(count_breaks(b"\nx", true), (0, false));
+        assert_eq!(count_breaks(b"", true), (0, true));
+    }
+}
