@@ -1,0 +1,156 @@
+//! The upload side of an SFTP session: WRITE (the hot path of every upload), CLOSE, and the
+//! end of a session with handles still open, which decide what is announced through the
+//! [`UploadSink`](crate::sftp::UploadSink) and what `uploads` records; and the `max_upload_bytes`
+//! checks of WRITE and SETSTAT/FSETSTAT size.
+
+use super::{Failure, SftpSession};
+use crate::sftp::events::{is_temp_name, FinishedBy, UploadFinished};
+use crate::sftp::handles::{Held, OpenHandle};
+use crate::sftp::jail::JailPath;
+use crate::sftp::status::{fail, io_fail, ok};
+use crate::sftp::uploads::{FileId, HandleEnd};
+use russh_sftp::protocol::{FileAttributes, Packet, StatusCode};
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::time::SystemTime;
+
+impl SftpSession {
+    /// WRITE: the hot path of every upload (called by `wire` without copying the data).
+    pub fn write(
+        &mut self,
+        id: u32,
+        handle: &str,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<Packet, Failure> {
+        let max = self.ctx.max_upload_bytes;
+        let f = self.file_handle(handle)?;
+        if !f.writable {
+            return Err(fail(
+                StatusCode::PermissionDenied,
+                "This file was opened for reading only",
+            ));
+        }
+        if f.broken {
+            return Err(fail(
+                StatusCode::Failure,
+                "This upload was stopped; start it again",
+            ));
+        }
+        let end = if f.append { f.size } else { offset }.saturating_add(data.len() as u64);
+        if end > max {
+            f.broken = true;
+            let (path, file_id) = (f.path.clone(), f.file_id);
+            return Err(self.stop_oversized_upload(&path, file_id));
+        }
+        let written = if f.append {
+            use std::io::Write;
+            (&f.file).write_all(data)
+        } else {
+            f.file.write_all_at(data, offset)
+        };
+        if let Err(e) = written {
+            return Err(io_fail(&f.path.virtual_path, e));
+        }
+        f.size = f.size.max(end);
+        f.wrote = true;
+        crate::metrics::bytes_uploaded(data.len());
+        Ok(ok(id))
+    }
+
+    /// A write went past `max_upload_bytes`: the partial file is removed (through the jail) and
+    /// the person is told why.
+    fn stop_oversized_upload(&self, path: &JailPath, file_id: FileId) -> Failure {
+        let max = self.ctx.max_upload_bytes;
+        let removed = self
+            .ctx
+            .jail
+            .parent(path)
+            .and_then(|(dir, name)| crate::sftp::fs::unlink_at(dir.as_fd(), &name, false));
+        self.ctx.in_progress.removed(file_id);
+        let vpath = &path.virtual_path;
+        tracing::warn!(tenant = %self.ctx.tenant, path = %vpath, limit = max, "upload over max_upload_bytes stopped; partial file removed");
+        let mb = max as f64 / 1_000_000.0;
+        let msg = match removed {
+            Ok(()) => format!("The upload of {vpath} is larger than the limit of {mb:.1} MB; the partial file was removed"),
+            Err(_) => format!("The upload of {vpath} is larger than the limit of {mb:.1} MB"),
+        };
+        fail(StatusCode::Failure, msg)
+    }
+
+    /// SETSTAT/FSETSTAT `size` may shrink a file or grow it up to `max_upload_bytes`, no further.
+    pub(super) fn check_size(&self, attrs: &FileAttributes, vpath: &str) -> Result<(), Failure> {
+        let max = self.ctx.max_upload_bytes;
+        match attrs.size {
+            Some(size) if size > max => {
+                tracing::warn!(tenant = %self.ctx.tenant, path = %vpath, size, limit = max, "set-size over max_upload_bytes refused");
+                let mb = max as f64 / 1_000_000.0;
+                Err(fail(
+                    StatusCode::Failure,
+                    format!("{vpath} cannot be made {size} bytes long: the limit is {mb:.1} MB"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn close(&mut self, id: u32, handle: &str) -> Result<Packet, Failure> {
+        let Some(held) = self.handles.remove(handle) else {
+            return Err(fail(StatusCode::Failure, "Unknown or closed handle"));
+        };
+        let OpenHandle::File(f) = held.handle else {
+            return Ok(ok(id));
+        };
+        if !f.writable {
+            return Ok(ok(id));
+        }
+        let wrote = f.wrote && !f.broken;
+        let finished = (self.ctx.in_progress).handle_ended(f.file_id, HandleEnd::Closed { wrote });
+        if f.broken {
+            return Err(fail(
+                StatusCode::Failure,
+                "This upload was stopped and its file removed",
+            ));
+        }
+        if finished && !is_temp_name(f.path.name()) {
+            let size = f.file.metadata().map(|m| m.len()).unwrap_or(f.size);
+            self.announce(&f.path, size, FinishedBy::Close);
+        }
+        Ok(ok(id))
+    }
+
+    pub(in crate::sftp) fn announce(&self, path: &JailPath, size: u64, how: FinishedBy) {
+        tracing::info!(tenant = %self.ctx.tenant, path = %path.virtual_path, size, ?how, "upload finished");
+        self.ctx.sink.finished(UploadFinished {
+            tenant: self.ctx.tenant.clone(),
+            path: path.virtual_path.clone(),
+            real_path: path.real.clone(),
+            size,
+            how,
+            at: SystemTime::now(),
+        });
+    }
+
+    /// The session ended: handles still open for writing were not finished; nothing is announced
+    /// and their in-progress markers stay. Every handle goes back to the tenant's budget.
+    pub fn end(&mut self) {
+        let handles: Vec<Held> = self.handles.drain().map(|(_, h)| h).collect();
+        for h in handles {
+            let OpenHandle::File(f) = &h.handle else {
+                continue;
+            };
+            if !f.writable {
+                continue;
+            }
+            let how = HandleEnd::Dropped { wrote: f.wrote };
+            if f.wrote {
+                tracing::warn!(tenant = %self.ctx.tenant, path = %f.path.virtual_path, "session ended during an upload; the file is left incomplete and will not be imported");
+            }
+            // A handle that wrote nothing may be the last of a file another handle finished.
+            if self.ctx.in_progress.handle_ended(f.file_id, how) && !is_temp_name(f.path.name()) {
+                let size = f.file.metadata().map(|m| m.len()).unwrap_or(f.size);
+                self.announce(&f.path, size, FinishedBy::Close);
+            }
+        }
+    }
+}
