@@ -55,6 +55,8 @@ pub struct SessionContext {
 pub struct SftpSession {
     pub(super) ctx: SessionContext,
     pub(super) handles: HashMap<String, Held>,
+    /// Handles whose upload broke because a write failed, with the cause in words.
+    failed: HashMap<String, String>,
     next_handle: u64,
 }
 
@@ -63,6 +65,7 @@ impl SftpSession {
         SftpSession {
             ctx,
             handles: HashMap::new(),
+            failed: HashMap::new(),
             next_handle: 1,
         }
     }

@@ -2,12 +2,17 @@
 //! end of a session with handles still open, which decide what is announced through the
 //! [`UploadSink`](crate::sftp::UploadSink) and what `uploads` records; and the `max_upload_bytes`
 //! checks of WRITE and SETSTAT/FSETSTAT size.
+//!
+//! A handle's upload breaks when a write goes past `max_upload_bytes` (the partial file is
+//! removed) or when a write fails (disk full, file too large, quota, I/O error: the file stays,
+//! with its in-progress marker, for a resume to complete). Either way further writes are refused
+//! and its CLOSE announces nothing and says why.
 
 use super::{Failure, SftpSession};
 use crate::sftp::events::{is_temp_name, FinishedBy, UploadFinished};
 use crate::sftp::handles::{Held, OpenHandle};
 use crate::sftp::jail::JailPath;
-use crate::sftp::status::{fail, io_fail, ok};
+use crate::sftp::status::{fail, ok, upload_failed, write_failure_cause};
 use crate::sftp::uploads::{FileId, HandleEnd};
 use russh_sftp::protocol::{FileAttributes, Packet, StatusCode};
 use std::os::fd::AsFd;
@@ -32,10 +37,14 @@ impl SftpSession {
             ));
         }
         if f.broken {
-            return Err(fail(
-                StatusCode::Failure,
-                "This upload was stopped; start it again",
-            ));
+            let vpath = f.path.virtual_path.clone();
+            return Err(match self.failed.get(handle) {
+                Some(cause) => upload_failed(&vpath, cause),
+                None => fail(
+                    StatusCode::Failure,
+                    "This upload was stopped; start it again",
+                ),
+            });
         }
         let end = if f.append { f.size } else { offset }.saturating_add(data.len() as u64);
         if end > max {
@@ -50,12 +59,31 @@ impl SftpSession {
             f.file.write_all_at(data, offset)
         };
         if let Err(e) = written {
-            return Err(io_fail(&f.path.virtual_path, e));
+            return Err(self.write_failed(handle, &e));
         }
         f.size = f.size.max(end);
         f.wrote = true;
         crate::metrics::bytes_uploaded(data.len());
         Ok(ok(id))
+    }
+
+    /// A write into the file of `handle` failed (disk full, file too large, quota, I/O error):
+    /// the upload is broken. Further writes are refused, and CLOSE announces nothing and ends the
+    /// handle like a dropped session, so the file's in-progress marker stays and it is never
+    /// imported as it is. The file is kept, so a resume can complete it.
+    pub(in crate::sftp) fn write_failed(&mut self, handle: &str, e: &std::io::Error) -> Failure {
+        let cause = write_failure_cause(e);
+        let tenant = self.ctx.tenant.clone();
+        let Ok(f) = self.file_handle(handle) else {
+            return fail(StatusCode::Failure, cause);
+        };
+        // A failed write may have changed part of the file: it counts as written.
+        (f.broken, f.wrote) = (true, true);
+        let vpath = f.path.virtual_path.clone();
+        tracing::warn!(tenant = %tenant, path = %vpath, "a write failed ({e}); the upload is stopped and the file will not be imported");
+        let failure = upload_failed(&vpath, &cause);
+        self.failed.insert(handle.to_string(), cause);
+        failure
     }
 
     /// A write went past `max_upload_bytes`: the partial file is removed (through the jail) and
@@ -104,6 +132,11 @@ impl SftpSession {
         if !f.writable {
             return Ok(ok(id));
         }
+        if let Some(cause) = self.failed.remove(handle) {
+            let how = HandleEnd::Dropped { wrote: true };
+            self.ctx.in_progress.handle_ended(f.file_id, how);
+            return Err(upload_failed(&f.path.virtual_path, &cause));
+        }
         let wrote = f.wrote && !f.broken;
         let finished = (self.ctx.in_progress).handle_ended(f.file_id, HandleEnd::Closed { wrote });
         if f.broken {
@@ -135,6 +168,7 @@ impl SftpSession {
     /// and their in-progress markers stay. Every handle goes back to the tenant's budget.
     pub fn end(&mut self) {
         let handles: Vec<Held> = self.handles.drain().map(|(_, h)| h).collect();
+        self.failed.clear();
         for h in handles {
             let OpenHandle::File(f) = &h.handle else {
                 continue;
