@@ -3,13 +3,15 @@
 //!
 //! Requests enter decoded (from `wire`) and leave as reply packets. Every path is opened through
 //! the jail (relative to a descriptor of the home, no symlinks); every open handle is counted
-//! per session and per tenant (see `handles`); every way a file can grow (WRITE, APPEND,
-//! SETSTAT/FSETSTAT size, copy-data) stops at `max_upload_bytes`. Renames, removals, folders and
-//! links are in `changes`, the extensions in `extensions`. File I/O uses plain blocking calls on
-//! the session's task: each is one page-cache operation of at most ~1 MiB, cheaper than a hop to
-//! a blocking thread (`fsync@openssh.com`, rare, blocks for the flush). Uploads are announced
-//! through the [`UploadSink`] on CLOSE of a handle that wrote, or on a rename onto a name; the
-//! upload side of a session (WRITE, CLOSE, the end of a session, the size checks) is in `upload`.
+//! per session and per tenant (see `handles`); a file is open for writing through one handle at
+//! a time (a second write-OPEN is refused, see `uploads`); every way a file can grow (WRITE,
+//! APPEND, SETSTAT/FSETSTAT size, copy-data) stops at `max_upload_bytes`. Renames, removals,
+//! folders and links are in `changes`, the extensions in `extensions`. File I/O uses plain
+//! blocking calls on the session's task: each is one page-cache operation of at most ~1 MiB,
+//! cheaper than a hop to a blocking thread (`fsync@openssh.com`, rare, blocks for the flush).
+//! Uploads are announced through the [`UploadSink`] on CLOSE of a handle that wrote, or on a
+//! rename onto a name; the upload side of a session (WRITE, CLOSE, the end of a session, the size
+//! checks) is in `upload`.
 
 mod upload;
 
@@ -19,8 +21,8 @@ use super::fs::{apply_attrs, attrs_of, Stat};
 use super::handles::{FileHandle, HandleRefusal, HandleTicket, Held, OpenHandle, TenantHandles};
 use super::jail::{Jail, JailError};
 pub use super::status::Failure;
-use super::status::{fail, io_fail, jail_fail, ok, status};
-use super::uploads::InProgress;
+use super::status::{being_written, fail, io_fail, jail_fail, ok, status};
+use super::uploads::{InProgress, WriteOpenError};
 use russh_sftp::protocol::{
     Attrs, Data, FileAttributes, Handle, Name, OpenFlags, Packet, StatusCode, Version,
 };
@@ -206,9 +208,8 @@ impl SftpSession {
                 oflags |= libc::O_EXCL;
             }
         }
-        if flags.contains(OpenFlags::TRUNCATE) {
-            oflags |= libc::O_TRUNC;
-        }
+        // TRUNC is done once `uploads` has checked that no other handle writes the file.
+        let truncate = flags.contains(OpenFlags::TRUNCATE);
         let ticket = self.ticket()?;
         let vpath = path.virtual_path.clone();
         let open = || {
@@ -226,11 +227,19 @@ impl SftpSession {
         // A handle that may write is registered (and its file marked unfinished) before the
         // OPEN is answered, so a crash mid-upload leaves the mark (`uploads`).
         let opened = if changes {
-            self.ctx.in_progress.open_for_write(&vpath, open)
+            let start = |(file, _): &(std::fs::File, u64)| {
+                if truncate {
+                    file.set_len(0)
+                } else {
+                    Ok(())
+                }
+            };
+            self.ctx.in_progress.open_for_write(&vpath, open, start)
         } else {
-            open()
+            open().map_err(WriteOpenError::Io)
         };
-        let ((file, size), file_id) = opened.map_err(|e| io_fail(&vpath, e))?;
+        let ((file, size), file_id) = opened.map_err(|e| self.open_failed(&vpath, e))?;
+        let size = if truncate { 0 } else { size };
         let handle = self.insert(
             OpenHandle::File(FileHandle {
                 file,
@@ -246,6 +255,20 @@ impl SftpSession {
             ticket,
         );
         Ok(Packet::Handle(Handle { id, handle }))
+    }
+
+    /// The answer to an OPEN that failed: an I/O error, or a file another handle writes.
+    fn open_failed(&self, vpath: &str, e: WriteOpenError) -> Failure {
+        let id = match e {
+            WriteOpenError::Io(e) => return io_fail(vpath, e),
+            WriteOpenError::BeingWritten(id) => id,
+        };
+        let here = self.handles.values().any(|h| match &h.handle {
+            OpenHandle::File(f) => f.writable && f.file_id == id,
+            OpenHandle::Dir(_) => false,
+        });
+        tracing::info!(tenant = %self.ctx.tenant, path = %vpath, here, "write-open refused: another handle is writing the file");
+        being_written(vpath, here)
     }
 
     pub(super) fn file_handle(&mut self, handle: &str) -> Result<&mut FileHandle, Failure> {
