@@ -8,7 +8,7 @@
 mod support;
 
 use russh_sftp::client::error::Error as SftpError;
-use russh_sftp::protocol::{OpenFlags, StatusCode};
+use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 use support::sftp::TestServer;
 
 const W: OpenFlags = OpenFlags::WRITE;
@@ -123,4 +123,44 @@ async fn a_broken_upload_can_be_resumed_by_another_session() {
         std::fs::read(srv.home("acme").join("users.csv")).unwrap(),
         file
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_upload_bytes_holds_for_append_across_handles() {
+    let mut srv = TestServer::start().await; // max_upload_bytes = 1,000,000
+    let (a, b) = (srv.acme().await, srv.acme().await);
+    let append = W | OpenFlags::APPEND | OpenFlags::CREATE;
+    let home = srv.home("acme");
+    let size = |name: &str| std::fs::metadata(home.join(name)).map(|m| m.len());
+    let chunk = vec![b'x'; 300_000];
+
+    // APPEND handles one after the other: each sees what the others appended.
+    for _ in 0..3 {
+        let h = a.open("seq.bin", append).await.unwrap();
+        a.sftp.write(&h, 0, chunk.clone()).await.unwrap();
+        a.sftp.close(&h).await.unwrap();
+        assert_eq!(srv.event(5).await.path, "/seq.bin");
+    }
+    let h = a.open("seq.bin", append).await.unwrap();
+    let over = message(a.sftp.write(&h, 0, chunk.clone()).await).1;
+    assert!(over.contains("larger than the limit"), "{over}");
+    let _ = a.sftp.close(&h).await;
+    assert!(size("seq.bin").is_err(), "the partial file was removed");
+
+    // Several APPEND handles at once: only one may write.
+    let h1 = a.open("big.bin", append).await.unwrap();
+    a.sftp.write(&h1, 0, chunk.clone()).await.unwrap();
+    assert!(b.open("big.bin", append).await.is_err());
+    // The file grows under the open APPEND handle by another request (SETSTAT size on the
+    // path, allowed up to the limit): the next append is held to the real size.
+    let grow = FileAttributes {
+        size: Some(900_000),
+        ..Default::default()
+    };
+    b.sftp.setstat("big.bin", grow).await.unwrap();
+    let over = message(a.sftp.write(&h1, 0, chunk.clone()).await).1;
+    assert!(over.contains("larger than the limit"), "{over}");
+    assert!(size("big.bin").is_err(), "the partial file was removed");
+    let _ = a.sftp.close(&h1).await;
+    srv.no_event(300).await;
 }

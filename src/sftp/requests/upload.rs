@@ -1,7 +1,9 @@
 //! The upload side of an SFTP session: WRITE (the hot path of every upload), CLOSE, and the
 //! end of a session with handles still open, which decide what is announced through the
 //! [`UploadSink`](crate::sftp::UploadSink) and what `uploads` records; and the `max_upload_bytes`
-//! checks of WRITE and SETSTAT/FSETSTAT size.
+//! checks of WRITE and SETSTAT/FSETSTAT size. An APPEND write is checked against the file's real
+//! size (fstat, before and after the write), not what the handle saw, so no mix of handles and
+//! requests grows a file past the limit through APPEND.
 //!
 //! A handle's upload breaks when a write goes past `max_upload_bytes` (the partial file is
 //! removed) or when a write fails (disk full, file too large, quota, I/O error: the file stays,
@@ -10,9 +12,10 @@
 
 use super::{Failure, SftpSession};
 use crate::sftp::events::{is_temp_name, FinishedBy, UploadFinished};
+use crate::sftp::fs::Stat;
 use crate::sftp::handles::{Held, OpenHandle};
 use crate::sftp::jail::JailPath;
-use crate::sftp::status::{fail, ok, upload_failed, write_failure_cause};
+use crate::sftp::status::{fail, io_fail, ok, upload_failed, write_failure_cause};
 use crate::sftp::uploads::{FileId, HandleEnd};
 use russh_sftp::protocol::{FileAttributes, Packet, StatusCode};
 use std::os::fd::AsFd;
@@ -46,7 +49,14 @@ impl SftpSession {
                 ),
             });
         }
-        let end = if f.append { f.size } else { offset }.saturating_add(data.len() as u64);
+        // APPEND writes at the file's real end, wherever other requests have moved it.
+        let start = if f.append {
+            let st = Stat::of_fd(f.file.as_fd()).map_err(|e| io_fail(&f.path.virtual_path, e))?;
+            st.size
+        } else {
+            offset
+        };
+        let mut end = start.saturating_add(data.len() as u64);
         if end > max {
             f.broken = true;
             let (path, file_id) = (f.path.clone(), f.file_id);
@@ -60,6 +70,18 @@ impl SftpSession {
         };
         if let Err(e) = written {
             return Err(self.write_failed(handle, &e));
+        }
+        if f.append {
+            // The end may have moved between the fstat and the write: look again.
+            match Stat::of_fd(f.file.as_fd()) {
+                Ok(st) if st.size > max => {
+                    f.broken = true;
+                    let (path, file_id) = (f.path.clone(), f.file_id);
+                    return Err(self.stop_oversized_upload(&path, file_id));
+                }
+                Ok(st) => end = st.size,
+                Err(e) => return Err(self.write_failed(handle, &e)),
+            }
         }
         f.size = f.size.max(end);
         f.wrote = true;
