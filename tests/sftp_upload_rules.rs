@@ -164,3 +164,76 @@ async fn max_upload_bytes_holds_for_append_across_handles() {
     let _ = a.sftp.close(&h1).await;
     srv.no_event(300).await;
 }
+
+/// posix-rename@openssh.com from `from` to `to`.
+async fn posix_rename(c: &support::sftp::Client, from: &str, to: &str) {
+    let mut data = Vec::new();
+    for s in [from, to] {
+        data.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        data.extend_from_slice(s.as_bytes());
+    }
+    c.sftp
+        .extended("posix-rename@openssh.com", data)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_renamed_while_open_is_announced_under_its_new_name() {
+    let mut srv = TestServer::start().await;
+    let (a, b) = (srv.acme().await, srv.acme().await);
+    let file = upload("n", 5);
+    // Renamed by its own session: from a temp name, out of a folder, and with its folder.
+    a.sftp.mkdir("in", FileAttributes::default()).await.unwrap();
+    for (opened, renamed, closed) in [
+        ("/users.csv.filepart", "/users.csv", "/users.csv"),
+        ("/in/one.csv", "/one.csv", "/one.csv"),
+        ("/in/two.csv", "/in", "/out/two.csv"),
+    ] {
+        let h = a.open(opened, NEW).await.unwrap();
+        a.sftp.write(&h, 0, file.clone()).await.unwrap();
+        if renamed == "/in" {
+            a.sftp.rename("/in", "/out").await.unwrap();
+        } else {
+            a.sftp.rename(opened, renamed).await.unwrap();
+        }
+        srv.no_event(200).await; // still being written
+        a.sftp.close(&h).await.unwrap();
+        let ev = srv.event(5).await;
+        assert_eq!(ev.path, closed);
+        assert_eq!(ev.how, roster::sftp::FinishedBy::Close);
+        assert_eq!(ev.real_path, srv.home("acme").join(&closed[1..]));
+    }
+    // Renamed by another session while the first writes it.
+    let h = a.open("/x.filepart", NEW).await.unwrap();
+    a.sftp.write(&h, 0, file.clone()).await.unwrap();
+    posix_rename(&b, "/x.filepart", "/x.csv").await;
+    srv.no_event(200).await;
+    a.sftp.close(&h).await.unwrap();
+    assert_eq!(srv.event(5).await.path, "/x.csv");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_upload_removes_its_own_file_not_a_newer_one_with_its_old_name() {
+    let mut srv = TestServer::start().await; // max_upload_bytes = 1,000,000
+    let (a, b) = (srv.acme().await, srv.acme().await);
+    let h = a.open("/users.csv", NEW).await.unwrap();
+    a.sftp.write(&h, 0, b"old".to_vec()).await.unwrap();
+    a.sftp.rename("/users.csv", "/users.old").await.unwrap();
+    // A newer upload takes the name.
+    b.put("/users.csv", b"newer").await.unwrap();
+    assert_eq!(srv.event(5).await.path, "/users.csv");
+    let over = message(a.sftp.write(&h, 999_999, b"xx".to_vec()).await).1;
+    assert!(
+        over.contains("/users.old is larger than the limit"),
+        "{over}"
+    );
+    let _ = a.sftp.close(&h).await;
+    let home = srv.home("acme");
+    assert_eq!(std::fs::read(home.join("users.csv")).unwrap(), b"newer");
+    assert!(
+        !home.join("users.old").exists(),
+        "its own partial file was removed"
+    );
+    srv.no_event(300).await;
+}

@@ -4,10 +4,13 @@
 //!
 //! Each opens the folder holding the name through the [`Jail`](super::jail::Jail) and acts on the
 //! final name with an `*at()` call on that folder's descriptor, so nothing is resolved twice by
-//! path. A rename onto a name announces a finished upload, like a CLOSE.
+//! path. A rename onto a name announces a finished upload, like a CLOSE; a rename of a file still
+//! being written (or of a folder above it) announces nothing, and the handles follow the file to
+//! its new name, under which their CLOSE announces it.
 
 use super::events::{is_temp_name, FinishedBy};
 use super::fs::{c_name, link_at, mkdir_at, readlink_at, rename_at, symlink_at, unlink_at, Stat};
+use super::handles::OpenHandle;
 use super::jail::{Jail, JailPath};
 use super::requests::{Failure, SftpSession};
 use super::status::{fail, io_fail, jail_fail, ok};
@@ -89,8 +92,9 @@ impl SftpSession {
         let src_ends = (src_dir.as_fd(), src_name.as_c_str());
         let dst_ends = (dst_dir.as_fd(), dst_name.as_c_str());
         // The source must exist (its own error beats one about the target).
-        Stat::at(src_ends.0, src_ends.1).map_err(|e| io_fail(&src.virtual_path, e))?;
+        let moving = Stat::at(src_ends.0, src_ends.1).map_err(|e| io_fail(&src.virtual_path, e))?;
         rename_at(src_ends, dst_ends, overwrite).map_err(|e| io_fail(&dst.virtual_path, e))?;
+        self.follow_rename(&src, &dst, &moving);
         // A file keeps its upload state under any name (`uploads` knows it by its inode): one
         // still being written, or left half-written, is not announced.
         let moved = Stat::at(dst_ends.0, dst_ends.1).ok();
@@ -100,6 +104,38 @@ impl SftpSession {
             }
         }
         Ok(ok(id))
+    }
+
+    /// After `src` (a file or a folder) was renamed to `dst`: this session's handles of the
+    /// file, or of files under the folder, take their new names, and `uploads` learns the new
+    /// name of a file open for writing (whose writer may be in another session), so a CLOSE
+    /// announces the name the file has then.
+    fn follow_rename(&mut self, src: &JailPath, dst: &JailPath, moved: &Stat) {
+        if moved.is_file() {
+            self.ctx.in_progress.renamed(moved.id, &dst.virtual_path);
+        }
+        let under = format!("{}/", src.virtual_path);
+        let jail = &self.ctx.jail;
+        for held in self.handles.values_mut() {
+            let OpenHandle::File(f) = &mut held.handle else {
+                continue;
+            };
+            let new = if moved.is_file() && f.file_id == moved.id {
+                dst.virtual_path.clone()
+            } else if let Some(rest) = f.path.virtual_path.strip_prefix(&under) {
+                format!("{}/{rest}", dst.virtual_path)
+            } else {
+                continue;
+            };
+            let resolved = if f.writable {
+                jail.resolve_for_write(&new)
+            } else {
+                jail.resolve(&new)
+            };
+            if let Ok(p) = resolved {
+                f.path = p;
+            }
+        }
     }
 
     /// READLINK: only in `roster sftp-server` mode (a tenant jail has no links to read).

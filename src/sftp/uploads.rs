@@ -1,8 +1,9 @@
 //! Which files are being written: the one place that decides whether an upload is finished.
 //!
 //! A file is known by its identity ([`FileId`]: device and inode), not by its path, so renaming
-//! it, or a folder above it, keeps its state, and a long path needs no long marker name. Two
-//! things record the state:
+//! it, or a folder above it, keeps its state, and a long path needs no long marker name (the
+//! registry also keeps the name a file open for writing was renamed to, so its writer in another
+//! session announces it under that name). Two things record the state:
 //!
 //! - **Live writers**, in this process: every handle open for writing, with what became of the
 //!   handles that closed (one wrote and closed cleanly: finished; one went away without CLOSE
@@ -65,6 +66,8 @@ struct Writers {
     gone: bool,
     /// A marker was there before the first of these handles opened (an older broken upload).
     marked_before: bool,
+    /// The file's virtual path after a rename while it was open for writing (by any session).
+    renamed_to: Option<String>,
 }
 
 /// Live writers of every file, in this process.
@@ -202,6 +205,19 @@ impl InProgress {
             self.unmark(id);
         }
         w.finished
+    }
+
+    /// The file `id`, open for writing, was renamed to `to` (a virtual path): its writer, in
+    /// whichever session, closes it under that name.
+    pub fn renamed(&self, id: FileId, to: &str) {
+        if let Some(w) = writers().get_mut(&id) {
+            w.renamed_to = Some(to.to_string());
+        }
+    }
+
+    /// Where the file `id` was last renamed to while open for writing, if it was.
+    pub fn renamed_to(&self, id: FileId) -> Option<String> {
+        writers().get(&id).and_then(|w| w.renamed_to.clone())
     }
 
     /// The file `id` was removed, or its upload stopped: its marker goes (now, or when its

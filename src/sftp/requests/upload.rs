@@ -13,7 +13,7 @@
 use super::{Failure, SftpSession};
 use crate::sftp::events::{is_temp_name, FinishedBy, UploadFinished};
 use crate::sftp::fs::Stat;
-use crate::sftp::handles::{Held, OpenHandle};
+use crate::sftp::handles::{FileHandle, Held, OpenHandle};
 use crate::sftp::jail::JailPath;
 use crate::sftp::status::{fail, io_fail, ok, upload_failed, write_failure_cause};
 use crate::sftp::uploads::{FileId, HandleEnd};
@@ -58,9 +58,7 @@ impl SftpSession {
         };
         let mut end = start.saturating_add(data.len() as u64);
         if end > max {
-            f.broken = true;
-            let (path, file_id) = (f.path.clone(), f.file_id);
-            return Err(self.stop_oversized_upload(&path, file_id));
+            return Err(self.stop_oversized_upload(handle));
         }
         let written = if f.append {
             use std::io::Write;
@@ -74,11 +72,7 @@ impl SftpSession {
         if f.append {
             // The end may have moved between the fstat and the write: look again.
             match Stat::of_fd(f.file.as_fd()) {
-                Ok(st) if st.size > max => {
-                    f.broken = true;
-                    let (path, file_id) = (f.path.clone(), f.file_id);
-                    return Err(self.stop_oversized_upload(&path, file_id));
-                }
+                Ok(st) if st.size > max => return Err(self.stop_oversized_upload(handle)),
                 Ok(st) => end = st.size,
                 Err(e) => return Err(self.write_failed(handle, &e)),
             }
@@ -108,24 +102,59 @@ impl SftpSession {
         failure
     }
 
-    /// A write went past `max_upload_bytes`: the partial file is removed (through the jail) and
-    /// the person is told why.
-    fn stop_oversized_upload(&self, path: &JailPath, file_id: FileId) -> Failure {
+    /// A write went past `max_upload_bytes`: the upload is stopped, the partial file is removed
+    /// (through the jail, by its current name, and only if that name still is this very file;
+    /// otherwise it is emptied through the handle) and the person is told why.
+    fn stop_oversized_upload(&mut self, handle: &str) -> Failure {
         let max = self.ctx.max_upload_bytes;
-        let removed = self
-            .ctx
-            .jail
-            .parent(path)
-            .and_then(|(dir, name)| crate::sftp::fs::unlink_at(dir.as_fd(), &name, false));
-        self.ctx.in_progress.removed(file_id);
-        let vpath = &path.virtual_path;
-        tracing::warn!(tenant = %self.ctx.tenant, path = %vpath, limit = max, "upload over max_upload_bytes stopped; partial file removed");
-        let mb = max as f64 / 1_000_000.0;
-        let msg = match removed {
-            Ok(()) => format!("The upload of {vpath} is larger than the limit of {mb:.1} MB; the partial file was removed"),
-            Err(_) => format!("The upload of {vpath} is larger than the limit of {mb:.1} MB"),
+        let Ok(f) = self.file_handle(handle) else {
+            return fail(StatusCode::Failure, "Unknown or closed handle");
         };
-        fail(StatusCode::Failure, msg)
+        f.broken = true;
+        let (id, opened_as) = (f.file_id, f.path.clone());
+        let path = self.current_path(id, &opened_as);
+        let removed = path.as_ref().is_some_and(|p| self.remove_if_same(p, id));
+        if !removed {
+            if let Ok(f) = self.file_handle(handle) {
+                let _ = f.file.set_len(0);
+            }
+        }
+        self.ctx.in_progress.removed(id);
+        let vpath = path.map_or(opened_as.virtual_path, |p| p.virtual_path);
+        tracing::warn!(tenant = %self.ctx.tenant, path = %vpath, limit = max, removed, "upload over max_upload_bytes stopped; partial file removed or emptied");
+        let mb = max as f64 / 1_000_000.0;
+        let what = if removed { "removed" } else { "emptied" };
+        fail(
+            StatusCode::Failure,
+            format!("The upload of {vpath} is larger than the limit of {mb:.1} MB; the partial file was {what}"),
+        )
+    }
+
+    /// The name the file `id` (opened as `opened_as`) has now: the one a rename gave it while it
+    /// was open for writing (in any session), else the handle's path (which follows this
+    /// session's renames); either only while that name still is this very file (same device
+    /// and inode). None when neither is.
+    fn current_path(&self, id: FileId, opened_as: &JailPath) -> Option<JailPath> {
+        let renamed = (self.ctx.in_progress.renamed_to(id))
+            .and_then(|v| self.ctx.jail.resolve_for_write(&v).ok());
+        let names_it = |p: &JailPath| {
+            (self.ctx.jail.parent(p))
+                .and_then(|(dir, name)| Stat::at(dir.as_fd(), &name))
+                .is_ok_and(|st| st.id == id)
+        };
+        renamed
+            .into_iter()
+            .chain([opened_as.clone()])
+            .find(|p| names_it(p))
+    }
+
+    /// Removes the name `p` if it still is the file `id`; true if it was removed.
+    fn remove_if_same(&self, p: &JailPath, id: FileId) -> bool {
+        let Ok((dir, name)) = self.ctx.jail.parent(p) else {
+            return false;
+        };
+        Stat::at(dir.as_fd(), &name).is_ok_and(|st| st.id == id)
+            && crate::sftp::fs::unlink_at(dir.as_fd(), &name, false).is_ok()
     }
 
     /// SETSTAT/FSETSTAT `size` may shrink a file or grow it up to `max_upload_bytes`, no further.
@@ -154,10 +183,14 @@ impl SftpSession {
         if !f.writable {
             return Ok(ok(id));
         }
+        // The name the file has now (it may have been renamed while open), asked before the
+        // handle ends (which forgets a rename by another session).
+        let path = self.current_path(f.file_id, &f.path);
+        let vpath = path.as_ref().unwrap_or(&f.path).virtual_path.clone();
         if let Some(cause) = self.failed.remove(handle) {
             let how = HandleEnd::Dropped { wrote: true };
             self.ctx.in_progress.handle_ended(f.file_id, how);
-            return Err(upload_failed(&f.path.virtual_path, &cause));
+            return Err(upload_failed(&vpath, &cause));
         }
         let wrote = f.wrote && !f.broken;
         let finished = (self.ctx.in_progress).handle_ended(f.file_id, HandleEnd::Closed { wrote });
@@ -167,11 +200,24 @@ impl SftpSession {
                 "This upload was stopped and its file removed",
             ));
         }
-        if finished && !is_temp_name(f.path.name()) {
-            let size = f.file.metadata().map(|m| m.len()).unwrap_or(f.size);
-            self.announce(&f.path, size, FinishedBy::Close);
+        if finished {
+            self.announce_closed(&f, path);
         }
         Ok(ok(id))
+    }
+
+    /// A CLOSE finished the upload of `f`, whose file is now at `path`: announced, unless that
+    /// is a temp name, or the file has no name this session can tell (moved by another session
+    /// with its folder, or replaced): the folder watcher finds such a file.
+    fn announce_closed(&self, f: &FileHandle, path: Option<JailPath>) {
+        let Some(path) = path else {
+            tracing::info!(tenant = %self.ctx.tenant, path = %f.path.virtual_path, "upload finished, but the file is no longer at its name; not announced");
+            return;
+        };
+        if !is_temp_name(path.name()) {
+            let size = f.file.metadata().map(|m| m.len()).unwrap_or(f.size);
+            self.announce(&path, size, FinishedBy::Close);
+        }
     }
 
     pub(in crate::sftp) fn announce(&self, path: &JailPath, size: u64, how: FinishedBy) {
@@ -202,10 +248,9 @@ impl SftpSession {
             if f.wrote {
                 tracing::warn!(tenant = %self.ctx.tenant, path = %f.path.virtual_path, "session ended during an upload; the file is left incomplete and will not be imported");
             }
-            // A handle that wrote nothing may be the last of a file another handle finished.
-            if self.ctx.in_progress.handle_ended(f.file_id, how) && !is_temp_name(f.path.name()) {
-                let size = f.file.metadata().map(|m| m.len()).unwrap_or(f.size);
-                self.announce(&f.path, size, FinishedBy::Close);
+            let path = self.current_path(f.file_id, &f.path);
+            if self.ctx.in_progress.handle_ended(f.file_id, how) {
+                self.announce_closed(f, path);
             }
         }
     }
