@@ -1,7 +1,8 @@
 //! An upload is imported only once it is finished, however clients open, close and rename it
 //! (the review of 2026-11-30 imported half-written files four ways): a resume that writes
-//! nothing, a second client opening a file another one is writing, an exclusive open that fails,
-//! and a half upload moved into place by renaming its folder. Real server, real SFTP client.
+//! nothing, a second client opening a file another one is writing (refused since review s14),
+//! an exclusive open that fails, and a half upload moved into place by renaming its folder.
+//! Real server, real SFTP client.
 
 mod support;
 
@@ -116,16 +117,13 @@ async fn a_second_client_does_not_start_the_import_of_a_file_being_written() {
     let a = p.client("cdp").await;
     let h = a.open("users.csv", WRITE_NEW).await.unwrap();
     a.sftp.write(&h, 0, file[..half].to_vec()).await.unwrap();
-    // B: an exclusive create (WinSCP asking before it overwrites) fails; an open for
-    // writing that closes without a write.
+    // B: an exclusive create (WinSCP asking before it overwrites) fails; so does an open for
+    // writing, while A writes the file (review s14, F3).
     let b = p.client("cdp").await;
     let excl = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE;
     assert!(b.open("users.csv", excl).await.is_err());
-    let hb = b
-        .open("users.csv", OpenFlags::READ | OpenFlags::WRITE)
-        .await
-        .unwrap();
-    b.sftp.close(&hb).await.unwrap();
+    let rw = OpenFlags::READ | OpenFlags::WRITE;
+    assert!(b.open("users.csv", rw).await.is_err());
     settle().await;
     assert!(imported(&p).is_empty(), "imported while A still writes");
     a.sftp

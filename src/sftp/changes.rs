@@ -4,10 +4,14 @@
 //!
 //! Each opens the folder holding the name through the [`Jail`](super::jail::Jail) and acts on the
 //! final name with an `*at()` call on that folder's descriptor, so nothing is resolved twice by
-//! path. A rename onto a name announces a finished upload, like a CLOSE.
+//! path. A rename onto a name announces a finished upload, like a CLOSE; a rename of a file still
+//! being written (or of a folder above it) announces nothing, and the handles follow the file to
+//! its new name, under which their CLOSE announces it. A file that REMOVE deletes, or that a
+//! posix-rename replaces, loses its in-progress marker.
 
 use super::events::{is_temp_name, FinishedBy};
 use super::fs::{c_name, link_at, mkdir_at, readlink_at, rename_at, symlink_at, unlink_at, Stat};
+use super::handles::OpenHandle;
 use super::jail::{Jail, JailPath};
 use super::requests::{Failure, SftpSession};
 use super::status::{fail, io_fail, jail_fail, ok};
@@ -89,8 +93,17 @@ impl SftpSession {
         let src_ends = (src_dir.as_fd(), src_name.as_c_str());
         let dst_ends = (dst_dir.as_fd(), dst_name.as_c_str());
         // The source must exist (its own error beats one about the target).
-        Stat::at(src_ends.0, src_ends.1).map_err(|e| io_fail(&src.virtual_path, e))?;
+        let moving = Stat::at(src_ends.0, src_ends.1).map_err(|e| io_fail(&src.virtual_path, e))?;
+        // The file a posix-rename replaces (not the same one under another name) is gone after it.
+        let replaced = Stat::at(dst_ends.0, dst_ends.1)
+            .ok()
+            .filter(|st| st.is_file() && st.id != moving.id);
         rename_at(src_ends, dst_ends, overwrite).map_err(|e| io_fail(&dst.virtual_path, e))?;
+        if let Some(old) = replaced {
+            // Its in-progress marker goes with it (a new file may reuse the inode).
+            self.ctx.in_progress.removed(old.id);
+        }
+        self.follow_rename(&src, &dst, &moving);
         // A file keeps its upload state under any name (`uploads` knows it by its inode): one
         // still being written, or left half-written, is not announced.
         let moved = Stat::at(dst_ends.0, dst_ends.1).ok();
@@ -100,6 +113,38 @@ impl SftpSession {
             }
         }
         Ok(ok(id))
+    }
+
+    /// After `src` (a file or a folder) was renamed to `dst`: this session's handles of the
+    /// file, or of files under the folder, take their new names, and `uploads` learns the new
+    /// name of a file open for writing (whose writer may be in another session), so a CLOSE
+    /// announces the name the file has then.
+    fn follow_rename(&mut self, src: &JailPath, dst: &JailPath, moved: &Stat) {
+        if moved.is_file() {
+            self.ctx.in_progress.renamed(moved.id, &dst.virtual_path);
+        }
+        let under = format!("{}/", src.virtual_path);
+        let jail = &self.ctx.jail;
+        for held in self.handles.values_mut() {
+            let OpenHandle::File(f) = &mut held.handle else {
+                continue;
+            };
+            let new = if moved.is_file() && f.file_id == moved.id {
+                dst.virtual_path.clone()
+            } else if let Some(rest) = f.path.virtual_path.strip_prefix(&under) {
+                format!("{}/{rest}", dst.virtual_path)
+            } else {
+                continue;
+            };
+            let resolved = if f.writable {
+                jail.resolve_for_write(&new)
+            } else {
+                jail.resolve(&new)
+            };
+            if let Ok(p) = resolved {
+                f.path = p;
+            }
+        }
     }
 
     /// READLINK: only in `roster sftp-server` mode (a tenant jail has no links to read).
@@ -211,6 +256,82 @@ fn link_target_inside(folder: &str, target: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::link_target_inside;
+    use crate::sftp::handles::HandleBudget;
+    use crate::sftp::requests::{SessionContext, SftpSession};
+    use crate::sftp::{FileId, InProgress, Jail, NoUploadSink};
+    use russh_sftp::protocol::{Close, Extended, FileAttributes, Open, OpenFlags, Packet, Write};
+    use std::sync::Arc;
+
+    /// A session of tenant `acme` on `home`, with markers under `data`.
+    fn session(home: &std::path::Path, data: &std::path::Path) -> SftpSession {
+        std::fs::create_dir_all(home).unwrap();
+        SftpSession::new(SessionContext {
+            tenant: "acme".into(),
+            jail: Jail::tenant_home(home).unwrap(),
+            max_upload_bytes: 1_000_000,
+            sink: Arc::new(NoUploadSink),
+            in_progress: InProgress::new(data, "acme"),
+            handles: HandleBudget::default().for_tenant("acme", 16),
+        })
+    }
+
+    /// Opens `name` for writing (CREAT|TRUNC), writes `data`; returns the handle.
+    fn write_file(s: &mut SftpSession, name: &str, data: &[u8]) -> String {
+        let pflags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
+        let attrs = FileAttributes::default();
+        let (id, filename) = (1, name.to_string());
+        let Packet::Handle(h) = s.handle(Packet::Open(Open {
+            id,
+            filename,
+            pflags,
+            attrs,
+        })) else {
+            panic!("{name} did not open");
+        };
+        let (handle, data) = (h.handle, data.to_vec());
+        let reply = s.handle(Packet::Write(Write {
+            id,
+            handle: handle.clone(),
+            offset: 0,
+            data,
+        }));
+        assert!(matches!(reply, Packet::Status(st) if st.error_message == "OK"));
+        handle
+    }
+
+    #[test]
+    fn a_posix_rename_over_a_half_written_file_removes_its_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let (home, data) = (dir.path().join("home"), dir.path().join("data"));
+        let markers = InProgress::new(&data, "acme");
+        // A half upload of users.csv: the session ends with the handle open.
+        let mut first = session(&home, &data);
+        write_file(&mut first, "/users.csv", b"half");
+        first.end();
+        let half = FileId::of(&std::fs::metadata(home.join("users.csv")).unwrap());
+        assert!(markers.is_unfinished(half));
+        // A whole file is posix-renamed over it.
+        let mut s = session(&home, &data);
+        let h = write_file(&mut s, "/next.tmp", b"whole");
+        s.handle(Packet::Close(Close { id: 2, handle: h }));
+        let mut body = Vec::new();
+        for p in ["/next.tmp", "/users.csv"] {
+            body.extend_from_slice(&(p.len() as u32).to_be_bytes());
+            body.extend_from_slice(p.as_bytes());
+        }
+        let request = "posix-rename@openssh.com".to_string();
+        let reply = s.handle(Packet::Extended(Extended {
+            id: 3,
+            request,
+            data: body,
+        }));
+        assert!(matches!(reply, Packet::Status(st) if st.error_message == "OK"));
+        assert_eq!(std::fs::read(home.join("users.csv")).unwrap(), b"whole");
+        // The replaced file's marker is gone: a new file with its inode is not unfinished.
+        assert!(!markers.is_unfinished(half));
+        let marker_dir = data.join("uploading/acme");
+        assert_eq!(std::fs::read_dir(marker_dir).unwrap().count(), 0);
+    }
 
     #[test]
     fn link_targets_stay_inside_and_become_relative() {

@@ -4,7 +4,9 @@
 //!
 //! Request bodies enter as raw bytes and are parsed here; a truncated one gets `BAD_MESSAGE`.
 //! `copy-data` copies between two open handles of the session through the same WRITE path as an
-//! upload, so `max_upload_bytes`, APPEND and the upload events apply to it unchanged.
+//! upload, so `max_upload_bytes`, APPEND and the upload events apply to it unchanged, and a copy
+//! that fails half-way breaks the target's upload like a failed WRITE (as does a failed
+//! `fsync@openssh.com`: written data may be lost).
 
 use super::fs::{put_u64, statvfs};
 use super::requests::{Failure, SftpSession, MAX_PACKET, MAX_READ, MAX_WRITE};
@@ -90,10 +92,12 @@ impl SftpSession {
             "fsync@openssh.com" => {
                 let handle = take_str(data, &mut pos)?;
                 let f = self.file_handle(&handle)?;
-                f.file
-                    .sync_all()
-                    .map_err(|e| io_fail(&f.path.virtual_path, e))?;
-                Ok(ok(id))
+                match f.file.sync_all() {
+                    Ok(()) => Ok(ok(id)),
+                    // Written data was lost: an upload through this handle is broken.
+                    Err(e) if f.writable => Err(self.write_failed(&handle, &e)),
+                    Err(e) => Err(io_fail(&f.path.virtual_path, e)),
+                }
             }
             "copy-data" => self.copy_data(id, data),
             other => Err(fail(
@@ -104,7 +108,8 @@ impl SftpSession {
     }
 
     /// `copy-data`: string read handle, u64 read offset, u64 length (0: to the end), string write
-    /// handle, u64 write offset. Every byte goes through [`SftpSession::write`].
+    /// handle, u64 write offset. Every byte goes through [`SftpSession::write`]; a read that fails
+    /// after part of the copy was written breaks the target's upload.
     fn copy_data(&mut self, id: u32, data: &[u8]) -> Result<Packet, Failure> {
         let mut pos = 0;
         let from = take_str(data, &mut pos)?;
@@ -143,6 +148,7 @@ impl SftpSession {
             ));
         }
         let mut buf = vec![0u8; COPY_STEP];
+        let mut copied = false;
         while read_at < read_end {
             let want = usize::try_from(read_end - read_at).map_or(COPY_STEP, |n| n.min(COPY_STEP));
             let src = self.file_handle(&from)?;
@@ -150,9 +156,12 @@ impl SftpSession {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // Part of the copy is in the target already: that upload is broken.
+                Err(e) if copied => return Err(self.write_failed(&to, &e)),
                 Err(e) => return Err(io_fail(&src.path.virtual_path, e)),
             };
             self.write(id, &to, write_at, &buf[..n])?;
+            copied = true;
             read_at += n as u64;
             write_at += n as u64;
         }

@@ -3,21 +3,26 @@
 //!
 //! Requests enter decoded (from `wire`) and leave as reply packets. Every path is opened through
 //! the jail (relative to a descriptor of the home, no symlinks); every open handle is counted
-//! per session and per tenant (see `handles`); every way a file can grow (WRITE, APPEND,
-//! SETSTAT/FSETSTAT size, copy-data) stops at `max_upload_bytes`. Renames, removals, folders and
-//! links are in `changes`, the extensions in `extensions`. File I/O uses plain blocking calls on
-//! the session's task: each is one page-cache operation of at most ~1 MiB, cheaper than a hop to
-//! a blocking thread (`fsync@openssh.com`, rare, blocks for the flush). Uploads are announced
-//! through the [`UploadSink`] on CLOSE of a handle that wrote, or on a rename onto a name.
+//! per session and per tenant (see `handles`); a file is open for writing through one handle at
+//! a time (a second write-OPEN is refused, see `uploads`); every way a file can grow (WRITE,
+//! APPEND, SETSTAT/FSETSTAT size, copy-data) stops at `max_upload_bytes`. Renames, removals,
+//! folders and links are in `changes`, the extensions in `extensions`. File I/O uses plain
+//! blocking calls on the session's task: each is one page-cache operation of at most ~1 MiB,
+//! cheaper than a hop to a blocking thread (`fsync@openssh.com`, rare, blocks for the flush).
+//! Uploads are announced through the [`UploadSink`] on CLOSE of a handle that wrote, or on a
+//! rename onto a name; the upload side of a session (WRITE, CLOSE, the end of a session, the size
+//! checks) is in `upload`.
+
+mod upload;
 
 use super::dirstream::DirStream;
-use super::events::{is_temp_name, FinishedBy, UploadFinished, UploadSink};
+use super::events::UploadSink;
 use super::fs::{apply_attrs, attrs_of, Stat};
 use super::handles::{FileHandle, HandleRefusal, HandleTicket, Held, OpenHandle, TenantHandles};
-use super::jail::{Jail, JailError, JailPath};
+use super::jail::{Jail, JailError};
 pub use super::status::Failure;
-use super::status::{fail, io_fail, jail_fail, ok, status};
-use super::uploads::{FileId, HandleEnd, InProgress};
+use super::status::{being_written, fail, io_fail, jail_fail, ok, status};
+use super::uploads::{InProgress, WriteOpenError};
 use russh_sftp::protocol::{
     Attrs, Data, FileAttributes, Handle, Name, OpenFlags, Packet, StatusCode, Version,
 };
@@ -26,7 +31,6 @@ use std::io::ErrorKind;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 /// Largest request packet accepted (a 1 MiB write plus headers). Larger ones are skipped whole
 /// and answered with an error, so the session stays in sync.
@@ -53,6 +57,8 @@ pub struct SessionContext {
 pub struct SftpSession {
     pub(super) ctx: SessionContext,
     pub(super) handles: HashMap<String, Held>,
+    /// Handles whose upload broke because a write failed, with the cause in words.
+    failed: HashMap<String, String>,
     next_handle: u64,
 }
 
@@ -61,6 +67,7 @@ impl SftpSession {
         SftpSession {
             ctx,
             handles: HashMap::new(),
+            failed: HashMap::new(),
             next_handle: 1,
         }
     }
@@ -201,9 +208,8 @@ impl SftpSession {
                 oflags |= libc::O_EXCL;
             }
         }
-        if flags.contains(OpenFlags::TRUNCATE) {
-            oflags |= libc::O_TRUNC;
-        }
+        // TRUNC is done once `uploads` has checked that no other handle writes the file.
+        let truncate = flags.contains(OpenFlags::TRUNCATE);
         let ticket = self.ticket()?;
         let vpath = path.virtual_path.clone();
         let open = || {
@@ -221,11 +227,19 @@ impl SftpSession {
         // A handle that may write is registered (and its file marked unfinished) before the
         // OPEN is answered, so a crash mid-upload leaves the mark (`uploads`).
         let opened = if changes {
-            self.ctx.in_progress.open_for_write(&vpath, open)
+            let start = |(file, _): &(std::fs::File, u64)| {
+                if truncate {
+                    file.set_len(0)
+                } else {
+                    Ok(())
+                }
+            };
+            self.ctx.in_progress.open_for_write(&vpath, open, start)
         } else {
-            open()
+            open().map_err(WriteOpenError::Io)
         };
-        let ((file, size), file_id) = opened.map_err(|e| io_fail(&vpath, e))?;
+        let ((file, size), file_id) = opened.map_err(|e| self.open_failed(&vpath, e))?;
+        let size = if truncate { 0 } else { size };
         let handle = self.insert(
             OpenHandle::File(FileHandle {
                 file,
@@ -243,6 +257,20 @@ impl SftpSession {
         Ok(Packet::Handle(Handle { id, handle }))
     }
 
+    /// The answer to an OPEN that failed: an I/O error, or a file another handle writes.
+    fn open_failed(&self, vpath: &str, e: WriteOpenError) -> Failure {
+        let id = match e {
+            WriteOpenError::Io(e) => return io_fail(vpath, e),
+            WriteOpenError::BeingWritten(id) => id,
+        };
+        let here = self.handles.values().any(|h| match &h.handle {
+            OpenHandle::File(f) => f.writable && f.file_id == id,
+            OpenHandle::Dir(_) => false,
+        });
+        tracing::info!(tenant = %self.ctx.tenant, path = %vpath, here, "write-open refused: another handle is writing the file");
+        being_written(vpath, here)
+    }
+
     pub(super) fn file_handle(&mut self, handle: &str) -> Result<&mut FileHandle, Failure> {
         match self.handles.get_mut(handle).map(|h| &mut h.handle) {
             Some(OpenHandle::File(f)) => Ok(f),
@@ -251,85 +279,6 @@ impl SftpSession {
                 "That handle is a folder, not a file",
             )),
             None => Err(fail(StatusCode::Failure, "Unknown or closed handle")),
-        }
-    }
-
-    /// WRITE: the hot path of every upload (called by `wire` without copying the data).
-    pub fn write(
-        &mut self,
-        id: u32,
-        handle: &str,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<Packet, Failure> {
-        let max = self.ctx.max_upload_bytes;
-        let f = self.file_handle(handle)?;
-        if !f.writable {
-            return Err(fail(
-                StatusCode::PermissionDenied,
-                "This file was opened for reading only",
-            ));
-        }
-        if f.broken {
-            return Err(fail(
-                StatusCode::Failure,
-                "This upload was stopped; start it again",
-            ));
-        }
-        let end = if f.append { f.size } else { offset }.saturating_add(data.len() as u64);
-        if end > max {
-            f.broken = true;
-            let (path, file_id) = (f.path.clone(), f.file_id);
-            return Err(self.stop_oversized_upload(&path, file_id));
-        }
-        let written = if f.append {
-            use std::io::Write;
-            (&f.file).write_all(data)
-        } else {
-            f.file.write_all_at(data, offset)
-        };
-        if let Err(e) = written {
-            return Err(io_fail(&f.path.virtual_path, e));
-        }
-        f.size = f.size.max(end);
-        f.wrote = true;
-        crate::metrics::bytes_uploaded(data.len());
-        Ok(ok(id))
-    }
-
-    /// A write went past `max_upload_bytes`: the partial file is removed (through the jail) and
-    /// the person is told why.
-    fn stop_oversized_upload(&self, path: &JailPath, file_id: FileId) -> Failure {
-        let max = self.ctx.max_upload_bytes;
-        let removed = self
-            .ctx
-            .jail
-            .parent(path)
-            .and_then(|(dir, name)| super::fs::unlink_at(dir.as_fd(), &name, false));
-        self.ctx.in_progress.removed(file_id);
-        let vpath = &path.virtual_path;
-        tracing::warn!(tenant = %self.ctx.tenant, path = %vpath, limit = max, "upload over max_upload_bytes stopped; partial file removed");
-        let mb = max as f64 / 1_000_000.0;
-        let msg = match removed {
-            Ok(()) => format!("The upload of {vpath} is larger than the limit of {mb:.1} MB; the partial file was removed"),
-            Err(_) => format!("The upload of {vpath} is larger than the limit of {mb:.1} MB"),
-        };
-        fail(StatusCode::Failure, msg)
-    }
-
-    /// SETSTAT/FSETSTAT `size` may shrink a file or grow it up to `max_upload_bytes`, no further.
-    fn check_size(&self, attrs: &FileAttributes, vpath: &str) -> Result<(), Failure> {
-        let max = self.ctx.max_upload_bytes;
-        match attrs.size {
-            Some(size) if size > max => {
-                tracing::warn!(tenant = %self.ctx.tenant, path = %vpath, size, limit = max, "set-size over max_upload_bytes refused");
-                let mb = max as f64 / 1_000_000.0;
-                Err(fail(
-                    StatusCode::Failure,
-                    format!("{vpath} cannot be made {size} bytes long: the limit is {mb:.1} MB"),
-                ))
-            }
-            _ => Ok(()),
         }
     }
 
@@ -366,43 +315,6 @@ impl SftpSession {
             return Err(fail(StatusCode::Eof, "End of file"));
         }
         Ok(())
-    }
-
-    fn close(&mut self, id: u32, handle: &str) -> Result<Packet, Failure> {
-        let Some(held) = self.handles.remove(handle) else {
-            return Err(fail(StatusCode::Failure, "Unknown or closed handle"));
-        };
-        let OpenHandle::File(f) = held.handle else {
-            return Ok(ok(id));
-        };
-        if !f.writable {
-            return Ok(ok(id));
-        }
-        let wrote = f.wrote && !f.broken;
-        let finished = (self.ctx.in_progress).handle_ended(f.file_id, HandleEnd::Closed { wrote });
-        if f.broken {
-            return Err(fail(
-                StatusCode::Failure,
-                "This upload was stopped and its file removed",
-            ));
-        }
-        if finished && !is_temp_name(f.path.name()) {
-            let size = f.file.metadata().map(|m| m.len()).unwrap_or(f.size);
-            self.announce(&f.path, size, FinishedBy::Close);
-        }
-        Ok(ok(id))
-    }
-
-    pub(super) fn announce(&self, path: &JailPath, size: u64, how: FinishedBy) {
-        tracing::info!(tenant = %self.ctx.tenant, path = %path.virtual_path, size, ?how, "upload finished");
-        self.ctx.sink.finished(UploadFinished {
-            tenant: self.ctx.tenant.clone(),
-            path: path.virtual_path.clone(),
-            real_path: path.real.clone(),
-            size,
-            how,
-            at: SystemTime::now(),
-        });
     }
 
     fn stat(&mut self, id: u32, path: &str, follow: bool) -> Result<Packet, Failure> {
@@ -504,29 +416,6 @@ impl SftpSession {
             Ok(Some(files)) => Ok(Packet::Name(Name { id, files })),
             Ok(None) => Err(fail(StatusCode::Eof, "End of folder listing")),
             Err(e) => Err(io_fail("the folder", e)),
-        }
-    }
-
-    /// The session ended: handles still open for writing were not finished; nothing is announced
-    /// and their in-progress markers stay. Every handle goes back to the tenant's budget.
-    pub fn end(&mut self) {
-        let handles: Vec<Held> = self.handles.drain().map(|(_, h)| h).collect();
-        for h in handles {
-            let OpenHandle::File(f) = &h.handle else {
-                continue;
-            };
-            if !f.writable {
-                continue;
-            }
-            let how = HandleEnd::Dropped { wrote: f.wrote };
-            if f.wrote {
-                tracing::warn!(tenant = %self.ctx.tenant, path = %f.path.virtual_path, "session ended during an upload; the file is left incomplete and will not be imported");
-            }
-            // A handle that wrote nothing may be the last of a file another handle finished.
-            if self.ctx.in_progress.handle_ended(f.file_id, how) && !is_temp_name(f.path.name()) {
-                let size = f.file.metadata().map(|m| m.len()).unwrap_or(f.size);
-                self.announce(&f.path, size, FinishedBy::Close);
-            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! SFTP status replies: the short sentences a person sees in their client when a request fails,
-//! and how I/O and jail errors map to SFTP status codes.
+//! and how I/O and jail errors map to SFTP status codes, including the sentences for an upload
+//! whose write failed ([`upload_failed`]) and a write-open refused because another handle is
+//! writing the file ([`being_written`]).
 
 use super::jail::JailError;
 use russh_sftp::protocol::{Packet, Status, StatusCode};
@@ -62,4 +64,35 @@ pub fn io_fail(path: &str, e: std::io::Error) -> Failure {
         ),
         _ => fail(StatusCode::Failure, format!("{path}: {e}")),
     }
+}
+
+/// Why a write failed, in words (the cause of an [`upload_failed`] sentence).
+pub fn write_failure_cause(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => "the server's disk is full".into(),
+        Some(libc::EDQUOT) => "the server's disk quota is used up".into(),
+        Some(libc::EFBIG) => "the file is larger than the server can store".into(),
+        Some(libc::EIO) => "the server's disk reported an I/O error".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// The answer to a WRITE that failed, and to the CLOSE of its handle: the file stays as it is
+/// (unfinished, never imported), and the person is told to upload it again.
+pub fn upload_failed(path: &str, cause: &str) -> Failure {
+    fail(
+        StatusCode::Failure,
+        format!("The upload of {path} failed ({cause}); it will not be imported; upload it again"),
+    )
+}
+
+/// A write-open of a file that another handle has open for writing; `here` when that handle is
+/// one of this session's.
+pub fn being_written(path: &str, here: bool) -> Failure {
+    let msg = if here {
+        format!("{path} is already open for writing in this session; close it first")
+    } else {
+        format!("{path} is being uploaded by another session; try again when it finishes")
+    };
+    fail(StatusCode::Failure, msg)
 }

@@ -1,24 +1,29 @@
 //! Which files are being written: the one place that decides whether an upload is finished.
 //!
 //! A file is known by its identity ([`FileId`]: device and inode), not by its path, so renaming
-//! it, or a folder above it, keeps its state, and a long path needs no long marker name. Two
-//! things record the state:
+//! it, or a folder above it, keeps its state, and a long path needs no long marker name (the
+//! registry also keeps the name a file open for writing was renamed to, so its writer in another
+//! session announces it under that name). Two things record the state:
 //!
-//! - **Live writers**, in this process: every handle open for writing, counted per file, with
-//!   what became of the handles that closed (one wrote and closed cleanly: finished; one went
-//!   away without CLOSE after writing: broken). The count is kept under one lock, which a
-//!   write-OPEN holds across its `open` and the intake holds across its claim's rename, so a
-//!   file is never claimed while a handle that can still write it is being opened.
+//! - **Live writers**, in this process: every handle open for writing, with what became of the
+//!   handles that closed (one wrote and closed cleanly: finished; one went away without CLOSE
+//!   after writing, or whose write failed: broken). A file has at most one: a write-OPEN of a
+//!   file another handle (of any session) has open for writing is refused, before anything is
+//!   truncated, so two uploads of one name are never spliced into one file. The registry is kept
+//!   under one lock, which a write-OPEN holds across its `open`, the check and the registration,
+//!   and the intake holds across its claim's rename, so a file is never claimed while a handle
+//!   that can still write it is being opened.
 //! - **Markers**, on disk under `<data_dir>/uploading/<tenant>/<dev>-<ino>`: one per file that
 //!   a handle opened for writing and that is not finished. It is written before the OPEN is
 //!   answered (an OPEN whose marker cannot be written fails) and is left behind when the last
 //!   writer's session ends without a clean CLOSE, or the process dies, so a half-written file
 //!   is never imported, also after a restart, until an upload of it finishes.
 //!
-//! A file is finished when its last live writer goes away and the last thing a writer did was
-//! to write and CLOSE it. A handle that wrote nothing (a client reading the size of a partial
-//! file before resuming, a second client opening a file another one is writing) changes
-//! nothing: closing it neither finishes the file nor clears another upload's marker.
+//! A file is finished when its live writer goes away and the last thing a writer did was to
+//! write and CLOSE it. A handle that wrote nothing (a client reading the size of a partial file
+//! before resuming) changes nothing: closing it neither finishes the file nor clears the marker
+//! of a broken upload. A resume (a write-OPEN without TRUNC of a broken upload, which has no
+//! live writer) is an upload of that file like any other.
 //!
 //! Several nodes on one data folder see each other's writers only through the markers: two
 //! nodes writing the same file at the same time are not told apart. A marker of a file deleted
@@ -61,6 +66,8 @@ struct Writers {
     gone: bool,
     /// A marker was there before the first of these handles opened (an older broken upload).
     marked_before: bool,
+    /// The file's virtual path after a rename while it was open for writing (by any session).
+    renamed_to: Option<String>,
 }
 
 /// Live writers of every file, in this process.
@@ -68,6 +75,20 @@ static WRITERS: LazyLock<Mutex<HashMap<FileId, Writers>>> = LazyLock::new(Mutex:
 
 fn writers() -> MutexGuard<'static, HashMap<FileId, Writers>> {
     WRITERS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Why a write-open failed.
+#[derive(Debug)]
+pub enum WriteOpenError {
+    /// Another handle (of any session) has the file open for writing.
+    BeingWritten(FileId),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for WriteOpenError {
+    fn from(e: std::io::Error) -> WriteOpenError {
+        WriteOpenError::Io(e)
+    }
 }
 
 /// How a writable handle went away.
@@ -108,17 +129,24 @@ impl InProgress {
         }
     }
 
-    /// Opens a file for writing with `open` (which returns the file and its identity) and
-    /// registers it as written, marker included. The registry is locked throughout, so no
-    /// claim can take the file in between. A marker that cannot be written fails the open
-    /// (the file is closed again).
+    /// Opens a file for writing with `open` (which returns the file and its identity, and must
+    /// not truncate it) and registers it as written, marker included; then runs `start` on it
+    /// (the truncation an OPEN with TRUNC asked for). The registry is locked throughout, so no
+    /// claim can take the file in between, and no other write-open can pass the check. A file
+    /// that another handle has open for writing is refused ([`WriteOpenError::BeingWritten`],
+    /// the file untouched), so two uploads are never spliced into one file. A marker that cannot
+    /// be written, or a `start` that fails, fails the open (the file is closed again).
     pub fn open_for_write<T>(
         &self,
         virtual_path: &str,
         open: impl FnOnce() -> std::io::Result<(T, FileId)>,
-    ) -> std::io::Result<(T, FileId)> {
+        start: impl FnOnce(&T) -> std::io::Result<()>,
+    ) -> Result<(T, FileId), WriteOpenError> {
         let mut map = writers();
         let (file, id) = open()?;
+        if map.get(&id).is_some_and(|w| w.open > 0) {
+            return Err(WriteOpenError::BeingWritten(id));
+        }
         let marked_before = self.marker(id).is_some_and(|m| m.exists());
         if let Some(m) = self.marker(id).filter(|_| !marked_before) {
             let made = m
@@ -130,10 +158,14 @@ impl InProgress {
                     path = virtual_path,
                     "cannot write the in-progress marker: {e}"
                 );
-                if !map.contains_key(&id) {
-                    return Err(e);
-                }
+                return Err(e.into());
             }
+        }
+        if let Err(e) = start(&file) {
+            if !marked_before {
+                self.unmark(id);
+            }
+            return Err(e.into());
         }
         let w = map.entry(id).or_insert_with(|| Writers {
             marked_before,
@@ -173,6 +205,19 @@ impl InProgress {
             self.unmark(id);
         }
         w.finished
+    }
+
+    /// The file `id`, open for writing, was renamed to `to` (a virtual path): its writer, in
+    /// whichever session, closes it under that name.
+    pub fn renamed(&self, id: FileId, to: &str) {
+        if let Some(w) = writers().get_mut(&id) {
+            w.renamed_to = Some(to.to_string());
+        }
+    }
+
+    /// Where the file `id` was last renamed to while open for writing, if it was.
+    pub fn renamed_to(&self, id: FileId) -> Option<String> {
+        writers().get(&id).and_then(|w| w.renamed_to.clone())
     }
 
     /// The file `id` was removed, or its upload stopped: its marker goes (now, or when its
@@ -292,7 +337,8 @@ mod tests {
     }
 
     fn open(up: &InProgress, id: FileId) {
-        up.open_for_write("/f.csv", || Ok(((), id))).unwrap();
+        up.open_for_write("/f.csv", || Ok(((), id)), |_| Ok(()))
+            .unwrap();
     }
 
     #[test]
@@ -334,27 +380,49 @@ mod tests {
     }
 
     #[test]
-    fn a_second_handle_neither_finishes_nor_clears_an_upload_under_way() {
+    fn a_second_write_open_is_refused_while_a_handle_writes_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let up = InProgress::new(&dir.path().join("data"), "acme");
         let id = file(dir.path(), "a.csv");
         open(&up, id);
-        // A second client opens the same file and closes it, or fails and goes away.
-        open(&up, id);
-        assert!(!up.handle_ended(id, HandleEnd::Closed { wrote: false }));
+        // A second upload of the file is refused, and its truncation never runs.
+        let mut truncated = false;
+        let second = up.open_for_write(
+            "/f.csv",
+            || Ok(((), id)),
+            |_| {
+                truncated = true;
+                Ok(())
+            },
+        );
+        assert!(matches!(second, Err(WriteOpenError::BeingWritten(x)) if x == id));
+        assert!(!truncated);
         assert!(up.is_unfinished(id));
         assert!(
             up.take_if_finished(id, || ()).is_none(),
             "not claimed while written"
         );
-        // The first finishes: now it is finished.
+        // The first finishes: now it is finished, and the file may be written again.
         assert!(up.handle_ended(id, HandleEnd::Closed { wrote: true }));
         assert!(!up.is_unfinished(id));
-        // The other way round: the writer finishes first, the idle handle goes last.
         open(&up, id);
+        assert!(!up.handle_ended(id, HandleEnd::Closed { wrote: false }));
+    }
+
+    #[test]
+    fn a_write_open_whose_start_fails_leaves_no_marker_and_no_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let up = InProgress::new(&dir.path().join("data"), "acme");
+        let id = file(dir.path(), "a.csv");
+        let failed = up.open_for_write(
+            "/f.csv",
+            || Ok(((), id)),
+            |_| Err(std::io::Error::from_raw_os_error(libc::EIO)),
+        );
+        assert!(matches!(failed, Err(WriteOpenError::Io(_))));
+        assert!(!up.is_unfinished(id));
         open(&up, id);
-        assert!(!up.handle_ended(id, HandleEnd::Closed { wrote: true }));
-        assert!(up.handle_ended(id, HandleEnd::Dropped { wrote: false }));
+        assert!(up.handle_ended(id, HandleEnd::Closed { wrote: true }));
     }
 
     #[test]
