@@ -88,13 +88,24 @@ pub fn claim(
     std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir_fd = nofollow::open_dir(&dir)
         .with_context(|| format!("cannot open the claim folder {}", dir.display()))?;
+    // With the uploads' writers held off, the name must still be the file that was found
+    // finished: another file renamed onto it meanwhile (one still being written, say) is not
+    // moved; its own finished upload or rename asks for it again (review of 2026-11-30,
+    // third round, F9).
     let moved = uploads.take_if_finished(FileId::of(&opened), || {
-        nofollow::rename(home_fd.as_fd(), name, dir_fd.as_fd(), name)
+        if !still_the_file(home_fd.as_fd(), name, &opened)? {
+            return Ok(false);
+        }
+        nofollow::rename(home_fd.as_fd(), name, dir_fd.as_fd(), name).map(|()| true)
     });
-    let Some(moved) = moved else {
-        let _ = std::fs::remove_dir(&dir);
-        tracing::info!(file = %name, "an upload opened the file again; it is imported when that upload finishes");
-        return Ok(None);
+    let moved = match moved {
+        Some(Ok(false)) | None => {
+            let _ = std::fs::remove_dir(&dir);
+            tracing::info!(file = %name, "an upload opened or replaced the file meanwhile; it is imported when that upload finishes");
+            return Ok(None);
+        }
+        Some(Ok(true)) => Ok(()),
+        Some(Err(e)) => Err(e),
     };
     if let Err(e) = moved {
         let _ = std::fs::remove_dir(&dir);
@@ -124,9 +135,32 @@ pub fn claim(
     }))
 }
 
+/// True when `name` in `dir` is still the file `opened` describes (device and inode).
+fn still_the_file(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &str,
+    opened: &std::fs::Metadata,
+) -> std::io::Result<bool> {
+    let now = nofollow::lstat(dir, name)?;
+    Ok(now.st_dev == opened.dev() && now.st_ino == opened.ino())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_renamed_onto_the_name_is_not_the_file_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path();
+        std::fs::write(home.join("users.csv"), b"a").unwrap();
+        let opened = std::fs::metadata(home.join("users.csv")).unwrap();
+        let fd = nofollow::open_dir(home).unwrap();
+        assert!(still_the_file(fd.as_fd(), "users.csv", &opened).unwrap());
+        std::fs::write(home.join("other.csv"), b"b").unwrap();
+        std::fs::rename(home.join("other.csv"), home.join("users.csv")).unwrap();
+        assert!(!still_the_file(fd.as_fd(), "users.csv", &opened).unwrap());
+    }
 
     #[test]
     fn a_file_that_is_gone_is_no_claim_and_no_error() {

@@ -45,9 +45,14 @@ impl std::fmt::Display for JailError {
             JailError::Symlink(p) => {
                 write!(f, "{p} goes through a symbolic link, which is not allowed")
             }
-            JailError::ReadOnly(p) => {
+            JailError::ReadOnly(p) if p == "/" => write!(
+                f,
+                "/ is your home folder: it cannot be renamed, removed or changed (the files in it can)"
+            ),
+            JailError::ReadOnly(p) if Jail::in_archive(p) => {
                 write!(f, "{p} is read-only: Roster keeps its archived files there")
             }
+            JailError::ReadOnly(p) => write!(f, "{p} is read-only: this login may only read"),
             JailError::Invalid(p) => write!(f, "{p:?} is not a usable path"),
         }
     }

@@ -38,6 +38,7 @@ pub fn jail_fail(e: JailError) -> Failure {
 
 /// Maps an I/O error on `path` to a status a person can read.
 pub fn io_fail(path: &str, e: std::io::Error) -> Failure {
+    let path = &shown(path);
     match e.kind() {
         ErrorKind::NotFound => fail(
             StatusCode::NoSuchFile,
@@ -58,6 +59,10 @@ pub fn io_fail(path: &str, e: std::io::Error) -> Failure {
             StatusCode::Failure,
             "The server's disk is full; try again later",
         ),
+        _ if e.raw_os_error() == Some(libc::ENAMETOOLONG) => fail(
+            StatusCode::Failure,
+            format!("The name {path} is too long for the server's disk"),
+        ),
         _ if e.raw_os_error() == Some(libc::ELOOP) => fail(
             StatusCode::PermissionDenied,
             format!("{path} is or goes through a symbolic link, which is not allowed"),
@@ -65,6 +70,18 @@ pub fn io_fail(path: &str, e: std::io::Error) -> Failure {
         _ => fail(StatusCode::Failure, format!("{path}: {e}")),
     }
 }
+
+/// A path as a message shows it: at most [`SHOWN_CHARS`] characters, then "…" (a client may
+/// send a path of thousands).
+fn shown(path: &str) -> String {
+    match path.char_indices().nth(SHOWN_CHARS) {
+        Some((at, _)) => format!("{}…", &path[..at]),
+        None => path.to_string(),
+    }
+}
+
+/// The longest path a message repeats whole.
+const SHOWN_CHARS: usize = 200;
 
 /// Why a write failed, in words (the cause of an [`upload_failed`] sentence).
 pub fn write_failure_cause(e: &std::io::Error) -> String {
@@ -95,4 +112,27 @@ pub fn being_written(path: &str, here: bool) -> Failure {
         format!("{path} is being uploaded by another session; try again when it finishes")
     };
     fail(StatusCode::Failure, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sftp::jail::JailError;
+
+    #[test]
+    fn messages_cut_long_paths_and_name_the_folder_they_refuse() {
+        let long = format!("/{}", "a".repeat(5000));
+        let e = std::io::Error::from_raw_os_error(libc::ENAMETOOLONG);
+        let (_, message) = io_fail(&long, e);
+        assert!(message.contains("is too long"), "{message}");
+        assert!(
+            message.chars().count() < 300,
+            "{} chars",
+            message.chars().count()
+        );
+        let root = JailError::ReadOnly("/".into()).to_string();
+        assert!(root.contains("your home folder"), "{root}");
+        let archive = JailError::ReadOnly("/processed/x.csv".into()).to_string();
+        assert!(archive.contains("archived files"), "{archive}");
+    }
 }
