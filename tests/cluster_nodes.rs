@@ -171,12 +171,11 @@ fn a_node_killed_mid_import_is_finished_by_the_other() {
     assert_eq!(history[0]["status"], "success", "{history:?}");
     assert_eq!(history[0]["inserted"], ROWS as u64, "{history:?}");
     assert_eq!(c.active_users(survivor), ROWS as u64);
+    // The survivor recovers the claim folder under the tenant's lease. Whether it logs taking
+    // over the dead node's claim row first depends on which expires first on a busy machine,
+    // the dead node's tenant lease or its heartbeat (both `lease_secs`); the lease fences the
+    // commit either way.
     let log = std::fs::read_to_string(&c.nodes[survivor].log).unwrap_or_default();
-    assert!(
-        log.contains("took over the claim of a node whose heartbeat expired"),
-        "the survivor did not take over the dead node's claim row\n{}",
-        c.logs()
-    );
     assert!(
         log.contains("importing a file claimed before a restart"),
         "the survivor did not recover the claim\n{}",

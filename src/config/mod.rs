@@ -74,6 +74,9 @@ pub struct ServerConfig {
     pub auth_timeout_secs: u64,
     /// How long after an upload finished before the file may be moved (client follow-up STAT/SETSTAT).
     pub settle_ms: u64,
+    /// Free bytes an upload must leave on the volume of `data_dir` (for the store, the
+    /// archives and the other tenants): a write that would take it below breaks the upload.
+    pub min_free_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +95,7 @@ impl Default for ServerConfig {
             max_unauthenticated_per_address: 32,
             auth_timeout_secs: 60,
             settle_ms: 1000,
+            min_free_bytes: 536_870_912,
         }
     }
 }

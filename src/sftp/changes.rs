@@ -269,6 +269,7 @@ mod tests {
             tenant: "acme".into(),
             jail: Jail::tenant_home(home).unwrap(),
             max_upload_bytes: 1_000_000,
+            min_free_bytes: 0,
             sink: Arc::new(NoUploadSink),
             in_progress: InProgress::new(data, "acme"),
             handles: HandleBudget::default().for_tenant("acme", 16),

@@ -383,6 +383,7 @@ impl russh::server::Handler for Connection {
             tenant: tenant.clone(),
             jail,
             max_upload_bytes: config.server.max_upload_bytes,
+            min_free_bytes: config.server.min_free_bytes,
             sink: self.server.sink.clone(),
             in_progress: InProgress::new(&config.server.data_dir, &tenant),
             handles: (self.server.handles)

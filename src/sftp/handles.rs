@@ -142,8 +142,11 @@ pub struct FileHandle {
     pub wrote: bool,
     /// Highest byte written so far (or the size at open), to enforce `max_upload_bytes`.
     pub size: u64,
-    /// The upload broke (too large): further writes fail, CLOSE announces nothing.
+    /// The upload broke (too large, a write failed, the disk reserve reached): further writes
+    /// fail, CLOSE announces nothing.
     pub broken: bool,
+    /// The size past which the next write checks the volume's free space (`min_free_bytes`).
+    pub space_checked_to: u64,
 }
 
 pub enum OpenHandle {

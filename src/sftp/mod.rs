@@ -50,6 +50,8 @@ pub async fn serve_stdio(
         tenant,
         jail,
         max_upload_bytes,
+        // `roster sftp-server` writes where OpenSSH lets it, as OpenSSH's own server does.
+        min_free_bytes: 0,
         sink: Arc::new(NoUploadSink),
         in_progress: InProgress::none(),
     });

@@ -47,6 +47,8 @@ pub struct SessionContext {
     pub tenant: String,
     pub jail: Jail,
     pub max_upload_bytes: u64,
+    /// Free bytes uploads leave on the volume (`min_free_bytes`; 0: no reserve).
+    pub min_free_bytes: u64,
     pub sink: Arc<dyn UploadSink>,
     pub in_progress: InProgress,
     /// The tenant's share of the server's handle budget (`max_handles_per_tenant`).
@@ -251,6 +253,7 @@ impl SftpSession {
                 wrote: flags.contains(OpenFlags::TRUNCATE),
                 size,
                 broken: false,
+                space_checked_to: 0,
             }),
             ticket,
         );

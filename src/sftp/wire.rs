@@ -398,6 +398,7 @@ mod tests {
             tenant: "t".into(),
             jail: Jail::new(root, false).unwrap(),
             max_upload_bytes: 1 << 20,
+            min_free_bytes: 0,
             sink: Arc::new(NoUploadSink),
             in_progress: InProgress::none(),
         })

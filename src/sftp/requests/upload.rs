@@ -22,6 +22,26 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::time::SystemTime;
 
+/// A handle checks the volume's free space again once its file grew this much past the last
+/// check (one `fstatvfs` per 8 MiB written, not one per WRITE).
+const SPACE_CHECK_EVERY: u64 = 8 << 20;
+
+/// True when the volume holding `file` has more than `reserve` bytes free beyond the next
+/// [`SPACE_CHECK_EVERY`] bytes (what the handle may write before it looks again).
+fn reserve_left(file: &std::fs::File, reserve: u64) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `st` is plain old data that fstatvfs fully writes when it succeeds.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::fstatvfs(file.as_raw_fd(), &mut st) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        st
+    };
+    let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+    Ok(free > reserve.saturating_add(SPACE_CHECK_EVERY))
+}
+
 impl SftpSession {
     /// WRITE: the hot path of every upload (called by `wire` without copying the data).
     pub fn write(
@@ -32,6 +52,7 @@ impl SftpSession {
         data: &[u8],
     ) -> Result<Packet, Failure> {
         let max = self.ctx.max_upload_bytes;
+        let reserve = self.ctx.min_free_bytes;
         let f = self.file_handle(handle)?;
         if !f.writable {
             return Err(fail(
@@ -59,6 +80,18 @@ impl SftpSession {
         let mut end = start.saturating_add(data.len() as u64);
         if end > max {
             return Err(self.stop_oversized_upload(handle));
+        }
+        if end > f.space_checked_to && reserve > 0 {
+            match reserve_left(&f.file, reserve) {
+                Ok(true) => f.space_checked_to = end.saturating_add(SPACE_CHECK_EVERY),
+                Ok(false) => {
+                    let e = std::io::Error::other(
+                        "the server's disk is nearly full (it keeps a reserve for the other tenants)",
+                    );
+                    return Err(self.write_failed(handle, &e));
+                }
+                Err(e) => return Err(self.write_failed(handle, &e)),
+            }
         }
         let written = if f.append {
             use std::io::Write;
