@@ -7,8 +7,9 @@
 //! a time (a second write-OPEN is refused, see `uploads`); every way a file can grow (WRITE,
 //! APPEND, SETSTAT/FSETSTAT size, copy-data) stops at `max_upload_bytes`. Renames, removals,
 //! folders and links are in `changes`, the extensions in `extensions`. File I/O uses plain
-//! blocking calls on the session's task: each is one page-cache operation of at most ~1 MiB,
-//! cheaper than a hop to a blocking thread (`fsync@openssh.com`, rare, blocks for the flush).
+//! blocking calls: most are one page-cache operation of at most ~1 MiB, made on the session's
+//! task; the wire loop answers those that can take long (SETSTAT/FSETSTAT, copy-data, fsync)
+//! off the runtime's workers (`wire::answer`).
 //! Uploads are announced through the [`UploadSink`] on CLOSE of a handle that wrote, or on a
 //! rename onto a name; the upload side of a session (WRITE, CLOSE, the end of a session, the size
 //! checks) is in `upload`.

@@ -23,6 +23,9 @@ use tokio::sync::Semaphore;
 
 const SSH_FXP_READ: u8 = 5;
 const SSH_FXP_WRITE: u8 = 6;
+const SSH_FXP_SETSTAT: u8 = 9;
+const SSH_FXP_FSETSTAT: u8 = 10;
+const SSH_FXP_EXTENDED: u8 = 200;
 const SSH_FXP_STATUS: u8 = 101;
 const SSH_FXP_DATA: u8 = 103;
 /// Flush replies once this much is waiting, even if more requests are queued.
@@ -137,9 +140,10 @@ async fn read_frame<R: AsyncBufRead + Unpin>(reader: &mut R, len: u32) -> std::i
 /// written when [`FLUSH_AT`] bytes wait or no request does.
 ///
 /// Requests are plain blocking file system calls, and some take long (a copy-data of up to
-/// `max_upload_bytes`, an fsync, a truncate): each run of queued requests is answered off the
+/// `max_upload_bytes`, an fsync, a truncate): those ([`may_take_long`]) are answered off the
 /// runtime's workers ([`off_the_workers`]), so that one tenant's sessions cannot hold every
-/// worker while other tenants, the admin listener and the intake wait.
+/// worker while other tenants, the admin listener and the intake wait. The rest (a READ or
+/// WRITE of at most 1 MiB in the page cache, a STAT, an OPEN) are answered in place.
 async fn answer<W: AsyncWrite + Unpin>(
     mut requests: UnboundedReceiver<(Frame, u32)>,
     mut writer: W,
@@ -148,7 +152,7 @@ async fn answer<W: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let mut out: Vec<u8> = Vec::with_capacity(FLUSH_AT + 300 * 1024);
     loop {
-        let first = match requests.try_recv() {
+        let (frame, taken) = match requests.try_recv() {
             Ok(queued) => queued,
             Err(TryRecvError::Empty) => {
                 send(&mut writer, &mut out).await?;
@@ -159,41 +163,31 @@ async fn answer<W: AsyncWrite + Unpin>(
             }
             Err(TryRecvError::Disconnected) => break,
         };
-        let ended =
-            off_the_workers(|| answer_queued(first, &mut requests, &mut out, session, room));
+        if may_take_long(&frame) {
+            off_the_workers(|| answer_one(frame, &mut out, session));
+        } else {
+            answer_one(frame, &mut out, session);
+        }
+        room.add_permits(taken as usize);
         if out.len() >= FLUSH_AT {
             send(&mut writer, &mut out).await?;
         }
-        if ended {
-            break;
-        }
-        tokio::task::yield_now().await;
     }
     send(&mut writer, &mut out).await
 }
 
-/// Answers `first` and the requests queued behind it, until none waits or [`FLUSH_AT`] bytes
-/// of replies do. True when reading has ended and the queue is empty.
-fn answer_queued(
-    first: (Frame, u32),
-    requests: &mut UnboundedReceiver<(Frame, u32)>,
-    out: &mut Vec<u8>,
-    session: &mut SftpSession,
-    room: &Semaphore,
-) -> bool {
-    let (mut frame, mut taken) = first;
-    loop {
-        answer_one(frame, out, session);
-        room.add_permits(taken as usize);
-        if out.len() >= FLUSH_AT {
-            return false;
-        }
-        (frame, taken) = match requests.try_recv() {
-            Ok(queued) => queued,
-            Err(TryRecvError::Empty) => return false,
-            Err(TryRecvError::Disconnected) => return true,
-        };
-    }
+/// True for the requests whose work can be long whatever their size on the wire: SETSTAT and
+/// FSETSTAT (a truncate of a large file) and the extensions (`copy-data` of up to
+/// `max_upload_bytes`, `fsync`).
+fn may_take_long(frame: &Frame) -> bool {
+    let kind = match frame {
+        Frame::Packet(body) => body.first().copied(),
+        _ => None,
+    };
+    matches!(
+        kind,
+        Some(SSH_FXP_SETSTAT | SSH_FXP_FSETSTAT | SSH_FXP_EXTENDED)
+    )
 }
 
 /// Runs `work` without holding one of the runtime's workers: on a multi-threaded runtime the
