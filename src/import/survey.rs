@@ -102,6 +102,16 @@ pub fn survey(
             Ok(i) => &rows[i..],
             Err(_) => &[],
         };
+        // A user whose one row is unchanged keeps its email, and a row of another key giving
+        // it clashed with that row in the row pass: nothing to look up (most users of a
+        // re-import; looking up every stored email took 0.7 s per 1,000,000 users).
+        let settled = match found {
+            Ok(i) => compact[i] && rows.get(i + 1).is_none_or(|r| r.key != k),
+            Err(_) => false,
+        };
+        if settled {
+            continue;
+        }
         let user = StoredUser { key: k, value: v };
         match email_conflict(ctx, file_emails, user, own)? {
             EmailCheck::Free => {}
