@@ -7,7 +7,7 @@ mod support;
 
 use std::path::Path;
 use std::time::Duration;
-use support::process::{drop_in, serve, wait_until};
+use support::process::{drop_in, serve, wait_until, KillOnDrop};
 
 /// Inotify watches the process `pid` holds, over all its inotify descriptors.
 fn inotify_watches(pid: u32) -> usize {
@@ -35,15 +35,6 @@ fn files_in(dir: &Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| d.flatten().count())
 }
 
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn folders_a_tenant_makes_cost_no_watch_and_uploads_are_still_seen() {
     let dir = tempfile::tempdir().unwrap();
@@ -53,7 +44,7 @@ fn folders_a_tenant_makes_cost_no_watch_and_uploads_are_still_seen() {
         .unwrap();
     let text = support::sftp::config_text(dir.path(), key.public_key(), "");
     std::fs::write(&config, text).unwrap();
-    let server = Killed(serve(&config));
+    let server = KillOnDrop(serve(&config));
     let pid = server.0.id();
     let home = data.join("tenants/acme");
     let up = || home.is_dir() && inotify_watches(pid) > 0;

@@ -13,7 +13,7 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::process::{free_port, serve};
+use support::process::{free_port, serve, KillOnDrop};
 use support::sftp::{config_text, eventually, Client, Login, BETA_PASSWORD};
 
 /// `copy-data` requests each `acme` session sends at once.
@@ -42,15 +42,6 @@ async fn sparse_copy(client: &Client, n: usize) -> Vec<u8> {
     copy_data(&src, &dst)
 }
 
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_data_of_one_tenant_does_not_stall_another() {
     let dir = tempfile::tempdir().unwrap();
@@ -61,7 +52,7 @@ async fn copy_data_of_one_tenant_does_not_stall_another() {
         .replace("max_upload_bytes = 1000000", "max_upload_bytes = 100000000");
     let config = dir.path().join("roster.toml");
     std::fs::write(&config, text).unwrap();
-    let _server = Killed(serve(&config));
+    let _server = KillOnDrop(serve(&config));
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let acme = || Client::connect(addr, "acme", Login::Key(Box::new(key.clone())));
     assert!(

@@ -21,20 +21,6 @@ use support::sftp::{config_text, eventually, AnyHost, TestServer, ACME_PASSWORD,
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 
-/// Starts a server whose `[server]` table also has `extra` (one `key = value` a line).
-async fn server_with(extra: &str) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let key = russh::keys::PrivateKey::random(&mut rand10::rng(), russh::keys::Algorithm::Ed25519)
-        .unwrap();
-    let config_path = dir.path().join("roster.toml");
-    let text = config_text(dir.path(), key.public_key(), "").replace(
-        "max_auth_failures = 5",
-        &format!("max_auth_failures = 5\n{extra}"),
-    );
-    std::fs::write(&config_path, text).unwrap();
-    TestServer::start_in(dir, config_path, key).await
-}
-
 type Ssh = russh::client::Handle<AnyHost>;
 
 /// Connects (key exchange done, not logged in).
@@ -144,7 +130,9 @@ async fn sftp_channels_take_session_slots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_connections_are_capped_in_all_and_per_address() {
-    let srv = server_with("max_unauthenticated = 40\nmax_unauthenticated_per_address = 8").await;
+    let srv =
+        TestServer::start_with("max_unauthenticated = 40\nmax_unauthenticated_per_address = 8")
+            .await;
     let attacker = IpAddr::from([127, 0, 0, 1]);
     let kept = silent_connections(attacker, srv.addr(), 300).await;
     assert_eq!(
@@ -198,7 +186,7 @@ fn still_open(conns: &[TcpStream]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalives_do_not_extend_the_login_deadline() {
-    let srv = server_with("idle_timeout_secs = 1\nauth_timeout_secs = 2").await;
+    let srv = TestServer::start_with("idle_timeout_secs = 1\nauth_timeout_secs = 2").await;
     // A client that completes the key exchange, never logs in, and sends a keep-alive (a global
     // request) every 300 ms, which resets the idle timer.
     let config = || russh::client::Config {

@@ -238,24 +238,10 @@ async fn an_oversized_upload_removes_its_own_file_not_a_newer_one_with_its_old_n
     srv.no_event(300).await;
 }
 
-/// Starts a server whose `[server]` table also has `extra`.
-async fn server_with(extra: &str) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let key = russh::keys::PrivateKey::random(&mut rand10::rng(), russh::keys::Algorithm::Ed25519)
-        .unwrap();
-    let config_path = dir.path().join("roster.toml");
-    let text = support::sftp::config_text(dir.path(), key.public_key(), "").replace(
-        "max_auth_failures = 5",
-        &format!("max_auth_failures = 5\n{extra}"),
-    );
-    std::fs::write(&config_path, text).unwrap();
-    TestServer::start_in(dir, config_path, key).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_that_would_eat_the_disk_reserve_is_broken_not_imported() {
     // A reserve no volume has: the first write of the upload reaches it.
-    let mut srv = server_with("min_free_bytes = 1000000000000000000").await;
+    let mut srv = TestServer::start_with("min_free_bytes = 1000000000000000000").await;
     let a = srv.acme().await;
     let h = a.open("users.csv", NEW).await.unwrap();
     let (_, why) = message(a.sftp.write(&h, 0, upload("a", 5)).await);
@@ -264,7 +250,7 @@ async fn an_upload_that_would_eat_the_disk_reserve_is_broken_not_imported() {
     assert!(why.contains("will not be imported"), "{why}");
     srv.no_event(1500).await;
     // Without a reserve (0) the same upload goes through.
-    let mut srv = server_with("min_free_bytes = 0").await;
+    let mut srv = TestServer::start_with("min_free_bytes = 0").await;
     let a = srv.acme().await;
     a.put("users.csv", &upload("a", 5)).await.unwrap();
     assert_eq!(srv.event(10).await.path, "/users.csv");

@@ -23,6 +23,16 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// A child process killed (and reaped) when dropped, so a failing test leaves no server behind.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `roster serve -c CONFIG` as a child process, its output discarded.
 pub fn serve(config: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_roster"))

@@ -69,6 +69,20 @@ impl TestServer {
         Self::start_in(dir, config_path, acme_key).await
     }
 
+    /// Starts a server whose `[server]` table also has `extra` (one `key = value` a line).
+    pub async fn start_with(extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let acme_key =
+            PrivateKey::random(&mut rand10::rng(), russh::keys::Algorithm::Ed25519).unwrap();
+        let config_path = dir.path().join("roster.toml");
+        let text = config_text(dir.path(), acme_key.public_key(), "").replace(
+            "max_auth_failures = 5",
+            &format!("max_auth_failures = 5\n{extra}"),
+        );
+        std::fs::write(&config_path, text).unwrap();
+        Self::start_in(dir, config_path, acme_key).await
+    }
+
     pub async fn start_in(
         dir: tempfile::TempDir,
         config_path: PathBuf,
