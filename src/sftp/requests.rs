@@ -230,8 +230,12 @@ impl SftpSession {
         // A handle that may write is registered (and its file marked unfinished) before the
         // OPEN is answered, so a crash mid-upload leaves the mark (`uploads`).
         let opened = if changes {
-            let start = |(file, _): &(std::fs::File, u64)| {
-                if truncate {
+            // Only a file with bytes is truncated: on ext4 a truncate to 0 marks the file to be
+            // flushed when it is closed (`auto_da_alloc`), which made the CLOSE of every new
+            // upload wait for its data to reach the disk (uploads about 12 % slower). O_TRUNC
+            // on a file with bytes did the same before, so that case is unchanged.
+            let start = |(file, size): &(std::fs::File, u64)| {
+                if truncate && *size > 0 {
                     file.set_len(0)
                 } else {
                     Ok(())
