@@ -269,14 +269,25 @@ pub fn c_name(name: &str) -> std::io::Result<CString> {
     super::jail::cstring(name.as_bytes())
 }
 
-/// The `statvfs@openssh.com` reply body for the file system holding the open descriptor `fd`.
-pub fn statvfs(fd: BorrowedFd<'_>) -> std::io::Result<Vec<u8>> {
+/// `fstatvfs` of the file system holding the open descriptor `fd`.
+fn fstatvfs(fd: BorrowedFd<'_>) -> std::io::Result<libc::statvfs> {
     // SAFETY: `st` is plain old data fully written by fstatvfs on success.
-    let st = unsafe {
+    unsafe {
         let mut st: libc::statvfs = std::mem::zeroed();
         check(libc::fstatvfs(fd.as_raw_fd(), &mut st))?;
-        st
-    };
+        Ok(st)
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding `fd`.
+pub fn free_bytes(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
+    let st = fstatvfs(fd)?;
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// The `statvfs@openssh.com` reply body for the file system holding the open descriptor `fd`.
+pub fn statvfs(fd: BorrowedFd<'_>) -> std::io::Result<Vec<u8>> {
+    let st = fstatvfs(fd)?;
     let mut out = Vec::with_capacity(88);
     for v in [
         st.f_bsize as u64,

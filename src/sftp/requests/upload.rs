@@ -29,16 +29,7 @@ const SPACE_CHECK_EVERY: u64 = 8 << 20;
 /// True when the volume holding `file` has more than `reserve` bytes free beyond the next
 /// [`SPACE_CHECK_EVERY`] bytes (what the handle may write before it looks again).
 fn reserve_left(file: &std::fs::File, reserve: u64) -> std::io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `st` is plain old data that fstatvfs fully writes when it succeeds.
-    let st = unsafe {
-        let mut st: libc::statvfs = std::mem::zeroed();
-        if libc::fstatvfs(file.as_raw_fd(), &mut st) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        st
-    };
-    let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+    let free = crate::sftp::fs::free_bytes(file.as_fd())?;
     Ok(free > reserve.saturating_add(SPACE_CHECK_EVERY))
 }
 
