@@ -255,3 +255,59 @@ async fn an_upload_that_would_eat_the_disk_reserve_is_broken_not_imported() {
     a.put("users.csv", &upload("a", 5)).await.unwrap();
     assert_eq!(srv.event(10).await.path, "/users.csv");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_fill_more_than_its_share_of_the_disk() {
+    // Uploads are checked every 8 MiB a handle writes: a write is refused once the folder is
+    // within about 8.4 MB of its 12 MB, so the fifth file of 0.95 MB is the first refused.
+    let srv = TestServer::start_with("max_tenant_bytes = 12000000\nmax_tenant_entries = 8").await;
+    let a = srv.acme().await;
+    let file = vec![b'x'; 950_000];
+    let mut refused = None;
+    for i in 1..=6 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        if let Err(e) = a.put(&format!("f{i}.bin"), &file).await {
+            let why = format!("{e:?}");
+            assert!(why.contains("max_tenant_bytes"), "{why}");
+            assert!(why.contains("will not be imported"), "{why}");
+            refused = Some(i);
+            break;
+        }
+    }
+    let refused = refused.expect("an upload past the share was refused");
+    assert!((4..=6).contains(&refused), "refused at file {refused}");
+
+    // The other tenant has a share of its own.
+    let b = (srv.password("beta", support::sftp::BETA_PASSWORD).await).unwrap();
+    b.put("beta.bin", &file).await.unwrap();
+
+    // Freeing space is seen at once.
+    a.sftp.remove("f1.bin").await.unwrap();
+    a.sftp.remove("f2.bin").await.unwrap();
+    a.put("again.bin", &file).await.unwrap();
+
+    // Names: at most 8 files and folders in the home.
+    let mut at_limit = false;
+    for i in 1..=8 {
+        match a
+            .sftp
+            .mkdir(format!("d{i}"), FileAttributes::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                let (_, why) = message::<()>(Err(e));
+                assert!(why.contains("max_tenant_entries"), "{why}");
+                at_limit = true;
+                break;
+            }
+        }
+    }
+    assert!(at_limit, "a ninth name was refused");
+    // At the limit an existing file can still be uploaded again; a new name cannot be made.
+    a.put("again.bin", &file).await.unwrap();
+    let (_, why) = message(a.open("new.bin", NEW).await);
+    assert!(why.contains("/new.bin cannot be created"), "{why}");
+    a.sftp.remove("again.bin").await.unwrap();
+    a.put("new.bin", &file).await.unwrap();
+}

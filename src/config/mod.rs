@@ -77,6 +77,11 @@ pub struct ServerConfig {
     /// Free bytes an upload must leave on the volume of `data_dir` (for the store, the
     /// archives and the other tenants): a write that would take it below breaks the upload.
     pub min_free_bytes: u64,
+    /// Bytes the files and folders in one tenant's home may take on the disk, its archives
+    /// included (0: no limit).
+    pub max_tenant_bytes: u64,
+    /// Files and folders one tenant's home may hold (0: no limit).
+    pub max_tenant_entries: u64,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +101,8 @@ impl Default for ServerConfig {
             auth_timeout_secs: 60,
             settle_ms: 1000,
             min_free_bytes: 536_870_912,
+            max_tenant_bytes: 10_737_418_240,
+            max_tenant_entries: 100_000,
         }
     }
 }

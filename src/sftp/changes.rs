@@ -52,6 +52,7 @@ impl SftpSession {
                 if let Some(st) = removed.filter(|st| st.is_file()) {
                     self.ctx.in_progress.removed(st.id);
                 }
+                self.ctx.usage.forget();
                 Ok(ok(id))
             }
         }
@@ -59,13 +60,33 @@ impl SftpSession {
 
     pub(super) fn mkdir(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
         let p = self.ctx.jail.resolve_for_write(path).map_err(jail_fail)?;
+        self.room_for_a_name(&p)?;
         self.at_name(&p, mkdir_at)?;
         Ok(ok(id))
+    }
+
+    /// True when `p` names something now (a file, a folder or a link).
+    pub(super) fn exists(&self, p: &JailPath) -> bool {
+        (self.ctx.jail.parent(p)).is_ok_and(|(dir, name)| Stat::at(dir.as_fd(), &name).is_ok())
+    }
+
+    /// A new name may be made at `p` only while the tenant's folder is under
+    /// `max_tenant_entries` (`usage`).
+    pub(super) fn room_for_a_name(&self, p: &JailPath) -> Result<(), Failure> {
+        let reserved = self.ctx.usage.reserve(0, 1);
+        reserved.map(|_walk| ()).map_err(|why| {
+            tracing::warn!(tenant = %self.ctx.tenant, path = %p.virtual_path, "new name refused: {why}");
+            fail(
+                StatusCode::Failure,
+                format!("{} cannot be created: {why}", p.virtual_path),
+            )
+        })
     }
 
     pub(super) fn rmdir(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
         let p = self.ctx.jail.resolve_for_write(path).map_err(jail_fail)?;
         self.at_name(&p, |dir, name| unlink_at(dir, name, true))?;
+        self.ctx.usage.forget();
         Ok(ok(id))
     }
 
@@ -270,6 +291,7 @@ mod tests {
             jail: Jail::tenant_home(home).unwrap(),
             max_upload_bytes: 1_000_000,
             min_free_bytes: 0,
+            usage: crate::sftp::usage::TenantUsage::unlimited(),
             sink: Arc::new(NoUploadSink),
             in_progress: InProgress::new(data, "acme"),
             handles: HandleBudget::default().for_tenant("acme", 16),

@@ -18,6 +18,7 @@ use super::pending::Pending;
 use super::requests::{SessionContext, SftpSession};
 use super::server::{login_methods, Credential, LiveEntry, SessionSlot, SftpServer};
 use super::uploads::InProgress;
+use super::usage::UsageLimits;
 use super::wire;
 use crate::login::{self as auth, Gate};
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
@@ -384,6 +385,14 @@ impl russh::server::Handler for Connection {
             jail,
             max_upload_bytes: config.server.max_upload_bytes,
             min_free_bytes: config.server.min_free_bytes,
+            usage: self.server.usage.for_tenant(
+                &tenant,
+                &config.tenant_home(&tenant),
+                UsageLimits {
+                    max_bytes: config.server.max_tenant_bytes,
+                    max_entries: config.server.max_tenant_entries,
+                },
+            ),
             sink: self.server.sink.clone(),
             in_progress: InProgress::new(&config.server.data_dir, &tenant),
             handles: (self.server.handles)

@@ -145,8 +145,23 @@ pub struct FileHandle {
     /// The upload broke (too large, a write failed, the disk reserve reached): further writes
     /// fail, CLOSE announces nothing.
     pub broken: bool,
-    /// The size past which the next write checks the volume's free space (`min_free_bytes`).
+    /// The size past which the next write checks the volume's free space (`min_free_bytes`)
+    /// and the tenant's share (`usage`; reserved up to it).
     pub space_checked_to: u64,
+    /// The walk of the tenant's tally that reservation was made in.
+    pub space_walk: u64,
+}
+
+impl FileHandle {
+    /// Gives back what this handle reserved of the tenant's share and did not write.
+    pub fn release_space(&self, usage: &super::usage::TenantUsage) {
+        if self.space_checked_to > 0 {
+            usage.release(
+                self.space_walk,
+                self.space_checked_to.saturating_sub(self.size),
+            );
+        }
+    }
 }
 
 pub enum OpenHandle {

@@ -2,8 +2,8 @@
 //! `admission`, `connection`, `hostkeys`; password and key checks and the login throttle are
 //! `crate::login`), session channels until they ask for SFTP (`pending`), the per-tenant jail
 //! (`jail`), the SFTP request handler (`requests`, with `changes`, `extensions`, folder listings
-//! in `dirstream` and the handle budget in `handles`) and its wire loop (`wire`), and the "upload
-//! finished" event (`events`).
+//! in `dirstream`, the handle budget in `handles` and each tenant's share of the disk in `usage`)
+//! and its wire loop (`wire`), and the "upload finished" event (`events`).
 //!
 //! Bytes enter from SSH clients (or stdin for `roster sftp-server`); files land in the tenant's
 //! home; each finished upload leaves as one [`UploadFinished`] on an [`UploadSink`].
@@ -23,6 +23,7 @@ pub mod requests;
 pub mod server;
 mod status;
 pub mod uploads;
+pub mod usage;
 pub mod wire;
 
 pub use events::{is_temp_name, FinishedBy, NoUploadSink, UploadFinished, UploadSink};
@@ -52,6 +53,7 @@ pub async fn serve_stdio(
         max_upload_bytes,
         // `roster sftp-server` writes where OpenSSH lets it, as OpenSSH's own server does.
         min_free_bytes: 0,
+        usage: usage::TenantUsage::unlimited(),
         sink: Arc::new(NoUploadSink),
         in_progress: InProgress::none(),
     });

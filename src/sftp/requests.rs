@@ -50,6 +50,8 @@ pub struct SessionContext {
     pub max_upload_bytes: u64,
     /// Free bytes uploads leave on the volume (`min_free_bytes`; 0: no reserve).
     pub min_free_bytes: u64,
+    /// The tenant's share of the disk (`max_tenant_bytes`, `max_tenant_entries`).
+    pub usage: super::usage::TenantUsage,
     pub sink: Arc<dyn UploadSink>,
     pub in_progress: InProgress,
     /// The tenant's share of the server's handle budget (`max_handles_per_tenant`).
@@ -211,6 +213,10 @@ impl SftpSession {
                 oflags |= libc::O_EXCL;
             }
         }
+        if flags.contains(OpenFlags::CREATE) && self.ctx.usage.counts_names() && !self.exists(&path)
+        {
+            self.room_for_a_name(&path)?;
+        }
         // TRUNC is done once `uploads` has checked that no other handle writes the file.
         let truncate = flags.contains(OpenFlags::TRUNCATE);
         let ticket = self.ticket()?;
@@ -259,6 +265,7 @@ impl SftpSession {
                 size,
                 broken: false,
                 space_checked_to: 0,
+                space_walk: 0,
             }),
             ticket,
         );

@@ -18,6 +18,7 @@ use super::connection::Connection;
 use super::events::UploadSink;
 use super::handles::HandleBudget;
 use super::hostkeys::HostKey;
+use super::usage::UsageRegistry;
 use crate::config::{Config, ConfigHandle};
 use crate::login::{LoginThrottle, ThrottlePolicy};
 use crate::logs::EverySecond;
@@ -41,6 +42,8 @@ pub struct SftpServer {
     pub(super) sink: Arc<dyn UploadSink>,
     /// Open SFTP handles per tenant across its sessions (`max_handles_per_tenant`).
     pub(super) handles: HandleBudget,
+    /// Each tenant's share of the disk (`max_tenant_bytes`, `max_tenant_entries`).
+    pub(super) usage: UsageRegistry,
     admission: Admission,
     /// Open connections allowed: the descriptor limit minus a reserve (see `serve`).
     max_connections: usize,
@@ -65,6 +68,7 @@ impl SftpServer {
             slots: SessionSlots::default(),
             sink,
             handles: HandleBudget::with_server_max(max_handles),
+            usage: UsageRegistry::default(),
             admission: Admission::default(),
             max_connections,
             logins: LiveLogins::default(),

@@ -193,7 +193,7 @@ fn may_take_long(frame: &Frame) -> bool {
 /// Runs `work` without holding one of the runtime's workers: on a multi-threaded runtime the
 /// worker first hands its other tasks to another thread (`block_in_place`); on a one-thread
 /// runtime (some tests) it just runs.
-fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
+pub(super) fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(work)
@@ -393,6 +393,7 @@ mod tests {
             jail: Jail::new(root, false).unwrap(),
             max_upload_bytes: 1 << 20,
             min_free_bytes: 0,
+            usage: crate::sftp::usage::TenantUsage::unlimited(),
             sink: Arc::new(NoUploadSink),
             in_progress: InProgress::none(),
         })

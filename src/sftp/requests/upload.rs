@@ -1,7 +1,8 @@
 //! The upload side of an SFTP session: WRITE (the hot path of every upload), CLOSE, and the
 //! end of a session with handles still open, which decide what is announced through the
 //! [`UploadSink`](crate::sftp::UploadSink) and what `uploads` records; and the `max_upload_bytes`
-//! checks of WRITE and SETSTAT/FSETSTAT size. An APPEND write is checked against the file's real
+//! checks of WRITE and SETSTAT/FSETSTAT size; and, every 8 MiB a handle writes, the volume's
+//! reserve (`min_free_bytes`) and the tenant's share of the disk (`usage`). An APPEND write is checked against the file's real
 //! size (fstat, before and after the write), not what the handle saw, so no mix of handles and
 //! requests grows a file past the limit through APPEND.
 //!
@@ -17,6 +18,7 @@ use crate::sftp::handles::{FileHandle, Held, OpenHandle};
 use crate::sftp::jail::JailPath;
 use crate::sftp::status::{fail, io_fail, ok, upload_failed, write_failure_cause};
 use crate::sftp::uploads::{FileId, HandleEnd};
+use crate::sftp::usage::TenantUsage;
 use russh_sftp::protocol::{FileAttributes, Packet, StatusCode};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
@@ -26,11 +28,26 @@ use std::time::SystemTime;
 /// check (one `fstatvfs` per 8 MiB written, not one per WRITE).
 const SPACE_CHECK_EVERY: u64 = 8 << 20;
 
-/// True when the volume holding `file` has more than `reserve` bytes free beyond the next
-/// [`SPACE_CHECK_EVERY`] bytes (what the handle may write before it looks again).
-fn reserve_left(file: &std::fs::File, reserve: u64) -> std::io::Result<bool> {
-    let free = crate::sftp::fs::free_bytes(file.as_fd())?;
-    Ok(free > reserve.saturating_add(SPACE_CHECK_EVERY))
+/// Whether a handle may write `len` bytes and the next [`SPACE_CHECK_EVERY`] (what it may write
+/// before it looks again): the volume holding `file` keeps more than `reserve` bytes free, and
+/// the tenant's folder stays within its share (`usage`). Answers the walk the share was
+/// reserved in; the error says which did not hold.
+fn room_for(
+    file: &std::fs::File,
+    reserve: u64,
+    usage: &TenantUsage,
+    len: u64,
+) -> std::io::Result<u64> {
+    let wanted = SPACE_CHECK_EVERY.saturating_add(len);
+    if reserve > 0 {
+        let free = crate::sftp::fs::free_bytes(file.as_fd())?;
+        if free <= reserve.saturating_add(wanted) {
+            return Err(std::io::Error::other(
+                "the server's disk is nearly full (it keeps a reserve for the other tenants)",
+            ));
+        }
+    }
+    usage.reserve(wanted, 0).map_err(std::io::Error::other)
 }
 
 impl SftpSession {
@@ -44,6 +61,7 @@ impl SftpSession {
     ) -> Result<Packet, Failure> {
         let max = self.ctx.max_upload_bytes;
         let reserve = self.ctx.min_free_bytes;
+        let usage = self.ctx.usage.clone();
         let f = self.file_handle(handle)?;
         if !f.writable {
             return Err(fail(
@@ -72,14 +90,14 @@ impl SftpSession {
         if end > max {
             return Err(self.stop_oversized_upload(handle));
         }
-        if end > f.space_checked_to && reserve > 0 {
-            match reserve_left(&f.file, reserve) {
-                Ok(true) => f.space_checked_to = end.saturating_add(SPACE_CHECK_EVERY),
-                Ok(false) => {
-                    let e = std::io::Error::other(
-                        "the server's disk is nearly full (it keeps a reserve for the other tenants)",
-                    );
-                    return Err(self.write_failed(handle, &e));
+        if end > f.space_checked_to {
+            // What the last check reserved and was not written is given back first.
+            f.release_space(&usage);
+            f.space_checked_to = 0;
+            match room_for(&f.file, reserve, &usage, data.len() as u64) {
+                Ok(walk) => {
+                    f.space_checked_to = end.saturating_add(SPACE_CHECK_EVERY);
+                    f.space_walk = walk;
                 }
                 Err(e) => return Err(self.write_failed(handle, &e)),
             }
@@ -204,6 +222,7 @@ impl SftpSession {
         let OpenHandle::File(f) = held.handle else {
             return Ok(ok(id));
         };
+        f.release_space(&self.ctx.usage);
         if !f.writable {
             return Ok(ok(id));
         }
@@ -265,6 +284,7 @@ impl SftpSession {
             let OpenHandle::File(f) = &h.handle else {
                 continue;
             };
+            f.release_space(&self.ctx.usage);
             if !f.writable {
                 continue;
             }

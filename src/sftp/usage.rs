@@ -1,0 +1,286 @@
+//! Each tenant's share of the disk: `[server] max_tenant_bytes` (what the files and folders in
+//! its home take on the disk, Roster's archives and reports there included) and
+//! `max_tenant_entries` (files and folders in its home). Together with `min_free_bytes` they
+//! keep one tenant, within every per-file limit, from filling the volume the other tenants and
+//! the store share.
+//!
+//! Checks enter from a session: before a name is created (OPEN that creates, MKDIR) and every
+//! `SPACE_CHECK_EVERY` bytes a handle writes (`requests::upload`). They leave as `Ok` or as
+//! the refusal in words. The tally comes from a walk of the home (never following links, one
+//! descriptor at a time), made again once it is older than [`FRESH_FOR`]; between walks each
+//! check adds what it lets through, so several handles cannot all pass one stale tally, and a
+//! handle gives back at CLOSE what it reserved and did not write. A
+//! check that would fail walks again first (at most every [`RECHECK_EVERY`], and never more
+//! often than ten times the last walk's duration), and a REMOVE or RMDIR makes the next check
+//! walk, so a tenant that frees space can upload at once. Several sessions of one tenant share
+//! one tally ([`UsageRegistry`]); nodes of a cluster each keep their own, and see each other's
+//! files at their next walk.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A tally is walked again once it is this old.
+const FRESH_FOR: Duration = Duration::from_secs(5);
+/// A check that would fail walks again if the last walk is at least this old.
+const RECHECK_EVERY: Duration = Duration::from_millis(250);
+/// A walk stops after this many times `max_tenant_entries` (a folder so far over its limit
+/// refuses every new name anyway, and the walk's cost stays bounded).
+const WALK_PAST_LIMIT: u64 = 4;
+
+/// A tenant's limits; 0 means none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UsageLimits {
+    pub max_bytes: u64,
+    pub max_entries: u64,
+}
+
+#[derive(Default)]
+struct Tally {
+    bytes: u64,
+    entries: u64,
+    walked_at: Option<Instant>,
+    walk_took: Duration,
+    walking: bool,
+    /// Walks so far: a reservation made before the last walk is counted in it, not given back.
+    walks: u64,
+}
+
+/// The tallies of every tenant with a session on this server.
+#[derive(Default)]
+pub struct UsageRegistry {
+    tenants: Mutex<HashMap<String, Arc<Mutex<Tally>>>>,
+}
+
+impl UsageRegistry {
+    /// The usage of `tenant`, whose home is `home`, checked against `limits`.
+    pub fn for_tenant(&self, tenant: &str, home: &Path, limits: UsageLimits) -> TenantUsage {
+        let tally = lock(&self.tenants)
+            .entry(tenant.to_string())
+            .or_default()
+            .clone();
+        let checked = Checked {
+            tally,
+            home: home.to_path_buf(),
+            limits,
+        };
+        TenantUsage(Some(Arc::new(checked)))
+    }
+}
+
+/// One tenant's usage, as a session checks it (cloned on every WRITE: one reference count).
+#[derive(Clone)]
+pub struct TenantUsage(Option<Arc<Checked>>);
+
+struct Checked {
+    tally: Arc<Mutex<Tally>>,
+    home: PathBuf,
+    limits: UsageLimits,
+}
+
+impl TenantUsage {
+    /// No limits (`roster sftp-server`, tests).
+    pub fn unlimited() -> TenantUsage {
+        TenantUsage(None)
+    }
+
+    /// Lets `bytes` more bytes and `entries` more names into the home, or says why not. The
+    /// answer names the tally's walk, for [`TenantUsage::release`].
+    pub fn reserve(&self, bytes: u64, entries: u64) -> Result<u64, String> {
+        match &self.0 {
+            Some(checked) => checked.reserve(bytes, entries),
+            None => Ok(0),
+        }
+    }
+
+    /// A handle closed without writing `bytes` of what it reserved at `walk`: they are given
+    /// back, unless the tally was walked since (the walk counted what was really written).
+    pub fn release(&self, walk: u64, bytes: u64) {
+        if let Some(checked) = &self.0 {
+            let mut t = lock(&checked.tally);
+            if t.walks == walk {
+                t.bytes = t.bytes.saturating_sub(bytes);
+            }
+        }
+    }
+
+    /// True when new names are counted (`max_tenant_entries` is set).
+    pub fn counts_names(&self) -> bool {
+        self.0.as_ref().is_some_and(|c| c.limits.max_entries > 0)
+    }
+
+    /// A name was removed: the next check walks again.
+    pub fn forget(&self) {
+        if let Some(checked) = &self.0 {
+            lock(&checked.tally).walked_at = None;
+        }
+    }
+}
+
+impl Checked {
+    fn reserve(&self, bytes: u64, entries: u64) -> Result<u64, String> {
+        let tally = &self.tally;
+        let limits = self.limits;
+        let bytes = if limits.max_bytes > 0 { bytes } else { 0 };
+        let entries = if limits.max_entries > 0 { entries } else { 0 };
+        if bytes == 0 && entries == 0 {
+            return Ok(0);
+        }
+        if lock(tally)
+            .walked_at
+            .is_none_or(|at| at.elapsed() >= FRESH_FOR)
+        {
+            self.walk_into(tally);
+        }
+        if let Ok(walk) = self.take(tally, bytes, entries) {
+            return Ok(walk);
+        }
+        let may_walk = {
+            let t = lock(tally);
+            let wait = RECHECK_EVERY.max(t.walk_took * 10);
+            t.walked_at.is_none_or(|at| at.elapsed() >= wait)
+        };
+        if may_walk {
+            self.walk_into(tally);
+        }
+        self.take(tally, bytes, entries)
+    }
+
+    fn take(&self, tally: &Mutex<Tally>, bytes: u64, entries: u64) -> Result<u64, String> {
+        let mut t = lock(tally);
+        let max = self.limits;
+        if bytes > 0 && t.bytes.saturating_add(bytes) > max.max_bytes {
+            return Err(format!(
+                "the tenant's folder is full: its files take {} of the {} it may use \
+                 (max_tenant_bytes); remove files it no longer needs, or ask the server's \
+                 operator to raise the limit",
+                megabytes(t.bytes),
+                megabytes(max.max_bytes)
+            ));
+        }
+        if entries > 0 && t.entries.saturating_add(entries) > max.max_entries {
+            return Err(format!(
+                "the tenant's folder already holds {} files and folders, its limit \
+                 (max_tenant_entries); remove some first",
+                t.entries.min(max.max_entries)
+            ));
+        }
+        t.bytes = t.bytes.saturating_add(bytes);
+        t.entries = t.entries.saturating_add(entries);
+        Ok(t.walks)
+    }
+
+    /// Walks the home and stores the tally, unless another session is walking it now.
+    fn walk_into(&self, tally: &Mutex<Tally>) {
+        {
+            let mut t = lock(tally);
+            if t.walking {
+                return;
+            }
+            t.walking = true;
+        }
+        let cap = self.limits.max_entries.saturating_mul(WALK_PAST_LIMIT);
+        let started = Instant::now();
+        let (bytes, entries) = super::wire::off_the_workers(|| walk(&self.home, cap));
+        let mut t = lock(tally);
+        (t.bytes, t.entries) = (bytes, entries);
+        t.walked_at = Some(Instant::now());
+        t.walk_took = started.elapsed();
+        t.walking = false;
+        t.walks += 1;
+    }
+}
+
+/// The bytes on disk (allocated blocks, so a sparse file counts what it holds) and the number
+/// of names under `home`, not following links; stops after `cap` names (0: no cap). A folder
+/// that cannot be read counts as empty.
+fn walk(home: &Path, cap: u64) -> (u64, u64) {
+    let (mut bytes, mut entries) = (0u64, 0u64);
+    let mut folders = vec![home.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let Ok(list) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in list.flatten() {
+            entries += 1;
+            // `DirEntry::metadata` does not follow a link.
+            if let Ok(m) = entry.metadata() {
+                bytes = bytes.saturating_add(m.blocks().saturating_mul(512));
+                if m.file_type().is_dir() {
+                    folders.push(entry.path());
+                }
+            }
+            if cap > 0 && entries >= cap {
+                return (bytes, entries);
+            }
+        }
+    }
+    (bytes, entries)
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(home: &Path, max_bytes: u64, max_entries: u64) -> TenantUsage {
+        let limits = UsageLimits {
+            max_bytes,
+            max_entries,
+        };
+        UsageRegistry::default().for_tenant("acme", home, limits)
+    }
+
+    #[test]
+    fn bytes_and_names_are_counted_and_refused_over_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/a.csv"), vec![b'x'; 300_000]).unwrap();
+        std::os::unix::fs::symlink("/usr", dir.path().join("link")).unwrap();
+        let (bytes, entries) = walk(dir.path(), 0);
+        assert_eq!(
+            entries, 3,
+            "sub, sub/a.csv and the link, which is not followed"
+        );
+        assert!((300_000..400_000).contains(&bytes), "{bytes}");
+
+        let u = usage(dir.path(), 1_000_000, 4);
+        let walk = u.reserve(500_000, 0).unwrap();
+        let err = u.reserve(500_000, 0).unwrap_err();
+        assert!(err.contains("max_tenant_bytes"), "{err}");
+        // What a closed handle did not write is given back at once.
+        u.release(walk, 400_000);
+        u.reserve(500_000, 0).unwrap();
+        u.reserve(0, 1).unwrap();
+        let err = u.reserve(0, 1).unwrap_err();
+        assert!(err.contains("holds 4 files and folders"), "{err}");
+    }
+
+    #[test]
+    fn a_removal_is_seen_by_the_next_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("big.csv");
+        std::fs::write(&file, vec![b'x'; 900_000]).unwrap();
+        let u = usage(dir.path(), 1_000_000, 0);
+        assert!(u.reserve(200_000, 0).is_err());
+        std::fs::remove_file(&file).unwrap();
+        u.forget();
+        u.reserve(200_000, 0).unwrap();
+    }
+
+    #[test]
+    fn no_limits_means_no_walk() {
+        let u = usage(Path::new("/nonexistent"), 0, 0);
+        u.reserve(u64::MAX, u64::MAX).unwrap();
+        TenantUsage::unlimited().reserve(1, 1).unwrap();
+    }
+}
