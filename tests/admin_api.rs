@@ -199,6 +199,34 @@ async fn preview_leaves_the_directory_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_run_set_aside_by_a_newer_file_is_not_approved() {
+    let env = Env::start().await;
+    env.import("acme", &users_csv(0, 10)).await;
+    let held = env.import("acme", &users_csv(0, 2)).await;
+    assert_eq!(held.status, ImportStatus::Held);
+    // The whole list again, byte for byte: a duplicate, which still is newer word.
+    let newer = env.import("acme", &users_csv(0, 10)).await;
+    assert_eq!(newer.status, ImportStatus::Duplicate);
+    let tenants = env.get("/api/tenants").await;
+    assert_eq!(
+        tenants.json[0]["held"],
+        serde_json::json!([]),
+        "{}",
+        tenants.text
+    );
+    let a = env
+        .post(
+            &format!("/api/tenants/acme/imports/{}/approve", held.id),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 409, "{}", a.text);
+    assert!(a.text.contains("set aside"), "{}", a.text);
+    let active = env.get("/api/tenants/acme/users?status=active").await;
+    assert_eq!(active.json.as_array().unwrap().len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_applies_exactly_the_held_plan_and_restore_undoes_one() {
     let env = Env::start().await;
     assert_eq!(

@@ -198,15 +198,104 @@ fn approve_refuses_when_directory_changed() {
     go(&store, &t, &file(&users(50)));
     let held = go(&store, &t, &file(&users(10))).record;
     assert_eq!(held.status, ImportStatus::Held);
+    let plan = store.held_plan("t1", &held.id).unwrap().unwrap().to_vec();
     let mut rows = users(50);
     rows[1].1 = "Changed";
     go(&store, &t, &file(&rows));
+    // That run set the plan aside; put back (as a plan from before that rule), it is refused
+    // because the directory changed.
+    let version = store.tenant_state("t1").unwrap().version;
+    let put_back = roster::store::Commit {
+        tenant: "t1".into(),
+        expected_version: version,
+        put_plan: Some((held.id.clone(), plan)),
+        ..Default::default()
+    };
+    store.commit(&put_back).unwrap();
     let err = approve(&store, &t, &held.id).unwrap_err().to_string();
     assert!(err.contains("changed"), "{err}");
     assert_eq!(
         store.users("t1", Some(UserStatus::Active)).unwrap().len(),
         50
     );
+}
+
+#[test]
+fn a_newer_file_that_changes_nothing_still_sets_a_held_run_aside() {
+    // Review s15 F3/F4: the whole list sent again after a held run (reordered: a success that
+    // updates nobody; byte for byte: a duplicate) is newer word from the tenant than the held
+    // removal, though the directory's version does not move.
+    for same_bytes in [false, true] {
+        let (store, _d) = open();
+        let t = tenant(OnMissing::Deactivate, MatchBy::MappingCode);
+        let full = file(&users(50));
+        go(&store, &t, &full);
+        let held = go(&store, &t, &file(&users(10))).record;
+        assert_eq!(held.status, ImportStatus::Held);
+        let plan = store.held_plan("t1", &held.id).unwrap().unwrap().to_vec();
+        let mut reordered = users(50);
+        reordered.reverse();
+        let again = if same_bytes {
+            full.clone()
+        } else {
+            file(&reordered)
+        };
+        let newer = go(&store, &t, &again).record;
+        let expected = [ImportStatus::Success, ImportStatus::Duplicate][usize::from(same_bytes)];
+        assert_eq!(newer.status, expected, "{:?}", newer.messages);
+        assert_eq!(newer.counts.updated, 0);
+        assert!(
+            newer
+                .messages
+                .iter()
+                .any(|m| m.contains(&held.id) && m.contains("set aside")),
+            "{:?}",
+            newer.messages
+        );
+        assert!(
+            store.held_plans("t1").unwrap().is_empty(),
+            "the stale plan left the store"
+        );
+        assert!(approve(&store, &t, &held.id).is_err());
+        // A plan held before this rule (put back here) is refused by the history.
+        let version = store.tenant_state("t1").unwrap().version;
+        store
+            .commit(&roster::store::Commit {
+                tenant: "t1".into(),
+                expected_version: version,
+                put_plan: Some((held.id.clone(), plan)),
+                ..Default::default()
+            })
+            .unwrap();
+        let err = approve(&store, &t, &held.id).unwrap_err().to_string();
+        assert!(
+            err.contains("a newer file was read after it was held"),
+            "{err}"
+        );
+        assert!(err.contains(&newer.id), "{err}");
+        assert_eq!(
+            store.users("t1", Some(UserStatus::Active)).unwrap().len(),
+            50,
+            "nobody the newest file lists was deactivated"
+        );
+    }
+}
+
+#[test]
+fn a_newer_held_run_sets_the_older_one_aside() {
+    let (store, _d) = open();
+    let t = tenant(OnMissing::Deactivate, MatchBy::MappingCode);
+    go(&store, &t, &file(&users(50)));
+    let older = go(&store, &t, &file(&users(10))).record;
+    let newer = go(&store, &t, &file(&users(20))).record;
+    assert_eq!(
+        (older.status, newer.status),
+        (ImportStatus::Held, ImportStatus::Held)
+    );
+    assert_eq!(store.held_plans("t1").unwrap(), vec![newer.id.clone()]);
+    assert!(approve(&store, &t, &older.id).is_err());
+    let applied = approve(&store, &t, &newer.id).unwrap().record;
+    assert_eq!(applied.counts.deactivated, 30);
 }
 
 #[test]

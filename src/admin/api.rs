@@ -416,7 +416,15 @@ pub(crate) async fn approve_held(
     let store = st.store.clone();
     let tid = tenant.to_string();
     let held = blocking_ok("cannot read the held plans", move || store.held_plans(&tid)).await?;
-    if record.status != ImportStatus::Held || !held.iter().any(|h| h == id) {
+    if record.status == ImportStatus::Held && !held.iter().any(|h| h == id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "import {id} of tenant {tenant} was set aside: a newer file was read after it was held (see the history), so it can no longer be approved; upload the file again if it is still meant"
+            ),
+        ));
+    }
+    if record.status != ImportStatus::Held {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(

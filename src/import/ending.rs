@@ -290,6 +290,7 @@ pub(super) fn commit(
             f.complete(&mut rec, report_csv.as_deref(), archive_copy.as_deref())?;
         }
         let applied = matches!(rec.status, ImportStatus::Success | ImportStatus::Partial);
+        let set_aside_plans = set_aside(&job, &mut rec)?;
         let commit = Commit {
             tenant: job.tenant.id.clone(),
             expected_version: state.version,
@@ -310,6 +311,7 @@ pub(super) fn commit(
             record: Some(rec.clone()),
             put_plan: held_plan.map(|plan| (rec.id.clone(), plan)),
             remove_plan: job.approving.as_ref().map(|a| a.id.clone()),
+            set_aside_plans,
             lease: job.opts.lease.clone(),
         };
         if let Err(e) = job.store.commit(&commit) {
@@ -328,4 +330,24 @@ pub(super) fn commit(
         },
         changes,
     })
+}
+
+/// The tenant's older held plans this run sets aside, when it read a newer file
+/// (`held::read_a_newer_file`); the record says which.
+fn set_aside(job: &Job<'_>, rec: &mut ImportRecord) -> Result<Vec<String>> {
+    if !super::held::read_a_newer_file(rec.status) {
+        return Ok(Vec::new());
+    }
+    let approving = job.approving.as_ref().map(|a| a.id.as_str());
+    let older: Vec<String> = (job.store.held_plans(&job.tenant.id)?)
+        .into_iter()
+        .filter(|id| *id != rec.id && Some(id.as_str()) != approving)
+        .collect();
+    if !older.is_empty() {
+        rec.messages.push(format!(
+            "this newer file set aside the held run(s) {}: they can no longer be approved",
+            older.join(", ")
+        ));
+    }
+    Ok(older)
 }

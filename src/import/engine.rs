@@ -116,6 +116,7 @@ fn begin(job: &Job<'_>, clock: &PhaseClock) -> Result<(ImportRecord, TenantState
                 tenant.id
             );
         }
+        super::held::check_not_superseded(job.store, &tenant.id, &a.id)?;
     }
     Ok((rec, state, scan))
 }

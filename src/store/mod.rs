@@ -93,6 +93,10 @@ pub struct Commit {
     pub put_plan: Option<(String, Vec<u8>)>,
     /// Import id of the held plan this run completes.
     pub remove_plan: Option<String>,
+    /// Held plans this run sets aside: a run that read a newer file of the tenant (applied,
+    /// a duplicate of the applied file, or held itself) makes every older held plan stale, and
+    /// approving one would undo what the newer file says (design.md §5, held runs).
+    pub set_aside_plans: Vec<String>,
     /// The store lease the run holds (`tenant:<id>` for the intake's runs). A store several
     /// nodes share refuses the commit unless this node still holds that lease, unexpired: a
     /// node that lost it (a database outage longer than `lease_secs`, a stalled process) while

@@ -194,6 +194,7 @@ impl Directory for PostgresStore {
             ledger: c.ledger.clone(),
             put_plan: c.put_plan.clone(),
             remove_plan: c.remove_plan.clone(),
+            set_aside_plans: c.set_aside_plans.clone(),
             lease: c.lease.clone(),
         };
         let node = self.node_id.clone();
@@ -431,8 +432,11 @@ async fn apply_commit(tx: &Transaction<'_>, c: &Commit, node: &str) -> Result<(T
         &[&c.tenant, &to_i64(version)?, &c.last_applied_sha256],
     )
     .await?;
-    let run_log_parts =
-        c.record.is_some() || c.ledger.is_some() || c.put_plan.is_some() || c.remove_plan.is_some();
+    let run_log_parts = c.record.is_some()
+        || c.ledger.is_some()
+        || c.put_plan.is_some()
+        || c.remove_plan.is_some()
+        || !c.set_aside_plans.is_empty();
     if run_log_parts {
         super::runs::write_commit_parts(tx, c).await?;
     }

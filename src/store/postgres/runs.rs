@@ -485,6 +485,14 @@ pub(super) async fn write_commit_parts(
         .await
         .context("cannot remove the held plan")?;
     }
+    if !c.set_aside_plans.is_empty() {
+        tx.execute(
+            "DELETE FROM roster.held_plans WHERE tenant = $1 AND import_id = ANY($2)",
+            &[&c.tenant, &c.set_aside_plans],
+        )
+        .await
+        .context("cannot set the older held plans aside")?;
+    }
     Ok(())
 }
 

@@ -185,7 +185,7 @@ impl Directory for SledStore {
                 if let Some((id, bytes)) = &c.put_plan {
                     plans.insert(tkey(&c.tenant, id.as_bytes()), bytes.as_slice())?;
                 }
-                if let Some(id) = &c.remove_plan {
+                for id in c.remove_plan.iter().chain(&c.set_aside_plans) {
                     plans.remove(tkey(&c.tenant, id.as_bytes()))?;
                 }
                 super::changes::publish(changes, &c.tenant, &c.buckets, c.record.as_ref(), at)?;
