@@ -196,6 +196,32 @@ async fn one_refused_recipient_does_not_stop_the_others() {
 }
 
 #[tokio::test]
+async fn a_deferring_recipient_is_left_for_later_without_holding_the_others() {
+    // Review s15 (operator F1): one 4xx mailbox held the report from everyone, and with a 5xx
+    // one beside it the good recipients got the report again at every retry.
+    let sink = SmtpSink::start().await.expect("sink");
+    sink.reply_to_rcpt("full@acme.example", RcptReply::TryLater);
+    sink.reply_to_rcpt("gone@acme.example", RcptReply::Reject);
+    let mail = report(&["full@acme.example", "it@acme.example", "gone@acme.example"]);
+    let err = deliver(&sink.url(), &mail)
+        .await
+        .expect_err("one recipient deferred");
+    let DeliveryError::Partly { remaining, why } = &err else {
+        panic!("expected Partly, got {err:?}");
+    };
+    assert_eq!(remaining, &["full@acme.example"]);
+    assert!(why.contains("451"), "{why}");
+    assert!(err.is_retryable());
+    let got = sink.wait_for(1, WAIT).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpt_to, ["it@acme.example"]);
+    // Alone, the deferring mailbox still defers as a whole (nothing to narrow).
+    let alone = report(&["full@acme.example"]);
+    let err = deliver(&sink.url(), &alone).await.expect_err("451");
+    assert!(matches!(err, DeliveryError::Transient(_)), "{err:?}");
+}
+
+#[tokio::test]
 async fn every_recipient_refused_is_permanent() {
     let sink = SmtpSink::start().await.expect("sink");
     sink.reply_to_rcpt("a@acme.example", RcptReply::Reject);

@@ -109,6 +109,9 @@ impl MailQueue for MemQueue {
     fn give_up(&self, id: u64, reason: &str) -> anyhow::Result<()> {
         self.with(id, |e| e.state = State::GaveUp(reason.to_string()))
     }
+    fn narrow(&self, id: u64, recipients: &[String]) -> anyhow::Result<()> {
+        self.with(id, |e| e.item.mail.to = recipients.to_vec())
+    }
 }
 
 fn mail_to(to: &str) -> roster::mail::OutgoingMail {
@@ -249,6 +252,41 @@ async fn a_451_is_deferred_with_backoff_and_counted() {
     let report = worker.step(e.next_at).await;
     assert_eq!(report.sent, 1);
     assert_eq!(queue.get(id).state, State::Sent);
+}
+
+/// Review s15 (operator F1): a recipient that defers is retried alone; the one that accepted
+/// gets the report once.
+#[tokio::test]
+async fn a_deferring_recipient_is_retried_alone() {
+    let sink = SmtpSink::start().await.expect("sink");
+    sink.reply_to_rcpt("busy@acme.example", RcptReply::TryLater);
+    let queue = Arc::new(MemQueue::default());
+    let run = RunSummary {
+        tenant: "acme".into(),
+        file: "users.csv".into(),
+        status: "success".into(),
+        ..RunSummary::default()
+    };
+    let to = [
+        "busy@acme.example".to_string(),
+        "it@acme.example".to_string(),
+    ];
+    let mail = compose_report("Roster <roster@example.com>", &to, &run).expect("compose");
+    let id = queue.push(mail);
+    let worker = Worker::new(queue.clone(), smtp(sink.url()), "unused".into()).backoff(FAST);
+    let report = worker.step(Utc::now()).await;
+    assert_eq!((report.sent, report.deferred), (0, 1));
+    assert_eq!(queue.get(id).item.mail.to, ["busy@acme.example"]);
+    sink.reply_to_rcpt("busy@acme.example", RcptReply::Accept);
+    for _ in 0..3 {
+        worker.step(queue.get(id).next_at).await;
+    }
+    assert_eq!(queue.get(id).state, State::Sent);
+    let mut got: Vec<String> = (sink.received().iter())
+        .flat_map(|m| m.rcpt_to.clone())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["busy@acme.example", "it@acme.example"], "each once");
 }
 
 /// A message that keeps failing for a reason that may pass is given up after the last attempt

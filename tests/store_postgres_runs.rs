@@ -303,6 +303,8 @@ fn the_outbox_keeps_messages_until_sent_and_defers_with_attempts() {
     assert!(store.outbox_due(Utc::now()).unwrap().is_empty());
 
     let retry_at = at(Utc::now().timestamp_micros() + 60_000_000);
+    // One recipient has it: the retry goes to the other only.
+    store.outbox_narrow(first, &to[1..]).unwrap();
     store.outbox_defer(first, retry_at, 3, "421 busy").unwrap();
     store.outbox_mark_sent(second).unwrap();
     assert_eq!(store.outbox_len(), 1);
@@ -314,6 +316,7 @@ fn the_outbox_keeps_messages_until_sent_and_defers_with_attempts() {
         (first, 3, retry_at)
     );
     assert_eq!(again[0].last_error.as_deref(), Some("421 busy"));
+    assert_eq!(again[0].recipients, ["b@x.example"]);
     let e = store.outbox_defer(second, retry_at, 1, "x").unwrap_err();
     assert!(format!("{e}").contains("does not exist"), "{e}");
 }

@@ -1,9 +1,10 @@
 //! Delivering one stored message: over SMTP to `[mail] smtp_url`, or as an `.eml` file.
 //!
 //! Enters: an [`OutgoingMail`] (envelope + finished bytes) and the SMTP URL. Leaves: `Ok` once
-//! the server accepted the message for at least one recipient, or a [`DeliveryError`] saying
-//! whether to try again later (server unreachable, timeout, 4xx) or to give up (5xx for every
-//! recipient). Without `[mail]`, [`write_eml`] writes the bytes to `data/outbox/` atomically.
+//! every recipient accepted the message or refused it for good (5xx) and at least one accepted,
+//! or a [`DeliveryError`] saying whether to try again later (server unreachable, timeout, 4xx;
+//! [`DeliveryError::Partly`] names the recipients still to try, when others already have it)
+//! or to give up (5xx for every recipient). Without `[mail]`, [`write_eml`] writes the bytes to `data/outbox/` atomically.
 //!
 //! URL forms (lettre's `from_url`): `smtp://host:port` plain, `smtp://host:port?tls=required`
 //! STARTTLS, `smtps://host:port` implicit TLS; `user:pass@` in the URL enables AUTH.
@@ -35,6 +36,10 @@ pub enum DeliveryError {
     /// Retrying will not help.
     #[error("SMTP server rejected the message: {0}")]
     Permanent(String),
+    /// Some recipients have the message (or refused it for good); `remaining` deferred it
+    /// (4xx) or could not be tried. Retry later, to `remaining` only, so nobody gets it twice.
+    #[error("SMTP server deferred the message for {}: {why}", remaining.join(", "))]
+    Partly { remaining: Vec<String>, why: String },
 }
 
 impl DeliveryError {
@@ -52,11 +57,12 @@ pub async fn deliver(smtp_url: &str, mail: &OutgoingMail) -> Result<(), Delivery
 /// [`deliver`] with an explicit bound per exchange.
 ///
 /// lettre stops a transaction at the first refused `RCPT`, so when a message to several
-/// recipients gets a 5xx, each recipient is tried on its own: the message then reaches the
-/// addresses that accept it, the refused ones are logged, and only if all refuse is the result
-/// [`DeliveryError::Permanent`]. If one of those single tries is deferred (4xx), the result is
-/// a retry, and recipients that already accepted may receive the message twice; a duplicate is
-/// preferred to a loss.
+/// recipients gets a 4xx or 5xx, each recipient is tried on its own: the message then reaches
+/// the addresses that accept it, the refused ones are logged, and only if all refuse is the
+/// result [`DeliveryError::Permanent`]. Recipients that defer (4xx), or that could not be tried
+/// because the server stopped answering, come back as [`DeliveryError::Partly`], so the retry
+/// goes to them alone: one deferring mailbox neither holds the report from the others nor makes
+/// them receive it again at each retry (review s15, operator F1).
 pub async fn deliver_with_timeout(
     smtp_url: &str,
     mail: &OutgoingMail,
@@ -86,7 +92,7 @@ pub async fn deliver_with_timeout(
 
     let all = send_once(&transport, &from, &to, &mail.bytes, timeout).await;
     let result = match all {
-        Err(DeliveryError::Permanent(why)) if to.len() > 1 => {
+        Err(DeliveryError::Permanent(why) | DeliveryError::Transient(why)) if to.len() > 1 => {
             per_recipient(&transport, &from, &to, mail, timeout, why).await
         }
         other => other,
@@ -106,24 +112,34 @@ async fn per_recipient(
 ) -> Result<(), DeliveryError> {
     let mut accepted = 0usize;
     let mut refused = Vec::new();
+    let mut remaining: Vec<String> = Vec::new();
     let mut retry: Option<DeliveryError> = None;
-    for rcpt in to {
-        match send_once(
-            transport,
-            from,
-            std::slice::from_ref(rcpt),
-            &mail.bytes,
-            timeout,
-        )
-        .await
-        {
+    for (i, rcpt) in to.iter().enumerate() {
+        let once = std::slice::from_ref(rcpt);
+        match send_once(transport, from, once, &mail.bytes, timeout).await {
             Ok(()) => accepted += 1,
             Err(DeliveryError::Permanent(why)) => refused.push(format!("{rcpt}: {why}")),
-            Err(e) => retry = Some(e),
+            Err(e @ DeliveryError::Unavailable(_)) => {
+                // The server stopped answering: this one and the rest are tried later.
+                remaining.extend(to[i..].iter().map(|a| a.to_string()));
+                retry = Some(e);
+                break;
+            }
+            Err(e) => {
+                remaining.push(rcpt.to_string());
+                retry = Some(e);
+            }
         }
     }
     if let Some(e) = retry {
-        return Err(e);
+        if accepted == 0 && refused.is_empty() {
+            return Err(e);
+        }
+        log_refused(mail, &refused, accepted, to.len());
+        return Err(DeliveryError::Partly {
+            remaining,
+            why: e.to_string(),
+        });
     }
     if accepted == 0 {
         return Err(DeliveryError::Permanent(if refused.is_empty() {
@@ -132,14 +148,19 @@ async fn per_recipient(
             refused.join("; ")
         }));
     }
-    tracing::warn!(
-        tenant = %mail.tenant,
-        subject = %mail.subject,
-        refused = %refused.join("; "),
-        "mail delivered to {accepted} of {} recipients; the others were refused permanently",
-        to.len()
-    );
+    log_refused(mail, &refused, accepted, to.len());
     Ok(())
+}
+
+fn log_refused(mail: &OutgoingMail, refused: &[String], accepted: usize, all: usize) {
+    if !refused.is_empty() {
+        tracing::warn!(
+            tenant = %mail.tenant,
+            subject = %mail.subject,
+            refused = %refused.join("; "),
+            "mail delivered to {accepted} of {all} recipients; some were refused permanently",
+        );
+    }
 }
 
 async fn send_once(

@@ -37,6 +37,10 @@ impl MailQueue for Store {
         self.outbox_defer(id, next_at, attempts, last_error)
     }
 
+    fn narrow(&self, id: u64, recipients: &[String]) -> anyhow::Result<()> {
+        self.outbox_narrow(id, recipients)
+    }
+
     fn give_up(&self, id: u64, reason: &str) -> anyhow::Result<()> {
         tracing::error!(
             id,

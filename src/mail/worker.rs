@@ -56,6 +56,8 @@ pub trait MailQueue: Send + Sync {
     /// The server refused the message for good: stop trying and keep `reason` (the message may
     /// be kept as dead for inspection or removed; the worker never offers it again either way).
     fn give_up(&self, id: u64, reason: &str) -> anyhow::Result<()>;
+    /// Some recipients have the message: later attempts go to `recipients` only.
+    fn narrow(&self, id: u64, recipients: &[String]) -> anyhow::Result<()>;
 }
 
 /// Exponential backoff: `first` after the first failure, doubling, never more than `max`.
@@ -286,6 +288,10 @@ impl Worker {
                 None if !self.still_ours(item.id) => continue,
                 None => self.attempt(mail.as_ref(), &item.mail).await,
             };
+            if let Err(DeliveryError::Partly { remaining, .. }) = &outcome {
+                let narrowed = self.queue.narrow(item.id, remaining);
+                self.settle(item.id, "narrow", narrowed);
+            }
             match outcome {
                 Ok(how) => {
                     tracing::info!(

@@ -371,6 +371,8 @@ pub trait MailOutbox: Send + Sync {
     fn outbox_len(&self) -> usize;
     /// Removes a delivered message.
     fn outbox_mark_sent(&self, id: u64) -> Result<()>;
+    /// Some recipients have the message: it goes on to `recipients` only.
+    fn outbox_narrow(&self, id: u64, recipients: &[String]) -> Result<()>;
     /// Records a failed attempt: the message waits until `next_attempt`.
     fn outbox_defer(
         &self,

@@ -145,6 +145,27 @@ impl MailOutbox for PostgresStore {
     /// Records a failed attempt and ends this node's claim: the message waits until
     /// `next_attempt`, then any node may take it. A message another node holds a live claim
     /// of is left to that node.
+    fn outbox_narrow(&self, id: u64, recipients: &[String]) -> Result<()> {
+        let db_id = db_id(id)?;
+        let recipients = recipients.to_vec();
+        let node = self.node_id.clone();
+        let changed = self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            client
+                .execute(
+                    "UPDATE roster.outbox SET recipients = $2 WHERE id = $1 AND (claimed_by IS NULL \
+                     OR claimed_by = $3 OR claimed_until < now())",
+                    &[&db_id, &recipients, &node],
+                )
+                .await
+                .context("cannot write the mail outbox")
+        })?;
+        if changed == 0 {
+            bail!("outbox message {id} does not exist, or another node has taken it");
+        }
+        Ok(())
+    }
+
     fn outbox_defer(
         &self,
         id: u64,

@@ -113,6 +113,23 @@ impl MailOutbox for SledStore {
     }
 
     /// Records a failed attempt: the message waits until `next_attempt`.
+    fn outbox_narrow(&self, id: u64, recipients: &[String]) -> Result<()> {
+        let Some(v) = self.inner.outbox.get(id.to_be_bytes())? else {
+            bail!("outbox message {id} does not exist");
+        };
+        let item = decode(id, &v)?;
+        let h = Header {
+            recipients: recipients.to_vec(),
+            attempts: item.attempts,
+            next_attempt: item.next_attempt,
+            last_error: item.last_error,
+        };
+        self.inner
+            .outbox
+            .insert(id.to_be_bytes(), frame(&h, &item.message)?)?;
+        self.flush()
+    }
+
     fn outbox_defer(
         &self,
         id: u64,
@@ -140,6 +157,18 @@ impl MailOutbox for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_narrowed_message_goes_on_to_the_remaining_recipients_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let to = ["a@x.example".to_string(), "b@x.example".to_string()];
+        let id = store.outbox_push(&to, b"body").unwrap();
+        store.outbox_narrow(id, &to[1..]).unwrap();
+        let due = store.outbox_due(Utc::now()).unwrap();
+        assert_eq!(due[0].recipients, ["b@x.example"]);
+        assert_eq!(due[0].message, b"body");
+    }
 
     #[test]
     fn a_pass_takes_a_bounded_batch_and_steps_over_a_damaged_message() {
