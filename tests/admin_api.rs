@@ -199,6 +199,53 @@ async fn preview_leaves_the_directory_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_waits_for_the_running_import_of_its_tenant() {
+    // Review s15 (operator F7): a restore committed in the middle of an import, whose commit
+    // then failed ("bucket … is missing from the store") and waited a minute for its retry.
+    let env = Env::start().await;
+    env.import("acme", &users_csv(0, 10)).await;
+    let r = env.import("acme", &users_csv(0, 9)).await;
+    assert_eq!(r.counts.deactivated, 1, "user09 is inactive");
+    // A big file that still leaves user09 out.
+    let mut big = users_csv(0, 9);
+    big.push_str(users_csv(10, 7000).split_once('\n').unwrap().1);
+    env.upload("acme", "users.csv", big.as_bytes()).await;
+    let mut running = false;
+    for _ in 0..2000 {
+        let p = env.get("/api/tenants/acme/progress").await;
+        if p.status == 200 && !p.json["running"].is_null() {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(running, "the big import was seen running");
+    let restored = env
+        .post("/api/tenants/acme/users/user09@acme.example/restore", None)
+        .await;
+    assert_eq!(restored.status, 200, "{}", restored.text);
+    // The restore ran after the import, on the tenant's queue: the import is already recorded,
+    // applied at its first attempt.
+    let history = env.get("/api/tenants/acme/imports").await;
+    let newest: ImportRecord = serde_json::from_value(history.json[0].clone()).unwrap();
+    assert_eq!(
+        history.json.as_array().unwrap().len(),
+        3,
+        "{}",
+        history.text
+    );
+    assert_eq!(
+        newest.status,
+        ImportStatus::Success,
+        "{:?}",
+        newest.messages
+    );
+    assert_eq!(newest.counts.inserted, 6990);
+    let u = env.get("/api/tenants/acme/users/user09@acme.example").await;
+    assert_eq!(u.json["status"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_run_set_aside_by_a_newer_file_is_not_approved() {
     let env = Env::start().await;
     env.import("acme", &users_csv(0, 10)).await;

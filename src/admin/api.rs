@@ -586,13 +586,22 @@ async fn restore(
     let t = tenant_of(&st.config.current(), &tenant)?;
     optional_json(&headers, body).await?;
     find_user(&st, &t.id, &key).await?;
-    let store = st.store.clone();
-    let k = key.clone();
-    let user = blocking("cannot restore the user", move || {
-        crate::import::restore(&*store, &t.id, &k)
-    })
-    .await?
-    .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))?;
+    // Like approve, through the tenant's queue: never in the middle of one of its imports.
+    let restored = st.intake.restore(&t.id, &key).await.ok_or_else(|| {
+        ApiError::internal(
+            "cannot restore the user",
+            anyhow::anyhow!(
+                "the intake is stopping or the tenant was removed; nothing was changed"
+            ),
+        )
+    })?;
+    let user = match restored {
+        Ok(u) => u,
+        Err(e) if crate::store::is_unavailable(&e) => {
+            return Err(ApiError::internal("cannot restore the user", e))
+        }
+        Err(e) => return Err(ApiError::new(StatusCode::CONFLICT, format!("{e:#}"))),
+    };
     tracing::info!(%tenant, key = %user.key, "user restored through the admin API");
     json_ok(user)
 }

@@ -33,7 +33,7 @@ mod triggers;
 pub use triggers::next_fire;
 
 use crate::config::{ConfigHandle, Tenant, Trigger};
-use crate::model::{ImportRecord, ImportStatus};
+use crate::model::{ImportRecord, ImportStatus, User};
 use crate::sftp::{is_temp_name, FileId, InProgress, UploadFinished};
 use crate::store::Store;
 use pattern::FilePattern;
@@ -106,6 +106,10 @@ enum Request {
         String,
         tokio::sync::oneshot::Sender<anyhow::Result<ImportRecord>>,
     ),
+    /// `restore`: bring this user back; answer with the user, or why not. On the queue like
+    /// every write of the directory, so it never lands in the middle of an import's run (which
+    /// then failed its commit and waited a minute: review s15).
+    Restore(String, tokio::sync::oneshot::Sender<anyhow::Result<User>>),
 }
 
 /// The running intake. Cloning is cheap.
@@ -232,6 +236,14 @@ impl Intake {
     ) -> Option<anyhow::Result<ImportRecord>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.request(tenant, Request::Approve(import_id.to_string(), tx));
+        rx.await.ok()
+    }
+
+    /// Restores user `key` of `tenant` on the tenant's queue (see [`Request::Restore`]); None
+    /// when the intake is stopping or the tenant was removed.
+    pub async fn restore(&self, tenant: &str, key: &str) -> Option<anyhow::Result<User>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.request(tenant, Request::Restore(key.to_string(), tx));
         rx.await.ok()
     }
 
@@ -480,6 +492,11 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
         Request::Approve(id, reply) => {
             let result = lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT)
                 .and_then(|_lease| run::approve_held(shared, tenant, &id));
+            let _ = reply.send(result);
+        }
+        Request::Restore(key, reply) => {
+            let result = lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT)
+                .and_then(|_lease| crate::import::restore(&*shared.store, &tenant.id, &key));
             let _ = reply.send(result);
         }
     }

@@ -90,11 +90,11 @@ pub(super) fn with_retries(
             Err(e) if attempt < 4 => {
                 attempt += 1;
                 tracing::error!(%tenant, file = what, attempt, "run failed, retrying in a minute: {e:#}");
-                std::thread::sleep(Duration::from_secs(if cfg!(debug_assertions) {
-                    5
-                } else {
-                    60
-                }));
+                let pause = Duration::from_secs(if cfg!(debug_assertions) { 5 } else { 60 });
+                if !pause_without_a_slot(&shared.permits, &shared.stopping, pause) {
+                    tracing::warn!(%tenant, file = what, "stopping: the run stays claimed and is finished on the next start");
+                    return false;
+                }
             }
             Err(e) => {
                 tracing::error!(%tenant, file = what, "run failed; it stays claimed and is retried on the next start: {e:#}");
@@ -103,6 +103,41 @@ pub(super) fn with_retries(
         }
     }
     false
+}
+
+/// Sleeps `pause` between attempts of a failed run without keeping one of the intake's import
+/// slots (`Shared::permits`, one per core) from the other tenants: the slot is lent to the
+/// semaphore for the pause and taken back after it (review s15: a failing tenant's three
+/// one-minute pauses kept another tenant's three-row upload waiting 63 s on two cores). The
+/// run's own permit stays with its task, so the count is the same before and after. False when
+/// the intake stops meanwhile.
+fn pause_without_a_slot(
+    permits: &tokio::sync::Semaphore,
+    stopping: &std::sync::atomic::AtomicBool,
+    pause: Duration,
+) -> bool {
+    use std::sync::atomic::Ordering;
+    use tokio::sync::TryAcquireError;
+    let step = Duration::from_millis(50);
+    permits.add_permits(1);
+    let until = std::time::Instant::now() + pause;
+    loop {
+        if stopping.load(Ordering::SeqCst) {
+            // Slots no longer matter once the intake stops.
+            return false;
+        }
+        if std::time::Instant::now() >= until {
+            match permits.try_acquire() {
+                Ok(lent) => {
+                    lent.forget();
+                    return true;
+                }
+                Err(TryAcquireError::Closed) => return false,
+                Err(TryAcquireError::NoPermits) => {}
+            }
+        }
+        std::thread::sleep(step);
+    }
 }
 
 /// Blocks until the store answers for `tenant` again; false when the intake stops first.
@@ -116,4 +151,49 @@ fn wait_for_store(shared: &Shared, tenant: &str) -> bool {
         pause = next_pause(pause);
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
+
+    #[test]
+    fn a_pausing_run_lends_its_slot_and_takes_one_back() {
+        let permits = Arc::new(Semaphore::new(1));
+        let run = permits.clone().try_acquire_owned().unwrap();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (p, s) = (permits.clone(), stopping.clone());
+        let pausing =
+            std::thread::spawn(move || pause_without_a_slot(&p, &s, Duration::from_millis(300)));
+        // While the run pauses, another tenant's run gets a slot.
+        let other = loop {
+            if let Ok(slot) = permits.clone().try_acquire_owned() {
+                break slot;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        drop(other);
+        assert!(pausing.join().unwrap(), "the pause ended normally");
+        assert_eq!(
+            permits.available_permits(),
+            0,
+            "the lent slot was taken back"
+        );
+        drop(run);
+        assert_eq!(permits.available_permits(), 1, "one slot, as before");
+    }
+
+    #[test]
+    fn a_pause_ends_when_the_intake_stops() {
+        let permits = Semaphore::new(0);
+        let stopping = AtomicBool::new(true);
+        assert!(!pause_without_a_slot(
+            &permits,
+            &stopping,
+            Duration::from_secs(60)
+        ));
+    }
 }

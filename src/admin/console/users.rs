@@ -9,7 +9,8 @@
 //! - `GET /tenants/{tenant}/users/{key}`: the user's fields (never a password hash: a `User`
 //!   has none), status, dates, and its change-log entries, newest first.
 //! - `POST /tenants/{tenant}/users/{key}/restore` (operators, CSRF): brings back a soft-deleted
-//!   (or import-deactivated) user through `import::restore`, as the admin API does, then shows
+//!   (or import-deactivated) user through `import::restore` on the tenant's queue
+//!   (`Intake::restore`), as the admin API does, then shows
 //!   the user's page with the result.
 //!
 //! Tenants see their own users read-only; any other tenant is a 404.
@@ -342,11 +343,13 @@ async fn restore(
     let t = viewer.tenant(&config, &tenant)?.clone();
     viewer.operator_only()?;
     find_user(&st, &t.id, &key).await?;
-    let store = st.store.clone();
-    let (id, k) = (t.id.clone(), key.clone());
-    let restored = tokio::task::spawn_blocking(move || crate::import::restore(&*store, &id, &k))
-        .await
-        .map_err(|e| PageError::internal("cannot restore the user", anyhow::anyhow!("{e}")))?;
+    // Like approve, through the tenant's queue: never in the middle of one of its imports.
+    let restored = st.intake.restore(&t.id, &key).await.ok_or_else(|| {
+        PageError::internal(
+            "cannot restore the user",
+            anyhow::anyhow!("the intake is stopping or the tenant was removed"),
+        )
+    })?;
     let user = match restored {
         Ok(u) => u,
         Err(e) if crate::store::is_unavailable(&e) => {
