@@ -292,12 +292,17 @@ fn reconcile_reports_the_drift_then_fixes_it() {
         .unwrap();
     s.create(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "local-admin"}));
     cy.status = UserStatus::Active;
-    let directory = vec![ann, bob, cy];
+    // gone: deleted in the directory (Roster's: deactivated); another source's user: foreign.
+    let mut gone = user("gone", "Gone");
+    gone.status = UserStatus::Deleted;
+    s.create(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "other", "externalId": "other-idp-7"}));
+    let directory = vec![ann, bob, cy, gone];
     let dry = reconcile(&p, &directory, ScimOnMissing::Deactivate, true).unwrap();
-    assert_eq!(dry.application_users, 4);
+    assert_eq!(dry.application_users, 5);
     assert_eq!(dry.create.keys, ["cy"]);
     assert_eq!(dry.update.keys, ["bob"]);
     assert_eq!(dry.deactivate.keys, ["gone"]);
+    assert_eq!(dry.foreign.keys, ["other-idp-7"]);
     assert!(
         s.by_external_id("cy").is_none(),
         "a dry run changes nothing"
@@ -306,6 +311,7 @@ fn reconcile_reports_the_drift_then_fixes_it() {
     assert!(fixed.errors.is_empty(), "{:?}", fixed.errors);
     assert_eq!(s.by_external_id("bob").unwrap()["name"]["givenName"], "Bob");
     assert_eq!(s.by_external_id("gone").unwrap()["active"], false);
+    assert_ne!(s.by_external_id("other-idp-7").unwrap()["active"], false);
     assert!(s.by_external_id("cy").is_some());
     let again = reconcile(&p, &directory, ScimOnMissing::Deactivate, true).unwrap();
     let nothing = |f: &roster::deliver::scim_push::reconcile::Fixes| f.count == 0;

@@ -119,6 +119,16 @@ impl ScimClient {
 
     /// Sends one request; the answer's JSON (Null for an empty body) when it is a 2xx.
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, ScimError> {
+        self.call_sized(method, path, body).map(|(v, _)| v)
+    }
+
+    /// As [`call`](Self::call), with the bytes of the answer's body.
+    fn call_sized(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(Value, usize), ScimError> {
         let url = format!("{}{path}", self.base);
         let mut req = ureq::http::Request::builder()
             .method(method)
@@ -159,7 +169,7 @@ impl ScimClient {
             .map_err(ScimError::transport)?;
         let json: Option<Value> = serde_json::from_str(&text).ok();
         if (200..300).contains(&status) {
-            return Ok(json.unwrap_or(Value::Null));
+            return Ok((json.unwrap_or(Value::Null), text.len()));
         }
         if (300..400).contains(&status) {
             return Err(ScimError {
@@ -279,24 +289,44 @@ impl ScimClient {
         }
     }
 
-    /// One page of the application's users from `start` (1-based): (users, totalResults).
-    pub fn list(&self, start: usize) -> Result<(Vec<Value>, usize), ScimError> {
-        let v = self.call(
+    /// One page of the application's users from `start` (1-based).
+    pub fn list(&self, start: usize) -> Result<ListPage, ScimError> {
+        let (v, bytes) = self.call_sized(
             "GET",
             &format!("/Users?startIndex={start}&count={PAGE}"),
             None,
         )?;
-        let total = v
-            .get("totalResults")
-            .and_then(Value::as_u64)
-            .and_then(|t| usize::try_from(t).ok())
-            .unwrap_or(0);
-        let users = match v.get("Resources") {
-            Some(Value::Array(a)) => a.clone(),
+        let number = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|t| usize::try_from(t).ok())
+        };
+        let (total, start_index) = (number("totalResults").unwrap_or(0), number("startIndex"));
+        let users = match v {
+            Value::Object(mut o) => match o.remove("Resources") {
+                Some(Value::Array(a)) => a,
+                _ => Vec::new(),
+            },
             _ => Vec::new(),
         };
-        Ok((users, total))
+        Ok(ListPage {
+            users,
+            total,
+            start_index,
+            bytes,
+        })
     }
+}
+
+/// One page of `GET /Users` (see [`ScimClient::list`]).
+pub struct ListPage {
+    pub users: Vec<Value>,
+    /// `totalResults` (0 when missing).
+    pub total: usize,
+    /// The `startIndex` the provider says this page starts at, if it says.
+    pub start_index: Option<usize>,
+    /// Bytes of the answer's body.
+    pub bytes: usize,
 }
 
 fn user_path(id: &str) -> String {
