@@ -129,6 +129,13 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
             t.import.file,
             t.import.trigger
         );
+        // A warning, not a failure: check-config often runs where serve's environment is not.
+        if let Some(Err(e)) = t.scim_push.as_ref().map(|p| p.bearer()) {
+            println!(
+                "  warning: {}: {e} here; SCIM push stays stopped where it is not set",
+                t.id
+            );
+        }
     }
     let keys = roster::sftp::hostkeys::load_existing(&config.server.host_keys)?;
     if keys.is_empty() {

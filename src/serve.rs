@@ -141,10 +141,11 @@ impl RunningServer {
         self.intake.shutdown(grace).await;
         // Before the node leaves: the delivery tasks release their leases themselves.
         self.webhooks.stop(Duration::from_secs(15)).await;
+        let push = self.scim_push;
+        let _ = tokio::task::spawn_blocking(move || push.stop(Duration::from_secs(15))).await;
+        // After the push: until then this node still pushes and must look alive.
         self.heartbeat.abort();
         let _ = self.heartbeat.await;
-        let push = self.scim_push;
-        let _ = tokio::task::spawn_blocking(move || push.stop()).await;
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.leave()).await {
             Ok(Ok(())) => {}

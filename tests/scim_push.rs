@@ -6,132 +6,25 @@
 //! down, a bearer token, `--reconcile`, and a report pushed before its manager getting the
 //! manager once the manager arrives.
 
+#[path = "scim_push/mem.rs"]
+mod mem;
 #[path = "scim_push/server.rs"]
 mod server;
+
+use mem::{config_for, create, drain, user, MemSource};
 
 use chrono::Utc;
 use roster::config::{ScimOnMissing, ScimPushConfig};
 use roster::deliver::scim_push::{reconcile, snapshot, Batch, ChangeSource, Pusher};
-use roster::model::changelog::{ChangeKind, Cursor, LoggedChange};
-use roster::model::{FieldChange, User, UserStatus};
+use roster::model::changelog::{ChangeKind, Cursor};
+use roster::model::UserStatus;
 use serde_json::{json, Value};
 use server::{RateLimiter, ScimServer};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
-/// A tenant's change log, directory and cursor in memory.
-#[derive(Default)]
-struct MemSource {
-    log: Mutex<Vec<LoggedChange>>,
-    users: Mutex<HashMap<String, User>>,
-    cursor: Mutex<Cursor>,
-}
-
-impl ChangeSource for MemSource {
-    fn changes(&self, after: u64, limit: usize) -> anyhow::Result<Vec<LoggedChange>> {
-        let log = self.log.lock().unwrap();
-        Ok(log
-            .iter()
-            .filter(|c| c.seq > after)
-            .take(limit)
-            .cloned()
-            .collect())
-    }
-    fn user(&self, key: &str) -> anyhow::Result<Option<User>> {
-        Ok(self.users.lock().unwrap().get(key).cloned())
-    }
-    fn cursor(&self) -> anyhow::Result<Cursor> {
-        Ok(self.cursor.lock().unwrap().clone())
-    }
-    fn save_cursor(&self, c: &Cursor) -> anyhow::Result<()> {
-        *self.cursor.lock().unwrap() = c.clone();
-        Ok(())
-    }
-}
-
-impl MemSource {
-    /// Sets the user (None: removed) and logs the change.
-    fn apply(
-        &self,
-        key: &str,
-        user: Option<User>,
-        kind: ChangeKind,
-        fields: &[(&str, Option<&str>)],
-    ) {
-        let mut log = self.log.lock().unwrap();
-        let seq = log.len() as u64 + 1;
-        log.push(LoggedChange {
-            seq,
-            at: Utc::now(),
-            import_id: Some("i1".into()),
-            key: key.into(),
-            kind,
-            fields: fields
-                .iter()
-                .map(|(f, n)| FieldChange {
-                    field: f.to_string(),
-                    old: None,
-                    new: n.map(str::to_string),
-                })
-                .collect(),
-        });
-        let mut users = self.users.lock().unwrap();
-        match user {
-            Some(u) => users.insert(key.into(), u),
-            None => users.remove(key),
-        };
-    }
-
-    fn get(&self, key: &str) -> User {
-        self.users.lock().unwrap()[key].clone()
-    }
-
-    fn position(&self) -> u64 {
-        self.cursor.lock().unwrap().position
-    }
-}
-
-fn user(key: &str, first: &str) -> User {
-    User {
-        key: key.into(),
-        status: UserStatus::Active,
-        email: Some(format!("{key}@acme.example")),
-        username: None,
-        mapping_code: Some(format!("E-{key}")),
-        first_name: Some(first.into()),
-        last_name: Some("Lee".into()),
-        fields: [
-            ("job_title".to_string(), json!("Clerk")),
-            ("org_unit".to_string(), json!("HQ")),
-        ]
-        .into(),
-        attributes: BTreeMap::new(),
-        has_password: false,
-        managed: true,
-        created_at: Utc::now(),
-        updated_at: Utc::now(),
-        deleted_at: None,
-    }
-}
-
 fn config(s: &ScimServer, on_missing: ScimOnMissing) -> ScimPushConfig {
-    ScimPushConfig {
-        url: s.base.clone(),
-        token: None,
-        token_env: None,
-        on_missing,
-        attributes: BTreeMap::new(),
-    }
-}
-
-fn drain(p: &Pusher, src: &MemSource) -> Batch {
-    p.drain(src, 100).unwrap()
-}
-
-fn create(src: &MemSource, key: &str, first: &str) {
-    src.apply(key, Some(user(key, first)), ChangeKind::Created, &[]);
+    config_for(&s.base, on_missing)
 }
 
 #[test]
@@ -399,12 +292,17 @@ fn reconcile_reports_the_drift_then_fixes_it() {
         .unwrap();
     s.create(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "local-admin"}));
     cy.status = UserStatus::Active;
-    let directory = vec![ann, bob, cy];
+    // gone: deleted in the directory (Roster's: deactivated); another source's user: foreign.
+    let mut gone = user("gone", "Gone");
+    gone.status = UserStatus::Deleted;
+    s.create(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "other", "externalId": "other-idp-7"}));
+    let directory = vec![ann, bob, cy, gone];
     let dry = reconcile(&p, &directory, ScimOnMissing::Deactivate, true).unwrap();
-    assert_eq!(dry.application_users, 4);
+    assert_eq!(dry.application_users, 5);
     assert_eq!(dry.create.keys, ["cy"]);
     assert_eq!(dry.update.keys, ["bob"]);
     assert_eq!(dry.deactivate.keys, ["gone"]);
+    assert_eq!(dry.foreign.keys, ["other-idp-7"]);
     assert!(
         s.by_external_id("cy").is_none(),
         "a dry run changes nothing"
@@ -413,6 +311,7 @@ fn reconcile_reports_the_drift_then_fixes_it() {
     assert!(fixed.errors.is_empty(), "{:?}", fixed.errors);
     assert_eq!(s.by_external_id("bob").unwrap()["name"]["givenName"], "Bob");
     assert_eq!(s.by_external_id("gone").unwrap()["active"], false);
+    assert_ne!(s.by_external_id("other-idp-7").unwrap()["active"], false);
     assert!(s.by_external_id("cy").is_some());
     let again = reconcile(&p, &directory, ScimOnMissing::Deactivate, true).unwrap();
     let nothing = |f: &roster::deliver::scim_push::reconcile::Fixes| f.count == 0;

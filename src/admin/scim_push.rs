@@ -78,7 +78,9 @@ pub(super) async fn status(
         "backlog": backlog.min(BACKLOG_COUNTED),
         "backlog_more": backlog > BACKLOG_COUNTED,
         "last_success": cursor.last_success,
-        "last_error": cursor.last_error,
+        // Why the push does not run at all comes first: the cursor never hears of it.
+        "last_error": now.stopped.clone().or(cursor.last_error),
+        "stopped": now.stopped,
         "attempts": cursor.attempts,
         "next_attempt": cursor.next_attempt,
         "pushed": now.pushed,

@@ -86,7 +86,7 @@ fn drift_text(tenant: &str, v: &Value) -> String {
         },
         s(v, "application_users")
     );
-    for kind in ["create", "update", "deactivate", "delete"] {
+    for kind in ["create", "update", "deactivate", "delete", "foreign"] {
         let count = v[kind]["count"].as_u64().unwrap_or(0);
         out.push_str(&format!("  {kind}: {count}\n"));
         for k in v[kind]["keys"].as_array().into_iter().flatten() {

@@ -6,6 +6,7 @@
 //! Roster's memory or hold a thread for ever. A failed request becomes a [`ScimError`] carrying
 //! the HTTP status, the provider's `detail` (RFC 7644 §3.12, cut to [`MAX_DETAIL`] characters),
 //! and its `Retry-After`, and says whether trying again later may help ([`ScimError::transient`]).
+//! Redirects are not followed: a 3xx is a failure that names its `Location`.
 
 use serde_json::Value;
 use std::time::Duration;
@@ -39,12 +40,13 @@ impl ScimError {
         }
     }
 
-    /// No answer, 401/403 (the token: every user would fail alike), 408, 429 or 5xx: the same
-    /// request may succeed later, so the push waits instead of skipping the user.
+    /// No answer, a redirect (the `url` is wrong: every user would fail alike), 401/403 (the
+    /// token, likewise), 408, 429 or 5xx: the same request may succeed later, so the push waits
+    /// instead of skipping the user.
     pub fn transient(&self) -> bool {
         match self.status {
             None => true,
-            Some(s) => matches!(s, 401 | 403 | 408 | 429) || s >= 500,
+            Some(s) => (300..400).contains(&s) || matches!(s, 401 | 403 | 408 | 429) || s >= 500,
         }
     }
 }
@@ -66,9 +68,13 @@ fn cut(s: &str) -> String {
 }
 
 /// `Retry-After` in seconds (an HTTP date is not honoured; the backoff applies instead),
-/// capped at an hour.
+/// capped at an hour (also when the number does not fit in u64).
 pub fn retry_after(value: Option<&str>) -> Option<Duration> {
-    let secs: u64 = value?.trim().parse().ok()?;
+    let value = value?.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs: u64 = value.parse().unwrap_or(u64::MAX);
     Some(Duration::from_secs(secs.min(3600)))
 }
 
@@ -99,6 +105,9 @@ impl ScimClient {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(REQUEST_TIMEOUT))
+            // A redirect would turn a write into a GET and drop the token (ureq does both):
+            // a 3xx comes back as it is and is a failure naming its Location.
+            .max_redirects(0)
             .max_idle_connections_per_host(8)
             .build();
         ScimClient {
@@ -110,6 +119,16 @@ impl ScimClient {
 
     /// Sends one request; the answer's JSON (Null for an empty body) when it is a 2xx.
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, ScimError> {
+        self.call_sized(method, path, body).map(|(v, _)| v)
+    }
+
+    /// As [`call`](Self::call), with the bytes of the answer's body.
+    fn call_sized(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(Value, usize), ScimError> {
         let url = format!("{}{path}", self.base);
         let mut req = ureq::http::Request::builder()
             .method(method)
@@ -134,11 +153,14 @@ impl ScimClient {
         };
         let mut resp = sent.map_err(ScimError::transport)?;
         let status = resp.status().as_u16();
-        let retry = retry_after(
+        let header = |name: &str| {
             resp.headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok()),
-        );
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let retry = retry_after(header("retry-after").as_deref());
+        let location = header("location");
         let text = resp
             .body_mut()
             .with_config()
@@ -147,7 +169,17 @@ impl ScimClient {
             .map_err(ScimError::transport)?;
         let json: Option<Value> = serde_json::from_str(&text).ok();
         if (200..300).contains(&status) {
-            return Ok(json.unwrap_or(Value::Null));
+            return Ok((json.unwrap_or(Value::Null), text.len()));
+        }
+        if (300..400).contains(&status) {
+            return Err(ScimError {
+                status: Some(status),
+                detail: cut(&format!(
+                    "{method} {path} was redirected to {}: fix `url` in [tenants.scim_push] (redirects are not followed)",
+                    location.as_deref().unwrap_or("(no Location)")
+                )),
+                retry_after: None,
+            });
         }
         let detail = json
             .as_ref()
@@ -257,24 +289,44 @@ impl ScimClient {
         }
     }
 
-    /// One page of the application's users from `start` (1-based): (users, totalResults).
-    pub fn list(&self, start: usize) -> Result<(Vec<Value>, usize), ScimError> {
-        let v = self.call(
+    /// One page of the application's users from `start` (1-based).
+    pub fn list(&self, start: usize) -> Result<ListPage, ScimError> {
+        let (v, bytes) = self.call_sized(
             "GET",
             &format!("/Users?startIndex={start}&count={PAGE}"),
             None,
         )?;
-        let total = v
-            .get("totalResults")
-            .and_then(Value::as_u64)
-            .and_then(|t| usize::try_from(t).ok())
-            .unwrap_or(0);
-        let users = match v.get("Resources") {
-            Some(Value::Array(a)) => a.clone(),
+        let number = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|t| usize::try_from(t).ok())
+        };
+        let (total, start_index) = (number("totalResults").unwrap_or(0), number("startIndex"));
+        let users = match v {
+            Value::Object(mut o) => match o.remove("Resources") {
+                Some(Value::Array(a)) => a,
+                _ => Vec::new(),
+            },
             _ => Vec::new(),
         };
-        Ok((users, total))
+        Ok(ListPage {
+            users,
+            total,
+            start_index,
+            bytes,
+        })
     }
+}
+
+/// One page of `GET /Users` (see [`ScimClient::list`]).
+pub struct ListPage {
+    pub users: Vec<Value>,
+    /// `totalResults` (0 when missing).
+    pub total: usize,
+    /// The `startIndex` the provider says this page starts at, if it says.
+    pub start_index: Option<usize>,
+    /// Bytes of the answer's body.
+    pub bytes: usize,
 }
 
 fn user_path(id: &str) -> String {
@@ -309,6 +361,9 @@ mod tests {
     fn retry_after_and_transient() {
         assert_eq!(retry_after(Some(" 7 ")), Some(Duration::from_secs(7)));
         assert_eq!(retry_after(Some("99999")), Some(Duration::from_secs(3600)));
+        let huge = Some("999999999999999999999");
+        assert_eq!(retry_after(huge), Some(Duration::from_secs(3600)));
+        assert_eq!(retry_after(Some("-1")), None);
         assert_eq!(retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
         let e = |s| ScimError {
             status: s,
@@ -316,7 +371,7 @@ mod tests {
             retry_after: None,
         };
         assert!(e(None).transient() && e(Some(429)).transient() && e(Some(503)).transient());
-        assert!(e(Some(401)).transient());
+        assert!(e(Some(401)).transient() && e(Some(301)).transient());
         assert!(!e(Some(400)).transient() && !e(Some(409)).transient());
         assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
     }

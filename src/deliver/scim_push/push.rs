@@ -235,6 +235,8 @@ pub struct Pusher {
     /// The failing users as last saved in the store; None until loaded from it.
     saved_failing: Mutex<Option<Vec<Failure>>>,
     status: Arc<Mutex<PushStatus>>,
+    /// Raised (any of them): no further user is started (`roster serve` stops).
+    stop: Vec<Arc<AtomicBool>>,
 }
 
 impl Pusher {
@@ -251,7 +253,19 @@ impl Pusher {
             waits: ManagerWaits::default(),
             saved_failing: Mutex::new(None),
             status: status_of(tenant),
+            stop: Vec::new(),
         })
+    }
+
+    /// The same pusher, starting no further user once one of `flags` is raised.
+    pub fn with_stop(mut self, flags: Vec<Arc<AtomicBool>>) -> Pusher {
+        self.stop = flags;
+        self
+    }
+
+    /// Whether a stop flag is raised.
+    fn stopped(&self) -> bool {
+        self.stop.iter().any(|f| f.load(Ordering::Relaxed))
     }
 
     pub fn client(&self) -> &ScimClient {
@@ -418,7 +432,7 @@ impl Pusher {
         std::thread::scope(|s| {
             for _ in 0..in_flight.min(work.len()) {
                 s.spawn(|| loop {
-                    if stop.load(Ordering::Relaxed) {
+                    if stop.load(Ordering::Relaxed) || self.stopped() {
                         break;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -500,8 +514,10 @@ impl Pusher {
         }
         let changes = src.changes(cursor.position, BATCH)?;
         let Some(last_seq) = changes.last().map(|c| c.seq) else {
-            self.retry_failing(src, now);
-            self.push_waiting_reports(src, now);
+            if !self.stopped() {
+                self.retry_failing(src, now);
+                self.push_waiting_reports(src, now);
+            }
             return Ok(Batch::Idle);
         };
         let work = group(&changes);
@@ -519,6 +535,7 @@ impl Pusher {
         if pushed > 0 {
             cursor.last_success = Some(now);
         }
+        let had_error = hold_err.is_some();
         let hold = hold_seq.map(|seq| {
             let e = hold_err.map(|(_, e)| e).unwrap_or_else(|| ScimError {
                 status: None,
@@ -527,7 +544,12 @@ impl Pusher {
             });
             (seq, e)
         });
+        // Users left unstarted by a stop: the cursor waits before them, with no failure counted.
+        let stopped = !had_error && self.stopped();
         match hold {
+            Some((seq, _)) if stopped => {
+                cursor.position = cursor.position.max(seq.saturating_sub(1));
+            }
             None => {
                 cursor.position = last_seq;
                 cursor.attempts = 0;
@@ -544,7 +566,9 @@ impl Pusher {
             }
         }
         src.save_cursor(&cursor)?;
-        self.push_waiting_reports(src, now);
+        if !self.stopped() {
+            self.push_waiting_reports(src, now);
+        }
         Ok(Batch::Pushed {
             pushed,
             failed,
@@ -557,7 +581,7 @@ impl Pusher {
         let mut last = Batch::Idle;
         for _ in 0..max_batches {
             last = self.run_batch(src, Utc::now())?;
-            if matches!(last, Batch::Idle | Batch::Waiting(_)) {
+            if matches!(last, Batch::Idle | Batch::Waiting(_)) || self.stopped() {
                 break;
             }
         }

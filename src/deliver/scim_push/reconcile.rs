@@ -4,10 +4,16 @@
 //! The application's users enter page by page ([`client::PAGE`](super::client::PAGE) at a time)
 //! and are indexed by `externalId` and `userName`; the directory's users enter as the list the
 //! caller read. Leaves as a [`Drift`] report: users created (missing in the application), updated
-//! (an attribute differs), deactivated (active in the application but inactive, deleted or gone
-//! in the directory, among the users carrying an `externalId`; users without one are not
-//! Roster's and are left alone). Without `dry_run` each fix is made as the pusher makes it.
-//! Memory: the application's users are held while comparing (one JSON value each).
+//! (an attribute differs), deactivated or deleted (active in the application but inactive,
+//! deleted or gone in the directory). Only application users whose `externalId` is the key of
+//! a user of the tenant's directory (deleted users included) are Roster's to deactivate or
+//! delete; one carrying any other externalId is listed as `foreign` and left alone, as are
+//! users without one. Without `dry_run` each fix is made as the pusher makes it.
+//!
+//! Bounded: of each application user only its `id` and the attributes compared are kept; the
+//! listing stops with an error past [`MAX_APP_USERS`] users or [`MAX_APP_BYTES`] read, and when
+//! the provider's paging does not move on (a page that starts elsewhere than asked, or brings
+//! no new `id`), rather than reading the same page for ever.
 
 use super::client::{id_of, ScimError};
 use super::push::Pusher;
@@ -22,6 +28,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 pub const MAX_LISTED: usize = 1000;
 /// Most application users read (a bound on memory).
 pub const MAX_APP_USERS: usize = 2_000_000;
+/// Most bytes of listing answers read in one reconcile (a bound on time and memory).
+pub const MAX_APP_BYTES: usize = 2 * 1024 * 1024 * 1024;
 
 /// One kind of fix: how many, and the first keys.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -49,19 +57,63 @@ pub struct Drift {
     pub update: Fixes,
     pub deactivate: Fixes,
     pub delete: Fixes,
+    /// Users the application holds under an externalId that is no key of this tenant's
+    /// directory (another provisioning source's): left alone.
+    #[serde(default)]
+    pub foreign: Fixes,
     /// Fixes the application refused: "key: detail".
     pub errors: Vec<String>,
 }
 
-/// Every user of the application, page by page.
+/// Every user of the application, page by page, each cut to its `id` and the attributes
+/// compared (`keep`).
 fn application_users(p: &Pusher) -> Result<Vec<Value>, ScimError> {
+    let keep = resource::compared_keys(p.extra());
+    let fail = |detail: String| ScimError {
+        status: None,
+        detail,
+        retry_after: None,
+    };
     let mut out = Vec::new();
+    let mut ids: HashSet<String> = HashSet::new();
+    let mut bytes = 0usize;
     loop {
-        let (page, total) = p.client().list(out.len() + 1)?;
-        let got = page.len();
-        out.extend(page);
-        if got == 0 || out.len() >= total || out.len() >= MAX_APP_USERS {
+        let start = out.len() + 1;
+        let page = p.client().list(start)?;
+        bytes = bytes.saturating_add(page.bytes);
+        if page.users.is_empty() {
             return Ok(out);
+        }
+        if page.start_index.is_some_and(|s| s != start) {
+            return Err(fail(format!(
+                "the provider answered startIndex {} when asked for {start}: its paging is broken, reconcile stops",
+                page.start_index.unwrap_or_default()
+            )));
+        }
+        let mut new = 0;
+        for mut u in page.users {
+            if id_of(&u).is_some_and(|id| ids.insert(id.to_string())) {
+                new += 1;
+                if let Some(o) = u.as_object_mut() {
+                    o.retain(|k, _| k == "id" || keep.contains(k));
+                }
+                out.push(u);
+            }
+        }
+        if new == 0 {
+            return Err(fail(format!(
+                "the provider repeated users already listed on the page from {start}: its paging is broken, reconcile stops"
+            )));
+        }
+        if out.len() >= page.total {
+            return Ok(out);
+        }
+        if out.len() >= MAX_APP_USERS || bytes >= MAX_APP_BYTES {
+            return Err(fail(format!(
+                "the application lists more than {} users or {} MiB; reconcile stops (nothing was changed)",
+                MAX_APP_USERS,
+                MAX_APP_BYTES >> 20
+            )));
         }
     }
 }
@@ -115,8 +167,13 @@ pub fn reconcile(
             }
         }
     }
+    let known: HashSet<&str> = directory.iter().map(|u| u.key.as_str()).collect();
     for (ext, have) in &by_ext {
         if live.contains(ext) {
+            continue;
+        }
+        if !known.contains(ext) {
+            drift.foreign.add(ext);
             continue;
         }
         let fix = match on_missing {

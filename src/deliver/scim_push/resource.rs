@@ -128,6 +128,28 @@ pub fn mapping(extra: &BTreeMap<String, String>) -> Vec<(String, String)> {
     out
 }
 
+/// The top-level attributes [`attributes`] can set: all that `--reconcile` needs to keep of an
+/// application's user to compare it.
+pub fn compared_keys(extra: &BTreeMap<String, String>) -> BTreeSet<String> {
+    let mut keys: BTreeSet<String> = [
+        "externalId",
+        "userName",
+        "active",
+        "displayName",
+        "emails",
+        "phoneNumbers",
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect();
+    for (path, _) in mapping(extra) {
+        let (urn, rest) = split_urn(&path);
+        let top = urn.unwrap_or_else(|| rest.split('.').next().unwrap_or(rest));
+        keys.insert(top.to_string());
+    }
+    keys
+}
+
 /// The attributes of `u` the application should hold (no `schemas`, no `id`).
 pub fn attributes(u: &User, extra: &BTreeMap<String, String>) -> Map<String, Value> {
     let mut r = Map::new();

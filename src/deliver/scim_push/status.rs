@@ -58,6 +58,8 @@ pub struct PushStatus {
     pub last_error: Option<String>,
     /// Users whose push failed, by key.
     pub failing: BTreeMap<String, Failure>,
+    /// Why this node does not push the tenant at all (its `token_env` is unset), if so.
+    pub stopped: Option<String>,
 }
 
 impl PushStatus {
@@ -94,7 +96,14 @@ pub fn status_of(tenant: &str) -> Arc<Mutex<PushStatus>> {
     map.entry(tenant.to_string()).or_default().clone()
 }
 
-/// A copy of `tenant`'s status.
+/// Records why `tenant`'s push cannot run on this node (None: it runs).
+pub fn set_stopped(tenant: &str, why: Option<String>) {
+    status_of(tenant)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .stopped = why;
+}
+
 /// Forgets the failing users this process holds for `tenant` (another node pushes it now;
 /// the store keeps the list).
 pub fn forget_failing(tenant: &str) {
@@ -105,6 +114,7 @@ pub fn forget_failing(tenant: &str) {
         .clear();
 }
 
+/// A copy of `tenant`'s status.
 pub fn snapshot(tenant: &str) -> PushStatus {
     status_of(tenant)
         .lock()

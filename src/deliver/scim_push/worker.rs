@@ -1,11 +1,17 @@
-//! The SCIM push worker of `roster serve`: one thread that pushes, for each tenant with
-//! `[tenants.scim_push]`, its change log to its application.
+//! The SCIM push worker of `roster serve`: one thread per tenant with `[tenants.scim_push]`,
+//! each pushing its tenant's change log to its application, so a slow application delays only
+//! its own tenant (review s15 F1), and a supervisor thread that keeps one such thread per
+//! configured tenant.
 //!
-//! The config enters through the [`ConfigHandle`] (read each round, so a reload adds, changes
-//! or stops a tenant's push); changes and users enter from the [`Store`]. With several nodes on
-//! one store, a node pushes a tenant only while it holds the store lease `scim-push:<tenant>`.
-//! A round pushes at most [`BATCHES_PER_ROUND`] batches per tenant, so one busy tenant does not
-//! starve the others; the thread sleeps [`IDLE`] when no tenant had work.
+//! The config enters through the [`ConfigHandle`] (looked at every [`IDLE`], so a reload adds,
+//! changes or stops a tenant's push: a changed or removed push ends its thread, and the new
+//! one starts only after the old one ended); changes and users enter from the [`Store`]. With
+//! several nodes on one store, a node pushes a tenant only while it holds the store lease
+//! `scim-push:<tenant>`. A tenant thread runs at most [`BATCHES_PER_ROUND`] batches before it
+//! looks at the lease again, and sleeps [`IDLE`] when it had no work. A stop is seen before
+//! each user (the one in flight finishes or times out), and [`Worker::stop`] waits at most its
+//! grace. A push that cannot start (its `token_env` unset) says why in the status, and logs it
+//! once per change.
 
 use super::push::{Batch, Pusher, StoreSource};
 use crate::config::{ConfigHandle, ScimPushConfig};
@@ -13,112 +19,243 @@ use crate::store::Store;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-/// Batches per tenant per round.
+/// Batches per tenant between two looks at the lease and the config.
 pub const BATCHES_PER_ROUND: usize = 8;
 /// Pause between rounds without work.
 pub const IDLE: Duration = Duration::from_millis(500);
+/// Sleeps are cut in steps this long to see a stop.
+const STEP: Duration = Duration::from_millis(100);
 
-/// The running worker; [`stop`](Self::stop) ends it after its current batch.
+/// The running worker; [`stop`](Self::stop) ends it before the next user of each tenant.
 pub struct Worker {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Worker {
-    /// Starts the worker thread.
+    /// Starts the supervisor thread (which starts the tenants' threads).
     pub fn start(config: ConfigHandle, store: Store) -> Worker {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("scim-push".into())
-            .spawn(move || run(config, store, flag))
+            .spawn(move || supervise(config, store, flag))
             .map_err(|e| tracing::error!("cannot start the SCIM push thread: {e}"))
             .ok();
         Worker { stop, thread }
     }
 
-    /// Stops the worker and waits for its thread (at most one batch).
-    pub fn stop(mut self) {
+    /// Stops every tenant's push and waits at most `grace` (a request in flight finishes or
+    /// times out); what is left resumes from the cursor on the next start.
+    pub fn stop(mut self, grace: Duration) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let Some(t) = self.thread.take() else { return };
+        let until = Instant::now() + grace;
+        while !t.is_finished() {
+            if Instant::now() >= until {
+                tracing::warn!(
+                    "SCIM push still running at stop; it resumes from its cursor on restart"
+                );
+                return;
+            }
+            std::thread::sleep(STEP.min(grace));
         }
+        let _ = t.join();
     }
 }
 
-fn run(config: ConfigHandle, store: Store, stop: Arc<AtomicBool>) {
-    let mut pushers: HashMap<String, (ScimPushConfig, Pusher)> = HashMap::new();
+/// One tenant's running push.
+struct TenantThread {
+    config: ScimPushConfig,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+/// Keeps one thread per tenant with `[tenants.scim_push]`, as the config now says.
+fn supervise(config: ConfigHandle, store: Store, stop: Arc<AtomicBool>) {
+    let mut running: HashMap<String, TenantThread> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
         let current = config.current();
-        let wanted: Vec<(String, ScimPushConfig)> = current
-            .tenants
-            .iter()
-            .filter_map(|t| t.scim_push.clone().map(|p| (t.id.clone(), p)))
+        let wanted: HashMap<&str, &ScimPushConfig> = (current.tenants.iter())
+            .filter_map(|t| t.scim_push.as_ref().map(|p| (t.id.as_str(), p)))
             .collect();
-        pushers.retain(|t, _| wanted.iter().any(|(w, _)| w == t));
-        let mut busy = false;
-        for (tenant, push) in wanted {
-            if stop.load(Ordering::Relaxed) {
-                break;
+        // Changed or removed: told to end; replaced once it has ended.
+        for (tenant, t) in &running {
+            if wanted.get(tenant.as_str()) != Some(&&t.config) {
+                t.stop.store(true, Ordering::Relaxed);
             }
-            busy |= round(&store, &tenant, &push, &mut pushers);
         }
-        if !busy {
-            std::thread::sleep(IDLE);
+        running.retain(|tenant, t| {
+            let ended = t.thread.is_finished();
+            if ended && !wanted.contains_key(tenant.as_str()) {
+                super::status::set_stopped(tenant, None);
+            }
+            !ended
+        });
+        for (tenant, push) in wanted {
+            if running.contains_key(tenant) {
+                continue;
+            }
+            if let Some(t) = spawn_tenant(&store, tenant, push, &stop) {
+                running.insert(tenant.to_string(), t);
+            }
         }
+        sleep_unless(&stop, IDLE);
+    }
+    for (_, t) in running {
+        t.stop.store(true, Ordering::Relaxed);
+        let _ = t.thread.join();
     }
 }
 
-/// One tenant's turn; true when it pushed something.
-fn round(
+fn spawn_tenant(
     store: &Store,
     tenant: &str,
     push: &ScimPushConfig,
-    pushers: &mut HashMap<String, (ScimPushConfig, Pusher)>,
-) -> bool {
-    let lease = format!("scim-push:{tenant}");
-    match store.take_lease(&lease) {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            // Another node pushes this tenant now: when the lease comes back, a new pusher
-            // starts from the store's saved failing users, not from this node's old ones.
-            if pushers.remove(tenant).is_some() {
-                super::status::forget_failing(tenant);
+    all: &Arc<AtomicBool>,
+) -> Option<TenantThread> {
+    let own = Arc::new(AtomicBool::new(false));
+    let stop = Stop {
+        own: own.clone(),
+        all: all.clone(),
+    };
+    let (store, name, config) = (store.clone(), tenant.to_string(), push.clone());
+    let thread = std::thread::Builder::new()
+        .name(format!("scim-push {tenant}"))
+        .spawn(move || run_tenant(store, name, config, stop))
+        .map_err(|e| tracing::error!(tenant, "cannot start the SCIM push thread: {e}"))
+        .ok()?;
+    Some(TenantThread {
+        config: push.clone(),
+        stop: own,
+        thread,
+    })
+}
+
+/// A tenant thread's stop: its own (its push changed or left) or the server's.
+#[derive(Clone)]
+struct Stop {
+    own: Arc<AtomicBool>,
+    all: Arc<AtomicBool>,
+}
+
+impl Stop {
+    fn raised(&self) -> bool {
+        self.own.load(Ordering::Relaxed) || self.all.load(Ordering::Relaxed)
+    }
+
+    /// Sleeps `d`, or less when the stop is raised meanwhile.
+    fn sleep(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.raised() && Instant::now() < until {
+            std::thread::sleep(STEP);
+        }
+    }
+}
+
+fn sleep_unless(stop: &Arc<AtomicBool>, d: Duration) {
+    Stop {
+        own: stop.clone(),
+        all: stop.clone(),
+    }
+    .sleep(d)
+}
+
+/// A pusher for the tenant; when it cannot be made (`token_env` unset), None, the reason in
+/// the status, and a warning when the reason differs from the last one `said`.
+fn build(
+    tenant: &str,
+    push: &ScimPushConfig,
+    stop: &Stop,
+    said: &mut Option<String>,
+) -> Option<Pusher> {
+    match Pusher::new(tenant, push) {
+        Ok(p) => {
+            if said.take().is_some() {
+                tracing::info!(tenant, "SCIM push started");
             }
-            return false;
+            super::status::set_stopped(tenant, None);
+            Some(p.with_stop(vec![stop.own.clone(), stop.all.clone()]))
         }
         Err(e) => {
-            tracing::warn!(tenant, "SCIM push: cannot take the lease {lease}: {e:#}");
-            return false;
+            let why = format!("SCIM push stopped: {e}");
+            if said.as_deref() != Some(why.as_str()) {
+                tracing::warn!(tenant, "{why}");
+            }
+            super::status::set_stopped(tenant, Some(why.clone()));
+            *said = Some(why);
+            None
         }
     }
-    if pushers.get(tenant).is_none_or(|(c, _)| c != push) {
-        match Pusher::new(tenant, push) {
-            Ok(p) => {
-                pushers.insert(tenant.to_string(), (push.clone(), p));
-            }
-            Err(e) => {
-                tracing::warn!(tenant, "SCIM push stopped: {e}");
-                pushers.remove(tenant);
-                return false;
-            }
-        }
-    }
-    let Some((_, pusher)) = pushers.get(tenant) else {
-        return false;
-    };
+}
+
+/// Pushes one tenant until its push changes, leaves the config, or the server stops.
+fn run_tenant(store: Store, tenant: String, push: ScimPushConfig, stop: Stop) {
+    let lease = format!("scim-push:{tenant}");
     let src = StoreSource {
         store: store.clone(),
-        tenant: tenant.to_string(),
+        tenant: tenant.clone(),
     };
-    match pusher.drain(&src, BATCHES_PER_ROUND) {
-        Ok(Batch::Pushed { .. }) => true,
-        Ok(_) => false,
-        Err(e) => {
-            tracing::warn!(tenant, "SCIM push: the store failed: {e:#}");
-            false
+    let mut pusher: Option<Pusher> = None;
+    let mut said = None;
+    let mut holding = false;
+    while !stop.raised() {
+        if pusher.is_none() {
+            pusher = build(&tenant, &push, &stop, &mut said);
+        }
+        let Some(p) = &pusher else {
+            stop.sleep(IDLE);
+            continue;
+        };
+        let busy = match store.take_lease(&lease) {
+            Ok(Some(_)) => {
+                holding = true;
+                round(p, &src, &stop)
+            }
+            Ok(None) => {
+                // Another node pushes this tenant now: when the lease comes back, a new pusher
+                // starts from the store's saved failing users, not from this node's old ones.
+                if holding {
+                    super::status::forget_failing(&tenant);
+                    pusher = None;
+                    holding = false;
+                }
+                false
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, "SCIM push: cannot take the lease {lease}: {e:#}");
+                false
+            }
+        };
+        if !busy {
+            stop.sleep(IDLE);
         }
     }
+    if holding {
+        if let Err(e) = store.release_lease(&lease) {
+            tracing::warn!(tenant = %tenant, "SCIM push: cannot release the lease {lease}: {e:#}");
+        }
+    }
+}
+
+/// Up to [`BATCHES_PER_ROUND`] batches; true when something was pushed.
+fn round(pusher: &Pusher, src: &StoreSource, stop: &Stop) -> bool {
+    let mut busy = false;
+    for _ in 0..BATCHES_PER_ROUND {
+        if stop.raised() {
+            break;
+        }
+        match pusher.run_batch(src, chrono::Utc::now()) {
+            Ok(Batch::Pushed { .. }) => busy = true,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(tenant = %src.tenant, "SCIM push: the store failed: {e:#}");
+                break;
+            }
+        }
+    }
+    busy
 }

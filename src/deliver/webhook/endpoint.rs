@@ -101,6 +101,17 @@ impl EndpointDelivery {
 
     /// Delivers what is due, up to one batch; stops between events when `stop` is raised.
     pub fn pass(&self, source: &dyn EventSource, stop: &AtomicBool) -> Result<PassOutcome> {
+        self.pass_gated(source, stop, &|| Ok(Box::new(())))
+    }
+
+    /// As [`pass`](Self::pass), holding what `sending` gives (a sending permit) during each
+    /// POST and only then, so a slow endpoint does not keep others waiting between its messages.
+    pub fn pass_gated(
+        &self,
+        source: &dyn EventSource,
+        stop: &AtomicBool,
+        sending: &dyn Fn() -> Result<Box<dyn Send>>,
+    ) -> Result<PassOutcome> {
         if !source.take_lease(&self.lease)? {
             return Ok(PassOutcome::OtherNode);
         }
@@ -127,7 +138,9 @@ impl EndpointDelivery {
             let id = message_id(&self.tenant, event.seq);
             let body = message::body(source, &self.tenant, &event)?;
             let headers = self.signer.headers(&id, Utc::now().timestamp(), &body);
+            let permit = sending()?;
             let outcome = send::post(&self.agent, &self.hook.url, &headers, &body);
+            drop(permit);
             if let Some(done) = self.settle(source, &mut cursor, event.seq, &id, outcome)? {
                 return Ok(done);
             }

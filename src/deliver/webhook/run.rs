@@ -2,9 +2,11 @@
 //!
 //! Data enters as the live config (a [`ConfigHandle`], looked at again on every reload and
 //! every [`POLL`]) and a wake-up (a watch the intake bumps when a run ends, so a commit goes
-//! out at once). Each task runs [`EndpointDelivery::pass`] on a blocking thread, at most
-//! [`SENDING_AT_ONCE`] at a time over all endpoints, and sleeps until its next attempt, the
-//! next poll, or a wake-up. A task whose endpoint left the config (or whose url, secret or
+//! out at once). Each task runs [`EndpointDelivery::pass`] on a blocking thread and sleeps
+//! until its next attempt, the next poll, or a wake-up. Each message is sent holding a permit
+//! of its tenant ([`SENDING_PER_TENANT`]) and one of all ([`SENDING_AT_ONCE`]), taken for that
+//! message only: slow endpoints of one tenant cannot hold every sending slot, and a slow
+//! endpoint lets others send between its messages (review s15 F4). A task whose endpoint left the config (or whose url, secret or
 //! events changed: it is restarted with the new ones) ends and releases its lease.
 
 use super::endpoint::{Backoff, EndpointDelivery, PassOutcome};
@@ -26,6 +28,8 @@ pub const MAX_ERROR_WAIT: Duration = Duration::from_secs(60);
 /// Deliveries in flight at once over all endpoints (each holds a blocking thread up to
 /// `send::TIMEOUT`).
 pub const SENDING_AT_ONCE: usize = 16;
+/// Deliveries in flight at once for one tenant, over its endpoints.
+pub const SENDING_PER_TENANT: usize = 4;
 
 /// The running delivery tasks.
 pub struct RunningWebhooks {
@@ -55,6 +59,8 @@ struct Shared {
     stop: Arc<AtomicBool>,
     stop_rx: watch::Receiver<bool>,
     sending: Arc<Semaphore>,
+    /// Each tenant's sending permits (created on its first message).
+    per_tenant: Arc<std::sync::Mutex<HashMap<String, Arc<Semaphore>>>>,
     agent: ureq::Agent,
 }
 
@@ -73,6 +79,7 @@ pub fn start(
         stop: stop.clone(),
         stop_rx,
         sending: Arc::new(Semaphore::new(SENDING_AT_ONCE)),
+        per_tenant: Arc::default(),
         agent: send::agent(send::TIMEOUT),
     };
     let task = tokio::spawn(supervise(shared));
@@ -170,12 +177,32 @@ async fn endpoint_task(shared: Shared, tenant: String, hook: WebhookConfig) {
     }
 }
 
-/// One pass on a blocking thread, holding a sending permit.
+/// One pass on a blocking thread; each message takes its tenant's and a global permit.
 async fn run_pass(
     shared: &Shared,
     delivery: &Arc<EndpointDelivery>,
 ) -> anyhow::Result<PassOutcome> {
-    let _permit = shared.sending.clone().acquire_owned().await?;
+    let tenant = shared
+        .per_tenant
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(delivery.tenant.clone())
+        .or_insert_with(|| Arc::new(Semaphore::new(SENDING_PER_TENANT)))
+        .clone();
+    let all = shared.sending.clone();
+    let runtime = tokio::runtime::Handle::current();
     let (source, delivery, stop) = (shared.source.clone(), delivery.clone(), shared.stop.clone());
-    tokio::task::spawn_blocking(move || delivery.pass(source.as_ref(), &stop)).await?
+    tokio::task::spawn_blocking(move || {
+        // Tenant first, then all, always in this order (no two tasks wait on each other).
+        let permit = || -> anyhow::Result<Box<dyn Send>> {
+            let both = runtime.block_on(async {
+                let mine = tenant.clone().acquire_owned().await?;
+                let any = all.clone().acquire_owned().await?;
+                Ok::<_, tokio::sync::AcquireError>((mine, any))
+            })?;
+            Ok(Box::new(both))
+        };
+        delivery.pass_gated(source.as_ref(), &stop, &permit)
+    })
+    .await?
 }

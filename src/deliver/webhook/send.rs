@@ -92,12 +92,15 @@ pub fn post(
 }
 
 /// A `Retry-After` value (seconds, or an HTTP date in any of its three forms: IMF-fixdate,
-/// RFC 850 and asctime, RFC 9110 §5.6.7) as a wait from `now`, at most [`MAX_RETRY_AFTER`];
-/// None when it cannot be read.
+/// RFC 850 and asctime, RFC 9110 §5.6.7) as a wait from `now`, at most [`MAX_RETRY_AFTER`]
+/// (also for a number of seconds too large for u64); None when it cannot be read.
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
     let wait = if let Ok(secs) = value.parse::<u64>() {
         Duration::from_secs(secs)
+    } else if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Seconds past u64: the longest wait, as any other value past the cap.
+        MAX_RETRY_AFTER
     } else {
         let at = match httpdate::parse_http_date(value) {
             Ok(t) => DateTime::<Utc>::from(t),
@@ -130,6 +133,11 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("99999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("999999999999999999999", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(parse_retry_after("-5", now), None);
         assert_eq!(
             parse_retry_after("Sun, 29 Nov 2026 08:00:30 +0000", now),
             Some(Duration::from_secs(30))

@@ -1,0 +1,157 @@
+//! SCIM push against applications that misbehave (review s15): a `url` that redirects, a
+//! provider whose paging never moves on, an application user that another source provisioned.
+//! The application is `scim2-server` (tests/scim_push/), or, for what it cannot do, a small
+//! HTTP server in front of it or on its own (tests/scim_push/hostile.rs).
+
+#[path = "scim_push/hostile.rs"]
+mod hostile;
+#[path = "scim_push/mem.rs"]
+mod mem;
+#[path = "scim_push/server.rs"]
+mod server;
+
+use chrono::Utc;
+use hostile::{Answer, Hostile};
+use mem::{config_for, create, MemSource};
+use roster::config::ScimOnMissing;
+use roster::deliver::scim_push::{Batch, ChangeSource, Pusher};
+use server::ScimServer;
+
+/// Review s15 F3: a redirect is not followed (ureq would turn the POST into a GET that
+/// "succeeds" and drop the token); the push holds with an error naming the Location.
+#[test]
+fn a_redirect_is_a_failure_naming_its_location_and_nothing_counts_as_done() {
+    let s = ScimServer::start(&[]);
+    let target = s.base.clone();
+    let moved = Hostile::start(move |_, path| Answer {
+        status: 301,
+        headers: vec![("Location".into(), format!("{target}{path}"))],
+        body: String::new(),
+    });
+    let src = MemSource::default();
+    create(&src, "ann", "Ann");
+    let p = Pusher::new(
+        "t-redirect",
+        &config_for(&moved.base, ScimOnMissing::Deactivate),
+    )
+    .unwrap();
+    let b = p.run_batch(&src, Utc::now()).unwrap();
+    assert!(
+        matches!(
+            b,
+            Batch::Pushed {
+                pushed: 0,
+                position: 0,
+                ..
+            }
+        ),
+        "{b:?}"
+    );
+    let c = src.cursor().unwrap();
+    let err = c.last_error.unwrap_or_default();
+    assert!(
+        err.contains(&format!("redirected to {}/Users", s.base)) && err.contains("fix `url`"),
+        "{err}"
+    );
+    assert!(c.next_attempt.is_some(), "the push waits and tries again");
+    assert!(s.users().is_empty(), "{:?}", s.users());
+    assert!(moved.seen().iter().all(|r| r.starts_with("GET ")));
+}
+
+/// A page of 100 users `u<from>..`, each carrying `pad` bytes, with `totalResults` ten million.
+fn page(from: usize, start_index: Option<usize>, pad: usize) -> Answer {
+    let users: Vec<serde_json::Value> = (from..from + 100)
+        .map(|i| {
+            serde_json::json!({"id": format!("id-{i}"), "userName": format!("u{i}"),
+                "externalId": format!("foreign-{i}"), "active": true, "title": "x".repeat(pad),
+                "x-unrelated": "y".repeat(pad)})
+        })
+        .collect();
+    let mut body = serde_json::json!({"totalResults": 10_000_000, "itemsPerPage": 100,
+        "Resources": users});
+    if let Some(s) = start_index {
+        body["startIndex"] = serde_json::json!(s);
+    }
+    Answer::json(200, &body)
+}
+
+/// The `startIndex` a `GET /Users?startIndex=N&count=..` asks for.
+fn asked(path: &str) -> usize {
+    path.split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("startIndex="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Review s15 F2: a provider that ignores `startIndex` (the same page again and again, under
+/// a huge totalResults) stops the reconcile with an error after a page, instead of reading
+/// twenty thousand copies of it.
+#[test]
+fn reconcile_stops_when_the_provider_pages_in_place() {
+    // Says the startIndex it was asked for, but sends the first page again.
+    let liar = Hostile::start(|_, path| page(1, Some(asked(path)), 10));
+    // Says nothing of startIndex, and sends the first page again.
+    let mute = Hostile::start(|_, _| page(1, None, 10));
+    // Answers startIndex 1 whatever was asked.
+    let stuck = Hostile::start(|_, _| page(1, Some(1), 10));
+    for (app, what) in [
+        (&liar, "repeated"),
+        (&mute, "repeated"),
+        (&stuck, "startIndex 1"),
+    ] {
+        let p = Pusher::new("t-paging", &config_for(&app.base, ScimOnMissing::Delete)).unwrap();
+        let err = roster::deliver::scim_push::reconcile(&p, &[], ScimOnMissing::Delete, true)
+            .expect_err("the paging is broken");
+        assert!(err.to_string().contains(what), "{err}");
+        assert_eq!(app.seen().len(), 2, "{:?}", app.seen());
+    }
+}
+
+/// Each application user is cut to what reconcile compares; a provider that pages properly
+/// is read to the end (here 300 users of about 20 KB each).
+#[test]
+fn reconcile_reads_a_provider_that_pages_properly_to_the_end() {
+    let app = Hostile::start(|_, path| {
+        let start = asked(path);
+        if start > 300 {
+            return Answer::json(
+                200,
+                &serde_json::json!({"totalResults": 300, "Resources": []}),
+            );
+        }
+        let mut a = page(start, Some(start), 10_000);
+        a.body = a.body.replace("10000000", "300");
+        a
+    });
+    let p = Pusher::new("t-paging-ok", &config_for(&app.base, ScimOnMissing::Delete)).unwrap();
+    let drift =
+        roster::deliver::scim_push::reconcile(&p, &[], ScimOnMissing::Delete, true).unwrap();
+    assert_eq!(drift.application_users, 300);
+    assert_eq!(drift.foreign.count, 300, "none of them is Roster's");
+    assert_eq!(drift.delete.count, 0);
+}
+
+/// Review s15 F7: with `on_missing = "delete"`, reconcile deletes an application user only
+/// when its externalId is a key of the tenant's directory (a deleted user here); one that
+/// another source provisioned is listed as foreign and kept.
+#[test]
+fn reconcile_leaves_foreign_users_alone_and_deletes_only_roster_users() {
+    let s = ScimServer::start(&[]);
+    let p = Pusher::new("t-foreign", &config_for(&s.base, ScimOnMissing::Delete)).unwrap();
+    let mut gone = mem::user("gone", "Gone");
+    p.sync_user("gone", Some(&gone), &Default::default())
+        .unwrap();
+    gone.status = roster::model::UserStatus::Deleted;
+    s.create(
+        serde_json::json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "user0002", "externalId": "someone-else@other.example"}),
+    );
+    let directory = vec![gone];
+    let fixed = roster::deliver::scim_push::reconcile(&p, &directory, ScimOnMissing::Delete, false)
+        .unwrap();
+    assert_eq!(fixed.delete.keys, ["gone"]);
+    assert_eq!(fixed.foreign.keys, ["someone-else@other.example"]);
+    assert!(fixed.errors.is_empty(), "{:?}", fixed.errors);
+    assert!(s.by_external_id("gone").is_none());
+    assert!(s.by_external_id("someone-else@other.example").is_some());
+}
