@@ -97,8 +97,9 @@ enum Request {
     /// Finish the tenant's claim folders left by an earlier process or by a node that stopped
     /// or died (under the tenant's lease; see `lease`).
     Recover,
-    /// A schedule fired: import what is there, or record `missing`.
-    Scheduled,
+    /// A schedule fired at this tick: import what is there, or record `missing` unless a file
+    /// came and was run since the tick before.
+    Scheduled(chrono::DateTime<chrono::Utc>),
     /// `run-now`: import what is there now; answer with the records.
     Now(tokio::sync::oneshot::Sender<Vec<ImportRecord>>),
     /// `approve`: apply this held run; answer with its record, or why it was not applied.
@@ -461,11 +462,11 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
                 tracing::warn!(tenant = %tenant.id, "cannot take the tenant's lease to finish its claims (tried again later): {e:#}")
             }
         },
-        Request::Scheduled => {
+        Request::Scheduled(tick) => {
             match lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT) {
                 Ok(_lease) => {
                     let files = candidates(&config, tenant);
-                    if files.is_empty() {
+                    if files.is_empty() && !triggers::ran_since_last_tick(shared, tenant, tick) {
                         record_missing(shared, tenant);
                     }
                     for name in files {

@@ -14,7 +14,7 @@
 //! A config reload that adds a tenant (also one removed earlier) gives it the start-up pick-up:
 //! its claims and the finished files waiting in its root.
 
-use super::{candidates, on_upload, Intake, Request};
+use super::{candidates, on_upload, Intake, Request, Shared};
 use crate::sftp::UploadFinished;
 use chrono::{DateTime, Utc};
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
@@ -308,12 +308,15 @@ async fn follow_events(
 }
 
 /// Fires each tenant's cron schedule in its time zone; checks twice a second and follows
-/// config reloads (a changed schedule takes effect from its next occurrence).
+/// config reloads (a changed schedule takes effect from its next occurrence). At start, a tick
+/// missed while no node ran (see [`missed_tick`]) is fired once.
 async fn schedules(intake: Intake) {
     let mut next: HashMap<String, (String, DateTime<Utc>)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut at_start = true;
     loop {
         tick.tick().await;
+        let first_pass = std::mem::take(&mut at_start);
         if intake.stopping() {
             return;
         }
@@ -338,13 +341,17 @@ async fn schedules(intake: Intake) {
                         tracing::info!(tenant = %t.id, schedule = %expr, timezone = %p.timezone, next = %at, "schedule set");
                         next.insert(t.id.clone(), (key, at));
                     }
+                    if let Some(missed) = missed_tick(&intake, t, first_pass, now).await {
+                        tracing::warn!(tenant = %t.id, schedule = %expr, tick = %missed, "running the schedule tick missed while Roster was stopped");
+                        intake.request(&t.id, Request::Scheduled(missed));
+                    }
                     continue;
                 }
             };
             if now >= due {
                 if fires_here(&intake, &t.id, due).await {
                     tracing::info!(tenant = %t.id, schedule = %expr, "schedule fired");
-                    intake.request(&t.id, Request::Scheduled);
+                    intake.request(&t.id, Request::Scheduled(due));
                 }
                 match next_fire(expr, &p.timezone, now) {
                     Some(at) => {
@@ -396,6 +403,91 @@ async fn fires_here(intake: &Intake, tenant: &str, due: DateTime<Utc>) -> bool {
     }
 }
 
+/// How far back a tick missed while Roster was stopped is still run at start.
+const CATCH_UP: Duration = Duration::from_secs(6 * 3600);
+/// Runs of the history looked at for a run since a tick.
+const RECENT_RUNS: usize = 50;
+
+/// At start (`first_pass`), the tenant's last tick before `now` if no node ran it: it is at
+/// most [`CATCH_UP`] old, the history has a record before it (the schedule was in use; a fresh
+/// install does not fire) and none since it (a tick that fired records an import or
+/// `missing`), and no node fired it (`fire_tick`). Decision (review s15): a deploy or a
+/// restart across 07:30 silently skipped the day's scheduled import, and with `only_today` a
+/// `{date}` file never qualified again; only the last tick is run, once, and only within six
+/// hours, so a schedule added with a restart does not fire for a tick long past.
+async fn missed_tick(
+    intake: &Intake,
+    t: &crate::config::Tenant,
+    first_pass: bool,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if !first_pass {
+        return None;
+    }
+    let expr = t.import.schedule.as_deref()?;
+    let missed = previous_fire(expr, &t.import.timezone, now)?;
+    if (now - missed).to_std().ok()? > CATCH_UP {
+        return None;
+    }
+    let store = intake.shared.store.clone();
+    let id = t.id.clone();
+    let ran = tokio::task::spawn_blocking(move || {
+        let recent = store.history(&id, RECENT_RUNS)?;
+        let before = recent.iter().any(|r| r.started_at < missed);
+        let since = recent.iter().any(|r| r.started_at >= missed);
+        anyhow::Ok(since || !before)
+    })
+    .await;
+    match ran {
+        Ok(Ok(false)) => {}
+        Ok(Ok(true)) => return None,
+        Ok(Err(e)) => {
+            tracing::warn!(tenant = %t.id, "cannot read the history to find a missed schedule tick: {e:#}");
+            return None;
+        }
+        Err(_) => return None,
+    }
+    fires_here(intake, &t.id, missed).await.then_some(missed)
+}
+
+/// True when the tenant's history has a run (not a `missing`) started at or after `since`.
+fn run_since(
+    store: &crate::store::Store,
+    tenant: &str,
+    since: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let recent = store.history(tenant, RECENT_RUNS)?;
+    Ok(recent
+        .iter()
+        .any(|r| r.started_at >= since && r.status != crate::model::ImportStatus::Missing))
+}
+
+/// True when a file of the tenant came and was run since the tick before `tick` (uploaded and
+/// imported between two ticks with `trigger = "both"`, or by `run-now`): the tick then finds
+/// nothing and must not report the file missing (review s15: a false "missing" mail every day).
+pub(super) fn ran_since_last_tick(
+    shared: &Shared,
+    tenant: &crate::config::Tenant,
+    tick: DateTime<Utc>,
+) -> bool {
+    let p = &tenant.import;
+    let since = (p.schedule.as_deref())
+        .and_then(|expr| previous_fire(expr, &p.timezone, tick))
+        .unwrap_or(tick - chrono::Duration::days(1));
+    match run_since(&shared.store, &tenant.id, since) {
+        Ok(ran) => {
+            if ran {
+                tracing::info!(tenant = %tenant.id, %tick, "schedule tick found no file: one came and was run since the tick before");
+            }
+            ran
+        }
+        Err(e) => {
+            tracing::warn!(tenant = %tenant.id, "cannot read the history; the tick is reported as missing: {e:#}");
+            false
+        }
+    }
+}
+
 /// How many more times a failed tick is asked for (2 s apart).
 const TICK_ASKS: usize = 3;
 
@@ -404,6 +496,15 @@ pub fn next_fire(expr: &str, tz: &str, after: DateTime<Utc>) -> Option<DateTime<
     let cron = croner::Cron::from_str(expr).ok()?;
     let tz: chrono_tz::Tz = tz.parse().ok()?;
     cron.find_next_occurrence(&after.with_timezone(&tz), false)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The last time `expr` fired before `before`, in time zone `tz`.
+pub fn previous_fire(expr: &str, tz: &str, before: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let cron = croner::Cron::from_str(expr).ok()?;
+    let tz: chrono_tz::Tz = tz.parse().ok()?;
+    cron.find_previous_occurrence(&before.with_timezone(&tz), false)
         .ok()
         .map(|t| t.with_timezone(&Utc))
 }

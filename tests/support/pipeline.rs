@@ -43,6 +43,17 @@ impl Pipeline {
         self.server = Some(roster::serve::start(&self.config_path).await.unwrap());
     }
 
+    /// Stops the server (the folder and store stay for [`Pipeline::start_again`]).
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop(Duration::from_secs(10)).await;
+        }
+    }
+
+    pub async fn start_again(&mut self) {
+        self.server = Some(roster::serve::start(&self.config_path).await.unwrap());
+    }
+
     pub fn server(&self) -> &roster::serve::RunningServer {
         self.server.as_ref().unwrap()
     }
