@@ -246,6 +246,47 @@ async fn a_restore_waits_for_the_running_import_of_its_tenant() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_run_is_mailed_to_the_tenant() {
+    // Review s15 (operator F8): the last mail the tenant had said "nothing was changed yet".
+    let store = support::server_store::ServerStore::for_test();
+    let env = Env::start_edited(store, |text| {
+        text.replacen(
+            "id = \"acme\"\n",
+            "id = \"acme\"\nnotify = [\"hr@acme.example\"]\n",
+            1,
+        )
+    })
+    .await;
+    env.import("acme", &users_csv(0, 10)).await;
+    let held = env.import("acme", &users_csv(0, 2)).await;
+    assert_eq!(held.status, ImportStatus::Held);
+    let a = env
+        .post(
+            &format!("/api/tenants/acme/imports/{}/approve", held.id),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let outbox = env.dir.path().join("data/outbox");
+    let mut approved = None;
+    for _ in 0..100 {
+        approved = std::fs::read_dir(&outbox)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .find(|m| m.contains("An operator approved this held run"));
+        if approved.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mail = approved.expect("a mail says the held run was approved");
+    assert!(mail.contains("hr@acme.example"), "{mail}");
+    assert!(mail.contains("Roster: acme users.csv success"), "{mail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_run_set_aside_by_a_newer_file_is_not_approved() {
     let env = Env::start().await;
     env.import("acme", &users_csv(0, 10)).await;

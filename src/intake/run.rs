@@ -298,6 +298,17 @@ pub fn queue_mail(
     if !wants_mail(tenant.import.report, record.status) {
         return;
     }
+    compose_and_queue(shared, tenant, record, report, report_name);
+}
+
+/// Composes the report mail of `record` and queues it, whatever `report` says.
+fn compose_and_queue(
+    shared: &Shared,
+    tenant: &Tenant,
+    record: &ImportRecord,
+    report: Option<&[u8]>,
+    report_name: Option<&str>,
+) {
     if tenant.notify.is_empty() {
         tracing::warn!(tenant = %tenant.id, import_id = %record.id, "no notify addresses: the report mail is not sent");
         return;
@@ -336,7 +347,9 @@ pub fn queue_mail(
 }
 
 /// Applies a held run (the admin API's `approve`, through the tenant's queue). Its file was
-/// filed when it was held, so nothing is filed or mailed here. Blocking.
+/// filed when it was held, so nothing is filed here. The tenant's contacts were mailed that it
+/// was held, so they are mailed that it is now applied, like the held mail whatever `report`
+/// says (review s15: the last mail they had said "nothing was changed yet"). Blocking.
 pub fn approve_held(
     shared: &Shared,
     tenant: &Tenant,
@@ -347,6 +360,15 @@ pub fn approve_held(
     let record = import::approve(&shared.store, tenant, import_id)?.record;
     crate::metrics::import_finished(&record);
     tracing::info!(status = %record.status, deactivated = record.counts.deactivated, deleted = record.counts.deleted, "held import approved");
+    let mut mailed = record.clone();
+    mailed.messages.insert(
+        0,
+        format!(
+            "An operator approved this held run at {}: its changes are applied now.",
+            Utc::now().format("%Y-%m-%d %H:%M UTC")
+        ),
+    );
+    compose_and_queue(shared, tenant, &mailed, None, None);
     Ok(record)
 }
 
