@@ -555,14 +555,14 @@ mod tests {
         let a = Admission::default();
         let (one, two) = (IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]));
         let t1 = a.admit(one, 3, 2).unwrap();
-        let _t2 = a.admit(one, 3, 2).unwrap();
+        let t2 = a.admit(one, 3, 2).unwrap();
         assert!(a.admit(one, 3, 2).is_none(), "per address");
         let t3 = a.admit(two, 3, 2).unwrap();
         // Full in all: the oldest connection without a request in hand gives its place.
         let t1_busy = Busy::new(&t1.busy);
         let t5 = a.admit(two, 3, 2).unwrap();
         assert!(!t1.evict.is_cancelled(), "t1 has a request in hand");
-        assert!(_t2.evict.is_cancelled(), "the oldest idle one was evicted");
+        assert!(t2.evict.is_cancelled(), "the oldest idle one was evicted");
         // Every one busy: the newcomer is refused.
         let (_b3, _b5) = (Busy::new(&t3.busy), Busy::new(&t5.busy));
         let three = IpAddr::from([127, 0, 0, 3]);
@@ -573,5 +573,11 @@ mod tests {
             a.admit(three, 3, 2).is_some(),
             "a closed connection gives its place back"
         );
+        // One IPv6 /64 is one address.
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        let b = Admission::default();
+        let _first = b.admit(v6("2001:db8:0:1::1"), 10, 1).unwrap();
+        assert!(b.admit(v6("2001:db8:0:1::2"), 10, 1).is_none());
+        assert!(b.admit(v6("2001:db8:0:2::1"), 10, 1).is_some());
     }
 }
