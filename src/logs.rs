@@ -10,6 +10,12 @@
 //! format, serde_json already escapes C0 characters inside strings; [`JsonEscapingWriter`]
 //! also writes DEL, C1 and the separators as `\u` escapes (they can only appear inside JSON
 //! strings, so the line stays valid JSON).
+//!
+//! No value a client sent can make a line long: in the human format [`EscapedFields`] cuts each
+//! field value to [`MAX_FIELD_CHARS`] and the message to [`MAX_MESSAGE_CHARS`] characters
+//! (before escaping), saying how much was left out; callers that log client text in either
+//! format (a login name, say) cut it first with [`cut`]. Floods of one kind of line go through
+//! [`EverySecond`] (or [`SharedEverySecond`] from several tasks): one line a second, counted.
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Write};
@@ -39,6 +45,42 @@ impl EverySecond {
         }
         self.last = Some(now);
         Some(std::mem::take(&mut self.count))
+    }
+}
+
+/// [`EverySecond`] behind a lock, for one kind of line logged from many tasks (sign-in refusals
+/// of blocked addresses, say). Usable in a `static`.
+#[derive(Debug, Default)]
+pub struct SharedEverySecond(std::sync::Mutex<EverySecond>);
+
+impl SharedEverySecond {
+    pub const fn new() -> SharedEverySecond {
+        SharedEverySecond(std::sync::Mutex::new(EverySecond {
+            last: None,
+            count: 0,
+        }))
+    }
+
+    /// As [`EverySecond::hit`].
+    pub fn hit(&self) -> Option<u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .hit()
+    }
+}
+
+/// The most characters of one field value the human format writes (the rest is left out).
+pub const MAX_FIELD_CHARS: usize = 512;
+/// The most characters of a message the human format writes.
+pub const MAX_MESSAGE_CHARS: usize = 2048;
+
+/// `s` cut to at most `max` characters; a cut value ends with `…(+N bytes)`, N the bytes left
+/// out. Escape the result (or log it through [`EscapedFields`]) as any other value.
+pub fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(s),
+        Some((at, _)) => std::borrow::Cow::Owned(format!("{}…(+{} bytes)", &s[..at], s.len() - at)),
     }
 }
 
@@ -101,7 +143,13 @@ impl EscapingVisitor<'_, '_> {
         }
         let sep = if self.first { "" } else { " " };
         self.first = false;
-        let value = escape(value);
+        let max = if field.name() == "message" {
+            MAX_MESSAGE_CHARS
+        } else {
+            MAX_FIELD_CHARS
+        };
+        let cut = cut(value, max);
+        let value = escape(&cut);
         self.result = match field.name() {
             "message" => write!(self.out, "{sep}{value}"),
             // `log` records bridged into tracing carry these; the formatter shows them itself.
@@ -195,6 +243,15 @@ mod tests {
             escape("a\nb\r\tc\u{1b}[31md\u{7f}\u{85}\u{2028}\u{202e}"),
             "a\\nb\\r\\tc\\u{1b}[31md\\u{7f}\\u{85}\\u{2028}\\u{202e}"
         );
+    }
+
+    #[test]
+    fn cut_keeps_whole_characters_and_says_what_is_left_out() {
+        assert_eq!(cut("short", 10), "short");
+        assert_eq!(cut("üüüü", 2), "üü…(+4 bytes)");
+        let long = "\u{1}".repeat(100_000);
+        let shown = escape(&cut(&long, MAX_FIELD_CHARS)).into_owned();
+        assert!(shown.len() < 6 * MAX_FIELD_CHARS, "{}", shown.len());
     }
 
     #[test]

@@ -1,18 +1,22 @@
 //! The admin listener's connections: how many may be open, and how long a client may take.
 //!
 //! Data enters as TCP connections on `[admin] listen`. Each is admitted only under
-//! `[admin] max_connections` in all and `max_connections_per_address` per source address
-//! (never more than half the descriptors the SFTP budget leaves to the rest of the server, so
-//! SFTP, the store and the intake always keep theirs); over either it is closed at once, before
-//! a byte is read, and counted in a warning logged at most once a second. An admitted
-//! connection is served as HTTP/1.1 by hyper with a timer, under `[admin] client_timeout_secs`:
+//! `[admin] max_connections` in all and `max_connections_per_address` per source address (an
+//! IPv6 address counted by its /64; never more than half the descriptors the SFTP budget leaves
+//! to the rest of the server, so SFTP, the store and the intake always keep theirs). Over the
+//! per-address cap it is closed at once, before a byte is read, and counted in a warning logged
+//! at most once a second. At the cap in all, the oldest connection with no request in hand (no
+//! whole request head yet, or idle after its answers) is closed to make room, so silent or
+//! half-sent connections from a few addresses cannot shut everyone else out; only when every
+//! connection is in a request is the newcomer refused. An admitted connection is served as
+//! HTTP/1.1 by hyper with a timer, under `[admin] client_timeout_secs`:
 //!
 //! - a request's head (request line and headers) must be complete within that long of the
 //!   connection opening or of the previous answer, so a silent or half-sent request, and an
 //!   idle keep-alive connection, is closed then (hyper's `header_read_timeout`);
-//! - a request body that sends nothing for that long, or that arrives slower than
-//!   [`MIN_BODY_RATE`] on average once that long has passed, fails ([`TimedBody`]): the handler
-//!   reading it answers with an error and the connection closes;
+//! - a request body that sends nothing for that long, or falls that long behind a stream of
+//!   [`MIN_BODY_RATE`] bytes a second (bytes sent ahead earn no credit), fails ([`TimedBody`]):
+//!   the handler reading it answers with an error and the connection closes;
 //! - an answer the client stops reading for that long ends the connection ([`StalledWrite`]).
 //!
 //! Requests leave to the axum router with the peer address as `ConnectInfo<SocketAddr>`.
@@ -26,10 +30,11 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -37,6 +42,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 
 /// The slowest a request body may arrive on average, once `client_timeout_secs` has passed
 /// (bytes a second): slower, it is cut off.
@@ -53,22 +59,63 @@ pub(crate) fn connection_ceiling() -> usize {
     (reserve / 2).max(1)
 }
 
-/// Open connections, in all and per source address.
+/// Open connections, in all and per source address (IPv6 by /64).
 #[derive(Clone, Default)]
 struct Admission {
     inner: Arc<Mutex<Counts>>,
 }
 
+/// One admitted connection, as the admission sees it.
+struct Entry {
+    group: IpAddr,
+    /// Requests whose head has arrived and whose answer is not yet sent whole.
+    busy: Arc<AtomicUsize>,
+    /// Cancelled to close the connection for a newcomer.
+    evict: CancellationToken,
+}
+
 #[derive(Default)]
 struct Counts {
-    total: usize,
-    by_addr: HashMap<IpAddr, usize>,
+    /// Admitted connections by admission order (oldest first).
+    open: BTreeMap<u64, Entry>,
+    by_group: HashMap<IpAddr, usize>,
+    next_id: u64,
+}
+
+impl Counts {
+    fn forget(&mut self, id: u64) -> Option<Entry> {
+        let entry = self.open.remove(&id)?;
+        if let Some(n) = self.by_group.get_mut(&entry.group) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.by_group.remove(&entry.group);
+            }
+        }
+        Some(entry)
+    }
+
+    /// Closes the oldest connection that has no request in hand (it has not sent a whole
+    /// request head, or sits idle after an answer); false when every one is busy.
+    fn evict_oldest_idle(&mut self) -> bool {
+        let idle = self
+            .open
+            .iter()
+            .find(|(_, e)| e.busy.load(Ordering::SeqCst) == 0)
+            .map(|(id, _)| *id);
+        let Some(entry) = idle.and_then(|id| self.forget(id)) else {
+            return false;
+        };
+        entry.evict.cancel();
+        true
+    }
 }
 
 /// An admitted connection's place; given back when dropped.
 struct Ticket {
     admission: Admission,
-    addr: IpAddr,
+    id: u64,
+    busy: Arc<AtomicUsize>,
+    evict: CancellationToken,
 }
 
 impl Admission {
@@ -79,36 +126,44 @@ impl Admission {
         }
     }
 
-    /// A place for a connection from `addr`, unless `total` or `per_address` are reached.
+    /// A place for a connection from `addr`, unless its address (or /64) holds `per_address`.
+    /// When `total` are open, the oldest connection without a request in hand is closed to make
+    /// room; when every one has a request in hand, the newcomer is refused.
     fn admit(&self, addr: IpAddr, total: usize, per_address: usize) -> Option<Ticket> {
-        self.with(|c| {
-            let mine = c.by_addr.get(&addr).copied().unwrap_or(0);
-            if c.total >= total || mine >= per_address {
+        let group = crate::sftp::admission::address_group(addr);
+        let (busy, evict) = (Arc::new(AtomicUsize::new(0)), CancellationToken::new());
+        let id = self.with(|c| {
+            let mine = c.by_group.get(&group).copied().unwrap_or(0);
+            if mine >= per_address.max(1) {
                 return None;
             }
-            c.total += 1;
-            *c.by_addr.entry(addr).or_insert(0) += 1;
-            Some(())
+            if c.open.len() >= total.max(1) && !c.evict_oldest_idle() {
+                return None;
+            }
+            let id = c.next_id;
+            c.next_id += 1;
+            let entry = Entry {
+                group,
+                busy: busy.clone(),
+                evict: evict.clone(),
+            };
+            c.open.insert(id, entry);
+            *c.by_group.entry(group).or_insert(0) += 1;
+            Some(id)
         })?;
         Some(Ticket {
             admission: self.clone(),
-            addr,
+            id,
+            busy,
+            evict,
         })
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let addr = self.addr;
-        self.admission.with(|c| {
-            c.total = c.total.saturating_sub(1);
-            if let Some(n) = c.by_addr.get_mut(&addr) {
-                *n -= 1;
-                if *n == 0 {
-                    c.by_addr.remove(&addr);
-                }
-            }
-        });
+        let id = self.id;
+        self.admission.with(|c| c.forget(id));
     }
 }
 
@@ -171,7 +226,7 @@ pub(crate) async fn serve(
         };
         let (app, stop, open) = (app.clone(), stop.clone(), open.clone());
         tokio::spawn(async move {
-            serve_connection(stream, peer, app, timeout, stop).await;
+            serve_connection(stream, peer, app, timeout, stop, &ticket).await;
             drop(ticket);
             drop(open);
         });
@@ -193,10 +248,16 @@ async fn serve_connection(
     app: Router,
     timeout: Duration,
     mut stop: watch::Receiver<bool>,
+    ticket: &Ticket,
 ) {
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(StalledWrite::new(stream, timeout));
-    let service = TowerToHyperService::new(PeerService { app, peer, timeout });
+    let service = TowerToHyperService::new(PeerService {
+        app,
+        peer,
+        timeout,
+        busy: ticket.busy.clone(),
+    });
     let mut builder =
         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
@@ -212,18 +273,67 @@ async fn serve_connection(
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+        // A newcomer took its place (it had no request in hand): closed as it is.
+        () = ticket.evict.cancelled() => {
+            tracing::debug!(%peer, "admin connection closed for a newcomer: no request in hand");
+            return;
+        }
     };
     if let Err(e) = result {
         tracing::debug!(%peer, "admin connection ended: {e}");
     }
 }
 
-/// The router, with the peer address put into each request and its body timed.
+/// The router, with the peer address put into each request and its body timed; the
+/// connection counts as busy from a request's head until its answer is sent whole.
 #[derive(Clone)]
 struct PeerService {
     app: Router,
     peer: SocketAddr,
     timeout: Duration,
+    busy: Arc<AtomicUsize>,
+}
+
+/// One request in hand on a connection (see [`PeerService`]); dropped with the answer's body.
+struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    fn new(busy: &Arc<AtomicUsize>) -> Busy {
+        busy.fetch_add(1, Ordering::SeqCst);
+        Busy(busy.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// An answer's body that holds the connection's [`Busy`] until it is sent (or dropped).
+struct BusyBody {
+    inner: axum::body::Body,
+    _busy: Busy,
+}
+
+impl HttpBody for BusyBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl<B> tower_service::Service<Request<B>> for PeerService
@@ -233,7 +343,8 @@ where
 {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
-    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, std::convert::Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -243,20 +354,27 @@ where
         let timeout = self.timeout;
         let mut req = req.map(|body| TimedBody::new(body, timeout));
         req.extensions_mut().insert(ConnectInfo(self.peer));
-        tower_service::Service::call(&mut self.app, req)
+        let busy = Busy::new(&self.busy);
+        let answer = tower_service::Service::call(&mut self.app, req);
+        Box::pin(async move {
+            let resp = answer.await?;
+            Ok(resp.map(|inner| axum::body::Body::new(BusyBody { inner, _busy: busy })))
+        })
     }
 }
 
-/// A request body that fails when the client sends nothing for `idle`, or when its waits add
-/// up to more than `idle` plus one second per [`MIN_BODY_RATE`] bytes received. Only the time
-/// spent waiting for the client counts (from the first read on), not the time the handler takes
-/// before or between its reads.
+/// A request body that fails when the client keeps it waiting for more than `idle` beyond what
+/// a stream of [`MIN_BODY_RATE`] bytes a second would take: a budget of waiting time that
+/// starts at `idle`, shrinks by each wait for the client and grows by one second per
+/// [`MIN_BODY_RATE`] bytes received, but never above `idle`. So a body that stops for `idle`
+/// fails, a steady one slower than the rate fails once it has fallen `idle` behind, and bytes
+/// sent ahead earn no credit for later waits. Only the time spent waiting for the client counts
+/// (from the first read on), not the time the handler takes before or between its reads.
 pub(crate) struct TimedBody<B> {
     inner: Pin<Box<B>>,
     idle: Duration,
-    received: u64,
-    /// Time spent waiting for the client so far, before the current wait.
-    waited: Duration,
+    /// How much longer the client may keep the body waiting, before the current wait.
+    budget: Duration,
     /// When the current wait began.
     waiting: Option<Instant>,
     deadline: Option<Pin<Box<Sleep>>>,
@@ -267,16 +385,16 @@ impl<B> TimedBody<B> {
         TimedBody {
             inner: Box::pin(inner),
             idle,
-            received: 0,
-            waited: Duration::ZERO,
+            budget: idle,
             waiting: None,
             deadline: None,
         }
     }
 
-    /// How long the client may have kept the body waiting in all, given what it sent.
-    fn allowed(&self) -> Duration {
-        self.idle + Duration::from_secs(self.received / MIN_BODY_RATE)
+    /// `bytes` arrived: one second of budget per [`MIN_BODY_RATE`] bytes, at most `idle` in all.
+    fn credit(&mut self, bytes: u64) {
+        let micros = bytes.saturating_mul(1_000_000) / MIN_BODY_RATE;
+        self.budget = (self.budget + Duration::from_micros(micros)).min(self.idle);
     }
 }
 
@@ -296,17 +414,16 @@ where
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(frame) => {
                 if let Some(since) = this.waiting.take() {
-                    this.waited += since.elapsed();
+                    this.budget = this.budget.saturating_sub(since.elapsed());
                 }
                 if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
-                    this.received += data.len() as u64;
+                    this.credit(data.len() as u64);
                 }
                 Poll::Ready(frame.map(|r| r.map_err(Into::into)))
             }
             Poll::Pending => {
                 let since = *this.waiting.get_or_insert_with(Instant::now);
-                let left = this.allowed().saturating_sub(this.waited);
-                let until = since + this.idle.min(left);
+                let until = since + this.budget;
                 let deadline = this
                     .deadline
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
@@ -332,7 +449,7 @@ where
 
 fn too_slow(idle: Duration) -> axum::BoxError {
     format!(
-        "the request body stopped for {} s or arrived slower than {MIN_BODY_RATE} bytes a second",
+        "the request body stopped for {} s, or fell that far behind {MIN_BODY_RATE} bytes a second",
         idle.as_secs()
     )
     .into()
@@ -438,14 +555,29 @@ mod tests {
         let a = Admission::default();
         let (one, two) = (IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]));
         let t1 = a.admit(one, 3, 2).unwrap();
-        let _t2 = a.admit(one, 3, 2).unwrap();
+        let t2 = a.admit(one, 3, 2).unwrap();
         assert!(a.admit(one, 3, 2).is_none(), "per address");
-        let _t3 = a.admit(two, 3, 2).unwrap();
-        assert!(a.admit(two, 3, 2).is_none(), "in all");
+        let t3 = a.admit(two, 3, 2).unwrap();
+        // Full in all: the oldest connection without a request in hand gives its place.
+        let t1_busy = Busy::new(&t1.busy);
+        let t5 = a.admit(two, 3, 2).unwrap();
+        assert!(!t1.evict.is_cancelled(), "t1 has a request in hand");
+        assert!(t2.evict.is_cancelled(), "the oldest idle one was evicted");
+        // Every one busy: the newcomer is refused.
+        let (_b3, _b5) = (Busy::new(&t3.busy), Busy::new(&t5.busy));
+        let three = IpAddr::from([127, 0, 0, 3]);
+        assert!(a.admit(three, 3, 2).is_none(), "all busy");
+        drop(t1_busy);
         drop(t1);
         assert!(
-            a.admit(two, 3, 2).is_some(),
+            a.admit(three, 3, 2).is_some(),
             "a closed connection gives its place back"
         );
+        // One IPv6 /64 is one address.
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        let b = Admission::default();
+        let _first = b.admit(v6("2001:db8:0:1::1"), 10, 1).unwrap();
+        assert!(b.admit(v6("2001:db8:0:1::2"), 10, 1).is_none());
+        assert!(b.admit(v6("2001:db8:0:2::1"), 10, 1).is_some());
     }
 }

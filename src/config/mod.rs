@@ -25,7 +25,7 @@ pub use cluster::ClusterConfig;
 pub use reload::ConfigHandle;
 pub use scim_push::{ScimOnMissing, ScimPushConfig};
 pub use store::StoreConfig;
-pub use validate::{MAX_DURATION_SECS, MAX_RETENTION_DAYS};
+pub use validate::{is_valid_tenant_id, MAX_DURATION_SECS, MAX_RETENTION_DAYS};
 pub use webhooks::WebhookConfig;
 
 /// The whole configuration file.

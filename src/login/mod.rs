@@ -8,6 +8,17 @@
 //! A login name enters with a password or a verified key and leaves as a yes or no. A tenant
 //! blocked by password failures can still log in with its key: keys cannot be guessed, and an
 //! attacker must not be able to lock out a nightly HR export by typing wrong passwords.
+//!
+//! A login name is client text of any length (russh accepts about 256 KiB). A name that is not
+//! a valid tenant id (`[a-z0-9_-]{1,64}`) is surely no tenant: it enters the throttle as the one
+//! key [`INVALID_NAME`] ([`throttle_name`]) and the log cut ([`log_name`]), so it costs no memory
+//! per attempt and a bounded line.
+//!
+//! An unknown name must answer as slowly as a wrong password of a real tenant (else the timing
+//! tells which names are tenants), but it need not burn an argon2 check to do so: see
+//! [`verify_hash`] and `decoy`.
+
+mod decoy;
 
 mod throttle;
 
@@ -37,10 +48,26 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow!("cannot hash the password: {e}"))
 }
 
-/// A hash of a random password, verified when the login name is unknown so that the answer
-/// takes as long as for a real tenant.
-const DECOY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0XSsfOIUbEVJFH1EkHwIqJ5NV+nZFzs1OHp9Fk1dcWs";
+/// The throttle key of every login name that is not a valid tenant id (no tenant id can
+/// contain parentheses or spaces, so it never names a tenant).
+pub const INVALID_NAME: &str = "(invalid name)";
+
+/// The name to count a login's failures under: the name itself when it is a valid tenant id
+/// (at most 64 bytes), else [`INVALID_NAME`], so a client cannot make the throttle remember
+/// long or ever-new junk names.
+pub fn throttle_name(user: &str) -> &str {
+    if crate::config::is_valid_tenant_id(user) {
+        user
+    } else {
+        INVALID_NAME
+    }
+}
+
+/// A login name as it may go into a log line: cut to 64 characters (a tenant id's most), the
+/// rest counted (the log escapes control characters).
+pub fn log_name(user: &str) -> std::borrow::Cow<'_, str> {
+    crate::logs::cut(user, 64)
+}
 
 /// Checks `password` against the tenant's hash on a blocking thread (argon2 costs tens of ms).
 pub async fn verify_password(config: &Config, user: &str, password: &str) -> bool {
@@ -57,23 +84,33 @@ pub async fn verify_portal_password(config: &Config, tenant: &str, password: &st
     verify_hash(hash, password).await
 }
 
-/// `password` against `hash`; a missing hash is checked against a decoy (same time) and fails.
+/// `password` against `hash`. A missing hash (no such tenant, or one without a password)
+/// fails, after a wait as long as a real check takes ([`decoy::wait`]), without an argon2
+/// check of its own.
 async fn verify_hash(hash: Option<String>, password: &str) -> bool {
-    let known = hash.is_some();
-    let hash = hash.unwrap_or_else(|| DECOY_HASH.to_string());
-    let password = password.to_string();
+    let Some(hash) = hash else {
+        decoy::wait().await;
+        return false;
+    };
+    let started = std::time::Instant::now();
+    let ok = argon2_check(hash, password.to_string()).await;
+    decoy::observed(started.elapsed());
+    ok
+}
+
+/// One argon2 verification on a blocking thread, under [`argon2_slots`].
+async fn argon2_check(hash: String, password: String) -> bool {
     // One argon2 check per core at a time: a burst of logins then queues instead of thrashing
     // memory (each check takes ~19 MiB), and each client waits about its share.
     let _permit = argon2_slots().acquire().await.ok();
-    let ok = tokio::task::spawn_blocking(move || match PasswordHash::new(&hash) {
+    tokio::task::spawn_blocking(move || match PasswordHash::new(&hash) {
         Ok(parsed) => Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok(),
         Err(_) => false,
     })
     .await
-    .unwrap_or(false);
-    known && ok
+    .unwrap_or(false)
 }
 
 fn argon2_slots() -> &'static tokio::sync::Semaphore {
@@ -91,7 +128,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decoy_hash_parses() {
-        assert!(PasswordHash::new(DECOY_HASH).is_ok());
+    fn junk_names_share_one_throttle_key() {
+        assert_eq!(throttle_name("acme-2"), "acme-2");
+        assert_eq!(throttle_name(&"a".repeat(65)), INVALID_NAME);
+        assert_eq!(throttle_name("Acme"), INVALID_NAME);
+        assert_eq!(throttle_name(""), INVALID_NAME);
+        assert!(log_name(&"x".repeat(200_000)).len() < 100);
     }
 }

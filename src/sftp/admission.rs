@@ -9,9 +9,19 @@
 //! Logging in (within the tenant's session limit) gives the unauthenticated slots back
 //! ([`ConnectionTicket::authenticated`]); dropping the ticket gives everything back.
 //!
-//! When all `max_unauthenticated` slots are taken, a newcomer from an address that waits with
-//! fewer connections than the busiest address takes the slot of that address's oldest waiting
-//! connection, which is killed: a flood from many addresses cannot lock out everyone else.
+//! Addresses are counted by [`address_group`]: an IPv4 address alone, an IPv6 address by its
+//! /64 (one client commonly holds a whole /64), an IPv4-mapped IPv6 address as its IPv4.
+//!
+//! When all `max_unauthenticated` slots are taken, a newcomer is never simply refused: it takes
+//! the slot of a waiting connection, which is killed ([`Counts::evict_for`]). The victim is the
+//! oldest waiting connection of the busiest group if that group waits with at least two more
+//! connections than the newcomer's; otherwise the oldest waiting connection of any group that
+//! waits with at least as many as the newcomer's. So silent connections, from one group or
+//! spread one per address over many, cannot keep everyone else out: a real login needs its slot
+//! for well under a second, and holding a slot longer means out-living every newer connection.
+//! (OpenSSH's `MaxStartups` drops newcomers at random instead; dropping the oldest means a flood
+//! must outpace logins to displace them, rather than turning refusals into a lottery for
+//! everyone.)
 //!
 //! [`Killable`] wraps the socket so that the listener can end a connection from outside russh
 //! (tenant removed by a reload, slot taken by a newcomer): [`KillSwitch::kill`] makes every
@@ -50,19 +60,40 @@ struct Counts {
     next_id: u64,
 }
 
+/// The key an address is counted under: an IPv4 address itself (also written as IPv4-mapped
+/// IPv6), an IPv6 address's /64.
+pub(crate) fn address_group(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
 impl Counts {
-    /// Frees a slot for a newcomer from `addr` that has `mine` connections waiting: kills the
-    /// oldest waiting connection of the busiest address if that one has at least two more.
+    /// Frees a slot for a newcomer whose group has `mine` connections waiting (see the module
+    /// doc for which one is killed); false when none qualifies.
     fn evict_for(&mut self, mine: usize) -> bool {
         let busiest = self
             .waiting
-            .iter_mut()
+            .iter()
             .max_by_key(|(_, q)| q.len())
-            .filter(|(_, q)| q.len() > mine + 1);
-        let Some((_, queue)) = busiest else {
-            return false;
-        };
-        let Some(oldest) = queue.pop_front() else {
+            .filter(|(_, q)| q.len() > mine + 1)
+            .map(|(g, _)| *g);
+        let victim = busiest.or_else(|| {
+            self.waiting
+                .iter()
+                .filter(|(_, q)| q.len() >= mine.max(1))
+                .filter_map(|(g, q)| Some((q.front()?.id, *g)))
+                .min()
+                .map(|(_, g)| g)
+        });
+        let Some(oldest) = victim
+            .and_then(|g| self.waiting.get_mut(&g))
+            .and_then(VecDeque::pop_front)
+        else {
             return false;
         };
         oldest.kill.kill();
@@ -85,7 +116,7 @@ pub enum Refused {
     DescriptorReserve,
     /// Too many connections not yet logged in, in all.
     Unauthenticated,
-    /// Too many connections not yet logged in from this address.
+    /// Too many connections not yet logged in from this address (or IPv6 /64).
     UnauthenticatedFromAddress,
 }
 
@@ -114,6 +145,7 @@ impl Admission {
         caps: Caps,
         kill: Arc<KillSwitch>,
     ) -> Result<ConnectionTicket, Refused> {
+        let addr = address_group(addr);
         let id = self.with(|c| {
             if c.open >= caps.max_connections {
                 return Err(Refused::DescriptorReserve);
@@ -378,18 +410,25 @@ mod tests {
             Some(Refused::UnauthenticatedFromAddress)
         );
         let mut t3 = admit(b, caps(3, 2)).ok();
-        assert_eq!(admit(b, caps(3, 2)).err(), Some(Refused::Unauthenticated));
+        // Full in all: b (1 waiting) takes the slot of the oldest waiting connection of a (2).
+        let t4 = admit(b, caps(3, 2));
+        assert!(t4.is_ok());
+        assert_eq!(adm.counts(), (4, 3));
+        assert_eq!(
+            admit(b, caps(3, 2)).err(),
+            Some(Refused::UnauthenticatedFromAddress)
+        );
         // A login frees the unauthenticated slots but keeps the connection slot.
         if let Some(t) = t3.as_mut() {
             t.authenticated();
         }
-        assert_eq!(adm.counts(), (3, 2));
+        assert_eq!(adm.counts(), (4, 2));
         let full = Caps {
-            max_connections: 3,
+            max_connections: 4,
             ..caps(10, 10)
         };
         assert_eq!(admit(b, full).err(), Some(Refused::DescriptorReserve));
-        drop((t1, t2, t3));
+        drop((t1, t2, t3, t4));
         assert_eq!(adm.counts(), (0, 0));
     }
 
@@ -412,13 +451,62 @@ mod tests {
             .collect();
         assert_eq!(killed, [true, false, false]);
         assert_eq!(adm.counts(), (4, 3));
-        // Two addresses with 2 and 1 waiting: a third newcomer (0) may still evict (2 > 0 + 1);
-        // then 1, 1, 1: nobody is evicted any more.
+        // Two addresses with 2 and 1 waiting: a third newcomer (0) evicts from the busiest
+        // (2 > 0 + 1); then 1, 1, 1: a fourth takes the slot of the oldest waiting of all.
         let third = adm.admit(IpAddr::from([10, 0, 0, 3]), caps(3, 3), Arc::default());
         assert!(third.is_ok());
         let fourth = adm.admit(IpAddr::from([10, 0, 0, 4]), caps(3, 3), Arc::default());
-        assert_eq!(fourth.err(), Some(Refused::Unauthenticated));
-        drop((held, newcomer, third));
+        assert!(fourth.is_ok());
+        let killed: Vec<bool> = switches
+            .iter()
+            .map(|k| k.killed.load(Ordering::SeqCst))
+            .collect();
+        assert_eq!(killed, [true, true, true]);
+        assert_eq!(adm.counts().1, 3);
+        drop((held, newcomer, third, fourth));
         assert_eq!(adm.counts(), (0, 0));
+    }
+
+    #[test]
+    fn one_connection_per_address_cannot_lock_everyone_out() {
+        let adm = Admission::default();
+        let flood: Vec<Arc<KillSwitch>> = (0..8).map(|_| Arc::default()).collect();
+        let held: Vec<_> = flood
+            .iter()
+            .enumerate()
+            .map(|(i, k)| adm.admit(IpAddr::from([10, 1, 0, i as u8]), caps(8, 2), k.clone()))
+            .collect();
+        assert!(held.iter().all(Result::is_ok));
+        let mut newcomers = Vec::new();
+        for round in 0..8 {
+            let newcomer = adm.admit(IpAddr::from([10, 2, 0, round]), caps(8, 2), Arc::default());
+            assert!(newcomer.is_ok(), "round {round}");
+            newcomers.push(newcomer);
+            // The oldest of the flood is the one that gave its slot.
+            assert!(flood[usize::from(round)].killed.load(Ordering::SeqCst));
+        }
+        assert_eq!(adm.counts().1, 8);
+    }
+
+    #[test]
+    fn ipv6_counts_by_64_and_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_group(a), address_group(b));
+        assert_ne!(address_group(a), address_group(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(address_group(mapped), IpAddr::from([192, 0, 2, 7]));
+        let adm = Admission::default();
+        let t1 = adm.admit(a, caps(10, 2), Arc::default());
+        let t2 = adm.admit(b, caps(10, 2), Arc::default());
+        assert!(t1.is_ok() && t2.is_ok());
+        let over = adm.admit(
+            "2001:db8:1:2::99".parse().unwrap(),
+            caps(10, 2),
+            Arc::default(),
+        );
+        assert_eq!(over.err(), Some(Refused::UnauthenticatedFromAddress));
+        assert!(adm.admit(other, caps(10, 2), Arc::default()).is_ok());
     }
 }

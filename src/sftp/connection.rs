@@ -9,21 +9,29 @@
 //! at once takes a slot of its own. A login over the limit is told why on its SFTP channel and
 //! disconnected; until then it counts as not logged in (see [`Connection::admit`]). A session
 //! channel waits in `pending` until it asks for SFTP. A connection may hold at most
-//! [`MAX_CHANNELS_PER_CONNECTION`] open channels. It reads the config in force when a request
-//! arrives (so reloads apply to new sessions; `server` closes withdrawn ones).
+//! [`MAX_CHANNELS_PER_CONNECTION`] open channels (counted until closed by either side, see
+//! `pending::OpenChannels`). It reads the config in force when a request arrives (so reloads
+//! apply to new sessions; `server` closes withdrawn ones).
+//!
+//! Client text in log lines is bounded: a login name goes to the throttle as
+//! `login::throttle_name` and to the log as `login::log_name`. Lines a client can repeat at
+//! will are counted, not written each time: refused pty/X11/shell/exec/subsystem requests are
+//! logged once per connection and summed up when it ends; refusals of a blocked address or
+//! tenant at most once a second across connections.
 
 use super::admission::{ConnectionTicket, KillSwitch};
 use super::jail::Jail;
-use super::pending::Pending;
+use super::pending::{OpenChannels, OpenGuard, Pending};
 use super::requests::{SessionContext, SftpSession};
 use super::server::{login_methods, Credential, LiveEntry, SessionSlot, SftpServer};
 use super::uploads::InProgress;
 use super::usage::UsageLimits;
 use super::wire;
 use crate::login::{self as auth, Gate};
+use crate::logs::SharedEverySecond;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Sig};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,6 +39,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Channels one connection may have open at once (OpenSSH's `MaxSessions` default is 10).
 pub const MAX_CHANNELS_PER_CONNECTION: usize = 10;
+
+/// Login refusals of a blocked address or tenant: one line a second, counted.
+static REFUSED_LOGINS: SharedEverySecond = SharedEverySecond::new();
 
 /// One SSH connection.
 pub(super) struct Connection {
@@ -54,8 +65,10 @@ pub(super) struct Connection {
     over_limit: Option<String>,
     /// Channels opened and not yet given to an SFTP task.
     channels: HashMap<ChannelId, Pending>,
-    /// Every channel open on this connection (closed by the client or not yet).
-    open: HashSet<ChannelId>,
+    /// Every channel open on this connection.
+    open: OpenChannels,
+    /// Channel requests refused so far (only the first is logged; the sum when it ends).
+    refused_requests: u64,
 }
 
 impl Connection {
@@ -79,7 +92,8 @@ impl Connection {
             slot: None,
             over_limit: None,
             channels: HashMap::new(),
-            open: HashSet::new(),
+            open: OpenChannels::default(),
+            refused_requests: 0,
         }
     }
 
@@ -115,8 +129,7 @@ impl Connection {
         match self.server.throttle.check(Some(self.peer.ip()), user).await {
             Gate::Open => false,
             Gate::Blocked(why) => {
-                crate::metrics::login_blocked();
-                tracing::warn!(peer = %self.peer, "login refused: {why}");
+                log_refused_login(self.peer, &why);
                 true
             }
         }
@@ -124,13 +137,18 @@ impl Connection {
 
     /// Answers a request Roster does not serve with a failure (sent only when the client asked
     /// for a reply), so the client never waits for one.
+    /// Only the connection's first refusal is logged (a client can repeat them without end);
+    /// the number is logged when the connection ends.
     fn refuse_channel_request(
-        &self,
+        &mut self,
         channel: ChannelId,
         what: &str,
         session: &mut Session,
     ) -> Result<(), russh::Error> {
-        tracing::info!(tenant = ?self.tenant, peer = %self.peer, "refused a {what} request: Roster only serves SFTP");
+        self.refused_requests += 1;
+        if self.refused_requests == 1 {
+            tracing::info!(tenant = ?self.tenant, peer = %self.peer, "refused a {what} request: Roster only serves SFTP (further refusals on this connection are counted)");
+        }
         session.channel_failure(channel)
     }
 
@@ -155,7 +173,25 @@ impl Connection {
     ) -> Result<(), russh::Error> {
         self.refuse_channel_request(channel, what, session)?;
         self.channels.remove(&channel);
+        // russh forgets a channel the server closes first, so it is uncounted here.
+        self.open.remove(channel);
         session.close(channel)
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.refused_requests > 1 {
+            tracing::info!(tenant = ?self.tenant, peer = %self.peer, refused = self.refused_requests, "connection ended: channel requests refused on it in all");
+        }
+    }
+}
+
+/// A login refused unchecked (blocked or busy): counted, and logged at most once a second.
+fn log_refused_login(peer: SocketAddr, why: &str) {
+    crate::metrics::login_blocked();
+    if let Some(n) = REFUSED_LOGINS.hit() {
+        tracing::warn!(%peer, refused = n, "login refused: {why} (refusals of the last second counted)");
     }
 }
 
@@ -210,6 +246,7 @@ fn refuse_on_stderr(
     msg: String,
     disconnect: Option<russh::server::Handle>,
     ended: CancellationToken,
+    open: OpenGuard,
 ) {
     // Nothing is read from it any more: russh drops what the client sends instead of waiting.
     let (read, write) = channel.split();
@@ -231,6 +268,7 @@ fn refuse_on_stderr(
             () = say => {}
             () = ended.cancelled() => {}
         }
+        drop(open);
     });
 }
 
@@ -240,16 +278,17 @@ impl russh::server::Handler for Connection {
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         // Counted as in flight before the check (login.rs), so concurrent guesses get no more
         // checks than max_auth_failures; dropped unfinished, it counts as a failure.
+        // A name that is no valid tenant id is counted under one key (`login::throttle_name`).
+        let name = auth::throttle_name(user);
         let attempt = match self
             .server
             .throttle
-            .begin(self.server.policy(), Some(self.peer.ip()), Some(user))
+            .begin(self.server.policy(), Some(self.peer.ip()), Some(name))
             .await
         {
             Ok(attempt) => attempt,
             Err(refusal) => {
-                crate::metrics::login_blocked();
-                tracing::warn!(peer = %self.peer, "login refused: {}", refusal.reason());
+                log_refused_login(self.peer, refusal.reason());
                 return Ok(Auth::reject());
             }
         };
@@ -264,9 +303,9 @@ impl russh::server::Handler for Connection {
         }
         let delay = attempt.failed().await;
         crate::metrics::login_failed();
-        tracing::warn!(tenant = user, peer = %self.peer, known = config.tenant(user).is_some(), "failed password login");
+        tracing::warn!(tenant = %auth::log_name(user), peer = %self.peer, known = config.tenant(user).is_some(), "failed password login");
         tokio::time::sleep(delay).await;
-        if self.server.throttle.gate(Some(self.peer.ip()), Some(user)) != Gate::Open {
+        if self.server.throttle.gate(Some(self.peer.ip()), Some(name)) != Gate::Open {
             // The block applies now: russh takes `password` off the methods offered.
             return Ok(Auth::reject());
         }
@@ -330,8 +369,9 @@ impl russh::server::Handler for Connection {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         }
-        self.open.insert(channel.id());
-        self.channels.insert(channel.id(), Pending::hold(channel));
+        let open = self.open.open(channel.id());
+        self.channels
+            .insert(channel.id(), Pending::hold(channel, open));
         reply.accept().await;
         Ok(())
     }
@@ -343,12 +383,13 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let (Some(tenant), true) = (self.tenant.clone(), name == "sftp") else {
-            return self.refuse_and_close(id, &format!("subsystem {name:?}"), session);
+            let what = format!("subsystem {:?}", crate::logs::cut(name, 64));
+            return self.refuse_and_close(id, &what, session);
         };
         let Some(pending) = self.channels.remove(&id) else {
             return session.channel_failure(id);
         };
-        let Some(channel) = pending.claim().await else {
+        let Some((channel, open)) = pending.claim().await else {
             // Closed by the client, or by its grace period.
             return session.channel_failure(id);
         };
@@ -356,7 +397,7 @@ impl russh::server::Handler for Connection {
             session.channel_success(id)?;
             // This login holds no session slot: it is told why, then disconnected.
             let disconnect = Some(session.handle());
-            refuse_on_stderr(channel, msg, disconnect, self.ended.clone());
+            refuse_on_stderr(channel, msg, disconnect, self.ended.clone(), open);
             return Ok(());
         }
         let config = self.server.config.current();
@@ -369,7 +410,7 @@ impl russh::server::Handler for Connection {
             tracing::warn!(%tenant, peer = %self.peer, max, "SFTP channel refused: too many sessions for this tenant");
             session.channel_success(id)?;
             let msg = too_many_sessions(&tenant, max);
-            refuse_on_stderr(channel, msg, None, self.ended.clone());
+            refuse_on_stderr(channel, msg, None, self.ended.clone(), open);
             return Ok(());
         };
         let jail = match Jail::tenant_home(&config.tenant_home(&tenant)) {
@@ -377,6 +418,7 @@ impl russh::server::Handler for Connection {
             Err(e) => {
                 tracing::error!(%tenant, "cannot open the tenant folder: {e}");
                 session.channel_failure(id)?;
+                drop(open);
                 return session.close(id);
             }
         };
@@ -401,8 +443,10 @@ impl russh::server::Handler for Connection {
         session.channel_success(id)?;
         let ended = self.ended.clone();
         tokio::spawn(async move {
-            // The slot is held for as long as this channel serves SFTP.
+            // The slot is held for as long as this channel serves SFTP, and the channel counts
+            // as open until the task ends (it closes the channel itself, or the client did).
             let _slot = slot;
+            let _open = open;
             // Reads, writes, exit-status, EOF and CLOSE all go through the channel's own halves,
             // so they leave in order: `sftp -b` and `scp` exit 1 unless they see the exit status
             // before the close.
@@ -508,7 +552,7 @@ impl russh::server::Handler for Connection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.channels.remove(&id);
-        self.open.remove(&id);
+        self.open.remove(id);
         Ok(())
     }
 }

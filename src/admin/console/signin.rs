@@ -8,6 +8,12 @@
 //! is checked (`LoginThrottle::begin`) and ends as a failure or a success (an operator's against
 //! the address only), so concurrent guesses get no more checks than failures allowed. A
 //! success starts a session (`session::Sessions`) and redirects to `/`; `POST /logout` ends it.
+//!
+//! Bounds against clients that need no credential: these routes take at most
+//! [`SIGN_IN_BODY_LIMIT`] bytes of body (more is refused with 413, from the declared length
+//! before any of it is read); a sign-in without the `roster_login` cookie is refused (403)
+//! before its body is read; refusals of a blocked (or busy) address or tenant are logged at
+//! most once a second, with their count, however fast they come.
 
 use super::session::{
     cookie, credential_of, idle_limit, random_token, set_cookie, ABSOLUTE_LIFETIME, LOGIN_COOKIE,
@@ -17,16 +23,25 @@ use super::{page, PageError, Role, Viewer};
 use crate::admin::auth::ct_eq;
 use crate::admin::AppState;
 use crate::login::{Refusal, ThrottlePolicy};
+use crate::logs::SharedEverySecond;
 use askama::Template;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+/// The most body bytes a sign-in or sign-out form may have (its fields are a token, a tenant
+/// id and a password).
+pub(crate) const SIGN_IN_BODY_LIMIT: usize = 16 * 1024;
+
+/// Sign-in refusals of blocked or busy addresses and tenants: one line a second, counted.
+static REFUSED_SIGN_INS: SharedEverySecond = SharedEverySecond::new();
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -34,6 +49,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/login/operator", post(operator))
         .route("/login/tenant", post(tenant))
         .route("/logout", post(logout))
+        .layer(DefaultBodyLimit::max(SIGN_IN_BODY_LIMIT))
 }
 
 #[derive(Template)]
@@ -101,6 +117,13 @@ struct LogoutForm {
     csrf: String,
 }
 
+fn stale_form() -> PageError {
+    PageError::forbidden(
+        "this sign-in form is stale or did not come from the console; reload the sign-in page \
+         and try again",
+    )
+}
+
 /// 403 unless the form's token equals the `roster_login` cookie.
 fn check_login_csrf(headers: &HeaderMap, given: &str) -> Result<(), PageError> {
     let expected = cookie(headers, LOGIN_COOKIE).unwrap_or_default();
@@ -108,10 +131,49 @@ fn check_login_csrf(headers: &HeaderMap, given: &str) -> Result<(), PageError> {
     if !expected.is_empty() && ct_eq(&digest(expected), &digest(given)) {
         Ok(())
     } else {
-        Err(PageError::forbidden(
-            "this sign-in form is stale or did not come from the console; reload the sign-in \
-             page and try again",
-        ))
+        Err(stale_form())
+    }
+}
+
+/// The request's headers and its form, read only once the head passes what it can be judged
+/// by: a request without the `roster_login` cookie is refused (403), and one that declares more
+/// than [`SIGN_IN_BODY_LIMIT`] bytes is refused (413), before a byte of the body is read. (The
+/// body limit layer also stops a body without a declared length at the limit.)
+async fn read_form<T: DeserializeOwned>(
+    st: &AppState,
+    request: Request,
+) -> Result<(HeaderMap, T), Response> {
+    let headers = request.headers().clone();
+    if cookie(&headers, LOGIN_COOKIE)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        return Err(stale_form().into_response());
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > SIGN_IN_BODY_LIMIT as u64) {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the sign-in form is too large",
+        )
+            .into_response());
+    }
+    let Form(form) = Form::<T>::from_request(request, st)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok((headers, form))
+}
+
+/// A refused sign-in, logged at most once a second (with the count since the last line).
+fn log_refused(addr: Option<IpAddr>, role: &str, why: &str) {
+    if let Some(n) = REFUSED_SIGN_INS.hit() {
+        tracing::warn!(
+            ?addr,
+            refused = n,
+            "console {role} sign-in refused: {why} (refusals of the last second counted)"
+        );
     }
 }
 
@@ -170,9 +232,12 @@ fn signed_in(st: &AppState, role: Role) -> Response {
 async fn operator(
     State(st): State<AppState>,
     peer: Result<ConnectInfo<SocketAddr>, axum::extract::rejection::ExtensionRejection>,
-    headers: HeaderMap,
-    Form(form): Form<OperatorForm>,
+    request: Request,
 ) -> Response {
+    let (headers, form) = match read_form::<OperatorForm>(&st, request).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
+    };
     if let Err(e) = check_login_csrf(&headers, &form.csrf) {
         return e.into_response();
     }
@@ -180,8 +245,7 @@ async fn operator(
     let attempt = match st.throttle.begin(policy(&st), addr, None).await {
         Ok(attempt) => attempt,
         Err(refusal) => {
-            let why = refusal.reason();
-            tracing::warn!(?addr, "console operator sign-in refused: {why}");
+            log_refused(addr, "operator", refusal.reason());
             return refused(&st, &refusal, "");
         }
     };
@@ -203,9 +267,12 @@ async fn operator(
 async fn tenant(
     State(st): State<AppState>,
     peer: Result<ConnectInfo<SocketAddr>, axum::extract::rejection::ExtensionRejection>,
-    headers: HeaderMap,
-    Form(form): Form<TenantForm>,
+    request: Request,
 ) -> Response {
+    let (headers, form) = match read_form::<TenantForm>(&st, request).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
+    };
     if let Err(e) = check_login_csrf(&headers, &form.csrf) {
         return e.into_response();
     }
@@ -217,11 +284,11 @@ async fn tenant(
     }
     // Counted as in flight before the password is checked (`LoginThrottle::begin`), so a
     // burst of concurrent guesses gets no more checks than `max_auth_failures`.
-    let attempt = match st.throttle.begin(policy(&st), addr, Some(&id)).await {
+    let name = crate::login::throttle_name(&id);
+    let attempt = match st.throttle.begin(policy(&st), addr, Some(name)).await {
         Ok(attempt) => attempt,
         Err(refusal) => {
-            let why = refusal.reason();
-            tracing::warn!(?addr, tenant = %id, "console tenant sign-in refused: {why}");
+            log_refused(addr, "tenant", refusal.reason());
             return refused(&st, &refusal, &id);
         }
     };
