@@ -7,10 +7,10 @@
 //! (`auth`): the admin routes and `/metrics` the `[admin] token`, the SCIM routes a tenant's
 //! SCIM token (its SHA-256 must equal that tenant's `scim_token_sha256`), both compared in
 //! constant time. Handlers read the directory and history through [`Store`], run imports
-//! (`run-now`, `approve`) as requests on the tenant's queue in the [`Intake`] and wait for their
-//! records, run dry runs (`preview`) through `import`, and leave as JSON (`api`), SCIM JSON
-//! (`scim`) or Prometheus text (`crate::metrics`). Nothing here writes the store except
-//! `restore`, through the store's own method; `approve` writes through the intake's run.
+//! (`run-now`, `approve`, `restore`) as requests on the tenant's queue in the [`Intake`] and
+//! wait for their records, run dry runs (`preview`) through `import`, and leave as JSON (`api`;
+//! today's file in `today`), SCIM JSON (`scim`) or Prometheus text (`crate::metrics`). Nothing
+//! here writes the store itself: `approve` and `restore` write through the intake's queue.
 //!
 //! Connections are admitted and timed by `listener` (caps in all and per address, a
 //! header-read deadline that also closes idle keep-alive connections, slow bodies and stalled
@@ -35,6 +35,7 @@ mod scim;
 mod scim_discovery;
 mod scim_groups;
 mod scim_push;
+mod today;
 mod webhooks;
 
 use crate::config::ConfigHandle;

@@ -7,7 +7,7 @@
 //! or 5,000 tenants. Each backlog is counted only up to [`BACKLOG_SHOWN`] ("more than").
 
 use super::{blocking, page, Chrome, PageError, Viewer};
-use crate::admin::api::today_file;
+use crate::admin::today::today_file;
 use crate::admin::AppState;
 use crate::config::{Config, Tenant, Trigger};
 use crate::model::ImportRecord;

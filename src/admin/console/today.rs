@@ -2,7 +2,7 @@
 //! a waiting file and (operators) "Run now".
 //!
 //! `GET /tenants/{t}/today` (an operator any tenant, a tenant its own) reads what the admin
-//! API's `today` reads (`api::today_file`: the tenant's root folder and its newest runs).
+//! API's `today` reads (`today::today_file`: the tenant's root folder and its newest runs).
 //! `GET /tenants/{t}/today/files/{name}` serves a waiting file only when `name` is one of the
 //! files the intake would import now (`intake::candidates`, compared exactly) and it lies
 //! inside the tenant's folder (`run::tenant_file`). `POST /tenants/{t}/run-now` (operators,
@@ -10,7 +10,7 @@
 
 use super::held::CsrfForm;
 use super::{blocking, page, Chrome, PageError, Viewer};
-use crate::admin::api::{today_file, TodayFile};
+use crate::admin::today::{today_file, TodayFile};
 use crate::admin::AppState;
 use crate::model::ImportRecord;
 use askama::Template;
