@@ -77,6 +77,31 @@ async fn a_file_run_between_two_ticks_is_not_reported_missing_by_the_next() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_tick_without_a_file_after_one_that_ran_it_reports_it_missing() {
+    // The re-read of s15: the file the tick itself ran counted as "a file since the tick
+    // before" for the next tick, which then stayed silent.
+    let env = Pipeline::start(|dir, key| {
+        // The file waits before the server starts, so the first tick runs it.
+        let home = dir.join("data/tenants/acme");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(home.join("users.csv"), CSV).unwrap();
+        config(dir, key, "schedule", 5)
+    })
+    .await;
+    let h = env.history_len("acme", 1, 20).await;
+    let run = h[0].clone();
+    assert_eq!(run.status, ImportStatus::Success, "{h:?}");
+    let h = env.history_len("acme", 2, 20).await;
+    let missing = h[0].clone();
+    assert_eq!(missing.status, ImportStatus::Missing, "{h:?}");
+    assert_eq!(
+        tick_before(missing.started_at, 5) - tick_before(run.started_at, 5),
+        chrono::Duration::seconds(5),
+        "the very next tick reports it: {h:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tick_missed_while_stopped_is_run_once_at_start() {
     let mut env = Pipeline::start(|dir, key| config(dir, key, "schedule", 10)).await;
     let h = env.history_len("acme", 1, 30).await;

@@ -429,6 +429,12 @@ async fn missed_tick(
     if (now - missed).to_std().ok()? > CATCH_UP {
         return None;
     }
+    // A tick of another day would look for today's file (`{date}`, `only_today`) and report
+    // it missing: such a tick is left (re-read of s15).
+    let calendar = super::pattern::TenantCalendar::of(&t.import);
+    if calendar.date_of(missed) != calendar.today() {
+        return None;
+    }
     let store = intake.shared.store.clone();
     let id = t.id.clone();
     let ran = tokio::task::spawn_blocking(move || {
@@ -450,8 +456,12 @@ async fn missed_tick(
     fires_here(intake, &t.id, missed).await.then_some(missed)
 }
 
-/// True when the tenant's history has a run (not a `missing`) started at or after `since`.
-fn run_since(
+/// True when the tenant's history has a run (not a `missing`) of a file that arrived after
+/// `since` (`received_at`, the file's modification time). The file a tick itself ran arrived
+/// before that tick, so it does not count for the next one: a day without a file after a day
+/// with one is reported (the re-read of s15 found the first version, by `started_at`, silent
+/// then).
+fn file_came_since(
     store: &crate::store::Store,
     tenant: &str,
     since: DateTime<Utc>,
@@ -459,12 +469,14 @@ fn run_since(
     let recent = store.history(tenant, RECENT_RUNS)?;
     Ok(recent
         .iter()
-        .any(|r| r.started_at >= since && r.status != crate::model::ImportStatus::Missing))
+        .any(|r| r.received_at > since && r.status != crate::model::ImportStatus::Missing))
 }
 
-/// True when a file of the tenant came and was run since the tick before `tick` (uploaded and
+/// True when a file of the tenant came after the tick before `tick` and was run (uploaded and
 /// imported between two ticks with `trigger = "both"`, or by `run-now`): the tick then finds
 /// nothing and must not report the file missing (review s15: a false "missing" mail every day).
+/// A client that keeps the source's modification time (`sftp -p`), older than that tick, is
+/// still reported missing, as before.
 pub(super) fn ran_since_last_tick(
     shared: &Shared,
     tenant: &crate::config::Tenant,
@@ -474,7 +486,7 @@ pub(super) fn ran_since_last_tick(
     let since = (p.schedule.as_deref())
         .and_then(|expr| previous_fire(expr, &p.timezone, tick))
         .unwrap_or(tick - chrono::Duration::days(1));
-    match run_since(&shared.store, &tenant.id, since) {
+    match file_came_since(&shared.store, &tenant.id, since) {
         Ok(ran) => {
             if ran {
                 tracing::info!(tenant = %tenant.id, %tick, "schedule tick found no file: one came and was run since the tick before");
