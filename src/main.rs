@@ -107,6 +107,21 @@ fn init_logs(format: LogFormat, stderr_only_warnings: bool) {
     roster::logs::init(format == LogFormat::Json, default);
 }
 
+/// A warning when the tenant's archives alone could reach `max_tenant_bytes`: every upload as
+/// large as `max_upload_bytes`, one a day, kept `retention_days`.
+fn share_warning(config: &Config, t: &roster::config::Tenant) -> Option<String> {
+    let share = config.server.max_tenant_bytes;
+    let kept = (config.server.max_upload_bytes).saturating_mul(u64::from(t.import.retention_days));
+    (share > 0 && kept > share).then(|| {
+        format!(
+            "one upload a day of max_upload_bytes kept retention_days ({} days) is {:.1} GB, over max_tenant_bytes ({:.1} GB, archives included): raise it or lower one of them",
+            t.import.retention_days,
+            kept as f64 / 1e9,
+            share as f64 / 1e9
+        )
+    })
+}
+
 fn check_config(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     println!(
@@ -135,6 +150,9 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
                 "  warning: {}: {e} here; SCIM push stays stopped where it is not set",
                 t.id
             );
+        }
+        if let Some(w) = share_warning(&config, t) {
+            println!("  warning: {}: {w}", t.id);
         }
     }
     let keys = roster::sftp::hostkeys::load_existing(&config.server.host_keys)?;

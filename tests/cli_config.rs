@@ -75,6 +75,26 @@ fn check_config_lists_tenants_and_host_keys() {
         "{text}"
     );
     assert!(text.contains("rsa"), "{text}");
+    assert!(
+        !text.contains("warning"),
+        "the defaults fit together: {text}"
+    );
+}
+
+#[test]
+fn check_config_warns_when_the_archives_could_outgrow_the_tenant_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[tenants.import]\nfile = \"users.csv\"\nretention_days = 365\n",
+    );
+    let out = roster(&["check-config", "-c", path.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "a warning, not an error: {text}");
+    assert!(
+        text.contains("warning: acme") && text.contains("max_tenant_bytes"),
+        "{text}"
+    );
 }
 
 #[test]

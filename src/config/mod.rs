@@ -101,7 +101,7 @@ impl Default for ServerConfig {
             auth_timeout_secs: 60,
             settle_ms: 1000,
             min_free_bytes: 536_870_912,
-            max_tenant_bytes: 10_737_418_240,
+            max_tenant_bytes: 53_687_091_200,
             max_tenant_entries: 100_000,
         }
     }
