@@ -19,6 +19,9 @@ use russh_sftp::protocol::{File, Name, Packet, StatusCode};
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+/// Refusals of a new name past `max_tenant_entries`, logged at most once a second.
+static REFUSED_NAMES: crate::logs::SharedEverySecond = crate::logs::SharedEverySecond::new();
+
 impl SftpSession {
     /// The folder holding `p` (opened through the jail) and the final name in it.
     fn parent_of(&self, p: &JailPath) -> Result<(OwnedFd, CString), Failure> {
@@ -75,7 +78,10 @@ impl SftpSession {
     pub(super) fn room_for_a_name(&self, p: &JailPath) -> Result<(), Failure> {
         let reserved = self.ctx.usage.reserve(0, 1);
         reserved.map(|_walk| ()).map_err(|why| {
-            tracing::warn!(tenant = %self.ctx.tenant, path = %p.virtual_path, "new name refused: {why}");
+            // At most a line a second, with the count: a client may ask again and again.
+            if let Some(refused) = REFUSED_NAMES.hit() {
+                tracing::warn!(tenant = %self.ctx.tenant, path = %p.virtual_path, refused, "new name refused: {why}");
+            }
             fail(
                 StatusCode::Failure,
                 format!("{} cannot be created: {why}", p.virtual_path),

@@ -46,6 +46,9 @@ struct Tally {
     walking: bool,
     /// Walks so far: a reservation made before the last walk is counted in it, not given back.
     walks: u64,
+    /// Removals so far: a walk that began before one leaves the tally stale, so the next check
+    /// walks again and sees the freed space.
+    removals: u64,
 }
 
 /// The tallies of every tenant with a session on this server.
@@ -111,10 +114,12 @@ impl TenantUsage {
         self.0.as_ref().is_some_and(|c| c.limits.max_entries > 0)
     }
 
-    /// A name was removed: the next check walks again.
+    /// A name was removed: the next check walks again (also when a walk was under way).
     pub fn forget(&self) {
         if let Some(checked) = &self.0 {
-            lock(&checked.tally).walked_at = None;
+            let mut t = lock(&checked.tally);
+            t.walked_at = None;
+            t.removals += 1;
         }
     }
 }
@@ -132,7 +137,7 @@ impl Checked {
             .walked_at
             .is_none_or(|at| at.elapsed() >= FRESH_FOR)
         {
-            self.walk_into(tally);
+            self.walk_into(tally, false);
         }
         if let Ok(walk) = self.take(tally, bytes, entries) {
             return Ok(walk);
@@ -143,7 +148,9 @@ impl Checked {
             t.walked_at.is_none_or(|at| at.elapsed() >= wait)
         };
         if may_walk {
-            self.walk_into(tally);
+            // Before a refusal, a walk of its own even while another session walks (that walk
+            // may have begun before the space was freed).
+            self.walk_into(tally, true);
         }
         self.take(tally, bytes, entries)
     }
@@ -172,21 +179,24 @@ impl Checked {
         Ok(t.walks)
     }
 
-    /// Walks the home and stores the tally, unless another session is walking it now.
-    fn walk_into(&self, tally: &Mutex<Tally>) {
-        {
+    /// Walks the home and stores the tally, unless another session is walking it now (and
+    /// `always` is false).
+    fn walk_into(&self, tally: &Mutex<Tally>, always: bool) {
+        let removals = {
             let mut t = lock(tally);
-            if t.walking {
+            if t.walking && !always {
                 return;
             }
             t.walking = true;
-        }
+            t.removals
+        };
         let cap = self.limits.max_entries.saturating_mul(WALK_PAST_LIMIT);
         let started = Instant::now();
         let (bytes, entries) = super::wire::off_the_workers(|| walk(&self.home, cap));
         let mut t = lock(tally);
         (t.bytes, t.entries) = (bytes, entries);
-        t.walked_at = Some(Instant::now());
+        // A removal during the walk may not be in it: the next check walks again.
+        t.walked_at = (t.removals == removals).then(Instant::now);
         t.walk_took = started.elapsed();
         t.walking = false;
         t.walks += 1;
@@ -272,6 +282,21 @@ mod tests {
         std::fs::write(&file, vec![b'x'; 900_000]).unwrap();
         let u = usage(dir.path(), 1_000_000, 0);
         assert!(u.reserve(200_000, 0).is_err());
+        std::fs::remove_file(&file).unwrap();
+        u.forget();
+        u.reserve(200_000, 0).unwrap();
+    }
+
+    #[test]
+    fn freed_space_is_seen_while_another_session_walks() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("big.csv");
+        std::fs::write(&file, vec![b'x'; 900_000]).unwrap();
+        let u = usage(dir.path(), 1_000_000, 0);
+        assert!(u.reserve(200_000, 0).is_err());
+        let Some(checked) = &u.0 else { panic!("limited") };
+        // Another session's walk, begun before the removal, is under way.
+        lock(&checked.tally).walking = true;
         std::fs::remove_file(&file).unwrap();
         u.forget();
         u.reserve(200_000, 0).unwrap();
