@@ -294,7 +294,9 @@ mod tests {
         std::fs::write(&file, vec![b'x'; 900_000]).unwrap();
         let u = usage(dir.path(), 1_000_000, 0);
         assert!(u.reserve(200_000, 0).is_err());
-        let Some(checked) = &u.0 else { panic!("limited") };
+        let Some(checked) = &u.0 else {
+            panic!("limited")
+        };
         // Another session's walk, begun before the removal, is under way.
         lock(&checked.tally).walking = true;
         std::fs::remove_file(&file).unwrap();

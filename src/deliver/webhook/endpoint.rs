@@ -101,16 +101,19 @@ impl EndpointDelivery {
 
     /// Delivers what is due, up to one batch; stops between events when `stop` is raised.
     pub fn pass(&self, source: &dyn EventSource, stop: &AtomicBool) -> Result<PassOutcome> {
-        self.pass_gated(source, stop, &|| Ok(Box::new(())))
+        self.pass_gated(source, stop, &|| Some(Box::new(())))
     }
 
     /// As [`pass`](Self::pass), holding what `sending` gives (a sending permit) during each
     /// POST and only then, so a slow endpoint does not keep others waiting between its messages.
+    /// When `sending` has none to give now, the pass ends (`More`) without waiting, so a pass
+    /// never holds a blocking thread while it waits for a permit (the caller waits for one
+    /// without a thread, then passes again).
     pub fn pass_gated(
         &self,
         source: &dyn EventSource,
         stop: &AtomicBool,
-        sending: &dyn Fn() -> Result<Box<dyn Send>>,
+        sending: &dyn Fn() -> Option<Box<dyn Send>>,
     ) -> Result<PassOutcome> {
         if !source.take_lease(&self.lease)? {
             return Ok(PassOutcome::OtherNode);
@@ -135,10 +138,14 @@ impl EndpointDelivery {
                 passed_over = true;
                 continue;
             }
+            let Some(permit) = sending() else {
+                self.save_if(source, passed_over, &cursor)?;
+                return Ok(PassOutcome::More);
+            };
             let id = message_id(&self.tenant, event.seq);
             let body = message::body(source, &self.tenant, &event)?;
+            // Signed once the permit is held, so the timestamp is the sending time.
             let headers = self.signer.headers(&id, Utc::now().timestamp(), &body);
-            let permit = sending()?;
             let outcome = send::post(&self.agent, &self.hook.url, &headers, &body);
             drop(permit);
             if let Some(done) = self.settle(source, &mut cursor, event.seq, &id, outcome)? {

@@ -6,8 +6,11 @@
 //! until its next attempt, the next poll, or a wake-up. Each message is sent holding a permit
 //! of its tenant ([`SENDING_PER_TENANT`]) and one of all ([`SENDING_AT_ONCE`]), taken for that
 //! message only: slow endpoints of one tenant cannot hold every sending slot, and a slow
-//! endpoint lets others send between its messages (review s15 F4). A task whose endpoint left the config (or whose url, secret or
-//! events changed: it is restarted with the new ones) ends and releases its lease.
+//! endpoint lets others send between its messages (review s15 F4). A task waits for its
+//! first message's permits without a thread; a pass whose next message finds none free ends,
+//! so blocking threads never wait for permits (at most [`SENDING_AT_ONCE`] send at once). A
+//! task whose endpoint left the config (or whose url, secret or events changed: it is
+//! restarted with the new ones) ends and releases its lease.
 
 use super::endpoint::{Backoff, EndpointDelivery, PassOutcome};
 use super::{send, EventSource};
@@ -190,17 +193,26 @@ async fn run_pass(
         .or_insert_with(|| Arc::new(Semaphore::new(SENDING_PER_TENANT)))
         .clone();
     let all = shared.sending.clone();
-    let runtime = tokio::runtime::Handle::current();
+    // The first message's permits are waited for here, without a thread; tenant first, then
+    // all, always in this order (no two tasks wait on each other). Later messages of the pass
+    // take them only if they are free at once, else the pass ends and the task comes back here
+    // (re-read of s15: a pass parked on a blocking thread per waiting endpoint could fill
+    // tokio's blocking pool).
+    let first = {
+        let mine = tenant.clone().acquire_owned().await?;
+        let any = all.clone().acquire_owned().await?;
+        std::sync::Mutex::new(Some((mine, any)))
+    };
     let (source, delivery, stop) = (shared.source.clone(), delivery.clone(), shared.stop.clone());
     tokio::task::spawn_blocking(move || {
-        // Tenant first, then all, always in this order (no two tasks wait on each other).
-        let permit = || -> anyhow::Result<Box<dyn Send>> {
-            let both = runtime.block_on(async {
-                let mine = tenant.clone().acquire_owned().await?;
-                let any = all.clone().acquire_owned().await?;
-                Ok::<_, tokio::sync::AcquireError>((mine, any))
-            })?;
-            Ok(Box::new(both))
+        let permit = || -> Option<Box<dyn Send>> {
+            let given = first.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(both) = given {
+                return Some(Box::new(both));
+            }
+            let mine = tenant.clone().try_acquire_owned().ok()?;
+            let any = all.clone().try_acquire_owned().ok()?;
+            Some(Box::new((mine, any)))
         };
         delivery.pass_gated(source.as_ref(), &stop, &permit)
     })
