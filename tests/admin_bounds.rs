@@ -35,16 +35,27 @@ async fn hold_half_heads(
     stop: Arc<AtomicBool>,
     reopened: Arc<AtomicUsize>,
 ) {
+    let head = "GET /health HTTP/1.1\r\nHost: x\r\n".to_string();
+    hold_openings(head, from, admin, per_address, stop, reopened).await
+}
+
+/// Keeps `per_address` connections from `from` that each sent `opening` and nothing more,
+/// reopened as soon as the server closes one.
+async fn hold_openings(
+    opening: String,
+    from: IpAddr,
+    admin: SocketAddr,
+    per_address: usize,
+    stop: Arc<AtomicBool>,
+    reopened: Arc<AtomicUsize>,
+) {
     let mut tasks = Vec::new();
     for _ in 0..per_address {
-        let (stop, reopened) = (stop.clone(), reopened.clone());
+        let (stop, reopened, opening) = (stop.clone(), reopened.clone(), opening.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
                 let mut s = tcp_from(from, admin).await;
-                if s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
-                    .await
-                    .is_ok()
-                {
+                if s.write_all(opening.as_bytes()).await.is_ok() {
                     // Held until the server closes it (or the test ends).
                     let _ = read_to_close(&mut s, 2).await;
                 }
@@ -92,6 +103,43 @@ async fn half_sent_heads_from_a_few_addresses_do_not_shut_others_out() {
         "half-sent heads reopened: {}",
         reopened.load(Ordering::SeqCst)
     );
+}
+
+/// The re-read of s15: connections made busy by a sign-in whose declared body never comes
+/// (any `roster_login` cookie passes the first check) filled the listener as F3's half-sent
+/// heads did, since only idle connections were pushed out. Now, with every connection busy,
+/// the oldest of the address holding the most makes room for a newcomer from another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_sign_ins_from_a_few_addresses_do_not_shut_others_out() {
+    let env = start(
+        "",
+        "max_connections = 16\nmax_connections_per_address = 4\nclient_timeout_secs = 60",
+    )
+    .await;
+    let admin = env.server().admin.addr;
+    let (stop, reopened) = (Arc::new(AtomicBool::new(false)), Arc::default());
+    let mut flood = Vec::new();
+    for last in 1..=4u8 {
+        let from = IpAddr::from([127, 0, 8, last]);
+        let opening = sign_in_head(16_000, true);
+        flood.push(tokio::spawn(hold_openings(
+            opening,
+            from,
+            admin,
+            4,
+            stop.clone(),
+            Arc::clone(&reopened),
+        )));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for round in 0..5 {
+        let a = request(IpAddr::from([127, 0, 8, 50]), admin, &health()).await;
+        assert_eq!(a.status, 200, "round {round}: {}", a.text);
+    }
+    stop.store(true, Ordering::SeqCst);
+    for f in flood {
+        let _ = f.await;
+    }
 }
 
 /// A sign-in request head declaring `len` body bytes, with or without the sign-in cookie.

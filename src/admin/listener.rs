@@ -94,15 +94,28 @@ impl Counts {
         Some(entry)
     }
 
-    /// Closes the oldest connection that has no request in hand (it has not sent a whole
-    /// request head, or sits idle after an answer); false when every one is busy.
-    fn evict_oldest_idle(&mut self) -> bool {
-        let idle = self
-            .open
-            .iter()
-            .find(|(_, e)| e.busy.load(Ordering::SeqCst) == 0)
+    /// Makes room for a newcomer from `newcomer` (an address or /64) by closing one connection
+    /// of an address that holds at least two more than the newcomer's: the oldest of them with
+    /// no request in hand (no whole head yet, or idle after an answer), else the oldest of the
+    /// address holding the most. False when no address holds that many: the newcomer is refused.
+    /// So a few addresses that keep connections open (half-sent heads, F3; or sign-ins whose
+    /// body never comes, found by the re-read of s15) cannot shut others out, and cannot push
+    /// out each other's places or a newcomer's just-admitted one.
+    fn make_room(&mut self, newcomer: IpAddr) -> bool {
+        let mine = self.by_group.get(&newcomer).copied().unwrap_or(0);
+        let crowded = |c: &Counts, g: &IpAddr| c.by_group.get(g).copied().unwrap_or(0) >= mine + 2;
+        let idle = (self.open.iter())
+            .find(|(_, e)| e.busy.load(Ordering::SeqCst) == 0 && crowded(self, &e.group))
             .map(|(id, _)| *id);
-        let Some(entry) = idle.and_then(|id| self.forget(id)) else {
+        let largest = (self.by_group.iter().max_by_key(|(_, n)| **n))
+            .map(|(g, _)| *g)
+            .filter(|g| crowded(self, g));
+        let oldest_of_largest = largest.and_then(|g| {
+            (self.open.iter())
+                .find(|(_, e)| e.group == g)
+                .map(|(id, _)| *id)
+        });
+        let Some(entry) = idle.or(oldest_of_largest).and_then(|id| self.forget(id)) else {
             return false;
         };
         entry.evict.cancel();
@@ -127,8 +140,8 @@ impl Admission {
     }
 
     /// A place for a connection from `addr`, unless its address (or /64) holds `per_address`.
-    /// When `total` are open, the oldest connection without a request in hand is closed to make
-    /// room; when every one has a request in hand, the newcomer is refused.
+    /// When `total` are open, a connection of a more crowded address makes room (see
+    /// [`Counts::make_room`]); else the newcomer is refused.
     fn admit(&self, addr: IpAddr, total: usize, per_address: usize) -> Option<Ticket> {
         let group = crate::sftp::admission::address_group(addr);
         let (busy, evict) = (Arc::new(AtomicUsize::new(0)), CancellationToken::new());
@@ -137,7 +150,7 @@ impl Admission {
             if mine >= per_address.max(1) {
                 return None;
             }
-            if c.open.len() >= total.max(1) && !c.evict_oldest_idle() {
+            if c.open.len() >= total.max(1) && !c.make_room(group) {
                 return None;
             }
             let id = c.next_id;
@@ -553,26 +566,39 @@ mod tests {
     #[test]
     fn admission_caps_in_all_and_per_address() {
         let a = Admission::default();
-        let (one, two) = (IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]));
-        let t1 = a.admit(one, 3, 2).unwrap();
-        let t2 = a.admit(one, 3, 2).unwrap();
-        assert!(a.admit(one, 3, 2).is_none(), "per address");
-        let t3 = a.admit(two, 3, 2).unwrap();
-        // Full in all: the oldest connection without a request in hand gives its place.
+        let ip = |last: u8| IpAddr::from([127, 0, 0, last]);
+        let (t1, t2, t3) = (
+            a.admit(ip(1), 4, 3).unwrap(),
+            a.admit(ip(1), 4, 3).unwrap(),
+            a.admit(ip(1), 4, 3).unwrap(),
+        );
+        assert!(a.admit(ip(1), 4, 3).is_none(), "per address");
+        let t4 = a.admit(ip(2), 4, 3).unwrap();
+        // Full in all: the oldest connection without a request in hand, of an address holding
+        // two more than the newcomer's, gives its place.
         let t1_busy = Busy::new(&t1.busy);
-        let t5 = a.admit(two, 3, 2).unwrap();
+        let t5 = a.admit(ip(2), 4, 3).unwrap();
         assert!(!t1.evict.is_cancelled(), "t1 has a request in hand");
         assert!(t2.evict.is_cancelled(), "the oldest idle one was evicted");
-        // Every one busy: the newcomer is refused.
-        let (_b3, _b5) = (Busy::new(&t3.busy), Busy::new(&t5.busy));
-        let three = IpAddr::from([127, 0, 0, 3]);
-        assert!(a.admit(three, 3, 2).is_none(), "all busy");
-        drop(t1_busy);
-        drop(t1);
-        assert!(
-            a.admit(three, 3, 2).is_some(),
-            "a closed connection gives its place back"
+        // Every one busy: the oldest of the address holding the most, if it holds two more
+        // than the newcomer's; an address as crowded as the others is refused.
+        let (_b3, _b4, _b5) = (
+            Busy::new(&t3.busy),
+            Busy::new(&t4.busy),
+            Busy::new(&t5.busy),
         );
+        assert!(
+            a.admit(ip(1), 4, 3).is_none(),
+            "no address holds two more than 1's"
+        );
+        let t6 = a.admit(ip(3), 4, 3).unwrap();
+        assert!(
+            t1.evict.is_cancelled() || t4.evict.is_cancelled(),
+            "the oldest of a crowded address made room"
+        );
+        // A just-admitted connection (no head yet) is not pushed out by an as crowded address.
+        assert!(a.admit(ip(2), 4, 3).is_none() || !t6.evict.is_cancelled());
+        drop(t1_busy);
         // One IPv6 /64 is one address.
         let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
         let b = Admission::default();
