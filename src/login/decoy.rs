@@ -1,10 +1,11 @@
 //! How long a login for a name that is no tenant (or a tenant without a password) waits before
 //! its "no", so that the answer's timing does not tell which names are tenants.
 //!
-//! The wait is one of the last [`SAMPLES`] durations of real password checks (queue for an
-//! argon2 slot included), picked at random and jittered by ±10 %, taken in by [`observed`]
-//! from every real check. Until a real check has been seen, it is the time of one argon2 check
-//! of [`DECOY_HASH`], made once per process (`calibrated`) under the same slots as real checks.
+//! The wait is one of the last [`SAMPLES`] durations of real password checks of the last
+//! minute (queue for an argon2 slot included), picked at random and jittered by ±10 %, taken in
+//! by [`observed`] from every real check. Without such a check, it is the time of one argon2
+//! check of [`DECOY_HASH`], made once per process (`calibrated`) under the same slots as real
+//! checks.
 //!
 //! Why not an argon2 check per unknown name, as before: it made unknown names cost a real check
 //! each, so a flood of made-up names from many addresses queued real tenants' logins behind
@@ -24,8 +25,12 @@ pub(super) const DECOY_HASH: &str =
 
 /// Real check durations remembered.
 const SAMPLES: usize = 32;
+/// Samples older than this are left out: after a busy spell, old queueing times would make
+/// unknown names answer slower than real tenants do now (re-read of s15).
+const SAMPLE_AGE: Duration = Duration::from_secs(60);
 
-static RECENT: Mutex<VecDeque<Duration>> = Mutex::new(VecDeque::new());
+/// (when it ended, how long it took) of the last real checks.
+static RECENT: Mutex<VecDeque<(Instant, Duration)>> = Mutex::new(VecDeque::new());
 
 /// A real password check took `took` (waiting for its slot included).
 pub(super) fn observed(took: Duration) {
@@ -33,18 +38,19 @@ pub(super) fn observed(took: Duration) {
     if recent.len() >= SAMPLES {
         recent.pop_front();
     }
-    recent.push_back(took);
+    recent.push_back((Instant::now(), took));
 }
 
-/// One remembered duration, at random; None before any real check.
+/// One remembered duration of the last [`SAMPLE_AGE`], at random; None without one.
 fn pick() -> Option<Duration> {
     use rand::Rng;
-    let recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
+    recent.retain(|(at, _)| at.elapsed() < SAMPLE_AGE);
     if recent.is_empty() {
         return None;
     }
     let at = rand::thread_rng().gen_range(0..recent.len());
-    recent.get(at).copied()
+    recent.get(at).map(|(_, took)| *took)
 }
 
 /// The time of one argon2 check of [`DECOY_HASH`], measured once per process (concurrent first
