@@ -12,41 +12,13 @@ use russh::{Channel, ChannelMsg};
 use russh_sftp::client::RawSftpSession;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::log_capture::logs;
 use support::process::{free_port, KillOnDrop};
 use support::sftp::{config_text, eventually, AnyHost, TestServer, BETA_PASSWORD};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
-
-/// Every log line of this test binary (the in-process servers), captured.
-fn logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || LogSink(sink.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        buf
-    })
-    .clone()
-}
-
-struct LogSink(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogSink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Log lines containing every one of `needles`.
 fn log_lines_with(needles: &[&str]) -> usize {
