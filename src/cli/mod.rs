@@ -135,137 +135,56 @@ pub enum AdminCommand {
 /// Runs one admin command against the server configured in `config_path`.
 pub fn run(cmd: &AdminCommand, config_path: &Path, admin_url: Option<&str>) -> anyhow::Result<()> {
     let c = Client::from_config(config_path, admin_url)?;
-    if let AdminCommand::Changes {
-        tenant,
-        after,
-        follow,
-        json,
-    } = cmd
-    {
-        return changes::run(&c, tenant, *after, *follow, *json);
-    }
-    let mut out = std::io::stdout().lock();
     let text = match cmd {
+        AdminCommand::Changes {
+            tenant,
+            after,
+            follow,
+            json,
+        } => return changes::run(&c, tenant, *after, *follow, *json),
         AdminCommand::History {
             tenant,
             limit,
             json,
-        } => {
-            let v = c.get(&format!(
-                "/api/tenants/{}/imports?limit={limit}",
-                seg(tenant)
-            ))?;
-            let records: Vec<ImportRecord> = serde_json::from_value(v)?;
-            if *json {
-                // Through the typed record, so fields keep their documented order.
-                serde_json::to_string_pretty(&records)? + "\n"
-            } else {
-                history_text(tenant, &records)
-            }
-        }
+        } => history_answer(&c, tenant, *limit, *json)?,
         AdminCommand::RunNow { tenant, json } => {
             let path = format!("/api/tenants/{}/run-now", seg(tenant));
             let v = with_run_progress(&c, tenant, !json, || c.post(&path, None))?;
-            if *json {
-                pretty(&v)?
-            } else {
-                run_now_text(tenant, &v)?
-            }
+            json_or(&v, *json, |v| run_now_text(tenant, v))?
         }
         AdminCommand::Today { tenant, json } => {
             let v = c.get(&format!("/api/tenants/{}/today", seg(tenant)))?;
-            if *json {
-                pretty(&v)?
-            } else {
-                today_text(&v)?
-            }
+            json_or(&v, *json, today_text)?
         }
         AdminCommand::Preview { tenant, file, json } => {
             let v = preview_upload(&c, tenant, file, !json)?;
-            if *json {
-                pretty(&v)?
-            } else {
-                preview_text(&v)?
-            }
+            json_or(&v, *json, preview_text)?
         }
         AdminCommand::Approve {
             tenant,
             import_id,
             json,
-        } => {
-            let path = format!(
-                "/api/tenants/{}/imports/{}/approve",
-                seg(tenant),
-                seg(import_id)
-            );
-            let v = c.post(&path, None)?;
-            if *json {
-                pretty(&v)?
-            } else {
-                let r: ImportRecord = serde_json::from_value(v)?;
-                format!(
-                    "approved import {} of {tenant} ({}): {}\n{}\n",
-                    r.id,
-                    r.file,
-                    r.status,
-                    counts_line(&r)
-                )
-            }
-        }
+        } => approve_answer(&c, tenant, import_id, *json)?,
         AdminCommand::Users {
             tenant,
             status,
             json,
             csv,
-        } => {
-            let v = c.get(&format!(
-                "/api/tenants/{}/users?status={}",
-                seg(tenant),
-                seg(status)
-            ))?;
-            let users: Vec<User> = serde_json::from_value(v)?;
-            if *json {
-                serde_json::to_string_pretty(&users)? + "\n"
-            } else {
-                if *csv {
-                    users_csv(&users)?
-                } else {
-                    users_text(tenant, &users)
-                }
-            }
-        }
+        } => users_answer(&c, tenant, status, *json, *csv)?,
         AdminCommand::Restore {
             tenant,
             user_key,
             json,
-        } => {
-            let path = format!(
-                "/api/tenants/{}/users/{}/restore",
-                seg(tenant),
-                seg(user_key)
-            );
-            let v = c.post(&path, None)?;
-            if *json {
-                pretty(&v)?
-            } else {
-                let u: User = serde_json::from_value(v)?;
-                format!("restored {} of {tenant}: now {}\n", u.key, status_word(&u))
-            }
-        }
+        } => restore_answer(&c, tenant, user_key, *json)?,
         AdminCommand::ScimPush {
             tenant,
             reconcile,
             dry_run,
             json,
         } => scim_push::run(&c, tenant, *reconcile, *dry_run, *json)?,
-        AdminCommand::Changes { .. } => String::new(), // handled above
         AdminCommand::Nodes { json } => {
             let v = c.get("/api/nodes")?;
-            if *json {
-                pretty(&v)?
-            } else {
-                nodes_text(&v)?
-            }
+            json_or(&v, *json, nodes_text)?
         }
         AdminCommand::Webhooks {
             tenant,
@@ -274,11 +193,7 @@ pub fn run(cmd: &AdminCommand, config_path: &Path, admin_url: Option<&str>) -> a
         } => {
             let path = format!("/api/tenants/{}/webhooks/{n}/enable", seg(tenant));
             let v = c.post(&path, None)?;
-            if *json {
-                pretty(&v)?
-            } else {
-                webhooks::enabled_text(*n, &v)?
-            }
+            json_or(&v, *json, |v| webhooks::enabled_text(*n, v))?
         }
         AdminCommand::Webhooks {
             tenant,
@@ -286,16 +201,102 @@ pub fn run(cmd: &AdminCommand, config_path: &Path, admin_url: Option<&str>) -> a
             json,
         } => {
             let v = c.get(&format!("/api/tenants/{}/webhooks", seg(tenant)))?;
-            if *json {
-                pretty(&v)?
-            } else {
-                webhooks::webhooks_text(tenant, &v)?
-            }
+            json_or(&v, *json, |v| webhooks::webhooks_text(tenant, v))?
         }
     };
+    let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(())
+}
+
+/// The answer as the server sent it (`--json`), or as `text` renders it for a person.
+fn json_or(
+    v: &Value,
+    json: bool,
+    text: impl FnOnce(&Value) -> anyhow::Result<String>,
+) -> anyhow::Result<String> {
+    if json {
+        pretty(v)
+    } else {
+        text(v)
+    }
+}
+
+/// `roster history`: the newest records first, as a table or as JSON.
+fn history_answer(c: &Client, tenant: &str, limit: usize, json: bool) -> anyhow::Result<String> {
+    let v = c.get(&format!(
+        "/api/tenants/{}/imports?limit={limit}",
+        seg(tenant)
+    ))?;
+    let records: Vec<ImportRecord> = serde_json::from_value(v)?;
+    if json {
+        // Through the typed record, so fields keep their documented order.
+        Ok(serde_json::to_string_pretty(&records)? + "\n")
+    } else {
+        Ok(history_text(tenant, &records))
+    }
+}
+
+/// `roster approve`: runs a held import and says what it did.
+fn approve_answer(c: &Client, tenant: &str, import_id: &str, json: bool) -> anyhow::Result<String> {
+    let path = format!(
+        "/api/tenants/{}/imports/{}/approve",
+        seg(tenant),
+        seg(import_id)
+    );
+    let v = c.post(&path, None)?;
+    json_or(&v, json, |v| {
+        let r: ImportRecord = serde_json::from_value(v.clone())?;
+        Ok(format!(
+            "approved import {} of {tenant} ({}): {}\n{}\n",
+            r.id,
+            r.file,
+            r.status,
+            counts_line(&r)
+        ))
+    })
+}
+
+/// `roster users`: the tenant's users with one status, as a table, CSV or JSON.
+fn users_answer(
+    c: &Client,
+    tenant: &str,
+    status: &str,
+    json: bool,
+    csv: bool,
+) -> anyhow::Result<String> {
+    let v = c.get(&format!(
+        "/api/tenants/{}/users?status={}",
+        seg(tenant),
+        seg(status)
+    ))?;
+    let users: Vec<User> = serde_json::from_value(v)?;
+    if json {
+        Ok(serde_json::to_string_pretty(&users)? + "\n")
+    } else if csv {
+        users_csv(&users)
+    } else {
+        Ok(users_text(tenant, &users))
+    }
+}
+
+/// `roster restore`: brings a deleted or inactive user back and says their status.
+fn restore_answer(c: &Client, tenant: &str, user_key: &str, json: bool) -> anyhow::Result<String> {
+    let path = format!(
+        "/api/tenants/{}/users/{}/restore",
+        seg(tenant),
+        seg(user_key)
+    );
+    let v = c.post(&path, None)?;
+    json_or(&v, json, |v| {
+        let u: User = serde_json::from_value(v.clone())?;
+        Ok(format!(
+            "restored {} of {tenant}: now {}\n",
+            u.key,
+            status_word(&u)
+        ))
+    })
 }
 
 /// The nodes as a table: id, addresses, version, start, last heartbeat, alive or dead.
