@@ -181,7 +181,7 @@ fn deactivate_delete_and_restores_are_logged() {
     go(&store, &t, &file(&without));
     let back = go(&store, &t, &file(&users(20)));
     go(&store, &t, &file(&without[1..])); // C0000 deleted
-    let by_operator = roster::import::restore(&*store, "t1", "C0000").unwrap();
+    let by_operator = roster::import::restore(&*store, &t, "C0000").unwrap();
     assert_eq!(by_operator.key, "C0000");
     let changes = all_changes(&store);
     let events = all_events(&store);
@@ -343,4 +343,71 @@ fn readers_never_see_a_partial_commit() {
             "only whole commits: {seen:?}"
         );
     });
+}
+
+/// Every status change is an entry, named by one rule for the log and the record's counts
+/// (review s16 F3), and list fields read as their items (F9).
+#[test]
+fn every_status_change_is_logged_and_counted_alike() {
+    let (store, _d) = test_store::temp_store();
+    let columns = [
+        ("mapping_code", "Code"),
+        ("first_name", "First"),
+        ("last_name", "Last"),
+        ("active", "Active"),
+        ("groups", "Groups"),
+    ];
+    let mut t = Tenant::for_import("t1", MatchBy::MappingCode, OnMissing::Delete, &columns);
+    t.import.list_separator = "|".into();
+    let run = |rows: &[&str]| {
+        let mut s = String::from("Code;First;Last;Active;Groups\n");
+        for r in rows {
+            s.push_str(r);
+            s.push('\n');
+        }
+        go(&store, &t, s.as_bytes())
+    };
+    run(&["C1;Ann;L;1;g1", "C2;Bob;L;1;g1"]);
+    // C1 deleted, then back switched off: deleted → inactive, with nothing else changed.
+    run(&["C2;Bob;L;1;g1"]);
+    let r = run(&["C1;Ann;L;0;g1", "C2;Bob;L;1;g1"]);
+    assert_eq!((r.counts.restored, r.counts.updated), (1, 0), "{r:?}");
+    let last = all_changes(&store).pop().unwrap();
+    assert_eq!((last.key.as_str(), last.kind), ("C1", ChangeKind::Restored));
+    let status = last
+        .fields
+        .iter()
+        .find(|f| f.field == "status")
+        .expect("status");
+    assert_eq!(
+        (status.old.as_deref(), status.new.as_deref()),
+        (Some("deleted"), Some("inactive"))
+    );
+    // Switched on: restored in the log and in the counts.
+    let r = run(&["C1;Ann;L;1;g1", "C2;Bob;L;1;g1"]);
+    assert_eq!((r.counts.restored, r.counts.updated), (1, 0));
+    assert_eq!(
+        all_changes(&store).pop().unwrap().kind,
+        ChangeKind::Restored
+    );
+    // Switched off by the column: deactivated in both.
+    let r = run(&["C1;Ann;L;0;g1", "C2;Bob;L;1;g1"]);
+    assert_eq!((r.counts.deactivated, r.counts.updated), (1, 0));
+    assert_eq!(
+        all_changes(&store).pop().unwrap().kind,
+        ChangeKind::Deactivated
+    );
+    // Groups: the items as written, not the record's inner separator.
+    run(&["C1;Ann;L;0;g1", "C2;Bob;L;1;g1|g2"]);
+    let last = all_changes(&store).pop().unwrap();
+    let groups = last
+        .fields
+        .iter()
+        .find(|f| f.field == "groups")
+        .expect("groups");
+    assert_eq!(
+        (groups.old.as_deref(), groups.new.as_deref()),
+        (Some("g1"), Some("g1; g2"))
+    );
+    assert_no_gaps(&all_changes(&store), &all_events(&store));
 }

@@ -1,8 +1,10 @@
-//! Edges of the import found by the third review of 2026-11-30 (design.md §5): lines joined by a
-//! quote that leave the header's cell count, an email released by a row that is skipped after
-//! all, a UTF-8 file with a few stray bytes, the same file under changed settings, the hold at
-//! exactly its limit, contradicting `active`/`deactivate` columns. Each test fails without its
-//! fix.
+//! Edges of the import found by the third review of 2026-11-30 and the review of the sixteenth
+//! session (design.md §5): lines joined by a quote that leave the header's cell count, a file
+//! cut inside a quoted cell, an email released by a row that is skipped after all, an email kept
+//! by an empty cell, a UTF-8 file with a few stray bytes, broken UTF-16 and bytes Windows-1252
+//! has no character for, the same file under changed settings, the hold at exactly its limit
+//! and for users a status column switches off, contradicting `active`/`deactivate` columns.
+//! Each test fails without its fix.
 //!
 //! Runs on sled, or on PostgreSQL with `ROSTER_TEST_STORE=postgres` (tests/support/store.rs).
 
@@ -315,4 +317,146 @@ fn contradicting_active_and_deactivate_columns_skip_the_row() {
     assert!(messages.contains("contradicts"), "{messages}");
     assert!(store.user("t", "a@x.example").unwrap().is_none());
     assert_eq!(status(&store, "b@x.example"), UserStatus::Active);
+}
+
+#[test]
+fn a_file_cut_inside_a_quoted_last_cell_changes_nobody_from_that_row() {
+    let (store, _d) = test_store::temp_store();
+    let t = by_email();
+    run(&store, &t, FOUR.as_bytes());
+    // The transfer stopped inside Di's quoted last name: `"Du` with no closing quote.
+    let cut = FOUR.replace("d@x.example,Di,Dunn\n", "d@x.example,Di,\"Du");
+    let o = run(&store, &t, cut.as_bytes());
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Partial,
+        "{:?}",
+        o.record.messages
+    );
+    let messages = o.record.messages.join("\n");
+    assert!(messages.contains("looks cut off"), "{messages}");
+    assert_eq!(
+        (o.record.counts.updated, o.record.counts.deactivated),
+        (0, 0)
+    );
+    let di = store.user("t", "d@x.example").unwrap().unwrap();
+    assert_eq!(di.last_name.as_deref(), Some("Dunn"));
+    assert_eq!(di.status, UserStatus::Active);
+}
+
+#[test]
+fn an_email_kept_by_an_empty_cell_is_not_given_to_another_key() {
+    let (store, _d) = test_store::temp_store();
+    let t = by_code();
+    run(
+        &store,
+        &t,
+        &codes(&["1,a@x.example,A,A", "2,b@x.example,B,B"]),
+    );
+    // User 1's row leaves the email empty (kept under `empty_cells = "keep"`): unchanged.
+    let o = run(&store, &t, &codes(&["1,,A,A", "2,b@x.example,B,B"]));
+    assert_eq!(o.record.counts.unchanged, 2, "{:?}", o.record.messages);
+    // A new key asks for user 1's address while user 1's row is still unchanged.
+    let o = run(
+        &store,
+        &t,
+        &codes(&["1,,A,A", "2,b@x.example,B,B", "3,a@x.example,C,C"]),
+    );
+    let messages = o.record.messages.join("\n");
+    assert!(
+        messages.contains("already belongs to user \"1\""),
+        "{messages}"
+    );
+    assert!(store.user("t", "3").unwrap().is_none());
+    emails_are_unique(&store);
+}
+
+#[test]
+fn broken_utf16_and_bytes_without_a_windows_1252_character_are_refused() {
+    let (store, _d) = test_store::temp_store();
+    let t = by_email();
+    run(&store, &t, FOUR.as_bytes());
+    // UTF-16LE with a BOM and a lone high surrogate in Ann's first name.
+    let mut utf16 = vec![0xFF, 0xFE];
+    for unit in FOUR.replace("Ann", "A\u{0}n").encode_utf16() {
+        let unit = if unit == 0 { 0xD800 } else { unit };
+        utf16.extend_from_slice(&unit.to_le_bytes());
+    }
+    let o = run(&store, &t, &utf16);
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Error,
+        "{:?}",
+        o.record.messages
+    );
+    let messages = o.record.messages.join("\n");
+    assert!(messages.contains("not valid UTF-16"), "{messages}");
+    // Windows-1252 text with 0x81, a byte it has no character for (CP850's ü).
+    let mut cp850 = FOUR.replace("Bob", "B\u{1}b").into_bytes();
+    for b in cp850.iter_mut().filter(|b| **b == 1) {
+        *b = 0x81;
+    }
+    let o = run(&store, &t, &cp850);
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Error,
+        "{:?}",
+        o.record.messages
+    );
+    let messages = o.record.messages.join("\n");
+    assert!(messages.contains("0x81"), "{messages}");
+    let ann = store.user("t", "a@x.example").unwrap().unwrap();
+    let bob = store.user("t", "b@x.example").unwrap().unwrap();
+    assert_eq!(
+        (ann.first_name.as_deref(), bob.first_name.as_deref()),
+        (Some("Ann"), Some("Bob"))
+    );
+}
+
+#[test]
+fn switching_off_most_users_through_a_status_column_is_held() {
+    let (store, _d) = test_store::temp_store();
+    let columns = [
+        ("email", "E-mail"),
+        ("first_name", "First"),
+        ("last_name", "Last"),
+        ("active", "Active"),
+    ];
+    let t = tenant(&columns, MatchBy::Email);
+    let rows = |active: &dyn Fn(usize) -> bool| {
+        let mut s = "E-mail,First,Last,Active\n".to_string();
+        for i in 0..12 {
+            s.push_str(&format!("u{i}@x.example,F,L,{}\n", u8::from(active(i))));
+        }
+        s.into_bytes()
+    };
+    run(&store, &t, &rows(&|_| true));
+    // Every user listed, every one marked inactive: held like 12 missing users would be.
+    let o = run(&store, &t, &rows(&|_| false));
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Held,
+        "{:?}",
+        o.record.messages
+    );
+    assert!(
+        o.record.messages[0].contains("12 active users are made inactive by the file"),
+        "{:?}",
+        o.record.messages
+    );
+    assert_eq!(o.record.counts.deactivated, 12);
+    assert_eq!(status(&store, "u0@x.example"), UserStatus::Active);
+    // A few leavers marked in the column are not held, and are counted as deactivated.
+    let o = run(&store, &t, &rows(&|i| i > 1));
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Success,
+        "{:?}",
+        o.record.messages
+    );
+    assert_eq!(
+        (o.record.counts.deactivated, o.record.counts.updated),
+        (2, 0)
+    );
+    assert_eq!(status(&store, "u0@x.example"), UserStatus::Inactive);
 }

@@ -1,14 +1,18 @@
 //! A soft-deleted user owns no email (design.md §5.2): a leaver deleted under one key and
 //! rehired under a new one with the same address is imported, and the old user cannot be
 //! restored over the new one's address. Found by the review of 2026-11-30: the rehire was
-//! skipped on every run, for ever.
+//! skipped on every run, for ever. The review of the sixteenth session added the other ways a
+//! user comes back: by a row that leaves its email empty (it must not take back an address a
+//! rehire has now), under `activate = "with_password"` without a password (inactive, as it left),
+//! and a person re-keyed in one file under `on_missing = "delete"` (the new key gets the address
+//! the run frees).
 //!
 //! Runs on sled, or on PostgreSQL with `ROSTER_TEST_STORE=postgres` (tests/support/store.rs).
 
 #[path = "support/store.rs"]
 mod test_store;
 
-use roster::config::{MatchBy, OnMissing, Tenant};
+use roster::config::{Activate, MatchBy, OnMissing, Tenant};
 use roster::import::{restore, run_bytes, ImportStatus, RunOptions};
 use roster::model::UserStatus;
 
@@ -48,7 +52,7 @@ fn a_rehire_under_a_new_key_takes_the_email_of_a_deleted_user() {
     let e99 = store.user("t1", "E99").unwrap().expect("E99");
     assert_eq!(e99.email.as_deref(), Some("u1@x.example"));
     // The old E1 cannot come back over E99's address.
-    let refused = restore(&*store, "t1", "E1").unwrap_err().to_string();
+    let refused = restore(&*store, &t, "E1").unwrap_err().to_string();
     assert!(refused.contains("belongs to user \"E99\""), "{refused}");
     assert_eq!(
         store.user("t1", "E1").unwrap().unwrap().status,
@@ -57,7 +61,121 @@ fn a_rehire_under_a_new_key_takes_the_email_of_a_deleted_user() {
     // An address nobody else has: restored as before.
     go(&[("E99", "u1@x.example")]);
     assert_eq!(
-        restore(&*store, "t1", "E2").unwrap().status,
+        restore(&*store, &t, "E2").unwrap().status,
         UserStatus::Active
     );
+}
+
+fn deleting_tenant() -> Tenant {
+    let columns = [
+        ("mapping_code", "Code"),
+        ("first_name", "First"),
+        ("last_name", "Last"),
+        ("email", "Email"),
+    ];
+    Tenant::for_import("t1", MatchBy::MappingCode, OnMissing::Delete, &columns)
+}
+
+#[test]
+fn a_returning_user_without_an_email_cell_does_not_take_back_a_rehires_address() {
+    let (store, _d) = test_store::temp_store();
+    let t = deleting_tenant();
+    let go = |rows: &[(&str, &str)]| {
+        run_bytes(&store, &t, "u.csv", &file(rows), &RunOptions::default()).expect("run")
+    };
+    go(&[("E1", "u1@x.example"), ("E2", "u2@x.example")]);
+    go(&[("E2", "u2@x.example")]); // E1 deleted
+    go(&[("E2", "u2@x.example"), ("E3", "u1@x.example")]); // rehired as E3
+                                                           // E1 comes back with its email cell empty: it would keep u1@, which E3 has now.
+    let o = go(&[("E1", ""), ("E2", "u2@x.example"), ("E3", "u1@x.example")]);
+    let messages = o.record.messages.join("\n");
+    assert!(messages.contains("which row 4 has now"), "{messages}");
+    let e1 = store.user("t1", "E1").unwrap().unwrap();
+    assert_eq!(e1.status, UserStatus::Deleted);
+    // Under `deactivate`, E3 left out of the file keeps u1@ (only deactivated): still refused.
+    let mut keeps = deleting_tenant();
+    keeps.import.on_missing = OnMissing::Deactivate;
+    let o = run_bytes(
+        &store,
+        &keeps,
+        "u.csv",
+        &file(&[("E1", ""), ("E2", "u2@x.example")]),
+        &RunOptions::default(),
+    )
+    .expect("run");
+    let messages = o.record.messages.join("\n");
+    assert!(messages.contains("which user \"E3\" has now"), "{messages}");
+    assert_eq!(
+        store.user("t1", "E1").unwrap().unwrap().status,
+        UserStatus::Deleted
+    );
+    // Given an address of its own, E1 comes back (and E3, deactivated as missing, with it).
+    let o = go(&[
+        ("E1", "new1@x.example"),
+        ("E2", "u2@x.example"),
+        ("E3", "u1@x.example"),
+    ]);
+    assert_eq!(o.record.counts.restored, 2, "{:?}", o.record.messages);
+    assert_eq!(
+        store.user("t1", "E1").unwrap().unwrap().status,
+        UserStatus::Active
+    );
+}
+
+#[test]
+fn a_user_without_a_password_comes_back_inactive_under_with_password() {
+    let (store, _d) = test_store::temp_store();
+    let mut t = deleting_tenant();
+    t.import.activate = Activate::WithPassword;
+    let go = |rows: &[(&str, &str)]| {
+        run_bytes(&store, &t, "u.csv", &file(rows), &RunOptions::default()).expect("run")
+    };
+    go(&[("E1", "u1@x.example"), ("E2", "u2@x.example")]);
+    assert_eq!(
+        store.user("t1", "E2").unwrap().unwrap().status,
+        UserStatus::Inactive
+    );
+    go(&[("E1", "u1@x.example")]); // E2 deleted
+    let o = go(&[("E1", "u1@x.example"), ("E2", "u2@x.example")]);
+    assert_eq!(o.record.counts.restored, 1, "{:?}", o.record.messages);
+    assert_eq!(
+        store.user("t1", "E2").unwrap().unwrap().status,
+        UserStatus::Inactive
+    );
+    // An operator's restore does the same.
+    go(&[("E1", "u1@x.example")]);
+    assert_eq!(
+        restore(&*store, &t, "E2").unwrap().status,
+        UserStatus::Inactive
+    );
+}
+
+#[test]
+fn a_person_re_keyed_in_one_file_keeps_the_address_the_run_frees() {
+    let (store, _d) = test_store::temp_store();
+    let t = deleting_tenant();
+    let go = |t: &Tenant, rows: &[(&str, &str)]| {
+        run_bytes(&store, t, "u.csv", &file(rows), &RunOptions::default()).expect("run")
+    };
+    go(&t, &[("E1", "a@x.example"), ("E2", "b@x.example")]);
+    // HR gave the person a new code: E1 leaves (deleted by this run), E9 has its address.
+    let o = go(&t, &[("E9", "a@x.example"), ("E2", "b@x.example")]);
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Success,
+        "{:?}",
+        o.record.messages
+    );
+    assert_eq!((o.record.counts.inserted, o.record.counts.deleted), (1, 1));
+    let e9 = store.user("t1", "E9").unwrap().unwrap();
+    assert_eq!(e9.email.as_deref(), Some("a@x.example"));
+    // Deactivated instead, E1 keeps the address: the row is skipped, and the reason says what
+    // to do.
+    let mut keeps = deleting_tenant();
+    keeps.import.on_missing = OnMissing::Deactivate;
+    go(&keeps, &[("E2", "b@x.example"), ("E5", "e@x.example")]);
+    let o = go(&keeps, &[("E2", "b@x.example"), ("E6", "e@x.example")]);
+    let messages = o.record.messages.join("\n");
+    assert!(messages.contains("who is not in this file"), "{messages}");
+    assert!(store.user("t1", "E6").unwrap().is_none());
 }

@@ -131,10 +131,10 @@ fn removed_then_readded_user_is_restored() {
         store.user("t1", "C000").unwrap().unwrap().status,
         UserStatus::Deleted
     );
-    let u = roster::import::restore(&*store, "t1", "C000").unwrap();
+    let u = roster::import::restore(&*store, &t, "C000").unwrap();
     assert_eq!(u.status, UserStatus::Active);
     assert!(
-        roster::import::restore(&*store, "t1", "C001").is_err(),
+        roster::import::restore(&*store, &t, "C001").is_err(),
         "not deleted"
     );
 }

@@ -150,10 +150,10 @@ fn counts_follow_every_change(store: &Store) {
     assert_eq!((b.get("Ops"), b.get("Solo")), (Some(&1), None));
 
     // Restored by an operator: B2 a member again; A5 active again (counts unchanged).
-    restore(&**store, "beta", "B2").unwrap_or_else(|e| panic!("{e:#}"));
+    restore(&**store, &beta, "B2").unwrap_or_else(|e| panic!("{e:#}"));
     let b = check(store, "beta", "restored");
     assert_eq!((b.get("Ops"), b.get("Solo")), (Some(&2), Some(&1)));
-    restore(&**store, "acme", "A5").unwrap_or_else(|e| panic!("{e:#}"));
+    restore(&**store, &acme, "A5").unwrap_or_else(|e| panic!("{e:#}"));
     let c = check(store, "acme", "reactivated");
     assert_eq!(c.get("R&D/Ops"), Some(&1));
 

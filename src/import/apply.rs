@@ -68,6 +68,11 @@ pub struct MergeInput<'a> {
 pub struct Survey {
     pub current: u64,
     pub missing: u64,
+    /// See `survey::SurveyPart`: active users a row switches off, active users `current`
+    /// leaves out, deleted users coming back with their stored email.
+    pub switched_off: u64,
+    pub other_active: u64,
+    pub revived: Vec<super::survey::Revived>,
     pub conflicts: Vec<(u64, String)>,
     /// Emails taken as given up by their owners (see `survey::Release`).
     pub releases: Vec<super::survey::Release>,
@@ -111,6 +116,9 @@ pub fn run_survey(
     for p in parts {
         s.current += p.current;
         s.missing += p.missing;
+        s.switched_off += p.switched_off;
+        s.other_active += p.other_active;
+        s.revived.extend(p.revived);
         s.conflicts.extend(p.conflicts);
         s.releases.extend(p.releases);
         s.quiet.push(p.quiet);

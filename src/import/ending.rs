@@ -51,11 +51,19 @@ pub(super) fn push_msg(msgs: &mut Vec<String>, dropped: &mut u64, m: String) {
 
 /// What the survey decided.
 pub(super) struct HoldDecision {
-    /// Users missing from the file, when that is too many (`max_missing_percent`): the run is
+    /// Users the run would take out, when that is too many (`max_missing_percent`): the run is
     /// held, unless it is approving or a dry run.
-    pub(super) held: Option<u64>,
+    pub(super) held: Option<HeldCount>,
     /// Per bucket: nothing in it changes (empty without a survey).
     pub(super) quiet: Vec<bool>,
+}
+
+/// The users a held run would take out: missing from the file (`on_missing` acts on them), and
+/// active users its `active`/`deactivate` column switches off.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct HeldCount {
+    pub(super) missing: u64,
+    pub(super) switched_off: u64,
 }
 
 /// What the file gave besides its rows: how to read it again, the skipped rows, the password
@@ -97,7 +105,11 @@ pub(super) fn hold(
     findings: Findings<'_>,
     decision: &HoldDecision,
 ) -> Result<Ending> {
-    let Some(missing) = decision.held else {
+    let Some(HeldCount {
+        missing,
+        switched_off,
+    }) = decision.held
+    else {
         bail!("a run was held without users missing");
     };
     let profile = &job.tenant.import;
@@ -113,10 +125,18 @@ pub(super) fn hold(
         OnMissing::Delete => rec.counts.deleted = missing,
         _ => rec.counts.deactivated = missing,
     }
+    rec.counts.deactivated += switched_off;
+    let what = match (missing, switched_off) {
+        (m, 0) => format!("{m} users are missing from the file"),
+        (0, s) => format!("{s} active users are made inactive by the file"),
+        (m, s) => format!(
+            "{m} users are missing from the file and {s} active users are made inactive by it"
+        ),
+    };
     rec.messages.insert(
         0,
         format!(
-            "held: {missing} users are missing from the file, more than max_missing_percent ({}%) of the users it could act on; nothing was changed. Approve with `roster approve {} {}` to apply this run",
+            "held: {what}, more than max_missing_percent ({}%) of the users it could act on; nothing was changed. Approve with `roster approve {} {}` to apply this run",
             profile.max_missing_percent, job.tenant.id, rec.id
         ),
     );

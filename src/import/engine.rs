@@ -19,7 +19,7 @@ use super::apply::{run_merge, run_survey, MergeInput};
 use super::bounds;
 use super::ending::{
     commit, fail, hold, nothing_imported, push_msg, tally, write_outputs, Ending, Findings,
-    HoldDecision, Outputs,
+    HeldCount, HoldDecision, Outputs,
 };
 use super::job::{applied_digest, given_passwords, Done, Job};
 use super::mapping::{self, Mapping};
@@ -30,11 +30,13 @@ use super::report;
 use super::row_pass::{self, FileEmails};
 use super::rownum::RowReader;
 use super::spill::BucketRows;
-use super::survey::settle_releases;
+use super::survey::{revived_conflicts, settle_releases, Revived};
 use crate::config::{MatchBy, OnMissing};
 use crate::model::bucket::BUCKETS;
+use crate::model::filter::{Attribute, Op, Operand, UserFilter};
+use crate::model::UserStatus;
 use crate::model::{ImportRecord, ImportStatus};
-use crate::store::TenantState;
+use crate::store::{Backend, TenantState};
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use std::collections::{HashMap, HashSet};
@@ -401,7 +403,12 @@ fn survey(
         held: None,
         quiet: Vec::new(),
     };
-    if has_users && (profile.on_missing != OnMissing::Keep || read.check_emails) {
+    let sets_status = settings
+        .map
+        .cols
+        .iter()
+        .any(|c| matches!(c.field.as_str(), "active" | "deactivate"));
+    if has_users && (profile.on_missing != OnMissing::Keep || read.check_emails || sets_status) {
         let input = MergeInput {
             store: &**job.store,
             settings,
@@ -409,14 +416,24 @@ fn survey(
             rows: &read.rows,
         };
         let survey = run_survey(&input, &file_emails)?;
-        // More than the percentage, compared without a division: 29 of 100 at 29 % is not
-        // held (0.29 * 100 is 28.999… in floating point).
-        let over =
-            survey.missing as f64 * 100.0 > profile.max_missing_percent * survey.current as f64;
-        if job.approving.is_none() && survey.missing >= 5 && over {
-            decision.held = Some(survey.missing);
+        // Users the run takes out, missing or switched off by a status column, of the users it
+        // could take out. More than the percentage, compared without a division: 29 of 100 at
+        // 29 % is not held (0.29 * 100 is 28.999… in floating point).
+        let out = survey.missing + survey.switched_off;
+        let base = survey.current + survey.other_active;
+        let over = out as f64 * 100.0 > profile.max_missing_percent * base as f64;
+        if job.approving.is_none() && out >= 5 && over {
+            decision.held = Some(HeldCount {
+                missing: survey.missing,
+                switched_off: survey.switched_off,
+            });
         }
         read.conflicts.extend(survey.conflicts);
+        let tenant = job.tenant.id.as_str();
+        let revived = revived_conflicts(&survey.revived, &file_emails, |r| {
+            email_holder(&**job.store, tenant, r)
+        })?;
+        read.conflicts.extend(revived);
         if !survey.releases.is_empty() {
             let mut skipped: HashSet<u64> = read.skips.keys().copied().collect();
             skipped.extend(read.conflicts.keys().copied());
@@ -427,6 +444,18 @@ fn survey(
         clock.done("survey");
     }
     Ok(decision)
+}
+
+/// The key of a user that is not deleted and has the email a revived user keeps, other than
+/// that user (an index lookup on both stores).
+fn email_holder(store: &dyn Backend, tenant: &str, r: &Revived) -> Result<Option<String>> {
+    let same = UserFilter::Compare(Attribute::Email, Op::Eq, Operand::Text(r.email.clone()));
+    let holders = store.users_matching(tenant, &same, 0, 2)?;
+    Ok(holders
+        .users
+        .into_iter()
+        .find(|u| u.key != r.key && u.status != UserStatus::Deleted)
+        .map(|u| u.key))
 }
 
 /// Current resident set size in MB (Linux; 0 elsewhere), for the phase log.

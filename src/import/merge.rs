@@ -11,6 +11,7 @@
 use super::mapping::Mapping;
 use super::record::{unpack, GivenPassword, GivenPasswords, PackedRow, RowSeal};
 use crate::config::{Activate, EmptyCells, OnMissing, Tenant};
+use crate::model::changelog::{kind_of, shown_value, status_name, ChangeKind};
 use crate::model::packed::{
     bucket_entries, bucket_push, digest_of, flags_of, status_of, UserRec, FLAG_MANAGED,
     FLAG_MISSING, STATUS_ACTIVE, STATUS_DELETED, STATUS_INACTIVE,
@@ -267,24 +268,34 @@ fn update_stored(
         bail!("a compacted row of bucket planning no longer matches its stored user");
     }
     let mut rec = UserRec::decode(v)?;
-    let (restored, fchanges) = update(ctx, &mut rec, r)?;
+    let before = rec.status;
+    let fchanges = update(ctx, &mut rec, r)?;
     let mut enc = Vec::new();
     rec.encode_into(&mut enc);
     let key = || String::from_utf8_lossy(k).to_string();
-    if restored {
-        merged.counts.restored += 1;
-        detail(ctx, &mut merged.changes, || Change::Restore {
-            key: key(),
-            changes: fchanges,
-        });
-    } else if fchanges.is_empty() {
-        merged.counts.unchanged += 1;
-    } else {
-        merged.counts.updated += 1;
-        detail(ctx, &mut merged.changes, || Change::Update {
-            key: key(),
-            changes: fchanges,
-        });
+    // Counted as the change log names the change (`changelog::kind_of`), so the record's
+    // counts and the log agree.
+    let fields_changed = fchanges.iter().any(|c| c.field != "status");
+    match kind_of(before, rec.status, fields_changed) {
+        None => merged.counts.unchanged += 1,
+        Some(ChangeKind::Restored) => {
+            merged.counts.restored += 1;
+            detail(ctx, &mut merged.changes, || Change::Restore {
+                key: key(),
+                changes: fchanges,
+            });
+        }
+        Some(kind) => {
+            match kind {
+                ChangeKind::Deactivated => merged.counts.deactivated += 1,
+                ChangeKind::Deleted => merged.counts.deleted += 1,
+                _ => merged.counts.updated += 1,
+            }
+            detail(ctx, &mut merged.changes, || Change::Update {
+                key: key(),
+                changes: fchanges,
+            });
+        }
     }
     Ok(enc)
 }
@@ -338,14 +349,6 @@ fn insert_change(k: &[u8], rec: &UserRec, r: &PackedRow<'_>) -> Change {
 fn detail(ctx: &MergeSettings<'_>, changes: &mut Vec<Change>, f: impl FnOnce() -> Change) {
     if changes.len() < ctx.detail {
         changes.push(f());
-    }
-}
-
-fn status_name(s: u8) -> &'static str {
-    match s {
-        STATUS_ACTIVE => "active",
-        STATUS_DELETED => "deleted",
-        _ => "inactive",
     }
 }
 
@@ -462,27 +465,29 @@ fn insert(ctx: &MergeSettings<'_>, r: &PackedRow<'_>) -> Result<UserRec> {
     Ok(rec)
 }
 
-/// Applies a row to a stored user; returns (restored, field changes).
+/// Applies a row to a stored user; returns the field changes (`status` among them).
 fn update(
     ctx: &MergeSettings<'_>,
     rec: &mut UserRec,
     r: &PackedRow<'_>,
-) -> Result<(bool, Vec<FieldChange>)> {
+) -> Result<Vec<FieldChange>> {
     let mut changes = Vec::new();
     let clear = ctx.tenant.import.empty_cells == EmptyCells::Clear;
     for (ci, v) in r.values()? {
         let Some(col) = ctx.map.cols.get(ci) else {
             continue;
         };
+        // An empty cell keeps the stored value under `keep`; under `clear` it clears it. The
+        // password is not a field: an empty password cell never removes a stored one.
         if v.is_none() && !clear {
             continue;
         }
-        let old = rec.get(&col.field).map(str::to_string);
+        let old = rec.get(&col.field).map(shown_value);
         if rec.set(&col.field, v) {
             changes.push(FieldChange {
                 field: col.field.clone(),
                 old,
-                new: v.map(str::to_string),
+                new: v.map(shown_value),
             });
         }
     }
@@ -500,14 +505,16 @@ fn update(
     }
     let returning = rec.status == STATUS_DELETED
         || rec.status == STATUS_INACTIVE && rec.flags & FLAG_MISSING != 0;
+    let with_password = ctx.tenant.import.activate == Activate::WithPassword;
+    let has_password = r.password.is_some() || !rec.pw_fp.iter().all(|b| *b == 0);
     let target = match r.active() {
         Some(true) => STATUS_ACTIVE,
         Some(false) => STATUS_INACTIVE,
+        // A returning user is active again, unless `with_password` and it has none (it was
+        // inactive for that before it left).
+        None if returning && with_password && !has_password => STATUS_INACTIVE,
         None if returning => STATUS_ACTIVE,
-        None if ctx.tenant.import.activate == Activate::WithPassword
-            && r.password.is_some()
-            && rec.status == STATUS_INACTIVE =>
-        {
+        None if with_password && r.password.is_some() && rec.status == STATUS_INACTIVE => {
             STATUS_ACTIVE
         }
         None => rec.status,
@@ -528,5 +535,5 @@ fn update(
     if !changes.is_empty() {
         rec.updated_at = ctx.now_ms;
     }
-    Ok((returning, changes))
+    Ok(changes)
 }

@@ -157,6 +157,18 @@ pub fn scan(input: Input<'_>, setting: EncodingSetting, hash: bool) -> Result<Sc
         EncodingSetting::Windows1252 if nul => binary(),
         EncodingSetting::Windows1252 => Ok(Enc::Windows1252),
     };
+    // A file decoded from UTF-16 or Windows-1252 is checked whole before it is used: broken
+    // UTF-16 would become U+FFFD and a byte Windows-1252 leaves undefined a control
+    // character, each stored as a user's value (review s16 F7).
+    // A file stated as Windows-1252 is read so (the operator's call).
+    let guessed = setting == EncodingSetting::Auto;
+    let encoding = match encoding {
+        Ok(e @ (Enc::Utf16Le | Enc::Utf16Be)) => undecodable(input, e)?.map_or(Ok(e), Err),
+        Ok(Enc::Windows1252) if guessed => {
+            undecodable(input, Enc::Windows1252)?.map_or(Ok(Enc::Windows1252), Err)
+        }
+        other => other,
+    };
     let fallback = match bom {
         Some(e @ (Enc::Utf16Le | Enc::Utf16Be)) => e,
         Some(_) if utf8_ok => Enc::Utf8Bom,
@@ -244,6 +256,63 @@ fn mixed(line: u64) -> String {
     format!(
         "the file mixes text encodings: it has characters written as UTF-8 and, from line {line} on, bytes that are not UTF-8 (text pasted from another program?); reading it as Windows-1252 would garble every accented letter, so nothing was imported. Save the whole file as UTF-8 (or set encoding = \"windows-1252\" if that is what it is)"
     )
+}
+
+/// Why the file cannot be decoded as `enc` (UTF-16 or Windows-1252) without losing text: a
+/// sentence naming the line, or None when it can.
+fn undecodable(input: Input<'_>, enc: Enc) -> Result<Option<String>> {
+    if enc == Enc::Windows1252 {
+        // The five bytes Windows-1252 assigns no character (decoders make C1 controls of them).
+        let mut r = input.open()?;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut line = 1u64;
+        loop {
+            let n = r.read(&mut buf).context("cannot read the file")?;
+            if n == 0 {
+                return Ok(None);
+            }
+            for &b in &buf[..n] {
+                match b {
+                    b'\n' => line += 1,
+                    0x81 | 0x8D | 0x8F | 0x90 | 0x9D => {
+                        return Ok(Some(format!(
+                            "the file is neither UTF-8 nor Windows-1252: line {line} has the byte 0x{b:02X}, which Windows-1252 has no character for; save the file as UTF-8"
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut dec = match enc {
+        Enc::Utf16Be => encoding_rs::UTF_16BE.new_decoder_with_bom_removal(),
+        _ => encoding_rs::UTF_16LE.new_decoder_with_bom_removal(),
+    };
+    let mut r = input.open()?;
+    let (mut inbuf, mut out) = (vec![0u8; 1 << 16], vec![0u8; 3 << 16]);
+    let mut line = 1u64;
+    loop {
+        let n = r.read(&mut inbuf).context("cannot read the file")?;
+        let mut start = 0;
+        loop {
+            let (result, read, written) =
+                dec.decode_to_utf8_without_replacement(&inbuf[start..n], &mut out, n == 0);
+            line += out[..written].iter().filter(|b| **b == b'\n').count() as u64;
+            start += read;
+            match result {
+                encoding_rs::DecoderResult::InputEmpty => break,
+                encoding_rs::DecoderResult::OutputFull => {}
+                encoding_rs::DecoderResult::Malformed(_, _) => {
+                    return Ok(Some(format!(
+                        "the file starts with a UTF-16 byte order mark but is not valid UTF-16 (a broken character on line {line}); save it again as UTF-8 or UTF-16"
+                    )))
+                }
+            }
+        }
+        if n == 0 {
+            return Ok(None);
+        }
+    }
 }
 
 fn memchr_nul(b: &[u8]) -> bool {

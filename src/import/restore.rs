@@ -1,10 +1,11 @@
 //! `roster restore` / `POST .../users/{key}/restore`: bring back a soft-deleted user (or one an
 //! import deactivated because it was missing), in a commit of its own.
 //!
-//! A tenant and a user key enter; the restored [`User`] leaves. The key is tried as given, then
+//! A tenant (its config) and a user key enter; the restored [`User`] leaves. The key is tried as given, then
 //! lower-cased (as email and username keys are stored); the rule itself is
 //! [`model::user::restore`](crate::model::user::restore), the write is the directory's.
 
+use crate::config::{Activate, Tenant};
 use crate::model::filter::{Attribute, Op, Operand, UserFilter};
 use crate::model::user::restore as restore_rule;
 use crate::model::{User, UserStatus};
@@ -12,13 +13,16 @@ use crate::store::Backend;
 use anyhow::{anyhow, bail, Result};
 use chrono::Utc;
 
-/// Restores user `key` of `tenant` to active; returns the user. A soft-deleted user owns no
+/// Restores user `key` of `tenant` to active (inactive when the tenant activates only users
+/// with a password and this one has none); returns the user. A soft-deleted user owns no
 /// email (design §5.2): when another user has its email now, it is not restored.
-pub fn restore(directory: &dyn Backend, tenant: &str, key: &str) -> Result<User> {
+pub fn restore(directory: &dyn Backend, tenant: &Tenant, key: &str) -> Result<User> {
+    let needs_password = tenant.import.activate == Activate::WithPassword;
+    let tenant = tenant.id.as_str();
     for k in [key.trim().to_string(), key.trim().to_lowercase()] {
         refuse_a_taken_email(directory, tenant, &k)?;
         let mut change = |rec: &mut crate::model::packed::UserRec| {
-            restore_rule(rec, Utc::now().timestamp_millis())
+            restore_rule(rec, Utc::now().timestamp_millis(), needs_password)
                 .map_err(|e| anyhow!("user {k:?} of tenant {tenant} {e}"))
         };
         if let Some(rec) = directory.update_user(tenant, &k, &mut change)? {
@@ -38,7 +42,11 @@ fn refuse_a_taken_email(store: &dyn Backend, tenant: &str, key: &str) -> Result<
     };
     let same = UserFilter::Compare(Attribute::Email, Op::Eq, Operand::Text(email.clone()));
     let holders = store.users_matching(tenant, &same, 0, 2)?;
-    if let Some(other) = holders.users.iter().find(|u| u.key != user.key) {
+    if let Some(other) = holders
+        .users
+        .iter()
+        .find(|u| u.key != user.key && u.status != UserStatus::Deleted)
+    {
         bail!(
             "user {key:?} of tenant {tenant} cannot be restored: its email {email:?} belongs to user {:?} now; give one of them another email first",
             other.key

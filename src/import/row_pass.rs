@@ -112,6 +112,7 @@ pub fn row_pass<R: Read>(
     let reserve = WORKER_HOLD / BUCKETS * 5 / 4;
     let mut rows = 0u64;
     let mut read_error = None;
+    let mut cut: Option<(u64, String)> = None;
     let mut outs: Vec<WorkerOut> = std::thread::scope(|s| {
         let (back_tx, back_rx) = mpsc::channel::<Vec<(u64, csv::ByteRecord)>>();
         let mut senders = Vec::new();
@@ -145,8 +146,13 @@ pub fn row_pass<R: Read>(
                 continue;
             }
             slot.0 = line;
-            fill += 1;
             rows += 1;
+            if rdr.cut_in_quote() {
+                // The last record ends inside a quoted cell: misshapen (review s16 F6).
+                cut = Some((line, format!("row {line}: unbalanced quote: the file ends inside a quoted cell of this row, so it looks cut off (or a quote was never closed); check the quotes")));
+                continue;
+            }
+            fill += 1;
             if let Some(p) = progress {
                 if rows.is_multiple_of(8192) {
                     p(rows);
@@ -182,6 +188,13 @@ pub fn row_pass<R: Read>(
     }
     if let Some(e) = outs.iter_mut().find_map(|o| o.failed.take()) {
         return Err(e);
+    }
+    if let Some(skip) = cut {
+        outs.push(WorkerOut {
+            misshapen: 1,
+            skips: vec![skip],
+            ..Default::default()
+        });
     }
     Ok(Ok(combine(outs, rows, rows_out, cx)?))
 }

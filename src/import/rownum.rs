@@ -44,6 +44,37 @@ fn breaks_in(rec: &csv::ByteRecord) -> u64 {
     rec.iter().map(|c| count_breaks(c, false).0).sum()
 }
 
+/// Where the stream is, as a CSV parser with `"` quotes sees it (the `csv` crate's rules: a
+/// quote opens a quoted cell only at the start of a cell, `""` inside one is a quote, and
+/// anything after the closing quote up to the delimiter is kept as it is). Tracked so that a
+/// file cut off inside a quoted cell can be told from a whole one: the `csv` crate ends such a
+/// record at the end of the file without a word (review s16 F6).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Quotes {
+    CellStart,
+    InCell,
+    Quoted,
+    QuoteInQuoted,
+}
+
+impl Quotes {
+    fn after(self, bytes: &[u8], delim: u8) -> Quotes {
+        let mut q = self;
+        for &b in bytes {
+            let ends_cell = b == delim || b == b'\n' || b == b'\r';
+            q = match (q, b) {
+                (Quotes::Quoted, b'"') => Quotes::QuoteInQuoted,
+                (Quotes::Quoted, _) => Quotes::Quoted,
+                (Quotes::QuoteInQuoted, b'"') => Quotes::Quoted,
+                (Quotes::CellStart, b'"') => Quotes::Quoted,
+                (_, _) if ends_cell => Quotes::CellStart,
+                _ => Quotes::InCell,
+            };
+        }
+        q
+    }
+}
+
 /// A reader that counts the line breaks in what its consumer has consumed (see the module doc).
 pub struct Breaks<R> {
     inner: R,
@@ -57,10 +88,13 @@ pub struct Breaks<R> {
     after_cr: bool,
     /// The stream has ended.
     eof: bool,
+    /// The quoting state after everything read so far, and the delimiter it needs.
+    quotes: Quotes,
+    delim: u8,
 }
 
 impl<R: Read> Breaks<R> {
-    fn new(inner: R) -> Self {
+    fn new(inner: R, delim: u8) -> Self {
         Breaks {
             inner,
             chunk: Vec::new(),
@@ -69,6 +103,8 @@ impl<R: Read> Breaks<R> {
             counted: 0,
             after_cr: false,
             eof: false,
+            quotes: Quotes::CellStart,
+            delim,
         }
     }
 
@@ -96,6 +132,7 @@ impl<R: Read> Read for Breaks<R> {
         self.start += self.chunk.len() as u64;
         self.chunk.clear();
         self.chunk.extend_from_slice(&buf[..n]);
+        self.quotes = self.quotes.after(&buf[..n], self.delim);
         self.cursor = 0;
         self.eof = n == 0;
         Ok(n)
@@ -114,7 +151,7 @@ pub struct RowReader<R> {
 impl<R: Read> RowReader<R> {
     pub fn new(text: R, delim: u8) -> Self {
         RowReader {
-            csv: read::csv_reader(Breaks::new(text), delim),
+            csv: read::csv_reader(Breaks::new(text, delim), delim),
             inside: 0,
             row: 0,
         }
@@ -136,6 +173,13 @@ impl<R: Read> RowReader<R> {
         // Never the same number twice, whatever the input.
         self.row = row.max(self.row + 1);
         Ok(Some(self.row))
+    }
+
+    /// The last record read ends where the file ends, inside a quoted cell: the file was cut
+    /// off there, or a quote was never closed.
+    pub fn cut_in_quote(&self) -> bool {
+        let breaks = self.csv.get_ref();
+        breaks.eof && breaks.quotes == Quotes::Quoted
     }
 
     /// The row number of the last record read (0 before the first).
@@ -232,6 +276,46 @@ mod tests {
     fn an_unbalanced_quote_to_the_end_is_one_row() {
         check("h\n\na\n\"b\n\nc\n", &[("h", 1), ("a", 3), ("b\n\nc\n", 4)]);
         check("h\r\"b\r", &[("h", 1), ("b\r", 2)]);
+    }
+
+    /// Whether the last record of `text`, read in chunks of `chunk`, is cut inside a quote.
+    fn cut(text: &str, chunk: usize) -> bool {
+        struct Chunks<'a>(&'a [u8], usize);
+        impl Read for Chunks<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = self.0.len().min(self.1).min(buf.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut r = RowReader::new(Chunks(text.as_bytes(), chunk), b',');
+        let mut rec = csv::ByteRecord::new();
+        let mut last = false;
+        while r.read_row(&mut rec).unwrap_or(None).is_some() {
+            last = r.cut_in_quote();
+        }
+        last
+    }
+
+    #[test]
+    fn a_file_ending_inside_a_quoted_cell_is_cut() {
+        for chunk in [1, 2, 3, 1 << 16] {
+            assert!(cut("h,x\na,\"C", chunk));
+            assert!(cut("h,x\na,\"C\"\"d", chunk));
+            assert!(cut("h,x\n\"a\nb", chunk));
+            for whole in [
+                "h,x\na,\"C\"",
+                "h,x\na,\"C\"\n",
+                "h,x\na,b\"c",
+                "h,x\na,\"C\"\"\"",
+                "h,x\na,\"C\" d",
+                "h,x\na,\"\"",
+                "h,x\n\"a\nb\",c\r\n",
+            ] {
+                assert!(!cut(whole, chunk), "{whole:?}");
+            }
+        }
     }
 
     #[test]

@@ -11,8 +11,9 @@ use super::merge::{
 };
 use super::record::{pack_compact, PackedRow};
 use super::row_pass::FileEmails;
+use crate::config::EmptyCells;
 use crate::model::bucket::fnv64;
-use crate::model::packed::{bucket_entries, field_of, status_of, STATUS_DELETED};
+use crate::model::packed::{bucket_entries, field_of, status_of, STATUS_ACTIVE, STATUS_DELETED};
 use anyhow::Result;
 
 /// What the survey learnt of one bucket.
@@ -23,6 +24,15 @@ pub struct SurveyPart {
     pub current: u64,
     /// Users that would go missing (on_missing acts on them).
     pub missing: u64,
+    /// Active users whose row makes them inactive (an `active`/`deactivate` column): taken out
+    /// like missing users, so they count toward the hold too (review s16 F5).
+    pub switched_off: u64,
+    /// Active users that `current` does not count (unmanaged, or `on_missing = "keep"`): the
+    /// base of the hold also holds every active user a row can switch off.
+    pub other_active: u64,
+    /// Soft-deleted users that a row brings back without an email while they keep their stored
+    /// one: the engine checks that no one else owns it now (`revived_conflicts`).
+    pub revived: Vec<Revived>,
     /// Rows whose email belongs to another stored user, and rows of a key given on more than
     /// one row: (row, reason).
     pub conflicts: Vec<(u64, String)>,
@@ -60,6 +70,7 @@ pub fn survey(
             ..SurveyPart::default()
         });
     };
+    let mut part = SurveyPart::default();
     let (mut current, mut missing) = (0, 0);
     let check_email = !file_emails.is_empty();
     let mut compact = vec![false; rows.len()];
@@ -70,6 +81,8 @@ pub fn survey(
         let acts_on = missing_action(ctx, v).is_some();
         if acts_on {
             current += 1;
+        } else if status_of(v) == STATUS_ACTIVE {
+            part.other_active += 1;
         }
         // Rows and stored users are both sorted by key: walk them together.
         while j < rows.len() && rows[j].key < k {
@@ -82,6 +95,9 @@ pub fn survey(
         if found.is_err() && acts_on {
             missing += 1;
             quiet = false;
+        }
+        if let Some(r) = found.ok().and_then(|i| single_row(&rows, i)) {
+            look_at_row(ctx, (k, v), r, &mut part)?;
         }
         if let Ok(i) = found {
             for (n, r) in rows
@@ -102,11 +118,15 @@ pub fn survey(
             Ok(i) => &rows[i..],
             Err(_) => &[],
         };
-        // A user whose one row is unchanged keeps its email, and a row of another key giving
-        // it clashed with that row in the row pass: nothing to look up (most users of a
-        // re-import; looking up every stored email took 0.7 s per 1,000,000 users).
+        // A user whose one row is unchanged and gives its email keeps it, and a row of another
+        // key giving it clashed with that row in the row pass: nothing to look up (most users
+        // of a re-import; looking up every stored email took 0.7 s per 1,000,000 users). A row
+        // that leaves the cell empty under `empty_cells = "keep"` is unchanged too but gave
+        // nothing to clash with: the stored email is looked up.
         let settled = match found {
-            Ok(i) => compact[i] && rows.get(i + 1).is_none_or(|r| r.key != k),
+            Ok(i) => {
+                compact[i] && rows[i].has_email() && rows.get(i + 1).is_none_or(|r| r.key != k)
+            }
             Err(_) => false,
         };
         if settled {
@@ -119,7 +139,7 @@ pub fn survey(
             EmailCheck::Released(r) => releases.push(r),
         }
     }
-    quiet = quiet && compact.iter().all(|c| *c);
+    quiet = quiet && compact.iter().all(|c| *c) && part.switched_off == 0;
     Ok(SurveyPart {
         current,
         missing,
@@ -127,7 +147,39 @@ pub fn survey(
         releases,
         packed: repack(&rows, &compact),
         quiet,
+        ..part
     })
+}
+
+/// The row at `i` when it is the only one of its key and applies (not a bare presence mark).
+fn single_row<'r, 'a>(rows: &'r [PackedRow<'a>], i: usize) -> Option<&'r PackedRow<'a>> {
+    let r = rows.get(i)?;
+    let alone = rows.get(i + 1).is_none_or(|n| n.key != r.key);
+    (alone && !r.present_only()).then_some(r)
+}
+
+/// What the one row of a stored user means for the hold and for emails: an active user it
+/// switches off, a soft-deleted user it brings back with the stored email.
+fn look_at_row(
+    ctx: &MergeSettings<'_>,
+    (k, v): (&[u8], &[u8]),
+    r: &PackedRow<'_>,
+    part: &mut SurveyPart,
+) -> Result<()> {
+    if status_of(v) == STATUS_ACTIVE && r.active() == Some(false) {
+        part.switched_off += 1;
+    }
+    let keeps_email = ctx.map.email.is_none() || ctx.tenant.import.empty_cells == EmptyCells::Keep;
+    if status_of(v) == STATUS_DELETED && !r.has_email() && keeps_email {
+        if let Some(email) = field_of(v, "email")? {
+            part.revived.push(Revived {
+                line: r.line,
+                key: String::from_utf8_lossy(k).into_owned(),
+                email: email.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A stored user of the bucket: key and encoded record.
@@ -148,6 +200,46 @@ pub struct Release {
     pub owner_rows: Vec<u64>,
     /// The claiming row and the reason it is skipped if the owner keeps the email.
     pub claim: (u64, String),
+}
+
+/// A soft-deleted user that a row brings back while it keeps its stored email (the row gives
+/// none). A soft-deleted user owns no email, so someone else may have it now: then the row is
+/// skipped, as `roster restore` refuses (review s16 F2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revived {
+    pub line: u64,
+    pub key: String,
+    pub email: String,
+}
+
+/// The rows of [`Revived`] users whose email a row of another key gives, or another stored
+/// user that is not deleted has: (row, reason). `holder` finds such a stored user's key.
+pub fn revived_conflicts(
+    revived: &[Revived],
+    file_emails: &FileEmails,
+    mut holder: impl FnMut(&Revived) -> Result<Option<String>>,
+) -> Result<Vec<(u64, String)>> {
+    let mut out = Vec::new();
+    for r in revived {
+        let claimed = file_emails
+            .get(fnv64(r.email.as_bytes()))
+            .filter(|(owner, _)| *owner != fnv64(r.key.as_bytes()))
+            .map(|(_, line)| format!("row {line}"));
+        let other = match claimed {
+            Some(row) => Some(row),
+            None => holder(r)?.map(|k| format!("user {k:?}")),
+        };
+        if let Some(other) = other {
+            out.push((
+                r.line,
+                format!(
+                    "row {}: user {:?} was deleted and comes back with its email {:?}, which {other} has now; give this row an email",
+                    r.line, r.key, r.email
+                ),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// What a stored user's email means for the file's rows.
@@ -183,20 +275,28 @@ fn email_conflict(
     if owner == fnv64(k) {
         return Ok(EmailCheck::Free);
     }
+    let own_rows = || own.iter().take_while(|r| r.key == k);
+    let absent = own_rows().next().is_none();
+    // An owner this very run deletes (missing, `on_missing = "delete"`) owns no email once it
+    // commits: a person re-keyed in one file keeps the address (review s16 F8).
+    if absent && missing_action(ctx, v) == Some(STATUS_DELETED) {
+        return Ok(EmailCheck::Free);
+    }
     let header = ctx
         .map
         .email
         .and_then(|i| ctx.map.cols.get(i))
         .map(|c| c.header.as_str())
         .unwrap_or("email");
-    let claim = (
-        line,
+    let owner_name = String::from_utf8_lossy(k);
+    let reason = if absent {
         format!(
-            "row {line}: {header} {email:?} already belongs to user {:?}",
-            String::from_utf8_lossy(k)
-        ),
-    );
-    let own_rows = || own.iter().take_while(|r| r.key == k);
+            "row {line}: {header} {email:?} already belongs to user {owner_name:?}, who is not in this file and keeps it while not deleted; clear that user's email (or restore and re-key it) or give this row another"
+        )
+    } else {
+        format!("row {line}: {header} {email:?} already belongs to user {owner_name:?}")
+    };
+    let claim = (line, reason);
     // The user gives the email up when its own valid row gives another one (a row giving the
     // same email would have clashed with the claim in the row pass).
     let moves_away = match own_rows().next() {

@@ -497,7 +497,7 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
         }
         Request::Restore(key, reply) => {
             let result = lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT)
-                .and_then(|_lease| crate::import::restore(&*shared.store, &tenant.id, &key));
+                .and_then(|_lease| crate::import::restore(&*shared.store, tenant, &key));
             let _ = reply.send(result);
         }
     }

@@ -145,15 +145,46 @@ pub fn between(key: &str, old: Option<&UserRec>, new: Option<&UserRec>) -> Optio
         (Some(_), None) => return change(ChangeKind::Deleted, Vec::new()),
         (Some(o), Some(n)) => (o, n),
     };
-    let fields = field_changes(old, new);
-    let kind = match (old.status, new.status) {
-        (o, STATUS_DELETED) if o != STATUS_DELETED => ChangeKind::Deleted,
-        (STATUS_ACTIVE, STATUS_INACTIVE) => ChangeKind::Deactivated,
-        (o, STATUS_ACTIVE) if o != STATUS_ACTIVE => ChangeKind::Restored,
-        _ if !fields.is_empty() => ChangeKind::Updated,
-        _ => return None,
-    };
+    let mut fields = field_changes(old, new);
+    let kind = kind_of(old.status, new.status, !fields.is_empty())?;
+    if old.status != new.status {
+        fields.push(FieldChange {
+            field: "status".into(),
+            old: Some(status_name(old.status).into()),
+            new: Some(status_name(new.status).into()),
+        });
+    }
     change(kind, fields)
+}
+
+/// What a stored user's change is, from its status before and after and whether a field
+/// changed; None when neither did. One rule for the change log and the import record's counts:
+/// leaving `deleted` (to any status) or going from inactive to active is `restored`, active to
+/// inactive `deactivated`, anything to deleted `deleted`, the rest `updated`.
+pub fn kind_of(old: u8, new: u8, fields_changed: bool) -> Option<ChangeKind> {
+    match (old, new) {
+        (o, STATUS_DELETED) if o != STATUS_DELETED => Some(ChangeKind::Deleted),
+        (STATUS_DELETED, n) if n != STATUS_DELETED => Some(ChangeKind::Restored),
+        (STATUS_INACTIVE, STATUS_ACTIVE) => Some(ChangeKind::Restored),
+        (STATUS_ACTIVE, STATUS_INACTIVE) => Some(ChangeKind::Deactivated),
+        _ if fields_changed => Some(ChangeKind::Updated),
+        _ => None,
+    }
+}
+
+/// A status as the directory names it.
+pub fn status_name(s: u8) -> &'static str {
+    match s {
+        STATUS_ACTIVE => "active",
+        STATUS_DELETED => "deleted",
+        _ => "inactive",
+    }
+}
+
+/// A stored value as a reader sees it: list items (`groups`, `teams`) joined by `"; "` instead
+/// of the record's inner separator.
+pub fn shown_value(value: &str) -> String {
+    value.replace(super::fields::LIST_SEP, "; ")
 }
 
 /// The changes from the bucket `old` (none: empty) to the bucket `new`, both packed and
@@ -216,8 +247,8 @@ fn field_changes(old: &UserRec, new: &UserRec) -> Vec<FieldChange> {
         .filter(|n| old.get(n) != new.get(n))
         .map(|n| FieldChange {
             field: n.to_string(),
-            old: old.get(n).map(str::to_string),
-            new: new.get(n).map(str::to_string),
+            old: old.get(n).map(shown_value),
+            new: new.get(n).map(shown_value),
         })
         .collect();
     if old.pw_fp != new.pw_fp || old.pw_hash != new.pw_hash {

@@ -135,12 +135,23 @@ pub struct NothingToRestore;
 /// The restore rule of `roster restore` (design.md §2): a soft-deleted user, or one an import deactivated because
 /// it was missing from a file, becomes active again, no longer marked missing, with its row
 /// digest cleared so that the next import compares every field. Any other user is refused.
-pub fn restore(rec: &mut UserRec, now_ms: i64) -> Result<(), NothingToRestore> {
+/// `needs_password` (the tenant's `activate = "with_password"`): a user without a password
+/// comes back inactive, as an import would have made it.
+pub fn restore(
+    rec: &mut UserRec,
+    now_ms: i64,
+    needs_password: bool,
+) -> Result<(), NothingToRestore> {
     let deactivated_by_import = rec.status == STATUS_INACTIVE && rec.flags & FLAG_MISSING != 0;
     if rec.status != STATUS_DELETED && !deactivated_by_import {
         return Err(NothingToRestore);
     }
-    rec.status = STATUS_ACTIVE;
+    let has_password = !rec.pw_hash.is_empty();
+    rec.status = if needs_password && !has_password {
+        STATUS_INACTIVE
+    } else {
+        STATUS_ACTIVE
+    };
     rec.flags &= !FLAG_MISSING;
     rec.deleted_at = 0;
     rec.row_digest = [0; 16];
