@@ -246,3 +246,105 @@ async fn serve_writes_json_logs_with_log_format_json() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("xml"), "{}", stderr(&o));
 }
+
+/// A tiny webhook receiver on loopback that answers every request 500 with `body`.
+async fn failing_receiver(body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_millis(300), s.read(&mut buf))
+                        .await;
+                let answer = format!(
+                    "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+/// Review s16 http, F1: a tenant's file and a webhook receiver cannot drive the operator's
+/// terminal. A last name with ESC and BEL sequences, and a receiver whose error body clears
+/// the screen, reach `roster users`, `roster preview` and `roster webhooks` escaped
+/// (`\u{1b}`), never as raw control characters; `--json` stays JSON carrying the real value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_and_receiver_text_cannot_drive_the_terminal() {
+    const EVIL: &str = "Esc\u{1b}[31mRED\u{1b}]0;pwned\u{7}\u{1b}[0m";
+    const RECEIVER: &str = "\u{1b}]0;owned-title\u{7}\u{1b}[2J\u{1b}[31mRECEIVER SAYS HI";
+    let hook = failing_receiver(RECEIVER).await;
+    let env = Env::start_edited(support::server_store::ServerStore::for_test(), |text| {
+        text.replacen(
+            "[[tenants]]\nid = \"beta\"",
+            &format!(
+                "[[tenants.webhooks]]\nurl = \"{hook}\"\nsecret = \"whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n\n[[tenants]]\nid = \"beta\""
+            ),
+            1,
+        )
+    })
+    .await;
+    let cfg = env.cli_config();
+    let csv = format!("email,first_name,last_name\nu0@acme.example,Ana,\"{EVIL}\"\n");
+    let r = env.import("acme", &csv).await;
+    assert_eq!(r.counts.inserted, 1, "{:?}", r.messages);
+    let raw = |o: &Output| {
+        assert!(o.status.success(), "{}", stderr(o));
+        assert!(
+            !o.stdout.iter().any(|b| *b == 0x1b || *b == 0x07),
+            "raw control characters reach the terminal: {:?}",
+            stdout(o)
+        );
+        stdout(o)
+    };
+
+    let text = raw(&roster(&cfg, &["users", "acme"]).await);
+    assert!(
+        text.contains("Esc\\u{1b}[31mRED\\u{1b}]0;pwned\\u{7}"),
+        "{text}"
+    );
+    let json = roster(&cfg, &["users", "acme", "--json"]).await;
+    let users: Vec<User> = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        users[0].last_name.as_deref(),
+        Some(EVIL),
+        "--json keeps the value"
+    );
+
+    let file = env.dir.path().join("next.csv");
+    let next = format!(
+        "email,first_name,last_name\nu0@acme.example,\"\u{1b}[2J\u{1b}[HCLEARED\",\"{EVIL}\"\n"
+    );
+    std::fs::write(&file, &next).unwrap();
+    let text = raw(&roster(&cfg, &["preview", "acme", file.to_str().unwrap()]).await);
+    assert!(
+        text.contains("first_name: Ana → \\u{1b}[2J\\u{1b}[HCLEARED"),
+        "{text}"
+    );
+    env.import("acme", &next).await;
+    let text = raw(&roster(&cfg, &["changes", "acme"]).await);
+    assert!(text.contains("\\u{1b}"), "{text}");
+
+    // The receiver answers 500 with its text: it becomes the endpoint's last error.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let o = roster(&cfg, &["webhooks", "acme", "--json"]).await;
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if v["webhooks"][0]["last_error"].is_string() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no delivery attempt: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let text = raw(&roster(&cfg, &["webhooks", "acme"]).await);
+    assert!(text.contains("last error:"), "{text}");
+    assert!(text.contains("\\u{1b}]0;owned-title\\u{7}"), "{text}");
+}

@@ -9,6 +9,7 @@
 //! and prints new entries until interrupted.
 
 use super::client::{seg, Client};
+use super::table::clean;
 use crate::model::changelog::LoggedChange;
 use chrono::Local;
 use std::io::Write;
@@ -42,14 +43,14 @@ fn line(c: &LoggedChange) -> String {
         c.seq,
         c.at.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
         kind,
-        crate::logs::escape(&c.key)
+        clean(&c.key)
     );
     if !fields.is_empty() {
         s.push_str("  ");
-        s.push_str(&crate::logs::escape(&fields.join("; ")));
+        s.push_str(&clean(&fields.join("; ")));
     }
     match &c.import_id {
-        Some(id) => s.push_str(&format!("  [import {id}]")),
+        Some(id) => s.push_str(&format!("  [import {}]", clean(id))),
         None => s.push_str("  [operator]"),
     }
     s.push('\n');

@@ -116,7 +116,7 @@ impl Client {
                 .as_ref()
                 .and_then(|v| v.get("error"))
                 .and_then(|e| e.as_str())
-                .map(str::to_string)
+                .map(super::table::clean)
                 .unwrap_or_else(|| format!("the admin API answered {status}"));
             anyhow::bail!("{msg}");
         }
