@@ -183,6 +183,122 @@ fn calls(import_id: &str) -> Vec<Call> {
     v
 }
 
+/// Error answers the document must describe too (review s16 http, F4): a `limit` that is not a
+/// number, bodies over the 64 KiB JSON limit, a body that is not a JSON object, path segments
+/// that are not UTF-8, and methods a route does not take (405, checked against
+/// `components/responses/MethodNotAllowed`).
+fn error_calls(import_id: &str) -> Vec<Call> {
+    let big = || Some(vec![b'x'; 70 * 1024]);
+    let approve = "/api/tenants/{tenant}/imports/{id}/approve";
+    let enable = "/api/tenants/{tenant}/webhooks/{index}/enable";
+    let user_changes = "/api/tenants/{tenant}/users/{key}/changes";
+    let mut v: Vec<Call> = vec![
+        (
+            "GET",
+            user_changes,
+            "/api/tenants/acme/users/user01@acme.example/changes".into(),
+            "limit=abc".into(),
+            None,
+        ),
+        (
+            "POST",
+            approve,
+            format!("/api/tenants/acme/imports/{import_id}/approve"),
+            "".into(),
+            big(),
+        ),
+        (
+            "POST",
+            "/api/tenants/{tenant}/users/{key}/restore",
+            "/api/tenants/beta/users/B3/restore".into(),
+            "".into(),
+            big(),
+        ),
+        (
+            "POST",
+            "/api/tenants/{tenant}/run-now",
+            "/api/tenants/acme/run-now".into(),
+            "".into(),
+            big(),
+        ),
+        (
+            "POST",
+            enable,
+            "/api/tenants/acme/webhooks/0/enable".into(),
+            "".into(),
+            big(),
+        ),
+        (
+            "POST",
+            enable,
+            "/api/tenants/acme/webhooks/0/enable".into(),
+            "".into(),
+            Some(b"[1]".to_vec()),
+        ),
+        (
+            "POST",
+            enable,
+            "/api/tenants/%FF/webhooks/0/enable".into(),
+            "".into(),
+            None,
+        ),
+        (
+            "DELETE",
+            "/api/tenants/{tenant}/webhooks",
+            "/api/tenants/acme/webhooks".into(),
+            "".into(),
+            None,
+        ),
+        (
+            "GET",
+            enable,
+            "/api/tenants/acme/webhooks/0/enable".into(),
+            "".into(),
+            None,
+        ),
+        (
+            "DELETE",
+            "/api/tenants/{tenant}/users",
+            "/api/tenants/acme/users".into(),
+            "".into(),
+            None,
+        ),
+        (
+            "PUT",
+            "/api/tenants",
+            "/api/tenants".into(),
+            "".into(),
+            None,
+        ),
+    ];
+    for (template, path) in [
+        ("/api/tenants/{tenant}/today", "/api/tenants/%FF/today"),
+        (
+            "/api/tenants/{tenant}/imports/{id}",
+            "/api/tenants/acme/imports/%FF",
+        ),
+        (
+            "/api/tenants/{tenant}/progress",
+            "/api/tenants/%FF/progress",
+        ),
+        (
+            "/api/tenants/{tenant}/scim-push",
+            "/api/tenants/%FF/scim-push",
+        ),
+        (
+            "/api/tenants/{tenant}/users/{key}",
+            "/api/tenants/acme/users/%FF",
+        ),
+        (
+            "/api/tenants/{tenant}/webhooks",
+            "/api/tenants/%FF/webhooks",
+        ),
+    ] {
+        v.push(("GET", template, path.into(), "".into(), None));
+    }
+    v
+}
+
 fn install_validator() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openapi/install.sh");
     let out = Command::new("bash").arg(&script).output().unwrap();
@@ -215,13 +331,24 @@ async fn every_route_answers_as_the_document_says() {
     assert_eq!(served.json["openapi"], "3.1.0");
 
     let mut exchanges = Vec::new();
-    for (method, template, path, query, body) in calls(&first.id) {
+    let mut asked = calls(&first.id);
+    asked.extend(error_calls(&first.id));
+    for (method, template, path, query, body) in asked {
         let full = if query.is_empty() {
             path.clone()
         } else {
             format!("{path}?{query}")
         };
         let a = env.http(method, &full, Some(TOKEN), body).await;
+        if a.status >= 400 {
+            assert!(
+                a.content_type.starts_with("application/json") && a.json["error"].is_string(),
+                "{method} {full}: an error is JSON {{\"error\"}}: {} {:?} {}",
+                a.status,
+                a.content_type,
+                a.text
+            );
+        }
         exchanges.push(json!({
             "method": method, "template": template, "path": path, "query": query,
             "status": a.status, "content_type": a.content_type, "body": a.text,
