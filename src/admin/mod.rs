@@ -17,6 +17,11 @@
 //! answers cut off), so slow or silent clients cannot hold the listener or the process's
 //! descriptors.
 //!
+//! Every answer of the listener (API, SCIM, console pages, the fallback 404) carries the same
+//! security headers ([`security_headers`]): a Content-Security-Policy that allows only this
+//! origin and no framing, `X-Content-Type-Options: nosniff`, `Referrer-Policy: same-origin`,
+//! and `Cache-Control: no-store` unless the route set its own (the stylesheet).
+//!
 //! Errors are one JSON object `{"error": "<sentence>"}` with a 4xx status for bad input (SCIM
 //! uses its own error schema); a 5xx only for a store failure. Request bodies are bounded:
 //! small for JSON, `max_upload_bytes` for a preview, read incrementally so a huge body is
@@ -134,7 +139,8 @@ pub async fn start(
             }
             ApiError::not_found("there is no such route; see docs/operators.md for the admin API")
                 .into_response()
-        });
+        })
+        .layer(axum::middleware::map_response(security_headers));
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     // Not axum::serve: it has no header-read timeout, no body or write timeout and no cap on
     // connections (listener.rs).
@@ -145,6 +151,33 @@ pub async fn start(
         shutdown,
         task,
     })
+}
+
+/// Headers on every answer of the listener: only this origin may supply anything, no framing,
+/// no sniffing, no caching (pages and JSON show directory data) unless the route chose its own
+/// `Cache-Control`.
+async fn security_headers(mut resp: Response) -> Response {
+    use axum::http::HeaderValue;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
 }
 
 /// An admin API error: a status and one sentence, sent as `{"error": "..."}`.
