@@ -361,6 +361,35 @@ async fn every_route_answers_as_the_document_says() {
         "status": a.status, "content_type": a.content_type, "body": a.text,
     }));
 
+    // Wrong tokens block the address (review s16 http, F2): the 429 that follows, right token
+    // and all, is a documented answer with Retry-After.
+    for i in 0..10 {
+        let a = env
+            .http("GET", "/api/tenants", Some(&format!("guess-{i}")), None)
+            .await;
+        assert_eq!(a.status, 401, "{}", a.text);
+    }
+    for (method, template, path) in [
+        ("GET", "/api/tenants", "/api/tenants"),
+        (
+            "GET",
+            "/api/tenants/{tenant}/users",
+            "/api/tenants/acme/users",
+        ),
+        (
+            "POST",
+            "/api/tenants/{tenant}/run-now",
+            "/api/tenants/acme/run-now",
+        ),
+    ] {
+        let a = env.http(method, path, Some(TOKEN), None).await;
+        assert_eq!(a.status, 429, "{}", a.text);
+        exchanges.push(json!({
+            "method": method, "template": template, "path": path, "query": "",
+            "status": a.status, "content_type": a.content_type, "body": a.text,
+        }));
+    }
+
     let dir = tempfile::tempdir().unwrap();
     let (doc, xs) = (
         dir.path().join("openapi.json"),

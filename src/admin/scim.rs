@@ -99,10 +99,13 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/scim/v2/Schemas/{id}", any(scim_discovery::schema))
         .route("/scim/v2", any(not_found))
         .route("/scim/v2/{*rest}", any(not_found))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::scim_throttle,
+        ))
         .with_state(state)
 }
 
-/// A SCIM error response (RFC 7644 §3.12).
 /// The answer to a failed directory read: 503 when the store cannot be reached right now
 /// (`store::Unavailable`: the client should retry), else 500.
 pub(super) fn store_failed(e: &anyhow::Error) -> Response {
@@ -120,6 +123,7 @@ pub(super) fn store_failed(e: &anyhow::Error) -> Response {
     )
 }
 
+/// A SCIM error response (RFC 7644 §3.12).
 pub(super) fn error(
     status: StatusCode,
     scim_type: Option<&str>,
