@@ -124,6 +124,8 @@ pub async fn start(
         sessions: console::Sessions::default(),
         held_plans: console::HeldPlans::default(),
     };
+    let (shutdown, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(console::end_stale_on_reload(state.clone(), rx.clone()));
     let app = api::router(state.clone())
         .merge(webhooks::router(state.clone()))
         .merge(scim::router(state.clone()))
@@ -141,7 +143,6 @@ pub async fn start(
                 .into_response()
         })
         .layer(axum::middleware::map_response(security_headers));
-    let (shutdown, rx) = tokio::sync::watch::channel(false);
     // Not axum::serve: it has no header-read timeout, no body or write timeout and no cap on
     // connections (listener.rs).
     let task = tokio::spawn(listener::serve(listener, app, config_handle, rx));

@@ -37,7 +37,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 pub(crate) use held::HeldPlans;
-pub(crate) use session::{Role, Sessions, Viewer};
+pub(crate) use session::{end_stale_on_reload, Role, Sessions, Viewer};
 
 /// The console's routes (merged into the admin listener's router).
 pub(crate) fn router(state: AppState) -> Router {
