@@ -348,3 +348,95 @@ async fn tenant_and_receiver_text_cannot_drive_the_terminal() {
     assert!(text.contains("last error:"), "{text}");
     assert!(text.contains("\\u{1b}]0;owned-title\\u{7}"), "{text}");
 }
+
+/// The `seq` of the next JSON line the follower prints.
+async fn next_seq(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> u64 {
+    let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("an entry in time")
+        .unwrap()
+        .expect("the follower ended");
+    serde_json::from_str::<serde_json::Value>(&line).unwrap()["seq"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Review s16 http, F8: `roster changes --follow` keeps running while the server restarts: it
+/// says so once on stderr, and after the restart prints the entries that came meanwhile, from
+/// where it was. A refused token ends it at once (waiting would not fix it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_follow_outlives_a_server_restart_but_not_a_wrong_token() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut env = Env::start().await;
+    let cfg = env.cli_config();
+    let addr = env.server().admin.addr.to_string();
+    env.import("acme", &users_csv(0, 2)).await;
+    let mut follower = tokio::process::Command::new(BIN)
+        .arg("-c")
+        .arg(&cfg)
+        .args(["changes", "acme", "--follow", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(follower.stdout.take().unwrap()).lines();
+    assert_eq!(
+        (next_seq(&mut lines).await, next_seq(&mut lines).await),
+        (1, 2)
+    );
+
+    // The server goes away for a few polls, then comes back on the same address.
+    env.stop().await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let text = admin_support::config_text(env.dir.path(), &env.key, &addr)
+        + &env.store_under_test.config_section();
+    std::fs::write(&env.config_path, text).unwrap();
+    env.server = Some(roster::serve::start(&env.config_path).await.unwrap());
+    env.import("acme", &users_csv(0, 3)).await;
+    assert_eq!(
+        next_seq(&mut lines).await,
+        3,
+        "the entry made after the restart, nothing twice"
+    );
+    assert!(follower.try_wait().unwrap().is_none(), "still following");
+    follower.start_kill().unwrap();
+    let _ = follower.wait().await;
+    let mut err = String::new();
+    follower
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .await
+        .unwrap();
+    assert_eq!(
+        err.matches("still following").count(),
+        1,
+        "reported once: {err}"
+    );
+    assert!(err.contains("not running"), "{err}");
+    assert!(err.contains("answers again; following from seq 2"), "{err}");
+
+    // A wrong token: the follower ends at once, with the reason.
+    let wrong = env.dir.path().join("wrong.toml");
+    let text = admin_support::config_text(env.dir.path(), &env.key, &addr).replace(
+        admin_support::TOKEN,
+        "not-the-token-of-this-server-0123456789abcdef",
+    );
+    std::fs::write(&wrong, text).unwrap();
+    let o = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        roster(&wrong, &["changes", "acme", "--follow"]),
+    )
+    .await
+    .expect("a refused token ends --follow");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("refused the admin token"),
+        "{}",
+        stderr(&o)
+    );
+}
