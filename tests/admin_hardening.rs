@@ -3,7 +3,8 @@
 //! checks than `max_auth_failures`; half-sent requests, idle keep-alive connections and stalled
 //! bodies are closed; connections over the caps are closed at once while SFTP still logs in;
 //! a tenant signing in over and over does not sign the operator out; the session cookie lasts
-//! what docs/console.md says.
+//! what docs/console.md says; wrong bearer tokens block their address (and only it); every
+//! answer carries the security headers.
 
 #[path = "admin_support/mod.rs"]
 mod admin_support;
@@ -428,4 +429,70 @@ async fn wrong_bearer_tokens_block_the_address_and_nothing_else() {
         (1..=3).contains(&refused),
         "25 refusals, logged once a second: {refused}"
     );
+}
+
+/// Review s16 http, F6: every answer of the admin listener carries the console's security
+/// headers: the HTML 404 of a path no route serves, JSON of the API (200 and errors), SCIM,
+/// `/health`, and the console's own pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_the_security_headers() {
+    let env = start("", "").await;
+    let addr = env.server().admin.addr;
+    let from = IpAddr::from([127, 0, 0, 61]);
+    let bearer = |t: &str| format!("Authorization: Bearer {t}\r\n");
+    let cases = [
+        (
+            "GET /nope",
+            "Accept: text/html\r\n".to_string(),
+            "404",
+            "text/html",
+        ),
+        ("GET /nope", String::new(), "404", "application/json"),
+        ("GET /api/tenants", bearer(TOKEN), "200", "application/json"),
+        ("GET /api/tenants", String::new(), "401", "application/json"),
+        (
+            "DELETE /api/tenants",
+            bearer(TOKEN),
+            "405",
+            "application/json",
+        ),
+        ("GET /health", bearer(TOKEN), "200", "application/json"),
+        (
+            "GET /scim/v2/Users",
+            bearer(admin_support::SCIM_ACME),
+            "200",
+            "application/scim+json",
+        ),
+        ("GET /login", String::new(), "200", "text/html"),
+    ];
+    for (line, extra, status, ctype) in cases {
+        let answer = request(
+            from,
+            addr,
+            &format!("{line} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"),
+        )
+        .await
+        .text;
+        let head = answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        assert!(
+            head.starts_with(&format!("http/1.1 {status}")),
+            "{line}: {head}"
+        );
+        assert!(
+            head.contains(&format!("content-type: {ctype}")),
+            "{line}: {head}"
+        );
+        for wanted in [
+            "x-content-type-options: nosniff",
+            "cache-control: no-store",
+            "referrer-policy: same-origin",
+            "content-security-policy: default-src 'none';",
+        ] {
+            assert!(head.contains(wanted), "{line}: no {wanted:?} in\n{head}");
+        }
+    }
 }

@@ -6,7 +6,8 @@
 //! token and tenants, not the address). Every route checks a bearer token before anything else
 //! (`auth`): the admin routes and `/metrics` the `[admin] token`, the SCIM routes a tenant's
 //! SCIM token (its SHA-256 must equal that tenant's `scim_token_sha256`), both compared in
-//! constant time. Handlers read the directory and history through [`Store`], run imports
+//! constant time; an address blocked after repeated wrong tokens or failed logins is refused
+//! (429) before its token is looked at. Handlers read the directory and history through [`Store`], run imports
 //! (`run-now`, `approve`, `restore`) as requests on the tenant's queue in the [`Intake`] and
 //! wait for their records, run dry runs (`preview`) through `import`, and leave as JSON (`api`;
 //! today's file in `today`), SCIM JSON (`scim`) or Prometheus text (`crate::metrics`). Nothing
