@@ -60,7 +60,7 @@ HELD_CSV="$WORK/held70_$ROWS.csv"
 
 echo "== config: $TENANTS tenants"
 ADMIN_PORT=$(free_port)
-TOKEN=bench-admin-token-0123456789
+TOKEN=bench-admin-token-0123456789abcdef0123
 HASH=$(printf 'tenant-password' | "$BIN/roster" hash-password)
 python3 - "$DIR/roster.toml" "$TENANTS" "$HASH" "$DIR" "$ADMIN_PORT" "$TOKEN" "$STORE_SECTION" <<'PY'
 import sys

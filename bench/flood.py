@@ -34,7 +34,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOKEN = "flood-bench-token-1"
+TOKEN = "flood-bench-token-1a2b3c4d5e6f7a8b9c0d"
 
 
 def free_port():

@@ -49,7 +49,7 @@ import asyncssh
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GEN_USERS = os.path.join(os.path.dirname(ROOT), "shared", "bench", "gen-users.py")
 DEFAULT_SETTLE_MS = 1500          # README.md, [server] settle_ms
-ADMIN_TOKEN = "bench-admin-token"
+ADMIN_TOKEN = "bench-admin-token-0123456789abcdef0123"
 
 # gen-users.py header -> Roster field (design.md §4)
 COLUMNS = {

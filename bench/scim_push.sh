@@ -32,7 +32,7 @@ data_dir = "$WORK/data"
 max_upload_bytes = 2000000000
 [admin]
 listen = "127.0.0.1:$ADMIN_PORT"
-token = "bench-admin-token-0123456789"
+token = "bench-admin-token-0123456789abcdef0123"
 [[tenants]]
 id = "bench"
 password_hash = "$HASH"

@@ -97,7 +97,7 @@ data_dir = "$PGDIR/roster-data"
 
 [admin]
 listen = "127.0.0.1:$ADMIN_PORT"
-token = "bench-admin-token-0123456789"
+token = "bench-admin-token-0123456789abcdef0123"
 
 $(if [ "$STORE" = postgres ]; then printf '[store]\nurl = "%s"\n' "$URL"; fi)
 

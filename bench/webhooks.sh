@@ -24,7 +24,7 @@ CSV="/tmp/roster-bench-users-$N.csv"
 [ -s "$CSV" ] || python3 "$GEN" "$N" "$CSV"
 WORK="$(mktemp -d /tmp/roster-webhook-bench.XXXXXX)"
 SECRET="whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
-TOKEN="bench-admin-token-0123456789"
+TOKEN="bench-admin-token-0123456789abcdef0123"
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -246,3 +246,197 @@ async fn serve_writes_json_logs_with_log_format_json() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("xml"), "{}", stderr(&o));
 }
+
+/// A tiny webhook receiver on loopback that answers every request 500 with `body`.
+async fn failing_receiver(body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_millis(300), s.read(&mut buf))
+                        .await;
+                let answer = format!(
+                    "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+/// Review s16 http, F1: a tenant's file and a webhook receiver cannot drive the operator's
+/// terminal. A last name with ESC and BEL sequences, and a receiver whose error body clears
+/// the screen, reach `roster users`, `roster preview` and `roster webhooks` escaped
+/// (`\u{1b}`), never as raw control characters; `--json` stays JSON carrying the real value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_and_receiver_text_cannot_drive_the_terminal() {
+    const EVIL: &str = "Esc\u{1b}[31mRED\u{1b}]0;pwned\u{7}\u{1b}[0m";
+    const RECEIVER: &str = "\u{1b}]0;owned-title\u{7}\u{1b}[2J\u{1b}[31mRECEIVER SAYS HI";
+    let hook = failing_receiver(RECEIVER).await;
+    let env = Env::start_edited(support::server_store::ServerStore::for_test(), |text| {
+        text.replacen(
+            "[[tenants]]\nid = \"beta\"",
+            &format!(
+                "[[tenants.webhooks]]\nurl = \"{hook}\"\nsecret = \"whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n\n[[tenants]]\nid = \"beta\""
+            ),
+            1,
+        )
+    })
+    .await;
+    let cfg = env.cli_config();
+    let csv = format!("email,first_name,last_name\nu0@acme.example,Ana,\"{EVIL}\"\n");
+    let r = env.import("acme", &csv).await;
+    assert_eq!(r.counts.inserted, 1, "{:?}", r.messages);
+    let raw = |o: &Output| {
+        assert!(o.status.success(), "{}", stderr(o));
+        assert!(
+            !o.stdout.iter().any(|b| *b == 0x1b || *b == 0x07),
+            "raw control characters reach the terminal: {:?}",
+            stdout(o)
+        );
+        stdout(o)
+    };
+
+    let text = raw(&roster(&cfg, &["users", "acme"]).await);
+    assert!(
+        text.contains("Esc\\u{1b}[31mRED\\u{1b}]0;pwned\\u{7}"),
+        "{text}"
+    );
+    let json = roster(&cfg, &["users", "acme", "--json"]).await;
+    let users: Vec<User> = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        users[0].last_name.as_deref(),
+        Some(EVIL),
+        "--json keeps the value"
+    );
+
+    let file = env.dir.path().join("next.csv");
+    let next = format!(
+        "email,first_name,last_name\nu0@acme.example,\"\u{1b}[2J\u{1b}[HCLEARED\",\"{EVIL}\"\n"
+    );
+    std::fs::write(&file, &next).unwrap();
+    let text = raw(&roster(&cfg, &["preview", "acme", file.to_str().unwrap()]).await);
+    assert!(
+        text.contains("first_name: Ana → \\u{1b}[2J\\u{1b}[HCLEARED"),
+        "{text}"
+    );
+    env.import("acme", &next).await;
+    let text = raw(&roster(&cfg, &["changes", "acme"]).await);
+    assert!(text.contains("\\u{1b}"), "{text}");
+
+    // The receiver answers 500 with its text: it becomes the endpoint's last error.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let o = roster(&cfg, &["webhooks", "acme", "--json"]).await;
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if v["webhooks"][0]["last_error"].is_string() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no delivery attempt: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let text = raw(&roster(&cfg, &["webhooks", "acme"]).await);
+    assert!(text.contains("last error:"), "{text}");
+    assert!(text.contains("\\u{1b}]0;owned-title\\u{7}"), "{text}");
+}
+
+/// The `seq` of the next JSON line the follower prints.
+async fn next_seq(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> u64 {
+    let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("an entry in time")
+        .unwrap()
+        .expect("the follower ended");
+    serde_json::from_str::<serde_json::Value>(&line).unwrap()["seq"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Review s16 http, F8: `roster changes --follow` keeps running while the server restarts: it
+/// says so once on stderr, and after the restart prints the entries that came meanwhile, from
+/// where it was. A refused token ends it at once (waiting would not fix it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_follow_outlives_a_server_restart_but_not_a_wrong_token() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut env = Env::start().await;
+    let cfg = env.cli_config();
+    let addr = env.server().admin.addr.to_string();
+    env.import("acme", &users_csv(0, 2)).await;
+    let mut follower = tokio::process::Command::new(BIN)
+        .arg("-c")
+        .arg(&cfg)
+        .args(["changes", "acme", "--follow", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(follower.stdout.take().unwrap()).lines();
+    assert_eq!(
+        (next_seq(&mut lines).await, next_seq(&mut lines).await),
+        (1, 2)
+    );
+
+    // The server goes away for a few polls, then comes back on the same address.
+    env.stop().await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let text = admin_support::config_text(env.dir.path(), &env.key, &addr)
+        + &env.store_under_test.config_section();
+    std::fs::write(&env.config_path, text).unwrap();
+    env.server = Some(roster::serve::start(&env.config_path).await.unwrap());
+    env.import("acme", &users_csv(0, 3)).await;
+    assert_eq!(
+        next_seq(&mut lines).await,
+        3,
+        "the entry made after the restart, nothing twice"
+    );
+    assert!(follower.try_wait().unwrap().is_none(), "still following");
+    follower.start_kill().unwrap();
+    let _ = follower.wait().await;
+    let mut err = String::new();
+    follower
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .await
+        .unwrap();
+    assert_eq!(
+        err.matches("still following").count(),
+        1,
+        "reported once: {err}"
+    );
+    assert!(err.contains("not running"), "{err}");
+    assert!(err.contains("answers again; following from seq 2"), "{err}");
+
+    // A wrong token: the follower ends at once, with the reason.
+    let wrong = env.dir.path().join("wrong.toml");
+    let text = admin_support::config_text(env.dir.path(), &env.key, &addr).replace(
+        admin_support::TOKEN,
+        "not-the-token-of-this-server-0123456789abcdef",
+    );
+    std::fs::write(&wrong, text).unwrap();
+    let o = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        roster(&wrong, &["changes", "acme", "--follow"]),
+    )
+    .await
+    .expect("a refused token ends --follow");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("refused the admin token"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -3,7 +3,8 @@
 //! checks than `max_auth_failures`; half-sent requests, idle keep-alive connections and stalled
 //! bodies are closed; connections over the caps are closed at once while SFTP still logs in;
 //! a tenant signing in over and over does not sign the operator out; the session cookie lasts
-//! what docs/console.md says.
+//! what docs/console.md says; wrong bearer tokens block their address (and only it); every
+//! answer carries the security headers.
 
 #[path = "admin_support/mod.rs"]
 mod admin_support;
@@ -306,4 +307,192 @@ async fn the_session_cookie_lasts_what_the_docs_say() {
         docs.contains("`Max-Age=43200`"),
         "docs/console.md states the cookie's Max-Age"
     );
+}
+
+/// A GET of `path` from `from` with `Authorization: Bearer <token>`.
+async fn bearer_get(from: IpAddr, admin: SocketAddr, path: &str, token: &str) -> Answer {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    request(from, admin, &req).await
+}
+
+fn retry_after(a: &Answer) -> Option<u64> {
+    let head = a.text.split("\r\n\r\n").next()?;
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("retry-after")
+            .then(|| v.trim().parse().ok())?
+    })
+}
+
+/// Review s16 http, F2: wrong admin and SCIM bearer tokens count against the address in the
+/// login throttle (`max_auth_failures = 4`): the fifth request is 429 with `Retry-After`, and
+/// from then on the right admin token, the right SCIM token and the console's operator form
+/// from that address are refused unchecked. Another address polling with the right token,
+/// many requests at once, is answered at once. Failures are logged once a second, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_bearer_tokens_block_the_address_and_nothing_else() {
+    let env = start("max_auth_failures = 4", "").await;
+    let admin = env.server().admin.addr;
+    let (api_guesser, scim_guesser, poller) = (
+        IpAddr::from([127, 0, 0, 51]),
+        IpAddr::from([127, 0, 0, 52]),
+        IpAddr::from([127, 0, 0, 53]),
+    );
+    let scim_acme = admin_support::SCIM_ACME;
+    for i in 0..4 {
+        let a = bearer_get(api_guesser, admin, "/api/tenants", &format!("guess-{i}")).await;
+        assert_eq!(a.status, 401, "{}", a.text);
+    }
+    for _ in 0..20 {
+        let a = bearer_get(api_guesser, admin, "/api/tenants", "guess-again").await;
+        assert_eq!(a.status, 429, "{}", a.text);
+        assert!(a.text.contains("\"error\""), "{}", a.text);
+        let secs = retry_after(&a).expect("Retry-After");
+        assert!((1..=300).contains(&secs), "{secs}");
+    }
+    let right = bearer_get(api_guesser, admin, "/api/tenants", TOKEN).await;
+    assert_eq!(
+        right.status, 429,
+        "a blocked address cannot confirm the right token"
+    );
+    let scim = bearer_get(api_guesser, admin, "/scim/v2/Users", scim_acme).await;
+    assert_eq!(scim.status, 429, "{}", scim.text);
+    let body = format!("csrf=t0k3n&token={TOKEN}");
+    let form = format!(
+        "POST /login/operator HTTP/1.1\r\nHost: x\r\nCookie: roster_login=t0k3n\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(request(api_guesser, admin, &form).await.status, 429);
+
+    // SCIM guesses count the same way; the address's admin token is refused afterwards.
+    for i in 0..4 {
+        let a = bearer_get(scim_guesser, admin, "/scim/v2/Users", &format!("scim-{i}")).await;
+        assert_eq!(a.status, 401, "{}", a.text);
+    }
+    let a = bearer_get(scim_guesser, admin, "/scim/v2/Users", scim_acme).await;
+    assert_eq!(a.status, 429, "{}", a.text);
+    assert!(
+        a.text
+            .contains("urn:ietf:params:scim:api:messages:2.0:Error"),
+        "{}",
+        a.text
+    );
+    assert!(retry_after(&a).is_some(), "{}", a.text);
+    assert_eq!(
+        bearer_get(scim_guesser, admin, "/health", TOKEN)
+            .await
+            .status,
+        429
+    );
+
+    // Another address with the right tokens: never slowed, never counted, many at once.
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (path, token) = if i % 3 == 0 {
+            ("/scim/v2/Users", scim_acme)
+        } else {
+            ("/api/tenants", TOKEN)
+        };
+        tasks.push(tokio::spawn(bearer_get(poller, admin, path, token)));
+    }
+    for t in tasks {
+        let a = t.await.unwrap();
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the right token is answered at once: {:?}",
+        started.elapsed()
+    );
+    // No request without a token, nor a right one, counts as a guess.
+    for _ in 0..10 {
+        assert_eq!(
+            bearer_get(poller, admin, "/api/tenants", TOKEN)
+                .await
+                .status,
+            200
+        );
+    }
+
+    let failed = log_lines_with(&["wrong bearer token", "failed="]);
+    assert!(
+        (1..=4).contains(&failed),
+        "8 wrong tokens, logged once a second: {failed}"
+    );
+    let refused = log_lines_with(&["request refused unchecked", "refused="]);
+    assert!(
+        (1..=3).contains(&refused),
+        "25 refusals, logged once a second: {refused}"
+    );
+}
+
+/// Review s16 http, F6: every answer of the admin listener carries the console's security
+/// headers: the HTML 404 of a path no route serves, JSON of the API (200 and errors), SCIM,
+/// `/health`, and the console's own pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_the_security_headers() {
+    let env = start("", "").await;
+    let addr = env.server().admin.addr;
+    let from = IpAddr::from([127, 0, 0, 61]);
+    let bearer = |t: &str| format!("Authorization: Bearer {t}\r\n");
+    let cases = [
+        (
+            "GET /nope",
+            "Accept: text/html\r\n".to_string(),
+            "404",
+            "text/html",
+        ),
+        ("GET /nope", String::new(), "404", "application/json"),
+        ("GET /api/tenants", bearer(TOKEN), "200", "application/json"),
+        ("GET /api/tenants", String::new(), "401", "application/json"),
+        (
+            "DELETE /api/tenants",
+            bearer(TOKEN),
+            "405",
+            "application/json",
+        ),
+        ("GET /health", bearer(TOKEN), "200", "application/json"),
+        (
+            "GET /scim/v2/Users",
+            bearer(admin_support::SCIM_ACME),
+            "200",
+            "application/scim+json",
+        ),
+        ("GET /login", String::new(), "200", "text/html"),
+    ];
+    for (line, extra, status, ctype) in cases {
+        let answer = request(
+            from,
+            addr,
+            &format!("{line} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"),
+        )
+        .await
+        .text;
+        let head = answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        assert!(
+            head.starts_with(&format!("http/1.1 {status}")),
+            "{line}: {head}"
+        );
+        assert!(
+            head.contains(&format!("content-type: {ctype}")),
+            "{line}: {head}"
+        );
+        for wanted in [
+            "x-content-type-options: nosniff",
+            "cache-control: no-store",
+            "referrer-policy: same-origin",
+            "content-security-policy: default-src 'none';",
+        ] {
+            assert!(head.contains(wanted), "{line}: no {wanted:?} in\n{head}");
+        }
+    }
 }

@@ -48,8 +48,13 @@ fn assert_scim_error(a: &admin_support::Answer, status: u16, scim_type: Option<&
 }
 
 /// acme: 12 users (user03 inactive by its column); beta: 3 users, then one soft-deleted.
+/// Wrong tokens count toward the address's login block (review s16 http, F2; tested in
+/// admin_hardening): these tests send many of them on purpose, so the limit is high.
 async fn populated() -> Env {
-    let env = Env::start().await;
+    let env = Env::start_edited(support::server_store::ServerStore::for_test(), |text| {
+        text.replacen("[server]\n", "[server]\nmax_auth_failures = 1000\n", 1)
+    })
+    .await;
     let csv = users_csv(0, 12).replace(
         "email,first_name,last_name,mapping_code,username,phone,job_title,org_unit,manager_email\n",
         "email,first_name,last_name,mapping_code,username,phone,job_title,org_unit,manager_email,active\n",
@@ -427,4 +432,78 @@ async fn a_key_of_dots_has_a_location_that_leads_to_it() {
         assert_eq!(one.status, 200, "{path}: {}", one.text);
         assert_eq!(one.json["id"], key, "{path}");
     }
+}
+
+/// With an https `[admin] public_url` (a TLS proxy in front), `meta.location` and every `$ref`
+/// say `https://`, not `http://` (review s16 http, F10); without one they stay `http://`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locations_take_the_scheme_of_public_url() {
+    let env = Env::start_edited(support::server_store::ServerStore::for_test(), |text| {
+        text.replacen(
+            "[admin]\n",
+            "[admin]\npublic_url = \"https://roster.example.com\"\n",
+            1,
+        )
+    })
+    .await;
+    let csv = users_csv(0, 3)
+        .replacen("manager_email\n", "manager_email,groups\n", 1)
+        .replace("@acme.example\n", "@acme.example,Staff\n");
+    let r = env.import("acme", &csv).await;
+    assert_eq!(r.counts.inserted, 3, "{:?}", r.messages);
+    let list = env.scim("/scim/v2/Users", SCIM_ACME).await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let host = env.admin_url().replace("http://", "https://");
+    let mut seen = 0;
+    for u in list.json["Resources"].as_array().unwrap() {
+        let location = u["meta"]["location"].as_str().unwrap();
+        assert!(
+            location.starts_with(&format!("{host}/scim/v2/Users/")),
+            "{location}"
+        );
+        for g in u["groups"].as_array().into_iter().flatten() {
+            assert!(g["$ref"].as_str().unwrap().starts_with("https://"), "{g}");
+            seen += 1;
+        }
+        if let Some(r) = u[ENTERPRISE]["manager"]["$ref"].as_str() {
+            assert!(r.starts_with("https://"), "{r}");
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "groups or a manager with a $ref: {}", list.text);
+    let groups = env.scim("/scim/v2/Groups", SCIM_ACME).await;
+    let g = &groups.json["Resources"][0];
+    assert!(
+        g["meta"]["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://"),
+        "{}",
+        groups.text
+    );
+    assert!(
+        g["members"][0]["$ref"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://"),
+        "{}",
+        groups.text
+    );
+    let spc = env.scim("/scim/v2/ServiceProviderConfig", SCIM_ACME).await;
+    assert!(
+        spc.json["meta"]["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://"),
+        "{}",
+        spc.text
+    );
+    // Without public_url: plain http, as before.
+    let plain = Env::start().await;
+    plain.import("acme", &users_csv(0, 1)).await;
+    let list = plain.scim("/scim/v2/Users", SCIM_ACME).await;
+    let location = list.json["Resources"][0]["meta"]["location"]
+        .as_str()
+        .unwrap();
+    assert!(location.starts_with("http://127.0.0.1:"), "{location}");
 }

@@ -186,3 +186,30 @@ fn a_closed_output_pipe_ends_check_config_without_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{err}");
 }
+
+/// Review s16 http, F2: `check-config` refuses an `[admin] token` shorter than 32 characters
+/// and says how to make one; 32 characters, an unset token and the old `change-me` (never
+/// used: a random token is generated) pass.
+#[test]
+fn check_config_refuses_a_short_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    for (token, ok) in [
+        ("x", false),
+        ("admin-test-token-7f3a9c", false),
+        (&"a".repeat(31), false),
+        (&"a".repeat(32), true),
+        ("", true),
+        ("change-me", true),
+    ] {
+        let path = write_config(dir.path(), &format!("\n[admin]\ntoken = \"{token}\"\n"));
+        let out = roster(&["check-config", "-c", path.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "{token:?}: {err}");
+        if !ok {
+            assert!(
+                err.contains("[admin] token is") && err.contains("openssl rand -hex 32"),
+                "{token:?}: {err}"
+            );
+        }
+    }
+}

@@ -57,7 +57,7 @@ async fn a_truncated_or_tenantless_config_is_not_applied_on_reload() {
     let dir = tempfile::tempdir().unwrap();
     let key = PrivateKey::random(&mut rand10::rng(), russh::keys::Algorithm::Ed25519).unwrap();
     let path = dir.path().join("roster.toml");
-    let token = "token = \"config-safety-token-3e8f\"";
+    let token = "token = \"config-safety-token-3e8f0a6c2d9b5e7f1a4c\"";
     std::fs::write(&path, config(dir.path(), &key, &["acme"], token)).unwrap();
     let server = roster::serve::start(&path).await.unwrap();
     let addr = server.sftp.addr;

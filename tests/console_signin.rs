@@ -267,3 +267,47 @@ async fn a_reload_that_changes_the_password_ends_the_portal_session() {
     assert_eq!(other.status, 200, "acme's session is untouched");
     tenant_session(&base, "beta", "beta-new-password").await;
 }
+
+/// Review s16 http, F3: a reload that removes a tenant, or rotates the admin token, ends the
+/// sessions made with the old credential at once, not at their next request: when the old
+/// config comes back, the unused sessions stay ended. beta's session (unchanged) lives on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_a_removed_tenant_or_old_token_do_not_come_back_with_the_old_config() {
+    let env = console_support::start().await;
+    let base = env.admin_url();
+    let (acme, _) = tenant_session(&base, "acme", ACME_PORTAL_PASSWORD).await;
+    let (beta, _) = tenant_session(&base, "beta", BETA_PASSWORD).await;
+    let (operator, _) = operator_session(&base).await;
+    let original = std::fs::read_to_string(&env.config_path).unwrap();
+
+    // acme removed and the admin token rotated, in one reload; no session is used meanwhile.
+    let acme_start = original.find("[[tenants]]\nid = \"acme\"").unwrap();
+    let acme_end = acme_start
+        + original[acme_start..]
+            .find("[[tenants]]\nid = \"beta\"")
+            .unwrap();
+    let changed = format!("{}{}", &original[..acme_start], &original[acme_end..]).replacen(
+        admin_support::TOKEN,
+        "rotated-admin-token-0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+        1,
+    );
+    std::fs::write(&env.config_path, changed).unwrap();
+    env.server().sftp.config.reload().unwrap();
+    // The sweep runs on its own task, right after the reload.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    // The old config returns.
+    std::fs::write(&env.config_path, &original).unwrap();
+    env.server().sftp.config.reload().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let a = request(&base, "GET", "/tenants/acme", &acme, None).await;
+    assert_eq!(a.status, 303, "acme's old session stays ended");
+    let o = request(&base, "GET", "/tenants", &operator, None).await;
+    assert_eq!(o.status, 303, "the operator's old session stays ended");
+    let b = request(&base, "GET", "/tenants/beta", &beta, None).await;
+    assert_eq!(b.status, 200, "beta's credential never changed");
+    // Signing in again works as before.
+    tenant_session(&base, "acme", ACME_PORTAL_PASSWORD).await;
+    operator_session(&base).await;
+}

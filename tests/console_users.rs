@@ -489,3 +489,57 @@ async fn posts_without_the_csrf_token_are_refused() {
     let m = multipart(&base, "/mapping", &cookies, &[("csrf", &csrf)], &big).await;
     assert_eq!(m.status, 413, "{}", m.body);
 }
+
+/// Review s16 http, F5: the mapping helper's first rows never show a password: the column it
+/// maps to `password` and every other password-looking column are blank, and German, French,
+/// Spanish and Dutch password headers are mapped to `password`, never offered as custom fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mapping_helper_hides_passwords_in_any_language() {
+    let env = console_support::start().await;
+    let base = env.admin_url();
+    let (cookies, csrf) = operator_session(&base).await;
+    for header in [
+        "Password",
+        "Passwort",
+        "Kennwort",
+        "Mot de passe",
+        "Contraseña",
+        "Wachtwoord",
+    ] {
+        let csv = format!(
+            "E-Mail,Vorname,Nachname,{header},Old Password\nu0@acme.example,Ana0,Changed0,PLAIN-C,PLAIN-OLD\n"
+        );
+        let m = multipart(
+            &base,
+            "/mapping",
+            &cookies,
+            &[("csrf", &csrf)],
+            csv.as_bytes(),
+        )
+        .await;
+        assert_eq!(m.status, 200, "{header}: {}", m.body);
+        assert!(m.body.contains("Ana0"), "{header}: the sample is shown");
+        assert!(
+            !m.body.contains("PLAIN-C") && !m.body.contains("PLAIN-OLD"),
+            "{header}: a password cell is shown"
+        );
+        assert!(
+            m.body.contains("password = "),
+            "{header}: mapped to password"
+        );
+        assert!(
+            !m.body.contains("custom.passw"),
+            "{header}: offered as a custom field"
+        );
+        assert!(!m.body.contains("custom.old_password"), "{header}");
+        for lower in [
+            "passwort",
+            "kennwort",
+            "mot_de_passe",
+            "contrase",
+            "wachtwoord",
+        ] {
+            assert!(!m.body.contains(&format!("custom.{lower}")), "{header}");
+        }
+    }
+}

@@ -40,7 +40,7 @@ async fn start(format: &str) -> (Server, std::net::SocketAddr) {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nhost_keys = \"{d}/hk\"\ndata_dir = \"{d}/data\"\nsettle_ms = 100\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"log-test-token-91ac\"\n\n[[tenants]]\nid = \"acme\"\nauthorized_keys = [\"{k}\"]\n[tenants.import]\nfile = \"users.csv\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\nhost_keys = \"{d}/hk\"\ndata_dir = \"{d}/data\"\nsettle_ms = 100\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"log-test-token-91ac5e2f7b0d3c8a6e4f1b9d\"\n\n[[tenants]]\nid = \"acme\"\nauthorized_keys = [\"{k}\"]\n[tenants.import]\nfile = \"users.csv\"\n",
             d = dir.path().display(),
             k = key.public_key().to_openssh().unwrap(),
         ),

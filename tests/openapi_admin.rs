@@ -183,6 +183,80 @@ fn calls(import_id: &str) -> Vec<Call> {
     v
 }
 
+/// Error answers the document must describe too (review s16 http, F4): a `limit` that is not a
+/// number, bodies over the 64 KiB JSON limit, a body that is not a JSON object, path segments
+/// that are not UTF-8, and methods a route does not take (405, checked against
+/// `components/responses/MethodNotAllowed`).
+fn error_calls(import_id: &str) -> Vec<Call> {
+    let big = || Some(vec![b'x'; 70 * 1024]);
+    let approve = "/api/tenants/{tenant}/imports/{id}/approve";
+    let restore = "/api/tenants/{tenant}/users/{key}/restore";
+    let enable = "/api/tenants/{tenant}/webhooks/{index}/enable";
+    let user_changes = "/api/tenants/{tenant}/users/{key}/changes";
+    let mut v: Vec<Call> = Vec::new();
+    let mut call =
+        |m, t, p: &str, b: Option<Vec<u8>>| v.push((m, t, p.to_string(), String::new(), b));
+    let approve_path = format!("/api/tenants/acme/imports/{import_id}/approve");
+    call("POST", approve, &approve_path, big());
+    call("POST", restore, "/api/tenants/beta/users/B3/restore", big());
+    call(
+        "POST",
+        "/api/tenants/{tenant}/run-now",
+        "/api/tenants/acme/run-now",
+        big(),
+    );
+    call("POST", enable, "/api/tenants/acme/webhooks/0/enable", big());
+    call(
+        "POST",
+        enable,
+        "/api/tenants/acme/webhooks/0/enable",
+        Some(b"[1]".to_vec()),
+    );
+    call("POST", enable, "/api/tenants/%FF/webhooks/0/enable", None);
+    call(
+        "DELETE",
+        "/api/tenants/{tenant}/webhooks",
+        "/api/tenants/acme/webhooks",
+        None,
+    );
+    call("GET", enable, "/api/tenants/acme/webhooks/0/enable", None);
+    call(
+        "DELETE",
+        "/api/tenants/{tenant}/users",
+        "/api/tenants/acme/users",
+        None,
+    );
+    call("PUT", "/api/tenants", "/api/tenants", None);
+    for (t, p) in [
+        ("/api/tenants/{tenant}/today", "/api/tenants/%FF/today"),
+        (
+            "/api/tenants/{tenant}/imports/{id}",
+            "/api/tenants/acme/imports/%FF",
+        ),
+        (
+            "/api/tenants/{tenant}/progress",
+            "/api/tenants/%FF/progress",
+        ),
+        (
+            "/api/tenants/{tenant}/scim-push",
+            "/api/tenants/%FF/scim-push",
+        ),
+        (
+            "/api/tenants/{tenant}/users/{key}",
+            "/api/tenants/acme/users/%FF",
+        ),
+        (
+            "/api/tenants/{tenant}/webhooks",
+            "/api/tenants/%FF/webhooks",
+        ),
+    ] {
+        call("GET", t, p, None);
+    }
+    let user = "/api/tenants/acme/users/user01@acme.example/changes";
+    v.push(("GET", user_changes, user.into(), "limit=abc".into(), None));
+    v
+}
+
 fn install_validator() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openapi/install.sh");
     let out = Command::new("bash").arg(&script).output().unwrap();
@@ -191,6 +265,39 @@ fn install_validator() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Wrong tokens block the address (review s16 http, F2): the 429s that follow, right token and
+/// all, as exchanges to check against the document.
+async fn blocked_exchanges(env: &Env) -> Vec<Value> {
+    let mut out = Vec::new();
+    for i in 0..10 {
+        let a = env
+            .http("GET", "/api/tenants", Some(&format!("guess-{i}")), None)
+            .await;
+        assert_eq!(a.status, 401, "{}", a.text);
+    }
+    for (method, template, path) in [
+        ("GET", "/api/tenants", "/api/tenants"),
+        (
+            "GET",
+            "/api/tenants/{tenant}/users",
+            "/api/tenants/acme/users",
+        ),
+        (
+            "POST",
+            "/api/tenants/{tenant}/run-now",
+            "/api/tenants/acme/run-now",
+        ),
+    ] {
+        let a = env.http(method, path, Some(TOKEN), None).await;
+        assert_eq!(a.status, 429, "{}", a.text);
+        out.push(json!({
+            "method": method, "template": template, "path": path, "query": "",
+            "status": a.status, "content_type": a.content_type, "body": a.text,
+        }));
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,13 +322,24 @@ async fn every_route_answers_as_the_document_says() {
     assert_eq!(served.json["openapi"], "3.1.0");
 
     let mut exchanges = Vec::new();
-    for (method, template, path, query, body) in calls(&first.id) {
+    let mut asked = calls(&first.id);
+    asked.extend(error_calls(&first.id));
+    for (method, template, path, query, body) in asked {
         let full = if query.is_empty() {
             path.clone()
         } else {
             format!("{path}?{query}")
         };
         let a = env.http(method, &full, Some(TOKEN), body).await;
+        if a.status >= 400 {
+            assert!(
+                a.content_type.starts_with("application/json") && a.json["error"].is_string(),
+                "{method} {full}: an error is JSON {{\"error\"}}: {} {:?} {}",
+                a.status,
+                a.content_type,
+                a.text
+            );
+        }
         exchanges.push(json!({
             "method": method, "template": template, "path": path, "query": query,
             "status": a.status, "content_type": a.content_type, "body": a.text,
@@ -233,6 +351,8 @@ async fn every_route_answers_as_the_document_says() {
         "method": "GET", "template": "/api/tenants", "path": "/api/tenants", "query": "",
         "status": a.status, "content_type": a.content_type, "body": a.text,
     }));
+
+    exchanges.extend(blocked_exchanges(&env).await);
 
     let dir = tempfile::tempdir().unwrap();
     let (doc, xs) = (

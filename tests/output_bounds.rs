@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::sftp::{eventually, Client, Login};
 
-const TOKEN: &str = "output-bounds-token-5d1c";
+const TOKEN: &str = "output-bounds-token-5d1c8e2a7f0b4d6c9e3a";
 
 struct Env {
     dir: tempfile::TempDir,

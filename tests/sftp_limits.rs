@@ -333,7 +333,7 @@ async fn health_answers(admin: SocketAddr) -> bool {
     use tokio::io::AsyncWriteExt;
     let ask = async {
         let mut s = TcpStream::connect(admin).await.ok()?;
-        let req = "GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer limits-test-token-7\r\nConnection: close\r\n\r\n";
+        let req = "GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer limits-test-token-7c2e9a4f1b6d0e8a3c5f\r\nConnection: close\r\n\r\n";
         s.write_all(req.as_bytes()).await.ok()?;
         let mut out = Vec::new();
         s.read_to_end(&mut out).await.ok()?;
@@ -352,7 +352,7 @@ fn serve_with_few_descriptors(dir: &std::path::Path, sftp: u16, admin: u16) -> S
     let key = russh::keys::PrivateKey::random(&mut rand10::rng(), russh::keys::Algorithm::Ed25519)
         .unwrap();
     let admin_table =
-        format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"limits-test-token-7\"\n\n");
+        format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"limits-test-token-7c2e9a4f1b6d0e8a3c5f\"\n\n");
     let text = config_text(dir, key.public_key(), "")
         .replace("127.0.0.1:0", &format!("127.0.0.1:{sftp}"))
         .replace(

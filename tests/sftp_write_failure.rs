@@ -19,7 +19,7 @@ use std::time::Duration;
 use support::process::{free_port, wait_until};
 use support::sftp::{Client, Login};
 
-const TOKEN: &str = "write-failure-token-5d1f0a77";
+const TOKEN: &str = "write-failure-token-5d1f0a77c3e9b2d4a6f8";
 /// The server's file size limit.
 const LIMIT: u64 = 4 << 20;
 

@@ -15,7 +15,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const TOKEN: &str = "write-failure-token-0c7e2a91";
+const TOKEN: &str = "write-failure-token-0c7e2a91f4b6d8e0a2c5";
 
 fn config(dir: &std::path::Path, admin_port: u16) -> String {
     let hash = roster::login::hash_password("pw-not-used").unwrap();

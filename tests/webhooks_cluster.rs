@@ -21,7 +21,7 @@ use std::time::Duration;
 use test_postgres::TestPostgres;
 use webhooks::{Receiver, SECRET};
 
-const TOKEN: &str = "webhooks-cluster-token-3a9d";
+const TOKEN: &str = "webhooks-cluster-token-3a9d6f0b2e8c4a7d1e5f";
 const ROWS: usize = 2100;
 /// Five `directory.changed` (500 changes each at most), one `import.finished`.
 const EVENTS: usize = 6;

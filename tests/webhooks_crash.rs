@@ -17,7 +17,7 @@ use webhooks::{Receiver, SECRET};
 /// 2,100 users: five `directory.changed` events (500 each at most) and one `import.finished`.
 const ROWS: usize = 2100;
 const EVENTS: u64 = 6;
-const TOKEN: &str = "webhooks-crash-token-5e1f";
+const TOKEN: &str = "webhooks-crash-token-5e1f9c3a7d0b2e6f8a4c";
 
 fn write_config(dir: &Path, url: &str, admin_port: u16) -> PathBuf {
     let hash = roster::login::hash_password("pw-not-used").unwrap();

@@ -67,17 +67,20 @@ pub(crate) fn router(state: AppState) -> Router {
             "/api/tenants/{tenant}/users/{key}/changes",
             get(super::changes::user_changes),
         )
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "this route does not take that method",
-            )
-        })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
         ))
         .with_state(state)
+}
+
+/// 405 as JSON, for a known route asked with a method it does not take.
+pub(super) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this route does not take that method",
+    )
 }
 
 pub(super) fn json_ok(v: impl serde::Serialize) -> ApiResult {
@@ -191,7 +194,10 @@ pub(crate) async fn read_body(
 }
 
 /// An optional JSON body: empty is fine; anything else must be a JSON object.
-async fn optional_json(headers: &HeaderMap, body: Body) -> Result<Option<Value>, ApiError> {
+pub(super) async fn optional_json(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Option<Value>, ApiError> {
     let bytes = read_body(headers, body, MAX_JSON_BODY).await?;
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(None);

@@ -6,7 +6,8 @@
 //! token and tenants, not the address). Every route checks a bearer token before anything else
 //! (`auth`): the admin routes and `/metrics` the `[admin] token`, the SCIM routes a tenant's
 //! SCIM token (its SHA-256 must equal that tenant's `scim_token_sha256`), both compared in
-//! constant time. Handlers read the directory and history through [`Store`], run imports
+//! constant time; an address blocked after repeated wrong tokens or failed logins is refused
+//! (429) before its token is looked at. Handlers read the directory and history through [`Store`], run imports
 //! (`run-now`, `approve`, `restore`) as requests on the tenant's queue in the [`Intake`] and
 //! wait for their records, run dry runs (`preview`) through `import`, and leave as JSON (`api`;
 //! today's file in `today`), SCIM JSON (`scim`) or Prometheus text (`crate::metrics`). Nothing
@@ -16,6 +17,11 @@
 //! header-read deadline that also closes idle keep-alive connections, slow bodies and stalled
 //! answers cut off), so slow or silent clients cannot hold the listener or the process's
 //! descriptors.
+//!
+//! Every answer of the listener (API, SCIM, console pages, the fallback 404) carries the same
+//! security headers ([`security_headers`]): a Content-Security-Policy that allows only this
+//! origin and no framing, `X-Content-Type-Options: nosniff`, `Referrer-Policy: same-origin`,
+//! and `Cache-Control: no-store` unless the route set its own (the stylesheet).
 //!
 //! Errors are one JSON object `{"error": "<sentence>"}` with a 4xx status for bad input (SCIM
 //! uses its own error schema); a 5xx only for a store failure. Request bodies are bounded:
@@ -119,6 +125,8 @@ pub async fn start(
         sessions: console::Sessions::default(),
         held_plans: console::HeldPlans::default(),
     };
+    let (shutdown, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(console::end_stale_on_reload(state.clone(), rx.clone()));
     let app = api::router(state.clone())
         .merge(webhooks::router(state.clone()))
         .merge(scim::router(state.clone()))
@@ -134,8 +142,8 @@ pub async fn start(
             }
             ApiError::not_found("there is no such route; see docs/operators.md for the admin API")
                 .into_response()
-        });
-    let (shutdown, rx) = tokio::sync::watch::channel(false);
+        })
+        .layer(axum::middleware::map_response(security_headers));
     // Not axum::serve: it has no header-read timeout, no body or write timeout and no cap on
     // connections (listener.rs).
     let task = tokio::spawn(listener::serve(listener, app, config_handle, rx));
@@ -145,6 +153,33 @@ pub async fn start(
         shutdown,
         task,
     })
+}
+
+/// Headers on every answer of the listener: only this origin may supply anything, no framing,
+/// no sniffing, no caching (pages and JSON show directory data) unless the route chose its own
+/// `Cache-Control`.
+async fn security_headers(mut resp: Response) -> Response {
+    use axum::http::HeaderValue;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
 }
 
 /// An admin API error: a status and one sentence, sent as `{"error": "..."}`.

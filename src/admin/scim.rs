@@ -99,10 +99,13 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/scim/v2/Schemas/{id}", any(scim_discovery::schema))
         .route("/scim/v2", any(not_found))
         .route("/scim/v2/{*rest}", any(not_found))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::scim_throttle,
+        ))
         .with_state(state)
 }
 
-/// A SCIM error response (RFC 7644 §3.12).
 /// The answer to a failed directory read: 503 when the store cannot be reached right now
 /// (`store::Unavailable`: the client should retry), else 500.
 pub(super) fn store_failed(e: &anyhow::Error) -> Response {
@@ -120,6 +123,7 @@ pub(super) fn store_failed(e: &anyhow::Error) -> Response {
     )
 }
 
+/// A SCIM error response (RFC 7644 §3.12).
 pub(super) fn error(
     status: StatusCode,
     scim_type: Option<&str>,
@@ -182,8 +186,10 @@ pub(super) fn gate(
     }
 }
 
-/// `http://<Host>/scim/v2` for `meta.location`, or a relative base without a usable Host.
-pub(super) fn base(headers: &HeaderMap) -> String {
+/// `<scheme>://<Host>/scim/v2` for `meta.location` and `$ref`, or a relative base without a
+/// usable Host. The scheme is `https` when `[admin] public_url` is an https address (the
+/// server sits behind a TLS proxy), else `http`.
+pub(super) fn base(st: &AppState, headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -192,8 +198,17 @@ pub(super) fn base(headers: &HeaderMap) -> String {
                 && h.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
         });
+    let https = st
+        .config
+        .current()
+        .admin
+        .public_url
+        .trim()
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+    let scheme = if https { "https" } else { "http" };
     match host {
-        Some(h) => format!("http://{h}/scim/v2"),
+        Some(h) => format!("{scheme}://{h}/scim/v2"),
         None => "/scim/v2".into(),
     }
 }
@@ -423,7 +438,7 @@ async fn users(
             );
         }
     };
-    let base = base(&headers);
+    let base = base(&st, &headers);
     let resources: Vec<Value> = page
         .users
         .iter()
@@ -508,7 +523,11 @@ async fn user(
     match found {
         Ok(Ok(Some((u, mgr)))) if u.status != UserStatus::Deleted => scim_json(
             StatusCode::OK,
-            resource(&u, &base(&headers), with_manager.then_some(mgr.as_deref())),
+            resource(
+                &u,
+                &base(&st, &headers),
+                with_manager.then_some(mgr.as_deref()),
+            ),
         ),
         Ok(Ok(_)) => no_user(),
         Ok(Err(e)) => {

@@ -43,7 +43,7 @@ pub(super) async fn service_provider_config(
     }
     scim_json(
         StatusCode::OK,
-        schemas::service_provider_config(&base(&headers)),
+        schemas::service_provider_config(&base(&st, &headers)),
     )
 }
 
@@ -58,8 +58,8 @@ pub(super) async fn resource_types(
     scim_json(
         StatusCode::OK,
         schemas::list(vec![
-            schemas::user_resource_type(&base(&headers)),
-            schemas::group_resource_type(&base(&headers)),
+            schemas::user_resource_type(&base(&st, &headers)),
+            schemas::group_resource_type(&base(&st, &headers)),
         ]),
     )
 }
@@ -74,12 +74,13 @@ pub(super) async fn resource_type(
         return r;
     }
     match p {
-        Ok(Path(id)) if id == "User" => {
-            scim_json(StatusCode::OK, schemas::user_resource_type(&base(&headers)))
-        }
+        Ok(Path(id)) if id == "User" => scim_json(
+            StatusCode::OK,
+            schemas::user_resource_type(&base(&st, &headers)),
+        ),
         Ok(Path(id)) if id == "Group" => scim_json(
             StatusCode::OK,
-            schemas::group_resource_type(&base(&headers)),
+            schemas::group_resource_type(&base(&st, &headers)),
         ),
         _ => error(
             StatusCode::NOT_FOUND,
@@ -97,7 +98,7 @@ pub(super) async fn schemas_list(
     if let Err(r) = gate_discovery(&st, &headers, &method) {
         return r;
     }
-    let b = base(&headers);
+    let b = base(&st, &headers);
     scim_json(
         StatusCode::OK,
         schemas::list(vec![
@@ -117,7 +118,7 @@ pub(super) async fn schema(
     if let Err(r) = gate_discovery(&st, &headers, &method) {
         return r;
     }
-    let b = base(&headers);
+    let b = base(&st, &headers);
     match p {
         Ok(Path(id)) if id == USER_SCHEMA => scim_json(StatusCode::OK, schemas::user_schema(&b)),
         Ok(Path(id)) if id == ENTERPRISE_SCHEMA => {

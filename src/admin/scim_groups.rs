@@ -191,7 +191,7 @@ pub(super) async fn groups(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let base = base(&headers);
+    let base = base(&st, &headers);
     let resources: Vec<Value> = page
         .iter()
         .map(|(g, members)| resource(g, members.as_deref(), &base))
@@ -242,7 +242,7 @@ pub(super) async fn group(
         Ok((_, page)) => match page.first() {
             Some((g, members)) => scim_json(
                 StatusCode::OK,
-                resource(g, members.as_deref(), &base(&headers)),
+                resource(g, members.as_deref(), &base(&st, &headers)),
             ),
             None => error(
                 StatusCode::NOT_FOUND,

@@ -8,11 +8,17 @@
 //! attempt, disabled), read from the store through `deliver::webhook::endpoint_status`, or as
 //! `{"enabled": bool, "webhook": EndpointStatus}` after `deliver::webhook::enable` (enabled is
 //! false when the endpoint was not disabled: nothing changed). The secret is never shown. A
-//! tenant not in the config, or an index with no endpoint, is a 404.
+//! tenant not in the config, or an index with no endpoint, is a 404. Errors follow the rest of
+//! the API (`api`): JSON `{"error"}` always, 400 for a path that is not UTF-8, 405 for another
+//! method, and the `enable` body optional but, when given, a JSON object.
 
+use super::api::{method_not_allowed, optional_json, path};
 use super::{auth, ApiError, AppState};
 use crate::deliver::webhook::{enable, endpoint_status};
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -24,6 +30,7 @@ pub(crate) fn router(state: AppState) -> Router {
             "/api/tenants/{tenant}/webhooks/{index}/enable",
             post(enable_endpoint),
         )
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
@@ -31,7 +38,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn webhooks(State(st): State<AppState>, Path(tenant): Path<String>) -> Response {
+async fn webhooks(State(st): State<AppState>, p: Result<Path<String>, PathRejection>) -> Response {
+    let tenant = match path(p) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
     let config = st.config.current();
     let Some(t) = config.tenant(&tenant).cloned() else {
         return ApiError::not_found(format!("there is no tenant {tenant:?} in the config"))
@@ -58,8 +69,17 @@ async fn webhooks(State(st): State<AppState>, Path(tenant): Path<String>) -> Res
 
 async fn enable_endpoint(
     State(st): State<AppState>,
-    Path((tenant, index)): Path<(String, String)>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
+    let (tenant, index) = match path(p) {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = optional_json(&headers, body).await {
+        return e.into_response();
+    }
     let config = st.config.current();
     let Some(t) = config.tenant(&tenant).cloned() else {
         return ApiError::not_found(format!("there is no tenant {tenant:?} in the config"))

@@ -7,8 +7,15 @@
 //! `--json` the entry as one line of JSON (JSON Lines). Without `--follow` every entry after
 //! `--after` is printed, then the command ends; with `--follow` it then asks again every second
 //! and prints new entries until interrupted.
+//!
+//! `--follow` outlives failed polls (the server restarting, a 503 while the store is away, a
+//! 404 while a reload briefly lacks the tenant): the first failure of a streak is reported on
+//! stderr, the poll waits longer after each failure (1 s doubling to [`MAX_BACKOFF`]) and then
+//! goes on from the last `seq` printed, saying so on stderr. It ends only on a signal, a
+//! failed write to stdout, or a refused token (401, 403), which waiting does not fix.
 
-use super::client::{seg, Client};
+use super::client::{seg, ApiStatus, Client};
+use super::table::clean;
 use crate::model::changelog::LoggedChange;
 use chrono::Local;
 use std::io::Write;
@@ -18,6 +25,8 @@ use std::time::Duration;
 const PAGE: usize = 1000;
 /// How long `--follow` waits between polls.
 const POLL: Duration = Duration::from_secs(1);
+/// The longest wait between polls that fail.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// One entry as a line of text.
 fn line(c: &LoggedChange) -> String {
@@ -42,30 +51,62 @@ fn line(c: &LoggedChange) -> String {
         c.seq,
         c.at.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
         kind,
-        crate::logs::escape(&c.key)
+        clean(&c.key)
     );
     if !fields.is_empty() {
         s.push_str("  ");
-        s.push_str(&crate::logs::escape(&fields.join("; ")));
+        s.push_str(&clean(&fields.join("; ")));
     }
     match &c.import_id {
-        Some(id) => s.push_str(&format!("  [import {id}]")),
+        Some(id) => s.push_str(&format!("  [import {}]", clean(id))),
         None => s.push_str("  [operator]"),
     }
     s.push('\n');
     s
 }
 
-/// Prints the tenant's change log after `after`; with `follow`, keeps polling.
+/// One page of entries after `after`.
+fn fetch(c: &Client, tenant: &str, after: u64) -> anyhow::Result<Vec<LoggedChange>> {
+    let v = c.get(&format!(
+        "/api/tenants/{}/changes?after={after}&limit={PAGE}",
+        seg(tenant)
+    ))?;
+    Ok(serde_json::from_value(v["changes"].clone())?)
+}
+
+/// Whether a failed poll ends `--follow`: a refused token (401, 403) does not fix itself.
+fn ends_follow(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<ApiStatus>()
+        .is_some_and(|s| matches!(s.status, 401 | 403))
+}
+
+/// Prints the tenant's change log after `after`; with `follow`, keeps polling (through failed
+/// polls, see the module doc).
 pub fn run(c: &Client, tenant: &str, after: u64, follow: bool, json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut after = after;
+    // The wait after the last failed poll, while polls fail.
+    let mut failing: Option<Duration> = None;
     loop {
-        let v = c.get(&format!(
-            "/api/tenants/{}/changes?after={after}&limit={PAGE}",
-            seg(tenant)
-        ))?;
-        let page: Vec<LoggedChange> = serde_json::from_value(v["changes"].clone())?;
+        let page = match fetch(c, tenant, after) {
+            Ok(page) => page,
+            Err(e) if !follow || ends_follow(&e) => return Err(e),
+            Err(e) => {
+                let wait = failing.map_or(POLL, |w| (w * 2).min(MAX_BACKOFF));
+                if failing.is_none() {
+                    eprintln!(
+                        "roster: {e:#}; still following: trying again in 1 s, then less and less often (every {} s at most), from seq {after}",
+                        MAX_BACKOFF.as_secs()
+                    );
+                }
+                failing = Some(wait);
+                std::thread::sleep(wait);
+                continue;
+            }
+        };
+        if failing.take().is_some() {
+            eprintln!("roster: the admin API answers again; following from seq {after}");
+        }
         for entry in &page {
             if json {
                 writeln!(out, "{}", serde_json::to_string(entry)?)?;

@@ -2,8 +2,10 @@
 //!
 //! The address and token enter from the config file (`[admin] listen`, `[admin] token`, or
 //! when that is unset the server's generated `<data_dir>/admin-token`) or `--admin-url`; requests leave as blocking HTTP calls (ureq), and responses come back as
-//! JSON values or a [`CliError`] sentence: "the server is not running", "the token was
-//! refused", or the server's own `{"error": ...}` message.
+//! JSON values or an error sentence: "the server is not running", "the token was refused", or
+//! the server's own `{"error": ...}` message (its control characters escaped). An answer that
+//! is not a success is an [`ApiStatus`] (so a caller can tell a refused token from a passing
+//! failure); a failed connection is a plain error.
 
 use crate::config::Config;
 use anyhow::Context;
@@ -25,6 +27,21 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 pub fn seg(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
 }
+
+/// The admin API answered, but not with a success: its status and the sentence to show.
+#[derive(Debug)]
+pub struct ApiStatus {
+    pub status: u16,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiStatus {}
 
 /// Talks to one server.
 pub struct Client {
@@ -105,10 +122,14 @@ impl Client {
             .read_to_string()
             .map_err(|e| self.transport_error(e))?;
         if status.as_u16() == 401 {
-            anyhow::bail!(
-                "the server refused the admin token: [admin] token in {} (or, when unset, the generated token in its data_dir) does not match the running server's",
-                self.config_path.display()
-            );
+            return Err(ApiStatus {
+                status: 401,
+                message: format!(
+                    "the server refused the admin token: [admin] token in {} (or, when unset, the generated token in its data_dir) does not match the running server's",
+                    self.config_path.display()
+                ),
+            }
+            .into());
         }
         let value: Option<Value> = serde_json::from_str(&text).ok();
         if !status.is_success() {
@@ -116,9 +137,13 @@ impl Client {
                 .as_ref()
                 .and_then(|v| v.get("error"))
                 .and_then(|e| e.as_str())
-                .map(str::to_string)
+                .map(super::table::clean)
                 .unwrap_or_else(|| format!("the admin API answered {status}"));
-            anyhow::bail!("{msg}");
+            return Err(ApiStatus {
+                status: status.as_u16(),
+                message: msg,
+            }
+            .into());
         }
         value.with_context(|| {
             format!(

@@ -250,8 +250,8 @@ fn approve_answer(c: &Client, tenant: &str, import_id: &str, json: bool) -> anyh
         let r: ImportRecord = serde_json::from_value(v.clone())?;
         Ok(format!(
             "approved import {} of {tenant} ({}): {}\n{}\n",
-            r.id,
-            r.file,
+            table::clean(&r.id),
+            table::clean(&r.file),
             r.status,
             counts_line(&r)
         ))
@@ -293,7 +293,7 @@ fn restore_answer(c: &Client, tenant: &str, user_key: &str, json: bool) -> anyho
         let u: User = serde_json::from_value(v.clone())?;
         Ok(format!(
             "restored {} of {tenant}: now {}\n",
-            u.key,
+            table::clean(&u.key),
             status_word(&u)
         ))
     })
@@ -363,7 +363,8 @@ fn with_run_progress<T>(
                     let running = &v["running"];
                     if let Some(file) = running["file"].as_str() {
                         let msg = format!(
-                            "{tenant}: importing {file} ({}): {} rows read",
+                            "{tenant}: importing {} ({}): {} rows read",
+                            table::clean(file),
                             size(running["bytes"].as_u64().unwrap_or(0)),
                             running["rows_read"].as_u64().unwrap_or(0)
                         );

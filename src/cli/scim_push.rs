@@ -4,9 +4,11 @@
 //! Without `--reconcile` it prints the push's status (cursor, backlog, last success, failing
 //! users with the provider's detail); with it, the drift between the application and the
 //! directory, fixed unless `--dry-run`. Enters as the API's JSON, leaves as text on stdout (or
-//! that JSON with `--json`).
+//! that JSON with `--json`). Every value shown as text is [`clean`]ed: the provider's detail
+//! and error come from a third party and must not drive the operator's terminal.
 
 use super::client::{seg, Client};
+use super::table::clean;
 use serde_json::Value;
 
 /// Runs the command; returns the text to print.
@@ -38,11 +40,12 @@ pub fn run(
     })
 }
 
+/// The value of `k` as text for the terminal (`-` when absent), cleaned.
 fn s(v: &Value, k: &str) -> String {
     match v.get(k) {
         None | Some(Value::Null) => "-".into(),
-        Some(Value::String(x)) => x.clone(),
-        Some(other) => other.to_string(),
+        Some(Value::String(x)) => clean(x),
+        Some(other) => clean(&other.to_string()),
     }
 }
 
@@ -90,14 +93,14 @@ fn drift_text(tenant: &str, v: &Value) -> String {
         let count = v[kind]["count"].as_u64().unwrap_or(0);
         out.push_str(&format!("  {kind}: {count}\n"));
         for k in v[kind]["keys"].as_array().into_iter().flatten() {
-            out.push_str(&format!("    {}\n", k.as_str().unwrap_or_default()));
+            out.push_str(&format!("    {}\n", clean(k.as_str().unwrap_or_default())));
         }
     }
     let errors = v["errors"].as_array().cloned().unwrap_or_default();
     if !errors.is_empty() {
         out.push_str(&format!("  errors: {}\n", errors.len()));
         for e in errors {
-            out.push_str(&format!("    {}\n", e.as_str().unwrap_or_default()));
+            out.push_str(&format!("    {}\n", clean(e.as_str().unwrap_or_default())));
         }
     }
     out

@@ -1,8 +1,10 @@
 //! Human output of the admin commands: tables and summaries built from the API's JSON.
 //!
-//! Values enter as the typed records (or JSON) the admin API returned; they leave as text.
+//! Values enter as the typed records (or JSON) the admin API returned; they leave as text, every
+//! value that came from a tenant's file or the server [`clean`]ed (or in a table, which cleans
+//! its cells), so it cannot drive the terminal.
 
-use super::table::{self, local, local_str, size, Col};
+use super::table::{self, clean, local, local_str, size, Col};
 use crate::model::{ImportRecord, ImportStatus, User};
 use serde_json::Value;
 
@@ -66,7 +68,7 @@ pub(super) fn history_text(tenant: &str, records: &[ImportRecord]) -> String {
     for r in records.iter().filter(|r| r.status == ImportStatus::Held) {
         out.push_str(&format!(
             "held: {} would deactivate {} and delete {}; check with `roster preview`, apply with `roster approve {tenant} {}`\n",
-            r.id, r.counts.deactivated, r.counts.deleted, r.id
+            clean(&r.id), r.counts.deactivated, r.counts.deleted, clean(&r.id)
         ));
     }
     out
@@ -75,7 +77,7 @@ pub(super) fn history_text(tenant: &str, records: &[ImportRecord]) -> String {
 pub(super) fn run_now_text(tenant: &str, v: &Value) -> anyhow::Result<String> {
     let records: Vec<ImportRecord> = serde_json::from_value(v["imports"].clone())?;
     if records.is_empty() {
-        let pattern = v["file"].as_str().unwrap_or("?");
+        let pattern = clean(v["file"].as_str().unwrap_or("?"));
         return Ok(format!(
             "{tenant}: no file matching {pattern:?} is waiting in the tenant folder; nothing was run\n"
         ));
@@ -84,31 +86,33 @@ pub(super) fn run_now_text(tenant: &str, v: &Value) -> anyhow::Result<String> {
     for r in &records {
         out.push_str(&format!(
             "{tenant}: {} → {} (import {})\n{}\n",
-            r.file,
+            clean(&r.file),
             r.status,
-            r.id,
+            clean(&r.id),
             counts_line(r)
         ));
         for m in &r.messages {
-            out.push_str(&format!("  {m}\n"));
+            out.push_str(&format!("  {}\n", clean(m)));
         }
     }
     Ok(out)
 }
 
 pub(super) fn today_text(v: &Value) -> anyhow::Result<String> {
-    let tenant = v["tenant"].as_str().unwrap_or("?");
-    let date = v["date"].as_str().unwrap_or("?");
-    let tz = v["timezone"].as_str().unwrap_or("?");
+    let tenant = clean(v["tenant"].as_str().unwrap_or("?"));
+    let date = clean(v["date"].as_str().unwrap_or("?"));
+    let tz = clean(v["timezone"].as_str().unwrap_or("?"));
     let mut out = format!("{tenant}, {date} ({tz}): ");
     let present = v["present"].as_bool().unwrap_or(false);
     if present {
         out.push_str("today's file is there\n");
     } else {
-        let expected = v["expected"]
-            .as_str()
-            .or(v["pattern"].as_str())
-            .unwrap_or("?");
+        let expected = clean(
+            v["expected"]
+                .as_str()
+                .or(v["pattern"].as_str())
+                .unwrap_or("?"),
+        );
         out.push_str(&format!("no file for today yet (expected {expected})\n"));
         return Ok(out);
     }
@@ -147,8 +151,8 @@ pub(super) fn preview_text(v: &Value) -> anyhow::Result<String> {
     let r: ImportRecord = serde_json::from_value(v["record"].clone())?;
     let mut out = format!(
         "Dry run of {} for {}: nothing was changed.\nAn import now would be: {}\n{}\n",
-        v["file"].as_str().unwrap_or("?"),
-        v["tenant"].as_str().unwrap_or("?"),
+        clean(v["file"].as_str().unwrap_or("?")),
+        clean(v["tenant"].as_str().unwrap_or("?")),
         r.status,
         counts_line(&r)
     );
@@ -166,14 +170,14 @@ pub(super) fn preview_text(v: &Value) -> anyhow::Result<String> {
         out.push('\n');
     }
     for ch in &changes {
-        let key = ch["key"].as_str().unwrap_or("?");
+        let key = clean(ch["key"].as_str().unwrap_or("?"));
         match ch["action"].as_str().unwrap_or("") {
             "insert" => {
                 let fields: Vec<String> = ch["fields"]
                     .as_object()
                     .map(|m| {
                         m.iter()
-                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                            .map(|(k, v)| clean(&format!("{k}={}", v.as_str().unwrap_or(""))))
                             .collect()
                     })
                     .unwrap_or_default();
@@ -184,15 +188,15 @@ pub(super) fn preview_text(v: &Value) -> anyhow::Result<String> {
                 for fc in ch["changes"].as_array().into_iter().flatten() {
                     out.push_str(&format!(
                         "      {}: {} → {}\n",
-                        fc["field"].as_str().unwrap_or("?"),
-                        fc["old"].as_str().unwrap_or("(empty)"),
-                        fc["new"].as_str().unwrap_or("(empty)")
+                        clean(fc["field"].as_str().unwrap_or("?")),
+                        clean(fc["old"].as_str().unwrap_or("(empty)")),
+                        clean(fc["new"].as_str().unwrap_or("(empty)"))
                     ));
                 }
             }
             "deactivate" => out.push_str(&format!("- deactivate  {key}\n")),
             "delete" => out.push_str(&format!("- delete      {key}\n")),
-            other => out.push_str(&format!("? {other:<10}  {key}\n")),
+            other => out.push_str(&format!("? {:<10}  {key}\n", clean(other))),
         }
     }
     if v["truncated"].as_bool().unwrap_or(false) {
@@ -201,7 +205,7 @@ pub(super) fn preview_text(v: &Value) -> anyhow::Result<String> {
     if !r.messages.is_empty() {
         out.push_str("\nmessages:\n");
         for m in &r.messages {
-            out.push_str(&format!("  {m}\n"));
+            out.push_str(&format!("  {}\n", clean(m)));
         }
     }
     Ok(out)

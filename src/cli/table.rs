@@ -1,16 +1,30 @@
 //! Text formatting for the CLI: aligned tables, local times, sizes, and the CSV export.
 //!
-//! Values enter as strings (or typed records), and leave as text for stdout.
+//! Values enter as strings (or typed records), and leave as text for stdout. Text that came
+//! from a tenant, a webhook or SCIM receiver or the server is passed through [`clean`] where it
+//! enters a table cell or a line, so control characters (ESC, BEL, …) cannot drive the
+//! operator's terminal; [`table`] cleans every cell itself.
 
 use chrono::{DateTime, Local, Utc};
 
 /// A column: header and whether it is right-aligned (numbers).
 pub struct Col(pub &'static str, pub bool);
 
-/// Renders rows under headers, columns padded to their widest cell, two spaces apart.
+/// `s` safe to print on a terminal: control characters and bidirectional overrides escaped
+/// (`\u{1b}`, `\n`) as the log does ([`crate::logs::escape`]); everything else as it is.
+pub fn clean(s: &str) -> String {
+    crate::logs::escape(s).into_owned()
+}
+
+/// Renders rows under headers, columns padded to their widest cell, two spaces apart. Every
+/// cell is [`clean`]ed first.
 pub fn table(cols: &[Col], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| clean(c)).collect())
+        .collect();
     let mut widths: Vec<usize> = cols.iter().map(|c| c.0.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -38,7 +52,7 @@ pub fn table(cols: &[Col], rows: &[Vec<String>]) -> String {
         out.push('\n');
     };
     line(cols.iter().map(|c| c.0).collect());
-    for row in rows {
+    for row in &rows {
         line(row.iter().map(String::as_str).collect());
     }
     out
@@ -104,6 +118,17 @@ mod tests {
             ],
         );
         assert_eq!(t, "NAME        N  NOTE\na          10  x\nlong name   2\n");
+    }
+
+    /// Review s16 http, F1: a cell cannot carry a terminal control sequence.
+    #[test]
+    fn cells_are_cleaned() {
+        let t = table(
+            &[Col("NAME", false)],
+            &[vec!["Esc\u{1b}[31mRED\u{1b}]0;pwned\u{7}".into()]],
+        );
+        assert_eq!(t, "NAME\nEsc\\u{1b}[31mRED\\u{1b}]0;pwned\\u{7}\n");
+        assert_eq!(clean("a\nb\u{202e}c"), "a\\nb\\u{202e}c");
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //!
 //! Data enters as those routes' JSON; it leaves as a table (number, url, events, position,
 //! backlog, last success, attempts, next attempt, state) plus each endpoint's last error on its
-//! own line, or as one sentence saying what `--enable` did.
+//! own line, or as one sentence saying what `--enable` did. The receiver's error text and the
+//! url are [`table::clean`]ed: a receiver is a third party and must not drive the terminal.
 
-use super::table;
+use super::table::{self, clean};
 use serde_json::Value;
 
 /// The endpoints as a table, then the last errors.
@@ -59,7 +60,7 @@ pub(super) fn webhooks_text(tenant: &str, v: &Value) -> anyhow::Result<String> {
     let mut out = table::table(&cols, &rows);
     for e in &list {
         if let Some(err) = &e.last_error {
-            out.push_str(&format!("{}: last error: {err}\n", e.url));
+            out.push_str(&format!("{}: last error: {}\n", clean(&e.url), clean(err)));
         }
     }
     Ok(out)
@@ -72,12 +73,12 @@ pub(super) fn enabled_text(n: usize, v: &Value) -> anyhow::Result<String> {
     Ok(if v["enabled"].as_bool() == Some(true) {
         format!(
             "endpoint {n} ({}) enabled again: delivery resumes after event {position} ({} waiting)\n",
-            e.url, e.backlog
+            clean(&e.url), e.backlog
         )
     } else {
         format!(
             "endpoint {n} ({}) was not disabled: nothing changed\n",
-            e.url
+            clean(&e.url)
         )
     })
 }

@@ -28,37 +28,9 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
         out.push("[server] idle_timeout_secs must be at least 1".into());
     }
     duration_problems(config, &mut out);
-    if config.admin.listen.parse::<std::net::SocketAddr>().is_err() {
-        out.push(format!(
-            "[admin] listen {:?} is not an address like \"127.0.0.1:8022\"",
-            config.admin.listen
-        ));
-    }
-    let public = config.admin.public_url.trim();
-    if !public.is_empty() && !public.starts_with("http://") && !public.starts_with("https://") {
-        out.push(format!(
-            "[admin] public_url {public:?} must start with http:// or https://"
-        ));
-    }
-    if !(1..=24 * 60).contains(&config.admin.session_minutes) {
-        out.push("[admin] session_minutes must be 1 to 1440".into());
-    }
-    if !(1..=512).contains(&config.admin.max_connections) {
-        out.push(
-            "[admin] max_connections must be 1 to 512 (the admin listener shares the 1024 \
-             descriptors SFTP leaves to the rest of the server)"
-                .into(),
-        );
-    }
-    if config.admin.max_connections_per_address == 0 {
-        out.push("[admin] max_connections_per_address must be at least 1".into());
-    }
-    if !(1..=3600).contains(&config.admin.client_timeout_secs) {
-        out.push("[admin] client_timeout_secs must be 1 to 3600".into());
-    }
+    admin_problems(config, &mut out);
     out.extend(config.store.problems());
     out.extend(config.cluster.problems());
-    // An empty [admin] token is fine: a random one is generated (config::admin_token).
     let bounds_cut = |s: &str| s.chars().take(20).collect::<String>();
     if let Some(mail) = &config.mail {
         let scheme_ok = ["smtp://", "smtps://"]
@@ -103,6 +75,54 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
     }
     out
 }
+
+/// The `[admin]` table: addresses, bounds, and a token long enough.
+fn admin_problems(config: &Config, out: &mut Vec<String>) {
+    if config.admin.listen.parse::<std::net::SocketAddr>().is_err() {
+        out.push(format!(
+            "[admin] listen {:?} is not an address like \"127.0.0.1:8022\"",
+            config.admin.listen
+        ));
+    }
+    let public = config.admin.public_url.trim();
+    if !public.is_empty() && !public.starts_with("http://") && !public.starts_with("https://") {
+        out.push(format!(
+            "[admin] public_url {public:?} must start with http:// or https://"
+        ));
+    }
+    if !(1..=24 * 60).contains(&config.admin.session_minutes) {
+        out.push("[admin] session_minutes must be 1 to 1440".into());
+    }
+    if !(1..=512).contains(&config.admin.max_connections) {
+        out.push(
+            "[admin] max_connections must be 1 to 512 (the admin listener shares the 1024 \
+             descriptors SFTP leaves to the rest of the server)"
+                .into(),
+        );
+    }
+    if config.admin.max_connections_per_address == 0 {
+        out.push("[admin] max_connections_per_address must be at least 1".into());
+    }
+    if !(1..=3600).contains(&config.admin.client_timeout_secs) {
+        out.push("[admin] client_timeout_secs must be 1 to 3600".into());
+    }
+    // An empty [admin] token is fine: a random one is generated (config::admin_token). A set
+    // one must be long enough that guessing it is hopeless: the API and SCIM answer wrong tokens
+    // fast, limited only by the login throttle's block per address.
+    if let Some(t) = super::admin_token::configured(config) {
+        let n = t.chars().count();
+        if n < MIN_ADMIN_TOKEN_CHARS {
+            out.push(format!(
+                "[admin] token is {n} characters; it must be at least {MIN_ADMIN_TOKEN_CHARS} \
+                 (make one with `openssl rand -hex 32`), or leave it unset and the server \
+                 generates one into <data_dir>/admin-token"
+            ));
+        }
+    }
+}
+
+/// The shortest `[admin] token` accepted (`openssl rand -hex 32` makes 64 characters).
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
 
 /// The longest wait any duration key may name: 30 days. Timers add these to the clock, and a
 /// value near `i64::MAX` ("never") would overflow it in every connection.

@@ -273,6 +273,16 @@ impl LoginThrottle {
         })
     }
 
+    /// How long `addr` stays blocked here (a block the shared counters reported included);
+    /// None when it is not blocked. A cheap in-memory look, for the bearer-token routes.
+    pub fn address_blocked_for(&self, addr: IpAddr) -> Option<Duration> {
+        let now = Instant::now();
+        self.with(|t| {
+            let until = t.by_addr.get(&addr)?.all.blocked_until?;
+            (until > now).then(|| until.duration_since(now))
+        })
+    }
+
     /// Starts a password attempt (`tenant` None: the console's operator token, counted against
     /// the address only): refused when the address or tenant is blocked (here or, with shared
     /// counters, on any node); otherwise counted as in flight in the same step, waiting first

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const TOKEN: &str = "admin-test-token-7f3a9c";
+pub const TOKEN: &str = "admin-test-token-7f3a9c0e5d2b8a41c6f9e3d7";
 pub const SCIM_ACME: &str = "scim-acme-2b7d0e5f9a1c4e8b";
 pub const SCIM_BETA: &str = "scim-beta-9c1e4a7d2f6b3e0a";
 /// `max_upload_bytes` of the test config (also the preview body limit).

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub const TOKEN: &str = "cluster-test-token-5d1e8b";
+pub const TOKEN: &str = "cluster-test-token-5d1e8b3f9a0c7e2d4b6a";
 pub const LEASE_SECS: u64 = 3;
 
 /// One node: its config, log, admin URL and process.

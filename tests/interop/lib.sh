@@ -70,7 +70,7 @@ write_roster_config() {
         echo
         echo "[admin]"
         echo "listen = \"127.0.0.1:$admin_port\""
-        echo "token = \"interop-admin-token\""
+        echo "token = \"interop-admin-token-4f8a2c6e0b9d3f7a1c5e\""
         while IFS='|' read -r id hash key; do
             [ -n "$id" ] || continue
             echo

@@ -7,7 +7,9 @@ Usage: check.py DOCUMENT EXCHANGES
 
 The document itself is validated first (openapi-spec-validator). An exchange answered 404 with
 the listener's fallback sentence ("there is no such route") hit no route at all (the route is not in this build): it is listed as skipped,
-not validated. Every path of the document must be exercised by some exchange (or skipped).
+not validated. A 405 (a method the path does not take) is checked against the document's
+components/responses/MethodNotAllowed. Every path of the document must be exercised by some
+exchange (or skipped).
 Prints one line per exchange and a final JSON line {"skipped": [...], "failed": N}; exits 1
 when anything failed.
 """
@@ -23,6 +25,20 @@ from openapi_spec_validator import validate
 NO_ROUTE = "there is no such route"
 
 
+def check_method_not_allowed(doc, x):
+    """A 405 against components/responses/MethodNotAllowed (JSON by its schema)."""
+    import jsonschema
+
+    if x["method"].lower() in doc["paths"].get(x["template"], {}):
+        raise AssertionError("405 for a method the document lists for this path")
+    content = doc["components"]["responses"]["MethodNotAllowed"]["content"]
+    ctype = x["content_type"].split(";")[0].strip()
+    if ctype not in content:
+        raise AssertionError(f"content type {ctype!r} is not {list(content)}")
+    schema = dict(content[ctype]["schema"], components=doc["components"])
+    jsonschema.validate(json.loads(x["body"]), schema)
+
+
 def main():
     doc = json.load(open(sys.argv[1]))
     exchanges = json.load(open(sys.argv[2]))
@@ -35,6 +51,16 @@ def main():
             skipped.append(x["template"])
             used.add(x["template"])
             print(f"skipped (no such route in this build): {label}")
+            continue
+        if x["status"] == 405:
+            # No operation of the document takes this method: the answer must be the shared
+            # MethodNotAllowed response, the error object in JSON.
+            try:
+                check_method_not_allowed(doc, x)
+                print(f"ok: {label}")
+            except Exception as e:
+                failed += 1
+                print(f"FAILED: {label}: {e}\n  body: {x['body'][:400]}")
             continue
         args = dict(p.split("=", 1) for p in x["query"].split("&") if p)
         req = MockRequest("http://roster.test", x["method"].lower(), x["path"], args=args,

@@ -14,6 +14,13 @@
 //! listed as ignored, with a `custom.NAME` line to uncomment. The suggested map is checked by
 //! the import's own header matching (`import::sample::check_header`): the page says whether a
 //! run with it would find the match key and both names. Nothing is stored.
+//!
+//! Passwords: a header that is a password in one of the languages the aliases know
+//! ([`PASSWORD_WORDS`]: `Passwort`, `Kennwort`, `Mot de passe`, `Contraseña`, `Wachtwoord`,
+//! ...) is suggested as the field `password`; one that only contains such a word (`Old
+//! password`, a second password column) is never offered as a custom field, which would store
+//! it in plaintext. The sample's cells of every such column are blanked before the page is
+//! made, as the reports and the archive blank them.
 
 use super::upload::read_upload;
 use super::{page, Chrome, PageError, Viewer};
@@ -105,6 +112,51 @@ const ALIASES: &[(&str, &str)] = &[
     ("deactivate", "disabled"),
 ];
 
+/// Compact names of a password column (see [`compact`]): English and the languages of
+/// [`ALIASES`], and a few neighbours. A header that is one of them is the field `password`; a
+/// header that contains one is treated as a password column all the same (never a custom
+/// field, cells not shown).
+const PASSWORD_WORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "passwort",
+    "kennwort",
+    "motdepasse",
+    "contraseña",
+    "contrasena",
+    "wachtwoord",
+    "lozinka",
+    "zaporka",
+    "geslo",
+    "heslo",
+    "hasło",
+    "haslo",
+    "jelszó",
+    "jelszo",
+    "senha",
+    "parola",
+    "salasana",
+    "lösenord",
+    "losenord",
+    "adgangskode",
+    "passord",
+];
+
+/// Short names that are a password column only when they are the whole header.
+const PASSWORD_SHORT: &[&str] = &["pw", "pwd", "pass"];
+
+/// The header names a password column, exactly (after [`compact`]).
+fn is_password_name(header: &str) -> bool {
+    let c = compact(header);
+    PASSWORD_WORDS.contains(&c.as_str()) || PASSWORD_SHORT.contains(&c.as_str())
+}
+
+/// The header names, or contains the name of, a password column.
+fn looks_like_password(header: &str) -> bool {
+    let c = compact(header);
+    is_password_name(header) || PASSWORD_WORDS.iter().any(|w| c.contains(w))
+}
+
 /// Lower case, letters and digits only: `First Name` → `firstname`.
 fn compact(s: &str) -> String {
     s.chars()
@@ -159,7 +211,8 @@ pub(super) fn suggest(headers: &[String], tenant: Option<&Tenant>) -> Vec<Sugges
                 .iter()
                 .find(|f| compact(f) == c)
                 .copied()
-                .or_else(|| ALIASES.iter().find(|(_, a)| *a == c).map(|(f, _)| *f))?;
+                .or_else(|| ALIASES.iter().find(|(_, a)| *a == c).map(|(f, _)| *f))
+                .or_else(|| is_password_name(h).then_some("password"))?;
             Some((field.to_string(), "similar name"))
         };
         let found = from_profile
@@ -180,7 +233,8 @@ pub(super) fn suggest(headers: &[String], tenant: Option<&Tenant>) -> Vec<Sugges
                 header: h.clone(),
                 field: None,
                 why: "",
-                custom: custom_for(h),
+                // A password kept as a custom field would be stored and shown in plaintext.
+                custom: (!looks_like_password(h)).then(|| custom_for(h)).flatten(),
             }),
         }
     }
@@ -329,13 +383,32 @@ async fn run(
     })
 }
 
+/// Blanks the sample's cells of every password column: the one suggested (or mapped by the
+/// tenant) as `password`, and every header that looks like one.
+fn blank_passwords(sample: &mut Sample, suggestions: &[Suggestion]) {
+    let hidden: Vec<usize> = suggestions
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.field.as_deref() == Some("password") || looks_like_password(&s.header))
+        .map(|(i, _)| i)
+        .collect();
+    for row in &mut sample.rows {
+        for &i in &hidden {
+            if let Some(cell) = row.get_mut(i) {
+                cell.clear();
+            }
+        }
+    }
+}
+
 /// Reads the sample and makes the suggestions; the error is the sentence to show.
 fn examine(file: String, bytes: &[u8], tenant: Option<Tenant>) -> Result<Found, String> {
     let has_tenant = tenant.is_some();
     let base = tenant
         .unwrap_or_else(|| Tenant::for_import("sample", MatchBy::Email, OnMissing::Keep, &[]));
-    let sample = sample(bytes, &base, SAMPLE_ROWS)?;
+    let mut sample = sample(bytes, &base, SAMPLE_ROWS)?;
     let suggestions = suggest(&sample.headers, has_tenant.then_some(&base));
+    blank_passwords(&mut sample, &suggestions);
     let toml = columns_toml(&suggestions);
     let mut proposed = base.clone();
     proposed.import.columns = suggestions
@@ -396,6 +469,40 @@ mod tests {
         );
         assert_eq!(s[3].custom.as_deref(), Some("custom.cost_center"));
         assert_eq!(s[6].why, "the tenant's columns");
+    }
+
+    /// Review s16 http, F5: password headers of other languages are the field `password`; a
+    /// second or "old" password column is never offered as a custom field.
+    #[test]
+    fn passwords_are_never_custom_fields() {
+        for h in [
+            "Passwort",
+            "Kennwort",
+            "Mot de passe",
+            "Contraseña",
+            "Wachtwoord",
+            "PWD",
+        ] {
+            let s = suggest(&headers(&["E-Mail", h]), None);
+            assert_eq!(s[1].field.as_deref(), Some("password"), "{h}");
+        }
+        let s = suggest(&headers(&["Password", "Old Password", "Passwort"]), None);
+        assert_eq!(s[0].field.as_deref(), Some("password"));
+        for x in &s[1..] {
+            assert_eq!(
+                (x.field.as_deref(), x.custom.as_deref()),
+                (None, None),
+                "{}",
+                x.header
+            );
+        }
+        assert!(
+            !columns_toml(&s).contains("custom."),
+            "{}",
+            columns_toml(&s)
+        );
+        let s = suggest(&headers(&["Passport number"]), None);
+        assert_eq!(s[0].custom.as_deref(), Some("custom.passport_number"));
     }
 
     #[test]

@@ -13,8 +13,9 @@
 //!
 //! Nothing here needs JavaScript or reaches the network: the stylesheet is embedded
 //! (`assets/console.css`) and charts are SVG drawn on the server. Every answer carries a
-//! Content-Security-Policy that allows only this origin. A page a viewer may not see answers
-//! 404, as if it did not exist.
+//! Content-Security-Policy that allows only this origin (set for the whole admin listener by
+//! `crate::admin::security_headers`). A page a viewer may not see answers 404, as if it did not
+//! exist.
 
 mod held;
 mod history;
@@ -31,12 +32,12 @@ mod users;
 
 use crate::admin::AppState;
 use askama::Template;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 pub(crate) use held::HeldPlans;
-pub(crate) use session::{Role, Sessions, Viewer};
+pub(crate) use session::{end_stale_on_reload, Role, Sessions, Viewer};
 
 /// The console's routes (merged into the admin listener's router).
 pub(crate) fn router(state: AppState) -> Router {
@@ -52,7 +53,6 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(users::routes())
         .merge(preview::routes())
         .merge(mapping::routes())
-        .layer(axum::middleware::map_response(page_headers))
         .with_state(state)
 }
 
@@ -74,31 +74,6 @@ async fn stylesheet() -> Response {
         include_str!("assets/console.css"),
     )
         .into_response()
-}
-
-/// Headers on every console answer: only this origin may supply anything, no framing, no
-/// caching of pages (they show directory data).
-async fn page_headers(mut resp: Response) -> Response {
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    if !h.contains_key(header::CACHE_CONTROL) {
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    resp
 }
 
 /// What the frame around every page (`base.html`) shows: the title, who is signed in, the

@@ -6,7 +6,10 @@
 //! brings the cookie back; [`Viewer`] (an axum extractor) finds the session, checks that it has
 //! not expired and that the credential it was made with is still the one in force (a reload
 //! that changes the admin token or the tenant's password, or removes the tenant, ends it), and
-//! refreshes its idle deadline. A GET without a session is redirected to `/login`.
+//! refreshes its idle deadline. A GET without a session is redirected to `/login`. Each applied
+//! reload also ends at once every session whose credential no longer matches
+//! ([`end_stale_on_reload`]), so a session unused during the change does not come back when the
+//! old config returns.
 //!
 //! Sessions live in this node's memory: a restart signs everyone out, and behind a load balancer
 //! the console needs session affinity (docs/console.md). One principal (the operator, or one
@@ -51,7 +54,7 @@ pub(crate) const SESSION_COOKIE: &str = "roster_session";
 pub(crate) const LOGIN_COOKIE: &str = "roster_login";
 
 /// Who a session belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Role {
     /// Signed in with the admin token: every tenant, every action.
     Operator,
@@ -213,6 +216,60 @@ impl Sessions {
 
     fn end_key(&self, key: &[u8; 32]) {
         self.with(|m| m.remove(key));
+    }
+
+    /// Ends every session whose credential is not `current(role)` now (None: the role cannot
+    /// sign in any more); returns how many ended. `current` runs once per principal, outside
+    /// the table's lock.
+    pub fn end_stale(&self, current: impl Fn(&Role) -> Option<[u8; 32]>) -> usize {
+        let roles: std::collections::HashSet<Role> =
+            self.with(|m| m.values().map(|s| s.role.clone()).collect());
+        let now: HashMap<Role, Option<[u8; 32]>> = roles
+            .into_iter()
+            .map(|r| {
+                let c = current(&r);
+                (r, c)
+            })
+            .collect();
+        self.with(|m| {
+            let before = m.len();
+            // A principal that signed in meanwhile (not in `now`) is judged at its next request.
+            m.retain(|_, s| match now.get(&s.role) {
+                None => true,
+                Some(c) => c.is_some_and(|c| ct_eq(&c, &s.credential)),
+            });
+            before - m.len()
+        })
+    }
+}
+
+/// After every applied config reload, ends the sessions whose credential changed (admin token
+/// rotated, tenant password changed or removed, tenant removed); runs until `stop` turns true
+/// or the config handle is gone.
+pub(crate) async fn end_stale_on_reload(
+    state: AppState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut reloads = state.config.subscribe();
+    loop {
+        tokio::select! {
+            changed = reloads.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = stop.changed() => return,
+        }
+        let config = state.config.current();
+        let ended = state
+            .sessions
+            .end_stale(|role| credential_of(&state, &config, role));
+        if ended > 0 {
+            tracing::info!(
+                ended,
+                "console: sessions ended by a config reload (their credential changed or their tenant was removed)"
+            );
+        }
     }
 }
 

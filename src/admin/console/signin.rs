@@ -22,7 +22,7 @@ use super::session::{
 use super::{page, PageError, Role, Viewer};
 use crate::admin::auth::ct_eq;
 use crate::admin::AppState;
-use crate::login::{Refusal, ThrottlePolicy};
+use crate::login::Refusal;
 use crate::logs::SharedEverySecond;
 use askama::Template;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
@@ -34,7 +34,6 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 /// The most body bytes a sign-in or sign-out form may have (its fields are a token, a tenant
 /// id and a password).
@@ -177,14 +176,6 @@ fn log_refused(addr: Option<IpAddr>, role: &str, why: &str) {
     }
 }
 
-fn policy(st: &AppState) -> ThrottlePolicy {
-    let cfg = st.config.current();
-    ThrottlePolicy {
-        max_failures: cfg.server.max_auth_failures.max(1),
-        block_for: Duration::from_secs(cfg.server.auth_block_secs),
-    }
-}
-
 fn address(peer: &Result<ConnectInfo<SocketAddr>, impl Sized>) -> Option<IpAddr> {
     peer.as_ref().ok().map(|c| c.0.ip())
 }
@@ -242,7 +233,11 @@ async fn operator(
         return e.into_response();
     }
     let addr = address(&peer);
-    let attempt = match st.throttle.begin(policy(&st), addr, None).await {
+    let attempt = match st
+        .throttle
+        .begin(crate::admin::auth::throttle_policy(&st), addr, None)
+        .await
+    {
         Ok(attempt) => attempt,
         Err(refusal) => {
             log_refused(addr, "operator", refusal.reason());
@@ -285,7 +280,11 @@ async fn tenant(
     // Counted as in flight before the password is checked (`LoginThrottle::begin`), so a
     // burst of concurrent guesses gets no more checks than `max_auth_failures`.
     let name = crate::login::throttle_name(&id);
-    let attempt = match st.throttle.begin(policy(&st), addr, Some(name)).await {
+    let attempt = match st
+        .throttle
+        .begin(crate::admin::auth::throttle_policy(&st), addr, Some(name))
+        .await
+    {
         Ok(attempt) => attempt,
         Err(refusal) => {
             log_refused(addr, "tenant", refusal.reason());

@@ -67,6 +67,17 @@ impl LoginThrottle {
         self.record_failure_as(policy, addr, Some(tenant)).await
     }
 
+    /// A failure that names no tenant (a wrong admin or SCIM bearer token), counted against
+    /// the address only, here and in the shared counters. Returns how long the console would
+    /// delay its answer (the bearer routes do not wait: the block bounds their guesses).
+    pub async fn record_address_failure(
+        &self,
+        policy: ThrottlePolicy,
+        addr: Option<IpAddr>,
+    ) -> Duration {
+        self.record_failure_as(policy, addr, None).await
+    }
+
     pub(super) async fn record_failure_as(
         &self,
         policy: ThrottlePolicy,
