@@ -129,6 +129,39 @@ fn a_lease_is_taken_over_only_after_its_holder_expires_and_fencing_grows() {
 /// A lease whose release failed (a dropped connection) is not renewed by the holder's
 /// heartbeats: it ends with its time, and another node can take it (review of 2026-11-30,
 /// PostgreSQL F3: every heartbeat renewed it, for as long as the holder lived).
+/// A commit holds its lease's row locked to the end (the fence); the node's heartbeat must not
+/// wait for it, or a commit longer than the lease makes the other nodes call the node dead and
+/// take its claim (review s16 cluster F1).
+#[test]
+fn a_heartbeat_does_not_wait_for_a_lease_its_commit_holds() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("c_fence");
+    let a = open(&url, "node-a", 2);
+    a.heartbeat(&beat("a")).unwrap();
+    a.take_lease("tenant:acme").unwrap().expect("granted");
+    std::thread::scope(|s| {
+        // Another session holds the lease row as a commit's fence does, for 10 s.
+        let commit = s.spawn(|| {
+            pg.psql(
+                "c_fence",
+                "BEGIN; SELECT 1 FROM roster.leases WHERE name = 'tenant:acme' FOR SHARE; \
+                 SELECT pg_sleep(10); COMMIT;",
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        a.heartbeat(&beat("a")).unwrap();
+        assert!(
+            !commit.is_finished(),
+            "the heartbeat waited for the commit's lock"
+        );
+        let age = pg.psql(
+            "c_fence",
+            "SELECT extract(epoch FROM now() - heartbeat_at) < 1 FROM roster.nodes WHERE node_id = 'node-a'",
+        );
+        assert_eq!(age, "t", "the heartbeat was recorded");
+    });
+}
+
 #[test]
 fn a_lease_whose_release_failed_ends_with_its_time() {
     let pg = TestPostgres::start();

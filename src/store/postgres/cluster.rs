@@ -51,7 +51,7 @@ impl PostgresStore {
         self
     }
 
-    fn lease_f64(&self) -> f64 {
+    pub(super) fn lease_f64(&self) -> f64 {
         self.lease_secs as f64
     }
 }
@@ -101,10 +101,16 @@ impl Cluster for PostgresStore {
                         &[&node, &address, &version, &started],
                     )
                     .await?;
+                // A lease whose row this node's own commit holds is passed over, not waited
+                // for: waiting stopped the heartbeats for the whole commit, so a commit longer
+                // than `lease_secs` made the other nodes call this one dead and take its claim
+                // (review s16 cluster F1). The commit renews that lease itself as it ends.
                 client
                     .execute(
-                        "UPDATE roster.leases SET expires_at = now() + $2::float8 * interval '1 second' \
-                         WHERE node_id = $1 AND expires_at > now() AND name = ANY($3)",
+                        "UPDATE roster.leases l SET expires_at = now() + $2::float8 * interval '1 second' \
+                         FROM (SELECT name FROM roster.leases WHERE node_id = $1 AND expires_at > now() \
+                                 AND name = ANY($3) FOR NO KEY UPDATE SKIP LOCKED) free \
+                         WHERE l.name = free.name",
                         &[&node, &lease, &held],
                     )
                     .await?;

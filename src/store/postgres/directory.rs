@@ -198,10 +198,11 @@ impl Directory for PostgresStore {
             lease: c.lease.clone(),
         };
         let node = self.node_id.clone();
+        let lease_secs = self.lease_f64();
         self.db.run(move |pool| async move {
             let mut client = Connections::client(&pool).await?;
             let tx = client.transaction().await?;
-            match apply_commit(&tx, &c, &node).await {
+            match apply_commit(&tx, &c, (&node, lease_secs)).await {
                 Ok((state, rows)) => {
                     tx.commit()
                         .await
@@ -356,10 +357,36 @@ async fn refresh_statistics(client: &tokio_postgres::Client, tenant: &str, rows:
 
 /// The commit's work inside its transaction (see the module doc); the caller commits or rolls
 /// back. Returns the new state and how many user rows were written or removed.
-async fn apply_commit(tx: &Transaction<'_>, c: &Commit, node: &str) -> Result<(TenantState, u64)> {
+async fn apply_commit(
+    tx: &Transaction<'_>,
+    c: &Commit,
+    (node, lease_secs): (&str, f64),
+) -> Result<(TenantState, u64)> {
     if let Some(lease) = &c.lease {
         still_leased(tx, lease, node).await?;
     }
+    let (state, rows) = apply_locked(tx, c).await?;
+    if let Some(lease) = &c.lease {
+        renew_as_it_ends(tx, lease, node, lease_secs).await?;
+    }
+    Ok((state, rows))
+}
+
+/// Renews the lease the commit holds, from the clock at its end: the node's heartbeats pass
+/// over a lease row its own commit has locked, so a long commit would otherwise end with the
+/// lease run out.
+async fn renew_as_it_ends(tx: &Transaction<'_>, lease: &str, node: &str, secs: f64) -> Result<()> {
+    tx.execute(
+        "UPDATE roster.leases SET expires_at = greatest(expires_at, \
+         clock_timestamp() + $3::float8 * interval '1 second') WHERE name = $1 AND node_id = $2",
+        &[&lease, &node, &secs],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The commit's writes, once its lease is checked (see [`apply_commit`]).
+async fn apply_locked(tx: &Transaction<'_>, c: &Commit) -> Result<(TenantState, u64)> {
     let version = lock_state(tx, &c.tenant).await?;
     if version != c.expected_version {
         return Err(changed_meanwhile(&c.tenant));
