@@ -176,6 +176,10 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: chrono::Utc::now(),
     };
+    if let Err(e) = refuse_a_twin(&store, config.cluster.lease_secs).await {
+        sftp.stop().await;
+        return Err(e);
+    }
     let first = store.clone();
     let first_beat = beat.clone();
     let recorded = tokio::task::spawn_blocking(move || first.heartbeat(&first_beat)).await;
@@ -237,6 +241,42 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
 }
 
 /// A third of the lease: two heartbeats may be missed before the others call this node dead.
+/// Fails when another live process beats under this node's id (two nodes given one
+/// `[cluster] node_id`, say by a shared config file): they would share every lease and finish
+/// each other's running claims (review s16 cluster F2). A live row of this id whose heartbeat
+/// does not move within the lease is this node's own, left by a crash: then it goes on.
+async fn refuse_a_twin(store: &Store, lease_secs: u64) -> anyhow::Result<()> {
+    if !store.shared_by_nodes() {
+        return Ok(()); // the embedded store is locked by one process
+    }
+    let me = store.node_id().to_string();
+    let read = |store: Store, me: String| async move {
+        tokio::task::spawn_blocking(move || {
+            let nodes = store.nodes()?;
+            Ok::<_, anyhow::Error>(nodes.into_iter().find(|n| n.node_id == me && n.alive))
+        })
+        .await?
+    };
+    let Some(first) = read(store.clone(), me.clone()).await? else {
+        return Ok(());
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(lease_secs + 1);
+    tracing::info!(node = %me, "a live heartbeat of this node id is in the store: waiting up to {lease_secs} s to see whether another process beats under it");
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match read(store.clone(), me.clone()).await? {
+            None => return Ok(()),
+            Some(now) if now.heartbeat_at != first.heartbeat_at => anyhow::bail!(
+                "another roster serve is running as node {me:?} (SFTP {}, started {}): give every node its own [cluster] node_id (or leave it out: the host name and SFTP port)",
+                now.sftp,
+                now.started_at.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 fn beat_interval(lease_secs: u64) -> Duration {
     Duration::from_millis(lease_secs.saturating_mul(1000) / 3).max(Duration::from_millis(500))
 }

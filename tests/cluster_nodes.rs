@@ -408,3 +408,35 @@ fn a_node_starting_mid_import_leaves_the_running_claim_alone() {
         n.stop();
     }
 }
+
+/// Two processes given one `[cluster] node_id` (a shared config file): the second refuses to
+/// start instead of sharing the first one's leases and claims (review s16 cluster F2). A node
+/// restarted after a crash, whose old heartbeat no longer moves, still starts (the other tests
+/// restart killed nodes).
+#[test]
+fn a_second_process_with_the_same_node_id_refuses_to_start() {
+    let mut c = Cluster::prepare("twin_ids");
+    c.start_node(0);
+    let twin = std::fs::read_to_string(&c.nodes[1].config)
+        .unwrap()
+        .replace("node_id = \"node-b\"", "node_id = \"node-a\"");
+    std::fs::write(&c.nodes[1].config, twin).unwrap();
+    c.nodes[1].start();
+    let mut exited = None;
+    wait_until(Duration::from_secs(30), || {
+        exited = c.nodes[1]
+            .child
+            .as_mut()
+            .and_then(|child| child.try_wait().ok().flatten());
+        exited.is_some()
+    });
+    let log = std::fs::read_to_string(&c.nodes[1].log).unwrap_or_default();
+    let status = exited.unwrap_or_else(|| panic!("the twin kept running\n{}", c.logs()));
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("another roster serve is running as node \"node-a\""),
+        "{log}"
+    );
+    // The first node is untouched.
+    assert_eq!(c.nodes[0].get("/health").0, 200, "{}", c.logs());
+}

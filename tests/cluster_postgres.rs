@@ -8,7 +8,7 @@ mod test_postgres;
 
 use chrono::{TimeZone, Utc};
 use roster::store::postgres::{parse_url, PostgresStore};
-use roster::store::{Cluster, LoginScope, NodeBeat};
+use roster::store::{Cluster, LoginScope, NodeBeat, RunLog};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 use test_postgres::TestPostgres;
@@ -159,6 +159,34 @@ fn a_heartbeat_does_not_wait_for_a_lease_its_commit_holds() {
             "SELECT extract(epoch FROM now() - heartbeat_at) < 1 FROM roster.nodes WHERE node_id = 'node-a'",
         );
         assert_eq!(age, "t", "the heartbeat was recorded");
+    });
+}
+
+/// Statements stuck behind a lock fill the pool; the heartbeat keeps a connection of its own,
+/// so the node is not called dead meanwhile (review s16 cluster F3).
+#[test]
+fn a_pool_stuck_behind_a_lock_does_not_stop_the_heartbeat() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("c_stuck");
+    let a = open(&url, "node-a", 2);
+    a.heartbeat(&beat("a")).unwrap();
+    std::thread::scope(|s| {
+        let lock = s.spawn(|| {
+            pg.psql(
+                "c_stuck",
+                "BEGIN; LOCK TABLE roster.import_records IN ACCESS EXCLUSIVE MODE; \
+                 SELECT pg_sleep(12); COMMIT;",
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        // More readers of the locked table than the pool has connections.
+        let readers: Vec<_> = (0..12).map(|_| s.spawn(|| a.history("t", 1))).collect();
+        std::thread::sleep(Duration::from_millis(1500));
+        a.heartbeat(&beat("a")).unwrap();
+        assert!(!lock.is_finished(), "the heartbeat waited for the lock");
+        for r in readers {
+            let _ = r.join();
+        }
     });
 }
 
@@ -459,4 +487,33 @@ async fn sftp_throttles_of_two_nodes_share_failures_and_survive_the_database_goi
         node_a.check(Some(fresh), None).await,
         Gate::Blocked(_)
     ));
+}
+
+/// A server that accepts the connection and never answers (a stuck server, pooler or firewall)
+/// fails the store's opening within `connect_timeout`, with a sentence, instead of holding
+/// `roster serve`'s start and `check-config` for ever (review s16 cluster F4).
+#[test]
+fn a_server_that_never_answers_fails_the_opening_in_time() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let kept: Vec<_> = silent.incoming().take(4).collect();
+        std::thread::sleep(Duration::from_secs(60));
+        drop(kept);
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let url = format!("postgres://roster@127.0.0.1:{port}/roster?connect_timeout=2");
+        let target = parse_url(&url).unwrap_or_else(|e| panic!("{e}"));
+        let _ = tx.send(PostgresStore::open(&target, "node-a").map(|_| ()));
+    });
+    let opened = rx
+        .recv_timeout(Duration::from_secs(45))
+        .expect("opening the store hung on a server that never answers");
+    let e = opened.expect_err("nothing to open");
+    assert!(
+        format!("{e:#}").contains("did not complete the sign-in within 2 s"),
+        "{e:#}"
+    );
+    drop(held);
 }

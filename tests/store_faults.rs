@@ -42,6 +42,16 @@ async fn uploads_wait_while_postgres_is_down_and_are_imported_once_it_is_back() 
     let answer = env.get("/api/tenants/acme/imports").await;
     assert_eq!(answer.status, 503, "{}", answer.text);
     assert!(answer.text.contains("cannot be reached"), "{}", answer.text);
+    // Run-now answers too, instead of waiting on the tenant's queue for the outage to end
+    // (review s16 cluster F5).
+    let run = tokio::time::timeout(
+        Duration::from_secs(60),
+        env.post("/api/tenants/acme/run-now", None),
+    )
+    .await
+    .expect("run-now must answer while the store is down");
+    assert_eq!(run.status, 503, "{}", run.text);
+    assert!(run.text.contains("cannot be reached"), "{}", run.text);
 
     // Logins and uploads still work; the file waits where it was uploaded.
     env.upload("acme", "users.csv", users_csv(0, 20).as_bytes())

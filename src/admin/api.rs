@@ -150,6 +150,18 @@ pub(crate) async fn blocking_ok<T: Send + 'static>(
         .map_err(|e| ApiError::internal(what, e))
 }
 
+/// Fails (503 with the store's sentence when it cannot be reached) unless the store answers a
+/// read of the tenant's history now. A run asked for while the store is down would otherwise
+/// wait on the tenant's queue for the outage to end (review s16 cluster F5); approve and
+/// restore read the store before they queue anyway.
+pub(crate) async fn store_answers(st: &AppState, tenant: &str) -> Result<(), ApiError> {
+    let (store, tenant) = (st.store.clone(), tenant.to_string());
+    blocking_ok("cannot run the import now", move || {
+        store.history(&tenant, 1).map(|_| ())
+    })
+    .await
+}
+
 /// Reads a request body of at most `limit` bytes; 413 beyond (checked on Content-Length first,
 /// then while reading, so an oversized body is never held whole).
 pub(crate) async fn read_body(
@@ -323,6 +335,7 @@ async fn run_now(
     let tenant = path(p)?;
     let t = tenant_of(&st.config.current(), &tenant)?;
     optional_json(&headers, body).await?;
+    store_answers(&st, &t.id).await?;
     let records = st.intake.run_now(&t.id).await;
     json_ok(json!({ "tenant": t.id, "file": t.import.file, "imports": records }))
 }

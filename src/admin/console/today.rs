@@ -105,6 +105,7 @@ async fn run_now(
     viewer.operator_only()?;
     let config = st.config.current();
     let t = viewer.tenant(&config, &tenant)?.clone();
+    crate::admin::api::store_answers(&st, &t.id).await?;
     let runs = st.intake.run_now(&t.id).await;
     tracing::info!(tenant = %t.id, runs = runs.len(), "run now from the console");
     page(&RunNowPage {

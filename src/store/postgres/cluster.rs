@@ -90,7 +90,7 @@ impl Cluster for PostgresStore {
         let (address, version, started) =
             (address_text(beat), beat.version.clone(), beat.started_at);
         self.db
-            .run(move |pool| async move {
+            .run_beat(move |pool| async move {
                 let client = Connections::client(&pool).await?;
                 client
                     .execute(

@@ -30,12 +30,19 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(10);
 /// 5-15 ms it saved them (`bench/scim_read.sh`: `title co` 157-224 ms -> 136-154 ms; imports the
 /// same). Set after connecting rather than in the startup packet's `options`, which connection
 /// poolers such as PgBouncer refuse by default.
-const SESSION_SETTINGS: &str = "SET jit = off";
+/// `lock_timeout = '60s'`: a statement waiting that long for a lock (a DBA's `ALTER` or
+/// `VACUUM FULL` holding a table) fails with a sentence instead of holding its pooled
+/// connection for as long as the lock lasts (review s16 cluster F3); a statement that works
+/// (a large import's commit) is not bounded.
+const SESSION_SETTINGS: &str = "SET jit = off; SET lock_timeout = '60s'";
 
-/// A pool of connections on the store's own runtime.
+/// A pool of connections on the store's own runtime, and one connection kept for the node's
+/// heartbeat: a pool filled by statements stuck behind a lock (a DBA's `ALTER`, say) must not
+/// stop the heartbeat, or the other nodes call this one dead (review s16 cluster F3).
 pub struct Connections {
     runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
+    beats: Pool,
 }
 
 impl Connections {
@@ -52,34 +59,12 @@ impl Connections {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(POOL_TIMEOUT);
         }
-        let manager_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = match super::tls::connector(target)? {
-            Some(tls) => Manager::from_config(config, tls, manager_config),
-            None => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
-        };
-        let pool = Pool::builder(manager)
-            .max_size(size.max(1))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .timeouts(Timeouts {
-                wait: Some(POOL_TIMEOUT),
-                create: Some(POOL_TIMEOUT),
-                recycle: Some(POOL_TIMEOUT),
-            })
-            .post_create(Hook::async_fn(|client, _| {
-                Box::pin(async move {
-                    client
-                        .batch_execute(SESSION_SETTINGS)
-                        .await
-                        .map_err(HookError::Backend)
-                })
-            }))
-            .build()
-            .context("cannot make the PostgreSQL connection pool")?;
+        let pool = make_pool(target, &config, size.max(1))?;
+        let beats = make_pool(target, &config, 1)?;
         Ok(Connections {
             runtime: Some(runtime),
             pool,
+            beats,
         })
     }
 
@@ -90,12 +75,30 @@ impl Connections {
         Fut: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
+        self.run_on(self.pool.clone(), work)
+    }
+
+    /// As [`run`](Self::run), with the connection kept for the heartbeat.
+    pub fn run_beat<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce(Pool) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run_on(self.beats.clone(), work)
+    }
+
+    fn run_on<T, F, Fut>(&self, pool: Pool, work: F) -> Result<T>
+    where
+        F: FnOnce(Pool) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
         let runtime = self
             .runtime
             .as_ref()
             .ok_or_else(|| anyhow!("the PostgreSQL store is closed"))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let pool = self.pool.clone();
         runtime.spawn(async move {
             let _ = tx.send(work(pool).await);
         });
@@ -117,10 +120,21 @@ impl Connections {
         })
     }
 
-    /// A pooled client, with a sentence that says the database is unreachable.
+    /// A pooled client, with a sentence that says the database is unreachable, or that every
+    /// connection of the pool is busy (statements waiting on a lock, or slow).
     pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object> {
         pool.get().await.map_err(|e| {
-            anyhow!("PostgreSQL cannot be reached: {e}").context(crate::store::Unavailable)
+            let sentence = match &e {
+                deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+                    format!(
+                        "all {} connections to PostgreSQL are busy (statements waiting on a lock, or slow); none came free within {} s",
+                        pool.status().max_size,
+                        POOL_TIMEOUT.as_secs()
+                    )
+                }
+                _ => format!("PostgreSQL cannot be reached: {e}"),
+            };
+            anyhow!(sentence).context(crate::store::Unavailable)
         })
     }
 
@@ -134,6 +148,39 @@ impl Connections {
         };
         pool.timeout_get(&now).await.ok()
     }
+}
+
+/// A pool of at most `size` connections to `target`, each set up with [`SESSION_SETTINGS`].
+fn make_pool(
+    target: &PostgresTarget,
+    config: &tokio_postgres::Config,
+    size: usize,
+) -> Result<Pool> {
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match super::tls::connector(target)? {
+        Some(tls) => Manager::from_config(config.clone(), tls, manager_config),
+        None => Manager::from_config(config.clone(), tokio_postgres::NoTls, manager_config),
+    };
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .timeouts(Timeouts {
+            wait: Some(POOL_TIMEOUT),
+            create: Some(POOL_TIMEOUT),
+            recycle: Some(POOL_TIMEOUT),
+        })
+        .post_create(Hook::async_fn(|client, _| {
+            Box::pin(async move {
+                client
+                    .batch_execute(SESSION_SETTINGS)
+                    .await
+                    .map_err(HookError::Backend)
+            })
+        }))
+        .build()
+        .context("cannot make the PostgreSQL connection pool")
 }
 
 /// True when `e` says the server went away or refused to serve (connection closed or broken,

@@ -85,6 +85,28 @@ pub async fn connect(target: &PostgresTarget) -> anyhow::Result<tokio_postgres::
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
+    // The driver bounds only the TCP connect by `connect_timeout`: a server (or a pooler, a
+    // firewall) that accepts and then says nothing would hold `serve`'s start and
+    // `check-config` for ever (review s16 cluster F4). The whole exchange gets the same bound.
+    let limit = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    match tokio::time::timeout(limit, connect_within(target, config)).await {
+        Ok(connected) => connected,
+        Err(_) => anyhow::bail!(
+            "cannot connect to PostgreSQL at {}: it accepted the connection but did not complete the sign-in within {} s (a stuck server, pooler or firewall?)",
+            target.describe(),
+            limit.as_secs()
+        ),
+    }
+}
+
+/// [`connect`] without its overall bound.
+async fn connect_within(
+    target: &PostgresTarget,
+    config: tokio_postgres::Config,
+) -> anyhow::Result<tokio_postgres::Client> {
     let connected = match tls::connector(target)? {
         Some(tls) => config.connect(tls).await.map(|(client, connection)| {
             tokio::spawn(drive(connection));
