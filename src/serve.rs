@@ -281,7 +281,8 @@ fn beat_interval(lease_secs: u64) -> Duration {
     Duration::from_millis(lease_secs.saturating_mul(1000) / 3).max(Duration::from_millis(500))
 }
 
-/// Records a heartbeat every `every`, then lets the intake take over claims of dead nodes.
+/// Records a heartbeat every `every`, and lets the intake take over claims of dead nodes
+/// beside it.
 /// Each heartbeat is a durable write: its outcome is the store's health (`store::health`,
 /// `GET /health`), and an embedded store that fails every write for
 /// [`EMBEDDED_GIVE_UP`](crate::store::health::EMBEDDED_GIVE_UP) ends the process (status 1)
@@ -290,6 +291,10 @@ async fn heartbeats(store: Store, intake: Intake, beat: NodeBeat, every: Duratio
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    // The look for dead nodes' claims runs beside the beats, one at a time: it uses the
+    // store's main pool, which statements stuck behind a lock may fill, and the beat must not
+    // wait for it (re-read of review s16 cluster F3).
+    let mut orphans: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tick.tick().await;
         let (s, b) = (store.clone(), beat.clone());
@@ -316,7 +321,12 @@ async fn heartbeats(store: Store, intake: Intake, beat: NodeBeat, every: Duratio
                 }
             }
         }
-        intake.take_over_orphans().await;
+        if orphans.as_ref().is_none_or(|t| t.is_finished()) {
+            let intake = intake.clone();
+            orphans = Some(tokio::spawn(
+                async move { intake.take_over_orphans().await },
+            ));
+        }
     }
 }
 

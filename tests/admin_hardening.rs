@@ -317,48 +317,36 @@ async fn bearer_get(from: IpAddr, admin: SocketAddr, path: &str, token: &str) ->
     request(from, admin, &req).await
 }
 
-fn retry_after(a: &Answer) -> Option<u64> {
-    let head = a.text.split("\r\n\r\n").next()?;
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("retry-after")
-            .then(|| v.trim().parse().ok())?
-    })
-}
-
-/// Review s16 http, F2: wrong admin and SCIM bearer tokens count against the address in the
-/// login throttle (`max_auth_failures = 4`): the fifth request is 429 with `Retry-After`, and
-/// from then on the right admin token, the right SCIM token and the console's operator form
-/// from that address are refused unchecked. Another address polling with the right token,
-/// many requests at once, is answered at once. Failures are logged once a second, counted.
+/// Review s16 http, F2, as the re-read settled it: wrong admin and SCIM bearer tokens are
+/// logged once a second, counted, and answered 401; they block nobody. Clients behind one proxy
+/// share an address, so a block would let one client with an old token shut out everyone's
+/// right tokens, `/health` and the console. Many requests with the right token are answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_bearer_tokens_block_the_address_and_nothing_else() {
+async fn wrong_bearer_tokens_are_logged_and_shut_nobody_out() {
     let env = start("max_auth_failures = 4", "").await;
     let admin = env.server().admin.addr;
-    let (api_guesser, scim_guesser, poller) = (
-        IpAddr::from([127, 0, 0, 51]),
-        IpAddr::from([127, 0, 0, 52]),
-        IpAddr::from([127, 0, 0, 53]),
-    );
+    let shared = IpAddr::from([127, 0, 0, 51]);
     let scim_acme = admin_support::SCIM_ACME;
-    for i in 0..4 {
-        let a = bearer_get(api_guesser, admin, "/api/tenants", &format!("guess-{i}")).await;
+    for i in 0..8 {
+        let a = bearer_get(shared, admin, "/api/tenants", &format!("guess-{i}")).await;
+        assert_eq!(a.status, 401, "{}", a.text);
+        let a = bearer_get(shared, admin, "/scim/v2/Users", &format!("old-{i}")).await;
         assert_eq!(a.status, 401, "{}", a.text);
     }
-    for _ in 0..20 {
-        let a = bearer_get(api_guesser, admin, "/api/tenants", "guess-again").await;
-        assert_eq!(a.status, 429, "{}", a.text);
-        assert!(a.text.contains("\"error\""), "{}", a.text);
-        let secs = retry_after(&a).expect("Retry-After");
-        assert!((1..=300).contains(&secs), "{secs}");
+    // The same address, right tokens, many at once: every one answered.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (path, token) = match i % 3 {
+            0 => ("/scim/v2/Users", scim_acme),
+            1 => ("/health", TOKEN),
+            _ => ("/api/tenants", TOKEN),
+        };
+        tasks.push(tokio::spawn(bearer_get(shared, admin, path, token)));
     }
-    let right = bearer_get(api_guesser, admin, "/api/tenants", TOKEN).await;
-    assert_eq!(
-        right.status, 429,
-        "a blocked address cannot confirm the right token"
-    );
-    let scim = bearer_get(api_guesser, admin, "/scim/v2/Users", scim_acme).await;
-    assert_eq!(scim.status, 429, "{}", scim.text);
+    for t in tasks {
+        let a = t.await.unwrap();
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
     let body = format!("csrf=t0k3n&token={TOKEN}");
     let form = format!(
         "POST /login/operator HTTP/1.1\r\nHost: x\r\nCookie: roster_login=t0k3n\r\n\
@@ -366,68 +354,11 @@ async fn wrong_bearer_tokens_block_the_address_and_nothing_else() {
          Connection: close\r\n\r\n{body}",
         body.len()
     );
-    assert_eq!(request(api_guesser, admin, &form).await.status, 429);
-
-    // SCIM guesses count the same way; the address's admin token is refused afterwards.
-    for i in 0..4 {
-        let a = bearer_get(scim_guesser, admin, "/scim/v2/Users", &format!("scim-{i}")).await;
-        assert_eq!(a.status, 401, "{}", a.text);
-    }
-    let a = bearer_get(scim_guesser, admin, "/scim/v2/Users", scim_acme).await;
-    assert_eq!(a.status, 429, "{}", a.text);
-    assert!(
-        a.text
-            .contains("urn:ietf:params:scim:api:messages:2.0:Error"),
-        "{}",
-        a.text
-    );
-    assert!(retry_after(&a).is_some(), "{}", a.text);
-    assert_eq!(
-        bearer_get(scim_guesser, admin, "/health", TOKEN)
-            .await
-            .status,
-        429
-    );
-
-    // Another address with the right tokens: never slowed, never counted, many at once.
-    let started = std::time::Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..30 {
-        let (path, token) = if i % 3 == 0 {
-            ("/scim/v2/Users", scim_acme)
-        } else {
-            ("/api/tenants", TOKEN)
-        };
-        tasks.push(tokio::spawn(bearer_get(poller, admin, path, token)));
-    }
-    for t in tasks {
-        let a = t.await.unwrap();
-        assert_eq!(a.status, 200, "{}", a.text);
-    }
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(10),
-        "the right token is answered at once: {:?}",
-        started.elapsed()
-    );
-    // No request without a token, nor a right one, counts as a guess.
-    for _ in 0..10 {
-        assert_eq!(
-            bearer_get(poller, admin, "/api/tenants", TOKEN)
-                .await
-                .status,
-            200
-        );
-    }
-
+    assert_eq!(request(shared, admin, &form).await.status, 303);
     let failed = log_lines_with(&["wrong bearer token", "failed="]);
     assert!(
         (1..=4).contains(&failed),
-        "8 wrong tokens, logged once a second: {failed}"
-    );
-    let refused = log_lines_with(&["request refused unchecked", "refused="]);
-    assert!(
-        (1..=3).contains(&refused),
-        "25 refusals, logged once a second: {refused}"
+        "16 wrong tokens, logged once a second: {failed}"
     );
 }
 

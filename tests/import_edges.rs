@@ -12,7 +12,7 @@
 mod test_store;
 
 use roster::config::{MatchBy, OnMissing, Tenant};
-use roster::import::{run_bytes, ImportOutcome, ImportStatus, RunOptions};
+use roster::import::{approve, run_bytes, ImportOutcome, ImportStatus, RunOptions};
 use roster::model::UserStatus;
 use roster::store::Store;
 
@@ -446,7 +446,19 @@ fn switching_off_most_users_through_a_status_column_is_held() {
     );
     assert_eq!(o.record.counts.deactivated, 12);
     assert_eq!(status(&store, "u0@x.example"), UserStatus::Active);
-    // A few leavers marked in the column are not held, and are counted as deactivated.
+    // Approved, the plan applies: every user switched off, the run a success.
+    let applied = approve(&store, &t, &o.record.id).unwrap().record;
+    assert_eq!(
+        applied.status,
+        ImportStatus::Success,
+        "{:?}",
+        applied.messages
+    );
+    assert_eq!(applied.counts.deactivated, 12);
+    assert_eq!(status(&store, "u5@x.example"), UserStatus::Inactive);
+    // A few leavers marked in the column are not held, and are counted as deactivated; a file
+    // whose rows only switch users off is a success, not "nothing imported".
+    run(&store, &t, &rows(&|_| true));
     let o = run(&store, &t, &rows(&|i| i > 1));
     assert_eq!(
         o.record.status,
@@ -458,5 +470,60 @@ fn switching_off_most_users_through_a_status_column_is_held() {
         (o.record.counts.deactivated, o.record.counts.updated),
         (2, 0)
     );
+    assert_eq!(status(&store, "u0@x.example"), UserStatus::Inactive);
+    let mut keep = t.clone();
+    keep.import.on_missing = OnMissing::Keep;
+    let leavers = b"E-mail,First,Last,Active\nu2@x.example,F,L,0\nu3@x.example,F,L,0\n";
+    let o = run(&store, &keep, leavers);
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Success,
+        "{:?}",
+        o.record.messages
+    );
+    assert_eq!(o.record.counts.deactivated, 2);
+    assert_eq!(status(&store, "u3@x.example"), UserStatus::Inactive);
+}
+
+/// A held run keeps a copy of its file with the passwords blanked; the row cut inside a quote
+/// must stay misshapen in that copy, so approving applies what was held: not the cut value, and
+/// no `on_missing` for the users lost after the cut (re-read of review s16).
+#[test]
+fn approving_a_held_cut_file_applies_what_was_held() {
+    let (store, _d) = test_store::temp_store();
+    let columns = [
+        ("email", "E-mail"),
+        ("first_name", "First"),
+        ("active", "Active"),
+        ("password", "Password"),
+        ("last_name", "Last"),
+    ];
+    let t = tenant(&columns, MatchBy::Email);
+    let mut full = "E-mail,First,Active,Password,Last\n".to_string();
+    for i in 0..12 {
+        full.push_str(&format!("u{i}@x.example,F,1,pw{i},L\n"));
+    }
+    assert_eq!(run(&store, &t, full.as_bytes()).record.counts.inserted, 12);
+    // Eight switched off (held), and the transfer cut inside u9's quoted last name: u10 and
+    // u11 never arrive.
+    let mut cut = "E-mail,First,Active,Password,Last\n".to_string();
+    for i in 0..9 {
+        cut.push_str(&format!("u{i}@x.example,F,{},pw{i},L\n", u8::from(i >= 8)));
+    }
+    cut.push_str("u9@x.example,F,1,pw9,\"Cu");
+    let held = run(&store, &t, cut.as_bytes());
+    assert_eq!(
+        held.record.status,
+        ImportStatus::Held,
+        "{:?}",
+        held.record.messages
+    );
+    let applied = approve(&store, &t, &held.record.id).unwrap().record;
+    assert_eq!(applied.counts.deactivated, 8, "{:?}", applied.messages);
+    let u9 = store.user("t", "u9@x.example").unwrap().unwrap();
+    assert_eq!(u9.last_name.as_deref(), Some("L"));
+    for key in ["u9@x.example", "u10@x.example", "u11@x.example"] {
+        assert_eq!(status(&store, key), UserStatus::Active, "{key}");
+    }
     assert_eq!(status(&store, "u0@x.example"), UserStatus::Inactive);
 }

@@ -179,3 +179,28 @@ fn a_person_re_keyed_in_one_file_keeps_the_address_the_run_frees() {
     assert!(messages.contains("who is not in this file"), "{messages}");
     assert!(store.user("t1", "E6").unwrap().is_none());
 }
+
+/// Two deleted users that kept one address (a rehire deleted in turn), both brought back with
+/// empty email cells: neither takes the address (re-read of review s16).
+#[test]
+fn two_returning_users_sharing_a_kept_email_both_wait() {
+    let (store, _d) = test_store::temp_store();
+    let t = deleting_tenant();
+    let go = |rows: &[(&str, &str)]| {
+        run_bytes(&store, &t, "u.csv", &file(rows), &RunOptions::default()).expect("run")
+    };
+    go(&[("E1", "a@x.example"), ("E2", "b@x.example")]);
+    go(&[("E2", "b@x.example")]); // E1 deleted
+    go(&[("E2", "b@x.example"), ("E3", "a@x.example")]); // rehired as E3
+    go(&[("E2", "b@x.example")]); // E3 deleted too
+    let o = go(&[("E1", ""), ("E2", "b@x.example"), ("E3", "")]);
+    let messages = o.record.messages.join("\n");
+    assert!(messages.contains("coming back too"), "{messages}");
+    for key in ["E1", "E3"] {
+        assert_eq!(
+            store.user("t1", key).unwrap().unwrap().status,
+            UserStatus::Deleted,
+            "{key}"
+        );
+    }
+}

@@ -267,39 +267,6 @@ fn install_validator() {
     );
 }
 
-/// Wrong tokens block the address (review s16 http, F2): the 429s that follow, right token and
-/// all, as exchanges to check against the document.
-async fn blocked_exchanges(env: &Env) -> Vec<Value> {
-    let mut out = Vec::new();
-    for i in 0..10 {
-        let a = env
-            .http("GET", "/api/tenants", Some(&format!("guess-{i}")), None)
-            .await;
-        assert_eq!(a.status, 401, "{}", a.text);
-    }
-    for (method, template, path) in [
-        ("GET", "/api/tenants", "/api/tenants"),
-        (
-            "GET",
-            "/api/tenants/{tenant}/users",
-            "/api/tenants/acme/users",
-        ),
-        (
-            "POST",
-            "/api/tenants/{tenant}/run-now",
-            "/api/tenants/acme/run-now",
-        ),
-    ] {
-        let a = env.http(method, path, Some(TOKEN), None).await;
-        assert_eq!(a.status, 429, "{}", a.text);
-        out.push(json!({
-            "method": method, "template": template, "path": path, "query": "",
-            "status": a.status, "content_type": a.content_type, "body": a.text,
-        }));
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_as_the_document_says() {
     install_validator();
@@ -351,8 +318,6 @@ async fn every_route_answers_as_the_document_says() {
         "method": "GET", "template": "/api/tenants", "path": "/api/tenants", "query": "",
         "status": a.status, "content_type": a.content_type, "body": a.text,
     }));
-
-    exchanges.extend(blocked_exchanges(&env).await);
 
     let dir = tempfile::tempdir().unwrap();
     let (doc, xs) = (

@@ -205,15 +205,8 @@ impl ApiError {
     /// A failure inside Roster (store, task): logged with its chain, answered with a sentence:
     /// 503 when the store cannot be reached right now (`store::Unavailable`), else 500.
     pub fn internal(what: &str, e: anyhow::Error) -> ApiError {
+        log_failure("admin API", what, &e);
         if crate::store::is_unavailable(&e) {
-            // An outage fails every request alike: one WARN a second with the count, not an
-            // ERROR per request (review s16 cluster F6: 450 lines a second from one client).
-            if let Some(n) = STORE_DOWN_ANSWERS.hit() {
-                tracing::warn!(
-                    answered_503 = n,
-                    "admin API: {what}: {e:#} (requests answered 503 in the last second counted)"
-                );
-            }
             return ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
@@ -222,13 +215,26 @@ impl ApiError {
                 ),
             );
         }
-        tracing::error!("admin API: {what}: {e:#}");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {e:#}"))
     }
 }
 
 /// 503 answers of a store outage, logged at most once a second.
 static STORE_DOWN_ANSWERS: crate::logs::SharedEverySecond = crate::logs::SharedEverySecond::new();
+
+/// Logs a failed request of `surface` (the admin API, SCIM): an outage of the store fails every
+/// request alike, so it is one WARN a second with the count, not an ERROR per request (review
+/// s16 cluster F6: 450 lines a second from one client); anything else is an ERROR.
+pub(crate) fn log_failure(surface: &str, what: &str, e: &anyhow::Error) {
+    if !crate::store::is_unavailable(e) {
+        tracing::error!("{surface}: {what}: {e:#}");
+    } else if let Some(n) = STORE_DOWN_ANSWERS.hit() {
+        tracing::warn!(
+            answered_503 = n,
+            "{surface}: {what}: {e:#} (requests answered 503 in the last second counted)"
+        );
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -108,7 +108,8 @@ pub(crate) fn router(state: AppState) -> Router {
 
 /// The answer to a failed directory read: 503 when the store cannot be reached right now
 /// (`store::Unavailable`: the client should retry), else 500.
-pub(super) fn store_failed(e: &anyhow::Error) -> Response {
+pub(super) fn store_failed(tenant: &str, what: &str, e: &anyhow::Error) -> Response {
+    super::log_failure("SCIM", &format!("tenant {tenant}: {what}"), e);
     if crate::store::is_unavailable(e) {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -426,8 +427,7 @@ async fn users(
     let (page, managers) = match loaded {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
-            tracing::error!(%tenant, "SCIM: cannot list users: {e:#}");
-            return store_failed(&e);
+            return store_failed(&tenant, "cannot list users", &e);
         }
         Err(e) => {
             tracing::error!(%tenant, "SCIM: the listing task failed: {e}");
@@ -530,10 +530,7 @@ async fn user(
             ),
         ),
         Ok(Ok(_)) => no_user(),
-        Ok(Err(e)) => {
-            tracing::error!(%tenant, "SCIM: cannot read a user: {e:#}");
-            store_failed(&e)
-        }
+        Ok(Err(e)) => store_failed(&tenant, "cannot read a user", &e),
         Err(e) => {
             tracing::error!(%tenant, "SCIM: the lookup task failed: {e}");
             error(

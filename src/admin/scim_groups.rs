@@ -147,10 +147,7 @@ async fn load_blocking(
                  through members with /Users?filter=groups eq \"<name>\""
             ),
         )),
-        Ok(Err(e)) => {
-            tracing::error!(%tenant, "SCIM: cannot list groups: {e:#}");
-            Err(store_failed(&e))
-        }
+        Ok(Err(e)) => Err(store_failed(tenant, "cannot list groups", &e)),
         Err(e) => {
             tracing::error!(%tenant, "SCIM: the group listing task failed: {e}");
             Err(error(

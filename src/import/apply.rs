@@ -70,7 +70,7 @@ pub struct Survey {
     pub missing: u64,
     /// See `survey::SurveyPart`: active users a row switches off, active users `current`
     /// leaves out, deleted users coming back with their stored email.
-    pub switched_off: u64,
+    pub switched_off: Vec<u64>,
     pub other_active: u64,
     pub revived: Vec<super::survey::Revived>,
     pub conflicts: Vec<(u64, String)>,
@@ -116,7 +116,7 @@ pub fn run_survey(
     for p in parts {
         s.current += p.current;
         s.missing += p.missing;
-        s.switched_off += p.switched_off;
+        s.switched_off.extend(p.switched_off);
         s.other_active += p.other_active;
         s.revived.extend(p.revived);
         s.conflicts.extend(p.conflicts);
@@ -130,6 +130,8 @@ pub fn run_survey(
 #[derive(Default)]
 pub struct Merged {
     pub counts: Counts,
+    /// Rows that switched an active user off (see `merge::BucketMerge`).
+    pub switched_off: u64,
     pub changes: Vec<super::merge::Change>,
     pub late_skips: Vec<(u64, String)>,
     /// (bucket, generation) written to the store but not yet committed.
@@ -189,6 +191,7 @@ pub fn run_merge(input: &MergeInput<'_>, quiet: &[bool], stage: bool) -> Result<
     let mut out = Merged::default();
     for (p, staged) in parts {
         out.counts.add(&p.counts);
+        out.switched_off += p.switched_off;
         out.changes.extend(p.changes);
         out.late_skips.extend(p.late_skips);
         out.staged.extend(staged);

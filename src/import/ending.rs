@@ -200,7 +200,7 @@ pub(super) fn tally(
         errors: skipped,
         ..c
     };
-    let applied = c.inserted + c.updated + c.unchanged + c.restored;
+    let applied = c.inserted + c.updated + c.unchanged + c.restored + merged.switched_off;
     let outputs = write_outputs(layout, skips)?;
     if applied == 0 {
         job.store.discard_staged(&job.tenant.id, &merged.staged)?;

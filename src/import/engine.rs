@@ -416,18 +416,6 @@ fn survey(
             rows: &read.rows,
         };
         let survey = run_survey(&input, &file_emails)?;
-        // Users the run takes out, missing or switched off by a status column, of the users it
-        // could take out. More than the percentage, compared without a division: 29 of 100 at
-        // 29 % is not held (0.29 * 100 is 28.999… in floating point).
-        let out = survey.missing + survey.switched_off;
-        let base = survey.current + survey.other_active;
-        let over = out as f64 * 100.0 > profile.max_missing_percent * base as f64;
-        if job.approving.is_none() && out >= 5 && over {
-            decision.held = Some(HeldCount {
-                missing: survey.missing,
-                switched_off: survey.switched_off,
-            });
-        }
         read.conflicts.extend(survey.conflicts);
         let tenant = job.tenant.id.as_str();
         let revived = revived_conflicts(&survey.revived, &file_emails, |r| {
@@ -439,6 +427,24 @@ fn survey(
             skipped.extend(read.conflicts.keys().copied());
             read.conflicts
                 .extend(settle_releases(&survey.releases, &mut skipped));
+        }
+        // Users the run takes out, missing or switched off by a status column (a row that is
+        // skipped switches nobody off), of the users it could take out. More than the
+        // percentage, compared without a division: 29 of 100 at 29 % is not held (0.29 * 100
+        // is 28.999… in floating point).
+        let switched_off = survey
+            .switched_off
+            .iter()
+            .filter(|l| !read.conflicts.contains_key(l) && !read.skips.contains_key(l))
+            .count() as u64;
+        let out = survey.missing + switched_off;
+        let base = survey.current + survey.other_active;
+        let over = out as f64 * 100.0 > profile.max_missing_percent * base as f64;
+        if job.approving.is_none() && out >= 5 && over {
+            decision.held = Some(HeldCount {
+                missing: survey.missing,
+                switched_off,
+            });
         }
         decision.quiet = survey.quiet;
         clock.done("survey");

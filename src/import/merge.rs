@@ -54,6 +54,9 @@ pub struct PasswordRules<'a> {
 pub struct BucketMerge {
     pub blob: Option<Vec<u8>>,
     pub counts: Counts,
+    /// Rows that switched an active user off (counted `deactivated`, with the users
+    /// `on_missing` deactivated): applied rows all the same.
+    pub switched_off: u64,
     pub changes: Vec<Change>,
     pub late_skips: Vec<(u64, String)>,
 }
@@ -287,7 +290,10 @@ fn update_stored(
         }
         Some(kind) => {
             match kind {
-                ChangeKind::Deactivated => merged.counts.deactivated += 1,
+                ChangeKind::Deactivated => {
+                    merged.counts.deactivated += 1;
+                    merged.switched_off += 1;
+                }
                 ChangeKind::Deleted => merged.counts.deleted += 1,
                 _ => merged.counts.updated += 1,
             }
@@ -333,7 +339,7 @@ fn insert_change(k: &[u8], rec: &UserRec, r: &PackedRow<'_>) -> Change {
         fields: rec
             .fields
             .iter()
-            .cloned()
+            .map(|(n, v)| (n.clone(), shown_value(v)))
             .chain(
                 (!rec.pw_hash.is_empty() || r.password.is_some())
                     .then(|| ("password".to_string(), "(set)".to_string())),
@@ -510,9 +516,10 @@ fn update(
     let target = match r.active() {
         Some(true) => STATUS_ACTIVE,
         Some(false) => STATUS_INACTIVE,
-        // A returning user is active again, unless `with_password` and it has none (it was
-        // inactive for that before it left).
-        None if returning && with_password && !has_password => STATUS_INACTIVE,
+        // A returning user is active again; one back from deleted is judged as a new user
+        // would be: under `with_password`, without a password it is inactive. (One
+        // deactivated as missing was active when it left, and is again.)
+        None if rec.status == STATUS_DELETED && with_password && !has_password => STATUS_INACTIVE,
         None if returning => STATUS_ACTIVE,
         None if with_password && r.password.is_some() && rec.status == STATUS_INACTIVE => {
             STATUS_ACTIVE

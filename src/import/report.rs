@@ -323,12 +323,13 @@ impl<'w> Second<'w> {
         Ok(())
     }
 
-    /// A row after the header, the file read up to byte `read`.
-    fn row(&mut self, row: u64, rec: &csv::ByteRecord, read: u64) -> Result<()> {
+    /// A row after the header, the file read up to byte `read`; the file may end inside a
+    /// quoted cell of this row (`cut_off`).
+    fn row(&mut self, row: u64, rec: &csv::ByteRecord, read: u64, cut_off: bool) -> Result<()> {
         let (want, col, width) = (self.want, self.col, self.width);
         // Every cell of a row that does not line up with the header, or the password cell.
-        let all =
-            col.is_some() && (rec.len() != width || rec.iter().any(|c| joined(c, self.delim)));
+        let all = col.is_some()
+            && (cut_off || rec.len() != width || rec.iter().any(|c| joined(c, self.delim)));
         let mapped_kept = |i: usize| rec.len() == width && want.keep_mapped.contains(&i);
         let blank =
             |i: usize| (all && want.keep_col != Some(i) && !mapped_kept(i)) || col == Some(i);
@@ -337,6 +338,11 @@ impl<'w> Second<'w> {
             let mut out = csv::ByteRecord::new();
             for (i, c) in rec.iter().enumerate() {
                 out.push_field(if blank(i) { b"" } else { c });
+            }
+            if cut_off {
+                // Written out, the cut cell would be closed and the row read as whole when a
+                // held run is approved: one cell more keeps it misshapen, as the run saw it.
+                out.push_field(b"");
             }
             w.write_byte_record(&out)?;
         }
@@ -406,7 +412,7 @@ pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<R
         // The header line can be as large as the file: do not keep its buffer for the rows.
         rec = csv::ByteRecord::new();
         while let Some(row) = rdr.read_row(&mut rec).context(AGAIN)? {
-            pass.row(row, &rec, rdr.position().byte())?;
+            pass.row(row, &rec, rdr.position().byte(), rdr.cut_in_quote())?;
         }
     } else {
         // No header row: nothing to blank (and nothing that could hold a password).

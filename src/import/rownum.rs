@@ -304,6 +304,7 @@ mod tests {
             assert!(cut("h,x\na,\"C", chunk));
             assert!(cut("h,x\na,\"C\"\"d", chunk));
             assert!(cut("h,x\n\"a\nb", chunk));
+            assert!(cut("h,x\na,b\n\"", chunk));
             for whole in [
                 "h,x\na,\"C\"",
                 "h,x\na,\"C\"\n",

@@ -24,9 +24,9 @@ pub struct SurveyPart {
     pub current: u64,
     /// Users that would go missing (on_missing acts on them).
     pub missing: u64,
-    /// Active users whose row makes them inactive (an `active`/`deactivate` column): taken out
-    /// like missing users, so they count toward the hold too (review s16 F5).
-    pub switched_off: u64,
+    /// The rows that make an active user inactive (an `active`/`deactivate` column): taken out
+    /// like missing users, so they count toward the hold too (review s16 F5), unless skipped.
+    pub switched_off: Vec<u64>,
     /// Active users that `current` does not count (unmanaged, or `on_missing = "keep"`): the
     /// base of the hold also holds every active user a row can switch off.
     pub other_active: u64,
@@ -139,7 +139,7 @@ pub fn survey(
             EmailCheck::Released(r) => releases.push(r),
         }
     }
-    quiet = quiet && compact.iter().all(|c| *c) && part.switched_off == 0;
+    quiet = quiet && compact.iter().all(|c| *c) && part.switched_off.is_empty();
     Ok(SurveyPart {
         current,
         missing,
@@ -167,7 +167,7 @@ fn look_at_row(
     part: &mut SurveyPart,
 ) -> Result<()> {
     if status_of(v) == STATUS_ACTIVE && r.active() == Some(false) {
-        part.switched_off += 1;
+        part.switched_off.push(r.line);
     }
     let keeps_email = ctx.map.email.is_none() || ctx.tenant.import.empty_cells == EmptyCells::Keep;
     if status_of(v) == STATUS_DELETED && !r.has_email() && keeps_email {
@@ -220,12 +220,22 @@ pub fn revived_conflicts(
     mut holder: impl FnMut(&Revived) -> Result<Option<String>>,
 ) -> Result<Vec<(u64, String)>> {
     let mut out = Vec::new();
+    let mut by_email: std::collections::HashMap<&str, Vec<&Revived>> =
+        std::collections::HashMap::new();
+    for r in revived {
+        by_email.entry(r.email.as_str()).or_default().push(r);
+    }
     for r in revived {
         let claimed = file_emails
             .get(fnv64(r.email.as_bytes()))
             .filter(|(owner, _)| *owner != fnv64(r.key.as_bytes()))
             .map(|(_, line)| format!("row {line}"));
-        let other = match claimed {
+        // Two deleted users that kept one address, both brought back in this file.
+        let twin = by_email
+            .get(r.email.as_str())
+            .and_then(|same| same.iter().find(|o| o.key != r.key))
+            .map(|o| format!("row {} (user {:?}, coming back too)", o.line, o.key));
+        let other = match claimed.or(twin) {
             Some(row) => Some(row),
             None => holder(r)?.map(|k| format!("user {k:?}")),
         };

@@ -135,8 +135,8 @@ pub struct NothingToRestore;
 /// The restore rule of `roster restore` (design.md §2): a soft-deleted user, or one an import deactivated because
 /// it was missing from a file, becomes active again, no longer marked missing, with its row
 /// digest cleared so that the next import compares every field. Any other user is refused.
-/// `needs_password` (the tenant's `activate = "with_password"`): a user without a password
-/// comes back inactive, as an import would have made it.
+/// `needs_password` (the tenant's `activate = "with_password"`): a soft-deleted user without a
+/// password comes back inactive, as an import would make a new one.
 pub fn restore(
     rec: &mut UserRec,
     now_ms: i64,
@@ -146,8 +146,10 @@ pub fn restore(
     if rec.status != STATUS_DELETED && !deactivated_by_import {
         return Err(NothingToRestore);
     }
+    // Back from deleted, a user is judged as a new one would be; one an import deactivated
+    // was active when it left.
     let has_password = !rec.pw_hash.is_empty();
-    rec.status = if needs_password && !has_password {
+    rec.status = if needs_password && !has_password && rec.status == STATUS_DELETED {
         STATUS_INACTIVE
     } else {
         STATUS_ACTIVE

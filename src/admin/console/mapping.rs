@@ -392,7 +392,17 @@ fn blank_passwords(sample: &mut Sample, suggestions: &[Suggestion]) {
         .filter(|(_, s)| s.field.as_deref() == Some("password") || looks_like_password(&s.header))
         .map(|(i, _)| i)
         .collect();
+    if hidden.is_empty() {
+        return;
+    }
+    let width = sample.headers.len();
     for row in &mut sample.rows {
+        // A row that does not line up with the header may hold the password in another
+        // column: every cell of it is blanked, as the report and the archive do.
+        if row.len() != width {
+            row.iter_mut().for_each(String::clear);
+            continue;
+        }
         for &i in &hidden {
             if let Some(cell) = row.get_mut(i) {
                 cell.clear();
@@ -503,6 +513,18 @@ mod tests {
         );
         let s = suggest(&headers(&["Passport number"]), None);
         assert_eq!(s[0].custom.as_deref(), Some("custom.passport_number"));
+    }
+
+    #[test]
+    fn a_sample_row_off_the_header_shows_no_cell() {
+        let bytes = b"E-Mail,First,Last,Password\nu@x.example,Ana,Smith,PLAIN-1\nv@x.example,Bo,Smith, Jr.,PLAIN-2\n";
+        let base = Tenant::for_import("sample", MatchBy::Email, OnMissing::Keep, &[]);
+        let mut found = sample(bytes, &base, SAMPLE_ROWS).unwrap_or_else(|e| panic!("{e}"));
+        let s = suggest(&found.headers, None);
+        blank_passwords(&mut found, &s);
+        let cells: Vec<&String> = found.rows.iter().flatten().collect();
+        assert!(!cells.iter().any(|c| c.contains("PLAIN")), "{cells:?}");
+        assert_eq!(found.rows[0][0], "u@x.example");
     }
 
     #[test]

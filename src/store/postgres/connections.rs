@@ -30,11 +30,10 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(10);
 /// 5-15 ms it saved them (`bench/scim_read.sh`: `title co` 157-224 ms -> 136-154 ms; imports the
 /// same). Set after connecting rather than in the startup packet's `options`, which connection
 /// poolers such as PgBouncer refuse by default.
-/// `lock_timeout = '60s'`: a statement waiting that long for a lock (a DBA's `ALTER` or
-/// `VACUUM FULL` holding a table) fails with a sentence instead of holding its pooled
-/// connection for as long as the lock lasts (review s16 cluster F3); a statement that works
-/// (a large import's commit) is not bounded.
-const SESSION_SETTINGS: &str = "SET jit = off; SET lock_timeout = '60s'";
+/// No `lock_timeout`: a commit waits for another tenant's first commit (`ATTACH PARTITION`) by
+/// design, for as long as that takes. A statement stuck behind a DBA's lock holds its pooled
+/// connection meanwhile; the heartbeat has a connection of its own, and a full pool says so.
+const SESSION_SETTINGS: &str = "SET jit = off";
 
 /// A pool of connections on the store's own runtime, and one connection kept for the node's
 /// heartbeat: a pool filled by statements stuck behind a lock (a DBA's `ALTER`, say) must not
