@@ -197,17 +197,19 @@ impl<R: Read> RowReader<R> {
 mod tests {
     use super::*;
 
+    /// A reader that hands its bytes out at most `.1` at a time.
+    struct Chunks<'a>(&'a [u8], usize);
+    impl Read for Chunks<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.len().min(self.1).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
     /// (first cell, row number) of every record of `text`, read in chunks of `chunk` bytes.
     fn rows(text: &[u8], chunk: usize) -> Vec<(String, u64)> {
-        struct Chunks<'a>(&'a [u8], usize);
-        impl Read for Chunks<'_> {
-            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                let n = self.0.len().min(self.1).min(buf.len());
-                buf[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
-            }
-        }
         let mut r = RowReader::new(Chunks(text, chunk), b',');
         let mut rec = csv::ByteRecord::new();
         let mut out = Vec::new();
@@ -280,15 +282,6 @@ mod tests {
 
     /// Whether the last record of `text`, read in chunks of `chunk`, is cut inside a quote.
     fn cut(text: &str, chunk: usize) -> bool {
-        struct Chunks<'a>(&'a [u8], usize);
-        impl Read for Chunks<'_> {
-            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                let n = self.0.len().min(self.1).min(buf.len());
-                buf[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
-            }
-        }
         let mut r = RowReader::new(Chunks(text.as_bytes(), chunk), b',');
         let mut rec = csv::ByteRecord::new();
         let mut last = false;
