@@ -207,13 +207,19 @@ impl ApiError {
     pub fn internal(what: &str, e: anyhow::Error) -> ApiError {
         log_failure("admin API", what, &e);
         if crate::store::is_unavailable(&e) {
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "{what}: the store (PostgreSQL) cannot be reached right now; uploads wait \
-                     in the tenant folders and are imported when it is back. Try again shortly."
-                ),
-            );
+            // A pool whose connections are all taken (statements behind a lock) is not an
+            // unreachable server: the driver's sentence says which (`connections.rs`).
+            let busy = e
+                .chain()
+                .map(|c| c.to_string())
+                .find(|c| c.contains("connections to PostgreSQL are busy"));
+            let why = match busy {
+                Some(b) => format!("{b}. Try again shortly."),
+                None => "the store (PostgreSQL) cannot be reached right now; uploads wait in the \
+                         tenant folders and are imported when it is back. Try again shortly."
+                    .to_string(),
+            };
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{what}: {why}"));
         }
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {e:#}"))
     }
@@ -247,5 +253,27 @@ impl IntoResponse for ApiError {
             );
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_pool_is_not_called_unreachable() {
+        let busy = anyhow::anyhow!("all 8 connections to PostgreSQL are busy (statements waiting on a lock, or slow); none came free within 10 s")
+            .context(crate::store::Unavailable);
+        let e = ApiError::internal("cannot list the tenants", busy);
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            e.message.contains("connections to PostgreSQL are busy"),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("cannot be reached"), "{}", e.message);
+        let down = anyhow::anyhow!("connection refused").context(crate::store::Unavailable);
+        let e = ApiError::internal("cannot list the tenants", down);
+        assert!(e.message.contains("cannot be reached"), "{}", e.message);
     }
 }
