@@ -296,10 +296,25 @@ async fn sessions_of_a_removed_tenant_or_old_token_do_not_come_back_with_the_old
     // The sweep runs on its own task, right after the reload.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
-    // The old config returns.
+    // The old config returns. The file watcher may apply the first write late (it reads the
+    // file twice, 300 ms apart, and a busy machine delays it): wait until the server runs the
+    // original again, acme included.
     std::fs::write(&env.config_path, &original).unwrap();
-    env.server().sftp.config.reload().unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut seen = 0;
+    for _ in 0..40 {
+        env.server().sftp.config.reload().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let current = env.server().sftp.config.current();
+        seen = if current.tenants.iter().any(|t| t.id == "acme") {
+            seen + 1
+        } else {
+            0
+        };
+        if seen == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen, 2, "the original config never came back for good");
 
     let a = request(&base, "GET", "/tenants/acme", &acme, None).await;
     assert_eq!(a.status, 303, "acme's old session stays ended");
