@@ -307,7 +307,9 @@ async fn heartbeats(store: Store, intake: Intake, beat: NodeBeat, every: Duratio
             Err(e) => {
                 tracing::warn!("heartbeat not recorded: {e:#}");
                 let failing = store.health().failed(&e);
-                if crate::store::health::is_schema_newer(&e) {
+                if crate::store::health::is_schema_newer(&e)
+                    || crate::store::health::is_node_id_taken(&e)
+                {
                     tracing::error!("stopping: {e:#}");
                     std::process::exit(1);
                 }

@@ -25,7 +25,9 @@ fn beat(sftp: &str) -> NodeBeat {
         sftp: sftp.to_string(),
         admin: "127.0.0.1:9".to_string(),
         version: "test".to_string(),
-        started_at: Utc::now(),
+        // One start per node: a heartbeat naming another start while the row is alive is a
+        // second process under the id.
+        started_at: Utc.timestamp_opt(1_800_000_000, 0).unwrap(),
     }
 }
 
@@ -516,4 +518,28 @@ fn a_server_that_never_answers_fails_the_opening_in_time() {
         "{e:#}"
     );
     drop(held);
+}
+
+/// Two processes started at the same moment under one node id both pass the look at start; the
+/// heartbeat of the second finds the first's live row naming another start and fails with
+/// `NodeIdTaken`, which stops its `serve` (re-read of review s16). A row left by a crash (dead)
+/// is taken over.
+#[test]
+fn a_heartbeat_under_a_live_twins_id_fails() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("c_twin");
+    let first = open(&url, "node-a", 2);
+    let twin = open(&url, "node-a", 2);
+    first.heartbeat(&beat("a")).unwrap();
+    let mut other_start = beat("a");
+    other_start.started_at = Utc.timestamp_opt(1_800_000_100, 0).unwrap();
+    let err = twin.heartbeat(&other_start).unwrap_err();
+    assert!(roster::store::health::is_node_id_taken(&err), "{err:#}");
+    first.heartbeat(&beat("a")).unwrap();
+    // Dead (its heartbeat an hour old): the row is the new start's.
+    kill(&pg, "c_twin", "node-a");
+    twin.heartbeat(&other_start).unwrap();
+    assert!(roster::store::health::is_node_id_taken(
+        &first.heartbeat(&beat("a")).unwrap_err()
+    ));
 }

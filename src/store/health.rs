@@ -86,6 +86,31 @@ pub fn is_schema_newer(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<SchemaNewer>())
 }
 
+/// Another live process beats under this node's id (its row names another start): the two
+/// would share every lease and finish each other's claims. The heartbeat fails with this, and
+/// `serve` stops at once (re-read of review s16: two processes started at the same moment both
+/// pass the check at start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdTaken(pub String);
+
+impl std::fmt::Display for NodeIdTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "another roster serve is running as node {:?}: give every node its own [cluster] \
+             node_id (or leave it out: the host name and SFTP port)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for NodeIdTaken {}
+
+/// True when `e` (at any level of context) is [`NodeIdTaken`].
+pub fn is_node_id_taken(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<NodeIdTaken>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

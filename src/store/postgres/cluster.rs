@@ -92,15 +92,24 @@ impl Cluster for PostgresStore {
         self.db
             .run_beat(move |pool| async move {
                 let client = Connections::client(&pool).await?;
-                client
+                // The row is this process's when it names this start, or when its node is
+                // dead (a crash of this node left it); a live row of another start is a twin's.
+                let beat = client
                     .execute(
                         "INSERT INTO roster.nodes (node_id, address, version, started_at, heartbeat_at) \
                          VALUES ($1, $2, $3, $4, now()) \
                          ON CONFLICT (node_id) DO UPDATE SET address = EXCLUDED.address, \
-                         version = EXCLUDED.version, started_at = EXCLUDED.started_at, heartbeat_at = now()",
-                        &[&node, &address, &version, &started],
+                         version = EXCLUDED.version, started_at = EXCLUDED.started_at, heartbeat_at = now() \
+                         WHERE roster.nodes.started_at = EXCLUDED.started_at \
+                            OR roster.nodes.heartbeat_at <= now() - $5::float8 * interval '1 second'",
+                        &[&node, &address, &version, &started, &lease],
                     )
                     .await?;
+                if beat == 0 {
+                    return Err(anyhow::Error::new(crate::store::health::NodeIdTaken(
+                        node.clone(),
+                    )));
+                }
                 // A lease whose row this node's own commit holds is passed over, not waited
                 // for: waiting stopped the heartbeats for the whole commit, so a commit longer
                 // than `lease_secs` made the other nodes call this one dead and take its claim
