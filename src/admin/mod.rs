@@ -211,8 +211,7 @@ impl ApiError {
             // unreachable server: the driver's sentence says which (`connections.rs`).
             let busy = e
                 .chain()
-                .map(|c| c.to_string())
-                .find(|c| c.contains("connections to PostgreSQL are busy"));
+                .find_map(|c| c.downcast_ref::<crate::store::PoolBusy>());
             let why = match busy {
                 Some(b) => format!("{b}. Try again shortly."),
                 None => "the store (PostgreSQL) cannot be reached right now; uploads wait in the \
@@ -262,8 +261,10 @@ mod tests {
 
     #[test]
     fn a_full_pool_is_not_called_unreachable() {
-        let busy = anyhow::anyhow!("all 8 connections to PostgreSQL are busy (statements waiting on a lock, or slow); none came free within 10 s")
-            .context(crate::store::Unavailable);
+        let busy = anyhow::Error::new(crate::store::PoolBusy(
+            "all 8 connections to PostgreSQL are busy (statements waiting on a lock, or slow); none came free within 10 s".into(),
+        ))
+        .context(crate::store::Unavailable);
         let e = ApiError::internal("cannot list the tenants", busy);
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(

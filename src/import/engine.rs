@@ -27,16 +27,15 @@ use super::merge::{MergeSettings, PasswordRules};
 use super::read::{self, Enc, Layout, Scan};
 use super::record::{RowFingerprint, RowSeal};
 use super::report;
+use super::restore::email_holder;
 use super::row_pass::{self, FileEmails};
 use super::rownum::RowReader;
 use super::spill::BucketRows;
-use super::survey::{revived_conflicts, settle_releases, Revived};
+use super::survey::{revived_conflicts, settle_releases};
 use crate::config::{MatchBy, OnMissing};
 use crate::model::bucket::BUCKETS;
-use crate::model::filter::{Attribute, Op, Operand, UserFilter};
-use crate::model::UserStatus;
 use crate::model::{ImportRecord, ImportStatus};
-use crate::store::{Backend, TenantState};
+use crate::store::TenantState;
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use std::collections::{HashMap, HashSet};
@@ -419,7 +418,7 @@ fn survey(
         read.conflicts.extend(survey.conflicts);
         let tenant = job.tenant.id.as_str();
         let revived = revived_conflicts(&survey.revived, &file_emails, |r| {
-            email_holder(&**job.store, tenant, r)
+            email_holder(&**job.store, tenant, &r.email, &r.key)
         })?;
         read.conflicts.extend(revived);
         if !survey.releases.is_empty() {
@@ -450,18 +449,6 @@ fn survey(
         clock.done("survey");
     }
     Ok(decision)
-}
-
-/// The key of a user that is not deleted and has the email a revived user keeps, other than
-/// that user (an index lookup on both stores).
-fn email_holder(store: &dyn Backend, tenant: &str, r: &Revived) -> Result<Option<String>> {
-    let same = UserFilter::Compare(Attribute::Email, Op::Eq, Operand::Text(r.email.clone()));
-    let holders = store.users_matching(tenant, &same, 0, 2)?;
-    Ok(holders
-        .users
-        .into_iter()
-        .find(|u| u.key != r.key && u.status != UserStatus::Deleted)
-        .map(|u| u.key))
 }
 
 /// Current resident set size in MB (Linux; 0 elsewhere), for the phase log.

@@ -40,17 +40,28 @@ fn refuse_a_taken_email(store: &dyn Backend, tenant: &str, key: &str) -> Result<
     let Some(email) = user.email.filter(|_| user.status == UserStatus::Deleted) else {
         return Ok(());
     };
-    let same = UserFilter::Compare(Attribute::Email, Op::Eq, Operand::Text(email.clone()));
-    let holders = store.users_matching(tenant, &same, 0, 2)?;
-    if let Some(other) = holders
-        .users
-        .iter()
-        .find(|u| u.key != user.key && u.status != UserStatus::Deleted)
-    {
+    if let Some(other) = email_holder(store, tenant, &email, &user.key)? {
         bail!(
-            "user {key:?} of tenant {tenant} cannot be restored: its email {email:?} belongs to user {:?} now; give one of them another email first",
-            other.key
+            "user {key:?} of tenant {tenant} cannot be restored: its email {email:?} belongs to user {other:?} now; give one of them another email first"
         );
     }
     Ok(())
+}
+
+/// The key of a user other than `except` that is not deleted and has `email` (an index lookup
+/// on both stores): who owns an address a deleted user would take back, for `roster restore`
+/// and for an import that brings such a user back.
+pub(crate) fn email_holder(
+    store: &dyn Backend,
+    tenant: &str,
+    email: &str,
+    except: &str,
+) -> Result<Option<String>> {
+    let same = UserFilter::Compare(Attribute::Email, Op::Eq, Operand::Text(email.to_string()));
+    let holders = store.users_matching(tenant, &same, 0, 2)?;
+    Ok(holders
+        .users
+        .into_iter()
+        .find(|u| u.key != except && u.status != UserStatus::Deleted)
+        .map(|u| u.key))
 }

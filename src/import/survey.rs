@@ -124,9 +124,7 @@ pub fn survey(
         // that leaves the cell empty under `empty_cells = "keep"` is unchanged too but gave
         // nothing to clash with: the stored email is looked up.
         let settled = match found {
-            Ok(i) => {
-                compact[i] && rows[i].has_email() && rows.get(i + 1).is_none_or(|r| r.key != k)
-            }
+            Ok(i) => compact[i] && single_row(&rows, i).is_some_and(|r| r.has_email()),
             Err(_) => false,
         };
         if settled {

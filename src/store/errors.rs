@@ -1,4 +1,5 @@
-//! The store's errors that callers act on: [`Unavailable`] (try again later) and
+//! The store's errors that callers act on: [`Unavailable`] (try again later; [`PoolBusy`] under it
+//! when the store answers but every pooled connection is taken) and
 //! [`LeaseLost`] (a commit refused because this node no longer holds the run's lease).
 //! Backends attach them to their errors; callers find them under any further context.
 
@@ -37,3 +38,17 @@ impl std::fmt::Display for LeaseLost {
 }
 
 impl std::error::Error for LeaseLost {}
+
+/// Every connection of the store's pool is taken (statements waiting on a lock, or slow): the
+/// store is reachable but cannot take more now. Attached under [`Unavailable`], so callers
+/// answer "try again later" with this sentence instead of "cannot be reached".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolBusy(pub String);
+
+impl std::fmt::Display for PoolBusy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PoolBusy {}

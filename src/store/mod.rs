@@ -41,7 +41,7 @@ mod frame;
 mod errors;
 pub mod group_counts;
 pub mod health;
-pub use errors::{is_unavailable, LeaseLost, Unavailable};
+pub use errors::{is_unavailable, LeaseLost, PoolBusy, Unavailable};
 pub use health::SchemaNewer;
 pub mod postgres;
 pub mod sled;

@@ -122,18 +122,16 @@ impl Connections {
     /// A pooled client, with a sentence that says the database is unreachable, or that every
     /// connection of the pool is busy (statements waiting on a lock, or slow).
     pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object> {
-        pool.get().await.map_err(|e| {
-            let sentence = match &e {
-                deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
-                    format!(
-                        "all {} connections to PostgreSQL are busy (statements waiting on a lock, or slow); none came free within {} s",
-                        pool.status().max_size,
-                        POOL_TIMEOUT.as_secs()
-                    )
-                }
-                _ => format!("PostgreSQL cannot be reached: {e}"),
-            };
-            anyhow!(sentence).context(crate::store::Unavailable)
+        pool.get().await.map_err(|e| match &e {
+            deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+                anyhow::Error::new(crate::store::PoolBusy(format!(
+                    "all {} connections to PostgreSQL are busy (statements waiting on a lock, or slow); none came free within {} s",
+                    pool.status().max_size,
+                    POOL_TIMEOUT.as_secs()
+                )))
+                .context(crate::store::Unavailable)
+            }
+            _ => anyhow!("PostgreSQL cannot be reached: {e}").context(crate::store::Unavailable),
         })
     }
 
