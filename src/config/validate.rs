@@ -108,7 +108,7 @@ fn admin_problems(config: &Config, out: &mut Vec<String>) {
     }
     // An empty [admin] token is fine: a random one is generated (config::admin_token). A set
     // one must be long enough that guessing it is hopeless: the API and SCIM answer wrong tokens
-    // fast, limited only by the login throttle's block per address.
+    // fast and block nobody (admin/auth.rs says why), so the length is the defence.
     if let Some(t) = super::admin_token::configured(config) {
         let n = t.chars().count();
         if n < MIN_ADMIN_TOKEN_CHARS {
