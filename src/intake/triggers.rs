@@ -27,9 +27,12 @@ use tokio::sync::mpsc;
 
 pub(super) fn start(intake: Intake, uploads: mpsc::UnboundedReceiver<UploadFinished>) {
     super::cleanup::at_start(&intake.shared);
+    // The watcher starts before the start-up scan: a file copied in between the two is then
+    // seen by one or both (the queue merges them), never by neither.
+    create_homes(&intake);
+    watch_folders(&intake);
     startup(&intake);
     intake.spawn(consume_uploads(intake.clone(), uploads));
-    watch_folders(&intake);
     intake.spawn(added_tenants(intake.clone()));
     intake.spawn(schedules(intake.clone()));
     intake.spawn(retention(intake.clone()));
@@ -64,8 +67,19 @@ async fn consume_uploads(intake: Intake, mut uploads: mpsc::UnboundedReceiver<Up
     }
 }
 
-/// Creates the homes of configured tenants, queues claims left by an earlier process, then the
-/// complete files waiting in the roots.
+/// Creates the homes of configured tenants, so the watcher watches them from its start.
+fn create_homes(intake: &Intake) {
+    let config = intake.shared.config.current();
+    for t in &config.tenants {
+        let home = config.tenant_home(&t.id);
+        if let Err(e) = std::fs::create_dir_all(&home) {
+            tracing::error!(tenant = %t.id, "cannot create the tenant folder {}: {e}", home.display());
+        }
+    }
+}
+
+/// For every configured tenant: queues claims left by an earlier process, then the complete
+/// files waiting in its root.
 fn startup(intake: &Intake) {
     let config = intake.shared.config.current();
     for t in &config.tenants {
