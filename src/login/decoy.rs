@@ -2,9 +2,9 @@
 //! its "no", so that the answer's timing does not tell which names are tenants.
 //!
 //! The wait is one of the last [`SAMPLES`] durations of real password checks of the last
-//! minute (queue for an argon2 slot included), picked at random and jittered by ±10 %, taken in
-//! by [`observed`] from every real check. Without such a check, it is the time of one argon2
-//! check of [`DECOY_HASH`], made once per process (`calibrated`) under the same slots as real
+//! minute (the wait in the checking threads' queue included), picked at random and jittered by
+//! ±10 %, taken in by [`observed`] from every real check. Without such a check, it is the time of one argon2
+//! check of [`DECOY_HASH`], made once per process (`calibrated`) in the same queue as real
 //! checks.
 //!
 //! Why not an argon2 check per unknown name, as before: it made unknown names cost a real check
@@ -60,7 +60,7 @@ async fn calibrated() -> Duration {
     *ONCE
         .get_or_init(|| async {
             let started = Instant::now();
-            let _ = super::argon2_check(DECOY_HASH.to_string(), String::new()).await;
+            let _ = super::argon2_threads::check(DECOY_HASH.to_string(), String::new()).await;
             started.elapsed()
         })
         .await

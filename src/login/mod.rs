@@ -1,4 +1,4 @@
-//! Who may log in: tenants' passwords (argon2id, verified on a blocking thread) and public
+//! Who may log in: tenants' passwords (argon2id, verified on threads of their own) and public
 //! keys, against the config in force at the moment of the attempt; plus the throttle
 //! ([`throttle`]) that slows and then blocks repeated failures per source address and per
 //! tenant. SFTP (`crate::sftp`) and the web console (`crate::admin::console`: the tenant
@@ -18,6 +18,7 @@
 //! tells which names are tenants), but it need not burn an argon2 check to do so: see
 //! [`verify_hash`] and `decoy`.
 
+mod argon2_threads;
 mod decoy;
 
 mod throttle;
@@ -27,8 +28,7 @@ pub use throttle::*;
 use crate::config::authorized_keys::parse_authorized_key;
 use crate::config::{Config, Tenant};
 use anyhow::anyhow;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::{Argon2, PasswordVerifier};
+use argon2::Argon2;
 
 /// True when `tenant` lists `key` in `authorized_keys`.
 pub fn key_is_authorized(tenant: &Tenant, key: &russh::keys::PublicKey) -> bool {
@@ -69,7 +69,8 @@ pub fn log_name(user: &str) -> std::borrow::Cow<'_, str> {
     crate::logs::cut(user, 64)
 }
 
-/// Checks `password` against the tenant's hash on a blocking thread (argon2 costs tens of ms).
+/// Checks `password` against the tenant's hash on the checking threads (argon2 costs tens of
+/// ms).
 pub async fn verify_password(config: &Config, user: &str, password: &str) -> bool {
     let hash = config.tenant(user).and_then(|t| t.password_hash.clone());
     verify_hash(hash, password).await
@@ -93,34 +94,9 @@ async fn verify_hash(hash: Option<String>, password: &str) -> bool {
         return false;
     };
     let started = std::time::Instant::now();
-    let ok = argon2_check(hash, password.to_string()).await;
+    let ok = argon2_threads::check(hash, password.to_string()).await;
     decoy::observed(started.elapsed());
     ok
-}
-
-/// One argon2 verification on a blocking thread, under [`argon2_slots`].
-async fn argon2_check(hash: String, password: String) -> bool {
-    // One argon2 check per core at a time: a burst of logins then queues instead of thrashing
-    // memory (each check takes ~19 MiB), and each client waits about its share.
-    let _permit = argon2_slots().acquire().await.ok();
-    tokio::task::spawn_blocking(move || match PasswordHash::new(&hash) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
-    })
-    .await
-    .unwrap_or(false)
-}
-
-fn argon2_slots() -> &'static tokio::sync::Semaphore {
-    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    SLOTS.get_or_init(|| {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        tokio::sync::Semaphore::new(cores)
-    })
 }
 
 #[cfg(test)]

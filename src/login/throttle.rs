@@ -22,8 +22,8 @@
 //! (the client went away during the check) it counts as a failure, so a client cannot have
 //! passwords checked, or argon2 run, without paying for it. So a burst of concurrent guesses
 //! from one address, or against one tenant, gets at most `max_failures` password checks per
-//! block window on this node, however many requests it sends at once, and cannot take every
-//! argon2 slot from other logins.
+//! block window on this node, however many requests it sends at once, and cannot fill the
+//! argon2 checking queue ahead of other logins.
 
 use crate::store::{LoginScope, Store};
 use anyhow::anyhow;
