@@ -2,17 +2,18 @@
 //! one queue (first come, first checked).
 //!
 //! A check enters as a hash and a password through [`check`] and leaves as a yes or no on a
-//! oneshot channel. Each check allocates about 19 MiB, and the C allocator keeps what a thread
-//! freed in that thread's arena for its next use. On tokio's blocking pool, a check ran on
-//! whichever pool thread was idle; while the store hangs (PostgreSQL frozen), store calls hold
-//! many pool threads, checks land on ever other threads and arenas, and the server's memory
-//! grew with password logins (review s16: 109 → 538 MB in 80 s of one login every half
-//! second). On threads of their own, the checks' memory is held by at most one arena per core,
-//! whatever else the process waits for. The queue also replaces the per-core semaphore that
+//! oneshot channel. A check works in about 19 MiB. When argon2 allocated it per check on
+//! tokio's blocking pool, the C allocator kept what each thread freed in that thread's arena,
+//! and a check ran on whichever pool thread was idle; while the store hangs (PostgreSQL
+//! frozen), store calls hold pool threads, checks landed on ever other threads and arenas, and
+//! the server's memory grew with password logins (review s16: 109 → 538 MB in 80 s of one
+//! login every half second). Now each checking thread allocates its memory once and reuses it
+//! ([`verify`]): the checks hold one core's worth of 19 MiB each, whatever else the process
+//! waits for (`bench/frozen-store.sh`). The queue also replaces the per-core semaphore that
 //! bounded concurrent checks before: a burst of logins queues instead of thrashing memory.
 
-use argon2::password_hash::phc::PasswordHash;
-use argon2::{Argon2, PasswordVerifier};
+use argon2::password_hash::phc::{Output, PasswordHash};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use tokio::sync::oneshot;
@@ -24,15 +25,54 @@ struct Job {
     answer: oneshot::Sender<bool>,
 }
 
+/// Memory a checking thread keeps between checks, in argon2 blocks of 1 KiB: enough for the
+/// default cost (19 MiB). A hash that needs more gets memory of its own for that check.
+const KEPT_BLOCKS: usize = 64 * 1024;
+
 /// True when `password` matches the argon2 PHC string `hash` (an unparsable hash matches
-/// nothing).
-fn verify(hash: &str, password: &str) -> bool {
-    match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
+/// nothing). The check is argon2's own (`hash_password_into_with_memory`, then the crate's
+/// constant-time comparison of outputs), made in `memory`, which the calling thread keeps for
+/// its next check instead of allocating ~19 MiB each time.
+fn verify(hash: &str, password: &str, memory: &mut Vec<Block>) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let blocks = params.block_count();
+    let mut own = Vec::new();
+    let memory = if blocks <= KEPT_BLOCKS {
+        memory
+    } else {
+        &mut own
+    };
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
     }
+    let mut out = [0u8; Output::MAX_LENGTH];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    let argon2 = Argon2::new(algorithm, version, params);
+    if argon2
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut *out, &mut memory[..])
+        .is_err()
+    {
+        return false;
+    }
+    Output::new(out).is_ok_and(|computed| computed == *expected)
 }
 
 /// The queue's sending end, once the threads run (`None` when no thread could be started).
@@ -62,6 +102,7 @@ fn start_threads() -> Option<Mutex<mpsc::Sender<Job>>> {
 
 /// Takes jobs off the queue until every sender is gone (never, in a running server).
 fn run_checks(rx: &Mutex<mpsc::Receiver<Job>>) {
+    let mut memory = Vec::with_capacity(KEPT_BLOCKS);
     loop {
         let job = {
             let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
@@ -72,7 +113,9 @@ fn run_checks(rx: &Mutex<mpsc::Receiver<Job>>) {
         if job.answer.is_closed() {
             continue;
         }
-        let _ = job.answer.send(verify(&job.hash, &job.password));
+        let _ = job
+            .answer
+            .send(verify(&job.hash, &job.password, &mut memory));
     }
 }
 
@@ -96,9 +139,11 @@ pub(super) async fn check(hash: String, password: String) -> bool {
     };
     match unsent {
         None => answered.await.unwrap_or(false),
-        Some(job) => tokio::task::spawn_blocking(move || verify(&job.hash, &job.password))
-            .await
-            .unwrap_or(false),
+        Some(job) => {
+            tokio::task::spawn_blocking(move || verify(&job.hash, &job.password, &mut Vec::new()))
+                .await
+                .unwrap_or(false)
+        }
     }
 }
 
@@ -121,5 +166,50 @@ mod tests {
         }
         assert_eq!(answers, [true, false, true, false, true, false]);
         assert!(!check("not a hash".into(), "right".into()).await);
+    }
+
+    /// A PHC string of `password` under the given algorithm, version and costs.
+    fn hash_with(password: &str, algorithm: Algorithm, version: Version, m: u32, t: u32) -> String {
+        use argon2::password_hash::{phc::SaltString, PasswordHasher};
+        let params = Params::new(m, t, 1, None).unwrap();
+        let salt = SaltString::from_b64("c2FsdHNhbHRzYWx0").unwrap();
+        Argon2::new(algorithm, version, params)
+            .hash_password_with_salt(password.as_bytes(), salt.as_ref().as_bytes())
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn one_reused_memory_checks_hashes_of_every_kind_alike() {
+        let hashes = [
+            crate::login::hash_password("pw").unwrap(),
+            hash_with("pw", Algorithm::Argon2i, Version::V0x10, 256, 3),
+            hash_with("pw", Algorithm::Argon2d, Version::V0x13, 64, 1),
+            hash_with("pw", Algorithm::Argon2id, Version::V0x13, 70 * 1024, 1),
+        ];
+        let mut memory = Vec::new();
+        for round in 0..2 {
+            for hash in &hashes {
+                let parsed = PasswordHash::new(hash).unwrap();
+                for password in ["pw", "pw ", ""] {
+                    let theirs = argon2::PasswordVerifier::verify_password(
+                        &Argon2::default(),
+                        password.as_bytes(),
+                        &parsed,
+                    )
+                    .is_ok();
+                    let ours = verify(hash, password, &mut memory);
+                    assert_eq!(ours, theirs, "round {round}, {hash}, {password:?}");
+                    assert_eq!(ours, password == "pw");
+                }
+            }
+        }
+        // The 70 MiB hash was checked in memory of its own; the kept memory stays at 19 MiB.
+        assert_eq!(memory.len(), 19 * 1024);
+        assert!(!verify(
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$",
+            "pw",
+            &mut memory
+        ));
     }
 }
