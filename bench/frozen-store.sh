@@ -95,13 +95,15 @@ postmaster=$(pgrep -f -- "-D $work/pg" | head -1 || true)
 [ -n "$postmaster" ] || { echo "cannot find the PostgreSQL server process"; exit 1; }
 mapfile -t frozen < <(echo "$postmaster"; pgrep -P "$postmaster" || true)
 [ -n "${NO_FREEZE:-}" ] || kill -STOP "${frozen[@]}"  # NO_FREEZE=1: the same logins, PostgreSQL running
+state=frozen
+[ -z "${NO_FREEZE:-}" ] || state="(PostgreSQL running)"
 logins &
 login_pid=$!
 started=$SECONDS
 while [ $((SECONDS - started)) -lt "$FREEZE" ]; do
     sleep 10
     kill -0 "$serve_pid" 2>/dev/null || { echo "the node died"; exit 1; }
-    echo "+$((SECONDS - started))s${NO_FREEZE:- frozen}: $(sample)"
+    echo "+$((SECONDS - started))s $state: $(sample)"
 done
 touch "$work/stop"
 login_rc=0
