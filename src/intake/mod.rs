@@ -28,9 +28,10 @@ mod nofollow;
 pub mod pattern;
 mod retry;
 mod run;
+mod schedules;
 mod triggers;
 // the web console's overview shows each tenant's next scheduled run (h-console-runs)
-pub use triggers::next_fire;
+pub use schedules::next_fire;
 
 use crate::config::{ConfigHandle, Tenant, Trigger};
 use crate::model::{ImportRecord, ImportStatus, User};
@@ -466,7 +467,7 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
             match lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT) {
                 Ok(_lease) => {
                     let files = candidates(&config, tenant);
-                    if files.is_empty() && !triggers::ran_since_last_tick(shared, tenant, tick) {
+                    if files.is_empty() && !schedules::ran_since_last_tick(shared, tenant, tick) {
                         record_missing(shared, tenant);
                     }
                     for name in files {
