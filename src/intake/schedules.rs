@@ -1,0 +1,280 @@
+//! Time-driven import requests: each tenant's cron schedule (croner, in the tenant's time
+//! zone; one firing per tick across the nodes sharing a store, and a tick missed while no node
+//! ran fired once at start) and the daily retention sweep of the archive folders.
+//!
+//! Both run as tasks the intake's start (`triggers::start`) spawns; a schedule's tick leaves
+//! as a queue request ([`Request`]), the sweep as removed files and a log line.
+
+use super::{Intake, Request, Shared};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Fires each tenant's cron schedule in its time zone; checks twice a second and follows
+/// config reloads (a changed schedule takes effect from its next occurrence). At start, a tick
+/// missed while no node ran (see [`missed_tick`]) is fired once.
+pub(super) async fn schedules(intake: Intake) {
+    let mut next: HashMap<String, (String, DateTime<Utc>)> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut at_start = true;
+    loop {
+        tick.tick().await;
+        let first_pass = std::mem::take(&mut at_start);
+        if intake.stopping() {
+            return;
+        }
+        let config = intake.shared.config.current();
+        let now = Utc::now();
+        next.retain(|id, _| config.tenant(id).is_some());
+        for t in &config.tenants {
+            let p = &t.import;
+            let Some(expr) = p
+                .schedule
+                .as_ref()
+                .filter(|_| p.trigger != crate::config::Trigger::Upload)
+            else {
+                next.remove(&t.id);
+                continue;
+            };
+            let key = format!("{expr}|{}", p.timezone);
+            let due = match next.get(&t.id) {
+                Some((k, at)) if *k == key => *at,
+                _ => {
+                    if let Some(at) = next_fire(expr, &p.timezone, now) {
+                        tracing::info!(tenant = %t.id, schedule = %expr, timezone = %p.timezone, next = %at, "schedule set");
+                        next.insert(t.id.clone(), (key, at));
+                    }
+                    if let Some(missed) = missed_tick(&intake, t, first_pass, now).await {
+                        tracing::warn!(tenant = %t.id, schedule = %expr, tick = %missed, "running the schedule tick missed while Roster was stopped");
+                        intake.request(&t.id, Request::Scheduled(missed));
+                    }
+                    continue;
+                }
+            };
+            if now >= due {
+                if fires_here(&intake, &t.id, due).await {
+                    tracing::info!(tenant = %t.id, schedule = %expr, "schedule fired");
+                    intake.request(&t.id, Request::Scheduled(due));
+                }
+                match next_fire(expr, &p.timezone, now) {
+                    Some(at) => {
+                        next.insert(t.id.clone(), (key, at));
+                    }
+                    None => {
+                        next.remove(&t.id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether this node fires the tenant's tick `due`: the store says yes to one node per tick
+/// across the cluster (always, with sled), and yes again to that node if it asks twice. A
+/// failed ask is tried again a few times (its answer may have been lost after the store
+/// recorded this node's tick: skipping then ran the tick on no node; review of 2026-11-30,
+/// PostgreSQL F4); when the store still cannot be asked, the tick is skipped and logged:
+/// firing anyway could run it on every node.
+async fn fires_here(intake: &Intake, tenant: &str, due: DateTime<Utc>) -> bool {
+    let store = intake.shared.store.clone();
+    let id = tenant.to_string();
+    let asked = tokio::task::spawn_blocking(move || {
+        let mut answer = store.fire_tick(&id, due);
+        for _ in 0..TICK_ASKS {
+            if answer.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            answer = store.fire_tick(&id, due);
+        }
+        answer
+    });
+    match asked.await {
+        Ok(Ok(true)) => true,
+        Ok(Ok(false)) => {
+            tracing::info!(%tenant, tick = %due, "schedule fired on another node");
+            false
+        }
+        Ok(Err(e)) => {
+            tracing::error!(%tenant, tick = %due, "the schedule tick is skipped: cannot record it in the store: {e:#}");
+            false
+        }
+        Err(e) => {
+            tracing::error!(%tenant, tick = %due, "the schedule tick is skipped: {e}");
+            false
+        }
+    }
+}
+
+/// How far back a tick missed while Roster was stopped is still run at start.
+const CATCH_UP: Duration = Duration::from_secs(6 * 3600);
+/// Runs of the history looked at for a run since a tick.
+const RECENT_RUNS: usize = 50;
+
+/// At start (`first_pass`), the tenant's last tick before `now` if no node ran it: it is at
+/// most [`CATCH_UP`] old, the history has a record before it (the schedule was in use; a fresh
+/// install does not fire) and none since it (a tick that fired records an import or
+/// `missing`), and no node fired it (`fire_tick`). Decision (review s15): a deploy or a
+/// restart across 07:30 silently skipped the day's scheduled import, and with `only_today` a
+/// `{date}` file never qualified again; only the last tick is run, once, and only within six
+/// hours, so a schedule added with a restart does not fire for a tick long past.
+async fn missed_tick(
+    intake: &Intake,
+    t: &crate::config::Tenant,
+    first_pass: bool,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if !first_pass {
+        return None;
+    }
+    let expr = t.import.schedule.as_deref()?;
+    let missed = previous_fire(expr, &t.import.timezone, now)?;
+    if (now - missed).to_std().ok()? > CATCH_UP {
+        return None;
+    }
+    // A tick of another day would look for today's file (`{date}`, `only_today`) and report
+    // it missing: such a tick is left (re-read of s15).
+    let calendar = super::pattern::TenantCalendar::of(&t.import);
+    if calendar.date_of(missed) != calendar.today() {
+        return None;
+    }
+    let store = intake.shared.store.clone();
+    let id = t.id.clone();
+    let ran = tokio::task::spawn_blocking(move || {
+        let recent = store.history(&id, RECENT_RUNS)?;
+        let before = recent.iter().any(|r| r.started_at < missed);
+        let since = recent.iter().any(|r| r.started_at >= missed);
+        anyhow::Ok(since || !before)
+    })
+    .await;
+    match ran {
+        Ok(Ok(false)) => {}
+        Ok(Ok(true)) => return None,
+        Ok(Err(e)) => {
+            tracing::warn!(tenant = %t.id, "cannot read the history to find a missed schedule tick: {e:#}");
+            return None;
+        }
+        Err(_) => return None,
+    }
+    fires_here(intake, &t.id, missed).await.then_some(missed)
+}
+
+/// True when the tenant's history has a run (not a `missing`) of a file that arrived after
+/// `since` (`received_at`, the file's modification time). The file a tick itself ran arrived
+/// before that tick, so it does not count for the next one: a day without a file after a day
+/// with one is reported (the re-read of s15 found the first version, by `started_at`, silent
+/// then).
+fn file_came_since(
+    store: &crate::store::Store,
+    tenant: &str,
+    since: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let recent = store.history(tenant, RECENT_RUNS)?;
+    Ok(recent
+        .iter()
+        .any(|r| r.received_at > since && r.status != crate::model::ImportStatus::Missing))
+}
+
+/// True when a file of the tenant came after the tick before `tick` and was run (uploaded and
+/// imported between two ticks with `trigger = "both"`, or by `run-now`): the tick then finds
+/// nothing and must not report the file missing (review s15: a false "missing" mail every day).
+/// A client that keeps the source's modification time (`sftp -p`), older than that tick, is
+/// still reported missing, as before.
+pub(super) fn ran_since_last_tick(
+    shared: &Shared,
+    tenant: &crate::config::Tenant,
+    tick: DateTime<Utc>,
+) -> bool {
+    let p = &tenant.import;
+    let since = (p.schedule.as_deref())
+        .and_then(|expr| previous_fire(expr, &p.timezone, tick))
+        .unwrap_or(tick - chrono::Duration::days(1));
+    match file_came_since(&shared.store, &tenant.id, since) {
+        Ok(ran) => {
+            if ran {
+                tracing::info!(tenant = %tenant.id, %tick, "schedule tick found no file: one came and was run since the tick before");
+            }
+            ran
+        }
+        Err(e) => {
+            tracing::warn!(tenant = %tenant.id, "cannot read the history; the tick is reported as missing: {e:#}");
+            false
+        }
+    }
+}
+
+/// How many more times a failed tick is asked for (2 s apart).
+const TICK_ASKS: usize = 3;
+
+/// The next time `expr` fires after `after`, in time zone `tz`.
+pub fn next_fire(expr: &str, tz: &str, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let cron = croner::Cron::from_str(expr).ok()?;
+    let tz: chrono_tz::Tz = tz.parse().ok()?;
+    cron.find_next_occurrence(&after.with_timezone(&tz), false)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The last time `expr` fired before `before`, in time zone `tz`.
+pub fn previous_fire(expr: &str, tz: &str, before: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let cron = croner::Cron::from_str(expr).ok()?;
+    let tz: chrono_tz::Tz = tz.parse().ok()?;
+    cron.find_previous_occurrence(&before.with_timezone(&tz), false)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Deletes old archived files and reports, and change-log entries older than the tenant's
+/// `retention_days`, at start and then daily.
+pub(super) async fn retention(intake: Intake) {
+    let mut tick = tokio::time::interval(Duration::from_secs(86_400));
+    loop {
+        tick.tick().await;
+        let config = intake.shared.config.current();
+        for t in &config.tenants {
+            let home = config.tenant_home(&t.id);
+            let days = t.import.retention_days;
+            let removed = tokio::task::spawn_blocking(move || super::archive::sweep(&home, days))
+                .await
+                .unwrap_or(0);
+            if removed > 0 {
+                tracing::info!(tenant = %t.id, removed, days, "retention: old archived files deleted");
+            }
+            // issue 12: change-log and event entries older than retention_days go too.
+            let store = intake.shared.store.clone();
+            // Never panics: validation bounds `days`, and a date before the calendar trims nothing.
+            let before = chrono::Duration::try_days(i64::from(days))
+                .and_then(|d| Utc::now().checked_sub_signed(d))
+                .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+            let id = t.id.clone();
+            match tokio::task::spawn_blocking(move || store.trim_changes(&id, before)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(trimmed)) => {
+                    tracing::info!(tenant = %t.id, trimmed, days, "retention: old change-log entries removed")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(tenant = %t.id, "retention: cannot trim the change log: {e:#}")
+                }
+                Err(e) => tracing::warn!(tenant = %t.id, "retention: the trim task failed: {e}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_in_a_time_zone() {
+        let after = DateTime::parse_from_rfc3339("2026-11-21T05:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        // 07:30 in Zagreb (UTC+1 in November) is 06:30 UTC.
+        let at = next_fire("30 7 * * *", "Europe/Zagreb", after).unwrap();
+        assert_eq!(at.to_rfc3339(), "2026-11-21T06:30:00+00:00");
+        let every5 = next_fire("*/5 * * * *", "UTC", after).unwrap();
+        assert_eq!(every5.to_rfc3339(), "2026-11-21T05:05:00+00:00");
+    }
+}
