@@ -1,49 +1,19 @@
 //! Sync semantics (design.md §5) on small generated files: edited re-imports, duplicates,
-//! restores, the mass-change hold and approve, previews, email ownership, empty cells.
+//! restores, previews, email ownership, empty cells, spilling rows to disk (the mass-change
+//! hold and approve: `import_hold.rs`).
 //!
 //! Runs on sled, or on PostgreSQL with `ROSTER_TEST_STORE=postgres` (tests/support/store.rs).
 
+#[path = "support/sync_files.rs"]
+mod sync_files;
 #[path = "support/store.rs"]
 mod test_store;
 
 use roster::config::{EmptyCells, MatchBy, OnMissing, Tenant};
 use roster::import::{approve, preview_bytes, run_bytes, Change, ImportStatus, RunOptions};
 use roster::model::UserStatus;
-use roster::store::Store;
 
-fn tenant(on_missing: OnMissing, match_by: MatchBy) -> Tenant {
-    let columns = [
-        ("mapping_code", "Code"),
-        ("first_name", "First"),
-        ("last_name", "Last"),
-        ("email", "Email"),
-        ("job_title", "Title"),
-        ("password", "Password"),
-    ];
-    Tenant::for_import("t1", match_by, on_missing, &columns)
-}
-
-fn file(rows: &[(u32, &str, &str)]) -> Vec<u8> {
-    let mut s = String::from("Code;First;Last;Email;Title;Password\n");
-    for (i, title, pw) in rows {
-        s.push_str(&format!(
-            "C{i:03};First{i};Last{i};user{i}@x.example;{title};{pw}\n"
-        ));
-    }
-    s.into_bytes()
-}
-
-fn users(n: u32) -> Vec<(u32, &'static str, &'static str)> {
-    (0..n).map(|i| (i, "Engineer", "")).collect()
-}
-
-fn open() -> (Store, test_store::TempStore) {
-    test_store::temp_store()
-}
-
-fn go(store: &Store, t: &Tenant, bytes: &[u8]) -> roster::import::ImportOutcome {
-    run_bytes(store, t, "users.csv", bytes, &RunOptions::default()).expect("run")
-}
+use sync_files::{file, go, open, tenant, users};
 
 #[test]
 fn edited_reimport_changes_only_edited_fields() {
@@ -137,165 +107,6 @@ fn removed_then_readded_user_is_restored() {
         roster::import::restore(&*store, &t, "C001").is_err(),
         "not deleted"
     );
-}
-
-#[test]
-fn truncated_file_is_held_and_approve_applies_exactly_it() {
-    let (store, _d) = open();
-    let t = tenant(OnMissing::Deactivate, MatchBy::MappingCode);
-    go(&store, &t, &file(&users(100)));
-    let before = store.users("t1", None).unwrap();
-    let mut rows = users(60);
-    rows[0].1 = "Chief";
-    let held = go(&store, &t, &file(&rows)).record;
-    assert_eq!(held.status, ImportStatus::Held, "{:?}", held.messages);
-    assert_eq!(held.counts.deactivated, 40);
-    assert_eq!(store.users("t1", None).unwrap(), before, "nothing changed");
-    assert_eq!(store.held_plans("t1").unwrap(), vec![held.id.clone()]);
-    // A preview of the same file shows the plan and still changes nothing.
-    let p = preview_bytes(&store, &t, "users.csv", &file(&rows)).unwrap();
-    assert_eq!(p.record.status, ImportStatus::Held);
-    assert_eq!(p.record.counts.deactivated, 40);
-    assert!(p.changes.iter().any(|c| matches!(c, Change::Update { key, changes }
-        if key == "C000" && changes[0].old.as_deref() == Some("Engineer") && changes[0].new.as_deref() == Some("Chief"))));
-    assert_eq!(store.users("t1", None).unwrap(), before);
-    let applied = approve(&store, &t, &held.id).unwrap().record;
-    assert_eq!(applied.id, held.id);
-    assert_eq!(applied.status, ImportStatus::Success);
-    assert_eq!(
-        (
-            applied.counts.deactivated,
-            applied.counts.updated,
-            applied.counts.unchanged
-        ),
-        (40, 1, 59)
-    );
-    let active = store.users("t1", Some(UserStatus::Active)).unwrap();
-    assert_eq!(active.len(), 60);
-    assert_eq!(
-        store.user("t1", "C000").unwrap().unwrap().fields["job_title"],
-        "Chief"
-    );
-    assert_eq!(
-        store.user("t1", "C099").unwrap().unwrap().status,
-        UserStatus::Inactive
-    );
-    assert!(store.held_plans("t1").unwrap().is_empty());
-    assert_eq!(
-        store.import_record("t1", &held.id).unwrap().unwrap().status,
-        ImportStatus::Success
-    );
-    assert!(
-        approve(&store, &t, &held.id).is_err(),
-        "a plan applies once"
-    );
-}
-
-#[test]
-fn approve_refuses_when_directory_changed() {
-    let (store, _d) = open();
-    let t = tenant(OnMissing::Deactivate, MatchBy::MappingCode);
-    go(&store, &t, &file(&users(50)));
-    let held = go(&store, &t, &file(&users(10))).record;
-    assert_eq!(held.status, ImportStatus::Held);
-    let plan = store.held_plan("t1", &held.id).unwrap().unwrap().to_vec();
-    let mut rows = users(50);
-    rows[1].1 = "Changed";
-    go(&store, &t, &file(&rows));
-    // That run set the plan aside; put back (as a plan from before that rule), it is refused
-    // because the directory changed.
-    let version = store.tenant_state("t1").unwrap().version;
-    let put_back = roster::store::Commit {
-        tenant: "t1".into(),
-        expected_version: version,
-        put_plan: Some((held.id.clone(), plan)),
-        ..Default::default()
-    };
-    store.commit(&put_back).unwrap();
-    let err = approve(&store, &t, &held.id).unwrap_err().to_string();
-    assert!(err.contains("changed"), "{err}");
-    assert_eq!(
-        store.users("t1", Some(UserStatus::Active)).unwrap().len(),
-        50
-    );
-}
-
-#[test]
-fn a_newer_file_that_changes_nothing_still_sets_a_held_run_aside() {
-    // Review s15 F3/F4: the whole list sent again after a held run (reordered: a success that
-    // updates nobody; byte for byte: a duplicate) is newer word from the tenant than the held
-    // removal, though the directory's version does not move.
-    for same_bytes in [false, true] {
-        let (store, _d) = open();
-        let t = tenant(OnMissing::Deactivate, MatchBy::MappingCode);
-        let full = file(&users(50));
-        go(&store, &t, &full);
-        let held = go(&store, &t, &file(&users(10))).record;
-        assert_eq!(held.status, ImportStatus::Held);
-        let plan = store.held_plan("t1", &held.id).unwrap().unwrap().to_vec();
-        let mut reordered = users(50);
-        reordered.reverse();
-        let again = if same_bytes {
-            full.clone()
-        } else {
-            file(&reordered)
-        };
-        let newer = go(&store, &t, &again).record;
-        let expected = [ImportStatus::Success, ImportStatus::Duplicate][usize::from(same_bytes)];
-        assert_eq!(newer.status, expected, "{:?}", newer.messages);
-        assert_eq!(newer.counts.updated, 0);
-        assert!(
-            newer
-                .messages
-                .iter()
-                .any(|m| m.contains(&held.id) && m.contains("set aside")),
-            "{:?}",
-            newer.messages
-        );
-        assert!(
-            store.held_plans("t1").unwrap().is_empty(),
-            "the stale plan left the store"
-        );
-        assert!(approve(&store, &t, &held.id).is_err());
-        // A plan held before this rule (put back here) is refused by the history.
-        let version = store.tenant_state("t1").unwrap().version;
-        store
-            .commit(&roster::store::Commit {
-                tenant: "t1".into(),
-                expected_version: version,
-                put_plan: Some((held.id.clone(), plan)),
-                ..Default::default()
-            })
-            .unwrap();
-        let err = approve(&store, &t, &held.id).unwrap_err().to_string();
-        assert!(
-            err.contains("a newer file was read after it was held"),
-            "{err}"
-        );
-        assert!(err.contains(&newer.id), "{err}");
-        assert_eq!(
-            store.users("t1", Some(UserStatus::Active)).unwrap().len(),
-            50,
-            "nobody the newest file lists was deactivated"
-        );
-    }
-}
-
-#[test]
-fn a_newer_held_run_sets_the_older_one_aside() {
-    let (store, _d) = open();
-    let t = tenant(OnMissing::Deactivate, MatchBy::MappingCode);
-    go(&store, &t, &file(&users(50)));
-    let older = go(&store, &t, &file(&users(10))).record;
-    let newer = go(&store, &t, &file(&users(20))).record;
-    assert_eq!(
-        (older.status, newer.status),
-        (ImportStatus::Held, ImportStatus::Held)
-    );
-    assert_eq!(store.held_plans("t1").unwrap(), vec![newer.id.clone()]);
-    assert!(approve(&store, &t, &older.id).is_err());
-    let applied = approve(&store, &t, &newer.id).unwrap().record;
-    assert_eq!(applied.counts.deactivated, 30);
 }
 
 #[test]
@@ -426,89 +237,6 @@ fn ledger_and_outbox_and_record_import() {
     assert_eq!(store.outbox_due(later).unwrap()[0].attempts, 1);
     store.outbox_mark_sent(id).unwrap();
     assert_eq!(store.outbox_len(), 0);
-}
-
-#[test]
-fn a_held_run_keeps_no_plaintext_password_and_approve_applies_its_passwords() {
-    let (store, dir) = open();
-    let t = tenant(OnMissing::Deactivate, MatchBy::MappingCode);
-    let mut rows = users(10);
-    rows[0].2 = "Old-Secret-0";
-    rows[1].2 = "Old-Secret-1";
-    assert_eq!(go(&store, &t, &file(&rows)).record.counts.inserted, 10);
-    // Users 3..9 are missing (held); user 0 keeps its password, 1 changes it, 2 gets one.
-    let kept = vec![
-        (0, "Engineer", "Old-Secret-0"),
-        (1, "Engineer", "New-Secret-1"),
-        (2, "Engineer", "New-Secret-2"),
-    ];
-    let mut upload = file(&kept);
-    // User 3's row has a bad email: skipped, but its key marks the user present.
-    upload.extend_from_slice(b"C003;First3;Last3;not-an-email;Engineer;Secret-3\n");
-    let held = go(&store, &t, &upload).record;
-    assert_eq!(held.status, ImportStatus::Held, "{:?}", held.messages);
-    assert_eq!((held.counts.deactivated, held.counts.skipped), (6, 1));
-    store.flush().unwrap();
-    for secret in [
-        "Old-Secret-0",
-        "Old-Secret-1",
-        "New-Secret-1",
-        "New-Secret-2",
-        "Secret-3",
-    ] {
-        let found = dir
-            .guard
-            .stored_bytes()
-            .iter()
-            .any(|f| f.windows(secret.len()).any(|w| w == secret.as_bytes()));
-        assert!(!found, "{secret} is in the store in plaintext");
-    }
-    assert!(!store
-        .verify_user_password("t1", "C001", "New-Secret-1")
-        .unwrap());
-    let applied = approve(&store, &t, &held.id).unwrap().record;
-    assert_eq!(
-        applied.status,
-        ImportStatus::Partial,
-        "{:?}",
-        applied.messages
-    );
-    assert_eq!(
-        (
-            applied.counts.updated,
-            applied.counts.unchanged,
-            applied.counts.deactivated,
-            applied.counts.skipped
-        ),
-        (2, 1, 6, 1)
-    );
-    let c003 = store.user("t1", "C003").unwrap().unwrap();
-    assert_eq!(
-        c003.status,
-        UserStatus::Active,
-        "present, so not deactivated"
-    );
-    assert_eq!(
-        applied.sha256, held.sha256,
-        "the upload's sha256, not the kept copy's"
-    );
-    assert!(store
-        .verify_user_password("t1", "C000", "Old-Secret-0")
-        .unwrap());
-    assert!(store
-        .verify_user_password("t1", "C001", "New-Secret-1")
-        .unwrap());
-    assert!(!store
-        .verify_user_password("t1", "C001", "Old-Secret-1")
-        .unwrap());
-    assert!(store
-        .verify_user_password("t1", "C002", "New-Secret-2")
-        .unwrap());
-    // The same upload again is a duplicate of the applied file.
-    assert_eq!(
-        go(&store, &t, &upload).record.status,
-        ImportStatus::Duplicate
-    );
 }
 
 /// Runs a whole sequence of imports (insert, edit with duplicates and an email clash, a hold
