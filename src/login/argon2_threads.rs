@@ -1,5 +1,5 @@
-//! The threads that run argon2 password checks: one per core, started on first use, fed by
-//! one queue (first come, first checked).
+//! The threads that run argon2 password checks: one per core (at most four), started on first
+//! use, fed by one queue (first come, first checked).
 //!
 //! A check enters as a hash and a password through [`check`] and leaves as a yes or no on a
 //! oneshot channel. A check works in about 19 MiB. When argon2 allocated it per check on
@@ -8,7 +8,7 @@
 //! frozen), store calls hold pool threads, checks landed on ever other threads and arenas, and
 //! the server's memory grew with password logins (review s16: 109 → 538 MB in 80 s of one
 //! login every half second). Now each checking thread allocates its memory once and reuses it
-//! ([`verify`]): the checks hold one core's worth of 19 MiB each, whatever else the process
+//! ([`verify`]): the checks hold 19 MiB per checking thread, whatever else the process
 //! waits for (`bench/frozen-store.sh`). The queue also replaces the per-core semaphore that
 //! bounded concurrent checks before: a burst of logins queues instead of thrashing memory.
 
@@ -81,9 +81,15 @@ fn queue() -> Option<&'static Mutex<mpsc::Sender<Job>>> {
     QUEUE.get_or_init(start_threads).as_ref()
 }
 
-/// Starts one checking thread per core on a shared queue.
+/// Checking threads at most, whatever the number of cores: each keeps its ~19 MiB for good,
+/// and four check over a hundred passwords a second, far more than HR uploads log in.
+const MOST_THREADS: usize = 4;
+
+/// Starts one checking thread per core (at most [`MOST_THREADS`]) on a shared queue.
 fn start_threads() -> Option<Mutex<mpsc::Sender<Job>>> {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cores = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(MOST_THREADS);
     let (tx, rx) = mpsc::channel::<Job>();
     let rx = Arc::new(Mutex::new(rx));
     let mut started = 0;
