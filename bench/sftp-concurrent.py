@@ -47,8 +47,13 @@ def start_server(args, tmp, key):
         lines = "".join(f"t{i:02d}|{phc}|{pub}\n" for i in range(args.tenants))
         cfg = os.path.join(tmp, "roster.toml")
         lib("write_roster_config", cfg, tmp, str(port), lib("free_port"), stdin=lines)
-        with open(cfg) as f:   # allow every bench session even if all land on one tenant
-            text = f.read().replace("[admin]", "max_sessions_per_tenant = %d\n\n[admin]" % (args.sessions + 16), 1)
+        # Allow every bench session even if all land on one tenant, and all of them logging in at
+        # once from 127.0.0.1 (the default of 32 connections per address before login would
+        # push the oldest out: "Error reading SSH protocol banner").
+        caps = "max_sessions_per_tenant = %d\nmax_unauthenticated_per_address = %d\n\n[admin]" % (
+            args.sessions + 16, args.sessions + 16)
+        with open(cfg) as f:
+            text = f.read().replace("[admin]", caps, 1)
         with open(cfg, "w") as f:
             f.write(text)
         os.makedirs(os.path.join(tmp, "data"), exist_ok=True)
