@@ -95,6 +95,7 @@ pub fn parse_url(url: &str) -> Result<PostgresTarget, String> {
             config.password(pw);
         }
     }
+    notice_a_dead_host(&mut config);
     Ok(PostgresTarget {
         config,
         host,
@@ -103,6 +104,31 @@ pub fn parse_url(url: &str) -> Result<PostgresTarget, String> {
         user,
         tls,
     })
+}
+
+/// tokio-postgres's keepalive idle time when the URL gives none: two hours.
+const DRIVER_KEEPALIVES_IDLE: std::time::Duration = std::time::Duration::from_secs(2 * 60 * 60);
+
+/// TCP keepalives that notice a database host gone without a word (power lost, a network
+/// partition, a failover that moved the address) within about a minute: first probe after 30 s
+/// of silence, then every 10 s, given up after 3 unanswered. With the driver's defaults (two
+/// hours, then the system's) a statement waiting on such a host, and the pooled connection it
+/// holds, waited for hours. A live server's kernel answers the probes however long a statement
+/// runs, so long imports are not cut. The URL's own `keepalives`, `keepalives_idle`,
+/// `keepalives_interval` and `keepalives_retries` win.
+fn notice_a_dead_host(config: &mut tokio_postgres::Config) {
+    if !config.get_keepalives() {
+        return;
+    }
+    if config.get_keepalives_idle() == DRIVER_KEEPALIVES_IDLE {
+        config.keepalives_idle(std::time::Duration::from_secs(30));
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(std::time::Duration::from_secs(10));
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(3);
+    }
 }
 
 /// The URL without `sslmode` and `sslrootcert`, and the [`TlsMode`] they ask for.
@@ -218,6 +244,29 @@ mod tests {
         let t = parse_url("postgres://app:secret@db/hr?sslmode=disable").unwrap();
         assert_eq!(t.port, 5432);
         assert_eq!(t.config.get_password(), Some(&b"secret"[..]));
+    }
+
+    #[test]
+    fn keepalives_notice_a_dead_host_within_a_minute_unless_the_url_says_otherwise() {
+        use std::time::Duration;
+        let t = parse_url("postgres://app@db/hr").unwrap();
+        assert!(t.config.get_keepalives());
+        assert_eq!(t.config.get_keepalives_idle(), Duration::from_secs(30));
+        assert_eq!(
+            t.config.get_keepalives_interval(),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(t.config.get_keepalives_retries(), Some(3));
+        let t = parse_url("postgres://app@db/hr?keepalives_idle=600&keepalives_retries=9").unwrap();
+        assert_eq!(t.config.get_keepalives_idle(), Duration::from_secs(600));
+        assert_eq!(
+            t.config.get_keepalives_interval(),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(t.config.get_keepalives_retries(), Some(9));
+        let t = parse_url("postgres://app@db/hr?keepalives=0").unwrap();
+        assert!(!t.config.get_keepalives());
+        assert_eq!(t.config.get_keepalives_retries(), None);
     }
 
     #[test]
