@@ -3,6 +3,8 @@
 //!
 //! Runs on sled, or on PostgreSQL with `ROSTER_TEST_STORE=postgres` (tests/support/store.rs).
 
+#[path = "support/sync_files.rs"]
+mod sync_files;
 #[path = "support/store.rs"]
 mod test_store;
 
@@ -14,15 +16,7 @@ use roster::model::ImportRecord;
 use roster::store::Store;
 
 fn tenant(on_missing: OnMissing) -> Tenant {
-    let columns = [
-        ("mapping_code", "Code"),
-        ("first_name", "First"),
-        ("last_name", "Last"),
-        ("email", "Email"),
-        ("job_title", "Title"),
-        ("password", "Password"),
-    ];
-    Tenant::for_import("t1", MatchBy::MappingCode, on_missing, &columns)
+    sync_files::tenant(on_missing, MatchBy::MappingCode)
 }
 
 fn file(rows: &[(u32, &str, &str)]) -> Vec<u8> {

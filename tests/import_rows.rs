@@ -4,6 +4,8 @@
 //!
 //! Runs on sled, or on PostgreSQL with `ROSTER_TEST_STORE=postgres` (tests/support/store.rs).
 
+#[path = "support/sync_files.rs"]
+mod sync_files;
 #[path = "support/store.rs"]
 mod test_store;
 
@@ -11,15 +13,7 @@ use roster::config::{MatchBy, OnMissing, Tenant};
 use roster::import::{approve, run_bytes, ImportStatus, RunOptions};
 
 fn tenant(on_missing: OnMissing) -> Tenant {
-    let columns = [
-        ("mapping_code", "Code"),
-        ("first_name", "First"),
-        ("last_name", "Last"),
-        ("email", "Email"),
-        ("job_title", "Title"),
-        ("password", "Password"),
-    ];
-    Tenant::for_import("t1", MatchBy::MappingCode, on_missing, &columns)
+    sync_files::tenant(on_missing, MatchBy::MappingCode)
 }
 
 /// The report's rows (after its header) as (row, reason).

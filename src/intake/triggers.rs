@@ -69,10 +69,15 @@ async fn consume_uploads(intake: Intake, mut uploads: mpsc::UnboundedReceiver<Up
 fn create_homes(intake: &Intake) {
     let config = intake.shared.config.current();
     for t in &config.tenants {
-        let home = config.tenant_home(&t.id);
-        if let Err(e) = std::fs::create_dir_all(&home) {
-            tracing::error!(tenant = %t.id, "cannot create the tenant folder {}: {e}", home.display());
-        }
+        create_home(&config, t);
+    }
+}
+
+/// Creates one tenant's home if missing (a failure is logged: its files wait for a rescan).
+fn create_home(config: &crate::config::Config, t: &crate::config::Tenant) {
+    let home = config.tenant_home(&t.id);
+    if let Err(e) = std::fs::create_dir_all(&home) {
+        tracing::error!(tenant = %t.id, "cannot create the tenant folder {}: {e}", home.display());
     }
 }
 
@@ -88,10 +93,7 @@ fn startup(intake: &Intake) {
 /// For one tenant: creates its home, queues its claims left by an earlier process, then the
 /// complete files waiting in its root (at start, and for a tenant a reload adds).
 fn pick_up(intake: &Intake, config: &crate::config::Config, t: &crate::config::Tenant) {
-    let home = config.tenant_home(&t.id);
-    if let Err(e) = std::fs::create_dir_all(&home) {
-        tracing::error!(tenant = %t.id, "cannot create the tenant folder {}: {e}", home.display());
-    }
+    create_home(config, t);
     // Claims are finished under the tenant's lease, in one request (see `lease`).
     intake.request_recover(&t.id);
     if on_upload(t) {

@@ -76,8 +76,8 @@ fn verify(hash: &str, password: &str, memory: &mut Vec<Block>) -> bool {
 }
 
 /// The queue's sending end, once the threads run (`None` when no thread could be started).
-fn queue() -> Option<&'static Mutex<mpsc::Sender<Job>>> {
-    static QUEUE: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
+fn queue() -> Option<&'static mpsc::Sender<Job>> {
+    static QUEUE: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
     QUEUE.get_or_init(start_threads).as_ref()
 }
 
@@ -86,7 +86,7 @@ fn queue() -> Option<&'static Mutex<mpsc::Sender<Job>>> {
 const MOST_THREADS: usize = 4;
 
 /// Starts one checking thread per core (at most [`MOST_THREADS`]) on a shared queue.
-fn start_threads() -> Option<Mutex<mpsc::Sender<Job>>> {
+fn start_threads() -> Option<mpsc::Sender<Job>> {
     let cores = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(MOST_THREADS);
@@ -103,12 +103,12 @@ fn start_threads() -> Option<Mutex<mpsc::Sender<Job>>> {
             Err(e) => tracing::error!("cannot start a password-checking thread: {e}"),
         }
     }
-    (started > 0).then(|| Mutex::new(tx))
+    (started > 0).then_some(tx)
 }
 
 /// Takes jobs off the queue until every sender is gone (never, in a running server).
 fn run_checks(rx: &Mutex<mpsc::Receiver<Job>>) {
-    let mut memory = Vec::with_capacity(KEPT_BLOCKS);
+    let mut memory = Vec::new();
     loop {
         let job = {
             let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
@@ -135,12 +135,7 @@ pub(super) async fn check(hash: String, password: String) -> bool {
         answer,
     };
     let unsent = match queue() {
-        Some(tx) => tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send(job)
-            .err()
-            .map(|e| e.0),
+        Some(tx) => tx.send(job).err().map(|e| e.0),
         None => Some(job),
     };
     match unsent {
