@@ -1,6 +1,6 @@
 //! A damaged file never removes anyone by mistake, and never changes users silently: rows that
 //! do not line up with the header (design.md §5.2), a stray byte of another encoding in a UTF-8
-//! file (§3, `encoding`), a configured column the file lacks (§5.8), and the hold's base
+//! file and a file in another code page (§3, `encoding`; §5.1), a configured column the file lacks (§5.8), and the hold's base
 //! (§5.5). Each case is one a review found on 2026-11-30 with a real upload.
 //!
 //! Runs on sled, or on PostgreSQL with `ROSTER_TEST_STORE=postgres` (tests/support/store.rs).
@@ -143,11 +143,62 @@ fn a_stray_windows_1252_byte_in_a_utf8_file_changes_nothing() {
     assert_eq!(store.users("t1", None).expect("users"), before);
     // Stated as Windows-1252, the same bytes are read so (the operator's call).
     let mut cp1252 = t.clone();
-    cp1252.import.encoding = roster::config::EncodingSetting::Windows1252;
+    cp1252.import.encoding = roster::config::EncodingSetting::Legacy(encoding_rs::WINDOWS_1252);
     assert_ne!(
         go(&store, &cp1252, &damaged).record.status,
         ImportStatus::Error
     );
+}
+
+#[test]
+fn a_central_european_export_changes_nobody_until_its_code_page_is_stated() {
+    let (store, _d) = test_store::temp_store();
+    let t = Tenant::for_import("t1", MatchBy::MappingCode, OnMissing::Deactivate, &COLUMNS);
+    let names = |i: usize, l: String| match i {
+        1 => l.replace("Last1", "Kovačić"),
+        2 => l.replace("Last2", "Đukić"),
+        3 => l.replace("Last3", "Šimić"),
+        _ => l,
+    };
+    let utf8 = file(names);
+    go(&store, &t, &utf8);
+    let before = store.users("t1", None).expect("users");
+    // The same list as a Croatian Excel saves it: Windows-1250.
+    let text = String::from_utf8(utf8).expect("utf-8");
+    let (cp1250, _, unmappable) = encoding_rs::WINDOWS_1250.encode(&text);
+    assert!(!unmappable);
+    let o = go(&store, &t, &cp1250);
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Error,
+        "{:?}",
+        o.record.messages
+    );
+    assert!(
+        says(&o, "looks like windows-1250"),
+        "{:?}",
+        o.record.messages
+    );
+    assert!(
+        says(&o, "set encoding = \"windows-1250\""),
+        "{:?}",
+        o.record.messages
+    );
+    assert_eq!(store.users("t1", None).expect("users"), before);
+    // Stated, it reads as the UTF-8 list did: nothing changes.
+    let mut stated = t.clone();
+    stated.import.encoding =
+        roster::config::EncodingSetting::parse("windows-1250").expect("a code page");
+    let o = go(&store, &stated, &cp1250);
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Success,
+        "{:?}",
+        o.record.messages
+    );
+    assert_eq!(o.record.encoding, "windows-1250");
+    assert_eq!(o.record.counts.unchanged, 20, "{:?}", o.record.counts);
+    assert_eq!(store.users("t1", None).expect("users"), before);
 }
 
 #[test]

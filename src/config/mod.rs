@@ -320,14 +320,68 @@ impl<'de> Deserialize<'de> for DelimiterSetting {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+/// `encoding`: "auto", "utf-8", or a legacy code page by any of its WHATWG labels
+/// ("windows-1250", "cp1251", "iso-8859-2", "koi8-r", "shift_jis", ...; written back by its
+/// canonical name). UTF-16 is recognised by its byte order mark under "auto" and "utf-8".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncodingSetting {
-    #[serde(rename = "auto")]
     Auto,
-    #[serde(rename = "utf-8", alias = "utf8")]
     Utf8,
-    #[serde(rename = "windows-1252", alias = "cp1252")]
-    Windows1252,
+    Legacy(&'static encoding_rs::Encoding),
+}
+
+impl EncodingSetting {
+    /// The setting for `label`, or a sentence saying why it is not one.
+    pub fn parse(label: &str) -> Result<Self, String> {
+        let label = label.trim();
+        if label.eq_ignore_ascii_case("auto") {
+            return Ok(EncodingSetting::Auto);
+        }
+        if label.eq_ignore_ascii_case("utf8") {
+            return Ok(EncodingSetting::Utf8);
+        }
+        let known = encoding_rs::Encoding::for_label(label.as_bytes());
+        match known {
+            Some(e) if e == encoding_rs::UTF_8 => Ok(EncodingSetting::Utf8),
+            // UTF-16 needs its byte order mark (read under "auto"), "replacement" decodes
+            // nothing, x-user-defined is no code page, and ISO-2022-JP can spell ASCII
+            // with escapes: none is something an HR export is saved as.
+            Some(e)
+                if e != encoding_rs::UTF_16LE
+                    && e != encoding_rs::UTF_16BE
+                    && e != encoding_rs::REPLACEMENT
+                    && e != encoding_rs::X_USER_DEFINED
+                    && e != encoding_rs::ISO_2022_JP =>
+            {
+                Ok(EncodingSetting::Legacy(e))
+            }
+            _ => Err(format!(
+                "encoding {label:?} is not \"auto\", \"utf-8\" or a code page such as \"windows-1252\", \"windows-1250\", \"windows-1251\" or \"iso-8859-2\""
+            )),
+        }
+    }
+
+    /// How the setting is written (a code page by its canonical name).
+    pub fn name(self) -> &'static str {
+        match self {
+            EncodingSetting::Auto => "auto",
+            EncodingSetting::Utf8 => "utf-8",
+            EncodingSetting::Legacy(e) => e.name(),
+        }
+    }
+}
+
+impl Serialize for EncodingSetting {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for EncodingSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        EncodingSetting::parse(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

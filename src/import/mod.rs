@@ -52,6 +52,7 @@
 
 mod apply;
 mod bounds;
+mod encoding;
 mod ending;
 mod engine;
 pub mod fields;

@@ -4,6 +4,8 @@
 //! Data enters as bytes in memory or a path (read in 1 MiB chunks, never whole) and leaves as
 //! a [`Scan`] (facts about the file) and a `csv::Reader` over UTF-8 text without a BOM.
 
+pub use super::encoding::Enc;
+use super::encoding::{self, Utf8Seen};
 use crate::config::{DelimiterSetting, EncodingSetting};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -19,7 +21,7 @@ pub enum Input<'a> {
 }
 
 impl<'a> Input<'a> {
-    fn open(&self) -> Result<Box<dyn Read + 'a>> {
+    pub(super) fn open(&self) -> Result<Box<dyn Read + 'a>> {
         match *self {
             Input::Bytes(b) => Ok(Box::new(Cursor::new(b))),
             Input::Path(p) => Ok(Box::new(BufReader::with_capacity(
@@ -41,28 +43,6 @@ pub struct Layout<'a> {
     pub password_col: Option<usize>,
 }
 
-/// The text encoding of a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Enc {
-    Utf8,
-    Utf8Bom,
-    Utf16Le,
-    Utf16Be,
-    Windows1252,
-}
-
-impl Enc {
-    pub fn name(self) -> &'static str {
-        match self {
-            Enc::Utf8 => "utf-8",
-            Enc::Utf8Bom => "utf-8-bom",
-            Enc::Utf16Le => "utf-16le",
-            Enc::Utf16Be => "utf-16be",
-            Enc::Windows1252 => "windows-1252",
-        }
-    }
-}
-
 /// Facts gathered by one pass over the bytes.
 #[derive(Debug, Clone)]
 pub struct Scan {
@@ -78,8 +58,7 @@ pub struct Scan {
 }
 
 /// Measures the file, hashes it when `hash` (a run hashes its file once: a held run's approval
-/// and a file only archived do not), and decides its encoding (BOM, else valid UTF-8, else
-/// Windows-1252).
+/// and a file only archived do not), and decides its encoding (`encoding::decide`).
 pub fn scan(input: Input<'_>, setting: EncodingSetting, hash: bool) -> Result<Scan> {
     let mut r = input.open()?;
     let mut sha = hash.then(Sha256::new);
@@ -114,205 +93,15 @@ pub fn scan(input: Input<'_>, setting: EncodingSetting, hash: bool) -> Result<Sc
     }
     if keep > 0 {
         // The file ends inside a character.
-        utf8.invalid += 1;
-        utf8.first_bad_line.get_or_insert(utf8.lines + 1);
+        utf8.cut_off();
     }
-    let utf8_ok = utf8.first_bad_line.is_none();
-    let bom = if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
-        Some(Enc::Utf8Bom)
-    } else if head.starts_with(&[0xFF, 0xFE]) {
-        Some(Enc::Utf16Le)
-    } else if head.starts_with(&[0xFE, 0xFF]) {
-        Some(Enc::Utf16Be)
-    } else {
-        None
-    };
-    let binary = || {
-        Err("the file contains binary data (NUL bytes), so it is not a CSV text file (a UTF-16 file needs its byte order mark: save it as UTF-8, or as UTF-16 with a BOM)".to_string())
-    };
-    let encoding = match setting {
-        EncodingSetting::Auto => match bom {
-            Some(e @ (Enc::Utf16Le | Enc::Utf16Be)) => Ok(e),
-            Some(_) if utf8_ok && !nul => Ok(Enc::Utf8Bom),
-            Some(_) => Err("the file starts with a UTF-8 byte order mark but is not valid UTF-8".into()),
-            None if nul => binary(),
-            None if utf8_ok => Ok(Enc::Utf8),
-            None => match utf8.first_bad_line {
-                Some(line) if utf8.multibyte >= utf8.invalid || utf8.proof > 0 => {
-                    Err(mixed(line))
-                }
-                _ => Ok(Enc::Windows1252),
-            },
-        },
-        EncodingSetting::Utf8 if nul => binary(),
-        EncodingSetting::Utf8 if utf8_ok => Ok(if bom == Some(Enc::Utf8Bom) {
-            Enc::Utf8Bom
-        } else {
-            Enc::Utf8
-        }),
-        EncodingSetting::Utf8 => Err(
-            "the file is not valid UTF-8 (the tenant's encoding is \"utf-8\"; save it as UTF-8 or set encoding = \"auto\")"
-                .into(),
-        ),
-        EncodingSetting::Windows1252 if nul => binary(),
-        EncodingSetting::Windows1252 => Ok(Enc::Windows1252),
-    };
-    // A file decoded from UTF-16 or Windows-1252 is checked whole before it is used: broken
-    // UTF-16 would become U+FFFD and a byte Windows-1252 leaves undefined a control
-    // character, each stored as a user's value (review s16 F7).
-    // A file stated as Windows-1252 is read so (the operator's call).
-    let guessed = setting == EncodingSetting::Auto;
-    let encoding = match encoding {
-        Ok(e @ (Enc::Utf16Le | Enc::Utf16Be)) => undecodable(input, e)?.map_or(Ok(e), Err),
-        Ok(Enc::Windows1252) if guessed => {
-            undecodable(input, Enc::Windows1252)?.map_or(Ok(Enc::Windows1252), Err)
-        }
-        other => other,
-    };
-    let fallback = match bom {
-        Some(e @ (Enc::Utf16Le | Enc::Utf16Be)) => e,
-        Some(_) if utf8_ok => Enc::Utf8Bom,
-        None if utf8_ok => Enc::Utf8,
-        _ => Enc::Windows1252,
-    };
+    let (encoding, fallback) = encoding::decide(input, setting, &head, &utf8, nul)?;
     Ok(Scan {
         sha256: sha.map(|sha| hex::encode(sha.finalize())),
         bytes: total,
         encoding,
         fallback,
     })
-}
-
-/// What the scan learnt of the bytes as UTF-8.
-#[derive(Default)]
-struct Utf8Seen {
-    /// Valid UTF-8 characters of more than one byte (an accented letter written as UTF-8).
-    /// Windows-1252 text forms one only by chance (a capital accented letter followed by a
-    /// symbol such as `™`), so as many of them as bytes that are not UTF-8 mean a UTF-8 file
-    /// with bytes of another encoding in it.
-    multibyte: u64,
-    /// Valid UTF-8 characters that Windows-1252 text cannot form at all: those of three or
-    /// four bytes (a lower-case accented letter followed by two symbols) and those holding a
-    /// byte 1252 leaves undefined (0x81, 0x8D, 0x8F, 0x90, 0x9D; `č` is C4 8D). One of them
-    /// next to bytes that are not UTF-8 means a UTF-8 file with stray bytes, however few
-    /// UTF-8 characters it has (review of 2026-11-30, third round).
-    proof: u64,
-    /// Sequences of bytes that are not UTF-8.
-    invalid: u64,
-    /// The line (from 1) of the first byte that is not UTF-8.
-    first_bad_line: Option<u64>,
-    /// Line breaks before the current chunk, while no bad byte was seen.
-    lines: u64,
-}
-
-impl Utf8Seen {
-    /// Checks `bytes` (a chunk, after the previous chunk's unfinished character); returns how
-    /// many bytes at its end start a character the next chunk finishes.
-    fn check(&mut self, bytes: &[u8]) -> usize {
-        let mut rest = bytes;
-        loop {
-            let (valid, error) = match std::str::from_utf8(rest) {
-                Ok(_) => (rest.len(), None),
-                Err(e) => (e.valid_up_to(), Some(e.error_len())),
-            };
-            let text = &rest[..valid];
-            if !text.is_ascii() {
-                self.multibyte += text.iter().filter(|&&b| b >= 0xC0).count() as u64;
-                self.proof += text
-                    .iter()
-                    .filter(|&&b| b >= 0xE0 || matches!(b, 0x81 | 0x8D | 0x8F | 0x90 | 0x9D))
-                    .count() as u64;
-            }
-            let at = bytes.len() - rest.len() + valid;
-            match error {
-                None => break,
-                Some(None) => {
-                    self.count_lines(&bytes[..at]);
-                    return rest.len() - valid;
-                }
-                Some(Some(len)) => {
-                    self.invalid += 1;
-                    if self.first_bad_line.is_none() {
-                        self.count_lines(&bytes[..at]);
-                        self.first_bad_line = Some(self.lines + 1);
-                    }
-                    rest = &rest[valid + len..];
-                }
-            }
-        }
-        self.count_lines(bytes);
-        0
-    }
-
-    fn count_lines(&mut self, bytes: &[u8]) {
-        if self.first_bad_line.is_none() {
-            self.lines += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
-        }
-    }
-}
-
-/// Why a file that is partly UTF-8 is not read at all (design §3, `encoding`).
-fn mixed(line: u64) -> String {
-    format!(
-        "the file mixes text encodings: it has characters written as UTF-8 and, from line {line} on, bytes that are not UTF-8 (text pasted from another program?); reading it as Windows-1252 would garble every accented letter, so nothing was imported. Save the whole file as UTF-8 (or set encoding = \"windows-1252\" if that is what it is)"
-    )
-}
-
-/// Why the file cannot be decoded as `enc` (UTF-16 or Windows-1252) without losing text: a
-/// sentence naming the line, or None when it can.
-fn undecodable(input: Input<'_>, enc: Enc) -> Result<Option<String>> {
-    if enc == Enc::Windows1252 {
-        // The five bytes Windows-1252 assigns no character (decoders make C1 controls of them).
-        let mut r = input.open()?;
-        let mut buf = vec![0u8; 1 << 16];
-        let mut line = 1u64;
-        loop {
-            let n = r.read(&mut buf).context("cannot read the file")?;
-            if n == 0 {
-                return Ok(None);
-            }
-            for &b in &buf[..n] {
-                match b {
-                    b'\n' => line += 1,
-                    0x81 | 0x8D | 0x8F | 0x90 | 0x9D => {
-                        return Ok(Some(format!(
-                            "the file is neither UTF-8 nor Windows-1252: line {line} has the byte 0x{b:02X}, which Windows-1252 has no character for; save the file as UTF-8"
-                        )))
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    let mut dec = match enc {
-        Enc::Utf16Be => encoding_rs::UTF_16BE.new_decoder_with_bom_removal(),
-        _ => encoding_rs::UTF_16LE.new_decoder_with_bom_removal(),
-    };
-    let mut r = input.open()?;
-    let (mut inbuf, mut out) = (vec![0u8; 1 << 16], vec![0u8; 3 << 16]);
-    let mut line = 1u64;
-    loop {
-        let n = r.read(&mut inbuf).context("cannot read the file")?;
-        let mut start = 0;
-        loop {
-            let (result, read, written) =
-                dec.decode_to_utf8_without_replacement(&inbuf[start..n], &mut out, n == 0);
-            line += out[..written].iter().filter(|b| **b == b'\n').count() as u64;
-            start += read;
-            match result {
-                encoding_rs::DecoderResult::InputEmpty => break,
-                encoding_rs::DecoderResult::OutputFull => {}
-                encoding_rs::DecoderResult::Malformed(_, _) => {
-                    return Ok(Some(format!(
-                        "the file starts with a UTF-16 byte order mark but is not valid UTF-16 (a broken character on line {line}); save it again as UTF-8 or UTF-16"
-                    )))
-                }
-            }
-        }
-        if n == 0 {
-            return Ok(None);
-        }
-    }
 }
 
 fn memchr_nul(b: &[u8]) -> bool {
@@ -381,7 +170,7 @@ pub fn text<'a>(input: Input<'a>, enc: Enc) -> Result<Box<dyn Read + 'a>> {
         }
         Enc::Utf16Le => encoding_rs::UTF_16LE.new_decoder_with_bom_removal(),
         Enc::Utf16Be => encoding_rs::UTF_16BE.new_decoder_with_bom_removal(),
-        Enc::Windows1252 => encoding_rs::WINDOWS_1252.new_decoder_without_bom_handling(),
+        Enc::Legacy(e) => e.new_decoder_without_bom_handling(),
     };
     Ok(Box::new(Decode {
         inner: r,
@@ -506,7 +295,9 @@ mod tests {
         bytes.truncate(bytes.len() - 4);
         assert_eq!(bytes.last(), Some(&0xC3));
         let scan = super::scan(Input::Bytes(&bytes), EncodingSetting::Auto, true).unwrap();
-        assert_eq!(scan.encoding, Ok(Enc::Windows1252));
+        // (A lone 0xC3 after a megabyte of ASCII is too little for the code-page detector,
+        // which takes it for Windows-1250's "Ă": either way, not UTF-8.)
+        assert_ne!(scan.encoding, Ok(Enc::Utf8));
     }
 
     #[test]
@@ -535,13 +326,13 @@ mod tests {
         // Windows-1252 letters alone (none of them valid UTF-8) are Windows-1252.
         assert_eq!(
             encoding(b"n;t\nJ\xfcrgen;Fran\xe7ois\n\xc9mile;x\n"),
-            Some(Ok(Enc::Windows1252))
+            Some(Ok(Enc::WINDOWS_1252))
         );
         // A Windows-1252 file in which one pair of letters happens to be valid UTF-8 (É then
         // ©, 0xC9 0xA9) is still Windows-1252.
         assert_eq!(
             encoding(b"n;t\nJ\xfcrgen;\xc9\xa9\n\xe9t\xe9;l\xe0\n"),
-            Some(Ok(Enc::Windows1252))
+            Some(Ok(Enc::WINDOWS_1252))
         );
         // A whole UTF-8 file is UTF-8.
         assert_eq!(
@@ -562,9 +353,9 @@ mod tests {
     #[test]
     fn decodes_windows_1252_and_utf16() {
         let s = scan(Input::Bytes(b"J\xfcrgen;x\n"), EncodingSetting::Auto, true).ok();
-        assert_eq!(s.map(|s| s.encoding), Some(Ok(Enc::Windows1252)));
+        assert_eq!(s.map(|s| s.encoding), Some(Ok(Enc::WINDOWS_1252)));
         let mut out = String::new();
-        let r = text(Input::Bytes(b"J\xfcrgen"), Enc::Windows1252);
+        let r = text(Input::Bytes(b"J\xfcrgen"), Enc::WINDOWS_1252);
         assert!(r.is_ok_and(|mut r| r.read_to_string(&mut out).is_ok()));
         assert_eq!(out, "Jürgen");
         let utf16: Vec<u8> = [0xFF, 0xFE]
