@@ -1,5 +1,6 @@
 //! Filing a run's file away: `processed/`, `errors/` or `bak/` in the tenant home, named
-//! `NAME.<UTC timestamp>.csv`, plus the failure report `NAME.<UTC timestamp>.report.csv`; and the
+//! `NAME.<UTC timestamp>.csv` (NAME cut to 200 bytes and marked `~`, so every name fits the
+//! file system's 255), plus the failure report `NAME.<UTC timestamp>.report.csv`; and the
 //! daily retention sweep of those folders. The names are planned when the run starts ([`plan`])
 //! and committed in its record by the engine; filing then writes exactly those names.
 //!
@@ -33,6 +34,23 @@ fn stem(name: &str) -> &str {
     }
 }
 
+/// The longest stem an archive name keeps, in bytes. The rest of the longest name a run
+/// writes, `.<stamp>-NNN.report.csv.roster-tmp` (the temp name before its rename), takes 43
+/// bytes more, and a file name may have at most 255 (review s18 clients F2).
+const STEM_BYTES: usize = 200;
+
+/// `stem`, cut to [`STEM_BYTES`] on a character boundary and marked `~` when it is cut.
+fn short(stem: &str) -> String {
+    if stem.len() <= STEM_BYTES {
+        return stem.to_string();
+    }
+    let mut end = STEM_BYTES - 1;
+    while !stem.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}~", &stem[..end])
+}
+
 /// Chooses the archive names of a run of `name` starting at `at`, before the run, so the
 /// engine commits them in its record (see `import::Filing`): one timestamp tag for the file
 /// (in its folder for either outcome) and the report, the first tag none of those names has
@@ -43,7 +61,7 @@ pub fn plan(home: &Path, profile: &ImportProfile, name: &str, at: DateTime<Utc>)
         Archive::Processed => ("processed", "errors", "errors"),
     };
     let stamp = at.format("%Y%m%dT%H%M%SZ").to_string();
-    let base = stem(name);
+    let base = short(stem(name));
     let mut n = 1;
     loop {
         let tag = if n == 1 {
@@ -228,6 +246,31 @@ pub fn sweep(home: &Path, days: u32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_as_long_as_the_file_system_allows_is_cut_to_fit_its_archive_names() {
+        use crate::import::ImportStatus;
+        let dir = tempfile::tempdir().unwrap();
+        let at = Utc::now();
+        // 255 bytes in all, with two-byte letters where the cut falls.
+        let name = format!("userdata_{}{}.csv", "b".repeat(150), "č".repeat(46));
+        assert_eq!(name.len(), 255);
+        let p = ImportProfile::default();
+        for _ in 0..3 {
+            let plan = plan(dir.path(), &p, &name, at);
+            let (file, report) = plan.names(ImportStatus::Partial, true);
+            let report = report.unwrap();
+            for rel in [&file, &report, &plan.failed] {
+                let (_, leaf) = split(rel).unwrap();
+                assert!(leaf.len() + 1 + TEMP_SUFFIX.len() <= 255, "{rel}");
+                assert!(leaf.starts_with("userdata_bbb") && leaf.contains("č~."), "{rel}");
+            }
+            // Writing them works (the temp name fits too); the next plan takes the next tag.
+            write_file(dir.path(), &file, b"x").unwrap();
+            write_file(dir.path(), &report, b"r").unwrap();
+        }
+        assert_eq!(short("users"), "users");
+    }
 
     #[test]
     fn names_by_status_and_setting() {
