@@ -18,9 +18,21 @@ pub(crate) struct WaitingFile {
     pub modified_at: DateTime<Utc>,
 }
 
+/// A file or folder in a tenant's root that no import takes as it is, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct NotImported {
+    pub name: String,
+    pub bytes: u64,
+    pub modified_at: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// At most this many [`NotImported`] are listed (the newest).
+const NOT_IMPORTED_LISTED: usize = 20;
+
 /// Today's file of a tenant (`GET /api/tenants/{t}/today`, the console's today page and
-/// overview): what waits in its root for today, and which of `recent` (its newest runs, newest
-/// first) imported a file today.
+/// overview): what waits in its root for today, which of `recent` (its newest runs, newest
+/// first) imported today's file, and what lies in its root that no import takes.
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct TodayFile {
     pub tenant: String,
@@ -31,6 +43,9 @@ pub(crate) struct TodayFile {
     pub present: bool,
     pub waiting: Vec<WaitingFile>,
     pub imported: Vec<ImportRecord>,
+    /// Newest first, at most [`NOT_IMPORTED_LISTED`]; `not_imported_total` counts them all.
+    pub not_imported: Vec<NotImported>,
+    pub not_imported_total: usize,
 }
 
 /// [`TodayFile`] of `t`, from its root folder and its newest runs `recent`.
@@ -55,10 +70,18 @@ pub(crate) fn today_file(config: &Config, t: &Tenant, recent: Vec<ImportRecord>)
             });
         }
     }
+    // With a `{date}` pattern, today's file is the one dated today, whenever it came; a
+    // file dated yesterday that arrives today is not it (review s18 clients F4).
     let imported: Vec<ImportRecord> = recent
         .into_iter()
         .filter(|r| r.status != ImportStatus::Missing && is_today(r.received_at))
+        .filter(|r| {
+            !pattern.has_date() || pattern.matches(&r.file).and_then(|m| m.date) == Some(today)
+        })
         .collect();
+    let mut not_imported = not_imported(config, t, &waiting);
+    let not_imported_total = not_imported.len();
+    not_imported.truncate(NOT_IMPORTED_LISTED);
     TodayFile {
         tenant: t.id.clone(),
         date: today.to_string(),
@@ -68,5 +91,50 @@ pub(crate) fn today_file(config: &Config, t: &Tenant, recent: Vec<ImportRecord>)
         present: !waiting.is_empty() || !imported.is_empty(),
         waiting,
         imported,
+        not_imported,
+        not_imported_total,
     }
+}
+
+/// What lies in the root of `t` that no import takes as it is, newest first: files
+/// whose names do not match (or are temporary upload names), uploads not finished (interrupted,
+/// or still being written), and folders other than the archive folders (review s18 clients
+/// F3, F4).
+fn not_imported(config: &Config, t: &Tenant, waiting: &[WaitingFile]) -> Vec<NotImported> {
+    let Ok(entries) = std::fs::read_dir(config.tenant_home(&t.id)) else {
+        return Vec::new();
+    };
+    let unfinished = crate::sftp::InProgress::new(&config.server.data_dir, &t.id);
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else { continue };
+        let archive = matches!(name.as_str(), "processed" | "errors" | "bak");
+        if archive || waiting.iter().any(|w| w.name == name) {
+            continue;
+        }
+        let reason = if meta.is_dir() {
+            Some("a folder: only files directly in the tenant folder are imported".to_string())
+        } else if !meta.is_file() {
+            None
+        } else if let Some(why) = crate::intake::pattern::why_not_imported(&t.import, &name) {
+            Some(why)
+        } else if unfinished.is_unfinished(crate::sftp::FileId::of(&meta)) {
+            Some("upload unfinished: a client is still writing it or was cut off; it is imported once an upload of it finishes".to_string())
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            found.push(NotImported {
+                name,
+                bytes: if meta.is_file() { meta.len() } else { 0 },
+                modified_at: meta.modified().map(Into::into).unwrap_or_default(),
+                reason,
+            });
+        }
+    }
+    found.sort_by_key(|f| std::cmp::Reverse(f.modified_at));
+    found
 }

@@ -114,6 +114,7 @@ pub(super) fn today_text(v: &Value) -> anyhow::Result<String> {
                 .unwrap_or("?"),
         );
         out.push_str(&format!("no file for today yet (expected {expected})\n"));
+        out.push_str(&not_imported_text(v));
         return Ok(out);
     }
     let mut rows = Vec::new();
@@ -144,7 +145,31 @@ pub(super) fn today_text(v: &Value) -> anyhow::Result<String> {
         Col("STATUS", false),
     ];
     out.push_str(&table::table(&cols, &rows));
+    out.push_str(&not_imported_text(v));
     Ok(out)
+}
+
+/// The files and folders of the tenant's root that no import takes, with the reason.
+fn not_imported_text(v: &Value) -> String {
+    let listed = v["not_imported"].as_array().cloned().unwrap_or_default();
+    if listed.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("In the tenant folder but not imported:\n");
+    for f in &listed {
+        out.push_str(&format!(
+            "  {} ({}, {}): {}\n",
+            clean(f["name"].as_str().unwrap_or("?")),
+            size(f["bytes"].as_u64().unwrap_or(0)),
+            local_str(f["modified_at"].as_str().unwrap_or("")),
+            clean(f["reason"].as_str().unwrap_or("?"))
+        ));
+    }
+    let total = v["not_imported_total"].as_u64().unwrap_or(0);
+    if total > listed.len() as u64 {
+        out.push_str(&format!("  and {} more\n", total - listed.len() as u64));
+    }
+    out
 }
 
 pub(super) fn preview_text(v: &Value) -> anyhow::Result<String> {

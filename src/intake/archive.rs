@@ -263,7 +263,10 @@ mod tests {
             for rel in [&file, &report, &plan.failed] {
                 let (_, leaf) = split(rel).unwrap();
                 assert!(leaf.len() + 1 + TEMP_SUFFIX.len() <= 255, "{rel}");
-                assert!(leaf.starts_with("userdata_bbb") && leaf.contains("č~."), "{rel}");
+                assert!(
+                    leaf.starts_with("userdata_bbb") && leaf.contains("č~."),
+                    "{rel}"
+                );
             }
             // Writing them works (the temp name fits too); the next plan takes the next tag.
             write_file(dir.path(), &file, b"x").unwrap();

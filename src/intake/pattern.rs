@@ -132,8 +132,64 @@ impl FilePattern {
     }
 }
 
+/// Why a file at `rel` (relative to the tenant home) is not imported as it is, in words for
+/// the uploader's operator (the log line of a finished upload, `roster today`); None when its
+/// name is one the intake takes (design §6: only files directly in `/` whose names match
+/// `file`). Review s18 clients F3: a near miss (`Users.csv`, `users (1).csv`, a subfolder) was
+/// dropped without a word.
+pub fn why_not_imported(profile: &ImportProfile, rel: &str) -> Option<String> {
+    let pattern = &profile.file;
+    if rel.contains('/') {
+        return Some(format!(
+            "it is in a folder: only files directly in the tenant folder are imported (move it there as {pattern})"
+        ));
+    }
+    if crate::sftp::is_temp_name(rel) {
+        return Some(format!(
+            "a temporary upload name: imported once the client renames it to a name matching {pattern}"
+        ));
+    }
+    if FilePattern::new(profile).matches(rel).is_some() {
+        return None;
+    }
+    let folded = ImportProfile {
+        file: pattern.to_lowercase(),
+        ..profile.clone()
+    };
+    if FilePattern::new(&folded)
+        .matches(&rel.to_lowercase())
+        .is_some()
+    {
+        return Some(format!(
+            "its name differs from {pattern} in upper and lower case only, and names are matched exactly: rename it to import it"
+        ));
+    }
+    Some(format!(
+        "its name does not match {pattern}: rename it to import it"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn near_misses_say_why_they_are_not_imported() {
+        let mut p = ImportProfile {
+            file: "users.csv".into(),
+            ..ImportProfile::default()
+        };
+        let why = |p: &ImportProfile, rel: &str| why_not_imported(p, rel).unwrap_or_default();
+        assert_eq!(why_not_imported(&p, "users.csv"), None);
+        assert!(why(&p, "Users.CSV").contains("upper and lower case only"));
+        assert!(why(&p, "users (1).csv").contains("does not match users.csv"));
+        assert!(why(&p, "incoming/users.csv").contains("in a folder"));
+        assert!(why(&p, "users.csv.filepart").contains("temporary upload name"));
+        p.file = "users_{date}.csv".into();
+        p.date_format = "%Y_%m_%d".into();
+        assert_eq!(why_not_imported(&p, "users_2026_11_30.csv"), None);
+        assert!(why(&p, "USERS_2026_11_30.csv").contains("upper and lower case only"));
+        assert!(why(&p, "users_2026-11-30.csv").contains("does not match users_{date}.csv"));
+    }
+
     use super::*;
 
     fn pattern(file: &str, fmt: &str) -> FilePattern {

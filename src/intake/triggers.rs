@@ -56,9 +56,16 @@ fn settle_then_request(intake: &Intake, tenant: String, name: String) {
 
 async fn consume_uploads(intake: Intake, mut uploads: mpsc::UnboundedReceiver<UploadFinished>) {
     while let Some(ev) = uploads.recv().await {
-        // Only files directly in `/` are imported.
+        // Only files directly in `/` whose names match the tenant's `file` are imported; the
+        // others are logged with the reason, so a near miss is not dropped without a word.
         let rel = ev.path.trim_start_matches('/');
-        if rel.is_empty() || rel.contains('/') {
+        if rel.is_empty() {
+            continue;
+        }
+        let config = intake.shared.config.current();
+        let tenant = config.tenants.iter().find(|t| t.id == ev.tenant);
+        if let Some(why) = tenant.and_then(|t| super::pattern::why_not_imported(&t.import, rel)) {
+            tracing::info!(tenant = %ev.tenant, path = %ev.path, "upload not imported: {why}");
             continue;
         }
         settle_then_request(&intake, ev.tenant, rel.to_string());
