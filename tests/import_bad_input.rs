@@ -53,6 +53,17 @@ fn empty_file() {
 }
 
 #[test]
+fn excels_delimiter_hint_is_named_as_such() {
+    let file = format!("sep=;\r\n{}", GOOD.replace('\n', "\r\n"));
+    let o = bad(file.as_bytes());
+    assert!(
+        first_message(&o).contains("Excel's delimiter hint (sep=…)"),
+        "{:?}",
+        o.record.messages
+    );
+}
+
+#[test]
 fn header_only() {
     assert!(first_message(&bad(b"Code;First;Last;Email\r\n")).contains("no data rows"));
 }

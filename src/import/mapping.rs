@@ -179,6 +179,14 @@ pub fn map_columns(headers: &[String], tenant: &Tenant, delim: u8) -> Result<Map
         }
     }
     if !missing.is_empty() {
+        // Excel writes a first line `sep=;` when asked to name the delimiter (review s18
+        // clients F7): say so, rather than show it as the header.
+        if headers
+            .first()
+            .is_some_and(|h| h.trim().to_ascii_lowercase().starts_with("sep="))
+        {
+            return Err("the file's first line is Excel's delimiter hint (sep=…), not the header row: remove that line (Roster finds the delimiter itself) and upload the file again".to_string());
+        }
         let found: Vec<&str> = headers.iter().take(12).map(|h| h.trim()).collect();
         let more = if headers.len() > 12 { ", …" } else { "" };
         return Err(format!(
