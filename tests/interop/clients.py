@@ -482,6 +482,34 @@ def check_forwarding_refused():
         lsock.close()
 
 
+def check_unknown_requests_logged_once():
+    """2,000 channel requests of types nobody knows (PuTTY sends one, simple@putty..., at every
+    login) are refused without a log line each; the channel still serves SFTP afterwards."""
+    from paramiko.common import cMSG_CHANNEL_REQUEST
+    from paramiko.message import Message
+    t = connect()
+    try:
+        ch = t.open_session()
+        for i in range(2000):
+            m = Message()
+            m.add_byte(cMSG_CHANNEL_REQUEST)
+            m.add_int(ch.remote_chanid)
+            m.add_string("junk-%d@interop.example" % (i % 5))
+            m.add_boolean(False)
+            t._send_user_message(m)
+        ch.invoke_subsystem("sftp")
+        s = paramiko.SFTPClient(ch)
+        s.listdir("/")
+        s.close()
+    finally:
+        t.close()
+    if TARGET != "roster" or not SERVER_LOG:
+        return
+    with open(SERVER_LOG, errors="replace") as f:
+        lines = [l for l in f if "junk-" in l]
+    check(len(lines) <= 2, "%d log lines for 2,000 unknown channel requests" % len(lines))
+
+
 def check_session_limit():
     """max_sessions_per_tenant (default 16): the 17th concurrent session is refused, the 16 open
     ones keep working, and a slot freed by closing one is usable again."""

@@ -377,6 +377,7 @@ c_sftp_symlink_refused() {
 
 c_wrong_password() { py wrong_password; }
 c_forwarding_refused() { py forwarding_refused; }
+c_unknown_requests() { py unknown_requests_logged_once; }
 c_session_limit() { py session_limit; }
 
 c_subsystem_refused() {
@@ -541,6 +542,7 @@ run_check exec_refused          c_exec_refused
 run_check shell_refused         c_shell_refused
 run_check subsystem_refused     c_subsystem_refused
 run_check forwarding_refused    c_forwarding_refused
+run_check unknown_requests      c_unknown_requests
 run_check sftp_traversal        c_sftp_traversal
 run_check traversal_read        c_traversal_read
 run_check traversal_write       c_traversal_write
