@@ -217,9 +217,10 @@ impl<'a> MakeWriter<'a> for JsonStderr {
 /// russh writes one WARN line for every channel request of a type it does not know, before
 /// Roster's handler could count it: a client sending them in a loop wrote 20,000 lines in
 /// 0.2 s, and PuTTY-based clients (psftp, WinSCP, FileZilla) send one such request
-/// (`simple@putty.projects.tartarus.org`) at every login (review s18 clients F6). So that
-/// module logs errors only, unless `ROSTER_LOG` names russh itself.
-const QUIET_RUSSH: &str = "russh::server::encrypted=error";
+/// (`simple@putty.projects.tartarus.org`) at every login (review s18 clients F6). Likewise an
+/// INFO line for every key re-exchange a client starts (300 in 13 s from one paramiko loop).
+/// So russh logs warnings only, and that module errors only, unless `ROSTER_LOG` names russh.
+const QUIET_RUSSH: [&str; 2] = ["russh=warn", "russh::server::encrypted=error"];
 
 /// Installs the global subscriber: `json` or human lines on stderr, verbosity from `ROSTER_LOG`
 /// (else `default_level`), colours only on a terminal.
@@ -229,8 +230,10 @@ pub fn init(json: bool, default_level: &str) {
     let mut filter = tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     if !asked.contains("russh") {
-        if let Ok(quiet) = QUIET_RUSSH.parse() {
-            filter = filter.add_directive(quiet);
+        for directive in QUIET_RUSSH {
+            if let Ok(quiet) = directive.parse() {
+                filter = filter.add_directive(quiet);
+            }
         }
     }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
