@@ -312,12 +312,20 @@ async fn run_now_imports_the_waiting_file_of_today() {
     let name = format!("hr_{today}.csv");
     let csv = users_csv(0, 3);
     env.upload("sched", &name, csv.as_bytes()).await;
+    // A near miss waits beside it, named with the reason (review s18 clients F3).
+    let near_miss = format!("HR_{today}.csv");
+    env.upload("sched", &near_miss, csv.as_bytes()).await;
 
     let b = Browser::start().await;
     sign_in_operator(&b, &env).await;
     b.open(&format!("{base}/tenants/sched/today")).await;
     assert_eq!(b.text("#expected").await, name);
     assert!(b.text("#waiting").await.contains(&name));
+    let not_imported = b.text("#not-imported").await;
+    assert!(
+        not_imported.contains(&near_miss) && not_imported.contains("upper and lower case only"),
+        "{not_imported}"
+    );
     let href = b.attr("#waiting a", "href").await.unwrap();
     let cookies = browser_cookie(&b).await;
     let (status, bytes, _) = get_bytes(&base, &path_of(&href), &cookies).await;
