@@ -45,6 +45,14 @@ fn says(o: &ImportOutcome, text: &str) -> bool {
     o.record.messages.iter().any(|m| m.contains(text))
 }
 
+/// Checks that the run ended `status` and that its messages say each of `texts`.
+fn ended(o: &ImportOutcome, status: ImportStatus, texts: &[&str]) {
+    assert_eq!(o.record.status, status, "{:?}", o.record.messages);
+    for text in texts {
+        assert!(says(o, text), "{text:?} not in {:?}", o.record.messages);
+    }
+}
+
 #[test]
 fn a_stray_quote_removes_nobody() {
     for (on_missing, verb) in [
@@ -168,21 +176,10 @@ fn a_central_european_export_changes_nobody_until_its_code_page_is_stated() {
     let (cp1250, _, unmappable) = encoding_rs::WINDOWS_1250.encode(&text);
     assert!(!unmappable);
     let o = go(&store, &t, &cp1250);
-    assert_eq!(
-        o.record.status,
+    ended(
+        &o,
         ImportStatus::Error,
-        "{:?}",
-        o.record.messages
-    );
-    assert!(
-        says(&o, "looks like windows-1250"),
-        "{:?}",
-        o.record.messages
-    );
-    assert!(
-        says(&o, "set encoding = \"windows-1250\""),
-        "{:?}",
-        o.record.messages
+        &["looks like windows-1250", "set encoding = \"windows-1250\""],
     );
     assert_eq!(store.users("t1", None).expect("users"), before);
     // Stated, it reads as the UTF-8 list did: nothing changes.
@@ -223,16 +220,10 @@ fn a_configured_column_the_file_lacks_makes_the_run_partial() {
     // The HR system renames the column; user C002 is now terminated, C003 gets a new title.
     let renamed = rows("Termination flag", "1", "Lead");
     let o = go(&store, &t, &renamed);
-    assert_eq!(
-        o.record.status,
+    ended(
+        &o,
         ImportStatus::Partial,
-        "{:?}",
-        o.record.messages
-    );
-    assert!(
-        says(&o, "\"Terminated\" (for deactivate)"),
-        "{:?}",
-        o.record.messages
+        &["\"Terminated\" (for deactivate)"],
     );
     assert_eq!(o.record.counts.skipped, 0);
     let user = |k: &str| store.user("t1", k).expect("read").expect("user");
