@@ -225,8 +225,8 @@ pub fn previous_fire(expr: &str, tz: &str, before: DateTime<Utc>) -> Option<Date
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// Deletes old archived files and reports, and change-log entries older than the tenant's
-/// `retention_days`, at start and then daily.
+/// Deletes old archived files and reports, and change-log entries, import records and
+/// file-ledger entries older than the tenant's `retention_days`, at start and then daily.
 pub(super) async fn retention(intake: Intake) {
     let mut tick = tokio::time::interval(Duration::from_secs(86_400));
     loop {
@@ -241,22 +241,45 @@ pub(super) async fn retention(intake: Intake) {
             if removed > 0 {
                 tracing::info!(tenant = %t.id, removed, days, "retention: old archived files deleted");
             }
-            // issue 12: change-log and event entries older than retention_days go too.
-            let store = intake.shared.store.clone();
             // Never panics: validation bounds `days`, and a date before the calendar trims nothing.
             let before = chrono::Duration::try_days(i64::from(days))
                 .and_then(|d| Utc::now().checked_sub_signed(d))
                 .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+            // issue 12: change-log and event entries older than retention_days go too; and
+            // so do import records (review s18 longrun F1: the history grew for good).
+            let store = intake.shared.store.clone();
             let id = t.id.clone();
-            match tokio::task::spawn_blocking(move || store.trim_changes(&id, before)).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(trimmed)) => {
+            let trimmed = tokio::task::spawn_blocking(move || {
+                (
+                    store.trim_changes(&id, before),
+                    store.trim_history(&id, before),
+                )
+            })
+            .await;
+            let (changes, records) = match trimmed {
+                Ok(both) => both,
+                Err(e) => {
+                    tracing::warn!(tenant = %t.id, "retention: the trim task failed: {e}");
+                    continue;
+                }
+            };
+            match changes {
+                Ok(0) => {}
+                Ok(trimmed) => {
                     tracing::info!(tenant = %t.id, trimmed, days, "retention: old change-log entries removed")
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::warn!(tenant = %t.id, "retention: cannot trim the change log: {e:#}")
                 }
-                Err(e) => tracing::warn!(tenant = %t.id, "retention: the trim task failed: {e}"),
+            }
+            match records {
+                Ok(0) => {}
+                Ok(trimmed) => {
+                    tracing::info!(tenant = %t.id, trimmed, days, "retention: old import records removed")
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %t.id, "retention: cannot trim the history: {e:#}")
+                }
             }
         }
     }

@@ -353,6 +353,11 @@ pub trait RunLog: Send + Sync {
     /// Stores a record the intake made for claim `claim` together with the claim's stamp, at
     /// once, so a restart finishes this record instead of making another.
     fn record_claimed(&self, record: &ImportRecord, claim: &str) -> Result<()>;
+    /// Retention (design §6): removes the tenant's import records that finished before
+    /// `before`, and its file-ledger entries last written before it; never the tenant's newest
+    /// record, one whose held plan still waits for approval, or one a claim stamp names (a
+    /// restart finishes that run). Returns how many records went. Durable on return.
+    fn trim_history(&self, tenant: &str, before: DateTime<Utc>) -> Result<u64>;
 }
 
 /// The durable mail outbox: messages wait here until delivered, across restarts.

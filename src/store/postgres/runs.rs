@@ -327,6 +327,35 @@ impl RunLog for PostgresStore {
         })
     }
 
+    fn trim_history(&self, tenant: &str, before: DateTime<Utc>) -> Result<u64> {
+        let tenant = tenant.to_string();
+        self.db.run(move |pool| async move {
+            let mut client = Connections::client(&pool).await?;
+            let tx = client.transaction().await?;
+            let removed = tx
+                .execute(
+                    "DELETE FROM roster.import_records r WHERE r.tenant = $1 AND r.finished_at < $2 \
+                     AND r.id COLLATE \"C\" < (SELECT max(id COLLATE \"C\") \
+                         FROM roster.import_records WHERE tenant = $1) \
+                     AND NOT EXISTS (SELECT 1 FROM roster.held_plans h \
+                         WHERE h.tenant = r.tenant AND h.import_id = r.id) \
+                     AND NOT EXISTS (SELECT 1 FROM roster.claim_stamps s \
+                         WHERE s.tenant = r.tenant AND s.import_id = r.id)",
+                    &[&tenant, &before],
+                )
+                .await
+                .with_context(|| format!("cannot trim the import history of tenant {tenant}"))?;
+            tx.execute(
+                "DELETE FROM roster.ledger WHERE tenant = $1 AND updated_at < $2",
+                &[&tenant, &before],
+            )
+            .await
+            .with_context(|| format!("cannot trim the file ledger of tenant {tenant}"))?;
+            tx.commit().await?;
+            Ok(removed)
+        })
+    }
+
     fn claim_running(&self, tenant: &str, file: &str, claim: &str) -> Result<()> {
         let (tenant, file) = owned(tenant, file);
         let claim = claim.to_string();

@@ -169,6 +169,51 @@ impl RunLog for SledStore {
         Ok(out)
     }
 
+    fn trim_history(&self, tenant: &str, before: DateTime<Utc>) -> Result<u64> {
+        let prefix = tkey(tenant, b"");
+        let newest = match self.inner.history.scan_prefix(&prefix).next_back() {
+            Some(kv) => kv?.0,
+            None => return Ok(0),
+        };
+        let mut kept: std::collections::HashSet<String> =
+            self.held_plans(tenant)?.into_iter().collect();
+        for kv in self.inner.claims.scan_prefix(stamp_key(tenant, "")) {
+            let (_, v) = kv?;
+            if let Ok(stamp) = serde_json::from_slice::<ClaimStamp>(&v) {
+                kept.insert(stamp.import_id);
+            }
+        }
+        let mut old = sled::Batch::default();
+        let mut removed = 0u64;
+        for kv in self.inner.history.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            if k == newest {
+                break;
+            }
+            // A damaged record stays: retention does not decide about what it cannot read.
+            let Ok(record) = serde_json::from_slice::<ImportRecord>(&v) else {
+                continue;
+            };
+            if record.finished_at < before && !kept.contains(&record.id) {
+                old.remove(k);
+                removed += 1;
+            }
+        }
+        self.inner.history.apply_batch(old)?;
+        let mut stale = sled::Batch::default();
+        for kv in self.inner.ledger.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            if let Ok(entry) = serde_json::from_slice::<LedgerEntry>(&v) {
+                if entry.updated_at < before {
+                    stale.remove(k);
+                }
+            }
+        }
+        self.inner.ledger.apply_batch(stale)?;
+        self.flush()?;
+        Ok(removed)
+    }
+
     /// Stores a record the intake made for claim `claim` together with the claim's stamp, in
     /// one transaction, so a restart finishes this record instead of making another.
     fn record_claimed(&self, record: &ImportRecord, claim: &str) -> Result<()> {
