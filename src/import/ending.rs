@@ -333,6 +333,7 @@ pub(super) fn commit(
             remove_plan: job.approving.as_ref().map(|a| a.id.clone()),
             set_aside_plans,
             lease: job.opts.lease.clone(),
+            mail: job.opts.mail.as_ref().and_then(|compose| compose(&rec)),
         };
         if let Err(e) = job.store.commit(&commit) {
             job.store.discard_staged(&job.tenant.id, &staged)?;

@@ -103,7 +103,13 @@ pub struct RunOptions {
     /// Set by the intake: the store lease the run holds; its commit is refused once this node
     /// no longer holds it ([`Commit::lease`](crate::store::Commit)).
     pub lease: Option<String>,
+    /// Set for an approve: composes the run's mail from its final record, queued by the
+    /// commit itself, so a crash right after the commit cannot lose it (review s18 crash F1).
+    pub mail: Option<MailFor>,
 }
+
+/// Composes a run's mail from its record (None: no mail).
+pub type MailFor = Arc<dyn Fn(&ImportRecord) -> Option<crate::store::OutboxMail> + Send + Sync>;
 
 impl Default for RunOptions {
     fn default() -> Self {
@@ -114,6 +120,7 @@ impl Default for RunOptions {
             row_memory: spill::DEFAULT_BUDGET,
             filing: None,
             lease: None,
+            mail: None,
         }
     }
 }
@@ -235,6 +242,16 @@ pub fn preview_bytes(
 
 /// Applies a held run exactly as planned; the held record becomes `success` or `partial`.
 pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<ImportOutcome> {
+    approve_mailed(store, tenant, import_id, None)
+}
+
+/// [`approve`], queueing the mail `mail` composes from the applied record in the same commit.
+pub fn approve_mailed(
+    store: &Store,
+    tenant: &Tenant,
+    import_id: &str,
+    mail: Option<MailFor>,
+) -> Result<ImportOutcome> {
     let held::HeldRun {
         tenant: held_tenant,
         file,
@@ -245,6 +262,7 @@ pub fn approve(store: &Store, tenant: &Tenant, import_id: &str) -> Result<Import
     } = held::load(store, tenant, import_id)?;
     let opts = RunOptions {
         received_at,
+        mail,
         ..Default::default()
     };
     let input = read::Input::Bytes(&plan[file_at..]);

@@ -575,11 +575,19 @@ fn record_missing(shared: &Shared, tenant: &Tenant) {
         0,
         chrono::Utc::now(),
     )
-    .and_then(|r| shared.store.record_import(&r).map(|_| r));
+    .and_then(|r| {
+        // The mail is queued with the record, so a crash between them cannot lose it
+        // (review s18 crash F2).
+        match run::own_record_mail(shared, tenant, &r) {
+            Some(mail) => shared.store.record_import_mailed(&r, &mail),
+            None => shared.store.record_import(&r),
+        }
+        .map(|_| r)
+    });
     match made {
         Ok(r) => {
             tracing::warn!(tenant = %tenant.id, import_id = %r.id, expected = %expected, "scheduled run found no file");
-            run::queue_mail(shared, tenant, &r, None, None);
+            shared.mail_wake.notify_one();
         }
         Err(e) => tracing::error!(tenant = %tenant.id, "cannot record a missing run: {e:#}"),
     }

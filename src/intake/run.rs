@@ -33,6 +33,7 @@ use crate::config::{ReportWhen, Tenant};
 use crate::import::{self, Filing, ImportOutcome, RunOptions};
 use crate::mail::{compose_report, CsvAttachment, RunSummary};
 use crate::model::{Counts, ImportRecord, ImportStatus};
+use crate::store::OutboxMail;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
@@ -309,16 +310,53 @@ fn compose_and_queue(
     report: Option<&[u8]>,
     report_name: Option<&str>,
 ) {
-    if tenant.notify.is_empty() {
-        tracing::warn!(tenant = %tenant.id, import_id = %record.id, "no notify addresses: the report mail is not sent");
+    let Some(mail) = compose(&sender(shared), tenant, record, report, report_name) else {
         return;
+    };
+    match shared.store.outbox_push(&mail.recipients, &mail.message) {
+        Ok(_) => shared.mail_wake.notify_one(),
+        Err(e) => {
+            tracing::error!(tenant = %tenant.id, import_id = %record.id, "cannot queue the report mail: {e:#}")
+        }
     }
+}
+
+/// The mail a record Roster writes itself (a `missing` run) owes the tenant's contacts, to be
+/// queued with the record in one write; None when `report` or the contacts want none.
+pub fn own_record_mail(
+    shared: &Shared,
+    tenant: &Tenant,
+    record: &ImportRecord,
+) -> Option<OutboxMail> {
+    if !wants_mail(tenant.import.report, record.status) {
+        return None;
+    }
+    compose(&sender(shared), tenant, record, None, None)
+}
+
+/// The `From` of report mails.
+fn sender(shared: &Shared) -> String {
     let config = shared.config.current();
-    let from = config
+    config
         .mail
         .as_ref()
         .map(|m| m.from.clone())
-        .unwrap_or_else(|| crate::mail::DEFAULT_FROM.to_string());
+        .unwrap_or_else(|| crate::mail::DEFAULT_FROM.to_string())
+}
+
+/// The report mail of `record` for the tenant's `notify` addresses; None (logged) when it has
+/// none or the mail cannot be composed.
+fn compose(
+    from: &str,
+    tenant: &Tenant,
+    record: &ImportRecord,
+    report: Option<&[u8]>,
+    report_name: Option<&str>,
+) -> Option<OutboxMail> {
+    if tenant.notify.is_empty() {
+        tracing::warn!(tenant = %tenant.id, import_id = %record.id, "no notify addresses: the report mail is not sent");
+        return None;
+    }
     let summary = RunSummary {
         tenant: tenant.id.clone(),
         file: record.file.clone(),
@@ -335,13 +373,14 @@ fn compose_and_queue(
         }),
         archived_as: record.archived_as.clone(),
     };
-    let queued = compose_report(&from, &tenant.notify, &summary)
-        .map_err(anyhow::Error::from)
-        .and_then(|mail| crate::mail::enqueue(&shared.store, &mail));
-    match queued {
-        Ok(_) => shared.mail_wake.notify_one(),
+    match compose_report(from, &tenant.notify, &summary) {
+        Ok(mail) => Some(OutboxMail {
+            recipients: mail.to,
+            message: mail.bytes,
+        }),
         Err(e) => {
-            tracing::error!(tenant = %tenant.id, import_id = %record.id, "cannot queue the report mail: {e:#}")
+            tracing::error!(tenant = %tenant.id, import_id = %record.id, "cannot compose the report mail: {e:#}");
+            None
         }
     }
 }
@@ -357,18 +396,24 @@ pub fn approve_held(
 ) -> anyhow::Result<ImportRecord> {
     let span = tracing::info_span!("approve", tenant = %tenant.id, import_id = %import_id);
     let _enter = span.enter();
-    let record = import::approve(&shared.store, tenant, import_id)?.record;
+    // The mail is composed from the applied record and queued by the approve's own commit,
+    // so a crash right after it cannot lose the mail (review s18 crash F1).
+    let (from, contacts) = (sender(shared), tenant.clone());
+    let mail: import::MailFor = std::sync::Arc::new(move |record: &ImportRecord| {
+        let mut mailed = record.clone();
+        mailed.messages.insert(
+            0,
+            format!(
+                "An operator approved this held run at {}: its changes are applied now.",
+                Utc::now().format("%Y-%m-%d %H:%M UTC")
+            ),
+        );
+        compose(&from, &contacts, &mailed, None, None)
+    });
+    let record = import::approve_mailed(&shared.store, tenant, import_id, Some(mail))?.record;
+    shared.mail_wake.notify_one();
     crate::metrics::import_finished(&record);
     tracing::info!(status = %record.status, deactivated = record.counts.deactivated, deleted = record.counts.deleted, "held import approved");
-    let mut mailed = record.clone();
-    mailed.messages.insert(
-        0,
-        format!(
-            "An operator approved this held run at {}: its changes are applied now.",
-            Utc::now().format("%Y-%m-%d %H:%M UTC")
-        ),
-    );
-    compose_and_queue(shared, tenant, &mailed, None, None);
     Ok(record)
 }
 

@@ -103,6 +103,16 @@ pub struct Commit {
     /// another node took over its claim must not commit the same file a second time. The
     /// one-node sled store grants every lease and ignores it.
     pub lease: Option<String>,
+    /// A mail queued in the outbox by this same commit (an approved run's mail), so a crash
+    /// right after the commit cannot lose it (review s18 crash F1).
+    pub mail: Option<OutboxMail>,
+}
+
+/// A message for the durable outbox: its envelope recipients and its RFC 5322 bytes.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxMail {
+    pub recipients: Vec<String>,
+    pub message: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,6 +340,9 @@ pub trait RunLog: Send + Sync {
     /// record new to the store gets its event (`model::changelog::events_for`) in the same
     /// write; replacing a record (filled-in `archived_as`) announces nothing again.
     fn record_import(&self, record: &ImportRecord) -> Result<()>;
+    /// [`RunLog::record_import`] with `mail` queued in the outbox in the same write (a
+    /// `missing` run's mail: review s18 crash F2).
+    fn record_import_mailed(&self, record: &ImportRecord, mail: &OutboxMail) -> Result<()>;
     /// The tenant's import history, newest first, at most `limit` records.
     fn history(&self, tenant: &str, limit: usize) -> Result<Vec<ImportRecord>>;
     /// One history record by import id.

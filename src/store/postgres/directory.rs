@@ -196,6 +196,7 @@ impl Directory for PostgresStore {
             remove_plan: c.remove_plan.clone(),
             set_aside_plans: c.set_aside_plans.clone(),
             lease: c.lease.clone(),
+            mail: c.mail.clone(),
         };
         let node = self.node_id.clone();
         let lease_secs = self.lease_f64();
@@ -204,6 +205,9 @@ impl Directory for PostgresStore {
             let tx = client.transaction().await?;
             match apply_commit(&tx, &c, (&node, lease_secs)).await {
                 Ok((state, rows)) => {
+                    if let Some(mail) = &c.mail {
+                        super::outbox::queue_in(&tx, mail).await?;
+                    }
                     tx.commit()
                         .await
                         .context("cannot commit the import to the store")?;

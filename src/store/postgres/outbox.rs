@@ -40,6 +40,21 @@ fn db_id(id: u64) -> Result<i64> {
     i64::try_from(id).map_err(|_| anyhow!("outbox message {id} does not exist"))
 }
 
+/// Queues `mail` for delivery now inside the transaction `tx` (a commit, a record), so it is
+/// queued exactly when that write commits.
+pub(super) async fn queue_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    mail: &crate::store::OutboxMail,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO roster.outbox (recipients, message, next_attempt) VALUES ($1, $2, $3)",
+        &[&mail.recipients, &mail.message, &Utc::now()],
+    )
+    .await
+    .context("cannot write the mail outbox")?;
+    Ok(())
+}
+
 impl MailOutbox for PostgresStore {
     fn outbox_push(&self, recipients: &[String], message: &[u8]) -> Result<u64> {
         let recipients = recipients.to_vec();

@@ -21,7 +21,7 @@
 use super::connections::Connections;
 use super::PostgresStore;
 use crate::model::{Counts, ImportRecord, ImportStatus};
-use crate::store::{Blob, Commit, LedgerEntry, LedgerState, RunLog};
+use crate::store::{Blob, Commit, LedgerEntry, LedgerState, OutboxMail, RunLog};
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::ToSql;
@@ -241,6 +241,18 @@ impl RunLog for PostgresStore {
             let mut client = Connections::client(&pool).await?;
             let tx = client.transaction().await?;
             upsert_announced(&tx, &params, &record).await?;
+            tx.commit().await.context("cannot write the import history")
+        })
+    }
+
+    fn record_import_mailed(&self, record: &ImportRecord, mail: &OutboxMail) -> Result<()> {
+        let params = RecordParams::new(&record.tenant, record)?;
+        let (record, mail) = (record.clone(), mail.clone());
+        self.db.run(move |pool| async move {
+            let mut client = Connections::client(&pool).await?;
+            let tx = client.transaction().await?;
+            upsert_announced(&tx, &params, &record).await?;
+            super::outbox::queue_in(&tx, &mail).await?;
             tx.commit().await.context("cannot write the import history")
         })
     }

@@ -115,13 +115,14 @@ impl Directory for SledStore {
             .map(|l| serde_json::to_vec(l).map(|j| (tkey(&c.tenant, l.file.as_bytes()), j)))
             .transpose()?;
         let claim_keys = claim_keys(c)?;
+        let mail = c.mail.as_ref().map(|m| self.outbox_entry(m)).transpose()?;
         let at = chrono::Utc::now();
         let derived = self.derive(c)?;
         let trees = (
-            &i.users, &i.history, &i.plans, &i.ledger, &i.claims, &i.changes, &i.groups,
+            &i.users, &i.history, &i.plans, &i.ledger, &i.claims, &i.changes, &i.groups, &i.outbox,
         );
         let result = trees.transaction(
-            |(users, history, plans, ledger, claims, changes, groups)| {
+            |(users, history, plans, ledger, claims, changes, groups, outbox)| {
                 let mut st: TenantState = match users.get(&skey)? {
                     Some(v) => serde_json::from_slice(&v).map_err(|e| {
                         ConflictableTransactionError::Abort(anyhow!(
@@ -181,6 +182,9 @@ impl Directory for SledStore {
                         let claim = String::from_utf8_lossy(&claim).to_string();
                         claims.insert(super::runs::stamp_key(&c.tenant, &claim), stamp.as_slice())?;
                     }
+                }
+                if let Some((k, v)) = &mail {
+                    outbox.insert(k, v.as_slice())?;
                 }
                 if let Some((id, bytes)) = &c.put_plan {
                     plans.insert(tkey(&c.tenant, id.as_bytes()), bytes.as_slice())?;

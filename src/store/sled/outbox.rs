@@ -38,6 +38,22 @@ fn item(id: u64, h: Header, message: &[u8]) -> OutboxItem {
 }
 
 impl SledStore {
+    /// The outbox key and value of `mail`, due now: for a transaction that writes it with
+    /// other trees (a commit, a record).
+    pub(super) fn outbox_entry(
+        &self,
+        mail: &crate::store::OutboxMail,
+    ) -> Result<([u8; 8], Vec<u8>)> {
+        let id = self.inner.db.generate_id()?;
+        let h = Header {
+            recipients: mail.recipients.clone(),
+            attempts: 0,
+            next_attempt: Utc::now(),
+            last_error: None,
+        };
+        Ok((id.to_be_bytes(), frame(&h, &mail.message)?))
+    }
+
     /// Calls `each` with every queued message, oldest first, whatever its next attempt
     /// (`roster migrate-store`). A damaged message is an error: copying around it would lose
     /// it.

@@ -20,7 +20,7 @@
 
 use super::{tkey, SledStore};
 use crate::model::ImportRecord;
-use crate::store::{Backend, Blob, LedgerEntry, RunLog};
+use crate::store::{Backend, Blob, LedgerEntry, OutboxMail, RunLog};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -69,6 +69,29 @@ impl RunLog for SledStore {
                         Utc::now(),
                     )?;
                 }
+                Ok(())
+            });
+        done.map_err(|e| anyhow::anyhow!("cannot write the import history: {e:?}"))?;
+        self.flush()
+    }
+
+    fn record_import_mailed(&self, record: &ImportRecord, mail: &OutboxMail) -> Result<()> {
+        let json = serde_json::to_vec(record)?;
+        let key = tkey(&record.tenant, record.id.as_bytes());
+        let (mail_key, mail_value) = self.outbox_entry(mail)?;
+        let trees = (&self.inner.history, &self.inner.changes, &self.inner.outbox);
+        let done: sled::transaction::TransactionResult<(), anyhow::Error> =
+            trees.transaction(|(history, changes, outbox)| {
+                if history.insert(key.as_slice(), json.as_slice())?.is_none() {
+                    super::changes::publish(
+                        changes,
+                        &record.tenant,
+                        &[],
+                        Some(record),
+                        Utc::now(),
+                    )?;
+                }
+                outbox.insert(&mail_key, mail_value.as_slice())?;
                 Ok(())
             });
         done.map_err(|e| anyhow::anyhow!("cannot write the import history: {e:?}"))?;

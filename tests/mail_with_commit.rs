@@ -1,0 +1,86 @@
+//! Mails Roster owes for runs it records itself are queued in the same write as the run (review
+//! s18 crash F1, F2: killed between the two, the mail was lost for good): an approved held run's
+//! mail goes into the outbox with the approve's commit, a `missing` run's with its record; an
+//! approve that is refused queues nothing.
+//!
+//! Runs on sled, or on PostgreSQL with `ROSTER_TEST_STORE=postgres` (tests/support/store.rs).
+
+#[path = "support/sync_files.rs"]
+mod sync_files;
+#[path = "support/store.rs"]
+mod test_store;
+
+use chrono::Utc;
+use roster::config::{MatchBy, OnMissing};
+use roster::import::{approve_mailed, ImportStatus, MailFor};
+use roster::model::ImportRecord;
+use roster::store::OutboxMail;
+use std::sync::Arc;
+use sync_files::{file, go, open, tenant, users};
+
+/// A mail naming the record's id and status.
+fn mail_of(record: &ImportRecord) -> OutboxMail {
+    OutboxMail {
+        recipients: vec!["hr@x.example".into()],
+        message: format!(
+            "Subject: run {} {}\r\n\r\nbody\r\n",
+            record.id, record.status
+        )
+        .into_bytes(),
+    }
+}
+
+/// The messages waiting in the outbox, as text.
+fn queued(store: &roster::store::Store) -> Vec<String> {
+    let due = store.outbox_due(Utc::now() + chrono::Duration::days(1));
+    let due = due.unwrap_or_else(|e| panic!("{e:#}"));
+    due.into_iter()
+        .map(|m| String::from_utf8_lossy(&m.message).into_owned())
+        .collect()
+}
+
+#[test]
+fn an_approval_queues_its_mail_in_its_own_commit() {
+    let (store, _d) = open();
+    let t = tenant(OnMissing::Deactivate, MatchBy::MappingCode);
+    go(&store, &t, &file(&users(100)));
+    let held = go(&store, &t, &file(&users(60))).record;
+    assert_eq!(held.status, ImportStatus::Held, "{:?}", held.messages);
+    assert_eq!(store.outbox_len(), 0);
+    let mail: MailFor = Arc::new(|r: &ImportRecord| Some(mail_of(r)));
+    let applied = approve_mailed(&store, &t, &held.id, Some(mail.clone()))
+        .unwrap()
+        .record;
+    assert_eq!(applied.status, ImportStatus::Success);
+    assert_eq!(
+        queued(&store),
+        vec![format!(
+            "Subject: run {} success\r\n\r\nbody\r\n",
+            applied.id
+        )]
+    );
+    // Approving it again is refused, and queues nothing.
+    assert!(approve_mailed(&store, &t, &held.id, Some(mail)).is_err());
+    assert_eq!(store.outbox_len(), 1);
+}
+
+#[test]
+fn a_record_and_its_mail_are_written_together() {
+    let (store, _d) = open();
+    let t = tenant(OnMissing::Deactivate, MatchBy::MappingCode);
+    let mut missing = go(&store, &t, &file(&users(3))).record;
+    missing.id = store.new_import_id(Utc::now()).unwrap();
+    missing.status = ImportStatus::Missing;
+    store
+        .record_import_mailed(&missing, &mail_of(&missing))
+        .unwrap();
+    let stored = store.import_record("t1", &missing.id).unwrap();
+    assert_eq!(stored.map(|r| r.status), Some(ImportStatus::Missing));
+    assert_eq!(
+        queued(&store),
+        vec![format!(
+            "Subject: run {} missing\r\n\r\nbody\r\n",
+            missing.id
+        )]
+    );
+}
