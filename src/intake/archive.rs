@@ -125,6 +125,7 @@ fn write_in(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> std::io::Result<()
         let _ = nofollow::unlink(dir, &tmp);
         return Err(e);
     }
+    nofollow::sync_dir(dir, "an archived file");
     Ok(())
 }
 
@@ -171,6 +172,12 @@ pub fn file_away(
     if let Ok(f) = nofollow::open_for_times(dir.as_fd(), name) {
         let _ = f.set_modified(SystemTime::now());
     }
+    // Durable before the claim folder is removed and the claim forgotten (review s18 crash F3).
+    nofollow::sync_dir(dir.as_fd(), "the archived file");
+    nofollow::sync_dir(
+        claim_dir.as_fd(),
+        "the archived file's move out of its claim folder",
+    );
     Ok(home.join(rel))
 }
 

@@ -124,6 +124,17 @@ pub fn claim(
             "{name} was replaced by a symbolic link or another kind of entry while it was claimed; that entry was removed and nothing was imported"
         );
     }
+    // The claim folder, the file in it and the file gone from the home must be durable before
+    // the run commits: after a power loss a commit whose file reappeared in the home would
+    // import it again as a duplicate (review s18 crash F3).
+    if let Ok(work_fd) = nofollow::open_dir(work) {
+        nofollow::sync_dir(work_fd.as_fd(), "the new claim folder");
+    }
+    nofollow::sync_dir(dir_fd.as_fd(), "the claimed file");
+    nofollow::sync_dir(
+        home_fd.as_fd(),
+        "the claimed file's move out of the tenant folder",
+    );
     if !same {
         // A newer regular file took the name in between (a re-upload): it is claimed now,
         // a regular file in Roster's own folder, and its bytes are what is imported.

@@ -110,6 +110,16 @@ pub fn rename(
     })
 }
 
+/// Makes the entries of `dir` durable (fsync of the folder), so a rename into or out of it
+/// survives a power loss; a failure is logged, not returned: the rename itself happened, and
+/// recovery finds the file wherever it is (review s18 crash F3).
+pub fn sync_dir(dir: BorrowedFd<'_>, what: &str) {
+    // SAFETY: a valid folder handle.
+    if let Err(e) = check(unsafe { libc::fsync(dir.as_raw_fd()) }) {
+        tracing::warn!("cannot make {what} durable (fsync of the folder): {e}");
+    }
+}
+
 /// Removes the entry `name` (not a folder) of `dir`.
 pub fn unlink(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     let c = c_name(name)?;
