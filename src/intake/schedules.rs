@@ -263,25 +263,18 @@ pub(super) async fn retention(intake: Intake) {
                     continue;
                 }
             };
-            match changes {
-                Ok(0) => {}
-                Ok(trimmed) => {
-                    tracing::info!(tenant = %t.id, trimmed, days, "retention: old change-log entries removed")
-                }
-                Err(e) => {
-                    tracing::warn!(tenant = %t.id, "retention: cannot trim the change log: {e:#}")
-                }
-            }
-            match records {
-                Ok(0) => {}
-                Ok(trimmed) => {
-                    tracing::info!(tenant = %t.id, trimmed, days, "retention: old import records removed")
-                }
-                Err(e) => {
-                    tracing::warn!(tenant = %t.id, "retention: cannot trim the history: {e:#}")
-                }
-            }
+            log_trim(&t.id, days, "change-log entries", changes);
+            log_trim(&t.id, days, "import records", records);
         }
+    }
+}
+
+/// Logs what one retention trim of `tenant` removed, or why it could not.
+fn log_trim(tenant: &str, days: u32, what: &str, result: anyhow::Result<u64>) {
+    match result {
+        Ok(0) => {}
+        Ok(trimmed) => tracing::info!(tenant, trimmed, days, "retention: old {what} removed"),
+        Err(e) => tracing::warn!(tenant, "retention: cannot trim the old {what}: {e:#}"),
     }
 }
 

@@ -221,6 +221,23 @@ fn owned(a: &str, b: &str) -> (String, String) {
     (a.to_string(), b.to_string())
 }
 
+impl PostgresStore {
+    /// Stores `record` (and queues `mail` in the same transaction).
+    fn write_record(&self, record: &ImportRecord, mail: Option<&OutboxMail>) -> Result<()> {
+        let params = RecordParams::new(&record.tenant, record)?;
+        let (record, mail) = (record.clone(), mail.cloned());
+        self.db.run(move |pool| async move {
+            let mut client = Connections::client(&pool).await?;
+            let tx = client.transaction().await?;
+            upsert_announced(&tx, &params, &record).await?;
+            if let Some(mail) = &mail {
+                super::outbox::queue_in(&tx, mail).await?;
+            }
+            tx.commit().await.context("cannot write the import history")
+        })
+    }
+}
+
 impl RunLog for PostgresStore {
     fn new_import_id(&self, now: DateTime<Utc>) -> Result<String> {
         let n: i64 = self.db.run(|pool| async move {
@@ -235,26 +252,11 @@ impl RunLog for PostgresStore {
     }
 
     fn record_import(&self, record: &ImportRecord) -> Result<()> {
-        let params = RecordParams::new(&record.tenant, record)?;
-        let record = record.clone();
-        self.db.run(move |pool| async move {
-            let mut client = Connections::client(&pool).await?;
-            let tx = client.transaction().await?;
-            upsert_announced(&tx, &params, &record).await?;
-            tx.commit().await.context("cannot write the import history")
-        })
+        self.write_record(record, None)
     }
 
     fn record_import_mailed(&self, record: &ImportRecord, mail: &OutboxMail) -> Result<()> {
-        let params = RecordParams::new(&record.tenant, record)?;
-        let (record, mail) = (record.clone(), mail.clone());
-        self.db.run(move |pool| async move {
-            let mut client = Connections::client(&pool).await?;
-            let tx = client.transaction().await?;
-            upsert_announced(&tx, &params, &record).await?;
-            super::outbox::queue_in(&tx, &mail).await?;
-            tx.commit().await.context("cannot write the import history")
-        })
+        self.write_record(record, Some(mail))
     }
 
     fn history(&self, tenant: &str, limit: usize) -> Result<Vec<ImportRecord>> {

@@ -44,14 +44,19 @@ impl SledStore {
         &self,
         mail: &crate::store::OutboxMail,
     ) -> Result<([u8; 8], Vec<u8>)> {
+        self.framed_message(&mail.recipients, &mail.message)
+    }
+
+    /// A new message id and the framed value of a message due now.
+    fn framed_message(&self, recipients: &[String], message: &[u8]) -> Result<([u8; 8], Vec<u8>)> {
         let id = self.inner.db.generate_id()?;
         let h = Header {
-            recipients: mail.recipients.clone(),
+            recipients: recipients.to_vec(),
             attempts: 0,
             next_attempt: Utc::now(),
             last_error: None,
         };
-        Ok((id.to_be_bytes(), frame(&h, &mail.message)?))
+        Ok((id.to_be_bytes(), frame(&h, message)?))
     }
 
     /// Calls `each` with every queued message, oldest first, whatever its next attempt
@@ -73,19 +78,13 @@ impl SledStore {
 impl MailOutbox for SledStore {
     /// Queues a message for delivery now; returns its id. Flushed on return.
     fn outbox_push(&self, recipients: &[String], message: &[u8]) -> Result<u64> {
-        let id = self.inner.db.generate_id()?;
-        let h = Header {
-            recipients: recipients.to_vec(),
-            attempts: 0,
-            next_attempt: Utc::now(),
-            last_error: None,
-        };
+        let (key, value) = self.framed_message(recipients, message)?;
         self.inner
             .outbox
-            .insert(id.to_be_bytes(), frame(&h, message)?)
+            .insert(key, value)
             .context("cannot write the mail outbox")?;
         self.flush()?;
-        Ok(id)
+        Ok(u64::from_be_bytes(key))
     }
 
     /// Messages whose next attempt is at or before `now`, oldest first: at most [`DUE_BATCH`],

@@ -56,46 +56,11 @@ impl RunLog for SledStore {
     /// Stores (inserts or replaces) a record made outside the engine: a `missing` run, or a
     /// record whose `archived_as`/`report` the intake has just filled in. Flushed on return.
     fn record_import(&self, record: &ImportRecord) -> Result<()> {
-        let json = serde_json::to_vec(record)?;
-        let key = tkey(&record.tenant, record.id.as_bytes());
-        let done: sled::transaction::TransactionResult<(), anyhow::Error> =
-            (&self.inner.history, &self.inner.changes).transaction(|(history, changes)| {
-                if history.insert(key.as_slice(), json.as_slice())?.is_none() {
-                    super::changes::publish(
-                        changes,
-                        &record.tenant,
-                        &[],
-                        Some(record),
-                        Utc::now(),
-                    )?;
-                }
-                Ok(())
-            });
-        done.map_err(|e| anyhow::anyhow!("cannot write the import history: {e:?}"))?;
-        self.flush()
+        self.write_record(record, None)
     }
 
     fn record_import_mailed(&self, record: &ImportRecord, mail: &OutboxMail) -> Result<()> {
-        let json = serde_json::to_vec(record)?;
-        let key = tkey(&record.tenant, record.id.as_bytes());
-        let (mail_key, mail_value) = self.outbox_entry(mail)?;
-        let trees = (&self.inner.history, &self.inner.changes, &self.inner.outbox);
-        let done: sled::transaction::TransactionResult<(), anyhow::Error> =
-            trees.transaction(|(history, changes, outbox)| {
-                if history.insert(key.as_slice(), json.as_slice())?.is_none() {
-                    super::changes::publish(
-                        changes,
-                        &record.tenant,
-                        &[],
-                        Some(record),
-                        Utc::now(),
-                    )?;
-                }
-                outbox.insert(&mail_key, mail_value.as_slice())?;
-                Ok(())
-            });
-        done.map_err(|e| anyhow::anyhow!("cannot write the import history: {e:?}"))?;
-        self.flush()
+        self.write_record(record, Some(mail))
     }
 
     /// The tenant's import history, newest first, at most `limit` records.
@@ -250,19 +215,45 @@ impl RunLog for SledStore {
         let trees = (&self.inner.history, &self.inner.claims, &self.inner.changes);
         let done: sled::transaction::TransactionResult<(), anyhow::Error> =
             trees.transaction(|(history, claims, changes)| {
-                if history.insert(key.as_slice(), json.as_slice())?.is_none() {
-                    super::changes::publish(
-                        changes,
-                        &record.tenant,
-                        &[],
-                        Some(record),
-                        Utc::now(),
-                    )?;
-                }
+                put_announced(history, changes, &key, &json, record)?;
                 claims.insert(skey.as_slice(), stamp.as_slice())?;
                 Ok(())
             });
         done.map_err(|e| anyhow::anyhow!("cannot write the import history: {e:?}"))?;
         self.flush()
     }
+}
+
+impl SledStore {
+    /// Stores `record` (and queues `mail` in the same transaction). Flushed on return.
+    fn write_record(&self, record: &ImportRecord, mail: Option<&OutboxMail>) -> Result<()> {
+        let json = serde_json::to_vec(record)?;
+        let key = tkey(&record.tenant, record.id.as_bytes());
+        let mail = mail.map(|m| self.outbox_entry(m)).transpose()?;
+        let trees = (&self.inner.history, &self.inner.changes, &self.inner.outbox);
+        let done: sled::transaction::TransactionResult<(), anyhow::Error> =
+            trees.transaction(|(history, changes, outbox)| {
+                put_announced(history, changes, &key, &json, record)?;
+                if let Some((k, v)) = &mail {
+                    outbox.insert(k, v.as_slice())?;
+                }
+                Ok(())
+            });
+        done.map_err(|e| anyhow::anyhow!("cannot write the import history: {e:?}"))?;
+        self.flush()
+    }
+}
+
+/// Inserts or replaces a history record; a record new to the store gets its event.
+fn put_announced(
+    history: &sled::transaction::TransactionalTree,
+    changes: &sled::transaction::TransactionalTree,
+    key: &[u8],
+    json: &[u8],
+    record: &ImportRecord,
+) -> sled::transaction::ConflictableTransactionResult<(), anyhow::Error> {
+    if history.insert(key, json)?.is_none() {
+        super::changes::publish(changes, &record.tenant, &[], Some(record), Utc::now())?;
+    }
+    Ok(())
 }
