@@ -26,7 +26,6 @@ pub use compose::{
 pub use deliver::{
     deliver, deliver_with_timeout, remove_temp_files, write_eml, DeliveryError, SMTP_TIMEOUT,
 };
-pub use outbox::enqueue;
 pub use worker::{next_attempt, run_delivery, Backoff, MailQueue, QueuedMail, StepReport, Worker};
 
 use serde::{Deserialize, Serialize};

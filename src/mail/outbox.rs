@@ -1,9 +1,9 @@
 //! The durable outbox as the delivery worker sees it: [`MailQueue`] implemented on the store's
 //! [`MailOutbox`] seam (the store keeps recipients and message bytes; the rest is read back from
-//! the headers). Composed mail enters through [`enqueue`]; due mail leaves to the worker.
+//! the headers). Composed mail enters through the store's `outbox_push` (or with a commit or record); due mail leaves to the worker.
 
 use super::{MailQueue, OutgoingMail, QueuedMail};
-use crate::store::{MailOutbox, Store};
+use crate::store::Store;
 use chrono::{DateTime, Utc};
 
 impl MailQueue for Store {
@@ -49,10 +49,4 @@ impl MailQueue for Store {
         );
         self.outbox_mark_sent(id)
     }
-}
-
-/// Queues `mail` in the store's outbox (durable before this returns).
-pub fn enqueue(store: &Store, mail: &OutgoingMail) -> anyhow::Result<u64> {
-    let outbox: &dyn MailOutbox = &**store;
-    outbox.outbox_push(&mail.to, &mail.bytes)
 }
