@@ -250,6 +250,55 @@ pub fn sweep(home: &Path, days: u32) -> usize {
     removed
 }
 
+/// Deletes the oldest files of the archive folder `folder` of a tenant home once it holds more
+/// than `max` names, down to nine tenths of `max` (so a folder at its cap is not listed and
+/// trimmed by every run). Returns how many were deleted; 0 when `max` is 0.
+///
+/// Decision (review s18 longrun F2): `max_tenant_entries` no longer counts the files in the
+/// archive folders (the tenant could not remove them, and at 24 runs an hour its own uploads
+/// were refused after about 87 days), so this cap bounds them instead: a tenant folder holds at
+/// most its own `max_tenant_entries` names plus that many per archive folder. Keeping the
+/// nightly upload working is worth more than the oldest archives; each trim is logged at WARN.
+pub fn keep_newest(home: &Path, folder: &str, max: u64) -> usize {
+    let Ok(max) = usize::try_from(max) else {
+        return 0;
+    };
+    if max == 0 {
+        return 0;
+    }
+    let Ok(home_fd) = nofollow::open_dir(home) else {
+        return 0;
+    };
+    let Ok(dir) = nofollow::open_subdir(home_fd.as_fd(), folder, false) else {
+        return 0;
+    };
+    let names = nofollow::names(dir.as_fd()).unwrap_or_default();
+    if names.len() <= max {
+        return 0;
+    }
+    // Oldest first by the archive time stamped on each (to the nanosecond: several runs may
+    // file within one second, and their names do not sort in time order).
+    let mut files: Vec<(i64, i64, String)> = names
+        .into_iter()
+        .filter_map(|name| {
+            let st = nofollow::lstat(dir.as_fd(), &name).ok()?;
+            nofollow::is_regular(&st).then_some((st.st_mtime, st.st_mtime_nsec, name))
+        })
+        .collect();
+    files.sort();
+    let keep = max - max / 10;
+    let excess = files.len().saturating_sub(keep);
+    let removed = files
+        .iter()
+        .take(excess)
+        .filter(|(_, _, name)| nofollow::unlink(dir.as_fd(), name).is_ok())
+        .count();
+    if removed > 0 {
+        nofollow::sync_dir(dir.as_fd(), "the archive folder after its cap");
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +329,44 @@ mod tests {
             write_file(dir.path(), &report, b"r").unwrap();
         }
         assert_eq!(short("users"), "users");
+    }
+
+    #[test]
+    fn an_archive_folder_past_its_cap_loses_its_oldest_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("processed");
+        std::fs::create_dir(&folder).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        for i in 0..12u64 {
+            let f = folder.join(format!("u{i:02}.csv"));
+            std::fs::write(&f, b"x").unwrap();
+            let at = old + Duration::from_secs(i * 60);
+            std::fs::File::options()
+                .write(true)
+                .open(&f)
+                .unwrap()
+                .set_modified(at)
+                .unwrap();
+        }
+        std::fs::create_dir(folder.join("a-folder")).unwrap();
+        assert_eq!(keep_newest(dir.path(), "processed", 20), 0, "under the cap");
+        assert_eq!(keep_newest(dir.path(), "processed", 0), 0, "no cap");
+        // 13 names over a cap of 10: down to 9 files, the newest, and the folder stays.
+        assert_eq!(keep_newest(dir.path(), "processed", 10), 3);
+        let mut left: Vec<String> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut want: Vec<String> = (3..12).map(|i| format!("u{i:02}.csv")).collect();
+        want.insert(0, "a-folder".into());
+        assert_eq!(left, want);
+        assert_eq!(
+            keep_newest(dir.path(), "processed", 10),
+            0,
+            "9 files and a folder"
+        );
+        assert_eq!(keep_newest(dir.path(), "missing", 10), 0);
     }
 
     #[test]

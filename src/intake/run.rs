@@ -266,6 +266,7 @@ fn finish(
             }
         }
     }
+    cap_archives(shared, &home, &record);
     crate::metrics::import_finished(&record);
     let _ = std::fs::remove_dir_all(&claim_dir);
     if let Err(e) = shared.store.claim_done(&tenant.id, &claim.id) {
@@ -278,6 +279,28 @@ fn finish(
         "run finished"
     );
     Ok(record)
+}
+
+/// Keeps each archive folder this run wrote into within `max_tenant_entries` files, deleting
+/// the oldest (see `archive::keep_newest`), and says so at WARN.
+fn cap_archives(shared: &Shared, home: &Path, record: &ImportRecord) {
+    let max = shared.config.current().server.max_tenant_entries;
+    let written = [&record.archived_as, &record.report];
+    let mut folders: Vec<&str> = written
+        .into_iter()
+        .flatten()
+        .filter_map(|rel| rel.split_once('/').map(|(folder, _)| folder))
+        .collect();
+    folders.dedup();
+    for folder in folders {
+        let removed = archive::keep_newest(home, folder, max);
+        if removed > 0 {
+            tracing::warn!(
+                tenant = %record.tenant, folder, removed, max_tenant_entries = max,
+                "archive cap: {folder}/ held more than max_tenant_entries files; its {removed} oldest were deleted before retention_days (raise max_tenant_entries or lower retention_days to keep them)"
+            );
+        }
+    }
 }
 
 fn wants_mail(when: ReportWhen, status: ImportStatus) -> bool {

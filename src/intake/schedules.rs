@@ -266,6 +266,26 @@ pub(super) async fn retention(intake: Intake) {
             log_trim(&t.id, days, "change-log entries", changes);
             log_trim(&t.id, days, "import records", records);
         }
+        sweep_outbox_files(&config).await;
+    }
+}
+
+/// Deletes the `.eml` files (written without `[mail]`) older than the longest `retention_days`
+/// of any tenant (review s18 longrun F3).
+async fn sweep_outbox_files(config: &crate::config::Config) {
+    let Some(days) = config.tenants.iter().map(|t| t.import.retention_days).max() else {
+        return;
+    };
+    let outbox = config.server.data_dir.join("outbox");
+    let removed = tokio::task::spawn_blocking(move || crate::mail::remove_old_eml(&outbox, days))
+        .await
+        .unwrap_or(0);
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            days,
+            "retention: old .eml files deleted from data/outbox"
+        );
     }
 }
 

@@ -293,6 +293,33 @@ pub fn write_eml(dir: &Path, mail: &OutgoingMail) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Removes the `.eml` files in the outbox folder `dir` written more than `days` days ago.
+/// Returns how many. Without `[mail]` these files are the only copy of each message, and nothing
+/// else removes them (review s18 longrun F3): the daily retention sweep calls this with the
+/// longest `retention_days` of any tenant, so a message lives at least as long as its run's
+/// archive. Links and folders are left alone.
+pub fn remove_old_eml(dir: &Path, days: u32) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let max_age = std::time::Duration::from_secs(u64::from(days) * 86_400);
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let is_eml = e.file_name().to_string_lossy().ends_with(".eml");
+        // `DirEntry::metadata` does not follow a link.
+        let Ok(meta) = e.metadata() else { continue };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age > max_age);
+        if is_eml && meta.is_file() && old && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Removes the temporary files a killed process left in the outbox folder `dir`: hidden
 /// `.….eml.tmp` and `.….eml.<process id>.tmp` files not written by this process. Returns how
 /// many were removed. Links and folders are left alone.

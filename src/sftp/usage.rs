@@ -1,6 +1,7 @@
 //! Each tenant's share of the disk: `[server] max_tenant_bytes` (what the files and folders in
 //! its home take on the disk, Roster's archives and reports there included) and
-//! `max_tenant_entries` (files and folders in its home). Together with `min_free_bytes` they
+//! `max_tenant_entries` (files and folders in its home, not counting the files in Roster's
+//! archive folders, which Roster bounds itself). Together with `min_free_bytes` they
 //! keep one tenant, within every per-file limit, from filling the volume the other tenants and
 //! the store share.
 //!
@@ -26,9 +27,10 @@ use std::time::{Duration, Instant};
 const FRESH_FOR: Duration = Duration::from_secs(5);
 /// A check that would fail walks again if the last walk is at least this old.
 const RECHECK_EVERY: Duration = Duration::from_millis(250);
-/// A walk stops after this many times `max_tenant_entries` (a folder so far over its limit
-/// refuses every new name anyway, and the walk's cost stays bounded).
-const WALK_PAST_LIMIT: u64 = 4;
+/// A walk stops after seeing this many times `max_tenant_entries` names (a folder so far over
+/// its limit refuses every new name anyway, and the walk's cost stays bounded). The archive
+/// folders, whose files are not counted as names, hold at most the limit each.
+const WALK_PAST_LIMIT: u64 = 5;
 
 /// A tenant's limits; 0 means none.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -204,25 +206,42 @@ impl Checked {
 }
 
 /// The bytes on disk (allocated blocks, so a sparse file counts what it holds) and the number
-/// of names under `home`, not following links; stops after `cap` names (0: no cap). A folder
-/// that cannot be read counts as empty.
+/// of names under `home`, not following links; stops after `cap` names seen (0: no cap). A
+/// folder that cannot be read counts as empty.
+///
+/// The files in the home's archive folders (`processed/`, `errors/`, `bak/`) count their bytes
+/// but not as names: Roster writes them, the tenant cannot remove them, and retention and the
+/// archive cap (`intake::archive::keep_newest`) bound them. Counted as names, a busy tenant's
+/// own archives filled `max_tenant_entries` and its uploads were refused (review s18 longrun
+/// F2).
 fn walk(home: &Path, cap: u64) -> (u64, u64) {
-    let (mut bytes, mut entries) = (0u64, 0u64);
-    let mut folders = vec![home.to_path_buf()];
-    while let Some(folder) = folders.pop() {
+    let (mut bytes, mut entries, mut seen) = (0u64, 0u64, 0u64);
+    let mut folders = vec![(home.to_path_buf(), false)];
+    while let Some((folder, archive)) = folders.pop() {
         let Ok(list) = std::fs::read_dir(&folder) else {
             continue;
         };
+        let top = folder == home;
         for entry in list.flatten() {
-            entries += 1;
+            seen += 1;
             // `DirEntry::metadata` does not follow a link.
-            if let Ok(m) = entry.metadata() {
+            let meta = entry.metadata().ok();
+            let is_dir = meta.as_ref().is_some_and(|m| m.file_type().is_dir());
+            if !archive || is_dir {
+                entries += 1;
+            }
+            if let Some(m) = meta {
                 bytes = bytes.saturating_add(m.blocks().saturating_mul(512));
-                if m.file_type().is_dir() {
-                    folders.push(entry.path());
+                if is_dir {
+                    let name = entry.file_name();
+                    let is_archive = top
+                        && super::jail::ARCHIVE_DIRS
+                            .iter()
+                            .any(|a| name.as_encoded_bytes() == a.as_bytes());
+                    folders.push((entry.path(), is_archive));
                 }
             }
-            if cap > 0 && entries >= cap {
+            if cap > 0 && seen >= cap {
                 return (bytes, entries);
             }
         }
@@ -273,6 +292,32 @@ mod tests {
         u.reserve(0, 1).unwrap();
         let err = u.reserve(0, 1).unwrap_err();
         assert!(err.contains("holds 4 files and folders"), "{err}");
+    }
+
+    #[test]
+    fn roster_archives_count_as_bytes_but_not_as_names() {
+        let dir = tempfile::tempdir().unwrap();
+        for folder in ["processed", "errors", "bak", "mine"] {
+            std::fs::create_dir(dir.path().join(folder)).unwrap();
+            for i in 0..3 {
+                let file = dir.path().join(format!("{folder}/f{i}.csv"));
+                std::fs::write(file, vec![b'x'; 10_000]).unwrap();
+            }
+        }
+        // A folder of the tenant's own named like an archive folder, deeper down, counts.
+        std::fs::create_dir(dir.path().join("mine/processed")).unwrap();
+        std::fs::write(dir.path().join("mine/processed/x.csv"), b"x").unwrap();
+        let (bytes, entries) = walk(dir.path(), 0);
+        assert_eq!(
+            entries,
+            4 + 3 + 2,
+            "four folders, mine/'s files and folder, its file"
+        );
+        assert!(bytes >= 12 * 10_000, "{bytes}");
+        // Twelve archived files do not keep a tenant with a limit of ten names from uploading.
+        let u = usage(dir.path(), 0, 10);
+        u.reserve(0, 1).unwrap();
+        assert!(u.reserve(0, 1).is_err());
     }
 
     #[test]
