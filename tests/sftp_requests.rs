@@ -139,6 +139,38 @@ async fn archive_folders_are_read_only() {
     let h = c.sftp.opendir("/processed").await.unwrap().handle;
     let names = c.sftp.readdir(&h).await.unwrap();
     assert!(names.files.iter().any(|f| f.filename == "old.csv"));
+    // Shown read-only, as they are (review s18 clients F7): no write bit in the listing's
+    // long name and attributes, nor in STAT and FSTAT; the tenant's own files keep theirs.
+    let perms = |f: &russh_sftp::protocol::File| f.attrs.permissions.unwrap_or(0);
+    let old = names
+        .files
+        .iter()
+        .find(|f| f.filename == "old.csv")
+        .unwrap();
+    assert_eq!(perms(old) & 0o222, 0, "{:o}", perms(old));
+    assert!(old.longname.starts_with("-r--r--r--"), "{}", old.longname);
+    let stat = c.sftp.stat("/processed/old.csv").await.unwrap().attrs;
+    assert_eq!(stat.permissions.unwrap() & 0o222, 0);
+    let f = c.open("/processed/old.csv", OpenFlags::READ).await.unwrap();
+    assert_eq!(
+        c.sftp.fstat(&f).await.unwrap().attrs.permissions.unwrap() & 0o222,
+        0
+    );
+    c.put("/mine.txt", b"1").await.unwrap();
+    let h = c.sftp.opendir("/").await.unwrap().handle;
+    let home = c.sftp.readdir(&h).await.unwrap().files;
+    let entry = |name: &str| home.iter().find(|f| f.filename == name).unwrap();
+    assert!(
+        entry("processed").longname.starts_with("dr-xr-xr-x"),
+        "{}",
+        entry("processed").longname
+    );
+    assert!(
+        entry("mine.txt").longname.starts_with("-rw-"),
+        "{}",
+        entry("mine.txt").longname
+    );
+    c.sftp.remove("/mine.txt").await.unwrap();
 
     let msg = message(c.open("/processed/new.csv", W | OpenFlags::CREATE).await);
     assert!(msg.contains("read-only"), "{msg}");

@@ -15,16 +15,32 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 /// Bytes of directory records read from the kernel per READDIR.
 const READ_BYTES: usize = 4096;
 
+/// Which entries of a listing are shown without write permission (see `Stat::read_only`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShownReadOnly {
+    /// None of them.
+    Nothing,
+    /// The archive folders (`processed`, `errors`, `bak`): a listing of the home.
+    ArchiveFolders,
+    /// Every entry but `..`: a listing inside an archive folder or in a read-only jail.
+    Everything,
+}
+
 /// An open folder listing.
 pub struct DirStream {
     dir: OwnedFd,
     done: bool,
+    read_only: ShownReadOnly,
 }
 
 impl DirStream {
     /// Lists the folder open (`O_RDONLY | O_DIRECTORY`) as `dir`.
-    pub fn new(dir: OwnedFd) -> DirStream {
-        DirStream { dir, done: false }
+    pub fn new(dir: OwnedFd, read_only: ShownReadOnly) -> DirStream {
+        DirStream {
+            dir,
+            done: false,
+            read_only,
+        }
     }
 
     /// The next page of entries, or `None` at the end of the folder. Names that are not UTF-8
@@ -88,6 +104,12 @@ impl DirStream {
             let Ok(st) = Stat::at(self.dir.as_fd(), described) else {
                 continue; // removed since the batch was read
             };
+            let shown_read_only = match self.read_only {
+                ShownReadOnly::Nothing => false,
+                ShownReadOnly::ArchiveFolders => crate::sftp::jail::ARCHIVE_DIRS.contains(&text),
+                ShownReadOnly::Everything => text != "..",
+            };
+            let st = if shown_read_only { st.read_only() } else { st };
             page.push(listing_entry(text.to_string(), &st, owner));
         }
         page

@@ -36,6 +36,16 @@ impl Stat {
         }
     }
 
+    /// The same, shown without write permission: what a tenant may only read (the archive
+    /// folders and their files) is listed as read-only, so clients such as WinSCP and FileZilla
+    /// do not offer to edit or delete it (review s18 clients F7).
+    pub fn read_only(self) -> Stat {
+        Stat {
+            mode: self.mode & !0o222,
+            ..self
+        }
+    }
+
     /// `fstat` of an open descriptor (an `O_PATH` one included).
     pub fn of_fd(fd: BorrowedFd<'_>) -> std::io::Result<Stat> {
         // SAFETY: `st` is plain old data, fully written by fstat on success.

@@ -218,6 +218,12 @@ impl Jail {
         Ok(p)
     }
 
+    /// True when the tenant may not change what is at `virtual_path` (an archive folder or what
+    /// is inside one, or anything in a read-only jail): its attributes are shown read-only.
+    pub fn shows_read_only(&self, virtual_path: &str) -> bool {
+        self.read_only || Self::in_archive(virtual_path)
+    }
+
     /// True when a virtual path is one of the archive folders or inside one.
     pub fn in_archive(virtual_path: &str) -> bool {
         let first = virtual_path

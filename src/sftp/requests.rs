@@ -16,7 +16,7 @@
 
 mod upload;
 
-use super::dirstream::DirStream;
+use super::dirstream::{DirStream, ShownReadOnly};
 use super::events::UploadSink;
 use super::fs::{apply_attrs, attrs_of, Stat};
 use super::handles::{FileHandle, HandleRefusal, HandleTicket, Held, OpenHandle, TenantHandles};
@@ -345,6 +345,10 @@ impl SftpSession {
         if follow && st.is_symlink() {
             return Err(jail_fail(JailError::Symlink(p.virtual_path)));
         }
+        let st = match self.ctx.jail.shows_read_only(&p.virtual_path) {
+            true => st.read_only(),
+            false => st,
+        };
         Ok(Packet::Attrs(Attrs {
             id,
             attrs: attrs_of(&st),
@@ -354,6 +358,11 @@ impl SftpSession {
     fn fstat(&mut self, id: u32, handle: &str) -> Result<Packet, Failure> {
         let f = self.file_handle(handle)?;
         let st = Stat::of_fd(f.file.as_fd()).map_err(|e| io_fail(&f.path.virtual_path, e))?;
+        let path = f.path.virtual_path.clone();
+        let st = match self.ctx.jail.shows_read_only(&path) {
+            true => st.read_only(),
+            false => st,
+        };
         Ok(Packet::Attrs(Attrs {
             id,
             attrs: attrs_of(&st),
@@ -411,7 +420,14 @@ impl SftpSession {
             .jail
             .open(&p, libc::O_RDONLY | libc::O_DIRECTORY, 0)
             .map_err(|e| io_fail(&p.virtual_path, e))?;
-        let handle = self.insert(OpenHandle::Dir(DirStream::new(dir)), ticket);
+        let read_only = if self.ctx.jail.shows_read_only(&p.virtual_path) {
+            ShownReadOnly::Everything
+        } else if p.is_root() {
+            ShownReadOnly::ArchiveFolders
+        } else {
+            ShownReadOnly::Nothing
+        };
+        let handle = self.insert(OpenHandle::Dir(DirStream::new(dir, read_only)), ticket);
         Ok(Packet::Handle(Handle { id, handle }))
     }
 
