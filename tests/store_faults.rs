@@ -104,3 +104,41 @@ async fn postgres_stopped_mid_import_the_run_is_retried_and_applied_exactly_once
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_answer_503_within_answer_timeout_while_postgres_is_frozen() {
+    let edit = |text: String| text.replace("[admin]\n", "[admin]\nanswer_timeout_secs = 3\n");
+    let env = Env::start_edited(ServerStore::postgres(), edit).await;
+    let first = env.import("acme", &users_csv(0, 10)).await;
+    assert_eq!(first.status, ImportStatus::Success, "{first:?}");
+    // Warm the pool, so a read sends its statement on a connection that is already open.
+    for _ in 0..4 {
+        assert_eq!(env.get("/api/tenants/acme/imports").await.status, 200);
+    }
+
+    postgres(&env).freeze();
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(30),
+        env.get("/api/tenants/acme/imports"),
+    )
+    .await;
+    let took = started.elapsed();
+    postgres(&env).thaw();
+    let answer = answer.expect("a read must answer while PostgreSQL is frozen");
+    assert_eq!(answer.status, 503, "{}", answer.text);
+    assert!(
+        answer.text.contains("answer_timeout_secs"),
+        "{}",
+        answer.text
+    );
+    // Before the pool's own 10 s wait for a connection could have answered.
+    assert!(took < Duration::from_secs(9), "answered after {took:?}");
+
+    // Once PostgreSQL runs again, so does the API.
+    let back = eventually(30, || async {
+        env.get("/api/tenants/acme/imports").await.status == 200
+    })
+    .await;
+    assert!(back, "the API answers again once PostgreSQL is thawed");
+}

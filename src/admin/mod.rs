@@ -133,16 +133,16 @@ pub async fn start(
         .merge(console::router(state))
         .fallback(|headers: axum::http::HeaderMap| async move {
             // A browser (it asks for HTML) gets the console's 404 page; API clients JSON.
-            let html = headers
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains("text/html"));
-            if html {
+            if wants_html(&headers) {
                 return console::PageError::not_found("there is no such page").into_response();
             }
             ApiError::not_found("there is no such route; see docs/operators.md for the admin API")
                 .into_response()
         })
+        .layer(axum::middleware::from_fn_with_state(
+            config_handle.clone(),
+            answer_deadline,
+        ))
         .layer(axum::middleware::map_response(security_headers));
     // Not axum::serve: it has no header-read timeout, no body or write timeout and no cap on
     // connections (listener.rs).
@@ -153,6 +153,50 @@ pub async fn start(
         shutdown,
         task,
     })
+}
+
+/// Bounds how long a GET or HEAD waits for its answer: past `[admin] answer_timeout_secs` it
+/// is answered 503 with a sentence (JSON, or the console's page for a browser). Without it a
+/// read waited as long as the statement it sent, for ever while PostgreSQL was frozen (a paused
+/// VM, a stalled disk). The work it waited on ends on its own (the store's thread is not
+/// stopped, and the pool bounds how many can wait). Other methods are never cut off: an
+/// approve, restore or run-now answered 503 might still complete, and the client would be
+/// misled about a change.
+async fn answer_deadline(
+    axum::extract::State(config): axum::extract::State<ConfigHandle>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::Method;
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return next.run(req).await;
+    }
+    let secs = config.current().admin.answer_timeout_secs;
+    let html = wants_html(req.headers());
+    let path = req.uri().path().to_string();
+    match tokio::time::timeout(std::time::Duration::from_secs(secs), next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::warn!(path = %crate::logs::escape(&path), secs, "admin request not answered within answer_timeout_secs: 503");
+            let message = format!(
+                "no answer within {secs} s (answer_timeout_secs): the store is not answering \
+                 (PostgreSQL stalled or frozen?) or the server is too busy; try again later"
+            );
+            match html {
+                true => console::PageError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+                    .into_response(),
+                false => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).into_response(),
+            }
+        }
+    }
+}
+
+/// True when the client asks for HTML (a browser): it gets the console's pages.
+fn wants_html(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
 }
 
 /// Headers on every answer of the listener: only this origin may supply anything, no framing,

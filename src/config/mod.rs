@@ -126,6 +126,9 @@ pub struct AdminConfig {
     /// Seconds a client may take to send a request's head, or stall a body or an answer; an
     /// idle keep-alive connection is closed after it too.
     pub client_timeout_secs: u64,
+    /// Seconds the server may take to answer a GET or HEAD (waiting on the store, or for a turn
+    /// of a heavy listing) before it answers 503 instead.
+    pub answer_timeout_secs: u64,
 }
 
 impl Default for AdminConfig {
@@ -138,6 +141,7 @@ impl Default for AdminConfig {
             max_connections: 256,
             max_connections_per_address: 64,
             client_timeout_secs: 20,
+            answer_timeout_secs: 30,
         }
     }
 }

@@ -106,6 +106,9 @@ fn admin_problems(config: &Config, out: &mut Vec<String>) {
     if !(1..=3600).contains(&config.admin.client_timeout_secs) {
         out.push("[admin] client_timeout_secs must be 1 to 3600".into());
     }
+    if !(1..=3600).contains(&config.admin.answer_timeout_secs) {
+        out.push("[admin] answer_timeout_secs must be 1 to 3600".into());
+    }
     // An empty [admin] token is fine: a random one is generated (config::admin_token). A set
     // one must be long enough that guessing it is hopeless: the API and SCIM answer wrong tokens
     // fast and block nobody (admin/auth.rs says why), so the length is the defence.

@@ -158,6 +158,43 @@ impl TestPostgres {
         );
     }
 
+    /// Stops every process of the cluster with SIGSTOP (a paused VM, a stalled disk): open
+    /// connections stay open and nothing answers. [`thaw`](Self::thaw) resumes them.
+    #[allow(dead_code)] // only the fault tests call it
+    pub fn freeze(&self) {
+        self.signal_all("-STOP");
+    }
+
+    /// Resumes a cluster [`freeze`](Self::freeze) stopped.
+    #[allow(dead_code)] // only the fault tests call it
+    pub fn thaw(&self) {
+        self.signal_all("-CONT");
+    }
+
+    /// Sends `signal` to the postmaster and each of its children (read from /proc).
+    fn signal_all(&self, signal: &str) {
+        let pid_file = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .expect("the cluster is running");
+        let postmaster = pid_file.lines().next().unwrap().trim().to_string();
+        let mut pids = vec![postmaster.clone()];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid …: the command may hold spaces, so read after its ')'.
+            let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+            if after.split_whitespace().nth(1) == Some(postmaster.as_str()) {
+                pids.push(entry.file_name().to_string_lossy().to_string());
+            }
+        }
+        let status = Command::new("kill")
+            .arg(signal)
+            .args(&pids)
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pids:?}");
+    }
+
     /// Starts the stopped server again on the same port; panics when it does not start.
     #[allow(dead_code)] // only the fault tests call it
     pub fn start_again(&self) {
