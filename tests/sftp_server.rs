@@ -180,3 +180,45 @@ async fn idle_sessions_are_closed() {
     assert!(c.ssh.is_closed(), "an idle connection must be closed");
     assert!(c.sftp.realpath(".").await.is_err());
 }
+
+/// The kernel's keepalive timer of each established connection on local `port`, in seconds
+/// until it fires, from `/proc/net/tcp` (timer kind 2 is keepalive; the time is in 1/100 s).
+/// None for a connection with another timer or none.
+fn keepalive_timers(port: u16) -> Vec<Option<f64>> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port = cols[1].rsplit(':').next()?;
+            let established = cols[3] == "01";
+            (u16::from_str_radix(local_port, 16).ok()? == port && established).then(|| {
+                let (kind, when) = cols[5].split_once(':')?;
+                (kind == "02")
+                    .then(|| u64::from_str_radix(when, 16).ok().map(|t| t as f64 / 100.0))?
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_carry_kernel_keepalives_that_notice_a_vanished_client_within_a_minute() {
+    let srv = TestServer::start().await;
+    let c = srv.acme().await;
+    assert!(c.sftp.realpath(".").await.is_ok());
+    // Once the connection is quiet (no data in flight, whose retransmit timer the table shows
+    // instead), the server's socket shows its keepalive timer.
+    let mut timers = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        timers = keepalive_timers(srv.addr().port());
+        if timers.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    assert_eq!(timers.len(), 1, "one connection to the server: {timers:?}");
+    // The first probe after 30 s of silence (the kernel's default is 7,200 s).
+    let first_probe = timers[0].expect("a keepalive timer runs on the server's socket");
+    assert!(first_probe <= 30.0, "first probe in {first_probe} s");
+}

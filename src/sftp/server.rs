@@ -150,6 +150,7 @@ impl SftpServer {
                 accepted = listener.accept() => {
                     match accepted {
                         Ok((socket, peer)) => {
+                            keep_alive(&socket);
                             let (stream, kill) = Killable::new(socket);
                             match self.admission.admit(peer.ip(), self.caps(), kill.clone()) {
                                 Ok(ticket) => {
@@ -453,5 +454,53 @@ impl Drop for SessionSlot {
                 map.remove(&self.tenant);
             }
         }
+    }
+}
+
+/// Kernel keepalive probes on an accepted connection: after [`KEEPALIVE_IDLE`] without a
+/// packet from the client, a probe every [`KEEPALIVE_INTERVAL`], and after [`KEEPALIVE_PROBES`]
+/// unanswered the connection fails. So a client whose machine lost power or whose network went
+/// away (no FIN, no RST) is noticed in about a minute; until now its session, its session slot
+/// and a file it was uploading (refused to others as "being uploaded by another session") were
+/// held for `idle_timeout_secs` (600 s). A live client's kernel answers the probes without
+/// involving the client program, so they neither keep an idle session open past
+/// `idle_timeout_secs` (they move no SSH bytes) nor cut a slow one; a client process that is
+/// frozen (SIGSTOP) still has a kernel that answers, so it keeps its session until then (review
+/// s18 clients F5). SSH-level keepalives would notice that too, but their replies count as
+/// traffic and would keep idle sessions open for ever. A failure to set them is logged, not
+/// fatal.
+pub fn keep_alive(socket: &tokio::net::TcpStream) {
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    if let Err(e) = socket2::SockRef::from(socket).set_tcp_keepalive(&probes) {
+        tracing::debug!("cannot set TCP keepalive on an SFTP connection: {e}");
+    }
+}
+
+/// Silence on a connection before the first keepalive probe.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// Time between unanswered probes.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes after which the connection fails.
+pub const KEEPALIVE_PROBES: u32 = 3;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_get_keepalive_probes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        keep_alive(&socket);
+        let s = socket2::SockRef::from(&socket);
+        assert!(s.keepalive().unwrap());
+        assert_eq!(s.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(s.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(s.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
     }
 }
