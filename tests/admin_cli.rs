@@ -440,3 +440,57 @@ async fn changes_follow_outlives_a_server_restart_but_not_a_wrong_token() {
         stderr(&o)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_run_a_newer_file_set_aside_is_not_shown_as_waiting() {
+    // review s19 docs F1: the history kept offering `roster approve` for it.
+    let env = Env::start().await;
+    env.import("acme", &users_csv(0, 10)).await;
+    let old = env.import("acme", &users_csv(0, 2)).await;
+    let new = env.import("acme", &users_csv(0, 3)).await;
+    assert_eq!(
+        (old.status, new.status),
+        (ImportStatus::Held, ImportStatus::Held)
+    );
+
+    let api = env.get("/api/tenants/acme/imports").await.json;
+    let waiting = |id: &str| {
+        let r = api.as_array().unwrap().iter().find(|r| r["id"] == id);
+        r.unwrap()["awaiting_approval"].clone()
+    };
+    assert_eq!(waiting(&old.id), false);
+    assert_eq!(waiting(&new.id), true);
+    let one = env
+        .get(&format!("/api/tenants/acme/imports/{}", old.id))
+        .await;
+    assert_eq!(one.json["awaiting_approval"], false, "{}", one.text);
+    let applied = api.as_array().unwrap().last().unwrap();
+    assert!(
+        applied.get("awaiting_approval").is_none(),
+        "only on held runs"
+    );
+
+    let cfg = env.cli_config();
+    let text = stdout(&roster(&cfg, &["history", "acme"]).await);
+    let line = |id: &str| {
+        text.lines()
+            .find(|l| l.starts_with(id))
+            .unwrap()
+            .to_string()
+    };
+    assert!(line(&old.id).contains("set aside"), "{text}");
+    assert!(line(&new.id).contains("held"), "{text}");
+    assert!(
+        text.contains(&format!("roster approve acme {}", new.id)),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&format!("roster approve acme {}", old.id)),
+        "{text}"
+    );
+    let json = stdout(&roster(&cfg, &["history", "acme", "--json"]).await);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json[1]["id"], old.id.as_str());
+    assert_eq!(json[1]["awaiting_approval"], false);
+    assert_eq!(json[0]["awaiting_approval"], true);
+}

@@ -298,6 +298,30 @@ async fn a_held_run_lists_who_would_go_and_approve_applies_it() {
         page.status, 409,
         "an approved run has no held page: {page:?}"
     );
+
+    // A held run a newer file set aside says so, and offers no approve (review s19 docs F1).
+    env.import("acme", &users_csv(0, 10)).await;
+    let older = env.import("acme", &users_csv(0, 2)).await;
+    let newer = env.import("acme", &users_csv(0, 3)).await;
+    assert_eq!(
+        (older.status, newer.status),
+        (ImportStatus::Held, ImportStatus::Held)
+    );
+    let run_page = |id: &str| format!("/tenants/acme/runs/{id}");
+    let aside = request(&base, "GET", &run_page(&older.id), &cookies, None).await;
+    assert!(aside.body.contains("set-aside-notice"), "{}", aside.body);
+    assert!(
+        !aside.body.contains("See who would be removed"),
+        "{}",
+        aside.body
+    );
+    let waiting = request(&base, "GET", &run_page(&newer.id), &cookies, None).await;
+    assert!(
+        waiting.body.contains("See who would be removed"),
+        "{}",
+        waiting.body
+    );
+    assert!(!waiting.body.contains("set-aside-notice"));
     b.stop().await;
 }
 

@@ -288,11 +288,26 @@ async fn history(
     let t = tenant_of(&st.config.current(), &tenant)?;
     let limit = number_param(&params(q)?, "limit", 20, 1, MAX_LIMIT)?;
     let store = st.store.clone();
-    let records = blocking_ok("cannot read the import history", move || {
-        store.history(&t.id, limit)
+    let (records, held) = blocking_ok("cannot read the import history", move || {
+        Ok((store.history(&t.id, limit)?, store.held_plans(&t.id)?))
     })
     .await?;
-    json_ok(records)
+    let answer: Vec<serde_json::Value> = records.iter().map(|r| with_approval(r, &held)).collect();
+    json_ok(answer)
+}
+
+/// A record as the API shows it: a `held` one also says whether it still waits for approval
+/// (`awaiting_approval`), since a newer file of the tenant sets a held plan aside and its record
+/// keeps the status `held` it was committed with (review s19 docs F1).
+pub(crate) fn with_approval(record: &ImportRecord, held: &[String]) -> serde_json::Value {
+    let mut v = serde_json::to_value(record).unwrap_or(serde_json::Value::Null);
+    if record.status == ImportStatus::Held {
+        if let Some(fields) = v.as_object_mut() {
+            let waiting = held.iter().any(|h| *h == record.id);
+            fields.insert("awaiting_approval".into(), waiting.into());
+        }
+    }
+    v
 }
 
 async fn find_import(st: &AppState, tenant: &str, id: &str) -> Result<ImportRecord, ApiError> {
@@ -311,7 +326,10 @@ async fn one_import(
 ) -> ApiResult {
     let (tenant, id) = path(p)?;
     tenant_of(&st.config.current(), &tenant)?;
-    json_ok(find_import(&st, &tenant, &id).await?)
+    let record = find_import(&st, &tenant, &id).await?;
+    let (store, t) = (st.store.clone(), tenant.clone());
+    let held = blocking_ok("cannot read the held plans", move || store.held_plans(&t)).await?;
+    json_ok(with_approval(&record, &held))
 }
 
 async fn approve(

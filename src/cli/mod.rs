@@ -19,7 +19,7 @@ mod show;
 mod table;
 mod webhooks;
 
-use crate::model::{ImportRecord, User};
+use crate::model::{ImportRecord, ImportStatus, User};
 use client::{seg, Client};
 use serde_json::Value;
 use show::*;
@@ -229,12 +229,31 @@ fn history_answer(c: &Client, tenant: &str, limit: usize, json: bool) -> anyhow:
         "/api/tenants/{}/imports?limit={limit}",
         seg(tenant)
     ))?;
+    // Held runs a newer file set aside: `awaiting_approval` is false (review s19 docs F1).
+    let set_aside: Vec<String> = v
+        .as_array()
+        .map(|all| {
+            let aside = all.iter().filter(|r| r["awaiting_approval"] == false);
+            aside
+                .filter_map(|r| r["id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
     let records: Vec<ImportRecord> = serde_json::from_value(v)?;
     if json {
         // Through the typed record, so fields keep their documented order.
-        Ok(serde_json::to_string_pretty(&records)? + "\n")
+        let mut out = Vec::with_capacity(records.len());
+        for r in &records {
+            let mut value = serde_json::to_value(r)?;
+            if let (true, Some(fields)) = (r.status == ImportStatus::Held, value.as_object_mut()) {
+                let waiting = !set_aside.contains(&r.id);
+                fields.insert("awaiting_approval".into(), waiting.into());
+            }
+            out.push(value);
+        }
+        Ok(serde_json::to_string_pretty(&out)? + "\n")
     } else {
-        Ok(history_text(tenant, &records))
+        Ok(history_text(tenant, &records, &set_aside))
     }
 }
 

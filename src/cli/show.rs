@@ -22,7 +22,9 @@ pub(super) fn counts_line(r: &ImportRecord) -> String {
     )
 }
 
-pub(super) fn history_text(tenant: &str, records: &[ImportRecord]) -> String {
+/// The history table; `set_aside` names the held runs a newer file set aside, shown as such
+/// and without the approve hint.
+pub(super) fn history_text(tenant: &str, records: &[ImportRecord], set_aside: &[String]) -> String {
     if records.is_empty() {
         return format!("no imports yet for {tenant}\n");
     }
@@ -47,7 +49,10 @@ pub(super) fn history_text(tenant: &str, records: &[ImportRecord]) -> String {
                 r.id.clone(),
                 local(&r.received_at),
                 r.file.clone(),
-                r.status.to_string(),
+                match set_aside.contains(&r.id) {
+                    true => "set aside".to_string(),
+                    false => r.status.to_string(),
+                },
             ];
             for n in [
                 r.counts.rows,
@@ -65,7 +70,8 @@ pub(super) fn history_text(tenant: &str, records: &[ImportRecord]) -> String {
         })
         .collect();
     let mut out = table::table(&cols, &rows);
-    for r in records.iter().filter(|r| r.status == ImportStatus::Held) {
+    let held = records.iter().filter(|r| r.status == ImportStatus::Held);
+    for r in held.filter(|r| !set_aside.contains(&r.id)) {
         out.push_str(&format!(
             "held: {} would deactivate {} and delete {}; check with `roster preview`, apply with `roster approve {tenant} {}`\n",
             clean(&r.id), r.counts.deactivated, r.counts.deleted, clean(&r.id)

@@ -60,7 +60,10 @@ struct RunPage {
     chrome: Chrome,
     tenant: String,
     record: ImportRecord,
+    /// Held and still waiting for approval.
     held: bool,
+    /// Held, then set aside by a newer file: it can no longer be approved.
+    set_aside: bool,
     skipped: Vec<SkippedRow>,
     /// The report exists in the tenant's folder.
     has_report: bool,
@@ -99,8 +102,11 @@ async fn run_page(
     let page_no = super::history::page_number(query.page.as_deref()).max(1);
     let (report_rel, file_rel) = (record.report.clone(), record.archived_as.clone());
     let delimiter = delimiter_byte(&record.delimiter);
-    let (skipped, has_next, has_report, has_file) =
+    let was_held = record.status == ImportStatus::Held;
+    let (store, tid, rid) = (st.store.clone(), t.id.clone(), record.id.clone());
+    let (skipped, has_next, has_report, has_file, waiting) =
         blocking("cannot read the failure report", move || {
+            let waiting = was_held && store.held_plans(&tid)?.contains(&rid);
             let report = report_rel.as_deref().and_then(|r| tenant_file(&home, r));
             let has_file = file_rel
                 .as_deref()
@@ -110,10 +116,9 @@ async fn run_page(
                 Some(path) => skipped_rows(path, delimiter, page_no)?,
                 None => (Vec::new(), false),
             };
-            Ok((rows, more, report.is_some(), has_file))
+            Ok((rows, more, report.is_some(), has_file, waiting))
         })
         .await?;
-    let held = record.status == ImportStatus::Held;
     page(&RunPage {
         chrome: Chrome::new(
             &viewer,
@@ -122,7 +127,8 @@ async fn run_page(
         ),
         tenant: t.id.clone(),
         record,
-        held,
+        held: waiting,
+        set_aside: was_held && !waiting,
         skipped,
         has_report,
         has_file,
