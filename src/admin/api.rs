@@ -303,7 +303,7 @@ pub(crate) fn with_approval(record: &ImportRecord, held: &[String]) -> serde_jso
     let mut v = serde_json::to_value(record).unwrap_or(serde_json::Value::Null);
     if record.status == ImportStatus::Held {
         if let Some(fields) = v.as_object_mut() {
-            let waiting = held.iter().any(|h| *h == record.id);
+            let waiting = held.contains(&record.id);
             fields.insert("awaiting_approval".into(), waiting.into());
         }
     }
