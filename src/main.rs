@@ -123,7 +123,7 @@ fn share_warning(config: &Config, t: &roster::config::Tenant) -> Option<String> 
 }
 
 fn check_config(path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+    let config = Config::load_to_serve(path)?;
     println!(
         "{}: valid, {} tenant(s)",
         path.display(),

@@ -59,7 +59,7 @@ pub async fn start_sftp_with(
     sink: Arc<dyn UploadSink>,
     store: Option<Store>,
 ) -> anyhow::Result<RunningSftp> {
-    let config = Config::load(path)?;
+    let config = Config::load_to_serve(path)?;
     let handle = ConfigHandle::new(path, config.clone());
     handle.spawn_watchers();
     let keys = hostkeys::load_or_create(&config.server.host_keys)?;
@@ -164,7 +164,7 @@ impl RunningServer {
 
 /// Starts every stage on the config at `path`.
 pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
-    let config = Config::load(path)?;
+    let config = Config::load_to_serve(path)?;
     let store = open_store(&config)?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<UploadFinished>();
     let sftp = start_sftp_with(path, Arc::new(tx), Some(store.clone())).await?;

@@ -213,3 +213,31 @@ fn check_config_refuses_a_short_admin_token() {
         }
     }
 }
+
+/// Review s19 docs F3: an empty file, or one without tenants, passed `check-config` ("valid, 0
+/// tenant(s)") and `serve` started on it with every tenant locked out, though a reload refuses
+/// both. Now all three refuse them alike.
+#[test]
+fn an_empty_or_tenantless_config_is_refused_by_check_config_and_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("roster.toml");
+    let sections = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nhost_keys = \"{d}/hk\"\ndata_dir = \"{d}/data\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        d = dir.path().display()
+    );
+    for (text, why) in [
+        ("", "the file is empty"),
+        ("\n  \n", "the file is empty"),
+        (sections.as_str(), "the file defines no tenants"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let out = roster(&["check-config", "-c", path.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text:?}: {err}");
+        assert!(err.contains(why), "{text:?}: {err}");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let started = rt.block_on(roster::serve::start(&path));
+        let err = format!("{:#}", started.err().expect("serve refuses it"));
+        assert!(err.contains(why), "{text:?}: {err}");
+    }
+}

@@ -33,10 +33,12 @@ fn roster(config: &std::path::Path, args: &[&str], env_url: Option<&str>) -> std
     cmd.output().expect("cannot run roster")
 }
 
+/// A config with one tenant (a server, and so `check-config`, refuses a file without one).
 fn write_config(dir: &std::path::Path, store: &str) -> std::path::PathBuf {
     let path = dir.join("roster.toml");
+    let tenant = "[[tenants]]\nid = \"acme\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0XSsfOIUbEVJFH1EkHwIqJ5NV+nZFzs1OHp9Fk1dcWs\"\n";
     let text = format!(
-        "[server]\nhost_keys = {:?}\ndata_dir = {:?}\n{store}",
+        "[server]\nhost_keys = {:?}\ndata_dir = {:?}\n{store}\n{tenant}",
         dir.join("keys"),
         dir.join("data")
     );

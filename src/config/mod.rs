@@ -491,6 +491,24 @@ impl Config {
         })
     }
 
+    /// [`Config::load`] for a server (`serve`, `sftp-server`'s SSH front door, `check-config`):
+    /// also refuses a file that is empty or defines no tenants, as a reload does. Such a file
+    /// started a server with every tenant locked out, on the default ports, and `check-config`
+    /// called it valid (review s19 docs F3).
+    pub fn load_to_serve(path: &Path) -> Result<Config, ConfigErrors> {
+        let errors = |problems: Vec<String>| ConfigErrors {
+            file: path.to_path_buf(),
+            problems,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| errors(vec![format!("cannot read the file: {e}")]))?;
+        let config = Config::parse(&text).map_err(errors)?;
+        match tenantless(&text, &config) {
+            Some(why) => Err(errors(vec![why.to_string()])),
+            None => Ok(config),
+        }
+    }
+
     /// Parses and validates config text (`ROSTER_STORE_URL` overrides `[store] url`); on
     /// failure returns every problem found.
     pub fn parse(text: &str) -> Result<Config, Vec<String>> {
@@ -514,6 +532,18 @@ impl Config {
     /// `data_dir/tenants/<id>`: the folder a tenant sees as `/`.
     pub fn tenant_home(&self, id: &str) -> PathBuf {
         self.server.data_dir.join("tenants").join(id)
+    }
+}
+
+/// Why a server must not run on `config` (read from `text`): the file is empty, or it defines
+/// no tenants, which would lock every tenant out. None when it has a tenant.
+pub fn tenantless(text: &str, config: &Config) -> Option<&'static str> {
+    if !config.tenants.is_empty() {
+        None
+    } else if text.bytes().all(|b| b.is_ascii_whitespace()) {
+        Some("the file is empty (truncated, or caught while being written)")
+    } else {
+        Some("the file defines no tenants ([[tenants]]), which would lock every tenant out")
     }
 }
 

@@ -132,12 +132,7 @@ impl ConfigHandle {
         let text = std::str::from_utf8(text)
             .map_err(|_| errors(vec!["the file is not UTF-8 text".into()]))?;
         let mut fresh = Config::parse(text).map_err(errors)?;
-        if fresh.tenants.is_empty() {
-            let why = if text.bytes().all(|b| b.is_ascii_whitespace()) {
-                "the file is empty (truncated, or caught while being written)"
-            } else {
-                "the file defines no tenants ([[tenants]]), which would lock every tenant out"
-            };
+        if let Some(why) = super::tenantless(text, &fresh) {
             return Err(errors(vec![why.to_string()]));
         }
         for key in keep_restart_only(&self.current(), &mut fresh) {
