@@ -241,3 +241,34 @@ fn an_empty_or_tenantless_config_is_refused_by_check_config_and_serve() {
         assert!(err.contains(why), "{text:?}: {err}");
     }
 }
+
+/// Review s19 docs F4: a 0 for these keys read as "off" (no login throttling, no cap, a 1 s
+/// deadline) while the docs promised at least 1; now each is refused by name.
+#[test]
+fn zero_is_refused_where_it_would_turn_a_defence_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let keys = [
+        "auth_block_secs",
+        "auth_timeout_secs",
+        "max_auth_failures",
+        "max_unauthenticated",
+        "max_unauthenticated_per_address",
+    ];
+    let zeros: String = keys.iter().map(|k| format!("{k} = 0\n")).collect();
+    std::fs::write(
+        &path,
+        text.replacen("[server]\n", &format!("[server]\n{zeros}"), 1),
+    )
+    .unwrap();
+    let out = roster(&["check-config", "-c", path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for key in keys {
+        assert!(
+            err.contains(&format!("[server] {key} must be at least 1")),
+            "{key}: {err}"
+        );
+    }
+}

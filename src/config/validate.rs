@@ -24,8 +24,22 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
     if s.max_sessions_per_tenant == 0 {
         out.push("[server] max_sessions_per_tenant must be at least 1".into());
     }
-    if s.idle_timeout_secs == 0 {
-        out.push("[server] idle_timeout_secs must be at least 1".into());
+    // 0 is refused rather than read as "off" (review s19 docs F4): `auth_block_secs = 0` or
+    // `max_auth_failures = 0` silently turned password throttling off, a 0 cap meant no cap.
+    for (key, value) in [
+        ("idle_timeout_secs", s.idle_timeout_secs),
+        ("auth_timeout_secs", s.auth_timeout_secs),
+        ("auth_block_secs", s.auth_block_secs),
+        ("max_auth_failures", s.max_auth_failures as u64),
+        ("max_unauthenticated", s.max_unauthenticated as u64),
+        (
+            "max_unauthenticated_per_address",
+            s.max_unauthenticated_per_address as u64,
+        ),
+    ] {
+        if value == 0 {
+            out.push(format!("[server] {key} must be at least 1"));
+        }
     }
     duration_problems(config, &mut out);
     admin_problems(config, &mut out);
