@@ -109,6 +109,23 @@ fn init_logs(format: LogFormat, stderr_only_warnings: bool) {
 
 /// A warning when the tenant's archives alone could reach `max_tenant_bytes`: every upload as
 /// large as `max_upload_bytes`, one a day, kept `retention_days`.
+/// Settings of a tenant that are valid but do nothing as written (review s19 docs F10).
+fn idle_setting_warnings(t: &roster::config::Tenant) -> Vec<String> {
+    use roster::config::Trigger;
+    let mut out = Vec::new();
+    if t.import.only_today && !t.import.file.contains("{date}") {
+        out.push("only_today has no effect: file has no {date}".to_string());
+    }
+    if t.import.schedule.is_some() && t.import.trigger == Trigger::Upload {
+        out.push(
+            "schedule is set but trigger is \"upload\", so it never fires (no scheduled run, no \
+             `missing` mail): set trigger = \"schedule\" or \"both\""
+                .to_string(),
+        );
+    }
+    out
+}
+
 fn share_warning(config: &Config, t: &roster::config::Tenant) -> Option<String> {
     let share = config.server.max_tenant_bytes;
     let kept = (config.server.max_upload_bytes).saturating_mul(u64::from(t.import.retention_days));
@@ -138,12 +155,15 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
             methods.push(format!("{} key(s)", t.authorized_keys.len()));
         }
         println!(
-            "  {:<20} auth: {:<22} file: {:<28} trigger: {:?}",
+            "  {:<20} auth: {:<22} file: {:<28} trigger: {}",
             t.id,
             methods.join(" + "),
             t.import.file,
-            t.import.trigger
+            format!("{:?}", t.import.trigger).to_lowercase()
         );
+        for w in idle_setting_warnings(t) {
+            println!("  warning: {}: {w}", t.id);
+        }
         // A warning, not a failure: check-config often runs where serve's environment is not.
         if let Some(Err(e)) = t.scim_push.as_ref().map(|p| p.bearer()) {
             println!(
@@ -154,6 +174,14 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
         if let Some(w) = share_warning(&config, t) {
             println!("  warning: {}: {w}", t.id);
         }
+    }
+    if config.admin.token.trim() == roster::config::admin_token::OLD_DEFAULT {
+        println!(
+            "warning: [admin] token is the old example \"{}\", which is never accepted: the server \
+             uses the token it generates into {} instead; set a long random one or remove the key",
+            roster::config::admin_token::OLD_DEFAULT,
+            roster::config::admin_token::token_path(&config).display()
+        );
     }
     let keys = roster::sftp::hostkeys::load_existing(&config.server.host_keys)?;
     if keys.is_empty() {

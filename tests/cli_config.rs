@@ -272,3 +272,66 @@ fn zero_is_refused_where_it_would_turn_a_defence_off() {
         );
     }
 }
+
+/// Review s19 docs F2: a value of the wrong kind stopped the check at once, hid every other
+/// problem and did not name its key.
+#[test]
+fn wrong_values_in_several_tenants_are_all_listed_with_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("roster.toml");
+    let text = format!(
+        "[server]\nhost_keys = \"{d}/hk\"\ndata_dir = \"{d}/data\"\nidle_timeout_secs = 0\n\n\
+         [[tenants]]\nid = \"acme\"\n[tenants.import]\non_missing = \"purge\"\n\n\
+         [[tenants]]\nid = \"b\"\n[tenants.import]\nmatch_by = \"z\"\n\n\
+         [[tenants]]\nid = \"c\"\npassword_hash = \"x\"\n",
+        d = dir.path().display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = roster(&["check-config", "-c", path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for needle in [
+        "tenant \"acme\": import.on_missing, line 9: unknown variant `purge`, expected one of `keep`, `deactivate`, `delete`",
+        "tenant \"b\": import.match_by, line 14: unknown variant `z`",
+        "tenant \"c\": password_hash",
+        "[server] idle_timeout_secs must be at least 1",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    // A wrong value in a section names the section and key.
+    std::fs::write(
+        &path,
+        "[server]\nidle_timeout_secs = \"ten\"\n[[tenants]]\nid = \"a\"\n",
+    )
+    .unwrap();
+    let out = roster(&["check-config", "-c", path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("[server] idle_timeout_secs, line 2: invalid type"),
+        "{err}"
+    );
+}
+
+/// Review s19 docs F10, F11: settings that do nothing as written are warned about, and the
+/// trigger is printed as the config spells it.
+#[test]
+fn check_config_warns_about_settings_that_do_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[tenants.import]\nfile = \"users.csv\"\nonly_today = true\nschedule = \"30 7 * * *\"\n",
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("[admin]\ntoken = \"change-me\"\n{text}")).unwrap();
+    let out = roster(&["check-config", "-c", path.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    for needle in [
+        "trigger: upload",
+        "warning: acme: only_today has no effect: file has no {date}",
+        "warning: acme: schedule is set but trigger is \"upload\", so it never fires",
+        "warning: [admin] token is the old example \"change-me\", which is never accepted",
+    ] {
+        assert!(said.contains(needle), "missing {needle:?} in:\n{said}");
+    }
+}

@@ -11,6 +11,7 @@
 pub mod admin_token;
 pub mod authorized_keys;
 pub mod cluster;
+mod parse;
 pub mod reload;
 pub mod scim_push;
 pub mod store;
@@ -512,8 +513,7 @@ impl Config {
     /// Parses and validates config text (`ROSTER_STORE_URL` overrides `[store] url`); on
     /// failure returns every problem found.
     pub fn parse(text: &str) -> Result<Config, Vec<String>> {
-        let mut config: Config =
-            toml::from_str(text).map_err(|e| vec![describe_toml_error(text, &e)])?;
+        let mut config = parse::from_text(text)?;
         config
             .store
             .apply_env(std::env::var(store::STORE_URL_ENV).ok());
@@ -545,38 +545,6 @@ pub fn tenantless(text: &str, config: &Config) -> Option<&'static str> {
     } else {
         Some("the file defines no tenants ([[tenants]]), which would lock every tenant out")
     }
-}
-
-/// Turns a TOML error into one sentence with the line number and, where the parser knows it,
-/// the tenant the key belongs to.
-fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let msg = e.message().trim().to_string();
-    match e.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].lines().count().max(1);
-            let tenant = tenant_around(text, span.start);
-            match tenant {
-                Some(t) => format!("line {line} (tenant {t:?}): {msg}"),
-                None => format!("line {line}: {msg}"),
-            }
-        }
-        None => msg,
-    }
-}
-
-/// Finds the `id = "..."` of the `[[tenants]]` block that contains byte offset `at`, if any.
-fn tenant_around(text: &str, at: usize) -> Option<String> {
-    let before = &text[..at.min(text.len())];
-    let start = before.rfind("[[tenants]]")?;
-    let block_end = text[start + 11..]
-        .find("[[tenants]]")
-        .map(|i| start + 11 + i)
-        .unwrap_or(text.len());
-    text[start..block_end].lines().find_map(|l| {
-        let l = l.trim();
-        let rest = l.strip_prefix("id")?.trim_start().strip_prefix('=')?;
-        Some(rest.trim().trim_matches('"').to_string())
-    })
 }
 
 #[cfg(test)]
