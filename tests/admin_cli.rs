@@ -195,8 +195,18 @@ async fn cli_says_in_one_sentence_when_the_server_is_not_running() {
         let err = stderr(&o);
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(err.contains("not running"), "{err}");
+        assert!(err.contains("the admin address from"), "{err}");
         assert!(stdout(&o).is_empty());
     }
+    // An address given on the command line is named as such, not as the config's (review s19
+    // docs F8).
+    let url = format!("http://127.0.0.1:{port}");
+    let o = roster(&cfg, &["history", "acme", "--admin-url", &url]).await;
+    let err = stderr(&o);
+    assert!(
+        err.contains("given by --admin-url or ROSTER_ADMIN_URL"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

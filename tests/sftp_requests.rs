@@ -450,15 +450,31 @@ async fn exec_and_shell_are_refused_at_once() {
             "shell" => ch.request_shell(true).await.unwrap(),
             _ => ch.request_subsystem(true, "netconf").await.unwrap(),
         }
+        // A shell or a command is told why on stderr, with exit status 1 (what OpenSSH and
+        // `scp -O` print; review s19 docs F13); another subsystem is refused outright.
         let refused = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let (mut said, mut status) = (String::new(), None);
             while let Some(msg) = ch.wait().await {
-                if matches!(msg, russh::ChannelMsg::Failure) {
-                    return true;
+                match msg {
+                    russh::ChannelMsg::Failure => return (true, said, status),
+                    russh::ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        said.push_str(&String::from_utf8_lossy(&data))
+                    }
+                    russh::ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                    russh::ChannelMsg::Close => return (false, said, status),
+                    _ => {}
                 }
             }
-            false
+            (false, said, status)
         })
         .await;
-        assert_eq!(refused, Ok(true), "{what} was not refused at once");
+        let (failed, said, status) = refused.unwrap_or_else(|_| panic!("{what} hung"));
+        if what == "subsystem" {
+            assert!(failed, "{what} was not refused");
+        } else {
+            assert!(said.contains("Roster serves SFTP only"), "{what}: {said:?}");
+            assert!(said.contains("scp"), "{what}: {said:?}");
+            assert_eq!(status, Some(1), "{what}");
+        }
     }
 }

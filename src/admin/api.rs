@@ -420,10 +420,14 @@ pub(crate) async fn approve_held(
     })?;
     applied.map_err(|e| {
         tracing::warn!(%tenant, import_id = %id, "approve refused: {e:#}");
-        ApiError::new(
-            StatusCode::CONFLICT,
-            format!("import {id} of tenant {tenant} was not applied: {e:#}"),
-        )
+        // The engine's refusals name the run already (review s19 docs F14: said twice).
+        let said = format!("{e:#}");
+        let named = format!("import {id} of tenant {tenant} ");
+        let message = match said.starts_with(&named) {
+            true => said,
+            false => format!("import {id} of tenant {tenant} was not applied: {said}"),
+        };
+        ApiError::new(StatusCode::CONFLICT, message)
     })
 }
 

@@ -48,6 +48,8 @@ pub struct Client {
     base: String,
     token: String,
     config_path: PathBuf,
+    /// The address came from `--admin-url` (or `ROSTER_ADMIN_URL`), not from the config.
+    url_given: bool,
     agent: ureq::Agent,
     /// `max_upload_bytes` of the config: the largest body a preview may send.
     pub max_upload_bytes: u64,
@@ -75,6 +77,7 @@ impl Client {
             base,
             token: crate::config::admin_token::for_cli(&config)?,
             config_path: config_path.to_path_buf(),
+            url_given: admin_url.is_some(),
             agent: ureq::Agent::new_with_config(agent_config),
             max_upload_bytes: config.server.max_upload_bytes,
         })
@@ -166,10 +169,13 @@ impl Client {
             _ => false,
         };
         if refused {
+            let from = match self.url_given {
+                true => "the address given by --admin-url or ROSTER_ADMIN_URL".to_string(),
+                false => format!("the admin address from {}", self.config_path.display()),
+            };
             anyhow::anyhow!(
-                "the Roster server is not running: nothing answers at {} (the admin address from {}); start it with `roster serve -c {}`",
+                "the Roster server is not running: nothing answers at {} ({from}); start it with `roster serve -c {}`",
                 self.base,
-                self.config_path.display(),
                 self.config_path.display()
             )
         } else {

@@ -301,10 +301,22 @@ fn import_problems(p: &ImportProfile, problems: &mut TenantProblems<'_>) {
             })
             .unwrap_or(false);
         if !probe || p.date_format.is_empty() {
-            say(
-                "import.date_format",
-                format!("{:?} is not a valid strftime format", p.date_format),
-            );
+            // A time field (%H, %M, …) is valid strftime, but `{date}` names a day (review
+            // s19 docs F9: the message said "not a valid strftime format").
+            let with_time = chrono::NaiveDate::from_ymd_opt(2026, 1, 31)
+                .and_then(|d| d.and_hms_opt(7, 30, 0))
+                .is_some_and(|t| {
+                    use std::fmt::Write;
+                    let mut s = String::new();
+                    write!(s, "{}", t.format(&p.date_format)).is_ok()
+                });
+            let why = if with_time && !p.date_format.is_empty() {
+                "has a time field (%H, %M, %S, …); {date} is a day, so use date fields only \
+                 (%Y, %m, %d, %y, %b, %j, …)"
+            } else {
+                "is not a valid strftime format of a date (%Y, %m, %d, %y, %b, %j, …)"
+            };
+            say("import.date_format", format!("{:?} {why}", p.date_format));
         }
     }
     if chrono_tz::Tz::from_str(&p.timezone).is_err() {
@@ -413,6 +425,22 @@ mod tests {
     fn problems(server: &str, import: &str) -> Vec<String> {
         let text = format!("[server]\n{server}\n{TENANT}[tenants.import]\n{import}\n");
         Config::parse(&text).err().unwrap_or_default()
+    }
+
+    /// Review s19 docs F9: a time field was called "not a valid strftime format".
+    #[test]
+    fn a_date_format_with_a_time_field_is_refused_for_what_it_is() {
+        let timed = problems("", "file = \"u_{date}.csv\"\ndate_format = \"%Y-%m-%d %H\"");
+        assert!(
+            timed.iter().any(|p| p.contains("has a time field")),
+            "{timed:?}"
+        );
+        let broken = problems("", "file = \"u_{date}.csv\"\ndate_format = \"%Y-%Q\"");
+        let said = broken
+            .iter()
+            .any(|p| p.contains("is not a valid strftime format of a date"));
+        assert!(said, "{broken:?}");
+        assert!(problems("", "file = \"u_{date}.csv\"\ndate_format = \"%Y%m%d\"").is_empty());
     }
 
     /// Review of 2026-11-30, F7: 0 passed and deleted every archived file at each start.

@@ -37,6 +37,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+/// What a client asking for a shell or a command is told.
+pub const SFTP_ONLY: &str = "Roster serves SFTP only: no shell and no commands. Use sftp, or scp \
+     without -O (scp -O runs a command on the server).\r\n";
+
 /// Channels one connection may have open at once (OpenSSH's `MaxSessions` default is 10).
 pub const MAX_CHANNELS_PER_CONNECTION: usize = 10;
 
@@ -145,11 +149,17 @@ impl Connection {
         what: &str,
         session: &mut Session,
     ) -> Result<(), russh::Error> {
+        self.count_refusal(what);
+        session.channel_failure(channel)
+    }
+
+    /// Counts a refused request; the first of the connection is logged, the rest summed up
+    /// when it ends.
+    fn count_refusal(&mut self, what: &str) {
         self.refused_requests += 1;
         if self.refused_requests == 1 {
             tracing::info!(tenant = ?self.tenant, peer = %self.peer, "refused a {what} request: Roster only serves SFTP (further refusals on this connection are counted)");
         }
-        session.channel_failure(channel)
     }
 
     /// This channel's session slot: the login's if no other channel uses it, or a fresh one of
@@ -162,6 +172,29 @@ impl Connection {
             .slots
             .try_take(tenant, max)
             .map(ChannelSlot::Own)
+    }
+
+    /// Refuses a shell or a command so that the client shows why: the request is accepted, then
+    /// [`SFTP_ONLY`] goes to the channel's stderr with exit status 1 and the channel closes.
+    /// A refused request made OpenSSH print only "exec request failed on channel 0", which is
+    /// all legacy `scp -O` users saw (review s19 docs F13). Counted and logged as every refusal.
+    async fn refuse_in_words(
+        &mut self,
+        id: ChannelId,
+        what: &str,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        let Some(pending) = self.channels.remove(&id) else {
+            return self.refuse_and_close(id, what, session);
+        };
+        let Some((channel, open)) = pending.claim().await else {
+            // Closed by the client, or by its grace period.
+            return session.channel_failure(id);
+        };
+        self.count_refusal(what);
+        session.channel_success(id)?;
+        refuse_on_stderr(channel, SFTP_ONLY.into(), None, self.ended.clone(), open);
+        Ok(())
     }
 
     /// Refuses a request that leaves the channel useless, and closes the channel.
@@ -476,7 +509,7 @@ impl russh::server::Handler for Connection {
         _data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse_and_close(id, "command (exec)", session)
+        self.refuse_in_words(id, "command (exec)", session).await
     }
 
     async fn shell_request(
@@ -484,7 +517,7 @@ impl russh::server::Handler for Connection {
         id: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse_and_close(id, "shell", session)
+        self.refuse_in_words(id, "shell", session).await
     }
 
     // The default answers nothing, so it is overridden to refuse at once.
