@@ -65,6 +65,16 @@ async fn serves_sftp_on_stdio_inside_the_root() {
         StatusCode::PermissionDenied
     );
     assert!(std::fs::symlink_metadata(root.join("l")).is_err());
+    // `ls -l` shows the root's folder name as owner and group (review s19 docs: it showed the
+    // root's path cut to 8 characters).
+    let d = sftp.opendir("/").await.unwrap().handle;
+    let listed = sftp.readdir(&d).await.unwrap().files;
+    let file = listed.iter().find(|f| f.filename == "users.csv").unwrap();
+    assert!(
+        file.longname.contains(" home     home "),
+        "{}",
+        file.longname
+    );
 
     drop(sftp);
     let exit = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait()).await;

@@ -45,7 +45,12 @@ pub async fn serve_stdio(
     let jail = Jail::new(root, read_only)
         .map_err(|e| anyhow::anyhow!("cannot use {} as the SFTP root: {e}", root.display()))?
         .with_links();
-    let tenant = root.display().to_string();
+    // The root's own folder name (a tenant's home is named after it), shown as the owner in
+    // `ls -l` listings: the whole path was cut to 8 characters there ("/work/pr").
+    let tenant = root
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "roster".to_string());
     let session = requests::SftpSession::new(requests::SessionContext {
         handles: handles::HandleBudget::default().for_tenant(&tenant, requests::MAX_HANDLES),
         tenant,
