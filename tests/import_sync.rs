@@ -386,3 +386,47 @@ fn a_commit_stamps_only_the_claim_running_its_file() {
     store.claim_done("t", "claim-2").unwrap();
     assert_eq!(store.claim_committed("t", "claim-2").unwrap(), None);
 }
+
+/// Review s19 upgrade F1: a store written by the first version keeps the bare sha256 of the
+/// last applied file. The same bytes pushed again after the upgrade must still be a
+/// `duplicate`: applied once more, the file undid an operator's `restore`.
+#[test]
+fn the_same_file_against_a_first_version_state_is_a_duplicate() {
+    let (store, _d) = open();
+    let t = tenant(OnMissing::Delete, MatchBy::MappingCode);
+    go(&store, &t, &file(&users(20)));
+    let without: Vec<_> = users(20).into_iter().filter(|u| u.0 != 4).collect();
+    let applied = go(&store, &t, &file(&without)).record;
+    assert_eq!(applied.counts.deleted, 1);
+    roster::import::restore(&*store, &t, "C004").unwrap();
+    // The state as the first version left it: the file's sha256 alone.
+    let state = store.tenant_state("t1").unwrap();
+    store
+        .commit(&roster::store::Commit {
+            tenant: "t1".into(),
+            expected_version: state.version,
+            last_applied_sha256: Some(applied.sha256.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        store.tenant_state("t1").unwrap().last_applied_sha256,
+        Some(applied.sha256.clone())
+    );
+    let again = go(&store, &t, &file(&without)).record;
+    assert_eq!(
+        again.status,
+        ImportStatus::Duplicate,
+        "{:?}",
+        again.messages
+    );
+    let u = store.user("t1", "C004").unwrap().unwrap();
+    assert_eq!(
+        u.status,
+        UserStatus::Active,
+        "the operator's restore stands"
+    );
+    // Other bytes are imported as ever.
+    let edited: Vec<_> = without.iter().map(|u| (u.0, "Lead", u.2)).collect();
+    assert_eq!(go(&store, &t, &file(&edited)).record.counts.updated, 19);
+}

@@ -178,6 +178,18 @@ fn run_phases(
 
 /// Duplicate check: a file identical to the last applied one ends the run as `duplicate`
 /// (archived without its passwords). Then the encoding the scan found, or the run fails.
+/// True when `last` (the tenant state's `last_applied_sha256`) names the file `sha256` under
+/// this run's settings. A store written before 2026-11-30 (v1 among them) keeps the bare
+/// sha256 of the last applied file, and the same bytes count as a `duplicate` against it as v1
+/// counted them: that re-push applied once more undid an operator's `restore` of a user the
+/// file lacks (review s19 upgrade F1).
+fn is_last_applied(last: &str, job: &Job<'_>, sha256: &str) -> bool {
+    match last.contains(':') {
+        true => last == applied_digest(job, sha256),
+        false => last == sha256,
+    }
+}
+
 fn check_duplicate(
     job: &Job<'_>,
     state: &TenantState,
@@ -185,7 +197,10 @@ fn check_duplicate(
     scan: Scan,
 ) -> Phase<Enc> {
     let duplicate = job.approving.is_none()
-        && state.last_applied_sha256.as_deref() == Some(applied_digest(job, &rec.sha256).as_str());
+        && state
+            .last_applied_sha256
+            .as_deref()
+            .is_some_and(|last| is_last_applied(last, job, &rec.sha256));
     if duplicate {
         rec.status = ImportStatus::Duplicate;
         rec.messages.push(

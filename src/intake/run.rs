@@ -469,6 +469,54 @@ fn committed_outcome(
     }
 }
 
+/// The import a claim of a version without claim stamps committed, if it did. The first
+/// version named its claim folders `<UTC time>-NNNN` and proved a commit only by the file
+/// ledger: an entry of this file name, finished (`done` or `failed`) with these very bytes,
+/// written after the claim was made. Read as "never committed", such a claim was imported
+/// again after an upgrade: a second record and mail, and the file's `on_missing` applied once
+/// more (review s19 upgrade F2). Claims of this version (`<time>-<pid>-NNNN`) have stamps and
+/// are not looked up here.
+fn committed_before_stamps(
+    shared: &Shared,
+    tenant: &Tenant,
+    claim: &Claimed,
+    name: &str,
+) -> anyhow::Result<Option<String>> {
+    let Some(claimed_at) = unstamped_claim_time(&claim.id) else {
+        return Ok(None);
+    };
+    let Some(entry) = shared.store.ledger_get(&tenant.id, name)? else {
+        return Ok(None);
+    };
+    if entry.updated_at < claimed_at || entry.import_id.is_none() {
+        return Ok(None);
+    }
+    let sha = file_sha256(&claim.path)?;
+    Ok(entry.import_id.filter(|_| entry.sha256 == sha))
+}
+
+/// When a claim named by the first version (`20261201T020006.584924Z-0003`) was made; None for
+/// any other name.
+fn unstamped_claim_time(id: &str) -> Option<DateTime<Utc>> {
+    let (stamp, n) = id.split_once('-')?;
+    if n.len() != 4 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let at = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.6fZ").ok()?;
+    Some(at.and_utc())
+}
+
+/// The sha256 of a file, in hex, read in pieces.
+fn file_sha256(path: &Path) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hash = Sha256::new();
+    std::io::copy(&mut file, &mut hash)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(hex::encode(hash.finalize()))
+}
+
 /// Finishes a claim folder left by an earlier process (or by a failed attempt): exactly the
 /// run of this claim, found by the claim id. Blocking.
 pub fn recover_claim(
@@ -499,7 +547,10 @@ pub fn recover_claim(
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let committed = shared.store.claim_committed(&tenant.id, &claim.id)?;
+    let committed = match shared.store.claim_committed(&tenant.id, &claim.id)? {
+        Some(id) => Some(id),
+        None => committed_before_stamps(shared, tenant, &claim, &name)?,
+    };
     if let Some(id) = committed {
         let record = shared
             .store
@@ -521,6 +572,15 @@ pub fn recover_claim(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_first_version_claim_names_are_looked_up_in_the_ledger() {
+        let at = unstamped_claim_time("20261201T020006.584924Z-0003").unwrap();
+        assert_eq!(at.to_rfc3339(), "2026-12-01T02:00:06.584924+00:00");
+        assert!(unstamped_claim_time("20261201T020006.584924Z-41234-0003").is_none());
+        assert!(unstamped_claim_time("20261201T020006.584924Z-03").is_none());
+        assert!(unstamped_claim_time("garbage-0003").is_none());
+    }
 
     #[test]
     fn mail_policy() {

@@ -270,24 +270,32 @@ impl InProgress {
             if names.contains(&name) {
                 continue;
             }
-            if !is_file_id_name(&name) {
-                self.adopt_path_marker(home, &name);
+            if !is_file_id_name(&name) && self.adopt_path_marker(home, &name) {
+                // The upload stays protected under its new marker (review s19 upgrade F7: the
+                // line below said the protection was dropped).
+                tracing::info!(marker = %name, "carried over the in-progress marker of an unfinished upload from an earlier version");
+            } else {
+                tracing::info!(marker = %name, "the file of an unfinished upload is gone or renamed; its old marker is removed");
             }
-            tracing::info!(marker = %name, "the file of an unfinished upload is gone or renamed; its old marker is removed");
             let _ = std::fs::remove_file(m.path());
         }
     }
 
     /// A marker of the previous version, named after the file's path (`a%2Fb.csv` for
-    /// `/a/b.csv`): the file, if it is still there, gets a marker of its own.
-    fn adopt_path_marker(&self, home: &Path, flat: &str) {
+    /// `/a/b.csv`): the file, if it is still there, gets a marker of its own. True if it did.
+    fn adopt_path_marker(&self, home: &Path, flat: &str) -> bool {
         let path = flat.replace("%2F", "/").replace("%25", "%");
         let Ok(meta) = home.join(path.trim_start_matches('/')).symlink_metadata() else {
-            return;
+            return false;
         };
-        if let Some(m) = self.marker(FileId::of(&meta)).filter(|_| meta.is_file()) {
-            if let Err(e) = std::fs::write(&m, path.as_bytes()) {
+        let Some(m) = self.marker(FileId::of(&meta)).filter(|_| meta.is_file()) else {
+            return false;
+        };
+        match std::fs::write(&m, path.as_bytes()) {
+            Ok(()) => true,
+            Err(e) => {
                 tracing::warn!(path = %path, "cannot carry over the in-progress marker: {e}");
+                false
             }
         }
     }

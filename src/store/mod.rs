@@ -66,7 +66,7 @@ pub struct TenantState {
     pub version: u64,
     /// What the last applied file was, for `duplicate`: its sha256 and, after a `:`, a digest of
     /// the import settings it was applied under (`import::job::applied_digest`; a plain sha256
-    /// before 2026-11-30, which no file matches again).
+    /// before 2026-11-30, which the same bytes still match: see `import::engine`).
     pub last_applied_sha256: Option<String>,
     /// Generation per bucket; 0 = the bucket is empty.
     pub gens: Vec<u64>,

@@ -1,0 +1,97 @@
+//! Taking over what the first version (0076460) left on disk (review s19 upgrade F2): a claim
+//! folder named `<UTC time>-NNNN` and no claim stamp. If the file ledger shows that file name
+//! finished with those very bytes after the claim was made, the run committed and is only
+//! filed; otherwise it is imported as any unfinished claim is. Real server, real SFTP upload.
+//! (F1, the first version's bare sha256 and `duplicate`: `import_sync.rs`.)
+
+mod support;
+
+use chrono::{DateTime, Utc};
+use russh::keys::PrivateKey;
+use std::path::Path;
+use std::time::Duration;
+use support::pipeline::Pipeline;
+
+fn config(dir: &Path, key: &PrivateKey) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+host_keys = "{dir}/host_keys"
+data_dir = "{dir}/data"
+settle_ms = 100
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[tenants]]
+id = "cdp"
+authorized_keys = ["{key}"]
+[tenants.import]
+file = "users.csv"
+match_by = "mapping_code"
+on_missing = "deactivate"
+[tenants.import.columns]
+mapping_code = "userId"
+first_name = "name"
+last_name = "last"
+"#,
+        dir = dir.display(),
+        key = key.public_key().to_openssh().unwrap(),
+    )
+}
+
+const FILE: &[u8] = b"userId,name,last\nu1,Ann,Lee\nu2,Bob,Ray\nu3,Cy,Fox\n";
+
+/// Moves `home/rel` into a claim folder named as the first version named them, made at `at`.
+fn first_version_claim(p: &Pipeline, rel: &str, at: DateTime<Utc>) -> std::path::PathBuf {
+    let id = format!("{}-0003", at.format("%Y%m%dT%H%M%S%.6fZ"));
+    let claim = p.dir.path().join("data/work/cdp").join(id);
+    std::fs::create_dir_all(&claim).unwrap();
+    std::fs::rename(p.home("cdp").join(rel), claim.join("users.csv")).unwrap();
+    claim
+}
+
+/// Waits until `path` is gone (the claim was finished).
+async fn finished(path: &Path) {
+    for _ in 0..100 {
+        if !path.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{} was not finished", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_the_first_version_committed_is_filed_not_imported_again() {
+    let mut p = Pipeline::start(config).await;
+    p.client("cdp").await.put("users.csv", FILE).await.unwrap();
+    let run = p.history_len("cdp", 1, 20).await.remove(0);
+    let archived = run.archived_as.clone().unwrap();
+    p.stop().await;
+
+    // The first version crashed after its commit, before filing: its claim folder still holds
+    // the file, and the ledger entry of users.csv (written by the commit) is newer than it.
+    let claimed_at = run.received_at - chrono::Duration::seconds(1);
+    let claim = first_version_claim(&p, &archived, claimed_at);
+    p.start_again().await;
+    finished(&claim).await;
+    let history = p.server().store.history("cdp", 10).unwrap();
+    assert_eq!(history.len(), 1, "imported again: {history:?}");
+    assert_eq!(
+        std::fs::read(p.home("cdp").join(&archived)).unwrap(),
+        FILE,
+        "filed where its record says"
+    );
+    p.stop().await;
+
+    // A claim made after the ledger's entry never committed: it is imported (here the same
+    // bytes again, so a `duplicate`).
+    let claim = first_version_claim(&p, &archived, Utc::now());
+    p.start_again().await;
+    finished(&claim).await;
+    let history = p.history_len("cdp", 2, 20).await;
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert_eq!(history[0].status, roster::model::ImportStatus::Duplicate);
+}
