@@ -12,6 +12,9 @@ use roster::store::postgres::parse_url;
 use roster::store::Store;
 use test_postgres::TestPostgres;
 
+/// One tenant: a server, and so `check-config`, refuses a file without one.
+const TENANT: &str = "[[tenants]]\nid = \"acme\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0XSsfOIUbEVJFH1EkHwIqJ5NV+nZFzs1OHp9Fk1dcWs\"\n";
+
 /// How many connections named `app` the server has, and how many of them use TLS.
 fn tls_connections(pg: &TestPostgres, app: &str) -> (u32, u32) {
     let out = pg.psql(
@@ -176,7 +179,7 @@ fn check_config_connects_with_the_same_tls_and_says_a_refused_certificate() {
         );
         let config = dir.path().join("roster.toml");
         let text = format!(
-            "[server]\nhost_keys = {:?}\ndata_dir = {:?}\n[store]\nurl = {url:?}\n",
+            "[server]\nhost_keys = {:?}\ndata_dir = {:?}\n[store]\nurl = {url:?}\n{TENANT}",
             dir.path().join("keys"),
             dir.path().join("data")
         );

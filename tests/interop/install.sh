@@ -8,7 +8,7 @@
 # pip only when a Python module is missing. Safe to run on every CI run.
 set -euo pipefail
 
-APT_PKGS=(openssh-client openssh-server lftp putty-tools curl rclone)
+APT_PKGS=(openssh-client openssh-server lftp putty-tools curl rclone iproute2)  # iproute2: vanished_client.sh
 PY_MODS=(paramiko asyncssh argon2)       # import names
 PIP_PKGS=(paramiko asyncssh argon2-cffi) # matching PyPI names
 
