@@ -13,34 +13,14 @@ use std::time::{Duration, SystemTime};
 use support::pipeline::Pipeline;
 
 fn config(dir: &Path, key: &PrivateKey) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-host_keys = "{dir}/host_keys"
-data_dir = "{dir}/data"
-settle_ms = 100
-max_tenant_entries = 6
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[tenants]]
-id = "cdp"
-authorized_keys = ["{key}"]
-[tenants.import]
-file = "users.csv"
-match_by = "mapping_code"
-on_missing = "deactivate"
-retention_days = 30
-[tenants.import.columns]
-mapping_code = "userId"
-first_name = "name"
-last_name = "lastName"
-email = "email"
-"#,
-        dir = dir.display(),
-        key = key.public_key().to_openssh().unwrap(),
+    support::pipeline::one_tenant_config(
+        dir,
+        key,
+        "max_tenant_entries = 6",
+        "cdp",
+        "file = \"users.csv\"\nmatch_by = \"mapping_code\"\non_missing = \"deactivate\"\n\
+         retention_days = 30\n[tenants.import.columns]\nmapping_code = \"userId\"\n\
+         first_name = \"name\"\nlast_name = \"lastName\"\nemail = \"email\"",
     )
 }
 

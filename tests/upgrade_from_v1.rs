@@ -13,31 +13,14 @@ use std::time::Duration;
 use support::pipeline::Pipeline;
 
 fn config(dir: &Path, key: &PrivateKey) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-host_keys = "{dir}/host_keys"
-data_dir = "{dir}/data"
-settle_ms = 100
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[tenants]]
-id = "cdp"
-authorized_keys = ["{key}"]
-[tenants.import]
-file = "users.csv"
-match_by = "mapping_code"
-on_missing = "deactivate"
-[tenants.import.columns]
-mapping_code = "userId"
-first_name = "name"
-last_name = "last"
-"#,
-        dir = dir.display(),
-        key = key.public_key().to_openssh().unwrap(),
+    support::pipeline::one_tenant_config(
+        dir,
+        key,
+        "",
+        "cdp",
+        "file = \"users.csv\"\nmatch_by = \"mapping_code\"\non_missing = \"deactivate\"\n\
+         [tenants.import.columns]\nmapping_code = \"userId\"\nfirst_name = \"name\"\n\
+         last_name = \"last\"",
     )
 }
 

@@ -96,3 +96,24 @@ impl Pipeline {
         v
     }
 }
+
+/// A config for [`Pipeline::start`]: loopback listeners on free ports, the temp folder's data,
+/// `server` (lines) added to `[server]`, and one tenant `id` that logs in with the test key and
+/// whose `[tenants.import]` table (columns included) is `import`.
+pub fn one_tenant_config(
+    dir: &Path,
+    key: &PrivateKey,
+    server: &str,
+    id: &str,
+    import: &str,
+) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nhost_keys = \"{dir}/host_keys\"\n\
+         data_dir = \"{dir}/data\"\nsettle_ms = 100\n{server}\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[tenants]]\nid = \"{id}\"\nauthorized_keys = [\"{key}\"]\n\
+         [tenants.import]\n{import}\n",
+        dir = dir.display(),
+        key = key.public_key().to_openssh().unwrap(),
+    )
+}
