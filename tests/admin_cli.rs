@@ -498,6 +498,8 @@ async fn a_held_run_a_newer_file_set_aside_is_not_shown_as_waiting() {
         !text.contains(&format!("roster approve acme {}", old.id)),
         "{text}"
     );
+    let today = stdout(&roster(&cfg, &["today", "acme"]).await);
+    assert!(today.contains("set aside"), "{today}");
     let json = stdout(&roster(&cfg, &["history", "acme", "--json"]).await);
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json[1]["id"], old.id.as_str());

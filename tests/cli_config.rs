@@ -298,6 +298,31 @@ fn wrong_values_in_several_tenants_are_all_listed_with_their_keys() {
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
+    // Several wrong values in one tenant and in several sections: each is said, and the
+    // checks still run over what could be read.
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nhost_keys = \"{d}/hk\"\ndata_dir = \"{d}/data\"\nsettle_ms = \"soon\"\n\
+             [admin]\nmax_connections = \"many\"\n\
+             [[tenants]]\nid = \"acme\"\nnotify = 5\n[tenants.import]\non_missing = \"purge\"\nmatch_by = \"z\"\n\
+             [[tenants]]\nid = \"c\"\npassword_hash = \"x\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = roster(&["check-config", "-c", path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "[server] settle_ms, line 4: invalid type",
+        "[admin] max_connections, line 6: invalid type",
+        "tenant \"acme\": notify, line 9",
+        "tenant \"acme\": import.on_missing, line 11: unknown variant `purge`",
+        "tenant \"acme\": import.match_by, line 12: unknown variant `z`",
+        "tenant \"c\": password_hash",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
     // A wrong value in a section names the section and key.
     std::fs::write(
         &path,

@@ -373,9 +373,16 @@ async fn today(State(st): State<AppState>, p: Result<Path<String>, PathRejection
 /// Today's file of a tenant: waiting in the root, or already imported today (history).
 fn today_report(config: &Config, t: &Tenant, store: &crate::store::Store) -> anyhow::Result<Value> {
     let recent = store.history(&t.id, 50)?;
-    Ok(serde_json::to_value(super::today::today_file(
-        config, t, recent,
-    ))?)
+    let held = store.held_plans(&t.id)?;
+    let file = super::today::today_file(config, t, recent);
+    let imported: Vec<Value> = file
+        .imported
+        .iter()
+        .map(|r| with_approval(r, &held))
+        .collect();
+    let mut answer = serde_json::to_value(file)?;
+    answer["imported"] = Value::Array(imported);
+    Ok(answer)
 }
 
 // --- shared with the web console (h-console-runs) ---

@@ -134,13 +134,19 @@ pub(super) fn today_text(v: &Value) -> anyhow::Result<String> {
         ]);
     }
     let imported: Vec<ImportRecord> = serde_json::from_value(v["imported"].clone())?;
+    let aside = v["imported"].as_array().into_iter().flatten();
+    let set_aside: Vec<&Value> = aside.filter(|r| r["awaiting_approval"] == false).collect();
     for r in &imported {
+        let is_set_aside = set_aside.iter().any(|a| a["id"] == r.id.as_str());
         rows.push(vec![
             "imported".into(),
             r.file.clone(),
             size(r.bytes),
             local(&r.received_at),
-            r.status.to_string(),
+            match is_set_aside {
+                true => "set aside".into(),
+                false => r.status.to_string(),
+            },
         ]);
     }
     let cols = [

@@ -31,28 +31,67 @@ pub(super) fn from_text(text: &str) -> Result<Config, Vec<String>> {
             .get("id")
             .and_then(|id| id.as_str())
             .map_or_else(|| format!("#{}", i + 1), |id| format!("{id:?}"));
-        match value.try_into::<Tenant>() {
+        match value.clone().try_into::<Tenant>() {
             Ok(t) => readable.push(t),
             Err(e) => {
                 let block = tenant_block(text, i);
-                problems.push(format!("tenant {name}: {}", keyed(&e, text, block)));
+                for e in each_wrong_key(&value).unwrap_or_else(|| vec![e]) {
+                    problems.push(format!("tenant {name}: {}", keyed(&e, text, block)));
+                }
             }
         }
     }
-    match toml::Value::Table(table).try_into::<Config>() {
-        Ok(mut rest) => {
-            rest.tenants = readable;
-            rest.store
-                .apply_env(std::env::var(super::store::STORE_URL_ENV).ok());
-            problems.extend(validate::problems(&rest));
+    // Each section on its own, so every wrong one is said and the others are still checked.
+    let mut sections = Vec::new();
+    let mut good = toml::Table::new();
+    for (key, value) in table {
+        let alone = toml::Table::from_iter([(key.clone(), value.clone())]);
+        match toml::Value::Table(alone).try_into::<Config>() {
+            Ok(_) => {
+                good.insert(key, value);
+            }
+            Err(e) => sections.push(keyed(&e, text, None)),
         }
-        Err(e) => problems.insert(0, keyed(&e, text, None)),
     }
+    if let Ok(mut rest) = toml::Value::Table(good).try_into::<Config>() {
+        rest.tenants = readable;
+        rest.store
+            .apply_env(std::env::var(super::store::STORE_URL_ENV).ok());
+        problems.extend(validate::problems(&rest));
+    }
+    sections.extend(problems);
+    let mut problems = sections;
     if problems.is_empty() {
         // Nothing more to say than the parser's own sentence.
         problems.push(describe_toml_error(text, &whole));
     }
     Err(problems)
+}
+
+/// Every wrong value of one tenant's table, each key read on its own (a whole table stops at its
+/// first; the keys of `import` are read one by one too). None when the table has no `id` or no
+/// single key fails: the whole table's error says it then.
+fn each_wrong_key(tenant: &toml::Value) -> Option<Vec<toml::de::Error>> {
+    let table = tenant.as_table()?;
+    let id = table.get("id")?;
+    let mut parts = Vec::new();
+    for (key, value) in table.iter().filter(|(key, _)| *key != "id") {
+        match (key.as_str(), value.as_table()) {
+            ("import", Some(import)) => parts.extend(import.iter().map(|(k, v)| {
+                let one = toml::Table::from_iter([(k.clone(), v.clone())]);
+                (key.clone(), toml::Value::Table(one))
+            })),
+            _ => parts.push((key.clone(), value.clone())),
+        }
+    }
+    let errors: Vec<toml::de::Error> = parts
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let alone = toml::Table::from_iter([("id".to_string(), id.clone()), (key, value)]);
+            toml::Value::Table(alone).try_into::<Tenant>().err()
+        })
+        .collect();
+    (!errors.is_empty()).then_some(errors)
 }
 
 /// An error of a value read without its text: toml says the key as "…\nin `import.on_missing`";

@@ -277,15 +277,12 @@ async fn sweep_outbox_files(config: &crate::config::Config) {
         return;
     };
     let outbox = config.server.data_dir.join("outbox");
-    let removed = tokio::task::spawn_blocking(move || crate::mail::remove_old_eml(&outbox, days))
+    let dir = outbox.clone();
+    let removed = tokio::task::spawn_blocking(move || crate::mail::remove_old_eml(&dir, days))
         .await
         .unwrap_or(0);
     if removed > 0 {
-        tracing::info!(
-            removed,
-            days,
-            "retention: old .eml files deleted from data/outbox"
-        );
+        tracing::info!(removed, days, folder = %outbox.display(), "retention: old .eml files deleted from the outbox folder");
     }
 }
 
