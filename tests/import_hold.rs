@@ -88,7 +88,12 @@ fn approve_refuses_when_directory_changed() {
     };
     store.commit(&put_back).unwrap();
     let err = approve(&store, &t, &held.id).unwrap_err().to_string();
-    assert!(err.contains("changed"), "{err}");
+    assert!(
+        err.contains("changed") && err.contains("set aside"),
+        "{err}"
+    );
+    // It can never be approved, so it is no longer listed as waiting (review s19 verify).
+    assert!(store.held_plans("t1").unwrap().is_empty());
     assert_eq!(
         store.users("t1", Some(UserStatus::Active)).unwrap().len(),
         50

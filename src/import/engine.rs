@@ -111,8 +111,20 @@ fn begin(job: &Job<'_>, clock: &PhaseClock) -> Result<(ImportRecord, TenantState
     if let Some(a) = &job.approving {
         (rec.archived_as, rec.report) = (a.archived_as.clone(), a.report.clone());
         if a.version != state.version {
+            // The version only grows, so this plan can never be approved: set it aside, so
+            // nothing shows it as waiting any more (review s19 verify, F1 b).
+            let set_aside = crate::store::Commit {
+                tenant: tenant.id.clone(),
+                expected_version: state.version,
+                set_aside_plans: vec![a.id.clone()],
+                lease: job.opts.lease.clone(),
+                ..Default::default()
+            };
+            if let Err(e) = job.store.commit(&set_aside) {
+                tracing::warn!(tenant = %tenant.id, import_id = %a.id, "cannot set aside a held plan that can no longer be approved: {e:#}");
+            }
             bail!(
-                "import {} of tenant {} cannot be approved: the directory changed after it was held; upload the file again",
+                "import {} of tenant {} cannot be approved: the directory changed after it was held, so it is set aside; upload the file again",
                 rec.id,
                 tenant.id
             );
