@@ -229,16 +229,7 @@ fn history_answer(c: &Client, tenant: &str, limit: usize, json: bool) -> anyhow:
         "/api/tenants/{}/imports?limit={limit}",
         seg(tenant)
     ))?;
-    // Held runs a newer file set aside: `awaiting_approval` is false (review s19 docs F1).
-    let set_aside: Vec<String> = v
-        .as_array()
-        .map(|all| {
-            let aside = all.iter().filter(|r| r["awaiting_approval"] == false);
-            aside
-                .filter_map(|r| r["id"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let set_aside = set_aside_ids(&v);
     let records: Vec<ImportRecord> = serde_json::from_value(v)?;
     if json {
         // Through the typed record, so fields keep their documented order.

@@ -22,6 +22,16 @@ pub(super) fn counts_line(r: &ImportRecord) -> String {
     )
 }
 
+/// The ids of the held runs in `records` (the API's JSON list of import records) that a newer
+/// file set aside: their `awaiting_approval` is false (review s19 docs F1).
+pub(super) fn set_aside_ids(records: &Value) -> Vec<String> {
+    let all = records.as_array().into_iter().flatten();
+    let aside = all.filter(|r| r["awaiting_approval"] == false);
+    aside
+        .filter_map(|r| r["id"].as_str().map(String::from))
+        .collect()
+}
+
 /// The history table; `set_aside` names the held runs a newer file set aside, shown as such
 /// and without the approve hint.
 pub(super) fn history_text(tenant: &str, records: &[ImportRecord], set_aside: &[String]) -> String {
@@ -134,10 +144,9 @@ pub(super) fn today_text(v: &Value) -> anyhow::Result<String> {
         ]);
     }
     let imported: Vec<ImportRecord> = serde_json::from_value(v["imported"].clone())?;
-    let aside = v["imported"].as_array().into_iter().flatten();
-    let set_aside: Vec<&Value> = aside.filter(|r| r["awaiting_approval"] == false).collect();
+    let set_aside = set_aside_ids(&v["imported"]);
     for r in &imported {
-        let is_set_aside = set_aside.iter().any(|a| a["id"] == r.id.as_str());
+        let is_set_aside = set_aside.contains(&r.id);
         rows.push(vec![
             "imported".into(),
             r.file.clone(),
