@@ -329,6 +329,13 @@ async fn approve_applies_exactly_the_held_plan_and_restore_undoes_one() {
     let held = env.import("acme", &users_csv(0, 2)).await;
     assert_eq!(held.status, ImportStatus::Held);
     assert_eq!(held.counts.deactivated, 8);
+    // A held file is filed as such, so nobody looking into processed/ takes it for applied.
+    let filed = held.archived_as.clone().unwrap_or_default();
+    assert!(
+        filed.starts_with("processed/") && filed.ends_with(".held.csv"),
+        "{filed}"
+    );
+    assert!(env.home("acme").join(&filed).is_file(), "{filed} is there");
     let active = env.get("/api/tenants/acme/users?status=active").await;
     assert_eq!(
         active.json.as_array().unwrap().len(),
@@ -364,7 +371,7 @@ async fn approve_applies_exactly_the_held_plan_and_restore_undoes_one() {
     assert!(
         history.json[0]["archived_as"]
             .as_str()
-            .is_some_and(|a| a.starts_with("processed/")),
+            .is_some_and(|a| a == filed),
         "{}",
         history.json[0]
     );

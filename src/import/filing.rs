@@ -24,8 +24,9 @@ const STAGED_COPY: &str = ".archive.csv";
 /// Archive names of one run, relative to the tenant home, planned before the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchivePlan {
-    /// The file's name when the run is applied, held or a duplicate (e.g.
-    /// `processed/users.20261121T073000Z.csv`).
+    /// The file's name when the run is applied or a duplicate (e.g.
+    /// `processed/users.20261121T073000Z.csv`); a held run's is this with `.held` before
+    /// `.csv` ([`ArchivePlan::held`]).
     pub kept: String,
     /// The file's name when the run ends `error` or `missing` (e.g. `errors/…`).
     pub failed: String,
@@ -38,10 +39,19 @@ impl ArchivePlan {
     /// (`archived_as`, `report`) of a run that ended with `status`.
     pub fn names(&self, status: ImportStatus, has_report: bool) -> (String, Option<String>) {
         let file = match status {
-            ImportStatus::Error | ImportStatus::Missing => &self.failed,
-            _ => &self.kept,
+            ImportStatus::Error | ImportStatus::Missing => self.failed.clone(),
+            ImportStatus::Held => self.held(),
+            _ => self.kept.clone(),
         };
-        (file.clone(), has_report.then(|| self.report.clone()))
+        (file, has_report.then(|| self.report.clone()))
+    }
+
+    /// The file's name when the run is held (`processed/users.20261121T073000Z.held.csv`), so
+    /// that a tenant looking into `processed/` does not take a run waiting for approval for an
+    /// applied one. Decision: the name stays after `approve` (the record keeps naming it).
+    pub fn held(&self) -> String {
+        let stem = self.kept.strip_suffix(".csv").unwrap_or(&self.kept);
+        format!("{stem}.held.csv")
     }
 }
 
@@ -117,9 +127,13 @@ mod tests {
         assert_eq!(
             plan.names(ImportStatus::Held, true),
             (
-                "processed/u.T.csv".into(),
+                "processed/u.T.held.csv".into(),
                 Some("errors/u.T.report.csv".into())
             )
+        );
+        assert_eq!(
+            plan.names(ImportStatus::Success, false),
+            ("processed/u.T.csv".into(), None)
         );
         assert_eq!(
             plan.names(ImportStatus::Error, false),

@@ -75,7 +75,10 @@ pub fn plan(home: &Path, profile: &ImportProfile, name: &str, at: DateTime<Utc>)
             report: format!("{reports}/{base}.{tag}.report.csv"),
         };
         let taken = |rel: &str| home.join(rel).symlink_metadata().is_ok();
-        if !taken(&plan.kept) && !taken(&plan.failed) && !taken(&plan.report) {
+        if ![&plan.kept, &plan.held(), &plan.failed, &plan.report]
+            .into_iter()
+            .any(|rel| taken(rel))
+        {
             return plan;
         }
         n += 1;
@@ -383,6 +386,15 @@ mod tests {
             a.1.as_deref(),
             Some("errors/users.20261121T073000Z.report.csv")
         );
+        let h = plan(dir.path(), &p, "users.csv", at).names(ImportStatus::Held, true);
+        assert_eq!(h.0, "processed/users.20261121T073000Z.held.csv");
+        write_file(dir.path(), &h.0, b"x").unwrap();
+        let next = plan(dir.path(), &p, "users.csv", at).names(ImportStatus::Success, false);
+        assert_eq!(
+            next.0, "processed/users.20261121T073000Z-2.csv",
+            "a held name is taken"
+        );
+        std::fs::remove_file(dir.path().join(&h.0)).unwrap();
         let e = plan(dir.path(), &p, "users.csv", at).names(ImportStatus::Error, false);
         assert_eq!(e.0, "errors/users.20261121T073000Z.csv");
         assert_eq!(e.1, None);
