@@ -18,7 +18,7 @@ impl Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -30,22 +30,22 @@ impl Rng {
         (self.next() % n as u64) as usize
     }
 
-    pub fn chance(&mut self, percent: usize) -> bool {
+    fn chance(&mut self, percent: usize) -> bool {
         self.below(100) < percent
     }
 
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
     }
 
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+    fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
             items.swap(i, self.below(i + 1));
         }
     }
 }
 
-pub const FIRST_NAMES: &[&str] = &[
+const FIRST_NAMES: &[&str] = &[
     "Ana",
     "Ivan",
     "Marija",
@@ -57,7 +57,7 @@ pub const FIRST_NAMES: &[&str] = &[
     "Ana Marija",
     "Ines",
 ];
-pub const LAST_NAMES: &[&str] = &[
+const LAST_NAMES: &[&str] = &[
     "Horvat",
     "Kovačević",
     "Babić",
@@ -66,7 +66,7 @@ pub const LAST_NAMES: &[&str] = &[
     "Smith",
     "van der Berg",
 ];
-pub const TITLES: &[&str] = &[
+const TITLES: &[&str] = &[
     "Engineer",
     "engineer",
     "Manager",
@@ -74,11 +74,11 @@ pub const TITLES: &[&str] = &[
     "Head of \"Ops\"",
     "Analyst; Sales",
 ];
-pub const GROUPS: &[&str] = &["Sales", "sales", "IT", "HR", "Ops", "Sales EMEA", "Продажи"];
+const GROUPS: &[&str] = &["Sales", "sales", "IT", "HR", "Ops", "Sales EMEA", "Продажи"];
 
 /// A column a profile maps; its field and its header in the files.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Column {
+enum Column {
     Code,
     Username,
     Email,
@@ -95,7 +95,7 @@ pub enum Column {
 }
 
 impl Column {
-    pub fn field(self) -> &'static str {
+    fn field(self) -> &'static str {
         match self {
             Column::Code => "mapping_code",
             Column::Username => "username",
@@ -113,7 +113,7 @@ impl Column {
         }
     }
 
-    pub fn header(self) -> &'static str {
+    fn header(self) -> &'static str {
         match self {
             Column::Code => "Code",
             Column::Username => "User Name",
@@ -135,16 +135,16 @@ impl Column {
 /// A tenant profile: its `[tenants.import]` settings and how its files are written.
 pub struct Profile {
     pub id: &'static str,
-    pub settings: &'static str,
-    pub delimiter: u8,
-    pub list_separator: char,
-    pub columns: &'static [Column],
+    settings: &'static str,
+    delimiter: u8,
+    list_separator: char,
+    columns: &'static [Column],
     /// What the default seeds must come to at least once ([`step_kind`]).
     pub covers: &'static [&'static str],
 }
 
 /// What runs of profiles that remove users come to.
-pub const REMOVING: &[&str] = &[
+const REMOVING: &[&str] = &[
     "success",
     "partial",
     "duplicate",
@@ -232,23 +232,23 @@ pub fn tenant_of(profile: &Profile) -> Tenant {
 /// One person of the pool, as HR means them (files add noise that normalises away).
 #[derive(Clone, Debug)]
 pub struct Person {
-    pub code: String,
-    pub username: String,
-    pub email: String,
-    pub first: String,
-    pub last: String,
+    code: String,
+    username: String,
+    email: String,
+    first: String,
+    last: String,
     pub title: String,
-    pub phone: String,
-    pub groups: Vec<&'static str>,
-    pub date: (u32, u32, u32),
-    pub cost_center: String,
-    pub active: bool,
-    pub password: Option<String>,
+    phone: String,
+    groups: Vec<&'static str>,
+    date: (u32, u32, u32),
+    cost_center: String,
+    active: bool,
+    password: Option<String>,
     /// In the next file.
     pub listed: bool,
 }
 
-pub fn random_date(rng: &mut Rng) -> (u32, u32, u32) {
+fn random_date(rng: &mut Rng) -> (u32, u32, u32) {
     (
         1960 + rng.below(60) as u32,
         1 + rng.below(12) as u32,
@@ -256,7 +256,7 @@ pub fn random_date(rng: &mut Rng) -> (u32, u32, u32) {
     )
 }
 
-pub fn hire(rng: &mut Rng, index: usize) -> Person {
+fn hire(rng: &mut Rng, index: usize) -> Person {
     let mut groups = vec![*rng.pick(GROUPS)];
     if rng.chance(40) {
         groups.push(*rng.pick(GROUPS));
@@ -280,7 +280,7 @@ pub fn hire(rng: &mut Rng, index: usize) -> Person {
     }
 }
 
-pub fn change_case(rng: &mut Rng, text: &str) -> String {
+fn change_case(rng: &mut Rng, text: &str) -> String {
     match rng.below(3) {
         0 => text.to_uppercase(),
         1 => text.to_lowercase(),
@@ -293,7 +293,7 @@ pub fn change_case(rng: &mut Rng, text: &str) -> String {
 }
 
 /// One random edit of person `i` that HR would send in the next file.
-pub fn edit_person(rng: &mut Rng, people: &mut [Person], i: usize) {
+fn edit_person(rng: &mut Rng, people: &mut [Person], i: usize) {
     if rng.chance(3) {
         // Takes the address of someone not in the file (a rehire, a reused mailbox). Rare:
         // under match_by email both rows are skipped for good once that person is back.
@@ -329,7 +329,7 @@ pub fn edit_person(rng: &mut Rng, people: &mut [Person], i: usize) {
 }
 
 /// Who is in the next file: a few leave or the file lacks many (a hold), some come back.
-pub fn move_people(rng: &mut Rng, people: &mut [Person]) {
+fn move_people(rng: &mut Rng, people: &mut [Person]) {
     let listed: Vec<usize> = (0..people.len()).filter(|&i| people[i].listed).collect();
     let leaving = if rng.chance(12) {
         listed.len() * (30 + rng.below(31)) / 100
@@ -354,7 +354,7 @@ pub fn move_people(rng: &mut Rng, people: &mut [Person]) {
 }
 
 /// A name cell as exports write them: padded, or with a run of inner whitespace.
-pub fn noisy(rng: &mut Rng, text: &str) -> String {
+fn noisy(rng: &mut Rng, text: &str) -> String {
     match rng.below(12) {
         0 => format!("  {text} "),
         1 => text.replace(' ', "  "),
@@ -363,7 +363,7 @@ pub fn noisy(rng: &mut Rng, text: &str) -> String {
     }
 }
 
-pub fn date_cell(rng: &mut Rng, (y, m, d): (u32, u32, u32)) -> String {
+fn date_cell(rng: &mut Rng, (y, m, d): (u32, u32, u32)) -> String {
     match rng.below(3) {
         0 => format!("{y:04}-{m:02}-{d:02}"),
         1 => format!("{d:02}.{m:02}.{y}"),
@@ -371,7 +371,7 @@ pub fn date_cell(rng: &mut Rng, (y, m, d): (u32, u32, u32)) -> String {
     }
 }
 
-pub fn groups_cell(rng: &mut Rng, profile: &Profile, groups: &[&str]) -> String {
+fn groups_cell(rng: &mut Rng, profile: &Profile, groups: &[&str]) -> String {
     let sep = profile.list_separator;
     let mut cell = groups.join(&format!("{sep}{}", [" ", ""][rng.below(2)]));
     if rng.chance(10) {
@@ -380,14 +380,14 @@ pub fn groups_cell(rng: &mut Rng, profile: &Profile, groups: &[&str]) -> String 
     cell
 }
 
-pub fn active_cell(rng: &mut Rng, active: bool) -> String {
+fn active_cell(rng: &mut Rng, active: bool) -> String {
     let yes = ["1", "yes", "TRUE", "Active", "aktivan"];
     let no = ["0", "no", "false", "inactive", "Neaktivan"];
     rng.pick(if active { &yes } else { &no }).to_string()
 }
 
 /// The cell of `column` for `p`; optional cells are sometimes left empty.
-pub fn cell(rng: &mut Rng, profile: &Profile, p: &Person, column: Column) -> String {
+fn cell(rng: &mut Rng, profile: &Profile, p: &Person, column: Column) -> String {
     let optional = !matches!(column, Column::First | Column::Last) && column != key_column(profile);
     if optional && rng.chance(4) {
         return String::new();
@@ -413,13 +413,13 @@ pub fn cell(rng: &mut Rng, profile: &Profile, p: &Person, column: Column) -> Str
 }
 
 /// The column the profile matches users by (its first).
-pub fn key_column(profile: &Profile) -> Column {
+fn key_column(profile: &Profile) -> Column {
     profile.columns[0]
 }
 
 /// Breaks one or two rows as real exports do: a bad email, no last name, a key twice, a bad
 /// date, an email another row has, a row one cell short, a bad `active` value.
-pub fn add_bad_rows(rng: &mut Rng, profile: &Profile, rows: &mut Vec<Vec<String>>) {
+fn add_bad_rows(rng: &mut Rng, profile: &Profile, rows: &mut Vec<Vec<String>>) {
     let at = |c: Column| profile.columns.iter().position(|&x| x == c);
     for _ in 0..1 + rng.below(2) {
         if rows.is_empty() {
@@ -455,7 +455,7 @@ pub fn add_bad_rows(rng: &mut Rng, profile: &Profile, rows: &mut Vec<Vec<String>
     }
 }
 
-pub fn csv_cell(rng: &mut Rng, profile: &Profile, cell: &str) -> String {
+fn csv_cell(rng: &mut Rng, profile: &Profile, cell: &str) -> String {
     let special =
         cell.contains(char::from(profile.delimiter)) || cell.contains('"') || cell.contains('\n');
     if special || rng.chance(5) {
@@ -466,7 +466,7 @@ pub fn csv_cell(rng: &mut Rng, profile: &Profile, cell: &str) -> String {
 }
 
 /// The bytes of a file with `rows`: headers in varied case, LF or CRLF, sometimes a BOM.
-pub fn file_bytes(
+fn file_bytes(
     rng: &mut Rng,
     profile: &Profile,
     headers: &[String],
@@ -547,7 +547,7 @@ impl Action {
 pub struct World {
     pub rng: Rng,
     pub people: Vec<Person>,
-    pub last_file: Option<Vec<u8>>,
+    last_file: Option<Vec<u8>>,
 }
 
 impl World {

@@ -17,12 +17,12 @@ use std::collections::HashMap;
 pub struct Side<'a> {
     pub name: &'static str,
     pub store: &'a Store,
-    pub labels: HashMap<String, String>,
-    pub last_held: Option<String>,
+    labels: HashMap<String, String>,
+    last_held: Option<String>,
     /// The status of the run the last step made, if it made one.
     pub last_status: Option<ImportStatus>,
-    pub change_seq: u64,
-    pub event_seq: u64,
+    change_seq: u64,
+    event_seq: u64,
 }
 
 impl<'a> Side<'a> {
@@ -40,7 +40,7 @@ impl<'a> Side<'a> {
 
     /// `text` with every import id of this store replaced by the step that made it, and
     /// clock times (an approved run says when it was applied) masked.
-    pub fn normalise(&self, text: &str) -> String {
+    fn normalise(&self, text: &str) -> String {
         let mut out = mask_times(text);
         for (id, label) in &self.labels {
             out = out.replace(id.as_str(), label);
@@ -48,7 +48,7 @@ impl<'a> Side<'a> {
         out
     }
 
-    pub fn label(&self, id: Option<&str>) -> String {
+    fn label(&self, id: Option<&str>) -> String {
         id.map_or("-".into(), |id| {
             self.labels
                 .get(id)
@@ -84,7 +84,7 @@ impl<'a> Side<'a> {
         }
     }
 
-    pub fn outcome_lines(&mut self, outcome: &ImportOutcome, step: usize) -> Vec<String> {
+    fn outcome_lines(&mut self, outcome: &ImportOutcome, step: usize) -> Vec<String> {
         let id = outcome.record.id.clone();
         self.labels
             .entry(id.clone())
@@ -105,7 +105,7 @@ impl<'a> Side<'a> {
         lines
     }
 
-    pub fn record_line(&self, r: &roster::import::ImportRecord) -> String {
+    fn record_line(&self, r: &roster::import::ImportRecord) -> String {
         let messages: Vec<String> = r.messages.iter().map(|m| self.normalise(m)).collect();
         format!(
             "{} {} {:?} file={} sha256={} bytes={} encoding={} delimiter={:?} messages={messages:?}",
@@ -124,7 +124,7 @@ impl<'a> Side<'a> {
 // --- what is compared ---
 
 /// `text` with each RFC 3339 time (`2026-12-01T05:45:08.5+00:00`) replaced by `<time>`.
-pub fn mask_times(text: &str) -> String {
+fn mask_times(text: &str) -> String {
     const SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:dd";
     let bytes = text.as_bytes();
     let starts_time = |at: usize| {
@@ -156,7 +156,7 @@ pub fn mask_times(text: &str) -> String {
 /// Named sections of lines, compared section by section.
 pub type Snapshot = Vec<(&'static str, Vec<String>)>;
 
-pub fn user_line(u: &User) -> String {
+fn user_line(u: &User) -> String {
     format!(
         "{} {:?} email={:?} username={:?} code={:?} first={:?} last={:?} fields={} \
          attributes={:?} has_password={} managed={} deleted_at_set={}",
@@ -178,7 +178,7 @@ pub fn user_line(u: &User) -> String {
 /// A stored record without its timestamps and password hash (salted: only whether there is
 /// one). The password fingerprint is keyed by a per-store secret, and so is the row digest of
 /// a row that gave a password: the digest is compared only while no fingerprint is stored.
-pub fn record_line(key: &str, r: &UserRec) -> String {
+fn record_line(key: &str, r: &UserRec) -> String {
     let no_fingerprint = r.pw_fp == [0; 16];
     let digest = if no_fingerprint {
         hex::encode(r.row_digest)
@@ -198,7 +198,7 @@ pub fn record_line(key: &str, r: &UserRec) -> String {
 }
 
 /// Every stored record of the tenant, read bucket by bucket through the import's own seam.
-pub fn stored_records(store: &Store, tenant: &str) -> Vec<String> {
+fn stored_records(store: &Store, tenant: &str) -> Vec<String> {
     let state = store.tenant_state(tenant).unwrap();
     let mut lines = Vec::new();
     for (bucket, &gen) in state.gens.iter().enumerate() {
@@ -215,7 +215,7 @@ pub fn stored_records(store: &Store, tenant: &str) -> Vec<String> {
     lines
 }
 
-pub fn directory_sections(side: &Side, tenant: &str) -> Snapshot {
+fn directory_sections(side: &Side, tenant: &str) -> Snapshot {
     let store = side.store;
     let state = store.tenant_state(tenant).unwrap();
     let state_line = format!(
@@ -243,7 +243,7 @@ pub fn directory_sections(side: &Side, tenant: &str) -> Snapshot {
     ]
 }
 
-pub fn run_log_sections(side: &Side, tenant: &str) -> Snapshot {
+fn run_log_sections(side: &Side, tenant: &str) -> Snapshot {
     let store = side.store;
     let history = store.history(tenant, 1000).unwrap();
     let held = store.held_plans(tenant).unwrap();
@@ -263,7 +263,7 @@ pub fn run_log_sections(side: &Side, tenant: &str) -> Snapshot {
 /// `seq` is compared too: both stores number a tenant's entries from 1 without gaps, in the
 /// commit's bucket order and then the order staged (`store::sled::changes`,
 /// `store::postgres::changes`), so equal runs give equal numbers.
-pub fn log_sections(side: &mut Side, tenant: &str) -> Snapshot {
+fn log_sections(side: &mut Side, tenant: &str) -> Snapshot {
     let changes = side
         .store
         .changes(tenant, side.change_seq, 100_000)
@@ -308,7 +308,7 @@ pub fn snapshot(side: &mut Side, tenant: &str, outcome: Vec<String>) -> Snapshot
 }
 
 /// The lines of `a` not matched by a line of `b` (as multisets).
-pub fn only_in<'s>(a: &'s [String], b: &[String]) -> Vec<&'s String> {
+fn only_in<'s>(a: &'s [String], b: &[String]) -> Vec<&'s String> {
     let mut left: HashMap<&str, usize> = HashMap::new();
     for line in b {
         *left.entry(line.as_str()).or_default() += 1;
@@ -324,7 +324,7 @@ pub fn only_in<'s>(a: &'s [String], b: &[String]) -> Vec<&'s String> {
         .collect()
 }
 
-pub fn show(lines: &[&String]) -> String {
+fn show(lines: &[&String]) -> String {
     let mut out: Vec<String> = lines
         .iter()
         .take(40)
