@@ -527,3 +527,30 @@ fn approving_a_held_cut_file_applies_what_was_held() {
     }
     assert_eq!(status(&store, "u0@x.example"), UserStatus::Inactive);
 }
+
+/// Review s21 (S1): a key with an invisible character after it (a zero-width space, a byte
+/// order mark, pasted from an HR tool) is the key without it: its user is present and updated,
+/// not a skipped row and a deactivated user.
+#[test]
+fn invisible_characters_around_a_key_are_trimmed_like_spaces() {
+    let (store, _d) = test_store::temp_store();
+    let t = by_email();
+    run(&store, &t, FOUR.as_bytes());
+    let pasted = FOUR
+        .replace("a@x.example,Ann", "a@x.example\u{200B},Ann")
+        .replace("Bob,Baker", "\u{FEFF}Bobby\u{2060},Baker");
+    let o = run(&store, &t, pasted.as_bytes());
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Success,
+        "{:?}",
+        o.record.messages
+    );
+    assert_eq!(
+        (o.record.counts.deactivated, o.record.counts.updated),
+        (0, 1)
+    );
+    assert_eq!(status(&store, "a@x.example"), UserStatus::Active);
+    let bob = store.user("t", "b@x.example").unwrap().unwrap();
+    assert_eq!(bob.first_name.as_deref(), Some("Bobby"));
+}

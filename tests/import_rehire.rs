@@ -204,3 +204,62 @@ fn two_returning_users_sharing_a_kept_email_both_wait() {
         );
     }
 }
+
+/// Review s21 (D2): under `on_missing = "keep"`, a file without an email column (and without a
+/// status column) that brings back a soft-deleted user keeps its stored email, which a rehire
+/// now has. The survey that finds that did not run then, and two active users ended with one
+/// address; now the row is skipped, saying who has the address, as under `delete`.
+#[test]
+fn a_file_without_emails_does_not_bring_back_an_address_a_rehire_has_under_keep() {
+    let (store, _d) = test_store::temp_store();
+    let columns = [
+        ("mapping_code", "Code"),
+        ("first_name", "First"),
+        ("last_name", "Last"),
+        ("email", "Email"),
+    ];
+    let delete = Tenant::for_import("t1", MatchBy::MappingCode, OnMissing::Delete, &columns);
+    let go = |t: &Tenant, bytes: Vec<u8>| {
+        run_bytes(&store, t, "u.csv", &bytes, &RunOptions::default()).expect("run")
+    };
+    go(
+        &delete,
+        file(&[("E1", "a@x.example"), ("E2", "b@x.example")]),
+    );
+    assert_eq!(
+        go(&delete, file(&[("E2", "b@x.example")]))
+            .record
+            .counts
+            .deleted,
+        1
+    );
+    let rehired = go(
+        &delete,
+        file(&[("E2", "b@x.example"), ("E3", "a@x.example")]),
+    );
+    assert_eq!(
+        rehired.record.counts.inserted, 1,
+        "{:?}",
+        rehired.record.messages
+    );
+    // The operator switches to `keep`; the next file has no email column and lists E1 again.
+    let keep = Tenant::for_import("t1", MatchBy::MappingCode, OnMissing::Keep, &columns[..3]);
+    let o = go(&keep, b"Code;First;Last\nE1;F;L\nE2;F;L\nE3;F;L\n".to_vec());
+    assert_eq!(o.record.counts.restored, 0, "{:?}", o.record.messages);
+    assert_eq!(o.record.counts.skipped, 1, "{:?}", o.record.messages);
+    assert!(
+        o.record.messages.iter().any(|m| m.contains("\"E3\"")),
+        "{:?}",
+        o.record.messages
+    );
+    let e1 = store.user("t1", "E1").unwrap().expect("E1");
+    assert_eq!(e1.status, UserStatus::Deleted);
+    let holders: Vec<_> = store
+        .users("t1", None)
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.status == UserStatus::Active && u.email.as_deref() == Some("a@x.example"))
+        .map(|u| u.key)
+        .collect();
+    assert_eq!(holders, vec!["E3".to_string()]);
+}

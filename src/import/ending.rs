@@ -204,7 +204,9 @@ pub(super) fn tally(
     let outputs = write_outputs(layout, skips)?;
     if applied == 0 {
         job.store.discard_staged(&job.tenant.id, &merged.staged)?;
-        return Ok(nothing_imported(rec, skips, outputs, merged.changes));
+        // Nothing is applied, so a preview lists no change either (review s21: it listed
+        // the deletions of a run it said would change nothing).
+        return Ok(nothing_imported(rec, skips, outputs, Vec::new()));
     }
     skip_messages(rec, skips, &mut dropped);
     rec.status = if held {

@@ -306,8 +306,8 @@ struct RowsRead {
     /// Rows skipped because their email belongs to another key (row → reason).
     conflicts: HashMap<u64, String>,
     fingerprints: Vec<RowFingerprint>,
-    /// Check emails against the stored users' (the match key is not the email).
-    check_emails: bool,
+    /// Rows that passed the row pass (some may still be skipped: `conflicts`).
+    valid: u64,
     /// Rows whose cell count is not the header's: while there are any, `on_missing` is not
     /// applied (they may be users the file lists).
     misshapen: u64,
@@ -389,7 +389,7 @@ fn read_rows(
         file_emails: pass.file_emails,
         conflicts: pass.clashes,
         fingerprints: pass.fingerprints,
-        check_emails,
+        valid: pass.valid,
         misshapen: pass.misshapen,
         dropped,
     }))
@@ -434,7 +434,12 @@ fn survey(
         .cols
         .iter()
         .any(|c| matches!(c.field.as_str(), "active" | "deactivate"));
-    if has_users && (profile.on_missing != OnMissing::Keep || read.check_emails || sets_status) {
+    // Matched by anything but the email, a row may bring back a soft-deleted user keeping its
+    // stored email, which another user may hold now: only the survey finds that, so it runs
+    // whatever `on_missing` (review s21: with `keep`, no email column and no status column it
+    // did not, and two active users ended with one address).
+    let may_revive = profile.match_by != MatchBy::Email;
+    if has_users && (profile.on_missing != OnMissing::Keep || may_revive || sets_status) {
         let input = MergeInput {
             store: &**job.store,
             settings,
@@ -466,7 +471,13 @@ fn survey(
         let out = survey.missing + switched_off;
         let base = survey.current + survey.other_active;
         let over = out as f64 * 100.0 > profile.max_missing_percent * base as f64;
-        if job.approving.is_none() && out >= 5 && over {
+        // A file none of whose valid rows survives (a key twice, an email another user
+        // holds) applies nothing: it ends as nothing imported, never held (review s21).
+        let late = (read.conflicts.keys())
+            .filter(|l| !read.skips.contains_key(l))
+            .count() as u64;
+        let applies_some = late < read.valid;
+        if job.approving.is_none() && out >= 5 && over && applies_some {
             decision.held = Some(HeldCount {
                 missing: survey.missing,
                 switched_off,

@@ -100,10 +100,25 @@ impl Lookups {
     }
 }
 
+/// A cell without what surrounds it unseen: whitespace, and the invisible characters that
+/// copying out of an HR tool or a web page brings along (zero-width space and (non-)joiner,
+/// word joiner, a byte order mark). Only trimmed by whitespace, `k1@x.example` with a
+/// zero-width space after it was no email, its row was skipped unreadable, and its user went
+/// missing (review s21).
+pub fn trim_cell(cell: &str) -> &str {
+    cell.trim_matches(|c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}'
+            )
+    })
+}
+
 /// Parses one cell of a field.
 pub fn normalise<'a>(spec: FieldSpec, cell: &'a str, lk: &'a Lookups) -> Result<Norm<'a>, Problem> {
     let profile = &lk.profile;
-    let t = cell.trim();
+    let t = trim_cell(cell);
     if t.is_empty() {
         return Ok(Norm::Empty);
     }
@@ -144,7 +159,7 @@ pub fn normalise<'a>(spec: FieldSpec, cell: &'a str, lk: &'a Lookups) -> Result<
             let sep = profile.list_separator.chars().next().unwrap_or(';');
             let items: Vec<&str> = t
                 .split(sep)
-                .map(str::trim)
+                .map(trim_cell)
                 .filter(|s| !s.is_empty())
                 .collect();
             match items.as_slice() {
