@@ -311,3 +311,32 @@ async fn a_tenant_cannot_fill_more_than_its_share_of_the_disk() {
     a.sftp.remove("again.bin").await.unwrap();
     a.put("new.bin", &file).await.unwrap();
 }
+
+/// Review s21 (F1): a handle that writes one byte far out first, then fills the sparse file
+/// below it, is checked for what it writes, not for how far the file reaches: it used to be
+/// checked once, and one tenant filled 472 MB of a 50 MB share through three handles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_the_far_end_first_does_not_skip_the_share_check() {
+    let srv = TestServer::start_replacing(
+        "max_upload_bytes = 1000000",
+        "max_upload_bytes = 104857600\nmax_tenant_bytes = 12000000",
+    )
+    .await;
+    let a = srv.acme().await;
+    let h = a.open("far.bin", NEW).await.unwrap();
+    let far = 40u64 << 20;
+    a.sftp.write(&h, far - 1, vec![b'x']).await.unwrap();
+    let chunk = vec![b'y'; 1 << 20];
+    let mut refused_at = None;
+    for mib in 0..40u64 {
+        if let Err(e) = a.sftp.write(&h, mib << 20, chunk.clone()).await {
+            let (_, why) = message::<()>(Err(e));
+            assert!(why.contains("max_tenant_bytes"), "{why}");
+            refused_at = Some(mib);
+            break;
+        }
+    }
+    let refused_at = refused_at.expect("the writes below the far byte were refused in time");
+    assert!(refused_at <= 12, "refused only after {refused_at} MiB");
+    let _ = a.sftp.close(&h).await;
+}

@@ -83,6 +83,10 @@ pub struct Shared {
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Claim ids this process made or gave up on: recovery leaves them alone (see `lease`).
     settled: Mutex<HashSet<String>>,
+    /// Files waiting out `settle_ms` before they are asked for, by (tenant, name), and whether
+    /// more events came meanwhile: one waiting task per file however many events it gets
+    /// (`triggers::settle_then_request`).
+    settling: Mutex<HashMap<(String, String), bool>>,
 }
 
 #[derive(Clone)]
@@ -145,6 +149,7 @@ impl Intake {
                 tasks: Mutex::new(Vec::new()),
                 progress: Arc::new(Mutex::new(HashMap::new())),
                 settled: Mutex::new(HashSet::new()),
+                settling: Mutex::new(HashMap::new()),
             }),
         };
         triggers::start(intake.clone(), uploads);
@@ -159,7 +164,11 @@ impl Intake {
             .tasks
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        tasks.retain(|h| !h.is_finished());
+        // Finished tasks are dropped when the list would grow, not on every spawn: a spawn
+        // costs the same however many tasks run (review s21: each one looked at all of them).
+        if tasks.len() == tasks.capacity() {
+            tasks.retain(|h| !h.is_finished());
+        }
         tasks.push(handle);
     }
 

@@ -20,6 +20,8 @@ use crate::sftp::UploadFinished;
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::EventKind;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -36,7 +38,12 @@ pub(super) fn start(intake: Intake, uploads: mpsc::UnboundedReceiver<UploadFinis
     intake.spawn(super::schedules::retention(intake.clone()));
 }
 
-/// After `settle_ms`, asks for `name` of `tenant` if the tenant imports on upload.
+/// `settle_ms` after an event of `name` of `tenant`, asks for it if the tenant imports on upload.
+/// A file has one waiting task however many events it gets: events that come while it waits
+/// are answered by one more request `settle_ms` after that one, so every event is followed by a
+/// request at least `settle_ms` later, and a file with events in a loop is asked for once per
+/// `settle_ms` (review s21: a client that set a file's time in a loop made a task per event,
+/// and the server's memory grew by 12 MB a second).
 fn settle_then_request(intake: &Intake, tenant: String, name: String) {
     let config = intake.shared.config.current();
     let Some(t) = config.tenant(&tenant) else {
@@ -46,12 +53,35 @@ fn settle_then_request(intake: &Intake, tenant: String, name: String) {
         return;
     }
     let settle = Duration::from_millis(config.server.settle_ms);
+    let key = (tenant, name);
+    {
+        let mut settling = lock(&intake.shared.settling);
+        if let Some(again) = settling.get_mut(&key) {
+            *again = true;
+            return;
+        }
+        settling.insert(key.clone(), false);
+    }
     let later = intake.clone();
     intake.spawn(async move {
         let intake = later;
-        tokio::time::sleep(settle).await;
-        intake.request_file(&tenant, &name);
+        loop {
+            tokio::time::sleep(settle).await;
+            intake.request_file(&key.0, &key.1);
+            let mut settling = lock(&intake.shared.settling);
+            match settling.get_mut(&key) {
+                Some(again) if *again => *again = false,
+                _ => {
+                    settling.remove(&key);
+                    break;
+                }
+            }
+        }
     });
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn consume_uploads(intake: Intake, mut uploads: mpsc::UnboundedReceiver<UploadFinished>) {
@@ -149,8 +179,19 @@ const REWATCH_AFTER: Duration = Duration::from_secs(2);
 struct Watching {
     tenants: PathBuf,
     watcher: notify::RecommendedWatcher,
-    events: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+    events: WatchEvents,
 }
+
+/// The watcher's events, at most [`EVENT_BACKLOG`] waiting; past that they are dropped and
+/// `overflowed` is set, and the folders are rescanned instead (as on the kernel's own overflow),
+/// so what a client does to its files cannot make the backlog grow without bound.
+struct WatchEvents {
+    rx: mpsc::Receiver<notify::Result<notify::Event>>,
+    overflowed: Arc<AtomicBool>,
+}
+
+/// Watcher events that may wait to be looked at.
+const EVENT_BACKLOG: usize = 4096;
 
 /// Starts watching `data/tenants` (created if missing), or says why not.
 fn watch(intake: &Intake) -> Result<Watching, String> {
@@ -165,12 +206,13 @@ fn watch(intake: &Intake) -> Result<Watching, String> {
         return Err(format!("cannot create {}: {e}", tenants.display()));
     }
     let tenants = tenants.canonicalize().unwrap_or(tenants);
-    let (tx, events) = mpsc::unbounded_channel();
-    match start_watcher(&tenants, tx) {
+    let (tx, rx) = mpsc::channel(EVENT_BACKLOG);
+    let overflowed = Arc::new(AtomicBool::new(false));
+    match start_watcher(&tenants, tx, overflowed.clone()) {
         Ok(watcher) => Ok(Watching {
             tenants,
             watcher,
-            events,
+            events: WatchEvents { rx, overflowed },
         }),
         Err(e) => Err(format!("cannot watch {} ({e})", tenants.display())),
     }
@@ -212,10 +254,13 @@ fn watch_folders(intake: &Intake) {
 
 fn start_watcher(
     tenants: &Path,
-    tx: mpsc::UnboundedSender<notify::Result<notify::Event>>,
+    tx: mpsc::Sender<notify::Result<notify::Event>>,
+    overflowed: Arc<AtomicBool>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let handler = move |ev: notify::Result<notify::Event>| {
-        let _ = tx.send(ev);
+        if tx.try_send(ev).is_err() {
+            overflowed.store(true, Ordering::Relaxed);
+        }
     };
     let config = notify::Config::default().with_follow_symlinks(false);
     let mut watcher: notify::RecommendedWatcher = notify::Watcher::new(handler, config)?;
@@ -268,8 +313,9 @@ async fn follow_events(
     intake: &Intake,
     tenants: &Path,
     watcher: &mut notify::RecommendedWatcher,
-    mut rx: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+    events: WatchEvents,
 ) -> String {
+    let WatchEvents { mut rx, overflowed } = events;
     let watched = folder_identity(tenants);
     let mut check = tokio::time::interval(ROOT_CHECK);
     loop {
@@ -283,6 +329,10 @@ async fn follow_events(
             }
         };
         let Some(ev) = ev else { break };
+        if overflowed.swap(false, Ordering::Relaxed) {
+            tracing::warn!("folder watcher events came faster than they were read; rescanning every tenant folder");
+            rescan(intake);
+        }
         let ev = match ev {
             Ok(ev) => ev,
             Err(e) => return e.to_string(),
@@ -344,5 +394,39 @@ mod tests {
             None
         );
         assert_eq!(tenant_file(t, Path::new("/d/tenants/acme")), None);
+    }
+
+    /// Review s21 (F3): a client that sets a root file's time in a loop makes an event per
+    /// request. They wait in one task per file, not one each, and the file is still asked for
+    /// once the events stop.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_events_for_one_file_wait_in_one_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[server]\ndata_dir = \"{d}/data\"\nhost_keys = \"{d}/hk\"\nsettle_ms = 300\n\
+             [[tenants]]\nid = \"acme\"\nauthorized_keys = [\"ssh-ed25519 \
+             AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"]\n",
+            d = dir.path().display()
+        );
+        let config = crate::config::Config::parse(&text).unwrap();
+        let handle = crate::config::ConfigHandle::new(&dir.path().join("roster.toml"), config);
+        let store = crate::store::Store::open(&dir.path().join("store")).unwrap();
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let intake = Intake::start(handle, store, rx, Arc::new(tokio::sync::Notify::new()));
+        let tasks_before = lock(&intake.shared.tasks).len();
+        for _ in 0..20_000 {
+            settle_then_request(&intake, "acme".into(), "users.csv".into());
+        }
+        assert_eq!(lock(&intake.shared.settling).len(), 1);
+        let tasks = lock(&intake.shared.tasks).len();
+        assert!(
+            tasks <= tasks_before + 1,
+            "{tasks_before} tasks, then {tasks}"
+        );
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        assert!(
+            lock(&intake.shared.settling).is_empty(),
+            "asked for after the events"
+        );
     }
 }

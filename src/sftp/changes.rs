@@ -55,7 +55,11 @@ impl SftpSession {
                 if let Some(st) = removed.filter(|st| st.is_file()) {
                     self.ctx.in_progress.removed(st.id);
                 }
-                self.ctx.usage.forget();
+                // Its last name gone, what it took on the disk is free.
+                let freed = removed
+                    .filter(|st| st.links <= 1)
+                    .map_or(0, |st| st.disk_bytes);
+                self.ctx.usage.forget(freed);
                 Ok(ok(id))
             }
         }
@@ -92,7 +96,7 @@ impl SftpSession {
     pub(super) fn rmdir(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
         let p = self.ctx.jail.resolve_for_write(path).map_err(jail_fail)?;
         self.at_name(&p, |dir, name| unlink_at(dir, name, true))?;
-        self.ctx.usage.forget();
+        self.ctx.usage.forget(0);
         Ok(ok(id))
     }
 

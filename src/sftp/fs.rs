@@ -20,6 +20,10 @@ pub struct Stat {
     pub mtime: i64,
     /// Device and inode: which file this is, whatever its path.
     pub id: super::uploads::FileId,
+    /// What the file takes on the disk (allocated blocks), and how many names it has: removing
+    /// one of several names frees nothing.
+    pub disk_bytes: u64,
+    pub links: libc::nlink_t,
 }
 
 impl Stat {
@@ -33,6 +37,8 @@ impl Stat {
                 dev: st.st_dev,
                 ino: st.st_ino,
             },
+            disk_bytes: u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512),
+            links: st.st_nlink,
         }
     }
 

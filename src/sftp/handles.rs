@@ -145,9 +145,10 @@ pub struct FileHandle {
     /// The upload broke (too large, a write failed, the disk reserve reached): further writes
     /// fail, CLOSE announces nothing.
     pub broken: bool,
-    /// The size past which the next write checks the volume's free space (`min_free_bytes`)
-    /// and the tenant's share (`usage`; reserved up to it).
-    pub space_checked_to: u64,
+    /// What this handle may still write (in blocks it may allocate, see
+    /// `requests::upload::write_cost`) before it checks the volume's free space
+    /// (`min_free_bytes`) and the tenant's share (`usage`) again: reserved at the last check.
+    pub space_left: u64,
     /// The walk of the tenant's tally that reservation was made in.
     pub space_walk: u64,
 }
@@ -155,11 +156,8 @@ pub struct FileHandle {
 impl FileHandle {
     /// Gives back what this handle reserved of the tenant's share and did not write.
     pub fn release_space(&self, usage: &super::usage::TenantUsage) {
-        if self.space_checked_to > 0 {
-            usage.release(
-                self.space_walk,
-                self.space_checked_to.saturating_sub(self.size),
-            );
+        if self.space_left > 0 {
+            usage.release(self.space_walk, self.space_left);
         }
     }
 }

@@ -264,7 +264,7 @@ impl SftpSession {
                 wrote: flags.contains(OpenFlags::TRUNCATE),
                 size,
                 broken: false,
-                space_checked_to: 0,
+                space_left: 0,
                 space_walk: 0,
             }),
             ticket,

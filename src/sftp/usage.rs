@@ -12,8 +12,11 @@
 //! check adds what it lets through, so several handles cannot all pass one stale tally, and a
 //! handle gives back at CLOSE what it reserved and did not write. A
 //! check that would fail walks again first (at most every [`RECHECK_EVERY`], and never more
-//! often than ten times the last walk's duration), and a REMOVE or RMDIR makes the next check
-//! walk, so a tenant that frees space can upload at once. Several sessions of one tenant share
+//! often than ten times the last walk's duration); after a REMOVE or RMDIR it may walk as soon
+//! as ten times the last walk's duration has passed, so a tenant that frees space can upload at
+//! once. A removal no longer makes the next check walk whatever it asks: a client that created
+//! and removed a file in a loop made the server walk a 60,000-name home each round (review
+//! s21). Several sessions of one tenant share
 //! one tally ([`UsageRegistry`]); nodes of a cluster each keep their own, and see each other's
 //! files at their next walk.
 
@@ -48,9 +51,16 @@ struct Tally {
     walking: bool,
     /// Walks so far: a reservation made before the last walk is counted in it, not given back.
     walks: u64,
-    /// Removals so far: a walk that began before one leaves the tally stale, so the next check
-    /// walks again and sees the freed space.
+    /// Removals so far, and how many the last walk began after: while they differ the tally
+    /// may count what is gone, so a check that would fail walks again sooner (after ten times
+    /// the last walk's duration, not [`RECHECK_EVERY`]) and sees the freed space.
     removals: u64,
+    removals_walked: u64,
+    /// The last walk met a folder it could not read because its path is longer than the
+    /// system's limit: what is in it is unknown, so nothing more is let in (review s21: such a
+    /// folder counted as empty, and a tenant hid 126 MB and 138 names past limits of 50 MB and
+    /// 50 names in it).
+    too_deep: bool,
 }
 
 /// The tallies of every tenant with a session on this server.
@@ -116,11 +126,14 @@ impl TenantUsage {
         self.0.as_ref().is_some_and(|c| c.limits.max_entries > 0)
     }
 
-    /// A name was removed: the next check walks again (also when a walk was under way).
-    pub fn forget(&self) {
+    /// A name was removed, which freed `bytes` on the disk: the tally counts one name and those
+    /// bytes less at once, and the next check that would fail walks again first as soon as ten
+    /// times the last walk's duration has passed (a walk under way may still count the name).
+    pub fn forget(&self, bytes: u64) {
         if let Some(checked) = &self.0 {
             let mut t = lock(&checked.tally);
-            t.walked_at = None;
+            t.bytes = t.bytes.saturating_sub(bytes);
+            t.entries = t.entries.saturating_sub(1);
             t.removals += 1;
         }
     }
@@ -146,7 +159,10 @@ impl Checked {
         }
         let may_walk = {
             let t = lock(tally);
-            let wait = RECHECK_EVERY.max(t.walk_took * 10);
+            let wait = match t.removals == t.removals_walked {
+                true => RECHECK_EVERY.max(t.walk_took * 10),
+                false => t.walk_took * 10,
+            };
             t.walked_at.is_none_or(|at| at.elapsed() >= wait)
         };
         if may_walk {
@@ -160,6 +176,14 @@ impl Checked {
     fn take(&self, tally: &Mutex<Tally>, bytes: u64, entries: u64) -> Result<u64, String> {
         let mut t = lock(tally);
         let max = self.limits;
+        if t.too_deep {
+            return Err(format!(
+                "the tenant's folder holds folders nested too deep for the server to count \
+                 what they take (a path longer than {} bytes), so nothing more is let in \
+                 (max_tenant_bytes, max_tenant_entries); move them up or remove them",
+                libc::PATH_MAX
+            ));
+        }
         if bytes > 0 && t.bytes.saturating_add(bytes) > max.max_bytes {
             return Err(format!(
                 "the tenant's folder is full: its files take {} of the {} it may use \
@@ -194,11 +218,13 @@ impl Checked {
         };
         let cap = self.limits.max_entries.saturating_mul(WALK_PAST_LIMIT);
         let started = Instant::now();
-        let (bytes, entries) = super::wire::off_the_workers(|| walk(&self.home, cap));
+        let (bytes, entries, too_deep) = super::wire::off_the_workers(|| walk(&self.home, cap));
         let mut t = lock(tally);
-        (t.bytes, t.entries) = (bytes, entries);
+        (t.bytes, t.entries, t.too_deep) = (bytes, entries, too_deep);
         // A removal during the walk may not be in it: the next check walks again.
-        t.walked_at = (t.removals == removals).then(Instant::now);
+        // A removal during the walk may not be in it: it stays counted as not walked.
+        t.removals_walked = removals;
+        t.walked_at = Some(Instant::now());
         t.walk_took = started.elapsed();
         t.walking = false;
         t.walks += 1;
@@ -206,20 +232,26 @@ impl Checked {
 }
 
 /// The bytes on disk (allocated blocks, so a sparse file counts what it holds) and the number
-/// of names under `home`, not following links; stops after `cap` names seen (0: no cap). A
-/// folder that cannot be read counts as empty.
+/// of names under `home`, not following links; stops after `cap` names seen (0: no cap); and
+/// whether a folder's path was too long to read it (its content is not counted). A folder
+/// that cannot be read otherwise (removed meanwhile) counts as empty.
 ///
 /// The files in the home's archive folders (`processed/`, `errors/`, `bak/`) count their bytes
 /// but not as names: Roster writes them, the tenant cannot remove them, and retention and the
 /// archive cap (`intake::archive::keep_newest`) bound them. Counted as names, a busy tenant's
 /// own archives filled `max_tenant_entries` and its uploads were refused (review s18 longrun
 /// F2).
-fn walk(home: &Path, cap: u64) -> (u64, u64) {
+fn walk(home: &Path, cap: u64) -> (u64, u64, bool) {
     let (mut bytes, mut entries, mut seen) = (0u64, 0u64, 0u64);
+    let mut too_deep = false;
     let mut folders = vec![(home.to_path_buf(), false)];
     while let Some((folder, archive)) = folders.pop() {
-        let Ok(list) = std::fs::read_dir(&folder) else {
-            continue;
+        let list = match std::fs::read_dir(&folder) {
+            Ok(list) => list,
+            Err(e) => {
+                too_deep |= e.raw_os_error() == Some(libc::ENAMETOOLONG);
+                continue;
+            }
         };
         let top = folder == home;
         for entry in list.flatten() {
@@ -242,11 +274,11 @@ fn walk(home: &Path, cap: u64) -> (u64, u64) {
                 }
             }
             if cap > 0 && seen >= cap {
-                return (bytes, entries);
+                return (bytes, entries, too_deep);
             }
         }
     }
-    (bytes, entries)
+    (bytes, entries, too_deep)
 }
 
 fn megabytes(bytes: u64) -> String {
@@ -275,7 +307,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("sub/a.csv"), vec![b'x'; 300_000]).unwrap();
         std::os::unix::fs::symlink("/usr", dir.path().join("link")).unwrap();
-        let (bytes, entries) = walk(dir.path(), 0);
+        let (bytes, entries, _) = walk(dir.path(), 0);
         assert_eq!(
             entries, 3,
             "sub, sub/a.csv and the link, which is not followed"
@@ -307,7 +339,7 @@ mod tests {
         // A folder of the tenant's own named like an archive folder, deeper down, counts.
         std::fs::create_dir(dir.path().join("mine/processed")).unwrap();
         std::fs::write(dir.path().join("mine/processed/x.csv"), b"x").unwrap();
-        let (bytes, entries) = walk(dir.path(), 0);
+        let (bytes, entries, _) = walk(dir.path(), 0);
         assert_eq!(
             entries,
             4 + 3 + 2,
@@ -328,7 +360,7 @@ mod tests {
         let u = usage(dir.path(), 1_000_000, 0);
         assert!(u.reserve(200_000, 0).is_err());
         std::fs::remove_file(&file).unwrap();
-        u.forget();
+        u.forget(900_000);
         u.reserve(200_000, 0).unwrap();
     }
 
@@ -345,8 +377,61 @@ mod tests {
         // Another session's walk, begun before the removal, is under way.
         lock(&checked.tally).walking = true;
         std::fs::remove_file(&file).unwrap();
-        u.forget();
+        u.forget(900_000);
         u.reserve(200_000, 0).unwrap();
+    }
+
+    /// Review s21 (F2): a folder whose path is longer than the system's limit cannot be read
+    /// by path; the tenant reaches it through a shorter path relative to its home. It counted
+    /// as empty; now nothing more is let in until it is moved up or removed.
+    #[test]
+    fn a_folder_nested_past_the_path_limit_stops_the_tenant_instead_of_counting_as_empty() {
+        use std::os::fd::{AsFd, AsRawFd};
+        let dir = tempfile::tempdir().unwrap();
+        let name = "d".repeat(250);
+        let c = std::ffi::CString::new(name.clone()).unwrap();
+        let mut folder = std::fs::File::open(dir.path()).unwrap();
+        for _ in 0..18 {
+            crate::sftp::fs::mkdir_at(folder.as_fd(), &c).unwrap();
+            let inner = format!("/proc/self/fd/{}/{name}", folder.as_raw_fd());
+            folder = std::fs::File::open(inner).unwrap();
+        }
+        let hidden = format!("/proc/self/fd/{}/big.bin", folder.as_raw_fd());
+        std::fs::write(hidden, vec![b'x'; 300_000]).unwrap();
+        let (bytes, _, too_deep) = walk(dir.path(), 0);
+        assert!(too_deep, "{bytes}");
+        let u = usage(dir.path(), 1_000_000_000, 1_000);
+        let err = u.reserve(1, 0).unwrap_err();
+        assert!(err.contains("nested too deep"), "{err}");
+        // Moved up, it is counted, and the tenant may go on.
+        let deep = format!("/proc/self/fd/{}", folder.as_raw_fd());
+        std::fs::rename(deep + "/big.bin", dir.path().join("big.bin")).unwrap();
+        std::fs::remove_dir_all(dir.path().join(&name)).unwrap();
+        u.forget(0);
+        // The next check that would fail walks again once ten times the last walk has passed.
+        std::thread::sleep(Duration::from_millis(300));
+        u.reserve(1, 0).unwrap();
+    }
+
+    /// Review s21 (F4): a client that creates and removes a name in a loop made every check
+    /// after a removal walk the whole home; now a removal is taken off the tally, and a check
+    /// that passes does not walk.
+    #[test]
+    fn creating_and_removing_in_a_loop_does_not_walk_each_round() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..2_000 {
+            std::fs::write(dir.path().join(format!("f{i}")), b"").unwrap();
+        }
+        let u = usage(dir.path(), 0, 100_000);
+        for _ in 0..500 {
+            u.reserve(0, 1).unwrap();
+            u.forget(0);
+        }
+        let Some(checked) = &u.0 else {
+            panic!("limited")
+        };
+        let walks = lock(&checked.tally).walks;
+        assert!(walks <= 2, "{walks} walks for 500 rounds");
     }
 
     #[test]

@@ -71,14 +71,17 @@ impl TestServer {
 
     /// Starts a server whose `[server]` table also has `extra` (one `key = value` a line).
     pub async fn start_with(extra: &str) -> TestServer {
+        let more = format!("max_auth_failures = 5\n{extra}");
+        Self::start_replacing("max_auth_failures = 5", &more).await
+    }
+
+    /// A server whose config has `new` where the usual one has `old` (a `[server]` line).
+    pub async fn start_replacing(old: &str, new: &str) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let acme_key =
             PrivateKey::random(&mut rand10::rng(), russh::keys::Algorithm::Ed25519).unwrap();
         let config_path = dir.path().join("roster.toml");
-        let text = config_text(dir.path(), acme_key.public_key(), "").replace(
-            "max_auth_failures = 5",
-            &format!("max_auth_failures = 5\n{extra}"),
-        );
+        let text = config_text(dir.path(), acme_key.public_key(), "").replace(old, new);
         std::fs::write(&config_path, text).unwrap();
         Self::start_in(dir, config_path, acme_key).await
     }
