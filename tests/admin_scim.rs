@@ -364,7 +364,11 @@ async fn scim_errors_are_scim_shaped_and_never_500() {
         .http("OPTIONS", "/scim/v2/Users", Some(SCIM_ACME), None)
         .await;
     assert_scim_error(&options, 405, None);
+    assert_eq!(options.allow, "GET, HEAD", "a 405 says what is allowed");
     assert_scim_error(&env.scim("/scim/v2/Nope", SCIM_ACME).await, 404, None);
+    // A base URL with a trailing slash is SCIM's, token first (review s21: the admin API's 404).
+    assert_scim_error(&env.scim("/scim/v2/", SCIM_ACME).await, 404, None);
+    assert_scim_error(&env.http("GET", "/scim/v2/", None, None).await, 401, None);
     assert_scim_error(
         &env.scim("/scim/v2/Users/nobody", SCIM_ACME).await,
         404,

@@ -184,6 +184,14 @@ async fn overview_history_chart_run_page_and_downloads() {
     let (status, bytes, _) = get_bytes(&base, &path_of(&href), "").await;
     assert_eq!(status, 303);
     assert!(bytes.is_empty());
+    // A page past the last one shown is the last one (review s21: any page number read the
+    // whole report on every request).
+    let deep = format!("/tenants/acme/runs/{}?page=99999999999", second.id);
+    let (status, bytes, _) = get_bytes(&base, &deep, &cookies).await;
+    assert_eq!(status, 200);
+    let html = String::from_utf8_lossy(&bytes);
+    assert!(html.contains("page 200"), "{html}");
+    assert!(!html.contains("rel=\"next\""), "{html}");
     // A run that does not exist.
     let (status, _, _) = get_bytes(&base, "/tenants/acme/runs/nosuch/report", &cookies).await;
     assert_eq!(status, 404);

@@ -456,13 +456,19 @@ async fn preview(
         .map(|f| f.trim().to_string())
         .filter(|f| !f.is_empty())
         .unwrap_or_else(|| "preview.csv".to_string());
+    let Some(_file_turn) = st.preview_file_turn().await else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            super::PREVIEW_FILE_BUSY.to_string(),
+        ));
+    };
+    let bytes = read_body(&headers, body, config.server.max_upload_bytes).await?;
     let _permit = st
         .previews
         .clone()
         .acquire_owned()
         .await
         .map_err(|e| ApiError::internal("cannot start the preview", anyhow::anyhow!("{e}")))?;
-    let bytes = read_body(&headers, body, config.server.max_upload_bytes).await?;
     let store = st.store.clone();
     let name = file.clone();
     let preview = blocking("cannot preview the file", move || {

@@ -52,13 +52,38 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::net::SocketAddr;
 
+/// How long a preview waits for another preview's file to finish arriving before it is
+/// answered 503 (review s21: a file sent at the slowest rate the listener allows held the one
+/// preview turn for hours, and every preview and held run's plan waited behind it).
+const PREVIEW_FILE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The sentence of a preview that found another preview's file still arriving.
+pub(crate) const PREVIEW_FILE_BUSY: &str =
+    "another preview's file is still arriving; try again once it is done";
+
+impl AppState {
+    /// The turn to receive one preview's file, held until the preview is answered; None after
+    /// [`PREVIEW_FILE_WAIT`] behind another.
+    pub(crate) async fn preview_file_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let wait = self.preview_files.clone().acquire_owned();
+        tokio::time::timeout(PREVIEW_FILE_WAIT, wait)
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub config: ConfigHandle,
     pub store: Store,
     pub intake: Intake,
-    /// One preview at a time: each holds a whole file (up to `max_upload_bytes`) in memory.
+    /// One preview's file arriving or held at a time: each is a whole file (up to
+    /// `max_upload_bytes`) in memory. Taken before the file is read, so a file that arrives
+    /// slowly holds up the next file, but not the dry runs (`previews`) of held runs.
+    pub preview_files: std::sync::Arc<tokio::sync::Semaphore>,
+    /// One dry run at a time (a preview, a held run's plan, a mapping's sample).
     pub previews: std::sync::Arc<tokio::sync::Semaphore>,
     /// The token from `<data_dir>/admin-token` while `[admin] token` is unset (read at start,
     /// or when a reload unsets the token).
@@ -118,6 +143,7 @@ pub async fn start(
         config,
         store,
         intake,
+        preview_files: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         previews: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         generated_token: std::sync::Arc::new(std::sync::Mutex::new(generated)),
         heavy: heavy::HeavyTurns::default(),

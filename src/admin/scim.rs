@@ -98,6 +98,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/scim/v2/Schemas", any(scim_discovery::schemas_list))
         .route("/scim/v2/Schemas/{id}", any(scim_discovery::schema))
         .route("/scim/v2", any(not_found))
+        // A base URL written with a trailing slash: a SCIM answer, not the admin API's 404
+        // (review s21).
+        .route("/scim/v2/", any(not_found))
         .route("/scim/v2/{*rest}", any(not_found))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -179,11 +182,16 @@ pub(super) fn gate(
             None,
             "Roster's SCIM API is read-only: the directory is synced from the tenant's HR file",
         )),
-        _ => Err(error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            None,
-            format!("the method {method} is not allowed here"),
-        )),
+        _ => {
+            // RFC 9110 §15.5.6: a 405 says what is allowed (review s21: it did not).
+            let mut r = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                None,
+                format!("the method {method} is not allowed here"),
+            );
+            (r.headers_mut()).insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+            Err(r)
+        }
     }
 }
 

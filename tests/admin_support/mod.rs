@@ -93,6 +93,8 @@ pub struct Answer {
     pub text: String,
     pub json: Value,
     pub content_type: String,
+    /// The `Allow` header ("" without one).
+    pub allow: String,
 }
 
 impl Env {
@@ -239,6 +241,12 @@ pub async fn http(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        let allow = resp
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         let text = resp
             .body_mut()
             .with_config()
@@ -251,6 +259,7 @@ pub async fn http(
             text,
             json,
             content_type,
+            allow,
         }
     })
     .await

@@ -347,13 +347,19 @@ async fn run(
         ));
     };
     let config = st.config.current();
+    let Some(_file_turn) = st.preview_file_turn().await else {
+        return Err(PageError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::admin::PREVIEW_FILE_BUSY,
+        ));
+    };
+    let file = read_upload(&viewer, upload, config.server.max_upload_bytes).await?;
     let _permit = st
         .previews
         .clone()
         .acquire_owned()
         .await
         .map_err(|e| PageError::internal("cannot read the sample", anyhow::anyhow!("{e}")))?;
-    let file = read_upload(&viewer, upload, config.server.max_upload_bytes).await?;
     let tenant_id = file.field("tenant").trim().to_string();
     let tenant = match tenant_id.as_str() {
         "" => None,

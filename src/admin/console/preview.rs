@@ -152,13 +152,19 @@ async fn run(
             "send the preview form",
         ));
     };
+    let Some(_file_turn) = st.preview_file_turn().await else {
+        return Err(PageError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::admin::PREVIEW_FILE_BUSY,
+        ));
+    };
+    let file = read_upload(&viewer, upload, config.server.max_upload_bytes).await?;
     let _permit = st
         .previews
         .clone()
         .acquire_owned()
         .await
         .map_err(|e| PageError::internal("cannot start the preview", anyhow::anyhow!("{e}")))?;
-    let file = read_upload(&viewer, upload, config.server.max_upload_bytes).await?;
     let name = if file.file_name.trim().is_empty() {
         "preview.csv".to_string()
     } else {
