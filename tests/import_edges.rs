@@ -553,4 +553,16 @@ fn invisible_characters_around_a_key_are_trimmed_like_spaces() {
     assert_eq!(status(&store, "a@x.example"), UserStatus::Active);
     let bob = store.user("t", "b@x.example").unwrap().unwrap();
     assert_eq!(bob.first_name.as_deref(), Some("Bobby"));
+    // The direction marks and a soft hyphen too, and in the header row as well.
+    let marked = FOUR
+        .replace("E-mail,", "E-mail\u{200B},")
+        .replace("c@x.example,", "\u{00AD}c@x.example\u{200E},");
+    let o = run(&store, &t, marked.as_bytes());
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Success,
+        "{:?}",
+        o.record.messages
+    );
+    assert_eq!(o.record.counts.deactivated, 0);
 }

@@ -352,6 +352,35 @@ fn approving_applies_what_was_held_when_the_joined_cell_is_blanked_in_the_copy()
     }
 }
 
+/// Review s21 (the D1 fix re-tested): a real two-line cell in a column the tenant does not map
+/// (the delimiter before its line break, none after) is a good row for the run and for the
+/// held copy alike: the copy's own looser test made it a broken row when approving.
+#[test]
+fn a_real_two_line_note_is_a_good_row_when_approving_too() {
+    let (store, _d) = open();
+    let t = with_status();
+    go(
+        &store,
+        &t,
+        &status_file(0, "C009;F;L;1;n9;pw9", "C011;F;L;1;n11;pw11"),
+    );
+    let upload = status_file(
+        8,
+        "C009;F;L;1;\"Room 4; floor 2\n\";pw9",
+        "C011;F;L;1;n11;pw11",
+    );
+    let held = go(&store, &t, &upload).record;
+    assert_eq!(held.status, ImportStatus::Held, "{:?}", held.messages);
+    assert_eq!((held.counts.deactivated, held.counts.skipped), (8, 0));
+    let applied = approve(&store, &t, &held.id).unwrap().record;
+    assert_eq!(
+        (applied.counts.deactivated, applied.counts.skipped),
+        (8, 0),
+        "{:?}",
+        applied.messages
+    );
+}
+
 /// Review s21 (D3): a file none of whose rows can be imported (here one key on both rows) is an
 /// error and changes nothing, as its preview says; it was held instead ("would deactivate 9"),
 /// asking for an approval that then changed nothing. Its preview lists no changes either.

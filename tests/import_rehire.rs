@@ -24,15 +24,18 @@ fn file(rows: &[(&str, &str)]) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// The columns of [`file`].
+const COLUMNS: [(&str, &str); 4] = [
+    ("mapping_code", "Code"),
+    ("first_name", "First"),
+    ("last_name", "Last"),
+    ("email", "Email"),
+];
+
 #[test]
 fn a_rehire_under_a_new_key_takes_the_email_of_a_deleted_user() {
     let (store, _d) = test_store::temp_store();
-    let columns = [
-        ("mapping_code", "Code"),
-        ("first_name", "First"),
-        ("last_name", "Last"),
-        ("email", "Email"),
-    ];
+    let columns = COLUMNS;
     let t = Tenant::for_import("t1", MatchBy::MappingCode, OnMissing::Delete, &columns);
     let go = |rows: &[(&str, &str)]| {
         run_bytes(&store, &t, "u.csv", &file(rows), &RunOptions::default()).expect("run")
@@ -67,12 +70,7 @@ fn a_rehire_under_a_new_key_takes_the_email_of_a_deleted_user() {
 }
 
 fn deleting_tenant() -> Tenant {
-    let columns = [
-        ("mapping_code", "Code"),
-        ("first_name", "First"),
-        ("last_name", "Last"),
-        ("email", "Email"),
-    ];
+    let columns = COLUMNS;
     Tenant::for_import("t1", MatchBy::MappingCode, OnMissing::Delete, &columns)
 }
 
@@ -212,12 +210,7 @@ fn two_returning_users_sharing_a_kept_email_both_wait() {
 #[test]
 fn a_file_without_emails_does_not_bring_back_an_address_a_rehire_has_under_keep() {
     let (store, _d) = test_store::temp_store();
-    let columns = [
-        ("mapping_code", "Code"),
-        ("first_name", "First"),
-        ("last_name", "Last"),
-        ("email", "Email"),
-    ];
+    let columns = COLUMNS;
     let delete = Tenant::for_import("t1", MatchBy::MappingCode, OnMissing::Delete, &columns);
     let go = |t: &Tenant, bytes: Vec<u8>| {
         run_bytes(&store, t, "u.csv", &bytes, &RunOptions::default()).expect("run")
@@ -262,4 +255,51 @@ fn a_file_without_emails_does_not_bring_back_an_address_a_rehire_has_under_keep(
         .map(|u| u.key)
         .collect();
     assert_eq!(holders, vec!["E3".to_string()]);
+}
+
+/// Review s21: a mapping code is exact; `restore AB1` looked for `ab1` too and brought back
+/// another user. An email is found whatever its case.
+#[test]
+fn restore_finds_a_mapping_code_exactly_and_an_email_in_any_case() {
+    let (store, _d) = test_store::temp_store();
+    let columns = COLUMNS;
+    let t = Tenant::for_import("t1", MatchBy::MappingCode, OnMissing::Delete, &columns);
+    let go = |rows: &[(&str, &str)]| {
+        run_bytes(&store, &t, "u.csv", &file(rows), &RunOptions::default()).expect("run")
+    };
+    go(&[("ab1", "a@x.example"), ("E2", "b@x.example")]);
+    assert_eq!(go(&[("E2", "b@x.example")]).record.counts.deleted, 1);
+    let refused = restore(&*store, &t, "AB1").unwrap_err().to_string();
+    assert!(refused.contains("no user"), "{refused}");
+    let ab1 = store.user("t1", "ab1").unwrap().unwrap();
+    assert_eq!(ab1.status, UserStatus::Deleted);
+    assert_eq!(
+        restore(&*store, &t, "ab1").unwrap().status,
+        UserStatus::Active
+    );
+
+    let by_email = Tenant::for_import("t2", MatchBy::Email, OnMissing::Delete, &columns[1..]);
+    let email_file = b"First;Last;Email\nA;B;ann@x.example\nC;D;bob@x.example\n".to_vec();
+    run_bytes(
+        &store,
+        &by_email,
+        "u.csv",
+        &email_file,
+        &RunOptions::default(),
+    )
+    .unwrap();
+    let only_bob = b"First;Last;Email\nC;D;bob@x.example\n".to_vec();
+    run_bytes(
+        &store,
+        &by_email,
+        "u.csv",
+        &only_bob,
+        &RunOptions::default(),
+    )
+    .unwrap();
+    let ann = restore(&*store, &by_email, " Ann@X.example ").unwrap();
+    assert_eq!(
+        (ann.key.as_str(), ann.status),
+        ("ann@x.example", UserStatus::Active)
+    );
 }

@@ -340,3 +340,36 @@ async fn writing_the_far_end_first_does_not_skip_the_share_check() {
     assert!(refused_at <= 12, "refused only after {refused_at} MiB");
     let _ = a.sftp.close(&h).await;
 }
+
+/// Review s21 (F1c): a file removed while a handle writes it takes space no walk of the
+/// folder sees. Its handle writes no more past its next check, and the space counts until it
+/// closes; ten such handles had written 839 MB against a 50 MB share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_removed_while_written_is_written_no_more() {
+    let srv = TestServer::start_replacing(
+        "max_upload_bytes = 1000000",
+        "max_upload_bytes = 104857600\nmax_tenant_bytes = 30000000",
+    )
+    .await;
+    let a = srv.acme().await;
+    let h = a.open("gone.bin", NEW).await.unwrap();
+    let chunk = vec![b'z'; 1 << 20];
+    for mib in 0..4u64 {
+        a.sftp.write(&h, mib << 20, chunk.clone()).await.unwrap();
+    }
+    a.sftp.remove("gone.bin").await.unwrap();
+    let mut refused = None;
+    for mib in 4..40u64 {
+        if let Err(e) = a.sftp.write(&h, mib << 20, chunk.clone()).await {
+            let (_, why) = message::<()>(Err(e));
+            assert!(why.contains("removed while it was being written"), "{why}");
+            refused = Some(mib);
+            break;
+        }
+    }
+    let refused = refused.expect("writes into the removed file were refused");
+    assert!(refused <= 14, "refused only after {refused} MiB");
+    let _ = a.sftp.close(&h).await;
+    // Closed, its space is free again.
+    a.put("after.bin", &vec![b'y'; 900_000]).await.unwrap();
+}

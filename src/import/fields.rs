@@ -106,13 +106,15 @@ impl Lookups {
 /// zero-width space after it was no email, its row was skipped unreadable, and its user went
 /// missing (review s21).
 pub fn trim_cell(cell: &str) -> &str {
-    cell.trim_matches(|c: char| {
-        c.is_whitespace()
-            || matches!(
-                c,
-                '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}'
-            )
-    })
+    cell.trim_matches(is_unseen)
+}
+
+/// A character a cell or a header may carry unseen at its ends: whitespace, zero-width space,
+/// zero-width (non-)joiner, the left-to-right and right-to-left marks, word joiner and the
+/// invisible operators, a soft hyphen, a byte order mark.
+pub fn is_unseen(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{00AD}' | '\u{FEFF}')
 }
 
 /// Parses one cell of a field.

@@ -51,8 +51,7 @@ pub struct Mapping {
 }
 
 fn norm_header(h: &str) -> String {
-    h.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
-        .to_lowercase()
+    h.trim_matches(fields::is_unseen).to_lowercase()
 }
 
 /// The file-level error for a mapped header that names several columns (1-based numbers).

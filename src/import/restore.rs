@@ -18,8 +18,18 @@ use chrono::Utc;
 /// email (design §5.2): when another user has its email now, it is not restored.
 pub fn restore(directory: &dyn Backend, tenant: &Tenant, key: &str) -> Result<User> {
     let needs_password = tenant.import.activate == Activate::WithPassword;
+    // Emails and usernames are stored lower-case, so `Ana@X.example` finds `ana@x.example`;
+    // a mapping code is exact (review s21: `restore AB1` brought back user `ab1`).
+    let field = tenant.import.match_by.field();
+    let exact = key.trim().to_string();
+    let stored = super::record::key_of(field, &exact);
     let tenant = tenant.id.as_str();
-    for k in [key.trim().to_string(), key.trim().to_lowercase()] {
+    let tried = if stored == exact {
+        vec![exact]
+    } else {
+        vec![exact, stored]
+    };
+    for k in tried {
         refuse_a_taken_email(directory, tenant, &k)?;
         let mut change = |rec: &mut crate::model::packed::UserRec| {
             restore_rule(rec, Utc::now().timestamp_millis(), needs_password)

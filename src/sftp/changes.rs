@@ -55,11 +55,11 @@ impl SftpSession {
                 if let Some(st) = removed.filter(|st| st.is_file()) {
                     self.ctx.in_progress.removed(st.id);
                 }
-                // Its last name gone, what it took on the disk is free.
-                let freed = removed
-                    .filter(|st| st.links <= 1)
-                    .map_or(0, |st| st.disk_bytes);
-                self.ctx.usage.forget(freed);
+                // Its last name gone, what it took on the disk is free (once no handle has it).
+                if let Some(st) = removed.filter(|st| st.links <= 1) {
+                    self.ctx.usage.unlinked(st.id, st.disk_bytes);
+                }
+                self.ctx.usage.forget();
                 Ok(ok(id))
             }
         }
@@ -96,7 +96,7 @@ impl SftpSession {
     pub(super) fn rmdir(&mut self, id: u32, path: &str) -> Result<Packet, Failure> {
         let p = self.ctx.jail.resolve_for_write(path).map_err(jail_fail)?;
         self.at_name(&p, |dir, name| unlink_at(dir, name, true))?;
-        self.ctx.usage.forget(0);
+        self.ctx.usage.forget();
         Ok(ok(id))
     }
 
@@ -133,6 +133,9 @@ impl SftpSession {
         if let Some(old) = replaced {
             // Its in-progress marker goes with it (a new file may reuse the inode).
             self.ctx.in_progress.removed(old.id);
+            if old.links <= 1 {
+                self.ctx.usage.unlinked(old.id, old.disk_bytes);
+            }
         }
         self.follow_rename(&src, &dst, &moving);
         // A file keeps its upload state under any name (`uploads` knows it by its inode): one

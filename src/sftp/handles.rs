@@ -149,16 +149,23 @@ pub struct FileHandle {
     /// `requests::upload::write_cost`) before it checks the volume's free space
     /// (`min_free_bytes`) and the tenant's share (`usage`) again: reserved at the last check.
     pub space_left: u64,
-    /// The walk of the tenant's tally that reservation was made in.
-    pub space_walk: u64,
+    /// What the tenant's share holds for this handle since that check (`usage::reserve`).
+    pub space_held: u64,
 }
 
 impl FileHandle {
     /// Gives back what this handle reserved of the tenant's share and did not write.
     pub fn release_space(&self, usage: &super::usage::TenantUsage) {
-        if self.space_left > 0 {
-            usage.release(self.space_walk, self.space_left);
+        if self.space_held > 0 {
+            usage.release(self.space_held, self.space_left);
         }
+    }
+
+    /// The handle is closed (CLOSE, or its session ended): what it held of the tenant's share
+    /// is given back, and a file it kept after its last name went is freed.
+    pub fn closed(&self, usage: &super::usage::TenantUsage) {
+        self.release_space(usage);
+        usage.closed(self.file_id);
     }
 }
 

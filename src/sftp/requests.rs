@@ -253,6 +253,7 @@ impl SftpSession {
         };
         let ((file, size), file_id) = opened.map_err(|e| self.open_failed(&vpath, e))?;
         let size = if truncate { 0 } else { size };
+        self.ctx.usage.opened(file_id);
         let handle = self.insert(
             OpenHandle::File(FileHandle {
                 file,
@@ -265,7 +266,7 @@ impl SftpSession {
                 size,
                 broken: false,
                 space_left: 0,
-                space_walk: 0,
+                space_held: 0,
             }),
             ticket,
         );

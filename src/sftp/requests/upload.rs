@@ -47,8 +47,8 @@ fn write_cost(start: u64, len: u64) -> u64 {
 
 /// Whether a handle may write `len` bytes and the next [`SPACE_CHECK_EVERY`] (what it may write
 /// before it looks again): the volume holding `file` keeps more than `reserve` bytes free, and
-/// the tenant's folder stays within its share (`usage`). Answers the walk the share was
-/// reserved in; the error says which did not hold.
+/// the tenant's folder stays within its share (`usage`). Answers what the share holds for the
+/// handle (`TenantUsage::reserve`); the error says which did not hold.
 fn room_for(
     file: &std::fs::File,
     reserve: u64,
@@ -112,10 +112,18 @@ impl SftpSession {
             // What the last check reserved and was not written is given back first.
             f.release_space(&usage);
             f.space_left = 0;
+            f.space_held = 0;
+            // A file whose last name was removed takes space no walk sees: it is counted
+            // until its handles close, and written no more.
+            if let Some(st) = Stat::of_fd(f.file.as_fd()).ok().filter(|st| st.links == 0) {
+                usage.unlinked(f.file_id, st.disk_bytes);
+                let gone = std::io::Error::other("the file was removed while it was being written");
+                return Err(self.write_failed(handle, &gone));
+            }
             match room_for(&f.file, reserve, &usage, cost) {
-                Ok(walk) => {
+                Ok(held) => {
                     f.space_left = SPACE_CHECK_EVERY.saturating_add(cost);
-                    f.space_walk = walk;
+                    f.space_held = held;
                 }
                 Err(e) => return Err(self.write_failed(handle, &e)),
             }
@@ -241,7 +249,7 @@ impl SftpSession {
         let OpenHandle::File(f) = held.handle else {
             return Ok(ok(id));
         };
-        f.release_space(&self.ctx.usage);
+        f.closed(&self.ctx.usage);
         if !f.writable {
             return Ok(ok(id));
         }
@@ -303,7 +311,7 @@ impl SftpSession {
             let OpenHandle::File(f) = &h.handle else {
                 continue;
             };
-            f.release_space(&self.ctx.usage);
+            f.closed(&self.ctx.usage);
             if !f.writable {
                 continue;
             }
