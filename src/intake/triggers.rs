@@ -85,6 +85,8 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 async fn consume_uploads(intake: Intake, mut uploads: mpsc::UnboundedReceiver<UploadFinished>) {
+    let mut not_imported: std::collections::HashMap<String, crate::logs::EverySecond> =
+        std::collections::HashMap::new();
     while let Some(ev) = uploads.recv().await {
         // Only files directly in `/` whose names match the tenant's `file` are imported; the
         // others are logged with the reason, so a near miss is not dropped without a word.
@@ -95,7 +97,11 @@ async fn consume_uploads(intake: Intake, mut uploads: mpsc::UnboundedReceiver<Up
         let config = intake.shared.config.current();
         let tenant = config.tenants.iter().find(|t| t.id == ev.tenant);
         if let Some(why) = tenant.and_then(|t| super::pattern::why_not_imported(&t.import, rel)) {
-            tracing::info!(tenant = %ev.tenant, path = %ev.path, "upload not imported: {why}");
+            // At most a line a second per tenant, with the count since: a client may upload
+            // other names in a loop (review s21: 39,000 lines in 30 s).
+            if let Some(skipped) = not_imported.entry(ev.tenant.clone()).or_default().hit() {
+                tracing::info!(tenant = %ev.tenant, path = %ev.path, skipped, "upload not imported: {why}");
+            }
             continue;
         }
         settle_then_request(&intake, ev.tenant, rel.to_string());
