@@ -602,3 +602,65 @@ async fn metrics_counters_move_after_an_upload() {
         sample(a, family);
     }
 }
+
+/// One preview's file arrives at a time: while a slow client is still sending one (here 2 KiB a
+/// second, faster than the listener's minimum rate, so it is not cut off), the next preview
+/// waits 30 s for its turn and is then answered 503 with the reason and `Retry-After`; once the
+/// slow client is gone, a preview runs again (review s21: a trickled file held the one turn,
+/// and every preview behind it, for hours).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_behind_a_file_still_arriving_waits_then_answers_503() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let env = Env::start().await;
+    let addr = env.server().admin.addr;
+    let sending = Arc::new(AtomicBool::new(true));
+    let keep = sending.clone();
+    let slow = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "POST /api/tenants/acme/preview HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 900000\r\n\r\nemail,first_name\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let chunk = "slow@acme.example,Slow\r\n".repeat(85);
+        while keep.load(Ordering::SeqCst) {
+            if s.write_all(chunk.as_bytes()).is_err() {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        true
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+
+    let small = users_csv(0, 2).into_bytes();
+    let started = std::time::Instant::now();
+    let behind = env
+        .post("/api/tenants/acme/preview", Some(small.clone()))
+        .await;
+    let waited = started.elapsed();
+    assert_eq!(behind.status, 503, "{}", behind.text);
+    assert!(
+        behind.json["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("still arriving"),
+        "{}",
+        behind.text
+    );
+    assert_eq!(behind.retry_after, "5", "a 503 says when to try again");
+    assert!(
+        waited >= std::time::Duration::from_secs(25),
+        "it waited for its turn first ({waited:?})"
+    );
+
+    sending.store(false, Ordering::SeqCst);
+    assert!(
+        slow.join().unwrap(),
+        "the slow client was not cut off while it kept the rate"
+    );
+    // The slow client left mid-body: its turn is given back and the next preview runs.
+    let after = env.post("/api/tenants/acme/preview", Some(small)).await;
+    assert_eq!(after.status, 200, "{}", after.text);
+    assert_eq!(after.json["dry_run"], true);
+}

@@ -191,6 +191,12 @@ async fn scim_users_filters_pagination_and_mapping() {
             vec!["user10@acme.example", "user11@acme.example"],
         ),
         (r#"meta.lastModified lt "2000-01-01T00:00:00Z""#, vec![]),
+        // null is absent (RFC 7643 §2.5): every user here has a title.
+        ("title eq null", vec![]),
+        (
+            r#"userName eq "u01" and title ne null"#,
+            vec!["user01@acme.example"],
+        ),
     ] {
         let a = env.scim(&filter_path(f), SCIM_ACME).await;
         assert_eq!(a.status, 200, "{f}: {}", a.text);
@@ -369,6 +375,16 @@ async fn scim_errors_are_scim_shaped_and_never_500() {
     // A base URL with a trailing slash is SCIM's, token first (review s21: the admin API's 404).
     assert_scim_error(&env.scim("/scim/v2/", SCIM_ACME).await, 404, None);
     assert_scim_error(&env.http("GET", "/scim/v2/", None, None).await, 401, None);
+    // So is a base URL without the version.
+    for base in ["/scim", "/scim/"] {
+        assert_scim_error(&env.scim(base, SCIM_ACME).await, 404, None);
+        assert_scim_error(&env.http("GET", base, None, None).await, 401, None);
+    }
+    // RFC 7644 §3.11: a service provider without /Me answers 501; the token comes first.
+    let me = env.scim("/scim/v2/Me", SCIM_ACME).await;
+    assert_scim_error(&me, 501, None);
+    assert!(me.text.contains("/Me is not supported"), "{}", me.text);
+    assert_scim_error(&env.http("GET", "/scim/v2/Me", None, None).await, 401, None);
     assert_scim_error(
         &env.scim("/scim/v2/Users/nobody", SCIM_ACME).await,
         404,

@@ -157,6 +157,32 @@ async fn forms_without_the_csrf_token_are_refused() {
     );
 }
 
+/// A request axum itself cannot take (a path that does not decode, a query with a field twice,
+/// a method the page has not) gets the console's error page with a sentence, not plain text
+/// or an empty body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_the_console_cannot_take_get_its_error_page() {
+    let env = console_support::start().await;
+    let base = env.admin_url();
+    let (cookies, _) = operator_session(&base).await;
+    for (method, path, status, says) in [
+        ("GET", "/tenants/acme?page=1&page=2", 400, "duplicate field"),
+        ("GET", "/tenants/%FF", 400, "Invalid URL"),
+        ("DELETE", "/tenants", 405, "does not take that method"),
+    ] {
+        let answer = request(&base, method, path, &cookies, None).await;
+        assert_eq!(answer.status, status, "{method} {path}: {answer:?}");
+        assert!(
+            answer.body.contains("<h1>") && answer.body.contains(says),
+            "{method} {path}: {}",
+            answer.body
+        );
+    }
+    // Pages that do exist still answer as before.
+    let own = request(&base, "GET", "/tenants/acme?page=2", &cookies, None).await;
+    assert_eq!(own.status, 200, "{own:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_cookies_are_http_only_and_strict() {
     let env = console_support::start().await;

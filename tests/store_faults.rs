@@ -42,6 +42,7 @@ async fn uploads_wait_while_postgres_is_down_and_are_imported_once_it_is_back() 
     let answer = env.get("/api/tenants/acme/imports").await;
     assert_eq!(answer.status, 503, "{}", answer.text);
     assert!(answer.text.contains("cannot be reached"), "{}", answer.text);
+    assert_eq!(answer.retry_after, "5", "a 503 says when to try again");
     // Run-now answers too, instead of waiting on the tenant's queue for the outage to end
     // (review s16 cluster F5).
     let run = tokio::time::timeout(
@@ -127,6 +128,7 @@ async fn reads_answer_503_within_answer_timeout_while_postgres_is_frozen() {
     postgres(&env).thaw();
     let answer = answer.expect("a read must answer while PostgreSQL is frozen");
     assert_eq!(answer.status, 503, "{}", answer.text);
+    assert_eq!(answer.retry_after, "5", "a 503 says when to try again");
     assert!(
         answer.text.contains("answer_timeout_secs"),
         "{}",

@@ -18,6 +18,7 @@
 //! the attribute (RFC 7644 §3.4.2.2: some value of it satisfies the inner filter), so
 //! `emails[value ne "x"]` never matches a user without an email; for `groups`, a list, the
 //! inner filter is tested against the user's groups as a whole, not one group at a time.
+//! `PATH eq null` is "PATH is absent" and `PATH ne null` "PATH is present" (RFC 7643 §2.5).
 //! Input is bounded: at most [`MAX_FILTER_LEN`] characters and [`MAX_DEPTH`] nested groups.
 //! [`equality`] reads the one form `/Groups` accepts (`ATTR eq "VALUE"`) with the same tokens.
 
@@ -365,6 +366,9 @@ impl Parser {
         let op =
             operator(&op_word).ok_or_else(|| format!("{op_word:?} is not a filter operator"))?;
         let value = self.next();
+        if matches!(&value, Some(Token::Word(w)) if w.eq_ignore_ascii_case("null")) {
+            return null_comparison(resolved, op);
+        }
         match resolved {
             Resolved::Attr(a) => operand(&a, op, value).map(|v| UserFilter::Compare(a, op, v)),
             Resolved::Fixed(fixed, base) => fixed_value(fixed, base, op, value),
@@ -397,6 +401,17 @@ fn implies_present(f: &UserFilter, base: &Attribute) -> bool {
         UserFilter::Or(x, y) => implies_present(x, base) && implies_present(y, base),
         UserFilter::Not(x) => **x == UserFilter::Everyone,
         UserFilter::Everyone => false,
+    }
+}
+
+/// `PATH eq null` / `PATH ne null`: RFC 7643 §2.5 holds an attribute that is null the same as
+/// one that is not there, so these are `not (PATH pr)` and `PATH pr`.
+fn null_comparison(resolved: Resolved, op: Op) -> Result<UserFilter, String> {
+    let (Resolved::Attr(a) | Resolved::Fixed(_, a)) = resolved;
+    match op {
+        Op::Eq => Ok(UserFilter::Not(Box::new(UserFilter::Present(a)))),
+        Op::Ne => Ok(UserFilter::Present(a)),
+        _ => Err("null compares only with \"eq\" and \"ne\" (absent, present)".into()),
     }
 }
 

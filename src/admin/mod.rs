@@ -227,7 +227,8 @@ fn wants_html(headers: &axum::http::HeaderMap) -> bool {
 
 /// Headers on every answer of the listener: only this origin may supply anything, no framing,
 /// no sniffing, no caching (pages and JSON show directory data) unless the route chose its own
-/// `Cache-Control`.
+/// `Cache-Control`. A 503 (the store unreachable, a turn not free, no answer in time) tells the
+/// client when to try again, [`RETRY_AFTER_SECS`], unless the route chose its own `Retry-After`.
 async fn security_headers(mut resp: Response) -> Response {
     use axum::http::HeaderValue;
     let h = resp.headers_mut();
@@ -249,8 +250,17 @@ async fn security_headers(mut resp: Response) -> Response {
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .entry(header::RETRY_AFTER)
+            .or_insert(HeaderValue::from_static(RETRY_AFTER_SECS));
+    }
     resp
 }
+
+/// `Retry-After` of a 503 whose route gave none: long enough for a PostgreSQL restart or a
+/// busy turn to pass, short enough that a consumer catches up soon after.
+const RETRY_AFTER_SECS: &str = "5";
 
 /// An admin API error: a status and one sentence, sent as `{"error": "..."}`.
 #[derive(Debug)]

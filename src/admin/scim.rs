@@ -13,7 +13,7 @@
 //! `externalId` and `employeeNumber` = mapping code; `department` = org unit; `manager` =
 //! `{displayName: manager_email}`, plus `value`/`$ref` when the tenant matches by email and the
 //! manager is a listed user of the tenant. Writes to users (POST, PUT, PATCH, DELETE, Bulk,
-//! .search) answer 501; the discovery endpoints (`/ServiceProviderConfig`, `/ResourceTypes`,
+//! .search) answer 501, and so does `/Me` (a token stands for a tenant, not a user); the discovery endpoints (`/ServiceProviderConfig`, `/ResourceTypes`,
 //! `/Schemas`, in `scim_discovery`) answer any method but GET/HEAD with 405 and `Allow: GET, HEAD` (RFC 7644 §4);
 //! other methods 405; bad filters 400 `invalidFilter`; bad numbers 400 `invalidValue`. Every
 //! error uses the SCIM Error schema.
@@ -97,10 +97,13 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/scim/v2/Schemas", any(scim_discovery::schemas_list))
         .route("/scim/v2/Schemas/{id}", any(scim_discovery::schema))
+        .route("/scim/v2/Me", any(me))
         .route("/scim/v2", any(not_found))
-        // A base URL written with a trailing slash: a SCIM answer, not the admin API's 404
-        // (review s21).
+        // A base URL written with a trailing slash, or without the version: a SCIM answer, not
+        // the admin API's 404 (review s21).
         .route("/scim/v2/", any(not_found))
+        .route("/scim", any(not_found))
+        .route("/scim/", any(not_found))
         .route("/scim/v2/{*rest}", any(not_found))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -548,6 +551,19 @@ async fn user(
             )
         }
     }
+}
+
+/// `/Me` (RFC 7644 §3.11): a SCIM token stands for a tenant, not a user, so there is no "me";
+/// the RFC's answer for a service provider without it is 501.
+async fn me(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = gate(&st, &headers, &Method::GET) {
+        return r;
+    }
+    error(
+        StatusCode::NOT_IMPLEMENTED,
+        None,
+        "/Me is not supported: a SCIM token stands for a tenant, not for one of its users",
+    )
 }
 
 async fn not_found(State(st): State<AppState>, method: Method, headers: HeaderMap) -> Response {

@@ -95,6 +95,8 @@ pub struct Answer {
     pub content_type: String,
     /// The `Allow` header ("" without one).
     pub allow: String,
+    /// The `Retry-After` header ("" without one).
+    pub retry_after: String,
 }
 
 impl Env {
@@ -241,12 +243,14 @@ pub async fn http(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let allow = resp
-            .headers()
-            .get("allow")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let (allow, retry_after) = (header("allow"), header("retry-after"));
         let text = resp
             .body_mut()
             .with_config()
@@ -260,6 +264,7 @@ pub async fn http(
             json,
             content_type,
             allow,
+            retry_after,
         }
     })
     .await

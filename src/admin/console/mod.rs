@@ -53,7 +53,35 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(users::routes())
         .merge(preview::routes())
         .merge(mapping::routes())
+        .layer(axum::middleware::map_response(page_for_plain_error))
         .with_state(state)
+}
+
+/// axum's own answers to a console request it could not take (a path or query that does not
+/// parse, a form of the wrong type, a method the page has not) are plain text or empty; a
+/// browser gets them as the console's error page, with axum's sentence when it gave one.
+async fn page_for_plain_error(resp: Response) -> Response {
+    let status = resp.status();
+    let plain = match resp.headers().get(header::CONTENT_TYPE) {
+        None => true,
+        Some(v) => v.as_bytes().starts_with(b"text/plain"),
+    };
+    if !status.is_client_error() || !plain {
+        return resp;
+    }
+    // axum's sentences are short; a longer body is cut, never buffered whole.
+    let text = axum::body::to_bytes(resp.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match text.is_empty() {
+        true => match status {
+            StatusCode::METHOD_NOT_ALLOWED => "this page does not take that method".to_string(),
+            _ => "the request cannot be answered".to_string(),
+        },
+        false => text,
+    };
+    PageError::new(status, message).into_response()
 }
 
 /// `/`: an operator's overview, a tenant's own history, or the sign-in page.

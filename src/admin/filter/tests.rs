@@ -167,3 +167,25 @@ fn bad_filters_say_why() {
     let deep = format!("{}userName pr{}", "(".repeat(40), ")".repeat(40));
     assert!(parse(&deep).unwrap_err().contains("nests"));
 }
+
+#[test]
+fn null_is_absent() {
+    let title = A::Field("job_title");
+    assert_eq!(
+        parse("title eq null").unwrap(),
+        UserFilter::Not(Box::new(UserFilter::Present(title.clone())))
+    );
+    assert_eq!(parse("title NE Null").unwrap(), UserFilter::Present(title));
+    // emails.type is served as "work" whenever there is an email: null means "no email".
+    assert_eq!(
+        parse("emails.type eq null").unwrap(),
+        UserFilter::Not(Box::new(UserFilter::Present(A::Email)))
+    );
+    let e = parse("title co null").unwrap_err();
+    assert!(e.contains("null compares only with"), "{e}");
+    // A string "null" is a value like any other.
+    assert_eq!(
+        parse(r#"title eq "null""#).unwrap(),
+        text(A::Field("job_title"), Op::Eq, "null")
+    );
+}
