@@ -177,7 +177,7 @@ fn a_node_killed_mid_import_is_finished_by_the_other() {
     // commit either way.
     let log = std::fs::read_to_string(&c.nodes[survivor].log).unwrap_or_default();
     assert!(
-        log.contains("importing a file claimed before a restart"),
+        log.contains("importing a claimed file whose run never committed"),
         "the survivor did not recover the claim\n{}",
         c.logs()
     );
@@ -400,7 +400,7 @@ fn a_node_starting_mid_import_leaves_the_running_claim_alone() {
     assert_eq!(history[0]["inserted"], ROWS as u64, "{history:?}");
     let log_b = std::fs::read_to_string(&c.nodes[1].log).unwrap_or_default();
     assert!(
-        !log_b.contains("claimed before a restart"),
+        !log_b.contains("importing a claimed file whose run never committed"),
         "node-b took node-a's running claim\n{}",
         c.logs()
     );

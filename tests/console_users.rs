@@ -218,6 +218,11 @@ async fn restore_brings_back_a_deleted_user_and_tenants_only_read() {
     )
     .await;
     assert_eq!(refused.status, 404, "a tenant cannot restore: {refused:?}");
+    // With a wrong token too: the role is checked first (audit s22 console L4).
+    for path in ["/tenants/beta/users/E009/restore", "/tenants/beta/run-now"] {
+        let p = request(&base, "POST", path, &cookies, Some(&[("csrf", "wrong")])).await;
+        assert_eq!(p.status, 404, "POST {path} by a tenant, wrong token: {p:?}");
+    }
     for path in ["/tenants/beta/preview", "/mapping"] {
         let p = request(&base, "POST", path, &cookies, Some(&[("csrf", &csrf)])).await;
         assert_eq!(p.status, 404, "POST {path} by a tenant: {p:?}");
@@ -228,8 +233,15 @@ async fn restore_brings_back_a_deleted_user_and_tenants_only_read() {
         "nothing was restored"
     );
 
-    // The operator restores it.
+    // The operator restores it; a crafted link saying it was restored shows no banner.
     sign_in_operator(&b, &env).await;
+    b.open(&format!("{base}/tenants/beta/users/E009?restored=1"))
+        .await;
+    assert_eq!(
+        b.count("#restore-result").await,
+        0,
+        "no false Restored banner"
+    );
     b.open(&format!("{base}/tenants/beta/users?status=deleted"))
         .await;
     assert_eq!(listed_keys(&b).await, vec!["E009"]);

@@ -143,7 +143,11 @@ fn a_provider_without_patch_gets_put() {
     let src = MemSource::default();
     let p = Pusher::new("t-put", &config(&s, ScimOnMissing::Deactivate)).unwrap();
     create(&src, "ann", "Ann");
+    create(&src, "bob", "Bob");
     drain(&p, &src);
+    // Deleted with on_missing = deactivate: the provider answers a PATCH with 501, so the
+    // deactivation goes as a PUT of its own representation with active false.
+    src.apply("bob", None, ChangeKind::Deleted, &[]);
     let mut a = src.get("ann");
     a.first_name = Some("Anne".into());
     a.fields.insert("job_title".into(), json!("Boss"));
@@ -161,6 +165,13 @@ fn a_provider_without_patch_gets_put() {
     assert_eq!(ann["name"]["givenName"], "Anne");
     assert_eq!(ann["title"], "Boss");
     assert_eq!(ann["active"], false);
+    let bob = s.by_external_id("bob").expect("bob is kept, deactivated");
+    assert_eq!(bob["active"], false);
+    assert_eq!(
+        bob["name"]["givenName"], "Bob",
+        "the PUT kept bob's attributes"
+    );
+    assert_eq!(src.position(), 5, "the cursor moved past every change");
     assert!(
         snapshot("t-put").failing.is_empty(),
         "{:?}",

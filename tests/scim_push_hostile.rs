@@ -131,6 +131,33 @@ fn reconcile_reads_a_provider_that_pages_properly_to_the_end() {
     assert_eq!(drift.delete.count, 0);
 }
 
+/// Audit s22 L: a provider that under-reports totalResults (100 here, for 300 users) is
+/// still read to the end: full pages go on until one comes back empty.
+#[test]
+fn reconcile_reads_past_an_under_reported_total() {
+    let app = Hostile::start(|_, path| {
+        let start = asked(path);
+        if start > 300 {
+            return Answer::json(
+                200,
+                &serde_json::json!({"totalResults": 100, "Resources": []}),
+            );
+        }
+        let mut a = page(start, Some(start), 10);
+        a.body = a.body.replace("10000000", "100");
+        a
+    });
+    let p = Pusher::new(
+        "t-paging-low",
+        &config_for(&app.base, ScimOnMissing::Delete),
+    )
+    .unwrap();
+    let drift =
+        roster::deliver::scim_push::reconcile(&p, &[], ScimOnMissing::Delete, true).unwrap();
+    assert_eq!(drift.application_users, 300);
+    assert_eq!(app.seen().len(), 4, "three full pages and an empty one");
+}
+
 /// Review s15 F7: with `on_missing = "delete"`, reconcile deletes an application user only
 /// when its externalId is a key of the tenant's directory (a deleted user here); one that
 /// another source provisioned is listed as foreign and kept.

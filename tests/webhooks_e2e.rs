@@ -370,3 +370,25 @@ async fn during_a_secret_rotation_receivers_on_either_secret_verify() {
     assert!(!st.iter().any(|s| s.to_string().contains(OLD_SECRET)));
     env.stop().await;
 }
+
+/// Audit s22: an endpoint a reload removed still received the rest of the batch under way
+/// (up to 100 messages). Now the message in flight is the last one it gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_endpoint_gets_nothing_after_the_message_in_flight() {
+    let rx = Receiver::start(SECRET);
+    let env = Env::start().await;
+    set_webhooks(&env, &hook_toml(&rx.url, None));
+    wait_seen(&env).await;
+    // The first message (directory.changed) is answered after 3 s; import.finished waits
+    // behind it in the same pass.
+    rx.answer("sleep:3");
+    env.import("acme", &users_csv(0, 3)).await;
+    let end = Instant::now() + Duration::from_secs(20);
+    while rx.arrivals().is_empty() {
+        assert!(Instant::now() < end, "the first message never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    set_webhooks(&env, "");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(rx.arrivals(), ["msg_acme_1"], "{:#?}", rx.seen());
+}

@@ -157,14 +157,22 @@ pub async fn start(
         .merge(webhooks::router(state.clone()))
         .merge(scim::router(state.clone()))
         .merge(console::router(state))
-        .fallback(|headers: axum::http::HeaderMap| async move {
-            // A browser (it asks for HTML) gets the console's 404 page; API clients JSON.
-            if wants_html(&headers) {
-                return console::PageError::not_found("there is no such page").into_response();
-            }
-            ApiError::not_found("there is no such route; see docs/operators.md for the admin API")
+        .fallback(
+            |headers: axum::http::HeaderMap, uri: axum::http::Uri| async move {
+                // A browser (it asks for HTML) and any path outside the JSON APIs get the
+                // console's 404 page; API clients JSON.
+                let api = ["/api", "/scim", "/health"]
+                    .iter()
+                    .any(|p| uri.path() == *p || uri.path().starts_with(&format!("{p}/")));
+                if wants_html(&headers) || !api {
+                    return console::PageError::not_found("there is no such page").into_response();
+                }
+                ApiError::not_found(
+                    "there is no such route; see docs/operators.md for the admin API",
+                )
                 .into_response()
-        })
+            },
+        )
         .layer(axum::middleware::from_fn_with_state(
             config_handle.clone(),
             answer_deadline,

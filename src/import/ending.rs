@@ -338,7 +338,12 @@ pub(super) fn commit(
             mail: job.opts.mail.as_ref().and_then(|compose| compose(&rec)),
         };
         if let Err(e) = job.store.commit(&commit) {
-            job.store.discard_staged(&job.tenant.id, &staged)?;
+            // The commit's error is the run's; a discard that fails too (the database is
+            // gone) is logged, and the store sweeps those generations later.
+            if let Err(d) = job.store.discard_staged(&job.tenant.id, &staged) {
+                tracing::warn!(tenant = %job.tenant.id, error = %format!("{d:#}"),
+                    "cannot discard the staged buckets of a run whose commit failed; they are swept later");
+            }
             return Err(e);
         }
         tracing::info!(tenant = %rec.tenant, file = %rec.file, id = %rec.id, status = %rec.status,

@@ -361,7 +361,6 @@ fn detail(ctx: &MergeSettings<'_>, changes: &mut Vec<Change>, f: impl FnOnce() -
 /// The argon2id hash to store for row `line`'s password: taken from the held run being approved,
 /// or computed (and handed to `ctx.passwords.collect` when a held run is keeping its hashes).
 fn hash_password(ctx: &MergeSettings<'_>, line: u64, pw: &[u8]) -> Result<String> {
-    use argon2::password_hash::PasswordHasher;
     if let Some(given) = ctx.passwords.given {
         return match given.get(&line) {
             Some(GivenPassword { hash: Some(h), .. }) => Ok(h.clone()),
@@ -373,11 +372,7 @@ fn hash_password(ctx: &MergeSettings<'_>, line: u64, pw: &[u8]) -> Result<String
     if !ctx.passwords.hash {
         return Ok(String::new());
     }
-    let salt: [u8; 16] = rand::random();
-    let hash = argon2::Argon2::default()
-        .hash_password_with_salt(&ctx.passwords.seal.open(line, pw), &salt)
-        .map_err(|e| anyhow::anyhow!("cannot hash a password: {e}"))?
-        .to_string();
+    let hash = crate::model::argon::hash(&ctx.passwords.seal.open(line, pw))?;
     if let Some(kept) = ctx.passwords.collect {
         if let Ok(mut k) = kept.lock() {
             k.push((line, hash.clone()));

@@ -561,11 +561,11 @@ pub fn recover_claim(
                     claim.id
                 )
             })?;
-        tracing::info!(tenant = %tenant.id, file = %name, claim = %claim.id, import_id = %record.id, "finishing a run that was committed before a restart");
+        tracing::info!(tenant = %tenant.id, file = %name, claim = %claim.id, import_id = %record.id, "finishing a claimed run that already committed (left by a restart, a failed attempt or a node that died)");
         let outcome = committed_outcome(shared, tenant, dir, record);
         return finish(shared, tenant, &claim, outcome).map(Some);
     }
-    tracing::info!(tenant = %tenant.id, file = %name, claim = %claim.id, "importing a file claimed before a restart (its run never committed)");
+    tracing::info!(tenant = %tenant.id, file = %name, claim = %claim.id, "importing a claimed file whose run never committed (left by a restart, a failed attempt or a node that died)");
     run_claimed(shared, tenant, &claim).map(Some)
 }
 

@@ -2,7 +2,7 @@
 //! use, fed by one queue (first come, first checked).
 //!
 //! A check enters as a hash and a password through [`check`] and leaves as a yes or no on a
-//! oneshot channel. A check works in about 19 MiB. When argon2 allocated it per check on
+//! oneshot channel. A check works in about 19 MiB (`model::argon`). When argon2 allocated it per check on
 //! tokio's blocking pool, the C allocator kept what each thread freed in that thread's arena,
 //! and a check ran on whichever pool thread was idle; while the store hangs (PostgreSQL
 //! frozen), store calls hold pool threads, checks landed on ever other threads and arenas, and
@@ -12,8 +12,7 @@
 //! waits for (`bench/frozen-store.sh`). The queue also replaces the per-core semaphore that
 //! bounded concurrent checks before: a burst of logins queues instead of thrashing memory.
 
-use argon2::password_hash::phc::{Output, PasswordHash};
-use argon2::{Algorithm, Argon2, Block, Params, Version};
+use argon2::Block;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use tokio::sync::oneshot;
@@ -25,54 +24,9 @@ struct Job {
     answer: oneshot::Sender<bool>,
 }
 
-/// Memory a checking thread keeps between checks, in argon2 blocks of 1 KiB: enough for the
-/// default cost (19 MiB). A hash that needs more gets memory of its own for that check.
-const KEPT_BLOCKS: usize = 64 * 1024;
-
-/// True when `password` matches the argon2 PHC string `hash` (an unparsable hash matches
-/// nothing). The check is argon2's own (`hash_password_into_with_memory`, then the crate's
-/// constant-time comparison of outputs), made in `memory`, which the calling thread keeps for
-/// its next check instead of allocating ~19 MiB each time.
+/// True when `password` matches `hash`, checked in the thread's kept `memory`.
 fn verify(hash: &str, password: &str, memory: &mut Vec<Block>) -> bool {
-    let Ok(parsed) = PasswordHash::new(hash) else {
-        return false;
-    };
-    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
-        return false;
-    };
-    let Ok(params) = Params::try_from(&parsed) else {
-        return false;
-    };
-    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm.as_str()) else {
-        return false;
-    };
-    let version = match parsed.version.map(Version::try_from) {
-        None => Version::default(),
-        Some(Ok(v)) => v,
-        Some(Err(_)) => return false,
-    };
-    let blocks = params.block_count();
-    let mut own = Vec::new();
-    let memory = if blocks <= KEPT_BLOCKS {
-        memory
-    } else {
-        &mut own
-    };
-    if memory.len() < blocks {
-        memory.resize(blocks, Block::default());
-    }
-    let mut out = [0u8; Output::MAX_LENGTH];
-    let Some(out) = out.get_mut(..expected.len()) else {
-        return false;
-    };
-    let argon2 = Argon2::new(algorithm, version, params);
-    if argon2
-        .hash_password_into_with_memory(password.as_bytes(), salt, &mut *out, &mut memory[..])
-        .is_err()
-    {
-        return false;
-    }
-    Output::new(out).is_ok_and(|computed| computed == *expected)
+    crate::model::argon::verify_in(hash, password.as_bytes(), memory)
 }
 
 /// The queue's sending end, once the threads run (`None` when no thread could be started).
@@ -151,6 +105,8 @@ pub(super) async fn check(hash: String, password: String) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::password_hash::phc::PasswordHash;
+    use argon2::{Algorithm, Argon2, Params, Version};
 
     #[tokio::test]
     async fn right_and_wrong_passwords_are_told_apart() {

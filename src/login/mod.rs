@@ -27,8 +27,6 @@ pub use throttle::*;
 
 use crate::config::authorized_keys::parse_authorized_key;
 use crate::config::{Config, Tenant};
-use anyhow::anyhow;
-use argon2::Argon2;
 
 /// True when `tenant` lists `key` in `authorized_keys`.
 pub fn key_is_authorized(tenant: &Tenant, key: &russh::keys::PublicKey) -> bool {
@@ -41,11 +39,7 @@ pub fn key_is_authorized(tenant: &Tenant, key: &russh::keys::PublicKey) -> bool 
 
 /// Hashes a password as an argon2id PHC string with a random salt (`roster hash-password`).
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
-    use argon2::PasswordHasher;
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow!("cannot hash the password: {e}"))
+    crate::model::argon::hash(password.as_bytes())
 }
 
 /// The throttle key of every login name that is not a valid tenant id (no tenant id can

@@ -15,6 +15,7 @@
 //!
 //! Values enter as plain Rust data (or packed bytes) and leave the same way.
 
+pub mod argon;
 pub mod bucket;
 pub mod change;
 pub mod changelog;

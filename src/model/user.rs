@@ -183,11 +183,5 @@ pub fn find_user<E>(
 /// Whether `password` is the record's imported password (argon2id check of its hash; false
 /// without a hash or with a damaged one).
 pub fn password_matches(rec: &UserRec, password: &str) -> bool {
-    use argon2::password_hash::{phc::PasswordHash, PasswordVerifier};
-    let Ok(hash) = PasswordHash::new(&rec.pw_hash) else {
-        return false;
-    };
-    argon2::Argon2::default()
-        .verify_password(password.as_bytes(), &hash)
-        .is_ok()
+    super::argon::verify(&rec.pw_hash, password.as_bytes())
 }

@@ -8,6 +8,7 @@
 //! /tenants/{t}/runs/{id}/approve` (operators only, CSRF) approves through the intake exactly
 //! as the admin API does (`api::approve_held`) and shows the record it completed.
 
+use super::session::{posted_csrf, CsrfForm};
 use super::{blocking, page, Chrome, PageError, Viewer};
 use crate::admin::AppState;
 use crate::model::{Change, ImportRecord, ImportStatus};
@@ -35,13 +36,6 @@ pub(super) fn routes() -> Router<AppState> {
 struct PageQuery {
     #[serde(default)]
     page: Option<String>,
-}
-
-/// A form that carries only its CSRF token.
-#[derive(Deserialize, Default)]
-pub(super) struct CsrfForm {
-    #[serde(default)]
-    pub csrf: String,
 }
 
 /// One user approving would remove.
@@ -280,9 +274,9 @@ async fn approve(
     Path((tenant, id)): Path<(String, String)>,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Result<Response, PageError> {
-    let form = form.map(|Form(f)| f).unwrap_or_default();
-    viewer.check_csrf(&form.csrf)?;
+    // The role first: a tenant gets the 404 of a page it cannot have, whatever its token.
     viewer.operator_only()?;
+    viewer.check_csrf(&posted_csrf(form)?)?;
     let config = st.config.current();
     let t = viewer.tenant(&config, &tenant)?.clone();
     let record = crate::admin::api::approve_held(&st, &t, &id).await?;

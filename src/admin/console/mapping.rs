@@ -139,11 +139,37 @@ const PASSWORD_WORDS: &[&str] = &[
     "lösenord",
     "losenord",
     "adgangskode",
+    "kodeord",
     "passord",
+    "parool",
+    "slaptažodis",
+    "slaptazodis",
+    "şifre",
+    "sifre",
+    "katasandi",
+    "katalaluan",
+    "mậtkhẩu",
+    "passphrase",
+    "passcode",
+    "пароль",
+    "парола",
+    "лозинка",
+    "κωδικός",
+    "סיסמה",
+    "كلمةالمرور",
+    "كلمةالسر",
+    "密码",
+    "密碼",
+    "パスワード",
+    "비밀번호",
 ];
 
 /// Short names that are a password column only when they are the whole header.
 const PASSWORD_SHORT: &[&str] = &["pw", "pwd", "pass"];
+
+/// Whole headers of other secrets: never suggested as the password, but their cells are not
+/// shown and they are never offered as custom fields.
+const SECRET_SHORT: &[&str] = &["pin", "pincode", "secret", "parole", "otp", "totp"];
 
 /// The header names a password column, exactly (after [`compact`]).
 fn is_password_name(header: &str) -> bool {
@@ -151,10 +177,17 @@ fn is_password_name(header: &str) -> bool {
     PASSWORD_WORDS.contains(&c.as_str()) || PASSWORD_SHORT.contains(&c.as_str())
 }
 
-/// The header names, or contains the name of, a password column.
+/// The header names, or contains the name of, a password column; or ends in `pw`/`pwd`
+/// (`Initial PW`, `UserPwd`), or is a short name with a number (`PIN1`, `PW 2`).
 fn looks_like_password(header: &str) -> bool {
     let c = compact(header);
-    is_password_name(header) || PASSWORD_WORDS.iter().any(|w| c.contains(w))
+    let bare = c.trim_end_matches(|ch: char| ch.is_ascii_digit());
+    is_password_name(header)
+        || PASSWORD_WORDS.iter().any(|w| c.contains(w))
+        || PASSWORD_SHORT.contains(&bare)
+        || SECRET_SHORT.contains(&bare)
+        || bare.ends_with("pw")
+        || bare.ends_with("pwd")
 }
 
 /// Lower case, letters and digits only: `First Name` → `firstname`.
@@ -519,6 +552,39 @@ mod tests {
         );
         let s = suggest(&headers(&["Passport number"]), None);
         assert_eq!(s[0].custom.as_deref(), Some("custom.passport_number"));
+    }
+
+    /// Audit s22 console M1: password and secret headers the list did not know showed their
+    /// cells in "First rows" and were offered as custom fields.
+    #[test]
+    fn secret_headers_of_other_words_are_hidden() {
+        for h in [
+            "Пароль",
+            "Лозинка",
+            "Passphrase",
+            "Passcode",
+            "Initial PW",
+            "UserPwd",
+            "PIN",
+            "Pin 2",
+            "Secret",
+            "Şifre",
+            "密码",
+        ] {
+            let s = suggest(&headers(&["E-Mail", h]), None);
+            assert_eq!(s[1].custom, None, "{h} is offered as a custom field");
+            let bytes = format!("E-Mail,{h}\nu@x.example,PLAIN-1\n");
+            let base = Tenant::for_import("sample", MatchBy::Email, OnMissing::Keep, &[]);
+            let mut found =
+                sample(bytes.as_bytes(), &base, SAMPLE_ROWS).unwrap_or_else(|e| panic!("{e}"));
+            blank_passwords(&mut found, &s);
+            let cells: Vec<&String> = found.rows.iter().flatten().collect();
+            assert!(!cells.iter().any(|c| c.contains("PLAIN")), "{h}: {cells:?}");
+        }
+        let s = suggest(&headers(&["PIN", "Pinterest", "Shipping"]), None);
+        assert_eq!(s[0].field, None, "a PIN is not offered as the password");
+        assert_eq!(s[1].custom.as_deref(), Some("custom.pinterest"));
+        assert_eq!(s[2].custom.as_deref(), Some("custom.shipping"));
     }
 
     #[test]

@@ -302,6 +302,29 @@ pub(crate) fn idle_limit(config: &Config) -> Duration {
     Duration::from_secs(config.admin.session_minutes.max(1) * 60)
 }
 
+/// A form that carries only its CSRF token (Run now, Approve, Restore).
+#[derive(serde::Deserialize, Default)]
+pub(super) struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// The CSRF token of a posted [`CsrfForm`]: empty when the body is no such form (the check
+/// then fails as stale), but a body over the size limit is a 413 page of its own, not a
+/// stale token (audit s22 console N1).
+pub(super) fn posted_csrf(
+    form: Result<axum::Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+) -> Result<String, PageError> {
+    match form {
+        Ok(axum::Form(f)) => Ok(f.csrf),
+        Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => Err(PageError::new(
+            e.status(),
+            "the form is larger than the console takes",
+        )),
+        Err(_) => Ok(String::new()),
+    }
+}
+
 impl Viewer {
     /// 403 unless `given` is this session's CSRF token.
     pub fn check_csrf(&self, given: &str) -> Result<(), PageError> {

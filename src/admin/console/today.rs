@@ -8,7 +8,7 @@
 //! inside the tenant's folder (`run::tenant_file`). `POST /tenants/{t}/run-now` (operators,
 //! CSRF) runs `intake.run_now` like the API and shows the runs it made.
 
-use super::held::CsrfForm;
+use super::session::{posted_csrf, CsrfForm};
 use super::{blocking, page, Chrome, PageError, Viewer};
 use crate::admin::today::{today_file, TodayFile};
 use crate::admin::AppState;
@@ -100,9 +100,9 @@ async fn run_now(
     Path(tenant): Path<String>,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Result<Response, PageError> {
-    let form = form.map(|Form(f)| f).unwrap_or_default();
-    viewer.check_csrf(&form.csrf)?;
+    // The role first: a tenant gets the 404 of a page it cannot have, whatever its token.
     viewer.operator_only()?;
+    viewer.check_csrf(&posted_csrf(form)?)?;
     let config = st.config.current();
     let t = viewer.tenant(&config, &tenant)?.clone();
     crate::admin::api::store_answers(&st, &t.id).await?;

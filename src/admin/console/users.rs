@@ -15,6 +15,7 @@
 //!
 //! Tenants see their own users read-only; any other tenant is a 404.
 
+use super::session::{posted_csrf, CsrfForm};
 use super::{blocking, page, Chrome, PageError, Viewer};
 use crate::admin::AppState;
 use crate::model::changelog::LoggedChange;
@@ -320,15 +321,14 @@ async fn one(
         fields: other_fields(&user),
         changes: changes.iter().map(ChangeRow::of).collect(),
         restorable,
-        restored: query.restored.is_some(),
+        // Only when the newest change really is a restore: a crafted `?restored=1` link
+        // shows no banner (audit s22 console L3).
+        restored: query.restored.is_some()
+            && changes
+                .first()
+                .is_some_and(|c| c.kind == crate::model::changelog::ChangeKind::Restored),
         user,
     })
-}
-
-#[derive(Deserialize, Default)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 async fn restore(
@@ -337,11 +337,11 @@ async fn restore(
     Path((tenant, key)): Path<(String, String)>,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Result<Response, PageError> {
-    let given = form.map(|Form(f)| f.csrf).unwrap_or_default();
-    viewer.check_csrf(&given)?;
+    // The role first: a tenant gets the 404 of a page it cannot have, whatever its token.
+    viewer.operator_only()?;
+    viewer.check_csrf(&posted_csrf(form)?)?;
     let config = st.config.current();
     let t = viewer.tenant(&config, &tenant)?.clone();
-    viewer.operator_only()?;
     find_user(&st, &t.id, &key).await?;
     // Like approve, through the tenant's queue: never in the middle of one of its imports.
     let restored = st.intake.restore(&t.id, &key).await.ok_or_else(|| {

@@ -41,11 +41,13 @@ impl ScimError {
     }
 
     /// No answer, a redirect (the `url` is wrong: every user would fail alike), 401/403 (the
-    /// token, likewise), 408, 429 or 5xx: the same request may succeed later, so the push waits
-    /// instead of skipping the user.
+    /// token, likewise), 408, 429 or 5xx other than 501: the same request may succeed later, so
+    /// the push waits instead of skipping the user. 501 Not Implemented is the provider saying
+    /// it will never take that request: kept as the user's failure, as a 4xx is.
     pub fn transient(&self) -> bool {
         match self.status {
             None => true,
+            Some(501) => false,
             Some(s) => (300..400).contains(&s) || matches!(s, 401 | 403 | 408 | 429) || s >= 500,
         }
     }

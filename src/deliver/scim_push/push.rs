@@ -343,6 +343,17 @@ impl Pusher {
         }
     }
 
+    /// Sets `active=false` on the application's user `app`: a PATCH, or a PUT of the
+    /// application's own representation with `active` false when the provider does not take
+    /// PATCH (its ServiceProviderConfig), as for updates.
+    fn deactivate(&self, id: &str, app: &serde_json::Value) -> Result<(), ScimError> {
+        if self.use_patch()? {
+            self.client.patch(id, &resource::patch_active(false))
+        } else {
+            self.client.replace(id, &resource::deactivated(app))
+        }
+    }
+
     /// Makes the application's user of `key` match `user` (None: gone from the directory).
     pub fn sync_user(
         &self,
@@ -360,10 +371,7 @@ impl Pusher {
             let id = id_of(&app).unwrap_or_default();
             return match self.on_missing {
                 ScimOnMissing::Delete => self.client.delete(id).map(|_| Action::Deleted),
-                ScimOnMissing::Deactivate => self
-                    .client
-                    .patch(id, &resource::patch_active(false))
-                    .map(|_| Action::Deactivated),
+                ScimOnMissing::Deactivate => self.deactivate(id, &app).map(|_| Action::Deactivated),
             };
         };
         match found {

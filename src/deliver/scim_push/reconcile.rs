@@ -15,7 +15,7 @@
 //! the provider's paging does not move on (a page that starts elsewhere than asked, or brings
 //! no new `id`), rather than reading the same page for ever.
 
-use super::client::{id_of, ScimError};
+use super::client::{id_of, ScimError, PAGE};
 use super::push::Pusher;
 use super::resource;
 use crate::config::ScimOnMissing;
@@ -90,7 +90,7 @@ fn application_users(p: &Pusher) -> Result<Vec<Value>, ScimError> {
                 page.start_index.unwrap_or_default()
             )));
         }
-        let mut new = 0;
+        let (mut new, listed) = (0, page.users.len());
         for mut u in page.users {
             if id_of(&u).is_some_and(|id| ids.insert(id.to_string())) {
                 new += 1;
@@ -105,7 +105,9 @@ fn application_users(p: &Pusher) -> Result<Vec<Value>, ScimError> {
                 "the provider repeated users already listed on the page from {start}: its paging is broken, reconcile stops"
             )));
         }
-        if out.len() >= page.total {
+        // The end: totalResults reached by a short page. A full page goes on even past
+        // totalResults (some providers under-report it) until a page comes back empty.
+        if out.len() >= page.total && listed < PAGE {
             return Ok(out);
         }
         if out.len() >= MAX_APP_USERS || bytes >= MAX_APP_BYTES {

@@ -284,6 +284,17 @@ pub fn patch_active(active: bool) -> Value {
     })
 }
 
+/// The application's own representation `app` of a user with `active` set to false and its
+/// read-only `meta` left out: the body of a PUT that deactivates without PATCH.
+pub fn deactivated(app: &Value) -> Value {
+    let mut body = app.clone();
+    if let Value::Object(m) = &mut body {
+        m.remove("meta");
+        m.insert("active".into(), Value::Bool(false));
+    }
+    body
+}
+
 /// True when every attribute of `want` is in `have` with the same value (objects compared
 /// member by member, multi-valued attributes by their `value`s); used by `--reconcile`.
 pub fn covers(have: &Value, want: &Value) -> bool {

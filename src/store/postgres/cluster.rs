@@ -87,6 +87,7 @@ impl Cluster for PostgresStore {
     fn heartbeat(&self, beat: &NodeBeat) -> Result<()> {
         let (node, lease) = (self.node_id.clone(), self.lease_f64());
         let held: Vec<String> = self.held().iter().cloned().collect();
+        let unswept = self.unswept.clone();
         let (address, version, started) =
             (address_text(beat), beat.version.clone(), beat.started_at);
         self.db
@@ -142,6 +143,10 @@ impl Cluster for PostgresStore {
                         found,
                         known: super::migrate::SCHEMA_VERSION,
                     }));
+                }
+                let swept = super::sweep::sweep_staged(&client, &node, lease, &unswept).await?;
+                if swept > 0 {
+                    tracing::info!(generations = swept, "swept the staged buckets of nodes that are no longer alive");
                 }
                 Ok(())
             })

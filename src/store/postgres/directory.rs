@@ -171,17 +171,15 @@ impl Directory for PostgresStore {
         if gens.is_empty() {
             return Ok(());
         }
-        let tenant = tenant.to_string();
-        self.db.run(move |pool| async move {
+        let (t, g) = (tenant.to_string(), gens.clone());
+        let done = self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
-            client
-                .execute(
-                    "DELETE FROM roster.staged_rows WHERE tenant = $1 AND gen = ANY($2)",
-                    &[&tenant, &gens],
-                )
-                .await?;
-            PostgresStore::discard_change_rows(&**client, &tenant, &gens).await
-        })
+            discard_gens(&**client, &t, &g).await
+        });
+        if done.is_err() {
+            self.remember_unswept(tenant, gens);
+        }
+        done
     }
 
     fn commit(&self, c: &Commit) -> Result<TenantState> {
@@ -291,6 +289,21 @@ impl Directory for PostgresStore {
 }
 
 /// The tenant's state as `tx` sees it.
+/// Deletes the staged rows and changes of `tenant`'s generations `gens`.
+pub(super) async fn discard_gens(
+    client: &impl tokio_postgres::GenericClient,
+    tenant: &str,
+    gens: &[i64],
+) -> Result<()> {
+    client
+        .execute(
+            "DELETE FROM roster.staged_rows WHERE tenant = $1 AND gen = ANY($2)",
+            &[&tenant, &gens],
+        )
+        .await?;
+    PostgresStore::discard_change_rows(client, tenant, gens).await
+}
+
 pub(super) async fn read_state(tx: &Transaction<'_>, tenant: &str) -> Result<TenantState> {
     let row = tx
         .query_opt(

@@ -55,6 +55,7 @@ mod rows;
 mod runs;
 mod scan_page;
 mod staging;
+mod sweep;
 mod target;
 mod tls;
 mod users;
@@ -176,6 +177,9 @@ pub struct PostgresStore {
     /// The leases this process holds (taken and not released): heartbeats renew these only,
     /// so a lease whose release failed ends with its time (`cluster.rs`).
     held_leases: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Staged generations whose discard failed (tenant, generations): the heartbeat deletes
+    /// them once the database answers again (`cluster.rs`).
+    unswept: sweep::Unswept,
 }
 
 impl PostgresStore {
@@ -236,6 +240,7 @@ impl PostgresStore {
             secret,
             lease_secs: cluster::DEFAULT_LEASE_SECS,
             held_leases: Default::default(),
+            unswept: Default::default(),
         })
     }
 
