@@ -229,6 +229,13 @@ pub fn init(json: bool, default_level: &str) {
     let asked = std::env::var("ROSTER_LOG").unwrap_or_default();
     let mut filter = tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // PostgreSQL's NOTICEs (`... already exists, skipping` of a migration) are informational
+    // messages of the server, not Roster's: shown only when ROSTER_LOG names tokio_postgres.
+    if !asked.contains("tokio_postgres") {
+        if let Ok(quiet) = "tokio_postgres=warn".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     if !asked.contains("russh") {
         for directive in QUIET_RUSSH {
             if let Ok(quiet) = directive.parse() {

@@ -378,7 +378,9 @@ async fn every_answer_carries_the_security_headers() {
             "404",
             "text/html",
         ),
-        ("GET /nope", String::new(), "404", "application/json"),
+        // Outside the JSON APIs every client gets the 404 page; under /api JSON.
+        ("GET /nope", String::new(), "404", "text/html"),
+        ("GET /api/nope", String::new(), "404", "application/json"),
         ("GET /api/tenants", bearer(TOKEN), "200", "application/json"),
         ("GET /api/tenants", String::new(), "401", "application/json"),
         (

@@ -68,6 +68,13 @@ impl WebhookConfig {
                 ));
             }
         }
+        if self.events.as_ref().is_some_and(Vec::is_empty) {
+            out.push((
+                format!("{at}.events"),
+                "is empty: the endpoint would get no event; leave `events` out for every type"
+                    .into(),
+            ));
+        }
         for name in self.events.iter().flatten() {
             if !EventType::ALL.iter().any(|t| t.as_str() == name) {
                 let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
@@ -160,6 +167,10 @@ mod tests {
                 "webhooks[1].events"
             ]
         );
+        let none = hook("http://127.0.0.1:9/", good, Some(&[]));
+        let why = none.problems("webhooks[1]");
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert!(why[0].1.contains("is empty"), "{why:?}");
         let some = hook("http://127.0.0.1:9/", good, Some(&["file.missing"]));
         assert!(some.wants(EventType::FileMissing));
         assert!(!some.wants(EventType::DirectoryChanged));
