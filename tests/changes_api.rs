@@ -70,8 +70,19 @@ async fn the_changes_routes_page_in_seq_order_and_show_one_users_history() {
     assert_eq!(a.status, 400, "{}", a.text);
     let a = env.get("/api/tenants/acme/changes?limit=many").await;
     assert_eq!(a.status, 400, "{}", a.text);
+    // Empty values are the defaults, for both (audit s22: `limit=` was a 400, `after=` 0).
+    let a = env.get("/api/tenants/acme/changes?after=&limit=").await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(entries(&a.json).len(), 13);
     let a = env.get("/api/tenants/nope/changes").await;
     assert_eq!(a.status, 404, "{}", a.text);
+    // A 404 quotes what was asked, but not 50 KB of it (audit s22 console N6).
+    let long = "k".repeat(50_000);
+    let a = env
+        .get(&format!("/api/tenants/acme/users/{long}/changes"))
+        .await;
+    assert_eq!(a.status, 404, "{}", &a.text[..a.text.len().min(200)]);
+    assert!(a.text.len() < 1_000, "{} bytes", a.text.len());
     let a = env
         .get("/api/tenants/acme/users/nobody@acme.example/changes")
         .await;

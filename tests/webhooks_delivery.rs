@@ -6,6 +6,8 @@
 //! The events come from a hand-built [`EventSource`] (the store writes none until the change
 //! log lands); cursors and leases go through a real sled store.
 
+#[path = "scim_push/hostile.rs"]
+mod hostile;
 #[path = "webhooks/support.rs"]
 mod webhooks;
 
@@ -450,6 +452,31 @@ fn timeouts_and_refused_connections_are_retried() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(drain(&hook, &src, 10), PassOutcome::CaughtUp);
     assert_eq!(cursor(&src, &rx.url).position, 2);
+}
+
+/// Audit s22: a redirect was kept as "answered 307: " with nothing to act on. It is not
+/// followed (the signed message is for this URL) and the error names where it points.
+#[test]
+fn a_redirect_is_retried_and_its_error_names_the_target() {
+    let moved = hostile::Hostile::start(|_, _| hostile::Answer {
+        status: 307,
+        headers: vec![("Location".into(), "https://new.example/hook".into())],
+        body: String::new(),
+    });
+    let url = format!("{}/hook", moved.base);
+    let hook = endpoint(&url, None);
+    let src = HandSource::new();
+    pass(&hook, &src);
+    src.import("imp-1", &["a@x.example"]);
+    assert!(matches!(pass(&hook, &src), PassOutcome::WaitUntil(_)));
+    let c = cursor(&src, &url);
+    assert_eq!((c.position, c.attempts), (0, 1));
+    let error = c.last_error.unwrap_or_default();
+    assert!(
+        error.contains("307") && error.contains("https://new.example/hook"),
+        "{error}"
+    );
+    assert_eq!(moved.seen().len(), 1, "not followed: {:?}", moved.seen());
 }
 
 #[test]

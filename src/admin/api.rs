@@ -114,10 +114,11 @@ pub(crate) fn number_param(
     min: usize,
     max: usize,
 ) -> Result<usize, ApiError> {
-    let Some(raw) = m.get(name) else {
+    // An empty value (`limit=`) is the default, as an empty `after=` is 0.
+    let raw = m.get(name).map_or("", |r| r.trim());
+    if raw.is_empty() {
         return Ok(default);
-    };
-    let raw = raw.trim();
+    }
     if let Ok(n) = raw.parse::<i128>() {
         return Ok(n.clamp(min as i128, max as i128) as usize);
     }

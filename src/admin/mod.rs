@@ -277,11 +277,23 @@ pub(crate) struct ApiError {
     pub message: String,
 }
 
+/// Characters of an error message shown at most: a message that quotes what the client sent
+/// (an id, a key) does not echo 50 KB of it back (audit s22 console N6).
+const MESSAGE_MOST: usize = 600;
+
+/// `message` cut to [`MESSAGE_MOST`] characters, with `…` where it was cut.
+pub(crate) fn bounded_message(message: String) -> String {
+    match message.char_indices().nth(MESSAGE_MOST) {
+        Some((at, _)) => format!("{}…", &message[..at]),
+        None => message,
+    }
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
-            message: message.into(),
+            message: bounded_message(message.into()),
         }
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {

@@ -139,7 +139,7 @@ pub(super) fn error(
     let mut body = json!({
         "schemas": [ERROR_SCHEMA],
         "status": status.as_u16().to_string(),
-        "detail": detail.into(),
+        "detail": super::bounded_message(detail.into()),
     });
     if let Some(t) = scim_type {
         body["scimType"] = json!(t);

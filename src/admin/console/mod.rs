@@ -157,7 +157,7 @@ impl PageError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> PageError {
         PageError {
             status,
-            message: message.into(),
+            message: crate::admin::bounded_message(message.into()),
         }
     }
     pub fn not_found(message: impl Into<String>) -> PageError {

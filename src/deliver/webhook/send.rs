@@ -84,6 +84,22 @@ pub fn post(
             error: format!("answered 429 Too Many Requests: {said}"),
             retry_after,
         },
+        // Redirects are not followed (the signature names this URL): say where it points, so
+        // the operator can fix `url`.
+        300..=399 => {
+            let to = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(200).collect::<String>())
+                .unwrap_or_default();
+            SendOutcome::Retry {
+                error: format!(
+                    "answered {status}, a redirect to {to:?} that is not followed; set url to where it points"
+                ),
+                retry_after: None,
+            }
+        }
         _ => SendOutcome::Retry {
             error: format!("answered {status}: {said}"),
             retry_after: None,

@@ -33,7 +33,13 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(10);
 /// No `lock_timeout`: a commit waits for another tenant's first commit (`ATTACH PARTITION`) by
 /// design, for as long as that takes. A statement stuck behind a DBA's lock holds its pooled
 /// connection meanwhile; the heartbeat has a connection of its own, and a full pool says so.
-const SESSION_SETTINGS: &str = "SET jit = off";
+/// `idle_in_transaction_session_timeout`: a node frozen inside a transaction (SIGSTOP, a VM
+/// paused) held its row locks for the whole freeze, and the node taking over its tenant
+/// waited on them just as long (audit s22 cluster M2). The server now ends such a session
+/// after two minutes of silence inside a transaction, far longer than Roster ever pauses
+/// between two statements of one transaction; the frozen node's commit then fails and its
+/// claim is finished once, by whoever holds the tenant.
+const SESSION_SETTINGS: &str = "SET jit = off; SET idle_in_transaction_session_timeout = '120s'";
 
 /// A pool of connections on the store's own runtime, and one connection kept for the node's
 /// heartbeat: a pool filled by statements stuck behind a lock (a DBA's `ALTER`, say) must not

@@ -26,6 +26,13 @@ fn every_connection_runs_without_jit_where_the_server_would_use_it() {
                     )
                     .await?;
                 seen.push((row.try_get::<_, String>(0)?, row.try_get::<_, String>(1)?));
+                let idle = c
+                    .query_one("SHOW idle_in_transaction_session_timeout", &[])
+                    .await?;
+                anyhow::ensure!(
+                    idle.try_get::<_, String>(0)? == "2min",
+                    "idle timeout unset"
+                );
             }
             Ok(seen)
         })
