@@ -370,8 +370,9 @@ fn orphan_claims_are_taken_once_by_two_racing_survivors() {
     pg.psql(db, &claims);
     pg.psql(
         db,
-        "INSERT INTO roster.staged_rows (gen, node_id, tenant, key, bucket) VALUES \
-         (1, 'node-dead', 't0', 'k1', 0), (2, 'node-live', 't0', 'k2', 0)",
+        "INSERT INTO roster.staged_rows (gen, node_id, tenant, key, bucket, status) VALUES \
+         (1, 'node-dead', 't0', 'k1', 0, NULL), (1, 'node-dead', 't0', '', 0, 'staged'), \
+         (2, 'node-live', 't0', 'k2', 0, NULL), (2, 'node-live', 't0', '', 0, 'staged')",
     );
     // Nothing is taken while every node is alive.
     assert!(s1.orphan_claims().unwrap().is_empty());
@@ -411,10 +412,12 @@ fn orphan_claims_are_taken_once_by_two_racing_survivors() {
         want.push(format!("node-s2:{taken2}"));
     }
     assert_eq!(owners.lines().collect::<Vec<_>>(), want);
+    // What the dead node staged goes with a survivor's next heartbeat (its sweep).
+    s1.heartbeat(&beat("x")).unwrap();
     assert_eq!(
         pg.psql(
             db,
-            "SELECT string_agg(node_id, ',') FROM roster.staged_rows"
+            "SELECT string_agg(DISTINCT node_id, ',') FROM roster.staged_rows"
         ),
         "node-live"
     );
@@ -577,6 +580,42 @@ fn heartbeats_sweep_what_dead_nodes_and_failed_discards_staged() {
         "a live node's staging stays"
     );
     kill(&pg, "c_sweep", "node-b");
+    // A commit of b's that holds its marker (as the commit does, FOR SHARE) keeps the rows,
+    // however long b stalls (review of s23: a stalled commit lost its staged rows).
+    let (locked_tx, locked) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let (mut c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                let tx = c.transaction().await.unwrap();
+                tx.query(
+                    "SELECT gen FROM roster.staged_rows \
+                     WHERE node_id = 'node-b' AND key = '' FOR SHARE",
+                    &[],
+                )
+                .await
+                .unwrap();
+                locked_tx.send(()).unwrap();
+                let _ = released.recv();
+                tx.rollback().await.unwrap();
+            });
+        })
+    };
+    locked.recv().unwrap();
+    a.heartbeat(&beat("127.0.0.1:2201")).unwrap();
+    assert_eq!(
+        staged_of(&pg, "c_sweep", "node-b"),
+        1,
+        "a generation being committed stays"
+    );
+    release.send(()).unwrap();
+    holder.join().unwrap();
     a.heartbeat(&beat("127.0.0.1:2201")).unwrap();
     assert_eq!(
         staged_of(&pg, "c_sweep", "node-b"),

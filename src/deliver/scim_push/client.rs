@@ -198,7 +198,14 @@ impl ScimClient {
 
     /// Whether the provider supports PATCH (`/ServiceProviderConfig`); true when it does not say.
     pub fn patch_supported(&self) -> Result<bool, ScimError> {
-        let v = self.call("GET", "/ServiceProviderConfig", None)?;
+        let v = match self.call("GET", "/ServiceProviderConfig", None) {
+            Ok(v) => v,
+            // A provider without the endpoint (404, 501) says nothing against PATCH, which
+            // every provider of RFC 7644 is expected to take; updates then fail or succeed
+            // on their own, per user.
+            Err(e) if matches!(e.status, Some(404 | 501)) => return Ok(true),
+            Err(e) => return Err(e),
+        };
         Ok(v.pointer("/patch/supported")
             .and_then(Value::as_bool)
             .unwrap_or(true))

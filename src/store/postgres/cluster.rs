@@ -19,7 +19,8 @@
 //!   and `blocked_until` once `max` is reached.
 //! * **Orphan claims**: rows of `roster.claims` whose node is not alive are moved to this
 //!   node by one `UPDATE … WHERE node_id = <dead node> RETURNING` (rows another survivor is
-//!   moving are skipped), and the rows the dead nodes staged are deleted.
+//!   moving are skipped); what the dead nodes staged is left to the heartbeat's sweep
+//!   (`sweep.rs`).
 
 use super::connections::Connections;
 use super::PostgresStore;
@@ -92,7 +93,7 @@ impl Cluster for PostgresStore {
             (address_text(beat), beat.version.clone(), beat.started_at);
         self.db
             .run_beat(move |pool| async move {
-                let client = Connections::client(&pool).await?;
+                let mut client = Connections::client(&pool).await?;
                 // The row is this process's when it names this start, or when its node is
                 // dead (a crash of this node left it); a live row of another start is a twin's.
                 let beat = client
@@ -144,9 +145,12 @@ impl Cluster for PostgresStore {
                         known: super::migrate::SCHEMA_VERSION,
                     }));
                 }
-                let swept = super::sweep::sweep_staged(&client, &node, lease, &unswept).await?;
-                if swept > 0 {
-                    tracing::info!(generations = swept, "swept the staged buckets of nodes that are no longer alive");
+                // Best effort: a sweep that fails is tried again at the next heartbeat and
+                // never makes this node look unhealthy.
+                match super::sweep::sweep_staged(&mut client, &node, lease, &unswept).await {
+                    Ok(0) => {}
+                    Ok(swept) => tracing::info!(generations = swept, "swept the staged buckets of nodes that are no longer alive"),
+                    Err(e) => tracing::warn!("cannot sweep staged buckets now (next heartbeat tries again): {e:#}"),
                 }
                 Ok(())
             })
@@ -396,21 +400,8 @@ impl Cluster for PostgresStore {
                         from_node: row.try_get(3)?,
                     });
                 }
-                let mut dead: Vec<String> = out.iter().map(|c| c.from_node.clone()).collect();
-                dead.sort();
-                dead.dedup();
-                if !dead.is_empty() {
-                    tx.execute(
-                        "DELETE FROM roster.staged_rows WHERE node_id = ANY($1)",
-                        &[&dead],
-                    )
-                    .await?;
-                    tx.execute(
-                        "DELETE FROM roster.staged_changes WHERE node_id = ANY($1)",
-                        &[&dead],
-                    )
-                    .await?;
-                }
+                // What the dead nodes staged is left to the heartbeat's sweep (`sweep.rs`),
+                // which never takes a generation a commit is applying.
                 tx.commit().await?;
                 Ok(out)
             })

@@ -422,10 +422,14 @@ async fn apply_locked(tx: &Transaction<'_>, c: &Commit) -> Result<(TenantState, 
             set_gens.push(i64::try_from(g).map_err(|_| anyhow!("generation {g} out of range"))?);
         }
     }
+    // The markers are locked (FOR SHARE) until the commit ends: the sweep of staged buckets
+    // (`sweep.rs`) takes them FOR UPDATE SKIP LOCKED, so it never deletes the rows of a
+    // generation this commit is applying, however long this node stalls in between.
     let marked: i64 = tx
         .query_one(
-            "SELECT count(DISTINCT gen) FROM roster.staged_rows \
-             WHERE gen = ANY($1) AND tenant = $2 AND status = $3 AND record IS NULL",
+            "SELECT count(DISTINCT gen) FROM (SELECT gen FROM roster.staged_rows \
+             WHERE gen = ANY($1) AND tenant = $2 AND status = $3 AND record IS NULL \
+             FOR SHARE) m",
             &[&set_gens, &c.tenant, &MARKER],
         )
         .await?

@@ -10,8 +10,10 @@
 //!
 //! A generation of a node that is not alive (no heartbeat within `lease_secs`) is found by its
 //! marker row through the partial index `staged_rows_markers` (schema 13), never by reading
-//! the staged rows. Sweeping a generation that a stalled node still means to commit is safe:
-//! the commit counts its markers and refuses a plan whose generations are gone.
+//! the staged rows. A stalled node that still means to commit a generation is safe either way:
+//! while its commit holds the marker (`FOR SHARE`) the sweep passes the generation over, and a
+//! generation swept before is refused by that commit (its marker is gone), which plans the run
+//! again.
 
 use super::directory::discard_gens;
 use super::PostgresStore;
@@ -38,30 +40,40 @@ impl PostgresStore {
     }
 }
 
-/// Deletes the failed discards of `unswept` (put back when the database fails again) and every
-/// staged generation of a node other than `node` that is not alive. Returns how many
-/// generations of dead nodes went.
+/// Generations of dead nodes one heartbeat deletes at most (each is one bucket of one run),
+/// so a sweep stays short; the next heartbeat goes on.
+const SWEPT_PER_BEAT: i64 = 64;
+
+/// Deletes the failed discards of `unswept` (put back when the database fails again) and up to
+/// [`SWEPT_PER_BEAT`] staged generations of nodes other than `node` that are not alive. Returns
+/// how many generations of dead nodes went.
+///
+/// The markers of those generations are taken `FOR UPDATE SKIP LOCKED` in the transaction that
+/// deletes them: a commit applying a generation holds its marker `FOR SHARE` (`directory.rs`),
+/// so a generation being committed is skipped, and one swept first is refused by that commit.
 pub(super) async fn sweep_staged(
-    client: &tokio_postgres::Client,
+    client: &mut deadpool_postgres::Object,
     node: &str,
     lease_secs: f64,
     unswept: &Unswept,
 ) -> Result<usize> {
     let retry = std::mem::take(&mut *unswept.lock().unwrap_or_else(PoisonError::into_inner));
     for (i, (tenant, gens)) in retry.iter().enumerate() {
-        if let Err(e) = discard_gens(client, tenant, gens).await {
+        if let Err(e) = discard_gens(&***client, tenant, gens).await {
             let mut kept = unswept.lock().unwrap_or_else(PoisonError::into_inner);
             kept.extend(retry.into_iter().skip(i));
             return Err(e);
         }
     }
-    let dead: Vec<i64> = client
+    let tx = client.transaction().await?;
+    let dead: Vec<i64> = tx
         .query(
             "SELECT m.gen FROM roster.staged_rows m \
               WHERE m.status = 'staged' AND m.key = '' AND m.node_id <> $1 \
                 AND NOT EXISTS (SELECT 1 FROM roster.nodes n WHERE n.node_id = m.node_id \
-                      AND n.heartbeat_at > now() - $2::float8 * interval '1 second')",
-            &[&node, &lease_secs],
+                      AND n.heartbeat_at > now() - $2::float8 * interval '1 second') \
+              LIMIT $3 FOR UPDATE OF m SKIP LOCKED",
+            &[&node, &lease_secs, &SWEPT_PER_BEAT],
         )
         .await?
         .iter()
@@ -70,17 +82,16 @@ pub(super) async fn sweep_staged(
     if dead.is_empty() {
         return Ok(0);
     }
-    client
-        .execute(
-            "DELETE FROM roster.staged_rows WHERE gen = ANY($1)",
-            &[&dead],
-        )
-        .await?;
-    client
-        .execute(
-            "DELETE FROM roster.staged_changes WHERE gen = ANY($1)",
-            &[&dead],
-        )
-        .await?;
+    tx.execute(
+        "DELETE FROM roster.staged_changes WHERE gen = ANY($1)",
+        &[&dead],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM roster.staged_rows WHERE gen = ANY($1)",
+        &[&dead],
+    )
+    .await?;
+    tx.commit().await?;
     Ok(dead.len())
 }
