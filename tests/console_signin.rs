@@ -177,6 +177,10 @@ async fn requests_the_console_cannot_take_get_its_error_page() {
             "{method} {path}: {}",
             answer.body
         );
+        if status == 405 {
+            let allow = answer.allow.as_deref().unwrap_or_default();
+            assert!(allow.contains("GET"), "405 without Allow: {answer:?}");
+        }
     }
     // Pages that do exist still answer as before.
     let own = request(&base, "GET", "/tenants/acme?page=2", &cookies, None).await;

@@ -421,6 +421,7 @@ async fn multipart(
             body: resp.body_mut().read_to_string().unwrap_or_default(),
             location: None,
             set_cookies: Vec::new(),
+            allow: None,
         }
     })
     .await

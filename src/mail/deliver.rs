@@ -228,14 +228,24 @@ fn redact(url: &str) -> String {
 
 static EML_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Writes `mail` as `<dir>/<UTC timestamp>-<tenant>-<n>.eml` and returns its path.
+/// Writes `mail`, the outbox's message `queued`, as `<dir>/<UTC timestamp>-<tenant>-m<queued>.eml`
+/// and returns its path; when a file of that message is already there (written by an attempt
+/// whose "sent" mark was lost to a kill), returns that one instead of writing a second copy.
 ///
 /// The bytes go to a hidden temporary file `.<name>.<process id>.tmp` in `dir` first, are
 /// synced, and are then renamed, so a reader never sees a half-written `.eml`. `dir` is created
 /// if needed. A temporary file left by a killed process is removed by [`remove_temp_files`].
-pub fn write_eml(dir: &Path, mail: &OutgoingMail) -> anyhow::Result<PathBuf> {
+pub fn write_eml(dir: &Path, mail: &OutgoingMail, queued: u64) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the outbox folder {}", dir.display()))?;
+    let mine = format!("-m{queued}.eml");
+    let rd = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    if let Some(done) = rd
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(&mine))
+    {
+        return Ok(done.path());
+    }
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let tenant: String = mail
         .tenant
@@ -256,7 +266,12 @@ pub fn write_eml(dir: &Path, mail: &OutgoingMail) -> anyhow::Result<PathBuf> {
 
     let (tmp, mut file, path) = loop {
         let n = EML_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{stamp}-{tenant}-{n}.eml");
+        // The counter tells apart two attempts racing in one process (never two at once
+        // for one message, but cheap insurance); the message id makes it findable.
+        let name = match n {
+            0 => format!("{stamp}-{tenant}-m{queued}.eml"),
+            _ => format!("{stamp}-{tenant}-{n}-m{queued}.eml"),
+        };
         let path = dir.join(&name);
         if path.exists() {
             continue;

@@ -286,7 +286,7 @@ impl Worker {
             let outcome = match &unreachable {
                 Some(why) => Err(DeliveryError::Unavailable(format!("not tried: {why}"))),
                 None if !self.still_ours(item.id) => continue,
-                None => self.attempt(mail.as_ref(), &item.mail).await,
+                None => self.attempt(mail.as_ref(), &item.mail, item.id).await,
             };
             if let Err(DeliveryError::Partly { remaining, .. }) = &outcome {
                 let narrowed = self.queue.narrow(item.id, remaining);
@@ -372,6 +372,7 @@ impl Worker {
         &self,
         config: Option<&MailConfig>,
         mail: &OutgoingMail,
+        queued: u64,
     ) -> Result<String, DeliveryError> {
         match config {
             Some(cfg) => deliver_with_timeout(&cfg.smtp_url, mail, self.smtp_timeout)
@@ -380,7 +381,7 @@ impl Worker {
             None => {
                 let dir = self.outbox_dir.clone();
                 let mail = mail.clone();
-                match tokio::task::spawn_blocking(move || write_eml(&dir, &mail)).await {
+                match tokio::task::spawn_blocking(move || write_eml(&dir, &mail, queued)).await {
                     Ok(Ok(path)) => Ok(format!("written to {}", path.display())),
                     // A full or unwritable disk may recover: retry like an unreachable server.
                     Ok(Err(e)) => Err(DeliveryError::Transient(format!("{e:#}"))),

@@ -70,6 +70,8 @@ pub struct Page {
     pub body: String,
     pub location: Option<String>,
     pub set_cookies: Vec<String>,
+    /// The `Allow` header (a 405 names the methods the page takes).
+    pub allow: Option<String>,
 }
 
 /// One request carrying `cookies` (a `Cookie` header value), redirects not followed.
@@ -120,6 +122,7 @@ pub async fn request(
         };
         let set_cookies = header_values("set-cookie");
         let location = header_values("location").into_iter().next();
+        let allow = header_values("allow").into_iter().next();
         let status = resp.status().as_u16();
         let body = resp.body_mut().read_to_string().unwrap_or_default();
         Page {
@@ -127,6 +130,7 @@ pub async fn request(
             body,
             location,
             set_cookies,
+            allow,
         }
     })
     .await

@@ -169,7 +169,7 @@ const PASSWORD_SHORT: &[&str] = &["pw", "pwd", "pass"];
 
 /// Whole headers of other secrets: never suggested as the password, but their cells are not
 /// shown and they are never offered as custom fields.
-const SECRET_SHORT: &[&str] = &["pin", "pincode", "secret", "parole", "otp", "totp"];
+const SECRET_SHORT: &[&str] = &["pin", "secret", "otp", "totp"];
 
 /// The header names a password column, exactly (after [`compact`]).
 fn is_password_name(header: &str) -> bool {

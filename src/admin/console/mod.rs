@@ -69,6 +69,8 @@ async fn page_for_plain_error(resp: Response) -> Response {
     if !status.is_client_error() || !plain {
         return resp;
     }
+    // A 405 names the methods the page takes (RFC 9110 §15.5.6): kept on the page.
+    let allow = resp.headers().get(header::ALLOW).cloned();
     // axum's sentences are short; a longer body is cut, never buffered whole.
     let text = axum::body::to_bytes(resp.into_body(), 4096)
         .await
@@ -81,7 +83,11 @@ async fn page_for_plain_error(resp: Response) -> Response {
         },
         false => text,
     };
-    PageError::new(status, message).into_response()
+    let mut page = PageError::new(status, message).into_response();
+    if let Some(allow) = allow {
+        page.headers_mut().insert(header::ALLOW, allow);
+    }
+    page
 }
 
 /// `/`: an operator's overview, a tenant's own history, or the sign-in page.
