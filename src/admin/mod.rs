@@ -36,6 +36,7 @@ pub mod filter;
 pub(crate) mod heavy;
 mod listener;
 mod openapi;
+mod request;
 mod schemas;
 mod scim;
 mod scim_discovery;

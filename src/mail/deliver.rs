@@ -16,7 +16,6 @@ use lettre::transport::smtp::Error as SmtpError;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Default bound for one SMTP exchange (connect, each command, and the whole send).
@@ -226,8 +225,6 @@ fn redact(url: &str) -> String {
     }
 }
 
-static EML_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// Writes `mail`, the outbox's message `queued`, as `<dir>/<UTC timestamp>-<tenant>-m<queued>.eml`
 /// and returns its path; when a file of that message is already there (written by an attempt
 /// whose "sent" mark was lost to a kill), returns that one instead of writing a second copy.
@@ -264,31 +261,11 @@ pub fn write_eml(dir: &Path, mail: &OutgoingMail, queued: u64) -> anyhow::Result
         tenant
     };
 
-    let (tmp, mut file, path) = loop {
-        let n = EML_COUNTER.fetch_add(1, Ordering::Relaxed);
-        // The counter tells apart two attempts racing in one process (never two at once
-        // for one message, but cheap insurance); the message id makes it findable.
-        let name = match n {
-            0 => format!("{stamp}-{tenant}-m{queued}.eml"),
-            _ => format!("{stamp}-{tenant}-{n}-m{queued}.eml"),
-        };
-        let path = dir.join(&name);
-        if path.exists() {
-            continue;
-        }
-        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-        {
-            Ok(f) => break (tmp, f, path),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                return Err(e).with_context(|| format!("creating {}", tmp.display()));
-            }
-        }
-    };
+    let name = format!("{stamp}-{tenant}-m{queued}.eml");
+    let path = dir.join(&name);
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let written = file
         .write_all(&mail.bytes)
         .and_then(|()| file.sync_all())
