@@ -26,16 +26,19 @@ mod cleanup;
 mod lease;
 mod nofollow;
 pub mod pattern;
+mod ready;
 mod retry;
 mod run;
 mod schedules;
 mod triggers;
 // the web console's overview shows each tenant's next scheduled run (h-console-runs)
+pub use ready::candidates;
+use ready::qualifies;
 pub use schedules::next_fire;
 
 use crate::config::{ConfigHandle, Tenant, Trigger};
 use crate::model::{ImportRecord, ImportStatus, User};
-use crate::sftp::{is_temp_name, FileId, InProgress, UploadFinished};
+use crate::sftp::{InProgress, UploadFinished};
 use crate::store::Store;
 use pattern::FilePattern;
 use retry::{store_answers, with_retries};
@@ -319,45 +322,6 @@ impl Intake {
             .stopping
             .load(std::sync::atomic::Ordering::SeqCst)
     }
-}
-
-/// Files of `tenant` in its root that qualify for import now, oldest first.
-pub fn candidates(config: &crate::config::Config, tenant: &Tenant) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(config.tenant_home(&tenant.id)) else {
-        return Vec::new();
-    };
-    let mut found: Vec<(std::time::SystemTime, String)> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let modified = qualifies(config, tenant, &name)?;
-            Some((modified, name))
-        })
-        .collect();
-    found.sort();
-    found.into_iter().map(|(_, n)| n).collect()
-}
-
-/// Whether `name` in the tenant root qualifies for import now (see the module doc); if so,
-/// its modification time.
-fn qualifies(
-    config: &crate::config::Config,
-    tenant: &Tenant,
-    name: &str,
-) -> Option<std::time::SystemTime> {
-    if is_temp_name(name) || FilePattern::new(&tenant.import).matches(name).is_none() {
-        return None;
-    }
-    let meta = config
-        .tenant_home(&tenant.id)
-        .join(name)
-        .symlink_metadata()
-        .ok()?;
-    let uploads = InProgress::new(&config.server.data_dir, &tenant.id);
-    if !meta.is_file() || uploads.is_unfinished(FileId::of(&meta)) {
-        return None;
-    }
-    Some(meta.modified().unwrap_or(std::time::UNIX_EPOCH))
 }
 
 /// True when uploads (and folder events) of this tenant start imports.
