@@ -223,6 +223,7 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
     let heartbeat = tokio::spawn(heartbeats(
         store.clone(),
         intake.clone(),
+        sftp.throttle.clone(),
         beat,
         beat_interval(config.cluster.lease_secs),
     ));
@@ -281,13 +282,19 @@ fn beat_interval(lease_secs: u64) -> Duration {
     Duration::from_millis(lease_secs.saturating_mul(1000) / 3).max(Duration::from_millis(500))
 }
 
-/// Records a heartbeat every `every`, and lets the intake take over claims of dead nodes
-/// beside it.
+/// Records a heartbeat every `every`, lifts here the login blocks an operator lifted on any
+/// node (`login::LocalBlock`), and lets the intake take over claims of dead nodes beside it.
 /// Each heartbeat is a durable write: its outcome is the store's health (`store::health`,
 /// `GET /health`), and an embedded store that fails every write for
 /// [`EMBEDDED_GIVE_UP`](crate::store::health::EMBEDDED_GIVE_UP) ends the process (status 1)
 /// for its supervisor to start it again: sled does not recover from an I/O error by itself.
-async fn heartbeats(store: Store, intake: Intake, beat: NodeBeat, every: Duration) {
+async fn heartbeats(
+    store: Store,
+    intake: Intake,
+    throttle: crate::login::LoginThrottle,
+    beat: NodeBeat,
+    every: Duration,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -295,6 +302,10 @@ async fn heartbeats(store: Store, intake: Intake, beat: NodeBeat, every: Duratio
     // store's main pool, which statements stuck behind a lock may fill, and the beat must not
     // wait for it (re-read of review s16 cluster F3).
     let mut orphans: Option<tokio::task::JoinHandle<()>> = None;
+    // The lifted login blocks are read beside the beats too, one read at a time, each from
+    // the number the last one ended at (None at first: start after the latest lift).
+    let mut lifts: Option<tokio::task::JoinHandle<Option<i64>>> = None;
+    let mut lifts_after: Option<i64> = None;
     loop {
         tick.tick().await;
         let (s, b) = (store.clone(), beat.clone());
@@ -322,6 +333,15 @@ async fn heartbeats(store: Store, intake: Intake, beat: NodeBeat, every: Duratio
                     std::process::exit(1);
                 }
             }
+        }
+        if lifts.as_ref().is_none_or(|t| t.is_finished()) {
+            if let Some(done) = lifts.take() {
+                lifts_after = done.await.unwrap_or(lifts_after);
+            }
+            let (throttle, after) = (throttle.clone(), lifts_after);
+            lifts = Some(tokio::spawn(
+                async move { throttle.apply_lifts(after).await },
+            ));
         }
         if orphans.as_ref().is_none_or(|t| t.is_finished()) {
             let intake = intake.clone();

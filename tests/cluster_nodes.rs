@@ -3,7 +3,8 @@
 //! of them see is imported once; when the node importing a big file is killed with SIGKILL,
 //! the other finishes that file once the dead node's lease (3 s) has expired, with exactly one
 //! history record and every user; a schedule fires once per tick; and failed SFTP logins
-//! spread over both nodes add up to one block; a node that stalls mid-import and loses its
+//! spread over both nodes add up to one block, which an operator lifts on one node for both;
+//! a node that stalls mid-import and loses its
 //! lease does not record again the file the other node finished.
 //!
 //! Every failure message carries the tail of both nodes' logs: until the PostgreSQL store's
@@ -367,6 +368,31 @@ async fn failed_logins_on_both_nodes_add_up_to_one_block() {
             c.logs()
         );
     }
+    // Node A lists the tenant's block as shared (the right password above cleared the
+    // address's shared count); an operator lifts it, and the address too, on node B, and node
+    // A lets the right password in again once its heartbeat has read the lifts.
+    let (status, v) = c.nodes[0].get("/api/login-blocks");
+    assert_eq!(status, 200, "{v}");
+    let shared_tenant = v["blocks"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|b| b["source"] == "shared" && b["scope"] == "tenant" && b["subject"] == "big")
+    });
+    assert!(shared_tenant, "{v}");
+    let (status, v) = c.nodes[1].post("/api/login-blocks/tenant/big/lift");
+    assert_eq!((status, &v["lifted"]), (200, &Value::Bool(true)), "{v}");
+    let (status, v) = c.nodes[1].post("/api/login-blocks/address/127.0.0.1/lift");
+    assert_eq!(status, 200, "{v}");
+    let mut let_in = false;
+    for _ in 0..20 {
+        if password_login(&sftp[0], "big", "pw-not-used").await {
+            let_in = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(let_in, "node A kept the lifted block\n{}", c.logs());
+    let (_, v) = c.nodes[0].get("/api/login-blocks");
+    assert_eq!(v["blocks"], Value::Array(vec![]), "{v}");
     for n in &mut c.nodes {
         n.stop();
     }

@@ -556,3 +556,42 @@ async fn the_mapping_helper_hides_passwords_in_any_language() {
         }
     }
 }
+
+/// Review s23: a right-to-left override in stored text reversed what followed it on the page
+/// (`inv\u{202E}vsc.exe` reads as `invexe.csv`). Direction controls are shown as `[U+202E]`,
+/// in the users list and on the user's page alike, and never sent as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direction_controls_in_stored_text_are_shown_not_applied() {
+    let env = console_support::start().await;
+    let csv = users_csv(0, 3)
+        .replace("First01", "Ev\u{202E}nil")
+        .replace("Last01", "Ad\u{2067}ams\u{2069}x");
+    let record = env.import("acme", &csv).await;
+    assert_eq!(record.counts.inserted, 3, "{record:?}");
+    let stored = env
+        .server()
+        .store
+        .user("acme", "user01@acme.example")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.first_name.as_deref(),
+        Some("Ev\u{202E}nil"),
+        "stored as uploaded"
+    );
+    let base = env.admin_url();
+    let (cookies, _) = operator_session(&base).await;
+    for path in [
+        "/tenants/acme/users/user01@acme.example",
+        "/tenants/acme/users?q=user01",
+    ] {
+        let page = request(&base, "GET", path, &cookies, None).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert!(page.body.contains("Ev[U+202E]nil"), "{path}: {}", page.body);
+        assert!(page.body.contains("Ad[U+2067]ams[U+2069]x"), "{path}");
+        assert!(
+            !page.body.contains(['\u{202E}', '\u{2067}', '\u{2069}']),
+            "{path} sent a direction control as it is"
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! `roster migrate-store --to postgres://...` against a real PostgreSQL (tests/support/postgres.rs):
-//! the refusals (a non-empty target, a store another process has open), the copy of the run log
+//! the refusals (a non-empty target, a target a live node serves, a store another process has
+//! open), the copy of the run log
 //! and the outbox piece by piece, and the whole copy of a store with users, history and a held
 //! plan that is approved on PostgreSQL afterwards.
 
@@ -14,7 +15,8 @@ use roster::import::{approve, run_bytes, ImportStatus, RunOptions};
 use roster::model::ImportRecord;
 use roster::store::postgres::{parse_url, PostgresStore};
 use roster::store::{
-    Commit, Directory, LedgerEntry, LedgerState, MailOutbox, RunLog, SledStore, Store,
+    Cluster, Commit, Directory, LedgerEntry, LedgerState, MailOutbox, NodeBeat, RunLog, SledStore,
+    Store,
 };
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -95,6 +97,45 @@ fn a_target_holding_data_is_refused_and_left_alone() {
     );
     assert!(target.history("acme", 10).unwrap().is_empty());
     assert_eq!(target.outbox_len(), 1);
+}
+
+/// Review s23: a copy into a database a `roster serve` already runs on had that node sweep the
+/// copy's staged rows (the copy never heartbeat). Now a live node is refused, and the copy
+/// heartbeats as its own node while it runs and leaves no row behind.
+#[test]
+fn a_target_where_a_node_is_alive_is_refused_and_the_copy_leaves_no_node() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("hr");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    {
+        let sled = SledStore::open(&store_dir(dir.path())).unwrap();
+        sled.record_import(&record("acme", "i-1", ImportStatus::Success))
+            .unwrap();
+    }
+    let serving = open_pg(&url);
+    serving
+        .heartbeat(&NodeBeat {
+            sftp: "127.0.0.1:2222".to_string(),
+            admin: "127.0.0.1:8080".to_string(),
+            version: "test".to_string(),
+            started_at: Utc::now(),
+        })
+        .unwrap();
+    let out = migrate_store(&config, &url);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stderr.contains("roster serve is running on the target: node(s) test-node (last heartbeat"),
+        "{stderr}"
+    );
+    assert!(!serving.holds_data().unwrap());
+    // The node stops: the copy runs, and its own node row is gone when it ends.
+    serving.leave().unwrap();
+    let out = migrate_store(&config, &url);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(serving.history("acme", 10).unwrap().len(), 1);
+    assert_eq!(serving.nodes().unwrap(), Vec::new());
 }
 
 #[test]

@@ -38,6 +38,37 @@ fn calls(import_id: &str) -> Vec<Call> {
     call("GET", "/api/tenants", "/api/tenants", "", None);
     call("GET", "/api/progress", "/api/progress", "", None);
     call("GET", "/api/nodes", "/api/nodes", "", None);
+    call(
+        "GET",
+        "/api/login-blocks",
+        "/api/login-blocks",
+        "limit=5",
+        None,
+    );
+    call(
+        "GET",
+        "/api/login-blocks",
+        "/api/login-blocks",
+        "limit=x",
+        None,
+    );
+    let lift = "/api/login-blocks/{scope}/{subject}/lift";
+    call(
+        "POST",
+        lift,
+        "/api/login-blocks/address/127.0.0.1/lift",
+        "",
+        None,
+    );
+    call("POST", lift, "/api/login-blocks/tenant/acme/lift", "", None);
+    call("POST", lift, "/api/login-blocks/planet/acme/lift", "", None);
+    call(
+        "POST",
+        lift,
+        "/api/login-blocks/address/not-an-address/lift",
+        "",
+        None,
+    );
     let imports = "/api/tenants/{tenant}/imports";
     call("GET", imports, "/api/tenants/acme/imports", "limit=5", None);
     call("GET", imports, "/api/tenants/acme/imports", "limit=x", None);

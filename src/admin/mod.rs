@@ -6,12 +6,15 @@
 //! token and tenants, not the address). Every route checks a bearer token before anything else
 //! (`auth`): the admin routes and `/metrics` the `[admin] token`, the SCIM routes a tenant's
 //! SCIM token (its SHA-256 must equal that tenant's `scim_token_sha256`), both compared in
-//! constant time; an address blocked after repeated wrong tokens or failed logins is refused
-//! (429) before its token is looked at. Handlers read the directory and history through [`Store`], run imports
+//! constant time. Bearer tokens are not throttled (an `[admin] token` has at least 32
+//! characters); the console's sign-in refuses an address blocked after failed logins (429)
+//! before it looks at the password or token. Handlers read the directory and history through [`Store`], run imports
 //! (`run-now`, `approve`, `restore`) as requests on the tenant's queue in the [`Intake`] and
 //! wait for their records, run dry runs (`preview`) through `import`, and leave as JSON (`api`;
 //! today's file in `today`), SCIM JSON (`scim`) or Prometheus text (`crate::metrics`). Nothing
-//! here writes the store itself: `approve` and `restore` write through the intake's queue.
+//! here writes the directory or history itself: `approve` and `restore` write through the
+//! intake's queue. An operator lifting a login block (`login_blocks`) clears the shared login
+//! counters and the throttle's memory.
 //!
 //! Connections are admitted and timed by `listener` (caps in all and per address, a
 //! header-read deadline that also closes idle keep-alive connections, slow bodies and stalled
@@ -35,6 +38,7 @@ pub(crate) mod console;
 pub mod filter;
 pub(crate) mod heavy;
 mod listener;
+mod login_blocks;
 mod openapi;
 mod request;
 mod schemas;
@@ -156,6 +160,7 @@ pub async fn start(
     tokio::spawn(console::end_stale_on_reload(state.clone(), rx.clone()));
     let app = api::router(state.clone())
         .merge(webhooks::router(state.clone()))
+        .merge(login_blocks::router(state.clone()))
         .merge(scim::router(state.clone()))
         .merge(console::router(state))
         .fallback(

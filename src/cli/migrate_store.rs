@@ -13,12 +13,17 @@
 //!
 //! The server must be stopped: sled lets one process open its files, so a running `roster
 //! serve` makes the copy fail at once. A target that already holds any user, record, plan or
-//! mail is refused before anything is written. Claims that were running (no stamp) are not
-//! copied: the intake runs their files again from their folders.
+//! mail is refused before anything is written, and so is one where a node is alive (a `roster
+//! serve` already running on PostgreSQL). While it copies, the copy heartbeats as node
+//! [`NODE_ID`], so that a node started meanwhile does not take its staged rows for a dead
+//! node's and sweep them; it leaves `roster.nodes` when it ends. Claims that were running (no
+//! stamp) are not copied: the intake runs their files again from their folders.
 
 use crate::config::Config;
 use crate::store::postgres::{parse_url, PostgresStore};
-use crate::store::{ChangeLog, Commit, Directory, MailOutbox, RunLog, SledStore, Users};
+use crate::store::{
+    ChangeLog, Cluster, Commit, Directory, MailOutbox, NodeBeat, RunLog, SledStore, Users,
+};
 use anyhow::{bail, Context, Result};
 
 use std::path::Path;
@@ -51,7 +56,8 @@ pub fn run(config_path: &Path, to: &str) -> Result<()> {
             dir.display()
         )
     })?;
-    let to = PostgresStore::open(&target, NODE_ID)?;
+    let to = PostgresStore::open(&target, NODE_ID)?.with_lease_secs(config.cluster.lease_secs);
+    refuse_live_nodes(&to, config.cluster.lease_secs)?;
     if to.holds_data()? {
         bail!(
             "the target already holds data; migrate-store only fills an empty store \
@@ -59,11 +65,56 @@ pub fn run(config_path: &Path, to: &str) -> Result<()> {
             target.describe()
         );
     }
+    let beat = NodeBeat {
+        sftp: "-".to_string(),
+        admin: "-".to_string(),
+        version: format!("{} (migrate-store)", env!("CARGO_PKG_VERSION")),
+        started_at: chrono::Utc::now(),
+    };
+    let copied = copy_all(&from, &to, &beat);
+    if let Err(e) = to.leave() {
+        tracing::warn!("cannot remove the copy's row from roster.nodes: {e:#}");
+    }
+    copied?;
+    println!("migrate-store: done; set [store] url (or ROSTER_STORE_URL) to serve from PostgreSQL");
+    Ok(())
+}
+
+/// Refuses a target where a node is alive: a `roster serve` is running on it (migrate-store
+/// fills a store no server uses yet), or another copy is.
+fn refuse_live_nodes(to: &PostgresStore, lease_secs: u64) -> Result<()> {
+    let live: Vec<String> = to
+        .nodes()?
+        .into_iter()
+        .filter(|n| n.alive)
+        .map(|n| {
+            format!(
+                "{} (last heartbeat {})",
+                n.node_id,
+                n.heartbeat_at.to_rfc3339()
+            )
+        })
+        .collect();
+    if !live.is_empty() {
+        bail!(
+            "roster serve is running on the target: node(s) {} alive; stop every node first \
+             (a node counts as stopped {lease_secs} s after its last heartbeat)",
+            live.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Copies every tenant and the outbox, heartbeating as [`NODE_ID`] between tenants and
+/// between commits, then verifies the counts.
+fn copy_all(from: &SledStore, to: &PostgresStore, beat: &NodeBeat) -> Result<()> {
+    to.heartbeat(beat)?;
     let tenants = from.tenants()?;
     for tenant in &tenants {
-        let buckets = copy_directory(&from, &to, tenant)?;
-        let log = copy_run_log(&from, &to, tenant)?;
-        let (changes, events, cursors) = copy_change_log(&from, &to, tenant)?;
+        let buckets = copy_directory_beating(from, to, tenant, Some(beat))?;
+        to.heartbeat(beat)?;
+        let log = copy_run_log(from, to, tenant)?;
+        let (changes, events, cursors) = copy_change_log(from, to, tenant)?;
         println!(
             "  {tenant}: {buckets} bucket(s), {} record(s), {} held plan(s), {} ledger \
              entr(ies), {} claim stamp(s), {changes} change(s), {events} event(s), {cursors} \
@@ -71,9 +122,10 @@ pub fn run(config_path: &Path, to: &str) -> Result<()> {
             log.records, log.plans, log.ledger, log.stamps
         );
     }
-    let mail = copy_outbox(&from, &to)?;
+    to.heartbeat(beat)?;
+    let mail = copy_outbox(from, to)?;
     println!("  outbox: {mail} message(s)");
-    let checks = verify(&from, &to, &tenants)?;
+    let checks = verify(from, to, &tenants)?;
     println!("verify (embedded = PostgreSQL):");
     for c in &checks {
         println!("  {c}");
@@ -94,13 +146,22 @@ pub fn run(config_path: &Path, to: &str) -> Result<()> {
     if !bad.is_empty() {
         bail!("the copy does not match for tenant(s) {}", bad.join(", "));
     }
-    println!("migrate-store: done; set [store] url (or ROSTER_STORE_URL) to serve from PostgreSQL");
     Ok(())
 }
 
 /// Copies one tenant's directory bucket by bucket ([`BUCKETS_PER_COMMIT`] per commit), then
 /// its version and last applied sha256; returns the number of buckets copied.
 pub fn copy_directory(from: &SledStore, to: &PostgresStore, tenant: &str) -> Result<usize> {
+    copy_directory_beating(from, to, tenant, None)
+}
+
+/// [`copy_directory`], heartbeating with `beat` (when given) before each commit's staging.
+fn copy_directory_beating(
+    from: &SledStore,
+    to: &PostgresStore,
+    tenant: &str,
+    beat: Option<&NodeBeat>,
+) -> Result<usize> {
     let state = from.tenant_state(tenant)?;
     let used: Vec<(u16, u64)> = state
         .gens
@@ -116,6 +177,9 @@ pub fn copy_directory(from: &SledStore, to: &PostgresStore, tenant: &str) -> Res
         to.tenant_state(tenant)?.version
     };
     for chunk in used.chunks(BUCKETS_PER_COMMIT) {
+        if let Some(beat) = beat {
+            to.heartbeat(beat)?;
+        }
         let mut staged = Vec::with_capacity(chunk.len());
         for &(bucket, gen) in chunk {
             let Some(packed) = from.bucket(tenant, bucket, gen)? else {
@@ -124,7 +188,7 @@ pub fn copy_directory(from: &SledStore, to: &PostgresStore, tenant: &str) -> Res
             match to.stage_bucket(tenant, bucket, &packed) {
                 Ok(new_gen) => staged.push((bucket, new_gen)),
                 Err(e) => {
-                    to.discard_staged(tenant, &staged)?;
+                    discard(to, tenant, &staged);
                     return Err(
                         e.context(format!("cannot copy bucket {bucket} of tenant {tenant}"))
                     );
@@ -140,7 +204,7 @@ pub fn copy_directory(from: &SledStore, to: &PostgresStore, tenant: &str) -> Res
         match to.commit(&commit) {
             Ok(st) => version = st.version,
             Err(e) => {
-                to.discard_staged(tenant, &staged)?;
+                discard(to, tenant, &staged);
                 return Err(e.context(format!("cannot copy the directory of tenant {tenant}")));
             }
         }
@@ -149,6 +213,18 @@ pub fn copy_directory(from: &SledStore, to: &PostgresStore, tenant: &str) -> Res
         to.restore_tenant_state(tenant, state.version, state.last_applied_sha256.as_deref())?;
     }
     Ok(used.len())
+}
+
+/// Drops what a failed commit had staged; a failure to drop it is logged, not returned, so
+/// the error the copy reports is the one that stopped it (the heartbeats' sweep removes the
+/// rows once this node has left).
+fn discard(to: &PostgresStore, tenant: &str, staged: &[(u16, u64)]) {
+    if let Err(e) = to.discard_staged(tenant, staged) {
+        tracing::warn!(
+            tenant,
+            "cannot drop the rows staged for the failed copy: {e:#}"
+        );
+    }
 }
 
 /// What [`copy_run_log`] copied of one tenant.

@@ -1,5 +1,5 @@
 //! The CLI's admin commands (`history`, `run-now`, `today`, `preview`, `approve`, `users`,
-//! `restore`, `nodes`, `changes`, `webhooks`): the client side of the admin API of a running
+//! `restore`, `nodes`, `changes`, `webhooks`, `scim-push`, `login-blocks`): the client side of the admin API of a running
 //! `roster serve`.
 //!
 //! Arguments enter as an [`AdminCommand`] (parsed by clap in `main.rs`) plus the config path
@@ -13,6 +13,7 @@
 
 mod changes;
 pub mod client;
+mod login_blocks;
 pub mod migrate_store;
 mod scim_push;
 mod show;
@@ -107,6 +108,16 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Login blocks in force (repeated failed logins), or `--lift` one.
+    LoginBlocks {
+        /// Lift the block on SCOPE (address or tenant) SUBJECT (an IP address or tenant id)
+        /// and forget its failed logins, on every node.
+        #[arg(long, num_args = 2, value_names = ["SCOPE", "SUBJECT"])]
+        lift: Option<Vec<String>>,
+        /// Print the API's answer as it is.
+        #[arg(long)]
+        json: bool,
+    },
     /// The tenant's webhook endpoints: position, backlog, last success and error, state.
     Webhooks {
         tenant: String,
@@ -185,6 +196,13 @@ pub fn run(cmd: &AdminCommand, config_path: &Path, admin_url: Option<&str>) -> a
         AdminCommand::Nodes { json } => {
             let v = c.get("/api/nodes")?;
             json_or(&v, *json, nodes_text)?
+        }
+        AdminCommand::LoginBlocks { lift, json } => {
+            let v = login_blocks::run(&c, lift.as_deref())?;
+            match lift {
+                Some(_) => json_or(&v, *json, login_blocks::lifted_text)?,
+                None => json_or(&v, *json, login_blocks::blocks_text)?,
+            }
         }
         AdminCommand::Webhooks {
             tenant,

@@ -32,7 +32,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+mod lifts;
 mod shared;
+pub use lifts::LocalBlock;
 use shared::ask_store;
 
 /// How many failures lead to what.
@@ -129,6 +131,16 @@ pub struct LoginThrottle {
     shared: Arc<OnceLock<Store>>,
     /// After the store failed, it is left alone until then (logins do not wait on it).
     store_down_until: Arc<Mutex<Option<Instant>>>,
+    /// Grows with every lifted block ([`LoginThrottle::lift`]): a shared block read before a
+    /// lift is not remembered after it.
+    lifts: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// An address as the throttle keys it: an IPv4-mapped IPv6 address (`::ffff:203.0.113.9`, how
+/// a dual-stack listener sees an IPv4 client) as the IPv4 address, so one client has one key
+/// whichever listener it reached, and an operator lifting `203.0.113.9` finds it.
+pub fn address_key(addr: Option<IpAddr>) -> Option<IpAddr> {
+    addr.map(|a| a.to_canonical())
 }
 
 /// How long a login waits for the shared counters before it is judged by local counts alone.
@@ -266,6 +278,7 @@ impl LoginThrottle {
 
     /// May this address try again (`tenant` given for password attempts)?
     pub fn gate(&self, addr: Option<IpAddr>, tenant: Option<&str>) -> Gate {
+        let addr = address_key(addr);
         let now = Instant::now();
         self.with(|t| match t.blocked(addr, tenant, now) {
             Some(why) => Gate::Blocked(why),
@@ -276,6 +289,7 @@ impl LoginThrottle {
     /// How long `addr` stays blocked here (a block the shared counters reported included);
     /// None when it is not blocked. A cheap in-memory look, for the bearer-token routes.
     pub fn address_blocked_for(&self, addr: IpAddr) -> Option<Duration> {
+        let addr = addr.to_canonical();
         let now = Instant::now();
         self.with(|t| {
             let until = t.by_addr.get(&addr)?.all.blocked_until?;
@@ -293,6 +307,7 @@ impl LoginThrottle {
         addr: Option<IpAddr>,
         tenant: Option<&str>,
     ) -> Result<Attempt, Refusal> {
+        let addr = address_key(addr);
         let deadline = tokio::time::Instant::now() + TURN_WAIT;
         loop {
             // Registered before looking, so an attempt that ends in between still wakes us.
@@ -376,7 +391,7 @@ impl LoginThrottle {
 
     /// Records a failure; returns how long to delay the answer.
     pub fn failed(&self, policy: ThrottlePolicy, addr: Option<IpAddr>, tenant: &str) -> Duration {
-        self.failed_local(policy, addr, Some(tenant), false)
+        self.failed_local(policy, address_key(addr), Some(tenant), false)
     }
 
     /// [`failed`](Self::failed) for an attempt that names a tenant, or (None: the console's
@@ -426,7 +441,7 @@ impl LoginThrottle {
     /// A successful login as `tenant` clears its address's failures against that tenant only
     /// (and, with shared counters, the address's shared failures, in the background).
     pub fn succeeded(&self, addr: Option<IpAddr>, tenant: &str) {
-        let Some(a) = addr else { return };
+        let Some(a) = address_key(addr) else { return };
         if let (Some(store), Ok(rt)) = (self.shared_store(), tokio::runtime::Handle::try_current())
         {
             let this = self.clone();

@@ -35,6 +35,7 @@
 //! Values that are a JSON header plus raw bytes (an outbox message, a held plan) are framed by
 //! [`frame`] and read back by [`unframe`]: `u32 LE header length | JSON header | bytes`.
 
+mod cluster;
 mod first_keys;
 mod frame;
 // Group member counts kept by both backends for /Groups (h-scimspeed).
@@ -46,6 +47,7 @@ pub use health::SchemaNewer;
 pub mod postgres;
 pub mod sled;
 
+pub use cluster::{Cluster, LoginScope, NodeBeat, NodeStatus, OrphanClaim, SharedBlock};
 pub(crate) use first_keys::FirstKeys;
 pub use frame::{frame, unframe};
 pub use sled::SledStore;
@@ -399,104 +401,6 @@ pub trait MailOutbox: Send + Sync {
         attempts: u32,
         error: &str,
     ) -> Result<()>;
-}
-
-/// What a node says about itself in each heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeBeat {
-    /// The SFTP listen address (as bound).
-    pub sftp: String,
-    /// The admin API listen address (as bound, or as configured before it is bound).
-    pub admin: String,
-    /// Roster's version.
-    pub version: String,
-    /// When this node's process started.
-    pub started_at: DateTime<Utc>,
-}
-
-/// One node as the cluster sees it (`GET /api/nodes`, `roster nodes`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub node_id: String,
-    pub sftp: String,
-    pub admin: String,
-    pub version: String,
-    pub started_at: DateTime<Utc>,
-    pub heartbeat_at: DateTime<Utc>,
-    /// The last heartbeat is younger than `[cluster] lease_secs`.
-    pub alive: bool,
-}
-
-/// What a failed-login counter counts: a source address, or a tenant's password logins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoginScope {
-    Address,
-    Tenant,
-}
-
-impl LoginScope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LoginScope::Address => "address",
-            LoginScope::Tenant => "tenant",
-        }
-    }
-}
-
-/// An intake claim taken over from a node whose heartbeat expired.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrphanClaim {
-    pub tenant: String,
-    pub file: String,
-    /// The claim id (the folder `data/work/<tenant>/<claim id>`).
-    pub claim: String,
-    /// The dead node that held it.
-    pub from_node: String,
-}
-
-/// What several `roster serve` nodes on one store share to work as one (docs/postgres.md,
-/// "Several nodes"). A node is alive while its last [`heartbeat`](Self::heartbeat) is younger
-/// than `[cluster] lease_secs`, measured on the store's clock. A store that serves one node
-/// (sled) is a one-node cluster: every lease and tick is granted, and login failures stay in
-/// the SFTP server's memory ([`shared_by_nodes`](Self::shared_by_nodes) is false).
-pub trait Cluster: Send + Sync {
-    /// This node's id.
-    fn node_id(&self) -> &str;
-    /// True when several nodes may share this store: its login counters are the shared ones,
-    /// and claims of other nodes may appear in the shared data folder.
-    fn shared_by_nodes(&self) -> bool;
-    /// Records this node's heartbeat (inserts or refreshes its row) and extends its leases.
-    fn heartbeat(&self, beat: &NodeBeat) -> Result<()>;
-    /// This node stops: its row goes and its leases are released.
-    fn leave(&self) -> Result<()>;
-    /// Every node that has a row, by id.
-    fn nodes(&self) -> Result<Vec<NodeStatus>>;
-    /// Takes the lease `name` for this node: granted when it is free, released, already this
-    /// node's, or held by a node whose heartbeat expired. Returns the lease's fencing number
-    /// (it grows with every new holder), or None when a live node holds it.
-    fn take_lease(&self, name: &str) -> Result<Option<u64>>;
-    /// Releases the lease `name` if this node holds it.
-    fn release_lease(&self, name: &str) -> Result<()>;
-    /// True for exactly one node per (tenant, tick) across the cluster: that node fires it (and
-    /// is told true again if it asks twice, its first answer lost).
-    fn fire_tick(&self, tenant: &str, tick: DateTime<Utc>) -> Result<bool>;
-    /// Counts one failed login of `subject`; `max` failures within `block_for` block it for
-    /// `block_for`. Returns the end of the block in force, if any.
-    fn login_failed(
-        &self,
-        scope: LoginScope,
-        subject: &str,
-        max: u32,
-        block_for: std::time::Duration,
-    ) -> Result<Option<DateTime<Utc>>>;
-    /// The end of the block in force on `subject`, if any.
-    fn login_blocked(&self, scope: LoginScope, subject: &str) -> Result<Option<DateTime<Utc>>>;
-    /// Forgets the failures of `subject` (a successful login); a block in force stays.
-    fn login_cleared(&self, scope: LoginScope, subject: &str) -> Result<()>;
-    /// Takes over, each atomically and so by one node only, the intake claims held by nodes
-    /// whose heartbeat expired, and sweeps the rows those nodes staged. The caller finishes
-    /// the returned claims (their folders are under `data/work/<tenant>/`).
-    fn orphan_claims(&self) -> Result<Vec<OrphanClaim>>;
 }
 
 /// What was committed, as applications are told it (docs/delivery.md): the change log, the

@@ -74,6 +74,15 @@ impl Node {
 
     /// GET `path` on this node's admin API: (status, JSON body or Null).
     pub fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path)
+    }
+
+    /// POST `path` (no body) on this node's admin API: (status, JSON body or Null).
+    pub fn post(&self, path: &str) -> (u16, Value) {
+        self.call("POST", path)
+    }
+
+    fn call(&self, method: &str, path: &str) -> (u16, Value) {
         let agent = ureq::Agent::new_with_config(
             ureq::Agent::config_builder()
                 .http_status_as_error(false)
@@ -81,11 +90,16 @@ impl Node {
                 .build(),
         );
         let url = format!("{}{path}", self.admin);
-        match agent
-            .get(&url)
-            .header("Authorization", format!("Bearer {TOKEN}"))
-            .call()
-        {
+        let bearer = format!("Bearer {TOKEN}");
+        let sent = if method == "POST" {
+            agent
+                .post(&url)
+                .header("Authorization", &bearer)
+                .send_empty()
+        } else {
+            agent.get(&url).header("Authorization", &bearer).call()
+        };
+        match sent {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 let text = resp.body_mut().read_to_string().unwrap_or_default();

@@ -6,7 +6,7 @@
 //! ends sessions. Each page module reads the store, the config and the intake the way the JSON
 //! API does (`crate::admin::api` has the same operations as JSON) and leaves as HTML rendered
 //! from an askama template (`templates/`, compiled into the binary) inside the frame of
-//! `base.html`. Pages: `overview` (all tenants), `history` (a tenant's runs and chart), `run` (one
+//! `base.html`, escaped by `escape` (HTML, and direction controls shown as text). Pages: `overview` (all tenants), `history` (a tenant's runs and chart), `run` (one
 //! run: counts, messages, skipped rows, downloads), `held` (who a held run would remove, and
 //! Approve), `today` (today's file, Run now), `users` (search, one user, Restore), `preview`
 //! (a dry run of an uploaded file) and `mapping` (the column mapping helper).
@@ -17,6 +17,7 @@
 //! `crate::admin::security_headers`). A page a viewer may not see answers 404, as if it did not
 //! exist.
 
+pub mod escape;
 mod held;
 mod history;
 mod mapping;

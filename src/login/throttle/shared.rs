@@ -17,6 +17,7 @@ impl LoginThrottle {
     /// [`gate`](Self::gate), then the shared blocks (remembered locally when found). When the
     /// store cannot answer, the local answer stands (logged).
     pub async fn check(&self, addr: Option<IpAddr>, tenant: Option<&str>) -> Gate {
+        let addr = address_key(addr);
         let local = self.gate(addr, tenant);
         if local != Gate::Open {
             return local;
@@ -31,6 +32,7 @@ impl LoginThrottle {
             return Gate::Open;
         };
         let subjects = subjects(addr, tenant);
+        let lifts = self.lifts_seen();
         let found = ask_store(move || {
             for (scope, subject) in subjects {
                 if let Some(until) = store.login_blocked(scope, &subject)? {
@@ -43,7 +45,7 @@ impl LoginThrottle {
         match found {
             Ok(None) => Gate::Open,
             Ok(Some((scope, subject, until))) => {
-                self.remember_block(scope, &subject, until);
+                self.remember_block_unless_lifted(lifts, scope, &subject, until);
                 Gate::Blocked(blocked_reason(scope, &subject))
             }
             Err(e) => {
@@ -84,6 +86,7 @@ impl LoginThrottle {
         addr: Option<IpAddr>,
         tenant: Option<&str>,
     ) -> Duration {
+        let addr = address_key(addr);
         let delay = self.failed_local(policy, addr, tenant, false);
         self.record_shared(policy, addr, tenant).await;
         delay
@@ -101,6 +104,7 @@ impl LoginThrottle {
             return;
         };
         let subjects = subjects(addr, tenant);
+        let lifts = self.lifts_seen();
         let counted = ask_store(move || {
             let mut blocks = Vec::new();
             for (scope, subject) in subjects {
@@ -116,7 +120,7 @@ impl LoginThrottle {
         match counted {
             Ok(blocks) => {
                 for (scope, subject, until) in blocks {
-                    self.remember_block(scope, &subject, until);
+                    self.remember_block_unless_lifted(lifts, scope, &subject, until);
                 }
             }
             Err(e) => {
@@ -154,6 +158,26 @@ impl LoginThrottle {
         *down = Some(Instant::now() + STORE_BACKOFF);
     }
 
+    /// How many blocks this throttle has lifted so far.
+    fn lifts_seen(&self) -> u64 {
+        self.lifts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// [`remember_block`](Self::remember_block), unless a block was lifted since `lifts` was
+    /// read ([`lifts_seen`](Self::lifts_seen)): the store's answer may be from before the
+    /// lift, and remembering it would put back the block the operator lifted.
+    fn remember_block_unless_lifted(
+        &self,
+        lifts: u64,
+        scope: LoginScope,
+        subject: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) {
+        if self.lifts_seen() == lifts {
+            self.remember_block(scope, subject, until);
+        }
+    }
+
     /// Keeps a block the shared counters reported, so it holds while the store is unreachable.
     pub(super) fn remember_block(
         &self,
@@ -173,7 +197,7 @@ impl LoginThrottle {
         self.with(|t| match scope {
             LoginScope::Address => {
                 if let Ok(a) = subject.parse::<IpAddr>() {
-                    later(&mut t.by_addr.entry(a).or_default().all);
+                    later(&mut t.by_addr.entry(a.to_canonical()).or_default().all);
                 }
             }
             LoginScope::Tenant => later(t.by_tenant.entry(subject.to_string()).or_default()),

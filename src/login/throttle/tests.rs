@@ -135,3 +135,53 @@ fn a_block_too_long_for_an_instant_blocks_without_a_panic() {
     let now = Instant::now();
     assert!(instant_after(now, Duration::MAX) > now);
 }
+
+/// Review s24: a dual-stack listener sees an IPv4 client as `::ffff:a.b.c.d`; the throttle
+/// keys it as the IPv4 address, so a lift of `a.b.c.d` finds the block (it used to answer "not
+/// blocked" and leave it), and the IPv4 listener's failures add to the same count.
+#[test]
+fn a_mapped_ipv4_address_is_one_key_and_a_lift_finds_it() {
+    let th = LoginThrottle::default();
+    let policy = ThrottlePolicy {
+        max_failures: 3,
+        block_for: Duration::from_secs(60),
+    };
+    let mapped: IpAddr = "::ffff:203.0.113.9".parse().unwrap();
+    let plain: IpAddr = "203.0.113.9".parse().unwrap();
+    th.failed(policy, Some(mapped), "acme");
+    th.failed(policy, Some(plain), "beta");
+    th.failed(policy, Some(mapped), "gamma");
+    assert!(matches!(th.gate(Some(plain), None), Gate::Blocked(_)));
+    assert!(matches!(th.gate(None, Some("acme")), Gate::Open));
+    let listed = th.local_blocks(10);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].subject, "203.0.113.9");
+    assert_eq!(listed[0].failures, 3);
+    assert!(th.lift(LoginScope::Address, "203.0.113.9"));
+    assert_eq!(th.gate(Some(mapped), None), Gate::Open);
+    assert!(th.local_blocks(10).is_empty());
+    assert!(
+        !th.lift(LoginScope::Address, "203.0.113.9"),
+        "nothing left to lift"
+    );
+    // A lift forgets the failures too: one more failure does not block again.
+    th.failed(policy, Some(plain), "acme");
+    assert_eq!(th.gate(Some(plain), None), Gate::Open);
+}
+
+#[test]
+fn a_tenant_lift_leaves_other_tenants_blocked() {
+    let th = LoginThrottle::default();
+    let policy = ThrottlePolicy {
+        max_failures: 2,
+        block_for: Duration::from_secs(60),
+    };
+    for (i, tenant) in ["acme", "acme", "beta", "beta"].iter().enumerate() {
+        th.failed(policy, Some(IpAddr::from([10, 0, 0, i as u8])), tenant);
+    }
+    assert!(th.lift(LoginScope::Tenant, "acme"));
+    assert_eq!(th.gate(None, Some("acme")), Gate::Open);
+    assert!(matches!(th.gate(None, Some("beta")), Gate::Blocked(_)));
+    assert!(!th.lift(LoginScope::Tenant, "nobody"));
+    assert!(!th.lift(LoginScope::Address, "not an address"));
+}

@@ -24,7 +24,7 @@
 
 use super::connections::Connections;
 use super::PostgresStore;
-use crate::store::{Cluster, LoginScope, NodeBeat, NodeStatus, OrphanClaim};
+use crate::store::{Cluster, LoginScope, NodeBeat, NodeStatus, OrphanClaim, SharedBlock};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -129,7 +129,8 @@ impl Cluster for PostgresStore {
                     .batch_execute(&format!(
                         "DELETE FROM roster.auth_failures WHERE window_start < now() - interval '{FAILURES_KEPT}' \
                          AND (blocked_until IS NULL OR blocked_until < now()); \
-                         DELETE FROM roster.schedule_ticks WHERE fired_at < now() - interval '{TICKS_KEPT}'"
+                         DELETE FROM roster.schedule_ticks WHERE fired_at < now() - interval '{TICKS_KEPT}'; \
+                         DELETE FROM roster.login_lifts WHERE lifted_at < now() - interval '{FAILURES_KEPT}'"
                     ))
                     .await?;
                 // A newer roster may have migrated the database meanwhile (a rolling
@@ -369,6 +370,18 @@ impl Cluster for PostgresStore {
                 Ok(())
             })
             .context("cannot clear login failures in PostgreSQL")
+    }
+
+    fn login_blocks(&self, limit: usize) -> Result<Vec<SharedBlock>> {
+        self.shared_blocks(limit)
+    }
+
+    fn lift_login_block(&self, scope: LoginScope, subject: &str) -> Result<bool> {
+        self.lift_shared_block(scope, subject)
+    }
+
+    fn login_lifts_since(&self, after: Option<i64>) -> Result<(i64, Vec<(LoginScope, String)>)> {
+        self.lifts_since(after)
     }
 
     fn orphan_claims(&self) -> Result<Vec<OrphanClaim>> {

@@ -11,7 +11,7 @@
 use anyhow::{bail, Context};
 
 /// The schema version this binary creates and expects.
-pub const SCHEMA_VERSION: i32 = 13;
+pub const SCHEMA_VERSION: i32 = 14;
 
 /// Key of the advisory lock migrations run under ("Roster" in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x0052_6f73_7465_7201;
@@ -88,6 +88,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 13,
         name: "staged_markers",
         sql: include_str!("schema/0013_staged_markers.sql"),
+    },
+    Migration {
+        version: 14,
+        name: "login_lifts",
+        sql: include_str!("schema/0014_login_lifts.sql"),
     },
 ];
 

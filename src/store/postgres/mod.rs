@@ -39,7 +39,7 @@
 //! | `held_plans`, `ledger`, `claims`, `claim_stamps` | the rest of `RunLog` |
 //! | `outbox` | queued mail, with a per-node delivery claim |
 //! | `meta` | the password-fingerprint key |
-//! | `nodes`, `leases`, `schedule_ticks`, `auth_failures` | a cluster's shared state |
+//! | `nodes`, `leases`, `schedule_ticks`, `auth_failures`, `login_lifts` | a cluster's shared state (`login_lifts`: blocks operators lifted) |
 
 mod changes;
 mod cluster;
@@ -48,6 +48,7 @@ mod directory;
 mod fill;
 // Group member counts (user_groups, migration 7; h-scimspeed).
 mod group_counts;
+mod login_lifts;
 mod migrate;
 mod outbox;
 mod partitions;

@@ -1,0 +1,137 @@
+//! `GET /api/login-blocks` and `POST /api/login-blocks/{scope}/{subject}/lift` (behind the
+//! `[admin] token`): the login blocks in force, and an operator lifting one (docs/operators.md,
+//! "Lifting a block").
+//!
+//! Data enters as an optional `limit` (1..=1000, default 100), or a scope (`address`,
+//! `tenant`) and subject (an IP address, a tenant id, or `(invalid name)`, the key every login
+//! name that is no valid tenant id counts under) in the path. It leaves as
+//! `{"node", "blocks": [{scope, subject, failures, blocked_until, source}]}`, where `source` is
+//! `shared` (the counters several nodes share, PostgreSQL) or `node` (this node's memory; a
+//! block already listed as shared is not listed again), or as `{scope, subject, lifted}`:
+//! lifted is true when a block was in force here or in the shared counters. A lift clears the
+//! subject's failures too; with a shared store it is recorded there, and every other node
+//! forgets the subject at its next heartbeat (a third of `[cluster] lease_secs`). The shared
+//! lift comes first: when the store cannot be reached the answer is 503 and nothing changed.
+
+use super::api::{blocking_ok, json_ok, method_not_allowed, number_param, optional_json};
+use super::api::{params, path, ApiResult, Params};
+use super::{auth, ApiError, AppState};
+use crate::store::LoginScope;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+use std::net::IpAddr;
+
+/// Blocks listed when the request names no `limit`.
+const DEFAULT_LIMIT: usize = 100;
+
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/login-blocks", get(list))
+        .route("/api/login-blocks/{scope}/{subject}/lift", post(lift))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ))
+        .with_state(state)
+}
+
+async fn list(State(st): State<AppState>, q: Params) -> ApiResult {
+    let limit = number_param(&params(q)?, "limit", DEFAULT_LIMIT, 1, 1000)?;
+    let store = st.store.clone();
+    let shared = blocking_ok("cannot read the login blocks", move || {
+        store.login_blocks(limit)
+    })
+    .await?;
+    let mut blocks: Vec<Value> = shared
+        .iter()
+        .map(|b| {
+            json!({
+                "scope": b.scope.as_str(),
+                "subject": b.subject,
+                "failures": b.failures,
+                "blocked_until": b.blocked_until.to_rfc3339(),
+                "source": "shared",
+            })
+        })
+        .collect();
+    let now = chrono::Utc::now();
+    for b in st.throttle.local_blocks(limit) {
+        if blocks.len() >= limit {
+            break;
+        }
+        if shared
+            .iter()
+            .any(|s| s.scope == b.scope && s.subject == b.subject)
+        {
+            continue;
+        }
+        let until = chrono::Duration::from_std(b.remaining)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(now);
+        blocks.push(json!({
+            "scope": b.scope.as_str(),
+            "subject": b.subject,
+            "failures": b.failures,
+            "blocked_until": until.to_rfc3339(),
+            "source": "node",
+        }));
+    }
+    json_ok(json!({ "node": st.store.node_id(), "blocks": blocks }))
+}
+
+async fn lift(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let (scope, subject) = path(p)?;
+    optional_json(&headers, body).await?;
+    let (scope, subject) = subject_of(&scope, &subject)?;
+    let store = st.store.clone();
+    let key = subject.clone();
+    let shared = blocking_ok("cannot lift the login block", move || {
+        store.lift_login_block(scope, &key)
+    })
+    .await?;
+    let here = st.throttle.lift(scope, &subject);
+    tracing::warn!(
+        scope = scope.as_str(),
+        subject = %subject,
+        was_blocked = shared || here,
+        "an operator lifted the login block (failures forgotten on every node)"
+    );
+    json_ok(json!({ "scope": scope.as_str(), "subject": subject, "lifted": shared || here }))
+}
+
+/// The scope and subject of a lift, checked: an address is keyed as the throttle keys it
+/// (`login::address_key`: `::ffff:203.0.113.9` is `203.0.113.9`, `2001:DB8:0::1` is
+/// `2001:db8::1`), a tenant is a tenant id or the key of invalid names.
+fn subject_of(scope: &str, subject: &str) -> Result<(LoginScope, String), ApiError> {
+    match LoginScope::parse(scope) {
+        Some(LoginScope::Address) => subject
+            .parse::<IpAddr>()
+            .map(|a| (LoginScope::Address, a.to_canonical().to_string()))
+            .map_err(|_| ApiError::bad_request(format!("{subject:?} is not an IP address"))),
+        Some(LoginScope::Tenant) => {
+            if crate::login::throttle_name(subject) == subject {
+                Ok((LoginScope::Tenant, subject.to_string()))
+            } else {
+                Err(ApiError::bad_request(format!(
+                    "{subject:?} is not a tenant id (nor {:?})",
+                    crate::login::INVALID_NAME
+                )))
+            }
+        }
+        None => Err(ApiError::bad_request(format!(
+            "the scope must be address or tenant, not {scope:?}"
+        ))),
+    }
+}
