@@ -285,11 +285,14 @@ pub fn patch_active(active: bool) -> Value {
 }
 
 /// The application's own representation `app` of a user with `active` set to false and its
-/// read-only `meta` left out: the body of a PUT that deactivates without PATCH.
+/// read-only `meta` and `groups` left out (RFC 7643 §4.1.2: a user's groups are changed
+/// through the Group resource; a provider that checks mutability refuses them in a PUT): the
+/// body of a PUT that deactivates without PATCH.
 pub fn deactivated(app: &Value) -> Value {
     let mut body = app.clone();
     if let Value::Object(m) = &mut body {
         m.remove("meta");
+        m.remove("groups");
         m.insert("active".into(), Value::Bool(false));
     }
     body
@@ -340,6 +343,30 @@ mod tests {
             updated_at: Utc::now(),
             deleted_at: None,
         }
+    }
+
+    #[test]
+    fn a_deactivating_put_keeps_the_application_s_user_but_its_read_only_parts() {
+        let app = json!({
+            "schemas": [USER_SCHEMA],
+            "id": "a-1",
+            "userName": "ana",
+            "active": true,
+            "emails": [{"value": "ana@acme.example", "primary": true}],
+            "groups": [{"value": "g-1", "display": "Sales"}],
+            "meta": {"resourceType": "User", "version": "W/\"3\""},
+        });
+        let body = deactivated(&app);
+        assert_eq!(
+            body,
+            json!({
+                "schemas": [USER_SCHEMA],
+                "id": "a-1",
+                "userName": "ana",
+                "active": false,
+                "emails": [{"value": "ana@acme.example", "primary": true}],
+            })
+        );
     }
 
     #[test]
