@@ -14,6 +14,7 @@ use admin_support::Env;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
+use support::sftp::password_login;
 
 const BIN: &str = env!("CARGO_BIN_EXE_roster");
 const PASSWORD: &str = "the-right-password-4821";
@@ -28,32 +29,6 @@ async fn roster(config: &Path, args: &[&str]) -> Output {
         .output()
         .await
         .unwrap()
-}
-
-/// Accepts any host key (the test's own server).
-struct AnyHostKey;
-
-impl russh::client::Handler for AnyHostKey {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
-
-/// One password login on its own connection: accepted or not.
-async fn password_login(addr: &str, user: &str, password: &str) -> bool {
-    let config = std::sync::Arc::new(russh::client::Config::default());
-    let mut ssh = russh::client::connect(config, addr, AnyHostKey)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
-    ssh.authenticate_password(user, password)
-        .await
-        .map(|r| r.success())
-        .unwrap_or(false)
 }
 
 /// The (scope, subject, source) of each block listed.

@@ -309,3 +309,15 @@ impl russh::client::Handler for AnyHost {
         Ok(true)
     }
 }
+
+/// One password login on its own connection to `addr`: accepted or not.
+pub async fn password_login(addr: &str, user: &str, password: &str) -> bool {
+    let config = std::sync::Arc::new(russh::client::Config::default());
+    let mut ssh = russh::client::connect(config, addr, AnyHost)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    ssh.authenticate_password(user, password)
+        .await
+        .map(|r| r.success())
+        .unwrap_or(false)
+}
