@@ -112,13 +112,19 @@ async fn lift(
 }
 
 /// The scope and subject of a lift, checked: an address is keyed as the throttle keys it
-/// (`login::address_key`: `::ffff:203.0.113.9` is `203.0.113.9`, `2001:DB8:0::1` is
-/// `2001:db8::1`), a tenant is a tenant id or the key of invalid names.
+/// (`login::address_group`: `::ffff:203.0.113.9` is `203.0.113.9`, any address of
+/// `2001:db8:1:2::/64` is `2001:db8:1:2::`), a tenant is a tenant id or the key of invalid
+/// names.
 fn subject_of(scope: &str, subject: &str) -> Result<(LoginScope, String), ApiError> {
     match LoginScope::parse(scope) {
         Some(LoginScope::Address) => subject
             .parse::<IpAddr>()
-            .map(|a| (LoginScope::Address, a.to_canonical().to_string()))
+            .map(|a| {
+                (
+                    LoginScope::Address,
+                    crate::login::address_group(a).to_string(),
+                )
+            })
             .map_err(|_| ApiError::bad_request(format!("{subject:?} is not an IP address"))),
         Some(LoginScope::Tenant) => {
             if crate::login::throttle_name(subject) == subject {

@@ -28,6 +28,21 @@ pub use throttle::*;
 use crate::config::authorized_keys::parse_authorized_key;
 use crate::config::{Config, Tenant};
 
+/// The key a source address is counted under, by the login throttle and by the connection
+/// caps of the SFTP and admin listeners: an IPv4 address itself (also when a dual-stack
+/// listener writes it IPv4-mapped, `::ffff:203.0.113.9`), an IPv6 address by its /64 (one
+/// client commonly holds a whole /64, and could otherwise rotate through it).
+pub fn address_group(addr: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::IpAddr;
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
 /// True when `tenant` lists `key` in `authorized_keys`.
 pub fn key_is_authorized(tenant: &Tenant, key: &russh::keys::PublicKey) -> bool {
     tenant

@@ -136,11 +136,12 @@ pub struct LoginThrottle {
     lifts: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// An address as the throttle keys it: an IPv4-mapped IPv6 address (`::ffff:203.0.113.9`, how
-/// a dual-stack listener sees an IPv4 client) as the IPv4 address, so one client has one key
-/// whichever listener it reached, and an operator lifting `203.0.113.9` finds it.
+/// An address as the throttle keys it ([`address_group`](super::address_group)): an
+/// IPv4-mapped IPv6 address as the IPv4 address, so one client has one key whichever listener
+/// it reached and an operator lifting `203.0.113.9` finds it; an IPv6 address as its /64, so
+/// a client cannot step past its block to the next address of its network.
 pub fn address_key(addr: Option<IpAddr>) -> Option<IpAddr> {
-    addr.map(|a| a.to_canonical())
+    addr.map(super::address_group)
 }
 
 /// How long a login waits for the shared counters before it is judged by local counts alone.
@@ -289,7 +290,7 @@ impl LoginThrottle {
     /// How long `addr` stays blocked here (a block the shared counters reported included);
     /// None when it is not blocked. A cheap in-memory look, for the bearer-token routes.
     pub fn address_blocked_for(&self, addr: IpAddr) -> Option<Duration> {
-        let addr = addr.to_canonical();
+        let addr = super::address_group(addr);
         let now = Instant::now();
         self.with(|t| {
             let until = t.by_addr.get(&addr)?.all.blocked_until?;

@@ -60,17 +60,9 @@ struct Counts {
     next_id: u64,
 }
 
-/// The key an address is counted under: an IPv4 address itself (also written as IPv4-mapped
-/// IPv6), an IPv6 address's /64.
-pub(crate) fn address_group(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V4(_) => addr,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-        },
-    }
-}
+/// The key an address is counted under (the login throttle's too): an IPv4 address itself
+/// (also written as IPv4-mapped IPv6), an IPv6 address's /64.
+pub(crate) use crate::login::address_group;
 
 impl Counts {
     /// Frees a slot for a newcomer whose group has `mine` connections waiting (see the module

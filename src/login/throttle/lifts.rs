@@ -61,7 +61,7 @@ impl LoginThrottle {
         self.lifts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let lifted = self.with(|t| match scope {
             LoginScope::Address => {
-                let Ok(addr) = subject.parse::<IpAddr>().map(|a| a.to_canonical()) else {
+                let Ok(addr) = subject.parse::<IpAddr>().map(crate::login::address_group) else {
                     return false;
                 };
                 let Some(r) = t.by_addr.get_mut(&addr) else {

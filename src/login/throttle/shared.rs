@@ -197,7 +197,13 @@ impl LoginThrottle {
         self.with(|t| match scope {
             LoginScope::Address => {
                 if let Ok(a) = subject.parse::<IpAddr>() {
-                    later(&mut t.by_addr.entry(a.to_canonical()).or_default().all);
+                    later(
+                        &mut t
+                            .by_addr
+                            .entry(crate::login::address_group(a))
+                            .or_default()
+                            .all,
+                    );
                 }
             }
             LoginScope::Tenant => later(t.by_tenant.entry(subject.to_string()).or_default()),

@@ -185,3 +185,30 @@ fn a_tenant_lift_leaves_other_tenants_blocked() {
     assert!(!th.lift(LoginScope::Tenant, "nobody"));
     assert!(!th.lift(LoginScope::Address, "not an address"));
 }
+
+/// An IPv6 client holds a whole /64: failures from its addresses add up to one block, which
+/// any address of that /64 names when lifted; the next /64 is another client.
+#[test]
+fn ipv6_addresses_count_by_their_64() {
+    let th = LoginThrottle::default();
+    let policy = ThrottlePolicy {
+        max_failures: 3,
+        block_for: Duration::from_secs(60),
+    };
+    let v6 = |s: &str| -> IpAddr { s.parse().unwrap() };
+    for one in [
+        "2001:db8:1:2::1",
+        "2001:db8:1:2::2",
+        "2001:db8:1:2:ffff:1:2:3",
+    ] {
+        th.failed(policy, Some(v6(one)), "acme");
+    }
+    assert!(matches!(
+        th.gate(Some(v6("2001:db8:1:2::9")), None),
+        Gate::Blocked(_)
+    ));
+    assert_eq!(th.gate(Some(v6("2001:db8:1:3::1")), None), Gate::Open);
+    assert_eq!(th.local_blocks(10)[0].subject, "2001:db8:1:2::");
+    assert!(th.lift(LoginScope::Address, "2001:db8:1:2:abcd::7"));
+    assert_eq!(th.gate(Some(v6("2001:db8:1:2::1")), None), Gate::Open);
+}
