@@ -194,8 +194,12 @@ fn history_plans_ledger_stamps_and_outbox_are_copied_as_they_are() {
         ..Default::default()
     })
     .unwrap();
-    sled.record_claimed(&record("globex", "i-claimed", ImportStatus::Error), "c-7")
-        .unwrap();
+    sled.record_claimed(
+        &record("globex", "i-claimed", ImportStatus::Error),
+        "c-7",
+        None,
+    )
+    .unwrap();
     let to = vec!["a@x.example".to_string(), "b@x.example".to_string()];
     let first = sled.outbox_push(&to, b"one").unwrap();
     let second = sled.outbox_push(&to[..1], b"two").unwrap();

@@ -219,9 +219,9 @@ fn claims_run_stamp_and_are_forgotten() {
     assert!(store.claims_stamped("acme").unwrap().is_empty());
 
     let record = full_record("acme", "20261121T073000Z-0000000007");
-    store.record_claimed(&record, "c-9").unwrap();
+    store.record_claimed(&record, "c-9", None).unwrap();
     store
-        .record_claimed(&full_record("acme", "i-2"), "c-10")
+        .record_claimed(&full_record("acme", "i-2"), "c-10", None)
         .unwrap();
     assert_eq!(
         store.claim_committed("acme", "c-9").unwrap().as_deref(),

@@ -335,7 +335,11 @@ pub(super) fn commit(
             remove_plan: job.approving.as_ref().map(|a| a.id.clone()),
             set_aside_plans,
             lease: job.opts.lease.clone(),
-            mail: job.opts.mail.as_ref().and_then(|compose| compose(&rec)),
+            mail: job
+                .opts
+                .mail
+                .as_ref()
+                .and_then(|compose| compose(&rec, report_csv.as_deref())),
         };
         if let Err(e) = job.store.commit(&commit) {
             // The commit's error is the run's; a discard that fails too (the database is

@@ -103,13 +103,15 @@ pub struct RunOptions {
     /// Set by the intake: the store lease the run holds; its commit is refused once this node
     /// no longer holds it ([`Commit::lease`](crate::store::Commit)).
     pub lease: Option<String>,
-    /// Set for an approve: composes the run's mail from its final record, queued by the
-    /// commit itself, so a crash right after the commit cannot lose it (review s18 crash F1).
+    /// Set by the intake and for an approve: composes the run's mail from its final record
+    /// and failure report, queued by the commit itself, so a crash right after the commit
+    /// cannot lose it (review s18 crash F1) nor a restart queue it twice.
     pub mail: Option<MailFor>,
 }
 
-/// Composes a run's mail from its record (None: no mail).
-pub type MailFor = Arc<dyn Fn(&ImportRecord) -> Option<crate::store::OutboxMail> + Send + Sync>;
+/// Composes a run's mail from its record and failure report CSV (None: no mail).
+pub type MailFor =
+    Arc<dyn Fn(&ImportRecord, Option<&[u8]>) -> Option<crate::store::OutboxMail> + Send + Sync>;
 
 impl Default for RunOptions {
     fn default() -> Self {

@@ -28,11 +28,23 @@ static CLAIMS: AtomicU64 = AtomicU64::new(0);
 pub struct Claimed {
     /// `data/work/<tenant>/<claim id>/NAME`
     pub path: PathBuf,
-    /// The claim folder's name: unique per claim (time, process id, counter).
+    /// The claim folder's name: unique per claim (time, process id, counter, and
+    /// [`MAIL_WITH_RECORD`]).
     pub id: String,
 }
 
+/// The end of every claim id this version makes: the run's mail is queued with its record, in
+/// one write, so it is queued exactly once. A claim without it was left by an earlier version,
+/// which queued the mail after the record when filing; a restart finishes such a claim as that
+/// version would have.
+pub const MAIL_WITH_RECORD: &str = "-m";
+
 impl Claimed {
+    /// True when the run's mail is queued with its record ([`MAIL_WITH_RECORD`]).
+    pub fn mails_with_record(&self) -> bool {
+        self.id.ends_with(MAIL_WITH_RECORD)
+    }
+
     /// The claim in folder `dir` holding the file `path` (a claim found at start).
     pub fn found(dir: &Path, path: PathBuf) -> Claimed {
         let id = dir
@@ -79,7 +91,7 @@ pub fn claim(
     }
     let n = CLAIMS.fetch_add(1, Ordering::Relaxed);
     let id = format!(
-        "{}-{}-{n:04}",
+        "{}-{}-{n:04}{MAIL_WITH_RECORD}",
         Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
         std::process::id()
     );

@@ -1,6 +1,6 @@
 //! One run, from a file in the tenant root to an archived file, a history record and a queued
 //! mail: claim → plan the archive names → (size and date checks) → import, which commits the
-//! record → file away → mail. Also approving a held run ([`approve_held`]), which files nothing.
+//! record and queues its mail in one write → file away. Also approving a held run ([`approve_held`]), which files nothing.
 //!
 //! A run's record is written once, complete. The archive names (file and report) are planned
 //! before the run (`archive::plan`) and passed to the engine in the run options
@@ -15,8 +15,9 @@
 //! file with its own run, and the archive always holds exactly the bytes that were imported.
 //! Before the import the claim is registered in the store (`claim_running`); the engine's commit
 //! stamps it with the import id. A claim folder that survives a crash is finished on restart by
-//! its own id only: if the store has a stamp for *this* claim, that run committed and only the
-//! filing (to the names in its record, with the outputs it staged) and the mail are redone;
+//! its own id only: if the store has a stamp for *this* claim, that run committed (its mail
+//! with it) and only the filing (to the names in its record, with the outputs it staged) is
+//! redone (and the mail, for a claim an earlier version left: `Claimed::mails_with_record`);
 //! otherwise the import runs again (the store applies a run all
 //! or nothing, so it runs exactly once). Runs of other files, even of the same name and bytes,
 //! never count.
@@ -159,6 +160,7 @@ pub fn run_claimed(
         })),
         filing: Some(filing),
         lease: Some(super::lease::lease_name(&tenant.id)),
+        mail: claim.mails_with_record().then(|| run_mail(shared, tenant)),
         ..Default::default()
     };
     let outcome = import::run_file(&shared.store, tenant, claimed, &opts);
@@ -217,7 +219,13 @@ fn record_refused(
     if !keep_file {
         record.archived_as = None;
     }
-    shared.store.record_claimed(&record, &claim.id)?;
+    let mail = claim
+        .mails_with_record()
+        .then(|| run_mail(shared, tenant)(&record, report_csv.as_deref()))
+        .flatten();
+    shared
+        .store
+        .record_claimed(&record, &claim.id, mail.as_ref())?;
     let outcome = ImportOutcome {
         record,
         report_csv,
@@ -226,9 +234,10 @@ fn record_refused(
     finish(shared, tenant, claim, outcome)
 }
 
-/// Files the claimed file and its report where the committed record says, queues the mail,
-/// drops the claim. Writes nothing to the history: the record was committed complete. Safe to
-/// repeat after a failure: the mail is queued once (a `.mailed` mark in the claim).
+/// Files the claimed file and its report where the committed record says, drops the claim.
+/// Writes nothing to the history: the record was committed complete, with its mail. Safe to
+/// repeat after a failure. A claim an earlier version left ([`Claimed::mails_with_record`]
+/// false) has its mail queued here, once (a `.mailed` mark in the claim).
 fn finish(
     shared: &Shared,
     tenant: &Tenant,
@@ -246,7 +255,9 @@ fn finish(
     let home = shared.config.current().tenant_home(&tenant.id);
     let claim_dir = claim.dir().to_path_buf();
     let mailed = claim_dir.join(MAILED_MARK);
-    if !mailed.exists() {
+    if claim.mails_with_record() {
+        shared.mail_wake.notify_one(); // queued with the record
+    } else if !mailed.exists() {
         let report_name = record.report.as_deref();
         queue_mail(shared, tenant, &record, report_csv.as_deref(), report_name);
         let _ = std::fs::write(&mailed, b"");
@@ -309,6 +320,18 @@ fn wants_mail(when: ReportWhen, status: ImportStatus) -> bool {
         ImportStatus::Partial | ImportStatus::Error => when != ReportWhen::Never,
         ImportStatus::Success | ImportStatus::Duplicate => when == ReportWhen::Always,
     }
+}
+
+/// The mail of a run of `tenant`, composed from its record and failure report when `report`
+/// (and the run's status) want one, for the commit to queue with the record.
+fn run_mail(shared: &Shared, tenant: &Tenant) -> import::MailFor {
+    let (from, tenant) = (sender(shared), tenant.clone());
+    std::sync::Arc::new(move |record: &ImportRecord, report: Option<&[u8]>| {
+        if !wants_mail(tenant.import.report, record.status) {
+            return None;
+        }
+        compose(&from, &tenant, record, report, record.report.as_deref())
+    })
 }
 
 /// Composes the run's report mail and puts it in the durable outbox.
@@ -422,7 +445,7 @@ pub fn approve_held(
     // The mail is composed from the applied record and queued by the approve's own commit,
     // so a crash right after it cannot lose the mail (review s18 crash F1).
     let (from, contacts) = (sender(shared), tenant.clone());
-    let mail: import::MailFor = std::sync::Arc::new(move |record: &ImportRecord| {
+    let mail: import::MailFor = std::sync::Arc::new(move |record: &ImportRecord, _report| {
         let mut mailed = record.clone();
         mailed.messages.insert(
             0,

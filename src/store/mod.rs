@@ -365,9 +365,15 @@ pub trait RunLog: Send + Sync {
     fn claim_done(&self, tenant: &str, claim: &str) -> Result<()>;
     /// Ids of the tenant's stamped claims.
     fn claims_stamped(&self, tenant: &str) -> Result<Vec<String>>;
-    /// Stores a record the intake made for claim `claim` together with the claim's stamp, at
-    /// once, so a restart finishes this record instead of making another.
-    fn record_claimed(&self, record: &ImportRecord, claim: &str) -> Result<()>;
+    /// Stores a record the intake made for claim `claim` together with the claim's stamp and
+    /// the run's `mail` (if any), at once, so a restart finishes this record instead of making
+    /// another, and its mail is queued exactly once.
+    fn record_claimed(
+        &self,
+        record: &ImportRecord,
+        claim: &str,
+        mail: Option<&OutboxMail>,
+    ) -> Result<()>;
     /// Retention (design §6): removes the tenant's import records that finished before
     /// `before`, and its file-ledger entries last written before it; never the tenant's newest
     /// record, one whose held plan still waits for approval, or one a claim stamp names (a

@@ -441,10 +441,15 @@ impl RunLog for PostgresStore {
         })
     }
 
-    fn record_claimed(&self, record: &ImportRecord, claim: &str) -> Result<()> {
+    fn record_claimed(
+        &self,
+        record: &ImportRecord,
+        claim: &str,
+        mail: Option<&OutboxMail>,
+    ) -> Result<()> {
         let params = RecordParams::new(&record.tenant, record)?;
         let claim = claim.to_string();
-        let record = record.clone();
+        let (record, mail) = (record.clone(), mail.cloned());
         self.db.run(move |pool| async move {
             let mut client = Connections::client(&pool).await?;
             let tx = client.transaction().await?;
@@ -452,6 +457,9 @@ impl RunLog for PostgresStore {
             tx.execute(UPSERT_STAMP, &[&params.tenant, &claim, &params.id])
                 .await
                 .context("cannot write a claim stamp")?;
+            if let Some(mail) = &mail {
+                super::outbox::queue_in(&tx, mail).await?;
+            }
             tx.commit().await.context("cannot write the import history")
         })
     }

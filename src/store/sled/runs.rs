@@ -202,9 +202,15 @@ impl RunLog for SledStore {
         Ok(removed)
     }
 
-    /// Stores a record the intake made for claim `claim` together with the claim's stamp, in
-    /// one transaction, so a restart finishes this record instead of making another.
-    fn record_claimed(&self, record: &ImportRecord, claim: &str) -> Result<()> {
+    /// Stores a record the intake made for claim `claim` together with the claim's stamp and
+    /// its mail, in one transaction, so a restart finishes this record instead of making
+    /// another.
+    fn record_claimed(
+        &self,
+        record: &ImportRecord,
+        claim: &str,
+        mail: Option<&OutboxMail>,
+    ) -> Result<()> {
         let json = serde_json::to_vec(record)?;
         let stamp = serde_json::to_vec(&ClaimStamp {
             file: record.file.clone(),
@@ -212,11 +218,20 @@ impl RunLog for SledStore {
         })?;
         let key = tkey(&record.tenant, record.id.as_bytes());
         let skey = stamp_key(&record.tenant, claim);
-        let trees = (&self.inner.history, &self.inner.claims, &self.inner.changes);
+        let mail = mail.map(|m| self.outbox_entry(m)).transpose()?;
+        let trees = (
+            &self.inner.history,
+            &self.inner.claims,
+            &self.inner.changes,
+            &self.inner.outbox,
+        );
         let done: sled::transaction::TransactionResult<(), anyhow::Error> =
-            trees.transaction(|(history, claims, changes)| {
+            trees.transaction(|(history, claims, changes, outbox)| {
                 put_announced(history, changes, &key, &json, record)?;
                 claims.insert(skey.as_slice(), stamp.as_slice())?;
+                if let Some((k, v)) = &mail {
+                    outbox.insert(k, v.as_slice())?;
+                }
                 Ok(())
             });
         done.map_err(|e| anyhow::anyhow!("cannot write the import history: {e:?}"))?;
