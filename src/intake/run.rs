@@ -1,6 +1,7 @@
 //! One run, from a file in the tenant root to an archived file, a history record and a queued
 //! mail: claim → plan the archive names → (size and date checks) → import, which commits the
-//! record and queues its mail in one write → file away. Also approving a held run ([`approve_held`]), which files nothing.
+//! record and queues its mail in one write → file away. Also approving a held run
+//! ([`approve_held`]), which files nothing.
 //!
 //! A run's record is written once, complete. The archive names (file and report) are planned
 //! before the run (`archive::plan`) and passed to the engine in the run options
