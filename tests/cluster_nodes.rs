@@ -21,6 +21,10 @@ mod test_postgres;
 #[path = "cluster_nodes/harness.rs"]
 mod harness;
 
+#[path = "support/sftp.rs"]
+mod sftp;
+use sftp::password_login;
+
 use harness::{config_text, Cluster, Node, LEASE_SECS};
 use serde_json::Value;
 use std::process::Command;
@@ -306,32 +310,6 @@ fn a_schedule_fires_once_per_tick_across_the_nodes() {
     for n in &mut c.nodes {
         n.stop();
     }
-}
-
-/// Accepts any host key (the test's own servers).
-struct AnyHostKey;
-
-impl russh::client::Handler for AnyHostKey {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
-
-/// One password login on its own connection: accepted or not.
-async fn password_login(addr: &str, user: &str, password: &str) -> bool {
-    let config = std::sync::Arc::new(russh::client::Config::default());
-    let mut ssh = russh::client::connect(config, addr, AnyHostKey)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
-    ssh.authenticate_password(user, password)
-        .await
-        .map(|r| r.success())
-        .unwrap_or(false)
 }
 
 /// `max_auth_failures = 4`: two wrong passwords on each node block the address (and the
