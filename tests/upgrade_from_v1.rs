@@ -107,14 +107,23 @@ async fn emls_reach(dir: &Path, n: usize) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committed_claim_is_mailed_once_whichever_version_made_it() {
     let mut p = Pipeline::start(|dir, key| {
-        let text = config(dir, key).replace(
-            "[tenants.import]\n",
-            "notify = [\"hr@x.example\"]\n[tenants.import]\nreport = \"always\"\n",
-        );
+        let text = config(dir, key)
+            .replace(
+                "[tenants.import]\n",
+                "notify = [\"hr@x.example\"]\n[tenants.import]\nreport = \"always\"\n",
+            )
+            .replace(
+                "settle_ms = 100\n",
+                "settle_ms = 100\nmax_upload_bytes = 400\n",
+            );
         assert!(text.contains("notify = "), "{text}");
         text
     })
     .await;
+    if !p.server().store.is_embedded() {
+        eprintln!("skipped: this test writes the embedded store directly (ROSTER_TEST_STORE)");
+        return;
+    }
     p.client("cdp").await.put("users.csv", FILE).await.unwrap();
     let run = p.history_len("cdp", 1, 20).await.remove(0);
     let dir = p.dir.path().to_path_buf();
@@ -152,10 +161,35 @@ async fn a_committed_claim_is_mailed_once_whichever_version_made_it() {
         finished(&dir.join("data/work/cdp").join(claim)).await;
     }
     assert_eq!(p.files("cdp", "processed").len(), 3, "both runs filed");
+    let history = p.server().store.history("cdp", 10).unwrap();
+    assert_eq!(history.len(), 3, "filed, not imported again: {history:?}");
+    assert!(
+        history
+            .iter()
+            .all(|r| r.status == roster::model::ImportStatus::Success),
+        "{history:?}"
+    );
     assert_eq!(
         emls_reach(&dir, 3).await,
         3,
         "one mail for each run: the one queued with its record is not queued again, the one \
          an earlier version owed is queued by the filing"
+    );
+
+    // A file refused before it is imported (over max_upload_bytes: copied in locally, since
+    // SFTP stops such an upload itself) is recorded with its mail.
+    let big: Vec<u8> = FILE.iter().copied().cycle().take(1000).collect();
+    std::fs::write(dir.join("big.tmp"), &big).unwrap();
+    std::fs::rename(dir.join("big.tmp"), p.home("cdp").join("users.csv")).unwrap();
+    let refused = p.history_len("cdp", 4, 20).await.remove(0);
+    assert_eq!(
+        refused.status,
+        roster::model::ImportStatus::Error,
+        "{refused:?}"
+    );
+    assert_eq!(
+        emls_reach(&dir, 4).await,
+        4,
+        "one mail for the refused file"
     );
 }

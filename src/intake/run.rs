@@ -257,7 +257,12 @@ fn finish(
     let claim_dir = claim.dir().to_path_buf();
     let mailed = claim_dir.join(MAILED_MARK);
     if claim.mails_with_record() {
-        shared.mail_wake.notify_one(); // queued with the record
+        // Queued with the record. The mark still tells an older binary that finishes this
+        // claim (a rolling upgrade's orphan, a downgrade) that the mail is queued.
+        if !mailed.exists() {
+            let _ = std::fs::write(&mailed, b"");
+        }
+        shared.mail_wake.notify_one();
     } else if !mailed.exists() {
         let report_name = record.report.as_deref();
         queue_mail(shared, tenant, &record, report_csv.as_deref(), report_name);
@@ -498,8 +503,8 @@ fn committed_outcome(
 /// ledger: an entry of this file name, finished (`done` or `failed`) with these very bytes,
 /// written after the claim was made. Read as "never committed", such a claim was imported
 /// again after an upgrade: a second record and mail, and the file's `on_missing` applied once
-/// more (review s19 upgrade F2). Claims of this version (`<time>-<pid>-NNNN`) have stamps and
-/// are not looked up here.
+/// more (review s19 upgrade F2). Later claims (`<time>-<pid>-NNNN`, since session 24 ending in
+/// `-m`) have stamps and are not looked up here.
 fn committed_before_stamps(
     shared: &Shared,
     tenant: &Tenant,
