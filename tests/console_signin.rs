@@ -356,3 +356,95 @@ async fn sessions_of_a_removed_tenant_or_old_token_do_not_come_back_with_the_old
     tenant_session(&base, "acme", ACME_PORTAL_PASSWORD).await;
     operator_session(&base).await;
 }
+
+/// An operator lifts a block from the console (`/login-blocks`): four wrong tokens block the
+/// address; a session made before lists the block and lifts it with the page's form, and the
+/// right token signs in again. The form wants the session's CSRF token; a tenant has no such
+/// page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_lifts_a_block_from_the_console() {
+    let env = console_support::start().await;
+    let base = env.admin_url();
+    let (operator, csrf) = operator_session(&base).await;
+    let (tenant, _) = tenant_session(&base, "acme", ACME_PORTAL_PASSWORD).await;
+    let sign_in = |token: &'static str| {
+        let base = base.clone();
+        async move {
+            let login = request(&base, "GET", "/login", "", None).await;
+            let pre = cookie_value(&login.set_cookies, "roster_login").unwrap();
+            request(
+                &base,
+                "POST",
+                "/login/operator",
+                &format!("roster_login={pre}"),
+                Some(&[("csrf", &csrf_in(&login.body)), ("token", token)]),
+            )
+            .await
+            .status
+        }
+    };
+    let empty = request(&base, "GET", "/login-blocks", &operator, None).await;
+    assert_eq!(empty.status, 200);
+    assert!(
+        empty.body.contains("No login is blocked."),
+        "{}",
+        empty.body
+    );
+    for _ in 0..4 {
+        assert_eq!(sign_in("guess").await, 401);
+    }
+    assert_eq!(sign_in(admin_support::TOKEN).await, 429, "blocked");
+
+    let listed = request(&base, "GET", "/login-blocks", &operator, None).await;
+    assert_eq!(listed.status, 200);
+    assert!(listed.body.contains(">127.0.0.1</th>"), "{}", listed.body);
+    assert!(listed.body.contains("action=\"/login-blocks/lift\""));
+    let forged = request(
+        &base,
+        "POST",
+        "/login-blocks/lift",
+        &operator,
+        Some(&[("scope", "address"), ("subject", "127.0.0.1")]),
+    )
+    .await;
+    assert_eq!(forged.status, 403, "no CSRF token: {}", forged.body);
+    assert_eq!(sign_in(admin_support::TOKEN).await, 429, "still blocked");
+    let as_tenant = request(&base, "GET", "/login-blocks", &tenant, None).await;
+    assert_eq!(as_tenant.status, 404);
+
+    let lifted = request(
+        &base,
+        "POST",
+        "/login-blocks/lift",
+        &operator,
+        Some(&[
+            ("csrf", &csrf),
+            ("scope", "address"),
+            ("subject", "127.0.0.1"),
+        ]),
+    )
+    .await;
+    assert_eq!(lifted.status, 200, "{}", lifted.body);
+    assert!(
+        lifted
+            .body
+            .contains("Lifted the block on address 127.0.0.1"),
+        "{}",
+        lifted.body
+    );
+    assert!(
+        lifted.body.contains("No login is blocked."),
+        "{}",
+        lifted.body
+    );
+    assert_eq!(sign_in(admin_support::TOKEN).await, 303, "lifted: signs in");
+    let bad = request(
+        &base,
+        "POST",
+        "/login-blocks/lift",
+        &operator,
+        Some(&[("csrf", &csrf), ("scope", "planet"), ("subject", "x")]),
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+}

@@ -23,11 +23,11 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::net::IpAddr;
 
-/// Blocks listed when the request names no `limit`.
-const DEFAULT_LIMIT: usize = 100;
+/// Blocks listed when the request names no `limit` (and by the console's page).
+pub(crate) const DEFAULT_LIMIT: usize = 100;
 
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
@@ -41,28 +41,41 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn list(State(st): State<AppState>, q: Params) -> ApiResult {
-    let limit = number_param(&params(q)?, "limit", DEFAULT_LIMIT, 1, 1000)?;
+/// A block in force as the API and the console show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct BlockRow {
+    pub scope: &'static str,
+    pub subject: String,
+    pub failures: u32,
+    pub blocked_until: chrono::DateTime<chrono::Utc>,
+    /// `shared` (the counters the nodes share) or `node` (this node's memory).
+    pub source: &'static str,
+}
+
+/// The blocks in force, at most `limit`: the shared ones, then this node's own that the
+/// shared counters do not list.
+pub(crate) async fn blocks_in_force(
+    st: &AppState,
+    limit: usize,
+) -> Result<Vec<BlockRow>, ApiError> {
     let store = st.store.clone();
     let shared = blocking_ok("cannot read the login blocks", move || {
         store.login_blocks(limit)
     })
     .await?;
-    let mut blocks: Vec<Value> = shared
+    let mut rows: Vec<BlockRow> = shared
         .iter()
-        .map(|b| {
-            json!({
-                "scope": b.scope.as_str(),
-                "subject": b.subject,
-                "failures": b.failures,
-                "blocked_until": b.blocked_until.to_rfc3339(),
-                "source": "shared",
-            })
+        .map(|b| BlockRow {
+            scope: b.scope.as_str(),
+            subject: b.subject.clone(),
+            failures: b.failures,
+            blocked_until: b.blocked_until,
+            source: "shared",
         })
         .collect();
     let now = chrono::Utc::now();
     for b in st.throttle.local_blocks(limit) {
-        if blocks.len() >= limit {
+        if rows.len() >= limit {
             break;
         }
         if shared
@@ -71,30 +84,29 @@ async fn list(State(st): State<AppState>, q: Params) -> ApiResult {
         {
             continue;
         }
-        let until = chrono::Duration::from_std(b.remaining)
-            .ok()
-            .and_then(|d| now.checked_add_signed(d))
-            .unwrap_or(now);
-        blocks.push(json!({
-            "scope": b.scope.as_str(),
-            "subject": b.subject,
-            "failures": b.failures,
-            "blocked_until": until.to_rfc3339(),
-            "source": "node",
-        }));
+        rows.push(BlockRow {
+            scope: b.scope.as_str(),
+            subject: b.subject,
+            failures: b.failures,
+            blocked_until: chrono::Duration::from_std(b.remaining)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .unwrap_or(now),
+            source: "node",
+        });
     }
-    json_ok(json!({ "node": st.store.node_id(), "blocks": blocks }))
+    Ok(rows)
 }
 
-async fn lift(
-    State(st): State<AppState>,
-    p: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    let (scope, subject) = path(p)?;
-    optional_json(&headers, body).await?;
-    let (scope, subject) = subject_of(&scope, &subject)?;
+/// Lifts the block on `scope` `subject` (as the path or form gave them, checked here): in the
+/// shared counters first, then in this node's memory. Returns the subject as the counters
+/// key it, and whether a block was in force.
+pub(crate) async fn lift_block(
+    st: &AppState,
+    scope: &str,
+    subject: &str,
+) -> Result<(LoginScope, String, bool), ApiError> {
+    let (scope, subject) = subject_of(scope, subject)?;
     let store = st.store.clone();
     let key = subject.clone();
     let shared = blocking_ok("cannot lift the login block", move || {
@@ -108,7 +120,25 @@ async fn lift(
         was_blocked = shared || here,
         "an operator lifted the login block (failures forgotten on every node)"
     );
-    json_ok(json!({ "scope": scope.as_str(), "subject": subject, "lifted": shared || here }))
+    Ok((scope, subject, shared || here))
+}
+
+async fn list(State(st): State<AppState>, q: Params) -> ApiResult {
+    let limit = number_param(&params(q)?, "limit", DEFAULT_LIMIT, 1, 1000)?;
+    let blocks = blocks_in_force(&st, limit).await?;
+    json_ok(json!({ "node": st.store.node_id(), "blocks": blocks }))
+}
+
+async fn lift(
+    State(st): State<AppState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let (scope, subject) = path(p)?;
+    optional_json(&headers, body).await?;
+    let (scope, subject, lifted) = lift_block(&st, &scope, &subject).await?;
+    json_ok(json!({ "scope": scope.as_str(), "subject": subject, "lifted": lifted }))
 }
 
 /// The scope and subject of a lift, checked: an address is keyed as the throttle keys it

@@ -38,7 +38,7 @@ pub(crate) mod console;
 pub mod filter;
 pub(crate) mod heavy;
 mod listener;
-mod login_blocks;
+pub(crate) mod login_blocks;
 mod openapi;
 mod request;
 mod schemas;

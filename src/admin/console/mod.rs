@@ -6,10 +6,12 @@
 //! ends sessions. Each page module reads the store, the config and the intake the way the JSON
 //! API does (`crate::admin::api` has the same operations as JSON) and leaves as HTML rendered
 //! from an askama template (`templates/`, compiled into the binary) inside the frame of
-//! `base.html`, escaped by `escape` (HTML, and direction controls shown as text). Pages: `overview` (all tenants), `history` (a tenant's runs and chart), `run` (one
-//! run: counts, messages, skipped rows, downloads), `held` (who a held run would remove, and
-//! Approve), `today` (today's file, Run now), `users` (search, one user, Restore), `preview`
-//! (a dry run of an uploaded file) and `mapping` (the column mapping helper).
+//! `base.html`, escaped by `escape` (HTML, and direction controls shown as text). Pages:
+//! `overview` (all tenants), `history` (a tenant's runs and chart), `run` (one run: counts,
+//! messages, skipped rows, downloads), `held` (who a held run would remove, and Approve),
+//! `today` (today's file, Run now), `users` (search, one user, Restore), `preview` (a dry run
+//! of an uploaded file), `mapping` (the column mapping helper) and `login_blocks` (the login
+//! blocks in force, and Lift).
 //!
 //! Nothing here needs JavaScript or reaches the network: the stylesheet is embedded
 //! (`assets/console.css`) and charts are SVG drawn on the server. Every answer carries a
@@ -20,6 +22,7 @@
 pub mod escape;
 mod held;
 mod history;
+mod login_blocks;
 mod mapping;
 mod overview;
 mod preview;
@@ -54,6 +57,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(users::routes())
         .merge(preview::routes())
         .merge(mapping::routes())
+        .merge(login_blocks::routes())
         .layer(axum::middleware::map_response(page_for_plain_error))
         .with_state(state)
 }
