@@ -111,7 +111,7 @@ fn copy_all(from: &SledStore, to: &PostgresStore, beat: &NodeBeat) -> Result<()>
     to.heartbeat(beat)?;
     let tenants = from.tenants()?;
     for tenant in &tenants {
-        let buckets = copy_directory_beating(from, to, tenant, Some(beat))?;
+        let buckets = copy_directory(from, to, tenant, beat)?;
         to.heartbeat(beat)?;
         let log = copy_run_log(from, to, tenant)?;
         let (changes, events, cursors) = copy_change_log(from, to, tenant)?;
@@ -149,18 +149,14 @@ fn copy_all(from: &SledStore, to: &PostgresStore, beat: &NodeBeat) -> Result<()>
     Ok(())
 }
 
-/// Copies one tenant's directory bucket by bucket ([`BUCKETS_PER_COMMIT`] per commit), then
-/// its version and last applied sha256; returns the number of buckets copied.
-pub fn copy_directory(from: &SledStore, to: &PostgresStore, tenant: &str) -> Result<usize> {
-    copy_directory_beating(from, to, tenant, None)
-}
-
-/// [`copy_directory`], heartbeating with `beat` (when given) before each commit's staging.
-fn copy_directory_beating(
+/// Copies one tenant's directory bucket by bucket ([`BUCKETS_PER_COMMIT`] per commit,
+/// heartbeating with `beat` before each), then its version and last applied sha256; returns
+/// the number of buckets copied.
+pub fn copy_directory(
     from: &SledStore,
     to: &PostgresStore,
     tenant: &str,
-    beat: Option<&NodeBeat>,
+    beat: &NodeBeat,
 ) -> Result<usize> {
     let state = from.tenant_state(tenant)?;
     let used: Vec<(u16, u64)> = state
@@ -177,9 +173,7 @@ fn copy_directory_beating(
         to.tenant_state(tenant)?.version
     };
     for chunk in used.chunks(BUCKETS_PER_COMMIT) {
-        if let Some(beat) = beat {
-            to.heartbeat(beat)?;
-        }
+        to.heartbeat(beat)?;
         let mut staged = Vec::with_capacity(chunk.len());
         for &(bucket, gen) in chunk {
             let Some(packed) = from.bucket(tenant, bucket, gen)? else {

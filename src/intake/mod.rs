@@ -29,6 +29,7 @@ pub mod pattern;
 mod ready;
 mod retry;
 mod run;
+mod run_mail;
 mod schedules;
 mod triggers;
 // the web console's overview shows each tenant's next scheduled run (h-console-runs)
@@ -551,7 +552,7 @@ fn record_missing(shared: &Shared, tenant: &Tenant) {
     .and_then(|r| {
         // The mail is queued with the record, so a crash between them cannot lose it
         // (review s18 crash F2).
-        match run::own_record_mail(shared, tenant, &r) {
+        match run_mail::own_record_mail(shared, tenant, &r) {
             Some(mail) => shared.store.record_import_mailed(&r, &mail),
             None => shared.store.record_import(&r),
         }

@@ -30,12 +30,11 @@
 use super::archive;
 use super::claim::Claimed;
 use super::pattern::{FilePattern, TenantCalendar};
+use super::run_mail;
 use super::{RunProgress, Shared};
-use crate::config::{ReportWhen, Tenant};
+use crate::config::Tenant;
 use crate::import::{self, Filing, ImportOutcome, RunOptions};
-use crate::mail::{compose_report, CsvAttachment, RunSummary};
 use crate::model::{Counts, ImportRecord, ImportStatus};
-use crate::store::OutboxMail;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
@@ -161,7 +160,9 @@ pub fn run_claimed(
         })),
         filing: Some(filing),
         lease: Some(super::lease::lease_name(&tenant.id)),
-        mail: claim.mails_with_record().then(|| run_mail(shared, tenant)),
+        mail: claim
+            .mails_with_record()
+            .then(|| run_mail::for_commit(shared, tenant)),
         ..Default::default()
     };
     let outcome = import::run_file(&shared.store, tenant, claimed, &opts);
@@ -222,7 +223,7 @@ fn record_refused(
     }
     let mail = claim
         .mails_with_record()
-        .then(|| run_mail(shared, tenant)(&record, report_csv.as_deref()))
+        .then(|| run_mail::for_commit(shared, tenant)(&record, report_csv.as_deref()))
         .flatten();
     shared
         .store
@@ -264,8 +265,7 @@ fn finish(
         }
         shared.mail_wake.notify_one();
     } else if !mailed.exists() {
-        let report_name = record.report.as_deref();
-        queue_mail(shared, tenant, &record, report_csv.as_deref(), report_name);
+        run_mail::queue_now(shared, tenant, &record, report_csv.as_deref());
         let _ = std::fs::write(&mailed, b"");
     }
     if let (Some(rel), Some(bytes)) = (&record.report, &report_csv) {
@@ -320,123 +320,6 @@ fn cap_archives(shared: &Shared, home: &Path, record: &ImportRecord) {
     }
 }
 
-fn wants_mail(when: ReportWhen, status: ImportStatus) -> bool {
-    match status {
-        ImportStatus::Held | ImportStatus::Missing => true,
-        ImportStatus::Partial | ImportStatus::Error => when != ReportWhen::Never,
-        ImportStatus::Success | ImportStatus::Duplicate => when == ReportWhen::Always,
-    }
-}
-
-/// The mail of a run of `tenant`, composed from its record and failure report when `report`
-/// (and the run's status) want one, for the commit to queue with the record.
-fn run_mail(shared: &Shared, tenant: &Tenant) -> import::MailFor {
-    let (from, tenant) = (sender(shared), tenant.clone());
-    std::sync::Arc::new(move |record: &ImportRecord, report: Option<&[u8]>| {
-        if !wants_mail(tenant.import.report, record.status) {
-            return None;
-        }
-        compose(&from, &tenant, record, report, record.report.as_deref())
-    })
-}
-
-/// Composes the run's report mail and puts it in the durable outbox.
-pub fn queue_mail(
-    shared: &Shared,
-    tenant: &Tenant,
-    record: &ImportRecord,
-    report: Option<&[u8]>,
-    report_name: Option<&str>,
-) {
-    if !wants_mail(tenant.import.report, record.status) {
-        return;
-    }
-    compose_and_queue(shared, tenant, record, report, report_name);
-}
-
-/// Composes the report mail of `record` and queues it, whatever `report` says.
-fn compose_and_queue(
-    shared: &Shared,
-    tenant: &Tenant,
-    record: &ImportRecord,
-    report: Option<&[u8]>,
-    report_name: Option<&str>,
-) {
-    let Some(mail) = compose(&sender(shared), tenant, record, report, report_name) else {
-        return;
-    };
-    match shared.store.outbox_push(&mail.recipients, &mail.message) {
-        Ok(_) => shared.mail_wake.notify_one(),
-        Err(e) => {
-            tracing::error!(tenant = %tenant.id, import_id = %record.id, "cannot queue the report mail: {e:#}")
-        }
-    }
-}
-
-/// The mail a record Roster writes itself (a `missing` run) owes the tenant's contacts, to be
-/// queued with the record in one write; None when `report` or the contacts want none.
-pub fn own_record_mail(
-    shared: &Shared,
-    tenant: &Tenant,
-    record: &ImportRecord,
-) -> Option<OutboxMail> {
-    if !wants_mail(tenant.import.report, record.status) {
-        return None;
-    }
-    compose(&sender(shared), tenant, record, None, None)
-}
-
-/// The `From` of report mails.
-fn sender(shared: &Shared) -> String {
-    let config = shared.config.current();
-    config
-        .mail
-        .as_ref()
-        .map(|m| m.from.clone())
-        .unwrap_or_else(|| crate::mail::DEFAULT_FROM.to_string())
-}
-
-/// The report mail of `record` for the tenant's `notify` addresses; None (logged) when it has
-/// none or the mail cannot be composed.
-fn compose(
-    from: &str,
-    tenant: &Tenant,
-    record: &ImportRecord,
-    report: Option<&[u8]>,
-    report_name: Option<&str>,
-) -> Option<OutboxMail> {
-    if tenant.notify.is_empty() {
-        tracing::warn!(tenant = %tenant.id, import_id = %record.id, "no notify addresses: the report mail is not sent");
-        return None;
-    }
-    let summary = RunSummary {
-        tenant: tenant.id.clone(),
-        file: record.file.clone(),
-        status: record.status.as_str().to_string(),
-        import_id: Some(record.id.clone()),
-        counts: record.counts,
-        messages: record.messages.clone(),
-        attachment: report.map(|bytes| CsvAttachment {
-            file_name: report_name
-                .and_then(|r| r.rsplit('/').next())
-                .unwrap_or("report.csv")
-                .to_string(),
-            bytes: bytes.to_vec(),
-        }),
-        archived_as: record.archived_as.clone(),
-    };
-    match compose_report(from, &tenant.notify, &summary) {
-        Ok(mail) => Some(OutboxMail {
-            recipients: mail.to,
-            message: mail.bytes,
-        }),
-        Err(e) => {
-            tracing::error!(tenant = %tenant.id, import_id = %record.id, "cannot compose the report mail: {e:#}");
-            None
-        }
-    }
-}
-
 /// Applies a held run (the admin API's `approve`, through the tenant's queue). Its file was
 /// filed when it was held, so nothing is filed here. The tenant's contacts were mailed that it
 /// was held, so they are mailed that it is now applied, like the held mail whatever `report`
@@ -450,7 +333,7 @@ pub fn approve_held(
     let _enter = span.enter();
     // The mail is composed from the applied record and queued by the approve's own commit,
     // so a crash right after it cannot lose the mail (review s18 crash F1).
-    let (from, contacts) = (sender(shared), tenant.clone());
+    let (from, contacts) = (run_mail::sender(shared), tenant.clone());
     let mail: import::MailFor = std::sync::Arc::new(move |record: &ImportRecord, _report| {
         let mut mailed = record.clone();
         mailed.messages.insert(
@@ -460,7 +343,7 @@ pub fn approve_held(
                 Utc::now().format("%Y-%m-%d %H:%M UTC")
             ),
         );
-        compose(&from, &contacts, &mailed, None, None)
+        run_mail::compose(&from, &contacts, &mailed, None, None)
     });
     let record = import::approve_mailed(&shared.store, tenant, import_id, Some(mail))?.record;
     shared.mail_wake.notify_one();
@@ -609,17 +492,5 @@ mod tests {
         assert!(unstamped_claim_time("20261201T020006.584924Z-41234-0003").is_none());
         assert!(unstamped_claim_time("20261201T020006.584924Z-03").is_none());
         assert!(unstamped_claim_time("garbage-0003").is_none());
-    }
-
-    #[test]
-    fn mail_policy() {
-        use ImportStatus::*;
-        assert!(wants_mail(ReportWhen::Never, Held));
-        assert!(wants_mail(ReportWhen::Never, Missing));
-        assert!(!wants_mail(ReportWhen::Never, Error));
-        assert!(wants_mail(ReportWhen::Failures, Partial));
-        assert!(!wants_mail(ReportWhen::Failures, Success));
-        assert!(!wants_mail(ReportWhen::Failures, Duplicate));
-        assert!(wants_mail(ReportWhen::Always, Success));
     }
 }
