@@ -22,7 +22,7 @@ use crate::config::{Config, ConfigHandle};
 use crate::descriptors::{descriptor_budget, raise_descriptor_limit};
 use crate::intake::Intake;
 use crate::sftp::{hostkeys, SftpServer, UploadFinished, UploadSink};
-use crate::store::{NodeBeat, Store};
+use crate::store::{NodeBeat, NodeStatus, Store};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -251,21 +251,22 @@ async fn refuse_a_twin(store: &Store, lease_secs: u64) -> anyhow::Result<()> {
         return Ok(()); // the embedded store is locked by one process
     }
     let me = store.node_id().to_string();
-    let read = |store: Store, me: String| async move {
-        tokio::task::spawn_blocking(move || {
-            let nodes = store.nodes()?;
-            Ok::<_, anyhow::Error>(nodes.into_iter().find(|n| n.node_id == me && n.alive))
-        })
-        .await?
-    };
-    let Some(first) = read(store.clone(), me.clone()).await? else {
+    let copying = crate::store::MIGRATE_STORE_NODE_ID.to_string();
+    if let Some(copy) = live_node(store.clone(), copying).await? {
+        anyhow::bail!(
+            "roster migrate-store is copying into this database (last heartbeat {}): start \
+             roster serve when it has finished",
+            copy.heartbeat_at.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
+    let Some(first) = live_node(store.clone(), me.clone()).await? else {
         return Ok(());
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(lease_secs + 1);
     tracing::info!(node = %me, "a live heartbeat of this node id is in the store: waiting up to {lease_secs} s to see whether another process beats under it");
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        match read(store.clone(), me.clone()).await? {
+        match live_node(store.clone(), me.clone()).await? {
             None => return Ok(()),
             Some(now) if now.heartbeat_at != first.heartbeat_at => anyhow::bail!(
                 "another roster serve is running as node {me:?} (SFTP {}, started {}): give every node its own [cluster] node_id (or leave it out: the host name and SFTP port)",
@@ -276,6 +277,15 @@ async fn refuse_a_twin(store: &Store, lease_secs: u64) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The node `id` if its heartbeat is alive.
+async fn live_node(store: Store, id: String) -> anyhow::Result<Option<NodeStatus>> {
+    tokio::task::spawn_blocking(move || {
+        let nodes = store.nodes()?;
+        Ok::<_, anyhow::Error>(nodes.into_iter().find(|n| n.node_id == id && n.alive))
+    })
+    .await?
 }
 
 fn beat_interval(lease_secs: u64) -> Duration {

@@ -260,7 +260,7 @@ fn a_record_made_outside_a_commit_is_announced_once() {
     store.record_import(&r).unwrap();
     let id2 = store.new_import_id(now).unwrap();
     let r2 = ImportRecord::begun(id2, "t1", "users.csv", ImportStatus::Error, now, now);
-    store.record_claimed(&r2, "c-1", None).unwrap();
+    store.record_claimed(&r2, "c-1", None, None).unwrap();
     let events = all_events(&store);
     let got: Vec<_> = events
         .iter()

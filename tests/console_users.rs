@@ -594,4 +594,21 @@ async fn direction_controls_in_stored_text_are_shown_not_applied() {
             "{path} sent a direction control as it is"
         );
     }
+    // A search for text holding one finds it, and its box holds the same text to search again
+    // (review s25: the box held "[U+202E]", which matched nothing when submitted).
+    let page = request(
+        &base,
+        "GET",
+        "/tenants/acme/users?q=Ev%E2%80%AEnil",
+        &cookies,
+        None,
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains(r#"value="Ev&#x202E;nil""#),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("user01@acme.example"), "{}", page.body);
 }

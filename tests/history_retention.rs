@@ -27,7 +27,9 @@ fn old_records_go_but_the_newest_a_held_one_and_a_claimed_one_stay() {
     // A run an intake claim stamps, and then the newest record.
     let mut claimed = applied.clone();
     claimed.id = store.new_import_id(Utc::now()).unwrap();
-    store.record_claimed(&claimed, "claim-1", None).unwrap();
+    store
+        .record_claimed(&claimed, "claim-1", None, None)
+        .unwrap();
     let mut newest = applied.clone();
     newest.id = store.new_import_id(Utc::now()).unwrap();
     store.record_import(&newest).unwrap();

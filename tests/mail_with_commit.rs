@@ -138,7 +138,7 @@ fn a_claimed_record_and_its_mail_are_written_together() {
     refused.id = store.new_import_id(Utc::now()).unwrap();
     refused.status = ImportStatus::Error;
     store
-        .record_claimed(&refused, "c-1-m", Some(&mail_of(&refused)))
+        .record_claimed(&refused, "c-1-m", Some(&mail_of(&refused)), None)
         .unwrap();
     assert_eq!(
         store.claim_committed("t1", "c-1-m").unwrap().as_deref(),

@@ -198,6 +198,7 @@ fn history_plans_ledger_stamps_and_outbox_are_copied_as_they_are() {
         &record("globex", "i-claimed", ImportStatus::Error),
         "c-7",
         None,
+        None,
     )
     .unwrap();
     let to = vec!["a@x.example".to_string(), "b@x.example".to_string()];

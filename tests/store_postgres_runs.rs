@@ -219,9 +219,9 @@ fn claims_run_stamp_and_are_forgotten() {
     assert!(store.claims_stamped("acme").unwrap().is_empty());
 
     let record = full_record("acme", "20261121T073000Z-0000000007");
-    store.record_claimed(&record, "c-9", None).unwrap();
+    store.record_claimed(&record, "c-9", None, None).unwrap();
     store
-        .record_claimed(&full_record("acme", "i-2"), "c-10", None)
+        .record_claimed(&full_record("acme", "i-2"), "c-10", None, None)
         .unwrap();
     assert_eq!(
         store.claim_committed("acme", "c-9").unwrap().as_deref(),
@@ -239,6 +239,47 @@ fn claims_run_stamp_and_are_forgotten() {
     assert_eq!(store.claims_stamped("acme").unwrap(), vec!["c-10"]);
     // The record stays: only the stamp is forgotten.
     assert!(store.import_record("acme", &record.id).unwrap().is_some());
+}
+
+/// A node that lost its tenant's lease (paused past it while another node took its claim
+/// over) writes no record and no mail: the node that took over writes them (review s25).
+#[test]
+fn a_claimed_record_is_refused_once_its_lease_is_lost() {
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    let a = open(&pg, "hr", "node-a");
+    let b = open(&pg, "hr", "node-b");
+    let lease = "tenant:acme";
+    assert!(a.take_lease(lease).unwrap().is_some());
+    let mail = roster::store::OutboxMail {
+        recipients: vec!["hr@acme.example".into()],
+        message: b"the report".to_vec(),
+    };
+    let first = full_record("acme", "i-1");
+    a.record_claimed(&first, "c-1-m", Some(&mail), Some(lease))
+        .unwrap();
+    // Node A's lease runs out and node B takes it.
+    pg.psql(
+        "hr",
+        "UPDATE roster.leases SET expires_at = now() - interval '1 second'",
+    );
+    assert!(b.take_lease(lease).unwrap().is_some());
+    let late = full_record("acme", "i-2");
+    let refused = a
+        .record_claimed(&late, "c-2-m", Some(&mail), Some(lease))
+        .unwrap_err();
+    assert!(
+        refused.downcast_ref::<roster::store::LeaseLost>().is_some(),
+        "not a lost lease: {refused:#}"
+    );
+    assert_eq!(a.import_record("acme", "i-2").unwrap(), None);
+    assert_eq!(a.claim_committed("acme", "c-2-m").unwrap(), None);
+    assert_eq!(pg.psql("hr", "SELECT count(*) FROM roster.outbox"), "1");
+    // The holder writes.
+    b.record_claimed(&late, "c-2-m", Some(&mail), Some(lease))
+        .unwrap();
+    assert_eq!(b.import_record("acme", "i-2").unwrap(), Some(late));
+    assert_eq!(pg.psql("hr", "SELECT count(*) FROM roster.outbox"), "2");
 }
 
 #[test]

@@ -150,7 +150,9 @@ async fn a_committed_claim_is_mailed_once_whichever_version_made_it() {
                 .into_bytes(),
             };
             let with_record = claim.ends_with("-m").then_some(&mail);
-            store.record_claimed(&record, claim, with_record).unwrap();
+            store
+                .record_claimed(&record, claim, with_record, None)
+                .unwrap();
             let folder = dir.join("data/work/cdp").join(claim);
             std::fs::create_dir_all(&folder).unwrap();
             std::fs::write(folder.join("users.csv"), FILE).unwrap();

@@ -106,11 +106,18 @@ pub(crate) async fn lift_block(
     scope: &str,
     subject: &str,
 ) -> Result<(LoginScope, String, bool), ApiError> {
+    let given = subject.parse::<IpAddr>().map(|a| a.to_string()).ok();
     let (scope, subject) = subject_of(scope, subject)?;
     let store = st.store.clone();
     let key = subject.clone();
     let shared = blocking_ok("cannot lift the login block", move || {
-        store.lift_login_block(scope, &key)
+        let mut lifted = store.lift_login_block(scope, &key)?;
+        // A shared row keyed as a node before version 14 wrote it (`::ffff:203.0.113.9`, a
+        // whole IPv6 address) is listed as it is: lifting it lifts that row too.
+        if let Some(given) = given.filter(|g| scope == LoginScope::Address && *g != key) {
+            lifted |= store.lift_login_block(scope, &given)?;
+        }
+        Ok(lifted)
     })
     .await?;
     let here = st.throttle.lift(scope, &subject);

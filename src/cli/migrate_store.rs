@@ -28,8 +28,9 @@ use anyhow::{bail, Context, Result};
 
 use std::path::Path;
 
-/// The node id the copy writes as (staged rows carry it; no server node uses it).
-const NODE_ID: &str = "roster-migrate-store";
+/// The node id the copy writes as (staged rows carry it; `roster serve` refuses to start while
+/// it is alive).
+const NODE_ID: &str = crate::store::MIGRATE_STORE_NODE_ID;
 
 /// Buckets staged per commit while copying a directory.
 const BUCKETS_PER_COMMIT: usize = 64;
@@ -71,13 +72,38 @@ pub fn run(config_path: &Path, to: &str) -> Result<()> {
         version: format!("{} (migrate-store)", env!("CARGO_PKG_VERSION")),
         started_at: chrono::Utc::now(),
     };
-    let copied = copy_all(&from, &to, &beat);
+    let every =
+        std::time::Duration::from_millis(config.cluster.lease_secs.saturating_mul(1000) / 3)
+            .max(std::time::Duration::from_millis(500));
+    let copied = std::thread::scope(|scope| {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        scope.spawn(|| beat_until(&to, &beat, every, stopped));
+        let copied = copy_all(&from, &to, &beat);
+        drop(stop);
+        copied
+    });
     if let Err(e) = to.leave() {
         tracing::warn!("cannot remove the copy's row from roster.nodes: {e:#}");
     }
     copied?;
     println!("migrate-store: done; set [store] url (or ROSTER_STORE_URL) to serve from PostgreSQL");
     Ok(())
+}
+
+/// Heartbeats every `every` until `stop` is dropped, beside the explicit beats between
+/// commits: one statement of the copy (a large tenant's history, say) may outlast the lease,
+/// and a node taking the copy for dead would sweep its staged rows.
+fn beat_until(
+    to: &PostgresStore,
+    beat: &NodeBeat,
+    every: std::time::Duration,
+    stop: std::sync::mpsc::Receiver<()>,
+) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+        if let Err(e) = to.heartbeat(beat) {
+            tracing::warn!("migrate-store: heartbeat not recorded: {e:#}");
+        }
+    }
 }
 
 /// Refuses a target where a node is alive: a `roster serve` is running on it (migrate-store

@@ -225,9 +225,12 @@ fn record_refused(
         .mails_with_record()
         .then(|| run_mail::for_commit(shared, tenant)(&record, report_csv.as_deref()))
         .flatten();
-    shared
-        .store
-        .record_claimed(&record, &claim.id, mail.as_ref())?;
+    shared.store.record_claimed(
+        &record,
+        &claim.id,
+        mail.as_ref(),
+        Some(&super::lease::lease_name(&tenant.id)),
+    )?;
     let outcome = ImportOutcome {
         record,
         report_csv,

@@ -8,6 +8,11 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The node id `roster migrate-store` heartbeats under while it fills a PostgreSQL store: no
+/// `roster serve` starts while it is alive (its staged rows would be swept, its tenants
+/// imported into half copied).
+pub const MIGRATE_STORE_NODE_ID: &str = "roster-migrate-store";
+
 /// What a node says about itself in each heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeBeat {
@@ -129,9 +134,13 @@ pub trait Cluster: Send + Sync {
     fn lift_login_block(&self, _scope: LoginScope, _subject: &str) -> Result<bool> {
         Ok(false)
     }
-    /// The lifts recorded after lift number `after` (None: none, only the number of the
-    /// latest, to start from), and the number to ask after next time.
-    fn login_lifts_since(&self, after: Option<i64>) -> Result<(i64, Vec<(LoginScope, String)>)> {
+    /// The lifts recorded after lift number `after` (None: those recorded at or after
+    /// `since`), and the number to ask after next time.
+    fn login_lifts_since(
+        &self,
+        after: Option<i64>,
+        _since: DateTime<Utc>,
+    ) -> Result<(i64, Vec<(LoginScope, String)>)> {
         Ok((after.unwrap_or(0), Vec::new()))
     }
     /// Takes over, each atomically and so by one node only, the intake claims held by nodes

@@ -47,7 +47,9 @@ pub use health::SchemaNewer;
 pub mod postgres;
 pub mod sled;
 
-pub use cluster::{Cluster, LoginScope, NodeBeat, NodeStatus, OrphanClaim, SharedBlock};
+pub use cluster::{
+    Cluster, LoginScope, NodeBeat, NodeStatus, OrphanClaim, SharedBlock, MIGRATE_STORE_NODE_ID,
+};
 pub(crate) use first_keys::FirstKeys;
 pub use frame::{frame, unframe};
 pub use sled::SledStore;
@@ -367,12 +369,16 @@ pub trait RunLog: Send + Sync {
     fn claims_stamped(&self, tenant: &str) -> Result<Vec<String>>;
     /// Stores a record the intake made for claim `claim` together with the claim's stamp and
     /// the run's `mail` (if any), at once, so a restart finishes this record instead of making
-    /// another, and its mail is queued exactly once.
+    /// another, and its mail is queued exactly once. With `lease` (the store lease the caller
+    /// holds, as [`Commit::lease`]) the write is refused with [`LeaseLost`] unless this node
+    /// still holds it: a node that lost it while paused must not write a second record and
+    /// mail beside the one that took its claim over.
     fn record_claimed(
         &self,
         record: &ImportRecord,
         claim: &str,
         mail: Option<&OutboxMail>,
+        lease: Option<&str>,
     ) -> Result<()>;
     /// Retention (design §6): removes the tenant's import records that finished before
     /// `before`, and its file-ledger entries last written before it; never the tenant's newest

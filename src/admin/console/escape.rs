@@ -45,9 +45,35 @@ impl Escaper for VisibleHtml {
     }
 }
 
+/// `s` escaped for a form field's `value="…"` that the operator submits again (a search box):
+/// direction controls as character references, which the browser turns back into the
+/// characters, so a search for a name holding an RLM finds it again; written in a template as
+/// `{{ field|safe }}`. A field's value is shown inside its box, apart from the page's text.
+pub fn form_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find(is_direction_control) {
+        let _ = Html.write_escaped_str(&mut out, &rest[..at]);
+        let c = rest[at..].chars().next().unwrap_or_default();
+        let _ = write!(out, "&#x{:X};", u32::from(c));
+        rest = &rest[at + c.len_utf8()..];
+    }
+    let _ = Html.write_escaped_str(&mut out, rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_form_value_keeps_direction_controls_as_references() {
+        assert_eq!(
+            form_value("\u{200F}عربي \"<x>\""),
+            "&#x200F;عربي &#34;&#60;x&#62;&#34;"
+        );
+        assert_eq!(form_value("plain"), "plain");
+    }
 
     fn escaped(s: &str) -> String {
         let mut out = String::new();

@@ -71,6 +71,8 @@ struct TenantRow {
 struct OverviewPage {
     chrome: Chrome,
     q: String,
+    /// `q` for the search box (see `escape::form_value`).
+    q_value: String,
     rows: Vec<TenantRow>,
     page: usize,
     pages: usize,
@@ -111,6 +113,7 @@ async fn overview(
     .await?;
     page(&OverviewPage {
         chrome: Chrome::new(&viewer, "Tenants", None),
+        q_value: super::escape::form_value(&query.q),
         q: query.q,
         rows,
         page: page_no,

@@ -141,6 +141,8 @@ struct UsersPage {
     chrome: Chrome,
     tenant: String,
     q: String,
+    /// `q` for the search box (see `escape::form_value`).
+    q_value: String,
     status: String,
     rows: Vec<UserRow>,
     total: u64,
@@ -193,6 +195,7 @@ async fn list(
     page(&UsersPage {
         chrome: Chrome::new(&viewer, format!("Users of {}", t.id), Some(&t.id)),
         tenant: t.id.clone(),
+        q_value: super::escape::form_value(&q),
         q,
         status: status.map(status_name).unwrap_or("all").to_string(),
         rows: found.users.iter().map(UserRow::of).collect(),

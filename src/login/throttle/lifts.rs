@@ -104,14 +104,22 @@ impl LoginThrottle {
         lifted
     }
 
-    /// Lifts here what other nodes lifted (the store's records since `after`; None: only the
-    /// latest number, at start); returns the number to read after next time. Without shared
-    /// counters, or while the store is failing, nothing is read and `after` comes back.
+    /// Lifts here what other nodes lifted (the store's records after number `after`; None at
+    /// first: those recorded since a minute before the shared counters were first used, so a
+    /// lift made between this node's start and its first read is not passed by, whatever the
+    /// clocks' skew); returns the number to read after next time. Without shared counters, or
+    /// while the store is failing, nothing is read and `after` comes back.
     pub async fn apply_lifts(&self, after: Option<i64>) -> Option<i64> {
         let Some(store) = self.shared_store() else {
             return after; // no shared counters, or the store is left alone for a while
         };
-        let read = ask_store(move || store.login_lifts_since(after)).await;
+        let since = self
+            .shared_since
+            .get()
+            .copied()
+            .unwrap_or_else(chrono::Utc::now)
+            - chrono::Duration::seconds(60);
+        let read = ask_store(move || store.login_lifts_since(after, since)).await;
         match read {
             Ok((last, lifts)) => {
                 for (scope, subject) in lifts {

@@ -10,6 +10,7 @@ impl LoginThrottle {
     /// one-node store, and after the first call).
     pub fn share_through(&self, store: Store) {
         if store.shared_by_nodes() {
+            let _ = self.shared_since.set(chrono::Utc::now());
             let _ = self.shared.set(store);
         }
     }
@@ -163,24 +164,15 @@ impl LoginThrottle {
         self.lifts.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// [`remember_block`](Self::remember_block), unless a block was lifted since `lifts` was
-    /// read ([`lifts_seen`](Self::lifts_seen)): the store's answer may be from before the
-    /// lift, and remembering it would put back the block the operator lifted.
+    /// Keeps a block the shared counters reported, so it holds while the store is unreachable;
+    /// unless a block was lifted since `lifts` was read ([`lifts_seen`](Self::lifts_seen)):
+    /// the store's answer may be from before the lift, and remembering it would put back the
+    /// block the operator lifted. The count is compared under the lock that
+    /// [`lift`](Self::lift) clears under (it counts before taking it), so a lift landing
+    /// between the comparison and the write cannot be undone either.
     fn remember_block_unless_lifted(
         &self,
         lifts: u64,
-        scope: LoginScope,
-        subject: &str,
-        until: chrono::DateTime<chrono::Utc>,
-    ) {
-        if self.lifts_seen() == lifts {
-            self.remember_block(scope, subject, until);
-        }
-    }
-
-    /// Keeps a block the shared counters reported, so it holds while the store is unreachable.
-    pub(super) fn remember_block(
-        &self,
         scope: LoginScope,
         subject: &str,
         until: chrono::DateTime<chrono::Utc>,
@@ -195,6 +187,7 @@ impl LoginThrottle {
             }
         };
         self.with(|t| match scope {
+            _ if self.lifts_seen() != lifts => {}
             LoginScope::Address => {
                 if let Ok(a) = subject.parse::<IpAddr>() {
                     later(

@@ -380,8 +380,12 @@ impl Cluster for PostgresStore {
         self.lift_shared_block(scope, subject)
     }
 
-    fn login_lifts_since(&self, after: Option<i64>) -> Result<(i64, Vec<(LoginScope, String)>)> {
-        self.lifts_since(after)
+    fn login_lifts_since(
+        &self,
+        after: Option<i64>,
+        since: DateTime<Utc>,
+    ) -> Result<(i64, Vec<(LoginScope, String)>)> {
+        self.lifts_since(after, since)
     }
 
     fn orphan_claims(&self) -> Result<Vec<OrphanClaim>> {

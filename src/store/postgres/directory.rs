@@ -493,7 +493,7 @@ async fn apply_locked(tx: &Transaction<'_>, c: &Commit) -> Result<(TenantState, 
 
 /// Refuses a commit unless `node` holds `lease`, unexpired ([`Commit::lease`]). The row is
 /// locked until the commit ends, so no other node can take the lease meanwhile.
-async fn still_leased(tx: &Transaction<'_>, lease: &str, node: &str) -> Result<()> {
+pub(super) async fn still_leased(tx: &Transaction<'_>, lease: &str, node: &str) -> Result<()> {
     let held = tx
         .query_opt(
             "SELECT 1 FROM roster.leases WHERE name = $1 AND node_id = $2 \

@@ -10,6 +10,7 @@ use super::connections::Connections;
 use super::PostgresStore;
 use crate::store::{LoginScope, SharedBlock};
 use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
 
 impl PostgresStore {
     /// The blocks in force, at most `limit`, the latest ending first.
@@ -78,19 +79,29 @@ impl PostgresStore {
             .context("cannot lift a login block in PostgreSQL")
     }
 
-    /// The lifts after number `after` (None: only the latest number), oldest first.
+    /// The lifts after number `after` (None: those recorded at or after `since`), oldest
+    /// first, at most 1000.
     pub(super) fn lifts_since(
         &self,
         after: Option<i64>,
+        since: DateTime<Utc>,
     ) -> Result<(i64, Vec<(LoginScope, String)>)> {
         self.db
             .run(move |pool| async move {
                 let client = Connections::client(&pool).await?;
-                let Some(after) = after else {
-                    let row = client
-                        .query_one("SELECT coalesce(max(id), 0) FROM roster.login_lifts", &[])
-                        .await?;
-                    return Ok((row.try_get(0)?, Vec::new()));
+                let after = match after {
+                    Some(after) => after,
+                    // Just before the first lift since then, else the latest: lifts commit in
+                    // the order of their ids, so any committed later has a larger one.
+                    None => client
+                        .query_one(
+                            "SELECT coalesce(min(id) - 1, \
+                             (SELECT coalesce(max(id), 0) FROM roster.login_lifts)) \
+                             FROM roster.login_lifts WHERE lifted_at >= $1",
+                            &[&since],
+                        )
+                        .await?
+                        .try_get(0)?,
                 };
                 let rows = client
                     .query(

@@ -446,13 +446,18 @@ impl RunLog for PostgresStore {
         record: &ImportRecord,
         claim: &str,
         mail: Option<&OutboxMail>,
+        lease: Option<&str>,
     ) -> Result<()> {
         let params = RecordParams::new(&record.tenant, record)?;
         let claim = claim.to_string();
         let (record, mail) = (record.clone(), mail.cloned());
+        let (lease, node) = (lease.map(str::to_string), self.node_id.clone());
         self.db.run(move |pool| async move {
             let mut client = Connections::client(&pool).await?;
             let tx = client.transaction().await?;
+            if let Some(lease) = &lease {
+                super::directory::still_leased(&tx, lease, &node).await?;
+            }
             upsert_announced(&tx, &params, &record).await?;
             tx.execute(UPSERT_STAMP, &[&params.tenant, &claim, &params.id])
                 .await

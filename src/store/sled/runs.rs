@@ -204,12 +204,13 @@ impl RunLog for SledStore {
 
     /// Stores a record the intake made for claim `claim` together with the claim's stamp and
     /// its mail, in one transaction, so a restart finishes this record instead of making
-    /// another.
+    /// another. One process opens the store, so every lease is its own (`lease` is not read).
     fn record_claimed(
         &self,
         record: &ImportRecord,
         claim: &str,
         mail: Option<&OutboxMail>,
+        _lease: Option<&str>,
     ) -> Result<()> {
         let json = serde_json::to_vec(record)?;
         let stamp = serde_json::to_vec(&ClaimStamp {
