@@ -17,7 +17,37 @@ pub const MAX_CELL_BYTES: usize = 1024;
 /// Bytes of a header cell kept for mapping; a longer one cannot be a column name anyway.
 pub const MAX_HEADER_BYTES: usize = 1024;
 
+/// Bytes one row may take in the file (all its lines, when quoted cells join them): a
+/// longer one fails the run (`rownum::Breaks`). An HR row is a few kilobytes; what passes this
+/// is an unbalanced quote joining the rest of the file, or not a CSV. It bounds what one
+/// record costs in memory (its bytes and 8 bytes a cell), whatever the file.
+pub const MAX_ROW_BYTES: u64 = 1 << 20;
+/// Cells the header row may have: more fail the run before any is copied.
+pub const MAX_COLUMNS: usize = 4096;
+/// Row (or column) numbers one message lists; the rest are counted (`… and 9 more`), so a
+/// key given on a hundred thousand rows writes a hundred thousand short reasons, not a
+/// hundred thousand lists of a hundred thousand numbers.
+pub const MAX_LISTED: usize = 10;
+/// Bytes the skip reasons of one row pass may hold in memory (each reason's text plus
+/// [`SKIP_OVERHEAD`]): a file with more skipped rows than that fails the run, nothing
+/// applied, instead of holding a reason per row of a file of millions of broken lines.
+pub const MAX_SKIP_BYTES: usize = 256 << 20;
+/// What one kept skip reason costs besides its text (its row number, the string's header,
+/// the allocator's and the map's share), for [`MAX_SKIP_BYTES`].
+pub const SKIP_OVERHEAD: usize = 64;
+
 const ELLIPSIS: &str = "…";
+
+/// Numbers as a message lists them: the first [`MAX_LISTED`], then how many more
+/// (`2, 5, 9, … and 3 more`).
+pub fn listed(numbers: impl ExactSizeIterator<Item = u64>) -> String {
+    let total = numbers.len();
+    let mut out: Vec<String> = numbers.take(MAX_LISTED).map(|n| n.to_string()).collect();
+    if total > MAX_LISTED {
+        out.push(format!("… and {} more", total - MAX_LISTED));
+    }
+    out.join(", ")
+}
 
 /// `s` cut to `max` characters, ending in `…` when cut.
 pub fn cut(s: &str, max: usize) -> Cow<'_, str> {
@@ -69,6 +99,20 @@ pub fn bound_messages(msgs: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_at_most_ten_numbers_and_counts_the_rest() {
+        assert_eq!(listed([2u64, 5].into_iter()), "2, 5");
+        assert_eq!(
+            listed((1..11u32).map(u64::from)),
+            "1, 2, 3, 4, 5, 6, 7, 8, 9, 10"
+        );
+        assert_eq!(
+            listed((1..100_001u32).map(u64::from)),
+            "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, … and 99990 more"
+        );
+        assert_eq!(listed(std::iter::empty::<u64>()), "");
+    }
 
     #[test]
     fn cuts_at_character_boundaries() {

@@ -266,6 +266,16 @@ fn map_header<'a>(job: &Job<'a>, rec: &mut ImportRecord, enc: Enc) -> Phase<Head
         Ok(None) => return Ok(Break(fail(job, rec, "the file is empty".into(), reached))),
         Err(e) => return Ok(Break(fail(job, rec, format!("{e:#}"), reached))),
     }
+    if first.len() > bounds::MAX_COLUMNS {
+        let msg = format!(
+            "the header row has {} cells, more than the {} columns a user file may have: check \
+             the delimiter (now {:?}) or that this is the user file",
+            first.len(),
+            bounds::MAX_COLUMNS,
+            rec.delimiter
+        );
+        return Ok(Break(fail(job, rec, msg, reached)));
+    }
     let headers: Vec<String> = first.iter().map(bounds::header_text).collect();
     drop(first); // a header line can be as large as the file: keep only the cut names
     if headers.iter().all(|h| h.trim().is_empty()) {
@@ -339,6 +349,7 @@ fn read_rows(
         check_emails,
         given: given_passwords(job),
         seal: &keys.seal,
+        skip_memory: job.opts.skip_memory,
     };
     let progress = job.opts.progress.as_deref();
     let mapped = report::Reached::Header(

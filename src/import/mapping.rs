@@ -56,12 +56,13 @@ fn norm_header(h: &str) -> String {
 
 /// The file-level error for a mapped header that names several columns (1-based numbers).
 fn twice(header: &str, normed: &[String], norm: &str) -> String {
-    let at: Vec<String> = (normed.iter().enumerate())
+    let at: Vec<u64> = (normed.iter().enumerate())
         .filter(|(_, h)| *h == norm)
-        .map(|(i, _)| (i + 1).to_string())
+        .map(|(i, _)| i as u64 + 1)
         .collect();
+    let at = super::bounds::listed(at.into_iter());
     let header = super::bounds::cut(header.trim(), 100);
-    format!("the header {header:?} appears in more than one column (columns {}), so it is not clear which one to import; remove or rename all but one", at.join(", "))
+    format!("the header {header:?} appears in more than one column (columns {at}), so it is not clear which one to import; remove or rename all but one")
 }
 
 /// With an empty `columns` map: each header that is a field name is that field; the others

@@ -225,15 +225,14 @@ pub(super) fn duplicate_skips(
     out: &mut Vec<(u64, String)>,
 ) {
     let key_header = ctx.map.cols[ctx.map.key].header.as_str();
-    let lines: Vec<String> = group.iter().map(|r| r.line.to_string()).collect();
+    let lines = super::bounds::listed(group.iter().map(|r| r.line));
+    let key = String::from_utf8_lossy(key);
     for r in group.iter().filter(|r| !r.present_only()) {
         out.push((
             r.line,
             format!(
-                "row {}: {key_header} {:?} appears on more than one row (rows {}), so none of them is imported",
+                "row {}: {key_header} {key:?} appears on more than one row (rows {lines}), so none of them is imported",
                 r.line,
-                String::from_utf8_lossy(key),
-                lines.join(", ")
             ),
         ));
     }

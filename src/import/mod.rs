@@ -96,6 +96,9 @@ pub struct RunOptions {
     /// Bytes of packed rows kept in memory; the rest wait in a temporary file (64 MiB by
     /// default; see `spill`).
     pub row_memory: usize,
+    /// Bytes the skip reasons of the row pass may hold; a file with more skipped rows fails
+    /// (256 MiB by default: `bounds::MAX_SKIP_BYTES`).
+    pub skip_memory: usize,
     /// Set by the intake: where the run will be filed. The committed record then names its
     /// archived file and report, and the outputs are staged in the claim folder before the
     /// commit (see `filing`). `None`: the record names no archive.
@@ -120,6 +123,7 @@ impl Default for RunOptions {
             dry_run: false,
             progress: None,
             row_memory: spill::DEFAULT_BUDGET,
+            skip_memory: bounds::MAX_SKIP_BYTES,
             filing: None,
             lease: None,
             mail: None,

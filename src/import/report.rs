@@ -43,7 +43,7 @@
 
 use super::bounds::{cut, cut_bytes, MAX_CELL_BYTES, MAX_MESSAGE_CHARS};
 use super::read::{self, Enc, Input};
-use super::rownum::RowReader;
+use super::rownum::{is_row_too_long, RowReader};
 use super::{ImportRecord, ImportStatus};
 use crate::config::Tenant;
 use anyhow::{Context, Result};
@@ -169,7 +169,7 @@ pub fn archive_early(
         // The profile maps no password: the file has no password field to leak.
         (None, None) => return None,
     };
-    let copy = || -> Result<Option<Vec<u8>>> {
+    let mut copy = || -> Result<Option<Vec<u8>>> {
         let delim = match delim {
             Some(d) => d,
             None => read::with_delimiter(read::text(input, enc)?, profile.delimiter)?.1,
@@ -182,7 +182,15 @@ pub fn archive_early(
             keep_col: None,
             keep_mapped: &[],
         };
-        Ok(write(input, enc, delim, &want)?.1)
+        let ((_, copy), cut) = write_cut(input, enc, delim, &want)?;
+        if let Some(row) = cut {
+            messages.push(format!(
+                "the archived copy ends before row {row}: that row is longer than {} MiB and \
+                 could not be checked for passwords, so it and the rest of the file are left out",
+                super::bounds::MAX_ROW_BYTES >> 20
+            ));
+        }
+        Ok(copy)
     };
     match copy() {
         Ok(c) => c,
@@ -405,25 +413,46 @@ fn finish_error(e: &std::io::Error) -> anyhow::Error {
 /// numbers them ([`RowReader`]), and the archive copy keeps the file's blank lines (not those
 /// after the last record), so it numbers its rows the same.
 pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<ReportAndArchive> {
+    Ok(write_cut(input, enc, delim, want)?.0)
+}
+
+/// [`write`], and the row before which the archive copy ends when a row is longer than
+/// `bounds::MAX_ROW_BYTES` (a run that read it failed): that row could hold a password the
+/// pass cannot find, so it and the rest of the file are left out of the copy, which is never
+/// more than the rows before it (review s25).
+pub fn write_cut(
+    input: Input<'_>,
+    enc: Enc,
+    delim: u8,
+    want: &Want<'_>,
+) -> Result<(ReportAndArchive, Option<u64>)> {
     if want.skips.is_empty() && want.password_col.is_none() && want.password_header.is_none() {
-        return Ok((None, None));
+        return Ok(((None, None), None));
     }
     const AGAIN: &str = "cannot read the file a second time";
     let mut rdr = RowReader::new(read::text(input, enc)?, delim);
     let mut pass = Second::new(want, enc, delim);
     let mut rec = csv::ByteRecord::new();
-    if let Some(row) = rdr.read_row(&mut rec).context(AGAIN)? {
+    let mut cut = None;
+    let mut next = |rdr: &mut RowReader<_>, rec: &mut csv::ByteRecord| match rdr.read_row(rec) {
+        Err(e) if is_row_too_long(&e) => {
+            cut = Some(rdr.row() + 1);
+            Ok(None)
+        }
+        other => other.context(AGAIN),
+    };
+    if let Some(row) = next(&mut rdr, &mut rec)? {
         pass.header(row, &rec)?;
         // The header line can be as large as the file: do not keep its buffer for the rows.
         rec = csv::ByteRecord::new();
-        while let Some(row) = rdr.read_row(&mut rec).context(AGAIN)? {
+        while let Some(row) = next(&mut rdr, &mut rec)? {
             pass.row(row, &rec, rdr.position().byte(), rdr.cut_in_quote())?;
         }
-    } else {
+    } else if cut.is_none() {
         // No header row: nothing to blank (and nothing that could hold a password).
         pass.archive = None;
     }
-    pass.finish()
+    Ok((pass.finish()?, cut))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! file's emails for the uniqueness checks, and password fingerprints. Memory stays bounded by
 //! the workers' arenas, the rows' budget and a few batches in flight, plus 24 bytes an email.
 
+use super::bounds;
 use super::mapping::Mapping;
 use super::record::{self, GivenPasswords, Parsed, Row, RowFingerprint, RowSeal, ROW_PRESENT_ONLY};
 use super::rownum::RowReader;
@@ -19,6 +20,12 @@ use std::io::Read;
 use std::sync::mpsc;
 
 const BATCH: usize = 2048;
+/// Bytes of records (their text and 8 bytes a cell) a batch holds before it is handed on
+/// whatever its count: rows near `bounds::MAX_ROW_BYTES` must not make a batch of 2048 of them.
+const BATCH_BYTES: usize = 4 << 20;
+/// A record larger than this (bytes, or 8 bytes a cell) is not kept for reuse once checked,
+/// so a batch slot does not keep the largest row it ever held.
+const KEEP_RECORD_BYTES: usize = 64 << 10;
 /// Notes kept per worker (a million unknown references must not become a million strings).
 pub const MAX_NOTES: usize = 100;
 
@@ -74,6 +81,8 @@ pub struct RowContext<'a> {
     /// Approving a held run: the passwords it kept.
     pub given: Option<&'a GivenPasswords>,
     pub seal: &'a RowSeal,
+    /// Bytes the skip reasons may hold ([`RunOptions::skip_memory`](super::RunOptions)).
+    pub skip_memory: usize,
 }
 
 #[derive(Default)]
@@ -85,6 +94,10 @@ struct WorkerOut {
     /// The first failure to hand rows over (writing the temporary file).
     failed: Option<anyhow::Error>,
     skips: Vec<(u64, String)>,
+    /// What `skips` holds in memory, as `bounds::MAX_SKIP_BYTES` counts it.
+    skip_bytes: usize,
+    /// `skip_bytes` passed this worker's share of `bounds::MAX_SKIP_BYTES`: it stopped.
+    too_many_skips: bool,
     notes: Vec<(u64, String)>,
     notes_dropped: u64,
     valid: u64,
@@ -127,7 +140,7 @@ pub fn row_pass<R: Read>(
         drop(back_tx);
         let mut next = 0usize;
         let mut batch: Vec<(u64, csv::ByteRecord)> = Vec::with_capacity(BATCH);
-        let mut fill = 0usize;
+        let (mut fill, mut batch_bytes) = (0usize, 0usize);
         loop {
             if fill == batch.len() {
                 batch.push((0, csv::ByteRecord::new()));
@@ -153,6 +166,7 @@ pub fn row_pass<R: Read>(
                 continue;
             }
             slot.0 = line;
+            batch_bytes += record_bytes(&slot.1);
             rows += 1;
             fill += 1;
             if let Some(p) = progress {
@@ -160,13 +174,15 @@ pub fn row_pass<R: Read>(
                     p(rows);
                 }
             }
-            if fill == BATCH {
-                let full = std::mem::replace(&mut batch, back_rx.try_recv().unwrap_or_default());
+            if fill == BATCH || batch_bytes >= BATCH_BYTES {
+                let mut full =
+                    std::mem::replace(&mut batch, back_rx.try_recv().unwrap_or_default());
+                full.truncate(fill);
                 if senders[next % workers].send(full).is_err() {
-                    break;
+                    break; // a worker stopped: too many skips
                 }
                 next += 1;
-                fill = 0;
+                (fill, batch_bytes) = (0, 0);
             }
         }
         batch.truncate(fill);
@@ -185,6 +201,15 @@ pub fn row_pass<R: Read>(
             })
             .collect()
     });
+    if outs.iter().any(|o| o.too_many_skips) {
+        let skipped: usize = outs.iter().map(|o| o.skips.len()).sum();
+        return Ok(Err(format!(
+            "more than {skipped} rows are skipped, too many to report one by one (their \
+             reasons would hold more than {} KiB): nothing is applied; check that this is the \
+             user file and that its delimiter and columns are right",
+            cx.skip_memory >> 10
+        )));
+    }
     if let Some(e) = read_error {
         return Ok(Err(e));
     }
@@ -220,11 +245,19 @@ fn worker(
         ..Default::default()
     };
     let mut notes = Vec::new();
-    for batch in batches.rx {
-        for (line, rec) in &batch {
+    let skip_share = cx.skip_memory / crate::store::cores().clamp(1, 8);
+    for mut batch in batches.rx {
+        for (line, rec) in &mut batch {
             work(&mut out, &mut notes, rec, *line, cx);
+            if record_bytes(rec) > KEEP_RECORD_BYTES {
+                *rec = csv::ByteRecord::new();
+            }
         }
         let _ = batches.back.send(batch);
+        if out.skip_bytes > skip_share {
+            out.too_many_skips = true;
+            break; // the reader stops when it next hands this worker a batch
+        }
         if out.held > WORKER_HOLD {
             hand_over(&mut out, rows_out, reserve);
         }
@@ -276,13 +309,12 @@ fn combine(
             .unwrap_or_default();
         for (first, lines) in clash {
             let email = texts.get(&first).map(String::as_str).unwrap_or_default();
-            let list: Vec<String> = lines.iter().map(u64::to_string).collect();
+            let list = super::bounds::listed(lines.iter().copied());
             for l in &lines {
                 pass.clashes.insert(
                     *l,
                     format!(
-                        "row {l}: {header} {email:?} is given to more than one user in this file (rows {})",
-                        list.join(", ")
+                        "row {l}: {header} {email:?} is given to more than one user in this file (rows {list})"
                     ),
                 );
             }
@@ -347,6 +379,11 @@ fn email_texts(
     Ok(out)
 }
 
+/// What a record holds in memory, roughly: its text and 8 bytes a cell.
+fn record_bytes(rec: &csv::ByteRecord) -> usize {
+    rec.as_slice().len() + 8 * rec.len()
+}
+
 /// Hands the worker's arenas to the run's rows; new arenas start with `reserve` bytes.
 fn hand_over(out: &mut WorkerOut, rows: &BucketRows, reserve: usize) {
     for (b, arena) in out.arenas.iter_mut().enumerate() {
@@ -407,10 +444,12 @@ fn work(
                 record::pack(arena, &r, ROW_PRESENT_ONLY, &[0; 16], cx.seal);
                 out.held += arena.len() - before;
             }
+            out.skip_bytes += reason.len() + bounds::SKIP_OVERHEAD;
             out.skips.push((line, reason));
         }
         Parsed::Misshapen { reason } => {
             out.misshapen += 1;
+            out.skip_bytes += reason.len() + bounds::SKIP_OVERHEAD;
             out.skips.push((line, reason));
         }
     }

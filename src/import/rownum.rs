@@ -13,7 +13,7 @@
 //! chunk it passed on (at most the `csv` reader's buffer, 64 KiB): the `csv` reader asks for
 //! more only when it has consumed all it was given, so its position is always in that chunk.
 
-use super::read;
+use super::{bounds, read};
 use std::io::{self, Read};
 
 /// Line breaks in `bytes` (CR, LF, CRLF counted once), given whether the byte before them was
@@ -75,6 +75,31 @@ impl Quotes {
     }
 }
 
+/// The error of a row longer than [`bounds::MAX_ROW_BYTES`] (see [`is_row_too_long`]).
+#[derive(Debug)]
+pub struct RowTooLong;
+
+impl std::fmt::Display for RowTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a row is longer than {} MiB: a quote that is never closed joins the lines after it \
+             into one cell (check the quotes), or this is not a CSV file",
+            bounds::MAX_ROW_BYTES >> 20
+        )
+    }
+}
+
+impl std::error::Error for RowTooLong {}
+
+/// The reader stopped at a row longer than [`bounds::MAX_ROW_BYTES`].
+pub fn is_row_too_long(e: &csv::Error) -> bool {
+    match e.kind() {
+        csv::ErrorKind::Io(io) => io.get_ref().is_some_and(|inner| inner.is::<RowTooLong>()),
+        _ => false,
+    }
+}
+
 /// A reader that counts the line breaks in what its consumer has consumed (see the module doc).
 pub struct Breaks<R> {
     inner: R,
@@ -91,6 +116,8 @@ pub struct Breaks<R> {
     /// The quoting state after everything read so far, and the delimiter it needs.
     quotes: Quotes,
     delim: u8,
+    /// Where the record being read begins in the stream (the end of the last one read).
+    record_start: u64,
 }
 
 impl<R: Read> Breaks<R> {
@@ -105,6 +132,7 @@ impl<R: Read> Breaks<R> {
             eof: false,
             quotes: Quotes::CellStart,
             delim,
+            record_start: 0,
         }
     }
 
@@ -126,6 +154,11 @@ impl<R: Read> Breaks<R> {
 
 impl<R: Read> Read for Breaks<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // The consumer consumed all it was given, inside one record so far.
+        let passed = self.start + self.chunk.len() as u64;
+        if passed.saturating_sub(self.record_start) > bounds::MAX_ROW_BYTES {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, RowTooLong));
+        }
         let n = self.inner.read(buf)?;
         // The consumer asks for more once it consumed the last chunk: count all of it.
         self.before(self.start + self.chunk.len() as u64);
@@ -169,6 +202,7 @@ impl<R: Read> RowReader<R> {
         // so far, and the one that ends it (none when the file ends without one: the `csv`
         // reader then had to ask for more and found the end).
         let ended = u64::from(!breaks.eof);
+        breaks.record_start = end;
         let row = (breaks.before(end) + 1).saturating_sub(self.inside + ended);
         // Never the same number twice, whatever the input.
         self.row = row.max(self.row + 1);
@@ -228,6 +262,40 @@ mod tests {
                 want,
                 "{text:?} in chunks of {chunk}"
             );
+        }
+    }
+
+    /// A row past `MAX_ROW_BYTES` is an error (a cell per byte would cost the `csv` reader 8
+    /// bytes each); a file of many shorter rows, larger in all, reads on (review s25).
+    #[test]
+    fn a_row_longer_than_the_limit_fails_and_many_short_rows_do_not() {
+        let max = usize::try_from(bounds::MAX_ROW_BYTES).unwrap();
+        let mut rows_text = b"h,x\n".to_vec();
+        let line = format!("{},y\n", "a".repeat(997));
+        while rows_text.len() < 3 * max {
+            rows_text.extend_from_slice(line.as_bytes());
+        }
+        let n = rows(&rows_text, 1 << 16).len();
+        assert_eq!(n, (rows_text.len() - 4) / 1000 + 1);
+
+        for long in [
+            format!("h,x\na,b\n{}\nc,d\n", ",".repeat(2 * max)),
+            format!("h,x\n\"{}", "z\n".repeat(max)),
+        ] {
+            let mut r = RowReader::new(Chunks(long.as_bytes(), 1 << 16), b',');
+            let mut rec = csv::ByteRecord::new();
+            assert_eq!(r.read_row(&mut rec).unwrap(), Some(1));
+            let err = loop {
+                match r.read_row(&mut rec) {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("the long row was read"),
+                    Err(e) => {
+                        assert!(is_row_too_long(&e), "{e}");
+                        break e.to_string();
+                    }
+                }
+            };
+            assert!(err.contains("a row is longer than 1 MiB"), "{err}");
         }
     }
 

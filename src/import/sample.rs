@@ -8,6 +8,7 @@
 //! [`SAMPLE_CELL_CHARS`], at most [`SAMPLE_COLUMNS`] columns and the rows asked for) or as the
 //! sentence saying why the file cannot be read. Nothing is stored.
 
+use super::rownum::RowReader;
 use super::{bounds, mapping, read};
 use crate::config::Tenant;
 
@@ -42,22 +43,26 @@ pub fn sample(bytes: &[u8], tenant: &Tenant, max_rows: usize) -> Result<Sample, 
     let text = read::text(input, enc).map_err(|e| format!("{e:#}"))?;
     let (text, delim) =
         read::with_delimiter(text, tenant.import.delimiter).map_err(|e| format!("{e:#}"))?;
-    let mut reader = read::csv_reader(text, delim);
+    // Read as a run reads, so a row past `bounds::MAX_ROW_BYTES` is refused here too.
+    let mut reader = RowReader::new(text, delim);
     let mut record = csv::ByteRecord::new();
     let mut headers = None;
+    let mut more_columns = 0;
     let mut rows = Vec::new();
     let mut more_rows = false;
     loop {
-        match reader.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
+        match reader.read_row(&mut record) {
+            Ok(None) => break,
+            Ok(Some(_)) => {}
             Err(e) => return Err(format!("the file is not a readable CSV file: {e}")),
         }
         if record.iter().all(|c| c.iter().all(u8::is_ascii_whitespace)) {
             continue;
         }
         if headers.is_none() {
-            headers = Some(record.iter().map(bounds::header_text).collect::<Vec<_>>());
+            more_columns = record.len().saturating_sub(SAMPLE_COLUMNS);
+            let kept = record.iter().take(SAMPLE_COLUMNS);
+            headers = Some(kept.map(bounds::header_text).collect::<Vec<_>>());
             continue;
         }
         if rows.len() >= max_rows {
@@ -72,11 +77,9 @@ pub fn sample(bytes: &[u8], tenant: &Tenant, max_rows: usize) -> Result<Sample, 
                 .collect(),
         );
     }
-    let Some(mut headers) = headers else {
+    let Some(headers) = headers else {
         return Err("the file is empty: it has no header row".into());
     };
-    let more_columns = headers.len().saturating_sub(SAMPLE_COLUMNS);
-    headers.truncate(SAMPLE_COLUMNS);
     let headers = headers
         .iter()
         .map(|h| {

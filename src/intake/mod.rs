@@ -24,7 +24,7 @@ pub mod archive;
 mod claim;
 mod cleanup;
 mod lease;
-mod nofollow;
+pub(crate) mod nofollow;
 pub mod pattern;
 mod ready;
 mod retry;
@@ -106,6 +106,9 @@ enum Request {
     /// Finish the tenant's claim folders left by an earlier process or by a node that stopped
     /// or died (under the tenant's lease; see `lease`).
     Recover,
+    /// Ask for each file the tenant's folder holds now (queued once instead of more names
+    /// than [`MAX_WAITING_FILES`]).
+    Look,
     /// A schedule fired at this tick: import what is there, or record `missing` unless a file
     /// came and was run since the tick before.
     Scheduled(chrono::DateTime<chrono::Utc>),
@@ -205,15 +208,22 @@ impl Intake {
     }
 
     /// Asks for `name` of `tenant` to be imported (merged with a request already waiting).
+    /// Past [`MAX_WAITING_FILES`] names waiting, the name is not kept: one look at the folder,
+    /// queued behind them, asks for what is there then (a client creating and removing
+    /// thousands of names while an import runs must not grow the queue).
     pub fn request_file(&self, tenant: &str, name: &str) {
         let q = self.queue(tenant);
-        let fresh = q
-            .waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.to_string());
-        if fresh {
-            let _ = q.tx.send(Request::File(name.to_string()));
+        let mut waiting = q.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if waiting.contains(name) {
+            return;
+        }
+        let (key, req) = if waiting.len() < MAX_WAITING_FILES {
+            (name, Request::File(name.to_string()))
+        } else {
+            (LOOK_KEY, Request::Look)
+        };
+        if waiting.insert(key.to_string()) {
+            let _ = q.tx.send(req);
         }
     }
 
@@ -332,6 +342,10 @@ fn on_upload(t: &Tenant) -> bool {
 
 /// The `waiting` entry of a queued [`Request::Recover`] (no file name holds a NUL).
 const RECOVER_KEY: &str = "\0recover";
+/// The `waiting` entry of a queued [`Request::Look`].
+const LOOK_KEY: &str = "\0look";
+/// File names one tenant's queue keeps waiting; see [`Intake::request_file`].
+pub const MAX_WAITING_FILES: usize = 1024;
 
 /// One tenant's worker: runs its requests one at a time.
 async fn worker(
@@ -347,6 +361,7 @@ async fn worker(
         let key = match &req {
             Request::File(name) => Some(name.as_str()),
             Request::Recover => Some(RECOVER_KEY),
+            Request::Look => Some(LOOK_KEY),
             _ => None,
         };
         if let Some(key) = key {
@@ -354,6 +369,15 @@ async fn worker(
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(key);
+        }
+        if let Request::Look = req {
+            let config = intake.shared.config.current();
+            if let Some(t) = config.tenant(&tenant) {
+                for name in ready::candidates(&config, t) {
+                    intake.request_file(&tenant, &name);
+                }
+            }
+            continue;
         }
         if !store_answers(&intake, &tenant).await {
             break;
@@ -428,6 +452,7 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
                 claim_and_run(shared, tenant, &home, &name);
             }
         }
+        Request::Look => {} // the worker looks at the folder itself
         Request::Recover => match lease::try_take(&shared.store, &tenant.id) {
             Ok(_lease) => lease::recover_claims(shared, tenant),
             Err(lease::NotLeased::Elsewhere) => {

@@ -134,6 +134,9 @@ pub struct LoginThrottle {
     /// Grows with every lifted block ([`LoginThrottle::lift`]): a shared block read before a
     /// lift is not remembered after it.
     lifts: Arc<std::sync::atomic::AtomicU64>,
+    /// When the shared counters were first used: the first read of the lifts other nodes
+    /// recorded starts a little before it ([`LoginThrottle::apply_lifts`]).
+    shared_since: Arc<OnceLock<chrono::DateTime<chrono::Utc>>>,
 }
 
 /// An address as the throttle keys it ([`address_group`](super::address_group)): an
@@ -153,6 +156,11 @@ pub const STORE_BACKOFF: Duration = Duration::from_secs(10);
 struct Throttles {
     by_addr: HashMap<IpAddr, AddressRecord>,
     by_tenant: HashMap<String, Record>,
+    /// The sizes at which the next prune of each map runs (0: [`RECORDS_BEFORE_PRUNING`]):
+    /// twice what the last one kept, so an attacker holding many records alive does not make
+    /// every attempt walk them all (review s25).
+    prune_addr_at: usize,
+    prune_tenant_at: usize,
 }
 
 /// What the throttle says about an attempt.
@@ -470,13 +478,16 @@ impl LoginThrottle {
 
 impl Throttles {
     fn prune(&mut self, policy: ThrottlePolicy, now: Instant) {
-        if self.by_addr.len() > RECORDS_BEFORE_PRUNING {
+        let next = |kept: usize| kept.saturating_mul(2).max(RECORDS_BEFORE_PRUNING);
+        if self.by_addr.len() > self.prune_addr_at.max(RECORDS_BEFORE_PRUNING) {
             self.by_addr
                 .retain(|_, r| r.all.in_flight > 0 || !r.all.expired(policy, now));
+            self.prune_addr_at = next(self.by_addr.len());
         }
-        if self.by_tenant.len() > RECORDS_BEFORE_PRUNING {
+        if self.by_tenant.len() > self.prune_tenant_at.max(RECORDS_BEFORE_PRUNING) {
             self.by_tenant
                 .retain(|_, r| r.in_flight > 0 || !r.expired(policy, now));
+            self.prune_tenant_at = next(self.by_tenant.len());
         }
     }
 

@@ -108,7 +108,9 @@ impl SftpServer {
             keys: self.host_keys.clone(),
             window_size: 16 * 1024 * 1024,
             maximum_packet_size: 65535,
-            channel_buffer_size: 256,
+            // Messages russh queues for a channel whose requests wait (64 KiB each at most): a
+            // client that sends without reading its answers holds 4 MiB here, not 16 (review s25).
+            channel_buffer_size: 64,
             event_buffer_size: 64,
             max_auth_attempts: 6,
             // Bounded again here: russh adds it to the clock, which must not overflow.

@@ -251,17 +251,41 @@ pub(super) fn tenant_file(home: &FsPath, rel: &str) -> Option<PathBuf> {
     (path.starts_with(&root) && path != root && path.is_file()).then_some(path)
 }
 
-/// Streams the file `home/rel` (checked by [`tenant_file`]) as a CSV download named after its
-/// last path part (chunked: a waiting file may still change size while it is read).
+/// Opens the regular file `home/rel` for reading, one folder entry at a time from a handle on
+/// `home`, never following a link (`intake::nofollow`); None if any step is missing, a link,
+/// `.` or `..`, or the last is not a regular file. What was checked is what is read: a link
+/// swapped in after a check by path (a tenant's `sftp-server` session can make links, and
+/// move them where they point outside its folder) is never opened (review s25).
+pub(super) fn open_tenant_file(home: &FsPath, rel: &str) -> Option<std::fs::File> {
+    use crate::intake::nofollow;
+    use std::os::fd::AsFd;
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+    let (last, folders) = parts.split_last()?;
+    if parts.iter().any(|p| *p == "." || *p == "..") {
+        return None;
+    }
+    let mut dir = nofollow::open_dir(home).ok()?;
+    for name in folders {
+        dir = nofollow::open_subdir(dir.as_fd(), name, false).ok()?;
+    }
+    let file = nofollow::open_file(dir.as_fd(), last).ok()?;
+    file.metadata().ok()?.is_file().then_some(file)
+}
+
+/// Streams the file `home/rel` (opened by [`open_tenant_file`]) as a CSV download named after
+/// its last path part (chunked: a waiting file may still change size while it is read).
 pub(super) async fn send_file(home: PathBuf, rel: String) -> Result<Response, PageError> {
     let missing =
         || PageError::not_found("that file is no longer there (retention may have removed it)");
-    let found = blocking("cannot open the file", move || Ok(tenant_file(&home, &rel)))
-        .await?
-        .ok_or_else(missing)?;
-    let name: String = found
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+    let name_of = rel.clone();
+    let file = blocking("cannot open the file", move || {
+        Ok(open_tenant_file(&home, &rel))
+    })
+    .await?
+    .ok_or_else(missing)?;
+    let name: String = name_of
+        .rsplit('/')
+        .next()
         .unwrap_or_default()
         .chars()
         .map(|c| {
@@ -272,7 +296,7 @@ pub(super) async fn send_file(home: PathBuf, rel: String) -> Result<Response, Pa
             }
         })
         .collect();
-    let file = tokio::fs::File::open(&found).await.map_err(|_| missing())?;
+    let file = tokio::fs::File::from_std(file);
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     let mut resp = body.into_response();
     let h = resp.headers_mut();
@@ -339,6 +363,31 @@ mod tests {
             "a folder is not a file"
         );
         assert!(tenant_file(&home, "errors/none.csv").is_none());
+
+        // What a download opens: no link at all, even one that stays inside (review s25).
+        let read = |rel: &str| {
+            open_tenant_file(&home, rel).map(|mut f| {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut f, &mut s).unwrap();
+                s
+            })
+        };
+        assert_eq!(read("errors/a.report.csv").as_deref(), Some("row,reason\n"));
+        std::os::unix::fs::symlink(home.join("errors/a.report.csv"), home.join("inner.csv"))
+            .unwrap();
+        std::os::unix::fs::symlink(home.join("errors"), home.join("folder")).unwrap();
+        for refused in [
+            "errors/link.csv",
+            "inner.csv",
+            "folder/a.report.csv",
+            "../beta/secret.csv",
+            "errors/../errors/a.report.csv",
+            "errors",
+            "errors/none.csv",
+            "",
+        ] {
+            assert_eq!(read(refused), None, "{refused}");
+        }
     }
 
     #[test]
