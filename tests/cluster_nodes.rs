@@ -444,3 +444,42 @@ fn a_second_process_with_the_same_node_id_refuses_to_start() {
     // The first node is untouched.
     assert_eq!(c.nodes[0].get("/health").0, 200, "{}", c.logs());
 }
+
+/// `roster serve` does not start while `roster migrate-store` copies into its database (the
+/// copy's node is alive): it would import into half-copied tenants and sweep the copy's
+/// staged rows (review s25). Once the copy has left, the node starts.
+#[test]
+fn a_node_does_not_start_while_migrate_store_copies() {
+    let mut c = Cluster::prepare("copying");
+    let target = roster::store::postgres::parse_url(&c._pg.url("copying")).unwrap();
+    let copy =
+        roster::store::postgres::PostgresStore::open(&target, roster::store::MIGRATE_STORE_NODE_ID)
+            .unwrap();
+    use roster::store::Cluster as _;
+    copy.heartbeat(&roster::store::NodeBeat {
+        sftp: "-".to_string(),
+        admin: "-".to_string(),
+        version: "test (migrate-store)".to_string(),
+        started_at: chrono::Utc::now(),
+    })
+    .unwrap();
+    c.nodes[0].start();
+    let mut exited = None;
+    wait_until(Duration::from_secs(30), || {
+        exited = c.nodes[0]
+            .child
+            .as_mut()
+            .and_then(|child| child.try_wait().ok().flatten());
+        exited.is_some()
+    });
+    let log = std::fs::read_to_string(&c.nodes[0].log).unwrap_or_default();
+    let status = exited.unwrap_or_else(|| panic!("the node started\n{}", c.logs()));
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("roster migrate-store is copying into this database (last heartbeat"),
+        "{log}"
+    );
+    copy.leave().unwrap();
+    c.start_node(0);
+    assert_eq!(c.nodes[0].get("/health").0, 200, "{}", c.logs());
+}

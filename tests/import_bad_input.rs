@@ -344,6 +344,39 @@ fn more_skipped_rows_than_their_reasons_may_hold_fail_the_run() {
     assert_eq!(o.record.counts.skipped, 20_000);
 }
 
+/// One key on millions of rows would put the whole file in one of the directory's buckets,
+/// which a run merges in memory: past 64 MiB there, the run fails, nothing applied, saying why
+/// (review s25).
+#[test]
+fn one_key_on_millions_of_rows_fails_the_run() {
+    let t = Tenant::for_import(
+        "bad",
+        MatchBy::MappingCode,
+        OnMissing::Deactivate,
+        &[
+            ("mapping_code", "C"),
+            ("first_name", "F"),
+            ("last_name", "L"),
+        ],
+    );
+    let mut s = String::from("C,F,L\n");
+    s.push_str(&"K,a,b\n".repeat(2_000_000));
+    let (store, _dir) = test_store::temp_store();
+    let o = run_bytes(&store, &t, "u.csv", s.as_bytes(), &RunOptions::default()).expect("run");
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Error,
+        "{:?}",
+        o.record.messages
+    );
+    assert!(
+        first_message(&o).contains("of rows share one of the directory's 1,024 buckets"),
+        "{:?}",
+        o.record.messages
+    );
+    assert!(store.users("bad", None).expect("users").is_empty());
+}
+
 fn run_with(t: &Tenant, bytes: &[u8]) -> roster::import::ImportOutcome {
     let (store, _dir) = test_store::temp_store();
     run_bytes(&store, t, "u.csv", bytes, &RunOptions::default()).expect("run")

@@ -471,3 +471,43 @@ fn outbox_len_is_zero_and_calls_fail_when_the_database_is_gone() {
     assert!(store.outbox_due(Utc::now()).is_err());
     assert!(store.history("acme", 1).is_err());
 }
+
+/// A node's first read of the lifts starts at a time, not at the latest lift: a lift made
+/// between its start and that read (or while the store was down for it) is not passed by
+/// (review s25); later reads go on from the number it returns.
+#[test]
+fn the_first_read_of_lifts_starts_at_a_time() {
+    use roster::store::LoginScope;
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    let a = open(&pg, "hr", "node-a");
+    let b = open(&pg, "hr", "node-b");
+    let old = Utc::now();
+    a.lift_login_block(LoginScope::Tenant, "old").unwrap();
+    pg.psql(
+        "hr",
+        "UPDATE roster.login_lifts SET lifted_at = now() - interval '1 hour'",
+    );
+    let started = Utc::now() - chrono::Duration::seconds(60);
+    a.lift_login_block(LoginScope::Address, "203.0.113.9")
+        .unwrap();
+    let (last, lifts) = b.login_lifts_since(None, started).unwrap();
+    assert_eq!(
+        lifts,
+        vec![(LoginScope::Address, "203.0.113.9".to_string())]
+    );
+    assert_eq!(
+        b.login_lifts_since(Some(last), started).unwrap(),
+        (last, vec![])
+    );
+    // Nothing since then: the read starts after the latest lift.
+    let (latest, none) = b
+        .login_lifts_since(None, old + chrono::Duration::hours(2))
+        .unwrap();
+    assert_eq!((latest, none), (last, vec![]));
+    a.lift_login_block(LoginScope::Tenant, "acme").unwrap();
+    assert_eq!(
+        b.login_lifts_since(Some(latest), started).unwrap().1,
+        vec![(LoginScope::Tenant, "acme".to_string())]
+    );
+}

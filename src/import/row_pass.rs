@@ -214,6 +214,9 @@ pub fn row_pass<R: Read>(
         return Ok(Err(e));
     }
     if let Some(e) = outs.iter_mut().find_map(|o| o.failed.take()) {
+        if e.is::<super::spill::BucketFull>() {
+            return Ok(Err(e.to_string()));
+        }
         return Err(e);
     }
     if let Some(skip) = cut {
@@ -260,6 +263,9 @@ fn worker(
         }
         if out.held > WORKER_HOLD {
             hand_over(&mut out, rows_out, reserve);
+        }
+        if out.failed.is_some() {
+            break; // the run fails: the reader stops when it next hands this worker a batch
         }
     }
     hand_over(&mut out, rows_out, 0);

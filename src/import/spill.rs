@@ -18,6 +18,30 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// Default bytes of packed rows a run keeps in memory (`RunOptions::row_memory`).
 pub const DEFAULT_BUDGET: usize = 64 << 20;
 
+/// Bytes of packed rows one bucket may hold (`bounds`-style limit, see [`BucketFull`]). Keys
+/// spread over the 1,024 buckets by their hash: ten million users of 2 KB each make 20 MB a
+/// bucket. A bucket's rows are merged in memory, so without a limit one key given on millions
+/// of rows (or keys made to share a bucket) would hold the whole file there (review s25).
+pub const MAX_BUCKET_BYTES: usize = 64 << 20;
+
+/// The error of a bucket past [`MAX_BUCKET_BYTES`]: a file-level problem, not a fault.
+#[derive(Debug)]
+pub struct BucketFull;
+
+impl std::fmt::Display for BucketFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "more than {} MiB of rows share one of the directory's 1,024 buckets (a key given on \
+             very many rows, or keys that fall together): nothing is applied; check the file's \
+             key column",
+            MAX_BUCKET_BYTES >> 20
+        )
+    }
+}
+
+impl std::error::Error for BucketFull {}
+
 /// Where one part of a bucket is.
 enum Part {
     Mem(Vec<u8>),
@@ -27,6 +51,8 @@ enum Part {
 /// Packed rows by bucket (see the module doc). Shared by the pass threads.
 pub struct BucketRows {
     buckets: Vec<Mutex<Vec<Part>>>,
+    /// Bytes each bucket holds (added, back to 0 when taken).
+    sizes: Vec<AtomicUsize>,
     in_memory: AtomicUsize,
     budget: usize,
     file: Mutex<Option<Arc<File>>>,
@@ -38,6 +64,7 @@ impl BucketRows {
     pub fn new(buckets: usize, budget: usize) -> BucketRows {
         BucketRows {
             buckets: (0..buckets).map(|_| Mutex::new(Vec::new())).collect(),
+            sizes: (0..buckets).map(|_| AtomicUsize::new(0)).collect(),
             in_memory: AtomicUsize::new(0),
             budget,
             file: Mutex::new(None),
@@ -45,13 +72,19 @@ impl BucketRows {
         }
     }
 
-    /// Adds a part to bucket `b`: kept in memory while the budget allows, else written out.
+    /// Adds a part to bucket `b`: kept in memory while the budget allows, else written out;
+    /// [`BucketFull`] past [`MAX_BUCKET_BYTES`] in the bucket.
     pub fn add(&self, b: usize, bytes: Vec<u8>) -> Result<()> {
         let slot = self.slot(b)?;
         if bytes.is_empty() {
             return Ok(());
         }
         let len = bytes.len();
+        if let Some(size) = self.sizes.get(b) {
+            if size.fetch_add(len, Ordering::Relaxed) + len > MAX_BUCKET_BYTES {
+                return Err(anyhow::Error::new(BucketFull));
+            }
+        }
         let part = if self.in_memory.fetch_add(len, Ordering::Relaxed) + len <= self.budget {
             Part::Mem(bytes)
         } else {
@@ -72,6 +105,9 @@ impl BucketRows {
     pub fn take(&self, b: usize) -> Result<Vec<Vec<u8>>> {
         let parts =
             std::mem::take(&mut *self.slot(b)?.lock().unwrap_or_else(PoisonError::into_inner));
+        if let Some(size) = self.sizes.get(b) {
+            size.store(0, Ordering::Relaxed);
+        }
         parts
             .into_iter()
             .map(|p| match p {
@@ -175,5 +211,21 @@ mod tests {
         assert_eq!(rows.take(3).unwrap(), vec![b"1234567".to_vec()]);
         assert!(rows.take(3).unwrap().is_empty());
         assert!(rows.add(9, b"x".to_vec()).is_err(), "no such bucket");
+    }
+
+    #[test]
+    fn a_bucket_past_its_limit_is_refused_until_taken() {
+        let rows = BucketRows::new(2, 0);
+        let half = MAX_BUCKET_BYTES / 2;
+        rows.add(0, vec![0; half]).unwrap();
+        rows.add(0, vec![0; half]).unwrap();
+        let full = rows.add(0, vec![0]).unwrap_err();
+        assert!(full.is::<BucketFull>(), "{full:#}");
+        rows.add(1, vec![0; half]).unwrap();
+        // Taken (a survey puts back what it keeps): counted again from nothing.
+        let parts = rows.take(0).unwrap();
+        for p in parts {
+            rows.add(0, p).unwrap();
+        }
     }
 }
