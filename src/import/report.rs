@@ -185,8 +185,9 @@ pub fn archive_early(
         let ((_, copy), cut) = write_cut(input, enc, delim, &want)?;
         if let Some(row) = cut {
             messages.push(format!(
-                "the archived copy ends before row {row}: that row is longer than {} MiB and \
-                 could not be checked for passwords, so it and the rest of the file are left out",
+                "the archived copy ends after row {row}: the row after it is longer than {} MiB \
+                 and could not be checked for passwords, so it and the rest of the file are left \
+                 out",
                 super::bounds::MAX_ROW_BYTES >> 20
             ));
         }
@@ -412,11 +413,20 @@ fn finish_error(e: &std::io::Error) -> anyhow::Error {
 /// Runs the second pass; returns (report, archive copy). Rows are numbered as the row pass
 /// numbers them ([`RowReader`]), and the archive copy keeps the file's blank lines (not those
 /// after the last record), so it numbers its rows the same.
+/// A row too long to read is an error here: the callers (a run's outputs, a held run's kept
+/// copy) read a file whose rows all passed, and a copy cut short would make the users after
+/// it look missing when approved.
 pub fn write(input: Input<'_>, enc: Enc, delim: u8, want: &Want<'_>) -> Result<ReportAndArchive> {
-    Ok(write_cut(input, enc, delim, want)?.0)
+    match write_cut(input, enc, delim, want)? {
+        (written, None) => Ok(written),
+        (_, Some(after)) => anyhow::bail!(
+            "cannot read the file a second time: the row after row {after} is longer than {} MiB",
+            super::bounds::MAX_ROW_BYTES >> 20
+        ),
+    }
 }
 
-/// [`write`], and the row before which the archive copy ends when a row is longer than
+/// [`write`], and the last row of the archive copy when the row after it is longer than
 /// `bounds::MAX_ROW_BYTES` (a run that read it failed): that row could hold a password the
 /// pass cannot find, so it and the rest of the file are left out of the copy, which is never
 /// more than the rows before it (review s25).
@@ -436,7 +446,7 @@ pub fn write_cut(
     let mut cut = None;
     let mut next = |rdr: &mut RowReader<_>, rec: &mut csv::ByteRecord| match rdr.read_row(rec) {
         Err(e) if is_row_too_long(&e) => {
-            cut = Some(rdr.row() + 1);
+            cut = Some(rdr.row());
             Ok(None)
         }
         other => other.context(AGAIN),

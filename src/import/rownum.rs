@@ -116,9 +116,18 @@ pub struct Breaks<R> {
     /// The quoting state after everything read so far, and the delimiter it needs.
     quotes: Quotes,
     delim: u8,
-    /// Where the record being read begins in the stream (the end of the last one read).
+    /// Where the record being read begins in the stream: the end of the last one read, moved
+    /// past whole chunks of nothing but line breaks (blank lines are not part of a row).
     record_start: u64,
+    /// Everything from `record_start` to the end of the last chunk is line breaks.
+    blank_since_record: bool,
 }
+
+/// Bytes of the stream one record may span before [`Breaks`] stops the reader early: twice
+/// [`bounds::MAX_ROW_BYTES`] (a cell of quotes doubles them) and two chunks of blank lines
+/// before it. A record within the limit never reaches this, so whether a row passes never
+/// depends on where the chunks fall: [`RowReader::read_row`] measures the record itself.
+const EARLY_STOP_BYTES: u64 = 2 * bounds::MAX_ROW_BYTES + (128 << 10);
 
 impl<R: Read> Breaks<R> {
     fn new(inner: R, delim: u8) -> Self {
@@ -133,6 +142,7 @@ impl<R: Read> Breaks<R> {
             quotes: Quotes::CellStart,
             delim,
             record_start: 0,
+            blank_since_record: true,
         }
     }
 
@@ -156,7 +166,20 @@ impl<R: Read> Read for Breaks<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // The consumer consumed all it was given, inside one record so far.
         let passed = self.start + self.chunk.len() as u64;
-        if passed.saturating_sub(self.record_start) > bounds::MAX_ROW_BYTES {
+        if self.blank_since_record {
+            let from = usize::try_from(self.record_start.saturating_sub(self.start))
+                .unwrap_or(usize::MAX)
+                .min(self.chunk.len());
+            if self.chunk[from..]
+                .iter()
+                .all(|b| *b == b'\n' || *b == b'\r')
+            {
+                self.record_start = passed;
+            } else {
+                self.blank_since_record = false;
+            }
+        }
+        if passed.saturating_sub(self.record_start) > EARLY_STOP_BYTES {
             return Err(io::Error::new(io::ErrorKind::InvalidData, RowTooLong));
         }
         let n = self.inner.read(buf)?;
@@ -195,9 +218,15 @@ impl<R: Read> RowReader<R> {
         if !self.csv.read_byte_record(rec)? {
             return Ok(None);
         }
+        // The row itself, measured the same however the stream was cut into chunks: its text
+        // and a byte a cell (a delimiter, or the line break after the last).
+        if rec.as_slice().len() + rec.len() > bounds::MAX_ROW_BYTES as usize {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, RowTooLong).into());
+        }
         self.inside += breaks_in(rec);
         let end = self.csv.position().byte();
         let breaks = self.csv.get_mut();
+        breaks.blank_since_record = true;
         // The line breaks up to the record's end are those before it, those inside the cells
         // so far, and the one that ends it (none when the file ends without one: the `csv`
         // reader then had to ask for more and found the end).
@@ -278,9 +307,31 @@ mod tests {
         let n = rows(&rows_text, 1 << 16).len();
         assert_eq!(n, (rows_text.len() - 4) / 1000 + 1);
 
+        // Blank lines are no row's: megabytes of them pass.
+        let blank = format!(
+            "h,x\n{}a,b\n{}",
+            "\n".repeat(3 * max),
+            "\r\n".repeat(2 * max)
+        );
+        assert_eq!(rows(blank.as_bytes(), 1 << 16).len(), 2);
+        // At the limit, whatever the chunks: a row of exactly the limit passes, one byte more
+        // does not (a row of `max - 1` bytes and its line break).
+        let at = format!("h\n{}\nb\n", "a".repeat(max - 1));
+        let over = format!("h\n{}\nb\n", "a".repeat(max));
+        for chunk in [1000, 4096, 1 << 16, 1 << 20] {
+            assert_eq!(rows(at.as_bytes(), chunk).len(), 3, "chunks of {chunk}");
+            let mut r = RowReader::new(Chunks(over.as_bytes(), chunk), b',');
+            let mut rec = csv::ByteRecord::new();
+            assert_eq!(r.read_row(&mut rec).unwrap(), Some(1));
+            let e = r.read_row(&mut rec).unwrap_err();
+            assert!(is_row_too_long(&e), "chunks of {chunk}: {e}");
+            assert_eq!(r.row(), 1, "the last good row");
+        }
+
         for long in [
             format!("h,x\na,b\n{}\nc,d\n", ",".repeat(2 * max)),
             format!("h,x\n\"{}", "z\n".repeat(max)),
+            format!("h,x\n\"{}\"\n", "\"\"".repeat(max)),
         ] {
             let mut r = RowReader::new(Chunks(long.as_bytes(), 1 << 16), b',');
             let mut rec = csv::ByteRecord::new();

@@ -346,6 +346,10 @@ const RECOVER_KEY: &str = "\0recover";
 const LOOK_KEY: &str = "\0look";
 /// File names one tenant's queue keeps waiting; see [`Intake::request_file`].
 pub const MAX_WAITING_FILES: usize = 1024;
+/// The least time between two looks at a tenant's folder: files a look asks for that stay
+/// (a claim that fails, a lease held elsewhere) must not make looks follow each other with
+/// nothing between them (review s25).
+const LOOK_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One tenant's worker: runs its requests one at a time.
 async fn worker(
@@ -354,6 +358,7 @@ async fn worker(
     mut rx: mpsc::UnboundedReceiver<Request>,
     waiting: Arc<Mutex<HashSet<String>>>,
 ) {
+    let mut last_look: Option<tokio::time::Instant> = None;
     while let Some(req) = rx.recv().await {
         if intake.stopping() {
             break;
@@ -371,6 +376,10 @@ async fn worker(
                 .remove(key);
         }
         if let Request::Look = req {
+            if let Some(at) = last_look {
+                tokio::time::sleep_until(at + LOOK_PAUSE).await;
+            }
+            last_look = Some(tokio::time::Instant::now());
             let config = intake.shared.config.current();
             if let Some(t) = config.tenant(&tenant) {
                 for name in ready::candidates(&config, t) {
@@ -406,11 +415,21 @@ async fn worker(
             Ok(Handled::Done) => {}
             Ok(Handled::Later(name)) => {
                 // Another node holds the tenant's lease (or the store is unreachable): the
-                // file stays where it is and is asked for again.
+                // file stays where it is and is asked for again. Its name stays waiting
+                // meanwhile, so a look at the folder does not ask for it again at once.
+                waiting
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(name.clone());
                 let (again, tenant) = (intake.clone(), tenant.clone());
+                let waiting = waiting.clone();
                 let after = lease::retry_after(&intake.shared);
                 intake.spawn(async move {
                     tokio::time::sleep(after).await;
+                    waiting
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&name);
                     again.request_file(&tenant, &name);
                 });
             }

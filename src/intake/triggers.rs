@@ -435,4 +435,64 @@ mod tests {
             "asked for after the events"
         );
     }
+
+    /// Review s25: while a tenant's worker is busy, a client creating thousands of names made
+    /// the queue keep every one. It keeps `MAX_WAITING_FILES`, then one look at the folder,
+    /// which still finds a file whose name was not kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_tenant_keeps_a_bounded_queue_and_still_finds_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The watcher's own request for the new file waits ten minutes: only the look finds it.
+        let text = format!(
+            "[server]\ndata_dir = \"{d}/data\"\nhost_keys = \"{d}/hk\"\nsettle_ms = 600000\n\
+             [[tenants]]\nid = \"acme\"\nauthorized_keys = [\"ssh-ed25519 \
+             AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"]\n",
+            d = dir.path().display()
+        );
+        let config = crate::config::Config::parse(&text).unwrap();
+        let home = config.tenant_home("acme");
+        let handle = crate::config::ConfigHandle::new(&dir.path().join("roster.toml"), config);
+        let store = crate::store::Store::open(&dir.path().join("store")).unwrap();
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let intake = Intake::start(
+            handle,
+            store.clone(),
+            rx,
+            Arc::new(tokio::sync::Notify::new()),
+        );
+        // Every import permit taken: the worker waits with its first request.
+        let permits = intake.shared.permits.clone();
+        let all = u32::try_from(permits.available_permits()).unwrap();
+        let held = permits.acquire_many_owned(all).await.unwrap();
+        for i in 0..5_000 {
+            intake.request_file("acme", &format!("gone-{i}.csv"));
+        }
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(
+            home.join("users.csv"),
+            "email,first_name,last_name\nann@x.example,Ann,Lee\n",
+        )
+        .unwrap();
+        intake.request_file("acme", "users.csv");
+        let waiting = intake.queue("acme").waiting.clone();
+        let kept = lock(&waiting).len();
+        assert!(
+            kept <= super::super::MAX_WAITING_FILES + 1,
+            "{kept} waiting"
+        );
+        assert!(lock(&waiting).contains(super::super::LOOK_KEY));
+        assert!(!lock(&waiting).contains("users.csv"), "past the limit");
+        drop(held);
+        let imported = async {
+            loop {
+                if store.user("acme", "ann@x.example").ok().flatten().is_some() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), imported)
+            .await
+            .expect("the look at the folder imports users.csv");
+    }
 }

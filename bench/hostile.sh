@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# What a broken or hostile upload costs one run (review s25): peak RSS and wall time of the
+# release engine (examples/import_bench.rs) on files made to grow memory, beside the
+# 1,000,000-row file of ../shared/bench/gen-users.py as the baseline of an honest import.
+#   dup-key-N      N rows giving one key (each skipped row's reason listed every row)
+#   dup-email-N    N keys giving one email (the same, for the email check)
+#   delimiters     one data row of 50 MB of delimiters (the csv reader keeps 8 bytes a cell)
+#   misshapen      50,000,000 rows of one cell under a ten-column header (a reason per row)
+#   one-bucket     2,000,000 valid rows of one key (one bucket held the whole file)
+# Usage: bench/hostile.sh [CASE...]   (default: all; files go to /tmp/roster-hostile)
+# ROSTER_BENCH_BIN=PATH runs another import_bench binary (a previous version, to compare).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED="$(cd .. && pwd)/shared/bench"
+WORK=/tmp/roster-hostile
+mkdir -p "$WORK"
+BIN="${ROSTER_BENCH_BIN:-}"
+if [ -z "$BIN" ]; then
+    cargo build --release --example import_bench >/dev/null
+    BIN=target/release/examples/import_bench
+fi
+HEADER='id;first_name;last_name;email;date_of_birth;sex;language;org_unit;location;job_title'
+
+make_case() { # name: writes $WORK/<name>.csv unless there
+    local f="$WORK/$1.csv"
+    [ -f "$f" ] && return 0
+    case "$1" in
+        baseline) python3 "$SHARED/gen-users.py" 1000000 "$f" ;;
+        dup-key-*) python3 - "$f" "${1#dup-key-}" "$HEADER" <<'PY'
+import sys
+f, n, header = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(f, "w") as o:
+    o.write(header + "\n")
+    for i in range(n):
+        o.write(f"K;F{i};L{i};u{i}@example.com;05.10.2004;M;hr;OU0;LOC0;Engineer\n")
+PY
+        ;;
+        dup-email-*) python3 - "$f" "${1#dup-email-}" "$HEADER" <<'PY'
+import sys
+f, n, header = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(f, "w") as o:
+    o.write(header + "\n")
+    for i in range(n):
+        o.write(f"{i:07};F{i};L{i};same@example.com;05.10.2004;M;hr;OU0;LOC0;Engineer\n")
+PY
+        ;;
+        delimiters) { echo "$HEADER"; head -c 52428800 /dev/zero | tr '\0' ';'; echo; } >"$f" ;;
+        misshapen) { echo "$HEADER"; yes x | head -n 50000000; } >"$f" ;;
+        one-bucket) python3 - "$f" "$HEADER" <<'PY'
+import sys
+f, header = sys.argv[1], sys.argv[2]
+row = "K;F;L;k@example.com;05.10.2004;M;hr;OU0;LOC0;Engineer\n"
+with open(f, "w") as o:
+    o.write(header + "\n")
+    for _ in range(20):
+        o.write(row * 100000)
+PY
+        ;;
+        *) echo "unknown case $1" >&2; exit 2 ;;
+    esac
+}
+
+run_case() { # name
+    make_case "$1"
+    rm -rf "$WORK/store"
+    local out
+    out=$( { /usr/bin/time -v "$BIN" "$WORK/store" "$WORK/$1.csv" >"$WORK/out.txt" 2>&1; } 2>&1 || true)
+    local wall rss
+    wall=$(echo "$out" | awk -F': ' '/Elapsed \(wall clock\)/ {print $2}')
+    rss=$(echo "$out" | awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}')
+    printf '%-16s %6s  wall %-8s peak RSS %5s MB | %s\n' "$1" "$(du -h "$WORK/$1.csv" | cut -f1)" \
+        "$wall" "$rss" "$(head -c 300 "$WORK/out.txt" | head -2 | tr '\n' ' ')"
+}
+
+CASES=("$@")
+[ ${#CASES[@]} -gt 0 ] || CASES=(baseline dup-key-5000 dup-key-50000 dup-email-50000 delimiters misshapen one-bucket)
+echo "binary: $BIN, cores: $(nproc)"
+for c in "${CASES[@]}"; do run_case "$c"; done
