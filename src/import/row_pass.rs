@@ -203,11 +203,14 @@ pub fn row_pass<R: Read>(
     });
     if outs.iter().any(|o| o.too_many_skips) {
         let skipped: usize = outs.iter().map(|o| o.skips.len()).sum();
+        let budget = match cx.skip_memory >> 20 {
+            0 => format!("{} KiB", cx.skip_memory >> 10),
+            mib => format!("{mib} MiB"),
+        };
         return Ok(Err(format!(
             "more than {skipped} rows are skipped, too many to report one by one (their \
-             reasons would hold more than {} KiB): nothing is applied; check that this is the \
-             user file and that its delimiter and columns are right",
-            cx.skip_memory >> 10
+             reasons would hold more than {budget}): nothing is applied; check that this is the \
+             user file and that its delimiter and columns are right"
         )));
     }
     if let Some(e) = read_error {
