@@ -456,13 +456,26 @@ fn a_node_does_not_start_while_migrate_store_copies() {
         roster::store::postgres::PostgresStore::open(&target, roster::store::MIGRATE_STORE_NODE_ID)
             .unwrap();
     use roster::store::Cluster as _;
-    copy.heartbeat(&roster::store::NodeBeat {
+    let beat = roster::store::NodeBeat {
         sftp: "-".to_string(),
         admin: "-".to_string(),
         version: "test (migrate-store)".to_string(),
         started_at: chrono::Utc::now(),
-    })
-    .unwrap();
+    };
+    copy.heartbeat(&beat).unwrap();
+    // The copy beats as a real one does while the node starts (making its host keys can take
+    // longer than the test's 3 s lease).
+    let copy = std::sync::Arc::new(copy);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beating = {
+        let (copy, stop) = (copy.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = copy.heartbeat(&beat);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
     c.nodes[0].start();
     let mut exited = None;
     wait_until(Duration::from_secs(30), || {
@@ -479,6 +492,8 @@ fn a_node_does_not_start_while_migrate_store_copies() {
         log.contains("roster migrate-store is copying into this database (last heartbeat"),
         "{log}"
     );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    beating.join().unwrap();
     copy.leave().unwrap();
     c.start_node(0);
     assert_eq!(c.nodes[0].get("/health").0, 200, "{}", c.logs());

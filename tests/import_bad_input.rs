@@ -47,6 +47,17 @@ fn first_message(o: &roster::import::ImportOutcome) -> &str {
     &o.record.messages[0]
 }
 
+/// The run failed as a whole, its first message saying `text`.
+fn assert_error_saying(o: &roster::import::ImportOutcome, text: &str) {
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Error,
+        "{:?}",
+        o.record.messages
+    );
+    assert!(first_message(o).contains(text), "{:?}", o.record.messages);
+}
+
 #[test]
 fn empty_file() {
     assert!(first_message(&bad(b"")).contains("empty"));
@@ -322,16 +333,9 @@ fn more_skipped_rows_than_their_reasons_may_hold_fail_the_run() {
         ..Default::default()
     };
     let o = run_bytes(&store, &t, "u.csv", s.as_bytes(), &small).expect("run");
-    assert_eq!(
-        o.record.status,
-        ImportStatus::Error,
-        "{:?}",
-        o.record.messages
-    );
-    assert!(
-        first_message(&o).contains("rows are skipped, too many to report one by one (their reasons would hold more than 256 KiB): nothing is applied"),
-        "{:?}",
-        o.record.messages
+    assert_error_saying(
+        &o,
+        "rows are skipped, too many to report one by one (their reasons would hold more than 256 KiB): nothing is applied",
     );
     assert_eq!(store.users("bad", None).expect("users"), before);
     let o = run_bytes(&store, &t, "u.csv", s.as_bytes(), &RunOptions::default()).expect("run");
@@ -363,17 +367,7 @@ fn one_key_on_millions_of_rows_fails_the_run() {
     s.push_str(&"K,a,b\n".repeat(2_000_000));
     let (store, _dir) = test_store::temp_store();
     let o = run_bytes(&store, &t, "u.csv", s.as_bytes(), &RunOptions::default()).expect("run");
-    assert_eq!(
-        o.record.status,
-        ImportStatus::Error,
-        "{:?}",
-        o.record.messages
-    );
-    assert!(
-        first_message(&o).contains("of rows share one of the directory's 1,024 buckets"),
-        "{:?}",
-        o.record.messages
-    );
+    assert_error_saying(&o, "of rows share one of the directory's 1,024 buckets");
     assert!(store.users("bad", None).expect("users").is_empty());
 }
 

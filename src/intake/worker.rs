@@ -1,0 +1,275 @@
+//! One tenant's worker: takes the tenant's requests off its queue one at a time (a file, the
+//! claims to finish, a look at the folder, a schedule's tick, `run-now`, `approve`,
+//! `restore`) and runs each under the tenant's lease on a blocking thread, within the
+//! intake's import permits.
+//!
+//! Requests enter from the queue `Intake::queue` made for the tenant; they leave as import
+//! runs (`run::run_claimed`), history records, and answers on the requests' reply channels. A
+//! file another node's lease holds is asked for again later (`lease::retry_after`).
+
+use super::*;
+
+/// The least time between two looks at a tenant's folder: files a look asks for that stay
+/// (a claim that fails, a lease held elsewhere) must not make looks follow each other with
+/// nothing between them (review s25).
+const LOOK_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One tenant's worker: runs its requests one at a time.
+pub(super) async fn worker(
+    intake: Intake,
+    tenant: String,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    waiting: Arc<Mutex<HashSet<String>>>,
+) {
+    let mut last_look: Option<tokio::time::Instant> = None;
+    while let Some(req) = rx.recv().await {
+        if intake.stopping() {
+            break;
+        }
+        let key = match &req {
+            Request::File(name) => Some(name.as_str()),
+            Request::Recover => Some(RECOVER_KEY),
+            Request::Look => Some(LOOK_KEY),
+            _ => None,
+        };
+        if let Some(key) = key {
+            waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(key);
+        }
+        if let Request::Look = req {
+            if let Some(at) = last_look {
+                tokio::time::sleep_until(at + LOOK_PAUSE).await;
+            }
+            last_look = Some(tokio::time::Instant::now());
+            let config = intake.shared.config.current();
+            if let Some(t) = config.tenant(&tenant) {
+                for name in ready::candidates(&config, t) {
+                    intake.request_file(&tenant, &name);
+                }
+            }
+            continue;
+        }
+        if !store_answers(&intake, &tenant).await {
+            break;
+        }
+        let config = intake.shared.config.current();
+        let Some(t) = config.tenant(&tenant).cloned() else {
+            tracing::warn!(%tenant, "tenant is no longer configured; request dropped");
+            continue;
+        };
+        let permit = match intake.shared.permits.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        intake.shared.running.send_modify(|n| *n += 1);
+        let shared = intake.shared.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            handle(&shared, &t, req)
+        })
+        .await;
+        intake
+            .shared
+            .running
+            .send_modify(|n| *n = n.saturating_sub(1));
+        match result {
+            Ok(Handled::Done) => {}
+            Ok(Handled::Later(name)) => {
+                // Another node holds the tenant's lease (or the store is unreachable): the
+                // file stays where it is and is asked for again. Its name stays waiting
+                // meanwhile, so a look at the folder does not ask for it again at once.
+                waiting
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(name.clone());
+                let (again, tenant) = (intake.clone(), tenant.clone());
+                let waiting = waiting.clone();
+                let after = lease::retry_after(&intake.shared);
+                intake.spawn(async move {
+                    tokio::time::sleep(after).await;
+                    waiting
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&name);
+                    again.request_file(&tenant, &name);
+                });
+            }
+            Err(e) => tracing::error!(%tenant, "an import task failed: {e}"),
+        }
+    }
+}
+
+/// What became of a request.
+enum Handled {
+    Done,
+    /// Ask for this file again later: another node holds the tenant's lease.
+    Later(String),
+}
+
+/// Runs one request (blocking), under the tenant's lease.
+fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
+    let config = shared.config.current();
+    let home = config.tenant_home(&tenant.id);
+    match req {
+        Request::File(name) => {
+            if qualifies(&config, tenant, &name).is_none() {
+                tracing::debug!(tenant = %tenant.id, file = %name, "nothing to import (already taken, removed, or unfinished)");
+                return Handled::Done;
+            }
+            let _lease = match lease::try_take(&shared.store, &tenant.id) {
+                Ok(l) => l,
+                Err(lease::NotLeased::Elsewhere) => {
+                    tracing::debug!(tenant = %tenant.id, file = %name, "another node is importing for this tenant; asking again later");
+                    return Handled::Later(name);
+                }
+                Err(lease::NotLeased::Failed(e)) => {
+                    tracing::warn!(tenant = %tenant.id, file = %name, "cannot take the tenant's lease; the file waits and is asked for again: {e:#}");
+                    return Handled::Later(name);
+                }
+            };
+            // Another node may have taken the file while this one waited for the lease.
+            if qualifies(&config, tenant, &name).is_some() {
+                claim_and_run(shared, tenant, &home, &name);
+            }
+        }
+        Request::Look => {} // the worker looks at the folder itself
+        Request::Recover => match lease::try_take(&shared.store, &tenant.id) {
+            Ok(_lease) => lease::recover_claims(shared, tenant),
+            Err(lease::NotLeased::Elsewhere) => {
+                tracing::debug!(tenant = %tenant.id, "another node holds the tenant's lease; its claims are left to it")
+            }
+            Err(lease::NotLeased::Failed(e)) => {
+                tracing::warn!(tenant = %tenant.id, "cannot take the tenant's lease to finish its claims (tried again later): {e:#}")
+            }
+        },
+        Request::Scheduled(tick) => {
+            match lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT) {
+                Ok(_lease) => {
+                    let files = candidates(&config, tenant);
+                    if files.is_empty() && !schedules::ran_since_last_tick(shared, tenant, tick) {
+                        record_missing(shared, tenant);
+                    }
+                    for name in files {
+                        claim_and_run(shared, tenant, &home, &name);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(tenant = %tenant.id, "the scheduled run did not run: {e:#}")
+                }
+            }
+        }
+        Request::Now(reply) => {
+            let mut records = Vec::new();
+            match lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT) {
+                Ok(_lease) => {
+                    for name in candidates(&config, tenant) {
+                        records.extend(claim_and_run(shared, tenant, &home, &name));
+                    }
+                }
+                Err(e) => tracing::error!(tenant = %tenant.id, "run-now did not run: {e:#}"),
+            }
+            let _ = reply.send(records);
+        }
+        Request::Approve(id, reply) => {
+            let result = lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT)
+                .and_then(|_lease| run::approve_held(shared, tenant, &id));
+            let _ = reply.send(result);
+        }
+        Request::Restore(key, reply) => {
+            let result = lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT)
+                .and_then(|_lease| crate::import::restore(&*shared.store, tenant, &key));
+            let _ = reply.send(result);
+        }
+    }
+    Handled::Done
+}
+
+fn claim_and_run(
+    shared: &Shared,
+    tenant: &Tenant,
+    home: &std::path::Path,
+    name: &str,
+) -> Option<ImportRecord> {
+    let span = tracing::info_span!(
+        "run",
+        tenant = %tenant.id,
+        file = %name,
+        import_id = tracing::field::Empty
+    );
+    let _enter = span.enter();
+    let work = run::work_dir(shared, &tenant.id);
+    let uploads = InProgress::new(&shared.config.current().server.data_dir, &tenant.id);
+    let claimed = match claim::claim(&work, home, name, &uploads) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            tracing::debug!("the file was taken or removed before it could be claimed");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!("cannot claim the file: {e:#}");
+            return None;
+        }
+    };
+    lease::settle(shared, &claimed.id);
+    let dir = claimed.dir().to_path_buf();
+    let mut out = None;
+    let mut first = true;
+    let done = with_retries(shared, &tenant.id, name, || {
+        // After a failed attempt the run may have committed; recovery knows from the claim's
+        // stamp in the store.
+        out = if std::mem::take(&mut first) {
+            Some(run::run_claimed(shared, tenant, &claimed)?)
+        } else {
+            // The lease may have expired meanwhile, and another node taken over this claim.
+            lease::renew(&shared.store, &tenant.id)?;
+            run::recover_claim(shared, tenant, &dir)?
+        };
+        Ok(())
+    });
+    if done {
+        // Finished: its folder is gone, nothing to keep recovery away from.
+        lease::unsettle(shared, &claimed.id);
+    }
+    out
+}
+
+fn record_missing(shared: &Shared, tenant: &Tenant) {
+    let pattern = FilePattern::new(&tenant.import);
+    let today = pattern::TenantCalendar::of(&tenant.import).today();
+    let expected = if pattern.has_date() {
+        pattern.name_for(today)
+    } else {
+        tenant.import.file.clone()
+    };
+    let msg = format!(
+        "The schedule fired but no file matching {:?} was there (expected {expected}). Check that the HR export ran and uploaded.",
+        tenant.import.file
+    );
+    let made = run::own_record(
+        shared,
+        &tenant.id,
+        &expected,
+        ImportStatus::Missing,
+        msg,
+        0,
+        chrono::Utc::now(),
+    )
+    .and_then(|r| {
+        // The mail is queued with the record, so a crash between them cannot lose it
+        // (review s18 crash F2).
+        match run_mail::own_record_mail(shared, tenant, &r) {
+            Some(mail) => shared.store.record_import_mailed(&r, &mail),
+            None => shared.store.record_import(&r),
+        }
+        .map(|_| r)
+    });
+    match made {
+        Ok(r) => {
+            tracing::warn!(tenant = %tenant.id, import_id = %r.id, expected = %expected, "scheduled run found no file");
+            shared.mail_wake.notify_one();
+        }
+        Err(e) => tracing::error!(tenant = %tenant.id, "cannot record a missing run: {e:#}"),
+    }
+}
