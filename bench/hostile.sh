@@ -22,29 +22,25 @@ if [ -z "$BIN" ]; then
 fi
 HEADER='id;first_name;last_name;email;date_of_birth;sex;language;org_unit;location;job_title'
 
+dup_rows() { # key|email N: N rows that all give one key, or one email under N keys
+    python3 - "$1" "$2" "$HEADER" <<'PY'
+import sys
+same, n, header = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+print(header)
+for i in range(n):
+    key = "K" if same == "key" else f"{i:07}"
+    email = "same@example.com" if same == "email" else f"u{i}@example.com"
+    print(f"{key};F{i};L{i};{email};05.10.2004;M;hr;OU0;LOC0;Engineer")
+PY
+}
+
 make_case() { # name: writes $WORK/<name>.csv unless there
     local f="$WORK/$1.csv"
     [ -f "$f" ] && return 0
     case "$1" in
         baseline) python3 "$SHARED/gen-users.py" 1000000 "$f" ;;
-        dup-key-*) python3 - "$f" "${1#dup-key-}" "$HEADER" <<'PY'
-import sys
-f, n, header = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-with open(f, "w") as o:
-    o.write(header + "\n")
-    for i in range(n):
-        o.write(f"K;F{i};L{i};u{i}@example.com;05.10.2004;M;hr;OU0;LOC0;Engineer\n")
-PY
-        ;;
-        dup-email-*) python3 - "$f" "${1#dup-email-}" "$HEADER" <<'PY'
-import sys
-f, n, header = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-with open(f, "w") as o:
-    o.write(header + "\n")
-    for i in range(n):
-        o.write(f"{i:07};F{i};L{i};same@example.com;05.10.2004;M;hr;OU0;LOC0;Engineer\n")
-PY
-        ;;
+        dup-key-*) dup_rows key "${1#dup-key-}" >"$f" ;;
+        dup-email-*) dup_rows email "${1#dup-email-}" >"$f" ;;
         delimiters) { echo "$HEADER"; head -c 52428800 /dev/zero | tr '\0' ';'; echo; } >"$f" ;;
         misshapen) { echo "$HEADER"; yes x | head -n 50000000 || true; } >"$f" ;;
         one-bucket) python3 - "$f" "$HEADER" <<'PY'

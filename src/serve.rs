@@ -225,7 +225,7 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
         intake.clone(),
         sftp.throttle.clone(),
         beat,
-        beat_interval(config.cluster.lease_secs),
+        crate::store::beat_interval(config.cluster.lease_secs),
     ));
     let scim_push = crate::deliver::scim_push::Worker::start(sftp.config.clone(), store.clone());
     Ok(RunningServer {
@@ -241,8 +241,8 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
     })
 }
 
-/// A third of the lease: two heartbeats may be missed before the others call this node dead.
-/// Fails when another live process beats under this node's id (two nodes given one
+/// Fails to start while `roster migrate-store` copies into the store (review s25), or when
+/// another live process beats under this node's id (two nodes given one
 /// `[cluster] node_id`, say by a shared config file): they would share every lease and finish
 /// each other's running claims (review s16 cluster F2). A live row of this id whose heartbeat
 /// does not move within the lease is this node's own, left by a crash: then it goes on.
@@ -251,15 +251,21 @@ async fn refuse_a_twin(store: &Store, lease_secs: u64) -> anyhow::Result<()> {
         return Ok(()); // the embedded store is locked by one process
     }
     let me = store.node_id().to_string();
-    let copying = crate::store::MIGRATE_STORE_NODE_ID.to_string();
-    if let Some(copy) = live_node(store.clone(), copying).await? {
+    let reading = store.clone();
+    let live: Vec<NodeStatus> = tokio::task::spawn_blocking(move || reading.nodes())
+        .await??
+        .into_iter()
+        .filter(|n| n.alive)
+        .collect();
+    let named = |id: &str| live.iter().find(|n| n.node_id == id).cloned();
+    if let Some(copy) = named(crate::store::MIGRATE_STORE_NODE_ID) {
         anyhow::bail!(
             "roster migrate-store is copying into this database (last heartbeat {}): start \
              roster serve when it has finished",
             copy.heartbeat_at.format("%Y-%m-%d %H:%M:%S UTC")
         );
     }
-    let Some(first) = live_node(store.clone(), me.clone()).await? else {
+    let Some(first) = named(&me) else {
         return Ok(());
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(lease_secs + 1);
@@ -286,10 +292,6 @@ async fn live_node(store: Store, id: String) -> anyhow::Result<Option<NodeStatus
         Ok::<_, anyhow::Error>(nodes.into_iter().find(|n| n.node_id == id && n.alive))
     })
     .await?
-}
-
-fn beat_interval(lease_secs: u64) -> Duration {
-    Duration::from_millis(lease_secs.saturating_mul(1000) / 3).max(Duration::from_millis(500))
 }
 
 /// Records a heartbeat every `every`, lifts here the login blocks an operator lifted on any

@@ -72,9 +72,7 @@ pub fn run(config_path: &Path, to: &str) -> Result<()> {
         version: format!("{} (migrate-store)", env!("CARGO_PKG_VERSION")),
         started_at: chrono::Utc::now(),
     };
-    let every =
-        std::time::Duration::from_millis(config.cluster.lease_secs.saturating_mul(1000) / 3)
-            .max(std::time::Duration::from_millis(500));
+    let every = crate::store::beat_interval(config.cluster.lease_secs);
     let copied = std::thread::scope(|scope| {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         scope.spawn(|| beat_until(&to, &beat, every, stopped));

@@ -17,8 +17,8 @@ pub const MAX_CELL_BYTES: usize = 1024;
 /// Bytes of a header cell kept for mapping; a longer one cannot be a column name anyway.
 pub const MAX_HEADER_BYTES: usize = 1024;
 
-/// Bytes one row may take in the file (all its lines, when quoted cells join them): a
-/// longer one fails the run (`rownum::Breaks`). An HR row is a few kilobytes; what passes this
+/// Bytes one row may take (its text and a byte a cell, all its lines when quoted cells join
+/// them): a longer one fails the run (`rownum::RowReader::read_row`). An HR row is a few kilobytes; what passes this
 /// is an unbalanced quote joining the rest of the file, or not a CSV. It bounds what one
 /// record costs in memory (its bytes and 8 bytes a cell), whatever the file.
 pub const MAX_ROW_BYTES: u64 = 1 << 20;

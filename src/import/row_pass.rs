@@ -109,6 +109,14 @@ struct WorkerOut {
     fingerprints: Vec<RowFingerprint>,
 }
 
+impl WorkerOut {
+    /// Keeps a skipped row's reason, counted against the worker's share of the skip budget.
+    fn skip(&mut self, line: u64, reason: String) {
+        self.skip_bytes += reason.len() + bounds::SKIP_OVERHEAD;
+        self.skips.push((line, reason));
+    }
+}
+
 /// Bytes of packed rows a worker holds before handing them to the `BucketRows`.
 const WORKER_HOLD: usize = 8 << 20;
 
@@ -135,7 +143,8 @@ pub fn row_pass<R: Read>(
             senders.push(tx);
             let back = back_tx.clone();
             let batches = Batches { rx, back };
-            handles.push(s.spawn(move || worker(batches, cx, rows_out, reserve)));
+            let skip_share = cx.skip_memory / workers;
+            handles.push(s.spawn(move || worker(batches, cx, rows_out, reserve, skip_share)));
         }
         drop(back_tx);
         let mut next = 0usize;
@@ -239,19 +248,20 @@ struct Batches {
 }
 
 /// One worker of the row pass: checks and packs every row of the batches it receives, handing
-/// packed rows over to `rows_out` whenever it holds more than [`WORKER_HOLD`] bytes.
+/// packed rows over to `rows_out` whenever it holds more than [`WORKER_HOLD`] bytes; it stops
+/// once its skip reasons pass `skip_share` bytes.
 fn worker(
     batches: Batches,
     cx: &RowContext<'_>,
     rows_out: &BucketRows,
     reserve: usize,
+    skip_share: usize,
 ) -> WorkerOut {
     let mut out = WorkerOut {
         arenas: (0..BUCKETS).map(|_| Vec::with_capacity(reserve)).collect(),
         ..Default::default()
     };
     let mut notes = Vec::new();
-    let skip_share = cx.skip_memory / crate::store::cores().clamp(1, 8);
     for mut batch in batches.rx {
         for (line, rec) in &mut batch {
             work(&mut out, &mut notes, rec, *line, cx);
@@ -453,13 +463,11 @@ fn work(
                 record::pack(arena, &r, ROW_PRESENT_ONLY, &[0; 16], cx.seal);
                 out.held += arena.len() - before;
             }
-            out.skip_bytes += reason.len() + bounds::SKIP_OVERHEAD;
-            out.skips.push((line, reason));
+            out.skip(line, reason);
         }
         Parsed::Misshapen { reason } => {
             out.misshapen += 1;
-            out.skip_bytes += reason.len() + bounds::SKIP_OVERHEAD;
-            out.skips.push((line, reason));
+            out.skip(line, reason);
         }
     }
     for n in notes.drain(..) {

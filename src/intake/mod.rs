@@ -4,8 +4,8 @@
 //! (files copied in locally or written through `roster sftp-server`), cron schedules, `run-now`,
 //! and a start-up scan (see `triggers`). After a short settle time each becomes a request to
 //! import one file name of one tenant, put on that tenant's queue: one worker per tenant
-//! (`worker`) runs its requests one at a time in arrival order, and a semaphore bounds how many tenants import
-//! at once (the number of cores). A request for a name already waiting is merged into it, so
+//! (`worker`) runs its requests one at a time in arrival order, and a semaphore bounds how
+//! many tenants import at once (the number of cores). A request for a name already waiting is merged into it, so
 //! several sessions or triggers never start two imports of one file. Approving a held run (the
 //! admin API's `approve`) is a request on the same queue, so every import that changes a
 //! directory runs here, one per tenant at a time. Each run (see `run`)
@@ -214,7 +214,7 @@ impl Intake {
     /// thousands of names while an import runs must not grow the queue).
     pub fn request_file(&self, tenant: &str, name: &str) {
         let q = self.queue(tenant);
-        let mut waiting = q.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut waiting = lock(&q.waiting);
         if waiting.contains(name) {
             return;
         }
@@ -339,6 +339,11 @@ impl Intake {
 /// True when uploads (and folder events) of this tenant start imports.
 fn on_upload(t: &Tenant) -> bool {
     matches!(t.import.trigger, Trigger::Upload | Trigger::Both)
+}
+
+/// `m` locked; a panic that poisoned it left nothing half-done that these maps care about.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The `waiting` entry of a queued [`Request::Recover`] (no file name holds a NUL).

@@ -15,7 +15,7 @@
 //! A config reload that adds a tenant (also one removed earlier) gives it the start-up pick-up:
 //! its claims and the finished files waiting in its root.
 
-use super::{candidates, on_upload, Intake};
+use super::{candidates, lock, on_upload, Intake};
 use crate::sftp::UploadFinished;
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::EventKind;
@@ -78,10 +78,6 @@ fn settle_then_request(intake: &Intake, tenant: String, name: String) {
             }
         }
     });
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn consume_uploads(intake: Intake, mut uploads: mpsc::UnboundedReceiver<UploadFinished>) {

@@ -33,22 +33,14 @@ pub(super) async fn worker(
             _ => None,
         };
         if let Some(key) = key {
-            waiting
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(key);
+            lock(&waiting).remove(key);
         }
         if let Request::Look = req {
             if let Some(at) = last_look {
                 tokio::time::sleep_until(at + LOOK_PAUSE).await;
             }
             last_look = Some(tokio::time::Instant::now());
-            let config = intake.shared.config.current();
-            if let Some(t) = config.tenant(&tenant) {
-                for name in ready::candidates(&config, t) {
-                    intake.request_file(&tenant, &name);
-                }
-            }
+            look_at_folder(&intake, &tenant);
             continue;
         }
         if !store_answers(&intake, &tenant).await {
@@ -76,29 +68,39 @@ pub(super) async fn worker(
             .send_modify(|n| *n = n.saturating_sub(1));
         match result {
             Ok(Handled::Done) => {}
-            Ok(Handled::Later(name)) => {
-                // Another node holds the tenant's lease (or the store is unreachable): the
-                // file stays where it is and is asked for again. Its name stays waiting
-                // meanwhile, so a look at the folder does not ask for it again at once.
-                waiting
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(name.clone());
-                let (again, tenant) = (intake.clone(), tenant.clone());
-                let waiting = waiting.clone();
-                let after = lease::retry_after(&intake.shared);
-                intake.spawn(async move {
-                    tokio::time::sleep(after).await;
-                    waiting
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(&name);
-                    again.request_file(&tenant, &name);
-                });
-            }
+            Ok(Handled::Later(name)) => ask_again_later(&intake, &tenant, &waiting, name),
             Err(e) => tracing::error!(%tenant, "an import task failed: {e}"),
         }
     }
+}
+
+/// Asks for each file the tenant's folder holds now ([`Request::Look`]).
+fn look_at_folder(intake: &Intake, tenant: &str) {
+    let config = intake.shared.config.current();
+    if let Some(t) = config.tenant(tenant) {
+        for name in ready::candidates(&config, t) {
+            intake.request_file(tenant, &name);
+        }
+    }
+}
+
+/// Another node holds the tenant's lease (or the store is unreachable): the file stays where
+/// it is and is asked for again after `lease::retry_after`. Its name stays waiting meanwhile,
+/// so a look at the folder does not ask for it again at once.
+fn ask_again_later(
+    intake: &Intake,
+    tenant: &str,
+    waiting: &Arc<Mutex<HashSet<String>>>,
+    name: String,
+) {
+    lock(waiting).insert(name.clone());
+    let (again, tenant, waiting) = (intake.clone(), tenant.to_string(), waiting.clone());
+    let after = lease::retry_after(&intake.shared);
+    intake.spawn(async move {
+        tokio::time::sleep(after).await;
+        lock(&waiting).remove(&name);
+        again.request_file(&tenant, &name);
+    });
 }
 
 /// What became of a request.

@@ -13,6 +13,13 @@ use serde::{Deserialize, Serialize};
 /// imported into half copied).
 pub const MIGRATE_STORE_NODE_ID: &str = "roster-migrate-store";
 
+/// How often a node (or `roster migrate-store`) heartbeats: a third of the lease, so two beats
+/// may be missed before the others call it dead; at least every half second.
+pub fn beat_interval(lease_secs: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(lease_secs.saturating_mul(1000) / 3)
+        .max(std::time::Duration::from_millis(500))
+}
+
 /// What a node says about itself in each heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeBeat {

@@ -48,7 +48,8 @@ pub mod postgres;
 pub mod sled;
 
 pub use cluster::{
-    Cluster, LoginScope, NodeBeat, NodeStatus, OrphanClaim, SharedBlock, MIGRATE_STORE_NODE_ID,
+    beat_interval, Cluster, LoginScope, NodeBeat, NodeStatus, OrphanClaim, SharedBlock,
+    MIGRATE_STORE_NODE_ID,
 };
 pub(crate) use first_keys::FirstKeys;
 pub use frame::{frame, unframe};
