@@ -87,10 +87,13 @@ impl Directory for SledStore {
         self.stage_chunk(tenant, bucket, gen, changes)
     }
 
-    /// Removes staged buckets (and their staged changes) of an abandoned plan.
+    /// Removes staged buckets (and their staged changes) of an abandoned plan. A generation the
+    /// tenant's state names is current, not abandoned, and stays: a caller that took a commit
+    /// for failed when it had landed must not delete the directory it made.
     fn discard_staged(&self, tenant: &str, staged: &[(u16, u64)]) -> Result<()> {
+        let st = self.tenant_state(tenant)?;
         for &(b, g) in staged {
-            if g != 0 {
+            if g != 0 && st.gen(b as usize) != g {
                 self.discard_chunk(tenant, b, g)?;
                 self.inner.users.remove(bucket_key(tenant, b, g))?;
                 self.inner.users.remove(staged_key(tenant, b, g))?;
@@ -208,7 +211,14 @@ impl Directory for SledStore {
                 });
             }
         };
-        self.flush()?;
+        // The transaction has landed: from here on the run is applied, whatever the flush says.
+        // An error here would make the caller discard what it staged, which is now the
+        // directory. sled flushes again on its own; a crash before that loses the run whole
+        // (the claim is not stamped either), and the intake runs the file again.
+        if let Err(e) = self.flush() {
+            tracing::error!(tenant = %c.tenant, error = %format!("{e:#}"),
+                "the import is committed but the store could not flush it to disk yet");
+        }
         if derived.lists_stale {
             self.rebuild_lists_later(&c.tenant);
         }
@@ -263,5 +273,41 @@ impl Directory for SledStore {
             return Err(e);
         }
         Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caller that took a landed commit for failed (a flush error used to say so) discards
+    /// what it staged: the generation the tenant's state names must survive that.
+    #[test]
+    fn discarding_a_committed_generation_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let (kept, abandoned) = (3u16, 4u16);
+        let mut blob = Vec::new();
+        let mut rec = Vec::new();
+        UserRec::default().encode_into(&mut rec);
+        bucket_push(&mut blob, b"ann", &rec);
+        let gen = store.stage_bucket("t", kept, &blob).unwrap();
+        let spare = store.stage_bucket("t", abandoned, &blob).unwrap();
+        let commit = Commit {
+            tenant: "t".to_string(),
+            buckets: vec![(kept, gen)],
+            ..Default::default()
+        };
+        store.commit(&commit).unwrap();
+        store
+            .discard_staged("t", &[(kept, gen), (abandoned, spare)])
+            .unwrap();
+        assert_eq!(store.tenant_state("t").unwrap().gen(kept as usize), gen);
+        assert_eq!(
+            store.bucket("t", kept, gen).unwrap().as_deref(),
+            Some(&blob[..])
+        );
+        let gone = store.inner.users.get(bucket_key("t", abandoned, spare));
+        assert_eq!(gone.unwrap(), None);
     }
 }
