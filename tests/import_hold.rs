@@ -405,3 +405,38 @@ fn a_file_that_applies_no_row_is_an_error_not_a_held_run() {
     assert!(store.held_plans("t1").unwrap().is_empty());
     assert_eq!(store.users("t1", None).unwrap(), before);
 }
+
+/// Review s26: under `on_missing = "delete"`, leavers the export still lists as inactive used
+/// to count in the hold's base, so a file that dropped every active user went through.
+#[test]
+fn listed_leavers_do_not_dilute_the_hold_under_delete() {
+    let (store, _d) = open();
+    let columns = [
+        ("mapping_code", "Code"),
+        ("first_name", "First"),
+        ("last_name", "Last"),
+        ("active", "Active"),
+    ];
+    let t =
+        roster::config::Tenant::for_import("t1", MatchBy::MappingCode, OnMissing::Delete, &columns);
+    let export = |to: u32| {
+        let mut s = String::from("Code;First;Last;Active\n");
+        for i in 0..to {
+            s.push_str(&format!("C{i:03};F;L;{}\n", u8::from(i >= 90)));
+        }
+        s.into_bytes()
+    };
+    // 90 leavers kept in the export as inactive, 10 active staff.
+    assert_eq!(
+        go(&store, &t, &export(100)).record.status,
+        ImportStatus::Success
+    );
+    let active = store.users("t1", Some(UserStatus::Active)).unwrap().len();
+    assert_eq!(active, 10);
+    // A broken export drops the 10 active staff: 10 of the 10 users the run could take out.
+    let held = go(&store, &t, &export(90)).record;
+    assert_eq!(held.status, ImportStatus::Held, "{:?}", held.messages);
+    assert_eq!(held.counts.deleted, 10);
+    let active = store.users("t1", Some(UserStatus::Active)).unwrap().len();
+    assert_eq!(active, 10, "nothing was deleted");
+}

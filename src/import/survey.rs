@@ -19,8 +19,8 @@ use anyhow::Result;
 /// What the survey learnt of one bucket.
 #[derive(Default)]
 pub struct SurveyPart {
-    /// Users `on_missing` could act on, present or not (the hold's base, design §5.5): managed
-    /// users that are active (`deactivate`) or not yet deleted (`delete`).
+    /// Users `on_missing` could act on (the hold's base, design §5.5): managed users that are
+    /// active, and under `delete` the inactive ones the file leaves out (it deletes them).
     pub current: u64,
     /// Users that would go missing (on_missing acts on them).
     pub missing: u64,
@@ -79,11 +79,6 @@ pub fn survey(
     let mut j = 0;
     for (k, v) in bucket_entries(stored)? {
         let acts_on = missing_action(ctx, v).is_some();
-        if acts_on {
-            current += 1;
-        } else if status_of(v) == STATUS_ACTIVE {
-            part.other_active += 1;
-        }
         // Rows and stored users are both sorted by key: walk them together.
         while j < rows.len() && rows[j].key < k {
             j += 1;
@@ -92,6 +87,15 @@ pub fn survey(
             Some(r) if r.key == k => Ok(j),
             _ => Err(j),
         };
+        let active = status_of(v) == STATUS_ACTIVE;
+        // The hold's base: an inactive user the file still lists (a leaver kept in the export)
+        // is no user this run could take out, so it does not dilute the base under `delete`
+        // (900 such leavers must not let a file that drops all 100 active users through).
+        if acts_on && (active || found.is_err()) {
+            current += 1;
+        } else if active {
+            part.other_active += 1;
+        }
         if found.is_err() && acts_on {
             missing += 1;
             quiet = false;
