@@ -303,3 +303,59 @@ fn restore_finds_a_mapping_code_exactly_and_an_email_in_any_case() {
         ("ann@x.example", UserStatus::Active)
     );
 }
+
+/// Review s26: under `activate = "with_password"` a password activated any inactive user, so a
+/// leaver a status column switched off came back active the night that column went missing
+/// from the export (or its cell was left blank), as every row carries a password.
+#[test]
+fn a_password_does_not_overrule_a_status_column() {
+    let (store, _d) = test_store::temp_store();
+    let columns = [
+        ("mapping_code", "Code"),
+        ("first_name", "First"),
+        ("last_name", "Last"),
+        ("active", "Status"),
+        ("password", "Password"),
+    ];
+    let mut t = Tenant::for_import("t1", MatchBy::MappingCode, OnMissing::Keep, &columns);
+    t.import.activate = Activate::WithPassword;
+    let go = |text: &str| {
+        let o = run_bytes(&store, &t, "u.csv", text.as_bytes(), &RunOptions::default());
+        o.expect("run").record
+    };
+    go("Code;First;Last;Status;Password\nE1;A;B;1;pw-one\nE2;C;D;0;pw-two\n");
+    let status = |k: &str| store.user("t1", k).unwrap().expect("user").status;
+    assert_eq!(
+        (status("E1"), status("E2")),
+        (UserStatus::Active, UserStatus::Inactive)
+    );
+    // The Status column was renamed: the run is partial, and E2 stays inactive.
+    go("Code;First;Last;State;Password\nE1;A;B;1;pw-one\nE2;C;D;0;pw-2b\n");
+    assert_eq!(status("E2"), UserStatus::Inactive);
+    // Its cell left blank: the same.
+    go("Code;First;Last;Status;Password\nE1;A;B;1;pw-one\nE2;C;D;;pw-2c\n");
+    assert_eq!(status("E2"), UserStatus::Inactive);
+}
+
+/// Without a status column a password still activates a user kept inactive for want of one.
+#[test]
+fn a_password_activates_a_user_waiting_for_one() {
+    let (store, _d) = test_store::temp_store();
+    let columns = [
+        ("mapping_code", "Code"),
+        ("first_name", "First"),
+        ("last_name", "Last"),
+        ("password", "Password"),
+    ];
+    let mut t = Tenant::for_import("t1", MatchBy::MappingCode, OnMissing::Keep, &columns);
+    t.import.activate = Activate::WithPassword;
+    let go = |text: &str| {
+        let o = run_bytes(&store, &t, "u.csv", text.as_bytes(), &RunOptions::default());
+        o.expect("run").record
+    };
+    go("Code;First;Last;Password\nE1;A;B;\n");
+    let status = || store.user("t1", "E1").unwrap().expect("user").status;
+    assert_eq!(status(), UserStatus::Inactive);
+    go("Code;First;Last;Password\nE1;A;B;secret-1\n");
+    assert_eq!(status(), UserStatus::Active);
+}

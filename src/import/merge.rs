@@ -61,6 +61,14 @@ pub struct BucketMerge {
     pub late_skips: Vec<(u64, String)>,
 }
 
+/// The tenant says who is active through an `active`/`deactivate` column: its profile maps
+/// one, or this file has one.
+fn status_by_column(ctx: &MergeSettings<'_>) -> bool {
+    let status = |f: &str| matches!(f, "active" | "deactivate");
+    ctx.map.cols.iter().any(|c| status(&c.field))
+        || ctx.tenant.import.columns.keys().any(|f| status(f))
+}
+
 pub(super) fn missing_action(ctx: &MergeSettings<'_>, rec: &[u8]) -> Option<u8> {
     if !ctx.missing || flags_of(rec) & FLAG_MANAGED == 0 {
         return None;
@@ -515,7 +523,14 @@ fn update(
         // deactivated as missing was active when it left, and is again.)
         None if rec.status == STATUS_DELETED && with_password && !has_password => STATUS_INACTIVE,
         None if returning => STATUS_ACTIVE,
-        None if with_password && r.password.is_some() && rec.status == STATUS_INACTIVE => {
+        // A password activates a user kept inactive for want of one; a tenant whose status
+        // comes from a column (mapped, even if this file lacks it or leaves the cell blank)
+        // may have switched that user off, and a password does not overrule it (review s26).
+        None if with_password
+            && r.password.is_some()
+            && rec.status == STATUS_INACTIVE
+            && !status_by_column(ctx) =>
+        {
             STATUS_ACTIVE
         }
         None => rec.status,
