@@ -71,3 +71,30 @@ fn old_records_go_but_the_newest_a_held_one_and_a_claimed_one_stay() {
     // Another tenant's history is not touched.
     assert_eq!(store.trim_history("nobody", tomorrow).unwrap(), 0);
 }
+
+/// A page of the history reads from its offset (the console's pages, review s26: page 200
+/// read the newest 10,051 records to show 50), and an id holding a NUL is simply not found.
+#[test]
+fn a_page_of_the_history_starts_at_its_offset() {
+    let (store, _d) = open();
+    let t = tenant(OnMissing::Deactivate, MatchBy::MappingCode);
+    for n in [10, 11, 12, 13] {
+        go(&store, &t, &file(&users(n)));
+    }
+    let all: Vec<String> = store
+        .history("t1", 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(all.len(), 4);
+    let page: Vec<String> = store
+        .history_from("t1", 1, 2)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(page, all[1..3]);
+    assert!(store.history_from("t1", 4, 2).unwrap().is_empty());
+    assert!(store.import_record("t1", "x\0y").unwrap().is_none());
+}

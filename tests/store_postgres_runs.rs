@@ -192,6 +192,18 @@ fn history_is_newest_first_per_tenant_and_limited() {
     assert_eq!(two, ids[..2]);
     assert!(store.history("acme", 0).unwrap().is_empty());
     assert!(store.history("nobody", 10).unwrap().is_empty());
+    // A page reads from its offset on (the console's history pages).
+    let page: Vec<String> = store
+        .history_from("acme", 1, 2)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(page, ids[1..3]);
+    assert!(store.history_from("acme", 4, 10).unwrap().is_empty());
+    // An id from a URL holding a NUL is not found (PostgreSQL refuses NUL in text).
+    assert!(store.import_record("acme", "a\0b").unwrap().is_none());
+    assert!(store.held_plan("acme", "a\0b").unwrap().is_none());
 }
 
 #[test]

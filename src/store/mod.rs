@@ -349,7 +349,12 @@ pub trait RunLog: Send + Sync {
     /// `missing` run's mail: review s18 crash F2).
     fn record_import_mailed(&self, record: &ImportRecord, mail: &OutboxMail) -> Result<()>;
     /// The tenant's import history, newest first, at most `limit` records.
-    fn history(&self, tenant: &str, limit: usize) -> Result<Vec<ImportRecord>>;
+    fn history(&self, tenant: &str, limit: usize) -> Result<Vec<ImportRecord>> {
+        self.history_from(tenant, 0, limit)
+    }
+    /// The tenant's import history, newest first, from the `skip`-th record on, at most
+    /// `limit` records: a page costs its own records, not the ones before it.
+    fn history_from(&self, tenant: &str, skip: usize, limit: usize) -> Result<Vec<ImportRecord>>;
     /// One history record by import id.
     fn import_record(&self, tenant: &str, id: &str) -> Result<Option<ImportRecord>>;
     /// A held plan's framed bytes (see `import::held`).

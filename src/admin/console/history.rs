@@ -2,8 +2,9 @@
 //! chart of inserted / updated / deactivated / skipped over the runs on the page.
 //!
 //! `GET /tenants/{tenant}?page=N`: for an operator any tenant, for a tenant only its own (404
-//! otherwise). Reads the run log through the store (`history(tenant, offset + limit)`: the
-//! retention of `retention_days` bounds a history, and [`MAX_PAGES`] bounds the offset). The
+//! otherwise). Reads the run log through the store (`history_from(tenant, offset, limit)`: a page
+//! reads its own records; the retention of `retention_days` bounds a history, and
+//! [`MAX_PAGES`] bounds the offset), under a turn of the heavy pages' share. The
 //! chart leaves as inline SVG drawn here (no script), with a legend, a `<title>`/`<desc>` and
 //! the table of the same numbers as its text alternative.
 
@@ -52,16 +53,21 @@ async fn history(
     let config = st.config.current();
     let t = viewer.tenant(&config, &tenant)?.clone();
     let page_no = page_number(query.page.as_deref()).clamp(1, MAX_PAGES);
+    // A page of records (up to 52 messages each) is a heavy read like a run's report: it
+    // takes a turn of the tenant's share (review s26).
+    let Some(_turn) = st.heavy.turn(&t.id).await else {
+        return Err(PageError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too many heavy pages are being read; reload the page in a second",
+        ));
+    };
     let store = st.store.clone();
     let id = t.id.clone();
     let skip = (page_no - 1) * PAGE_SIZE;
     let mut runs = blocking("cannot read the import history", move || {
-        store.history(&id, skip + PAGE_SIZE + 1)
+        store.history_from(&id, skip, PAGE_SIZE + 1)
     })
-    .await?
-    .into_iter()
-    .skip(skip)
-    .collect::<Vec<_>>();
+    .await?;
     let has_next = runs.len() > PAGE_SIZE && page_no < MAX_PAGES;
     runs.truncate(PAGE_SIZE);
     page(&HistoryPage {

@@ -77,6 +77,8 @@ fn status_choice(s: &str) -> Result<Option<UserStatus>, PageError> {
 /// `q`, or the email, user name, last name or full name ("First Last", so also the first
 /// name) starting with it. On PostgreSQL every branch has an index (migration 5).
 pub(super) fn search_filter(q: &str) -> UserFilter {
+    // No stored value holds a NUL, and PostgreSQL refuses one in a query (review s26).
+    let q = q.replace('\0', "");
     let q = q.trim();
     if q.is_empty() {
         return UserFilter::Everyone;

@@ -63,10 +63,11 @@ impl RunLog for SledStore {
         self.write_record(record, Some(mail))
     }
 
-    /// The tenant's import history, newest first, at most `limit` records.
-    fn history(&self, tenant: &str, limit: usize) -> Result<Vec<ImportRecord>> {
+    /// The tenant's import history, newest first, from the `skip`-th on, at most `limit`.
+    fn history_from(&self, tenant: &str, skip: usize, limit: usize) -> Result<Vec<ImportRecord>> {
         let mut out = Vec::new();
-        for kv in self.inner.history.scan_prefix(tkey(tenant, b"")).rev() {
+        let records = self.inner.history.scan_prefix(tkey(tenant, b"")).rev();
+        for kv in records.skip(skip) {
             if out.len() >= limit {
                 break;
             }
