@@ -496,7 +496,7 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
     // A 1 GB preview announced by Content-Length is refused before any of it is read.
     let addr = env.server().admin.addr;
     let head = format!(
-        "POST /api/tenants/acme/preview HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 1000000000\r\n\r\nemail,first_name\r\n"
+        "POST /api/tenants/acme/preview HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 1000000000\r\n\r\nemail,first_name\r\n"
     );
     let answer = tokio::task::spawn_blocking(move || raw(addr, head.as_bytes()))
         .await
@@ -512,7 +512,7 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
         s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
         let head = format!(
-            "POST /api/tenants/acme/preview HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n",
+            "POST /api/tenants/acme/preview HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
         s.write_all(head.as_bytes()).unwrap();
@@ -619,7 +619,7 @@ async fn a_preview_behind_a_file_still_arriving_waits_then_answers_503() {
     let slow = std::thread::spawn(move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         let head = format!(
-            "POST /api/tenants/acme/preview HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 900000\r\n\r\nemail,first_name\r\n"
+            "POST /api/tenants/acme/preview HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 900000\r\n\r\nemail,first_name\r\n"
         );
         s.write_all(head.as_bytes()).unwrap();
         let chunk = "slow@acme.example,Slow\r\n".repeat(85);

@@ -21,7 +21,7 @@ use tokio::io::AsyncWriteExt;
 
 fn health() -> String {
     format!(
-        "GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+        "GET /health HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\
          Connection: close\r\n\r\n"
     )
 }
@@ -96,7 +96,7 @@ async fn others_are_answered_while_a_few_addresses_hold(opening: String, net: u8
 /// F3: half-sent request heads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_sent_heads_from_a_few_addresses_do_not_shut_others_out() {
-    let head = "GET /health HTTP/1.1\r\nHost: x\r\n".to_string();
+    let head = "GET /health HTTP/1.1\r\nHost: localhost\r\n".to_string();
     others_are_answered_while_a_few_addresses_hold(head, 7).await;
 }
 
@@ -117,7 +117,7 @@ fn sign_in_head(len: usize, cookie: bool) -> String {
         ""
     };
     format!(
-        "POST /login/operator HTTP/1.1\r\nHost: x\r\n{cookie}\
+        "POST /login/operator HTTP/1.1\r\nHost: localhost\r\n{cookie}\
          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len}\r\n\r\n"
     )
 }

@@ -136,21 +136,21 @@ async fn slow_and_silent_clients_are_closed() {
     let from = IpAddr::from([127, 0, 0, 24]);
 
     let mut half = tcp_from(from, admin).await;
-    half.write_all(b"GET /login HTTP/1.1\r\nHost: x\r\n")
+    half.write_all(b"GET /login HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .unwrap();
     let mut silent = tcp_from(from, admin).await;
 
     let mut kept_alive = tcp_from(from, admin).await;
     kept_alive
-        .write_all(b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /login HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
 
     let mut stalled = tcp_from(from, admin).await;
     stalled
         .write_all(
-            b"POST /login/tenant HTTP/1.1\r\nHost: x\r\nCookie: roster_login=a\r\n\
+            b"POST /login/tenant HTTP/1.1\r\nHost: localhost\r\nCookie: roster_login=a\r\n\
               Content-Type: application/x-www-form-urlencoded\r\n\
               Content-Length: 1000\r\n\r\ncsrf=a&ten",
         )
@@ -218,7 +218,7 @@ async fn connections_over_the_caps_are_closed_and_sftp_still_logs_in() {
         kept.push(tcp_from(b, admin).await);
     }
     let health = format!(
-        "GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+        "GET /health HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\
          Connection: close\r\n\r\n"
     );
     let ninth = request(c, admin, &health).await;
@@ -247,7 +247,7 @@ async fn connections_over_the_caps_are_closed_and_sftp_still_logs_in() {
 async fn operator_session(from: IpAddr, admin: SocketAddr) -> String {
     let body = format!("csrf=t0k3n&token={TOKEN}");
     let req = format!(
-        "POST /login/operator HTTP/1.1\r\nHost: x\r\nCookie: roster_login=t0k3n\r\n\
+        "POST /login/operator HTTP/1.1\r\nHost: localhost\r\nCookie: roster_login=t0k3n\r\n\
          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n{body}",
         body.len()
@@ -312,7 +312,7 @@ async fn the_session_cookie_lasts_what_the_docs_say() {
 /// A GET of `path` from `from` with `Authorization: Bearer <token>`.
 async fn bearer_get(from: IpAddr, admin: SocketAddr, path: &str, token: &str) -> Answer {
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     );
     request(from, admin, &req).await
 }
@@ -349,7 +349,7 @@ async fn wrong_bearer_tokens_are_logged_and_shut_nobody_out() {
     }
     let body = format!("csrf=t0k3n&token={TOKEN}");
     let form = format!(
-        "POST /login/operator HTTP/1.1\r\nHost: x\r\nCookie: roster_login=t0k3n\r\n\
+        "POST /login/operator HTTP/1.1\r\nHost: localhost\r\nCookie: roster_login=t0k3n\r\n\
          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n{body}",
         body.len()
@@ -402,7 +402,7 @@ async fn every_answer_carries_the_security_headers() {
         let answer = request(
             from,
             addr,
-            &format!("{line} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"),
+            &format!("{line} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n"),
         )
         .await
         .text;
@@ -427,5 +427,48 @@ async fn every_answer_carries_the_security_headers() {
         ] {
             assert!(head.contains(wanted), "{line}: no {wanted:?} in\n{head}");
         }
+    }
+}
+
+/// Review s26: a listener on loopback answers only requests addressed to a loopback name (or
+/// `[admin] public_url`'s host): a page that rebinds its own name to 127.0.0.1 gets 421, with
+/// the security headers, and cannot sign in wrongly until the operator's address is blocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_another_host_name_is_refused() {
+    let env = start("", "").await;
+    let addr = env.server().admin.addr;
+    let from = IpAddr::from([127, 0, 0, 62]);
+    let get = |host: String, path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
+        )
+    };
+    for host in [
+        "rebound.example".to_string(),
+        format!("rebound.example:{}", addr.port()),
+    ] {
+        let answer = request(from, addr, &get(host.clone(), "/login")).await.text;
+        let head = answer.to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 421"), "{host}: {answer}");
+        assert!(head.contains("content-security-policy"), "{host}: {answer}");
+        assert!(answer.contains("public_url"), "{host}: {answer}");
+    }
+    // Wrong sign-ins sent under the rebound name are never checked: the right password,
+    // sent under the real name afterwards, still gets in.
+    for i in 0..12 {
+        let wrong = tenant_sign_in(&format!("guess-{i}"))
+            .replace("Host: localhost", "Host: rebound.example");
+        let answer = request(from, addr, &wrong).await;
+        assert_eq!(answer.status, 421, "{}", answer.text);
+    }
+    let right = request(from, addr, &tenant_sign_in(BETA_PASSWORD)).await;
+    assert_eq!(right.status, 303, "{}", right.text);
+    for host in [
+        "localhost".to_string(),
+        addr.to_string(),
+        format!("[::1]:{}", addr.port()),
+    ] {
+        let answer = request(from, addr, &get(host.clone(), "/login")).await;
+        assert_eq!(answer.status, 200, "{host}: {}", answer.text);
     }
 }

@@ -180,7 +180,7 @@ async fn a_reconcile_whose_client_left_does_not_block_the_next() {
     let mut client = std::net::TcpStream::connect(admin).unwrap();
     write!(
         client,
-        "POST /api/tenants/acme/scim-push/reconcile?dry_run=true HTTP/1.1\r\nHost: x\r\n\
+        "POST /api/tenants/acme/scim-push/reconcile?dry_run=true HTTP/1.1\r\nHost: localhost\r\n\
          Authorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
         admin_support::TOKEN
     )

@@ -333,7 +333,7 @@ async fn health_answers(admin: SocketAddr) -> bool {
     use tokio::io::AsyncWriteExt;
     let ask = async {
         let mut s = TcpStream::connect(admin).await.ok()?;
-        let req = "GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer limits-test-token-7c2e9a4f1b6d0e8a3c5f\r\nConnection: close\r\n\r\n";
+        let req = "GET /health HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer limits-test-token-7c2e9a4f1b6d0e8a3c5f\r\nConnection: close\r\n\r\n";
         s.write_all(req.as_bytes()).await.ok()?;
         let mut out = Vec::new();
         s.read_to_end(&mut out).await.ok()?;

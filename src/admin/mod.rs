@@ -21,6 +21,9 @@
 //! answers cut off), so slow or silent clients cannot hold the listener or the process's
 //! descriptors.
 //!
+//! Bound to loopback, the listener answers only requests addressed to a loopback name or the
+//! host of `[admin] public_url` (`host_check`: DNS rebinding).
+//!
 //! Every answer of the listener (API, SCIM, console pages, the fallback 404) carries the same
 //! security headers ([`security_headers`]): a Content-Security-Policy that allows only this
 //! origin and no framing, `X-Content-Type-Options: nosniff`, `Referrer-Policy: same-origin`,
@@ -37,6 +40,7 @@ mod changes;
 pub(crate) mod console;
 pub mod filter;
 pub(crate) mod heavy;
+mod host_check;
 mod listener;
 pub(crate) mod login_blocks;
 mod openapi;
@@ -182,6 +186,13 @@ pub async fn start(
         .layer(axum::middleware::from_fn_with_state(
             config_handle.clone(),
             answer_deadline,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            host_check::HostCheck {
+                loopback_only: addr.ip().is_loopback(),
+                config: config_handle.clone(),
+            },
+            host_check::refuse_foreign_host,
         ))
         .layer(axum::middleware::map_response(security_headers));
     // Not axum::serve: it has no header-read timeout, no body or write timeout and no cap on

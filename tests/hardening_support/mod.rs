@@ -116,7 +116,7 @@ pub async fn request(from: IpAddr, to: SocketAddr, req: &str) -> Answer {
 pub fn tenant_sign_in(password: &str) -> String {
     let body = format!("csrf=t0k3n&tenant=beta&password={password}");
     format!(
-        "POST /login/tenant HTTP/1.1\r\nHost: x\r\nCookie: roster_login=t0k3n\r\n\
+        "POST /login/tenant HTTP/1.1\r\nHost: localhost\r\nCookie: roster_login=t0k3n\r\n\
          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n{body}",
         body.len()
@@ -124,7 +124,9 @@ pub fn tenant_sign_in(password: &str) -> String {
 }
 
 pub fn get(path: &str, cookie: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n")
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+    )
 }
 
 pub fn session_cookie(a: &Answer) -> Option<String> {
