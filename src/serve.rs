@@ -180,6 +180,13 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
         sftp.stop().await;
         return Err(e);
     }
+    // No live twin: what an earlier process of this id staged is this node's to drop.
+    let own = store.clone();
+    let forgotten = tokio::task::spawn_blocking(move || own.forget_own_staging()).await;
+    if let Err(e) = forgotten.map_err(anyhow::Error::from).and_then(|r| r) {
+        sftp.stop().await;
+        return Err(e.context("cannot drop what this node left staged"));
+    }
     let first = store.clone();
     let first_beat = beat.clone();
     let recorded = tokio::task::spawn_blocking(move || first.heartbeat(&first_beat)).await;

@@ -421,6 +421,13 @@ fn a_node_starting_mid_import_leaves_the_running_claim_alone() {
 fn a_second_process_with_the_same_node_id_refuses_to_start() {
     let mut c = Cluster::prepare("twin_ids");
     c.start_node(0);
+    // A generation node-a is staging (as mid-import): the twin must not delete it before it
+    // finds node-a alive (review s26: the store's open deleted it first).
+    c._pg.psql(
+        "twin_ids",
+        "INSERT INTO roster.staged_rows (gen, node_id, tenant, key, bucket, status) VALUES \
+         (7, 'node-a', 'acme', 'k1', 0, NULL), (7, 'node-a', 'acme', '', 0, 'staged')",
+    );
     let twin = std::fs::read_to_string(&c.nodes[1].config)
         .unwrap()
         .replace("node_id = \"node-b\"", "node_id = \"node-a\"");
@@ -441,8 +448,13 @@ fn a_second_process_with_the_same_node_id_refuses_to_start() {
         log.contains("another roster serve is running as node \"node-a\""),
         "{log}"
     );
-    // The first node is untouched.
+    // The first node is untouched, and so is what it staged.
     assert_eq!(c.nodes[0].get("/health").0, 200, "{}", c.logs());
+    let staged = c._pg.psql(
+        "twin_ids",
+        "SELECT count(*) FROM roster.staged_rows WHERE node_id = 'node-a' AND gen = 7",
+    );
+    assert_eq!(staged, "2", "{}", c.logs());
 }
 
 /// `roster serve` does not start while `roster migrate-store` copies into its database (the

@@ -59,6 +59,7 @@ pub fn run(config_path: &Path, to: &str) -> Result<()> {
     })?;
     let to = PostgresStore::open(&target, NODE_ID)?.with_lease_secs(config.cluster.lease_secs);
     refuse_live_nodes(&to, config.cluster.lease_secs)?;
+    to.forget_own_staging()?;
     if to.holds_data()? {
         bail!(
             "the target already holds data; migrate-store only fills an empty store \

@@ -102,6 +102,12 @@ pub trait Cluster: Send + Sync {
     /// True when several nodes may share this store: its login counters are the shared ones,
     /// and claims of other nodes may appear in the shared data folder.
     fn shared_by_nodes(&self) -> bool;
+    /// Drops what an earlier process of this node id left staged (it died mid-run). Called
+    /// once no other live process uses this id (`roster serve` checks that first): deleting at
+    /// `open` destroyed a live twin's staging before the twin was found (review s26).
+    fn forget_own_staging(&self) -> Result<()> {
+        Ok(())
+    }
     /// Records this node's heartbeat (inserts or refreshes its row) and extends its leases.
     fn heartbeat(&self, beat: &NodeBeat) -> Result<()>;
     /// This node stops: its row goes and its leases are released.

@@ -85,6 +85,18 @@ impl Cluster for PostgresStore {
         true
     }
 
+    fn forget_own_staging(&self) -> Result<()> {
+        let node = self.node_id.clone();
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            for table in ["staged_rows", "staged_changes"] {
+                let sql = format!("DELETE FROM roster.{table} WHERE node_id = $1");
+                client.execute(&sql, &[&node]).await?;
+            }
+            Ok(())
+        })
+    }
+
     fn heartbeat(&self, beat: &NodeBeat) -> Result<()> {
         let (node, lease) = (self.node_id.clone(), self.lease_f64());
         let held: Vec<String> = self.held().iter().cloned().collect();

@@ -216,23 +216,6 @@ impl PostgresStore {
             <[u8; 32]>::try_from(value.as_slice())
                 .map_err(|_| anyhow::anyhow!("roster.meta fingerprint_key is not 32 bytes"))
         })?;
-        let node = node_id.to_string();
-        db.run(move |pool| async move {
-            let client = Connections::client(&pool).await?;
-            client
-                .execute(
-                    "DELETE FROM roster.staged_rows WHERE node_id = $1",
-                    &[&node],
-                )
-                .await?;
-            client
-                .execute(
-                    "DELETE FROM roster.staged_changes WHERE node_id = $1",
-                    &[&node],
-                )
-                .await?;
-            Ok(())
-        })?;
         static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(PostgresStore {
             db,
