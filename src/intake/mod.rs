@@ -184,13 +184,25 @@ impl Intake {
         &self.shared
     }
 
+    /// The tenant's queue, with its worker. A worker that ended while the intake runs (a panic
+    /// in it: it ends only when the intake stops) is started again, and its first request is a
+    /// look at the folder, since what its queue held is gone (review s26: the tenant stopped
+    /// importing in silence, every request sent to a closed queue).
     fn queue(&self, tenant: &str) -> TenantQueue {
         let mut map = self
             .shared
             .queues
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        map.entry(tenant.to_string())
+        let dead = map
+            .get(tenant)
+            .is_some_and(|q| q.tx.is_closed() && !self.stopping());
+        if dead {
+            tracing::error!(%tenant, "the tenant's intake worker had stopped; starting a new one, which looks at the folder first");
+            map.remove(tenant);
+        }
+        let q = map
+            .entry(tenant.to_string())
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let q = TenantQueue {
@@ -205,7 +217,11 @@ impl Intake {
                 ));
                 q
             })
-            .clone()
+            .clone();
+        if dead && lock(&q.waiting).insert(LOOK_KEY.to_string()) {
+            let _ = q.tx.send(Request::Look);
+        }
+        q
     }
 
     /// Asks for `name` of `tenant` to be imported (merged with a request already waiting).

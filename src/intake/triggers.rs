@@ -491,4 +491,61 @@ mod tests {
             .await
             .expect("the look at the folder imports users.csv");
     }
+
+    /// Review s26: a tenant's worker that ended (a panic) left its queue closed, and every
+    /// later request for the tenant went nowhere. The next request starts a new worker, which
+    /// looks at the folder: a file whose request the dead queue swallowed is imported too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tenant_whose_worker_ended_gets_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[server]\ndata_dir = \"{d}/data\"\nhost_keys = \"{d}/hk\"\nsettle_ms = 600000\n\
+             [[tenants]]\nid = \"acme\"\nauthorized_keys = [\"ssh-ed25519 \
+             AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"]\n",
+            d = dir.path().display()
+        );
+        let config = crate::config::Config::parse(&text).unwrap();
+        let home = config.tenant_home("acme");
+        let handle = crate::config::ConfigHandle::new(&dir.path().join("roster.toml"), config);
+        let store = crate::store::Store::open(&dir.path().join("store")).unwrap();
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let intake = Intake::start(
+            handle,
+            store.clone(),
+            rx,
+            Arc::new(tokio::sync::Notify::new()),
+        );
+        let first = intake.queue("acme");
+        // The worker dies, as a panic would end it.
+        for task in lock(&intake.shared.tasks).iter() {
+            task.abort();
+        }
+        let closed = async {
+            while !first.tx.is_closed() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), closed)
+            .await
+            .expect("the worker ended");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(
+            home.join("users.csv"),
+            "email,first_name,last_name\nann@x.example,Ann,Lee\n",
+        )
+        .unwrap();
+        // A request for another name: only the new worker's look finds users.csv.
+        intake.request_file("acme", "other.csv");
+        let imported = async {
+            loop {
+                if store.user("acme", "ann@x.example").ok().flatten().is_some() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), imported)
+            .await
+            .expect("the new worker imports users.csv");
+    }
 }

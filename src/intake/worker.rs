@@ -69,7 +69,12 @@ pub(super) async fn worker(
         match result {
             Ok(Handled::Done) => {}
             Ok(Handled::Later(name)) => ask_again_later(&intake, &tenant, &waiting, name),
-            Err(e) => tracing::error!(%tenant, "an import task failed: {e}"),
+            Err(e) => {
+                // A panic: the run is not running any more, whatever its progress said. Its
+                // claim folder stays, for the next start to finish.
+                set_progress(&intake.shared.progress, &tenant, None);
+                tracing::error!(%tenant, "an import task failed: {e}; its claim is finished at the next start");
+            }
         }
     }
 }
