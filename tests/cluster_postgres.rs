@@ -71,6 +71,50 @@ fn nodes_list_each_other_and_a_silent_node_turns_dead() {
     assert_eq!(ids, ["node-a"]);
 }
 
+/// Review s26: each node is judged alive by its own `lease_secs`. A node on 60 s that beat
+/// 20 s ago is alive for a node on 10 s too: its lease and claims are not taken, and it is
+/// listed alive. A row written without a lease (an older binary) is judged by the reader's.
+#[test]
+fn each_node_is_judged_by_its_own_lease() {
+    let pg = TestPostgres::start();
+    let db = "c_own_lease";
+    let url = pg.create_database(db);
+    let slow = open(&url, "node-slow", 60);
+    let fast = open(&url, "node-fast", 10);
+    slow.heartbeat(&beat("127.0.0.1:2201")).unwrap();
+    fast.heartbeat(&beat("127.0.0.1:2202")).unwrap();
+    assert!(slow.take_lease("tenant:acme").unwrap().is_some());
+    pg.psql(
+        db,
+        "INSERT INTO roster.claims (tenant, file, claim, node_id) VALUES ('acme', 'u.csv', 'c1', 'node-slow');\
+         UPDATE roster.nodes SET heartbeat_at = now() - interval '20 seconds' WHERE node_id = 'node-slow'",
+    );
+    assert_eq!(
+        fast.take_lease("tenant:acme").unwrap(),
+        None,
+        "node-slow is alive"
+    );
+    assert!(fast.orphan_claims().unwrap().is_empty());
+    let seen = fast.nodes().unwrap();
+    assert!(seen.iter().all(|n| n.alive), "{seen:?}");
+    // Past its own lease it is dead for everyone.
+    pg.psql(
+        db,
+        "UPDATE roster.nodes SET heartbeat_at = now() - interval '61 seconds' WHERE node_id = 'node-slow'",
+    );
+    assert!(fast.take_lease("tenant:acme").unwrap().is_some());
+    assert_eq!(fast.orphan_claims().unwrap().len(), 1);
+    // A row without a lease of its own is judged by the reader's.
+    pg.psql(
+        db,
+        "UPDATE roster.nodes SET lease_secs = NULL, heartbeat_at = now() - interval '20 seconds' \
+         WHERE node_id = 'node-slow'",
+    );
+    let seen = fast.nodes().unwrap();
+    let slow_row = seen.iter().find(|n| n.node_id == "node-slow").unwrap();
+    assert!(!slow_row.alive, "{seen:?}");
+}
+
 #[test]
 fn a_lease_is_taken_over_only_after_its_holder_expires_and_fencing_grows() {
     let pg = TestPostgres::start();

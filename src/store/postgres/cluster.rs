@@ -6,7 +6,8 @@
 //! `roster.schedule_ticks`, `roster.auth_failures` and `roster.claims`, and as the answers of
 //! the trait. Every time is the database's (`now()`), so the nodes' clocks never matter.
 //!
-//! * A node is **alive** while its `nodes.heartbeat_at` is younger than `lease_secs`.
+//! * A node is **alive** while its `nodes.heartbeat_at` is younger than its own `lease_secs`
+//!   (the value its heartbeats write; a row without one is judged by this node's value).
 //! * A **lease** row is held by `node_id` while `expires_at` is in the future *and* the holder
 //!   is alive. Heartbeats extend the leases this process holds (taken, not released: one
 //!   whose release failed is not extended and ends with its time); a release sets
@@ -110,12 +111,13 @@ impl Cluster for PostgresStore {
                 // dead (a crash of this node left it); a live row of another start is a twin's.
                 let beat = client
                     .execute(
-                        "INSERT INTO roster.nodes (node_id, address, version, started_at, heartbeat_at) \
-                         VALUES ($1, $2, $3, $4, now()) \
+                        "INSERT INTO roster.nodes (node_id, address, version, started_at, heartbeat_at, lease_secs) \
+                         VALUES ($1, $2, $3, $4, now(), $5) \
                          ON CONFLICT (node_id) DO UPDATE SET address = EXCLUDED.address, \
-                         version = EXCLUDED.version, started_at = EXCLUDED.started_at, heartbeat_at = now() \
+                         version = EXCLUDED.version, started_at = EXCLUDED.started_at, heartbeat_at = now(), \
+                         lease_secs = EXCLUDED.lease_secs \
                          WHERE roster.nodes.started_at = EXCLUDED.started_at \
-                            OR roster.nodes.heartbeat_at <= now() - $5::float8 * interval '1 second'",
+                            OR roster.nodes.heartbeat_at <= now() - coalesce(roster.nodes.lease_secs, $5) * interval '1 second'",
                         &[&node, &address, &version, &started, &lease],
                     )
                     .await?;
@@ -198,7 +200,7 @@ impl Cluster for PostgresStore {
                 let rows = client
                     .query(
                         "SELECT node_id, coalesce(address, ''), coalesce(version, ''), started_at, \
-                         heartbeat_at, heartbeat_at > now() - $1::float8 * interval '1 second' \
+                         heartbeat_at, heartbeat_at > now() - coalesce(lease_secs, $1::float8) * interval '1 second' \
                          FROM roster.nodes ORDER BY node_id",
                         &[&lease],
                     )
@@ -243,7 +245,7 @@ impl Cluster for PostgresStore {
                          WHERE l.node_id = EXCLUDED.node_id \
                             OR l.expires_at <= now() \
                             OR NOT EXISTS (SELECT 1 FROM roster.nodes n WHERE n.node_id = l.node_id \
-                                 AND n.heartbeat_at > now() - $3::float8 * interval '1 second') \
+                                 AND n.heartbeat_at > now() - coalesce(n.lease_secs, $3::float8) * interval '1 second') \
                          RETURNING fencing",
                         &[&name, &node, &lease],
                     )
@@ -412,7 +414,7 @@ impl Cluster for PostgresStore {
                            SELECT c.tenant, c.file, c.node_id FROM roster.claims c \
                             WHERE c.node_id IS NOT NULL AND c.node_id <> $1 \
                               AND NOT EXISTS (SELECT 1 FROM roster.nodes n WHERE n.node_id = c.node_id \
-                                    AND n.heartbeat_at > now() - $2::float8 * interval '1 second') \
+                                    AND n.heartbeat_at > now() - coalesce(n.lease_secs, $2::float8) * interval '1 second') \
                             FOR UPDATE OF c SKIP LOCKED) \
                          UPDATE roster.claims c SET node_id = $1 FROM dead \
                           WHERE c.tenant = dead.tenant AND c.file = dead.file AND c.node_id = dead.node_id \

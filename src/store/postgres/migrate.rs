@@ -11,7 +11,7 @@
 use anyhow::{bail, Context};
 
 /// The schema version this binary creates and expects.
-pub const SCHEMA_VERSION: i32 = 14;
+pub const SCHEMA_VERSION: i32 = 15;
 
 /// Key of the advisory lock migrations run under ("Roster" in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x0052_6f73_7465_7201;
@@ -93,6 +93,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 14,
         name: "login_lifts",
         sql: include_str!("schema/0014_login_lifts.sql"),
+    },
+    Migration {
+        version: 15,
+        name: "node_lease",
+        sql: include_str!("schema/0015_node_lease.sql"),
     },
 ];
 

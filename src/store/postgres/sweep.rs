@@ -71,7 +71,7 @@ pub(super) async fn sweep_staged(
             "SELECT m.gen FROM roster.staged_rows m \
               WHERE m.status = 'staged' AND m.key = '' AND m.node_id <> $1 \
                 AND NOT EXISTS (SELECT 1 FROM roster.nodes n WHERE n.node_id = m.node_id \
-                      AND n.heartbeat_at > now() - $2::float8 * interval '1 second') \
+                      AND n.heartbeat_at > now() - coalesce(n.lease_secs, $2::float8) * interval '1 second') \
               LIMIT $3 FOR UPDATE OF m SKIP LOCKED",
             &[&node, &lease_secs, &SWEPT_PER_BEAT],
         )

@@ -1,0 +1,5 @@
+-- Each node's own lease_secs, written by its heartbeats: other nodes judge it alive by its
+-- own value, not theirs (a rolling change of [cluster] lease_secs from 60 to 10 made the new
+-- nodes take the old ones, beating every 20 s, for dead half of the time: review s26). A row
+-- of a node that does not write it (an older binary) is judged by the reader's own value.
+ALTER TABLE roster.nodes ADD COLUMN lease_secs double precision;
