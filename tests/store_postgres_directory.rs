@@ -271,13 +271,14 @@ fn staged_rows_hold_only_the_difference_and_an_abandoned_plan_leaves_nothing() {
         "new"
     );
     assert_eq!(count("SELECT count(*) FROM roster.staged_rows"), "0");
-    // What a node staged before it stopped is swept when it opens again; others' stay.
+    // What a node staged before it stopped is swept when it starts again (once it has found no
+    // live twin: `forget_own_staging`); others' stay.
     let other = open(&pg.url("hr"), "n2");
     users.insert(keys[2].clone(), user(STATUS_DELETED, &[]));
     let swept = stage(&store, "t", &users, &["u0"]);
     stage(&other, "t", &users, &["u0"]);
     assert_eq!(count("SELECT count(*) FROM roster.staged_rows"), "4");
-    drop(open(&pg.url("hr"), "n1"));
+    open(&pg.url("hr"), "n1").forget_own_staging().unwrap();
     assert_eq!(
         count("SELECT string_agg(DISTINCT node_id, ',') FROM roster.staged_rows"),
         "n2"

@@ -523,3 +523,51 @@ fn the_first_read_of_lifts_starts_at_a_time() {
         vec![(LoginScope::Tenant, "acme".to_string())]
     );
 }
+
+/// Review s26: two processes under one node id (a frozen VM and its replacement, started with
+/// the same `[cluster] node_id`) are two holders. The replacement waits for the frozen
+/// process's lease to run out and takes it with a new fencing number; the frozen process,
+/// resumed, can then neither write under it nor release it.
+#[test]
+fn a_second_process_under_the_same_node_id_is_another_holder() {
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    let frozen = open(&pg, "hr", "node-a");
+    let replacement = open(&pg, "hr", "node-a");
+    let lease = "tenant:acme";
+    let first = frozen.take_lease(lease).unwrap().expect("free");
+    assert_eq!(
+        frozen.take_lease(lease).unwrap(),
+        Some(first),
+        "its own again"
+    );
+    assert_eq!(
+        replacement.take_lease(lease).unwrap(),
+        None,
+        "not the replacement's"
+    );
+    pg.psql(
+        "hr",
+        "UPDATE roster.leases SET expires_at = now() - interval '1 second'",
+    );
+    let second = replacement.take_lease(lease).unwrap().expect("run out");
+    assert!(second > first, "fencing grows: {first} -> {second}");
+    let late = full_record("acme", "i-late");
+    let refused = frozen
+        .record_claimed(&late, "c-late-m", None, Some(lease))
+        .unwrap_err();
+    assert!(
+        refused.downcast_ref::<roster::store::LeaseLost>().is_some(),
+        "not a lost lease: {refused:#}"
+    );
+    frozen.release_lease(lease).unwrap();
+    let other = open(&pg, "hr", "node-b");
+    assert_eq!(
+        other.take_lease(lease).unwrap(),
+        None,
+        "still the replacement's"
+    );
+    replacement
+        .record_claimed(&late, "c-late-m", None, Some(lease))
+        .unwrap();
+}

@@ -8,7 +8,9 @@
 //!
 //! * A node is **alive** while its `nodes.heartbeat_at` is younger than its own `lease_secs`
 //!   (the value its heartbeats write; a row without one is judged by this node's value).
-//! * A **lease** row is held by `node_id` while `expires_at` is in the future *and* the holder
+//! * A **lease** row is held by `node_id`'s process `holder` (a token each store makes when it
+//!   opens: another process under the same node id is another holder) while `expires_at` is
+//!   in the future *and* the holder
 //!   is alive. Heartbeats extend the leases this process holds (taken, not released: one
 //!   whose release failed is not extended and ends with its time); a release sets
 //!   `expires_at` to now. One
@@ -100,6 +102,7 @@ impl Cluster for PostgresStore {
 
     fn heartbeat(&self, beat: &NodeBeat) -> Result<()> {
         let (node, lease) = (self.node_id.clone(), self.lease_f64());
+        let process = self.holder.clone();
         let held: Vec<String> = self.held().iter().cloned().collect();
         let unswept = self.unswept.clone();
         let (address, version, started) =
@@ -133,10 +136,10 @@ impl Cluster for PostgresStore {
                 client
                     .execute(
                         "UPDATE roster.leases l SET expires_at = now() + $2::float8 * interval '1 second' \
-                         FROM (SELECT name FROM roster.leases WHERE node_id = $1 AND expires_at > now() \
-                                 AND name = ANY($3) FOR NO KEY UPDATE SKIP LOCKED) free \
+                         FROM (SELECT name FROM roster.leases WHERE node_id = $1 AND holder = $4 \
+                                 AND expires_at > now() AND name = ANY($3) FOR NO KEY UPDATE SKIP LOCKED) free \
                          WHERE l.name = free.name",
-                        &[&node, &lease, &held],
+                        &[&node, &lease, &held, &process],
                     )
                     .await?;
                 client
@@ -173,7 +176,7 @@ impl Cluster for PostgresStore {
     }
 
     fn leave(&self) -> Result<()> {
-        let node = self.node_id.clone();
+        let (node, process) = (self.node_id.clone(), self.holder.clone());
         self.db
             .run(move |pool| async move {
                 let client = Connections::client(&pool).await?;
@@ -183,8 +186,8 @@ impl Cluster for PostgresStore {
                 client
                     .execute(
                         "UPDATE roster.leases SET expires_at = now() \
-                         WHERE node_id = $1 AND expires_at > now()",
-                        &[&node],
+                         WHERE node_id = $1 AND holder = $2 AND expires_at > now()",
+                        &[&node, &process],
                     )
                     .await?;
                 Ok(())
@@ -226,6 +229,7 @@ impl Cluster for PostgresStore {
 
     fn take_lease(&self, name: &str) -> Result<Option<u64>> {
         let (node, lease, name) = (self.node_id.clone(), self.lease_f64(), name.to_string());
+        let process = self.holder.clone();
         let held_leases = self.held_leases.clone();
         let what = format!("cannot take the lease {name} in PostgreSQL");
         self.db
@@ -233,21 +237,24 @@ impl Cluster for PostgresStore {
                 let client = Connections::client(&pool).await?;
                 let row = client
                     .query_opt(
-                        "INSERT INTO roster.leases AS l (name, node_id, fencing, acquired_at, expires_at) \
-                         VALUES ($1, $2, 1, now(), now() + $3::float8 * interval '1 second') \
+                        "INSERT INTO roster.leases AS l (name, node_id, holder, fencing, acquired_at, expires_at) \
+                         VALUES ($1, $2, $4, 1, now(), now() + $3::float8 * interval '1 second') \
                          ON CONFLICT (name) DO UPDATE SET \
-                           fencing = CASE WHEN l.node_id = EXCLUDED.node_id AND l.expires_at > now() \
+                           fencing = CASE WHEN l.node_id = EXCLUDED.node_id AND l.holder = EXCLUDED.holder \
+                                          AND l.expires_at > now() \
                                           THEN l.fencing ELSE l.fencing + 1 END, \
-                           acquired_at = CASE WHEN l.node_id = EXCLUDED.node_id AND l.expires_at > now() \
+                           acquired_at = CASE WHEN l.node_id = EXCLUDED.node_id AND l.holder = EXCLUDED.holder \
+                                          AND l.expires_at > now() \
                                           THEN l.acquired_at ELSE now() END, \
                            node_id = EXCLUDED.node_id, \
+                           holder = EXCLUDED.holder, \
                            expires_at = EXCLUDED.expires_at \
-                         WHERE l.node_id = EXCLUDED.node_id \
+                         WHERE (l.node_id = EXCLUDED.node_id AND l.holder = EXCLUDED.holder) \
                             OR l.expires_at <= now() \
                             OR NOT EXISTS (SELECT 1 FROM roster.nodes n WHERE n.node_id = l.node_id \
                                  AND n.heartbeat_at > now() - coalesce(n.lease_secs, $3::float8) * interval '1 second') \
                          RETURNING fencing",
-                        &[&name, &node, &lease],
+                        &[&name, &node, &lease, &process],
                     )
                     .await?;
                 match row {
@@ -267,6 +274,7 @@ impl Cluster for PostgresStore {
         // ends with its time (review of 2026-11-30, PostgreSQL F3: it was renewed for good).
         self.held().remove(name);
         let (node, name) = (self.node_id.clone(), name.to_string());
+        let process = self.holder.clone();
         let what = format!("cannot release the lease {name} in PostgreSQL");
         self.db
             .run(move |pool| async move {
@@ -274,8 +282,8 @@ impl Cluster for PostgresStore {
                 client
                     .execute(
                         "UPDATE roster.leases SET expires_at = now() \
-                         WHERE name = $1 AND node_id = $2 AND expires_at > now()",
-                        &[&name, &node],
+                         WHERE name = $1 AND node_id = $2 AND holder = $3 AND expires_at > now()",
+                        &[&name, &node, &process],
                     )
                     .await?;
                 Ok(())

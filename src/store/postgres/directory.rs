@@ -196,12 +196,15 @@ impl Directory for PostgresStore {
             lease: c.lease.clone(),
             mail: c.mail.clone(),
         };
-        let node = self.node_id.clone();
+        let holder = LeaseHolder {
+            node: self.node_id.clone(),
+            process: self.holder.clone(),
+        };
         let lease_secs = self.lease_f64();
         self.db.run(move |pool| async move {
             let mut client = Connections::client(&pool).await?;
             let tx = client.transaction().await?;
-            match apply_commit(&tx, &c, (&node, lease_secs)).await {
+            match apply_commit(&tx, &c, (&holder, lease_secs)).await {
                 Ok((state, rows)) => {
                     if let Some(mail) = &c.mail {
                         super::outbox::queue_in(&tx, mail).await?;
@@ -377,26 +380,38 @@ async fn refresh_statistics(client: &tokio_postgres::Client, tenant: &str, rows:
 async fn apply_commit(
     tx: &Transaction<'_>,
     c: &Commit,
-    (node, lease_secs): (&str, f64),
+    (holder, lease_secs): (&LeaseHolder, f64),
 ) -> Result<(TenantState, u64)> {
     if let Some(lease) = &c.lease {
-        still_leased(tx, lease, node).await?;
+        still_leased(tx, lease, holder).await?;
     }
     let (state, rows) = apply_locked(tx, c).await?;
     if let Some(lease) = &c.lease {
-        renew_as_it_ends(tx, lease, node, lease_secs).await?;
+        renew_as_it_ends(tx, lease, holder, lease_secs).await?;
     }
     Ok((state, rows))
+}
+
+/// Who holds a lease: the node, and the process of that node (see `PostgresStore::holder`).
+pub(super) struct LeaseHolder {
+    pub node: String,
+    pub process: String,
 }
 
 /// Renews the lease the commit holds, from the clock at its end: the node's heartbeats pass
 /// over a lease row its own commit has locked, so a long commit would otherwise end with the
 /// lease run out.
-async fn renew_as_it_ends(tx: &Transaction<'_>, lease: &str, node: &str, secs: f64) -> Result<()> {
+async fn renew_as_it_ends(
+    tx: &Transaction<'_>,
+    lease: &str,
+    holder: &LeaseHolder,
+    secs: f64,
+) -> Result<()> {
     tx.execute(
         "UPDATE roster.leases SET expires_at = greatest(expires_at, \
-         clock_timestamp() + $3::float8 * interval '1 second') WHERE name = $1 AND node_id = $2",
-        &[&lease, &node, &secs],
+         clock_timestamp() + $3::float8 * interval '1 second') \
+         WHERE name = $1 AND node_id = $2 AND holder = $4",
+        &[&lease, &holder.node, &secs, &holder.process],
     )
     .await?;
     Ok(())
@@ -493,12 +508,16 @@ async fn apply_locked(tx: &Transaction<'_>, c: &Commit) -> Result<(TenantState, 
 
 /// Refuses a commit unless `node` holds `lease`, unexpired ([`Commit::lease`]). The row is
 /// locked until the commit ends, so no other node can take the lease meanwhile.
-pub(super) async fn still_leased(tx: &Transaction<'_>, lease: &str, node: &str) -> Result<()> {
+pub(super) async fn still_leased(
+    tx: &Transaction<'_>,
+    lease: &str,
+    holder: &LeaseHolder,
+) -> Result<()> {
     let held = tx
         .query_opt(
-            "SELECT 1 FROM roster.leases WHERE name = $1 AND node_id = $2 \
+            "SELECT 1 FROM roster.leases WHERE name = $1 AND node_id = $2 AND holder = $3 \
              AND expires_at > now() FOR SHARE",
-            &[&lease, &node],
+            &[&lease, &holder.node, &holder.process],
         )
         .await?;
     if held.is_none() {

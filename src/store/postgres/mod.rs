@@ -171,6 +171,10 @@ pub struct PostgresStore {
     id: u64,
     /// This node's id: staged rows, claims and outbox deliveries carry it.
     node_id: String,
+    /// A random token of this store's process: the leases it takes carry it, and only it
+    /// renews, releases or commits under them (a second process under the same node id is
+    /// another holder).
+    holder: String,
     /// The key of password fingerprints, kept in `roster.meta`.
     secret: [u8; 32],
     /// `[cluster] lease_secs` (see `cluster.rs`, `with_lease_secs`).
@@ -221,6 +225,7 @@ impl PostgresStore {
             db,
             id: OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             node_id: node_id.to_string(),
+            holder: format!("{:016x}", rand::random::<u64>()),
             secret,
             lease_secs: cluster::DEFAULT_LEASE_SECS,
             held_leases: Default::default(),

@@ -458,12 +458,16 @@ impl RunLog for PostgresStore {
         let params = RecordParams::new(&record.tenant, record)?;
         let claim = claim.to_string();
         let (record, mail) = (record.clone(), mail.cloned());
-        let (lease, node) = (lease.map(str::to_string), self.node_id.clone());
+        let lease = lease.map(str::to_string);
+        let holder = super::directory::LeaseHolder {
+            node: self.node_id.clone(),
+            process: self.holder.clone(),
+        };
         self.db.run(move |pool| async move {
             let mut client = Connections::client(&pool).await?;
             let tx = client.transaction().await?;
             if let Some(lease) = &lease {
-                super::directory::still_leased(&tx, lease, &node).await?;
+                super::directory::still_leased(&tx, lease, &holder).await?;
             }
             upsert_announced(&tx, &params, &record).await?;
             tx.execute(UPSERT_STAMP, &[&params.tenant, &claim, &params.id])
