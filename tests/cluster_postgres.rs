@@ -690,3 +690,21 @@ fn heartbeats_sweep_what_dead_nodes_and_failed_discards_staged() {
         "the failed discard is done"
     );
 }
+
+/// Review s26: the schedules fire by the store's clock, the database's on PostgreSQL.
+#[test]
+fn the_store_clock_is_the_databases() {
+    let pg = TestPostgres::start();
+    let db = "c_clock";
+    let url = pg.create_database(db);
+    let store = open(&url, "node-a", 30);
+    let before = pg.psql(db, "SELECT extract(epoch FROM clock_timestamp())");
+    let theirs = store.clock().unwrap();
+    let after = pg.psql(db, "SELECT extract(epoch FROM clock_timestamp())");
+    let secs = |s: &str| s.trim().parse::<f64>().unwrap();
+    let at = theirs.timestamp_micros() as f64 / 1e6;
+    assert!(
+        secs(&before) <= at && at <= secs(&after),
+        "{before} {at} {after}"
+    );
+}

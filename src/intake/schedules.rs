@@ -18,6 +18,7 @@ pub(super) async fn schedules(intake: Intake) {
     let mut next: HashMap<String, (String, DateTime<Utc>)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut at_start = true;
+    let mut clock = StoreClock::default();
     loop {
         tick.tick().await;
         let first_pass = std::mem::take(&mut at_start);
@@ -25,7 +26,7 @@ pub(super) async fn schedules(intake: Intake) {
             return;
         }
         let config = intake.shared.config.current();
-        let now = Utc::now();
+        let now = clock.now(&intake).await;
         next.retain(|id, _| config.tenant(id).is_some());
         for t in &config.tenants {
             let p = &t.import;
@@ -68,6 +69,60 @@ pub(super) async fn schedules(intake: Intake) {
             }
         }
     }
+}
+
+/// How often the store's clock is read again (between reads, this machine's clock plus the
+/// last offset found).
+const CLOCK_READ_EVERY: Duration = Duration::from_secs(60);
+
+/// The store's clock as the schedules read it: this machine's clock corrected by the offset
+/// to the store's (`Cluster::clock`), measured every [`CLOCK_READ_EVERY`]. Decision (review
+/// s26): nodes fired ticks by their own clocks, so one running two minutes fast fired 07:30
+/// for the whole cluster at 07:28, reported the file missing and left the 07:29 upload for
+/// the next day. A store that cannot be read keeps the last offset.
+#[derive(Default)]
+struct StoreClock {
+    offset: chrono::Duration,
+    read_at: Option<tokio::time::Instant>,
+}
+
+impl StoreClock {
+    async fn now(&mut self, intake: &Intake) -> DateTime<Utc> {
+        let stale = self
+            .read_at
+            .is_none_or(|at| at.elapsed() >= CLOCK_READ_EVERY);
+        if stale {
+            self.read_at = Some(tokio::time::Instant::now());
+            let store = intake.shared.store.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let before = Utc::now();
+                let theirs = store.clock();
+                (before, theirs, Utc::now())
+            })
+            .await;
+            match read {
+                Ok((before, Ok(theirs), after)) => self.offset = offset_of(before, theirs, after),
+                Ok((_, Err(e), _)) => {
+                    tracing::debug!(
+                        "cannot read the store's clock; schedules keep the last offset: {e:#}"
+                    )
+                }
+                Err(_) => {}
+            }
+        }
+        Utc::now() + self.offset
+    }
+}
+
+/// The store's clock minus this machine's, from a read of it made between `before` and
+/// `after` (taken as read half-way).
+fn offset_of(
+    before: DateTime<Utc>,
+    theirs: DateTime<Utc>,
+    after: DateTime<Utc>,
+) -> chrono::Duration {
+    let midway = before + (after - before) / 2;
+    theirs - midway
 }
 
 /// Whether this node fires the tenant's tick `due`: the store says yes to one node per tick
@@ -297,6 +352,24 @@ fn log_trim(tenant: &str, days: u32, what: &str, result: anyhow::Result<u64>) {
 
 #[cfg(test)]
 mod tests {
+
+    /// A store clock two minutes ahead of this machine gives an offset of two minutes, whatever
+    /// the read took (the store is taken as read half-way).
+    #[test]
+    fn the_store_clock_offset_is_measured_half_way() {
+        let before = Utc::now();
+        let after = before + chrono::Duration::milliseconds(400);
+        let theirs = before + chrono::Duration::milliseconds(200) + chrono::Duration::minutes(2);
+        assert_eq!(
+            offset_of(before, theirs, after),
+            chrono::Duration::minutes(2)
+        );
+        let behind = before + chrono::Duration::milliseconds(200) - chrono::Duration::seconds(5);
+        assert_eq!(
+            offset_of(before, behind, after),
+            -chrono::Duration::seconds(5)
+        );
+    }
     use super::*;
 
     #[test]

@@ -102,6 +102,12 @@ pub trait Cluster: Send + Sync {
     /// True when several nodes may share this store: its login counters are the shared ones,
     /// and claims of other nodes may appear in the shared data folder.
     fn shared_by_nodes(&self) -> bool;
+    /// The store's clock: the database's on PostgreSQL, which every node sharing it agrees on
+    /// (schedules fire by it, so a node whose own clock runs fast does not fire a tick for
+    /// the whole cluster early); this machine's for a store no other node shares.
+    fn clock(&self) -> Result<DateTime<Utc>> {
+        Ok(Utc::now())
+    }
     /// Drops what an earlier process of this node id left staged (it died mid-run). Called
     /// once no other live process uses this id (`roster serve` checks that first): deleting at
     /// `open` destroyed a live twin's staging before the twin was found (review s26).

@@ -4,7 +4,8 @@
 //! Data enters as this node's heartbeats, lease names, schedule ticks, login failures and the
 //! periodic call for orphan claims; it leaves as rows of `roster.nodes`, `roster.leases`,
 //! `roster.schedule_ticks`, `roster.auth_failures` and `roster.claims`, and as the answers of
-//! the trait. Every time is the database's (`now()`), so the nodes' clocks never matter.
+//! the trait. Every time is the database's (`now()`), so the nodes' clocks never matter here;
+//! the schedules read it too ([`Cluster::clock`]).
 //!
 //! * A node is **alive** while its `nodes.heartbeat_at` is younger than its own `lease_secs`
 //!   (the value its heartbeats write; a row without one is judged by this node's value).
@@ -86,6 +87,16 @@ impl Cluster for PostgresStore {
 
     fn shared_by_nodes(&self) -> bool {
         true
+    }
+
+    fn clock(&self) -> Result<DateTime<Utc>> {
+        self.db
+            .run(move |pool| async move {
+                let client = Connections::client(&pool).await?;
+                let row = client.query_one("SELECT clock_timestamp()", &[]).await?;
+                Ok(row.try_get(0)?)
+            })
+            .context("cannot read the database's clock")
     }
 
     fn forget_own_staging(&self) -> Result<()> {
