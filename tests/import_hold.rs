@@ -216,6 +216,21 @@ fn a_held_run_keeps_no_plaintext_password_and_approve_applies_its_passwords() {
     assert!(!store
         .verify_user_password("t1", "C001", "New-Secret-1")
         .unwrap());
+    // The console's preview of the held run shows what approving does (review s26: it
+    // previewed the kept copy, whose password cells are blank).
+    let p = roster::import::preview_held(&store, &t, &held.id)
+        .unwrap()
+        .record;
+    assert_eq!(
+        (
+            p.counts.updated,
+            p.counts.unchanged,
+            p.counts.deactivated,
+            p.counts.skipped
+        ),
+        (2, 1, 6, 1)
+    );
+    assert_eq!(store.held_plans("t1").unwrap(), vec![held.id.clone()]);
     let applied = approve(&store, &t, &held.id).unwrap().record;
     assert_eq!(
         applied.status,

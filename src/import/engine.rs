@@ -120,8 +120,12 @@ fn begin(job: &Job<'_>, clock: &PhaseClock) -> Result<(ImportRecord, TenantState
                 lease: job.opts.lease.clone(),
                 ..Default::default()
             };
-            if let Err(e) = job.store.commit(&set_aside) {
-                tracing::warn!(tenant = %tenant.id, import_id = %a.id, "cannot set aside a held plan that can no longer be approved: {e:#}");
+            // A dry run (the console's preview of the held run) changes nothing.
+            if !job.opts.dry_run {
+                let committed = job.store.commit(&set_aside);
+                if let Err(e) = committed {
+                    tracing::warn!(tenant = %tenant.id, import_id = %a.id, "cannot set aside a held plan that can no longer be approved: {e:#}");
+                }
             }
             bail!(
                 "import {} of tenant {} cannot be approved: the directory changed after it was held, so it is set aside; upload the file again",

@@ -279,9 +279,39 @@ pub fn approve_mailed(
 
 // --- the web console's held page (h-console-runs) ---
 
-/// What approving the held run `import_id` would do now: a dry run of its stored plan (the
-/// file and profile it was held with) against the directory as it is. Nothing is changed.
+/// What approving the held run `import_id` would do now: a dry run of approving its stored
+/// plan (the file and profile it was held with, and the passwords it kept) against the
+/// directory as it is. Nothing is changed. Review s26: it was a preview of the kept copy alone,
+/// whose password cells are blank, so under `with_password` new users showed inactive and
+/// every row with a password showed as changed.
 pub fn preview_held(store: &Store, tenant: &Tenant, import_id: &str) -> Result<Preview> {
-    let held = held::load(store, tenant, import_id)?;
-    preview_bytes(store, &held.tenant, &held.file, &held.plan[held.file_at..])
+    let held::HeldRun {
+        tenant: held_tenant,
+        file,
+        received_at,
+        plan,
+        file_at,
+        approving,
+    } = held::load(store, tenant, import_id)?;
+    // A plan the directory moved past can no longer be approved (approving sets it aside):
+    // its file is shown as a new upload of it would run.
+    if store.tenant_state(&held_tenant.id)?.version != approving.version {
+        return preview_bytes(store, &held_tenant, &file, &plan[file_at..]);
+    }
+    let opts = RunOptions {
+        dry_run: true,
+        received_at,
+        ..Default::default()
+    };
+    let input = read::Input::Bytes(&plan[file_at..]);
+    let mut job = job::Job::new(store, &held_tenant, &file, input, &opts);
+    job.detail = PREVIEW_LIMIT;
+    job.approving = Some(approving);
+    let done = engine::execute(job)?;
+    Ok(Preview {
+        record: done.outcome.record,
+        truncated: done.changes.len() >= PREVIEW_LIMIT,
+        changes: done.changes,
+        report_csv: done.outcome.report_csv,
+    })
 }
