@@ -23,6 +23,9 @@
 //! or nothing, so it runs exactly once). Runs of other files, even of the same name and bytes,
 //! never count.
 //!
+//! A claim that never committed and that a newer run overtook is not imported at recovery but
+//! refused, with a record saying why (`superseded`): an older file never overwrites a newer one.
+//!
 //! A file over `max_upload_bytes` (grown by any means) is refused here with an `error` record
 //! naming its size and the limit, and deleted unread: it cannot be read within the limits to
 //! blank its password cells, and no plaintext password is ever archived (design.md §6).
@@ -88,6 +91,27 @@ pub fn run_claimed(
     tenant: &Tenant,
     claim: &Claimed,
 ) -> anyhow::Result<ImportRecord> {
+    run_or_refuse(shared, tenant, claim, None)
+}
+
+/// Files a claimed file without importing it, with an `error` record giving `why` (a claim a
+/// newer file overtook, `superseded`), as a file that is not today's is. Blocking.
+pub fn refuse_claimed(
+    shared: &Shared,
+    tenant: &Tenant,
+    claim: &Claimed,
+    why: String,
+) -> anyhow::Result<ImportRecord> {
+    run_or_refuse(shared, tenant, claim, Some(why))
+}
+
+/// [`run_claimed`], or with `refusal` the file is refused for that reason instead of imported.
+fn run_or_refuse(
+    shared: &Shared,
+    tenant: &Tenant,
+    claim: &Claimed,
+    refusal: Option<String>,
+) -> anyhow::Result<ImportRecord> {
     let claimed = claim.path.as_path();
     let name = claimed
         .file_name()
@@ -131,7 +155,7 @@ pub fn run_claimed(
         // Never kept: it was not read, so its password cells could not be blanked (design.md §6).
         return record_refused(shared, tenant, claim, &filing, record, Kept::Nothing);
     }
-    if let Some(msg) = not_today(tenant, &name) {
+    if let Some(msg) = refusal.or_else(|| not_today(tenant, &name)) {
         let mut record = refused(msg)?;
         // Not imported, but archived: without its passwords, like any archived file.
         let copy = import::password_free_copy(tenant, claimed, &mut record.messages)?;
@@ -479,6 +503,11 @@ pub fn recover_claim(
         tracing::info!(tenant = %tenant.id, file = %name, claim = %claim.id, import_id = %record.id, "finishing a claimed run that already committed (left by a restart, a failed attempt or a node that died)");
         let outcome = committed_outcome(shared, tenant, dir, record);
         return finish(shared, tenant, &claim, outcome).map(Some);
+    }
+    if let Some(newer) = super::superseded::newer_run(shared, &tenant.id, &claim.id)? {
+        tracing::warn!(tenant = %tenant.id, file = %name, claim = %claim.id, newer = %newer.id, "a claimed file whose run never committed is older than a run applied since; it is filed without being imported");
+        let why = super::superseded::reason(&name, &claim.id, &newer);
+        return refuse_claimed(shared, tenant, &claim, why).map(Some);
     }
     tracing::info!(tenant = %tenant.id, file = %name, claim = %claim.id, "importing a claimed file whose run never committed (left by a restart, a failed attempt or a node that died)");
     run_claimed(shared, tenant, &claim).map(Some)

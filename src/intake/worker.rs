@@ -1,7 +1,8 @@
 //! One tenant's worker: takes the tenant's requests off its queue one at a time (a file, the
 //! claims to finish, a look at the folder, a schedule's tick, `run-now`, `approve`,
 //! `restore`) and runs each under the tenant's lease on a blocking thread, within the
-//! intake's import permits.
+//! intake's import permits. A request that imports first finishes the claims left behind
+//! (`recover_first`), so an older file never lands after a newer one.
 //!
 //! Requests enter from the queue `Intake::queue` made for the tenant; they leave as import
 //! runs (`run::run_claimed`), history records, and answers on the requests' reply channels. A
@@ -131,6 +132,8 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
                     return Handled::Later(name);
                 }
             };
+            // Claims left behind come first: they hold older files (see `recover_first`).
+            recover_first(shared, tenant);
             // Another node may have taken the file while this one waited for the lease.
             if qualifies(&config, tenant, &name).is_some() {
                 claim_and_run(shared, tenant, &home, &name);
@@ -149,6 +152,7 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
         Request::Scheduled(tick) => {
             match lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT) {
                 Ok(_lease) => {
+                    recover_first(shared, tenant);
                     let files = candidates(&config, tenant);
                     if files.is_empty() && !schedules::ran_since_last_tick(shared, tenant, tick) {
                         record_missing(shared, tenant);
@@ -166,6 +170,7 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
             let mut records = Vec::new();
             match lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT) {
                 Ok(_lease) => {
+                    recover_first(shared, tenant);
                     for name in candidates(&config, tenant) {
                         records.extend(claim_and_run(shared, tenant, &home, &name));
                     }
@@ -175,8 +180,11 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
             let _ = reply.send(records);
         }
         Request::Approve(id, reply) => {
-            let result = lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT)
-                .and_then(|_lease| run::approve_held(shared, tenant, &id));
+            let result =
+                lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT).and_then(|_lease| {
+                    recover_first(shared, tenant);
+                    run::approve_held(shared, tenant, &id)
+                });
             let _ = reply.send(result);
         }
         Request::Restore(key, reply) => {
@@ -186,6 +194,18 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
         }
     }
     Handled::Done
+}
+
+/// Right after a request that imports took the tenant's lease: finishes the claims left
+/// behind (by a node that died, a process that stopped), oldest first, before anything newer
+/// is applied. A claim holds a file that arrived before anything still in the tenant folder;
+/// run after a newer file, it would overwrite it (review of 2026-12-02). Claims this process
+/// made or gave up on are not retried here; a newer run makes them superseded at recovery
+/// (`superseded`).
+fn recover_first(shared: &Shared, tenant: &Tenant) {
+    if !lease::foreign_claims(shared, &tenant.id).is_empty() {
+        lease::recover_claims(shared, tenant);
+    }
 }
 
 fn claim_and_run(
