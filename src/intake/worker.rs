@@ -133,7 +133,9 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
                 }
             };
             // Claims left behind come first: they hold older files (see `recover_first`).
-            recover_first(shared, tenant);
+            if !recover_first(shared, tenant) {
+                return Handled::Later(name);
+            }
             // Another node may have taken the file while this one waited for the lease.
             if qualifies(&config, tenant, &name).is_some() {
                 claim_and_run(shared, tenant, &home, &name);
@@ -141,7 +143,9 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
         }
         Request::Look => {} // the worker looks at the folder itself
         Request::Recover => match lease::try_take(&shared.store, &tenant.id) {
-            Ok(_lease) => lease::recover_claims(shared, tenant),
+            Ok(_lease) => {
+                lease::recover_claims(shared, tenant);
+            }
             Err(lease::NotLeased::Elsewhere) => {
                 tracing::debug!(tenant = %tenant.id, "another node holds the tenant's lease; its claims are left to it")
             }
@@ -152,7 +156,9 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
         Request::Scheduled(tick) => {
             match lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT) {
                 Ok(_lease) => {
-                    recover_first(shared, tenant);
+                    if !recover_first(shared, tenant) {
+                        return Handled::Done;
+                    }
                     let files = candidates(&config, tenant);
                     if files.is_empty() && !schedules::ran_since_last_tick(shared, tenant, tick) {
                         record_missing(shared, tenant);
@@ -169,11 +175,13 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
         Request::Now(reply) => {
             let mut records = Vec::new();
             match lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT) {
-                Ok(_lease) => {
-                    recover_first(shared, tenant);
+                Ok(_lease) if recover_first(shared, tenant) => {
                     for name in candidates(&config, tenant) {
                         records.extend(claim_and_run(shared, tenant, &home, &name));
                     }
+                }
+                Ok(_lease) => {
+                    tracing::warn!(tenant = %tenant.id, "run-now did not run: another node took the tenant's lease while this one finished its claims")
                 }
                 Err(e) => tracing::error!(tenant = %tenant.id, "run-now did not run: {e:#}"),
             }
@@ -182,8 +190,10 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
         Request::Approve(id, reply) => {
             let result =
                 lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT).and_then(|_lease| {
-                    recover_first(shared, tenant);
-                    run::approve_held(shared, tenant, &id)
+                    match recover_first(shared, tenant) {
+                        true => run::approve_held(shared, tenant, &id),
+                        false => Err(lease::lost(&tenant.id)),
+                    }
                 });
             let _ = reply.send(result);
         }
@@ -201,11 +211,10 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
 /// is applied. A claim holds a file that arrived before anything still in the tenant folder;
 /// run after a newer file, it would overwrite it (review of 2026-12-02). Claims this process
 /// made or gave up on are not retried here; a newer run makes them superseded at recovery
-/// (`superseded`).
-fn recover_first(shared: &Shared, tenant: &Tenant) {
-    if !lease::foreign_claims(shared, &tenant.id).is_empty() {
-        lease::recover_claims(shared, tenant);
-    }
+/// (`superseded`). False when another node took the lease meanwhile: the request imports
+/// nothing.
+fn recover_first(shared: &Shared, tenant: &Tenant) -> bool {
+    lease::foreign_claims(shared, &tenant.id).is_empty() || lease::recover_claims(shared, tenant)
 }
 
 fn claim_and_run(
