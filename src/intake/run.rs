@@ -384,16 +384,25 @@ pub fn approve_held(
 fn committed_outcome(
     shared: &Shared,
     tenant: &Tenant,
-    dir: &Path,
+    claim: &Claimed,
     mut record: ImportRecord,
 ) -> ImportOutcome {
-    let (staged_report, archive_copy) = import::staged(dir);
+    let (staged_report, archive_copy) = import::staged(claim.dir());
     let report_csv = match &record.report {
         Some(_) => staged_report.or_else(|| import::failed_run_report(&record)),
         None => None,
     };
     let config = shared.config.current();
-    if record.archived_as.is_none() && record.bytes <= config.server.max_upload_bytes {
+    // Every claim of this version (`-m`, since 2026-12-02) commits its archive names (planned
+    // before the run since 2026-11-29): a record without one was deliberately not archived (a
+    // file over `max_upload_bytes`, deleted unread, so its passwords were never blanked). Its
+    // bytes may be within the limit by now (the operator raised it): that must not archive
+    // the unread original (review of 2026-12-02).
+    let named_before_commit = claim.mails_with_record();
+    if record.archived_as.is_none()
+        && !named_before_commit
+        && record.bytes <= config.server.max_upload_bytes
+    {
         // Committed by a version that named the archive after the commit: file it under a
         // name planned now (the stored record keeps no name, as that version left it).
         let home = config.tenant_home(&tenant.id);
@@ -501,7 +510,7 @@ pub fn recover_claim(
                 )
             })?;
         tracing::info!(tenant = %tenant.id, file = %name, claim = %claim.id, import_id = %record.id, "finishing a claimed run that already committed (left by a restart, a failed attempt or a node that died)");
-        let outcome = committed_outcome(shared, tenant, dir, record);
+        let outcome = committed_outcome(shared, tenant, &claim, record);
         return finish(shared, tenant, &claim, outcome).map(Some);
     }
     if let Some(newer) = super::superseded::newer_run(shared, &tenant.id, &claim.id)? {
