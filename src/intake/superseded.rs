@@ -7,6 +7,7 @@
 //! is imported, recovery asks whether a run that read a file (applied, `duplicate` or `held`:
 //! the runs that set held plans aside, `import::held`) *started after the claim was made*.
 //! If one did, the claim is refused with an `error` record naming it (`run::refuse_claimed`).
+//! A held plan approved after the claim does not count: it read its file before the claim.
 //!
 //! Why the claim's time and the newer run's `started_at`: the claim time is in the claim's name,
 //! written by Roster's own clock when the file was moved out of the tenant's view. The file's
@@ -58,8 +59,21 @@ pub(super) fn newer_run(
     let recent = shared.store.history(tenant, RUNS_LOOKED_AT)?;
     Ok(recent
         .into_iter()
-        .filter(|r| r.started_at > at && read_a_file(r.status))
+        .filter(|r| overtakes(r, at))
         .max_by_key(|r| r.started_at))
+}
+
+/// True when the run `r` read a file claimed after `claimed_at`: it read a file and started
+/// after the claim. An approved held run keeps its id but starts again at the approval, so its
+/// first start is read from its id (`<UTC time to the second>-<n>`, both stores): a plan held
+/// before the claim and approved after it read an older file.
+fn overtakes(r: &ImportRecord, claimed_at: DateTime<Utc>) -> bool {
+    let first_start =
+        r.id.split_once('-')
+            .and_then(|(t, _)| chrono::NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%SZ").ok())
+            .map(|t| t.and_utc());
+    let began_after = first_start.is_none_or(|t| t + chrono::Duration::seconds(1) > claimed_at);
+    r.started_at > claimed_at && began_after && read_a_file(r.status)
 }
 
 /// The reason the record of a superseded claim gives.
@@ -92,5 +106,54 @@ mod tests {
         }
         assert!(claimed_at("garbage-0003").is_none());
         assert!(claimed_at("garbage").is_none());
+    }
+
+    #[test]
+    fn only_runs_of_files_read_after_the_claim_overtake_it() {
+        let claim = claimed_at("20261201T020006.584924Z-41234-0003-m").unwrap();
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let run = |id: &str, started: &str, status| {
+            let started = at(started);
+            ImportRecord::begun(id.into(), "acme", "users.csv", status, started, started)
+        };
+        let later = "2026-12-01T02:00:06.9Z";
+        assert!(overtakes(
+            &run("20261201T020006Z-7", later, ImportStatus::Success),
+            claim
+        ));
+        assert!(overtakes(
+            &run(
+                "20261201T030000Z-8",
+                "2026-12-01T03:00:00Z",
+                ImportStatus::Held
+            ),
+            claim
+        ));
+        // Started before the claim, or read no file.
+        assert!(!overtakes(
+            &run(
+                "20261201T020005Z-6",
+                "2026-12-01T02:00:05Z",
+                ImportStatus::Success
+            ),
+            claim
+        ));
+        assert!(!overtakes(
+            &run("20261201T020006Z-7", later, ImportStatus::Error),
+            claim
+        ));
+        assert!(!overtakes(
+            &run("20261201T020006Z-7", later, ImportStatus::Missing),
+            claim
+        ));
+        // Held before the claim, approved after it: an older file.
+        assert!(!overtakes(
+            &run(
+                "20261201T010000Z-5",
+                "2026-12-01T04:00:00Z",
+                ImportStatus::Success
+            ),
+            claim
+        ));
     }
 }
