@@ -6,8 +6,8 @@ mod smtp_sink;
 
 use mail_parser::{MessageParser, MimeHeaders};
 use roster::mail::{
-    compose_notice, compose_report, deliver, deliver_with_timeout, Counts, CsvAttachment,
-    DeliveryError, OutgoingMail, RunSummary,
+    compose_notice, compose_report, deliver, deliver_while_ours, deliver_with_timeout, Counts,
+    CsvAttachment, DeliveryError, OutgoingMail, RunSummary,
 };
 use smtp_sink::{same_message, RcptReply, SmtpSink};
 use std::time::Duration;
@@ -272,4 +272,32 @@ async fn an_unusable_url_is_retryable_and_named() {
         "the message waits for a fixed config: {err}"
     );
     assert!(err.to_string().contains("ftp://127.0.0.1:21"), "{err}");
+}
+
+#[tokio::test]
+async fn recipients_tried_one_by_one_stop_when_the_claim_is_no_longer_ours() {
+    // Review of 2026-12-02: the claim was renewed once before the attempt, and a slow relay
+    // with several recipients outlasted it, so another node sent the message again.
+    let sink = SmtpSink::start().await.expect("sink");
+    sink.reply_to_rcpt("full@acme.example", RcptReply::TryLater);
+    let mail = report(&["it@acme.example", "full@acme.example", "hr@acme.example"]);
+    // The claim is renewed for the first recipient, then another node holds it.
+    let asked = std::sync::atomic::AtomicUsize::new(0);
+    let ours = || asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+    let err = deliver_while_ours(&sink.url(), &mail, Duration::from_secs(5), &ours)
+        .await
+        .expect_err("the rest is left to the other node");
+    let DeliveryError::Partly { remaining, .. } = &err else {
+        panic!("expected Partly, got {err:?}");
+    };
+    assert_eq!(remaining, &["full@acme.example", "hr@acme.example"]);
+    let got = sink.wait_for(1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rcpts: Vec<_> = sink
+        .received()
+        .iter()
+        .flat_map(|m| m.rcpt_to.clone())
+        .collect();
+    assert_eq!(rcpts, ["it@acme.example"], "{got:?}");
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
 }

@@ -35,8 +35,9 @@ fn stem(name: &str) -> &str {
 }
 
 /// The longest stem an archive name keeps, in bytes. The rest of the longest name a run
-/// writes, `.<stamp>-NNN.report.csv.roster-tmp` (the temp name before its rename), takes 43
-/// bytes more, and a file name may have at most 255 (review s18 clients F2).
+/// writes, `.<stamp>-NNN.report.csv.<token>.roster-tmp` (the temp name before its rename,
+/// [`temp_name`]), takes 52 bytes more, and a file name may have at most 255 (review s18
+/// clients F2).
 const STEM_BYTES: usize = 200;
 
 /// `stem`, cut to [`STEM_BYTES`] on a character boundary and marked `~` when it is cut.
@@ -119,7 +120,7 @@ pub fn write_file(home: &Path, rel: &str, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 fn write_in(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = format!("{name}.{TEMP_SUFFIX}");
+    let tmp = temp_name(name);
     let _ = nofollow::unlink(dir, &tmp);
     let mut f = nofollow::create_file(dir, &tmp)?;
     let written = f.write_all(bytes).and_then(|()| f.sync_all());
@@ -134,6 +135,26 @@ fn write_in(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> std::io::Result<()
 
 /// Ending of the temp name an archive write uses until its rename (cleaned at start).
 pub const TEMP_SUFFIX: &str = "roster-tmp";
+
+/// The bytes the process's token adds to a temp name (`.` and 8 hex digits).
+#[cfg(test)]
+const TOKEN_BYTES: usize = 9;
+
+/// This process's token in temp names: 8 hex digits of a per-process random hash of the pid.
+static TOKEN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("{:08x}", h.finish() as u32)
+});
+
+/// The temp name an archive write of `name` uses until its rename: `NAME.<token>.roster-tmp`,
+/// with a token of this process, so two processes (two nodes finishing one claim, a stalled
+/// node that resumed) never create, truncate or rename each other's temp file. Every temp
+/// name still ends in `.roster-tmp`, which the start-up cleaning removes.
+fn temp_name(name: &str) -> String {
+    format!("{name}.{}.{TEMP_SUFFIX}", *TOKEN)
+}
 
 /// Moves the claimed file to `home/rel` (or writes `replacement`, the password-blanked copy,
 /// and removes the original), and stamps it with the archive time. Never through a link.
@@ -204,7 +225,7 @@ fn copy_in(
     to: &str,
 ) -> std::io::Result<()> {
     let mut src = nofollow::open_file(from_dir, from)?;
-    let tmp = format!("{to}.{TEMP_SUFFIX}");
+    let tmp = temp_name(to);
     let _ = nofollow::unlink(to_dir, &tmp);
     let mut dst = nofollow::create_file(to_dir, &tmp)?;
     let copied = std::io::copy(&mut src, &mut dst).and_then(|_| dst.sync_all());
@@ -307,6 +328,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_archive_write_leaves_another_process_temp_file_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let processed = dir.path().join("processed");
+        std::fs::create_dir_all(&processed).unwrap();
+        // Another process (another node finishing the same claim) is writing its copy.
+        let theirs = processed.join(format!("users.csv.{TEMP_SUFFIX}"));
+        std::fs::write(&theirs, b"theirs, half written").unwrap();
+        write_file(dir.path(), "processed/users.csv", b"mine").unwrap();
+        assert_eq!(std::fs::read(&theirs).unwrap(), b"theirs, half written");
+        assert_eq!(std::fs::read(processed.join("users.csv")).unwrap(), b"mine");
+        let ours = temp_name("users.csv");
+        assert!(ours.ends_with(".roster-tmp") && ours.len() == "users.csv".len() + 20);
+    }
+
+    #[test]
     fn a_name_as_long_as_the_file_system_allows_is_cut_to_fit_its_archive_names() {
         use crate::import::ImportStatus;
         let dir = tempfile::tempdir().unwrap();
@@ -321,7 +357,8 @@ mod tests {
             let report = report.unwrap();
             for rel in [&file, &report, &plan.failed] {
                 let (_, leaf) = split(rel).unwrap();
-                assert!(leaf.len() + 1 + TEMP_SUFFIX.len() <= 255, "{rel}");
+                assert!(temp_name(leaf).len() <= 255, "{rel}");
+                assert_eq!(temp_name(leaf).len(), leaf.len() + TOKEN_BYTES + 11);
                 assert!(
                     leaf.starts_with("userdata_bbb") && leaf.contains("č~."),
                     "{rel}"

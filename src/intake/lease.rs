@@ -117,8 +117,13 @@ pub(super) fn renew(store: &Store, tenant: &str) -> anyhow::Result<()> {
     let name = lease_name(tenant);
     match store.take_lease(&name)? {
         Some(_) => Ok(()),
-        None => Err(anyhow::Error::new(HeldElsewhere(name))),
+        None => Err(lost(tenant)),
     }
+}
+
+/// The error of a request whose tenant lease another node took meanwhile.
+pub(super) fn lost(tenant: &str) -> anyhow::Error {
+    anyhow::Error::new(HeldElsewhere(lease_name(tenant)))
 }
 
 /// When a file whose lease is held elsewhere is asked for again: a third of the lease, 1-10 s.
@@ -166,8 +171,12 @@ pub(super) fn foreign_claims(shared: &Shared, tenant: &str) -> Vec<PathBuf> {
 }
 
 /// Finishes the tenant's claim folders that no run of this process works on (the caller holds
-/// the tenant's lease). A claim that still fails is left for the next start.
-pub(super) fn recover_claims(shared: &Shared, tenant: &Tenant) {
+/// the tenant's lease). A claim that still fails is left for the next start. Each retry first
+/// takes the lease again ([`renew`]), as a retry of a new file's run does: a retry after the
+/// lease expired (a database outage longer than `lease_secs`) must not finish a claim another
+/// node now holds. False when another node took the lease: the claims left are its to finish,
+/// and the caller imports nothing more.
+pub(super) fn recover_claims(shared: &Shared, tenant: &Tenant) -> bool {
     super::cleanup::under_lease(shared, &tenant.id);
     for dir in foreign_claims(shared, &tenant.id) {
         let span = tracing::info_span!(
@@ -177,7 +186,11 @@ pub(super) fn recover_claims(shared: &Shared, tenant: &Tenant) {
             import_id = tracing::field::Empty
         );
         let _enter = span.enter();
+        let (mut first, mut lost) = (true, false);
         let done = super::with_retries(shared, &tenant.id, &dir.display().to_string(), || {
+            if !std::mem::take(&mut first) {
+                renew(&shared.store, &tenant.id).inspect_err(|e| lost = is_held_elsewhere(e))?;
+            }
             run::recover_claim(shared, tenant, &dir).map(|_| ())
         });
         if !done {
@@ -185,7 +198,16 @@ pub(super) fn recover_claims(shared: &Shared, tenant: &Tenant) {
                 settle(shared, &id.to_string_lossy());
             }
         }
+        if lost {
+            return false;
+        }
     }
+    true
+}
+
+/// True when `e` says another node holds the lease now ([`HeldElsewhere`]).
+pub(super) fn is_held_elsewhere(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<HeldElsewhere>())
 }
 
 impl Intake {

@@ -31,6 +31,7 @@ mod retry;
 mod run;
 mod run_mail;
 mod schedules;
+mod superseded;
 mod triggers;
 mod worker;
 // the web console's overview shows each tenant's next scheduled run (h-console-runs)

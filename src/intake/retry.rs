@@ -76,7 +76,7 @@ pub(super) fn with_retries(
     while attempt <= 4 {
         match f() {
             Ok(()) => return true,
-            Err(e) if e.chain().any(|c| c.is::<super::lease::HeldElsewhere>()) => {
+            Err(e) if super::lease::is_held_elsewhere(&e) => {
                 tracing::warn!(%tenant, file = what, "giving the run up: {e:#}");
                 return false;
             }

@@ -23,6 +23,9 @@
 //! or nothing, so it runs exactly once). Runs of other files, even of the same name and bytes,
 //! never count.
 //!
+//! A claim that never committed and that a newer run overtook is not imported at recovery but
+//! refused, with a record saying why (`superseded`): an older file never overwrites a newer one.
+//!
 //! A file over `max_upload_bytes` (grown by any means) is refused here with an `error` record
 //! naming its size and the limit, and deleted unread: it cannot be read within the limits to
 //! blank its password cells, and no plaintext password is ever archived (design.md §6).
@@ -88,6 +91,27 @@ pub fn run_claimed(
     tenant: &Tenant,
     claim: &Claimed,
 ) -> anyhow::Result<ImportRecord> {
+    run_or_refuse(shared, tenant, claim, None)
+}
+
+/// Files a claimed file without importing it, with an `error` record giving `why` (a claim a
+/// newer file overtook, `superseded`), as a file that is not today's is. Blocking.
+pub fn refuse_claimed(
+    shared: &Shared,
+    tenant: &Tenant,
+    claim: &Claimed,
+    why: String,
+) -> anyhow::Result<ImportRecord> {
+    run_or_refuse(shared, tenant, claim, Some(why))
+}
+
+/// [`run_claimed`], or with `refusal` the file is refused for that reason instead of imported.
+fn run_or_refuse(
+    shared: &Shared,
+    tenant: &Tenant,
+    claim: &Claimed,
+    refusal: Option<String>,
+) -> anyhow::Result<ImportRecord> {
     let claimed = claim.path.as_path();
     let name = claimed
         .file_name()
@@ -131,7 +155,7 @@ pub fn run_claimed(
         // Never kept: it was not read, so its password cells could not be blanked (design.md §6).
         return record_refused(shared, tenant, claim, &filing, record, Kept::Nothing);
     }
-    if let Some(msg) = not_today(tenant, &name) {
+    if let Some(msg) = refusal.or_else(|| not_today(tenant, &name)) {
         let mut record = refused(msg)?;
         // Not imported, but archived: without its passwords, like any archived file.
         let copy = import::password_free_copy(tenant, claimed, &mut record.messages)?;
@@ -360,16 +384,25 @@ pub fn approve_held(
 fn committed_outcome(
     shared: &Shared,
     tenant: &Tenant,
-    dir: &Path,
+    claim: &Claimed,
     mut record: ImportRecord,
 ) -> ImportOutcome {
-    let (staged_report, archive_copy) = import::staged(dir);
+    let (staged_report, archive_copy) = import::staged(claim.dir());
     let report_csv = match &record.report {
         Some(_) => staged_report.or_else(|| import::failed_run_report(&record)),
         None => None,
     };
     let config = shared.config.current();
-    if record.archived_as.is_none() && record.bytes <= config.server.max_upload_bytes {
+    // Every claim of this version (`-m`, since 2026-12-02) commits its archive names (planned
+    // before the run since 2026-11-29): a record without one was deliberately not archived (a
+    // file over `max_upload_bytes`, deleted unread, so its passwords were never blanked). Its
+    // bytes may be within the limit by now (the operator raised it): that must not archive
+    // the unread original (review of 2026-12-02).
+    let named_before_commit = claim.mails_with_record();
+    if record.archived_as.is_none()
+        && !named_before_commit
+        && record.bytes <= config.server.max_upload_bytes
+    {
         // Committed by a version that named the archive after the commit: file it under a
         // name planned now (the stored record keeps no name, as that version left it).
         let home = config.tenant_home(&tenant.id);
@@ -477,8 +510,13 @@ pub fn recover_claim(
                 )
             })?;
         tracing::info!(tenant = %tenant.id, file = %name, claim = %claim.id, import_id = %record.id, "finishing a claimed run that already committed (left by a restart, a failed attempt or a node that died)");
-        let outcome = committed_outcome(shared, tenant, dir, record);
+        let outcome = committed_outcome(shared, tenant, &claim, record);
         return finish(shared, tenant, &claim, outcome).map(Some);
+    }
+    if let Some(newer) = super::superseded::newer_run(shared, &tenant.id, &claim.id)? {
+        tracing::warn!(tenant = %tenant.id, file = %name, claim = %claim.id, newer = %newer.id, "a claimed file whose run never committed is older than a run applied since; it is filed without being imported");
+        let why = super::superseded::reason(&name, &claim.id, &newer);
+        return refuse_claimed(shared, tenant, &claim, why).map(Some);
     }
     tracing::info!(tenant = %tenant.id, file = %name, claim = %claim.id, "importing a claimed file whose run never committed (left by a restart, a failed attempt or a node that died)");
     run_claimed(shared, tenant, &claim).map(Some)

@@ -1,7 +1,8 @@
 //! One tenant's worker: takes the tenant's requests off its queue one at a time (a file, the
 //! claims to finish, a look at the folder, a schedule's tick, `run-now`, `approve`,
 //! `restore`) and runs each under the tenant's lease on a blocking thread, within the
-//! intake's import permits.
+//! intake's import permits. A request that imports first finishes the claims left behind
+//! (`recover_first`), so an older file never lands after a newer one.
 //!
 //! Requests enter from the queue `Intake::queue` made for the tenant; they leave as import
 //! runs (`run::run_claimed`), history records, and answers on the requests' reply channels. A
@@ -136,6 +137,10 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
                     return Handled::Later(name);
                 }
             };
+            // Claims left behind come first: they hold older files (see `recover_first`).
+            if !recover_first(shared, tenant) {
+                return Handled::Later(name);
+            }
             // Another node may have taken the file while this one waited for the lease.
             if qualifies(&config, tenant, &name).is_some() {
                 claim_and_run(shared, tenant, &home, &name);
@@ -143,7 +148,9 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
         }
         Request::Look => {} // the worker looks at the folder itself
         Request::Recover => match lease::try_take(&shared.store, &tenant.id) {
-            Ok(_lease) => lease::recover_claims(shared, tenant),
+            Ok(_lease) => {
+                lease::recover_claims(shared, tenant);
+            }
             Err(lease::NotLeased::Elsewhere) => {
                 tracing::debug!(tenant = %tenant.id, "another node holds the tenant's lease; its claims are left to it")
             }
@@ -154,6 +161,9 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
         Request::Scheduled(tick) => {
             match lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT) {
                 Ok(_lease) => {
+                    if !recover_first(shared, tenant) {
+                        return Handled::Done;
+                    }
                     let files = candidates(&config, tenant);
                     if files.is_empty() && !schedules::ran_since_last_tick(shared, tenant, tick) {
                         record_missing(shared, tenant);
@@ -170,18 +180,26 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
         Request::Now(reply) => {
             let mut records = Vec::new();
             match lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT) {
-                Ok(_lease) => {
+                Ok(_lease) if recover_first(shared, tenant) => {
                     for name in candidates(&config, tenant) {
                         records.extend(claim_and_run(shared, tenant, &home, &name));
                     }
+                }
+                Ok(_lease) => {
+                    tracing::warn!(tenant = %tenant.id, "run-now did not run: another node took the tenant's lease while this one finished its claims")
                 }
                 Err(e) => tracing::error!(tenant = %tenant.id, "run-now did not run: {e:#}"),
             }
             let _ = reply.send(records);
         }
         Request::Approve(id, reply) => {
-            let result = lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT)
-                .and_then(|_lease| run::approve_held(shared, tenant, &id));
+            let result =
+                lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT).and_then(|_lease| {
+                    match recover_first(shared, tenant) {
+                        true => run::approve_held(shared, tenant, &id),
+                        false => Err(lease::lost(&tenant.id)),
+                    }
+                });
             let _ = reply.send(result);
         }
         Request::Restore(key, reply) => {
@@ -191,6 +209,17 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
         }
     }
     Handled::Done
+}
+
+/// Right after a request that imports took the tenant's lease: finishes the claims left
+/// behind (by a node that died, a process that stopped), oldest first, before anything newer
+/// is applied. A claim holds a file that arrived before anything still in the tenant folder;
+/// run after a newer file, it would overwrite it (review of 2026-12-02). Claims this process
+/// made or gave up on are not retried here; a newer run makes them superseded at recovery
+/// (`superseded`). False when another node took the lease meanwhile: the request imports
+/// nothing.
+fn recover_first(shared: &Shared, tenant: &Tenant) -> bool {
+    lease::foreign_claims(shared, &tenant.id).is_empty() || lease::recover_claims(shared, tenant)
 }
 
 fn claim_and_run(

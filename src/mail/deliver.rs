@@ -67,6 +67,22 @@ pub async fn deliver_with_timeout(
     mail: &OutgoingMail,
     timeout: Duration,
 ) -> Result<(), DeliveryError> {
+    deliver_while_ours(smtp_url, mail, timeout, &|| true).await
+}
+
+/// [`deliver_with_timeout`] for a message this node holds a claim of (the outbox's per-node
+/// claim, which ends after a few minutes unless renewed): `ours` renews it and says whether it
+/// is still this node's. It is asked before each recipient that is tried on its own, since
+/// each such send may take up to twice `timeout` and several of them on a slow relay outlast
+/// the claim, after which another node would send the message again (review of 2026-12-02).
+/// When it answers false, the rest is not sent: the recipients not tried come back in
+/// [`DeliveryError::Partly`] (or the whole as [`DeliveryError::Transient`] when nobody has it).
+pub async fn deliver_while_ours(
+    smtp_url: &str,
+    mail: &OutgoingMail,
+    timeout: Duration,
+    ours: &(dyn Fn() -> bool + Sync),
+) -> Result<(), DeliveryError> {
     let from = parse_address(&mail.from)?;
     let to = mail
         .to
@@ -92,7 +108,7 @@ pub async fn deliver_with_timeout(
     let all = send_once(&transport, &from, &to, &mail.bytes, timeout).await;
     let result = match all {
         Err(DeliveryError::Permanent(why) | DeliveryError::Transient(why)) if to.len() > 1 => {
-            per_recipient(&transport, &from, &to, mail, timeout, why).await
+            per_recipient(&transport, &from, &to, mail, timeout, ours, why).await
         }
         other => other,
     };
@@ -107,6 +123,7 @@ async fn per_recipient(
     to: &[Address],
     mail: &OutgoingMail,
     timeout: Duration,
+    ours: &(dyn Fn() -> bool + Sync),
     first_refusal: String,
 ) -> Result<(), DeliveryError> {
     let mut accepted = 0usize;
@@ -114,6 +131,14 @@ async fn per_recipient(
     let mut remaining: Vec<String> = Vec::new();
     let mut retry: Option<DeliveryError> = None;
     for (i, rcpt) in to.iter().enumerate() {
+        if !ours() {
+            // The claim passed to another node (or cannot be renewed): it sends the rest.
+            remaining.extend(to[i..].iter().map(|a| a.to_string()));
+            retry = Some(DeliveryError::Transient(
+                "this node's claim of the message could not be renewed; the recipients not yet tried are left to the node that holds it".into(),
+            ));
+            break;
+        }
         let once = std::slice::from_ref(rcpt);
         match send_once(transport, from, once, &mail.bytes, timeout).await {
             Ok(()) => accepted += 1,

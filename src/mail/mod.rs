@@ -24,8 +24,8 @@ pub use compose::{
     CsvAttachment, RunSummary, DEFAULT_FROM, TENANT_HEADER,
 };
 pub use deliver::{
-    deliver, deliver_with_timeout, remove_old_eml, remove_temp_files, write_eml, DeliveryError,
-    SMTP_TIMEOUT,
+    deliver, deliver_while_ours, deliver_with_timeout, remove_old_eml, remove_temp_files,
+    write_eml, DeliveryError, SMTP_TIMEOUT,
 };
 pub use worker::{next_attempt, run_delivery, Backoff, MailQueue, QueuedMail, StepReport, Worker};
 

@@ -11,7 +11,7 @@
 //! of each pass, so a reload that fixes `smtp_url` (or adds or removes `[mail]`) applies to the
 //! next attempt of every queued message; a reload also wakes the worker.
 
-use super::deliver::{deliver_with_timeout, write_eml, DeliveryError, SMTP_TIMEOUT};
+use super::deliver::{deliver_while_ours, write_eml, DeliveryError, SMTP_TIMEOUT};
 use super::OutgoingMail;
 use crate::config::{ConfigHandle, MailConfig};
 use chrono::{DateTime, Utc};
@@ -375,9 +375,12 @@ impl Worker {
         queued: u64,
     ) -> Result<String, DeliveryError> {
         match config {
-            Some(cfg) => deliver_with_timeout(&cfg.smtp_url, mail, self.smtp_timeout)
-                .await
-                .map(|()| "delivered".to_string()),
+            // The claim is renewed before each recipient tried on its own as well.
+            Some(cfg) => deliver_while_ours(&cfg.smtp_url, mail, self.smtp_timeout, &|| {
+                self.still_ours(queued)
+            })
+            .await
+            .map(|()| "delivered".to_string()),
             None => {
                 let dir = self.outbox_dir.clone();
                 let mail = mail.clone();

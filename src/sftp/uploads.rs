@@ -13,8 +13,15 @@
 //!   under one lock, which a write-OPEN holds across its `open`, the check and the registration,
 //!   and the intake holds across its claim's rename, so a file is never claimed while a handle
 //!   that can still write it is being opened.
-//! - **Markers**, on disk under `<data_dir>/uploading/<tenant>/<dev>-<ino>`: one per file that
-//!   a handle opened for writing and that is not finished. It is written before the OPEN is
+//! - **Markers**, on disk under `<data_dir>/uploading/<tenant>/<ino>`: one per file that a
+//!   handle opened for writing and that is not finished. A marker is named by the file's inode
+//!   alone, which every node on a shared data folder agrees on; the device number is not (NFS
+//!   and CephFS give one mount a different `st_dev` on each host), and markers named after it
+//!   were invisible to the other nodes, which claimed their half-written uploads. This assumes
+//!   the tenant folders are on the file system of `data_dir`, where an inode names one file;
+//!   a file on another device (a tenant folder mounted elsewhere) gets `<dev>-<ino>`, which is
+//!   right on one host. Markers named `<dev>-<ino>` by the previous version are read too and
+//!   renamed at start ([`InProgress::sweep`]). It is written before the OPEN is
 //!   answered (an OPEN whose marker cannot be written fails) and is left behind when the last
 //!   writer's session ends without a clean CLOSE, or the process dies, so a half-written file
 //!   is never imported, also after a restart, until an upload of it finishes.
@@ -49,7 +56,9 @@ impl FileId {
         }
     }
 
-    fn marker_name(self) -> String {
+    /// The marker name of the previous version, and of a file on another device than
+    /// `data_dir`'s.
+    fn dev_ino_name(self) -> String {
         format!("{}-{}", self.dev, self.ino)
     }
 }
@@ -104,27 +113,60 @@ pub enum HandleEnd {
 #[derive(Debug, Clone)]
 pub struct InProgress {
     dir: Option<PathBuf>,
+    /// The device of `data_dir` as this host sees it: markers of files on it are named by
+    /// inode alone.
+    dev: Option<u64>,
 }
 
 impl InProgress {
     /// Markers for `tenant` under `data_dir/uploading/<tenant>/`.
     pub fn new(data_dir: &Path, tenant: &str) -> InProgress {
+        // The nearest folder that exists: data_dir itself once the server runs.
+        let dev = data_dir
+            .ancestors()
+            .find_map(|d| std::fs::metadata(d).ok())
+            .map(|m| m.dev());
         InProgress {
             dir: Some(data_dir.join("uploading").join(tenant)),
+            dev,
         }
     }
 
     /// No markers (stand-alone `sftp-server` mode): live writers only.
     pub fn none() -> InProgress {
-        InProgress { dir: None }
+        InProgress {
+            dir: None,
+            dev: None,
+        }
+    }
+
+    /// The marker name of `id`: its inode, or `<dev>-<ino>` off `data_dir`'s device.
+    fn marker_name(&self, id: FileId) -> String {
+        match self.dev == Some(id.dev) {
+            true => id.ino.to_string(),
+            false => id.dev_ino_name(),
+        }
     }
 
     fn marker(&self, id: FileId) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join(id.marker_name()))
+        self.dir.as_ref().map(|d| d.join(self.marker_name(id)))
+    }
+
+    /// The marker the previous version wrote for `id` on this host, when its name differs.
+    fn old_marker(&self, id: FileId) -> Option<PathBuf> {
+        let name = id.dev_ino_name();
+        let dir = self.dir.as_ref()?;
+        (self.marker_name(id) != name).then(|| dir.join(name))
+    }
+
+    /// True when a marker (of this version or the previous one) says `id` is unfinished.
+    fn marked(&self, id: FileId) -> bool {
+        let exists = |m: Option<PathBuf>| m.is_some_and(|m| m.exists());
+        exists(self.marker(id)) || exists(self.old_marker(id))
     }
 
     fn unmark(&self, id: FileId) {
-        if let Some(m) = self.marker(id) {
+        for m in [self.marker(id), self.old_marker(id)].into_iter().flatten() {
             let _ = std::fs::remove_file(m);
         }
     }
@@ -147,7 +189,7 @@ impl InProgress {
         if map.get(&id).is_some_and(|w| w.open > 0) {
             return Err(WriteOpenError::BeingWritten(id));
         }
-        let marked_before = self.marker(id).is_some_and(|m| m.exists());
+        let marked_before = self.marked(id);
         if let Some(m) = self.marker(id).filter(|_| !marked_before) {
             let made = m
                 .parent()
@@ -237,7 +279,7 @@ impl InProgress {
 
     /// [`InProgress::is_unfinished`] with the registry already locked.
     fn unfinished_in(&self, live: &HashMap<FileId, Writers>, id: FileId) -> bool {
-        live.contains_key(&id) || self.marker(id).is_some_and(|m| m.exists())
+        live.contains_key(&id) || self.marked(id)
     }
 
     /// Runs `take` (a claim's rename) unless the file is unfinished, with the registry locked
@@ -253,31 +295,70 @@ impl InProgress {
     }
 
     /// At start: removes the markers of files that are no longer in `home` (deleted outside
-    /// SFTP while unfinished), so a new file that reuses the inode is not taken for unfinished,
-    /// and turns a marker named after a path (the version before this one) into one named after
-    /// its file. At most `limit` entries of `home` are looked at; with more, nothing is removed.
+    /// SFTP while unfinished), so a new file that reuses the inode is not taken for unfinished;
+    /// renames a marker of the previous version (`<dev>-<ino>`, written by this host or by
+    /// another node, whose device number for the shared folder differs) whose inode is still
+    /// there to `<ino>`; and turns a marker named after a path (the version before that) into
+    /// one named after its file. At most `limit` entries of `home` are looked at; with more,
+    /// nothing is removed.
+    ///
+    /// Every node sweeps at its start while the others upload: the markers are listed before
+    /// the files, and a marker is written only after its file exists, so the file of every
+    /// marker listed is found by the walk unless it is gone (or renamed across folders during
+    /// the walk), and a live upload of another node keeps its marker.
     pub fn sweep(&self, home: &Path, limit: usize) {
         let Some(dir) = &self.dir else { return };
-        let Ok(markers) = std::fs::read_dir(dir) else {
+        let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
+        let markers: Vec<(String, PathBuf)> = entries
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().to_string(), e.path()))
+            .collect();
         let Some(present) = file_ids(home, limit) else {
             return;
         };
-        let names: HashSet<String> = present.iter().map(|id| id.marker_name()).collect();
-        for m in markers.flatten() {
-            let name = m.file_name().to_string_lossy().to_string();
+        let names: HashSet<String> = present.iter().map(|id| self.marker_name(*id)).collect();
+        for (name, path) in markers {
             if names.contains(&name) {
                 continue;
             }
-            if !is_file_id_name(&name) && self.adopt_path_marker(home, &name) {
+            let carried = match parse_marker_name(&name) {
+                Some((Some(dev), ino)) => self.adopt_old_marker(&present, dev, ino, &path),
+                Some((None, _)) => false,
+                None => self.adopt_path_marker(home, &name),
+            };
+            if carried {
                 // The upload stays protected under its new marker (review s19 upgrade F7: the
                 // line below said the protection was dropped).
                 tracing::info!(marker = %name, "carried over the in-progress marker of an unfinished upload from an earlier version");
             } else {
                 tracing::info!(marker = %name, "the file of an unfinished upload is gone or renamed; its old marker is removed");
             }
-            let _ = std::fs::remove_file(m.path());
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    /// A marker `<dev>-<ino>` that names no present file: one of the previous version (of this
+    /// host, or of a node whose device number differs) when `dev` is this host's device of
+    /// `data_dir` or no present file's device. If a file on `data_dir`'s device has that inode,
+    /// the marker is copied to its name of this version. True if it was.
+    fn adopt_old_marker(&self, present: &HashSet<FileId>, dev: u64, ino: u64, old: &Path) -> bool {
+        let Some(here) = self.dev else { return false };
+        let old_version = dev == here || !present.iter().any(|id| id.dev == dev);
+        let file = FileId { dev: here, ino };
+        if !old_version || !present.contains(&file) {
+            return false;
+        }
+        let Some(m) = self.marker(file) else {
+            return false;
+        };
+        match std::fs::copy(old, &m) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(marker = %m.display(), "cannot carry over the in-progress marker: {e}");
+                false
+            }
         }
     }
 
@@ -301,9 +382,13 @@ impl InProgress {
     }
 }
 
-fn is_file_id_name(name: &str) -> bool {
-    name.split_once('-')
-        .is_some_and(|(dev, ino)| dev.parse::<u64>().is_ok() && ino.parse::<u64>().is_ok())
+/// A marker name of a file: `<ino>` (device None) or `<dev>-<ino>`; None for a path marker.
+fn parse_marker_name(name: &str) -> Option<(Option<u64>, u64)> {
+    if let Ok(ino) = name.parse::<u64>() {
+        return Some((None, ino));
+    }
+    let (dev, ino) = name.split_once('-')?;
+    Some((Some(dev.parse().ok()?), ino.parse().ok()?))
 }
 
 /// The identities of the regular files under `home`, or None past `limit` entries.
@@ -334,141 +419,5 @@ fn file_ids(home: &Path, limit: usize) -> Option<HashSet<FileId>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A real file in `dir` and an `open` closure for it, as an OPEN would give.
-    fn file(dir: &Path, name: &str) -> FileId {
-        let p = dir.join(name);
-        std::fs::write(&p, b"x").unwrap();
-        FileId::of(&std::fs::metadata(&p).unwrap())
-    }
-
-    fn open(up: &InProgress, id: FileId) {
-        up.open_for_write("/f.csv", || Ok(((), id)), |_| Ok(()))
-            .unwrap();
-    }
-
-    #[test]
-    fn a_clean_close_after_writing_finishes_and_a_close_without_writing_does_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let up = InProgress::new(&dir.path().join("data"), "acme");
-        let id = file(dir.path(), "a.csv");
-        open(&up, id);
-        assert!(up.is_unfinished(id));
-        assert!(up.handle_ended(id, HandleEnd::Closed { wrote: true }));
-        assert!(!up.is_unfinished(id));
-        // Opened and closed without a write: nothing happened to the file.
-        open(&up, id);
-        assert!(!up.handle_ended(id, HandleEnd::Closed { wrote: false }));
-        assert!(!up.is_unfinished(id));
-    }
-
-    #[test]
-    fn a_broken_upload_stays_unfinished_until_an_upload_of_it_finishes() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let up = InProgress::new(&data, "acme");
-        let id = file(dir.path(), "a.csv");
-        open(&up, id);
-        assert!(!up.handle_ended(id, HandleEnd::Dropped { wrote: true }));
-        // Also for a process started later (nothing live, the marker on disk).
-        assert!(InProgress::new(&data, "acme").is_unfinished(id));
-        assert!(up.take_if_finished(id, || ()).is_none());
-        // A resume that only reads the size and closes: still unfinished (review of
-        // 2026-11-30, scenario A).
-        open(&up, id);
-        assert!(!up.handle_ended(id, HandleEnd::Closed { wrote: false }));
-        assert!(up.is_unfinished(id));
-        // A resume that writes the rest and closes: finished.
-        open(&up, id);
-        assert!(up.handle_ended(id, HandleEnd::Closed { wrote: true }));
-        assert!(!up.is_unfinished(id));
-        assert_eq!(up.take_if_finished(id, || 7), Some(7));
-    }
-
-    #[test]
-    fn a_second_write_open_is_refused_while_a_handle_writes_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let up = InProgress::new(&dir.path().join("data"), "acme");
-        let id = file(dir.path(), "a.csv");
-        open(&up, id);
-        // A second upload of the file is refused, and its truncation never runs.
-        let mut truncated = false;
-        let second = up.open_for_write(
-            "/f.csv",
-            || Ok(((), id)),
-            |_| {
-                truncated = true;
-                Ok(())
-            },
-        );
-        assert!(matches!(second, Err(WriteOpenError::BeingWritten(x)) if x == id));
-        assert!(!truncated);
-        assert!(up.is_unfinished(id));
-        assert!(
-            up.take_if_finished(id, || ()).is_none(),
-            "not claimed while written"
-        );
-        // The first finishes: now it is finished, and the file may be written again.
-        assert!(up.handle_ended(id, HandleEnd::Closed { wrote: true }));
-        assert!(!up.is_unfinished(id));
-        open(&up, id);
-        assert!(!up.handle_ended(id, HandleEnd::Closed { wrote: false }));
-    }
-
-    #[test]
-    fn a_write_open_whose_start_fails_leaves_no_marker_and_no_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let up = InProgress::new(&dir.path().join("data"), "acme");
-        let id = file(dir.path(), "a.csv");
-        let failed = up.open_for_write(
-            "/f.csv",
-            || Ok(((), id)),
-            |_| Err(std::io::Error::from_raw_os_error(libc::EIO)),
-        );
-        assert!(matches!(failed, Err(WriteOpenError::Io(_))));
-        assert!(!up.is_unfinished(id));
-        open(&up, id);
-        assert!(up.handle_ended(id, HandleEnd::Closed { wrote: true }));
-    }
-
-    #[test]
-    fn a_removed_file_leaves_no_marker() {
-        let dir = tempfile::tempdir().unwrap();
-        let up = InProgress::new(&dir.path().join("data"), "acme");
-        let id = file(dir.path(), "a.csv");
-        open(&up, id);
-        up.removed(id);
-        assert!(!up.handle_ended(id, HandleEnd::Closed { wrote: true }));
-        assert!(!up.is_unfinished(id));
-        open(&up, id);
-        assert!(!up.handle_ended(id, HandleEnd::Dropped { wrote: true }));
-        up.removed(id);
-        assert!(!up.is_unfinished(id));
-    }
-
-    #[test]
-    fn the_sweep_drops_markers_of_gone_files_and_carries_over_path_markers() {
-        let dir = tempfile::tempdir().unwrap();
-        let (data, home) = (dir.path().join("data"), dir.path().join("home"));
-        std::fs::create_dir_all(home.join("sub")).unwrap();
-        let up = InProgress::new(&data, "acme");
-        let kept = file(&home, "kept.csv");
-        let gone = file(&home, "gone.csv");
-        for id in [kept, gone] {
-            open(&up, id);
-            up.handle_ended(id, HandleEnd::Dropped { wrote: true });
-        }
-        // A marker of the previous version, named after the path /sub/old%.csv.
-        let old = file(&home.join("sub"), "old%.csv");
-        std::fs::remove_file(home.join("gone.csv")).unwrap();
-        let markers = data.join("uploading").join("acme");
-        std::fs::write(markers.join("sub%2Fold%25.csv"), b"").unwrap();
-        up.sweep(&home, 100);
-        assert!(up.is_unfinished(kept));
-        assert!(!markers.join(gone.marker_name()).exists());
-        assert!(up.is_unfinished(old), "the path marker now names its file");
-        assert!(!markers.join("sub%2Fold%25.csv").exists());
-    }
-}
+#[path = "uploads_tests.rs"]
+mod tests;
