@@ -535,6 +535,15 @@ fn a_second_process_under_the_same_node_id_is_another_holder() {
     let frozen = open(&pg, "hr", "node-a");
     let replacement = open(&pg, "hr", "node-a");
     let lease = "tenant:acme";
+    // node-a is alive (its heartbeat is recent): only a lease that ran out changes holder.
+    frozen
+        .heartbeat(&roster::store::NodeBeat {
+            sftp: "127.0.0.1:1".to_string(),
+            admin: "127.0.0.1:2".to_string(),
+            version: "test".to_string(),
+            started_at: chrono::Utc::now(),
+        })
+        .unwrap();
     let first = frozen.take_lease(lease).unwrap().expect("free");
     assert_eq!(
         frozen.take_lease(lease).unwrap(),
