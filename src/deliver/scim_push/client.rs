@@ -29,26 +29,70 @@ pub struct ScimError {
     pub detail: String,
     /// The provider's `Retry-After` (429, 503).
     pub retry_after: Option<Duration>,
+    /// Whom the failure is about, when that is not what the status says.
+    pub scope: Scope,
+}
+
+/// Whom a [`ScimError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// As the status says ([`ScimError::transient`]).
+    #[default]
+    ByStatus,
+    /// The whole push (the `url` or the provider is wrong: every user would fail alike): the
+    /// push waits, whatever the status.
+    Push,
+    /// This one user (e.g. the application's user has no `id`): kept as its failure.
+    User,
 }
 
 impl ScimError {
-    fn transport(e: impl std::fmt::Display) -> ScimError {
+    /// An error with no `Retry-After`, judged by its status.
+    pub fn new(status: Option<u16>, detail: impl Into<String>) -> ScimError {
         ScimError {
-            status: None,
-            detail: cut(&e.to_string()),
+            status,
+            detail: detail.into(),
             retry_after: None,
+            scope: Scope::ByStatus,
         }
+    }
+
+    fn transport(e: impl std::fmt::Display) -> ScimError {
+        ScimError::new(None, cut(&e.to_string()))
     }
 
     /// No answer, a redirect (the `url` is wrong: every user would fail alike), 401/403 (the
     /// token, likewise), 408, 429 or 5xx other than 501: the same request may succeed later, so
     /// the push waits instead of skipping the user. 501 Not Implemented is the provider saying
-    /// it will never take that request: kept as the user's failure, as a 4xx is.
+    /// it will never take that request: kept as the user's failure, as a 4xx is. A [`Scope`]
+    /// other than `ByStatus` decides instead of the status.
     pub fn transient(&self) -> bool {
+        match (self.scope, self.status) {
+            (Scope::Push, _) => true,
+            (Scope::User, _) => false,
+            (_, None) => true,
+            (_, Some(501)) => false,
+            (_, Some(s)) => {
+                (300..400).contains(&s) || matches!(s, 401 | 403 | 408 | 429) || s >= 500
+            }
+        }
+    }
+
+    /// A 404, 405 or 415 from the collection (`GET /Users?filter=`, `POST /Users`) says the
+    /// `url` is not a SCIM endpoint that takes these requests (a wrong path, a proxy), not
+    /// that this user is refused: every user would get it, so the push waits (audit: a wrong
+    /// base URL moved the cursor past the whole backlog).
+    fn of_collection(self, method: &str) -> ScimError {
         match self.status {
-            None => true,
-            Some(501) => false,
-            Some(s) => (300..400).contains(&s) || matches!(s, 401 | 403 | 408 | 429) || s >= 500,
+            Some(s @ (404 | 405 | 415)) => ScimError {
+                detail: cut(&format!(
+                    "{method} /Users answered {s}: `url` in [tenants.scim_push] does not point at the application's SCIM endpoint (the push waits until it does): {}",
+                    self.detail
+                )),
+                scope: Scope::Push,
+                ..self
+            },
+            _ => self,
         }
     }
 }
@@ -174,14 +218,13 @@ impl ScimClient {
             return Ok((json.unwrap_or(Value::Null), text.len()));
         }
         if (300..400).contains(&status) {
-            return Err(ScimError {
-                status: Some(status),
-                detail: cut(&format!(
+            return Err(ScimError::new(
+                Some(status),
+                cut(&format!(
                     "{method} {path} was redirected to {}: fix `url` in [tenants.scim_push] (redirects are not followed)",
                     location.as_deref().unwrap_or("(no Location)")
                 )),
-                retry_after: None,
-            });
+            ));
         }
         let detail = json
             .as_ref()
@@ -190,9 +233,8 @@ impl ScimClient {
             .map(str::to_string)
             .unwrap_or_else(|| format!("{method} {path} answered without a SCIM detail"));
         Err(ScimError {
-            status: Some(status),
-            detail: cut(&detail),
             retry_after: retry,
+            ..ScimError::new(Some(status), cut(&detail))
         })
     }
 
@@ -217,7 +259,7 @@ impl ScimClient {
             "/Users?count={count}&filter={}",
             percent_encoding::utf8_percent_encode(filter, percent_encoding::NON_ALPHANUMERIC)
         );
-        let v = self.call("GET", &path, None)?;
+        let v = (self.call("GET", &path, None)).map_err(|e| e.of_collection("GET"))?;
         Ok(match v.get("Resources") {
             Some(Value::Array(users)) => users.clone(),
             _ => Vec::new(),
@@ -277,7 +319,7 @@ impl ScimClient {
 
     /// `POST /Users`.
     pub fn create(&self, resource: &Value) -> Result<Value, ScimError> {
-        self.call("POST", "/Users", Some(resource))
+        (self.call("POST", "/Users", Some(resource))).map_err(|e| e.of_collection("POST"))
     }
 
     /// `PUT /Users/{id}`.
@@ -374,14 +416,21 @@ mod tests {
         assert_eq!(retry_after(huge), Some(Duration::from_secs(3600)));
         assert_eq!(retry_after(Some("-1")), None);
         assert_eq!(retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
-        let e = |s| ScimError {
-            status: s,
-            detail: String::new(),
-            retry_after: None,
-        };
+        let e = |s| ScimError::new(s, "");
         assert!(e(None).transient() && e(Some(429)).transient() && e(Some(503)).transient());
         assert!(e(Some(401)).transient() && e(Some(301)).transient());
         assert!(!e(Some(400)).transient() && !e(Some(409)).transient());
+        // The collection's 404/405/415 wait; a user's own 404 (PATCH /Users/{id}) does not.
+        for s in [404, 405, 415] {
+            assert!(e(Some(s)).of_collection("GET").transient(), "{s}");
+            assert!(!e(Some(s)).transient(), "{s}");
+        }
+        assert!(!e(Some(400)).of_collection("POST").transient());
+        let user = ScimError {
+            scope: Scope::User,
+            ..e(None)
+        };
+        assert!(!user.transient());
         assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
     }
 }

@@ -15,7 +15,10 @@
 //!
 //! Durable: the cursor moves past a change only when its user was pushed, or refused for good
 //! (a 4xx other than 401/403/408/429: kept in the status with the provider's `detail`, saved in
-//! the store so a restart keeps it, and retried with backoff; see `failing`). A transient failure (no answer, 401/403, 408, 429, 5xx) holds the cursor before that user's
+//! the store so a restart keeps it, and retried with backoff; see `failing`). Refusals that
+//! are the push's fault (the breaker) or that a full failing list cannot take hold the cursor
+//! instead (see `tally`). A transient failure (no answer, 401/403, 408, 429, 5xx; a 404/405/415
+//! from the collection) holds the cursor before that user's
 //! first change, no further user of the batch is started, and the whole batch waits for
 //! `Retry-After`, else an exponential backoff. After a 429 or 503 users are pushed one at a time
 //! until a batch goes through unthrottled, so a rate-limited provider sees progress instead of
@@ -25,11 +28,12 @@
 //! batch that created or adopted the manager ([`ManagerWaits`]), so it gets its `manager`.
 
 mod failing;
+mod tally;
 
 use super::client::{id_of, Found, ScimClient, ScimError};
 use super::managers::ManagerWaits;
 use super::resource;
-use super::status::{status_of, Failure, PushStatus};
+use super::status::{status_of, Failure, PushStatus, MAX_FAILING};
 use crate::config::{ScimOnMissing, ScimPushConfig};
 use crate::model::changelog::{ChangeKind, Cursor, LoggedChange};
 use crate::model::{User, UserStatus};
@@ -206,17 +210,6 @@ fn later(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 }
 
 type PushResult = Result<Action, ScimError>;
-
-/// What a batch's results say.
-#[derive(Default)]
-struct Tally {
-    pushed: usize,
-    failed: usize,
-    /// The first change the cursor must not pass (a transient failure or a user not started).
-    hold_seq: Option<u64>,
-    /// The transient error of the earliest user that had one, with its first change.
-    hold_err: Option<(u64, ScimError)>,
-}
 
 /// Pushes one tenant's changes to one application.
 pub struct Pusher {
@@ -409,10 +402,8 @@ impl Pusher {
         key: &str,
         cleared: &BTreeSet<String>,
     ) -> Result<Action, ScimError> {
-        let user = src.user(key).map_err(|e| ScimError {
-            status: None,
-            detail: format!("cannot read the user from the store: {e:#}"),
-            retry_after: None,
+        let user = src.user(key).map_err(|e| {
+            ScimError::new(None, format!("cannot read the user from the store: {e:#}"))
         })?;
         self.sync_user(key, user.as_ref(), cleared)
     }
@@ -458,54 +449,6 @@ impl Pusher {
         results.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a batch's results in the status; says where the cursor must stop.
-    fn tally(
-        &self,
-        work: &[UserWork],
-        results: Vec<Option<PushResult>>,
-        now: DateTime<Utc>,
-    ) -> Tally {
-        let mut t = Tally::default();
-        let mut st = self.status();
-        for (w, r) in work.iter().zip(results) {
-            match r {
-                None => t.hold_seq = Some(t.hold_seq.map_or(w.first_seq, |s| s.min(w.first_seq))),
-                Some(Ok(_)) => {
-                    t.pushed += 1;
-                    st.failing.remove(&w.key);
-                }
-                Some(Err(e)) if e.transient() => {
-                    if t.hold_err.as_ref().is_none_or(|(s, _)| w.first_seq < *s) {
-                        t.hold_err = Some((w.first_seq, e));
-                    }
-                    t.hold_seq = Some(t.hold_seq.map_or(w.first_seq, |s| s.min(w.first_seq)));
-                }
-                Some(Err(e)) => {
-                    t.failed += 1;
-                    let attempts = st.failing.get(&w.key).map_or(0, |f| f.attempts) + 1;
-                    tracing::warn!(tenant = %self.tenant, key = %w.key, "SCIM push refused: {e}");
-                    let cleared = with_failing_cleared(&st, &w.key, &w.cleared);
-                    st.fail(Failure {
-                        key: w.key.clone(),
-                        kind: format!("{:?}", w.kind).to_lowercase(),
-                        status: e.status,
-                        detail: e.detail,
-                        at: now,
-                        attempts,
-                        next_attempt: later(now, backoff(attempts)),
-                        cleared,
-                    });
-                }
-            }
-        }
-        st.pushed += t.pushed as u64;
-        if t.pushed > 0 {
-            st.last_success = Some(now);
-        }
-        st.last_error = t.hold_err.as_ref().map(|(_, e)| e.to_string());
-        t
-    }
-
     /// Pushes the next batch after the cursor (or waits, or retries failing users when idle).
     pub fn run_batch(&self, src: &dyn ChangeSource, now: DateTime<Utc>) -> Result<Batch> {
         self.load_failing(src)?;
@@ -520,6 +463,11 @@ impl Pusher {
         if let Some(t) = cursor.next_attempt.filter(|t| *t > now) {
             return Ok(Batch::Waiting(t));
         }
+        // A full failing list holds the cursor (`tally`): its users are retried meanwhile, or
+        // it would never empty.
+        if self.status().failing.len() >= MAX_FAILING && !self.stopped() {
+            self.retry_failing(src, now);
+        }
         let changes = src.changes(cursor.position, BATCH)?;
         let Some(last_seq) = changes.last().map(|c| c.seq) else {
             if !self.stopped() {
@@ -530,7 +478,7 @@ impl Pusher {
         };
         let work = group(&changes);
         let results = self.push_all(src, &work);
-        let Tally {
+        let tally::Tally {
             pushed,
             failed,
             hold_seq,
@@ -545,11 +493,8 @@ impl Pusher {
         }
         let had_error = hold_err.is_some();
         let hold = hold_seq.map(|seq| {
-            let e = hold_err.map(|(_, e)| e).unwrap_or_else(|| ScimError {
-                status: None,
-                detail: "users of the batch were not pushed".into(),
-                retry_after: None,
-            });
+            let e = (hold_err.map(|(_, e)| e))
+                .unwrap_or_else(|| ScimError::new(None, "users of the batch were not pushed"));
             (seq, e)
         });
         // Users left unstarted by a stop: the cursor waits before them, with no failure counted.

@@ -69,11 +69,7 @@ pub struct Drift {
 /// compared (`keep`).
 fn application_users(p: &Pusher) -> Result<Vec<Value>, ScimError> {
     let keep = resource::compared_keys(p.extra());
-    let fail = |detail: String| ScimError {
-        status: None,
-        detail,
-        retry_after: None,
-    };
+    let fail = |detail: String| ScimError::new(None, detail);
     let mut out = Vec::new();
     let mut ids: HashSet<String> = HashSet::new();
     let mut bytes = 0usize;
