@@ -182,3 +182,73 @@ fn reconcile_leaves_foreign_users_alone_and_deletes_only_roster_users() {
     assert!(s.by_external_id("gone").is_none());
     assert!(s.by_external_id("someone-else@other.example").is_some());
 }
+
+/// A tenant in memory whose saves are recorded in order ("failures", "cursor N").
+#[derive(Default)]
+struct Recorded {
+    mem: MemSource,
+    saves: std::sync::Mutex<Vec<String>>,
+}
+
+impl ChangeSource for Recorded {
+    fn changes(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<roster::model::changelog::LoggedChange>> {
+        self.mem.changes(after, limit)
+    }
+    fn user(&self, key: &str) -> anyhow::Result<Option<roster::model::User>> {
+        self.mem.user(key)
+    }
+    fn cursor(&self) -> anyhow::Result<roster::model::changelog::Cursor> {
+        self.mem.cursor()
+    }
+    fn save_cursor(&self, c: &roster::model::changelog::Cursor) -> anyhow::Result<()> {
+        let mut saves = self.saves.lock().unwrap();
+        saves.push(format!("cursor {}", c.position));
+        self.mem.save_cursor(c)
+    }
+    fn save_failures(
+        &self,
+        f: &[roster::deliver::scim_push::status::Failure],
+    ) -> anyhow::Result<()> {
+        let keys: Vec<&str> = f.iter().map(|f| f.key.as_str()).collect();
+        let mut saves = self.saves.lock().unwrap();
+        saves.push(format!("failures {}", keys.join(",")));
+        Ok(())
+    }
+}
+
+/// Audit F3: the cursor was saved past a refused user before the failing list that keeps
+/// it, so a kill -9 between the two writes lost the user. The list is saved first.
+#[test]
+fn a_refused_user_is_saved_as_failing_before_the_cursor_moves_past_it() {
+    let app = Hostile::start(|_, _| {
+        Answer::json(
+            409,
+            &serde_json::json!({"status": "409", "detail": "userName taken"}),
+        )
+    });
+    let src = Recorded::default();
+    create(&src.mem, "ann", "Ann");
+    let p = Pusher::new(
+        "t-save-order",
+        &config_for(&app.base, ScimOnMissing::Deactivate),
+    )
+    .unwrap();
+    let b = p.run_batch(&src, Utc::now()).unwrap();
+    assert!(
+        matches!(
+            b,
+            Batch::Pushed {
+                failed: 1,
+                position: 1,
+                ..
+            }
+        ),
+        "{b:?}"
+    );
+    let saves = src.saves.lock().unwrap().clone();
+    assert_eq!(saves, vec!["failures ann", "cursor 1"]);
+}

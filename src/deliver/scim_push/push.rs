@@ -518,6 +518,10 @@ impl Pusher {
                 cursor.last_error = Some(e.to_string());
             }
         }
+        // The failing list first: the cursor may now be past a refused user, which from then
+        // on only the list remembers; saved the other way round, a kill -9 between the two
+        // writes lost that user (audit). The other way round it is pushed again: harmless.
+        self.save_failing(src)?;
         src.save_cursor(&cursor)?;
         if !self.stopped() {
             self.push_waiting_reports(src, now);
