@@ -192,6 +192,15 @@ pub fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(secs).min(MAX_BACKOFF)
 }
 
+/// How long the cursor waits after its `attempts`-th transient failure `e`: the provider's
+/// `Retry-After`, but never less than the backoff, so a `Retry-After: 0` (or 1 s, again and
+/// again) cannot make the push hammer the provider (audit F8; webhooks never wait less than
+/// their first step either).
+fn wait_after(e: &ScimError, attempts: u32) -> Duration {
+    let backoff = backoff(attempts);
+    e.retry_after.map_or(backoff, |r| r.max(backoff))
+}
+
 /// `cleared` with the fields a refused push of `key` left to remove (`Failure::cleared`).
 fn with_failing_cleared(
     st: &PushStatus,
@@ -512,8 +521,13 @@ impl Pusher {
             Some((seq, e)) => {
                 tracing::warn!(tenant = %self.tenant, "SCIM push waits: {e}");
                 cursor.position = cursor.position.max(seq.saturating_sub(1));
-                cursor.attempts = cursor.attempts.saturating_add(1);
-                let wait = e.retry_after.unwrap_or_else(|| backoff(cursor.attempts));
+                // Attempts count the waits in a row with nothing pushed: a provider that
+                // rate-limits but takes users between its 429s is waited for as it asks.
+                cursor.attempts = match pushed {
+                    0 => cursor.attempts.saturating_add(1),
+                    _ => 1,
+                };
+                let wait = wait_after(&e, cursor.attempts);
                 cursor.next_attempt = Some(later(now, wait));
                 cursor.last_error = Some(e.to_string());
             }

@@ -123,3 +123,17 @@ fn a_full_failing_list_holds_the_cursor_instead_of_dropping_users() {
         .unwrap_or("")
         .contains("failing already"));
 }
+
+#[test]
+fn a_retry_after_shorter_than_the_backoff_waits_the_backoff() {
+    let after = |secs| ScimError {
+        retry_after: Some(Duration::from_secs(secs)),
+        ..ScimError::new(Some(429), "slow down")
+    };
+    assert_eq!(wait_after(&after(0), 1), Duration::from_secs(1));
+    assert_eq!(wait_after(&after(0), 4), Duration::from_secs(8));
+    assert_eq!(wait_after(&after(1), 3), Duration::from_secs(4));
+    assert_eq!(wait_after(&after(30), 2), Duration::from_secs(30));
+    let none = ScimError::new(Some(503), "down");
+    assert_eq!(wait_after(&none, 3), Duration::from_secs(4));
+}
