@@ -252,3 +252,51 @@ fn a_refused_user_is_saved_as_failing_before_the_cursor_moves_past_it() {
     let saves = src.saves.lock().unwrap().clone();
     assert_eq!(saves, vec!["failures ann", "cursor 1"]);
 }
+
+/// Audit F9: a numeric `id` was read as none, and no id became "", so the PATCH (or a
+/// DELETE) went to `/Users/`, the collection. A number is an id; a missing one is that user's
+/// failure and nothing is sent for it.
+#[test]
+fn a_numeric_id_is_used_and_a_missing_one_sends_nothing() {
+    let app = Hostile::start(|method, path| {
+        let list = |u: serde_json::Value| {
+            Answer::json(
+                200,
+                &serde_json::json!({"totalResults": 1, "Resources": [u]}),
+            )
+        };
+        match method {
+            "GET" if path.contains("%22ann%22") => list(
+                serde_json::json!({"id": 123, "externalId": "ann", "userName": "ann@acme.example"}),
+            ),
+            "GET" if path.contains("%22bob%22") => {
+                list(serde_json::json!({"externalId": "bob", "userName": "bob@acme.example"}))
+            }
+            "PATCH" if path == "/Users/123" => Answer::json(200, &serde_json::json!({})),
+            _ => Answer::json(404, &serde_json::json!({"detail": "no such thing"})),
+        }
+    });
+    let src = MemSource::default();
+    create(&src, "ann", "Ann");
+    create(&src, "bob", "Bob");
+    let p = Pusher::new("t-ids", &config_for(&app.base, ScimOnMissing::Deactivate)).unwrap();
+    let b = p.run_batch(&src, Utc::now()).unwrap();
+    assert!(
+        matches!(
+            b,
+            Batch::Pushed {
+                pushed: 1,
+                failed: 1,
+                position: 2
+            }
+        ),
+        "{b:?}"
+    );
+    let seen = app.seen();
+    assert!(seen.contains(&"PATCH /Users/123".to_string()), "{seen:?}");
+    let writes: Vec<&String> = seen.iter().filter(|l| !l.starts_with("GET ")).collect();
+    assert_eq!(writes, vec!["PATCH /Users/123"], "nothing sent for bob");
+    let st = roster::deliver::scim_push::snapshot("t-ids");
+    let f = st.failing.get("bob").expect("bob kept as failing");
+    assert!(f.detail.contains("no usable `id`"), "{f:?}");
+}

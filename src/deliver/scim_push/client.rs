@@ -324,17 +324,18 @@ impl ScimClient {
 
     /// `PUT /Users/{id}`.
     pub fn replace(&self, id: &str, resource: &Value) -> Result<(), ScimError> {
-        self.call("PUT", &user_path(id), Some(resource)).map(|_| ())
+        self.call("PUT", &user_path(id)?, Some(resource))
+            .map(|_| ())
     }
 
     /// `PATCH /Users/{id}`.
     pub fn patch(&self, id: &str, ops: &Value) -> Result<(), ScimError> {
-        self.call("PATCH", &user_path(id), Some(ops)).map(|_| ())
+        self.call("PATCH", &user_path(id)?, Some(ops)).map(|_| ())
     }
 
     /// `DELETE /Users/{id}`; a user already gone (404) is not an error.
     pub fn delete(&self, id: &str) -> Result<(), ScimError> {
-        match self.call("DELETE", &user_path(id), None) {
+        match self.call("DELETE", &user_path(id)?, None) {
             Err(e) if e.status == Some(404) => Ok(()),
             other => other.map(|_| ()),
         }
@@ -380,11 +381,15 @@ pub struct ListPage {
     pub bytes: usize,
 }
 
-fn user_path(id: &str) -> String {
-    format!(
+/// `/Users/{id}`; an empty id is refused ([`no_id`]), never sent as `/Users/`.
+fn user_path(id: &str) -> Result<String, ScimError> {
+    if id.is_empty() {
+        return Err(no_id());
+    }
+    Ok(format!(
         "/Users/{}",
         percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
-    )
+    ))
 }
 
 /// The application's user `find` matched.
@@ -399,14 +404,32 @@ pub enum Found {
     Nobody,
 }
 
-/// The `id` of an application's user.
-pub fn id_of(u: &Value) -> Option<&str> {
-    u.get("id").and_then(Value::as_str)
+/// The `id` of an application's user: a non-empty string, or a number some providers send
+/// (`123` is the id "123"); None for anything else.
+pub fn id_of(u: &Value) -> Option<String> {
+    match u.get("id")? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The failure of a user whose application user has no usable `id`: kept as that user's
+/// failure; no request is sent (an empty id would address `/Users`, the collection).
+pub fn no_id() -> ScimError {
+    ScimError {
+        scope: Scope::User,
+        ..ScimError::new(
+            None,
+            "the application's user has no usable `id` (a string or a number): nothing was sent",
+        )
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn retry_after_and_transient() {
@@ -431,6 +454,39 @@ mod tests {
             ..e(None)
         };
         assert!(!user.transient());
+    }
+
+    #[test]
+    fn an_id_is_a_string_or_a_number_and_an_empty_one_is_never_sent() {
+        assert_eq!(
+            id_of(&serde_json::json!({"id": "a1"})).as_deref(),
+            Some("a1")
+        );
+        assert_eq!(
+            id_of(&serde_json::json!({"id": 123})).as_deref(),
+            Some("123")
+        );
+        for no in [
+            json!({}),
+            json!({"id": ""}),
+            json!({"id": null}),
+            json!({"id": [1]}),
+        ] {
+            assert_eq!(id_of(&no), None, "{no}");
+        }
+        let c = ScimClient::new("http://127.0.0.1:9", None);
+        for e in [
+            c.delete("").unwrap_err(),
+            c.patch("", &json!({})).unwrap_err(),
+            c.replace("", &json!({})).unwrap_err(),
+        ] {
+            assert_eq!(
+                e,
+                no_id(),
+                "refused before any request (port 9 would not answer)"
+            );
+            assert!(!e.transient());
+        }
         assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
     }
 }

@@ -30,7 +30,7 @@
 mod failing;
 mod tally;
 
-use super::client::{id_of, Found, ScimClient, ScimError};
+use super::client::{id_of, no_id, Found, ScimClient, ScimError};
 use super::managers::ManagerWaits;
 use super::resource;
 use super::status::{status_of, Failure, PushStatus, MAX_FAILING};
@@ -370,23 +370,25 @@ impl Pusher {
             let Found::Ours(app) = found else {
                 return Ok(Action::Nothing);
             };
-            let id = id_of(&app).unwrap_or_default();
+            let id = id_of(&app).ok_or_else(no_id)?;
             return match self.on_missing {
-                ScimOnMissing::Delete => self.client.delete(id).map(|_| Action::Deleted),
-                ScimOnMissing::Deactivate => self.deactivate(id, &app).map(|_| Action::Deactivated),
+                ScimOnMissing::Delete => self.client.delete(&id).map(|_| Action::Deleted),
+                ScimOnMissing::Deactivate => {
+                    self.deactivate(&id, &app).map(|_| Action::Deactivated)
+                }
             };
         };
         match found {
             Found::Ours(app) => {
-                let id = id_of(&app).unwrap_or_default();
-                self.update(id, u, cleared).map(|_| match u.status {
+                let id = id_of(&app).ok_or_else(no_id)?;
+                self.update(&id, u, cleared).map(|_| match u.status {
                     UserStatus::Active => Action::Updated,
                     _ => Action::Deactivated,
                 })
             }
             Found::Adoptable(app) => {
-                let id = id_of(&app).unwrap_or_default();
-                self.update(id, u, cleared)?;
+                let id = id_of(&app).ok_or_else(no_id)?;
+                self.update(&id, u, cleared)?;
                 self.waits.arrived(&arrival_names(u));
                 Ok(Action::Adopted)
             }

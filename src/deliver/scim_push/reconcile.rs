@@ -88,7 +88,7 @@ fn application_users(p: &Pusher) -> Result<Vec<Value>, ScimError> {
         }
         let (mut new, listed) = (0, page.users.len());
         for mut u in page.users {
-            if id_of(&u).is_some_and(|id| ids.insert(id.to_string())) {
+            if id_of(&u).is_some_and(|id| ids.insert(id)) {
                 new += 1;
                 if let Some(o) = u.as_object_mut() {
                     o.retain(|k, _| k == "id" || keep.contains(k));
