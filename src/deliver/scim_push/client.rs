@@ -124,18 +124,11 @@ pub fn retry_after(value: Option<&str>) -> Option<Duration> {
     Some(Duration::from_secs(secs.min(3600)))
 }
 
-/// Escapes a value for a SCIM filter string literal.
+/// A value as a SCIM filter string literal, which is a JSON string (RFC 7644 §3.4.2.2): `"`
+/// and `\` escaped, and control characters too (a raw newline made a provider answer 400
+/// invalidFilter; audit F14).
 fn quoted(v: &str) -> String {
-    let mut s = String::with_capacity(v.len() + 2);
-    s.push('"');
-    for c in v.chars() {
-        if c == '"' || c == '\\' {
-            s.push('\\');
-        }
-        s.push(c);
-    }
-    s.push('"');
-    s
+    Value::String(v.to_string()).to_string()
 }
 
 /// A client of one application's SCIM API.
@@ -488,5 +481,6 @@ mod tests {
             assert!(!e.transient());
         }
         assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(quoted("a\nb\tc\u{1}d ü"), r#""a\nb\tc\u0001d ü""#);
     }
 }
