@@ -294,20 +294,12 @@ impl ScimClient {
     /// The id of the application's user whose `userName`, else whose email, is `email`, if one
     /// is (two single-attribute filters, as in [`find`](Self::find)).
     pub fn id_by_email(&self, email: &str) -> Result<Option<String>, ScimError> {
-        let id = |users: Vec<Value>| {
-            users
-                .first()
-                .and_then(|u| u.get("id"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        if let Some(found) = id(self.search(&format!("userName eq {}", quoted(email)), 2)?) {
+        let by_name = self.search(&format!("userName eq {}", quoted(email)), 2)?;
+        if let Some(found) = id_matching(&by_name, email) {
             return Ok(Some(found));
         }
-        Ok(id(self.search(
-            &format!("emails.value eq {}", quoted(email)),
-            2,
-        )?))
+        let by_email = self.search(&format!("emails.value eq {}", quoted(email)), 2)?;
+        Ok(id_matching(&by_email, email))
     }
 
     /// `POST /Users`.
@@ -407,6 +399,24 @@ pub fn id_of(u: &Value) -> Option<String> {
     }
 }
 
+/// The id of the first of `users` whose `userName`, or one of whose `emails[].value`, is
+/// `email` (case-insensitive). What a provider answered is checked, not trusted: one that
+/// ignores the filter and lists every user made the first of them every report's manager
+/// (audit F10).
+fn id_matching(users: &[Value], email: &str) -> Option<String> {
+    let email = email.to_lowercase();
+    let same = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .is_some_and(|s| s.to_lowercase() == email)
+    };
+    let matches = |u: &&Value| {
+        same(u.get("userName"))
+            || (u.get("emails").and_then(Value::as_array))
+                .is_some_and(|es| es.iter().any(|e| same(e.get("value"))))
+    };
+    users.iter().find(matches).and_then(id_of)
+}
+
 /// The failure of a user whose application user has no usable `id`: kept as that user's
 /// failure; no request is sent (an empty id would address `/Users`, the collection).
 pub fn no_id() -> ScimError {
@@ -447,6 +457,28 @@ mod tests {
             ..e(None)
         };
         assert!(!user.transient());
+    }
+
+    #[test]
+    fn a_manager_is_only_a_user_whose_user_name_or_email_is_that_email() {
+        let everyone = [
+            json!({"id": "1", "userName": "first@acme.example"}),
+            json!({"id": "2", "userName": "x", "emails": [{"value": "a@b"}, {"value": "Boss@Acme.example"}]}),
+            json!({"id": "3", "userName": "BOSS@acme.example"}),
+        ];
+        assert_eq!(
+            id_matching(&everyone, "boss@acme.example").as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            id_matching(&everyone[2..], "boss@acme.example").as_deref(),
+            Some("3")
+        );
+        assert_eq!(id_matching(&everyone[..1], "boss@acme.example"), None);
+        assert_eq!(
+            id_matching(&[json!({"id": "9"})], "boss@acme.example"),
+            None
+        );
     }
 
     #[test]
