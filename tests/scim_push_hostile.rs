@@ -300,3 +300,49 @@ fn a_numeric_id_is_used_and_a_missing_one_sends_nothing() {
     let f = st.failing.get("bob").expect("bob kept as failing");
     assert!(f.detail.contains("no usable `id`"), "{f:?}");
 }
+
+/// Audit F2: one user the provider always answers 500 (here with a body over the 4 MiB read
+/// limit, which once lost the status: read as "no answer") held the cursor before it for ever. After 5 batches in a row in
+/// which the others went through, it is kept as failing and the push goes on.
+#[test]
+fn a_user_always_answered_500_stops_holding_the_tenant_after_five_tries() {
+    let app = Hostile::start(|method, path| match method {
+        "GET" if path.contains("%22bad%22") => Answer {
+            status: 500,
+            headers: vec![],
+            body: "upstream exploded ".repeat(300_000),
+        },
+        "GET" => Answer::json(
+            200,
+            &serde_json::json!({"totalResults": 0, "Resources": []}),
+        ),
+        _ => Answer::json(201, &serde_json::json!({"id": "x"})),
+    });
+    let src = MemSource::default();
+    for k in ["bad", "ann", "bob", "cy"] {
+        create(&src, k, "X");
+    }
+    let p = Pusher::new(
+        "t-strikes",
+        &config_for(&app.base, ScimOnMissing::Deactivate),
+    )
+    .unwrap();
+    let mut now = Utc::now();
+    let mut batches = 0;
+    while src.position() < 4 {
+        batches += 1;
+        assert!(batches <= 5, "still held: {:?}", src.cursor().unwrap());
+        let b = p.run_batch(&src, now).unwrap();
+        assert!(matches!(b, Batch::Pushed { pushed: 3, .. }), "{b:?}");
+        let c = src.cursor().unwrap();
+        if let Some(next) = c.next_attempt {
+            assert!(c.last_error.unwrap_or_default().contains("HTTP 500"));
+            now = next;
+        }
+    }
+    assert_eq!(batches, 5);
+    let st = roster::deliver::scim_push::snapshot("t-strikes");
+    let f = st.failing.get("bad").expect("bad kept as failing");
+    assert_eq!(f.status, Some(500), "{f:?}");
+    assert!(f.detail.contains("in a row"), "{f:?}");
+}

@@ -131,6 +131,19 @@ fn quoted(v: &str) -> String {
     Value::String(v.to_string()).to_string()
 }
 
+/// Most bytes of an error answer read for its `detail`.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+/// The text of an error answer's body: at most [`MAX_ERROR_BODY`] bytes, invalid UTF-8
+/// replaced, and what was read before a read error; never an error itself.
+fn error_body(body: impl std::io::Read) -> String {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    // On an error, what was read so far is in `bytes` (Read::read_to_end): keep it.
+    let _read = body.take(MAX_ERROR_BODY).read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// A client of one application's SCIM API.
 pub struct ScimClient {
     base: String,
@@ -200,16 +213,17 @@ impl ScimClient {
         };
         let retry = retry_after(header("retry-after").as_deref());
         let location = header("location");
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .read_to_string()
-            .map_err(ScimError::transport)?;
-        let json: Option<Value> = serde_json::from_str(&text).ok();
         if (200..300).contains(&status) {
+            let text = (resp.body_mut().with_config().limit(MAX_BODY))
+                .read_to_string()
+                .map_err(ScimError::transport)?;
+            let json: Option<Value> = serde_json::from_str(&text).ok();
             return Ok((json.unwrap_or(Value::Null), text.len()));
         }
+        // Past here the status decides: a body that cannot be read whole (too long, not UTF-8,
+        // cut off) must not turn the answer into "no answer" (audit F2).
+        let json: Option<Value> =
+            serde_json::from_str(&error_body(resp.body_mut().with_config().reader())).ok();
         if (300..400).contains(&status) {
             return Err(ScimError::new(
                 Some(status),
@@ -479,6 +493,27 @@ mod tests {
             id_matching(&[json!({"id": "9"})], "boss@acme.example"),
             None
         );
+    }
+
+    #[test]
+    fn an_error_body_is_read_capped_and_lossily_whatever_it_holds() {
+        let detail = br#"{"detail": "caf\u00e9 \xff"}"#;
+        assert_eq!(error_body(&detail[..]), String::from_utf8_lossy(detail));
+        let bad = [b'{', 0xff, 0xfe, b'}'];
+        assert_eq!(error_body(&bad[..]), "{\u{fffd}\u{fffd}}");
+        let huge = vec![b'x'; 10 * MAX_ERROR_BODY as usize];
+        assert_eq!(error_body(&huge[..]).len(), MAX_ERROR_BODY as usize);
+        struct Cut(bool);
+        impl std::io::Read for Cut {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if std::mem::replace(&mut self.0, true) {
+                    return Err(std::io::Error::other("connection reset"));
+                }
+                buf[..4].copy_from_slice(b"part");
+                Ok(4)
+            }
+        }
+        assert_eq!(error_body(Cut(false)), "part");
     }
 
     #[test]

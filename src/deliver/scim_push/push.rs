@@ -234,6 +234,8 @@ pub struct Pusher {
     waits: ManagerWaits,
     /// The last batch was answered 429/503: push one user at a time until a batch goes through.
     throttled: AtomicBool,
+    /// Transient failures in a row of users whose batch had others go through (`tally`).
+    strikes: Mutex<HashMap<String, u32>>,
     /// The failing users as last saved in the store; None until loaded from it.
     saved_failing: Mutex<Option<Vec<Failure>>>,
     status: Arc<Mutex<PushStatus>>,
@@ -253,6 +255,7 @@ impl Pusher {
             throttled: AtomicBool::new(false),
             managers: Mutex::new(HashMap::new()),
             waits: ManagerWaits::default(),
+            strikes: Mutex::new(HashMap::new()),
             saved_failing: Mutex::new(None),
             status: status_of(tenant),
             stop: Vec::new(),

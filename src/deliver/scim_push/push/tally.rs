@@ -9,6 +9,12 @@
 //! - the breaker: when at least [`BREAKER_MIN`] users were refused, none went through, and
 //!   every refusal has the same status, the cursor waits before them with that error;
 //! - a full failing list ([`MAX_FAILING`]) takes no new user: the cursor waits before it.
+//!
+//! And one the other way: a user whose push failed transiently (a 5xx, a timeout) in
+//! [`MAX_STRIKES`] batches in a row in which other users went through is taken as refused (kept
+//! as failing with the provider's detail, retried with backoff), so one user the provider
+//! always answers with a 500 no longer stalls the tenant (audit F2). A 429, and a failure of the
+//! push as a whole (`Scope::Push`), never count: they say nothing about the user.
 
 use super::{backoff, later, with_failing_cleared, PushResult, Pusher, UserWork};
 use crate::deliver::scim_push::client::{ScimError, Scope};
@@ -17,6 +23,11 @@ use chrono::{DateTime, Utc};
 
 /// Fewest refusals in a batch with no success that trip the breaker.
 pub(super) const BREAKER_MIN: usize = 5;
+/// Transient failures of one user, in batches where others went through, after which it is
+/// taken as refused.
+pub(super) const MAX_STRIKES: u32 = 5;
+/// Users whose strikes are remembered (the map is emptied when full).
+const STRIKES_KEPT: usize = 10_000;
 
 /// What a batch's results say.
 #[derive(Default)]
@@ -63,6 +74,58 @@ pub(super) fn breaker(refused: &[(&UserWork, ScimError)], pushed: usize) -> Opti
 }
 
 impl Pusher {
+    /// Counts the batch's transient failures against their users when others went through
+    /// (`progress`), and forgets the strikes of users that went through. Each failure comes
+    /// back as it was, or, for a user struck out ([`MAX_STRIKES`]), as that user's refusal.
+    fn strike<'w>(
+        &self,
+        work: &'w [UserWork],
+        transient: Vec<(&'w UserWork, ScimError)>,
+        progress: bool,
+    ) -> Vec<(&'w UserWork, ScimError)> {
+        let mut strikes = self.strikes.lock().unwrap_or_else(|p| p.into_inner());
+        let failed: std::collections::HashSet<&str> =
+            transient.iter().map(|(w, _)| w.key.as_str()).collect();
+        for w in work.iter().filter(|w| !failed.contains(w.key.as_str())) {
+            strikes.remove(&w.key);
+        }
+        if !progress {
+            return transient;
+        }
+        if strikes.len() >= STRIKES_KEPT {
+            strikes.clear();
+        }
+        let mut out = Vec::with_capacity(transient.len());
+        for (w, e) in transient {
+            if e.status == Some(429) || e.scope == Scope::Push {
+                out.push((w, e));
+                continue;
+            }
+            let n = strikes.entry(w.key.clone()).or_insert(0);
+            *n += 1;
+            if *n < MAX_STRIKES {
+                out.push((w, e));
+                continue;
+            }
+            strikes.remove(&w.key);
+            tracing::warn!(tenant = %self.tenant, key = %w.key,
+                "SCIM push: this user failed {MAX_STRIKES} times in a row while others went through; kept as failing so the push goes on: {e}");
+            let detail = format!(
+                "failed {MAX_STRIKES} times in a row while other users went through (kept as failing so the push goes on): {}",
+                e.detail
+            );
+            out.push((
+                w,
+                ScimError {
+                    scope: Scope::User,
+                    detail,
+                    ..e
+                },
+            ));
+        }
+        out
+    }
+
     /// Records a batch's results in the status; says where the cursor must stop.
     pub(super) fn tally(
         &self,
@@ -72,6 +135,7 @@ impl Pusher {
     ) -> Tally {
         let mut t = Tally::default();
         let mut refused: Vec<(&UserWork, ScimError)> = Vec::new();
+        let mut transient: Vec<(&UserWork, ScimError)> = Vec::new();
         let mut st = self.status();
         for (w, r) in work.iter().zip(results) {
             match r {
@@ -80,8 +144,14 @@ impl Pusher {
                     t.pushed += 1;
                     st.failing.remove(&w.key);
                 }
-                Some(Err(e)) if e.transient() => t.hold(w.first_seq, Some(e)),
+                Some(Err(e)) if e.transient() => transient.push((w, e)),
                 Some(Err(e)) => refused.push((w, e)),
+            }
+        }
+        for (w, e) in self.strike(work, transient, t.pushed > 0) {
+            match e.transient() {
+                true => t.hold(w.first_seq, Some(e)),
+                false => refused.push((w, e)),
             }
         }
         if let Some(e) = breaker(&refused, t.pushed) {

@@ -137,3 +137,37 @@ fn a_retry_after_shorter_than_the_backoff_waits_the_backoff() {
     let none = ScimError::new(Some(503), "down");
     assert_eq!(wait_after(&none, 3), Duration::from_secs(4));
 }
+
+#[test]
+fn a_user_failing_transiently_while_others_go_through_is_kept_as_failing_at_the_fifth_batch() {
+    let p = pusher("t-unit-strikes");
+    let work = works(3);
+    let batch = |first: u16| {
+        vec![
+            Some(Err(ScimError::new(Some(first), "boom"))),
+            Some(Ok(Action::Created)),
+            Some(Ok(Action::Updated)),
+        ]
+    };
+    let nothing_through = || vec![Some(Err(ScimError::new(Some(500), "boom"))), None, None];
+    for _ in 1..tally::MAX_STRIKES {
+        let t = p.tally(&work, batch(500), Utc::now());
+        assert_eq!((t.failed, t.hold_seq), (0, Some(1)));
+        // A batch in which nothing went through, or a 429, says nothing about the user.
+        assert_eq!(p.tally(&work, nothing_through(), Utc::now()).failed, 0);
+        assert_eq!(p.tally(&work, batch(429), Utc::now()).hold_seq, Some(1));
+    }
+    let t = p.tally(&work, batch(500), Utc::now());
+    assert_eq!(
+        (t.pushed, t.failed, t.hold_seq),
+        (2, 1, None),
+        "the cursor goes on"
+    );
+    let st = p.status();
+    let f = st.failing.get("u1").expect("kept as failing");
+    assert_eq!(f.status, Some(500));
+    assert!(
+        f.detail.contains("in a row") && f.detail.contains("boom"),
+        "{f:?}"
+    );
+}
