@@ -519,3 +519,33 @@ fn a_wrong_url_holds_the_cursor_and_the_users_arrive_once_it_is_fixed() {
         assert!(s.by_external_id(k).is_some(), "{k}");
     }
 }
+
+/// Audit F15: retention trimmed changes the push had not read; it went on without a word.
+#[test]
+fn changes_removed_before_they_were_pushed_are_noted_as_a_gap() {
+    let s = ScimServer::start(&[]);
+    let src = MemSource::default();
+    for k in ["g1", "g2", "g3", "g4"] {
+        create(&src, k, "G");
+    }
+    src.log.lock().unwrap().drain(..3); // the retention sweep: seq 1-3 are gone
+    let p = Pusher::new("t-gap", &config(&s, ScimOnMissing::Deactivate)).unwrap();
+    drain(&p, &src);
+    let c = src.cursor().unwrap();
+    assert_eq!(c.position, 4);
+    let gap = c.state.expect("the cursor keeps the gap")["gap"].clone();
+    assert_eq!(
+        (gap["changes"].clone(), gap["after"].clone()),
+        (json!(3), json!(0))
+    );
+    let note = gap["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("removed by retention") && note.contains("--reconcile"),
+        "{note}"
+    );
+    assert_eq!(snapshot("t-gap").gap.as_deref(), Some(note));
+    // Nothing new: the note stays as it was.
+    assert_eq!(drain(&p, &src), Batch::Idle);
+    let kept = src.cursor().unwrap().state.unwrap()["gap"].clone();
+    assert_eq!(kept, gap);
+}

@@ -28,6 +28,7 @@
 //! batch that created or adopted the manager ([`ManagerWaits`]), so it gets its `manager`.
 
 mod failing;
+mod gap;
 mod tally;
 
 use super::client::{id_of, no_id, Found, ScimClient, ScimError};
@@ -490,6 +491,9 @@ impl Pusher {
             }
             return Ok(Batch::Idle);
         };
+        if let Some(first) = changes.first() {
+            self.note_gap(&mut cursor, first.seq, now);
+        }
         let work = group(&changes);
         let results = self.push_all(src, &work);
         let tally::Tally {

@@ -60,6 +60,9 @@ pub struct PushStatus {
     pub last_error: Option<String>,
     /// Users whose push failed, by key.
     pub failing: BTreeMap<String, Failure>,
+    /// The last gap this process saw: changes removed by retention before they were pushed
+    /// (`push::gap`; the store keeps it in the cursor's `state`).
+    pub gap: Option<String>,
     /// Why this node does not push the tenant at all (its `token_env` is unset), if so.
     pub stopped: Option<String>,
 }
