@@ -222,6 +222,30 @@ impl<'a> MakeWriter<'a> for JsonStderr {
 /// So russh logs warnings only, and that module errors only, unless `ROSTER_LOG` names russh.
 const QUIET_RUSSH: [&str; 2] = ["russh=warn", "russh::server::encrypted=error"];
 
+/// ureq (SCIM push, webhooks, the CLI's admin client) and its protocol crate log every
+/// request and answer at debug and trace, headers and bodies included: with `ROSTER_LOG=trace`
+/// that put the SCIM bearer token and users' personal data in the log (audit F13). So they log
+/// warnings only unless `ROSTER_LOG` names ureq.
+const QUIET_UREQ: [&str; 2] = ["ureq=warn", "ureq_proto=warn"];
+
+/// The directives added to `ROSTER_LOG` (`asked`) to keep noisy or revealing crates quiet,
+/// each unless `asked` names that crate.
+fn quieting(asked: &str) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    // PostgreSQL's NOTICEs (`... already exists, skipping` of a migration) are informational
+    // messages of the server, not Roster's: shown only when ROSTER_LOG names tokio_postgres.
+    if !asked.contains("tokio_postgres") {
+        out.push("tokio_postgres=warn");
+    }
+    if !asked.contains("russh") {
+        out.extend(QUIET_RUSSH);
+    }
+    if !asked.contains("ureq") {
+        out.extend(QUIET_UREQ);
+    }
+    out
+}
+
 /// Installs the global subscriber: `json` or human lines on stderr, verbosity from `ROSTER_LOG`
 /// (else `default_level`), colours only on a terminal.
 pub fn init(json: bool, default_level: &str) {
@@ -229,18 +253,9 @@ pub fn init(json: bool, default_level: &str) {
     let asked = std::env::var("ROSTER_LOG").unwrap_or_default();
     let mut filter = tracing_subscriber::EnvFilter::try_from_env("ROSTER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    // PostgreSQL's NOTICEs (`... already exists, skipping` of a migration) are informational
-    // messages of the server, not Roster's: shown only when ROSTER_LOG names tokio_postgres.
-    if !asked.contains("tokio_postgres") {
-        if let Ok(quiet) = "tokio_postgres=warn".parse() {
+    for directive in quieting(&asked) {
+        if let Ok(quiet) = directive.parse() {
             filter = filter.add_directive(quiet);
-        }
-    }
-    if !asked.contains("russh") {
-        for directive in QUIET_RUSSH {
-            if let Ok(quiet) = directive.parse() {
-                filter = filter.add_directive(quiet);
-            }
         }
     }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -258,6 +273,28 @@ pub fn init(json: bool, default_level: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ureq_russh_and_postgres_are_quiet_unless_named() {
+        let all = quieting("trace");
+        for d in [
+            "ureq=warn",
+            "ureq_proto=warn",
+            "russh=warn",
+            "tokio_postgres=warn",
+        ] {
+            assert!(all.contains(&d), "{d} in {all:?}");
+        }
+        for d in &all {
+            assert!(
+                d.parse::<tracing_subscriber::filter::Directive>().is_ok(),
+                "{d}"
+            );
+        }
+        let named = quieting("debug,ureq=trace");
+        assert!(named.iter().all(|d| !d.starts_with("ureq")), "{named:?}");
+        assert!(named.contains(&"russh=warn"));
+    }
 
     #[test]
     fn escapes_controls_and_separators() {

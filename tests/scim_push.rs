@@ -474,3 +474,78 @@ fn a_field_emptied_in_a_refused_push_is_removed_once_the_user_goes_through() {
     assert!(ann.get("title").is_none(), "{ann}");
     assert!(snapshot("t-cleared").failing.is_empty());
 }
+
+#[test]
+fn a_wrong_url_holds_the_cursor_and_the_users_arrive_once_it_is_fixed() {
+    let s = ScimServer::start(&[]);
+    let src = MemSource::default();
+    let keys: Vec<String> = (0..8).map(|i| format!("w{i}")).collect();
+    for k in &keys {
+        create(&src, k, "W");
+    }
+    // A wrong path: the provider answers 404 to every GET /Users?filter= (and POST /Users).
+    let mut wrong = config(&s, ScimOnMissing::Deactivate);
+    wrong.url = format!("{}/wrong", s.base);
+    let p = Pusher::new("t-wrong-url", &wrong).unwrap();
+    let now = Utc::now();
+    let b = p.run_batch(&src, now).unwrap();
+    assert!(
+        matches!(
+            b,
+            Batch::Pushed {
+                pushed: 0,
+                failed: 0,
+                position: 0
+            }
+        ),
+        "{b:?}"
+    );
+    let c = src.cursor().unwrap();
+    assert_eq!(c.position, 0, "the cursor did not move past the users");
+    assert!(
+        c.last_error.as_deref().unwrap_or("").contains("404"),
+        "{c:?}"
+    );
+    let st = snapshot("t-wrong-url");
+    assert!(st.failing.is_empty(), "nobody refused: {:?}", st.failing);
+    assert!(st.last_error.unwrap_or_default().contains("url"));
+    // The operator fixes `url` (a reload makes a new pusher); once the wait is over, all arrive.
+    let right = Pusher::new("t-wrong-url", &config(&s, ScimOnMissing::Deactivate)).unwrap();
+    let wake = c.next_attempt.expect("a backoff");
+    let b = right.run_batch(&src, wake).unwrap();
+    assert!(matches!(b, Batch::Pushed { pushed: 8, .. }), "{b:?}");
+    assert_eq!(src.position(), 8);
+    for k in &keys {
+        assert!(s.by_external_id(k).is_some(), "{k}");
+    }
+}
+
+/// Audit F15: retention trimmed changes the push had not read; it went on without a word.
+#[test]
+fn changes_removed_before_they_were_pushed_are_noted_as_a_gap() {
+    let s = ScimServer::start(&[]);
+    let src = MemSource::default();
+    for k in ["g1", "g2", "g3", "g4"] {
+        create(&src, k, "G");
+    }
+    src.log.lock().unwrap().drain(..3); // the retention sweep: seq 1-3 are gone
+    let p = Pusher::new("t-gap", &config(&s, ScimOnMissing::Deactivate)).unwrap();
+    drain(&p, &src);
+    let c = src.cursor().unwrap();
+    assert_eq!(c.position, 4);
+    let gap = c.state.expect("the cursor keeps the gap")["gap"].clone();
+    assert_eq!(
+        (gap["changes"].clone(), gap["after"].clone()),
+        (json!(3), json!(0))
+    );
+    let note = gap["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("removed by retention") && note.contains("--reconcile"),
+        "{note}"
+    );
+    assert_eq!(snapshot("t-gap").gap.as_deref(), Some(note));
+    // Nothing new: the note stays as it was.
+    assert_eq!(drain(&p, &src), Batch::Idle);
+    let kept = src.cursor().unwrap().state.unwrap()["gap"].clone();
+    assert_eq!(kept, gap);
+}

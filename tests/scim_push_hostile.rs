@@ -182,3 +182,167 @@ fn reconcile_leaves_foreign_users_alone_and_deletes_only_roster_users() {
     assert!(s.by_external_id("gone").is_none());
     assert!(s.by_external_id("someone-else@other.example").is_some());
 }
+
+/// A tenant in memory whose saves are recorded in order ("failures", "cursor N").
+#[derive(Default)]
+struct Recorded {
+    mem: MemSource,
+    saves: std::sync::Mutex<Vec<String>>,
+}
+
+impl ChangeSource for Recorded {
+    fn changes(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<roster::model::changelog::LoggedChange>> {
+        self.mem.changes(after, limit)
+    }
+    fn user(&self, key: &str) -> anyhow::Result<Option<roster::model::User>> {
+        self.mem.user(key)
+    }
+    fn cursor(&self) -> anyhow::Result<roster::model::changelog::Cursor> {
+        self.mem.cursor()
+    }
+    fn save_cursor(&self, c: &roster::model::changelog::Cursor) -> anyhow::Result<()> {
+        let mut saves = self.saves.lock().unwrap();
+        saves.push(format!("cursor {}", c.position));
+        self.mem.save_cursor(c)
+    }
+    fn save_failures(
+        &self,
+        f: &[roster::deliver::scim_push::status::Failure],
+    ) -> anyhow::Result<()> {
+        let keys: Vec<&str> = f.iter().map(|f| f.key.as_str()).collect();
+        let mut saves = self.saves.lock().unwrap();
+        saves.push(format!("failures {}", keys.join(",")));
+        Ok(())
+    }
+}
+
+/// Audit F3: the cursor was saved past a refused user before the failing list that keeps
+/// it, so a kill -9 between the two writes lost the user. The list is saved first.
+#[test]
+fn a_refused_user_is_saved_as_failing_before_the_cursor_moves_past_it() {
+    let app = Hostile::start(|_, _| {
+        Answer::json(
+            409,
+            &serde_json::json!({"status": "409", "detail": "userName taken"}),
+        )
+    });
+    let src = Recorded::default();
+    create(&src.mem, "ann", "Ann");
+    let p = Pusher::new(
+        "t-save-order",
+        &config_for(&app.base, ScimOnMissing::Deactivate),
+    )
+    .unwrap();
+    let b = p.run_batch(&src, Utc::now()).unwrap();
+    assert!(
+        matches!(
+            b,
+            Batch::Pushed {
+                failed: 1,
+                position: 1,
+                ..
+            }
+        ),
+        "{b:?}"
+    );
+    let saves = src.saves.lock().unwrap().clone();
+    assert_eq!(saves, vec!["failures ann", "cursor 1"]);
+}
+
+/// Audit F9: a numeric `id` was read as none, and no id became "", so the PATCH (or a
+/// DELETE) went to `/Users/`, the collection. A number is an id; a missing one is that user's
+/// failure and nothing is sent for it.
+#[test]
+fn a_numeric_id_is_used_and_a_missing_one_sends_nothing() {
+    let app = Hostile::start(|method, path| {
+        let list = |u: serde_json::Value| {
+            Answer::json(
+                200,
+                &serde_json::json!({"totalResults": 1, "Resources": [u]}),
+            )
+        };
+        match method {
+            "GET" if path.contains("%22ann%22") => list(
+                serde_json::json!({"id": 123, "externalId": "ann", "userName": "ann@acme.example"}),
+            ),
+            "GET" if path.contains("%22bob%22") => {
+                list(serde_json::json!({"externalId": "bob", "userName": "bob@acme.example"}))
+            }
+            "PATCH" if path == "/Users/123" => Answer::json(200, &serde_json::json!({})),
+            _ => Answer::json(404, &serde_json::json!({"detail": "no such thing"})),
+        }
+    });
+    let src = MemSource::default();
+    create(&src, "ann", "Ann");
+    create(&src, "bob", "Bob");
+    let p = Pusher::new("t-ids", &config_for(&app.base, ScimOnMissing::Deactivate)).unwrap();
+    let b = p.run_batch(&src, Utc::now()).unwrap();
+    assert!(
+        matches!(
+            b,
+            Batch::Pushed {
+                pushed: 1,
+                failed: 1,
+                position: 2
+            }
+        ),
+        "{b:?}"
+    );
+    let seen = app.seen();
+    assert!(seen.contains(&"PATCH /Users/123".to_string()), "{seen:?}");
+    let writes: Vec<&String> = seen.iter().filter(|l| !l.starts_with("GET ")).collect();
+    assert_eq!(writes, vec!["PATCH /Users/123"], "nothing sent for bob");
+    let st = roster::deliver::scim_push::snapshot("t-ids");
+    let f = st.failing.get("bob").expect("bob kept as failing");
+    assert!(f.detail.contains("no usable `id`"), "{f:?}");
+}
+
+/// Audit F2: one user the provider always answers 500 (here with a body over the 4 MiB read
+/// limit, which once lost the status: read as "no answer") held the cursor before it for ever. After 5 batches in a row in
+/// which the others went through, it is kept as failing and the push goes on.
+#[test]
+fn a_user_always_answered_500_stops_holding_the_tenant_after_five_tries() {
+    let app = Hostile::start(|method, path| match method {
+        "GET" if path.contains("%22bad%22") => Answer {
+            status: 500,
+            headers: vec![],
+            body: "upstream exploded ".repeat(300_000),
+        },
+        "GET" => Answer::json(
+            200,
+            &serde_json::json!({"totalResults": 0, "Resources": []}),
+        ),
+        _ => Answer::json(201, &serde_json::json!({"id": "x"})),
+    });
+    let src = MemSource::default();
+    for k in ["bad", "ann", "bob", "cy"] {
+        create(&src, k, "X");
+    }
+    let p = Pusher::new(
+        "t-strikes",
+        &config_for(&app.base, ScimOnMissing::Deactivate),
+    )
+    .unwrap();
+    let mut now = Utc::now();
+    let mut batches = 0;
+    while src.position() < 4 {
+        batches += 1;
+        assert!(batches <= 5, "still held: {:?}", src.cursor().unwrap());
+        let b = p.run_batch(&src, now).unwrap();
+        assert!(matches!(b, Batch::Pushed { pushed: 3, .. }), "{b:?}");
+        let c = src.cursor().unwrap();
+        if let Some(next) = c.next_attempt {
+            assert!(c.last_error.unwrap_or_default().contains("HTTP 500"));
+            now = next;
+        }
+    }
+    assert_eq!(batches, 5);
+    let st = roster::deliver::scim_push::snapshot("t-strikes");
+    let f = st.failing.get("bad").expect("bad kept as failing");
+    assert_eq!(f.status, Some(500), "{f:?}");
+    assert!(f.detail.contains("in a row"), "{f:?}");
+}

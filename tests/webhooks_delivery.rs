@@ -455,7 +455,8 @@ fn timeouts_and_refused_connections_are_retried() {
 }
 
 /// Audit s22: a redirect was kept as "answered 307: " with nothing to act on. It is not
-/// followed (the signed message is for this URL) and the error names where it points.
+/// followed (the signed message is for this URL) and the error names where it points, and
+/// that pointing `url` there skips the undelivered messages (audit F6).
 #[test]
 fn a_redirect_is_retried_and_its_error_names_the_target() {
     let moved = hostile::Hostile::start(|_, _| hostile::Answer {
@@ -474,6 +475,11 @@ fn a_redirect_is_retried_and_its_error_names_the_target() {
     let error = c.last_error.unwrap_or_default();
     assert!(
         error.contains("307") && error.contains("https://new.example/hook"),
+        "{error}"
+    );
+    // Audit F6: changing `url` skips what is undelivered; the error says so, not "set url".
+    assert!(
+        error.contains("starts after the newest event") && error.contains("not sent to it"),
         "{error}"
     );
     assert_eq!(moved.seen().len(), 1, "not followed: {:?}", moved.seen());

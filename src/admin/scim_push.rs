@@ -81,6 +81,8 @@ pub(super) async fn status(
         // Why the push does not run at all comes first: the cursor never hears of it.
         "last_error": now.stopped.clone().or(cursor.last_error),
         "stopped": now.stopped,
+        // Changes retention removed before they were pushed (`scim_push::push` notes it).
+        "gap": cursor.state.as_ref().and_then(|s| s.get("gap")).cloned(),
         "attempts": cursor.attempts,
         "next_attempt": cursor.next_attempt,
         "pushed": now.pushed,

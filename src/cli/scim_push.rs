@@ -64,6 +64,9 @@ fn status_text(tenant: &str, v: &Value) -> String {
         s(v, "last_success"),
         s(v, "last_error"),
     );
+    if let Some(gap) = v["gap"]["note"].as_str() {
+        out.push_str(&format!("  {gap}\n"));
+    }
     let failing = v["failing"].as_array().cloned().unwrap_or_default();
     out.push_str(&format!("  failing users: {}\n", failing.len()));
     for f in failing {

@@ -29,26 +29,70 @@ pub struct ScimError {
     pub detail: String,
     /// The provider's `Retry-After` (429, 503).
     pub retry_after: Option<Duration>,
+    /// Whom the failure is about, when that is not what the status says.
+    pub scope: Scope,
+}
+
+/// Whom a [`ScimError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// As the status says ([`ScimError::transient`]).
+    #[default]
+    ByStatus,
+    /// The whole push (the `url` or the provider is wrong: every user would fail alike): the
+    /// push waits, whatever the status.
+    Push,
+    /// This one user (e.g. the application's user has no `id`): kept as its failure.
+    User,
 }
 
 impl ScimError {
-    fn transport(e: impl std::fmt::Display) -> ScimError {
+    /// An error with no `Retry-After`, judged by its status.
+    pub fn new(status: Option<u16>, detail: impl Into<String>) -> ScimError {
         ScimError {
-            status: None,
-            detail: cut(&e.to_string()),
+            status,
+            detail: detail.into(),
             retry_after: None,
+            scope: Scope::ByStatus,
         }
+    }
+
+    fn transport(e: impl std::fmt::Display) -> ScimError {
+        ScimError::new(None, cut(&e.to_string()))
     }
 
     /// No answer, a redirect (the `url` is wrong: every user would fail alike), 401/403 (the
     /// token, likewise), 408, 429 or 5xx other than 501: the same request may succeed later, so
     /// the push waits instead of skipping the user. 501 Not Implemented is the provider saying
-    /// it will never take that request: kept as the user's failure, as a 4xx is.
+    /// it will never take that request: kept as the user's failure, as a 4xx is. A [`Scope`]
+    /// other than `ByStatus` decides instead of the status.
     pub fn transient(&self) -> bool {
+        match (self.scope, self.status) {
+            (Scope::Push, _) => true,
+            (Scope::User, _) => false,
+            (_, None) => true,
+            (_, Some(501)) => false,
+            (_, Some(s)) => {
+                (300..400).contains(&s) || matches!(s, 401 | 403 | 408 | 429) || s >= 500
+            }
+        }
+    }
+
+    /// A 404, 405 or 415 from the collection (`GET /Users?filter=`, `POST /Users`) says the
+    /// `url` is not a SCIM endpoint that takes these requests (a wrong path, a proxy), not
+    /// that this user is refused: every user would get it, so the push waits (audit: a wrong
+    /// base URL moved the cursor past the whole backlog).
+    fn of_collection(self, method: &str) -> ScimError {
         match self.status {
-            None => true,
-            Some(501) => false,
-            Some(s) => (300..400).contains(&s) || matches!(s, 401 | 403 | 408 | 429) || s >= 500,
+            Some(s @ (404 | 405 | 415)) => ScimError {
+                detail: cut(&format!(
+                    "{method} /Users answered {s}: `url` in [tenants.scim_push] does not point at the application's SCIM endpoint (the push waits until it does): {}",
+                    self.detail
+                )),
+                scope: Scope::Push,
+                ..self
+            },
+            _ => self,
         }
     }
 }
@@ -80,18 +124,24 @@ pub fn retry_after(value: Option<&str>) -> Option<Duration> {
     Some(Duration::from_secs(secs.min(3600)))
 }
 
-/// Escapes a value for a SCIM filter string literal.
+/// A value as a SCIM filter string literal, which is a JSON string (RFC 7644 §3.4.2.2): `"`
+/// and `\` escaped, and control characters too (a raw newline made a provider answer 400
+/// invalidFilter; audit F14).
 fn quoted(v: &str) -> String {
-    let mut s = String::with_capacity(v.len() + 2);
-    s.push('"');
-    for c in v.chars() {
-        if c == '"' || c == '\\' {
-            s.push('\\');
-        }
-        s.push(c);
-    }
-    s.push('"');
-    s
+    Value::String(v.to_string()).to_string()
+}
+
+/// Most bytes of an error answer read for its `detail`.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+/// The text of an error answer's body: at most [`MAX_ERROR_BODY`] bytes, invalid UTF-8
+/// replaced, and what was read before a read error; never an error itself.
+fn error_body(body: impl std::io::Read) -> String {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    // On an error, what was read so far is in `bytes` (Read::read_to_end): keep it.
+    let _read = body.take(MAX_ERROR_BODY).read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// A client of one application's SCIM API.
@@ -163,25 +213,25 @@ impl ScimClient {
         };
         let retry = retry_after(header("retry-after").as_deref());
         let location = header("location");
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .read_to_string()
-            .map_err(ScimError::transport)?;
-        let json: Option<Value> = serde_json::from_str(&text).ok();
         if (200..300).contains(&status) {
+            let text = (resp.body_mut().with_config().limit(MAX_BODY))
+                .read_to_string()
+                .map_err(ScimError::transport)?;
+            let json: Option<Value> = serde_json::from_str(&text).ok();
             return Ok((json.unwrap_or(Value::Null), text.len()));
         }
+        // Past here the status decides: a body that cannot be read whole (too long, not UTF-8,
+        // cut off) must not turn the answer into "no answer" (audit F2).
+        let json: Option<Value> =
+            serde_json::from_str(&error_body(resp.body_mut().with_config().reader())).ok();
         if (300..400).contains(&status) {
-            return Err(ScimError {
-                status: Some(status),
-                detail: cut(&format!(
+            return Err(ScimError::new(
+                Some(status),
+                cut(&format!(
                     "{method} {path} was redirected to {}: fix `url` in [tenants.scim_push] (redirects are not followed)",
                     location.as_deref().unwrap_or("(no Location)")
                 )),
-                retry_after: None,
-            });
+            ));
         }
         let detail = json
             .as_ref()
@@ -190,9 +240,8 @@ impl ScimClient {
             .map(str::to_string)
             .unwrap_or_else(|| format!("{method} {path} answered without a SCIM detail"));
         Err(ScimError {
-            status: Some(status),
-            detail: cut(&detail),
             retry_after: retry,
+            ..ScimError::new(Some(status), cut(&detail))
         })
     }
 
@@ -217,7 +266,7 @@ impl ScimClient {
             "/Users?count={count}&filter={}",
             percent_encoding::utf8_percent_encode(filter, percent_encoding::NON_ALPHANUMERIC)
         );
-        let v = self.call("GET", &path, None)?;
+        let v = (self.call("GET", &path, None)).map_err(|e| e.of_collection("GET"))?;
         Ok(match v.get("Resources") {
             Some(Value::Array(users)) => users.clone(),
             _ => Vec::new(),
@@ -259,40 +308,33 @@ impl ScimClient {
     /// The id of the application's user whose `userName`, else whose email, is `email`, if one
     /// is (two single-attribute filters, as in [`find`](Self::find)).
     pub fn id_by_email(&self, email: &str) -> Result<Option<String>, ScimError> {
-        let id = |users: Vec<Value>| {
-            users
-                .first()
-                .and_then(|u| u.get("id"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        if let Some(found) = id(self.search(&format!("userName eq {}", quoted(email)), 2)?) {
+        let by_name = self.search(&format!("userName eq {}", quoted(email)), 2)?;
+        if let Some(found) = id_matching(&by_name, email) {
             return Ok(Some(found));
         }
-        Ok(id(self.search(
-            &format!("emails.value eq {}", quoted(email)),
-            2,
-        )?))
+        let by_email = self.search(&format!("emails.value eq {}", quoted(email)), 2)?;
+        Ok(id_matching(&by_email, email))
     }
 
     /// `POST /Users`.
     pub fn create(&self, resource: &Value) -> Result<Value, ScimError> {
-        self.call("POST", "/Users", Some(resource))
+        (self.call("POST", "/Users", Some(resource))).map_err(|e| e.of_collection("POST"))
     }
 
     /// `PUT /Users/{id}`.
     pub fn replace(&self, id: &str, resource: &Value) -> Result<(), ScimError> {
-        self.call("PUT", &user_path(id), Some(resource)).map(|_| ())
+        self.call("PUT", &user_path(id)?, Some(resource))
+            .map(|_| ())
     }
 
     /// `PATCH /Users/{id}`.
     pub fn patch(&self, id: &str, ops: &Value) -> Result<(), ScimError> {
-        self.call("PATCH", &user_path(id), Some(ops)).map(|_| ())
+        self.call("PATCH", &user_path(id)?, Some(ops)).map(|_| ())
     }
 
     /// `DELETE /Users/{id}`; a user already gone (404) is not an error.
     pub fn delete(&self, id: &str) -> Result<(), ScimError> {
-        match self.call("DELETE", &user_path(id), None) {
+        match self.call("DELETE", &user_path(id)?, None) {
             Err(e) if e.status == Some(404) => Ok(()),
             other => other.map(|_| ()),
         }
@@ -338,11 +380,15 @@ pub struct ListPage {
     pub bytes: usize,
 }
 
-fn user_path(id: &str) -> String {
-    format!(
+/// `/Users/{id}`; an empty id is refused ([`no_id`]), never sent as `/Users/`.
+fn user_path(id: &str) -> Result<String, ScimError> {
+    if id.is_empty() {
+        return Err(no_id());
+    }
+    Ok(format!(
         "/Users/{}",
         percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
-    )
+    ))
 }
 
 /// The application's user `find` matched.
@@ -357,14 +403,50 @@ pub enum Found {
     Nobody,
 }
 
-/// The `id` of an application's user.
-pub fn id_of(u: &Value) -> Option<&str> {
-    u.get("id").and_then(Value::as_str)
+/// The `id` of an application's user: a non-empty string, or a number some providers send
+/// (`123` is the id "123"); None for anything else.
+pub fn id_of(u: &Value) -> Option<String> {
+    match u.get("id")? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The id of the first of `users` whose `userName`, or one of whose `emails[].value`, is
+/// `email` (case-insensitive). What a provider answered is checked, not trusted: one that
+/// ignores the filter and lists every user made the first of them every report's manager
+/// (audit F10).
+fn id_matching(users: &[Value], email: &str) -> Option<String> {
+    let email = email.to_lowercase();
+    let same = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .is_some_and(|s| s.to_lowercase() == email)
+    };
+    let matches = |u: &&Value| {
+        same(u.get("userName"))
+            || (u.get("emails").and_then(Value::as_array))
+                .is_some_and(|es| es.iter().any(|e| same(e.get("value"))))
+    };
+    users.iter().find(matches).and_then(id_of)
+}
+
+/// The failure of a user whose application user has no usable `id`: kept as that user's
+/// failure; no request is sent (an empty id would address `/Users`, the collection).
+pub fn no_id() -> ScimError {
+    ScimError {
+        scope: Scope::User,
+        ..ScimError::new(
+            None,
+            "the application's user has no usable `id` (a string or a number): nothing was sent",
+        )
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn retry_after_and_transient() {
@@ -374,14 +456,98 @@ mod tests {
         assert_eq!(retry_after(huge), Some(Duration::from_secs(3600)));
         assert_eq!(retry_after(Some("-1")), None);
         assert_eq!(retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
-        let e = |s| ScimError {
-            status: s,
-            detail: String::new(),
-            retry_after: None,
-        };
+        let e = |s| ScimError::new(s, "");
         assert!(e(None).transient() && e(Some(429)).transient() && e(Some(503)).transient());
         assert!(e(Some(401)).transient() && e(Some(301)).transient());
         assert!(!e(Some(400)).transient() && !e(Some(409)).transient());
+        // The collection's 404/405/415 wait; a user's own 404 (PATCH /Users/{id}) does not.
+        for s in [404, 405, 415] {
+            assert!(e(Some(s)).of_collection("GET").transient(), "{s}");
+            assert!(!e(Some(s)).transient(), "{s}");
+        }
+        assert!(!e(Some(400)).of_collection("POST").transient());
+        let user = ScimError {
+            scope: Scope::User,
+            ..e(None)
+        };
+        assert!(!user.transient());
+    }
+
+    #[test]
+    fn a_manager_is_only_a_user_whose_user_name_or_email_is_that_email() {
+        let everyone = [
+            json!({"id": "1", "userName": "first@acme.example"}),
+            json!({"id": "2", "userName": "x", "emails": [{"value": "a@b"}, {"value": "Boss@Acme.example"}]}),
+            json!({"id": "3", "userName": "BOSS@acme.example"}),
+        ];
+        assert_eq!(
+            id_matching(&everyone, "boss@acme.example").as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            id_matching(&everyone[2..], "boss@acme.example").as_deref(),
+            Some("3")
+        );
+        assert_eq!(id_matching(&everyone[..1], "boss@acme.example"), None);
+        assert_eq!(
+            id_matching(&[json!({"id": "9"})], "boss@acme.example"),
+            None
+        );
+    }
+
+    #[test]
+    fn an_error_body_is_read_capped_and_lossily_whatever_it_holds() {
+        let detail = br#"{"detail": "caf\u00e9 \xff"}"#;
+        assert_eq!(error_body(&detail[..]), String::from_utf8_lossy(detail));
+        let bad = [b'{', 0xff, 0xfe, b'}'];
+        assert_eq!(error_body(&bad[..]), "{\u{fffd}\u{fffd}}");
+        let huge = vec![b'x'; 10 * MAX_ERROR_BODY as usize];
+        assert_eq!(error_body(&huge[..]).len(), MAX_ERROR_BODY as usize);
+        struct Cut(bool);
+        impl std::io::Read for Cut {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if std::mem::replace(&mut self.0, true) {
+                    return Err(std::io::Error::other("connection reset"));
+                }
+                buf[..4].copy_from_slice(b"part");
+                Ok(4)
+            }
+        }
+        assert_eq!(error_body(Cut(false)), "part");
+    }
+
+    #[test]
+    fn an_id_is_a_string_or_a_number_and_an_empty_one_is_never_sent() {
+        assert_eq!(
+            id_of(&serde_json::json!({"id": "a1"})).as_deref(),
+            Some("a1")
+        );
+        assert_eq!(
+            id_of(&serde_json::json!({"id": 123})).as_deref(),
+            Some("123")
+        );
+        for no in [
+            json!({}),
+            json!({"id": ""}),
+            json!({"id": null}),
+            json!({"id": [1]}),
+        ] {
+            assert_eq!(id_of(&no), None, "{no}");
+        }
+        let c = ScimClient::new("http://127.0.0.1:9", None);
+        for e in [
+            c.delete("").unwrap_err(),
+            c.patch("", &json!({})).unwrap_err(),
+            c.replace("", &json!({})).unwrap_err(),
+        ] {
+            assert_eq!(
+                e,
+                no_id(),
+                "refused before any request (port 9 would not answer)"
+            );
+            assert!(!e.transient());
+        }
         assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(quoted("a\nb\tc\u{1}d ü"), r#""a\nb\tc\u0001d ü""#);
     }
 }

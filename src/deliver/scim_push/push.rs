@@ -15,7 +15,10 @@
 //!
 //! Durable: the cursor moves past a change only when its user was pushed, or refused for good
 //! (a 4xx other than 401/403/408/429: kept in the status with the provider's `detail`, saved in
-//! the store so a restart keeps it, and retried with backoff; see `failing`). A transient failure (no answer, 401/403, 408, 429, 5xx) holds the cursor before that user's
+//! the store so a restart keeps it, and retried with backoff; see `failing`). Refusals that
+//! are the push's fault (the breaker) or that a full failing list cannot take hold the cursor
+//! instead (see `tally`). A transient failure (no answer, 401/403, 408, 429, 5xx; a 404/405/415
+//! from the collection) holds the cursor before that user's
 //! first change, no further user of the batch is started, and the whole batch waits for
 //! `Retry-After`, else an exponential backoff. After a 429 or 503 users are pushed one at a time
 //! until a batch goes through unthrottled, so a rate-limited provider sees progress instead of
@@ -25,11 +28,13 @@
 //! batch that created or adopted the manager ([`ManagerWaits`]), so it gets its `manager`.
 
 mod failing;
+mod gap;
+mod tally;
 
-use super::client::{id_of, Found, ScimClient, ScimError};
+use super::client::{id_of, no_id, Found, ScimClient, ScimError};
 use super::managers::ManagerWaits;
 use super::resource;
-use super::status::{status_of, Failure, PushStatus};
+use super::status::{status_of, Failure, PushStatus, MAX_FAILING};
 use crate::config::{ScimOnMissing, ScimPushConfig};
 use crate::model::changelog::{ChangeKind, Cursor, LoggedChange};
 use crate::model::{User, UserStatus};
@@ -188,6 +193,15 @@ pub fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(secs).min(MAX_BACKOFF)
 }
 
+/// How long the cursor waits after its `attempts`-th transient failure `e`: the provider's
+/// `Retry-After`, but never less than the backoff, so a `Retry-After: 0` (or 1 s, again and
+/// again) cannot make the push hammer the provider (audit F8; webhooks never wait less than
+/// their first step either).
+fn wait_after(e: &ScimError, attempts: u32) -> Duration {
+    let backoff = backoff(attempts);
+    e.retry_after.map_or(backoff, |r| r.max(backoff))
+}
+
 /// `cleared` with the fields a refused push of `key` left to remove (`Failure::cleared`).
 fn with_failing_cleared(
     st: &PushStatus,
@@ -207,17 +221,6 @@ fn later(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 
 type PushResult = Result<Action, ScimError>;
 
-/// What a batch's results say.
-#[derive(Default)]
-struct Tally {
-    pushed: usize,
-    failed: usize,
-    /// The first change the cursor must not pass (a transient failure or a user not started).
-    hold_seq: Option<u64>,
-    /// The transient error of the earliest user that had one, with its first change.
-    hold_err: Option<(u64, ScimError)>,
-}
-
 /// Pushes one tenant's changes to one application.
 pub struct Pusher {
     tenant: String,
@@ -232,6 +235,8 @@ pub struct Pusher {
     waits: ManagerWaits,
     /// The last batch was answered 429/503: push one user at a time until a batch goes through.
     throttled: AtomicBool,
+    /// Transient failures in a row of users whose batch had others go through (`tally`).
+    strikes: Mutex<HashMap<String, u32>>,
     /// The failing users as last saved in the store; None until loaded from it.
     saved_failing: Mutex<Option<Vec<Failure>>>,
     status: Arc<Mutex<PushStatus>>,
@@ -251,6 +256,7 @@ impl Pusher {
             throttled: AtomicBool::new(false),
             managers: Mutex::new(HashMap::new()),
             waits: ManagerWaits::default(),
+            strikes: Mutex::new(HashMap::new()),
             saved_failing: Mutex::new(None),
             status: status_of(tenant),
             stop: Vec::new(),
@@ -368,23 +374,25 @@ impl Pusher {
             let Found::Ours(app) = found else {
                 return Ok(Action::Nothing);
             };
-            let id = id_of(&app).unwrap_or_default();
+            let id = id_of(&app).ok_or_else(no_id)?;
             return match self.on_missing {
-                ScimOnMissing::Delete => self.client.delete(id).map(|_| Action::Deleted),
-                ScimOnMissing::Deactivate => self.deactivate(id, &app).map(|_| Action::Deactivated),
+                ScimOnMissing::Delete => self.client.delete(&id).map(|_| Action::Deleted),
+                ScimOnMissing::Deactivate => {
+                    self.deactivate(&id, &app).map(|_| Action::Deactivated)
+                }
             };
         };
         match found {
             Found::Ours(app) => {
-                let id = id_of(&app).unwrap_or_default();
-                self.update(id, u, cleared).map(|_| match u.status {
+                let id = id_of(&app).ok_or_else(no_id)?;
+                self.update(&id, u, cleared).map(|_| match u.status {
                     UserStatus::Active => Action::Updated,
                     _ => Action::Deactivated,
                 })
             }
             Found::Adoptable(app) => {
-                let id = id_of(&app).unwrap_or_default();
-                self.update(id, u, cleared)?;
+                let id = id_of(&app).ok_or_else(no_id)?;
+                self.update(&id, u, cleared)?;
                 self.waits.arrived(&arrival_names(u));
                 Ok(Action::Adopted)
             }
@@ -409,10 +417,8 @@ impl Pusher {
         key: &str,
         cleared: &BTreeSet<String>,
     ) -> Result<Action, ScimError> {
-        let user = src.user(key).map_err(|e| ScimError {
-            status: None,
-            detail: format!("cannot read the user from the store: {e:#}"),
-            retry_after: None,
+        let user = src.user(key).map_err(|e| {
+            ScimError::new(None, format!("cannot read the user from the store: {e:#}"))
         })?;
         self.sync_user(key, user.as_ref(), cleared)
     }
@@ -458,54 +464,6 @@ impl Pusher {
         results.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a batch's results in the status; says where the cursor must stop.
-    fn tally(
-        &self,
-        work: &[UserWork],
-        results: Vec<Option<PushResult>>,
-        now: DateTime<Utc>,
-    ) -> Tally {
-        let mut t = Tally::default();
-        let mut st = self.status();
-        for (w, r) in work.iter().zip(results) {
-            match r {
-                None => t.hold_seq = Some(t.hold_seq.map_or(w.first_seq, |s| s.min(w.first_seq))),
-                Some(Ok(_)) => {
-                    t.pushed += 1;
-                    st.failing.remove(&w.key);
-                }
-                Some(Err(e)) if e.transient() => {
-                    if t.hold_err.as_ref().is_none_or(|(s, _)| w.first_seq < *s) {
-                        t.hold_err = Some((w.first_seq, e));
-                    }
-                    t.hold_seq = Some(t.hold_seq.map_or(w.first_seq, |s| s.min(w.first_seq)));
-                }
-                Some(Err(e)) => {
-                    t.failed += 1;
-                    let attempts = st.failing.get(&w.key).map_or(0, |f| f.attempts) + 1;
-                    tracing::warn!(tenant = %self.tenant, key = %w.key, "SCIM push refused: {e}");
-                    let cleared = with_failing_cleared(&st, &w.key, &w.cleared);
-                    st.fail(Failure {
-                        key: w.key.clone(),
-                        kind: format!("{:?}", w.kind).to_lowercase(),
-                        status: e.status,
-                        detail: e.detail,
-                        at: now,
-                        attempts,
-                        next_attempt: later(now, backoff(attempts)),
-                        cleared,
-                    });
-                }
-            }
-        }
-        st.pushed += t.pushed as u64;
-        if t.pushed > 0 {
-            st.last_success = Some(now);
-        }
-        st.last_error = t.hold_err.as_ref().map(|(_, e)| e.to_string());
-        t
-    }
-
     /// Pushes the next batch after the cursor (or waits, or retries failing users when idle).
     pub fn run_batch(&self, src: &dyn ChangeSource, now: DateTime<Utc>) -> Result<Batch> {
         self.load_failing(src)?;
@@ -520,6 +478,11 @@ impl Pusher {
         if let Some(t) = cursor.next_attempt.filter(|t| *t > now) {
             return Ok(Batch::Waiting(t));
         }
+        // A full failing list holds the cursor (`tally`): its users are retried meanwhile, or
+        // it would never empty.
+        if self.status().failing.len() >= MAX_FAILING && !self.stopped() {
+            self.retry_failing(src, now);
+        }
         let changes = src.changes(cursor.position, BATCH)?;
         let Some(last_seq) = changes.last().map(|c| c.seq) else {
             if !self.stopped() {
@@ -528,9 +491,12 @@ impl Pusher {
             }
             return Ok(Batch::Idle);
         };
+        if let Some(first) = changes.first() {
+            self.note_gap(&mut cursor, first.seq, now);
+        }
         let work = group(&changes);
         let results = self.push_all(src, &work);
-        let Tally {
+        let tally::Tally {
             pushed,
             failed,
             hold_seq,
@@ -545,11 +511,8 @@ impl Pusher {
         }
         let had_error = hold_err.is_some();
         let hold = hold_seq.map(|seq| {
-            let e = hold_err.map(|(_, e)| e).unwrap_or_else(|| ScimError {
-                status: None,
-                detail: "users of the batch were not pushed".into(),
-                retry_after: None,
-            });
+            let e = (hold_err.map(|(_, e)| e))
+                .unwrap_or_else(|| ScimError::new(None, "users of the batch were not pushed"));
             (seq, e)
         });
         // Users left unstarted by a stop: the cursor waits before them, with no failure counted.
@@ -567,12 +530,21 @@ impl Pusher {
             Some((seq, e)) => {
                 tracing::warn!(tenant = %self.tenant, "SCIM push waits: {e}");
                 cursor.position = cursor.position.max(seq.saturating_sub(1));
-                cursor.attempts = cursor.attempts.saturating_add(1);
-                let wait = e.retry_after.unwrap_or_else(|| backoff(cursor.attempts));
+                // Attempts count the waits in a row with nothing pushed: a provider that
+                // rate-limits but takes users between its 429s is waited for as it asks.
+                cursor.attempts = match pushed {
+                    0 => cursor.attempts.saturating_add(1),
+                    _ => 1,
+                };
+                let wait = wait_after(&e, cursor.attempts);
                 cursor.next_attempt = Some(later(now, wait));
                 cursor.last_error = Some(e.to_string());
             }
         }
+        // The failing list first: the cursor may now be past a refused user, which from then
+        // on only the list remembers; saved the other way round, a kill -9 between the two
+        // writes lost that user (audit). The other way round it is pushed again: harmless.
+        self.save_failing(src)?;
         src.save_cursor(&cursor)?;
         if !self.stopped() {
             self.push_waiting_reports(src, now);

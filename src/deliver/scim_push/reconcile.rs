@@ -69,11 +69,7 @@ pub struct Drift {
 /// compared (`keep`).
 fn application_users(p: &Pusher) -> Result<Vec<Value>, ScimError> {
     let keep = resource::compared_keys(p.extra());
-    let fail = |detail: String| ScimError {
-        status: None,
-        detail,
-        retry_after: None,
-    };
+    let fail = |detail: String| ScimError::new(None, detail);
     let mut out = Vec::new();
     let mut ids: HashSet<String> = HashSet::new();
     let mut bytes = 0usize;
@@ -92,7 +88,7 @@ fn application_users(p: &Pusher) -> Result<Vec<Value>, ScimError> {
         }
         let (mut new, listed) = (0, page.users.len());
         for mut u in page.users {
-            if id_of(&u).is_some_and(|id| ids.insert(id.to_string())) {
+            if id_of(&u).is_some_and(|id| ids.insert(id)) {
                 new += 1;
                 if let Some(o) = u.as_object_mut() {
                     o.retain(|k, _| k == "id" || keep.contains(k));

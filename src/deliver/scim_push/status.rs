@@ -5,7 +5,8 @@
 //! (`GET /api/tenants/{t}/scim-push`) reads it through [`status_of`]. Kept in this process's
 //! memory; the failing users are also saved in the store by the pusher whenever they change
 //! (`push::FAILING_CONSUMER`) and loaded back by the first batch after a restart, so they are
-//! still shown and retried. Bounded: at most [`MAX_FAILING`] users are kept. [`backlog`] reads
+//! still shown and retried. Bounded: at most [`MAX_FAILING`] users are kept (a full list holds
+//! the push's cursor rather than drop anyone). [`backlog`] reads
 //! how far the pusher is behind from the store (its cursor and the change log after it).
 
 use chrono::{DateTime, Utc};
@@ -25,7 +26,8 @@ pub fn backlog(
     Ok((cursor, pending))
 }
 
-/// Most failing users kept per tenant; past it the oldest failure is dropped.
+/// Most failing users kept per tenant. A full list takes no new user: the pusher holds its
+/// cursor before that user's change instead (audit: dropping the oldest lost users for good).
 pub const MAX_FAILING: usize = 1000;
 
 /// A user the application refused.
@@ -58,28 +60,28 @@ pub struct PushStatus {
     pub last_error: Option<String>,
     /// Users whose push failed, by key.
     pub failing: BTreeMap<String, Failure>,
+    /// The last gap this process saw: changes removed by retention before they were pushed
+    /// (`push::gap`; the store keeps it in the cursor's `state`).
+    pub gap: Option<String>,
     /// Why this node does not push the tenant at all (its `token_env` is unset), if so.
     pub stopped: Option<String>,
 }
 
 impl PushStatus {
-    /// Keeps `f` (replacing the user's previous failure), dropping the oldest past the bound.
-    pub fn fail(&mut self, f: Failure) {
-        self.failing.insert(f.key.clone(), f);
-        while self.failing.len() > MAX_FAILING {
-            let oldest = self
-                .failing
-                .values()
-                .min_by_key(|f| f.at)
-                .map(|f| f.key.clone());
-            match oldest {
-                Some(k) => {
-                    tracing::warn!(key = %k, "SCIM push: more than {MAX_FAILING} users are failing; the oldest failure is no longer kept, so that user is pushed again only when it changes or by a reconcile");
-                    self.failing.remove(&k)
-                }
-                None => break,
-            };
+    /// Keeps `f` (replacing the user's previous failure). False, and `f` not kept, when the
+    /// list is full ([`MAX_FAILING`]) and does not hold this user yet.
+    #[must_use]
+    pub fn fail(&mut self, f: Failure) -> bool {
+        if self.failing.len() >= MAX_FAILING && !self.failing.contains_key(&f.key) {
+            return false;
         }
+        self.failing.insert(f.key.clone(), f);
+        true
+    }
+
+    /// Whether the failing list takes `key` ([`fail`](Self::fail) would keep it).
+    pub fn takes(&self, key: &str) -> bool {
+        self.failing.len() < MAX_FAILING || self.failing.contains_key(key)
     }
 }
 

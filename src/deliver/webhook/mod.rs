@@ -12,7 +12,8 @@
 //! admin API shows.
 //!
 //! Names: the cursor's consumer id is `webhook:` + hex sha256 of the URL ([`consumer_id`]), so
-//! a changed URL is a new endpoint, which starts after the newest event at first sight; the
+//! a changed URL is a new endpoint, which starts after the newest event at first sight (what
+//! the old URL had not been sent is not sent to it; a 3xx's error says so); the
 //! message id is `msg_<tenant>_<event seq>` ([`message_id`]), the same on every retry, even
 //! after kill -9, so receivers can de-duplicate; with several nodes the endpoint's store lease
 //! is `webhook:<tenant>:<hash>` ([`lease_name`]), so one node delivers per tenant and endpoint.

@@ -84,8 +84,10 @@ pub fn post(
             error: format!("answered 429 Too Many Requests: {said}"),
             retry_after,
         },
-        // Redirects are not followed (the signature names this URL): say where it points, so
-        // the operator can fix `url`.
+        // Redirects are not followed (the signature names this URL): say where it points, and
+        // what changing `url` costs: the cursor is keyed by the URL, so a new URL starts after
+        // the newest event and the messages not delivered here are never sent to it (audit F6:
+        // "set url to where it points" skipped them without a word).
         300..=399 => {
             let to = response
                 .headers()
@@ -95,7 +97,7 @@ pub fn post(
                 .unwrap_or_default();
             SendOutcome::Retry {
                 error: format!(
-                    "answered {status}, a redirect to {to:?} that is not followed; set url to where it points"
+                    "answered {status}, a redirect to {to:?} that is not followed; pointing url there makes a new endpoint that starts after the newest event, so the messages not yet delivered here are not sent to it (to keep them, have this URL answer them first)"
                 ),
                 retry_after: None,
             }

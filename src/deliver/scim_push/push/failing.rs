@@ -23,8 +23,8 @@ impl Pusher {
         {
             let mut st = self.status();
             for f in &kept {
-                if !st.failing.contains_key(&f.key) {
-                    st.fail(f.clone());
+                if !st.failing.contains_key(&f.key) && !st.fail(f.clone()) {
+                    break; // saved by this code, so never more than the list takes
                 }
             }
         }
@@ -62,9 +62,9 @@ impl Pusher {
                 Err(e) => {
                     tracing::warn!(tenant = %self.tenant, %key,
                         "SCIM push: setting the manager failed: {e}");
-                    st.fail(Failure {
+                    let kept = st.fail(Failure {
                         cleared,
-                        key,
+                        key: key.clone(),
                         kind: "manager".into(),
                         status: e.status,
                         detail: e.detail,
@@ -72,6 +72,10 @@ impl Pusher {
                         attempts: 1,
                         next_attempt: later(now, backoff(1)),
                     });
+                    if !kept {
+                        tracing::warn!(tenant = %self.tenant, %key,
+                            "SCIM push: the failing list is full, so this report's manager is set only when it changes or by a reconcile");
+                    }
                 }
             }
         }
@@ -97,7 +101,8 @@ impl Pusher {
                 }
                 Err(e) => {
                     let attempts = f.attempts.saturating_add(1);
-                    st.fail(Failure {
+                    // Always kept: the list holds this user already.
+                    let _kept = st.fail(Failure {
                         status: e.status,
                         detail: e.detail,
                         at: now,
