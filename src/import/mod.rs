@@ -258,23 +258,28 @@ pub fn approve_mailed(
     import_id: &str,
     mail: Option<MailFor>,
 ) -> Result<ImportOutcome> {
-    let held::HeldRun {
-        tenant: held_tenant,
-        file,
-        received_at,
-        plan,
-        file_at,
-        approving,
-    } = held::load(store, tenant, import_id)?;
+    let held = held::load(store, tenant, import_id)?;
     let opts = RunOptions {
-        received_at,
+        received_at: held.received_at,
         mail,
         ..Default::default()
     };
-    let input = read::Input::Bytes(&plan[file_at..]);
-    let mut job = job::Job::new(store, &held_tenant, &file, input, &opts);
-    job.approving = Some(approving);
-    Ok(engine::execute(job)?.outcome)
+    Ok(run_held(store, held, &opts, 0)?.outcome)
+}
+
+/// Runs the held run `held` as approving does, under `opts` (a dry run for the preview),
+/// collecting up to `detail` changes.
+fn run_held(
+    store: &Store,
+    held: held::HeldRun,
+    opts: &RunOptions,
+    detail: usize,
+) -> Result<job::Done> {
+    let input = read::Input::Bytes(&held.plan[held.file_at..]);
+    let mut job = job::Job::new(store, &held.tenant, &held.file, input, opts);
+    job.detail = detail;
+    job.approving = Some(held.approving);
+    engine::execute(job)
 }
 
 // --- the web console's held page (h-console-runs) ---
@@ -285,29 +290,18 @@ pub fn approve_mailed(
 /// whose password cells are blank, so under `with_password` new users showed inactive and
 /// every row with a password showed as changed.
 pub fn preview_held(store: &Store, tenant: &Tenant, import_id: &str) -> Result<Preview> {
-    let held::HeldRun {
-        tenant: held_tenant,
-        file,
-        received_at,
-        plan,
-        file_at,
-        approving,
-    } = held::load(store, tenant, import_id)?;
+    let held = held::load(store, tenant, import_id)?;
     // A plan the directory moved past can no longer be approved (approving sets it aside):
     // its file is shown as a new upload of it would run.
-    if store.tenant_state(&held_tenant.id)?.version != approving.version {
-        return preview_bytes(store, &held_tenant, &file, &plan[file_at..]);
+    if store.tenant_state(&held.tenant.id)?.version != held.approving.version {
+        return preview_bytes(store, &held.tenant, &held.file, &held.plan[held.file_at..]);
     }
     let opts = RunOptions {
         dry_run: true,
-        received_at,
+        received_at: held.received_at,
         ..Default::default()
     };
-    let input = read::Input::Bytes(&plan[file_at..]);
-    let mut job = job::Job::new(store, &held_tenant, &file, input, &opts);
-    job.detail = PREVIEW_LIMIT;
-    job.approving = Some(approving);
-    let done = engine::execute(job)?;
+    let done = run_held(store, held, &opts, PREVIEW_LIMIT)?;
     Ok(Preview {
         record: done.outcome.record,
         truncated: done.changes.len() >= PREVIEW_LIMIT,

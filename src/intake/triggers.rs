@@ -432,30 +432,47 @@ mod tests {
         );
     }
 
+    /// An intake of one tenant, acme, on sled under `dir`; its store and folder. The watcher's
+    /// own request for a new file waits ten minutes: only a look at the folder finds one.
+    fn acme_intake(dir: &Path) -> (Intake, crate::store::Store, std::path::PathBuf) {
+        let text = format!(
+            "[server]\ndata_dir = \"{d}/data\"\nhost_keys = \"{d}/hk\"\nsettle_ms = 600000\n\
+             [[tenants]]\nid = \"acme\"\nauthorized_keys = [\"ssh-ed25519 \
+             AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"]\n",
+            d = dir.display()
+        );
+        let config = crate::config::Config::parse(&text).unwrap();
+        let home = config.tenant_home("acme");
+        let handle = crate::config::ConfigHandle::new(&dir.join("roster.toml"), config);
+        let store = crate::store::Store::open(&dir.join("store")).unwrap();
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let intake = Intake::start(handle, store.clone(), rx, notify);
+        (intake, store, home)
+    }
+
+    /// Waits up to a minute for Ann (of users.csv) in acme's directory.
+    async fn ann_is_imported(store: &crate::store::Store, what: &str) {
+        let imported = async {
+            loop {
+                if store.user("acme", "ann@x.example").ok().flatten().is_some() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), imported)
+            .await
+            .expect(what);
+    }
+
     /// Review s25: while a tenant's worker is busy, a client creating thousands of names made
     /// the queue keep every one. It keeps `MAX_WAITING_FILES`, then one look at the folder,
     /// which still finds a file whose name was not kept.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_busy_tenant_keeps_a_bounded_queue_and_still_finds_its_file() {
         let dir = tempfile::tempdir().unwrap();
-        // The watcher's own request for the new file waits ten minutes: only the look finds it.
-        let text = format!(
-            "[server]\ndata_dir = \"{d}/data\"\nhost_keys = \"{d}/hk\"\nsettle_ms = 600000\n\
-             [[tenants]]\nid = \"acme\"\nauthorized_keys = [\"ssh-ed25519 \
-             AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"]\n",
-            d = dir.path().display()
-        );
-        let config = crate::config::Config::parse(&text).unwrap();
-        let home = config.tenant_home("acme");
-        let handle = crate::config::ConfigHandle::new(&dir.path().join("roster.toml"), config);
-        let store = crate::store::Store::open(&dir.path().join("store")).unwrap();
-        let (_tx, rx) = mpsc::unbounded_channel();
-        let intake = Intake::start(
-            handle,
-            store.clone(),
-            rx,
-            Arc::new(tokio::sync::Notify::new()),
-        );
+        let (intake, store, home) = acme_intake(dir.path());
         // Every import permit taken: the worker waits with its first request.
         let permits = intake.shared.permits.clone();
         let all = u32::try_from(permits.available_permits()).unwrap();
@@ -479,17 +496,7 @@ mod tests {
         assert!(lock(&waiting).contains(super::super::LOOK_KEY));
         assert!(!lock(&waiting).contains("users.csv"), "past the limit");
         drop(held);
-        let imported = async {
-            loop {
-                if store.user("acme", "ann@x.example").ok().flatten().is_some() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(60), imported)
-            .await
-            .expect("the look at the folder imports users.csv");
+        ann_is_imported(&store, "the look at the folder imports users.csv").await;
     }
 
     /// Review s26: a tenant's worker that ended (a panic) left its queue closed, and every
@@ -498,23 +505,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_tenant_whose_worker_ended_gets_a_new_one() {
         let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "[server]\ndata_dir = \"{d}/data\"\nhost_keys = \"{d}/hk\"\nsettle_ms = 600000\n\
-             [[tenants]]\nid = \"acme\"\nauthorized_keys = [\"ssh-ed25519 \
-             AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"]\n",
-            d = dir.path().display()
-        );
-        let config = crate::config::Config::parse(&text).unwrap();
-        let home = config.tenant_home("acme");
-        let handle = crate::config::ConfigHandle::new(&dir.path().join("roster.toml"), config);
-        let store = crate::store::Store::open(&dir.path().join("store")).unwrap();
-        let (_tx, rx) = mpsc::unbounded_channel();
-        let intake = Intake::start(
-            handle,
-            store.clone(),
-            rx,
-            Arc::new(tokio::sync::Notify::new()),
-        );
+        let (intake, store, home) = acme_intake(dir.path());
         let first = intake.queue("acme");
         // The worker dies, as a panic would end it.
         for task in lock(&intake.shared.tasks).iter() {
@@ -536,16 +527,6 @@ mod tests {
         .unwrap();
         // A request for another name: only the new worker's look finds users.csv.
         intake.request_file("acme", "other.csv");
-        let imported = async {
-            loop {
-                if store.user("acme", "ann@x.example").ok().flatten().is_some() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(60), imported)
-            .await
-            .expect("the new worker imports users.csv");
+        ann_is_imported(&store, "the new worker imports users.csv").await;
     }
 }
