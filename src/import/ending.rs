@@ -367,7 +367,7 @@ pub(super) fn commit(
 /// The tenant's older held plans this run sets aside, when it read a newer file
 /// (`held::read_a_newer_file`); the record says which.
 fn set_aside(job: &Job<'_>, rec: &mut ImportRecord) -> Result<Vec<String>> {
-    if !super::held::read_a_newer_file(rec.status) {
+    if !rec.status.read_a_file() {
         return Ok(Vec::new());
     }
     let approving = job.approving.as_ref().map(|a| a.id.as_str());

@@ -20,7 +20,7 @@ use super::read::{Input, Layout};
 use super::record::{self, GivenPasswords, RowFingerprint};
 use super::report;
 use crate::config::Tenant;
-use crate::model::{ImportRecord, ImportStatus};
+use crate::model::ImportRecord;
 use crate::store::{Blob, Store};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -253,18 +253,6 @@ pub fn load(store: &Store, tenant: &Tenant, import_id: &str) -> Result<HeldRun> 
     })
 }
 
-/// True for the runs that read a file of the tenant and decided on it (applied, a duplicate
-/// of the applied file, or held): any of them makes older held plans stale.
-pub(super) fn read_a_newer_file(status: ImportStatus) -> bool {
-    matches!(
-        status,
-        ImportStatus::Success
-            | ImportStatus::Partial
-            | ImportStatus::Duplicate
-            | ImportStatus::Held
-    )
-}
-
 /// Runs of the history looked at for a newer file; a held run older than this many runs is
 /// taken as superseded.
 const NEWER_RUNS_LOOKED_AT: usize = 1000;
@@ -280,7 +268,7 @@ pub(super) fn check_not_superseded(store: &Store, tenant: &str, held_id: &str) -
     let recent = store.history(tenant, NEWER_RUNS_LOOKED_AT)?;
     let newer = recent
         .iter()
-        .find(|r| r.id != held.id && r.started_at > held.started_at && read_a_newer_file(r.status));
+        .find(|r| r.id != held.id && r.started_at > held.started_at && r.status.read_a_file());
     if let Some(r) = newer {
         bail!(
             "import {held_id} of tenant {tenant} cannot be approved: a newer file was read after it was held (import {}, {}, {}); upload the file again if it is still meant",

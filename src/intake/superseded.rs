@@ -20,7 +20,7 @@
 //! start, which on a cluster includes the dead holder's `lease_secs`.
 
 use super::Shared;
-use crate::model::{ImportRecord, ImportStatus};
+use crate::model::ImportRecord;
 use chrono::{DateTime, Utc};
 
 /// Runs of the history looked at for a newer one.
@@ -32,18 +32,6 @@ pub(super) fn claimed_at(id: &str) -> Option<DateTime<Utc>> {
     let (stamp, _) = id.split_once('-')?;
     let at = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.6fZ").ok()?;
     Some(at.and_utc())
-}
-
-/// True for the runs that read a file of the tenant and decided on it (as
-/// `import::held::read_a_newer_file`): applied, a duplicate of the applied file, or held.
-fn read_a_file(status: ImportStatus) -> bool {
-    matches!(
-        status,
-        ImportStatus::Success
-            | ImportStatus::Partial
-            | ImportStatus::Duplicate
-            | ImportStatus::Held
-    )
 }
 
 /// The newest run of the tenant that read a file and started after the claim `claim_id` was
@@ -73,7 +61,7 @@ fn overtakes(r: &ImportRecord, claimed_at: DateTime<Utc>) -> bool {
             .and_then(|(t, _)| chrono::NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%SZ").ok())
             .map(|t| t.and_utc());
     let began_after = first_start.is_none_or(|t| t + chrono::Duration::seconds(1) > claimed_at);
-    r.started_at > claimed_at && began_after && read_a_file(r.status)
+    r.started_at > claimed_at && began_after && r.status.read_a_file()
 }
 
 /// The reason the record of a superseded claim gives.
@@ -90,6 +78,7 @@ pub(super) fn reason(name: &str, claim_id: &str, newer: &ImportRecord) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ImportStatus;
 
     #[test]
     fn a_claim_time_is_read_from_every_claim_name() {

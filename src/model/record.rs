@@ -60,6 +60,19 @@ pub enum ImportStatus {
 }
 
 impl ImportStatus {
+    /// True for the runs that read a file of the tenant and decided on it: applied, a
+    /// duplicate of the applied file, or held. Any of them is the tenant's latest word: it
+    /// makes older held plans and older unfinished claims stale.
+    pub fn read_a_file(self) -> bool {
+        matches!(
+            self,
+            ImportStatus::Success
+                | ImportStatus::Partial
+                | ImportStatus::Duplicate
+                | ImportStatus::Held
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ImportStatus::Success => "success",

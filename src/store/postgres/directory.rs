@@ -37,6 +37,7 @@
 //!   code panicked; the compare-and-set needs no lock while `change` runs.
 
 use super::connections::Connections;
+use super::fencing;
 use super::rows::{TypedRow, TYPED_COLUMNS};
 use super::staging::{self, MARKER};
 use super::PostgresStore;
@@ -196,10 +197,7 @@ impl Directory for PostgresStore {
             lease: c.lease.clone(),
             mail: c.mail.clone(),
         };
-        let holder = LeaseHolder {
-            node: self.node_id.clone(),
-            process: self.holder.clone(),
-        };
+        let holder = self.lease_holder();
         let lease_secs = self.lease_f64();
         self.db.run(move |pool| async move {
             let mut client = Connections::client(&pool).await?;
@@ -380,41 +378,16 @@ async fn refresh_statistics(client: &tokio_postgres::Client, tenant: &str, rows:
 async fn apply_commit(
     tx: &Transaction<'_>,
     c: &Commit,
-    (holder, lease_secs): (&LeaseHolder, f64),
+    (holder, lease_secs): (&fencing::LeaseHolder, f64),
 ) -> Result<(TenantState, u64)> {
     if let Some(lease) = &c.lease {
-        still_leased(tx, lease, holder).await?;
+        fencing::still_leased(tx, lease, holder).await?;
     }
     let (state, rows) = apply_locked(tx, c).await?;
     if let Some(lease) = &c.lease {
-        renew_as_it_ends(tx, lease, holder, lease_secs).await?;
+        fencing::renew_as_it_ends(tx, lease, holder, lease_secs).await?;
     }
     Ok((state, rows))
-}
-
-/// Who holds a lease: the node, and the process of that node (see `PostgresStore::holder`).
-pub(super) struct LeaseHolder {
-    pub node: String,
-    pub process: String,
-}
-
-/// Renews the lease the commit holds, from the clock at its end: the node's heartbeats pass
-/// over a lease row its own commit has locked, so a long commit would otherwise end with the
-/// lease run out.
-async fn renew_as_it_ends(
-    tx: &Transaction<'_>,
-    lease: &str,
-    holder: &LeaseHolder,
-    secs: f64,
-) -> Result<()> {
-    tx.execute(
-        "UPDATE roster.leases SET expires_at = greatest(expires_at, \
-         clock_timestamp() + $3::float8 * interval '1 second') \
-         WHERE name = $1 AND node_id = $2 AND holder = $4",
-        &[&lease, &holder.node, &secs, &holder.process],
-    )
-    .await?;
-    Ok(())
 }
 
 /// The commit's writes, once its lease is checked (see [`apply_commit`]).
@@ -504,28 +477,6 @@ async fn apply_locked(tx: &Transaction<'_>, c: &Commit) -> Result<(TenantState, 
         super::runs::write_commit_parts(tx, c).await?;
     }
     Ok((read_state(tx, &c.tenant).await?, rows))
-}
-
-/// Refuses a commit unless `node` holds `lease`, unexpired ([`Commit::lease`]). The row is
-/// locked until the commit ends, so no other node can take the lease meanwhile.
-pub(super) async fn still_leased(
-    tx: &Transaction<'_>,
-    lease: &str,
-    holder: &LeaseHolder,
-) -> Result<()> {
-    let held = tx
-        .query_opt(
-            "SELECT 1 FROM roster.leases WHERE name = $1 AND node_id = $2 AND holder = $3 \
-             AND expires_at > now() FOR SHARE",
-            &[&lease, &holder.node, &holder.process],
-        )
-        .await?;
-    if held.is_none() {
-        return Err(anyhow::Error::new(crate::store::LeaseLost(
-            lease.to_string(),
-        )));
-    }
-    Ok(())
 }
 
 /// The committed rows of `bucket` (packed, in no particular order; None when it has none).

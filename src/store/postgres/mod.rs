@@ -45,6 +45,7 @@ mod changes;
 mod cluster;
 mod connections;
 mod directory;
+mod fencing;
 mod fill;
 // Group member counts (user_groups, migration 7; h-scimspeed).
 mod group_counts;

@@ -459,15 +459,12 @@ impl RunLog for PostgresStore {
         let claim = claim.to_string();
         let (record, mail) = (record.clone(), mail.cloned());
         let lease = lease.map(str::to_string);
-        let holder = super::directory::LeaseHolder {
-            node: self.node_id.clone(),
-            process: self.holder.clone(),
-        };
+        let holder = self.lease_holder();
         self.db.run(move |pool| async move {
             let mut client = Connections::client(&pool).await?;
             let tx = client.transaction().await?;
             if let Some(lease) = &lease {
-                super::directory::still_leased(&tx, lease, &holder).await?;
+                super::fencing::still_leased(&tx, lease, &holder).await?;
             }
             upsert_announced(&tx, &params, &record).await?;
             tx.execute(UPSERT_STAMP, &[&params.tenant, &claim, &params.id])
