@@ -50,16 +50,19 @@ impl RunningSftp {
 /// Loads the config at `path`, prepares host keys and folders, binds the SFTP listener and starts
 /// serving; finished uploads go to `sink`. Also starts the config watchers.
 pub async fn start_sftp(path: &Path, sink: Arc<dyn UploadSink>) -> anyhow::Result<RunningSftp> {
-    start_sftp_with(path, sink, None).await
+    let config = Config::load_to_serve(path)?;
+    start_sftp_with(path, config, sink, None).await
 }
 
-/// [`start_sftp`], counting failed logins in `store` too when several nodes share it.
-pub async fn start_sftp_with(
+/// [`start_sftp`] on `config` as already loaded from `path` (the file is read once per start:
+/// read twice, an edit in between would start the store on one config and the listener on
+/// another), counting failed logins in `store` too when several nodes share it.
+async fn start_sftp_with(
     path: &Path,
+    config: Config,
     sink: Arc<dyn UploadSink>,
     store: Option<Store>,
 ) -> anyhow::Result<RunningSftp> {
-    let config = Config::load_to_serve(path)?;
     let handle = ConfigHandle::new(path, config.clone());
     handle.spawn_watchers();
     let keys = hostkeys::load_or_create(&config.server.host_keys)?;
@@ -167,7 +170,7 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
     let config = Config::load_to_serve(path)?;
     let store = open_store(&config)?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<UploadFinished>();
-    let sftp = start_sftp_with(path, Arc::new(tx), Some(store.clone())).await?;
+    let sftp = start_sftp_with(path, config.clone(), Arc::new(tx), Some(store.clone())).await?;
     // The first heartbeat, before the intake starts: other nodes must see this one alive
     // before it takes any lease. The admin address is the configured one until it is bound.
     let mut beat = NodeBeat {

@@ -446,6 +446,39 @@ async fn run_now_and_today_for_a_scheduled_tenant() {
     assert_eq!(progress.json["running"], serde_json::Value::Null);
 }
 
+/// run-now never answers an empty list for a run that did not happen (review s27): a file is
+/// waiting but cannot be claimed (the tenant's work folder is blocked by a plain file), so
+/// the answer is 503 with a sentence naming the file, and the file is still there; once the
+/// folder can be made, run-now imports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_that_runs_nothing_of_a_waiting_file_says_so() {
+    let env = Env::start().await;
+    let today = env.get("/api/tenants/sched/today").await.json["date"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let name = format!("hr_{today}.csv");
+    env.upload("sched", &name, users_csv(0, 2).as_bytes()).await;
+    let work = env.dir.path().join("data/work/sched");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(work.parent().unwrap()).unwrap();
+    std::fs::write(&work, b"in the way").unwrap();
+
+    let refused = env.post("/api/tenants/sched/run-now", None).await;
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    let said = refused.json["error"].as_str().unwrap_or(&refused.text);
+    assert!(
+        said.contains(&name) && said.contains("no run finished"),
+        "{said}"
+    );
+    assert!(env.home("sched").join(&name).exists(), "the file still waits");
+
+    std::fs::remove_file(&work).unwrap();
+    let run = env.post("/api/tenants/sched/run-now", None).await;
+    assert_eq!(run.status, 200, "{}", run.text);
+    assert_eq!(run.json["imports"][0]["status"], "success", "{}", run.text);
+}
+
 /// Sends raw bytes and returns the status line (for requests no client library would make).
 fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();

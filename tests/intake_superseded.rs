@@ -116,3 +116,39 @@ async fn an_upload_finishes_the_claims_left_behind_first() {
     assert_eq!(history[1].counts.rows, 1, "{history:?}");
     holds_the_newer_file(&p);
 }
+
+/// `only_today` judges a claim by the tenant's date when it was claimed (review s27): a file
+/// claimed at 23:58 that a crash left behind is still that day's file when it is finished
+/// after midnight, not a stale one to refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_today_judges_a_recovered_claim_by_the_day_it_was_claimed() {
+    fn dated(dir: &Path, key: &PrivateKey) -> String {
+        support::pipeline::one_tenant_config(
+            dir,
+            key,
+            "",
+            "acme",
+            "file = \"users_{date}.csv\"\ndate_format = \"%Y-%m-%d\"\nonly_today = true\n\
+             match_by = \"mapping_code\"\n\
+             [tenants.import.columns]\nmapping_code = \"userId\"\nfirst_name = \"name\"\n\
+             last_name = \"last\"",
+        )
+    }
+    let mut p = Pipeline::start(dated).await;
+    p.stop().await;
+    let yesterday = Utc::now().date_naive() - chrono::Duration::days(1);
+    let at = yesterday.and_hms_opt(23, 58, 0).unwrap().and_utc();
+    let id = format!("{}-4242-0001-m", at.format("%Y%m%dT%H%M%S%.6fZ"));
+    let claim = p.dir.path().join("data/work/acme").join(id);
+    std::fs::create_dir_all(&claim).unwrap();
+    let name = format!("users_{}.csv", yesterday.format("%Y-%m-%d"));
+    std::fs::write(claim.join(&name), NEWER).unwrap();
+
+    p.start_again().await;
+    finished(&claim).await;
+    let history = p.history_len("acme", 1, 20).await;
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].status, ImportStatus::Success, "{history:?}");
+    assert_eq!(history[0].file, name);
+    holds_the_newer_file(&p);
+}

@@ -352,6 +352,56 @@ fn a_whole_store_is_copied_and_a_held_plan_approves_on_postgresql() {
     assert_eq!(copy.user_counts("t1").unwrap(), (50, 50, 0));
 }
 
+/// The copy keeps the embedded store's password-fingerprint key (review s27): the users'
+/// records carry fingerprints made with it, and under PostgreSQL's own random key the next
+/// file with the same passwords updated every user, re-hashed every password and logged a
+/// password change for each.
+#[test]
+fn passwords_unchanged_since_the_copy_are_unchanged_on_postgresql() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("pw");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let columns = [
+        ("mapping_code", "Code"),
+        ("first_name", "First"),
+        ("last_name", "Last"),
+        ("email", "Email"),
+        ("password", "Pw"),
+    ];
+    let t = Tenant::for_import("pw", MatchBy::MappingCode, OnMissing::Deactivate, &columns);
+    let rows: Vec<String> = (0..3)
+        .map(|i| format!("C{i};F{i};L{i};u{i}@x.example;Secret-{i}-pass"))
+        .collect();
+    let file = |rows: &[String]| format!("Code;First;Last;Email;Pw\n{}\n", rows.join("\n"));
+    {
+        let sled = Store::open(&store_dir(dir.path())).unwrap();
+        let first = run_bytes(&sled, &t, "users.csv", file(&rows).as_bytes(), &RunOptions::default())
+            .unwrap()
+            .record;
+        assert_eq!(first.counts.inserted, 3, "{first:?}");
+    }
+    let out = migrate_store(&config, &url);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+
+    let copy = Store::new(open_pg(&url));
+    // The same users and passwords in another order: new bytes, nothing to change.
+    let reversed: Vec<String> = rows.iter().rev().cloned().collect();
+    let again = run_bytes(&copy, &t, "users.csv", file(&reversed).as_bytes(), &RunOptions::default())
+        .unwrap()
+        .record;
+    assert_eq!(again.status, ImportStatus::Success, "{again:?}");
+    assert_eq!((again.counts.updated, again.counts.unchanged), (0, 3), "{again:?}");
+    // A password that did change is still seen.
+    let mut changed = rows.clone();
+    changed[1] = "C1;F1;L1;u1@x.example;Another-pass-1".into();
+    let third = run_bytes(&copy, &t, "users.csv", file(&changed).as_bytes(), &RunOptions::default())
+        .unwrap()
+        .record;
+    assert_eq!((third.counts.updated, third.counts.unchanged), (1, 2), "{third:?}");
+}
+
 /// Every queued message is copied, not only the first pass's worth: an outbox of 130 messages
 /// arrives whole (review of 2026-11-30, PostgreSQL F1: 100 arrived and the check said ok).
 #[test]

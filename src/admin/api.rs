@@ -254,7 +254,8 @@ async fn run_now(
     let t = tenant_of(&st.config.current(), &tenant)?;
     optional_json(&headers, body).await?;
     store_answers(&st, &t.id).await?;
-    let records = st.intake.run_now(&t.id).await;
+    let records = (st.intake.run_now(&t.id).await)
+        .map_err(|why| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why))?;
     json_ok(json!({ "tenant": t.id, "file": t.import.file, "imports": records }))
 }
 

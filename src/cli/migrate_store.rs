@@ -57,7 +57,8 @@ pub fn run(config_path: &Path, to: &str) -> Result<()> {
             dir.display()
         )
     })?;
-    let to = PostgresStore::open(&target, NODE_ID)?.with_lease_secs(config.cluster.lease_secs);
+    let mut to =
+        PostgresStore::open(&target, NODE_ID)?.with_lease_secs(config.cluster.lease_secs);
     refuse_live_nodes(&to, config.cluster.lease_secs)?;
     to.forget_own_staging()?;
     if to.holds_data()? {
@@ -67,6 +68,8 @@ pub fn run(config_path: &Path, to: &str) -> Result<()> {
             target.describe()
         );
     }
+    // The records' password fingerprints were made with the embedded store's key.
+    to.adopt_fingerprint_key(from.fingerprint_key())?;
     let beat = NodeBeat {
         sftp: "-".to_string(),
         admin: "-".to_string(),

@@ -57,6 +57,14 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
             out.push(format!(
                 "[mail] smtp_url must start with smtp:// or smtps:// (it starts with {got})"
             ));
+        } else if let Err(e) =
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(&mail.smtp_url)
+        {
+            // Read as the mail worker will read it (review s27: only the scheme was checked).
+            // The URL itself is not shown: it may hold the relay's password.
+            out.push(format!(
+                "[mail] smtp_url cannot be used to send mail: {e} (forms: smtp://host:port, smtp://host:port?tls=required, smtps://user:password@host)"
+            ));
         }
         if mail.from.parse::<lettre::message::Mailbox>().is_err() {
             out.push(format!(
@@ -283,6 +291,30 @@ fn login_problems(t: &Tenant, problems: &mut TenantProblems<'_>) {
     }
 }
 
+/// Why a `date_format` that formats a day cannot serve in a file name, if it cannot: the
+/// name made for a date must read back as that very date (a format without the day, such as
+/// `%Y-%m`, never does), and must not hold a folder separator (`%Y/%m/%d`, `%D`), or no
+/// uploaded file could ever match the pattern (review s27).
+fn unreadable_date_format(format: &str) -> Option<&'static str> {
+    use std::fmt::Write;
+    // Two dates whose day, month and year all differ, the day above 12.
+    let probes = [(2026, 1, 31), (2027, 12, 14)];
+    for (y, m, d) in probes {
+        let date = chrono::NaiveDate::from_ymd_opt(y, m, d)?;
+        let mut name = String::new();
+        if write!(name, "{}", date.format(format)).is_err() {
+            return Some("is not a valid strftime format of a date");
+        }
+        if name.contains('/') || name.contains('\\') {
+            return Some("makes a name with a folder separator (/ or \\); a file name cannot hold one, so use - or _ between the fields");
+        }
+        if chrono::NaiveDate::parse_from_str(&name, format).ok() != Some(date) {
+            return Some("does not name one day (a date written with it cannot be read back): use the year, the month and the day, such as %Y-%m-%d or %Y%m%d");
+        }
+    }
+    None
+}
+
 /// `[tenants.import]` apart from its columns.
 fn import_problems(p: &ImportProfile, problems: &mut TenantProblems<'_>) {
     let mut say = |key: &str, msg: String| problems.say(key, msg);
@@ -317,6 +349,8 @@ fn import_problems(p: &ImportProfile, problems: &mut TenantProblems<'_>) {
                 "is not a valid strftime format of a date (%Y, %m, %d, %y, %b, %j, …)"
             };
             say("import.date_format", format!("{:?} {why}", p.date_format));
+        } else if let Some(why) = unreadable_date_format(&p.date_format) {
+            say("import.date_format", format!("{:?} {why}", p.date_format));
         }
     }
     if chrono_tz::Tz::from_str(&p.timezone).is_err() {
@@ -333,14 +367,19 @@ fn import_problems(p: &ImportProfile, problems: &mut TenantProblems<'_>) {
             "import.schedule",
             "is required when trigger is \"schedule\" or \"both\"".into(),
         ),
-        (Some(expr), _) => {
-            if let Err(e) = croner::Cron::from_str(expr) {
-                say(
-                    "import.schedule",
-                    format!("{expr:?} is not a cron expression: {e}"),
-                );
-            }
-        }
+        (Some(expr), _) => match croner::Cron::from_str(expr) {
+            Err(e) => say(
+                "import.schedule",
+                format!("{expr:?} is not a cron expression: {e}"),
+            ),
+            // A valid expression can name a day that never comes (`0 0 30 2 *`): the
+            // schedule would never fire and no `missing` record would ever say so (review s27).
+            Ok(cron) if cron.find_next_occurrence(&chrono::Utc::now(), false).is_err() => say(
+                "import.schedule",
+                format!("{expr:?} never fires (no date matches it); check the day and month fields"),
+            ),
+            Ok(_) => {}
+        },
         _ => {}
     }
     if !(0.0..=100.0).contains(&p.max_missing_percent) {
@@ -441,6 +480,46 @@ mod tests {
             .any(|p| p.contains("is not a valid strftime format of a date"));
         assert!(said, "{broken:?}");
         assert!(problems("", "file = \"u_{date}.csv\"\ndate_format = \"%Y%m%d\"").is_empty());
+    }
+
+    /// Review s27: formats that can never match an uploaded name passed.
+    #[test]
+    fn a_date_format_must_name_one_day_without_folders() {
+        let with = |f: &str| problems("", &format!("file = \"u_{{date}}.csv\"\ndate_format = \"{f}\""));
+        for f in ["%Y-%m", "%m-%d", "%Y"] {
+            let p = with(f);
+            assert!(p.iter().any(|p| p.contains("does not name one day")), "{f}: {p:?}");
+        }
+        for f in ["%Y/%m/%d", "%D"] {
+            let p = with(f);
+            assert!(p.iter().any(|p| p.contains("folder separator")), "{f}: {p:?}");
+        }
+        for f in ["%Y-%m-%d", "%Y_%m_%d", "%d%m%y", "%d-%b-%Y", "%Y%j"] {
+            assert!(with(f).is_empty(), "{f}: {:?}", with(f));
+        }
+    }
+
+    /// Review s27: a cron naming a day that never comes was accepted and never fired.
+    #[test]
+    fn a_schedule_that_never_fires_is_refused() {
+        let never = problems("", "trigger = \"schedule\"\nschedule = \"0 0 30 2 *\"");
+        assert!(never.iter().any(|p| p.contains("never fires")), "{never:?}");
+        assert!(problems("", "trigger = \"schedule\"\nschedule = \"0 6 * * 1-5\"").is_empty());
+    }
+
+    /// Review s27: only the scheme of smtp_url was checked; the mail worker then failed at
+    /// every try. The password in the URL is never echoed.
+    #[test]
+    fn smtp_url_is_read_as_the_mail_worker_reads_it() {
+        let mail = |url: &str| {
+            let text = format!("[mail]\nsmtp_url = \"{url}\"\nfrom = \"Roster <r@example.com>\"\n{TENANT}");
+            Config::parse(&text).err().unwrap_or_default()
+        };
+        let bad = mail("smtp://user:s3cret@relay.example:notaport");
+        assert!(bad.iter().any(|p| p.starts_with("[mail] smtp_url cannot be used")), "{bad:?}");
+        assert!(bad.iter().all(|p| !p.contains("s3cret")), "{bad:?}");
+        assert!(mail("smtp://127.0.0.1:2525").is_empty());
+        assert!(mail("smtps://user:pw@relay.example").is_empty());
     }
 
     /// Review of 2026-11-30, F7: 0 passed and deleted every archived file at each start.

@@ -71,24 +71,43 @@ pub(super) fn try_take(store: &Store, tenant: &str) -> Result<TenantLease, NotLe
     }
 }
 
-/// Takes the tenant's lease, waiting up to `max` while another node holds it. Blocking.
-pub(super) fn wait_take(store: &Store, tenant: &str, max: Duration) -> anyhow::Result<TenantLease> {
+/// Takes the tenant's lease, waiting up to `max` while another node holds it, on the async
+/// runtime: the wait holds no blocking thread and none of the intake's import permits, so a
+/// tenant whose lease another node holds for minutes does not stall the imports of the other
+/// tenants of this node (review s27: two such waits took both permits of a 2-core node for
+/// up to [`LEASE_WAIT`]). None when the intake stops meanwhile.
+pub(super) async fn wait_take(
+    store: &Store,
+    tenant: &str,
+    max: Duration,
+    stopping: impl Fn() -> bool,
+) -> Option<anyhow::Result<TenantLease>> {
     let end = Instant::now() + max;
     let mut said = false;
     loop {
-        match try_take(store, tenant) {
-            Ok(lease) => return Ok(lease),
-            Err(NotLeased::Failed(e)) => return Err(e),
+        let (s, t) = (store.clone(), tenant.to_string());
+        let taken = match tokio::task::spawn_blocking(move || try_take(&s, &t)).await {
+            Ok(taken) => taken,
+            Err(e) => return Some(Err(anyhow::anyhow!("cannot ask for the lease: {e}"))),
+        };
+        match taken {
+            Ok(lease) => return Some(Ok(lease)),
+            Err(NotLeased::Failed(e)) => return Some(Err(e)),
             Err(NotLeased::Elsewhere) if Instant::now() < end => {
                 if !std::mem::replace(&mut said, true) {
                     tracing::info!(%tenant, "another node is importing for this tenant; waiting for it");
                 }
-                std::thread::sleep(LEASE_POLL);
+                tokio::time::sleep(LEASE_POLL).await;
+                if stopping() {
+                    return None;
+                }
             }
-            Err(NotLeased::Elsewhere) => anyhow::bail!(
-                "another node has been importing for tenant {tenant} for over {} s; try again later",
-                max.as_secs()
-            ),
+            Err(NotLeased::Elsewhere) => {
+                return Some(Err(anyhow::anyhow!(
+                    "another node has been importing for tenant {tenant} for over {} s; try again later",
+                    max.as_secs()
+                )))
+            }
         }
     }
 }

@@ -114,8 +114,8 @@ enum Request {
     /// A schedule fired at this tick: import what is there, or record `missing` unless a file
     /// came and was run since the tick before.
     Scheduled(chrono::DateTime<chrono::Utc>),
-    /// `run-now`: import what is there now; answer with the records.
-    Now(tokio::sync::oneshot::Sender<Vec<ImportRecord>>),
+    /// `run-now`: import what is there now; answer with the records, or why nothing ran.
+    Now(tokio::sync::oneshot::Sender<Result<Vec<ImportRecord>, String>>),
     /// `approve`: apply this held run; answer with its record, or why it was not applied.
     Approve(
         String,
@@ -262,11 +262,18 @@ impl Intake {
         let _ = self.queue(tenant).tx.send(r);
     }
 
-    /// Imports the tenant's current file(s) now, after whatever is queued; returns the records.
-    pub async fn run_now(&self, tenant: &str) -> Vec<ImportRecord> {
+    /// Imports the tenant's current file(s) now, after whatever is queued; returns the records
+    /// (none: no file was waiting), or a sentence saying why the request did not run (the
+    /// tenant's lease could not be taken, no waiting file's run finished, the intake is
+    /// stopping), never an empty list for a run that did not happen (review s27).
+    pub async fn run_now(&self, tenant: &str) -> Result<Vec<ImportRecord>, String> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.request(tenant, Request::Now(tx));
-        rx.await.unwrap_or_default()
+        rx.await.unwrap_or_else(|_| {
+            Err(format!(
+                "run-now did not run for tenant {tenant}: the intake is stopping or the tenant was removed"
+            ))
+        })
     }
 
     /// Applies the held run `import_id` of the tenant, after whatever is queued (like every

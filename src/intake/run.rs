@@ -155,7 +155,11 @@ fn run_or_refuse(
         // Never kept: it was not read, so its password cells could not be blanked (design.md §6).
         return record_refused(shared, tenant, claim, &filing, record, Kept::Nothing);
     }
-    if let Some(msg) = refusal.or_else(|| not_today(tenant, &name)) {
+    // "Today" is the tenant's date when the file was claimed, not when this run happens: a
+    // file claimed at 23:58 and recovered after midnight (a crash, the database away) is still
+    // that night's file (review s27). A claim whose id carries no time is judged now.
+    let claimed_on = super::superseded::claimed_at(&claim.id).unwrap_or_else(Utc::now);
+    if let Some(msg) = refusal.or_else(|| not_today(tenant, &name, claimed_on)) {
         let mut record = refused(msg)?;
         // Not imported, but archived: without its passwords, like any archived file.
         let copy = import::password_free_copy(tenant, claimed, &mut record.messages)?;
@@ -195,14 +199,15 @@ fn run_or_refuse(
     finish(shared, tenant, claim, outcome)
 }
 
-/// With `only_today` and a `{date}` pattern: why `name` is not today's file, if it is not.
-fn not_today(tenant: &Tenant, name: &str) -> Option<String> {
+/// With `only_today` and a `{date}` pattern: why `name` is not the file of the tenant's date
+/// at `at` (when it was claimed), if it is not.
+fn not_today(tenant: &Tenant, name: &str, at: DateTime<Utc>) -> Option<String> {
     let profile = &tenant.import;
     let pattern = FilePattern::new(profile);
     if !profile.only_today || !pattern.has_date() {
         return None;
     }
-    let today = TenantCalendar::of(profile).today();
+    let today = TenantCalendar::of(profile).date_of(at);
     let date = pattern.matches(name).and_then(|m| m.date);
     if date == Some(today) {
         return None;

@@ -52,6 +52,22 @@ pub(super) async fn worker(
             tracing::warn!(%tenant, "tenant is no longer configured; request dropped");
             continue;
         };
+        // An explicit request waits for the tenant's lease before it takes an import permit.
+        let held = match waits_for_lease(&req) {
+            false => None,
+            true => {
+                let stopping = || intake.stopping();
+                let wait = lease::LEASE_WAIT;
+                match lease::wait_take(&intake.shared.store, &tenant, wait, stopping).await {
+                    None => break,
+                    Some(Ok(held)) => Some(held),
+                    Some(Err(e)) => {
+                        refuse(req, &tenant, &e);
+                        continue;
+                    }
+                }
+            }
+        };
         let permit = match intake.shared.permits.clone().acquire_owned().await {
             Ok(p) => p,
             Err(_) => break,
@@ -60,7 +76,7 @@ pub(super) async fn worker(
         let shared = intake.shared.clone();
         let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            handle(&shared, &t, req)
+            handle(&shared, &t, req, held)
         })
         .await;
         intake
@@ -109,6 +125,36 @@ fn ask_again_later(
     });
 }
 
+/// Whether `req` waits for the tenant's lease (up to [`lease::LEASE_WAIT`]) instead of being
+/// asked for again later: the explicit requests, which someone waits for or which happen once.
+fn waits_for_lease(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::Scheduled(_) | Request::Now(_) | Request::Approve(..) | Request::Restore(..)
+    )
+}
+
+/// Answers a request of [`waits_for_lease`] whose lease could not be had.
+fn refuse(req: Request, tenant: &str, e: &anyhow::Error) {
+    match req {
+        Request::Scheduled(_) => {
+            tracing::error!(%tenant, "the scheduled run did not run: {e:#}");
+        }
+        Request::Now(reply) => {
+            let why = format!("run-now did not run for tenant {tenant}: {e:#}");
+            tracing::warn!(%tenant, "{why}");
+            let _ = reply.send(Err(why));
+        }
+        Request::Approve(_, reply) => {
+            let _ = reply.send(Err(anyhow::anyhow!("{e:#}")));
+        }
+        Request::Restore(_, reply) => {
+            let _ = reply.send(Err(anyhow::anyhow!("{e:#}")));
+        }
+        Request::File(_) | Request::Recover | Request::Look => {}
+    }
+}
+
 /// What became of a request.
 enum Handled {
     Done,
@@ -117,7 +163,15 @@ enum Handled {
 }
 
 /// Runs one request (blocking), under the tenant's lease.
-fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
+/// Runs one request on a blocking thread. `_held` is the tenant's lease the worker took for a
+/// request of [`waits_for_lease`] (None for the others, which take it here or ask again
+/// later); it is kept until the request is handled.
+fn handle(
+    shared: &Shared,
+    tenant: &Tenant,
+    req: Request,
+    _held: Option<lease::TenantLease>,
+) -> Handled {
     let config = shared.config.current();
     let home = config.tenant_home(&tenant.id);
     match req {
@@ -159,53 +213,33 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
             }
         },
         Request::Scheduled(tick) => {
-            match lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT) {
-                Ok(_lease) => {
-                    if !recover_first(shared, tenant) {
-                        return Handled::Done;
-                    }
-                    let files = candidates(&config, tenant);
-                    if files.is_empty() && !schedules::ran_since_last_tick(shared, tenant, tick) {
-                        record_missing(shared, tenant);
-                    }
-                    for name in files {
-                        claim_and_run(shared, tenant, &home, &name);
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(tenant = %tenant.id, "the scheduled run did not run: {e:#}")
-                }
+            if !recover_first(shared, tenant) {
+                return Handled::Done;
+            }
+            let files = candidates(&config, tenant);
+            if files.is_empty() && !schedules::ran_since_last_tick(shared, tenant, tick) {
+                record_missing(shared, tenant, tick);
+            }
+            for name in files {
+                claim_and_run(shared, tenant, &home, &name);
             }
         }
         Request::Now(reply) => {
-            let mut records = Vec::new();
-            match lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT) {
-                Ok(_lease) if recover_first(shared, tenant) => {
-                    for name in candidates(&config, tenant) {
-                        records.extend(claim_and_run(shared, tenant, &home, &name));
-                    }
-                }
-                Ok(_lease) => {
-                    tracing::warn!(tenant = %tenant.id, "run-now did not run: another node took the tenant's lease while this one finished its claims")
-                }
-                Err(e) => tracing::error!(tenant = %tenant.id, "run-now did not run: {e:#}"),
+            let answer = run_now(shared, tenant, &config, &home);
+            if let Err(why) = &answer {
+                tracing::warn!(tenant = %tenant.id, "{why}");
             }
-            let _ = reply.send(records);
+            let _ = reply.send(answer);
         }
         Request::Approve(id, reply) => {
-            let result =
-                lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT).and_then(|_lease| {
-                    match recover_first(shared, tenant) {
-                        true => run::approve_held(shared, tenant, &id),
-                        false => Err(lease::lost(&tenant.id)),
-                    }
-                });
+            let result = match recover_first(shared, tenant) {
+                true => run::approve_held(shared, tenant, &id),
+                false => Err(lease::lost(&tenant.id)),
+            };
             let _ = reply.send(result);
         }
         Request::Restore(key, reply) => {
-            let result = lease::wait_take(&shared.store, &tenant.id, lease::LEASE_WAIT)
-                .and_then(|_lease| crate::import::restore(&*shared.store, tenant, &key));
-            let _ = reply.send(result);
+            let _ = reply.send(crate::import::restore(&*shared.store, tenant, &key));
         }
     }
     Handled::Done
@@ -220,6 +254,31 @@ fn handle(shared: &Shared, tenant: &Tenant, req: Request) -> Handled {
 /// nothing.
 fn recover_first(shared: &Shared, tenant: &Tenant) -> bool {
     lease::foreign_claims(shared, &tenant.id).is_empty() || lease::recover_claims(shared, tenant)
+}
+
+/// `run-now`: the records of the files waiting now, run under the tenant's lease (taken by
+/// the worker); why nothing ran when files were waiting and none of their runs finished (claimed by another node meanwhile, or failed and left to be retried).
+fn run_now(
+    shared: &Shared,
+    tenant: &Tenant,
+    config: &crate::config::Config,
+    home: &std::path::Path,
+) -> Result<Vec<ImportRecord>, String> {
+    let t = &tenant.id;
+    if !recover_first(shared, tenant) {
+        return Err(format!("run-now did not run for tenant {t}: another node took the tenant's lease while this one finished the claims left behind; try again"));
+    }
+    let waiting = candidates(config, tenant);
+    let records: Vec<ImportRecord> = (waiting.iter())
+        .filter_map(|name| claim_and_run(shared, tenant, home, name))
+        .collect();
+    if records.is_empty() && !waiting.is_empty() {
+        return Err(format!(
+            "run-now found {} waiting for tenant {t} but no run finished: another node may have taken it, or the run failed and is retried; see the history and the server log",
+            waiting.join(", ")
+        ));
+    }
+    Ok(records)
 }
 
 fn claim_and_run(
@@ -271,9 +330,11 @@ fn claim_and_run(
     out
 }
 
-fn record_missing(shared: &Shared, tenant: &Tenant) {
+/// The `missing` record of the schedule's tick at `tick`: the file expected is the one of the
+/// tenant's date at the tick, even when the tick runs late (after midnight, say).
+fn record_missing(shared: &Shared, tenant: &Tenant, tick: chrono::DateTime<chrono::Utc>) {
     let pattern = FilePattern::new(&tenant.import);
-    let today = pattern::TenantCalendar::of(&tenant.import).today();
+    let today = pattern::TenantCalendar::of(&tenant.import).date_of(tick);
     let expected = if pattern.has_date() {
         pattern.name_for(today)
     } else {

@@ -447,32 +447,38 @@ impl LoginThrottle {
         })
     }
 
-    /// A successful login as `tenant` clears its address's failures against that tenant only
-    /// (and, with shared counters, the address's shared failures, in the background).
+    /// A successful login as `tenant` clears its address's failures against that tenant only,
+    /// here and (with shared counters, in the background) in the address's shared count: the
+    /// failures this node counted against that tenant come off it. Those other nodes counted
+    /// stay until the count's window ends, stricter and never looser (review s27: the whole
+    /// shared count was cleared, so a valid login could reset a spray against other tenants).
     pub fn succeeded(&self, addr: Option<IpAddr>, tenant: &str) {
         let Some(a) = address_key(addr) else { return };
-        if let (Some(store), Ok(rt)) = (self.shared_store(), tokio::runtime::Handle::try_current())
-        {
-            let this = self.clone();
-            rt.spawn(async move {
-                let subject = a.to_string();
-                let cleared = ask_store(move || store.login_cleared(LoginScope::Address, &subject));
-                if let Err(e) = cleared.await {
-                    this.store_failed();
-                    tracing::warn!(address = %a, "cannot clear the shared failed logins: {e:#}");
-                }
-            });
-        }
-        self.with(|t| {
-            let Some(r) = t.by_addr.get_mut(&a) else {
-                return;
-            };
+        let mine = self.with(|t| {
+            let r = t.by_addr.get_mut(&a)?;
             let mine = r.by_tenant.remove(tenant).unwrap_or(0);
             r.all.failures = r.all.failures.saturating_sub(mine);
             if r.all.failures == 0 && r.all.blocked_until.is_none() && r.all.in_flight == 0 {
                 t.by_addr.remove(&a);
             }
+            Some(mine)
         });
+        let Some(mine) = mine.filter(|n| *n > 0) else {
+            return;
+        };
+        if let (Some(store), Ok(rt)) = (self.shared_store(), tokio::runtime::Handle::try_current())
+        {
+            let this = self.clone();
+            rt.spawn(async move {
+                let subject = a.to_string();
+                let forgiven =
+                    ask_store(move || store.login_forgiven(LoginScope::Address, &subject, mine));
+                if let Err(e) = forgiven.await {
+                    this.store_failed();
+                    tracing::warn!(address = %a, "cannot clear the shared failed logins: {e:#}");
+                }
+            });
+        }
     }
 }
 

@@ -381,12 +381,19 @@ impl russh::server::Handler for Connection {
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         if let (Some(tenant), Some(credential)) = (self.tenant.clone(), self.credential.take()) {
-            self._live = Some(self.server.logins.register(
+            self._live = self.server.logins.register(
                 &tenant,
                 credential,
                 session.handle(),
                 self.kill.clone(),
-            ));
+                &self.server.config,
+            );
+            if self._live.is_none() {
+                // A reload withdrew the password or key while it was being checked.
+                tracing::warn!(%tenant, peer = %self.peer, "login refused: its credential was withdrawn by a reload during the check");
+                self.kill.kill();
+                return Err(russh::Error::Disconnect);
+            }
         }
         Ok(())
     }

@@ -360,14 +360,20 @@ pub(super) struct LiveLogins {
 }
 
 impl LiveLogins {
-    /// Registers a login until the returned entry is dropped.
+    /// Registers a login until the returned entry is dropped; None (nothing registered) when
+    /// the config in force now, read after the entry was added, no longer allows
+    /// `credential`. The check was made against an earlier config; a reload that landed
+    /// in between ran its sweep ([`LiveLogins::withdrawn`]) before this login was listed, so
+    /// only this second look after listing it can refuse it (review s27). A reload after the
+    /// look finds it listed.
     pub(super) fn register(
         &self,
         tenant: &str,
         credential: Credential,
         handle: russh::server::Handle,
         kill: Arc<KillSwitch>,
-    ) -> LiveEntry {
+        config: &ConfigHandle,
+    ) -> Option<LiveEntry> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let login = LiveLogin {
             tenant: tenant.to_string(),
@@ -379,10 +385,19 @@ impl LiveLogins {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, login);
-        LiveEntry {
+        let entry = LiveEntry {
             id,
             live: self.live.clone(),
-        }
+        };
+        let now = config.current();
+        let allowed = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .is_some_and(|l| l.credential.still_valid(&now, tenant));
+        // Dropping the entry unlists it.
+        allowed.then_some(entry)
     }
 
     /// Removes and returns the logins that `config` no longer allows.

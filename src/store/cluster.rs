@@ -140,8 +140,10 @@ pub trait Cluster: Send + Sync {
     ) -> Result<Option<DateTime<Utc>>>;
     /// The end of the block in force on `subject`, if any.
     fn login_blocked(&self, scope: LoginScope, subject: &str) -> Result<Option<DateTime<Utc>>>;
-    /// Forgets the failures of `subject` (a successful login); a block in force stays.
-    fn login_cleared(&self, scope: LoginScope, subject: &str) -> Result<()>;
+    /// Takes `failures` off the count of `subject` (a successful login: the failures the node
+    /// counted from that address against the tenant that logged in), forgetting the subject
+    /// when none are left; a block in force stays.
+    fn login_forgiven(&self, scope: LoginScope, subject: &str, failures: u32) -> Result<()>;
     /// The blocks in force in the shared counters, at most `limit`, the latest ending first.
     /// A store no other node shares keeps no shared counters: none.
     fn login_blocks(&self, _limit: usize) -> Result<Vec<SharedBlock>> {

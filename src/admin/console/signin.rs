@@ -184,9 +184,15 @@ fn address(peer: &Result<ConnectInfo<SocketAddr>, impl Sized>) -> Option<IpAddr>
 /// ended). The cookie lasts the session's absolute lifetime; the server ends it sooner when it
 /// is idle for `session_minutes`. When the node holds as many tenant sessions as it may, a
 /// tenant's sign-in is refused with 503 and a sentence.
-fn signed_in(st: &AppState, role: Role) -> Response {
+///
+/// `credential` is what the sign-in was checked against (the token or hash of the config read
+/// for the check), never the config as it stands now: a reload between the check and this
+/// call would otherwise tie the session to a credential the user never proved, and a
+/// withdrawn password would keep working. Every request compares it with the config in force
+/// ([`super::session`]), so a session made just before a reload ends at its first request.
+fn signed_in(st: &AppState, role: Role, credential: Option<[u8; 32]>) -> Response {
     let config = st.config.current();
-    let Some(credential) = credential_of(st, &config, &role) else {
+    let Some(credential) = credential else {
         return PageError::forbidden("this account cannot sign in").into_response();
     };
     let tenant = match &role {
@@ -256,7 +262,7 @@ async fn operator(
     }
     attempt.succeeded();
     tracing::info!(?addr, "console: operator signed in");
-    signed_in(&st, Role::Operator)
+    signed_in(&st, Role::Operator, Some(digest(&expected)))
 }
 
 async fn tenant(
@@ -303,7 +309,9 @@ async fn tenant(
     }
     attempt.succeeded();
     tracing::info!(?addr, tenant = %id, "console: tenant signed in to the portal");
-    signed_in(&st, Role::Tenant(id))
+    let role = Role::Tenant(id);
+    let credential = credential_of(&st, &config, &role);
+    signed_in(&st, role, credential)
 }
 
 /// 429 with the sign-in page and a sentence saying why nothing was checked.

@@ -16,6 +16,7 @@ use crate::model::ImportRecord;
 use askama::Template;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -106,7 +107,8 @@ async fn run_now(
     let config = st.config.current();
     let t = viewer.tenant(&config, &tenant)?.clone();
     crate::admin::api::store_answers(&st, &t.id).await?;
-    let runs = st.intake.run_now(&t.id).await;
+    let runs = (st.intake.run_now(&t.id).await)
+        .map_err(|why| PageError::new(StatusCode::SERVICE_UNAVAILABLE, why))?;
     tracing::info!(tenant = %t.id, runs = runs.len(), "run now from the console");
     page(&RunNowPage {
         chrome: Chrome::new(&viewer, format!("Run now: {}", t.id), Some(&t.id)),

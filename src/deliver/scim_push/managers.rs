@@ -83,6 +83,12 @@ impl ManagerWaits {
             .take(limit)
             .collect()
     }
+
+    /// Hands back reports taken by [`take_ready`](Self::take_ready) but not pushed (the
+    /// pusher stopped first): the next call takes them again.
+    pub fn put_back(&self, reports: impl IntoIterator<Item = String>) {
+        self.lock().ready.extend(reports);
+    }
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The cursor's consumer name in the store.
 pub const CONSUMER: &str = "scim-push";
@@ -242,6 +242,9 @@ pub struct Pusher {
     status: Arc<Mutex<PushStatus>>,
     /// Raised (any of them): no further user is started (`roster serve` stops).
     stop: Vec<Arc<AtomicBool>>,
+    /// No user is started at or after this instant: the end of the store lease as this node
+    /// can be sure of it (set by the worker each time it takes the lease; None: no limit).
+    lease_until: Mutex<Option<Instant>>,
 }
 
 impl Pusher {
@@ -260,6 +263,7 @@ impl Pusher {
             saved_failing: Mutex::new(None),
             status: status_of(tenant),
             stop: Vec::new(),
+            lease_until: Mutex::new(None),
         })
     }
 
@@ -269,9 +273,17 @@ impl Pusher {
         self
     }
 
-    /// Whether a stop flag is raised.
+    /// Starts no user at or after `deadline` (the lease as taken now may have passed to another
+    /// node by then): the cursor waits before the users left, as at a stop.
+    pub fn hold_until(&self, deadline: Instant) {
+        *self.lease_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(deadline);
+    }
+
+    /// Whether a stop flag is raised, or the lease's time is up.
     fn stopped(&self) -> bool {
-        self.stop.iter().any(|f| f.load(Ordering::Relaxed))
+        let lease_over = (self.lease_until.lock().unwrap_or_else(|p| p.into_inner()))
+            .is_some_and(|d| Instant::now() >= d);
+        lease_over || self.stop.iter().any(|f| f.load(Ordering::Relaxed))
     }
 
     pub fn client(&self) -> &ScimClient {

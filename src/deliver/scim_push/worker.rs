@@ -8,7 +8,9 @@
 //! one starts only after the old one ended); changes and users enter from the [`Store`]. With
 //! several nodes on one store, a node pushes a tenant only while it holds the store lease
 //! `scim-push:<tenant>`. A tenant thread runs at most [`BATCHES_PER_ROUND`] batches before it
-//! looks at the lease again, and sleeps [`IDLE`] when it had no work. A stop is seen before
+//! looks at the lease again, and starts no user later than half of `[cluster] lease_secs`
+//! after it last took the lease: a node that froze (a pause, a stalled disk) and whose lease
+//! another node took meanwhile does not push stale changes when it wakes (review s27), and sleeps [`IDLE`] when it had no work. A stop is seen before
 //! each user (the one in flight finishes or times out), and [`Worker::stop`] waits at most its
 //! grace. A push that cannot start (its `token_env` unset) says why in the status, and logs it
 //! once per change.
@@ -99,7 +101,8 @@ fn supervise(config: ConfigHandle, store: Store, stop: Arc<AtomicBool>) {
             if running.contains_key(tenant) {
                 continue;
             }
-            if let Some(t) = spawn_tenant(&store, tenant, push, &stop) {
+            let held_for = Duration::from_secs(current.cluster.lease_secs) / 2;
+            if let Some(t) = spawn_tenant(&store, tenant, push, &stop, held_for) {
                 running.insert(tenant.to_string(), t);
             }
         }
@@ -116,6 +119,7 @@ fn spawn_tenant(
     tenant: &str,
     push: &ScimPushConfig,
     all: &Arc<AtomicBool>,
+    held_for: Duration,
 ) -> Option<TenantThread> {
     let own = Arc::new(AtomicBool::new(false));
     let stop = Stop {
@@ -125,7 +129,7 @@ fn spawn_tenant(
     let (store, name, config) = (store.clone(), tenant.to_string(), push.clone());
     let thread = std::thread::Builder::new()
         .name(format!("scim-push {tenant}"))
-        .spawn(move || run_tenant(store, name, config, stop))
+        .spawn(move || run_tenant(store, name, config, stop, held_for))
         .map_err(|e| tracing::error!(tenant, "cannot start the SCIM push thread: {e}"))
         .ok()?;
     Some(TenantThread {
@@ -192,8 +196,10 @@ fn build(
     }
 }
 
-/// Pushes one tenant until its push changes, leaves the config, or the server stops.
-fn run_tenant(store: Store, tenant: String, push: ScimPushConfig, stop: Stop) {
+/// Pushes one tenant until its push changes, leaves the config, or the server stops; each
+/// time the lease is taken, the pusher may start users for `held_for` more (a lease is lost
+/// when the node's heartbeat is `lease_secs` old, and heartbeats come every third of that).
+fn run_tenant(store: Store, tenant: String, push: ScimPushConfig, stop: Stop, held_for: Duration) {
     let lease = format!("scim-push:{tenant}");
     let src = StoreSource {
         store: store.clone(),
@@ -213,6 +219,7 @@ fn run_tenant(store: Store, tenant: String, push: ScimPushConfig, stop: Stop) {
         let busy = match store.take_lease(&lease) {
             Ok(Some(_)) => {
                 holding = true;
+                p.hold_until(Instant::now() + held_for);
                 round(p, &src, &stop)
             }
             Ok(None) => {

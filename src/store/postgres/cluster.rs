@@ -388,16 +388,22 @@ impl Cluster for PostgresStore {
             .context("cannot read login blocks in PostgreSQL")
     }
 
-    fn login_cleared(&self, scope: LoginScope, subject: &str) -> Result<()> {
+    fn login_forgiven(&self, scope: LoginScope, subject: &str, failures: u32) -> Result<()> {
         let (scope, subject) = (scope.as_str(), subject.to_string());
+        let failures = i32::try_from(failures).unwrap_or(i32::MAX);
         self.db
             .run(move |pool| async move {
                 let client = Connections::client(&pool).await?;
+                // One statement: the row goes when nothing is left of it, else shrinks.
                 client
                     .execute(
-                        "DELETE FROM roster.auth_failures WHERE scope = $1 AND subject = $2 \
+                        "WITH gone AS (DELETE FROM roster.auth_failures WHERE scope = $1 \
+                         AND subject = $2 AND failures <= $3 \
+                         AND (blocked_until IS NULL OR blocked_until <= now()) RETURNING 1) \
+                         UPDATE roster.auth_failures SET failures = failures - $3 \
+                         WHERE scope = $1 AND subject = $2 AND failures > $3 \
                          AND (blocked_until IS NULL OR blocked_until <= now())",
-                        &[&scope, &subject],
+                        &[&scope, &subject, &failures],
                     )
                     .await?;
                 Ok(())

@@ -22,13 +22,43 @@ impl PostgresStore {
                     "SELECT EXISTS (SELECT 1 FROM roster.user_rows) \
                      OR EXISTS (SELECT 1 FROM roster.import_records) \
                      OR EXISTS (SELECT 1 FROM roster.held_plans) \
-                     OR EXISTS (SELECT 1 FROM roster.outbox)",
+                     OR EXISTS (SELECT 1 FROM roster.outbox) \
+                     OR EXISTS (SELECT 1 FROM roster.tenant_state) \
+                     OR EXISTS (SELECT 1 FROM roster.changes) \
+                     OR EXISTS (SELECT 1 FROM roster.events) \
+                     OR EXISTS (SELECT 1 FROM roster.cursors) \
+                     OR EXISTS (SELECT 1 FROM roster.ledger) \
+                     OR EXISTS (SELECT 1 FROM roster.claims) \
+                     OR EXISTS (SELECT 1 FROM roster.claim_stamps)",
                     &[],
                 )
                 .await
                 .context("cannot check whether the PostgreSQL store is empty")?;
             Ok(row.try_get(0)?)
         })
+    }
+
+    /// Makes `key` this store's password-fingerprint key (`roster.meta`), in the database and
+    /// in this handle: the copied user records and held plans carry fingerprints made with
+    /// the embedded store's key, and under another key every password of the next file would
+    /// look changed (review s27: migrate-store left PostgreSQL's own random key, so the next
+    /// import re-hashed and reported every password). Only for an empty target.
+    pub fn adopt_fingerprint_key(&mut self, key: &[u8; 32]) -> Result<()> {
+        let value = key.to_vec();
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            client
+                .execute(
+                    "INSERT INTO roster.meta (name, value) VALUES ('fingerprint_key', $1) \
+                     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    &[&value],
+                )
+                .await
+                .context("cannot store the fingerprint key in roster.meta")?;
+            Ok(())
+        })?;
+        self.secret = *key;
+        Ok(())
     }
 
     /// Holds plan `id` of `tenant` (framed bytes, as `RunLog::held_plan` gives them back).

@@ -111,7 +111,7 @@ impl Cluster for SledStore {
         Ok(None)
     }
 
-    fn login_cleared(&self, _scope: LoginScope, _subject: &str) -> Result<()> {
+    fn login_forgiven(&self, _scope: LoginScope, _subject: &str, _failures: u32) -> Result<()> {
         Ok(())
     }
 

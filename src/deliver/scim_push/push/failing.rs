@@ -50,7 +50,12 @@ impl Pusher {
     /// Pushes again (at most [`BATCH`] per call) the reports whose manager reached the
     /// application; one that fails is kept as a failing user (retried with backoff).
     pub(super) fn push_waiting_reports(&self, src: &dyn ChangeSource, now: DateTime<Utc>) {
-        for key in self.waits.take_ready(BATCH) {
+        let mut ready = self.waits.take_ready(BATCH).into_iter();
+        while let Some(key) = ready.next() {
+            if self.stopped() {
+                self.waits.put_back(std::iter::once(key).chain(ready));
+                return;
+            }
             let cleared = with_failing_cleared(&self.status(), &key, &BTreeSet::new());
             let r = self.push_one(src, &key, &cleared);
             let mut st = self.status();
@@ -92,6 +97,9 @@ impl Pusher {
             .cloned()
             .collect();
         for f in due {
+            if self.stopped() {
+                return; // the rest stay on the failing list, due
+            }
             let r = self.push_one(src, &f.key, &f.cleared);
             let mut st = self.status();
             match r {

@@ -171,3 +171,55 @@ fn a_user_failing_transiently_while_others_go_through_is_kept_as_failing_at_the_
         "{f:?}"
     );
 }
+
+/// A change log in memory, its cursor kept in a cell.
+struct MemSource {
+    changes: Vec<LoggedChange>,
+    cursor: Mutex<Cursor>,
+}
+
+impl ChangeSource for MemSource {
+    fn changes(&self, after: u64, limit: usize) -> Result<Vec<LoggedChange>> {
+        let after = self.changes.iter().filter(|c| c.seq > after);
+        Ok(after.take(limit).cloned().collect())
+    }
+    fn user(&self, _key: &str) -> Result<Option<User>> {
+        Ok(None)
+    }
+    fn cursor(&self) -> Result<Cursor> {
+        Ok(self.cursor.lock().unwrap().clone())
+    }
+    fn save_cursor(&self, cursor: &Cursor) -> Result<()> {
+        *self.cursor.lock().unwrap() = cursor.clone();
+        Ok(())
+    }
+}
+
+/// Review s27: a node that froze past its lease (another node took over the tenant's push)
+/// must not push stale changes when it wakes. Past the deadline no user is started and the
+/// cursor waits where it was, with no failure counted; before it, the same batch is tried
+/// (here against a port where nothing listens, so it fails and says so).
+#[test]
+fn no_user_is_started_once_the_lease_time_is_up() {
+    let src = MemSource {
+        changes: (1..=3)
+            .map(|i| change(i, &format!("u{i}"), ChangeKind::Created, &[]))
+            .collect(),
+        cursor: Mutex::new(Cursor::default()),
+    };
+    let p = pusher("t-unit-lease");
+    p.hold_until(Instant::now() - Duration::from_millis(1));
+    let batch = p.run_batch(&src, Utc::now()).unwrap();
+    assert!(
+        matches!(batch, Batch::Pushed { pushed: 0, failed: 0, position: 0 }),
+        "{batch:?}"
+    );
+    let c = src.cursor().unwrap();
+    assert_eq!((c.position, c.attempts, c.last_error.clone()), (0, 0, None));
+
+    p.hold_until(Instant::now() + Duration::from_secs(60));
+    p.run_batch(&src, Utc::now()).unwrap();
+    let c = src.cursor().unwrap();
+    assert_eq!(c.position, 0);
+    assert!(c.last_error.is_some() && c.attempts == 1, "{c:?}");
+}
