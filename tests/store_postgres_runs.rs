@@ -414,7 +414,7 @@ fn two_nodes_never_take_the_same_message_and_a_dead_claim_expires() {
     pg.psql(
         "hr",
         "UPDATE roster.outbox SET claimed_until = now() - interval '1 second' \
-         WHERE claimed_by = 'node-a'",
+         WHERE claimed_by LIKE 'node-a/%'",
     );
     let taken_over = b.outbox_due(Utc::now()).unwrap();
     let mut from_a: Vec<u64> = ta.iter().map(|i| i.id).collect();
@@ -435,7 +435,7 @@ fn two_nodes_never_take_the_same_message_and_a_dead_claim_expires() {
     pg.psql(
         "hr",
         "UPDATE roster.outbox SET claimed_until = now() - interval '1 second' \
-         WHERE claimed_by = 'node-a'",
+         WHERE claimed_by LIKE 'node-a/%'",
     );
     let taken = b.outbox_due(Utc::now()).unwrap();
     assert!(fresh.iter().all(|id| taken.iter().any(|t| t.id == *id)));
@@ -446,6 +446,34 @@ fn two_nodes_never_take_the_same_message_and_a_dead_claim_expires() {
     let later = Utc::now() + chrono::Duration::minutes(1);
     assert!(a.outbox_defer(fresh[0], later, 1, "x").is_err());
     assert!(b.outbox_defer(fresh[0], later, 1, "x").is_ok());
+}
+
+/// A second process under a live node's id (a frozen VM's replacement) takes the first one's
+/// messages only once their claim expired, and the first one, waking, neither renews nor
+/// defers them (review s27: claims named the node id only, so the first process renewed the
+/// claim the second had made and sent the message again).
+#[test]
+fn a_twin_process_under_the_same_node_id_does_not_share_claims() {
+    let pg = TestPostgres::start();
+    pg.create_database("hr");
+    let first = open(&pg, "hr", "node-a");
+    let twin = open(&pg, "hr", "node-a");
+    let id = first
+        .outbox_push(&["it@x.example".to_string()], &message("once"))
+        .unwrap();
+    assert_eq!(first.outbox_due(Utc::now()).unwrap().len(), 1);
+    assert!(twin.outbox_due(Utc::now()).unwrap().is_empty(), "claimed");
+    assert!(!twin.outbox_renew_claim(id).unwrap(), "not the twin's claim");
+    // The first process freezes past its claim; the twin takes the message.
+    pg.psql(
+        "hr",
+        "UPDATE roster.outbox SET claimed_until = now() - interval '1 second'",
+    );
+    assert_eq!(twin.outbox_due(Utc::now()).unwrap().len(), 1);
+    assert!(!first.outbox_renew_claim(id).unwrap(), "the twin holds it now");
+    let later = Utc::now() + chrono::Duration::minutes(1);
+    assert!(first.outbox_defer(id, later, 1, "x").is_err());
+    assert!(twin.outbox_renew_claim(id).unwrap());
 }
 
 #[tokio::test]

@@ -59,23 +59,24 @@ pub fn run(config_path: &Path, to: &str) -> Result<()> {
     })?;
     let mut to =
         PostgresStore::open(&target, NODE_ID)?.with_lease_secs(config.cluster.lease_secs);
-    refuse_live_nodes(&to, config.cluster.lease_secs)?;
-    to.forget_own_staging()?;
-    if to.holds_data()? {
-        bail!(
-            "the target already holds data; migrate-store only fills an empty store \
-             (PostgreSQL at {})",
-            target.describe()
-        );
-    }
-    // The records' password fingerprints were made with the embedded store's key.
-    to.adopt_fingerprint_key(from.fingerprint_key())?;
     let beat = NodeBeat {
         sftp: "-".to_string(),
         admin: "-".to_string(),
         version: format!("{} (migrate-store)", env!("CARGO_PKG_VERSION")),
         started_at: chrono::Utc::now(),
     };
+    // The copy's heartbeat first, then the checks: a `roster serve` starting from now on sees
+    // the copy and refuses to start (review s27: it beat only after the checks, and a node
+    // starting in between could import into the target). A second copy fails here (a live
+    // process under the same id).
+    to.heartbeat(&beat)?;
+    let prepared = prepare_target(&from, &mut to, &target, config.cluster.lease_secs);
+    if prepared.is_err() {
+        if let Err(e) = to.leave() {
+            tracing::warn!("cannot remove the copy's row from roster.nodes: {e:#}");
+        }
+    }
+    prepared?;
     let every = crate::store::beat_interval(config.cluster.lease_secs);
     let copied = std::thread::scope(|scope| {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
@@ -90,6 +91,27 @@ pub fn run(config_path: &Path, to: &str) -> Result<()> {
     copied?;
     println!("migrate-store: done; set [store] url (or ROSTER_STORE_URL) to serve from PostgreSQL");
     Ok(())
+}
+
+/// Refuses a target a node serves or that holds data, drops what an earlier copy staged, and
+/// gives the target the embedded store's fingerprint key (the copied records' password
+/// fingerprints were made with it).
+fn prepare_target(
+    from: &SledStore,
+    to: &mut PostgresStore,
+    target: &crate::store::postgres::PostgresTarget,
+    lease_secs: u64,
+) -> Result<()> {
+    refuse_live_nodes(to, lease_secs)?;
+    to.forget_own_staging()?;
+    if to.holds_data()? {
+        bail!(
+            "the target already holds data; migrate-store only fills an empty store \
+             (PostgreSQL at {})",
+            target.describe()
+        );
+    }
+    to.adopt_fingerprint_key(from.fingerprint_key())
 }
 
 /// Heartbeats every `every` until `stop` is dropped, beside the explicit beats between
@@ -114,7 +136,7 @@ fn refuse_live_nodes(to: &PostgresStore, lease_secs: u64) -> Result<()> {
     let live: Vec<String> = to
         .nodes()?
         .into_iter()
-        .filter(|n| n.alive)
+        .filter(|n| n.alive && n.node_id != NODE_ID)
         .map(|n| {
             format!(
                 "{} (last heartbeat {})",

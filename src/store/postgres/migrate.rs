@@ -140,7 +140,8 @@ pub async fn migrate_to(target: &super::PostgresTarget, to: i32) -> anyhow::Resu
             &[],
         )
         .await?
-        .get(0);
+        .try_get(0)
+        .context("roster.schema_version does not hold what this roster wrote there")?;
     refuse_newer(from)?;
     for m in MIGRATIONS
         .iter()
@@ -171,7 +172,8 @@ pub async fn schema_version(target: &super::PostgresTarget) -> anyhow::Result<i3
             &[],
         )
         .await?
-        .get(0);
+        .try_get(0)
+        .context("cannot tell whether roster.schema_version exists")?;
     if !exists {
         return Ok(0);
     }
@@ -181,7 +183,8 @@ pub async fn schema_version(target: &super::PostgresTarget) -> anyhow::Result<i3
             &[],
         )
         .await?
-        .get(0);
+        .try_get(0)
+        .context("roster.schema_version does not hold what this roster wrote there")?;
     Ok(version)
 }
 

@@ -4,7 +4,7 @@
 //! Data enters as recipients and message bytes (`outbox_push`), a delivery's outcome
 //! (`outbox_mark_sent` deletes, `outbox_defer` records the attempt) and leaves as
 //! [`OutboxItem`]s. Each message is delivered by one node: `outbox_due` claims what it returns
-//! (`claimed_by` this node, `claimed_until` [`CLAIM_MINUTES`] from now), skipping rows another
+//! (`claimed_by` this node's process, `node_id/holder`, `claimed_until` [`CLAIM_MINUTES`] from now), skipping rows another
 //! node has claimed or is claiming (`FOR UPDATE SKIP LOCKED`). The claim ends when the message
 //! is sent (row gone) or deferred (claim cleared); a node that dies holding a claim loses it
 //! when `claimed_until` passes, and the message is due again then, so no message is lost.
@@ -21,6 +21,16 @@ pub const CLAIM_MINUTES: i32 = 5;
 
 /// At most this many messages are claimed at once; the rest wait for the next pass.
 const DUE_BATCH: i64 = 100;
+
+impl PostgresStore {
+    /// Who claims a message: this node's id and this very process (`holder`), so a second
+    /// process started under the same id (a frozen VM's replacement) never renews, defers or
+    /// narrows a claim of the first one and never sends a message twice (review s27: claims
+    /// named only the node id, as leases did before schema 15).
+    fn claimant(&self) -> String {
+        format!("{}/{}", self.node_id, self.holder)
+    }
+}
 
 fn item_from_row(row: &Row) -> Result<OutboxItem> {
     let id: i64 = row.try_get(0)?;
@@ -77,7 +87,7 @@ impl MailOutbox for PostgresStore {
 
     /// Claims and returns the messages due at `now` that no live claim holds, oldest first.
     fn outbox_due(&self, now: DateTime<Utc>) -> Result<Vec<OutboxItem>> {
-        let node = self.node_id.clone();
+        let node = self.claimant();
         let mut items = self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
             let rows = client
@@ -112,7 +122,7 @@ impl MailOutbox for PostgresStore {
     /// gone.
     fn outbox_renew_claim(&self, id: u64) -> Result<bool> {
         let id = db_id(id)?;
-        let node = self.node_id.clone();
+        let node = self.claimant();
         self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
             let renewed = client
@@ -163,7 +173,7 @@ impl MailOutbox for PostgresStore {
     fn outbox_narrow(&self, id: u64, recipients: &[String]) -> Result<()> {
         let db_id = db_id(id)?;
         let recipients = recipients.to_vec();
-        let node = self.node_id.clone();
+        let node = self.claimant();
         let changed = self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
             client
@@ -191,7 +201,7 @@ impl MailOutbox for PostgresStore {
         let db_id = db_id(id)?;
         let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
         let error = error.to_string();
-        let node = self.node_id.clone();
+        let node = self.claimant();
         let changed = self.db.run(move |pool| async move {
             let client = Connections::client(&pool).await?;
             client
