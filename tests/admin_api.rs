@@ -471,7 +471,10 @@ async fn run_now_that_runs_nothing_of_a_waiting_file_says_so() {
         said.contains(&name) && said.contains("no run finished"),
         "{said}"
     );
-    assert!(env.home("sched").join(&name).exists(), "the file still waits");
+    assert!(
+        env.home("sched").join(&name).exists(),
+        "the file still waits"
+    );
 
     std::fs::remove_file(&work).unwrap();
     let run = env.post("/api/tenants/sched/run-now", None).await;

@@ -384,7 +384,10 @@ fn failed_logins_block_across_stores_and_expire() {
     // too): one of the two stays, so the second failure after it blocks.
     b.login_forgiven(addr, "10.0.0.7", 1).unwrap();
     assert_eq!(a.login_failed(addr, "10.0.0.7", 3, block).unwrap(), None);
-    assert!(b.login_failed(addr, "10.0.0.7", 3, block).unwrap().is_some());
+    assert!(b
+        .login_failed(addr, "10.0.0.7", 3, block)
+        .unwrap()
+        .is_some());
     // Tenant scope counts on its own.
     let t = LoginScope::Tenant;
     assert_eq!(a.login_failed(t, "acme", 2, block).unwrap(), None);

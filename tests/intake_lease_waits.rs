@@ -49,7 +49,9 @@ async fn waits_for_leases_held_elsewhere_leave_the_other_tenants_importing() {
     // beta needs a user for a restore to be queued at all.
     let first = env.import("beta", &users_csv(0, 2)).await;
     assert_eq!(first.status, ImportStatus::Success, "{first:?}");
-    let user = env.server().store.users("beta", None).unwrap()[0].key.clone();
+    let user = env.server().store.users("beta", None).unwrap()[0]
+        .key
+        .clone();
 
     let stop = Arc::new(AtomicBool::new(false));
     let ghost = ghost_node(&url, &["tenant:sched", "tenant:beta"], stop.clone());

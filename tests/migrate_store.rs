@@ -376,9 +376,15 @@ fn passwords_unchanged_since_the_copy_are_unchanged_on_postgresql() {
     let file = |rows: &[String]| format!("Code;First;Last;Email;Pw\n{}\n", rows.join("\n"));
     {
         let sled = Store::open(&store_dir(dir.path())).unwrap();
-        let first = run_bytes(&sled, &t, "users.csv", file(&rows).as_bytes(), &RunOptions::default())
-            .unwrap()
-            .record;
+        let first = run_bytes(
+            &sled,
+            &t,
+            "users.csv",
+            file(&rows).as_bytes(),
+            &RunOptions::default(),
+        )
+        .unwrap()
+        .record;
         assert_eq!(first.counts.inserted, 3, "{first:?}");
     }
     let out = migrate_store(&config, &url);
@@ -388,18 +394,38 @@ fn passwords_unchanged_since_the_copy_are_unchanged_on_postgresql() {
     let copy = Store::new(open_pg(&url));
     // The same users and passwords in another order: new bytes, nothing to change.
     let reversed: Vec<String> = rows.iter().rev().cloned().collect();
-    let again = run_bytes(&copy, &t, "users.csv", file(&reversed).as_bytes(), &RunOptions::default())
-        .unwrap()
-        .record;
+    let again = run_bytes(
+        &copy,
+        &t,
+        "users.csv",
+        file(&reversed).as_bytes(),
+        &RunOptions::default(),
+    )
+    .unwrap()
+    .record;
     assert_eq!(again.status, ImportStatus::Success, "{again:?}");
-    assert_eq!((again.counts.updated, again.counts.unchanged), (0, 3), "{again:?}");
+    assert_eq!(
+        (again.counts.updated, again.counts.unchanged),
+        (0, 3),
+        "{again:?}"
+    );
     // A password that did change is still seen.
     let mut changed = rows.clone();
     changed[1] = "C1;F1;L1;u1@x.example;Another-pass-1".into();
-    let third = run_bytes(&copy, &t, "users.csv", file(&changed).as_bytes(), &RunOptions::default())
-        .unwrap()
-        .record;
-    assert_eq!((third.counts.updated, third.counts.unchanged), (1, 2), "{third:?}");
+    let third = run_bytes(
+        &copy,
+        &t,
+        "users.csv",
+        file(&changed).as_bytes(),
+        &RunOptions::default(),
+    )
+    .unwrap()
+    .record;
+    assert_eq!(
+        (third.counts.updated, third.counts.unchanged),
+        (1, 2),
+        "{third:?}"
+    );
 }
 
 /// Every queued message is copied, not only the first pass's worth: an outbox of 130 messages

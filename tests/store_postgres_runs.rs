@@ -463,14 +463,20 @@ fn a_twin_process_under_the_same_node_id_does_not_share_claims() {
         .unwrap();
     assert_eq!(first.outbox_due(Utc::now()).unwrap().len(), 1);
     assert!(twin.outbox_due(Utc::now()).unwrap().is_empty(), "claimed");
-    assert!(!twin.outbox_renew_claim(id).unwrap(), "not the twin's claim");
+    assert!(
+        !twin.outbox_renew_claim(id).unwrap(),
+        "not the twin's claim"
+    );
     // The first process freezes past its claim; the twin takes the message.
     pg.psql(
         "hr",
         "UPDATE roster.outbox SET claimed_until = now() - interval '1 second'",
     );
     assert_eq!(twin.outbox_due(Utc::now()).unwrap().len(), 1);
-    assert!(!first.outbox_renew_claim(id).unwrap(), "the twin holds it now");
+    assert!(
+        !first.outbox_renew_claim(id).unwrap(),
+        "the twin holds it now"
+    );
     let later = Utc::now() + chrono::Duration::minutes(1);
     assert!(first.outbox_defer(id, later, 1, "x").is_err());
     assert!(twin.outbox_renew_claim(id).unwrap());

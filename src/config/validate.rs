@@ -374,10 +374,18 @@ fn import_problems(p: &ImportProfile, problems: &mut TenantProblems<'_>) {
             ),
             // A valid expression can name a day that never comes (`0 0 30 2 *`): the
             // schedule would never fire and no `missing` record would ever say so (review s27).
-            Ok(cron) if cron.find_next_occurrence(&chrono::Utc::now(), false).is_err() => say(
-                "import.schedule",
-                format!("{expr:?} never fires (no date matches it); check the day and month fields"),
-            ),
+            Ok(cron)
+                if cron
+                    .find_next_occurrence(&chrono::Utc::now(), false)
+                    .is_err() =>
+            {
+                say(
+                    "import.schedule",
+                    format!(
+                        "{expr:?} never fires (no date matches it); check the day and month fields"
+                    ),
+                )
+            }
             Ok(_) => {}
         },
         _ => {}
@@ -485,14 +493,25 @@ mod tests {
     /// Review s27: formats that can never match an uploaded name passed.
     #[test]
     fn a_date_format_must_name_one_day_without_folders() {
-        let with = |f: &str| problems("", &format!("file = \"u_{{date}}.csv\"\ndate_format = \"{f}\""));
+        let with = |f: &str| {
+            problems(
+                "",
+                &format!("file = \"u_{{date}}.csv\"\ndate_format = \"{f}\""),
+            )
+        };
         for f in ["%Y-%m", "%m-%d", "%Y"] {
             let p = with(f);
-            assert!(p.iter().any(|p| p.contains("does not name one day")), "{f}: {p:?}");
+            assert!(
+                p.iter().any(|p| p.contains("does not name one day")),
+                "{f}: {p:?}"
+            );
         }
         for f in ["%Y/%m/%d", "%D"] {
             let p = with(f);
-            assert!(p.iter().any(|p| p.contains("folder separator")), "{f}: {p:?}");
+            assert!(
+                p.iter().any(|p| p.contains("folder separator")),
+                "{f}: {p:?}"
+            );
         }
         for f in ["%Y-%m-%d", "%Y_%m_%d", "%d%m%y", "%d-%b-%Y", "%Y%j"] {
             assert!(with(f).is_empty(), "{f}: {:?}", with(f));
@@ -512,11 +531,17 @@ mod tests {
     #[test]
     fn smtp_url_is_read_as_the_mail_worker_reads_it() {
         let mail = |url: &str| {
-            let text = format!("[mail]\nsmtp_url = \"{url}\"\nfrom = \"Roster <r@example.com>\"\n{TENANT}");
+            let text = format!(
+                "[mail]\nsmtp_url = \"{url}\"\nfrom = \"Roster <r@example.com>\"\n{TENANT}"
+            );
             Config::parse(&text).err().unwrap_or_default()
         };
         let bad = mail("smtp://user:s3cret@relay.example:notaport");
-        assert!(bad.iter().any(|p| p.starts_with("[mail] smtp_url cannot be used")), "{bad:?}");
+        assert!(
+            bad.iter()
+                .any(|p| p.starts_with("[mail] smtp_url cannot be used")),
+            "{bad:?}"
+        );
         assert!(bad.iter().all(|p| !p.contains("s3cret")), "{bad:?}");
         assert!(mail("smtp://127.0.0.1:2525").is_empty());
         assert!(mail("smtps://user:pw@relay.example").is_empty());

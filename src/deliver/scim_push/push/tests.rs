@@ -211,7 +211,14 @@ fn no_user_is_started_once_the_lease_time_is_up() {
     p.hold_until(Instant::now() - Duration::from_millis(1));
     let batch = p.run_batch(&src, Utc::now()).unwrap();
     assert!(
-        matches!(batch, Batch::Pushed { pushed: 0, failed: 0, position: 0 }),
+        matches!(
+            batch,
+            Batch::Pushed {
+                pushed: 0,
+                failed: 0,
+                position: 0
+            }
+        ),
         "{batch:?}"
     );
     let c = src.cursor().unwrap();
