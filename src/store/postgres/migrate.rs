@@ -127,6 +127,12 @@ pub async fn migrate(target: &super::PostgresTarget) -> anyhow::Result<Migrated>
 /// migration uses to make the database an older binary left.
 pub async fn migrate_to(target: &super::PostgresTarget, to: i32) -> anyhow::Result<Migrated> {
     let mut client = super::connect(target).await?;
+    let version: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await?
+        .try_get(0)
+        .context("cannot read the server's version")?;
+    refuse_old_server(&version)?;
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
@@ -188,6 +194,28 @@ pub async fn schema_version(target: &super::PostgresTarget) -> anyhow::Result<i3
     Ok(version)
 }
 
+/// The oldest PostgreSQL Roster runs on: 12. Before 12, `ATTACH PARTITION` locks the parent
+/// table exclusively, so a tenant's first commit (which attaches its partitions) would stop
+/// every tenant's reads of `roster.users` and the change log for the rest of that commit
+/// (review s27).
+pub const OLDEST_SERVER: u32 = 120_000;
+
+/// Refuses a server older than [`OLDEST_SERVER`] (`server_version_num`, such as `150018`).
+pub fn refuse_old_server(server_version_num: &str) -> anyhow::Result<()> {
+    let n: u32 = server_version_num.trim().parse().map_err(|_| {
+        anyhow::anyhow!("the server's version {server_version_num:?} is not a number")
+    })?;
+    if n < OLDEST_SERVER {
+        bail!(
+            "PostgreSQL {}.{} is too old: Roster needs PostgreSQL 12 or later (before 12, \
+             attaching a tenant's partitions locks every tenant's reads)",
+            n / 10_000,
+            n % 10_000 / 100
+        );
+    }
+    Ok(())
+}
+
 /// The sentence for a database migrated by a newer roster.
 pub fn refuse_newer(found: i32) -> anyhow::Result<()> {
     if found > SCHEMA_VERSION {
@@ -203,6 +231,15 @@ pub fn refuse_newer(found: i32) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_older_than_12_is_refused() {
+        let old = refuse_old_server("110022").unwrap_err().to_string();
+        assert!(old.contains("PostgreSQL 11.0 is too old"), "{old}");
+        assert!(refuse_old_server("120000").is_ok());
+        assert!(refuse_old_server("150018").is_ok());
+        assert!(refuse_old_server("x").is_err());
+    }
 
     #[test]
     fn migrations_are_numbered_in_order_up_to_the_schema_version() {
