@@ -8,8 +8,8 @@
 //! APPEND, SETSTAT/FSETSTAT size, copy-data) stops at `max_upload_bytes`. Renames, removals,
 //! folders and links are in `changes`, the extensions in `extensions`. File I/O uses plain
 //! blocking calls: most are one page-cache operation of at most ~1 MiB, made on the session's
-//! task; the wire loop answers those that can take long (SETSTAT/FSETSTAT, copy-data, fsync)
-//! off the runtime's workers (`wire::answer`).
+//! task; the wire loop answers those that can take long (SETSTAT/FSETSTAT, OPEN with TRUNC,
+//! copy-data, fsync) off the runtime's workers (`wire::answer`).
 //! Uploads are announced through the [`UploadSink`] on CLOSE of a handle that wrote, or on a
 //! rename onto a name; the upload side of a session (WRITE, CLOSE, the end of a session, the size
 //! checks) is in `upload`.
@@ -217,7 +217,8 @@ impl SftpSession {
         {
             self.room_for_a_name(&path)?;
         }
-        // TRUNC is done once `uploads` has checked that no other handle writes the file.
+        // TRUNC is done once `uploads` has checked that no other handle writes the file and
+        // registered this one, with its lock released (`InProgress::open_for_write`).
         let truncate = flags.contains(OpenFlags::TRUNCATE);
         let ticket = self.ticket()?;
         let vpath = path.virtual_path.clone();

@@ -100,6 +100,49 @@ fn a_write_open_whose_start_fails_leaves_no_marker_and_no_writer() {
 }
 
 #[test]
+fn the_truncation_runs_with_the_registry_unlocked_and_the_file_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = InProgress::new(&dir.path().join("data"), "acme");
+    let id = file(dir.path(), "a.csv");
+    // Another thread asks while `start` runs: it gets its answer at once (before the review
+    // of 2026-12-03 `start`, a truncate of a possibly large file, ran with the registry
+    // locked, and every other upload and claim of every tenant waited for it), and the file
+    // is unfinished and not writable by a second handle already.
+    let seen_while_starting = |up: &InProgress| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = up.clone();
+        std::thread::spawn(move || {
+            let second = other.open_for_write("/f.csv", || Ok(((), id)), |_| Ok(()));
+            let refused = matches!(second, Err(WriteOpenError::BeingWritten(x)) if x == id);
+            let _ = tx.send((other.is_unfinished(id), refused));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+    };
+    let mut seen = None;
+    up.open_for_write(
+        "/f.csv",
+        || Ok(((), id)),
+        |_| {
+            seen = Some(seen_while_starting(&up));
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(seen, Some(Ok((true, true))), "(unfinished, refused)");
+    assert!(up.handle_ended(id, HandleEnd::Closed { wrote: true }));
+    assert!(!up.is_unfinished(id));
+    // A failed start after a broken upload keeps that upload's marker.
+    open(&up, id);
+    assert!(!up.handle_ended(id, HandleEnd::Dropped { wrote: true }));
+    let eio = || std::io::Error::from_raw_os_error(libc::EIO);
+    let failed = up.open_for_write("/f.csv", || Ok(((), id)), |_| Err(eio()));
+    assert!(matches!(failed, Err(WriteOpenError::Io(_))));
+    assert!(up.is_unfinished(id), "the broken upload stays unfinished");
+    open(&up, id);
+    assert!(up.handle_ended(id, HandleEnd::Closed { wrote: true }));
+}
+
+#[test]
 fn a_removed_file_leaves_no_marker() {
     let dir = tempfile::tempdir().unwrap();
     let up = InProgress::new(&dir.path().join("data"), "acme");
