@@ -1,16 +1,20 @@
 //! Ways a client changes a file's size besides WRITE (review of 2026-12-03): an OPEN with
 //! TRUNC of a file that has bytes empties it (after its upload is registered, outside the lock
-//! every upload takes) and the import reads what was written after. Real server, real
+//! every upload takes) and the import reads what was written after; a handle that changed the
+//! size with FSETSTAT finishes an upload at CLOSE as one that wrote; a SETSTAT size by name is
+//! refused while another handle writes the file, as a write-OPEN is. Real server, real
 //! russh-sftp clients.
 
 mod support;
 
 use roster::model::{ImportStatus, UserStatus};
 use russh::keys::PrivateKey;
-use russh_sftp::protocol::OpenFlags;
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 use std::path::Path;
 use std::time::Duration;
 use support::pipeline::Pipeline;
+use support::sftp::TestServer;
 
 const WRITE_NEW: OpenFlags = OpenFlags::WRITE
     .union(OpenFlags::CREATE)
@@ -81,4 +85,100 @@ async fn an_open_with_trunc_empties_the_file_and_the_import_reads_the_new_one() 
     assert_eq!(u1.first_name.as_deref(), Some("New"));
     assert_eq!(u1.status, UserStatus::Active);
     assert!(store.user("acme", "u40").unwrap().is_none(), "no old row");
+}
+
+const BUSY: &str = "/users.csv is being uploaded by another session; try again when it finishes";
+
+fn size(n: u64) -> FileAttributes {
+    FileAttributes {
+        size: Some(n),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_emptied_through_its_handle_is_announced_at_close() {
+    let mut srv = TestServer::start().await;
+    let c = srv.acme().await;
+    let old = older();
+    c.put("users.csv", &old).await.unwrap();
+    assert_eq!(srv.event(10).await.size, old.len() as u64);
+    // Opened for writing without TRUNC, emptied with FSETSTAT size 0, closed: a change of
+    // what the file holds, announced as after a WRITE (it was not before).
+    let h = c.open("users.csv", OpenFlags::WRITE).await.unwrap();
+    c.sftp.fsetstat(h.clone(), size(0)).await.unwrap();
+    c.sftp.close(h).await.unwrap();
+    let ev = srv.event(10).await;
+    assert_eq!((ev.path.as_str(), ev.size), ("/users.csv", 0));
+    assert_eq!(
+        std::fs::read(srv.home("acme").join("users.csv")).unwrap(),
+        b""
+    );
+    // A handle that only sets the file's times announces nothing.
+    let h = c.open("users.csv", OpenFlags::WRITE).await.unwrap();
+    let times = FileAttributes {
+        mtime: Some(1_700_000_000),
+        atime: Some(1_700_000_000),
+        ..Default::default()
+    };
+    c.sftp.fsetstat(h.clone(), times).await.unwrap();
+    c.sftp.close(h).await.unwrap();
+    srv.no_event(500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_size_on_a_path_is_refused_while_another_session_writes_the_file() {
+    let mut srv = TestServer::start().await;
+    let (a, b) = (srv.acme().await, srv.acme().await);
+    let old = older();
+    let half = old.len() / 2;
+    let h = a.open("users.csv", WRITE_NEW).await.unwrap();
+    a.sftp.write(&h, 0, old[..half].to_vec()).await.unwrap();
+
+    // B truncates it by name: refused as a write-open would be, nothing truncated (before,
+    // the file was emptied under A's upload).
+    let on_disk = srv.home("acme").join("users.csv");
+    match b.sftp.setstat("users.csv", size(0)).await {
+        Err(SftpError::Status(s)) => {
+            assert_eq!(
+                (s.status_code, s.error_message.as_str()),
+                (StatusCode::Failure, BUSY)
+            )
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&on_disk).unwrap(), &old[..half]);
+    // Setting its times only is still fine.
+    let times = FileAttributes {
+        mtime: Some(1_700_000_000),
+        ..Default::default()
+    };
+    b.sftp.setstat("users.csv", times).await.unwrap();
+
+    a.sftp
+        .write(&h, half as u64, old[half..].to_vec())
+        .await
+        .unwrap();
+    a.sftp.close(h).await.unwrap();
+    assert_eq!(srv.event(10).await.size, old.len() as u64);
+    // With no writer, a set-size by name works (and is no upload: nothing announced).
+    b.sftp.setstat("users.csv", size(17)).await.unwrap();
+    assert_eq!(std::fs::read(&on_disk).unwrap(), &old[..17]);
+    srv.no_event(500).await;
+    // A folder keeps its own answer.
+    b.sftp
+        .mkdir("sub", FileAttributes::default())
+        .await
+        .unwrap();
+    match b.sftp.setstat("sub", size(0)).await {
+        Err(SftpError::Status(s)) => assert_eq!(s.error_message, "/sub is a folder"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Once B's own upload holds the file, B's set-size by name is refused in its own words.
+    let own = b.open("users.csv", OpenFlags::WRITE).await.unwrap();
+    match b.sftp.setstat("users.csv", size(0)).await {
+        Err(SftpError::Status(s)) => assert!(s.error_message.contains("close it first"), "{s:?}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    b.sftp.close(own).await.unwrap();
 }
