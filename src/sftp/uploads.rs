@@ -314,8 +314,9 @@ impl InProgress {
     /// renames a marker of the previous version (`<dev>-<ino>`, written by this host or by
     /// another node, whose device number for the shared folder differs) whose inode is still
     /// there to `<ino>`; and turns a marker named after a path (the version before that) into
-    /// one named after its file. At most `limit` entries of `home` are looked at; with more,
-    /// nothing is removed.
+    /// one named after its file. At most `limit` entries of `home` are looked at; with more, or
+    /// when a folder under `home` cannot be read (taken for empty, it lost the markers of the
+    /// unfinished uploads in it), nothing is removed.
     ///
     /// Every node sweeps at its start while the others upload: the markers are listed before
     /// the files, and a marker is written only after its file exists, so the file of every
@@ -406,31 +407,45 @@ fn parse_marker_name(name: &str) -> Option<(Option<u64>, u64)> {
     Some((Some(dev.parse().ok()?), ino.parse().ok()?))
 }
 
-/// The identities of the regular files under `home`, or None past `limit` entries.
+/// The identities of the regular files under `home`; None past `limit` entries, or when a
+/// folder (or an entry of one) cannot be read: an unreadable folder is not an empty one, and the
+/// markers of its files' unfinished uploads must stay (review of 2026-12-03). A folder or entry
+/// that went away during the walk is skipped.
 fn file_ids(home: &Path, limit: usize) -> Option<HashSet<FileId>> {
     let mut ids = HashSet::new();
     let mut folders = vec![home.to_path_buf()];
     let mut seen = 0usize;
     while let Some(folder) = folders.pop() {
-        let Ok(entries) = std::fs::read_dir(&folder) else {
-            continue;
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return unreadable(&folder, &e),
         };
-        for e in entries.flatten() {
+        for entry in entries {
             seen += 1;
             if seen > limit {
                 return None;
             }
-            let Ok(meta) = e.path().symlink_metadata() else {
-                continue;
+            let found = entry.and_then(|e| Ok((e.path(), e.path().symlink_metadata()?)));
+            let (path, meta) = match found {
+                Ok(found) => found,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return unreadable(&folder, &e),
             };
             if meta.is_dir() {
-                folders.push(e.path());
+                folders.push(path);
             } else if meta.is_file() {
                 ids.insert(FileId::of(&meta));
             }
         }
     }
     Some(ids)
+}
+
+/// The sweep decides nothing: `folder` could not be read.
+fn unreadable(folder: &Path, e: &std::io::Error) -> Option<HashSet<FileId>> {
+    tracing::warn!(folder = %folder.display(), "cannot read a folder while sweeping the in-progress markers; none is removed: {e}");
+    None
 }
 
 #[cfg(test)]
