@@ -151,13 +151,19 @@ async fn max_upload_bytes_holds_for_append_across_handles() {
     let h1 = a.open("big.bin", append).await.unwrap();
     a.sftp.write(&h1, 0, chunk.clone()).await.unwrap();
     assert!(b.open("big.bin", append).await.is_err());
-    // The file grows under the open APPEND handle by another request (SETSTAT size on the
-    // path, allowed up to the limit): the next append is held to the real size.
+    // The file grows under the open APPEND handle by other means: the next append is held to
+    // the real size. (A SETSTAT size on the path from another session, which did this before,
+    // is refused while a handle writes the file since the review of 2026-12-03; a local
+    // process still can.)
     let grow = FileAttributes {
         size: Some(900_000),
         ..Default::default()
     };
-    b.sftp.setstat("big.bin", grow).await.unwrap();
+    assert!(b.sftp.setstat("big.bin", grow).await.is_err());
+    let local = std::fs::OpenOptions::new()
+        .write(true)
+        .open(home.join("big.bin"));
+    local.unwrap().set_len(900_000).unwrap();
     let over = message(a.sftp.write(&h1, 0, chunk.clone()).await).1;
     assert!(over.contains("larger than the limit"), "{over}");
     assert!(size("big.bin").is_err(), "the partial file was removed");

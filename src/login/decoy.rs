@@ -1,11 +1,18 @@
 //! How long a login for a name that is no tenant (or a tenant without a password) waits before
 //! its "no", so that the answer's timing does not tell which names are tenants.
 //!
-//! The wait is one of the last [`SAMPLES`] durations of real password checks of the last
-//! minute (the wait in the checking threads' queue included), picked at random and jittered by
-//! ±10 %, taken in by [`observed`] from every real check. Without such a check, it is the time of one argon2
-//! check of [`DECOY_HASH`], made once per process (`calibrated`) in the same queue as real
-//! checks.
+//! The wait is one of the last [`SAMPLES`] durations of real password checks (the wait in the
+//! checking threads' queue included), whatever their age, picked at random and jittered by
+//! ±10 %, taken in by [`observed`] from every real check. Before the first real check of the
+//! process, it is the time of one argon2 check of [`DECOY_HASH`], made once per process
+//! (`calibrated`) in the same queue as real checks.
+//!
+//! Why samples do not expire: they used to be dropped after a minute, and after a quiet minute
+//! an unknown name waited the calibrated time (one check of [`DECOY_HASH`], with its own argon2
+//! parameters, on the server as it was then) while a tenant's wrong password took a real check
+//! of that tenant's hash, so an attacker could time the two apart (review of 2026-12-03). The
+//! newest samples are always the nearest thing to what a real check takes now; after a busy
+//! spell they follow the lighter load within [`SAMPLES`] real checks.
 //!
 //! Why not an argon2 check per unknown name, as before: it made unknown names cost a real check
 //! each, so a flood of made-up names from many addresses queued real tenants' logins behind
@@ -23,34 +30,31 @@ use std::time::{Duration, Instant};
 pub(super) const DECOY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0XSsfOIUbEVJFH1EkHwIqJ5NV+nZFzs1OHp9Fk1dcWs";
 
-/// Real check durations remembered.
+/// Real check durations remembered: the newest, whatever their age.
 const SAMPLES: usize = 32;
-/// Samples older than this are left out: after a busy spell, old queueing times would make
-/// unknown names answer slower than real tenants do now (re-read of s15).
-const SAMPLE_AGE: Duration = Duration::from_secs(60);
 
-/// (when it ended, how long it took) of the last real checks.
-static RECENT: Mutex<VecDeque<(Instant, Duration)>> = Mutex::new(VecDeque::new());
+/// How long the last real checks took, oldest first (at most [`SAMPLES`]).
+static RECENT: Mutex<VecDeque<Duration>> = Mutex::new(VecDeque::new());
 
 /// A real password check took `took` (waiting for its slot included).
 pub(super) fn observed(took: Duration) {
     let mut recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
-    if recent.len() >= SAMPLES {
-        recent.pop_front();
-    }
-    recent.push_back((Instant::now(), took));
+    remember(&mut recent, took);
 }
 
-/// One remembered duration of the last [`SAMPLE_AGE`], at random; None without one.
-fn pick() -> Option<Duration> {
-    use rand::Rng;
-    let mut recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
-    recent.retain(|(at, _)| at.elapsed() < SAMPLE_AGE);
-    if recent.is_empty() {
-        return None;
+/// Adds `took` to the ring of samples, dropping the oldest when it holds [`SAMPLES`].
+fn remember(ring: &mut VecDeque<Duration>, took: Duration) {
+    while ring.len() >= SAMPLES {
+        ring.pop_front();
     }
-    let at = rand::thread_rng().gen_range(0..recent.len());
-    recent.get(at).map(|(_, took)| *took)
+    ring.push_back(took);
+}
+
+/// The wait copied from `ring`: its sample number `at` (modulo its length) times `jitter`; None
+/// when it holds none.
+fn chosen(ring: &VecDeque<Duration>, at: usize, jitter: f64) -> Option<Duration> {
+    let took = ring.get(at.checked_rem(ring.len())?)?;
+    Some(took.mul_f64(jitter))
 }
 
 /// The time of one argon2 check of [`DECOY_HASH`], measured once per process (concurrent first
@@ -68,18 +72,25 @@ async fn calibrated() -> Duration {
 
 /// Waits about as long as a real password check takes (see the module doc).
 pub(super) async fn wait() {
-    use rand::Rng;
-    let base = match pick() {
+    let (at, jitter) = {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        (rng.gen::<usize>(), rng.gen_range(0.9..1.1))
+    };
+    let sampled = {
+        let recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
+        chosen(&recent, at, jitter)
+    };
+    let delay = match sampled {
         Some(d) => d,
         None => {
             // The calibration itself took about a check's time for its first caller.
             let started = Instant::now();
             let d = calibrated().await;
-            d.saturating_sub(started.elapsed())
+            d.saturating_sub(started.elapsed()).mul_f64(jitter)
         }
     };
-    let jitter = rand::thread_rng().gen_range(0.9..1.1);
-    tokio::time::sleep(base.mul_f64(jitter)).await;
+    tokio::time::sleep(delay).await;
 }
 
 #[cfg(test)]
@@ -99,5 +110,39 @@ mod tests {
         let took = started.elapsed();
         // Some remembered check (this test's 40 ms, or another test's) ±10 %.
         assert!(took >= Duration::from_millis(1), "{took:?}");
+    }
+
+    #[test]
+    fn samples_are_kept_whatever_their_age_and_the_newest_replace_the_oldest() {
+        // Samples taken long ago (past the minute after which they used to be dropped, which
+        // made an unknown name wait the calibrated time instead): still what a wait copies.
+        let mut ring = VecDeque::new();
+        for ms in 1..=SAMPLES as u64 + 8 {
+            remember(&mut ring, Duration::from_millis(ms * 10));
+        }
+        assert_eq!(ring.len(), SAMPLES);
+        // The oldest 8 went; the newest are kept, in order.
+        assert_eq!(ring.front(), Some(&Duration::from_millis(90)));
+        assert_eq!(ring.back(), Some(&Duration::from_millis(400)));
+        assert_eq!(chosen(&ring, 0, 1.0), Some(Duration::from_millis(90)));
+        assert_eq!(
+            chosen(&ring, SAMPLES - 1, 1.0),
+            Some(Duration::from_millis(400))
+        );
+        // Any pick is a sample, jittered.
+        let wait = chosen(&ring, SAMPLES + 3, 0.9).unwrap();
+        assert_eq!(wait, Duration::from_millis(120).mul_f64(0.9));
+        assert_eq!(chosen(&VecDeque::new(), 5, 1.0), None);
+    }
+
+    #[test]
+    fn the_global_ring_keeps_the_newest_samples() {
+        for _ in 0..SAMPLES + 1 {
+            observed(Duration::from_millis(7));
+        }
+        let recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
+        assert_eq!(recent.len(), SAMPLES);
+        // (Other tests may add their own samples meanwhile, never past the bound.)
+        assert!(chosen(&recent, 0, 1.0).is_some());
     }
 }

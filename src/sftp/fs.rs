@@ -201,7 +201,7 @@ pub fn unlink_at(dir: BorrowedFd<'_>, name: &CStr, folder: bool) -> std::io::Res
 }
 
 /// `renameat2` between two folder descriptors; `replace = false` fails when the target exists
-/// (RENAME_NOREPLACE, or a check-then-rename where the file system lacks it).
+/// (RENAME_NOREPLACE, or [`rename_by_link`] where the file system lacks it).
 pub fn rename_at(
     from: (BorrowedFd<'_>, &CStr),
     to: (BorrowedFd<'_>, &CStr),
@@ -223,22 +223,67 @@ pub fn rename_at(
     }
     let err = std::io::Error::last_os_error();
     match err.raw_os_error() {
-        Some(libc::EINVAL) | Some(libc::ENOSYS) if !replace => {
-            if Stat::at(to.0, to.1).is_ok() {
-                return Err(std::io::Error::from(ErrorKind::AlreadyExists));
-            }
-            // SAFETY: as above.
-            check(unsafe {
-                libc::renameat(
-                    from.0.as_raw_fd(),
-                    from.1.as_ptr(),
-                    to.0.as_raw_fd(),
-                    to.1.as_ptr(),
-                )
-            })
-        }
+        Some(libc::EINVAL) | Some(libc::ENOSYS) if !replace => rename_by_link(from, to),
         _ => Err(err),
     }
+}
+
+/// A rename that never replaces, where the file system has no RENAME_NOREPLACE (NFS): `linkat`
+/// gives the file its new name, failing with EEXIST if anything has that name (atomically: a
+/// check then a rename, as before, overwrote a file that appeared in between), then `unlinkat`
+/// removes the old name, if it still is that file (if another request put something else
+/// there meanwhile, that is left alone, the new name is removed again and the rename fails).
+/// Between the two calls the file has both names, and a crash there leaves both.
+///
+/// A folder has no hard links: it is checked, then renamed. rename(2) replaces neither a file
+/// nor a folder that holds anything with a folder, so at worst an empty folder made in between
+/// is replaced. A file system without hard links (EPERM or EOPNOTSUPP for a file) does the same.
+fn rename_by_link(
+    from: (BorrowedFd<'_>, &CStr),
+    to: (BorrowedFd<'_>, &CStr),
+) -> std::io::Result<()> {
+    if Stat::at(from.0, from.1)?.is_dir() {
+        return check_then_rename(from, to);
+    }
+    match link_at(from, to) {
+        Ok(()) => {}
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => {
+            return check_then_rename(from, to)
+        }
+        Err(e) => return Err(e),
+    }
+    let linked = Stat::at(to.0, to.1)?;
+    let same = Stat::at(from.0, from.1).is_ok_and(|st| st.id == linked.id);
+    let unlinked = match same {
+        true => unlink_at(from.0, from.1, false),
+        false => Err(std::io::Error::other(
+            "the file to rename was replaced meanwhile; nothing was renamed",
+        )),
+    };
+    if let Err(e) = unlinked {
+        let _ = unlink_at(to.0, to.1, false);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// `renameat` unless the target exists (for folders, see [`rename_by_link`]).
+fn check_then_rename(
+    from: (BorrowedFd<'_>, &CStr),
+    to: (BorrowedFd<'_>, &CStr),
+) -> std::io::Result<()> {
+    if Stat::at(to.0, to.1).is_ok() {
+        return Err(std::io::Error::from(ErrorKind::AlreadyExists));
+    }
+    // SAFETY: both names are NUL-terminated and outlive the call.
+    check(unsafe {
+        libc::renameat(
+            from.0.as_raw_fd(),
+            from.1.as_ptr(),
+            to.0.as_raw_fd(),
+            to.1.as_ptr(),
+        )
+    })
 }
 
 /// `linkat(from, to)` without following a symlink source (`hardlink@openssh.com`).
@@ -326,4 +371,66 @@ pub fn statvfs(fd: BorrowedFd<'_>) -> std::io::Result<Vec<u8>> {
 /// Appends a big-endian u64 (SSH wire format).
 pub fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+
+    fn name(s: &str) -> CString {
+        c_name(s).unwrap()
+    }
+
+    #[test]
+    fn the_rename_fallback_moves_a_file_and_never_replaces_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir_in(dir.path()).unwrap();
+        let (d, o) = (
+            std::fs::File::open(dir.path()).unwrap(),
+            std::fs::File::open(other.path()).unwrap(),
+        );
+        std::fs::write(dir.path().join("a.csv"), b"new").unwrap();
+        let ino = std::fs::metadata(dir.path().join("a.csv")).unwrap().ino();
+        let (a, b) = (name("a.csv"), name("b.csv"));
+
+        // Moved, across folders too: one name, the same file.
+        rename_by_link((d.as_fd(), &a), (o.as_fd(), &b)).unwrap();
+        assert!(!dir.path().join("a.csv").exists());
+        let moved = std::fs::metadata(other.path().join("b.csv")).unwrap();
+        assert_eq!((moved.ino(), moved.nlink()), (ino, 1));
+
+        // Onto a name that exists: refused, both files as they were.
+        std::fs::write(dir.path().join("a.csv"), b"other").unwrap();
+        let refused = rename_by_link((d.as_fd(), &a), (o.as_fd(), &b)).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(dir.path().join("a.csv")).unwrap(), b"other");
+        assert_eq!(std::fs::read(other.path().join("b.csv")).unwrap(), b"new");
+        assert_eq!(
+            std::fs::metadata(dir.path().join("a.csv")).unwrap().nlink(),
+            1
+        );
+
+        // A missing source: its own error, nothing made.
+        let gone = rename_by_link((d.as_fd(), &name("none.csv")), (d.as_fd(), &name("x.csv")));
+        assert_eq!(gone.unwrap_err().kind(), ErrorKind::NotFound);
+        assert!(!dir.path().join("x.csv").exists());
+    }
+
+    #[test]
+    fn the_rename_fallback_moves_a_folder_but_not_onto_an_existing_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = std::fs::File::open(dir.path()).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/f.csv"), b"x").unwrap();
+        std::fs::write(dir.path().join("taken"), b"t").unwrap();
+        let (sub, moved, taken) = (name("sub"), name("moved"), name("taken"));
+        let refused = rename_by_link((d.as_fd(), &sub), (d.as_fd(), &taken)).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(dir.path().join("taken")).unwrap(), b"t");
+        rename_by_link((d.as_fd(), &sub), (d.as_fd(), &moved)).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("moved/f.csv")).unwrap(), b"x");
+        assert!(!dir.path().join("sub").exists());
+    }
 }

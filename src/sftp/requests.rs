@@ -8,8 +8,8 @@
 //! APPEND, SETSTAT/FSETSTAT size, copy-data) stops at `max_upload_bytes`. Renames, removals,
 //! folders and links are in `changes`, the extensions in `extensions`. File I/O uses plain
 //! blocking calls: most are one page-cache operation of at most ~1 MiB, made on the session's
-//! task; the wire loop answers those that can take long (SETSTAT/FSETSTAT, copy-data, fsync)
-//! off the runtime's workers (`wire::answer`).
+//! task; the wire loop answers those that can take long (SETSTAT/FSETSTAT, OPEN with TRUNC,
+//! copy-data, fsync) off the runtime's workers (`wire::answer`).
 //! Uploads are announced through the [`UploadSink`] on CLOSE of a handle that wrote, or on a
 //! rename onto a name; the upload side of a session (WRITE, CLOSE, the end of a session, the size
 //! checks) is in `upload`.
@@ -217,7 +217,8 @@ impl SftpSession {
         {
             self.room_for_a_name(&path)?;
         }
-        // TRUNC is done once `uploads` has checked that no other handle writes the file.
+        // TRUNC is done once `uploads` has checked that no other handle writes the file and
+        // registered this one, with its lock released (`InProgress::open_for_write`).
         let truncate = flags.contains(OpenFlags::TRUNCATE);
         let ticket = self.ticket()?;
         let vpath = path.virtual_path.clone();
@@ -370,16 +371,15 @@ impl SftpSession {
         }))
     }
 
+    /// SETSTAT on a path. One with a size changes the file as a write does (`set_size_at`).
     fn setstat(&mut self, id: u32, path: &str, attrs: &FileAttributes) -> Result<Packet, Failure> {
         let p = self.ctx.jail.resolve_for_write(path).map_err(jail_fail)?;
-        self.check_size(attrs, &p.virtual_path)?;
+        if attrs.size.is_some() {
+            return self.set_size_at(id, &p, attrs);
+        }
         let jail = &self.ctx.jail;
         let file = match jail.open(&p, libc::O_WRONLY | libc::O_NONBLOCK, 0) {
             Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
-                if attrs.size.is_some() {
-                    let folder = format!("{} is a folder", p.virtual_path);
-                    return Err(fail(StatusCode::Failure, folder));
-                }
                 jail.open(&p, libc::O_RDONLY | libc::O_DIRECTORY, 0)
             }
             other => other,
@@ -408,7 +408,10 @@ impl SftpSession {
         let f = self.file_handle(handle)?;
         apply_attrs(&f.file, attrs, &vpath)?;
         if let Some(size) = attrs.size {
+            // A new size changes what the file holds: its CLOSE finishes the upload as after a
+            // WRITE (review of 2026-12-03: a file emptied this way was never announced).
             f.size = size;
+            f.wrote = true;
         }
         Ok(ok(id))
     }

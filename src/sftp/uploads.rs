@@ -12,7 +12,9 @@
 //!   truncated, so two uploads of one name are never spliced into one file. The registry is kept
 //!   under one lock, which a write-OPEN holds across its `open`, the check and the registration,
 //!   and the intake holds across its claim's rename, so a file is never claimed while a handle
-//!   that can still write it is being opened.
+//!   that can still write it is being opened. The truncation of an OPEN with TRUNC comes after
+//!   the registration, with the lock released: the file is registered by then, so nothing can
+//!   claim or write it meanwhile, and a long truncate holds no other upload.
 //! - **Markers**, on disk under `<data_dir>/uploading/<tenant>/<ino>`: one per file that a
 //!   handle opened for writing and that is not finished. A marker is named by the file's inode
 //!   alone, which every node on a shared data folder agrees on; the device number is not (NFS
@@ -173,16 +175,35 @@ impl InProgress {
 
     /// Opens a file for writing with `open` (which returns the file and its identity, and must
     /// not truncate it) and registers it as written, marker included; then runs `start` on it
-    /// (the truncation an OPEN with TRUNC asked for). The registry is locked throughout, so no
-    /// claim can take the file in between, and no other write-open can pass the check. A file
-    /// that another handle has open for writing is refused ([`WriteOpenError::BeingWritten`],
-    /// the file untouched), so two uploads are never spliced into one file. A marker that cannot
-    /// be written, or a `start` that fails, fails the open (the file is closed again).
+    /// (the truncation an OPEN with TRUNC asked for). The registry is locked from the `open` to
+    /// the registration, so no claim can take the file in between, and no other write-open can
+    /// pass the check. `start` runs after the lock is released (a truncate of a large file on
+    /// slow storage would otherwise hold every other client's uploads and the intake's claims);
+    /// the file is registered by then, so it is neither claimed nor opened for writing again
+    /// meanwhile. A file that another handle has open for writing is refused
+    /// ([`WriteOpenError::BeingWritten`], the file untouched), so two uploads are never spliced
+    /// into one file. A marker that cannot be written, or a `start` that fails, fails the open
+    /// (the file is closed again, and unregistered as a handle that wrote nothing).
     pub fn open_for_write<T>(
         &self,
         virtual_path: &str,
         open: impl FnOnce() -> std::io::Result<(T, FileId)>,
         start: impl FnOnce(&T) -> std::io::Result<()>,
+    ) -> Result<(T, FileId), WriteOpenError> {
+        let (file, id) = self.register_writer(virtual_path, open)?;
+        if let Err(e) = start(&file) {
+            self.handle_ended(id, HandleEnd::Closed { wrote: false });
+            return Err(e.into());
+        }
+        Ok((file, id))
+    }
+
+    /// The locked part of [`InProgress::open_for_write`]: `open`, the check that no other handle
+    /// writes the file, its marker and its registration.
+    fn register_writer<T>(
+        &self,
+        virtual_path: &str,
+        open: impl FnOnce() -> std::io::Result<(T, FileId)>,
     ) -> Result<(T, FileId), WriteOpenError> {
         let mut map = writers();
         let (file, id) = open()?;
@@ -202,12 +223,6 @@ impl InProgress {
                 );
                 return Err(e.into());
             }
-        }
-        if let Err(e) = start(&file) {
-            if !marked_before {
-                self.unmark(id);
-            }
-            return Err(e.into());
         }
         let w = map.entry(id).or_insert_with(|| Writers {
             marked_before,
@@ -299,8 +314,9 @@ impl InProgress {
     /// renames a marker of the previous version (`<dev>-<ino>`, written by this host or by
     /// another node, whose device number for the shared folder differs) whose inode is still
     /// there to `<ino>`; and turns a marker named after a path (the version before that) into
-    /// one named after its file. At most `limit` entries of `home` are looked at; with more,
-    /// nothing is removed.
+    /// one named after its file. At most `limit` entries of `home` are looked at; with more, or
+    /// when a folder under `home` cannot be read (taken for empty, it lost the markers of the
+    /// unfinished uploads in it), nothing is removed.
     ///
     /// Every node sweeps at its start while the others upload: the markers are listed before
     /// the files, and a marker is written only after its file exists, so the file of every
@@ -391,31 +407,45 @@ fn parse_marker_name(name: &str) -> Option<(Option<u64>, u64)> {
     Some((Some(dev.parse().ok()?), ino.parse().ok()?))
 }
 
-/// The identities of the regular files under `home`, or None past `limit` entries.
+/// The identities of the regular files under `home`; None past `limit` entries, or when a
+/// folder (or an entry of one) cannot be read: an unreadable folder is not an empty one, and the
+/// markers of its files' unfinished uploads must stay (review of 2026-12-03). A folder or entry
+/// that went away during the walk is skipped.
 fn file_ids(home: &Path, limit: usize) -> Option<HashSet<FileId>> {
     let mut ids = HashSet::new();
     let mut folders = vec![home.to_path_buf()];
     let mut seen = 0usize;
     while let Some(folder) = folders.pop() {
-        let Ok(entries) = std::fs::read_dir(&folder) else {
-            continue;
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return unreadable(&folder, &e),
         };
-        for e in entries.flatten() {
+        for entry in entries {
             seen += 1;
             if seen > limit {
                 return None;
             }
-            let Ok(meta) = e.path().symlink_metadata() else {
-                continue;
+            let found = entry.and_then(|e| Ok((e.path(), e.path().symlink_metadata()?)));
+            let (path, meta) = match found {
+                Ok(found) => found,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return unreadable(&folder, &e),
             };
             if meta.is_dir() {
-                folders.push(e.path());
+                folders.push(path);
             } else if meta.is_file() {
                 ids.insert(FileId::of(&meta));
             }
         }
     }
     Some(ids)
+}
+
+/// The sweep decides nothing: `folder` could not be read.
+fn unreadable(folder: &Path, e: &std::io::Error) -> Option<HashSet<FileId>> {
+    tracing::warn!(folder = %folder.display(), "cannot read a folder while sweeping the in-progress markers; none is removed: {e}");
+    None
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt
 use tokio::sync::mpsc::{self, error::TryRecvError, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Semaphore;
 
+const SSH_FXP_OPEN: u8 = 3;
 const SSH_FXP_READ: u8 = 5;
 const SSH_FXP_WRITE: u8 = 6;
 const SSH_FXP_SETSTAT: u8 = 9;
@@ -28,6 +29,8 @@ const SSH_FXP_FSETSTAT: u8 = 10;
 const SSH_FXP_EXTENDED: u8 = 200;
 const SSH_FXP_STATUS: u8 = 101;
 const SSH_FXP_DATA: u8 = 103;
+/// The OPEN pflag that asks for the file to be truncated.
+const SSH_FXF_TRUNC: u32 = 0x10;
 /// Flush replies once this much is waiting, even if more requests are queued.
 const FLUSH_AT: usize = 512 * 1024;
 /// Request bytes read and not yet answered, at most (a few of the largest packets).
@@ -140,10 +143,11 @@ async fn read_frame<R: AsyncBufRead + Unpin>(reader: &mut R, len: u32) -> std::i
 /// written when [`FLUSH_AT`] bytes wait or no request does.
 ///
 /// Requests are plain blocking file system calls, and some take long (a copy-data of up to
-/// `max_upload_bytes`, an fsync, a truncate): those ([`may_take_long`]) are answered off the
-/// runtime's workers ([`off_the_workers`]), so that one tenant's sessions cannot hold every
-/// worker while other tenants, the admin listener and the intake wait. The rest (a READ or
-/// WRITE of at most 1 MiB in the page cache, a STAT, an OPEN) are answered in place.
+/// `max_upload_bytes`, an fsync, a truncate, an OPEN with TRUNC): those ([`may_take_long`]) are
+/// answered off the runtime's workers ([`off_the_workers`]), so that one tenant's sessions
+/// cannot hold every worker while other tenants, the admin listener and the intake wait. The
+/// rest (a READ or WRITE of at most 1 MiB in the page cache, a STAT, an OPEN without TRUNC) are
+/// answered in place.
 async fn answer<W: AsyncWrite + Unpin>(
     mut requests: UnboundedReceiver<(Frame, u32)>,
     mut writer: W,
@@ -177,17 +181,27 @@ async fn answer<W: AsyncWrite + Unpin>(
 }
 
 /// True for the requests whose work can be long whatever their size on the wire: SETSTAT and
-/// FSETSTAT (a truncate of a large file) and the extensions (`copy-data` of up to
-/// `max_upload_bytes`, `fsync`).
+/// FSETSTAT (a truncate of a large file), OPEN with TRUNC (the same truncate) and the extensions
+/// (`copy-data` of up to `max_upload_bytes`, `fsync`).
 fn may_take_long(frame: &Frame) -> bool {
-    let kind = match frame {
-        Frame::Packet(body) => body.first().copied(),
-        _ => None,
+    let Frame::Packet(body) = frame else {
+        return false;
     };
-    matches!(
-        kind,
-        Some(SSH_FXP_SETSTAT | SSH_FXP_FSETSTAT | SSH_FXP_EXTENDED)
-    )
+    match body.first().copied() {
+        Some(SSH_FXP_SETSTAT | SSH_FXP_FSETSTAT | SSH_FXP_EXTENDED) => true,
+        Some(SSH_FXP_OPEN) => opens_truncating(body),
+        _ => false,
+    }
+}
+
+/// True for an OPEN body (type, id, string filename, uint32 pflags, attrs) whose pflags ask for
+/// TRUNC; false for one too short to say (it is refused as undecodable anyway).
+fn opens_truncating(body: &[u8]) -> bool {
+    let Some(name_len) = be_u32(body, 5) else {
+        return false;
+    };
+    let flags_at = 9usize.saturating_add(name_len as usize);
+    be_u32(body, flags_at).is_some_and(|flags| flags & SSH_FXF_TRUNC != 0)
 }
 
 /// Runs `work` without holding one of the runtime's workers: on a multi-threaded runtime the
@@ -493,6 +507,33 @@ mod tests {
             .chain((5..205).map(|id| (SSH_FXP_STATUS, id)))
             .collect();
         assert_eq!(answered, expected);
+    }
+
+    #[test]
+    fn an_open_with_trunc_is_answered_off_the_workers() {
+        let body = |flags: u32| {
+            let mut fields = string(b"users.csv");
+            fields.extend_from_slice(&flags.to_be_bytes());
+            fields.extend_from_slice(&0u32.to_be_bytes());
+            request(SSH_FXP_OPEN, 7, &fields)[4..].to_vec()
+        };
+        let open = |flags: u32| Frame::Packet(body(flags));
+        // WRITE|CREATE|TRUNC (what every upload sends) may truncate a large file.
+        assert!(may_take_long(&open(0x02 | 0x08 | SSH_FXF_TRUNC)));
+        assert!(!may_take_long(&open(0x02 | 0x08)));
+        assert!(!may_take_long(&open(0x01)));
+        // A body cut short before its flags is answered in place (and refused).
+        let whole = body(SSH_FXF_TRUNC);
+        let cut = Frame::Packet(whole[..whole.len() - 8].to_vec());
+        assert!(!may_take_long(&cut));
+        assert!(may_take_long(&Frame::Packet(vec![
+            SSH_FXP_SETSTAT,
+            0,
+            0,
+            0,
+            1
+        ])));
+        assert!(!may_take_long(&Frame::TooShort));
     }
 
     #[test]

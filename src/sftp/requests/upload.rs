@@ -1,7 +1,8 @@
 //! The upload side of an SFTP session: WRITE (the hot path of every upload), CLOSE, and the
 //! end of a session with handles still open, which decide what is announced through the
 //! [`UploadSink`](crate::sftp::UploadSink) and what `uploads` records; and the `max_upload_bytes`
-//! checks of WRITE and SETSTAT/FSETSTAT size; and, every 8 MiB a handle writes, the volume's
+//! checks of WRITE and SETSTAT/FSETSTAT size, and SETSTAT size on a path, which changes a file as
+//! a write-OPEN does (`set_size_at`); and, every 8 MiB a handle writes, the volume's
 //! reserve (`min_free_bytes`) and the tenant's share of the disk (`usage`). An APPEND write is checked against the file's real
 //! size (fstat, before and after the write), not what the handle saw, so no mix of handles and
 //! requests grows a file past the limit through APPEND.
@@ -13,7 +14,7 @@
 
 use super::{Failure, SftpSession};
 use crate::sftp::events::{is_temp_name, FinishedBy, UploadFinished};
-use crate::sftp::fs::Stat;
+use crate::sftp::fs::{apply_attrs, Stat};
 use crate::sftp::handles::{FileHandle, Held, OpenHandle};
 use crate::sftp::jail::JailPath;
 use crate::sftp::status::{fail, io_fail, ok, upload_failed, write_failure_cause};
@@ -240,6 +241,43 @@ impl SftpSession {
             }
             _ => Ok(()),
         }
+    }
+
+    /// SETSTAT with a size on the path `p`: the file is truncated or extended through the guard
+    /// of a write-OPEN (`InProgress::open_for_write`), so it is refused while another handle (of
+    /// any session) writes the file, and the file is registered, so not claimed, while its size
+    /// changes. It is no upload of the file: an unfinished one stays unfinished and nothing is
+    /// announced (the folder watcher sees a finished file change). Times are set after the size.
+    pub(super) fn set_size_at(
+        &self,
+        id: u32,
+        p: &JailPath,
+        attrs: &FileAttributes,
+    ) -> Result<Packet, Failure> {
+        let vpath = p.virtual_path.clone();
+        self.check_size(attrs, &vpath)?;
+        let jail = &self.ctx.jail;
+        let open = || {
+            let fd = jail.open(p, libc::O_WRONLY | libc::O_NONBLOCK, 0)?;
+            let st = Stat::of_fd(fd.as_fd())?;
+            if !st.is_file() {
+                let what = "is not a regular file, which Roster does not serve";
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, what));
+            }
+            Ok((std::fs::File::from(fd), st.id))
+        };
+        let size = attrs.size.unwrap_or(0);
+        let set_len = |file: &std::fs::File| file.set_len(size);
+        let opened = self.ctx.in_progress.open_for_write(&vpath, open, set_len);
+        // A folder: "/x is a folder" (`io_fail`).
+        let (file, file_id) = opened.map_err(|e| self.open_failed(&vpath, e))?;
+        let times = FileAttributes {
+            size: None,
+            ..attrs.clone()
+        };
+        let applied = apply_attrs(&file, &times, &vpath);
+        (self.ctx.in_progress).handle_ended(file_id, HandleEnd::Closed { wrote: false });
+        applied.map(|()| ok(id))
     }
 
     pub(super) fn close(&mut self, id: u32, handle: &str) -> Result<Packet, Failure> {
