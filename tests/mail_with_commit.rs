@@ -17,7 +17,7 @@ use chrono::Utc;
 use roster::config::{MatchBy, OnMissing};
 use roster::import::{approve_mailed, run_bytes, ImportStatus, MailFor, RunOptions};
 use roster::model::ImportRecord;
-use roster::store::OutboxMail;
+use roster::store::{Cluster, OutboxMail};
 use std::sync::Arc;
 use sync_files::{file, go, open, tenant, users};
 
@@ -74,8 +74,10 @@ fn a_record_and_its_mail_are_written_together() {
     let mut missing = go(&store, &t, &file(&users(3))).record;
     missing.id = store.new_import_id(Utc::now()).unwrap();
     missing.status = ImportStatus::Missing;
+    // Written under the tenant's lease, as the intake writes it.
+    assert!(store.take_lease("tenant:t1").unwrap().is_some());
     store
-        .record_import_mailed(&missing, &mail_of(&missing))
+        .record_leased(&missing, Some(&mail_of(&missing)), "tenant:t1")
         .unwrap();
     let stored = store.import_record("t1", &missing.id).unwrap();
     assert_eq!(stored.map(|r| r.status), Some(ImportStatus::Missing));

@@ -287,11 +287,24 @@ fn a_claimed_record_is_refused_once_its_lease_is_lost() {
     assert_eq!(a.import_record("acme", "i-2").unwrap(), None);
     assert_eq!(a.claim_committed("acme", "c-2-m").unwrap(), None);
     assert_eq!(pg.psql("hr", "SELECT count(*) FROM roster.outbox"), "1");
+    // A schedule's `missing` record is fenced alike (review s27): node A, stalled past its
+    // lease, must not record a file missing that node B imported meanwhile.
+    let mut missing = full_record("acme", "i-3");
+    missing.status = roster::model::ImportStatus::Missing;
+    let refused = a.record_leased(&missing, Some(&mail), lease).unwrap_err();
+    assert!(
+        refused.downcast_ref::<roster::store::LeaseLost>().is_some(),
+        "not a lost lease: {refused:#}"
+    );
+    assert_eq!(a.import_record("acme", "i-3").unwrap(), None);
     // The holder writes.
     b.record_claimed(&late, "c-2-m", Some(&mail), Some(lease))
         .unwrap();
     assert_eq!(b.import_record("acme", "i-2").unwrap(), Some(late));
     assert_eq!(pg.psql("hr", "SELECT count(*) FROM roster.outbox"), "2");
+    b.record_leased(&missing, Some(&mail), lease).unwrap();
+    assert_eq!(b.import_record("acme", "i-3").unwrap(), Some(missing));
+    assert_eq!(pg.psql("hr", "SELECT count(*) FROM roster.outbox"), "3");
 }
 
 #[test]

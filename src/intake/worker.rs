@@ -356,11 +356,9 @@ fn record_missing(shared: &Shared, tenant: &Tenant, tick: chrono::DateTime<chron
     .and_then(|r| {
         // The mail is queued with the record, so a crash between them cannot lose it
         // (review s18 crash F2).
-        match run_mail::own_record_mail(shared, tenant, &r) {
-            Some(mail) => shared.store.record_import_mailed(&r, &mail),
-            None => shared.store.record_import(&r),
-        }
-        .map(|_| r)
+        let mail = run_mail::own_record_mail(shared, tenant, &r);
+        let lease = lease::lease_name(&tenant.id);
+        (shared.store.record_leased(&r, mail.as_ref(), &lease)).map(|_| r)
     });
     match made {
         Ok(r) => {

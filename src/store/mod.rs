@@ -345,9 +345,17 @@ pub trait RunLog: Send + Sync {
     /// record new to the store gets its event (`model::changelog::events_for`) in the same
     /// write; replacing a record (filled-in `archived_as`) announces nothing again.
     fn record_import(&self, record: &ImportRecord) -> Result<()>;
-    /// [`RunLog::record_import`] with `mail` queued in the outbox in the same write (a
-    /// `missing` run's mail: review s18 crash F2).
-    fn record_import_mailed(&self, record: &ImportRecord, mail: &OutboxMail) -> Result<()>;
+    /// [`RunLog::record_import`] with `mail` (if any) queued in the outbox in the same write (a
+    /// `missing` run's mail: review s18 crash F2), refused ([`LeaseLost`]) unless this node's
+    /// process still holds the store lease `lease`: a node that stalled past the tenant's
+    /// lease must not record a file missing that another node imported meanwhile (review
+    /// s27). The one-node sled store holds every lease.
+    fn record_leased(
+        &self,
+        record: &ImportRecord,
+        mail: Option<&OutboxMail>,
+        lease: &str,
+    ) -> Result<()>;
     /// The tenant's import history, newest first, at most `limit` records.
     fn history(&self, tenant: &str, limit: usize) -> Result<Vec<ImportRecord>> {
         self.history_from(tenant, 0, limit)

@@ -222,13 +222,24 @@ fn owned(a: &str, b: &str) -> (String, String) {
 }
 
 impl PostgresStore {
-    /// Stores `record` (and queues `mail` in the same transaction).
-    fn write_record(&self, record: &ImportRecord, mail: Option<&OutboxMail>) -> Result<()> {
+    /// Stores `record` (and queues `mail` in the same transaction), only while this process
+    /// holds `lease` when one is named.
+    fn write_record(
+        &self,
+        record: &ImportRecord,
+        mail: Option<&OutboxMail>,
+        lease: Option<&str>,
+    ) -> Result<()> {
         let params = RecordParams::new(&record.tenant, record)?;
         let (record, mail) = (record.clone(), mail.cloned());
+        let lease = lease.map(str::to_string);
+        let holder = self.lease_holder();
         self.db.run(move |pool| async move {
             let mut client = Connections::client(&pool).await?;
             let tx = client.transaction().await?;
+            if let Some(lease) = &lease {
+                super::fencing::still_leased(&tx, lease, &holder).await?;
+            }
             upsert_announced(&tx, &params, &record).await?;
             if let Some(mail) = &mail {
                 super::outbox::queue_in(&tx, mail).await?;
@@ -252,11 +263,16 @@ impl RunLog for PostgresStore {
     }
 
     fn record_import(&self, record: &ImportRecord) -> Result<()> {
-        self.write_record(record, None)
+        self.write_record(record, None, None)
     }
 
-    fn record_import_mailed(&self, record: &ImportRecord, mail: &OutboxMail) -> Result<()> {
-        self.write_record(record, Some(mail))
+    fn record_leased(
+        &self,
+        record: &ImportRecord,
+        mail: Option<&OutboxMail>,
+        lease: &str,
+    ) -> Result<()> {
+        self.write_record(record, mail, Some(lease))
     }
 
     fn history_from(&self, tenant: &str, skip: usize, limit: usize) -> Result<Vec<ImportRecord>> {

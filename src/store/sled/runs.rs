@@ -59,8 +59,13 @@ impl RunLog for SledStore {
         self.write_record(record, None)
     }
 
-    fn record_import_mailed(&self, record: &ImportRecord, mail: &OutboxMail) -> Result<()> {
-        self.write_record(record, Some(mail))
+    fn record_leased(
+        &self,
+        record: &ImportRecord,
+        mail: Option<&OutboxMail>,
+        _lease: &str,
+    ) -> Result<()> {
+        self.write_record(record, mail)
     }
 
     /// The tenant's import history, newest first, from the `skip`-th on, at most `limit`.
