@@ -439,6 +439,30 @@ fn duplicate_file_archive_has_no_password() {
     assert!(text.contains("ann@x.example;Ann;Lee;\n"), "{text}");
 }
 
+/// Review finding 3 (a plaintext password kept on disk): a header that repeats the password
+/// column fails the run, and its archived copy blanked only the first of those columns.
+#[test]
+fn a_repeated_password_header_is_blanked_in_every_column() {
+    let mut by_field_name = tenant_with_password();
+    by_field_name.import.columns.clear();
+    for (t, header) in [
+        (tenant_with_password(), "E-mail;First Name;Last Name;Password;PASSWORD "),
+        (by_field_name, "email;first_name;last_name;password;Password"),
+    ] {
+        let bytes = format!("{header}\nann@x.example;Ann;Lee;{SECRET};{SECRET2}\n");
+        let o = run_with(&t, bytes.as_bytes());
+        assert_error_saying(&o, "appears in more than one column");
+        let copy = String::from_utf8(archived(&o, bytes.as_bytes())).expect("utf-8");
+        let report = String::from_utf8(o.report_csv.clone().expect("report")).expect("utf-8");
+        for out in [&copy, &report] {
+            for s in [SECRET, SECRET2] {
+                assert!(!out.contains(s), "{s} in {out}");
+            }
+        }
+        assert!(copy.contains("ann@x.example;Ann;Lee;;\n"), "{copy}");
+    }
+}
+
 #[test]
 fn misaligned_rows_are_blanked_whole() {
     // A row written with another delimiter, and lines joined by an unbalanced quote: their

@@ -270,8 +270,10 @@ struct Second<'w> {
     delim: u8,
     report: Option<csv::Writer<Vec<u8>>>,
     archive: Option<csv::Writer<Sink>>,
-    /// File column of the password (found in the header row when given by its header).
-    col: Option<usize>,
+    /// File columns of the password, sorted: the one given by index, and every column whose
+    /// header names it (the password header given, or the header of the column given): a
+    /// header that repeats the password column has each of its cells blanked.
+    cols: Vec<usize>,
     /// Cells in the header row.
     width: usize,
     /// Row number of the record before (0 before the header).
@@ -300,7 +302,7 @@ impl<'w> Second<'w> {
             delim,
             report,
             archive,
-            col: want.password_col,
+            cols: want.password_col.into_iter().collect(),
             width: 0,
             last_row: 0,
             left_out: 0,
@@ -310,11 +312,19 @@ impl<'w> Second<'w> {
     /// The header row (row `row`: blank lines may come before it).
     fn header(&mut self, row: u64, rec: &csv::ByteRecord) -> Result<()> {
         self.width = rec.len();
-        if let (None, Some(h)) = (self.col, self.want.password_header) {
-            self.col = rec.iter().position(|c| same_header(c, h));
-            if self.col.is_none() {
-                self.archive = None;
-            }
+        let header = match (self.want.password_header, self.want.password_col) {
+            (Some(h), _) => Some(h.to_string()),
+            (None, Some(c)) => rec.get(c).map(super::bounds::header_text),
+            (None, None) => None,
+        };
+        if let Some(h) = header.filter(|h| !h.trim_matches(super::fields::is_unseen).is_empty()) {
+            let named = rec.iter().enumerate().filter(|(_, c)| same_header(c, &h));
+            self.cols.extend(named.map(|(i, _)| i));
+            self.cols.sort_unstable();
+            self.cols.dedup();
+        }
+        if self.cols.is_empty() {
+            self.archive = None;
         }
         if let Some(w) = self.report.as_mut() {
             let cells = rec.iter().map(Some);
@@ -331,13 +341,14 @@ impl<'w> Second<'w> {
     /// A row after the header, the file read up to byte `read`; the file may end inside a
     /// quoted cell of this row (`cut_off`).
     fn row(&mut self, row: u64, rec: &csv::ByteRecord, read: u64, cut_off: bool) -> Result<()> {
-        let (want, col, width) = (self.want, self.col, self.width);
+        let (want, width) = (self.want, self.width);
+        let password = |i: usize| self.cols.binary_search(&i).is_ok();
         // Every cell of a row that does not line up with the header, or the password cell.
         let joined = |c: &[u8]| super::record::holds_joined_lines(c, self.delim, width);
-        let all = col.is_some() && (cut_off || rec.len() != width || rec.iter().any(joined));
+        let all = !self.cols.is_empty() && (cut_off || rec.len() != width || rec.iter().any(joined));
         let mapped_kept = |i: usize| rec.len() == width && want.keep_mapped.contains(&i);
         let blank =
-            |i: usize| (all && want.keep_col != Some(i) && !mapped_kept(i)) || col == Some(i);
+            |i: usize| (all && want.keep_col != Some(i) && !mapped_kept(i)) || password(i);
         let mark_at = match all {
             true => self.mark_at(rec, &blank, cut_off),
             false => None,

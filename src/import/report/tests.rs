@@ -134,6 +134,32 @@ fn copy_by_header_blanks_that_column_only() {
     assert!(matches!(out, Ok(None)));
 }
 
+/// Review finding 3 (a plaintext password kept on disk): a header that repeats the password
+/// column had only its first cell blanked, in the copy and the report alike.
+#[test]
+fn every_column_under_the_password_header_is_blanked() {
+    let skips = HashMap::from([(2, "row 2: bad".to_string())]);
+    let input = b"a;Password;b; PASSWORD\n1;s1;2;s2\n3;s3;4;s4\n";
+    // Mapped (the column given by index) and unmapped (given by its header).
+    for (password_col, password_header) in [(Some(1), None), (None, Some("password"))] {
+        let want = Want {
+            skips: &skips,
+            password_col,
+            password_header,
+            keep_col: None,
+            keep_mapped: &[],
+        };
+        let (report, copy) = write(Input::Bytes(input), Enc::Utf8, b';', &want).unwrap();
+        let copy = String::from_utf8(copy.unwrap()).unwrap();
+        assert_eq!(copy, "a;Password;b; PASSWORD\n1;;2;\n3;;4;\n");
+        let report = String::from_utf8(report.unwrap()).unwrap();
+        assert_eq!(
+            report,
+            "\u{feff}row;a;Password;b; PASSWORD;reason\n2;1;;2;;row 2: bad\n"
+        );
+    }
+}
+
 /// Review finding 2 (a wrong deactivation): a misshapen row whose kept key cell is empty was
 /// written all blank in a held run's copy, so approving read no row there, found nothing
 /// misshapen and applied `on_missing`. Its first blanked cell holds the joined-lines marker.
