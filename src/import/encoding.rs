@@ -201,8 +201,14 @@ fn other_code_page(guess: &'static Encoding, b: u8, line: u64) -> String {
 }
 
 /// Why the file cannot be decoded as `enc` (UTF-16 or a stated code page) without losing
-/// text: a sentence naming the line, or None when it can.
+/// text: a sentence naming the line, or None when it can. A byte a code page leaves undefined
+/// is malformed, also where the decoder makes a C1 control (U+0080 to U+009F) of it, as
+/// Windows-1252 does of 0x81: no HR file holds one, and it would be stored as a user's value.
 fn malformed(input: Input<'_>, enc: Enc) -> Result<Option<String>> {
+    let broken = |what: Option<&str>, line: u64| match what {
+        Some(name) => format!("the file is not {name} (the tenant's encoding): line {line} has bytes {name} has no character for; save it as UTF-8"),
+        None => format!("the file starts with a UTF-16 byte order mark but is not valid UTF-16 (a broken character on line {line}); save it again as UTF-8 or UTF-16"),
+    };
     let (mut dec, what) = match enc {
         Enc::Utf16Be => (encoding_rs::UTF_16BE.new_decoder_with_bom_removal(), None),
         Enc::Legacy(e) => (e.new_decoder_without_bom_handling(), Some(e.name())),
@@ -217,17 +223,21 @@ fn malformed(input: Input<'_>, enc: Enc) -> Result<Option<String>> {
         loop {
             let (result, read, written) =
                 dec.decode_to_utf8_without_replacement(&inbuf[start..n], &mut out, n == 0);
-            line += out[..written].iter().filter(|b| **b == b'\n').count() as u64;
+            let text = &out[..written];
+            let lines_in = |t: &[u8]| t.iter().filter(|b| **b == b'\n').count() as u64;
+            // U+0080..U+009F in UTF-8: C2 80..C2 9F (the decoder writes whole characters).
+            let c1 = (what.is_some())
+                .then(|| (text.windows(2)).position(|w| w[0] == 0xC2 && (0x80..=0x9F).contains(&w[1])))
+                .flatten();
+            if let Some(at) = c1 {
+                return Ok(Some(broken(what, line + lines_in(&text[..at]))));
+            }
+            line += lines_in(text);
             start += read;
             match result {
                 encoding_rs::DecoderResult::InputEmpty => break,
                 encoding_rs::DecoderResult::OutputFull => {}
-                encoding_rs::DecoderResult::Malformed(_, _) => {
-                    return Ok(Some(match what {
-                        Some(name) => format!("the file is not {name} (the tenant's encoding): line {line} has bytes {name} has no character for; save it as UTF-8"),
-                        None => format!("the file starts with a UTF-16 byte order mark but is not valid UTF-16 (a broken character on line {line}); save it again as UTF-8 or UTF-16"),
-                    }))
-                }
+                encoding_rs::DecoderResult::Malformed(_, _) => return Ok(Some(broken(what, line))),
             }
         }
         if n == 0 {
@@ -416,6 +426,32 @@ mod tests {
         ] {
             let e = name(refused).expect_err(refused);
             assert!(e.contains("is not \"auto\""), "{e}");
+        }
+    }
+
+    /// Review finding 4: a byte a stated code page leaves undefined decodes to a C1 control
+    /// (0x81 in Windows-1252 is U+0081), which was stored as a user's value.
+    #[test]
+    fn c1_controls_of_a_stated_code_page_are_malformed() {
+        for (label, bad) in [
+            ("windows-1252", 0x81u8),
+            ("latin1", 0x9D),
+            ("windows-1250", 0x83),
+        ] {
+            let setting = EncodingSetting::parse(label).expect("a label");
+            let mut bytes = b"id;n\n1;Jos\xE9\n2;a".to_vec();
+            bytes.extend([bad, b'b', b'\n']);
+            let s = scan(Input::Bytes(&bytes), setting, false).expect("scan");
+            let name = setting.name();
+            assert!(
+                matches!(&s.encoding, Err(m) if m.contains(&format!("the file is not {name} (the tenant's encoding): line 3 has bytes"))),
+                "{label}: {:?}",
+                s.encoding
+            );
+            // Without that byte the file reads as stated.
+            let good = &bytes[..bytes.len() - 3];
+            let s = scan(Input::Bytes(good), setting, false).expect("scan");
+            assert!(matches!(s.encoding, Ok(Enc::Legacy(_))), "{label}");
         }
     }
 }
