@@ -4,6 +4,9 @@
 //! naming a byte that would read differently), or the tenant's stated code page (design §3,
 //! `encoding`; §5.1).
 //!
+//! A byte order mark that says another encoding than the stated one fails the run, and so does
+//! a byte a stated code page has no character for (a C1 control among them).
+//!
 //! Data enters from `read::scan` (what one pass learnt of the bytes: its first bytes, a
 //! [`Utf8Seen`], whether it holds NUL) and the file itself for a second pass when it is not
 //! UTF-8; it leaves as the [`Enc`] to decode with, or the sentence that fails the run.
@@ -63,6 +66,16 @@ pub(super) fn decide(
     } else {
         None
     };
+    let fallback = match (bom, setting) {
+        (Some(e @ (Enc::Utf16Le | Enc::Utf16Be)), _) => e,
+        (Some(_), _) if utf8_ok => Enc::Utf8Bom,
+        (None, _) if utf8_ok => Enc::Utf8,
+        (_, EncodingSetting::Legacy(e)) => Enc::Legacy(e),
+        _ => Enc::WINDOWS_1252,
+    };
+    if let Some(msg) = contradicting_bom(bom, setting) {
+        return Ok((Err(msg), fallback));
+    }
     let binary = || {
         Err("the file contains binary data (NUL bytes), so it is not a CSV text file (a UTF-16 file needs its byte order mark: save it as UTF-8, or as UTF-16 with a BOM)".to_string())
     };
@@ -105,14 +118,25 @@ pub(super) fn decide(
         Ok(e @ Enc::Legacy(_)) => malformed(input, e)?.map_or(Ok(e), Err),
         other => other,
     };
-    let fallback = match (bom, setting) {
-        (Some(e @ (Enc::Utf16Le | Enc::Utf16Be)), _) => e,
-        (Some(_), _) if utf8_ok => Enc::Utf8Bom,
-        (None, _) if utf8_ok => Enc::Utf8,
-        (_, EncodingSetting::Legacy(e)) => Enc::Legacy(e),
-        _ => Enc::WINDOWS_1252,
-    };
     Ok((encoding, fallback))
+}
+
+/// Why a file whose byte order mark says another encoding than the stated one is not read:
+/// a UTF-16 mark under `utf-8` or a code page, a UTF-8 mark under a code page (read as
+/// Windows-1252 it would be `ï»¿` before the first header). A UTF-8 mark under `utf-8` is
+/// taken off (`Enc::Utf8Bom`); under `auto` the mark decides.
+fn contradicting_bom(bom: Option<Enc>, setting: EncodingSetting) -> Option<String> {
+    let mark = match (bom?, setting) {
+        (Enc::Utf16Le | Enc::Utf16Be, EncodingSetting::Utf8 | EncodingSetting::Legacy(_)) => {
+            "UTF-16"
+        }
+        (Enc::Utf8Bom, EncodingSetting::Legacy(_)) => "UTF-8",
+        _ => return None,
+    };
+    let name = setting.name();
+    Some(format!(
+        "the file starts with a {mark} byte order mark, which contradicts the tenant's encoding \"{name}\", so nothing was imported; save the file as {name} without the mark, or set encoding = \"auto\" to read it as the mark says"
+    ))
 }
 
 /// Why a file that is partly UTF-8 is not read at all (design §3, `encoding`).
@@ -452,6 +476,47 @@ mod tests {
             let good = &bytes[..bytes.len() - 3];
             let s = scan(Input::Bytes(good), setting, false).expect("scan");
             assert!(matches!(s.encoding, Ok(Enc::Legacy(_))), "{label}");
+        }
+    }
+
+    /// Review finding 5: a byte order mark was ignored when the encoding is stated. A UTF-8
+    /// BOM in a file stated as UTF-8 is taken off; one that says another encoding than the
+    /// stated one is refused, saying so.
+    #[test]
+    fn a_bom_that_contradicts_the_stated_encoding_is_refused() {
+        let utf8 = EncodingSetting::parse("utf-8").expect("a label");
+        let bytes = b"\xEF\xBB\xBFid;n\n1;x\n";
+        let s = scan(Input::Bytes(bytes), utf8, false).expect("scan");
+        assert_eq!(s.encoding, Ok(Enc::Utf8Bom));
+        let mut out = String::new();
+        let read = text(Input::Bytes(bytes), Enc::Utf8Bom).map(|mut r| r.read_to_string(&mut out));
+        assert!(matches!(read, Ok(Ok(_))));
+        assert_eq!(out, "id;n\n1;x\n");
+        let utf16le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("id;n\n1;x\n".encode_utf16().flat_map(|u| u.to_le_bytes()))
+            .collect();
+        let utf16be: Vec<u8> = [0xFE, 0xFF]
+            .into_iter()
+            .chain("id;n\n1;x\n".encode_utf16().flat_map(|u| u.to_be_bytes()))
+            .collect();
+        let cases = [
+            ("windows-1252", &bytes[..], "UTF-8"),
+            ("windows-1250", &bytes[..], "UTF-8"),
+            ("windows-1252", &utf16le[..], "UTF-16"),
+            ("latin1", &utf16be[..], "UTF-16"),
+            ("utf-8", &utf16le[..], "UTF-16"),
+        ];
+        for (label, file, bom) in cases {
+            let setting = EncodingSetting::parse(label).expect("a label");
+            let s = scan(Input::Bytes(file), setting, false).expect("scan");
+            let name = setting.name();
+            let said = format!("the file starts with a {bom} byte order mark, which contradicts the tenant's encoding \"{name}\"");
+            assert!(
+                matches!(&s.encoding, Err(m) if m.contains(&said)),
+                "{label}, {bom}: {:?}",
+                s.encoding
+            );
         }
     }
 }
