@@ -446,8 +446,14 @@ fn a_repeated_password_header_is_blanked_in_every_column() {
     let mut by_field_name = tenant_with_password();
     by_field_name.import.columns.clear();
     for (t, header) in [
-        (tenant_with_password(), "E-mail;First Name;Last Name;Password;PASSWORD "),
-        (by_field_name, "email;first_name;last_name;password;Password"),
+        (
+            tenant_with_password(),
+            "E-mail;First Name;Last Name;Password;PASSWORD ",
+        ),
+        (
+            by_field_name,
+            "email;first_name;last_name;password;Password",
+        ),
     ] {
         let bytes = format!("{header}\nann@x.example;Ann;Lee;{SECRET};{SECRET2}\n");
         let o = run_with(&t, bytes.as_bytes());

@@ -37,7 +37,11 @@ fn assert_error_saying(o: &ImportOutcome, text: &str) {
         "{:?}",
         o.record.messages
     );
-    assert!(o.record.messages[0].contains(text), "{:?}", o.record.messages);
+    assert!(
+        o.record.messages[0].contains(text),
+        "{:?}",
+        o.record.messages
+    );
 }
 
 /// One key on 20,000 rows: every row is skipped with a reason that lists ten of the rows and
@@ -209,7 +213,9 @@ fn a_few_duplicates_import_as_before_under_a_small_skip_budget() {
             "{report}"
         );
         assert!(
-            report.contains("\"\"e1@x.example\"\" is given to more than one user in this file (rows 16, 17)"),
+            report.contains(
+                "\"\"e1@x.example\"\" is given to more than one user in this file (rows 16, 17)"
+            ),
             "{report}"
         );
     }

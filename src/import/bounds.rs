@@ -82,7 +82,10 @@ impl SkipBudget {
     /// them.
     pub fn charge_rows(&self, rows: u64, bytes: usize) -> Result<(), TooManySkips> {
         let rows = self.rows.fetch_add(rows, Ordering::Relaxed) + rows;
-        let used = self.used.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
+        let used = self
+            .used
+            .fetch_add(bytes, Ordering::Relaxed)
+            .saturating_add(bytes);
         if used > self.limit {
             return Err(TooManySkips::new(rows, self.limit));
         }

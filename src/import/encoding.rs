@@ -229,10 +229,6 @@ fn other_code_page(guess: &'static Encoding, b: u8, line: u64) -> String {
 /// is malformed, also where the decoder makes a C1 control (U+0080 to U+009F) of it, as
 /// Windows-1252 does of 0x81: no HR file holds one, and it would be stored as a user's value.
 fn malformed(input: Input<'_>, enc: Enc) -> Result<Option<String>> {
-    let broken = |what: Option<&str>, line: u64| match what {
-        Some(name) => format!("the file is not {name} (the tenant's encoding): line {line} has bytes {name} has no character for; save it as UTF-8"),
-        None => format!("the file starts with a UTF-16 byte order mark but is not valid UTF-16 (a broken character on line {line}); save it again as UTF-8 or UTF-16"),
-    };
     let (mut dec, what) = match enc {
         Enc::Utf16Be => (encoding_rs::UTF_16BE.new_decoder_with_bom_removal(), None),
         Enc::Legacy(e) => (e.new_decoder_without_bom_handling(), Some(e.name())),
@@ -250,9 +246,8 @@ fn malformed(input: Input<'_>, enc: Enc) -> Result<Option<String>> {
             let text = &out[..written];
             let lines_in = |t: &[u8]| t.iter().filter(|b| **b == b'\n').count() as u64;
             // U+0080..U+009F in UTF-8: C2 80..C2 9F (the decoder writes whole characters).
-            let c1 = (what.is_some())
-                .then(|| (text.windows(2)).position(|w| w[0] == 0xC2 && (0x80..=0x9F).contains(&w[1])))
-                .flatten();
+            let is_c1 = |w: &[u8]| w[0] == 0xC2 && (0x80..=0x9F).contains(&w[1]);
+            let c1 = what.and_then(|_| text.windows(2).position(is_c1));
             if let Some(at) = c1 {
                 return Ok(Some(broken(what, line + lines_in(&text[..at]))));
             }
@@ -267,6 +262,15 @@ fn malformed(input: Input<'_>, enc: Enc) -> Result<Option<String>> {
         if n == 0 {
             return Ok(None);
         }
+    }
+}
+
+/// Why [`malformed`] refuses the file at `line`: `what` is the stated code page, `None` for
+/// UTF-16.
+fn broken(what: Option<&str>, line: u64) -> String {
+    match what {
+        Some(name) => format!("the file is not {name} (the tenant's encoding): line {line} has bytes {name} has no character for; save it as UTF-8"),
+        None => format!("the file starts with a UTF-16 byte order mark but is not valid UTF-16 (a broken character on line {line}); save it again as UTF-8 or UTF-16"),
     }
 }
 

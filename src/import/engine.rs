@@ -151,7 +151,10 @@ fn run_phases(
     let enc = go_on!(check_duplicate(job, state, rec, scan));
     let header = go_on!(map_header(job, rec, enc));
     let Layout {
-        enc, delim, password_col, ..
+        enc,
+        delim,
+        password_col,
+        ..
     } = header.layout;
     let budget = SkipBudget::new(job.opts.skip_memory);
     match plan_rows(job, state, rec, header, &budget, clock) {
@@ -503,8 +506,11 @@ fn survey(
         if !survey.releases.is_empty() {
             let mut skipped: HashSet<u64> = read.skips.keys().copied().collect();
             skipped.extend(read.conflicts.keys().copied());
-            read.conflicts
-                .extend(settle_releases(&survey.releases, &mut skipped, settings.budget)?);
+            read.conflicts.extend(settle_releases(
+                &survey.releases,
+                &mut skipped,
+                settings.budget,
+            )?);
         }
         // Users the run takes out, missing or switched off by a status column (a row that is
         // skipped switches nobody off), of the users it could take out. More than the

@@ -6,7 +6,8 @@
 //! Data enters as the stored bucket blob (or none) and the bucket's arena of packed rows; it
 //! leaves as a [`BucketMerge`]: counts, the new bucket blob (only when something changed),
 //! optional change details for a preview, and late skip reasons (duplicated keys, email
-//! conflicts). Nothing is written here: `apply` stages and the engine commits.
+//! conflicts, charged to the run's skip budget). Nothing is written here: `apply` stages and the
+//! engine commits.
 
 use super::bounds::SkipBudget;
 use super::mapping::Mapping;

@@ -345,10 +345,10 @@ impl<'w> Second<'w> {
         let password = |i: usize| self.cols.binary_search(&i).is_ok();
         // Every cell of a row that does not line up with the header, or the password cell.
         let joined = |c: &[u8]| super::record::holds_joined_lines(c, self.delim, width);
-        let all = !self.cols.is_empty() && (cut_off || rec.len() != width || rec.iter().any(joined));
+        let all =
+            !self.cols.is_empty() && (cut_off || rec.len() != width || rec.iter().any(joined));
         let mapped_kept = |i: usize| rec.len() == width && want.keep_mapped.contains(&i);
-        let blank =
-            |i: usize| (all && want.keep_col != Some(i) && !mapped_kept(i)) || password(i);
+        let blank = |i: usize| (all && want.keep_col != Some(i) && !mapped_kept(i)) || password(i);
         let mark_at = match all {
             true => self.mark_at(rec, &blank, cut_off),
             false => None,

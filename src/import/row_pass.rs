@@ -211,14 +211,13 @@ pub fn row_pass<R: Read>(
             })
             .collect()
     });
-    let skipped: usize = outs.iter().map(|o| o.skips.len()).sum();
-    if outs.iter().any(|o| o.too_many_skips) {
-        let limit = cx.budget.limit();
-        return Ok(Err(bounds::TooManySkips::new(skipped as u64, limit).to_string()));
-    }
-    let skip_bytes = outs.iter().map(|o| o.skip_bytes).sum();
-    if let Err(e) = cx.budget.charge_rows(skipped as u64, skip_bytes) {
-        return Ok(Err(e.to_string()));
+    let skipped = outs.iter().map(|o| o.skips.len() as u64).sum();
+    let charged = cx
+        .budget
+        .charge_rows(skipped, outs.iter().map(|o| o.skip_bytes).sum());
+    if outs.iter().any(|o| o.too_many_skips) || charged.is_err() {
+        let too_many = bounds::TooManySkips::new(skipped, cx.budget.limit());
+        return Ok(Err(too_many.to_string()));
     }
     if let Some(e) = read_error {
         return Ok(Err(e));
@@ -236,12 +235,17 @@ pub fn row_pass<R: Read>(
             ..Default::default()
         });
     }
-    match combine(outs, rows, rows_out, cx) {
-        Ok(pass) => Ok(Ok(pass)),
-        Err(e) => match e.downcast_ref::<bounds::TooManySkips>() {
-            Some(too_many) => Ok(Err(too_many.to_string())),
-            None => Err(e),
-        },
+    combine(outs, rows, rows_out, cx)
+        .map(Ok)
+        .or_else(file_level)
+}
+
+/// A run's skip budget passed ([`bounds::TooManySkips`]) is a file-level problem: its sentence
+/// fails the run. Other errors stay errors.
+fn file_level<T>(e: anyhow::Error) -> anyhow::Result<Result<T, String>> {
+    match e.downcast_ref::<bounds::TooManySkips>() {
+        Some(too_many) => Ok(Err(too_many.to_string())),
+        None => Err(e),
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! Data enters as the stored bucket blob and the bucket's arena of packed rows, with the file's
 //! emails from the row pass; it leaves as a [`SurveyPart`]. Nothing is written here: `apply`
-//! gives the compacted rows back to the run's bucket rows.
+//! gives the compacted rows back to the run's bucket rows. Every reason the survey keeps is
+//! charged to the run's skip budget (`MergeSettings::budget`).
 
 use super::bounds::SkipBudget;
 use super::merge::{
@@ -136,17 +137,8 @@ pub fn survey(
             continue;
         }
         let user = StoredUser { key: k, value: v };
-        match email_conflict(ctx, file_emails, user, own)? {
-            EmailCheck::Free => {}
-            EmailCheck::Conflict(c) => {
-                ctx.budget.charge(&c.1)?;
-                conflicts.push(c);
-            }
-            EmailCheck::Released(r) => {
-                ctx.budget.charge(&r.claim.1)?;
-                releases.push(r);
-            }
-        }
+        let check = email_conflict(ctx, file_emails, user, own)?;
+        keep_email_check(ctx, check, &mut conflicts, &mut releases)?;
     }
     quiet = quiet && compact.iter().all(|c| *c) && part.switched_off.is_empty();
     Ok(SurveyPart {
@@ -270,6 +262,27 @@ enum EmailCheck {
     Conflict((u64, String)),
     /// A row of another key gives it, and the user's own row gives another email.
     Released(Release),
+}
+
+/// Keeps what [`email_conflict`] found, its reason charged to the run's skip budget.
+fn keep_email_check(
+    ctx: &MergeSettings<'_>,
+    check: EmailCheck,
+    conflicts: &mut Vec<(u64, String)>,
+    releases: &mut Vec<Release>,
+) -> Result<()> {
+    match check {
+        EmailCheck::Free => {}
+        EmailCheck::Conflict(c) => {
+            ctx.budget.charge(&c.1)?;
+            conflicts.push(c);
+        }
+        EmailCheck::Released(r) => {
+            ctx.budget.charge(&r.claim.1)?;
+            releases.push(r);
+        }
+    }
+    Ok(())
 }
 
 /// Whether a stored user's email is claimed by a row of another key ([`EmailCheck`]). `own`
