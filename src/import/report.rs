@@ -276,6 +276,10 @@ struct Second<'w> {
     cols: Vec<usize>,
     /// Cells in the header row.
     width: usize,
+    /// What a blanked cell of a misshapen row holds when it must not be blank (see `row`): a
+    /// line break and the delimiter, and a `-` after them when the delimiter is a TAB, which
+    /// the row pass takes for blank like the line break (a line of blank cells is no row).
+    marker: Vec<u8>,
     /// Row number of the record before (0 before the header).
     last_row: u64,
     /// Skipped rows left out of the report to bound it.
@@ -304,6 +308,10 @@ impl<'w> Second<'w> {
             archive,
             cols: want.password_col.into_iter().collect(),
             width: 0,
+            marker: match delim.is_ascii_whitespace() {
+                true => vec![b'\n', delim, b'-'],
+                false => vec![b'\n', delim],
+            },
             last_row: 0,
             left_out: 0,
         }
@@ -356,14 +364,14 @@ impl<'w> Second<'w> {
         if let Some(w) = self.archive.as_mut() {
             blank_lines(w, row.saturating_sub(self.last_row + 1))?;
             let mut out = csv::ByteRecord::new();
-            let marker = [b'\n', self.delim];
+            let marker = self.marker.as_slice();
             for (i, c) in rec.iter().enumerate() {
                 out.push_field(match blank(i) {
                     // A cell that held lines a quote joined (the password's or an unmapped
                     // one) is blanked, but not to nothing: a line break and the delimiter keep
                     // the row misshapen, as the run saw it, so approving does not take it for
                     // a good row and the users on the joined lines for missing (review s21).
-                    true if all && joined(c) || mark_at == Some(i) => &marker[..],
+                    true if all && joined(c) || mark_at == Some(i) => marker,
                     true => b"",
                     false => c,
                 });
@@ -409,9 +417,8 @@ impl<'w> Second<'w> {
     ) -> Option<usize> {
         let white = |c: &[u8]| c.iter().all(u8::is_ascii_whitespace);
         let joined = |c: &[u8]| super::record::holds_joined_lines(c, self.delim, self.width);
-        let marker_shows = !white(&[b'\n', self.delim]);
         let shows = |(i, c): (usize, &[u8])| match blank(i) {
-            true => joined(c) && marker_shows,
+            true => joined(c),
             false => !white(c),
         };
         let counted = cut_off || !rec.iter().all(white);

@@ -179,3 +179,21 @@ fn a_misshapen_row_without_a_key_is_not_written_blank() {
     let copy = String::from_utf8(copy.unwrap()).unwrap();
     assert_eq!(copy, "k;n;pw\n;\"\n;\"\n1;a;\n;\"\n;\";;\n;;;;\n");
 }
+
+/// With a TAB delimiter a line break and a TAB are blank to the row pass: the marker has a `-`
+/// after them, so the row is still read (as misshapen) when a held run is approved.
+#[test]
+fn the_marker_is_not_blank_with_a_tab_delimiter() {
+    let skips = HashMap::new();
+    let want = Want {
+        skips: &skips,
+        password_col: Some(2),
+        password_header: None,
+        keep_col: Some(0),
+        keep_mapped: &[1],
+    };
+    let input = Input::Bytes(b"k\tn\tpw\n\tx\n1\ta\ts\n");
+    let (_, copy) = write(input, Enc::Utf8, b'\t', &want).unwrap();
+    let copy = String::from_utf8(copy.unwrap()).unwrap();
+    assert_eq!(copy, "k\tn\tpw\n\t\"\n\t-\"\n1\ta\t\n");
+}
