@@ -396,6 +396,61 @@ fn a_real_two_line_note_is_a_good_row_when_approving_too() {
     );
 }
 
+/// Review finding 2 (a wrong deactivation): a misshapen row whose key cell is empty was
+/// written all blank in the held run's copy (its other cells blanked: it may hold a password
+/// anywhere), so approving read no such row, found nothing misshapen and applied `on_missing`,
+/// which the held run had left out because of that row: the users the file leaves out were
+/// deactivated. Both a row of the wrong width and a last row cut off inside a quote.
+#[test]
+fn approving_keeps_on_missing_out_for_a_misshapen_row_without_a_key() {
+    for (what, bad_row) in [
+        ("a row of 3 cells", ";F;L\n"),
+        ("a row cut off in a quote", ";\"F"),
+    ] {
+        let (store, _d) = open();
+        let t = with_status();
+        let first = status_file(0, "C009;F;L;1;n9;pw9", "C011;F;L;1;n11;pw11");
+        assert_eq!(go(&store, &t, &first).record.counts.inserted, 12);
+        // C000..C007 switched off (held: 8 of 12), C008 and C009 kept, C010 and C011 left out.
+        let mut upload = String::from("Code;First;Last;Active;Note;Password\n");
+        for i in 0..10u32 {
+            upload.push_str(&format!("C{i:03};F;L;{};n{i};pw{i}\n", u8::from(i >= 8)));
+        }
+        upload.push_str(bad_row);
+        let held = go(&store, &t, upload.as_bytes()).record;
+        assert_eq!(
+            held.status,
+            ImportStatus::Held,
+            "{what}: {:?}",
+            held.messages
+        );
+        assert_eq!((held.counts.deactivated, held.counts.skipped), (8, 1));
+        let applied = approve(&store, &t, &held.id).unwrap().record;
+        assert_eq!(
+            (applied.counts.deactivated, applied.counts.skipped),
+            (8, 1),
+            "{what}: {:?}",
+            applied.messages
+        );
+        assert!(
+            applied
+                .messages
+                .iter()
+                .any(|m| m.contains("nobody was deactivated this run")),
+            "{what}: {:?}",
+            applied.messages
+        );
+        for key in ["C010", "C011"] {
+            let u = store.user("t1", key).unwrap().expect(key);
+            assert_eq!(u.status, UserStatus::Active, "{what}: {key}");
+        }
+        assert_eq!(
+            store.user("t1", "C000").unwrap().unwrap().status,
+            UserStatus::Inactive
+        );
+    }
+}
+
 /// Review s21 (D3): a file none of whose rows can be imported (here one key on both rows) is an
 /// error and changes nothing, as its preview says; it was held instead ("would deactivate 9"),
 /// asking for an approval that then changed nothing. Its preview lists no changes either.

@@ -4,9 +4,11 @@
 //! Data enters as text a run is about to keep (a message, a cell, a header) and leaves cut to
 //! its limit, ending in `…` when something was cut. A file can be any size; the history record
 //! (shown by the admin API, mailed in the report body) stays a few tens of kilobytes, and a
-//! failure report grows by at most a bounded amount per row (see `report`).
+//! failure report grows by at most a bounded amount per row (see `report`). The skip reasons a
+//! run keeps in memory, whichever phase finds them, are charged to one [`SkipBudget`].
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Characters kept of one message (a value quoted inside it was already cut shorter).
 pub const MAX_MESSAGE_CHARS: usize = 1000;
@@ -37,6 +39,91 @@ pub const MAX_SKIP_BYTES: usize = 256 << 20;
 pub const SKIP_OVERHEAD: usize = 64;
 
 const ELLIPSIS: &str = "…";
+
+/// The run's budget of skip reasons ([`RunOptions::skip_memory`](super::RunOptions), by default
+/// [`MAX_SKIP_BYTES`]): every reason a run keeps in memory is charged here, each costing its
+/// text plus [`SKIP_OVERHEAD`]: the row pass's, and the later ones (a key on more than one row,
+/// an email given to more than one user or owned by another, found by the row pass, the survey
+/// and the merge), copies of a reason too. Past the budget the run fails with
+/// [`TooManySkips`]: a file of millions of duplicated keys must not become gigabytes of
+/// reasons. Shared by the threads of a pass.
+pub struct SkipBudget {
+    limit: usize,
+    used: AtomicUsize,
+    /// Rows whose reasons were charged (copies not counted), for the message.
+    rows: AtomicU64,
+}
+
+impl SkipBudget {
+    pub fn new(limit: usize) -> Self {
+        SkipBudget {
+            limit,
+            used: AtomicUsize::new(0),
+            rows: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes the reasons may hold.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Charges the reason of a row skipped, not charged before.
+    pub fn charge(&self, reason: &str) -> Result<(), TooManySkips> {
+        self.charge_rows(1, reason.len() + SKIP_OVERHEAD)
+    }
+
+    /// Charges another copy of a reason already charged (its row is not counted again).
+    pub fn charge_copy(&self, reason: &str) -> Result<(), TooManySkips> {
+        self.charge_rows(0, reason.len() + SKIP_OVERHEAD)
+    }
+
+    /// Charges `rows` reasons that hold `bytes` (overhead included), as the row pass counts
+    /// them.
+    pub fn charge_rows(&self, rows: u64, bytes: usize) -> Result<(), TooManySkips> {
+        let rows = self.rows.fetch_add(rows, Ordering::Relaxed) + rows;
+        let used = self
+            .used
+            .fetch_add(bytes, Ordering::Relaxed)
+            .saturating_add(bytes);
+        if used > self.limit {
+            return Err(TooManySkips::new(rows, self.limit));
+        }
+        Ok(())
+    }
+}
+
+/// The error of a run whose skip reasons pass its [`SkipBudget`]: nothing is applied.
+#[derive(Debug)]
+pub struct TooManySkips {
+    rows: u64,
+    limit: usize,
+}
+
+impl TooManySkips {
+    /// More than `rows` rows are skipped, their reasons past `limit` bytes.
+    pub fn new(rows: u64, limit: usize) -> Self {
+        TooManySkips { rows, limit }
+    }
+}
+
+impl std::fmt::Display for TooManySkips {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let budget = match self.limit >> 20 {
+            0 => format!("{} KiB", self.limit >> 10),
+            mib => format!("{mib} MiB"),
+        };
+        write!(
+            f,
+            "more than {} rows are skipped, too many to report one by one (their reasons would \
+             hold more than {budget}): nothing is applied; check that this is the user file and \
+             that its delimiter and columns are right",
+            self.rows
+        )
+    }
+}
+
+impl std::error::Error for TooManySkips {}
 
 /// Numbers as a message lists them: the first [`MAX_LISTED`], then how many more
 /// (`2, 5, 9, … and 3 more`).

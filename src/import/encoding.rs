@@ -4,6 +4,9 @@
 //! naming a byte that would read differently), or the tenant's stated code page (design §3,
 //! `encoding`; §5.1).
 //!
+//! A byte order mark that says another encoding than the stated one fails the run, and so does
+//! a byte a stated code page has no character for (a C1 control among them).
+//!
 //! Data enters from `read::scan` (what one pass learnt of the bytes: its first bytes, a
 //! [`Utf8Seen`], whether it holds NUL) and the file itself for a second pass when it is not
 //! UTF-8; it leaves as the [`Enc`] to decode with, or the sentence that fails the run.
@@ -63,6 +66,16 @@ pub(super) fn decide(
     } else {
         None
     };
+    let fallback = match (bom, setting) {
+        (Some(e @ (Enc::Utf16Le | Enc::Utf16Be)), _) => e,
+        (Some(_), _) if utf8_ok => Enc::Utf8Bom,
+        (None, _) if utf8_ok => Enc::Utf8,
+        (_, EncodingSetting::Legacy(e)) => Enc::Legacy(e),
+        _ => Enc::WINDOWS_1252,
+    };
+    if let Some(msg) = contradicting_bom(bom, setting) {
+        return Ok((Err(msg), fallback));
+    }
     let binary = || {
         Err("the file contains binary data (NUL bytes), so it is not a CSV text file (a UTF-16 file needs its byte order mark: save it as UTF-8, or as UTF-16 with a BOM)".to_string())
     };
@@ -105,14 +118,25 @@ pub(super) fn decide(
         Ok(e @ Enc::Legacy(_)) => malformed(input, e)?.map_or(Ok(e), Err),
         other => other,
     };
-    let fallback = match (bom, setting) {
-        (Some(e @ (Enc::Utf16Le | Enc::Utf16Be)), _) => e,
-        (Some(_), _) if utf8_ok => Enc::Utf8Bom,
-        (None, _) if utf8_ok => Enc::Utf8,
-        (_, EncodingSetting::Legacy(e)) => Enc::Legacy(e),
-        _ => Enc::WINDOWS_1252,
-    };
     Ok((encoding, fallback))
+}
+
+/// Why a file whose byte order mark says another encoding than the stated one is not read:
+/// a UTF-16 mark under `utf-8` or a code page, a UTF-8 mark under a code page (read as
+/// Windows-1252 it would be `ï»¿` before the first header). A UTF-8 mark under `utf-8` is
+/// taken off (`Enc::Utf8Bom`); under `auto` the mark decides.
+fn contradicting_bom(bom: Option<Enc>, setting: EncodingSetting) -> Option<String> {
+    let mark = match (bom?, setting) {
+        (Enc::Utf16Le | Enc::Utf16Be, EncodingSetting::Utf8 | EncodingSetting::Legacy(_)) => {
+            "UTF-16"
+        }
+        (Enc::Utf8Bom, EncodingSetting::Legacy(_)) => "UTF-8",
+        _ => return None,
+    };
+    let name = setting.name();
+    Some(format!(
+        "the file starts with a {mark} byte order mark, which contradicts the tenant's encoding \"{name}\", so nothing was imported; save the file as {name} without the mark, or set encoding = \"auto\" to read it as the mark says"
+    ))
 }
 
 /// Why a file that is partly UTF-8 is not read at all (design §3, `encoding`).
@@ -201,7 +225,9 @@ fn other_code_page(guess: &'static Encoding, b: u8, line: u64) -> String {
 }
 
 /// Why the file cannot be decoded as `enc` (UTF-16 or a stated code page) without losing
-/// text: a sentence naming the line, or None when it can.
+/// text: a sentence naming the line, or None when it can. A byte a code page leaves undefined
+/// is malformed, also where the decoder makes a C1 control (U+0080 to U+009F) of it, as
+/// Windows-1252 does of 0x81: no HR file holds one, and it would be stored as a user's value.
 fn malformed(input: Input<'_>, enc: Enc) -> Result<Option<String>> {
     let (mut dec, what) = match enc {
         Enc::Utf16Be => (encoding_rs::UTF_16BE.new_decoder_with_bom_removal(), None),
@@ -217,22 +243,34 @@ fn malformed(input: Input<'_>, enc: Enc) -> Result<Option<String>> {
         loop {
             let (result, read, written) =
                 dec.decode_to_utf8_without_replacement(&inbuf[start..n], &mut out, n == 0);
-            line += out[..written].iter().filter(|b| **b == b'\n').count() as u64;
+            let text = &out[..written];
+            let lines_in = |t: &[u8]| t.iter().filter(|b| **b == b'\n').count() as u64;
+            // U+0080..U+009F in UTF-8: C2 80..C2 9F (the decoder writes whole characters).
+            let is_c1 = |w: &[u8]| w[0] == 0xC2 && (0x80..=0x9F).contains(&w[1]);
+            let c1 = what.and_then(|_| text.windows(2).position(is_c1));
+            if let Some(at) = c1 {
+                return Ok(Some(broken(what, line + lines_in(&text[..at]))));
+            }
+            line += lines_in(text);
             start += read;
             match result {
                 encoding_rs::DecoderResult::InputEmpty => break,
                 encoding_rs::DecoderResult::OutputFull => {}
-                encoding_rs::DecoderResult::Malformed(_, _) => {
-                    return Ok(Some(match what {
-                        Some(name) => format!("the file is not {name} (the tenant's encoding): line {line} has bytes {name} has no character for; save it as UTF-8"),
-                        None => format!("the file starts with a UTF-16 byte order mark but is not valid UTF-16 (a broken character on line {line}); save it again as UTF-8 or UTF-16"),
-                    }))
-                }
+                encoding_rs::DecoderResult::Malformed(_, _) => return Ok(Some(broken(what, line))),
             }
         }
         if n == 0 {
             return Ok(None);
         }
+    }
+}
+
+/// Why [`malformed`] refuses the file at `line`: `what` is the stated code page, `None` for
+/// UTF-16.
+fn broken(what: Option<&str>, line: u64) -> String {
+    match what {
+        Some(name) => format!("the file is not {name} (the tenant's encoding): line {line} has bytes {name} has no character for; save it as UTF-8"),
+        None => format!("the file starts with a UTF-16 byte order mark but is not valid UTF-16 (a broken character on line {line}); save it again as UTF-8 or UTF-16"),
     }
 }
 
@@ -416,6 +454,73 @@ mod tests {
         ] {
             let e = name(refused).expect_err(refused);
             assert!(e.contains("is not \"auto\""), "{e}");
+        }
+    }
+
+    /// Review finding 4: a byte a stated code page leaves undefined decodes to a C1 control
+    /// (0x81 in Windows-1252 is U+0081), which was stored as a user's value.
+    #[test]
+    fn c1_controls_of_a_stated_code_page_are_malformed() {
+        for (label, bad) in [
+            ("windows-1252", 0x81u8),
+            ("latin1", 0x9D),
+            ("windows-1250", 0x83),
+        ] {
+            let setting = EncodingSetting::parse(label).expect("a label");
+            let mut bytes = b"id;n\n1;Jos\xE9\n2;a".to_vec();
+            bytes.extend([bad, b'b', b'\n']);
+            let s = scan(Input::Bytes(&bytes), setting, false).expect("scan");
+            let name = setting.name();
+            assert!(
+                matches!(&s.encoding, Err(m) if m.contains(&format!("the file is not {name} (the tenant's encoding): line 3 has bytes"))),
+                "{label}: {:?}",
+                s.encoding
+            );
+            // Without that byte the file reads as stated.
+            let good = &bytes[..bytes.len() - 3];
+            let s = scan(Input::Bytes(good), setting, false).expect("scan");
+            assert!(matches!(s.encoding, Ok(Enc::Legacy(_))), "{label}");
+        }
+    }
+
+    /// Review finding 5: a byte order mark was ignored when the encoding is stated. A UTF-8
+    /// BOM in a file stated as UTF-8 is taken off; one that says another encoding than the
+    /// stated one is refused, saying so.
+    #[test]
+    fn a_bom_that_contradicts_the_stated_encoding_is_refused() {
+        let utf8 = EncodingSetting::parse("utf-8").expect("a label");
+        let bytes = b"\xEF\xBB\xBFid;n\n1;x\n";
+        let s = scan(Input::Bytes(bytes), utf8, false).expect("scan");
+        assert_eq!(s.encoding, Ok(Enc::Utf8Bom));
+        let mut out = String::new();
+        let read = text(Input::Bytes(bytes), Enc::Utf8Bom).map(|mut r| r.read_to_string(&mut out));
+        assert!(matches!(read, Ok(Ok(_))));
+        assert_eq!(out, "id;n\n1;x\n");
+        let utf16le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("id;n\n1;x\n".encode_utf16().flat_map(|u| u.to_le_bytes()))
+            .collect();
+        let utf16be: Vec<u8> = [0xFE, 0xFF]
+            .into_iter()
+            .chain("id;n\n1;x\n".encode_utf16().flat_map(|u| u.to_be_bytes()))
+            .collect();
+        let cases = [
+            ("windows-1252", &bytes[..], "UTF-8"),
+            ("windows-1250", &bytes[..], "UTF-8"),
+            ("windows-1252", &utf16le[..], "UTF-16"),
+            ("latin1", &utf16be[..], "UTF-16"),
+            ("utf-8", &utf16le[..], "UTF-16"),
+        ];
+        for (label, file, bom) in cases {
+            let setting = EncodingSetting::parse(label).expect("a label");
+            let s = scan(Input::Bytes(file), setting, false).expect("scan");
+            let name = setting.name();
+            let said = format!("the file starts with a {bom} byte order mark, which contradicts the tenant's encoding \"{name}\"");
+            assert!(
+                matches!(&s.encoding, Err(m) if m.contains(&said)),
+                "{label}, {bom}: {:?}",
+                s.encoding
+            );
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::model::{Counts, ImportRecord, ImportStatus};
 use crate::store::{Commit, LedgerEntry, LedgerState, TenantState};
 use anyhow::{bail, Result};
 use chrono::Utc;
-use std::collections::HashMap;
+use std::collections::{hash_map::Entry, HashMap};
 
 /// How a run ends: what the commit writes besides the record.
 #[derive(Default)]
@@ -114,8 +114,22 @@ pub(super) fn hold(
     };
     let profile = &job.tenant.import;
     for (l, r) in merge.settings.conflicts {
-        findings.skips.entry(*l).or_insert_with(|| r.clone());
+        if let Entry::Vacant(e) = findings.skips.entry(*l) {
+            merge.settings.budget.charge_copy(r)?;
+            e.insert(r.clone());
+        }
     }
+    // The plan first: it may fail (its merge charges the skip budget too), and the record is
+    // then failed as the engine found it.
+    let map = merge.settings.map;
+    let plan = held::plan_bytes(&HoldParts {
+        merge,
+        quiet: &decision.quiet,
+        fingerprints: findings.fingerprints,
+        layout: findings.layout,
+        key_col: map.cols[map.key].index,
+        record: rec,
+    })?;
     rec.status = ImportStatus::Held;
     rec.counts.skipped = findings.skips.len() as u64;
     rec.counts.errors = rec.counts.skipped;
@@ -140,15 +154,6 @@ pub(super) fn hold(
             profile.max_missing_percent, job.tenant.id, rec.id
         ),
     );
-    let map = merge.settings.map;
-    let plan = held::plan_bytes(&HoldParts {
-        merge,
-        quiet: &decision.quiet,
-        fingerprints: findings.fingerprints,
-        layout: findings.layout,
-        key_col: map.cols[map.key].index,
-        record: rec,
-    })?;
     let outputs = write_outputs(findings.layout, findings.skips)?;
     Ok(Ending {
         outputs,

@@ -16,7 +16,7 @@
 //! `report`; a held run keeps its plan for `approve` through `held`.
 
 use super::apply::{run_merge, run_survey, MergeInput};
-use super::bounds;
+use super::bounds::{self, SkipBudget, TooManySkips};
 use super::ending::{
     commit, fail, hold, nothing_imported, push_msg, tally, write_outputs, Ending, Findings,
     HeldCount, HoldDecision, Outputs,
@@ -138,7 +138,9 @@ fn begin(job: &Job<'_>, clock: &PhaseClock) -> Result<(ImportRecord, TenantState
     Ok((rec, state, scan))
 }
 
-/// The phases after `begin`, up to the [`Ending`] to commit.
+/// The phases after `begin`, up to the [`Ending`] to commit. Skip reasons past the run's
+/// budget ([`RunOptions::skip_memory`](super::RunOptions)), wherever they are found, fail the
+/// run: nothing is applied.
 fn run_phases(
     job: &Job<'_>,
     state: &TenantState,
@@ -147,12 +149,43 @@ fn run_phases(
     clock: &PhaseClock,
 ) -> Result<Ending> {
     let enc = go_on!(check_duplicate(job, state, rec, scan));
-    let mut header = go_on!(map_header(job, rec, enc));
+    let header = go_on!(map_header(job, rec, enc));
+    let Layout {
+        enc,
+        delim,
+        password_col,
+        ..
+    } = header.layout;
+    let budget = SkipBudget::new(job.opts.skip_memory);
+    match plan_rows(job, state, rec, header, &budget, clock) {
+        Err(e) => match e.downcast_ref::<TooManySkips>() {
+            Some(too_many) => {
+                let msg = too_many.to_string();
+                let reached = report::Reached::Header(enc, delim, password_col);
+                Ok(fail(job, rec, msg, reached))
+            }
+            None => Err(e),
+        },
+        planned => planned,
+    }
+}
+
+/// The phases from the row pass on: row pass, survey and hold decision, then hold, or main
+/// pass and tally. Every skip reason kept is charged to `budget` (an error
+/// [`TooManySkips`] past it).
+fn plan_rows(
+    job: &Job<'_>,
+    state: &TenantState,
+    rec: &mut ImportRecord,
+    mut header: Header<'_>,
+    budget: &SkipBudget,
+    clock: &PhaseClock,
+) -> Result<Ending> {
     let keys = RowKeys {
         secret: *job.store.fingerprint_key(),
         seal: RowSeal::new(),
     };
-    let mut read = go_on!(read_rows(job, rec, &mut header, &keys, clock));
+    let mut read = go_on!(read_rows(job, rec, &mut header, &keys, budget, clock));
     let empty = HashMap::new();
     let mut settings = MergeSettings {
         tenant: job.tenant,
@@ -168,6 +201,7 @@ fn run_phases(
             collect: None,
             seal: &keys.seal,
         },
+        budget,
     };
     let decision = survey(job, state, &settings, &mut read, clock)?;
     settings.conflicts = &read.conflicts;
@@ -337,6 +371,7 @@ fn read_rows(
     rec: &mut ImportRecord,
     header: &mut Header<'_>,
     keys: &RowKeys,
+    budget: &SkipBudget,
     clock: &PhaseClock,
 ) -> Phase<RowsRead> {
     let map = &header.map;
@@ -353,7 +388,7 @@ fn read_rows(
         check_emails,
         given: given_passwords(job),
         seal: &keys.seal,
-        skip_memory: job.opts.skip_memory,
+        budget,
     };
     let progress = job.opts.progress.as_deref();
     let mapped = report::Reached::Header(
@@ -464,15 +499,18 @@ fn survey(
         let survey = run_survey(&input, &file_emails)?;
         read.conflicts.extend(survey.conflicts);
         let tenant = job.tenant.id.as_str();
-        let revived = revived_conflicts(&survey.revived, &file_emails, |r| {
+        let revived = revived_conflicts(&survey.revived, &file_emails, settings.budget, |r| {
             email_holder(&**job.store, tenant, &r.email, &r.key)
         })?;
         read.conflicts.extend(revived);
         if !survey.releases.is_empty() {
             let mut skipped: HashSet<u64> = read.skips.keys().copied().collect();
             skipped.extend(read.conflicts.keys().copied());
-            read.conflicts
-                .extend(settle_releases(&survey.releases, &mut skipped));
+            read.conflicts.extend(settle_releases(
+                &survey.releases,
+                &mut skipped,
+                settings.budget,
+            )?);
         }
         // Users the run takes out, missing or switched off by a status column (a row that is
         // skipped switches nobody off), of the users it could take out. More than the

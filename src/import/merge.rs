@@ -6,8 +6,10 @@
 //! Data enters as the stored bucket blob (or none) and the bucket's arena of packed rows; it
 //! leaves as a [`BucketMerge`]: counts, the new bucket blob (only when something changed),
 //! optional change details for a preview, and late skip reasons (duplicated keys, email
-//! conflicts). Nothing is written here: `apply` stages and the engine commits.
+//! conflicts, charged to the run's skip budget). Nothing is written here: `apply` stages and the
+//! engine commits.
 
+use super::bounds::SkipBudget;
 use super::mapping::Mapping;
 use super::record::{unpack, GivenPassword, GivenPasswords, PackedRow, RowSeal};
 use crate::config::{Activate, EmptyCells, OnMissing, Tenant};
@@ -32,6 +34,9 @@ pub struct MergeSettings<'a> {
     /// Apply `on_missing` (false when the run only previews a hold).
     pub missing: bool,
     pub passwords: PasswordRules<'a>,
+    /// The run's budget of skip reasons: late skips are charged to it, and past it the bucket
+    /// fails with [`TooManySkips`](super::bounds::TooManySkips).
+    pub budget: &'a SkipBudget,
 }
 
 /// How a merge treats the rows' passwords.
@@ -169,7 +174,7 @@ pub fn merge_bucket(
             j += 1;
         }
         let row = match group_here {
-            Some((key, g)) => applicable_row(ctx, key, g, &mut merged.late_skips),
+            Some((key, g)) => applicable_row(ctx, key, g, &mut merged.late_skips)?,
             None => None,
         };
         match (stored_here, group_here, row) {
@@ -220,49 +225,56 @@ pub fn merge_bucket(
     Ok(merged)
 }
 
-/// The row of a key group that applies, if any: a key on more than one row applies none of
-/// them, and a row whose email belongs to someone else does not apply (both become late
-/// skips).
-#[inline]
 /// The skips of the rows of a key given on more than one row (`group`, sorted by key): none of
-/// them is imported (design §5.2). The survey finds them too, so a held run reports them.
+/// them is imported (design §5.2). The survey finds them too, so a held run reports them. Each
+/// reason is charged to the run's skip budget (as a copy when the survey charged it already:
+/// it is in `ctx.conflicts`).
 pub(super) fn duplicate_skips(
     ctx: &MergeSettings<'_>,
     key: &[u8],
     group: &[PackedRow<'_>],
     out: &mut Vec<(u64, String)>,
-) {
+) -> Result<()> {
     let key_header = ctx.map.cols[ctx.map.key].header.as_str();
     let lines = super::bounds::listed(group.iter().map(|r| r.line));
     let key = String::from_utf8_lossy(key);
     for r in group.iter().filter(|r| !r.present_only()) {
-        out.push((
+        let reason = format!(
+            "row {}: {key_header} {key:?} appears on more than one row (rows {lines}), so none of them is imported",
             r.line,
-            format!(
-                "row {}: {key_header} {key:?} appears on more than one row (rows {lines}), so none of them is imported",
-                r.line,
-            ),
-        ));
+        );
+        match ctx.conflicts.contains_key(&r.line) {
+            true => ctx.budget.charge_copy(&reason)?,
+            false => ctx.budget.charge(&reason)?,
+        }
+        out.push((r.line, reason));
     }
+    Ok(())
 }
 
+/// The row of a key group that applies, if any: a key on more than one row applies none of
+/// them, and a row whose email belongs to someone else does not apply (both become late
+/// skips, charged to the run's skip budget).
 fn applicable_row<'a>(
     ctx: &MergeSettings<'_>,
     key: &[u8],
     group: &[PackedRow<'a>],
     late_skips: &mut Vec<(u64, String)>,
-) -> Option<PackedRow<'a>> {
+) -> Result<Option<PackedRow<'a>>> {
     if group.len() > 1 {
-        duplicate_skips(ctx, key, group, late_skips);
-        return None;
+        duplicate_skips(ctx, key, group, late_skips)?;
+        return Ok(None);
     }
-    let r = group.first().filter(|r| !r.present_only())?;
+    let Some(r) = group.first().filter(|r| !r.present_only()) else {
+        return Ok(None);
+    };
     match ctx.conflicts.get(&r.line) {
         Some(reason) => {
+            ctx.budget.charge_copy(reason)?;
             late_skips.push((r.line, reason.clone()));
-            None
+            Ok(None)
         }
-        None => Some(*r),
+        None => Ok(Some(*r)),
     }
 }
 

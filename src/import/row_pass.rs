@@ -81,8 +81,9 @@ pub struct RowContext<'a> {
     /// Approving a held run: the passwords it kept.
     pub given: Option<&'a GivenPasswords>,
     pub seal: &'a RowSeal,
-    /// Bytes the skip reasons may hold ([`RunOptions::skip_memory`](super::RunOptions)).
-    pub skip_memory: usize,
+    /// The run's budget of skip reasons: the workers share its limit, and the reasons of
+    /// email clashes are charged to it too.
+    pub budget: &'a bounds::SkipBudget,
 }
 
 #[derive(Default)]
@@ -143,7 +144,7 @@ pub fn row_pass<R: Read>(
             senders.push(tx);
             let back = back_tx.clone();
             let batches = Batches { rx, back };
-            let skip_share = cx.skip_memory / workers;
+            let skip_share = cx.budget.limit() / workers;
             handles.push(s.spawn(move || worker(batches, cx, rows_out, reserve, skip_share)));
         }
         drop(back_tx);
@@ -210,17 +211,13 @@ pub fn row_pass<R: Read>(
             })
             .collect()
     });
-    if outs.iter().any(|o| o.too_many_skips) {
-        let skipped: usize = outs.iter().map(|o| o.skips.len()).sum();
-        let budget = match cx.skip_memory >> 20 {
-            0 => format!("{} KiB", cx.skip_memory >> 10),
-            mib => format!("{mib} MiB"),
-        };
-        return Ok(Err(format!(
-            "more than {skipped} rows are skipped, too many to report one by one (their \
-             reasons would hold more than {budget}): nothing is applied; check that this is the \
-             user file and that its delimiter and columns are right"
-        )));
+    let skipped = outs.iter().map(|o| o.skips.len() as u64).sum();
+    let charged = cx
+        .budget
+        .charge_rows(skipped, outs.iter().map(|o| o.skip_bytes).sum());
+    if outs.iter().any(|o| o.too_many_skips) || charged.is_err() {
+        let too_many = bounds::TooManySkips::new(skipped, cx.budget.limit());
+        return Ok(Err(too_many.to_string()));
     }
     if let Some(e) = read_error {
         return Ok(Err(e));
@@ -238,7 +235,18 @@ pub fn row_pass<R: Read>(
             ..Default::default()
         });
     }
-    Ok(Ok(combine(outs, rows, rows_out, cx)?))
+    combine(outs, rows, rows_out, cx)
+        .map(Ok)
+        .or_else(file_level)
+}
+
+/// A run's skip budget passed ([`bounds::TooManySkips`]) is a file-level problem: its sentence
+/// fails the run. Other errors stay errors.
+fn file_level<T>(e: anyhow::Error) -> anyhow::Result<Result<T, String>> {
+    match e.downcast_ref::<bounds::TooManySkips>() {
+        Some(too_many) => Ok(Err(too_many.to_string())),
+        None => Err(e),
+    }
 }
 
 /// A worker's ends of the batch channels: full batches in, emptied batches back for reuse.
@@ -286,7 +294,8 @@ fn worker(
 }
 
 /// The pass's result from the workers' outputs: skips, notes and fingerprints together, the
-/// file's email index, and the rows whose email another key of the file also gives.
+/// file's email index, and the rows whose email another key of the file also gives (their
+/// reasons charged to the run's skip budget: [`bounds::TooManySkips`] past it).
 fn combine(
     outs: Vec<WorkerOut>,
     rows: u64,
@@ -330,12 +339,11 @@ fn combine(
             let email = texts.get(&first).map(String::as_str).unwrap_or_default();
             let list = super::bounds::listed(lines.iter().copied());
             for l in &lines {
-                pass.clashes.insert(
-                    *l,
-                    format!(
-                        "row {l}: {header} {email:?} is given to more than one user in this file (rows {list})"
-                    ),
+                let reason = format!(
+                    "row {l}: {header} {email:?} is given to more than one user in this file (rows {list})"
                 );
+                cx.budget.charge(&reason)?;
+                pass.clashes.insert(*l, reason);
             }
         }
     }

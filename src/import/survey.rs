@@ -4,8 +4,10 @@
 //!
 //! Data enters as the stored bucket blob and the bucket's arena of packed rows, with the file's
 //! emails from the row pass; it leaves as a [`SurveyPart`]. Nothing is written here: `apply`
-//! gives the compacted rows back to the run's bucket rows.
+//! gives the compacted rows back to the run's bucket rows. Every reason the survey keeps is
+//! charged to the run's skip budget (`MergeSettings::budget`).
 
+use super::bounds::SkipBudget;
 use super::merge::{
     duplicate_skips, missing_action, row_email, unchanged, unpack_all, MergeSettings,
 };
@@ -62,7 +64,7 @@ pub fn survey(
     let mut conflicts = Vec::new();
     let mut releases = Vec::new();
     for group in rows.chunk_by(|a, b| a.key == b.key).filter(|g| g.len() > 1) {
-        duplicate_skips(ctx, group[0].key, group, &mut conflicts);
+        duplicate_skips(ctx, group[0].key, group, &mut conflicts)?;
     }
     let Some(stored) = stored else {
         return Ok(SurveyPart {
@@ -135,11 +137,8 @@ pub fn survey(
             continue;
         }
         let user = StoredUser { key: k, value: v };
-        match email_conflict(ctx, file_emails, user, own)? {
-            EmailCheck::Free => {}
-            EmailCheck::Conflict(c) => conflicts.push(c),
-            EmailCheck::Released(r) => releases.push(r),
-        }
+        let check = email_conflict(ctx, file_emails, user, own)?;
+        keep_email_check(ctx, check, &mut conflicts, &mut releases)?;
     }
     quiet = quiet && compact.iter().all(|c| *c) && part.switched_off.is_empty();
     Ok(SurveyPart {
@@ -215,10 +214,12 @@ pub struct Revived {
 }
 
 /// The rows of [`Revived`] users whose email a row of another key gives, or another stored
-/// user that is not deleted has: (row, reason). `holder` finds such a stored user's key.
+/// user that is not deleted has: (row, reason), each charged to the run's skip `budget`.
+/// `holder` finds such a stored user's key.
 pub fn revived_conflicts(
     revived: &[Revived],
     file_emails: &FileEmails,
+    budget: &SkipBudget,
     mut holder: impl FnMut(&Revived) -> Result<Option<String>>,
 ) -> Result<Vec<(u64, String)>> {
     let mut out = Vec::new();
@@ -242,13 +243,12 @@ pub fn revived_conflicts(
             None => holder(r)?.map(|k| format!("user {k:?}")),
         };
         if let Some(other) = other {
-            out.push((
-                r.line,
-                format!(
-                    "row {}: user {:?} was deleted and comes back with its email {:?}, which {other} has now; give this row an email",
-                    r.line, r.key, r.email
-                ),
-            ));
+            let reason = format!(
+                "row {}: user {:?} was deleted and comes back with its email {:?}, which {other} has now; give this row an email",
+                r.line, r.key, r.email
+            );
+            budget.charge(&reason)?;
+            out.push((r.line, reason));
         }
     }
     Ok(out)
@@ -262,6 +262,27 @@ enum EmailCheck {
     Conflict((u64, String)),
     /// A row of another key gives it, and the user's own row gives another email.
     Released(Release),
+}
+
+/// Keeps what [`email_conflict`] found, its reason charged to the run's skip budget.
+fn keep_email_check(
+    ctx: &MergeSettings<'_>,
+    check: EmailCheck,
+    conflicts: &mut Vec<(u64, String)>,
+    releases: &mut Vec<Release>,
+) -> Result<()> {
+    match check {
+        EmailCheck::Free => {}
+        EmailCheck::Conflict(c) => {
+            ctx.budget.charge(&c.1)?;
+            conflicts.push(c);
+        }
+        EmailCheck::Released(r) => {
+            ctx.budget.charge(&r.claim.1)?;
+            releases.push(r);
+        }
+    }
+    Ok(())
 }
 
 /// Whether a stored user's email is claimed by a row of another key ([`EmailCheck`]). `own`
@@ -324,22 +345,25 @@ fn email_conflict(
 
 /// Turns into conflicts the claims of [`Release`]s whose owner's row is skipped after all
 /// (`skipped`: every row skipped so far, which grows with them), until none is left: a chain
-/// (user 1 moves to an email user 3 keeps, user 2 takes user 1's) is followed to its end.
+/// (user 1 moves to an email user 3 keeps, user 2 takes user 1's) is followed to its end. Each
+/// copied claim is charged to the run's skip `budget`.
 pub fn settle_releases(
     releases: &[Release],
     skipped: &mut std::collections::HashSet<u64>,
-) -> Vec<(u64, String)> {
+    budget: &SkipBudget,
+) -> Result<Vec<(u64, String)>> {
     let mut found = Vec::new();
     loop {
         let before = found.len();
         for r in releases {
             let owner_kept = r.owner_rows.iter().any(|l| skipped.contains(l));
             if owner_kept && skipped.insert(r.claim.0) {
+                budget.charge_copy(&r.claim.1)?;
                 found.push(r.claim.clone());
             }
         }
         if found.len() == before {
-            return found;
+            return Ok(found);
         }
     }
 }
