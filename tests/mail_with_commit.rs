@@ -17,7 +17,7 @@ use chrono::Utc;
 use roster::config::{MatchBy, OnMissing};
 use roster::import::{approve_mailed, run_bytes, ImportStatus, MailFor, RunOptions};
 use roster::model::ImportRecord;
-use roster::store::{Cluster, OutboxMail};
+use roster::store::OutboxMail;
 use std::sync::Arc;
 use sync_files::{file, go, open, tenant, users};
 
