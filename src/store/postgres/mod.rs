@@ -53,6 +53,7 @@ mod login_lifts;
 mod migrate;
 mod outbox;
 mod partitions;
+mod record_rows;
 mod rows;
 mod runs;
 mod scan_page;

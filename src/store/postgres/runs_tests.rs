@@ -2,7 +2,8 @@
 //! tests call it in a transaction of their own) and read back through [`RunLog`].
 
 use super::*;
-use crate::store::Store;
+use crate::model::ImportStatus;
+use crate::store::{LedgerState, Store};
 use chrono::TimeZone;
 
 use super::super::test_postgres;
