@@ -162,10 +162,9 @@ enum Handled {
     Later(String),
 }
 
-/// Runs one request (blocking), under the tenant's lease.
-/// Runs one request on a blocking thread. `_held` is the tenant's lease the worker took for a
-/// request of [`waits_for_lease`] (None for the others, which take it here or ask again
-/// later); it is kept until the request is handled.
+/// Runs one request on a blocking thread, under the tenant's lease. `_held` is the lease the
+/// worker took for a request of [`waits_for_lease`] (None for the others, which take it here
+/// or ask again later); it is kept until the request is handled.
 fn handle(
     shared: &Shared,
     tenant: &Tenant,
@@ -257,7 +256,8 @@ fn recover_first(shared: &Shared, tenant: &Tenant) -> bool {
 }
 
 /// `run-now`: the records of the files waiting now, run under the tenant's lease (taken by
-/// the worker); why nothing ran when files were waiting and none of their runs finished (claimed by another node meanwhile, or failed and left to be retried).
+/// the worker); why nothing ran when files were waiting and none of their runs finished
+/// (claimed by another node meanwhile, or failed and left to be retried).
 fn run_now(
     shared: &Shared,
     tenant: &Tenant,

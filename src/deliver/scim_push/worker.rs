@@ -8,9 +8,10 @@
 //! one starts only after the old one ended); changes and users enter from the [`Store`]. With
 //! several nodes on one store, a node pushes a tenant only while it holds the store lease
 //! `scim-push:<tenant>`. A tenant thread runs at most [`BATCHES_PER_ROUND`] batches before it
-//! looks at the lease again, and starts no user later than half of `[cluster] lease_secs`
-//! after it last took the lease: a node that froze (a pause, a stalled disk) and whose lease
-//! another node took meanwhile does not push stale changes when it wakes (review s27), and sleeps [`IDLE`] when it had no work. A stop is seen before
+//! looks at the lease again, and sleeps [`IDLE`] when it had no work. It starts no user later
+//! than half of `[cluster] lease_secs` after it last took the lease: a node that froze (a
+//! pause, a stalled disk) and whose lease another node took meanwhile does not push stale
+//! changes when it wakes (review s27). A stop is seen before
 //! each user (the one in flight finishes or times out), and [`Worker::stop`] waits at most its
 //! grace. A push that cannot start (its `token_env` unset) says why in the status, and logs it
 //! once per change.
