@@ -32,10 +32,21 @@ const NEWER: &[u8] = b"userId,name,last\nu1,New,Lee\nu2,Bob,Ray\nu3,Cy,Fox\n";
 /// A claim folder of this version made at `at`, holding `bytes` as users.csv, as a node that
 /// died in its run (or a run whose retries gave up) leaves it.
 fn left_claim(p: &Pipeline, at: DateTime<Utc>, bytes: &[u8]) -> PathBuf {
+    left_claim_of(p, at, "users.csv", bytes)
+}
+
+/// [`left_claim`] holding `bytes` as `name`. The folder appears whole (made aside, then
+/// renamed into place): a running server that found it empty, half made, would finish it as
+/// an empty claim.
+fn left_claim_of(p: &Pipeline, at: DateTime<Utc>, name: &str, bytes: &[u8]) -> PathBuf {
     let id = format!("{}-4242-0001-m", at.format("%Y%m%dT%H%M%S%.6fZ"));
-    let claim = p.dir.path().join("data/work/acme").join(id);
-    std::fs::create_dir_all(&claim).unwrap();
-    std::fs::write(claim.join("users.csv"), bytes).unwrap();
+    let work = p.dir.path().join("data/work/acme");
+    let aside = p.dir.path().join("claim-being-made");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&aside).unwrap();
+    std::fs::write(aside.join(name), bytes).unwrap();
+    let claim = work.join(id);
+    std::fs::rename(&aside, &claim).unwrap();
     claim
 }
 
@@ -138,11 +149,8 @@ async fn only_today_judges_a_recovered_claim_by_the_day_it_was_claimed() {
     p.stop().await;
     let yesterday = Utc::now().date_naive() - chrono::Duration::days(1);
     let at = yesterday.and_hms_opt(23, 58, 0).unwrap().and_utc();
-    let id = format!("{}-4242-0001-m", at.format("%Y%m%dT%H%M%S%.6fZ"));
-    let claim = p.dir.path().join("data/work/acme").join(id);
-    std::fs::create_dir_all(&claim).unwrap();
     let name = format!("users_{}.csv", yesterday.format("%Y-%m-%d"));
-    std::fs::write(claim.join(&name), NEWER).unwrap();
+    let claim = left_claim_of(&p, at, &name, NEWER);
 
     p.start_again().await;
     finished(&claim).await;
