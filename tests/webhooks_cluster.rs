@@ -204,7 +204,7 @@ fn one_node_delivers_and_the_other_takes_over_after_a_kill() {
             Some(body) => assert_eq!(body, &s.body, "{} repeated with another body", s.id),
             None => {
                 first.insert(s.id.clone(), s.body.clone());
-                order.push(s.id.clone());
+                order.push(s.event.clone());
             }
         }
     }

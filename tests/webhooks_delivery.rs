@@ -178,7 +178,7 @@ fn events_arrive_in_order_signed_and_verified_with_their_data() {
     src.push(EventType::FileMissing, Some("imp-2"), None);
     assert_eq!(pass(&hook, &src), PassOutcome::CaughtUp);
     let seen = rx.seen();
-    let ids: Vec<&str> = seen.iter().map(|s| s.id.as_str()).collect();
+    let ids: Vec<&str> = seen.iter().map(|s| s.event.as_str()).collect();
     assert_eq!(ids, ["msg_acme_1", "msg_acme_2", "msg_acme_3"]);
     assert!(
         seen.iter().all(|s| s.verified && s.status == 200),
@@ -259,7 +259,7 @@ fn failures_retry_with_backoff_and_retry_after_keeping_the_message_id() {
         .last_error
         .as_deref()
         .unwrap()
-        .contains("msg_acme_1: answered 500"));
+        .contains(&format!("{}: answered 500", rx.seen()[0].id)));
     assert_eq!(c.next_attempt, Some(at));
     // Not due yet: nothing is sent.
     assert_eq!(pass(&hook, &src), PassOutcome::WaitUntil(at));
@@ -286,7 +286,7 @@ fn failures_retry_with_backoff_and_retry_after_keeping_the_message_id() {
     );
     assert_eq!(drain(&hook, &src, 10), PassOutcome::CaughtUp);
     let seen = rx.seen();
-    let got: Vec<(&str, u16)> = seen.iter().map(|s| (s.id.as_str(), s.status)).collect();
+    let got: Vec<(&str, u16)> = seen.iter().map(|s| (s.event.as_str(), s.status)).collect();
     assert_eq!(
         got,
         [
@@ -298,9 +298,47 @@ fn failures_retry_with_backoff_and_retry_after_keeping_the_message_id() {
         ]
     );
     assert!(seen.iter().all(|s| s.verified));
+    // Every attempt at the first message carried the very same id.
+    assert!(seen[..4].iter().all(|s| s.id == seen[0].id), "{seen:#?}");
     let c = cursor(&src, &rx.url);
     assert_eq!((c.position, c.attempts, c.next_attempt), (2, 0, None));
     assert!(c.last_error.is_none());
+}
+
+/// A store restored from a backup numbers its next events again from the backup's last seq:
+/// the receiver, which de-duplicates by `webhook-id`, must not take them for the messages it
+/// already had (gap of s26: ids were `msg_<tenant>_<seq>`, and those events were dropped).
+#[test]
+fn events_renumbered_after_a_store_restore_get_new_ids() {
+    let rx = Receiver::start(SECRET);
+    let src = HandSource::new();
+    let hook = endpoint(&rx.url, None);
+    pass(&hook, &src);
+    let backup = cursor(&src, &rx.url);
+    src.import("imp-1", &["a@x.example"]);
+    assert_eq!(drain(&hook, &src, 10), PassOutcome::CaughtUp);
+    let before: Vec<String> = rx.seen().into_iter().map(|s| s.id).collect();
+    assert_eq!(before.len(), 2);
+    // The restore: the events and the cursor go back to before imp-1; a later import then
+    // takes seq 1 and 2 again.
+    std::thread::sleep(Duration::from_millis(5));
+    src.events.lock().unwrap().clear();
+    src.changes.lock().unwrap().clear();
+    src.save_cursor(TENANT, &consumer_id(&rx.url), &backup)
+        .unwrap();
+    src.import("imp-2", &["b@x.example"]);
+    assert_eq!(drain(&hook, &src, 10), PassOutcome::CaughtUp);
+    let seen = rx.seen();
+    let events: Vec<&str> = seen.iter().map(|s| s.event.as_str()).collect();
+    assert_eq!(
+        events,
+        ["msg_acme_1", "msg_acme_2", "msg_acme_1", "msg_acme_2"]
+    );
+    assert!(
+        seen[2..].iter().all(|s| !before.contains(&s.id)),
+        "new events under ids already delivered: {seen:#?}"
+    );
+    assert_eq!(seen[3].body["data"]["id"], "imp-2");
 }
 
 #[test]
@@ -333,7 +371,7 @@ fn gone_disables_the_endpoint_until_enabled_and_then_nothing_is_lost() {
 
     assert_eq!(pass(&d, &src), PassOutcome::CaughtUp);
     let seen = rx.seen();
-    let got: Vec<(&str, u16)> = seen.iter().map(|s| (s.id.as_str(), s.status)).collect();
+    let got: Vec<(&str, u16)> = seen.iter().map(|s| (s.event.as_str(), s.status)).collect();
     assert_eq!(
         got,
         [
@@ -397,7 +435,7 @@ fn during_a_rotation_receivers_on_either_secret_verify_every_message() {
     assert!(matches!(pass(&hooks[2], &src), PassOutcome::WaitUntil(_)));
     for rx in [&on_new, &on_old] {
         let seen = rx.seen();
-        let ids: Vec<&str> = seen.iter().map(|s| s.id.as_str()).collect();
+        let ids: Vec<&str> = seen.iter().map(|s| s.event.as_str()).collect();
         assert_eq!(ids, ["msg_acme_1", "msg_acme_2"]);
         assert!(
             seen.iter().all(|s| s.verified && s.status == 200),
@@ -494,7 +532,7 @@ fn unsubscribed_types_are_passed_over_and_a_new_endpoint_starts_after_the_newest
     src.import("imp-1", &["a@x.example"]);
     src.import("imp-2", &["b@x.example"]);
     assert_eq!(pass(&hook, &src), PassOutcome::CaughtUp);
-    let ids: Vec<String> = rx.seen().into_iter().map(|s| s.id).collect();
+    let ids: Vec<String> = rx.seen().into_iter().map(|s| s.event).collect();
     assert_eq!(ids, ["msg_acme_2", "msg_acme_4"]);
     assert_eq!(cursor(&src, &rx.url).position, 4);
     // Another endpoint, first seen now, gets only what comes after.
@@ -505,7 +543,7 @@ fn unsubscribed_types_are_passed_over_and_a_new_endpoint_starts_after_the_newest
     assert_eq!(cursor(&src, &rx2.url).position, 4);
     src.import("imp-3", &["c@x.example"]);
     assert_eq!(pass(&late, &src), PassOutcome::CaughtUp);
-    let ids: Vec<String> = rx2.seen().into_iter().map(|s| s.id).collect();
+    let ids: Vec<String> = rx2.seen().into_iter().map(|s| s.event).collect();
     assert_eq!(ids, ["msg_acme_5", "msg_acme_6"]);
 }
 

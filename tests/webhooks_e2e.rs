@@ -96,7 +96,7 @@ async fn an_import_is_announced_signed_in_order_and_reloads_apply() {
     );
     let got: Vec<(&str, &str)> = seen
         .iter()
-        .map(|s| (s.id.as_str(), s.body["type"].as_str().unwrap()))
+        .map(|s| (s.event.as_str(), s.body["type"].as_str().unwrap()))
         .collect();
     assert_eq!(
         got,
@@ -166,7 +166,7 @@ async fn an_import_is_announced_signed_in_order_and_reloads_apply() {
     let second = env.import("acme", &csv).await;
     let seen = wait_delivered(&rx, 3).await;
     assert_eq!(seen.len(), 3, "{seen:#?}");
-    assert_eq!(seen[2].id, "msg_acme_4");
+    assert_eq!(seen[2].event, "msg_acme_4");
     assert_eq!(seen[2].body["type"], "import.finished");
     assert_eq!(seen[2].body["data"]["id"], second.id.as_str());
     let end = Instant::now() + Duration::from_secs(10);
@@ -300,7 +300,7 @@ async fn a_gone_endpoint_is_enabled_again_and_gets_every_event_it_missed() {
         "{text}"
     );
     let seen = wait_delivered(&rx, 4).await;
-    let got: Vec<(&str, u16)> = seen.iter().map(|s| (s.id.as_str(), s.status)).collect();
+    let got: Vec<(&str, u16)> = seen.iter().map(|s| (s.event.as_str(), s.status)).collect();
     assert_eq!(
         got,
         [

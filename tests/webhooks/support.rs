@@ -44,7 +44,10 @@ pub struct Receiver {
 /// One delivery as the receiver saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// The `webhook-id` as sent: `msg_<tenant>_<seq>_<ms>`.
     pub id: String,
+    /// The id without its time: `msg_<tenant>_<seq>`, what the tests name messages by.
+    pub event: String,
     pub timestamp: i64,
     /// The `webhook-signature` header as sent.
     pub signature: String,
@@ -97,8 +100,10 @@ impl Receiver {
         text.lines()
             .map(|l| {
                 let v: Value = serde_json::from_str(l).unwrap();
+                let id = v["id"].as_str().unwrap_or_default().to_string();
                 Seen {
-                    id: v["id"].as_str().unwrap_or_default().to_string(),
+                    event: event_of(&id),
+                    id,
                     timestamp: v["timestamp"].as_str().unwrap_or("0").parse().unwrap_or(0),
                     signature: v["signature"].as_str().unwrap_or_default().to_string(),
                     verified: v["verified"].as_bool().unwrap_or(false),
@@ -109,14 +114,15 @@ impl Receiver {
             .collect()
     }
 
-    /// Ids of the requests that arrived so far, answered or not (in arrival order).
+    /// Ids of the requests that arrived so far, answered or not (in arrival order), without
+    /// their time (`msg_<tenant>_<seq>`).
     pub fn arrivals(&self) -> Vec<String> {
         let mut path = self.log.clone().into_os_string();
         path.push(".arrivals");
         std::fs::read_to_string(path)
             .unwrap_or_default()
             .lines()
-            .map(str::to_string)
+            .map(event_of)
             .collect()
     }
 
@@ -146,4 +152,14 @@ impl Drop for Receiver {
 
 fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// `msg_<tenant>_<seq>` of a `webhook-id` `msg_<tenant>_<seq>_<ms>`; panics on another form.
+pub fn event_of(id: &str) -> String {
+    let (event, ms) = id.rsplit_once('_').unwrap_or(("", ""));
+    assert!(
+        event.starts_with("msg_") && !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()),
+        "not a webhook-id of the form msg_<tenant>_<seq>_<ms>: {id:?}"
+    );
+    event.to_string()
 }

@@ -142,7 +142,7 @@ impl EndpointDelivery {
                 self.save_if(source, passed_over, &cursor)?;
                 return Ok(PassOutcome::More);
             };
-            let id = message_id(&self.tenant, event.seq);
+            let id = message_id(&self.tenant, &event);
             let body = message::body(source, &self.tenant, &event)?;
             // Signed once the permit is held, so the timestamp is the sending time.
             let headers = self.signer.headers(&id, Utc::now().timestamp(), &body);

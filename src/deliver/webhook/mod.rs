@@ -14,8 +14,9 @@
 //! Names: the cursor's consumer id is `webhook:` + hex sha256 of the URL ([`consumer_id`]), so
 //! a changed URL is a new endpoint, which starts after the newest event at first sight (what
 //! the old URL had not been sent is not sent to it; a 3xx's error says so); the
-//! message id is `msg_<tenant>_<event seq>` ([`message_id`]), the same on every retry, even
-//! after kill -9, so receivers can de-duplicate; with several nodes the endpoint's store lease
+//! message id is `msg_<tenant>_<event seq>_<event time in ms>` ([`message_id`]), the same on
+//! every retry, even after kill -9, so receivers can de-duplicate, and new after a store is
+//! restored from a backup (the seq numbers then repeat, their times do not); with several nodes the endpoint's store lease
 //! is `webhook:<tenant>:<hash>` ([`lease_name`]), so one node delivers per tenant and endpoint.
 
 pub mod enable;
@@ -96,7 +97,46 @@ pub fn lease_name(tenant: &str, url: &str) -> String {
     format!("webhook:{tenant}:{}", url_hash(url))
 }
 
-/// The `webhook-id` of the tenant's event `seq`: `msg_<tenant>_<seq>`.
-pub fn message_id(tenant: &str, seq: u64) -> String {
-    format!("msg_{tenant}_{seq}")
+/// The `webhook-id` of the tenant's `event`: `msg_<tenant>_<seq>_<time in ms since 1970>`.
+/// Both parts are stored with the event, so a retry, also by another node or after kill -9,
+/// sends the same id. Decision (gap of s26): the id was `msg_<tenant>_<seq>`, and a store
+/// restored from a backup numbers its next events again from the backup's seq, so receivers
+/// that de-duplicate by id dropped those new messages as repeats; the event's time (written
+/// once, in the commit that logged it) tells them apart. Milliseconds, because a store copied
+/// by `migrate-store` keeps an event's time to the microsecond.
+pub fn message_id(tenant: &str, event: &Event) -> String {
+    format!("msg_{tenant}_{}_{}", event.seq, event.at.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::changelog::EventType;
+    use chrono::TimeZone;
+
+    fn event(seq: u64, ms: i64) -> Event {
+        Event {
+            seq,
+            at: chrono::Utc
+                .timestamp_millis_opt(ms)
+                .single()
+                .unwrap_or_default(),
+            kind: EventType::ImportFinished,
+            import_id: None,
+            changes: None,
+        }
+    }
+
+    #[test]
+    fn a_message_id_names_the_event_and_its_time() {
+        let first = event(7, 1_733_232_000_123);
+        assert_eq!(message_id("acme", &first), "msg_acme_7_1733232000123");
+        assert_eq!(
+            message_id("acme", &first.clone()),
+            message_id("acme", &first)
+        );
+        // The same seq again after a restore, at another time: another message.
+        let again = event(7, 1_733_318_400_456);
+        assert_ne!(message_id("acme", &again), message_id("acme", &first));
+    }
 }
