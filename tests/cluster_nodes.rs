@@ -312,6 +312,56 @@ fn a_schedule_fires_once_per_tick_across_the_nodes() {
     }
 }
 
+/// The node that fired a tick died before running it (here: a node row, `ghost`, owns the next
+/// five ticks, and its last heartbeat leaves it alive until 5 s after the first of them): the
+/// live node, told no at the tick, asks again and fires it once the owner is known dead (and
+/// the later ticks at once), so the minute still has its record (gap of s26: nothing was
+/// recorded until the next tick the dead node had not fired).
+#[test]
+fn a_tick_fired_by_a_node_that_died_is_fired_by_a_live_one() {
+    let mut c = Cluster::prepare("tick_ghost");
+    c.start_node(0);
+    c._pg.psql(
+        "tick_ghost",
+        "INSERT INTO roster.nodes (node_id, address, version, started_at, heartbeat_at, lease_secs) \
+         VALUES ('ghost', '127.0.0.1:1', 'test', now() - interval '1 hour', \
+                 date_trunc('minute', now()) + interval '1 minute 2 seconds', 3); \
+         INSERT INTO roster.schedule_ticks (tenant, tick, node_id) \
+         SELECT 'sched', date_trunc('minute', now()) + n * interval '1 minute', 'ghost' \
+         FROM generate_series(1, 5) AS n",
+    );
+    let history = || -> Vec<Value> {
+        let (status, v) = c.nodes[0].get("/api/tenants/sched/imports?limit=100");
+        match v.as_array() {
+            Some(records) if status == 200 => records.clone(),
+            _ => panic!("GET /api/tenants/sched/imports: {status} {v}\n{}", c.logs()),
+        }
+    };
+    let fired = wait_until(Duration::from_secs(80), || !history().is_empty());
+    assert!(
+        fired,
+        "the dead node's tick was not fired by the live node\n{}",
+        c.logs()
+    );
+    let records = history();
+    assert!(
+        records.iter().all(|r| r["status"] == "missing"),
+        "{records:?}"
+    );
+    let log = std::fs::read_to_string(&c.nodes[0].log).unwrap_or_default();
+    assert!(
+        log.contains("schedule fired on a second ask"),
+        "{}",
+        c.logs()
+    );
+    let owners = c._pg.psql(
+        "tick_ghost",
+        "SELECT count(*) FROM roster.schedule_ticks WHERE node_id = 'node-a' AND tick <= now()",
+    );
+    assert_eq!(owners.trim(), records.len().to_string(), "{records:?}");
+    c.nodes[0].stop();
+}
+
 /// `max_auth_failures = 4`: two wrong passwords on each node block the address (and the
 /// tenant's password logins) on both, though neither node saw four.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -346,6 +346,37 @@ fn racing_stores_get_one_lease_and_one_tick() {
     assert!(!stores[1].fire_tick("beta", tick).unwrap());
 }
 
+/// A tick whose node died before running it: the next other node to ask fires it, once (gap
+/// of s26: it was lost until the next tick).
+#[test]
+fn a_tick_of_a_dead_node_goes_to_the_next_node_that_asks() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("c_tick_dead");
+    let (a, b, c) = (
+        open(&url, "node-a", 30),
+        open(&url, "node-b", 30),
+        open(&url, "node-c", 30),
+    );
+    for s in [&a, &b, &c] {
+        s.heartbeat(&beat("x")).unwrap();
+    }
+    let tick = Utc.with_ymd_and_hms(2026, 12, 3, 7, 30, 0).unwrap();
+    assert!(a.fire_tick("acme", tick).unwrap());
+    assert!(!b.fire_tick("acme", tick).unwrap(), "a lives: its tick");
+    kill(&pg, "c_tick_dead", "node-a");
+    assert!(b.fire_tick("acme", tick).unwrap(), "a is dead: b fires");
+    assert!(b.fire_tick("acme", tick).unwrap(), "and is told so again");
+    assert!(!c.fire_tick("acme", tick).unwrap(), "b lives: not c too");
+    // A node that left (its row gone) is no longer alive either.
+    b.leave().unwrap();
+    assert!(c.fire_tick("acme", tick).unwrap());
+    let owner = pg.psql(
+        "c_tick_dead",
+        "SELECT node_id FROM roster.schedule_ticks WHERE tenant = 'acme'",
+    );
+    assert_eq!(owner.trim(), "node-c");
+}
+
 #[test]
 fn failed_logins_block_across_stores_and_expire() {
     let pg = TestPostgres::start();

@@ -32,6 +32,7 @@ mod run;
 mod run_mail;
 mod schedules;
 mod superseded;
+mod tick_watch;
 mod triggers;
 mod worker;
 // the web console's overview shows each tenant's next scheduled run (h-console-runs)

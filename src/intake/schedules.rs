@@ -1,10 +1,12 @@
 //! Time-driven import requests: each tenant's cron schedule (croner, in the tenant's time
-//! zone; one firing per tick across the nodes sharing a store, and a tick missed while no node
-//! ran fired once at start) and the daily retention sweep of the archive folders.
+//! zone; one firing per tick across the nodes sharing a store, a tick missed while no node
+//! ran fired once at start, and a tick whose node died before running it fired again,
+//! `tick_watch`) and the daily retention sweep of the archive folders.
 //!
 //! Both run as tasks the intake's start (`triggers::start`) spawns; a schedule's tick leaves
 //! as a queue request ([`Request`]), the sweep as removed files and a log line.
 
+use super::tick_watch::TickWatch;
 use super::{Intake, Request, Shared};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -19,6 +21,7 @@ pub(super) async fn schedules(intake: Intake) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut at_start = true;
     let mut clock = StoreClock::default();
+    let mut watch = TickWatch::default();
     loop {
         tick.tick().await;
         let first_pass = std::mem::take(&mut at_start);
@@ -27,7 +30,9 @@ pub(super) async fn schedules(intake: Intake) {
         }
         let config = intake.shared.config.current();
         let now = clock.now(&intake).await;
+        let lease_secs = config.cluster.lease_secs;
         next.retain(|id, _| config.tenant(id).is_some());
+        watch.retain(|id| config.tenant(id).is_some());
         for t in &config.tenants {
             let p = &t.import;
             let Some(expr) = p
@@ -36,6 +41,7 @@ pub(super) async fn schedules(intake: Intake) {
                 .filter(|_| p.trigger != crate::config::Trigger::Upload)
             else {
                 next.remove(&t.id);
+                watch.forget(&t.id);
                 continue;
             };
             let key = format!("{expr}|{}", p.timezone);
@@ -56,7 +62,10 @@ pub(super) async fn schedules(intake: Intake) {
             if now >= due {
                 if fires_here(&intake, &t.id, due).await {
                     tracing::info!(tenant = %t.id, schedule = %expr, "schedule fired");
+                    watch.forget(&t.id);
                     intake.request(&t.id, Request::Scheduled(due));
+                } else {
+                    watch.watch(&t.id, due, lease_secs, std::time::Instant::now());
                 }
                 match next_fire(expr, &p.timezone, now) {
                     Some(at) => {
@@ -68,6 +77,27 @@ pub(super) async fn schedules(intake: Intake) {
                 }
             }
         }
+        for (tenant, tick) in watch.due(lease_secs, std::time::Instant::now()) {
+            if asked_again(&intake, &tenant, tick).await {
+                tracing::warn!(%tenant, %tick, "schedule fired on a second ask: the node that fired the tick is no longer alive (or the store could not be asked at the tick)");
+                watch.forget(&tenant);
+                intake.request(&tenant, Request::Scheduled(tick));
+            }
+        }
+    }
+}
+
+/// One more ask for a watched tick (`tick_watch`): true when this node now fires it.
+async fn asked_again(intake: &Intake, tenant: &str, tick: DateTime<Utc>) -> bool {
+    let store = intake.shared.store.clone();
+    let id = tenant.to_string();
+    match tokio::task::spawn_blocking(move || store.fire_tick(&id, tick)).await {
+        Ok(Ok(fires)) => fires,
+        Ok(Err(e)) => {
+            tracing::debug!(%tenant, %tick, "cannot ask the store about a watched schedule tick (asked again later): {e:#}");
+            false
+        }
+        Err(_) => false,
     }
 }
 
@@ -130,7 +160,8 @@ fn offset_of(
 /// failed ask is tried again a few times (its answer may have been lost after the store
 /// recorded this node's tick: skipping then ran the tick on no node; review of 2026-11-30,
 /// PostgreSQL F4); when the store still cannot be asked, the tick is skipped and logged:
-/// firing anyway could run it on every node.
+/// firing anyway could run it on every node. False either way; the schedules then watch the
+/// tick and ask again (`tick_watch`).
 async fn fires_here(intake: &Intake, tenant: &str, due: DateTime<Utc>) -> bool {
     let store = intake.shared.store.clone();
     let id = tenant.to_string();
@@ -152,7 +183,7 @@ async fn fires_here(intake: &Intake, tenant: &str, due: DateTime<Utc>) -> bool {
             false
         }
         Ok(Err(e)) => {
-            tracing::error!(%tenant, tick = %due, "the schedule tick is skipped: cannot record it in the store: {e:#}");
+            tracing::error!(%tenant, tick = %due, "the schedule tick is skipped for now (asked again for a while): cannot record it in the store: {e:#}");
             false
         }
         Err(e) => {

@@ -126,8 +126,10 @@ pub trait Cluster: Send + Sync {
     fn take_lease(&self, name: &str) -> Result<Option<u64>>;
     /// Releases the lease `name` if this node holds it.
     fn release_lease(&self, name: &str) -> Result<()>;
-    /// True for exactly one node per (tenant, tick) across the cluster: that node fires it (and
-    /// is told true again if it asks twice, its first answer lost).
+    /// True for one node per (tenant, tick) across the cluster: that node fires it (and is told
+    /// true again if it asks twice, its first answer lost). Once that node is no longer alive,
+    /// the next other node to ask is told true and fires it again: the dead node may have
+    /// fired without running it (the schedules ask again for a while, `intake::schedules`).
     fn fire_tick(&self, tenant: &str, tick: DateTime<Utc>) -> Result<bool>;
     /// Counts one failed login of `subject`; `max` failures within `block_for` block it for
     /// `block_for`. Returns the end of the block in force, if any.

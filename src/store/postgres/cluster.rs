@@ -18,7 +18,8 @@
 //!   `INSERT … ON CONFLICT DO UPDATE … WHERE <free>` takes it, so two nodes racing for it are
 //!   ordered by the row lock and the second sees the first's row. `fencing` grows with every
 //!   new holder (not when a holder takes its own lease again).
-//! * A **tick** is one row `(tenant, tick)`; the node whose insert made it fires.
+//! * A **tick** is one row `(tenant, tick)`; the node whose insert made it fires, or a node
+//!   that asks again once that node is no longer alive (the row becomes its own).
 //! * **Login failures** are one row per (scope, subject): a count in a window of `block_for`,
 //!   and `blocked_until` once `max` is reached.
 //! * **Orphan claims**: rows of `roster.claims` whose node is not alive are moved to this
@@ -304,24 +305,31 @@ impl Cluster for PostgresStore {
 
     fn fire_tick(&self, tenant: &str, tick: DateTime<Utc>) -> Result<bool> {
         let (node, tenant) = (self.node_id.clone(), tenant.to_string());
+        let lease = self.lease_f64();
         self.db
             .run(move |pool| async move {
                 let client = Connections::client(&pool).await?;
                 // The node that made the row fires; asked again (its first answer was lost
-                // with the connection), the same node is told yes again, any other no. DO UPDATE
-                // (of nothing) returns the row that won, also when another node's insert of it
-                // committed while this one waited (DO NOTHING would return no row then, and a
-                // second read in the same statement would not see it yet).
+                // with the connection), the same node is told yes again. Another node is told
+                // yes only once the row's node is no longer alive (it died between firing and
+                // running the tick, gap of s26): the row becomes its own. Otherwise the WHERE
+                // leaves the row alone and no row comes back: no. A conflicting insert that
+                // committed while this one waited is seen by the WHERE, so two nodes never
+                // both hear yes while the first lives.
                 let row = client
-                    .query_one(
+                    .query_opt(
                         "INSERT INTO roster.schedule_ticks AS t (tenant, tick, node_id) \
                          VALUES ($1, $2, $3) ON CONFLICT (tenant, tick) \
-                         DO UPDATE SET node_id = t.node_id RETURNING t.node_id",
-                        &[&tenant, &tick, &node],
+                         DO UPDATE SET node_id = EXCLUDED.node_id, \
+                           fired_at = CASE WHEN t.node_id = EXCLUDED.node_id THEN t.fired_at ELSE now() END \
+                         WHERE t.node_id = EXCLUDED.node_id \
+                            OR NOT EXISTS (SELECT 1 FROM roster.nodes n WHERE n.node_id = t.node_id \
+                                 AND n.heartbeat_at > now() - coalesce(n.lease_secs, $4::float8) * interval '1 second') \
+                         RETURNING t.node_id",
+                        &[&tenant, &tick, &node, &lease],
                     )
                     .await?;
-                let firing: String = row.try_get(0)?;
-                Ok(firing == node)
+                Ok(row.is_some())
             })
             .context("cannot record a schedule tick in PostgreSQL")
     }
