@@ -394,3 +394,23 @@ fn write_eml_names_files_uniquely_and_writes_a_message_once() {
     assert_eq!(again, a);
     assert_eq!(std::fs::read_dir(dir.path()).expect("read dir").count(), 2);
 }
+
+/// Outbox ids repeat after `migrate-store` or a store restored from a backup: another mail
+/// under an id an older file has is written, not taken for that file (reviewer s28: it was
+/// marked sent and never written).
+#[test]
+fn write_eml_writes_another_mail_under_a_repeated_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = mail_to("it@acme.example");
+    let new = mail_to("hr@acme.example");
+    assert_ne!(old.bytes, new.bytes);
+    let a = roster::mail::write_eml(dir.path(), &old, 7).expect("old");
+    let b = roster::mail::write_eml(dir.path(), &new, 7).expect("new");
+    assert_ne!(a, b);
+    assert_eq!(std::fs::read(&b).expect("read new"), new.bytes);
+    assert_eq!(std::fs::read(&a).expect("read old"), old.bytes);
+    // And the new one, written again, is still one file.
+    let again = roster::mail::write_eml(dir.path(), &new, 7).expect("again");
+    assert_eq!(again, b);
+    assert_eq!(std::fs::read_dir(dir.path()).expect("read dir").count(), 2);
+}

@@ -252,7 +252,8 @@ fn redact(url: &str) -> String {
 
 /// Writes `mail`, the outbox's message `queued`, as `<dir>/<UTC timestamp>-<tenant>-m<queued>.eml`
 /// and returns its path; when a file of that message is already there (written by an attempt
-/// whose "sent" mark was lost to a kill), returns that one instead of writing a second copy.
+/// whose "sent" mark was lost to a kill: same id and same bytes), returns that one instead of
+/// writing a second copy.
 ///
 /// The bytes go to a hidden temporary file `.<name>.<process id>.tmp` in `dir` first, are
 /// synced, and are then renamed, so a reader never sees a half-written `.eml`. `dir` is created
@@ -262,11 +263,20 @@ pub fn write_eml(dir: &Path, mail: &OutgoingMail, queued: u64) -> anyhow::Result
         .with_context(|| format!("creating the outbox folder {}", dir.display()))?;
     let mine = format!("-m{queued}.eml");
     let rd = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    // Only a file with this very message counts: after migrate-store or a store restored from
+    // a backup, outbox ids repeat, and an older mail's file under the same id is not this one
+    // (reviewer s28: the new mail was marked sent and never written).
+    let same_mail = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.len() == mail.bytes.len() as u64)
+            && std::fs::read(path).is_ok_and(|b| b == mail.bytes)
+    };
     if let Some(done) = rd
         .flatten()
-        .find(|e| e.file_name().to_string_lossy().ends_with(&mine))
+        .filter(|e| e.file_name().to_string_lossy().ends_with(&mine))
+        .map(|e| e.path())
+        .find(|p| same_mail(p))
     {
-        return Ok(done.path());
+        return Ok(done);
     }
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let tenant: String = mail
@@ -286,7 +296,14 @@ pub fn write_eml(dir: &Path, mail: &OutgoingMail, queued: u64) -> anyhow::Result
         tenant
     };
 
-    let name = format!("{stamp}-{tenant}-m{queued}.eml");
+    let mut name = format!("{stamp}-{tenant}-m{queued}.eml");
+    // Another mail of the same id may have a file of the same millisecond: never replace it.
+    for n in 2..100 {
+        if !dir.join(&name).exists() {
+            break;
+        }
+        name = format!("{stamp}-{n}-{tenant}-m{queued}.eml");
+    }
     let path = dir.join(&name);
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut file =
