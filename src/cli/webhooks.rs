@@ -62,6 +62,14 @@ pub(super) fn webhooks_text(tenant: &str, v: &Value) -> anyhow::Result<String> {
         if let Some(err) = &e.last_error {
             out.push_str(&format!("{}: last error: {}\n", clean(&e.url), clean(err)));
         }
+        if let Some(note) = e.lost_note.as_deref().filter(|_| e.lost_events > 0) {
+            out.push_str(&format!(
+                "{}: {} events lost to retention; last: {}\n",
+                clean(&e.url),
+                e.lost_events,
+                clean(note)
+            ));
+        }
     }
     Ok(out)
 }

@@ -26,7 +26,7 @@ pub fn enable(source: &dyn EventSource, tenant: &str, hook: &WebhookConfig) -> R
     // Some(..): a cursor never equals the default once seen (endpoint.rs, first sight).
     cursor.next_attempt = Some(Utc::now());
     source.save_cursor(tenant, &consumer, &cursor)?;
-    tracing::info!(%tenant, url = %hook.url, position = cursor.position,
+    tracing::info!(%tenant, url = %super::shown_url(&hook.url), position = cursor.position,
         "webhook endpoint enabled again: delivery resumes after the last event it acknowledged");
     Ok(true)
 }

@@ -101,18 +101,27 @@ impl EndpointDelivery {
 
     /// Delivers what is due, up to one batch; stops between events when `stop` is raised.
     pub fn pass(&self, source: &dyn EventSource, stop: &AtomicBool) -> Result<PassOutcome> {
-        self.pass_gated(source, stop, &|| Some(Box::new(())))
+        self.pass_gated(source, stop, &|| true, &|| Some(Box::new(())))
     }
 
     /// As [`pass`](Self::pass), holding what `sending` gives (a sending permit) during each
     /// POST and only then, so a slow endpoint does not keep others waiting between its messages.
     /// When `sending` has none to give now, the pass ends (`More`) without waiting, so a pass
     /// never holds a blocking thread while it waits for a permit (the caller waits for one
-    /// without a thread, then passes again).
+    /// without a thread, then passes again). `current` says whether the endpoint's config is
+    /// still the one in force; it is asked before every event, passed over or sent, and the
+    /// pass ends (`More`) once it says no (reviewer s28: a reload that subscribed the endpoint
+    /// to more types still saw the rest of the batch passed over under the old list).
+    ///
+    /// The endpoint's lease is asked for before each message and again before the outcome is
+    /// saved: a node that lost it (frozen past `lease_secs`, its heartbeats failing) stops and
+    /// saves nothing, so it neither sends the rest of its batch beside the new holder nor
+    /// writes its older cursor over the new holder's (reviewer s28).
     pub fn pass_gated(
         &self,
         source: &dyn EventSource,
         stop: &AtomicBool,
+        current: &dyn Fn() -> bool,
         sending: &dyn Fn() -> Option<Box<dyn Send>>,
     ) -> Result<PassOutcome> {
         if !source.take_lease(&self.lease)? {
@@ -127,33 +136,46 @@ impl EndpointDelivery {
         }
         let events = source.events(&self.tenant, cursor.position, BATCH)?;
         let full = events.len() == BATCH;
-        let mut passed_over = false;
+        let mut changed = match events.first() {
+            Some(first) => self.note_gap(&mut cursor, first.seq),
+            None => false,
+        };
         for event in events {
             if stop.load(Ordering::Relaxed) {
-                self.save_if(source, passed_over, &cursor)?;
+                self.save_if(source, changed, &cursor)?;
                 return Ok(PassOutcome::Stopped);
+            }
+            if !current() {
+                self.save_if(source, changed, &cursor)?;
+                return Ok(PassOutcome::More);
             }
             if !self.hook.wants(event.kind) {
                 cursor.position = event.seq;
-                passed_over = true;
+                changed = true;
                 continue;
             }
             let Some(permit) = sending() else {
-                self.save_if(source, passed_over, &cursor)?;
+                self.save_if(source, changed, &cursor)?;
                 return Ok(PassOutcome::More);
             };
+            if !source.take_lease(&self.lease)? {
+                return Ok(PassOutcome::OtherNode);
+            }
             let id = message_id(&self.tenant, &event);
             let body = message::body(source, &self.tenant, &event)?;
             // Signed once the permit is held, so the timestamp is the sending time.
             let headers = self.signer.headers(&id, Utc::now().timestamp(), &body);
             let outcome = send::post(&self.agent, &self.hook.url, &headers, &body);
             drop(permit);
+            if !source.take_lease(&self.lease)? {
+                return Ok(PassOutcome::OtherNode);
+            }
             if let Some(done) = self.settle(source, &mut cursor, event.seq, &id, outcome)? {
                 return Ok(done);
             }
-            passed_over = false;
+            changed = false;
         }
-        self.save_if(source, passed_over, &cursor)?;
+        self.save_if(source, changed, &cursor)?;
         Ok(if full {
             PassOutcome::More
         } else {
@@ -173,16 +195,45 @@ impl EndpointDelivery {
             ..Cursor::default()
         };
         source.save_cursor(&self.tenant, &self.consumer, &fresh)?;
-        tracing::info!(tenant = %self.tenant, url = %self.hook.url, after_event = fresh.position,
+        tracing::info!(tenant = %self.tenant, url = %super::shown_url(&self.hook.url), after_event = fresh.position,
             "new webhook endpoint: delivering the events after the newest one");
         Ok(fresh)
     }
 
+    /// Saves `cursor` when `changed` and this node still holds the endpoint's lease.
     fn save_if(&self, source: &dyn EventSource, changed: bool, cursor: &Cursor) -> Result<()> {
-        if changed {
+        if changed && source.take_lease(&self.lease)? {
             source.save_cursor(&self.tenant, &self.consumer, cursor)?;
         }
         Ok(())
+    }
+
+    /// Notes in `cursor` (its `state.lost`, shown by the admin API) and in the log the events
+    /// the retention sweep removed before this endpoint got them: `first_seq`, the first event
+    /// read, is past the one after the cursor (the event log has no gaps of its own). True
+    /// when a gap was noted. Reviewer s28: an endpoint retrying or disabled for longer than
+    /// `retention_days` went on after the gap without a word.
+    fn note_gap(&self, cursor: &mut Cursor, first_seq: u64) -> bool {
+        let missing = first_seq.saturating_sub(cursor.position.saturating_add(1));
+        if missing == 0 {
+            return false;
+        }
+        let (tenant, url) = (&self.tenant, super::shown_url(&self.hook.url));
+        let note = format!(
+            "{missing} events (after {}) were removed by retention before this endpoint got them",
+            cursor.position
+        );
+        tracing::warn!(%tenant, %url, "webhook: {note}");
+        let mut state = (cursor.state.take())
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({}));
+        let before = state["lost"]["events"].as_u64().unwrap_or(0);
+        state["lost"] = serde_json::json!({
+            "events": before.saturating_add(missing),
+            "last": { "after": cursor.position, "events": missing, "at": Utc::now(), "note": note },
+        });
+        cursor.state = Some(state);
+        true
     }
 
     /// Records the outcome of sending event `seq` in the cursor (saved); Some when the pass
@@ -196,7 +247,7 @@ impl EndpointDelivery {
         outcome: SendOutcome,
     ) -> Result<Option<PassOutcome>> {
         let now = Utc::now();
-        let (tenant, url) = (&self.tenant, &self.hook.url);
+        let (tenant, url) = (&self.tenant, super::shown_url(&self.hook.url));
         let done = match outcome {
             SendOutcome::Delivered(status) => {
                 cursor.position = seq;

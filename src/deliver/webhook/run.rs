@@ -134,7 +134,7 @@ fn still_configured(config: &ConfigHandle, tenant: &str, hook: &WebhookConfig) -
 
 /// Delivers to one endpoint until the config drops it or the server stops.
 async fn endpoint_task(shared: Shared, tenant: String, hook: WebhookConfig) {
-    let url = hook.url.clone();
+    let url = super::shown_url(&hook.url);
     let delivery = match EndpointDelivery::new(&tenant, hook.clone(), shared.agent.clone()) {
         Ok(d) => Arc::new(d),
         Err(why) => {
@@ -206,12 +206,11 @@ async fn run_pass(
     let (source, delivery, stop) = (shared.source.clone(), delivery.clone(), shared.stop.clone());
     let config = shared.config.clone();
     tokio::task::spawn_blocking(move || {
+        // An endpoint a reload removed or changed gets no further message of this pass
+        // (audit s22: up to a batch of 100 still went to a removed URL), nor passes over
+        // another event under its old subscription (reviewer s28).
+        let current = || still_configured(&config, &delivery.tenant, &delivery.hook);
         let permit = || -> Option<Box<dyn Send>> {
-            // An endpoint a reload removed or changed gets no further message of this pass
-            // (audit s22: up to a batch of 100 still went to a removed URL).
-            if !still_configured(&config, &delivery.tenant, &delivery.hook) {
-                return None;
-            }
             let given = first.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(both) = given {
                 return Some(Box::new(both));
@@ -220,7 +219,7 @@ async fn run_pass(
             let any = all.clone().try_acquire_owned().ok()?;
             Some(Box::new((mine, any)))
         };
-        delivery.pass_gated(source.as_ref(), &stop, &permit)
+        delivery.pass_gated(source.as_ref(), &stop, &current, &permit)
     })
     .await?
 }

@@ -28,6 +28,12 @@ pub struct EndpointStatus {
     /// It answered 410 Gone: nothing is sent to it until it is enabled again (or its url
     /// changes).
     pub disabled: bool,
+    /// Events the retention sweep removed before this endpoint got them (0: none), and the
+    /// last such gap in words; the endpoint went on after them.
+    #[serde(default)]
+    pub lost_events: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_note: Option<String>,
 }
 
 /// The status of `hook` of `tenant`.
@@ -39,13 +45,16 @@ pub fn endpoint_status(
     let cursor = source.cursor(tenant, &consumer_id(&hook.url))?;
     let seen = cursor != Cursor::default();
     let newest = newest_event(source, tenant)?;
+    let lost = (cursor.state.as_ref())
+        .map(|s| s["lost"].clone())
+        .unwrap_or_default();
     let events = EventType::ALL
         .iter()
         .filter(|t| hook.wants(**t))
         .map(|t| t.as_str().to_string())
         .collect();
     Ok(EndpointStatus {
-        url: hook.url.clone(),
+        url: super::shown_url(&hook.url),
         events,
         position: seen.then_some(cursor.position),
         backlog: if seen {
@@ -58,6 +67,8 @@ pub fn endpoint_status(
         attempts: cursor.attempts,
         next_attempt: cursor.next_attempt,
         disabled: cursor.disabled,
+        lost_events: lost["events"].as_u64().unwrap_or(0),
+        lost_note: lost["last"]["note"].as_str().map(str::to_string),
     })
 }
 
