@@ -76,7 +76,7 @@ pub fn user_name(u: &User) -> &str {
 }
 
 /// Splits `urn:...:User:attr.sub` into (`urn:...:User`, `attr.sub`); a core path has no URN.
-fn split_urn(path: &str) -> (Option<&str>, &str) {
+pub(super) fn split_urn(path: &str) -> (Option<&str>, &str) {
     if path.starts_with("urn:") {
         if let Some(i) = path.rfind(':') {
             return (Some(&path[..i]), &path[i + 1..]);
