@@ -298,17 +298,28 @@ pub fn deactivated(app: &Value) -> Value {
     body
 }
 
+/// The `type` of an item of a multi-valued attribute, lower-cased ("" when it has none).
+pub(super) fn item_type(item: &Value) -> String {
+    (item.get("type").and_then(Value::as_str))
+        .unwrap_or_default()
+        .to_lowercase()
+}
+
 /// True when every attribute of `want` is in `have` with the same value (objects compared
-/// member by member, multi-valued attributes by their `value`s); used by `--reconcile`.
+/// member by member, multi-valued attributes by the `value`s of their items of the types
+/// `want` has); used by `--reconcile`.
 pub fn covers(have: &Value, want: &Value) -> bool {
     match (have, want) {
         (Value::Object(h), Value::Object(w)) => w
             .iter()
             .all(|(k, wv)| h.get(k).is_some_and(|hv| covers(hv, wv))),
         (Value::Array(h), Value::Array(w)) => {
+            // Roster owns the items of the types it sends (`push::merge`): the application's
+            // items of other types (a `home` email) are not drift.
+            let types: BTreeSet<String> = w.iter().map(item_type).collect();
             let values = |a: &Vec<Value>| -> Vec<String> {
-                let mut v: Vec<String> = a
-                    .iter()
+                let mut v: Vec<String> = (a.iter())
+                    .filter(|i| types.contains(&item_type(i)))
                     .map(|i| i.get("value").unwrap_or(i).to_string())
                     .collect();
                 v.sort();
@@ -395,6 +406,14 @@ mod tests {
         let mut have = have;
         have.extend(r.as_object().cloned().unwrap());
         assert!(covers(&Value::Object(have.clone()), &r));
+        let mut home = have.clone();
+        home["emails"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"value": "k1@home.example", "type": "home"}));
+        assert!(covers(&Value::Object(home.clone()), &r), "not Roster's");
+        home["emails"][0]["value"] = json!("old@x.example");
+        assert!(!covers(&Value::Object(home), &r));
         have.insert("title".into(), json!("other"));
         assert!(!covers(&Value::Object(have), &r));
         let cleared: BTreeSet<String> = ["email".to_string(), "org_unit".into()].into();

@@ -30,7 +30,7 @@
 
 use super::Pusher;
 use crate::deliver::scim_push::client::{ScimError, Scope};
-use crate::deliver::scim_push::resource::split_urn;
+use crate::deliver::scim_push::resource::{item_type, split_urn};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 
@@ -124,13 +124,6 @@ fn merge_into(app: &mut Map<String, Value>, ours: &Map<String, Value>) {
             }
         }
     }
-}
-
-/// An item's `type`, lower-cased ("" when it has none).
-fn item_type(item: &Value) -> String {
-    (item.get("type").and_then(Value::as_str))
-        .unwrap_or_default()
-        .to_lowercase()
 }
 
 /// An item's `value` as text, lower-cased.
