@@ -571,6 +571,7 @@ mod tests {
             c.delete("").unwrap_err(),
             c.patch("", &json!({})).unwrap_err(),
             c.replace("", &json!({})).unwrap_err(),
+            c.get("").unwrap_err(),
         ] {
             assert_eq!(
                 e,

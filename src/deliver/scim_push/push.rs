@@ -10,8 +10,8 @@
 //! user deleted or gone from the directory is deactivated or deleted per `on_missing`.
 //!
 //! The application's id is looked up by `externalId` each time (no id map in the store): one
-//! GET before each write, and an application whose ids change (a restore from backup) needs
-//! nothing from Roster.
+//! GET before each write (and for an update by PUT a `GET /Users/{id}` too, see `merge`), and
+//! an application whose ids change (a restore from backup) needs nothing from Roster.
 //!
 //! Durable: the cursor moves past a change only when its user was pushed, or refused for good
 //! (a 4xx other than 401/403/408/429: kept in the status with the provider's `detail`, saved in

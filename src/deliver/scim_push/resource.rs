@@ -194,7 +194,8 @@ fn schemas(attrs: &Map<String, Value>) -> Value {
     Value::Array(s)
 }
 
-/// The body of `POST /Users` (and, with the application's `id`, of `PUT /Users/{id}`).
+/// The body of `POST /Users` (and, with the application's `id`, Roster's part of a
+/// `PUT /Users/{id}`, written over the application's own user by `push::merge`).
 pub fn resource(u: &User, extra: &BTreeMap<String, String>, id: Option<&str>) -> Value {
     let mut attrs = attributes(u, extra);
     let mut r = Map::new();
