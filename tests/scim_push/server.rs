@@ -123,6 +123,13 @@ impl ScimServer {
         v
     }
 
+    /// Replaces a user directly (as the application's own admin would, without PATCH).
+    pub fn replace(&self, id: &str, user: &Value) -> Value {
+        let (s, v) = self.request("PUT", &format!("/Users/{id}"), Some(user));
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
     /// Deletes a user directly (as the application's own admin would).
     pub fn delete(&self, id: &str) {
         let (s, v) = self.request("DELETE", &format!("/Users/{id}"), None);

@@ -171,16 +171,18 @@ impl ScimClient {
 
     /// Sends one request; the answer's JSON (Null for an empty body) when it is a 2xx.
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, ScimError> {
-        self.call_sized(method, path, body).map(|(v, _)| v)
+        self.send(method, path, body, None).map(|a| a.json)
     }
 
-    /// As [`call`](Self::call), with the bytes of the answer's body.
-    fn call_sized(
+    /// As [`call`](Self::call), with `If-Match: if_match` when given, and the answer's body
+    /// size and `ETag`.
+    fn send(
         &self,
         method: &str,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<(Value, usize), ScimError> {
+        if_match: Option<&str>,
+    ) -> Result<Answer, ScimError> {
         let url = format!("{}{path}", self.base);
         let mut req = ureq::http::Request::builder()
             .method(method)
@@ -188,6 +190,9 @@ impl ScimClient {
             .header("Accept", "application/scim+json");
         if let Some(t) = &self.token {
             req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        if let Some(v) = if_match {
+            req = req.header("If-Match", v);
         }
         let sent = match body {
             Some(b) => {
@@ -213,12 +218,14 @@ impl ScimClient {
         };
         let retry = retry_after(header("retry-after").as_deref());
         let location = header("location");
+        let etag = header("etag").filter(|t| !t.is_empty());
         if (200..300).contains(&status) {
             let text = (resp.body_mut().with_config().limit(MAX_BODY))
                 .read_to_string()
                 .map_err(ScimError::transport)?;
             let json: Option<Value> = serde_json::from_str(&text).ok();
-            return Ok((json.unwrap_or(Value::Null), text.len()));
+            let (json, bytes) = (json.unwrap_or(Value::Null), text.len());
+            return Ok(Answer { json, bytes, etag });
         }
         // Past here the status decides: a body that cannot be read whole (too long, not UTF-8,
         // cut off) must not turn the answer into "no answer" (audit F2).
@@ -323,8 +330,29 @@ impl ScimClient {
 
     /// `PUT /Users/{id}`.
     pub fn replace(&self, id: &str, resource: &Value) -> Result<(), ScimError> {
-        self.call("PUT", &user_path(id)?, Some(resource))
-            .map(|_| ())
+        self.replace_if(id, resource, None)
+    }
+
+    /// `PUT /Users/{id}` with `If-Match: version` when given (a 412 says the user changed).
+    pub fn replace_if(
+        &self,
+        id: &str,
+        resource: &Value,
+        version: Option<&str>,
+    ) -> Result<(), ScimError> {
+        (self.send("PUT", &user_path(id)?, Some(resource), version)).map(|_| ())
+    }
+
+    /// `GET /Users/{id}` (body read up to [`MAX_BODY`]): the application's user and its
+    /// version, the `ETag` else `meta.version`. A 404 is the provider's error as it came, as
+    /// for a PATCH of a user gone from the application.
+    pub fn get(&self, id: &str) -> Result<(Value, Option<String>), ScimError> {
+        let a = self.send("GET", &user_path(id)?, None, None)?;
+        let meta = a.json.pointer("/meta/version").and_then(Value::as_str);
+        let version = a
+            .etag
+            .or_else(|| meta.filter(|v| !v.is_empty()).map(str::to_string));
+        Ok((a.json, version))
     }
 
     /// `PATCH /Users/{id}`.
@@ -342,11 +370,8 @@ impl ScimClient {
 
     /// One page of the application's users from `start` (1-based).
     pub fn list(&self, start: usize) -> Result<ListPage, ScimError> {
-        let (v, bytes) = self.call_sized(
-            "GET",
-            &format!("/Users?startIndex={start}&count={PAGE}"),
-            None,
-        )?;
+        let page = format!("/Users?startIndex={start}&count={PAGE}");
+        let Answer { json: v, bytes, .. } = self.send("GET", &page, None, None)?;
         let number = |k: &str| {
             v.get(k)
                 .and_then(Value::as_u64)
@@ -367,6 +392,13 @@ impl ScimClient {
             bytes,
         })
     }
+}
+
+/// A 2xx answer: its JSON (Null for an empty or unreadable body), body size and `ETag`.
+struct Answer {
+    json: Value,
+    bytes: usize,
+    etag: Option<String>,
 }
 
 /// One page of `GET /Users` (see [`ScimClient::list`]).
@@ -539,6 +571,7 @@ mod tests {
             c.delete("").unwrap_err(),
             c.patch("", &json!({})).unwrap_err(),
             c.replace("", &json!({})).unwrap_err(),
+            c.get("").unwrap_err(),
         ] {
             assert_eq!(
                 e,

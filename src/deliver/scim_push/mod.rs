@@ -4,7 +4,8 @@
 //! Data enters as the tenant's change log after the `scim-push` cursor and its users (through
 //! the store, or any [`ChangeSource`]) and `[tenants.scim_push]`; it leaves as HTTP requests to
 //! the application (`client`), the cursor written back to the store, and a [`PushStatus`] the
-//! admin API shows. `resource` maps users to SCIM resources (pure); `push` walks the log;
+//! admin API shows. `resource` maps users to SCIM resources (pure); `push` walks the log
+//! (`push::merge`: an update by PUT, the application's own user with Roster's attributes over it);
 //! `managers` remembers reports pushed before their manager, to push them again after it;
 //! `worker` runs it inside `roster serve`; `reconcile` compares the application with the
 //! directory for `roster scim-push --reconcile`.

@@ -10,8 +10,8 @@
 //! user deleted or gone from the directory is deactivated or deleted per `on_missing`.
 //!
 //! The application's id is looked up by `externalId` each time (no id map in the store): one
-//! GET before each write, and an application whose ids change (a restore from backup) needs
-//! nothing from Roster.
+//! GET before each write (and for an update by PUT a `GET /Users/{id}` too, see `merge`), and
+//! an application whose ids change (a restore from backup) needs nothing from Roster.
 //!
 //! Durable: the cursor moves past a change only when its user was pushed, or refused for good
 //! (a 4xx other than 401/403/408/429: kept in the status with the provider's `detail`, saved in
@@ -29,6 +29,7 @@
 
 mod failing;
 mod gap;
+pub mod merge;
 mod tally;
 
 use super::client::{id_of, no_id, Found, ScimClient, ScimError};
@@ -345,19 +346,20 @@ impl Pusher {
     }
 
     /// Writes our values over the application's user `id`; `cleared` fields that are still
-    /// empty are removed from it.
+    /// empty are removed from it. Without PATCH, a PUT of the application's own user with our
+    /// values written over it (`merge`: a PUT replaces the whole user).
     pub fn update(&self, id: &str, u: &User, cleared: &BTreeSet<String>) -> Result<(), ScimError> {
+        let still_empty: BTreeSet<String> = (cleared.iter())
+            .filter(|f| resource::field_is_empty(u, f))
+            .cloned()
+            .collect();
+        let remove = resource::cleared_paths(&still_empty, &self.extra);
         if self.use_patch()? {
-            let still_empty: BTreeSet<String> = (cleared.iter())
-                .filter(|f| resource::field_is_empty(u, f))
-                .cloned()
-                .collect();
-            let remove = resource::cleared_paths(&still_empty, &self.extra);
             let body = self.with_manager(u, resource::patch(u, &self.extra, &remove));
             self.client.patch(id, &body)
         } else {
             let body = self.with_manager(u, resource::resource(u, &self.extra, Some(id)));
-            self.client.replace(id, &body)
+            self.put_merged(id, &body, &remove)
         }
     }
 

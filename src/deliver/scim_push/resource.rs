@@ -76,7 +76,7 @@ pub fn user_name(u: &User) -> &str {
 }
 
 /// Splits `urn:...:User:attr.sub` into (`urn:...:User`, `attr.sub`); a core path has no URN.
-fn split_urn(path: &str) -> (Option<&str>, &str) {
+pub(super) fn split_urn(path: &str) -> (Option<&str>, &str) {
     if path.starts_with("urn:") {
         if let Some(i) = path.rfind(':') {
             return (Some(&path[..i]), &path[i + 1..]);
@@ -194,7 +194,8 @@ fn schemas(attrs: &Map<String, Value>) -> Value {
     Value::Array(s)
 }
 
-/// The body of `POST /Users` (and, with the application's `id`, of `PUT /Users/{id}`).
+/// The body of `POST /Users` (and, with the application's `id`, Roster's part of a
+/// `PUT /Users/{id}`, written over the application's own user by `push::merge`).
 pub fn resource(u: &User, extra: &BTreeMap<String, String>, id: Option<&str>) -> Value {
     let mut attrs = attributes(u, extra);
     let mut r = Map::new();
@@ -298,17 +299,28 @@ pub fn deactivated(app: &Value) -> Value {
     body
 }
 
+/// The `type` of an item of a multi-valued attribute, lower-cased ("" when it has none).
+pub(super) fn item_type(item: &Value) -> String {
+    (item.get("type").and_then(Value::as_str))
+        .unwrap_or_default()
+        .to_lowercase()
+}
+
 /// True when every attribute of `want` is in `have` with the same value (objects compared
-/// member by member, multi-valued attributes by their `value`s); used by `--reconcile`.
+/// member by member, multi-valued attributes by the `value`s of their items of the types
+/// `want` has); used by `--reconcile`.
 pub fn covers(have: &Value, want: &Value) -> bool {
     match (have, want) {
         (Value::Object(h), Value::Object(w)) => w
             .iter()
             .all(|(k, wv)| h.get(k).is_some_and(|hv| covers(hv, wv))),
         (Value::Array(h), Value::Array(w)) => {
+            // Roster owns the items of the types it sends (`push::merge`): the application's
+            // items of other types (a `home` email) are not drift.
+            let types: BTreeSet<String> = w.iter().map(item_type).collect();
             let values = |a: &Vec<Value>| -> Vec<String> {
-                let mut v: Vec<String> = a
-                    .iter()
+                let mut v: Vec<String> = (a.iter())
+                    .filter(|i| types.contains(&item_type(i)))
                     .map(|i| i.get("value").unwrap_or(i).to_string())
                     .collect();
                 v.sort();
@@ -395,6 +407,14 @@ mod tests {
         let mut have = have;
         have.extend(r.as_object().cloned().unwrap());
         assert!(covers(&Value::Object(have.clone()), &r));
+        let mut home = have.clone();
+        home["emails"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"value": "k1@home.example", "type": "home"}));
+        assert!(covers(&Value::Object(home.clone()), &r), "not Roster's");
+        home["emails"][0]["value"] = json!("old@x.example");
+        assert!(!covers(&Value::Object(home), &r));
         have.insert("title".into(), json!("other"));
         assert!(!covers(&Value::Object(have), &r));
         let cleared: BTreeSet<String> = ["email".to_string(), "org_unit".into()].into();
