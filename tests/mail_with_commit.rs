@@ -151,3 +151,31 @@ fn a_claimed_record_and_its_mail_are_written_together() {
         vec![format!("Subject: run {} error\r\n\r\nbody\r\n", refused.id)]
     );
 }
+
+/// One pass of the mail worker takes at most `OUTBOX_DUE_BYTES` of message bodies (the first
+/// message always), not a hundred reports of several MB each (reviewer s28: up to about
+/// 560 MB at once); the rest wait for the next pass.
+#[test]
+fn a_pass_takes_at_most_its_bytes_of_messages() {
+    let (store, _d) = open();
+    let big = roster::store::OUTBOX_DUE_BYTES * 3 / 8; // 12 MiB: three pass the line
+    let to = vec!["hr@x.example".to_string()];
+    let ids: Vec<u64> = (0..5u8)
+        .map(|n| store.outbox_push(&to, &vec![b'a' + n; big]).unwrap())
+        .collect();
+    let due = store
+        .outbox_due(Utc::now() + chrono::Duration::days(1))
+        .unwrap();
+    let got: Vec<u64> = due.iter().map(|m| m.id).collect();
+    assert_eq!(got, ids[..3], "the first three (36 MiB), oldest first");
+    assert!(due.iter().all(|m| m.message.len() == big));
+    // A single message over the line still goes.
+    let (store, _d2) = open();
+    let huge = store
+        .outbox_push(&to, &vec![b'z'; roster::store::OUTBOX_DUE_BYTES + 1])
+        .unwrap();
+    let due = store
+        .outbox_due(Utc::now() + chrono::Duration::days(1))
+        .unwrap();
+    assert_eq!(due.iter().map(|m| m.id).collect::<Vec<_>>(), [huge]);
+}

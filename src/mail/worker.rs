@@ -268,7 +268,7 @@ impl Worker {
         let mut report = StepReport::default();
         // One `[mail]` for the whole pass: a reload during it applies from the next pass.
         let mail = self.mail_config();
-        let batch = match self.queue.due(now) {
+        let batch = match self.on_queue(move |q| q.due(now)).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "reading the mail outbox failed");
@@ -289,7 +289,8 @@ impl Worker {
                 None => self.attempt(mail.as_ref(), &item.mail, item.id).await,
             };
             if let Err(DeliveryError::Partly { remaining, .. }) = &outcome {
-                let narrowed = self.queue.narrow(item.id, remaining);
+                let (id, remaining) = (item.id, remaining.clone());
+                let narrowed = self.on_queue(move |q| q.narrow(id, &remaining)).await;
                 self.settle(item.id, "narrow", narrowed);
             }
             match outcome {
@@ -301,7 +302,9 @@ impl Worker {
                         attempts = item.attempts + 1,
                         "mail {how}"
                     );
-                    self.settle(item.id, "mark_sent", self.queue.mark_sent(item.id));
+                    let id = item.id;
+                    let done = self.on_queue(move |q| q.mark_sent(id)).await;
+                    self.settle(item.id, "mark_sent", done);
                     report.sent += 1;
                     crate::metrics::mail_sent();
                 }
@@ -320,7 +323,9 @@ impl Worker {
                         "not delivered after {} attempts: {e}",
                         item.attempts.saturating_add(1)
                     );
-                    self.settle(item.id, "give_up", self.queue.give_up(item.id, &reason));
+                    let id = item.id;
+                    let done = self.on_queue(move |q| q.give_up(id, &reason)).await;
+                    self.settle(item.id, "give_up", done);
                     report.given_up += 1;
                     crate::metrics::mail_failed(true);
                 }
@@ -342,8 +347,10 @@ impl Worker {
                         error = %e,
                         "mail not delivered; will retry"
                     );
-                    let reason = e.to_string();
-                    let res = self.queue.defer(item.id, attempts, next_at, &reason);
+                    let (id, reason) = (item.id, e.to_string());
+                    let res = self
+                        .on_queue(move |q| q.defer(id, attempts, next_at, &reason))
+                        .await;
                     self.settle(item.id, "defer", res);
                     report.deferred += 1;
                     crate::metrics::mail_failed(false);
@@ -357,8 +364,9 @@ impl Worker {
                         error = %e,
                         "mail refused permanently; giving up"
                     );
-                    let reason = e.to_string();
-                    self.settle(item.id, "give_up", self.queue.give_up(item.id, &reason));
+                    let (id, reason) = (item.id, e.to_string());
+                    let done = self.on_queue(move |q| q.give_up(id, &reason)).await;
+                    self.settle(item.id, "give_up", done);
                     report.given_up += 1;
                     crate::metrics::mail_failed(true);
                 }
@@ -392,6 +400,19 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Runs one call of the queue on a blocking thread: the store's calls block (a sled flush,
+    /// a PostgreSQL round trip) and must not stall a runtime worker that serves SFTP sessions
+    /// (reviewer s28).
+    async fn on_queue<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn MailQueue) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let queue = self.queue.clone();
+        tokio::task::spawn_blocking(move || call(queue.as_ref()))
+            .await
+            .map_err(|e| anyhow::anyhow!("the mail outbox call did not finish: {e}"))?
     }
 
     fn settle(&self, id: u64, what: &str, res: anyhow::Result<()>) {

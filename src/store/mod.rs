@@ -401,6 +401,11 @@ pub trait RunLog: Send + Sync {
     fn trim_history(&self, tenant: &str, before: DateTime<Utc>) -> Result<u64>;
 }
 
+/// The most bytes of message bodies one `outbox_due` hands out (the first message always goes,
+/// whatever its size): a pass of the mail worker holds about this much, not up to a hundred
+/// reports of several MB each (reviewer s28).
+pub const OUTBOX_DUE_BYTES: usize = 32 << 20;
+
 /// The durable mail outbox: messages wait here until delivered, across restarts.
 pub trait MailOutbox: Send + Sync {
     /// Queues a message for delivery now; returns its id. Durable on return.

@@ -21,6 +21,10 @@ pub const CLAIM_MINUTES: i32 = 5;
 
 /// At most this many messages are claimed at once; the rest wait for the next pass.
 const DUE_BATCH: i64 = 100;
+/// ... and no message is claimed once those before it in the batch hold this many bytes (the
+/// first always is), so a pass holds about that much of message bodies, not a hundred
+/// reports of several MB each (reviewer s28). `crate::store::OUTBOX_DUE_BYTES`.
+const DUE_BYTES: i64 = crate::store::OUTBOX_DUE_BYTES as i64;
 
 impl PostgresStore {
     /// Who claims a message: this node's id and this very process (`holder`), so a second
@@ -92,13 +96,16 @@ impl MailOutbox for PostgresStore {
             let client = Connections::client(&pool).await?;
             let rows = client
                 .query(
-                    "UPDATE roster.outbox SET claimed_by = $2, \
+                    "WITH due AS (SELECT id, octet_length(message)::int8 AS len FROM roster.outbox \
+                       WHERE next_attempt <= $1 AND (claimed_until IS NULL OR claimed_until < now()) \
+                       ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED), \
+                     picked AS (SELECT id FROM (SELECT id, (sum(len) OVER (ORDER BY id))::int8 - len AS before \
+                       FROM due) d WHERE before < $5::int8) \
+                     UPDATE roster.outbox SET claimed_by = $2, \
                      claimed_until = now() + make_interval(mins => $3) \
-                     WHERE id IN (SELECT id FROM roster.outbox WHERE next_attempt <= $1 \
-                     AND (claimed_until IS NULL OR claimed_until < now()) \
-                     ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                     WHERE id IN (SELECT id FROM picked) \
                      RETURNING id, recipients, message, attempts, next_attempt, last_error",
-                    &[&now, &node, &CLAIM_MINUTES, &DUE_BATCH],
+                    &[&now, &node, &CLAIM_MINUTES, &DUE_BATCH, &DUE_BYTES],
                 )
                 .await
                 .context("cannot read the mail outbox")?;

@@ -88,9 +88,11 @@ impl MailOutbox for SledStore {
     }
 
     /// Messages whose next attempt is at or before `now`, oldest first: at most [`DUE_BATCH`],
-    /// each body copied only when it is due; a damaged entry is logged and left out.
+    /// and none after those holding `OUTBOX_DUE_BYTES` of bodies (reviewer s28), each body
+    /// copied only when it is due; a damaged entry is logged and left out.
     fn outbox_due(&self, now: DateTime<Utc>) -> Result<Vec<OutboxItem>> {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for kv in self.inner.outbox.iter() {
             let (k, v) = kv?;
             let mut idb = [0u8; 8];
@@ -98,13 +100,16 @@ impl MailOutbox for SledStore {
             let id = u64::from_be_bytes(idb);
             match unframe::<Header>(&v) {
                 Ok((h, _)) if h.next_attempt > now => continue,
-                Ok((h, message)) => out.push(item(id, h, message)),
+                Ok((h, message)) => {
+                    bytes = bytes.saturating_add(message.len());
+                    out.push(item(id, h, message));
+                }
                 Err(e) => {
                     tracing::error!(id, "outbox message {id} is damaged and is not sent: {e:#}");
                     continue;
                 }
             }
-            if out.len() >= DUE_BATCH {
+            if out.len() >= DUE_BATCH || bytes >= crate::store::OUTBOX_DUE_BYTES {
                 break;
             }
         }
