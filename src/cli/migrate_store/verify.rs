@@ -143,7 +143,8 @@ impl TenantCheck {
         for e in self.entries.iter().filter(|e| !e.matches()) {
             let at = e.first_difference.as_deref().unwrap_or("its count");
             out.push(format!(
-                "tenant {t}: {} differs at {at} ({} entr(ies) embedded, {} on PostgreSQL)",
+                "tenant {t}, {}: the first difference is at {at} ({} entr(ies) embedded, {} \
+                 on PostgreSQL)",
                 e.kind.noun(),
                 e.counts[0],
                 e.counts[1]

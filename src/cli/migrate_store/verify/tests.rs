@@ -92,8 +92,8 @@ fn a_check_matches_only_when_every_count_and_entry_is_equal() {
     assert_eq!(
         altered.differences(),
         vec![
-            "tenant acme: the change log differs at seq 3 (7 entr(ies) embedded, 7 on \
-              PostgreSQL)"
+            "tenant acme, the change log: the first difference is at seq 3 (7 entr(ies) \
+             embedded, 7 on PostgreSQL)"
         ]
     );
     for broken in [
