@@ -17,8 +17,8 @@ use roster::model::changelog::Cursor;
 use roster::model::ImportRecord;
 use roster::store::postgres::{parse_url, PostgresStore};
 use roster::store::{
-    ChangeLog, Cluster, Commit, Directory, LedgerEntry, LedgerState, MailOutbox, NodeBeat, RunLog,
-    SledStore, Store,
+    Cluster, Commit, Directory, LedgerEntry, LedgerState, MailOutbox, NodeBeat, RunLog, SledStore,
+    Store,
 };
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -308,10 +308,13 @@ fn cursors<'a>(store: &'a dyn Backend, t: &str) -> Result<Pages<'a, Cursors, Str
     Ok(Pages::whole(store.cursors(t)?, |c| c.0.clone()))
 }
 
+/// Reads the page of entries after a key.
+type Fetch<'a, T, K> = Box<dyn FnMut(&K) -> Result<Vec<T>> + 'a>;
+
 /// One store's entries of one kind in key order, fetched a page at a time (each page the
 /// entries after the last key of the one before).
 pub(crate) struct Pages<'a, T, K> {
-    fetch: Box<dyn FnMut(&K) -> Result<Vec<T>> + 'a>,
+    fetch: Fetch<'a, T, K>,
     key: fn(&T) -> K,
     after: K,
     page: std::vec::IntoIter<T>,
