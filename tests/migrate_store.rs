@@ -1,17 +1,19 @@
 //! `roster migrate-store --to postgres://...` against a real PostgreSQL (tests/support/postgres.rs):
 //! the refusals (a non-empty target, a target a live node serves, a store another process has
 //! open), the copy of the run log
-//! and the outbox piece by piece, and the whole copy of a store with users, history and a held
-//! plan that is approved on PostgreSQL afterwards.
+//! and the outbox piece by piece, the whole copy of a store with users, history and a held
+//! plan that is approved on PostgreSQL afterwards, and the check after the copy (the ledger,
+//! claim stamps, logs and cursors read back and compared, a row altered on PostgreSQL found).
 
 #[allow(dead_code)]
 #[path = "support/postgres.rs"]
 mod test_postgres;
 
 use chrono::{DateTime, TimeZone, Utc};
-use roster::cli::migrate_store::{copy_outbox, copy_run_log};
+use roster::cli::migrate_store::{copy_outbox, copy_run_log, verify};
 use roster::config::{MatchBy, OnMissing, Tenant};
 use roster::import::{approve, run_bytes, ImportStatus, RunOptions};
+use roster::model::changelog::Cursor;
 use roster::model::ImportRecord;
 use roster::store::postgres::{parse_url, PostgresStore};
 use roster::store::{
@@ -318,7 +320,11 @@ fn a_whole_store_is_copied_and_a_held_plan_approves_on_postgresql() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("t1: users active 95 = 95, inactive 5 = 5, deleted 0 = 0; records 3 = 3; plans 1 = 1: ok"),
+        stdout.contains(
+            "t1: users active 95 = 95, inactive 5 = 5, deleted 0 = 0; records 3 = 3; \
+             plans 1 = 1; ledger 1 = 1; stamps 0 = 0; changes 105 = 105; events 5 = 5; \
+             cursors 0 = 0: ok"
+        ),
         "{stdout}"
     );
     assert!(
@@ -450,4 +456,105 @@ fn an_outbox_longer_than_one_delivery_pass_is_copied_whole() {
     let pg_store = open_pg(&url);
     assert_eq!(copy_outbox(&sled, &pg_store).unwrap(), 130);
     assert_eq!(pg_store.outbox_len(), 130);
+}
+
+/// A store whose tenant `t1` has users, change-log entries, events, a ledger entry, a claim
+/// stamp and a webhook cursor; returns the numbers of its changes and events.
+fn store_with_logs(dir: &Path) -> (usize, usize) {
+    let sled = Store::open(&store_dir(dir)).unwrap();
+    let t1 = tenant("t1", OnMissing::Deactivate);
+    for n in [30, 25] {
+        let opts = RunOptions::default();
+        run_bytes(&sled, &t1, "users.csv", &users_file(n), &opts).unwrap();
+    }
+    sled.record_claimed(
+        &record("t1", "i-claimed", ImportStatus::Error),
+        "c-7",
+        None,
+        None,
+    )
+    .unwrap();
+    let cursor = Cursor {
+        position: 2,
+        last_success: Some(Utc::now()),
+        last_error: Some("503 from the receiver".into()),
+        attempts: 1,
+        ..Cursor::default()
+    };
+    sled.save_cursor("t1", "webhook:abc123", &cursor).unwrap();
+    assert!(sled.ledger_get("t1", "users.csv").unwrap().is_some());
+    let changes = sled.changes("t1", 0, 100_000).unwrap().len();
+    let events = sled.events("t1", 0, 100_000).unwrap().len();
+    assert_eq!(changes, 35, "30 created, 5 deactivated");
+    (changes, events)
+}
+
+#[test]
+fn the_ledger_stamps_logs_and_cursors_are_verified_and_counted() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("hr");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let (changes, events) = store_with_logs(dir.path());
+    let out = migrate_store(&config, &url);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let line = format!(
+        "t1: users active 25 = 25, inactive 5 = 5, deleted 0 = 0; records 3 = 3; plans 0 = 0; \
+         ledger 1 = 1; stamps 1 = 1; changes {changes} = {changes}; events {events} = \
+         {events}; cursors 1 = 1: ok"
+    );
+    assert!(stdout.contains(&line), "{stdout}");
+}
+
+/// After a good copy, a row of PostgreSQL changed behind the copy's back fails the check,
+/// which names the tenant, the kind and the first differing seq or key.
+#[test]
+fn verify_finds_a_changed_or_missing_row_on_postgresql() {
+    let pg = TestPostgres::start();
+    let url = pg.create_database("hr");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    store_with_logs(dir.path());
+    let out = migrate_store(&config, &url);
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    let sled = SledStore::open(&store_dir(dir.path())).unwrap();
+    let copy = open_pg(&url);
+    let tenants = vec!["t1".to_string()];
+    verify(&sled, &copy, &tenants).unwrap();
+    let tampered = [
+        (
+            "UPDATE roster.changes SET key = 'C999' WHERE tenant = 't1' AND seq = 7",
+            "tenant t1, the change log: the first difference is at seq 7 (35 entr(ies) \
+             embedded, 35 on PostgreSQL)",
+        ),
+        (
+            "DELETE FROM roster.events WHERE tenant = 't1' AND seq = 2",
+            "tenant t1, the event log: the first difference is at seq 2",
+        ),
+        (
+            "UPDATE roster.cursors SET cursor = jsonb_set(cursor, '{position}', '9') \
+             WHERE tenant = 't1'",
+            "tenant t1, the delivery cursors: the first difference is at consumer webhook:abc123",
+        ),
+        (
+            "UPDATE roster.ledger SET sha256 = 'beef' WHERE tenant = 't1'",
+            "tenant t1, the file ledger: the first difference is at file users.csv",
+        ),
+        (
+            "DELETE FROM roster.claim_stamps WHERE tenant = 't1'",
+            "tenant t1, the claim stamps: the first difference is at claim c-7 (1 entr(ies) \
+             embedded, 0 on PostgreSQL)",
+        ),
+    ];
+    for (sql, says) in tampered {
+        pg.psql("hr", sql);
+        let err = format!("{:#}", verify(&sled, &copy, &tenants).unwrap_err());
+        assert!(err.contains(says), "after {sql}: {err}");
+        assert!(
+            err.contains("do not serve from this PostgreSQL store"),
+            "{err}"
+        );
+    }
 }

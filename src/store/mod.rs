@@ -372,6 +372,10 @@ pub trait RunLog: Send + Sync {
     /// The last run of a file name. History, not a recovery path (the intake recovers through
     /// claim stamps); no caller in the server today, the tests check the ledger with it.
     fn ledger_get(&self, tenant: &str, file: &str) -> Result<Option<LedgerEntry>>;
+    /// The tenant's ledger entries whose file name sorts after `after` (byte order; "" for the
+    /// first page), in that order, at most `limit`: what `migrate-store` reads back to check
+    /// its copy, a page at a time.
+    fn ledger_page(&self, tenant: &str, after: &str, limit: usize) -> Result<Vec<LedgerEntry>>;
     /// Says that claim `claim` is about to import `file`: the next engine commit of that file
     /// name (not an `approve`) stamps this claim. Durable on return.
     fn claim_running(&self, tenant: &str, file: &str, claim: &str) -> Result<()>;
@@ -448,6 +452,9 @@ pub trait ChangeLog: Send + Sync {
     /// The cursor of `consumer` (a webhook endpoint, SCIM push) on the tenant's logs; the
     /// default (position 0) for a new consumer.
     fn cursor(&self, tenant: &str, consumer: &str) -> Result<Cursor>;
+    /// Every stored cursor of the tenant, by consumer in byte order (what `migrate-store`
+    /// copies and then reads back to check its copy).
+    fn cursors(&self, tenant: &str) -> Result<Vec<(String, Cursor)>>;
     /// Stores the cursor of `consumer`. Durable on return.
     fn save_cursor(&self, tenant: &str, consumer: &str, cursor: &Cursor) -> Result<()>;
     /// Removes change-log and event entries older than `before`; returns how many.

@@ -496,6 +496,30 @@ impl ChangeLog for PostgresStore {
         })
     }
 
+    fn cursors(&self, tenant: &str) -> Result<Vec<(String, Cursor)>> {
+        let tenant = tenant.to_string();
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            let rows = client
+                .query(
+                    "SELECT consumer, cursor FROM roster.cursors WHERE tenant = $1 \
+                     ORDER BY consumer COLLATE \"C\"",
+                    &[&tenant],
+                )
+                .await
+                .context("cannot read the delivery cursors")?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let consumer: String = r.try_get(0)?;
+                let cursor = serde_json::from_value(r.try_get(1)?).with_context(|| {
+                    format!("the cursor of {consumer} (tenant {tenant}) is damaged")
+                })?;
+                out.push((consumer, cursor));
+            }
+            Ok(out)
+        })
+    }
+
     fn save_cursor(&self, tenant: &str, consumer: &str, cursor: &Cursor) -> Result<()> {
         let (tenant, consumer) = (tenant.to_string(), consumer.to_string());
         let json = serde_json::to_value(cursor)?;

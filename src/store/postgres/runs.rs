@@ -175,6 +175,24 @@ impl RunLog for PostgresStore {
         })
     }
 
+    fn ledger_page(&self, tenant: &str, after: &str, limit: usize) -> Result<Vec<LedgerEntry>> {
+        let (tenant, after) = owned(tenant, after);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            let rows = client
+                .query(
+                    "SELECT tenant, file, sha256, state, import_id, updated_at \
+                     FROM roster.ledger WHERE tenant = $1 AND file COLLATE \"C\" > $2 \
+                     ORDER BY file COLLATE \"C\" LIMIT $3",
+                    &[&tenant, &after, &limit],
+                )
+                .await
+                .context("cannot read the file ledger")?;
+            rows.iter().map(ledger_from_row).collect()
+        })
+    }
+
     fn trim_history(&self, tenant: &str, before: DateTime<Utc>) -> Result<u64> {
         let tenant = tenant.to_string();
         self.db.run(move |pool| async move {

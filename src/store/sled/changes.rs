@@ -273,21 +273,6 @@ impl SledStore {
             None => Ok((0, 0)),
         }
     }
-
-    /// Every delivery cursor of the tenant, by consumer.
-    pub fn cursors_of(&self, tenant: &str) -> Result<Vec<(String, Cursor)>> {
-        let prefix = tkey(tenant, b"");
-        let mut out = Vec::new();
-        for kv in self.inner.cursors.scan_prefix(&prefix) {
-            let (k, v) = kv?;
-            let consumer = String::from_utf8_lossy(&k[prefix.len()..]).to_string();
-            let cursor = serde_json::from_slice(&v).with_context(|| {
-                format!("the cursor of {consumer} (tenant {tenant}) is damaged")
-            })?;
-            out.push((consumer, cursor));
-        }
-        Ok(out)
-    }
 }
 
 impl ChangeLog for SledStore {
@@ -367,6 +352,20 @@ impl ChangeLog for SledStore {
             Some(v) => serde_json::from_slice(&v)
                 .with_context(|| format!("the cursor of {consumer} (tenant {tenant}) is damaged")),
         }
+    }
+
+    fn cursors(&self, tenant: &str) -> Result<Vec<(String, Cursor)>> {
+        let prefix = tkey(tenant, b"");
+        let mut out = Vec::new();
+        for kv in self.inner.cursors.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let consumer = String::from_utf8_lossy(&k[prefix.len()..]).to_string();
+            let cursor = serde_json::from_slice(&v).with_context(|| {
+                format!("the cursor of {consumer} (tenant {tenant}) is damaged")
+            })?;
+            out.push((consumer, cursor));
+        }
+        Ok(out)
     }
 
     fn save_cursor(&self, tenant: &str, consumer: &str, cursor: &Cursor) -> Result<()> {

@@ -124,6 +124,20 @@ impl RunLog for SledStore {
         }
     }
 
+    fn ledger_page(&self, tenant: &str, after: &str, limit: usize) -> Result<Vec<LedgerEntry>> {
+        let prefix = tkey(tenant, b"");
+        let from = std::ops::Bound::Excluded(tkey(tenant, after.as_bytes()));
+        let mut out = Vec::new();
+        for kv in self.inner.ledger.range((from, std::ops::Bound::Unbounded)) {
+            let (k, v) = kv?;
+            if out.len() >= limit || !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(serde_json::from_slice(&v).context("a file ledger entry is damaged")?);
+        }
+        Ok(out)
+    }
+
     /// Says that claim `claim` is about to import `file` of `tenant`: the next engine commit of
     /// that file name stamps this claim. Flushed on return.
     fn claim_running(&self, tenant: &str, file: &str, claim: &str) -> Result<()> {

@@ -8,8 +8,10 @@
 //! through `PostgresStore`'s copy helpers for the rest (held plans, ledger, claim stamps, the
 //! outbox as it stands, the tenant's version and last applied sha256, the change log, event log,
 //! their counters and the delivery cursors, see [`copy_change_log`]). It leaves as lines on
-//! stdout: what was copied per tenant, then per tenant the counts of both stores (users per
-//! status, records, plans); any difference is an error (exit 1).
+//! stdout: what was copied per tenant, then what [`verify`] (`verify.rs`) read back from both
+//! stores per tenant (users per status, records, plans counted; ledger, claim stamps, change
+//! log, event log and cursors compared entry by entry) and the outbox; any difference is an
+//! error (exit 1).
 //!
 //! The server must be stopped: sled lets one process open its files, so a running `roster
 //! serve` makes the copy fail at once. A target that already holds any user, record, plan or
@@ -22,11 +24,14 @@
 use crate::config::Config;
 use crate::store::postgres::{parse_url, PostgresStore};
 use crate::store::{
-    ChangeLog, Cluster, Commit, Directory, MailOutbox, NodeBeat, RunLog, SledStore, Users,
+    ChangeLog, Cluster, Commit, Directory, MailOutbox, NodeBeat, RunLog, SledStore,
 };
 use anyhow::{bail, Context, Result};
 
 use std::path::Path;
+
+mod verify;
+pub use verify::{check_tenant, verify, Kind, KindCheck, TenantCheck};
 
 /// The node id the copy writes as (staged rows carry it; `roster serve` refuses to start while
 /// it is alive).
@@ -155,7 +160,7 @@ fn refuse_live_nodes(to: &PostgresStore, lease_secs: u64) -> Result<()> {
 }
 
 /// Copies every tenant and the outbox, heartbeating as [`NODE_ID`] between tenants and
-/// between commits, then verifies the counts.
+/// between commits, then verifies the copy ([`verify`]).
 fn copy_all(from: &SledStore, to: &PostgresStore, beat: &NodeBeat) -> Result<()> {
     to.heartbeat(beat)?;
     let tenants = from.tenants()?;
@@ -174,26 +179,14 @@ fn copy_all(from: &SledStore, to: &PostgresStore, beat: &NodeBeat) -> Result<()>
     to.heartbeat(beat)?;
     let mail = copy_outbox(from, to)?;
     println!("  outbox: {mail} message(s)");
-    let checks = verify(from, to, &tenants)?;
-    println!("verify (embedded = PostgreSQL):");
-    for c in &checks {
-        println!("  {c}");
-    }
-    let (from_mail, to_mail) = (from.outbox_len(), to.outbox_len());
-    if to_mail != from_mail || mail != from_mail {
+    verify(from, to, &tenants)?;
+    let from_mail = from.outbox_len();
+    if mail != from_mail {
         bail!(
-            "the copy does not match: the embedded outbox holds {from_mail} message(s), \
-             {mail} were copied and PostgreSQL's holds {to_mail}"
+            "the copy does not match: the embedded outbox holds {from_mail} message(s) and \
+             {mail} were copied; do not serve from this PostgreSQL store (drop its roster \
+             schema, or the database, and run migrate-store again)"
         );
-    }
-    println!("  outbox: {from_mail} = {to_mail}: ok");
-    let bad: Vec<&str> = checks
-        .iter()
-        .filter(|c| !c.matches())
-        .map(|c| c.tenant.as_str())
-        .collect();
-    if !bad.is_empty() {
-        bail!("the copy does not match for tenant(s) {}", bad.join(", "));
     }
     Ok(())
 }
@@ -336,7 +329,7 @@ pub fn copy_change_log(
     }
     let (change_seq, event_seq) = from.log_counters(tenant)?;
     to.set_log_counters(tenant, change_seq, event_seq)?;
-    let cursors = from.cursors_of(tenant)?;
+    let cursors = from.cursors(tenant)?;
     for (consumer, cursor) in &cursors {
         to.save_cursor(tenant, consumer, cursor)?;
     }
@@ -354,98 +347,4 @@ pub fn copy_outbox(from: &SledStore, to: &PostgresStore) -> Result<usize> {
         to.put_outbox_item(&item).map(drop)
     })?;
     Ok(copied)
-}
-
-/// One tenant's counts in both stores: (embedded, PostgreSQL).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantCheck {
-    pub tenant: String,
-    /// (active, inactive, deleted).
-    pub users: [(u64, u64, u64); 2],
-    pub records: [usize; 2],
-    pub plans: [usize; 2],
-}
-
-impl TenantCheck {
-    pub fn matches(&self) -> bool {
-        self.users[0] == self.users[1]
-            && self.records[0] == self.records[1]
-            && self.plans[0] == self.plans[1]
-    }
-}
-
-impl std::fmt::Display for TenantCheck {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let [(a0, i0, d0), (a1, i1, d1)] = self.users;
-        write!(
-            f,
-            "{}: users active {a0} = {a1}, inactive {i0} = {i1}, deleted {d0} = {d1}; \
-             records {} = {}; plans {} = {}: {}",
-            self.tenant,
-            self.records[0],
-            self.records[1],
-            self.plans[0],
-            self.plans[1],
-            if self.matches() { "ok" } else { "MISMATCH" }
-        )
-    }
-}
-
-/// Counts users per status, records and plans of every tenant in both stores.
-pub fn verify(
-    from: &SledStore,
-    to: &PostgresStore,
-    tenants: &[String],
-) -> Result<Vec<TenantCheck>> {
-    let mut out = Vec::with_capacity(tenants.len());
-    for t in tenants {
-        out.push(TenantCheck {
-            tenant: t.clone(),
-            users: [from.user_counts(t)?, to.user_counts(t)?],
-            records: [
-                from.history(t, usize::MAX)?.len(),
-                to.history(t, usize::MAX)?.len(),
-            ],
-            plans: [from.held_plans(t)?.len(), to.held_plans(t)?.len()],
-        });
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::TenantCheck;
-
-    #[test]
-    fn a_check_matches_only_when_every_count_is_equal() {
-        let same = TenantCheck {
-            tenant: "acme".into(),
-            users: [(3, 2, 1), (3, 2, 1)],
-            records: [4, 4],
-            plans: [1, 1],
-        };
-        assert!(same.matches());
-        assert_eq!(
-            same.to_string(),
-            "acme: users active 3 = 3, inactive 2 = 2, deleted 1 = 1; records 4 = 4; \
-             plans 1 = 1: ok"
-        );
-        for broken in [
-            TenantCheck {
-                users: [(3, 2, 1), (3, 1, 1)],
-                ..same.clone()
-            },
-            TenantCheck {
-                records: [4, 3],
-                ..same.clone()
-            },
-            TenantCheck {
-                plans: [1, 0],
-                ..same.clone()
-            },
-        ] {
-            assert!(!broken.matches(), "{broken}");
-            assert!(broken.to_string().ends_with(": MISMATCH"), "{broken}");
-        }
-    }
 }
