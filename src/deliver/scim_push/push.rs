@@ -30,6 +30,7 @@
 mod failing;
 mod gap;
 pub mod merge;
+mod slots;
 mod tally;
 
 use super::client::{id_of, no_id, Found, ScimClient, ScimError};
@@ -465,6 +466,10 @@ impl Pusher {
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let (Some(w), Some(cleared)) = (work.get(i), cleared.get(i)) else {
+                        break;
+                    };
+                    // One of the process's slots (every tenant's pushes share them).
+                    let Some(_slot) = slots::GLOBAL.take(&|| self.stopped()) else {
                         break;
                     };
                     let r = self.push_one(src, &w.key, cleared);
