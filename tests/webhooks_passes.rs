@@ -161,3 +161,77 @@ fn events_removed_by_retention_before_delivery_are_reported() {
         4
     );
 }
+
+/// A `directory.changed` event whose changes do not fit in one body (rows may hold 1 MiB, so
+/// 500 changes could make hundreds of MB) goes in parts of at most `BODY_BYTES` of changes, each
+/// its own message; a failed part is sent again under the same id, and no change is lost or
+/// sent in two parts (reviewer s28).
+#[test]
+fn a_big_event_goes_in_parts_each_retried_under_its_own_id() {
+    use roster::deliver::webhook::message::BODY_BYTES;
+    use roster::model::change::FieldChange;
+    use roster::model::changelog::{ChangeKind, EventType, LoggedChange};
+    let rx = Receiver::start(SECRET);
+    let src = HandSource::new();
+    let hook = endpoint(&rx.url, None);
+    pass(&hook, &src);
+    // Three changes of about 3/8 of a body each: two fit in the first part, one in the second.
+    let value = "x".repeat(BODY_BYTES * 3 / 16);
+    for seq in 1..=3u64 {
+        src.changes.lock().unwrap().push(LoggedChange {
+            seq,
+            at: chrono::Utc::now(),
+            import_id: Some("imp-1".into()),
+            key: format!("user{seq}@x.example"),
+            kind: ChangeKind::Updated,
+            fields: vec![FieldChange {
+                field: "custom.notes".into(),
+                old: Some(value.clone()),
+                new: Some(format!("{value}!")),
+            }],
+        });
+    }
+    src.push(EventType::DirectoryChanged, Some("imp-1"), Some((1, 3)));
+    src.push(EventType::ImportFinished, Some("imp-1"), None);
+    rx.answer("200,500");
+    assert!(matches!(pass(&hook, &src), PassOutcome::WaitUntil(_)));
+    let c = cursor(&src, &rx.url);
+    assert_eq!(c.position, 0, "the event is not done");
+    assert_eq!(
+        c.state.as_ref().map(|s| s["part"].clone()),
+        Some(serde_json::json!({"event": 1, "next": 3}))
+    );
+    assert_eq!(drain(&hook, &src, 10), PassOutcome::CaughtUp);
+    let seen = rx.seen();
+    assert!(seen.iter().all(|s| s.verified));
+    let ids: Vec<&str> = seen.iter().map(|s| s.id.as_str()).collect();
+    let base = &seen[0].id;
+    assert_eq!(
+        ids,
+        [
+            base.clone(),
+            format!("{base}_c3"),
+            format!("{base}_c3"),
+            seen[3].id.clone()
+        ]
+    );
+    assert_eq!(seen[3].event, "msg_acme_2");
+    let keys = |i: usize| -> Vec<String> {
+        seen[i].body["data"]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(keys(0), ["user1@x.example", "user2@x.example"]);
+    assert_eq!(keys(2), ["user3@x.example"]);
+    assert_eq!(
+        seen[1].body, seen[2].body,
+        "a retried part is the same message"
+    );
+    assert_eq!(seen[0].body["type"], "directory.changed");
+    assert_eq!(seen[0].body["data"]["import_id"], "imp-1");
+    let c = cursor(&src, &rx.url);
+    assert_eq!((c.position, c.state), (2, None));
+}

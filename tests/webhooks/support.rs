@@ -154,9 +154,18 @@ fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// `msg_<tenant>_<seq>` of a `webhook-id` `msg_<tenant>_<seq>_<ms>`; panics on another form.
+/// `msg_<tenant>_<seq>` of a `webhook-id` `msg_<tenant>_<seq>_<ms>` (or of a later part of a
+/// big event, `..._<ms>_c<change>`); panics on another form.
 pub fn event_of(id: &str) -> String {
-    let (event, ms) = id.rsplit_once('_').unwrap_or(("", ""));
+    let whole = match id.rsplit_once("_c") {
+        Some((head, change))
+            if !change.is_empty() && change.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            head
+        }
+        _ => id,
+    };
+    let (event, ms) = whole.rsplit_once('_').unwrap_or(("", ""));
     assert!(
         event.starts_with("msg_") && !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()),
         "not a webhook-id of the form msg_<tenant>_<seq>_<ms>: {id:?}"

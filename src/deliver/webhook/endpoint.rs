@@ -11,7 +11,7 @@
 
 use super::send::{self, SendOutcome};
 use super::Signer;
-use super::{consumer_id, lease_name, message, message_id, status::newest_event, EventSource};
+use super::{consumer_id, lease_name, message, part_id, status::newest_event, EventSource};
 use crate::config::WebhookConfig;
 use crate::model::changelog::Cursor;
 use anyhow::Result;
@@ -154,26 +154,41 @@ impl EndpointDelivery {
                 changed = true;
                 continue;
             }
-            let Some(permit) = sending() else {
-                self.save_if(source, changed, &cursor)?;
-                return Ok(PassOutcome::More);
-            };
-            if !source.take_lease(&self.lease)? {
-                return Ok(PassOutcome::OtherNode);
+            // A `directory.changed` event too big for one body goes in parts (`message`),
+            // each sent, and saved in the cursor's `state.part`, before the next.
+            loop {
+                let Some(permit) = sending() else {
+                    self.save_if(source, changed, &cursor)?;
+                    return Ok(PassOutcome::More);
+                };
+                if !source.take_lease(&self.lease)? {
+                    return Ok(PassOutcome::OtherNode);
+                }
+                let from = part_from(&cursor, event.seq);
+                let part = message::part(source, &self.tenant, &event, from)?;
+                let id = part_id(&self.tenant, &event, from);
+                // Signed once the permit is held, so the timestamp is the sending time.
+                let headers = self.signer.headers(&id, Utc::now().timestamp(), &part.body);
+                let outcome = send::post(&self.agent, &self.hook.url, &headers, &part.body);
+                drop(permit);
+                if !source.take_lease(&self.lease)? {
+                    return Ok(PassOutcome::OtherNode);
+                }
+                let sent = (event.seq, part.next);
+                if let Some(done) = self.settle(source, &mut cursor, sent, &id, outcome)? {
+                    return Ok(done);
+                }
+                changed = false;
+                if part.next.is_none() {
+                    break;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(PassOutcome::Stopped);
+                }
+                if !current() {
+                    return Ok(PassOutcome::More);
+                }
             }
-            let id = message_id(&self.tenant, &event);
-            let body = message::body(source, &self.tenant, &event)?;
-            // Signed once the permit is held, so the timestamp is the sending time.
-            let headers = self.signer.headers(&id, Utc::now().timestamp(), &body);
-            let outcome = send::post(&self.agent, &self.hook.url, &headers, &body);
-            drop(permit);
-            if !source.take_lease(&self.lease)? {
-                return Ok(PassOutcome::OtherNode);
-            }
-            if let Some(done) = self.settle(source, &mut cursor, event.seq, &id, outcome)? {
-                return Ok(done);
-            }
-            changed = false;
         }
         self.save_if(source, changed, &cursor)?;
         Ok(if full {
@@ -236,13 +251,14 @@ impl EndpointDelivery {
         true
     }
 
-    /// Records the outcome of sending event `seq` in the cursor (saved); Some when the pass
-    /// ends here.
+    /// Records the outcome of sending a part of event `seq` in the cursor (saved): delivered,
+    /// the event is done, or, when `next_part` names the change its next part starts with,
+    /// that part is noted in `state.part`. Some when the pass ends here.
     fn settle(
         &self,
         source: &dyn EventSource,
         cursor: &mut Cursor,
-        seq: u64,
+        (seq, next_part): (u64, Option<u64>),
         id: &str,
         outcome: SendOutcome,
     ) -> Result<Option<PassOutcome>> {
@@ -250,7 +266,13 @@ impl EndpointDelivery {
         let (tenant, url) = (&self.tenant, super::shown_url(&self.hook.url));
         let done = match outcome {
             SendOutcome::Delivered(status) => {
-                cursor.position = seq;
+                match next_part {
+                    Some(next) => set_part(cursor, seq, Some(next)),
+                    None => {
+                        cursor.position = seq;
+                        set_part(cursor, seq, None);
+                    }
+                }
                 cursor.last_success = Some(now);
                 cursor.last_error = None;
                 cursor.attempts = 0;
@@ -283,6 +305,39 @@ impl EndpointDelivery {
         };
         source.save_cursor(&self.tenant, &self.consumer, cursor)?;
         Ok(done)
+    }
+}
+
+/// Where the part of event `seq` to send starts: the change noted in the cursor's
+/// `state.part` when it is this event's (a part of it was delivered), else its first.
+fn part_from(cursor: &Cursor, seq: u64) -> Option<u64> {
+    let part = cursor.state.as_ref()?.get("part")?;
+    (part.get("event")?.as_u64()? == seq).then(|| part.get("next")?.as_u64())?
+}
+
+/// Notes in `cursor` that event `seq` goes on with change `next`, or (None) that no event is
+/// part-way.
+fn set_part(cursor: &mut Cursor, seq: u64, next: Option<u64>) {
+    match next {
+        Some(next) => {
+            let mut state = (cursor.state.take())
+                .filter(serde_json::Value::is_object)
+                .unwrap_or_else(|| serde_json::json!({}));
+            state["part"] = serde_json::json!({ "event": seq, "next": next });
+            cursor.state = Some(state);
+        }
+        None => {
+            if let Some(state) = cursor.state.as_mut().and_then(|s| s.as_object_mut()) {
+                state.remove("part");
+            }
+            if cursor
+                .state
+                .as_ref()
+                .is_some_and(|s| s.as_object().is_some_and(|o| o.is_empty()))
+            {
+                cursor.state = None;
+            }
+        }
     }
 }
 

@@ -130,6 +130,17 @@ pub fn message_id(tenant: &str, event: &Event) -> String {
     format!("msg_{tenant}_{}_{}", event.seq, event.at.timestamp_millis())
 }
 
+/// The `webhook-id` of the part of `event` that starts with change `from` (`message::Part`):
+/// the event's own id for its first part, `<id>_c<first change>` for a later one (a
+/// `directory.changed` event whose changes did not fit in one body).
+pub fn part_id(tenant: &str, event: &Event, from: Option<u64>) -> String {
+    let first = event.changes.map(|(first, _)| first);
+    match from {
+        Some(from) if Some(from) != first => format!("{}_c{from}", message_id(tenant, event)),
+        _ => message_id(tenant, event),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
