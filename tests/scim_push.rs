@@ -285,6 +285,30 @@ fn a_bearer_token_is_sent() {
     assert!(s.by_external_id("ann").is_some());
 }
 
+/// A fix pushes the user as the directory holds it when the fix is made, not the copy read
+/// when the reconcile began (reviewer s28: an import that deactivated bob while a long
+/// listing ran was pushed by the worker, then undone by reconcile's old copy).
+#[test]
+fn reconcile_fixes_with_the_user_as_he_is_now() {
+    let s = ScimServer::start(&[]);
+    let p = Pusher::new("t-rec-now", &config(&s, ScimOnMissing::Deactivate)).unwrap();
+    let bob = user("bob", "Bob");
+    let mut old_bob = bob.clone();
+    old_bob.first_name = Some("Robert".into());
+    p.sync_user("bob", Some(&old_bob), &Default::default())
+        .unwrap();
+    // Read at the start: bob active as "Bob"; since then, an import deactivated him.
+    let directory = vec![bob.clone()];
+    let mut inactive = bob.clone();
+    inactive.status = UserStatus::Inactive;
+    let now = |k: &str| Ok((k == "bob").then(|| inactive.clone()));
+    let fixed = reconcile(&p, &directory, &now, ScimOnMissing::Deactivate, false).unwrap();
+    assert!(fixed.errors.is_empty(), "{:?}", fixed.errors);
+    assert_eq!(fixed.update.keys, ["bob"]);
+    let app = s.by_external_id("bob").unwrap();
+    assert_eq!(app["active"], false, "the old copy was pushed: {app}");
+}
+
 #[test]
 fn reconcile_reports_the_drift_then_fixes_it() {
     let s = ScimServer::start(&[]);
@@ -308,7 +332,8 @@ fn reconcile_reports_the_drift_then_fixes_it() {
     gone.status = UserStatus::Deleted;
     s.create(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "other", "externalId": "other-idp-7"}));
     let directory = vec![ann, bob, cy, gone];
-    let dry = reconcile(&p, &directory, ScimOnMissing::Deactivate, true).unwrap();
+    let now = |k: &str| Ok(directory.iter().find(|u| u.key == k).cloned());
+    let dry = reconcile(&p, &directory, &now, ScimOnMissing::Deactivate, true).unwrap();
     assert_eq!(dry.application_users, 5);
     assert_eq!(dry.create.keys, ["cy"]);
     assert_eq!(dry.update.keys, ["bob"]);
@@ -318,13 +343,13 @@ fn reconcile_reports_the_drift_then_fixes_it() {
         s.by_external_id("cy").is_none(),
         "a dry run changes nothing"
     );
-    let fixed = reconcile(&p, &directory, ScimOnMissing::Deactivate, false).unwrap();
+    let fixed = reconcile(&p, &directory, &now, ScimOnMissing::Deactivate, false).unwrap();
     assert!(fixed.errors.is_empty(), "{:?}", fixed.errors);
     assert_eq!(s.by_external_id("bob").unwrap()["name"]["givenName"], "Bob");
     assert_eq!(s.by_external_id("gone").unwrap()["active"], false);
     assert_ne!(s.by_external_id("other-idp-7").unwrap()["active"], false);
     assert!(s.by_external_id("cy").is_some());
-    let again = reconcile(&p, &directory, ScimOnMissing::Deactivate, true).unwrap();
+    let again = reconcile(&p, &directory, &now, ScimOnMissing::Deactivate, true).unwrap();
     let nothing = |f: &roster::deliver::scim_push::reconcile::Fixes| f.count == 0;
     assert!(
         nothing(&again.create) && nothing(&again.update) && nothing(&again.deactivate),

@@ -100,8 +100,14 @@ fn reconcile_stops_when_the_provider_pages_in_place() {
         (&stuck, "startIndex 1"),
     ] {
         let p = Pusher::new("t-paging", &config_for(&app.base, ScimOnMissing::Delete)).unwrap();
-        let err = roster::deliver::scim_push::reconcile(&p, &[], ScimOnMissing::Delete, true)
-            .expect_err("the paging is broken");
+        let err = roster::deliver::scim_push::reconcile(
+            &p,
+            &[],
+            &|_: &str| Ok(None),
+            ScimOnMissing::Delete,
+            true,
+        )
+        .expect_err("the paging is broken");
         assert!(err.to_string().contains(what), "{err}");
         assert_eq!(app.seen().len(), 2, "{:?}", app.seen());
     }
@@ -124,8 +130,14 @@ fn reconcile_reads_a_provider_that_pages_properly_to_the_end() {
         a
     });
     let p = Pusher::new("t-paging-ok", &config_for(&app.base, ScimOnMissing::Delete)).unwrap();
-    let drift =
-        roster::deliver::scim_push::reconcile(&p, &[], ScimOnMissing::Delete, true).unwrap();
+    let drift = roster::deliver::scim_push::reconcile(
+        &p,
+        &[],
+        &|_: &str| Ok(None),
+        ScimOnMissing::Delete,
+        true,
+    )
+    .unwrap();
     assert_eq!(drift.application_users, 300);
     assert_eq!(drift.foreign.count, 300, "none of them is Roster's");
     assert_eq!(drift.delete.count, 0);
@@ -152,8 +164,14 @@ fn reconcile_reads_past_an_under_reported_total() {
         &config_for(&app.base, ScimOnMissing::Delete),
     )
     .unwrap();
-    let drift =
-        roster::deliver::scim_push::reconcile(&p, &[], ScimOnMissing::Delete, true).unwrap();
+    let drift = roster::deliver::scim_push::reconcile(
+        &p,
+        &[],
+        &|_: &str| Ok(None),
+        ScimOnMissing::Delete,
+        true,
+    )
+    .unwrap();
     assert_eq!(drift.application_users, 300);
     assert_eq!(app.seen().len(), 4, "three full pages and an empty one");
 }
@@ -174,8 +192,14 @@ fn reconcile_leaves_foreign_users_alone_and_deletes_only_roster_users() {
         "userName": "user0002", "externalId": "someone-else@other.example"}),
     );
     let directory = vec![gone];
-    let fixed = roster::deliver::scim_push::reconcile(&p, &directory, ScimOnMissing::Delete, false)
-        .unwrap();
+    let fixed = roster::deliver::scim_push::reconcile(
+        &p,
+        &directory,
+        &|k: &str| Ok(directory.iter().find(|u| u.key == k).cloned()),
+        ScimOnMissing::Delete,
+        false,
+    )
+    .unwrap();
     assert_eq!(fixed.delete.keys, ["gone"]);
     assert_eq!(fixed.foreign.keys, ["someone-else@other.example"]);
     assert!(fixed.errors.is_empty(), "{:?}", fixed.errors);

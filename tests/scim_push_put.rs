@@ -138,13 +138,14 @@ fn a_reconcile_fix_by_put_keeps_the_application_s_own_attributes() {
     let mut anne = ann.clone();
     anne.last_name = Some("Lee-Smith".into());
     let directory = vec![anne];
-    let fixed = reconcile(&p, &directory, ScimOnMissing::Deactivate, false).unwrap();
+    let now = |k: &str| Ok(directory.iter().find(|u| u.key == k).cloned());
+    let fixed = reconcile(&p, &directory, &now, ScimOnMissing::Deactivate, false).unwrap();
     assert_eq!(fixed.update.keys, ["ann"]);
     assert!(fixed.errors.is_empty(), "{:?}", fixed.errors);
     let ann = s.by_external_id("ann").unwrap();
     assert_eq!(ann["name"]["familyName"], "Lee-Smith", "{ann}");
     assert_the_application_s_own_kept(&ann);
     // The application's home email is not drift: nothing left to fix.
-    let again = reconcile(&p, &directory, ScimOnMissing::Deactivate, true).unwrap();
+    let again = reconcile(&p, &directory, &now, ScimOnMissing::Deactivate, true).unwrap();
     assert_eq!(again.update.count, 0, "{again:?}");
 }

@@ -130,7 +130,8 @@ pub(super) async fn reconcile(
         let users = store
             .users(&tenant, None)
             .map_err(|e| ApiError::internal("cannot read the directory", e))?;
-        scim_push::reconcile(&pusher, &users, push.on_missing, dry_run).map_err(|e| {
+        let now = |key: &str| store.user(&tenant, key);
+        scim_push::reconcile(&pusher, &users, &now, push.on_missing, dry_run).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 format!("the application's SCIM API failed: {e}"),

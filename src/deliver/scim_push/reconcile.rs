@@ -120,10 +120,20 @@ fn text<'a>(u: &'a Value, name: &str) -> Option<&'a str> {
     u.get(name).and_then(Value::as_str)
 }
 
-/// Compares and (unless `dry_run`) fixes; `directory` is every user of the tenant.
+/// Reads one user of the tenant's directory as it is now (None: not there).
+pub type ReadUser<'a> = &'a dyn Fn(&str) -> anyhow::Result<Option<User>>;
+
+/// Compares and (unless `dry_run`) fixes; `directory` is every user of the tenant as read when
+/// the reconcile began, `now` reads one as it is at the moment of its fix.
+///
+/// A fix pushes the user as the directory holds it at that moment, not the copy `directory`
+/// holds: listing a large application takes minutes, and an import meanwhile may have changed
+/// the user, the worker already pushing the change and moving its cursor on; pushing the old
+/// copy would have undone it (a deactivated employee active again). Reviewer s28.
 pub fn reconcile(
     p: &Pusher,
     directory: &[User],
+    now: ReadUser<'_>,
     on_missing: ScimOnMissing,
     dry_run: bool,
 ) -> Result<Drift, ScimError> {
@@ -143,7 +153,6 @@ pub fn reconcile(
         }
     }
     let mut live: HashSet<&str> = HashSet::new();
-    let none = BTreeSet::new();
     for u in directory.iter().filter(|u| u.status != UserStatus::Deleted) {
         live.insert(&u.key);
         let matched = by_ext
@@ -160,7 +169,7 @@ pub fn reconcile(
         };
         fix.add(&u.key);
         if !dry_run {
-            if let Err(e) = p.sync_user(&u.key, Some(u), &none) {
+            if let Err(e) = fix_now(p, &u.key, now) {
                 drift.errors.push(format!("{}: {e}", u.key));
             }
         }
@@ -183,13 +192,22 @@ pub fn reconcile(
         };
         fix.add(ext);
         if !dry_run && id_of(have).is_some() {
-            if let Err(e) = p.sync_user(ext, None, &none) {
+            if let Err(e) = fix_now(p, ext, now) {
                 drift.errors.push(format!("{ext}: {e}"));
             }
         }
     }
     drift.errors.truncate(MAX_LISTED);
     Ok(drift)
+}
+
+/// Pushes `key` as the directory holds it now (gone, deleted, inactive or active), as the
+/// push worker does for a change.
+fn fix_now(p: &Pusher, key: &str, now: ReadUser<'_>) -> Result<(), ScimError> {
+    let user = now(key)
+        .map_err(|e| ScimError::new(None, format!("cannot read the user from the store: {e:#}")))?;
+    p.sync_user(key, user.as_ref(), &BTreeSet::new())
+        .map(|_| ())
 }
 
 fn without_schemas(v: &Value) -> Value {
