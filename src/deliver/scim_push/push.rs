@@ -459,17 +459,24 @@ impl Pusher {
                 .collect()
         };
         std::thread::scope(|s| {
-            for _ in 0..in_flight.min(work.len()) {
-                s.spawn(|| loop {
+            for lane in 0..in_flight.min(work.len()) {
+                let (next, stop, results, cleared) = (&next, &stop, &results, &cleared);
+                s.spawn(move || loop {
                     if stop.load(Ordering::Relaxed) || self.stopped() {
                         break;
                     }
+                    // Every lane but the first takes one of the process's slots (every
+                    // tenant's pushes share them); the first needs none, so a tenant always
+                    // moves, whatever slow applications of other tenants hold (reviewer s28).
+                    let _slot = match lane {
+                        0 => None,
+                        _ => match slots::GLOBAL.take(&|| self.stopped()) {
+                            Some(slot) => Some(slot),
+                            None => break,
+                        },
+                    };
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let (Some(w), Some(cleared)) = (work.get(i), cleared.get(i)) else {
-                        break;
-                    };
-                    // One of the process's slots (every tenant's pushes share them).
-                    let Some(_slot) = slots::GLOBAL.take(&|| self.stopped()) else {
                         break;
                     };
                     let r = self.push_one(src, &w.key, cleared);

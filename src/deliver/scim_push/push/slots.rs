@@ -1,7 +1,11 @@
 //! Users being pushed at once across every tenant of this process. Each tenant's pusher
 //! starts at most `IN_FLIGHT` users at a time, but a node with hundreds of tenants that all
 //! import at night would otherwise open hundreds of threads' worth of requests at once (gap
-//! of s26: no cap across tenants). A user's push holds one slot of [`GLOBAL`] while it runs.
+//! of s26: no cap across tenants). A user's push on a tenant's second to fourth lane holds one
+//! slot of [`GLOBAL`] while it runs; the first lane takes none, so every tenant keeps one push
+//! going whatever other tenants' slow applications hold (reviewer s28: with every push taking
+//! a slot, eight slow applications held all of them and stalled every other tenant). At most
+//! one push per tenant plus [`MAX_PUSHES`] run at once.
 //!
 //! Data enters as a request for a slot (with a way to tell that the pusher is stopping); it
 //! leaves as a [`Slot`], freed when dropped, or None when the pusher stopped while it waited.
