@@ -64,6 +64,12 @@ impl ScimPushConfig {
             _ => {}
         }
         for (path, field) in &self.attributes {
+            if is_reserved(path) {
+                say(
+                    "attributes",
+                    format!("{path:?} is Roster's own (id, externalId, userName, emails, active, schemas, meta: it finds and keeps the application's users by them) and cannot be mapped"),
+                );
+            }
             if !is_scim_path(path) {
                 say(
                     "attributes",
@@ -97,6 +103,45 @@ impl ScimPushConfig {
     }
 }
 
+/// Whether `path` is an attribute Roster itself sets and relies on to find and keep the
+/// application's users (reviewer s28: `"externalId" = "custom.emp_no"` made every push miss
+/// its user and create it again). SCIM attribute names are case-insensitive.
+fn is_reserved(path: &str) -> bool {
+    const RESERVED: [&str; 7] = [
+        "id",
+        "externalid",
+        "username",
+        "emails",
+        "active",
+        "schemas",
+        "meta",
+    ];
+    let core = path
+        .strip_prefix("urn:ietf:params:scim:schemas:core:2.0:User:")
+        .unwrap_or(path);
+    let top = core.split('.').next().unwrap_or(core).to_ascii_lowercase();
+    !core.starts_with("urn:") && RESERVED.contains(&top.as_str())
+}
+
+/// The application a SCIM base URL names, for comparing two tenants': scheme and host in
+/// lower case, no trailing `/`.
+pub fn same_application(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    match url.find("://") {
+        Some(i) => {
+            let rest = &url[i + 3..];
+            let host_end = rest.find('/').unwrap_or(rest.len());
+            format!(
+                "{}://{}{}",
+                url[..i].to_ascii_lowercase(),
+                rest[..host_end].to_ascii_lowercase(),
+                &rest[host_end..]
+            )
+        }
+        None => url.to_string(),
+    }
+}
+
 /// `attr`, `attr.sub`, or `urn:...:attr[.sub]`: letters, digits, `.`, `:`, `_`, `-`, `$`.
 fn is_scim_path(path: &str) -> bool {
     !path.is_empty()
@@ -110,6 +155,37 @@ fn is_scim_path(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roster_s_own_attributes_cannot_be_mapped() {
+        for path in [
+            "externalId",
+            "userName",
+            "emails.value",
+            "ACTIVE",
+            "urn:ietf:params:scim:schemas:core:2.0:User:id",
+        ] {
+            let c: ScimPushConfig = toml::from_str(&format!(
+                "url = \"https://app.example/scim/v2\"\ntoken = \"t\"\n[attributes]\n\"{path}\" = \"custom.x\"\n"
+            ))
+            .unwrap();
+            let p = c.problems();
+            assert!(
+                p.iter().any(|(_, m)| m.contains("is Roster's own")),
+                "{path}: {p:?}"
+            );
+        }
+        let ok: ScimPushConfig = toml::from_str("url = \"https://app.example/scim/v2\"\ntoken = \"t\"\n[attributes]\n\"nickName\" = \"custom.x\"\n\"name.givenName\" = \"first_name\"\n").unwrap();
+        assert!(ok.problems().is_empty(), "{:?}", ok.problems());
+        assert_eq!(
+            same_application(" HTTPS://App.Example/scim/v2/ "),
+            same_application("https://app.example/scim/v2")
+        );
+        assert_ne!(
+            same_application("https://app.example/scim/v2"),
+            same_application("https://app.example/scim/V2")
+        );
+    }
 
     #[test]
     fn problems_name_the_key() {
