@@ -747,3 +747,49 @@ fn the_store_clock_is_the_databases() {
         "{before} {at} {after}"
     );
 }
+
+/// A node that stalled past its lease mid-batch writes nothing of that batch once another
+/// node took the tenant's SCIM push lease (reviewer s28: its cursor and whole failing list
+/// replaced the new holder's, dropping a user the new holder had found refused).
+#[test]
+fn a_scim_push_source_saves_nothing_once_its_lease_passed() {
+    use roster::deliver::scim_push::{ChangeSource, LeaseFence, StoreSource, CONSUMER};
+    use roster::model::changelog::Cursor;
+    use std::sync::atomic::AtomicU64;
+    let pg = TestPostgres::start();
+    let url = pg.create_database("c_push_fence");
+    let target = parse_url(&url).unwrap();
+    let a = roster::store::Store::open_postgres(&target, "node-a").unwrap();
+    let b = roster::store::Store::open_postgres(&target, "node-b").unwrap();
+    a.heartbeat(&beat("a")).unwrap();
+    b.heartbeat(&beat("b")).unwrap();
+    let name = "scim-push:acme";
+    let source = |store: &roster::store::Store, fencing: u64| StoreSource {
+        store: store.clone(),
+        tenant: "acme".into(),
+        lease: Some(LeaseFence {
+            name: name.into(),
+            fencing: AtomicU64::new(fencing),
+        }),
+    };
+    let fa = a.take_lease(name).unwrap().unwrap();
+    let on_a = source(&a, fa);
+    let at = |position: u64| Cursor {
+        position,
+        ..Cursor::default()
+    };
+    on_a.save_cursor(&at(5)).unwrap();
+    kill(&pg, "c_push_fence", "node-a");
+    let fb = b.take_lease(name).unwrap().unwrap();
+    assert!(fb > fa);
+    let on_b = source(&b, fb);
+    on_b.save_cursor(&at(9)).unwrap();
+    // a wakes and ends its batch: refused, and b's cursor stays.
+    let err = on_a.save_cursor(&at(6)).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("passed to another node"),
+        "{err:#}"
+    );
+    assert!(on_a.save_failures(&[]).is_err());
+    assert_eq!(b.cursor("acme", CONSUMER).unwrap().position, 9);
+}

@@ -60,7 +60,11 @@ pub(super) async fn status(
     let (cursor, backlog, saved) = blocking(move || {
         let (cursor, backlog) = scim_push::status::backlog(&store, &t, BACKLOG_COUNTED)
             .map_err(|e| ApiError::internal("cannot read the SCIM push cursor", e))?;
-        let source = scim_push::StoreSource { store, tenant: t };
+        let source = scim_push::StoreSource {
+            store,
+            tenant: t,
+            lease: None,
+        };
         let saved = scim_push::ChangeSource::failures(&source)
             .map_err(|e| ApiError::internal("cannot read the SCIM push's failing users", e))?;
         Ok((cursor, backlog, saved))

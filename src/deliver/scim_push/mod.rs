@@ -19,7 +19,7 @@ pub mod status;
 pub mod worker;
 
 pub use client::{ScimClient, ScimError};
-pub use push::{Action, Batch, ChangeSource, Pusher, StoreSource, CONSUMER};
+pub use push::{Action, Batch, ChangeSource, LeaseFence, Pusher, StoreSource, CONSUMER};
 pub use reconcile::{reconcile, Drift};
 pub use status::{snapshot, PushStatus};
 pub use worker::Worker;

@@ -31,6 +31,8 @@ mod failing;
 mod gap;
 pub mod merge;
 mod slots;
+mod source;
+pub use source::{LeaseFence, StoreSource};
 mod tally;
 
 use super::client::{id_of, no_id, Found, ScimClient, ScimError};
@@ -40,7 +42,6 @@ use super::status::{status_of, Failure, PushStatus, MAX_FAILING};
 use crate::config::{ScimOnMissing, ScimPushConfig};
 use crate::model::changelog::{ChangeKind, Cursor, LoggedChange};
 use crate::model::{User, UserStatus};
-use crate::store::Store;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -78,43 +79,6 @@ pub trait ChangeSource: Send + Sync {
     /// Keeps the failing users durable (they survive a restart).
     fn save_failures(&self, _failures: &[Failure]) -> Result<()> {
         Ok(())
-    }
-}
-
-/// A tenant's change log, users and `scim-push` cursor in the store.
-pub struct StoreSource {
-    pub store: Store,
-    pub tenant: String,
-}
-
-impl ChangeSource for StoreSource {
-    fn changes(&self, after: u64, limit: usize) -> Result<Vec<LoggedChange>> {
-        self.store.changes(&self.tenant, after, limit)
-    }
-    fn user(&self, key: &str) -> Result<Option<User>> {
-        self.store.user(&self.tenant, key)
-    }
-    fn cursor(&self) -> Result<Cursor> {
-        self.store.cursor(&self.tenant, CONSUMER)
-    }
-    fn save_cursor(&self, cursor: &Cursor) -> Result<()> {
-        self.store.save_cursor(&self.tenant, CONSUMER, cursor)
-    }
-    fn failures(&self) -> Result<Vec<Failure>> {
-        let kept = self.store.cursor(&self.tenant, FAILING_CONSUMER)?;
-        Ok(match kept.state {
-            Some(list) => serde_json::from_value(list)?,
-            None => Vec::new(),
-        })
-    }
-    fn save_failures(&self, failures: &[Failure]) -> Result<()> {
-        let record = Cursor {
-            state: Some(serde_json::to_value(failures)?),
-            last_success: Some(Utc::now()),
-            ..Cursor::default()
-        };
-        self.store
-            .save_cursor(&self.tenant, FAILING_CONSUMER, &record)
     }
 }
 

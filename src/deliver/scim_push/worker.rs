@@ -16,11 +16,11 @@
 //! grace. A push that cannot start (its `token_env` unset) says why in the status, and logs it
 //! once per change.
 
-use super::push::{Batch, Pusher, StoreSource};
+use super::push::{Batch, LeaseFence, Pusher, StoreSource};
 use crate::config::{ConfigHandle, ScimPushConfig};
 use crate::store::Store;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -205,6 +205,10 @@ fn run_tenant(store: Store, tenant: String, push: ScimPushConfig, stop: Stop, he
     let src = StoreSource {
         store: store.clone(),
         tenant: tenant.clone(),
+        lease: Some(LeaseFence {
+            name: lease.clone(),
+            fencing: AtomicU64::new(0),
+        }),
     };
     let mut pusher: Option<Pusher> = None;
     let mut said = None;
@@ -218,7 +222,10 @@ fn run_tenant(store: Store, tenant: String, push: ScimPushConfig, stop: Stop, he
             continue;
         };
         let busy = match store.take_lease(&lease) {
-            Ok(Some(_)) => {
+            Ok(Some(fencing)) => {
+                if let Some(fence) = &src.lease {
+                    fence.fencing.store(fencing, Ordering::Release);
+                }
                 holding = true;
                 p.hold_until(Instant::now() + held_for);
                 round(p, &src, &stop)
