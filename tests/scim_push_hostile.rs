@@ -370,3 +370,60 @@ fn a_user_always_answered_500_stops_holding_the_tenant_after_five_tries() {
     assert_eq!(f.status, Some(500), "{f:?}");
     assert!(f.detail.contains("in a row"), "{f:?}");
 }
+
+/// Review (mgr) 3: without PATCH an update is a PUT of the user read by `GET /Users/{id}`; a
+/// provider or proxy answering that GET with another user (or a ListResponse) had that user's
+/// attributes written into this one. The GET must be the user asked for: else nothing is sent
+/// and the user is kept as failing.
+#[test]
+fn a_put_update_whose_get_answers_another_user_sends_nothing() {
+    let app = Hostile::start(|method, path| {
+        let json = |v: serde_json::Value| Answer::json(200, &v);
+        let other = serde_json::json!({"id": "b2", "externalId": "bob",
+            "userName": "bob@acme.example", "roles": [{"value": "admin"}]});
+        match method {
+            "GET" if path == "/ServiceProviderConfig" => {
+                json(serde_json::json!({"patch": {"supported": false}}))
+            }
+            "GET" if path.contains("%22ann%22") => json(serde_json::json!({"totalResults": 1,
+                "Resources": [{"id": "a1", "externalId": "ann", "userName": "ann@acme.example"}]})),
+            "GET" if path.contains("%22cy%22") => json(serde_json::json!({"totalResults": 1,
+                "Resources": [{"id": "c3", "externalId": "cy", "userName": "cy@acme.example"}]})),
+            "GET" if path == "/Users/a1" => json(other),
+            "GET" if path == "/Users/c3" => json(serde_json::json!({"totalResults": 1,
+                "Resources": [{"id": "c3", "externalId": "cy"}]})),
+            _ => Answer::json(404, &serde_json::json!({"detail": "no such thing"})),
+        }
+    });
+    let src = MemSource::default();
+    create(&src, "ann", "Ann");
+    create(&src, "cy", "Cy");
+    let p = Pusher::new(
+        "t-get-other",
+        &config_for(&app.base, ScimOnMissing::Deactivate),
+    )
+    .unwrap();
+    let b = p.run_batch(&src, Utc::now()).unwrap();
+    assert!(
+        matches!(
+            b,
+            Batch::Pushed {
+                pushed: 0,
+                failed: 2,
+                position: 2
+            }
+        ),
+        "{b:?}"
+    );
+    let seen = app.seen();
+    let writes: Vec<&String> = seen.iter().filter(|l| !l.starts_with("GET ")).collect();
+    assert!(writes.is_empty(), "nothing sent: {seen:?}");
+    let st = roster::deliver::scim_push::snapshot("t-get-other");
+    let f = st.failing.get("ann").expect("ann kept as failing");
+    assert!(
+        f.detail.contains("another user") && f.detail.contains("b2"),
+        "{f:?}"
+    );
+    let f = st.failing.get("cy").expect("cy kept as failing");
+    assert!(f.detail.contains("no usable `id`"), "{f:?}");
+}

@@ -136,6 +136,11 @@ impl ScimServer {
         assert_eq!(s, 204, "{v}");
     }
 
+    /// `GET /Users/{id}`: the user of that id, if the server has it.
+    pub fn user(&self, id: &str) -> Option<Value> {
+        self.get(&format!("/Users/{id}"))
+    }
+
     /// Every user of the server.
     pub fn users(&self) -> Vec<Value> {
         let v = self.get("/Users?count=1000").unwrap();

@@ -36,7 +36,7 @@ pub use source::{LeaseFence, StoreSource};
 mod tally;
 
 use super::client::{id_of, no_id, Found, ScimClient, ScimError};
-use super::managers::ManagerWaits;
+use super::managers::{self, ManagerIds, ManagerWaits};
 use super::resource;
 use super::status::{status_of, Failure, PushStatus, MAX_FAILING};
 use crate::config::{ScimOnMissing, ScimPushConfig};
@@ -59,8 +59,6 @@ pub const BATCH: usize = 256;
 pub const IN_FLIGHT: usize = 4;
 /// Longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// Managers' ids remembered per pusher (the map is emptied when full).
-const MANAGERS_KEPT: usize = 10_000;
 /// Failing users retried per batch.
 const RETRIES_PER_BATCH: usize = 16;
 
@@ -195,8 +193,8 @@ pub struct Pusher {
     extra: BTreeMap<String, String>,
     /// From `/ServiceProviderConfig`, read once per pusher (None: not yet read).
     patch: Mutex<Option<bool>>,
-    /// Managers' application ids by email (see `manager_id`).
-    managers: Mutex<HashMap<String, String>>,
+    /// Managers' application ids by email, for a few minutes (see `managers::resolve`).
+    managers: ManagerIds,
     /// Reports pushed before their manager was in the application.
     waits: ManagerWaits,
     /// The last batch was answered 429/503: push one user at a time until a batch goes through.
@@ -223,7 +221,7 @@ impl Pusher {
             extra: config.attributes.clone(),
             patch: Mutex::new(None),
             throttled: AtomicBool::new(false),
-            managers: Mutex::new(HashMap::new()),
+            managers: ManagerIds::default(),
             waits: ManagerWaits::default(),
             strikes: Mutex::new(HashMap::new()),
             saved_failing: Mutex::new(None),
@@ -276,38 +274,17 @@ impl Pusher {
         Ok(p)
     }
 
-    /// The application's id of `u`'s manager (`manager_email`), when the application has that
-    /// user; remembered per pusher (at most [`MANAGERS_KEPT`]). Best effort: a failed lookup
-    /// leaves the manager out; one that found nobody also makes `u` wait for that manager.
-    fn manager_id(&self, u: &User) -> Option<String> {
-        let email = resource::field_value(u, "manager_email")?.to_lowercase();
-        let mut known = self.managers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(id) = known.get(&email) {
-            return Some(id.clone());
-        }
-        drop(known);
-        let id = match self.client.id_by_email(&email) {
-            Ok(Some(id)) => id,
-            Ok(None) => {
-                self.waits.wait(&email, &u.key); // bounded: past it, not kept
-                return None;
-            }
-            Err(_) => return None,
-        };
-        known = self.managers.lock().unwrap_or_else(|p| p.into_inner());
-        if known.len() >= MANAGERS_KEPT {
-            known.clear();
-        }
-        known.insert(email, id.clone());
-        Some(id)
+    /// What to do with `u`'s enterprise `manager` (set, remove, keep: `managers::resolve`).
+    fn manager(&self, u: &User) -> resource::Manager {
+        managers::resolve(&self.client, &self.managers, &self.waits, u)
     }
 
-    /// A body for `u` with its manager set, when known.
-    fn with_manager(&self, u: &User, mut body: serde_json::Value) -> serde_json::Value {
-        if let Some(id) = self.manager_id(u) {
-            resource::with_manager(&mut body, &id);
-        }
-        body
+    /// `u` was created in or adopted by the application: reports waiting for it are pushed
+    /// again, and a manager id remembered under its names is asked again.
+    fn arrived(&self, u: &User) {
+        let names = arrival_names(u);
+        self.managers.forget(&names);
+        self.waits.arrived(&names);
     }
 
     /// Writes our values over the application's user `id`; `cleared` fields that are still
@@ -318,12 +295,16 @@ impl Pusher {
             .filter(|f| resource::field_is_empty(u, f))
             .cloned()
             .collect();
-        let remove = resource::cleared_paths(&still_empty, &self.extra);
+        let mut remove = resource::cleared_paths(&still_empty, &self.extra);
+        let manager = self.manager(u);
+        resource::with_manager_removed(&manager, &mut remove);
         if self.use_patch()? {
-            let body = self.with_manager(u, resource::patch(u, &self.extra, &remove));
+            let mut body = resource::patch(u, &self.extra, &remove);
+            resource::with_manager(&mut body, &manager);
             self.client.patch(id, &body)
         } else {
-            let body = self.with_manager(u, resource::resource(u, &self.extra, Some(id)));
+            let mut body = resource::resource(u, &self.extra, Some(id));
+            resource::with_manager(&mut body, &manager);
             self.put_merged(id, &body, &remove)
         }
     }
@@ -355,7 +336,10 @@ impl Pusher {
             };
             let id = id_of(&app).ok_or_else(no_id)?;
             return match self.on_missing {
-                ScimOnMissing::Delete => self.client.delete(&id).map(|_| Action::Deleted),
+                ScimOnMissing::Delete => self.client.delete(&id).map(|_| {
+                    self.managers.forget(&managers::app_names(&app));
+                    Action::Deleted
+                }),
                 ScimOnMissing::Deactivate => {
                     self.deactivate(&id, &app).map(|_| Action::Deactivated)
                 }
@@ -372,7 +356,7 @@ impl Pusher {
             Found::Adoptable(app) => {
                 let id = id_of(&app).ok_or_else(no_id)?;
                 self.update(&id, u, cleared)?;
-                self.waits.arrived(&arrival_names(u));
+                self.arrived(u);
                 Ok(Action::Adopted)
             }
             // An inactive user the application never had: nothing to tell it.
@@ -381,9 +365,10 @@ impl Pusher {
             }
             // Taken: the provider decides (most answer 409 uniqueness, kept with its detail).
             Found::Nobody | Found::Taken(_) => {
-                self.client
-                    .create(&self.with_manager(u, resource::resource(u, &self.extra, None)))?;
-                self.waits.arrived(&arrival_names(u));
+                let mut body = resource::resource(u, &self.extra, None);
+                resource::with_manager(&mut body, &self.manager(u));
+                self.client.create(&body)?;
+                self.arrived(u);
                 Ok(Action::Created)
             }
         }

@@ -11,7 +11,8 @@
 //! enterprise extension's `employeeNumber` = mapping_code and `department` = org_unit. The
 //! attributes table adds paths or overrides these. The enterprise `manager.value` is the
 //! application's id of the user whose email is `manager_email`, set by [`with_manager`] once
-//! the pusher has found it.
+//! the pusher has found it, and removed ([`Manager`]) when `manager_email` is emptied or names
+//! somebody the application does not have.
 
 use crate::model::fields::{custom_name, EMAIL, FIRST_NAME, LAST_NAME, MAPPING_CODE, USERNAME};
 use crate::model::{User, UserStatus};
@@ -21,6 +22,24 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 pub const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+/// The enterprise `manager`, removed when `manager_email` is emptied (see [`Manager`]).
+pub const MANAGER_PATH: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager";
+/// The Roster field naming a user's manager by email.
+pub const MANAGER_EMAIL: &str = "manager_email";
+
+/// What a push does with the application's enterprise `manager` of a user (decided by
+/// `managers::resolve` from `manager_email` and the application's answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Manager {
+    /// Set `manager.value` to this application id.
+    Set(String),
+    /// Remove the application's `manager`: the directory names a manager the application does
+    /// not have (yet). Keeping the old one would send approvals to the previous manager.
+    Remove,
+    /// Leave it as the application has it: no `manager_email` (an emptied one is removed
+    /// through [`cleared_paths`]), or the lookup failed, which says nothing about who it is.
+    Keep,
+}
 
 /// The built-in attributes: (SCIM path, Roster field), single-valued strings.
 const SIMPLE: &[(&str, &str)] = &[
@@ -217,6 +236,9 @@ pub fn cleared_paths(cleared: &BTreeSet<String>, extra: &BTreeMap<String, String
     if cleared.contains("phone") {
         out.push("phoneNumbers".to_string());
     }
+    if cleared.contains(MANAGER_EMAIL) {
+        out.push(MANAGER_PATH.to_string());
+    }
     for (path, field) in mapping(extra) {
         if cleared.contains(&field) {
             out.push(path);
@@ -255,9 +277,21 @@ pub fn patch(u: &User, extra: &BTreeMap<String, String>, remove: &[String]) -> V
     json!({"schemas": [PATCH_SCHEMA], "Operations": ops})
 }
 
+/// `remove` (paths to remove from the application's user) with the enterprise `manager` when
+/// `m` is [`Manager::Remove`].
+pub fn with_manager_removed(m: &Manager, remove: &mut Vec<String>) {
+    if *m == Manager::Remove && !remove.iter().any(|p| p == MANAGER_PATH) {
+        remove.push(MANAGER_PATH.to_string());
+    }
+}
+
 /// Sets the enterprise `manager` (`value` = the application's id of the manager) in a body made
-/// by [`resource`] (top level) or [`patch`] (the `replace` operation's value).
-pub fn with_manager(body: &mut Value, manager_id: &str) {
+/// by [`resource`] (top level) or [`patch`] (the `replace` operation's value), when `m` is
+/// [`Manager::Set`] (a removal goes with the removed paths, [`with_manager_removed`]).
+pub fn with_manager(body: &mut Value, m: &Manager) {
+    let Manager::Set(manager_id) = m else {
+        return;
+    };
     let is_patch = body.get("Operations").is_some();
     if let Some(Value::Array(s)) = body.get_mut("schemas") {
         if !is_patch && !s.contains(&json!(ENTERPRISE_SCHEMA)) {
@@ -423,5 +457,29 @@ mod tests {
             paths,
             ["emails", &format!("{ENTERPRISE_SCHEMA}:department")]
         );
+    }
+
+    #[test]
+    fn an_emptied_or_unknown_manager_is_removed_and_a_found_one_set() {
+        let cleared: BTreeSet<String> = [MANAGER_EMAIL.to_string()].into();
+        let mut remove = cleared_paths(&cleared, &BTreeMap::new());
+        assert_eq!(remove, [MANAGER_PATH]);
+        with_manager_removed(&Manager::Remove, &mut remove);
+        assert_eq!(remove, [MANAGER_PATH], "once");
+        let mut remove = Vec::new();
+        with_manager_removed(&Manager::Keep, &mut remove);
+        with_manager_removed(&Manager::Set("m-1".into()), &mut remove);
+        assert!(remove.is_empty());
+        with_manager_removed(&Manager::Remove, &mut remove);
+        let body = patch(&user("k1"), &BTreeMap::new(), &remove);
+        assert_eq!(
+            body["Operations"][1],
+            json!({"op": "remove", "path": MANAGER_PATH})
+        );
+        let mut body = resource(&user("k1"), &BTreeMap::new(), None);
+        with_manager(&mut body, &Manager::Remove);
+        assert!(body[ENTERPRISE_SCHEMA].get("manager").is_none());
+        with_manager(&mut body, &Manager::Set("m-1".into()));
+        assert_eq!(body[ENTERPRISE_SCHEMA]["manager"]["value"], "m-1");
     }
 }

@@ -10,6 +10,8 @@
 //! sent with `If-Match` when the application gave a version. A 412 (the user changed between
 //! the read and the write) reads it again, at most [`PUT_ATTEMPTS`] times in all; a 404 on the
 //! read is the provider's error as it came, as for a PATCH of a user gone from the application.
+//! The read must be the user asked for (its `id` the requested one, [`check_read`]): another
+//! user, a ListResponse or no `id` fails that user with nothing sent.
 //!
 //! [`merged`] is pure. Its rules:
 //! - `meta` and `groups` are dropped (read-only; a user's groups change through the Group
@@ -29,7 +31,7 @@
 //!   the attribute itself once no item is left.
 
 use super::Pusher;
-use crate::deliver::scim_push::client::{ScimError, Scope};
+use crate::deliver::scim_push::client::{id_of, ScimError, Scope};
 use crate::deliver::scim_push::resource::{item_type, split_urn};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -51,15 +53,7 @@ impl Pusher {
     ) -> Result<(), ScimError> {
         for _ in 0..PUT_ATTEMPTS {
             let (app, version) = self.client.get(id)?;
-            if !app.is_object() {
-                return Err(ScimError {
-                    scope: Scope::User,
-                    ..ScimError::new(
-                        None,
-                        format!("GET /Users/{id} answered no JSON object: nothing was sent"),
-                    )
-                });
-            }
+            check_read(id, &app)?;
             let body = merged(&app, ours, remove);
             match self.client.replace_if(id, &body, version.as_deref()) {
                 Err(e) if e.status == Some(412) && version.is_some() => continue,
@@ -76,6 +70,26 @@ impl Pusher {
             )
         })
     }
+}
+
+/// Checks that `app`, the answer to `GET /Users/{id}`, is that user: a JSON object whose `id`
+/// (a string or a number, as `client::id_of` reads it) is `id`. A provider or proxy answering
+/// with another user, or a ListResponse, would otherwise have that user's attributes written
+/// into user `id` by the PUT.
+fn check_read(id: &str, app: &Value) -> Result<(), ScimError> {
+    let problem = if !app.is_object() {
+        "answered no JSON object".to_string()
+    } else {
+        match id_of(app) {
+            Some(got) if got == id => return Ok(()),
+            Some(got) => format!("answered another user (id {got:?})"),
+            None => "answered an object with no usable `id` (a string or a number)".to_string(),
+        }
+    };
+    Err(ScimError {
+        scope: Scope::User,
+        ..ScimError::new(None, format!("GET /Users/{id} {problem}: nothing was sent"))
+    })
 }
 
 /// The body of `PUT /Users/{id}`: the application's user `app` with Roster's `ours` written over
