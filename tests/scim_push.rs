@@ -309,6 +309,30 @@ fn reconcile_fixes_with_the_user_as_he_is_now() {
     assert_eq!(app["active"], false, "the old copy was pushed: {app}");
 }
 
+/// A field the directory emptied whose change was never pushed (the gap a retention trim
+/// leaves) is drift: reconcile removes it from the application (reviewer s28: it compared
+/// only what Roster sends and left the stale `title`).
+#[test]
+fn reconcile_removes_what_the_directory_emptied() {
+    let s = ScimServer::start(&[]);
+    let p = Pusher::new("t-rec-empty", &config(&s, ScimOnMissing::Deactivate)).unwrap();
+    let mut bob = user("bob", "Bob");
+    bob.fields.insert("job_title".into(), json!("Engineer"));
+    p.sync_user("bob", Some(&bob), &Default::default()).unwrap();
+    assert_eq!(s.by_external_id("bob").unwrap()["title"], "Engineer");
+    bob.fields.remove("job_title");
+    let directory = vec![bob];
+    let now = |k: &str| Ok(directory.iter().find(|u| u.key == k).cloned());
+    let dry = reconcile(&p, &directory, &now, ScimOnMissing::Deactivate, true).unwrap();
+    assert_eq!(dry.update.keys, ["bob"]);
+    let fixed = reconcile(&p, &directory, &now, ScimOnMissing::Deactivate, false).unwrap();
+    assert!(fixed.errors.is_empty(), "{:?}", fixed.errors);
+    let app = s.by_external_id("bob").unwrap();
+    assert!(app.get("title").is_none_or(|t| t.is_null()), "{app}");
+    let again = reconcile(&p, &directory, &now, ScimOnMissing::Deactivate, true).unwrap();
+    assert_eq!(again.update.count, 0, "{again:?}");
+}
+
 #[test]
 fn reconcile_reports_the_drift_then_fixes_it() {
     let s = ScimServer::start(&[]);
