@@ -66,8 +66,8 @@ fn a_pass_that_lost_the_lease_stops_and_saves_nothing() {
     src.import("imp-1", &["a@x.example"]);
     src.import("imp-2", &["b@x.example"]);
     let before = cursor(&src, &rx.url);
-    // Yes at the start of the pass and before the first message; no after it.
-    *src.lease_asks_left.lock().unwrap() = Some(2);
+    // Yes at the start of the pass; no after the first message.
+    *src.lease_asks_left.lock().unwrap() = Some(1);
     assert_eq!(pass(&hook, &src), PassOutcome::OtherNode);
     let seen = rx.seen();
     assert_eq!(seen.len(), 1, "{seen:#?}");

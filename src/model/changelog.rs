@@ -128,6 +128,28 @@ pub struct Cursor {
     pub state: Option<serde_json::Value>,
 }
 
+impl Cursor {
+    /// Sets the entry `name` of `state`, keeping its other entries (a state that is not an
+    /// object is replaced by one).
+    pub fn set_state(&mut self, name: &str, value: serde_json::Value) {
+        let mut state = (self.state.take())
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({}));
+        state[name] = value;
+        self.state = Some(state);
+    }
+
+    /// Removes the entry `name` of `state`; a state left empty becomes None.
+    pub fn clear_state(&mut self, name: &str) {
+        if let Some(entries) = self.state.as_mut().and_then(|s| s.as_object_mut()) {
+            entries.remove(name);
+            if entries.is_empty() {
+                self.state = None;
+            }
+        }
+    }
+}
+
 /// The change from `old` to `new` of the user `key`, as the change log records it; None when
 /// nothing a reader sees changed (only bookkeeping such as the row digest or `updated_at`).
 /// `old` None is a user created; `new` None a user removed from the directory.

@@ -113,10 +113,11 @@ impl EndpointDelivery {
     /// pass ends (`More`) once it says no (reviewer s28: a reload that subscribed the endpoint
     /// to more types still saw the rest of the batch passed over under the old list).
     ///
-    /// The endpoint's lease is asked for before each message and again before the outcome is
-    /// saved: a node that lost it (frozen past `lease_secs`, its heartbeats failing) stops and
-    /// saves nothing, so it neither sends the rest of its batch beside the new holder nor
-    /// writes its older cursor over the new holder's (reviewer s28).
+    /// The endpoint's lease is asked for at the start of the pass and again after each
+    /// message, before its outcome is saved (which is also the ask before the next message): a
+    /// node that lost it (frozen past `lease_secs`, its heartbeats failing) stops and saves
+    /// nothing, so it neither sends the rest of its batch beside the new holder nor writes its
+    /// older cursor over the new holder's (reviewer s28).
     pub fn pass_gated(
         &self,
         source: &dyn EventSource,
@@ -161,9 +162,6 @@ impl EndpointDelivery {
                     self.save_if(source, changed, &cursor)?;
                     return Ok(PassOutcome::More);
                 };
-                if !source.take_lease(&self.lease)? {
-                    return Ok(PassOutcome::OtherNode);
-                }
                 let from = part_from(&cursor, event.seq);
                 let part = message::part(source, &self.tenant, &event, from)?;
                 let id = part_id(&self.tenant, &event, from);
@@ -239,15 +237,14 @@ impl EndpointDelivery {
             cursor.position
         );
         tracing::warn!(%tenant, %url, "webhook: {note}");
-        let mut state = (cursor.state.take())
-            .filter(serde_json::Value::is_object)
-            .unwrap_or_else(|| serde_json::json!({}));
-        let before = state["lost"]["events"].as_u64().unwrap_or(0);
-        state["lost"] = serde_json::json!({
+        let before = (cursor.state.as_ref())
+            .and_then(|s| s["lost"]["events"].as_u64())
+            .unwrap_or(0);
+        let lost = serde_json::json!({
             "events": before.saturating_add(missing),
             "last": { "after": cursor.position, "events": missing, "at": Utc::now(), "note": note },
         });
-        cursor.state = Some(state);
+        cursor.set_state("lost", lost);
         true
     }
 
@@ -319,25 +316,8 @@ fn part_from(cursor: &Cursor, seq: u64) -> Option<u64> {
 /// part-way.
 fn set_part(cursor: &mut Cursor, seq: u64, next: Option<u64>) {
     match next {
-        Some(next) => {
-            let mut state = (cursor.state.take())
-                .filter(serde_json::Value::is_object)
-                .unwrap_or_else(|| serde_json::json!({}));
-            state["part"] = serde_json::json!({ "event": seq, "next": next });
-            cursor.state = Some(state);
-        }
-        None => {
-            if let Some(state) = cursor.state.as_mut().and_then(|s| s.as_object_mut()) {
-                state.remove("part");
-            }
-            if cursor
-                .state
-                .as_ref()
-                .is_some_and(|s| s.as_object().is_some_and(|o| o.is_empty()))
-            {
-                cursor.state = None;
-            }
-        }
+        Some(next) => cursor.set_state("part", serde_json::json!({ "event": seq, "next": next })),
+        None => cursor.clear_state("part"),
     }
 }
 

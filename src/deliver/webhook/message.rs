@@ -34,11 +34,6 @@ pub struct Part {
     pub next: Option<u64>,
 }
 
-/// The body of `event` of `tenant` (its first part).
-pub fn body(source: &dyn EventSource, tenant: &str, event: &Event) -> Result<Vec<u8>> {
-    Ok(part(source, tenant, event, None)?.body)
-}
-
 /// The part of `event` that starts with change `from` (None: the event's first change).
 pub fn part(
     source: &dyn EventSource,

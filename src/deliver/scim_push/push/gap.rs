@@ -10,7 +10,7 @@
 use super::Pusher;
 use crate::model::changelog::Cursor;
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::json;
 
 impl Pusher {
     /// Notes a gap when `first_seq`, the first change read, is not the one after `cursor`.
@@ -24,16 +24,13 @@ impl Pusher {
             cursor.position, self.tenant
         );
         tracing::warn!(tenant = %self.tenant, "SCIM push: {note}");
-        let mut state = (cursor.state.take())
-            .filter(Value::is_object)
-            .unwrap_or_else(|| json!({}));
-        state["gap"] = json!({
+        let gap = json!({
             "changes": missing,
             "after": cursor.position,
             "at": now,
             "note": note,
         });
-        cursor.state = Some(state);
+        cursor.set_state("gap", gap);
         self.status().gap = Some(note);
     }
 }
