@@ -700,3 +700,36 @@ async fn a_preview_behind_a_file_still_arriving_waits_then_answers_503() {
     assert_eq!(after.status, 200, "{}", after.text);
     assert_eq!(after.json["dry_run"], true);
 }
+
+/// A tenant matched by mapping code names a user by its exact code: `AB1` is not user `ab1`,
+/// for reads and restore alike (s29: reads fell back to the lower-cased code and found `ab1`,
+/// then restore, which is exact, answered 409 instead of 404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_code_names_its_user_exactly() {
+    let env = Env::start().await;
+    let head = "mapping_code,first_name,last_name,email\n";
+    env.import(
+        "beta",
+        &format!("{head}ab1,Ana,One,a@b.example\nB2,Bo,Two,b@b.example\n"),
+    )
+    .await;
+    env.import("beta", &format!("{head}B2,Bo,Two,b@b.example\n"))
+        .await;
+    assert_eq!(env.get("/api/tenants/beta/users/ab1").await.status, 200);
+    for path in [
+        "/api/tenants/beta/users/AB1",
+        "/api/tenants/beta/users/AB1/changes",
+    ] {
+        let a = env.get(path).await;
+        assert_eq!(a.status, 404, "{path}: {}", a.text);
+    }
+    let restore = env.post("/api/tenants/beta/users/AB1/restore", None).await;
+    assert_eq!(restore.status, 404, "{}", restore.text);
+    let restore = env.post("/api/tenants/beta/users/ab1/restore", None).await;
+    assert_eq!(restore.status, 200, "{}", restore.text);
+    // Email keys are stored lower-case: any case finds the user.
+    let acme = env.import("acme", &users_csv(0, 2)).await;
+    assert_eq!(acme.status, ImportStatus::Success, "{acme:?}");
+    let a = env.get("/api/tenants/acme/users/User01@ACME.example").await;
+    assert_eq!(a.status, 200, "{}", a.text);
+}

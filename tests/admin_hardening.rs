@@ -453,6 +453,16 @@ async fn a_request_for_another_host_name_is_refused() {
         assert!(head.contains("content-security-policy"), "{host}: {answer}");
         assert!(answer.contains("public_url"), "{host}: {answer}");
     }
+    // A Host that is not ASCII, and a request naming no host (s29: both were passed on).
+    for asked in [
+        get("rébound.example".to_string(), "/login"),
+        "GET /login HTTP/1.0\r\nAccept: text/html\r\n\r\n".to_string(),
+    ] {
+        let answer = request(from, addr, &asked).await.text;
+        let head = answer.to_ascii_lowercase();
+        assert!(head.starts_with("http/1."), "{asked}: {answer}");
+        assert!(head[..12].contains(" 421"), "{asked}: {answer}");
+    }
     // Wrong sign-ins sent under the rebound name are never checked: the right password,
     // sent under the real name afterwards, still gets in.
     for i in 0..12 {

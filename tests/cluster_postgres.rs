@@ -793,3 +793,55 @@ fn a_scim_push_source_saves_nothing_once_its_lease_passed() {
     assert!(on_a.save_failures(&[]).is_err());
     assert_eq!(b.cursor("acme", CONSUMER).unwrap().position, 9);
 }
+
+/// A delivery cursor written under a lease's fencing number: refused once the lease passed,
+/// even after it came back to the same node under a higher number, and refused to a node that
+/// never held it; the check is made in the write's own transaction, with the lease row
+/// locked, so no other node can take the lease between them (s29: a check, then a plain
+/// write, left that one write to a node that had lost it).
+#[test]
+fn a_cursor_saved_under_an_old_hold_of_a_lease_is_refused() {
+    use roster::model::changelog::Cursor;
+    use roster::store::ChangeLog;
+    let pg = TestPostgres::start();
+    let url = pg.create_database("c_cursor_fence");
+    let target = parse_url(&url).unwrap();
+    let a = roster::store::Store::open_postgres(&target, "node-a").unwrap();
+    let b = roster::store::Store::open_postgres(&target, "node-b").unwrap();
+    a.heartbeat(&beat("a")).unwrap();
+    b.heartbeat(&beat("b")).unwrap();
+    let (name, consumer) = ("webhook:acme:x", "webhook:x");
+    let at = |position: u64| Cursor {
+        position,
+        ..Cursor::default()
+    };
+    let fa = a.take_lease(name).unwrap().unwrap();
+    assert!(a
+        .save_cursor_leased("acme", consumer, &at(3), (name, fa))
+        .unwrap());
+    kill(&pg, "c_cursor_fence", "node-a");
+    let fb = b.take_lease(name).unwrap().unwrap();
+    assert!(!b
+        .save_cursor_leased("acme", consumer, &at(4), (name, fa))
+        .unwrap());
+    assert!(b
+        .save_cursor_leased("acme", consumer, &at(5), (name, fb))
+        .unwrap());
+    b.release_lease(name).unwrap();
+    a.heartbeat(&beat("a")).unwrap();
+    let fc = a.take_lease(name).unwrap().unwrap();
+    assert!(fc > fb && fb > fa, "{fa} {fb} {fc}");
+    // a's first hold is over, though a holds the lease again.
+    assert!(!a
+        .save_cursor_leased("acme", consumer, &at(6), (name, fa))
+        .unwrap());
+    assert_eq!(a.cursor("acme", consumer).unwrap().position, 5);
+    // b holds nothing now, whatever number it names.
+    assert!(!b
+        .save_cursor_leased("acme", consumer, &at(7), (name, fc))
+        .unwrap());
+    assert!(a
+        .save_cursor_leased("acme", consumer, &at(8), (name, fc))
+        .unwrap());
+    assert_eq!(b.cursor("acme", consumer).unwrap().position, 8);
+}

@@ -11,7 +11,7 @@
 #[path = "support/store.rs"]
 mod test_store;
 
-use roster::config::{MatchBy, OnMissing, Tenant};
+use roster::config::{EmptyCells, MatchBy, OnMissing, Tenant};
 use roster::import::{approve, run_bytes, ImportOutcome, ImportStatus, RunOptions};
 use roster::model::UserStatus;
 use roster::store::Store;
@@ -368,6 +368,30 @@ fn an_email_kept_by_an_empty_cell_is_not_given_to_another_key() {
         "{messages}"
     );
     assert!(store.user("t", "3").unwrap().is_none());
+    emails_are_unique(&store);
+}
+
+/// Under `empty_cells = "clear"` an empty email cell clears the address, so the user gives it
+/// up and another key may take it in the same file (design §5.2; s29: the claim was refused
+/// as if user 1 kept it, though the same commit cleared user 1's email).
+#[test]
+fn an_email_cleared_by_an_empty_cell_goes_to_the_key_that_asks_for_it() {
+    let (store, _d) = test_store::temp_store();
+    let mut t = by_code();
+    t.import.empty_cells = EmptyCells::Clear;
+    run(&store, &t, &codes(&["1,a@x.example,A,A"]));
+    let o = run(&store, &t, &codes(&["1,,A,A", "2,a@x.example,B,B"]));
+    assert_eq!(
+        o.record.status,
+        ImportStatus::Success,
+        "{:?}",
+        o.record.messages
+    );
+    assert_eq!(o.record.counts.inserted, 1, "{:?}", o.record.messages);
+    let one = store.user("t", "1").unwrap().unwrap();
+    assert_eq!(one.email, None);
+    let two = store.user("t", "2").unwrap().unwrap();
+    assert_eq!(two.email.as_deref(), Some("a@x.example"));
     emails_are_unique(&store);
 }
 

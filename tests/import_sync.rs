@@ -236,7 +236,7 @@ fn ledger_and_outbox_and_record_import() {
     assert!(store.outbox_due(chrono::Utc::now()).unwrap().is_empty());
     assert_eq!(store.outbox_due(later).unwrap()[0].attempts, 1);
     store.outbox_mark_sent(id).unwrap();
-    assert_eq!(store.outbox_len(), 0);
+    assert_eq!(store.outbox_len().unwrap(), 0);
 }
 
 /// Runs a whole sequence of imports (insert, edit with duplicates and an email clash, a hold

@@ -320,7 +320,7 @@ async fn mail_waits_while_smtp_is_down_and_arrives_later() {
     assert!(text.lines().count() >= 2, "{text}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        env.server().store.outbox_len() >= 1,
+        env.server().store.outbox_len().unwrap() >= 1,
         "the mail waits in the outbox"
     );
     let smtp = SmtpSink::start_on(port).await.unwrap();

@@ -283,7 +283,11 @@ async fn recipients_tried_one_by_one_stop_when_the_claim_is_no_longer_ours() {
     let mail = report(&["it@acme.example", "full@acme.example", "hr@acme.example"]);
     // The claim is renewed for the first recipient, then another node holds it.
     let asked = std::sync::atomic::AtomicUsize::new(0);
-    let ours = || asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+    let ours = || {
+        let first = asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        Box::pin(async move { first })
+            as std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+    };
     let err = deliver_while_ours(&sink.url(), &mail, Duration::from_secs(5), &ours)
         .await
         .expect_err("the rest is left to the other node");

@@ -49,7 +49,7 @@ fn an_approval_queues_its_mail_in_its_own_commit() {
     go(&store, &t, &file(&users(100)));
     let held = go(&store, &t, &file(&users(60))).record;
     assert_eq!(held.status, ImportStatus::Held, "{:?}", held.messages);
-    assert_eq!(store.outbox_len(), 0);
+    assert_eq!(store.outbox_len().unwrap(), 0);
     let mail: MailFor = Arc::new(|r: &ImportRecord, _report| Some(mail_of(r)));
     let applied = approve_mailed(&store, &t, &held.id, Some(mail.clone()))
         .unwrap()
@@ -64,7 +64,7 @@ fn an_approval_queues_its_mail_in_its_own_commit() {
     );
     // Approving it again is refused, and queues nothing.
     assert!(approve_mailed(&store, &t, &held.id, Some(mail)).is_err());
-    assert_eq!(store.outbox_len(), 1);
+    assert_eq!(store.outbox_len().unwrap(), 1);
 }
 
 #[test]
@@ -105,7 +105,7 @@ fn an_import_queues_its_mail_with_its_commit_given_its_report() {
         ..Default::default()
     };
     let ok = run_bytes(&store, &t, "users.csv", &file(&users(3)), &opts).unwrap();
-    assert_eq!(store.outbox_len(), 1);
+    assert_eq!(store.outbox_len().unwrap(), 1);
     assert_eq!(
         queued(&store),
         vec![format!(
@@ -117,7 +117,7 @@ fn an_import_queues_its_mail_with_its_commit_given_its_report() {
     let mut bad = file(&users(3));
     bad.extend_from_slice(b"C999;F;L;not-an-email;T;\n");
     let partial = run_bytes(&store, &t, "users.csv", &bad, &opts).unwrap();
-    assert_eq!(store.outbox_len(), 2, "{:?}", partial.record);
+    assert_eq!(store.outbox_len().unwrap(), 2, "{:?}", partial.record);
     let reports = seen.lock().unwrap().clone();
     assert_eq!(reports.len(), 2);
     assert_eq!(reports[0], None, "a clean run has no failure report");
@@ -129,7 +129,7 @@ fn an_import_queues_its_mail_with_its_commit_given_its_report() {
         ..opts
     };
     run_bytes(&store, &t, "users.csv", &file(&users(4)), &dry).unwrap();
-    assert_eq!(store.outbox_len(), 2);
+    assert_eq!(store.outbox_len().unwrap(), 2);
 }
 
 #[test]

@@ -245,6 +245,12 @@ fn error_calls(import_id: &str) -> Vec<Call> {
     );
     call("POST", enable, "/api/tenants/%FF/webhooks/0/enable", None);
     call(
+        "POST",
+        "/api/tenants/{tenant}/scim-push/reconcile",
+        "/api/tenants/acme/scim-push/reconcile",
+        Some(b"[1]".to_vec()),
+    );
+    call(
         "DELETE",
         "/api/tenants/{tenant}/webhooks",
         "/api/tenants/acme/webhooks",
@@ -286,6 +292,39 @@ fn error_calls(import_id: &str) -> Vec<Call> {
     let user = "/api/tenants/acme/users/user01@acme.example/changes";
     v.push(("GET", user_changes, user.into(), "limit=abc".into(), None));
     v
+}
+
+/// `GET /api/tenants` with the token, addressed to `Host: rebound.example`, as an exchange.
+async fn misdirected(env: &Env) -> Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(env.server().admin.addr)
+        .await
+        .unwrap();
+    let ask = format!(
+        "GET /api/tenants HTTP/1.1\r\nHost: rebound.example\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(ask.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    json!({
+        "method": "GET", "template": "/api/tenants", "path": "/api/tenants", "query": "",
+        "status": status, "content_type": content_type, "body": body,
+    })
 }
 
 fn install_validator() {
@@ -343,6 +382,10 @@ async fn every_route_answers_as_the_document_says() {
             "status": a.status, "content_type": a.content_type, "body": a.text,
         }));
     }
+    // A request addressed to another host name is a documented 421 (the rebinding defence).
+    let misdirected = misdirected(&env).await;
+    assert_eq!(misdirected["status"], 421, "{misdirected}");
+    exchanges.push(misdirected);
     // A call without the token is a documented 401.
     let a = env.http("GET", "/api/tenants", None, None).await;
     exchanges.push(json!({

@@ -217,6 +217,23 @@ async fn a_reconcile_whose_client_left_does_not_block_the_next() {
     }
 }
 
+/// The status shows the application's URL without its user name, password and query, where
+/// tokens travel (s29: it was shown whole, to anyone with the admin token).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_status_hides_credentials_in_the_url() {
+    let mut env = Env::start().await;
+    push_acme_to_url(&env, "http://app:pw-SECRET@127.0.0.1:9/scim/v2?code=SECRET").await;
+    let a = env.get("/api/tenants/acme/scim-push").await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert!(!a.text.contains("SECRET"), "{}", a.text);
+    assert_eq!(
+        a.json["url"], "http://***@127.0.0.1:9/scim/v2?***",
+        "{}",
+        a.text
+    );
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_without_scim_push_is_a_404() {
     let mut env = Env::start().await;

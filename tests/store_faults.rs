@@ -53,6 +53,30 @@ async fn uploads_wait_while_postgres_is_down_and_are_imported_once_it_is_back() 
     .expect("run-now must answer while the store is down");
     assert_eq!(run.status, 503, "{}", run.text);
     assert!(run.text.contains("cannot be reached"), "{}", run.text);
+    // A preview is a 503 too, not a 422 about the file (s29).
+    let preview = env
+        .http(
+            "POST",
+            "/api/tenants/acme/preview",
+            Some(admin_support::TOKEN),
+            Some(users_csv(0, 3).into_bytes()),
+        )
+        .await;
+    assert_eq!(preview.status, 503, "{}", preview.text);
+    assert_eq!(preview.retry_after, "5");
+    // /metrics still answers, without an outbox depth it cannot read (s29: it said 0).
+    let metrics = env.get("/metrics").await;
+    assert_eq!(metrics.status, 200, "{}", metrics.text);
+    assert!(
+        metrics.text.contains("roster_sftp_sessions_open"),
+        "{}",
+        metrics.text
+    );
+    assert!(
+        !metrics.text.contains("roster_mail_outbox_depth"),
+        "{}",
+        metrics.text
+    );
 
     // Logins and uploads still work; the file waits where it was uploaded.
     env.upload("acme", "users.csv", users_csv(0, 20).as_bytes())
@@ -135,6 +159,16 @@ async fn reads_answer_503_within_answer_timeout_while_postgres_is_frozen() {
         answer.text
     );
     // Before the pool's own 10 s wait for a connection could have answered.
+    assert!(took < Duration::from_secs(9), "answered after {took:?}");
+    // /metrics too: it counted the outbox on the request's own task, where the deadline could
+    // not fire (s29).
+    postgres(&env).freeze();
+    let started = std::time::Instant::now();
+    let metrics = tokio::time::timeout(Duration::from_secs(30), env.get("/metrics")).await;
+    let took = started.elapsed();
+    postgres(&env).thaw();
+    let metrics = metrics.expect("/metrics must answer while PostgreSQL is frozen");
+    assert_eq!(metrics.status, 503, "{}", metrics.text);
     assert!(took < Duration::from_secs(9), "answered after {took:?}");
 
     // Once PostgreSQL runs again, so does the API.

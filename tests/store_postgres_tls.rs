@@ -66,13 +66,13 @@ fn sslmode_require_encrypts_without_checking_the_certificate() {
     store
         .outbox_push(&["it@x.example".to_string()], &message("m"))
         .unwrap();
-    assert_eq!(store.outbox_len(), 1);
+    assert_eq!(store.outbox_len().unwrap(), 1);
     let (all, tls) = tls_connections(&pg, "tls-require");
     assert!(all > 0 && tls == all, "{tls} of {all} connections use TLS");
     // Plain connections stay plain.
     let plain = url_at(&pg, "127.0.0.1", "hr", "application_name=tls-none");
     let plain_store = open_url(&plain).unwrap();
-    assert_eq!(plain_store.outbox_len(), 1);
+    assert_eq!(plain_store.outbox_len().unwrap(), 1);
     let (all, tls) = tls_connections(&pg, "tls-none");
     assert!(
         all > 0 && tls == 0,

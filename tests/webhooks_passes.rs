@@ -95,6 +95,38 @@ fn a_pass_that_lost_the_lease_stops_and_saves_nothing() {
     assert_eq!(seen[0].id, seen[1].id);
 }
 
+/// A lease that went to another node and came back to this one while it sent a message: the
+/// pass began under another hold, so it stops and saves nothing (s29: the ask compared only
+/// "held or not", and this node went on with its older cursor over the other node's).
+#[test]
+fn a_lease_that_passed_and_came_back_mid_pass_saves_nothing() {
+    let rx = Receiver::start(SECRET);
+    let src = HandSource::new();
+    let hook = endpoint(&rx.url, None);
+    pass(&hook, &src);
+    src.import("imp-1", &["a@x.example"]);
+    src.import("imp-2", &["b@x.example"]);
+    let before = cursor(&src, &rx.url);
+    // Fencing 1 at the start of the pass, 3 when asked after the first message.
+    *src.lease_back_after.lock().unwrap() = Some(1);
+    assert_eq!(pass(&hook, &src), PassOutcome::OtherNode);
+    assert_eq!(rx.seen().len(), 1, "{:#?}", rx.seen());
+    assert_eq!(cursor(&src, &rx.url), before, "saved under an old hold");
+    // The next pass holds it under 3, and delivers from the saved cursor.
+    assert_eq!(drain(&hook, &src, 10), PassOutcome::CaughtUp);
+    let events: Vec<String> = rx.seen().into_iter().map(|s| s.event).collect();
+    assert_eq!(
+        events,
+        [
+            "msg_acme_1",
+            "msg_acme_1",
+            "msg_acme_2",
+            "msg_acme_3",
+            "msg_acme_4"
+        ]
+    );
+}
+
 /// A reload that subscribes the endpoint to more types in the middle of a pass: the pass ends
 /// before the next event, so none is passed over under the old list (reviewer s28: the rest
 /// of the batch was, and the new subscription never got those events).

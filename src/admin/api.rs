@@ -145,14 +145,26 @@ async fn health(State(st): State<AppState>) -> ApiResult {
     }))
 }
 
+/// `GET /metrics`. The outbox is counted on a blocking thread, as every store read is, so the
+/// answer deadline holds while the store is frozen; when the store cannot count it, the gauge
+/// is left out rather than shown as 0 (s29: it was counted on the request's task, and a down
+/// PostgreSQL read as an empty outbox).
 async fn metrics(State(st): State<AppState>) -> Response {
-    let depth = st.store.outbox_len();
+    let store = st.store.clone();
+    let depth = match blocking("cannot count the mail outbox", move || store.outbox_len()).await {
+        Ok(Ok(n)) => Some(n),
+        Ok(Err(e)) => {
+            super::log_failure("admin API", "/metrics", &e);
+            None
+        }
+        Err(_) => None,
+    };
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(Some(depth)),
+        crate::metrics::render(depth),
     )
         .into_response()
 }
@@ -327,6 +339,10 @@ pub(crate) async fn approve_held(
         )
     })?;
     applied.map_err(|e| {
+        // A store that cannot be reached is a 503, not a refusal of the approval (s29).
+        if crate::store::is_unavailable(&e) {
+            return ApiError::internal("cannot approve the import", e);
+        }
         tracing::warn!(%tenant, import_id = %id, "approve refused: {e:#}");
         // The engine's refusals name the run already (review s19 docs F14: said twice).
         let said = format!("{e:#}");
@@ -377,6 +393,11 @@ async fn preview(
     })
     .await?
     .map_err(|e| {
+        // The preview reads the tenant's directory first: a store that cannot be reached is
+        // a 503 to retry, not a 422 about the file (s29).
+        if crate::store::is_unavailable(&e) {
+            return ApiError::internal("cannot preview the file", e);
+        }
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("cannot preview {file}: {e:#}"),
@@ -459,15 +480,19 @@ async fn one_user(
 ) -> ApiResult {
     let (tenant, key) = path(p)?;
     let t = tenant_of(&st.config.current(), &tenant)?;
-    json_ok(find_user(&st, &t.id, &key).await?)
+    json_ok(find_user(&st, &t, &key).await?)
 }
 
-async fn find_user(st: &AppState, tenant: &str, key: &str) -> Result<User, ApiError> {
+/// The tenant's user `key` names ([`MatchBy::names`](crate::config::MatchBy::names)); 404
+/// when none.
+async fn find_user(st: &AppState, tenant: &Tenant, key: &str) -> Result<User, ApiError> {
     let store = st.store.clone();
-    let (t, k) = (tenant.to_string(), key.to_string());
+    let (t, k) = (tenant.id.clone(), key.to_string());
+    let match_by = tenant.import.match_by;
     blocking_ok("cannot read the user", move || store.user(&t, &k))
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("tenant {tenant} has no user {key:?}")))
+        .filter(|u| match_by.names(key, &u.key))
+        .ok_or_else(|| ApiError::not_found(format!("tenant {} has no user {key:?}", tenant.id)))
 }
 
 async fn restore(
@@ -479,7 +504,7 @@ async fn restore(
     let (tenant, key) = path(p)?;
     let t = tenant_of(&st.config.current(), &tenant)?;
     optional_json(&headers, body).await?;
-    find_user(&st, &t.id, &key).await?;
+    find_user(&st, &t, &key).await?;
     // Like approve, through the tenant's queue: never in the middle of one of its imports.
     let restored = st.intake.restore(&t.id, &key).await.ok_or_else(|| {
         ApiError::internal(

@@ -34,27 +34,28 @@ pub async fn refuse_foreign_host(
     if !check.loopback_only {
         return next.run(req).await;
     }
-    let named = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    // A Host header that is not plain ASCII names nothing this listener answers to; without
+    // one, the request line's authority (absolute form) is the name. A request that names no
+    // host at all is refused too (s29: it was passed on unchecked).
+    let named = match req.headers().get(header::HOST) {
+        Some(v) => v.to_str().ok().map(str::to_string),
+        None => req.uri().authority().map(|a| a.to_string()),
+    };
     let public_url = check.config.current().admin.public_url.clone();
-    match named {
-        Some(host) if !answers_to(&host, &public_url) => {
-            let message = format!(
-                "this listener answers to localhost, loopback addresses and the host of [admin] \
-                 public_url, not to {:?}: set [admin] public_url to the address operators use",
-                crate::logs::escape(&host)
-            );
-            match wants_html(req.headers()) {
-                true => super::console::PageError::new(StatusCode::MISDIRECTED_REQUEST, message)
-                    .into_response(),
-                false => ApiError::new(StatusCode::MISDIRECTED_REQUEST, message).into_response(),
-            }
+    let refused = match &named {
+        Some(host) if answers_to(host, &public_url) => return next.run(req).await,
+        Some(host) => format!("not to {:?}", crate::logs::escape(host)),
+        None => "and a request must name one of them in a readable Host header".to_string(),
+    };
+    let message = format!(
+        "this listener answers to localhost, loopback addresses and the host of [admin] \
+         public_url, {refused}: set [admin] public_url to the address operators use"
+    );
+    match wants_html(req.headers()) {
+        true => {
+            super::console::PageError::new(StatusCode::MISDIRECTED_REQUEST, message).into_response()
         }
-        _ => next.run(req).await,
+        false => ApiError::new(StatusCode::MISDIRECTED_REQUEST, message).into_response(),
     }
 }
 

@@ -10,9 +10,10 @@
 
 use super::{ApiError, AppState};
 use crate::deliver::scim_push::{self, Pusher};
+use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -76,7 +77,8 @@ pub(super) async fn status(
     let failing = saved;
     Ok(Json(json!({
         "tenant": tenant,
-        "url": push.url,
+        // Without userinfo and query, as webhook URLs are shown (s29: a token there was shown).
+        "url": crate::deliver::webhook::shown_url(&push.url),
         "on_missing": push.on_missing,
         "position": cursor.position,
         "backlog": backlog.min(BACKLOG_COUNTED),
@@ -103,9 +105,13 @@ pub(super) async fn reconcile(
     State(st): State<AppState>,
     p: Result<Path<String>, PathRejection>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let (tenant, push) = push_config(&st, p)?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    // Like every POST: a body, when given, is a JSON object (s29: it was never read).
+    super::request::optional_json(&headers, body).await?;
     let dry_run = match q
         .get("dry_run")
         .map(|s| s.trim().to_ascii_lowercase())

@@ -406,6 +406,18 @@ impl MatchBy {
             MatchBy::Username => "username",
         }
     }
+
+    /// Whether the user stored under key `stored` is the one `asked` names: the same key
+    /// (trimmed), or, for email and username keys (stored lower-case), the same lower-cased.
+    /// A mapping code is exact: `AB1` names no user `ab1` (review s21 for restore; s29: the
+    /// admin API's and the console's reads found `ab1`, and restore then answered 409).
+    pub fn names(self, asked: &str, stored: &str) -> bool {
+        let asked = asked.trim();
+        match self {
+            MatchBy::MappingCode => asked == stored,
+            MatchBy::Email | MatchBy::Username => asked == stored || asked.to_lowercase() == stored,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

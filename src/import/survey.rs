@@ -331,10 +331,16 @@ fn email_conflict(
     };
     let claim = (line, reason);
     // The user gives the email up when its own valid row gives another one (a row giving the
-    // same email would have clashed with the claim in the row pass).
+    // same email would have clashed with the claim in the row pass), or leaves the cell empty
+    // under `empty_cells = "clear"`, which clears it (s29: only `keep` keeps it, design §5.2;
+    // such a claim was refused as if the owner kept the address).
+    let clears = ctx.map.email.is_some() && ctx.tenant.import.empty_cells == EmptyCells::Clear;
     let moves_away = match own_rows().next() {
-        Some(r) => !r.present_only() && row_email(ctx, r)?.is_some_and(|e| e != email),
-        None => false,
+        Some(r) if !r.present_only() => match row_email(ctx, r)? {
+            Some(e) => e != email,
+            None => clears,
+        },
+        _ => false,
     };
     if moves_away || own_rows().any(|r| !r.present_only() && r.has_email()) {
         let owner_rows = own_rows().map(|r| r.line).collect();

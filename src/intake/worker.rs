@@ -146,13 +146,27 @@ fn refuse(req: Request, tenant: &str, e: &anyhow::Error) {
             let _ = reply.send(Err(why));
         }
         Request::Approve(_, reply) => {
-            let _ = reply.send(Err(anyhow::anyhow!("{e:#}")));
+            let _ = reply.send(Err(passed_on(e)));
         }
         Request::Restore(_, reply) => {
-            let _ = reply.send(Err(anyhow::anyhow!("{e:#}")));
+            let _ = reply.send(Err(passed_on(e)));
         }
         Request::File(_) | Request::Recover | Request::Look => {}
     }
+}
+
+/// A copy of `e` for a reply, still marked [`Unavailable`](crate::store::Unavailable) when it
+/// was, so the admin API answers a store outage 503 (s29: the copy lost the mark, and a
+/// refused approve or restore was answered 409).
+fn passed_on(e: &anyhow::Error) -> anyhow::Error {
+    if !crate::store::is_unavailable(e) {
+        return anyhow::anyhow!("{e:#}");
+    }
+    let mark = crate::store::Unavailable.to_string();
+    let said: Vec<String> = (e.chain().map(|c| c.to_string()))
+        .filter(|s| *s != mark)
+        .collect();
+    anyhow::anyhow!("{}", said.join(": ")).context(crate::store::Unavailable)
 }
 
 /// What became of a request.

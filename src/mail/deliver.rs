@@ -67,8 +67,14 @@ pub async fn deliver_with_timeout(
     mail: &OutgoingMail,
     timeout: Duration,
 ) -> Result<(), DeliveryError> {
-    deliver_while_ours(smtp_url, mail, timeout, &|| true).await
+    deliver_while_ours(smtp_url, mail, timeout, &|| Box::pin(async { true })).await
 }
+
+/// The question [`deliver_while_ours`] asks before each recipient tried on its own: whether
+/// the message's claim is still this node's (renewing it). Asynchronous, so a store call behind
+/// it runs off the runtime's threads (s29: it blocked one for each recipient).
+pub type StillOurs<'a> =
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> + Sync + 'a;
 
 /// [`deliver_with_timeout`] for a message this node holds a claim of (the outbox's per-node
 /// claim, which ends after a few minutes unless renewed): `ours` renews it and says whether it
@@ -81,7 +87,7 @@ pub async fn deliver_while_ours(
     smtp_url: &str,
     mail: &OutgoingMail,
     timeout: Duration,
-    ours: &(dyn Fn() -> bool + Sync),
+    ours: &StillOurs<'_>,
 ) -> Result<(), DeliveryError> {
     let from = parse_address(&mail.from)?;
     let to = mail
@@ -123,7 +129,7 @@ async fn per_recipient(
     to: &[Address],
     mail: &OutgoingMail,
     timeout: Duration,
-    ours: &(dyn Fn() -> bool + Sync),
+    ours: &StillOurs<'_>,
     first_refusal: String,
 ) -> Result<(), DeliveryError> {
     let mut accepted = 0usize;
@@ -131,7 +137,7 @@ async fn per_recipient(
     let mut remaining: Vec<String> = Vec::new();
     let mut retry: Option<DeliveryError> = None;
     for (i, rcpt) in to.iter().enumerate() {
-        if !ours() {
+        if !ours().await {
             // The claim passed to another node (or cannot be renewed): it sends the rest.
             remaining.extend(to[i..].iter().map(|a| a.to_string()));
             retry = Some(DeliveryError::Transient(

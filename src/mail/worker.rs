@@ -232,10 +232,10 @@ impl Worker {
             .unwrap_or_default()
     }
 
-    /// Whether the message may still be sent by this worker (see [`MailQueue::still_ours`]);
-    /// logged when not.
-    fn still_ours(&self, id: u64) -> bool {
-        match self.queue.still_ours(id) {
+    /// Whether the message may still be sent by this worker (see [`MailQueue::still_ours`]),
+    /// asked on a blocking thread; logged when not.
+    async fn still_ours(&self, id: u64) -> bool {
+        match self.on_queue(move |q| q.still_ours(id)).await {
             Ok(true) => true,
             Ok(false) => {
                 tracing::info!(
@@ -285,7 +285,7 @@ impl Worker {
             }
             let outcome = match &unreachable {
                 Some(why) => Err(DeliveryError::Unavailable(format!("not tried: {why}"))),
-                None if !self.still_ours(item.id) => continue,
+                None if !self.still_ours(item.id).await => continue,
                 None => self.attempt(mail.as_ref(), &item.mail, item.id).await,
             };
             if let Err(DeliveryError::Partly { remaining, .. }) = &outcome {
@@ -385,7 +385,7 @@ impl Worker {
         match config {
             // The claim is renewed before each recipient tried on its own as well.
             Some(cfg) => deliver_while_ours(&cfg.smtp_url, mail, self.smtp_timeout, &|| {
-                self.still_ours(queued)
+                Box::pin(self.still_ours(queued))
             })
             .await
             .map(|()| "delivered".to_string()),

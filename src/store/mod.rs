@@ -422,8 +422,10 @@ pub trait MailOutbox: Send + Sync {
     /// than its claim lets the message go instead of sending it twice), false when another
     /// node took it or it is gone.
     fn outbox_renew_claim(&self, id: u64) -> Result<bool>;
-    /// Every queued message.
-    fn outbox_len(&self) -> usize;
+    /// How many messages are queued. An error when the store cannot tell (s29: PostgreSQL's
+    /// answered 0 while it was down, and `/metrics` showed an empty outbox exactly when mail
+    /// piled up).
+    fn outbox_len(&self) -> Result<usize>;
     /// Removes a delivered message.
     fn outbox_mark_sent(&self, id: u64) -> Result<()>;
     /// Some recipients have the message: it goes on to `recipients` only.
@@ -457,6 +459,19 @@ pub trait ChangeLog: Send + Sync {
     fn cursors(&self, tenant: &str) -> Result<Vec<(String, Cursor)>>;
     /// Stores the cursor of `consumer`. Durable on return.
     fn save_cursor(&self, tenant: &str, consumer: &str, cursor: &Cursor) -> Result<()>;
+    /// Stores the cursor of `consumer` only while this process holds `lease` under the
+    /// fencing number `fencing` (as [`Cluster::take_lease`] gave it), checked in the same
+    /// transaction as the write, with the lease row locked until it ends: false, and nothing
+    /// written, when the lease passed (even if it came back since, under a higher number).
+    /// Durable on return. Decision (s29): a check followed by a plain write left one write
+    /// to a node that lost the lease between the two.
+    fn save_cursor_leased(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        cursor: &Cursor,
+        lease: (&str, u64),
+    ) -> Result<bool>;
     /// Removes change-log and event entries older than `before`; returns how many.
     fn trim_changes(&self, tenant: &str, before: DateTime<Utc>) -> Result<u64>;
 }

@@ -1,6 +1,7 @@
 //! The webhook tests' event source: events, changes and import records built by hand; cursors
 //! and leases in a real sled store. The lease can be made to pass to "another node" after a
-//! number of asks (`lease_asks_left`), to show what a node that lost it does.
+//! number of asks (`lease_asks_left`), or pass and come back under a new fencing number
+//! (`lease_back_after`), to show what a node that lost it does.
 
 use chrono::Utc;
 use roster::config::WebhookConfig;
@@ -21,6 +22,9 @@ pub struct HandSource {
     pub store: Store,
     /// Asks of the lease still answered yes; None: every ask (the sled store's answer).
     pub lease_asks_left: Mutex<Option<usize>>,
+    /// Asks answered under fencing number 1; after them, the lease went to another node (2)
+    /// and came back (3). None: always 1.
+    pub lease_back_after: Mutex<Option<usize>>,
     pub events: Mutex<Vec<Event>>,
     pub changes: Mutex<Vec<LoggedChange>>,
     pub records: Mutex<Vec<ImportRecord>>,
@@ -33,6 +37,7 @@ impl HandSource {
         HandSource {
             store: Store::open(&dir.path().join("store")).unwrap(),
             lease_asks_left: Mutex::new(None),
+            lease_back_after: Mutex::new(None),
             events: Mutex::new(Vec::new()),
             changes: Mutex::new(Vec::new()),
             records: Mutex::new(Vec::new()),
@@ -82,6 +87,16 @@ impl HandSource {
     }
 }
 
+impl HandSource {
+    /// The lease's fencing number now.
+    fn fencing(&self) -> u64 {
+        match *self.lease_back_after.lock().unwrap() {
+            Some(0) => 3,
+            _ => 1,
+        }
+    }
+}
+
 impl EventSource for HandSource {
     fn events(&self, _t: &str, after: u64, limit: usize) -> anyhow::Result<Vec<Event>> {
         let events = self.events.lock().unwrap();
@@ -116,14 +131,32 @@ impl EventSource for HandSource {
     fn save_cursor(&self, tenant: &str, consumer: &str, c: &Cursor) -> anyhow::Result<()> {
         self.store.save_cursor(tenant, consumer, c)
     }
-    fn take_lease(&self, name: &str) -> anyhow::Result<bool> {
+    fn save_cursor_leased(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        c: &Cursor,
+        (_lease, fencing): (&str, u64),
+    ) -> anyhow::Result<bool> {
+        if *self.lease_asks_left.lock().unwrap() == Some(0) || fencing != self.fencing() {
+            return Ok(false);
+        }
+        self.store.save_cursor(tenant, consumer, c)?;
+        Ok(true)
+    }
+    fn take_lease(&self, name: &str) -> anyhow::Result<Option<u64>> {
         let mut left = self.lease_asks_left.lock().unwrap();
         match left.as_mut() {
-            Some(0) => return Ok(false),
+            Some(0) => return Ok(None),
             Some(n) => *n -= 1,
             None => {}
         }
-        EventSource::take_lease(&self.store, name)
+        let fencing = self.fencing();
+        if let Some(n) = self.lease_back_after.lock().unwrap().as_mut() {
+            *n = n.saturating_sub(1);
+        }
+        EventSource::take_lease(&self.store, name)?;
+        Ok(Some(fencing))
     }
     fn release_lease(&self, name: &str) -> anyhow::Result<()> {
         EventSource::release_lease(&self.store, name)

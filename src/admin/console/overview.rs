@@ -108,7 +108,7 @@ async fn overview(
             .iter()
             .map(|t| tenant_row(&config, &store, t, now))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok((rows, store.outbox_len()))
+        Ok((rows, store.outbox_len()?))
     })
     .await?;
     page(&OverviewPage {

@@ -18,6 +18,7 @@
 use super::session::{posted_csrf, CsrfForm};
 use super::{blocking, page, Chrome, PageError, Viewer};
 use crate::admin::AppState;
+use crate::config::Tenant;
 use crate::model::changelog::LoggedChange;
 use crate::model::filter::{Attribute, Op, Operand};
 use crate::model::{User, UserFilter, UserStatus};
@@ -293,12 +294,15 @@ fn other_fields(u: &User) -> Vec<(String, String)> {
     out
 }
 
-async fn find_user(st: &AppState, tenant: &str, key: &str) -> Result<User, PageError> {
+/// The tenant's user `key` names ([`MatchBy::names`](crate::config::MatchBy::names)).
+async fn find_user(st: &AppState, tenant: &Tenant, key: &str) -> Result<User, PageError> {
     let store = st.store.clone();
-    let (t, k) = (tenant.to_string(), key.to_string());
+    let (t, k) = (tenant.id.clone(), key.to_string());
+    let match_by = tenant.import.match_by;
     blocking("cannot read the user", move || store.user(&t, &k))
         .await?
-        .ok_or_else(|| PageError::not_found(format!("tenant {tenant} has no user {key:?}")))
+        .filter(|u| match_by.names(key, &u.key))
+        .ok_or_else(|| PageError::not_found(format!("tenant {} has no user {key:?}", tenant.id)))
 }
 
 async fn one(
@@ -309,7 +313,7 @@ async fn one(
 ) -> Result<Response, PageError> {
     let config = st.config.current();
     let t = viewer.tenant(&config, &tenant)?.clone();
-    let user = find_user(&st, &t.id, &key).await?;
+    let user = find_user(&st, &t, &key).await?;
     let store = st.store.clone();
     let (id, k) = (t.id.clone(), user.key.clone());
     let changes = blocking("cannot read the user's change history", move || {
@@ -347,7 +351,7 @@ async fn restore(
     viewer.check_csrf(&posted_csrf(form)?)?;
     let config = st.config.current();
     let t = viewer.tenant(&config, &tenant)?.clone();
-    find_user(&st, &t.id, &key).await?;
+    find_user(&st, &t, &key).await?;
     // Like approve, through the tenant's queue: never in the middle of one of its imports.
     let restored = st.intake.restore(&t.id, &key).await.ok_or_else(|| {
         PageError::internal(

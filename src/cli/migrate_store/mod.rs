@@ -180,7 +180,7 @@ fn copy_all(from: &SledStore, to: &PostgresStore, beat: &NodeBeat) -> Result<()>
     let mail = copy_outbox(from, to)?;
     println!("  outbox: {mail} message(s)");
     verify(from, to, &tenants)?;
-    let from_mail = from.outbox_len();
+    let from_mail = from.outbox_len()?;
     if mail != from_mail {
         bail!(
             "the copy does not match: the embedded outbox holds {from_mail} message(s) and \

@@ -185,7 +185,7 @@ pub fn verify(
     for c in &checks {
         println!("  {c}");
     }
-    let (from_mail, to_mail) = (from.outbox_len(), to.outbox_len());
+    let (from_mail, to_mail) = (from.outbox_len()?, to.outbox_len()?);
     let mail_ok = from_mail == to_mail;
     println!(
         "  outbox: {from_mail} = {to_mail}: {}",

@@ -117,7 +117,11 @@ impl EndpointDelivery {
     /// message, before its outcome is saved (which is also the ask before the next message): a
     /// node that lost it (frozen past `lease_secs`, its heartbeats failing) stops and saves
     /// nothing, so it neither sends the rest of its batch beside the new holder nor writes its
-    /// older cursor over the new holder's (reviewer s28).
+    /// older cursor over the new holder's (reviewer s28). Each ask compares the lease's fencing
+    /// number with the one the pass began under, and each save is refused by the store unless
+    /// that number still holds, in the same transaction as the write (s29): a lease that
+    /// passed to another node and came back, or passed between the ask and the save, saves
+    /// nothing.
     pub fn pass_gated(
         &self,
         source: &dyn EventSource,
@@ -125,10 +129,12 @@ impl EndpointDelivery {
         current: &dyn Fn() -> bool,
         sending: &dyn Fn() -> Option<Box<dyn Send>>,
     ) -> Result<PassOutcome> {
-        if !source.take_lease(&self.lease)? {
+        let Some(fencing) = source.take_lease(&self.lease)? else {
             return Ok(PassOutcome::OtherNode);
-        }
-        let mut cursor = self.cursor(source)?;
+        };
+        let Some(mut cursor) = self.cursor(source, fencing)? else {
+            return Ok(PassOutcome::OtherNode);
+        };
         if cursor.disabled {
             return Ok(PassOutcome::Disabled);
         }
@@ -143,11 +149,11 @@ impl EndpointDelivery {
         };
         for event in events {
             if stop.load(Ordering::Relaxed) {
-                self.save_if(source, changed, &cursor)?;
+                self.save_if(source, changed, &cursor, fencing)?;
                 return Ok(PassOutcome::Stopped);
             }
             if !current() {
-                self.save_if(source, changed, &cursor)?;
+                self.save_if(source, changed, &cursor, fencing)?;
                 return Ok(PassOutcome::More);
             }
             if !self.hook.wants(event.kind) {
@@ -159,7 +165,7 @@ impl EndpointDelivery {
             // each sent, and saved in the cursor's `state.part`, before the next.
             loop {
                 let Some(permit) = sending() else {
-                    self.save_if(source, changed, &cursor)?;
+                    self.save_if(source, changed, &cursor, fencing)?;
                     return Ok(PassOutcome::More);
                 };
                 let from = part_from(&cursor, event.seq);
@@ -169,11 +175,15 @@ impl EndpointDelivery {
                 let headers = self.signer.headers(&id, Utc::now().timestamp(), &part.body);
                 let outcome = send::post(&self.agent, &self.hook.url, &headers, &part.body);
                 drop(permit);
-                if !source.take_lease(&self.lease)? {
+                if source.take_lease(&self.lease)? != Some(fencing) {
                     return Ok(PassOutcome::OtherNode);
                 }
                 let sent = (event.seq, part.next);
-                if let Some(done) = self.settle(source, &mut cursor, sent, &id, outcome)? {
+                let settled = self.settle(&mut cursor, sent, &id, outcome)?;
+                if !self.save(source, &cursor, fencing)? {
+                    return Ok(PassOutcome::OtherNode);
+                }
+                if let Some(done) = settled {
                     return Ok(done);
                 }
                 changed = false;
@@ -188,7 +198,7 @@ impl EndpointDelivery {
                 }
             }
         }
-        self.save_if(source, changed, &cursor)?;
+        self.save_if(source, changed, &cursor, fencing)?;
         Ok(if full {
             PassOutcome::More
         } else {
@@ -196,27 +206,43 @@ impl EndpointDelivery {
         })
     }
 
-    /// The endpoint's cursor; at first sight, one after the newest event (saved).
-    fn cursor(&self, source: &dyn EventSource) -> Result<Cursor> {
+    /// The endpoint's cursor; at first sight, one after the newest event (saved under the
+    /// lease's `fencing`; None when it passed).
+    fn cursor(&self, source: &dyn EventSource, fencing: u64) -> Result<Option<Cursor>> {
         let cursor = source.cursor(&self.tenant, &self.consumer)?;
         if cursor != Cursor::default() {
-            return Ok(cursor);
+            return Ok(Some(cursor));
         }
         let fresh = Cursor {
             position: newest_event(source, &self.tenant)?,
             next_attempt: Some(Utc::now()),
             ..Cursor::default()
         };
-        source.save_cursor(&self.tenant, &self.consumer, &fresh)?;
+        if !self.save(source, &fresh, fencing)? {
+            return Ok(None);
+        }
         tracing::info!(tenant = %self.tenant, url = %super::shown_url(&self.hook.url), after_event = fresh.position,
             "new webhook endpoint: delivering the events after the newest one");
-        Ok(fresh)
+        Ok(Some(fresh))
     }
 
-    /// Saves `cursor` when `changed` and this node still holds the endpoint's lease.
-    fn save_if(&self, source: &dyn EventSource, changed: bool, cursor: &Cursor) -> Result<()> {
-        if changed && source.take_lease(&self.lease)? {
-            source.save_cursor(&self.tenant, &self.consumer, cursor)?;
+    /// Saves `cursor` while this node holds the endpoint's lease under `fencing`; false, and
+    /// nothing saved, once it passed.
+    fn save(&self, source: &dyn EventSource, cursor: &Cursor, fencing: u64) -> Result<bool> {
+        let lease = (self.lease.as_str(), fencing);
+        source.save_cursor_leased(&self.tenant, &self.consumer, cursor, lease)
+    }
+
+    /// Saves `cursor` when `changed` (and this node still holds the lease under `fencing`).
+    fn save_if(
+        &self,
+        source: &dyn EventSource,
+        changed: bool,
+        cursor: &Cursor,
+        fencing: u64,
+    ) -> Result<()> {
+        if changed {
+            self.save(source, cursor, fencing)?;
         }
         Ok(())
     }
@@ -248,12 +274,11 @@ impl EndpointDelivery {
         true
     }
 
-    /// Records the outcome of sending a part of event `seq` in the cursor (saved): delivered,
-    /// the event is done, or, when `next_part` names the change its next part starts with,
-    /// that part is noted in `state.part`. Some when the pass ends here.
+    /// Records the outcome of sending a part of event `seq` in the cursor (the caller saves
+    /// it): delivered, the event is done, or, when `next_part` names the change its next part
+    /// starts with, that part is noted in `state.part`. Some when the pass ends here.
     fn settle(
         &self,
-        source: &dyn EventSource,
         cursor: &mut Cursor,
         (seq, next_part): (u64, Option<u64>),
         id: &str,
@@ -300,7 +325,6 @@ impl EndpointDelivery {
                 Some(PassOutcome::Disabled)
             }
         };
-        source.save_cursor(&self.tenant, &self.consumer, cursor)?;
         Ok(done)
     }
 }

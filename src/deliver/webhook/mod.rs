@@ -52,8 +52,19 @@ pub trait EventSource: Send + Sync + 'static {
     fn cursor(&self, tenant: &str, consumer: &str) -> Result<Cursor>;
     /// Stores the consumer's cursor, durable on return.
     fn save_cursor(&self, tenant: &str, consumer: &str, cursor: &Cursor) -> Result<()>;
-    /// Takes the lease `name` for this node; false while another live node holds it.
-    fn take_lease(&self, name: &str) -> Result<bool>;
+    /// Stores the consumer's cursor only while this node holds `lease` under `fencing`, in
+    /// one step ([`ChangeLog::save_cursor_leased`](crate::store::ChangeLog::save_cursor_leased));
+    /// false, and nothing written, once the lease passed.
+    fn save_cursor_leased(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        cursor: &Cursor,
+        lease: (&str, u64),
+    ) -> Result<bool>;
+    /// Takes the lease `name` for this node: its fencing number, or None while another live
+    /// node holds it.
+    fn take_lease(&self, name: &str) -> Result<Option<u64>>;
     /// Releases the lease `name` if this node holds it.
     fn release_lease(&self, name: &str) -> Result<()>;
 }
@@ -74,8 +85,17 @@ impl EventSource for Store {
     fn save_cursor(&self, tenant: &str, consumer: &str, cursor: &Cursor) -> Result<()> {
         crate::store::ChangeLog::save_cursor(&**self, tenant, consumer, cursor)
     }
-    fn take_lease(&self, name: &str) -> Result<bool> {
-        Ok(crate::store::Cluster::take_lease(&**self, name)?.is_some())
+    fn save_cursor_leased(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        cursor: &Cursor,
+        lease: (&str, u64),
+    ) -> Result<bool> {
+        crate::store::ChangeLog::save_cursor_leased(&**self, tenant, consumer, cursor, lease)
+    }
+    fn take_lease(&self, name: &str) -> Result<Option<u64>> {
+        crate::store::Cluster::take_lease(&**self, name)
     }
     fn release_lease(&self, name: &str) -> Result<()> {
         crate::store::Cluster::release_lease(&**self, name)

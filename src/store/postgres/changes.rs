@@ -537,6 +537,38 @@ impl ChangeLog for PostgresStore {
         })
     }
 
+    fn save_cursor_leased(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        cursor: &Cursor,
+        (lease, fencing): (&str, u64),
+    ) -> Result<bool> {
+        let (tenant, consumer, lease) =
+            (tenant.to_string(), consumer.to_string(), lease.to_string());
+        let json = serde_json::to_value(cursor)?;
+        let holder = self.lease_holder();
+        let fencing = i64::try_from(fencing).unwrap_or(i64::MAX);
+        self.db.run(move |pool| async move {
+            let mut client = Connections::client(&pool).await?;
+            let tx = client.transaction().await?;
+            if !super::fencing::held_under(&tx, &lease, &holder, fencing).await? {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO roster.cursors (tenant, consumer, cursor) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant, consumer) DO UPDATE SET cursor = EXCLUDED.cursor",
+                &[&tenant, &consumer, &json],
+            )
+            .await
+            .context("cannot write a delivery cursor")?;
+            tx.commit()
+                .await
+                .context("cannot write a delivery cursor")?;
+            Ok(true)
+        })
+    }
+
     /// Removes change-log and event entries made before `before`; the counters stay. What goes
     /// is always a first run of `seq`: the entries before the first one made at or after
     /// `before`. Entries carry the time of the node that committed them, and nodes' clocks

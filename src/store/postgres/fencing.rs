@@ -2,6 +2,9 @@
 //! while the very process that took the lease still holds it (`roster.leases`: `node_id` and
 //! `holder`, unexpired), and a commit renews the lease as it ends.
 //!
+//! A delivery cursor is written under the fencing number its lease was taken with
+//! ([`held_under`]).
+//!
 //! Data enters as the open transaction of the write, the lease's name and this store's
 //! [`LeaseHolder`]; it leaves as [`LeaseLost`](crate::store::LeaseLost) or a renewed row.
 
@@ -45,6 +48,25 @@ pub(super) async fn still_leased(
         )));
     }
     Ok(())
+}
+
+/// Whether `holder` holds `lease`, unexpired, under the fencing number `fencing`; the row is
+/// then locked until the transaction ends, so the lease cannot pass before its write commits
+/// (a taker's upsert waits for the lock).
+pub(super) async fn held_under(
+    tx: &Transaction<'_>,
+    lease: &str,
+    holder: &LeaseHolder,
+    fencing: i64,
+) -> Result<bool> {
+    let held = tx
+        .query_opt(
+            "SELECT 1 FROM roster.leases WHERE name = $1 AND node_id = $2 AND holder = $3 \
+             AND fencing = $4 AND expires_at > now() FOR SHARE",
+            &[&lease, &holder.node, &holder.process, &fencing],
+        )
+        .await?;
+    Ok(held.is_some())
 }
 
 /// Renews the lease the commit holds, from the clock at its end: the node's heartbeats pass

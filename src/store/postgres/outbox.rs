@@ -145,21 +145,18 @@ impl MailOutbox for PostgresStore {
     }
 
     /// Every queued message; 0 (and a logged error) when the database cannot say.
-    fn outbox_len(&self) -> usize {
-        let counted = self.db.run(|pool| async move {
-            let client = Connections::client(&pool).await?;
-            let row = client
-                .query_one("SELECT count(*) FROM roster.outbox", &[])
-                .await?;
-            Ok(row.try_get::<_, i64>(0)?)
-        });
-        match counted {
-            Ok(n) => usize::try_from(n).unwrap_or(0),
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "cannot count the mail outbox");
-                0
-            }
-        }
+    fn outbox_len(&self) -> Result<usize> {
+        let n = self
+            .db
+            .run(|pool| async move {
+                let client = Connections::client(&pool).await?;
+                let row = client
+                    .query_one("SELECT count(*) FROM roster.outbox", &[])
+                    .await?;
+                Ok(row.try_get::<_, i64>(0)?)
+            })
+            .context("cannot count the mail outbox")?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     fn outbox_mark_sent(&self, id: u64) -> Result<()> {

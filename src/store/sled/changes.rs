@@ -380,6 +380,23 @@ impl ChangeLog for SledStore {
         Ok(())
     }
 
+    /// One process owns a sled store (sled locks its folder), and its leases are all this
+    /// process's under fencing number 1 (`sled/cluster.rs`): any other number is a hold this
+    /// store never gave.
+    fn save_cursor_leased(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        cursor: &Cursor,
+        (_lease, fencing): (&str, u64),
+    ) -> Result<bool> {
+        if fencing != 1 {
+            return Ok(false);
+        }
+        self.save_cursor(tenant, consumer, cursor)?;
+        Ok(true)
+    }
+
     /// Removes published chunks and events made before `before`, oldest first; the counters
     /// stay, so `seq` keeps growing.
     fn trim_changes(&self, tenant: &str, before: DateTime<Utc>) -> Result<u64> {

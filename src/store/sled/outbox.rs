@@ -122,8 +122,8 @@ impl MailOutbox for SledStore {
     }
 
     /// Every queued message.
-    fn outbox_len(&self) -> usize {
-        self.inner.outbox.len()
+    fn outbox_len(&self) -> Result<usize> {
+        Ok(self.inner.outbox.len())
     }
 
     /// Removes a delivered message.

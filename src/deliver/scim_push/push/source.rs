@@ -4,9 +4,10 @@
 //!
 //! Decision (reviewer s28): a node that stalled past `lease_secs` mid-batch finished its users
 //! on waking and wrote its cursor and its whole failing list over those of the node that had
-//! taken the lease meanwhile, dropping a user that node had found refused. Each write now asks
-//! for the lease first and is refused when its fencing number changed (the window left is the
-//! one write, as for webhooks).
+//! taken the lease meanwhile, dropping a user that node had found refused. Each write is now
+//! refused when the lease's fencing number changed, checked by the store in the write's own
+//! transaction ([`ChangeLog::save_cursor_leased`](crate::store::ChangeLog::save_cursor_leased);
+//! s29: a check before the write left that one write to a node that lost the lease).
 
 use super::{ChangeSource, Failure, CONSUMER, FAILING_CONSUMER};
 use crate::model::changelog::{Cursor, LoggedChange};
@@ -31,14 +32,19 @@ pub struct StoreSource {
 }
 
 impl StoreSource {
-    /// Refuses when this node no longer holds the lease under the fencing number it was
-    /// taken with.
-    fn still_held(&self) -> Result<()> {
+    /// Saves `record` as `consumer`'s cursor: under the lease's fencing number when there is
+    /// a lease, checked by the store in the same transaction as the write; refused once the
+    /// lease passed.
+    fn save(&self, consumer: &str, record: &Cursor) -> Result<()> {
         let Some(fence) = &self.lease else {
-            return Ok(());
+            return self.store.save_cursor(&self.tenant, consumer, record);
         };
-        let now = self.store.take_lease(&fence.name)?;
-        if now != Some(fence.fencing.load(Ordering::Acquire)) {
+        let fencing = fence.fencing.load(Ordering::Acquire);
+        let lease = (fence.name.as_str(), fencing);
+        if !self
+            .store
+            .save_cursor_leased(&self.tenant, consumer, record, lease)?
+        {
             bail!(
                 "the lease {} passed to another node; this node saves nothing of its batch",
                 fence.name
@@ -59,8 +65,7 @@ impl ChangeSource for StoreSource {
         self.store.cursor(&self.tenant, CONSUMER)
     }
     fn save_cursor(&self, cursor: &Cursor) -> Result<()> {
-        self.still_held()?;
-        self.store.save_cursor(&self.tenant, CONSUMER, cursor)
+        self.save(CONSUMER, cursor)
     }
     fn failures(&self) -> Result<Vec<Failure>> {
         let kept = self.store.cursor(&self.tenant, FAILING_CONSUMER)?;
@@ -70,13 +75,11 @@ impl ChangeSource for StoreSource {
         })
     }
     fn save_failures(&self, failures: &[Failure]) -> Result<()> {
-        self.still_held()?;
         let record = Cursor {
             state: Some(serde_json::to_value(failures)?),
             last_success: Some(Utc::now()),
             ..Cursor::default()
         };
-        self.store
-            .save_cursor(&self.tenant, FAILING_CONSUMER, &record)
+        self.save(FAILING_CONSUMER, &record)
     }
 }
