@@ -802,7 +802,6 @@ fn a_scim_push_source_saves_nothing_once_its_lease_passed() {
 #[test]
 fn a_cursor_saved_under_an_old_hold_of_a_lease_is_refused() {
     use roster::model::changelog::Cursor;
-    use roster::store::ChangeLog;
     let pg = TestPostgres::start();
     let url = pg.create_database("c_cursor_fence");
     let target = parse_url(&url).unwrap();
