@@ -271,10 +271,27 @@ async fn run_now(
     json_ok(json!({ "tenant": t.id, "file": t.import.file, "imports": records }))
 }
 
+/// 503 with `Retry-After: 1` when no heavy turn is free (`heavy::HeavyTurns`).
+fn listings_busy() -> Response {
+    let mut busy = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many directory listings are running or waiting; retry in a second",
+    )
+    .into_response();
+    busy.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    busy
+}
+
 async fn today(State(st): State<AppState>, p: Result<Path<String>, PathRejection>) -> ApiResult {
     let tenant = path(p)?;
     let config = st.config.current();
     let t = tenant_of(&config, &tenant)?;
+    // Lists the tenant's root twice (up to max_tenant_entries each), like the console's
+    // today page: a heavy read that takes a turn of the tenant's share (review s29).
+    let Some(_turn) = st.heavy.turn(&t.id).await else {
+        return Ok(listings_busy());
+    };
     let store = st.store.clone();
     let report = blocking_ok("cannot look for today's file", move || {
         today_report(&config, &t, &store)
@@ -460,14 +477,7 @@ async fn users(
     let t = tenant_of(&st.config.current(), &tenant)?;
     let status = status_param(&params(q)?)?;
     let Some(_turn) = st.heavy.turn(&tenant).await else {
-        let mut busy = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many directory listings are running or waiting; retry in a second",
-        )
-        .into_response();
-        busy.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return Ok(busy);
+        return Ok(listings_busy());
     };
     let store = st.store.clone();
     let list = blocking_ok("cannot list the users", move || store.users(&t.id, status)).await?;
@@ -523,4 +533,28 @@ async fn restore(
     };
     tracing::info!(%tenant, key = %user.key, "user restored through the admin API");
     json_ok(user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review s29 console F3: `today` lists the tenant's folder like the console's page, under
+    /// a turn of the tenant's heavy share.
+    #[tokio::test]
+    async fn today_takes_a_heavy_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = super::super::test_state::state(dir.path());
+        let held = st.heavy.take_share("acme");
+        let busy = today(State(st.clone()), Ok(Path("acme".to_string())))
+            .await
+            .unwrap_or_else(|e| e.into_response());
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        drop(held);
+        let ok = today(State(st), Ok(Path("acme".to_string())))
+            .await
+            .unwrap_or_else(|e| e.into_response());
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
 }

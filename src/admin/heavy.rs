@@ -1,5 +1,7 @@
 //! Turns for directory listings: SCIM `/Users` and `/Groups`, the admin API's `/users` and the
-//! console's user pages each test a tenant's whole directory, so only a few run at once.
+//! console's user pages each test a tenant's whole directory, so only a few run at once. The
+//! console's other heavy reads take the same turns: a run's report, a page of history, and
+//! today's file (there and in the admin API's `today`), which lists the tenant's folder.
 //!
 //! A request asks [`HeavyTurns::turn`] with its tenant and leaves holding a [`HeavyTurn`]
 //! (dropped when the answer is ready) or with None, which the caller answers 503 with
@@ -87,6 +89,14 @@ impl HeavyTurns {
             admitted: Arc::new(Semaphore::new(TENANT_ADMITTED)),
         });
         (s.running.clone(), s.admitted.clone())
+    }
+
+    /// Takes every admitted turn of `tenant`'s share, so its next request is refused at once
+    /// (for the tests of the pages that take a turn).
+    #[cfg(test)]
+    pub(crate) fn take_share(&self, tenant: &str) -> Vec<OwnedSemaphorePermit> {
+        let (_, admitted) = self.share(tenant);
+        std::iter::from_fn(|| admitted.clone().try_acquire_owned().ok()).collect()
     }
 }
 

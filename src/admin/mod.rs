@@ -50,6 +50,8 @@ mod scim;
 mod scim_discovery;
 mod scim_groups;
 mod scim_push;
+#[cfg(test)]
+pub(crate) mod test_state;
 mod today;
 mod webhooks;
 

@@ -9,6 +9,7 @@ use crate::config::{Config, Tenant};
 use crate::intake::pattern::{FilePattern, TenantCalendar};
 use crate::model::{ImportRecord, ImportStatus};
 use chrono::{DateTime, Utc};
+use std::collections::HashSet;
 
 /// One file of today waiting in a tenant's root.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -79,9 +80,7 @@ pub(crate) fn today_file(config: &Config, t: &Tenant, recent: Vec<ImportRecord>)
             !pattern.has_date() || pattern.matches(&r.file).and_then(|m| m.date) == Some(today)
         })
         .collect();
-    let mut not_imported = not_imported(config, t, &waiting);
-    let not_imported_total = not_imported.len();
-    not_imported.truncate(NOT_IMPORTED_LISTED);
+    let (not_imported, not_imported_total) = not_imported(config, t, &waiting);
     TodayFile {
         tenant: t.id.clone(),
         date: today.to_string(),
@@ -96,23 +95,29 @@ pub(crate) fn today_file(config: &Config, t: &Tenant, recent: Vec<ImportRecord>)
     }
 }
 
-/// What lies in the root of `t` that no import takes as it is, newest first: files
-/// whose names do not match (or are temporary upload names), uploads not finished (interrupted,
-/// or still being written), and folders other than the archive folders (review s18 clients
-/// F3, F4).
-fn not_imported(config: &Config, t: &Tenant, waiting: &[WaitingFile]) -> Vec<NotImported> {
+/// The newest [`NOT_IMPORTED_LISTED`] of what lies in the root of `t` that no import takes as
+/// it is, newest first, and how many there are in all: files whose names do not match (or are
+/// temporary upload names), uploads not finished (interrupted, or still being written), and
+/// folders other than the archive folders (review s18 clients F3, F4).
+///
+/// Decision (review s29): a root may hold up to `max_tenant_entries` (100,000) entries; only
+/// the listed ones are kept ([`Newest`]) and the waiting names are a set, so the work is one
+/// pass and the memory is the 20 listed, not a sorted list of every entry and a comparison
+/// of each with each waiting file.
+fn not_imported(config: &Config, t: &Tenant, waiting: &[WaitingFile]) -> (Vec<NotImported>, usize) {
     let Ok(entries) = std::fs::read_dir(config.tenant_home(&t.id)) else {
-        return Vec::new();
+        return (Vec::new(), 0);
     };
+    let waiting: HashSet<&str> = waiting.iter().map(|w| w.name.as_str()).collect();
     let unfinished = crate::sftp::InProgress::new(&config.server.data_dir, &t.id);
-    let mut found = Vec::new();
+    let mut found = Newest::new(NOT_IMPORTED_LISTED);
     for entry in entries.flatten() {
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
         let Ok(meta) = entry.metadata() else { continue };
         let archive = matches!(name.as_str(), "processed" | "errors" | "bak");
-        if archive || waiting.iter().any(|w| w.name == name) {
+        if archive || waiting.contains(name.as_str()) {
             continue;
         }
         let reason = if meta.is_dir() {
@@ -135,6 +140,83 @@ fn not_imported(config: &Config, t: &Tenant, waiting: &[WaitingFile]) -> Vec<Not
             });
         }
     }
-    found.sort_by_key(|f| std::cmp::Reverse(f.modified_at));
-    found
+    found.finish()
+}
+
+/// The newest `keep` of a stream of [`NotImported`] (by modification time, then name), and
+/// how many went by: at most `2 * keep` are held at once.
+struct Newest {
+    keep: usize,
+    held: Vec<NotImported>,
+    total: usize,
+}
+
+impl Newest {
+    fn new(keep: usize) -> Newest {
+        Newest {
+            keep,
+            held: Vec::with_capacity(2 * keep + 1),
+            total: 0,
+        }
+    }
+
+    /// Newest first; equal times by name.
+    fn order(a: &NotImported, b: &NotImported) -> std::cmp::Ordering {
+        (b.modified_at.cmp(&a.modified_at)).then_with(|| a.name.cmp(&b.name))
+    }
+
+    fn push(&mut self, item: NotImported) {
+        self.total += 1;
+        self.held.push(item);
+        if self.held.len() > 2 * self.keep {
+            // Keep the newest `keep`: a linear selection, once per `keep` pushes.
+            self.held.select_nth_unstable_by(self.keep, Self::order);
+            self.held.truncate(self.keep);
+        }
+    }
+
+    /// The newest `keep`, newest first, and the count of all pushed.
+    fn finish(mut self) -> (Vec<NotImported>, usize) {
+        self.held.sort_by(Self::order);
+        self.held.truncate(self.keep);
+        (self.held, self.total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    /// Review s29 console F3: every entry of the root was kept and sorted to list 20; now the
+    /// newest 20 are kept as the folder is read, and the total still counts every one.
+    #[test]
+    fn not_imported_keeps_the_newest_and_counts_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::admin::test_state::config(dir.path());
+        let t = config.tenant("acme").unwrap_or_else(|| panic!("no acme"));
+        let home = config.tenant_home("acme");
+        std::fs::create_dir_all(&home).unwrap();
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        // Written in an order that is neither oldest nor newest first.
+        let n = 500u64;
+        for i in (0..n).map(|i| (i * 7919) % n) {
+            let path = home.join(format!("junk-{i:03}.txt"));
+            let f = std::fs::File::create(&path).unwrap();
+            f.set_modified(start + Duration::from_secs(i)).unwrap();
+        }
+        let waiting = [WaitingFile {
+            name: "junk-499.txt".into(),
+            bytes: 0,
+            modified_at: Utc::now(),
+        }];
+        let (listed, total) = not_imported(&config, t, &waiting);
+        assert_eq!(total, 499, "every entry but the waiting one is counted");
+        let names: Vec<String> = listed.iter().map(|f| f.name.clone()).collect();
+        let newest: Vec<String> = (479..499)
+            .rev()
+            .map(|i| format!("junk-{i:03}.txt"))
+            .collect();
+        assert_eq!(names, newest);
+    }
 }

@@ -50,8 +50,34 @@ pub struct Mapping {
     pub by_name: Vec<(usize, Vec<u8>)>,
 }
 
-fn norm_header(h: &str) -> String {
+/// A header as the import compares it: unseen characters at either end trimmed (spaces, a
+/// zero-width space, a soft hyphen, a BOM: `fields::is_unseen`), lower case. The console's
+/// mapping helper uses it too, so it matches a header exactly when a run does.
+pub(crate) fn norm_header(h: &str) -> String {
     h.trim_matches(fields::is_unseen).to_lowercase()
+}
+
+/// Every column of `headers` that is the header `profile` reads `field` from (its `columns`
+/// entry, or with an empty map the field's own name), compared as [`map_columns`] compares.
+/// Unlike [`map_columns`] it answers for a header row a run would refuse (a required column
+/// missing, the header twice), so the mapping helper can hide such a file's password column.
+pub(crate) fn columns_named(
+    headers: &[String],
+    profile: &ImportProfile,
+    field: &str,
+) -> Vec<usize> {
+    let want = if profile.columns.is_empty() {
+        norm_header(field)
+    } else {
+        match profile.columns.get(field) {
+            Some(header) => norm_header(header),
+            None => return Vec::new(),
+        }
+    };
+    (headers.iter().enumerate())
+        .filter(|(_, h)| norm_header(h) == want)
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// The file-level error for a mapped header that names several columns (1-based numbers).

@@ -7,8 +7,8 @@
 //! previews' permit). The file is read by `import::sample` exactly as a run reads it (with the
 //! tenant's `encoding` and `delimiter` settings, else `auto`): the page shows the detected
 //! encoding and delimiter, the headers and the first [`SAMPLE_ROWS`] rows. Each header gets a
-//! suggested field ([`suggest`]): the tenant's own `columns` first, then a header that is a
-//! field name (the import's own rule for an empty `columns` map: trimmed, any case), then a
+//! suggested field ([`suggest`]): the tenant's own `columns` first (over the whole header row,
+//! before any other rule), then a header that is a field name (the import's own rule for an empty `columns` map: trimmed, any case), then a
 //! header that matches a field name or a common alias once case, spaces and punctuation are
 //! ignored (`E-Mail`, `First Name`, `Surname`, `Employee ID`, ...). Headers left over are
 //! listed as ignored, with a `custom.NAME` line to uncomment. The suggested map is checked by
@@ -19,14 +19,17 @@
 //! ([`PASSWORD_WORDS`]: `Passwort`, `Kennwort`, `Mot de passe`, `Contraseña`, `Wachtwoord`,
 //! ...) is suggested as the field `password`; one that only contains such a word (`Old
 //! password`, a second password column) is never offered as a custom field, which would store
-//! it in plaintext. The sample's cells of every such column are blanked before the page is
-//! made, as the reports and the archive blank them.
+//! it in plaintext. Neither is the column a run would read passwords from, with the tenant's
+//! columns or the suggested ones, whatever its header says (`Startcode`): the import's own
+//! header comparison finds it ([`examine`]). The sample's cells of every such column are
+//! blanked before the page is made, as the reports and the archive blank them, and so is every
+//! cell of a row whose cell count in the file is not the header's.
 
 use super::upload::read_upload;
 use super::{page, Chrome, PageError, Viewer};
 use crate::admin::AppState;
 use crate::config::{MatchBy, OnMissing, Tenant};
-use crate::import::sample::{check_header, sample, Sample};
+use crate::import::sample::{check_header, norm_header, password_columns, sample, Sample};
 use crate::model::fields::{is_known_field, FIELD_NAMES};
 use askama::Template;
 use axum::extract::{DefaultBodyLimit, Multipart, Query, State};
@@ -224,54 +227,82 @@ pub(super) struct Suggestion {
     pub custom: Option<String>,
 }
 
-/// The suggested field of each header (each field given to one header at most, the first).
+/// The field the tenant's own `columns` give header `h`, compared as a run compares
+/// (`norm_header`: case and unseen characters such as a zero-width space ignored).
+fn profile_field(h: &str, tenant: Option<&Tenant>) -> Option<String> {
+    let h = norm_header(h);
+    let columns = &tenant?.import.columns;
+    let (field, _) = columns
+        .iter()
+        .find(|(_, header)| norm_header(header) == h)?;
+    Some(field.clone())
+}
+
+/// The field a header's name suggests: a field name (the import's rule for an empty `columns`
+/// map), else a field name or alias once case, spaces and punctuation are ignored.
+fn named_field(h: &str) -> Option<(String, &'static str)> {
+    let normed = norm_header(h);
+    if is_known_field(&normed) {
+        return Some((normed, "field name"));
+    }
+    let c = compact(h);
+    let field = FIELD_NAMES
+        .iter()
+        .find(|f| compact(f) == c)
+        .copied()
+        .or_else(|| ALIASES.iter().find(|(_, a)| *a == c).map(|(f, _)| *f))
+        .or_else(|| is_password_name(h).then_some("password"))?;
+    Some((field.to_string(), "similar name"))
+}
+
+/// The suggested field of each header (each field given to one header at most). The tenant's
+/// own `columns` claim their fields first, over the whole row, and only then do names and
+/// aliases take what is left, first header first. Decision (review s29): with one pass in
+/// file order a `Password` header before the tenant's `password = "Startcode"` took the field,
+/// and `Startcode`, the column a run reads passwords from, was offered as a custom field with
+/// its cells shown. A header that is the tenant's password column is never offered as one.
 pub(super) fn suggest(headers: &[String], tenant: Option<&Tenant>) -> Vec<Suggestion> {
-    let norm = |h: &str| h.trim().to_lowercase();
     let mut taken: Vec<String> = Vec::new();
-    let mut out = Vec::with_capacity(headers.len());
+    let mut found: Vec<Option<(String, &'static str)>> = Vec::with_capacity(headers.len());
     for h in headers {
-        let from_profile = tenant.and_then(|t| {
-            t.import
-                .columns
-                .iter()
-                .find(|(_, header)| norm(header) == norm(h))
-                .map(|(field, _)| (field.clone(), "the tenant's columns"))
-        });
-        let by_name = || is_known_field(&norm(h)).then(|| (norm(h), "field name"));
-        let similar = || {
-            let c = compact(h);
-            let field = FIELD_NAMES
-                .iter()
-                .find(|f| compact(f) == c)
-                .copied()
-                .or_else(|| ALIASES.iter().find(|(_, a)| *a == c).map(|(f, _)| *f))
-                .or_else(|| is_password_name(h).then_some("password"))?;
-            Some((field.to_string(), "similar name"))
-        };
-        let found = from_profile
-            .or_else(by_name)
-            .or_else(similar)
-            .filter(|(f, _)| !taken.contains(f));
-        match found {
-            Some((field, why)) => {
-                taken.push(field.clone());
-                out.push(Suggestion {
-                    header: h.clone(),
-                    field: Some(field),
-                    why,
-                    custom: None,
-                });
+        let field = profile_field(h, tenant).filter(|f| !taken.contains(f));
+        if let Some(f) = &field {
+            taken.push(f.clone());
+        }
+        found.push(field.map(|f| (f, "the tenant's columns")));
+    }
+    for (h, slot) in headers.iter().zip(found.iter_mut()) {
+        if slot.is_none() {
+            *slot = named_field(h).filter(|(f, _)| !taken.contains(f));
+            if let Some((f, _)) = slot {
+                taken.push(f.clone());
             }
-            None => out.push(Suggestion {
-                header: h.clone(),
-                field: None,
-                why: "",
-                // A password kept as a custom field would be stored and shown in plaintext.
-                custom: (!looks_like_password(h)).then(|| custom_for(h)).flatten(),
-            }),
         }
     }
-    out
+    let tenant_password = tenant
+        .and_then(|t| t.import.columns.get("password"))
+        .map(|h| norm_header(h));
+    (headers.iter().zip(found))
+        .map(|(h, found)| match found {
+            Some((field, why)) => Suggestion {
+                header: h.clone(),
+                field: Some(field),
+                why,
+                custom: None,
+            },
+            None => {
+                // A password kept as a custom field would be stored and shown in plaintext.
+                let secret = looks_like_password(h)
+                    || tenant_password.as_deref() == Some(norm_header(h).as_str());
+                Suggestion {
+                    header: h.clone(),
+                    field: None,
+                    why: "",
+                    custom: (!secret).then(|| custom_for(h)).flatten(),
+                }
+            }
+        })
+        .collect()
 }
 
 /// A TOML key: bare when it can be, else a quoted string.
@@ -423,22 +454,26 @@ async fn run(
 }
 
 /// Blanks the sample's cells of every password column: the one suggested (or mapped by the
-/// tenant) as `password`, and every header that looks like one.
-fn blank_passwords(sample: &mut Sample, suggestions: &[Suggestion]) {
-    let hidden: Vec<usize> = suggestions
+/// tenant) as `password`, every header that looks like one, and the columns `mapped` (those
+/// a run would read passwords from). A row whose cell count in the file differs from the
+/// header's blanks whole.
+fn blank_passwords(sample: &mut Sample, suggestions: &[Suggestion], mapped: &[usize]) {
+    let mut hidden: Vec<usize> = suggestions
         .iter()
         .enumerate()
         .filter(|(_, s)| s.field.as_deref() == Some("password") || looks_like_password(&s.header))
         .map(|(i, _)| i)
         .collect();
+    hidden.extend_from_slice(mapped);
     if hidden.is_empty() {
         return;
     }
-    let width = sample.headers.len();
-    for row in &mut sample.rows {
+    // The widths in the file, not after the cut to SAMPLE_COLUMNS (review s29).
+    let width = sample.headers.len() + sample.more_columns;
+    for (r, row) in sample.rows.iter_mut().enumerate() {
         // A row that does not line up with the header may hold the password in another
         // column: every cell of it is blanked, as the report and the archive do.
-        if row.len() != width {
+        if sample.row_widths.get(r) != Some(&width) {
             row.iter_mut().for_each(String::clear);
             continue;
         }
@@ -451,19 +486,33 @@ fn blank_passwords(sample: &mut Sample, suggestions: &[Suggestion]) {
 }
 
 /// Reads the sample and makes the suggestions; the error is the sentence to show.
+///
+/// Decision (review s29): besides the headers that look like passwords, the columns a run
+/// would read passwords from, with the tenant's current columns (`base`) or with the
+/// suggested ones (`proposed`), are hidden and never offered as custom fields. They are
+/// found by the import's own header comparison (`sample::password_columns`, the column
+/// `check_header` maps to `password`), so a header the helper's names do not know
+/// (`Startcode`), or one with a zero-width space the import trims, is still hidden.
 fn examine(file: String, bytes: &[u8], tenant: Option<Tenant>) -> Result<Found, String> {
     let has_tenant = tenant.is_some();
     let base = tenant
         .unwrap_or_else(|| Tenant::for_import("sample", MatchBy::Email, OnMissing::Keep, &[]));
     let mut sample = sample(bytes, &base, SAMPLE_ROWS)?;
-    let suggestions = suggest(&sample.headers, has_tenant.then_some(&base));
-    blank_passwords(&mut sample, &suggestions);
-    let toml = columns_toml(&suggestions);
+    let mut suggestions = suggest(&sample.headers, has_tenant.then_some(&base));
     let mut proposed = base.clone();
     proposed.import.columns = suggestions
         .iter()
         .filter_map(|s| Some((s.field.clone()?, s.header.clone())))
         .collect::<BTreeMap<_, _>>();
+    let mut mapped = password_columns(&sample.headers, &base);
+    mapped.extend(password_columns(&sample.headers, &proposed));
+    for &i in &mapped {
+        if let Some(s) = suggestions.get_mut(i) {
+            s.custom = None;
+        }
+    }
+    blank_passwords(&mut sample, &suggestions, &mapped);
+    let toml = columns_toml(&suggestions);
     let check = check_header(&sample.headers, &proposed);
     let current = has_tenant.then(|| check_header(&sample.headers, &base));
     Ok(Found {
@@ -478,142 +527,4 @@ fn examine(file: String, bytes: &[u8], tenant: Option<Tenant>) -> Result<Found, 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(h: &[&str]) -> Vec<String> {
-        h.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn suggests_fields_by_name_alias_and_profile() {
-        let h = headers(&[
-            "E-Mail",
-            "First Name",
-            "Surname",
-            "Cost Center",
-            "email",
-            "custom.x",
-            "Personal-Nr",
-        ]);
-        let t = Tenant::for_import(
-            "t",
-            MatchBy::Email,
-            OnMissing::Keep,
-            &[("mapping_code", "personal-nr")],
-        );
-        let s = suggest(&h, Some(&t));
-        let fields: Vec<Option<&str>> = s.iter().map(|s| s.field.as_deref()).collect();
-        assert_eq!(
-            fields,
-            vec![
-                Some("email"),
-                Some("first_name"),
-                Some("last_name"),
-                None,
-                None,
-                Some("custom.x"),
-                Some("mapping_code")
-            ]
-        );
-        assert_eq!(s[3].custom.as_deref(), Some("custom.cost_center"));
-        assert_eq!(s[6].why, "the tenant's columns");
-    }
-
-    /// Review s16 http, F5: password headers of other languages are the field `password`; a
-    /// second or "old" password column is never offered as a custom field.
-    #[test]
-    fn passwords_are_never_custom_fields() {
-        for h in [
-            "Passwort",
-            "Kennwort",
-            "Mot de passe",
-            "Contraseña",
-            "Wachtwoord",
-            "PWD",
-        ] {
-            let s = suggest(&headers(&["E-Mail", h]), None);
-            assert_eq!(s[1].field.as_deref(), Some("password"), "{h}");
-        }
-        let s = suggest(&headers(&["Password", "Old Password", "Passwort"]), None);
-        assert_eq!(s[0].field.as_deref(), Some("password"));
-        for x in &s[1..] {
-            assert_eq!(
-                (x.field.as_deref(), x.custom.as_deref()),
-                (None, None),
-                "{}",
-                x.header
-            );
-        }
-        assert!(
-            !columns_toml(&s).contains("custom."),
-            "{}",
-            columns_toml(&s)
-        );
-        let s = suggest(&headers(&["Passport number"]), None);
-        assert_eq!(s[0].custom.as_deref(), Some("custom.passport_number"));
-    }
-
-    /// Audit s22 console M1: password and secret headers the list did not know showed their
-    /// cells in "First rows" and were offered as custom fields.
-    #[test]
-    fn secret_headers_of_other_words_are_hidden() {
-        for h in [
-            "Пароль",
-            "Лозинка",
-            "Passphrase",
-            "Passcode",
-            "Initial PW",
-            "UserPwd",
-            "PIN",
-            "Pin 2",
-            "Secret",
-            "Şifre",
-            "密码",
-        ] {
-            let s = suggest(&headers(&["E-Mail", h]), None);
-            assert_eq!(s[1].custom, None, "{h} is offered as a custom field");
-            let bytes = format!("E-Mail,{h}\nu@x.example,PLAIN-1\n");
-            let base = Tenant::for_import("sample", MatchBy::Email, OnMissing::Keep, &[]);
-            let mut found =
-                sample(bytes.as_bytes(), &base, SAMPLE_ROWS).unwrap_or_else(|e| panic!("{e}"));
-            blank_passwords(&mut found, &s);
-            let cells: Vec<&String> = found.rows.iter().flatten().collect();
-            assert!(!cells.iter().any(|c| c.contains("PLAIN")), "{h}: {cells:?}");
-        }
-        let s = suggest(&headers(&["PIN", "Pinterest", "Shipping"]), None);
-        assert_eq!(s[0].field, None, "a PIN is not offered as the password");
-        assert_eq!(s[1].custom.as_deref(), Some("custom.pinterest"));
-        assert_eq!(s[2].custom.as_deref(), Some("custom.shipping"));
-    }
-
-    #[test]
-    fn a_sample_row_off_the_header_shows_no_cell() {
-        let bytes = b"E-Mail,First,Last,Password\nu@x.example,Ana,Smith,PLAIN-1\nv@x.example,Bo,Smith, Jr.,PLAIN-2\n";
-        let base = Tenant::for_import("sample", MatchBy::Email, OnMissing::Keep, &[]);
-        let mut found = sample(bytes, &base, SAMPLE_ROWS).unwrap_or_else(|e| panic!("{e}"));
-        let s = suggest(&found.headers, None);
-        blank_passwords(&mut found, &s);
-        let cells: Vec<&String> = found.rows.iter().flatten().collect();
-        assert!(!cells.iter().any(|c| c.contains("PLAIN")), "{cells:?}");
-        assert_eq!(found.rows[0][0], "u@x.example");
-    }
-
-    #[test]
-    fn the_toml_quotes_what_it_must() {
-        let h = headers(&["E-Mail", "Vorname", "Nachname", "Kosten \"Stelle\""]);
-        let toml = columns_toml(&suggest(&h, None));
-        assert!(
-            toml.starts_with("[tenants.import.columns]\nemail = \"E-Mail\"\n"),
-            "{toml}"
-        );
-        let uncommented = toml.replace("# \"custom.", "\"custom.");
-        let parsed: toml::Value = toml::from_str(&uncommented).unwrap();
-        let columns = &parsed["tenants"]["import"]["columns"];
-        assert_eq!(columns["last_name"].as_str(), Some("Nachname"));
-        assert_eq!(
-            columns["custom.kosten_stelle"].as_str(),
-            Some("Kosten \"Stelle\"")
-        );
-    }
-}
+mod tests;

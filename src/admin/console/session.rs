@@ -326,6 +326,16 @@ pub(super) fn posted_csrf(
 }
 
 impl Viewer {
+    /// A viewer with `role` and no session (for the pages' unit tests).
+    #[cfg(test)]
+    pub(crate) fn for_test(role: Role) -> Viewer {
+        Viewer {
+            role,
+            csrf: random_token(),
+            session: [0; 32],
+        }
+    }
+
     /// 403 unless `given` is this session's CSRF token.
     pub fn check_csrf(&self, given: &str) -> Result<(), PageError> {
         if ct_eq(&sha256(given.as_bytes()), &sha256(self.csrf.as_bytes())) {

@@ -2,7 +2,9 @@
 //! a waiting file and (operators) "Run now".
 //!
 //! `GET /tenants/{t}/today` (an operator any tenant, a tenant its own) reads what the admin
-//! API's `today` reads (`today::today_file`: the tenant's root folder and its newest runs).
+//! API's `today` reads (`today::today_file`: the tenant's root folder and its newest runs),
+//! under a turn of the tenant's share of heavy reads (`heavy::HeavyTurns`; a 503 page when
+//! none is free).
 //! `GET /tenants/{t}/today/files/{name}` serves a waiting file only when `name` is one of the
 //! files the intake would import now (`intake::candidates`, compared exactly) and it lies
 //! inside the tenant's folder (`run::tenant_file`). `POST /tenants/{t}/run-now` (operators,
@@ -58,6 +60,15 @@ async fn today(
 ) -> Result<Response, PageError> {
     let config = st.config.current();
     let t = viewer.tenant(&config, &tenant)?.clone();
+    // Lists the tenant's root twice (up to max_tenant_entries, 100,000, each) and stats every
+    // entry: a heavy read like a run's report, under a turn of the tenant's share, so a
+    // portal reloading it cannot keep the cores busy (review s29).
+    let Some(_turn) = st.heavy.turn(&t.id).await else {
+        return Err(PageError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many heavy pages are being read; reload the page in a second",
+        ));
+    };
     let store = st.store.clone();
     let tc = t.clone();
     let report = blocking("cannot look for today's file", move || {
@@ -116,4 +127,38 @@ async fn run_now(
         pattern: t.import.file.clone(),
         runs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::console::Role;
+
+    /// Review s29 console F3: the today page lists the tenant's folder (up to 100,000 entries,
+    /// twice) without a heavy turn, so a portal reloading it kept the cores busy.
+    #[tokio::test]
+    async fn the_today_page_takes_a_heavy_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = crate::admin::test_state::state(dir.path());
+        let ask = |role: Role| {
+            today(
+                State(st.clone()),
+                Viewer::for_test(role),
+                Path("acme".to_string()),
+            )
+        };
+        let held = st.heavy.take_share("acme");
+        assert!(!held.is_empty());
+        for role in [Role::Operator, Role::Tenant("acme".into())] {
+            match ask(role).await {
+                Err(e) => assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE, "{}", e.message),
+                Ok(r) => panic!("answered {} without a turn", r.status()),
+            }
+        }
+        drop(held);
+        let page = ask(Role::Operator)
+            .await
+            .unwrap_or_else(|e| panic!("{}", e.message));
+        assert_eq!(page.status(), StatusCode::OK);
+    }
 }
