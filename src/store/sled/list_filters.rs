@@ -16,9 +16,10 @@
 
 use super::lists::Range;
 use super::lookup::{time_head, List};
-use super::SledStore;
+use super::{Replaced, SledStore};
 use crate::model::filter::{Attribute, Op, Operand};
 use crate::model::{UserFilter, UserPage};
+use crate::store::Directory;
 use anyhow::Result;
 use std::collections::BTreeSet;
 
@@ -115,11 +116,18 @@ impl SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
+        // The users are read in the state the list was read in: a commit before the list is
+        // read, or one that leaves the lists stale, makes the reader ask again (`Replaced`),
+        // and `users_of_keys` raises it for a commit after.
+        let st = self.tenant_state(tenant)?;
         let page = self.list_range(tenant, list.id(), range, skip, take)?;
+        if self.tenant_state(tenant)?.version != st.version || self.lists_stale(tenant)? {
+            return Err(anyhow::Error::new(Replaced).context("the lists changed while read"));
+        }
         let keys: Vec<Vec<u8>> = page.entries.iter().map(|e| list.key_of(e)).collect();
         Ok(UserPage {
             total: page.total,
-            users: self.users_of_keys(tenant, &keys)?,
+            users: self.users_of_keys(tenant, &st, &keys)?,
         })
     }
 
