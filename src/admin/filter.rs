@@ -209,6 +209,17 @@ fn attribute(path: &str) -> Option<Resolved> {
     Some(Resolved::Attr(attr))
 }
 
+/// Whether the filter compares the User attribute at `path` (any case, optionally behind a
+/// schema URN) case-exactly; None when no filter takes it. The Schemas documents advertise
+/// `caseExact` from this, so what they say cannot drift from what filters do.
+pub fn case_exact(path: &str) -> Option<bool> {
+    Some(match attribute(&path.to_ascii_lowercase())? {
+        Resolved::Attr(a) => a.case_exact(),
+        // Compared with the value Roster serves, case ignored (`fixed_value`).
+        Resolved::Fixed(..) => false,
+    })
+}
+
 fn operator(word: &str) -> Option<Op> {
     Some(match word.to_ascii_lowercase().as_str() {
         "eq" => Op::Eq,
