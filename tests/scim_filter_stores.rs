@@ -181,6 +181,17 @@ const SCIM_FILTERS: &[&str] = &[
     "title co \"ирек\"",
     "groups eq \"ПРОДАЖИ\"",
     "displayName co \"n šim\"",
+    // Times below the millisecond (review finding 4): stored times are whole milliseconds,
+    // and some users were updated at exactly 2023-11-14T22:13:20.000Z; PostgreSQL kept the
+    // bound's microseconds and cut the rest, so these answered otherwise there.
+    "meta.lastModified lt \"2023-11-14T22:13:20.0000005Z\"",
+    "meta.lastModified ge \"2023-11-14T22:13:20.0000005Z\"",
+    "meta.lastModified eq \"2023-11-14T22:13:20.0000005Z\"",
+    "meta.lastModified ne \"2023-11-14T22:13:20.0000005Z\"",
+    "meta.lastModified le \"2023-11-14T22:13:20.0005Z\"",
+    "meta.lastModified gt \"2023-11-14T22:13:19.9999995Z\"",
+    "meta.created le \"2023-11-15T22:13:19.9999999Z\"",
+    "meta.created gt \"2023-11-15T22:13:20.0000001Z\"",
 ];
 
 fn custom(op: Op, v: &str) -> UserFilter {
