@@ -79,6 +79,9 @@ fn directory() -> BTreeMap<String, UserRec> {
         if i % 6 == 0 {
             r.set("phone", Some(&format!("+1 555 {i}")));
         }
+        if i % 8 == 3 {
+            r.set("manager_email", Some(&format!("boss{}@x.example", i % 5)));
+        }
         r.set("org_unit", Some(["HQ", "hq", "Field"][(i % 3) as usize]));
         let groups = match i % 5 {
             0 if i % 2 == 1 => "Продажи".to_string(),
@@ -192,6 +195,12 @@ const SCIM_FILTERS: &[&str] = &[
     "meta.lastModified gt \"2023-11-14T22:13:19.9999995Z\"",
     "meta.created le \"2023-11-15T22:13:19.9999999Z\"",
     "meta.created gt \"2023-11-15T22:13:20.0000001Z\"",
+    // `pr` on a complex attribute (review finding 6).
+    "name pr",
+    "not (name pr) or name.familyName eq \"lee\"",
+    "manager pr",
+    "not (urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager pr)",
+    "manager eq null and title pr",
 ];
 
 fn custom(op: Op, v: &str) -> UserFilter {

@@ -254,3 +254,36 @@ fn fixed_sub_attributes_of_a_missing_value_match_ne_as_values_do() {
         );
     }
 }
+
+/// Review finding 6: `pr` on a complex attribute is true when it has a non-empty
+/// sub-attribute (RFC 7644 §3.4.2.2): `name` by the given or family name, the enterprise
+/// `manager` by the manager field; other operators name the problem.
+#[test]
+fn pr_on_a_complex_attribute() {
+    let name = UserFilter::Or(
+        Box::new(UserFilter::Present(A::FirstName)),
+        Box::new(UserFilter::Present(A::LastName)),
+    );
+    let manager = UserFilter::Present(A::Field("manager_email"));
+    assert_eq!(parse("name pr").unwrap(), name);
+    assert_eq!(
+        parse("urn:ietf:params:scim:schemas:core:2.0:User:Name PR").unwrap(),
+        name
+    );
+    assert_eq!(
+        parse("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager pr").unwrap(),
+        manager
+    );
+    assert_eq!(parse("manager pr and name pr").unwrap(), {
+        UserFilter::And(Box::new(manager.clone()), Box::new(name.clone()))
+    });
+    assert_eq!(
+        parse("name eq null").unwrap(),
+        UserFilter::Not(Box::new(name))
+    );
+    assert_eq!(parse("manager ne null").unwrap(), manager);
+    for f in [r#"name eq "Ann""#, r#"manager co "x""#, "name", "name zz"] {
+        let e = parse(f).unwrap_err();
+        assert!(e.contains("complex attribute"), "{f}: {e}");
+    }
+}
