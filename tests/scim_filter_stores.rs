@@ -297,6 +297,19 @@ fn groups_and_members_are_the_same_on_sled_and_postgres() {
         .groups
         .windows(2)
         .all(|w| w[0].name.as_bytes() < w[1].name.as_bytes()));
+    // A page of groups with their members, within a budget (review finding 7): the same on
+    // both stores, never more users than the budget, each group's total kept.
+    let names: Vec<&str> = all.groups.iter().map(|g| g.name.as_str()).collect();
+    for budget in [10_000, 250, 0] {
+        let want = sled.groups_members("t", &names, budget).unwrap();
+        let got = pg_store.groups_members("t", &names, budget).unwrap();
+        assert_eq!(got, want, "budget {budget}");
+        let read: usize = got.iter().map(|p| p.users.len()).sum();
+        assert!(read <= budget, "{read} > {budget}");
+        let totals: Vec<u64> = got.iter().map(|p| p.total).collect();
+        let counts: Vec<u64> = all.groups.iter().map(|g| g.members).collect();
+        assert_eq!(totals, counts, "budget {budget}");
+    }
     for g in &all.groups {
         for (skip, take) in [(0, 10_000), (5, 10)] {
             let want = sled.group_members("t", &g.name, skip, take).unwrap();

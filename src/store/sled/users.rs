@@ -159,25 +159,27 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
-        again(|| {
-            if !self.lists_stale(tenant)? {
-                if let Some(page) = self.group_page(tenant, group, skip, take)? {
-                    return Ok(page);
-                }
-            }
-            // Only records holding the name (in any case) are looked into.
-            let in_group = UserFilter::Compare(
-                Attribute::Field("groups"),
-                Op::Eq,
-                Operand::Text(group.to_string()),
-            );
-            let needles = Needles::of(&in_group);
-            // The membership rule of the group counts, read from the record without decoding it.
-            let keep = |k: &[u8], v: &[u8]| -> Result<bool> {
-                Ok(may_pass(k, v, is_live, needles.as_ref()) && groups_of(v)?.contains(group))
-            };
-            self.page_by_record(tenant, &keep, skip, take)
-        })
+        self.members_of(tenant, group, None, skip, take)
+    }
+
+    /// As the default, with the groups whose names differ in case only found once for the
+    /// page (`case_twins`) instead of once per group.
+    fn groups_members(
+        &self,
+        tenant: &str,
+        groups: &[&str],
+        budget: usize,
+    ) -> Result<Vec<UserPage>> {
+        let twins = self.case_twins(tenant)?;
+        let mut left = budget;
+        let mut out = Vec::with_capacity(groups.len());
+        for group in groups {
+            let twin = twins.contains(*group);
+            let page = self.members_of(tenant, group, Some(twin), 0, left)?;
+            left = left.saturating_sub(page.users.len());
+            out.push(page);
+        }
+        Ok(out)
     }
 
     /// Number of users per status: (active, inactive, deleted).
@@ -212,6 +214,43 @@ impl Users for SledStore {
         Ok(self
             .user_rec(tenant, key)?
             .is_some_and(|rec| crate::model::user::password_matches(&rec, password)))
+    }
+}
+
+impl SledStore {
+    /// [`Users::group_members`], `twin` saying whether another group's name differs from
+    /// `group` in case only (None: find out, one scan of the tenant's groups).
+    fn members_of(
+        &self,
+        tenant: &str,
+        group: &str,
+        twin: Option<bool>,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
+        again(|| {
+            if !self.lists_stale(tenant)? {
+                let twin = match twin {
+                    Some(t) => t,
+                    None => self.has_case_twin(tenant, group)?,
+                };
+                if let Some(page) = self.group_page(tenant, group, twin, skip, take)? {
+                    return Ok(page);
+                }
+            }
+            // Only records holding the name (in any case) are looked into.
+            let in_group = UserFilter::Compare(
+                Attribute::Field("groups"),
+                Op::Eq,
+                Operand::Text(group.to_string()),
+            );
+            let needles = Needles::of(&in_group);
+            // The membership rule of the group counts, read from the record without decoding it.
+            let keep = |k: &[u8], v: &[u8]| -> Result<bool> {
+                Ok(may_pass(k, v, is_live, needles.as_ref()) && groups_of(v)?.contains(group))
+            };
+            self.page_by_record(tenant, &keep, skip, take)
+        })
     }
 }
 
