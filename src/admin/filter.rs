@@ -24,6 +24,7 @@
 //! [`equality`] reads the one form `/Groups` accepts (`ATTR eq "VALUE"`) with the same tokens.
 
 use crate::model::filter::{Attribute, Op, Operand, UserFilter};
+use fixed::{fixed_value, Fixed};
 
 /// Longest filter accepted.
 pub const MAX_FILTER_LEN: usize = 1024;
@@ -164,15 +165,6 @@ enum Resolved {
     /// A sub-attribute Roster serves with a fixed value whenever the base attribute is there
     /// (`emails.type` is always "work", `emails.primary` always true).
     Fixed(Fixed, Attribute),
-}
-
-/// The fixed value of a sub-attribute (see [`Resolved::Fixed`]), with its SCIM type.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Fixed {
-    /// A string (`emails.type`, `phoneNumbers.type`), compared case-insensitively.
-    Text(&'static str),
-    /// A boolean (`emails.primary`): `eq`/`ne` with `true` or `false` only.
-    Bool(bool),
 }
 
 /// `path` without the core or enterprise User schema URN it may carry (lower-cased).
@@ -528,70 +520,7 @@ fn operand(a: &Attribute, op: Op, value: Option<Token>) -> Result<Operand, Strin
     Ok(Operand::Text(text))
 }
 
-/// A comparison on a sub-attribute Roster serves with one fixed value: decided now, so it
-/// becomes "the base attribute is there", "it is not", "everyone" or "nobody". A boolean
-/// (`emails.primary`) takes `eq`/`ne` with `true`/`false` only, as `active` does (RFC 7644
-/// §3.4.2.2: `gt`/`ge`/`lt`/`le` on a boolean are an `invalidFilter`; a quoted "true" is a
-/// string, not a boolean). A user without the base attribute has no value to compare, so
-/// like every other comparison on a missing value (`model::filter`) it matches `ne` only:
-/// `emails.type ne "home"` matches a user without an email, as `emails.value ne "x"` does.
-fn fixed_value(
-    fixed: Fixed,
-    base: Attribute,
-    op: Op,
-    value: Option<Token>,
-) -> Result<UserFilter, String> {
-    let holds = match fixed {
-        Fixed::Bool(have) => {
-            let want = match value {
-                Some(Token::Word(w)) if w.eq_ignore_ascii_case("true") => true,
-                Some(Token::Word(w)) if w.eq_ignore_ascii_case("false") => false,
-                _ => {
-                    return Err(
-                        "emails.primary compares with true or false (without quotes)".into(),
-                    )
-                }
-            };
-            match op {
-                Op::Eq => have == want,
-                Op::Ne => have != want,
-                _ => {
-                    return Err(
-                        "emails.primary is a boolean: only \"eq\" and \"ne\" compare it".into(),
-                    )
-                }
-            }
-        }
-        Fixed::Text(have) => {
-            let want = match value {
-                Some(Token::Str(v)) => v.to_lowercase(),
-                Some(Token::Word(w)) => {
-                    return Err(format!("the value {w:?} must be a string in double quotes"))
-                }
-                _ => return Err("expected a value after the operator".into()),
-            };
-            let have = have.to_string();
-            match op {
-                Op::Eq => have == want,
-                Op::Ne => have != want,
-                Op::Co => have.contains(&want),
-                Op::Sw => have.starts_with(&want),
-                Op::Ew => have.ends_with(&want),
-                Op::Gt => have > want,
-                Op::Ge => have >= want,
-                Op::Lt => have < want,
-                Op::Le => have <= want,
-            }
-        }
-    };
-    let present = || UserFilter::Present(base.clone());
-    Ok(match (holds, op == Op::Ne) {
-        (true, false) => present(),
-        (false, false) => UserFilter::Not(Box::new(UserFilter::Everyone)),
-        (true, true) => UserFilter::Everyone,
-        (false, true) => UserFilter::Not(Box::new(present())),
-    })
-}
+mod fixed;
 
 #[cfg(test)]
 mod tests;
