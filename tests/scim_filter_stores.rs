@@ -79,6 +79,9 @@ fn directory() -> BTreeMap<String, UserRec> {
         if i % 6 == 0 {
             r.set("phone", Some(&format!("+1 555 {i}")));
         }
+        if i % 8 == 3 {
+            r.set("manager_email", Some(&format!("boss{}@x.example", i % 5)));
+        }
         r.set("org_unit", Some(["HQ", "hq", "Field"][(i % 3) as usize]));
         let groups = match i % 5 {
             0 if i % 2 == 1 => "Продажи".to_string(),
@@ -181,6 +184,23 @@ const SCIM_FILTERS: &[&str] = &[
     "title co \"ирек\"",
     "groups eq \"ПРОДАЖИ\"",
     "displayName co \"n šim\"",
+    // Times below the millisecond (review finding 4): stored times are whole milliseconds,
+    // and some users were updated at exactly 2023-11-14T22:13:20.000Z; PostgreSQL kept the
+    // bound's microseconds and cut the rest, so these answered otherwise there.
+    "meta.lastModified lt \"2023-11-14T22:13:20.0000005Z\"",
+    "meta.lastModified ge \"2023-11-14T22:13:20.0000005Z\"",
+    "meta.lastModified eq \"2023-11-14T22:13:20.0000005Z\"",
+    "meta.lastModified ne \"2023-11-14T22:13:20.0000005Z\"",
+    "meta.lastModified le \"2023-11-14T22:13:20.0005Z\"",
+    "meta.lastModified gt \"2023-11-14T22:13:19.9999995Z\"",
+    "meta.created le \"2023-11-15T22:13:19.9999999Z\"",
+    "meta.created gt \"2023-11-15T22:13:20.0000001Z\"",
+    // `pr` on a complex attribute (review finding 6).
+    "name pr",
+    "not (name pr) or name.familyName eq \"lee\"",
+    "manager pr",
+    "not (urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager pr)",
+    "manager eq null and title pr",
 ];
 
 fn custom(op: Op, v: &str) -> UserFilter {
@@ -277,6 +297,19 @@ fn groups_and_members_are_the_same_on_sled_and_postgres() {
         .groups
         .windows(2)
         .all(|w| w[0].name.as_bytes() < w[1].name.as_bytes()));
+    // A page of groups with their members, within a budget (review finding 7): the same on
+    // both stores, never more users than the budget, each group's total kept.
+    let names: Vec<&str> = all.groups.iter().map(|g| g.name.as_str()).collect();
+    for budget in [10_000, 250, 0] {
+        let want = sled.groups_members("t", &names, budget).unwrap();
+        let got = pg_store.groups_members("t", &names, budget).unwrap();
+        assert_eq!(got, want, "budget {budget}");
+        let read: usize = got.iter().map(|p| p.users.len()).sum();
+        assert!(read <= budget, "{read} > {budget}");
+        let totals: Vec<u64> = got.iter().map(|p| p.total).collect();
+        let counts: Vec<u64> = all.groups.iter().map(|g| g.members).collect();
+        assert_eq!(totals, counts, "budget {budget}");
+    }
     for g in &all.groups {
         for (skip, take) in [(0, 10_000), (5, 10)] {
             let want = sled.group_members("t", &g.name, skip, take).unwrap();

@@ -12,7 +12,8 @@
 //! `displayName`, `name.givenName|familyName|formatted`, `emails[.value|.type|.primary]`,
 //! `phoneNumbers[.value|.type]`, `title`, `preferredLanguage`, `timezone`, `active`,
 //! `meta.created`, `meta.lastModified`, and the enterprise `employeeNumber`, `department`,
-//! `manager.displayName`, and `groups[.value|.display]` (the user's group names). Strings are JSON strings, so a quote inside a value is data, never
+//! `manager.displayName`, and `groups[.value|.display]` (the user's group names); the complex
+//! `name` and `manager` take `pr` (and `eq`/`ne null`) only ([`complex_present`]). Strings are JSON strings, so a quote inside a value is data, never
 //! syntax; there is no query language underneath. A string holding NUL (`\u0000`) is refused:
 //! no stored value holds one (PostgreSQL cannot). A value path matches only a user that has
 //! the attribute (RFC 7644 §3.4.2.2: some value of it satisfies the inner filter), so
@@ -23,6 +24,7 @@
 //! [`equality`] reads the one form `/Groups` accepts (`ATTR eq "VALUE"`) with the same tokens.
 
 use crate::model::filter::{Attribute, Op, Operand, UserFilter};
+use fixed::{fixed_value, Fixed};
 
 /// Longest filter accepted.
 pub const MAX_FILTER_LEN: usize = 1024;
@@ -162,16 +164,37 @@ enum Resolved {
     Attr(Attribute),
     /// A sub-attribute Roster serves with a fixed value whenever the base attribute is there
     /// (`emails.type` is always "work", `emails.primary` always true).
-    Fixed(&'static str, Attribute),
+    Fixed(Fixed, Attribute),
+}
+
+/// `path` without the core or enterprise User schema URN it may carry (lower-cased).
+fn bare(path: &str) -> &str {
+    path.strip_prefix(CORE_URN)
+        .or_else(|| path.strip_prefix(ENTERPRISE_URN))
+        .unwrap_or(path)
+}
+
+/// For a complex attribute Roster serves as one (`name`, the enterprise `manager`): who has
+/// it, as RFC 7644 §3.4.2.2 gives `pr` on a complex attribute (a non-empty sub-attribute).
+/// `name` has one when `givenName` or `familyName` does (`formatted` is built from them);
+/// `manager` when the manager field (`manager.displayName`, the manager's email) does: its
+/// `value` and `$ref` are shown only along with it.
+fn complex_present(path: &str) -> Option<UserFilter> {
+    let present = |a| Box::new(UserFilter::Present(a));
+    match bare(path) {
+        "name" => Some(UserFilter::Or(
+            present(Attribute::FirstName),
+            present(Attribute::LastName),
+        )),
+        "manager" => Some(UserFilter::Present(Attribute::Field("manager_email"))),
+        _ => None,
+    }
 }
 
 /// Resolves an attribute path (already joined with its value path's parent, lower-cased).
 fn attribute(path: &str) -> Option<Resolved> {
     use Attribute as A;
-    let path = path
-        .strip_prefix(CORE_URN)
-        .or_else(|| path.strip_prefix(ENTERPRISE_URN))
-        .unwrap_or(path);
+    let path = bare(path);
     let attr = match path {
         "id" => A::Key,
         "username" => A::UserName,
@@ -180,10 +203,12 @@ fn attribute(path: &str) -> Option<Resolved> {
         "name.givenname" => A::FirstName,
         "name.familyname" => A::LastName,
         "emails" | "emails.value" => A::Email,
-        "emails.type" => return Some(Resolved::Fixed("work", A::Email)),
-        "emails.primary" => return Some(Resolved::Fixed("true", A::Email)),
+        "emails.type" => return Some(Resolved::Fixed(Fixed::Text("work"), A::Email)),
+        "emails.primary" => return Some(Resolved::Fixed(Fixed::Bool(true), A::Email)),
         "phonenumbers" | "phonenumbers.value" => A::Field("phone"),
-        "phonenumbers.type" => return Some(Resolved::Fixed("work", A::Field("phone"))),
+        "phonenumbers.type" => {
+            return Some(Resolved::Fixed(Fixed::Text("work"), A::Field("phone")))
+        }
         "title" => A::Field("job_title"),
         "preferredlanguage" => A::Field("language"),
         "timezone" => A::Field("timezone"),
@@ -196,6 +221,17 @@ fn attribute(path: &str) -> Option<Resolved> {
         _ => return None,
     };
     Some(Resolved::Attr(attr))
+}
+
+/// Whether the filter compares the User attribute at `path` (any case, optionally behind a
+/// schema URN) case-exactly; None when no filter takes it. The Schemas documents advertise
+/// `caseExact` from this, so what they say cannot drift from what filters do.
+pub fn case_exact(path: &str) -> Option<bool> {
+    Some(match attribute(&path.to_ascii_lowercase())? {
+        Resolved::Attr(a) => a.case_exact(),
+        // Compared with the value Roster serves, case ignored (`fixed_value`).
+        Resolved::Fixed(..) => false,
+    })
 }
 
 fn operator(word: &str) -> Option<Op> {
@@ -340,6 +376,9 @@ impl Parser {
                 None => Err("a \"[\" is not closed".into()),
             };
         }
+        if let Some(present) = complex_present(&path) {
+            return self.complex(word, present);
+        }
         let resolved = attribute(&path).ok_or_else(|| {
             format!(
                 "filtering on {word:?} is not supported; use id, userName, externalId, \
@@ -372,6 +411,38 @@ impl Parser {
         match resolved {
             Resolved::Attr(a) => operand(&a, op, value).map(|v| UserFilter::Compare(a, op, v)),
             Resolved::Fixed(fixed, base) => fixed_value(fixed, base, op, value),
+        }
+    }
+}
+
+impl Parser {
+    /// The rest of a comparison on complex attribute `word`, whom `present` matches: `pr`
+    /// (and `eq null` / `ne null`, as for any attribute); anything else names the problem.
+    fn complex(&mut self, word: &str, present: UserFilter) -> Result<UserFilter, String> {
+        let op = match self.next() {
+            Some(Token::Word(w)) if w.eq_ignore_ascii_case("pr") => return Ok(present),
+            Some(Token::Word(w)) => operator(&w),
+            _ => None,
+        };
+        let null = matches!(self.peek(), Some(Token::Word(w)) if w.eq_ignore_ascii_case("null"));
+        match op {
+            Some(Op::Eq) if null => {
+                self.at += 1;
+                Ok(UserFilter::Not(Box::new(present)))
+            }
+            Some(Op::Ne) if null => {
+                self.at += 1;
+                Ok(present)
+            }
+            _ => Err(format!(
+                "{word:?} is a complex attribute: test it with \"pr\", or compare one of its \
+                 sub-attributes (such as {word}.{})",
+                if bare(&word.to_ascii_lowercase()) == "name" {
+                    "givenName"
+                } else {
+                    "displayName"
+                }
+            )),
         }
     }
 }
@@ -449,37 +520,7 @@ fn operand(a: &Attribute, op: Op, value: Option<Token>) -> Result<Operand, Strin
     Ok(Operand::Text(text))
 }
 
-/// A comparison on a sub-attribute Roster serves with one fixed value: decided now, so it
-/// becomes "the base attribute is there" or "nobody".
-fn fixed_value(
-    fixed: &str,
-    base: Attribute,
-    op: Op,
-    value: Option<Token>,
-) -> Result<UserFilter, String> {
-    let want = match value {
-        Some(Token::Str(v)) => v,
-        Some(Token::Word(w)) if fixed == "true" => w.to_ascii_lowercase(),
-        _ => return Err("expected a value after the operator".into()),
-    };
-    let (have, want) = (fixed.to_string(), want.to_lowercase());
-    let holds = match op {
-        Op::Eq => have == want,
-        Op::Ne => have != want,
-        Op::Co => have.contains(&want),
-        Op::Sw => have.starts_with(&want),
-        Op::Ew => have.ends_with(&want),
-        Op::Gt => have > want,
-        Op::Ge => have >= want,
-        Op::Lt => have < want,
-        Op::Le => have <= want,
-    };
-    Ok(if holds {
-        UserFilter::Present(base)
-    } else {
-        UserFilter::Not(Box::new(UserFilter::Everyone))
-    })
-}
+mod fixed;
 
 #[cfg(test)]
 mod tests;

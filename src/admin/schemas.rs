@@ -67,6 +67,15 @@ fn attr(name: &str, kind: &str, multi: bool, case_exact: bool, desc: &str) -> Va
     })
 }
 
+/// A string attribute a filter can name, at `path` (`emails.value`): its `caseExact` is the
+/// filter's own rule for it (`filter::case_exact`), so the two cannot disagree (the groups'
+/// `value` and `display` were once advertised case-exact while filters ignored case).
+fn filtered(path: &str, desc: &str) -> Value {
+    let name = path.rsplit('.').next().unwrap_or(path);
+    let case_exact = super::filter::case_exact(path).unwrap_or(true);
+    attr(name, "string", false, case_exact, desc)
+}
+
 fn complex(name: &str, multi: bool, desc: &str, subs: Vec<Value>) -> Value {
     let mut v = attr(name, "complex", multi, false, desc);
     v["subAttributes"] = Value::Array(subs);
@@ -80,30 +89,30 @@ pub fn user_schema(base: &str) -> Value {
         "name": "User",
         "description": "User Account (read-only in Roster)",
         "attributes": [
-            attr("userName", "string", false, false, "username if mapped, else the email, else the match key"),
+            filtered("userName", "username if mapped, else the email, else the match key"),
             complex("name", false, "The user's name", vec![
-                attr("formatted", "string", false, false, "Given and family name"),
-                attr("givenName", "string", false, false, "first_name"),
-                attr("familyName", "string", false, false, "last_name"),
+                filtered("name.formatted", "Given and family name"),
+                filtered("name.givenName", "first_name"),
+                filtered("name.familyName", "last_name"),
             ]),
-            attr("displayName", "string", false, false, "Given and family name"),
-            attr("title", "string", false, false, "job_title"),
-            attr("preferredLanguage", "string", false, false, "language"),
-            attr("timezone", "string", false, false, "timezone"),
+            filtered("displayName", "Given and family name"),
+            filtered("title", "job_title"),
+            filtered("preferredLanguage", "language"),
+            filtered("timezone", "timezone"),
             attr("active", "boolean", false, false, "false for deactivated users; deleted users are not listed"),
             complex("emails", true, "The user's email", vec![
-                attr("value", "string", false, false, "email"),
-                attr("type", "string", false, false, "always work"),
+                filtered("emails.value", "email"),
+                filtered("emails.type", "always work"),
                 attr("primary", "boolean", false, false, "always true"),
             ]),
             complex("phoneNumbers", true, "The user's phone", vec![
-                attr("value", "string", false, false, "phone"),
-                attr("type", "string", false, false, "always work"),
+                filtered("phoneNumbers.value", "phone"),
+                filtered("phoneNumbers.type", "always work"),
             ]),
             complex("groups", true, "The groups the user is in (the groups field)", vec![
-                attr("value", "string", false, true, "the group's id (its name)"),
+                filtered("groups.value", "the group's id (its name)"),
                 attr("$ref", "reference", false, true, "the group's URI"),
-                attr("display", "string", false, true, "the group's name"),
+                filtered("groups.display", "the group's name"),
             ]),
         ],
         "meta": {"resourceType": "Schema", "location": format!("{base}/Schemas/{USER_SCHEMA}")}
@@ -117,12 +126,12 @@ pub fn enterprise_schema(base: &str) -> Value {
         "name": "EnterpriseUser",
         "description": "Enterprise User (read-only in Roster)",
         "attributes": [
-            attr("employeeNumber", "string", false, true, "mapping_code"),
-            attr("department", "string", false, false, "org_unit"),
+            filtered("employeeNumber", "mapping_code"),
+            filtered("department", "org_unit"),
             complex("manager", false, "The user's manager", vec![
                 attr("value", "string", false, true, "the manager's id, when the manager is a user of the tenant"),
                 attr("$ref", "reference", false, true, "the manager's URI"),
-                attr("displayName", "string", false, false, "manager_email"),
+                filtered("manager.displayName", "manager_email"),
             ]),
         ],
         "meta": {"resourceType": "Schema", "location": format!("{base}/Schemas/{ENTERPRISE_SCHEMA}")}
@@ -169,4 +178,55 @@ pub fn list(resources: Vec<Value>) -> Value {
         "startIndex": 1,
         "Resources": resources,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::filter;
+
+    /// The string attributes of `schema` (sub-attributes as `parent.name`) with their
+    /// advertised `caseExact`.
+    fn strings(schema: &Value) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        for a in schema["attributes"].as_array().into_iter().flatten() {
+            let name = a["name"].as_str().unwrap_or_default();
+            let subs = a["subAttributes"].as_array().cloned().unwrap_or_default();
+            if subs.is_empty() && a["type"] == "string" {
+                out.push((name.to_string(), a["caseExact"].clone()));
+            }
+            for s in subs.iter().filter(|s| s["type"] == "string") {
+                let sub = s["name"].as_str().unwrap_or_default();
+                out.push((format!("{name}.{sub}"), s["caseExact"].clone()));
+            }
+        }
+        out
+    }
+
+    /// Every string attribute the User schemas advertise and a filter takes says `caseExact`
+    /// as the filter compares it (review finding 3: `groups.value`/`display` said true).
+    #[test]
+    fn advertised_case_exactness_is_the_filters_rule() {
+        let mut checked = Vec::new();
+        for (urn, schema) in [
+            (USER_SCHEMA, user_schema("http://h")),
+            (ENTERPRISE_SCHEMA, enterprise_schema("http://h")),
+        ] {
+            for (path, advertised) in strings(&schema) {
+                if let Some(rule) = filter::case_exact(&format!("{urn}:{path}")) {
+                    assert_eq!(advertised, rule, "{path}");
+                    checked.push(path);
+                }
+            }
+        }
+        for path in [
+            "groups.value",
+            "groups.display",
+            "userName",
+            "employeeNumber",
+        ] {
+            assert!(checked.iter().any(|p| p == path), "{path}: {checked:?}");
+        }
+        assert_eq!(filter::case_exact("groups.value"), Some(false));
+    }
 }

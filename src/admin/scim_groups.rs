@@ -108,16 +108,27 @@ fn load(
     if with_members && wanted > MAX_MEMBERS {
         return Ok(Err(wanted));
     }
-    let mut out = Vec::with_capacity(page.groups.len());
-    for g in page.groups {
-        let members = if with_members {
-            let cap = usize::try_from(MAX_MEMBERS).unwrap_or(usize::MAX);
-            Some(store.group_members(tenant, &g.name, 0, cap)?.users)
-        } else {
-            None
-        };
-        out.push((g, members));
+    if !with_members {
+        let out = page.groups.into_iter().map(|g| (g, None)).collect();
+        return Ok(Ok((page.total, out)));
     }
+    // Read with the budget left after the groups before (`groups_members`): a commit since
+    // the counts were read cannot take the response past MAX_MEMBERS. When it added members
+    // past the budget, the answer is the same 400 the counts would have given, not a page
+    // with a group's members cut short.
+    let budget = usize::try_from(MAX_MEMBERS).unwrap_or(usize::MAX);
+    let names: Vec<&str> = page.groups.iter().map(|g| g.name.as_str()).collect();
+    let members = store.groups_members(tenant, &names, budget)?;
+    let now: u64 = members.iter().map(|m| m.total).sum();
+    if now > MAX_MEMBERS {
+        return Ok(Err(now));
+    }
+    let out = page
+        .groups
+        .into_iter()
+        .zip(members)
+        .map(|(g, m)| (g, Some(m.users)))
+        .collect();
     Ok(Ok((page.total, out)))
 }
 

@@ -8,6 +8,16 @@
 /// Separator of list items inside a stored value.
 pub const LIST_SEP: char = '\u{1f}';
 
+/// The fields whose kind is [`Kind::List`]: the only ones whose stored value is split on
+/// [`LIST_SEP`] into items (a `User` shows them as arrays; filters test each item on both
+/// stores). Any other text, even one holding U+001F, is one value.
+pub const LIST_FIELDS: [&str; 2] = ["groups", "teams"];
+
+/// True for a field of [`LIST_FIELDS`] (two comparisons: a scan asks it for every record).
+pub fn is_list(name: &str) -> bool {
+    LIST_FIELDS.contains(&name)
+}
+
 /// Prefix of tenant-defined fields: `custom.NAME`.
 pub const CUSTOM_PREFIX: &str = "custom.";
 

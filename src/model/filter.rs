@@ -14,7 +14,6 @@
 //! when the attribute has a non-empty value. A comparison on a missing value is false, except
 //! `ne`, which is true.
 
-use super::fields::LIST_SEP;
 use super::user::{User, UserStatus};
 use chrono::{DateTime, Utc};
 use std::borrow::Cow;
@@ -168,7 +167,8 @@ impl Subject for User {
             Attribute::FullName => full_name(self.first_name.as_deref(), self.last_name.as_deref())
                 .is_some_and(|full| test(&full)),
             Attribute::Field(name) => match self.fields.get(*name) {
-                Some(serde_json::Value::String(s)) => s.split(LIST_SEP).any(test),
+                // One value: only list fields are split (into arrays, by `User::from_rec`).
+                Some(serde_json::Value::String(s)) => test(s),
                 Some(serde_json::Value::Array(items)) => {
                     items.iter().filter_map(|i| i.as_str()).any(test)
                 }

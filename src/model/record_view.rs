@@ -12,7 +12,8 @@
 //! I/O, no allocation for the usual ASCII text.
 
 use super::fields::{
-    custom_name, EMAIL, FIRST_NAME, LAST_NAME, LIST_SEP, MAPPING_CODE, MEMBER_FIELDS, USERNAME,
+    custom_name, is_list, EMAIL, FIRST_NAME, LAST_NAME, LIST_SEP, MAPPING_CODE, MEMBER_FIELDS,
+    USERNAME,
 };
 use super::filter::{full_name, Attribute, Subject, UserFilter};
 use super::packed::{fields_of, head_of, UserRec};
@@ -113,9 +114,12 @@ impl Subject for RecordView<'_> {
             {
                 false
             }
-            Attribute::Field(name) => self
+            // Only list fields hold items (as `User::from_rec` splits them); other text is one
+            // value even when it holds U+001F.
+            Attribute::Field(name) if is_list(name) => self
                 .field(name)
                 .is_some_and(|value| value.split(LIST_SEP).any(test)),
+            Attribute::Field(name) => self.field(name).is_some_and(test),
             Attribute::Custom(name) => self
                 .find(|stored| custom_name(stored) == Some(name.as_str()))
                 .is_some_and(test),
@@ -292,6 +296,36 @@ mod tests {
         }
         // Not a suite of "no": the filters match users in many ways.
         assert!(matched > 500, "{matched}");
+    }
+
+    /// Review finding 5: U+001F splits list fields only; in a title it is part of the text
+    /// (as PostgreSQL compares the column). `fields::LIST_FIELDS` are the `Kind::List` ones.
+    #[test]
+    fn only_list_fields_are_split_into_items() {
+        use crate::model::fields::{spec, Kind, FIELD_NAMES, LIST_FIELDS};
+        let lists: Vec<&str> = FIELD_NAMES
+            .iter()
+            .copied()
+            .filter(|n| spec(n).is_some_and(|s| s.kind == Kind::List))
+            .collect();
+        assert_eq!(lists, LIST_FIELDS);
+        let v = rec(
+            0,
+            &[("job_title", "Eng\u{1f}Mgr"), ("groups", "Eng\u{1f}Mgr")],
+        );
+        let user = User::from_rec("k", &UserRec::decode(&v).unwrap());
+        let view = RecordView::new(b"k", &v).unwrap();
+        let eq = |a: Attribute, t: &str| UserFilter::Compare(a, Op::Eq, Operand::Text(t.into()));
+        for (f, want) in [
+            (eq(Attribute::Field("job_title"), "Eng"), false),
+            (eq(Attribute::Field("job_title"), "eng\u{1f}mgr"), true),
+            (eq(Attribute::Field("groups"), "Eng"), true),
+            (eq(Attribute::Field("groups"), "Eng\u{1f}Mgr"), false),
+        ] {
+            assert_eq!(f.matches(&user), want, "{f:?} on the user");
+            assert_eq!(view.matches(&f).unwrap(), want, "{f:?} on the record");
+            assert_eq!(view.matches(&f.folded()).unwrap(), want, "folded {f:?}");
+        }
     }
 
     #[test]

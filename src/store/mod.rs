@@ -290,6 +290,26 @@ pub trait Users: Send + Sync {
         skip: usize,
         take: usize,
     ) -> Result<UserPage>;
+    /// The members of each of `groups` (one page of `/Groups`), as [`Users::group_members`]
+    /// from the first, at most `budget` users over all of them: each group is read with what
+    /// the ones before it left, so the bound holds even when a commit added members since
+    /// they were counted (the caller compares the pages' totals with the budget). A backend
+    /// overrides it when it can share work between the groups (sled).
+    fn groups_members(
+        &self,
+        tenant: &str,
+        groups: &[&str],
+        budget: usize,
+    ) -> Result<Vec<UserPage>> {
+        let mut left = budget;
+        let mut out = Vec::with_capacity(groups.len());
+        for group in groups {
+            let page = self.group_members(tenant, group, 0, left)?;
+            left = left.saturating_sub(page.users.len());
+            out.push(page);
+        }
+        Ok(out)
+    }
     // --- end SCIM reads ---
     // --- the console's user search (h-console-users) ---
     /// As [`Users::users_matching`], over the users whose status is `status` (every user, the

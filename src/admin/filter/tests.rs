@@ -189,3 +189,101 @@ fn null_is_absent() {
         text(A::Field("job_title"), Op::Eq, "null")
     );
 }
+
+/// Review finding 2: `emails.primary` is a boolean (RFC 7644 §3.4.2.2: `gt`/`ge`/`lt`/`le`
+/// on a boolean are an `invalidFilter`), compared with `true`/`false` unquoted as `active` is.
+#[test]
+fn emails_primary_is_a_boolean() {
+    for (f, needle) in [
+        ("emails.primary gt false", "only \"eq\" and \"ne\""),
+        ("emails[primary le true]", "only \"eq\" and \"ne\""),
+        (r#"emails.primary eq "true""#, "without quotes"),
+        (r#"emails.primary co "t""#, "without quotes"),
+        (r#"emails.type eq work"#, "double quotes"),
+    ] {
+        let e = parse(f).unwrap_err();
+        assert!(e.contains(needle), "{f:?}: {e}");
+    }
+    assert_eq!(
+        parse("emails.primary EQ TRUE").unwrap(),
+        UserFilter::Present(A::Email)
+    );
+}
+
+/// Review finding 2: a fixed sub-attribute of a missing email follows the rule of every
+/// comparison on a missing value (true for `ne` only), as `emails.value` does.
+#[test]
+fn fixed_sub_attributes_of_a_missing_value_match_ne_as_values_do() {
+    use crate::model::{User, UserStatus};
+    let user = |email: Option<&str>| User {
+        key: "k".into(),
+        status: UserStatus::Active,
+        email: email.map(str::to_string),
+        username: None,
+        mapping_code: None,
+        first_name: None,
+        last_name: None,
+        fields: Default::default(),
+        attributes: Default::default(),
+        has_password: false,
+        managed: true,
+        created_at: chrono::DateTime::UNIX_EPOCH,
+        updated_at: chrono::DateTime::UNIX_EPOCH,
+        deleted_at: None,
+    };
+    let (with, without) = (user(Some("a@x.example")), user(None));
+    let value_ne = parse(r#"emails.value ne "x""#).unwrap();
+    assert!(value_ne.matches(&with) && value_ne.matches(&without));
+    for (f, with_email, without_email) in [
+        (r#"emails.type ne "home""#, true, true),
+        (r#"emails.type ne "WORK""#, false, true),
+        (r#"emails.type eq "work""#, true, false),
+        (r#"emails.type eq "home""#, false, false),
+        ("emails.primary ne false", true, true),
+        ("emails.primary ne true", false, true),
+        ("emails.primary eq false", false, false),
+        // In a value path, a user without an email has no value to match.
+        (r#"emails[type ne "home"]"#, true, false),
+        (r#"emails[primary ne true]"#, false, false),
+    ] {
+        let filter = parse(f).unwrap();
+        assert_eq!(
+            (filter.matches(&with), filter.matches(&without)),
+            (with_email, without_email),
+            "{f}"
+        );
+    }
+}
+
+/// Review finding 6: `pr` on a complex attribute is true when it has a non-empty
+/// sub-attribute (RFC 7644 §3.4.2.2): `name` by the given or family name, the enterprise
+/// `manager` by the manager field; other operators name the problem.
+#[test]
+fn pr_on_a_complex_attribute() {
+    let name = UserFilter::Or(
+        Box::new(UserFilter::Present(A::FirstName)),
+        Box::new(UserFilter::Present(A::LastName)),
+    );
+    let manager = UserFilter::Present(A::Field("manager_email"));
+    assert_eq!(parse("name pr").unwrap(), name);
+    assert_eq!(
+        parse("urn:ietf:params:scim:schemas:core:2.0:User:Name PR").unwrap(),
+        name
+    );
+    assert_eq!(
+        parse("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager pr").unwrap(),
+        manager
+    );
+    assert_eq!(parse("manager pr and name pr").unwrap(), {
+        UserFilter::And(Box::new(manager.clone()), Box::new(name.clone()))
+    });
+    assert_eq!(
+        parse("name eq null").unwrap(),
+        UserFilter::Not(Box::new(name))
+    );
+    assert_eq!(parse("manager ne null").unwrap(), manager);
+    for f in [r#"name eq "Ann""#, r#"manager co "x""#, "name", "name zz"] {
+        let e = parse(f).unwrap_err();
+        assert!(e.contains("complex attribute"), "{f}: {e}");
+    }
+}

@@ -45,7 +45,7 @@ pub const TEXT_COLUMNS: [&str; 16] = [
 /// The date columns, in [`TYPED_COLUMNS`] order.
 pub const DATE_COLUMNS: [&str; 2] = ["date_of_birth", "start_date"];
 /// The list columns, in [`TYPED_COLUMNS`] order.
-pub const LIST_COLUMNS: [&str; 2] = ["groups", "teams"];
+pub const LIST_COLUMNS: [&str; 2] = crate::model::fields::LIST_FIELDS;
 
 /// Every typed column of a user row, in the order [`TypedRow::values`] binds them.
 pub const TYPED_COLUMNS: [&str; 26] = [

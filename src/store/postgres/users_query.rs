@@ -165,22 +165,7 @@ impl Builder {
                 .into(),
             ),
             (Attribute::Created | Attribute::Modified, Operand::Time(t)) => {
-                let column = if *a == Attribute::Created {
-                    "created_at"
-                } else {
-                    "updated_at"
-                };
-                let sign = match op {
-                    Op::Eq => "=",
-                    Op::Ne => "<>",
-                    Op::Gt => ">",
-                    Op::Ge => ">=",
-                    Op::Lt => "<",
-                    Op::Le => "<=",
-                    Op::Co | Op::Sw | Op::Ew => return Some("false".into()),
-                };
-                let p = self.bind(Param::Time(*t));
-                Some(format!("({column} {sign} {p})"))
+                Some(self.time_compare(a, op, *t))
             }
             (a, Operand::Text(want))
                 if !matches!(
@@ -595,6 +580,8 @@ pub(super) fn decoded(rows: Vec<(String, Vec<u8>)>) -> Result<Vec<User>> {
         .map(|(key, record)| Ok(User::from_rec(key, &UserRec::decode(record)?)))
         .collect()
 }
+
+mod times;
 
 #[cfg(test)]
 mod tests;

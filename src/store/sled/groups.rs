@@ -21,6 +21,7 @@ use crate::store::group_counts::{add_bucket, GroupDeltas};
 use crate::store::{Directory, GroupPage, GroupSummary};
 use anyhow::{anyhow, Context, Result};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use std::collections::{HashMap, HashSet};
 
 /// The key saying every tenant's counts were made.
 const COUNTED: &[u8] = b"\x01counted";
@@ -91,6 +92,24 @@ impl SledStore {
             }
         }
         Ok(false)
+    }
+
+    /// The tenant's group names that another group's name differs from in case only: one
+    /// scan of its groups, made once for a page of groups (`Users::groups_members`) rather
+    /// than [`SledStore::has_case_twin`] once per group, a scan each (quadratic in groups).
+    pub(super) fn case_twins(&self, tenant: &str) -> Result<HashSet<String>> {
+        let prefix = tkey(tenant, b"");
+        let mut by_lower: HashMap<String, Vec<String>> = HashMap::new();
+        for key in self.inner.groups.scan_prefix(&prefix).keys() {
+            let key = key?;
+            let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            by_lower.entry(name.to_lowercase()).or_default().push(name);
+        }
+        Ok(by_lower
+            .into_values()
+            .filter(|names| names.len() > 1)
+            .flatten()
+            .collect())
     }
 
     /// [`crate::store::Users::groups_page`] on sled: the tenant's groups in byte order of the

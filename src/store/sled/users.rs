@@ -159,25 +159,27 @@ impl Users for SledStore {
         skip: usize,
         take: usize,
     ) -> Result<UserPage> {
-        again(|| {
-            if !self.lists_stale(tenant)? {
-                if let Some(page) = self.group_page(tenant, group, skip, take)? {
-                    return Ok(page);
-                }
-            }
-            // Only records holding the name (in any case) are looked into.
-            let in_group = UserFilter::Compare(
-                Attribute::Field("groups"),
-                Op::Eq,
-                Operand::Text(group.to_string()),
-            );
-            let needles = Needles::of(&in_group);
-            // The membership rule of the group counts, read from the record without decoding it.
-            let keep = |k: &[u8], v: &[u8]| -> Result<bool> {
-                Ok(may_pass(k, v, is_live, needles.as_ref()) && groups_of(v)?.contains(group))
-            };
-            self.page_by_record(tenant, &keep, skip, take)
-        })
+        self.members_of(tenant, group, None, skip, take)
+    }
+
+    /// As the default, with the groups whose names differ in case only found once for the
+    /// page (`case_twins`) instead of once per group.
+    fn groups_members(
+        &self,
+        tenant: &str,
+        groups: &[&str],
+        budget: usize,
+    ) -> Result<Vec<UserPage>> {
+        let twins = self.case_twins(tenant)?;
+        let mut left = budget;
+        let mut out = Vec::with_capacity(groups.len());
+        for group in groups {
+            let twin = twins.contains(*group);
+            let page = self.members_of(tenant, group, Some(twin), 0, left)?;
+            left = left.saturating_sub(page.users.len());
+            out.push(page);
+        }
+        Ok(out)
     }
 
     /// Number of users per status: (active, inactive, deleted).
@@ -212,6 +214,43 @@ impl Users for SledStore {
         Ok(self
             .user_rec(tenant, key)?
             .is_some_and(|rec| crate::model::user::password_matches(&rec, password)))
+    }
+}
+
+impl SledStore {
+    /// [`Users::group_members`], `twin` saying whether another group's name differs from
+    /// `group` in case only (None: find out, one scan of the tenant's groups).
+    fn members_of(
+        &self,
+        tenant: &str,
+        group: &str,
+        twin: Option<bool>,
+        skip: usize,
+        take: usize,
+    ) -> Result<UserPage> {
+        again(|| {
+            if !self.lists_stale(tenant)? {
+                let twin = match twin {
+                    Some(t) => t,
+                    None => self.has_case_twin(tenant, group)?,
+                };
+                if let Some(page) = self.group_page(tenant, group, twin, skip, take)? {
+                    return Ok(page);
+                }
+            }
+            // Only records holding the name (in any case) are looked into.
+            let in_group = UserFilter::Compare(
+                Attribute::Field("groups"),
+                Op::Eq,
+                Operand::Text(group.to_string()),
+            );
+            let needles = Needles::of(&in_group);
+            // The membership rule of the group counts, read from the record without decoding it.
+            let keep = |k: &[u8], v: &[u8]| -> Result<bool> {
+                Ok(may_pass(k, v, is_live, needles.as_ref()) && groups_of(v)?.contains(group))
+            };
+            self.page_by_record(tenant, &keep, skip, take)
+        })
     }
 }
 
@@ -299,7 +338,7 @@ impl SledStore {
         let page: Vec<Vec<u8>> = matching.iter().skip(skip).take(take).cloned().collect();
         Ok(UserPage {
             total: matching.len() as u64,
-            users: self.users_of_keys(tenant, &page)?,
+            users: self.users_of_keys(tenant, &st, &page)?,
         })
     }
 
@@ -319,14 +358,21 @@ impl SledStore {
         let (total, page) = self.matching_keys(tenant, &st, keep, skip, take)?;
         Ok(UserPage {
             total,
-            users: self.users_of_keys(tenant, &page)?,
+            users: self.users_of_keys(tenant, &st, &page)?,
         })
     }
 
-    /// The users stored under `keys` (those that still exist), sorted by key: each bucket is
-    /// read once.
-    pub(super) fn users_of_keys(&self, tenant: &str, keys: &[Vec<u8>]) -> Result<Vec<User>> {
-        let st = self.tenant_state(tenant)?;
+    /// The users stored under `keys` (those that still exist) in the buckets of state `st`,
+    /// sorted by key: each bucket is read once. `st` must be the state the keys were chosen
+    /// in: a commit since then that replaced one of these buckets raises [`Replaced`] (the
+    /// reader asks again, `again`), so a user soft-deleted or changed by that commit is never
+    /// returned as the newer record under a choice made on the older one.
+    pub(super) fn users_of_keys(
+        &self,
+        tenant: &str,
+        st: &crate::store::TenantState,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<User>> {
         let mut buckets: BTreeMap<u16, Vec<&[u8]>> = BTreeMap::new();
         for k in keys {
             buckets.entry(bucket_of(k)).or_default().push(k);
@@ -372,6 +418,69 @@ mod tests {
             })
             .unwrap();
         b
+    }
+
+    /// Commits `users` (key, status), every bucket holding one of them rewritten with them.
+    fn put_all(store: &SledStore, users: &[(&str, u8)]) {
+        let mut buckets: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
+        for (key, status) in users {
+            let rec = UserRec {
+                status: *status,
+                ..Default::default()
+            };
+            let mut enc = Vec::new();
+            rec.encode_into(&mut enc);
+            let blob = buckets.entry(bucket_of(key.as_bytes())).or_default();
+            bucket_push(blob, key.as_bytes(), &enc);
+        }
+        let staged = buckets
+            .iter()
+            .map(|(b, blob)| (*b, store.stage_bucket("t", *b, blob).unwrap()))
+            .collect();
+        let version = store.tenant_state("t").unwrap().version;
+        store
+            .commit(&Commit {
+                tenant: "t".into(),
+                expected_version: version,
+                buckets: staged,
+                ..Default::default()
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_user_deleted_between_match_and_page_read_is_not_listed() {
+        use crate::model::packed::STATUS_ACTIVE;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        // `b`, in another bucket than `a` (which the commit below leaves as it was).
+        let b = (0..100)
+            .map(|i| format!("b{i}"))
+            .find(|k| bucket_of(k.as_bytes()) != bucket_of(b"a"))
+            .unwrap();
+        let b = b.as_str();
+        put_all(&store, &[("a", STATUS_ACTIVE), (b, STATUS_ACTIVE)]);
+        // The match pass keeps live users; the first time it sees `a`, a commit soft-deletes
+        // it (after its record was tested, before the page's users are read).
+        let deleted = AtomicBool::new(false);
+        let keep = |k: &[u8], v: &[u8]| -> Result<bool> {
+            if k == b"a" && !deleted.swap(true, Ordering::SeqCst) {
+                put_all(&store, &[("a", STATUS_DELETED)]);
+            }
+            Ok(is_live(status_of(v)))
+        };
+        // A page within `KEEP_KEYS_UP_TO` is found in one match pass.
+        let page = again(|| store.page_by_record("t", &keep, 0, 5)).unwrap();
+        assert!(deleted.load(Ordering::SeqCst));
+        assert!(
+            page.users.iter().all(|u| u.status != UserStatus::Deleted),
+            "a soft-deleted user listed: {:?}",
+            page.users.iter().map(|u| &u.key).collect::<Vec<_>>()
+        );
+        // The answer of the new state: `b` alone.
+        let keys: Vec<&str> = page.users.iter().map(|u| u.key.as_str()).collect();
+        assert_eq!((page.total, keys), (1, vec![b]));
     }
 
     #[test]
