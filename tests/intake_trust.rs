@@ -148,6 +148,11 @@ async fn a_link_swapped_in_for_the_file_is_never_imported() {
         while rounds < 400 && Instant::now() < end {
             let csv = format!("email,first_name,last_name\ngood{rounds}@acme.example,G,R\n");
             std::fs::write(stash.join("users.csv"), csv).unwrap();
+            // Written an hour ago, as far as its time says: a run takes only a file that has
+            // gone unmodified for the settle time (review s29), and this one must be taken.
+            let file = std::fs::File::options().write(true).open(stash.join("users.csv"));
+            let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+            file.unwrap().set_modified(an_hour_ago).unwrap();
             std::fs::rename(stash.join("users.csv"), home.join("users.csv")).unwrap();
             // The regular file stays a moment, so the intake sees it and the link can replace
             // it between the intake's look and its claim (both states last a few ms).

@@ -19,6 +19,7 @@ use crate::config::{Archive, ImportProfile};
 use crate::import::ArchivePlan;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use std::collections::HashSet;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -239,8 +240,11 @@ fn copy_in(
 
 /// Deletes archived files and reports older than `days` in a tenant home. Returns how many.
 /// An archive folder that is a symbolic link is not swept (and logged); only regular files
-/// directly in a real archive folder are removed, through the folder's handle.
-pub fn sweep(home: &Path, days: u32) -> usize {
+/// directly in a real archive folder are removed, through the folder's handle. The files of
+/// `held` (`folder/name`: the file and report of each run still waiting for approval) stay,
+/// whatever their age (design §6; review s29: a run held on Friday lost both by Sunday under
+/// `retention_days = 1`, and its mail pointed at the file for `roster preview`).
+pub fn sweep(home: &Path, days: u32, held: &HashSet<String>) -> usize {
     let max_age = Duration::from_secs(u64::from(days) * 86_400);
     let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) else {
         return 0;
@@ -266,7 +270,12 @@ pub fn sweep(home: &Path, days: u32) -> usize {
                 .as_secs()
                 .saturating_sub(u64::try_from(st.st_mtime).unwrap_or(0));
             let old = Duration::from_secs(age) > max_age;
-            if nofollow::is_regular(&st) && old && nofollow::unlink(dir.as_fd(), &name).is_ok() {
+            let kept = held.contains(&format!("{folder}/{name}"));
+            if nofollow::is_regular(&st)
+                && old
+                && !kept
+                && nofollow::unlink(dir.as_fd(), &name).is_ok()
+            {
                 removed += 1;
             }
         }
@@ -276,14 +285,15 @@ pub fn sweep(home: &Path, days: u32) -> usize {
 
 /// Deletes the oldest files of the archive folder `folder` of a tenant home once it holds more
 /// than `max` names, down to nine tenths of `max` (so a folder at its cap is not listed and
-/// trimmed by every run). Returns how many were deleted; 0 when `max` is 0.
+/// trimmed by every run). Returns how many were deleted; 0 when `max` is 0. The files of `held`
+/// (as in [`sweep`]) count towards the cap but are never deleted: the oldest others go.
 ///
 /// Decision (review s18 longrun F2): `max_tenant_entries` no longer counts the files in the
 /// archive folders (the tenant could not remove them, and at 24 runs an hour its own uploads
 /// were refused after about 87 days), so this cap bounds them instead: a tenant folder holds at
 /// most its own `max_tenant_entries` names plus that many per archive folder. Keeping the
 /// nightly upload working is worth more than the oldest archives; each trim is logged at WARN.
-pub fn keep_newest(home: &Path, folder: &str, max: u64) -> usize {
+pub fn keep_newest(home: &Path, folder: &str, max: u64, held: &HashSet<String>) -> usize {
     let Ok(max) = usize::try_from(max) else {
         return 0;
     };
@@ -314,6 +324,7 @@ pub fn keep_newest(home: &Path, folder: &str, max: u64) -> usize {
     let excess = files.len().saturating_sub(keep);
     let removed = files
         .iter()
+        .filter(|(_, _, name)| !held.contains(&format!("{folder}/{name}")))
         .take(excess)
         .filter(|(_, _, name)| nofollow::unlink(dir.as_fd(), name).is_ok())
         .count();
@@ -389,10 +400,18 @@ mod tests {
                 .unwrap();
         }
         std::fs::create_dir(folder.join("a-folder")).unwrap();
-        assert_eq!(keep_newest(dir.path(), "processed", 20), 0, "under the cap");
-        assert_eq!(keep_newest(dir.path(), "processed", 0), 0, "no cap");
+        assert_eq!(
+            keep_newest(dir.path(), "processed", 20, &HashSet::new()),
+            0,
+            "under the cap"
+        );
+        assert_eq!(
+            keep_newest(dir.path(), "processed", 0, &HashSet::new()),
+            0,
+            "no cap"
+        );
         // 13 names over a cap of 10: down to 9 files, the newest, and the folder stays.
-        assert_eq!(keep_newest(dir.path(), "processed", 10), 3);
+        assert_eq!(keep_newest(dir.path(), "processed", 10, &HashSet::new()), 3);
         let mut left: Vec<String> = std::fs::read_dir(&folder)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -402,11 +421,11 @@ mod tests {
         want.insert(0, "a-folder".into());
         assert_eq!(left, want);
         assert_eq!(
-            keep_newest(dir.path(), "processed", 10),
+            keep_newest(dir.path(), "processed", 10, &HashSet::new()),
             0,
             "9 files and a folder"
         );
-        assert_eq!(keep_newest(dir.path(), "missing", 10), 0);
+        assert_eq!(keep_newest(dir.path(), "missing", 10, &HashSet::new()), 0);
     }
 
     #[test]
@@ -447,6 +466,39 @@ mod tests {
         );
     }
 
+    /// The file and report of a run still held for approval stay, however old (review s29).
+    #[test]
+    fn sweep_and_cap_keep_the_files_of_a_held_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = SystemTime::now() - Duration::from_secs(10 * 86_400);
+        for rel in [
+            "processed/held.csv",
+            "errors/held.report.csv",
+            "processed/old.csv",
+        ] {
+            write_file(dir.path(), rel, b"x").unwrap();
+            let file = std::fs::File::options()
+                .write(true)
+                .open(dir.path().join(rel));
+            file.unwrap().set_modified(old).unwrap();
+        }
+        let held: HashSet<String> = ["processed/held.csv", "errors/held.report.csv"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        assert_eq!(keep_newest(dir.path(), "processed", 1, &held), 1);
+        assert!(!dir.path().join("processed/old.csv").exists());
+        write_file(dir.path(), "processed/old.csv", b"x").unwrap();
+        let file = std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("processed/old.csv"));
+        file.unwrap().set_modified(old).unwrap();
+        assert_eq!(sweep(dir.path(), 1, &held), 1);
+        assert!(!dir.path().join("processed/old.csv").exists());
+        assert!(dir.path().join("processed/held.csv").exists());
+        assert!(dir.path().join("errors/held.report.csv").exists());
+    }
+
     #[test]
     fn sweep_removes_only_old_archives() {
         let dir = tempfile::tempdir().unwrap();
@@ -460,7 +512,7 @@ mod tests {
             .unwrap()
             .set_modified(old)
             .unwrap();
-        assert_eq!(sweep(dir.path(), 7), 1);
+        assert_eq!(sweep(dir.path(), 7, &HashSet::new()), 1);
         assert!(!dir.path().join("processed/old.csv").exists());
         assert!(dir.path().join("processed/new.csv").exists());
         assert!(dir.path().join("users.csv").exists());
@@ -481,7 +533,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dir.path().join("processed")).unwrap();
         let err = write_file(dir.path(), "processed/a.csv", b"y").unwrap_err();
         assert!(format!("{err:#}").contains("symbolic link"), "{err:#}");
-        assert_eq!(sweep(dir.path(), 1), 0);
+        assert_eq!(sweep(dir.path(), 1, &HashSet::new()), 0);
         assert!(outside.path().join("keep.csv").exists());
         assert!(!outside.path().join("a.csv").exists());
     }
@@ -517,6 +569,10 @@ mod tests {
             .elapsed()
             .unwrap_or_default();
         assert!(age < Duration::from_secs(60), "{age:?}");
-        assert_eq!(sweep(home.path(), 90), 0, "the file just archived is kept");
+        assert_eq!(
+            sweep(home.path(), 90, &HashSet::new()),
+            0,
+            "the file just archived is kept"
+        );
     }
 }

@@ -330,6 +330,21 @@ fn finish(
     Ok(record)
 }
 
+/// The archived file and report of each run of `tenant` still held for approval, as
+/// `folder/name`: retention and the archive cap never delete them (`archive::sweep`).
+pub(super) fn held_files(
+    store: &crate::store::Store,
+    tenant: &str,
+) -> anyhow::Result<std::collections::HashSet<String>> {
+    let mut out = std::collections::HashSet::new();
+    for id in store.held_plans(tenant)? {
+        if let Some(r) = store.import_record(tenant, &id)? {
+            out.extend(r.archived_as.into_iter().chain(r.report));
+        }
+    }
+    Ok(out)
+}
+
 /// Keeps each archive folder this run wrote into within `max_tenant_entries` files, deleting
 /// the oldest (see `archive::keep_newest`), and says so at WARN.
 fn cap_archives(shared: &Shared, home: &Path, record: &ImportRecord) {
@@ -341,8 +356,15 @@ fn cap_archives(shared: &Shared, home: &Path, record: &ImportRecord) {
         .filter_map(|rel| rel.split_once('/').map(|(folder, _)| folder))
         .collect();
     folders.dedup();
+    let held = match held_files(&shared.store, &record.tenant) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(tenant = %record.tenant, "archive cap not applied this time: cannot read the held runs: {e:#}");
+            return;
+        }
+    };
     for folder in folders {
-        let removed = archive::keep_newest(home, folder, max);
+        let removed = archive::keep_newest(home, folder, max, &held);
         if removed > 0 {
             tracing::warn!(
                 tenant = %record.tenant, folder, removed, max_tenant_entries = max,

@@ -321,9 +321,18 @@ pub(super) async fn retention(intake: Intake) {
         for t in &config.tenants {
             let home = config.tenant_home(&t.id);
             let days = t.import.retention_days;
-            let removed = tokio::task::spawn_blocking(move || super::archive::sweep(&home, days))
-                .await
-                .unwrap_or(0);
+            let (store, id) = (intake.shared.store.clone(), t.id.clone());
+            let removed = tokio::task::spawn_blocking(move || {
+                match super::run::held_files(&store, &id) {
+                    Ok(held) => super::archive::sweep(&home, days, &held),
+                    Err(e) => {
+                        tracing::warn!(tenant = %id, "retention: archived files not swept this time: cannot read the held runs: {e:#}");
+                        0
+                    }
+                }
+            })
+            .await
+            .unwrap_or(0);
             if removed > 0 {
                 tracing::info!(tenant = %t.id, removed, days, "retention: old archived files deleted");
             }

@@ -308,6 +308,12 @@ fn claim_and_run(
         import_id = tracing::field::Empty
     );
     let _enter = span.enter();
+    let settle = std::time::Duration::from_millis(shared.config.current().server.settle_ms);
+    if !super::ready::wait_until_quiet(&home.join(name), settle) {
+        tracing::warn!("the file is gone, or still changing after {} s; left for its next event, rescan or tick",
+            super::ready::WAIT_AT_MOST.as_secs());
+        return None;
+    }
     let work = run::work_dir(shared, &tenant.id);
     let uploads = InProgress::new(&shared.config.current().server.data_dir, &tenant.id);
     let claimed = match claim::claim(&work, home, name, &uploads) {
