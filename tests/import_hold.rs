@@ -510,3 +510,43 @@ fn listed_leavers_do_not_dilute_the_hold_under_delete() {
     let active = store.users("t1", Some(UserStatus::Active)).unwrap().len();
     assert_eq!(active, 10, "nothing was deleted");
 }
+
+/// Review s30, F6: a held file with a password column is kept as UTF-8, and approving read
+/// that copy and wrote its encoding into the record: a Windows-1250 upload was recorded as
+/// UTF-8 once approved.
+#[test]
+fn approving_keeps_the_encoding_the_file_was_held_in() {
+    let (store, _d) = open();
+    let mut t = tenant(OnMissing::Deactivate, MatchBy::MappingCode);
+    t.import.encoding =
+        roster::config::EncodingSetting::parse("windows-1250").expect("a code page");
+    let cp1250 = |rows: &[(u32, &str, &str)]| {
+        let text = String::from_utf8(file(rows)).unwrap();
+        let (bytes, _, unmappable) = encoding_rs::WINDOWS_1250.encode(&text);
+        assert!(!unmappable);
+        bytes.into_owned()
+    };
+    let rows: Vec<_> = (0..10).map(|i| (i, "Računovođa", "")).collect();
+    assert_eq!(go(&store, &t, &cp1250(&rows)).record.counts.inserted, 10);
+    let kept = [(0, "Računovođa", "Tajna-0"), (1, "Šef", "Tajna-1")];
+    let held = go(&store, &t, &cp1250(&kept)).record;
+    assert_eq!(held.status, ImportStatus::Held, "{:?}", held.messages);
+    assert_eq!(held.encoding, "windows-1250");
+    let p = roster::import::preview_held(&store, &t, &held.id).unwrap();
+    assert_eq!(p.record.encoding, "windows-1250");
+    let applied = approve(&store, &t, &held.id).unwrap().record;
+    assert_eq!(
+        applied.status,
+        ImportStatus::Success,
+        "{:?}",
+        applied.messages
+    );
+    assert_eq!(applied.encoding, "windows-1250");
+    let stored = store.import_record("t1", &held.id).unwrap().unwrap();
+    assert_eq!(stored.encoding, "windows-1250");
+    assert_eq!(
+        store.user("t1", "C001").unwrap().unwrap().fields["job_title"],
+        "Šef"
+    );
+    assert!(store.verify_user_password("t1", "C001", "Tajna-1").unwrap());
+}

@@ -289,7 +289,12 @@ struct Header<'a> {
 /// Header mapping: decodes the file, finds the delimiter, reads the header row and maps its
 /// columns to fields; an empty file, an unreadable header or a mapping problem fails the run.
 fn map_header<'a>(job: &Job<'a>, rec: &mut ImportRecord, enc: Enc) -> Phase<Header<'a>> {
-    rec.encoding = enc.name().to_string();
+    // Approving reads the kept copy (UTF-8 when the file had a password column): the record
+    // keeps the encoding the held run read the upload in (review s30, F6).
+    rec.encoding = match job.approving.as_ref().and_then(|a| a.encoding.clone()) {
+        Some(held) => held,
+        None => enc.name().to_string(),
+    };
     let (text, delim) =
         read::with_delimiter(read::text(job.input, enc)?, job.tenant.import.delimiter)?;
     rec.delimiter = read::delimiter_name(delim);

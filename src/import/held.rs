@@ -40,6 +40,10 @@ pub struct Approving {
     /// Where the intake filed the held run's file and report: the approved record keeps them.
     pub archived_as: Option<String>,
     pub report: Option<String>,
+    /// The encoding the held run read the upload in: the approved record keeps it (the kept
+    /// copy of a file with a password column is UTF-8). `None` for a plan held by a version
+    /// that did not store it: the record then says what the kept copy was read as.
+    pub encoding: Option<String>,
 }
 
 /// The file as uploaded: its sha256 and size.
@@ -65,6 +69,10 @@ struct HeldPlan {
     bytes: Option<u64>,
     #[serde(default)]
     passwords: Vec<KeptPassword>,
+    /// The held record's encoding (the upload's; review s30, F6). Absent in a plan held by an
+    /// older version.
+    #[serde(default)]
+    encoding: Option<String>,
 }
 
 /// One password of a held run: row, keyed fingerprint, and the argon2id hash when applying the
@@ -175,6 +183,7 @@ pub fn plan_bytes(k: &HoldParts<'_>) -> Result<Vec<u8>> {
         sha256: Some(k.record.sha256.clone()),
         bytes: Some(k.record.bytes),
         passwords,
+        encoding: Some(k.record.encoding.clone()).filter(|e| !e.is_empty()),
     };
     crate::store::frame(&header, &file)
 }
@@ -242,6 +251,7 @@ pub fn load(store: &Store, tenant: &Tenant, import_id: &str) -> Result<HeldRun> 
             .with_context(|| format!("the passwords of held plan {import_id} are damaged"))?,
         archived_as,
         report,
+        encoding: held.encoding,
     };
     Ok(HeldRun {
         tenant: held_tenant,
@@ -283,4 +293,25 @@ pub(super) fn check_not_superseded(store: &Store, tenant: &str, held_id: &str) -
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plan held by a version that stored no encoding (review s30, F6) still loads.
+    #[test]
+    fn a_plan_without_an_encoding_still_reads() {
+        let old = serde_json::json!({
+            "tenant": {},
+            "file": "users.csv",
+            "received_at": "2026-11-30T08:00:00Z",
+            "version": 3,
+            "sha256": "ab",
+            "bytes": 2,
+            "passwords": [],
+        });
+        let plan: HeldPlan = serde_json::from_value(old).unwrap();
+        assert_eq!((plan.version, plan.encoding), (3, None));
+    }
 }

@@ -4,13 +4,15 @@
 //! A run that failed as a whole (not CSV, empty, undecodable, wrong date, too large) has no rows
 //! to report; its report ([`for_failed_run`]) is one line per message of its record, so the
 //! tenant still gets a file that says what to fix (each message neutralised like a cell, as
-//! it may start with the tenant's file name).
+//! it may start with the tenant's file name or quote a header), with the file's delimiter when
+//! the run found it, else `,`.
 //!
 //! For the rows, data enters as a second streaming pass over the same file (same encoding and
 //! delimiter) and the skip reasons by row number; it leaves as bytes: the report CSV (a `row`
 //! column, the original columns, a `reason` column; a row with more cells than the header has
 //! them all before its reason; same delimiter; UTF-8 with BOM; cells
-//! starting with `= + - @`, TAB or CR prefixed with `'` (OWASP's list); password cells blank)
+//! starting with `= + - @`, TAB or CR prefixed with `'` (OWASP's list), and a `'` after any
+//! separator inside a cell that a formula follows ([`safe_cell`]); password cells blank)
 //! and, when the file has a password column, the whole file re-written with that column blank
 //! (UTF-8, same delimiter, blank lines kept). Rows are numbered as the row pass numbers them
 //! (`rownum`); the copy keeps the blank lines so that it numbers its rows as the file does (a
@@ -54,17 +56,53 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// Report bytes allowed beyond twice the bytes read (a header row and a few long reasons).
 const REPORT_SLACK: u64 = 1 << 20;
 
-/// Neutralises a cell that a spreadsheet would run as a formula (OWASP: `= + - @`, TAB, CR).
+/// Bytes a spreadsheet may split a CSV line on, whatever the report's own delimiter: `,` `;` TAB
+/// `|` (the list separators of the locales Excel and LibreOffice use, and what their import
+/// offers) and the line breaks.
+const SEPARATORS: &[u8] = b",;\t|\r\n";
+/// Bytes that start a formula (OWASP: `= + - @`).
+const FORMULA: &[u8] = b"=+-@";
+
+/// Neutralises a cell that a spreadsheet would run as a formula, also when the spreadsheet
+/// splits the line on another separator than the file's (review s30, F1: a comma-delimited
+/// report opened in a `;` locale split `Mgr;=WEBSERVICE(…)` and ran the second piece).
+/// Decision: a `'` goes (1) before the cell when it starts with `= + - @`, TAB or CR (OWASP's
+/// rule, kept), or when it starts with spaces or `"` and then `= + - @`; (2) right after every
+/// separator ([`SEPARATORS`]) inside the cell that is followed, after spaces or `"`, by
+/// `= + - @`: `Mgr;'=WEBSERVICE(…)`. So every piece of the written line, split on any separator,
+/// starts (after spaces and quotes: a quote the writer adds or doubles is one of them) with
+/// `'` or some other byte that is no formula. Fields are quoted only as the writer needs: the
+/// rule holds without quoting, and the report stays as readable as the file. Cells that hold no
+/// such sequence are kept as they are (no copy).
 pub fn safe_cell(c: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    match c.first() {
-        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => {
-            let mut v = Vec::with_capacity(c.len() + 1);
-            v.push(b'\'');
-            v.extend_from_slice(c);
-            std::borrow::Cow::Owned(v)
+    // From the end: `formula` is whether the first byte after this one that is no space and no
+    // quote starts a formula (one pass, so a cell of many TABs costs no more than its length).
+    let mut at = Vec::new();
+    let mut formula = false;
+    for (i, b) in c.iter().enumerate().rev() {
+        if formula && SEPARATORS.contains(b) {
+            at.push(i + 1);
         }
-        _ => std::borrow::Cow::Borrowed(c),
+        if !b.is_ascii_whitespace() && *b != b'"' {
+            formula = FORMULA.contains(b);
+        }
     }
+    if formula || matches!(c.first(), Some(b'\t' | b'\r')) {
+        at.push(0);
+    }
+    if at.is_empty() {
+        return std::borrow::Cow::Borrowed(c);
+    }
+    let mut v = Vec::with_capacity(c.len() + at.len());
+    let mut from = 0;
+    // `at` is in descending order.
+    for &i in at.iter().rev() {
+        v.extend_from_slice(&c[from..i]);
+        v.push(b'\'');
+        from = i;
+    }
+    v.extend_from_slice(&c[from..]);
+    std::borrow::Cow::Owned(v)
 }
 
 /// What the second pass should produce.
@@ -216,18 +254,29 @@ pub fn unread_copy(
     Ok(archive_early(tenant, input, messages, Reached::Scan(enc)))
 }
 
-/// The report of a run that failed as a whole (see the module doc): `row,reason` and one line
-/// per message, UTF-8 with BOM, CRLF. `None` unless the record is an `error` with messages.
+/// The report of a run that failed as a whole (see the module doc): `row` and `reason` and one
+/// line per message, UTF-8 with BOM, CRLF, with the file's delimiter when the run found it (the
+/// record's `delimiter`; a run that failed before, such as a file that is no CSV or that the
+/// intake refused unread, has none, and its report uses `,`). `None` unless the record is an
+/// `error` with messages.
 pub fn for_failed_run(record: &ImportRecord) -> Option<Vec<u8>> {
     if record.status != ImportStatus::Error || record.messages.is_empty() {
         return None;
     }
+    let delim = match record.delimiter.as_str() {
+        "\\t" => b'\t',
+        ";" => b';',
+        "|" => b'|',
+        _ => b',',
+    };
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
+        .delimiter(delim)
         .from_writer(BOM.to_vec());
     w.write_record(["row", "reason"]).ok()?;
     for m in &record.messages {
-        // The messages quote the tenant's file name, which may start with `=`.
+        // The messages quote the tenant's file name and header cells, which may start with
+        // `=` or hold a separator and a `=` (see `safe_cell`).
         w.write_record([b"".as_slice(), &safe_cell(m.as_bytes())])
             .ok()?;
     }

@@ -168,7 +168,7 @@ fn delimiter_byte(d: &str) -> u8 {
 /// The skipped rows of page `page_no` of a failure report (`row`, the file's columns,
 /// `reason`; UTF-8 with BOM), and whether more follow. Reads one record at a time. The
 /// delimiter is the one after `row` in the header (the report of a run that failed as a whole
-/// is always comma-separated), else `delimiter`.
+/// has the file's delimiter when its run found one, else `,`), else `delimiter`.
 fn skipped_rows(
     file: std::fs::File,
     delimiter: u8,

@@ -197,3 +197,95 @@ fn the_marker_is_not_blank_with_a_tab_delimiter() {
     let copy = String::from_utf8(copy.unwrap()).unwrap();
     assert_eq!(copy, "k\tn\tpw\n\t\"\n\t-\"\n1\ta\t\n");
 }
+
+/// Asserts that no piece of any line of `report`, split on `,`, `;`, TAB or `|`, starts a
+/// formula once spaces and quotes before it are stripped (what a spreadsheet in any locale
+/// could take for a cell).
+fn no_piece_starts_a_formula(report: &str) {
+    for line in report.lines() {
+        for piece in line.split([',', ';', '\t', '|']) {
+            let start = piece.trim_start_matches(|c: char| c.is_whitespace() || c == '"');
+            assert!(
+                !start.starts_with(['=', '+', '-', '@']),
+                "{piece:?} of {line:?} starts a formula"
+            );
+        }
+    }
+}
+
+/// Review s30, F1: only a cell's first byte was checked, so a cell holding another separator
+/// than the report's (`x;=1+1;` in a comma-separated report) was written bare, and a
+/// spreadsheet splitting on `;` ran the piece after it. The reason quoting a value likewise.
+#[test]
+fn a_formula_after_any_separator_in_a_cell_is_neutralised() {
+    let skips = HashMap::from([(2, "row 2: \"x|=2\" and \"\t@3\" are bad".to_string())]);
+    let want = Want {
+        skips: &skips,
+        password_col: None,
+        password_header: None,
+        keep_col: None,
+        keep_mapped: &[],
+    };
+    for (input, delim, kept) in [
+        ("a,b\n1,x;=1+1;\n", b',', "x;'=1+1;"),
+        ("a\tb\n1\tx,=1+1; -2\n", b'\t', "x,'=1+1;' -2"),
+        ("a;b\n1;\"x,\"\"=1+1\"\n", b';', "\"x,'\"\"=1+1\""),
+    ] {
+        let (report, _) = write(Input::Bytes(input.as_bytes()), Enc::Utf8, delim, &want).unwrap();
+        let report = String::from_utf8(report.unwrap()).unwrap();
+        no_piece_starts_a_formula(&report);
+        assert!(report.contains(kept), "{report:?}");
+        assert!(
+            report.contains("'=2") && report.contains("'@3"),
+            "{report:?}"
+        );
+    }
+    let (report, _) = write(Input::Bytes(b"a,b\n1,x;=1+1;\n"), Enc::Utf8, b',', &want).unwrap();
+    assert_eq!(
+        String::from_utf8(report.unwrap()).unwrap(),
+        "\u{feff}row,a,b,reason\n2,1,x;'=1+1;,\"row 2: \"\"x|'=2\"\" and \"\"\t'@3\"\" are bad\"\n"
+    );
+}
+
+/// Review s30, F1: the report of a run that failed as a whole was always comma-separated and
+/// its messages (which quote headers and file names) were checked at their first byte only.
+#[test]
+fn a_failed_runs_messages_are_safe_and_use_the_files_delimiter() {
+    let now = chrono::Utc::now();
+    let mut r = ImportRecord::begun("1".into(), "t", "u.csv", ImportStatus::Error, now, now);
+    r.messages = vec![
+        "the header \"h;=1+1;\" appears in more than one column".into(),
+        "h;=1+1;".into(),
+        "=x.csv, +1|@2\t-3".into(),
+    ];
+    for (delim, sep) in [("", ','), (",", ','), (";", ';'), ("\\t", '\t'), ("|", '|')] {
+        r.delimiter = delim.into();
+        let out = String::from_utf8(for_failed_run(&r).unwrap()).unwrap();
+        assert!(
+            out.starts_with(&format!("\u{feff}row{sep}reason\r\n")),
+            "{out:?}"
+        );
+        no_piece_starts_a_formula(&out);
+        assert!(out.contains("h;'=1+1;"), "{out:?}");
+    }
+}
+
+#[test]
+fn safe_cell_keeps_plain_text_and_the_first_byte_rule() {
+    let safe = |c: &str| String::from_utf8(safe_cell(c.as_bytes()).into_owned()).unwrap();
+    for plain in ["Ana", "Mgr; Sales, HR", "a-b", "x=1", "1 + 2", "", "'=1"] {
+        assert!(matches!(
+            safe_cell(plain.as_bytes()),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+    assert_eq!(safe("=1"), "'=1");
+    assert_eq!(safe("\tt"), "'\tt");
+    assert_eq!(safe("\rt"), "'\rt");
+    assert_eq!(safe(" =1"), "' =1");
+    assert_eq!(safe("\"@1"), "'\"@1");
+    assert_eq!(safe("\t=1"), "'\t'=1");
+    assert_eq!(safe("a; \"=1"), "a;' \"=1");
+    assert_eq!(safe("a\n-1|+2"), "a\n'-1|'+2");
+    assert_eq!(safe("a;\t=1"), "a;'\t'=1");
+}
