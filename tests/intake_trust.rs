@@ -150,7 +150,9 @@ async fn a_link_swapped_in_for_the_file_is_never_imported() {
             std::fs::write(stash.join("users.csv"), csv).unwrap();
             // Written an hour ago, as far as its time says: a run takes only a file that has
             // gone unmodified for the settle time (review s29), and this one must be taken.
-            let file = std::fs::File::options().write(true).open(stash.join("users.csv"));
+            let file = std::fs::File::options()
+                .write(true)
+                .open(stash.join("users.csv"));
             let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
             file.unwrap().set_modified(an_hour_ago).unwrap();
             std::fs::rename(stash.join("users.csv"), home.join("users.csv")).unwrap();

@@ -219,7 +219,8 @@ fn claim_parts(claimed: &Path) -> anyhow::Result<(OwnedFd, String)> {
     Ok((dir, name))
 }
 
-fn copy_in(
+/// Copies `from` into `to_dir` as `to` (a temporary name first, synced, then renamed).
+pub(super) fn copy_in(
     from_dir: BorrowedFd<'_>,
     from: &str,
     to_dir: BorrowedFd<'_>,

@@ -136,6 +136,16 @@ pub fn claim(
             "{name} was replaced by a symbolic link or another kind of entry while it was claimed; that entry was removed and nothing was imported"
         );
     }
+    // A file with another hard link (`hardlink@openssh.com` under `roster sftp-server`) is
+    // still reachable from the tenant's side: the run reads a private copy, so writes through
+    // the other name change neither the bytes imported nor the archived file (review s29: the
+    // recorded sha256 and a held plan could differ from the rows planned). Should the copy
+    // fail, the file is imported as it is, as before, and that is logged.
+    if moved.st_nlink > 1 {
+        if let Err(e) = super::archive::copy_in(dir_fd.as_fd(), name, dir_fd.as_fd(), name) {
+            tracing::warn!(file = %name, "the claimed file has another link and could not be copied apart from it ({e}); importing it as it is");
+        }
+    }
     // The claim folder, the file in it and the file gone from the home must be durable before
     // the run commits: after a power loss a commit whose file reappeared in the home would
     // import it again as a duplicate (review s18 crash F3).
@@ -183,6 +193,20 @@ mod tests {
         std::fs::write(home.join("other.csv"), b"b").unwrap();
         std::fs::rename(home.join("other.csv"), home.join("users.csv")).unwrap();
         assert!(!still_the_file(fd.as_fd(), "users.csv", &opened).unwrap());
+    }
+
+    #[test]
+    fn a_file_with_another_link_is_claimed_as_a_copy_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let (home, work) = (dir.path().join("home"), dir.path().join("work"));
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(home.join("users.csv"), b"email\na@x.example\n").unwrap();
+        std::fs::hard_link(home.join("users.csv"), home.join("keep.csv")).unwrap();
+        let c = claim(&work, &home, "users.csv", &InProgress::none())
+            .unwrap()
+            .expect("claimed");
+        std::fs::write(home.join("keep.csv"), b"email\nevil@x.example\n").unwrap();
+        assert_eq!(std::fs::read(&c.path).unwrap(), b"email\na@x.example\n");
     }
 
     #[test]
