@@ -73,6 +73,9 @@ pub(super) struct Connection {
     open: OpenChannels,
     /// Channel requests refused so far (only the first is logged; the sum when it ends).
     refused_requests: u64,
+    /// Whether a key offer of this connection has asked the shared login counters already
+    /// (once per connection: `LoginThrottle::check_key_offer`).
+    shared_asked: bool,
 }
 
 impl Connection {
@@ -98,6 +101,7 @@ impl Connection {
             channels: HashMap::new(),
             open: OpenChannels::default(),
             refused_requests: 0,
+            shared_asked: false,
         }
     }
 
@@ -129,8 +133,14 @@ impl Connection {
         Auth::Accept
     }
 
-    async fn blocked(&self, user: Option<&str>) -> bool {
-        match self.server.throttle.check(Some(self.peer.ip()), user).await {
+    /// Whether this address is blocked, for a key offer (the shared counters asked once per
+    /// connection).
+    async fn blocked(&mut self) -> bool {
+        let throttle = &self.server.throttle;
+        match throttle
+            .check_key_offer(Some(self.peer.ip()), &mut self.shared_asked)
+            .await
+        {
             Gate::Open => false,
             Gate::Blocked(why) => {
                 log_refused_login(self.peer, &why);
@@ -353,7 +363,7 @@ impl russh::server::Handler for Connection {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.blocked(None).await {
+        if self.blocked().await {
             return Ok(Auth::reject());
         }
         let config = self.server.config.current();
