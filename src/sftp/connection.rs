@@ -21,6 +21,7 @@
 
 use super::admission::{ConnectionTicket, KillSwitch};
 use super::jail::Jail;
+use super::login_answers::{key_algorithm_allowed, log_refused_login};
 use super::pending::{OpenChannels, OpenGuard, Pending};
 use super::requests::{SessionContext, SftpSession};
 use super::server::{login_methods, Credential, LiveEntry, SessionSlot, SftpServer};
@@ -28,7 +29,6 @@ use super::uploads::InProgress;
 use super::usage::UsageLimits;
 use super::wire;
 use crate::login::{self as auth, Gate};
-use crate::logs::SharedEverySecond;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Sig};
 use std::collections::HashMap;
@@ -43,9 +43,6 @@ pub const SFTP_ONLY: &str = "Roster serves SFTP only: no shell and no commands. 
 
 /// Channels one connection may have open at once (OpenSSH's `MaxSessions` default is 10).
 pub const MAX_CHANNELS_PER_CONNECTION: usize = 10;
-
-/// Login refusals of a blocked address or tenant: one line a second, counted.
-static REFUSED_LOGINS: SharedEverySecond = SharedEverySecond::new();
 
 /// One SSH connection.
 pub(super) struct Connection {
@@ -230,14 +227,6 @@ impl Drop for Connection {
     }
 }
 
-/// A login refused unchecked (blocked or busy): counted, and logged at most once a second.
-fn log_refused_login(peer: SocketAddr, why: &str) {
-    crate::metrics::login_blocked();
-    if let Some(n) = REFUSED_LOGINS.hit() {
-        tracing::warn!(%peer, refused = n, "login refused: {why} (refusals of the last second counted)");
-    }
-}
-
 /// The session slot a login holds until its connection ends, lent to one SFTP channel at a time.
 struct LoginSlot {
     _slot: SessionSlot,
@@ -363,6 +352,9 @@ impl russh::server::Handler for Connection {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        if !key_algorithm_allowed(offer.algorithm) {
+            return Ok(Auth::reject());
+        }
         if self.blocked().await {
             return Ok(Auth::reject());
         }
