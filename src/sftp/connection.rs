@@ -21,7 +21,7 @@
 
 use super::admission::{ConnectionTicket, KillSwitch};
 use super::jail::Jail;
-use super::login_answers::{key_algorithm_allowed, log_refused_login};
+use super::login_answers::{key_algorithm_allowed, log_refused_login, refused_unchecked};
 use super::pending::{OpenChannels, OpenGuard, Pending};
 use super::requests::{SessionContext, SftpSession};
 use super::server::{login_methods, Credential, LiveEntry, SessionSlot, SftpServer};
@@ -321,7 +321,7 @@ impl russh::server::Handler for Connection {
             Ok(attempt) => attempt,
             Err(refusal) => {
                 log_refused_login(self.peer, refusal.reason());
-                return Ok(Auth::reject());
+                return Ok(refused_unchecked(&refusal));
             }
         };
         let config = self.server.config.current();
