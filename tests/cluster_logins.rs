@@ -63,3 +63,46 @@ async fn key_offers_ask_the_shared_counters_once_per_connection() {
         Gate::Blocked(_)
     ));
 }
+
+/// Review s30 F5: a failure row that is not blocking is deleted by the heartbeat once its
+/// window (`auth_block_secs`) has ended, not a day later; a block stays until it ends.
+#[test]
+fn heartbeats_delete_failure_rows_whose_window_ended() {
+    use chrono::{TimeZone, Utc};
+    let pg = TestPostgres::start();
+    let db = "c_failure_rows";
+    let url = pg.create_database(db);
+    let store = open(&url, "node-a");
+    let rows = |subject: &str| {
+        pg.psql(
+            db,
+            &format!("SELECT count(*) FROM roster.auth_failures WHERE subject = '{subject}'"),
+        )
+        .trim()
+        .to_string()
+    };
+    let second = Duration::from_secs(1);
+    assert_eq!(
+        store
+            .login_failed(LoginScope::Tenant, "zz-test", 5, second)
+            .unwrap(),
+        None
+    );
+    // A block of an hour whose window started long ago (as another node's longer block).
+    pg.psql(
+        db,
+        "INSERT INTO roster.auth_failures (scope, subject, failures, window_start, blocked_until) \
+         VALUES ('address', '10.7.7.7', 9, now() - interval '2 hours', now() + interval '1 hour')",
+    );
+    assert_eq!(rows("zz-test"), "1");
+    std::thread::sleep(Duration::from_secs(2));
+    let beat = roster::store::NodeBeat {
+        sftp: "127.0.0.1:2201".to_string(),
+        admin: "127.0.0.1:9".to_string(),
+        version: "test".to_string(),
+        started_at: Utc.timestamp_opt(1_800_000_000, 0).unwrap(),
+    };
+    store.heartbeat(&beat).unwrap();
+    assert_eq!(rows("zz-test"), "0", "the row outlived its window");
+    assert_eq!(rows("10.7.7.7"), "1", "a block in force was deleted");
+}
