@@ -222,3 +222,53 @@ async fn connections_carry_kernel_keepalives_that_notice_a_vanished_client_withi
     let first_probe = timers[0].expect("a keepalive timer runs on the server's socket");
     assert!(first_probe <= 30.0, "first probe in {first_probe} s");
 }
+
+/// Accepts any host key (the test checks the client's login, not the server's key).
+struct AnyHost;
+
+impl russh::client::Handler for AnyHost {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// Review s30 F3: a tenant's RSA key logs in with an `rsa-sha2-256` or `rsa-sha2-512`
+/// signature, not with a SHA-1 `ssh-rsa` one (refused for host keys already).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_keys_log_in_with_sha2_signatures_only() {
+    use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
+    use std::sync::Arc;
+    let keys = tempfile::tempdir().unwrap();
+    let path = keys.path().join("id_rsa");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let key = PrivateKey::read_openssh_file(&path).unwrap();
+    let line = key.public_key().to_openssh().unwrap();
+    let beta = "[[tenants]]\nid = \"beta\"";
+    let gamma = format!("[[tenants]]\nid = \"gamma\"\nauthorized_keys = [\"{line}\"]\n{beta}");
+    let srv = TestServer::start_replacing(beta, &gamma).await;
+    let key = Arc::new(key);
+    let login = |hash: Option<HashAlg>| {
+        let (key, addr) = (key.clone(), srv.addr());
+        async move {
+            let config = Arc::new(russh::client::Config::default());
+            let mut ssh = russh::client::connect(config, addr, AnyHost).await.unwrap();
+            ssh.authenticate_publickey("gamma", PrivateKeyWithHashAlg::new(key, hash))
+                .await
+                .unwrap()
+                .success()
+        }
+    };
+    assert!(!login(None).await, "a SHA-1 ssh-rsa signature logged in");
+    assert!(login(Some(HashAlg::Sha256)).await);
+    assert!(login(Some(HashAlg::Sha512)).await);
+}

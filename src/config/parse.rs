@@ -373,4 +373,41 @@ mod tests {
             assert!(!has(&p, unsaid), "{unsaid:?} follows from a default: {p:?}");
         }
     }
+
+    /// Review s30 F2: hashes a login check can never verify, or that would hold a checking
+    /// thread for minutes, are refused when the config is read, each naming its tenant.
+    #[test]
+    fn hashes_that_cannot_verify_or_cost_too_much_are_refused() {
+        let salted = "$c2FsdHNhbHRzYWx0$0XSsfOIUbEVJFH1EkHwIqJ5NV+nZFzs1OHp9Fk1dcWs";
+        let bad = [
+            ("pbkdf2", format!("$pbkdf2-sha256$i=1000{salted}")),
+            ("cut", "$argon2id$v=19$m=19456,t=2,p=1".to_string()),
+            ("bigm", format!("$argon2id$v=19$m=2000000,t=1,p=1{salted}")),
+            (
+                "bigt",
+                format!("$argon2id$v=19$m=19456,t=100000,p=1{salted}"),
+            ),
+            ("work", format!("$argon2id$v=19$m=1048576,t=8,p=1{salted}")),
+            ("plain", "plaintext".to_string()),
+        ];
+        let mut text = String::new();
+        for (id, hash) in &bad {
+            text.push_str(&format!(
+                "[[tenants]]\nid = \"{id}\"\npassword_hash = \"{hash}\"\n"
+            ));
+        }
+        text.push_str(&format!(
+            "[[tenants]]\nid = \"good\"\npassword_hash = \"{HASH}\"\n"
+        ));
+        let p = match crate::config::Config::parse(&text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(p) => p,
+        };
+        for (id, _) in &bad {
+            let needle = format!("tenant \"{id}\": password_hash");
+            assert!(has(&p, &needle), "missing {needle:?} in {p:?}");
+        }
+        assert!(!has(&p, "\"good\""), "{p:?}");
+        assert!(crate::model::argon::checkable(HASH).is_ok());
+    }
 }

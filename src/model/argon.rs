@@ -114,35 +114,81 @@ pub fn verify(hash: &str, password: &[u8]) -> bool {
     with_pooled(|memory| verify_in(hash, password, memory))
 }
 
-/// As [`verify`], in `memory`: any argon2 variant, version and cost the string names.
-pub fn verify_in(hash: &str, password: &[u8], memory: &mut Vec<Block>) -> bool {
-    let Ok(parsed) = PasswordHash::new(hash) else {
-        return false;
-    };
-    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
-        return false;
-    };
-    let Ok(params) = Params::try_from(&parsed) else {
-        return false;
-    };
-    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm.as_str()) else {
-        return false;
-    };
+/// Passes (`t`) a hash may name at most. The default cost makes 2; above 32 a check holds a
+/// checking thread for seconds (review s30: a huge `t` held argon2 threads for minutes).
+pub const MOST_PASSES: u32 = 32;
+
+/// Blocks times passes a hash may name at most (4 × [`MOST_BLOCKS`], a few seconds of one
+/// core): a check's work, so 1 GiB of memory goes with at most 4 passes. The default cost is
+/// about 1% of it.
+pub const MOST_WORK: u64 = 4 * MOST_BLOCKS as u64;
+
+/// A PHC string that [`verify_in`] can check: its parts, ready for argon2.
+pub struct Checkable {
+    parsed: PasswordHash,
+    algorithm: Algorithm,
+    version: Version,
+    params: Params,
+}
+
+/// The one rule for a password hash, applied by the config's validation and by every check:
+/// a PHC string of an argon2 variant (argon2id, argon2i, argon2d), with a salt and a hash,
+/// parameters argon2 accepts, a known version, at most [`MOST_BLOCKS`] of memory, at most
+/// [`MOST_PASSES`] passes and at most [`MOST_WORK`] in all. Err says which part fails.
+pub fn checkable(hash: &str) -> std::result::Result<Checkable, String> {
+    let parsed = PasswordHash::new(hash).map_err(|_| "is not a PHC string".to_string())?;
+    let algorithm = Algorithm::try_from(parsed.algorithm.as_str()).map_err(|_| {
+        format!(
+            "names {:?}, not an argon2 variant",
+            parsed.algorithm.as_str()
+        )
+    })?;
+    if parsed.salt.is_none() || parsed.hash.is_none() {
+        return Err("has no salt or no hash (cut short?)".into());
+    }
+    let params =
+        Params::try_from(&parsed).map_err(|e| format!("has bad argon2 parameters: {e}"))?;
     let version = match parsed.version.map(Version::try_from) {
         None => Version::default(),
         Some(Ok(v)) => v,
-        Some(Err(_)) => return false,
+        Some(Err(_)) => return Err("names an unknown argon2 version".into()),
+    };
+    if params.block_count() > MOST_BLOCKS {
+        return Err(format!(
+            "asks for more than {} MiB of memory",
+            MOST_BLOCKS / 1024
+        ));
+    }
+    let work = params.block_count() as u64 * u64::from(params.t_cost());
+    if params.t_cost() > MOST_PASSES || work > MOST_WORK {
+        return Err(format!(
+            "costs too much to check (t at most {MOST_PASSES}, m × t at most {} MiB)",
+            MOST_WORK / 1024
+        ));
+    }
+    Ok(Checkable {
+        parsed,
+        algorithm,
+        version,
+        params,
+    })
+}
+
+/// As [`verify`], in `memory`: any argon2 variant, version and cost [`checkable`] accepts.
+pub fn verify_in(hash: &str, password: &[u8], memory: &mut Vec<Block>) -> bool {
+    let Ok(c) = checkable(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&c.parsed.salt, &c.parsed.hash) else {
+        return false;
     };
     let mut out = [0u8; Output::MAX_LENGTH];
     let Some(out) = out.get_mut(..expected.len()) else {
         return false;
     };
-    if params.block_count() > MOST_BLOCKS {
-        return false;
-    }
     let mut own = Vec::new();
-    let blocks = blocks_in(memory, &mut own, params.block_count());
-    let argon2 = Argon2::new(algorithm, version, params);
+    let blocks = blocks_in(memory, &mut own, c.params.block_count());
+    let argon2 = Argon2::new(c.algorithm, c.version, c.params);
     if argon2
         .hash_password_into_with_memory(password, salt, &mut *out, blocks)
         .is_err()

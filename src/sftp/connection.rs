@@ -21,6 +21,7 @@
 
 use super::admission::{ConnectionTicket, KillSwitch};
 use super::jail::Jail;
+use super::login_answers::{key_algorithm_allowed, log_refused_login, refused_unchecked};
 use super::pending::{OpenChannels, OpenGuard, Pending};
 use super::requests::{SessionContext, SftpSession};
 use super::server::{login_methods, Credential, LiveEntry, SessionSlot, SftpServer};
@@ -28,7 +29,6 @@ use super::uploads::InProgress;
 use super::usage::UsageLimits;
 use super::wire;
 use crate::login::{self as auth, Gate};
-use crate::logs::SharedEverySecond;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Sig};
 use std::collections::HashMap;
@@ -43,9 +43,6 @@ pub const SFTP_ONLY: &str = "Roster serves SFTP only: no shell and no commands. 
 
 /// Channels one connection may have open at once (OpenSSH's `MaxSessions` default is 10).
 pub const MAX_CHANNELS_PER_CONNECTION: usize = 10;
-
-/// Login refusals of a blocked address or tenant: one line a second, counted.
-static REFUSED_LOGINS: SharedEverySecond = SharedEverySecond::new();
 
 /// One SSH connection.
 pub(super) struct Connection {
@@ -73,6 +70,9 @@ pub(super) struct Connection {
     open: OpenChannels,
     /// Channel requests refused so far (only the first is logged; the sum when it ends).
     refused_requests: u64,
+    /// Whether a key offer of this connection has asked the shared login counters already
+    /// (once per connection: `LoginThrottle::check_key_offer`).
+    shared_asked: bool,
 }
 
 impl Connection {
@@ -98,6 +98,7 @@ impl Connection {
             channels: HashMap::new(),
             open: OpenChannels::default(),
             refused_requests: 0,
+            shared_asked: false,
         }
     }
 
@@ -129,8 +130,14 @@ impl Connection {
         Auth::Accept
     }
 
-    async fn blocked(&self, user: Option<&str>) -> bool {
-        match self.server.throttle.check(Some(self.peer.ip()), user).await {
+    /// Whether this address is blocked, for a key offer (the shared counters asked once per
+    /// connection).
+    async fn blocked(&mut self) -> bool {
+        let throttle = &self.server.throttle;
+        match throttle
+            .check_key_offer(Some(self.peer.ip()), &mut self.shared_asked)
+            .await
+        {
             Gate::Open => false,
             Gate::Blocked(why) => {
                 log_refused_login(self.peer, &why);
@@ -217,14 +224,6 @@ impl Drop for Connection {
         if self.refused_requests > 1 {
             tracing::info!(tenant = ?self.tenant, peer = %self.peer, refused = self.refused_requests, "connection ended: channel requests refused on it in all");
         }
-    }
-}
-
-/// A login refused unchecked (blocked or busy): counted, and logged at most once a second.
-fn log_refused_login(peer: SocketAddr, why: &str) {
-    crate::metrics::login_blocked();
-    if let Some(n) = REFUSED_LOGINS.hit() {
-        tracing::warn!(%peer, refused = n, "login refused: {why} (refusals of the last second counted)");
     }
 }
 
@@ -322,7 +321,7 @@ impl russh::server::Handler for Connection {
             Ok(attempt) => attempt,
             Err(refusal) => {
                 log_refused_login(self.peer, refusal.reason());
-                return Ok(Auth::reject());
+                return Ok(refused_unchecked(&refusal));
             }
         };
         let config = self.server.config.current();
@@ -353,7 +352,10 @@ impl russh::server::Handler for Connection {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.blocked(None).await {
+        if !key_algorithm_allowed(offer.algorithm) {
+            return Ok(Auth::reject());
+        }
+        if self.blocked().await {
             return Ok(Auth::reject());
         }
         let config = self.server.config.current();

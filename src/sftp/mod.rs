@@ -18,6 +18,7 @@ mod fs;
 pub mod handles;
 pub mod hostkeys;
 pub mod jail;
+mod login_answers;
 mod pending;
 pub mod requests;
 pub mod server;

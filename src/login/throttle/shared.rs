@@ -26,6 +26,24 @@ impl LoginThrottle {
         self.shared_gate(addr, tenant).await
     }
 
+    /// The check of a public-key offer. `shared_asked` is the connection's own flag: the first
+    /// offer of a connection is judged as [`check`](Self::check) judges (this node's counts,
+    /// then the shared counters), every later one by this node's counts alone.
+    ///
+    /// Decision (review s30): russh answers an accepted key offer at once, without the delay
+    /// of a rejection and without counting it toward `max_auth_attempts`, and the key is
+    /// public, so one connection offering an authorized key could loop at network speed for
+    /// the whole login deadline, each offer one blocking thread and one query on the store's
+    /// small pool (whose slow answers then turn the shared counters off for everyone). One
+    /// shared read per connection costs no more than the connection itself; a block it finds
+    /// is copied into this node's counts, and later offers see it there.
+    pub async fn check_key_offer(&self, addr: Option<IpAddr>, shared_asked: &mut bool) -> Gate {
+        if std::mem::replace(shared_asked, true) {
+            return self.gate(addr, None);
+        }
+        self.check(addr, None).await
+    }
+
     /// The blocks in the shared counters (Open without shared counters, or when the store
     /// cannot answer; remembered locally when found).
     pub(super) async fn shared_gate(&self, addr: Option<IpAddr>, tenant: Option<&str>) -> Gate {

@@ -37,7 +37,8 @@ use std::time::Duration;
 /// `[cluster] lease_secs` when the caller sets none.
 pub(super) const DEFAULT_LEASE_SECS: u64 = 30;
 
-/// Login-failure rows idle this long (and not blocking) are deleted by heartbeats.
+/// How long heartbeats keep a login-failure row that is not blocking, before this node has
+/// counted a failure (and so knows the window), and how long they keep lifted blocks.
 const FAILURES_KEPT: &str = "1 day";
 /// Fired ticks are kept this long (a tick is only ever compared with recent ones).
 const TICKS_KEPT: &str = "7 days";
@@ -117,6 +118,19 @@ impl Cluster for PostgresStore {
         let process = self.holder.clone();
         let held: Vec<String> = self.held().iter().cloned().collect();
         let unswept = self.unswept.clone();
+        // A failure row that is not blocking and whose window (`auth_block_secs`) has ended
+        // says nothing: `login_failed` would start it again from one. So it is deleted once
+        // its window ends, not a day later (review s30: every made-up tenant-style name left a
+        // row for a day). A block stays until it ends. The window is the longest this node
+        // counted under; the nodes share their config, and a node on a longer window would
+        // only see its count start again sooner.
+        let window = self
+            .login_window_secs
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let failures_kept = match window {
+            0 => FAILURES_KEPT.to_string(),
+            secs => format!("{secs} seconds"),
+        };
         let (address, version, started) =
             (address_text(beat), beat.version.clone(), beat.started_at);
         self.db
@@ -156,7 +170,7 @@ impl Cluster for PostgresStore {
                     .await?;
                 client
                     .batch_execute(&format!(
-                        "DELETE FROM roster.auth_failures WHERE window_start < now() - interval '{FAILURES_KEPT}' \
+                        "DELETE FROM roster.auth_failures WHERE window_start < now() - interval '{failures_kept}' \
                          AND (blocked_until IS NULL OR blocked_until < now()); \
                          DELETE FROM roster.schedule_ticks WHERE fired_at < now() - interval '{TICKS_KEPT}'; \
                          DELETE FROM roster.login_lifts WHERE lifted_at < now() - interval '{FAILURES_KEPT}'"
@@ -344,6 +358,9 @@ impl Cluster for PostgresStore {
         let (scope, subject) = (scope.as_str(), subject.to_string());
         let max = i32::try_from(max.max(1)).unwrap_or(i32::MAX);
         let block = block_for.as_secs_f64();
+        let window = block_for.as_secs() + u64::from(block_for.subsec_nanos() > 0);
+        self.login_window_secs
+            .fetch_max(window, std::sync::atomic::Ordering::Relaxed);
         self.db
             .run(move |pool| async move {
                 let client = Connections::client(&pool).await?;

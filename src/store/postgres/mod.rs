@@ -187,6 +187,10 @@ pub struct PostgresStore {
     /// Staged generations whose discard failed (tenant, generations): the heartbeat deletes
     /// them once the database answers again (`cluster.rs`).
     unswept: sweep::Unswept,
+    /// The longest login-failure window (`auth_block_secs`, whole seconds) this store has
+    /// counted a failure under; 0 before the first. Heartbeats delete non-blocking failure
+    /// rows older than it (`cluster.rs`).
+    login_window_secs: std::sync::atomic::AtomicU64,
 }
 
 impl PostgresStore {
@@ -232,6 +236,7 @@ impl PostgresStore {
             lease_secs: cluster::DEFAULT_LEASE_SECS,
             held_leases: Default::default(),
             unswept: Default::default(),
+            login_window_secs: Default::default(),
         })
     }
 
