@@ -1,6 +1,6 @@
 //! The shared login counters (PostgreSQL) as the SFTP login path uses them, against a real
 //! PostgreSQL: how often key offers ask the store, and how long the heartbeat keeps a row of
-//! failures (review s30). The counters' own rules are in `cluster_postgres.rs`.
+//! failures (review s29). The counters' own rules are in `cluster_postgres.rs`.
 
 #[path = "support/postgres.rs"]
 #[allow(dead_code)] // each test file uses part of the support
@@ -20,7 +20,7 @@ fn open(url: &str, node: &str) -> PostgresStore {
         .with_lease_secs(30)
 }
 
-/// Review s30 F1: an accepted key offer is answered at once and not counted by russh, so a
+/// Review s29 F1: an accepted key offer is answered at once and not counted by russh, so a
 /// connection can repeat it at network speed. Only a connection's first offer asks the shared
 /// counters: a block another node records after it is not seen by the 100 offers that follow
 /// on that connection (each would have found it had it asked), and is seen by the next
@@ -64,7 +64,7 @@ async fn key_offers_ask_the_shared_counters_once_per_connection() {
     ));
 }
 
-/// Review s30 F5: a failure row that is not blocking is deleted by the heartbeat once its
+/// Review s29 F5: a failure row that is not blocking is deleted by the heartbeat once its
 /// window (`auth_block_secs`) has ended, not a day later; a block stays until it ends.
 #[test]
 fn heartbeats_delete_failure_rows_whose_window_ended() {

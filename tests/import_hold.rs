@@ -511,7 +511,7 @@ fn listed_leavers_do_not_dilute_the_hold_under_delete() {
     assert_eq!(active, 10, "nothing was deleted");
 }
 
-/// Review s30, F6: a held file with a password column is kept as UTF-8, and approving read
+/// Review s29, F6: a held file with a password column is kept as UTF-8, and approving read
 /// that copy and wrote its encoding into the record: a Windows-1250 upload was recorded as
 /// UTF-8 once approved.
 #[test]

@@ -295,7 +295,7 @@ async fn report_cells_starting_with_tab_or_cr_are_neutralised() {
         .filter(|c| c.starts_with(['\t', '\r', '=', '+', '-', '@']))
         .collect();
     assert!(risky.is_empty(), "cells a spreadsheet would run: {risky:?}");
-    // TAB and CR are separators too (review s30, F1): a `'` after them as well, so a
+    // TAB and CR are separators too (review s29, F1): a `'` after them as well, so a
     // spreadsheet splitting on either sees no formula.
     assert!(
         cells.iter().any(|c| c.starts_with("'\t'=HYPERLINK")),

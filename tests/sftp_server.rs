@@ -237,7 +237,7 @@ impl russh::client::Handler for AnyHost {
     }
 }
 
-/// Review s30 F3: a tenant's RSA key logs in with an `rsa-sha2-256` or `rsa-sha2-512`
+/// Review s29 F3: a tenant's RSA key logs in with an `rsa-sha2-256` or `rsa-sha2-512`
 /// signature, not with a SHA-1 `ssh-rsa` one (refused for host keys already).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsa_keys_log_in_with_sha2_signatures_only() {

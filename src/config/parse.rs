@@ -374,7 +374,7 @@ mod tests {
         }
     }
 
-    /// Review s30 F2: hashes a login check can never verify, or that would hold a checking
+    /// Review s29 F2: hashes a login check can never verify, or that would hold a checking
     /// thread for minutes, are refused when the config is read, each naming its tenant.
     #[test]
     fn hashes_that_cannot_verify_or_cost_too_much_are_refused() {

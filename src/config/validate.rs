@@ -271,7 +271,7 @@ fn login_problems(t: &Tenant, problems: &mut TenantProblems<'_>) {
         );
     }
     // The rule every login check applies (`model::argon::checkable`), so a hash accepted here
-    // can verify, and no accepted hash holds a checking thread for minutes (review s30).
+    // can verify, and no accepted hash holds a checking thread for minutes (review s29).
     for (key, hash) in [
         ("password_hash", &t.password_hash),
         ("portal_password_hash", &t.portal_password_hash),

@@ -290,7 +290,7 @@ struct Header<'a> {
 /// columns to fields; an empty file, an unreadable header or a mapping problem fails the run.
 fn map_header<'a>(job: &Job<'a>, rec: &mut ImportRecord, enc: Enc) -> Phase<Header<'a>> {
     // Approving reads the kept copy (UTF-8 when the file had a password column): the record
-    // keeps the encoding the held run read the upload in (review s30, F6).
+    // keeps the encoding the held run read the upload in (review s29, F6).
     rec.encoding = match job.approving.as_ref().and_then(|a| a.encoding.clone()) {
         Some(held) => held,
         None => enc.name().to_string(),

@@ -69,7 +69,7 @@ struct HeldPlan {
     bytes: Option<u64>,
     #[serde(default)]
     passwords: Vec<KeptPassword>,
-    /// The held record's encoding (the upload's; review s30, F6). Absent in a plan held by an
+    /// The held record's encoding (the upload's; review s29, F6). Absent in a plan held by an
     /// older version.
     #[serde(default)]
     encoding: Option<String>,
@@ -299,7 +299,7 @@ pub(super) fn check_not_superseded(store: &Store, tenant: &str, held_id: &str) -
 mod tests {
     use super::*;
 
-    /// A plan held by a version that stored no encoding (review s30, F6) still loads.
+    /// A plan held by a version that stored no encoding (review s29, F6) still loads.
     #[test]
     fn a_plan_without_an_encoding_still_reads() {
         let old = serde_json::json!({

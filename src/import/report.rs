@@ -64,7 +64,7 @@ const SEPARATORS: &[u8] = b",;\t|\r\n";
 const FORMULA: &[u8] = b"=+-@";
 
 /// Neutralises a cell that a spreadsheet would run as a formula, also when the spreadsheet
-/// splits the line on another separator than the file's (review s30, F1: a comma-delimited
+/// splits the line on another separator than the file's (review s29, F1: a comma-delimited
 /// report opened in a `;` locale split `Mgr;=WEBSERVICE(…)` and ran the second piece).
 /// Decision: a `'` goes (1) before the cell when it starts with `= + - @`, TAB or CR (OWASP's
 /// rule, kept), or when it starts with spaces or `"` and then `= + - @`; (2) right after every

@@ -115,7 +115,7 @@ pub fn verify(hash: &str, password: &[u8]) -> bool {
 }
 
 /// Passes (`t`) a hash may name at most. The default cost makes 2; above 32 a check holds a
-/// checking thread for seconds (review s30: a huge `t` held argon2 threads for minutes).
+/// checking thread for seconds (review s29: a huge `t` held argon2 threads for minutes).
 pub const MOST_PASSES: u32 = 32;
 
 /// Blocks times passes a hash may name at most (4 × [`MOST_BLOCKS`], a few seconds of one

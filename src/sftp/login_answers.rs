@@ -27,7 +27,7 @@ pub(super) fn log_refused_login(peer: SocketAddr, why: &str) {
 /// off the methods offered (russh drops a method answered with a plain reject). A busy
 /// refusal (the attempt waited [`TURN_WAIT`](crate::login::TURN_WAIT) for a turn behind
 /// checks of its address or tenant) keeps both methods offered: no block applies yet, and
-/// design §8 says `password` stays offered until one does (review s30 F4).
+/// design §8 says `password` stays offered until one does (review s29 F4).
 pub(super) fn refused_unchecked(refusal: &Refusal) -> Auth {
     match refusal {
         Refusal::Blocked(_) => Auth::reject(),
@@ -41,7 +41,7 @@ pub(super) fn refused_unchecked(refusal: &Refusal) -> Auth {
 /// Whether a tenant's key may log in under the signature algorithm the client named. SHA-1
 /// `ssh-rsa` is refused, as it is for host keys (`server`); an RSA key still logs in with
 /// `rsa-sha2-256` or `rsa-sha2-512`, which OpenSSH clients use since 7.2 and alone since 8.8
-/// (review s30 F3).
+/// (review s29 F3).
 pub(super) fn key_algorithm_allowed(algorithm: &Algorithm) -> bool {
     !matches!(algorithm, Algorithm::Rsa { hash: None })
 }
@@ -60,7 +60,7 @@ mod tests {
         assert!(key_algorithm_allowed(&Algorithm::Ed25519));
     }
 
-    /// Review s30 F4: a busy refusal keeps `password` offered; a block takes it off.
+    /// Review s29 F4: a busy refusal keeps `password` offered; a block takes it off.
     #[test]
     fn a_busy_refusal_keeps_password_offered() {
         let busy = refused_unchecked(&Refusal::Busy("busy".into()));

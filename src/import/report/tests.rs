@@ -213,7 +213,7 @@ fn no_piece_starts_a_formula(report: &str) {
     }
 }
 
-/// Review s30, F1: only a cell's first byte was checked, so a cell holding another separator
+/// Review s29, F1: only a cell's first byte was checked, so a cell holding another separator
 /// than the report's (`x;=1+1;` in a comma-separated report) was written bare, and a
 /// spreadsheet splitting on `;` ran the piece after it. The reason quoting a value likewise.
 #[test]
@@ -247,7 +247,7 @@ fn a_formula_after_any_separator_in_a_cell_is_neutralised() {
     );
 }
 
-/// Review s30, F1: the report of a run that failed as a whole was always comma-separated and
+/// Review s29, F1: the report of a run that failed as a whole was always comma-separated and
 /// its messages (which quote headers and file names) were checked at their first byte only.
 #[test]
 fn a_failed_runs_messages_are_safe_and_use_the_files_delimiter() {

@@ -30,7 +30,7 @@ impl LoginThrottle {
     /// offer of a connection is judged as [`check`](Self::check) judges (this node's counts,
     /// then the shared counters), every later one by this node's counts alone.
     ///
-    /// Decision (review s30): russh answers an accepted key offer at once, without the delay
+    /// Decision (review s29): russh answers an accepted key offer at once, without the delay
     /// of a rejection and without counting it toward `max_auth_attempts`, and the key is
     /// public, so one connection offering an authorized key could loop at network speed for
     /// the whole login deadline, each offer one blocking thread and one query on the store's

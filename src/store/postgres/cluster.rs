@@ -120,7 +120,7 @@ impl Cluster for PostgresStore {
         let unswept = self.unswept.clone();
         // A failure row that is not blocking and whose window (`auth_block_secs`) has ended
         // says nothing: `login_failed` would start it again from one. So it is deleted once
-        // its window ends, not a day later (review s30: every made-up tenant-style name left a
+        // its window ends, not a day later (review s29: every made-up tenant-style name left a
         // row for a day). A block stays until it ends. The window is the longest this node
         // counted under; the nodes share their config, and a node on a longer window would
         // only see its count start again sooner.
