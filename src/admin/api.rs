@@ -356,19 +356,16 @@ pub(crate) async fn approve_held(
         )
     })?;
     applied.map_err(|e| {
-        // A store that cannot be reached is a 503, not a refusal of the approval (s29).
-        if crate::store::is_unavailable(&e) {
-            return ApiError::internal("cannot approve the import", e);
-        }
-        tracing::warn!(%tenant, import_id = %id, "approve refused: {e:#}");
-        // The engine's refusals name the run already (review s19 docs F14: said twice).
-        let said = format!("{e:#}");
-        let named = format!("import {id} of tenant {tenant} ");
-        let message = match said.starts_with(&named) {
-            true => said,
-            false => format!("import {id} of tenant {tenant} was not applied: {said}"),
-        };
-        ApiError::new(StatusCode::CONFLICT, message)
+        ApiError::refusal("cannot approve the import", e, StatusCode::CONFLICT, |e| {
+            tracing::warn!(%tenant, import_id = %id, "approve refused: {e:#}");
+            // The engine's refusals name the run already (review s19 docs F14: said twice).
+            let said = format!("{e:#}");
+            let named = format!("import {id} of tenant {tenant} ");
+            match said.starts_with(&named) {
+                true => said,
+                false => format!("import {id} of tenant {tenant} was not applied: {said}"),
+            }
+        })
     })
 }
 
@@ -410,15 +407,11 @@ async fn preview(
     })
     .await?
     .map_err(|e| {
-        // The preview reads the tenant's directory first: a store that cannot be reached is
-        // a 503 to retry, not a 422 about the file (s29).
-        if crate::store::is_unavailable(&e) {
-            return ApiError::internal("cannot preview the file", e);
-        }
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("cannot preview {file}: {e:#}"),
-        )
+        // The preview reads the tenant's directory first.
+        let status = StatusCode::UNPROCESSABLE_ENTITY;
+        ApiError::refusal("cannot preview the file", e, status, |e| {
+            format!("cannot preview {file}: {e:#}")
+        })
     })?;
     json_ok(json!({
         "tenant": tenant,
@@ -497,12 +490,12 @@ async fn one_user(
 /// when none.
 async fn find_user(st: &AppState, tenant: &Tenant, key: &str) -> Result<User, ApiError> {
     let store = st.store.clone();
-    let (t, k) = (tenant.id.clone(), key.to_string());
-    let match_by = tenant.import.match_by;
-    blocking_ok("cannot read the user", move || store.user(&t, &k))
-        .await?
-        .filter(|u| match_by.names(key, &u.key))
-        .ok_or_else(|| ApiError::not_found(format!("tenant {} has no user {key:?}", tenant.id)))
+    let (t, k) = (tenant.clone(), key.to_string());
+    blocking_ok("cannot read the user", move || {
+        crate::import::named_user(&*store, &t, &k)
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("tenant {} has no user {key:?}", tenant.id)))
 }
 
 async fn restore(
@@ -524,13 +517,11 @@ async fn restore(
             ),
         )
     })?;
-    let user = match restored {
-        Ok(u) => u,
-        Err(e) if crate::store::is_unavailable(&e) => {
-            return Err(ApiError::internal("cannot restore the user", e))
-        }
-        Err(e) => return Err(ApiError::new(StatusCode::CONFLICT, format!("{e:#}"))),
-    };
+    let user = restored.map_err(|e| {
+        ApiError::refusal("cannot restore the user", e, StatusCode::CONFLICT, |e| {
+            format!("{e:#}")
+        })
+    })?;
     tracing::info!(%tenant, key = %user.key, "user restored through the admin API");
     json_ok(user)
 }

@@ -69,9 +69,8 @@ pub(super) async fn user_changes(
     let limit = number_param(&params(q)?, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?;
     let store = st.store.clone();
     let asked = key.clone();
-    let match_by = t.import.match_by;
     let (found, list) = blocking_ok("cannot read the change log", move || {
-        let user = (store.user(&t.id, &asked)?).filter(|u| match_by.names(&asked, &u.key));
+        let user = crate::import::named_user(&*store, &t, &asked)?;
         let stored = user.as_ref().map_or(asked.clone(), |u| u.key.clone());
         Ok((user.is_some(), store.user_changes(&t.id, &stored, limit)?))
     })

@@ -341,6 +341,21 @@ impl ApiError {
         }
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {e:#}"))
     }
+
+    /// `e` as a refusal: `status` with the sentence `message` makes of it, unless the store
+    /// could not be reached, which is [`ApiError::internal`]'s 503 whatever the request (s29:
+    /// preview and approve answered a store outage 422 and 409).
+    pub fn refusal(
+        what: &str,
+        e: anyhow::Error,
+        status: StatusCode,
+        message: impl FnOnce(&anyhow::Error) -> String,
+    ) -> ApiError {
+        if crate::store::is_unavailable(&e) {
+            return ApiError::internal(what, e);
+        }
+        ApiError::new(status, message(&e))
+    }
 }
 
 /// 503 answers of a store outage, logged at most once a second.

@@ -75,7 +75,7 @@ mod survey;
 pub use crate::model::{Change, Counts, FieldChange, ImportRecord, ImportStatus};
 pub use filing::{staged, ArchivePlan, Filing};
 pub use report::safe_cell;
-pub use restore::restore;
+pub use restore::{named_user, restore};
 
 use crate::config::Tenant;
 use crate::store::Store;

@@ -42,6 +42,17 @@ pub fn restore(directory: &dyn Backend, tenant: &Tenant, key: &str) -> Result<Us
     bail!("tenant {tenant} has no user {key:?}")
 }
 
+/// The user of `tenant` that `key` names, as restore and an import name users
+/// ([`MatchBy::names`](crate::config::MatchBy::names): a mapping code exactly, email and
+/// username keys in any case). The admin API's and the console's reads of one user go
+/// through it, so they never find a user restore would not (review s29).
+pub fn named_user(directory: &dyn Backend, tenant: &Tenant, key: &str) -> Result<Option<User>> {
+    let match_by = tenant.import.match_by;
+    Ok(directory
+        .user(&tenant.id, key)?
+        .filter(|u| match_by.names(key, &u.key)))
+}
+
 /// Fails when user `key` is soft-deleted and another user that is not has its email now.
 fn refuse_a_taken_email(store: &dyn Backend, tenant: &str, key: &str) -> Result<()> {
     let Some(user) = store.user(tenant, key)? else {

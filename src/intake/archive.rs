@@ -286,15 +286,22 @@ pub fn sweep(home: &Path, days: u32, held: &HashSet<String>) -> usize {
 
 /// Deletes the oldest files of the archive folder `folder` of a tenant home once it holds more
 /// than `max` names, down to nine tenths of `max` (so a folder at its cap is not listed and
-/// trimmed by every run). Returns how many were deleted; 0 when `max` is 0. The files of `held`
-/// (as in [`sweep`]) count towards the cap but are never deleted: the oldest others go.
+/// trimmed by every run). Returns how many were deleted; 0 when `max` is 0. The files `held`
+/// gives (as in [`sweep`]; read only for a folder past its cap, since every run calls this)
+/// count towards the cap but are never deleted: the oldest others go. When `held` fails, the
+/// folder is not trimmed this time (logged).
 ///
 /// Decision (review s18 longrun F2): `max_tenant_entries` no longer counts the files in the
 /// archive folders (the tenant could not remove them, and at 24 runs an hour its own uploads
 /// were refused after about 87 days), so this cap bounds them instead: a tenant folder holds at
 /// most its own `max_tenant_entries` names plus that many per archive folder. Keeping the
 /// nightly upload working is worth more than the oldest archives; each trim is logged at WARN.
-pub fn keep_newest(home: &Path, folder: &str, max: u64, held: &HashSet<String>) -> usize {
+pub fn keep_newest(
+    home: &Path,
+    folder: &str,
+    max: u64,
+    held: &dyn Fn() -> anyhow::Result<HashSet<String>>,
+) -> usize {
     let Ok(max) = usize::try_from(max) else {
         return 0;
     };
@@ -311,6 +318,13 @@ pub fn keep_newest(home: &Path, folder: &str, max: u64, held: &HashSet<String>) 
     if names.len() <= max {
         return 0;
     }
+    let held = match held() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(home = %home.display(), folder, "archive cap not applied this time: cannot read the held runs: {e:#}");
+            return 0;
+        }
+    };
     // Oldest first by the archive time stamped on each (to the nanosecond: several runs may
     // file within one second, and their names do not sort in time order).
     let mut files: Vec<(i64, i64, String)> = names
@@ -402,17 +416,20 @@ mod tests {
         }
         std::fs::create_dir(folder.join("a-folder")).unwrap();
         assert_eq!(
-            keep_newest(dir.path(), "processed", 20, &HashSet::new()),
+            keep_newest(dir.path(), "processed", 20, &|| Ok(HashSet::new())),
             0,
             "under the cap"
         );
         assert_eq!(
-            keep_newest(dir.path(), "processed", 0, &HashSet::new()),
+            keep_newest(dir.path(), "processed", 0, &|| Ok(HashSet::new())),
             0,
             "no cap"
         );
         // 13 names over a cap of 10: down to 9 files, the newest, and the folder stays.
-        assert_eq!(keep_newest(dir.path(), "processed", 10, &HashSet::new()), 3);
+        assert_eq!(
+            keep_newest(dir.path(), "processed", 10, &|| Ok(HashSet::new())),
+            3
+        );
         let mut left: Vec<String> = std::fs::read_dir(&folder)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -422,11 +439,14 @@ mod tests {
         want.insert(0, "a-folder".into());
         assert_eq!(left, want);
         assert_eq!(
-            keep_newest(dir.path(), "processed", 10, &HashSet::new()),
+            keep_newest(dir.path(), "processed", 10, &|| Ok(HashSet::new())),
             0,
             "9 files and a folder"
         );
-        assert_eq!(keep_newest(dir.path(), "missing", 10, &HashSet::new()), 0);
+        assert_eq!(
+            keep_newest(dir.path(), "missing", 10, &|| Ok(HashSet::new())),
+            0
+        );
     }
 
     #[test]
@@ -487,7 +507,10 @@ mod tests {
             .into_iter()
             .map(String::from)
             .collect();
-        assert_eq!(keep_newest(dir.path(), "processed", 1, &held), 1);
+        assert_eq!(
+            keep_newest(dir.path(), "processed", 1, &|| Ok(held.clone())),
+            1
+        );
         assert!(!dir.path().join("processed/old.csv").exists());
         write_file(dir.path(), "processed/old.csv", b"x").unwrap();
         let file = std::fs::File::options()

@@ -356,13 +356,7 @@ fn cap_archives(shared: &Shared, home: &Path, record: &ImportRecord) {
         .filter_map(|rel| rel.split_once('/').map(|(folder, _)| folder))
         .collect();
     folders.dedup();
-    let held = match held_files(&shared.store, &record.tenant) {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::warn!(tenant = %record.tenant, "archive cap not applied this time: cannot read the held runs: {e:#}");
-            return;
-        }
-    };
+    let held = || held_files(&shared.store, &record.tenant);
     for folder in folders {
         let removed = archive::keep_newest(home, folder, max, &held);
         if removed > 0 {

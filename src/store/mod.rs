@@ -301,14 +301,9 @@ pub trait Users: Send + Sync {
         groups: &[&str],
         budget: usize,
     ) -> Result<Vec<UserPage>> {
-        let mut left = budget;
-        let mut out = Vec::with_capacity(groups.len());
-        for group in groups {
-            let page = self.group_members(tenant, group, 0, left)?;
-            left = left.saturating_sub(page.users.len());
-            out.push(page);
-        }
-        Ok(out)
+        within_budget(groups, budget, |group, left| {
+            self.group_members(tenant, group, 0, left)
+        })
     }
     // --- end SCIM reads ---
     // --- the console's user search (h-console-users) ---
@@ -494,6 +489,23 @@ pub trait ChangeLog: Send + Sync {
     ) -> Result<bool>;
     /// Removes change-log and event entries older than `before`; returns how many.
     fn trim_changes(&self, tenant: &str, before: DateTime<Utc>) -> Result<u64>;
+}
+
+/// The pages `read` gives for each of `groups` in turn, each asked for at most what the ones
+/// before it left of `budget` users ([`Users::groups_members`] and the backends' own).
+pub fn within_budget(
+    groups: &[&str],
+    budget: usize,
+    mut read: impl FnMut(&str, usize) -> Result<UserPage>,
+) -> Result<Vec<UserPage>> {
+    let mut left = budget;
+    let mut out = Vec::with_capacity(groups.len());
+    for group in groups {
+        let page = read(group, left)?;
+        left = left.saturating_sub(page.users.len());
+        out.push(page);
+    }
+    Ok(out)
 }
 
 /// One backend behind every seam.

@@ -297,12 +297,12 @@ fn other_fields(u: &User) -> Vec<(String, String)> {
 /// The tenant's user `key` names ([`MatchBy::names`](crate::config::MatchBy::names)).
 async fn find_user(st: &AppState, tenant: &Tenant, key: &str) -> Result<User, PageError> {
     let store = st.store.clone();
-    let (t, k) = (tenant.id.clone(), key.to_string());
-    let match_by = tenant.import.match_by;
-    blocking("cannot read the user", move || store.user(&t, &k))
-        .await?
-        .filter(|u| match_by.names(key, &u.key))
-        .ok_or_else(|| PageError::not_found(format!("tenant {} has no user {key:?}", tenant.id)))
+    let (t, k) = (tenant.clone(), key.to_string());
+    blocking("cannot read the user", move || {
+        crate::import::named_user(&*store, &t, &k)
+    })
+    .await?
+    .ok_or_else(|| PageError::not_found(format!("tenant {} has no user {key:?}", tenant.id)))
 }
 
 async fn one(

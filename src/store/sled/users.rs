@@ -171,15 +171,9 @@ impl Users for SledStore {
         budget: usize,
     ) -> Result<Vec<UserPage>> {
         let twins = self.case_twins(tenant)?;
-        let mut left = budget;
-        let mut out = Vec::with_capacity(groups.len());
-        for group in groups {
-            let twin = twins.contains(*group);
-            let page = self.members_of(tenant, group, Some(twin), 0, left)?;
-            left = left.saturating_sub(page.users.len());
-            out.push(page);
-        }
-        Ok(out)
+        crate::store::within_budget(groups, budget, |group, left| {
+            self.members_of(tenant, group, Some(twins.contains(group)), 0, left)
+        })
     }
 
     /// Number of users per status: (active, inactive, deleted).
