@@ -329,6 +329,64 @@ async fn the_read_contract_is_plain_sql_and_never_shows_the_password_hash() {
     );
 }
 
+/// docs/postgres.md, "A role for applications": a role given `USAGE` on schema `roster` and
+/// `SELECT` on the two views reads them, and nothing behind them: not the user rows with their
+/// packed records (password hashes and fingerprints), not `roster.meta` (the fingerprint key).
+#[tokio::test]
+async fn an_application_role_reads_the_views_and_nothing_behind_them() {
+    let pg = TestPostgres::start();
+    let config = pg_config(&pg.create_database("hr"));
+    migrate(&config).await.unwrap();
+    pg.psql(
+        "hr",
+        "DO $$ BEGIN EXECUTE format('CREATE TABLE roster.%I PARTITION OF roster.user_rows \
+         FOR VALUES IN (%L)', roster.tenant_partition('user_rows', 'acme'), 'acme'); END $$",
+    );
+    pg.psql(
+        "hr",
+        "INSERT INTO roster.user_rows (tenant, key, status, email, created_at, updated_at, \
+         bucket, record) VALUES ('acme', 'e100', 'active', 'ann@example.com', now(), now(), 17, \
+         convert_to('$argon2id$secret', 'UTF8'))",
+    );
+    pg.psql(
+        "hr",
+        "CREATE ROLE hr_app LOGIN; GRANT USAGE ON SCHEMA roster TO hr_app; \
+         GRANT SELECT ON roster.users, roster.imports TO hr_app",
+    );
+    let url = format!("postgres://hr_app@127.0.0.1:{}/hr", pg.port);
+    let (app, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let row = app
+        .query_one(
+            "SELECT key, email FROM roster.users WHERE tenant = 'acme' AND status = 'active'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "e100");
+    assert_eq!(row.get::<_, String>(1), "ann@example.com");
+    let imports = app
+        .query("SELECT id FROM roster.imports WHERE tenant = 'acme'", &[])
+        .await
+        .unwrap();
+    assert!(imports.is_empty());
+    for private in [
+        "SELECT value FROM roster.meta",
+        "SELECT record FROM roster.user_rows",
+        "SELECT count(*) FROM roster.held_plans",
+        "SELECT count(*) FROM roster.changes",
+    ] {
+        let err = app.query(private, &[]).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{private}: {err}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn check_config_reports_the_schema_version_and_applies_nothing() {
     let pg = TestPostgres::start();
