@@ -146,6 +146,13 @@ pub fn claim(
             tracing::warn!(file = %name, "the claimed file has another link and could not be copied apart from it ({e}); importing it as it is");
         }
     }
+    // The file's bytes must be durable too, not only the names: after a power loss a run not
+    // yet committed is imported again from the claimed file, and a file whose last blocks the
+    // system had not written out comes back shorter, a cut file (review s30, F4: only the
+    // folders were flushed). One flush per run; a failure is logged, as the folders' are.
+    if let Err(e) = nofollow::open_file(dir_fd.as_fd(), name).and_then(|f| f.sync_all()) {
+        tracing::warn!(file = %name, "cannot flush the claimed file to disk: {e}");
+    }
     // The claim folder, the file in it and the file gone from the home must be durable before
     // the run commits: after a power loss a commit whose file reappeared in the home would
     // import it again as a duplicate (review s18 crash F3).

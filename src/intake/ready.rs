@@ -66,26 +66,68 @@ pub const QUIET_AT_MOST: Duration = Duration::from_secs(10);
 /// event, rescan or tick).
 pub const WAIT_AT_MOST: Duration = Duration::from_secs(120);
 
+/// The shortest look at a file whose modification time says it is already quiet: a writer
+/// still under way changes its size or times within it.
+const LOOK: Duration = Duration::from_millis(250);
+
+/// What a look at a file sees; a writer changes at least one of these.
+#[derive(PartialEq)]
+struct Seen {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: SystemTime,
+    changed: (i64, i64),
+}
+
+impl Seen {
+    fn of(path: &std::path::Path) -> Option<Seen> {
+        use std::os::unix::fs::MetadataExt;
+        let m = path.symlink_metadata().ok()?;
+        Some(Seen {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            changed: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
 /// Waits until `path` has gone unmodified for `settle` (at most [`QUIET_AT_MOST`]): true then,
-/// false when it is gone or still changing after [`WAIT_AT_MOST`]. A modification time in the
-/// future (a client may set any) counts as quiet: no writer leaves one behind.
+/// false when it is gone or still changing after [`WAIT_AT_MOST`].
+///
+/// Quiet is judged by watching the file on this machine's own steady clock, never by its
+/// modification time alone: on a shared file system (NFS, CephFS) the file server stamps that
+/// time by its clock, and a client may set any time (review s30, F6: a server clock behind
+/// this node's made a file being copied in look quiet at once; one ahead, for ever). Each look
+/// compares size, inode and both times with the previous look: unchanged after the settle time
+/// less the file's age (at least [`LOOK`], or all of it when the time is in the future), the
+/// file is quiet. `settle_ms = 0` waits for nothing, as documented.
 pub fn wait_until_quiet(path: &std::path::Path, settle: Duration) -> bool {
     let quiet = settle.min(QUIET_AT_MOST);
+    let look = quiet.min(LOOK);
     let started = std::time::Instant::now();
+    let Some(mut seen) = Seen::of(path) else {
+        return false;
+    };
     loop {
-        let Ok(modified) = path.symlink_metadata().and_then(|m| m.modified()) else {
+        let wait = match SystemTime::now().duration_since(seen.modified) {
+            Ok(age) if age >= quiet => look,
+            Ok(age) => (quiet - age).max(look),
+            Err(_) => quiet,
+        };
+        std::thread::sleep(wait);
+        let Some(now) = Seen::of(path) else {
             return false;
         };
-        let age = SystemTime::now()
-            .duration_since(modified)
-            .unwrap_or(Duration::MAX);
-        if age >= quiet {
+        if now == seen {
             return true;
         }
         if started.elapsed() >= WAIT_AT_MOST {
             return false;
         }
-        std::thread::sleep(quiet - age);
+        seen = now;
     }
 }
 
@@ -115,5 +157,39 @@ mod tests {
         // Gone: false at once.
         std::fs::remove_file(&path).unwrap();
         assert!(!wait_until_quiet(&path, Duration::from_millis(300)));
+    }
+
+    /// A writer whose file carries an old modification time (a file server whose clock is
+    /// behind this node's, or a client that sets the time as it writes) is still waited for:
+    /// the file is watched, not judged by its time.
+    #[test]
+    fn a_file_being_written_with_an_old_time_is_still_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.csv");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let writer = std::thread::spawn(move || {
+            for i in 0..10 {
+                writeln!(file, "row {i}").unwrap();
+                file.set_modified(an_hour_ago).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(wait_until_quiet(&path, Duration::from_secs(1)));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 10, "taken mid-write: {text:?}");
+        writer.join().unwrap();
+    }
+
+    /// `settle_ms = 0` waits for nothing.
+    #[test]
+    fn no_settle_time_is_no_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.csv");
+        std::fs::write(&path, b"email\n").unwrap();
+        let started = std::time::Instant::now();
+        assert!(wait_until_quiet(&path, Duration::ZERO));
+        assert!(started.elapsed() < Duration::from_millis(100));
     }
 }
