@@ -550,3 +550,54 @@ fn approving_keeps_the_encoding_the_file_was_held_in() {
     );
     assert!(store.verify_user_password("t1", "C001", "Tajna-1").unwrap());
 }
+
+/// A file that ends without a line break may have been cut short (a client that stopped
+/// mid-upload still closed it): a run that would take out anyone missing is held, even far
+/// below `max_missing_percent`, and approving applies it as it is. The same file taking nobody
+/// out imports as usual (review s30).
+#[test]
+fn a_file_ending_without_a_line_break_is_held_when_it_takes_anyone_out() {
+    let (store, _d) = open();
+    let t = tenant(OnMissing::Deactivate, MatchBy::MappingCode);
+    go(&store, &t, &file(&users(100)));
+    let before = store.users("t1", None).unwrap();
+    // The last row has all its cells: cut right after its last delimiter, it reads as whole.
+    let mut cut = file(&users(95));
+    assert_eq!(cut.pop(), Some(b'\n'));
+    let held = go(&store, &t, &cut).record;
+    assert_eq!(held.status, ImportStatus::Held, "{:?}", held.messages);
+    assert_eq!(held.counts.deactivated, 5);
+    assert!(
+        held.messages[0].contains("does not end with a line break"),
+        "{:?}",
+        held.messages
+    );
+    assert_eq!(store.users("t1", None).unwrap(), before, "nothing changed");
+    let applied = approve(&store, &t, &held.id).unwrap().record;
+    assert_eq!(applied.status, ImportStatus::Success);
+    assert_eq!(applied.counts.deactivated, 5);
+    assert_eq!(
+        store.users("t1", Some(UserStatus::Active)).unwrap().len(),
+        95
+    );
+    // Nobody missing: no hold, whatever the last byte.
+    let mut whole = file(&users(95));
+    whole.pop();
+    let rec = go(&store, &t, &whole).record;
+    assert_eq!(rec.status, ImportStatus::Duplicate, "{:?}", rec.messages);
+    whole.extend_from_slice(b"\nC095;First95;Last95;user95@x.example;Engineer;");
+    let rec = go(&store, &t, &whole).record;
+    assert_eq!(rec.status, ImportStatus::Success, "{:?}", rec.messages);
+    assert_eq!(
+        rec.counts.restored + rec.counts.updated,
+        1,
+        "{:?}",
+        rec.counts
+    );
+    // The same 95 users ending with a line break: deactivated at once, as before.
+    let (store, _d) = open();
+    go(&store, &t, &file(&users(100)));
+    let rec = go(&store, &t, &file(&users(95))).record;
+    assert_eq!(rec.status, ImportStatus::Success, "{:?}", rec.messages);
+    assert_eq!(rec.counts.deactivated, 5);
+}

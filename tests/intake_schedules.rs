@@ -1,7 +1,8 @@
 //! Schedules around uploads and restarts (review s15): a file uploaded and run between two
 //! ticks (`trigger = "both"`) is not reported missing by the next tick, and a tick missed while
 //! Roster was stopped is run once at start. The whole server on sled, real SFTP uploads; the
-//! assertions compare record times with the ticks of the schedule, not with a stopwatch.
+//! assertions compare record times with the ticks of the schedule, not with a stopwatch. A tick
+//! that lands during an upload waits for it (review s30).
 
 mod support;
 
@@ -122,4 +123,40 @@ async fn a_tick_missed_while_stopped_is_run_once_at_start() {
         "run by the missed tick, not by the next one: {h:?}"
     );
     assert_eq!(h.len(), 2, "once: {h:?}");
+}
+
+/// A tick that lands while the file is being uploaded (WinSCP's `users.csv.filepart`, renamed
+/// when done; or a matching name an upload still writes) waits for the upload instead of
+/// reporting the file missing, and runs the file once it is there, under
+/// `trigger = "schedule"` too, where the finished upload itself starts nothing (review s30).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_during_an_upload_waits_for_it_instead_of_reporting_the_file_missing() {
+    // Half the file under its temporary name before the server starts (so no tick can come
+    // first), then across at least one tick.
+    let half = &CSV[..CSV.len() / 2];
+    let env = Pipeline::start(|dir, key| {
+        let home = dir.join("data/tenants/acme");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(home.join("users.csv.filepart"), half).unwrap();
+        config(dir, key, "schedule", 5)
+    })
+    .await;
+    let c = env.client("acme").await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let h = env.server().store.history("acme", 10).unwrap();
+    assert!(h.is_empty(), "reported while uploading: {h:?}");
+    c.put("users.csv.filepart", CSV).await.unwrap();
+    c.sftp
+        .rename("users.csv.filepart", "users.csv")
+        .await
+        .unwrap();
+    let h = env.history_len("acme", 1, 30).await;
+    assert_eq!(h[0].status, ImportStatus::Success, "{h:?}");
+    assert_eq!(h[0].counts.rows, 1, "{h:?}");
+    let all = env.server().store.history("acme", 10).unwrap();
+    assert!(
+        all.iter()
+            .all(|r| r.status != ImportStatus::Missing || r.started_at > h[0].started_at),
+        "a missing record before the run: {all:?}"
+    );
 }

@@ -64,6 +64,9 @@ pub(super) struct HoldDecision {
 pub(super) struct HeldCount {
     pub(super) missing: u64,
     pub(super) switched_off: u64,
+    /// Held because the file ends without a line break (it may have been cut short), whatever
+    /// the share of users it takes out.
+    pub(super) cut_short: bool,
 }
 
 /// What the file gave besides its rows: how to read it again, the skipped rows, the password
@@ -108,6 +111,7 @@ pub(super) fn hold(
     let Some(HeldCount {
         missing,
         switched_off,
+        cut_short,
     }) = decision.held
     else {
         bail!("a run was held without users missing");
@@ -147,11 +151,19 @@ pub(super) fn hold(
             "{m} users are missing from the file and {s} active users are made inactive by it"
         ),
     };
+    let why = if cut_short {
+        "and the file does not end with a line break, so it may have been cut short (an upload stopped early); nothing was changed. If the file is whole, approve".to_string()
+    } else {
+        format!(
+            "more than max_missing_percent ({}%) of the users it could act on; nothing was changed. Approve",
+            profile.max_missing_percent
+        )
+    };
     rec.messages.insert(
         0,
         format!(
-            "held: {what}, more than max_missing_percent ({}%) of the users it could act on; nothing was changed. Approve with `roster approve {} {}` to apply this run",
-            profile.max_missing_percent, job.tenant.id, rec.id
+            "held: {what}, {why} with `roster approve {} {}` to apply this run",
+            job.tenant.id, rec.id
         ),
     );
     let outputs = write_outputs(findings.layout, findings.skips)?;

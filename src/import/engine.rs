@@ -364,6 +364,9 @@ struct RowsRead {
     /// Rows whose cell count is not the header's: while there are any, `on_missing` is not
     /// applied (they may be users the file lists).
     misshapen: u64,
+    /// The file ends without a line break: a run that would take anyone out as missing is
+    /// held (the file may have been cut short).
+    unterminated: bool,
     /// Messages left out of the record so far.
     dropped: u64,
 }
@@ -446,6 +449,7 @@ fn read_rows(
         fingerprints: pass.fingerprints,
         valid: pass.valid,
         misshapen: pass.misshapen,
+        unterminated: pass.unterminated,
         dropped,
     }))
 }
@@ -535,10 +539,16 @@ fn survey(
             .filter(|l| !read.skips.contains_key(l))
             .count() as u64;
         let applies_some = late < read.valid;
-        if job.approving.is_none() && out >= 5 && over && applies_some {
+        // A file that ends without a line break may have been cut short: a client that
+        // stopped mid-upload still closed it (OpenSSH's sftp does on Ctrl-C), and the users
+        // after the cut look missing. Such a run is held when it would take out anyone missing
+        // (review s30); approving applies it as it is.
+        let cut_short = read.unterminated && survey.missing > 0;
+        if job.approving.is_none() && (out >= 5 && over || cut_short) && applies_some {
             decision.held = Some(HeldCount {
                 missing: survey.missing,
                 switched_off,
+                cut_short,
             });
         }
         decision.quiet = survey.quiet;

@@ -61,6 +61,9 @@ pub struct RowPass {
     pub valid: u64,
     /// Rows whose cell count is not the header's ([`Parsed::Misshapen`]).
     pub misshapen: u64,
+    /// The file ends without a line break after its last row, which may have been cut short
+    /// (see [`RowReader::ends_unbroken`]; a file ending inside a quoted cell is `misshapen`).
+    pub unterminated: bool,
     /// The first row giving each email (clashing ones removed).
     pub file_emails: FileEmails,
     /// Rows that give an email already given by another key in the file (row → reason).
@@ -228,6 +231,7 @@ pub fn row_pass<R: Read>(
         }
         return Err(e);
     }
+    let unterminated = cut.is_none() && rdr.ends_unbroken();
     if let Some(skip) = cut {
         outs.push(WorkerOut {
             misshapen: 1,
@@ -236,6 +240,10 @@ pub fn row_pass<R: Read>(
         });
     }
     combine(outs, rows, rows_out, cx)
+        .map(|pass| RowPass {
+            unterminated,
+            ..pass
+        })
         .map(Ok)
         .or_else(file_level)
 }
@@ -309,6 +317,7 @@ fn combine(
         rows,
         valid: 0,
         misshapen: 0,
+        unterminated: false,
         file_emails: FileEmails::default(),
         clashes: HashMap::new(),
         fingerprints: Vec::new(),

@@ -113,6 +113,8 @@ pub struct Breaks<R> {
     after_cr: bool,
     /// The stream has ended.
     eof: bool,
+    /// The last byte of the stream so far (`None` before the first).
+    last: Option<u8>,
     /// The quoting state after everything read so far, and the delimiter it needs.
     quotes: Quotes,
     delim: u8,
@@ -139,6 +141,7 @@ impl<R: Read> Breaks<R> {
             counted: 0,
             after_cr: false,
             eof: false,
+            last: None,
             quotes: Quotes::CellStart,
             delim,
             record_start: 0,
@@ -191,6 +194,9 @@ impl<R: Read> Read for Breaks<R> {
         self.quotes = self.quotes.after(&buf[..n], self.delim);
         self.cursor = 0;
         self.eof = n == 0;
+        if n > 0 {
+            self.last = Some(buf[n - 1]);
+        }
         Ok(n)
     }
 }
@@ -243,6 +249,13 @@ impl<R: Read> RowReader<R> {
     pub fn cut_in_quote(&self) -> bool {
         let breaks = self.csv.get_ref();
         breaks.eof && breaks.quotes == Quotes::Quoted
+    }
+
+    /// The file has been read to its end, and its last byte is no line break: its last row
+    /// may have been cut short (an upload stopped early, and its client still closed the file).
+    pub fn ends_unbroken(&self) -> bool {
+        let breaks = self.csv.get_ref();
+        breaks.eof && breaks.last.is_some_and(|b| b != b'\n' && b != b'\r')
     }
 
     /// The row number of the last record read (0 before the first).

@@ -58,6 +58,44 @@ pub(super) fn qualifies(
     Some(meta.modified().unwrap_or(std::time::UNIX_EPOCH))
 }
 
+/// How recently a file must have changed to count as an upload under way for
+/// [`upload_under_way`] (an upload broken off long ago holds nothing back).
+pub const UPLOAD_FRESH: Duration = Duration::from_secs(600);
+
+/// The temporary-name endings of [`crate::sftp::is_temp_name`] that a client renames away
+/// when its upload is done (`users.csv.filepart` becomes `users.csv`).
+const TEMP_ENDINGS: [&str; 4] = [".filepart", ".part", ".partial", ".tmp"];
+
+/// Whether an upload of a file the tenant imports looks under way in its root: a matching
+/// name an SFTP upload is still writing (or broke off), or a temporary name whose final name
+/// matches (`users.csv.filepart`), changed within [`UPLOAD_FRESH`]. A schedule tick that finds
+/// no file but such an upload waits for it instead of reporting the file missing (review s30:
+/// a tick that landed during the nightly upload said "no file was there", and under
+/// `trigger = "schedule"` the finished upload then started nothing).
+pub fn upload_under_way(config: &crate::config::Config, tenant: &Tenant) -> bool {
+    let Ok(entries) = std::fs::read_dir(config.tenant_home(&tenant.id)) else {
+        return false;
+    };
+    let pattern = FilePattern::new(&tenant.import);
+    let uploads = InProgress::new(&config.server.data_dir, &tenant.id);
+    entries.flatten().any(|e| {
+        let (Ok(name), Ok(meta)) = (e.file_name().into_string(), e.metadata()) else {
+            return false;
+        };
+        let fresh = (meta.modified().ok())
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_some_and(|age| age < UPLOAD_FRESH);
+        if !meta.is_file() || !fresh || name.starts_with('.') {
+            return false;
+        }
+        let lower = name.to_ascii_lowercase();
+        match TEMP_ENDINGS.iter().find(|t| lower.ends_with(*t)) {
+            Some(t) => pattern.matches(&name[..name.len() - t.len()]).is_some(),
+            None => pattern.matches(&name).is_some() && uploads.is_unfinished(FileId::of(&meta)),
+        }
+    })
+}
+
 /// The longest quiet time asked of a file, whatever `settle_ms` says (a settle time of
 /// minutes is for the watcher's events; a run waits at most this for a file to be quiet).
 pub const QUIET_AT_MOST: Duration = Duration::from_secs(10);

@@ -86,6 +86,7 @@ pub(super) async fn worker(
         match result {
             Ok(Handled::Done) => {}
             Ok(Handled::Later(name)) => ask_again_later(&intake, &tenant, &waiting, name),
+            Ok(Handled::TickLater(tick)) => tick_again_later(&intake, &tenant, tick),
             Err(e) => {
                 // A panic: the run is not running any more, whatever its progress said. Its
                 // claim folder stays, for the next start to finish.
@@ -169,11 +170,30 @@ fn passed_on(e: &anyhow::Error) -> anyhow::Error {
     anyhow::anyhow!("{}", said.join(": ")).context(crate::store::Unavailable)
 }
 
+/// How long a schedule tick that found an upload under way waits for it, all told, before it
+/// reports the file missing ([`ready::upload_under_way`]).
+const TICK_WAITS_AT_MOST: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+/// How soon such a tick looks again.
+const TICK_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A schedule tick that found an upload under way is asked for again after
+/// [`TICK_AGAIN_AFTER`]: it runs the file once the upload is done, or reports it missing once
+/// [`TICK_WAITS_AT_MOST`] has passed since the tick.
+fn tick_again_later(intake: &Intake, tenant: &str, tick: chrono::DateTime<chrono::Utc>) {
+    let (again, tenant) = (intake.clone(), tenant.to_string());
+    intake.spawn(async move {
+        tokio::time::sleep(TICK_AGAIN_AFTER).await;
+        again.request(&tenant, Request::Scheduled(tick));
+    });
+}
+
 /// What became of a request.
 enum Handled {
     Done,
     /// Ask for this file again later: another node holds the tenant's lease.
     Later(String),
+    /// Run this schedule tick again later: it found an upload under way.
+    TickLater(chrono::DateTime<chrono::Utc>),
 }
 
 /// Runs one request on a blocking thread, under the tenant's lease. `_held` is the lease the
@@ -231,6 +251,11 @@ fn handle(
             }
             let files = candidates(&config, tenant);
             if files.is_empty() && !schedules::ran_since_last_tick(shared, tenant, tick) {
+                let waited = chrono::Utc::now() - tick;
+                if ready::upload_under_way(&config, tenant) && waited < TICK_WAITS_AT_MOST {
+                    tracing::info!(tenant = %tenant.id, "the schedule fired while a file is being uploaded; the tick looks again in {} s", TICK_AGAIN_AFTER.as_secs());
+                    return Handled::TickLater(tick);
+                }
                 record_missing(shared, tenant, tick);
             }
             for name in files {
