@@ -34,6 +34,10 @@ struct Script {
     /// After the greeting, sends this many bytes without a newline, then waits.
     flood: usize,
     smtputf8: bool,
+    /// Answers 550 to this recipient.
+    reject: &'static str,
+    /// Closes the connection after accepting a message.
+    close_after_message: bool,
 }
 
 impl Default for Script {
@@ -45,6 +49,8 @@ impl Default for Script {
             final_delay: Duration::ZERO,
             flood: 0,
             smtputf8: true,
+            reject: "",
+            close_after_message: false,
         }
     }
 }
@@ -123,8 +129,13 @@ async fn session(
             rcpts.clear();
             script.mail_from.to_string()
         } else if upper.starts_with("RCPT TO") {
-            rcpts.push(line[8..].trim().trim_matches(['<', '>']).to_string());
-            "250 2.1.5 OK".into()
+            let rcpt = line[8..].trim().trim_matches(['<', '>']).to_string();
+            if !script.reject.is_empty() && rcpt == script.reject {
+                "550 5.1.1 No such user".into()
+            } else {
+                rcpts.push(rcpt);
+                "250 2.1.5 OK".into()
+            }
         } else if upper.starts_with("DATA") {
             wr.write_all(b"354 go ahead\r\n").await?;
             loop {
@@ -139,6 +150,10 @@ async fn session(
             tokio::time::sleep(script.final_delay).await;
             if let Ok(mut a) = accepted.lock() {
                 a.push(std::mem::take(&mut rcpts));
+            }
+            if script.close_after_message {
+                wr.write_all(b"250 2.0.0 queued\r\n").await?;
+                return Ok(());
             }
             "250 2.0.0 queued".into()
         } else if upper.starts_with("QUIT") {
@@ -326,6 +341,31 @@ async fn a_non_ascii_address_without_smtputf8_is_refused_for_that_recipient_only
         .await
         .expect("the ASCII recipient has it");
     assert_eq!(relay.accepted(), [vec!["hr@acme.example".to_string()]]);
+}
+
+#[tokio::test]
+async fn a_session_the_relay_closed_is_not_taken_for_a_refused_sender() {
+    // The session is kept between recipients tried one by one; a relay that hangs up after
+    // each message made the next MAIL FROM fail, which reads as a relay problem.
+    let relay = Relay::start(
+        Script {
+            reject: "gone@acme.example",
+            close_after_message: true,
+            ..Script::default()
+        },
+        "",
+    )
+    .await;
+    let mail = notice(
+        &["it@acme.example", "gone@acme.example", "hr@acme.example"],
+        "x",
+    );
+    deliver_with_timeout(&relay.url, &mail, WAIT)
+        .await
+        .expect("delivered to the two that exist");
+    let mut got: Vec<String> = relay.accepted().into_iter().flatten().collect();
+    got.sort();
+    assert_eq!(got, ["hr@acme.example", "it@acme.example"]);
 }
 
 /// Review s30: a relay session that can be stripped of TLS, or a password sent in clear text

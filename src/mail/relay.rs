@@ -130,7 +130,11 @@ impl Relay {
             None if security == Security::StartTls => 587,
             None => 25,
         };
-        let credentials = userinfo.map(credentials).transpose()?;
+        // As lettre's `from_url`: AUTH only when the URL gives a password (`user:password@`).
+        let credentials = userinfo
+            .filter(|u| u.contains(':'))
+            .map(credentials)
+            .transpose()?;
         if credentials.is_some() && security == Security::Plain && !is_loopback(&host) {
             return Err(format!(
                 "a user and password over plain smtp:// would cross the network in clear text; use smtp://…@{host}:{port}?tls=required (STARTTLS) or smtps:// (only a relay on this machine, localhost or 127.0.0.1, may be plain with a password)"
@@ -234,9 +238,18 @@ impl<'a> Session<'a> {
         bytes: &[u8],
     ) -> Result<(), DeliveryError> {
         let deadline = Instant::now() + self.timeout * 2;
-        let mut conn = match self.conn.take() {
-            Some(c) if !c.has_broken() => c,
-            _ => self.relay.connect(deadline).await?,
+        let kept = match self.conn.take() {
+            // A kept session the relay has closed in the meantime would fail at MAIL FROM,
+            // which reads as the relay refusing the sender: ask first (NOOP).
+            Some(mut c) if !c.has_broken() => match within(deadline, c.test_connected()).await? {
+                true => Some(c),
+                false => None,
+            },
+            _ => None,
+        };
+        let mut conn = match kept {
+            Some(c) => c,
+            None => self.relay.connect(deadline).await?,
         };
         let res = transaction(&mut conn, from, to, bytes, deadline, self.timeout).await;
         match res {
@@ -476,6 +489,8 @@ mod tests {
             Ok(("2001:db8::1".into(), 465, Security::Implicit))
         );
         assert!(ok("smtp://u:p@localhost:25").is_ok());
+        let no_password = Relay::parse("smtp://user@relay.example:25").expect("as lettre: no AUTH");
+        assert!(no_password.credentials.is_none());
         assert!(ok("smtp://u:p@127.0.0.1:25").is_ok());
         assert!(ok("smtp://u:p@[::1]:25").is_ok());
         for bad in [
