@@ -52,6 +52,7 @@ fn partial_run() -> RunSummary {
         attachment: Some(CsvAttachment {
             file_name: "users_2026_02_12.csv.20260212T073000Z.report.csv".into(),
             bytes: report_csv(),
+            left_out: 0,
         }),
         archived_as: Some("processed/users_2026_02_12.20260212T073000Z.csv".into()),
     }
@@ -338,4 +339,33 @@ fn a_partial_run_without_skipped_rows_names_the_missing_column() {
     );
     assert!(!body.contains("Some rows were skipped"), "{body}");
     assert!(!body.contains("Correct the skipped rows"), "{body}");
+}
+
+/// Review s30: the run's mail copied the whole failure report (up to ~400 MB) before compose
+/// dropped it for being over the cap. Now only a report that will be attached is copied, and
+/// the mail still gives the left-out report's size.
+#[test]
+fn a_report_over_the_cap_is_not_copied_and_its_size_is_said() {
+    let big = vec![b'x'; roster::mail::MAX_ATTACHMENT_BYTES + 1_500_000];
+    let att = CsvAttachment::new("big.report.csv".into(), &big);
+    assert!(
+        att.bytes.is_empty(),
+        "a report too large to attach is not copied"
+    );
+    assert_eq!(att.size(), big.len());
+    let small = CsvAttachment::new("small.report.csv".into(), b"row;reason\r\n");
+    assert_eq!(small.bytes, b"row;reason\r\n");
+
+    let run = RunSummary {
+        attachment: Some(att),
+        ..partial_run()
+    };
+    let mail = compose_report(FROM, &to(), &run).expect("compose");
+    let msg = MessageParser::default().parse(&mail.bytes).expect("parses");
+    assert_eq!(msg.attachment_count(), 0);
+    let body = msg.body_text(0).expect("body");
+    assert!(
+        body.contains("At 5.7 MB it is too large to attach"),
+        "{body}"
+    );
 }

@@ -42,6 +42,7 @@ fn report(to: &[&str]) -> OutgoingMail {
         attachment: Some(CsvAttachment {
             file_name: "sync_users.csv.20261121T101500Z.report.csv".into(),
             bytes: csv(),
+            left_out: 0,
         }),
         archived_as: None,
     };

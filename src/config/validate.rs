@@ -57,13 +57,12 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
             out.push(format!(
                 "[mail] smtp_url must start with smtp:// or smtps:// (it starts with {got})"
             ));
-        } else if let Err(e) =
-            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(&mail.smtp_url)
-        {
-            // Read as the mail worker will read it (review s27: only the scheme was checked).
-            // The URL itself is not shown: it may hold the relay's password.
+        } else if let Err(why) = crate::mail::Relay::parse(&mail.smtp_url) {
+            // Read as the mail worker will read it (review s27: only the scheme was checked),
+            // with its refusals of a session that can be stripped of TLS or sends the password
+            // in clear text (review s30). The URL itself is not shown: it may hold the password.
             out.push(format!(
-                "[mail] smtp_url cannot be used to send mail: {e} (forms: smtp://host:port, smtp://host:port?tls=required, smtps://user:password@host)"
+                "[mail] smtp_url cannot be used to send mail: {why}"
             ));
         }
         if mail.from.parse::<lettre::message::Mailbox>().is_err() {

@@ -95,12 +95,11 @@ pub(super) fn compose(
         import_id: Some(record.id.clone()),
         counts: record.counts,
         messages: record.messages.clone(),
-        attachment: report.map(|bytes| CsvAttachment {
-            file_name: report_name
+        attachment: report.map(|bytes| {
+            let name = report_name
                 .and_then(|r| r.rsplit('/').next())
-                .unwrap_or("report.csv")
-                .to_string(),
-            bytes: bytes.to_vec(),
+                .unwrap_or("report.csv");
+            CsvAttachment::new(name.to_string(), bytes)
         }),
         archived_as: record.archived_as.clone(),
     };

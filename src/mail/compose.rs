@@ -37,14 +37,44 @@ pub const MAX_BODY_LINE_CHARS: usize = 1000;
 fn mailable(run: &RunSummary) -> Option<&CsvAttachment> {
     run.attachment
         .as_ref()
-        .filter(|a| a.bytes.len() <= MAX_ATTACHMENT_BYTES)
+        .filter(|a| a.size() <= MAX_ATTACHMENT_BYTES)
 }
 
 /// A file to attach: the failure report CSV, sent byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsvAttachment {
     pub file_name: String,
+    /// The report's bytes; empty when [`CsvAttachment::new`] left out a report too large to
+    /// attach.
     pub bytes: Vec<u8>,
+    /// The report's size when its bytes were left out (0: `bytes` is the whole report).
+    pub left_out: usize,
+}
+
+impl CsvAttachment {
+    /// The attachment of `report`, copying its bytes only when they will be attached (at most
+    /// [`MAX_ATTACHMENT_BYTES`]): a report of a large file may be hundreds of MB, and the mail
+    /// only says where it is (review s30).
+    pub fn new(file_name: String, report: &[u8]) -> CsvAttachment {
+        if report.len() <= MAX_ATTACHMENT_BYTES {
+            CsvAttachment {
+                file_name,
+                bytes: report.to_vec(),
+                left_out: 0,
+            }
+        } else {
+            CsvAttachment {
+                file_name,
+                bytes: Vec::new(),
+                left_out: report.len(),
+            }
+        }
+    }
+
+    /// The report's size in bytes.
+    pub fn size(&self) -> usize {
+        self.bytes.len().max(self.left_out)
+    }
 }
 
 /// What a run report says. `status` is one of the statuses of design §5.8 (`success`,
@@ -148,7 +178,7 @@ pub fn report_body(run: &RunSummary) -> String {
              {:.1} MB it is too large to attach (the limit is {} MB): find it in your folder on \
              the server, in errors/ (or in bak/ if your files are archived there).\n",
                 clean_line(&att.file_name),
-                att.bytes.len() as f64 / 1e6,
+                att.size() as f64 / 1e6,
                 MAX_ATTACHMENT_BYTES / 1_000_000,
             )
         }

@@ -4,21 +4,30 @@
 //! every recipient accepted the message or refused it for good (5xx) and at least one accepted,
 //! or a [`DeliveryError`] saying whether to try again later (server unreachable, timeout, 4xx;
 //! [`DeliveryError::Partly`] names the recipients still to try, when others already have it)
-//! or to give up (5xx for every recipient). Without `[mail]`, [`write_eml`] writes the bytes to `data/outbox/` atomically.
+//! or to give up (5xx to a recipient or to the message, for every recipient). A failure
+//! before the recipients (connect, greeting, EHLO, STARTTLS, AUTH, `MAIL FROM`) is the relay's,
+//! never the message's: [`DeliveryError::Unavailable`] whatever its code (review s30; see
+//! `relay`). Without `[mail]`, [`write_eml`] writes the bytes to `data/outbox/` atomically, for
+//! the owner only.
 //!
-//! URL forms (lettre's `from_url`): `smtp://host:port` plain, `smtp://host:port?tls=required`
-//! STARTTLS, `smtps://host:port` implicit TLS; `user:pass@` in the URL enables AUTH.
+//! URL forms (read by [`Relay::parse`]): `smtp://host:port` plain, `smtp://host:port?tls=required`
+//! STARTTLS, `smtps://host:port` implicit TLS; `user:pass@` in the URL enables AUTH (over TLS,
+//! or plain only to a relay on loopback).
 
+use super::relay::{Relay, Session};
 use super::OutgoingMail;
 use anyhow::Context as _;
-use lettre::address::{Address, Envelope};
+use lettre::address::Address;
 use lettre::transport::smtp::Error as SmtpError;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Default bound for one SMTP exchange (connect, each command, and the whole send).
+/// Default timeout: twice this bounds the session's steps up to `DATA` (connect, greeting,
+/// EHLO, STARTTLS, AUTH, MAIL, RCPT) together, measured by Roster, not lettre (whose own
+/// timeout covers only connecting); the upload and the final reply have
+/// [`FINAL_REPLY_WAIT`](super::FINAL_REPLY_WAIT).
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a message was not delivered, split by what the caller should do.
@@ -55,7 +64,7 @@ pub async fn deliver(smtp_url: &str, mail: &OutgoingMail) -> Result<(), Delivery
 
 /// [`deliver`] with an explicit bound per exchange.
 ///
-/// lettre stops a transaction at the first refused `RCPT`, so when a message to several
+/// A transaction stops at the first refused `RCPT`, so when a message to several
 /// recipients gets a 4xx or 5xx, each recipient is tried on its own: the message then reaches
 /// the addresses that accept it, the refused ones are logged, and only if all refuse is the
 /// result [`DeliveryError::Permanent`]. Recipients that defer (4xx), or that could not be tried
@@ -79,7 +88,8 @@ pub type StillOurs<'a> =
 /// [`deliver_with_timeout`] for a message this node holds a claim of (the outbox's per-node
 /// claim, which ends after a few minutes unless renewed): `ours` renews it and says whether it
 /// is still this node's. It is asked before each recipient that is tried on its own, since
-/// each such send may take up to twice `timeout` and several of them on a slow relay outlast
+/// each such send may take up to twice `timeout` plus [`FINAL_REPLY_WAIT`](super::FINAL_REPLY_WAIT)
+/// and several of them on a slow relay outlast
 /// the claim, after which another node would send the message again (review of 2026-12-02).
 /// When it answers false, the rest is not sent: the recipients not tried come back in
 /// [`DeliveryError::Partly`] (or the whole as [`DeliveryError::Transient`] when nobody has it).
@@ -101,34 +111,30 @@ pub async fn deliver_while_ours(
         ));
     }
 
-    let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
-        .map_err(|e| {
-            DeliveryError::Unavailable(format!(
-                "smtp_url {:?} is not usable: {e}",
-                redact(smtp_url)
-            ))
-        })?
-        .timeout(Some(timeout))
-        .build();
-
-    let all = send_once(&transport, &from, &to, &mail.bytes, timeout).await;
+    let relay = Relay::parse(smtp_url).map_err(|why| {
+        DeliveryError::Unavailable(format!(
+            "smtp_url {:?} is not usable: {why}",
+            redact(smtp_url)
+        ))
+    })?;
+    let mut session = Session::new(&relay, timeout);
+    let all = session.send(&from, &to, &mail.bytes).await;
     let result = match all {
         Err(DeliveryError::Permanent(why) | DeliveryError::Transient(why)) if to.len() > 1 => {
-            per_recipient(&transport, &from, &to, mail, timeout, ours, why).await
+            per_recipient(&mut session, &from, &to, mail, ours, why).await
         }
         other => other,
     };
-    // QUIT the pooled connection; bounded, and its outcome does not change the result.
-    let _ = tokio::time::timeout(timeout, transport.shutdown()).await;
+    // QUIT; bounded, and its outcome does not change the result.
+    session.close().await;
     result
 }
 
 async fn per_recipient(
-    transport: &AsyncSmtpTransport<Tokio1Executor>,
+    session: &mut Session<'_>,
     from: &Address,
     to: &[Address],
     mail: &OutgoingMail,
-    timeout: Duration,
     ours: &StillOurs<'_>,
     first_refusal: String,
 ) -> Result<(), DeliveryError> {
@@ -146,7 +152,7 @@ async fn per_recipient(
             break;
         }
         let once = std::slice::from_ref(rcpt);
-        match send_once(transport, from, once, &mail.bytes, timeout).await {
+        match session.send(from, once, &mail.bytes).await {
             Ok(()) => accepted += 1,
             Err(DeliveryError::Permanent(why)) => refused.push(format!("{rcpt}: {why}")),
             Err(e @ DeliveryError::Unavailable(_)) => {
@@ -193,28 +199,9 @@ fn log_refused(mail: &OutgoingMail, refused: &[String], accepted: usize, all: us
     }
 }
 
-async fn send_once(
-    transport: &AsyncSmtpTransport<Tokio1Executor>,
-    from: &Address,
-    to: &[Address],
-    bytes: &[u8],
-    timeout: Duration,
-) -> Result<(), DeliveryError> {
-    let envelope = Envelope::new(Some(from.clone()), to.to_vec())
-        .map_err(|e| DeliveryError::Permanent(format!("bad envelope: {e}")))?;
-    // lettre bounds each step by `timeout`; this bounds the whole exchange (connect, EHLO,
-    // optional STARTTLS and AUTH, MAIL, RCPT, DATA) by at most twice that.
-    match tokio::time::timeout(timeout * 2, transport.send_raw(&envelope, bytes)).await {
-        Err(_) => Err(DeliveryError::Unavailable(format!(
-            "no answer within {} s",
-            (timeout * 2).as_secs()
-        ))),
-        Ok(Ok(_response)) => Ok(()),
-        Ok(Err(e)) => Err(classify(&e)),
-    }
-}
-
-fn classify(e: &SmtpError) -> DeliveryError {
+/// A reply to RCPT, DATA or the end of the data, by its code: 5xx permanent, 4xx transient,
+/// anything else (no reply, a broken connection) the relay's.
+pub(super) fn classify(e: &SmtpError) -> DeliveryError {
     let text = error_chain(e);
     if e.is_permanent() {
         DeliveryError::Permanent(text)
@@ -226,7 +213,7 @@ fn classify(e: &SmtpError) -> DeliveryError {
 }
 
 /// The error and its sources in one line (lettre's Display alone often omits the io cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -265,8 +252,7 @@ fn redact(url: &str) -> String {
 /// synced, and are then renamed, so a reader never sees a half-written `.eml`. `dir` is created
 /// if needed. A temporary file left by a killed process is removed by [`remove_temp_files`].
 pub fn write_eml(dir: &Path, mail: &OutgoingMail, queued: u64) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating the outbox folder {}", dir.display()))?;
+    private_folder(dir)?;
     let mine = format!("-m{queued}.eml");
     let rd = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
     // Only a file with this very message counts: after migrate-store or a store restored from
@@ -312,8 +298,14 @@ pub fn write_eml(dir: &Path, mail: &OutgoingMail, queued: u64) -> anyhow::Result
     }
     let path = dir.join(&name);
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    // Owner only: a report names people and their addresses (review s30).
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
     let written = file
         .write_all(&mail.bytes)
         .and_then(|()| file.sync_all())
@@ -331,6 +323,24 @@ pub fn write_eml(dir: &Path, mail: &OutgoingMail, queued: u64) -> anyhow::Result
         let _ = d.sync_all();
     }
     Ok(path)
+}
+
+/// Creates `dir` (and its parents) for the owner only, and narrows an existing one to 0700
+/// (an older version made it readable by everyone).
+fn private_folder(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the outbox folder {}", dir.display()))?;
+    let meta = std::fs::symlink_metadata(dir)
+        .with_context(|| format!("reading the outbox folder {}", dir.display()))?;
+    if meta.is_dir() && meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private (0700)", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Removes the `.eml` files in the outbox folder `dir` written more than `days` days ago.

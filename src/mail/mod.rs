@@ -9,24 +9,28 @@
 //! queue and hands them to the SMTP server named by `[mail] smtp_url` ([`deliver`]), or, without
 //! `[mail]`, writes them as `.eml` files into `data/outbox/` ([`write_eml`]). Each outcome goes
 //! back to the queue: sent, deferred with exponential backoff ([`next_attempt`]), or given up
-//! after a permanent (5xx) rejection. Nothing here touches sled.
+//! after a permanent (5xx) refusal of the message or of its recipients (a refusal by the relay
+//! itself, such as a wrong password, only defers), or after 300 failed attempts.
+//! Nothing here touches sled.
 //!
-//! Module map: `compose` (text and MIME), `deliver` (SMTP and `.eml`), `worker` (queue trait,
-//! backoff, the loop).
+//! Module map: `compose` (text and MIME), `deliver` (per message: recipients, `.eml`), `relay`
+//! (`smtp_url` and the SMTP session, step by step), `worker` (queue trait, backoff, the loop).
 
 mod compose;
 mod deliver;
 mod outbox;
+mod relay;
 mod worker;
 
 pub use compose::{
     compose_notice, compose_report, report_body, report_subject, ComposeError, Counts,
-    CsvAttachment, RunSummary, DEFAULT_FROM, TENANT_HEADER,
+    CsvAttachment, RunSummary, DEFAULT_FROM, MAX_ATTACHMENT_BYTES, TENANT_HEADER,
 };
 pub use deliver::{
     deliver, deliver_while_ours, deliver_with_timeout, remove_old_eml, remove_temp_files,
     write_eml, DeliveryError, SMTP_TIMEOUT,
 };
+pub use relay::{Relay, FINAL_REPLY_WAIT, MAX_REPLY_BYTES};
 pub use worker::{next_attempt, run_delivery, Backoff, MailQueue, QueuedMail, StepReport, Worker};
 
 use serde::{Deserialize, Serialize};

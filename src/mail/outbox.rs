@@ -41,12 +41,10 @@ impl MailQueue for Store {
         self.outbox_narrow(id, recipients)
     }
 
+    /// `reason` says why (refused for good, or still failing after every attempt): the log
+    /// line does not claim a refusal it did not see (review s30).
     fn give_up(&self, id: u64, reason: &str) -> anyhow::Result<()> {
-        tracing::error!(
-            id,
-            reason,
-            "mail refused for good by the SMTP server; removed from the outbox"
-        );
+        tracing::error!(id, reason, "mail given up; removed from the outbox");
         self.outbox_mark_sent(id)
     }
 }

@@ -53,7 +53,8 @@ pub trait MailQueue: Send + Sync {
         next_at: DateTime<Utc>,
         last_error: &str,
     ) -> anyhow::Result<()>;
-    /// The server refused the message for good: stop trying and keep `reason` (the message may
+    /// The message is given up (refused for good, or still failing after every attempt, as
+    /// `reason` says): stop trying and keep `reason` (the message may
     /// be kept as dead for inspection or removed; the worker never offers it again either way).
     fn give_up(&self, id: u64, reason: &str) -> anyhow::Result<()>;
     /// Some recipients have the message: later attempts go to `recipients` only.
@@ -98,6 +99,13 @@ impl Default for Backoff {
 /// for good, or a mailbox that stays full, kept every report in the outbox for ever (review of
 /// 2026-11-30, config F5). The import's report stays in the tenant's `errors/` folder.
 pub const MAX_ATTEMPTS: u32 = 300;
+
+/// The waits before trying again a failed `mark_sent` or `narrow` after a delivery.
+const SETTLE_RETRIES: [Duration; 3] = [
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+];
 
 /// The default schedule: the wait after `attempts` failed attempts (5 s doubling, ≤ 15 min).
 pub fn next_attempt(attempts: u32) -> Duration {
@@ -288,91 +296,144 @@ impl Worker {
                 None if !self.still_ours(item.id).await => continue,
                 None => self.attempt(mail.as_ref(), &item.mail, item.id).await,
             };
-            if let Err(DeliveryError::Partly { remaining, .. }) = &outcome {
-                let (id, remaining) = (item.id, remaining.clone());
-                let narrowed = self.on_queue(move |q| q.narrow(id, &remaining)).await;
-                self.settle(item.id, "narrow", narrowed);
+            self.settle_outcome(&item, outcome, &mut report, &mut unreachable)
+                .await;
+        }
+        Some(report)
+    }
+
+    /// Settles one attempted message in the queue and counts it in `report`; an outage seen
+    /// here is kept in `unreachable` so the rest of the pass is not tried.
+    async fn settle_outcome(
+        &self,
+        item: &QueuedMail,
+        outcome: Result<String, DeliveryError>,
+        report: &mut StepReport,
+        unreachable: &mut Option<String>,
+    ) {
+        if let Err(DeliveryError::Partly { remaining, .. }) = &outcome {
+            let (id, remaining) = (item.id, remaining.clone());
+            let narrowed = self
+                .settle_retrying(item.id, "narrow", move |q| q.narrow(id, &remaining))
+                .await;
+            if !narrowed {
+                // Deferring the whole envelope would send the message again to those who
+                // have it at the next attempt (review s30): leave it as it is; it comes back
+                // when the claim ends, at the earliest.
+                tracing::error!(
+                    tenant = %item.mail.tenant,
+                    subject = %item.mail.subject,
+                    "the recipients that have the mail could not be taken off it; it is not deferred, and may reach them again"
+                );
+                report.deferred += 1;
+                return;
             }
-            match outcome {
-                Ok(how) => {
-                    tracing::info!(
-                        tenant = %item.mail.tenant,
-                        subject = %item.mail.subject,
-                        to = %item.mail.to.join(", "),
-                        attempts = item.attempts + 1,
-                        "mail {how}"
-                    );
-                    let id = item.id;
-                    let done = self.on_queue(move |q| q.mark_sent(id)).await;
-                    self.settle(item.id, "mark_sent", done);
-                    report.sent += 1;
-                    crate::metrics::mail_sent();
+        }
+        match outcome {
+            Ok(how) => {
+                tracing::info!(
+                    tenant = %item.mail.tenant,
+                    subject = %item.mail.subject,
+                    to = %item.mail.to.join(", "),
+                    attempts = item.attempts.saturating_add(1),
+                    "mail {how}"
+                );
+                let id = item.id;
+                self.settle_retrying(item.id, "mark_sent", move |q| q.mark_sent(id))
+                    .await;
+                report.sent += 1;
+                crate::metrics::mail_sent();
+            }
+            Err(e) if e.is_retryable() && item.attempts.saturating_add(1) >= self.max_attempts => {
+                tracing::error!(
+                    tenant = %item.mail.tenant,
+                    subject = %item.mail.subject,
+                    to = %item.mail.to.join(", "),
+                    attempts = item.attempts.saturating_add(1),
+                    error = %e,
+                    "mail not delivered after every attempt; giving up"
+                );
+                let reason = format!(
+                    "not delivered after {} attempts: {e}",
+                    item.attempts.saturating_add(1)
+                );
+                let id = item.id;
+                let done = self.on_queue(move |q| q.give_up(id, &reason)).await;
+                self.settle(item.id, "give_up", done);
+                report.given_up += 1;
+                crate::metrics::mail_failed(true);
+            }
+            Err(e) if e.is_retryable() => {
+                if let (DeliveryError::Unavailable(why), None) = (&e, &unreachable) {
+                    *unreachable = Some(why.clone());
                 }
-                Err(e)
-                    if e.is_retryable() && item.attempts.saturating_add(1) >= self.max_attempts =>
-                {
-                    tracing::error!(
-                        tenant = %item.mail.tenant,
-                        subject = %item.mail.subject,
-                        to = %item.mail.to.join(", "),
-                        attempts = item.attempts.saturating_add(1),
-                        error = %e,
-                        "mail not delivered after every attempt; giving up"
-                    );
-                    let reason = format!(
-                        "not delivered after {} attempts: {e}",
-                        item.attempts.saturating_add(1)
-                    );
-                    let id = item.id;
-                    let done = self.on_queue(move |q| q.give_up(id, &reason)).await;
-                    self.settle(item.id, "give_up", done);
-                    report.given_up += 1;
-                    crate::metrics::mail_failed(true);
+                self.defer(item, &e, report).await;
+            }
+            Err(e) => {
+                tracing::error!(
+                    tenant = %item.mail.tenant,
+                    subject = %item.mail.subject,
+                    to = %item.mail.to.join(", "),
+                    error = %e,
+                    "mail refused permanently; giving up"
+                );
+                let (id, reason) = (item.id, format!("refused for good: {e}"));
+                let done = self.on_queue(move |q| q.give_up(id, &reason)).await;
+                self.settle(item.id, "give_up", done);
+                report.given_up += 1;
+                crate::metrics::mail_failed(true);
+            }
+        }
+    }
+
+    /// Defers `item` after the failed attempt `e`, with backoff.
+    async fn defer(&self, item: &QueuedMail, e: &DeliveryError, report: &mut StepReport) {
+        let attempts = item.attempts.saturating_add(1);
+        let delay = self.backoff.delay(attempts);
+        let next_at = chrono::Duration::from_std(delay)
+            .ok()
+            .and_then(|d| Utc::now().checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        tracing::warn!(
+            tenant = %item.mail.tenant,
+            subject = %item.mail.subject,
+            attempts,
+            retry_in_secs = delay.as_secs(),
+            error = %e,
+            "mail not delivered; will retry"
+        );
+        let (id, reason) = (item.id, e.to_string());
+        let res = self
+            .on_queue(move |q| q.defer(id, attempts, next_at, &reason))
+            .await;
+        self.settle(item.id, "defer", res);
+        report.deferred += 1;
+        crate::metrics::mail_failed(false);
+        report.next_due = Some(report.next_due.map_or(next_at, |t| t.min(next_at)));
+    }
+
+    /// Runs a call that records a delivery (`mark_sent`, `narrow`), tried again after
+    /// [`SETTLE_RETRIES`] when it fails: the mail is out, and a lost record sends it again
+    /// once the claim ends (review s30). True when a try succeeded.
+    async fn settle_retrying<F>(&self, id: u64, what: &str, call: F) -> bool
+    where
+        F: Fn(&dyn MailQueue) -> anyhow::Result<()> + Clone + Send + 'static,
+    {
+        let mut waits = SETTLE_RETRIES.iter();
+        loop {
+            let res = self.on_queue(call.clone()).await;
+            match (res, waits.next()) {
+                (Ok(()), _) => return true,
+                (Err(e), Some(wait)) => {
+                    tracing::warn!(id, error = %format!("{e:#}"), "mail outbox {what} failed; trying again");
+                    tokio::time::sleep(*wait).await;
                 }
-                Err(e) if e.is_retryable() => {
-                    if let (DeliveryError::Unavailable(why), None) = (&e, &unreachable) {
-                        unreachable = Some(why.clone());
-                    }
-                    let attempts = item.attempts.saturating_add(1);
-                    let delay = self.backoff.delay(attempts);
-                    let next_at = chrono::Duration::from_std(delay)
-                        .ok()
-                        .and_then(|d| Utc::now().checked_add_signed(d))
-                        .unwrap_or(DateTime::<Utc>::MAX_UTC);
-                    tracing::warn!(
-                        tenant = %item.mail.tenant,
-                        subject = %item.mail.subject,
-                        attempts,
-                        retry_in_secs = delay.as_secs(),
-                        error = %e,
-                        "mail not delivered; will retry"
-                    );
-                    let (id, reason) = (item.id, e.to_string());
-                    let res = self
-                        .on_queue(move |q| q.defer(id, attempts, next_at, &reason))
-                        .await;
-                    self.settle(item.id, "defer", res);
-                    report.deferred += 1;
-                    crate::metrics::mail_failed(false);
-                    report.next_due = Some(report.next_due.map_or(next_at, |t| t.min(next_at)));
-                }
-                Err(e) => {
-                    tracing::error!(
-                        tenant = %item.mail.tenant,
-                        subject = %item.mail.subject,
-                        to = %item.mail.to.join(", "),
-                        error = %e,
-                        "mail refused permanently; giving up"
-                    );
-                    let (id, reason) = (item.id, e.to_string());
-                    let done = self.on_queue(move |q| q.give_up(id, &reason)).await;
-                    self.settle(item.id, "give_up", done);
-                    report.given_up += 1;
-                    crate::metrics::mail_failed(true);
+                (Err(e), None) => {
+                    self.settle(id, what, Err(e));
+                    return false;
                 }
             }
         }
-        Some(report)
     }
 
     /// Sends over SMTP, or writes an `.eml` without `[mail]`. Ok carries a word for the log.
