@@ -6,12 +6,16 @@
 //!   process exits within the admin stop's bound instead of waiting for the request (F1);
 //! - a second SIGTERM exits at once with status 143 (F2);
 //! - an admin port taken by another listener fails the start (status 1, the sentence) before
-//!   any import: the file waiting in the tenant folder stays where it was (F3).
+//!   any import: the file waiting in the tenant folder stays where it was (F3); with
+//!   `--log-format json` that error is a JSON line like the rest of stderr (F6);
+//! - a store that cannot be flushed at the stop (sled failing every write: the process runs
+//!   under a file size limit, as on a full disk) ends the stop with status 1 (F4).
 
 mod support;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -219,5 +223,102 @@ fn a_taken_admin_port_fails_the_start_before_any_import() {
         !archive.exists() || std::fs::read_dir(&archive).unwrap().next().is_none(),
         "{said}"
     );
+
+    // The same failure with --log-format json: every line of stderr is JSON, the last the error.
+    let out = Command::new(BIN)
+        .args(["--log-format", "json", "-c"])
+        .arg(&config)
+        .arg("serve")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let lines: Vec<serde_json::Value> = said
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let last = lines.last().unwrap_or_else(|| panic!("no line: {said}"));
+    assert_eq!(last["level"], "ERROR", "{said}");
+    let message = last["fields"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("roster: cannot listen on 127.0.0.1:") && message.contains("admin API"),
+        "{said}"
+    );
+    assert!(home.join("users.csv").exists(), "{said}");
     drop(taken);
+}
+
+/// A file of `rows` users for the `acme` tenant's default columns.
+fn many_users(rows: usize) -> String {
+    let mut s = String::from("email,first_name,last_name\n");
+    for i in 0..rows {
+        s.push_str(&format!("user{i}@acme.example,First{i},Last{i}\n"));
+    }
+    s
+}
+
+#[test]
+fn a_store_that_cannot_be_flushed_at_the_stop_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let config = config(dir.path(), free_port(), admin);
+    let mut cmd = Command::new(BIN);
+    cmd.arg("-c")
+        .arg(&config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 8 << 20,
+                rlim_max: 8 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut serve = KillOnDrop(cmd.spawn().unwrap());
+    let health = || {
+        let mut c = TcpStream::connect(("127.0.0.1", admin)).ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let ask = format!(
+            "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        c.write_all(ask.as_bytes()).ok()?;
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut c, &mut answer).ok()?;
+        answer.get(9..12).map(str::to_string)
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || health().as_deref()
+            == Some("200")),
+        "did not start:\n{}",
+        log(dir.path())
+    );
+    // An import that grows the store past the limit: from then on every write fails.
+    let home = dir.path().join("data/tenants/acme");
+    std::fs::write(dir.path().join("users.csv"), many_users(60_000)).unwrap();
+    std::fs::rename(dir.path().join("users.csv"), home.join("users.csv")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || health().as_deref()
+            == Some("503")),
+        "the store never failed:\n{}",
+        log(dir.path())
+    );
+    signal(&serve.0, libc::SIGTERM);
+    let status = exit_within(&mut serve.0, Duration::from_secs(50));
+    let log = log(dir.path());
+    let status = status.unwrap_or_else(|| panic!("still running after SIGTERM:\n{log}"));
+    assert!(log.contains("cannot flush the store"), "{log}");
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        !log.contains("stopping so that a restart opens it again"),
+        "{log}"
+    );
 }
