@@ -225,6 +225,13 @@ fn asked_to_stop(stop: &watch::Receiver<Option<Stop>>) -> bool {
     stop.borrow().is_some()
 }
 
+/// Returns once `stop` asks for a stop; never if its sender is gone without asking.
+async fn stop_asked(stop: &mut watch::Receiver<Option<Stop>>) {
+    if stop.wait_for(|s| s.is_some()).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Starts every stage on the config at `path`.
 pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
     let (_never, stop) = watch::channel(None);
@@ -266,7 +273,7 @@ async fn start_until(
         }
         tokio::select! {
             r = refuse_a_twin(&store, config.cluster.lease_secs) => r?,
-            _ = stop.wait_for(|s| s.is_some()) => return Ok(false),
+            () = stop_asked(&mut stop) => return Ok(false),
         }
         // No live twin: what an earlier process of this id staged is this node's to drop.
         let own = store.clone();
