@@ -228,22 +228,50 @@ const QUIET_RUSSH: [&str; 2] = ["russh=warn", "russh::server::encrypted=error"];
 /// warnings only unless `ROSTER_LOG` names ureq.
 const QUIET_UREQ: [&str; 2] = ["ureq=warn", "ureq_proto=warn"];
 
-/// The directives added to `ROSTER_LOG` (`asked`) to keep noisy or revealing crates quiet,
-/// each unless `asked` names that crate.
+/// PostgreSQL's NOTICEs (`... already exists, skipping` of a migration) are informational
+/// messages of the server, not Roster's, and the driver logs statements with their parameters
+/// at debug: warnings only unless `ROSTER_LOG` names it.
+const QUIET_POSTGRES: [&str; 1] = ["tokio_postgres=warn"];
+
+/// The targets the directives of `asked` (`ROSTER_LOG`) name: `target=level`,
+/// `target[span]=level` and a bare `target`; a bare level (`debug`, `off`) names none.
+fn named_targets(asked: &str) -> Vec<&str> {
+    let levels = ["trace", "debug", "info", "warn", "error", "off"];
+    asked
+        .split(',')
+        .filter_map(|d| {
+            let d = d.trim();
+            let target = d.split(['=', '[']).next().unwrap_or_default().trim();
+            let bare_level = !d.contains(['=', '['])
+                && (levels.iter().any(|l| l.eq_ignore_ascii_case(target))
+                    || target.chars().all(|c| c.is_ascii_digit()));
+            (!target.is_empty() && !bare_level).then_some(target)
+        })
+        .collect()
+}
+
+/// The directives added to `ROSTER_LOG` (`asked`) to keep noisy or revealing crates quiet.
+/// Each is added unless `asked` names its target or a path above it (`russh` for
+/// `russh::server::encrypted=error`); a directive for a module within it
+/// (`ureq::run=debug`) is more specific, so it applies to that module and the rest of the
+/// crate stays quiet. Review s30: a substring test let `ureq::run=debug` lift `ureq_proto` too
+/// (`trace` then logged SCIM push's Authorization header) and
+/// `tokio_postgres::connection=info` lift the whole driver (query parameters at debug).
 fn quieting(asked: &str) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    // PostgreSQL's NOTICEs (`... already exists, skipping` of a migration) are informational
-    // messages of the server, not Roster's: shown only when ROSTER_LOG names tokio_postgres.
-    if !asked.contains("tokio_postgres") {
-        out.push("tokio_postgres=warn");
-    }
-    if !asked.contains("russh") {
-        out.extend(QUIET_RUSSH);
-    }
-    if !asked.contains("ureq") {
-        out.extend(QUIET_UREQ);
-    }
-    out
+    let named = named_targets(asked);
+    let above = |quiet: &str| {
+        let target = quiet.split('=').next().unwrap_or_default();
+        named.iter().any(|n| {
+            target == *n
+                || target
+                    .strip_prefix(n)
+                    .is_some_and(|rest| rest.starts_with("::"))
+        })
+    };
+    (QUIET_POSTGRES.iter().chain(&QUIET_RUSSH).chain(&QUIET_UREQ))
+        .copied()
+        .filter(|q| !above(q))
+        .collect()
 }
 
 /// Installs the global subscriber: `json` or human lines on stderr, verbosity from `ROSTER_LOG`
@@ -292,8 +320,70 @@ mod tests {
             );
         }
         let named = quieting("debug,ureq=trace");
-        assert!(named.iter().all(|d| !d.starts_with("ureq")), "{named:?}");
+        assert!(!named.contains(&"ureq=warn"), "{named:?}");
         assert!(named.contains(&"russh=warn"));
+        let russh = quieting("info,russh=debug");
+        assert!(russh.iter().all(|d| !d.starts_with("russh")), "{russh:?}");
+    }
+
+    /// Whether an event of `target` at `level` passes `ROSTER_LOG=asked` with the quieting.
+    fn passes(asked: &str, target: &'static str, level: tracing::Level) -> bool {
+        use tracing_subscriber::layer::SubscriberExt;
+        let mut filter = tracing_subscriber::EnvFilter::new(asked);
+        for d in quieting(asked) {
+            filter = filter.add_directive(d.parse().unwrap());
+        }
+        let subscriber = tracing_subscriber::registry().with(filter);
+        let meta = tracing::Metadata::new(
+            "event",
+            target,
+            level,
+            None,
+            None,
+            None,
+            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
+            tracing::metadata::Kind::EVENT,
+        );
+        tracing::Subscriber::enabled(&subscriber, &meta)
+    }
+
+    struct NoCallsite;
+    impl tracing::callsite::Callsite for NoCallsite {
+        fn set_interest(&self, _: tracing::subscriber::Interest) {}
+        fn metadata(&self) -> &tracing::Metadata<'_> {
+            unimplemented!("only its identity is used")
+        }
+    }
+    static CALLSITE: NoCallsite = NoCallsite;
+
+    #[test]
+    fn a_module_directive_lifts_that_module_only() {
+        use tracing::Level;
+        // Review s30: a substring test let these lift the whole crate and its neighbours.
+        let asked = "trace,ureq::run=debug";
+        assert!(!passes(asked, "ureq_proto::client", Level::TRACE));
+        assert!(!passes(asked, "ureq::tls", Level::DEBUG));
+        assert!(passes(asked, "ureq::run", Level::DEBUG));
+        let asked = "debug,tokio_postgres::connection=info";
+        assert!(!passes(asked, "tokio_postgres::query", Level::DEBUG));
+        assert!(passes(asked, "tokio_postgres::connection", Level::INFO));
+        // Named as a crate, it is the operator's choice; so is a bare target.
+        assert!(passes(
+            "info,ureq_proto=trace",
+            "ureq_proto::client",
+            Level::TRACE
+        ));
+        assert!(passes(
+            "tokio_postgres",
+            "tokio_postgres::query",
+            Level::TRACE
+        ));
+        assert!(passes("trace", "roster::intake", Level::TRACE));
+        assert!(!passes("trace", "russh::server", Level::INFO));
+        assert_eq!(
+            named_targets("debug, ureq::run=debug,x[s{a=1}]=info,3,tokio_postgres"),
+            ["ureq::run", "x", "tokio_postgres"]
+        );
     }
 
     #[test]

@@ -78,7 +78,13 @@ fn main() -> ExitCode {
         matches!(cli.command, Command::SftpServer { .. } | Command::Admin(_)),
     );
     let result = match &cli.command {
-        Command::Serve => runtime().and_then(|rt| rt.block_on(roster::serve::run(&cli.config))),
+        Command::Serve => runtime().and_then(|rt| {
+            let result = rt.block_on(roster::serve::run(&cli.config));
+            // Blocking threads still running (an import past the stop's grace period, a store
+            // call that does not answer) are not waited for beyond this (review s30).
+            rt.shutdown_timeout(roster::serve::RUNTIME_EXIT_BOUND);
+            result
+        }),
         Command::CheckConfig => check_config(&cli.config),
         Command::HashPassword => hash_password(),
         Command::SftpServer { root, read_only } => runtime()
@@ -89,7 +95,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("roster: {e:#}");
+            // With --log-format json the error is one more JSON line, so a log collector sees
+            // why the process ended (review s30); else the plain sentence.
+            match cli.log_format {
+                LogFormat::Json => tracing::error!("roster: {e:#}"),
+                LogFormat::Human => eprintln!("roster: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }

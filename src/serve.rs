@@ -24,10 +24,14 @@ use crate::intake::Intake;
 use crate::sftp::{hostkeys, SftpServer, UploadFinished, UploadSink};
 use crate::store::{NodeBeat, NodeStatus, Store};
 use anyhow::Context;
+use signals::{Signals, Stop};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
+
+mod signals;
 
 /// A running SFTP listener (used by `serve` and by the integration tests).
 pub struct RunningSftp {
@@ -134,14 +138,48 @@ pub struct RunningServer {
     scim_push: crate::deliver::scim_push::Worker,
 }
 
+/// How long the admin listener's requests in flight may hold a stop before their connections
+/// are closed ([`crate::admin::RunningAdmin::stop`]).
+const ADMIN_STOP: Duration = Duration::from_secs(10);
+
+/// How long leaving the cluster may take at a stop (a store that does not answer).
+const LEAVE_BOUND: Duration = Duration::from_secs(10);
+
+/// How long `roster serve` waits for running imports at a stop.
+const STOP_GRACE: Duration = Duration::from_secs(120);
+
+/// What the whole stop may take beyond [`STOP_GRACE`] (the admin listener, webhooks, SCIM
+/// push, leaving the cluster, the mail worker) before the process exits without the rest.
+const STOP_SLACK: Duration = Duration::from_secs(60);
+
+/// How long the runtime waits, after `roster serve` returned, for blocking threads still
+/// running (an import past the grace period, a store call that does not answer): after it the
+/// process exits without them (`main`). Each import commits in one transaction, so one cut
+/// off leaves nothing half-applied, and its claim is finished at the next start.
+pub const RUNTIME_EXIT_BOUND: Duration = Duration::from_secs(3);
+
 impl RunningServer {
-    /// Graceful stop: no new sessions, running imports finish (bounded), queued mail stays
-    /// queued, and the node leaves the cluster (its row goes, its leases are released).
+    /// Graceful stop; see [`RunningServer::finish`], whose error (a failed flush of the store)
+    /// this logs.
     pub async fn stop(self, grace: Duration) {
-        self.admin.stop().await;
+        if let Err(e) = self.finish(grace).await {
+            tracing::error!("{e:#}");
+        }
+    }
+
+    /// Graceful stop, in this order (review s30): the intake takes no new work (requests
+    /// waiting for the store or a lease give up and are answered so), SFTP takes no new
+    /// sessions, the admin requests in flight get [`ADMIN_STOP`] to finish, running imports get
+    /// `grace`, queued mail stays queued, and the node leaves the cluster (its row goes, its
+    /// leases are released) unless imports were still running: then the others see its
+    /// heartbeat expire, so no node finishes a claim this process may still be applying. An
+    /// error when the store cannot be flushed.
+    pub async fn finish(self, grace: Duration) -> anyhow::Result<()> {
+        self.intake.stop_taking_work();
         self.sftp.stop().await;
+        self.admin.stop(ADMIN_STOP).await;
         // Heartbeats go on while running imports finish, so no other node takes them over.
-        self.intake.shutdown(grace).await;
+        let finished = self.intake.shutdown(grace).await;
         // Before the node leaves: the delivery tasks release their leases themselves.
         self.webhooks.stop(Duration::from_secs(15)).await;
         let push = self.scim_push;
@@ -149,54 +187,117 @@ impl RunningServer {
         // After the push: until then this node still pushes and must look alive.
         self.heartbeat.abort();
         let _ = self.heartbeat.await;
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.leave()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(
-                "cannot leave the cluster (the others see this node's heartbeat expire): {e:#}"
-            ),
-            Err(e) => tracing::warn!("cannot leave the cluster: {e}"),
+        if finished {
+            leave(&self.store).await;
+        } else {
+            tracing::warn!("not leaving the cluster while imports still run: the other nodes see this node's heartbeat expire");
         }
         let _ = self.mail_stop.send(true);
         let _ = self.mail_task.await;
-        if let Err(e) = self.store.flush() {
-            tracing::error!("cannot flush the store: {e:#}");
-        }
+        self.store.flush().context("cannot flush the store")
+    }
+}
+
+/// Removes this node's row and releases its leases, within [`LEAVE_BOUND`].
+async fn leave(store: &Store) {
+    let store = store.clone();
+    let left = tokio::time::timeout(
+        LEAVE_BOUND,
+        tokio::task::spawn_blocking(move || store.leave()),
+    )
+    .await;
+    match left {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(
+            "cannot leave the cluster (the others see this node's heartbeat expire): {e:#}"
+        ),
+        Ok(Err(e)) => tracing::warn!("cannot leave the cluster: {e}"),
+        Err(_) => tracing::warn!(
+            "the store did not answer within {} s: not leaving the cluster (the others see \
+             this node's heartbeat expire)",
+            LEAVE_BOUND.as_secs()
+        ),
+    }
+}
+
+/// True once `stop` asks for a stop (a SIGTERM or SIGINT during start-up).
+fn asked_to_stop(stop: &watch::Receiver<Option<Stop>>) -> bool {
+    stop.borrow().is_some()
+}
+
+/// Returns once `stop` asks for a stop; never if its sender is gone without asking.
+async fn stop_asked(stop: &mut watch::Receiver<Option<Stop>>) {
+    if stop.wait_for(|s| s.is_some()).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
 /// Starts every stage on the config at `path`.
 pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
+    let (_never, stop) = watch::channel(None);
+    start_until(path, stop)
+        .await?
+        .context("start-up stopped without a stop signal")
+}
+
+/// [`start`], which ends early with None when `stop` asks for a stop before the intake starts:
+/// then nothing has been imported and the node never beat. The admin listener is bound before
+/// the first heartbeat and the intake (review s30: bound after them, a taken port failed the
+/// start after the start-up imports had run, and on PostgreSQL without leaving the cluster).
+async fn start_until(
+    path: &Path,
+    mut stop: watch::Receiver<Option<Stop>>,
+) -> anyhow::Result<Option<RunningServer>> {
     let config = Config::load_to_serve(path)?;
     let store = open_store(&config)?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<UploadFinished>();
     let sftp = start_sftp_with(path, config.clone(), Arc::new(tx), Some(store.clone())).await?;
+    let admin = match crate::admin::bind(&sftp.config).await {
+        Ok(bound) => bound,
+        Err(e) => {
+            sftp.stop().await;
+            return Err(e);
+        }
+    };
     // The first heartbeat, before the intake starts: other nodes must see this one alive
-    // before it takes any lease. The admin address is the configured one until it is bound.
-    let mut beat = NodeBeat {
+    // before it takes any lease.
+    let beat = NodeBeat {
         sftp: sftp.addr.to_string(),
-        admin: config.admin.listen.clone(),
+        admin: admin.addr.to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: chrono::Utc::now(),
     };
-    if let Err(e) = refuse_a_twin(&store, config.cluster.lease_secs).await {
-        sftp.stop().await;
-        return Err(e);
+    let before_intake = async {
+        if asked_to_stop(&stop) {
+            return Ok(false);
+        }
+        tokio::select! {
+            r = refuse_a_twin(&store, config.cluster.lease_secs) => r?,
+            () = stop_asked(&mut stop) => return Ok(false),
+        }
+        // No live twin: what an earlier process of this id staged is this node's to drop.
+        let own = store.clone();
+        let forgotten = tokio::task::spawn_blocking(move || own.forget_own_staging()).await;
+        (forgotten.map_err(anyhow::Error::from).and_then(|r| r))
+            .context("cannot drop what this node left staged")?;
+        if asked_to_stop(&stop) {
+            return Ok(false);
+        }
+        let (first, first_beat) = (store.clone(), beat.clone());
+        let recorded = tokio::task::spawn_blocking(move || first.heartbeat(&first_beat)).await;
+        (recorded.map_err(anyhow::Error::from).and_then(|r| r))
+            .context("cannot record this node's first heartbeat")?;
+        Ok::<bool, anyhow::Error>(true)
+    };
+    match before_intake.await {
+        Ok(true) => {}
+        other => {
+            drop(admin);
+            sftp.stop().await;
+            return other.map(|_| None);
+        }
     }
-    // No live twin: what an earlier process of this id staged is this node's to drop.
-    let own = store.clone();
-    let forgotten = tokio::task::spawn_blocking(move || own.forget_own_staging()).await;
-    if let Err(e) = forgotten.map_err(anyhow::Error::from).and_then(|r| r) {
-        sftp.stop().await;
-        return Err(e.context("cannot drop what this node left staged"));
-    }
-    let first = store.clone();
-    let first_beat = beat.clone();
-    let recorded = tokio::task::spawn_blocking(move || first.heartbeat(&first_beat)).await;
-    if let Err(e) = recorded.map_err(anyhow::Error::from).and_then(|r| r) {
-        sftp.stop().await;
-        return Err(e.context("cannot record this node's first heartbeat"));
-    }
+    // Nothing below fails: the node never has to leave the cluster on a failed start.
     let mail_wake = Arc::new(tokio::sync::Notify::new());
     let (mail_stop, mut stop_rx) = tokio::sync::watch::channel(false);
     let mail_task = tokio::spawn(crate::mail::run_delivery(
@@ -209,25 +310,12 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
         },
     ));
     let intake = Intake::start(sftp.config.clone(), store.clone(), rx, mail_wake);
-    let admin = match crate::admin::start(
+    let admin = admin.serve(
         sftp.config.clone(),
         store.clone(),
         intake.clone(),
         sftp.throttle.clone(),
-    )
-    .await
-    {
-        Ok(a) => a,
-        Err(e) => {
-            // Release what already runs (the store above all) before reporting.
-            intake.shutdown(Duration::from_secs(5)).await;
-            sftp.stop().await;
-            let _ = mail_stop.send(true);
-            let _ = mail_task.await;
-            return Err(e);
-        }
-    };
-    beat.admin = admin.addr.to_string();
+    );
     let webhooks =
         crate::deliver::webhook::start(sftp.config.clone(), Arc::new(store.clone()), intake.runs());
     let heartbeat = tokio::spawn(heartbeats(
@@ -238,7 +326,7 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
         crate::store::beat_interval(config.cluster.lease_secs),
     ));
     let scim_push = crate::deliver::scim_push::Worker::start(sftp.config.clone(), store.clone());
-    Ok(RunningServer {
+    Ok(Some(RunningServer {
         sftp,
         intake,
         store,
@@ -248,7 +336,7 @@ pub async fn start(path: &Path) -> anyhow::Result<RunningServer> {
         mail_task,
         heartbeat,
         scim_push,
-    })
+    }))
 }
 
 /// Fails to start while `roster migrate-store` copies into the store (review s25), or when
@@ -374,29 +462,32 @@ async fn heartbeats(
     }
 }
 
-/// `roster serve`: runs until SIGINT or SIGTERM.
+/// `roster serve`: runs until SIGINT or SIGTERM (see `signals` for a signal during start-up
+/// and a second one). Every stage of the stop is bounded; an error when the stop could not
+/// flush the store or did not end within [`STOP_GRACE`] + [`STOP_SLACK`].
 pub async fn run(path: &Path) -> anyhow::Result<()> {
-    let server = start(path).await?;
-    wait_for_stop_signal().await;
-    tracing::info!("stopping: no new sessions; waiting for running imports");
-    server.stop(Duration::from_secs(120)).await;
+    let signals = Signals::listen().context("cannot listen for SIGTERM, SIGINT and SIGHUP")?;
+    let Some(server) = start_until(path, signals.stopping()).await? else {
+        tracing::info!("stopped during start-up, before the intake started: nothing was imported");
+        return Ok(());
+    };
+    signals.reload_if_asked(&server.sftp.config).await;
+    let got = signals.wait().await;
+    tracing::info!(
+        signal = ?got,
+        grace_secs = STOP_GRACE.as_secs(),
+        "stopping: no new sessions, no new imports; waiting for running imports (a second \
+         SIGTERM or SIGINT exits at once)"
+    );
+    let bound = STOP_GRACE + STOP_SLACK;
+    match tokio::time::timeout(bound, server.finish(STOP_GRACE)).await {
+        Ok(finished) => finished?,
+        Err(_) => anyhow::bail!(
+            "the stop did not end within {} s; exiting without waiting for the rest (claims \
+             left are finished at the next start)",
+            bound.as_secs()
+        ),
+    }
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

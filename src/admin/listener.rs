@@ -183,7 +183,8 @@ impl Drop for Ticket {
 
 /// Accepts connections on `listener` and serves `app` on them until `stop` turns true; then
 /// stops accepting, lets each connection finish the request in hand, and returns when all are
-/// closed.
+/// closed. The connections are this future's tasks: dropping it (`RunningAdmin::stop` past its
+/// bound) ends every one of them, with whatever request it had in hand.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
@@ -192,7 +193,7 @@ pub(crate) async fn serve(
 ) {
     let ceiling = connection_ceiling();
     let admission = Admission::default();
-    let (all_closed, open) = watch::channel(());
+    let mut connections = tokio::task::JoinSet::new();
     let mut refused = EverySecond::default();
     let mut failed = EverySecond::default();
     {
@@ -208,6 +209,8 @@ pub(crate) async fn serve(
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = stopped(&mut stop) => break,
+            // Finished connections are reaped as they end, so the set holds open ones only.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
@@ -238,16 +241,14 @@ pub(crate) async fn serve(
             }
             continue;
         };
-        let (app, stop, open) = (app.clone(), stop.clone(), open.clone());
-        tokio::spawn(async move {
+        let (app, stop) = (app.clone(), stop.clone());
+        connections.spawn(async move {
             serve_connection(stream, peer, app, timeout, stop, &ticket).await;
             drop(ticket);
-            drop(open);
         });
     }
     drop(listener);
-    drop(open);
-    all_closed.closed().await;
+    while connections.join_next().await.is_some() {}
 }
 
 /// Returns once `stop` is true (or its sender is gone).

@@ -119,20 +119,36 @@ pub struct RunningAdmin {
 }
 
 impl RunningAdmin {
-    /// Stops accepting requests, lets the ones in flight finish, and waits.
-    pub async fn stop(self) {
+    /// Stops accepting requests and lets the ones in flight finish, for at most `bound`: then
+    /// the connections still open are closed with their requests (review s30: an approve or
+    /// run-now waiting for a store that was down held the stop, and so the process, for as long
+    /// as the store stayed down). A request cut off this way may still complete its change; its
+    /// client sees the connection close, not an answer.
+    pub async fn stop(mut self, bound: std::time::Duration) {
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        if tokio::time::timeout(bound, &mut self.task).await.is_err() {
+            tracing::warn!(
+                secs = bound.as_secs(),
+                "admin requests still in flight after the stop's bound: closing their connections"
+            );
+            self.task.abort();
+            let _ = self.task.await;
+        }
     }
 }
 
-/// Binds `[admin] listen` and serves the admin API, `/metrics` and SCIM until stopped.
-pub async fn start(
-    config: ConfigHandle,
-    store: Store,
-    intake: Intake,
-    throttle: crate::login::LoginThrottle,
-) -> anyhow::Result<RunningAdmin> {
+/// The admin listener bound to `[admin] listen`, not yet serving: bound before the intake
+/// starts, so a port that is taken fails the start before any import runs (review s30).
+pub struct BoundAdmin {
+    listener: tokio::net::TcpListener,
+    /// The bound address.
+    pub addr: SocketAddr,
+    generated: Option<String>,
+}
+
+/// Binds `[admin] listen` and reads (or generates) the admin token; [`BoundAdmin::serve`] then
+/// serves the admin API, `/metrics` and SCIM on it until stopped.
+pub async fn bind(config: &ConfigHandle) -> anyhow::Result<BoundAdmin> {
     let listen = config.current().admin.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -149,6 +165,38 @@ pub async fn start(
         Some(_) => None,
         None => Some(crate::config::admin_token::ensure(&current)?),
     };
+    Ok(BoundAdmin {
+        listener,
+        addr,
+        generated,
+    })
+}
+
+impl BoundAdmin {
+    /// Serves the admin API, `/metrics` and SCIM on the bound listener until stopped.
+    pub fn serve(
+        self,
+        config: ConfigHandle,
+        store: Store,
+        intake: Intake,
+        throttle: crate::login::LoginThrottle,
+    ) -> RunningAdmin {
+        serve(self, config, store, intake, throttle)
+    }
+}
+
+fn serve(
+    bound: BoundAdmin,
+    config: ConfigHandle,
+    store: Store,
+    intake: Intake,
+    throttle: crate::login::LoginThrottle,
+) -> RunningAdmin {
+    let BoundAdmin {
+        listener,
+        addr,
+        generated,
+    } = bound;
     let config_handle = config.clone();
     let state = AppState {
         config,
@@ -201,11 +249,11 @@ pub async fn start(
     // connections (listener.rs).
     let task = tokio::spawn(listener::serve(listener, app, config_handle, rx));
     tracing::info!(%addr, "admin API listening");
-    Ok(RunningAdmin {
+    RunningAdmin {
         addr,
         shutdown,
         task,
-    })
+    }
 }
 
 /// Bounds how long a GET or HEAD waits for its answer: past `[admin] answer_timeout_secs` it

@@ -313,11 +313,22 @@ impl Intake {
         self.shared.running.subscribe()
     }
 
-    /// Stops taking new work and waits (at most `grace`) for running imports to finish.
-    pub async fn shutdown(&self, grace: Duration) {
+    /// Stops taking new work, first of all at a stop (review s30): no import starts after
+    /// this, and the requests waiting (for the store to answer, for the tenant's lease, between
+    /// attempts of a failed run) give up at their next look, so `run-now`, `approve` and
+    /// `restore` waiting on them are answered "the intake is stopping". Imports running now go
+    /// on; [`Intake::shutdown`] waits for them.
+    pub fn stop_taking_work(&self) {
         self.shared
             .stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Stops taking new work and waits (at most `grace`) for running imports to finish. False
+    /// when some were still running: their threads cannot be stopped from here, their claims
+    /// stay (finished at the next start), and the process exits without waiting for them.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.stop_taking_work();
         let mut rx = self.shared.running.subscribe();
         let idle = async {
             while *rx.borrow_and_update() > 0 {
@@ -326,8 +337,14 @@ impl Intake {
                 }
             }
         };
-        if tokio::time::timeout(grace, idle).await.is_err() {
-            tracing::warn!("stopping with imports still running; they will be finished on restart");
+        let finished = tokio::time::timeout(grace, idle).await.is_ok();
+        if !finished {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "imports still running after the grace period: not waiting for them; each is \
+                 cut off when the process exits, leaves nothing half-applied, and is finished \
+                 from its claim at the next start"
+            );
         }
         let tasks = std::mem::take(
             &mut *self
@@ -352,6 +369,7 @@ impl Intake {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        finished
     }
 
     fn stopping(&self) -> bool {
