@@ -39,7 +39,14 @@ fn config_with_store(dir: &Path) -> PathBuf {
     for i in 0..20 {
         csv.push_str(&format!("C{i:03};First{i};Last{i};user{i}@x.example\n"));
     }
-    run_bytes(&sled, &t1, "users.csv", csv.as_bytes(), &RunOptions::default()).unwrap();
+    run_bytes(
+        &sled,
+        &t1,
+        "users.csv",
+        csv.as_bytes(),
+        &RunOptions::default(),
+    )
+    .unwrap();
     let cursor = Cursor {
         position: 2,
         ..Cursor::default()
@@ -95,7 +102,9 @@ fn a_copy_that_fails_part_way_leaves_a_store_that_is_refused_until_copied_again(
     );
     assert!(err.contains("DROP SCHEMA roster CASCADE"), "{err}");
     assert!(
-        pg.psql("hr", "SELECT count(*) FROM roster.user_rows").trim() != "0",
+        pg.psql("hr", "SELECT count(*) FROM roster.user_rows")
+            .trim()
+            != "0",
         "the failure came after users were written"
     );
 
@@ -105,7 +114,10 @@ fn a_copy_that_fails_part_way_leaves_a_store_that_is_refused_until_copied_again(
         refused.contains("is partly filled") && refused.contains("did not finish"),
         "{refused}"
     );
-    assert!(refused.contains("run roster migrate-store again"), "{refused}");
+    assert!(
+        refused.contains("run roster migrate-store again"),
+        "{refused}"
+    );
 
     // So does a second copy, before writing anything.
     let again = migrate_store(&config, &url, Stdio::piped());

@@ -260,7 +260,7 @@ fn history_answer(c: &Client, tenant: &str, limit: usize, json: bool) -> anyhow:
             }
             out.push(value);
         }
-        Ok(serde_json::to_string_pretty(&out)? + "\n")
+        pretty(&out)
     } else {
         Ok(history_text(tenant, &records, &set_aside))
     }
@@ -301,7 +301,7 @@ fn users_answer(
     ))?;
     let users: Vec<User> = serde_json::from_value(v)?;
     if json {
-        Ok(serde_json::to_string_pretty(&users)? + "\n")
+        pretty(&users)
     } else if csv {
         users_csv(&users)
     } else {
@@ -359,8 +359,9 @@ fn nodes_text(v: &Value) -> anyhow::Result<String> {
     Ok(table::table(&cols, &rows))
 }
 
-fn pretty(v: &Value) -> anyhow::Result<String> {
-    Ok(serde_json::to_string_pretty(v)? + "\n")
+/// `v` as indented JSON, terminal-unsafe characters escaped ([`table::json_text`]).
+fn pretty(v: &impl serde::Serialize) -> anyhow::Result<String> {
+    Ok(table::json_text(v, true)? + "\n")
 }
 
 /// Shows the tenant's running import while `call` runs: a bar on a terminal, lines otherwise.
@@ -387,7 +388,9 @@ fn with_run_progress<T>(
             });
             let mut last_line = Instant::now() - Duration::from_secs(60);
             while !done2.load(Ordering::SeqCst) {
-                if let Ok(v) = c.get(&path) {
+                // A short wait per poll: the command waits for this thread when the import
+                // is done, and a server that stopped answering polls must not hold it.
+                if let Ok(v) = c.get_within(&path, Duration::from_secs(5)) {
                     let running = &v["running"];
                     if let Some(file) = running["file"].as_str() {
                         let msg = format!(

@@ -69,7 +69,8 @@ pub fn run(config_path: &Path, to: &str) -> Result<()> {
             dir.display()
         )
     })?;
-    let mut to = PostgresStore::open_for_copy(&target, NODE_ID)?.with_lease_secs(config.cluster.lease_secs);
+    let mut to =
+        PostgresStore::open_for_copy(&target, NODE_ID)?.with_lease_secs(config.cluster.lease_secs);
     let beat = NodeBeat {
         sftp: "-".to_string(),
         admin: "-".to_string(),

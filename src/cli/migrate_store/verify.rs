@@ -391,8 +391,13 @@ pub(crate) fn compare<T: PartialEq, K: Ord + Display>(
             (None, None) => None,
         };
         // A file name or consumer is chosen by a tenant or config: escaped for the terminal.
-        check.first_difference =
-            at.map(|k| format!("{} {}", kind.key_name(), crate::logs::escape(&k.to_string())));
+        check.first_difference = at.map(|k| {
+            format!(
+                "{} {}",
+                kind.key_name(),
+                crate::logs::escape(&k.to_string())
+            )
+        });
     }
 }
 
