@@ -85,7 +85,7 @@ async fn fake(what: Fake) -> (String, Arc<AtomicUsize>) {
             tokio::spawn(async move {
                 match what {
                     Fake::Reset => {
-                        let _ = conn.set_linger(Some(Duration::ZERO));
+                        let _ = conn.set_zero_linger();
                         drop(conn);
                     }
                     Fake::Frozen => {

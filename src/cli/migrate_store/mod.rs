@@ -62,12 +62,20 @@ pub fn run(config_path: &Path, to: &str) -> Result<()> {
         dir.display(),
         target.describe()
     ));
-    let from = SledStore::open(&dir).with_context(|| {
-        format!(
-            "cannot open the embedded store in {}: stop roster serve first (only one process \
-             may open it)",
+    let from = SledStore::open(&dir).map_err(|e| {
+        // Only sled's lock means another process has the store open (review s30: every
+        // failure, a damaged store included, said to stop roster serve).
+        let locked = e
+            .chain()
+            .any(|c| c.to_string().contains("could not acquire lock"));
+        let why = match locked {
+            true => ": stop roster serve first (only one process may open it)",
+            false => "",
+        };
+        e.context(format!(
+            "cannot open the embedded store in {}{why}",
             dir.display()
-        )
+        ))
     })?;
     let mut to =
         PostgresStore::open_for_copy(&target, NODE_ID)?.with_lease_secs(config.cluster.lease_secs);
