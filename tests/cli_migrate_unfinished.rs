@@ -2,7 +2,8 @@
 //! the target marked as partly filled, the store refuses to open for serving and a second
 //! copy refuses to fill it, both saying to drop the schema and copy again; once dropped, a
 //! finished copy opens. And a copy whose stdout goes away (`| head -1`) neither panics nor
-//! stops half way. Against a real PostgreSQL (tests/support/postgres.rs) and the real binary.
+//! stops half way; and only a held lock is blamed on a running server. Against a real
+//! PostgreSQL (tests/support/postgres.rs) and the real binary.
 
 #[allow(dead_code)]
 #[path = "support/postgres.rs"]
@@ -155,4 +156,29 @@ fn a_copy_whose_output_is_closed_finishes() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.status.success(), "{err}");
     assert!(open_pg(&url).is_ok());
+}
+
+/// Review s30 F9: "stop roster serve first" was said of every failure to open the embedded
+/// store; a store that cannot be opened for another reason (here its `db` file is a folder)
+/// names sled's error without it. (The lock case: migrate_store.rs.)
+#[test]
+fn an_embedded_store_that_cannot_be_opened_is_not_blamed_on_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("roster.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nhost_keys = {:?}\ndata_dir = {:?}\n",
+            dir.path().join("keys"),
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("data").join("store").join("db")).unwrap();
+    let out = migrate_store(&config, "postgres://roster@127.0.0.1:1/hr", Stdio::piped());
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("cannot open the embedded store in"), "{err}");
+    assert!(err.contains("Is a directory"), "{err}");
+    assert!(!err.contains("stop roster serve first"), "{err}");
 }
