@@ -1,9 +1,10 @@
 //! The CLI's HTTP client and output against real sockets (review s30): a proxy in the
 //! environment never sees the admin token; a server that stops answering ends a command with a
-//! sentence instead of holding it; a closed connection and an unknown host are not reported as
-//! "not running"; a change this CLI cannot read ends `changes --follow` (it asked for the same
-//! page forever) while `--json` prints what the server sent; and ESC, DEL, C1 controls and a
-//! bidi override in a tenant's data leave `--json` and `--csv` escaped.
+//! sentence instead of holding it, and so does an answer past 256 MiB; a closed connection and
+//! an unknown host are not reported as "not running"; a change this CLI cannot read ends
+//! `changes --follow` (it asked for the same page forever) while `--json` prints what the
+//! server sent; and ESC, DEL, C1 controls and a bidi override in a tenant's data leave
+//! `--json` and `--csv` escaped.
 
 #[path = "admin_support/mod.rs"]
 mod admin_support;
@@ -70,6 +71,8 @@ enum Fake {
     Reset,
     /// Answers 200 with this JSON body.
     Json(&'static str),
+    /// Answers 200 announcing 300 MiB and sends zeros until the reader goes away.
+    Huge,
 }
 
 /// A listener on a loopback port acting as `what`; returns its address and the number of
@@ -91,6 +94,15 @@ async fn fake(what: Fake) -> (String, Arc<AtomicUsize>) {
                     Fake::Frozen => {
                         let mut buf = [0u8; 4096];
                         while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+                    }
+                    Fake::Huge => {
+                        let mut buf = [0u8; 4096];
+                        let _ = conn.read(&mut buf).await;
+                        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                                    Content-Length: 314572800\r\n\r\n";
+                        let _ = conn.write_all(head.as_bytes()).await;
+                        let chunk = vec![b'0'; 1 << 20];
+                        while conn.write_all(&chunk).await.is_ok() {}
                     }
                     Fake::Json(body) => {
                         let mut head = Vec::new();
@@ -146,6 +158,19 @@ async fn a_frozen_server_ends_a_get_with_a_sentence() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("did not answer within 60 s"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(120));
+}
+
+/// Finding 4: an answer was read whatever its size (`limit(u64::MAX)`); past 256 MiB the
+/// command now stops with a sentence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_past_256_mib_is_refused_with_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _) = fake(Fake::Huge).await;
+    let cfg = config_for(dir.path(), &addr);
+    let o = roster(&cfg, &["today", "acme"], &[]).await;
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("sent an answer larger than 256 MiB"), "{err}");
 }
 
 /// Finding 7: only a refused connection is "not running".
