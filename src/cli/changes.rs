@@ -5,9 +5,9 @@
 //! request, so memory is bounded by a page whatever the log holds) and leave on stdout, one
 //! line per entry: `seq  time  kind  key  field: old → new; ...` with the import id, or with
 //! `--json` the entry as the API sent it (every field, known to this CLI or not), one line of
-//! JSON each (JSON Lines), terminal-unsafe characters as `\uXXXX` ([`json_text`]). Without `--follow` every entry after
-//! `--after` is printed, then the command ends; with `--follow` it then asks again every second
-//! and prints new entries until interrupted.
+//! JSON each (JSON Lines), terminal-unsafe characters as `\uXXXX` ([`json_text`]). Without
+//! `--follow` every entry after `--after` is printed, then the command ends; with `--follow`
+//! it then asks again every second and prints new entries until interrupted.
 //!
 //! `--follow` outlives failed polls (the server restarting, a 503 while the store is away, a
 //! 404 while a reload briefly lacks the tenant): the first failure of a streak is reported on

@@ -8,8 +8,9 @@
 //! with local times, or with `--json` the API's records unchanged (the stable forms of
 //! design.md §5: `history --json` is an array of import records, `users --json` an array of
 //! users; terminal-unsafe characters written as `\uXXXX`, see [`table::json_text`]), or with
-//! `users --csv` a CSV export (cells cleaned as table cells are). Progress (run-now, preview) goes to stderr: an
-//! indicatif bar when stdout is a terminal, plain lines otherwise, nothing with `--json`.
+//! `users --csv` a CSV export (cells cleaned as table cells are). Progress (run-now, preview)
+//! goes to stderr: an indicatif bar when stdout is a terminal, plain lines otherwise, nothing
+//! with `--json`.
 //! Errors leave as one sentence (see `client`).
 
 mod changes;
