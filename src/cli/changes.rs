@@ -4,20 +4,24 @@
 //! Entries enter as pages of the API's `{"changes": [...], "next": SEQ}` (at most 1000 per
 //! request, so memory is bounded by a page whatever the log holds) and leave on stdout, one
 //! line per entry: `seq  time  kind  key  field: old → new; ...` with the import id, or with
-//! `--json` the entry as one line of JSON (JSON Lines). Without `--follow` every entry after
-//! `--after` is printed, then the command ends; with `--follow` it then asks again every second
-//! and prints new entries until interrupted.
+//! `--json` the entry as the API sent it (every field, known to this CLI or not), one line of
+//! JSON each (JSON Lines), terminal-unsafe characters as `\uXXXX` ([`json_text`]). Without
+//! `--follow` every entry after `--after` is printed, then the command ends; with `--follow`
+//! it then asks again every second and prints new entries until interrupted.
 //!
 //! `--follow` outlives failed polls (the server restarting, a 503 while the store is away, a
 //! 404 while a reload briefly lacks the tenant): the first failure of a streak is reported on
 //! stderr, the poll waits longer after each failure (1 s doubling to [`MAX_BACKOFF`]) and then
 //! goes on from the last `seq` printed, saying so on stderr. It ends only on a signal, a
-//! failed write to stdout, or a refused token (401, 403), which waiting does not fix.
+//! failed write to stdout, a refused token (401, 403), or a page this CLI cannot read (an
+//! entry without a `seq`, or without the fields of a line of text): waiting does not fix
+//! those, and asking again would read the same page forever (review s30).
 
 use super::client::{seg, ApiStatus, Client};
-use super::table::clean;
+use super::table::{clean, json_text};
 use crate::model::changelog::LoggedChange;
 use chrono::Local;
+use serde_json::Value;
 use std::io::Write;
 use std::time::Duration;
 
@@ -65,13 +69,43 @@ fn line(c: &LoggedChange) -> String {
     s
 }
 
-/// One page of entries after `after`.
-fn fetch(c: &Client, tenant: &str, after: u64) -> anyhow::Result<Vec<LoggedChange>> {
-    let v = c.get(&format!(
+/// One page of entries after `after`, as the API sent it.
+fn fetch(c: &Client, tenant: &str, after: u64) -> anyhow::Result<Value> {
+    c.get(&format!(
         "/api/tenants/{}/changes?after={after}&limit={PAGE}",
         seg(tenant)
-    ))?;
-    Ok(serde_json::from_value(v["changes"].clone())?)
+    ))
+}
+
+/// The entries of a page with their seq; an entry this CLI cannot read is an error that
+/// ends the command (asking again would return the same page).
+fn entries(page: &Value) -> anyhow::Result<Vec<(u64, &Value)>> {
+    let upgrade = "upgrade the roster CLI to the server's version";
+    let list = page["changes"].as_array().ok_or_else(|| {
+        anyhow::anyhow!("the server sent a page of changes without a list of changes; {upgrade}")
+    })?;
+    list.iter()
+        .map(|entry| {
+            let seq = entry["seq"].as_u64().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the server sent a change this roster version cannot read (no seq); {upgrade}"
+                )
+            })?;
+            Ok((seq, entry))
+        })
+        .collect()
+}
+
+/// The entry as a line of text, or the error that ends the command.
+fn text_line(seq: u64, entry: &Value) -> anyhow::Result<String> {
+    let change: LoggedChange = serde_json::from_value(entry.clone()).map_err(|e| {
+        anyhow::anyhow!(
+            "the server sent a change this roster version cannot read (seq {seq}: {}); \
+             upgrade the roster CLI to the server's version, or read it with --json",
+            clean(&e.to_string())
+        )
+    })?;
+    Ok(line(&change))
 }
 
 /// Whether a failed poll ends `--follow`: a refused token (401, 403) does not fix itself.
@@ -107,16 +141,17 @@ pub fn run(c: &Client, tenant: &str, after: u64, follow: bool, json: bool) -> an
         if failing.take().is_some() {
             eprintln!("roster: the admin API answers again; following from seq {after}");
         }
-        if let Some(warning) = page.first().and_then(|f| gap_warning(after, f.seq)) {
+        let page = entries(&page)?;
+        if let Some(warning) = page.first().and_then(|f| gap_warning(after, f.0)) {
             eprintln!("{warning}");
         }
-        for entry in &page {
+        for &(seq, entry) in &page {
             if json {
-                writeln!(out, "{}", serde_json::to_string(entry)?)?;
+                writeln!(out, "{}", json_text(entry, false)?)?;
             } else {
-                out.write_all(line(entry).as_bytes())?;
+                out.write_all(text_line(seq, entry)?.as_bytes())?;
             }
-            after = after.max(entry.seq);
+            after = after.max(seq);
         }
         out.flush()?;
         if page.len() < PAGE {

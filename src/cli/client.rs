@@ -6,6 +6,13 @@
 //! the server's own `{"error": ...}` message (its control characters escaped). An answer that
 //! is not a success is an [`ApiStatus`] (so a caller can tell a refused token from a passing
 //! failure); a failed connection is a plain error.
+//!
+//! The agent ignores `HTTP_PROXY`, `ALL_PROXY` and the like: the admin token goes to the
+//! address configured and nowhere else (review s30: a proxy in the environment received it,
+//! even for 127.0.0.1). A GET waits at most [`READ_TIMEOUT`] for each read from the server, so
+//! a frozen server ends `changes --follow` with an error instead of holding it forever; a POST
+//! waits as long as the server works on it (run-now and approve answer when the import is
+//! done, preview when its plan is). No answer is read past [`MAX_BODY`].
 
 use crate::config::Config;
 use anyhow::Context;
@@ -14,6 +21,12 @@ use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The longest a GET waits for each read from the server (the answer, or a piece of its body).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The largest answer read (256 MiB): far above a page of users or changes.
+pub const MAX_BODY: u64 = 256 << 20;
 
 /// Characters left as they are in a path segment (everything else is %-encoded).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -71,6 +84,7 @@ impl Client {
         };
         let agent_config = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .proxy(None)
             .timeout_connect(Some(Duration::from_secs(5)))
             .build();
         Ok(Client {
@@ -89,12 +103,20 @@ impl Client {
 
     /// GET `path` (starting with `/`), the body as JSON.
     pub fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.get_within(path, READ_TIMEOUT)
+    }
+
+    /// GET `path`, waiting at most `wait` for each read from the server.
+    pub fn get_within(&self, path: &str, wait: Duration) -> anyhow::Result<Value> {
         let resp = self
             .agent
             .get(format!("{}{path}", self.base))
+            .config()
+            .timeout_per_read(Some(wait))
+            .build()
             .header("Authorization", format!("Bearer {}", self.token))
             .call();
-        self.finish(resp)
+        self.finish(resp, Some(wait))
     }
 
     /// POST `path` with `body` (raw bytes read from a reader, or nothing).
@@ -109,21 +131,23 @@ impl Client {
                 .send(ureq::SendBody::from_reader(r)),
             None => req.send_empty(),
         };
-        self.finish(resp)
+        self.finish(resp, None)
     }
 
+    /// The answer as JSON, or the error to show; `wait` is the read timeout the call had.
     fn finish(
         &self,
         resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        wait: Option<Duration>,
     ) -> anyhow::Result<Value> {
-        let mut resp = resp.map_err(|e| self.transport_error(e))?;
+        let mut resp = resp.map_err(|e| self.transport_error(e, wait))?;
         let status = resp.status();
         let text = resp
             .body_mut()
             .with_config()
-            .limit(u64::MAX)
+            .limit(MAX_BODY)
             .read_to_string()
-            .map_err(|e| self.transport_error(e))?;
+            .map_err(|e| self.transport_error(e, wait))?;
         if status.as_u16() == 401 {
             return Err(ApiStatus {
                 status: 401,
@@ -156,31 +180,77 @@ impl Client {
         })
     }
 
-    /// One sentence for a failed connection.
-    fn transport_error(&self, e: ureq::Error) -> anyhow::Error {
-        let refused = match &e {
-            ureq::Error::Io(io) => matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionRefused
-                    | std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::NotConnected
-            ),
-            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+    /// One sentence for a failed connection: nothing listening (refused) is "not running";
+    /// a connection the server closed, a name that does not resolve, a read that timed out and
+    /// an answer too large each say so (review s30: all of them read "not running").
+    fn transport_error(&self, e: ureq::Error, wait: Option<Duration>) -> anyhow::Error {
+        use std::io::ErrorKind;
+        let io_kind = match &e {
+            ureq::Error::Io(io) => Some(io.kind()),
+            _ => None,
+        };
+        // std's getaddrinfo failure is an io::Error of no particular kind; its text says it.
+        let unresolved = match &e {
+            ureq::Error::HostNotFound | ureq::Error::Timeout(ureq::Timeout::Resolve) => true,
+            ureq::Error::Io(io) => io.to_string().contains("failed to lookup address"),
             _ => false,
         };
-        if refused {
-            let from = match self.url_given {
-                true => "the address given by --admin-url or ROSTER_ADMIN_URL".to_string(),
-                false => format!("the admin address from {}", self.config_path.display()),
-            };
-            anyhow::anyhow!(
-                "the Roster server is not running: nothing answers at {} ({from}); start it with `roster serve -c {}`",
-                self.base,
-                self.config_path.display()
-            )
-        } else {
-            anyhow::anyhow!("cannot talk to the admin API at {}: {e}", self.base)
+        if unresolved {
+            return anyhow::anyhow!("cannot resolve {}: {e}", host_of(&self.base));
         }
+        match (&e, io_kind) {
+            (_, Some(ErrorKind::ConnectionRefused)) => {
+                let from = match self.url_given {
+                    true => "the address given by --admin-url or ROSTER_ADMIN_URL".to_string(),
+                    false => format!("the admin address from {}", self.config_path.display()),
+                };
+                anyhow::anyhow!(
+                    "the Roster server is not running: nothing answers at {} ({from}); start it with `roster serve -c {}`",
+                    self.base,
+                    self.config_path.display()
+                )
+            }
+            (
+                _,
+                Some(
+                    ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::NotConnected
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof,
+                ),
+            ) => anyhow::anyhow!(
+                "the server at {} closed the connection (busy?); try again: {e}",
+                self.base
+            ),
+            (ureq::Error::Timeout(ureq::Timeout::Connect), _) => {
+                anyhow::anyhow!("nothing accepted a connection at {} within 5 s", self.base)
+            }
+            (ureq::Error::Timeout(_), _)
+            | (_, Some(ErrorKind::TimedOut | ErrorKind::WouldBlock)) => {
+                anyhow::anyhow!(
+                    "the admin API at {} did not answer within {} s (a frozen or overloaded server?)",
+                    self.base,
+                    wait.unwrap_or(READ_TIMEOUT).as_secs()
+                )
+            }
+            (ureq::Error::BodyExceedsLimit(_), _) => anyhow::anyhow!(
+                "the admin API at {} sent an answer larger than {} MiB; not read",
+                self.base,
+                MAX_BODY >> 20
+            ),
+            _ => anyhow::anyhow!("cannot talk to the admin API at {}: {e}", self.base),
+        }
+    }
+}
+
+/// The host of `http://host:port/...`.
+fn host_of(base: &str) -> &str {
+    let rest = base.split_once("://").map_or(base, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => authority,
     }
 }
 
@@ -219,5 +289,7 @@ mod tests {
         assert_eq!(base_url("localhost:8022").unwrap(), "http://localhost:8022");
         assert!(base_url("127.0.0.1:0").is_err());
         assert_eq!(seg("a b/c@d.e"), "a%20b%2Fc@d.e");
+        assert_eq!(host_of("http://admin.invalid:8022"), "admin.invalid");
+        assert_eq!(host_of("http://[::1]:8022/x"), "[::1]");
     }
 }

@@ -53,7 +53,7 @@ pub(super) fn blocks_text(v: &Value) -> anyhow::Result<String> {
 /// What `--lift` did, in one sentence.
 pub(super) fn lifted_text(v: &Value) -> anyhow::Result<String> {
     let (scope, subject) = (
-        v["scope"].as_str().unwrap_or(""),
+        clean(v["scope"].as_str().unwrap_or("")),
         clean(v["subject"].as_str().unwrap_or("")),
     );
     Ok(if v["lifted"].as_bool() == Some(true) {

@@ -7,8 +7,10 @@
 //! two HTTP calls through [`client::Client`] and leaves as text on stdout: an aligned table
 //! with local times, or with `--json` the API's records unchanged (the stable forms of
 //! design.md §5: `history --json` is an array of import records, `users --json` an array of
-//! users), or with `users --csv` a CSV export. Progress (run-now, preview) goes to stderr: an
-//! indicatif bar when stdout is a terminal, plain lines otherwise, nothing with `--json`.
+//! users; terminal-unsafe characters written as `\uXXXX`, see [`table::json_text`]), or with
+//! `users --csv` a CSV export (cells cleaned as table cells are). Progress (run-now, preview)
+//! goes to stderr: an indicatif bar when stdout is a terminal, plain lines otherwise, nothing
+//! with `--json`.
 //! Errors leave as one sentence (see `client`).
 
 mod changes;
@@ -260,7 +262,7 @@ fn history_answer(c: &Client, tenant: &str, limit: usize, json: bool) -> anyhow:
             }
             out.push(value);
         }
-        Ok(serde_json::to_string_pretty(&out)? + "\n")
+        pretty(&out)
     } else {
         Ok(history_text(tenant, &records, &set_aside))
     }
@@ -301,7 +303,7 @@ fn users_answer(
     ))?;
     let users: Vec<User> = serde_json::from_value(v)?;
     if json {
-        Ok(serde_json::to_string_pretty(&users)? + "\n")
+        pretty(&users)
     } else if csv {
         users_csv(&users)
     } else {
@@ -359,8 +361,9 @@ fn nodes_text(v: &Value) -> anyhow::Result<String> {
     Ok(table::table(&cols, &rows))
 }
 
-fn pretty(v: &Value) -> anyhow::Result<String> {
-    Ok(serde_json::to_string_pretty(v)? + "\n")
+/// `v` as indented JSON, terminal-unsafe characters escaped ([`table::json_text`]).
+fn pretty(v: &impl serde::Serialize) -> anyhow::Result<String> {
+    Ok(table::json_text(v, true)? + "\n")
 }
 
 /// Shows the tenant's running import while `call` runs: a bar on a terminal, lines otherwise.
@@ -387,7 +390,9 @@ fn with_run_progress<T>(
             });
             let mut last_line = Instant::now() - Duration::from_secs(60);
             while !done2.load(Ordering::SeqCst) {
-                if let Ok(v) = c.get(&path) {
+                // A short wait per poll: the command waits for this thread when the import
+                // is done, and a server that stopped answering polls must not hold it.
+                if let Ok(v) = c.get_within(&path, Duration::from_secs(5)) {
                     let running = &v["running"];
                     if let Some(file) = running["file"].as_str() {
                         let msg = format!(

@@ -31,7 +31,7 @@ pub fn run(
         c.get(&format!("/api/tenants/{}/scim-push", seg(tenant)))?
     };
     if json {
-        return Ok(serde_json::to_string_pretty(&v)? + "\n");
+        return Ok(super::table::json_text(&v, true)? + "\n");
     }
     Ok(if reconcile {
         drift_text(tenant, &v)
@@ -65,7 +65,7 @@ fn status_text(tenant: &str, v: &Value) -> String {
         s(v, "last_error"),
     );
     if let Some(gap) = v["gap"]["note"].as_str() {
-        out.push_str(&format!("  {gap}\n"));
+        out.push_str(&format!("  {}\n", clean(gap)));
     }
     let failing = v["failing"].as_array().cloned().unwrap_or_default();
     out.push_str(&format!("  failing users: {}\n", failing.len()));

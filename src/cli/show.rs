@@ -313,8 +313,10 @@ pub(super) fn users_csv(users: &[User]) -> anyhow::Result<String> {
     header.extend(extra.iter().cloned());
     header.extend(custom.iter().map(|c| format!("custom.{c}")));
     header.extend(["created_at", "updated_at", "deleted_at"].map(String::from));
+    // Every cell and header is cleaned as a table cell is (review s30: ESC reached the
+    // terminal of an operator reading the export), then kept from running as a formula.
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(&header)?;
+    w.write_record(header.iter().map(|c| table::csv_safe(&table::clean(c))))?;
     for u in users {
         let opt = |o: &Option<String>| o.clone().unwrap_or_default();
         let mut row = vec![
@@ -344,7 +346,7 @@ pub(super) fn users_csv(users: &[User]) -> anyhow::Result<String> {
         row.push(u.created_at.to_rfc3339());
         row.push(u.updated_at.to_rfc3339());
         row.push(u.deleted_at.map(|t| t.to_rfc3339()).unwrap_or_default());
-        w.write_record(row.iter().map(|c| table::csv_safe(c)))?;
+        w.write_record(row.iter().map(|c| table::csv_safe(&table::clean(c))))?;
     }
     let bytes = w
         .into_inner()

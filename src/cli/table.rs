@@ -3,7 +3,9 @@
 //! Values enter as strings (or typed records), and leave as text for stdout. Text that came
 //! from a tenant, a webhook or SCIM receiver or the server is passed through [`clean`] where it
 //! enters a table cell or a line, so control characters (ESC, BEL, …) cannot drive the
-//! operator's terminal; [`table`] cleans every cell itself.
+//! operator's terminal; [`table`] cleans every cell itself. JSON output goes through
+//! [`json_text`], which writes the same characters as `\uXXXX` escapes (still the same JSON
+//! values), and CSV cells through [`clean`] as well.
 
 use chrono::{DateTime, Local, Utc};
 
@@ -14,6 +16,90 @@ pub struct Col(pub &'static str, pub bool);
 /// (`\u{1b}`, `\n`) as the log does ([`crate::logs::escape`]); everything else as it is.
 pub fn clean(s: &str) -> String {
     crate::logs::escape(s).into_owned()
+}
+
+/// Whether `c` is one [`clean`] escapes: a control character (C0, DEL, C1), a line or
+/// paragraph separator or a bidirectional override ([`crate::logs::escape`]'s rule).
+fn is_unsafe(c: char) -> bool {
+    let mut buf = [0u8; 4];
+    matches!(
+        crate::logs::escape(c.encode_utf8(&mut buf)),
+        std::borrow::Cow::Owned(_)
+    )
+}
+
+/// `v` as JSON text (indented when `pretty`, else one line), with every character [`clean`]
+/// would escape written as `\uXXXX`: serde_json leaves DEL, the C1 controls (U+009B is a
+/// terminal's CSI) and bidi overrides raw, and a tenant's first name could drive the
+/// operator's terminal through `--json` (review s30).
+pub fn json_text(v: &impl serde::Serialize, pretty: bool) -> anyhow::Result<String> {
+    let mut out = Vec::new();
+    if pretty {
+        let f = SafeJson(serde_json::ser::PrettyFormatter::new());
+        v.serialize(&mut serde_json::Serializer::with_formatter(&mut out, f))?;
+    } else {
+        let f = SafeJson(serde_json::ser::CompactFormatter);
+        v.serialize(&mut serde_json::Serializer::with_formatter(&mut out, f))?;
+    }
+    Ok(String::from_utf8(out)?)
+}
+
+/// A serde_json formatter that escapes the characters of [`is_unsafe`] inside strings and
+/// otherwise lays out as the one it wraps.
+struct SafeJson<F>(F);
+
+impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for SafeJson<F> {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if is_unsafe(c) {
+                w.write_all(&fragment.as_bytes()[start..i])?;
+                // Every such character is in the Basic Multilingual Plane: one \u escape.
+                write!(w, "\\u{:04x}", c as u32)?;
+                start = i + c.len_utf8();
+            }
+        }
+        w.write_all(&fragment.as_bytes()[start..])
+    }
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(w)
+    }
 }
 
 /// Renders rows under headers, columns padded to their widest cell, two spaces apart. Every
@@ -129,6 +215,24 @@ mod tests {
         );
         assert_eq!(t, "NAME\nEsc\\u{1b}[31mRED\\u{1b}]0;pwned\\u{7}\n");
         assert_eq!(clean("a\nb\u{202e}c"), "a\\nb\\u{202e}c");
+    }
+
+    /// Review s30: ESC, DEL, C1 (CSI) and a bidi override leave `--json` as `\u` escapes,
+    /// and the text still parses to the same value.
+    #[test]
+    fn json_escapes_what_clean_escapes() {
+        let name = "A\u{1b}[31m\u{7f}\u{9b}2J\u{202e}Ž\"\\";
+        let v = serde_json::json!({ "first_name": name, "n": [1, 2] });
+        for pretty in [true, false] {
+            let text = json_text(&v, pretty).unwrap();
+            assert!(text.chars().all(|c| !is_unsafe(c) || c == '\n'), "{text:?}");
+            assert!(
+                text.contains(r#"A\u001b[31m\u007f\u009b2J\u202eŽ\"\\"#),
+                "{text}"
+            );
+            let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, v);
+        }
     }
 
     #[test]

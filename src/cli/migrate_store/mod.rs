@@ -13,6 +13,13 @@
 //! log, event log and cursors compared entry by entry) and the outbox; any difference is an
 //! error (exit 1).
 //!
+//! Before the first row is written the copy marks the target as being filled (`roster.meta`
+//! row `migration_in_progress`, `store::postgres::COPY_MARKER`) and it removes the mark only
+//! once the check passed: a copy that stopped part way (a failed write, a difference, Ctrl-C,
+//! a kill) leaves a store that `roster serve` refuses to open, saying to drop its schema and
+//! copy again. The lines on stdout are progress only: when stdout is gone (`| head -1`) the
+//! copy goes on and finishes rather than stopping half way.
+//!
 //! The server must be stopped: sled lets one process open its files, so a running `roster
 //! serve` makes the copy fail at once. A target that already holds any user, record, plan or
 //! mail is refused before anything is written, and so is one where a node is alive (a `roster
@@ -49,20 +56,29 @@ pub fn run(config_path: &Path, to: &str) -> Result<()> {
     }
     let target = parse_url(to)
         .map_err(|e| anyhow::anyhow!(e.replace("[store] url (or ROSTER_STORE_URL)", "--to")))?;
-    println!(
+    say(format_args!(
         "migrate-store: copying the embedded store in {} (roster serve must be stopped) to \
          PostgreSQL at {}",
         dir.display(),
         target.describe()
-    );
-    let from = SledStore::open(&dir).with_context(|| {
-        format!(
-            "cannot open the embedded store in {}: stop roster serve first (only one process \
-             may open it)",
+    ));
+    let from = SledStore::open(&dir).map_err(|e| {
+        // Only sled's lock means another process has the store open (review s30: every
+        // failure, a damaged store included, said to stop roster serve).
+        let locked = e
+            .chain()
+            .any(|c| c.to_string().contains("could not acquire lock"));
+        let why = match locked {
+            true => ": stop roster serve first (only one process may open it)",
+            false => "",
+        };
+        e.context(format!(
+            "cannot open the embedded store in {}{why}",
             dir.display()
-        )
+        ))
     })?;
-    let mut to = PostgresStore::open(&target, NODE_ID)?.with_lease_secs(config.cluster.lease_secs);
+    let mut to =
+        PostgresStore::open_for_copy(&target, NODE_ID)?.with_lease_secs(config.cluster.lease_secs);
     let beat = NodeBeat {
         sftp: "-".to_string(),
         admin: "-".to_string(),
@@ -81,6 +97,17 @@ pub fn run(config_path: &Path, to: &str) -> Result<()> {
         }
     }
     prepared?;
+    let note = format!(
+        "copying {} since {}",
+        dir.display(),
+        chrono::Utc::now().to_rfc3339()
+    );
+    if let Err(e) = to.mark_copy_begun(&note) {
+        if let Err(e) = to.leave() {
+            tracing::warn!("cannot remove the copy's row from roster.nodes: {e:#}");
+        }
+        return Err(e);
+    }
     let every = crate::store::beat_interval(config.cluster.lease_secs);
     let copied = std::thread::scope(|scope| {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
@@ -92,9 +119,29 @@ pub fn run(config_path: &Path, to: &str) -> Result<()> {
     if let Err(e) = to.leave() {
         tracing::warn!("cannot remove the copy's row from roster.nodes: {e:#}");
     }
-    copied?;
-    println!("migrate-store: done; set [store] url (or ROSTER_STORE_URL) to serve from PostgreSQL");
+    copied
+        .and_then(|()| to.mark_copy_finished())
+        .with_context(|| {
+            format!(
+                "the copy did not finish: the PostgreSQL store at {} is partly filled and \
+                 roster serve refuses to open it; drop its schema (DROP SCHEMA roster CASCADE) \
+                 and run roster migrate-store again",
+                target.describe()
+            )
+        })?;
+    say(format_args!(
+        "migrate-store: done; set [store] url (or ROSTER_STORE_URL) to serve from PostgreSQL"
+    ));
     Ok(())
+}
+
+/// Prints one line of progress on stdout. A failed write (the reader went away, as with
+/// `| head -1`) is ignored: the copy goes on to its end, so the target is either complete and
+/// verified or marked as unfinished, never left half way because of the output (review s30).
+pub(super) fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// Refuses a target a node serves or that holds data, drops what an earlier copy staged, and
@@ -108,6 +155,15 @@ fn prepare_target(
 ) -> Result<()> {
     refuse_live_nodes(to, lease_secs)?;
     to.forget_own_staging()?;
+    if let Some(note) = to.unfinished_copy()? {
+        bail!(
+            "an earlier migrate-store did not finish ({}): the PostgreSQL store at {} is \
+             partly filled; drop its schema (DROP SCHEMA roster CASCADE) and run migrate-store \
+             again",
+            crate::logs::escape(&note),
+            target.describe()
+        );
+    }
     if to.holds_data()? {
         bail!(
             "the target already holds data; migrate-store only fills an empty store \
@@ -169,16 +225,16 @@ fn copy_all(from: &SledStore, to: &PostgresStore, beat: &NodeBeat) -> Result<()>
         to.heartbeat(beat)?;
         let log = copy_run_log(from, to, tenant)?;
         let (changes, events, cursors) = copy_change_log(from, to, tenant)?;
-        println!(
+        say(format_args!(
             "  {tenant}: {buckets} bucket(s), {} record(s), {} held plan(s), {} ledger \
              entr(ies), {} claim stamp(s), {changes} change(s), {events} event(s), {cursors} \
              cursor(s)",
             log.records, log.plans, log.ledger, log.stamps
-        );
+        ));
     }
     to.heartbeat(beat)?;
     let mail = copy_outbox(from, to)?;
-    println!("  outbox: {mail} message(s)");
+    say(format_args!("  outbox: {mail} message(s)"));
     verify(from, to, &tenants)?;
     let from_mail = from.outbox_len()?;
     if mail != from_mail {

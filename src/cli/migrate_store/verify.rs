@@ -181,16 +181,16 @@ pub fn verify(
     for t in tenants {
         checks.push(check_tenant(from, to, t)?);
     }
-    println!("verify (embedded = PostgreSQL):");
+    super::say(format_args!("verify (embedded = PostgreSQL):"));
     for c in &checks {
-        println!("  {c}");
+        super::say(format_args!("  {c}"));
     }
     let (from_mail, to_mail) = (from.outbox_len()?, to.outbox_len()?);
     let mail_ok = from_mail == to_mail;
-    println!(
+    super::say(format_args!(
         "  outbox: {from_mail} = {to_mail}: {}",
         if mail_ok { "ok" } else { "MISMATCH" }
-    );
+    ));
     let mut wrong: Vec<String> = checks.iter().flat_map(TenantCheck::differences).collect();
     if !mail_ok {
         wrong.push(format!(
@@ -390,7 +390,14 @@ pub(crate) fn compare<T: PartialEq, K: Ord + Display>(
             (None, Some(y)) => Some((to.key)(y)),
             (None, None) => None,
         };
-        check.first_difference = at.map(|k| format!("{} {k}", kind.key_name()));
+        // A file name or consumer is chosen by a tenant or config: escaped for the terminal.
+        check.first_difference = at.map(|k| {
+            format!(
+                "{} {}",
+                kind.key_name(),
+                crate::logs::escape(&k.to_string())
+            )
+        });
     }
 }
 

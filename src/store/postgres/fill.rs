@@ -1,7 +1,8 @@
 //! What `roster migrate-store` needs of a PostgreSQL store beyond the store traits: whether it
 //! already holds data, and writing the run-log pieces the traits only write inside an import's
 //! commit (held plans, ledger entries, claim stamps), outbox messages with their attempts, and
-//! a tenant's state as the old store had it.
+//! a tenant's state as the old store had it; and the marker of a copy under way
+//! (`roster.meta` row [`COPY_MARKER`]), which [`PostgresStore::open`] refuses to serve.
 //!
 //! Data enters as the values the sled store gives back (`store::LedgerEntry`,
 //! `store::OutboxItem`, framed plan bytes, a `TenantState`'s version and sha256) and leaves as
@@ -12,7 +13,70 @@ use super::PostgresStore;
 use crate::store::{LedgerEntry, LedgerState, OutboxItem};
 use anyhow::{anyhow, Context, Result};
 
+/// The `roster.meta` row a copy writes before it fills the store and deletes once the copy
+/// is verified; while it exists the store is refused for serving.
+pub const COPY_MARKER: &str = "migration_in_progress";
+
 impl PostgresStore {
+    /// Writes the marker of a copy under way, with `note` (what is copied, since when).
+    pub fn mark_copy_begun(&self, note: &str) -> Result<()> {
+        let note = note.as_bytes().to_vec();
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            client
+                .execute(
+                    "INSERT INTO roster.meta (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    &[&COPY_MARKER, &note],
+                )
+                .await
+                .context("cannot mark the copy as begun in roster.meta")?;
+            Ok(())
+        })
+    }
+
+    /// Deletes the marker of a copy under way: the copy is complete and verified.
+    pub fn mark_copy_finished(&self) -> Result<()> {
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            client
+                .execute("DELETE FROM roster.meta WHERE name = $1", &[&COPY_MARKER])
+                .await
+                .context("cannot clear the copy's marker in roster.meta")?;
+            Ok(())
+        })
+    }
+
+    /// The marker's note when a copy began and did not finish.
+    pub fn unfinished_copy(&self) -> Result<Option<String>> {
+        self.db.run(move |pool| async move {
+            let client = Connections::client(&pool).await?;
+            let row = client
+                .query_opt(
+                    "SELECT value FROM roster.meta WHERE name = $1",
+                    &[&COPY_MARKER],
+                )
+                .await
+                .context("cannot read roster.meta")?;
+            let note: Option<Vec<u8>> = row.map(|r| r.try_get(0)).transpose()?;
+            Ok(note.map(|n| String::from_utf8_lossy(&n).into_owned()))
+        })
+    }
+
+    /// Fails with what to do when a copy began and did not finish.
+    pub(super) fn refuse_unfinished_copy(&self, target: &super::PostgresTarget) -> Result<()> {
+        if let Some(note) = self.unfinished_copy()? {
+            anyhow::bail!(
+                "the PostgreSQL store at {} is partly filled: roster migrate-store began a copy \
+                 into it ({}) and the copy did not finish; drop its schema (DROP SCHEMA roster \
+                 CASCADE) and run roster migrate-store again",
+                target.describe(),
+                crate::logs::escape(&note)
+            );
+        }
+        Ok(())
+    }
+
     /// Whether any user, import record, held plan or queued mail is stored.
     pub fn holds_data(&self) -> Result<bool> {
         self.db.run(|pool| async move {

@@ -70,6 +70,7 @@ mod users_query;
 #[path = "../../../tests/support/postgres.rs"]
 mod test_postgres;
 
+pub use fill::COPY_MARKER;
 pub use migrate::{migrate, migrate_to, refuse_newer, schema_version, Migrated, SCHEMA_VERSION};
 pub use target::{parse_url, PostgresTarget, TlsMode};
 
@@ -196,7 +197,18 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects, migrates the schema to this binary's version (refusing a newer one), reads or
     /// makes the fingerprint key, and sweeps rows this node staged before it last stopped.
+    /// Refuses a store that `roster migrate-store` began to fill and did not finish (its
+    /// marker in `roster.meta`, see `fill.rs`): serving a partly copied directory would take
+    /// the users not copied yet for new ones (review s30).
     pub fn open(target: &PostgresTarget, node_id: &str) -> anyhow::Result<PostgresStore> {
+        let store = PostgresStore::open_for_copy(target, node_id)?;
+        store.refuse_unfinished_copy(target)?;
+        Ok(store)
+    }
+
+    /// [`PostgresStore::open`] without the check for an unfinished copy: for `roster
+    /// migrate-store` only, which writes and clears that marker itself.
+    pub fn open_for_copy(target: &PostgresTarget, node_id: &str) -> anyhow::Result<PostgresStore> {
         let db = Connections::open(target, POOL_SIZE)?;
         let migrated = target.clone();
         db.run(move |_| async move { migrate(&migrated).await.map(|_| ()) })
