@@ -75,6 +75,7 @@ async fn start_sftp_with(
             config.server.data_dir.display()
         )
     })?;
+    crate::private_files::warn_if_shared(&config.server.data_dir);
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -376,6 +377,7 @@ async fn heartbeats(
 
 /// `roster serve`: runs until SIGINT or SIGTERM.
 pub async fn run(path: &Path) -> anyhow::Result<()> {
+    crate::private_files::set_private_umask();
     let server = start(path).await?;
     wait_for_stop_signal().await;
     tracing::info!("stopping: no new sessions; waiting for running imports");
