@@ -517,7 +517,10 @@ fn binary_file_without_a_mapped_password_column_is_archived_without_secrets() {
     let o = bad(b"Code;First;Last;Email;Password\nA1;Ann\0;Lee;a@x.example;Sup3r\n");
     assert!(first_message(&o).contains("binary"));
     let copy = String::from_utf8_lossy(o.archive_copy.as_deref().expect("a copy")).into_owned();
-    assert!(copy.contains("a@x.example") && !copy.contains("Sup3r"), "{copy}");
+    assert!(
+        copy.contains("a@x.example") && !copy.contains("Sup3r"),
+        "{copy}"
+    );
     // A profile that maps one, but a file without that column: nothing to blank.
     let bytes = b"E-mail;First Name;Last Name\nann@x.example;Ann\0;Lee\n";
     let o = run_with(&tenant_with_password(), bytes);
