@@ -18,6 +18,7 @@ pub mod logs;
 pub mod mail;
 pub mod metrics;
 pub mod model;
+pub mod private_files;
 pub mod serve;
 pub mod sftp;
 pub mod store;

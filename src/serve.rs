@@ -79,6 +79,7 @@ async fn start_sftp_with(
             config.server.data_dir.display()
         )
     })?;
+    crate::private_files::warn_if_shared(&config.server.data_dir);
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -466,6 +467,7 @@ async fn heartbeats(
 /// and a second one). Every stage of the stop is bounded; an error when the stop could not
 /// flush the store or did not end within [`STOP_GRACE`] + [`STOP_SLACK`].
 pub async fn run(path: &Path) -> anyhow::Result<()> {
+    crate::private_files::set_private_umask();
     let signals = Signals::listen().context("cannot listen for SIGTERM, SIGINT and SIGHUP")?;
     let Some(server) = start_until(path, signals.stopping()).await? else {
         tracing::info!("stopped during start-up, before the intake started: nothing was imported");

@@ -500,18 +500,27 @@ fn misaligned_rows_are_blanked_whole() {
 }
 
 #[test]
-fn binary_file_without_password_column_archives_the_original() {
-    // A profile that maps no password: unchanged, the original bytes are archived.
+fn binary_file_without_a_mapped_password_column_is_archived_without_secrets() {
+    // A profile that maps no password. Review s30 (F4): a first row that is no header row (here
+    // binary garbage) may hold any secret, so the copy archived has every cell blank.
     let mut garbage: Vec<u8> = (0..10_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     garbage[5] = 0;
     let o = bad(&garbage);
     assert!(first_message(&o).contains("binary"));
-    assert!(o.archive_copy.is_none());
+    let copy = o.archive_copy.clone().expect("a blanked copy");
+    assert!(garbage.iter().any(u8::is_ascii_alphanumeric));
+    assert!(!copy.iter().any(u8::is_ascii_alphanumeric), "{copy:?}");
+    // Review s30 (F5): a column headed like a password is blank although the profile does not
+    // map it; the rest of the file is archived as it was.
     let o = bad(b"Code;First;Last;Email;Password\nA1;Ann\0;Lee;a@x.example;Sup3r\n");
     assert!(first_message(&o).contains("binary"));
-    assert!(o.archive_copy.is_none());
+    let copy = String::from_utf8_lossy(o.archive_copy.as_deref().expect("a copy")).into_owned();
+    assert!(
+        copy.contains("a@x.example") && !copy.contains("Sup3r"),
+        "{copy}"
+    );
     // A profile that maps one, but a file without that column: nothing to blank.
     let bytes = b"E-mail;First Name;Last Name\nann@x.example;Ann\0;Lee\n";
     let o = run_with(&tenant_with_password(), bytes);

@@ -3,7 +3,8 @@
 //! `[admin] token` set to anything but empty or the old example value `change-me` is used as
 //! it is. Otherwise the server generates a random token on its first start into
 //! `<data_dir>/admin-token` (mode 0600, 64 hex digits, created exclusively so two starts cannot
-//! write different tokens) and keeps using that file; the CLI reads the same file. Data enters
+//! write different tokens) and keeps using that file; the CLI reads the same file. A token file
+//! that group or others can read is refused by both (`chmod 600` it). Data enters
 //! as the [`Config`] and the file; it leaves as the token string.
 
 use super::Config;
@@ -79,9 +80,22 @@ pub fn for_cli(config: &Config) -> Result<String> {
     }
 }
 
-/// The token in `path`, None when the file does not exist. A file that others can read, or
-/// that is empty, is an error: it must not be trusted silently.
+/// The token in `path`, None when the file does not exist. A file that group or others can
+/// read, or that is empty, is an error (as libpq treats a `.pgpass` others can read): a token
+/// others may have seen must not be trusted silently (review s30, F8: the code only warned).
 fn read_file(path: &std::path::Path) -> Result<Option<String>> {
+    let mode = match std::fs::metadata(path) {
+        Ok(m) => m.permissions().mode(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    if mode & 0o077 != 0 {
+        bail!(
+            "{p} can be read by group or others (mode {m:o}), so the admin token is not used: run `chmod 600 {p}` (or set [admin] token in the config)",
+            p = path.display(),
+            m = mode & 0o777
+        );
+    }
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -93,13 +107,6 @@ fn read_file(path: &std::path::Path) -> Result<Option<String>> {
             "{} holds no usable token; delete it and restart the server to generate one",
             path.display()
         );
-    }
-    let mode = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        tracing::warn!(file = %path.display(), mode = format!("{:o}", mode & 0o777), "the admin token file can be read by others: chmod 600 it");
     }
     Ok(Some(token.to_string()))
 }
@@ -128,5 +135,24 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         config.admin.token = "set-by-operator".into();
         assert_eq!(ensure(&config).unwrap(), "set-by-operator");
+    }
+
+    /// Review s30, F8: a token file group or others can read is refused, by the server and the
+    /// CLI, with the chmod that fixes it.
+    #[test]
+    fn a_token_file_others_can_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::parse("").unwrap();
+        config.server.data_dir = dir.path().join("data");
+        let token = ensure(&config).unwrap();
+        let path = token_path(&config);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        for e in [ensure(&config).unwrap_err(), for_cli(&config).unwrap_err()] {
+            let e = format!("{e:#}");
+            assert!(e.contains("chmod 600") && e.contains("640"), "{e}");
+            assert!(!e.contains(&token), "{e}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(for_cli(&config).unwrap(), token);
     }
 }

@@ -51,7 +51,10 @@ impl ScimPushConfig {
         if !scheme_ok || url.len() <= "https://".len() {
             say(
                 "url",
-                format!("{:?} must be an http:// or https:// URL", self.url),
+                format!(
+                    "{:?} must be an http:// or https:// URL",
+                    super::webhooks::shown_url(&self.url)
+                ),
             );
         }
         match (&self.token, &self.token_env) {

@@ -88,7 +88,8 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
                     "tenant {:?}: scim_push.url {:?} is tenant {first:?}'s too; two tenants \
                      pushing to one application would share its users (their externalId is \
                      the user key alone)",
-                    t.id, push.url
+                    t.id,
+                    super::webhooks::shown_url(&push.url)
                 )),
                 None => {
                     push_urls.insert(url, t.id.as_str());
@@ -248,7 +249,10 @@ fn webhook_problems(t: &Tenant, problems: &mut TenantProblems<'_>) {
         if !urls.insert(hook.url.as_str()) {
             problems.say(
                 &format!("{at}.url"),
-                format!("{:?} is listed twice; one endpoint per URL", hook.url),
+                format!(
+                    "{:?} is listed twice; one endpoint per URL",
+                    super::webhooks::shown_url(&hook.url)
+                ),
             );
         }
     }

@@ -111,15 +111,39 @@ pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
-/// An http(s) URL with a host.
+/// `url` as logs and the admin API show it: a user name and password (`https://user:pass@host`,
+/// sent as Basic auth) become `***@`, and a query (where tokens often travel) `?***`. The path
+/// is kept, so an operator can still tell endpoints apart. Reviewer s28: the credentials were
+/// in every retry warning and in `GET .../webhooks`. Config problems (a rejected reload is
+/// logged) show URLs this way too (review s30, F6).
+pub fn shown_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let host = match authority.rfind('@') {
+        Some(at) => format!("***@{}", &authority[at + 1..]),
+        None => authority.to_string(),
+    };
+    let tail = match tail.find('?') {
+        Some(q) => format!("{}?***", &tail[..q]),
+        None => tail.to_string(),
+    };
+    format!("{}{host}{tail}", &url[..scheme_end])
+}
+
+/// An http(s) URL with a host; a problem shows it as [`shown_url`] does.
 fn check_url(url: &str) -> Result<(), String> {
-    let uri: ureq::http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    let shown = shown_url(url);
+    let uri: ureq::http::Uri = url.parse().map_err(|_| format!("{shown:?} is not a URL"))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
-        _ => return Err(format!("{url:?} must start with http:// or https://")),
+        _ => return Err(format!("{shown:?} must start with http:// or https://")),
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("{url:?} has no host"));
+        return Err(format!("{shown:?} has no host"));
     }
     Ok(())
 }

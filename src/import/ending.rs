@@ -92,6 +92,9 @@ pub(super) fn write_outputs(layout: Layout<'_>, skips: &HashMap<u64, String>) ->
             password_header: None,
             keep_col: None,
             keep_mapped: &[],
+            // No mapped password column: a column headed like one is blank all the same.
+            password_like: layout.password_col.is_none(),
+            header_of: None,
         },
     )?;
     Ok(Outputs {

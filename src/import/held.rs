@@ -57,7 +57,8 @@ pub struct Upload {
 /// it has a password column (then `passwords` has what approving needs of them).
 #[derive(Serialize, Deserialize)]
 struct HeldPlan {
-    /// The tenant as JSON; see [`tenant_json`].
+    /// The tenant's import profile as JSON, without its secrets; see [`tenant_json`]. (A plan
+    /// held by a version before review s30 has the whole tenant here; it still reads.)
     tenant: serde_json::Value,
     file: String,
     received_at: DateTime<Utc>,
@@ -162,6 +163,8 @@ pub fn plan_bytes(k: &HoldParts<'_>) -> Result<Vec<u8>> {
                 password_header: None,
                 keep_col: Some(k.key_col),
                 keep_mapped: &mapped,
+                password_like: false,
+                header_of: None,
             };
             let Layout {
                 input, enc, delim, ..
@@ -188,11 +191,27 @@ pub fn plan_bytes(k: &HoldParts<'_>) -> Result<Vec<u8>> {
     crate::store::frame(&header, &file)
 }
 
-/// The tenant as JSON that deserialises again. (`DelimiterSetting`'s derived `Serialize` writes
-/// `"Auto"`/`{"Fixed":59}`, which its own `Deserialize` does not accept, so the delimiter is
-/// written in its config form here.)
+/// What approving needs of the tenant: its id, import profile and reference lists, nothing else.
+/// The login hashes, keys, SCIM token hash, webhook secrets and SCIM push token stay out of the
+/// store (review s30, F3: the whole tenant was kept, and `migrate-store` copied it on).
+fn for_approving(tenant: &Tenant) -> Tenant {
+    Tenant {
+        import: tenant.import.clone(),
+        reference: tenant.reference.clone(),
+        ..Tenant::for_import(
+            &tenant.id,
+            tenant.import.match_by,
+            tenant.import.on_missing,
+            &[],
+        )
+    }
+}
+
+/// The tenant as JSON that deserialises again, only what approving needs ([`for_approving`]).
+/// (`DelimiterSetting`'s derived `Serialize` writes `"Auto"`/`{"Fixed":59}`, which its own
+/// `Deserialize` does not accept, so the delimiter is written in its config form here.)
 fn tenant_json(tenant: &Tenant) -> Result<serde_json::Value> {
-    let mut v = serde_json::to_value(tenant)?;
+    let mut v = serde_json::to_value(for_approving(tenant))?;
     let d = match tenant.import.delimiter {
         crate::config::DelimiterSetting::Auto => "auto".to_string(),
         crate::config::DelimiterSetting::Fixed(d) => (d as char).to_string(),

@@ -176,6 +176,66 @@ fn absent_columns(profile: &ImportProfile, cols: &[Column], notes: &mut Vec<Stri
     absent.len()
 }
 
+/// The error for a header row that lacks the required columns `missing`. The row's cells are
+/// shown only when it looks like a header row ([`looks_like_header`]): a file without a header
+/// row has a user's row there, perhaps with a plaintext password, and this sentence goes to the
+/// history, the API, the console, the report mail and webhooks (review s30, F4).
+fn missing_columns(missing: &[String], headers: &[String], profile: &ImportProfile) -> String {
+    let missing = missing.join(" and no column ");
+    if !looks_like_header(headers.iter().map(String::as_str), profile) {
+        return format!(
+            "the file has no column {missing} — its first row does not look like a header row (none of its {} cells is a field name or a header mapped in [tenants.import.columns]), so it is not shown here. The file must start with the header row: check it, the column names and the delimiter",
+            headers.len()
+        );
+    }
+    let found: Vec<&str> = headers.iter().take(12).map(|h| h.trim()).collect();
+    let more = if headers.len() > 12 { ", …" } else { "" };
+    format!(
+        "the file has no column {missing} — its header row is: {}{more}. Check the column names and the delimiter",
+        found.join(" | ")
+    )
+}
+
+/// Whether a first row is a header row as far as Roster can tell: at least one cell, compared
+/// as [`norm_header`] compares (NUL characters ignored, for UTF-16 read as single bytes), is a
+/// field name or a header the profile's `columns` maps. A row of data (a file without its
+/// header row) is not, and its cells are not echoed or archived (review s30, F4).
+pub(crate) fn looks_like_header<'a>(
+    cells: impl IntoIterator<Item = &'a str>,
+    profile: &ImportProfile,
+) -> bool {
+    let mapped: Vec<String> = profile.columns.values().map(|h| norm_header(h)).collect();
+    cells.into_iter().any(|c| {
+        let h = norm_header(&c.replace('\0', ""));
+        let h = h.trim_start_matches(['\u{ef}', '\u{bb}', '\u{bf}', '\u{ff}', '\u{fe}']);
+        !h.is_empty() && (fields::spec(h).is_some() || mapped.iter().any(|m| m == h))
+    })
+}
+
+/// Whether a header names a password column although the profile does not map it, by a small
+/// rule (review s30, F5): the header lower-cased, with everything but letters and digits
+/// removed, contains `password`, `passwort`, `passwd`, `pwd`, `kennwort`, `motdepasse`,
+/// `wachtwoord` or `contrasena`/`contraseña`, or is `pw` or `pass`. Such a column is blanked in
+/// the failure report and the archived copy like a mapped password column.
+pub(crate) fn looks_like_password(header: &str) -> bool {
+    let h: String = (header.chars())
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    const PARTS: [&str; 9] = [
+        "password",
+        "passwort",
+        "passwd",
+        "pwd",
+        "kennwort",
+        "motdepasse",
+        "wachtwoord",
+        "contrasena",
+        "contraseña",
+    ];
+    PARTS.iter().any(|p| h.contains(p)) || h == "pw" || h == "pass"
+}
+
 /// Maps the header row of a file with delimiter `delim` to fields. An empty `columns` map takes
 /// each header as a field name.
 pub fn map_columns(headers: &[String], tenant: &Tenant, delim: u8) -> Result<Mapping, String> {
@@ -213,13 +273,7 @@ pub fn map_columns(headers: &[String], tenant: &Tenant, delim: u8) -> Result<Map
         {
             return Err("the file's first line is Excel's delimiter hint (sep=…), not the header row: remove that line (Roster finds the delimiter itself) and upload the file again".to_string());
         }
-        let found: Vec<&str> = headers.iter().take(12).map(|h| h.trim()).collect();
-        let more = if headers.len() > 12 { ", …" } else { "" };
-        return Err(format!(
-            "the file has no column {} — its header row is: {}{more}. Check the column names and the delimiter",
-            missing.join(" and no column "),
-            found.join(" | ")
-        ));
+        return Err(missing_columns(&missing, headers, profile));
     }
     let absent = absent_columns(profile, &cols, &mut notes);
     let pos = |f: &str| cols.iter().position(|c| c.field == f);
@@ -249,4 +303,45 @@ pub fn map_columns(headers: &[String], tenant: &Tenant, delim: u8) -> Result<Map
                 .collect()
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{MatchBy, OnMissing};
+
+    #[test]
+    fn a_first_row_of_data_is_not_echoed_in_the_error() {
+        let t = Tenant::for_import("t", MatchBy::Email, OnMissing::Keep, &[]);
+        let row: Vec<String> = ["ann@x.example", "Ann", "Lee", "Sup3rSecret!"]
+            .map(String::from)
+            .to_vec();
+        let e = map_columns(&row, &t, b',').unwrap_err();
+        assert!(!e.contains("Sup3rSecret!") && !e.contains("ann@x"), "{e}");
+        assert!(e.contains("does not look like a header row"), "{e}");
+        // A header row that only lacks a column is still shown.
+        let header: Vec<String> = ["email", "first_name", "Nachname"]
+            .map(String::from)
+            .to_vec();
+        let e = map_columns(&header, &t, b',').unwrap_err();
+        assert!(e.contains("email | first_name | Nachname"), "{e}");
+    }
+
+    #[test]
+    fn password_like_headers() {
+        for h in [
+            "Password",
+            "Passwort",
+            "Initial password",
+            "pwd",
+            "Kennwort",
+            "PW",
+            "user_passwd",
+        ] {
+            assert!(looks_like_password(h), "{h}");
+        }
+        for h in ["email", "Passport number", "first_name", "department"] {
+            assert!(!looks_like_password(h), "{h}");
+        }
+    }
 }

@@ -44,6 +44,7 @@
 //! any cell, so in a file with a password column all its cells are blank in both outputs.
 
 use super::bounds::{cut, cut_bytes, MAX_CELL_BYTES, MAX_MESSAGE_CHARS};
+use super::mapping;
 use super::read::{self, Enc, Input};
 use super::rownum::{is_row_too_long, RowReader};
 use super::{ImportRecord, ImportStatus};
@@ -122,6 +123,20 @@ pub struct Want<'a> {
     /// approving must read such a row as the hold did, and the import stores those values
     /// anyway). Unmapped cells and the password are blanked still.
     pub keep_mapped: &'a [usize],
+    /// Also blank every column whose header looks like a password
+    /// ([`mapping::looks_like_password`]): for a profile that maps no password column, an
+    /// unmapped `Password` column is not written in clear (review s30, F5).
+    pub password_like: bool,
+    /// For a run that stopped before its header was mapped: when no cell of the first row is a
+    /// field name or a header of this profile ([`mapping::looks_like_header`]), the file has no
+    /// header row and any cell may be a password, so every cell is blank in both outputs
+    /// (review s30, F4).
+    pub header_of: Option<&'a crate::config::ImportProfile>,
+}
+
+/// A header cell as text for [`mapping`]'s rules: lossy UTF-8 with NUL characters removed.
+fn clean_header(cell: &[u8]) -> String {
+    super::bounds::header_text(cell).replace('\0', "")
 }
 
 /// Whether a header cell names `want`: trimmed (of what `fields::is_unseen` says, a BOM among
@@ -194,18 +209,16 @@ pub fn archive_early(
     reached: Reached,
 ) -> Option<Vec<u8>> {
     let profile = &tenant.import;
-    let (enc, delim, col) = match reached {
-        Reached::Header(_, _, None) => return None,
-        Reached::Header(e, d, Some(c)) => (e, Some(d), Some(c)),
-        Reached::Text(e, d) => (e, Some(d), None),
-        Reached::Scan(e) => (e, None, None),
+    let (enc, delim, col, mapped) = match reached {
+        Reached::Header(e, d, c) => (e, Some(d), c, true),
+        Reached::Text(e, d) => (e, Some(d), None, false),
+        Reached::Scan(e) => (e, None, None, false),
     };
     let header = match (col, profile.columns.get("password")) {
-        (Some(_), _) => None,
-        (None, Some(h)) => Some(h.as_str()),
-        (None, None) if profile.columns.is_empty() => Some("password"),
-        // The profile maps no password: the file has no password field to leak.
-        (None, None) => return None,
+        (None, Some(h)) if !mapped => Some(h.as_str()),
+        (None, None) if !mapped && profile.columns.is_empty() => Some("password"),
+        // Mapped, or the profile maps no password: only a password-like header is blanked.
+        _ => None,
     };
     let mut copy = || -> Result<Option<Vec<u8>>> {
         let delim = match delim {
@@ -219,6 +232,8 @@ pub fn archive_early(
             password_header: header,
             keep_col: None,
             keep_mapped: &[],
+            password_like: col.is_none(),
+            header_of: (!mapped).then_some(profile),
         };
         let ((_, copy), cut) = write_cut(input, enc, delim, &want)?;
         if let Some(row) = cut {
@@ -333,6 +348,8 @@ struct Second<'w> {
     last_row: u64,
     /// Skipped rows left out of the report to bound it.
     left_out: u64,
+    /// The first row is no header row (`Want::header_of`): every cell is blank.
+    blank_all: bool,
 }
 
 impl<'w> Second<'w> {
@@ -348,8 +365,11 @@ impl<'w> Second<'w> {
         } else {
             BOM.to_vec()
         };
-        let archive = (want.password_col.is_some() || want.password_header.is_some())
-            .then(|| builder().from_writer(Sink(RefCell::new(archive_start))));
+        let archive = (want.password_col.is_some()
+            || want.password_header.is_some()
+            || want.password_like
+            || want.header_of.is_some())
+        .then(|| builder().from_writer(Sink(RefCell::new(archive_start))));
         Second {
             want,
             delim,
@@ -363,6 +383,7 @@ impl<'w> Second<'w> {
             },
             last_row: 0,
             left_out: 0,
+            blank_all: false,
         }
     }
 
@@ -377,19 +398,30 @@ impl<'w> Second<'w> {
         if let Some(h) = header.filter(|h| !h.trim_matches(super::fields::is_unseen).is_empty()) {
             let named = rec.iter().enumerate().filter(|(_, c)| same_header(c, &h));
             self.cols.extend(named.map(|(i, _)| i));
-            self.cols.sort_unstable();
-            self.cols.dedup();
         }
-        if self.cols.is_empty() {
+        if self.want.password_like {
+            let named = rec.iter().enumerate();
+            let like = named.filter(|(_, c)| mapping::looks_like_password(&clean_header(c)));
+            self.cols.extend(like.map(|(i, _)| i));
+        }
+        self.cols.sort_unstable();
+        self.cols.dedup();
+        self.blank_all = self.want.header_of.is_some_and(|p| {
+            let cells: Vec<String> = rec.iter().map(clean_header).collect();
+            !mapping::looks_like_header(cells.iter().map(String::as_str), p)
+        });
+        if self.cols.is_empty() && !self.blank_all {
             self.archive = None;
         }
+        let blank_all = self.blank_all;
+        let shown = |c| if blank_all { b"".as_slice() } else { c };
         if let Some(w) = self.report.as_mut() {
-            let cells = rec.iter().map(Some);
+            let cells = rec.iter().map(|c| Some(shown(c)));
             report_row(w, b"row", self.width, cells, b"reason")?;
         }
         if let Some(w) = self.archive.as_mut() {
             blank_lines(w, row.saturating_sub(1))?;
-            w.write_byte_record(rec)?;
+            w.write_byte_record(&rec.iter().map(shown).collect::<csv::ByteRecord>())?;
         }
         self.last_row = row;
         Ok(())
@@ -399,7 +431,7 @@ impl<'w> Second<'w> {
     /// quoted cell of this row (`cut_off`).
     fn row(&mut self, row: u64, rec: &csv::ByteRecord, read: u64, cut_off: bool) -> Result<()> {
         let (want, width) = (self.want, self.width);
-        let password = |i: usize| self.cols.binary_search(&i).is_ok();
+        let password = |i: usize| self.blank_all || self.cols.binary_search(&i).is_ok();
         // Every cell of a row that does not line up with the header, or the password cell.
         let joined = |c: &[u8]| super::record::holds_joined_lines(c, self.delim, width);
         let all =
@@ -533,7 +565,8 @@ pub fn write_cut(
     delim: u8,
     want: &Want<'_>,
 ) -> Result<(ReportAndArchive, Option<u64>)> {
-    if want.skips.is_empty() && want.password_col.is_none() && want.password_header.is_none() {
+    let blanks = want.password_col.is_some() || want.password_header.is_some();
+    if want.skips.is_empty() && !blanks && !want.password_like && want.header_of.is_none() {
         return Ok(((None, None), None));
     }
     const AGAIN: &str = "cannot read the file a second time";
@@ -550,6 +583,10 @@ pub fn write_cut(
     };
     if let Some(row) = next(&mut rdr, &mut rec)? {
         pass.header(row, &rec)?;
+        if pass.report.is_none() && pass.archive.is_none() {
+            // Nothing to blank (no password-like column) and no report: no second pass.
+            return Ok(((None, None), cut));
+        }
         // The header line can be as large as the file: do not keep its buffer for the rows.
         rec = csv::ByteRecord::new();
         while let Some(row) = next(&mut rdr, &mut rec)? {

@@ -95,9 +95,18 @@ pub fn claim(
         Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
         std::process::id()
     );
-    std::fs::create_dir_all(work).with_context(|| format!("cannot create {}", work.display()))?;
+    // 0700: a claim folder holds the upload and its report (review s30, F2).
+    let mut private = std::fs::DirBuilder::new();
+    std::os::unix::fs::DirBuilderExt::mode(&mut private, 0o700);
+    private
+        .recursive(true)
+        .create(work)
+        .with_context(|| format!("cannot create {}", work.display()))?;
     let dir = work.join(&id);
-    std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    private
+        .recursive(false)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let dir_fd = nofollow::open_dir(&dir)
         .with_context(|| format!("cannot open the claim folder {}", dir.display()))?;
     // With the uploads' writers held off, the name must still be the file that was found

@@ -48,12 +48,13 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     owned(unsafe { libc::open(c.as_ptr(), flags) })
 }
 
-/// Opens the folder `name` in `dir` (creating it first when `create`); a link is an error.
+/// Opens the folder `name` in `dir` (creating it first, mode 0700, when `create`); a link is
+/// an error.
 pub fn open_subdir(dir: BorrowedFd<'_>, name: &str, create: bool) -> io::Result<OwnedFd> {
     let c = c_name(name)?;
     if create {
         // SAFETY: valid folder handle and NUL-terminated name.
-        let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o755) };
+        let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o700) };
         if let Err(e) = check(rc) {
             if e.kind() != io::ErrorKind::AlreadyExists {
                 return Err(e);
@@ -74,12 +75,13 @@ pub fn open_file(dir: BorrowedFd<'_>, name: &str) -> io::Result<File> {
     owned(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) }).map(File::from)
 }
 
-/// Creates the new file `name` in `dir` for writing (fails if anything has that name).
+/// Creates the new file `name` in `dir` for writing, mode 0600 (fails if anything has that
+/// name). Archive copies and reports hold what uploads held, so they are private too.
 pub fn create_file(dir: BorrowedFd<'_>, name: &str) -> io::Result<File> {
     let c = c_name(name)?;
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: valid folder handle and NUL-terminated name; mode is an int vararg.
-    owned(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, 0o644 as libc::c_uint) })
+    owned(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, 0o600 as libc::c_uint) })
         .map(File::from)
 }
 

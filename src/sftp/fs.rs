@@ -187,10 +187,10 @@ fn check(rc: libc::c_int) -> std::io::Result<()> {
     }
 }
 
-/// `mkdirat(dir, name, 0755)`.
+/// `mkdirat(dir, name, 0700)`: folders in a tenant's home are private (review s30, F2).
 pub fn mkdir_at(dir: BorrowedFd<'_>, name: &CStr) -> std::io::Result<()> {
     // SAFETY: `name` is NUL-terminated and outlives the call.
-    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) })
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o700) })
 }
 
 /// `unlinkat(dir, name)`; `folder` removes an empty folder instead of a file.

@@ -115,9 +115,11 @@ pub struct Jail {
 }
 
 impl Jail {
-    /// A jail rooted at `home` (created if missing). `read_only` refuses every change.
+    /// A jail rooted at `home` (created if missing, mode 0700: a home holds uploads with
+    /// passwords). `read_only` refuses every change.
     pub fn new(home: &Path, read_only: bool) -> std::io::Result<Jail> {
-        std::fs::create_dir_all(home)?;
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(home)?;
         let home = home.canonicalize()?;
         let c = cstring(home.as_os_str().as_bytes())?;
         // SAFETY: `c` is NUL-terminated; the returned descriptor is owned below.

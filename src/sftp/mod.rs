@@ -43,6 +43,7 @@ pub async fn serve_stdio(
     read_only: bool,
     max_upload_bytes: u64,
 ) -> anyhow::Result<()> {
+    crate::private_files::set_private_umask();
     let jail = Jail::new(root, read_only)
         .map_err(|e| anyhow::anyhow!("cannot use {} as the SFTP root: {e}", root.display()))?
         .with_links();

@@ -223,7 +223,8 @@ impl SftpSession {
         let ticket = self.ticket()?;
         let vpath = path.virtual_path.clone();
         let open = || {
-            let fd = self.ctx.jail.open(&path, oflags, 0o644)?;
+            // 0600: an upload holds initial passwords in plaintext (review s30, F2).
+            let fd = self.ctx.jail.open(&path, oflags, 0o600)?;
             let st = Stat::of_fd(fd.as_fd())?;
             if st.is_dir() {
                 return Err(std::io::Error::from(ErrorKind::IsADirectory));

@@ -117,27 +117,9 @@ pub fn lease_name(tenant: &str, url: &str) -> String {
     format!("webhook:{tenant}:{}", url_hash(url))
 }
 
-/// `url` as logs and the admin API show it: a user name and password (`https://user:pass@host`,
-/// sent as Basic auth) become `***@`, and a query (where tokens often travel) `?***`. The path
-/// is kept, so an operator can still tell endpoints apart. Reviewer s28: the credentials were
-/// in every retry warning and in `GET .../webhooks`.
-pub fn shown_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let host = match authority.rfind('@') {
-        Some(at) => format!("***@{}", &authority[at + 1..]),
-        None => authority.to_string(),
-    };
-    let tail = match tail.find('?') {
-        Some(q) => format!("{}?***", &tail[..q]),
-        None => tail.to_string(),
-    };
-    format!("{}{host}{tail}", &url[..scheme_end])
-}
+/// `url` as logs and the admin API show it (credentials and query hidden); it lives in
+/// `config` since review s30, so that config problems show URLs the same way.
+pub use crate::config::webhooks::shown_url;
 
 /// The `webhook-id` of the tenant's `event`: `msg_<tenant>_<seq>_<time in ms since 1970>`.
 /// Both parts are stored with the event, so a retry, also by another node or after kill -9,

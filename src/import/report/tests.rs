@@ -76,6 +76,8 @@ fn copy_keeps_blank_lines_and_report_numbers_rows_as_a_spreadsheet() {
         password_header: None,
         keep_col: None,
         keep_mapped: &[],
+        password_like: false,
+        header_of: None,
     };
     let input = Input::Bytes(b"\ra;pw\r1;s1\r\r\"x\ry\";s2\r\r");
     let (report, copy) = write(input, Enc::Utf8, b';', &want).unwrap();
@@ -98,6 +100,8 @@ fn report_keeps_the_cells_past_the_header() {
         password_header: None,
         keep_col: None,
         keep_mapped: &[],
+        password_like: false,
+        header_of: None,
     };
     let long = "x".repeat(MAX_CELL_BYTES + 10);
     let text = format!("a,b,c\n1,2,3,=4,{long}\n9\n");
@@ -120,6 +124,8 @@ fn copy_by_header_blanks_that_column_only() {
         password_header: Some("Lozinka"),
         keep_col: None,
         keep_mapped: &[],
+        password_like: false,
+        header_of: None,
     };
     let input = Input::Bytes(b"a;lozinka;b\n1;secret;2\n");
     let out = write(input, Enc::Utf8, b';', &want).map(|r| r.1);
@@ -148,6 +154,8 @@ fn every_column_under_the_password_header_is_blanked() {
             password_header,
             keep_col: None,
             keep_mapped: &[],
+            password_like: false,
+            header_of: None,
         };
         let (report, copy) = write(Input::Bytes(input), Enc::Utf8, b';', &want).unwrap();
         let copy = String::from_utf8(copy.unwrap()).unwrap();
@@ -172,6 +180,8 @@ fn a_misshapen_row_without_a_key_is_not_written_blank() {
         password_header: None,
         keep_col: Some(0),
         keep_mapped: &[1],
+        password_like: false,
+        header_of: None,
     };
     // A line whose cells are all empty is no row for the run either: written as it is.
     let input = Input::Bytes(b"k;n;pw\n;x\n1;a;s\n;;;s\n;;;;\n");
@@ -191,6 +201,8 @@ fn the_marker_is_not_blank_with_a_tab_delimiter() {
         password_header: None,
         keep_col: Some(0),
         keep_mapped: &[1],
+        password_like: false,
+        header_of: None,
     };
     let input = Input::Bytes(b"k\tn\tpw\n\tx\n1\ta\ts\n");
     let (_, copy) = write(input, Enc::Utf8, b'\t', &want).unwrap();
@@ -225,6 +237,8 @@ fn a_formula_after_any_separator_in_a_cell_is_neutralised() {
         password_header: None,
         keep_col: None,
         keep_mapped: &[],
+        password_like: false,
+        header_of: None,
     };
     for (input, delim, kept) in [
         ("a,b\n1,x;=1+1;\n", b',', "x;'=1+1;"),
