@@ -225,7 +225,9 @@ fn report_store(config: &Config) -> anyhow::Result<()> {
         ""
     };
     println!("store: PostgreSQL at {at}, schema version {found} (binary expects {expected}{note})");
-    roster::store::postgres::refuse_newer(found)
+    roster::store::postgres::refuse_newer(found)?;
+    // A store an unfinished migrate-store left is refused by roster serve: say so here too.
+    runtime()?.block_on(roster::store::postgres::refuse_unfinished_copy_at(&target))
 }
 
 fn hash_password() -> anyhow::Result<()> {

@@ -120,6 +120,25 @@ fn a_copy_that_fails_part_way_leaves_a_store_that_is_refused_until_copied_again(
         "{refused}"
     );
 
+    // `roster check-config` with the store's URL says so too (and exits 1).
+    let with_tenant = config.with_file_name("check.toml");
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "\n[[tenants]]\nid = \"t1\"\nauthorized_keys = [\"ssh-ed25519 \
+           AAAAC3NzaC1lZDI1NTE5AAAAIDzq2Cb+8N6l3G7MxJm9sc5k1sYSdW0YGSTkLx+lw8/9 t\"]\n";
+    std::fs::write(&with_tenant, text).unwrap();
+    let checked = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .arg("-c")
+        .arg(&with_tenant)
+        .arg("check-config")
+        .env("ROSTER_STORE_URL", &url)
+        .env_remove("PGPASSWORD")
+        .env("HOME", "/nonexistent")
+        .output()
+        .expect("cannot run roster");
+    let said = stderr(&checked);
+    assert!(!checked.status.success(), "{said}");
+    assert!(said.contains("is partly filled"), "{said}");
+
     // So does a second copy, before writing anything.
     let again = migrate_store(&config, &url, Stdio::piped());
     let err = stderr(&again);

@@ -36,6 +36,8 @@ struct Script {
     smtputf8: bool,
     /// Answers 550 to this recipient.
     reject: &'static str,
+    /// When not empty, the answer to every RCPT.
+    rcpt: &'static str,
     /// Closes the connection after accepting a message.
     close_after_message: bool,
 }
@@ -50,6 +52,7 @@ impl Default for Script {
             flood: 0,
             smtputf8: true,
             reject: "",
+            rcpt: "",
             close_after_message: false,
         }
     }
@@ -130,7 +133,9 @@ async fn session(
             script.mail_from.to_string()
         } else if upper.starts_with("RCPT TO") {
             let rcpt = line[8..].trim().trim_matches(['<', '>']).to_string();
-            if !script.reject.is_empty() && rcpt == script.reject {
+            if !script.rcpt.is_empty() {
+                script.rcpt.to_string()
+            } else if !script.reject.is_empty() && rcpt == script.reject {
                 "550 5.1.1 No such user".into()
             } else {
                 rcpts.push(rcpt);
@@ -247,6 +252,17 @@ async fn a_refused_sender_keeps_every_queued_message() {
 async fn a_refusing_greeting_keeps_every_queued_message() {
     let script = Script {
         greeting: "554 5.7.1 no service for you",
+        ..Script::default()
+    };
+    relay_problem_keeps_every_message(script, "").await;
+}
+
+/// A relay that refuses every recipient for its own policy (it wants a login, or does not
+/// relay for these addresses) is a relay setting too (review s30).
+#[tokio::test]
+async fn a_relay_refusing_to_relay_keeps_every_queued_message() {
+    let script = Script {
+        rcpt: "554 5.7.1 <it@acme.example>: Relay access denied",
         ..Script::default()
     };
     relay_problem_keeps_every_message(script, "").await;

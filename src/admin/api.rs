@@ -347,12 +347,12 @@ pub(crate) async fn approve_held(
         ));
     }
     // Like every import, through the tenant's queue (one run per tenant at a time).
+    // Not taken (the server is stopping): 503, as for a store outage, so a client tries again
+    // (review s30: it was a 500).
     let applied = st.intake.approve(tenant, id).await.ok_or_else(|| {
-        ApiError::internal(
-            "cannot approve the import",
-            anyhow::anyhow!(
-                "the intake is stopping or the tenant was removed; nothing was applied"
-            ),
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cannot approve the import: the intake is stopping or the tenant was removed; nothing was applied",
         )
     })?;
     applied.map_err(|e| {
@@ -510,11 +510,9 @@ async fn restore(
     find_user(&st, &t, &key).await?;
     // Like approve, through the tenant's queue: never in the middle of one of its imports.
     let restored = st.intake.restore(&t.id, &key).await.ok_or_else(|| {
-        ApiError::internal(
-            "cannot restore the user",
-            anyhow::anyhow!(
-                "the intake is stopping or the tenant was removed; nothing was changed"
-            ),
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cannot restore the user: the intake is stopping or the tenant was removed; nothing was changed",
         )
     })?;
     let user = restored.map_err(|e| {

@@ -321,7 +321,7 @@ async fn transaction(
     })?;
     for rcpt in to {
         let reply = within(deadline, conn.command(Rcpt::new(rcpt.clone(), vec![]))).await?;
-        reply.map_err(|e| super::deliver::classify(&e))?;
+        reply.map_err(|e| refused_recipient(&e, rcpt))?;
     }
     within(deadline, conn.command(Data))
         .await?
@@ -335,6 +335,28 @@ async fn transaction(
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(super::deliver::classify(&e)),
     }
+}
+
+/// What a refused RCPT means. A refusal for the relay's own policy, an enhanced status
+/// `5.7.x` ("relay access denied", "authentication required") or a 530, refuses every
+/// recipient alike: a relay setting (a login it wants, an address it does not relay for),
+/// deferred like an outage so that fixing the setting delivers the queue. Any other refusal
+/// (`5.1.1` no such user) is about this recipient (review s30: a relay that wanted a login
+/// answered every RCPT 554 5.7.1, and every queued report was given up).
+fn refused_recipient(e: &lettre::transport::smtp::Error, rcpt: &Address) -> DeliveryError {
+    let said = std::error::Error::source(e).map(|s| s.to_string());
+    let policy = e.is_permanent()
+        && (said
+            .as_deref()
+            .is_some_and(|s| s.trim_start().starts_with("5.7."))
+            || e.status().is_some_and(|c| c.to_string() == "530"));
+    if policy {
+        return DeliveryError::Unavailable(format!(
+            "the SMTP server refused to relay to {rcpt} for its own policy (a login it wants,              or an address it does not relay for?): {}",
+            super::deliver::error_chain(e)
+        ));
+    }
+    super::deliver::classify(e)
 }
 
 /// `fut` by `deadline`, or [`DeliveryError::Unavailable`].

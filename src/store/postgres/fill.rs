@@ -17,6 +17,43 @@ use anyhow::{anyhow, Context, Result};
 /// is verified; while it exists the store is refused for serving.
 pub const COPY_MARKER: &str = "migration_in_progress";
 
+/// What to do about a copy that began and did not finish (`note`: what its marker says).
+fn unfinished(target: &super::PostgresTarget, note: &str) -> anyhow::Error {
+    anyhow!(
+        "the PostgreSQL store at {} is partly filled: roster migrate-store began a copy into it \
+         ({}) and the copy did not finish; drop its schema (DROP SCHEMA roster CASCADE) and run \
+         roster migrate-store again",
+        target.describe(),
+        crate::logs::escape(note)
+    )
+}
+
+/// Fails when the database at `target` holds the marker of an unfinished copy; reads over a
+/// connection of its own and changes nothing (`roster check-config`, which opens no store).
+pub async fn refuse_unfinished_copy_at(target: &super::PostgresTarget) -> Result<()> {
+    let client = super::connect(target).await?;
+    let has_meta: bool = client
+        .query_one("SELECT to_regclass('roster.meta') IS NOT NULL", &[])
+        .await?
+        .try_get(0)
+        .context("cannot tell whether roster.meta exists")?;
+    if !has_meta {
+        return Ok(());
+    }
+    let row = client
+        .query_opt(
+            "SELECT value FROM roster.meta WHERE name = $1",
+            &[&COPY_MARKER],
+        )
+        .await
+        .context("cannot read roster.meta")?;
+    let note: Option<Vec<u8>> = row.map(|r| r.try_get(0)).transpose()?;
+    match note {
+        Some(n) => Err(unfinished(target, &String::from_utf8_lossy(&n))),
+        None => Ok(()),
+    }
+}
+
 impl PostgresStore {
     /// Writes the marker of a copy under way, with `note` (what is copied, since when).
     pub fn mark_copy_begun(&self, note: &str) -> Result<()> {
@@ -65,16 +102,10 @@ impl PostgresStore {
 
     /// Fails with what to do when a copy began and did not finish.
     pub(super) fn refuse_unfinished_copy(&self, target: &super::PostgresTarget) -> Result<()> {
-        if let Some(note) = self.unfinished_copy()? {
-            anyhow::bail!(
-                "the PostgreSQL store at {} is partly filled: roster migrate-store began a copy \
-                 into it ({}) and the copy did not finish; drop its schema (DROP SCHEMA roster \
-                 CASCADE) and run roster migrate-store again",
-                target.describe(),
-                crate::logs::escape(&note)
-            );
+        match self.unfinished_copy()? {
+            Some(note) => Err(unfinished(target, &note)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Whether any user, import record, held plan or queued mail is stored.

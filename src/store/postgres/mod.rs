@@ -70,7 +70,7 @@ mod users_query;
 #[path = "../../../tests/support/postgres.rs"]
 mod test_postgres;
 
-pub use fill::COPY_MARKER;
+pub use fill::{refuse_unfinished_copy_at, COPY_MARKER};
 pub use migrate::{migrate, migrate_to, refuse_newer, schema_version, Migrated, SCHEMA_VERSION};
 pub use target::{parse_url, PostgresTarget, TlsMode};
 
