@@ -61,3 +61,52 @@ fn a_held_plan_keeps_no_tenant_secret_and_still_approves() {
     );
     assert_eq!(applied.counts.deactivated, 40);
 }
+
+/// A profile that maps no password column and a file with a column headed like one: the held
+/// plan keeps that column blank, as the report and the archive do, and approving applies the
+/// mapped columns as held (review s30).
+#[test]
+fn a_held_plan_keeps_no_unmapped_password_column() {
+    let (store, _d) = open();
+    let columns = [
+        ("mapping_code", "Code"),
+        ("first_name", "First"),
+        ("last_name", "Last"),
+        ("email", "Email"),
+        ("job_title", "Title"),
+    ];
+    let t = roster::config::Tenant::for_import(
+        "t1",
+        MatchBy::MappingCode,
+        OnMissing::Deactivate,
+        &columns,
+    );
+    let rows = |n: u32, title: &str| {
+        let mut s = String::from("Code;First;Last;Email;Title;Passwort\n");
+        for i in 0..n {
+            s.push_str(&format!(
+                "C{i:03};First{i};Last{i};user{i}@x.example;{title};Geheim-{i:03}-x\n"
+            ));
+        }
+        s.into_bytes()
+    };
+    go(&store, &t, &rows(50, "Engineer"));
+    let held = go(&store, &t, &rows(10, "Chief")).record;
+    assert_eq!(held.status, ImportStatus::Held, "{:?}", held.messages);
+    let plan = store.held_plan("t1", &held.id).unwrap().unwrap().to_vec();
+    assert!(
+        !plan.windows(7).any(|w| w == b"Geheim-"),
+        "a password is in the stored plan"
+    );
+    let applied = approve(&store, &t, &held.id).unwrap().record;
+    assert_eq!(
+        applied.status,
+        ImportStatus::Success,
+        "{:?}",
+        applied.messages
+    );
+    assert_eq!(
+        (applied.counts.deactivated, applied.counts.updated),
+        (40, 10)
+    );
+}

@@ -113,15 +113,20 @@ pub struct HoldParts<'a> {
 pub fn plan_bytes(k: &HoldParts<'_>) -> Result<Vec<u8>> {
     let tenant = k.merge.settings.tenant;
     let (file, passwords, kept_tenant) = match k.layout.password_col {
-        None => {
-            let bytes = match k.layout.input {
-                Input::Bytes(b) => b.to_vec(),
-                Input::Path(p) => {
-                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
-                }
-            };
-            (bytes, Vec::new(), tenant_json(tenant)?)
-        }
+        None => match copy_without_password_like(k)? {
+            // An unmapped column that looks like a password (`Passwort`) is not kept in clear
+            // either (review s30: the report and archive blanked it, the held plan did not).
+            Some(copy) => (copy, Vec::new(), tenant_json(&utf8_profile(tenant, k))?),
+            None => {
+                let bytes = match k.layout.input {
+                    Input::Bytes(b) => b.to_vec(),
+                    Input::Path(p) => {
+                        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
+                    }
+                };
+                (bytes, Vec::new(), tenant_json(tenant)?)
+            }
+        },
         Some(col) => {
             let kept = std::sync::Mutex::new(Vec::new());
             let hold_settings = MergeSettings {
@@ -171,11 +176,7 @@ pub fn plan_bytes(k: &HoldParts<'_>) -> Result<Vec<u8>> {
             } = k.layout;
             let (_, copy) = report::write(input, enc, delim, &want)?;
             let copy = copy.context("cannot make the held copy without passwords")?;
-            // The copy is UTF-8 with this delimiter: approving reads it so.
-            let mut held_profile = tenant.clone();
-            held_profile.import.delimiter = crate::config::DelimiterSetting::Fixed(delim);
-            held_profile.import.encoding = crate::config::EncodingSetting::Auto;
-            (copy, passwords, tenant_json(&held_profile)?)
+            (copy, passwords, tenant_json(&utf8_profile(tenant, k))?)
         }
     };
     let header = HeldPlan {
@@ -189,6 +190,37 @@ pub fn plan_bytes(k: &HoldParts<'_>) -> Result<Vec<u8>> {
         encoding: Some(k.record.encoding.clone()).filter(|e| !e.is_empty()),
     };
     crate::store::frame(&header, &file)
+}
+
+/// The tenant as approving must read a copy the hold wrote: UTF-8, with the file's delimiter.
+fn utf8_profile(tenant: &Tenant, k: &HoldParts<'_>) -> Tenant {
+    let mut held_profile = tenant.clone();
+    held_profile.import.delimiter = crate::config::DelimiterSetting::Fixed(k.layout.delim);
+    held_profile.import.encoding = crate::config::EncodingSetting::Auto;
+    held_profile
+}
+
+/// For a profile that maps no password column: a copy of the file with every unmapped column
+/// whose header looks like a password blanked (`report::Want::password_like`), or `None` when
+/// the header has no such column (the file is kept as it is).
+fn copy_without_password_like(k: &HoldParts<'_>) -> Result<Option<Vec<u8>>> {
+    let empty = HashMap::new();
+    let mapped: Vec<usize> = (k.merge.settings.map.cols.iter())
+        .map(|c| c.index)
+        .collect();
+    let want = report::Want {
+        skips: &empty,
+        password_col: None,
+        password_header: None,
+        keep_col: Some(k.key_col),
+        keep_mapped: &mapped,
+        password_like: true,
+        header_of: None,
+    };
+    let Layout {
+        input, enc, delim, ..
+    } = k.layout;
+    Ok(report::write(input, enc, delim, &want)?.1)
 }
 
 /// What approving needs of the tenant: its id, import profile and reference lists, nothing else.

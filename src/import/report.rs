@@ -401,7 +401,10 @@ impl<'w> Second<'w> {
         }
         if self.want.password_like {
             let named = rec.iter().enumerate();
-            let like = named.filter(|(_, c)| mapping::looks_like_password(&clean_header(c)));
+            // A mapped column is never blanked by its looks: the run reads it.
+            let like = named.filter(|(i, c)| {
+                !self.want.keep_mapped.contains(i) && mapping::looks_like_password(&clean_header(c))
+            });
             self.cols.extend(like.map(|(i, _)| i));
         }
         self.cols.sort_unstable();
