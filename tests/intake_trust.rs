@@ -141,9 +141,9 @@ async fn a_link_swapped_in_for_the_file_is_never_imported() {
     let home = env.home("acme");
     let stash = env.dir.path().join("stash");
     std::fs::create_dir_all(&stash).unwrap();
-    // Bounded: at most 400 rounds or 4 seconds.
+    // Bounded: at most 400 rounds or 10 seconds.
     let attacker = std::thread::spawn(move || {
-        let end = Instant::now() + Duration::from_secs(4);
+        let end = Instant::now() + Duration::from_secs(10);
         let mut rounds = 0;
         while rounds < 400 && Instant::now() < end {
             let csv = format!("email,first_name,last_name\ngood{rounds}@acme.example,G,R\n");
@@ -156,9 +156,13 @@ async fn a_link_swapped_in_for_the_file_is_never_imported() {
             let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
             file.unwrap().set_modified(an_hour_ago).unwrap();
             std::fs::rename(stash.join("users.csv"), home.join("users.csv")).unwrap();
-            // The regular file stays a moment, so the intake sees it and the link can replace
-            // it between the intake's look and its claim (both states last a few ms).
-            std::thread::sleep(Duration::from_millis(4));
+            // The regular file stays a while, so the intake sees it and the link can replace
+            // it between the intake's looks and its claim. A run takes a file only once two
+            // looks a settle time apart saw it unchanged (review s30), about 100 ms after the
+            // rename here: the file stays 60 to 160 ms, a different time each round, so some
+            // rounds are claimed whole and some are swapped right at the claim.
+            let hold = 60 + (rounds * 7) % 101;
+            std::thread::sleep(Duration::from_millis(hold));
             let _ = std::fs::remove_file(stash.join("link"));
             std::os::unix::fs::symlink(&evil, stash.join("link")).unwrap();
             std::fs::rename(stash.join("link"), home.join("users.csv")).unwrap();
